@@ -1,0 +1,63 @@
+#include "formats/tensor.h"
+
+#include <cstring>
+#include <fstream>
+
+#include "formats/error.h"
+#include "formats/hdf5.h"
+#include "formats/safetensors.h"
+
+namespace wpack {
+
+uint64_t TensorInfo::num_elements() const {
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_to_string(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+TensorBytes TensorBytes::owned(std::vector<uint8_t> bytes) {
+  auto holder = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  TensorBytes t;
+  t.data_ = holder->data();
+  t.size_ = holder->size();
+  t.keep_alive_ = holder;
+  return t;
+}
+
+TensorBytes TensorBytes::borrowed(const uint8_t* data, size_t size, std::shared_ptr<const void> keep_alive) {
+  TensorBytes t;
+  t.data_ = data;
+  t.size_ = size;
+  t.keep_alive_ = std::move(keep_alive);
+  return t;
+}
+
+namespace {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::kIo, path + ": cannot open");
+  char head[8] = {};
+  in.read(head, sizeof(head));
+  const auto got = static_cast<size_t>(in.gcount());
+  static const char kHdf5Signature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  if (got == 8 && std::memcmp(head, kHdf5Signature, 8) == 0) return open_hdf5(path);
+  if (ends_with(path, ".json")) return open_safetensors_index(path);
+  if (got == 8) return open_safetensors(path);
+  throw Error(ErrorCode::kFormat, path + ": not a safetensors, safetensors index or HDF5 file (too short)");
+}
+
+}  // namespace wpack

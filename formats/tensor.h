@@ -1,0 +1,68 @@
+// What every input reader yields: a list of named tensors and their bytes.
+//
+// Readers (safetensors, sharded safetensors, HDF5) implement TensorSource. Tensor bytes are
+// little-endian, row-major (C order), exactly as safetensors stores them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/dtype.h"
+
+namespace wpack {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<uint64_t> shape;  // empty for a 0-d (scalar) tensor
+
+  // Product of the shape (1 for 0-d). Readers validate that it does not overflow.
+  uint64_t num_elements() const;
+  uint64_t num_bytes() const { return num_elements() * dtype_size(dtype); }
+};
+
+// "[768, 384]" style text for messages and tables.
+std::string shape_to_string(const std::vector<uint64_t>& shape);
+
+// The bytes of one tensor: owned, or borrowed from a memory map that `keep_alive` holds open.
+class TensorBytes {
+ public:
+  TensorBytes() = default;
+  static TensorBytes owned(std::vector<uint8_t> bytes);
+  static TensorBytes borrowed(const uint8_t* data, size_t size, std::shared_ptr<const void> keep_alive);
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::span<const uint8_t> span() const { return {data_, size_}; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::shared_ptr<const void> keep_alive_;  // owns the vector or the mapping
+};
+
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  // The tensors in file order (names unique).
+  virtual const std::vector<TensorInfo>& tensors() const = 0;
+  // Bytes of tensor `index` (size == tensors()[index].num_bytes()). Throws Error naming file and tensor.
+  virtual TensorBytes read(size_t index) const = 0;
+  // safetensors `__metadata__` (string to string); empty where the format has none.
+  virtual const std::map<std::string, std::string>& metadata() const = 0;
+  // The path the source was opened from, and its format: "safetensors", "safetensors-sharded",
+  // "keras-h5", "keras3-weights-h5", "hdf5".
+  virtual const std::string& path() const = 0;
+  virtual std::string format_name() const = 0;
+};
+
+// Opens a model by its content: a safetensors file, a sharded `*.safetensors.index.json`, or an
+// HDF5 file (signature \x89HDF\r\n\x1a\n). Throws Error(kFormat) naming the file otherwise.
+std::unique_ptr<TensorSource> open_tensor_source(const std::string& path);
+
+}  // namespace wpack
