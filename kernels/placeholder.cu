@@ -1,0 +1,1 @@
+namespace wpack { __global__ void placeholder_kernel() {} }

@@ -1,0 +1,1 @@
+namespace wpack { int packer_placeholder = 0; }

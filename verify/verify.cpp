@@ -1,0 +1,1 @@
+namespace wpack { int verify_placeholder = 0; }
