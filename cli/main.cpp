@@ -1,2 +1,126 @@
+// The wpack executable: compress, inspect, unpack, verify (CLI11).
+//
+// Exit codes: 0 success, 1 bad input / I/O error / failed check, 2 usage error. Every failure is
+// one line on stderr that names the file (and tensor or tile).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
-int main() { std::puts("wpack: under construction"); return 0; }
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "formats/error.h"
+#include "wpack_version.h"
+
+namespace {
+
+std::string join_command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) {
+    if (i) s += ' ';
+    s += argv[i];
+  }
+  return s;
+}
+
+// "128x128" -> rows, cols.
+bool parse_tile(const std::string& text, uint32_t* rows, uint32_t* cols) {
+  static const std::regex re("^([0-9]{1,7})[xX]([0-9]{1,7})$");
+  std::smatch m;
+  if (!std::regex_match(text, m, re)) return false;
+  *rows = static_cast<uint32_t>(std::stoul(m[1]));
+  *cols = static_cast<uint32_t>(std::stoul(m[2]));
+  return *rows > 0 && *cols > 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace wpack::cli;
+  CLI::App app{"wpack: compress and pack neural-network weights into GPU-decodable tiles"};
+  app.set_version_flag("--version", std::string("wpack ") + WPACK_VERSION_STRING);
+  app.require_subcommand(1);
+  app.fallthrough();
+  GlobalOptions global;
+  app.add_flag("-q,--quiet", global.quiet, "No progress and no messages but errors");
+  app.add_flag("-v,--verbose", global.verbose, "More detail");
+
+  // compress
+  CompressArgs compress;
+  std::string tile_text = "128x128", codec_text = "zstd", filter_text = "auto";
+  auto* c = app.add_subcommand("compress", "Pack a model (safetensors, sharded index, HDF5) into a .wpk");
+  c->add_option("input", compress.input, "Model: .safetensors, model.safetensors.index.json, or HDF5 (.h5)")->required();
+  c->add_option("-o,--output", compress.output, "Output .wpk")->required();
+  c->add_flag("-f,--force", compress.options.overwrite, "Overwrite the output if it exists");
+  c->add_option("-T,--threads", compress.options.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  c->add_option("--tile", tile_text, "Tile shape RxC (default 128x128)");
+  c->add_option("--codec", codec_text, "Plane codec: zstd, rans, none")->check(CLI::IsMember({"zstd", "rans", "none"}));
+  c->add_option("--level", compress.options.level, "zstd level (1-19, default 3)")->check(CLI::Range(-7, 19));
+  c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
+      ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
+  c->add_option("--alignment", compress.options.alignment, "Tile data alignment in bytes (power of two, >= 16)");
+
+  // inspect
+  InspectArgs inspect;
+  auto* i = app.add_subcommand("inspect", "Per-tensor table of a .wpk (or, for a model, the lossless ratio packing would reach)");
+  i->add_option("input", inspect.input, ".wpk file, or a model for a dry-run estimate")->required();
+  i->add_flag("--json", inspect.json, "Machine-readable output");
+
+  // unpack
+  UnpackArgs unpack;
+  auto* u = app.add_subcommand("unpack", "Write the tensors of a .wpk back to a safetensors file");
+  u->add_option("input", unpack.input, ".wpk file")->required();
+  u->add_option("-o,--output", unpack.output, "Output .safetensors")->required();
+  u->add_flag("-f,--force", unpack.overwrite, "Overwrite the output if it exists");
+  u->add_option("-T,--threads", unpack.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+
+  // verify
+  VerifyArgs verify;
+  auto* v = app.add_subcommand("verify", "Check every checksum, decode every tile, compare with the source");
+  v->add_option("input", verify.input, ".wpk file")->required();
+  v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
+  v->add_option("--device", verify.device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
+  v->add_flag("--json", verify.json, "Machine-readable report on stdout");
+  v->add_option("-T,--threads", verify.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0 with their text; usage errors exit 2 with one line.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::cerr << "wpack: " << e.what() << " (see wpack --help)\n";
+    return 2;
+  }
+
+  try {
+    if (c->parsed()) {
+      if (!parse_tile(tile_text, &compress.options.tile_rows, &compress.options.tile_cols)) {
+        std::cerr << "wpack: --tile must be RxC with positive integers, e.g. 128x128 (got '" << tile_text << "')\n";
+        return 2;
+      }
+      compress.options.codec = *wpack::parse_codec(codec_text);
+      if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
+      compress.options.command_line = join_command_line(argc, argv);
+      return run_compress(compress, global);
+    }
+    if (i->parsed()) return run_inspect(inspect, global);
+    if (u->parsed()) return run_unpack(unpack, global);
+    if (v->parsed()) return run_verify(verify, global);
+  } catch (const wpack::Error& e) {
+    std::cerr << "wpack: " << e.what() << "\n";
+    return e.code() == wpack::ErrorCode::kInvalidArgument ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "wpack: out of memory\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "wpack: " << e.what() << "\n";
+    return 1;
+  }
+  return 2;
+}

@@ -1,0 +1,134 @@
+// The .wpk container, format version 1 (byte-by-byte specification: docs/FORMAT.md).
+//
+//   [file header, 64 B] [tile data, each tile aligned] [index] [footer, 48 B]
+//
+// The writer streams tiles and writes the index (tensor table + tile index + metadata) at the end;
+// the output goes to a temporary file that is renamed into place on commit(). The reader maps the
+// file read-only, validates header, footer and index (checksums, bounds, overlaps, counts) before
+// returning, and hands out each tile's stored bytes without touching any other tile.
+//
+// This layer knows nothing about filters, codecs and schemes beyond their numeric codes: the packer
+// interprets them (packer/tile_codec.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/dtype.h"
+#include "formats/io.h"
+
+namespace wpack {
+
+inline constexpr uint32_t kWpkFormatVersion = 1;
+inline constexpr uint32_t kWpkHeaderBytes = 64;
+inline constexpr uint32_t kWpkFooterBytes = 48;
+inline constexpr uint32_t kWpkTileRecordBytes = 40;
+inline constexpr uint32_t kWpkDefaultAlignment = 64;
+inline constexpr uint32_t kWpkMaxRank = 16;
+
+// Accuracy of a tensor's packed form against its source, computed at compress time.
+// Lossless tensors: rel_error 0, max_abs_error 0, snr_db +inf.
+struct ErrorMetrics {
+  double rel_error = 0;      // ||W' - W|| / ||W||
+  double max_abs_error = 0;  // max |W' - W|
+  double snr_db = 0;         // 10 log10(||W||^2 / ||W' - W||^2)
+  double sparsity = 0;       // fraction of exact zeros in W'
+};
+
+struct WpkTile {
+  uint64_t offset = 0;       // from the start of the file, a multiple of the alignment
+  uint64_t stored_size = 0;  // bytes in the file
+  uint64_t raw_size = 0;     // bytes after the codec is undone (before the filter is undone)
+  uint8_t filter = 0;        // packer/filters.h Filter
+  uint8_t codec = 0;         // packer/codec.h Codec
+  uint16_t flags = 0;        // reserved, 0
+  uint64_t checksum = 0;     // XXH3-64 (seed 0) of the stored bytes
+};
+
+struct WpkTensor {
+  std::string name;
+  DType dtype = DType::F32;      // the source dtype
+  std::vector<uint64_t> shape;   // the source shape
+  uint8_t scheme = 0;            // 0 = lossless; packer/quantize.h Scheme
+  uint32_t tile_rows = 0;        // tile shape over the 2-D view (see docs/FORMAT.md "Tiling")
+  uint32_t tile_cols = 0;
+  uint64_t first_tile = 0;       // index of its first tile in the tile index
+  uint64_t tile_count = 0;
+  std::vector<uint8_t> params;   // scheme parameters (empty for lossless)
+  ErrorMetrics metrics;
+
+  uint64_t num_elements() const;
+  // The 2-D view: rank 0 -> 1x1, rank 1 -> 1xn, rank r -> prod(shape[0..r-2]) x shape[r-1].
+  uint64_t rows() const;
+  uint64_t cols() const;
+  uint64_t tile_grid_rows() const;  // ceil(rows / tile_rows), 0 for an empty tensor
+  uint64_t tile_grid_cols() const;
+};
+
+// Streams a .wpk file. Call begin_tensor, add_tile for each of its tiles (row-major over the tile
+// grid), end_tensor; then commit(). Nothing appears at `path` before commit() succeeds.
+class WpkWriter {
+ public:
+  // Throws Error(kExists) if `path` exists and !overwrite; Error(kInvalidArgument) for an
+  // alignment that is not a power of two in [16, 1 MiB].
+  WpkWriter(const std::string& path, bool overwrite, uint32_t alignment = kWpkDefaultAlignment);
+  ~WpkWriter();
+
+  // `tensor.first_tile` and `tensor.tile_count` are filled in by the writer.
+  void begin_tensor(const WpkTensor& tensor);
+  // Appends one tile of the current tensor; computes its checksum.
+  void add_tile(std::span<const uint8_t> stored, uint64_t raw_size, uint8_t filter, uint8_t codec);
+  // Sets the current tensor's metrics (may be called any time before end_tensor).
+  void set_metrics(const ErrorMetrics& metrics);
+  void end_tensor();
+  // Writes index and footer, fsyncs and renames into place. `metadata_json` is a JSON object text.
+  void commit(const std::string& metadata_json);
+
+  uint64_t bytes_written() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A validated, memory-mapped .wpk file.
+class WpkReader {
+ public:
+  // Validates everything but the tiles' checksums (see tile_checksum_ok). Throws Error naming the
+  // file and what is wrong: kFormat (not a .wpk, bad structure), kUnsupported (newer version),
+  // kCorrupt (header/index/footer checksum mismatch).
+  static std::unique_ptr<WpkReader> open(const std::string& path);
+
+  const std::string& path() const { return file_->path(); }
+  uint64_t file_size() const { return file_->size(); }
+  uint32_t alignment() const { return alignment_; }
+  uint64_t index_bytes() const { return index_size_; }
+  const std::vector<WpkTensor>& tensors() const { return tensors_; }
+  const std::vector<WpkTile>& tiles() const { return tiles_; }
+  const std::string& metadata_json() const { return metadata_json_; }
+
+  // The stored bytes of tile `index` (inside the mapping; valid while the reader lives).
+  std::span<const uint8_t> tile_bytes(uint64_t index) const;
+  // True when the tile's stored bytes hash to its recorded checksum.
+  bool tile_checksum_ok(uint64_t index) const;
+  // Bytes of the index entry of tensor `t` (its record in the tensor table plus its tile records).
+  uint64_t tensor_index_bytes(size_t t) const { return tensor_record_bytes_[t] + tensors_[t].tile_count * kWpkTileRecordBytes; }
+
+ private:
+  WpkReader() = default;
+  std::shared_ptr<const MappedFile> file_;
+  uint32_t alignment_ = 0;
+  uint64_t index_size_ = 0;
+  std::vector<WpkTensor> tensors_;
+  std::vector<uint64_t> tensor_record_bytes_;
+  std::vector<WpkTile> tiles_;
+  std::string metadata_json_;
+};
+
+// XXH3-64 with seed 0, the checksum used throughout the format.
+uint64_t wpk_checksum(std::span<const uint8_t> bytes);
+
+}  // namespace wpack

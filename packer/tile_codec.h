@@ -1,0 +1,38 @@
+// One tile's bytes: filter, then code each plane (docs/FORMAT.md "Tile payload").
+//
+// With codec kNone the stored bytes are the filtered bytes. Otherwise they are a plane directory
+// of P little-endian u32 words (P = filter_plane_count), word p = stored size of plane p with bit
+// 31 set when the plane is stored raw (coding did not make it smaller), followed by the planes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "packer/codec.h"
+#include "packer/filters.h"
+
+namespace wpack {
+
+struct TileCoding {
+  Filter filter = Filter::kNone;
+  Codec codec = Codec::kZstd;
+  int level = 3;  // zstd level
+};
+
+struct EncodedTile {
+  std::vector<uint8_t> stored;
+  Filter filter = Filter::kNone;  // as applied: a tile that coding cannot shrink is stored as it is,
+  Codec codec = Codec::kNone;     // with filter kNone and codec kNone
+};
+
+// Encodes `raw` (whole elements of `elem_size` bytes). Never larger than `raw`.
+EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const TileCoding& coding);
+
+// Decodes `stored` into exactly `raw_out.size()` bytes. Throws Error(kCorrupt) (message without
+// file context: callers add file, tensor and tile) on any inconsistency; never reads or writes
+// out of bounds.
+void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter filter, Codec codec,
+                 std::span<uint8_t> raw_out);
+
+}  // namespace wpack

@@ -1,0 +1,45 @@
+// How a tensor is cut into tiles (docs/FORMAT.md "Tiling").
+//
+// A tensor is viewed as a 2-D row-major matrix: rank 0 -> 1x1, rank 1 -> 1xn, rank r ->
+// prod(shape[0..r-2]) x shape[r-1]. Tiles of tile_rows x tile_cols cover it row-major over the
+// tile grid; the last tile row/column is cut short at the edges. Tile bytes are the tile's
+// elements in row-major order.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace wpack {
+
+// Elements in the largest 1-D tile (1-D and 0-D tensors of up to this many elements are one tile).
+inline constexpr uint32_t kMaxVectorTileElements = 1u << 20;
+
+struct TileRect {
+  uint64_t row0 = 0, col0 = 0;  // first element of the tile in the 2-D view
+  uint64_t rows = 0, cols = 0;  // the tile's extent (short at the edges)
+  uint64_t elements() const { return rows * cols; }
+};
+
+struct TileGeometry {
+  uint64_t rows = 0, cols = 0;            // the 2-D view
+  uint32_t tile_rows = 1, tile_cols = 1;  // nominal tile shape
+  uint64_t grid_rows = 0, grid_cols = 0;  // tiles per column / per row of the grid; 0 when empty
+
+  uint64_t tile_count() const { return grid_rows * grid_cols; }
+  TileRect rect(uint64_t tile_index) const;
+};
+
+// The geometry of a tensor stored with the given tile shape (as recorded in a .wpk).
+TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols);
+
+// The tile shape the packer chooses for `shape` when asked for tile_rows x tile_cols: rank 0/1
+// tensors get 1 x min(n, kMaxVectorTileElements); a matrix that fits in one requested tile is one
+// tile of its own shape; otherwise the requested shape.
+void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols,
+                       uint32_t* chosen_rows, uint32_t* chosen_cols);
+
+// Copies a tile out of / into a row-major matrix with `cols` columns of `elem_size`-byte elements.
+void gather_tile(const uint8_t* matrix, uint64_t cols, uint32_t elem_size, const TileRect& rect, uint8_t* tile);
+void scatter_tile(const uint8_t* tile, uint64_t cols, uint32_t elem_size, const TileRect& rect, uint8_t* matrix);
+
+}  // namespace wpack

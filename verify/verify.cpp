@@ -1,1 +1,0 @@
-namespace wpack { int verify_placeholder = 0; }

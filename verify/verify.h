@@ -1,0 +1,37 @@
+// verify on the CPU: integrity of every byte that is read, decode of every tile, and (optionally)
+// comparison of the decoded tensors with the source model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "formats/tensor.h"
+#include "formats/wpk.h"
+
+namespace wpack {
+
+struct TensorCheck {
+  std::string name;
+  bool decoded = false;          // every tile's checksum matched and it decoded
+  bool compared = false;         // an --against source was given and the tensor found in it
+  bool bit_exact = false;        // decoded bytes equal the source bytes (when compared)
+  uint64_t mismatched_elements = 0;
+  uint64_t first_bad_tile = 0;   // within the tensor, when !decoded or !bit_exact
+  std::string error;             // one line, empty when the tensor passed
+};
+
+struct VerifyReport {
+  std::vector<TensorCheck> tensors;
+  std::vector<std::string> errors;  // problems not tied to one packed tensor (missing in source, ...)
+  uint64_t tiles_checked = 0;
+  bool ok() const;
+};
+
+// Decodes every tile of every tensor (checksums first) and, with `against`, compares each decoded
+// tensor with the source tensor of the same name (dtype, shape and bytes; lossless tensors must be
+// bit-exact). Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
+// throws for a bad tile or tensor: each problem is recorded and the other tensors still checked.
+VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads);
+
+}  // namespace wpack

@@ -1,0 +1,83 @@
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "formats/error.h"
+#include "packer/tiling.h"
+#include "packer/unpack.h"
+#include "verify/verify.h"
+
+namespace wpack {
+
+bool VerifyReport::ok() const {
+  if (!errors.empty()) return false;
+  for (const auto& t : tensors)
+    if (!t.error.empty()) return false;
+  return true;
+}
+
+VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads) {
+  VerifyReport report;
+  std::unordered_map<std::string, size_t> source_index;
+  if (against)
+    for (size_t i = 0; i < against->tensors().size(); ++i) source_index[against->tensors()[i].name] = i;
+
+  std::vector<uint8_t> decoded;
+  for (size_t t = 0; t < reader.tensors().size(); ++t) {
+    const WpkTensor& wt = reader.tensors()[t];
+    TensorCheck check;
+    check.name = wt.name;
+    decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
+    try {
+      decode_tensor(reader, t, decoded, threads);
+      check.decoded = true;
+    } catch (const Error& e) {
+      check.error = e.what();
+    }
+    report.tiles_checked += wt.tile_count;
+    if (check.decoded && against) {
+      auto it = source_index.find(wt.name);
+      if (it == source_index.end()) {
+        check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
+      } else {
+        const TensorInfo& src = against->tensors()[it->second];
+        check.compared = true;
+        if (src.dtype != wt.dtype || src.shape != wt.shape) {
+          check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
+                        shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
+                        shape_to_string(src.shape);
+        } else {
+          TensorBytes src_bytes = against->read(it->second);
+          const uint32_t esize = dtype_size(wt.dtype);
+          const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+          uint64_t first_bad_element = UINT64_MAX;
+          const uint64_t n = wt.num_elements();
+          for (uint64_t i = 0; i < n; ++i)
+            if (std::memcmp(decoded.data() + i * esize, src_bytes.data() + i * esize, esize) != 0) {
+              if (first_bad_element == UINT64_MAX) first_bad_element = i;
+              check.mismatched_elements++;
+            }
+          check.bit_exact = (check.mismatched_elements == 0);
+          if (!check.bit_exact) {
+            const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
+            check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
+            check.error = tile_context(reader, t, check.first_bad_tile) + ": " +
+                          std::to_string(check.mismatched_elements) + " elements differ from " + against->path() +
+                          " (first at row " + std::to_string(row) + ", col " + std::to_string(col) + ")";
+          }
+        }
+      }
+    }
+    report.tensors.push_back(std::move(check));
+  }
+  if (against) {
+    std::unordered_set<std::string> packed;
+    for (const auto& wt : reader.tensors()) packed.insert(wt.name);
+    for (const auto& st : against->tensors())
+      if (!packed.count(st.name))
+        report.errors.push_back(against->path() + ": tensor '" + st.name + "' is missing from " + reader.path());
+  }
+  return report;
+}
+
+}  // namespace wpack
