@@ -1,1 +1,0 @@
-namespace wpack { int packer_placeholder = 0; }
