@@ -8,6 +8,7 @@
 #include "packer/rans.h"
 #define WPACK_HAVE_RANS 1
 #endif
+#include "packer/estimate.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
@@ -16,9 +17,17 @@ namespace {
 constexpr uint32_t kRawPlaneBit = 0x80000000u;
 constexpr uint64_t kMaxPlaneBytes = 0x7FFFFFFFu;
 
+// Above this order-0 entropy (bits per byte) a float plane is stored raw without trying to code
+// it: sign/mantissa planes of trained weights sit at 7.9-8 bits and no codec gains on them.
+constexpr double kIncompressibleEntropy = 7.95;
+
 std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, const TileCoding& coding) {
+  const bool float_plane = coding.filter == Filter::kFloatPlanes;
+  if (float_plane && coding.codec != Codec::kNone && order0_entropy_bits(plane) > kIncompressibleEntropy)
+    return {plane.begin(), plane.end()};
   switch (coding.codec) {
-    case Codec::kZstd: return zstd_compress(plane, coding.level);
+    case Codec::kZstd:
+      return zstd_compress(plane, coding.level, float_plane ? ZstdTuning::kMemoryless : ZstdTuning::kLevel);
 #ifdef WPACK_HAVE_RANS
     case Codec::kRans: return rans_encode(plane, plane.size(), 8);
 #else

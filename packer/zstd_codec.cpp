@@ -39,7 +39,7 @@ ZSTD_DCtx* thread_dctx() {
 
 }  // namespace
 
-std::vector<uint8_t> zstd_compress(std::span<const uint8_t> in, int level) {
+std::vector<uint8_t> zstd_compress(std::span<const uint8_t> in, int level, ZstdTuning tuning) {
   if (level == 0 || level > kMaxLevel || level < ZSTD_minCLevel())
     throw Error(ErrorCode::kInvalidArgument, "zstd: level " + std::to_string(level) + " is not in 1.." +
                                                  std::to_string(kMaxLevel) + " or a negative fast level down to " +
@@ -48,7 +48,20 @@ std::vector<uint8_t> zstd_compress(std::span<const uint8_t> in, int level) {
   if (ZSTD_isError(bound))
     throw Error(ErrorCode::kInvalidArgument, "zstd: input of " + std::to_string(in.size()) + " bytes is too large");
   std::vector<uint8_t> out(bound);
-  const size_t written = ZSTD_compressCCtx(thread_cctx(), out.data(), out.size(), in.data(), in.size(), level);
+  size_t written;
+  if (tuning == ZstdTuning::kLevel) {
+    written = ZSTD_compressCCtx(thread_cctx(), out.data(), out.size(), in.data(), in.size(), level);
+  } else {
+    // Every parameter is reset and set again, so the bytes depend only on input and level.
+    ZSTD_CCtx* cctx = thread_cctx();
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_strategy, ZSTD_fast);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_minMatch, 7);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog, 6);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+    written = ZSTD_compress2(cctx, out.data(), out.size(), in.data(), in.size());
+  }
   // With a destination of ZSTD_compressBound bytes this cannot fail short of a zstd bug.
   if (ZSTD_isError(written))
     throw Error(ErrorCode::kIo, std::string("zstd: compression failed: ") + ZSTD_getErrorName(written));
