@@ -3,17 +3,44 @@
 // Layouts, tried in this order:
 //  1. Keras legacy `.h5` (TF/Keras 2 `save_weights` / `model.save`): weights under `model_weights`
 //     (or the root for a weights-only file), layer order from the attribute `layer_names` or its
-//     split form `layer_names0, layer_names1, ...`; each layer group lists its datasets in the
-//     attribute `weight_names` (names may contain '/' and end in ':0'). Tensor name:
-//     "<layer>/<weight name without the ':0' suffix>".
-//  2. Keras 3 `.weights.h5`: `layers/<name>/vars/0, 1, ...` (nested layers recursively).
-//     Tensor name: "<path without the leading 'layers/'>" e.g. "dense/vars/0".
-//  3. Any other HDF5 file: every dataset of a numeric type, in name order, depth first; tensor
-//     name = dataset path without the leading '/'.
-// Optimizer state (`optimizer_weights`, `optimizer/...`) is skipped. Dataset types map to the
-// safetensors dtypes (IEEE floats of 16/32/64 bits, signed/unsigned integers of 8..64 bits, HDF5
-// enum bool -> BOOL); bytes are converted to little-endian. Other types are refused with an error
-// naming the file and dataset.
+//     split form `layer_names0, layer_names1, ...` (the root's attribute wins, as in Keras); each
+//     layer group lists its datasets in the attribute `weight_names` (same split convention; absent
+//     or empty = a layer without weights). Weight names may contain '/' and end in ':0'; the dataset
+//     path is relative to the layer group. Tensor name: the weight name without a trailing ":0",
+//     prefixed with "<layer>/" unless it already starts with "<layer>/":
+//       layer "dense",     weight "dense/kernel:0" -> "dense/kernel"
+//       layer "sub_model", weight "inner/kernel:0" -> "sub_model/inner/kernel"
+//       layer "bn",        weight "gamma:0"        -> "bn/gamma"
+//     Only the layers in layer_names are read, so `optimizer_weights` never appears.
+//  2. Keras 3 `.weights.h5` (a root group `layers` or `vars`, no layer_names): every dataset below
+//     the root except the top-level `optimizer` group, depth first; all-digit names in numeric order
+//     (vars/2 before vars/10), other names in byte order. Tensor name: the path without the leading
+//     '/' and without a leading "layers/", e.g. "dense/vars/0", "functional/layers/dense/vars/0".
+//  3. Any other HDF5 file: every dataset of a numeric type, depth first, names in byte order;
+//     tensor name = dataset path without the leading '/'. Datasets of non-numeric classes (strings,
+//     compounds, non-boolean enums, ...) and with a null dataspace are skipped.
+// Dataset types map to the safetensors dtypes: IEEE 754 half/single/double -> F16/F32/F64 (any
+// other float layout, e.g. a custom 16-bit float with 8 exponent bits, is refused rather than
+// converted), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an
+// enum of a one-byte integer with FALSE = 0, TRUE = 1) -> BOOL (a stored byte other than 0/1 is
+// Error(kCorrupt) on read). Bytes are converted to little-endian by libhdf5 (big-endian files read
+// correctly). 0-d datasets have an empty shape; empty datasets read as zero bytes.
+//
+// Errors (wpack::Error, message names the file and the dataset/attribute/layer):
+//  kIo           the file cannot be opened; an allocation for a read fails
+//  kFormat       not an HDF5 file; layer_names/weight_names name a missing or wrong-kind object, or
+//                are not string lists; two datasets map to one tensor name; size overflow
+//  kUnsupported  a dataset named by a Keras layout (or a numeric dataset in a generic file) whose
+//                type is not listed above; a tensor over 64 GiB; raw data in external files or a
+//                virtual dataset (never followed, nor are external links)
+//  kCorrupt      contiguous storage that does not match the declared size; a read that fails
+//  kInvalidArgument  read() with an index out of range
+//
+// Reading: the file stays open (H5F_ACC_RDONLY) for the source's lifetime; read(i) opens the
+// dataset and returns its bytes as an owned buffer, so peak memory is one tensor. metadata() is
+// empty. libhdf5 is not thread-safe as built by Debian: every HDF5 call of this reader holds one
+// process-wide mutex, so concurrent read() calls are safe but serialized. HDF5's automatic error
+// printing is switched off (H5Eset_auto2) for the calling thread.
 #pragma once
 
 #include <memory>
@@ -23,6 +50,7 @@
 
 namespace wpack {
 
+// Opens `path` read-only and lists its tensors (no tensor data is read). Throws Error as above.
 std::unique_ptr<TensorSource> open_hdf5(const std::string& path);
 
 }  // namespace wpack
