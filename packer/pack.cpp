@@ -18,10 +18,14 @@ namespace {
 
 // Tiles encoded in parallel before they are written in order: bounds memory to one batch.
 constexpr uint64_t kTileBatch = 256;
+// Tiles, evenly spaced, that the filter choice codes with each candidate filter.
+constexpr uint64_t kFilterSampleTiles = 2;
 
 std::vector<Filter> candidate_filters(DType dtype) {
   const uint32_t size = dtype_size(dtype);
-  if (dtype_is_float(dtype)) return {Filter::kFloatPlanes, Filter::kByteShuffle, Filter::kBitShuffle, Filter::kNone};
+  // Floats: the exponent plane is what compresses; bit shuffle and no filter lose on real weights
+  // and are not worth the trial.
+  if (dtype_is_float(dtype)) return {Filter::kFloatPlanes, Filter::kByteShuffle};
   if (size == 1) return {Filter::kBitShuffle, Filter::kNone};
   return {Filter::kByteShuffle, Filter::kBitShuffle, Filter::kNone};
 }
@@ -30,17 +34,14 @@ std::vector<Filter> candidate_filters(DType dtype) {
 double zero_fraction(DType dtype, const uint8_t* bytes, uint64_t elements) {
   if (elements == 0) return 0;
   const uint32_t size = dtype_size(dtype);
-  uint64_t zeros = 0;
   const bool is_float = dtype_is_float(dtype) || dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2;
+  // Little-endian: the sign bit is the top bit of the last byte.
+  const uint64_t mask = (size == 8 ? ~0ull : ((1ull << (8 * size)) - 1)) >> (is_float ? 1 : 0);
+  uint64_t zeros = 0;
   for (uint64_t i = 0; i < elements; ++i) {
-    const uint8_t* e = bytes + i * size;
-    bool zero = true;
-    for (uint32_t b = 0; b < size && zero; ++b) {
-      uint8_t v = e[b];
-      if (is_float && b == size - 1) v &= 0x7F;  // ignore the sign bit
-      zero = (v == 0);
-    }
-    zeros += zero;
+    uint64_t v = 0;
+    std::memcpy(&v, bytes + i * size, size);
+    zeros += (v & mask) == 0;
   }
   return double(zeros) / double(elements);
 }
@@ -66,7 +67,7 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
   TileGeometry g = tile_geometry(info.shape, tile_rows, tile_cols);
   const uint64_t tiles = g.tile_count();
   if (tiles == 0) return candidates.front();
-  const uint64_t samples = std::min<uint64_t>(tiles, 4);
+  const uint64_t samples = std::min<uint64_t>(tiles, kFilterSampleTiles);
   std::vector<uint64_t> cost(candidates.size(), 0);
   std::vector<uint8_t> raw;
   for (uint64_t s = 0; s < samples; ++s) {

@@ -50,8 +50,8 @@ struct PackReport {
 PackReport pack_model(const TensorSource& source, const std::string& out_path, const PackOptions& options);
 
 // The filter the packer would choose for these tensor bytes: the candidate (in the order
-// floatplanes, byteshuffle, bitshuffle, none for floats; byteshuffle, bitshuffle, none otherwise)
-// whose coded size over up to 4 evenly spaced sample tiles is smallest.
+// floatplanes, byteshuffle for floats; byteshuffle, bitshuffle, none for other dtypes; bitshuffle,
+// none for 1-byte dtypes) whose coded size over up to 2 evenly spaced sample tiles is smallest.
 Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile_rows, uint32_t tile_cols,
                      Codec codec, int level);
 
