@@ -16,26 +16,7 @@ using wpack::test::TempDir;
 
 namespace {
 
-class MemorySource : public TensorSource {
- public:
-  void add(std::string name, DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes) {
-    infos_.push_back({std::move(name), dtype, std::move(shape)});
-    REQUIRE(infos_.back().num_bytes() == bytes.size());
-    data_.push_back(std::move(bytes));
-  }
-  const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  TensorBytes read(size_t i) const override { return TensorBytes::owned(data_[i]); }
-  const std::map<std::string, std::string>& metadata() const override { return meta_; }
-  const std::string& path() const override { return path_; }
-  std::string format_name() const override { return "memory"; }
-  const std::vector<uint8_t>& data(size_t i) const { return data_[i]; }
-  std::map<std::string, std::string> meta_{{"format", "pt"}};
-
- private:
-  std::vector<TensorInfo> infos_;
-  std::vector<std::vector<uint8_t>> data_;
-  std::string path_ = "memory";
-};
+using test::MemorySource;
 
 uint64_t product(const std::vector<uint64_t>& s) {
   uint64_t n = 1;

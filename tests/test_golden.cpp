@@ -1,0 +1,71 @@
+// Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
+// version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden).
+//
+// The rANS file is compared byte for byte (wpack's own codec). zstd's output may change between
+// libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+
+#include "formats/wpk.h"
+#include "packer/pack.h"
+#include "packer/unpack.h"
+#include "test_util.h"
+
+using namespace wpack;
+
+namespace {
+
+const std::string kGoldenDir = std::string(WPACK_SOURCE_DIR) + "/tests/data/golden/";
+
+test::MemorySource golden_source() {
+  test::MemorySource src;
+  src.meta_ = {{"format", "pt"}, {"note", "golden"}};
+  src.add("dense.weight", DType::BF16, {40, 70}, test::gaussian_bf16(40 * 70, 0.05f, 11));
+  src.add("conv.weight", DType::F32, {3, 4, 5}, test::gaussian_f32(60, 0.1f, 12));
+  src.add("norm.weight", DType::F16, {33}, test::gaussian_f16(33, 1.0f, 13));
+  src.add("ids", DType::I32, {17}, test::random_bytes(17 * 4, 14));
+  src.add("scalar", DType::F64, {}, test::random_bytes(8, 15));
+  src.add("empty", DType::U8, {0, 3}, {});
+  return src;
+}
+
+PackOptions golden_options(Codec codec) {
+  PackOptions opt;
+  opt.codec = codec;
+  opt.tile_rows = 16;
+  opt.tile_cols = 32;
+  opt.threads = 1;
+  opt.overwrite = true;
+  opt.command_line = "golden";
+  return opt;
+}
+
+void check_decodes_to_source(const std::string& path) {
+  auto src = golden_source();
+  auto r = WpkReader::open(path);
+  REQUIRE(r->tensors().size() == src.tensors().size());
+  for (size_t t = 0; t < src.tensors().size(); ++t) {
+    std::vector<uint8_t> out(src.data(t).size());
+    decode_tensor(*r, t, out, 1);
+    CHECK(out == src.data(t));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("golden: the rANS file is reproduced byte for byte") {
+  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr) {
+    pack_model(golden_source(), kGoldenDir + "lossless-rans-v1.wpk", golden_options(Codec::kRans));
+    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v1.wpk", golden_options(Codec::kZstd));
+  }
+  test::TempDir dir;
+  pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kRans));
+  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v1.wpk");
+  REQUIRE(!golden.empty());
+  CHECK(test::read_file(dir.file("m.wpk")) == golden);
+}
+
+TEST_CASE("golden: committed files decode to their source") {
+  check_decodes_to_source(kGoldenDir + "lossless-rans-v1.wpk");
+  check_decodes_to_source(kGoldenDir + "lossless-zstd-v1.wpk");
+}
