@@ -1,0 +1,347 @@
+// Interleaved rANS plane codec (packer/rans.h): round trips on edge distributions for every symbol
+// width, determinism, hostile input (truncations, byte corruptions, garbage), the shared-table API,
+// and golden streams (tests/data/rans) that pin the format.
+//
+// Golden files are written, not checked, when WPACK_RANS_WRITE_GOLDEN=1 is set:
+//   WPACK_RANS_WRITE_GOLDEN=1 build/tests/test_rans "golden streams"
+// Regenerate them only together with a documented format change (docs/FORMAT-rans.md).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "formats/error.h"
+#include "packer/rans.h"
+#include "test_util.h"
+
+using namespace wpack;
+
+namespace {
+
+const uint32_t kWidths[] = {8, 4, 3, 2};
+
+uint64_t mix(uint64_t& s) {  // splitmix64, for test-local randomness
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Packs symbols LSB-first, `bits` each (the layout rans.h documents).
+std::vector<uint8_t> pack(const std::vector<uint8_t>& symbols, uint32_t bits) {
+  std::vector<uint8_t> out(rans_packed_bytes(symbols.size(), bits), 0);
+  for (size_t i = 0; i < symbols.size(); ++i)
+    for (uint32_t b = 0; b < bits; ++b)
+      if ((symbols[i] >> b) & 1) out[(i * bits + b) / 8] |= static_cast<uint8_t>(1u << ((i * bits + b) % 8));
+  return out;
+}
+
+// The high byte of N(0, 0.02^2) BF16 values: a BF16 tile's exponent plane.
+std::vector<uint8_t> exponent_plane(size_t n, uint64_t seed) {
+  const auto bf16 = test::gaussian_bf16(n, 0.02f, seed);
+  std::vector<uint8_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = bf16[2 * i + 1];
+  return out;
+}
+
+// Symbols < 2^bits from a discretised gaussian (a low-entropy, smooth distribution).
+std::vector<uint8_t> gaussian_codes(size_t n, uint32_t bits, uint64_t seed) {
+  const auto bf16 = test::gaussian_bf16(n, 1.0f, seed);
+  const int levels = 1 << bits;
+  std::vector<uint8_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t u = uint32_t{bf16[2 * i]} << 16 | uint32_t{bf16[2 * i + 1]} << 24;
+    float f;
+    std::memcpy(&f, &u, 4);
+    const long q = std::lround(f * levels / 6.0) + levels / 2;
+    out[i] = static_cast<uint8_t>(std::clamp<long>(q, 0, levels - 1));
+  }
+  return out;
+}
+
+std::vector<uint8_t> uniform_codes(size_t n, uint32_t bits, uint64_t seed) {
+  std::vector<uint8_t> out(n);
+  for (auto& s : out) s = static_cast<uint8_t>(mix(seed) & ((1u << bits) - 1));
+  return out;
+}
+
+// Mostly symbol 1, a few 0s, and about n * 1e-5 of the top symbol.
+std::vector<uint8_t> skewed_codes(size_t n, uint32_t bits, uint64_t seed) {
+  std::vector<uint8_t> out(n, 1);
+  for (auto& s : out) {
+    const uint64_t r = mix(seed) % 100000;
+    if (r == 0) s = static_cast<uint8_t>((1u << bits) - 1);
+    else if (r < 3000) s = 0;
+  }
+  out[n / 2] = static_cast<uint8_t>((1u << bits) - 1);  // at least one rare symbol
+  return out;
+}
+
+std::vector<uint8_t> decode(const std::vector<uint8_t>& stream, uint64_t n, uint32_t bits, const RansTable* shared = nullptr) {
+  std::vector<uint8_t> out(rans_packed_bytes(n, bits), 0xAA);
+  rans_decode(stream, n, bits, out, shared);
+  return out;
+}
+
+// Encode, check determinism and the size bound, decode, compare. Returns the stream.
+std::vector<uint8_t> round_trip(const std::vector<uint8_t>& symbols, uint32_t bits, const RansTable* shared = nullptr) {
+  const auto packed = pack(symbols, bits);
+  const auto stream = rans_encode(packed, symbols.size(), bits, shared);
+  REQUIRE(stream == rans_encode(packed, symbols.size(), bits, shared));
+  REQUIRE(stream.size() <= rans_max_stream_bytes(symbols.size(), bits));
+  REQUIRE(decode(stream, symbols.size(), bits, shared) == packed);
+  return stream;
+}
+
+ErrorCode decode_error(std::span<const uint8_t> stream, uint64_t n, uint32_t bits, const RansTable* shared = nullptr) {
+  std::vector<uint8_t> out(rans_packed_bytes(n, bits));
+  try {
+    rans_decode(stream, n, bits, out, shared);
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ErrorCode::kMismatch;  // "no error" marker
+}
+
+double entropy_bytes(const std::vector<uint8_t>& symbols) {
+  std::vector<double> h(256);
+  for (uint8_t s : symbols) ++h[s];
+  double bits = 0;
+  for (double c : h)
+    if (c) bits -= c * std::log2(c / symbols.size());
+  return bits / 8;
+}
+
+}  // namespace
+
+TEST_CASE("rans round-trips edge sizes and distributions at every symbol width") {
+  for (uint32_t bits : kWidths) {
+    CAPTURE(bits);
+    for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{31}, size_t{32}, size_t{33}, size_t{63}, size_t{65},
+                     size_t{1000}, size_t{16384}, size_t{16411}}) {
+      CAPTURE(n);
+      round_trip(uniform_codes(n, bits, 1 + n), bits);
+      round_trip(gaussian_codes(n, bits, 2 + n), bits);
+      round_trip(std::vector<uint8_t>(n, static_cast<uint8_t>((1u << bits) - 1)), bits);  // one symbol only
+      if (n) round_trip(skewed_codes(n, bits, 3 + n), bits);
+    }
+  }
+}
+
+TEST_CASE("rans picks the cheapest mode: constant, stored raw, or coded") {
+  // One symbol only: a 2-byte constant stream.
+  auto s = round_trip(std::vector<uint8_t>(5000, 7), 8);
+  REQUIRE(s == std::vector<uint8_t>{2, 7});
+  // Uniform bytes cannot be coded smaller: stored raw, one byte more than the input.
+  s = round_trip(test::random_bytes(16384, 9), 8);
+  REQUIRE(s.size() == 16385);
+  REQUIRE(s[0] == 0);
+  // All 256 symbols present but skewed: coded.
+  auto all = gaussian_codes(65536, 8, 5);
+  for (int v = 0; v < 256; ++v) all[v * 256] = static_cast<uint8_t>(v);
+  s = round_trip(all, 8);
+  REQUIRE(s[0] == 1);
+  REQUIRE(s.size() < 65536);
+}
+
+TEST_CASE("rans codes a BF16 exponent plane close to its order-0 entropy") {
+  // Overhead of a 16384-symbol tile: table + 32 lane states + rounding. docs/FORMAT-rans.md
+  // budgets ~100 bytes; the whole-tile target is 0.5% of (H + 8 bits) * 16384 / 8 ~ 108 bytes.
+  double overhead = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const auto plane = exponent_plane(16384, seed);
+    const auto stream = round_trip(plane, 8);
+    REQUIRE(stream[0] == 1);
+    overhead += stream.size() - entropy_bytes(plane);
+  }
+  overhead /= 8;
+  INFO("mean overhead " << overhead << " bytes");
+  REQUIRE(overhead < 100);
+}
+
+TEST_CASE("rans packs 3- and 2-bit symbols across byte boundaries and ignores padding bits") {
+  std::vector<uint8_t> symbols(11);
+  for (size_t i = 0; i < symbols.size(); ++i) symbols[i] = static_cast<uint8_t>(i % 8);
+  auto packed = pack(symbols, 3);  // 33 bits: 5 bytes, 7 padding bits
+  REQUIRE(packed.size() == 5);
+  packed[4] |= 0xFE;  // garbage in the padding bits
+  const auto stream = rans_encode(packed, symbols.size(), 3);
+  REQUIRE(decode(stream, symbols.size(), 3) == pack(symbols, 3));  // padding written as zero
+}
+
+TEST_CASE("rans rejects bad arguments with kInvalidArgument") {
+  std::vector<uint8_t> bytes(16);
+  REQUIRE_THROWS_MATCHES(rans_encode(bytes, 16, 5), Error, Catch::Predicate<Error>([](const Error& e) { return e.code() == ErrorCode::kInvalidArgument; }));
+  REQUIRE_THROWS_MATCHES(rans_encode(bytes, 17, 8), Error, Catch::Predicate<Error>([](const Error& e) { return e.code() == ErrorCode::kInvalidArgument; }));
+  std::vector<uint8_t> out(15);
+  REQUIRE_THROWS_MATCHES(rans_decode(bytes, 16, 8, out), Error, Catch::Predicate<Error>([](const Error& e) { return e.code() == ErrorCode::kInvalidArgument; }));
+}
+
+TEST_CASE("rans decode rejects malformed headers with kCorrupt") {
+  const auto plane = exponent_plane(4096, 3);
+  auto good = rans_encode(plane, plane.size(), 8);
+  REQUIRE(good[0] == 1);
+  auto bad = good;
+  bad[0] = 9;  // unknown mode
+  REQUIRE(decode_error(bad, 4096, 8) == ErrorCode::kCorrupt);
+  bad = good;
+  bad[1] |= 3;  // precision 13
+  REQUIRE(decode_error(bad, 4096, 8) == ErrorCode::kCorrupt);
+  REQUIRE(decode_error({}, 4096, 8) == ErrorCode::kCorrupt);                              // empty
+  REQUIRE(decode_error(std::vector<uint8_t>{0}, 1, 8) == ErrorCode::kCorrupt);           // raw, short
+  REQUIRE(decode_error(std::vector<uint8_t>{2, 16}, 3, 4) == ErrorCode::kCorrupt);       // constant out of range
+  REQUIRE(decode_error(std::vector<uint8_t>{2, 1}, 0, 8) == ErrorCode::kCorrupt);        // constant, no symbols
+  REQUIRE(decode_error(std::vector<uint8_t>{0, 0x80}, 1, 4) == ErrorCode::kCorrupt);     // raw, padding bits set
+  good.push_back(0);
+  good.push_back(0);
+  REQUIRE(decode_error(good, 4096, 8) == ErrorCode::kCorrupt);  // trailing word
+  REQUIRE(decode_error(good, 4095, 8) == ErrorCode::kCorrupt);  // wrong count
+}
+
+TEST_CASE("rans decode of every truncation throws kCorrupt") {
+  for (uint32_t bits : kWidths) {
+    CAPTURE(bits);
+    const auto symbols = gaussian_codes(3000, bits, 11);
+    const auto stream = rans_encode(pack(symbols, bits), symbols.size(), bits);
+    REQUIRE(stream[0] == 1);
+    for (size_t len = 0; len < stream.size(); ++len) {
+      CAPTURE(len);
+      REQUIRE(decode_error(std::span<const uint8_t>(stream).first(len), symbols.size(), bits) == ErrorCode::kCorrupt);
+    }
+  }
+}
+
+TEST_CASE("rans decode of corrupted and random streams never crashes and only throws kCorrupt") {
+  uint64_t seed = 77;
+  for (uint32_t bits : kWidths) {
+    CAPTURE(bits);
+    const auto symbols = bits == 8 ? exponent_plane(2000, 4) : gaussian_codes(2000, bits, 4);
+    const auto stream = rans_encode(pack(symbols, bits), symbols.size(), bits);
+    REQUIRE(stream[0] == 1);
+    int detected = 0;
+    const int trials = 3000;
+    for (int trial = 0; trial < trials; ++trial) {
+      auto bad = stream;
+      const size_t at = mix(seed) % bad.size();
+      bad[at] ^= static_cast<uint8_t>(1 + mix(seed) % 255);
+      const ErrorCode code = decode_error(bad, symbols.size(), bits);
+      REQUIRE((code == ErrorCode::kCorrupt || code == ErrorCode::kMismatch));
+      detected += code == ErrorCode::kCorrupt;
+    }
+    INFO("detected " << detected << " of " << trials);
+    CHECK(detected > trials * 9 / 10);  // the final-state and consumption checks catch most
+    for (int trial = 0; trial < 2000; ++trial) {
+      auto garbage = test::random_bytes(mix(seed) % 300, mix(seed));
+      if (!garbage.empty()) garbage[0] = static_cast<uint8_t>(mix(seed) % 4);  // a valid mode most times
+      if (garbage.size() > 1) garbage[1] &= 0xFE;
+      const ErrorCode code = decode_error(garbage, 1 + mix(seed) % 600, bits);
+      REQUIRE((code == ErrorCode::kCorrupt || code == ErrorCode::kMismatch));
+    }
+  }
+}
+
+TEST_CASE("rans shared tables: build, serialise, code without an inline table") {
+  const auto plane = exponent_plane(16384, 21);
+  std::vector<uint64_t> hist(256);
+  for (uint8_t s : exponent_plane(1 << 20, 22)) ++hist[s];
+  const RansTable table = build_rans_table(hist, 8);
+  uint64_t sum = 0;
+  for (uint32_t f : table.freq) sum += f;
+  REQUIRE(sum == (uint64_t{1} << table.precision));
+
+  const auto bytes = serialize_rans_table(table);
+  const RansTable back = deserialize_rans_table(bytes, 8);
+  REQUIRE(back.freq == table.freq);
+  REQUIRE(back.precision == table.precision);
+  for (size_t len = 0; len < bytes.size(); ++len)
+    REQUIRE_THROWS_AS(deserialize_rans_table(std::span<const uint8_t>(bytes).first(len), 8), Error);
+  auto extra = bytes;
+  extra.push_back(0);
+  REQUIRE_THROWS_AS(deserialize_rans_table(extra, 8), Error);
+  REQUIRE_THROWS_AS(deserialize_rans_table(bytes, 4), Error);
+
+  const auto own = rans_encode(plane, plane.size(), 8);
+  const auto with_shared = round_trip(plane, 8, &table);
+  REQUIRE(with_shared[0] == 3);
+  REQUIRE(with_shared.size() < own.size());
+  REQUIRE(decode_error(with_shared, plane.size(), 8) == ErrorCode::kCorrupt);  // table missing
+
+  // A symbol the shared table lacks: the encoder falls back to an inline table.
+  auto odd = plane;
+  odd[100] = 0x55;
+  REQUIRE(table.freq[0x55] == 0);
+  REQUIRE(round_trip(odd, 8, &table)[0] == 1);
+
+  std::vector<uint64_t> h4(16, 0);
+  h4[3] = 10;
+  const RansTable t4 = build_rans_table(h4, 4);  // one symbol: frequency 2^precision
+  REQUIRE(deserialize_rans_table(serialize_rans_table(t4), 4).freq == t4.freq);
+  REQUIRE_THROWS_AS(build_rans_table(std::vector<uint64_t>(16, 0), 4), Error);
+  REQUIRE_THROWS_AS(build_rans_table(std::vector<uint64_t>(15, 1), 4), Error);
+}
+
+namespace {
+
+struct GoldenCase {
+  const char* name;
+  uint32_t bits;
+  std::vector<uint8_t> (*make)();  // the symbols (generator mode only)
+  bool shared_table;
+};
+
+const GoldenCase kGolden[] = {
+    {"exponent_b8_n4096", 8, [] { return exponent_plane(4096, 100); }, false},
+    {"exponent_notail_b8_n4096", 8, [] { return exponent_plane(4096, 105); }, false},  // no valid K: K = 0
+    {"exponent_shared_b8_n4096", 8, [] { return exponent_plane(4096, 101); }, true},
+    {"gaussian_b4_n4000", 4, [] { return gaussian_codes(4000, 4, 102); }, false},
+    {"skewed_b3_n777", 3, [] { return skewed_codes(777, 3, 103); }, false},
+    {"gaussian_b2_n3000", 2, [] { return gaussian_codes(3000, 2, 104); }, false},
+    {"tiny_b8_n33", 8, [] { return gaussian_codes(33, 8, 105); }, false},
+    {"constant_b8_n50", 8, [] { return std::vector<uint8_t>(50, 0x3C); }, false},
+    {"uniform_b8_n64", 8, [] { return test::random_bytes(64, 106); }, false},
+};
+
+std::string golden_path(const std::string& file) { return std::string(WPACK_SOURCE_DIR) + "/tests/data/rans/" + file; }
+
+uint64_t golden_count(const std::string& name) { return std::stoull(name.substr(name.rfind("_n") + 2)); }
+
+}  // namespace
+
+TEST_CASE("golden streams: the encoder reproduces them byte for byte and the decoder decodes them") {
+  const char* write = std::getenv("WPACK_RANS_WRITE_GOLDEN");
+  for (const GoldenCase& c : kGolden) {
+    CAPTURE(c.name);
+    const std::string base = c.name;
+    const uint64_t n = golden_count(base);
+    if (write && std::string(write) == "1") {
+      const auto symbols = c.make();
+      REQUIRE(symbols.size() == n);
+      const auto packed = pack(symbols, c.bits);
+      test::write_file(golden_path(base + ".in.bin"), packed);
+      RansTable table;
+      if (c.shared_table) {
+        std::vector<uint64_t> hist(size_t{1} << c.bits);
+        for (uint8_t s : symbols) ++hist[s];
+        table = build_rans_table(hist, c.bits);
+        test::write_file(golden_path(base + ".table.bin"), serialize_rans_table(table));
+      }
+      test::write_file(golden_path(base + ".rans.bin"), rans_encode(packed, n, c.bits, c.shared_table ? &table : nullptr));
+      WARN("wrote " << golden_path(base + ".*.bin"));
+      continue;
+    }
+    const auto packed = test::read_file(golden_path(base + ".in.bin"));
+    const auto expected = test::read_file(golden_path(base + ".rans.bin"));
+    REQUIRE(packed.size() == rans_packed_bytes(n, c.bits));
+    RansTable table;
+    if (c.shared_table) table = deserialize_rans_table(test::read_file(golden_path(base + ".table.bin")), c.bits);
+    const RansTable* shared = c.shared_table ? &table : nullptr;
+    REQUIRE(rans_encode(packed, n, c.bits, shared) == expected);
+    if (base == "exponent_notail_b8_n4096") REQUIRE((expected.at(0) == 1 && expected.at(1) >> 2 == 0));
+    REQUIRE(decode(expected, n, c.bits, shared) == packed);
+  }
+}
