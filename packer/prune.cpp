@@ -1,0 +1,120 @@
+// Pruning masks (see prune.h).
+#include "packer/prune.h"
+
+#include <algorithm>
+#include <charconv>  // std::from_chars for parse_prune
+#include <cmath>
+#include <numeric>   // std::iota
+#include <string>
+
+#include "formats/error.h"
+
+namespace wpack {
+namespace {
+
+uint64_t prune_count(uint64_t n, double fraction, const char* who) {
+  if (!(fraction >= 0.0 && fraction <= 1.0))
+    throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": fraction " + std::to_string(fraction) +
+                                                 " is not in [0, 1]");
+  return std::min<uint64_t>(n, static_cast<uint64_t>(std::llround(fraction * static_cast<double>(n))));
+}
+
+void check_no_nan(const float* w, uint64_t n, const char* who) {
+  for (uint64_t i = 0; i < n; ++i)
+    if (std::isnan(w[i]))
+      throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight " + std::to_string(i) + " is NaN");
+}
+
+// Strict order: smaller |w| first, then lower index.
+struct SmallerFirst {
+  const float* w;
+  bool operator()(uint64_t a, uint64_t b) const {
+    float ma = std::fabs(w[a]), mb = std::fabs(w[b]);
+    return ma < mb || (ma == mb && a < b);
+  }
+};
+
+}  // namespace
+
+std::vector<uint8_t> prune_mask_magnitude(const float* w, uint64_t n, double fraction) {
+  const uint64_t count = prune_count(n, fraction, "prune_mask_magnitude");
+  check_no_nan(w, n, "prune_mask_magnitude");
+  std::vector<uint8_t> mask(n, 1);
+  if (count == 0) return mask;
+  std::vector<uint64_t> order(n);
+  std::iota(order.begin(), order.end(), uint64_t{0});
+  // Only the set of the `count` smallest matters: select it in O(n), the order inside is irrelevant.
+  std::nth_element(order.begin(), order.begin() + static_cast<int64_t>(count - 1), order.end(), SmallerFirst{w});
+  for (uint64_t i = 0; i < count; ++i) mask[order[i]] = 0;
+  return mask;
+}
+
+std::vector<uint8_t> prune_mask_magnitude_ref(const float* w, uint64_t n, double fraction) {
+  const uint64_t count = prune_count(n, fraction, "prune_mask_magnitude_ref");
+  check_no_nan(w, n, "prune_mask_magnitude_ref");
+  std::vector<uint64_t> order(n);
+  std::iota(order.begin(), order.end(), uint64_t{0});
+  std::sort(order.begin(), order.end(), SmallerFirst{w});
+  std::vector<uint8_t> mask(n, 1);
+  for (uint64_t i = 0; i < count; ++i) mask[order[i]] = 0;
+  return mask;
+}
+
+std::vector<uint8_t> prune_mask_nm(const float* w, uint64_t rows, uint64_t cols, uint32_t n, uint32_t m) {
+  if (n < 1 || n > m || m > 256)
+    throw Error(ErrorCode::kInvalidArgument, "prune_mask_nm: " + std::to_string(n) + ":" + std::to_string(m) +
+                                                 " is not a valid N:M (1 <= N <= M <= 256)");
+  const uint64_t total = checked_mul(rows, cols, "prune_mask_nm: rows * cols");
+  check_no_nan(w, total, "prune_mask_nm");
+  std::vector<uint8_t> mask(total, 0);
+  uint32_t order[256];
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t begin = 0; begin < cols; begin += m) {
+      const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(m, cols - begin));
+      const float* g = w + r * cols + begin;
+      std::iota(order, order + len, 0u);
+      // Larger |w| first; equal magnitudes: lower index first (kept).
+      std::sort(order, order + len, [g](uint32_t a, uint32_t b) {
+        float ma = std::fabs(g[a]), mb = std::fabs(g[b]);
+        return ma > mb || (ma == mb && a < b);
+      });
+      for (uint32_t i = 0; i < std::min(n, len); ++i) mask[r * cols + begin + order[i]] = 1;
+    }
+  }
+  return mask;
+}
+
+void apply_prune_mask(float* w, const uint8_t* mask, uint64_t count) {
+  for (uint64_t i = 0; i < count; ++i)
+    if (mask[i] == 0) w[i] = 0.0f;
+}
+
+PruneSpec parse_prune(std::string_view text) {
+  auto fail = [&]() -> PruneSpec {
+    throw Error(ErrorCode::kInvalidArgument,
+                "--prune: '" + std::string(text) + "' is neither a fraction in [0, 1] (0.5) nor N:M (2:4)");
+  };
+  PruneSpec spec;
+  const size_t colon = text.find(':');
+  if (colon != std::string_view::npos) {
+    uint32_t n = 0, m = 0;
+    auto [p1, e1] = std::from_chars(text.data(), text.data() + colon, n);
+    auto [p2, e2] = std::from_chars(text.data() + colon + 1, text.data() + text.size(), m);
+    if (e1 != std::errc() || p1 != text.data() + colon || colon == 0 || e2 != std::errc() ||
+        p2 != text.data() + text.size() || n < 1 || n > m || m > 256)
+      return fail();
+    spec.kind = PruneSpec::Kind::kNM;
+    spec.n = n;
+    spec.m = m;
+    return spec;
+  }
+  double fraction = 0;
+  auto [p, e] = std::from_chars(text.data(), text.data() + text.size(), fraction);
+  if (text.empty() || e != std::errc() || p != text.data() + text.size() || !(fraction >= 0.0 && fraction <= 1.0))
+    return fail();
+  spec.kind = PruneSpec::Kind::kFraction;
+  spec.fraction = fraction;
+  return spec;
+}
+
+}  // namespace wpack

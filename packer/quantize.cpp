@@ -1,0 +1,741 @@
+// Quantizers (see quantize.h): scheme table, the per-group scale search, LUT k-means, dequantization,
+// dtype conversion and error metrics. The hot loops are in detail/quant_kernels.*.
+#include "packer/quantize.h"
+
+#include <algorithm>
+#include <bit>       // std::endian
+#include <cmath>
+#include <cstring>   // std::memcpy
+#include <limits>
+#include <string>
+
+#include "formats/error.h"
+#include "packer/detail/fp.h"
+#include "packer/detail/quant_kernels.h"
+
+namespace wpack {
+
+static_assert(std::endian::native == std::endian::little, "convert_to_f32 reads little-endian bytes directly");
+
+using detail::FpParams;
+using detail::IntParams;
+using detail::SmallFloatFormat;
+using detail::SortedTable;
+
+// The QLoRA NormalFloat-4 data type: Dettmers et al., "QLoRA: Efficient Finetuning of Quantized LLMs"
+// (2023), Appendix E, as published there (and in bitsandbytes). Definition: with
+// offset = (1 - 1/(2*15) + 1 - 1/(2*16)) / 2, the 8 positive values are Phi^-1 of 9 evenly spaced
+// probabilities from offset to 0.5 (dropping 0.5), the 7 negative ones -Phi^-1 of 8 probabilities from
+// offset to 0.5 (dropping 0.5), plus 0, all divided by the largest. tests/test_quantize.cpp re-derives
+// them from that definition.
+const float kNf4Table[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+};
+
+namespace {
+
+enum class Kind { kInt, kFp, kNf4, kLut };
+
+struct SchemeInfo {
+  Scheme scheme;
+  std::string_view name;
+  uint32_t bits;
+  Kind kind;
+  bool grouped;                   // scales per group along K (else per row)
+  const SmallFloatFormat* format;  // fp schemes
+};
+
+constexpr SchemeInfo kSchemes[] = {
+    {Scheme::kLossless, "lossless", 0, Kind::kInt, false, nullptr},
+    {Scheme::kInt8, "int8", 8, Kind::kInt, false, nullptr},
+    {Scheme::kInt4, "int4", 4, Kind::kInt, true, nullptr},
+    {Scheme::kInt3, "int3", 3, Kind::kInt, true, nullptr},
+    {Scheme::kInt2, "int2", 2, Kind::kInt, true, nullptr},
+    {Scheme::kFp8, "fp8", 8, Kind::kFp, false, &detail::kFp8E4M3},
+    {Scheme::kFp6, "fp6", 6, Kind::kFp, false, &detail::kFp6E3M2},
+    {Scheme::kFp5, "fp5", 5, Kind::kFp, false, &detail::kFp5E2M2},
+    {Scheme::kFp4, "fp4", 4, Kind::kFp, true, &detail::kFp4E2M1},
+    {Scheme::kNf4, "nf4", 4, Kind::kNf4, true, nullptr},
+    {Scheme::kLut4, "lut4", 4, Kind::kLut, false, nullptr},
+    {Scheme::kLut3, "lut3", 3, Kind::kLut, false, nullptr},
+};
+
+const SchemeInfo* find_scheme(Scheme scheme) {
+  for (const auto& info : kSchemes)
+    if (info.scheme == scheme) return &info;
+  return nullptr;
+}
+
+const SchemeInfo& scheme_info(Scheme scheme, const char* who) {
+  const SchemeInfo* info = find_scheme(scheme);
+  if (info == nullptr)
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(who) + ": unknown scheme code " + std::to_string(static_cast<unsigned>(scheme)));
+  if (info->scheme == Scheme::kLossless)
+    throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": scheme lossless is not a quantizer");
+  return *info;
+}
+
+constexpr uint32_t kDefaultGroup = 128;
+constexpr uint32_t kDefaultNf4Block = 64;
+constexpr uint32_t kLutMaxIterations = 100;
+
+bool valid_group(uint64_t group) { return group == 32 || group == 64 || group == 128 || group == 256; }
+
+// The spec as used: effective group, int8 symmetric, options that do not apply cleared.
+QuantSpec resolve_spec(const SchemeInfo& info, const QuantSpec& in, const char* who) {
+  QuantSpec spec;
+  spec.scheme = in.scheme;
+  spec.clip = in.clip;
+  if (in.clip != Clip::kMse && in.clip != Clip::kMinMax)
+    throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": unknown clip mode");
+  if (info.grouped) {
+    spec.group = in.group != 0 ? in.group : (info.kind == Kind::kNf4 ? kDefaultNf4Block : kDefaultGroup);
+    if (!valid_group(spec.group))
+      throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": group " + std::to_string(spec.group) +
+                                                   " is not one of 32, 64, 128, 256");
+  }
+  if (info.kind == Kind::kInt) spec.symmetric = info.grouped ? in.symmetric : true;
+  if (info.kind == Kind::kLut) spec.lut_rows = in.lut_rows;
+  return spec;
+}
+
+// ---- scale encoding ----
+
+// fp16 bits of a positive scale: clamped to the fp16 range, never rounded to zero (a nonzero range
+// keeps a nonzero scale). 0 for s <= 0.
+uint16_t encode_scale(float s) {
+  if (!(s > 0.0f)) return 0;
+  uint16_t h = detail::float_to_f16_bits(std::min(s, detail::kF16Max));
+  return h == 0 ? uint16_t{1} : h;
+}
+
+float inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+
+struct GroupStats {
+  float min = 0, max = 0, absmax = 0;
+};
+
+GroupStats group_stats(const float* x, uint64_t n) {
+  GroupStats s;
+  for (uint64_t j = 0; j < n; ++j) {
+    s.min = std::min(s.min, x[j]);
+    s.max = std::max(s.max, x[j]);
+  }
+  s.absmax = std::max(-s.min, s.max);
+  return s;
+}
+
+// Integer grid of one candidate ratio: symmetric scale = absmax * ratio / (2^(b-1) - 1) with the
+// fixed zero 2^(b-1); asymmetric scale = (hi - lo) / (2^b - 1) over [min(x,0), max(x,0)] * ratio with
+// zero = round(-lo / scale) clamped to the code range.
+IntParams int_params(const GroupStats& s, float ratio, uint32_t bits, bool symmetric, uint16_t* scale_bits,
+                     uint8_t* zero_code) {
+  IntParams p;
+  p.qmax = static_cast<float>((1u << bits) - 1u);
+  float lo = 0;
+  if (symmetric) {
+    *scale_bits = encode_scale(s.absmax * ratio / static_cast<float>((1u << (bits - 1)) - 1u));
+  } else {
+    lo = std::min(s.min, 0.0f) * ratio;
+    float hi = std::max(s.max, 0.0f) * ratio;
+    *scale_bits = encode_scale((hi - lo) / p.qmax);
+  }
+  p.scale = detail::f16_bits_to_float(*scale_bits);
+  p.inv_scale = inverse(p.scale);
+  if (symmetric) {
+    p.zero = static_cast<float>(1u << (bits - 1));
+  } else {
+    float z = -lo * p.inv_scale;
+    z = std::min(std::max(z, 0.0f), p.qmax);
+    p.zero = detail::round_half_even_small(z);
+  }
+  *zero_code = static_cast<uint8_t>(p.zero);
+  p.lo = -p.zero;
+  p.hi = p.qmax - p.zero;
+  return p;
+}
+
+// Small-float and nf4 grids: scale = absmax * ratio / max_value.
+FpParams table_params(float absmax, float ratio, float max_value, uint16_t* scale_bits) {
+  FpParams p;
+  *scale_bits = encode_scale(absmax * ratio / max_value);
+  p.scale = detail::f16_bits_to_float(*scale_bits);
+  p.inv_scale = inverse(p.scale);
+  return p;
+}
+
+// Everything one quantize call shares across rows.
+struct Context {
+  const SchemeInfo* info;
+  QuantSpec spec;
+  uint64_t cols;
+  uint64_t group_len;  // elements per group (cols for per-row schemes)
+  uint64_t groups;     // per row
+  SortedTable table;   // fp: magnitudes; nf4: values
+};
+
+uint64_t round_up8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+// Per-thread scratch of the fast path.
+struct Scratch {
+  std::vector<float> pad;      // the group, zero-padded to a multiple of 8
+  std::vector<uint8_t> codes;  // codes of the padded group
+  uint32_t guess = 0;          // candidate tried first: the previous group's winner (speed only)
+};
+
+// The clip search of one group. Returns the winning candidate: the smallest error, ties to the lower
+// index (ratio closer to 1.0) -- the reference tries candidates in order and keeps a strictly smaller
+// error, which is the same rule. The fast path tries the previous winner first so that its error
+// bounds the others early (detail/quant_kernels.h, rule 3); the order does not change the winner.
+// params(c, &key) builds candidate c and a key that is equal for equal grids; error(c_params, bound).
+template <bool kFast, typename Params, typename MakeParams, typename Error>
+uint32_t search_clip(uint32_t candidates, uint32_t guess, MakeParams make_params, Error error) {
+  // All candidates' grids first: independent iterations, so their divisions overlap.
+  Params params[detail::kClipCandidates];
+  uint32_t keys[detail::kClipCandidates];
+  for (uint32_t c = 0; c < candidates; ++c) params[c] = make_params(c, &keys[c]);
+  uint32_t best_c = 0;
+  float best = std::numeric_limits<float>::infinity();
+  bool have_best = false;
+  for (uint32_t i = 0; i < candidates; ++i) {
+    // Fast: guess first, then 0, 1, ... skipping the guess. Reference: 0, 1, ...
+    const uint32_t c = !kFast ? i : (i == 0 ? guess : (i - 1 < guess ? i - 1 : i));
+    if (kFast && have_best && keys[c] == keys[best_c] && c > best_c) continue;  // same grid: same error, loses the tie
+    float err = error(params[c], kFast ? best : std::numeric_limits<float>::infinity());
+    if (!have_best || err < best || (err == best && c < best_c)) {
+      // The first candidate always starts the best, even with an inf error (huge weights).
+      best = err, best_c = c, have_best = true;
+    }
+  }
+  return best_c;
+}
+
+// Quantizes one row: codes[cols], scales[groups], zeros[groups] (asymmetric int only).
+// kFast: padded copy + fast kernels with early exit; else the scalar reference kernels.
+template <bool kFast>
+void quantize_row(const Context& ctx, const float* x, uint8_t* codes, uint16_t* scales, uint8_t* zeros,
+                  Scratch& scratch) {
+  const SchemeInfo& info = *ctx.info;
+  const uint32_t candidates = ctx.spec.clip == Clip::kMse ? detail::kClipCandidates : 1;
+  const uint32_t guess = std::min(scratch.guess, candidates - 1);
+  for (uint64_t g = 0; g < ctx.groups; ++g) {
+    const uint64_t start = g * ctx.group_len;
+    const uint64_t len = std::min(ctx.group_len, ctx.cols - start);
+    const float* xs = x + start;
+    const uint64_t n8 = round_up8(len);
+    float* pad = scratch.pad.data();
+    if constexpr (kFast) {
+      std::copy(xs, xs + len, pad);
+      std::fill(pad + len, pad + n8, 0.0f);
+    }
+    GroupStats stats;
+    if constexpr (kFast) {
+      detail::minmax_with_zero_fast(pad, n8, &stats.min, &stats.max);
+      stats.absmax = std::max(-stats.min, stats.max);
+    } else {
+      stats = group_stats(xs, len);
+    }
+    uint8_t* group_codes = codes + start;
+
+    if (info.kind == Kind::kInt) {
+      auto make = [&](uint32_t c, uint32_t* key) {
+        uint16_t scale_bits;
+        uint8_t zero;
+        IntParams p = int_params(stats, detail::clip_ratio(c), info.bits, ctx.spec.symmetric, &scale_bits, &zero);
+        *key = (uint32_t{scale_bits} << 8) | zero;
+        return p;
+      };
+      auto error = [&](const IntParams& p, float bound) {
+        return kFast ? detail::int_error_fast(pad, n8, p, bound) : detail::int_error_ref(xs, len, p);
+      };
+      const uint32_t best = search_clip<kFast, IntParams>(candidates, guess, make, error);
+      uint16_t scale_bits;
+      uint8_t zero;
+      IntParams p = int_params(stats, detail::clip_ratio(best), info.bits, ctx.spec.symmetric, &scale_bits, &zero);
+      if constexpr (kFast) {
+        detail::int_encode_fast(pad, n8, p, scratch.codes.data());
+        std::copy(scratch.codes.data(), scratch.codes.data() + len, group_codes);
+      } else {
+        for (uint64_t j = 0; j < len; ++j) group_codes[j] = static_cast<uint8_t>(detail::int_encode_one(xs[j], p));
+      }
+      scales[g] = scale_bits;
+      if (!ctx.spec.symmetric) zeros[g] = zero;
+      scratch.guess = best;
+      continue;
+    }
+
+    // fp and nf4: a scale only.
+    const float max_value = info.kind == Kind::kFp ? info.format->max_value : 1.0f;
+    auto make = [&](uint32_t c, uint32_t* key) {
+      uint16_t scale_bits;
+      FpParams p = table_params(stats.absmax, detail::clip_ratio(c), max_value, &scale_bits);
+      *key = scale_bits;
+      return p;
+    };
+    auto error = [&](const FpParams& p, float bound) {
+      if (info.kind == Kind::kFp)
+        return kFast ? detail::fp_error_fast(pad, n8, *info.format, p, bound) : detail::fp_error_ref(xs, len, ctx.table, p);
+      return kFast ? detail::table_error_fast(pad, n8, ctx.table, p, bound) : detail::table_error_ref(xs, len, ctx.table, p);
+    };
+    const uint32_t best = search_clip<kFast, FpParams>(candidates, guess, make, error);
+    uint16_t scale_bits;
+    const float inv = table_params(stats.absmax, detail::clip_ratio(best), max_value, &scale_bits).inv_scale;
+    scales[g] = scale_bits;
+    scratch.guess = best;
+    if constexpr (kFast) {
+      if (info.kind == Kind::kFp)
+        detail::fp_encode_fast(pad, n8, *info.format, inv, scratch.codes.data());
+      else
+        detail::table_encode_fast(pad, n8, ctx.table, inv, scratch.codes.data());
+      std::copy(scratch.codes.data(), scratch.codes.data() + len, group_codes);
+    } else if (info.kind == Kind::kFp) {
+      const uint32_t sign_bit = 1u << (info.bits - 1);
+      for (uint64_t j = 0; j < len; ++j) {
+        uint32_t m = detail::table_index_ref(ctx.table, std::fabs(xs[j]) * inv);
+        group_codes[j] = static_cast<uint8_t>(m | ((xs[j] < 0.0f && m != 0) ? sign_bit : 0u));
+      }
+    } else {
+      for (uint64_t j = 0; j < len; ++j)
+        group_codes[j] = static_cast<uint8_t>(detail::table_index_ref(ctx.table, xs[j] * inv));
+    }
+  }
+}
+
+// ---- LUT: 1-D k-means ----
+//
+// Plain (uniformly weighted) k-means, i.e. Lloyd's algorithm minimising the squared error of the
+// values themselves -- the quantity rel_error measures. Works on the sorted values with double prefix
+// sums, so every cluster is a contiguous range and its mean is (P[end] - P[begin]) / count.
+// An element exactly at the midpoint of two centroids joins the lower one. Three deterministic starts
+// (quantiles; evenly spaced over [min, max]; their average) each run to convergence (assignment
+// unchanged) or kLutMaxIterations; the start with the smallest total squared error wins (ties: the
+// earlier). The reference finds the assignment element by element, the fast path by binary search;
+// everything else is shared, so the tables are identical.
+
+struct Prefix {
+  std::vector<double> sum, sum_sq;  // [n + 1]
+};
+
+template <bool kFast>
+std::vector<uint64_t> assign(const std::vector<float>& sorted, const std::vector<double>& centroids) {
+  const uint64_t n = sorted.size();
+  const size_t k = centroids.size();
+  std::vector<uint64_t> bounds(k + 1, 0);
+  bounds[k] = n;
+  std::vector<double> mids(k - 1);
+  for (size_t j = 0; j + 1 < k; ++j) mids[j] = (centroids[j] + centroids[j + 1]) * 0.5;
+  if constexpr (kFast) {
+    for (size_t j = 0; j + 1 < k; ++j)
+      bounds[j + 1] = static_cast<uint64_t>(
+          std::upper_bound(sorted.begin(), sorted.end(), mids[j],
+                           [](double m, float v) { return m < static_cast<double>(v); }) - sorted.begin());
+  } else {
+    std::vector<uint64_t> counts(k, 0);
+    for (uint64_t i = 0; i < n; ++i) {
+      size_t cluster = 0;
+      for (size_t j = 0; j + 1 < k; ++j) cluster += static_cast<double>(sorted[i]) > mids[j] ? 1 : 0;
+      ++counts[cluster];
+    }
+    for (size_t j = 0; j + 1 < k; ++j) bounds[j + 1] = bounds[j] + counts[j];
+  }
+  return bounds;
+}
+
+template <bool kFast>
+std::vector<double> lloyd(const std::vector<float>& sorted, const Prefix& prefix, std::vector<double> centroids,
+                          double* sse) {
+  const size_t k = centroids.size();
+  std::vector<uint64_t> bounds, previous;
+  for (uint32_t iter = 0; iter < kLutMaxIterations; ++iter) {
+    bounds = assign<kFast>(sorted, centroids);
+    if (bounds == previous) break;
+    for (size_t j = 0; j < k; ++j) {
+      uint64_t count = bounds[j + 1] - bounds[j];
+      if (count > 0) centroids[j] = (prefix.sum[bounds[j + 1]] - prefix.sum[bounds[j]]) / static_cast<double>(count);
+    }
+    std::sort(centroids.begin(), centroids.end());
+    previous = bounds;
+  }
+  bounds = assign<kFast>(sorted, centroids);
+  // Squared error of the final assignment: sum over clusters of sum (x - c)^2.
+  double total = 0;
+  for (size_t j = 0; j < k; ++j) {
+    double count = static_cast<double>(bounds[j + 1] - bounds[j]);
+    double s = prefix.sum[bounds[j + 1]] - prefix.sum[bounds[j]];
+    double s2 = prefix.sum_sq[bounds[j + 1]] - prefix.sum_sq[bounds[j]];
+    total += s2 - 2.0 * centroids[j] * s + count * centroids[j] * centroids[j];
+  }
+  *sse = total;
+  return centroids;
+}
+
+template <bool kFast>
+std::vector<double> fit_lut(std::vector<float> values, uint32_t k) {
+  for (float& v : values) v = v == 0.0f ? 0.0f : v;  // -0 -> +0: one sorted order
+  std::sort(values.begin(), values.end());
+  const uint64_t n = values.size();
+  if (n == 0) return std::vector<double>(k, 0.0);
+  Prefix prefix;
+  prefix.sum.assign(n + 1, 0.0);
+  prefix.sum_sq.assign(n + 1, 0.0);
+  for (uint64_t i = 0; i < n; ++i) {
+    double v = values[i];
+    prefix.sum[i + 1] = prefix.sum[i] + v;
+    prefix.sum_sq[i + 1] = prefix.sum_sq[i] + v * v;
+  }
+  const double lo = values.front(), hi = values.back();
+  std::vector<double> quantile(k), even(k), mixed(k);
+  for (uint32_t j = 0; j < k; ++j) {
+    quantile[j] = values[std::min<uint64_t>(n - 1, ((2 * uint64_t{j} + 1) * n) / (2 * uint64_t{k}))];
+    even[j] = lo + (hi - lo) * (2.0 * j + 1.0) / (2.0 * k);
+    mixed[j] = (quantile[j] + even[j]) * 0.5;
+  }
+  std::vector<double> best;
+  double best_sse = std::numeric_limits<double>::infinity();
+  for (const auto* start : {&quantile, &even, &mixed}) {
+    double sse = 0;
+    std::vector<double> c = lloyd<kFast>(values, prefix, *start, &sse);
+    if (best.empty() || sse < best_sse) best = std::move(c), best_sse = sse;
+  }
+  return best;
+}
+
+// Tables as fp16 bits, ascending (rounding is monotone, so the order survives).
+void lut_table_bits(const std::vector<double>& centroids, uint16_t* out) {
+  for (size_t j = 0; j < centroids.size(); ++j) {
+    float c = static_cast<float>(std::clamp(centroids[j], -double{detail::kF16Max}, double{detail::kF16Max}));
+    out[j] = detail::float_to_f16_bits(c);
+  }
+}
+
+SortedTable lut_sorted_table(const uint16_t* bits, uint32_t k) {
+  float values[256];
+  for (uint32_t j = 0; j < k; ++j) values[j] = detail::f16_bits_to_float(bits[j]);
+  return detail::value_table(values, k);
+}
+
+// Throws kInvalidArgument at the first NaN/inf. Scans chunks with a branch-free test first.
+void check_finite(const float* w, uint64_t n, uint64_t cols, const char* who) {
+  constexpr uint64_t kChunk = 4096;
+  for (uint64_t begin = 0; begin < n; begin += kChunk) {
+    uint64_t end = std::min(n, begin + kChunk);
+    uint32_t bad = 0;
+    for (uint64_t i = begin; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, w + i, 4);
+      bad |= static_cast<uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
+    }
+    if (bad == 0) continue;
+    for (uint64_t i = begin; i < end; ++i)
+      if (!std::isfinite(w[i]))
+        throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight at row " + std::to_string(i / cols) +
+                                                     ", col " + std::to_string(i % cols) + " is not finite");
+  }
+}
+
+template <bool kFast>
+QuantizedMatrix quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who) {
+  const SchemeInfo& info = scheme_info(in.scheme, who);
+  QuantizedMatrix q;
+  q.spec = resolve_spec(info, in, who);
+  q.rows = rows;
+  q.cols = cols;
+  const uint64_t n = checked_mul(rows, cols, std::string(who) + ": rows * cols");
+  if (n > 0 && w == nullptr) throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": null weights");
+  check_finite(w, n, cols, who);
+  q.codes.assign(n, 0);
+
+  if (info.kind == Kind::kLut) {
+    const uint32_t k = 1u << info.bits;
+    const uint64_t rows_per_table = q.spec.lut_rows == 0 ? std::max<uint64_t>(rows, 1) : q.spec.lut_rows;
+    const uint64_t tables = q.num_tables();
+    q.tables.assign(tables * k, 0);
+    const int64_t tables_signed = static_cast<int64_t>(tables);
+#pragma omp parallel for schedule(dynamic, 1) if (kFast && tables > 1)
+    for (int64_t t = 0; t < tables_signed; ++t) {
+      uint64_t r0 = static_cast<uint64_t>(t) * rows_per_table, r1 = std::min(rows, r0 + rows_per_table);
+      std::vector<float> values(w + r0 * cols, w + r1 * cols);
+      lut_table_bits(fit_lut<kFast>(std::move(values), k), q.tables.data() + static_cast<uint64_t>(t) * k);
+    }
+    const int64_t rows_signed = static_cast<int64_t>(rows);
+#pragma omp parallel for schedule(static) if (kFast)
+    for (int64_t r = 0; r < rows_signed; ++r) {
+      uint64_t row = static_cast<uint64_t>(r);
+      SortedTable table = lut_sorted_table(q.tables.data() + (row / rows_per_table) * k, k);
+      const float* x = w + row * cols;
+      uint8_t* codes = q.codes.data() + row * cols;
+      if constexpr (kFast) {
+        // Full blocks of 8 straight from w, the tail through a padded copy.
+        const uint64_t body = cols & ~uint64_t{7};
+        detail::table_encode_fast(x, body, table, 1.0f, codes);
+        float tail[8] = {};
+        uint8_t tail_codes[8];
+        std::copy(x + body, x + cols, tail);
+        detail::table_encode_fast(tail, 8, table, 1.0f, tail_codes);
+        std::copy(tail_codes, tail_codes + (cols - body), codes + body);
+      } else {
+        for (uint64_t j = 0; j < cols; ++j) codes[j] = static_cast<uint8_t>(detail::table_index_ref(table, x[j]));
+      }
+    }
+    return q;
+  }
+
+  Context ctx;
+  ctx.info = &info;
+  ctx.spec = q.spec;
+  ctx.cols = cols;
+  ctx.group_len = info.grouped ? q.spec.group : cols;
+  ctx.groups = q.groups();
+  if (info.kind == Kind::kFp) ctx.table = detail::small_float_table(*info.format);
+  if (info.kind == Kind::kNf4) ctx.table = detail::value_table(kNf4Table, 16);
+  q.scales.assign(checked_mul(rows, ctx.groups, std::string(who) + ": scales"), 0);
+  const bool has_zeros = info.kind == Kind::kInt && !q.spec.symmetric;
+  if (has_zeros) q.zeros.assign(rows * ctx.groups, 0);
+
+  const int64_t rows_signed = static_cast<int64_t>(rows);
+#pragma omp parallel if (kFast)
+  {
+    Scratch scratch;
+    scratch.pad.resize(kFast ? round_up8(ctx.group_len) : 0);
+    scratch.codes.resize(kFast ? round_up8(ctx.group_len) : 0);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows_signed; ++r) {
+      uint64_t row = static_cast<uint64_t>(r);
+      quantize_row<kFast>(ctx, w + row * cols, q.codes.data() + row * cols, q.scales.data() + row * ctx.groups,
+                          has_zeros ? q.zeros.data() + row * ctx.groups : nullptr, scratch);
+    }
+  }
+  return q;
+}
+
+// ---- dequantization ----
+
+// Checks an (untrusted) QuantizedMatrix for consistency; returns its scheme info.
+const SchemeInfo& check_quantized(const QuantizedMatrix& q, const char* who) {
+  const SchemeInfo& info = scheme_info(q.spec.scheme, who);
+  auto fail = [&](const std::string& what) { throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": " + what); };
+  const uint64_t n = checked_mul(q.rows, q.cols, std::string(who) + ": rows * cols");
+  if (info.grouped && !valid_group(q.spec.group)) fail("group " + std::to_string(q.spec.group) + " is not valid");
+  if (q.codes.size() != n) fail("codes hold " + std::to_string(q.codes.size()) + " values, expected " + std::to_string(n));
+  const uint32_t code_limit = 1u << info.bits;
+  for (uint8_t c : q.codes)
+    if (c >= code_limit) fail("code " + std::to_string(c) + " does not fit " + std::to_string(info.bits) + " bits");
+  if (info.kind == Kind::kLut) {
+    if (q.tables.size() != checked_mul(q.num_tables(), code_limit, who)) fail("table size does not match");
+    if (!q.scales.empty() || !q.zeros.empty()) fail("LUT scheme with scales or zeros");
+    return info;
+  }
+  const uint64_t scale_count = checked_mul(q.rows, q.groups(), who);
+  if (q.scales.size() != scale_count) fail("scales hold " + std::to_string(q.scales.size()) + " values, expected " + std::to_string(scale_count));
+  const bool has_zeros = info.kind == Kind::kInt && !q.spec.symmetric;
+  if (info.kind == Kind::kInt && !info.grouped && !q.spec.symmetric) fail("int8 must be symmetric");
+  if (q.zeros.size() != (has_zeros ? scale_count : 0)) fail("zero points do not match the scheme");
+  for (uint8_t z : q.zeros)
+    if (z >= code_limit) fail("zero point " + std::to_string(z) + " does not fit");
+  if (!q.tables.empty()) fail("tables given for a scheme without tables");
+  return info;
+}
+
+// Decodes code c of (row, group) -- the one formula both dequantize paths and dequantize_code use.
+struct RowDecoder {
+  const SchemeInfo* info;
+  const QuantizedMatrix* q;
+  float values[256];  // fp/nf4/lut: value per code before scaling
+
+  RowDecoder(const SchemeInfo& i, const QuantizedMatrix& m) : info(&i), q(&m) {
+    if (i.kind == Kind::kFp || i.kind == Kind::kNf4) {
+      std::vector<float> v = scheme_code_values(i.scheme);
+      std::copy(v.begin(), v.end(), values);
+    }
+  }
+  void select_table(uint64_t row) {
+    if (info->kind != Kind::kLut) return;
+    const uint64_t k = 1u << info->bits;
+    const uint64_t rows_per_table = q->spec.lut_rows == 0 ? std::max<uint64_t>(q->rows, 1) : q->spec.lut_rows;
+    for (uint64_t j = 0; j < k; ++j) values[j] = detail::f16_bits_to_float(q->tables[(row / rows_per_table) * k + j]);
+  }
+  float decode(uint64_t row, uint64_t col, uint8_t code) const {
+    if (info->kind == Kind::kLut) return values[code];
+    const uint64_t g = info->grouped ? col / q->spec.group : 0;
+    const uint64_t index = row * q->groups() + g;
+    const float scale = detail::f16_bits_to_float(q->scales[index]);
+    if (info->kind == Kind::kInt) {
+      float zero = q->spec.symmetric ? static_cast<float>(1u << (info->bits - 1)) : static_cast<float>(q->zeros[index]);
+      return (static_cast<float>(code) - zero) * scale;
+    }
+    return values[code] * scale;
+  }
+};
+
+}  // namespace
+
+// ---- public API ----
+
+std::string_view scheme_name(Scheme scheme) {
+  const SchemeInfo* info = find_scheme(scheme);
+  return info ? info->name : std::string_view("unknown");
+}
+
+std::optional<Scheme> parse_scheme(std::string_view name) {
+  for (const auto& info : kSchemes)
+    if (info.name == name) return info.scheme;
+  return std::nullopt;
+}
+
+std::optional<Scheme> scheme_from_code(uint8_t code) {
+  const SchemeInfo* info = find_scheme(static_cast<Scheme>(code));
+  return info ? std::optional<Scheme>(info->scheme) : std::nullopt;
+}
+
+uint32_t scheme_bits(Scheme scheme) {
+  const SchemeInfo* info = find_scheme(scheme);
+  return info ? info->bits : 0;
+}
+
+uint64_t QuantizedMatrix::groups() const {
+  const SchemeInfo* info = find_scheme(spec.scheme);
+  if (info == nullptr || info->kind == Kind::kLut || info->scheme == Scheme::kLossless) return 0;
+  if (!info->grouped) return 1;
+  if (spec.group == 0) return 0;
+  return cols / spec.group + (cols % spec.group != 0 ? 1 : 0);
+}
+
+uint64_t QuantizedMatrix::num_tables() const {
+  const SchemeInfo* info = find_scheme(spec.scheme);
+  if (info == nullptr || info->kind != Kind::kLut) return 0;
+  if (spec.lut_rows == 0 || rows == 0) return 1;
+  return rows / spec.lut_rows + (rows % spec.lut_rows != 0 ? 1 : 0);
+}
+
+QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec) {
+  return quantize_impl<true>(w, rows, cols, spec, "quantize");
+}
+
+QuantizedMatrix quantize_ref(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec) {
+  return quantize_impl<false>(w, rows, cols, spec, "quantize_ref");
+}
+
+void dequantize_ref(const QuantizedMatrix& q, float* out) {
+  const SchemeInfo& info = check_quantized(q, "dequantize_ref");
+  RowDecoder decoder(info, q);
+  for (uint64_t r = 0; r < q.rows; ++r) {
+    decoder.select_table(r);
+    for (uint64_t c = 0; c < q.cols; ++c) out[r * q.cols + c] = decoder.decode(r, c, q.codes[r * q.cols + c]);
+  }
+}
+
+void dequantize(const QuantizedMatrix& q, float* out) {
+  const SchemeInfo& info = check_quantized(q, "dequantize");
+  const int64_t rows_signed = static_cast<int64_t>(q.rows);
+  const uint64_t cols = q.cols;
+#pragma omp parallel
+  {
+    RowDecoder decoder(info, q);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows_signed; ++r) {
+      const uint64_t row = static_cast<uint64_t>(r);
+      const uint8_t* codes = q.codes.data() + row * cols;
+      float* dst = out + row * cols;
+      if (info.kind == Kind::kLut) {
+        decoder.select_table(row);
+        for (uint64_t c = 0; c < cols; ++c) dst[c] = decoder.values[codes[c]];
+        continue;
+      }
+      const uint64_t group_len = info.grouped ? q.spec.group : cols;
+      const uint64_t groups = q.groups();
+      for (uint64_t begin = 0, g = 0; begin < cols; begin += group_len, ++g) {
+        const uint64_t end = std::min(cols, begin + group_len);
+        const uint64_t index = row * groups + g;
+        const float scale = detail::f16_bits_to_float(q.scales[index]);
+        if (info.kind == Kind::kInt) {
+          const float zero = q.spec.symmetric ? static_cast<float>(1u << (info.bits - 1)) : static_cast<float>(q.zeros[index]);
+          for (uint64_t c = begin; c < end; ++c) dst[c] = (static_cast<float>(codes[c]) - zero) * scale;
+        } else {
+          for (uint64_t c = begin; c < end; ++c) dst[c] = decoder.values[codes[c]] * scale;
+        }
+      }
+    }
+  }
+}
+
+float dequantize_code(const QuantizedMatrix& q, uint64_t row, uint64_t col) {
+  const SchemeInfo& info = check_quantized(q, "dequantize_code");
+  if (row >= q.rows || col >= q.cols)
+    throw Error(ErrorCode::kInvalidArgument, "dequantize_code: element (" + std::to_string(row) + ", " +
+                                                 std::to_string(col) + ") is outside the matrix");
+  RowDecoder decoder(info, q);
+  decoder.select_table(row);
+  return decoder.decode(row, col, q.codes[row * q.cols + col]);
+}
+
+std::vector<float> scheme_code_values(Scheme scheme) {
+  const SchemeInfo* info = find_scheme(scheme);
+  if (info == nullptr) return {};
+  if (info->kind == Kind::kNf4) return std::vector<float>(kNf4Table, kNf4Table + 16);
+  if (info->kind != Kind::kFp) return {};
+  const SmallFloatFormat& fmt = *info->format;
+  const uint32_t count = 1u << info->bits, sign_bit = count / 2;
+  std::vector<float> values(count);
+  for (uint32_t code = 0; code < count; ++code) {
+    uint32_t magnitude = code & (sign_bit - 1);
+    float v = magnitude > fmt.max_magnitude_code ? std::numeric_limits<float>::quiet_NaN()
+                                                 : detail::small_float_magnitude(fmt, magnitude);
+    values[code] = (code & sign_bit) ? -v : v;
+  }
+  return values;
+}
+
+void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* out) {
+  switch (dtype) {
+    case DType::F32:
+      if (count > 0) std::memcpy(out, bytes, count * 4);
+      return;
+    case DType::F16:
+    case DType::BF16:
+      for (uint64_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        out[i] = dtype == DType::F16 ? detail::f16_bits_to_float(h) : detail::bf16_to_float(h);
+      }
+      return;
+    case DType::F64:
+      for (uint64_t i = 0; i < count; ++i) {
+        double d;
+        std::memcpy(&d, bytes + 8 * i, 8);
+        out[i] = static_cast<float>(d);
+      }
+      return;
+    default:
+      throw Error(ErrorCode::kUnsupported,
+                  "convert_to_f32: dtype " + std::string(dtype_name(dtype)) + " is not a float type it reads");
+  }
+}
+
+ErrorStats error_stats(const float* ref, const float* approx, uint64_t n) {
+  double ref_sq = 0, err_sq = 0, max_abs = 0;
+  uint64_t zeros = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    double d = static_cast<double>(approx[i]) - static_cast<double>(ref[i]);
+    ref_sq += static_cast<double>(ref[i]) * ref[i];
+    err_sq += d * d;
+    max_abs = std::max(max_abs, std::fabs(d));
+    zeros += approx[i] == 0.0f ? 1 : 0;
+  }
+  ErrorStats s;
+  s.max_abs_error = max_abs;
+  s.sparsity = n > 0 ? static_cast<double>(zeros) / static_cast<double>(n) : 0.0;
+  if (err_sq == 0) {
+    s.rel_error = 0;
+    s.snr_db = kSnrCapDb;
+  } else {
+    s.rel_error = ref_sq > 0 ? std::sqrt(err_sq / ref_sq) : std::numeric_limits<double>::infinity();
+    s.snr_db = ref_sq > 0 ? std::min(kSnrCapDb, 10.0 * std::log10(ref_sq / err_sq)) : -kSnrCapDb;
+  }
+  return s;
+}
+
+}  // namespace wpack

@@ -1,0 +1,117 @@
+// Weight quantizers: int8/4/3/2, fp8/6/5/4, nf4 and learned lookup tables (lut4/lut3).
+//
+// Input is a 2-D float32 matrix W of shape (rows = N output channels, cols = K input features),
+// row-major, in host memory; "along K" means along a row. A quantizer turns W into one code per
+// element (one byte each, value < 2^scheme_bits) plus the scales / zero points / tables needed to
+// decode it. Decoding element (r, c), with g = c / group:
+//
+//   int8          (code - 128) * scale[r]                      per-row symmetric, code = q + 128
+//   int4/3/2      (code - zero[r][g]) * scale[r][g]            asymmetric (default), zero in [0, 2^b-1]
+//                 (code - 2^(b-1)) * scale[r][g]               symmetric (spec.symmetric)
+//   fp8/fp6/fp5   fp_value(code) * scale[r]                    per-row scale
+//   fp4           fp_value(code) * scale[r][g]                 group scale along K
+//   nf4           kNf4Table[code] * scale[r][g]                block absmax along K
+//   lut4/lut3     table[r / lut_rows][code]                    (one table when lut_rows == 0)
+//
+// Scales and tables are stored as fp16 bits, and every quantizer encodes with the fp16-rounded scale,
+// so dequantize() reproduces exactly what a decoder reading the stored values computes.
+//
+// Every quantizer has a scalar reference (quantize_ref) that the fast path (quantize: AVX2 where the
+// CPU has it, OpenMP over rows) matches bit for bit: same codes, scales, zeros and tables, for any
+// thread count. Errors: throws wpack::Error (formats/error.h), kInvalidArgument for a bad spec or
+// non-finite weights, kUnsupported for a dtype the converters do not read.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "formats/dtype.h"  // DType for convert_to_f32
+
+namespace wpack {
+
+// Stored in .wpk files: never renumber.
+enum class Scheme : uint8_t {
+  kLossless = 0, kInt8 = 1, kInt4 = 2, kInt3 = 3, kInt2 = 4, kFp8 = 5, kFp6 = 6, kFp5 = 7, kFp4 = 8,
+  kNf4 = 9, kLut4 = 10, kLut3 = 11,
+};
+
+// "lossless", "int8", "int4", "int3", "int2", "fp8", "fp6", "fp5", "fp4", "nf4", "lut4", "lut3".
+std::string_view scheme_name(Scheme scheme);
+std::optional<Scheme> parse_scheme(std::string_view name);
+std::optional<Scheme> scheme_from_code(uint8_t code);
+// Bits per code (8, 4, 3, 2, 8, 6, 5, 4, 4, 4, 3); 0 for kLossless.
+uint32_t scheme_bits(Scheme scheme);
+
+// How the scale of a row / group is chosen.
+//   kMse:    search clipping ratios 1.0, 0.975, ..., 0.5 (21 candidates) of the absmax (symmetric,
+//            fp, nf4) or of both ends of [min(x,0), max(x,0)] (asymmetric int) and keep the one with
+//            the smallest squared error of quantize -> dequantize (ties: the larger ratio). Since the
+//            candidates include 1.0, never worse than kMinMax on the same data.
+//   kMinMax: ratio 1.0 only (plain round-to-nearest with absmax / min-max scales).
+// LUT schemes ignore the clip: their tables come from k-means, which already minimises squared error.
+enum class Clip : uint8_t { kMse = 0, kMinMax = 1 };
+
+struct QuantSpec {
+  Scheme scheme = Scheme::kInt4;
+  // Elements per group along K for int4/3/2, fp4, nf4: 32, 64, 128 or 256; 0 = the scheme's default
+  // (128; nf4 64). The last group of a row may be shorter. Ignored by per-row and LUT schemes.
+  uint32_t group = 0;
+  bool symmetric = false;  // int4/3/2 only: no zero point, code = q + 2^(b-1). int8 is always symmetric.
+  Clip clip = Clip::kMse;
+  uint32_t lut_rows = 0;   // lut4/lut3: rows per table; 0 = one table for the whole tensor
+};
+
+// Everything needed to dequantize. All vectors are host memory, owned.
+struct QuantizedMatrix {
+  QuantSpec spec;            // as used: `group` holds the effective group (0 for per-row/LUT schemes)
+  uint64_t rows = 0, cols = 0;
+  std::vector<uint8_t> codes;    // [rows][cols], one code per byte, value < 2^scheme_bits
+  std::vector<uint16_t> scales;  // fp16 bits: [rows] (int8, fp8/6/5) or [rows][groups()] (int4/3/2,
+                                 // fp4, nf4); empty for LUT schemes
+  std::vector<uint8_t> zeros;    // [rows][groups()], asymmetric int4/3/2 only, else empty
+  std::vector<uint16_t> tables;  // LUT only: fp16 bits, [num_tables()][2^bits], each ascending
+
+  uint64_t groups() const;       // groups per row (ceil(cols / group)); 1 for per-row schemes; 0 for LUT
+  uint64_t num_tables() const;   // LUT: ceil(rows / lut_rows) or 1; else 0
+};
+
+// Quantizes w (rows x cols float32, row-major, host). Throws Error(kInvalidArgument) for kLossless,
+// a bad group, rows*cols overflowing, or a NaN/inf weight.
+// quantize: fast path (AVX2 when available, OpenMP over rows). quantize_ref: scalar reference, one
+// thread. Both produce identical results.
+QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec);
+QuantizedMatrix quantize_ref(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec);
+
+// Writes rows*cols floats to out (host). Throws Error(kInvalidArgument) when the vectors' sizes do not
+// match rows/cols/spec (untrusted input is checked). dequantize_ref is the scalar reference.
+void dequantize(const QuantizedMatrix& q, float* out);
+void dequantize_ref(const QuantizedMatrix& q, float* out);
+// One element, (row, col) in range (checked, kInvalidArgument), for testing decoders.
+float dequantize_code(const QuantizedMatrix& q, uint64_t row, uint64_t col);
+
+// The value of every code for the fixed-table schemes, index = code (2^bits entries, before scaling):
+// fp8/fp6/fp5/fp4 (code 0x7F/0xFF of fp8 is NaN, the quantizer never emits it) and nf4; empty otherwise.
+std::vector<float> scheme_code_values(Scheme scheme);
+
+// The QLoRA NormalFloat-4 values, ascending (index = code, kNf4Table[7] == 0).
+extern const float kNf4Table[16];
+
+// Reads `count` elements of a float dtype (F32, F16, BF16, F64; little-endian bytes) into float.
+// F64 rounds to nearest. Throws Error(kUnsupported) for any other dtype.
+void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* out);
+
+// Error of approx against ref (n floats each):
+//   rel_error     ||approx - ref|| / ||ref||  (0 when both are zero; inf when only ref is zero)
+//   max_abs_error max |approx - ref|
+//   snr_db        10 log10(||ref||^2 / ||approx - ref||^2), capped at kSnrCapDb (exact match)
+//   sparsity      fraction of exact zeros (+-0) in approx
+// Sums in double.
+struct ErrorStats {
+  double rel_error = 0, max_abs_error = 0, snr_db = 0, sparsity = 0;
+};
+inline constexpr double kSnrCapDb = 999.0;
+ErrorStats error_stats(const float* ref, const float* approx, uint64_t n);
+
+}  // namespace wpack

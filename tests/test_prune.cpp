@@ -1,0 +1,111 @@
+// Pruning masks: exact counts, N:M in every group, deterministic ties, spec parsing.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "formats/error.h"
+#include "packer/prune.h"
+#include "test_util.h"
+
+using namespace wpack;
+
+namespace {
+std::vector<float> gaussian(uint64_t n, uint64_t seed) {
+  std::vector<uint8_t> bytes = test::gaussian_f32(n, 1.0f, seed);
+  std::vector<float> v(n);
+  std::memcpy(v.data(), bytes.data(), bytes.size());
+  return v;
+}
+uint64_t zeros(const std::vector<uint8_t>& mask) {
+  uint64_t z = 0;
+  for (uint8_t m : mask) z += m == 0;
+  return z;
+}
+}  // namespace
+
+TEST_CASE("magnitude pruning zeroes exactly round(fraction * n), smallest first") {
+  for (uint64_t n : {0ull, 1ull, 7ull, 1000ull, 4097ull}) {
+    std::vector<float> w = gaussian(n, n + 1);
+    for (double fraction : {0.0, 0.1, 0.25, 0.5, 0.9, 1.0}) {
+      std::vector<uint8_t> mask = prune_mask_magnitude(w.data(), n, fraction);
+      INFO("n " << n << " fraction " << fraction);
+      REQUIRE(mask.size() == n);
+      REQUIRE(zeros(mask) == static_cast<uint64_t>(std::llround(fraction * double(n))));
+      REQUIRE(mask == prune_mask_magnitude_ref(w.data(), n, fraction));
+      float max_pruned = 0, min_kept = INFINITY;
+      for (uint64_t i = 0; i < n; ++i)
+        (mask[i] ? min_kept : max_pruned) =
+            mask[i] ? std::min(min_kept, std::fabs(w[i])) : std::max(max_pruned, std::fabs(w[i]));
+      REQUIRE(max_pruned <= min_kept);
+    }
+  }
+}
+
+TEST_CASE("magnitude pruning breaks ties by index") {
+  const std::vector<float> w = {1, -1, 1, 0.5f, -1, 1};
+  // 0.5 goes first, then the equal magnitudes in index order: 0, 1.
+  REQUIRE(prune_mask_magnitude(w.data(), 6, 0.5) == std::vector<uint8_t>{0, 0, 1, 0, 1, 1});
+  std::vector<float> same(1000, 0.25f);
+  std::vector<uint8_t> mask = prune_mask_magnitude(same.data(), same.size(), 0.3);
+  for (size_t i = 0; i < same.size(); ++i) REQUIRE(mask[i] == (i < 300 ? 0 : 1));
+}
+
+TEST_CASE("N:M keeps the N largest of every M along K") {
+  for (auto [n, m] : {std::pair{2u, 4u}, {4u, 8u}, {1u, 4u}, {3u, 3u}}) {
+    const uint64_t rows = 5, cols = 37;  // short last group (37 % m != 0 for m = 4, 8, 3)
+    std::vector<float> w = gaussian(rows * cols, 100 + m);
+    std::vector<uint8_t> mask = prune_mask_nm(w.data(), rows, cols, n, m);
+    for (uint64_t r = 0; r < rows; ++r) {
+      for (uint64_t begin = 0; begin < cols; begin += m) {
+        uint64_t len = std::min<uint64_t>(m, cols - begin);
+        uint64_t kept = 0;
+        float min_kept = INFINITY, max_pruned = 0;
+        for (uint64_t j = begin; j < begin + len; ++j) {
+          float a = std::fabs(w[r * cols + j]);
+          if (mask[r * cols + j]) ++kept, min_kept = std::min(min_kept, a);
+          else max_pruned = std::max(max_pruned, a);
+        }
+        INFO(n << ":" << m << " row " << r << " group at " << begin);
+        REQUIRE(kept == std::min<uint64_t>(n, len));
+        REQUIRE(max_pruned <= min_kept);
+      }
+    }
+  }
+  // Ties: the lower index is kept.
+  const std::vector<float> w = {1, 1, 1, 1, -2, 0, 2, 0};
+  REQUIRE(prune_mask_nm(w.data(), 1, 8, 2, 4) == std::vector<uint8_t>{1, 1, 0, 0, 1, 0, 1, 0});
+}
+
+TEST_CASE("apply_prune_mask and bad arguments") {
+  std::vector<float> w = {1, 2, 3};
+  const std::vector<uint8_t> mask = {1, 0, 1};
+  apply_prune_mask(w.data(), mask.data(), 3);
+  REQUIRE(w == std::vector<float>{1, 0, 3});
+  REQUIRE_THROWS_AS(prune_mask_magnitude(w.data(), 3, 1.5), Error);
+  REQUIRE_THROWS_AS(prune_mask_magnitude(w.data(), 3, -0.1), Error);
+  REQUIRE_THROWS_AS(prune_mask_nm(w.data(), 1, 3, 0, 4), Error);
+  REQUIRE_THROWS_AS(prune_mask_nm(w.data(), 1, 3, 5, 4), Error);
+  const float nan_w[2] = {1, NAN};
+  REQUIRE_THROWS_AS(prune_mask_magnitude(nan_w, 2, 0.5), Error);
+}
+
+TEST_CASE("parse_prune") {
+  PruneSpec a = parse_prune("0.5");
+  REQUIRE(a.kind == PruneSpec::Kind::kFraction);
+  REQUIRE(a.fraction == 0.5);
+  PruneSpec b = parse_prune("2:4");
+  REQUIRE(b.kind == PruneSpec::Kind::kNM);
+  REQUIRE((b.n == 2 && b.m == 4));
+  REQUIRE(parse_prune("4:8").m == 8);
+  REQUIRE(parse_prune("1").fraction == 1.0);
+  for (const char* bad : {"", "1.5", "-0.1", "0:4", "5:4", "2:", ":4", "2:4x", "abc", "0.5 ", "2:300"}) {
+    INFO("'" << bad << "'");
+    try {
+      parse_prune(bad);
+      FAIL("accepted");
+    } catch (const Error& e) {
+      REQUIRE(e.code() == ErrorCode::kInvalidArgument);
+    }
+  }
+}

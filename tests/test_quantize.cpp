@@ -1,0 +1,401 @@
+// Quantizers: fast == reference (bit-exact), hand-checked encodings, accuracy against named
+// tolerances, clip search never worse than RTN, determinism across thread counts, error paths.
+#include <omp.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "formats/error.h"
+#include "packer/detail/fp.h"
+#include "packer/detail/quant_kernels.h"
+#include "packer/quantize.h"
+#include "test_util.h"
+
+using namespace wpack;
+
+namespace {
+
+// Round-trip rel_error tolerances (||W^ - W|| / ||W||) on outlier_weights(256 x 1024), clip mse,
+// default groups. Each bound is about 10% above the value measured when it was set
+// (int8 0.0179, int4 0.1157, int3 0.2261, int2 0.4226, fp8 0.0251, fp6 0.0497, fp5 0.0823,
+// fp4 0.1188, nf4 0.0982, lut4 0.1056, lut3 0.2291).
+constexpr double kInt8RelTol = 0.020;
+constexpr double kInt4RelTol = 0.128;
+constexpr double kInt3RelTol = 0.25;
+constexpr double kInt2RelTol = 0.465;
+constexpr double kFp8RelTol = 0.028;
+constexpr double kFp6RelTol = 0.055;
+constexpr double kFp5RelTol = 0.091;
+constexpr double kFp4RelTol = 0.131;
+constexpr double kNf4RelTol = 0.108;
+constexpr double kLut4RelTol = 0.116;
+constexpr double kLut3RelTol = 0.252;
+// int3/int2 with clip mse must beat RTN min-max by at least this fraction of squared error.
+constexpr double kLowBitMseGain = 0.10;
+
+const Scheme kAllSchemes[] = {Scheme::kInt8, Scheme::kInt4, Scheme::kInt3, Scheme::kInt2, Scheme::kFp8, Scheme::kFp6,
+                              Scheme::kFp5,  Scheme::kFp4,  Scheme::kNf4,  Scheme::kLut4, Scheme::kLut3};
+
+std::vector<float> to_floats(const std::vector<uint8_t>& bytes) {
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), bytes.size());
+  return v;
+}
+
+// N(0, 0.02^2) with 0.1% of the weights replaced by +-10 sigma outliers.
+std::vector<float> outlier_weights(uint64_t n, uint64_t seed) {
+  std::vector<float> w = to_floats(test::gaussian_f32(n, 0.02f, seed));
+  std::mt19937_64 rng(seed);
+  for (uint64_t k = 0; k < n / 1000; ++k) w[rng() % n] = (rng() & 1) ? 0.2f : -0.2f;
+  return w;
+}
+
+double sq_error(const std::vector<float>& w, const QuantizedMatrix& q) {
+  std::vector<float> out(w.size());
+  dequantize(q, out.data());
+  double e = 0;
+  for (size_t i = 0; i < w.size(); ++i) e += (double(out[i]) - w[i]) * (double(out[i]) - w[i]);
+  return e;
+}
+
+double rel_error(const std::vector<float>& w, const QuantizedMatrix& q) {
+  std::vector<float> out(w.size());
+  dequantize(q, out.data());
+  return error_stats(w.data(), out.data(), w.size()).rel_error;
+}
+
+void require_identical(const QuantizedMatrix& a, const QuantizedMatrix& b) {
+  REQUIRE(a.rows == b.rows);
+  REQUIRE(a.cols == b.cols);
+  REQUIRE(a.spec.group == b.spec.group);
+  REQUIRE(a.codes == b.codes);
+  REQUIRE(a.scales == b.scales);
+  REQUIRE(a.zeros == b.zeros);
+  REQUIRE(a.tables == b.tables);
+}
+
+// Inverse standard normal CDF by bisection on erfc (tests only: slow, accurate to ~1e-15).
+double normal_ppf(double p) {
+  double lo = -40, hi = 40;
+  for (int i = 0; i < 200; ++i) {
+    double mid = (lo + hi) / 2;
+    (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
+}
+
+}  // namespace
+
+TEST_CASE("scheme names, codes and bits are fixed") {
+  const char* names[] = {"lossless", "int8", "int4", "int3", "int2", "fp8", "fp6", "fp5", "fp4", "nf4", "lut4", "lut3"};
+  const uint32_t bits[] = {0, 8, 4, 3, 2, 8, 6, 5, 4, 4, 4, 3};
+  for (uint8_t code = 0; code < 12; ++code) {
+    auto scheme = scheme_from_code(code);
+    REQUIRE(scheme.has_value());
+    REQUIRE(static_cast<uint8_t>(*scheme) == code);
+    REQUIRE(scheme_name(*scheme) == names[code]);
+    REQUIRE(parse_scheme(names[code]) == scheme);
+    REQUIRE(scheme_bits(*scheme) == bits[code]);
+  }
+  REQUIRE_FALSE(scheme_from_code(12).has_value());
+  REQUIRE_FALSE(parse_scheme("int5").has_value());
+}
+
+TEST_CASE("fp16 and bf16 conversions match the compiler's") {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    _Float16 f;
+    uint16_t bits = static_cast<uint16_t>(h);
+    std::memcpy(&f, &bits, 2);
+    float expected = static_cast<float>(f), got = detail::f16_bits_to_float(bits);
+    if (std::isnan(expected)) {
+      REQUIRE(std::isnan(got));
+      continue;
+    }
+    REQUIRE(std::memcmp(&expected, &got, 4) == 0);
+    REQUIRE(detail::float_to_f16_bits(got) == bits);  // every fp16 value round-trips
+  }
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t u = rng();
+    float x;
+    std::memcpy(&x, &u, 4);
+    if (std::isnan(x)) continue;
+    _Float16 h = static_cast<_Float16>(x);
+    uint16_t expected;
+    std::memcpy(&expected, &h, 2);
+    REQUIRE(detail::float_to_f16_bits(x) == expected);
+  }
+  REQUIRE(detail::bf16_to_float(0x3F80) == 1.0f);
+  REQUIRE(detail::float_to_bf16_bits(1.0f + 1.0f / 256) == 0x3F80);  // tie to even
+  REQUIRE(detail::float_to_bf16_bits(1.0f + 3.0f / 256) == 0x3F82);
+}
+
+TEST_CASE("small float formats: hand-checked values and encodings") {
+  // e2m1: +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}
+  std::vector<float> fp4 = scheme_code_values(Scheme::kFp4);
+  const float fp4_expected[8] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
+  REQUIRE(fp4.size() == 16);
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(fp4[i] == fp4_expected[i]);
+    REQUIRE(fp4[8 + i] == -fp4_expected[i]);
+  }
+  // e3m2, bias 3: smallest subnormal 2^-4, 1.0 = 0b0'011'00, max 28 = 0b0'111'11.
+  std::vector<float> fp6 = scheme_code_values(Scheme::kFp6);
+  REQUIRE(fp6[0x01] == 0.0625f);
+  REQUIRE(fp6[0x0C] == 1.0f);
+  REQUIRE(fp6[0x0D] == 1.25f);
+  REQUIRE(fp6[0x1F] == 28.0f);
+  REQUIRE(fp6[0x20 | 0x0C] == -1.0f);
+  const auto& e3m2 = detail::kFp6E3M2;
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 1.0f) == 0x0C);
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 1.125f) == 0x0C);   // tie 1.0 | 1.25 -> even mantissa
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 1.375f) == 0x0E);   // tie 1.25 | 1.5 -> even
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 0.03125f) == 0x00); // tie 0 | 2^-4 -> 0
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 0.09375f) == 0x02); // tie 1 | 2 subnormal steps -> 2
+  REQUIRE(detail::fp_magnitude_code_fast(e3m2, 100.0f) == 0x1F);   // saturates at 28
+  // e2m2, bias 1: max 7; e4m3fn: 1.0 = 0x38, max 448 = 0x7E, smallest subnormal 2^-9.
+  REQUIRE(scheme_code_values(Scheme::kFp5)[0x0F] == 7.0f);
+  std::vector<float> fp8 = scheme_code_values(Scheme::kFp8);
+  REQUIRE(fp8[0x38] == 1.0f);
+  REQUIRE(fp8[0x7E] == 448.0f);
+  REQUIRE(fp8[0x01] == 0.001953125f);
+  REQUIRE(std::isnan(fp8[0x7F]));
+  REQUIRE(detail::fp_magnitude_code_fast(detail::kFp8E4M3, 440.0f) == 0x7E);
+  REQUIRE(detail::fp_magnitude_code_fast(detail::kFp8E4M3, 1e6f) == 0x7E);
+}
+
+TEST_CASE("fp bit-arithmetic encoder equals the table search on every midpoint and around it") {
+  for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
+    detail::SortedTable table = detail::small_float_table(*fmt);
+    std::vector<float> probes = {0.0f, 1e-30f, 1e30f};
+    for (uint32_t i = 0; i < table.size; ++i) {
+      for (float v : {table.values[i], i + 1 < table.size ? table.mids[i] : table.values[i] * 1.5f}) {
+        probes.push_back(v);
+        probes.push_back(std::nextafter(v, 0.0f));
+        probes.push_back(std::nextafter(v, 1e38f));
+      }
+    }
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(0.0f, fmt->max_value * 1.2f);
+    for (int i = 0; i < 20000; ++i) probes.push_back(u(rng));
+    for (float t : probes) {
+      INFO("format max " << fmt->max_value << ", t = " << t);
+      REQUIRE(detail::fp_magnitude_code_fast(*fmt, t) == detail::table_index_ref(table, t));
+    }
+  }
+}
+
+TEST_CASE("nf4 table: the published constants follow the QLoRA definition") {
+  // offset = (1 - 1/(2*15) + 1 - 1/(2*16)) / 2; positives: ppf(linspace(offset, 0.5, 9)[:-1]);
+  // negatives: -ppf(linspace(offset, 0.5, 8)[:-1]); plus 0; normalised by the maximum.
+  const double offset = (1 - 1.0 / 30 + 1 - 1.0 / 32) / 2;
+  std::vector<double> v;
+  for (int i = 0; i < 8; ++i) v.push_back(normal_ppf(offset + (0.5 - offset) * i / 8.0));
+  for (int i = 0; i < 7; ++i) v.push_back(-normal_ppf(offset + (0.5 - offset) * i / 7.0));
+  v.push_back(0.0);
+  std::sort(v.begin(), v.end());
+  const double max = v.back();
+  for (int i = 0; i < 16; ++i) REQUIRE(kNf4Table[i] == Approx(v[i] / max).margin(1e-6));
+  REQUIRE(kNf4Table[7] == 0.0f);
+  REQUIRE(scheme_code_values(Scheme::kNf4)[15] == 1.0f);
+}
+
+TEST_CASE("hand-checked integer encodings") {
+  SECTION("int4 asymmetric min-max") {
+    // range [-1, 2]: scale = fp16(3/15) = 0.199951171875, zero = round(1 / scale) = 5.
+    const float w[4] = {-1.0f, 0.0f, 0.5f, 2.0f};
+    QuantizedMatrix q = quantize_ref(w, 1, 4, QuantSpec{Scheme::kInt4, 32, false, Clip::kMinMax, 0});
+    REQUIRE(q.scales == std::vector<uint16_t>{detail::float_to_f16_bits(0.2f)});
+    REQUIRE(detail::f16_bits_to_float(q.scales[0]) == 0.199951171875f);
+    REQUIRE(q.zeros == std::vector<uint8_t>{5});
+    REQUIRE(q.codes == std::vector<uint8_t>{0, 5, 8, 15});
+    REQUIRE(dequantize_code(q, 0, 1) == 0.0f);
+    REQUIRE(dequantize_code(q, 0, 3) == 10 * 0.199951171875f);
+  }
+  SECTION("int8 per-row symmetric, code = q + 128") {
+    const float w[4] = {1.0f, -0.25f, 0.0f, -1.0f};
+    QuantizedMatrix q = quantize_ref(w, 1, 4, QuantSpec{Scheme::kInt8, 0, false, Clip::kMinMax, 0});
+    REQUIRE(q.zeros.empty());
+    REQUIRE(q.scales == std::vector<uint16_t>{detail::float_to_f16_bits(1.0f / 127)});
+    REQUIRE(q.codes == std::vector<uint8_t>{255, 128 - 32, 128, 1});
+  }
+  SECTION("int2 symmetric: levels -2..1 times absmax") {
+    const float w[4] = {1.2f, -1.2f, 0.4f, -2.0f};
+    QuantizedMatrix q = quantize_ref(w, 1, 4, QuantSpec{Scheme::kInt2, 32, true, Clip::kMinMax, 0});
+    REQUIRE(detail::f16_bits_to_float(q.scales[0]) == 2.0f);
+    REQUIRE(q.codes == std::vector<uint8_t>{3, 1, 2, 1});  // levels 0.6, -0.6, 0.2, -1 round to 1, -1, 0, -1
+  }
+  SECTION("fp4 group scale = absmax / 6") {
+    const float w[4] = {6.0f, -3.0f, 0.7f, 0.2f};
+    QuantizedMatrix q = quantize_ref(w, 1, 4, QuantSpec{Scheme::kFp4, 32, false, Clip::kMinMax, 0});
+    REQUIRE(detail::f16_bits_to_float(q.scales[0]) == 1.0f);
+    REQUIRE(q.codes == std::vector<uint8_t>{0x7, 0x8 | 0x5, 0x1, 0x0});
+  }
+  SECTION("nf4 block absmax") {
+    const float w[3] = {-2.0f, 2.0f, 0.0f};
+    QuantizedMatrix q = quantize_ref(w, 1, 3, QuantSpec{Scheme::kNf4, 0, false, Clip::kMinMax, 0});
+    REQUIRE(q.spec.group == 64);
+    REQUIRE(q.codes == std::vector<uint8_t>{0, 15, 7});
+  }
+}
+
+TEST_CASE("fast path equals the reference bit for bit") {
+  struct Shape { uint64_t rows, cols; uint32_t group; };
+  const Shape shapes[] = {{1, 1, 0}, {7, 13, 32}, {7, 13, 0}, {3, 300, 128}, {5, 200, 64}, {2, 600, 256}, {64, 4096, 0}};
+  for (const Shape& shape : shapes) {
+    std::vector<float> w = outlier_weights(shape.rows * shape.cols, shape.rows * 1000 + shape.cols);
+    for (Scheme scheme : kAllSchemes) {
+      for (Clip clip : {Clip::kMse, Clip::kMinMax}) {
+        for (bool symmetric : {false, true}) {
+          if (symmetric && !(scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2)) continue;
+          bool lut = scheme == Scheme::kLut4 || scheme == Scheme::kLut3;
+          if (lut && clip == Clip::kMinMax) continue;  // the clip does not apply
+          for (uint32_t lut_rows : {0u, 3u}) {
+            if (!lut && lut_rows != 0) continue;
+            QuantSpec spec{scheme, shape.group, symmetric, clip, lut_rows};
+            INFO(scheme_name(scheme) << " " << shape.rows << "x" << shape.cols << " group " << shape.group
+                                     << " clip " << int(clip) << " symmetric " << symmetric << " lut_rows " << lut_rows);
+            QuantizedMatrix fast = quantize(w.data(), shape.rows, shape.cols, spec);
+            QuantizedMatrix ref = quantize_ref(w.data(), shape.rows, shape.cols, spec);
+            require_identical(fast, ref);
+            std::vector<float> a(w.size()), b(w.size());
+            dequantize(fast, a.data());
+            dequantize_ref(ref, b.data());
+            REQUIRE(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+            for (uint64_t i = 0; i < w.size(); i += 1 + w.size() / 50)
+              REQUIRE(dequantize_code(fast, i / shape.cols, i % shape.cols) == a[i]);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("round-trip error within the named tolerances; clip mse never worse than RTN") {
+  const uint64_t rows = 256, cols = 1024;
+  std::vector<float> w = outlier_weights(rows * cols, 42);
+  const std::pair<Scheme, double> tolerances[] = {
+      {Scheme::kInt8, kInt8RelTol}, {Scheme::kInt4, kInt4RelTol}, {Scheme::kInt3, kInt3RelTol},
+      {Scheme::kInt2, kInt2RelTol}, {Scheme::kFp8, kFp8RelTol},   {Scheme::kFp6, kFp6RelTol},
+      {Scheme::kFp5, kFp5RelTol},   {Scheme::kFp4, kFp4RelTol},   {Scheme::kNf4, kNf4RelTol},
+      {Scheme::kLut4, kLut4RelTol}, {Scheme::kLut3, kLut3RelTol}};
+  for (auto [scheme, tolerance] : tolerances) {
+    QuantizedMatrix mse = quantize(w.data(), rows, cols, QuantSpec{scheme, 0, false, Clip::kMse, 0});
+    QuantizedMatrix rtn = quantize(w.data(), rows, cols, QuantSpec{scheme, 0, false, Clip::kMinMax, 0});
+    const double e_mse = sq_error(w, mse), e_rtn = sq_error(w, rtn);
+    INFO(scheme_name(scheme) << ": rel_error mse " << rel_error(w, mse) << ", RTN " << rel_error(w, rtn));
+    REQUIRE(rel_error(w, mse) < tolerance);
+    REQUIRE(e_mse <= e_rtn);
+    if (scheme == Scheme::kInt3 || scheme == Scheme::kInt2) REQUIRE(e_mse <= (1.0 - kLowBitMseGain) * e_rtn);
+  }
+  for (Scheme scheme : {Scheme::kInt4, Scheme::kInt3, Scheme::kInt2}) {  // symmetric too
+    QuantizedMatrix mse = quantize(w.data(), rows, cols, QuantSpec{scheme, 0, true, Clip::kMse, 0});
+    QuantizedMatrix rtn = quantize(w.data(), rows, cols, QuantSpec{scheme, 0, true, Clip::kMinMax, 0});
+    REQUIRE(sq_error(w, mse) <= sq_error(w, rtn));
+  }
+  // A learned 16-entry table for the whole tensor beats int4 g128 min-max on this data.
+  QuantizedMatrix lut4 = quantize(w.data(), rows, cols, QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 0});
+  QuantizedMatrix int4 = quantize(w.data(), rows, cols, QuantSpec{Scheme::kInt4, 128, false, Clip::kMinMax, 0});
+  REQUIRE(sq_error(w, lut4) < sq_error(w, int4));
+  REQUIRE(lut4.tables.size() == 16);
+  for (size_t i = 1; i < 16; ++i)
+    REQUIRE(detail::f16_bits_to_float(lut4.tables[i - 1]) <= detail::f16_bits_to_float(lut4.tables[i]));
+}
+
+TEST_CASE("results do not depend on the thread count") {
+  const uint64_t rows = 96, cols = 520;
+  std::vector<float> w = outlier_weights(rows * cols, 5);
+  const int saved = omp_get_max_threads();
+  for (Scheme scheme : kAllSchemes) {
+    QuantSpec spec{scheme, 0, false, Clip::kMse, scheme == Scheme::kLut4 ? 16u : 0u};
+    omp_set_num_threads(1);
+    QuantizedMatrix one = quantize(w.data(), rows, cols, spec);
+    omp_set_num_threads(2);
+    QuantizedMatrix two = quantize(w.data(), rows, cols, spec);
+    INFO(scheme_name(scheme));
+    require_identical(one, two);
+  }
+  omp_set_num_threads(saved);
+}
+
+TEST_CASE("zeros stay exact zeros (pruned weights survive quantization) for grid schemes") {
+  std::vector<float> w = outlier_weights(4 * 256, 9);
+  for (size_t i = 0; i < w.size(); i += 2) w[i] = 0.0f;
+  for (Scheme scheme : {Scheme::kInt8, Scheme::kInt4, Scheme::kInt3, Scheme::kInt2, Scheme::kFp8, Scheme::kFp6,
+                        Scheme::kFp5, Scheme::kFp4, Scheme::kNf4}) {
+    QuantizedMatrix q = quantize(w.data(), 4, 256, QuantSpec{scheme, 0, false, Clip::kMse, 0});
+    std::vector<float> out(w.size());
+    dequantize(q, out.data());
+    INFO(scheme_name(scheme));
+    REQUIRE(error_stats(w.data(), out.data(), w.size()).sparsity >= 0.5);
+  }
+}
+
+TEST_CASE("bad input fails cleanly") {
+  const float w[4] = {1, 2, 3, 4};
+  auto code_of = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return e.code();
+    }
+    return ErrorCode::kIo;  // "did not throw"
+  };
+  REQUIRE(code_of([&] { quantize(w, 1, 4, QuantSpec{Scheme::kLossless}); }) == ErrorCode::kInvalidArgument);
+  REQUIRE(code_of([&] { quantize(w, 1, 4, QuantSpec{Scheme::kInt4, 100}); }) == ErrorCode::kInvalidArgument);
+  REQUIRE(code_of([&] { quantize(w, 1, 4, QuantSpec{static_cast<Scheme>(40)}); }) == ErrorCode::kInvalidArgument);
+  const float nan_w[2] = {1.0f, std::nanf("")};
+  REQUIRE(code_of([&] { quantize_ref(nan_w, 1, 2, QuantSpec{}); }) == ErrorCode::kInvalidArgument);
+  const float inf_w[2] = {INFINITY, 1.0f};
+  REQUIRE(code_of([&] { quantize(inf_w, 2, 1, QuantSpec{}); }) == ErrorCode::kInvalidArgument);
+  REQUIRE(code_of([&] { quantize(w, uint64_t{1} << 40, uint64_t{1} << 40, QuantSpec{}); }) == ErrorCode::kFormat);
+
+  QuantizedMatrix q = quantize(w, 1, 4, QuantSpec{Scheme::kInt4, 32});
+  float out[4];
+  QuantizedMatrix bad = q;
+  bad.codes.pop_back();
+  REQUIRE(code_of([&] { dequantize(bad, out); }) == ErrorCode::kInvalidArgument);
+  bad = q;
+  bad.codes[0] = 16;
+  REQUIRE(code_of([&] { dequantize(bad, out); }) == ErrorCode::kInvalidArgument);
+  bad = q;
+  bad.zeros.clear();
+  REQUIRE(code_of([&] { dequantize_ref(bad, out); }) == ErrorCode::kInvalidArgument);
+  REQUIRE(code_of([&] { dequantize_code(q, 1, 0); }) == ErrorCode::kInvalidArgument);
+  REQUIRE(code_of([&] {
+            uint8_t bytes[4] = {};
+            convert_to_f32(DType::I32, bytes, 1, out);
+          }) == ErrorCode::kUnsupported);
+}
+
+TEST_CASE("convert_to_f32 reads F32, F16, BF16 and F64") {
+  const float f32[2] = {1.5f, -2.25f};
+  float out[2];
+  convert_to_f32(DType::F32, reinterpret_cast<const uint8_t*>(f32), 2, out);
+  REQUIRE((out[0] == 1.5f && out[1] == -2.25f));
+  const uint16_t f16[2] = {0x3E00, 0xC080};  // 1.5, -2.25
+  convert_to_f32(DType::F16, reinterpret_cast<const uint8_t*>(f16), 2, out);
+  REQUIRE((out[0] == 1.5f && out[1] == -2.25f));
+  const uint16_t bf16[2] = {0x3FC0, 0xC010};  // 1.5, -2.25
+  convert_to_f32(DType::BF16, reinterpret_cast<const uint8_t*>(bf16), 2, out);
+  REQUIRE((out[0] == 1.5f && out[1] == -2.25f));
+  const double f64[2] = {1.5, 0.1};
+  convert_to_f32(DType::F64, reinterpret_cast<const uint8_t*>(f64), 2, out);
+  REQUIRE((out[0] == 1.5f && out[1] == 0.1f));
+}
+
+TEST_CASE("error_stats") {
+  const float ref[4] = {3, 0, 4, 0};
+  ErrorStats same = error_stats(ref, ref, 4);
+  REQUIRE(same.rel_error == 0);
+  REQUIRE(same.snr_db == kSnrCapDb);
+  REQUIRE(same.sparsity == 0.5);
+  const float approx[4] = {3, 0, 3.5f, 0};  // error 0.5, ||ref|| = 5
+  ErrorStats s = error_stats(ref, approx, 4);
+  REQUIRE(s.rel_error == Approx(0.1));
+  REQUIRE(s.max_abs_error == Approx(0.5));
+  REQUIRE(s.snr_db == Approx(20.0));
+}
