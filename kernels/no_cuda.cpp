@@ -1,2 +1,41 @@
-// Built when CUDA is off: the GPU entry points report that this build has no CUDA.
-namespace wpack { int kernels_placeholder = 0; }
+// Built when CUDA is off: the GPU entry points of kernels/tile_decode.h report that this build has
+// no CUDA (Error kUnsupported), so that everything links and callers can say the GPU did not run.
+#include "formats/error.h"
+#include "kernels/tile_decode.h"
+
+namespace wpack::gpu {
+namespace {
+[[noreturn]] void no_cuda() { throw Error(ErrorCode::kUnsupported, "this wpack build has no CUDA"); }
+}  // namespace
+
+struct GpuTensor::Impl {};
+
+const char* tile_status_name(TileStatus status) {
+  switch (status) {
+    case TileStatus::kOk: return "ok";
+    case TileStatus::kUnsupportedCodec: return "unsupported codec";
+    case TileStatus::kUnsupportedFilter: return "unsupported filter";
+    case TileStatus::kCorrupt: return "corrupt";
+    case TileStatus::kTooLarge: return "too large";
+  }
+  return "?";
+}
+bool gpu_build_has_cuda() { return false; }
+int gpu_device_count(std::string*) { no_cuda(); }
+
+GpuTensor::GpuTensor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GpuTensor::GpuTensor(GpuTensor&&) noexcept = default;
+GpuTensor& GpuTensor::operator=(GpuTensor&&) noexcept = default;
+GpuTensor::~GpuTensor() = default;
+GpuTensor GpuTensor::upload(const WpkReader&, size_t) { no_cuda(); }
+uint64_t GpuTensor::rows() const { no_cuda(); }
+uint64_t GpuTensor::cols() const { no_cuda(); }
+uint32_t GpuTensor::elem_size() const { no_cuda(); }
+DType GpuTensor::dtype() const { no_cuda(); }
+uint64_t GpuTensor::tile_count() const { no_cuda(); }
+uint64_t GpuTensor::stored_bytes() const { no_cuda(); }
+uint64_t GpuTensor::device_bytes() const { no_cuda(); }
+void GpuTensor::decode(void*, uint32_t*, void*) const { no_cuda(); }
+void GpuTensor::gemv_bf16(const uint16_t*, float*, uint32_t, uint32_t*, void*) const { no_cuda(); }
+
+}  // namespace wpack::gpu

@@ -1,1 +1,0 @@
-namespace wpack { __global__ void placeholder_kernel() {} }

@@ -1,0 +1,93 @@
+// GPU decode of lossless .wpk tiles, and a fused decode + GEMV for BF16 weights.
+//
+// Host-only header: it includes no CUDA header and builds without CUDA. In a build without CUDA
+// (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() throws
+// Error(kUnsupported, "this wpack build has no CUDA").
+//
+// Model: a GpuTensor is one lossless tensor of an open .wpk whose tiles' stored bytes (exactly as
+// in the file, codec and filter not undone) and a tile table were copied to device memory once.
+// Its kernels then work from that copy, one thread block per tile: the block loads the tile's
+// stored bytes into shared memory (cp.async), decodes each plane there (raw copy, or the rANS
+// stream of docs/FORMAT-rans.md with one warp per stream), undoes the filter, and either writes
+// the elements to a dense tensor (decode) or multiplies them with a vector (gemv).
+//
+// What the GPU decodes: codec none or rans; filter none, byteshuffle or floatplanes; element
+// size 1 (filter none/byteshuffle only), 2 or 4. Anything else (zstd tiles, bitshuffle, 8-byte
+// elements) is not an error of the call: the tile is left unwritten and reported per tile in the
+// status array (DietGPU style). A malformed stream is reported as kCorrupt the same way; the
+// kernels never trap and never read or write outside their buffers.
+//
+// Pointers named *_dev are device memory (cudaMalloc'ed by the caller); `stream` is a
+// cudaStream_t passed as void* (nullptr: the default stream). Calls are asynchronous on `stream`
+// except where stated; launch and API errors throw Error(kIo, "<call>: <CUDA error text>").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "formats/error.h"
+#include "formats/wpk.h"
+
+namespace wpack::gpu {
+
+// Per-tile result codes written by the kernels into a uint32_t array of tile_count() entries.
+enum class TileStatus : uint32_t {
+  kOk = 0,
+  kUnsupportedCodec = 1,   // zstd (archive codec: CPU decode only)
+  kUnsupportedFilter = 2,  // bitshuffle, or an element size the filter is not defined for here
+  kCorrupt = 3,            // plane directory or rANS stream inconsistent (sizes, table, final states)
+  kTooLarge = 4,           // the tile does not fit the shared memory the launch was sized for
+};
+const char* tile_status_name(TileStatus status);
+
+// True when this build has the CUDA kernels (never throws).
+bool gpu_build_has_cuda();
+
+// Number of CUDA devices visible; 0 when there is none or the driver is missing (the reason then
+// goes to *why when `why` is not null). Never throws in a CUDA build.
+int gpu_device_count(std::string* why = nullptr);
+
+// One lossless tensor's tiles resident in device memory. Move-only; frees its device memory.
+class GpuTensor {
+ public:
+  // Copies tensor `tensor` of `reader` to the current device (synchronous). Checks each tile's
+  // checksum first (Error(kCorrupt) naming file, tensor and tile). Throws Error(kUnsupported) for
+  // a lossy tensor, or when a GPU-decodable tile needs more shared memory than the device gives a
+  // block (raw + stored bytes + rANS tables; a 128x128 tile of 4-byte elements needs ~150 KiB).
+  static GpuTensor upload(const WpkReader& reader, size_t tensor);
+
+  GpuTensor(GpuTensor&&) noexcept;
+  GpuTensor& operator=(GpuTensor&&) noexcept;
+  ~GpuTensor();
+
+  uint64_t rows() const;         // the 2-D view of docs/FORMAT.md "Tiling"
+  uint64_t cols() const;
+  uint32_t elem_size() const;    // bytes per element of the source dtype
+  DType dtype() const;
+  uint64_t tile_count() const;
+  uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
+  uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + table)
+
+  // Decodes every tile into out_dev: rows() x cols() elements, row-major, elem_size() bytes each
+  // (the tensor's source bytes). status_dev: tile_count() uint32_t, one TileStatus per tile, all
+  // written. Tiles that are not kOk leave their part of out_dev untouched.
+  void decode(void* out_dev, uint32_t* status_dev, void* stream = nullptr) const;
+
+  // Y = W * X for a BF16 tensor W of shape (N, K) = (rows(), cols()):
+  //   x_dev: (K, batch) BF16 bit patterns (uint16_t), row-major (the batch index fastest)
+  //   y_dev: (N, batch) float32, row-major; overwritten (zeroed on `stream`, then accumulated)
+  // batch in 1..8. Float32 accumulation; partial sums of the tile columns are combined with
+  // float atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode();
+  // a tile that is not kOk contributes nothing. Throws Error(kUnsupported) if dtype() is not BF16,
+  // Error(kInvalidArgument) for a batch outside 1..8.
+  void gemv_bf16(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                 void* stream = nullptr) const;
+
+ private:
+  struct Impl;
+  explicit GpuTensor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace wpack::gpu

@@ -1,0 +1,292 @@
+// GPU tile decode and fused BF16 GEMV (kernels/tile_decode.h) against the CPU reference
+// (packer/unpack.h decode_tensor) and a float64 GEMV. Own main: lists tests without a GPU (ctest
+// discovery at build time), exits 4 ("SKIP") where the build has no CUDA or there is no device.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "formats/error.h"
+#include "formats/wpk.h"
+#include "kernels/tile_decode.h"
+#include "packer/pack.h"
+#include "packer/unpack.h"
+#include "test_util.h"
+
+#if defined(WPACK_HAVE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+int main(int argc, char** argv) {
+  bool listing = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--list", 6) == 0 || std::strcmp(argv[i], "-l") == 0 || std::strcmp(argv[i], "-h") == 0 ||
+        std::strcmp(argv[i], "--help") == 0)
+      listing = true;
+  if (!listing) {
+    if (!wpack::gpu::gpu_build_has_cuda()) {
+      std::printf("SKIP: this wpack build has no CUDA\n");
+      return 4;
+    }
+    std::string why;
+    if (wpack::gpu::gpu_device_count(&why) <= 0) {
+      std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
+      return 4;
+    }
+  }
+  return Catch::Session().run(argc, argv);
+}
+
+#if defined(WPACK_HAVE_CUDA)
+namespace {
+
+using wpack::Codec;
+using wpack::DType;
+using wpack::Filter;
+using wpack::gpu::GpuTensor;
+using wpack::gpu::TileStatus;
+
+#define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
+
+// A device buffer for the tests (freed on scope exit).
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  size_t count = 0;
+  explicit DeviceBuffer(size_t n) : count(n) { CUDA_OK(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T))); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  void poison() { CUDA_OK(cudaMemset(ptr, 0xFF, std::max<size_t>(count, 1) * sizeof(T))); }
+  std::vector<T> download() const {
+    std::vector<T> out(count);
+    if (count) REQUIRE(cudaMemcpy(out.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return out;
+  }
+};
+
+struct Spec {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+};
+
+std::vector<uint8_t> gaussian(DType dtype, size_t n, uint64_t seed) {
+  switch (dtype) {
+    case DType::BF16: return wpack::test::gaussian_bf16(n, 0.02f, seed);
+    case DType::F16: return wpack::test::gaussian_f16(n, 0.02f, seed);
+    default: return wpack::test::gaussian_f32(n, 0.02f, seed);
+  }
+}
+
+struct Packed {
+  wpack::test::TempDir dir;
+  std::unique_ptr<wpack::WpkReader> reader;
+  std::vector<std::vector<uint8_t>> source;
+};
+
+std::unique_ptr<Packed> pack(const std::vector<Spec>& specs, Codec codec, uint32_t tile_rows, uint32_t tile_cols,
+                             std::optional<Filter> filter = std::nullopt, uint64_t seed = 1) {
+  auto p = std::make_unique<Packed>();
+  wpack::test::MemorySource src;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    uint64_t n = 1;
+    for (uint64_t d : specs[i].shape) n *= d;
+    std::vector<uint8_t> bytes = gaussian(specs[i].dtype, n, seed * 1000 + i);
+    p->source.push_back(bytes);
+    src.add(specs[i].name, specs[i].dtype, specs[i].shape, std::move(bytes));
+  }
+  wpack::PackOptions opt;
+  opt.codec = codec;
+  opt.tile_rows = tile_rows;
+  opt.tile_cols = tile_cols;
+  opt.filter = filter;
+  const std::string path = p->dir.file("t.wpk");
+  wpack::pack_model(src, path, opt);
+  p->reader = wpack::WpkReader::open(path);
+  return p;
+}
+
+// Decodes every tensor on the GPU into a poisoned buffer and compares with the CPU decode (and the
+// source: the tensors are lossless). Returns the number of tiles checked.
+uint64_t check_decode(const Packed& p) {
+  uint64_t tiles = 0;
+  for (size_t t = 0; t < p.reader->tensors().size(); ++t) {
+    const auto& info = p.reader->tensors()[t];
+    INFO("tensor " << info.name);
+    GpuTensor g = GpuTensor::upload(*p.reader, t);
+    const size_t bytes = info.num_elements() * wpack::dtype_size(info.dtype);
+    std::vector<uint8_t> cpu(bytes);
+    wpack::decode_tensor(*p.reader, t, cpu);
+    REQUIRE(cpu == p.source[t]);
+    DeviceBuffer<uint8_t> out(bytes);
+    DeviceBuffer<uint32_t> status(g.tile_count());
+    for (int run = 0; run < 2; ++run) {  // twice: a race would show as a difference
+      out.poison();
+      status.poison();
+      g.decode(out.ptr, status.ptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto st = status.download();
+      for (uint64_t k = 0; k < st.size(); ++k) {
+        INFO("tile " << k << " status " << st[k]);
+        REQUIRE(st[k] == static_cast<uint32_t>(TileStatus::kOk));
+      }
+      const auto gpu = out.download();
+      size_t first_diff = bytes;
+      for (size_t i = 0; i < bytes && first_diff == bytes; ++i)
+        if (gpu[i] != cpu[i]) first_diff = i;
+      INFO("first differing byte " << first_diff << " of " << bytes);
+      REQUIRE(first_diff == bytes);
+    }
+    tiles += g.tile_count();
+  }
+  return tiles;
+}
+
+float bf16_to_float(uint16_t b) {
+  const uint32_t u = uint32_t{b} << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// y = W x on the GPU (batch columns) vs float64 on the CPU; relative error <= 2e-3.
+void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
+  const auto& info = p.reader->tensors()[t];
+  GpuTensor g = GpuTensor::upload(*p.reader, t);
+  const uint64_t n = g.rows(), k = g.cols();
+  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch);
+  const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k * batch, 1.0f, seed);
+  std::vector<uint16_t> x(k * batch);
+  std::memcpy(x.data(), xb.data(), xb.size());
+  const uint16_t* w = reinterpret_cast<const uint16_t*>(p.source[t].data());
+  std::vector<double> ref(n * batch, 0.0);
+  for (uint64_t r = 0; r < n; ++r)
+    for (uint64_t c = 0; c < k; ++c) {
+      const double wv = bf16_to_float(w[r * k + c]);
+      for (uint32_t b = 0; b < batch; ++b) ref[r * batch + b] += wv * bf16_to_float(x[c * batch + b]);
+    }
+  DeviceBuffer<uint16_t> x_dev(x.size());
+  CUDA_OK(cudaMemcpy(x_dev.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  DeviceBuffer<float> y_dev(n * batch);
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  y_dev.poison();
+  status.poison();
+  g.gemv_bf16(x_dev.ptr, y_dev.ptr, batch, status.ptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
+  const auto y = y_dev.download();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    REQUIRE(std::isfinite(y[i]));
+    num += (y[i] - ref[i]) * (y[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  const double rel = std::sqrt(num / den);
+  INFO("relative error " << rel);
+  REQUIRE(rel <= 2e-3);
+}
+
+}  // namespace
+
+TEST_CASE("gpu decode: rans, BF16/F16/F32, odd shapes, bit-exact with the CPU") {
+  const std::vector<Spec> specs = {
+      {"row_bf16", DType::BF16, {4096}},
+      {"odd_bf16", DType::BF16, {4097, 4099}},
+      {"odd_f16", DType::F16, {1031, 517}},
+      {"odd_f32", DType::F32, {1029, 771}},
+      {"tiny", DType::BF16, {3, 5}},
+  };
+  auto p = pack(specs, Codec::kRans, 64, 96);
+  REQUIRE(check_decode(*p) > 1000);
+}
+
+TEST_CASE("gpu decode: codec none, and tiles of fewer than 32 elements per plane") {
+  auto none = pack({{"a", DType::BF16, {777, 1025}}, {"b", DType::F32, {300, 301}}}, Codec::kNone, 64, 64);
+  check_decode(*none);
+  auto tiny = pack({{"c", DType::BF16, {37, 53}}, {"d", DType::F16, {29, 31}}}, Codec::kRans, 3, 5);
+  check_decode(*tiny);
+}
+
+TEST_CASE("gpu decode: byteshuffle and none filters with rans") {
+  auto bs = pack({{"a", DType::F32, {255, 257}}, {"b", DType::BF16, {129, 130}}}, Codec::kRans, 32, 64,
+                 Filter::kByteShuffle);
+  check_decode(*bs);
+  auto nf = pack({{"c", DType::BF16, {129, 130}}}, Codec::kRans, 32, 64, Filter::kNone);
+  check_decode(*nf);
+}
+
+TEST_CASE("gpu decode: constant tensor (constant-run rANS streams)") {
+  wpack::test::TempDir dir;
+  wpack::test::MemorySource src;
+  std::vector<uint8_t> ones(2 * 200 * 300);
+  for (size_t i = 0; i < ones.size(); i += 2) ones[i] = 0x80, ones[i + 1] = 0x3F;  // BF16 1.0
+  src.add("ones", DType::BF16, {200, 300}, ones);
+  wpack::PackOptions opt;
+  opt.codec = Codec::kRans;
+  opt.tile_rows = 64;
+  opt.tile_cols = 64;
+  wpack::pack_model(src, dir.file("c.wpk"), opt);
+  Packed p;
+  p.reader = wpack::WpkReader::open(dir.file("c.wpk"));
+  p.source.push_back(ones);
+  check_decode(p);
+}
+
+TEST_CASE("gpu decode: 11008x4096 BF16 at 128x128") {
+  auto p = pack({{"mlp", DType::BF16, {11008, 4096}}}, Codec::kRans, 128, 128);
+  check_decode(*p);
+  check_gemv(*p, 0, 1, 77);
+}
+
+TEST_CASE("gpu decode: zstd tiles are reported unsupported per tile") {
+  auto p = pack({{"z", DType::BF16, {300, 200}}}, Codec::kZstd, 64, 64);
+  GpuTensor g = GpuTensor::upload(*p->reader, 0);
+  DeviceBuffer<uint8_t> out(300 * 200 * 2);
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  status.poison();
+  g.decode(out.ptr, status.ptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  const auto st = status.download();
+  const auto& tiles = p->reader->tiles();
+  uint64_t zstd_tiles = 0;
+  for (uint64_t k = 0; k < st.size(); ++k) {
+    const bool is_zstd = tiles[p->reader->tensors()[0].first_tile + k].codec == static_cast<uint8_t>(Codec::kZstd);
+    zstd_tiles += is_zstd;
+    REQUIRE(st[k] == static_cast<uint32_t>(is_zstd ? TileStatus::kUnsupportedCodec : TileStatus::kOk));
+  }
+  REQUIRE(zstd_tiles > 0);
+}
+
+TEST_CASE("gpu gemv: BF16 rans and none, batch 1..8, edge tiles, vs float64") {
+  auto p = pack({{"w", DType::BF16, {4097, 4099}}, {"row", DType::BF16, {1, 4096}}, {"s", DType::BF16, {77, 1000}}},
+                Codec::kRans, 64, 96, std::nullopt, 5);
+  for (uint32_t batch : {1u, 3u, 8u}) {
+    check_gemv(*p, 0, batch, 100 + batch);
+    check_gemv(*p, 1, batch, 200 + batch);
+    check_gemv(*p, 2, batch, 300 + batch);
+  }
+  auto none = pack({{"w", DType::BF16, {513, 700}}}, Codec::kNone, 128, 128, std::nullopt, 6);
+  check_gemv(*none, 0, 1, 400);
+  check_gemv(*none, 0, 8, 401);
+}
+
+TEST_CASE("gpu gemv: refuses non-BF16 and bad batch") {
+  auto p = pack({{"f", DType::F32, {64, 64}}, {"b", DType::BF16, {64, 64}}}, Codec::kRans, 64, 64);
+  GpuTensor f = GpuTensor::upload(*p->reader, 0);
+  GpuTensor b = GpuTensor::upload(*p->reader, 1);
+  DeviceBuffer<uint16_t> x(64 * 9);
+  DeviceBuffer<float> y(64 * 9);
+  DeviceBuffer<uint32_t> st(1);
+  REQUIRE_THROWS_AS(f.gemv_bf16(x.ptr, y.ptr, 1, st.ptr), wpack::Error);
+  REQUIRE_THROWS_AS(b.gemv_bf16(x.ptr, y.ptr, 9, st.ptr), wpack::Error);
+  REQUIRE_THROWS_AS(b.gemv_bf16(x.ptr, y.ptr, 0, st.ptr), wpack::Error);
+}
+
+#else  // no CUDA in this build: main() exits with 4 before any test runs
+
+TEST_CASE("gpu decode: needs a CUDA build") { SUCCEED("skipped"); }
+
+#endif
