@@ -28,6 +28,14 @@ namespace wpack {
 
 enum class Filter : uint8_t { kNone = 0, kByteShuffle = 1, kBitShuffle = 2, kFloatPlanes = 3 };
 
+// Filter-byte values of the tiles of lossy (quantized) tensors. They name a tile layout, not a byte
+// transform: such tiles are never passed to apply_filter/undo_filter/filter_plane_count (which,
+// like filter_from_code, know only the lossless filters above); packer/quant_tile.h codes them.
+//   4 quant_dense   2 planes: side data; the codes of every element
+//   5 quant_sparse  2 planes: side data + occupancy bitmap; the codes of the occupied elements
+inline constexpr uint8_t kFilterQuantDense = 4;
+inline constexpr uint8_t kFilterQuantSparse = 5;
+
 std::string_view filter_name(Filter filter);  // "none", "byteshuffle", "bitshuffle", "floatplanes"
 std::optional<Filter> parse_filter(std::string_view name);
 std::optional<Filter> filter_from_code(uint8_t code);

@@ -7,8 +7,12 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <string_view>
 
 #include "formats/error.h"
+#include "packer/estimate.h"
+#include "packer/quant_tile.h"
 #include "packer/tile_codec.h"
 #include "packer/tiling.h"
 #include "wpack_version.h"
@@ -31,17 +35,29 @@ std::vector<Filter> candidate_filters(DType dtype) {
 }
 
 // Fraction of elements that are exactly zero (floats: +0 and -0).
-double zero_fraction(DType dtype, const uint8_t* bytes, uint64_t elements) {
-  if (elements == 0) return 0;
-  const uint32_t size = dtype_size(dtype);
-  const bool is_float = dtype_is_float(dtype) || dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2;
-  // Little-endian: the sign bit is the top bit of the last byte.
-  const uint64_t mask = (size == 8 ? ~0ull : ((1ull << (8 * size)) - 1)) >> (is_float ? 1 : 0);
+// Counts elements whose bits under `mask` are zero; one loop per element width so that the
+// compiler vectorises it (this runs over every byte of every tensor).
+template <typename Word>
+uint64_t count_zero_words(const uint8_t* bytes, uint64_t elements, Word mask) {
   uint64_t zeros = 0;
   for (uint64_t i = 0; i < elements; ++i) {
-    uint64_t v = 0;
-    std::memcpy(&v, bytes + i * size, size);
+    Word v;
+    std::memcpy(&v, bytes + i * sizeof(Word), sizeof(Word));
     zeros += (v & mask) == 0;
+  }
+  return zeros;
+}
+
+double zero_fraction(DType dtype, const uint8_t* bytes, uint64_t elements) {
+  if (elements == 0) return 0;
+  const bool is_float = dtype_is_float(dtype) || dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2;
+  // Little-endian: the sign bit is the top bit of the element; +0 and -0 both count as zero.
+  uint64_t zeros = 0;
+  switch (dtype_size(dtype)) {
+    case 1: zeros = count_zero_words<uint8_t>(bytes, elements, is_float ? 0x7F : 0xFF); break;
+    case 2: zeros = count_zero_words<uint16_t>(bytes, elements, is_float ? 0x7FFF : 0xFFFF); break;
+    case 4: zeros = count_zero_words<uint32_t>(bytes, elements, is_float ? 0x7FFFFFFFu : ~0u); break;
+    default: zeros = count_zero_words<uint64_t>(bytes, elements, is_float ? ~0ull >> 1 : ~0ull); break;
   }
   return double(zeros) / double(elements);
 }
@@ -57,7 +73,213 @@ std::string metadata_json(const TensorSource& source, const PackOptions& options
   return meta.dump();
 }
 
+bool lossy_dtype(DType dtype) {
+  return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 || dtype == DType::F64;
+}
+
+[[noreturn]] void bad_spec(std::string_view spec, const std::string& why) {
+  throw Error(ErrorCode::kInvalidArgument, "policy '" + std::string(spec) + "': " + why);
+}
+
+uint32_t parse_positive(std::string_view text, std::string_view spec) {
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string_view::npos)
+    bad_spec(spec, "'" + std::string(text) + "' is not a positive integer");
+  const uint32_t v = static_cast<uint32_t>(std::stoul(std::string(text)));
+  if (v == 0) bad_spec(spec, "'" + std::string(text) + "' is not a positive integer");
+  return v;
+}
+
+// The effective group of a policy (0 for schemes without groups).
+uint32_t effective_group(const QuantSpec& spec) {
+  if (!scheme_is_grouped(spec.scheme)) return 0;
+  if (spec.group != 0) return spec.group;
+  return spec.scheme == Scheme::kNf4 ? 64 : 128;
+}
+
+// The tile shape of a tensor under `policy`.
+void tensor_tile_shape(const TensorInfo& info, const TensorPolicy& policy, const PackOptions& options,
+                       uint32_t* tile_rows, uint32_t* tile_cols) {
+  const uint32_t requested_cols =
+      policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(policy.spec)) : options.tile_cols;
+  choose_tile_shape(info.shape, options.tile_rows, requested_cols, tile_rows, tile_cols);
+}
+
+// rows x cols of the 2-D view.
+void view_2d(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols) {
+  *cols = shape.empty() ? 1 : shape.back();
+  *rows = 1;
+  for (size_t i = 0; i + 1 < shape.size(); ++i) *rows *= shape[i];
+}
+
+// Encodes and writes the tiles of a lossy tensor (the record is already begun). Returns tile bytes.
+uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const QuantTensorParams& params,
+                           const float* decoded, const TileGeometry& g, Codec codec, int level, int threads,
+                           const std::string& context) {
+  uint64_t stored_bytes = 0;
+  const uint64_t tiles = g.tile_count();
+  for (uint64_t first = 0; first < tiles; first += kTileBatch) {
+    const uint64_t count = std::min(kTileBatch, tiles - first);
+    std::vector<QuantEncodedTile> stored(count);
+    std::string failure;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (uint64_t i = 0; i < count; ++i) {
+      try {
+        stored[i] = encode_quant_tile(q, params, decoded, g.rect(first + i), codec, level);
+      } catch (const std::exception& e) {
+#pragma omp critical
+        if (failure.empty()) failure = e.what();
+      }
+    }
+    if (!failure.empty()) throw Error(ErrorCode::kInvalidArgument, context + ": " + failure);
+    for (uint64_t i = 0; i < count; ++i) {
+      writer.add_tile(stored[i].tile.stored, stored[i].raw_size, stored[i].layout, static_cast<uint8_t>(codec));
+      stored_bytes += stored[i].tile.stored.size();
+    }
+  }
+  return stored_bytes;
+}
+
 }  // namespace
+
+TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base) {
+  std::vector<std::string> tokens;
+  for (size_t start = 0;;) {
+    const size_t colon = spec.find(':', start);
+    tokens.emplace_back(spec.substr(start, colon == std::string_view::npos ? std::string_view::npos : colon - start));
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  TensorPolicy policy;
+  policy.spec.clip = base.spec.clip;
+  policy.prune = base.prune;
+  policy.codec = base.codec;
+  auto scheme = parse_scheme(tokens[0]);
+  if (!scheme) bad_spec(spec, "unknown scheme '" + tokens[0] + "'");
+  policy.spec.scheme = *scheme;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const std::string& t = tokens[i];
+    if (t.size() > 1 && t[0] == 'g' && std::isdigit(static_cast<unsigned char>(t[1]))) {
+      policy.spec.group = parse_positive(std::string_view(t).substr(1), spec);
+      if (!scheme_is_grouped(*scheme)) bad_spec(spec, std::string(scheme_name(*scheme)) + " has no group");
+    } else if (t == "sym" || t == "asym") {
+      policy.spec.symmetric = (t == "sym");
+    } else if (t.rfind("rows", 0) == 0) {
+      policy.spec.lut_rows = parse_positive(std::string_view(t).substr(4), spec);
+      if (!scheme_is_lut(*scheme)) bad_spec(spec, std::string(scheme_name(*scheme)) + " has no tables");
+    } else if (t == "clip=mse" || t == "clip=minmax") {
+      policy.spec.clip = t == "clip=mse" ? Clip::kMse : Clip::kMinMax;
+    } else if (t.rfind("codec=", 0) == 0) {
+      auto codec = parse_codec(std::string_view(t).substr(6));
+      if (!codec) bad_spec(spec, "unknown codec in '" + t + "'");
+      policy.codec = codec;
+    } else if (t.rfind("prune=", 0) == 0) {
+      std::string value = t.substr(6);
+      // "prune=2:4" arrives as the tokens "prune=2" and "4".
+      if (i + 1 < tokens.size() && !tokens[i + 1].empty() &&
+          tokens[i + 1].find_first_not_of("0123456789") == std::string::npos)
+        value += ":" + tokens[++i];
+      policy.prune = parse_prune(value);
+    } else if (t == "noprune") {
+      policy.prune = PruneSpec{};
+    } else {
+      bad_spec(spec, "unknown option '" + t + "'");
+    }
+  }
+  if (policy.spec.scheme == Scheme::kLossless) {
+    policy.spec = QuantSpec{Scheme::kLossless};
+    policy.prune = PruneSpec{};
+  }
+  if (policy.spec.symmetric && !(policy.spec.scheme == Scheme::kInt4 || policy.spec.scheme == Scheme::kInt3 ||
+                                 policy.spec.scheme == Scheme::kInt2 || policy.spec.scheme == Scheme::kInt8))
+    bad_spec(spec, "sym applies to int schemes only");
+  const uint32_t group = policy.spec.group;
+  if (group != 0 && group != 32 && group != 64 && group != 128 && group != 256)
+    bad_spec(spec, "group " + std::to_string(group) + " is not one of 32, 64, 128, 256");
+  return policy;
+}
+
+std::string policy_to_string(const TensorPolicy& policy) {
+  if (!policy.lossy()) return "lossless";
+  std::string s(scheme_name(policy.spec.scheme));
+  if (const uint32_t g = effective_group(policy.spec)) s += ":g" + std::to_string(g);
+  const Scheme sc = policy.spec.scheme;
+  if (sc == Scheme::kInt4 || sc == Scheme::kInt3 || sc == Scheme::kInt2) s += policy.spec.symmetric ? ":sym" : ":asym";
+  if (scheme_is_lut(sc) && policy.spec.lut_rows) s += ":rows" + std::to_string(policy.spec.lut_rows);
+  if (!scheme_is_lut(sc)) s += policy.spec.clip == Clip::kMse ? ":clip=mse" : ":clip=minmax";
+  if (policy.prune.kind == PruneSpec::Kind::kFraction) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", policy.prune.fraction);
+    s += std::string(":prune=") + buf;
+  } else if (policy.prune.kind == PruneSpec::Kind::kNM) {
+    s += ":prune=" + std::to_string(policy.prune.n) + ":" + std::to_string(policy.prune.m);
+  }
+  if (policy.codec) s += ":codec=" + std::string(codec_name(*policy.codec));
+  return s;
+}
+
+TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) {
+  const TensorPolicy lossless;
+  if (!lossy_dtype(info.dtype) || info.num_elements() == 0) return lossless;
+  auto matches = [&](const std::string& pattern) {
+    try {
+      return std::regex_search(info.name, std::regex(pattern, std::regex::ECMAScript));
+    } catch (const std::regex_error& e) {
+      throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
+    }
+  };
+  for (const auto& pattern : options.keep)
+    if (matches(pattern)) return lossless;
+  for (auto it = options.overrides.rbegin(); it != options.overrides.rend(); ++it)
+    if (matches(it->pattern)) return it->policy;
+  return info.shape.size() >= 2 ? options.policy : lossless;
+}
+
+std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options) {
+  std::vector<TensorPlan> plans;
+  for (size_t t = 0; t < source.tensors().size(); ++t) {
+    const TensorInfo& info = source.tensors()[t];
+    TensorPlan plan;
+    plan.name = info.name;
+    plan.dtype = info.dtype;
+    plan.shape = info.shape;
+    plan.policy = resolve_policy(info, options);
+    plan.original_bytes = info.num_bytes();
+    tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
+    const TileGeometry g = tile_geometry(info.shape, plan.tile_rows, plan.tile_cols);
+    // Index entry: the record's fixed fields and name, plus one record per tile.
+    double bytes = 2 + info.name.size() + 4 + 8 * info.shape.size() + 8 + 16 + 32 + 4 + 40.0 * g.tile_count();
+    const uint64_t n = info.num_elements();
+    if (!plan.policy.lossy()) {
+      TensorBytes data = source.read(t);
+      bytes += lossless_entropy_bytes(info.dtype, data.span());
+    } else {
+      const Scheme scheme = plan.policy.spec.scheme;
+      const double bits = scheme_bits(scheme);
+      uint64_t rows, cols;
+      view_2d(info.shape, &rows, &cols);
+      bytes += kQuantParamsHeaderBytes + 8.0 * g.tile_count();  // params header, plane directories
+      if (const uint32_t group = effective_group(plan.policy.spec)) {
+        const bool zeros = (scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2) &&
+                           !plan.policy.spec.symmetric;
+        bytes += double(rows) * double((cols + group - 1) / group) * (zeros ? 3 : 2);
+      } else if (scheme_is_lut(scheme)) {
+        const uint32_t per = plan.policy.spec.lut_rows;
+        bytes += 2.0 * (1u << uint32_t(bits)) * double(per ? (rows + per - 1) / per : 1);
+      } else {
+        bytes += 2.0 * double(rows);
+      }
+      double kept = 1.0;
+      if (plan.policy.prune.kind == PruneSpec::Kind::kFraction) kept = 1.0 - plan.policy.prune.fraction;
+      if (plan.policy.prune.kind == PruneSpec::Kind::kNM) kept = double(plan.policy.prune.n) / plan.policy.prune.m;
+      const double dense = double(n) * bits / 8, sparse = double(n) * (kept * bits + 1) / 8;
+      bytes += std::min(dense, sparse);
+    }
+    plan.estimated_bytes = static_cast<uint64_t>(std::ceil(bytes));
+    plan.bits_per_weight = n ? 8.0 * double(plan.estimated_bytes) / double(n) : 0.0;
+    plans.push_back(std::move(plan));
+  }
+  return plans;
+}
 
 Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile_rows, uint32_t tile_cols,
                      Codec codec, int level) {
@@ -81,10 +303,77 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
   return candidates[std::min_element(cost.begin(), cost.end()) - cost.begin()];
 }
 
+namespace {
+
+// Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
+PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
+                               const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
+                               const std::string& out_path) {
+  const std::string context = out_path + ": tensor '" + info.name + "'";
+  uint64_t rows, cols;
+  view_2d(info.shape, &rows, &cols);
+  const uint64_t n = info.num_elements();
+  std::vector<float> source_values(n), weights(n);
+  convert_to_f32(info.dtype, bytes.data(), n, source_values.data());
+  weights = source_values;
+  std::vector<uint8_t> mask;
+  try {
+    if (policy.prune.kind == PruneSpec::Kind::kFraction)
+      mask = prune_mask_magnitude(weights.data(), n, policy.prune.fraction);
+    else if (policy.prune.kind == PruneSpec::Kind::kNM)
+      mask = prune_mask_nm(weights.data(), rows, cols, policy.prune.n, policy.prune.m);
+    if (!mask.empty()) apply_prune_mask(weights.data(), mask.data(), n);
+  } catch (const Error& e) {
+    throw Error(e.code(), context + ": " + e.what());
+  }
+  QuantizedMatrix q;
+  try {
+    q = quantize(weights.data(), rows, cols, policy.spec);
+  } catch (const Error& e) {
+    throw Error(e.code(), context + ": " + e.what());
+  }
+  // What the tiles decode to: the dequantized weights, pruned ones exactly +0.
+  std::vector<float> decoded(n);
+  dequantize(q, decoded.data());
+  for (uint64_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) decoded[i] = 0.0f;
+  const ErrorStats stats = error_stats(source_values.data(), decoded.data(), n);
+
+  const QuantTensorParams params = quant_params_from(q, policy.prune);
+  record.scheme = static_cast<uint8_t>(policy.spec.scheme);
+  record.params = serialize_quant_params(params);
+  record.metrics.rel_error = stats.rel_error;
+  record.metrics.max_abs_error = stats.max_abs_error;
+  record.metrics.snr_db = stats.snr_db;
+  record.metrics.sparsity = stats.sparsity;
+  writer.begin_tensor(record);
+  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+  const Codec codec = policy.codec.value_or(options.codec);
+  PackedTensor packed;
+  packed.name = info.name;
+  packed.policy = policy;
+  packed.metrics = record.metrics;
+  packed.original_bytes = info.num_bytes();
+  packed.stored_bytes = write_lossy_tiles(writer, q, params, decoded.data(), g, codec, options.level, threads, context);
+  writer.end_tensor();
+  return packed;
+}
+
+}  // namespace
+
 PackReport pack_model(const TensorSource& source, const std::string& out_path, const PackOptions& options) {
   if (options.tile_rows == 0 || options.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, "tile shape must have no zero side");
   const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
+  // quantize() and the prune masks parallelise with OpenMP's default team size: make it ours for
+  // the duration of the call (their results do not depend on it).
+  struct RestoreThreads {
+    int saved = omp_get_max_threads();
+    ~RestoreThreads() { omp_set_num_threads(saved); }
+  } restore_threads;
+  omp_set_num_threads(threads);
+  // Validate every pattern before writing anything.
+  for (const auto& info : source.tensors()) (void)resolve_policy(info, options);
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;
   uint64_t total = 0, done = 0;
@@ -98,25 +387,37 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
                                           std::to_string(bytes.size()) + " bytes, expected " +
                                           std::to_string(info.num_bytes()));
     const uint32_t esize = dtype_size(info.dtype);
+    const TensorPolicy policy = resolve_policy(info, options);
     WpkTensor record;
     record.name = info.name;
     record.dtype = info.dtype;
     record.shape = info.shape;
     record.scheme = 0;
-    choose_tile_shape(info.shape, options.tile_rows, options.tile_cols, &record.tile_rows, &record.tile_cols);
+    tensor_tile_shape(info, policy, options, &record.tile_rows, &record.tile_cols);
+    if (policy.lossy()) {
+      report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads, out_path));
+      report.original_bytes += info.num_bytes();
+      done += info.num_bytes();
+      if (options.progress) options.progress(done, total, info.name);
+      continue;
+    }
     const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
     TileCoding coding;
-    coding.codec = options.codec;
+    coding.codec = policy.codec.value_or(options.codec);
     coding.level = options.level;
     coding.filter = options.filter ? *options.filter
                                    : choose_filter(info, bytes.data(), record.tile_rows, record.tile_cols,
-                                                   options.codec, options.level);
+                                                   coding.codec, options.level);
     if (coding.filter == Filter::kFloatPlanes && !dtype_is_float(info.dtype)) coding.filter = Filter::kByteShuffle;
     record.metrics.snr_db = std::numeric_limits<double>::infinity();
     record.metrics.sparsity = zero_fraction(info.dtype, bytes.data(), info.num_elements());
     writer.begin_tensor(record);
 
-    PackedTensor packed{info.name, coding.filter, info.num_bytes(), 0};
+    PackedTensor packed;
+    packed.name = info.name;
+    packed.filter = coding.filter;
+    packed.original_bytes = info.num_bytes();
+    packed.metrics = record.metrics;
     const uint64_t tiles = g.tile_count();
     for (uint64_t first = 0; first < tiles; first += kTileBatch) {
       const uint64_t count = std::min(kTileBatch, tiles - first);

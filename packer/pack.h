@@ -9,14 +9,38 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/tensor.h"
 #include "formats/wpk.h"
 #include "packer/codec.h"
 #include "packer/filters.h"
+#include "packer/prune.h"
+#include "packer/quantize.h"
 
 namespace wpack {
+
+// How one tensor is stored. scheme kLossless: the lossless path (filter + codec of the source bytes).
+struct TensorPolicy {
+  QuantSpec spec{Scheme::kLossless};  // scheme, group, symmetric, clip, lut_rows
+  PruneSpec prune;                     // applied before quantizing (lossy schemes only)
+  std::optional<Codec> codec;          // tile codec; nullopt: PackOptions::codec
+  bool lossy() const { return spec.scheme != Scheme::kLossless; }
+};
+
+// Parses an --override SPEC on top of `base` (whose clip, prune and codec it inherits unless it sets
+// them): "lossless" or a scheme name ("int8", "int4", ..., "lut3") followed by ':'-separated options
+// "g32|g64|g128|g256" (group), "sym", "asym", "rows<N>" (LUT rows per table), "clip=mse|minmax",
+// "codec=zstd|rans|none", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
+TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base);
+// "int4:g128:asym" style text of a policy ("lossless" for the lossless path).
+std::string policy_to_string(const TensorPolicy& policy);
+
+struct PolicyOverride {
+  std::string pattern;  // ECMAScript regex, searched in the tensor name (anchor with ^...$)
+  TensorPolicy policy;
+};
 
 struct PackOptions {
   uint32_t tile_rows = 128;
@@ -28,13 +52,21 @@ struct PackOptions {
   uint32_t alignment = kWpkDefaultAlignment;
   bool overwrite = false;
   std::string command_line;       // recorded in the metadata
+  // Lossy packing. `policy` applies to float tensors (F32/F16/BF16/F64) of rank >= 2; then the last
+  // `overrides` entry whose pattern matches a tensor's name replaces it (for float tensors of any
+  // rank); a name matched by any `keep` pattern stays lossless. Non-float tensors are always lossless.
+  TensorPolicy policy;
+  std::vector<PolicyOverride> overrides;
+  std::vector<std::string> keep;
   // Called after each tensor with (bytes of source done, total source bytes, tensor name).
   std::function<void(uint64_t, uint64_t, const std::string&)> progress;
 };
 
 struct PackedTensor {
   std::string name;
-  Filter filter = Filter::kNone;
+  Filter filter = Filter::kNone;  // lossless tensors
+  TensorPolicy policy;            // as applied
+  ErrorMetrics metrics;
   uint64_t original_bytes = 0;
   uint64_t stored_bytes = 0;  // tile bytes in the file
 };
@@ -48,6 +80,25 @@ struct PackReport {
 // Packs every tensor of `source` into a new .wpk at `out_path`. Throws Error (nothing is left at
 // `out_path` on failure).
 PackReport pack_model(const TensorSource& source, const std::string& out_path, const PackOptions& options);
+
+// The policy pack_model applies to tensor `info` (see PackOptions). Throws Error(kInvalidArgument)
+// for a pattern that is not a valid regex.
+TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options);
+
+// One line of a --dry-run plan.
+struct TensorPlan {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<uint64_t> shape;
+  TensorPolicy policy;
+  uint32_t tile_rows = 0, tile_cols = 0;
+  uint64_t original_bytes = 0;
+  uint64_t estimated_bytes = 0;  // tiles + index entry; lossy: before entropy coding (an upper
+                                 // estimate); lossless: order-0 entropy of the byte planes
+  double bits_per_weight = 0;
+};
+// What pack_model would do, without writing anything (reads lossless tensors for the estimate).
+std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options);
 
 // The filter the packer would choose for these tensor bytes: the candidate (in the order
 // floatplanes, byteshuffle for floats; byteshuffle, bitshuffle, none for other dtypes; bitshuffle,

@@ -2,13 +2,16 @@
 
 #include <omp.h>
 
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "formats/error.h"
 #include "formats/safetensors.h"
 #include "packer/codec.h"
+#include "packer/detail/fp.h"
 #include "packer/filters.h"
+#include "packer/quantize.h"
 #include "packer/tile_codec.h"
 #include "packer/tiling.h"
 
@@ -18,13 +21,128 @@ std::string tile_context(const WpkReader& reader, size_t tensor, uint64_t tile_i
   return reader.path() + ": tensor '" + reader.tensors()[tensor].name + "': tile " + std::to_string(tile_in_tensor);
 }
 
+namespace {
+
+bool is_float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; }
+
+// Checksum, layout and codec of a lossy tile, then the reference decode to floats.
+void decode_lossy_tile(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor, const QuantTensorParams& params,
+                       std::vector<float>& out) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  const uint64_t index = t.first_tile + tile_in_tensor;
+  const WpkTile& tile = reader.tiles()[index];
+  if (!reader.tile_checksum_ok(index))
+    throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": checksum mismatch");
+  auto codec = codec_from_code(tile.codec);
+  if (!codec) throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": unknown codec " + std::to_string(tile.codec));
+  const TileRect rect = tile_geometry(t.shape, t.tile_rows, t.tile_cols).rect(tile_in_tensor);
+  out.resize(rect.elements());
+  try {
+    decode_quant_tile_ref(reader.tile_bytes(index), tile.filter, *codec, tile.raw_size, params, rect, out.data());
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+QuantTensorParams tensor_quant_params(const WpkReader& reader, size_t tensor) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  if (!is_float_dtype(t.dtype))
+    throw Error(ErrorCode::kCorrupt, reader.path() + ": tensor '" + t.name + "': lossy scheme on dtype " +
+                                         std::string(dtype_name(t.dtype)));
+  try {
+    return parse_quant_params(t.scheme, t.params, t.rows(), t.cols(), t.tile_rows, t.tile_cols);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::kCorrupt, reader.path() + ": tensor '" + t.name + "': params: " + e.what());
+  }
+}
+
+void convert_from_f32(DType dtype, const float* in, uint64_t count, uint8_t* out) {
+  switch (dtype) {
+    case DType::F32:
+      if (count) std::memcpy(out, in, count * 4);
+      return;
+    case DType::F64:
+      for (uint64_t i = 0; i < count; ++i) {
+        const double d = in[i];
+        std::memcpy(out + 8 * i, &d, 8);
+      }
+      return;
+    case DType::F16:
+    case DType::BF16:
+      for (uint64_t i = 0; i < count; ++i) {
+        const uint16_t h = dtype == DType::F16 ? detail::float_to_f16_bits(in[i]) : detail::float_to_bf16_bits(in[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    default:
+      throw Error(ErrorCode::kUnsupported, "cannot write floats as " + std::string(dtype_name(dtype)));
+  }
+}
+
+void decode_tile_f32_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor, const QuantTensorParams* params,
+                        std::vector<float>& out) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  if (t.scheme != 0) {
+    if (params == nullptr) throw Error(ErrorCode::kInvalidArgument, "decode_tile_f32_of: lossy tensor without params");
+    decode_lossy_tile(reader, tensor, tile_in_tensor, *params, out);
+    return;
+  }
+  if (!is_float_dtype(t.dtype))
+    throw Error(ErrorCode::kUnsupported, reader.path() + ": tensor '" + t.name + "': " + std::string(dtype_name(t.dtype)) + " is not a float dtype");
+  std::vector<uint8_t> raw;
+  decode_tile_of(reader, tensor, tile_in_tensor, raw);
+  out.resize(raw.size() / dtype_size(t.dtype));
+  convert_to_f32(t.dtype, raw.data(), out.size(), out.data());
+}
+
+void decode_tensor_f32(const WpkReader& reader, size_t tensor, std::span<float> out, int threads) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  if (out.size() != t.num_elements())
+    throw Error(ErrorCode::kInvalidArgument, reader.path() + ": tensor '" + t.name + "': output buffer has the wrong size");
+  std::optional<QuantTensorParams> params;
+  if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
+  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  const uint64_t tiles = g.tile_count();
+  if (threads <= 0) threads = omp_get_max_threads();
+  std::string failure;
+  ErrorCode failure_code = ErrorCode::kCorrupt;
+  uint64_t failure_tile = UINT64_MAX;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> values;
+#pragma omp for schedule(dynamic, 4)
+    for (uint64_t i = 0; i < tiles; ++i) {
+      try {
+        decode_tile_f32_of(reader, tensor, i, params ? &*params : nullptr, values);
+        scatter_tile(reinterpret_cast<const uint8_t*>(values.data()), g.cols, 4, g.rect(i),
+                     reinterpret_cast<uint8_t*>(out.data()));
+      } catch (const Error& e) {
+#pragma omp critical
+        if (i < failure_tile) {
+          failure_tile = i;
+          failure = e.what();
+          failure_code = e.code();
+        }
+      }
+    }
+  }
+  if (failure_tile != UINT64_MAX) throw Error(failure_code, failure);
+}
+
 void decode_tile_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor, std::vector<uint8_t>& out) {
   const WpkTensor& t = reader.tensors()[tensor];
   const uint64_t index = t.first_tile + tile_in_tensor;
   const WpkTile& tile = reader.tiles()[index];
-  if (t.scheme != 0)
-    throw Error(ErrorCode::kUnsupported, reader.path() + ": tensor '" + t.name + "': scheme " +
-                                             std::to_string(t.scheme) + " is not supported by this wpack");
+  if (t.scheme != 0) {
+    const QuantTensorParams params = tensor_quant_params(reader, tensor);
+    std::vector<float> values;
+    decode_lossy_tile(reader, tensor, tile_in_tensor, params, values);
+    out.resize(values.size() * dtype_size(t.dtype));
+    convert_from_f32(t.dtype, values.data(), values.size(), out.data());
+    return;
+  }
   if (!reader.tile_checksum_ok(index))
     throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": checksum mismatch");
   auto filter = filter_from_code(tile.filter);
@@ -53,6 +171,12 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
   const uint32_t esize = dtype_size(t.dtype);
   if (out.size() != t.num_elements() * esize)
     throw Error(ErrorCode::kInvalidArgument, reader.path() + ": tensor '" + t.name + "': output buffer has the wrong size");
+  if (t.scheme != 0) {  // decode to float once (params parsed once), then round to the source dtype
+    std::vector<float> values(t.num_elements());
+    decode_tensor_f32(reader, tensor, values, threads);
+    convert_from_f32(t.dtype, values.data(), values.size(), out.data());
+    return;
+  }
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
   const uint64_t tiles = g.tile_count();
   if (threads <= 0) threads = omp_get_max_threads();
@@ -81,11 +205,15 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
 }
 
 void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path, bool overwrite, int threads,
-                           const std::function<void(uint64_t, uint64_t, const std::string&)>& progress) {
+                           const std::function<void(uint64_t, uint64_t, const std::string&)>& progress,
+                           std::optional<DType> float_dtype) {
+  if (float_dtype && *float_dtype != DType::F32 && *float_dtype != DType::F16 && *float_dtype != DType::BF16)
+    throw Error(ErrorCode::kInvalidArgument, "unpack: output dtype must be F32, F16 or BF16");
   std::vector<TensorInfo> infos;
   uint64_t total = 0;
   for (const auto& t : reader.tensors()) {
-    infos.push_back(TensorInfo{t.name, t.dtype, t.shape});
+    const bool convert = float_dtype && is_float_dtype(t.dtype) && *float_dtype != t.dtype;
+    infos.push_back(TensorInfo{t.name, convert ? *float_dtype : t.dtype, t.shape});
     total += infos.back().num_bytes();
   }
   std::map<std::string, std::string> metadata;
@@ -98,7 +226,13 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
   std::vector<uint8_t> buffer;
   for (size_t t = 0; t < infos.size(); ++t) {
     buffer.resize(infos[t].num_bytes());
-    decode_tensor(reader, t, buffer, threads);
+    if (infos[t].dtype != reader.tensors()[t].dtype) {
+      std::vector<float> values(infos[t].num_elements());
+      decode_tensor_f32(reader, t, values, threads);
+      convert_from_f32(infos[t].dtype, values.data(), values.size(), buffer.data());
+    } else {
+      decode_tensor(reader, t, buffer, threads);
+    }
     writer.append(buffer);
     done += buffer.size();
     if (progress) progress(done, total, infos[t].name);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct TensorCheck {
   bool bit_exact = false;        // decoded bytes equal the source bytes (when compared)
   uint64_t mismatched_elements = 0;
   uint64_t first_bad_tile = 0;   // within the tensor, when !decoded or !bit_exact
+  bool lossy = false;            // a quantized tensor: compared by relative error, not bytes
+  double rel_error = 0;          // lossy and compared: ||decoded - source|| / ||source||
+  double recorded_rel_error = 0; // lossy: the rel_error stored at compress time
   std::string error;             // one line, empty when the tensor passed
 };
 
@@ -30,8 +34,12 @@ struct VerifyReport {
 
 // Decodes every tile of every tensor (checksums first) and, with `against`, compares each decoded
 // tensor with the source tensor of the same name (dtype, shape and bytes; lossless tensors must be
-// bit-exact). Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
+// bit-exact). Lossy tensors are decoded to float and pass when their relative error against the
+// source (as float) is at most the recorded rel_error * (1 + kLossyRelTolerance) and at most
+// `max_rel_error`. Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
 // throws for a bad tile or tensor: each problem is recorded and the other tensors still checked.
-VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads);
+inline constexpr double kLossyRelTolerance = 1e-6;
+VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads,
+                        double max_rel_error = std::numeric_limits<double>::infinity());
 
 }  // namespace wpack

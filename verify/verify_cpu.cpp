@@ -1,8 +1,10 @@
+#include <cstdio>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "formats/error.h"
+#include "packer/quantize.h"
 #include "packer/tiling.h"
 #include "packer/unpack.h"
 #include "verify/verify.h"
@@ -16,7 +18,59 @@ bool VerifyReport::ok() const {
   return true;
 }
 
-VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads) {
+namespace {
+
+// A lossy tensor: decode every tile to float; with a source, compare relative errors.
+void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, size_t source_index, bool in_source,
+                  int threads, double max_rel_error, TensorCheck& check) {
+  const WpkTensor& wt = reader.tensors()[t];
+  check.lossy = true;
+  check.recorded_rel_error = wt.metrics.rel_error;
+  std::vector<float> decoded(wt.num_elements());
+  try {
+    decode_tensor_f32(reader, t, decoded, threads);
+    check.decoded = true;
+  } catch (const Error& e) {
+    check.error = e.what();
+    return;
+  }
+  if (!against) return;
+  if (!in_source) {
+    check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
+    return;
+  }
+  const TensorInfo& src = against->tensors()[source_index];
+  check.compared = true;
+  if (src.dtype != wt.dtype || src.shape != wt.shape) {
+    check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
+                  shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
+                  shape_to_string(src.shape);
+    return;
+  }
+  std::vector<float> source(wt.num_elements());
+  try {
+    TensorBytes bytes = against->read(source_index);
+    convert_to_f32(src.dtype, bytes.data(), source.size(), source.data());
+  } catch (const Error& e) {
+    check.error = e.what();
+    return;
+  }
+  const ErrorStats stats = error_stats(source.data(), decoded.data(), source.size());
+  check.rel_error = stats.rel_error;
+  char buf[200];
+  if (!(stats.rel_error <= wt.metrics.rel_error * (1 + kLossyRelTolerance))) {
+    std::snprintf(buf, sizeof buf, ": rel_error %.9g against %s exceeds the %.9g recorded at compress time",
+                  stats.rel_error, against->path().c_str(), wt.metrics.rel_error);
+    check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+  } else if (!(stats.rel_error <= max_rel_error)) {
+    std::snprintf(buf, sizeof buf, ": rel_error %.6g exceeds --max-error %.6g", stats.rel_error, max_rel_error);
+    check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+  }
+}
+
+}  // namespace
+
+VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads, double max_rel_error) {
   VerifyReport report;
   std::unordered_map<std::string, size_t> source_index;
   if (against)
@@ -27,6 +81,14 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
     const WpkTensor& wt = reader.tensors()[t];
     TensorCheck check;
     check.name = wt.name;
+    if (wt.scheme != 0) {
+      auto it = source_index.find(wt.name);
+      const bool in_source = against && it != source_index.end();
+      verify_lossy(reader, t, against, in_source ? it->second : 0, in_source, threads, max_rel_error, check);
+      report.tiles_checked += wt.tile_count;
+      report.tensors.push_back(std::move(check));
+      continue;
+    }
     decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
     try {
       decode_tensor(reader, t, decoded, threads);

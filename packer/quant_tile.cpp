@@ -1,0 +1,425 @@
+#include "packer/quant_tile.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "formats/detail/le.h"  // put_* and Cursor for the params blob and plane directory
+#include "formats/error.h"
+#include "packer/detail/fp.h"   // fp16 bits -> float, the same conversion dequantize() uses
+#include "packer/rans.h"
+#include "packer/zstd_codec.h"
+
+namespace wpack {
+namespace {
+
+constexpr uint32_t kRawPlaneBit = 0x80000000u;
+constexpr uint8_t kFlagSymmetric = 1u << 0;
+constexpr uint8_t kFlagSparseTiles = 1u << 1;
+constexpr uint32_t kMaxPruneM = 256;
+
+[[noreturn]] void corrupt(const std::string& what) { throw Error(ErrorCode::kCorrupt, what); }
+
+bool scheme_is_int(Scheme s) { return s == Scheme::kInt8 || s == Scheme::kInt4 || s == Scheme::kInt3 || s == Scheme::kInt2; }
+bool scheme_has_row_scales(Scheme s) {
+  return s == Scheme::kInt8 || s == Scheme::kFp8 || s == Scheme::kFp6 || s == Scheme::kFp5;
+}
+bool has_zero_points(const QuantTensorParams& p) { return scheme_is_int(p.scheme) && scheme_is_grouped(p.scheme) && !p.symmetric; }
+
+uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+
+uint64_t checked_mul(uint64_t a, uint64_t b, const char* what) {
+  uint64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) corrupt(std::string(what) + " overflows");
+  return r;
+}
+
+uint64_t num_tables(const QuantTensorParams& p, uint64_t rows) {
+  if (p.lut_rows == 0 || rows == 0) return 1;
+  return ceil_div(rows, p.lut_rows);
+}
+
+// Bytes of plane A's scale/zero part for a tile of `rect`.
+struct SideLayout {
+  uint64_t groups = 0;       // groups per tile row
+  uint64_t scale_bytes = 0;  // fp16 scales
+  uint64_t zero_bytes = 0;   // u8 zero points
+  uint64_t bytes() const { return scale_bytes + zero_bytes; }
+};
+SideLayout side_layout(const QuantTensorParams& p, const TileRect& rect) {
+  SideLayout s;
+  if (!scheme_is_grouped(p.scheme)) return s;
+  s.groups = ceil_div(rect.cols, p.group);
+  s.scale_bytes = 2 * rect.rows * s.groups;
+  if (has_zero_points(p)) s.zero_bytes = rect.rows * s.groups;
+  return s;
+}
+
+// Dequantizes one code: the formulas of packer/quantize.h, written with the same float operations
+// as dequantize() so the result is bit-identical.
+struct ElementDecoder {
+  const QuantTensorParams* p;
+  const TileRect* rect;
+  const uint8_t* side;  // plane A (scales, then zeros)
+  SideLayout layout;
+  float zero_sym = 0;
+
+  ElementDecoder(const QuantTensorParams& params, const TileRect& r, const uint8_t* side_bytes)
+      : p(&params), rect(&r), side(side_bytes), layout(side_layout(params, r)) {
+    if (params.bits > 0) zero_sym = static_cast<float>(1u << (params.bits - 1));
+  }
+  uint16_t scale_bits(uint64_t r, uint64_t c) const {
+    if (scheme_has_row_scales(p->scheme)) return p->row_scales[rect->row0 + r];
+    uint16_t v;
+    std::memcpy(&v, side + 2 * (r * layout.groups + c / p->group), 2);
+    return v;
+  }
+  float decode(uint64_t r, uint64_t c, uint8_t code) const {
+    if (scheme_is_lut(p->scheme)) {
+      const uint64_t k = uint64_t{1} << p->bits;
+      const uint64_t table = p->lut_rows == 0 ? 0 : (rect->row0 + r) / p->lut_rows;
+      return detail::f16_bits_to_float(p->tables[table * k + code]);
+    }
+    const float scale = detail::f16_bits_to_float(scale_bits(r, c));
+    if (scheme_is_int(p->scheme)) {
+      float zero = zero_sym;
+      if (has_zero_points(*p)) zero = static_cast<float>(side[layout.scale_bytes + r * layout.groups + c / p->group]);
+      return (static_cast<float>(code) - zero) * scale;
+    }
+    return p->code_values[code] * scale;
+  }
+};
+
+// Packs codes LSB first at `bits` bits each into ceil(n*bits/8) bytes.
+std::vector<uint8_t> pack_codes(const std::vector<uint8_t>& codes, uint32_t bits) {
+  std::vector<uint8_t> out(ceil_div(codes.size() * bits, 8), 0);
+  uint64_t bit = 0;
+  for (uint8_t code : codes) {
+    const uint32_t v = code;
+    const uint64_t byte = bit >> 3;
+    const uint32_t shift = bit & 7;
+    out[byte] |= static_cast<uint8_t>(v << shift);
+    if (shift + bits > 8) out[byte + 1] |= static_cast<uint8_t>(v >> (8 - shift));
+    bit += bits;
+  }
+  return out;
+}
+
+uint8_t unpack_code(const uint8_t* packed, uint64_t packed_bytes, uint64_t index, uint32_t bits) {
+  const uint64_t bit = index * bits;
+  const uint64_t byte = bit >> 3;
+  const uint32_t shift = bit & 7;
+  uint32_t v = packed[byte] >> shift;
+  if (shift + bits > 8 && byte + 1 < packed_bytes) v |= static_cast<uint32_t>(packed[byte + 1]) << (8 - shift);
+  return static_cast<uint8_t>(v & ((1u << bits) - 1));
+}
+
+uint32_t codes_symbol_bits(uint32_t bits) { return (bits == 2 || bits == 3 || bits == 4 || bits == 8) ? bits : 8; }
+
+// Codes one plane; returns the coded bytes (the caller keeps the plane raw when they are not smaller).
+std::vector<uint8_t> code_plane(std::span<const uint8_t> plane, uint64_t symbols, uint32_t symbol_bits, Codec codec,
+                                int level) {
+  if (plane.empty() || codec == Codec::kNone) return {plane.begin(), plane.end()};
+  if (codec == Codec::kZstd) return zstd_compress(plane, level);
+  return rans_encode(plane, symbols, symbol_bits);
+}
+
+void decode_plane(std::span<const uint8_t> coded, bool raw, uint64_t symbols, uint32_t symbol_bits, Codec codec,
+                  std::span<uint8_t> out) {
+  if (raw || codec == Codec::kNone) {
+    if (!raw) corrupt("plane not marked raw with codec none");
+    if (coded.size() != out.size()) corrupt("raw plane has " + std::to_string(coded.size()) + " bytes, expected " + std::to_string(out.size()));
+    if (!out.empty()) std::memcpy(out.data(), coded.data(), out.size());
+    return;
+  }
+  if (codec == Codec::kZstd) {
+    zstd_decompress(coded, out);
+    return;
+  }
+  rans_decode(coded, symbols, symbol_bits, out);
+}
+
+struct PlaneBytes {
+  std::vector<uint8_t> a, b;
+  uint64_t code_count = 0;
+};
+
+std::vector<uint8_t> assemble(const PlaneBytes& planes, uint32_t bits, Codec codec, int level) {
+  std::vector<uint8_t> out(8);
+  const uint32_t code_bits = codes_symbol_bits(bits);
+  const uint64_t b_symbols = code_bits == 8 ? planes.b.size() : planes.code_count;
+  const std::vector<uint8_t>* raw[2] = {&planes.a, &planes.b};
+  for (int p = 0; p < 2; ++p) {
+    const std::vector<uint8_t>& plane = *raw[p];
+    if (plane.size() > 0x7FFFFFFFu) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
+    std::vector<uint8_t> coded = p == 0 ? code_plane(plane, plane.size(), 8, codec, level)
+                                        : code_plane(plane, b_symbols, code_bits, codec, level);
+    uint32_t word;
+    if (codec != Codec::kNone && !plane.empty() && coded.size() < plane.size()) {
+      word = static_cast<uint32_t>(coded.size());
+      out.insert(out.end(), coded.begin(), coded.end());
+    } else {
+      word = static_cast<uint32_t>(plane.size()) | kRawPlaneBit;
+      out.insert(out.end(), plane.begin(), plane.end());
+    }
+    detail::store_u32(out.data() + 4 * p, word);
+  }
+  return out;
+}
+
+}  // namespace
+
+bool scheme_is_grouped(Scheme s) {
+  return s == Scheme::kInt4 || s == Scheme::kInt3 || s == Scheme::kInt2 || s == Scheme::kFp4 || s == Scheme::kNf4;
+}
+bool scheme_is_lut(Scheme s) { return s == Scheme::kLut4 || s == Scheme::kLut3; }
+
+uint32_t quant_tile_cols(uint32_t requested_cols, uint32_t group) {
+  if (group == 0) return requested_cols;
+  const uint64_t rounded = ceil_div(requested_cols, group) * group;
+  return static_cast<uint32_t>(std::min<uint64_t>(rounded, 0xFFFFFFFFu / group * group));
+}
+
+QuantTensorParams quant_params_from(const QuantizedMatrix& q, const PruneSpec& prune) {
+  QuantTensorParams p;
+  p.scheme = q.spec.scheme;
+  p.bits = scheme_bits(q.spec.scheme);
+  p.symmetric = scheme_is_int(p.scheme) && (q.spec.symmetric || p.scheme == Scheme::kInt8);
+  p.sparse_tiles = prune.kind != PruneSpec::Kind::kNone;
+  p.clip = q.spec.clip;
+  p.group = scheme_is_grouped(p.scheme) ? q.spec.group : 0;
+  p.lut_rows = scheme_is_lut(p.scheme) ? q.spec.lut_rows : 0;
+  p.prune = prune;
+  if (scheme_has_row_scales(p.scheme)) p.row_scales = q.scales;
+  if (scheme_is_lut(p.scheme)) p.tables = q.tables;
+  p.code_values = scheme_code_values(p.scheme);
+  return p;
+}
+
+std::vector<uint8_t> serialize_quant_params(const QuantTensorParams& p) {
+  std::vector<uint8_t> out;
+  detail::put_u8(out, static_cast<uint8_t>(p.bits));
+  detail::put_u8(out, static_cast<uint8_t>((p.symmetric ? kFlagSymmetric : 0) | (p.sparse_tiles ? kFlagSparseTiles : 0)));
+  detail::put_u8(out, static_cast<uint8_t>(p.clip));
+  detail::put_u8(out, static_cast<uint8_t>(p.prune.kind));
+  detail::put_u32(out, p.group);
+  detail::put_u32(out, p.lut_rows);
+  const bool nm = p.prune.kind == PruneSpec::Kind::kNM;
+  detail::put_u16(out, static_cast<uint16_t>(nm ? p.prune.n : 0));
+  detail::put_u16(out, static_cast<uint16_t>(nm ? p.prune.m : 0));
+  detail::put_f64(out, p.prune.kind == PruneSpec::Kind::kFraction ? p.prune.fraction : 0.0);
+  for (uint16_t v : p.row_scales) detail::put_u16(out, v);
+  for (uint16_t v : p.tables) detail::put_u16(out, v);
+  return out;
+}
+
+QuantTensorParams parse_quant_params(uint8_t scheme_code, std::span<const uint8_t> bytes, uint64_t rows, uint64_t cols,
+                                     uint32_t tile_rows, uint32_t tile_cols) {
+  (void)tile_rows;
+  auto scheme = scheme_from_code(scheme_code);
+  if (!scheme || *scheme == Scheme::kLossless) corrupt("unknown scheme " + std::to_string(scheme_code));
+  QuantTensorParams p;
+  p.scheme = *scheme;
+  detail::Cursor c(bytes, "params");
+  try {
+    p.bits = c.u8("bits");
+    const uint8_t flags = c.u8("flags");
+    const uint8_t clip = c.u8("clip");
+    const uint8_t prune_kind = c.u8("prune kind");
+    p.group = c.u32("group");
+    p.lut_rows = c.u32("lut rows");
+    const uint16_t n = c.u16("prune N"), m = c.u16("prune M");
+    const double fraction = c.f64("prune fraction");
+    if (p.bits != scheme_bits(p.scheme))
+      corrupt("bits " + std::to_string(p.bits) + " do not match scheme " + std::string(scheme_name(p.scheme)));
+    if (flags & ~(kFlagSymmetric | kFlagSparseTiles)) corrupt("unknown flags " + std::to_string(flags));
+    p.symmetric = flags & kFlagSymmetric;
+    p.sparse_tiles = flags & kFlagSparseTiles;
+    if (p.symmetric && !scheme_is_int(p.scheme)) corrupt("symmetric flag on a non-integer scheme");
+    if (p.scheme == Scheme::kInt8 && !p.symmetric) corrupt("int8 must be symmetric");
+    if (clip > static_cast<uint8_t>(Clip::kMinMax)) corrupt("unknown clip " + std::to_string(clip));
+    p.clip = static_cast<Clip>(clip);
+    if (scheme_is_grouped(p.scheme)) {
+      if (p.group != 32 && p.group != 64 && p.group != 128 && p.group != 256)
+        corrupt("group " + std::to_string(p.group) + " is not one of 32, 64, 128, 256");
+      if (tile_cols % p.group != 0 && tile_cols < cols)
+        corrupt("tile cols " + std::to_string(tile_cols) + " are not a multiple of the group " + std::to_string(p.group));
+    } else if (p.group != 0) {
+      corrupt("group set for a scheme without groups");
+    }
+    if (!scheme_is_lut(p.scheme) && p.lut_rows != 0) corrupt("lut rows set for a scheme without tables");
+    switch (prune_kind) {
+      case 0:
+        if (n != 0 || m != 0 || fraction != 0.0) corrupt("prune fields set without pruning");
+        break;
+      case 1:
+        if (!(fraction >= 0.0 && fraction <= 1.0) || n != 0 || m != 0) corrupt("bad prune fraction");
+        p.prune.kind = PruneSpec::Kind::kFraction;
+        p.prune.fraction = fraction;
+        break;
+      case 2:
+        if (n < 1 || n > m || m > kMaxPruneM || fraction != 0.0) corrupt("bad prune N:M " + std::to_string(n) + ":" + std::to_string(m));
+        p.prune.kind = PruneSpec::Kind::kNM;
+        p.prune.n = n;
+        p.prune.m = m;
+        break;
+      default:
+        corrupt("unknown prune kind " + std::to_string(prune_kind));
+    }
+    uint64_t side_values = 0;
+    if (scheme_has_row_scales(p.scheme)) side_values = rows;
+    if (scheme_is_lut(p.scheme)) side_values = checked_mul(num_tables(p, rows), uint64_t{1} << p.bits, "table size");
+    if (side_values > c.remaining() / 2)
+      corrupt("side data of " + std::to_string(side_values) + " fp16 values runs past the params (" +
+              std::to_string(c.remaining()) + " bytes left)");
+    std::vector<uint16_t> values(side_values);
+    for (auto& v : values) v = c.u16("side data");
+    if (scheme_has_row_scales(p.scheme)) p.row_scales = std::move(values);
+    else p.tables = std::move(values);
+    if (c.remaining() != 0) corrupt(std::to_string(c.remaining()) + " trailing bytes after the side data");
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kCorrupt) throw;
+    corrupt(e.what());
+  }
+  p.code_values = scheme_code_values(p.scheme);
+  return p;
+}
+
+QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& p, const float* decoded,
+                                   const TileRect& rect, Codec codec, int level) {
+  const SideLayout side = side_layout(p, rect);
+  const uint64_t n = rect.elements();
+  // Plane A's scale/zero part, gathered from the tensor's [rows][groups] arrays.
+  std::vector<uint8_t> side_bytes(side.bytes());
+  if (side.groups > 0) {
+    const uint64_t g0 = rect.col0 / p.group, tensor_groups = q.groups();
+    for (uint64_t r = 0; r < rect.rows; ++r)
+      for (uint64_t g = 0; g < side.groups; ++g) {
+        const uint64_t index = (rect.row0 + r) * tensor_groups + g0 + g;
+        std::memcpy(side_bytes.data() + 2 * (r * side.groups + g), &q.scales[index], 2);
+        if (side.zero_bytes) side_bytes[side.scale_bytes + r * side.groups + g] = q.zeros[index];
+      }
+  }
+  std::vector<uint8_t> codes(n);
+  for (uint64_t r = 0; r < rect.rows; ++r)
+    std::memcpy(codes.data() + r * rect.cols, q.codes.data() + (rect.row0 + r) * q.cols + rect.col0, rect.cols);
+
+  // Dense reproduces `decoded` unless an element that must be +0 (pruned) has a code that is not.
+  bool dense_ok = true;
+  std::vector<uint8_t> bitmap;
+  std::vector<uint8_t> occupied_codes;
+  if (p.sparse_tiles) {
+    bitmap.assign(ceil_div(n, 8), 0);
+    ElementDecoder decoder(p, rect, side_bytes.data());
+    for (uint64_t r = 0; r < rect.rows; ++r)
+      for (uint64_t c = 0; c < rect.cols; ++c) {
+        const uint64_t i = r * rect.cols + c;
+        const float target = decoded[(rect.row0 + r) * q.cols + rect.col0 + c];
+        if (std::bit_cast<uint32_t>(target) != 0) {
+          bitmap[i >> 3] |= static_cast<uint8_t>(1u << (i & 7));
+          occupied_codes.push_back(codes[i]);
+        } else if (dense_ok && std::bit_cast<uint32_t>(decoder.decode(r, c, codes[i])) != 0) {
+          dense_ok = false;
+        }
+      }
+  }
+
+  QuantEncodedTile best;
+  if (dense_ok) {
+    PlaneBytes planes;
+    planes.a = side_bytes;
+    planes.b = pack_codes(codes, p.bits);
+    planes.code_count = n;
+    best.tile.stored = assemble(planes, p.bits, codec, level);
+    best.tile.codec = codec;
+    best.layout = kFilterQuantDense;
+    best.raw_size = planes.a.size() + planes.b.size();
+  }
+  if (p.sparse_tiles) {
+    PlaneBytes planes;
+    planes.a = side_bytes;
+    planes.a.insert(planes.a.end(), bitmap.begin(), bitmap.end());
+    planes.b = pack_codes(occupied_codes, p.bits);
+    planes.code_count = occupied_codes.size();
+    std::vector<uint8_t> stored = assemble(planes, p.bits, codec, level);
+    if (!dense_ok || stored.size() < best.tile.stored.size()) {
+      best.tile.stored = std::move(stored);
+      best.tile.codec = codec;
+      best.layout = kFilterQuantSparse;
+      best.raw_size = planes.a.size() + planes.b.size();
+    }
+  }
+  return best;
+}
+
+void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Codec codec, uint64_t raw_size,
+                           const QuantTensorParams& p, const TileRect& rect, float* out) {
+  if (layout != kFilterQuantDense && layout != kFilterQuantSparse)
+    corrupt("filter " + std::to_string(layout) + " is not a quantized tile layout");
+  const bool sparse = layout == kFilterQuantSparse;
+  if (sparse && !p.sparse_tiles) corrupt("sparse tile in a tensor without sparse tiles");
+  if (scheme_has_row_scales(p.scheme) && rect.row0 + rect.rows > p.row_scales.size()) corrupt("tile rows outside the row scales");
+  const uint64_t n = rect.elements();
+  const SideLayout side = side_layout(p, rect);
+  const uint64_t bitmap_bytes = sparse ? ceil_div(n, 8) : 0;
+  const uint64_t a_bytes = side.bytes() + bitmap_bytes;
+  if (raw_size < a_bytes) corrupt("raw size " + std::to_string(raw_size) + " smaller than the side plane");
+  const uint64_t b_bytes = raw_size - a_bytes;
+
+  detail::Cursor c(stored, "tile");
+  uint32_t words[2];
+  std::span<const uint8_t> coded[2];
+  try {
+    words[0] = c.u32("plane directory");
+    words[1] = c.u32("plane directory");
+    for (int i = 0; i < 2; ++i) coded[i] = c.bytes(words[i] & ~kRawPlaneBit, "plane");
+  } catch (const Error&) {
+    corrupt("plane directory or planes run past the stored bytes");
+  }
+  if (c.remaining() != 0) corrupt("trailing bytes after the last plane");
+
+  std::vector<uint8_t> plane_a(a_bytes);
+  try {
+    decode_plane(coded[0], words[0] & kRawPlaneBit, a_bytes, 8, codec, plane_a);
+  } catch (const Error& e) {
+    corrupt(std::string("plane 0: ") + e.what());
+  }
+  uint64_t count = n;
+  if (sparse) {
+    const uint8_t* bitmap = plane_a.data() + side.bytes();
+    count = 0;
+    for (uint64_t i = 0; i < bitmap_bytes; ++i) count += std::popcount(bitmap[i]);
+    if (n % 8 != 0 && (bitmap[bitmap_bytes - 1] >> (n % 8)) != 0) corrupt("bitmap padding bits are set");
+  }
+  if (b_bytes != ceil_div(count * p.bits, 8))
+    corrupt("codes plane of " + std::to_string(b_bytes) + " bytes for " + std::to_string(count) + " codes of " +
+            std::to_string(p.bits) + " bits");
+  std::vector<uint8_t> plane_b(b_bytes);
+  const uint32_t code_bits = codes_symbol_bits(p.bits);
+  try {
+    decode_plane(coded[1], words[1] & kRawPlaneBit, code_bits == 8 ? b_bytes : count, code_bits, codec, plane_b);
+  } catch (const Error& e) {
+    corrupt(std::string("plane 1: ") + e.what());
+  }
+
+  ElementDecoder decoder(p, rect, plane_a.data());
+  if (!sparse) {
+    for (uint64_t r = 0; r < rect.rows; ++r)
+      for (uint64_t col = 0; col < rect.cols; ++col) {
+        const uint64_t i = r * rect.cols + col;
+        out[i] = decoder.decode(r, col, unpack_code(plane_b.data(), b_bytes, i, p.bits));
+      }
+    return;
+  }
+  const uint8_t* bitmap = plane_a.data() + side.bytes();
+  uint64_t k = 0;
+  for (uint64_t r = 0; r < rect.rows; ++r)
+    for (uint64_t col = 0; col < rect.cols; ++col) {
+      const uint64_t i = r * rect.cols + col;
+      out[i] = ((bitmap[i >> 3] >> (i & 7)) & 1) ? decoder.decode(r, col, unpack_code(plane_b.data(), b_bytes, k++, p.bits))
+                                                  : 0.0f;
+    }
+}
+
+}  // namespace wpack

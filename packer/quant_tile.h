@@ -1,0 +1,93 @@
+// Lossy tensors in a .wpk: the tensor `params` blob and the layout of one quantized tile
+// (docs/FORMAT.md "Lossy tensors"; the byte tables there are the contract, this is its code).
+//
+// A lossy tensor is quantized as a whole (packer/quantize.h) and cut into tiles like a lossless one
+// (packer/tiling.h), with tile_cols a multiple of the group so that no group straddles two tiles.
+// Each tile's raw payload is two planes:
+//   plane A "side":  grouped schemes: fp16 scales [tile rows][tile groups], then (asymmetric int)
+//                    u8 zero points [tile rows][tile groups]; sparse tiles: then the occupancy bitmap
+//                    (one bit per tile element, row-major, LSB first, padded with 0 bits to a byte)
+//   plane B "codes": the codes (dense: every element; sparse: the occupied elements), row-major,
+//                    packed LSB first at `bits` bits each (code i = bits [i*bits, (i+1)*bits) of the
+//                    little-endian bit stream), padded with 0 bits to a whole byte
+// Per-row scales (int8, fp8/6/5) and LUT tables live in the tensor params, not in the tiles.
+// The stored bytes are always a 2-word plane directory (u32 each: stored size, bit 31 = stored raw)
+// followed by the two planes, whatever the codec (codec none: both planes raw).
+//
+// All memory is host memory; nothing keeps a pointer past the call.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "packer/codec.h"
+#include "packer/prune.h"
+#include "packer/quantize.h"
+#include "packer/tile_codec.h"
+#include "packer/tiling.h"
+
+namespace wpack {
+
+// Bytes of the fixed part of the params blob (before the per-tensor side data).
+inline constexpr uint32_t kQuantParamsHeaderBytes = 24;
+
+// The decoded `params` of a lossy tensor.
+struct QuantTensorParams {
+  Scheme scheme = Scheme::kInt4;
+  uint32_t bits = 0;
+  bool symmetric = false;     // int schemes: no zero points (int8 always)
+  bool sparse_tiles = false;  // tiles may use the quant_sparse layout
+  Clip clip = Clip::kMse;     // as used at compress time (informative)
+  uint32_t group = 0;         // grouped schemes (int4/3/2, fp4, nf4): 32..256; else 0
+  uint32_t lut_rows = 0;      // LUT schemes: rows per table, 0 = one table
+  PruneSpec prune;            // as used at compress time (informative)
+  std::vector<uint16_t> row_scales;  // fp16 bits [rows]: int8, fp8/6/5; else empty
+  std::vector<uint16_t> tables;      // fp16 bits [num_tables][2^bits]: LUT schemes; else empty
+  std::vector<float> code_values;    // not stored: value per code of fp/nf4 schemes (scheme_code_values)
+};
+
+// True for schemes with a group scale along K (int4/3/2, fp4, nf4).
+bool scheme_is_grouped(Scheme scheme);
+bool scheme_is_lut(Scheme scheme);
+
+// The params of a quantized tensor (side data taken from q), and their bytes.
+QuantTensorParams quant_params_from(const QuantizedMatrix& q, const PruneSpec& prune);
+std::vector<uint8_t> serialize_quant_params(const QuantTensorParams& params);
+
+// Parses and validates untrusted params of a tensor with `scheme` byte, 2-D view rows x cols and
+// tile shape tile_rows x tile_cols: every field against its allowed values, side data sizes against
+// rows and the table count (checked arithmetic, bounds before allocating), no trailing bytes, and a
+// tile shape that keeps groups inside tiles. Throws Error(kCorrupt) with a message without file
+// context (the caller names file and tensor).
+QuantTensorParams parse_quant_params(uint8_t scheme, std::span<const uint8_t> bytes, uint64_t rows, uint64_t cols,
+                                     uint32_t tile_rows, uint32_t tile_cols);
+
+// The tile columns a lossy tensor uses when `requested_cols` are asked for: rounded up to a multiple
+// of the group for grouped schemes (unchanged otherwise).
+uint32_t quant_tile_cols(uint32_t requested_cols, uint32_t group);
+
+struct QuantEncodedTile {
+  EncodedTile tile;       // tile.filter is unused (kNone); see `layout`
+  uint8_t layout = kFilterQuantDense;  // the tile record's filter byte: kFilterQuantDense / kFilterQuantSparse
+  uint64_t raw_size = 0;  // bytes of plane A + plane B before coding (the tile record's raw size)
+};
+
+// Encodes tile `rect` of the quantized tensor q (whole tensor, rows x cols). `decoded` is the whole
+// tensor as it must decode (dequantize(q), with pruned elements set to +0.0f), row-major floats.
+// Dense layout when it reproduces `decoded` exactly and is not larger; sparse (only when
+// params.sparse_tiles) stores elements whose decoded value is not +0.0f. Planes are coded with
+// `codec` (zstd at `level`; rans with symbols of `bits` bits for codes when bits is 2, 3, 4 or 8,
+// else 8), each kept raw when coding does not shrink it. Deterministic.
+QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& params, const float* decoded,
+                                   const TileRect& rect, Codec codec, int level);
+
+// The scalar reference decoder: the tile's dequantized values (rect.elements() floats, row-major)
+// from its stored bytes, its record's filter byte (layout), codec and raw size, and the tensor's
+// parsed params. Bit-exact with dequantize() of the quantized tensor; unoccupied elements of sparse
+// tiles are +0.0f. Throws Error(kCorrupt) (no file context) on any inconsistency; never reads or
+// writes out of bounds.
+void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Codec codec, uint64_t raw_size,
+                           const QuantTensorParams& params, const TileRect& rect, float* out);
+
+}  // namespace wpack

@@ -1,0 +1,319 @@
+// Lossy packing end to end: quantize (+ prune) -> quantized tiles -> .wpk -> reference tile decode,
+// bit-exact with dequantize(); size accounting; pruning patterns; policies; metrics; verify;
+// determinism across thread counts; the CLI surface (compress --scheme/--override/--keep/--dry-run,
+// inspect, unpack --dtype, verify --max-error).
+#include <catch2/catch.hpp>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "formats/error.h"
+#include "formats/safetensors.h"
+#include "formats/wpk.h"
+#include "packer/pack.h"
+#include "packer/quant_tile.h"
+#include "packer/quantize.h"
+#include "packer/tiling.h"
+#include "packer/unpack.h"
+#include "test_util.h"
+#include "verify/verify.h"
+
+using namespace wpack;
+using wpack::test::MemorySource;
+using wpack::test::TempDir;
+
+namespace {
+
+std::vector<float> as_floats(const std::vector<uint8_t>& bytes) {
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), bytes.size());
+  return v;
+}
+
+// Gaussian weights with a few large outliers, F32.
+std::vector<uint8_t> weights_f32(size_t n, uint64_t seed) {
+  auto bytes = test::gaussian_f32(n, 0.02f, seed);
+  auto v = as_floats(bytes);
+  for (size_t i = 0; i < n; i += 997) v[i] *= 12.0f;
+  std::memcpy(bytes.data(), v.data(), bytes.size());
+  return bytes;
+}
+
+PackOptions lossy_options(const std::string& spec, int threads = 2) {
+  PackOptions o;
+  o.threads = threads;
+  o.policy = parse_policy_spec(spec, TensorPolicy{});
+  return o;
+}
+
+std::vector<float> decode_all(const WpkReader& r, size_t t) {
+  std::vector<float> out(r.tensors()[t].num_elements());
+  decode_tensor_f32(r, t, out, 2);
+  return out;
+}
+
+// What the pipeline must reproduce: dequantize(quantize(pruned weights)), pruned elements +0.
+std::vector<float> expected_values(const std::vector<float>& w, uint64_t rows, uint64_t cols, const TensorPolicy& p) {
+  std::vector<float> pruned = w;
+  std::vector<uint8_t> mask;
+  if (p.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), p.prune.fraction);
+  if (p.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, p.prune.n, p.prune.m);
+  if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
+  QuantizedMatrix q = quantize_ref(pruned.data(), rows, cols, p.spec);
+  std::vector<float> out(w.size());
+  dequantize_ref(q, out.data());
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) out[i] = 0.0f;
+  return out;
+}
+
+bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::bit_cast<uint32_t>(a[i]) != std::bit_cast<uint32_t>(b[i])) return false;
+  return true;
+}
+
+double tensor_bits_per_weight(const WpkReader& r, size_t t) {
+  const WpkTensor& wt = r.tensors()[t];
+  uint64_t bytes = r.tensor_index_bytes(t);
+  for (uint64_t k = 0; k < wt.tile_count; ++k) bytes += r.tiles()[wt.first_tile + k].stored_size;
+  return 8.0 * double(bytes) / double(wt.num_elements());
+}
+
+}  // namespace
+
+TEST_CASE("every scheme round-trips through the container bit-exact with dequantize()", "[lossy]") {
+  const uint64_t rows = 150, cols = 300;  // edges: short last tile row and column, short last group
+  auto bytes = weights_f32(rows * cols, 7);
+  const auto w = as_floats(bytes);
+  const std::vector<std::string> specs = {"int8", "int4", "int4:g64:sym", "int3:g32", "int2:g256", "fp8", "fp6",
+                                          "fp5", "fp4", "nf4", "lut4", "lut3:rows64", "int4:clip=minmax",
+                                          "int4:prune=0.5", "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8"};
+  for (const char* codec : {"zstd", "rans", "none"}) {
+    for (const auto& spec : specs) {
+      DYNAMIC_SECTION(spec << " " << codec) {
+        TempDir dir;
+        MemorySource src;
+        src.add("w", DType::F32, {rows, cols}, bytes);
+        PackOptions o = lossy_options(spec + ":codec=" + codec);
+        o.tile_rows = 64;
+        o.tile_cols = 96;
+        pack_model(src, dir.file("m.wpk"), o);
+        auto r = WpkReader::open(dir.file("m.wpk"));
+        REQUIRE(r->tensors()[0].scheme == static_cast<uint8_t>(o.policy.spec.scheme));
+        const auto decoded = decode_all(*r, 0);
+        REQUIRE(bit_equal(decoded, expected_values(w, rows, cols, o.policy)));
+        // Stored metrics are error_stats of exactly what decodes.
+        const ErrorStats s = error_stats(w.data(), decoded.data(), w.size());
+        CHECK(r->tensors()[0].metrics.rel_error == s.rel_error);
+        CHECK(r->tensors()[0].metrics.max_abs_error == s.max_abs_error);
+        CHECK(r->tensors()[0].metrics.snr_db == s.snr_db);
+        CHECK(r->tensors()[0].metrics.sparsity == s.sparsity);
+        REQUIRE(verify_cpu(*r, &src, 2).ok());
+      }
+    }
+  }
+}
+
+TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in the source dtype", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("a", DType::BF16, {64, 256}, test::gaussian_bf16(64 * 256, 0.02f, 3));
+  src.add("b", DType::F16, {32, 128}, test::gaussian_f16(32 * 128, 0.02f, 4));
+  pack_model(src, dir.file("m.wpk"), lossy_options("int4"));
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  for (size_t t = 0; t < 2; ++t) {
+    std::vector<float> w(src.tensors()[t].num_elements());
+    convert_to_f32(src.tensors()[t].dtype, src.data(t).data(), w.size(), w.data());
+    auto expected = expected_values(w, src.tensors()[t].shape[0], src.tensors()[t].shape[1], lossy_options("int4").policy);
+    std::vector<uint8_t> expected_bytes(w.size() * 2), got(w.size() * 2);
+    convert_from_f32(src.tensors()[t].dtype, expected.data(), w.size(), expected_bytes.data());
+    decode_tensor(*r, t, got, 1);
+    REQUIRE(got == expected_bytes);
+  }
+  REQUIRE(verify_cpu(*r, &src, 2).ok());
+}
+
+TEST_CASE("bits per weight counts scales, zeros, bitmaps and index", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {512, 512}, weights_f32(512 * 512, 11));
+  pack_model(src, dir.file("dense.wpk"), lossy_options("int4:codec=none"));
+  auto dense = WpkReader::open(dir.file("dense.wpk"));
+  const double bpw = tensor_bits_per_weight(*dense, 0);
+  // 4 bits of code + 16 bits of fp16 scale and 8 bits of zero point per group of 128 = 4.1875, plus
+  // the index (tile records, params) and plane directories.
+  CHECK(bpw > 4.1875);
+  CHECK(bpw <= 4.4);
+  pack_model(src, dir.file("sparse.wpk"), lossy_options("int4:prune=0.5:codec=none"));
+  auto sparse = WpkReader::open(dir.file("sparse.wpk"));
+  CHECK(tensor_bits_per_weight(*sparse, 0) < bpw);
+  bool any_sparse = false;
+  for (const auto& t : sparse->tiles()) any_sparse |= t.filter == kFilterQuantSparse;
+  CHECK(any_sparse);
+  for (const auto& t : dense->tiles()) CHECK(t.filter == kFilterQuantDense);
+}
+
+TEST_CASE("pruning patterns hold in the decoded tensor", "[lossy]") {
+  const uint64_t rows = 64, cols = 200;
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {rows, cols}, weights_f32(rows * cols, 5));
+  SECTION("fraction") {
+    pack_model(src, dir.file("m.wpk"), lossy_options("int8:prune=0.6"));
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    auto d = decode_all(*r, 0);
+    uint64_t zeros = 0;
+    for (float v : d) zeros += v == 0.0f;
+    CHECK(zeros >= uint64_t(std::llround(0.6 * rows * cols)));
+  }
+  for (auto [n, m] : {std::pair{2u, 4u}, std::pair{4u, 8u}}) {
+    DYNAMIC_SECTION("N:M " << n << ":" << m) {
+      pack_model(src, dir.file("m.wpk"),
+                 lossy_options("lut4:prune=" + std::to_string(n) + ":" + std::to_string(m)));
+      auto r = WpkReader::open(dir.file("m.wpk"));
+      auto d = decode_all(*r, 0);
+      for (uint64_t row = 0; row < rows; ++row)
+        for (uint64_t c0 = 0; c0 < cols; c0 += m) {
+          uint64_t zeros = 0, len = std::min<uint64_t>(m, cols - c0);
+          for (uint64_t c = c0; c < c0 + len; ++c) zeros += d[row * cols + c] == 0.0f;
+          REQUIRE(zeros >= len - std::min<uint64_t>(n, len));
+        }
+    }
+  }
+}
+
+TEST_CASE("policy: defaults, overrides (last match wins), keep", "[lossy]") {
+  PackOptions o = lossy_options("int4");
+  o.overrides.push_back({".*attn.*", parse_policy_spec("int8", o.policy)});
+  o.overrides.push_back({".*attn.k.*", parse_policy_spec("int4:g64:sym", o.policy)});
+  o.overrides.push_back({"norm", parse_policy_spec("fp6", o.policy)});
+  o.keep.push_back("lm_head");
+  auto scheme_of = [&](const std::string& name, std::vector<uint64_t> shape, DType d = DType::F32) {
+    return resolve_policy(TensorInfo{name, d, shape}, o);
+  };
+  CHECK(scheme_of("mlp.w", {8, 8}).spec.scheme == Scheme::kInt4);
+  CHECK(scheme_of("attn.q", {8, 8}).spec.scheme == Scheme::kInt8);
+  auto k = scheme_of("attn.k", {8, 8});
+  CHECK(k.spec.scheme == Scheme::kInt4);
+  CHECK(k.spec.group == 64);
+  CHECK(k.spec.symmetric);
+  CHECK(scheme_of("lm_head", {8, 8}).spec.scheme == Scheme::kLossless);
+  CHECK(scheme_of("bias", {8}).spec.scheme == Scheme::kLossless);       // 1-D default
+  CHECK(scheme_of("scalar", {}).spec.scheme == Scheme::kLossless);      // 0-d
+  CHECK(scheme_of("ids", {8, 8}, DType::I32).spec.scheme == Scheme::kLossless);
+  CHECK(scheme_of("layer.norm", {8}).spec.scheme == Scheme::kFp6);      // an explicit override reaches 1-D
+  CHECK(policy_to_string(scheme_of("attn.k", {8, 8})) == "int4:g64:sym:clip=mse");
+  CHECK_THROWS_AS(parse_policy_spec("int5", o.policy), Error);
+  CHECK_THROWS_AS(parse_policy_spec("int4:g48", o.policy), Error);
+  CHECK_THROWS_AS(parse_policy_spec("fp6:sym", o.policy), Error);
+  o.keep.push_back("([");
+  CHECK_THROWS_AS(scheme_of("x", {8, 8}), Error);
+}
+
+TEST_CASE("1-D tensors stay lossless by default in a lossy file", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {64, 128}, weights_f32(64 * 128, 1));
+  src.add("bias", DType::F32, {128}, weights_f32(128, 2));
+  pack_model(src, dir.file("m.wpk"), lossy_options("int4"));
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  CHECK(r->tensors()[0].scheme == static_cast<uint8_t>(Scheme::kInt4));
+  CHECK(r->tensors()[1].scheme == 0);
+  std::vector<uint8_t> bias(128 * 4);
+  decode_tensor(*r, 1, bias, 1);
+  CHECK(bias == src.data(1));
+}
+
+TEST_CASE("same bytes for any thread count", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {300, 520}, weights_f32(300 * 520, 9));
+  src.add("v", DType::F32, {256, 256}, weights_f32(256 * 256, 10));
+  for (int threads : {1, 2}) {
+    PackOptions o = lossy_options("int4:prune=2:4", threads);
+    o.overrides.push_back({"^v$", parse_policy_spec("lut3:rows64", o.policy)});
+    pack_model(src, dir.file("t" + std::to_string(threads) + ".wpk"), o);
+  }
+  REQUIRE(test::read_file(dir.file("t1.wpk")) == test::read_file(dir.file("t2.wpk")));
+}
+
+TEST_CASE("corrupt lossy tile and params are reported with tensor and tile", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {256, 256}, weights_f32(256 * 256, 12));
+  PackOptions o = lossy_options("int4");
+  pack_model(src, dir.file("m.wpk"), o);
+  uint64_t offset;
+  {
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    REQUIRE(r->tensors()[0].tile_count == 4);
+    offset = r->tiles()[2].offset + 10;
+  }
+  auto file = test::read_file(dir.file("m.wpk"));
+  file[offset] ^= 0x40;
+  test::write_file(dir.file("m.wpk"), file);
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  VerifyReport report = verify_cpu(*r, nullptr, 2);
+  REQUIRE_FALSE(report.ok());
+  CHECK_THAT(report.tensors[0].error, Catch::Contains("tensor 'w': tile 2"));
+
+  // Params that do not match the tensor are refused with the tensor named.
+  for (auto bad : {std::vector<uint8_t>{}, std::vector<uint8_t>(24, 0), std::vector<uint8_t>(30, 4)}) {
+    CHECK_THROWS_AS(parse_quant_params(2, bad, 256, 256, 128, 128), Error);
+  }
+  QuantTensorParams p;
+  p.scheme = Scheme::kInt8;
+  p.bits = 8;
+  p.symmetric = true;
+  p.row_scales.assign(10, 0x3C00);
+  auto bytes = serialize_quant_params(p);
+  CHECK_NOTHROW(parse_quant_params(1, bytes, 10, 5, 10, 5));
+  CHECK_THROWS_WITH(parse_quant_params(1, bytes, 11, 5, 10, 5), Catch::Contains("side data"));
+  bytes.push_back(0);
+  CHECK_THROWS_WITH(parse_quant_params(1, bytes, 10, 5, 10, 5), Catch::Contains("trailing"));
+}
+
+TEST_CASE("unpack writes dequantized tensors in the source dtype or as F32", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::BF16, {64, 256}, test::gaussian_bf16(64 * 256, 0.02f, 21));
+  src.add("ids", DType::I32, {4}, test::random_bytes(16, 3));
+  pack_model(src, dir.file("m.wpk"), lossy_options("fp6"));
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  unpack_to_safetensors(*r, dir.file("bf16.safetensors"), false, 2);
+  unpack_to_safetensors(*r, dir.file("f32.safetensors"), false, 2, {}, DType::F32);
+  auto bf16 = open_safetensors(dir.file("bf16.safetensors"));
+  auto f32 = open_safetensors(dir.file("f32.safetensors"));
+  CHECK(bf16->tensors()[0].dtype == DType::BF16);
+  CHECK(f32->tensors()[0].dtype == DType::F32);
+  CHECK(f32->tensors()[1].dtype == DType::I32);
+  auto decoded = decode_all(*r, 0);
+  TensorBytes got = f32->read(0);
+  REQUIRE(std::memcmp(got.data(), decoded.data(), decoded.size() * 4) == 0);
+  std::vector<uint8_t> as_bf16(decoded.size() * 2);
+  convert_from_f32(DType::BF16, decoded.data(), decoded.size(), as_bf16.data());
+  TensorBytes got16 = bf16->read(0);
+  REQUIRE(std::memcmp(got16.data(), as_bf16.data(), as_bf16.size()) == 0);
+}
+
+TEST_CASE("verify: rel_error against the source, and a max-error bound", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::F32, {128, 256}, weights_f32(128 * 256, 31));
+  pack_model(src, dir.file("m.wpk"), lossy_options("int2"));
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  VerifyReport ok = verify_cpu(*r, &src, 2);
+  REQUIRE(ok.ok());
+  CHECK(ok.tensors[0].lossy);
+  CHECK(ok.tensors[0].rel_error == r->tensors()[0].metrics.rel_error);
+  VerifyReport strict = verify_cpu(*r, &src, 2, 1e-3);
+  REQUIRE_FALSE(strict.ok());
+  CHECK_THAT(strict.tensors[0].error, Catch::Contains("max-error"));
+  // A different source (other weights) has a larger error than recorded.
+  MemorySource other;
+  other.add("w", DType::F32, {128, 256}, weights_f32(128 * 256, 32));
+  REQUIRE_FALSE(verify_cpu(*r, &other, 2).ok());
+}
