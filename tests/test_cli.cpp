@@ -1,0 +1,730 @@
+// The wpack executable end to end, through run_wpack(): compress -> inspect -> verify -> unpack
+// round trips, inspect --json, dry runs, output safety, error messages and exit codes, thread-count
+// determinism, HDF5 input, quiet/progress behaviour and `verify --device cuda` on a CPU build.
+#include <catch2/catch.hpp>
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "formats/hdf5.h"
+#include "formats/safetensors.h"
+#include "formats/tensor.h"
+#include "formats/wpk.h"
+#include "test_util.h"
+
+using namespace wpack;
+using wpack::test::RunResult;
+using wpack::test::run_wpack;
+using wpack::test::TempDir;
+using json = nlohmann::json;
+
+namespace {
+
+const std::map<std::string, std::string> kMetadata = {{"format", "pt"}, {"author", "wpack tests"}};
+
+struct Model {
+  std::vector<TensorInfo> infos;
+  std::vector<std::vector<uint8_t>> data;
+};
+
+// Several dtypes and ranks: BF16 2-D, F32 3-D, I64 1-D, a 0-d tensor and an empty tensor.
+Model small_model() {
+  Model m;
+  m.infos = {
+      {"layer.0.weight", DType::BF16, {64, 96}},
+      {"layer.0.proj", DType::F32, {3, 5, 40}},
+      {"positions", DType::I64, {17}},
+      {"scale", DType::F32, {}},
+      {"empty", DType::BF16, {0, 8}},
+  };
+  m.data.push_back(test::gaussian_bf16(64 * 96, 0.02f, 11));
+  m.data.push_back(test::gaussian_f32(3 * 5 * 40, 0.05f, 12));
+  std::vector<uint8_t> pos(17 * 8);
+  for (int64_t i = 0; i < 17; ++i) {
+    const int64_t v = i * 1000 - 3;
+    std::memcpy(pos.data() + 8 * i, &v, 8);
+  }
+  m.data.push_back(pos);
+  const float scale = 0.125f;
+  std::vector<uint8_t> s(4);
+  std::memcpy(s.data(), &scale, 4);
+  m.data.push_back(s);
+  m.data.push_back({});
+  return m;
+}
+
+void write_model(const std::string& path, const Model& m) { write_safetensors(path, m.infos, m.data, kMetadata, true); }
+
+std::string write_small_model(const TempDir& dir, const std::string& name = "model.safetensors") {
+  const std::string path = dir.file(name);
+  write_model(path, small_model());
+  return path;
+}
+
+// A model large enough for meaningful ratios: gaussian BF16.
+std::string write_gaussian_model(const TempDir& dir, const std::string& name = "gauss.safetensors") {
+  const std::string path = dir.file(name);
+  std::vector<TensorInfo> infos = {{"mlp.w1", DType::BF16, {256, 384}}, {"mlp.w2", DType::BF16, {384, 256}}};
+  std::vector<std::vector<uint8_t>> data = {test::gaussian_bf16(256 * 384, 0.02f, 21),
+                                            test::gaussian_bf16(384 * 256, 0.02f, 22)};
+  write_safetensors(path, infos, data, kMetadata, true);
+  return path;
+}
+
+size_t count_lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+bool contains(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
+
+// A failure reported as exactly one line "wpack: ..." on stderr, naming `mention`.
+void require_one_line_error(const RunResult& r, const std::string& mention) {
+  INFO("stderr: " << r.err);
+  CHECK(count_lines(r.err) == 1);
+  CHECK(!r.err.empty());
+  CHECK(r.err.back() == '\n');
+  CHECK(r.err.rfind("wpack: ", 0) == 0);
+  if (!mention.empty()) CHECK(contains(r.err, mention));
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+RunResult compress(const std::string& in, const std::string& out, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"compress", in, "-o", out};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_wpack(args);
+}
+
+json inspect_json(const std::string& path) {
+  RunResult r = run_wpack({"inspect", "--json", path});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  json j = json::parse(r.out, nullptr, false);
+  REQUIRE(!j.is_discarded());
+  return j;
+}
+
+const json& tensor_named(const json& j, const std::string& name) {
+  for (const auto& t : j.at("tensors"))
+    if (t.at("name") == name) return t;
+  FAIL("tensor " << name << " not in inspect output");
+  static json none;
+  return none;
+}
+
+uint64_t elements_of(const json& shape) {
+  uint64_t n = 1;
+  for (const auto& d : shape) n *= d.get<uint64_t>();
+  return n;
+}
+
+bool is_wpk(const std::string& path) {
+  auto b = test::read_file(path);
+  return b.size() >= 4 && b[0] == 0x89 && b[1] == 'W' && b[2] == 'P' && b[3] == 'K';
+}
+
+// Sets an environment variable for the wpack processes this test starts; restores it after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    if (old) old_ = old;
+    had_ = old != nullptr;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) ::setenv(name_.c_str(), old_.c_str(), 1);
+    else ::unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("compress -> inspect -> verify --against -> unpack round trip, all dtypes and metadata") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  const std::string unpacked = dir.file("unpacked.safetensors");
+
+  RunResult c = compress(model, packed);
+  INFO("compress stderr: " << c.err);
+  REQUIRE(c.exit_code == 0);
+  REQUIRE(is_wpk(packed));
+
+  RunResult i = run_wpack({"inspect", packed});
+  INFO("inspect stderr: " << i.err);
+  REQUIRE(i.exit_code == 0);
+  const Model expected = small_model();
+  for (const auto& t : expected.infos) CHECK(contains(i.out, t.name));
+
+  RunResult v = run_wpack({"verify", packed, "--against", model});
+  INFO("verify stdout: " << v.out << " stderr: " << v.err);
+  REQUIRE(v.exit_code == 0);
+  CHECK(contains(v.out, "OK"));
+  CHECK(v.err.empty());
+
+  RunResult u = run_wpack({"unpack", packed, "-o", unpacked});
+  INFO("unpack stderr: " << u.err);
+  REQUIRE(u.exit_code == 0);
+
+  auto src = open_safetensors(model);
+  auto out = open_safetensors(unpacked);
+  REQUIRE(out->tensors().size() == src->tensors().size());
+  for (size_t k = 0; k < src->tensors().size(); ++k) {
+    const TensorInfo& s = src->tensors()[k];
+    INFO("tensor " << s.name);
+    auto it = std::find_if(out->tensors().begin(), out->tensors().end(), [&](const TensorInfo& t) { return t.name == s.name; });
+    REQUIRE(it != out->tensors().end());
+    CHECK(it->dtype == s.dtype);
+    CHECK(it->shape == s.shape);
+    TensorBytes a = src->read(k), b = out->read(static_cast<size_t>(it - out->tensors().begin()));
+    REQUIRE(a.size() == b.size());
+    CHECK(std::equal(a.data(), a.data() + a.size(), b.data()));
+  }
+  CHECK(out->metadata() == src->metadata());
+  CHECK(out->metadata() == kMetadata);
+
+  // The unpacked file verifies against the .wpk as well, and unpack refuses to overwrite it.
+  CHECK(run_wpack({"verify", packed, "--against", unpacked}).exit_code == 0);
+  const auto before = test::read_file(unpacked);
+  RunResult again = run_wpack({"unpack", packed, "-o", unpacked});
+  CHECK(again.exit_code == 1);
+  require_one_line_error(again, unpacked);
+  CHECK(test::read_file(unpacked) == before);
+  CHECK(run_wpack({"unpack", packed, "-o", unpacked, "-f"}).exit_code == 0);
+}
+
+TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+
+  json j = inspect_json(packed);
+  REQUIRE(j.is_object());
+  REQUIRE(j.contains("tensors"));
+  REQUIRE(j.contains("totals"));
+  REQUIRE(j["tensors"].is_array());
+  const Model expected = small_model();
+  REQUIRE(j["tensors"].size() == expected.infos.size());
+
+  uint64_t sum_original = 0, sum_elements = 0;
+  for (const auto& t : j["tensors"]) {
+    INFO(t.dump());
+    for (const char* key : {"name", "dtype", "shape", "scheme", "codec", "filter", "tiles", "tile_shape",
+                            "original_bytes", "packed_bytes", "ratio", "bits_per_weight"})
+      REQUIRE(t.contains(key));
+    CHECK(t["name"].is_string());
+    CHECK(t["dtype"].is_string());
+    CHECK(t["shape"].is_array());
+    CHECK(t["scheme"].is_string());
+    CHECK(t["scheme"] == "lossless");
+    CHECK(t["codec"].is_string());
+    CHECK(t["filter"].is_string());
+    CHECK(t["tiles"].is_number_unsigned());
+    CHECK(t["original_bytes"].is_number_unsigned());
+    CHECK(t["packed_bytes"].is_number_unsigned());
+    CHECK(t["ratio"].is_number());
+    CHECK(t["bits_per_weight"].is_number());
+    REQUIRE(t["tile_shape"].is_array());
+    CHECK(t["tile_shape"].size() == 2);
+
+    const uint64_t elements = elements_of(t["shape"]);
+    const uint64_t original = t["original_bytes"].get<uint64_t>();
+    const uint64_t packed_bytes = t["packed_bytes"].get<uint64_t>();
+    const auto src = std::find_if(expected.infos.begin(), expected.infos.end(),
+                                  [&](const TensorInfo& i) { return i.name == t["name"]; });
+    REQUIRE(src != expected.infos.end());
+    CHECK(t["dtype"] == std::string(dtype_name(src->dtype)));
+    CHECK(t["shape"].get<std::vector<uint64_t>>() == src->shape);
+    CHECK(original == src->num_bytes());
+    CHECK(packed_bytes > 0);  // at least its index entry
+    if (original > 0) CHECK(t["ratio"].get<double>() == Approx(double(packed_bytes) / double(original)));
+    if (elements > 0) CHECK(t["bits_per_weight"].get<double>() == Approx(8.0 * double(packed_bytes) / double(elements)));
+    if (elements == 0) CHECK(t["tiles"] == 0);
+    else CHECK(t["tiles"].get<uint64_t>() >= 1);
+    sum_original += original;
+    sum_elements += elements;
+  }
+  const json& totals = j["totals"];
+  CHECK(totals["original_bytes"].get<uint64_t>() == sum_original);
+  CHECK(totals["elements"].get<uint64_t>() == sum_elements);
+  CHECK(totals["tensors"].get<uint64_t>() == expected.infos.size());
+  CHECK(totals["packed_bytes"].get<uint64_t>() == std::filesystem::file_size(packed));
+  CHECK(totals["ratio"].get<double>() == Approx(double(std::filesystem::file_size(packed)) / double(sum_original)));
+  CHECK(tensor_named(j, "scale")["shape"].empty());
+  CHECK(tensor_named(j, "scale")["tiles"] == 1);
+}
+
+TEST_CASE("inspect on a model (not packed) is a dry run with a lossless estimate") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  json j = inspect_json(model);
+  CHECK(j["dry_run"] == true);
+  REQUIRE(j["tensors"].size() == 2);
+  for (const auto& t : j["tensors"]) {
+    INFO(t.dump());
+    CHECK(t["dtype"] == "BF16");
+    const double ratio = t["ratio"].get<double>();
+    CHECK(ratio < 1.0);
+    CHECK(ratio > 0.55);  // gaussian BF16: exponent byte compresses, mantissa byte does not (~0.66)
+    CHECK(ratio < 0.80);
+    CHECK(t["bits_per_weight"].get<double>() == Approx(16 * ratio));
+  }
+  CHECK(j["totals"]["original_bytes"] == 2 * 256 * 384 * 2);
+  // Nothing was written next to the model.
+  CHECK(list_dir(dir.path()) == std::vector<std::string>{"gauss.safetensors"});
+
+  RunResult text = run_wpack({"inspect", model});
+  CHECK(text.exit_code == 0);
+  CHECK(contains(text.out, "mlp.w1"));
+  CHECK(contains(text.out, "not packed"));
+}
+
+TEST_CASE("output safety: existing output, -f, output == input, no temp files after a failure") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string out = dir.file("out.wpk");
+  const std::vector<uint8_t> precious = {'k', 'e', 'e', 'p', ' ', 'm', 'e', '\n'};
+  test::write_file(out, precious);
+
+  SECTION("existing output without -f is refused and left unchanged") {
+    RunResult r = compress(model, out);
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, out);
+    CHECK(test::read_file(out) == precious);
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{"model.safetensors", "out.wpk"});
+  }
+  SECTION("with -f the output is replaced") {
+    RunResult r = compress(model, out, {"-f"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(is_wpk(out));
+    CHECK(run_wpack({"verify", out, "--against", model}).exit_code == 0);
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{"model.safetensors", "out.wpk"});
+  }
+  SECTION("output == input is refused, with or without -f, also under another spelling") {
+    const auto before = test::read_file(model);
+    for (const std::string& target : {model, dir.path() + "/./model.safetensors"}) {
+      for (bool force : {false, true}) {
+        INFO(target << (force ? " -f" : ""));
+        RunResult r = force ? compress(model, target, {"-f"}) : compress(model, target);
+        CHECK(r.exit_code != 0);
+        require_one_line_error(r, "model.safetensors");
+        CHECK(test::read_file(model) == before);
+      }
+    }
+    const std::string packed = dir.file("p.wpk");
+    REQUIRE(compress(model, packed).exit_code == 0);
+    const auto packed_before = test::read_file(packed);
+    RunResult u = run_wpack({"unpack", packed, "-o", packed, "-f"});
+    CHECK(u.exit_code != 0);
+    require_one_line_error(u, packed);
+    CHECK(test::read_file(packed) == packed_before);
+  }
+  SECTION("a failed compress leaves no output and no temporary file") {
+    const std::string garbage = dir.file("garbage.safetensors");
+    test::write_file(garbage, test::random_bytes(4096, 99));
+    const std::string target = dir.file("new.wpk");
+    RunResult r = compress(garbage, target);
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, garbage);
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{"garbage.safetensors", "model.safetensors", "out.wpk"});
+
+    // A failure after the output was opened (bad alignment) also leaves nothing behind.
+    RunResult a = compress(model, target, {"--alignment", "24"});
+    CHECK(a.exit_code != 0);
+    require_one_line_error(a, "");
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{"garbage.safetensors", "model.safetensors", "out.wpk"});
+  }
+  SECTION("a failure at the final rename (output is a directory, -f) removes the temporary file") {
+    const std::string sub = dir.file("sub");
+    std::filesystem::create_directories(sub + "/target");
+    RunResult r = compress(model, sub + "/target", {"-f"});
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, sub + "/target");
+    CHECK(list_dir(sub) == std::vector<std::string>{"target"});
+    CHECK(list_dir(sub + "/target").empty());
+
+    REQUIRE(compress(model, out, {"-f"}).exit_code == 0);
+    RunResult u = run_wpack({"unpack", out, "-o", sub + "/target", "-f"});
+    CHECK(u.exit_code == 1);
+    require_one_line_error(u, sub + "/target");
+    CHECK(list_dir(sub) == std::vector<std::string>{"target"});
+  }
+}
+
+TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line naming the file") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+
+  SECTION("nonexistent input") {
+    const std::string missing = dir.file("does-not-exist.safetensors");
+    for (const auto& args : std::vector<std::vector<std::string>>{{"compress", missing, "-o", dir.file("x.wpk")},
+                                                                   {"inspect", missing},
+                                                                   {"inspect", "--json", missing},
+                                                                   {"verify", missing},
+                                                                   {"unpack", missing, "-o", dir.file("x.safetensors")},
+                                                                   {"verify", packed, "--against", missing}}) {
+      INFO(args[0] << " " << args[1]);
+      RunResult r = run_wpack(args);
+      CHECK(r.exit_code == 1);
+      require_one_line_error(r, missing);
+      CHECK(r.out.empty());
+    }
+    CHECK(!std::filesystem::exists(dir.file("x.wpk")));
+    CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+  }
+  SECTION("garbage input") {
+    const std::string garbage = dir.file("garbage.bin");
+    test::write_file(garbage, test::random_bytes(1000, 7));
+    for (const auto& args : std::vector<std::vector<std::string>>{{"compress", garbage, "-o", dir.file("x.wpk")},
+                                                                   {"inspect", garbage},
+                                                                   {"verify", garbage},
+                                                                   {"unpack", garbage, "-o", dir.file("x.safetensors")}}) {
+      INFO(args[0]);
+      RunResult r = run_wpack(args);
+      CHECK(r.exit_code == 1);
+      require_one_line_error(r, garbage);
+    }
+    // A file too short to be anything.
+    const std::string tiny = dir.file("tiny.bin");
+    test::write_file(tiny, {1, 2, 3});
+    RunResult t = compress(tiny, dir.file("x.wpk"));
+    CHECK(t.exit_code == 1);
+    require_one_line_error(t, tiny);
+    CHECK(!std::filesystem::exists(dir.file("x.wpk")));
+  }
+  SECTION("truncated .wpk") {
+    const auto bytes = test::read_file(packed);
+    for (size_t keep : {bytes.size() - 1, bytes.size() / 2, size_t(70), size_t(10)}) {
+      INFO("kept " << keep << " of " << bytes.size() << " bytes");
+      const std::string cut = dir.file("cut.wpk");
+      test::write_file(cut, std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(keep)));
+      for (const auto& args : std::vector<std::vector<std::string>>{{"inspect", cut},
+                                                                     {"verify", cut},
+                                                                     {"unpack", cut, "-o", dir.file("x.safetensors")}}) {
+        INFO(args[0]);
+        RunResult r = run_wpack(args);
+        CHECK(r.exit_code == 1);
+        require_one_line_error(r, cut);
+      }
+      CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+    }
+  }
+}
+
+TEST_CASE("verify: a flipped byte in tile data names the tensor and the tile") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  REQUIRE(compress(model, packed, {"--tile", "32x32"}).exit_code == 0);
+  REQUIRE(run_wpack({"verify", packed}).exit_code == 0);
+
+  uint64_t offset = 0;
+  const std::string name = "layer.0.weight";
+  const uint64_t k = 4;
+  {
+    auto reader = WpkReader::open(packed);
+    const auto it = std::find_if(reader->tensors().begin(), reader->tensors().end(),
+                                 [&](const WpkTensor& t) { return t.name == name; });
+    REQUIRE(it != reader->tensors().end());
+    REQUIRE(it->tile_count == 6);  // 64x96 in 32x32 tiles
+    const WpkTile& tile = reader->tiles()[it->first_tile + k];
+    offset = tile.offset + tile.stored_size / 2;
+  }
+  auto bytes = test::read_file(packed);
+  bytes[offset] ^= 0x10;
+  const std::string bad = dir.file("bad.wpk");
+  test::write_file(bad, bytes);
+
+  // The index is intact: inspect still works.
+  CHECK(run_wpack({"inspect", bad}).exit_code == 0);
+
+  const std::string where = "tensor '" + name + "': tile " + std::to_string(k);
+  RunResult v = run_wpack({"verify", bad});
+  CHECK(v.exit_code == 1);
+  require_one_line_error(v, where);
+  CHECK(contains(v.err, bad));
+  CHECK(contains(v.out, "FAILED"));
+
+  RunResult va = run_wpack({"verify", bad, "--against", model});
+  CHECK(va.exit_code == 1);
+  require_one_line_error(va, where);
+
+  RunResult vj = run_wpack({"verify", "--json", bad});
+  CHECK(vj.exit_code == 1);
+  json j = json::parse(vj.out, nullptr, false);
+  REQUIRE(!j.is_discarded());
+  CHECK(j["ok"] == false);
+
+  RunResult u = run_wpack({"unpack", bad, "-o", dir.file("bad.safetensors")});
+  CHECK(u.exit_code == 1);
+  require_one_line_error(u, where);
+  CHECK(!std::filesystem::exists(dir.file("bad.safetensors")));
+}
+
+TEST_CASE("verify --against a different model names the differing tensor") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+
+  Model other = small_model();
+  other.data[1][40] ^= 0x01;  // one element of layer.0.proj
+  const std::string changed = dir.file("changed.safetensors");
+  write_model(changed, other);
+
+  RunResult r = run_wpack({"verify", packed, "--against", changed});
+  CHECK(r.exit_code == 1);
+  require_one_line_error(r, "tensor 'layer.0.proj'");
+  CHECK(contains(r.err, "1 elements differ"));
+  CHECK(!contains(r.err, "layer.0.weight"));
+
+  // A source missing a tensor, and one with an extra tensor, also fail.
+  Model fewer = small_model();
+  fewer.infos.erase(fewer.infos.begin() + 2);
+  fewer.data.erase(fewer.data.begin() + 2);
+  write_model(changed, fewer);
+  RunResult m = run_wpack({"verify", packed, "--against", changed});
+  CHECK(m.exit_code == 1);
+  require_one_line_error(m, "positions");
+}
+
+TEST_CASE("usage errors exit 2 with one line") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string out = dir.file("out.wpk");
+  const std::vector<std::vector<std::string>> cases = {
+      {"compress", model, "-o", out, "--bogus"},
+      {"compress", model},
+      {"compress", "-o", out},
+      {"compress", model, "-o", out, "--tile", "0x5"},
+      {"compress", model, "-o", out, "--tile", "5x0"},
+      {"compress", model, "-o", out, "--tile", "abc"},
+      {"compress", model, "-o", out, "--tile", "32"},
+      {"compress", model, "-o", out, "--tile", ""},
+      {"compress", model, "-o", out, "--codec", "gzip"},
+      {"compress", model, "-o", out, "--filter", "magic"},
+      {"compress", model, "-o", out, "-T", "-1"},
+      {"compress", model, "-o", out, "-T", "many"},
+      {"verify", out, "--device", "tpu"},
+      {"unpack", out},
+      {"frobnicate", model},
+      {},
+  };
+  for (const auto& args : cases) {
+    std::string line;
+    for (const auto& a : args) line += a + " ";
+    INFO("wpack " << line);
+    RunResult r = run_wpack(args);
+    CHECK(r.exit_code == 2);
+    require_one_line_error(r, "");
+    CHECK(!std::filesystem::exists(out));
+  }
+  RunResult tile = compress(model, out, {"--tile", "abc"});
+  CHECK(contains(tile.err, "--tile"));
+  CHECK(contains(tile.err, "abc"));
+
+  CHECK(run_wpack({"--version"}).exit_code == 0);
+  CHECK(run_wpack({"--help"}).exit_code == 0);
+}
+
+TEST_CASE("thread count does not change the packed bytes; --tile reaches the file") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+
+  SECTION("-T 1 and -T 2: identical tiles and index; only the recorded command line differs") {
+    const std::string a = dir.file("t1.wpk"), b = dir.file("t2.wpk");
+    REQUIRE(compress(model, a, {"-T", "1", "--tile", "64x64"}).exit_code == 0);
+    REQUIRE(compress(model, b, {"-T", "2", "--tile", "64x64"}).exit_code == 0);
+    auto ra = WpkReader::open(a), rb = WpkReader::open(b);
+    REQUIRE(ra->tiles().size() == rb->tiles().size());
+    REQUIRE(ra->tiles().size() > 8);
+    for (size_t i = 0; i < ra->tiles().size(); ++i) {
+      INFO("tile " << i);
+      CHECK(ra->tiles()[i].offset == rb->tiles()[i].offset);
+      CHECK(ra->tiles()[i].stored_size == rb->tiles()[i].stored_size);
+      CHECK(ra->tiles()[i].checksum == rb->tiles()[i].checksum);
+      CHECK(ra->tiles()[i].filter == rb->tiles()[i].filter);
+      CHECK(ra->tiles()[i].codec == rb->tiles()[i].codec);
+    }
+    // Header and all tile data byte-identical.
+    const auto ba = test::read_file(a), bb = test::read_file(b);
+    const uint64_t data_end = ra->file_size() - kWpkFooterBytes - ra->index_bytes();
+    REQUIRE(data_end == rb->file_size() - kWpkFooterBytes - rb->index_bytes());
+    CHECK(std::equal(ba.begin(), ba.begin() + static_cast<ptrdiff_t>(data_end), bb.begin()));
+    json ma = json::parse(ra->metadata_json()), mb = json::parse(rb->metadata_json());
+    ma.erase("command_line");
+    mb.erase("command_line");
+    CHECK(ma == mb);
+  }
+  SECTION("the same command line at 1 and 4 threads (OMP_NUM_THREADS): byte-identical files") {
+    const std::string out = dir.file("same.wpk");
+    std::vector<uint8_t> one, four;
+    {
+      ScopedEnv env("OMP_NUM_THREADS", "1");
+      REQUIRE(compress(model, out, {"-f", "--tile", "64x64"}).exit_code == 0);
+      one = test::read_file(out);
+    }
+    {
+      ScopedEnv env("OMP_NUM_THREADS", "4");
+      REQUIRE(compress(model, out, {"-f", "--tile", "64x64"}).exit_code == 0);
+      four = test::read_file(out);
+    }
+    CHECK(one.size() > 1000);
+    CHECK(one == four);
+  }
+  SECTION("--tile 32x64 is reflected in tile_shape") {
+    const std::string out = dir.file("tiles.wpk");
+    REQUIRE(compress(model, out, {"--tile", "32x64"}).exit_code == 0);
+    json j = inspect_json(out);
+    for (const auto& t : j["tensors"]) {
+      INFO(t.dump());
+      CHECK(t["tile_shape"] == json::array({32, 64}));
+      const auto shape = t["shape"].get<std::vector<uint64_t>>();
+      CHECK(t["tiles"].get<uint64_t>() == (shape[0] / 32) * (shape[1] / 64));
+    }
+    CHECK(run_wpack({"verify", out, "--against", model}).exit_code == 0);
+  }
+}
+
+TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack match") {
+  TempDir dir;
+  const std::string h5 = dir.file("weights.h5");
+  std::vector<float> a(4 * 6);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.25f * float(i) - 2.0f;
+  std::vector<int32_t> b(10);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = int32_t(i * i) - 7;
+  const double c = 3.5;
+  {
+    hid_t file = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(file >= 0);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    REQUIRE(H5Pset_create_intermediate_group(lcpl, 1) >= 0);
+    auto dataset = [&](const char* path, hid_t type, std::vector<hsize_t> dims, hid_t mem, const void* data) {
+      hid_t space = dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+      REQUIRE(space >= 0);
+      hid_t ds = H5Dcreate2(file, path, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+      REQUIRE(ds >= 0);
+      REQUIRE(H5Dwrite(ds, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+      H5Dclose(ds);
+      H5Sclose(space);
+    };
+    dataset("/dense/kernel", H5T_IEEE_F32LE, {4, 6}, H5T_NATIVE_FLOAT, a.data());
+    dataset("/dense/bias", H5T_STD_I32BE, {10}, H5T_NATIVE_INT32, b.data());
+    dataset("/scalar", H5T_IEEE_F64LE, {}, H5T_NATIVE_DOUBLE, &c);
+    H5Pclose(lcpl);
+    H5Fclose(file);
+  }
+  const std::string packed = dir.file("weights.wpk");
+  RunResult r = compress(h5, packed);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+
+  json j = inspect_json(packed);
+  REQUIRE(j["tensors"].size() == 3);
+  CHECK(tensor_named(j, "dense/kernel")["dtype"] == "F32");
+  CHECK(tensor_named(j, "dense/kernel")["shape"] == json::array({4, 6}));
+  CHECK(tensor_named(j, "dense/bias")["dtype"] == "I32");
+  CHECK(tensor_named(j, "scalar")["dtype"] == "F64");
+  CHECK(tensor_named(j, "scalar")["shape"].empty());
+
+  json dry = inspect_json(h5);
+  CHECK(dry["dry_run"] == true);
+  CHECK(dry["tensors"].size() == 3);
+
+  CHECK(run_wpack({"verify", packed, "--against", h5}).exit_code == 0);
+
+  const std::string st = dir.file("weights.safetensors");
+  REQUIRE(run_wpack({"unpack", packed, "-o", st}).exit_code == 0);
+  auto src = open_hdf5(h5);
+  auto out = open_safetensors(st);
+  REQUIRE(out->tensors().size() == 3);
+  for (size_t k = 0; k < src->tensors().size(); ++k) {
+    const TensorInfo& s = src->tensors()[k];
+    INFO(s.name);
+    auto it = std::find_if(out->tensors().begin(), out->tensors().end(), [&](const TensorInfo& t) { return t.name == s.name; });
+    REQUIRE(it != out->tensors().end());
+    CHECK(it->dtype == s.dtype);
+    CHECK(it->shape == s.shape);
+    TensorBytes x = src->read(k), y = out->read(static_cast<size_t>(it - out->tensors().begin()));
+    REQUIRE(x.size() == y.size());
+    CHECK(std::equal(x.data(), x.data() + x.size(), y.data()));
+  }
+  // Little-endian values in the unpacked file, whatever the HDF5 byte order was.
+  auto it = std::find_if(out->tensors().begin(), out->tensors().end(), [](const TensorInfo& t) { return t.name == "dense/bias"; });
+  TensorBytes bias = out->read(static_cast<size_t>(it - out->tensors().begin()));
+  std::vector<int32_t> got(10);
+  std::memcpy(got.data(), bias.data(), 40);
+  CHECK(got == b);
+}
+
+TEST_CASE("-q is silent; no progress bar when stderr is not a terminal") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  const std::string packed = dir.file("m.wpk");
+
+  RunResult q1 = run_wpack({"-q", "compress", model, "-o", packed});
+  CHECK(q1.exit_code == 0);
+  CHECK(q1.err.empty());
+  CHECK(q1.out.empty());
+  RunResult q2 = run_wpack({"compress", "-q", model, "-o", packed, "-f"});
+  CHECK(q2.exit_code == 0);
+  CHECK(q2.err.empty());
+  RunResult q3 = run_wpack({"-q", "unpack", packed, "-o", dir.file("u.safetensors")});
+  CHECK(q3.exit_code == 0);
+  CHECK(q3.err.empty());
+  RunResult q4 = run_wpack({"-q", "verify", packed});
+  CHECK(q4.exit_code == 0);
+  CHECK(q4.err.empty());
+
+  RunResult c = run_wpack({"compress", model, "-o", packed, "-f"});
+  CHECK(c.exit_code == 0);
+  CHECK(c.err.find('\r') == std::string::npos);
+  CHECK(c.err.find('\x1b') == std::string::npos);
+  CHECK(count_lines(c.err) == 1);  // the summary line
+  CHECK(contains(c.err, packed));
+  RunResult u = run_wpack({"unpack", packed, "-o", dir.file("u.safetensors"), "-f"});
+  CHECK(u.exit_code == 0);
+  CHECK(u.err.find('\r') == std::string::npos);
+  RunResult v = run_wpack({"verify", packed});
+  CHECK(v.exit_code == 0);
+  CHECK(v.err.find('\r') == std::string::npos);
+}
+
+TEST_CASE("verify --device cuda on a build without CUDA verify: CPU checks decide, GPU note on stderr") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);
+  const std::string packed = dir.file("model.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+
+  RunResult r = run_wpack({"verify", packed, "--device", "cuda", "--against", model});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.err, "GPU checks did not run"));
+  CHECK(contains(r.out, "OK"));
+
+  RunResult j = run_wpack({"verify", "--json", packed, "--device", "cuda"});
+  CHECK(j.exit_code == 0);
+  json report = json::parse(j.out, nullptr, false);
+  REQUIRE(!report.is_discarded());
+  CHECK(report["ok"] == true);
+  CHECK(report["gpu_checks_ran"] == false);
+  CHECK(report["device"] == "cuda");
+}
