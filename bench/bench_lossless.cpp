@@ -5,7 +5,7 @@
 // Prints, per codec, the packed size as % of the original, the gap to the order-0 entropy bound
 // (sum over tensors of elements x (H(exponent byte) + 8 bits)), and compress / decompress MB/s on
 // one thread (MB of original bytes per second). wpack packs through the real pipeline (tiles,
-// filters, codecs, container file); zstd -3 compresses each tensor's bytes as one frame.
+// filters, codecs, container file on tmpfs); zstd -3 compresses each tensor's bytes as one frame.
 // Targets (issue 2): within 1% of the bound, compression >= 1.25x zstd -3's speed on one thread.
 #include <zstd.h>
 
@@ -124,7 +124,7 @@ Row run_wpack(const MemorySource& src, Codec codec, const std::string& tmp) {
   opt.threads = 1;
   opt.overwrite = true;
   double best_c = 1e30, best_d = 1e30, bytes = 0;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 1; ++rep) {
     double t0 = now();
     PackReport r = pack_model(src, tmp, opt);
     best_c = std::min(best_c, now() - t0);
@@ -154,7 +154,7 @@ Row run_zstd(const MemorySource& src, int level) {
   double best_c = 1e30, best_d = 1e30, bytes = 0;
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 1; ++rep) {
     std::vector<std::vector<uint8_t>> frames;
     double t0 = now();
     bytes = 0;
@@ -185,11 +185,20 @@ int main(int argc, char** argv) {
   double original = 0;
   for (const auto& d : src.data) original += double(d.size());
   const double bound = entropy_bound_bytes(src);
-  const std::string tmp = (std::filesystem::temp_directory_path() / "bench_lossless.wpk").string();
+  // The .wpk goes to tmpfs when there is one, so that the timing is wpack's work and not the
+  // disk's (zstd -3 below writes nothing either).
+  const std::string dir = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path().string();
+  const std::string tmp = dir + "/bench_lossless.wpk";
+  // Repetitions interleaved (the machine may be shared): the best time of each is kept.
   std::vector<Row> rows;
-  rows.push_back(run_zstd(src, 3));
-  rows.push_back(run_wpack(src, Codec::kZstd, tmp));
-  rows.push_back(run_wpack(src, Codec::kRans, tmp));
+  for (int rep = 0; rep < 5; ++rep) {
+    std::vector<Row> now_rows = {run_zstd(src, 3), run_wpack(src, Codec::kZstd, tmp), run_wpack(src, Codec::kRans, tmp)};
+    if (rows.empty()) rows = now_rows;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      rows[i].compress_s = std::min(rows[i].compress_s, now_rows[i].compress_s);
+      rows[i].decompress_s = std::min(rows[i].decompress_s, now_rows[i].decompress_s);
+    }
+  }
   std::filesystem::remove(tmp);
 
   std::printf("input: %s, %zu BF16 tensors, %.1f MB\n", src.name.c_str(), src.data.size(), original / 1e6);
@@ -198,6 +207,7 @@ int main(int argc, char** argv) {
   for (const auto& r : rows)
     std::printf("%-12s %8.2f%% %+11.2f%% %14.0f %16.0f\n", r.name.c_str(), 100 * r.bytes / original,
                 100 * (r.bytes / bound - 1), original / r.compress_s / 1e6, original / r.decompress_s / 1e6);
-  std::printf("(one thread; wpack sizes are whole .wpk files: tiles, index, header and footer)\n");
+  std::printf("(one thread, best of 5 interleaved runs; wpack sizes are whole .wpk files: tiles, index, header, footer)\n");
+  std::printf("wpack zstd compression speed / zstd -3: %.2fx (target >= 1.25x)\n", rows[0].compress_s / rows[1].compress_s);
   return 0;
 }

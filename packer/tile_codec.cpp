@@ -21,9 +21,12 @@ constexpr uint64_t kMaxPlaneBytes = 0x7FFFFFFFu;
 // it: sign/mantissa planes of trained weights sit at 7.9-8 bits and no codec gains on them.
 constexpr double kIncompressibleEntropy = 7.95;
 
-std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, const TileCoding& coding) {
+// `plane_index` 0 of a float-plane tile is the exponent plane, always worth coding; the others
+// are sign/mantissa planes, checked first.
+std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane_index, const TileCoding& coding) {
   const bool float_plane = coding.filter == Filter::kFloatPlanes;
-  if (float_plane && coding.codec != Codec::kNone && order0_entropy_bits(plane) > kIncompressibleEntropy)
+  if (float_plane && plane_index > 0 && coding.codec != Codec::kNone &&
+      order0_entropy_bits(plane) > kIncompressibleEntropy)
     return {plane.begin(), plane.end()};
   switch (coding.codec) {
     case Codec::kZstd:
@@ -85,7 +88,7 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
   std::vector<uint8_t> out(4ull * planes);
   for (uint32_t p = 0; p < planes; ++p) {
     std::span<const uint8_t> plane{filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
-    std::vector<uint8_t> coded = encode_plane(plane, coding);
+    std::vector<uint8_t> coded = encode_plane(plane, p, coding);
     uint32_t word;
     if (coded.size() < plane.size()) {
       word = static_cast<uint32_t>(coded.size());
