@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -17,6 +19,7 @@
 #include "packer/codec.h"
 #include "packer/estimate.h"
 #include "packer/filters.h"
+#include "packer/quant_tile.h"
 #include "packer/unpack.h"
 #include "verify/verify.h"
 
@@ -139,12 +142,58 @@ std::string tile_filter_of(const WpkReader& r, const WpkTensor& t) {
   return f ? std::string(filter_name(*f)) : "?" + std::to_string(code);
 }
 
-std::string scheme_of(uint8_t scheme) { return scheme == 0 ? "lossless" : "scheme" + std::to_string(scheme); }
+std::string scheme_of(uint8_t scheme) {
+  if (scheme == 0) return "lossless";
+  auto s = scheme_from_code(scheme);
+  return s ? std::string(scheme_name(*s)) : "scheme" + std::to_string(scheme);
+}
+
+std::string tile_layout_of(const WpkReader& r, const WpkTensor& t) {
+  if (t.scheme == 0) return tile_filter_of(r, t);
+  uint64_t sparse = 0;
+  for (uint64_t i = 0; i < t.tile_count; ++i) sparse += r.tiles()[t.first_tile + i].filter == kFilterQuantSparse;
+  if (sparse == 0) return "quant_dense";
+  if (sparse == t.tile_count) return "quant_sparse";
+  return "quant_mixed";
+}
+
+// Scheme details of a lossy tensor for inspect --json (empty object when the params do not parse).
+json scheme_details(const WpkReader& r, size_t index) {
+  const WpkTensor& t = r.tensors()[index];
+  json j = json::object();
+  try {
+    QuantTensorParams p = parse_quant_params(t.scheme, t.params, t.rows(), t.cols(), t.tile_rows, t.tile_cols);
+    j["bits"] = p.bits;
+    if (p.group) j["group"] = p.group;
+    if (p.scheme == Scheme::kInt4 || p.scheme == Scheme::kInt3 || p.scheme == Scheme::kInt2 || p.scheme == Scheme::kInt8)
+      j["symmetric"] = p.symmetric;
+    if (scheme_is_lut(p.scheme)) j["lut_rows"] = p.lut_rows;
+    j["clip"] = p.clip == Clip::kMse ? "mse" : "minmax";
+    if (p.prune.kind == PruneSpec::Kind::kFraction) j["prune"] = p.prune.fraction;
+    if (p.prune.kind == PruneSpec::Kind::kNM) j["prune"] = std::to_string(p.prune.n) + ":" + std::to_string(p.prune.m);
+  } catch (const Error& e) {
+    j["params_error"] = e.what();
+  }
+  return j;
+}
+
+std::string scheme_label(const json& details, const std::string& scheme) {
+  std::string s = scheme;
+  if (details.contains("group")) s += " g" + std::to_string(details["group"].get<uint32_t>());
+  if (details.contains("prune")) s += details["prune"].is_string() ? " " + details["prune"].get<std::string>() : " pruned";
+  return s;
+}
+
+std::string metric_text(double v, int digits) { return std::isfinite(v) ? fixed(v, digits) : "inf"; }
 
 int inspect_wpk(const InspectArgs& args) {
   auto reader = WpkReader::open(args.input);
   json tensors = json::array();
-  Table table({"tensor", "shape", "dtype", "scheme", "codec", "filter", "tiles", "original", "packed", "ratio", "bits/w"});
+  bool any_lossy = false;
+  for (const auto& t : reader->tensors()) any_lossy |= t.scheme != 0;
+  std::vector<std::string> header = {"tensor", "shape", "dtype", "scheme", "codec", "filter", "tiles", "original", "packed", "ratio", "bits/w"};
+  if (any_lossy) header.insert(header.end(), {"rel_err", "max_abs", "snr_db", "sparsity"});
+  Table table(header);
   uint64_t total_original = 0, total_elements = 0;
   for (size_t i = 0; i < reader->tensors().size(); ++i) {
     const WpkTensor& t = reader->tensors()[i];
@@ -158,8 +207,13 @@ int inspect_wpk(const InspectArgs& args) {
     j["dtype"] = dtype_name(t.dtype);
     j["shape"] = t.shape;
     j["scheme"] = scheme_of(t.scheme);
+    json details;
+    if (t.scheme != 0) {
+      details = scheme_details(*reader, i);
+      for (auto& [k, v] : details.items()) j[k] = v;
+    }
     j["codec"] = tile_codec_of(*reader, t);
-    j["filter"] = tile_filter_of(*reader, t);
+    j["filter"] = tile_layout_of(*reader, t);
     j["tiles"] = t.tile_count;
     j["tile_shape"] = {t.tile_rows, t.tile_cols};
     j["original_bytes"] = original;
@@ -171,10 +225,19 @@ int inspect_wpk(const InspectArgs& args) {
     j["snr_db"] = json_or_null(t.metrics.snr_db);
     j["sparsity"] = t.metrics.sparsity;
     tensors.push_back(j);
-    table.add({t.name, shape_to_string(t.shape), std::string(dtype_name(t.dtype)), scheme_of(t.scheme),
-               j["codec"].get<std::string>(), j["filter"].get<std::string>(), std::to_string(t.tile_count),
-               human_bytes(double(original)), human_bytes(double(packed)),
-               fixed(100 * ratio_of(packed, original), 1) + "%", fixed(bits_per_weight(packed, t.num_elements()), 2)});
+    std::vector<std::string> row = {t.name, shape_to_string(t.shape), std::string(dtype_name(t.dtype)),
+                                    t.scheme ? scheme_label(details, scheme_of(t.scheme)) : scheme_of(t.scheme),
+                                    j["codec"].get<std::string>(), j["filter"].get<std::string>(), std::to_string(t.tile_count),
+                                    human_bytes(double(original)), human_bytes(double(packed)),
+                                    fixed(100 * ratio_of(packed, original), 1) + "%", fixed(bits_per_weight(packed, t.num_elements()), 2)};
+    if (any_lossy) {
+      if (t.scheme != 0)
+        row.insert(row.end(), {metric_text(t.metrics.rel_error, 5), metric_text(t.metrics.max_abs_error, 5),
+                               metric_text(t.metrics.snr_db, 1), fixed(t.metrics.sparsity, 3)});
+      else
+        row.insert(row.end(), {"0", "0", "exact", fixed(t.metrics.sparsity, 3)});
+    }
+    table.add(row);
   }
   const uint64_t file_bytes = reader->file_size();
   json totals;
@@ -195,10 +258,12 @@ int inspect_wpk(const InspectArgs& args) {
     return 0;
   }
   table.separator();
-  table.add({"total (whole file)", "", "", "", "", "", std::to_string(reader->tiles().size()),
-             human_bytes(double(total_original)), human_bytes(double(file_bytes)),
-             fixed(100 * ratio_of(file_bytes, total_original), 1) + "%",
-             fixed(bits_per_weight(file_bytes, total_elements), 2)});
+  std::vector<std::string> total_row = {"total (whole file)", "", "", "", "", "", std::to_string(reader->tiles().size()),
+                                        human_bytes(double(total_original)), human_bytes(double(file_bytes)),
+                                        fixed(100 * ratio_of(file_bytes, total_original), 1) + "%",
+                                        fixed(bits_per_weight(file_bytes, total_elements), 2)};
+  if (any_lossy) total_row.insert(total_row.end(), {"", "", "", ""});
+  table.add(total_row);
   std::cout << args.input << ": " << reader->tensors().size() << " tensors, " << reader->tiles().size()
             << " tiles, format v" << kWpkFormatVersion << "\n";
   table.print(std::cout);
@@ -258,12 +323,57 @@ int inspect_model(const InspectArgs& args) {
   return 0;
 }
 
+int dry_run(const CompressArgs& args, const TensorSource& source) {
+  std::vector<TensorPlan> plans = plan_model(source, args.options);
+  json tensors = json::array();
+  Table table({"tensor", "shape", "dtype", "scheme", "tile", "original", "estimate", "bits/w"});
+  uint64_t total_original = 0, total_estimate = 0, total_elements = 0;
+  for (const auto& p : plans) {
+    const uint64_t elements = TensorInfo{p.name, p.dtype, p.shape}.num_elements();
+    total_original += p.original_bytes;
+    total_estimate += p.estimated_bytes;
+    total_elements += elements;
+    json j;
+    j["name"] = p.name;
+    j["dtype"] = dtype_name(p.dtype);
+    j["shape"] = p.shape;
+    j["scheme"] = p.policy.lossy() ? std::string(scheme_name(p.policy.spec.scheme)) : "lossless";
+    j["policy"] = policy_to_string(p.policy);
+    j["tile_shape"] = {p.tile_rows, p.tile_cols};
+    j["original_bytes"] = p.original_bytes;
+    j["estimated_bytes"] = p.estimated_bytes;
+    j["bits_per_weight"] = p.bits_per_weight;
+    tensors.push_back(j);
+    table.add({p.name, shape_to_string(p.shape), std::string(dtype_name(p.dtype)), policy_to_string(p.policy),
+               std::to_string(p.tile_rows) + "x" + std::to_string(p.tile_cols), human_bytes(double(p.original_bytes)),
+               human_bytes(double(p.estimated_bytes)), fixed(p.bits_per_weight, 2)});
+  }
+  const double bpw = total_elements ? 8.0 * double(total_estimate) / double(total_elements) : 0.0;
+  if (args.json) {
+    json out;
+    out["file"] = args.input;
+    out["dry_run"] = true;
+    out["estimate"] = "lossless: order-0 entropy of each byte plane; lossy: codes, side data and index before entropy coding";
+    out["tensors"] = tensors;
+    out["totals"] = {{"tensors", plans.size()}, {"original_bytes", total_original}, {"estimated_bytes", total_estimate},
+                     {"bits_per_weight", bpw}};
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  table.separator();
+  table.add({"total", "", "", "", "", human_bytes(double(total_original)), human_bytes(double(total_estimate)), fixed(bpw, 2)});
+  std::cout << args.input << ": dry run, nothing written (estimates: lossless = order-0 entropy bound, lossy = before entropy coding)\n";
+  table.print(std::cout);
+  return 0;
+}
+
 }  // namespace
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   if (path_exists(args.output) && same_file(args.input, args.output))
     throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file");
   auto source = open_tensor_source(args.input);
+  if (args.dry_run) return dry_run(args, *source);
   Progress progress(global);
   PackOptions options = args.options;
   options.progress = [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); };
@@ -273,7 +383,7 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (global.verbose)
     for (const auto& t : report.tensors)
-      std::cerr << "  " << t.name << ": " << filter_name(t.filter) << ", " << t.original_bytes << " -> " << t.stored_bytes << " bytes\n";
+      std::cerr << "  " << t.name << ": " << (t.policy.lossy() ? policy_to_string(t.policy) : std::string(filter_name(t.filter))) << ", " << t.original_bytes << " -> " << t.stored_bytes << " bytes\n";
   if (!global.quiet)
     std::cerr << "wpack: " << args.output << ": " << source->tensors().size() << " tensors, "
               << human_bytes(double(report.original_bytes)) << " -> " << human_bytes(double(report.file_bytes)) << " ("
@@ -291,8 +401,11 @@ int run_unpack(const UnpackArgs& args, const GlobalOptions& global) {
     throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file");
   auto reader = WpkReader::open(args.input);
   Progress progress(global);
+  std::optional<DType> dtype;
+  if (!args.dtype.empty()) dtype = parse_dtype(args.dtype);
   unpack_to_safetensors(*reader, args.output, args.overwrite, args.threads,
-                        [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); });
+                        [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); },
+                        dtype);
   progress.finish();
   if (!global.quiet) std::cerr << "wpack: " << args.output << ": " << reader->tensors().size() << " tensors written\n";
   return 0;
@@ -302,7 +415,8 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   auto reader = WpkReader::open(args.input);
   std::unique_ptr<TensorSource> against;
   if (!args.against.empty()) against = open_tensor_source(args.against);
-  VerifyReport report = verify_cpu(*reader, against.get(), args.threads);
+  VerifyReport report = verify_cpu(*reader, against.get(), args.threads,
+                                   args.max_error >= 0 ? args.max_error : std::numeric_limits<double>::infinity());
   std::string gpu_note;
   if (args.device == "cuda") gpu_note = "GPU checks did not run: this wpack build has no CUDA verify path yet";
 
@@ -317,7 +431,11 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
       json j;
       j["name"] = t.name;
       j["decoded"] = t.decoded;
-      if (t.compared) {
+      if (t.lossy) {
+        j["lossy"] = true;
+        j["recorded_rel_error"] = t.recorded_rel_error;
+        if (t.compared) j["rel_error"] = t.rel_error;
+      } else if (t.compared) {
         j["bit_exact"] = t.bit_exact;
         j["mismatched_elements"] = t.mismatched_elements;
       }
@@ -340,11 +458,16 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
         std::cout << "  " << (t.error.empty() ? "ok  " : "FAIL") << "  " << t.name << "\n";
     if (!global.quiet || !report.ok()) {
       size_t bad = 0;
-      for (const auto& t : report.tensors) bad += !t.error.empty();
+      for (const auto& t : report.tensors) bad += !t.decoded;
       std::cout << args.input << ": " << (report.ok() ? "OK" : "FAILED") << ": " << report.tensors.size()
                 << " tensors, " << report.tiles_checked << " tiles, checksums and decode "
                 << (bad ? std::to_string(bad) + " bad" : "ok");
-      if (against) std::cout << ", " << (report.ok() ? "bit-exact against " : "compared with ") << args.against;
+      size_t lossy = 0;
+      for (const auto& t : report.tensors) lossy += t.lossy;
+      if (against && lossy == 0) std::cout << ", " << (report.ok() ? "bit-exact against " : "compared with ") << args.against;
+      if (against && lossy > 0)
+        std::cout << ", compared with " << args.against << " (lossless bit-exact, " << lossy
+                  << " lossy within their recorded rel_error" << (args.max_error >= 0 ? " and --max-error" : "") << ")";
       std::cout << "\n";
     }
   }

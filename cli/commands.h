@@ -16,6 +16,8 @@ struct GlobalOptions {
 struct CompressArgs {
   std::string input, output;
   PackOptions options;
+  bool dry_run = false;  // print the per-tensor plan, write nothing
+  bool json = false;     // with dry_run: the plan as JSON
 };
 struct InspectArgs {
   std::string input;
@@ -25,11 +27,13 @@ struct UnpackArgs {
   std::string input, output;
   bool overwrite = false;
   int threads = 0;
+  std::string dtype;  // "" (source dtype), F32, F16 or BF16
 };
 struct VerifyArgs {
   std::string input, against, device = "cpu";
   bool json = false;
   int threads = 0;
+  double max_error = -1;  // --max-error: relative error bound for lossy tensors; < 0: none
 };
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global);

@@ -16,6 +16,9 @@
 
 #include "cli/commands.h"
 #include "formats/error.h"
+#include "packer/pack.h"
+#include "packer/prune.h"
+#include "packer/quantize.h"
 #include "wpack_version.h"
 
 namespace {
@@ -65,6 +68,25 @@ int main(int argc, char** argv) {
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
   c->add_option("--alignment", compress.options.alignment, "Tile data alignment in bytes (power of two, >= 16)");
+  std::string scheme_text = "lossless", clip_text = "mse", lut_per_text, prune_text;
+  uint32_t group = 0;
+  bool symmetric = false;
+  std::vector<std::string> override_texts, keep_patterns;
+  c->add_option("--scheme", scheme_text,
+                "lossless (default), int8, int4, int3, int2, fp8, fp6, fp5, fp4, nf4, lut4, lut3 (float tensors of rank >= 2)")
+      ->check(CLI::IsMember({"lossless", "int8", "int4", "int3", "int2", "fp8", "fp6", "fp5", "fp4", "nf4", "lut4", "lut3"}));
+  c->add_option("--group", group, "Group size along K for int4/3/2, fp4, nf4: 32, 64, 128, 256 (default 128; nf4 64)")
+      ->check(CLI::IsMember({32, 64, 128, 256}));
+  c->add_flag("--symmetric", symmetric, "int4/3/2: symmetric (no zero points)");
+  c->add_option("--clip", clip_text, "Scale choice: mse (search clipping ratios, default) or minmax (plain RTN)")
+      ->check(CLI::IsMember({"mse", "minmax"}));
+  c->add_option("--lut-per", lut_per_text, "lut4/lut3: one table per N rows, rows:N (default: one table)");
+  c->add_option("--prune", prune_text, "Prune before quantizing: a fraction (0.5) or N:M along K (2:4, 4:8)");
+  c->add_option("--override", override_texts,
+                "REGEX=SPEC per-tensor policy (repeatable, last match wins), SPEC e.g. int8, int4:g64:sym, fp6, lut4:rows64, lossless");
+  c->add_option("--keep", keep_patterns, "REGEX: tensors left lossless (repeatable)");
+  c->add_flag("--dry-run", compress.dry_run, "Print the plan per tensor (scheme, estimated bytes, bits/weight); write nothing");
+  c->add_flag("--json", compress.json, "With --dry-run: the plan as JSON");
 
   // inspect
   InspectArgs inspect;
@@ -79,6 +101,8 @@ int main(int argc, char** argv) {
   u->add_option("-o,--output", unpack.output, "Output .safetensors")->required();
   u->add_flag("-f,--force", unpack.overwrite, "Overwrite the output if it exists");
   u->add_option("-T,--threads", unpack.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  u->add_option("--dtype", unpack.dtype, "Write float tensors as F32, F16 or BF16 (default: the source dtype)")
+      ->check(CLI::IsMember({"F32", "F16", "BF16"}));
 
   // verify
   VerifyArgs verify;
@@ -88,6 +112,8 @@ int main(int argc, char** argv) {
   v->add_option("--device", verify.device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   v->add_flag("--json", verify.json, "Machine-readable report on stdout");
   v->add_option("-T,--threads", verify.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error against --against exceeds X")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -107,6 +133,44 @@ int main(int argc, char** argv) {
       compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
       compress.options.command_line = join_command_line(argc, argv);
+      // The file-wide policy, as an override SPEC so that one parser handles both.
+      std::string spec = scheme_text;
+      if (scheme_text != "lossless") {
+        if (group) spec += ":g" + std::to_string(group);
+        if (symmetric) spec += ":sym";
+        spec += ":clip=" + clip_text;
+        if (!lut_per_text.empty()) {
+          static const std::regex lut_re("^rows:([0-9]{1,9})$");
+          std::smatch m;
+          if (!std::regex_match(lut_per_text, m, lut_re) || std::stoul(m[1]) == 0) {
+            std::cerr << "wpack: --lut-per must be rows:N with N > 0 (got '" << lut_per_text << "')\n";
+            return 2;
+          }
+          spec += ":rows" + std::string(m[1]);
+        }
+      }
+      wpack::TensorPolicy base;
+      base.spec.clip = clip_text == "mse" ? wpack::Clip::kMse : wpack::Clip::kMinMax;
+      if (!prune_text.empty()) base.prune = wpack::parse_prune(prune_text);
+      compress.options.policy = wpack::parse_policy_spec(spec, base);
+      for (const auto& text : override_texts) {
+        // SPEC may itself hold '=' (clip=mse): split at the first '=' followed by a scheme name.
+        size_t split = std::string::npos;
+        for (size_t pos = text.find('='); pos != std::string::npos; pos = text.find('=', pos + 1)) {
+          const std::string rest = text.substr(pos + 1), head = rest.substr(0, rest.find(':'));
+          if (head == "lossless" || wpack::parse_scheme(head)) {
+            split = pos;
+            break;
+          }
+        }
+        if (split == std::string::npos || split == 0) {
+          std::cerr << "wpack: --override must be REGEX=SPEC with SPEC a scheme (got '" << text << "')\n";
+          return 2;
+        }
+        compress.options.overrides.push_back(
+            {text.substr(0, split), wpack::parse_policy_spec(text.substr(split + 1), base)});
+      }
+      compress.options.keep = keep_patterns;
       return run_compress(compress, global);
     }
     if (i->parsed()) return run_inspect(inspect, global);
