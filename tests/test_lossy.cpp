@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "formats/error.h"
@@ -316,4 +317,84 @@ TEST_CASE("verify: rel_error against the source, and a max-error bound", "[lossy
   MemorySource other;
   other.add("w", DType::F32, {128, 256}, weights_f32(128 * 256, 32));
   REQUIRE_FALSE(verify_cpu(*r, &other, 2).ok());
+}
+
+TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run; inspect; unpack --dtype; verify", "[lossy][cli]") {
+  TempDir dir;
+  const std::string model = dir.file("model.safetensors");
+  std::vector<TensorInfo> infos = {{"layer.attn.q.weight", DType::BF16, {128, 256}},
+                                   {"layer.attn.k.weight", DType::BF16, {128, 256}},
+                                   {"layer.mlp.weight", DType::BF16, {256, 128}},
+                                   {"layer.norm.weight", DType::BF16, {256}},
+                                   {"embed.weight", DType::BF16, {64, 128}}};
+  std::vector<std::vector<uint8_t>> data;
+  for (size_t i = 0; i < infos.size(); ++i) data.push_back(test::gaussian_bf16(infos[i].num_elements(), 0.02f, 40 + i));
+  write_safetensors(model, infos, data, {{"format", "pt"}}, false);
+
+  auto dry = test::run_wpack({"compress", model, "-o", dir.file("dry.wpk"), "--scheme", "int4", "--override",
+                              ".*attn.*=int8", "--override", "attn\\.k=int4:g64:sym", "--keep", "embed",
+                              "--dry-run", "--json"});
+  REQUIRE(dry.exit_code == 0);
+  CHECK_FALSE(test::read_file(dir.file("dry.wpk")).size() > 0);
+  auto plan = nlohmann::json::parse(dry.out);
+  std::map<std::string, std::string> policy;
+  for (const auto& t : plan["tensors"]) policy[t["name"]] = t["policy"];
+  CHECK(policy["layer.attn.q.weight"].rfind("int8", 0) == 0);
+  CHECK(policy["layer.attn.k.weight"].rfind("int4:g64:sym", 0) == 0);
+  CHECK(policy["layer.mlp.weight"].rfind("int4:g128:asym", 0) == 0);
+  CHECK(policy["layer.norm.weight"] == "lossless");
+  CHECK(policy["embed.weight"] == "lossless");
+
+  for (const char* t : {"1", "2"}) {
+    auto r = test::run_wpack({"compress", model, "-o", dir.file(std::string("m") + t + ".wpk"), "-q", "-T", t,
+                              "--scheme", "int4", "--prune", "2:4", "--override", ".*attn.*=int8"});
+    REQUIRE(r.exit_code == 0);
+  }
+  {
+    // The files differ only in the recorded command line (-T 1 / -T 2): compare tiles and records.
+    auto a = WpkReader::open(dir.file("m1.wpk")), b = WpkReader::open(dir.file("m2.wpk"));
+    REQUIRE(a->tiles().size() == b->tiles().size());
+    for (size_t i = 0; i < a->tiles().size(); ++i) {
+      REQUIRE(a->tiles()[i].checksum == b->tiles()[i].checksum);
+      REQUIRE(a->tiles()[i].offset == b->tiles()[i].offset);
+    }
+    for (size_t t = 0; t < a->tensors().size(); ++t) {
+      REQUIRE(a->tensors()[t].params == b->tensors()[t].params);
+      REQUIRE(a->tensors()[t].metrics.rel_error == b->tensors()[t].metrics.rel_error);
+    }
+  }
+
+  auto inspect = test::run_wpack({"inspect", dir.file("m1.wpk"), "--json"});
+  REQUIRE(inspect.exit_code == 0);
+  auto j = nlohmann::json::parse(inspect.out);
+  for (const auto& t : j["tensors"]) {
+    if (t["name"] == "layer.mlp.weight") {
+      CHECK(t["scheme"] == "int4");
+      CHECK(t["group"] == 128);
+      CHECK(t["sparsity"].get<double>() >= 0.5);
+      CHECK(t["rel_error"].get<double>() > 0);
+    }
+    if (t["name"] == "layer.attn.q.weight") CHECK(t["scheme"] == "int8");
+    if (t["name"] == "layer.norm.weight") CHECK(t["scheme"] == "lossless");
+  }
+  auto table = test::run_wpack({"inspect", dir.file("m1.wpk")});
+  CHECK_THAT(table.out, Catch::Contains("snr_db") && Catch::Contains("int4 g128 2:4"));
+
+  REQUIRE(test::run_wpack({"verify", dir.file("m1.wpk"), "--against", model}).exit_code == 0);
+  auto strict = test::run_wpack({"verify", dir.file("m1.wpk"), "--against", model, "--max-error", "0.001"});
+  CHECK(strict.exit_code == 1);
+  CHECK_THAT(strict.err, Catch::Contains("layer.mlp.weight"));
+
+  REQUIRE(test::run_wpack({"unpack", dir.file("m1.wpk"), "-o", dir.file("deq.safetensors"), "--dtype", "F32"}).exit_code == 0);
+  auto deq = open_safetensors(dir.file("deq.safetensors"));
+  auto reader = WpkReader::open(dir.file("m1.wpk"));
+  for (size_t t = 0; t < deq->tensors().size(); ++t) {
+    CHECK(deq->tensors()[t].dtype == DType::F32);
+    std::vector<float> expected(reader->tensors()[t].num_elements());
+    decode_tensor_f32(*reader, t, expected, 1);
+    TensorBytes got = deq->read(t);
+    CHECK(std::memcmp(got.data(), expected.data(), got.size()) == 0);
+  }
+  CHECK(test::run_wpack({"compress", model, "-o", dir.file("x.wpk"), "--scheme", "int4", "--override", "nospec"}).exit_code == 2);
+  CHECK(test::run_wpack({"compress", model, "-o", dir.file("x.wpk"), "--scheme", "int4", "--prune", "5:4"}).exit_code == 2);
 }
