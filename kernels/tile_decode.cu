@@ -52,8 +52,8 @@ struct SmemLayout {
     stored = 0;
     decoded = stored + plan.stored_cap;
     tables = decoded + plan.raw_cap;
-    freqs = tables + kWarps * (4u << plan.precision_cap);
-    x = freqs + kWarps * 2u * 256u * 4u;  // per warp: freq[256], cum[256] as u32
+    freqs = tables + plan.table_warps * (4u << plan.precision_cap);
+    x = freqs + plan.table_warps * 2u * 256u * 4u;  // per decoding warp: freq[256], cum[256] as u32
     total = x + 4u * x_floats;
   }
 };
@@ -328,11 +328,12 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
   if (threadIdx.x < planes) plane_ptr[threadIdx.x] = my_raw ? stored + my_start : decoded + my_plane * n;
   __syncthreads();
 
-  // Warp w decodes the coded planes w, w + kWarps, ...
+  // Warp w < table_warps decodes the coded planes w, w + table_warps, ...
+  if (plan.table_warps == 0 || plan.table_warps > kWarps) return kCorrupt;  // host bug guard, uniform
   uint32_t* table = reinterpret_cast<uint32_t*>(smem + layout.tables) + warp * (1u << plan.precision_cap);
   uint32_t* freq = reinterpret_cast<uint32_t*>(smem + layout.freqs) + warp * 512;
   uint32_t* cum = freq + 256;
-  for (uint32_t p = warp; p < planes; p += kWarps) {
+  for (uint32_t p = warp; warp < plan.table_warps && p < planes; p += plan.table_warps) {
     const uint32_t word = load_u32_le(stored + 4 * p);
     if (word & kRawPlaneBit) continue;
     uint32_t plane_start = 4 * planes;

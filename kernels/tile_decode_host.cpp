@@ -129,7 +129,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   const uint64_t grid_cols = t.tile_grid_cols();
   std::vector<DevTile> tiles(t.tile_count);
   uint64_t total = 0;
-  uint32_t precision_cap = 10;
+  uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
@@ -160,13 +160,14 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       if (rec.codec == kCodecRans) {
         const uint32_t planes = rec.filter == kFilterNone ? 1 : impl->elem_size;
         precision_cap = std::max(precision_cap, tile_max_precision(reader.tile_bytes(t.first_tile + k), planes));
+        table_warps = std::max(table_warps, std::min(planes, 4u));
       }
     }
   }
   impl->stored_bytes = 0;
   for (uint64_t k = 0; k < t.tile_count; ++k) impl->stored_bytes += reader.tiles()[t.first_tile + k].stored_size;
   impl->plan = SmemPlan{static_cast<uint32_t>(stored_cap), static_cast<uint32_t>(raw_cap), precision_cap,
-                        static_cast<uint32_t>(cols_cap)};
+                        static_cast<uint32_t>(cols_cap), table_warps};
 
   int device = 0, smem_limit = 0;
   WPACK_CUDA_CHECK(cudaGetDevice(&device));

@@ -27,6 +27,8 @@ struct SmemPlan {
   uint32_t raw_cap;        // bytes, a multiple of 16
   uint32_t precision_cap;  // largest rANS table precision (10..12); tables are 4 << precision_cap bytes
   uint32_t cols_cap;       // widest tile, elements (gemv keeps x for it in shared memory)
+  uint32_t table_warps;    // 1..4: warps that decode rANS planes (= most planes of a tile, at most 4);
+                           // fewer tables leave room for more blocks per multiprocessor
 };
 
 // Bytes of dynamic shared memory decode/gemv launches need (gemv adds x: cols_cap * batch floats).
