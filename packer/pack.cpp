@@ -27,9 +27,9 @@ constexpr uint64_t kFilterSampleTiles = 2;
 
 std::vector<Filter> candidate_filters(DType dtype) {
   const uint32_t size = dtype_size(dtype);
-  // Floats: the exponent plane is what compresses; bit shuffle and no filter lose on real weights
-  // and are not worth the trial.
-  if (dtype_is_float(dtype)) return {Filter::kFloatPlanes, Filter::kByteShuffle};
+  // Floats: grouping the exponent bits in their own plane is what compresses (byte shuffle puts
+  // the sign in the exponent's byte, bit shuffle and no filter lose on weights); no trial needed.
+  if (dtype_is_float(dtype)) return {Filter::kFloatPlanes};
   if (size == 1) return {Filter::kBitShuffle, Filter::kNone};
   return {Filter::kByteShuffle, Filter::kBitShuffle, Filter::kNone};
 }
@@ -285,6 +285,7 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
                      Codec codec, int level) {
   const auto candidates = candidate_filters(info.dtype);
   if (codec == Codec::kNone) return Filter::kNone;
+  if (candidates.size() == 1) return candidates.front();
   const uint32_t esize = dtype_size(info.dtype);
   TileGeometry g = tile_geometry(info.shape, tile_rows, tile_cols);
   const uint64_t tiles = g.tile_count();

@@ -100,9 +100,9 @@ struct TensorPlan {
 // What pack_model would do, without writing anything (reads lossless tensors for the estimate).
 std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options);
 
-// The filter the packer would choose for these tensor bytes: the candidate (in the order
-// floatplanes, byteshuffle for floats; byteshuffle, bitshuffle, none for other dtypes; bitshuffle,
-// none for 1-byte dtypes) whose coded size over up to 2 evenly spaced sample tiles is smallest.
+// The filter the packer would choose for these tensor bytes: floatplanes for floats; otherwise the
+// candidate (byteshuffle, bitshuffle, none; bitshuffle, none for 1-byte dtypes) whose coded size
+// over up to 2 evenly spaced sample tiles is smallest.
 Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile_rows, uint32_t tile_cols,
                      Codec codec, int level);
 

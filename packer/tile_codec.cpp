@@ -8,7 +8,6 @@
 #include "packer/rans.h"
 #define WPACK_HAVE_RANS 1
 #endif
-#include "packer/estimate.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
@@ -17,17 +16,11 @@ namespace {
 constexpr uint32_t kRawPlaneBit = 0x80000000u;
 constexpr uint64_t kMaxPlaneBytes = 0x7FFFFFFFu;
 
-// Above this order-0 entropy (bits per byte) a float plane is stored raw without trying to code
-// it: sign/mantissa planes of trained weights sit at 7.9-8 bits and no codec gains on them.
-constexpr double kIncompressibleEntropy = 7.95;
-
-// `plane_index` 0 of a float-plane tile is the exponent plane, always worth coding; the others
-// are sign/mantissa planes, checked first.
-std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane_index, const TileCoding& coding) {
+// Float planes are coded with zstd's memoryless tuning: on sign/mantissa planes (~8 bits of
+// entropy) it gives up faster than a histogram would tell it to (measured), and encode_tile then
+// stores the plane raw.
+std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, const TileCoding& coding) {
   const bool float_plane = coding.filter == Filter::kFloatPlanes;
-  if (float_plane && plane_index > 0 && coding.codec != Codec::kNone &&
-      order0_entropy_bits(plane) > kIncompressibleEntropy)
-    return {plane.begin(), plane.end()};
   switch (coding.codec) {
     case Codec::kZstd:
       return zstd_compress(plane, coding.level, float_plane ? ZstdTuning::kMemoryless : ZstdTuning::kLevel);
@@ -88,7 +81,7 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
   std::vector<uint8_t> out(4ull * planes);
   for (uint32_t p = 0; p < planes; ++p) {
     std::span<const uint8_t> plane{filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
-    std::vector<uint8_t> coded = encode_plane(plane, p, coding);
+    std::vector<uint8_t> coded = encode_plane(plane, coding);
     uint32_t word;
     if (coded.size() < plane.size()) {
       word = static_cast<uint32_t>(coded.size());
