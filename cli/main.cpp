@@ -23,11 +23,21 @@
 
 namespace {
 
+// The command line recorded in the .wpk metadata, without the options that do not change the
+// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T.
 std::string join_command_line(int argc, char** argv) {
   std::string s;
   for (int i = 0; i < argc; ++i) {
-    if (i) s += ' ';
-    s += argv[i];
+    const std::string a = argv[i];
+    if (a == "-T" || a == "--threads") {
+      ++i;  // and its value
+      continue;
+    }
+    if (a.rfind("-T", 0) == 0 || a.rfind("--threads=", 0) == 0 || a == "-q" || a == "--quiet" || a == "-v" ||
+        a == "--verbose" || a == "-f" || a == "--force")
+      continue;
+    if (!s.empty()) s += ' ';
+    s += a;
   }
   return s;
 }

@@ -575,6 +575,13 @@ TEST_CASE("thread count does not change the packed bytes; --tile reaches the fil
     mb.erase("command_line");
     CHECK(ma == mb);
   }
+  SECTION("-T 1 and -T 2 to the same path: the whole files are byte-identical") {
+    const std::string out = dir.file("same-T.wpk");
+    REQUIRE(compress(model, out, {"-T", "1", "--tile", "64x64"}).exit_code == 0);
+    const auto one = test::read_file(out);
+    REQUIRE(compress(model, out, {"-T", "2", "-f", "--tile", "64x64"}).exit_code == 0);
+    CHECK(test::read_file(out) == one);
+  }
   SECTION("the same command line at 1 and 4 threads (OMP_NUM_THREADS): byte-identical files") {
     const std::string out = dir.file("same.wpk");
     std::vector<uint8_t> one, four;
