@@ -683,7 +683,7 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
   CHECK(got == b);
 }
 
-TEST_CASE("-q is silent; no progress bar when stderr is not a terminal") {
+TEST_CASE("quiet: -q is silent; no progress bar when stderr is not a terminal") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);
   const std::string packed = dir.file("m.wpk");
