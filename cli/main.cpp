@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
   c->add_flag("-f,--force", compress.options.overwrite, "Overwrite the output if it exists");
   c->add_option("-T,--threads", compress.options.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   c->add_option("--tile", tile_text, "Tile shape RxC (default 128x128)");
-  c->add_option("--codec", codec_text, "Plane codec: zstd, rans, none")->check(CLI::IsMember({"zstd", "rans", "none"}));
+  c->add_option("--codec", codec_text, "Plane codec: zstd (default), rans (GPU-decodable), none, auto (per tile the smaller of rans and zstd)")
+      ->check(CLI::IsMember({"zstd", "rans", "none", "auto"}));
   c->add_option("--level", compress.options.level, "zstd level (1-19, default 3)")->check(CLI::Range(-7, 19));
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
@@ -140,7 +141,8 @@ int main(int argc, char** argv) {
         std::cerr << "wpack: --tile must be RxC with positive integers, e.g. 128x128 (got '" << tile_text << "')\n";
         return 2;
       }
-      compress.options.codec = *wpack::parse_codec(codec_text);
+      compress.options.codec_auto = (codec_text == "auto");
+      if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
       compress.options.command_line = join_command_line(argc, argv);
       // The file-wide policy, as an override SPEC so that one parser handles both.

@@ -112,19 +112,35 @@ void view_2d(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols)
 }
 
 // Encodes and writes the tiles of a lossy tensor (the record is already begun). Returns tile bytes.
+// The codecs a tensor's tiles are coded with: one, or rans and zstd for "auto" (per tile the
+// smaller; rans first, so that it wins ties: the GPU decodes it).
+std::vector<Codec> codec_candidates(const TensorPolicy& policy, const PackOptions& options) {
+  if (policy.codec) return {*policy.codec};
+  if (policy.codec_auto || options.codec_auto) return {Codec::kRans, Codec::kZstd};
+  return {options.codec};
+}
+
 uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const QuantTensorParams& params,
-                           const float* decoded, const TileGeometry& g, Codec codec, int level, int threads,
-                           const std::string& context) {
+                           const float* decoded, const TileGeometry& g, const std::vector<Codec>& codecs, int level,
+                           int threads, const std::string& context) {
   uint64_t stored_bytes = 0;
   const uint64_t tiles = g.tile_count();
   for (uint64_t first = 0; first < tiles; first += kTileBatch) {
     const uint64_t count = std::min(kTileBatch, tiles - first);
     std::vector<QuantEncodedTile> stored(count);
+    std::vector<Codec> used(count);
     std::string failure;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (uint64_t i = 0; i < count; ++i) {
       try {
-        stored[i] = encode_quant_tile(q, params, decoded, g.rect(first + i), codec, level);
+        // The first candidate wins ties.
+        for (size_t c = 0; c < codecs.size(); ++c) {
+          QuantEncodedTile tile = encode_quant_tile(q, params, decoded, g.rect(first + i), codecs[c], level);
+          if (c == 0 || tile.tile.stored.size() < stored[i].tile.stored.size()) {
+            stored[i] = std::move(tile);
+            used[i] = codecs[c];
+          }
+        }
       } catch (const std::exception& e) {
 #pragma omp critical
         if (failure.empty()) failure = e.what();
@@ -132,7 +148,7 @@ uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const Qu
     }
     if (!failure.empty()) throw Error(ErrorCode::kInvalidArgument, context + ": " + failure);
     for (uint64_t i = 0; i < count; ++i) {
-      writer.add_tile(stored[i].tile.stored, stored[i].raw_size, stored[i].layout, static_cast<uint8_t>(codec));
+      writer.add_tile(stored[i].tile.stored, stored[i].raw_size, stored[i].layout, static_cast<uint8_t>(used[i]));
       stored_bytes += stored[i].tile.stored.size();
     }
   }
@@ -168,10 +184,14 @@ TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base) 
       if (!scheme_is_lut(*scheme)) bad_spec(spec, std::string(scheme_name(*scheme)) + " has no tables");
     } else if (t == "clip=mse" || t == "clip=minmax") {
       policy.spec.clip = t == "clip=mse" ? Clip::kMse : Clip::kMinMax;
+    } else if (t == "codec=auto") {
+      policy.codec.reset();
+      policy.codec_auto = true;
     } else if (t.rfind("codec=", 0) == 0) {
       auto codec = parse_codec(std::string_view(t).substr(6));
       if (!codec) bad_spec(spec, "unknown codec in '" + t + "'");
       policy.codec = codec;
+      policy.codec_auto = false;
     } else if (t.rfind("prune=", 0) == 0) {
       std::string value = t.substr(6);
       // "prune=2:4" arrives as the tokens "prune=2" and "4".
@@ -214,6 +234,7 @@ std::string policy_to_string(const TensorPolicy& policy) {
     s += ":prune=" + std::to_string(policy.prune.n) + ":" + std::to_string(policy.prune.m);
   }
   if (policy.codec) s += ":codec=" + std::string(codec_name(*policy.codec));
+  if (policy.codec_auto) s += ":codec=auto";
   return s;
 }
 
@@ -349,13 +370,13 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   record.metrics.sparsity = stats.sparsity;
   writer.begin_tensor(record);
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
-  const Codec codec = policy.codec.value_or(options.codec);
+  const std::vector<Codec> codecs = codec_candidates(policy, options);
   PackedTensor packed;
   packed.name = info.name;
   packed.policy = policy;
   packed.metrics = record.metrics;
   packed.original_bytes = info.num_bytes();
-  packed.stored_bytes = write_lossy_tiles(writer, q, params, decoded.data(), g, codec, options.level, threads, context);
+  packed.stored_bytes = write_lossy_tiles(writer, q, params, decoded.data(), g, codecs, options.level, threads, context);
   writer.end_tensor();
   return packed;
 }
@@ -403,8 +424,9 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
       continue;
     }
     const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+    const std::vector<Codec> codecs = codec_candidates(policy, options);
     TileCoding coding;
-    coding.codec = policy.codec.value_or(options.codec);
+    coding.codec = codecs.front();
     coding.level = options.level;
     coding.filter = options.filter ? *options.filter
                                    : choose_filter(info, bytes.data(), record.tile_rows, record.tile_cols,
@@ -433,6 +455,12 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
           std::vector<uint8_t> raw(rect.elements() * esize);
           gather_tile(bytes.data(), g.cols, esize, rect, raw.data());
           stored[i] = encode_tile(raw, esize, coding);
+          for (size_t c = 1; c < codecs.size(); ++c) {
+            TileCoding other = coding;
+            other.codec = codecs[c];
+            EncodedTile tile = encode_tile(raw, esize, other);
+            if (tile.stored.size() < stored[i].stored.size()) stored[i] = std::move(tile);
+          }
           raw_sizes[i] = raw.size();
         } catch (const std::exception& e) {
 #pragma omp critical

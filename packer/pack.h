@@ -26,13 +26,14 @@ struct TensorPolicy {
   QuantSpec spec{Scheme::kLossless};  // scheme, group, symmetric, clip, lut_rows
   PruneSpec prune;                     // applied before quantizing (lossy schemes only)
   std::optional<Codec> codec;          // tile codec; nullopt: PackOptions::codec
+  bool codec_auto = false;             // "codec=auto": per tile the smaller of rans and zstd
   bool lossy() const { return spec.scheme != Scheme::kLossless; }
 };
 
 // Parses an --override SPEC on top of `base` (whose clip, prune and codec it inherits unless it sets
 // them): "lossless" or a scheme name ("int8", "int4", ..., "lut3") followed by ':'-separated options
 // "g32|g64|g128|g256" (group), "sym", "asym", "rows<N>" (LUT rows per table), "clip=mse|minmax",
-// "codec=zstd|rans|none", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
+// "codec=zstd|rans|none|auto", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
 TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base);
 // "int4:g128:asym" style text of a policy ("lossless" for the lossless path).
 std::string policy_to_string(const TensorPolicy& policy);
@@ -46,6 +47,7 @@ struct PackOptions {
   uint32_t tile_rows = 128;
   uint32_t tile_cols = 128;
   Codec codec = Codec::kZstd;
+  bool codec_auto = false;        // per tile the smaller of rans and zstd (ties: rans, GPU-decodable)
   int level = 3;                  // zstd level
   std::optional<Filter> filter;   // nullopt: chosen per tensor by trying a sample of tiles
   int threads = 0;                // 0: all cores

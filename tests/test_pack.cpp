@@ -2,6 +2,7 @@
 // for every dtype, odd shapes, every filter and codec; the same bytes for any thread count.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <set>
 
 #include "formats/error.h"
 #include "formats/safetensors.h"
@@ -182,4 +183,37 @@ TEST_CASE("pack: a corrupted tile is named with its tensor and tile") {
     CHECK(e.code() == ErrorCode::kCorrupt);
     CHECK(std::string(e.what()).find("tensor 'layer.weight': tile 2: checksum mismatch") != std::string::npos);
   }
+}
+
+TEST_CASE("pack: codec auto keeps per tile the smaller of rans and zstd") {
+  TempDir dir;
+  MemorySource src = all_dtypes_source();
+  src.add("weights", DType::BF16, {256, 300}, test::gaussian_bf16(256 * 300, 0.02f, 77));
+  PackOptions opt;
+  opt.tile_rows = 64;
+  opt.tile_cols = 64;
+  opt.codec = Codec::kRans;
+  pack_model(src, dir.file("rans.wpk"), opt);
+  opt.codec = Codec::kZstd;
+  pack_model(src, dir.file("zstd.wpk"), opt);
+  opt.codec_auto = true;
+  pack_model(src, dir.file("auto.wpk"), opt);
+  require_round_trip(src, dir.file("auto.wpk"));
+  auto ra = WpkReader::open(dir.file("auto.wpk"));
+  auto rr = WpkReader::open(dir.file("rans.wpk"));
+  auto rz = WpkReader::open(dir.file("zstd.wpk"));
+  REQUIRE(ra->tiles().size() == rr->tiles().size());
+  std::set<uint8_t> codecs_used;
+  for (size_t i = 0; i < ra->tiles().size(); ++i) {
+    INFO("tile " << i);
+    CHECK(ra->tiles()[i].stored_size == std::min(rr->tiles()[i].stored_size, rz->tiles()[i].stored_size));
+    codecs_used.insert(ra->tiles()[i].codec);
+  }
+  CHECK(codecs_used.count(static_cast<uint8_t>(Codec::kRans)) == 1);  // rANS wins on BF16 weights
+
+  TensorPolicy base;
+  TensorPolicy p = parse_policy_spec("int4:codec=auto", base);
+  CHECK(p.codec_auto);
+  CHECK_FALSE(p.codec.has_value());
+  CHECK(policy_to_string(p).find("codec=auto") != std::string::npos);
 }
