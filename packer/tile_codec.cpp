@@ -8,6 +8,7 @@
 #include "packer/rans.h"
 #define WPACK_HAVE_RANS 1
 #endif
+#include "packer/estimate.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
@@ -16,11 +17,23 @@ namespace {
 constexpr uint32_t kRawPlaneBit = 0x80000000u;
 constexpr uint64_t kMaxPlaneBytes = 0x7FFFFFFFu;
 
-// Float planes are coded with zstd's memoryless tuning: on sign/mantissa planes (~8 bits of
-// entropy) it gives up faster than a histogram would tell it to (measured), and encode_tile then
-// stores the plane raw.
-std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, const TileCoding& coding) {
+// Sign/mantissa planes of float weights sit at ~7.95-8 bits of order-0 entropy: no codec gains
+// more than ~1% on them, and trying costs more than the rest of the tile. A sample of
+// kSampleBytes tells: its entropy estimate runs ~0.09 bits low at this size (bias
+// (K-1) / (2 n ln 2) for K = 256 symbols), so above kSkipEntropy the whole plane is >= ~7.92 bits.
+constexpr size_t kSampleBytes = 2048;
+constexpr double kSkipEntropy = 7.83;
+
+bool looks_incompressible(std::span<const uint8_t> plane) {
+  if (plane.size() < 4 * kSampleBytes) return false;
+  return order0_entropy_bits(plane.subspan(plane.size() / 2 - kSampleBytes / 2, kSampleBytes)) > kSkipEntropy;
+}
+
+// Float planes are coded with zstd's memoryless tuning (packer/zstd_codec.h); `plane_index` 0 of a
+// float-plane tile is the exponent plane, always coded.
+std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane_index, const TileCoding& coding) {
   const bool float_plane = coding.filter == Filter::kFloatPlanes;
+  if (float_plane && plane_index > 0 && looks_incompressible(plane)) return {plane.begin(), plane.end()};
   switch (coding.codec) {
     case Codec::kZstd:
       return zstd_compress(plane, coding.level, float_plane ? ZstdTuning::kMemoryless : ZstdTuning::kLevel);
@@ -81,7 +94,7 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
   std::vector<uint8_t> out(4ull * planes);
   for (uint32_t p = 0; p < planes; ++p) {
     std::span<const uint8_t> plane{filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
-    std::vector<uint8_t> coded = encode_plane(plane, coding);
+    std::vector<uint8_t> coded = encode_plane(plane, p, coding);
     uint32_t word;
     if (coded.size() < plane.size()) {
       word = static_cast<uint32_t>(coded.size());
