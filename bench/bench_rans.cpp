@@ -165,9 +165,9 @@ void bench_bf16(const std::string& label, const std::vector<uint16_t>& values, s
               t_zp / t_rans);
 }
 
-void bench_int4(size_t mib, size_t tile_codes) {
-  const size_t n = mib * 1024 * 1024 / tile_codes * tile_codes;
-  const std::vector<float> w = gaussian(n, 1.0f, 7);
+void bench_int4(const std::string& label, const std::vector<float>& weights, size_t tile_codes) {
+  const size_t n = weights.size() / tile_codes * tile_codes;
+  const std::vector<float> w(weights.begin(), weights.begin() + static_cast<ptrdiff_t>(n));
   std::vector<uint8_t> codes(n);
   std::vector<uint64_t> hist(16);
   for (size_t g = 0; g < n; g += 128) {
@@ -195,7 +195,7 @@ void bench_int4(size_t mib, size_t tile_codes) {
     z_bytes += zstd3(in.data(), in.size()).size();
   }
   const double bound = n * h / 8;
-  std::printf("int4: %zu codes in tiles of %zu, H(codes) = %.4f bits/code\n", n, tile_codes, h);
+  std::printf("int4 (%s): %zu codes in tiles of %zu, H(codes) = %.4f bits/code\n", label.c_str(), n, tile_codes, h);
   std::printf("  rANS  %10zu B  %.4f bits/code  vs entropy %+7.3f%%\n", rans_bytes, 8.0 * rans_bytes / n,
               100.0 * (rans_bytes - bound) / bound);
   std::printf("  zstd-3 %9zu B  %.4f bits/code  vs entropy %+7.3f%%\n", z_bytes, 8.0 * z_bytes / n,
@@ -233,10 +233,16 @@ int main(int argc, char** argv) {
       std::memcpy(v.data(), bytes.data(), v.size() * 2);
       bench_bf16(raw_file, v, tile_elems, false);
       bench_bf16(raw_file, v, tile_elems, true);
+      std::vector<float> real(v.size());
+      for (size_t i = 0; i < v.size(); ++i) {
+        const uint32_t bits = uint32_t(v[i]) << 16;
+        std::memcpy(&real[i], &bits, 4);
+      }
+      bench_int4(raw_file + ", absmax per 128 along the flattened tensors", real, tile_elems);
     } else {
       std::printf("(no --bf16-raw FILE: real-model case skipped)\n");
     }
-    bench_int4(std::min<size_t>(mib, 16), tile_elems);
+    bench_int4("synthetic N(0, 1)", gaussian(std::min<size_t>(mib, 16) * 1024 * 1024, 1.0f, 7), tile_elems);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_rans: %s\n", e.what());
     return 1;
