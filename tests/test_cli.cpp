@@ -247,7 +247,7 @@ TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
     const uint64_t original = t["original_bytes"].get<uint64_t>();
     const uint64_t packed_bytes = t["packed_bytes"].get<uint64_t>();
     const auto src = std::find_if(expected.infos.begin(), expected.infos.end(),
-                                  [&](const TensorInfo& i) { return i.name == t["name"]; });
+                                  [&](const TensorInfo& i) { return i.name == t["name"].get<std::string>(); });
     REQUIRE(src != expected.infos.end());
     CHECK(t["dtype"] == std::string(dtype_name(src->dtype)));
     CHECK(t["shape"].get<std::vector<uint64_t>>() == src->shape);
