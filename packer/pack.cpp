@@ -13,6 +13,7 @@
 #include "formats/error.h"
 #include "packer/estimate.h"
 #include "packer/quant_tile.h"
+#include "packer/detail/parallel.h"
 #include "packer/tile_codec.h"
 #include "packer/tiling.h"
 #include "wpack_version.h"
@@ -120,39 +121,51 @@ std::vector<Codec> codec_candidates(const TensorPolicy& policy, const PackOption
   return {options.codec};
 }
 
-uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const QuantTensorParams& params,
-                           const float* decoded, const TileGeometry& g, const std::vector<Codec>& codecs, int level,
-                           int threads, const std::string& context) {
+// One tile as the writer takes it.
+struct StoredTile {
+  std::vector<uint8_t> stored;
+  uint64_t raw_size = 0;
+  uint8_t filter = 0;
+  uint8_t codec = 0;
+};
+
+// Encodes tiles [0, tiles) with encode(tile index) -> StoredTile, in parallel batches of
+// kTileBatch (memory: one batch), and writes them in index order, so that the file is the same
+// bytes for any thread count. Returns the stored bytes written. Errors name `context`.
+template <typename Encode>
+uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, const std::string& context,
+                                Encode&& encode) {
   uint64_t stored_bytes = 0;
-  const uint64_t tiles = g.tile_count();
+  std::vector<StoredTile> batch;
   for (uint64_t first = 0; first < tiles; first += kTileBatch) {
     const uint64_t count = std::min(kTileBatch, tiles - first);
-    std::vector<QuantEncodedTile> stored(count);
-    std::vector<Codec> used(count);
-    std::string failure;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (uint64_t i = 0; i < count; ++i) {
-      try {
-        // The first candidate wins ties.
-        for (size_t c = 0; c < codecs.size(); ++c) {
-          QuantEncodedTile tile = encode_quant_tile(q, params, decoded, g.rect(first + i), codecs[c], level);
-          if (c == 0 || tile.tile.stored.size() < stored[i].tile.stored.size()) {
-            stored[i] = std::move(tile);
-            used[i] = codecs[c];
-          }
-        }
-      } catch (const std::exception& e) {
-#pragma omp critical
-        if (failure.empty()) failure = e.what();
-      }
+    batch.assign(count, StoredTile{});
+    try {
+      detail::parallel_for_first_error<int>(count, threads, [&](uint64_t i, int&) { batch[i] = encode(first + i); });
+    } catch (const Error& e) {
+      throw Error(e.code(), context + ": " + e.what());
     }
-    if (!failure.empty()) throw Error(ErrorCode::kInvalidArgument, context + ": " + failure);
-    for (uint64_t i = 0; i < count; ++i) {
-      writer.add_tile(stored[i].tile.stored, stored[i].raw_size, stored[i].layout, static_cast<uint8_t>(used[i]));
-      stored_bytes += stored[i].tile.stored.size();
+    for (const StoredTile& tile : batch) {
+      writer.add_tile(tile.stored, tile.raw_size, tile.filter, tile.codec);
+      stored_bytes += tile.stored.size();
     }
   }
   return stored_bytes;
+}
+
+uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const QuantTensorParams& params,
+                           const float* decoded, const TileGeometry& g, const std::vector<Codec>& codecs, int level,
+                           int threads, const std::string& context) {
+  return encode_and_write_tiles(writer, g.tile_count(), threads, context, [&](uint64_t tile) {
+    StoredTile best;
+    // The first candidate wins ties.
+    for (size_t c = 0; c < codecs.size(); ++c) {
+      QuantEncodedTile encoded = encode_quant_tile(q, params, decoded, g.rect(tile), codecs[c], level);
+      if (c == 0 || encoded.tile.stored.size() < best.stored.size())
+        best = {std::move(encoded.tile.stored), encoded.raw_size, encoded.layout, static_cast<uint8_t>(codecs[c])};
+    }
+    return best;
+  });
 }
 
 }  // namespace
@@ -441,40 +454,21 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     packed.filter = coding.filter;
     packed.original_bytes = info.num_bytes();
     packed.metrics = record.metrics;
-    const uint64_t tiles = g.tile_count();
-    for (uint64_t first = 0; first < tiles; first += kTileBatch) {
-      const uint64_t count = std::min(kTileBatch, tiles - first);
-      std::vector<EncodedTile> stored(count);
-      std::vector<uint64_t> raw_sizes(count);
-      // Errors cannot leave an OpenMP region: collect the first one and rethrow after.
-      std::string failure;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-      for (uint64_t i = 0; i < count; ++i) {
-        try {
-          TileRect rect = g.rect(first + i);
+    packed.stored_bytes = encode_and_write_tiles(
+        writer, g.tile_count(), threads, out_path + ": tensor '" + info.name + "'", [&](uint64_t tile) {
+          const TileRect rect = g.rect(tile);
           std::vector<uint8_t> raw(rect.elements() * esize);
           gather_tile(bytes.data(), g.cols, esize, rect, raw.data());
-          stored[i] = encode_tile(raw, esize, coding);
-          for (size_t c = 1; c < codecs.size(); ++c) {
+          EncodedTile best = encode_tile(raw, esize, coding);
+          for (size_t c = 1; c < codecs.size(); ++c) {  // codec auto: the smaller, the first on ties
             TileCoding other = coding;
             other.codec = codecs[c];
-            EncodedTile tile = encode_tile(raw, esize, other);
-            if (tile.stored.size() < stored[i].stored.size()) stored[i] = std::move(tile);
+            EncodedTile encoded = encode_tile(raw, esize, other);
+            if (encoded.stored.size() < best.stored.size()) best = std::move(encoded);
           }
-          raw_sizes[i] = raw.size();
-        } catch (const std::exception& e) {
-#pragma omp critical
-          if (failure.empty()) failure = e.what();
-        }
-      }
-      if (!failure.empty())
-        throw Error(ErrorCode::kInvalidArgument, out_path + ": tensor '" + info.name + "': " + failure);
-      for (uint64_t i = 0; i < count; ++i) {
-        writer.add_tile(stored[i].stored, raw_sizes[i], static_cast<uint8_t>(stored[i].filter),
-                        static_cast<uint8_t>(stored[i].codec));
-        packed.stored_bytes += stored[i].stored.size();
-      }
-    }
+          return StoredTile{std::move(best.stored), raw.size(), static_cast<uint8_t>(best.filter),
+                            static_cast<uint8_t>(best.codec)};
+        });
     writer.end_tensor();
     report.tensors.push_back(packed);
     report.original_bytes += info.num_bytes();

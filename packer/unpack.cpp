@@ -1,7 +1,5 @@
 #include "packer/unpack.h"
 
-#include <omp.h>
-
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,6 +8,7 @@
 #include "formats/safetensors.h"
 #include "packer/codec.h"
 #include "packer/detail/fp.h"
+#include "packer/detail/parallel.h"
 #include "packer/filters.h"
 #include "packer/quantize.h"
 #include "packer/tile_codec.h"
@@ -104,31 +103,11 @@ void decode_tensor_f32(const WpkReader& reader, size_t tensor, std::span<float> 
   std::optional<QuantTensorParams> params;
   if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
-  const uint64_t tiles = g.tile_count();
-  if (threads <= 0) threads = omp_get_max_threads();
-  std::string failure;
-  ErrorCode failure_code = ErrorCode::kCorrupt;
-  uint64_t failure_tile = UINT64_MAX;
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<float> values;
-#pragma omp for schedule(dynamic, 4)
-    for (uint64_t i = 0; i < tiles; ++i) {
-      try {
-        decode_tile_f32_of(reader, tensor, i, params ? &*params : nullptr, values);
-        scatter_tile(reinterpret_cast<const uint8_t*>(values.data()), g.cols, 4, g.rect(i),
-                     reinterpret_cast<uint8_t*>(out.data()));
-      } catch (const Error& e) {
-#pragma omp critical
-        if (i < failure_tile) {
-          failure_tile = i;
-          failure = e.what();
-          failure_code = e.code();
-        }
-      }
-    }
-  }
-  if (failure_tile != UINT64_MAX) throw Error(failure_code, failure);
+  detail::parallel_for_first_error<std::vector<float>>(g.tile_count(), threads, [&](uint64_t i, std::vector<float>& values) {
+    decode_tile_f32_of(reader, tensor, i, params ? &*params : nullptr, values);
+    scatter_tile(reinterpret_cast<const uint8_t*>(values.data()), g.cols, 4, g.rect(i),
+                 reinterpret_cast<uint8_t*>(out.data()));
+  });
 }
 
 void decode_tile_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor, std::vector<uint8_t>& out) {
@@ -178,30 +157,11 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
     return;
   }
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
-  const uint64_t tiles = g.tile_count();
-  if (threads <= 0) threads = omp_get_max_threads();
-  std::string failure;
-  ErrorCode failure_code = ErrorCode::kCorrupt;
-  uint64_t failure_tile = UINT64_MAX;
-#pragma omp parallel num_threads(threads)
-  {
-    std::vector<uint8_t> raw;
-#pragma omp for schedule(dynamic, 4)
-    for (uint64_t i = 0; i < tiles; ++i) {
-      try {
-        decode_tile_of(reader, tensor, i, raw);
-        scatter_tile(raw.data(), g.cols, esize, g.rect(i), out.data());
-      } catch (const Error& e) {
-#pragma omp critical
-        if (i < failure_tile) {  // report the first bad tile, whatever the thread count
-          failure_tile = i;
-          failure = e.what();
-          failure_code = e.code();
-        }
-      }
-    }
-  }
-  if (failure_tile != UINT64_MAX) throw Error(failure_code, failure);
+  // The first bad tile is reported, whatever the thread count.
+  detail::parallel_for_first_error<std::vector<uint8_t>>(g.tile_count(), threads, [&](uint64_t i, std::vector<uint8_t>& raw) {
+    decode_tile_of(reader, tensor, i, raw);
+    scatter_tile(raw.data(), g.cols, esize, g.rect(i), out.data());
+  });
 }
 
 void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path, bool overwrite, int threads,

@@ -1,0 +1,46 @@
+// One way to run per-tile work on OpenMP threads with errors that behave like serial code.
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include "formats/error.h"
+
+namespace wpack::detail {
+
+// Calls body(i, state) for every i in [0, count) on `threads` threads (0: all cores), each thread
+// with its own default-constructed `State` (scratch buffers reused across its calls). Exceptions
+// cannot leave an OpenMP region, so each is caught; afterwards the one thrown for the lowest index
+// is rethrown, keeping its ErrorCode (another exception type becomes kIo with its text). The error
+// reported is thus the same for any thread count.
+template <typename State, typename Body>
+void parallel_for_first_error(uint64_t count, int threads, Body&& body) {
+  if (threads <= 0) threads = omp_get_max_threads();
+  uint64_t failed_index = UINT64_MAX;
+  ErrorCode failed_code = ErrorCode::kIo;
+  std::string failed_message;
+#pragma omp parallel num_threads(threads)
+  {
+    State state{};
+#pragma omp for schedule(dynamic, 1)
+    for (uint64_t i = 0; i < count; ++i) {
+      try {
+        body(i, state);
+      } catch (const std::exception& e) {
+        const Error* error = dynamic_cast<const Error*>(&e);
+#pragma omp critical(wpack_parallel_for_first_error)
+        if (i < failed_index) {
+          failed_index = i;
+          failed_code = error ? error->code() : ErrorCode::kIo;
+          failed_message = e.what();
+        }
+      }
+    }
+  }
+  if (failed_index != UINT64_MAX) throw Error(failed_code, failed_message);
+}
+
+}  // namespace wpack::detail
