@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "formats/detail/le.h"  // put_* and Cursor for the params blob and plane directory
+#include "formats/detail/le.h"  // put_* and Cursor for the params blob
 #include "formats/error.h"
 #include "packer/detail/fp.h"   // fp16 bits -> float, the same conversion dequantize() uses
 #include "packer/rans.h"
@@ -14,7 +14,6 @@
 namespace wpack {
 namespace {
 
-constexpr uint32_t kRawPlaneBit = 0x80000000u;
 constexpr uint8_t kFlagSymmetric = 1u << 0;
 constexpr uint8_t kFlagSparseTiles = 1u << 1;
 constexpr uint32_t kMaxPruneM = 256;
@@ -28,12 +27,6 @@ bool scheme_has_row_scales(Scheme s) {
 bool has_zero_points(const QuantTensorParams& p) { return scheme_is_int(p.scheme) && scheme_is_grouped(p.scheme) && !p.symmetric; }
 
 uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
-
-uint64_t checked_mul(uint64_t a, uint64_t b, const char* what) {
-  uint64_t r;
-  if (__builtin_mul_overflow(a, b, &r)) corrupt(std::string(what) + " overflows");
-  return r;
-}
 
 uint64_t num_tables(const QuantTensorParams& p, uint64_t rows) {
   if (p.lut_rows == 0 || rows == 0) return 1;
@@ -146,26 +139,12 @@ struct PlaneBytes {
 };
 
 std::vector<uint8_t> assemble(const PlaneBytes& planes, uint32_t bits, Codec codec, int level) {
-  std::vector<uint8_t> out(8);
   const uint32_t code_bits = codes_symbol_bits(bits);
   const uint64_t b_symbols = code_bits == 8 ? planes.b.size() : planes.code_count;
-  const std::vector<uint8_t>* raw[2] = {&planes.a, &planes.b};
-  for (int p = 0; p < 2; ++p) {
-    const std::vector<uint8_t>& plane = *raw[p];
-    if (plane.size() > 0x7FFFFFFFu) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
-    std::vector<uint8_t> coded = p == 0 ? code_plane(plane, plane.size(), 8, codec, level)
-                                        : code_plane(plane, b_symbols, code_bits, codec, level);
-    uint32_t word;
-    if (codec != Codec::kNone && !plane.empty() && coded.size() < plane.size()) {
-      word = static_cast<uint32_t>(coded.size());
-      out.insert(out.end(), coded.begin(), coded.end());
-    } else {
-      word = static_cast<uint32_t>(plane.size()) | kRawPlaneBit;
-      out.insert(out.end(), plane.begin(), plane.end());
-    }
-    detail::store_u32(out.data() + 4 * p, word);
-  }
-  return out;
+  const std::span<const uint8_t> spans[2] = {planes.a, planes.b};
+  const std::vector<uint8_t> coded[2] = {code_plane(planes.a, planes.a.size(), 8, codec, level),
+                                         code_plane(planes.b, b_symbols, code_bits, codec, level)};
+  return assemble_planes(spans, coded);
 }
 
 }  // namespace
@@ -269,7 +248,7 @@ QuantTensorParams parse_quant_params(uint8_t scheme_code, std::span<const uint8_
     }
     uint64_t side_values = 0;
     if (scheme_has_row_scales(p.scheme)) side_values = rows;
-    if (scheme_is_lut(p.scheme)) side_values = checked_mul(num_tables(p, rows), uint64_t{1} << p.bits, "table size");
+    if (scheme_is_lut(p.scheme)) side_values = checked_mul(num_tables(p, rows), uint64_t{1} << p.bits, "tensor params: table size");
     if (side_values > c.remaining() / 2)
       corrupt("side data of " + std::to_string(side_values) + " fp16 values runs past the params (" +
               std::to_string(c.remaining()) + " bytes left)");
@@ -367,21 +346,11 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   if (raw_size < a_bytes) corrupt("raw size " + std::to_string(raw_size) + " smaller than the side plane");
   const uint64_t b_bytes = raw_size - a_bytes;
 
-  detail::Cursor c(stored, "tile");
-  uint32_t words[2];
-  std::span<const uint8_t> coded[2];
-  try {
-    words[0] = c.u32("plane directory");
-    words[1] = c.u32("plane directory");
-    for (int i = 0; i < 2; ++i) coded[i] = c.bytes(words[i] & ~kRawPlaneBit, "plane");
-  } catch (const Error&) {
-    corrupt("plane directory or planes run past the stored bytes");
-  }
-  if (c.remaining() != 0) corrupt("trailing bytes after the last plane");
+  const std::vector<StoredPlane> planes = split_planes(stored, 2);
 
   std::vector<uint8_t> plane_a(a_bytes);
   try {
-    decode_plane(coded[0], words[0] & kRawPlaneBit, a_bytes, 8, codec, plane_a);
+    decode_plane(planes[0].bytes, planes[0].raw, a_bytes, 8, codec, plane_a);
   } catch (const Error& e) {
     corrupt(std::string("plane 0: ") + e.what());
   }
@@ -398,7 +367,7 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   std::vector<uint8_t> plane_b(b_bytes);
   const uint32_t code_bits = codes_symbol_bits(p.bits);
   try {
-    decode_plane(coded[1], words[1] & kRawPlaneBit, code_bits == 8 ? b_bytes : count, code_bits, codec, plane_b);
+    decode_plane(planes[1].bytes, planes[1].raw, code_bits == 8 ? b_bytes : count, code_bits, codec, plane_b);
   } catch (const Error& e) {
     corrupt(std::string("plane 1: ") + e.what());
   }

@@ -90,23 +90,49 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
 
   const uint32_t planes = filter_plane_count(coding.filter, elem_size);
   const uint64_t plane_bytes = raw.size() / planes;
-  if (plane_bytes > kMaxPlaneBytes) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
-  std::vector<uint8_t> out(4ull * planes);
+  std::vector<std::span<const uint8_t>> plane_spans(planes);
+  std::vector<std::vector<uint8_t>> coded(planes);
   for (uint32_t p = 0; p < planes; ++p) {
-    std::span<const uint8_t> plane{filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
-    std::vector<uint8_t> coded = encode_plane(plane, p, coding);
+    plane_spans[p] = {filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
+    coded[p] = encode_plane(plane_spans[p], p, coding);
+  }
+  std::vector<uint8_t> out = assemble_planes(plane_spans, coded);
+  if (out.size() >= raw.size()) return {std::vector<uint8_t>(raw.begin(), raw.end()), Filter::kNone, Codec::kNone};
+  return {std::move(out), coding.filter, coding.codec};
+}
+
+std::vector<uint8_t> assemble_planes(std::span<const std::span<const uint8_t>> planes,
+                                     std::span<const std::vector<uint8_t>> coded) {
+  std::vector<uint8_t> out(4 * planes.size());
+  for (size_t p = 0; p < planes.size(); ++p) {
+    if (planes[p].size() > kMaxPlaneBytes) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
     uint32_t word;
-    if (coded.size() < plane.size()) {
-      word = static_cast<uint32_t>(coded.size());
-      out.insert(out.end(), coded.begin(), coded.end());
+    if (coded[p].size() < planes[p].size()) {
+      word = static_cast<uint32_t>(coded[p].size());
+      out.insert(out.end(), coded[p].begin(), coded[p].end());
     } else {
-      word = static_cast<uint32_t>(plane.size()) | kRawPlaneBit;
-      out.insert(out.end(), plane.begin(), plane.end());
+      word = static_cast<uint32_t>(planes[p].size()) | kRawPlaneBit;
+      out.insert(out.end(), planes[p].begin(), planes[p].end());
     }
     detail::store_u32(out.data() + 4 * p, word);
   }
-  if (out.size() >= raw.size()) return {std::vector<uint8_t>(raw.begin(), raw.end()), Filter::kNone, Codec::kNone};
-  return {std::move(out), coding.filter, coding.codec};
+  return out;
+}
+
+std::vector<StoredPlane> split_planes(std::span<const uint8_t> stored, uint32_t plane_count) {
+  if (stored.size() / 4 < plane_count) throw Error(ErrorCode::kCorrupt, "plane directory runs past the stored bytes");
+  std::vector<StoredPlane> planes(plane_count);
+  uint64_t offset = 4ull * plane_count;
+  for (uint32_t p = 0; p < plane_count; ++p) {
+    const uint32_t word = detail::load_u32(stored.data() + 4 * p);
+    const uint64_t size = word & ~kRawPlaneBit;
+    if (size > stored.size() - offset)
+      throw Error(ErrorCode::kCorrupt, "plane " + std::to_string(p) + " runs past the stored bytes");
+    planes[p] = {stored.subspan(offset, size), (word & kRawPlaneBit) != 0};
+    offset += size;
+  }
+  if (offset != stored.size()) throw Error(ErrorCode::kCorrupt, "trailing bytes after the last plane");
+  return planes;
 }
 
 void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter filter, Codec codec,
@@ -120,25 +146,15 @@ void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter fil
   } else {
     const uint32_t planes = filter_plane_count(filter, elem_size);
     const uint64_t plane_bytes = raw_out.size() / planes;
-    detail::Cursor c(stored, "tile");
-    std::vector<uint32_t> words(planes);
-    for (auto& w : words) w = c.u32("plane directory");
+    const std::vector<StoredPlane> stored_planes = split_planes(stored, planes);
     for (uint32_t p = 0; p < planes; ++p) {
-      const uint32_t size = words[p] & ~kRawPlaneBit;
-      std::span<const uint8_t> coded;
-      try {
-        coded = c.bytes(size, "plane");
-      } catch (const Error&) {
-        throw Error(ErrorCode::kCorrupt, "plane " + std::to_string(p) + " runs past the stored bytes");
-      }
       std::span<uint8_t> out{filtered.data() + p * plane_bytes, static_cast<size_t>(plane_bytes)};
       try {
-        decode_plane(coded, (words[p] & kRawPlaneBit) ? Codec::kNone : codec, out);
+        decode_plane(stored_planes[p].bytes, stored_planes[p].raw ? Codec::kNone : codec, out);
       } catch (const Error& e) {
         throw Error(ErrorCode::kCorrupt, "plane " + std::to_string(p) + ": " + e.what());
       }
     }
-    if (c.remaining() != 0) throw Error(ErrorCode::kCorrupt, "trailing bytes after the last plane");
   }
   undo_filter(filter, elem_size, filtered, raw_out);
 }

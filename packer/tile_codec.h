@@ -35,4 +35,19 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
 void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter filter, Codec codec,
                  std::span<uint8_t> raw_out);
 
+// The plane directory shared by every coded tile layout (lossless and quantized tiles).
+// assemble_planes writes one u32 word per plane, then the planes in order: plane p's coded form
+// `coded[p]` when it is smaller than `planes[p]` (word = its size), else the plane itself (word =
+// its size | bit 31). Throws Error(kInvalidArgument) for a plane of 2 GiB or more.
+std::vector<uint8_t> assemble_planes(std::span<const std::span<const uint8_t>> planes,
+                                     std::span<const std::vector<uint8_t>> coded);
+
+struct StoredPlane {
+  std::span<const uint8_t> bytes;  // inside the stored tile
+  bool raw = false;                // stored as it is, not coded
+};
+// Splits a coded tile into its `plane_count` planes. Throws Error(kCorrupt) when the directory or
+// a plane runs past the stored bytes, or bytes follow the last plane.
+std::vector<StoredPlane> split_planes(std::span<const uint8_t> stored, uint32_t plane_count);
+
 }  // namespace wpack
