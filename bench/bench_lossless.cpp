@@ -31,19 +31,6 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-class MemorySource : public TensorSource {
- public:
-  std::vector<TensorInfo> infos;
-  std::vector<std::vector<uint8_t>> data;
-  std::map<std::string, std::string> meta;
-  std::string name = "synthetic";
-  const std::vector<TensorInfo>& tensors() const override { return infos; }
-  TensorBytes read(size_t i) const override { return TensorBytes::borrowed(data[i].data(), data[i].size(), nullptr); }
-  const std::map<std::string, std::string>& metadata() const override { return meta; }
-  const std::string& path() const override { return name; }
-  std::string format_name() const override { return "memory"; }
-};
-
 uint16_t to_bf16(float f) {
   uint32_t b;
   std::memcpy(&b, &f, 4);
@@ -53,7 +40,7 @@ uint16_t to_bf16(float f) {
 
 // 32 tensors of 1024x1024 BF16: N(0, s) with per-row scale spread and rare outliers.
 MemorySource synthetic() {
-  MemorySource src;
+  MemorySource src("synthetic");
   uint64_t state = 7;
   auto next = [&]() {
     uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -75,22 +62,19 @@ MemorySource synthetic() {
         std::memcpy(&bytes[2 * (r * cols + c)], &h, 2);
       }
     }
-    src.infos.push_back({"layer." + std::to_string(t) + ".weight", DType::BF16, {rows, cols}});
-    src.data.push_back(std::move(bytes));
+    src.add("layer." + std::to_string(t) + ".weight", DType::BF16, {rows, cols}, std::move(bytes));
   }
   return src;
 }
 
 MemorySource load(const std::string& path) {
   auto file = open_safetensors(path);
-  MemorySource src;
-  src.name = path;
+  MemorySource src(path);
   for (size_t i = 0; i < file->tensors().size(); ++i) {
     const TensorInfo& info = file->tensors()[i];
     if (info.dtype != DType::BF16 || info.num_elements() == 0) continue;  // BF16 weights only
     auto bytes = file->read(i);
-    src.infos.push_back(info);
-    src.data.emplace_back(bytes.data(), bytes.data() + bytes.size());
+    src.add(info.name, info.dtype, info.shape, std::vector<uint8_t>(bytes.data(), bytes.data() + bytes.size()));
   }
   return src;
 }
@@ -98,7 +82,8 @@ MemorySource load(const std::string& path) {
 // Sum over tensors of n * (H(exponent byte) + 8) bits, in bytes.
 double entropy_bound_bytes(const MemorySource& src) {
   double bits = 0;
-  for (const auto& d : src.data) {
+  for (size_t t = 0; t < src.tensors().size(); ++t) {
+    const auto& d = src.data(t);
     std::array<uint64_t, 256> hist{};
     const uint64_t n = d.size() / 2;
     for (uint64_t i = 0; i < n; ++i) {
@@ -134,16 +119,16 @@ Row run_wpack(const MemorySource& src, Codec codec, const std::string& tmp) {
     std::vector<uint8_t> out;
     t0 = now();
     for (size_t t = 0; t < reader->tensors().size(); ++t) {
-      out.resize(src.data[t].size());
+      out.resize(src.data(t).size());
       decode_tensor(*reader, t, out, 1);
     }
     best_d = std::min(best_d, now() - t0);
     if (rep == 0)
       for (size_t t = 0; t < reader->tensors().size(); ++t) {
-        out.resize(src.data[t].size());
+        out.resize(src.data(t).size());
         decode_tensor(*reader, t, out, 1);
-        if (out != src.data[t]) {
-          std::fprintf(stderr, "bench_lossless: round trip differs for %s\n", src.infos[t].name.c_str());
+        if (out != src.data(t)) {
+          std::fprintf(stderr, "bench_lossless: round trip differs for %s\n", src.tensors()[t].name.c_str());
           std::exit(1);
         }
       }
@@ -161,7 +146,8 @@ Row run_zstd(const MemorySource& src, int level, const std::string& out_path) {
     std::vector<std::vector<uint8_t>> frames;
     double t0 = now();
     bytes = 0;
-    for (const auto& d : src.data) {
+    for (size_t t = 0; t < src.tensors().size(); ++t) {
+      const auto& d = src.data(t);
       std::vector<uint8_t> f(ZSTD_compressBound(d.size()));
       f.resize(ZSTD_compressCCtx(cctx, f.data(), f.size(), d.data(), d.size(), level));
       bytes += double(f.size());
@@ -176,7 +162,7 @@ Row run_zstd(const MemorySource& src, int level, const std::string& out_path) {
     std::vector<uint8_t> out;
     t0 = now();
     for (size_t i = 0; i < frames.size(); ++i) {
-      out.resize(src.data[i].size());
+      out.resize(src.data(i).size());
       ZSTD_decompressDCtx(dctx, out.data(), out.size(), frames[i].data(), frames[i].size());
     }
     best_d = std::min(best_d, now() - t0);
@@ -191,7 +177,7 @@ Row run_zstd(const MemorySource& src, int level, const std::string& out_path) {
 int main(int argc, char** argv) {
   MemorySource src = argc > 1 ? load(argv[1]) : synthetic();
   double original = 0;
-  for (const auto& d : src.data) original += double(d.size());
+  for (size_t t = 0; t < src.tensors().size(); ++t) original += double(src.data(t).size());
   const double bound = entropy_bound_bytes(src);
   // Outputs go to tmpfs when there is one, so that the timing is the tools' work, not the disk's.
   const std::string dir = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path().string();
@@ -209,7 +195,7 @@ int main(int argc, char** argv) {
   std::filesystem::remove(tmp);
   std::filesystem::remove(tmp + ".zst");
 
-  std::printf("input: %s, %zu BF16 tensors, %.1f MB\n", src.name.c_str(), src.data.size(), original / 1e6);
+  std::printf("input: %s, %zu BF16 tensors, %.1f MB\n", src.path().c_str(), src.tensors().size(), original / 1e6);
   std::printf("order-0 bound H(exponent)+8 bits: %.2f%% of the original\n", 100 * bound / original);
   std::printf("%-12s %9s %12s %14s %16s\n", "codec", "size", "vs bound", "compress MB/s", "decompress MB/s");
   for (const auto& r : rows)

@@ -41,6 +41,22 @@ TensorBytes TensorBytes::borrowed(const uint8_t* data, size_t size, std::shared_
   return t;
 }
 
+void MemorySource::add(std::string name, DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes) {
+  for (const auto& info : infos_)
+    if (info.name == name) throw Error(ErrorCode::kInvalidArgument, name_ + ": duplicate tensor name '" + name + "'");
+  TensorInfo info{std::move(name), dtype, std::move(shape)};
+  if (info.num_bytes() != bytes.size())
+    throw Error(ErrorCode::kInvalidArgument, name_ + ": tensor '" + info.name + "': " + std::to_string(bytes.size()) +
+                                                 " bytes for a shape of " + std::to_string(info.num_bytes()));
+  infos_.push_back(std::move(info));
+  data_.push_back(std::move(bytes));
+}
+
+TensorBytes MemorySource::read(size_t i) const {
+  if (i >= data_.size()) throw Error(ErrorCode::kInvalidArgument, name_ + ": no tensor " + std::to_string(i));
+  return TensorBytes::borrowed(data_[i].data(), data_[i].size(), nullptr);
+}
+
 namespace {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;

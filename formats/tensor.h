@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "formats/dtype.h"
@@ -59,6 +60,32 @@ class TensorSource {
   // "keras-h5", "keras3-weights-h5", "hdf5".
   virtual const std::string& path() const = 0;
   virtual std::string format_name() const = 0;
+};
+
+// A TensorSource over tensors held in memory: for callers that build tensors themselves, and for
+// tests and benchmarks. `path()` is the name given to the constructor.
+class MemorySource : public TensorSource {
+ public:
+  explicit MemorySource(std::string name = "memory", std::map<std::string, std::string> metadata = {})
+      : name_(std::move(name)), metadata_(std::move(metadata)) {}
+  // Adds a tensor (owned). Throws Error(kInvalidArgument) when bytes.size() is not the shape's
+  // byte size or the name is taken.
+  void add(std::string name, DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes);
+  void set_metadata(std::map<std::string, std::string> metadata) { metadata_ = std::move(metadata); }
+  // Bytes of tensor i (i < tensors().size()).
+  const std::vector<uint8_t>& data(size_t i) const { return data_[i]; }
+
+  const std::vector<TensorInfo>& tensors() const override { return infos_; }
+  TensorBytes read(size_t i) const override;
+  const std::map<std::string, std::string>& metadata() const override { return metadata_; }
+  const std::string& path() const override { return name_; }
+  std::string format_name() const override { return "memory"; }
+
+ private:
+  std::string name_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorInfo> infos_;
+  std::vector<std::vector<uint8_t>> data_;
 };
 
 // Opens a model by its content: a safetensors file, a sharded `*.safetensors.index.json`, or an

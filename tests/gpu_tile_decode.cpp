@@ -90,7 +90,7 @@ struct Packed {
 std::unique_ptr<Packed> pack(const std::vector<Spec>& specs, Codec codec, uint32_t tile_rows, uint32_t tile_cols,
                              std::optional<Filter> filter = std::nullopt, uint64_t seed = 1) {
   auto p = std::make_unique<Packed>();
-  wpack::test::MemorySource src;
+  wpack::MemorySource src;
   for (size_t i = 0; i < specs.size(); ++i) {
     uint64_t n = 1;
     for (uint64_t d : specs[i].shape) n *= d;
@@ -220,7 +220,7 @@ TEST_CASE("gpu decode: byteshuffle and none filters with rans") {
 
 TEST_CASE("gpu decode: constant tensor (constant-run rANS streams)") {
   wpack::test::TempDir dir;
-  wpack::test::MemorySource src;
+  wpack::MemorySource src;
   std::vector<uint8_t> ones(2 * 200 * 300);
   for (size_t i = 0; i < ones.size(); i += 2) ones[i] = 0x80, ones[i + 1] = 0x3F;  // BF16 1.0
   src.add("ones", DType::BF16, {200, 300}, ones);

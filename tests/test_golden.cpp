@@ -17,9 +17,9 @@ namespace {
 
 const std::string kGoldenDir = std::string(WPACK_SOURCE_DIR) + "/tests/data/golden/";
 
-test::MemorySource golden_source() {
-  test::MemorySource src;
-  src.meta_ = {{"format", "pt"}, {"note", "golden"}};
+MemorySource golden_source() {
+  MemorySource src;
+  src.set_metadata({{"format", "pt"}, {"note", "golden"}});
   src.add("dense.weight", DType::BF16, {40, 70}, test::gaussian_bf16(40 * 70, 0.05f, 11));
   src.add("conv.weight", DType::F32, {3, 4, 5}, test::gaussian_f32(60, 0.1f, 12));
   src.add("norm.weight", DType::F16, {33}, test::gaussian_f16(33, 1.0f, 13));

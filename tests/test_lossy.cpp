@@ -21,7 +21,6 @@
 #include "verify/verify.h"
 
 using namespace wpack;
-using wpack::test::MemorySource;
 using wpack::test::TempDir;
 
 namespace {

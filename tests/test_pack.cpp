@@ -17,8 +17,6 @@ using wpack::test::TempDir;
 
 namespace {
 
-using test::MemorySource;
-
 uint64_t product(const std::vector<uint64_t>& s) {
   uint64_t n = 1;
   for (auto d : s) n *= d;
@@ -27,7 +25,7 @@ uint64_t product(const std::vector<uint64_t>& s) {
 
 // Every dtype at odd shapes; floats get realistic values, the rest random bytes.
 MemorySource all_dtypes_source() {
-  MemorySource src;
+  MemorySource src("memory", {{"format", "pt"}});
   const std::vector<std::vector<uint64_t>> shapes = {{1, 1}, {7, 13}, {3, 4, 5}, {}, {0, 5}, {130, 257}, {1000}};
   uint64_t seed = 1;
   for (uint8_t code = 1; code <= 15; ++code) {

@@ -117,12 +117,6 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-void MemorySource::add(std::string name, DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes) {
-  infos_.push_back({std::move(name), dtype, std::move(shape)});
-  if (infos_.back().num_bytes() != bytes.size()) throw std::invalid_argument("MemorySource: size does not match shape");
-  data_.push_back(std::move(bytes));
-}
-
 RunResult run_wpack(const std::vector<std::string>& args) {
   TempDir tmp;
   std::string cmd = shell_quote(WPACK_BINARY);

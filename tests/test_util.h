@@ -2,11 +2,8 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
-
-#include "formats/tensor.h"
 
 namespace wpack::test {
 
@@ -39,24 +36,5 @@ struct RunResult {
 };
 // Runs the built wpack binary with `args` (shell-quoted here), capturing stdout and stderr.
 RunResult run_wpack(const std::vector<std::string>& args);
-
-// An in-memory TensorSource for pipeline tests.
-class MemorySource : public TensorSource {
- public:
-  // Adds a tensor; bytes.size() must equal the shape's byte size (throws std::invalid_argument).
-  void add(std::string name, DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes);
-  const std::vector<TensorInfo>& tensors() const override { return infos_; }
-  TensorBytes read(size_t i) const override { return TensorBytes::borrowed(data_[i].data(), data_[i].size(), nullptr); }
-  const std::map<std::string, std::string>& metadata() const override { return meta_; }
-  const std::string& path() const override { return path_; }
-  std::string format_name() const override { return "memory"; }
-  const std::vector<uint8_t>& data(size_t i) const { return data_[i]; }
-  std::map<std::string, std::string> meta_{{"format", "pt"}};
-
- private:
-  std::vector<TensorInfo> infos_;
-  std::vector<std::vector<uint8_t>> data_;
-  std::string path_ = "memory";
-};
 
 }  // namespace wpack::test
