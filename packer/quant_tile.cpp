@@ -26,7 +26,6 @@ bool scheme_has_row_scales(Scheme s) {
 }
 bool has_zero_points(const QuantTensorParams& p) { return scheme_is_int(p.scheme) && scheme_is_grouped(p.scheme) && !p.symmetric; }
 
-uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
 uint64_t num_tables(const QuantTensorParams& p, uint64_t rows) {
   if (p.lut_rows == 0 || rows == 0) return 1;

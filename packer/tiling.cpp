@@ -4,9 +4,6 @@
 #include <cstring>
 
 namespace wpack {
-namespace {
-uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
-}  // namespace
 
 TileRect TileGeometry::rect(uint64_t tile_index) const {
   TileRect r;

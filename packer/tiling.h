@@ -11,6 +11,9 @@
 
 namespace wpack {
 
+// ceil(a / b) for b > 0.
+inline uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+
 // Elements in the largest 1-D tile (1-D and 0-D tensors of up to this many elements are one tile).
 inline constexpr uint32_t kMaxVectorTileElements = 1u << 20;
 
