@@ -4,11 +4,8 @@
 
 #include "formats/detail/le.h"
 #include "formats/error.h"
-#if __has_include("packer/rans.h")
-#include "packer/rans.h"
-#define WPACK_HAVE_RANS 1
-#endif
 #include "packer/estimate.h"
+#include "packer/rans.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
@@ -37,11 +34,7 @@ std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane
   switch (coding.codec) {
     case Codec::kZstd:
       return zstd_compress(plane, coding.level, float_plane ? ZstdTuning::kMemoryless : ZstdTuning::kLevel);
-#ifdef WPACK_HAVE_RANS
     case Codec::kRans: return rans_encode(plane, plane.size(), 8);
-#else
-    case Codec::kRans: throw Error(ErrorCode::kUnsupported, "rans codec not built");
-#endif
     case Codec::kNone: break;
   }
   return {plane.begin(), plane.end()};
@@ -50,11 +43,7 @@ std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane
 void decode_plane(std::span<const uint8_t> coded, Codec codec, std::span<uint8_t> out) {
   switch (codec) {
     case Codec::kZstd: zstd_decompress(coded, out); return;
-#ifdef WPACK_HAVE_RANS
     case Codec::kRans: rans_decode(coded, out.size(), 8, out); return;
-#else
-    case Codec::kRans: throw Error(ErrorCode::kUnsupported, "rans codec not built");
-#endif
     case Codec::kNone: break;
   }
   if (coded.size() != out.size()) throw Error(ErrorCode::kCorrupt, "stored plane has the wrong size");
