@@ -1,0 +1,199 @@
+// Internal to kernels/ (CUDA only): the device side of the rANS stream format of
+// docs/FORMAT-rans.md, shared by every kernel that decodes rANS planes in shared memory.
+// The scalar reference is packer/rans.cpp rans_decode(); these functions must match it bit for bit.
+#pragma once
+
+#include <cstdint>
+
+namespace wpack::gpu::detail {
+namespace {
+
+// docs/FORMAT-rans.md "Constants"
+constexpr uint32_t kStateLower = 1u << 16;  // L
+constexpr uint32_t kMinPrecision = 10;
+
+// TileStatus values (kernels/tile_decode.h)
+constexpr uint32_t kOk = 0, kUnsupportedCodec = 1, kUnsupportedFilter = 2, kCorrupt = 3, kTooLarge = 4;
+
+__device__ __forceinline__ uint32_t load_u32_le(const uint8_t* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+// ---- the frequency table (docs/FORMAT-rans.md "Frequency table"), parsed by one lane ----
+struct BitReader {
+  const uint8_t* data;
+  uint32_t size_bits;
+  uint32_t pos = 0;
+  bool bad = false;
+  __device__ uint32_t get(uint32_t count) {  // count <= 25
+    if (count > size_bits - pos) {
+      bad = true;
+      return 0;
+    }
+    uint32_t v = 0;
+    for (uint32_t i = 0; i < count; ++i, ++pos) v |= uint32_t{(data[pos >> 3] >> (pos & 7)) & 1u} << i;
+    return v;
+  }
+  __device__ uint32_t gamma() {
+    uint32_t z = 0;
+    while (!bad && get(1) == 0)
+      if (++z > 24) bad = true;
+    if (bad) return 1;
+    return (1u << z) | get(z);
+  }
+};
+
+// Reads the table of 8-bit symbols at precision p into freq[256] (0 = absent). Returns the bytes
+// consumed (padding checked) or 0 when the table is malformed.
+__device__ uint32_t read_table(const uint8_t* data, uint32_t size, uint32_t precision, uint32_t* freq) {
+  for (uint32_t s = 0; s < 256; ++s) freq[s] = 0;
+  BitReader r{data, size * 8};
+  constexpr uint32_t alphabet = 256;
+  uint32_t pos = 0, present_count = 0;
+  bool first = true;
+  while (!r.bad) {
+    const uint32_t code = r.gamma();
+    if (r.bad) return 0;
+    if (code == 1 && !first) break;
+    const uint32_t gap = code - 1;
+    if (gap >= alphabet - pos) return 0;
+    pos += gap;
+    first = false;
+    const uint32_t run = r.gamma();
+    if (r.bad || run > alphabet - pos) return 0;
+    for (uint32_t i = 0; i < run; ++i) freq[pos + i] = 1;  // present marker
+    present_count += run;
+    pos += run;
+    if (pos == alphabet) break;
+  }
+  if (r.bad || present_count == 0) return 0;
+  const uint32_t total = 1u << precision;
+  uint32_t last = 0;
+  for (uint32_t s = 0; s < alphabet; ++s)
+    if (freq[s]) last = s;
+  uint32_t sum = 0;
+  int prev_len = 0;
+  for (uint32_t s = 0; s < last; ++s) {
+    if (!freq[s]) continue;
+    uint32_t zz = 0;
+    while (r.get(1) == 1 && !r.bad)
+      if (++zz > 24) return 0;
+    if (r.bad) return 0;
+    const int delta = (zz & 1) ? -static_cast<int>((zz + 1) / 2) : static_cast<int>(zz / 2);
+    const int len = prev_len + delta;
+    if (len < 0 || len > static_cast<int>(precision)) return 0;
+    uint32_t v = 0;
+    if (len == 1) v = 1;
+    if (len >= 2) v = (1u << (len - 1)) | r.get(len - 1);
+    if (r.bad) return 0;
+    freq[s] = v + 1;
+    sum += v + 1;
+    if (sum >= total) return 0;
+    prev_len = len;
+  }
+  freq[last] = total - sum;
+  const uint32_t bytes = (r.pos + 7) / 8;
+  while (r.pos < bytes * 8)
+    if (r.get(1) != 0) return 0;
+  return bytes;
+}
+
+// ---- one rANS plane stream, decoded by one warp (docs/FORMAT-rans.md "Lanes and phases") ----
+// Returns kOk or kCorrupt (warp-uniform). `out` receives n bytes.
+__device__ uint32_t decode_stream_warp(const uint8_t* stream, uint32_t size, uint32_t n, uint8_t* out,
+                                       uint32_t* table, uint32_t* freq, uint32_t* cum, uint32_t precision_cap) {
+  const uint32_t lane = threadIdx.x & 31;
+  if (size == 0) return kCorrupt;
+  const uint8_t mode = stream[0];
+  if (mode == 0) {  // stored: exactly 1 + n bytes (8-bit symbols: no padding bits)
+    if (size != 1 + n) return kCorrupt;
+    for (uint32_t i = lane; i < n; i += 32) out[i] = stream[1 + i];
+    return kOk;
+  }
+  if (n == 0) return kCorrupt;
+  if (mode == 2) {  // constant run
+    if (size != 2) return kCorrupt;
+    const uint8_t s = stream[1];
+    for (uint32_t i = lane; i < n; i += 32) out[i] = s;
+    return kOk;
+  }
+  // Mode 3 (shared table) is never written by the packer (tile_codec.cpp passes no table) and a
+  // tile carries no shared table: corrupt, as for the CPU reference without a table.
+  if (mode != 1 || size < 2) return kCorrupt;
+  const uint32_t precision = kMinPrecision + (stream[1] & 3u);
+  const uint32_t tail = stream[1] >> 2;
+  if (precision > precision_cap) return kCorrupt;  // also catches the reserved value 3 (p = 13)
+
+  // Table: lane 0 parses it (a few hundred bits, serial by nature), then the warp builds the
+  // slot table: slot -> symbol (bits 0-7), slot - cum (bits 8-19), f - 1 (bits 20-31).
+  uint32_t table_bytes = 0;
+  if (lane == 0) {
+    table_bytes = read_table(stream + 2, size - 2, precision, freq);
+    if (table_bytes) {
+      uint32_t c = 0;
+      for (uint32_t s = 0; s < 256; ++s) {
+        cum[s] = c;
+        c += freq[s];
+      }
+    }
+  }
+  table_bytes = __shfl_sync(0xFFFFFFFFu, table_bytes, 0);
+  if (table_bytes == 0) return kCorrupt;
+  __syncwarp();
+  const uint32_t slots = 1u << precision;
+  for (uint32_t slot = lane; slot < slots; slot += 32) {
+    // Largest s with cum[s] <= slot: it is present (an absent s has cum[s] == cum[s + 1]).
+    uint32_t lo = 0, hi = 256;  // invariant: cum[lo] <= slot, and s >= hi has cum[s] > slot
+    while (hi - lo > 1) {
+      const uint32_t mid = (lo + hi) / 2;
+      if (cum[mid] <= slot) lo = mid; else hi = mid;
+    }
+    table[slot] = lo | ((slot - cum[lo]) << 8) | ((freq[lo] - 1) << 20);
+  }
+  __syncwarp();
+
+  // Body: U lane states, then R 16-bit words.
+  const uint32_t body = 2 + table_bytes;
+  const uint32_t used = n < 32 ? n : 32;
+  if (size < body + 4 * used || ((size - body - 4 * used) & 1u)) return kCorrupt;
+  const uint8_t* words = stream + body + 4 * used;
+  const uint32_t word_count = (size - body - 4 * used) / 2;
+
+  const uint32_t count = n > lane ? (n - 1 - lane) / 32 + 1 : 0;  // symbols of this lane
+  const uint32_t main_len = count - (tail < count ? tail : count);
+  uint32_t x = lane < used ? load_u32_le(stream + body + 4 * lane) : 0;
+  const uint32_t mask = slots - 1;
+  const uint32_t steps = (n - 1) / 32 + 1;  // lane 0's count
+  const uint32_t lanes_below = (1u << lane) - 1;
+  uint32_t next = 0;  // words consumed (warp-uniform)
+  bool overrun = false;
+  for (uint32_t t = 0; t < steps; ++t) {
+    bool need = false;
+    uint32_t v = 0;
+    if (t < count) {
+      const uint32_t e = table[x & mask];
+      out[32 * t + lane] = static_cast<uint8_t>(e);
+      v = ((e >> 20) + 1) * (x >> precision) + ((e >> 8) & 0xFFFu);
+      need = (t < main_len) && (v < kStateLower);
+      x = v;
+    }
+    // Lanes needing a word read consecutive words in lane order (the encoder wrote them so).
+    const uint32_t ballot = __ballot_sync(0xFFFFFFFFu, need);
+    if (need) {
+      const uint32_t at = next + __popc(ballot & lanes_below);
+      if (at < word_count) {
+        x = (v << 16) | uint32_t{words[2 * at]} | (uint32_t{words[2 * at + 1]} << 8);
+      } else {
+        overrun = true;
+      }
+    }
+    next += __popc(ballot);
+  }
+  const uint32_t initial = tail ? 0u : kStateLower;
+  const bool bad = overrun || (lane < used && x != initial);
+  if (__any_sync(0xFFFFFFFFu, bad) || next != word_count) return kCorrupt;
+  return kOk;
+}
+
+}  // namespace
+}  // namespace wpack::gpu::detail
