@@ -205,7 +205,7 @@ int main() try {
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     };
     auto fused_call = [&](int it) {
-      packed[it % copies].gemv_bf16(x_dev[it % kActivationSets], y_fused, 1, status);
+      packed[it % copies].gemv(x_dev[it % kActivationSets], y_fused, 1, status);
     };
     const float cublas_us = time_us(cublas_call);
     const float fused_us = time_us(fused_call);

@@ -32,10 +32,11 @@ uint64_t GpuTensor::rows() const { no_cuda(); }
 uint64_t GpuTensor::cols() const { no_cuda(); }
 uint32_t GpuTensor::elem_size() const { no_cuda(); }
 DType GpuTensor::dtype() const { no_cuda(); }
+uint8_t GpuTensor::scheme() const { no_cuda(); }
 uint64_t GpuTensor::tile_count() const { no_cuda(); }
 uint64_t GpuTensor::stored_bytes() const { no_cuda(); }
 uint64_t GpuTensor::device_bytes() const { no_cuda(); }
 void GpuTensor::decode(void*, uint32_t*, void*) const { no_cuda(); }
-void GpuTensor::gemv_bf16(const uint16_t*, float*, uint32_t, uint32_t*, void*) const { no_cuda(); }
+void GpuTensor::gemv(const uint16_t*, float*, uint32_t, uint32_t*, void*) const { no_cuda(); }
 
 }  // namespace wpack::gpu

@@ -1,4 +1,4 @@
-// GPU decode of lossless .wpk tiles, and a fused decode + GEMV for BF16 weights.
+// GPU decode of .wpk tiles, and fused decode + matmul (GEMV/GEMM) with BF16 activations.
 //
 // Host-only header: it includes no CUDA header and builds without CUDA. In a build without CUDA
 // (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() throws
@@ -52,8 +52,8 @@ int gpu_device_count(std::string* why = nullptr);
 class GpuTensor {
  public:
   // Copies tensor `tensor` of `reader` to the current device (synchronous). Checks each tile's
-  // checksum first (Error(kCorrupt) naming file, tensor and tile). Throws Error(kUnsupported) for
-  // a lossy tensor, or when a GPU-decodable tile needs more shared memory than the device gives a
+  // checksum first (Error(kCorrupt) naming file, tensor and tile). Lossy tensors also carry their
+  // parsed params (row scales, LUT tables) to the device. Throws Error(kUnsupported) when a GPU-decodable tile needs more shared memory than the device gives a
   // block (raw + stored bytes + rANS tables; a 128x128 tile of 4-byte elements needs ~150 KiB).
   static GpuTensor upload(const WpkReader& reader, size_t tensor);
 
@@ -65,24 +65,30 @@ class GpuTensor {
   uint64_t cols() const;
   uint32_t elem_size() const;    // bytes per element of the source dtype
   DType dtype() const;
+  uint8_t scheme() const;        // the tensor record's scheme: 0 lossless, else packer/quantize.h Scheme
+  bool lossy() const { return scheme() != 0; }
+  uint32_t decoded_elem_size() const { return lossy() ? 4u : elem_size(); }  // bytes per element of decode()
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
-  uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + table)
+  uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + tables)
 
-  // Decodes every tile into out_dev: rows() x cols() elements, row-major, elem_size() bytes each
-  // (the tensor's source bytes). status_dev: tile_count() uint32_t, one TileStatus per tile, all
-  // written. Tiles that are not kOk leave their part of out_dev untouched.
+  // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,
+  // row-major. Lossless tensors: the source bytes. Lossy tensors: the dequantized float32 values,
+  // bit-exact with the CPU reference decode_quant_tile_ref() (pruned/unoccupied elements +0.0f).
+  // status_dev: tile_count() uint32_t, one TileStatus per tile, all written. Tiles that are not kOk
+  // leave their part of out_dev untouched.
   void decode(void* out_dev, uint32_t* status_dev, void* stream = nullptr) const;
 
-  // Y = W * X for a BF16 tensor W of shape (N, K) = (rows(), cols()):
+  // Y = W * X for W of shape (N, K) = (rows(), cols()), decoded inside the kernel:
   //   x_dev: (K, batch) BF16 bit patterns (uint16_t), row-major (the batch index fastest)
   //   y_dev: (N, batch) float32, row-major; overwritten (zeroed on `stream`, then accumulated)
-  // batch in 1..8. Float32 accumulation; partial sums of the tile columns are combined with
-  // float atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode();
-  // a tile that is not kOk contributes nothing. Throws Error(kUnsupported) if dtype() is not BF16,
-  // Error(kInvalidArgument) for a batch outside 1..8.
-  void gemv_bf16(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
-                 void* stream = nullptr) const;
+  // For a BF16 lossless tensor or any lossy tensor (the dequantized weights). batch in 1..64.
+  // Float32 accumulation; partial sums of different tile columns are combined with float
+  // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); a tile
+  // that is not kOk contributes nothing. Throws Error(kUnsupported) for a lossless tensor that is
+  // not BF16, Error(kInvalidArgument) for a batch outside 1..64.
+  void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+            void* stream = nullptr) const;
 
  private:
   struct Impl;

@@ -84,6 +84,7 @@ struct GpuTensor::Impl {
   uint64_t rows = 0, cols = 0;
   uint32_t elem_size = 0;
   DType dtype = DType::F32;
+  uint8_t scheme = 0;
   uint64_t tile_count = 0;
   uint64_t stored_bytes = 0;
   uint64_t device_bytes = 0;
@@ -107,6 +108,7 @@ uint64_t GpuTensor::rows() const { return impl_->rows; }
 uint64_t GpuTensor::cols() const { return impl_->cols; }
 uint32_t GpuTensor::elem_size() const { return impl_->elem_size; }
 DType GpuTensor::dtype() const { return impl_->dtype; }
+uint8_t GpuTensor::scheme() const { return impl_->scheme; }
 uint64_t GpuTensor::tile_count() const { return impl_->tile_count; }
 uint64_t GpuTensor::stored_bytes() const { return impl_->stored_bytes; }
 uint64_t GpuTensor::device_bytes() const { return impl_->device_bytes; }
@@ -199,10 +201,11 @@ void GpuTensor::decode(void* out_dev, uint32_t* status_dev, void* stream) const 
                                          static_cast<cudaStream_t>(stream)));
 }
 
-void GpuTensor::gemv_bf16(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
                           void* stream) const {
-  if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv_bf16: the tensor is not BF16");
-  if (batch < 1 || batch > 8) throw Error(ErrorCode::kInvalidArgument, "gemv_bf16: batch must be 1..8");
+  if (batch < 1 || batch > 64) throw Error(ErrorCode::kInvalidArgument, "gemv: batch must be 1..64");
+  if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
+  if (batch > 8) throw Error(ErrorCode::kUnsupported, "gemv: batch above 8 is not implemented yet");
   const auto s = static_cast<cudaStream_t>(stream);
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), s));
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->plan, x_dev,

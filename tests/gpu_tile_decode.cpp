@@ -174,7 +174,7 @@ void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
   DeviceBuffer<uint32_t> status(g.tile_count());
   y_dev.poison();
   status.poison();
-  g.gemv_bf16(x_dev.ptr, y_dev.ptr, batch, status.ptr);
+  g.gemv(x_dev.ptr, y_dev.ptr, batch, status.ptr);
   CUDA_OK(cudaDeviceSynchronize());
   for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
   const auto y = y_dev.download();
@@ -280,9 +280,9 @@ TEST_CASE("gpu gemv: refuses non-BF16 and bad batch") {
   DeviceBuffer<uint16_t> x(64 * 9);
   DeviceBuffer<float> y(64 * 9);
   DeviceBuffer<uint32_t> st(1);
-  REQUIRE_THROWS_AS(f.gemv_bf16(x.ptr, y.ptr, 1, st.ptr), wpack::Error);
-  REQUIRE_THROWS_AS(b.gemv_bf16(x.ptr, y.ptr, 9, st.ptr), wpack::Error);
-  REQUIRE_THROWS_AS(b.gemv_bf16(x.ptr, y.ptr, 0, st.ptr), wpack::Error);
+  REQUIRE_THROWS_AS(f.gemv(x.ptr, y.ptr, 1, st.ptr), wpack::Error);
+  REQUIRE_THROWS_AS(b.gemv(x.ptr, y.ptr, 65, st.ptr), wpack::Error);
+  REQUIRE_THROWS_AS(b.gemv(x.ptr, y.ptr, 0, st.ptr), wpack::Error);
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs
