@@ -43,12 +43,14 @@ struct BitReader {
   }
 };
 
-// Reads the table of 8-bit symbols at precision p into freq[256] (0 = absent). Returns the bytes
-// consumed (padding checked) or 0 when the table is malformed.
-__device__ uint32_t read_table(const uint8_t* data, uint32_t size, uint32_t precision, uint32_t* freq) {
+// Reads the table of `symbol_bits`-bit symbols (8, 4, 3 or 2) at precision p into freq[256]
+// (0 = absent; entries at and above 2^symbol_bits stay 0). Returns the bytes consumed (padding
+// checked) or 0 when the table is malformed.
+__device__ uint32_t read_table(const uint8_t* data, uint32_t size, uint32_t precision, uint32_t* freq,
+                               uint32_t symbol_bits = 8) {
   for (uint32_t s = 0; s < 256; ++s) freq[s] = 0;
   BitReader r{data, size * 8};
-  constexpr uint32_t alphabet = 256;
+  const uint32_t alphabet = 1u << symbol_bits;
   uint32_t pos = 0, present_count = 0;
   bool first = true;
   while (!r.bad) {
@@ -99,21 +101,38 @@ __device__ uint32_t read_table(const uint8_t* data, uint32_t size, uint32_t prec
 }
 
 // ---- one rANS plane stream, decoded by one warp (docs/FORMAT-rans.md "Lanes and phases") ----
-// Returns kOk or kCorrupt (warp-uniform). `out` receives n bytes.
+// n symbols of `symbol_bits` bits (8, 4, 3 or 2). Returns kOk or kCorrupt (warp-uniform). `out`
+// receives n bytes, one symbol per byte (symbols narrower than 8 bits are unpacked).
 __device__ uint32_t decode_stream_warp(const uint8_t* stream, uint32_t size, uint32_t n, uint8_t* out,
-                                       uint32_t* table, uint32_t* freq, uint32_t* cum, uint32_t precision_cap) {
+                                       uint32_t* table, uint32_t* freq, uint32_t* cum, uint32_t precision_cap,
+                                       uint32_t symbol_bits = 8) {
   const uint32_t lane = threadIdx.x & 31;
   if (size == 0) return kCorrupt;
   const uint8_t mode = stream[0];
-  if (mode == 0) {  // stored: exactly 1 + n bytes (8-bit symbols: no padding bits)
-    if (size != 1 + n) return kCorrupt;
-    for (uint32_t i = lane; i < n; i += 32) out[i] = stream[1 + i];
+  if (mode == 0) {  // stored: exactly 1 + P packed bytes, P = ceil(n * b / 8), padding bits zero
+    const uint32_t packed = static_cast<uint32_t>((uint64_t{n} * symbol_bits + 7) / 8);
+    if (size != 1 + packed) return kCorrupt;
+    if (symbol_bits == 8) {
+      for (uint32_t i = lane; i < n; i += 32) out[i] = stream[1 + i];
+      return kOk;
+    }
+    const uint32_t used_bits = n * symbol_bits;  // n * b < 2^32: the stream fits in shared memory
+    const bool bad_padding = packed > 0 && (used_bits & 7u) && lane == 0 &&
+                             (stream[packed] >> (used_bits & 7u)) != 0;
+    if (__any_sync(0xFFFFFFFFu, bad_padding)) return kCorrupt;
+    for (uint32_t i = lane; i < n; i += 32) {
+      const uint32_t bit = i * symbol_bits;  // b <= 4: a symbol never straddles more than 2 bytes
+      const uint32_t lo = stream[1 + (bit >> 3)];
+      const uint32_t hi = (bit >> 3) + 1 < packed ? stream[2 + (bit >> 3)] : 0u;
+      out[i] = static_cast<uint8_t>(((lo | (hi << 8)) >> (bit & 7u)) & ((1u << symbol_bits) - 1u));
+    }
     return kOk;
   }
   if (n == 0) return kCorrupt;
   if (mode == 2) {  // constant run
     if (size != 2) return kCorrupt;
     const uint8_t s = stream[1];
+    if (s >> symbol_bits) return kCorrupt;
     for (uint32_t i = lane; i < n; i += 32) out[i] = s;
     return kOk;
   }
@@ -128,7 +147,7 @@ __device__ uint32_t decode_stream_warp(const uint8_t* stream, uint32_t size, uin
   // slot table: slot -> symbol (bits 0-7), slot - cum (bits 8-19), f - 1 (bits 20-31).
   uint32_t table_bytes = 0;
   if (lane == 0) {
-    table_bytes = read_table(stream + 2, size - 2, precision, freq);
+    table_bytes = read_table(stream + 2, size - 2, precision, freq, symbol_bits);
     if (table_bytes) {
       uint32_t c = 0;
       for (uint32_t s = 0; s < 256; ++s) {
