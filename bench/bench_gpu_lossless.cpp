@@ -132,7 +132,9 @@ struct Row {
 
 }  // namespace
 
-int main() try {
+int main(int argc, char** argv) try {
+  // Optional: a lossy scheme and a codec (e.g. "int4 none") to time the quantized kernels instead.
+  const std::string scheme_arg = argc > 1 ? argv[1] : "lossless", codec_arg = argc > 2 ? argv[2] : "rans";
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIP: no CUDA device\n");
@@ -164,7 +166,8 @@ int main() try {
             gaussian_bf16(shapes[i].first * shapes[i].second, 0.02f, 11 + i));
   const std::string path = "/tmp/bench_gpu_lossless.wpk";
   wpack::PackOptions opt;
-  opt.codec = wpack::Codec::kRans;
+  opt.codec = codec_arg == "none" ? wpack::Codec::kNone : wpack::Codec::kRans;
+  opt.policy.spec.scheme = wpack::parse_scheme(scheme_arg).value();
   opt.overwrite = true;
   wpack::pack_model(src, path, opt);
   auto reader = wpack::WpkReader::open(path);
@@ -211,7 +214,7 @@ int main() try {
     const float fused_us = time_us(fused_call);
     // Decode alone (tiles -> dense BF16 tensor), to split the fused time into decode and multiply.
     void* decoded_dev;
-    CHECK_CUDA(cudaMalloc(&decoded_dev, dense));
+    CHECK_CUDA(cudaMalloc(&decoded_dev, n * k * packed[0].decoded_elem_size()));
     const float decode_us = time_us([&](int it) { packed[it % copies].decode(decoded_dev, status); });
     CHECK_CUDA(cudaFree(decoded_dev));
 
@@ -246,7 +249,7 @@ int main() try {
   CHECK_CUBLAS(cublasDestroy(handle));
   std::remove(path.c_str());
 
-  std::printf("\nbatch 1, BF16 N(0,0.02), 128x128 rans tiles; copy ceiling %.0f GB/s (read+write)\n", copy_gbs);
+  std::printf("\nbatch 1, BF16 N(0,0.02), 128x128 tiles, %s, codec %s; copy ceiling %.0f GB/s (read+write)\n", copy_gbs);
   std::printf("%-12s %8s %8s %7s %10s %10s %10s %11s %8s %8s %8s %9s\n", "shape(NxK)", "denseMB", "packMB", "ratio",
               "fused_us", "decode_us", "cuBLAS_us", "packedGB/s", "%copy", "cuBLASGB/s", "speedup", "rel_err");
   for (const Row& r : rows) {

@@ -11,11 +11,17 @@
 
 #include "formats/error.h"
 #include "kernels/detail/tile_kernels.h"
+#include "packer/detail/fp.h"     // f16_bits_to_float for row scales and LUT tables
+#include "packer/quant_tile.h"    // parse_quant_params: the lossy tensor's params blob
+#include "packer/quantize.h"      // Scheme, scheme_code_values
 
 namespace wpack::gpu {
 namespace {
 
 using detail::DevTile;
+using detail::QuantDevParams;
+using detail::QuantSmemPlan;
+using detail::QuantStreamPlan;
 using detail::SmemPlan;
 
 // Every CUDA runtime call goes through this: a failure becomes Error(kIo) naming the call.
@@ -29,6 +35,8 @@ using detail::SmemPlan;
 
 constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
 constexpr uint8_t kFilterNone = 0, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
+constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // lossy tiles' filter byte
+constexpr uint32_t kStreamStages = 4;  // cp.async ring depth of the streaming GEMV
 constexpr uint32_t kRawPlaneBit = 0x80000000u;
 
 uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
@@ -51,6 +59,88 @@ uint32_t tile_max_precision(std::span<const uint8_t> stored, uint32_t planes) {
     start += size;
   }
   return best;
+}
+
+
+// ---- lossy tensors ----
+
+// The device view of a lossy tensor's params (pointers filled by upload_quant_side).
+QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
+  QuantDevParams q{};
+  const bool is_int = qp.scheme == Scheme::kInt8 || qp.scheme == Scheme::kInt4 || qp.scheme == Scheme::kInt3 ||
+                      qp.scheme == Scheme::kInt2;
+  q.kind = is_int ? detail::kQuantInt : scheme_is_lut(qp.scheme) ? detail::kQuantLut : detail::kQuantTable;
+  q.bits = qp.bits;
+  q.code_symbol_bits = (qp.bits == 2 || qp.bits == 3 || qp.bits == 4 || qp.bits == 8) ? qp.bits : 8;
+  q.grouped = scheme_is_grouped(qp.scheme) ? 1 : 0;
+  q.zero_points = (is_int && q.grouped && !qp.symmetric) ? 1 : 0;
+  q.group = q.grouped ? qp.group : 0;
+  q.symmetric_zero = static_cast<float>(1u << (qp.bits - 1));
+  q.lut_rows = qp.lut_rows;
+  return q;
+}
+
+// Copies row scales and code values / LUT tables (as float32: fp16 -> float is exact) to the
+// device; sets q's pointers into the returned allocation (owned by the caller).
+float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_t rows) {
+  std::vector<float> side;
+  const bool row_scales = !qp.row_scales.empty();
+  if (row_scales) {
+    if (qp.row_scales.size() != rows) throw Error(ErrorCode::kCorrupt, "gpu upload: row scales do not match the rows");
+    for (uint16_t h : qp.row_scales) side.push_back(wpack::detail::f16_bits_to_float(h));
+  }
+  const size_t values_at = side.size();
+  if (q.kind == detail::kQuantTable) {
+    const std::vector<float> v = scheme_code_values(qp.scheme);
+    side.insert(side.end(), v.begin(), v.end());
+  } else if (q.kind == detail::kQuantLut) {
+    for (uint16_t h : qp.tables) side.push_back(wpack::detail::f16_bits_to_float(h));
+  }
+  if (side.empty()) return nullptr;
+  float* dev = nullptr;
+  WPACK_CUDA_CHECK(cudaMalloc(&dev, side.size() * sizeof(float)));
+  const cudaError_t err = cudaMemcpy(dev, side.data(), side.size() * sizeof(float), cudaMemcpyHostToDevice);
+  if (err != cudaSuccess) {
+    cudaFree(dev);
+    WPACK_CUDA_CHECK(err);
+  }
+  q.row_scales_dev = row_scales ? dev : nullptr;
+  q.values_dev = q.kind == detail::kQuantInt ? nullptr : dev + values_at;
+  return dev;
+}
+
+// Running maxima over a lossy tensor's tiles, for the shared-memory plans.
+struct QuantSizes {
+  uint64_t stored_cap = 16, elements_cap = 32, side_cap = 16, cols_cap = 1;
+  uint32_t precision_cap = 10;
+  bool all_dense_raw = true;  // every tile dense, both planes raw and of the expected sizes
+};
+
+void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevTile& d, std::span<const uint8_t> stored,
+                     QuantSizes& sizes) {
+  const uint64_t n = uint64_t{d.rows} * d.cols;
+  const uint64_t groups = scheme_is_grouped(qp.scheme) ? (d.cols + qp.group - 1) / qp.group : 0;
+  const bool is_int = qp.scheme == Scheme::kInt4 || qp.scheme == Scheme::kInt3 || qp.scheme == Scheme::kInt2;
+  const uint64_t side = 2 * d.rows * groups + ((is_int && !qp.symmetric) ? d.rows * groups : 0);
+  const bool sparse = rec.filter == kLayoutSparse;
+  const uint64_t a_bytes = side + (sparse ? (n + 7) / 8 : 0);
+  if (rec.codec == kCodecZstd || (rec.codec != kCodecNone && rec.codec != kCodecRans)) {
+    sizes.all_dense_raw = false;  // reported per tile by the kernels
+    return;
+  }
+  sizes.stored_cap = std::max(sizes.stored_cap, align16(rec.stored_size));
+  sizes.elements_cap = std::max(sizes.elements_cap, n);
+  sizes.side_cap = std::max(sizes.side_cap, a_bytes);
+  sizes.cols_cap = std::max<uint64_t>(sizes.cols_cap, d.cols);
+  if (rec.codec == kCodecRans) sizes.precision_cap = std::max(sizes.precision_cap, tile_max_precision(stored, 2));
+  // The streaming GEMV reads planes in place: both raw, exactly a_bytes and ceil(n * bits / 8).
+  const uint64_t b_bytes = (n * qp.bits + 7) / 8;
+  bool dense_raw = rec.filter == kLayoutDense && stored.size() == 8 + a_bytes + b_bytes;
+  if (dense_raw) {
+    const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
+    dense_raw = word_a == (kRawPlaneBit | a_bytes) && word_b == (kRawPlaneBit | b_bytes);
+  }
+  sizes.all_dense_raw = sizes.all_dense_raw && dense_raw;
 }
 
 }  // namespace
@@ -91,11 +181,19 @@ struct GpuTensor::Impl {
   SmemPlan plan{};
   uint8_t* bytes_dev = nullptr;
   DevTile* tiles_dev = nullptr;
+  // Lossy tensors only:
+  QuantDevParams quant{};      // its pointers point into side_dev
+  QuantSmemPlan quant_plan{};  // generic kernels
+  QuantStreamPlan stream_plan{};
+  bool streamable = false;     // every tile dense with raw planes: the streaming GEMV applies
+  int stream_grid[9] = {};     // per batch 1..8: grid of the streaming GEMV (0: not computed yet)
+  float* side_dev = nullptr;   // row scales, then code values / LUT tables
 
   ~Impl() {
     // Destructors must not throw; a failure to free is ignored (the context may already be gone).
     if (bytes_dev) cudaFree(bytes_dev);
     if (tiles_dev) cudaFree(tiles_dev);
+    if (side_dev) cudaFree(side_dev);
   }
 };
 
@@ -117,8 +215,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (tensor >= reader.tensors().size()) throw Error(ErrorCode::kInvalidArgument, "gpu upload: tensor index out of range");
   const WpkTensor& t = reader.tensors()[tensor];
   const std::string where = reader.path() + ": tensor '" + t.name + "'";
-  if (t.scheme != 0) throw Error(ErrorCode::kUnsupported, where + ": lossy tensors are not GPU-decodable yet");
   auto impl = std::make_unique<Impl>();
+  impl->scheme = t.scheme;
   impl->rows = t.rows();
   impl->cols = t.cols();
   impl->elem_size = static_cast<uint32_t>(dtype_size(t.dtype));
@@ -126,6 +224,19 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->tile_count = t.tile_count;
   if (impl->rows > UINT32_MAX || impl->cols > UINT32_MAX || t.tile_count > INT32_MAX)
     throw Error(ErrorCode::kUnsupported, where + ": more than 2^32 rows, columns or 2^31 tiles");
+
+  const bool lossy = t.scheme != 0;
+  QuantTensorParams qp;
+  QuantSizes quant_sizes;
+  if (lossy) {
+    try {
+      qp = parse_quant_params(t.scheme, t.params, impl->rows, impl->cols, t.tile_rows, t.tile_cols);
+    } catch (const Error& e) {
+      throw Error(e.code(), where + ": " + e.what());
+    }
+    impl->quant = quant_dev_params(qp);
+    impl->streamable = true;
+  }
 
   // Tile table and the byte buffer layout (each tile 16-aligned for cp.async).
   const uint64_t grid_cols = t.tile_grid_cols();
@@ -152,6 +263,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     d.codec = rec.codec;
     d.offset = total;
     total = checked_add(total, align16(rec.stored_size), "gpu upload bytes");
+    if (lossy) {
+      size_quant_tile(qp, rec, d, reader.tile_bytes(t.first_tile + k), quant_sizes);
+      continue;
+    }
     // Only tiles the GPU can decode size the shared memory (a zstd tile is reported, not loaded).
     const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans) && rec.filter != kFilterBitShuffle &&
                            rec.filter <= kFilterFloatPlanes;
@@ -174,7 +289,19 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   int device = 0, smem_limit = 0;
   WPACK_CUDA_CHECK(cudaGetDevice(&device));
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
+  uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
+  if (lossy) {
+    impl->streamable = impl->streamable && quant_sizes.all_dense_raw;
+    impl->quant_plan = QuantSmemPlan{static_cast<uint32_t>(quant_sizes.stored_cap),
+                                     static_cast<uint32_t>((quant_sizes.elements_cap + 31) & ~uint64_t{31}),
+                                     static_cast<uint32_t>(align16(quant_sizes.side_cap)), quant_sizes.precision_cap,
+                                     static_cast<uint32_t>(quant_sizes.cols_cap)};
+    impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(quant_sizes.stored_cap), t.tile_rows, t.tile_cols,
+                                        kStreamStages};
+    need = detail::quant_generic_smem_bytes(impl->quant_plan, 8) + 1024;
+    if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
+      impl->streamable = false;
+  }
   if (need > static_cast<uint64_t>(smem_limit))
     throw Error(ErrorCode::kUnsupported, where + ": tiles need " + std::to_string(need) +
                                              " bytes of shared memory per block, the device gives " +
@@ -192,10 +319,17 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (!tiles.empty())
     WPACK_CUDA_CHECK(cudaMemcpy(impl->tiles_dev, tiles.data(), tiles.size() * sizeof(DevTile), cudaMemcpyHostToDevice));
   impl->device_bytes = total + tiles.size() * sizeof(DevTile);
+  if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
   return GpuTensor(std::move(impl));
 }
 
 void GpuTensor::decode(void* out_dev, uint32_t* status_dev, void* stream) const {
+  if (impl_->scheme != 0) {
+    WPACK_CUDA_CHECK(detail::launch_quant_decode(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant,
+                                                 impl_->quant_plan, impl_->cols, static_cast<float*>(out_dev),
+                                                 status_dev, static_cast<cudaStream_t>(stream)));
+    return;
+  }
   WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->elem_size,
                                          impl_->cols, impl_->plan, out_dev, status_dev,
                                          static_cast<cudaStream_t>(stream)));
@@ -204,12 +338,35 @@ void GpuTensor::decode(void* out_dev, uint32_t* status_dev, void* stream) const 
 void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
                           void* stream) const {
   if (batch < 1 || batch > 64) throw Error(ErrorCode::kInvalidArgument, "gemv: batch must be 1..64");
+  const auto st = static_cast<cudaStream_t>(stream);
+  if (impl_->scheme != 0) {
+    WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
+    if (impl_->streamable && batch <= 8) {
+      int& grid = impl_->stream_grid[batch];
+      if (grid == 0) {
+        int device = 0, sms = 0;
+        WPACK_CUDA_CHECK(cudaGetDevice(&device));
+        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+        const int per_sm = detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
+        grid = per_sm > 0 ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * per_sm)) : -1;
+      }
+      if (grid > 0) {
+        WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                          impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
+                                                          x_dev, impl_->cols * batch, y_dev, batch, status_dev, st));
+        return;
+      }
+    }
+    WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                       impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
+                                                       st));
+    return;
+  }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
   if (batch > 8) throw Error(ErrorCode::kUnsupported, "gemv: batch above 8 is not implemented yet");
-  const auto s = static_cast<cudaStream_t>(stream);
-  WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), s));
+  WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->plan, x_dev,
-                                            y_dev, batch, status_dev, s));
+                                            y_dev, batch, status_dev, st));
 }
 
 }  // namespace wpack::gpu

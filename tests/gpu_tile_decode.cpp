@@ -1,5 +1,5 @@
-// GPU tile decode and fused BF16 GEMV (kernels/tile_decode.h) against the CPU reference
-// (packer/unpack.h decode_tensor) and a float64 GEMV. Own main: lists tests without a GPU (ctest
+// GPU tile decode and fused GEMV (kernels/tile_decode.h) against the CPU reference
+// (packer/unpack.h decode_tensor / decode_tensor_f32) and a float64 GEMV, lossless and lossy. Own main: lists tests without a GPU (ctest
 // discovery at build time), exits 4 ("SKIP") where the build has no CUDA or there is no device.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
@@ -189,6 +189,123 @@ void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
   REQUIRE(rel <= 2e-3);
 }
 
+
+// ---- lossy tensors ----
+
+struct LossyCase {
+  wpack::Scheme scheme;
+  Codec codec;
+  double prune = 0;  // magnitude fraction (sparse tiles), 0 = none
+  uint32_t group = 0;
+  bool symmetric = false;
+  uint32_t lut_rows = 0;
+};
+
+std::string case_name(const LossyCase& c) {
+  return std::string(wpack::scheme_name(c.scheme)) + (c.codec == Codec::kRans ? "/rans" : "/none") +
+         (c.prune > 0 ? "/prune" : "") + (c.group ? "/g" + std::to_string(c.group) : "") + (c.symmetric ? "/sym" : "") +
+         (c.lut_rows ? "/lut_rows" + std::to_string(c.lut_rows) : "");
+}
+
+std::unique_ptr<Packed> pack_lossy(const std::vector<Spec>& specs, const LossyCase& c, uint32_t tile_rows,
+                                   uint32_t tile_cols, uint64_t seed) {
+  auto p = std::make_unique<Packed>();
+  wpack::MemorySource src;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    uint64_t n = 1;
+    for (uint64_t d : specs[i].shape) n *= d;
+    std::vector<uint8_t> bytes = gaussian(specs[i].dtype, n, seed * 1000 + i);
+    p->source.push_back(bytes);
+    src.add(specs[i].name, specs[i].dtype, specs[i].shape, std::move(bytes));
+  }
+  wpack::PackOptions opt;
+  opt.codec = c.codec;
+  opt.tile_rows = tile_rows;
+  opt.tile_cols = tile_cols;
+  opt.policy.spec.scheme = c.scheme;
+  opt.policy.spec.group = c.group;
+  opt.policy.spec.symmetric = c.symmetric;
+  opt.policy.spec.lut_rows = c.lut_rows;
+  if (c.prune > 0) {
+    opt.policy.prune.kind = wpack::PruneSpec::Kind::kFraction;
+    opt.policy.prune.fraction = c.prune;
+  }
+  const std::string path = p->dir.file("q.wpk");
+  wpack::pack_model(src, path, opt);
+  p->reader = wpack::WpkReader::open(path);
+  return p;
+}
+
+// GPU decode of lossy tensor t (float32) equals the CPU reference decode bit for bit.
+std::vector<float> check_decode_lossy(const Packed& p, size_t t) {
+  const auto& info = p.reader->tensors()[t];
+  INFO("tensor " << info.name);
+  GpuTensor g = GpuTensor::upload(*p.reader, t);
+  REQUIRE(g.lossy());
+  REQUIRE(g.decoded_elem_size() == 4);
+  std::vector<float> cpu(info.num_elements());
+  wpack::decode_tensor_f32(*p.reader, t, cpu);
+  DeviceBuffer<float> out(cpu.size());
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  out.poison();
+  status.poison();
+  g.decode(out.ptr, status.ptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  const auto st = status.download();
+  for (uint64_t k = 0; k < st.size(); ++k) {
+    INFO("tile " << k << " status " << st[k]);
+    REQUIRE(st[k] == static_cast<uint32_t>(TileStatus::kOk));
+  }
+  const auto gpu = out.download();
+  size_t first_diff = cpu.size();
+  for (size_t i = 0; i < cpu.size() && first_diff == cpu.size(); ++i)
+    if (std::memcmp(&gpu[i], &cpu[i], 4) != 0) first_diff = i;
+  INFO("first differing element " << first_diff << " of " << cpu.size()
+                                  << (first_diff < cpu.size() ? " gpu " + std::to_string(gpu[first_diff]) + " cpu " +
+                                                                    std::to_string(cpu[first_diff])
+                                                              : std::string()));
+  REQUIRE(first_diff == cpu.size());
+  return cpu;
+}
+
+// Fused GEMV of lossy tensor t vs float64 on the CPU-decoded weights: relative error <= 2e-3.
+void check_gemv_lossy(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed) {
+  const auto& info = p.reader->tensors()[t];
+  GpuTensor g = GpuTensor::upload(*p.reader, t);
+  const uint64_t n = g.rows(), k = g.cols();
+  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch);
+  const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k * batch, 1.0f, seed);
+  std::vector<uint16_t> x(k * batch);
+  std::memcpy(x.data(), xb.data(), xb.size());
+  std::vector<double> ref(n * batch, 0.0);
+  for (uint64_t r = 0; r < n; ++r)
+    for (uint64_t c = 0; c < k; ++c) {
+      const double wv = w[r * k + c];
+      for (uint32_t b = 0; b < batch; ++b) ref[r * batch + b] += wv * bf16_to_float(x[c * batch + b]);
+    }
+  DeviceBuffer<uint16_t> x_dev(x.size());
+  CUDA_OK(cudaMemcpy(x_dev.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  DeviceBuffer<float> y_dev(n * batch);
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  for (int run = 0; run < 2; ++run) {
+    y_dev.poison();
+    status.poison();
+    g.gemv(x_dev.ptr, y_dev.ptr, batch, status.ptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
+    const auto y = y_dev.download();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      REQUIRE(std::isfinite(y[i]));
+      num += (y[i] - ref[i]) * (y[i] - ref[i]);
+      den += ref[i] * ref[i];
+    }
+    const double rel = std::sqrt(num / den);
+    INFO("relative error " << rel);
+    REQUIRE(rel <= 2e-3);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("gpu decode: rans, BF16/F16/F32, odd shapes, bit-exact with the CPU") {
@@ -283,6 +400,50 @@ TEST_CASE("gpu gemv: refuses non-BF16 and bad batch") {
   REQUIRE_THROWS_AS(f.gemv(x.ptr, y.ptr, 1, st.ptr), wpack::Error);
   REQUIRE_THROWS_AS(b.gemv(x.ptr, y.ptr, 65, st.ptr), wpack::Error);
   REQUIRE_THROWS_AS(b.gemv(x.ptr, y.ptr, 0, st.ptr), wpack::Error);
+}
+
+TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decode bit-exact and gemv") {
+  using wpack::Scheme;
+  const std::vector<LossyCase> cases = {
+      {Scheme::kInt8, Codec::kNone},  {Scheme::kInt8, Codec::kRans},   {Scheme::kInt4, Codec::kNone},
+      {Scheme::kInt4, Codec::kRans},  {Scheme::kInt4, Codec::kNone, 0, 64, true},
+      {Scheme::kInt3, Codec::kNone},  {Scheme::kInt3, Codec::kRans},   {Scheme::kInt2, Codec::kNone, 0, 32},
+      {Scheme::kInt2, Codec::kRans},  {Scheme::kFp8, Codec::kNone},    {Scheme::kFp8, Codec::kRans},
+      {Scheme::kFp6, Codec::kNone},   {Scheme::kFp6, Codec::kRans},    {Scheme::kFp5, Codec::kNone},
+      {Scheme::kFp5, Codec::kRans},   {Scheme::kFp4, Codec::kNone},    {Scheme::kFp4, Codec::kRans, 0, 256},
+      {Scheme::kNf4, Codec::kNone},   {Scheme::kNf4, Codec::kRans},    {Scheme::kLut4, Codec::kNone},
+      {Scheme::kLut4, Codec::kRans, 0, 0, false, 100},               {Scheme::kLut3, Codec::kNone},
+      {Scheme::kInt4, Codec::kNone, 0.5}, {Scheme::kInt4, Codec::kRans, 0.5}, {Scheme::kFp6, Codec::kNone, 0.5},
+      {Scheme::kInt8, Codec::kRans, 0.7}, {Scheme::kLut4, Codec::kNone, 0.5},
+  };
+  const std::vector<Spec> specs = {
+      {"odd", DType::BF16, {333, 515}}, {"row", DType::BF16, {1, 1024}}, {"f32", DType::F32, {130, 256}}};
+  uint64_t seed = 11;
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy(specs, c, 64, 128, seed++);
+    for (size_t t = 0; t < specs.size(); ++t) {
+      REQUIRE(p->reader->tensors()[t].scheme != 0);
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 3u, 8u, 16u}) check_gemv_lossy(*p, t, w, batch, seed * 10 + batch);
+    }
+  }
+}
+
+TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097x4099) int4 and fp6") {
+  using wpack::Scheme;
+  for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone}, LossyCase{Scheme::kFp6, Codec::kNone},
+                             LossyCase{Scheme::kInt4, Codec::kRans}}) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"up", DType::BF16, {11008, 4096}}, {"down", DType::BF16, {4096, 11008}},
+                         {"odd", DType::BF16, {4097, 4099}}},
+                        c, 128, 128, 3);
+    for (size_t t = 0; t < 3; ++t) {
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      check_gemv_lossy(*p, t, w, 1, 50 + t);
+      check_gemv_lossy(*p, t, w, 8, 60 + t);
+    }
+  }
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs

@@ -49,3 +49,68 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
                              uint32_t* status_dev, cudaStream_t stream);
 
 }  // namespace wpack::gpu::detail
+
+namespace wpack::gpu::detail {
+
+// ---- lossy tensors (docs/FORMAT.md "Lossy tensors"; kernels/quant_kernels.cu) ----
+
+// How a code becomes a value (packer/quantize.h):
+//   kQuantInt   (code - zero) * scale   zero: per group in the tile (asymmetric int4/3/2) or 2^(bits-1)
+//   kQuantTable values[code] * scale    fp8/6/5/4 and nf4: values_dev holds the 2^bits code values
+//   kQuantLut   values[table][code]     lut4/3: values_dev holds num_tables * 2^bits floats
+// scale: per row (int8, fp8/6/5: row_scales_dev) or per (row, group) from the tile's plane A.
+enum QuantKind : uint32_t { kQuantInt = 0, kQuantTable = 1, kQuantLut = 2 };
+
+struct QuantDevParams {
+  uint32_t kind;              // QuantKind
+  uint32_t bits;              // bits per code: 2..8
+  uint32_t code_symbol_bits;  // rANS symbols of plane B: bits when 2, 3, 4 or 8, else 8 (packed bytes)
+  uint32_t grouped;           // 1: fp16 scales [h][G] at the start of plane A
+  uint32_t zero_points;       // 1: u8 zeros [h][G] after the scales (asymmetric int4/3/2)
+  uint32_t group;             // elements per group along K (grouped schemes), else 0
+  float symmetric_zero;       // int schemes without zero points: 2^(bits-1)
+  uint32_t lut_rows;          // LUT: rows per table (0 = one table)
+  const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
+  const float* values_dev;      // see QuantKind; nullptr for kQuantInt
+};
+
+// Shared memory of the generic lossy kernels (one block per tile), the maximum over the tiles.
+struct QuantSmemPlan {
+  uint32_t stored_cap;     // bytes, multiple of 16
+  uint32_t elements_cap;   // largest tile, elements (multiple of 32)
+  uint32_t side_cap;       // largest plane A (side data + bitmap), bytes, multiple of 16
+  uint32_t precision_cap;  // largest rANS table precision, 10..12
+  uint32_t cols_cap;       // widest tile, elements
+};
+uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan, uint32_t batch);
+
+// Generic decode of every tile (dense or sparse, planes raw or rANS; zstd tiles are reported
+// kUnsupportedCodec): out_dev (tensor_rows, tensor_cols) float32, status_dev (tile_count).
+cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                const QuantDevParams& params, const QuantSmemPlan& plan, uint64_t tensor_cols,
+                                float* out_dev, uint32_t* status_dev, cudaStream_t stream);
+
+// Generic fused decode + GEMV, one block per tile, for any tile: y (rows, batch) += W x, x (cols,
+// batch) BF16 bits; batch 1..64 (processed 8 at a time). y zeroed by the caller.
+cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                      const QuantDevParams& params, const QuantSmemPlan& plan, const uint16_t* x_dev,
+                                      float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
+
+// The streaming GEMV for tensors whose tiles are all dense with raw planes (codec none, or rANS
+// that did not pay): each block walks a contiguous range of tiles through a multi-stage cp.async
+// ring. batch 1..8. stored_cap: largest aligned stored size; tile_rows/tile_cols: the nominal
+// tile shape. y zeroed by the caller.
+struct QuantStreamPlan {
+  uint32_t stored_cap;  // bytes, multiple of 16
+  uint32_t tile_rows, tile_cols;
+  uint32_t stages;      // 2..8
+};
+uint64_t quant_stream_smem_bytes(const QuantStreamPlan& plan, uint32_t batch);
+cudaError_t launch_quant_gemv_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                     const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
+                                     const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
+                                     uint32_t* status_dev, cudaStream_t stream);
+// Blocks of the streaming kernel that fit on one multiprocessor for this plan and batch.
+int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
+
+}  // namespace wpack::gpu::detail

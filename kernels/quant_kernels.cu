@@ -1,0 +1,684 @@
+// CUDA decode of lossy (quantized) .wpk tiles in shared memory, fused with GEMV.
+// Byte layouts: docs/FORMAT.md "Lossy tensors"; the scalar reference is packer/quant_tile.cpp
+// decode_quant_tile_ref(), which the decode kernel matches bit for bit (tests/gpu_tile_decode.cpp).
+//
+// Two kernel families:
+//
+// 1. Generic (one block of 256 threads per tile; any tile the packer writes):
+//      global stored bytes --cp.async--> shared [stored | side | codes (1 B each) | scratch | prefix | rANS]
+//      plane A (side data, bitmap): raw in place, or rANS-decoded by warp 0
+//      bitmap (sparse): per 32-element chunk an exclusive prefix of set bits (block scan)
+//      plane B (codes): raw packed -> unpacked to one byte per code; or rANS-decoded by warp 1
+//      then per element: value = decode(code, scale, zero | table); decode writes float32,
+//      gemv multiplies (warp per tile row, lanes along the row, one atomicAdd per row and batch).
+//
+// 2. Streaming GEMV (tensors whose tiles are all dense with raw planes, batch 1..8): a persistent
+//    grid; block b walks tiles [b*T/grid, (b+1)*T/grid) in row-major tile order, so consecutive
+//    tiles share a tile row and the block keeps that row's partial sums in shared memory, writing
+//    them to y (atomicAdd) only when the tile row changes or its range ends (stream-K over tiles:
+//    every block gets the same number of tiles whatever the shape).
+//
+//      tiles t, t+1, ..., t+S-2 in flight (cp.async ring of S stages: stored bytes + the x slice)
+//      stage (t % S):  [dir 8 B][scales fp16 (h,G)][zeros u8 (h,G)][codes, kBits each, row-major]
+//      thread -> spans of 32 codes: span s = (tile row r = s / spr, span column j = s % spr),
+//                spr = ceil(w / 32); s = threadIdx.x + 256 k
+//      span: kBits words -> 32 codes -> sum_i v(code_i) * x[c_i][b]      (v: float(code) or table)
+//            int:   scale * (sum_i code_i x_i - zero * sum_i x_i)         (sum x per span precomputed)
+//            table: scale * sum_i values[code_i] x_i ;  lut: sum_i table[code_i] x_i
+//      the spr spans of a row sit in adjacent lanes: shuffle-reduce, one lane adds to acc[r][b].
+//
+// Precision: float32 products and sums (the packer's dequantized weights are float32 values of the
+// same formulas); the GEMV groups the per-span scale outside the sum, which changes rounding only.
+#include <cstdint>
+
+#include <cuda_fp16.h>
+
+#include "kernels/detail/rans_device.cuh"
+#include "kernels/detail/tile_kernels.h"
+
+namespace wpack::gpu::detail {
+namespace {
+
+constexpr uint32_t kThreads = 256;
+constexpr uint32_t kWarps = kThreads / 32;
+constexpr uint32_t kRawPlaneBit = 0x80000000u;  // plane directory: plane stored raw
+constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
+constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // tile record filter byte of lossy tiles
+constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
+
+__host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
+
+__device__ __forceinline__ float f16_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) { return __uint_as_float(uint32_t{bits} << 16); }
+
+// Issues 16-byte cp.async copies of `bytes` (rounded up to 16) from global to shared; no commit.
+// cp.async.cg bypasses L1: tile bytes are read once, by one block.
+__device__ __forceinline__ void issue_copy(uint8_t* smem_dst, const uint8_t* global_src, uint32_t bytes) {
+  const uint32_t chunks = align16(bytes) / 16;
+  for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst + 16 * i));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src + 16 * i));
+  }
+}
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
+
+// Exclusive prefix sum over the block (every thread calls it); returns the thread's prefix and
+// writes the block total to *total. `scratch`: kWarps + 1 uint32 of shared memory.
+__device__ uint32_t block_exclusive_scan(uint32_t v, uint32_t* scratch, uint32_t* total) {
+  const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32;
+  uint32_t inclusive = v;
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    const uint32_t n = __shfl_up_sync(0xFFFFFFFFu, inclusive, off);
+    if (lane >= static_cast<uint32_t>(off)) inclusive += n;
+  }
+  if (lane == 31) scratch[warp] = inclusive;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t sum = 0;
+    for (uint32_t w = 0; w < kWarps; ++w) {
+      const uint32_t s = scratch[w];
+      scratch[w] = sum;
+      sum += s;
+    }
+    scratch[kWarps] = sum;
+  }
+  __syncthreads();
+  const uint32_t result = scratch[warp] + inclusive - v;
+  *total = scratch[kWarps];
+  __syncthreads();
+  return result;
+}
+
+// ---- the per-tile geometry of plane A (docs/FORMAT.md "Quantized tiles") ----
+struct SideGeometry {
+  uint32_t groups;        // G: groups per tile row (grouped schemes), else 0
+  uint32_t scale_bytes;   // 2 h G
+  uint32_t zero_bytes;    // h G (zero points), else 0
+  uint32_t bitmap_bytes;  // ceil(h w / 8) (sparse), else 0
+  __device__ uint32_t a_bytes() const { return scale_bytes + zero_bytes + bitmap_bytes; }
+};
+__device__ __forceinline__ SideGeometry side_geometry(const QuantDevParams& p, uint32_t h, uint32_t w, bool sparse) {
+  SideGeometry g{};
+  if (p.grouped) {
+    g.groups = (w + p.group - 1) / p.group;
+    g.scale_bytes = 2 * h * g.groups;
+    if (p.zero_points) g.zero_bytes = h * g.groups;
+  }
+  if (sparse) g.bitmap_bytes = (h * w + 7) / 8;
+  return g;
+}
+
+// The scale and zero of tile-local row r and group g (zero unused for table kinds).
+struct ScaleZero {
+  float scale, zero;
+};
+__device__ __forceinline__ ScaleZero scale_zero(const QuantDevParams& p, const uint8_t* side, const SideGeometry& sg,
+                                                uint32_t r, uint32_t g, uint64_t tensor_row) {
+  ScaleZero sz{1.0f, p.symmetric_zero};
+  if (p.kind == kQuantLut) return sz;
+  if (p.grouped) {
+    const uint32_t i = r * sg.groups + g;
+    sz.scale = f16_bits_to_float(static_cast<uint16_t>(side[2 * i] | (side[2 * i + 1] << 8)));
+    if (p.zero_points) sz.zero = static_cast<float>(side[sg.scale_bytes + i]);
+  } else {
+    sz.scale = p.row_scales_dev[tensor_row];
+  }
+  return sz;
+}
+
+// The dequantized value of `code`, exactly as packer/quantize.cpp RowDecoder::decode computes it.
+__device__ __forceinline__ float dequantize_value(const QuantDevParams& p, const ScaleZero& sz, uint32_t code,
+                                                  uint64_t tensor_row) {
+  if (p.kind == kQuantInt) return __fmul_rn(__fsub_rn(static_cast<float>(code), sz.zero), sz.scale);
+  if (p.kind == kQuantTable) return __fmul_rn(p.values_dev[code], sz.scale);
+  const uint64_t table = p.lut_rows ? tensor_row / p.lut_rows : 0;
+  return p.values_dev[(table << p.bits) + code];
+}
+
+// Code k of a packed plane (LSB-first, `bits` <= 8 bits each: at most two bytes). `bytes` = size.
+__device__ __forceinline__ uint32_t packed_code(const uint8_t* packed, uint32_t bytes, uint32_t k, uint32_t bits) {
+  const uint32_t bit = k * bits;
+  const uint32_t lo = packed[bit >> 3];
+  const uint32_t hi = (bit >> 3) + 1 < bytes ? packed[(bit >> 3) + 1] : 0u;
+  return ((lo | (hi << 8)) >> (bit & 7u)) & ((1u << bits) - 1u);
+}
+
+// ---- generic kernels: one tile per block ----
+
+struct GenericLayout {
+  uint32_t stored, side, codes, scratch, prefix, tables, freqs, x, total;
+  __host__ __device__ GenericLayout(const QuantSmemPlan& plan, uint32_t x_floats) {
+    stored = 0;
+    side = stored + plan.stored_cap;
+    codes = side + plan.side_cap;
+    scratch = codes + align16(plan.elements_cap);
+    prefix = scratch + align16(plan.elements_cap);
+    tables = prefix + align16(plan.elements_cap / 32 * 4 + 4);
+    freqs = tables + 2 * (4u << plan.precision_cap);  // warps 0 and 1 decode rANS planes
+    x = freqs + 2 * 2 * 256 * 4;
+    total = x + 4 * x_floats;
+  }
+};
+
+// What a decoded tile looks like in shared memory.
+struct TileView {
+  const uint8_t* side;      // plane A: scales, zeros, bitmap
+  const uint8_t* codes;     // one code per byte: every element (dense) or the occupied ones (sparse)
+  const uint32_t* prefix;   // sparse: set bits before chunk q of 32 elements
+  SideGeometry geometry;
+  bool sparse;
+};
+
+// Loads tile `tile` into shared memory and decodes both planes (codes unpacked to bytes). Returns
+// the tile's status (block-uniform); on kOk, *view describes the tile. Every thread must call it.
+__device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTile& tile, const QuantDevParams& p,
+                                           const QuantSmemPlan& plan, uint8_t* smem, TileView* view,
+                                           uint32_t* block_shared /* kWarps + 2 */) {
+  const GenericLayout layout(plan, 0);
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  // Block-uniform checks from the tile record (nothing loaded yet).
+  if (tile.codec == kCodecZstd) return kUnsupportedCodec;
+  if (tile.codec != kCodecNone && tile.codec != kCodecRans) return kCorrupt;
+  if (tile.filter != kLayoutDense && tile.filter != kLayoutSparse) return kCorrupt;
+  const bool sparse = tile.filter == kLayoutSparse;
+  const uint32_t h = tile.rows, w = tile.cols;
+  const uint64_t n64 = uint64_t{h} * w;
+  if (n64 == 0) return kCorrupt;
+  if (n64 > plan.elements_cap || tile.stored_size > plan.stored_cap) return kTooLarge;
+  const uint32_t n = static_cast<uint32_t>(n64);
+  const SideGeometry sg = side_geometry(p, h, w, sparse);
+  const uint32_t a_bytes = sg.a_bytes();
+  if (tile.raw_size < a_bytes) return kCorrupt;
+  if (a_bytes > plan.side_cap) return kTooLarge;
+  const uint32_t b_bytes = tile.raw_size - a_bytes;
+  if (tile.stored_size < 8) return kCorrupt;
+
+  uint8_t* stored = smem + layout.stored;
+  issue_copy(stored, bytes_dev + tile.offset, tile.stored_size);
+  commit_copies();
+  wait_copies<0>();
+  __syncthreads();
+
+  // Plane directory: 2 words (size, bit 31 raw); the planes end exactly at the stored end.
+  const uint32_t word_a = load_u32_le(stored), word_b = load_u32_le(stored + 4);
+  const uint32_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
+  const bool raw_a = (word_a & kRawPlaneBit) != 0, raw_b = (word_b & kRawPlaneBit) != 0;
+  if (size_a > tile.stored_size - 8 || size_b != tile.stored_size - 8 - size_a) return kCorrupt;
+  if (tile.codec == kCodecNone && (!raw_a || !raw_b)) return kCorrupt;
+  if (raw_a && size_a != a_bytes) return kCorrupt;
+  const uint8_t* plane_a = stored + 8;
+  const uint8_t* plane_b = stored + 8 + size_a;
+
+  uint32_t* status_shared = block_shared + kWarps + 1;  // the scan uses [0, kWarps]
+  if (threadIdx.x == 0) *status_shared = kOk;
+  uint32_t* table = reinterpret_cast<uint32_t*>(smem + layout.tables);
+  uint32_t* freq = reinterpret_cast<uint32_t*>(smem + layout.freqs);
+  __syncthreads();
+  const uint8_t* side = plane_a;
+  if (!raw_a) {
+    uint8_t* side_out = smem + layout.side;
+    if (warp == 0) {
+      const uint32_t st = decode_stream_warp(plane_a, size_a, a_bytes, side_out, table, freq, freq + 256,
+                                             plan.precision_cap, 8);
+      if (st != kOk && lane == 0) *status_shared = st;
+    }
+    side = side_out;
+    __syncthreads();
+    if (*status_shared != kOk) return *status_shared;
+  }
+
+  // Occupied elements: a block scan of the bitmap's 32-element chunks.
+  uint32_t count = n;
+  uint32_t* prefix = reinterpret_cast<uint32_t*>(smem + layout.prefix);
+  if (sparse) {
+    const uint8_t* bitmap = side + sg.scale_bytes + sg.zero_bytes;
+    const uint32_t chunks = (n + 31) / 32;
+    const uint32_t per_thread = (chunks + kThreads - 1) / kThreads;
+    const uint32_t first = threadIdx.x * per_thread;
+    uint32_t mine = 0;
+    for (uint32_t q = first; q < first + per_thread && q < chunks; ++q) {
+      uint32_t bits = 0;
+      for (uint32_t b = 0; b < 4 && 4 * q + b < sg.bitmap_bytes; ++b) bits |= uint32_t{bitmap[4 * q + b]} << (8 * b);
+      mine += __popc(bits);
+    }
+    uint32_t running = block_exclusive_scan(mine, block_shared, &count);
+    for (uint32_t q = first; q < first + per_thread && q < chunks; ++q) {
+      prefix[q] = running;
+      uint32_t bits = 0;
+      for (uint32_t b = 0; b < 4 && 4 * q + b < sg.bitmap_bytes; ++b) bits |= uint32_t{bitmap[4 * q + b]} << (8 * b);
+      running += __popc(bits);
+    }
+    if ((n & 7u) && (bitmap[sg.bitmap_bytes - 1] >> (n & 7u)) != 0) return kCorrupt;  // padding bits must be 0
+  }
+  if (uint64_t{b_bytes} != (uint64_t{count} * p.bits + 7) / 8) return kCorrupt;
+  if (raw_b && size_b != b_bytes) return kCorrupt;
+
+  // Plane B -> one code per byte.
+  uint8_t* codes = smem + layout.codes;
+  const uint8_t* packed = plane_b;
+  if (!raw_b) {
+    const bool direct = p.code_symbol_bits == p.bits;  // rANS symbols are the codes themselves
+    uint8_t* out = direct ? codes : smem + layout.scratch;
+    if (!direct && b_bytes > plan.elements_cap) return kTooLarge;  // uniform
+    if (warp == 1) {
+      const uint32_t st = decode_stream_warp(plane_b, size_b, direct ? count : b_bytes, out, table + (1u << plan.precision_cap),
+                                             freq + 512, freq + 768, plan.precision_cap, direct ? p.bits : 8);
+      if (st != kOk && lane == 0) *status_shared = st;
+    }
+    __syncthreads();
+    if (*status_shared != kOk) return *status_shared;
+    if (direct) {
+      packed = nullptr;
+    } else {
+      packed = out;
+    }
+  }
+  if (packed) {
+    for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
+  }
+  __syncthreads();
+  view->side = side;
+  view->codes = codes;
+  view->prefix = prefix;
+  view->geometry = sg;
+  view->sparse = sparse;
+  return kOk;
+}
+
+// Value of tile element (r, c) of a decoded tile; +0.0f for an unoccupied element of a sparse tile.
+__device__ __forceinline__ float tile_value(const QuantDevParams& p, const TileView& v, const DevTile& tile, uint32_t r,
+                                            uint32_t c) {
+  const uint32_t e = r * tile.cols + c;
+  uint32_t k = e;
+  if (v.sparse) {
+    const uint8_t* bitmap = v.side + v.geometry.scale_bytes + v.geometry.zero_bytes;
+    if (!((bitmap[e >> 3] >> (e & 7u)) & 1u)) return 0.0f;
+    const uint32_t q = e / 32;
+    uint32_t bits = 0;
+    for (uint32_t b = 0; b < 4 && 4 * q + b < v.geometry.bitmap_bytes; ++b) bits |= uint32_t{bitmap[4 * q + b]} << (8 * b);
+    k = v.prefix[q] + __popc(bits & ((1u << (e & 31u)) - 1u));
+  }
+  const uint64_t tensor_row = uint64_t{tile.row0} + r;
+  const uint32_t g = p.grouped ? c / p.group : 0;
+  return dequantize_value(p, scale_zero(p, v.side, v.geometry, r, g, tensor_row), v.codes[k], tensor_row);
+}
+
+__global__ void __launch_bounds__(kThreads) quant_decode_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // (tile_count)
+    QuantDevParams params, QuantSmemPlan plan,
+    uint64_t tensor_cols,                   // elements per row of the output
+    float* __restrict__ out_dev,            // (rows, tensor_cols) float32
+    uint32_t* __restrict__ status_dev) {    // (tile_count)
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ uint32_t block_shared[kWarps + 2];
+  __shared__ TileView view;
+  const DevTile tile = tiles_dev[blockIdx.x];
+  const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
+  if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
+  if (status != kOk) return;
+  const uint32_t n = tile.rows * tile.cols;
+  for (uint32_t e = threadIdx.x; e < n; e += kThreads) {
+    const uint32_t r = e / tile.cols, c = e - r * tile.cols;
+    out_dev[(uint64_t{tile.row0} + r) * tensor_cols + tile.col0 + c] = tile_value(params, view, tile, r, c);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
+    const uint8_t* __restrict__ bytes_dev, const DevTile* __restrict__ tiles_dev, QuantDevParams params,
+    QuantSmemPlan plan,
+    const uint16_t* __restrict__ x_dev,  // (K, batch) BF16 bits
+    float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
+    uint32_t batch,                      // 1..64
+    uint32_t* __restrict__ status_dev) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ uint32_t block_shared[kWarps + 2];
+  __shared__ TileView view;
+  const DevTile tile = tiles_dev[blockIdx.x];
+  const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
+  if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
+  if (status != kOk) return;
+  float* xs = reinterpret_cast<float*>(smem + GenericLayout(plan, 0).x);  // (tile.cols, kGenericBatch)
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  for (uint32_t b0 = 0; b0 < batch; b0 += kGenericBatch) {
+    const uint32_t nb = min(kGenericBatch, batch - b0);
+    __syncthreads();  // the previous pass is done with xs
+    for (uint32_t i = threadIdx.x; i < tile.cols * kGenericBatch; i += kThreads) {
+      const uint32_t c = i / kGenericBatch, b = i % kGenericBatch;
+      xs[i] = b < nb ? bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + c) * batch + b0 + b]) : 0.0f;
+    }
+    __syncthreads();
+    for (uint32_t r = warp; r < tile.rows; r += kWarps) {
+      float acc[kGenericBatch];
+#pragma unroll
+      for (uint32_t b = 0; b < kGenericBatch; ++b) acc[b] = 0.f;
+      for (uint32_t c = lane; c < tile.cols; c += 32) {
+        const float v = tile_value(params, view, tile, r, c);
+#pragma unroll
+        for (uint32_t b = 0; b < kGenericBatch; ++b) acc[b] = fmaf(v, xs[c * kGenericBatch + b], acc[b]);
+      }
+#pragma unroll
+      for (uint32_t b = 0; b < kGenericBatch; ++b) {
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], off);
+      }
+      if (lane < nb) {
+        float mine = 0.f;
+#pragma unroll
+        for (uint32_t b = 0; b < kGenericBatch; ++b)
+          if (b == lane) mine = acc[b];
+        atomicAdd(&y_dev[(uint64_t{tile.row0} + r) * batch + b0 + lane], mine);
+      }
+    }
+  }
+}
+
+// ---- the streaming GEMV ----
+
+struct StreamLayout {
+  uint32_t stage_bytes, x_stage, xs, xsum, acc, values, total;
+  __host__ __device__ StreamLayout(const QuantStreamPlan& plan, uint32_t batch) {
+    x_stage = plan.stored_cap;                                   // x slice of the tile, BF16, from a 16-aligned start
+    stage_bytes = plan.stored_cap + align16(plan.tile_cols * batch * 2) + 16;
+    const uint32_t spans = (plan.tile_cols + 31) / 32;
+    xs = plan.stages * stage_bytes;                              // float [spans][32 * batch + 4] (skewed: no bank conflicts)
+    xsum = xs + align16(spans * (32 * batch + 4) * 4);           // float [spans][batch]
+    acc = xsum + align16(spans * batch * 4);                     // float [tile_rows][batch]
+    values = acc + align16(plan.tile_rows * batch * 4);          // float [256]: code values (table kinds)
+    total = values + 256 * 4;
+  }
+};
+
+// Issues the copies of tile `t` (stored bytes and its x slice) into `stage`; no commit.
+template <uint32_t kBatch>
+__device__ __forceinline__ void issue_stream_tile(const uint8_t* bytes_dev, const DevTile& tile, const uint8_t* x_bytes,
+                                                  uint64_t x_total_bytes, uint8_t* stage, uint32_t x_stage) {
+  issue_copy(stage, bytes_dev + tile.offset, tile.stored_size);
+  const uint64_t start = uint64_t{tile.col0} * kBatch * 2, end = start + uint64_t{tile.cols} * kBatch * 2;
+  const uint64_t aligned = start & ~uint64_t{15};
+  const uint32_t chunks = static_cast<uint32_t>((end - aligned + 15) / 16);
+  for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
+    const uint64_t from = aligned + 16ull * i;
+    const uint32_t valid = from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + x_stage + 16 * i));
+    // src-size < 16 zero-fills the rest: the last chunk never reads past the end of x.
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(valid ? x_bytes + from : x_bytes),
+                 "r"(valid));
+  }
+}
+
+// Code i (0..31) of a span held in kBits words: bits [i*kBits, (i+1)*kBits) of the word array.
+template <uint32_t kBits>
+__device__ __forceinline__ uint32_t span_code(const uint32_t (&words)[kBits], uint32_t i) {
+  const uint32_t bit = i * kBits, word = bit / 32, off = bit % 32;  // constants after unrolling
+  uint32_t v;
+  if (off + kBits <= 32 || word + 1 >= kBits) {
+    v = words[word] >> off;
+  } else {
+    v = __funnelshift_r(words[word], words[word + 1], off);
+  }
+  return v & ((1u << kBits) - 1u);
+}
+
+template <uint32_t kBits, uint32_t kBatch>
+__global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
+    uint64_t tile_count, QuantDevParams params, QuantStreamPlan plan,
+    const uint16_t* __restrict__ x_dev,     // (K, kBatch) BF16 bits
+    uint64_t x_elements,                    // K * kBatch
+    float* __restrict__ y_dev,              // (N, kBatch), zeroed before the launch
+    uint32_t* __restrict__ status_dev) {    // (tile_count)
+  static_assert(kBits >= 2 && kBits <= 8, "codes of 2..8 bits");
+  static_assert(kBatch >= 1 && kBatch <= 8, "batch 1..8");
+  static_assert(kThreads % 32 == 0 && 256 % kThreads == 0, "span mapping assumes 256 threads");
+  extern __shared__ __align__(16) uint8_t smem[];
+  const StreamLayout layout(plan, kBatch);
+  const uint32_t lane = threadIdx.x & 31;
+  const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
+  const uint32_t x_row = 32 * kBatch + 4;  // floats per span in xs (4 floats of skew)
+  float* xs = reinterpret_cast<float*>(smem + layout.xs);
+  float* xsum = reinterpret_cast<float*>(smem + layout.xsum);
+  float* acc = reinterpret_cast<float*>(smem + layout.acc);
+  float* values = reinterpret_cast<float*>(smem + layout.values);
+  const uint8_t* x_bytes = reinterpret_cast<const uint8_t*>(x_dev);
+  const uint64_t x_total_bytes = x_elements * 2;
+
+  for (uint32_t i = threadIdx.x; i < plan.tile_rows * kBatch; i += kThreads) acc[i] = 0.f;
+  if (params.kind == kQuantTable || (params.kind == kQuantLut && params.lut_rows == 0))
+    for (uint32_t i = threadIdx.x; i < (1u << kBits); i += kThreads) values[i] = params.values_dev[i];
+
+  // Prologue: tiles t_begin .. t_begin + S - 2 in flight (one commit group each, empty past the end).
+  for (uint32_t s = 0; s + 1 < plan.stages; ++s) {
+    if (t_begin + s < t_end)
+      issue_stream_tile<kBatch>(bytes_dev, tiles_dev[t_begin + s], x_bytes, x_total_bytes,
+                                smem + s * layout.stage_bytes, layout.x_stage);
+    commit_copies();
+  }
+
+  for (uint64_t t = t_begin; t < t_end; ++t) {
+    const uint32_t i = static_cast<uint32_t>(t - t_begin);
+    // Groups committed so far: tiles up to t + S - 2; all but the newest S - 2 are complete.
+    switch (plan.stages) {  // wait_group takes an immediate
+      case 2: wait_copies<0>(); break;
+      case 3: wait_copies<1>(); break;
+      case 4: wait_copies<2>(); break;
+      case 5: wait_copies<3>(); break;
+      case 6: wait_copies<4>(); break;
+      case 7: wait_copies<5>(); break;
+      default: wait_copies<6>(); break;
+    }
+    __syncthreads();  // tile t visible to all; every thread is done with tile t - 1 (its stage is free)
+    {
+      const uint64_t next = t + plan.stages - 1;
+      if (next < t_end)
+        issue_stream_tile<kBatch>(bytes_dev, tiles_dev[next], x_bytes, x_total_bytes,
+                                  smem + ((i + plan.stages - 1) % plan.stages) * layout.stage_bytes, layout.x_stage);
+      commit_copies();
+    }
+    const DevTile tile = tiles_dev[t];
+    const uint8_t* stage = smem + (i % plan.stages) * layout.stage_bytes;
+    const uint32_t h = tile.rows, w = tile.cols;
+    const uint32_t spr = (w + 31) / 32;
+    if (h > plan.tile_rows || w > plan.tile_cols || tile.stored_size > plan.stored_cap) {
+      if (threadIdx.x == 0) status_dev[t] = kTooLarge;  // the host validated every tile; never taken
+      continue;
+    }
+
+    // x slice -> float, skewed per span; sum of x per (span, batch) for the int kinds.
+    const uint16_t* xb = reinterpret_cast<const uint16_t*>(stage + layout.x_stage) + ((tile.col0 * kBatch) & 7u);
+    for (uint32_t e = threadIdx.x; e < w * kBatch; e += kThreads) {
+      const uint32_t c = e / kBatch, b = e % kBatch;
+      xs[(c / 32) * x_row + (c % 32) * kBatch + b] = bf16_bits_to_float(xb[e]);
+    }
+    if (params.kind == kQuantInt && threadIdx.x < spr * kBatch) {
+      const uint32_t j = threadIdx.x / kBatch, b = threadIdx.x % kBatch;
+      float s = 0.f;
+      for (uint32_t c = 32 * j; c < min(w, 32 * j + 32); ++c) s += bf16_bits_to_float(xb[c * kBatch + b]);
+      xsum[j * kBatch + b] = s;
+    }
+    __syncthreads();
+
+    const SideGeometry sg = side_geometry(params, h, w, false);
+    const uint8_t* side = stage + 8;
+    const uint32_t codes_at = 8 + sg.a_bytes();
+    const uint8_t* codes = stage + codes_at;
+    const uint32_t code_bytes = tile.stored_size - codes_at;
+    const bool word_path = (w % 32 == 0) && (codes_at % 4 == 0);  // spans start on word boundaries
+    const bool shuffle_reduce = spr <= 32 && (spr & (spr - 1)) == 0;  // a row's spans fill adjacent lanes
+    const uint32_t spans = h * spr;
+    for (uint32_t base = threadIdx.x & ~31u; base < spans; base += kThreads) {
+      const uint32_t s = base + lane;
+      const bool active = s < spans;
+      const uint32_t r = active ? s / spr : 0, j = active ? s % spr : 0;
+      const uint64_t tensor_row = uint64_t{tile.row0} + r;
+      float part[kBatch];
+#pragma unroll
+      for (uint32_t b = 0; b < kBatch; ++b) part[b] = 0.f;
+      if (active) {
+        const float* xj = xs + j * x_row;
+        const float* table = values;
+        if (params.kind == kQuantLut && params.lut_rows)
+          table = params.values_dev + ((tensor_row / params.lut_rows) << kBits);
+        if (word_path) {
+          uint32_t words[kBits];
+          const uint32_t* src = reinterpret_cast<const uint32_t*>(codes + (r * w + 32 * j) / 32 * 4 * kBits);
+#pragma unroll
+          for (uint32_t k = 0; k < kBits; ++k) words[k] = src[k];
+#pragma unroll
+          for (uint32_t c = 0; c < 32; ++c) {
+            const uint32_t code = span_code<kBits>(words, c);
+            const float v = params.kind == kQuantInt ? static_cast<float>(code) : table[code];
+#pragma unroll
+            for (uint32_t b = 0; b < kBatch; ++b) part[b] = fmaf(v, xj[c * kBatch + b], part[b]);
+          }
+        } else {
+          const uint32_t cols = min(32u, w - 32 * j);
+          for (uint32_t c = 0; c < cols; ++c) {
+            const uint32_t code = packed_code(codes, code_bytes, r * w + 32 * j + c, kBits);
+            const float v = params.kind == kQuantInt ? static_cast<float>(code) : table[code];
+#pragma unroll
+            for (uint32_t b = 0; b < kBatch; ++b) part[b] = fmaf(v, xj[c * kBatch + b], part[b]);
+          }
+        }
+        const ScaleZero sz = scale_zero(params, side, sg, r, params.grouped ? (32 * j) / params.group : 0, tensor_row);
+#pragma unroll
+        for (uint32_t b = 0; b < kBatch; ++b) {
+          if (params.kind == kQuantInt) part[b] = sz.scale * (part[b] - sz.zero * xsum[j * kBatch + b]);
+          else part[b] *= sz.scale;
+        }
+      }
+      if (shuffle_reduce) {
+#pragma unroll
+        for (uint32_t b = 0; b < kBatch; ++b)
+          for (uint32_t off = 1; off < spr; off *= 2) part[b] += __shfl_xor_sync(0xFFFFFFFFu, part[b], off);
+        if (active && j == 0) {
+#pragma unroll
+          for (uint32_t b = 0; b < kBatch; ++b) acc[r * kBatch + b] += part[b];
+        }
+      } else if (active) {
+#pragma unroll
+        for (uint32_t b = 0; b < kBatch; ++b) atomicAdd(&acc[r * kBatch + b], part[b]);
+      }
+    }
+    if (threadIdx.x == 0) status_dev[t] = kOk;
+
+    // Flush the row partials when the next tile starts another tile row (or the range ends).
+    const bool last = t + 1 == t_end || tiles_dev[t + 1].row0 != tile.row0;
+    if (last) {
+      __syncthreads();
+      for (uint32_t e = threadIdx.x; e < h * kBatch; e += kThreads) {
+        atomicAdd(&y_dev[uint64_t{tile.row0} * kBatch + e], acc[e]);
+        acc[e] = 0.f;
+      }
+    }
+  }
+  wait_copies<0>();  // leave no copy in flight into shared memory at exit
+}
+
+template <uint32_t kBits, uint32_t kBatch>
+cudaError_t launch_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                          const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
+                          const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t* status_dev,
+                          cudaStream_t stream) {
+  const uint64_t smem = StreamLayout(plan, kBatch).total;
+  cudaError_t err = cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  quant_gemv_stream_kernel<kBits, kBatch><<<grid, kThreads, smem, stream>>>(
+      bytes_dev, tiles_dev, tile_count, params, plan, x_dev, x_elements, y_dev, status_dev);
+  return cudaGetLastError();
+}
+
+template <uint32_t kBits, uint32_t kBatch>
+int stream_occupancy(const QuantStreamPlan& plan) {
+  const uint64_t smem = StreamLayout(plan, kBatch).total;
+  if (cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(smem)) != cudaSuccess)
+    return 0;
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_stream_kernel<kBits, kBatch>, kThreads, smem) !=
+      cudaSuccess)
+    return 0;
+  return blocks;
+}
+
+// Dispatch over (bits, batch) to a template instance: CALL(kBits, kBatch) is an expression.
+#define WPACK_QUANT_BATCH_CASES(BITS, CALL) \
+  case 1: return CALL(BITS, 1);              \
+  case 2: return CALL(BITS, 2);              \
+  case 3: return CALL(BITS, 3);              \
+  case 4: return CALL(BITS, 4);              \
+  case 5: return CALL(BITS, 5);              \
+  case 6: return CALL(BITS, 6);              \
+  case 7: return CALL(BITS, 7);              \
+  case 8: return CALL(BITS, 8);
+#define WPACK_QUANT_DISPATCH(bits, batch, CALL, FAIL)                       \
+  switch (bits) {                                                            \
+    case 2: switch (batch) { WPACK_QUANT_BATCH_CASES(2, CALL) } break;       \
+    case 3: switch (batch) { WPACK_QUANT_BATCH_CASES(3, CALL) } break;       \
+    case 4: switch (batch) { WPACK_QUANT_BATCH_CASES(4, CALL) } break;       \
+    case 5: switch (batch) { WPACK_QUANT_BATCH_CASES(5, CALL) } break;       \
+    case 6: switch (batch) { WPACK_QUANT_BATCH_CASES(6, CALL) } break;       \
+    case 8: switch (batch) { WPACK_QUANT_BATCH_CASES(8, CALL) } break;       \
+    default: break;                                                          \
+  }                                                                          \
+  return FAIL;
+
+}  // namespace
+
+uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan, uint32_t batch) {
+  (void)batch;
+  return GenericLayout(plan, plan.cols_cap * kGenericBatch).total;
+}
+
+cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                const QuantDevParams& params, const QuantSmemPlan& plan, uint64_t tensor_cols,
+                                float* out_dev, uint32_t* status_dev, cudaStream_t stream) {
+  if (tile_count == 0) return cudaSuccess;
+  const uint64_t smem = GenericLayout(plan, 0).total;
+  cudaError_t err = cudaFuncSetAttribute(quant_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  quant_decode_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(bytes_dev, tiles_dev, params, plan,
+                                                                                     tensor_cols, out_dev, status_dev);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                      const QuantDevParams& params, const QuantSmemPlan& plan, const uint16_t* x_dev,
+                                      float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
+  if (tile_count == 0) return cudaSuccess;
+  const uint64_t smem = quant_generic_smem_bytes(plan, batch);
+  cudaError_t err = cudaFuncSetAttribute(quant_gemv_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  quant_gemv_generic_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
+      bytes_dev, tiles_dev, params, plan, x_dev, y_dev, batch, status_dev);
+  return cudaGetLastError();
+}
+
+uint64_t quant_stream_smem_bytes(const QuantStreamPlan& plan, uint32_t batch) { return StreamLayout(plan, batch).total; }
+
+int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
+#define WPACK_OCCUPANCY(B, N) stream_occupancy<B, N>(plan)
+  WPACK_QUANT_DISPATCH(bits, batch, WPACK_OCCUPANCY, 0)
+#undef WPACK_OCCUPANCY
+}
+
+cudaError_t launch_quant_gemv_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                     const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
+                                     const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
+                                     uint32_t* status_dev, cudaStream_t stream) {
+  if (tile_count == 0) return cudaSuccess;
+  if (plan.stages < 2 || plan.stages > 8 || grid == 0) return cudaErrorInvalidValue;
+#define WPACK_LAUNCH_STREAM(B, N) \
+  launch_stream<B, N>(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, x_elements, y_dev, status_dev, stream)
+  WPACK_QUANT_DISPATCH(params.bits, batch, WPACK_LAUNCH_STREAM, cudaErrorInvalidValue)
+#undef WPACK_LAUNCH_STREAM
+}
+
+}  // namespace wpack::gpu::detail
