@@ -24,9 +24,14 @@ enum class ErrorCode {
 
 const char* error_code_name(ErrorCode code);
 
+// `text` with control characters (newline, carriage return, tab, ESC, ... and DEL) written as \xNN,
+// so that a message stays one line whatever a file put in a name.
+std::string one_line(const std::string& text);
+
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  // The message is kept to one line (one_line()): names read from files may hold any byte.
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(one_line(message)), code_(code) {}
   ErrorCode code() const { return code_; }
 
  private:

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -52,44 +55,107 @@ MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::release(uint64_t offset, uint64_t size) const {
+  if (data_ == nullptr || size == 0 || offset >= size_) return;
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t end = std::min(size_, offset + std::min(size, size_ - offset));
+  const uint64_t first = offset / page * page;
+  const uint64_t last = std::min((end + page - 1) / page * page, (size_ + page - 1) / page * page);
+  // Only a hint: the mapping is read-only and private, so the pages come back from the file.
+  ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
 }
+
+namespace {
+
+constexpr uint64_t kHoleBlock = 4096;  // zero blocks of this size, at file offsets that are multiples of it, become holes
+
+bool all_zero(const uint8_t* p, uint64_t n) {
+  // Word at a time; most blocks of real data fail on the first word.
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w != 0) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i] != 0) return false;
+  return true;
+}
+
+// "dir/.name.wpack-tmp-XXXXXX" (mkstemp pattern) for `target`.
+std::string temp_pattern(const std::string& dir, const std::string& target) {
+  return dir + "/." + std::filesystem::path(target).filename().string() + ".wpack-tmp-XXXXXX";
+}
+
+}  // namespace
 
 AtomicOutputFile::AtomicOutputFile(const std::string& target, bool overwrite)
     : target_(target), overwrite_(overwrite) {
   if (!overwrite && path_exists(target))
     throw Error(ErrorCode::kExists, target + ": already exists (use -f to overwrite)");
   std::filesystem::path t(target);
-  std::string dir = t.parent_path().empty() ? "." : t.parent_path().string();
-  std::string pattern = dir + "/." + t.filename().string() + ".wpack-tmp-XXXXXX";
+  dir_ = t.parent_path().empty() ? "." : t.parent_path().string();
+  // An unnamed file needs /proc to be linked into place later (linkat of /proc/self/fd/N).
+  if (::access("/proc/self/fd", X_OK) == 0) {
+    fd_ = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd_ >= 0) {
+      unnamed_ = true;
+      ::fchmod(fd_, 0644);
+      return;
+    }
+  }
+  // Fallback (the filesystem does not support O_TMPFILE): a hidden named temp file.
+  const std::string pattern = temp_pattern(dir_, target);
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   fd_ = ::mkstemp(buf.data());
-  if (fd_ < 0) throw Error(ErrorCode::kIo, target + ": cannot create temporary file in " + dir + ": " + errno_text());
+  if (fd_ < 0) throw Error(ErrorCode::kIo, target + ": cannot create temporary file in " + dir_ + ": " + errno_text());
   temp_path_ = buf.data();
   ::fchmod(fd_, 0644);
 }
 
 AtomicOutputFile::~AtomicOutputFile() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);  // an unnamed file disappears with its last descriptor
   if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
 }
 
-void AtomicOutputFile::write(const void* data, uint64_t size) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  uint64_t left = size;
-  while (left > 0) {
-    ssize_t n = ::write(fd_, p, left > (1u << 30) ? (1u << 30) : left);
+void AtomicOutputFile::write_data_at(uint64_t offset, const uint8_t* p, uint64_t size) {
+  while (size > 0) {
+    const size_t chunk = size > (1u << 30) ? (1u << 30) : static_cast<size_t>(size);
+    ssize_t n = ::pwrite(fd_, p, chunk, static_cast<off_t>(offset));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw Error(ErrorCode::kIo, target_ + ": write failed: " + errno_text());
     }
+    if (n == 0) throw Error(ErrorCode::kIo, target_ + ": write failed: no progress");
     p += n;
-    left -= static_cast<uint64_t>(n);
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<uint64_t>(n);
   }
-  position_ += size;
+}
+
+void AtomicOutputFile::write(const void* data, uint64_t size) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t pos = position_;
+  const uint64_t end = position_ + size;
+  // Runs of data are written with one call each; aligned all-zero blocks are skipped (holes).
+  uint64_t run_start = pos;
+  while (pos < end) {
+    if (pos % kHoleBlock == 0 && end - pos >= kHoleBlock && all_zero(p + (pos - position_), kHoleBlock)) {
+      write_data_at(run_start, p + (run_start - position_), pos - run_start);
+      pos += kHoleBlock;
+      run_start = pos;
+      continue;
+    }
+    pos = std::min(end, (pos / kHoleBlock + 1) * kHoleBlock);
+  }
+  write_data_at(run_start, p + (run_start - position_), end - run_start);
+  position_ = end;
 }
 
 void AtomicOutputFile::pad_to(uint64_t alignment) {
@@ -104,35 +170,71 @@ void AtomicOutputFile::pad_to(uint64_t alignment) {
 }
 
 void AtomicOutputFile::write_at(uint64_t offset, const void* data, uint64_t size) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (size > 0) {
-    ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw Error(ErrorCode::kIo, target_ + ": write failed: " + errno_text());
+  if (offset > position_ || size > position_ - offset)
+    throw Error(ErrorCode::kInvalidArgument, target_ + ": write_at past the bytes written so far");
+  write_data_at(offset, static_cast<const uint8_t*>(data), size);
+}
+
+void AtomicOutputFile::give_name() {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+  if (!overwrite_) {
+    // linkat refuses an existing target: no window in which another file could be replaced.
+    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, target_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      if (errno == EEXIST) throw Error(ErrorCode::kExists, target_ + ": already exists (use -f to overwrite)");
+      throw Error(ErrorCode::kIo, target_ + ": cannot link the output into place: " + errno_text());
     }
-    p += n;
-    offset += static_cast<uint64_t>(n);
-    size -= static_cast<uint64_t>(n);
+    return;
   }
+  // Overwrite: a temporary name, then rename() replaces the target atomically. linkat fails on a
+  // name that exists, so a made-up unique name needs no further care.
+  static std::atomic<uint64_t> counter{0};
+  const std::string base = dir_ + "/." + std::filesystem::path(target_).filename().string() + ".wpack-tmp-";
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t stamp = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    const std::string name = base + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
+                             std::to_string(stamp % 1000000007u);
+    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      temp_path_ = name;
+      break;
+    }
+    if (errno != EEXIST || attempt > 100)
+      throw Error(ErrorCode::kIo, target_ + ": cannot link the output into " + dir_ + ": " + errno_text());
+  }
+  if (::rename(temp_path_.c_str(), target_.c_str()) != 0) {
+    const std::string e = errno_text();
+    ::unlink(temp_path_.c_str());
+    temp_path_.clear();
+    throw Error(ErrorCode::kIo, target_ + ": cannot rename temporary file into place: " + e);
+  }
+  temp_path_.clear();
 }
 
 void AtomicOutputFile::commit() {
+  if (fd_ < 0) throw Error(ErrorCode::kInvalidArgument, target_ + ": commit() after a failed commit()");
+  // A trailing hole: give the file its full length.
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) throw Error(ErrorCode::kIo, target_ + ": cannot stat output: " + errno_text());
+  if (static_cast<uint64_t>(st.st_size) != position_ && ::ftruncate(fd_, static_cast<off_t>(position_)) != 0)
+    throw Error(ErrorCode::kIo, target_ + ": write failed: " + errno_text());
   if (::fsync(fd_) != 0) throw Error(ErrorCode::kIo, target_ + ": fsync failed: " + errno_text());
-  if (::close(fd_) != 0) {
+  if (unnamed_) {
+    give_name();  // before close: the link goes through the descriptor
+    committed_ = true;
+    const int fd = fd_;
     fd_ = -1;
-    throw Error(ErrorCode::kIo, target_ + ": close failed: " + errno_text());
+    ::close(fd);  // data and metadata are already fsynced
+  } else {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw Error(ErrorCode::kIo, target_ + ": close failed: " + errno_text());
+    if (!overwrite_ && path_exists(target_))
+      throw Error(ErrorCode::kExists, target_ + ": already exists (use -f to overwrite)");
+    if (::rename(temp_path_.c_str(), target_.c_str()) != 0)
+      throw Error(ErrorCode::kIo, target_ + ": cannot rename temporary file into place: " + errno_text());
+    committed_ = true;
   }
-  fd_ = -1;
-  if (!overwrite_ && path_exists(target_))
-    throw Error(ErrorCode::kExists, target_ + ": already exists (use -f to overwrite)");
-  if (::rename(temp_path_.c_str(), target_.c_str()) != 0)
-    throw Error(ErrorCode::kIo, target_ + ": cannot rename temporary file into place: " + errno_text());
-  committed_ = true;
-  // Make the rename itself durable.
-  std::filesystem::path t(target_);
-  std::string dir = t.parent_path().empty() ? "." : t.parent_path().string();
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  // Make the new name itself durable.
+  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);

@@ -1,5 +1,5 @@
 // File helpers shared by the readers and writers: a read-only memory map and an output file that
-// appears at its target path only when complete (temp file beside it, fsync, rename).
+// appears at its target path only when complete (unnamed temp file, fsync, link/rename).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,12 @@ class MappedFile {
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // A hint that bytes [offset, offset + size) are not needed soon: their pages (rounded outwards to
+  // whole pages) leave this process's resident set (madvise MADV_DONTNEED). The contents do not
+  // change: the next access reads them again from the file (usually from the page cache). Lets a
+  // caller that streams through a large file keep its resident memory at what it is working on.
+  void release(uint64_t offset, uint64_t size) const;
+
  private:
   MappedFile() = default;
   const uint8_t* data_ = nullptr;
@@ -28,9 +34,21 @@ class MappedFile {
   std::string path_;
 };
 
-// Writes to `<target>.wpack-tmp-XXXXXX` in the target's directory; commit() flushes, fsyncs and
-// renames it onto the target. Destroyed without commit(), it removes the temp file, so the target
-// path never holds a partial file. Without `overwrite`, an existing target is an Error(kExists).
+// An output file that appears at its target path only when complete.
+//
+// The bytes go to an unnamed file in the target's directory (O_TMPFILE), which the kernel removes
+// when the process ends in any way, kill -9 included. commit() fsyncs it and gives it its name:
+// without `overwrite` by linking it to the target, which fails if the target exists (no race);
+// with `overwrite` by linking it to `.<name>.wpack-tmp-XXXXXX` and renaming that onto the target,
+// so that a reader sees the old file or the new one, never a mix. Then the directory is fsynced.
+// Where O_TMPFILE is not available (some filesystems, no /proc), the file is created as
+// `.<name>.wpack-tmp-XXXXXX` from the start; a process killed before commit() then leaves that
+// hidden temp file behind (any exit through an exception or a return removes it).
+//
+// Zero bytes are not written where a whole aligned 4 KiB block of the file would be zero: the file
+// gets a hole there (reads as zeros, takes no disk space). Error(kIo) names the target on any
+// failure (disk full, file size limit, I/O error), and the destructor of an uncommitted file
+// removes it. Without `overwrite`, an existing target is an Error(kExists).
 class AtomicOutputFile {
  public:
   AtomicOutputFile(const std::string& target, bool overwrite);
@@ -47,12 +65,19 @@ class AtomicOutputFile {
   void write_at(uint64_t offset, const void* data, uint64_t size);
   void commit();
   const std::string& target() const { return target_; }
+  // True when the file is an unnamed O_TMPFILE until commit() (nothing is left behind by a kill).
+  bool unnamed_until_commit() const { return unnamed_; }
 
  private:
+  void write_data_at(uint64_t offset, const uint8_t* data, uint64_t size);
+  void give_name();  // commit() of an unnamed file: link into place
+
   std::string target_;
-  std::string temp_path_;
+  std::string dir_;
+  std::string temp_path_;  // the named temp file (fallback), empty for an unnamed file
   int fd_ = -1;
   uint64_t position_ = 0;
+  bool unnamed_ = false;
   bool overwrite_ = false;
   bool committed_ = false;
 };

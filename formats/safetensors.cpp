@@ -29,6 +29,8 @@ using OrderedJson = nlohmann::ordered_json;  // keeps file order: ties in data o
 constexpr uint64_t kLengthPrefixBytes = 8;
 // An index file is a small JSON document; bound it like a header before parsing.
 constexpr uint64_t kMaxIndexBytes = kSafetensorsMaxHeaderBytes;
+// Tensors of at least this many bytes give their mapped pages back when their TensorBytes go.
+constexpr uint64_t kReleaseMinBytes = uint64_t{1} << 20;
 
 // Messages are one line: control characters (and, where asked, non-ASCII bytes, e.g. raw bytes
 // echoed by a JSON parse error) are written as \xNN.
@@ -248,7 +250,12 @@ class SafetensorsFile final : public TensorSource {
       throw Error(ErrorCode::kInvalidArgument, printable(path_) + ": tensor index " + std::to_string(index) +
                                                    " out of range (" + std::to_string(tensors_.size()) + " tensors)");
     // Sizes were validated against the file size in the constructor.
-    return TensorBytes::borrowed(map_->data() + data_begin_[index], tensors_[index].num_bytes(), map_);
+    const uint64_t begin = data_begin_[index], size = tensors_[index].num_bytes();
+    if (size < kReleaseMinBytes) return TensorBytes::borrowed(map_->data() + begin, size, map_);
+    // When the last copy of these bytes is gone, their pages leave the resident set: a reader that
+    // goes through the tensors one by one (pack_model) stays at about one tensor of mapped memory.
+    std::shared_ptr<const void> release(map_.get(), [map = map_, begin, size](const void*) { map->release(begin, size); });
+    return TensorBytes::borrowed(map_->data() + begin, size, std::move(release));
   }
 
   const std::map<std::string, std::string>& metadata() const override { return metadata_; }

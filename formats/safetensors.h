@@ -23,7 +23,10 @@ namespace wpack {
 // Largest header accepted, as in the reference implementation.
 inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
 
-// Opens one .safetensors file (mmap, read-only). Tensors are listed in data-offset order.
+// Opens one .safetensors file (mmap, read-only). Tensors are listed in data-offset order. read()
+// borrows the mapping; for a tensor of 1 MiB or more, its pages leave the process's resident set
+// when the last TensorBytes of it is destroyed (MappedFile::release), so that going through a large
+// model tensor by tensor keeps about one tensor resident.
 // Throws Error(kFormat) with a one-line message "<file>: tensor '<name>': <rule>" on invalid input.
 std::unique_ptr<TensorSource> open_safetensors(const std::string& path);
 

@@ -11,8 +11,18 @@ namespace wpack {
 
 uint64_t TensorInfo::num_elements() const {
   uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
+  for (uint64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(ErrorCode::kFormat, "tensor '" + name + "': shape " + shape_to_string(shape) + " overflows 64 bits");
   return n;
+}
+
+uint64_t TensorInfo::num_bytes() const {
+  uint64_t bytes;
+  if (__builtin_mul_overflow(num_elements(), uint64_t{dtype_size(dtype)}, &bytes))
+    throw Error(ErrorCode::kFormat, "tensor '" + name + "': shape " + shape_to_string(shape) + " of " +
+                                        std::string(dtype_name(dtype)) + " overflows 64 bits");
+  return bytes;
 }
 
 std::string shape_to_string(const std::vector<uint64_t>& shape) {

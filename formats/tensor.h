@@ -22,9 +22,10 @@ struct TensorInfo {
   DType dtype = DType::F32;
   std::vector<uint64_t> shape;  // empty for a 0-d (scalar) tensor
 
-  // Product of the shape (1 for 0-d). Readers validate that it does not overflow.
+  // Product of the shape (1 for 0-d), and that times the dtype size. Readers validate shapes when
+  // they list tensors; a shape whose product overflows 64 bits throws Error(kFormat) here too.
   uint64_t num_elements() const;
-  uint64_t num_bytes() const { return num_elements() * dtype_size(dtype); }
+  uint64_t num_bytes() const;
 };
 
 // "[768, 384]" style text for messages and tables.

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
@@ -22,6 +23,12 @@ bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 uint64_t ceil_div(uint64_t a, uint64_t b) { return b == 0 ? 0 : (a / b) + (a % b != 0); }
 
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 std::vector<uint8_t> make_header(uint32_t alignment) {
   std::vector<uint8_t> h;
   h.insert(h.end(), kHeaderMagic, kHeaderMagic + 8);
@@ -39,8 +46,10 @@ std::vector<uint8_t> make_header(uint32_t alignment) {
 uint64_t wpk_checksum(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
 uint64_t WpkTensor::num_elements() const {
-  uint64_t n = 1;
-  for (uint64_t d : shape) n *= d;
+  uint64_t n = 1;  // WpkReader::open refuses shapes whose byte size overflows; checked for other callers
+  for (uint64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(ErrorCode::kFormat, "tensor '" + name + "': shape " + shape_text(shape) + " overflows 64 bits");
   return n;
 }
 uint64_t WpkTensor::cols() const { return shape.empty() ? 1 : shape.back(); }
@@ -89,6 +98,13 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor name longer than 65535 bytes");
   if (tensor.shape.size() > kWpkMaxRank)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "' has rank > 16");
+  uint64_t bytes = dtype_size(tensor.dtype);
+  for (uint64_t d : tensor.shape)
+    if (__builtin_mul_overflow(bytes, d, &bytes))
+      throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': shape " +
+                                                   shape_text(tensor.shape) + " overflows 64 bits");
+  if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
+    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
   impl_->tensors.push_back(tensor);
   impl_->tensors.back().first_tile = impl_->tiles.size();
   impl_->tensors.back().tile_count = 0;
@@ -188,29 +204,34 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   const uint8_t* base = r->file_->data();
   const uint64_t size = r->file_->size();
 
-  // Header.
-  if (size < 8 || std::memcmp(base, kHeaderMagic, 8) != 0)
+  // Header. The magic, then the checksum, then the version: a flipped bit in the version field is
+  // a corrupt header, not a newer format (every version keeps bytes [0, 16) and the checksum of
+  // bytes [0, 56) at byte 56; docs/FORMAT.md "Versioning").
+  const uint64_t magic_bytes = std::min<uint64_t>(size, 8);
+  if (magic_bytes > 0 && std::memcmp(base, kHeaderMagic, magic_bytes) != 0)
     throw Error(ErrorCode::kFormat, path + ": not a .wpk file (bad magic)");
   if (size < kWpkHeaderBytes + kWpkFooterBytes)
-    throw Error(ErrorCode::kFormat, path + ": truncated (" + std::to_string(size) + " bytes is shorter than header and footer)");
+    throw Error(ErrorCode::kFormat, path + ": truncated (" + std::to_string(size) + " bytes is shorter than header and footer, " +
+                                        std::to_string(kWpkHeaderBytes + kWpkFooterBytes) + " bytes)");
+  if (detail::load_u64(base + 56) != wpk_checksum({base, 56}))
+    throw Error(ErrorCode::kCorrupt, path + ": header checksum mismatch (bytes [0, 56) against the checksum at byte 56)");
   const uint32_t version = detail::load_u32(base + 8);
   if (version > kWpkFormatVersion)
-    throw Error(ErrorCode::kUnsupported, path + ": written by a newer wpack: format v" + std::to_string(version) +
-                                             " (this wpack reads v" + std::to_string(kWpkFormatVersion) + ")");
-  if (detail::load_u64(base + 56) != wpk_checksum({base, 56}))
-    throw Error(ErrorCode::kCorrupt, path + ": header checksum mismatch");
+    throw Error(ErrorCode::kUnsupported, path + ": written by a newer wpack: format v" + std::to_string(version));
   if (version != kWpkFormatVersion) throw Error(ErrorCode::kFormat, path + ": bad format version " + std::to_string(version));
-  if (detail::load_u32(base + 12) != kWpkHeaderBytes) throw Error(ErrorCode::kFormat, path + ": bad header size");
+  if (detail::load_u32(base + 12) != kWpkHeaderBytes)
+    throw Error(ErrorCode::kFormat, path + ": bad header size " + std::to_string(detail::load_u32(base + 12)));
   r->alignment_ = detail::load_u32(base + 16);
   if (!is_power_of_two(r->alignment_) || r->alignment_ < 16 || r->alignment_ > (1u << 20))
     throw Error(ErrorCode::kFormat, path + ": bad tile alignment " + std::to_string(r->alignment_));
 
   // Footer.
   const uint8_t* foot = base + size - kWpkFooterBytes;
+  const std::string footer_at = " (footer at byte " + std::to_string(size - kWpkFooterBytes) + ")";
   if (std::memcmp(foot + 32, kFooterMagic, 8) != 0)
-    throw Error(ErrorCode::kFormat, path + ": footer not found (file truncated or not a complete .wpk)");
+    throw Error(ErrorCode::kFormat, path + ": footer not found: file truncated or not a complete .wpk" + footer_at);
   if (detail::load_u64(foot + 40) != wpk_checksum({foot, 40}))
-    throw Error(ErrorCode::kCorrupt, path + ": footer checksum mismatch");
+    throw Error(ErrorCode::kCorrupt, path + ": footer checksum mismatch" + footer_at);
   const uint64_t index_offset = detail::load_u64(foot);
   r->index_size_ = detail::load_u64(foot + 8);
   if (detail::load_u32(foot + 24) != version) throw Error(ErrorCode::kFormat, path + ": footer version differs from header");
@@ -219,7 +240,8 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     throw Error(ErrorCode::kFormat, path + ": index range outside the file");
   std::span<const uint8_t> index{base + index_offset, static_cast<size_t>(r->index_size_)};
   if (detail::load_u64(foot + 16) != wpk_checksum(index))
-    throw Error(ErrorCode::kCorrupt, path + ": index checksum mismatch");
+    throw Error(ErrorCode::kCorrupt, path + ": index checksum mismatch (index bytes [" + std::to_string(index_offset) +
+                                         ", " + std::to_string(index_offset + r->index_size_) + "))");
 
   // Index.
   Cursor c(index, path + ": index");
@@ -289,7 +311,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
 
   r->tiles_.resize(tile_count);
   uint64_t previous_end = kWpkHeaderBytes;
+  size_t owner = 0;  // the tensor that tile i belongs to (tile ranges are consecutive)
   for (uint64_t i = 0; i < tile_count; ++i) {
+    while (i >= r->tensors_[owner].first_tile + r->tensors_[owner].tile_count) ++owner;
     WpkTile& tile = r->tiles_[i];
     tile.offset = c.u64("tile offset");
     tile.stored_size = c.u64("tile size");
@@ -299,7 +323,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     tile.flags = c.u16("tile flags");
     c.u32("reserved");
     tile.checksum = c.u64("tile checksum");
-    const std::string where = path + ": tile " + std::to_string(i);
+    const WpkTensor& t = r->tensors_[owner];
+    const std::string where = path + ": tensor '" + t.name + "': tile " + std::to_string(i - t.first_tile) +
+                              " (record " + std::to_string(i) + " of the tile index)";
     if (tile.offset % r->alignment_ != 0) throw Error(ErrorCode::kFormat, where + ": offset not aligned");
     if (tile.offset < previous_end) throw Error(ErrorCode::kFormat, where + ": overlaps the previous tile or the header");
     if (tile.offset > index_offset || tile.stored_size > index_offset - tile.offset)
