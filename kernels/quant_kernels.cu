@@ -606,6 +606,349 @@ int stream_occupancy(const QuantStreamPlan& plan) {
   return blocks;
 }
 
+// ---- the tensor-core streaming GEMV (int8, int4, int2; batch 1..64) ----
+//
+// Same tile walk and cp.async ring as above; the multiply runs on mma.sync m16n8k16 (BF16 in,
+// float32 accumulate). Warp w takes tile rows [16w, 16w + 16): A = 16 rows x 16 k-slots of codes,
+// B = 16 k-slots x 8 batch columns of x, one MMA per 256 codes (the unused batch columns cost
+// nothing: the kernel is bound by memory, not by the tensor cores).
+//
+// Codes become BF16 without a conversion instruction: one LOP3 per pair of codes,
+//     (word >> shift) & 0x000F000F | 0x43004300  ->  bf16x2 (128 + c_lo, 128 + c_hi)     (0x4300 = 128.0)
+// exact because 128 + c < 256 needs 8 significant bits (BF16 has 8). int8 codes are split into
+// nibbles: the high nibble uses 0x4500 (= 2048.0), giving 2048 + 16 * hi, and both nibbles of a
+// byte meet the same x, so a column contributes (2176 + c) * x. With O = 128 (4/2-bit) or 2176
+// (8-bit), a group (or the row, for int8) sums to P = sum c x + O sum x, and the kernel adds
+//     scale * (P - (O + zero) * sum x)          sum x per (group, batch) computed once per tile.
+// The k-slots of an MMA may be any permutation of the tile's columns as long as A and B agree, so
+// the pairs come out of the LOP3 in the order the packed codes allow, and x is stored in shared
+// memory pre-permuted to match (xp below): the "ahead-of-time prepacking" of FP6-LLM/Marlin done
+// per tile on the activations instead of offline on the weights, so the file layout stays plain
+// row-major.
+//
+//   pairs of a word (its codes at columns CPW*j + 0 .. CPW - 1):
+//     4-bit: p = 0..3: (c[p], c[p + 4])       shift 4p, magic 0x4300
+//     2-bit: p = 0..7: (c[p], c[p + 8])       shift 2p, magic 0x4300
+//     8-bit: p = 0: (lo c0, lo c2) 1: (lo c1, lo c3) shift 0, 8, magic 0x4300;
+//            p = 2: (hi c0, hi c2) 3: (hi c1, hi c3) shift 4, 12, magic 0x4500
+//   MMA u of a word: A = {pair 2u row g, pair 2u row g+8, pair 2u+1 row g, pair 2u+1 row g+8},
+//                    B = {xpair 2u, xpair 2u+1} for batch column n = g (+ 8 per n-tile)
+//   lane (g = lane / 4, t = lane % 4) takes, per step q, the kV words [4 kV q + kV t, + kV) of its
+//   two rows (one vector load each); a step covers 32 kV codes per lane quad and stays inside one
+//   scale group (kV <= group / (4 CPW)).
+
+template <uint32_t kBits>
+struct TcCodes {
+  static constexpr uint32_t kPerWord = 32 / kBits;              // codes per 32-bit word
+  static constexpr uint32_t kPairs = kBits == 2 ? 8 : 4;         // bf16x2 pairs per word
+  static constexpr float kOffset = kBits == 8 ? 2176.0f : 128.0f;
+  __device__ static __forceinline__ uint32_t pair(uint32_t word, uint32_t p) {
+    if (kBits == 4) return ((word >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
+    if (kBits == 2) return ((word >> (2 * p)) & 0x00030003u) | 0x43004300u;
+    const uint32_t shift = p == 0 ? 0 : p == 1 ? 8 : p == 2 ? 4 : 12;
+    return ((word >> shift) & 0x000F000Fu) | (p < 2 ? 0x43004300u : 0x45004500u);
+  }
+  // The two columns (within the word) of pair p.
+  __device__ static __forceinline__ void columns(uint32_t p, uint32_t* lo, uint32_t* hi) {
+    if (kBits == 4) { *lo = p; *hi = p + 4; return; }
+    if (kBits == 2) { *lo = p; *hi = p + 8; return; }
+    *lo = p & 1u; *hi = (p & 1u) + 2;
+  }
+};
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+struct TcLayout {
+  uint32_t stage_bytes, x_stage, xp, xsum, values, total;
+  __host__ __device__ TcLayout(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
+    const uint32_t nb = 8 * ((batch + 7) / 8);
+    const uint32_t per_word = 32 / bits, pairs = bits == 2 ? 8 : 4;
+    x_stage = plan.stored_cap;
+    stage_bytes = plan.stored_cap + align16(plan.tile_cols * batch * 2) + 16;
+    xp = plan.stages * stage_bytes;                                            // u32 [words][nb][pairs]
+    xsum = xp + align16((plan.tile_cols / per_word + 1) * nb * pairs * 4);     // float [groups][nb]
+    values = xsum + align16((plan.tile_cols / 32 + 1) * nb * 4);
+    total = values;
+  }
+};
+
+template <uint32_t kBits, uint32_t kNT, uint32_t kV>
+__device__ __forceinline__ void tc_tile(const QuantDevParams& p, const DevTile& tile, const uint8_t* stage,
+                                        const SideGeometry& sg, uint32_t codes_at, const uint32_t* xp,
+                                        const float* xsum, float (&yacc)[kNT][4]) {
+  using T = TcCodes<kBits>;
+  constexpr uint32_t kNB = 8 * kNT;
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t r0 = (threadIdx.x / 32) * 16 + g, r1 = r0 + 8;
+  const uint32_t h = tile.rows, w = tile.cols;
+  const uint32_t r0c = min(r0, h - 1), r1c = min(r1, h - 1);  // rows past the tile: loads clamped, results dropped
+  const uint32_t words_per_row = w / T::kPerWord;
+  const uint32_t steps = words_per_row / (4 * kV);
+  const uint32_t steps_per_group = p.grouped ? p.group / (4 * kV * T::kPerWord) : steps;
+  const uint32_t* row0_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r0c * words_per_row;
+  const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
+  float c[kNT][4];
+  for (uint32_t q = 0; q < steps; ++q) {
+    if (q % steps_per_group == 0) {
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+    }
+    const uint32_t first = 4 * kV * q + kV * t;
+    uint32_t w0[kV], w1[kV];
+    if (kV == 4) {
+      const uint4 a = *reinterpret_cast<const uint4*>(row0_words + first);
+      const uint4 b = *reinterpret_cast<const uint4*>(row1_words + first);
+      w0[0] = a.x, w0[1] = a.y, w0[2 % kV] = a.z, w0[3 % kV] = a.w;
+      w1[0] = b.x, w1[1] = b.y, w1[2 % kV] = b.z, w1[3 % kV] = b.w;
+    } else if (kV == 2) {
+      const uint2 a = *reinterpret_cast<const uint2*>(row0_words + first);
+      const uint2 b = *reinterpret_cast<const uint2*>(row1_words + first);
+      w0[0] = a.x, w0[1 % kV] = a.y;
+      w1[0] = b.x, w1[1 % kV] = b.y;
+    } else {
+      w0[0] = row0_words[first];
+      w1[0] = row1_words[first];
+    }
+#pragma unroll
+    for (uint32_t v = 0; v < kV; ++v) {
+      uint32_t a0[T::kPairs], a1[T::kPairs];
+#pragma unroll
+      for (uint32_t pi = 0; pi < T::kPairs; ++pi) {
+        a0[pi] = T::pair(w0[v], pi);
+        a1[pi] = T::pair(w1[v], pi);
+      }
+      const uint32_t j = first + v;
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+        const uint32_t* xw = xp + ((j * kNB) + 8 * nt + g) * T::kPairs;
+        uint32_t b[T::kPairs];
+#pragma unroll
+        for (uint32_t pi = 0; pi < T::kPairs; pi += 4) {
+          const uint4 x4 = *reinterpret_cast<const uint4*>(xw + pi);
+          b[pi] = x4.x, b[pi + 1] = x4.y, b[pi + 2] = x4.z, b[pi + 3] = x4.w;
+        }
+#pragma unroll
+        for (uint32_t u = 0; u < T::kPairs / 2; ++u)
+          mma_bf16_16816(c[nt], a0[2 * u], a1[2 * u], a0[2 * u + 1], a1[2 * u + 1], b[2 * u], b[2 * u + 1]);
+      }
+    }
+    if ((q + 1) % steps_per_group == 0 || q + 1 == steps) {
+      const uint32_t group_index = p.grouped ? (4 * kV * T::kPerWord * q) / p.group : 0;
+      const ScaleZero s0 = scale_zero(p, stage + 8, sg, r0c, group_index, uint64_t{tile.row0} + r0c);
+      const ScaleZero s1 = scale_zero(p, stage + 8, sg, r1c, group_index, uint64_t{tile.row0} + r1c);
+      const float o0 = T::kOffset + s0.zero, o1 = T::kOffset + s1.zero;
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+        const float xs0 = xsum[group_index * kNB + 8 * nt + 2 * t], xs1 = xsum[group_index * kNB + 8 * nt + 2 * t + 1];
+        yacc[nt][0] += s0.scale * (c[nt][0] - o0 * xs0);
+        yacc[nt][1] += s0.scale * (c[nt][1] - o0 * xs1);
+        yacc[nt][2] += s1.scale * (c[nt][2] - o1 * xs0);
+        yacc[nt][3] += s1.scale * (c[nt][3] - o1 * xs1);
+      }
+    }
+  }
+}
+
+template <uint32_t kBits, uint32_t kNT>
+__global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
+    uint64_t tile_count, QuantDevParams params, QuantStreamPlan plan,
+    const uint16_t* __restrict__ x_dev,     // (K, batch) BF16 bits
+    uint64_t x_elements,                    // K * batch
+    uint32_t batch,                         // 1 .. 8 * kNT
+    float* __restrict__ y_dev,              // (N, batch), zeroed before the launch
+    uint32_t* __restrict__ status_dev) {    // (tile_count)
+  static_assert(kBits == 2 || kBits == 4 || kBits == 8, "int2, int4, int8 codes");
+  static_assert(kNT >= 1 && kNT <= 8, "1..8 n-tiles of 8 batch columns");
+  using T = TcCodes<kBits>;
+  constexpr uint32_t kNB = 8 * kNT;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const TcLayout layout(plan, kBits, batch);
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
+  uint32_t* xp = reinterpret_cast<uint32_t*>(smem + layout.xp);
+  float* xsum = reinterpret_cast<float*>(smem + layout.xsum);
+  const uint8_t* x_bytes = reinterpret_cast<const uint8_t*>(x_dev);
+  const uint64_t x_total_bytes = x_elements * 2;
+  float yacc[kNT][4];
+#pragma unroll
+  for (uint32_t nt = 0; nt < kNT; ++nt) yacc[nt][0] = yacc[nt][1] = yacc[nt][2] = yacc[nt][3] = 0.f;
+
+  auto issue = [&](uint64_t tile_index, uint32_t slot) {
+    const DevTile& tile = tiles_dev[tile_index];
+    uint8_t* stage = smem + slot * layout.stage_bytes;
+    issue_copy(stage, bytes_dev + tile.offset, tile.stored_size);
+    const uint64_t start = uint64_t{tile.col0} * batch * 2, end = start + uint64_t{tile.cols} * batch * 2;
+    const uint64_t aligned = start & ~uint64_t{15};
+    const uint32_t chunks = static_cast<uint32_t>((end - aligned + 15) / 16);
+    for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
+      const uint64_t from = aligned + 16ull * i;
+      const uint32_t valid =
+          from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
+      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + layout.x_stage + 16 * i));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(valid ? x_bytes + from : x_bytes),
+                   "r"(valid));
+    }
+  };
+  for (uint32_t s = 0; s + 1 < plan.stages; ++s) {
+    if (t_begin + s < t_end) issue(t_begin + s, s);
+    commit_copies();
+  }
+
+  for (uint64_t t = t_begin; t < t_end; ++t) {
+    const uint32_t i = static_cast<uint32_t>(t - t_begin);
+    switch (plan.stages) {
+      case 2: wait_copies<0>(); break;
+      case 3: wait_copies<1>(); break;
+      case 4: wait_copies<2>(); break;
+      case 5: wait_copies<3>(); break;
+      case 6: wait_copies<4>(); break;
+      case 7: wait_copies<5>(); break;
+      default: wait_copies<6>(); break;
+    }
+    __syncthreads();  // tile t visible; every thread is done with tile t - 1, its stage and xp
+    {
+      const uint64_t next = t + plan.stages - 1;
+      if (next < t_end) issue(next, (i + plan.stages - 1) % plan.stages);
+      commit_copies();
+    }
+    const DevTile tile = tiles_dev[t];
+    const uint8_t* stage = smem + (i % plan.stages) * layout.stage_bytes;
+    const uint32_t h = tile.rows, w = tile.cols;
+    const uint16_t* xb = reinterpret_cast<const uint16_t*>(stage + layout.x_stage) + (((tile.col0 * batch) & 7u));
+    const SideGeometry sg = side_geometry(params, h, w, false);
+    const uint32_t codes_at = 8 + sg.a_bytes();
+    // The widest word vector (kV words per lane and step) that alignment, width and group allow.
+    uint32_t v = 0;
+    if (h <= 16 * kWarps && codes_at % 4 == 0) {
+      for (uint32_t cand = 4; cand >= 1 && v == 0; cand /= 2) {
+        const uint32_t step_cols = 4 * cand * T::kPerWord;
+        const bool fits = w % step_cols == 0 && (!params.grouped || params.group % step_cols == 0) &&
+                          codes_at % (4 * cand) == 0;
+        if (fits) v = cand;
+      }
+    }
+    if (v) {
+      // xp: x pre-permuted into B fragments; xsum: sum of x per (group, batch column).
+      const uint32_t words = w / T::kPerWord;
+      for (uint32_t e = threadIdx.x; e < words * kNB * T::kPairs; e += kThreads) {
+        const uint32_t j = e / (kNB * T::kPairs), n = (e / T::kPairs) % kNB, pi = e % T::kPairs;
+        uint32_t lo_col, hi_col;
+        T::columns(pi, &lo_col, &hi_col);
+        const uint32_t lo = n < batch ? xb[(j * T::kPerWord + lo_col) * batch + n] : 0u;
+        const uint32_t hi = n < batch ? xb[(j * T::kPerWord + hi_col) * batch + n] : 0u;
+        xp[e] = lo | (hi << 16);
+      }
+      const uint32_t group = params.grouped ? params.group : w;
+      const uint32_t groups = (w + group - 1) / group;
+      for (uint32_t pair = warp; pair < groups * kNB; pair += kWarps) {
+        const uint32_t gi = pair / kNB, n = pair % kNB;
+        float sum = 0.f;
+        if (n < batch)
+          for (uint32_t col = gi * group + lane; col < min(w, (gi + 1) * group); col += 32)
+            sum += bf16_bits_to_float(xb[col * batch + n]);
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+        if (lane == 0) xsum[pair] = sum;
+      }
+    }
+    __syncthreads();
+    if (v == 4) tc_tile<kBits, kNT, 4>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
+    else if (v == 2) tc_tile<kBits, kNT, 2>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
+    else if (v == 1) tc_tile<kBits, kNT, 1>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
+    else {
+      // Edge tiles the MMA layout does not fit: exact dequantization, warp per row, global atomics.
+      const uint32_t code_bytes = tile.stored_size - codes_at;
+      for (uint32_t r = warp; r < h; r += kWarps) {
+        for (uint32_t b = 0; b < batch; ++b) {
+          float sum = 0.f;
+          for (uint32_t col = lane; col < w; col += 32) {
+            const uint32_t code = packed_code(stage + codes_at, code_bytes, r * w + col, kBits);
+            const uint64_t tensor_row = uint64_t{tile.row0} + r;
+            const ScaleZero sz = scale_zero(params, stage + 8, sg, r, params.grouped ? col / params.group : 0, tensor_row);
+            sum = fmaf(dequantize_value(params, sz, code, tensor_row), bf16_bits_to_float(xb[col * batch + b]), sum);
+          }
+#pragma unroll
+          for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+          if (lane == 0) atomicAdd(&y_dev[(uint64_t{tile.row0} + r) * batch + b], sum);
+        }
+      }
+    }
+    if (threadIdx.x == 0) status_dev[t] = kOk;
+    // Flush the register partials when the next tile starts another tile row (or the range ends).
+    if (t + 1 == t_end || tiles_dev[t + 1].row0 != tile.row0) {
+      const uint32_t g = lane / 4, tq = lane % 4;
+      const uint32_t rows[2] = {warp * 16 + g, warp * 16 + g + 8};
+#pragma unroll
+      for (uint32_t half = 0; half < 2; ++half) {
+        if (rows[half] >= h) continue;
+#pragma unroll
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (uint32_t k = 0; k < 2; ++k) {
+            const uint32_t n = 8 * nt + 2 * tq + k;
+            if (n < batch) atomicAdd(&y_dev[(uint64_t{tile.row0} + rows[half]) * batch + n], yacc[nt][2 * half + k]);
+          }
+        }
+      }
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) yacc[nt][0] = yacc[nt][1] = yacc[nt][2] = yacc[nt][3] = 0.f;
+    }
+  }
+  wait_copies<0>();
+}
+
+template <uint32_t kBits, uint32_t kNT>
+cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                      const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid, const uint16_t* x_dev,
+                      uint64_t x_elements, uint32_t batch, float* y_dev, uint32_t* status_dev, cudaStream_t stream) {
+  const uint64_t smem = TcLayout(plan, kBits, batch).total;
+  cudaError_t err = cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  quant_gemv_tc_kernel<kBits, kNT><<<grid, kThreads, smem, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan,
+                                                                     x_dev, x_elements, batch, y_dev, status_dev);
+  return cudaGetLastError();
+}
+
+template <uint32_t kBits, uint32_t kNT>
+int tc_occupancy(const QuantStreamPlan& plan, uint32_t batch) {
+  const uint64_t smem = TcLayout(plan, kBits, batch).total;
+  if (cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(smem)) != cudaSuccess)
+    return 0;
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_tc_kernel<kBits, kNT>, kThreads, smem) !=
+      cudaSuccess)
+    return 0;
+  return blocks;
+}
+
+#define WPACK_TC_NT_CASES(BITS, CALL) \
+  case 1: return CALL(BITS, 1);        \
+  case 2: return CALL(BITS, 2);        \
+  case 4: return CALL(BITS, 4);        \
+  case 8: return CALL(BITS, 8);
+#define WPACK_TC_DISPATCH(bits, nt, CALL, FAIL)                  \
+  switch (bits) {                                                \
+    case 2: switch (nt) { WPACK_TC_NT_CASES(2, CALL) } break;    \
+    case 4: switch (nt) { WPACK_TC_NT_CASES(4, CALL) } break;    \
+    case 8: switch (nt) { WPACK_TC_NT_CASES(8, CALL) } break;    \
+    default: break;                                              \
+  }                                                              \
+  return FAIL;
+
+// n-tiles for a batch: 1, 2, 4 or 8 (batch 1..8, 9..16, 17..32, 33..64).
+uint32_t tc_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
+
 // Dispatch over (bits, batch) to a template instance: CALL(kBits, kBatch) is an expression.
 #define WPACK_QUANT_BATCH_CASES(BITS, CALL) \
   case 1: return CALL(BITS, 1);              \
@@ -662,6 +1005,30 @@ cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* t
 }
 
 uint64_t quant_stream_smem_bytes(const QuantStreamPlan& plan, uint32_t batch) { return StreamLayout(plan, batch).total; }
+
+bool quant_tc_supported(const QuantDevParams& params) {
+  return params.kind == kQuantInt && (params.bits == 2 || params.bits == 4 || params.bits == 8);
+}
+
+int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
+  const uint32_t nt = tc_n_tiles(batch);
+#define WPACK_TC_OCC(B, N) tc_occupancy<B, N>(plan, batch)
+  WPACK_TC_DISPATCH(bits, nt, WPACK_TC_OCC, 0)
+#undef WPACK_TC_OCC
+}
+
+cudaError_t launch_quant_gemv_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                 const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
+                                 const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
+                                 uint32_t* status_dev, cudaStream_t stream) {
+  if (tile_count == 0) return cudaSuccess;
+  if (plan.stages < 2 || plan.stages > 8 || grid == 0 || batch == 0 || batch > 64) return cudaErrorInvalidValue;
+  const uint32_t nt = tc_n_tiles(batch);
+#define WPACK_LAUNCH_TC(B, N) \
+  launch_tc<B, N>(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, x_elements, batch, y_dev, status_dev, stream)
+  WPACK_TC_DISPATCH(params.bits, nt, WPACK_LAUNCH_TC, cudaErrorInvalidValue)
+#undef WPACK_LAUNCH_TC
+}
 
 int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
 #define WPACK_OCCUPANCY(B, N) stream_occupancy<B, N>(plan)

@@ -186,7 +186,7 @@ struct GpuTensor::Impl {
   QuantSmemPlan quant_plan{};  // generic kernels
   QuantStreamPlan stream_plan{};
   bool streamable = false;     // every tile dense with raw planes: the streaming GEMV applies
-  int stream_grid[9] = {};     // per batch 1..8: grid of the streaming GEMV (0: not computed yet)
+  int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
 
   ~Impl() {
@@ -341,19 +341,23 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-    if (impl_->streamable && batch <= 8) {
+    // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
+    // (batch <= 8), else the generic one-block-per-tile kernel.
+    const bool tc = impl_->streamable && detail::quant_tc_supported(impl_->quant);
+    if (tc || (impl_->streamable && batch <= 8)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
         int device = 0, sms = 0;
         WPACK_CUDA_CHECK(cudaGetDevice(&device));
         WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-        const int per_sm = detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
+        const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch)
+                              : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
         grid = per_sm > 0 ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * per_sm)) : -1;
       }
       if (grid > 0) {
-        WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
-                                                          impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
-                                                          x_dev, impl_->cols * batch, y_dev, batch, status_dev, st));
+        const auto launch = tc ? detail::launch_quant_gemv_tc : detail::launch_quant_gemv_stream;
+        WPACK_CUDA_CHECK(launch(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant, impl_->stream_plan,
+                                static_cast<uint32_t>(grid), x_dev, impl_->cols * batch, y_dev, batch, status_dev, st));
         return;
       }
     }

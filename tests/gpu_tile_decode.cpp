@@ -425,7 +425,7 @@ TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decod
     for (size_t t = 0; t < specs.size(); ++t) {
       REQUIRE(p->reader->tensors()[t].scheme != 0);
       const std::vector<float> w = check_decode_lossy(*p, t);
-      for (uint32_t batch : {1u, 3u, 8u, 16u}) check_gemv_lossy(*p, t, w, batch, seed * 10 + batch);
+      for (uint32_t batch : {1u, 3u, 8u, 16u, 40u}) check_gemv_lossy(*p, t, w, batch, seed * 10 + batch);
     }
   }
 }
@@ -442,6 +442,7 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
       const std::vector<float> w = check_decode_lossy(*p, t);
       check_gemv_lossy(*p, t, w, 1, 50 + t);
       check_gemv_lossy(*p, t, w, 8, 60 + t);
+      check_gemv_lossy(*p, t, w, 16, 70 + t);
     }
   }
 }
