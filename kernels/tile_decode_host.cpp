@@ -3,6 +3,8 @@
 #include "kernels/tile_decode.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "packer/detail/fp.h"     // f16_bits_to_float for row scales and LUT tables
 #include "packer/quant_tile.h"    // parse_quant_params: the lossy tensor's params blob
 #include "packer/quantize.h"      // Scheme, scheme_code_values
+#include "packer/rans.h"          // rans_stream_precision: the table size a plane needs
 
 namespace wpack::gpu {
 namespace {
@@ -55,7 +58,7 @@ uint32_t tile_max_precision(std::span<const uint8_t> stored, uint32_t planes) {
     const uint32_t word = load_u32_le(stored.data() + 4 * p);
     const uint64_t size = word & ~kRawPlaneBit;
     if (start + size > stored.size()) break;
-    if (!(word & kRawPlaneBit) && size >= 2 && stored[start] == 1) best = std::max(best, 10u + std::min(2u, stored[start + 1] & 3u));
+    if (!(word & kRawPlaneBit)) best = std::max(best, rans_stream_precision(stored.subspan(start, size)));
     start += size;
   }
   return best;
@@ -296,8 +299,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
                                      static_cast<uint32_t>((quant_sizes.elements_cap + 31) & ~uint64_t{31}),
                                      static_cast<uint32_t>(align16(quant_sizes.side_cap)), quant_sizes.precision_cap,
                                      static_cast<uint32_t>(quant_sizes.cols_cap)};
+    uint32_t stages = kStreamStages;
+    if (const char* env = std::getenv("WPACK_STREAM_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 8);
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(quant_sizes.stored_cap), t.tile_rows, t.tile_cols,
-                                        kStreamStages};
+                                        stages};
     need = detail::quant_generic_smem_bytes(impl->quant_plan, 8) + 1024;
     if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
       impl->streamable = false;
@@ -353,6 +358,10 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch)
                               : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
         grid = per_sm > 0 ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * per_sm)) : -1;
+        if (std::getenv("WPACK_GPU_DEBUG"))
+          std::fprintf(stderr, "gemv: %s kernel, batch %u, %d blocks/SM, grid %d, %u stages, %llu tiles\n",
+                       tc ? "tensor-core" : "cuda-core", batch, per_sm, grid, impl_->stream_plan.stages,
+                       static_cast<unsigned long long>(impl_->tile_count));
       }
       if (grid > 0) {
         const auto launch = tc ? detail::launch_quant_gemv_tc : detail::launch_quant_gemv_stream;
