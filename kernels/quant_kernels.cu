@@ -64,6 +64,18 @@ __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_
 template <int kPending>
 __device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending)); }
 
+// Copies one 16-byte chunk of x into shared memory: cp.async when all 16 bytes are inside x; the
+// last, partial chunk (valid < 16 bytes) with plain loads and zeros, so that nothing past the end
+// of x is read. The caller's wait + __syncthreads makes both kinds visible.
+__device__ __forceinline__ void copy_x_chunk(uint8_t* smem_dst, const uint8_t* global_src, uint32_t valid) {
+  if (valid == 16) {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(global_src));
+    return;
+  }
+  for (uint32_t k = 0; k < 16; ++k) smem_dst[k] = k < valid ? global_src[k] : uint8_t{0};
+}
+
 // Exclusive prefix sum over the block (every thread calls it); returns the thread's prefix and
 // writes the block total to *total. `scratch`: kWarps + 1 uint32 of shared memory.
 __device__ uint32_t block_exclusive_scan(uint32_t v, uint32_t* scratch, uint32_t* total) {
@@ -403,10 +415,7 @@ __device__ __forceinline__ void issue_stream_tile(const uint8_t* bytes_dev, cons
   for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
     const uint64_t from = aligned + 16ull * i;
     const uint32_t valid = from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
-    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + x_stage + 16 * i));
-    // src-size < 16 zero-fills the rest: the last chunk never reads past the end of x.
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(valid ? x_bytes + from : x_bytes),
-                 "r"(valid));
+    copy_x_chunk(stage + x_stage + 16 * i, x_bytes + from, valid);
   }
 }
 
@@ -793,9 +802,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
       const uint64_t from = aligned + 16ull * i;
       const uint32_t valid =
           from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
-      const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + layout.x_stage + 16 * i));
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(valid ? x_bytes + from : x_bytes),
-                   "r"(valid));
+      copy_x_chunk(stage + layout.x_stage + 16 * i, x_bytes + from, valid);
     }
   };
   for (uint32_t s = 0; s + 1 < plan.stages; ++s) {
