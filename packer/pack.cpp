@@ -23,6 +23,8 @@ namespace {
 
 // Tiles encoded in parallel before they are written in order: bounds memory to one batch.
 constexpr uint64_t kTileBatch = 256;
+// ... and, for the lossless path, to about this many raw bytes (vector tiles are up to 8 MiB).
+constexpr uint64_t kTileBatchBytes = uint64_t{64} << 20;
 // Tiles, evenly spaced, that the filter choice codes with each candidate filter.
 constexpr uint64_t kFilterSampleTiles = 2;
 
@@ -121,6 +123,13 @@ std::vector<Codec> codec_candidates(const TensorPolicy& policy, const PackOption
   return {options.codec};
 }
 
+// Tiles per batch for tiles of up to `tile_bytes` raw bytes: kTileBatch, fewer for large tiles so
+// that a batch holds about kTileBatchBytes, but never fewer than the threads that encode it.
+uint64_t lossless_tile_batch(uint64_t tile_bytes, int threads) {
+  const uint64_t by_bytes = kTileBatchBytes / std::max<uint64_t>(tile_bytes, 1);
+  return std::min(kTileBatch, std::max<uint64_t>(by_bytes, static_cast<uint64_t>(std::max(threads, 1))));
+}
+
 // One tile as the writer takes it.
 struct StoredTile {
   std::vector<uint8_t> stored;
@@ -130,15 +139,15 @@ struct StoredTile {
 };
 
 // Encodes tiles [0, tiles) with encode(tile index) -> StoredTile, in parallel batches of
-// kTileBatch (memory: one batch), and writes them in index order, so that the file is the same
+// `batch_tiles` (memory: one batch), and writes them in index order, so that the file is the same
 // bytes for any thread count. Returns the stored bytes written. Errors name `context`.
 template <typename Encode>
 uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, const std::string& context,
-                                Encode&& encode) {
+                                Encode&& encode, uint64_t batch_tiles = kTileBatch) {
   uint64_t stored_bytes = 0;
   std::vector<StoredTile> batch;
-  for (uint64_t first = 0; first < tiles; first += kTileBatch) {
-    const uint64_t count = std::min(kTileBatch, tiles - first);
+  for (uint64_t first = 0; first < tiles; first += batch_tiles) {
+    const uint64_t count = std::min(batch_tiles, tiles - first);
     batch.assign(count, StoredTile{});
     try {
       detail::parallel_for_first_error<int>(count, threads, [&](uint64_t i, int&) { batch[i] = encode(first + i); });
@@ -468,7 +477,9 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
           }
           return StoredTile{std::move(best.stored), raw.size(), static_cast<uint8_t>(best.filter),
                             static_cast<uint8_t>(best.codec)};
-        });
+        },
+        lossless_tile_batch(std::min<uint64_t>(uint64_t{record.tile_rows} * record.tile_cols, info.num_elements()) * esize,
+                            threads));
     writer.end_tensor();
     report.tensors.push_back(packed);
     report.original_bytes += info.num_bytes();
