@@ -340,6 +340,13 @@ std::span<const uint8_t> WpkReader::tile_bytes(uint64_t index) const {
   return {file_->data() + t.offset, static_cast<size_t>(t.stored_size)};
 }
 
+void WpkReader::release_tiles(uint64_t first, uint64_t count) const {
+  if (count == 0 || first >= tiles_.size() || count > tiles_.size() - first) return;
+  const WpkTile& last = tiles_[first + count - 1];
+  const uint64_t begin = tiles_[first].offset;
+  file_->release(begin, last.offset + last.stored_size - begin);
+}
+
 bool WpkReader::tile_checksum_ok(uint64_t index) const { return wpk_checksum(tile_bytes(index)) == tiles_.at(index).checksum; }
 
 }  // namespace wpack

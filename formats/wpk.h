@@ -114,6 +114,9 @@ class WpkReader {
   std::span<const uint8_t> tile_bytes(uint64_t index) const;
   // True when the tile's stored bytes hash to its recorded checksum.
   bool tile_checksum_ok(uint64_t index) const;
+  // A hint that tiles [first, first + count) are done with: their pages leave the resident set
+  // (MappedFile::release); their bytes stay readable. For callers that stream through a file.
+  void release_tiles(uint64_t first, uint64_t count) const;
   // Bytes of the index entry of tensor `t` (its record in the tensor table plus its tile records).
   uint64_t tensor_index_bytes(size_t t) const { return tensor_record_bytes_[t] + tensors_[t].tile_count * kWpkTileRecordBytes; }
 

@@ -1,7 +1,9 @@
 #include "packer/unpack.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "formats/error.h"
@@ -164,6 +166,80 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
   });
 }
 
+namespace {
+
+// Output bytes decoded per step of unpack_to_safetensors (at least one band of tile rows).
+constexpr uint64_t kUnpackBlockBytes = uint64_t{64} << 20;
+
+// Decodes tile `i` of `tensor` into `out` as `out_dtype` bytes: the source bytes of a lossless tile
+// in its own dtype; otherwise the float values (lossy: dequantized) rounded to `out_dtype`.
+struct TileScratch {
+  std::vector<uint8_t> raw;
+  std::vector<float> values;
+};
+void decode_tile_as(const WpkReader& reader, size_t tensor, uint64_t tile, DType out_dtype,
+                    const QuantTensorParams* params, TileScratch& scratch) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  if (t.scheme == 0 && out_dtype == t.dtype) {
+    decode_tile_of(reader, tensor, tile, scratch.raw);
+    return;
+  }
+  decode_tile_f32_of(reader, tensor, tile, params, scratch.values);
+  scratch.raw.resize(scratch.values.size() * dtype_size(out_dtype));
+  convert_from_f32(out_dtype, scratch.values.data(), scratch.values.size(), scratch.raw.data());
+}
+
+// Streams tensor `tensor` as `out_dtype` bytes to `sink` in row-major order, a block of whole tile
+// rows at a time (about kUnpackBlockBytes; a tensor of one row of tiles, e.g. a vector, in runs of
+// whole tiles), each block's tiles decoded in parallel. Memory: one block, not the whole tensor.
+template <typename Sink>
+void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int threads, Sink&& sink) {
+  const WpkTensor& t = reader.tensors()[tensor];
+  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  if (g.tile_count() == 0) return;
+  std::optional<QuantTensorParams> params;
+  if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
+  const uint32_t esize = dtype_size(out_dtype);
+  const uint64_t row_bytes = g.cols * esize;  // no overflow: the reader checked the tensor's byte size
+  std::vector<uint8_t> block;
+  if (g.rows == 1) {
+    // One row of tiles: tile k is the contiguous run of elements [k * tile_cols, ...).
+    const uint64_t tile_bytes = uint64_t{g.tile_cols} * esize;
+    const uint64_t per_block = std::max<uint64_t>(1, kUnpackBlockBytes / std::max<uint64_t>(tile_bytes, 1));
+    for (uint64_t first = 0; first < g.grid_cols; first += per_block) {
+      const uint64_t count = std::min(per_block, g.grid_cols - first);
+      const uint64_t begin = first * g.tile_cols, end = std::min(g.cols, (first + count) * g.tile_cols);
+      block.resize((end - begin) * esize);
+      detail::parallel_for_first_error<TileScratch>(count, threads, [&](uint64_t i, TileScratch& scratch) {
+        decode_tile_as(reader, tensor, first + i, out_dtype, params ? &*params : nullptr, scratch);
+        std::memcpy(block.data() + (g.rect(first + i).col0 - begin) * esize, scratch.raw.data(), scratch.raw.size());
+      });
+      sink(std::span<const uint8_t>(block));
+      reader.release_tiles(t.first_tile + first, count);
+    }
+    return;
+  }
+  // Blocks of whole grid rows: consecutive rows of the tensor, contiguous in the output.
+  const uint64_t band_bytes = uint64_t{g.tile_rows} * row_bytes;
+  const uint64_t bands_per_block = std::max<uint64_t>(1, kUnpackBlockBytes / std::max<uint64_t>(band_bytes, 1));
+  for (uint64_t first_band = 0; first_band < g.grid_rows; first_band += bands_per_block) {
+    const uint64_t bands = std::min(bands_per_block, g.grid_rows - first_band);
+    const uint64_t row0 = first_band * g.tile_rows, row_end = std::min(g.rows, (first_band + bands) * g.tile_rows);
+    block.resize((row_end - row0) * row_bytes);
+    const uint64_t first_tile = first_band * g.grid_cols;
+    detail::parallel_for_first_error<TileScratch>(bands * g.grid_cols, threads, [&](uint64_t i, TileScratch& scratch) {
+      decode_tile_as(reader, tensor, first_tile + i, out_dtype, params ? &*params : nullptr, scratch);
+      TileRect rect = g.rect(first_tile + i);
+      rect.row0 -= row0;  // within the block
+      scatter_tile(scratch.raw.data(), g.cols, esize, rect, block.data());
+    });
+    sink(std::span<const uint8_t>(block));
+    reader.release_tiles(first_tile + t.first_tile, bands * g.grid_cols);
+  }
+}
+
+}  // namespace
+
 void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path, bool overwrite, int threads,
                            const std::function<void(uint64_t, uint64_t, const std::string&)>& progress,
                            std::optional<DType> float_dtype) {
@@ -183,18 +259,13 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
       if (v.is_string()) metadata[k] = v.get<std::string>();
   SafetensorsWriter writer(out_path, infos, metadata, overwrite);
   uint64_t done = 0;
-  std::vector<uint8_t> buffer;
   for (size_t t = 0; t < infos.size(); ++t) {
-    buffer.resize(infos[t].num_bytes());
-    if (infos[t].dtype != reader.tensors()[t].dtype) {
-      std::vector<float> values(infos[t].num_elements());
-      decode_tensor_f32(reader, t, values, threads);
-      convert_from_f32(infos[t].dtype, values.data(), values.size(), buffer.data());
-    } else {
-      decode_tensor(reader, t, buffer, threads);
-    }
-    writer.append(buffer);
-    done += buffer.size();
+    // Tensor by tensor, a block of tile rows at a time: memory stays at one block, whatever the
+    // tensor's size; the bytes are those decode_tensor (or decode_tensor_f32 + convert) gives.
+    stream_tensor(reader, t, infos[t].dtype, threads, [&](std::span<const uint8_t> bytes) {
+      writer.append(bytes);
+      done += bytes.size();
+    });
     if (progress) progress(done, total, infos[t].name);
   }
   writer.commit();
