@@ -615,53 +615,56 @@ int stream_occupancy(const QuantStreamPlan& plan) {
   return blocks;
 }
 
-// ---- the tensor-core streaming GEMV (int8, int4, int2; batch 1..64) ----
+// ---- the tensor-core streaming GEMV (int8, int4; batch 1..64) ----
 //
 // Same tile walk and cp.async ring as above; the multiply runs on mma.sync m16n8k16 (BF16 in,
-// float32 accumulate). Warp w takes tile rows [16w, 16w + 16): A = 16 rows x 16 k-slots of codes,
-// B = 16 k-slots x 8 batch columns of x, one MMA per 256 codes (the unused batch columns cost
-// nothing: the kernel is bound by memory, not by the tensor cores).
+// float32 accumulate). Warp w takes tile rows [16w, 16w + 16) (clamped at the tile edge), lane
+// (g = lane / 4, t = lane % 4) holds A rows g and g + 8 and B batch column n = g (+ 8 per n-tile).
+// One MMA per 256 codes; unused batch columns cost nothing (the kernel is bound by memory).
 //
-// Codes become BF16 without a conversion instruction: one LOP3 per pair of codes,
-//     (word >> shift) & 0x000F000F | 0x43004300  ->  bf16x2 (128 + c_lo, 128 + c_hi)     (0x4300 = 128.0)
-// exact because 128 + c < 256 needs 8 significant bits (BF16 has 8). int8 codes are split into
-// nibbles: the high nibble uses 0x4500 (= 2048.0), giving 2048 + 16 * hi, and both nibbles of a
-// byte meet the same x, so a column contributes (2176 + c) * x. With O = 128 (4/2-bit) or 2176
-// (8-bit), a group (or the row, for int8) sums to P = sum c x + O sum x, and the kernel adds
-//     scale * (P - (O + zero) * sum x)          sum x per (group, batch) computed once per tile.
-// The k-slots of an MMA may be any permutation of the tile's columns as long as A and B agree, so
-// the pairs come out of the LOP3 in the order the packed codes allow, and x is stored in shared
-// memory pre-permuted to match (xp below): the "ahead-of-time prepacking" of FP6-LLM/Marlin done
-// per tile on the activations instead of offline on the weights, so the file layout stays plain
-// row-major.
+// Codes become BF16 without conversion instructions (the PRMT/LOP3 tricks of FasterTransformer
+// and Marlin, adapted to BF16 and to wpack's plain row-major LSB-first packing):
+//   int4 word w = codes c0..c7 of columns 8j..8j+7 (nibble i = c_i)
+//     E = w & 0x0F0F0F0F = [c0 c2 c4 c6], O = (w >> 4) & 0x0F0F0F0F = [c1 c3 c5 c7]   (bytes)
+//     I = prmt(E, O) = [c0 c1 c2 c3] (and [c4 c5 c6 c7]); pair(c0, c1) = prmt(I, 0x43434343)
+//       = bytes [c0 0x43 c1 0x43] = bf16x2 (128 + c0, 128 + c1)     (0x4300 = 128.0; exact, c < 128)
+//     then one HSUB2 of bf16x2 (128 + zero) gives (c - zero) exactly.
+//   int8 word = codes c0..c3, split into nibbles: lo pairs use 0x43 (128 + lo), hi pairs 0x45
+//     (2048 + 16 hi); subtracting 128 and 2176 leaves lo and 16 hi - 128, which sum to c - 128.
+// Lane t's word j covers 8 (int4) or 4 (int8) consecutive columns; the MMA's k-slots are those
+// columns in order, so B is the plain x row: b = x[n][8j .. 8j + 7] (one 16-byte load; int8: 8 bytes).
+// Each k-step (4 lanes x kV words) stays inside one scale group; the group's MMA sum is scaled into
+// float32 row partials held in registers across the tiles of a tile row.
 //
-//   pairs of a word (its codes at columns CPW*j + 0 .. CPW - 1):
-//     4-bit: p = 0..3: (c[p], c[p + 4])       shift 4p, magic 0x4300
-//     2-bit: p = 0..7: (c[p], c[p + 8])       shift 2p, magic 0x4300
-//     8-bit: p = 0: (lo c0, lo c2) 1: (lo c1, lo c3) shift 0, 8, magic 0x4300;
-//            p = 2: (hi c0, hi c2) 3: (hi c1, hi c3) shift 4, 12, magic 0x4500
-//   MMA u of a word: A = {pair 2u row g, pair 2u row g+8, pair 2u+1 row g, pair 2u+1 row g+8},
-//                    B = {xpair 2u, xpair 2u+1} for batch column n = g (+ 8 per n-tile)
-//   lane (g = lane / 4, t = lane % 4) takes, per step q, the kV words [4 kV q + kV t, + kV) of its
-//   two rows (one vector load each); a step covers 32 kV codes per lane quad and stays inside one
-//   scale group (kV <= group / (4 CPW)).
+//   x in shared memory: batch 1 uses the staged slice as is (it is already "x[n][col]"); a larger
+//   batch is transposed from (col, n) to xt (n, col) once per tile.
 
 template <uint32_t kBits>
 struct TcCodes {
-  static constexpr uint32_t kPerWord = 32 / kBits;              // codes per 32-bit word
-  static constexpr uint32_t kPairs = kBits == 2 ? 8 : 4;         // bf16x2 pairs per word
-  static constexpr float kOffset = kBits == 8 ? 2176.0f : 128.0f;
-  __device__ static __forceinline__ uint32_t pair(uint32_t word, uint32_t p) {
-    if (kBits == 4) return ((word >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
-    if (kBits == 2) return ((word >> (2 * p)) & 0x00030003u) | 0x43004300u;
-    const uint32_t shift = p == 0 ? 0 : p == 1 ? 8 : p == 2 ? 4 : 12;
-    return ((word >> shift) & 0x000F000Fu) | (p < 2 ? 0x43004300u : 0x45004500u);
+  static constexpr uint32_t kPerWord = 32 / kBits;        // codes per 32-bit word: 8 or 4
+  // The four bf16x2 A registers of a word (k-slot order), after subtracting `offset` (bf16x2).
+  __device__ static __forceinline__ void pairs(uint32_t w, uint32_t offset_lo, uint32_t offset_hi, uint32_t (&a)[4]) {
+    if (kBits == 4) {
+      const uint32_t e = w & 0x0F0F0F0Fu, o = (w >> 4) & 0x0F0F0F0Fu;
+      const uint32_t i0 = __byte_perm(e, o, 0x5140), i1 = __byte_perm(e, o, 0x7362);  // [c0 c1 c2 c3], [c4 c5 c6 c7]
+      a[0] = __byte_perm(i0, 0x43434343u, 0x4140);  // (c0, c1)
+      a[1] = __byte_perm(i0, 0x43434343u, 0x4342);  // (c2, c3)
+      a[2] = __byte_perm(i1, 0x43434343u, 0x4140);  // (c4, c5)
+      a[3] = __byte_perm(i1, 0x43434343u, 0x4342);  // (c6, c7)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) a[k] = bf16x2_sub(a[k], offset_lo);
+    } else {
+      const uint32_t lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
+      a[0] = bf16x2_sub(__byte_perm(lo, 0x43434343u, 0x4140), offset_lo);  // (lo c0, lo c1)
+      a[1] = bf16x2_sub(__byte_perm(lo, 0x43434343u, 0x4342), offset_lo);  // (lo c2, lo c3)
+      a[2] = bf16x2_sub(__byte_perm(hi, 0x45454545u, 0x4140), offset_hi);  // (hi c0, hi c1)
+      a[3] = bf16x2_sub(__byte_perm(hi, 0x45454545u, 0x4342), offset_hi);  // (hi c2, hi c3)
+    }
   }
-  // The two columns (within the word) of pair p.
-  __device__ static __forceinline__ void columns(uint32_t p, uint32_t* lo, uint32_t* hi) {
-    if (kBits == 4) { *lo = p; *hi = p + 4; return; }
-    if (kBits == 2) { *lo = p; *hi = p + 8; return; }
-    *lo = p & 1u; *hi = (p & 1u) + 2;
+  __device__ static __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
+    uint32_t d;
+    asm("sub.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+    return d;
   }
 };
 
@@ -675,133 +678,147 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint3
 }
 
 struct TcLayout {
-  uint32_t stage_bytes, x_stage, xp, xsum, values, total;
-  __host__ __device__ TcLayout(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
+  uint32_t stage_bytes, x_stage, xt, xt_row, total;
+  __host__ __device__ TcLayout(const QuantStreamPlan& plan, uint32_t batch) {
     const uint32_t nb = 8 * ((batch + 7) / 8);
-    const uint32_t per_word = 32 / bits, pairs = bits == 2 ? 8 : 4;
     x_stage = plan.stored_cap;
     stage_bytes = plan.stored_cap + align16(plan.tile_cols * batch * 2) + 16;
-    xp = plan.stages * stage_bytes;                                            // u32 [words][nb][pairs]
-    xsum = xp + align16((plan.tile_cols / per_word + 1) * nb * pairs * 4);     // float [groups][nb]
-    values = xsum + align16((plan.tile_cols / 32 + 1) * nb * 4);
-    total = values;
+    xt = plan.stages * stage_bytes;        // bf16 [nb][xt_row] (batch > 1 only)
+    xt_row = align16(plan.tile_cols * 2) + 16;  // bytes; the +16 staggers rows across banks
+    total = xt + (batch > 1 ? nb * xt_row : 0);
   }
 };
 
+// bf16x2 of (offset + zero) for HSUB2: offset + zero < 256 is exact in BF16 (8 significant bits).
+__device__ __forceinline__ uint32_t bf16x2_of(float v) {
+  const uint32_t b = __float_as_uint(v) >> 16;  // exact: v is an integer < 2^8 or 2176
+  return b | (b << 16);
+}
+
 template <uint32_t kBits, uint32_t kNT, uint32_t kV>
-__device__ __forceinline__ void tc_tile(const QuantDevParams& p, const DevTile& tile, const uint8_t* stage,
-                                        const SideGeometry& sg, uint32_t codes_at, const uint32_t* xp,
-                                        const float* xsum, float (&yacc)[kNT][4]) {
+__device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uint32_t w, uint64_t row0,
+                                        const uint8_t* stage, const SideGeometry& sg, uint32_t codes_at,
+                                        const uint8_t* xrows, uint32_t xrow_bytes, uint32_t batch,
+                                        float (&yacc)[kNT][4]) {
   using T = TcCodes<kBits>;
-  constexpr uint32_t kNB = 8 * kNT;
+  constexpr float kOffsetLo = 128.0f, kOffsetHi = 2176.0f;
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  const uint32_t r0 = (threadIdx.x / 32) * 16 + g, r1 = r0 + 8;
-  const uint32_t h = tile.rows, w = tile.cols;
-  const uint32_t r0c = min(r0, h - 1), r1c = min(r1, h - 1);  // rows past the tile: loads clamped, results dropped
+  const uint32_t r0 = (threadIdx.x / 32) * 16 + g;
+  const uint32_t r0c = min(r0, h - 1), r1c = min(r0 + 8, h - 1);  // rows past the tile: loads clamped, results dropped
   const uint32_t words_per_row = w / T::kPerWord;
-  const uint32_t steps = words_per_row / (4 * kV);
-  const uint32_t steps_per_group = p.grouped ? p.group / (4 * kV * T::kPerWord) : steps;
+  const uint32_t step_words = 4 * kV;                   // words of a row per k-step (4 lanes x kV)
+  const uint32_t steps = (words_per_row + step_words - 1) / step_words;
+  const uint32_t group_cols = p.grouped ? p.group : w;
+  const uint32_t steps_per_group = max(1u, group_cols / (step_words * T::kPerWord));
   const uint32_t* row0_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r0c * words_per_row;
   const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
   float c[kNT][4];
+  uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_of(kOffsetHi);
   for (uint32_t q = 0; q < steps; ++q) {
     if (q % steps_per_group == 0) {
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+      if (kBits == 4) {
+        const uint32_t gi = p.grouped ? (q * step_words * T::kPerWord) / p.group : 0;
+        const float z0 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r0c * sg.groups + gi]) : p.symmetric_zero;
+        const float z1 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r1c * sg.groups + gi]) : p.symmetric_zero;
+        off0_lo = bf16x2_of(kOffsetLo + z0);
+        off1_lo = bf16x2_of(kOffsetLo + z1);
+      } else {
+        off0_lo = off1_lo = bf16x2_of(kOffsetLo);
+      }
     }
-    const uint32_t first = 4 * kV * q + kV * t;
+    const uint32_t first = step_words * q + kV * t;  // this lane's first word of the step
     uint32_t w0[kV], w1[kV];
-    if (kV == 4) {
-      const uint4 a = *reinterpret_cast<const uint4*>(row0_words + first);
-      const uint4 b = *reinterpret_cast<const uint4*>(row1_words + first);
-      w0[0] = a.x, w0[1] = a.y, w0[2 % kV] = a.z, w0[3 % kV] = a.w;
-      w1[0] = b.x, w1[1] = b.y, w1[2 % kV] = b.z, w1[3 % kV] = b.w;
-    } else if (kV == 2) {
+    const bool in_row = first < words_per_row;      // a partial last step: lanes past the row use zeros
+    if (kV == 2 && in_row) {
       const uint2 a = *reinterpret_cast<const uint2*>(row0_words + first);
       const uint2 b = *reinterpret_cast<const uint2*>(row1_words + first);
       w0[0] = a.x, w0[1 % kV] = a.y;
       w1[0] = b.x, w1[1 % kV] = b.y;
-    } else {
+    } else if (in_row) {
       w0[0] = row0_words[first];
       w1[0] = row1_words[first];
     }
 #pragma unroll
     for (uint32_t v = 0; v < kV; ++v) {
-      uint32_t a0[T::kPairs], a1[T::kPairs];
-#pragma unroll
-      for (uint32_t pi = 0; pi < T::kPairs; ++pi) {
-        a0[pi] = T::pair(w0[v], pi);
-        a1[pi] = T::pair(w1[v], pi);
-      }
+      uint32_t a0[4] = {0, 0, 0, 0}, a1[4] = {0, 0, 0, 0};
       const uint32_t j = first + v;
+      const bool valid = in_row && j < words_per_row;
+      if (valid) {
+        T::pairs(w0[v], off0_lo, off_hi, a0);
+        T::pairs(w1[v], off1_lo, off_hi, a1);
+      }
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
-        const uint32_t* xw = xp + ((j * kNB) + 8 * nt + g) * T::kPairs;
-        uint32_t b[T::kPairs];
-#pragma unroll
-        for (uint32_t pi = 0; pi < T::kPairs; pi += 4) {
-          const uint4 x4 = *reinterpret_cast<const uint4*>(xw + pi);
-          b[pi] = x4.x, b[pi + 1] = x4.y, b[pi + 2] = x4.z, b[pi + 3] = x4.w;
+        const uint32_t n = 8 * nt + g;
+        uint32_t b[4] = {0, 0, 0, 0};
+        if (valid && n < batch) {
+          const uint8_t* xr = xrows + n * xrow_bytes + j * T::kPerWord * 2;
+          if (kBits == 4) {
+            const uint4 x4 = *reinterpret_cast<const uint4*>(xr);
+            b[0] = x4.x, b[1] = x4.y, b[2] = x4.z, b[3] = x4.w;
+          } else {
+            const uint2 x2 = *reinterpret_cast<const uint2*>(xr);
+            b[0] = b[2] = x2.x, b[1] = b[3] = x2.y;  // hi nibbles meet the same x as lo
+          }
         }
-#pragma unroll
-        for (uint32_t u = 0; u < T::kPairs / 2; ++u)
-          mma_bf16_16816(c[nt], a0[2 * u], a1[2 * u], a0[2 * u + 1], a1[2 * u + 1], b[2 * u], b[2 * u + 1]);
+        mma_bf16_16816(c[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+        mma_bf16_16816(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
       }
     }
     if ((q + 1) % steps_per_group == 0 || q + 1 == steps) {
-      const uint32_t group_index = p.grouped ? (4 * kV * T::kPerWord * q) / p.group : 0;
-      const ScaleZero s0 = scale_zero(p, stage + 8, sg, r0c, group_index, uint64_t{tile.row0} + r0c);
-      const ScaleZero s1 = scale_zero(p, stage + 8, sg, r1c, group_index, uint64_t{tile.row0} + r1c);
-      const float o0 = T::kOffset + s0.zero, o1 = T::kOffset + s1.zero;
+      const uint32_t gi = p.grouped ? (q * step_words * T::kPerWord) / p.group : 0;
+      const ScaleZero s0 = scale_zero(p, stage + 8, sg, r0c, gi, row0 + r0c);
+      const ScaleZero s1 = scale_zero(p, stage + 8, sg, r1c, gi, row0 + r1c);
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
-        const float xs0 = xsum[group_index * kNB + 8 * nt + 2 * t], xs1 = xsum[group_index * kNB + 8 * nt + 2 * t + 1];
-        yacc[nt][0] += s0.scale * (c[nt][0] - o0 * xs0);
-        yacc[nt][1] += s0.scale * (c[nt][1] - o0 * xs1);
-        yacc[nt][2] += s1.scale * (c[nt][2] - o1 * xs0);
-        yacc[nt][3] += s1.scale * (c[nt][3] - o1 * xs1);
+        yacc[nt][0] = fmaf(s0.scale, c[nt][0], yacc[nt][0]);
+        yacc[nt][1] = fmaf(s0.scale, c[nt][1], yacc[nt][1]);
+        yacc[nt][2] = fmaf(s1.scale, c[nt][2], yacc[nt][2]);
+        yacc[nt][3] = fmaf(s1.scale, c[nt][3], yacc[nt][3]);
       }
     }
   }
 }
 
+// Preconditions (checked by the host, launch_quant_gemv_tc): int4 or int8 codes; tile_cols and K
+// multiples of 8; x_dev 16-byte aligned; tiles row-major over a grid of grid_cols tile columns.
 template <uint32_t kBits, uint32_t kNT>
 __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
-    uint64_t tile_count, QuantDevParams params, QuantStreamPlan plan,
+    uint64_t tile_count, uint32_t grid_cols, uint64_t tensor_rows, uint64_t tensor_cols,
+    QuantDevParams params, QuantStreamPlan plan,
     const uint16_t* __restrict__ x_dev,     // (K, batch) BF16 bits
-    uint64_t x_elements,                    // K * batch
     uint32_t batch,                         // 1 .. 8 * kNT
     float* __restrict__ y_dev,              // (N, batch), zeroed before the launch
     uint32_t* __restrict__ status_dev) {    // (tile_count)
-  static_assert(kBits == 2 || kBits == 4 || kBits == 8, "int2, int4, int8 codes");
+  static_assert(kBits == 4 || kBits == 8, "int4 and int8 codes");
   static_assert(kNT >= 1 && kNT <= 8, "1..8 n-tiles of 8 batch columns");
   using T = TcCodes<kBits>;
-  constexpr uint32_t kNB = 8 * kNT;
   extern __shared__ __align__(16) uint8_t smem[];
-  const TcLayout layout(plan, kBits, batch);
+  const TcLayout layout(plan, batch);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
-  uint32_t* xp = reinterpret_cast<uint32_t*>(smem + layout.xp);
-  float* xsum = reinterpret_cast<float*>(smem + layout.xsum);
   const uint8_t* x_bytes = reinterpret_cast<const uint8_t*>(x_dev);
-  const uint64_t x_total_bytes = x_elements * 2;
+  const uint64_t x_total_bytes = tensor_cols * batch * 2;
   float yacc[kNT][4];
 #pragma unroll
   for (uint32_t nt = 0; nt < kNT; ++nt) yacc[nt][0] = yacc[nt][1] = yacc[nt][2] = yacc[nt][3] = 0.f;
 
-  auto issue = [&](uint64_t tile_index, uint32_t slot) {
-    const DevTile& tile = tiles_dev[tile_index];
+  // Tile t's origin from its index (row-major grid): no tile-record read on the critical path.
+  auto tile_col0 = [&](uint64_t ti) { return static_cast<uint32_t>(ti % grid_cols) * plan.tile_cols; };
+  auto issue = [&](uint64_t ti, uint32_t slot) {
     uint8_t* stage = smem + slot * layout.stage_bytes;
-    issue_copy(stage, bytes_dev + tile.offset, tile.stored_size);
-    const uint64_t start = uint64_t{tile.col0} * batch * 2, end = start + uint64_t{tile.cols} * batch * 2;
-    const uint64_t aligned = start & ~uint64_t{15};
-    const uint32_t chunks = static_cast<uint32_t>((end - aligned + 15) / 16);
+    issue_copy(stage, bytes_dev + tiles_dev[ti].offset, tiles_dev[ti].stored_size);
+    const uint32_t col0 = tile_col0(ti);
+    const uint32_t cols = static_cast<uint32_t>(tensor_cols - col0 < plan.tile_cols ? tensor_cols - col0 : plan.tile_cols);
+    const uint64_t start = uint64_t{col0} * batch * 2;  // 16-aligned: col0 % 8 == 0
+    const uint32_t chunks = (cols * batch * 2 + 15) / 16;
     for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
-      const uint64_t from = aligned + 16ull * i;
-      const uint32_t valid =
-          from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
+      const uint64_t from = start + 16ull * i;
+      const uint32_t valid = static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
       copy_x_chunk(stage + layout.x_stage + 16 * i, x_bytes + from, valid);
     }
   };
@@ -821,77 +838,68 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
       case 7: wait_copies<5>(); break;
       default: wait_copies<6>(); break;
     }
-    __syncthreads();  // tile t visible; every thread is done with tile t - 1, its stage and xp
+    __syncthreads();  // tile t visible; every thread is done with tile t - 1, its stage and xt
     {
       const uint64_t next = t + plan.stages - 1;
       if (next < t_end) issue(next, (i + plan.stages - 1) % plan.stages);
       commit_copies();
     }
-    const DevTile tile = tiles_dev[t];
     const uint8_t* stage = smem + (i % plan.stages) * layout.stage_bytes;
-    const uint32_t h = tile.rows, w = tile.cols;
-    const uint16_t* xb = reinterpret_cast<const uint16_t*>(stage + layout.x_stage) + (((tile.col0 * batch) & 7u));
+    const uint64_t grid_row = t / grid_cols;
+    const uint64_t row0 = grid_row * plan.tile_rows;
+    const uint32_t col0 = tile_col0(t);
+    const uint32_t h = static_cast<uint32_t>(tensor_rows - row0 < plan.tile_rows ? tensor_rows - row0 : plan.tile_rows);
+    const uint32_t w = static_cast<uint32_t>(tensor_cols - col0 < plan.tile_cols ? tensor_cols - col0 : plan.tile_cols);
+    const uint32_t stored_size = tiles_dev[t].stored_size;
     const SideGeometry sg = side_geometry(params, h, w, false);
     const uint32_t codes_at = 8 + sg.a_bytes();
-    // The widest word vector (kV words per lane and step) that alignment, width and group allow.
+    const uint8_t* xs = stage + layout.x_stage;  // (w, batch) BF16
+    // Words per lane and k-step: 2 when 8-byte loads are aligned and a step (4 lanes x 2 words)
+    // stays inside a group; else 1. 0: the MMA layout does not fit this tile (exact fallback).
     uint32_t v = 0;
-    if (h <= 16 * kWarps && codes_at % 4 == 0) {
-      for (uint32_t cand = 4; cand >= 1 && v == 0; cand /= 2) {
-        const uint32_t step_cols = 4 * cand * T::kPerWord;
-        const bool fits = w % step_cols == 0 && (!params.grouped || params.group % step_cols == 0) &&
-                          codes_at % (4 * cand) == 0;
-        if (fits) v = cand;
-      }
+    if (h <= 16 * kWarps && codes_at % 4 == 0 && w % T::kPerWord == 0) {
+      const uint32_t group_cols = params.grouped ? params.group : 0;
+      const bool two = codes_at % 8 == 0 && (w / T::kPerWord) % 2 == 0 &&
+                       (group_cols == 0 || group_cols % (8 * T::kPerWord) == 0);
+      const bool one = group_cols == 0 || group_cols % (4 * T::kPerWord) == 0;
+      v = two ? 2 : one ? 1 : 0;
     }
-    if (v) {
-      // xp: x pre-permuted into B fragments; xsum: sum of x per (group, batch column).
-      const uint32_t words = w / T::kPerWord;
-      for (uint32_t e = threadIdx.x; e < words * kNB * T::kPairs; e += kThreads) {
-        const uint32_t j = e / (kNB * T::kPairs), n = (e / T::kPairs) % kNB, pi = e % T::kPairs;
-        uint32_t lo_col, hi_col;
-        T::columns(pi, &lo_col, &hi_col);
-        const uint32_t lo = n < batch ? xb[(j * T::kPerWord + lo_col) * batch + n] : 0u;
-        const uint32_t hi = n < batch ? xb[(j * T::kPerWord + hi_col) * batch + n] : 0u;
-        xp[e] = lo | (hi << 16);
+    const uint8_t* xrows = xs;
+    uint32_t xrow_bytes = 0;
+    if (v && batch > 1) {
+      uint16_t* xt = reinterpret_cast<uint16_t*>(smem + layout.xt);
+      const uint16_t* xin = reinterpret_cast<const uint16_t*>(xs);
+      for (uint32_t e = threadIdx.x; e < w * batch; e += kThreads) {
+        const uint32_t col = e / batch, n = e - col * batch;
+        xt[n * (layout.xt_row / 2) + col] = xin[e];
       }
-      const uint32_t group = params.grouped ? params.group : w;
-      const uint32_t groups = (w + group - 1) / group;
-      for (uint32_t pair = warp; pair < groups * kNB; pair += kWarps) {
-        const uint32_t gi = pair / kNB, n = pair % kNB;
-        float sum = 0.f;
-        if (n < batch)
-          for (uint32_t col = gi * group + lane; col < min(w, (gi + 1) * group); col += 32)
-            sum += bf16_bits_to_float(xb[col * batch + n]);
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
-        if (lane == 0) xsum[pair] = sum;
-      }
+      xrows = smem + layout.xt;
+      xrow_bytes = layout.xt_row;
+      __syncthreads();
     }
-    __syncthreads();
-    if (v == 4) tc_tile<kBits, kNT, 4>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
-    else if (v == 2) tc_tile<kBits, kNT, 2>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
-    else if (v == 1) tc_tile<kBits, kNT, 1>(params, tile, stage, sg, codes_at, xp, xsum, yacc);
+    if (v == 2) tc_tile<kBits, kNT, 2>(params, h, w, row0, stage, sg, codes_at, xrows, xrow_bytes, batch, yacc);
+    else if (v == 1) tc_tile<kBits, kNT, 1>(params, h, w, row0, stage, sg, codes_at, xrows, xrow_bytes, batch, yacc);
     else {
-      // Edge tiles the MMA layout does not fit: exact dequantization, warp per row, global atomics.
-      const uint32_t code_bytes = tile.stored_size - codes_at;
+      // Tiles the MMA layout does not fit: exact dequantization, warp per row, global atomics.
+      const uint16_t* xin = reinterpret_cast<const uint16_t*>(xs);
+      const uint32_t code_bytes = stored_size - codes_at;
       for (uint32_t r = warp; r < h; r += kWarps) {
         for (uint32_t b = 0; b < batch; ++b) {
           float sum = 0.f;
           for (uint32_t col = lane; col < w; col += 32) {
             const uint32_t code = packed_code(stage + codes_at, code_bytes, r * w + col, kBits);
-            const uint64_t tensor_row = uint64_t{tile.row0} + r;
-            const ScaleZero sz = scale_zero(params, stage + 8, sg, r, params.grouped ? col / params.group : 0, tensor_row);
-            sum = fmaf(dequantize_value(params, sz, code, tensor_row), bf16_bits_to_float(xb[col * batch + b]), sum);
+            const ScaleZero sz = scale_zero(params, stage + 8, sg, r, params.grouped ? col / params.group : 0, row0 + r);
+            sum = fmaf(dequantize_value(params, sz, code, row0 + r), bf16_bits_to_float(xin[col * batch + b]), sum);
           }
 #pragma unroll
           for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
-          if (lane == 0) atomicAdd(&y_dev[(uint64_t{tile.row0} + r) * batch + b], sum);
+          if (lane == 0) atomicAdd(&y_dev[(row0 + r) * batch + b], sum);
         }
       }
     }
     if (threadIdx.x == 0) status_dev[t] = kOk;
     // Flush the register partials when the next tile starts another tile row (or the range ends).
-    if (t + 1 == t_end || tiles_dev[t + 1].row0 != tile.row0) {
+    if (t + 1 == t_end || (t + 1) % grid_cols == 0) {
       const uint32_t g = lane / 4, tq = lane % 4;
       const uint32_t rows[2] = {warp * 16 + g, warp * 16 + g + 8};
 #pragma unroll
@@ -902,7 +910,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
 #pragma unroll
           for (uint32_t k = 0; k < 2; ++k) {
             const uint32_t n = 8 * nt + 2 * tq + k;
-            if (n < batch) atomicAdd(&y_dev[(uint64_t{tile.row0} + rows[half]) * batch + n], yacc[nt][2 * half + k]);
+            if (n < batch) atomicAdd(&y_dev[(row0 + rows[half]) * batch + n], yacc[nt][2 * half + k]);
           }
         }
       }
@@ -914,21 +922,22 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
 }
 
 template <uint32_t kBits, uint32_t kNT>
-cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                      const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid, const uint16_t* x_dev,
-                      uint64_t x_elements, uint32_t batch, float* y_dev, uint32_t* status_dev, cudaStream_t stream) {
-  const uint64_t smem = TcLayout(plan, kBits, batch).total;
+cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count, uint32_t grid_cols,
+                      uint64_t tensor_rows, uint64_t tensor_cols, const QuantDevParams& params,
+                      const QuantStreamPlan& plan, uint32_t grid, const uint16_t* x_dev, uint32_t batch, float* y_dev,
+                      uint32_t* status_dev, cudaStream_t stream) {
+  const uint64_t smem = TcLayout(plan, batch).total;
   cudaError_t err = cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
-  quant_gemv_tc_kernel<kBits, kNT><<<grid, kThreads, smem, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan,
-                                                                     x_dev, x_elements, batch, y_dev, status_dev);
+  quant_gemv_tc_kernel<kBits, kNT><<<grid, kThreads, smem, stream>>>(
+      bytes_dev, tiles_dev, tile_count, grid_cols, tensor_rows, tensor_cols, params, plan, x_dev, batch, y_dev, status_dev);
   return cudaGetLastError();
 }
 
 template <uint32_t kBits, uint32_t kNT>
 int tc_occupancy(const QuantStreamPlan& plan, uint32_t batch) {
-  const uint64_t smem = TcLayout(plan, kBits, batch).total;
+  const uint64_t smem = TcLayout(plan, batch).total;
   if (cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(smem)) != cudaSuccess)
     return 0;
@@ -946,7 +955,6 @@ int tc_occupancy(const QuantStreamPlan& plan, uint32_t batch) {
   case 8: return CALL(BITS, 8);
 #define WPACK_TC_DISPATCH(bits, nt, CALL, FAIL)                  \
   switch (bits) {                                                \
-    case 2: switch (nt) { WPACK_TC_NT_CASES(2, CALL) } break;    \
     case 4: switch (nt) { WPACK_TC_NT_CASES(4, CALL) } break;    \
     case 8: switch (nt) { WPACK_TC_NT_CASES(8, CALL) } break;    \
     default: break;                                              \
@@ -1013,8 +1021,10 @@ cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* t
 
 uint64_t quant_stream_smem_bytes(const QuantStreamPlan& plan, uint32_t batch) { return StreamLayout(plan, batch).total; }
 
-bool quant_tc_supported(const QuantDevParams& params) {
-  return params.kind == kQuantInt && (params.bits == 2 || params.bits == 4 || params.bits == 8);
+bool quant_tc_supported(const QuantDevParams& params, const QuantStreamPlan& plan, uint64_t tensor_cols,
+                        const void* x_dev) {
+  return params.kind == kQuantInt && (params.bits == 4 || params.bits == 8) && plan.tile_cols % 8 == 0 &&
+         tensor_cols % 8 == 0 && reinterpret_cast<uintptr_t>(x_dev) % 16 == 0;
 }
 
 int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch) {
@@ -1025,14 +1035,18 @@ int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t 
 }
 
 cudaError_t launch_quant_gemv_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                 uint32_t grid_cols, uint64_t tensor_rows, uint64_t tensor_cols,
                                  const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
-                                 const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
-                                 uint32_t* status_dev, cudaStream_t stream) {
+                                 const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                 cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  if (plan.stages < 2 || plan.stages > 8 || grid == 0 || batch == 0 || batch > 64) return cudaErrorInvalidValue;
+  if (plan.stages < 2 || plan.stages > 8 || grid == 0 || batch == 0 || batch > 64 ||
+      !quant_tc_supported(params, plan, tensor_cols, x_dev))
+    return cudaErrorInvalidValue;
   const uint32_t nt = tc_n_tiles(batch);
-#define WPACK_LAUNCH_TC(B, N) \
-  launch_tc<B, N>(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, x_elements, batch, y_dev, status_dev, stream)
+#define WPACK_LAUNCH_TC(B, N)                                                                                  \
+  launch_tc<B, N>(bytes_dev, tiles_dev, tile_count, grid_cols, tensor_rows, tensor_cols, params, plan, grid, x_dev, \
+                  batch, y_dev, status_dev, stream)
   WPACK_TC_DISPATCH(params.bits, nt, WPACK_LAUNCH_TC, cudaErrorInvalidValue)
 #undef WPACK_LAUNCH_TC
 }

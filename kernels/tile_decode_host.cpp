@@ -348,7 +348,8 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
     // (batch <= 8), else the generic one-block-per-tile kernel.
-    const bool tc = impl_->streamable && detail::quant_tc_supported(impl_->quant);
+    const bool tc =
+        impl_->streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
     if (tc || (impl_->streamable && batch <= 8)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
@@ -364,9 +365,18 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                        static_cast<unsigned long long>(impl_->tile_count));
       }
       if (grid > 0) {
-        const auto launch = tc ? detail::launch_quant_gemv_tc : detail::launch_quant_gemv_stream;
-        WPACK_CUDA_CHECK(launch(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant, impl_->stream_plan,
-                                static_cast<uint32_t>(grid), x_dev, impl_->cols * batch, y_dev, batch, status_dev, st));
+        if (tc) {
+          const uint64_t grid_cols = (impl_->cols + impl_->stream_plan.tile_cols - 1) / impl_->stream_plan.tile_cols;
+          WPACK_CUDA_CHECK(detail::launch_quant_gemv_tc(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                        static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
+                                                        impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
+                                                        x_dev, y_dev, batch, status_dev, st));
+        } else {
+          WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                            impl_->quant, impl_->stream_plan,
+                                                            static_cast<uint32_t>(grid), x_dev, impl_->cols * batch,
+                                                            y_dev, batch, status_dev, st));
+        }
         return;
       }
     }

@@ -110,13 +110,16 @@ cudaError_t launch_quant_gemv_stream(const uint8_t* bytes_dev, const DevTile* ti
                                      const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
                                      const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
                                      uint32_t* status_dev, cudaStream_t stream);
-// The tensor-core variant of the streaming GEMV: int8/int4/int2 codes (quant_tc_supported), batch
-// 1..64; same arguments and preconditions as launch_quant_gemv_stream.
-bool quant_tc_supported(const QuantDevParams& params);
+// The tensor-core variant of the streaming GEMV: int8/int4 codes, tile_cols and K multiples of 8,
+// x_dev 16-byte aligned (quant_tc_supported); batch 1..64; tiles row-major over grid_cols tile
+// columns of the nominal plan shape. Otherwise as launch_quant_gemv_stream.
+bool quant_tc_supported(const QuantDevParams& params, const QuantStreamPlan& plan, uint64_t tensor_cols,
+                        const void* x_dev);
 cudaError_t launch_quant_gemv_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                 uint32_t grid_cols, uint64_t tensor_rows, uint64_t tensor_cols,
                                  const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
-                                 const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
-                                 uint32_t* status_dev, cudaStream_t stream);
+                                 const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                 cudaStream_t stream);
 int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
 // Blocks of the streaming kernel that fit on one multiprocessor for this plan and batch.
 int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
