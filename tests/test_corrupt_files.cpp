@@ -1,0 +1,719 @@
+// Bad .wpk files, clear errors (issue 6, item 3), on small real files: lossless and lossy tensors,
+// zstd, rans and raw tiles. Every way of damaging a file is tried:
+//   - truncation at every byte, and bytes appended;
+//   - every bit of the header, the index (metadata, tensor table, tile index) and the footer flipped;
+//   - bits of every tile flipped (every byte; all 8 bits at both ends of each tile);
+//   - every byte of the index replaced by other values with the checksums recomputed (a crafted
+//     file: counts, sizes, offsets, shapes that lie), and named crafted cases (counts and sizes
+//     larger than the file, overlapping and out-of-file tiles, a newer format version, bad magic).
+// Each must give an Error with the right code and a one-line message naming the file and what is
+// wrong (the tensor and tile for a tile), never a crash or another exception, and no allocation
+// larger than the file justifies (operator new is counted here). A sample of each goes through the
+// wpack binary: exit code 1 and one line on stderr.
+// Padding between tiles is never read: flipping it changes nothing decoded (also tested).
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "formats/detail/le.h"
+#include "formats/error.h"
+#include "formats/safetensors.h"
+#include "formats/wpk.h"
+#include "packer/pack.h"
+#include "packer/unpack.h"
+#include "test_util.h"
+#include "verify/verify.h"
+
+// ---------------------------------------------------------------------------------------------
+// Counting allocations: the largest single operator new while tracking is on.
+namespace {
+std::atomic<bool> g_track_allocations{false};
+std::atomic<size_t> g_largest_allocation{0};
+void note_allocation(size_t n) {
+  if (!g_track_allocations.load(std::memory_order_relaxed)) return;
+  size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
+  while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n)) {
+  }
+}
+void* allocate(size_t n) {
+  note_allocation(n);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+void* operator new(size_t n) { return allocate(n); }
+void* operator new[](size_t n) { return allocate(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+
+using namespace wpack;
+using wpack::test::RunResult;
+using wpack::test::run_wpack;
+using wpack::test::TempDir;
+
+namespace {
+
+// Tracks the largest allocation in a scope.
+class AllocationWatch {
+ public:
+  AllocationWatch() {
+    g_largest_allocation = 0;
+    g_track_allocations = true;
+  }
+  ~AllocationWatch() { g_track_allocations = false; }
+  size_t largest() const { return g_largest_allocation.load(); }
+};
+
+// What reading a damaged file may allocate at most: the file's own size, a few times, or 1 MiB.
+size_t allocation_limit(uint64_t file_size) { return std::max<size_t>(size_t{1} << 20, 4 * file_size); }
+
+// The model every variant packs: 2-D floats (quantized in the lossy variants), a vector, integers,
+// a scalar and an empty tensor. Small, so that every bit can be tried.
+MemorySource corrupt_test_model() {
+  MemorySource src("memory", {{"format", "pt"}});
+  src.add("attn.w", DType::BF16, {40, 64}, test::gaussian_bf16(40 * 64, 0.02f, 1));
+  src.add("mlp.w", DType::F32, {24, 20}, test::gaussian_f32(24 * 20, 0.05f, 2));
+  src.add("norm", DType::F32, {20}, test::gaussian_f32(20, 1.0f, 3));
+  src.add("ids", DType::I32, {9}, test::random_bytes(9 * 4, 4));
+  src.add("scalar", DType::F16, {}, test::gaussian_f16(1, 1.0f, 5));
+  src.add("empty", DType::BF16, {0, 4}, {});
+  return src;
+}
+
+struct Variant {
+  std::string name;
+  PackOptions options;
+};
+
+std::vector<Variant> variants() {
+  std::vector<Variant> v;
+  auto base = [] {
+    PackOptions o;
+    o.tile_rows = 16;
+    o.tile_cols = 16;
+    o.threads = 1;
+    o.command_line = "test_corrupt_files";
+    return o;
+  };
+  {
+    Variant x{"lossless-zstd", base()};
+    v.push_back(x);
+  }
+  {
+    Variant x{"lossless-rans", base()};
+    x.options.codec = Codec::kRans;
+    v.push_back(x);
+  }
+  {
+    Variant x{"lossless-none", base()};
+    x.options.codec = Codec::kNone;
+    v.push_back(x);
+  }
+  {
+    Variant x{"lossy-int4-zstd", base()};
+    x.options.policy = parse_policy_spec("int4:g32", TensorPolicy{});
+    v.push_back(x);
+  }
+  {
+    Variant x{"lossy-rans", base()};  // LUT tables and row scales in params, rANS-coded tiles
+    x.options.codec = Codec::kRans;
+    x.options.policy = parse_policy_spec("lut4:rows16", TensorPolicy{});
+    x.options.overrides.push_back({"^mlp", parse_policy_spec("int8:prune=0.5", x.options.policy)});
+    v.push_back(x);
+  }
+  return v;
+}
+
+// A packed variant: its bytes and where each part of the file is.
+struct PackedFile {
+  std::string name;
+  std::vector<uint8_t> bytes;
+  uint64_t index_offset = 0, index_size = 0;
+  struct TileSpan {
+    uint64_t begin, end;  // stored bytes [begin, end)
+    size_t tensor;
+    uint64_t tile_in_tensor;
+  };
+  std::vector<TileSpan> tiles;
+  std::vector<std::string> tensor_names;
+  std::vector<std::vector<uint8_t>> decoded;  // every tensor, decoded from the intact file
+};
+
+std::vector<std::vector<uint8_t>> decode_all(const WpkReader& r) {
+  std::vector<std::vector<uint8_t>> out;
+  for (size_t t = 0; t < r.tensors().size(); ++t) {
+    out.emplace_back(r.tensors()[t].num_elements() * dtype_size(r.tensors()[t].dtype));
+    decode_tensor(r, t, out.back(), 1);
+  }
+  return out;
+}
+
+PackedFile pack_variant(const TempDir& dir, const Variant& v) {
+  const std::string path = dir.file(v.name + ".wpk");
+  pack_model(corrupt_test_model(), path, v.options);
+  PackedFile f;
+  f.name = v.name;
+  f.bytes = test::read_file(path);
+  auto r = WpkReader::open(path);
+  f.index_size = r->index_bytes();
+  f.index_offset = f.bytes.size() - kWpkFooterBytes - f.index_size;
+  for (size_t t = 0; t < r->tensors().size(); ++t) {
+    const WpkTensor& wt = r->tensors()[t];
+    f.tensor_names.push_back(wt.name);
+    for (uint64_t k = 0; k < wt.tile_count; ++k) {
+      const WpkTile& tile = r->tiles()[wt.first_tile + k];
+      f.tiles.push_back({tile.offset, tile.offset + tile.stored_size, t, k});
+    }
+  }
+  f.decoded = decode_all(*r);
+  std::filesystem::remove(path);
+  return f;
+}
+
+std::vector<PackedFile> pack_all(const TempDir& dir) {
+  std::vector<PackedFile> files;
+  for (const auto& v : variants()) files.push_back(pack_variant(dir, v));
+  // Sanity of the fixture: every variant has several tiles per 2-D tensor; the lossy ones hold
+  // quantized tensors; zstd, rans and raw tiles all occur.
+  REQUIRE(files.size() == 5);
+  for (const auto& f : files) REQUIRE(f.tiles.size() >= 8);
+  return files;
+}
+
+// A working copy of a file that bytes can be changed in, in place.
+class WorkFile {
+ public:
+  WorkFile(const std::string& path, const std::vector<uint8_t>& bytes) : path_(path), bytes_(bytes) {
+    test::write_file(path, bytes);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(fd_ >= 0);
+  }
+  ~WorkFile() { ::close(fd_); }
+  const std::string& path() const { return path_; }
+  void set_byte(uint64_t pos, uint8_t value) { REQUIRE(::pwrite(fd_, &value, 1, static_cast<off_t>(pos)) == 1); }
+  void restore(uint64_t pos) { set_byte(pos, bytes_[pos]); }
+  void truncate(uint64_t size) { REQUIRE(::ftruncate(fd_, static_cast<off_t>(size)) == 0); }
+  // Makes the file hold exactly `bytes`, in place. (Rewriting a file through O_TRUNC makes ext4
+  // flush it to disk each time, which is slow over thousands of cases.)
+  void assign(const std::vector<uint8_t>& bytes) {
+    if (!bytes.empty()) REQUIRE(::pwrite(fd_, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size()));
+    truncate(bytes.size());
+  }
+
+ private:
+  std::string path_;
+  std::vector<uint8_t> bytes_;
+  int fd_ = -1;
+};
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// One line, naming the file.
+void check_message(const std::string& message, const std::string& path) {
+  INFO("message: " << message);
+  CHECK(contains(message, path));
+  CHECK(message.find('\n') == std::string::npos);
+  CHECK(message.find('\r') == std::string::npos);
+}
+
+struct OpenResult {
+  bool opened = false;
+  ErrorCode code = ErrorCode::kIo;
+  std::string message;
+};
+
+OpenResult try_open(const std::string& path) {
+  OpenResult r;
+  try {
+    WpkReader::open(path);
+    r.opened = true;
+  } catch (const Error& e) {
+    r.code = e.code();
+    r.message = e.what();
+  }
+  return r;
+}
+
+// Opens and decodes everything; returns the first Error (or none). Any other exception escapes
+// and fails the test.
+OpenResult open_and_decode(const std::string& path) {
+  OpenResult r;
+  try {
+    auto reader = WpkReader::open(path);
+    r.opened = true;
+    decode_all(*reader);
+  } catch (const Error& e) {
+    r.code = e.code();
+    r.message = e.what();
+  }
+  return r;
+}
+
+uint64_t footer_offset(const PackedFile& f) { return f.bytes.size() - kWpkFooterBytes; }
+
+// Recomputes the index checksum in the footer and the footer's own checksum.
+void fix_checksums(std::vector<uint8_t>& bytes) {
+  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
+  const uint64_t off = detail::load_u64(foot), size = detail::load_u64(foot + 8);
+  if (off <= bytes.size() && size <= bytes.size() - off) detail::store_u64(foot + 16, wpk_checksum({bytes.data() + off, size}));
+  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
+}
+
+std::string code_name(ErrorCode c) { return error_code_name(c); }
+
+// Reads one stderr of the binary: exactly one line "wpack: ...".
+void check_cli_error(const RunResult& r, const std::string& mention) {
+  INFO("stderr: " << r.err << " stdout: " << r.out);
+  CHECK(r.exit_code == 1);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.rfind("wpack: ", 0) == 0);
+  CHECK(contains(r.err, mention));
+}
+
+}  // namespace
+
+TEST_CASE("corrupt: truncation at every byte is a format error naming the file (truncated)") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    WorkFile work(dir.file(f.name + "-cut.wpk"), f.bytes);
+    AllocationWatch watch;
+    for (uint64_t len = f.bytes.size(); len-- > 0;) {
+      work.truncate(len);
+      const OpenResult r = try_open(work.path());
+      INFO("truncated to " << len << " of " << f.bytes.size() << " bytes: " << r.message);
+      REQUIRE_FALSE(r.opened);
+      CHECK(r.code == ErrorCode::kFormat);
+      CHECK(contains(r.message, "truncated"));
+      check_message(r.message, work.path());
+    }
+    CHECK(watch.largest() <= allocation_limit(f.bytes.size()));
+  }
+}
+
+TEST_CASE("corrupt: bytes appended after the footer are refused") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    for (size_t extra : {size_t(1), size_t(8), size_t(48), size_t(4096)}) {
+      auto bytes = f.bytes;
+      bytes.resize(bytes.size() + extra, 0);
+      const std::string path = dir.file("long.wpk");
+      test::write_file(path, bytes);
+      const OpenResult r = try_open(path);
+      INFO(extra << " bytes appended: " << r.message);
+      REQUIRE_FALSE(r.opened);
+      CHECK(r.code == ErrorCode::kFormat);
+      CHECK(contains(r.message, "footer not found"));
+      check_message(r.message, path);
+    }
+  }
+}
+
+TEST_CASE("corrupt: every bit of header, index and footer is covered (checksum or magic)") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    WorkFile work(dir.file(f.name + "-flip.wpk"), f.bytes);
+    std::vector<uint64_t> positions;
+    for (uint64_t i = 0; i < kWpkHeaderBytes; ++i) positions.push_back(i);
+    for (uint64_t i = f.index_offset; i < f.bytes.size(); ++i) positions.push_back(i);
+    REQUIRE(f.index_offset + f.index_size == footer_offset(f));
+    AllocationWatch watch;
+    for (uint64_t pos : positions) {
+      for (int bit = 0; bit < 8; ++bit) {
+        work.set_byte(pos, static_cast<uint8_t>(f.bytes[pos] ^ (1u << bit)));
+        const OpenResult r = try_open(work.path());
+        work.restore(pos);
+        INFO("byte " << pos << " bit " << bit << ": " << code_name(r.code) << ": " << r.message);
+        REQUIRE_FALSE(r.opened);
+        check_message(r.message, work.path());
+        // What is wrong and where.
+        if (pos < 8) {
+          CHECK(r.code == ErrorCode::kFormat);
+          CHECK(contains(r.message, "bad magic"));
+        } else if (pos < kWpkHeaderBytes) {
+          CHECK(r.code == ErrorCode::kCorrupt);
+          CHECK(contains(r.message, "header checksum mismatch"));
+        } else if (pos < footer_offset(f)) {
+          CHECK(r.code == ErrorCode::kCorrupt);
+          CHECK(contains(r.message, "index checksum mismatch"));
+        } else if (pos - footer_offset(f) >= 32 && pos - footer_offset(f) < 40) {
+          CHECK(r.code == ErrorCode::kFormat);
+          CHECK(contains(r.message, "footer not found"));
+        } else {
+          CHECK(r.code == ErrorCode::kCorrupt);
+          CHECK(contains(r.message, "footer checksum mismatch"));
+        }
+      }
+    }
+    CHECK(watch.largest() <= allocation_limit(f.bytes.size()));
+  }
+}
+
+TEST_CASE("corrupt: a flipped bit in tile data fails that tile, named with its tensor, in decode and verify") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    WorkFile work(dir.file(f.name + "-tile.wpk"), f.bytes);
+    AllocationWatch watch;
+    uint64_t flips = 0;
+    for (const auto& tile : f.tiles) {
+      const std::string where = "tensor '" + f.tensor_names[tile.tensor] + "': tile " + std::to_string(tile.tile_in_tensor) + ":";
+      for (uint64_t pos = tile.begin; pos < tile.end; ++pos) {
+        // Every byte; all 8 bits of the first and last 4 bytes of each tile.
+        const bool edge = pos < tile.begin + 4 || pos + 4 >= tile.end;
+        for (int bit = 0; bit < 8; ++bit) {
+          if (!edge && bit != static_cast<int>(pos % 8)) continue;
+          work.set_byte(pos, static_cast<uint8_t>(f.bytes[pos] ^ (1u << bit)));
+          ++flips;
+          // The index is intact: the file opens, and the tile's tensor fails to decode.
+          auto reader = WpkReader::open(work.path());
+          std::vector<uint8_t> out(f.decoded[tile.tensor].size());
+          std::string message;
+          ErrorCode code = ErrorCode::kIo;
+          try {
+            decode_tensor(*reader, tile.tensor, out, 1);
+          } catch (const Error& e) {
+            message = e.what();
+            code = e.code();
+          }
+          INFO("byte " << pos << " bit " << bit << ": " << message);
+          REQUIRE(!message.empty());
+          CHECK(code == ErrorCode::kCorrupt);
+          CHECK(contains(message, where));
+          check_message(message, work.path());
+          // verify: the same tensor fails, the others pass.
+          const VerifyReport report = verify_cpu(*reader, nullptr, 1);
+          CHECK_FALSE(report.ok());
+          for (size_t t = 0; t < report.tensors.size(); ++t) {
+            if (t == tile.tensor) {
+              CHECK(contains(report.tensors[t].error, where));
+              check_message(report.tensors[t].error, work.path());
+            } else {
+              CHECK(report.tensors[t].error.empty());
+            }
+          }
+          reader.reset();
+          work.restore(pos);
+        }
+      }
+    }
+    CHECK(flips > 1000);
+    CHECK(watch.largest() <= allocation_limit(f.bytes.size()));
+  }
+}
+
+TEST_CASE("corrupt: padding between tiles is never read (flipping it changes nothing decoded)") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    std::vector<bool> used(f.bytes.size(), false);
+    for (uint64_t i = 0; i < kWpkHeaderBytes; ++i) used[i] = true;
+    for (uint64_t i = f.index_offset; i < f.bytes.size(); ++i) used[i] = true;
+    for (const auto& tile : f.tiles)
+      for (uint64_t i = tile.begin; i < tile.end; ++i) used[i] = true;
+    WorkFile work(dir.file(f.name + "-pad.wpk"), f.bytes);
+    uint64_t padding = 0;
+    for (uint64_t pos = 0; pos < f.bytes.size(); ++pos) {
+      if (used[pos]) continue;
+      ++padding;
+      CHECK(f.bytes[pos] == 0);  // the writer pads with zeros
+      work.set_byte(pos, 0xFF);
+      auto reader = WpkReader::open(work.path());
+      CHECK(decode_all(*reader) == f.decoded);
+      reader.reset();
+      work.restore(pos);
+    }
+    CHECK(padding > 0);
+  }
+}
+
+TEST_CASE("corrupt: crafted index bytes (checksums recomputed) fail cleanly, with bounded allocations") {
+  // A file whose checksums agree with wrong contents: every index byte replaced by several values.
+  // The reader's structural checks (bounds, counts, tile grid, tile ranges) and the decoders must
+  // refuse or survive each one: no crash, only wpack::Error, one line naming the file.
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    WorkFile work(dir.file(f.name + "-crafted.wpk"), f.bytes);
+    const std::string& path = work.path();
+    uint64_t refused = 0, accepted = 0;
+    AllocationWatch watch;
+    for (uint64_t pos = f.index_offset; pos < footer_offset(f); ++pos) {
+      for (uint8_t value : {uint8_t(0x00), uint8_t(0xFF), uint8_t(f.bytes[pos] ^ 0x01), uint8_t(f.bytes[pos] ^ 0x80),
+                            uint8_t(f.bytes[pos] + 0x10)}) {
+        if (value == f.bytes[pos]) continue;
+        auto bytes = f.bytes;
+        bytes[pos] = value;
+        fix_checksums(bytes);
+        work.assign(bytes);
+        const OpenResult r = open_and_decode(path);
+        INFO("index byte " << pos - f.index_offset << " = " << int(value) << ": " << r.message);
+        if (r.message.empty()) {
+          ++accepted;  // e.g. a metric or metadata byte: the file is still consistent
+        } else {
+          ++refused;
+          CHECK((r.code == ErrorCode::kFormat || r.code == ErrorCode::kCorrupt || r.code == ErrorCode::kUnsupported));
+          check_message(r.message, path);
+        }
+      }
+    }
+    INFO("refused " << refused << ", accepted " << accepted);
+    CHECK(refused > accepted);
+    CHECK(watch.largest() <= allocation_limit(f.bytes.size()));
+  }
+}
+
+TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file are named") {
+  TempDir dir;
+  const PackedFile f = pack_variant(dir, variants()[0]);
+  const std::string path = dir.file("crafted.wpk");
+  const uint64_t idx = f.index_offset;
+  const uint64_t tile_records = footer_offset(f) - f.tiles.size() * kWpkTileRecordBytes;
+  const uint32_t metadata_size = detail::load_u32(f.bytes.data() + idx + 16);
+  const uint64_t first_record = idx + 20 + metadata_size;  // the first tensor record
+  struct Case {
+    const char* what;
+    std::function<void(std::vector<uint8_t>&)> edit;
+    ErrorCode code;
+    const char* mention;
+  };
+  const uint64_t huge = uint64_t(1) << 62;
+  const std::vector<Case> cases = {
+      {"tensor count", [&](auto& b) { detail::store_u32(b.data() + idx, 0xFFFFFFFFu); }, ErrorCode::kFormat,
+       "tensor count 4294967295 larger than the index holds"},
+      {"tile count", [&](auto& b) { detail::store_u64(b.data() + idx + 8, huge); }, ErrorCode::kFormat,
+       "larger than the index holds"},
+      {"metadata size", [&](auto& b) { detail::store_u32(b.data() + idx + 16, 0xFFFFFFF0u); }, ErrorCode::kFormat,
+       "truncated metadata"},
+      {"tensor name size", [&](auto& b) { b[first_record] = 0xFF; b[first_record + 1] = 0xFF; }, ErrorCode::kFormat,
+       "index: truncated"},
+      {"tile offset past the file", [&](auto& b) { detail::store_u64(b.data() + tile_records + kWpkTileRecordBytes, huge); },
+       ErrorCode::kFormat, "tile 1 (record 1 of the tile index): byte range outside the tile data"},
+      {"tile size past the index", [&](auto& b) { detail::store_u64(b.data() + tile_records + 8, huge); },
+       ErrorCode::kFormat, "tile 0 (record 0 of the tile index): byte range outside the tile data"},
+      {"tile size wrapping around", [&](auto& b) { detail::store_u64(b.data() + tile_records + 8, ~uint64_t(0) - 8); },
+       ErrorCode::kFormat, "byte range outside the tile data"},
+      {"tile overlapping the previous one",
+       [&](auto& b) { detail::store_u64(b.data() + tile_records + kWpkTileRecordBytes, detail::load_u64(b.data() + tile_records)); },
+       ErrorCode::kFormat, "tile 1 (record 1 of the tile index): overlaps the previous tile"},
+      {"tile over the header", [&](auto& b) { detail::store_u64(b.data() + tile_records, 0); }, ErrorCode::kFormat,
+       "overlaps the previous tile or the header"},
+      {"index offset past the file", [&](auto& b) { detail::store_u64(b.data() + b.size() - 48, huge); }, ErrorCode::kFormat,
+       "index range outside the file"},
+      {"index size past the file", [&](auto& b) { detail::store_u64(b.data() + b.size() - 40, huge); }, ErrorCode::kFormat,
+       "index range outside the file"},
+      {"footer version", [&](auto& b) { detail::store_u32(b.data() + b.size() - 24, 2); }, ErrorCode::kFormat,
+       "footer version differs from header"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    auto bytes = f.bytes;
+    c.edit(bytes);
+    fix_checksums(bytes);
+    test::write_file(path, bytes);
+    AllocationWatch watch;
+    const OpenResult r = try_open(path);
+    INFO(r.message);
+    REQUIRE_FALSE(r.opened);
+    CHECK(r.code == c.code);
+    CHECK(contains(r.message, c.mention));
+    check_message(r.message, path);
+    CHECK(watch.largest() <= allocation_limit(bytes.size()));
+    // The binary: exit 1, one line.
+    check_cli_error(run_wpack({"inspect", path}), c.mention);
+  }
+}
+
+TEST_CASE("corrupt: a newer format version is named exactly; a flipped version bit is a corrupt header") {
+  TempDir dir;
+  const PackedFile f = pack_variant(dir, variants()[0]);
+  const std::string path = dir.file("newer.wpk");
+  for (uint32_t version : {2u, 3u, 1000u, 0xFFFFFFFFu}) {
+    auto bytes = f.bytes;
+    detail::store_u32(bytes.data() + 8, version);
+    detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+    test::write_file(path, bytes);
+    const std::string expected = path + ": written by a newer wpack: format v" + std::to_string(version);
+    const OpenResult r = try_open(path);
+    CHECK(r.code == ErrorCode::kUnsupported);
+    CHECK(r.message == expected);
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
+      RunResult cli = run_wpack(args);
+      INFO(args[0]);
+      CHECK(cli.exit_code == 1);
+      CHECK(cli.err == "wpack: " + expected + "\n");
+    }
+    CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+  }
+  // Version 0 with a good checksum: not a version this wpack knows, and not newer.
+  auto bytes = f.bytes;
+  detail::store_u32(bytes.data() + 8, 0);
+  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+  test::write_file(path, bytes);
+  const OpenResult zero = try_open(path);
+  CHECK(zero.code == ErrorCode::kFormat);
+  CHECK(contains(zero.message, "bad format version 0"));
+  // Version 3 by a flipped bit, checksum not recomputed: the header is corrupt, not newer.
+  bytes = f.bytes;
+  bytes[8] ^= 0x02;
+  test::write_file(path, bytes);
+  const OpenResult flipped = try_open(path);
+  CHECK(flipped.code == ErrorCode::kCorrupt);
+  CHECK(contains(flipped.message, "header checksum mismatch"));
+}
+
+TEST_CASE("corrupt: wrong magic (another format, zeros, text) is named") {
+  TempDir dir;
+  const std::string st = dir.file("model.safetensors");
+  write_safetensors(st, {{"w", DType::F32, {4}}}, {std::vector<uint8_t>(16, 1)}, {}, false);
+  const std::string zeros = dir.file("zeros.wpk");
+  test::write_file(zeros, std::vector<uint8_t>(4096, 0));
+  const std::string text = dir.file("text.wpk");
+  const std::string hello = "hello, this is not a wpk file at all\n";
+  test::write_file(text, std::vector<uint8_t>(hello.begin(), hello.end()));
+  for (const std::string& path : {st, zeros, text}) {
+    INFO(path);
+    const OpenResult r = try_open(path);
+    CHECK(r.code == ErrorCode::kFormat);
+    CHECK(contains(r.message, "not a .wpk file (bad magic)"));
+    check_message(r.message, path);
+    for (const auto& args : std::vector<std::vector<std::string>>{{"verify", path},
+                                                                  {"unpack", path, "-o", dir.file("x.safetensors")}})
+      check_cli_error(run_wpack(args), path);
+  }
+}
+
+TEST_CASE("corrupt: the binary exits 1 with one line for a sample of damaged files") {
+  TempDir dir;
+  for (const PackedFile& f : pack_all(dir)) {
+    INFO(f.name);
+    WorkFile work(dir.file(f.name + ".wpk"), f.bytes);
+    const std::string& path = work.path();
+    const std::string out = dir.file("out.safetensors");
+    const uint64_t size = f.bytes.size();
+    struct Damage {
+      std::string what;
+      std::vector<uint8_t> bytes;
+      std::string mention;  // in the one-line message
+      bool index_intact;    // inspect still works
+      bool magic_intact = true;  // else inspect takes the file for a model to estimate (still exit 1)
+    };
+    std::vector<Damage> damages;
+    for (uint64_t len : {uint64_t(0), uint64_t(7), uint64_t(8), uint64_t(64), uint64_t(111), uint64_t(112), size / 2,
+                         size - 48, size - 1})
+      damages.push_back({"truncated to " + std::to_string(len), {f.bytes.begin(), f.bytes.begin() + static_cast<ptrdiff_t>(len)},
+                         "truncated", false, len >= 4});
+    auto flip = [&](uint64_t pos, const std::string& mention, bool index_intact) {
+      auto b = f.bytes;
+      b[pos] ^= 0x04;
+      damages.push_back({"byte " + std::to_string(pos) + " flipped", b, mention, index_intact, pos >= 4});
+    };
+    flip(0, "bad magic", false);
+    flip(8, "header checksum mismatch", false);
+    flip(60, "header checksum mismatch", false);
+    flip(f.index_offset, "index checksum mismatch", false);
+    flip(f.index_offset + 25, "index checksum mismatch", false);  // metadata
+    flip(footer_offset(f) - 1, "index checksum mismatch", false);  // last tile record
+    flip(footer_offset(f), "footer checksum mismatch", false);
+    flip(size - 16, "footer not found", false);
+    flip(size - 1, "footer checksum mismatch", false);
+    for (size_t i : {size_t(0), f.tiles.size() / 2, f.tiles.size() - 1}) {
+      const auto& tile = f.tiles[i];
+      flip((tile.begin + tile.end) / 2,
+           "tensor '" + f.tensor_names[tile.tensor] + "': tile " + std::to_string(tile.tile_in_tensor) + ":", true);
+    }
+    for (const Damage& d : damages) {
+      INFO(d.what);
+      work.assign(d.bytes);
+      RunResult v = run_wpack({"verify", path});
+      check_cli_error(v, d.mention);
+      CHECK(contains(v.err, path));
+      RunResult u = run_wpack({"unpack", path, "-o", out});
+      check_cli_error(u, d.mention);
+      CHECK(!std::filesystem::exists(out));
+      RunResult i = run_wpack({"inspect", path});
+      if (d.index_intact) {
+        CHECK(i.exit_code == 0);
+      } else {
+        check_cli_error(i, d.magic_intact ? d.mention : path);
+      }
+    }
+  }
+}
+
+TEST_CASE("corrupt: safetensors sizes larger than the file are refused before allocating") {
+  TempDir dir;
+  const std::string path = dir.file("m.safetensors");
+  auto write_with_header = [&](const std::string& header, uint64_t data_bytes, uint64_t declared_length) {
+    std::vector<uint8_t> bytes(8);
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(declared_length >> (8 * i));
+    bytes.insert(bytes.end(), header.begin(), header.end());
+    bytes.resize(bytes.size() + data_bytes, 0);
+    test::write_file(path, bytes);
+  };
+  struct Case {
+    std::string header;
+    uint64_t data_bytes;
+    int64_t length_delta;  // declared header length = real length + delta
+    const char* mention;
+  };
+  const std::vector<Case> cases = {
+      {R"({"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}})", 16, 0, "runs past the end"},
+      {R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", 16, 0, "overflows"},
+      {R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,18446744073709551615]}})", 16, 0, "hold"},
+      {R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 16, 1 << 20, "runs past the end"},
+      {R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 16, 99'000'000, "runs past the end"},
+      {R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 16, int64_t(1) << 62, "exceeds the limit"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.header << " length + " << c.length_delta);
+    write_with_header(c.header, c.data_bytes, c.header.size() + static_cast<uint64_t>(c.length_delta));
+    AllocationWatch watch;
+    std::string message;
+    try {
+      open_safetensors(path);
+    } catch (const Error& e) {
+      message = e.what();
+      CHECK(e.code() == ErrorCode::kFormat);
+    }
+    INFO(message);
+    CHECK(contains(message, c.mention));
+    check_message(message, path);
+    CHECK(watch.largest() <= allocation_limit(std::filesystem::file_size(path)));
+    check_cli_error(run_wpack({"compress", path, "-o", dir.file("x.wpk")}), c.mention);
+    CHECK(!std::filesystem::exists(dir.file("x.wpk")));
+  }
+}
+
+TEST_CASE("corrupt: a tensor name with a newline still gives one-line messages") {
+  TempDir dir;
+  MemorySource src;
+  src.add("bad\nname\r", DType::F32, {64, 64}, test::gaussian_f32(64 * 64, 1.0f, 9));
+  PackOptions o;
+  o.tile_rows = o.tile_cols = 32;
+  const std::string path = dir.file("nl.wpk");
+  pack_model(src, path, o);
+  auto bytes = test::read_file(path);
+  auto r = WpkReader::open(path);
+  const uint64_t offset = r->tiles()[1].offset + 3;
+  r.reset();
+  bytes[offset] ^= 1;
+  test::write_file(path, bytes);
+  RunResult v = run_wpack({"unpack", path, "-o", dir.file("x.safetensors")});
+  check_cli_error(v, "tensor 'bad\\x0aname\\x0d': tile 1: checksum mismatch");
+}
