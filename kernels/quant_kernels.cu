@@ -714,12 +714,12 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
   const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
   float c[kNT][4];
   uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_of(kOffsetHi);
+  uint32_t gi = 0, in_group = 0;  // group index and step within it (no division per step)
   for (uint32_t q = 0; q < steps; ++q) {
-    if (q % steps_per_group == 0) {
+    if (in_group == 0) {
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
       if (kBits == 4) {
-        const uint32_t gi = p.grouped ? (q * step_words * T::kPerWord) / p.group : 0;
         const float z0 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r0c * sg.groups + gi]) : p.symmetric_zero;
         const float z1 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r1c * sg.groups + gi]) : p.symmetric_zero;
         off0_lo = bf16x2_of(kOffsetLo + z0);
@@ -767,8 +767,7 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
         mma_bf16_16816(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
       }
     }
-    if ((q + 1) % steps_per_group == 0 || q + 1 == steps) {
-      const uint32_t gi = p.grouped ? (q * step_words * T::kPerWord) / p.group : 0;
+    if (++in_group == steps_per_group || q + 1 == steps) {
       const ScaleZero s0 = scale_zero(p, stage + 8, sg, r0c, gi, row0 + r0c);
       const ScaleZero s1 = scale_zero(p, stage + 8, sg, r1c, gi, row0 + r1c);
 #pragma unroll
@@ -778,6 +777,8 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
         yacc[nt][2] = fmaf(s1.scale, c[nt][2], yacc[nt][2]);
         yacc[nt][3] = fmaf(s1.scale, c[nt][3], yacc[nt][3]);
       }
+      in_group = 0;
+      gi += p.grouped ? 1 : 0;
     }
   }
 }
@@ -807,12 +808,17 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
 #pragma unroll
   for (uint32_t nt = 0; nt < kNT; ++nt) yacc[nt][0] = yacc[nt][1] = yacc[nt][2] = yacc[nt][3] = 0.f;
 
-  // Tile t's origin from its index (row-major grid): no tile-record read on the critical path.
-  auto tile_col0 = [&](uint64_t ti) { return static_cast<uint32_t>(ti % grid_cols) * plan.tile_cols; };
+  // Tile origins from the index (row-major grid), advanced by counters: one 64-bit division per
+  // block, none per tile. (issue_row, issue_col): the next tile to issue; (row, col): tile t.
+  uint64_t issue_row = t_begin / grid_cols;
+  uint32_t issue_col = static_cast<uint32_t>(t_begin - issue_row * grid_cols);
+  uint64_t grid_row = issue_row;
+  uint32_t grid_col = issue_col;
   auto issue = [&](uint64_t ti, uint32_t slot) {
     uint8_t* stage = smem + slot * layout.stage_bytes;
     issue_copy(stage, bytes_dev + tiles_dev[ti].offset, tiles_dev[ti].stored_size);
-    const uint32_t col0 = tile_col0(ti);
+    const uint32_t col0 = issue_col * plan.tile_cols;
+    if (++issue_col == grid_cols) issue_col = 0, ++issue_row;
     const uint32_t cols = static_cast<uint32_t>(tensor_cols - col0 < plan.tile_cols ? tensor_cols - col0 : plan.tile_cols);
     const uint64_t start = uint64_t{col0} * batch * 2;  // 16-aligned: col0 % 8 == 0
     const uint32_t chunks = (cols * batch * 2 + 15) / 16;
@@ -845,9 +851,10 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
       commit_copies();
     }
     const uint8_t* stage = smem + (i % plan.stages) * layout.stage_bytes;
-    const uint64_t grid_row = t / grid_cols;
     const uint64_t row0 = grid_row * plan.tile_rows;
-    const uint32_t col0 = tile_col0(t);
+    const uint32_t col0 = grid_col * plan.tile_cols;
+    const bool row_ends = grid_col + 1 == grid_cols;
+    if (++grid_col == grid_cols) grid_col = 0, ++grid_row;
     const uint32_t h = static_cast<uint32_t>(tensor_rows - row0 < plan.tile_rows ? tensor_rows - row0 : plan.tile_rows);
     const uint32_t w = static_cast<uint32_t>(tensor_cols - col0 < plan.tile_cols ? tensor_cols - col0 : plan.tile_cols);
     const uint32_t stored_size = tiles_dev[t].stored_size;
@@ -899,7 +906,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
     }
     if (threadIdx.x == 0) status_dev[t] = kOk;
     // Flush the register partials when the next tile starts another tile row (or the range ends).
-    if (t + 1 == t_end || (t + 1) % grid_cols == 0) {
+    if (t + 1 == t_end || row_ends) {
       const uint32_t g = lane / 4, tq = lane % 4;
       const uint32_t rows[2] = {warp * 16 + g, warp * 16 + g + 8};
 #pragma unroll
