@@ -1,17 +1,25 @@
 // bench_rans: the interleaved rANS plane codec against zstd on BF16 weight tiles and int4 codes.
 //
-//   bench_rans [--bf16-raw FILE] [--mib N] [--tile-elems N]
+//   bench_rans [--model FILE.safetensors | --bf16-raw FILE] [--mib N] [--tile-elems N]
 //
-// BF16 (synthetic N(0, 0.02^2), N MiB, default 64; and FILE if given, raw little-endian BF16):
-// the data is cut into 1-D tiles of 16384 elements (one 128x128 tile); each tile is split into the
-// high byte plane (sign + 7 exponent bits) and the low byte plane. wpack-rANS codes the high plane
-// per tile and stores the low plane raw (16384 bytes, no header), once with a table in every
-// tile and once with one shared table for the file (its serialised bytes counted once). Reported beside it: the order-0
-// bound (H(high byte over the whole file) + 8) / 16, zstd -3 on each plane per tile, and zstd -3 on
-// each tile's raw bytes. Decode speed is one thread, MB of original bytes per second, best of 5;
-// rANS decode includes copying the raw low plane, zstd-planes decodes both planes.
-// int4: N(0,1) values quantised to 16 levels with an absmax scale per 128-element group, packed
-// 4-bit, coded per 16384-code tile with symbol_bits = 4, against the order-0 entropy of the codes.
+// BF16 (synthetic N(0, 0.02^2), N MiB, default 64; and the model's BF16 tensors concatenated in
+// file order, or FILE of raw little-endian BF16): the data is cut into 1-D tiles of 16384 elements
+// (one 128x128 tile); each tile is split into the high byte plane (sign + 7 exponent bits) and the
+// low byte plane. wpack-rANS codes the high plane per tile and stores the low plane raw (16384
+// bytes, no header), once with a table in every tile and once with one shared table for the file
+// (its serialised bytes counted once). Reported beside it: the order-0 bound (H(high byte over the
+// whole file) + 8) / 16, zstd -3 on each plane per tile, and zstd -3 on each tile's raw bytes.
+// Decode speed is one thread, MB of original bytes per second, best of 5; rANS decode includes
+// copying the raw low plane, zstd-planes decodes both planes.
+//
+// int4: weights quantised to 16 levels with an absmax scale per 128 consecutive elements of a row
+// (a group along K), cut into 128x128 tiles like the packer does (edge tiles smaller), one rANS
+// stream of 4-bit codes per tile, every byte counted. The target is the order-0 entropy of the
+// codes per tensor (sum over tensors of codes x H(that tensor's codes)); also printed: the entropy
+// over all codes of the file (higher: it mixes tensors) and the sum of each tile's own order-0
+// entropy (what per-tile tables would reach if they and the lane states were free). --model: every
+// 2-D BF16 tensor whose rows are a multiple of 128 long; --bf16-raw: the whole file as one tensor
+// of 128-element rows; synthetic: N(0, 1), 4096 columns.
 #include <zstd.h>  // ZSTD_compress / ZSTD_decompress baselines
 
 #include <algorithm>
@@ -25,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/tensor.h"  // open_tensor_source: the --model file
 #include "packer/rans.h"
 
 namespace {
@@ -165,55 +174,125 @@ void bench_bf16(const std::string& label, const std::vector<uint16_t>& values, s
               t_zp / t_rans);
 }
 
-void bench_int4(const std::string& label, const std::vector<float>& weights, size_t tile_codes) {
-  const size_t n = weights.size() / tile_codes * tile_codes;
-  const std::vector<float> w(weights.begin(), weights.begin() + static_cast<ptrdiff_t>(n));
-  std::vector<uint8_t> codes(n);
-  std::vector<uint64_t> hist(16);
-  for (size_t g = 0; g < n; g += 128) {
+// A 2-D float matrix, row-major.
+struct Matrix {
+  std::string name;
+  size_t rows = 0, cols = 0;
+  std::vector<float> values;
+};
+
+// int4 codes 0..15 (absmax / 7.5 per 128 elements of a row; cols % 128 == 0).
+std::vector<uint8_t> int4_codes(const Matrix& m) {
+  std::vector<uint8_t> codes(m.values.size());
+  for (size_t g = 0; g < codes.size(); g += 128) {
     float absmax = 0;
-    for (size_t i = g; i < g + 128; ++i) absmax = std::max(absmax, std::fabs(w[i]));
+    for (size_t i = g; i < g + 128; ++i) absmax = std::max(absmax, std::fabs(m.values[i]));
     const float scale = absmax > 0 ? absmax / 7.5f : 1.0f;
     for (size_t i = g; i < g + 128; ++i) {
-      const long q = std::lround(w[i] / scale);
+      const long q = std::lround(m.values[i] / scale);
       codes[i] = static_cast<uint8_t>(std::clamp<long>(q, -8, 7) + 8);
-      ++hist[codes[i]];
     }
   }
-  std::vector<uint8_t> packed(n / 2);
-  for (size_t i = 0; i < n; i += 2) packed[i / 2] = static_cast<uint8_t>(codes[i] | (codes[i + 1] << 4));
-  const double h = entropy_bits(hist);
-  size_t rans_bytes = 0, z_bytes = 0;
-  const size_t tile_bytes = tile_codes / 2;
-  std::vector<uint8_t> check(tile_bytes);
-  for (size_t t = 0; t < n / tile_codes; ++t) {
-    const std::span<const uint8_t> in(&packed[t * tile_bytes], tile_bytes);
-    const auto s = wpack::rans_encode(in, tile_codes, 4);
-    wpack::rans_decode(s, tile_codes, 4, check);
-    if (!std::equal(check.begin(), check.end(), in.begin())) throw std::runtime_error("int4 round trip failed");
-    rans_bytes += s.size();
-    z_bytes += zstd3(in.data(), in.size()).size();
+  return codes;
+}
+
+double entropy_total_bits(const std::vector<uint64_t>& hist) {  // count x H
+  uint64_t total = 0;
+  for (uint64_t c : hist) total += c;
+  return total ? entropy_bits(hist) * double(total) : 0.0;
+}
+
+void bench_int4(const std::string& label, const std::vector<Matrix>& tensors) {
+  constexpr size_t kTile = 128;
+  double tensor_bits = 0, tile_bits = 0;
+  std::vector<uint64_t> file_hist(16);
+  size_t codes_total = 0, streams = 0, rans_bytes = 0, z_bytes = 0;
+  for (const Matrix& m : tensors) {
+    const std::vector<uint8_t> codes = int4_codes(m);
+    std::vector<uint64_t> hist(16);
+    for (uint8_t c : codes) ++hist[c], ++file_hist[c];
+    tensor_bits += entropy_total_bits(hist);
+    codes_total += codes.size();
+    for (size_t r0 = 0; r0 < m.rows; r0 += kTile) {
+      for (size_t c0 = 0; c0 < m.cols; c0 += kTile) {
+        const size_t rows = std::min(kTile, m.rows - r0), cols = std::min(kTile, m.cols - c0);
+        std::vector<uint8_t> packed((rows * cols + 1) / 2);  // codes row-major in the tile, 2 per byte
+        std::vector<uint64_t> tile_hist(16);
+        for (size_t r = 0; r < rows; ++r)
+          for (size_t c = 0; c < cols; ++c) {
+            const size_t i = r * cols + c;
+            const uint8_t code = codes[(r0 + r) * m.cols + c0 + c];
+            packed[i / 2] |= static_cast<uint8_t>(code << (4 * (i % 2)));
+            ++tile_hist[code];
+          }
+        tile_bits += entropy_total_bits(tile_hist);
+        const auto stream = wpack::rans_encode(packed, rows * cols, 4);
+        std::vector<uint8_t> check(packed.size());
+        wpack::rans_decode(stream, rows * cols, 4, check);
+        if (check != packed) throw std::runtime_error("int4 round trip failed");
+        rans_bytes += stream.size();
+        z_bytes += std::min(zstd3(packed.data(), packed.size()).size(), packed.size());  // zstd or raw
+        ++streams;
+      }
+    }
   }
-  const double bound = n * h / 8;
-  std::printf("int4 (%s): %zu codes in tiles of %zu, H(codes) = %.4f bits/code\n", label.c_str(), n, tile_codes, h);
-  std::printf("  rANS  %10zu B  %.4f bits/code  vs entropy %+7.3f%%\n", rans_bytes, 8.0 * rans_bytes / n,
-              100.0 * (rans_bytes - bound) / bound);
-  std::printf("  zstd-3 %9zu B  %.4f bits/code  vs entropy %+7.3f%%\n", z_bytes, 8.0 * z_bytes / n,
-              100.0 * (z_bytes - bound) / bound);
+  const double file_bits = entropy_total_bits(file_hist);
+  std::printf("int4 (%s): %zu tensors, %zu codes, %zu tile streams\n", label.c_str(), tensors.size(), codes_total,
+              streams);
+  std::printf("  order-0 entropy per tensor %.4f bits/code (the target); of all codes %.4f; of each tile %.4f\n",
+              tensor_bits / codes_total, file_bits / codes_total, tile_bits / codes_total);
+  auto line = [&](const char* name, double bytes) {
+    std::printf("  %-7s %10.0f B  %.4f bits/code  vs per-tensor entropy %+7.3f%%  (vs all codes %+7.3f%%, vs "
+                "per-tile %+7.3f%%)\n",
+                name, bytes, 8.0 * bytes / codes_total, 100.0 * (8 * bytes - tensor_bits) / tensor_bits,
+                100.0 * (8 * bytes - file_bits) / file_bits, 100.0 * (8 * bytes - tile_bits) / tile_bits);
+  };
+  line("rANS", double(rans_bytes));
+  line("zstd-3", double(z_bytes));
+  std::printf("  rANS bytes per stream above the tile's own entropy: %.1f\n",
+              (double(rans_bytes) - tile_bits / 8) / double(streams));
+}
+
+// The BF16 tensors of a safetensors file (or any wpack input), in file order.
+struct ModelBf16 {
+  std::vector<uint16_t> all;     // every BF16 tensor, concatenated
+  std::vector<Matrix> matrices;  // the 2-D ones with rows a multiple of 128 long, as floats
+};
+
+ModelBf16 read_model(const std::string& path) {
+  ModelBf16 out;
+  const auto source = wpack::open_tensor_source(path);
+  for (size_t t = 0; t < source->tensors().size(); ++t) {
+    const wpack::TensorInfo& info = source->tensors()[t];
+    if (info.dtype != wpack::DType::BF16) continue;
+    const wpack::TensorBytes bytes = source->read(t);
+    std::vector<uint16_t> v(bytes.size() / 2);
+    std::memcpy(v.data(), bytes.data(), v.size() * 2);
+    out.all.insert(out.all.end(), v.begin(), v.end());
+    if (info.shape.size() != 2 || info.shape[1] % 128 != 0 || v.empty()) continue;
+    Matrix m{info.name, info.shape[0], info.shape[1], std::vector<float>(v.size())};
+    for (size_t i = 0; i < v.size(); ++i) {
+      const uint32_t bits = uint32_t(v[i]) << 16;
+      std::memcpy(&m.values[i], &bits, 4);
+    }
+    out.matrices.push_back(std::move(m));
+  }
+  return out;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string raw_file;
+  std::string raw_file, model_file;
   size_t mib = 64, tile_elems = 16384;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--bf16-raw" && i + 1 < argc) raw_file = argv[++i];
+    else if (a == "--model" && i + 1 < argc) model_file = argv[++i];
     else if (a == "--mib" && i + 1 < argc) mib = std::stoul(argv[++i]);
     else if (a == "--tile-elems" && i + 1 < argc) tile_elems = std::stoul(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench_rans [--bf16-raw FILE] [--mib N] [--tile-elems N]\n");
+      std::fprintf(stderr, "usage: bench_rans [--model FILE.safetensors | --bf16-raw FILE] [--mib N] [--tile-elems N]\n");
       return 2;
     }
   }
@@ -225,7 +304,12 @@ int main(int argc, char** argv) {
       bench_bf16("synthetic N(0, 0.02) BF16, " + std::to_string(mib) + " MiB", v, tile_elems, false);
       bench_bf16("synthetic N(0, 0.02) BF16, " + std::to_string(mib) + " MiB", v, tile_elems, true);
     }
-    if (!raw_file.empty()) {
+    if (!model_file.empty()) {
+      const ModelBf16 model = read_model(model_file);
+      bench_bf16(model_file + " (BF16 tensors)", model.all, tile_elems, false);
+      bench_bf16(model_file + " (BF16 tensors)", model.all, tile_elems, true);
+      bench_int4(model_file + ", 2-D BF16 tensors", model.matrices);
+    } else if (!raw_file.empty()) {
       std::ifstream in(raw_file, std::ios::binary);
       if (!in) throw std::runtime_error("cannot open " + raw_file);
       std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -233,16 +317,17 @@ int main(int argc, char** argv) {
       std::memcpy(v.data(), bytes.data(), v.size() * 2);
       bench_bf16(raw_file, v, tile_elems, false);
       bench_bf16(raw_file, v, tile_elems, true);
-      std::vector<float> real(v.size());
-      for (size_t i = 0; i < v.size(); ++i) {
+      Matrix whole{raw_file, v.size() / 128, 128, std::vector<float>(v.size() / 128 * 128)};
+      for (size_t i = 0; i < whole.values.size(); ++i) {
         const uint32_t bits = uint32_t(v[i]) << 16;
-        std::memcpy(&real[i], &bits, 4);
+        std::memcpy(&whole.values[i], &bits, 4);
       }
-      bench_int4(raw_file + ", absmax per 128 along the flattened tensors", real, tile_elems);
+      bench_int4(raw_file + " as one tensor of 128-element rows", {whole});
     } else {
-      std::printf("(no --bf16-raw FILE: real-model case skipped)\n");
+      std::printf("(no --model or --bf16-raw FILE: real-model case skipped)\n");
     }
-    bench_int4("synthetic N(0, 1)", gaussian(std::min<size_t>(mib, 16) * 1024 * 1024, 1.0f, 7), tile_elems);
+    const size_t synthetic_codes = std::min<size_t>(mib, 16) * 1024 * 1024;
+    bench_int4("synthetic N(0, 1)", {Matrix{"synthetic", synthetic_codes / 4096, 4096, gaussian(synthetic_codes, 1.0f, 7)}});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_rans: %s\n", e.what());
     return 1;

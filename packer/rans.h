@@ -1,5 +1,5 @@
 // Interleaved rANS as a plane codec: 32 lanes, 32-bit states, 16-bit renormalisation, a static
-// order-0 frequency table of 2^10 .. 2^12 slots. Built so that one CUDA warp can decode a stream
+// order-0 frequency table of 2^8 .. 2^12 slots. Built so that one CUDA warp can decode a stream
 // from shared memory (lane i decodes symbols i, i+32, i+64, ...); the byte layout is specified in
 // docs/FORMAT-rans.md, and rans_decode() below is its executable definition.
 //
@@ -19,7 +19,7 @@
 namespace wpack {
 
 inline constexpr uint32_t kRansLanes = 32;          // interleaved states = one warp
-inline constexpr uint32_t kRansMinPrecision = 10;   // table slots 2^10 .. 2^12 (4 bytes each on the GPU)
+inline constexpr uint32_t kRansMinPrecision = 8;    // table slots 2^8 .. 2^12 (4 bytes each on the GPU)
 inline constexpr uint32_t kRansMaxPrecision = 12;
 inline constexpr uint64_t kRansMaxSymbols = uint64_t{1} << 32;  // per stream; a tile is far below
 
@@ -70,5 +70,11 @@ std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbo
 // packed_out's contents are unspecified after a throw.
 void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
                  std::span<uint8_t> packed_out, const RansTable* shared = nullptr);
+
+// The table precision p that decoding `stream` needs (a decode table of 2^p entries), read from its
+// header alone: kRansMinPrecision .. kRansMaxPrecision for a rANS stream (modes 1 and 3), 0 for a
+// stored or constant stream and for a header that is not well formed (rans_decode then rejects
+// the stream). Never reads outside `stream`. For sizing GPU shared memory before decoding.
+uint32_t rans_stream_precision(std::span<const uint8_t> stream);
 
 }  // namespace wpack

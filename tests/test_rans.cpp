@@ -108,6 +108,18 @@ ErrorCode decode_error(std::span<const uint8_t> stream, uint64_t n, uint32_t bit
   return ErrorCode::kMismatch;  // "no error" marker
 }
 
+// Header fields of a coded stream (docs/FORMAT-rans.md "Modes 1 and 3"): the bits after the mode
+// byte, LSB first: p - 8 (3 bits), D (2 bits), K0 (6 bits).
+struct Header {
+  uint32_t precision, delta_bits, tail_base;
+};
+Header header(const std::vector<uint8_t>& stream) {
+  REQUIRE(stream.size() >= 3);
+  REQUIRE((stream[0] == 1 || stream[0] == 3));
+  const uint32_t bits = stream[1] | (uint32_t{stream[2]} << 8);
+  return {8 + (bits & 7), (bits >> 3) & 3, (bits >> 5) & 63};
+}
+
 double entropy_bytes(const std::vector<uint8_t>& symbols) {
   std::vector<double> h(256);
   for (uint8_t s : symbols) ++h[s];
@@ -150,8 +162,9 @@ TEST_CASE("rans picks the cheapest mode: constant, stored raw, or coded") {
 }
 
 TEST_CASE("rans codes a BF16 exponent plane close to its order-0 entropy") {
-  // Overhead of a 16384-symbol tile: table + 32 lane states + rounding. docs/FORMAT-rans.md
-  // budgets ~100 bytes; the whole-tile target is 0.5% of (H + 8 bits) * 16384 / 8 ~ 108 bytes.
+  // Overhead of a 16384-symbol tile: header, table, 32 lane states, tails, rounding.
+  // docs/FORMAT-rans.md "Overhead budget" measures ~64 bytes; the whole-tile target is 0.5% of
+  // (H + 8 bits) * 16384 / 8 ~ 108 bytes.
   double overhead = 0;
   for (uint64_t seed = 1; seed <= 8; ++seed) {
     const auto plane = exponent_plane(16384, seed);
@@ -161,7 +174,43 @@ TEST_CASE("rans codes a BF16 exponent plane close to its order-0 entropy") {
   }
   overhead /= 8;
   INFO("mean overhead " << overhead << " bytes");
-  REQUIRE(overhead < 100);
+  REQUIRE(overhead < 72);
+}
+
+TEST_CASE("rans codes 4-bit codes close to their order-0 entropy, at the lowest table precision") {
+  // int4-like codes: a discretised gaussian over 16 levels. docs/FORMAT-rans.md measures ~40 bytes
+  // above the stream's own order-0 entropy for 16384 codes (a 128x128 tile).
+  double overhead = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const auto codes = gaussian_codes(16384, 4, seed);
+    const auto stream = round_trip(codes, 4);
+    REQUIRE(header(stream).precision == 8);  // 16 smooth levels: the cheapest table wins
+    REQUIRE(rans_stream_precision(stream) == 8);
+    overhead += stream.size() - entropy_bytes(codes);
+  }
+  overhead /= 8;
+  INFO("mean overhead " << overhead << " bytes");
+  REQUIRE(overhead < 48);
+}
+
+TEST_CASE("rans tail lengths: one K0, per-lane deltas when lanes differ, none when a lane cannot have one") {
+  // A plane whose lanes fit one common tail length: D = 0.
+  auto stream = round_trip(exponent_plane(4096, 100), 8);
+  REQUIRE(header(stream).delta_bits == 0);
+  REQUIRE(header(stream).tail_base > 0);
+  // Seeds 105 and 128: no common K0, one (D = 1) or two (D = 2) delta bits per lane.
+  stream = round_trip(exponent_plane(4096, 105), 8);
+  REQUIRE(header(stream).delta_bits == 1);
+  stream = round_trip(exponent_plane(4096, 128), 8);
+  REQUIRE(header(stream).delta_bits == 2);
+  // Lane 3 ends in 64 copies of the smallest present symbol: coded from state 0 it keeps the
+  // state at 0, so no tail length is valid for that lane and every lane starts at L.
+  auto plane = exponent_plane(4096, 100);
+  const uint8_t smallest = *std::min_element(plane.begin(), plane.end());
+  for (size_t t = 4096 / 32 - 64; t < 4096 / 32; ++t) plane[32 * t + 3] = smallest;
+  stream = round_trip(plane, 8);
+  REQUIRE(header(stream).delta_bits == 0);
+  REQUIRE(header(stream).tail_base == 0);
 }
 
 TEST_CASE("rans packs 3- and 2-bit symbols across byte boundaries and ignores padding bits") {
@@ -189,9 +238,16 @@ TEST_CASE("rans decode rejects malformed headers with kCorrupt") {
   auto bad = good;
   bad[0] = 9;  // unknown mode
   REQUIRE(decode_error(bad, 4096, 8) == ErrorCode::kCorrupt);
-  bad = good;
-  bad[1] |= 3;  // precision 13
-  REQUIRE(decode_error(bad, 4096, 8) == ErrorCode::kCorrupt);
+  for (uint8_t field : {5, 6, 7}) {  // precision 13, 14, 15
+    bad = good;
+    bad[1] = static_cast<uint8_t>((bad[1] & ~7u) | field);
+    REQUIRE(decode_error(bad, 4096, 8) == ErrorCode::kCorrupt);
+    REQUIRE(rans_stream_precision(bad) == 0);
+  }
+  REQUIRE(rans_stream_precision(good) == header(good).precision);
+  REQUIRE(rans_stream_precision(std::vector<uint8_t>{1}) == 0);     // truncated header
+  REQUIRE(rans_stream_precision(std::vector<uint8_t>{2, 7}) == 0);  // constant: no table
+  REQUIRE(rans_stream_precision(std::vector<uint8_t>{0, 7}) == 0);  // stored: no table
   REQUIRE(decode_error({}, 4096, 8) == ErrorCode::kCorrupt);                              // empty
   REQUIRE(decode_error(std::vector<uint8_t>{0}, 1, 8) == ErrorCode::kCorrupt);           // raw, short
   REQUIRE(decode_error(std::vector<uint8_t>{2, 16}, 3, 4) == ErrorCode::kCorrupt);       // constant out of range
@@ -201,6 +257,38 @@ TEST_CASE("rans decode rejects malformed headers with kCorrupt") {
   good.push_back(0);
   REQUIRE(decode_error(good, 4096, 8) == ErrorCode::kCorrupt);  // trailing word
   REQUIRE(decode_error(good, 4095, 8) == ErrorCode::kCorrupt);  // wrong count
+}
+
+TEST_CASE("rans decode rejects an all-tail lane state longer than 32 bits") {
+  // 200 exponent bytes: 6 or 7 per lane (~18 bits of state), all in the tail. With a shared table
+  // there is no inline table, so lane 0's 6-bit length field follows the tail deltas.
+  const auto symbols = exponent_plane(200, 7);
+  // A table of precision 8 (small tail states) with frequencies roughly proportional to the counts.
+  RansTable table{8, 8, std::vector<uint32_t>(256)};
+  for (uint8_t s : symbols) table.freq[s] = std::max<uint32_t>(1, table.freq[s] + 1);
+  uint32_t sum = 0;
+  for (uint32_t& f : table.freq) sum += f;
+  const auto largest = std::max_element(table.freq.begin(), table.freq.end());
+  for (uint32_t& f : table.freq) f = f * 256 / sum;
+  for (uint8_t s : symbols) table.freq[s] = std::max<uint32_t>(1, table.freq[s]);
+  sum = 0;
+  for (uint32_t f : table.freq) sum += f;
+  REQUIRE(sum <= 256);
+  *largest += 256 - sum;
+  const auto stream = rans_encode(symbols, symbols.size(), 8, &table);
+  REQUIRE(stream[0] == 3);
+  const Header h = header(stream);
+  REQUIRE(h.tail_base >= 7);  // every lane is all tail
+  REQUIRE(decode(stream, symbols.size(), 8, &table) == symbols);
+  const uint32_t field_at = 3 + 2 + 6 + h.delta_bits * 32;
+  for (uint32_t length : {33u, 40u, 63u}) {
+    auto bad = stream;
+    for (uint32_t b = 0; b < 6; ++b) {
+      const uint32_t bit = 8 + field_at + b;  // from the start of the stream
+      bad[bit / 8] = static_cast<uint8_t>((bad[bit / 8] & ~(1u << (bit % 8))) | (((length >> b) & 1u) << (bit % 8)));
+    }
+    REQUIRE(decode_error(bad, symbols.size(), 8, &table) == ErrorCode::kCorrupt);
+  }
 }
 
 TEST_CASE("rans decode of every truncation throws kCorrupt") {
@@ -296,7 +384,13 @@ struct GoldenCase {
 
 const GoldenCase kGolden[] = {
     {"exponent_b8_n4096", 8, [] { return exponent_plane(4096, 100); }, false},
-    {"exponent_notail_b8_n4096", 8, [] { return exponent_plane(4096, 105); }, false},  // no valid K: K = 0
+    {"exponent_lanetails_b8_n4096", 8, [] { return exponent_plane(4096, 128); }, false},  // D = 2
+    {"exponent_notail_b8_n4096", 8, [] {  // no valid tail in lane 3: K0 = 0, D = 0
+       auto plane = exponent_plane(4096, 100);
+       const uint8_t smallest = *std::min_element(plane.begin(), plane.end());
+       for (size_t t = 4096 / 32 - 64; t < 4096 / 32; ++t) plane[32 * t + 3] = smallest;
+       return plane;
+     }, false},
     {"exponent_shared_b8_n4096", 8, [] { return exponent_plane(4096, 101); }, true},
     {"gaussian_b4_n4000", 4, [] { return gaussian_codes(4000, 4, 102); }, false},
     {"skewed_b3_n777", 3, [] { return skewed_codes(777, 3, 103); }, false},
@@ -341,7 +435,8 @@ TEST_CASE("golden streams: the encoder reproduces them byte for byte and the dec
     if (c.shared_table) table = deserialize_rans_table(test::read_file(golden_path(base + ".table.bin")), c.bits);
     const RansTable* shared = c.shared_table ? &table : nullptr;
     REQUIRE(rans_encode(packed, n, c.bits, shared) == expected);
-    if (base == "exponent_notail_b8_n4096") REQUIRE((expected.at(0) == 1 && expected.at(1) >> 2 == 0));
+    if (base == "exponent_notail_b8_n4096") REQUIRE((header(expected).tail_base == 0 && header(expected).delta_bits == 0));
+    if (base == "exponent_lanetails_b8_n4096") REQUIRE(header(expected).delta_bits == 2);
     REQUIRE(decode(expected, n, c.bits, shared) == packed);
   }
 }
