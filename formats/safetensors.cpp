@@ -251,11 +251,11 @@ class SafetensorsFile final : public TensorSource {
                                                    " out of range (" + std::to_string(tensors_.size()) + " tensors)");
     // Sizes were validated against the file size in the constructor.
     const uint64_t begin = data_begin_[index], size = tensors_[index].num_bytes();
-    if (size < kReleaseMinBytes) return TensorBytes::borrowed(map_->data() + begin, size, map_);
+    if (size < kReleaseMinBytes) return TensorBytes::mapped(map_, begin, size, map_);
     // When the last copy of these bytes is gone, their pages leave the resident set: a reader that
     // goes through the tensors one by one (pack_model) stays at about one tensor of mapped memory.
     std::shared_ptr<const void> release(map_.get(), [map = map_, begin, size](const void*) { map->release(begin, size); });
-    return TensorBytes::borrowed(map_->data() + begin, size, std::move(release));
+    return TensorBytes::mapped(map_, begin, size, std::move(release));
   }
 
   const std::map<std::string, std::string>& metadata() const override { return metadata_; }

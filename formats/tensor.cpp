@@ -1,5 +1,6 @@
 #include "formats/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -65,6 +66,22 @@ void MemorySource::add(std::string name, DType dtype, std::vector<uint64_t> shap
 TensorBytes MemorySource::read(size_t i) const {
   if (i >= data_.size()) throw Error(ErrorCode::kInvalidArgument, name_ + ": no tensor " + std::to_string(i));
   return TensorBytes::borrowed(data_[i].data(), data_[i].size(), nullptr);
+}
+
+TensorBytes TensorBytes::mapped(std::shared_ptr<const MappedFile> map, uint64_t offset, uint64_t size,
+                                std::shared_ptr<const void> keep_alive) {
+  TensorBytes t;
+  t.data_ = map->data() + offset;
+  t.size_ = size;
+  t.keep_alive_ = std::move(keep_alive);
+  t.map_ = std::move(map);
+  t.map_offset_ = offset;
+  return t;
+}
+
+void TensorBytes::release(uint64_t offset, uint64_t size) const {
+  if (!map_ || offset >= size_) return;
+  map_->release(map_offset_ + offset, std::min<uint64_t>(size, size_ - offset));
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "formats/dtype.h"
+#include "formats/io.h"  // MappedFile: TensorBytes::mapped
 
 namespace wpack {
 
@@ -31,21 +32,32 @@ struct TensorInfo {
 // "[768, 384]" style text for messages and tables.
 std::string shape_to_string(const std::vector<uint64_t>& shape);
 
-// The bytes of one tensor: owned, or borrowed from a memory map that `keep_alive` holds open.
+// The bytes of one tensor: owned, or borrowed from memory that `keep_alive` holds, e.g. a map.
 class TensorBytes {
  public:
   TensorBytes() = default;
   static TensorBytes owned(std::vector<uint8_t> bytes);
   static TensorBytes borrowed(const uint8_t* data, size_t size, std::shared_ptr<const void> keep_alive);
+  // Bytes [offset, offset + size) of a mapped file; `keep_alive` holds the map (and may do more
+  // when it goes, see SafetensorsFile). release() works on these.
+  static TensorBytes mapped(std::shared_ptr<const MappedFile> map, uint64_t offset, uint64_t size,
+                            std::shared_ptr<const void> keep_alive);
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   std::span<const uint8_t> span() const { return {data_, size_}; }
 
+  // A hint that bytes [offset, offset + size) of the tensor are done with: mapped bytes leave the
+  // resident set (MappedFile::release) and stay readable; a no-op for other bytes. A reader that
+  // goes through a large tensor once (pack_model) keeps its resident memory at what it is on.
+  void release(uint64_t offset, uint64_t size) const;
+
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::shared_ptr<const void> keep_alive_;  // owns the vector or the mapping
+  std::shared_ptr<const MappedFile> map_;   // mapped(): the map and where the bytes start in it
+  uint64_t map_offset_ = 0;
 };
 
 class TensorSource {
