@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -51,18 +53,17 @@ uint64_t count_zero_words(const uint8_t* bytes, uint64_t elements, Word mask) {
   return zeros;
 }
 
-double zero_fraction(DType dtype, const uint8_t* bytes, uint64_t elements) {
-  if (elements == 0) return 0;
+// Elements that are exactly zero (floats: +0 and -0). Summed over a tensor's tiles, divided by its
+// elements: the sparsity metric of a lossless tensor.
+uint64_t zero_count(DType dtype, const uint8_t* bytes, uint64_t elements) {
   const bool is_float = dtype_is_float(dtype) || dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2;
   // Little-endian: the sign bit is the top bit of the element; +0 and -0 both count as zero.
-  uint64_t zeros = 0;
   switch (dtype_size(dtype)) {
-    case 1: zeros = count_zero_words<uint8_t>(bytes, elements, is_float ? 0x7F : 0xFF); break;
-    case 2: zeros = count_zero_words<uint16_t>(bytes, elements, is_float ? 0x7FFF : 0xFFFF); break;
-    case 4: zeros = count_zero_words<uint32_t>(bytes, elements, is_float ? 0x7FFFFFFFu : ~0u); break;
-    default: zeros = count_zero_words<uint64_t>(bytes, elements, is_float ? ~0ull >> 1 : ~0ull); break;
+    case 1: return count_zero_words<uint8_t>(bytes, elements, is_float ? 0x7F : 0xFF);
+    case 2: return count_zero_words<uint16_t>(bytes, elements, is_float ? 0x7FFF : 0xFFFF);
+    case 4: return count_zero_words<uint32_t>(bytes, elements, is_float ? 0x7FFFFFFFu : ~0u);
+    default: return count_zero_words<uint64_t>(bytes, elements, is_float ? ~0ull >> 1 : ~0ull);
   }
-  return double(zeros) / double(elements);
 }
 
 std::string metadata_json(const TensorSource& source, const PackOptions& options) {
@@ -140,10 +141,12 @@ struct StoredTile {
 
 // Encodes tiles [0, tiles) with encode(tile index) -> StoredTile, in parallel batches of
 // `batch_tiles` (memory: one batch), and writes them in index order, so that the file is the same
-// bytes for any thread count. Returns the stored bytes written. Errors name `context`.
+// bytes for any thread count. After each batch, after_batch(tiles done so far) if given. Returns
+// the stored bytes written. Errors name `context`.
 template <typename Encode>
 uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, const std::string& context,
-                                Encode&& encode, uint64_t batch_tiles = kTileBatch) {
+                                Encode&& encode, uint64_t batch_tiles = kTileBatch,
+                                const std::function<void(uint64_t)>& after_batch = {}) {
   uint64_t stored_bytes = 0;
   std::vector<StoredTile> batch;
   for (uint64_t first = 0; first < tiles; first += batch_tiles) {
@@ -158,6 +161,7 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
       writer.add_tile(tile.stored, tile.raw_size, tile.filter, tile.codec);
       stored_bytes += tile.stored.size();
     }
+    if (after_batch) after_batch(first + count);
   }
   return stored_bytes;
 }
@@ -455,19 +459,29 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
                                                    coding.codec, options.level);
     if (coding.filter == Filter::kFloatPlanes && !dtype_is_float(info.dtype)) coding.filter = Filter::kByteShuffle;
     record.metrics.snr_db = std::numeric_limits<double>::infinity();
-    record.metrics.sparsity = zero_fraction(info.dtype, bytes.data(), info.num_elements());
     writer.begin_tensor(record);
 
     PackedTensor packed;
     packed.name = info.name;
     packed.filter = coding.filter;
     packed.original_bytes = info.num_bytes();
-    packed.metrics = record.metrics;
+    // One pass over the source, tile by tile: zeros are counted per tile, and the source bytes of
+    // finished tiles leave the resident set after each batch (a mapped tensor of any size then
+    // costs about one batch of memory; see TensorBytes::release).
+    std::atomic<uint64_t> zeros{0};
+    uint64_t released = 0;
+    const auto release_done = [&](uint64_t tiles_done) {
+      const uint64_t done_bytes = g.rows == 1 ? std::min(g.cols, tiles_done * g.tile_cols) * esize  // one row of tiles
+                                              : std::min(g.rows, tiles_done / g.grid_cols * g.tile_rows) * g.cols * esize;
+      if (done_bytes > released) bytes.release(released, done_bytes - released);
+      released = std::max(released, done_bytes);
+    };
     packed.stored_bytes = encode_and_write_tiles(
         writer, g.tile_count(), threads, out_path + ": tensor '" + info.name + "'", [&](uint64_t tile) {
           const TileRect rect = g.rect(tile);
           std::vector<uint8_t> raw(rect.elements() * esize);
           gather_tile(bytes.data(), g.cols, esize, rect, raw.data());
+          zeros += zero_count(info.dtype, raw.data(), rect.elements());
           EncodedTile best = encode_tile(raw, esize, coding);
           for (size_t c = 1; c < codecs.size(); ++c) {  // codec auto: the smaller, the first on ties
             TileCoding other = coding;
@@ -479,7 +493,12 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
                             static_cast<uint8_t>(best.codec)};
         },
         lossless_tile_batch(std::min<uint64_t>(uint64_t{record.tile_rows} * record.tile_cols, info.num_elements()) * esize,
-                            threads));
+                            threads),
+        release_done);
+    const uint64_t elements = info.num_elements();
+    record.metrics.sparsity = elements ? double(zeros.load()) / double(elements) : 0.0;
+    writer.set_metrics(record.metrics);
+    packed.metrics = record.metrics;
     writer.end_tensor();
     report.tensors.push_back(packed);
     report.original_bytes += info.num_bytes();
