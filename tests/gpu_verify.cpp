@@ -1,0 +1,463 @@
+// The GPU verify driver (verify/verify_gpu.h), its timing and cuBLAS helpers (verify/gpu_timing.h)
+// and `wpack verify --device cuda` on a GPU. Own main: lists tests without a GPU (ctest discovery at
+// build time), exits 4 ("SKIP") where the build has no CUDA or there is no device.
+//
+// The lossy cases expect success: they need the lossy GPU kernels (GpuTensor upload/decode/gemv of
+// quantized tensors) and gemv at batch 16.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "formats/error.h"
+#include "formats/safetensors.h"
+#include "formats/tensor.h"
+#include "formats/wpk.h"
+#include "kernels/tile_decode.h"
+#include "packer/pack.h"
+#include "test_util.h"
+#include "verify/gpu_timing.h"
+#include "verify/verify_gpu.h"
+
+#if defined(WPACK_HAVE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+int main(int argc, char** argv) {
+  bool listing = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--list", 6) == 0 || std::strcmp(argv[i], "-l") == 0 || std::strcmp(argv[i], "-h") == 0 ||
+        std::strcmp(argv[i], "--help") == 0)
+      listing = true;
+  if (!listing) {
+    if (!wpack::gpu::gpu_build_has_cuda()) {
+      std::printf("SKIP: this wpack build has no CUDA\n");
+      return 4;
+    }
+    std::string why;
+    if (wpack::gpu::gpu_device_count(&why) <= 0) {
+      std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
+      return 4;
+    }
+  }
+  return Catch::Session().run(argc, argv);
+}
+
+#if defined(WPACK_HAVE_CUDA)
+namespace {
+
+using namespace wpack;
+using json = nlohmann::json;
+
+struct Spec {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+  std::string policy = "lossless";  // parse_policy_spec text, e.g. "int4:g128", "lossless:codec=zstd"
+};
+
+struct Packed {
+  test::TempDir dir;
+  std::string path;
+  MemorySource source{"source"};
+  std::unique_ptr<WpkReader> reader;
+};
+
+std::vector<uint8_t> gaussian(DType dtype, uint64_t n, uint64_t seed) {
+  switch (dtype) {
+    case DType::BF16: return test::gaussian_bf16(n, 0.02f, seed);
+    case DType::F16: return test::gaussian_f16(n, 0.02f, seed);
+    default: return test::gaussian_f32(n, 0.02f, seed);
+  }
+}
+
+// Packs the specs (codec rans unless a spec's policy says otherwise) with one override per tensor.
+std::unique_ptr<Packed> pack(const std::vector<Spec>& specs, Codec codec = Codec::kRans, uint32_t tile_rows = 128,
+                             uint32_t tile_cols = 128) {
+  auto p = std::make_unique<Packed>();
+  PackOptions options;
+  options.codec = codec;
+  options.tile_rows = tile_rows;
+  options.tile_cols = tile_cols;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    uint64_t n = 1;
+    for (uint64_t d : specs[i].shape) n *= d;
+    p->source.add(specs[i].name, specs[i].dtype, specs[i].shape, gaussian(specs[i].dtype, n, 100 + i));
+    options.overrides.push_back({"^" + specs[i].name + "$", parse_policy_spec(specs[i].policy, TensorPolicy{})});
+  }
+  p->path = p->dir.file("t.wpk");
+  pack_model(p->source, p->path, options);
+  p->reader = WpkReader::open(p->path);
+  return p;
+}
+
+const GpuTensorCheck& find(const GpuVerifyReport& r, const std::string& name) {
+  for (const auto& t : r.tensors)
+    if (t.name == name) return t;
+  FAIL("tensor " << name << " not in the report");
+  return r.tensors.front();
+}
+
+GpuVerifyOptions options_with(std::vector<uint32_t> batches, bool timing = true) {
+  GpuVerifyOptions o;
+  o.batches = std::move(batches);
+  o.timing = timing;
+  return o;
+}
+
+// A matrix tensor the GPU checked: bit-exact decode, every batch run within tolerance and timed.
+void require_checked_matrix(const GpuTensorCheck& t, const std::vector<uint32_t>& batches, bool timed) {
+  INFO("tensor " << t.name << " (" << t.scheme_label << "): error '" << t.error << "', skipped '" << t.skipped << "'");
+  REQUIRE(t.error.empty());
+  REQUIRE(t.skipped.empty());
+  REQUIRE(t.gpu_checked);
+  REQUIRE(t.decode_bit_exact);
+  REQUIRE(t.decode_mismatches == 0);
+  REQUIRE(t.batches.size() == batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const GpuBatchCheck& b = t.batches[i];
+    INFO("batch " << b.batch << ": skipped '" << b.skipped << "', matmul_rel_error " << b.matmul_rel_error);
+    CHECK(b.batch == batches[i]);
+    REQUIRE(b.ran);
+    CHECK(b.matmul_rel_error <= kMatmulRelTolerance);
+    CHECK(b.timed == timed);
+    if (!timed) continue;
+    CHECK(b.kernel.runs == gpu::kMinTimedRuns);
+    CHECK(b.kernel.median_us > 0);
+    CHECK(b.kernel.min_us <= b.kernel.median_us);
+    CHECK(b.kernel.median_us <= b.kernel.max_us);
+    CHECK(b.cublas.median_us > 0);
+    CHECK(b.speedup == Approx(b.cublas.median_us / b.kernel.median_us));
+    CHECK(b.packed_gb_per_s == Approx(double(t.packed_bytes) / (b.kernel.median_us * 1e3)));
+    CHECK(b.copy_bw_percent > 0);
+    CHECK(std::isfinite(b.cublas_rel_error));
+  }
+}
+
+float bf16_value(uint16_t b) {
+  const uint32_t u = uint32_t{b} << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint16_t bf16_bits(float f) {  // exact for the small integers used below
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+}  // namespace
+
+TEST_CASE("gpu timing: random activations are non-zero and deterministic") {
+  const auto a = gpu::random_activations_bf16(100000, 7), b = gpu::random_activations_bf16(100000, 7);
+  const auto c = gpu::random_activations_bf16(100000, 8);
+  REQUIRE(a == b);
+  REQUIRE(a != c);
+  double sum = 0, sum2 = 0;
+  for (uint16_t v : a) {
+    REQUIRE((v & 0x7FFF) != 0);
+    const double f = bf16_value(v);
+    REQUIRE(std::isfinite(f));
+    sum += f;
+    sum2 += f * f;
+  }
+  CHECK(std::abs(sum / a.size()) < 0.02);
+  CHECK(std::abs(sum2 / a.size() - 1.0) < 0.03);
+}
+
+TEST_CASE("gpu timing: copy bandwidth, timer statistics and options") {
+  gpu::GpuStream stream;
+  const gpu::CopyBandwidth copy = gpu::measure_copy_bandwidth(stream.get(), uint64_t{256} << 20);
+  INFO("copy " << copy.gb_per_s << " GB/s");
+  CHECK(copy.bytes == uint64_t{256} << 20);
+  CHECK(copy.median_us > 0);
+  CHECK(copy.gb_per_s > 100);     // any datacenter GPU
+  CHECK(copy.gb_per_s < 100000);  // (read + write) / time, not something absurd
+
+  gpu::TimingOptions options;
+  gpu::GpuTimer timer(stream.get(), options);
+  CHECK(timer.calls() == options.warmup_runs + options.timed_runs);
+  CHECK(timer.options().l2_flush_bytes >= 2 * gpu::current_gpu_device().l2_bytes);
+  gpu::DeviceMemory a(uint64_t{64} << 20), b(uint64_t{64} << 20);
+  int calls = 0;
+  const gpu::TimingResult t = timer.time([&](int i) {
+    CHECK(i == calls++);
+    REQUIRE(cudaMemcpyAsync(b.get(), a.get(), a.bytes(), cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream.get())) ==
+            cudaSuccess);
+  });
+  CHECK(calls == timer.calls());
+  CHECK(t.runs == options.timed_runs);
+  CHECK(t.min_us > 0);
+  CHECK(t.min_us <= t.median_us);
+  CHECK(t.median_us <= t.max_us);
+  // 64 MiB copied at no more than 2x the measured copy bandwidth.
+  CHECK(t.median_us > 0.5 * 2.0 * (64 << 20) / (copy.gb_per_s * 1e3));
+
+  // An exception from the enqueued work propagates, after the stream drained.
+  CHECK_THROWS_AS(timer.time([&](int i) {
+                    if (i == 2) throw Error(ErrorCode::kIo, "boom");
+                  }),
+                  Error);
+
+  gpu::TimingOptions few;
+  few.timed_runs = gpu::kMinTimedRuns - 1;
+  CHECK_THROWS_AS(gpu::GpuTimer(stream.get(), few), Error);
+}
+
+TEST_CASE("gpu timing: cuBLAS BF16 GEMM layout y(batch, n) = x(batch, k) * w(n, k)^T") {
+  const uint64_t n = 5, k = 7;
+  const uint32_t batch = 3;
+  std::vector<uint16_t> w(n * k), x(batch * k);
+  for (uint64_t i = 0; i < n; ++i)
+    for (uint64_t j = 0; j < k; ++j) w[i * k + j] = bf16_bits(float(int(i * 3 + j) % 5 - 2));
+  for (uint32_t b = 0; b < batch; ++b)
+    for (uint64_t j = 0; j < k; ++j) x[b * k + j] = bf16_bits(float(int(b * 2 + j) % 7 - 3));
+  gpu::GpuStream stream;
+  gpu::CublasBf16Gemm gemm(stream.get());
+  gpu::DeviceMemory w_dev(w.size() * 2), x_dev(x.size() * 2), y_dev(n * batch * 4);
+  w_dev.upload(w.data(), w.size() * 2);
+  x_dev.upload(x.data(), x.size() * 2);
+  gemm.run(w_dev.as<uint16_t>(), x_dev.as<uint16_t>(), y_dev.as<float>(), n, k, batch);
+  stream.synchronize();
+  std::vector<float> y(n * batch);
+  y_dev.download(y.data(), y.size() * 4);
+  for (uint32_t b = 0; b < batch; ++b)
+    for (uint64_t i = 0; i < n; ++i) {
+      float expect = 0;
+      for (uint64_t j = 0; j < k; ++j) expect += bf16_value(w[i * k + j]) * bf16_value(x[b * k + j]);
+      INFO("b " << b << " i " << i);
+      CHECK(y[b * n + i] == expect);  // small integers: exact
+    }
+  CHECK_THROWS_AS(gemm.run(w_dev.as<uint16_t>(), x_dev.as<uint16_t>(), y_dev.as<float>(), 0, k, batch), Error);
+}
+
+TEST_CASE("gpu verify: lossless tensors (BF16 matrices, F32, 1-D, zstd tiles) against the source") {
+  const std::vector<Spec> specs = {
+      {"w", DType::BF16, {300, 520}},
+      {"row", DType::BF16, {1, 4096}},
+      {"bias", DType::BF16, {4096}},
+      {"f32", DType::F32, {70, 130}},
+      {"z", DType::BF16, {300, 200}, "lossless:codec=zstd"},
+  };
+  auto p = pack(specs, Codec::kRans, 64, 96);
+  const std::vector<uint32_t> batches = {1, 3, 16};
+  const GpuVerifyReport r = verify_gpu(*p->reader, &p->source, options_with(batches));
+  REQUIRE(r.ran);
+  CHECK(r.not_run_reason.empty());
+  CHECK(!r.device.name.empty());
+  CHECK(r.copy.gb_per_s > 100);
+  CHECK(r.timing.timed_runs >= gpu::kMinTimedRuns);
+  REQUIRE(r.tensors.size() == specs.size());
+  std::string errors;
+  for (const auto& t : r.tensors) errors += t.error.empty() ? "" : t.error + "\n";
+  INFO(errors);
+  CHECK(r.ok());
+
+  for (const char* name : {"w", "row"}) {
+    const GpuTensorCheck& t = find(r, name);
+    require_checked_matrix(t, batches, true);
+    CHECK(t.scheme == "lossless");
+    CHECK(t.compared);
+    CHECK(t.rel_error == 0.0);
+    CHECK(t.cublas_weights == "source");
+    for (const auto& b : t.batches) CHECK(b.cublas_rel_error <= kMatmulRelTolerance);  // the same BF16 weights
+    CHECK(t.bits_per_weight > 8);
+    CHECK(t.bits_per_weight < 16);
+  }
+  const GpuTensorCheck& bias = find(r, "bias");
+  CHECK(bias.gpu_checked);
+  CHECK(bias.decode_bit_exact);
+  REQUIRE(bias.batches.size() == batches.size());
+  for (const auto& b : bias.batches) {
+    CHECK(!b.ran);
+    CHECK(b.skipped.find("not a matrix") != std::string::npos);
+  }
+  const GpuTensorCheck& f32 = find(r, "f32");
+  CHECK(f32.gpu_checked);
+  CHECK(f32.decode_bit_exact);
+  CHECK(f32.rel_error == 0.0);
+  for (const auto& b : f32.batches) {  // gemv takes BF16 or lossy tensors: a reason, not a failure
+    INFO("f32 batch " << b.batch << ": " << b.skipped);
+    CHECK(!b.ran);
+    CHECK(!b.skipped.empty());
+  }
+  const GpuTensorCheck& z = find(r, "z");
+  INFO("z: " << z.skipped);
+  CHECK(!z.gpu_checked);
+  CHECK(z.skipped.find("not GPU-decodable") != std::string::npos);
+  CHECK(z.skipped.find("zstd") != std::string::npos);
+
+  REQUIRE(r.totals.size() == batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const GpuBatchTotals& tot = r.totals[i];
+    CHECK(tot.batch == batches[i]);
+    CHECK(tot.tensors == 2);  // w and row
+    CHECK(tot.packed_bytes == find(r, "w").packed_bytes + find(r, "row").packed_bytes);
+    CHECK(tot.speedup == Approx(tot.cublas_us / tot.kernel_us));
+    CHECK(tot.max_matmul_rel_error <= kMatmulRelTolerance);
+  }
+}
+
+TEST_CASE("gpu verify: without a source, cuBLAS multiplies the decoded weights, and correctness only without timing") {
+  auto p = pack({{"w", DType::BF16, {257, 300}}});
+  const GpuVerifyReport timed = verify_gpu(*p->reader, nullptr, options_with({1}));
+  REQUIRE(timed.ok());
+  const GpuTensorCheck& t = find(timed, "w");
+  require_checked_matrix(t, {1}, true);
+  CHECK(!t.compared);
+  CHECK(std::isnan(t.rel_error));
+  CHECK(t.cublas_weights == "decoded");
+
+  const GpuVerifyReport untimed = verify_gpu(*p->reader, nullptr, options_with({1, 2}, false));
+  REQUIRE(untimed.ok());
+  require_checked_matrix(find(untimed, "w"), {1, 2}, false);
+  CHECK(untimed.timing.timed_runs == 0);
+}
+
+TEST_CASE("gpu verify: lossy schemes decode bit-exact and multiply within 2e-3") {
+  const std::vector<Spec> specs = {
+      {"int4", DType::BF16, {256, 384}, "int4:g128:codec=none"},
+      {"int4_rans", DType::BF16, {256, 384}, "int4:g64:sym:codec=rans"},
+      {"int8", DType::BF16, {200, 300}, "int8:codec=none"},
+      {"int3", DType::BF16, {256, 256}, "int3:g128:codec=none"},
+      {"int2", DType::BF16, {256, 256}, "int2:g128:codec=rans"},
+      {"fp8", DType::BF16, {130, 260}, "fp8:codec=none"},
+      {"fp6", DType::F32, {256, 256}, "fp6:codec=none"},
+      {"fp5", DType::BF16, {256, 256}, "fp5:codec=none"},
+      {"fp4", DType::BF16, {256, 256}, "fp4:codec=none"},
+      {"nf4", DType::BF16, {256, 256}, "nf4:codec=none"},
+      {"lut4", DType::BF16, {256, 256}, "lut4:codec=none"},
+      {"int4_sparse", DType::BF16, {256, 384}, "int4:g128:prune=0.5:codec=none"},
+      {"fp6_24", DType::BF16, {256, 256}, "fp6:prune=2:4:codec=rans"},
+  };
+  auto p = pack(specs, Codec::kNone);
+  const std::vector<uint32_t> batches = {1, 16};
+  const GpuVerifyReport r = verify_gpu(*p->reader, &p->source, options_with(batches));
+  REQUIRE(r.ran);
+  for (const auto& spec : specs) {
+    const GpuTensorCheck& t = find(r, spec.name);
+    require_checked_matrix(t, batches, true);
+    CHECK(t.scheme_code != 0);
+    CHECK(t.compared);
+    INFO(spec.name << " rel_error " << t.rel_error << " recorded " << p->reader->tensors()[&t - r.tensors.data()].metrics.rel_error);
+    CHECK(t.rel_error > 0);
+    CHECK(t.rel_error <= p->reader->tensors()[&t - r.tensors.data()].metrics.rel_error * (1 + 1e-6));
+  }
+  CHECK(find(r, "int4").scheme_label == "int4 g128");
+  CHECK(find(r, "int4_sparse").scheme_label == "int4 g128 pruned 0.5");
+  CHECK(find(r, "int4").bits_per_weight < 5);
+  CHECK(r.ok());
+
+  // --max-error below the quantization error fails the lossy tensors (by name), and only them.
+  GpuVerifyOptions strict = options_with({1}, false);
+  strict.max_rel_error = 1e-6;
+  const GpuVerifyReport s = verify_gpu(*p->reader, &p->source, strict);
+  CHECK(!s.ok());
+  for (const auto& t : s.tensors) {
+    INFO(t.name << ": " << t.error);
+    CHECK(t.error.find("tensor '" + t.name + "'") != std::string::npos);
+    CHECK(t.error.find("--max-error") != std::string::npos);
+  }
+}
+
+TEST_CASE("gpu verify: a corrupted tile fails, naming the tensor and the tile, and other tensors still run") {
+  auto p = pack({{"a", DType::BF16, {256, 256}}, {"b", DType::BF16, {256, 256}}}, Codec::kRans, 64, 64);
+  const WpkTensor& a = p->reader->tensors()[0];
+  const uint64_t k = 5;
+  const WpkTile& tile = p->reader->tiles()[a.first_tile + k];
+  const uint64_t offset = tile.offset + tile.stored_size / 2;
+  p->reader.reset();
+  auto bytes = test::read_file(p->path);
+  bytes[offset] ^= 0x20;
+  const std::string bad = p->dir.file("bad.wpk");
+  test::write_file(bad, bytes);
+  auto reader = WpkReader::open(bad);
+  const GpuVerifyReport r = verify_gpu(*reader, &p->source, options_with({1}, false));
+  REQUIRE(r.ran);
+  CHECK(!r.ok());
+  const GpuTensorCheck& ta = find(r, "a");
+  INFO(ta.error);
+  CHECK(ta.error.find(bad) != std::string::npos);
+  CHECK(ta.error.find("tensor 'a'") != std::string::npos);
+  CHECK(ta.error.find("tile " + std::to_string(k)) != std::string::npos);
+  require_checked_matrix(find(r, "b"), {1}, false);
+}
+
+TEST_CASE("gpu verify: bad options are refused") {
+  auto p = pack({{"w", DType::BF16, {64, 64}}});
+  for (const std::vector<uint32_t>& batches : std::vector<std::vector<uint32_t>>{{}, {0}, {65}, {1, 1}}) {
+    GpuVerifyOptions o = options_with(batches);
+    CHECK_THROWS_AS(verify_gpu(*p->reader, nullptr, o), Error);
+  }
+  GpuVerifyOptions few = options_with({1});
+  few.timing_options.timed_runs = 5;
+  CHECK_THROWS_AS(verify_gpu(*p->reader, nullptr, few), Error);
+}
+
+TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
+  test::TempDir dir;
+  const std::string model = dir.file("m.safetensors");
+  const std::vector<TensorInfo> infos = {{"mlp.w1", DType::BF16, {512, 384}}, {"mlp.w2", DType::BF16, {384, 512}},
+                                         {"norm", DType::BF16, {384}}};
+  const std::vector<std::vector<uint8_t>> data = {test::gaussian_bf16(512 * 384, 0.02f, 1),
+                                                  test::gaussian_bf16(384 * 512, 0.02f, 2), test::gaussian_bf16(384, 0.02f, 3)};
+  write_safetensors(model, infos, data, {}, true);
+  const std::string packed = dir.file("m.wpk");
+  REQUIRE(test::run_wpack({"compress", model, "-o", packed, "--codec", "rans"}).exit_code == 0);
+
+  test::RunResult t = test::run_wpack({"verify", packed, "--device", "cuda", "--against", model, "--batch", "1,16"});
+  INFO("stdout: " << t.out << "\nstderr: " << t.err);
+  CHECK(t.exit_code == 0);
+  CHECK(t.out.find("speedup") != std::string::npos);
+  CHECK(t.out.find("GPU OK") != std::string::npos);
+  CHECK(t.err.find("did not run") == std::string::npos);
+
+  test::RunResult j = test::run_wpack({"verify", packed, "--device", "cuda", "--json", "--batch", "1,16", "--against", model});
+  INFO("stdout: " << j.out << "\nstderr: " << j.err);
+  REQUIRE(j.exit_code == 0);
+  const json report = json::parse(j.out);
+  CHECK(report["ok"] == true);
+  CHECK(report["gpu_checks_ran"] == true);
+  CHECK(report["gpu"]["name"].is_string());
+  CHECK(report["copy_bandwidth"]["gb_per_s"].get<double>() > 100);
+  CHECK(report["timing"]["timed_runs"].get<int>() >= 20);
+  REQUIRE(report["totals"].size() == 2);
+  CHECK(report["totals"][1]["batch"] == 16);
+  REQUIRE(report["tensors"].size() == 3);
+  for (const auto& tensor : report["tensors"]) {
+    INFO(tensor.dump());
+    CHECK(tensor["ok"] == true);
+    CHECK(tensor["decode_bit_exact"] == true);
+    CHECK(tensor["scheme"] == "lossless");
+    CHECK(tensor.contains("bits_per_weight"));
+    REQUIRE(tensor["batches"].size() == 2);
+    if (tensor["name"] == "norm") {
+      CHECK(tensor["batches"][0].contains("skipped_reason"));
+      continue;
+    }
+    for (const auto& b : tensor["batches"]) {
+      CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
+      for (const char* key : {"kernel_time_us", "cublas_bf16_time_us", "speedup", "packed_gb_per_s", "copy_bw_percent"})
+        CHECK(b[key].get<double>() > 0);
+    }
+  }
+
+  // A lossy file beyond --max-error exits 1 (the CPU and the GPU checks both say so).
+  const std::string lossy = dir.file("q.wpk");
+  REQUIRE(test::run_wpack({"compress", model, "-o", lossy, "--scheme", "int4", "--codec", "none"}).exit_code == 0);
+  CHECK(test::run_wpack({"verify", lossy, "--device", "cuda", "--against", model}).exit_code == 0);
+  test::RunResult strict = test::run_wpack({"verify", lossy, "--device", "cuda", "--against", model, "--max-error", "0.001"});
+  CHECK(strict.exit_code == 1);
+  CHECK(strict.err.find("mlp.w1") != std::string::npos);
+}
+
+#else  // no CUDA in this build: main() exits with 4 before any test runs
+
+TEST_CASE("gpu verify: needs a CUDA build") { SUCCEED("skipped"); }
+
+#endif

@@ -1,0 +1,506 @@
+// verify/verify_gpu.h: the GPU verify driver.
+#include "verify/verify_gpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <span>
+#include <unordered_map>
+
+#include "formats/error.h"
+#include "kernels/tile_decode.h"  // GpuTensor: upload, decode, gemv
+#include "packer/codec.h"         // codec names (reasons)
+#include "packer/filters.h"       // filter names (reasons)
+#include "packer/detail/fp.h"     // bf16 <-> float
+#include "packer/quant_tile.h"    // QuantTensorParams (scheme labels)
+#include "packer/quantize.h"      // scheme names, convert_to_f32, error_stats
+#include "packer/tiling.h"        // element -> tile
+#include "packer/unpack.h"        // the CPU reference decode
+
+namespace wpack {
+
+bool GpuVerifyReport::ok() const {
+  for (const auto& t : tensors)
+    if (!t.error.empty()) return false;
+  return true;
+}
+
+namespace {
+
+using gpu::DeviceMemory;
+using gpu::GpuTensor;
+using gpu::TileStatus;
+
+std::string format_g(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void validate(const GpuVerifyOptions& options) {
+  if (options.batches.empty()) throw Error(ErrorCode::kInvalidArgument, "verify_gpu: no batch size");
+  for (size_t i = 0; i < options.batches.size(); ++i) {
+    const uint32_t b = options.batches[i];
+    if (b < 1 || b > kMaxGemvBatch)
+      throw Error(ErrorCode::kInvalidArgument, "verify_gpu: batch " + std::to_string(b) + " is outside 1.." +
+                                                   std::to_string(kMaxGemvBatch));
+    for (size_t j = 0; j < i; ++j)
+      if (options.batches[j] == b)
+        throw Error(ErrorCode::kInvalidArgument, "verify_gpu: batch " + std::to_string(b) + " is given twice");
+  }
+  if (options.timing && (options.timing_options.warmup_runs < 1 || options.timing_options.timed_runs < gpu::kMinTimedRuns))
+    throw Error(ErrorCode::kInvalidArgument, "verify_gpu: at least 1 warm-up run and " +
+                                                 std::to_string(gpu::kMinTimedRuns) + " timed runs are required");
+  if (!(options.max_matmul_rel_error >= 0)) throw Error(ErrorCode::kInvalidArgument, "verify_gpu: bad max_matmul_rel_error");
+}
+
+// "<file>: tensor '<name>': rest" -> "rest" (for the short reasons shown in a table).
+std::string without_context(const std::string& message, const WpkReader& reader, const std::string& name) {
+  const std::string prefix = reader.path() + ": tensor '" + name + "': ";
+  return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
+}
+
+std::string where(const WpkReader& reader, const std::string& name) { return reader.path() + ": tensor '" + name + "'"; }
+
+GpuTensorCheck describe(const WpkReader& reader, size_t t) {
+  const WpkTensor& wt = reader.tensors()[t];
+  GpuTensorCheck c;
+  c.name = wt.name;
+  c.dtype = wt.dtype;
+  c.shape = wt.shape;
+  c.scheme_code = wt.scheme;
+  uint64_t bytes = wt.params.size();
+  for (uint64_t k = 0; k < wt.tile_count; ++k) bytes += reader.tiles()[wt.first_tile + k].stored_size;
+  c.packed_bytes = bytes;
+  const uint64_t elements = wt.num_elements();
+  c.bits_per_weight = elements ? 8.0 * static_cast<double>(bytes) / static_cast<double>(elements) : 0.0;
+  if (wt.scheme == 0) {
+    c.scheme = c.scheme_label = "lossless";
+    return c;
+  }
+  const auto scheme = scheme_from_code(wt.scheme);
+  c.scheme = scheme ? std::string(scheme_name(*scheme)) : "scheme" + std::to_string(wt.scheme);
+  c.scheme_label = c.scheme;
+  try {
+    const QuantTensorParams p = tensor_quant_params(reader, t);
+    std::string label = c.scheme;  // appended piece by piece (gcc 12 warns falsely on " g" + to_string)
+    if (p.group) label.append(" g").append(std::to_string(p.group));
+    if (p.prune.kind == PruneSpec::Kind::kFraction) label.append(" pruned ").append(format_g(p.prune.fraction));
+    if (p.prune.kind == PruneSpec::Kind::kNM)
+      label.append(" ").append(std::to_string(p.prune.n)).append(":").append(std::to_string(p.prune.m));
+    c.scheme_label = label;
+  } catch (const Error&) {
+    // A corrupt params blob: the label stays the plain scheme name; the decode reports the problem.
+  }
+  return c;
+}
+
+// Y_ref (n, batch) row-major = W (n, k) row-major * X (k, batch) row-major, every product and sum in
+// float64. OpenMP over rows.
+void reference_product(const float* w, uint64_t n, uint64_t k, const std::vector<double>& x, uint32_t batch,
+                       std::vector<double>& y, int threads) {
+  y.assign(n * batch, 0.0);
+  if (threads <= 0) threads = omp_get_max_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < static_cast<int64_t>(n); ++r) {
+    double acc[kMaxGemvBatch] = {};
+    const float* row = w + static_cast<uint64_t>(r) * k;
+    for (uint64_t c = 0; c < k; ++c) {
+      const double wv = row[c];
+      const double* xc = x.data() + c * batch;
+      for (uint32_t b = 0; b < batch; ++b) acc[b] += wv * xc[b];
+    }
+    std::copy(acc, acc + batch, y.begin() + static_cast<std::ptrdiff_t>(static_cast<uint64_t>(r) * batch));
+  }
+}
+
+// ||y - ref|| / ||ref||, y[i] read at `index(i)` (to undo a transposed layout). 0 when both are
+// zero, infinity when only ref is; NaN in y gives NaN (which fails every "<=" check).
+template <typename Index>
+double rel_error_of(const std::vector<float>& y, const std::vector<double>& ref, Index index) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(y[index(i)]) - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  if (den == 0) return num == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(num / den);
+}
+
+// The first tile whose status is not ok: a failure, a reason to skip, or nothing.
+struct StatusVerdict {
+  std::string error;    // kCorrupt / kTooLarge / unknown
+  std::string skipped;  // only kUnsupportedCodec / kUnsupportedFilter
+};
+StatusVerdict judge_statuses(const WpkReader& reader, size_t t, const std::vector<uint32_t>& status, const char* what) {
+  StatusVerdict v;
+  uint64_t unsupported = 0, first_unsupported = 0;
+  for (uint64_t k = 0; k < status.size(); ++k) {
+    const uint32_t s = status[k];
+    if (s == static_cast<uint32_t>(TileStatus::kOk)) continue;
+    if (s == static_cast<uint32_t>(TileStatus::kUnsupportedCodec) || s == static_cast<uint32_t>(TileStatus::kUnsupportedFilter)) {
+      if (unsupported++ == 0) first_unsupported = k;
+      continue;
+    }
+    const char* name = s <= static_cast<uint32_t>(TileStatus::kTooLarge) ? gpu::tile_status_name(static_cast<TileStatus>(s))
+                                                                          : nullptr;
+    v.error = tile_context(reader, t, k) + ": GPU " + what + ": tile status " +
+              (name ? std::string(name) : "unknown (" + std::to_string(s) + ")");
+    return v;
+  }
+  if (unsupported) {
+    const WpkTile& rec = reader.tiles()[reader.tensors()[t].first_tile + first_unsupported];
+    const auto codec = codec_from_code(rec.codec);
+    const auto filter = filter_from_code(rec.filter);
+    v.skipped = std::to_string(unsupported) + " of " + std::to_string(status.size()) + " tiles not GPU-decodable (tile " +
+                std::to_string(first_unsupported) + ": " +
+                gpu::tile_status_name(static_cast<TileStatus>(status[first_unsupported])) + ", codec " +
+                (codec ? std::string(codec_name(*codec)) : std::to_string(rec.codec)) + ", filter " +
+                (filter ? std::string(filter_name(*filter)) : std::to_string(rec.filter)) + ")";
+  }
+  return v;
+}
+
+std::vector<uint32_t> download_status(const DeviceMemory& status, uint64_t tiles) {
+  std::vector<uint32_t> out(tiles);
+  status.download(out.data(), tiles * sizeof(uint32_t));
+  return out;
+}
+
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  uint64_t h = seed ^ 0x9E3779B97F4A7C15ull;
+  for (uint64_t v : {a, b, c}) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h *= 0xBF58476D1CE4E5B9ull;
+  }
+  return h;
+}
+
+// Everything the per-tensor checks share.
+struct Context {
+  const WpkReader& reader;
+  const TensorSource* against;
+  const GpuVerifyOptions& options;
+  std::unordered_map<std::string, size_t> source_index;
+  gpu::GpuStream stream;
+  std::optional<gpu::GpuTimer> timer;
+  std::optional<gpu::CublasBf16Gemm> cublas;
+  double copy_gb_per_s = 0;
+};
+
+// The matrix products of one tensor at one batch size. Throws Error for a failure (a status, a CUDA
+// error); sets check.error for a product outside the tolerance.
+void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<float>& w_deq,
+                 const DeviceMemory& dense_dev, uint32_t batch, GpuTensorCheck& check, GpuBatchCheck& bc) {
+  const WpkReader& reader = ctx.reader;
+  const GpuVerifyOptions& options = ctx.options;
+  const uint64_t n = g.rows(), k = g.cols();
+  const uint64_t per_set = k * batch;
+  const int sets = options.timing ? ctx.timer->calls() : 1;
+
+  // Fresh activations: one set per call (set 0 for the correctness check and the first warm-up).
+  // gemv layout (k, batch), batch fastest; cuBLAS layout (batch, k): the same values transposed.
+  std::vector<uint16_t> x_gemv(per_set * sets), x_cublas(per_set * sets);
+  for (int s = 0; s < sets; ++s) {
+    const std::vector<uint16_t> x = gpu::random_activations_bf16(per_set, mix_seed(options.seed, t, batch, s));
+    std::copy(x.begin(), x.end(), x_gemv.begin() + static_cast<std::ptrdiff_t>(s * per_set));
+    for (uint64_t c = 0; c < k; ++c)
+      for (uint32_t b = 0; b < batch; ++b) x_cublas[s * per_set + b * k + c] = x[c * batch + b];
+  }
+  DeviceMemory x_gemv_dev(x_gemv.size() * 2), y_dev(n * batch * 4), status_dev(g.tile_count() * 4);
+  x_gemv_dev.upload(x_gemv.data(), x_gemv.size() * 2);
+  const uint16_t* x0_dev = x_gemv_dev.as<uint16_t>();
+
+  // Correctness: gemv on set 0 against the float64 product.
+  status_dev.fill(0xFF);
+  y_dev.fill(0xFF);  // NaN: an output the kernel does not write fails the check
+  try {
+    g.gemv(x0_dev, y_dev.as<float>(), batch, status_dev.as<uint32_t>(), ctx.stream.get());
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kUnsupported) throw;
+    bc.skipped = without_context(e.what(), reader, check.name);
+    return;
+  }
+  ctx.stream.synchronize();
+  StatusVerdict verdict = judge_statuses(reader, t, download_status(status_dev, g.tile_count()), "gemv");
+  if (!verdict.error.empty()) throw Error(ErrorCode::kCorrupt, verdict.error);
+  if (!verdict.skipped.empty()) {  // the fused kernel handles less than decode does: a limit, not a failure
+    bc.skipped = "gemv: " + verdict.skipped;
+    return;
+  }
+  std::vector<float> y(n * batch);
+  y_dev.download(y.data(), y.size() * 4);
+  std::vector<double> x0(per_set), y_ref;
+  for (uint64_t i = 0; i < per_set; ++i) x0[i] = detail::bf16_to_float(x_gemv[i]);
+  reference_product(w_deq.data(), n, k, x0, batch, y_ref, options.threads);
+  bc.matmul_rel_error = rel_error_of(y, y_ref, [](size_t i) { return i; });
+  bc.ran = true;
+  if (!(bc.matmul_rel_error <= options.max_matmul_rel_error) && check.error.empty())
+    check.error = where(reader, check.name) + ": batch " + std::to_string(batch) + ": matmul_rel_error " +
+                  format_g(bc.matmul_rel_error) + " exceeds " + format_g(options.max_matmul_rel_error);
+  if (!options.timing) return;
+
+  // cuBLAS on the same activations: its output (batch, n) against the same reference (informative).
+  DeviceMemory x_cublas_dev(x_cublas.size() * 2), y_cublas_dev(n * batch * 4);
+  x_cublas_dev.upload(x_cublas.data(), x_cublas.size() * 2);
+  ctx.cublas->run(dense_dev.as<uint16_t>(), x_cublas_dev.as<uint16_t>(), y_cublas_dev.as<float>(), n, k, batch);
+  ctx.stream.synchronize();
+  std::vector<float> yc(n * batch);
+  y_cublas_dev.download(yc.data(), yc.size() * 4);
+  bc.cublas_rel_error = rel_error_of(yc, y_ref, [n, batch](size_t i) { return (i % batch) * n + i / batch; });
+
+  // Timing: call i uses activation set i, for wpack and cuBLAS alike.
+  uint16_t* const xg = x_gemv_dev.as<uint16_t>();
+  uint16_t* const xc = x_cublas_dev.as<uint16_t>();
+  bc.kernel = ctx.timer->time([&](int i) {
+    g.gemv(xg + static_cast<uint64_t>(i) * per_set, y_dev.as<float>(), batch, status_dev.as<uint32_t>(), ctx.stream.get());
+  });
+  verdict = judge_statuses(reader, t, download_status(status_dev, g.tile_count()), "gemv (timed runs)");
+  if (!verdict.error.empty() || !verdict.skipped.empty())
+    throw Error(ErrorCode::kCorrupt, verdict.error.empty() ? where(reader, check.name) + ": GPU gemv (timed runs): " + verdict.skipped
+                                                           : verdict.error);
+  bc.cublas = ctx.timer->time([&](int i) {
+    ctx.cublas->run(dense_dev.as<uint16_t>(), xc + static_cast<uint64_t>(i) * per_set, y_cublas_dev.as<float>(), n, k, batch);
+  });
+  bc.timed = true;
+  const double kernel_us = bc.kernel.median_us;
+  bc.speedup = kernel_us > 0 ? bc.cublas.median_us / kernel_us : 0.0;
+  bc.packed_gb_per_s = kernel_us > 0 ? static_cast<double>(check.packed_bytes) / (kernel_us * 1e3) : 0.0;
+  bc.copy_bw_percent = ctx.copy_gb_per_s > 0 ? 100.0 * bc.packed_gb_per_s / ctx.copy_gb_per_s : 0.0;
+}
+
+void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
+  const WpkReader& reader = ctx.reader;
+  const GpuVerifyOptions& options = ctx.options;
+  const WpkTensor& wt = reader.tensors()[t];
+  const uint64_t elements = wt.num_elements();
+  if (elements == 0) {
+    check.skipped = "empty tensor";
+    return;
+  }
+
+  // 1. Upload (checksums of every tile).
+  std::optional<GpuTensor> g;
+  try {
+    g.emplace(GpuTensor::upload(reader, t));
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kUnsupported) {
+      check.skipped = without_context(e.what(), reader, wt.name);
+      return;
+    }
+    throw;
+  }
+
+  // 2. GPU decode into a poisoned buffer; every tile's status.
+  const uint64_t elem_bytes = g->decoded_elem_size();
+  const uint64_t decoded_bytes = checked_mul(elements, elem_bytes, where(reader, wt.name));
+  std::vector<uint8_t> gpu_bytes(decoded_bytes);
+  {
+    DeviceMemory out_dev(decoded_bytes), status_dev(g->tile_count() * 4);
+    out_dev.fill(0xFF);
+    status_dev.fill(0xFF);
+    g->decode(out_dev.get(), status_dev.as<uint32_t>(), ctx.stream.get());
+    ctx.stream.synchronize();
+    const StatusVerdict verdict = judge_statuses(reader, t, download_status(status_dev, g->tile_count()), "decode");
+    if (!verdict.error.empty()) {
+      check.error = verdict.error;
+      return;
+    }
+    if (!verdict.skipped.empty()) {
+      check.skipped = verdict.skipped;
+      return;
+    }
+    out_dev.download(gpu_bytes.data(), decoded_bytes);
+  }
+
+  // 3. Bit for bit against the CPU reference decode.
+  std::vector<uint8_t> cpu_bytes;  // lossless: the source bytes
+  std::vector<float> w_deq;        // the weights as float (lossy: dequantized; lossless float: exact)
+  if (wt.scheme != 0) {
+    w_deq.resize(elements);
+    decode_tensor_f32(reader, t, w_deq, options.threads);
+    if (elem_bytes != 4) throw Error(ErrorCode::kCorrupt, where(reader, wt.name) + ": GPU decode of a lossy tensor is not float32");
+  } else {
+    cpu_bytes.resize(decoded_bytes);
+    decode_tensor(reader, t, cpu_bytes, options.threads);
+  }
+  const uint8_t* ref = wt.scheme != 0 ? reinterpret_cast<const uint8_t*>(w_deq.data()) : cpu_bytes.data();
+  uint64_t first_bad = UINT64_MAX;
+  if (std::memcmp(gpu_bytes.data(), ref, decoded_bytes) != 0)  // element by element only to describe a difference
+    for (uint64_t i = 0; i < elements; ++i)
+      if (std::memcmp(gpu_bytes.data() + i * elem_bytes, ref + i * elem_bytes, elem_bytes) != 0) {
+        if (first_bad == UINT64_MAX) first_bad = i;
+        ++check.decode_mismatches;
+      }
+  check.gpu_checked = true;
+  check.decode_bit_exact = check.decode_mismatches == 0;
+  if (!check.decode_bit_exact) {
+    const TileGeometry geo = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+    const uint64_t row = first_bad / geo.cols, col = first_bad % geo.cols;
+    const uint64_t tile = (row / geo.tile_rows) * geo.grid_cols + col / geo.tile_cols;
+    check.error = tile_context(reader, t, tile) + ": GPU decode differs from the CPU reference in " +
+                  std::to_string(check.decode_mismatches) + " elements (first at row " + std::to_string(row) + ", col " +
+                  std::to_string(col) + ")";
+    return;
+  }
+  gpu_bytes = {};
+  const bool is_float = wt.scheme != 0 || dtype_is_float(wt.dtype);
+  if (wt.scheme == 0 && is_float) {
+    w_deq.resize(elements);
+    convert_to_f32(wt.dtype, cpu_bytes.data(), elements, w_deq.data());
+  }
+
+  // 4. Against the source.
+  std::vector<uint16_t> dense_bf16;  // what cuBLAS multiplies
+  if (ctx.against) {
+    const auto it = ctx.source_index.find(wt.name);
+    if (it != ctx.source_index.end()) {
+      const TensorInfo& src = ctx.against->tensors()[it->second];
+      if (src.dtype == wt.dtype && src.shape == wt.shape) {  // otherwise verify_cpu reports the mismatch
+        const TensorBytes src_bytes = ctx.against->read(it->second);
+        check.compared = true;
+        if (wt.scheme == 0 && std::memcmp(src_bytes.data(), cpu_bytes.data(), decoded_bytes) != 0)
+          check.error = where(reader, wt.name) + ": GPU decode differs from " + ctx.against->path();
+        if (is_float) {
+          std::vector<float> src_f32(elements);
+          convert_to_f32(src.dtype, src_bytes.data(), elements, src_f32.data());
+          check.rel_error = error_stats(src_f32.data(), w_deq.data(), elements).rel_error;
+          if (wt.scheme != 0 && !(check.rel_error <= options.max_rel_error) && check.error.empty())
+            check.error = where(reader, wt.name) + ": rel_error " + format_g(check.rel_error) + " exceeds --max-error " +
+                          format_g(options.max_rel_error);
+          if (options.timing && wt.shape.size() >= 2) {
+            dense_bf16.resize(elements);
+            if (src.dtype == DType::BF16)
+              std::memcpy(dense_bf16.data(), src_bytes.data(), elements * 2);
+            else
+              for (uint64_t i = 0; i < elements; ++i) dense_bf16[i] = detail::float_to_bf16_bits(src_f32[i]);
+            check.cublas_weights = "source";
+          }
+        } else {
+          check.rel_error = check.error.empty() ? 0.0 : std::numeric_limits<double>::quiet_NaN();
+        }
+      }
+    }
+  }
+  if (!check.error.empty()) return;
+
+  // 5. Matrix products.
+  std::string no_product;
+  if (wt.shape.size() < 2) no_product = "not a matrix (rank " + std::to_string(wt.shape.size()) + ")";
+  else if (!is_float) no_product = "not a float tensor";
+  if (!no_product.empty()) {
+    for (uint32_t b : options.batches) {
+      check.batches.emplace_back();
+      check.batches.back().batch = b;
+      check.batches.back().skipped = no_product;
+    }
+    return;
+  }
+  cpu_bytes = {};
+  DeviceMemory dense_dev;
+  if (options.timing) {
+    if (dense_bf16.empty()) {
+      dense_bf16.resize(elements);
+      for (uint64_t i = 0; i < elements; ++i) dense_bf16[i] = detail::float_to_bf16_bits(w_deq[i]);
+      check.cublas_weights = "decoded";
+    }
+    dense_dev = DeviceMemory(elements * 2);
+    dense_dev.upload(dense_bf16.data(), elements * 2);
+    dense_bf16 = {};
+  }
+  for (uint32_t batch : options.batches) {
+    check.batches.emplace_back();
+    check.batches.back().batch = batch;
+    check_batch(ctx, t, *g, w_deq, dense_dev, batch, check, check.batches.back());
+  }
+}
+
+std::vector<GpuBatchTotals> totals_of(const std::vector<GpuTensorCheck>& tensors, const std::vector<uint32_t>& batches,
+                                      double copy_gb_per_s) {
+  std::vector<GpuBatchTotals> out;
+  for (uint32_t batch : batches) {
+    GpuBatchTotals tot;
+    tot.batch = batch;
+    for (const auto& t : tensors)
+      for (const auto& b : t.batches) {
+        if (b.batch != batch || !b.ran) continue;
+        if (std::isfinite(b.matmul_rel_error)) tot.max_matmul_rel_error = std::max(tot.max_matmul_rel_error, b.matmul_rel_error);
+        if (!b.timed) continue;
+        tot.tensors++;
+        tot.packed_bytes += t.packed_bytes;
+        tot.kernel_us += b.kernel.median_us;
+        tot.cublas_us += b.cublas.median_us;
+      }
+    if (tot.kernel_us > 0) {
+      tot.speedup = tot.cublas_us / tot.kernel_us;
+      tot.packed_gb_per_s = static_cast<double>(tot.packed_bytes) / (tot.kernel_us * 1e3);
+      tot.copy_bw_percent = copy_gb_per_s > 0 ? 100.0 * tot.packed_gb_per_s / copy_gb_per_s : 0.0;
+    }
+    out.push_back(tot);
+  }
+  return out;
+}
+
+}  // namespace
+
+GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
+  validate(options);
+  GpuVerifyReport report;
+  if (!gpu::gpu_build_has_cuda()) {
+    report.not_run_reason = "this wpack build has no CUDA";
+    return report;
+  }
+  std::string why;
+  if (gpu::gpu_device_count(&why) <= 0) {
+    report.not_run_reason = "no CUDA device";
+    if (!why.empty() && why != "no CUDA device") report.not_run_reason += " (" + why + ")";
+    return report;
+  }
+  report.ran = true;
+  report.device = gpu::current_gpu_device();
+
+  Context ctx{reader, against, options, {}, gpu::GpuStream(), std::nullopt, std::nullopt, 0};
+  if (against)
+    for (size_t i = 0; i < against->tensors().size(); ++i) ctx.source_index[against->tensors()[i].name] = i;
+  if (options.timing) {
+    if (options.copy_gb_per_s > 0) {
+      report.copy.gb_per_s = options.copy_gb_per_s;
+    } else {
+      report.copy = gpu::measure_copy_bandwidth(ctx.stream.get());
+    }
+    ctx.copy_gb_per_s = report.copy.gb_per_s;
+    ctx.timer.emplace(ctx.stream.get(), options.timing_options);
+    report.timing = ctx.timer->options();
+    ctx.cublas.emplace(ctx.stream.get());
+  } else {
+    report.timing.warmup_runs = report.timing.timed_runs = 0;  // nothing timed
+  }
+
+  const size_t count = reader.tensors().size();
+  for (size_t t = 0; t < count; ++t) {
+    if (options.progress) options.progress(t, count, reader.tensors()[t].name);
+    GpuTensorCheck check = describe(reader, t);
+    try {
+      check_tensor(ctx, t, check);
+    } catch (const Error& e) {
+      // Library messages name file and tensor; a CUDA call's ("cudaMalloc: out of memory") does not.
+      const std::string message = e.what();
+      if (check.error.empty())
+        check.error = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
+    } catch (const std::bad_alloc&) {
+      if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
+    }
+    report.tensors.push_back(std::move(check));
+  }
+  if (options.progress) options.progress(count, count, "");
+  report.totals = totals_of(report.tensors, options.batches, ctx.copy_gb_per_s);
+  return report;
+}
+
+}  // namespace wpack

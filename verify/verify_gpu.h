@@ -1,0 +1,131 @@
+// verify on the GPU: every tensor of a .wpk uploaded (tile checksums), decoded by the GPU kernels
+// and compared bit for bit with the CPU reference decode, and every matrix multiplied by the fused
+// decode + GEMV kernel at each requested batch, checked against a float64 CPU product and timed
+// beside cuBLAS BF16 on the dense weights (verify/gpu_timing.h says how runs are timed).
+//
+// verify_gpu does not replace verify_cpu (verify/verify.h): `wpack verify --device cuda` runs the
+// CPU checks first (integrity of every tile, decode, comparison with --against) and this second.
+//
+// Per tensor, in order:
+//   1. upload (GpuTensor::upload checks every tile's checksum): Error(kCorrupt) is a failure naming
+//      the tensor and tile; Error(kUnsupported) (e.g. a lossy tensor before the GPU supports it, a
+//      tile too large for shared memory) marks the tensor not GPU-checked, with the reason;
+//   2. GPU decode into a poisoned buffer, then the per-tile status: kUnsupportedCodec or
+//      kUnsupportedFilter (zstd tiles, bitshuffle: the header calls these not an error of the call)
+//      mark the tensor not GPU-checked, naming the first such tile; kCorrupt, kTooLarge or an
+//      unknown status is a failure naming the tile;
+//   3. the decoded values against the CPU reference decode, bit for bit: lossless tensors their
+//      source bytes (packer/unpack.h decode_tensor), lossy tensors the dequantized float32 values
+//      (decode_tensor_f32 -> decode_quant_tile_ref); a difference is a failure naming the first tile
+//      that differs;
+//   4. with `against` holding the tensor (same shape, float dtype): rel_error = ||W_gpu - W_src|| /
+//      ||W_src|| (lossless: must be 0; lossy: must be <= max_rel_error);
+//   5. 2-D and higher tensors (the 2-D view of docs/FORMAT.md, N x K), for each batch B: fresh
+//      random non-zero BF16 activations X (K x B), Y = GpuTensor::gemv(X) against the float64
+//      product W_deq * X on the CPU (matmul_rel_error = ||Y - Y_ref|| / ||Y_ref||, a failure above
+//      max_matmul_rel_error); then the gemv and a cuBLAS BF16 GEMM on the dense BF16 weights (the
+//      source's, rounded to BF16 when it is not BF16; without a source, the decoded weights rounded
+//      to BF16) timed with the same activations. Error(kUnsupported) from gemv (a lossless tensor
+//      that is not BF16, a batch the kernels do not do yet) skips that batch, with the reason.
+//
+// All memory named here is host memory; device buffers live only inside verify_gpu.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "formats/tensor.h"
+#include "formats/wpk.h"
+#include "verify/gpu_timing.h"
+
+namespace wpack {
+
+// The float32-accumulation tolerance of the fused GEMV against the float64 product of the same
+// dequantized weights and activations (issue 5's target).
+inline constexpr double kMatmulRelTolerance = 2e-3;
+// gemv batch sizes a caller may ask for (GpuTensor::gemv's contract).
+inline constexpr uint32_t kMaxGemvBatch = 64;
+
+struct GpuVerifyOptions {
+  std::vector<uint32_t> batches = {1};  // each in 1..kMaxGemvBatch, no duplicates
+  int threads = 0;                      // CPU threads for reference decodes and float64 products (0: all)
+  double max_rel_error = std::numeric_limits<double>::infinity();  // lossy tensors against the source
+  double max_matmul_rel_error = kMatmulRelTolerance;
+  bool timing = true;                   // false: correctness checks only (no timed runs, no cuBLAS)
+  gpu::TimingOptions timing_options;
+  double copy_gb_per_s = 0;             // > 0: the copy bandwidth measured by the caller; 0: measured here
+  uint64_t seed = 1;                    // activations
+  // Called before each tensor with (tensors done, tensor count, tensor name).
+  std::function<void(uint64_t, uint64_t, const std::string&)> progress;
+};
+
+struct GpuBatchCheck {
+  uint32_t batch = 0;
+  bool ran = false;               // the gemv ran and was checked
+  std::string skipped;            // why it did not run (not a failure)
+  double matmul_rel_error = std::numeric_limits<double>::quiet_NaN();
+  double cublas_rel_error = std::numeric_limits<double>::quiet_NaN();  // informative: cuBLAS on the
+                                  // dense BF16 weights against the same float64 reference (includes
+                                  // the quantization error when those are the source weights)
+  bool timed = false;
+  gpu::TimingResult kernel;       // GpuTensor::gemv, microseconds
+  gpu::TimingResult cublas;       // cuBLAS BF16 GEMM, microseconds
+  double speedup = 0;             // cublas.median_us / kernel.median_us
+  double packed_gb_per_s = 0;     // packed_bytes / kernel.median_us (1 GB = 1e9 bytes)
+  double copy_bw_percent = 0;     // 100 * packed_gb_per_s / the copy bandwidth (read + write)
+};
+
+struct GpuTensorCheck {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<uint64_t> shape;
+  uint8_t scheme_code = 0;        // 0 lossless, else packer/quantize.h Scheme
+  std::string scheme;             // "lossless", "int4", ...
+  std::string scheme_label;       // with group and pruning: "int4 g128", "fp6 pruned 0.5"
+  uint64_t packed_bytes = 0;      // the tiles' stored bytes plus the params blob: what the GPU reads
+  double bits_per_weight = 0;     // 8 * packed_bytes / elements
+  bool gpu_checked = false;       // uploaded, decoded on the GPU (every tile ok) and compared
+  std::string skipped;            // why the GPU did not check it (not a failure); empty otherwise
+  bool decode_bit_exact = false;  // GPU decode == CPU reference decode (when gpu_checked)
+  uint64_t decode_mismatches = 0; // elements that differ
+  bool compared = false;          // the source holds the tensor: rel_error is set
+  double rel_error = std::numeric_limits<double>::quiet_NaN();
+  std::string cublas_weights;     // "source" or "decoded": what cuBLAS multiplied
+  std::vector<GpuBatchCheck> batches;
+  std::string error;              // a failed check, one line naming file, tensor (and tile); empty = passed
+};
+
+// Sums over the tensors timed at one batch size.
+struct GpuBatchTotals {
+  uint32_t batch = 0;
+  uint64_t tensors = 0;
+  uint64_t packed_bytes = 0;
+  double kernel_us = 0, cublas_us = 0;  // sums of the medians
+  double speedup = 0;                   // cublas_us / kernel_us
+  double packed_gb_per_s = 0;           // packed_bytes / kernel_us
+  double copy_bw_percent = 0;
+  double max_matmul_rel_error = 0;      // over the tensors checked at this batch
+};
+
+struct GpuVerifyReport {
+  bool ran = false;               // false: no GPU checks at all, see not_run_reason
+  std::string not_run_reason;     // "this wpack build has no CUDA", "no CUDA device (...)"
+  gpu::GpuDeviceInfo device;
+  gpu::CopyBandwidth copy;        // measured at the start (or given in the options)
+  gpu::TimingOptions timing;      // as used (l2_flush_bytes resolved)
+  std::vector<GpuTensorCheck> tensors;  // in file order
+  std::vector<GpuBatchTotals> totals;   // one per requested batch, in the order asked
+  bool ok() const;                      // no tensor has an error (true when !ran)
+};
+
+// Runs the checks above on every tensor of `reader` (`against` may be null). Returns ran = false,
+// with the reason, when the build has no CUDA or no device is visible. Throws Error(kInvalidArgument)
+// for bad options (a batch outside 1..kMaxGemvBatch, a duplicate batch, bad timing options) and
+// Error(kIo) when the device fails before the first tensor (copy bandwidth, cuBLAS set-up); a
+// failure inside one tensor is recorded in its check and the next tensor still runs.
+GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options);
+
+}  // namespace wpack
