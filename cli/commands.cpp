@@ -22,6 +22,7 @@
 #include "packer/quant_tile.h"
 #include "packer/unpack.h"
 #include "verify/verify.h"
+#include "verify/verify_gpu.h"
 
 namespace wpack::cli {
 namespace {
@@ -411,23 +412,186 @@ int run_unpack(const UnpackArgs& args, const GlobalOptions& global) {
   return 0;
 }
 
+namespace {
+
+// ---- verify --device cuda: the GPU report as JSON and as a table ----
+
+json gpu_device_json(const GpuVerifyReport& gpu) {
+  const gpu::GpuDeviceInfo& d = gpu.device;
+  json j;
+  j["index"] = d.index;
+  j["name"] = d.name;
+  j["sm_count"] = d.sm_count;
+  j["compute_capability"] = std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor);
+  j["l2_bytes"] = d.l2_bytes;
+  j["memory_bytes"] = d.memory_bytes;
+  j["driver_version"] = d.driver_version;
+  j["runtime_version"] = d.runtime_version;
+  return j;
+}
+
+json gpu_batch_json(const GpuBatchCheck& b) {
+  json j;
+  j["batch"] = b.batch;
+  if (!b.ran) {
+    j["skipped_reason"] = b.skipped;
+    return j;
+  }
+  j["matmul_rel_error"] = json_or_null(b.matmul_rel_error);
+  if (b.timed) {
+    j["kernel_time_us"] = b.kernel.median_us;
+    j["kernel_time_min_us"] = b.kernel.min_us;
+    j["kernel_time_max_us"] = b.kernel.max_us;
+    j["cublas_bf16_time_us"] = b.cublas.median_us;
+    j["cublas_bf16_time_min_us"] = b.cublas.min_us;
+    j["cublas_bf16_time_max_us"] = b.cublas.max_us;
+    j["speedup"] = b.speedup;
+    j["packed_gb_per_s"] = b.packed_gb_per_s;
+    j["copy_bw_percent"] = b.copy_bw_percent;
+    j["cublas_rel_error"] = json_or_null(b.cublas_rel_error);
+  }
+  return j;
+}
+
+// The GPU fields of one tensor record (merged into the CPU record of the same tensor).
+void add_gpu_tensor_json(const GpuTensorCheck& t, json& j) {
+  j["scheme"] = t.scheme;
+  j["scheme_label"] = t.scheme_label;
+  j["packed_bytes"] = t.packed_bytes;
+  j["bits_per_weight"] = t.bits_per_weight;
+  j["gpu_checked"] = t.gpu_checked;
+  if (!t.skipped.empty()) j["gpu_skipped_reason"] = t.skipped;
+  j["decode_bit_exact"] = t.gpu_checked ? json(t.decode_bit_exact) : json(nullptr);
+  if (t.gpu_checked && !t.decode_bit_exact) j["decode_mismatched_elements"] = t.decode_mismatches;
+  if (t.compared) j["rel_error"] = json_or_null(t.rel_error);
+  if (!t.cublas_weights.empty()) j["cublas_weights"] = t.cublas_weights;
+  json batches = json::array();
+  for (const auto& b : t.batches) batches.push_back(gpu_batch_json(b));
+  j["batches"] = batches;
+  if (!t.error.empty()) j["gpu_error"] = t.error;
+}
+
+json gpu_totals_json(const GpuVerifyReport& gpu) {
+  json totals = json::array();
+  for (const auto& t : gpu.totals) {
+    json j;
+    j["batch"] = t.batch;
+    j["tensors"] = t.tensors;
+    j["packed_bytes"] = t.packed_bytes;
+    j["kernel_time_us"] = t.kernel_us;
+    j["cublas_bf16_time_us"] = t.cublas_us;
+    j["speedup"] = t.speedup;
+    j["packed_gb_per_s"] = t.packed_gb_per_s;
+    j["copy_bw_percent"] = t.copy_bw_percent;
+    j["max_matmul_rel_error"] = t.max_matmul_rel_error;
+    totals.push_back(j);
+  }
+  return totals;
+}
+
+std::string sci(double v, int digits) {
+  if (std::isnan(v)) return "-";
+  if (std::isinf(v)) return "inf";
+  if (v == 0) return "0";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.*e", digits, v);
+  return buf;
+}
+
+void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
+  const gpu::GpuDeviceInfo& d = gpu.device;
+  out << "GPU " << d.index << ": " << d.name << " (" << d.sm_count << " SMs, L2 " << human_bytes(double(d.l2_bytes)) << ", "
+      << human_bytes(double(d.memory_bytes)) << "), device copy " << fixed(gpu.copy.gb_per_s, 0)
+      << " GB/s ((read + write) / time)\n";
+  if (gpu.timing.timed_runs > 0)
+    out << "timing: median of " << gpu.timing.timed_runs << " runs after " << gpu.timing.warmup_runs
+        << " warm-up, CUDA events, L2 flushed before each run (" << human_bytes(double(gpu.timing.l2_flush_bytes))
+        << " read), fresh random BF16 activations; cuBLAS: cublasGemmEx BF16 in, FP32 compute and out\n";
+  Table table({"tensor", "scheme", "bits/w", "exact", "rel_err", "batch", "matmul_err", "kernel_us", "cuBLAS_us", "speedup",
+               "GB/s", "%copy", "note"});
+  for (const auto& t : gpu.tensors) {
+    const std::string exact = t.gpu_checked ? (t.decode_bit_exact ? "yes" : "no") : "-";
+    const std::string rel = t.compared ? sci(t.rel_error, 2) : "-";
+    std::vector<std::string> head = {t.name, t.scheme_label, fixed(t.bits_per_weight, 2), exact, rel};
+    std::string note = !t.error.empty() ? "FAILED" : t.skipped;
+    if (t.batches.empty()) {
+      table.add({head[0], head[1], head[2], head[3], head[4], "-", "-", "-", "-", "-", "-", "-", note});
+      continue;
+    }
+    for (const auto& b : t.batches) {
+      std::vector<std::string> row = head;
+      row.push_back(std::to_string(b.batch));
+      if (!b.ran) {
+        row.insert(row.end(), {"-", "-", "-", "-", "-", "-", note.empty() ? b.skipped : note});
+      } else if (!b.timed) {
+        row.insert(row.end(), {sci(b.matmul_rel_error, 1), "-", "-", "-", "-", "-", note});
+      } else {
+        row.insert(row.end(), {sci(b.matmul_rel_error, 1), fixed(b.kernel.median_us, 1), fixed(b.cublas.median_us, 1),
+                               fixed(b.speedup, 2) + "x", fixed(b.packed_gb_per_s, 0), fixed(b.copy_bw_percent, 1) + "%", note});
+      }
+      table.add(row);
+    }
+  }
+  table.separator();
+  for (const auto& tot : gpu.totals) {
+    const bool any = tot.tensors > 0;
+    table.add({"total (" + std::to_string(tot.tensors) + " timed)", "", "", "", "", std::to_string(tot.batch),
+               sci(tot.max_matmul_rel_error, 1), any ? fixed(tot.kernel_us, 1) : "-", any ? fixed(tot.cublas_us, 1) : "-",
+               any ? fixed(tot.speedup, 2) + "x" : "-", any ? fixed(tot.packed_gb_per_s, 0) : "-",
+               any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", ""});
+  }
+  table.print(out);
+}
+
+}  // namespace
+
 int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   auto reader = WpkReader::open(args.input);
   std::unique_ptr<TensorSource> against;
   if (!args.against.empty()) against = open_tensor_source(args.against);
-  VerifyReport report = verify_cpu(*reader, against.get(), args.threads,
-                                   args.max_error >= 0 ? args.max_error : std::numeric_limits<double>::infinity());
+  const double max_rel_error = args.max_error >= 0 ? args.max_error : std::numeric_limits<double>::infinity();
+  // Integrity and the CPU reference first (every checksum, every tile, --against), then the GPU.
+  VerifyReport report = verify_cpu(*reader, against.get(), args.threads, max_rel_error);
+  std::optional<GpuVerifyReport> gpu;
   std::string gpu_note;
-  if (args.device == "cuda") gpu_note = "GPU checks did not run: this wpack build has no CUDA verify path yet";
+  if (args.device == "cuda") {
+    GpuVerifyOptions options;
+    options.batches = args.batches;
+    options.threads = args.threads;
+    options.max_rel_error = max_rel_error;
+    Progress progress(global);
+    options.progress = [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); };
+    gpu = verify_gpu(*reader, against.get(), options);
+    progress.finish();
+    if (!gpu->ran) gpu_note = "GPU checks did not run: " + gpu->not_run_reason + "; the result is the CPU checks'";
+  }
+  const bool gpu_ran = gpu && gpu->ran;
+  const bool ok = report.ok() && (!gpu || gpu->ok());
 
   if (args.json) {
     json out;
     out["file"] = args.input;
     out["device"] = args.device;
-    out["gpu_checks_ran"] = false;
+    out["gpu_checks_ran"] = gpu_ran;
     if (!gpu_note.empty()) out["gpu_note"] = gpu_note;
+    if (gpu_ran) {
+      out["gpu"] = gpu_device_json(*gpu);
+      out["copy_bandwidth"] = {{"gb_per_s", gpu->copy.gb_per_s},
+                               {"bytes", gpu->copy.bytes},
+                               {"median_us", gpu->copy.median_us},
+                               {"method", "device-to-device cudaMemcpyAsync, median of " + std::to_string(gpu::kMinTimedRuns)},
+                               {"convention", "(bytes read + bytes written) / time, 1 GB = 1e9 bytes"}};
+      out["timing"] = {{"warmup_runs", gpu->timing.warmup_runs},
+                       {"timed_runs", gpu->timing.timed_runs},
+                       {"statistic", "median"},
+                       {"l2_flush_bytes", gpu->timing.l2_flush_bytes},
+                       {"method", "CUDA events around each call; before each call a kernel reads l2_flush_bytes of scratch "
+                                  "so that the call reads its weights from HBM; a fresh random BF16 activation set per call"}};
+      out["batches"] = args.batches;
+    }
     json tensors = json::array();
-    for (const auto& t : report.tensors) {
+    for (size_t i = 0; i < report.tensors.size(); ++i) {
+      const auto& t = report.tensors[i];
       json j;
       j["name"] = t.name;
       j["decoded"] = t.decoded;
@@ -439,24 +603,36 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
         j["bit_exact"] = t.bit_exact;
         j["mismatched_elements"] = t.mismatched_elements;
       }
-      j["ok"] = t.error.empty();
-      if (!t.error.empty()) j["error"] = t.error;
+      // verify_cpu and verify_gpu both walk the file's tensors in order.
+      const GpuTensorCheck* g = gpu_ran && i < gpu->tensors.size() && gpu->tensors[i].name == t.name ? &gpu->tensors[i] : nullptr;
+      if (g) add_gpu_tensor_json(*g, j);
+      const std::string error = !t.error.empty() ? t.error : g ? g->error : std::string();
+      j["ok"] = error.empty();
+      if (!error.empty()) j["error"] = error;
       tensors.push_back(j);
     }
     out["tensors"] = tensors;
+    if (gpu_ran) out["totals"] = gpu_totals_json(*gpu);
     out["errors"] = report.errors;
     out["tiles_checked"] = report.tiles_checked;
-    out["ok"] = report.ok();
+    out["cpu_ok"] = report.ok();
+    if (gpu_ran) out["gpu_ok"] = gpu->ok();
+    out["ok"] = ok;
     std::cout << out.dump(2) << "\n";
   } else {
     for (const auto& t : report.tensors)
       if (!t.error.empty()) std::cerr << "wpack: " << t.error << "\n";
     for (const auto& e : report.errors) std::cerr << "wpack: " << e << "\n";
+    if (gpu_ran)  // a tensor the CPU checks failed is reported once, by them
+      for (size_t i = 0; i < gpu->tensors.size(); ++i)
+        if (!gpu->tensors[i].error.empty() && (i >= report.tensors.size() || report.tensors[i].error.empty()))
+          std::cerr << "wpack: " << gpu->tensors[i].error << "\n";
     if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
     if (global.verbose)
       for (const auto& t : report.tensors)
         std::cout << "  " << (t.error.empty() ? "ok  " : "FAIL") << "  " << t.name << "\n";
-    if (!global.quiet || !report.ok()) {
+    if (gpu_ran && !global.quiet) print_gpu_table(*gpu, std::cout);
+    if (!global.quiet || !ok) {
       size_t bad = 0;
       for (const auto& t : report.tensors) bad += !t.decoded;
       std::cout << args.input << ": " << (report.ok() ? "OK" : "FAILED") << ": " << report.tensors.size()
@@ -469,9 +645,21 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
         std::cout << ", compared with " << args.against << " (lossless bit-exact, " << lossy
                   << " lossy within their recorded rel_error" << (args.max_error >= 0 ? " and --max-error" : "") << ")";
       std::cout << "\n";
+      if (gpu_ran) {
+        size_t checked = 0, skipped = 0, failed = 0;
+        for (const auto& t : gpu->tensors) {
+          checked += t.gpu_checked && t.error.empty();
+          skipped += !t.skipped.empty();
+          failed += !t.error.empty();
+        }
+        std::cout << args.input << ": GPU " << (gpu->ok() ? "OK" : "FAILED") << ": " << checked
+                  << " tensors decoded bit-exact on " << gpu->device.name << " with matmul_rel_error <= "
+                  << sci(kMatmulRelTolerance, 0) << ", " << skipped << " not GPU-decodable (see note), " << failed
+                  << " failed\n";
+      }
     }
   }
-  return report.ok() ? 0 : 1;
+  return ok ? 0 : 1;
 }
 
 }  // namespace wpack::cli

@@ -2,7 +2,9 @@
 // propagate as wpack::Error to main(), which prints them as one line.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "packer/pack.h"
 
@@ -34,6 +36,7 @@ struct VerifyArgs {
   bool json = false;
   int threads = 0;
   double max_error = -1;  // --max-error: relative error bound for lossy tensors; < 0: none
+  std::vector<uint32_t> batches = {1};  // --batch (--device cuda): gemv batch sizes, 1..64
 };
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global);

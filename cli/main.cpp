@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -19,6 +20,7 @@
 #include "packer/pack.h"
 #include "packer/prune.h"
 #include "packer/quantize.h"
+#include "verify/verify_gpu.h"  // kMaxGemvBatch
 #include "wpack_version.h"
 
 namespace {
@@ -50,6 +52,24 @@ bool parse_tile(const std::string& text, uint32_t* rows, uint32_t* cols) {
   *rows = static_cast<uint32_t>(std::stoul(m[1]));
   *cols = static_cast<uint32_t>(std::stoul(m[2]));
   return *rows > 0 && *cols > 0;
+}
+
+// "1,16" -> {1, 16}: batch sizes in 1..kMaxGemvBatch, comma-separated, no repeats.
+bool parse_batches(const std::string& text, std::vector<uint32_t>* batches) {
+  static const std::regex re("^[0-9]{1,3}(,[0-9]{1,3})*$");
+  if (!std::regex_match(text, re)) return false;
+  batches->clear();
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    const uint32_t b = static_cast<uint32_t>(std::stoul(text.substr(start, end - start)));
+    if (b < 1 || b > wpack::kMaxGemvBatch) return false;
+    for (uint32_t seen : *batches)
+      if (seen == b) return false;
+    batches->push_back(b);
+    start = end + 1;
+  }
+  return !batches->empty();
 }
 
 }  // namespace
@@ -125,6 +145,8 @@ int main(int argc, char** argv) {
   v->add_option("-T,--threads", verify.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error against --against exceeds X")
       ->check(CLI::NonNegativeNumber);
+  std::string batch_text;
+  v->add_option("--batch", batch_text, "With --device cuda: GEMV batch sizes to check and time, e.g. 1,16 (1..64, default 1)");
 
   try {
     app.parse(argc, argv);
@@ -187,7 +209,20 @@ int main(int argc, char** argv) {
     }
     if (i->parsed()) return run_inspect(inspect, global);
     if (u->parsed()) return run_unpack(unpack, global);
-    if (v->parsed()) return run_verify(verify, global);
+    if (v->parsed()) {
+      if (v->count("--batch")) {
+        if (verify.device != "cuda") {
+          std::cerr << "wpack: --batch applies to --device cuda only\n";
+          return 2;
+        }
+        if (!parse_batches(batch_text, &verify.batches)) {
+          std::cerr << "wpack: --batch must be batch sizes in 1.." << wpack::kMaxGemvBatch
+                    << ", comma-separated, without repeats, e.g. 1,16 (got '" << batch_text << "')\n";
+          return 2;
+        }
+      }
+      return run_verify(verify, global);
+    }
   } catch (const wpack::Error& e) {
     std::cerr << "wpack: " << e.what() << "\n";
     return e.code() == wpack::ErrorCode::kInvalidArgument ? 2 : 1;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -525,6 +526,15 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"compress", model, "-o", out, "-T", "-1"},
       {"compress", model, "-o", out, "-T", "many"},
       {"verify", out, "--device", "tpu"},
+      {"verify", out, "--device", "cuda", "--batch", "0"},
+      {"verify", out, "--device", "cuda", "--batch", "65"},
+      {"verify", out, "--device", "cuda", "--batch", "abc"},
+      {"verify", out, "--device", "cuda", "--batch", "1,,16"},
+      {"verify", out, "--device", "cuda", "--batch", "1,16,"},
+      {"verify", out, "--device", "cuda", "--batch", "1,1"},
+      {"verify", out, "--device", "cuda", "--batch", ""},
+      {"verify", out, "--device", "cuda", "--batch"},
+      {"verify", out, "--batch", "1"},
       {"unpack", out},
       {"frobnicate", model},
       {},
@@ -716,16 +726,35 @@ TEST_CASE("quiet: -q is silent; no progress bar when stderr is not a terminal") 
   CHECK(v.err.find('\r') == std::string::npos);
 }
 
-TEST_CASE("verify --device cuda on a build without CUDA verify: CPU checks decide, GPU note on stderr") {
+// Hides every CUDA device from the processes this test starts (and restores the variable).
+class NoCudaDevices {
+ public:
+  NoCudaDevices() {
+    if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) saved_ = v;
+    ::setenv("CUDA_VISIBLE_DEVICES", "-1", 1);
+  }
+  ~NoCudaDevices() {
+    if (saved_) ::setenv("CUDA_VISIBLE_DEVICES", saved_->c_str(), 1);
+    else ::unsetenv("CUDA_VISIBLE_DEVICES");
+  }
+
+ private:
+  std::optional<std::string> saved_;
+};
+
+TEST_CASE("verify --device cuda without a GPU (or without CUDA): CPU checks decide, GPU note on stderr") {
+  NoCudaDevices no_gpu;  // so that this holds on a machine with a GPU too
   TempDir dir;
   const std::string model = write_small_model(dir);
   const std::string packed = dir.file("model.wpk");
   REQUIRE(compress(model, packed).exit_code == 0);
 
-  RunResult r = run_wpack({"verify", packed, "--device", "cuda", "--against", model});
+  RunResult r = run_wpack({"verify", packed, "--device", "cuda", "--against", model, "--batch", "1,16"});
   CHECK(r.exit_code == 0);
   CHECK(contains(r.err, "GPU checks did not run"));
+  CHECK(contains(r.err, "no CUDA"));  // the reason: no CUDA in the build, or no CUDA device
   CHECK(contains(r.out, "OK"));
+  CHECK(!contains(r.out, "speedup"));  // no GPU table
 
   RunResult j = run_wpack({"verify", "--json", packed, "--device", "cuda"});
   CHECK(j.exit_code == 0);
@@ -734,4 +763,28 @@ TEST_CASE("verify --device cuda on a build without CUDA verify: CPU checks decid
   CHECK(report["ok"] == true);
   CHECK(report["gpu_checks_ran"] == false);
   CHECK(report["device"] == "cuda");
+  CHECK(contains(report["gpu_note"].get<std::string>(), "GPU checks did not run"));
+
+  // The exit code is the CPU checks': a source that differs fails with --device cuda as without it.
+  Model other = small_model();
+  other.data[0][10] ^= 0x01;  // one element of layer.0.weight
+  const std::string changed = dir.file("changed.safetensors");
+  write_model(changed, other);
+  RunResult bad = run_wpack({"verify", packed, "--device", "cuda", "--against", changed});
+  CHECK(bad.exit_code == 1);
+  CHECK(contains(bad.err, "tensor 'layer.0.weight'"));
+  CHECK(contains(bad.err, "GPU checks did not run"));
+  CHECK(contains(bad.out, "FAILED"));
+  RunResult badj = run_wpack({"verify", "--json", packed, "--device", "cuda", "--against", changed});
+  CHECK(badj.exit_code == 1);
+  json bad_report = json::parse(badj.out, nullptr, false);
+  REQUIRE(!bad_report.is_discarded());
+  CHECK(bad_report["ok"] == false);
+  CHECK(bad_report["gpu_checks_ran"] == false);
+
+  // Quiet: no note, and nothing at all when the CPU checks pass.
+  RunResult q = run_wpack({"-q", "verify", packed, "--device", "cuda"});
+  CHECK(q.exit_code == 0);
+  CHECK(q.err.empty());
+  CHECK(q.out.empty());
 }
