@@ -139,6 +139,12 @@ struct StoredTile {
   uint8_t codec = 0;
 };
 
+// A stored tile kept in a byte arena until its tensor is written.
+struct StoredTileRef {
+  uint64_t offset = 0, size = 0, raw_size = 0;
+  uint8_t filter = 0, codec = 0;
+};
+
 // Encodes tiles [0, tiles) with encode(tile index) -> StoredTile, in parallel batches of
 // `batch_tiles` (memory: one batch), and writes them in index order, so that the file is the same
 // bytes for any thread count. After each batch, after_batch(tiles done so far) if given. Returns
@@ -166,19 +172,37 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
   return stored_bytes;
 }
 
-uint64_t write_lossy_tiles(WpkWriter& writer, const QuantizedMatrix& q, const QuantTensorParams& params,
-                           const float* decoded, const TileGeometry& g, const std::vector<Codec>& codecs, int level,
-                           int threads, const std::string& context) {
-  return encode_and_write_tiles(writer, g.tile_count(), threads, context, [&](uint64_t tile) {
-    StoredTile best;
-    // The first candidate wins ties.
-    for (size_t c = 0; c < codecs.size(); ++c) {
-      QuantEncodedTile encoded = encode_quant_tile(q, params, decoded, g.rect(tile), codecs[c], level);
-      if (c == 0 || encoded.tile.stored.size() < best.stored.size())
-        best = {std::move(encoded.tile.stored), encoded.raw_size, encoded.layout, static_cast<uint8_t>(codecs[c])};
-    }
-    return best;
-  });
+// Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
+// tensor-sized buffers for every tensor cost more than quantizing it.
+struct LossyWorkspace {
+  // Whole-tensor path (LUT schemes, pruning): the tensor at once.
+  std::vector<float> source;   // the tensor as float32
+  std::vector<float> pruned;   // source with the pruned weights zeroed
+  std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
+  QuantizedMatrix q;
+  // Band path (everything else): one row of tiles at a time.
+  std::vector<float> band_source;
+  QuantizedMatrix band_q;
+  std::vector<uint8_t> tile_bytes;  // the tensor's stored tiles, back to back, until it is written
+  std::vector<StoredTileRef> tiles;
+  std::vector<QuantTileEncoder> encoders;  // one per thread
+};
+
+// The tile of `q` at `rect` (rect relative to q's rows), the smaller over `codecs` (the first wins ties).
+StoredTile encode_lossy_tile(QuantTileEncoder& encoder, const QuantizedMatrix& q, const QuantTensorParams& params,
+                             const uint8_t* keep, const TileRect& rect, const std::vector<Codec>& codecs, int level) {
+  encoder.prepare(q, params, keep, rect);
+  StoredTile best;
+  for (size_t c = 0; c < codecs.size(); ++c) {
+    QuantEncodedTile encoded = encoder.code(codecs[c], level);
+    if (c == 0 || encoded.tile.stored.size() < best.stored.size())
+      best = {std::move(encoded.tile.stored), encoded.raw_size, encoded.layout, static_cast<uint8_t>(codecs[c])};
+  }
+  return best;
+}
+
+QuantTileEncoder& thread_encoder(LossyWorkspace& ws) {
+  return ws.encoders[static_cast<size_t>(omp_get_thread_num())];
 }
 
 }  // namespace
@@ -353,56 +377,146 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
 
 namespace {
 
+// Quantizes, measures, encodes and writes a tensor one band of tile rows at a time, for schemes
+// whose rows quantize independently (not LUT) without pruning: every buffer is a band, which stays in
+// cache, and nothing tensor-sized is allocated. Grouped schemes write each tile as it comes (the
+// metrics go in at the end); per-row schemes keep their tiles in ws.tile_bytes until every row's scale,
+// which the record's params hold, is known. Fills the record's params and metrics; returns the stored
+// bytes.
+uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes, const TensorPolicy& policy,
+                    WpkTensor& record, const std::vector<Codec>& codecs, int level, int threads,
+                    const std::string& context, LossyWorkspace& ws) {
+  uint64_t rows, cols;
+  view_2d(info.shape, &rows, &cols);
+  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+  const uint32_t esize = dtype_size(info.dtype);
+  ws.tile_bytes.clear();
+  ws.tiles.clear();
+  ErrorAccumulator errors;
+  QuantTensorParams params;
+  std::vector<uint16_t> row_scales;
+  std::vector<StoredTile> band_tiles;
+  bool streaming = false;  // tiles go to the writer as they come
+  uint64_t stored_bytes = 0;
+  for (uint64_t band = 0; band < g.grid_rows; ++band) {
+    const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
+    ws.band_source.resize(band_rows * cols);
+    convert_to_f32(info.dtype, bytes.data() + row0 * cols * esize, band_rows * cols, ws.band_source.data());
+    try {
+      quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
+    } catch (const Error& e) {
+      throw Error(e.code(), context + ": " + e.what());
+    }
+    if (band == 0) {
+      params = quant_params_from(ws.band_q, policy.prune);
+      streaming = params.row_scales.empty();
+      if (streaming) {
+        record.params = serialize_quant_params(params);
+        writer.begin_tensor(record);
+      } else {  // room for every tile stored raw, so that the buffer grows once
+        ws.tile_bytes.reserve(ceil_div(info.num_elements() * params.bits, 8) + 16 * g.tile_count());
+      }
+    }
+    // Per-row schemes keep their scales in the params: collect every band's.
+    if (!streaming) row_scales.insert(row_scales.end(), ws.band_q.scales.begin(), ws.band_q.scales.end());
+    band_tiles.assign(g.grid_cols, StoredTile{});
+    try {
+      detail::parallel_for_first_error<int>(g.grid_cols, threads, [&](uint64_t i, int&) {
+        TileRect rect = g.rect(band * g.grid_cols + i);
+        rect.row0 -= row0;  // relative to the band
+        band_tiles[i] = encode_lossy_tile(thread_encoder(ws), ws.band_q, params, nullptr, rect, codecs, level);
+      });
+    } catch (const Error& e) {
+      throw Error(e.code(), context + ": " + e.what());
+    }
+    for (const StoredTile& tile : band_tiles) {
+      stored_bytes += tile.stored.size();
+      if (streaming) {
+        writer.add_tile(tile.stored, tile.raw_size, tile.filter, tile.codec);
+      } else {
+        ws.tiles.push_back({ws.tile_bytes.size(), tile.stored.size(), tile.raw_size, tile.filter, tile.codec});
+        ws.tile_bytes.insert(ws.tile_bytes.end(), tile.stored.begin(), tile.stored.end());
+      }
+    }
+  }
+  const ErrorStats stats = errors.stats();
+  record.metrics.rel_error = stats.rel_error;
+  record.metrics.max_abs_error = stats.max_abs_error;
+  record.metrics.snr_db = stats.snr_db;
+  record.metrics.sparsity = stats.sparsity;
+  if (streaming) {
+    writer.set_metrics(record.metrics);
+  } else {
+    params.row_scales = std::move(row_scales);
+    record.params = serialize_quant_params(params);
+    writer.begin_tensor(record);
+    for (const StoredTileRef& tile : ws.tiles)
+      writer.add_tile(std::span<const uint8_t>(ws.tile_bytes.data() + tile.offset, tile.size), tile.raw_size,
+                      tile.filter, tile.codec);
+  }
+  writer.end_tensor();
+  return stored_bytes;
+}
+
 // Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
 PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
                                const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
-                               const std::string& out_path) {
+                               const std::string& out_path, LossyWorkspace& ws) {
   const std::string context = out_path + ": tensor '" + info.name + "'";
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
   const uint64_t n = info.num_elements();
-  std::vector<float> source_values(n), weights(n);
-  convert_to_f32(info.dtype, bytes.data(), n, source_values.data());
-  weights = source_values;
-  std::vector<uint8_t> mask;
+  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+  const std::vector<Codec> codecs = codec_candidates(policy, options);
+  ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
+  record.scheme = static_cast<uint8_t>(policy.spec.scheme);
+  PackedTensor packed;
+  packed.name = info.name;
+  packed.policy = policy;
+  packed.original_bytes = info.num_bytes();
+
+  if (!scheme_is_lut(policy.spec.scheme) && policy.prune.kind == PruneSpec::Kind::kNone) {
+    packed.stored_bytes = pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws);
+    packed.metrics = record.metrics;
+    return packed;
+  }
+
+  ws.source.resize(n);
+  convert_to_f32(info.dtype, bytes.data(), n, ws.source.data());
+  const float* weights = ws.source.data();
+  ws.mask.clear();
   try {
     if (policy.prune.kind == PruneSpec::Kind::kFraction)
-      mask = prune_mask_magnitude(weights.data(), n, policy.prune.fraction);
+      ws.mask = prune_mask_magnitude(ws.source.data(), n, policy.prune.fraction);
     else if (policy.prune.kind == PruneSpec::Kind::kNM)
-      mask = prune_mask_nm(weights.data(), rows, cols, policy.prune.n, policy.prune.m);
-    if (!mask.empty()) apply_prune_mask(weights.data(), mask.data(), n);
+      ws.mask = prune_mask_nm(ws.source.data(), rows, cols, policy.prune.n, policy.prune.m);
+    if (!ws.mask.empty()) {
+      ws.pruned.assign(ws.source.begin(), ws.source.end());
+      apply_prune_mask(ws.pruned.data(), ws.mask.data(), n);
+      weights = ws.pruned.data();
+    }
   } catch (const Error& e) {
     throw Error(e.code(), context + ": " + e.what());
   }
-  QuantizedMatrix q;
+  const uint8_t* keep = ws.mask.empty() ? nullptr : ws.mask.data();
   try {
-    q = quantize(weights.data(), rows, cols, policy.spec);
+    quantize(weights, rows, cols, policy.spec, &ws.q);
   } catch (const Error& e) {
     throw Error(e.code(), context + ": " + e.what());
   }
-  // What the tiles decode to: the dequantized weights, pruned ones exactly +0.
-  std::vector<float> decoded(n);
-  dequantize(q, decoded.data());
-  for (uint64_t i = 0; i < mask.size(); ++i)
-    if (!mask[i]) decoded[i] = 0.0f;
-  const ErrorStats stats = error_stats(source_values.data(), decoded.data(), n);
-
-  const QuantTensorParams params = quant_params_from(q, policy.prune);
-  record.scheme = static_cast<uint8_t>(policy.spec.scheme);
+  // Against the source: what the tiles decode to, the dequantized weights with pruned ones +0.
+  const ErrorStats stats = dequantized_error_stats(ws.source.data(), ws.q, keep);
+  const QuantTensorParams params = quant_params_from(ws.q, policy.prune);
   record.params = serialize_quant_params(params);
   record.metrics.rel_error = stats.rel_error;
   record.metrics.max_abs_error = stats.max_abs_error;
   record.metrics.snr_db = stats.snr_db;
   record.metrics.sparsity = stats.sparsity;
-  writer.begin_tensor(record);
-  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
-  const std::vector<Codec> codecs = codec_candidates(policy, options);
-  PackedTensor packed;
-  packed.name = info.name;
-  packed.policy = policy;
   packed.metrics = record.metrics;
-  packed.original_bytes = info.num_bytes();
-  packed.stored_bytes = write_lossy_tiles(writer, q, params, decoded.data(), g, codecs, options.level, threads, context);
+  writer.begin_tensor(record);
+  packed.stored_bytes = encode_and_write_tiles(writer, g.tile_count(), threads, context, [&](uint64_t tile) {
+    return encode_lossy_tile(thread_encoder(ws), ws.q, params, keep, g.rect(tile), codecs, options.level);
+  });
   writer.end_tensor();
   return packed;
 }
@@ -424,6 +538,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
   for (const auto& info : source.tensors()) (void)resolve_policy(info, options);
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;
+  LossyWorkspace lossy_workspace;
   uint64_t total = 0, done = 0;
   for (const auto& info : source.tensors()) total += info.num_bytes();
 
@@ -443,7 +558,8 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     record.scheme = 0;
     tensor_tile_shape(info, policy, options, &record.tile_rows, &record.tile_cols);
     if (policy.lossy()) {
-      report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads, out_path));
+      report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads, out_path,
+                                                lossy_workspace));
       report.original_bytes += info.num_bytes();
       done += info.num_bytes();
       if (options.progress) options.progress(done, total, info.name);

@@ -8,6 +8,7 @@
 #include "formats/detail/le.h"  // put_* and Cursor for the params blob
 #include "formats/error.h"
 #include "packer/detail/fp.h"   // fp16 bits -> float, the same conversion dequantize() uses
+#include "packer/detail/quant_kernels.h"  // pack_codes_ref / pack_codes_fast
 #include "packer/rans.h"
 #include "packer/zstd_codec.h"
 
@@ -83,18 +84,10 @@ struct ElementDecoder {
   }
 };
 
-// Packs codes LSB first at `bits` bits each into ceil(n*bits/8) bytes.
+// Packs codes LSB first at `bits` bits each into ceil(n*bits/8) bytes (the reference packer).
 std::vector<uint8_t> pack_codes(const std::vector<uint8_t>& codes, uint32_t bits) {
   std::vector<uint8_t> out(ceil_div(codes.size() * bits, 8), 0);
-  uint64_t bit = 0;
-  for (uint8_t code : codes) {
-    const uint32_t v = code;
-    const uint64_t byte = bit >> 3;
-    const uint32_t shift = bit & 7;
-    out[byte] |= static_cast<uint8_t>(v << shift);
-    if (shift + bits > 8) out[byte + 1] |= static_cast<uint8_t>(v >> (8 - shift));
-    bit += bits;
-  }
+  detail::pack_codes_ref(codes.data(), codes.size(), bits, out.data());
   return out;
 }
 
@@ -137,13 +130,19 @@ struct PlaneBytes {
   uint64_t code_count = 0;
 };
 
-std::vector<uint8_t> assemble(const PlaneBytes& planes, uint32_t bits, Codec codec, int level) {
+// The stored bytes of a tile with planes a (side) and b (`code_count` codes of `bits` bits).
+std::vector<uint8_t> assemble(std::span<const uint8_t> a, std::span<const uint8_t> b, uint64_t code_count,
+                              uint32_t bits, Codec codec, int level) {
   const uint32_t code_bits = codes_symbol_bits(bits);
-  const uint64_t b_symbols = code_bits == 8 ? planes.b.size() : planes.code_count;
-  const std::span<const uint8_t> spans[2] = {planes.a, planes.b};
-  const std::vector<uint8_t> coded[2] = {code_plane(planes.a, planes.a.size(), 8, codec, level),
-                                         code_plane(planes.b, b_symbols, code_bits, codec, level)};
+  const uint64_t b_symbols = code_bits == 8 ? b.size() : code_count;
+  const std::span<const uint8_t> spans[2] = {a, b};
+  const std::vector<uint8_t> coded[2] = {code_plane(a, a.size(), 8, codec, level),
+                                         code_plane(b, b_symbols, code_bits, codec, level)};
   return assemble_planes(spans, coded);
+}
+
+std::vector<uint8_t> assemble(const PlaneBytes& planes, uint32_t bits, Codec codec, int level) {
+  return assemble(planes.a, planes.b, planes.code_count, bits, codec, level);
 }
 
 }  // namespace
@@ -326,6 +325,81 @@ QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorPa
       best.tile.codec = codec;
       best.layout = kFilterQuantSparse;
       best.raw_size = planes.a.size() + planes.b.size();
+    }
+  }
+  return best;
+}
+
+void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams& p, const uint8_t* keep,
+                               const TileRect& rect) {
+  const SideLayout side = side_layout(p, rect);
+  const uint64_t n = rect.elements();
+  bits_ = p.bits;
+  count_ = n;
+  sparse_ = p.sparse_tiles;
+  dense_ok_ = true;
+  // Plane A's scale/zero part: one run of `groups` values per tile row.
+  side_.resize(side.bytes());
+  if (side.groups > 0) {
+    const uint64_t g0 = rect.col0 / p.group, tensor_groups = q.groups();
+    for (uint64_t r = 0; r < rect.rows; ++r) {
+      const uint64_t index = (rect.row0 + r) * tensor_groups + g0;
+      std::memcpy(side_.data() + 2 * r * side.groups, q.scales.data() + index, 2 * side.groups);
+      if (side.zero_bytes) std::memcpy(side_.data() + side.scale_bytes + r * side.groups, q.zeros.data() + index, side.groups);
+    }
+  }
+  codes_.resize(n);
+  for (uint64_t r = 0; r < rect.rows; ++r)
+    std::memcpy(codes_.data() + r * rect.cols, q.codes.data() + (rect.row0 + r) * q.cols + rect.col0, rect.cols);
+
+  if (sparse_) {
+    // As encode_quant_tile: an element is occupied when it decodes to anything but +0 and is kept;
+    // a pruned element whose code does not decode to +0 rules out the dense layout.
+    sparse_a_.assign(side_.begin(), side_.end());
+    sparse_a_.resize(side.bytes() + ceil_div(n, 8), 0);
+    uint8_t* bitmap = sparse_a_.data() + side.bytes();
+    occupied_.resize(n);
+    ElementDecoder decoder(p, rect, side_.data());
+    uint64_t k = 0;
+    for (uint64_t r = 0; r < rect.rows; ++r)
+      for (uint64_t c = 0; c < rect.cols; ++c) {
+        const uint64_t i = r * rect.cols + c;
+        const bool kept = keep == nullptr || keep[(rect.row0 + r) * q.cols + rect.col0 + c] != 0;
+        const bool nonzero = std::bit_cast<uint32_t>(decoder.decode(r, c, codes_[i])) != 0;
+        if (kept && nonzero) {
+          bitmap[i >> 3] |= static_cast<uint8_t>(1u << (i & 7));
+          occupied_[k++] = codes_[i];
+        } else if (nonzero) {
+          dense_ok_ = false;
+        }
+      }
+    sparse_count_ = k;
+    sparse_b_.resize(ceil_div(k * bits_, 8) + 8);
+    detail::pack_codes_fast(occupied_.data(), k, bits_, sparse_b_.data());
+  }
+  if (dense_ok_) {
+    dense_b_.resize(ceil_div(n * bits_, 8) + 8);
+    detail::pack_codes_fast(codes_.data(), n, bits_, dense_b_.data());
+  }
+}
+
+QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
+  QuantEncodedTile best;
+  if (dense_ok_) {
+    const std::span<const uint8_t> b(dense_b_.data(), ceil_div(count_ * bits_, 8));
+    best.tile.stored = assemble(side_, b, count_, bits_, codec, level);
+    best.tile.codec = codec;
+    best.layout = kFilterQuantDense;
+    best.raw_size = side_.size() + b.size();
+  }
+  if (sparse_) {
+    const std::span<const uint8_t> b(sparse_b_.data(), ceil_div(sparse_count_ * bits_, 8));
+    std::vector<uint8_t> stored = assemble(sparse_a_, b, sparse_count_, bits_, codec, level);
+    if (!dense_ok_ || stored.size() < best.tile.stored.size()) {
+      best.tile.stored = std::move(stored);
+      best.tile.codec = codec;
+      best.layout = kFilterQuantSparse;
+      best.raw_size = sparse_a_.size() + b.size();
     }
   }
   return best;

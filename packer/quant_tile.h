@@ -82,6 +82,30 @@ struct QuantEncodedTile {
 QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& params, const float* decoded,
                                    const TileRect& rect, Codec codec, int level);
 
+// The same tiles as encode_quant_tile, for the packing pipeline: one encoder per thread, its buffers
+// reused from tile to tile, codes packed a word at a time, and the planes built once for several
+// codecs. Instead of the whole decoded tensor it takes `keep`, the prune mask of q's elements
+// ([rows][cols] row-major, 1 = kept, 0 = pruned to +0.0f; null when nothing is pruned): the tile is
+// then byte for byte encode_quant_tile(q, params, D, rect, codec, level) with D = dequantize(q) and
+// the pruned elements of D set to +0.0f (tested). Usage: prepare(...) once per tile, then code(...)
+// for each codec tried.
+class QuantTileEncoder {
+ public:
+  void prepare(const QuantizedMatrix& q, const QuantTensorParams& params, const uint8_t* keep, const TileRect& rect);
+  QuantEncodedTile code(Codec codec, int level) const;
+
+ private:
+  uint32_t bits_ = 0;
+  bool dense_ok_ = true, sparse_ = false;
+  uint64_t count_ = 0, sparse_count_ = 0;  // codes in the dense and the sparse layout
+  std::vector<uint8_t> side_;           // plane A of the dense layout: scales, zeros
+  std::vector<uint8_t> codes_;          // the tile's codes, one per byte
+  std::vector<uint8_t> dense_b_;        // plane B of the dense layout (+ 8 bytes of slack)
+  std::vector<uint8_t> occupied_;       // the codes of the occupied elements, one per byte
+  std::vector<uint8_t> sparse_a_;       // plane A of the sparse layout: side, then the bitmap
+  std::vector<uint8_t> sparse_b_;       // plane B of the sparse layout (+ 8 bytes of slack)
+};
+
 // The scalar reference decoder: the tile's dequantized values (rect.elements() floats, row-major)
 // from its stored bytes, its record's filter byte (layout), codec and raw size, and the tensor's
 // parsed params. Bit-exact with dequantize() of the quantized tensor; unoccupied elements of sparse

@@ -2,8 +2,10 @@
 // dtype conversion and error metrics. The hot loops are in detail/quant_kernels.*.
 #include "packer/quantize.h"
 
+#include <omp.h>  // omp_get_num_threads: the fused error sums need the rows in order
+
 #include <algorithm>
-#include <bit>       // std::endian
+#include <bit>       // std::endian, std::countr_zero
 #include <cmath>
 #include <cstring>   // std::memcpy
 #include <limits>
@@ -103,20 +105,8 @@ QuantSpec resolve_spec(const SchemeInfo& info, const QuantSpec& in, const char* 
   return spec;
 }
 
-// ---- scale encoding ----
-
-// fp16 bits of a positive scale: clamped to the fp16 range, never rounded to zero (a nonzero range
-// keeps a nonzero scale). 0 for s <= 0.
-uint16_t encode_scale(float s) {
-  if (!(s > 0.0f)) return 0;
-  uint16_t h = detail::float_to_f16_bits(std::min(s, detail::kF16Max));
-  return h == 0 ? uint16_t{1} : h;
-}
-
-float inverse(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
-
 struct GroupStats {
-  float min = 0, max = 0, absmax = 0;
+  float min = 0, max = 0, absmax = 0;  // min(x, 0), max(x, 0), max(-min, max)
 };
 
 GroupStats group_stats(const float* x, uint64_t n) {
@@ -129,42 +119,17 @@ GroupStats group_stats(const float* x, uint64_t n) {
   return s;
 }
 
-// Integer grid of one candidate ratio: symmetric scale = absmax * ratio / (2^(b-1) - 1) with the
-// fixed zero 2^(b-1); asymmetric scale = (hi - lo) / (2^b - 1) over [min(x,0), max(x,0)] * ratio with
-// zero = round(-lo / scale) clamped to the code range.
 IntParams int_params(const GroupStats& s, float ratio, uint32_t bits, bool symmetric, uint16_t* scale_bits,
                      uint8_t* zero_code) {
-  IntParams p;
-  p.qmax = static_cast<float>((1u << bits) - 1u);
-  float lo = 0;
-  if (symmetric) {
-    *scale_bits = encode_scale(s.absmax * ratio / static_cast<float>((1u << (bits - 1)) - 1u));
-  } else {
-    lo = std::min(s.min, 0.0f) * ratio;
-    float hi = std::max(s.max, 0.0f) * ratio;
-    *scale_bits = encode_scale((hi - lo) / p.qmax);
-  }
-  p.scale = detail::f16_bits_to_float(*scale_bits);
-  p.inv_scale = inverse(p.scale);
-  if (symmetric) {
-    p.zero = static_cast<float>(1u << (bits - 1));
-  } else {
-    float z = -lo * p.inv_scale;
-    z = std::min(std::max(z, 0.0f), p.qmax);
-    p.zero = detail::round_half_even_small(z);
-  }
-  *zero_code = static_cast<uint8_t>(p.zero);
-  p.lo = -p.zero;
-  p.hi = p.qmax - p.zero;
-  return p;
+  return detail::int_candidate(s.min, s.max, s.absmax, ratio, bits, symmetric, scale_bits, zero_code);
 }
 
 // Small-float and nf4 grids: scale = absmax * ratio / max_value.
 FpParams table_params(float absmax, float ratio, float max_value, uint16_t* scale_bits) {
   FpParams p;
-  *scale_bits = encode_scale(absmax * ratio / max_value);
+  *scale_bits = detail::encode_scale(absmax * ratio / max_value);
   p.scale = detail::f16_bits_to_float(*scale_bits);
-  p.inv_scale = inverse(p.scale);
+  p.inv_scale = detail::inverse_scale(p.scale);
   return p;
 }
 
@@ -176,16 +141,99 @@ struct Context {
   uint64_t group_len;  // elements per group (cols for per-row schemes)
   uint64_t groups;     // per row
   SortedTable table;   // fp: magnitudes; nf4: values
+  float code_values[256] = {};  // fp, nf4: the value of each code before scaling (dequantize's table)
 };
 
 uint64_t round_up8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+}  // namespace
+
+// error_stats of the quantizer's own output, computed while it quantizes (one thread, rows in
+// order): each group's terms are found after it is encoded, and their two dependent sums advance
+// inside the next group's pair kernels (detail::ErrorChain) instead of in a loop of their own. The
+// sums, their order and so the results are ErrorAccumulator::add_dequantized's.
+struct FusedErrorSums {
+  bool active = false;
+  std::vector<float> approx;   // the group, dequantized
+  std::vector<double> terms;   // its terms, pairs (ref^2, (approx - ref)^2), pending in `chain`
+  detail::ErrorChain chain;
+  double max_abs = 0;
+  uint64_t zeros = 0, count = 0;
+
+  void start(const ErrorAccumulator& sums, uint64_t group_len) {
+    active = true;
+    approx.resize(group_len);
+    terms.resize(2 * group_len);
+    chain = detail::ErrorChain{};
+    chain.ref_sq = sums.ref_sq_, chain.err_sq = sums.err_sq_;
+    max_abs = sums.max_abs_, zeros = sums.zeros_, count = sums.count_;
+  }
+  // The terms of one group: ref[len] against approx[0..len), after the previous group's.
+  void add_group(const float* ref, uint64_t len) {
+    chain.drain();
+    detail::error_terms_fast(ref, approx.data(), len, terms.data(), &max_abs, &zeros);
+    count += len;
+    chain.terms = terms.data();
+    chain.next = 0, chain.count = len;
+  }
+  void finish(ErrorAccumulator& sums) {
+    chain.drain();
+    sums.ref_sq_ = chain.ref_sq, sums.err_sq_ = chain.err_sq;
+    sums.max_abs_ = max_abs, sums.zeros_ = zeros, sums.count_ = count;
+    active = false;
+  }
+};
+
+namespace {
 
 // Per-thread scratch of the fast path.
 struct Scratch {
   std::vector<float> pad;      // the group, zero-padded to a multiple of 8
   std::vector<uint8_t> codes;  // codes of the padded group
   uint32_t guess = 0;          // candidate tried first: the previous group's winner (speed only)
+  detail::ClipCandidates candidates;
+  FusedErrorSums errors;       // active when the quantizer also measures its error
 };
+
+// The fast clip search of one group: the reference's winner -- the smallest error, ties to the lower
+// index -- from fewer exact errors. The guess (the previous group's winner) and a neighbour are
+// evaluated first; after that a candidate whose lower bound exceeds the best error found so far is
+// skipped, since it cannot win (ClipCandidates::lower_bound); the rest are evaluated exactly, two at a
+// time (pair_error(a, b, &error_a, &error_b)). What is skipped depends only on the data, so the
+// result is the reference's for any thread count.
+template <typename PairError>
+uint32_t search_fast(const detail::ClipCandidates& cand, uint32_t guess, PairError pair_error) {
+  const uint32_t count = cand.count;
+  float err[detail::kCandidateSlots];
+  uint32_t best_c = guess;
+  auto consider = [&](uint32_t c) {
+    if (err[c] < err[best_c] || (err[c] == err[best_c] && c < best_c)) best_c = c;
+  };
+  const uint32_t partner = guess + 1 < count ? guess + 1 : guess - 1;
+  pair_error(guess, partner, &err[guess], &err[partner]);
+  consider(partner);
+  // The rest, lowest index first, two at a time; each is checked against the best error so far
+  // just before it is evaluated.
+  uint32_t todo = detail::candidates_alive(cand, err[best_c]) & ~((1u << guess) | (1u << partner));
+  auto next = [&]() {
+    while (todo != 0) {
+      const uint32_t c = static_cast<uint32_t>(std::countr_zero(todo));
+      todo &= todo - 1;
+      if (!(cand.lower_bound[c] > err[best_c])) return c;
+    }
+    return count;
+  };
+  for (uint32_t a = next(); a != count; a = next()) {
+    const uint32_t b = next();
+    float err_b;
+    pair_error(a, b == count ? a : b, &err[a], &err_b);
+    consider(a);
+    if (b == count) break;
+    err[b] = err_b;
+    consider(b);
+  }
+  return best_c;
+}
 
 // The clip search of one group. Returns the winning candidate: the smallest error, ties to the lower
 // index (ratio closer to 1.0) -- the reference tries candidates in order and keeps a strictly smaller
@@ -214,33 +262,17 @@ uint32_t search_clip(uint32_t candidates, uint32_t guess, MakeParams make_params
   return best_c;
 }
 
-// Quantizes one row: codes[cols], scales[groups], zeros[groups] (asymmetric int only).
-// kFast: padded copy + fast kernels with early exit; else the scalar reference kernels.
-template <bool kFast>
-void quantize_row(const Context& ctx, const float* x, uint8_t* codes, uint16_t* scales, uint8_t* zeros,
-                  Scratch& scratch) {
+// Quantizes one row: codes[cols], scales[groups], zeros[groups] (asymmetric int only), with the scalar
+// reference kernels.
+void quantize_row_ref(const Context& ctx, const float* x, uint8_t* codes, uint16_t* scales, uint8_t* zeros) {
   const SchemeInfo& info = *ctx.info;
   const uint32_t candidates = ctx.spec.clip == Clip::kMse ? detail::kClipCandidates : 1;
-  const uint32_t guess = std::min(scratch.guess, candidates - 1);
   for (uint64_t g = 0; g < ctx.groups; ++g) {
     const uint64_t start = g * ctx.group_len;
     const uint64_t len = std::min(ctx.group_len, ctx.cols - start);
     const float* xs = x + start;
-    const uint64_t n8 = round_up8(len);
-    float* pad = scratch.pad.data();
-    if constexpr (kFast) {
-      std::copy(xs, xs + len, pad);
-      std::fill(pad + len, pad + n8, 0.0f);
-    }
-    GroupStats stats;
-    if constexpr (kFast) {
-      detail::minmax_with_zero_fast(pad, n8, &stats.min, &stats.max);
-      stats.absmax = std::max(-stats.min, stats.max);
-    } else {
-      stats = group_stats(xs, len);
-    }
+    const GroupStats stats = group_stats(xs, len);
     uint8_t* group_codes = codes + start;
-
     if (info.kind == Kind::kInt) {
       auto make = [&](uint32_t c, uint32_t* key) {
         uint16_t scale_bits;
@@ -249,25 +281,16 @@ void quantize_row(const Context& ctx, const float* x, uint8_t* codes, uint16_t* 
         *key = (uint32_t{scale_bits} << 8) | zero;
         return p;
       };
-      auto error = [&](const IntParams& p, float bound) {
-        return kFast ? detail::int_error_fast(pad, n8, p, bound) : detail::int_error_ref(xs, len, p);
-      };
-      const uint32_t best = search_clip<kFast, IntParams>(candidates, guess, make, error);
+      auto error = [&](const IntParams& p, float) { return detail::int_error_ref(xs, len, p); };
+      const uint32_t best = search_clip<false, IntParams>(candidates, 0, make, error);
       uint16_t scale_bits;
       uint8_t zero;
       IntParams p = int_params(stats, detail::clip_ratio(best), info.bits, ctx.spec.symmetric, &scale_bits, &zero);
-      if constexpr (kFast) {
-        detail::int_encode_fast(pad, n8, p, scratch.codes.data());
-        std::copy(scratch.codes.data(), scratch.codes.data() + len, group_codes);
-      } else {
-        for (uint64_t j = 0; j < len; ++j) group_codes[j] = static_cast<uint8_t>(detail::int_encode_one(xs[j], p));
-      }
+      for (uint64_t j = 0; j < len; ++j) group_codes[j] = static_cast<uint8_t>(detail::int_encode_one(xs[j], p));
       scales[g] = scale_bits;
       if (!ctx.spec.symmetric) zeros[g] = zero;
-      scratch.guess = best;
       continue;
     }
-
     // fp and nf4: a scale only.
     const float max_value = info.kind == Kind::kFp ? info.format->max_value : 1.0f;
     auto make = [&](uint32_t c, uint32_t* key) {
@@ -276,23 +299,14 @@ void quantize_row(const Context& ctx, const float* x, uint8_t* codes, uint16_t* 
       *key = scale_bits;
       return p;
     };
-    auto error = [&](const FpParams& p, float bound) {
-      if (info.kind == Kind::kFp)
-        return kFast ? detail::fp_error_fast(pad, n8, *info.format, p, bound) : detail::fp_error_ref(xs, len, ctx.table, p);
-      return kFast ? detail::table_error_fast(pad, n8, ctx.table, p, bound) : detail::table_error_ref(xs, len, ctx.table, p);
+    auto error = [&](const FpParams& p, float) {
+      return info.kind == Kind::kFp ? detail::fp_error_ref(xs, len, ctx.table, p) : detail::table_error_ref(xs, len, ctx.table, p);
     };
-    const uint32_t best = search_clip<kFast, FpParams>(candidates, guess, make, error);
+    const uint32_t best = search_clip<false, FpParams>(candidates, 0, make, error);
     uint16_t scale_bits;
     const float inv = table_params(stats.absmax, detail::clip_ratio(best), max_value, &scale_bits).inv_scale;
     scales[g] = scale_bits;
-    scratch.guess = best;
-    if constexpr (kFast) {
-      if (info.kind == Kind::kFp)
-        detail::fp_encode_fast(pad, n8, *info.format, inv, scratch.codes.data());
-      else
-        detail::table_encode_fast(pad, n8, ctx.table, inv, scratch.codes.data());
-      std::copy(scratch.codes.data(), scratch.codes.data() + len, group_codes);
-    } else if (info.kind == Kind::kFp) {
+    if (info.kind == Kind::kFp) {
       const uint32_t sign_bit = 1u << (info.bits - 1);
       for (uint64_t j = 0; j < len; ++j) {
         uint32_t m = detail::table_index_ref(ctx.table, std::fabs(xs[j]) * inv);
@@ -301,6 +315,87 @@ void quantize_row(const Context& ctx, const float* x, uint8_t* codes, uint16_t* 
     } else {
       for (uint64_t j = 0; j < len; ++j)
         group_codes[j] = static_cast<uint8_t>(detail::table_index_ref(ctx.table, xs[j] * inv));
+    }
+  }
+}
+
+// The same with the fast kernels: the pruned pair search for int and fp grids (search_fast), the
+// early-exit search for nf4; and, when scratch.errors is active, the error sums of the result
+// (FusedErrorSums).
+void quantize_row_fast(const Context& ctx, const float* x, uint8_t* codes, uint16_t* scales, uint8_t* zeros,
+                       Scratch& scratch) {
+  const SchemeInfo& info = *ctx.info;
+  const uint32_t candidates = ctx.spec.clip == Clip::kMse ? detail::kClipCandidates : 1;
+  FusedErrorSums& errors = scratch.errors;
+  detail::ErrorChain* chain = errors.active ? &errors.chain : nullptr;
+  float* pad = scratch.pad.data();
+  for (uint64_t g = 0; g < ctx.groups; ++g) {
+    const uint64_t start = g * ctx.group_len;
+    const uint64_t len = std::min(ctx.group_len, ctx.cols - start);
+    const float* xs = x + start;
+    const uint64_t n8 = round_up8(len);
+    // The kernels read whole vectors of 8: a group of a multiple of 8 in place, a shorter one from a
+    // zero-padded copy; codes likewise, straight into the row or through scratch.codes.
+    const float* xg = xs;
+    uint8_t* group_codes = codes + start;
+    uint8_t* codes_out = group_codes;
+    if (len != n8) {
+      std::copy(xs, xs + len, pad);
+      std::fill(pad + len, pad + n8, 0.0f);
+      xg = pad;
+      codes_out = scratch.codes.data();
+    }
+    GroupStats stats;
+    detail::minmax_with_zero_fast(xg, n8, &stats.min, &stats.max);
+    stats.absmax = std::max(-stats.min, stats.max);
+    const uint32_t guess = std::min(scratch.guess, candidates - 1);
+    detail::ClipCandidates& cand = scratch.candidates;
+    uint32_t best = 0;
+    uint16_t scale_bits = 0;
+    float scale = 0, zero = 0;  // of the winner, as dequantize reads them back
+    if (info.kind == Kind::kInt) {
+      detail::int_candidates_fast(stats.min, stats.max, stats.absmax, info.bits, ctx.spec.symmetric, candidates, &cand);
+      if (candidates > 1)
+        best = search_fast(cand, guess, [&](uint32_t a, uint32_t b, float* error_a, float* error_b) {
+          detail::int_error_pair_fast(xg, n8, cand.int_params(a), cand.int_params(b), error_a, error_b, chain);
+        });
+      const IntParams p = cand.int_params(best);
+      detail::int_encode_fast(xg, n8, p, codes_out);
+      if (!ctx.spec.symmetric) zeros[g] = static_cast<uint8_t>(p.zero);
+      scale_bits = cand.scale_bits[best], scale = p.scale, zero = p.zero;
+    } else if (info.kind == Kind::kFp) {
+      detail::fp_candidates_fast(stats.absmax, *info.format, candidates, &cand);
+      if (candidates > 1)
+        best = search_fast(cand, guess, [&](uint32_t a, uint32_t b, float* error_a, float* error_b) {
+          detail::fp_error_pair_fast(xg, n8, *info.format, cand.fp_params(a), cand.fp_params(b), error_a, error_b,
+                                     chain);
+        });
+      detail::fp_encode_fast(xg, n8, *info.format, cand.inv_scale[best], codes_out);
+      scale_bits = cand.scale_bits[best], scale = cand.scale[best];
+    } else {  // nf4
+      auto make = [&](uint32_t c, uint32_t* key) {
+        uint16_t scale_bits;
+        FpParams p = table_params(stats.absmax, detail::clip_ratio(c), 1.0f, &scale_bits);
+        *key = scale_bits;
+        return p;
+      };
+      auto error = [&](const FpParams& p, float bound) { return detail::table_error_fast(xg, n8, ctx.table, p, bound); };
+      best = search_clip<true, FpParams>(candidates, guess, make, error);
+      const FpParams p = table_params(stats.absmax, detail::clip_ratio(best), 1.0f, &scale_bits);
+      detail::table_encode_fast(xg, n8, ctx.table, p.inv_scale, codes_out);
+      scale = p.scale;
+    }
+    if (codes_out != group_codes) std::copy(codes_out, codes_out + len, group_codes);
+    scales[g] = scale_bits;
+    scratch.guess = best;
+    if (errors.active) {  // dequantize's formulas for this group, then its error terms
+      float* approx = errors.approx.data();
+      if (info.kind == Kind::kInt) {
+        for (uint64_t j = 0; j < len; ++j) approx[j] = (static_cast<float>(group_codes[j]) - zero) * scale;
+      } else {
+        for (uint64_t j = 0; j < len; ++j) approx[j] = ctx.code_values[group_codes[j]] * scale;
+      }
+      errors.add_group(xs, len);
     }
   }
 }
@@ -419,7 +514,7 @@ SortedTable lut_sorted_table(const uint16_t* bits, uint32_t k) {
 }
 
 // Throws kInvalidArgument at the first NaN/inf. Scans chunks with a branch-free test first.
-void check_finite(const float* w, uint64_t n, uint64_t cols, const char* who) {
+void check_finite(const float* w, uint64_t n, uint64_t cols, uint64_t first_row, const char* who) {
   constexpr uint64_t kChunk = 4096;
   for (uint64_t begin = 0; begin < n; begin += kChunk) {
     uint64_t end = std::min(n, begin + kChunk);
@@ -432,28 +527,32 @@ void check_finite(const float* w, uint64_t n, uint64_t cols, const char* who) {
     if (bad == 0) continue;
     for (uint64_t i = begin; i < end; ++i)
       if (!std::isfinite(w[i]))
-        throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight at row " + std::to_string(i / cols) +
+        throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight at row " + std::to_string(first_row + i / cols) +
                                                      ", col " + std::to_string(i % cols) + " is not finite");
   }
 }
 
+// Quantizes into q, reusing its vectors' capacity; every element of every vector is written.
 template <bool kFast>
-QuantizedMatrix quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who) {
+void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who,
+                   QuantizedMatrix& q, uint64_t first_row = 0, ErrorAccumulator* errors = nullptr) {
   const SchemeInfo& info = scheme_info(in.scheme, who);
-  QuantizedMatrix q;
   q.spec = resolve_spec(info, in, who);
   q.rows = rows;
   q.cols = cols;
   const uint64_t n = checked_mul(rows, cols, std::string(who) + ": rows * cols");
   if (n > 0 && w == nullptr) throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": null weights");
-  check_finite(w, n, cols, who);
-  q.codes.assign(n, 0);
+  check_finite(w, n, cols, first_row, who);
+  q.codes.resize(n);
+  q.scales.clear();
+  q.zeros.clear();
+  q.tables.clear();
 
   if (info.kind == Kind::kLut) {
     const uint32_t k = 1u << info.bits;
     const uint64_t rows_per_table = q.spec.lut_rows == 0 ? std::max<uint64_t>(rows, 1) : q.spec.lut_rows;
     const uint64_t tables = q.num_tables();
-    q.tables.assign(tables * k, 0);
+    q.tables.resize(tables * k);
     const int64_t tables_signed = static_cast<int64_t>(tables);
 #pragma omp parallel for schedule(dynamic, 1) if (kFast && tables > 1)
     for (int64_t t = 0; t < tables_signed; ++t) {
@@ -481,7 +580,8 @@ QuantizedMatrix quantize_impl(const float* w, uint64_t rows, uint64_t cols, cons
         for (uint64_t j = 0; j < cols; ++j) codes[j] = static_cast<uint8_t>(detail::table_index_ref(table, x[j]));
       }
     }
-    return q;
+    if (errors != nullptr) errors->add_dequantized(w, q, nullptr);
+    return;
   }
 
   Context ctx;
@@ -492,27 +592,52 @@ QuantizedMatrix quantize_impl(const float* w, uint64_t rows, uint64_t cols, cons
   ctx.groups = q.groups();
   if (info.kind == Kind::kFp) ctx.table = detail::small_float_table(*info.format);
   if (info.kind == Kind::kNf4) ctx.table = detail::value_table(kNf4Table, 16);
-  q.scales.assign(checked_mul(rows, ctx.groups, std::string(who) + ": scales"), 0);
+  if (info.kind == Kind::kFp || info.kind == Kind::kNf4) {
+    const std::vector<float> values = scheme_code_values(info.scheme);
+    std::copy(values.begin(), values.end(), ctx.code_values);
+  }
+  q.scales.resize(checked_mul(rows, ctx.groups, std::string(who) + ": scales"));
   const bool has_zeros = info.kind == Kind::kInt && !q.spec.symmetric;
-  if (has_zeros) q.zeros.assign(rows * ctx.groups, 0);
+  if (has_zeros) q.zeros.resize(rows * ctx.groups);
 
   const int64_t rows_signed = static_cast<int64_t>(rows);
+  bool fused = false;  // error sums computed while quantizing
 #pragma omp parallel if (kFast)
   {
     Scratch scratch;
     scratch.pad.resize(kFast ? round_up8(ctx.group_len) : 0);
     scratch.codes.resize(kFast ? round_up8(ctx.group_len) : 0);
+    // Fused only on one thread, which takes the rows in order, as the sums must.
+    const bool fuse = kFast && errors != nullptr && omp_get_num_threads() == 1;
+    if (fuse) scratch.errors.start(*errors, ctx.group_len);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows_signed; ++r) {
       uint64_t row = static_cast<uint64_t>(r);
-      quantize_row<kFast>(ctx, w + row * cols, q.codes.data() + row * cols, q.scales.data() + row * ctx.groups,
+      if constexpr (kFast) {
+        quantize_row_fast(ctx, w + row * cols, q.codes.data() + row * cols, q.scales.data() + row * ctx.groups,
                           has_zeros ? q.zeros.data() + row * ctx.groups : nullptr, scratch);
+      } else {
+        quantize_row_ref(ctx, w + row * cols, q.codes.data() + row * cols, q.scales.data() + row * ctx.groups,
+                         has_zeros ? q.zeros.data() + row * ctx.groups : nullptr);
+      }
+    }
+    if (fuse) {
+      scratch.errors.finish(*errors);
+      fused = true;  // the team is this one thread
     }
   }
-  return q;
+  if (errors != nullptr && !fused) errors->add_dequantized(w, q, nullptr);
 }
 
 // ---- dequantization ----
+
+// The largest byte (0 when empty): a branch-free scan that vectorises, run before the loops that
+// name the first offending value.
+uint32_t largest(const std::vector<uint8_t>& bytes) {
+  uint8_t m = 0;
+  for (uint8_t b : bytes) m = b > m ? b : m;
+  return m;
+}
 
 // Checks an (untrusted) QuantizedMatrix for consistency; returns its scheme info.
 const SchemeInfo& check_quantized(const QuantizedMatrix& q, const char* who) {
@@ -522,8 +647,9 @@ const SchemeInfo& check_quantized(const QuantizedMatrix& q, const char* who) {
   if (info.grouped && !valid_group(q.spec.group)) fail("group " + std::to_string(q.spec.group) + " is not valid");
   if (q.codes.size() != n) fail("codes hold " + std::to_string(q.codes.size()) + " values, expected " + std::to_string(n));
   const uint32_t code_limit = 1u << info.bits;
-  for (uint8_t c : q.codes)
-    if (c >= code_limit) fail("code " + std::to_string(c) + " does not fit " + std::to_string(info.bits) + " bits");
+  if (largest(q.codes) >= code_limit)
+    for (uint8_t c : q.codes)
+      if (c >= code_limit) fail("code " + std::to_string(c) + " does not fit " + std::to_string(info.bits) + " bits");
   if (info.kind == Kind::kLut) {
     if (q.tables.size() != checked_mul(q.num_tables(), code_limit, who)) fail("table size does not match");
     if (!q.scales.empty() || !q.zeros.empty()) fail("LUT scheme with scales or zeros");
@@ -534,8 +660,9 @@ const SchemeInfo& check_quantized(const QuantizedMatrix& q, const char* who) {
   const bool has_zeros = info.kind == Kind::kInt && !q.spec.symmetric;
   if (info.kind == Kind::kInt && !info.grouped && !q.spec.symmetric) fail("int8 must be symmetric");
   if (q.zeros.size() != (has_zeros ? scale_count : 0)) fail("zero points do not match the scheme");
-  for (uint8_t z : q.zeros)
-    if (z >= code_limit) fail("zero point " + std::to_string(z) + " does not fit");
+  if (largest(q.zeros) >= code_limit)
+    for (uint8_t z : q.zeros)
+      if (z >= code_limit) fail("zero point " + std::to_string(z) + " does not fit");
   if (!q.tables.empty()) fail("tables given for a scheme without tables");
   return info;
 }
@@ -570,6 +697,32 @@ struct RowDecoder {
     return values[code] * scale;
   }
 };
+
+// Row `row` of dequantize(q) into dst[q.cols]: the formulas of RowDecoder::decode, a group at a time.
+void dequantize_row(RowDecoder& decoder, uint64_t row, float* dst) {
+  const SchemeInfo& info = *decoder.info;
+  const QuantizedMatrix& q = *decoder.q;
+  const uint64_t cols = q.cols;
+  const uint8_t* codes = q.codes.data() + row * cols;
+  if (info.kind == Kind::kLut) {
+    decoder.select_table(row);
+    for (uint64_t c = 0; c < cols; ++c) dst[c] = decoder.values[codes[c]];
+    return;
+  }
+  const uint64_t group_len = info.grouped ? q.spec.group : cols;
+  const uint64_t groups = q.groups();
+  for (uint64_t begin = 0, g = 0; begin < cols; begin += group_len, ++g) {
+    const uint64_t end = std::min(cols, begin + group_len);
+    const uint64_t index = row * groups + g;
+    const float scale = detail::f16_bits_to_float(q.scales[index]);
+    if (info.kind == Kind::kInt) {
+      const float zero = q.spec.symmetric ? static_cast<float>(1u << (info.bits - 1)) : static_cast<float>(q.zeros[index]);
+      for (uint64_t c = begin; c < end; ++c) dst[c] = (static_cast<float>(codes[c]) - zero) * scale;
+    } else {
+      for (uint64_t c = begin; c < end; ++c) dst[c] = decoder.values[codes[c]] * scale;
+    }
+  }
+}
 
 }  // namespace
 
@@ -612,11 +765,20 @@ uint64_t QuantizedMatrix::num_tables() const {
 }
 
 QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec) {
-  return quantize_impl<true>(w, rows, cols, spec, "quantize");
+  QuantizedMatrix q;
+  quantize_impl<true>(w, rows, cols, spec, "quantize", q);
+  return q;
+}
+
+void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, QuantizedMatrix* out,
+              uint64_t first_row, ErrorAccumulator* errors) {
+  quantize_impl<true>(w, rows, cols, spec, "quantize", *out, first_row, errors);
 }
 
 QuantizedMatrix quantize_ref(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec) {
-  return quantize_impl<false>(w, rows, cols, spec, "quantize_ref");
+  QuantizedMatrix q;
+  quantize_impl<false>(w, rows, cols, spec, "quantize_ref", q);
+  return q;
 }
 
 void dequantize_ref(const QuantizedMatrix& q, float* out) {
@@ -631,34 +793,11 @@ void dequantize_ref(const QuantizedMatrix& q, float* out) {
 void dequantize(const QuantizedMatrix& q, float* out) {
   const SchemeInfo& info = check_quantized(q, "dequantize");
   const int64_t rows_signed = static_cast<int64_t>(q.rows);
-  const uint64_t cols = q.cols;
 #pragma omp parallel
   {
     RowDecoder decoder(info, q);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows_signed; ++r) {
-      const uint64_t row = static_cast<uint64_t>(r);
-      const uint8_t* codes = q.codes.data() + row * cols;
-      float* dst = out + row * cols;
-      if (info.kind == Kind::kLut) {
-        decoder.select_table(row);
-        for (uint64_t c = 0; c < cols; ++c) dst[c] = decoder.values[codes[c]];
-        continue;
-      }
-      const uint64_t group_len = info.grouped ? q.spec.group : cols;
-      const uint64_t groups = q.groups();
-      for (uint64_t begin = 0, g = 0; begin < cols; begin += group_len, ++g) {
-        const uint64_t end = std::min(cols, begin + group_len);
-        const uint64_t index = row * groups + g;
-        const float scale = detail::f16_bits_to_float(q.scales[index]);
-        if (info.kind == Kind::kInt) {
-          const float zero = q.spec.symmetric ? static_cast<float>(1u << (info.bits - 1)) : static_cast<float>(q.zeros[index]);
-          for (uint64_t c = begin; c < end; ++c) dst[c] = (static_cast<float>(codes[c]) - zero) * scale;
-        } else {
-          for (uint64_t c = begin; c < end; ++c) dst[c] = decoder.values[codes[c]] * scale;
-        }
-      }
-    }
+    for (int64_t r = 0; r < rows_signed; ++r) dequantize_row(decoder, static_cast<uint64_t>(r), out + r * q.cols);
   }
 }
 
@@ -695,11 +834,17 @@ void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* ou
       if (count > 0) std::memcpy(out, bytes, count * 4);
       return;
     case DType::F16:
-    case DType::BF16:
       for (uint64_t i = 0; i < count; ++i) {
         uint16_t h;
         std::memcpy(&h, bytes + 2 * i, 2);
-        out[i] = dtype == DType::F16 ? detail::f16_bits_to_float(h) : detail::bf16_to_float(h);
+        out[i] = detail::f16_bits_to_float(h);
+      }
+      return;
+    case DType::BF16:  // its own loop: a shift per element, which vectorises
+      for (uint64_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        out[i] = detail::bf16_to_float(h);
       }
       return;
     case DType::F64:
@@ -715,27 +860,59 @@ void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* ou
   }
 }
 
-ErrorStats error_stats(const float* ref, const float* approx, uint64_t n) {
-  double ref_sq = 0, err_sq = 0, max_abs = 0;
-  uint64_t zeros = 0;
+// Not inlined, and on locals: inlined into a caller's loop around other calls, gcc kept the sums in
+// stack slots, and each element's dependent add then waited for a store and a reload.
+[[gnu::noinline]] void ErrorAccumulator::add(const float* ref, const float* approx, uint64_t n) {
+  double ref_sq = ref_sq_, err_sq = err_sq_, max_abs = max_abs_;
+  uint64_t zeros = zeros_;
   for (uint64_t i = 0; i < n; ++i) {
     double d = static_cast<double>(approx[i]) - static_cast<double>(ref[i]);
     ref_sq += static_cast<double>(ref[i]) * ref[i];
     err_sq += d * d;
-    max_abs = std::max(max_abs, std::fabs(d));
+    const double abs_d = std::fabs(d);
+    max_abs = max_abs < abs_d ? abs_d : max_abs;  // std::max(max_abs, abs_d), kept in a register
     zeros += approx[i] == 0.0f ? 1 : 0;
   }
+  ref_sq_ = ref_sq, err_sq_ = err_sq, max_abs_ = max_abs, zeros_ = zeros;
+  count_ += n;
+}
+
+void ErrorAccumulator::add_dequantized(const float* ref, const QuantizedMatrix& q, const uint8_t* keep) {
+  const SchemeInfo& info = check_quantized(q, "dequantized_error_stats");
+  RowDecoder decoder(info, q);
+  std::vector<float> row(q.cols);
+  for (uint64_t r = 0; r < q.rows; ++r) {
+    dequantize_row(decoder, r, row.data());
+    if (keep != nullptr)
+      for (uint64_t c = 0; c < q.cols; ++c) row[c] = keep[r * q.cols + c] ? row[c] : 0.0f;
+    add(ref + r * q.cols, row.data(), q.cols);
+  }
+}
+
+ErrorStats ErrorAccumulator::stats() const {
   ErrorStats s;
-  s.max_abs_error = max_abs;
-  s.sparsity = n > 0 ? static_cast<double>(zeros) / static_cast<double>(n) : 0.0;
-  if (err_sq == 0) {
+  s.max_abs_error = max_abs_;
+  s.sparsity = count_ > 0 ? static_cast<double>(zeros_) / static_cast<double>(count_) : 0.0;
+  if (err_sq_ == 0) {
     s.rel_error = 0;
     s.snr_db = kSnrCapDb;
   } else {
-    s.rel_error = ref_sq > 0 ? std::sqrt(err_sq / ref_sq) : std::numeric_limits<double>::infinity();
-    s.snr_db = ref_sq > 0 ? std::min(kSnrCapDb, 10.0 * std::log10(ref_sq / err_sq)) : -kSnrCapDb;
+    s.rel_error = ref_sq_ > 0 ? std::sqrt(err_sq_ / ref_sq_) : std::numeric_limits<double>::infinity();
+    s.snr_db = ref_sq_ > 0 ? std::min(kSnrCapDb, 10.0 * std::log10(ref_sq_ / err_sq_)) : -kSnrCapDb;
   }
   return s;
+}
+
+ErrorStats error_stats(const float* ref, const float* approx, uint64_t n) {
+  ErrorAccumulator sums;
+  sums.add(ref, approx, n);
+  return sums.stats();
+}
+
+ErrorStats dequantized_error_stats(const float* ref, const QuantizedMatrix& q, const uint8_t* keep) {
+  ErrorAccumulator sums;
+  sums.add_dequantized(ref, q, keep);
+  return sums.stats();
 }
 
 }  // namespace wpack

@@ -83,6 +83,15 @@ struct QuantizedMatrix {
 // thread. Both produce identical results.
 QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec);
 QuantizedMatrix quantize_ref(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec);
+class ErrorAccumulator;
+// quantize() into *out, reusing the capacity of its vectors (a caller quantizing many tensors, or a
+// tensor in pieces, avoids fresh allocations); *out is overwritten entirely, with the same result as
+// quantize(). When w is rows [first_row, first_row + rows) of a larger matrix, first_row makes error
+// messages name the row in that matrix. errors (may be null): also errors->add_dequantized(w, *out,
+// nullptr), with the same (bit-identical) result; on one thread it is computed while quantizing,
+// where it costs less.
+void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, QuantizedMatrix* out,
+              uint64_t first_row = 0, ErrorAccumulator* errors = nullptr);
 
 // Writes rows*cols floats to out (host). Throws Error(kInvalidArgument) when the vectors' sizes do not
 // match rows/cols/spec (untrusted input is checked). dequantize_ref is the scalar reference.
@@ -113,5 +122,23 @@ struct ErrorStats {
 };
 inline constexpr double kSnrCapDb = 999.0;
 ErrorStats error_stats(const float* ref, const float* approx, uint64_t n);
+// error_stats in pieces: add() consecutive runs of a tensor in index order; stats() is then
+// bit-identical to error_stats over the whole (the same sums, in the same order).
+class ErrorAccumulator {
+ public:
+  void add(const float* ref, const float* approx, uint64_t n);
+  // add(ref, D, q.rows * q.cols) for D = dequantize(q) with the elements whose keep[i] == 0 set to
+  // +0.0f (keep: [rows][cols], 1 = kept; null = all kept), without materialising D. ref: q.rows *
+  // q.cols floats (host). Throws like dequantize() for an inconsistent q.
+  void add_dequantized(const float* ref, const QuantizedMatrix& q, const uint8_t* keep);
+  ErrorStats stats() const;
+
+ private:
+  friend struct FusedErrorSums;  // quantize()'s fused form (packer/quantize.cpp)
+  double ref_sq_ = 0, err_sq_ = 0, max_abs_ = 0;
+  uint64_t zeros_ = 0, count_ = 0;
+};
+// The stats of a whole quantized tensor: ErrorAccumulator::add_dequantized, then stats().
+ErrorStats dequantized_error_stats(const float* ref, const QuantizedMatrix& q, const uint8_t* keep);
 
 }  // namespace wpack

@@ -2,6 +2,7 @@
 // tolerances, clip search never worse than RTN, determinism across thread counts, error paths.
 #include <omp.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -181,9 +182,13 @@ TEST_CASE("fp bit-arithmetic encoder equals the table search on every midpoint a
     std::mt19937 rng(3);
     std::uniform_real_distribution<float> u(0.0f, fmt->max_value * 1.2f);
     for (int i = 0; i < 20000; ++i) probes.push_back(u(rng));
+    for (float t : {1e-40f, 1e-45f, std::nextafter(fmt->max_value, 0.0f), 3e38f}) probes.push_back(t);
     for (float t : probes) {
       INFO("format max " << fmt->max_value << ", t = " << t);
-      REQUIRE(detail::fp_magnitude_code_fast(*fmt, t) == detail::table_index_ref(table, t));
+      const uint32_t code = detail::table_index_ref(table, t);
+      REQUIRE(detail::fp_magnitude_code_fast(*fmt, t) == code);
+      // The pair kernel's form: the value without the code.
+      REQUIRE(detail::fp_value_fast(*fmt, t) == detail::small_float_magnitude(*fmt, code));
     }
   }
 }
@@ -398,4 +403,253 @@ TEST_CASE("error_stats") {
   REQUIRE(s.rel_error == Approx(0.1));
   REQUIRE(s.max_abs_error == Approx(0.5));
   REQUIRE(s.snr_db == Approx(20.0));
+}
+
+TEST_CASE("dequantized_error_stats equals error_stats of the dequantized, pruned tensor") {
+  const uint64_t rows = 37, cols = 300;
+  std::vector<float> w = outlier_weights(rows * cols, 21);
+  std::vector<uint8_t> keep(w.size());
+  std::mt19937_64 rng(3);
+  for (auto& k : keep) k = (rng() % 3) != 0;
+  for (Scheme scheme : kAllSchemes) {
+    QuantizedMatrix q = quantize(w.data(), rows, cols, QuantSpec{scheme, 32, false, Clip::kMse, 5});
+    std::vector<float> d(w.size());
+    dequantize_ref(q, d.data());
+    INFO(scheme_name(scheme));
+    for (const uint8_t* mask : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(keep.data())}) {
+      std::vector<float> expected = d;
+      if (mask != nullptr)
+        for (size_t i = 0; i < expected.size(); ++i) expected[i] = mask[i] ? expected[i] : 0.0f;
+      const ErrorStats a = error_stats(w.data(), expected.data(), w.size());
+      const ErrorStats b = dequantized_error_stats(w.data(), q, mask);
+      REQUIRE(std::memcmp(&a.rel_error, &b.rel_error, sizeof(double)) == 0);
+      REQUIRE(std::memcmp(&a.max_abs_error, &b.max_abs_error, sizeof(double)) == 0);
+      REQUIRE(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)) == 0);
+      REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
+    }
+  }
+}
+
+TEST_CASE("quantize into a reused QuantizedMatrix equals a fresh quantize") {
+  std::vector<float> big = outlier_weights(64 * 512, 31), small = outlier_weights(9 * 70, 32);
+  QuantizedMatrix reused;
+  // Alternate sizes and schemes so that every vector is shrunk, grown and emptied in turn.
+  const QuantSpec specs[] = {QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 3}, QuantSpec{Scheme::kInt4, 64},
+                             QuantSpec{Scheme::kFp6}, QuantSpec{Scheme::kInt3, 32, true},
+                             QuantSpec{Scheme::kNf4}, QuantSpec{Scheme::kInt8}};
+  for (int round = 0; round < 2; ++round)
+    for (const QuantSpec& spec : specs) {
+      const std::vector<float>& w = round == 0 ? big : small;
+      const uint64_t rows = round == 0 ? 64 : 9, cols = w.size() / rows;
+      quantize(w.data(), rows, cols, spec, &reused);
+      INFO(scheme_name(spec.scheme) << " round " << round);
+      require_identical(reused, quantize(w.data(), rows, cols, spec));
+      REQUIRE(reused.spec.scheme == spec.scheme);
+    }
+}
+
+TEST_CASE("code packing: the word-at-a-time packer equals the reference for every width and length") {
+  std::mt19937_64 rng(17);
+  for (uint32_t bits = 1; bits <= 8; ++bits) {
+    for (uint64_t n : {0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 1000, 16384, 16387}) {
+      std::vector<uint8_t> codes(n);
+      for (auto& c : codes) c = static_cast<uint8_t>(rng() & ((1u << bits) - 1));
+      const uint64_t bytes = (n * bits + 7) / 8;
+      std::vector<uint8_t> ref(bytes + 8, 0xAB), fast(bytes + 8, 0xCD);
+      detail::pack_codes_ref(codes.data(), n, bits, ref.data());
+      detail::pack_codes_fast(codes.data(), n, bits, fast.data());
+      INFO("bits " << bits << " n " << n);
+      REQUIRE(std::equal(ref.begin(), ref.begin() + bytes, fast.begin()));
+      REQUIRE(std::all_of(ref.begin() + bytes, ref.end(), [](uint8_t b) { return b == 0xAB; }));  // ref stays in bounds
+    }
+  }
+  // One hand-checked stream: 3-bit codes 1..8 mod 8 -> bits 001 010 011 100 101 110 111 000, LSB first.
+  const uint8_t codes[8] = {1, 2, 3, 4, 5, 6, 7, 0};
+  uint8_t out[3 + 8] = {};
+  detail::pack_codes_fast(codes, 8, 3, out);
+  REQUIRE((out[0] == 0xD1 && out[1] == 0x58 && out[2] == 0x1F));
+}
+
+namespace {
+
+// Groups that stress the clip search: zeros, one-sided ranges, constants, exact grid midpoints,
+// subnormal and huge magnitudes, fp16 scale overflow and underflow.
+std::vector<std::vector<float>> adversarial_groups(uint64_t len) {
+  std::vector<std::vector<float>> groups;
+  std::mt19937_64 rng(77);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto make = [&](auto&& value) {
+    std::vector<float> g(len);
+    for (uint64_t j = 0; j < len; ++j) g[j] = value(j);
+    groups.push_back(g);
+  };
+  make([](uint64_t) { return 0.0f; });
+  make([](uint64_t j) { return j == 3 ? 0.5f : 0.0f; });
+  make([](uint64_t j) { return j == 5 ? -2.0f : 0.0f; });
+  make([](uint64_t) { return 0.125f; });
+  make([](uint64_t) { return -3.0f; });
+  make([&](uint64_t) { return std::fabs(normal(rng)); });
+  make([&](uint64_t) { return -std::fabs(normal(rng)) * 1e-3f; });
+  make([](uint64_t j) { return static_cast<float>(j % 16) - 7.5f; });   // every value on a rounding midpoint
+  make([](uint64_t j) { return static_cast<float>(j % 9) * 0.25f; });
+  make([&](uint64_t) { return normal(rng) * 1e-40f; });                 // subnormal weights: scale underflows
+  make([&](uint64_t) { return normal(rng) * 1e30f; });                  // scale overflows fp16
+  make([&](uint64_t j) { return j == 0 ? 3e38f : normal(rng); });       // squared errors overflow to inf
+  make([&](uint64_t j) { return j % 2 ? -3e38f : 3e38f; });
+  make([&](uint64_t j) { return j % 17 == 0 ? normal(rng) * 40.0f : normal(rng); });
+  return groups;
+}
+
+}  // namespace
+
+TEST_CASE("fast path equals the reference on adversarial groups") {
+  for (uint64_t cols : {uint64_t{64}, uint64_t{200}}) {
+    std::vector<float> w;
+    for (const auto& g : adversarial_groups(cols)) w.insert(w.end(), g.begin(), g.end());
+    const uint64_t rows = w.size() / cols;
+    for (Scheme scheme : kAllSchemes) {
+      for (bool symmetric : {false, true}) {
+        const bool int_grid = scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2;
+        if (symmetric && !int_grid) continue;
+        for (uint32_t group : {32u, 64u}) {
+          if (scheme == Scheme::kLut4 || scheme == Scheme::kLut3) continue;  // k-means: covered above
+          QuantSpec spec{scheme, group, symmetric, Clip::kMse, 0};
+          INFO(scheme_name(scheme) << " cols " << cols << " group " << group << " symmetric " << symmetric);
+          require_identical(quantize(w.data(), rows, cols, spec), quantize_ref(w.data(), rows, cols, spec));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("clip candidates: the vectorised grids and bounds equal the scalar ones") {
+  std::mt19937_64 rng(5);
+  std::vector<std::pair<float, float>> ranges = {{0, 0}, {0, 1}, {-1, 0}, {-0.0f, 0.0f}, {-1e-40f, 2e-40f},
+                                                 {-3e38f, 3e38f}, {-1e30f, 1e-3f}, {-6e-8f, 6e-8f}, {-7.5f, 7.5f}};
+  std::uniform_real_distribution<float> exponent(-30.0f, 30.0f);
+  for (int i = 0; i < 2000; ++i)
+    ranges.push_back({-std::exp2(exponent(rng)) * (rng() % 4 == 0 ? 0.0f : 1.0f), std::exp2(exponent(rng))});
+  for (auto [min, max] : ranges) {
+    const float absmax = std::max(-min, max);
+    for (uint32_t bits : {2u, 3u, 4u, 8u}) {
+      for (bool symmetric : {false, true}) {
+        detail::ClipCandidates cand;
+        detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
+        for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+          uint16_t scale_bits;
+          uint8_t zero_code;
+          const detail::IntParams p =
+              detail::int_candidate(min, max, absmax, detail::clip_ratio(c), bits, symmetric, &scale_bits, &zero_code);
+          const detail::IntParams q = cand.int_params(c);
+          INFO("min " << min << " max " << max << " bits " << bits << " symmetric " << symmetric << " c " << c);
+          REQUIRE(cand.scale_bits[c] == scale_bits);
+          REQUIRE(std::memcmp(&q, &p, sizeof p) == 0);
+          float bound = 0;
+          for (float x : {min, max}) {
+            const float e = detail::int_decode_one(detail::int_encode_one(x, p), p) - x;
+            bound += e * e;
+          }
+          REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
+        }
+      }
+    }
+    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
+      const detail::SortedTable table = detail::small_float_table(*fmt);
+      detail::ClipCandidates cand;
+      detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
+      for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+        const uint16_t scale_bits = detail::encode_scale(absmax * detail::clip_ratio(c) / fmt->max_value);
+        detail::FpParams p;
+        p.scale = detail::f16_bits_to_float(scale_bits);
+        p.inv_scale = detail::inverse_scale(p.scale);
+        INFO("absmax " << absmax << " format max " << fmt->max_value << " c " << c);
+        REQUIRE(cand.scale_bits[c] == scale_bits);
+        REQUIRE(std::memcmp(&cand.scale[c], &p.scale, 4) == 0);
+        REQUIRE(std::memcmp(&cand.inv_scale[c], &p.inv_scale, 4) == 0);
+        const float bound = detail::fp_error_ref(&absmax, 1, table, p);
+        REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("pair error kernels equal the reference sums") {
+  std::vector<std::vector<float>> groups = adversarial_groups(128);
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  for (int i = 0; i < 200; ++i) {
+    std::vector<float> g(96 + 8 * (i % 8));
+    for (float& v : g) v = normal(rng) * (rng() % 50 == 0 ? 20.0f : 1.0f);
+    groups.push_back(g);
+  }
+  for (const auto& g : groups) {
+    const uint64_t n8 = g.size();  // a multiple of 8
+    float min = 0, max = 0;
+    for (float v : g) min = std::min(min, v), max = std::max(max, v);
+    for (uint32_t bits : {2u, 4u, 8u}) {
+      detail::ClipCandidates cand;
+      detail::int_candidates_fast(min, max, std::max(-min, max), bits, false, detail::kClipCandidates, &cand);
+      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+        float a, b;
+        detail::int_error_pair_fast(g.data(), n8, cand.int_params(c), cand.int_params(c + 1), &a, &b);
+        const float ra = detail::int_error_ref(g.data(), n8, cand.int_params(c));
+        const float rb = detail::int_error_ref(g.data(), n8, cand.int_params(c + 1));
+        INFO("bits " << bits << " c " << c);
+        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+      }
+    }
+    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp4E2M1}) {
+      const detail::SortedTable table = detail::small_float_table(*fmt);
+      detail::ClipCandidates cand;
+      detail::fp_candidates_fast(std::max(-min, max), *fmt, detail::kClipCandidates, &cand);
+      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+        float a, b;
+        detail::fp_error_pair_fast(g.data(), n8, *fmt, cand.fp_params(c), cand.fp_params(c + 1), &a, &b);
+        const float ra = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c));
+        const float rb = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c + 1));
+        INFO("format max " << fmt->max_value << " c " << c);
+        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("quantize with error sums equals add_dequantized, in pieces and on any thread count") {
+  const uint64_t rows = 40, cols = 300;
+  std::vector<float> w = outlier_weights(rows * cols, 41);
+  w[7] = 0.0f;  // exact zeros count towards sparsity
+  const int saved = omp_get_max_threads();
+  for (Scheme scheme : kAllSchemes) {
+    for (Clip clip : {Clip::kMse, Clip::kMinMax}) {
+      const QuantSpec spec{scheme, 64, false, clip, 0};
+      // The reference: quantize the pieces, then add each piece's dequantized error in order.
+      ErrorAccumulator expected;
+      const uint64_t pieces[] = {0, 13, 14, 40};  // uneven bands, one of a single row
+      for (size_t p = 0; p + 1 < std::size(pieces); ++p) {
+        const uint64_t r0 = pieces[p], r1 = pieces[p + 1];
+        const QuantizedMatrix q = quantize_ref(w.data() + r0 * cols, r1 - r0, cols, spec);
+        expected.add_dequantized(w.data() + r0 * cols, q, nullptr);
+      }
+      const ErrorStats a = expected.stats();
+      for (int threads : {1, 2}) {
+        omp_set_num_threads(threads);
+        ErrorAccumulator fused;
+        QuantizedMatrix q;
+        for (size_t p = 0; p + 1 < std::size(pieces); ++p) {
+          const uint64_t r0 = pieces[p], r1 = pieces[p + 1];
+          quantize(w.data() + r0 * cols, r1 - r0, cols, spec, &q, r0, &fused);
+          require_identical(q, quantize_ref(w.data() + r0 * cols, r1 - r0, cols, spec));
+        }
+        const ErrorStats b = fused.stats();
+        INFO(scheme_name(scheme) << " clip " << int(clip) << " threads " << threads);
+        REQUIRE(std::memcmp(&a.rel_error, &b.rel_error, sizeof(double)) == 0);
+        REQUIRE(std::memcmp(&a.max_abs_error, &b.max_abs_error, sizeof(double)) == 0);
+        REQUIRE(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)) == 0);
+        REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
+      }
+    }
+  }
+  omp_set_num_threads(saved);
 }
