@@ -201,8 +201,9 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), W is (N, K) BF16
     SmemPlan plan,
-    const uint16_t* __restrict__ x_dev,     // (K, kBatch) BF16 bits
-    float* __restrict__ y_dev,              // (N, kBatch), zeroed before the launch
+    const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits: columns [0, kBatch) of rows of ld
+    float* __restrict__ y_dev,              // (N, ld), columns [0, kBatch) zeroed before the launch
+    uint32_t ld,                            // batch columns per row of x and y (>= kBatch)
     uint32_t* __restrict__ status_dev) {    // (tile_count)
   static_assert(kBatch >= 1 && kBatch <= 8, "batch 1..8");
   extern __shared__ __align__(16) uint8_t smem[];
@@ -213,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
   // x for this tile's columns, read before the decode so its latency overlaps the cp.async.
   for (uint32_t i = threadIdx.x; i < tile.cols * kBatch; i += kThreads)
-    xs[i] = __uint_as_float(uint32_t{x_dev[uint64_t{tile.col0} * kBatch + i]} << 16);
+    xs[i] = __uint_as_float(uint32_t{x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]} << 16);
   const uint32_t status = decode_tile_smem(bytes_dev, tile, 2, plan, smem, plane_ptr, &status_shared);
   if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
   if (status != kOk) return;
@@ -235,21 +236,21 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     }
     if (lane == 0) {
 #pragma unroll
-      for (uint32_t b = 0; b < kBatch; ++b) atomicAdd(&y_dev[(tile.row0 + uint64_t{r}) * kBatch + b], acc[b]);
+      for (uint32_t b = 0; b < kBatch; ++b) atomicAdd(&y_dev[(tile.row0 + uint64_t{r}) * ld + b], acc[b]);
     }
   }
 }
 
 template <uint32_t kBatch>
 cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                              const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t* status_dev,
-                              cudaStream_t stream) {
+                              const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
+                              uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = gemv_smem_bytes(plan, kBatch);
   cudaError_t err = cudaFuncSetAttribute(gemv_bf16_kernel<kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   gemv_bf16_kernel<kBatch><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
-      bytes_dev, tiles_dev, plan, x_dev, y_dev, status_dev);
+      bytes_dev, tiles_dev, plan, x_dev, y_dev, ld, status_dev);
   return cudaGetLastError();
 }
 
@@ -275,17 +276,25 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
                              const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
                              uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  switch (batch) {
-    case 1: return launch_gemv_batch<1>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 2: return launch_gemv_batch<2>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 3: return launch_gemv_batch<3>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 4: return launch_gemv_batch<4>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 5: return launch_gemv_batch<5>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 6: return launch_gemv_batch<6>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 7: return launch_gemv_batch<7>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    case 8: return launch_gemv_batch<8>(bytes_dev, tiles_dev, tile_count, plan, x_dev, y_dev, status_dev, stream);
-    default: return cudaErrorInvalidValue;
+  // Batches above 8 run as passes of up to 8 columns (x and y strided by the full batch).
+  for (uint32_t b0 = 0; b0 < batch; b0 += 8) {
+    const uint32_t nb = batch - b0 < 8 ? batch - b0 : 8;
+    const uint16_t* x = x_dev + b0;
+    float* y = y_dev + b0;
+    cudaError_t err = cudaErrorInvalidValue;
+    switch (nb) {
+      case 1: err = launch_gemv_batch<1>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 2: err = launch_gemv_batch<2>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 3: err = launch_gemv_batch<3>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 4: err = launch_gemv_batch<4>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 5: err = launch_gemv_batch<5>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 6: err = launch_gemv_batch<6>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 7: err = launch_gemv_batch<7>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      default: err = launch_gemv_batch<8>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+    }
+    if (err != cudaSuccess) return err;
   }
+  return cudaSuccess;
 }
 
 }  // namespace wpack::gpu::detail

@@ -386,7 +386,6 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     return;
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
-  if (batch > 8) throw Error(ErrorCode::kUnsupported, "gemv: batch above 8 is not implemented yet");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->plan, x_dev,
                                             y_dev, batch, status_dev, st));

@@ -377,10 +377,10 @@ TEST_CASE("gpu decode: zstd tiles are reported unsupported per tile") {
   REQUIRE(zstd_tiles > 0);
 }
 
-TEST_CASE("gpu gemv: BF16 rans and none, batch 1..8, edge tiles, vs float64") {
+TEST_CASE("gpu gemv: BF16 rans and none, batch 1..21, edge tiles, vs float64") {
   auto p = pack({{"w", DType::BF16, {4097, 4099}}, {"row", DType::BF16, {1, 4096}}, {"s", DType::BF16, {77, 1000}}},
                 Codec::kRans, 64, 96, std::nullopt, 5);
-  for (uint32_t batch : {1u, 3u, 8u}) {
+  for (uint32_t batch : {1u, 3u, 8u, 16u, 21u}) {
     check_gemv(*p, 0, batch, 100 + batch);
     check_gemv(*p, 1, batch, 200 + batch);
     check_gemv(*p, 2, batch, 300 + batch);

@@ -43,7 +43,8 @@ uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch);
 cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                           uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan, void* out_dev,
                           uint32_t* status_dev, cudaStream_t stream);
-//   x_dev (tensor_cols, batch) BF16 bits, y_dev (tensor_rows, batch) float, zeroed by the caller.
+//   x_dev (tensor_cols, batch) BF16 bits, y_dev (tensor_rows, batch) float, zeroed by the caller;
+//   batch 1..64 (passes of up to 8 columns).
 cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                              const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
                              uint32_t* status_dev, cudaStream_t stream);
