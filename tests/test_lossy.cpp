@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -269,12 +270,44 @@ TEST_CASE("same bytes for any thread count", "[lossy]") {
   MemorySource src;
   src.add("w", DType::F32, {300, 520}, weights_f32(300 * 520, 9));
   src.add("v", DType::F32, {256, 256}, weights_f32(256 * 256, 10));
-  for (int threads : {1, 2}) {
-    PackOptions o = lossy_options("int4:prune=2:4", threads);
-    o.overrides.push_back({"^v$", parse_policy_spec("lut3:rows64", o.policy)});
-    pack_model(src, dir.file("t" + std::to_string(threads) + ".wpk"), o);
+  src.add("u", DType::BF16, {200, 300}, test::gaussian_bf16(200 * 300, 0.02f, 11));
+  src.add("x", DType::F16, {130, 520}, test::gaussian_f16(130 * 520, 0.02f, 12));
+  // Whole-tensor paths (pruning, LUT) and band paths (grouped schemes streaming their tiles, per-row
+  // schemes holding theirs until every row scale is known; error sums fused on one thread, after
+  // quantizing on two).
+  for (const char* spec : {"int4:prune=2:4", "int4", "fp6", "int8:codec=auto"}) {
+    for (int threads : {1, 2}) {
+      PackOptions o = lossy_options(spec, threads);
+      o.overwrite = true;
+      o.overrides.push_back({"^v$", parse_policy_spec("lut3:rows64", o.policy)});
+      o.overrides.push_back({"^x$", parse_policy_spec("nf4", o.policy)});
+      pack_model(src, dir.file("t" + std::to_string(threads) + ".wpk"), o);
+    }
+    INFO(spec);
+    REQUIRE(test::read_file(dir.file("t1.wpk")) == test::read_file(dir.file("t2.wpk")));
   }
-  REQUIRE(test::read_file(dir.file("t1.wpk")) == test::read_file(dir.file("t2.wpk")));
+}
+
+TEST_CASE("a non-finite weight is reported with its row in the tensor", "[lossy]") {
+  TempDir dir;
+  for (const char* spec : {"int4", "fp6", "int4:prune=0.5", "lut4"}) {  // band and whole-tensor paths
+    auto w = as_floats(weights_f32(300 * 128, 3));
+    w[200 * 128 + 7] = std::numeric_limits<float>::infinity();
+    std::vector<uint8_t> bytes(w.size() * 4);
+    std::memcpy(bytes.data(), w.data(), bytes.size());
+    MemorySource src;
+    src.add("w", DType::F32, {300, 128}, bytes);
+    INFO(spec);
+    try {
+      pack_model(src, dir.file("m.wpk"), lossy_options(spec));
+      FAIL("packing an infinite weight succeeded");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kInvalidArgument);
+      const std::string message = e.what();
+      CHECK(message.find("tensor 'w'") != std::string::npos);
+      CHECK(message.find("row 200, col 7") != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("corrupt lossy tile and params are reported with tensor and tile", "[lossy]") {
