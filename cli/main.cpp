@@ -86,14 +86,14 @@ int main(int argc, char** argv) {
 
   // compress
   CompressArgs compress;
-  std::string tile_text = "128x128", codec_text = "zstd", filter_text = "auto";
+  std::string tile_text = "128x128", codec_text = "rans", filter_text = "auto";
   auto* c = app.add_subcommand("compress", "Pack a model (safetensors, sharded index, HDF5) into a .wpk");
   c->add_option("input", compress.input, "Model: .safetensors, model.safetensors.index.json, or HDF5 (.h5)")->required();
   c->add_option("-o,--output", compress.output, "Output .wpk")->required();
   c->add_flag("-f,--force", compress.options.overwrite, "Overwrite the output if it exists");
   c->add_option("-T,--threads", compress.options.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   c->add_option("--tile", tile_text, "Tile shape RxC (default 128x128)");
-  c->add_option("--codec", codec_text, "Plane codec: zstd (default), rans (GPU-decodable), none, auto (per tile the smaller of rans and zstd)")
+  c->add_option("--codec", codec_text, "Plane codec: rans (default, GPU-decodable), zstd (CPU decode only, --level), none, auto (per tile the smaller of rans and zstd)")
       ->check(CLI::IsMember({"zstd", "rans", "none", "auto"}));
   c->add_option("--level", compress.options.level, "zstd level (1-19, default 3)")->check(CLI::Range(-7, 19));
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")

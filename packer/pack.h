@@ -46,7 +46,7 @@ struct PolicyOverride {
 struct PackOptions {
   uint32_t tile_rows = 128;
   uint32_t tile_cols = 128;
-  Codec codec = Codec::kZstd;
+  Codec codec = Codec::kRans;     // rans: the GPU decodes it; zstd: CPU-only archives
   bool codec_auto = false;        // per tile the smaller of rans and zstd (ties: rans, GPU-decodable)
   int level = 3;                  // zstd level
   std::optional<Filter> filter;   // nullopt: chosen per tensor by trying a sample of tiles

@@ -271,6 +271,16 @@ TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
   CHECK(tensor_named(j, "scale")["tiles"] == 1);
 }
 
+TEST_CASE("compress: rans is the default codec; --codec zstd still selects zstd") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  REQUIRE(compress(model, dir.file("default.wpk")).exit_code == 0);
+  REQUIRE(compress(model, dir.file("zstd.wpk"), {"--codec", "zstd"}).exit_code == 0);
+  for (const auto& t : inspect_json(dir.file("default.wpk"))["tensors"]) CHECK(t["codec"].get<std::string>() == "rans");
+  for (const auto& t : inspect_json(dir.file("zstd.wpk"))["tensors"]) CHECK(t["codec"].get<std::string>() == "zstd");
+  CHECK(run_wpack({"verify", dir.file("default.wpk"), "--against", model}).exit_code == 0);
+}
+
 TEST_CASE("inspect on a model (not packed) is a dry run with a lossless estimate") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);

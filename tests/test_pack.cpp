@@ -66,7 +66,19 @@ TEST_CASE("pack: every dtype and odd shape round-trips bit-exactly (auto filter,
   PackOptions opt;
   opt.tile_rows = 64;
   opt.tile_cols = 64;
+  opt.codec = Codec::kZstd;
   pack_model(src, dir.file("m.wpk"), opt);
+  require_round_trip(src, dir.file("m.wpk"));
+}
+
+TEST_CASE("pack: the default codec is rans (GPU-decodable)") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::BF16, {256, 256}, test::gaussian_bf16(256 * 256, 0.02f, 31));
+  pack_model(src, dir.file("m.wpk"), PackOptions{});
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  REQUIRE(r->tiles().size() == 4);
+  for (const auto& tile : r->tiles()) CHECK(tile.codec == static_cast<uint8_t>(Codec::kRans));
   require_round_trip(src, dir.file("m.wpk"));
 }
 
