@@ -86,7 +86,8 @@ class GpuTensor {
   // Float32 accumulation; partial sums of different tile columns are combined with float
   // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); a tile
   // that is not kOk contributes nothing. Throws Error(kUnsupported) for a lossless tensor that is
-  // not BF16, Error(kInvalidArgument) for a batch outside 1..64.
+  // not BF16, Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev
+  // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
             void* stream = nullptr) const;
 

@@ -350,7 +350,9 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     // (batch <= 8), else the generic one-block-per-tile kernel.
     const bool tc =
         impl_->streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
-    if (tc || (impl_->streamable && batch <= 8)) {
+    // The streaming kernels copy x in 16-byte chunks (cp.async): they need x 16-byte aligned.
+    const bool x_aligned = reinterpret_cast<uintptr_t>(x_dev) % 16 == 0;
+    if (tc || (impl_->streamable && batch <= 8 && x_aligned)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
         int device = 0, sms = 0;

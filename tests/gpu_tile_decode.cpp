@@ -430,6 +430,36 @@ TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decod
   }
 }
 
+TEST_CASE("gpu lossy: x not 16-byte aligned takes the generic kernel and is still right") {
+  using wpack::Scheme;
+  auto p = pack_lossy({{"w", DType::BF16, {200, 304}}}, LossyCase{Scheme::kInt8, Codec::kNone}, 128, 128, 9);
+  const std::vector<float> w = check_decode_lossy(*p, 0);
+  GpuTensor g = GpuTensor::upload(*p->reader, 0);
+  const uint64_t n = g.rows(), k = g.cols();
+  const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k, 1.0f, 5);
+  DeviceBuffer<uint16_t> x_dev(k + 8);
+  CUDA_OK(cudaMemcpy(x_dev.ptr + 1, xb.data(), 2 * k, cudaMemcpyHostToDevice));  // 2 bytes off alignment
+  DeviceBuffer<float> y_dev(n);
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  y_dev.poison();
+  g.gemv(x_dev.ptr + 1, y_dev.ptr, 1, status.ptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
+  const auto y = y_dev.download();
+  double num = 0, den = 0;
+  for (uint64_t r = 0; r < n; ++r) {
+    double ref = 0;
+    for (uint64_t c = 0; c < k; ++c) {
+      uint16_t bits;
+      std::memcpy(&bits, xb.data() + 2 * c, 2);
+      ref += double(w[r * k + c]) * bf16_to_float(bits);
+    }
+    num += (y[r] - ref) * (y[r] - ref);
+    den += ref * ref;
+  }
+  REQUIRE(std::sqrt(num / den) <= 2e-3);
+}
+
 TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097x4099) int4 and fp6") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone}, LossyCase{Scheme::kFp6, Codec::kNone},
