@@ -233,6 +233,7 @@ int main(int argc, char** argv) {
     const double model_bytes = double(write_model(model, gib));
     std::vector<std::pair<std::string, PackOptions>> runs;
     PackOptions lossless;
+    lossless.codec = Codec::kZstd;
     lossless.threads = threads;
     lossless.overwrite = true;
     runs.push_back({"lossless zstd", lossless});

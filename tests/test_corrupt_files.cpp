@@ -109,6 +109,7 @@ std::vector<Variant> variants() {
   };
   {
     Variant x{"lossless-zstd", base()};
+    x.options.codec = Codec::kZstd;
     v.push_back(x);
   }
   {
@@ -123,6 +124,7 @@ std::vector<Variant> variants() {
   }
   {
     Variant x{"lossy-int4-zstd", base()};
+    x.options.codec = Codec::kZstd;
     x.options.policy = parse_policy_spec("int4:g32", TensorPolicy{});
     v.push_back(x);
   }
