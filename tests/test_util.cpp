@@ -79,7 +79,7 @@ std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
 std::vector<uint8_t> gaussian_f32(size_t n, float stddev, uint64_t seed) {
   auto v = gaussian(n, stddev, seed);
   std::vector<uint8_t> out(n * 4);
-  std::memcpy(out.data(), v.data(), out.size());
+  if (n != 0) std::memcpy(out.data(), v.data(), out.size());  // both null when n == 0
   return out;
 }
 
