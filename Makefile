@@ -1,11 +1,14 @@
 # Set-up and everyday commands. CMake is the real build; this file installs what is missing,
 # configures, builds, and runs the demo or the test suite.
 #
-#   make run    install missing packages (apt-get, when root), build, pack the sample model, inspect, verify
-#   make test   the same set-up, then the whole ctest suite
+#   make run        install missing packages (apt-get, when root), build, pack the sample model, inspect, verify
+#   make test       the same set-up, then the whole ctest suite
+#   make test-asan  the whole suite again, built with ASan + UBSan (g++, CUDA off) in $(ASAN_BUILD)
+#   make fuzz       every libFuzzer target (clang, ASan + UBSan) for about a minute in all (fuzz/run.sh)
 #
 # Variables: BUILD (build folder, default build), BUILD_TYPE (Release), CUDA (AUTO|ON|OFF),
-# JOBS (parallel jobs, default: all cores), CMAKE_ARGS (extra arguments for cmake).
+# JOBS (parallel jobs, default: all cores), CMAKE_ARGS (extra arguments for cmake),
+# ASAN_BUILD (default build-asan), FUZZ_SECONDS (per fuzz target, default 7).
 
 BUILD      ?= build
 BUILD_TYPE ?= Release
@@ -16,15 +19,23 @@ CMAKE_ARGS ?=
 # Debian 12 packages the build needs (the CUDA Toolkit is optional and not installed here).
 DEB_PACKAGES := cmake g++ make pkg-config libzstd-dev libxxhash-dev libhdf5-dev libcli11-dev \
                 catch2 nlohmann-json3-dev
+# For `make fuzz`: clang, its libFuzzer/ASan/UBSan runtimes (libclang-rt-dev is only a Recommends
+# of clang), the LLVM OpenMP runtime clang links with, and llvm-symbolizer for readable reports.
+FUZZ_PACKAGES := clang libclang-rt-dev libomp-dev llvm
+
+ASAN_BUILD ?= build-asan
+# Sanitizer runtime settings for test-asan: stop at the first report, with a stack trace.
+SANITIZER_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 SAMPLE := $(BUILD)/sample
 
-.PHONY: all deps fixtures configure build run test bench clean
+.PHONY: all deps deps-fuzz fixtures configure build run test test-asan fuzz bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# Installs the Debian packages in $(1) that are missing (apt-get, when root); otherwise names them.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -37,6 +48,13 @@ deps:
 	    echo "Install them with: sudo apt-get install$$missing"; exit 1; \
 	  fi; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_PACKAGES))
+
+deps-fuzz: deps
+	$(call install_missing,$(FUZZ_PACKAGES))
 
 configure: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DWPACK_CUDA=$(CUDA) $(CMAKE_ARGS)
@@ -62,6 +80,19 @@ fixtures:
 test: build fixtures
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (WPACK_SANITIZE=ON), g++, CUDA
+# off (nvcc takes no sanitizers; `make test` compiles the CUDA code). -O1 with line tables: quick
+# to build, fast enough to run, reports with file:line.
+test-asan: deps fixtures
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+	  -DWPACK_SANITIZE=ON -DWPACK_CUDA=OFF -DWPACK_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer targets (fuzz/): clang build in build-fuzz, each target FUZZ_SECONDS over its corpus.
+fuzz: deps-fuzz
+	FUZZ_JOBS=$(JOBS) bash fuzz/run.sh
+
 # Benchmarks (not part of the test suite): lossless packing beside zstd -3 on real weights.
 bench: build fixtures
 	python3 bench/fixtures/minilm_bf16.py data/minilm-bf16.safetensors
@@ -69,4 +100,4 @@ bench: build fixtures
 	$(BUILD)/bench/bench_lossless
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,98 @@
+// Fuzz surface: the interleaved rANS plane codec (packer/rans.h, docs/FORMAT-rans.md).
+//
+// Input: mode byte (bits 0-1: symbol bits 8/4/3/2; bit 2: a shared table; bit 3: round trip).
+//   decode:     u32 symbol count (mod 2^20 + 1); with a shared table, a u16 length and that many
+//               table bytes (deserialize_rans_table); the rest is the stream. A stream that decodes
+//               must leave the padding bits of the last byte zero.
+//   round trip: the rest is a packed symbol stream (its whole bytes; the symbol count is a u16 from
+//               the input, capped by what the bytes hold). rans_encode, with a table built from the
+//               symbols' histogram and passed through serialize/deserialize when bit 2 is set, then
+//               rans_decode must give the symbols back, in at most rans_max_stream_bytes.
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "formats/error.h"
+#include "fuzz/harness.h"
+#include "packer/rans.h"
+
+namespace wpack::fuzz {
+namespace {
+
+constexpr uint32_t kSymbolBits[4] = {8, 4, 3, 2};
+
+// Clears the bits past `count` symbols in the last byte (the encoder ignores them).
+void clear_padding(std::vector<uint8_t>& packed, uint64_t count, uint32_t bits) {
+  const uint32_t used = static_cast<uint32_t>((count * bits) % 8);
+  if (used != 0 && !packed.empty()) packed.back() &= static_cast<uint8_t>((1u << used) - 1);
+}
+
+void decode(Input& in, uint32_t bits, bool with_table) {
+  const uint64_t count = in.u32() % ((uint64_t{1} << 20) + 1);
+  std::optional<RansTable> table;
+  if (with_table) {
+    const Bytes table_bytes = in.bytes(in.u16());
+    try {
+      table = deserialize_rans_table(table_bytes, bits);
+    } catch (const Error&) {
+    }
+  }
+  const Bytes stream = in.rest();
+  std::vector<uint8_t> out(rans_packed_bytes(count, bits));
+  try {
+    rans_decode(stream, count, bits, out, table ? &*table : nullptr);
+  } catch (const Error&) {
+    return;
+  }
+  std::vector<uint8_t> cleared = out;
+  clear_padding(cleared, count, bits);
+  if (cleared != out) fail("rans", "decoded stream has non-zero padding bits");
+}
+
+void round_trip(Input& in, uint32_t bits, bool with_table) {
+  const uint16_t wanted = in.u16();
+  const Bytes rest = in.rest();
+  const uint64_t count = std::min<uint64_t>(wanted, rest.size() * 8 / bits);
+  std::vector<uint8_t> packed(rest.begin(), rest.begin() + rans_packed_bytes(count, bits));
+  clear_padding(packed, count, bits);
+
+  std::optional<RansTable> table;
+  if (with_table && count > 0) {
+    std::vector<uint64_t> histogram(size_t{1} << bits, 0);
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint64_t bit = i * bits;
+      uint32_t v = packed[bit / 8];
+      if (bit / 8 + 1 < packed.size()) v |= uint32_t{packed[bit / 8 + 1]} << 8;
+      ++histogram[(v >> (bit % 8)) & ((1u << bits) - 1)];
+    }
+    const RansTable built = build_rans_table(histogram, bits);
+    table = deserialize_rans_table(serialize_rans_table(built), bits);
+    if (table->freq != built.freq || table->precision != built.precision)
+      fail("rans", "shared table changed through serialize/deserialize");
+  }
+  const std::vector<uint8_t> stream = rans_encode(packed, count, bits, table ? &*table : nullptr);
+  if (stream.size() > rans_max_stream_bytes(count, bits)) fail("rans", "stream larger than rans_max_stream_bytes");
+  std::vector<uint8_t> back(packed.size(), 0xA5);
+  rans_decode(stream, count, bits, back, table ? &*table : nullptr);
+  if (back != packed) fail("rans", "round trip changed the symbols");
+}
+
+}  // namespace
+
+void rans(Bytes data) {
+  Input in(data);
+  const uint8_t mode = in.u8();
+  const uint32_t bits = kSymbolBits[mode & 3];
+  const bool with_table = (mode & 4) != 0;
+  if (mode & 8) round_trip(in, bits, with_table);
+  else decode(in, bits, with_table);
+}
+
+}  // namespace wpack::fuzz
+
+#ifdef WPACK_FUZZ_ENTRY
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  wpack::fuzz::rans({data, size});
+  return 0;
+}
+#endif
