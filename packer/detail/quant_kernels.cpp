@@ -6,18 +6,30 @@
 #include <cstring>  // std::memcpy
 #include <algorithm>  // std::max
 
+#include <cpuid.h>      // __get_cpuid, for F16C
 #include <immintrin.h>  // AVX2 intrinsics, used only in functions compiled with target("avx2")
 
 // No contraction of a * b + c into fused multiply-adds (rule 1 of quant_kernels.h): g++ contracts by
 // default in C++ mode wherever the target has FMA, which the target("avx2,fma") kernels below do.
 // Their fused multiply-adds are written out, where they provably round as the reference does.
+// clang (the fuzz build) contracts by default too and ignores the GCC pragma: it has its own.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace wpack::detail {
 
+// F16C from CPUID leaf 1, ECX bit 29: clang 14's __builtin_cpu_supports does not take "f16c".
+static bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 bool have_avx2() {
   // AVX2 with FMA and F16C, which every AVX2 CPU has (some kernels use all three).
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   return avx2;
 }
 
