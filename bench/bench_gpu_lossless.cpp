@@ -14,6 +14,7 @@ int main() {
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
@@ -169,6 +170,10 @@ int main(int argc, char** argv) try {
   opt.codec = codec_arg == "none" ? wpack::Codec::kNone : wpack::Codec::kRans;
   opt.policy.spec.scheme = wpack::parse_scheme(scheme_arg).value();
   opt.overwrite = true;
+  if (const char* tile = std::getenv("WPACK_BENCH_TILE")) {  // e.g. 128x512: tile-shape experiments
+    unsigned r = 0, c = 0;
+    if (std::sscanf(tile, "%ux%u", &r, &c) == 2) opt.tile_rows = r, opt.tile_cols = c;
+  }
   wpack::pack_model(src, path, opt);
   auto reader = wpack::WpkReader::open(path);
 
