@@ -35,6 +35,26 @@ using wpack::test::TempDir;
 
 namespace {
 
+// Under AddressSanitizer (the wpack binary is built the same way) resident memory also holds
+// shadow memory and the allocator's quarantine: the peak-RSS bounds are then only reported.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Peak RSS of a child that streams a multi-GiB tensor: far below the tensor.
+void check_peak_rss(long max_rss_kib) {
+  if (kSanitized) return;
+  CHECK(max_rss_kib < 1024 * 1024);
+}
+
 struct SparseTensor {
   std::string name;
   DType dtype;
@@ -221,7 +241,7 @@ TEST_CASE("scale: a BF16 vector of 2^31 + 5 elements packs into a .wpk over 4 Gi
   REQUIRE(c.exit_code == 0);
   WARN("compress (codec none) of " << (n * 2) / (1 << 20) << " MiB: " << c.seconds << " s, peak RSS " << c.max_rss_kib / 1024
                                    << " MiB");
-  CHECK(c.max_rss_kib < 1024 * 1024);  // streams the tensor: its mapped pages go as its tiles are done
+  check_peak_rss(c.max_rss_kib);  // streams the tensor: its mapped pages go as its tiles are done
   {
     auto r = WpkReader::open(packed);
     CHECK(r->file_size() > (uint64_t(4) << 30));
@@ -249,7 +269,7 @@ TEST_CASE("scale: a BF16 vector of 2^31 + 5 elements packs into a .wpk over 4 Gi
   INFO(u.err);
   REQUIRE(u.exit_code == 0);
   WARN("unpack of the 4 GiB tensor: " << u.seconds << " s, peak RSS " << u.max_rss_kib / 1024 << " MiB");
-  CHECK(u.max_rss_kib < 1024 * 1024);  // streams blocks of tiles: far below the 4 GiB tensor
+  check_peak_rss(u.max_rss_kib);  // streams blocks of tiles: far below the 4 GiB tensor
   CHECK(same_sparse_contents(model, unpacked));
 }
 
@@ -269,7 +289,7 @@ TEST_CASE("scale: a U8 matrix of 2^31 + 2^16 elements round-trips with zstd and 
     INFO(c.err);
     REQUIRE(c.exit_code == 0);
     WARN(codec << ": compress of 2 GiB: " << c.seconds << " s, peak RSS " << c.max_rss_kib / 1024 << " MiB");
-    CHECK(c.max_rss_kib < 1024 * 1024);
+    check_peak_rss(c.max_rss_kib);
     {
       auto r = WpkReader::open(packed);
       const WpkTensor& t = r->tensors()[0];
@@ -290,7 +310,7 @@ TEST_CASE("scale: a U8 matrix of 2^31 + 2^16 elements round-trips with zstd and 
     INFO(u.err);
     REQUIRE(u.exit_code == 0);
     WARN(codec << ": unpack of 2 GiB: " << u.seconds << " s, peak RSS " << u.max_rss_kib / 1024 << " MiB");
-    CHECK(u.max_rss_kib < 1024 * 1024);
+    check_peak_rss(u.max_rss_kib);
     CHECK(same_sparse_contents(model, unpacked));
     std::filesystem::remove(unpacked);
     std::filesystem::remove(packed);
