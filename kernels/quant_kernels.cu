@@ -712,19 +712,13 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
   const uint32_t steps_per_group = max(1u, group_cols / (step_words * T::kPerWord));
   const uint32_t* row0_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r0c * words_per_row;
   const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
-  // 2 kV independent accumulators (word v, MMA u of the word): the MMAs of a step do not wait for
-  // each other (an MMA's result is ~30 cycles away; a single chain serialised them).
-  float c[kV][2][kNT][4];
+  float c[kNT][4];
   uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_of(kOffsetHi);
   uint32_t gi = 0, in_group = 0;  // group index and step within it (no division per step)
   for (uint32_t q = 0; q < steps; ++q) {
     if (in_group == 0) {
 #pragma unroll
-      for (uint32_t v = 0; v < kV; ++v)
-#pragma unroll
-        for (uint32_t u = 0; u < 2; ++u)
-#pragma unroll
-          for (uint32_t nt = 0; nt < kNT; ++nt) c[v][u][nt][0] = c[v][u][nt][1] = c[v][u][nt][2] = c[v][u][nt][3] = 0.f;
+      for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
       if (kBits == 4) {
         const float z0 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r0c * sg.groups + gi]) : p.symmetric_zero;
         const float z1 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r1c * sg.groups + gi]) : p.symmetric_zero;
@@ -769,8 +763,8 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
             b[0] = b[2] = x2.x, b[1] = b[3] = x2.y;  // hi nibbles meet the same x as lo
           }
         }
-        mma_bf16_16816(c[v][0][nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
-        mma_bf16_16816(c[v][1][nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
+        mma_bf16_16816(c[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+        mma_bf16_16816(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
       }
     }
     if (++in_group == steps_per_group || q + 1 == steps) {
@@ -778,17 +772,10 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
       const ScaleZero s1 = scale_zero(p, stage + 8, sg, r1c, gi, row0 + r1c);
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
-        float sum[4];
-#pragma unroll
-        for (uint32_t k = 0; k < 4; ++k) {
-          sum[k] = 0.f;
-#pragma unroll
-          for (uint32_t v = 0; v < kV; ++v) sum[k] += c[v][0][nt][k] + c[v][1][nt][k];
-        }
-        yacc[nt][0] = fmaf(s0.scale, sum[0], yacc[nt][0]);
-        yacc[nt][1] = fmaf(s0.scale, sum[1], yacc[nt][1]);
-        yacc[nt][2] = fmaf(s1.scale, sum[2], yacc[nt][2]);
-        yacc[nt][3] = fmaf(s1.scale, sum[3], yacc[nt][3]);
+        yacc[nt][0] = fmaf(s0.scale, c[nt][0], yacc[nt][0]);
+        yacc[nt][1] = fmaf(s0.scale, c[nt][1], yacc[nt][1]);
+        yacc[nt][2] = fmaf(s1.scale, c[nt][2], yacc[nt][2]);
+        yacc[nt][3] = fmaf(s1.scale, c[nt][3], yacc[nt][3]);
       }
       in_group = 0;
       gi += p.grouped ? 1 : 0;
