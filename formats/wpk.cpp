@@ -105,6 +105,11 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
                                                    shape_text(tensor.shape) + " overflows 64 bits");
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
+  // Counts and sizes stored as u32: refused rather than truncated.
+  if (impl_->tensors.size() >= UINT32_MAX)
+    throw Error(ErrorCode::kInvalidArgument, target + ": more than 4294967295 tensors");
+  if (tensor.params.size() > UINT32_MAX)
+    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': params larger than 4 GiB");
   impl_->tensors.push_back(tensor);
   impl_->tensors.back().first_tile = impl_->tiles.size();
   impl_->tensors.back().tile_count = 0;
@@ -143,6 +148,8 @@ void WpkWriter::end_tensor() {
 
 void WpkWriter::commit(const std::string& metadata_json) {
   if (impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": commit inside a tensor");
+  if (metadata_json.size() > UINT32_MAX)
+    throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": metadata larger than 4 GiB");
   std::vector<uint8_t> index;
   detail::put_u32(index, static_cast<uint32_t>(impl_->tensors.size()));
   detail::put_u32(index, 0);  // reserved
