@@ -2,11 +2,12 @@
 // The format is specified in docs/FORMAT-rans.md; section names below refer to it.
 #include "packer/rans.h"
 
-#include <algorithm>  // std::min, std::reverse
+#include <algorithm>  // std::min
 #include <array>
 #include <bit>        // std::bit_width
 #include <cmath>      // std::log2 for the quantiser's cost model (encoder only)
 #include <cstring>    // std::memcpy
+#include <memory>     // std::make_unique_for_overwrite: the encoder's word buffer, not zeroed
 #include <string>
 
 #include "formats/error.h"  // Error, ErrorCode
@@ -44,6 +45,14 @@ void unpack_symbols(std::span<const uint8_t> packed, uint64_t count, uint32_t bi
     return;
   }
   const uint32_t mask = (1u << bits) - 1;
+  if (bits == 4) {  // two symbols per byte, low nibble first
+    for (uint64_t i = 0; i < count / 2; ++i) {
+      out[2 * i] = packed[i] & 0x0F;
+      out[2 * i + 1] = packed[i] >> 4;
+    }
+    if (count % 2) out[count - 1] = packed[count / 2] & 0x0F;
+    return;
+  }
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t bit = i * bits;
     const uint64_t byte = bit >> 3;
@@ -256,25 +265,27 @@ Model quantize(const std::array<uint64_t, 256>& counts, uint32_t bits, uint32_t 
     m.freq[s] = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(f, total_slots)));
     sum += m.freq[s];
   }
-  auto gain_up = [&](uint32_t s) {  // bits saved by f+1
-    return counts[s] * std::log2((m.freq[s] + 1.0) / m.freq[s]);
+  // Each symbol's gain from f+1 and loss from f-1 (f > 1), cached and recomputed only for the
+  // symbols that change: the same values, so the same choices, as recomputing them every time.
+  std::array<double, 256> gain{}, loss{};
+  auto refresh = [&](uint32_t s) {
+    gain[s] = counts[s] * std::log2((m.freq[s] + 1.0) / m.freq[s]);                      // bits saved by f+1
+    loss[s] = m.freq[s] > 1 ? counts[s] * std::log2(m.freq[s] / (m.freq[s] - 1.0)) : 0;  // bits lost by f-1
   };
-  auto loss_down = [&](uint32_t s) {  // bits lost by f-1 (f > 1)
-    return counts[s] * std::log2(m.freq[s] / (m.freq[s] - 1.0));
-  };
+  for (uint32_t s = 0; s < alphabet; ++s)
+    if (counts[s]) refresh(s);
   auto best_up = [&](uint32_t skip) {
     int best = -1;
     double g = -1;
     for (uint32_t s = 0; s < alphabet; ++s)
-      if (counts[s] && s != skip && gain_up(s) > g) g = gain_up(s), best = static_cast<int>(s);
+      if (counts[s] && s != skip && gain[s] > g) g = gain[s], best = static_cast<int>(s);
     return best;
   };
   auto best_down = [&](uint32_t skip) {
     int best = -1;
     double l = 0;
     for (uint32_t s = 0; s < alphabet; ++s)
-      if (counts[s] && s != skip && m.freq[s] > 1 && (best < 0 || loss_down(s) < l))
-        l = loss_down(s), best = static_cast<int>(s);
+      if (counts[s] && s != skip && m.freq[s] > 1 && (best < 0 || loss[s] < l)) l = loss[s], best = static_cast<int>(s);
     return best;
   };
   const int64_t target = static_cast<int64_t>(total_slots);
@@ -282,20 +293,24 @@ Model quantize(const std::array<uint64_t, 256>& counts, uint32_t bits, uint32_t 
     const int s = best_down(256);
     --m.freq[s];
     --sum;
+    refresh(s);
   }
   while (sum < target) {
     const int s = best_up(256);
     ++m.freq[s];
     ++sum;
+    refresh(s);
   }
   for (uint32_t iter = 0; iter < 4 * total_slots; ++iter) {
     const int up = best_up(256);
     const int down = best_down(static_cast<uint32_t>(up));
     if (up < 0 || down < 0) break;
-    const double g = gain_up(up), l = loss_down(down);
+    const double g = gain[up], l = loss[down];
     if (!(g > l * (1 + 1e-12) + 1e-9)) break;
     ++m.freq[up];
     --m.freq[down];
+    refresh(up);
+    refresh(down);
   }
   m.finish_cum();
   return m;
@@ -370,24 +385,52 @@ std::array<uint32_t, kRansLanes> read_lane_states(const Lanes& lanes, BitReader&
   return x;
 }
 
-// Exact division of any 32-bit x by f (1 <= f <= 2^12) as a multiply and shift
-// (Granlund-Montgomery): shift = ceil(log2 f), multiplier = ceil(2^(32 + shift) / f) < 2^33.
+// Symbol counts of `n` symbols (one per byte). Four tables, so that runs of one symbol do not
+// serialise on a single counter's store-to-load chain.
+std::array<uint64_t, 256> histogram(const uint8_t* syms, uint64_t n) {
+  std::array<std::array<uint32_t, 256>, 4> partial{};
+  std::array<uint64_t, 256> counts{};
+  uint64_t i = 0;
+  while (i < n) {
+    // Blocks of at most 2^32 - 4 symbols keep each 32-bit counter from overflowing.
+    const uint64_t block_end = i + std::min<uint64_t>(n - i, (uint64_t{1} << 32) - 4);
+    for (; i + 4 <= block_end; i += 4) {
+      ++partial[0][syms[i]];
+      ++partial[1][syms[i + 1]];
+      ++partial[2][syms[i + 2]];
+      ++partial[3][syms[i + 3]];
+    }
+    for (; i < block_end; ++i) ++partial[0][syms[i]];
+    for (uint32_t s = 0; s < 256; ++s) {
+      counts[s] += uint64_t{partial[0][s]} + partial[1][s] + partial[2][s] + partial[3][s];
+      partial[0][s] = partial[1][s] = partial[2][s] = partial[3][s] = 0;
+    }
+  }
+  return counts;
+}
+
+// Exact division of any 32-bit x by f (1 <= f <= 2^12) as a multiply, an add and a shift
+// (Granlund-Montgomery): shift = ceil(log2 f), and with M = ceil(2^(32 + shift) / f), which lies in
+// [2^32, 2^33), q = floor(x * M / 2^(32 + shift)) = (x + floor(x * (M - 2^32) / 2^32)) >> shift: the
+// 2^32 part of M contributes x exactly, so the product needs 64 bits, not 128.
 struct Divisor {
-  uint64_t multiplier = 0;
+  uint32_t low_multiplier = 0;  // M - 2^32
   uint32_t shift = 0;
-  uint32_t f = 0;
-  Divisor() : Divisor(1) {}
+  uint32_t f = 1;
+  Divisor() = default;
   explicit Divisor(uint32_t divisor) : f(divisor) {
     shift = divisor > 1 ? static_cast<uint32_t>(std::bit_width(divisor - 1)) : 0;
-    multiplier = static_cast<uint64_t>(((static_cast<unsigned __int128>(1) << (32 + shift)) + divisor - 1) / divisor);
+    const uint64_t multiplier = ((uint64_t{1} << (32 + shift)) + divisor - 1) / divisor;  // < 2^45, fits
+    low_multiplier = static_cast<uint32_t>(multiplier - (uint64_t{1} << 32));
   }
   uint32_t quotient(uint32_t x) const {
-    return static_cast<uint32_t>((static_cast<unsigned __int128>(x) * multiplier) >> (32 + shift));
+    return static_cast<uint32_t>((x + ((uint64_t{x} * low_multiplier) >> 32)) >> shift);
   }
 };
 
-// One encoder step: the state that decodes to symbol (f, c) and then to x. x is below 2^32
-// wherever the encoder calls it (the result may exceed 2^32 in a tail).
+// One encoder step: the state that decodes to symbol (f, c) and then to x:
+// (x / f) * 2^p + x % f + c = x + (x / f) * (2^p - f) + c. x is below 2^32 wherever the encoder
+// calls it (the result may exceed 2^32 in a tail).
 inline uint64_t rans_step(uint32_t x, const Divisor& f, uint32_t c, uint32_t precision) {
   const uint32_t quotient = f.quotient(x);
   return (uint64_t{quotient} << precision) + (x - quotient * f.f) + c;
@@ -446,54 +489,71 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   const Lanes lanes = lane_layout(n, tail);
 
   // Main phase. Per symbol: emit a word before coding s while x >= x_max (= 2^(32-p) * f), which
-  // keeps x in [L, 2^32); then one rANS step. Branch-free emission into a buffer of one word per
-  // symbol (the most there can be).
+  // keeps x in [L, 2^32); then one rANS step, x + q * (2^p - f) + c with q = x / f (rans_step's
+  // formula rearranged: one multiply fewer). Branch-free emission: every symbol stores its word
+  // one slot below `next` and moves `next` down only when it emits, so the words land in the
+  // order the decoder reads them (the last emitted first) in [next, words + n + 1).
   struct SymbolCoder {
     uint64_t x_max = 0;
-    Divisor divisor;
+    uint32_t low_multiplier = 0;
+    uint32_t shift = 0;
+    uint32_t complement = 0;  // 2^p - f
     uint32_t cum = 0;
   };
   std::array<SymbolCoder, 256> coder{};
   for (uint32_t s = 0; s < (1u << m.bits); ++s)
-    if (m.freq[s]) coder[s] = {(uint64_t{kStateLower >> p} << kWordBits) * m.freq[s], divisor[s], m.cum[s]};
-  std::array<uint64_t, kRansLanes> state{};
-  for (uint32_t l = 0; l < lanes.used; ++l) state[l] = lanes.tail[l] ? tail_state[l][lanes.tail[l]] : kStateLower;
-  std::vector<uint16_t> words(n);
-  size_t word_count = 0;
-  auto code_main = [&](uint32_t l, uint8_t s) {
+    if (m.freq[s])
+      coder[s] = {(uint64_t{kStateLower >> p} << kWordBits) * m.freq[s], divisor[s].low_multiplier,
+                  divisor[s].shift, (1u << p) - m.freq[s], m.cum[s]};
+  std::array<uint32_t, kRansLanes> state{};  // main-phase states stay below 2^32
+  for (uint32_t l = 0; l < lanes.used; ++l)
+    state[l] = lanes.tail[l] ? static_cast<uint32_t>(tail_state[l][lanes.tail[l]]) : kStateLower;
+  const auto words = std::make_unique_for_overwrite<uint16_t[]>(n + 1);  // one word per symbol at most
+  uint16_t* const words_end = words.get() + n + 1;
+  uint16_t* next = words_end;
+  auto code_main = [&](uint32_t& state_l, uint8_t s) {
     const SymbolCoder& c = coder[s];
-    uint64_t x = state[l];
+    uint32_t x = state_l;
     const bool emit = x >= c.x_max;
-    words[word_count] = static_cast<uint16_t>(x);  // kept only when emitted
-    word_count += emit;
+    next[-1] = static_cast<uint16_t>(x);  // kept only when emitted
+    next -= emit;
     x >>= emit ? kWordBits : 0;
-    state[l] = rans_step(static_cast<uint32_t>(x), c.divisor, c.cum, p);
+    const uint32_t quotient = static_cast<uint32_t>((x + ((uint64_t{x} * c.low_multiplier) >> 32)) >> c.shift);
+    state_l = x + quotient * c.complement + c.cum;
   };
   uint64_t common_main = lanes.used == kRansLanes ? lanes.main_len[0] : 0;  // steps where every lane codes
   for (uint32_t l = 1; l < lanes.used; ++l) common_main = std::min(common_main, lanes.main_len[l]);
   for (uint64_t t = lanes.count[0]; t-- > common_main;)
     for (uint32_t l = kRansLanes; l-- > 0;)
-      if (t < lanes.main_len[l]) code_main(l, syms[t * kRansLanes + l]);
+      if (t < lanes.main_len[l]) code_main(state[l], syms[t * kRansLanes + l]);
   for (uint64_t t = common_main; t-- > 0;) {
     const uint8_t* step = syms + t * kRansLanes;
-    for (uint32_t l = kRansLanes; l-- > 0;) code_main(l, step[l]);
+    for (uint32_t l = kRansLanes; l-- > 0;) code_main(state[l], step[l]);
   }
-  words.resize(word_count);
-  std::reverse(words.begin(), words.end());
+  const size_t word_count = static_cast<size_t>(words_end - next);
 
   // Header bits, table, lane states (docs: "Modes 1 and 3"), then the words.
   std::vector<uint8_t> out;
-  out.reserve(1 + 64 + 4 * kRansLanes + 2 * words.size());
+  out.reserve(1 + 64 + 4 * kRansLanes + 2 * word_count);
   out.push_back(mode);
   BitWriter w(out);
   w.put(p - kRansMinPrecision, kPrecisionFieldBits);
   write_tails(base, delta_bits, lanes, w);
   if (mode == kModeRans) write_table(m, w);
-  write_lane_states(state, lanes, w);
+  std::array<uint64_t, kRansLanes> final_state{};
+  for (uint32_t l = 0; l < lanes.used; ++l) final_state[l] = state[l];
+  write_lane_states(final_state, lanes, w);
   w.finish();
-  for (uint16_t word : words) {
-    out.push_back(static_cast<uint8_t>(word));
-    out.push_back(static_cast<uint8_t>(word >> 8));
+  const size_t header_bytes = out.size();
+  out.resize(header_bytes + 2 * word_count);
+  uint8_t* word_bytes = out.data() + header_bytes;
+  if constexpr (std::endian::native == std::endian::little) {
+    if (word_count) std::memcpy(word_bytes, next, 2 * word_count);
+  } else {
+    for (size_t i = 0; i < word_count; ++i) {
+      word_bytes[2 * i] = static_cast<uint8_t>(next[i]);
+      word_bytes[2 * i + 1] = static_cast<uint8_t>(next[i] >> 8);
+    }
   }
   return out;
 }
@@ -646,57 +706,67 @@ std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbo
   if (packed.size() != packed_bytes) invalid("packed input is " + std::to_string(packed.size()) + " bytes, expected " + std::to_string(packed_bytes));
   if (shared) check_table(*shared, symbol_bits);
 
-  std::vector<uint8_t> syms(symbol_count);
-  unpack_symbols(packed, symbol_count, symbol_bits, syms.data());
+  // Stored raw: the baseline every other mode must beat, built only if nothing beats it. Padding
+  // bits are written as zero.
+  const uint64_t raw_size = 1 + packed_bytes;
+  auto stored = [&] {
+    std::vector<uint8_t> out(raw_size);
+    out[0] = kModeRaw;
+    if (packed_bytes) {
+      std::memcpy(out.data() + 1, packed.data(), packed_bytes);
+      const uint32_t used_bits = static_cast<uint32_t>((symbol_count * symbol_bits) % 8);
+      if (used_bits) out[packed_bytes] &= static_cast<uint8_t>((1u << used_bits) - 1);
+    }
+    return out;
+  };
+  if (symbol_count == 0) return stored();
 
-  // Stored raw: the baseline every other mode must beat. Padding bits are written as zero.
-  std::vector<uint8_t> best{kModeRaw};
-  best.resize(1 + packed_bytes);
-  pack_symbols(syms.data(), symbol_count, symbol_bits, std::span<uint8_t>(best).subspan(1));
-  if (symbol_count == 0) return best;
-
-  std::array<uint64_t, 256> counts{};
-  for (uint8_t s : syms) ++counts[s];
+  // One symbol per byte (8-bit symbols are read in place).
+  std::unique_ptr<uint8_t[]> unpacked;
+  const uint8_t* syms = packed.data();
+  if (symbol_bits != 8) {
+    unpacked = std::make_unique_for_overwrite<uint8_t[]>(symbol_count);
+    unpack_symbols(packed, symbol_count, symbol_bits, unpacked.get());
+    syms = unpacked.get();
+  }
+  const std::array<uint64_t, 256> counts = histogram(syms, symbol_count);
   uint32_t distinct = 0;
   for (uint64_t c : counts) distinct += c != 0;
-  auto consider = [&](std::vector<uint8_t>&& candidate) {
-    if (candidate.size() < best.size()) best = std::move(candidate);
-  };
-  if (distinct == 1) {
-    consider(std::vector<uint8_t>{kModeConstant, syms[0]});
-    return best;
-  }
+  if (distinct == 1) return raw_size > 2 ? std::vector<uint8_t>{kModeConstant, syms[0]} : stored();
+
   // Table precision: a coarser table costs fewer table bits and, in each lane's tail, about one bit
   // less per precision step (coding from state 0 wastes ~p - 5 bits); a finer one codes closer to
-  // the counts. The two best precisions by that estimate are encoded and the smaller stream kept
-  // (on MiniLM tiles this matches trying all five to within 0.01 bytes per stream).
-  struct Candidate {
-    double estimated_bits;
-    uint32_t precision;
-    Model model;
-  };
-  std::vector<Candidate> candidates;
+  // the counts. Only the best precision by that estimate is encoded (ties: the lower p): encoding
+  // the two best as well and keeping the smaller stream saved 0.01 bytes per int4 stream and 0.3
+  // bytes per BF16 exponent stream on MiniLM (16384-symbol tiles), for twice the encoding time.
   const uint32_t lanes_used = static_cast<uint32_t>(std::min<uint64_t>(symbol_count, kRansLanes));
+  Model best_model;
+  double best_bits = 0;
+  std::vector<uint8_t> table_bytes;
   for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
-    Candidate c{0, p, quantize(counts, symbol_bits, p)};
-    std::vector<uint8_t> table_bytes;
+    Model model = quantize(counts, symbol_bits, p);
+    table_bytes.clear();
     BitWriter table_bits(table_bytes);
-    write_table(c.model, table_bits);
-    c.estimated_bits = static_cast<double>(table_bits.bits()) + static_cast<double>(lanes_used) * p;
+    write_table(model, table_bits);
+    double bits = static_cast<double>(table_bits.bits()) + static_cast<double>(lanes_used) * p;
     for (uint32_t s = 0; s < (1u << symbol_bits); ++s)
-      if (counts[s]) c.estimated_bits += counts[s] * (p - std::log2(static_cast<double>(c.model.freq[s])));
-    candidates.push_back(std::move(c));
+      if (counts[s]) bits += counts[s] * (p - std::log2(static_cast<double>(model.freq[s])));
+    if (p == kRansMinPrecision || bits < best_bits) {
+      best_bits = bits;
+      best_model = model;
+    }
   }
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const Candidate& a, const Candidate& b) { return a.estimated_bits < b.estimated_bits; });
-  for (size_t i = 0; i < 2; ++i) consider(encode_with_model(syms.data(), symbol_count, candidates[i].model, kModeRans));
+  std::vector<uint8_t> best = encode_with_model(syms, symbol_count, best_model, kModeRans);
   if (shared) {
     const Model m = model_from_table(*shared);
     bool covered = true;
     for (uint32_t s = 0; s < 256; ++s) covered &= counts[s] == 0 || m.freq[s] != 0;
-    if (covered) consider(encode_with_model(syms.data(), symbol_count, m, kModeRansShared));
+    if (covered) {
+      std::vector<uint8_t> candidate = encode_with_model(syms, symbol_count, m, kModeRansShared);
+      if (candidate.size() < best.size()) best = std::move(candidate);
+    }
   }
-  return best;
+  return best.size() < raw_size ? best : stored();
 }
 
 void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
