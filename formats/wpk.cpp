@@ -225,6 +225,10 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   const uint32_t version = detail::load_u32(base + 8);
   if (version > kWpkFormatVersion)
     throw Error(ErrorCode::kUnsupported, path + ": written by a newer wpack: format v" + std::to_string(version));
+  if (version >= 1 && version < kWpkFormatVersion)
+    throw Error(ErrorCode::kUnsupported, path + ": written by an older wpack: format v" + std::to_string(version) +
+                                             " (this wpack reads v" + std::to_string(kWpkFormatVersion) +
+                                             "; pack the model again)");
   if (version != kWpkFormatVersion) throw Error(ErrorCode::kFormat, path + ": bad format version " + std::to_string(version));
   if (detail::load_u32(base + 12) != kWpkHeaderBytes)
     throw Error(ErrorCode::kFormat, path + ": bad header size " + std::to_string(detail::load_u32(base + 12)));

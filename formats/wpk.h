@@ -22,7 +22,7 @@
 
 namespace wpack {
 
-inline constexpr uint32_t kWpkFormatVersion = 1;
+inline constexpr uint32_t kWpkFormatVersion = 2;  // v2: the rANS stream revision (docs/FORMAT-rans.md)
 inline constexpr uint32_t kWpkHeaderBytes = 64;
 inline constexpr uint32_t kWpkFooterBytes = 48;
 inline constexpr uint32_t kWpkTileRecordBytes = 40;

@@ -528,7 +528,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
        "index range outside the file"},
       {"index size past the file", [&](auto& b) { detail::store_u64(b.data() + b.size() - 40, huge); }, ErrorCode::kFormat,
        "index range outside the file"},
-      {"footer version", [&](auto& b) { detail::store_u32(b.data() + b.size() - 24, 2); }, ErrorCode::kFormat,
+      {"footer version", [&](auto& b) { detail::store_u32(b.data() + b.size() - 24, kWpkFormatVersion + 1); }, ErrorCode::kFormat,
        "footer version differs from header"},
   };
   for (const auto& c : cases) {
@@ -554,7 +554,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
   const std::string path = dir.file("newer.wpk");
-  for (uint32_t version : {2u, 3u, 1000u, 0xFFFFFFFFu}) {
+  for (uint32_t version : {kWpkFormatVersion + 1, kWpkFormatVersion + 2, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
     detail::store_u32(bytes.data() + 8, version);
     detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
@@ -571,6 +571,17 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
       CHECK(cli.err == "wpack: " + expected + "\n");
     }
     CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+  }
+  // Version 1 (before the rANS stream revision) with a good checksum: named as older.
+  for (uint32_t version = 1; version < kWpkFormatVersion; ++version) {
+    auto old = f.bytes;
+    detail::store_u32(old.data() + 8, version);
+    detail::store_u64(old.data() + 56, wpk_checksum({old.data(), 56}));
+    test::write_file(path, old);
+    const OpenResult r = try_open(path);
+    CHECK(r.code == ErrorCode::kUnsupported);
+    CHECK(r.message == path + ": written by an older wpack: format v" + std::to_string(version) + " (this wpack reads v" +
+                           std::to_string(kWpkFormatVersion) + "; pack the model again)");
   }
   // Version 0 with a good checksum: not a version this wpack knows, and not newer.
   auto bytes = f.bytes;

@@ -55,17 +55,17 @@ void check_decodes_to_source(const std::string& path) {
 
 TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr) {
-    pack_model(golden_source(), kGoldenDir + "lossless-rans-v1.wpk", golden_options(Codec::kRans));
-    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v1.wpk", golden_options(Codec::kZstd));
+    pack_model(golden_source(), kGoldenDir + "lossless-rans-v2.wpk", golden_options(Codec::kRans));
+    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v2.wpk", golden_options(Codec::kZstd));
   }
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kRans));
-  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v1.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v2.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
 }
 
 TEST_CASE("golden: committed files decode to their source") {
-  check_decodes_to_source(kGoldenDir + "lossless-rans-v1.wpk");
-  check_decodes_to_source(kGoldenDir + "lossless-zstd-v1.wpk");
+  check_decodes_to_source(kGoldenDir + "lossless-rans-v2.wpk");
+  check_decodes_to_source(kGoldenDir + "lossless-zstd-v2.wpk");
 }
