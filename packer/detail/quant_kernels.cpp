@@ -612,7 +612,7 @@ void pack_codes_ref(const uint8_t* codes, uint64_t n, uint32_t bits, uint8_t* ou
 
 void pack_codes_fast(const uint8_t* codes, uint64_t n, uint32_t bits, uint8_t* out) {
   if (bits == 8) {
-    std::memcpy(out, codes, n);
+    if (n != 0) std::memcpy(out, codes, n);  // codes may be null when n == 0 (an empty sparse tile)
     return;
   }
   // Eight codes c0..c7, one per byte of a little-endian word, become the 8*bits-bit value
