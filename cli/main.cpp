@@ -163,6 +163,10 @@ int main(int argc, char** argv) {
         std::cerr << "wpack: --tile must be RxC with positive integers, e.g. 128x128 (got '" << tile_text << "')\n";
         return 2;
       }
+      if (uint64_t{compress.options.tile_rows} * compress.options.tile_cols > wpack::kWpkMaxTileElements) {
+        std::cerr << "wpack: --tile " << tile_text << " has more than 2^24 elements per tile\n";
+        return 2;
+      }
       compress.options.codec_auto = (codec_text == "auto");
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);

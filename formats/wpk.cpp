@@ -105,6 +105,10 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
                                                    shape_text(tensor.shape) + " overflows 64 bits");
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
+  if (uint64_t{tensor.tile_rows} * tensor.tile_cols > kWpkMaxTileElements)
+    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape " +
+                                                 std::to_string(tensor.tile_rows) + "x" + std::to_string(tensor.tile_cols) +
+                                                 " has more than 2^24 elements");
   // Counts and sizes stored as u32: refused rather than truncated.
   if (impl_->tensors.size() >= UINT32_MAX)
     throw Error(ErrorCode::kInvalidArgument, target + ": more than 4294967295 tensors");
@@ -304,6 +308,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     auto params = c.bytes(c.u32("params size"), "params");
     t.params.assign(params.begin(), params.end());
     if (t.tile_rows == 0 || t.tile_cols == 0) throw Error(ErrorCode::kFormat, where + ": tile shape has a zero side");
+    if (uint64_t{t.tile_rows} * t.tile_cols > kWpkMaxTileElements)
+      throw Error(ErrorCode::kFormat, where + ": tile shape " + std::to_string(t.tile_rows) + "x" +
+                                          std::to_string(t.tile_cols) + " has more than 2^24 elements");
     const uint64_t grid = t.tile_grid_rows() * t.tile_grid_cols();  // each factor <= elements
     if (t.first_tile != next_tile || t.tile_count != grid)
       throw Error(ErrorCode::kFormat, where + ": tile range [" + std::to_string(t.first_tile) + ", +" +

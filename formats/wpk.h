@@ -22,7 +22,11 @@
 
 namespace wpack {
 
-inline constexpr uint32_t kWpkFormatVersion = 2;  // v2: the rANS stream revision (docs/FORMAT-rans.md)
+inline constexpr uint32_t kWpkFormatVersion = 2;
+// Largest tile (tile_rows * tile_cols elements): bounds what decoding one tile allocates, whatever
+// a file declares (a constant rANS plane of any length takes 2 bytes). 2^24 elements = 64 MiB of
+// float32; the packer's default tiles are 2^14 (128 x 128) and vector tiles at most 2^20.
+inline constexpr uint64_t kWpkMaxTileElements = uint64_t{1} << 24;  // v2: the rANS stream revision (docs/FORMAT-rans.md)
 inline constexpr uint32_t kWpkHeaderBytes = 64;
 inline constexpr uint32_t kWpkFooterBytes = 48;
 inline constexpr uint32_t kWpkTileRecordBytes = 40;

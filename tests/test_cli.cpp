@@ -530,6 +530,7 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"compress", model, "-o", out, "--tile", "5x0"},
       {"compress", model, "-o", out, "--tile", "abc"},
       {"compress", model, "-o", out, "--tile", "32"},
+      {"compress", model, "-o", out, "--tile", "4096x4097"},
       {"compress", model, "-o", out, "--tile", ""},
       {"compress", model, "-o", out, "--codec", "gzip"},
       {"compress", model, "-o", out, "--filter", "magic"},

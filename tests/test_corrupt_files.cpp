@@ -519,6 +519,15 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
        ErrorCode::kFormat, "tile 0 (record 0 of the tile index): byte range outside the tile data"},
       {"tile size wrapping around", [&](auto& b) { detail::store_u64(b.data() + tile_records + 8, ~uint64_t(0) - 8); },
        ErrorCode::kFormat, "byte range outside the tile data"},
+      {"tile shape over 2^24 elements",
+       [&](auto& b) {
+         const uint32_t name_size = b[first_record] | (b[first_record + 1] << 8);
+         const uint32_t rank = b[first_record + 2 + name_size + 1];
+         const uint64_t tile_rows_at = first_record + 2 + name_size + 4 + 8ull * rank;
+         detail::store_u32(b.data() + tile_rows_at, 4096);
+         detail::store_u32(b.data() + tile_rows_at + 4, 8192);
+       },
+       ErrorCode::kFormat, "tile shape 4096x8192 has more than 2^24 elements"},
       {"tile overlapping the previous one",
        [&](auto& b) { detail::store_u64(b.data() + tile_records + kWpkTileRecordBytes, detail::load_u64(b.data() + tile_records)); },
        ErrorCode::kFormat, "tile 1 (record 1 of the tile index): overlaps the previous tile"},

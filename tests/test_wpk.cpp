@@ -223,6 +223,18 @@ TEST_CASE("wpk: wrong magic") {
   CHECK(expect_error(path, ErrorCode::kFormat).find("not a .wpk") != std::string::npos);
 }
 
+TEST_CASE("wpk: the writer refuses tiles of more than 2^24 elements") {
+  wpack::test::TempDir dir;
+  WpkWriter w(dir.file("big-tile.wpk"), false);
+  WpkTensor t;
+  t.name = "w";
+  t.dtype = DType::F32;
+  t.shape = {8192, 8192};
+  t.tile_rows = 4096;
+  t.tile_cols = 4097;
+  REQUIRE_THROWS_AS(w.begin_tensor(t), Error);
+}
+
 TEST_CASE("wpk: a newer format version is named") {
   TempDir dir;
   const std::string path = dir.file("m.wpk");
