@@ -260,6 +260,11 @@ void rans_seeds() {
          rans_encode(packed, count, bits, &table));
     seed("rans", "round-trip-b" + b, cat({{static_cast<uint8_t>(w | 8 | (w % 2 ? 4 : 0))}, u16le(count)}), packed);
   }
+  // Table mode: a u32 count and a shift byte per symbol (4-bit symbols: 16 of them).
+  std::vector<uint8_t> counts;
+  for (uint32_t s = 0; s < 16; ++s) counts = cat({counts, u32le(s < 3 ? 100000u >> s : s % 4 == 0 ? 0u : 1u), {0}});
+  seed("rans", "table-b4", {static_cast<uint8_t>(16 | 1)}, counts);
+  seed("rans", "table-b8", {16}, random_bytes(256 * 5, 45));
   seed("rans", "constant", cat({{0}, u32le(50)}), {2, 7});
   seed("rans", "stored", cat({{0}, u32le(3)}), {0, 1, 2, 3});
   seed("rans", "empty", cat({{0}, u32le(0)}), {0});

@@ -8,8 +8,8 @@
 //   1: made params. u8 scheme (1..11) and fields drawn from the input are made into valid params
 //      (serialize_quant_params); parsing them back must succeed and give the same bytes; then a tile.
 //   2, 3: round trip. Weights from the input quantized (packer/quantize.h, some pruned), every tile
-//      encoded with encode_quant_tile and decoded again: the values must be dequantize()'s, bit for
-//      bit, with pruned weights +0.0.
+//      encoded with encode_quant_tile (and QuantTileEncoder, which must give the same bytes) and
+//      decoded again: the values must be dequantize()'s, bit for bit, with pruned weights +0.0.
 // A tile: u16 tile index (mod the tile count), u8 layout (bit 0: dense/sparse; bit 7 set: the byte
 // itself, to reach other filter values), u8 codec (mod 3), u32 raw size, then the stored bytes.
 #include <algorithm>
@@ -142,9 +142,21 @@ void round_trip(Input& in) {
       parse_quant_params(static_cast<uint8_t>(params.scheme), serialize_quant_params(params), rows, cols, tile_rows, tile_cols);
   const TileGeometry g = tile_geometry({rows, cols}, tile_rows, tile_cols);
   std::vector<float> out;
+  QuantTileEncoder fast;
   for (uint64_t t = 0; t < g.tile_count(); ++t) {
     const TileRect rect = g.rect(t);
     const QuantEncodedTile enc = encode_quant_tile(q, params, decoded.data(), rect, codec, 1);
+    // The pipeline's encoder (one, reused from tile to tile and codec to codec) gives the same bytes.
+    fast.prepare(q, params, prune ? keep.data() : nullptr, rect);
+    const auto other_codec = static_cast<Codec>((static_cast<int>(codec) + 1) % 3);
+    for (const Codec c : {codec, other_codec}) {
+      const QuantEncodedTile want = c == codec ? enc : encode_quant_tile(q, params, decoded.data(), rect, c, 1);
+      const QuantEncodedTile got = fast.code(c, 1);
+      if (got.tile.stored != want.tile.stored || got.layout != want.layout || got.raw_size != want.raw_size ||
+          got.tile.codec != want.tile.codec)
+        fail("quant_tile", "QuantTileEncoder differs from encode_quant_tile on tile " + std::to_string(t) + ", codec " +
+                               std::string(codec_name(c)));
+    }
     out.assign(rect.elements(), -1.0f);
     decode_quant_tile_ref(enc.tile.stored, enc.layout, enc.tile.codec, enc.raw_size, parsed, rect, out.data());
     for (uint64_t r = 0; r < rect.rows; ++r)

@@ -1,6 +1,7 @@
 // Fuzz surface: the interleaved rANS plane codec (packer/rans.h, docs/FORMAT-rans.md).
 //
-// Input: mode byte (bits 0-1: symbol bits 8/4/3/2; bit 2: a shared table; bit 3: round trip).
+// Input: mode byte (bits 0-1: symbol bits 8/4/3/2; bit 2: a shared table; bit 3: round trip;
+// bit 4: table).
 //   decode:     u32 symbol count (mod 2^20 + 1); with a shared table, a u16 length and that many
 //               table bytes (deserialize_rans_table); the rest is the stream. A stream that decodes
 //               must leave the padding bits of the last byte zero.
@@ -8,6 +9,9 @@
 //               the input, capped by what the bytes hold). rans_encode, with a table built from the
 //               symbols' histogram and passed through serialize/deserialize when bit 2 is set, then
 //               rans_decode must give the symbols back, in at most rans_max_stream_bytes.
+//   table (bit 4): 2^bits u32 symbol counts from the input; build_rans_table must give a table whose
+//               frequencies sum to 2^precision, with freq 0 exactly for the absent symbols, that
+//               survives serialize/deserialize.
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -77,6 +81,28 @@ void round_trip(Input& in, uint32_t bits, bool with_table) {
   if (back != packed) fail("rans", "round trip changed the symbols");
 }
 
+void table(Input& in, uint32_t bits) {
+  std::vector<uint64_t> histogram(size_t{1} << bits);
+  uint64_t total = 0;
+  for (auto& count : histogram) {
+    const uint32_t value = in.u32();
+    count = value >> (in.u8() % 32);  // counts of every magnitude, many of them small
+    total += count;
+  }
+  if (total == 0) return;  // refused with kInvalidArgument by contract
+  const RansTable built = build_rans_table(histogram, bits);
+  if (built.precision < kRansMinPrecision || built.precision > kRansMaxPrecision) fail("rans", "table precision out of range");
+  if (built.freq.size() != histogram.size()) fail("rans", "table of the wrong size");
+  uint64_t sum = 0;
+  for (size_t s = 0; s < histogram.size(); ++s) {
+    if ((built.freq[s] == 0) != (histogram[s] == 0)) fail("rans", "frequency 0 for a present symbol or not 0 for an absent one");
+    sum += built.freq[s];
+  }
+  if (sum != (uint64_t{1} << built.precision)) fail("rans", "frequencies do not sum to 2^precision");
+  const RansTable back = deserialize_rans_table(serialize_rans_table(built), bits);
+  if (back.freq != built.freq || back.precision != built.precision) fail("rans", "table changed through serialize/deserialize");
+}
+
 }  // namespace
 
 void rans(Bytes data) {
@@ -84,7 +110,8 @@ void rans(Bytes data) {
   const uint8_t mode = in.u8();
   const uint32_t bits = kSymbolBits[mode & 3];
   const bool with_table = (mode & 4) != 0;
-  if (mode & 8) round_trip(in, bits, with_table);
+  if (mode & 16) table(in, bits);
+  else if (mode & 8) round_trip(in, bits, with_table);
   else decode(in, bits, with_table);
 }
 
