@@ -10,16 +10,6 @@ namespace {
 
 struct GpuTensor::Impl {};
 
-const char* tile_status_name(TileStatus status) {
-  switch (status) {
-    case TileStatus::kOk: return "ok";
-    case TileStatus::kUnsupportedCodec: return "unsupported codec";
-    case TileStatus::kUnsupportedFilter: return "unsupported filter";
-    case TileStatus::kCorrupt: return "corrupt";
-    case TileStatus::kTooLarge: return "too large";
-  }
-  return "?";
-}
 bool gpu_build_has_cuda() { return false; }
 int gpu_device_count(std::string*) { no_cuda(); }
 

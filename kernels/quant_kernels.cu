@@ -76,6 +76,35 @@ __device__ __forceinline__ void copy_x_chunk(uint8_t* smem_dst, const uint8_t* g
   for (uint32_t k = 0; k < 16; ++k) smem_dst[k] = k < valid ? global_src[k] : uint8_t{0};
 }
 
+// In a ring of `stages` buffers with one commit group per tile and stages - 1 tiles in flight:
+// waits until the oldest group (the tile about to be used) has landed. wait_group takes an immediate.
+__device__ __forceinline__ void wait_oldest_stage(uint32_t stages) {
+  switch (stages) {
+    case 2: wait_copies<0>(); break;
+    case 3: wait_copies<1>(); break;
+    case 4: wait_copies<2>(); break;
+    case 5: wait_copies<3>(); break;
+    case 6: wait_copies<4>(); break;
+    case 7: wait_copies<5>(); break;
+    default: wait_copies<6>(); break;
+  }
+}
+
+// Issues the copy of x bytes [start, start + bytes) into smem_dst, from the 16-byte boundary at or
+// below `start` (smem_dst then holds the slice at offset start % 16). x holds x_total_bytes; no
+// byte past it is read (copy_x_chunk). No commit.
+__device__ __forceinline__ void issue_x_slice(uint8_t* smem_dst, const uint8_t* x_bytes, uint64_t x_total_bytes,
+                                              uint64_t start, uint64_t bytes) {
+  const uint64_t aligned = start & ~uint64_t{15};
+  const uint32_t chunks = static_cast<uint32_t>((start + bytes - aligned + 15) / 16);
+  for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
+    const uint64_t from = aligned + 16ull * i;
+    const uint32_t valid =
+        from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
+    copy_x_chunk(smem_dst + 16 * i, x_bytes + from, valid);
+  }
+}
+
 // Exclusive prefix sum over the block (every thread calls it); returns the thread's prefix and
 // writes the block total to *total. `scratch`: kWarps + 1 uint32 of shared memory.
 __device__ uint32_t block_exclusive_scan(uint32_t v, uint32_t* scratch, uint32_t* total) {
@@ -409,14 +438,8 @@ template <uint32_t kBatch>
 __device__ __forceinline__ void issue_stream_tile(const uint8_t* bytes_dev, const DevTile& tile, const uint8_t* x_bytes,
                                                   uint64_t x_total_bytes, uint8_t* stage, uint32_t x_stage) {
   issue_copy(stage, bytes_dev + tile.offset, tile.stored_size);
-  const uint64_t start = uint64_t{tile.col0} * kBatch * 2, end = start + uint64_t{tile.cols} * kBatch * 2;
-  const uint64_t aligned = start & ~uint64_t{15};
-  const uint32_t chunks = static_cast<uint32_t>((end - aligned + 15) / 16);
-  for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
-    const uint64_t from = aligned + 16ull * i;
-    const uint32_t valid = from >= x_total_bytes ? 0u : static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
-    copy_x_chunk(stage + x_stage + 16 * i, x_bytes + from, valid);
-  }
+  issue_x_slice(stage + x_stage, x_bytes, x_total_bytes, uint64_t{tile.col0} * kBatch * 2,
+                uint64_t{tile.cols} * kBatch * 2);
 }
 
 // Code i (0..31) of a span held in kBits words: bits [i*kBits, (i+1)*kBits) of the word array.
@@ -471,15 +494,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
   for (uint64_t t = t_begin; t < t_end; ++t) {
     const uint32_t i = static_cast<uint32_t>(t - t_begin);
     // Groups committed so far: tiles up to t + S - 2; all but the newest S - 2 are complete.
-    switch (plan.stages) {  // wait_group takes an immediate
-      case 2: wait_copies<0>(); break;
-      case 3: wait_copies<1>(); break;
-      case 4: wait_copies<2>(); break;
-      case 5: wait_copies<3>(); break;
-      case 6: wait_copies<4>(); break;
-      case 7: wait_copies<5>(); break;
-      default: wait_copies<6>(); break;
-    }
+    wait_oldest_stage(plan.stages);
     __syncthreads();  // tile t visible to all; every thread is done with tile t - 1 (its stage is free)
     {
       const uint64_t next = t + plan.stages - 1;
@@ -820,13 +835,8 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
     const uint32_t col0 = issue_col * plan.tile_cols;
     if (++issue_col == grid_cols) issue_col = 0, ++issue_row;
     const uint32_t cols = static_cast<uint32_t>(tensor_cols - col0 < plan.tile_cols ? tensor_cols - col0 : plan.tile_cols);
-    const uint64_t start = uint64_t{col0} * batch * 2;  // 16-aligned: col0 % 8 == 0
-    const uint32_t chunks = (cols * batch * 2 + 15) / 16;
-    for (uint32_t i = threadIdx.x; i < chunks; i += kThreads) {
-      const uint64_t from = start + 16ull * i;
-      const uint32_t valid = static_cast<uint32_t>(x_total_bytes - from < 16 ? x_total_bytes - from : 16);
-      copy_x_chunk(stage + layout.x_stage + 16 * i, x_bytes + from, valid);
-    }
+    // 16-aligned start (col0 % 8 == 0): the slice sits at the start of the stage's x area.
+    issue_x_slice(stage + layout.x_stage, x_bytes, x_total_bytes, uint64_t{col0} * batch * 2, uint64_t{cols} * batch * 2);
   };
   for (uint32_t s = 0; s + 1 < plan.stages; ++s) {
     if (t_begin + s < t_end) issue(t_begin + s, s);
@@ -835,15 +845,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
 
   for (uint64_t t = t_begin; t < t_end; ++t) {
     const uint32_t i = static_cast<uint32_t>(t - t_begin);
-    switch (plan.stages) {
-      case 2: wait_copies<0>(); break;
-      case 3: wait_copies<1>(); break;
-      case 4: wait_copies<2>(); break;
-      case 5: wait_copies<3>(); break;
-      case 6: wait_copies<4>(); break;
-      case 7: wait_copies<5>(); break;
-      default: wait_copies<6>(); break;
-    }
+    wait_oldest_stage(plan.stages);
     __syncthreads();  // tile t visible; every thread is done with tile t - 1, its stage and xt
     {
       const uint64_t next = t + plan.stages - 1;

@@ -39,7 +39,17 @@ enum class TileStatus : uint32_t {
   kCorrupt = 3,            // plane directory or rANS stream inconsistent (sizes, table, final states)
   kTooLarge = 4,           // the tile does not fit the shared memory the launch was sized for
 };
-const char* tile_status_name(TileStatus status);
+// A status's name for messages ("ok", "unsupported codec", ...). One definition for both builds.
+inline const char* tile_status_name(TileStatus status) {
+  switch (status) {
+    case TileStatus::kOk: return "ok";
+    case TileStatus::kUnsupportedCodec: return "unsupported codec";
+    case TileStatus::kUnsupportedFilter: return "unsupported filter";
+    case TileStatus::kCorrupt: return "corrupt";
+    case TileStatus::kTooLarge: return "too large";
+  }
+  return "?";
+}
 
 // True when this build has the CUDA kernels (never throws).
 bool gpu_build_has_cuda();

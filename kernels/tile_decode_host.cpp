@@ -148,16 +148,6 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
 
 }  // namespace
 
-const char* tile_status_name(TileStatus status) {
-  switch (status) {
-    case TileStatus::kOk: return "ok";
-    case TileStatus::kUnsupportedCodec: return "unsupported codec";
-    case TileStatus::kUnsupportedFilter: return "unsupported filter";
-    case TileStatus::kCorrupt: return "corrupt";
-    case TileStatus::kTooLarge: return "too large";
-  }
-  return "?";
-}
 
 bool gpu_build_has_cuda() { return true; }
 

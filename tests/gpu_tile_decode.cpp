@@ -1,7 +1,6 @@
 // GPU tile decode and fused GEMV (kernels/tile_decode.h) against the CPU reference
-// (packer/unpack.h decode_tensor / decode_tensor_f32) and a float64 GEMV, lossless and lossy. Own main: lists tests without a GPU (ctest
-// discovery at build time), exits 4 ("SKIP") where the build has no CUDA or there is no device.
-#define CATCH_CONFIG_RUNNER
+// (packer/unpack.h decode_tensor / decode_tensor_f32) and a float64 GEMV, lossless and lossy.
+// main: tests/catch_gpu_main.cpp (SKIP, exit 4, without CUDA or a device).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -20,26 +19,6 @@
 #if defined(WPACK_HAVE_CUDA)
 #include <cuda_runtime.h>
 #endif
-
-int main(int argc, char** argv) {
-  bool listing = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::strncmp(argv[i], "--list", 6) == 0 || std::strcmp(argv[i], "-l") == 0 || std::strcmp(argv[i], "-h") == 0 ||
-        std::strcmp(argv[i], "--help") == 0)
-      listing = true;
-  if (!listing) {
-    if (!wpack::gpu::gpu_build_has_cuda()) {
-      std::printf("SKIP: this wpack build has no CUDA\n");
-      return 4;
-    }
-    std::string why;
-    if (wpack::gpu::gpu_device_count(&why) <= 0) {
-      std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
-      return 4;
-    }
-  }
-  return Catch::Session().run(argc, argv);
-}
 
 #if defined(WPACK_HAVE_CUDA)
 namespace {
@@ -152,43 +131,54 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
-// y = W x on the GPU (batch columns) vs float64 on the CPU; relative error <= 2e-3.
-void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
+// y = W x on the GPU (batch columns) vs float64 on the CPU for the weights w (rows x cols floats,
+// what the tensor decodes to); relative error <= 2e-3, twice (a race would show). x_offset: x is
+// placed that many elements past a cudaMalloc'ed start (x_offset = 1: not 16-byte aligned).
+void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed,
+                    size_t x_offset = 0) {
   const auto& info = p.reader->tensors()[t];
   GpuTensor g = GpuTensor::upload(*p.reader, t);
   const uint64_t n = g.rows(), k = g.cols();
-  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch);
+  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch << " x offset " << x_offset);
   const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k * batch, 1.0f, seed);
   std::vector<uint16_t> x(k * batch);
   std::memcpy(x.data(), xb.data(), xb.size());
-  const uint16_t* w = reinterpret_cast<const uint16_t*>(p.source[t].data());
   std::vector<double> ref(n * batch, 0.0);
   for (uint64_t r = 0; r < n; ++r)
     for (uint64_t c = 0; c < k; ++c) {
-      const double wv = bf16_to_float(w[r * k + c]);
+      const double wv = w[r * k + c];
       for (uint32_t b = 0; b < batch; ++b) ref[r * batch + b] += wv * bf16_to_float(x[c * batch + b]);
     }
-  DeviceBuffer<uint16_t> x_dev(x.size());
-  CUDA_OK(cudaMemcpy(x_dev.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+  DeviceBuffer<uint16_t> x_dev(x.size() + x_offset);
+  CUDA_OK(cudaMemcpy(x_dev.ptr + x_offset, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
   DeviceBuffer<float> y_dev(n * batch);
   DeviceBuffer<uint32_t> status(g.tile_count());
-  y_dev.poison();
-  status.poison();
-  g.gemv(x_dev.ptr, y_dev.ptr, batch, status.ptr);
-  CUDA_OK(cudaDeviceSynchronize());
-  for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
-  const auto y = y_dev.download();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    REQUIRE(std::isfinite(y[i]));
-    num += (y[i] - ref[i]) * (y[i] - ref[i]);
-    den += ref[i] * ref[i];
+  for (int run = 0; run < 2; ++run) {
+    y_dev.poison();
+    status.poison();
+    g.gemv(x_dev.ptr + x_offset, y_dev.ptr, batch, status.ptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
+    const auto y = y_dev.download();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      REQUIRE(std::isfinite(y[i]));
+      num += (y[i] - ref[i]) * (y[i] - ref[i]);
+      den += ref[i] * ref[i];
+    }
+    const double rel = std::sqrt(num / den);
+    INFO("relative error " << rel);
+    REQUIRE(rel <= 2e-3);
   }
-  const double rel = std::sqrt(num / den);
-  INFO("relative error " << rel);
-  REQUIRE(rel <= 2e-3);
 }
 
+// The same for a lossless BF16 tensor: the weights are its source.
+void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(p.source[t].data());
+  std::vector<float> w(p.source[t].size() / 2);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
+  check_gemv_f32(p, t, w, batch, seed);
+}
 
 // ---- lossy tensors ----
 
@@ -266,44 +256,6 @@ std::vector<float> check_decode_lossy(const Packed& p, size_t t) {
                                                               : std::string()));
   REQUIRE(first_diff == cpu.size());
   return cpu;
-}
-
-// Fused GEMV of lossy tensor t vs float64 on the CPU-decoded weights: relative error <= 2e-3.
-void check_gemv_lossy(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed) {
-  const auto& info = p.reader->tensors()[t];
-  GpuTensor g = GpuTensor::upload(*p.reader, t);
-  const uint64_t n = g.rows(), k = g.cols();
-  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch);
-  const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k * batch, 1.0f, seed);
-  std::vector<uint16_t> x(k * batch);
-  std::memcpy(x.data(), xb.data(), xb.size());
-  std::vector<double> ref(n * batch, 0.0);
-  for (uint64_t r = 0; r < n; ++r)
-    for (uint64_t c = 0; c < k; ++c) {
-      const double wv = w[r * k + c];
-      for (uint32_t b = 0; b < batch; ++b) ref[r * batch + b] += wv * bf16_to_float(x[c * batch + b]);
-    }
-  DeviceBuffer<uint16_t> x_dev(x.size());
-  CUDA_OK(cudaMemcpy(x_dev.ptr, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
-  DeviceBuffer<float> y_dev(n * batch);
-  DeviceBuffer<uint32_t> status(g.tile_count());
-  for (int run = 0; run < 2; ++run) {
-    y_dev.poison();
-    status.poison();
-    g.gemv(x_dev.ptr, y_dev.ptr, batch, status.ptr);
-    CUDA_OK(cudaDeviceSynchronize());
-    for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
-    const auto y = y_dev.download();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < y.size(); ++i) {
-      REQUIRE(std::isfinite(y[i]));
-      num += (y[i] - ref[i]) * (y[i] - ref[i]);
-      den += ref[i] * ref[i];
-    }
-    const double rel = std::sqrt(num / den);
-    INFO("relative error " << rel);
-    REQUIRE(rel <= 2e-3);
-  }
 }
 
 }  // namespace
@@ -425,7 +377,7 @@ TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decod
     for (size_t t = 0; t < specs.size(); ++t) {
       REQUIRE(p->reader->tensors()[t].scheme != 0);
       const std::vector<float> w = check_decode_lossy(*p, t);
-      for (uint32_t batch : {1u, 3u, 8u, 16u, 40u}) check_gemv_lossy(*p, t, w, batch, seed * 10 + batch);
+      for (uint32_t batch : {1u, 3u, 8u, 16u, 40u}) check_gemv_f32(*p, t, w, batch, seed * 10 + batch);
     }
   }
 }
@@ -434,30 +386,7 @@ TEST_CASE("gpu lossy: x not 16-byte aligned takes the generic kernel and is stil
   using wpack::Scheme;
   auto p = pack_lossy({{"w", DType::BF16, {200, 304}}}, LossyCase{Scheme::kInt8, Codec::kNone}, 128, 128, 9);
   const std::vector<float> w = check_decode_lossy(*p, 0);
-  GpuTensor g = GpuTensor::upload(*p->reader, 0);
-  const uint64_t n = g.rows(), k = g.cols();
-  const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k, 1.0f, 5);
-  DeviceBuffer<uint16_t> x_dev(k + 8);
-  CUDA_OK(cudaMemcpy(x_dev.ptr + 1, xb.data(), 2 * k, cudaMemcpyHostToDevice));  // 2 bytes off alignment
-  DeviceBuffer<float> y_dev(n);
-  DeviceBuffer<uint32_t> status(g.tile_count());
-  y_dev.poison();
-  g.gemv(x_dev.ptr + 1, y_dev.ptr, 1, status.ptr);
-  CUDA_OK(cudaDeviceSynchronize());
-  for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
-  const auto y = y_dev.download();
-  double num = 0, den = 0;
-  for (uint64_t r = 0; r < n; ++r) {
-    double ref = 0;
-    for (uint64_t c = 0; c < k; ++c) {
-      uint16_t bits;
-      std::memcpy(&bits, xb.data() + 2 * c, 2);
-      ref += double(w[r * k + c]) * bf16_to_float(bits);
-    }
-    num += (y[r] - ref) * (y[r] - ref);
-    den += ref * ref;
-  }
-  REQUIRE(std::sqrt(num / den) <= 2e-3);
+  check_gemv_f32(*p, 0, w, 1, 5, /*x_offset=*/1);  // 2 bytes off alignment
 }
 
 TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097x4099) int4 and fp6") {
@@ -470,9 +399,9 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
                         c, 128, 128, 3);
     for (size_t t = 0; t < 3; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
-      check_gemv_lossy(*p, t, w, 1, 50 + t);
-      check_gemv_lossy(*p, t, w, 8, 60 + t);
-      check_gemv_lossy(*p, t, w, 16, 70 + t);
+      check_gemv_f32(*p, t, w, 1, 50 + t);
+      check_gemv_f32(*p, t, w, 8, 60 + t);
+      check_gemv_f32(*p, t, w, 16, 70 + t);
     }
   }
 }

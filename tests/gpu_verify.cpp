@@ -1,10 +1,9 @@
 // The GPU verify driver (verify/verify_gpu.h), its timing and cuBLAS helpers (verify/gpu_timing.h)
-// and `wpack verify --device cuda` on a GPU. Own main: lists tests without a GPU (ctest discovery at
-// build time), exits 4 ("SKIP") where the build has no CUDA or there is no device.
+// and `wpack verify --device cuda` on a GPU. main: tests/catch_gpu_main.cpp (SKIP, exit 4, without
+// CUDA or a device).
 //
 // The lossy cases expect success: they need the lossy GPU kernels (GpuTensor upload/decode/gemv of
 // quantized tensors) and gemv at batch 16.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -27,26 +26,6 @@
 #if defined(WPACK_HAVE_CUDA)
 #include <cuda_runtime.h>
 #endif
-
-int main(int argc, char** argv) {
-  bool listing = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::strncmp(argv[i], "--list", 6) == 0 || std::strcmp(argv[i], "-l") == 0 || std::strcmp(argv[i], "-h") == 0 ||
-        std::strcmp(argv[i], "--help") == 0)
-      listing = true;
-  if (!listing) {
-    if (!wpack::gpu::gpu_build_has_cuda()) {
-      std::printf("SKIP: this wpack build has no CUDA\n");
-      return 4;
-    }
-    std::string why;
-    if (wpack::gpu::gpu_device_count(&why) <= 0) {
-      std::printf("SKIP: no CUDA device (%s)\n", why.c_str());
-      return 4;
-    }
-  }
-  return Catch::Session().run(argc, argv);
-}
 
 #if defined(WPACK_HAVE_CUDA)
 namespace {
