@@ -2,7 +2,10 @@
 // on the dense weights, batch 1 and 16, in one run (issue 5).
 //
 //   bench_gpu_layers [--shapes NxK,...] [--schemes a,b,...] [--batch 1,16] [--rans] [--runs N]
-//                    [--warmup N] [--clip mse|minmax] [--threads N] [--seed S]
+//                    [--warmup N] [--clip mse|minmax] [--threads N] [--seed S] [--tile RxC]
+//
+// --tile: the packer's tile shape (default 128x128), for tile-shape experiments; the environment
+// variable WPACK_STREAM_STAGES (2..8) sets the streaming kernels' cp.async ring depth.
 //
 // Shapes (N x K = out x in features, default all): 4096x4096 (8B q/o), 14336x4096 (8B gate/up),
 // 4096x14336 (8B down), 8192x8192 (70B q/o), 28672x8192 (70B gate/up), 8192x28672 (70B down).
@@ -84,7 +87,7 @@ std::vector<std::string> split(const std::string& text) {
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "bench_gpu_layers: %s\nusage: bench_gpu_layers [--shapes NxK,...] [--schemes a,b,...] [--batch 1,16] "
-                       "[--rans] [--runs N] [--warmup N] [--clip mse|minmax] [--threads N] [--seed S]\nschemes:",
+                       "[--rans] [--runs N] [--warmup N] [--clip mse|minmax] [--threads N] [--seed S] [--tile RxC]\nschemes:",
                why.c_str());
   for (const auto& s : kAllSchemes) std::fprintf(stderr, " %s", s.name.c_str());
   std::fprintf(stderr, "\n");
@@ -151,6 +154,7 @@ int main(int argc, char** argv) try {
   std::string clip = "mse";
   int threads = 0;
   uint64_t seed = 1;
+  uint32_t tile_rows = 128, tile_cols = 128;
   gpu::TimingOptions timing;
   std::string command = argv[0];
   for (int i = 1; i < argc; ++i) {
@@ -203,6 +207,14 @@ int main(int argc, char** argv) try {
       if (clip != "mse" && clip != "minmax") usage("--clip mse|minmax");
     } else if (a == "--threads") {
       threads = static_cast<int>(number(value()));
+    } else if (a == "--tile") {
+      const std::string t = value();
+      unsigned rows = 0, cols = 0;
+      char x = 0, extra = 0;
+      if (std::sscanf(t.c_str(), "%u%c%u%c", &rows, &x, &cols, &extra) != 3 || (x != 'x' && x != 'X') || rows == 0 ||
+          cols == 0 || uint64_t{rows} * cols > kWpkMaxTileElements)
+        usage("bad tile '" + t + "' (RxC, at most 2^24 elements)");
+      tile_rows = rows, tile_cols = cols;
     } else if (a == "--seed") {
       seed = static_cast<uint64_t>(number(value()));
     } else {
@@ -257,6 +269,8 @@ int main(int argc, char** argv) try {
     options.policy = parse_policy_spec(scheme.spec, base);
     options.codec = (scheme.name == "lossless" || rans) ? Codec::kRans : Codec::kNone;
     options.overwrite = true;
+    options.tile_rows = tile_rows;
+    options.tile_cols = tile_cols;
     options.threads = threads;
     const std::string path = dir + "/bench_gpu_layers." + std::to_string(::getpid()) + "." + scheme.name + ".wpk";
     const auto t0 = std::chrono::steady_clock::now();
