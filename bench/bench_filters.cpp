@@ -16,6 +16,7 @@
 
 #include "packer/detail/filters_ref.h"
 #include "packer/filters.h"
+#include "synthetic_weights.h"  // gaussian (tests/)
 
 using namespace wpack;
 
@@ -25,25 +26,7 @@ constexpr size_t kBytes = size_t{64} << 20;
 constexpr size_t kTileBytes = size_t{256} << 10;
 constexpr size_t kRefBytes = size_t{2} << 20;
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// n values from N(0, stddev^2) by Box-Muller over splitmix64.
-std::vector<float> gaussian(size_t n, float stddev, uint64_t seed) {
-  std::vector<float> values(n);
-  for (size_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(splitmix64(seed) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
-    const double u2 = static_cast<double>(splitmix64(seed) >> 11) * 0x1.0p-53;
-    const double radius = std::sqrt(-2.0 * std::log(u1)) * stddev;
-    values[i] = static_cast<float>(radius * std::cos(2.0 * M_PI * u2));
-    if (i + 1 < n) values[i + 1] = static_cast<float>(radius * std::sin(2.0 * M_PI * u2));
-  }
-  return values;
-}
+using wpack::test::gaussian;
 
 std::vector<uint8_t> as_f32_bytes(const std::vector<float>& values) {
   std::vector<uint8_t> bytes(values.size() * 4);

@@ -18,31 +18,18 @@
 #include <vector>
 
 #include "packer/quantize.h"
+#include "synthetic_weights.h"  // gaussian, splitmix64 (tests/)
 
 namespace {
 
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 // N(0, sigma^2) with a fraction of +-10 sigma outliers (deterministic).
 std::vector<float> weights(uint64_t n, float sigma, double outlier_fraction, uint64_t seed) {
-  std::vector<float> w(n);
-  uint64_t s = seed;
-  for (uint64_t i = 0; i < n; i += 2) {
-    double u1 = ((splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-    double u2 = (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-    double r = std::sqrt(-2.0 * std::log(u1));
-    w[i] = static_cast<float>(r * std::cos(2 * M_PI * u2) * sigma);
-    if (i + 1 < n) w[i + 1] = static_cast<float>(r * std::sin(2 * M_PI * u2) * sigma);
-  }
-  uint64_t outliers = static_cast<uint64_t>(outlier_fraction * static_cast<double>(n));
+  std::vector<float> w = wpack::test::gaussian(n, sigma, seed);
+  uint64_t s = ~seed;  // the outliers' own stream
+  const uint64_t outliers = static_cast<uint64_t>(outlier_fraction * static_cast<double>(n));
   for (uint64_t k = 0; k < outliers; ++k) {
-    uint64_t i = splitmix64(s) % n;
-    w[i] = (splitmix64(s) & 1) ? 10.0f * sigma : -10.0f * sigma;
+    const uint64_t i = wpack::test::splitmix64(s) % n;
+    w[i] = (wpack::test::splitmix64(s) & 1) ? 10.0f * sigma : -10.0f * sigma;
   }
   return w;
 }

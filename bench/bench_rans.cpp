@@ -35,29 +35,13 @@
 
 #include "formats/tensor.h"  // open_tensor_source: the --model file
 #include "packer/rans.h"
+#include "synthetic_weights.h"  // gaussian (tests/)
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-std::vector<float> gaussian(size_t n, float stddev, uint64_t seed) {
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; i += 2) {
-    const double u1 = ((splitmix64(seed) >> 11) + 1.0) / 9007199254740993.0;
-    const double u2 = (splitmix64(seed) >> 11) / 9007199254740992.0;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    out[i] = static_cast<float>(stddev * r * std::cos(2 * M_PI * u2));
-    if (i + 1 < n) out[i + 1] = static_cast<float>(stddev * r * std::sin(2 * M_PI * u2));
-  }
-  return out;
-}
+using wpack::test::gaussian;
 
 uint16_t to_bf16(float f) {  // round to nearest even
   uint32_t u;

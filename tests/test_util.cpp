@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "synthetic_weights.h"  // gaussian
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,26 +15,6 @@
 
 namespace wpack::test {
 namespace {
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-std::vector<float> gaussian(size_t n, float stddev, uint64_t seed) {
-  std::vector<float> v(n);
-  uint64_t s = seed;
-  for (size_t i = 0; i < n; i += 2) {
-    double u1 = ((splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-    double u2 = (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-    double r = std::sqrt(-2.0 * std::log(u1));
-    v[i] = static_cast<float>(r * std::cos(2 * M_PI * u2) * stddev);
-    if (i + 1 < n) v[i + 1] = static_cast<float>(r * std::sin(2 * M_PI * u2) * stddev);
-  }
-  return v;
-}
 
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
