@@ -997,8 +997,7 @@ uint32_t tc_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : 
 
 }  // namespace
 
-uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan, uint32_t batch) {
-  (void)batch;
+uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan) {
   return GenericLayout(plan, plan.cols_cap * kGenericBatch).total;
 }
 
@@ -1019,7 +1018,7 @@ cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* t
                                       const QuantDevParams& params, const QuantSmemPlan& plan, const uint16_t* x_dev,
                                       float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  const uint64_t smem = quant_generic_smem_bytes(plan, batch);
+  const uint64_t smem = quant_generic_smem_bytes(plan);
   cudaError_t err = cudaFuncSetAttribute(quant_gemv_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;

@@ -122,11 +122,8 @@ struct QuantSizes {
 void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevTile& d, std::span<const uint8_t> stored,
                      QuantSizes& sizes) {
   const uint64_t n = uint64_t{d.rows} * d.cols;
-  const uint64_t groups = scheme_is_grouped(qp.scheme) ? (d.cols + qp.group - 1) / qp.group : 0;
-  const bool is_int = qp.scheme == Scheme::kInt4 || qp.scheme == Scheme::kInt3 || qp.scheme == Scheme::kInt2;
-  const uint64_t side = 2 * d.rows * groups + ((is_int && !qp.symmetric) ? d.rows * groups : 0);
   const bool sparse = rec.filter == kLayoutSparse;
-  const uint64_t a_bytes = side + (sparse ? (n + 7) / 8 : 0);
+  const uint64_t a_bytes = quant_side_plane_bytes(qp, TileRect{d.row0, d.col0, d.rows, d.cols}, sparse);
   if (rec.codec == kCodecZstd || (rec.codec != kCodecNone && rec.codec != kCodecRans)) {
     sizes.all_dense_raw = false;  // reported per tile by the kernels
     return;
@@ -293,7 +290,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (const char* env = std::getenv("WPACK_STREAM_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 8);
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(quant_sizes.stored_cap), t.tile_rows, t.tile_cols,
                                         stages};
-    need = detail::quant_generic_smem_bytes(impl->quant_plan, 8) + 1024;
+    need = detail::quant_generic_smem_bytes(impl->quant_plan) + 1024;
     if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
       impl->streamable = false;
   }

@@ -405,6 +405,10 @@ QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
   return best;
 }
 
+uint64_t quant_side_plane_bytes(const QuantTensorParams& params, const TileRect& rect, bool sparse) {
+  return side_layout(params, rect).bytes() + (sparse ? ceil_div(rect.elements(), 8) : 0);
+}
+
 void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Codec codec, uint64_t raw_size,
                            const QuantTensorParams& p, const TileRect& rect, float* out) {
   if (layout != kFilterQuantDense && layout != kFilterQuantSparse)

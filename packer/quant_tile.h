@@ -67,6 +67,10 @@ QuantTensorParams parse_quant_params(uint8_t scheme, std::span<const uint8_t> by
 // of the group for grouped schemes (unchanged otherwise).
 uint32_t quant_tile_cols(uint32_t requested_cols, uint32_t group);
 
+// Bytes of a tile's plane A ("side"): fp16 scales and u8 zero points of its groups, plus the
+// occupancy bitmap when `sparse` (docs/FORMAT.md "Quantized tiles").
+uint64_t quant_side_plane_bytes(const QuantTensorParams& params, const TileRect& rect, bool sparse);
+
 struct QuantEncodedTile {
   EncodedTile tile;       // tile.filter is unused (kNone); see `layout`
   uint8_t layout = kFilterQuantDense;  // the tile record's filter byte: kFilterQuantDense / kFilterQuantSparse

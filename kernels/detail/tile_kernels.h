@@ -83,7 +83,7 @@ struct QuantSmemPlan {
   uint32_t precision_cap;  // largest rANS table precision, 10..12
   uint32_t cols_cap;       // widest tile, elements
 };
-uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan, uint32_t batch);
+uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan);  // the gemv's (decode needs less)
 
 // Generic decode of every tile (dense or sparse, planes raw or rANS; zstd tiles are reported
 // kUnsupportedCodec): out_dev (tensor_rows, tensor_cols) float32, status_dev (tile_count).
