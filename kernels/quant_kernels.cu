@@ -44,6 +44,7 @@ constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kRawPlaneBit = 0x80000000u;  // plane directory: plane stored raw
 constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
 constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // tile record filter byte of lossy tiles
+constexpr uint8_t kLayoutDenseZeroRel = 6;  // dense, rANS plane B holds (code - zero) mod 2^bits
 constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
 
 __host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
@@ -223,8 +224,10 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
   // Block-uniform checks from the tile record (nothing loaded yet).
   if (tile.codec == kCodecZstd) return kUnsupportedCodec;
   if (tile.codec != kCodecNone && tile.codec != kCodecRans) return kCorrupt;
-  if (tile.filter != kLayoutDense && tile.filter != kLayoutSparse) return kCorrupt;
+  if (tile.filter != kLayoutDense && tile.filter != kLayoutSparse && tile.filter != kLayoutDenseZeroRel) return kCorrupt;
   const bool sparse = tile.filter == kLayoutSparse;
+  const bool zero_rel = tile.filter == kLayoutDenseZeroRel;
+  if (zero_rel && (tile.codec != kCodecRans || !p.zero_points)) return kCorrupt;
   const uint32_t h = tile.rows, w = tile.cols;
   const uint64_t n64 = uint64_t{h} * w;
   if (n64 == 0) return kCorrupt;
@@ -296,6 +299,7 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
   }
   if (uint64_t{b_bytes} != (uint64_t{count} * p.bits + 7) / 8) return kCorrupt;
   if (raw_b && size_b != b_bytes) return kCorrupt;
+  if (zero_rel && raw_b) return kCorrupt;  // zero-relative symbols are only ever rANS-coded
 
   // Plane B -> one code per byte.
   uint8_t* codes = smem + layout.codes;
@@ -321,6 +325,14 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
   }
   __syncthreads();
+  if (zero_rel) {  // dense (count == n): code = (s + zero[r][c / group]) mod 2^bits, as decode_quant_tile_ref
+    for (uint32_t k = threadIdx.x; k < n; k += kThreads) {
+      const uint32_t r = k / w, c = k - r * w;
+      const uint32_t zero = side[sg.scale_bytes + r * sg.groups + c / p.group];
+      codes[k] = static_cast<uint8_t>((codes[k] + zero) & ((1u << p.bits) - 1u));
+    }
+    __syncthreads();
+  }
   view->side = side;
   view->codes = codes;
   view->prefix = prefix;

@@ -9,7 +9,9 @@
 //                    (one bit per tile element, row-major, LSB first, padded with 0 bits to a byte)
 //   plane B "codes": the codes (dense: every element; sparse: the occupied elements), row-major,
 //                    packed LSB first at `bits` bits each (code i = bits [i*bits, (i+1)*bits) of the
-//                    little-endian bit stream), padded with 0 bits to a whole byte
+//                    little-endian bit stream), padded with 0 bits to a whole byte; in layout
+//                    kFilterQuantDenseZeroRel (dense, rANS-coded, zero points) each code minus its
+//                    group's zero point, mod 2^bits, instead
 // Per-row scales (int8, fp8/6/5) and LUT tables live in the tensor params, not in the tiles.
 // The stored bytes are always a 2-word plane directory (u32 each: stored size, bit 31 = stored raw)
 // followed by the two planes, whatever the codec (codec none: both planes raw).
@@ -71,9 +73,17 @@ uint32_t quant_tile_cols(uint32_t requested_cols, uint32_t group);
 // occupancy bitmap when `sparse` (docs/FORMAT.md "Quantized tiles").
 uint64_t quant_side_plane_bytes(const QuantTensorParams& params, const TileRect& rect, bool sparse);
 
+// Filter byte of a dense tile whose plane B, rANS-coded, holds s = (code - zero) mod 2^bits instead of
+// each code (zero: the element's group zero point from plane A). Only for schemes with zero points
+// (asymmetric int4/3/2), codec rans and plane B not stored raw; the encoder writes it for every such
+// dense tile, so raw, zstd and uncoded planes always hold the plain codes (docs/FORMAT.md "Quantized
+// tiles"). Layouts 4 and 5: packer/filters.h.
+inline constexpr uint8_t kFilterQuantDenseZeroRel = 6;
+
 struct QuantEncodedTile {
   EncodedTile tile;       // tile.filter is unused (kNone); see `layout`
-  uint8_t layout = kFilterQuantDense;  // the tile record's filter byte: kFilterQuantDense / kFilterQuantSparse
+  // The tile record's filter byte: kFilterQuantDense, kFilterQuantSparse or kFilterQuantDenseZeroRel.
+  uint8_t layout = kFilterQuantDense;
   uint64_t raw_size = 0;  // bytes of plane A + plane B before coding (the tile record's raw size)
 };
 
@@ -82,7 +92,9 @@ struct QuantEncodedTile {
 // Dense layout when it reproduces `decoded` exactly and is not larger; sparse (only when
 // params.sparse_tiles) stores elements whose decoded value is not +0.0f. Planes are coded with
 // `codec` (zstd at `level`; rans with symbols of `bits` bits for codes when bits is 2, 3, 4 or 8,
-// else 8), each kept raw when coding does not shrink it. Deterministic.
+// else 8), each kept raw when coding does not shrink it. With codec rans and zero points, a dense
+// tile's plane B codes the zero-relative symbols (layout kFilterQuantDenseZeroRel) unless the plane
+// stays raw (then plain codes, kFilterQuantDense). Deterministic.
 QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& params, const float* decoded,
                                    const TileRect& rect, Codec codec, int level);
 
@@ -105,6 +117,9 @@ class QuantTileEncoder {
   std::vector<uint8_t> side_;           // plane A of the dense layout: scales, zeros
   std::vector<uint8_t> codes_;          // the tile's codes, one per byte
   std::vector<uint8_t> dense_b_;        // plane B of the dense layout (+ 8 bytes of slack)
+  bool zero_rel_ = false;               // dense and zero points: rANS codes dense_zero_rel_b_
+  std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
+  std::vector<uint8_t> dense_zero_rel_b_;  // zero_rel_codes_ packed (+ 8 bytes of slack)
   std::vector<uint8_t> occupied_;       // the codes of the occupied elements, one per byte
   std::vector<uint8_t> sparse_a_;       // plane A of the sparse layout: side, then the bitmap
   std::vector<uint8_t> sparse_b_;       // plane B of the sparse layout (+ 8 bytes of slack)
