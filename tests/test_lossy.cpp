@@ -16,6 +16,8 @@
 #include "packer/pack.h"
 #include "packer/quant_tile.h"
 #include "packer/quantize.h"
+#include "packer/rans.h"        // rans_encode: a layout-4 rANS tile as written before layout 6
+#include "packer/tile_codec.h"  // assemble_planes
 #include "packer/tiling.h"
 #include "packer/unpack.h"
 #include "test_util.h"
@@ -91,7 +93,9 @@ TEST_CASE("every scheme round-trips through the container bit-exact with dequant
   const auto w = as_floats(bytes);
   const std::vector<std::string> specs = {"int8", "int4", "int4:g64:sym", "int3:g32", "int2:g256", "fp8", "fp6",
                                           "fp5", "fp4", "nf4", "lut4", "lut3:rows64", "int4:clip=minmax",
-                                          "int4:prune=0.5", "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8"};
+                                          "int4:prune=0.5", "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8",
+                                          "int3:sym", "int2:g64:sym", "int3:prune=2:4", "int2:prune=0.3",
+                                          "int4:sym:prune=0.5"};
   for (const char* codec : {"zstd", "rans", "none"}) {
     for (const auto& spec : specs) {
       DYNAMIC_SECTION(spec << " " << codec) {
@@ -123,7 +127,8 @@ TEST_CASE("QuantTileEncoder writes the same tiles as the reference encode_quant_
   const auto w = as_floats(weights_f32(rows * cols, 8));
   const std::vector<std::string> specs = {"int8", "int4", "int4:g64:sym", "int3:g32", "int2:g256", "fp8", "fp6", "fp5",
                                           "fp4", "nf4", "lut4", "lut3:rows64", "int4:prune=0.5", "int2:prune=0.9",
-                                          "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8", "fp5:prune=0.7"};
+                                          "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8", "fp5:prune=0.7",
+                                          "int3:sym", "int2:g32:sym", "int3:prune=2:4", "int4:sym:prune=0.5"};
   for (const auto& spec : specs) {
     const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
     std::vector<float> pruned = w;
@@ -151,6 +156,150 @@ TEST_CASE("QuantTileEncoder writes the same tiles as the reference encode_quant_
         REQUIRE(fast.raw_size == ref.raw_size);
         REQUIRE(fast.tile.codec == ref.tile.codec);
       }
+    }
+  }
+}
+
+namespace {
+
+// One quantized tensor cut into tiles, for the tile-level tests of layout 6 (quant_dense_zrel).
+struct QuantCase {
+  QuantizedMatrix q;
+  QuantTensorParams params;
+  std::vector<float> decoded;  // dequantize(q), pruned elements +0.0f
+  TileGeometry geometry;
+};
+
+QuantCase quant_case(const std::string& spec, uint64_t rows, uint64_t cols, uint64_t seed) {
+  const auto w = as_floats(weights_f32(rows * cols, seed));
+  const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
+  std::vector<float> pruned = w;
+  std::vector<uint8_t> mask;
+  if (policy.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
+  if (policy.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
+  if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
+  QuantCase c;
+  c.q = quantize(pruned.data(), rows, cols, policy.spec);
+  c.decoded.resize(w.size());
+  dequantize(c.q, c.decoded.data());
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) c.decoded[i] = 0.0f;
+  c.params = quant_params_from(c.q, policy.prune);
+  c.geometry = tile_geometry({rows, cols}, 64, quant_tile_cols(96, c.q.spec.group));
+  return c;
+}
+
+std::vector<float> tile_of(const QuantCase& c, const TileRect& rect) {
+  std::vector<float> out;
+  for (uint64_t r = 0; r < rect.rows; ++r)
+    for (uint64_t col = 0; col < rect.cols; ++col) out.push_back(c.decoded[(rect.row0 + r) * c.q.cols + rect.col0 + col]);
+  return out;
+}
+
+std::vector<float> decode_tile(const QuantEncodedTile& t, const QuantCase& c, const TileRect& rect) {
+  std::vector<float> out(rect.elements());
+  decode_quant_tile_ref(t.tile.stored, t.layout, t.tile.codec, t.raw_size, c.params, rect, out.data());
+  return out;
+}
+
+bool plane_b_raw(const std::vector<uint8_t>& stored) {
+  uint32_t word;
+  std::memcpy(&word, stored.data() + 4, 4);
+  return (word & 0x80000000u) != 0;  // plane directory: bit 31 = stored raw
+}
+
+}  // namespace
+
+TEST_CASE("zero-relative codes (layout 6): exactly the dense rANS tiles with zero points; every int scheme decodes bit-exact",
+          "[lossy]") {
+  const uint64_t rows = 150, cols = 300;
+  for (const std::string spec : {"int4", "int3", "int2", "int4:g32", "int2:g256", "int4:clip=minmax", "int4:sym",
+                                 "int3:sym", "int2:sym", "int4:prune=0.5", "int3:prune=2:4", "int2:prune=0.2",
+                                 "int4:sym:prune=0.5", "fp4", "nf4", "int8"}) {
+    const QuantCase c = quant_case(spec, rows, cols, 21);
+    const bool zero_points = c.params.bits < 8 && !c.params.symmetric && (c.params.scheme == Scheme::kInt4 ||
+                             c.params.scheme == Scheme::kInt3 || c.params.scheme == Scheme::kInt2);
+    for (Codec codec : {Codec::kRans, Codec::kZstd, Codec::kNone}) {
+      uint64_t zero_rel_tiles = 0, full_tiles = 0, full_zero_rel_tiles = 0;
+      for (uint64_t k = 0; k < c.geometry.tile_count(); ++k) {
+        INFO(spec << " " << codec_name(codec) << " tile " << k);
+        const TileRect rect = c.geometry.rect(k);
+        const QuantEncodedTile t = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, codec, 3);
+        REQUIRE(bit_equal(decode_tile(t, c, rect), tile_of(c, rect)));
+        const bool dense = t.layout != kFilterQuantSparse;
+        const bool full = rect.rows == 64 && rect.cols >= 96;
+        zero_rel_tiles += t.layout == kFilterQuantDenseZeroRel;
+        full_tiles += full;
+        full_zero_rel_tiles += full && t.layout == kFilterQuantDenseZeroRel;
+        // Layout 6 exactly when dense, zero points, rans and plane B coded; raw planes hold plain codes.
+        if (dense) CHECK((t.layout == kFilterQuantDenseZeroRel) == (zero_points && codec == Codec::kRans && !plane_b_raw(t.tile.stored)));
+      }
+      // Unpruned asymmetric int with rans: the codes of every full tile compress (not always those of
+      // the small edge tiles, where a stream's ~40 bytes of table and lane states outweigh the gain).
+      if (zero_points && codec == Codec::kRans && c.params.prune.kind == PruneSpec::Kind::kNone)
+        CHECK(full_zero_rel_tiles == full_tiles);
+      if (!zero_points || codec != Codec::kRans) CHECK(zero_rel_tiles == 0);
+    }
+  }
+}
+
+TEST_CASE("zero-relative codes: smaller than rANS on the plain codes; a layout-4 rANS tile (written before) still decodes",
+          "[lossy]") {
+  uint64_t plain_coded_tiles = 0;
+  for (const std::string spec : {"int4", "int3:g64", "int2:g32"}) {
+    INFO(spec);
+    const QuantCase c = quant_case(spec, 256, 384, 22);
+    uint64_t zero_rel_bytes = 0, plain_bytes = 0;
+    for (uint64_t k = 0; k < c.geometry.tile_count(); ++k) {
+      const TileRect rect = c.geometry.rect(k);
+      const QuantEncodedTile zero_rel = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kRans, 3);
+      REQUIRE(zero_rel.layout == kFilterQuantDenseZeroRel);
+      // The same tile as the encoder wrote it before layout 6: plain codes, both planes rANS-coded.
+      const QuantEncodedTile none = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kNone, 3);
+      const uint64_t a_bytes = quant_side_plane_bytes(c.params, rect, false);
+      const std::span<const uint8_t> a(none.tile.stored.data() + 8, a_bytes);
+      const std::span<const uint8_t> b(none.tile.stored.data() + 8 + a_bytes, none.raw_size - a_bytes);
+      const std::span<const uint8_t> planes[2] = {a, b};
+      const std::vector<uint8_t> coded[2] = {rans_encode(a, a.size(), 8), rans_encode(b, rect.elements(), c.params.bits)};
+      QuantEncodedTile plain = zero_rel;
+      plain.tile.stored = assemble_planes(planes, coded);
+      plain.layout = kFilterQuantDense;
+      plain_coded_tiles += !plane_b_raw(plain.tile.stored);  // int2 g32: the plain codes do not compress
+      REQUIRE(bit_equal(decode_tile(plain, c, rect), tile_of(c, rect)));
+      zero_rel_bytes += zero_rel.tile.stored.size();
+      plain_bytes += plain.tile.stored.size();
+    }
+    CHECK(zero_rel_bytes < plain_bytes);
+  }
+  CHECK(plain_coded_tiles >= 8);
+}
+
+TEST_CASE("zero-relative codes: layout 6 where it is not allowed, and damaged layout-6 tiles, fail cleanly", "[lossy]") {
+  const QuantCase c = quant_case("int4", 64, 128, 23);
+  const TileRect rect = c.geometry.rect(0);
+  const QuantEncodedTile t = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kRans, 3);
+  REQUIRE(t.layout == kFilterQuantDenseZeroRel);
+  std::vector<float> out(rect.elements());
+  auto decode = [&](std::span<const uint8_t> stored, Codec codec, const QuantTensorParams& params) {
+    decode_quant_tile_ref(stored, kFilterQuantDenseZeroRel, codec, t.raw_size, params, rect, out.data());
+  };
+  CHECK_THROWS_WITH(decode(t.tile.stored, Codec::kZstd, c.params), Catch::Contains("codec is not rans"));
+  CHECK_THROWS_WITH(decode(t.tile.stored, Codec::kNone, c.params), Catch::Contains("codec is not rans"));
+  QuantTensorParams symmetric = c.params;
+  symmetric.symmetric = true;
+  CHECK_THROWS_WITH(decode(t.tile.stored, Codec::kRans, symmetric), Catch::Contains("without zero points"));
+  // Plane B stored raw (the codec-none tile's bytes) under layout 6.
+  const QuantEncodedTile none = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kNone, 3);
+  CHECK_THROWS_WITH(decode(none.tile.stored, Codec::kRans, c.params), Catch::Contains("stored raw"));
+  // Every bit of the tile flipped: decodes to something or throws kCorrupt; never out of bounds
+  // (the ASan build checks that).
+  for (size_t bit = 0; bit < 8 * t.tile.stored.size(); ++bit) {
+    std::vector<uint8_t> bad = t.tile.stored;
+    bad[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    try {
+      decode(bad, Codec::kRans, c.params);
+    } catch (const Error& e) {
+      REQUIRE(e.code() == ErrorCode::kCorrupt);
     }
   }
 }
