@@ -20,6 +20,16 @@
 // entropy (what per-tile tables would reach if they and the lane states were free). --model: every
 // 2-D BF16 tensor whose rows are a multiple of 128 long; --bf16-raw: the whole file as one tensor
 // of 128-element rows; synthetic: N(0, 1), 4096 columns.
+//
+// int4 as packed: the same tensors quantized as `wpack compress --scheme int4` does (quantize():
+// asymmetric, a u8 zero point per group of 128 along K, clip mse), cut into 128x128 tiles and coded
+// by the packer's tile encoder (QuantTileEncoder, codec rans). The target is again the order-0
+// entropy of these codes per tensor. Plane B of each tile (the codes) is counted: rANS on the plain
+// codes (layout 4, what the packer wrote before layout 6), rANS on the zero-relative symbols
+// s = (code - zero) mod 16 (layout 6, what the packer stores now; docs/FORMAT.md "Quantized tiles"),
+// and zstd -3 on the packed codes; also the whole stored tiles (plane directory, plane A with the
+// fp16 scales and zero points, plane B) in bits per weight. Every tile is decoded again
+// (decode_quant_tile_ref) and compared with dequantize().
 #include <zstd.h>  // ZSTD_compress / ZSTD_decompress baselines
 
 #include <algorithm>
@@ -34,7 +44,10 @@
 #include <vector>
 
 #include "formats/tensor.h"  // open_tensor_source: the --model file
+#include "packer/quant_tile.h"  // QuantTileEncoder, decode_quant_tile_ref: int4 as packed
+#include "packer/quantize.h"
 #include "packer/rans.h"
+#include "packer/tiling.h"
 #include "synthetic_weights.h"  // gaussian (tests/)
 
 namespace {
@@ -237,6 +250,76 @@ void bench_int4(const std::string& label, const std::vector<Matrix>& tensors) {
               (double(rans_bytes) - tile_bits / 8) / double(streams));
 }
 
+void bench_int4_packed(const std::string& label, const std::vector<Matrix>& tensors) {
+  double code_bits = 0, zero_rel_bits = 0;  // sum over tensors of count x order-0 entropy
+  size_t codes_total = 0, streams = 0, zero_rel_tiles = 0;
+  size_t plain_bytes = 0, stored_b_bytes = 0, z_bytes = 0, tile_bytes = 0;
+  wpack::QuantTileEncoder encoder;
+  for (const Matrix& m : tensors) {
+    wpack::QuantSpec spec;  // the packer's int4 defaults: asymmetric, group 128, clip mse
+    spec.scheme = wpack::Scheme::kInt4;
+    const wpack::QuantizedMatrix q = wpack::quantize(m.values.data(), m.rows, m.cols, spec);
+    const wpack::QuantTensorParams params = wpack::quant_params_from(q, wpack::PruneSpec{});
+    std::vector<float> expected(q.codes.size());
+    wpack::dequantize(q, expected.data());
+    std::vector<uint64_t> hist(16), zero_rel_hist(16);
+    for (size_t r = 0; r < m.rows; ++r)
+      for (size_t c = 0; c < m.cols; ++c) {
+        const uint8_t code = q.codes[r * m.cols + c];
+        ++hist[code];
+        ++zero_rel_hist[(code - q.zeros[r * q.groups() + c / q.spec.group]) & 15];
+      }
+    code_bits += entropy_total_bits(hist);
+    zero_rel_bits += entropy_total_bits(zero_rel_hist);
+    codes_total += q.codes.size();
+    const wpack::TileGeometry geometry = wpack::tile_geometry({m.rows, m.cols}, 128, 128);
+    std::vector<float> decoded;
+    for (uint64_t k = 0; k < geometry.tile_count(); ++k) {
+      const wpack::TileRect rect = geometry.rect(k);
+      encoder.prepare(q, params, nullptr, rect);
+      const wpack::QuantEncodedTile tile = encoder.code(wpack::Codec::kRans, 0);
+      decoded.resize(rect.elements());
+      wpack::decode_quant_tile_ref(tile.tile.stored, tile.layout, tile.tile.codec, tile.raw_size, params, rect,
+                                   decoded.data());
+      for (uint64_t r = 0; r < rect.rows; ++r)
+        if (std::memcmp(&decoded[r * rect.cols], &expected[(rect.row0 + r) * m.cols + rect.col0], 4 * rect.cols) != 0)
+          throw std::runtime_error("int4 tile round trip failed");
+      uint32_t word_b;
+      std::memcpy(&word_b, tile.tile.stored.data() + 4, 4);
+      stored_b_bytes += word_b & 0x7FFFFFFFu;  // plane B as stored (bit 31: raw)
+      tile_bytes += tile.tile.stored.size();
+      zero_rel_tiles += tile.layout == wpack::kFilterQuantDenseZeroRel;
+      // The plain codes of the tile, packed 2 per byte, as layout 4 coded them.
+      std::vector<uint8_t> packed((rect.elements() + 1) / 2);
+      for (uint64_t r = 0; r < rect.rows; ++r)
+        for (uint64_t c = 0; c < rect.cols; ++c) {
+          const uint64_t i = r * rect.cols + c;
+          packed[i / 2] |= static_cast<uint8_t>(q.codes[(rect.row0 + r) * m.cols + rect.col0 + c] << (4 * (i % 2)));
+        }
+      plain_bytes += std::min(wpack::rans_encode(packed, rect.elements(), 4).size(), packed.size());  // rANS or raw
+      z_bytes += std::min(zstd3(packed.data(), packed.size()).size(), packed.size());
+      ++streams;
+    }
+  }
+  std::printf("int4 as packed (%s; quantize(): asymmetric, group 128, clip mse): %zu codes, %zu tile streams, "
+              "%zu of them layout 6\n",
+              label.c_str(), codes_total, streams, zero_rel_tiles);
+  std::printf("  order-0 entropy per tensor of the codes %.4f bits/code (the target); of the zero-relative symbols "
+              "%.4f\n",
+              code_bits / codes_total, zero_rel_bits / codes_total);
+  auto line = [&](const char* name, double bytes) {
+    std::printf("  %-38s %10.0f B  %.4f bits/code  vs per-tensor entropy of the codes %+7.3f%%  (vs that of the "
+                "symbols %+7.3f%%)\n",
+                name, bytes, 8.0 * bytes / codes_total, 100.0 * (8 * bytes - code_bits) / code_bits,
+                100.0 * (8 * bytes - zero_rel_bits) / zero_rel_bits);
+  };
+  line("rANS, plain codes (layout 4)", double(plain_bytes));
+  line("rANS, zero-relative (layout 6, stored)", double(stored_b_bytes));
+  line("zstd-3, plain codes", double(z_bytes));
+  std::printf("  whole stored tiles (directory, scales and zeros, codes): %zu B, %.4f bits/weight\n", tile_bytes,
+              8.0 * double(tile_bytes) / double(codes_total));
+}
+
 // The BF16 tensors of a safetensors file (or any wpack input), in file order.
 struct ModelBf16 {
   std::vector<uint16_t> all;     // every BF16 tensor, concatenated
@@ -293,6 +376,7 @@ int main(int argc, char** argv) {
       bench_bf16(model_file + " (BF16 tensors)", model.all, tile_elems, false);
       bench_bf16(model_file + " (BF16 tensors)", model.all, tile_elems, true);
       bench_int4(model_file + ", 2-D BF16 tensors", model.matrices);
+      bench_int4_packed(model_file + ", 2-D BF16 tensors", model.matrices);
     } else if (!raw_file.empty()) {
       std::ifstream in(raw_file, std::ios::binary);
       if (!in) throw std::runtime_error("cannot open " + raw_file);
@@ -307,11 +391,15 @@ int main(int argc, char** argv) {
         std::memcpy(&whole.values[i], &bits, 4);
       }
       bench_int4(raw_file + " as one tensor of 128-element rows", {whole});
+      bench_int4_packed(raw_file + " as one tensor of 128-element rows", {whole});
     } else {
       std::printf("(no --model or --bf16-raw FILE: real-model case skipped)\n");
     }
     const size_t synthetic_codes = std::min<size_t>(mib, 16) * 1024 * 1024;
-    bench_int4("synthetic N(0, 1)", {Matrix{"synthetic", synthetic_codes / 4096, 4096, gaussian(synthetic_codes, 1.0f, 7)}});
+    const std::vector<Matrix> synthetic = {
+        Matrix{"synthetic", synthetic_codes / 4096, 4096, gaussian(synthetic_codes, 1.0f, 7)}};
+    bench_int4("synthetic N(0, 1)", synthetic);
+    bench_int4_packed("synthetic N(0, 1)", synthetic);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_rans: %s\n", e.what());
     return 1;
