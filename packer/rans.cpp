@@ -4,13 +4,21 @@
 
 #include <algorithm>  // std::min
 #include <array>
-#include <bit>        // std::bit_width
+#include <bit>        // std::bit_width, std::popcount
 #include <cmath>      // std::log2 for the quantiser's cost model (encoder only)
 #include <cstring>    // std::memcpy
 #include <memory>     // std::make_unique_for_overwrite: the encoder's word buffer, not zeroed
 #include <string>
 
 #include "formats/error.h"  // Error, ErrorCode
+#include "packer/detail/rans_encode.h"  // the encoder's reference and scalar paths, for tests
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>  // the AVX2 main loop (code_main_avx2), compiled with target("avx2") and chosen at run time
+#define WPACK_RANS_AVX2 1
+#else
+#define WPACK_RANS_AVX2 0
+#endif
 
 namespace wpack {
 namespace {
@@ -156,10 +164,22 @@ struct Model {
   }
 };
 
-void write_table(const Model& m, BitWriter& w) {
+// Counts the bits a BitWriter would write (the precision estimate needs only the table's size).
+class BitCounter {
+ public:
+  void put(uint32_t, uint32_t count) { bits_ += count; }
+  void gamma(uint32_t v) { bits_ += 2 * (static_cast<uint32_t>(std::bit_width(v)) - 1) + 1; }
+  uint64_t bits() const { return bits_; }
+
+ private:
+  uint64_t bits_ = 0;
+};
+
+// Present symbols as runs: gap0+1, run, then (gap+1, run)* and 1 as the end marker (a real gap
+// between runs is >= 1, so its code is >= 2). A run reaching the alphabet's end ends the list.
+template <class Writer>  // BitWriter, or BitCounter for the size alone
+void write_present_symbols(const Model& m, Writer& w) {
   const uint32_t alphabet = 1u << m.bits;
-  // Present symbols as runs: gap0+1, run, then (gap+1, run)* and 1 as the end marker (a real gap
-  // between runs is >= 1, so its code is >= 2). A run reaching the alphabet's end ends the list.
   uint32_t pos = 0;
   while (true) {
     uint32_t gap = 0;
@@ -176,22 +196,31 @@ void write_table(const Model& m, BitWriter& w) {
     pos += run;
     if (pos == alphabet) break;
   }
-  // Frequencies of all present symbols but the last (implied): f-1 as a bit length coded as a
-  // zigzag delta from the previous one in unary, then the bits below the leading one.
+}
+
+// One present symbol's frequency but the last's (implied): f-1 as a bit length coded as a zigzag
+// delta from the previous one in unary, then the bits below the leading one.
+template <class Writer>
+void write_frequency(uint32_t freq, int& prev_len, Writer& w) {
+  const uint32_t v = freq - 1;
+  const int len = std::bit_width(v);
+  const int delta = len - prev_len;
+  const uint32_t zz = delta >= 0 ? 2u * delta : 2u * (-delta) - 1;
+  w.put((1u << zz) - 1, zz + 1);  // zz ones, then a zero
+  if (len >= 2) w.put(v & ((1u << (len - 1)) - 1), len - 1);
+  prev_len = len;
+}
+
+template <class Writer>
+void write_table(const Model& m, Writer& w) {
+  write_present_symbols(m, w);
+  const uint32_t alphabet = 1u << m.bits;
   uint32_t last = 0;
   for (uint32_t s = 0; s < alphabet; ++s)
     if (m.freq[s]) last = s;
   int prev_len = 0;
-  for (uint32_t s = 0; s < last; ++s) {
-    if (!m.freq[s]) continue;
-    const uint32_t v = m.freq[s] - 1;
-    const int len = std::bit_width(v);
-    const int delta = len - prev_len;
-    const uint32_t zz = delta >= 0 ? 2u * delta : 2u * (-delta) - 1;
-    w.put((1u << zz) - 1, zz + 1);  // zz ones, then a zero
-    if (len >= 2) w.put(v & ((1u << (len - 1)) - 1), len - 1);
-    prev_len = len;
-  }
+  for (uint32_t s = 0; s < last; ++s)
+    if (m.freq[s]) write_frequency(m.freq[s], prev_len, w);
 }
 
 Model read_table(BitReader& r, uint32_t bits, uint32_t precision) {
@@ -248,7 +277,9 @@ Model read_table(BitReader& r, uint32_t bits, uint32_t precision) {
 // Frequencies for `counts` at `precision` minimising sum counts[s] * log2(2^precision / f[s])
 // with every present symbol >= 1: rounding, then greedy unit moves, then pairwise exchanges until
 // none gains (optimal for this separable convex cost). Ties go to the lowest symbol.
-Model quantize(const std::array<uint64_t, 256>& counts, uint32_t bits, uint32_t precision) {
+// The reference quantiser: what the encoder's tables are defined by. quantize_fast() below makes
+// the same choices faster (tests compare the two through rans_encode's reference path).
+Model quantize_ref(const std::array<uint64_t, 256>& counts, uint32_t bits, uint32_t precision) {
   Model m;
   m.bits = bits;
   m.precision = precision;
@@ -314,6 +345,187 @@ Model quantize(const std::array<uint64_t, 256>& counts, uint32_t bits, uint32_t 
   }
   m.finish_cum();
   return m;
+}
+
+// ---- the encoder's fast table quantiser and precision estimate ----
+// quantize_fast() and the estimate in encode_stream() compute exactly what quantize_ref() and the
+// reference estimate compute, the same doubles from the same expressions, with less work:
+//  * log2 values come from tables filled once with the very expressions quantize_ref() evaluates
+//    (log2((f + 1.0) / f) and log2(double(f)) for every f <= 2^12; f / (f - 1.0) is the same
+//    division as ((f - 1) + 1.0) / (f - 1), so a loss is the gain table at f - 1);
+//  * the rounding round(c * 2^p / total) of every precision comes from one division per symbol,
+//    F = floor(c * 2^13 / total): floor(c * 2^(p+1) / total) = F >> (12 - p) (flooring twice by
+//    integers is flooring once), and round(z) = floor(z + 1/2) = (floor(2z) + 1) >> 1;
+//  * the unit moves and exchanges pick their symbols from two tournament trees instead of scanning
+//    the alphabet: the winner of a node is its subtree's largest gain (resp. smallest loss among
+//    f > 1), ties to the lowest symbol, which is the symbol the reference's first-wins scan finds.
+constexpr uint32_t kMaxSlots = uint32_t{1} << kRansMaxPrecision;
+
+struct Log2Tables {
+  std::array<double, kMaxSlots + 1> up{};     // up[f] = log2((f + 1.0) / f), f >= 1
+  std::array<double, kMaxSlots + 1> value{};  // value[f] = log2(double(f)), f >= 1
+};
+
+const Log2Tables& log2_tables() {
+  static const Log2Tables tables = [] {
+    Log2Tables t;
+    for (uint32_t f = 1; f <= kMaxSlots; ++f) {
+      t.up[f] = std::log2((f + 1.0) / f);
+      t.value[f] = std::log2(static_cast<double>(f));
+    }
+    return t;
+  }();
+  return tables;
+}
+
+// What every precision's quantisation of one histogram shares.
+struct QuantizeInput {
+  uint32_t bits = 8;
+  uint32_t present_count = 0;
+  std::array<uint8_t, 256> present{};  // the present symbols, increasing
+  std::array<uint64_t, 256> scaled{};  // floor(counts[s] * 2^13 / total)
+};
+
+QuantizeInput quantize_input(const std::array<uint64_t, 256>& counts, uint32_t bits) {
+  QuantizeInput in;
+  in.bits = bits;
+  uint64_t total = 0;
+  for (uint32_t s = 0; s < (1u << bits); ++s) total += counts[s];
+  for (uint32_t s = 0; s < (1u << bits); ++s) {
+    if (!counts[s]) continue;
+    in.present[in.present_count++] = static_cast<uint8_t>(s);
+    constexpr uint32_t kScaleBits = kRansMaxPrecision + 1;
+    in.scaled[s] = counts[s] < (uint64_t{1} << (64 - kScaleBits))
+                       ? (counts[s] << kScaleBits) / total
+                       : static_cast<uint64_t>((static_cast<unsigned __int128>(counts[s]) << kScaleBits) / total);
+  }
+  return in;
+}
+
+// A tournament tree over leaves 0 .. leaves - 1 (stored at leaves .. 2 * leaves - 1, root at 1;
+// -1: no candidate). Better(a, b) must be a strict total order on candidates, so that any pairing
+// finds the same winner.
+template <class Better>
+class Tournament {
+ public:
+  Tournament(uint32_t leaves, Better better) : leaves_(leaves), better_(better) {}
+  template <class Eligible>
+  void build(uint32_t count, Eligible eligible) {  // leaves >= count: the rest are empty
+    for (uint32_t i = 0; i < leaves_; ++i) node_[leaves_ + i] = i < count && eligible(i) ? static_cast<int16_t>(i) : -1;
+    for (uint32_t i = leaves_; i-- > 1;) node_[i] = pick(node_[2 * i], node_[2 * i + 1]);
+  }
+  void update(uint32_t leaf, bool eligible) {
+    uint32_t i = leaves_ + leaf;
+    node_[i] = eligible ? static_cast<int16_t>(leaf) : -1;
+    for (i >>= 1; i >= 1; i >>= 1) node_[i] = pick(node_[2 * i], node_[2 * i + 1]);
+  }
+  int best() const { return node_[1]; }
+  int best_except(uint32_t leaf) const {  // the winner among all leaves but this one
+    int winner = -1;
+    for (uint32_t i = leaves_ + leaf; i > 1; i >>= 1) winner = pick(winner, node_[i ^ 1]);
+    return winner;
+  }
+
+ private:
+  int16_t pick(int a, int b) const {
+    if (a < 0) return static_cast<int16_t>(b);
+    if (b < 0) return static_cast<int16_t>(a);
+    return static_cast<int16_t>(better_(a, b) ? a : b);
+  }
+  uint32_t leaves_;
+  Better better_;
+  std::array<int16_t, 512> node_;
+};
+
+// quantize_ref(counts, in.bits, precision), faster (see above). The work runs over the present
+// symbols' positions in in.present (increasing, so the lowest position is the lowest symbol).
+Model quantize_fast(const std::array<uint64_t, 256>& counts, const QuantizeInput& in, uint32_t precision,
+                    const Log2Tables& lg) {
+  const uint32_t present = in.present_count;
+  const uint64_t total_slots = uint64_t{1} << precision;
+  std::array<uint32_t, 256> freq;
+  std::array<double, 256> gain, loss;  // at positions < present
+  int64_t sum = 0;
+  for (uint32_t i = 0; i < present; ++i) {
+    const uint64_t f = ((in.scaled[in.present[i]] >> (kRansMaxPrecision - precision)) + 1) >> 1;
+    freq[i] = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(f, total_slots)));
+    sum += freq[i];
+  }
+  auto refresh = [&](uint32_t i) {
+    const uint64_t count = counts[in.present[i]];
+    gain[i] = count * lg.up[freq[i]];
+    loss[i] = freq[i] > 1 ? count * lg.up[freq[i] - 1] : 0;
+  };
+  for (uint32_t i = 0; i < present; ++i) refresh(i);
+  // The trees are built only when they pay: a unit move needs one of them, and the exchange loop
+  // usually stops at its first check (MiniLM: 0.02 exchanges per call), which linear scans answer
+  // with the same symbols.
+  auto more_gain = [&](int a, int b) { return gain[a] > gain[b] || (gain[a] == gain[b] && a < b); };
+  auto less_loss = [&](int a, int b) { return loss[a] < loss[b] || (loss[a] == loss[b] && a < b); };
+  const uint32_t leaves = std::bit_ceil(present);
+  Tournament ups(leaves, more_gain);
+  Tournament downs(leaves, less_loss);
+  bool ups_built = false, downs_built = false;
+  auto build_ups = [&] {
+    if (!ups_built) ups.build(present, [](uint32_t) { return true; });
+    ups_built = true;
+  };
+  auto build_downs = [&] {
+    if (!downs_built) downs.build(present, [&](uint32_t i) { return freq[i] > 1; });
+    downs_built = true;
+  };
+  auto best_up = [&] {
+    if (ups_built) return ups.best();
+    int best = -1;
+    for (uint32_t i = 0; i < present; ++i)
+      if (best < 0 || gain[i] > gain[best]) best = static_cast<int>(i);
+    return best;
+  };
+  auto best_down_except = [&](uint32_t skip) {
+    if (downs_built) return downs.best_except(skip);
+    int best = -1;
+    for (uint32_t i = 0; i < present; ++i)
+      if (i != skip && freq[i] > 1 && (best < 0 || loss[i] < loss[best])) best = static_cast<int>(i);
+    return best;
+  };
+  auto change = [&](uint32_t i, int step) {
+    freq[i] += step;
+    refresh(i);
+    if (ups_built) ups.update(i, true);
+    if (downs_built) downs.update(i, freq[i] > 1);
+  };
+  const int64_t target = static_cast<int64_t>(total_slots);
+  if (sum > target) build_downs();
+  for (; sum > target; --sum) change(static_cast<uint32_t>(downs.best()), -1);
+  if (sum < target) build_ups();
+  for (; sum < target; ++sum) change(static_cast<uint32_t>(ups.best()), +1);
+  for (uint32_t iter = 0; iter < 4 * total_slots; ++iter) {
+    const int up = best_up();
+    if (up < 0) break;
+    const int down = best_down_except(static_cast<uint32_t>(up));
+    if (down < 0) break;
+    const double g = gain[up], l = loss[down];
+    if (!(g > l * (1 + 1e-12) + 1e-9)) break;
+    build_ups();  // exchanges go on: every later check by the trees
+    build_downs();
+    change(static_cast<uint32_t>(up), +1);
+    change(static_cast<uint32_t>(down), -1);
+  }
+  Model m;
+  m.bits = in.bits;
+  m.precision = precision;
+  for (uint32_t i = 0; i < present; ++i) m.freq[in.present[i]] = freq[i];
+  m.finish_cum();
+  return m;
+}
+
+// The table's size in bits at this model's precision (what write_table writes): the present
+// symbols' runs, the same at every precision (present_bits), then the frequencies.
+uint64_t table_bits_fast(const Model& m, const QuantizeInput& in, uint64_t present_bits) {
+  BitCounter w;
+  int prev_len = 0;
+  for (uint32_t i = 0; i + 1 < in.present_count; ++i) write_frequency(m.freq[in.present[i]], prev_len, w);
+  return present_bits + w.bits();
 }
 
 // ---- lanes (docs: "Lanes and phases") ----
@@ -414,10 +626,10 @@ std::array<uint64_t, 256> histogram(const uint8_t* syms, uint64_t n) {
 // [2^32, 2^33), q = floor(x * M / 2^(32 + shift)) = (x + floor(x * (M - 2^32) / 2^32)) >> shift: the
 // 2^32 part of M contributes x exactly, so the product needs 64 bits, not 128.
 struct Divisor {
-  uint32_t low_multiplier = 0;  // M - 2^32
-  uint32_t shift = 0;
-  uint32_t f = 1;
-  Divisor() = default;
+  uint32_t low_multiplier;  // M - 2^32
+  uint32_t shift;
+  uint32_t f;
+  Divisor() = default;  // uninitialised: the encoder's arrays of them are filled for present symbols only
   explicit Divisor(uint32_t divisor) : f(divisor) {
     shift = divisor > 1 ? static_cast<uint32_t>(std::bit_width(divisor - 1)) : 0;
     const uint64_t multiplier = ((uint64_t{1} << (32 + shift)) + divisor - 1) / divisor;  // < 2^45, fits
@@ -436,81 +648,31 @@ inline uint64_t rans_step(uint32_t x, const Divisor& f, uint32_t c, uint32_t pre
   return (uint64_t{quotient} << precision) + (x - quotient * f.f) + c;
 }
 
-// Encodes the symbols with model `m` as a rANS stream of `mode` (kModeRans with the table inline,
-// kModeRansShared without).
-std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode) {
-  const uint32_t p = m.precision;
-  std::array<Divisor, 256> divisor;
-  for (uint32_t s = 0; s < (1u << m.bits); ++s)
-    if (m.freq[s]) divisor[s] = Divisor(m.freq[s]);
-  // Tails (docs: "Lanes and phases"): lane l's last min(k_l, count) symbols are coded first, from
-  // state 0 and without renormalisation, so that they fill the state bits that a fixed initial
-  // state would waste. k_l is valid when the tail state ends in [L, 2^32) (a valid main-phase
-  // state) in a lane with symbols left for the main phase, below 2^32 in an all-tail lane; k = 0
-  // (start at L) is always valid. Valid k >= 1 form an interval [first_valid, last_valid] per
-  // lane, as tail states never decrease with k.
-  constexpr uint64_t kNoFit = ~uint64_t{0};
-  std::array<std::array<uint64_t, kMaxTailSymbols + 1>, kRansLanes> tail_state{};  // after k tail symbols
-  std::array<uint32_t, kRansLanes> first_valid{}, last_valid{};  // 0, 0: no valid k >= 1
-  const uint32_t used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
-  for (uint32_t l = 0; l < used; ++l) {
-    const uint64_t count = (n - 1 - l) / kRansLanes + 1;
-    uint64_t x = 0;
-    for (uint32_t k = 1; k <= kMaxTailSymbols; ++k) {
-      if (k <= count && x != kNoFit) {
-        const uint8_t s = syms[(count - k) * kRansLanes + l];
-        x = rans_step(static_cast<uint32_t>(x), divisor[s], m.cum[s], p);
-        if (x > 0xFFFFFFFFull) x = kNoFit;
-      }
-      tail_state[l][k] = x;  // k > count: stays at the all-tail state
-      if (x != kNoFit && (k >= count || x >= kStateLower)) {
-        if (first_valid[l] == 0) first_valid[l] = k;
-        last_valid[l] = k;
-      }
-    }
-  }
-  // The tail lengths: the fewest delta bits D (0..3) for which some K0 gives every lane a valid
-  // k_l >= 1 in [K0, K0 + 2^D - 1] (the largest such K0, and per lane the largest valid k_l);
-  // when no D <= 3 does, every lane starts at L (D = 0, K0 = 0).
-  uint32_t base = 0, delta_bits = 0;
-  std::array<uint32_t, kRansLanes> tail{};
-  for (uint32_t d = 0; d <= kMaxDeltaBits && base == 0; ++d) {
-    const uint32_t window = (1u << d) - 1;
-    for (uint32_t k0 = kMaxTailSymbols; k0 >= 1 && base == 0; --k0) {
-      bool ok = true;
-      for (uint32_t l = 0; l < used && ok; ++l)
-        ok = first_valid[l] != 0 && first_valid[l] <= k0 + window && last_valid[l] >= k0;
-      if (!ok) continue;
-      base = k0;
-      delta_bits = d;
-      for (uint32_t l = 0; l < used; ++l) tail[l] = std::min(last_valid[l], k0 + window);
-    }
-  }
-  const Lanes lanes = lane_layout(n, tail);
+// Main phase (docs: encoder). Per symbol: emit a word before coding s while x >= x_max
+// (= 2^(32-p) * f), which keeps x in [L, 2^32); then one rANS step, x + q * (2^p - f) + c with
+// q = x / f (rans_step's formula rearranged: one multiply fewer). Words are written downwards:
+// every symbol stores its word one slot below `next` and moves `next` down only when it emits, so
+// the words land in the order the decoder reads them (the last emitted first).
+struct SymbolCoder {  // uninitialised by default, like Divisor
+  uint64_t x_max;
+  uint32_t low_multiplier;
+  uint32_t shift;
+  uint32_t complement;  // 2^p - f
+  uint32_t cum;
+};
 
-  // Main phase. Per symbol: emit a word before coding s while x >= x_max (= 2^(32-p) * f), which
-  // keeps x in [L, 2^32); then one rANS step, x + q * (2^p - f) + c with q = x / f (rans_step's
-  // formula rearranged: one multiply fewer). Branch-free emission: every symbol stores its word
-  // one slot below `next` and moves `next` down only when it emits, so the words land in the
-  // order the decoder reads them (the last emitted first) in [next, words + n + 1).
-  struct SymbolCoder {
-    uint64_t x_max = 0;
-    uint32_t low_multiplier = 0;
-    uint32_t shift = 0;
-    uint32_t complement = 0;  // 2^p - f
-    uint32_t cum = 0;
-  };
-  std::array<SymbolCoder, 256> coder{};
-  for (uint32_t s = 0; s < (1u << m.bits); ++s)
-    if (m.freq[s])
-      coder[s] = {(uint64_t{kStateLower >> p} << kWordBits) * m.freq[s], divisor[s].low_multiplier,
-                  divisor[s].shift, (1u << p) - m.freq[s], m.cum[s]};
-  std::array<uint32_t, kRansLanes> state{};  // main-phase states stay below 2^32
-  for (uint32_t l = 0; l < lanes.used; ++l)
-    state[l] = lanes.tail[l] ? static_cast<uint32_t>(tail_state[l][lanes.tail[l]]) : kStateLower;
-  const auto words = std::make_unique_for_overwrite<uint16_t[]>(n + 1);  // one word per symbol at most
-  uint16_t* const words_end = words.get() + n + 1;
-  uint16_t* next = words_end;
+// Steps where every lane is in its main phase: t < common_main.
+uint64_t common_main_steps(const Lanes& lanes) {
+  uint64_t common = lanes.used == kRansLanes ? lanes.main_len[0] : 0;
+  for (uint32_t l = 1; l < lanes.used; ++l) common = std::min(common, lanes.main_len[l]);
+  return common;
+}
+
+// Codes the main phase's lane steps t = lanes.count[0] - 1 down to `stop`, lanes 31..0 within a
+// step (a lane skips the steps t >= main_len); the scalar reference of the main loop. Returns the
+// new `next`.
+uint16_t* code_main_scalar(const uint8_t* syms, const Lanes& lanes, const std::array<SymbolCoder, 256>& coder,
+                           std::array<uint32_t, kRansLanes>& state, uint16_t* next, uint64_t stop) {
   auto code_main = [&](uint32_t& state_l, uint8_t s) {
     const SymbolCoder& c = coder[s];
     uint32_t x = state_l;
@@ -521,15 +683,284 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
     const uint32_t quotient = static_cast<uint32_t>((x + ((uint64_t{x} * c.low_multiplier) >> 32)) >> c.shift);
     state_l = x + quotient * c.complement + c.cum;
   };
-  uint64_t common_main = lanes.used == kRansLanes ? lanes.main_len[0] : 0;  // steps where every lane codes
-  for (uint32_t l = 1; l < lanes.used; ++l) common_main = std::min(common_main, lanes.main_len[l]);
+  const uint64_t common_main = std::max(common_main_steps(lanes), stop);
   for (uint64_t t = lanes.count[0]; t-- > common_main;)
     for (uint32_t l = kRansLanes; l-- > 0;)
       if (t < lanes.main_len[l]) code_main(state[l], syms[t * kRansLanes + l]);
-  for (uint64_t t = common_main; t-- > 0;) {
+  for (uint64_t t = common_main; t-- > stop;) {
     const uint8_t* step = syms + t * kRansLanes;
     for (uint32_t l = kRansLanes; l-- > 0;) code_main(state[l], step[l]);
   }
+  return next;
+}
+
+#if WPACK_RANS_AVX2
+// ---- the main loop over 32 lanes with AVX2 (x86-64, chosen at run time) ----
+// Four vectors of 8 lanes' states, vector g = lanes 8g .. 8g+7; per step vectors 3, 2, 1, 0, the
+// scalar loop's lane order 31..0 by groups. What differs from code_main_scalar and why the result
+// is the same:
+//  * the symbol constants are looked up per lane: two 8-entry permutes and a blend on bit 3 of the
+//    symbol for alphabets of at most 16 symbols, a gather otherwise;
+//  * the emitted words of a vector (the low 16 bits of the states that emit, lanes increasing) are
+//    compacted to the top of 8 words by one byte shuffle (kCompactWords, by the emit mask) and
+//    stored at next - 8 .. next - 1; next moves down by their count. The scalar loop puts lane 31's
+//    word highest and lane 24's lowest, then lanes 23..16 below them: the same words in the same
+//    places. The slots below the new `next` get garbage that later stores overwrite (the buffer
+//    has 8 spare words at its bottom);
+//  * q = x / f with 32-bit lanes: (x + t) >> shift with t = mulhi(x, low_multiplier) can exceed
+//    2^32, so it is computed as (t + ((x - t) >> 1)) >> (shift - 1) (t <= x, so x - t >= 0 and
+//    t + floor((x - t) / 2) = floor((x + t) / 2) exactly). f = 1 has shift 0: its constants are
+//    low_multiplier = 2^32 - 1, shifted 0 and cum + 2^p - 1 instead, so that t = x - 1 (x >= 1 in
+//    the main phase), q' = x - 1, and x + q' * (2^p - 1) + cum + 2^p - 1 = x * 2^p + cum, the
+//    f = 1 step. Every product and sum is below 2^32 where it is kept (the new state is).
+struct alignas(32) LaneCoder {
+  std::array<uint32_t, 256> x_max;           // 2^(32-p) * f < 2^32 (f < 2^p: >= 2 symbols are present)
+  std::array<uint32_t, 256> low_multiplier;  // Divisor's M - 2^32; 2^32 - 1 for f = 1
+  std::array<uint32_t, 256> shift;           // Divisor's shift - 1; 0 for f = 1
+  std::array<uint32_t, 256> complement;      // 2^p - f
+  std::array<uint32_t, 256> cum;             // cum; cum + 2^p - 1 for f = 1
+};
+
+// kCompactWords[mask]: pshufb control moving the 16-bit words of the lanes set in `mask` (8 lanes)
+// to the top of a 16-byte vector, lanes increasing; the other bytes are zeroed (0x80).
+constexpr std::array<std::array<uint8_t, 16>, 256> make_compact_words() {
+  std::array<std::array<uint8_t, 16>, 256> table{};
+  for (uint32_t mask = 0; mask < 256; ++mask) {
+    const uint32_t k = static_cast<uint32_t>(std::popcount(mask));
+    for (auto& b : table[mask]) b = 0x80;
+    uint32_t j = 8 - k;
+    for (uint32_t lane = 0; lane < 8; ++lane)
+      if (mask & (1u << lane)) {
+        table[mask][2 * j] = static_cast<uint8_t>(2 * lane);
+        table[mask][2 * j + 1] = static_cast<uint8_t>(2 * lane + 1);
+        ++j;
+      }
+  }
+  return table;
+}
+alignas(16) constexpr std::array<std::array<uint8_t, 16>, 256> kCompactWords = make_compact_words();
+
+#define WPACK_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
+
+template <bool kSmallAlphabet>  // symbols < 16
+WPACK_TARGET_AVX2 inline __m256i lookup_lanes(const std::array<uint32_t, 256>& table, __m256i symbols) {
+  if constexpr (kSmallAlphabet) {
+    const __m256i low = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.data()));
+    const __m256i high = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.data() + 8));
+    const __m256 from_low = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(low, symbols));
+    const __m256 from_high = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(high, symbols));
+    const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(symbols, 28));  // blendv looks at bit 31
+    return _mm256_castps_si256(_mm256_blendv_ps(from_low, from_high, bit3));
+  } else {
+    return _mm256_i32gather_epi32(reinterpret_cast<const int*>(table.data()), symbols, 4);
+  }
+}
+
+// Steps t = steps - 1 .. 0, all 32 lanes in their main phase. Returns the new `next`.
+template <bool kSmallAlphabet>
+WPACK_TARGET_AVX2 uint16_t* code_main_avx2(const uint8_t* syms, uint64_t steps, const LaneCoder& c,
+                                           std::array<uint32_t, kRansLanes>& state, uint16_t* next) {
+  __m256i x[4];
+  for (int g = 0; g < 4; ++g) x[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(state.data() + 8 * g));
+  // Low 16 bits of each 32-bit lane to the low 8 bytes of its 128-bit half.
+  const __m256i word_bytes = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                              0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (uint64_t t = steps; t-- > 0;) {
+    const uint8_t* step = syms + t * kRansLanes;
+    for (int g = 3; g >= 0; --g) {
+      const __m256i s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(step + 8 * g)));
+      __m256i v = x[g];
+      // Renormalise: emit the low word of every lane with x >= x_max (unsigned), then x >>= 16 there.
+      const __m256i x_max = lookup_lanes<kSmallAlphabet>(c.x_max, s);
+      const __m256i emit = _mm256_cmpeq_epi32(_mm256_max_epu32(v, x_max), v);
+      const uint32_t mask = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(emit)));
+      const __m128i words = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, word_bytes), 0x08));
+      const __m128i control = _mm_load_si128(reinterpret_cast<const __m128i*>(kCompactWords[mask].data()));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(next - 8), _mm_shuffle_epi8(words, control));
+      next -= _mm_popcnt_u32(mask);
+      v = _mm256_blendv_epi8(v, _mm256_srli_epi32(v, kWordBits), emit);
+      // q = x / f, then x + q * (2^p - f) + cum.
+      const __m256i multiplier = lookup_lanes<kSmallAlphabet>(c.low_multiplier, s);
+      const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(v, multiplier), 32);
+      const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(v, 32), _mm256_srli_epi64(multiplier, 32));
+      const __m256i high = _mm256_blend_epi32(even, odd, 0xAA);  // mulhi(x, low_multiplier) per lane
+      const __m256i half = _mm256_add_epi32(high, _mm256_srli_epi32(_mm256_sub_epi32(v, high), 1));
+      const __m256i q = _mm256_srlv_epi32(half, lookup_lanes<kSmallAlphabet>(c.shift, s));
+      const __m256i scaled = _mm256_mullo_epi32(q, lookup_lanes<kSmallAlphabet>(c.complement, s));
+      x[g] = _mm256_add_epi32(_mm256_add_epi32(v, scaled), lookup_lanes<kSmallAlphabet>(c.cum, s));
+    }
+  }
+  for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(state.data() + 8 * g), x[g]);
+  return next;
+}
+
+bool have_avx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  return avx2;
+}
+#endif  // WPACK_RANS_AVX2
+
+// How rans_encode works; every path gives the same bytes (tests/test_rans.cpp compares them).
+enum class EncodePath {
+  kReference,   // quantize_ref, libm log2 in the estimate, code_main_scalar
+  kFastScalar,  // quantize_fast and the table estimate, code_main_scalar
+  kFast,        // kFastScalar with the AVX2 main loop where the CPU has it
+};
+
+// Tails (docs: "Lanes and phases"): lane l's last min(k_l, count) symbols are coded first, from
+// state 0 and without renormalisation, so that they fill the state bits that a fixed initial
+// state would waste. k_l is valid when the tail state ends in [L, 2^32) (a valid main-phase
+// state) in a lane with symbols left for the main phase, below 2^32 in an all-tail lane; k = 0
+// (start at L) is always valid. Valid k >= 1 form an interval [first_valid, last_valid] per
+// lane, as tail states never decrease with k.
+// The tail lengths: the fewest delta bits D (0..3) for which some K0 gives every lane a valid
+// k_l >= 1 in [K0, K0 + 2^D - 1] (the largest such K0, and per lane the largest valid k_l);
+// when no D <= 3 does, every lane starts at L (D = 0, K0 = 0).
+struct TailChoice {
+  uint32_t base = 0, delta_bits = 0;
+  std::array<uint32_t, kRansLanes> tail{};   // k_l
+  std::array<uint32_t, kRansLanes> state{};  // lane l's state after its tail (k_l >= 1)
+};
+
+// The reference: every lane's state after k = 1 .. kMaxTailSymbols tail symbols, then every
+// K0 from the largest down.
+TailChoice choose_tails_ref(const uint8_t* syms, uint64_t n, const Model& m, const std::array<Divisor, 256>& divisor) {
+  constexpr uint64_t kNoFit = ~uint64_t{0};
+  std::array<std::array<uint64_t, kMaxTailSymbols + 1>, kRansLanes> tail_state{};  // after k tail symbols
+  std::array<uint32_t, kRansLanes> first_valid{}, last_valid{};  // 0, 0: no valid k >= 1
+  const uint32_t used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
+  for (uint32_t l = 0; l < used; ++l) {
+    const uint64_t count = (n - 1 - l) / kRansLanes + 1;
+    uint64_t x = 0;
+    for (uint32_t k = 1; k <= kMaxTailSymbols; ++k) {
+      if (k <= count && x != kNoFit) {
+        const uint8_t s = syms[(count - k) * kRansLanes + l];
+        x = rans_step(static_cast<uint32_t>(x), divisor[s], m.cum[s], m.precision);
+        if (x > 0xFFFFFFFFull) x = kNoFit;
+      }
+      tail_state[l][k] = x;  // k > count: stays at the all-tail state
+      if (x != kNoFit && (k >= count || x >= kStateLower)) {
+        if (first_valid[l] == 0) first_valid[l] = k;
+        last_valid[l] = k;
+      }
+    }
+  }
+  TailChoice c;
+  for (uint32_t d = 0; d <= kMaxDeltaBits && c.base == 0; ++d) {
+    const uint32_t window = (1u << d) - 1;
+    for (uint32_t k0 = kMaxTailSymbols; k0 >= 1 && c.base == 0; --k0) {
+      bool ok = true;
+      for (uint32_t l = 0; l < used && ok; ++l)
+        ok = first_valid[l] != 0 && first_valid[l] <= k0 + window && last_valid[l] >= k0;
+      if (!ok) continue;
+      c.base = k0;
+      c.delta_bits = d;
+      for (uint32_t l = 0; l < used; ++l) c.tail[l] = std::min(last_valid[l], k0 + window);
+    }
+  }
+  for (uint32_t l = 0; l < used; ++l)
+    if (c.tail[l]) c.state[l] = static_cast<uint32_t>(tail_state[l][c.tail[l]]);
+  return c;
+}
+
+// choose_tails_ref's choice with less work: a lane's steps stop where its state passes 2^32 (no
+// longer tail is valid) or its symbols run out (every longer tail is valid, with the same state),
+// and the K0 search is closed-form: lane l accepts the K0 in [first_valid - (2^D - 1), last_valid],
+// so the largest K0 for D is the smallest last_valid when that is >= every lane's lower end.
+TailChoice choose_tails_fast(const uint8_t* syms, uint64_t n, const Model& m, const std::array<Divisor, 256>& divisor) {
+  // tail_state[l][k], k = 1 .. min(count, kMaxTailSymbols) while below 2^32: only those are written.
+  std::array<std::array<uint32_t, kMaxTailSymbols + 1>, kRansLanes> tail_state;
+  std::array<uint32_t, kRansLanes> first_valid{}, last_valid{};  // 0, 0: no valid k >= 1
+  std::array<uint64_t, kRansLanes> count{};
+  const uint32_t used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
+  for (uint32_t l = 0; l < used; ++l) {
+    count[l] = (n - 1 - l) / kRansLanes + 1;
+    uint64_t x = 0;
+    for (uint32_t k = 1; k <= kMaxTailSymbols; ++k) {
+      if (k > count[l]) {  // an all-tail lane: k = count was valid, and so is every longer k
+        last_valid[l] = kMaxTailSymbols;
+        break;
+      }
+      const uint8_t s = syms[(count[l] - k) * kRansLanes + l];
+      x = rans_step(static_cast<uint32_t>(x), divisor[s], m.cum[s], m.precision);
+      if (x > 0xFFFFFFFFull) break;
+      tail_state[l][k] = static_cast<uint32_t>(x);
+      if (k >= count[l] || x >= kStateLower) {
+        if (first_valid[l] == 0) first_valid[l] = k;
+        last_valid[l] = k;
+      }
+    }
+  }
+  bool every_lane_fits = true;
+  uint32_t highest_first = 0, lowest_last = kMaxTailSymbols;
+  for (uint32_t l = 0; l < used; ++l) {
+    every_lane_fits &= first_valid[l] != 0;
+    highest_first = std::max(highest_first, first_valid[l]);
+    lowest_last = std::min(lowest_last, last_valid[l]);
+  }
+  TailChoice c;
+  for (uint32_t d = 0; d <= kMaxDeltaBits && every_lane_fits && c.base == 0; ++d) {
+    const uint32_t window = (1u << d) - 1;
+    if (lowest_last >= 1 && lowest_last + window >= highest_first) {
+      c.base = lowest_last;
+      c.delta_bits = d;
+      for (uint32_t l = 0; l < used; ++l) c.tail[l] = std::min(last_valid[l], c.base + window);
+    }
+  }
+  for (uint32_t l = 0; l < used; ++l)
+    if (c.tail[l]) c.state[l] = tail_state[l][std::min<uint64_t>(c.tail[l], count[l])];
+  return c;
+}
+
+// Encodes the symbols with model `m` as a rANS stream of `mode` (kModeRans with the table inline,
+// kModeRansShared without).
+std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode, EncodePath path) {
+  const uint32_t p = m.precision;
+  std::array<Divisor, 256> divisor;
+  for (uint32_t s = 0; s < (1u << m.bits); ++s)
+    if (m.freq[s]) divisor[s] = Divisor(m.freq[s]);
+  const TailChoice tails = path == EncodePath::kReference ? choose_tails_ref(syms, n, m, divisor)
+                                                           : choose_tails_fast(syms, n, m, divisor);
+  const uint32_t base = tails.base, delta_bits = tails.delta_bits;
+  const std::array<uint32_t, kRansLanes>& tail = tails.tail;
+  const Lanes lanes = lane_layout(n, tail);
+
+  std::array<SymbolCoder, 256> coder;  // read only for present symbols
+  for (uint32_t s = 0; s < (1u << m.bits); ++s)
+    if (m.freq[s])
+      coder[s] = {(uint64_t{kStateLower >> p} << kWordBits) * m.freq[s], divisor[s].low_multiplier,
+                  divisor[s].shift, (1u << p) - m.freq[s], m.cum[s]};
+  std::array<uint32_t, kRansLanes> state{};  // main-phase states stay below 2^32
+  for (uint32_t l = 0; l < lanes.used; ++l)
+    state[l] = lanes.tail[l] ? tails.state[l] : kStateLower;
+  // One word per symbol at most, and 8 spare words below them for code_main_avx2's whole-vector stores.
+  constexpr size_t kSpareWords = 8;
+  const auto words = std::make_unique_for_overwrite<uint16_t[]>(kSpareWords + n + 1);
+  uint16_t* const words_end = words.get() + kSpareWords + n + 1;
+  uint16_t* next = words_end;
+  const uint64_t common_main = common_main_steps(lanes);
+#if WPACK_RANS_AVX2
+  if (path == EncodePath::kFast && common_main > 0 && have_avx2()) {
+    LaneCoder lane_coder{};  // absent symbols' entries are never used (the permutes load them: zero)
+    for (uint32_t s = 0; s < (1u << m.bits); ++s) {
+      const uint32_t f = m.freq[s];
+      if (!f) continue;
+      lane_coder.x_max[s] = static_cast<uint32_t>(coder[s].x_max);
+      lane_coder.low_multiplier[s] = f == 1 ? ~uint32_t{0} : divisor[s].low_multiplier;
+      lane_coder.shift[s] = f == 1 ? 0 : divisor[s].shift - 1;
+      lane_coder.complement[s] = (1u << p) - f;
+      lane_coder.cum[s] = f == 1 ? m.cum[s] + (1u << p) - 1 : m.cum[s];
+    }
+    next = code_main_scalar(syms, lanes, coder, state, next, common_main);  // steps >= common_main
+    next = m.bits <= 4 ? code_main_avx2<true>(syms, common_main, lane_coder, state, next)
+                       : code_main_avx2<false>(syms, common_main, lane_coder, state, next);
+  } else {
+    next = code_main_scalar(syms, lanes, coder, state, next, 0);
+  }
+#else
+  (void)path;
+  next = code_main_scalar(syms, lanes, coder, state, next, 0);
+#endif
   const size_t word_count = static_cast<size_t>(words_end - next);
 
   // Header bits, table, lane states (docs: "Modes 1 and 3"), then the words.
@@ -661,7 +1092,7 @@ RansTable build_rans_table(std::span<const uint64_t> histogram, uint32_t symbol_
   RansTable best;
   double best_bits = 0;
   for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
-    const Model m = quantize(counts, symbol_bits, p);
+    const Model m = quantize_ref(counts, symbol_bits, p);
     double bits = 0;
     for (uint32_t s = 0; s < (1u << symbol_bits); ++s)
       if (counts[s]) bits += counts[s] * (p - std::log2(double(m.freq[s])));
@@ -700,8 +1131,10 @@ RansTable deserialize_rans_table(std::span<const uint8_t> bytes, uint32_t symbol
   return t;
 }
 
-std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbol_count, uint32_t symbol_bits,
-                                 const RansTable* shared) {
+namespace {
+
+std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t symbol_count, uint32_t symbol_bits,
+                                   const RansTable* shared, EncodePath path) {
   const uint64_t packed_bytes = rans_packed_bytes(symbol_count, symbol_bits);
   if (packed.size() != packed_bytes) invalid("packed input is " + std::to_string(packed.size()) + " bytes, expected " + std::to_string(packed_bytes));
   if (shared) check_table(*shared, symbol_bits);
@@ -742,32 +1175,85 @@ std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbo
   const uint32_t lanes_used = static_cast<uint32_t>(std::min<uint64_t>(symbol_count, kRansLanes));
   Model best_model;
   double best_bits = 0;
-  std::vector<uint8_t> table_bytes;
-  for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
-    Model model = quantize(counts, symbol_bits, p);
-    table_bytes.clear();
-    BitWriter table_bits(table_bytes);
-    write_table(model, table_bits);
-    double bits = static_cast<double>(table_bits.bits()) + static_cast<double>(lanes_used) * p;
-    for (uint32_t s = 0; s < (1u << symbol_bits); ++s)
-      if (counts[s]) bits += counts[s] * (p - std::log2(static_cast<double>(model.freq[s])));
-    if (p == kRansMinPrecision || bits < best_bits) {
-      best_bits = bits;
-      best_model = model;
+  if (path == EncodePath::kReference) {
+    std::vector<uint8_t> table_bytes;
+    for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
+      Model model = quantize_ref(counts, symbol_bits, p);
+      table_bytes.clear();
+      BitWriter table_bits(table_bytes);
+      write_table(model, table_bits);
+      double bits = static_cast<double>(table_bits.bits()) + static_cast<double>(lanes_used) * p;
+      for (uint32_t s = 0; s < (1u << symbol_bits); ++s)
+        if (counts[s]) bits += counts[s] * (p - std::log2(static_cast<double>(model.freq[s])));
+      if (p == kRansMinPrecision || bits < best_bits) {
+        best_bits = bits;
+        best_model = model;
+      }
+    }
+  } else {  // the same doubles in the same order (see quantize_fast)
+    const Log2Tables& lg = log2_tables();
+    const QuantizeInput input = quantize_input(counts, symbol_bits);
+    uint64_t present_bits = 0;
+    for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
+      Model model = quantize_fast(counts, input, p, lg);
+      if (p == kRansMinPrecision) {
+        BitCounter runs;
+        write_present_symbols(model, runs);
+        present_bits = runs.bits();
+      }
+      const uint64_t table_bits = table_bits_fast(model, input, present_bits);
+      double bits = static_cast<double>(table_bits) + static_cast<double>(lanes_used) * p;
+      for (uint32_t i = 0; i < input.present_count; ++i) {
+        const uint32_t s = input.present[i];
+        bits += counts[s] * (p - lg.value[model.freq[s]]);
+      }
+      if (p == kRansMinPrecision || bits < best_bits) {
+        best_bits = bits;
+        best_model = model;
+      }
     }
   }
-  std::vector<uint8_t> best = encode_with_model(syms, symbol_count, best_model, kModeRans);
+  std::vector<uint8_t> best = encode_with_model(syms, symbol_count, best_model, kModeRans, path);
   if (shared) {
     const Model m = model_from_table(*shared);
     bool covered = true;
     for (uint32_t s = 0; s < 256; ++s) covered &= counts[s] == 0 || m.freq[s] != 0;
     if (covered) {
-      std::vector<uint8_t> candidate = encode_with_model(syms, symbol_count, m, kModeRansShared);
+      std::vector<uint8_t> candidate = encode_with_model(syms, symbol_count, m, kModeRansShared, path);
       if (candidate.size() < best.size()) best = std::move(candidate);
     }
   }
   return best.size() < raw_size ? best : stored();
 }
+
+}  // namespace
+
+std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbol_count, uint32_t symbol_bits,
+                                 const RansTable* shared) {
+  return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kFast);
+}
+
+namespace detail {
+
+std::vector<uint8_t> rans_encode_reference(std::span<const uint8_t> packed, uint64_t symbol_count,
+                                           uint32_t symbol_bits, const RansTable* shared) {
+  return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kReference);
+}
+
+std::vector<uint8_t> rans_encode_fast_scalar(std::span<const uint8_t> packed, uint64_t symbol_count,
+                                             uint32_t symbol_bits, const RansTable* shared) {
+  return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kFastScalar);
+}
+
+bool rans_encode_uses_simd() {
+#if WPACK_RANS_AVX2
+  return have_avx2();
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
 
 void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
                  std::span<uint8_t> packed_out, const RansTable* shared) {

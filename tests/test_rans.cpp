@@ -1,6 +1,7 @@
 // Interleaved rANS plane codec (packer/rans.h): round trips on edge distributions for every symbol
 // width, determinism, hostile input (truncations, byte corruptions, garbage), the shared-table API,
-// and golden streams (tests/data/rans) that pin the format.
+// the fast encoder against its reference path (packer/detail/rans_encode.h), and golden streams
+// (tests/data/rans) that pin the format.
 //
 // Golden files are written, not checked, when WPACK_RANS_WRITE_GOLDEN=1 is set:
 //   WPACK_RANS_WRITE_GOLDEN=1 build/tests/test_rans "golden streams"
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "formats/error.h"
+#include "packer/detail/rans_encode.h"  // the encoder's reference and scalar paths
 #include "packer/rans.h"
 #include "test_util.h"
 
@@ -371,6 +373,104 @@ TEST_CASE("rans shared tables: build, serialise, code without an inline table") 
   REQUIRE(deserialize_rans_table(serialize_rans_table(t4), 4).freq == t4.freq);
   REQUIRE_THROWS_AS(build_rans_table(std::vector<uint64_t>(16, 0), 4), Error);
   REQUIRE_THROWS_AS(build_rans_table(std::vector<uint64_t>(15, 1), 4), Error);
+}
+
+// ---- the fast encoder against its reference ----
+// rans_encode() runs the fast precision estimate (quantize_fast, log2 tables) and, where the CPU has
+// AVX2, the lane-parallel main loop; rans_encode_fast_scalar() the same estimate with the scalar
+// loop (what other CPUs run); rans_encode_reference() the reference quantiser, libm log2 and the
+// scalar loop. All three must write the same bytes for every input.
+
+namespace {
+
+// Encodes with the three paths and requires the same bytes; returns them.
+std::vector<uint8_t> same_on_every_path(const std::vector<uint8_t>& symbols, uint32_t bits,
+                                        const RansTable* shared = nullptr) {
+  const auto packed = pack(symbols, bits);
+  const auto reference = detail::rans_encode_reference(packed, symbols.size(), bits, shared);
+  REQUIRE(rans_encode(packed, symbols.size(), bits, shared) == reference);
+  REQUIRE(detail::rans_encode_fast_scalar(packed, symbols.size(), bits, shared) == reference);
+  REQUIRE(decode(reference, symbols.size(), bits, shared) == packed);
+  return reference;
+}
+
+// Lane l draws from its own distribution: lanes differ in tail lengths (per-lane deltas, lanes
+// without a valid tail) and in when they emit words (every emit mask of a vector of 8 lanes).
+std::vector<uint8_t> lane_dependent_codes(size_t n, uint32_t bits, uint64_t seed) {
+  std::vector<uint8_t> out(n);
+  const uint32_t top = (1u << bits) - 1;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t lane = i % kRansLanes;
+    const uint64_t r = mix(seed);
+    if (lane % 4 == 0) out[i] = static_cast<uint8_t>(r % 1000 == 0 ? top : 0);       // nearly constant
+    else if (lane % 4 == 1) out[i] = static_cast<uint8_t>(r & top);                   // uniform
+    else if (lane % 4 == 2) out[i] = static_cast<uint8_t>(top - ((r >> 8) % 3 == 0));  // two symbols
+    else out[i] = static_cast<uint8_t>((r % 7 == 0) ? (r >> 16) & top : top / 2);     // one dominant
+  }
+  return out;
+}
+
+// Symbol counts spread over orders of magnitude (count of s ~ 2^(random * 14)), shuffled: many
+// symbols of frequency 1 at low precisions, unit moves in both directions, exchanges.
+std::vector<uint8_t> wide_range_codes(uint32_t bits, uint64_t seed) {
+  std::vector<uint8_t> out;
+  for (uint32_t s = 0; s < (1u << bits); ++s) {
+    const uint64_t count = mix(seed) % 4 == 0 ? 0 : uint64_t{1} << (mix(seed) % 15);
+    out.insert(out.end(), std::min<uint64_t>(count, 1 << 13), static_cast<uint8_t>(s));
+  }
+  if (out.empty()) out.push_back(0);
+  for (size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[mix(seed) % i]);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("fast encoder: the same bytes as the reference path on edge sizes and distributions") {
+  CAPTURE(detail::rans_encode_uses_simd());
+  const size_t sizes[] = {1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 384, 1000, 2047, 2048, 2049, 4096, 16383, 16384, 16385, 40000};
+  uint64_t seed = 7;
+  for (const uint32_t bits : kWidths) {
+    for (const size_t n : sizes) {
+      CAPTURE(bits, n);
+      same_on_every_path(uniform_codes(n, bits, ++seed), bits);
+      same_on_every_path(gaussian_codes(n, bits, ++seed), bits);
+      same_on_every_path(skewed_codes(n, bits, ++seed), bits);
+      same_on_every_path(lane_dependent_codes(n, bits, ++seed), bits);
+      std::vector<uint8_t> one_other(n, static_cast<uint8_t>((1u << bits) - 1));  // f = 1 next to f = 2^p - 1
+      one_other[n / 3] = 0;
+      same_on_every_path(one_other, bits);
+      std::vector<uint8_t> ramp(n);  // every symbol, in order
+      for (size_t i = 0; i < n; ++i) ramp[i] = static_cast<uint8_t>(i & ((1u << bits) - 1));
+      same_on_every_path(ramp, bits);
+    }
+    for (int trial = 0; trial < 40; ++trial) {
+      CAPTURE(bits, trial);
+      same_on_every_path(wide_range_codes(bits, ++seed), bits);
+    }
+  }
+}
+
+TEST_CASE("fast encoder: the same bytes as the reference path on real-like planes and with shared tables") {
+  uint64_t seed = 99;
+  for (const size_t n : {size_t{384}, size_t{4096}, size_t{16384}}) {
+    CAPTURE(n);
+    same_on_every_path(exponent_plane(n, ++seed), 8);
+    same_on_every_path(test::random_bytes(n, ++seed), 8);
+  }
+  // Shared tables: one built from the data (the shared stream is chosen) and one from a different
+  // distribution that covers every symbol (the inline table may win).
+  for (const uint32_t bits : kWidths) {
+    CAPTURE(bits);
+    const auto symbols = gaussian_codes(16384, bits, ++seed);
+    std::vector<uint64_t> hist(size_t{1} << bits, 1);
+    for (uint8_t s : symbols) ++hist[s];
+    const RansTable own = build_rans_table(hist, bits);
+    same_on_every_path(symbols, bits, &own);
+    std::vector<uint64_t> flat(size_t{1} << bits, 1);
+    const RansTable uniform = build_rans_table(flat, bits);
+    same_on_every_path(symbols, bits, &uniform);
+    same_on_every_path(skewed_codes(5000, bits, ++seed), bits, &uniform);
+  }
 }
 
 namespace {
