@@ -177,6 +177,8 @@ struct GpuTensor::Impl {
   QuantStreamPlan stream_plan{};
   bool streamable = false;     // every tile dense with raw planes: the streaming GEMV applies
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
+  detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
+  int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
 
   ~Impl() {
@@ -333,6 +335,35 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
+    // The Hopper bulk-copy GEMV (int4/int8 dense raw tiles) first.
+    if (impl_->streamable && !std::getenv("WPACK_GPU_NO_TMA") &&
+        detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
+                                    impl_->rows, impl_->cols, x_dev)) {
+      int& grid = impl_->tma_grid[batch];
+      detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
+      if (grid == 0) {
+        int device = 0, sms = 0, major = 0;
+        WPACK_CUDA_CHECK(cudaGetDevice(&device));
+        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        uint32_t stages = 0;
+        if (const char* env = std::getenv("WPACK_TMA_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 16);
+        plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_cols, batch,
+                                      stages);
+        grid = major >= 9 && plan.blocks_per_sm > 0
+                   ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * plan.blocks_per_sm))
+                   : -1;
+        if (std::getenv("WPACK_GPU_DEBUG"))
+          std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem\n",
+                       batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes);
+      }
+      if (grid > 0) {
+        WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                       impl_->quant, plan, static_cast<uint32_t>(grid), x_dev, y_dev,
+                                                       batch, status_dev, st));
+        return;
+      }
+    }
     // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
     // (batch <= 8), else the generic one-block-per-tile kernel.
     const bool tc =

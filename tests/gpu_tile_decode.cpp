@@ -406,6 +406,30 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
   }
 }
 
+// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8 tensors of dense raw tiles whose
+// widths are multiples of 64 (int4) / 32 (int8) columns and whose code planes are 4-byte aligned;
+// these shapes are chosen to meet that, with edge tiles in both directions: 1000 rows (edge tile
+// of 104 rows: code plane 8-byte aligned), 258 rows (edge of 2 rows: int4 g64 code plane at
+// 8 + 2 * 6 = 20, 4 mod 8: the unaligned-load path), 4160 columns (edge tile of 64 columns: one g64 group), 4 rows only. Every
+// batch width of its kernel variants: 1 (batch-1 kernels), 2..8 (warp per tile), 9..64 (n-tiles).
+TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8, edge rows and columns, groups, batch 1..64") {
+  using wpack::Scheme;
+  for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0, 64}, LossyCase{Scheme::kInt4, Codec::kNone, 0, 64, true},
+                             LossyCase{Scheme::kInt8, Codec::kNone}}) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {258, 4160}}, {"c", DType::BF16, {4, 2048}}},
+                        c, 128, 128, 21);
+    for (size_t t = 0; t < 3; ++t) {
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv_f32(*p, t, w, batch, 90 + 10 * t + batch);
+    }
+  }
+  // The default int4 (group 128) on 64-row tiles: four 16-row blocks per tile.
+  auto p = pack_lossy({{"d", DType::BF16, {700, 2048}}}, LossyCase{Scheme::kInt4, Codec::kNone}, 64, 256, 22);
+  const std::vector<float> w = check_decode_lossy(*p, 0);
+  for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch);
+}
+
 #else  // no CUDA in this build: main() exits with 4 before any test runs
 
 TEST_CASE("gpu decode: needs a CUDA build") { SUCCEED("skipped"); }

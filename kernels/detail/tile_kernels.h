@@ -126,3 +126,27 @@ int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t 
 int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
 
 }  // namespace wpack::gpu::detail
+
+namespace wpack::gpu::detail {
+
+// The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
+// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8 tensors whose tiles are all
+// dense with raw planes, batch 1..64. quant_tma_supported lists the shape conditions.
+struct QuantTmaPlan {
+  uint32_t stored_cap;     // largest stored tile, bytes, multiple of 16
+  uint32_t tile_cols;      // nominal tile width
+  uint32_t stages;         // ring depth, 2..16
+  uint32_t smem_bytes;     // dynamic shared memory per block
+  int blocks_per_sm;       // 0: the plan does not fit
+};
+bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
+                         uint64_t tensor_cols, const void* x_dev);
+// stages_wanted 0: as many as fit in about 100 KiB per block.
+QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_cols, uint32_t batch,
+                            uint32_t stages_wanted);
+cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                  const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
+                                  const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                  cudaStream_t stream);
+
+}  // namespace wpack::gpu::detail

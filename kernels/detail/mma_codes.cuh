@@ -1,0 +1,92 @@
+// Internal to kernels/: quantized codes -> BF16 MMA operands, and the m16n8k16 BF16 MMA
+// (the PRMT/LOP3 tricks of FasterTransformer and Marlin, adapted to BF16 and to wpack's plain
+// row-major LSB-first packing).
+#pragma once
+
+#include <cstdint>
+
+namespace wpack::gpu::detail {
+
+// Codes as BF16 MMA operands *plus a constant offset*: A holds (kBase + c) exactly, so that no
+// subtraction is needed per code; the caller removes (kBase + zero) * sum(x) per row and group,
+// with sum(x) from one more MMA whose A is all ones (kBf16x2Ones). kBase + c < 256 (int4) or
+// < 2176 + 256 with 16-steps (int8 hi nibbles) is exact in BF16 (8 significant bits).
+//   int4 word w = codes c0..c7 (nibble i = c_i, LSB first):
+//     pair k (k = 0..3) = ((w >> 4k) & 0x000F000F) | 0x43004300 = bf16x2 (128 + c_k, 128 + c_{k+4})
+//     (one LOP3 each, plus a shift): A k-slots hold columns (0,4) (1,5) (2,6) (3,7), so the x
+//     fragment is permuted the same way (b_from_x).
+//   int8 word = codes c0..c3 (bytes): lo = w & 0x0F0F0F0F, hi = (w >> 4) & 0x0F0F0F0F;
+//     PRMT with 0x43 gives (128 + lo_i, 128 + lo_j), with 0x45 (2048 + 16 hi_i, 2048 + 16 hi_j);
+//     a code's two parts sum to 2176 + c. A k-slots: lo (0,1) (2,3), hi (0,1) (2,3): B repeats x.
+__device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("sub.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// bf16x2 (v, v) of an integer v < 2^8, or 2176 (exact in BF16: 8 significant bits).
+__device__ __forceinline__ uint32_t bf16x2_splat_int(float v) {
+  const uint32_t b = __float_as_uint(v) >> 16;
+  return b | (b << 16);
+}
+
+template <uint32_t kBits>
+struct MmaCodes {
+  static_assert(kBits == 4 || kBits == 8, "int4 and int8 codes");
+  static constexpr uint32_t kPerWord = 32 / kBits;            // codes per 32-bit word: 8 or 4
+  static constexpr float kBase = kBits == 4 ? 128.0f : 2176.0f;  // A = kBase + code
+  __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[4]) {
+    if constexpr (kBits == 4) {
+      a[0] = (w & 0x000F000Fu) | 0x43004300u;
+      a[1] = ((w >> 4) & 0x000F000Fu) | 0x43004300u;
+      a[2] = ((w >> 8) & 0x000F000Fu) | 0x43004300u;
+      a[3] = ((w >> 12) & 0x000F000Fu) | 0x43004300u;
+    } else {
+      const uint32_t lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
+      a[0] = __byte_perm(lo, 0x43434343u, 0x4140);  // (lo c0, lo c1)
+      a[1] = __byte_perm(lo, 0x43434343u, 0x4342);  // (lo c2, lo c3)
+      a[2] = __byte_perm(hi, 0x45454545u, 0x4140);  // (hi c0, hi c1)
+      a[3] = __byte_perm(hi, 0x45454545u, 0x4342);  // (hi c2, hi c3)
+    }
+  }
+  // pairs() minus per-pair offsets (bf16x2, exact): off_lo from every int4 pair and int8 lo pair
+  // (128 + zero for int4, 128 for int8), off_hi from int8 hi pairs (2176): the A values are then
+  // the codes' values (c - zero), and no sum of x is needed.
+  __device__ static __forceinline__ void pairs_sub(uint32_t w, uint32_t off_lo, uint32_t off_hi, uint32_t (&a)[4]) {
+    pairs(w, a);
+    a[0] = bf16x2_sub(a[0], off_lo);
+    a[1] = bf16x2_sub(a[1], off_lo);
+    a[2] = bf16x2_sub(a[2], kBits == 4 ? off_lo : off_hi);
+    a[3] = bf16x2_sub(a[3], kBits == 4 ? off_lo : off_hi);
+  }
+  // The B fragment of a word from x's BF16 values of its columns, as bf16x2 pairs in column order:
+  // x01, x23, x45, x67 (int4: 8 columns) or x01, x23 (int8: 4 columns; x45, x67 unused).
+  __device__ static __forceinline__ void b_from_x(uint32_t x01, uint32_t x23, uint32_t x45, uint32_t x67,
+                                                  uint32_t (&b)[4]) {
+    if constexpr (kBits == 4) {
+      b[0] = __byte_perm(x01, x45, 0x5410);  // (x0, x4)
+      b[1] = __byte_perm(x01, x45, 0x7632);  // (x1, x5)
+      b[2] = __byte_perm(x23, x67, 0x5410);  // (x2, x6)
+      b[3] = __byte_perm(x23, x67, 0x7632);  // (x3, x7)
+    } else {
+      b[0] = b[2] = x01;
+      b[1] = b[3] = x23;
+    }
+  }
+};
+
+constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
+
+// D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds
+// A rows g and g + 8 (k-slots 2t, 2t+1 in a0/a1 and 2t+8, 2t+9 in a2/a3), B column g, and C
+// rows g (c0, c1) and g + 8 (c2, c3) at columns 2t, 2t + 1.
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+}  // namespace wpack::gpu::detail

@@ -1,0 +1,552 @@
+// The Hopper streaming GEMV for int4/int8 tensors whose tiles are all dense with raw planes:
+// a warp-specialised bulk-copy pipeline feeding tensor cores.
+//
+//   block = consumer warps + 1 producer warp, persistent; block b owns tiles
+//           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
+//   producer: its lanes load 32 tile records at once; lane 0, for each tile, waits until ring
+//           stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s], then issues
+//           one cp.async.bulk of the tile's stored bytes and one of its x slice (x is (K, batch),
+//           so a tile's columns are contiguous), both completing on mbarrier full[s]
+//   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
+//           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
+//           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
+//             warp per tile (int4, batch <= 8; 4 warps): warp w takes tiles w, w + 4, ... whole,
+//               so x fragments are loaded once for the tile's 8 row blocks, whose MMA chains are
+//               independent; A holds 128 + code and (128 + zero) * sum(x) is removed per group
+//               (sum(x) from an MMA with A = ones): no subtraction per code
+//             warps share a tile (int8, and every batch > 8; 8 warps): warp w takes rows
+//               [16w, 16w + 16) of every tile; A holds the codes' values (HSUB2 per pair)
+//   row partials stay in registers while a warp's tiles share a tile row and are added to y
+//   (atomicAdd) when the tile row changes or the range ends
+//
+// A stage is [stored bytes, 16-aligned size | x slice (w, batch) BF16]. The host sizes the ring to
+// about 100 KiB per block (two blocks per multiprocessor), so that well over 64 KiB per
+// multiprocessor are in flight: enough to cover HBM latency.
+//
+// Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
+// [u8 zeros (h, G)][codes, row-major]; int8 has no plane A (per-row scales in the params).
+// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows), int4
+// or int8 codes, tile_rows <= 128, tile_cols and K multiples of 8 words of codes (64 int4, 32 int8
+// columns), groups a multiple of that and dividing K, every tile's code plane 4-byte aligned, x
+// 16-byte aligned, a device of compute capability 9.0 or later.
+#include <cstdint>
+
+#include <cuda_fp16.h>
+
+#include "kernels/detail/mma_codes.cuh"
+#include "kernels/detail/tile_kernels.h"
+
+namespace wpack::gpu::detail {
+namespace {
+
+constexpr uint32_t kMaxStages = 16;
+constexpr uint32_t kHeaderBytes = 512;  // barriers (2 x 16 x 8 B) and stage geometry (16 x 16 B)
+constexpr uint32_t kStatusOk = 0;
+
+__host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+// Waits until the phase of `bar` with this parity has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      " .reg .pred done;\n"
+      "WPACK_MBAR_WAIT_%=:\n"
+      " mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      " @!done bra WPACK_MBAR_WAIT_%=;\n"
+      "}\n" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+// Bulk copy global -> shared (dst, src 16-aligned, bytes a multiple of 16), completing on `bar`.
+// `policy`: an L2 cache policy (createpolicy): tile bytes are read once (evict first), x often.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
+      : "memory");
+}
+
+struct StageGeometry {
+  uint32_t row0, col0, h, w;
+};
+
+struct TmaLayout {
+  uint32_t stage_bytes, x_at, stages, total;
+  __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count) {
+    x_at = align_up(stored_cap, 128);
+    stage_bytes = x_at + align_up(tile_cols * batch * 2, 128);
+    stages = stage_count;
+    total = kHeaderBytes + stages * stage_bytes;
+  }
+};
+
+// The per-tile geometry of plane A and the code plane.
+struct TileSide {
+  uint32_t groups, group_words, words_per_row, scale_bytes, codes_at;
+  __device__ TileSide(const QuantDevParams& p, const StageGeometry& m, uint32_t per_word, bool grouped) {
+    words_per_row = m.w / per_word;
+    groups = grouped ? m.w / p.group : 1;
+    group_words = grouped ? p.group / per_word : words_per_row;
+    scale_bytes = grouped ? 2 * m.h * groups : 0;
+    codes_at = 8 + (grouped ? scale_bytes + (p.zero_points ? m.h * groups : 0) : 0);
+  }
+};
+
+// The x fragments (MmaCodes::b_from_x order) of the word starting at column `col`, for batch
+// column n = 8 nt + g of the lane (zeros past the batch). xs: the stage's x slice, (w, batch).
+template <uint32_t kBits, bool kBatch1>
+__device__ __forceinline__ void x_fragment(const uint8_t* xs, uint32_t col, uint32_t n, uint32_t batch,
+                                           uint32_t (&b)[4]) {
+  using C = MmaCodes<kBits>;
+  b[0] = b[1] = b[2] = b[3] = 0;
+  if (n >= batch) return;
+  if constexpr (kBatch1) {
+    if constexpr (kBits == 4) {
+      const uint4 x4 = *reinterpret_cast<const uint4*>(xs + 2 * col);
+      C::b_from_x(x4.x, x4.y, x4.z, x4.w, b);
+    } else {
+      const uint2 x2 = *reinterpret_cast<const uint2*>(xs + 2 * col);
+      C::b_from_x(x2.x, x2.y, 0, 0, b);
+    }
+  } else {
+    const uint16_t* xc = reinterpret_cast<const uint16_t*>(xs) + col * batch + n;
+    uint32_t e[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (uint32_t k = 0; k < C::kPerWord && k < 8; ++k) e[k] = xc[k * batch];
+    C::b_from_x(e[0] | (e[1] << 16), e[2] | (e[3] << 16), e[4] | (e[5] << 16), e[6] | (e[7] << 16), b);
+  }
+}
+
+// (kBase + zero) of tile row r and group gi: what one code's A value holds beyond its value.
+template <uint32_t kBits, bool kGrouped>
+__device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint8_t* stage, const TileSide& ts,
+                                             uint32_t r, uint32_t gi) {
+  const float base = MmaCodes<kBits>::kBase;
+  if (kGrouped && p.zero_points) return base + static_cast<float>(stage[8 + ts.scale_bytes + r * ts.groups + gi]);
+  return base + p.symmetric_zero;
+}
+
+// Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (batch 9..64): the warp's partials
+// yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). kGrouped: fp16 scale per
+// (row, group) in plane A, applied per group; else raw sums go to yacc and xsum, and the per-row
+// scale and offset are applied at the flush.
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub>
+__device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
+                                         const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4],
+                                         float (&xsum)[kNT][4]) {
+  using C = MmaCodes<kBits>;
+  constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
+  const TileSide ts(p, m, C::kPerWord, kGrouped);
+  const uint32_t* row0w = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + r0 * ts.words_per_row + 2 * t;
+  const uint32_t* row1w = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + r1 * ts.words_per_row + 2 * t;
+  const bool aligned8 = ts.codes_at % 8 == 0;
+  const uint32_t off_hi = bf16x2_splat_int(2176.0f);
+  for (uint32_t gi = 0; gi < ts.groups; ++gi) {
+    uint32_t off0 = 0, off1 = 0;  // kSub: (128 + zero) pairs of the two rows (int8: 128)
+    if constexpr (kSub) {
+      off0 = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, r0, gi) : 128.0f);
+      off1 = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, r1, gi) : 128.0f);
+    }
+    float c[kNT][4], cs[kNT][4];
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) c[nt][k] = cs[nt][k] = 0.f;
+    float(&acc)[kNT][4] = kGrouped ? c : yacc;
+    float(&sum)[kNT][4] = kGrouped ? cs : xsum;
+    for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
+      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
+      uint32_t w0[2], w1[2];
+      if (aligned8) {
+        const uint2 a = *reinterpret_cast<const uint2*>(row0w + j), b = *reinterpret_cast<const uint2*>(row1w + j);
+        w0[0] = a.x, w0[1] = a.y, w1[0] = b.x, w1[1] = b.y;
+      } else {
+        w0[0] = row0w[j], w0[1] = row0w[j + 1], w1[0] = row1w[j], w1[1] = row1w[j + 1];
+      }
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v) {
+        uint32_t a0[4], a1[4];
+        if constexpr (kSub) {
+          C::pairs_sub(w0[v], off0, off_hi, a0);
+          C::pairs_sub(w1[v], off1, off_hi, a1);
+        } else {
+          C::pairs(w0[v], a0);
+          C::pairs(w1[v], a1);
+        }
+        const uint32_t col = (j + 2 * t + v) * C::kPerWord;
+#pragma unroll
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+          uint32_t b[4];
+          x_fragment<kBits, kBatch1>(xs, col, 8 * nt + g, batch, b);
+          mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+          mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
+          if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
+            mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[0], b[1]);
+            if (kBits == 4) mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[2], b[3]);
+          }
+        }
+      }
+    }
+    if constexpr (kGrouped) {
+      const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
+      const float s0 = __half2float(__ushort_as_half(scales[r0 * ts.groups + gi]));
+      const float s1 = __half2float(__ushort_as_half(scales[r1 * ts.groups + gi]));
+      const float o0 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, r0, gi);
+      const float o1 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, r1, gi);
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+        yacc[nt][0] = fmaf(s0, fmaf(-o0, cs[nt][0], c[nt][0]), yacc[nt][0]);
+        yacc[nt][1] = fmaf(s0, fmaf(-o0, cs[nt][1], c[nt][1]), yacc[nt][1]);
+        yacc[nt][2] = fmaf(s1, fmaf(-o1, cs[nt][2], c[nt][2]), yacc[nt][2]);
+        yacc[nt][3] = fmaf(s1, fmaf(-o1, cs[nt][3], c[nt][3]), yacc[nt][3]);
+      }
+    }
+  }
+}
+
+// Batch 1..8: one warp multiplies a whole tile (all its 16-row blocks), so the x fragments of a
+// k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
+// independent. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at batch columns 2t, 2t + 1;
+// xsum: the raw sums' x total (non-grouped only; applied at the flush).
+template <uint32_t kBits, bool kBatch1, bool kGrouped, bool kSub>
+__device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
+                                              const StageGeometry& m, uint32_t batch, float (&yacc)[8][4],
+                                              float (&xsum)[4]) {
+  using C = MmaCodes<kBits>;
+  constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
+  constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const TileSide ts(p, m, C::kPerWord, kGrouped);
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + 2 * t;
+  const bool aligned8 = ts.codes_at % 8 == 0;
+  const uint32_t off_hi = bf16x2_splat_int(2176.0f);
+  uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
+#pragma unroll
+  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+    rows[rb][0] = min(16 * rb + g, m.h - 1);
+    rows[rb][1] = min(16 * rb + g + 8, m.h - 1);
+  }
+  for (uint32_t gi = 0; gi < ts.groups; ++gi) {
+    float c[kBlocks][4], cs[4] = {0.f, 0.f, 0.f, 0.f};
+    uint32_t off[kBlocks][2];  // kSub: (128 + zero) pairs of the block's two rows (int8: 128)
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+      c[rb][0] = c[rb][1] = c[rb][2] = c[rb][3] = 0.f;
+      if constexpr (kSub) {
+        off[rb][0] = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, rows[rb][0], gi) : 128.0f);
+        off[rb][1] = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, rows[rb][1], gi) : 128.0f);
+      }
+    }
+    float(&sum)[4] = kGrouped ? cs : xsum;
+    for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
+      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
+      uint32_t b[2][4];
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v) {
+        x_fragment<kBits, kBatch1>(xs, (j + 2 * t + v) * C::kPerWord, g, batch, b[v]);
+        if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
+          mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][0], b[v][1]);
+          if (kBits == 4) mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
+        }
+      }
+#pragma unroll
+      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+        if (16 * rb >= m.h) break;
+        uint32_t w0[2], w1[2];
+        const uint32_t* p0 = codes + rows[rb][0] * ts.words_per_row + j;
+        const uint32_t* p1 = codes + rows[rb][1] * ts.words_per_row + j;
+        if (aligned8) {
+          const uint2 a = *reinterpret_cast<const uint2*>(p0), bb = *reinterpret_cast<const uint2*>(p1);
+          w0[0] = a.x, w0[1] = a.y, w1[0] = bb.x, w1[1] = bb.y;
+        } else {
+          w0[0] = p0[0], w0[1] = p0[1], w1[0] = p1[0], w1[1] = p1[1];
+        }
+        float(&acc)[4] = kGrouped ? c[rb] : yacc[rb];
+#pragma unroll
+        for (uint32_t v = 0; v < 2; ++v) {
+          uint32_t a0[4], a1[4];
+          if constexpr (kSub) {
+            C::pairs_sub(w0[v], off[rb][0], off_hi, a0);
+            C::pairs_sub(w1[v], off[rb][1], off_hi, a1);
+          } else {
+            C::pairs(w0[v], a0);
+            C::pairs(w1[v], a1);
+          }
+          mma_bf16_16816(acc, a0[0], a1[0], a0[1], a1[1], b[v][0], b[v][1]);
+          mma_bf16_16816(acc, a0[2], a1[2], a0[3], a1[3], b[v][2], b[v][3]);
+        }
+      }
+    }
+    if constexpr (kGrouped) {
+      const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
+#pragma unroll
+      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+        const float s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
+        const float s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
+        const float o0 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][0], gi);
+        const float o1 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][1], gi);
+        yacc[rb][0] = fmaf(s0, fmaf(-o0, cs[0], c[rb][0]), yacc[rb][0]);
+        yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
+        yacc[rb][2] = fmaf(s1, fmaf(-o1, cs[2], c[rb][2]), yacc[rb][2]);
+        yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
+      }
+    }
+  }
+}
+
+// Adds a warp's row partials to y and clears them: kBlocks blocks of 16 rows starting at tile
+// row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: y gets
+// row_scale * (raw - (kBase + zero) * xsum).
+template <uint32_t kBits, uint32_t kNT, uint32_t kBlocks, bool kGrouped, bool kSub>
+__device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t row0, uint32_t h, uint32_t first_block,
+                                               uint32_t batch, float* y_dev, float (&yacc)[kBlocks * kNT][4],
+                                               float (&xsum)[kNT][4]) {
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const float offset = MmaCodes<kBits>::kBase + p.symmetric_zero;  // non-grouped: no zero points
+#pragma unroll
+  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+    for (uint32_t half = 0; half < 2; ++half) {
+      const uint32_t r = 16 * (first_block + rb) + g + 8 * half;
+      if (r < h) {
+        const float scale = kGrouped ? 1.0f : p.row_scales_dev[row0 + r];
+#pragma unroll
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (uint32_t k = 0; k < 2; ++k) {
+            const uint32_t n = 8 * nt + 2 * t + k;
+            float v = yacc[rb * kNT + nt][2 * half + k];
+            if (!kGrouped) v = scale * (kSub ? v : fmaf(-offset, xsum[nt][2 * half + k], v));
+            if (n < batch) atomicAdd(&y_dev[(uint64_t{row0} + r) * batch + n], v);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < kBlocks * kNT; ++i) yacc[i][0] = yacc[i][1] = yacc[i][2] = yacc[i][3] = 0.f;
+#pragma unroll
+  for (uint32_t nt = 0; nt < kNT; ++nt) xsum[nt][0] = xsum[nt][1] = xsum[nt][2] = xsum[nt][3] = 0.f;
+}
+
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub>
+__global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
+    uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
+    const uint16_t* __restrict__ x_dev,  // (K, batch) BF16 bits, 16-byte aligned
+    uint32_t batch,                      // kBatch1 ? 1 : 1 .. 8 kNT
+    float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
+    uint32_t* __restrict__ status_dev) {  // (tile_count)
+  static_assert(!kWarpTile || kNT == 1, "a warp holds a whole tile row's partials for batch <= 8 only");
+  extern __shared__ __align__(128) uint8_t smem[];
+  const TmaLayout layout(stored_cap, tile_cols, batch, stages);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem);
+  uint64_t* empty = full + kMaxStages;
+  StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 256);
+  uint8_t* ring = smem + kHeaderBytes;
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
+
+  if (threadIdx.x == 0) {
+    for (uint32_t s = 0; s < stages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kWarpTile ? 1 : kWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == kWarps) {  // producer: lanes load 32 tile records at once, lane 0 issues the copies
+    uint64_t policy, x_policy;  // tile bytes are read once; x by every tile row
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
+    uint32_t s = 0, phase = 0;
+    for (uint64_t base = t_begin; base < t_end; base += 32) {
+      DevTile d{};
+      if (base + lane < t_end) {
+        d = tiles_dev[base + lane];
+        status_dev[base + lane] = kStatusOk;
+      }
+      const uint32_t n = t_end - base < 32 ? static_cast<uint32_t>(t_end - base) : 32u;
+      for (uint32_t k = 0; k < n; ++k) {
+        const uint64_t offset = __shfl_sync(0xFFFFFFFFu, d.offset, k);
+        const uint32_t stored = __shfl_sync(0xFFFFFFFFu, d.stored_size, k);
+        const StageGeometry geo{__shfl_sync(0xFFFFFFFFu, d.row0, k), __shfl_sync(0xFFFFFFFFu, d.col0, k),
+                                __shfl_sync(0xFFFFFFFFu, d.rows, k), __shfl_sync(0xFFFFFFFFu, d.cols, k)};
+        if (lane == 0) {
+          mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
+          const uint32_t bytes = align_up(stored, 16), x_bytes = geo.w * batch * 2;
+          meta[s] = geo;
+          uint8_t* stage = ring + s * layout.stage_bytes;
+          mbar_arrive_expect_tx(&full[s], bytes + x_bytes);
+          bulk_load(stage, bytes_dev + offset, bytes, &full[s], policy);
+          bulk_load(stage + layout.x_at, x_dev + uint64_t{geo.col0} * batch, x_bytes, &full[s], x_policy);
+        }
+        if (++s == stages) s = 0, phase ^= 1;
+      }
+    }
+    return;
+  }
+
+  if constexpr (kWarpTile) {
+    float yacc[8][4], xsum[1][4];
+    flush_partials<kBits, 1, 8, true, kSub>(params, 0, 0, 0, batch, y_dev, yacc, xsum);  // h 0: clears only
+    uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
+    uint32_t s = warp, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
+    while (s >= stages) s -= stages, phase ^= 1;
+    for (uint64_t ti = t_begin + warp; ti < t_end; ti += kWarps) {
+      mbar_wait(&full[s], phase);
+      const StageGeometry m = meta[s];
+      if (m.row0 != acc_row0 || acc_h == 0) {
+        if (acc_h) flush_partials<kBits, 1, 8, kGrouped, kSub>(params, acc_row0, acc_h, 0, batch, y_dev, yacc, xsum);
+        acc_row0 = m.row0, acc_h = m.h;
+      }
+      const uint8_t* stage = ring + s * layout.stage_bytes;
+      tma_tile_warp<kBits, kBatch1, kGrouped, kSub>(params, stage, stage + layout.x_at, m, batch, yacc, xsum[0]);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);
+      s += kWarps;
+      while (s >= stages) s -= stages, phase ^= 1;
+    }
+    if (acc_h) flush_partials<kBits, 1, 8, kGrouped, kSub>(params, acc_row0, acc_h, 0, batch, y_dev, yacc, xsum);
+  } else {
+    float yacc[kNT][4], xsum[kNT][4];
+    flush_partials<kBits, kNT, 1, true, kSub>(params, 0, 0, 0, batch, y_dev, yacc, xsum);  // clears only
+    uint32_t acc_row0 = 0, acc_h = 0;
+    uint32_t s = 0, phase = 0;
+    for (uint64_t ti = t_begin; ti < t_end; ++ti) {
+      mbar_wait(&full[s], phase);
+      const StageGeometry m = meta[s];
+      if (m.row0 != acc_row0 || acc_h == 0) {
+        if (acc_h) flush_partials<kBits, kNT, 1, kGrouped, kSub>(params, acc_row0, acc_h, warp, batch, y_dev, yacc, xsum);
+        acc_row0 = m.row0, acc_h = m.h;
+      }
+      const uint8_t* stage = ring + s * layout.stage_bytes;
+      if (warp * 16 < m.h)
+        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub>(params, stage, stage + layout.x_at, m, batch, yacc, xsum);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(&empty[s]);
+      if (++s == stages) s = 0, phase ^= 1;
+    }
+    if (acc_h) flush_partials<kBits, kNT, 1, kGrouped, kSub>(params, acc_row0, acc_h, warp, batch, y_dev, yacc, xsum);
+  }
+}
+
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub>
+struct TmaKernel {
+  static constexpr uint32_t kThreads = 32 * (kWarps + 1);
+  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub>;
+  static cudaError_t prepare(uint64_t smem) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  }
+  static int occupancy(uint64_t smem) {
+    int blocks = 0;
+    if (prepare(smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess)
+      return 0;
+    return blocks;
+  }
+  static cudaError_t launch(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                            const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
+                            const uint16_t* x_dev, uint32_t batch, float* y_dev, uint32_t* status_dev,
+                            cudaStream_t stream) {
+    kernel<<<grid, kThreads, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan.stored_cap,
+                                                        plan.tile_cols, plan.stages, x_dev, batch, y_dev, status_dev);
+    return cudaGetLastError();
+  }
+};
+
+uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
+
+// Calls f(TmaKernel<...>{}) for the instance that serves (bits, batch, grouped). Measured on the
+// H200 (bench_gpu_layers, 28672x8192, batch 1): int4 runs fastest with a warp per tile and the
+// sum-of-x offset (no subtraction per code), int8 with the warps sharing each tile.
+template <typename F>
+auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, F&& f) {
+  const uint32_t nt = tma_n_tiles(batch);
+#define WPACK_TMA_NT(B, G)                                                                              \
+  switch (nt) {                                                                                          \
+    case 1:                                                                                              \
+      if (B == 4) return batch == 1 ? f(TmaKernel<B, 1, true, G, 4, true, false>{})                    \
+                                    : f(TmaKernel<B, 1, false, G, 4, true, false>{});                   \
+      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, false, true>{}) : f(TmaKernel<B, 1, false, G, 8, false, true>{}); \
+    case 2: return f(TmaKernel<B, 2, false, G, 8, false, true>{});                                      \
+    case 4: return f(TmaKernel<B, 4, false, G, 8, false, true>{});                                      \
+    default: return f(TmaKernel<B, 8, false, G, 8, false, true>{});                                     \
+  }
+  if (bits == 4) {
+    if (grouped) { WPACK_TMA_NT(4, true) } else { WPACK_TMA_NT(4, false) }
+  }
+  if (grouped) { WPACK_TMA_NT(8, true) } else { WPACK_TMA_NT(8, false) }
+#undef WPACK_TMA_NT
+}
+
+}  // namespace
+
+bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
+                         uint64_t tensor_cols, const void* x_dev) {
+  if (params.kind != kQuantInt || (params.bits != 4 && params.bits != 8) || tile_rows > 128) return false;
+  const uint32_t step_cols = 8 * (32 / params.bits);  // 8 words of codes
+  if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
+  if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
+    return false;
+  // The code plane of every tile (full and edge rows) must be 4-byte aligned.
+  const uint32_t side_per_row = params.grouped ? (2 + (params.zero_points ? 1 : 0)) * (tile_cols / params.group) : 0;
+  const uint32_t edge_cols = static_cast<uint32_t>(tensor_cols % tile_cols);
+  const uint32_t edge_side_per_row =
+      params.grouped ? (2 + (params.zero_points ? 1 : 0)) * (edge_cols / params.group) : 0;
+  const uint32_t edge_rows = static_cast<uint32_t>(tensor_rows % tile_rows);
+  for (uint32_t h : {tile_rows, edge_rows})
+    for (uint32_t per_row : {side_per_row, edge_side_per_row})
+      if (h && (h * per_row) % 4) return false;
+  return true;
+}
+
+QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_cols, uint32_t batch,
+                            uint32_t stages_wanted) {
+  QuantTmaPlan plan{};
+  plan.stored_cap = align_up(stored_cap, 16);
+  plan.tile_cols = tile_cols;
+  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1).stage_bytes;
+  // About 100 KiB of ring per block: two blocks per multiprocessor.
+  uint32_t stages = stages_wanted ? stages_wanted : (100u << 10) / stage_bytes;
+  stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
+  plan.stages = stages;
+  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages).total;
+  const bool grouped = params.grouped != 0;
+  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  return plan;
+}
+
+cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
+                                  const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
+                                  const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                  cudaStream_t stream) {
+  if (tile_count == 0) return cudaSuccess;
+  if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages) return cudaErrorInvalidValue;
+  return tma_dispatch(params.bits, batch, params.grouped != 0, [&](auto k) {
+    using K = decltype(k);
+    const cudaError_t err = K::prepare(plan.smem_bytes);
+    if (err != cudaSuccess) return err;
+    return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, batch, y_dev, status_dev, stream);
+  });
+}
+
+}  // namespace wpack::gpu::detail
