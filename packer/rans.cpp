@@ -519,6 +519,61 @@ Model quantize_fast(const std::array<uint64_t, 256>& counts, const QuantizeInput
   return m;
 }
 
+// What write_present_symbols writes, in bits, from the list of present symbols.
+uint64_t present_symbols_bits(const QuantizeInput& in) {
+  const uint32_t alphabet = 1u << in.bits;
+  BitCounter w;
+  uint32_t pos = 0;  // the next symbol not yet covered
+  uint32_t i = 0;
+  while (i < in.present_count) {
+    const uint32_t start = in.present[i];
+    uint32_t run = 1;
+    while (i + run < in.present_count && in.present[i + run] == start + run) ++run;
+    w.gamma(start - pos + 1);
+    w.gamma(run);
+    pos = start + run;
+    i += run;
+  }
+  if (pos != alphabet) w.gamma(1);  // end
+  return w.bits();
+}
+
+// A lower bound of the precision estimate at every precision, so that the fast path can stop
+// estimating once no higher precision can win (what it skips, the reference would not take).
+// For any table at precision p, with c_s the counts, P present symbols, U lanes and NL the
+// present symbols but the last:
+//   estimate(p) = table_bits + U p + sum_s c_s (p - log2 f_s),
+//   table_bits  = present_bits + sum_{s in NL} (zz_s + 1 + max(len_s - 1, 0))
+//              >= present_bits + sum_{s in NL} log2 f_s,
+// as zz_s >= 0 and max(len_s - 1, 0) = floor(log2(f_s - 1)) >= log2 f_s - 1 (f_s >= 2; 0 >= -1 for
+// f_s = 1). With a_s = c_s - [s in NL] >= 0 and A = sum a_s = n - (P - 1):
+//   estimate(p) >= present_bits + (U + n) p - sum_s a_s log2 f_s
+//              >= present_bits + (U + P - 1) p + A log2 A - sum_s a_s log2 a_s
+// (Gibbs: sum a_s log2 f_s with sum f_s = 2^p is largest at f_s = 2^p a_s / A). It grows with p, so
+// once it passes the best estimate so far, every higher p is out. `margin` covers the rounding of
+// both sides in double precision (a few ulps of values below 2^40) many times over.
+struct EstimateBound {
+  double constant = 0;  // present_bits + A log2 A - sum a_s log2 a_s
+  double slope = 0;     // U + P - 1
+  double at(uint32_t p) const { return constant + slope * p; }
+  static double margin(double bits) { return 1.0 + 1e-9 * bits; }
+};
+
+EstimateBound estimate_bound(const std::array<uint64_t, 256>& counts, const QuantizeInput& in, uint64_t present_bits,
+                             uint32_t lanes_used) {
+  double weights = 0, weighted_log = 0;  // A, sum a_s log2 a_s
+  for (uint32_t i = 0; i < in.present_count; ++i) {
+    const uint64_t a = counts[in.present[i]] - (i + 1 < in.present_count ? 1 : 0);
+    if (a == 0) continue;
+    weights += static_cast<double>(a);
+    weighted_log += static_cast<double>(a) * std::log2(static_cast<double>(a));
+  }
+  EstimateBound b;
+  b.constant = static_cast<double>(present_bits) + (weights > 0 ? weights * std::log2(weights) : 0) - weighted_log;
+  b.slope = static_cast<double>(lanes_used) + static_cast<double>(in.present_count) - 1;
+  return b;
+}
+
 // The table's size in bits at this model's precision (what write_table writes): the present
 // symbols' runs, the same at every precision (present_bits), then the frequencies.
 uint64_t table_bits_fast(const Model& m, const QuantizeInput& in, uint64_t present_bits) {
@@ -621,6 +676,19 @@ std::array<uint64_t, 256> histogram(const uint8_t* syms, uint64_t n) {
   return counts;
 }
 
+// Symbol counts of `n` 4-bit symbols packed two per byte (low nibble first): the bytes' histogram
+// (half as many increments as one per symbol), folded into nibbles.
+std::array<uint64_t, 256> histogram_nibbles(const uint8_t* packed, uint64_t n) {
+  const std::array<uint64_t, 256> pairs = histogram(packed, n / 2);
+  std::array<uint64_t, 256> counts{};
+  for (uint32_t b = 0; b < 256; ++b) {
+    counts[b & 0x0F] += pairs[b];
+    counts[b >> 4] += pairs[b];
+  }
+  if (n % 2) ++counts[packed[n / 2] & 0x0F];
+  return counts;
+}
+
 // Exact division of any 32-bit x by f (1 <= f <= 2^12) as a multiply, an add and a shift
 // (Granlund-Montgomery): shift = ceil(log2 f), and with M = ceil(2^(32 + shift) / f), which lies in
 // [2^32, 2^33), q = floor(x * M / 2^(32 + shift)) = (x + floor(x * (M - 2^32) / 2^32)) >> shift: the
@@ -639,6 +707,17 @@ struct Divisor {
     return static_cast<uint32_t>((x + ((uint64_t{x} * low_multiplier) >> 32)) >> shift);
   }
 };
+
+// Divisor(f) for every frequency f <= 2^12, computed once (the encoder needs one per present
+// symbol and stream: a 64-bit division each otherwise).
+const std::array<Divisor, kMaxSlots + 1>& divisor_table() {
+  static const auto table = [] {
+    auto t = std::make_unique<std::array<Divisor, kMaxSlots + 1>>();
+    for (uint32_t f = 1; f <= kMaxSlots; ++f) (*t)[f] = Divisor(f);
+    return t;
+  }();
+  return *table;
+}
 
 // One encoder step: the state that decodes to symbol (f, c) and then to x:
 // (x / f) * 2^p + x % f + c = x + (x / f) * (2^p - f) + c. x is below 2^32 wherever the encoder
@@ -917,8 +996,9 @@ TailChoice choose_tails_fast(const uint8_t* syms, uint64_t n, const Model& m, co
 std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode, EncodePath path) {
   const uint32_t p = m.precision;
   std::array<Divisor, 256> divisor;
+  const std::array<Divisor, kMaxSlots + 1>& divisors = divisor_table();
   for (uint32_t s = 0; s < (1u << m.bits); ++s)
-    if (m.freq[s]) divisor[s] = Divisor(m.freq[s]);
+    if (m.freq[s]) divisor[s] = path == EncodePath::kReference ? Divisor(m.freq[s]) : divisors[m.freq[s]];
   const TailChoice tails = path == EncodePath::kReference ? choose_tails_ref(syms, n, m, divisor)
                                                            : choose_tails_fast(syms, n, m, divisor);
   const uint32_t base = tails.base, delta_bits = tails.delta_bits;
@@ -1162,7 +1242,9 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
     unpack_symbols(packed, symbol_count, symbol_bits, unpacked.get());
     syms = unpacked.get();
   }
-  const std::array<uint64_t, 256> counts = histogram(syms, symbol_count);
+  const std::array<uint64_t, 256> counts = path != EncodePath::kReference && symbol_bits == 4
+                                               ? histogram_nibbles(packed.data(), symbol_count)
+                                               : histogram(syms, symbol_count);
   uint32_t distinct = 0;
   for (uint64_t c : counts) distinct += c != 0;
   if (distinct == 1) return raw_size > 2 ? std::vector<uint8_t>{kModeConstant, syms[0]} : stored();
@@ -1193,14 +1275,12 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
   } else {  // the same doubles in the same order (see quantize_fast)
     const Log2Tables& lg = log2_tables();
     const QuantizeInput input = quantize_input(counts, symbol_bits);
-    uint64_t present_bits = 0;
+    const uint64_t present_bits = present_symbols_bits(input);
+    const EstimateBound bound = estimate_bound(counts, input, present_bits, lanes_used);
     for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
+      // No precision from here on can have an estimate below best_bits, so none would be taken.
+      if (p > kRansMinPrecision && bound.at(p) > best_bits + bound.margin(best_bits)) break;
       Model model = quantize_fast(counts, input, p, lg);
-      if (p == kRansMinPrecision) {
-        BitCounter runs;
-        write_present_symbols(model, runs);
-        present_bits = runs.bits();
-      }
       const uint64_t table_bits = table_bits_fast(model, input, present_bits);
       double bits = static_cast<double>(table_bits) + static_cast<double>(lanes_used) * p;
       for (uint32_t i = 0; i < input.present_count; ++i) {
