@@ -33,6 +33,7 @@
 
 #include <cuda_fp16.h>
 
+#include "kernels/detail/mma_codes.cuh"  // bf16x2_sub, bf16x2_splat_int, mma_bf16_16816
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/tile_kernels.h"
 
@@ -688,21 +689,7 @@ struct TcCodes {
       a[3] = bf16x2_sub(__byte_perm(hi, 0x45454545u, 0x4342), offset_hi);  // (hi c2, hi c3)
     }
   }
-  __device__ static __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
-    uint32_t d;
-    asm("sub.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-    return d;
-  }
 };
-
-__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 struct TcLayout {
   uint32_t stage_bytes, x_stage, xt, xt_row, total;
@@ -715,12 +702,6 @@ struct TcLayout {
     total = xt + (batch > 1 ? nb * xt_row : 0);
   }
 };
-
-// bf16x2 of (offset + zero) for HSUB2: offset + zero < 256 is exact in BF16 (8 significant bits).
-__device__ __forceinline__ uint32_t bf16x2_of(float v) {
-  const uint32_t b = __float_as_uint(v) >> 16;  // exact: v is an integer < 2^8 or 2176
-  return b | (b << 16);
-}
 
 template <uint32_t kBits, uint32_t kNT, uint32_t kV>
 __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uint32_t w, uint64_t row0,
@@ -740,7 +721,7 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
   const uint32_t* row0_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r0c * words_per_row;
   const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
   float c[kNT][4];
-  uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_of(kOffsetHi);
+  uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_splat_int(kOffsetHi);
   uint32_t gi = 0, in_group = 0;  // group index and step within it (no division per step)
   for (uint32_t q = 0; q < steps; ++q) {
     if (in_group == 0) {
@@ -749,10 +730,10 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
       if (kBits == 4) {
         const float z0 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r0c * sg.groups + gi]) : p.symmetric_zero;
         const float z1 = p.zero_points ? static_cast<float>(stage[8 + sg.scale_bytes + r1c * sg.groups + gi]) : p.symmetric_zero;
-        off0_lo = bf16x2_of(kOffsetLo + z0);
-        off1_lo = bf16x2_of(kOffsetLo + z1);
+        off0_lo = bf16x2_splat_int(kOffsetLo + z0);
+        off1_lo = bf16x2_splat_int(kOffsetLo + z1);
       } else {
-        off0_lo = off1_lo = bf16x2_of(kOffsetLo);
+        off0_lo = off1_lo = bf16x2_splat_int(kOffsetLo);
       }
     }
     const uint32_t first = step_words * q + kV * t;  // this lane's first word of the step
