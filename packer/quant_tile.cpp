@@ -108,17 +108,16 @@ uint32_t codes_symbol_bits(uint32_t bits) { return (bits == 2 || bits == 3 || bi
 // different zero points (measured by bench_rans: -1.3% bits on MiniLM int4).
 bool zero_relative_applies(const QuantTensorParams& p, Codec codec) { return has_zero_points(p) && codec == Codec::kRans; }
 
-// codes [rows][cols] of a tile (one per byte) -> s = (code - zero[r][c / group]) mod 2^bits, or the
-// inverse (add = true). zeros: the tile's u8 zero points [rows][groups]. in and out may be the same.
-void shift_by_zero_points(const uint8_t* in, const uint8_t* zeros, const TileRect& rect, uint64_t groups, uint32_t group,
-                          uint32_t bits, bool add, uint8_t* out) {
+// The codes [rows][cols] of a tile (one per byte) -> s = (code - zero[r][c / group]) mod 2^bits, one
+// per byte. zeros: the tile's u8 zero points [rows][groups] (plane A). decode_quant_tile_ref undoes it.
+void zero_relative_symbols(const uint8_t* codes, const uint8_t* zeros, const TileRect& rect, uint64_t groups,
+                           uint32_t group, uint32_t bits, uint8_t* out) {
   const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
   for (uint64_t r = 0; r < rect.rows; ++r)
     for (uint64_t g = 0; g < groups; ++g) {
       const uint8_t zero = zeros[r * groups + g];
       const uint64_t first = r * rect.cols + g * group, end = r * rect.cols + std::min<uint64_t>((g + 1) * group, rect.cols);
-      for (uint64_t i = first; i < end; ++i)
-        out[i] = static_cast<uint8_t>((add ? in[i] + zero : in[i] - zero) & mask);
+      for (uint64_t i = first; i < end; ++i) out[i] = static_cast<uint8_t>((codes[i] - zero) & mask);
     }
 }
 
@@ -348,8 +347,8 @@ QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorPa
     std::vector<uint8_t> b_zero_rel;
     if (zero_relative_applies(p, codec)) {
       std::vector<uint8_t> symbols(n);
-      shift_by_zero_points(codes.data(), side_bytes.data() + side.scale_bytes, rect, side.groups, p.group, p.bits,
-                           /*add=*/false, symbols.data());
+      zero_relative_symbols(codes.data(), side_bytes.data() + side.scale_bytes, rect, side.groups, p.group, p.bits,
+                            symbols.data());
       b_zero_rel = pack_codes(symbols, p.bits);
     }
     best = assemble_dense(side_bytes, b, b_zero_rel, n, p.bits, codec, level);
@@ -425,8 +424,8 @@ void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams
   zero_rel_ = dense_ok_ && has_zero_points(p);
   if (zero_rel_) {  // the zero-relative symbols that rANS codes (code(kRans))
     zero_rel_codes_.resize(n);
-    shift_by_zero_points(codes_.data(), side_.data() + side.scale_bytes, rect, side.groups, p.group, bits_,
-                         /*add=*/false, zero_rel_codes_.data());
+    zero_relative_symbols(codes_.data(), side_.data() + side.scale_bytes, rect, side.groups, p.group, bits_,
+                          zero_rel_codes_.data());
     dense_zero_rel_b_.resize(ceil_div(n * bits_, 8) + 8);
     detail::pack_codes_fast(zero_rel_codes_.data(), n, bits_, dense_zero_rel_b_.data());
   }
