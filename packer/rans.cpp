@@ -391,13 +391,22 @@ QuantizeInput quantize_input(const std::array<uint64_t, 256>& counts, uint32_t b
   in.bits = bits;
   uint64_t total = 0;
   for (uint32_t s = 0; s < (1u << bits); ++s) total += counts[s];
+  // floor(x / total) for x = counts << 13 < 2^64 by a multiplication: q = floor(x * r / 2^64) with
+  // r = floor((2^64 - 1) / total) never exceeds x / total and falls short of it by less than
+  // x / 2^64 + 1 (at most one here, where x <= total * 2^13 and total <= 2^32); the loop corrects it.
+  constexpr uint32_t kScaleBits = kRansMaxPrecision + 1;
+  const uint64_t reciprocal = ~uint64_t{0} / total;
   for (uint32_t s = 0; s < (1u << bits); ++s) {
     if (!counts[s]) continue;
     in.present[in.present_count++] = static_cast<uint8_t>(s);
-    constexpr uint32_t kScaleBits = kRansMaxPrecision + 1;
-    in.scaled[s] = counts[s] < (uint64_t{1} << (64 - kScaleBits))
-                       ? (counts[s] << kScaleBits) / total
-                       : static_cast<uint64_t>((static_cast<unsigned __int128>(counts[s]) << kScaleBits) / total);
+    if (counts[s] < (uint64_t{1} << (64 - kScaleBits))) {
+      const uint64_t x = counts[s] << kScaleBits;
+      uint64_t q = static_cast<uint64_t>((static_cast<unsigned __int128>(x) * reciprocal) >> 64);
+      while (x - q * total >= total) ++q;
+      in.scaled[s] = q;
+    } else {
+      in.scaled[s] = static_cast<uint64_t>((static_cast<unsigned __int128>(counts[s]) << kScaleBits) / total);
+    }
   }
   return in;
 }
@@ -519,10 +528,10 @@ Model quantize_fast(const std::array<uint64_t, 256>& counts, const QuantizeInput
   return m;
 }
 
-// What write_present_symbols writes, in bits, from the list of present symbols.
-uint64_t present_symbols_bits(const QuantizeInput& in) {
+// What write_present_symbols writes, from the list of present symbols.
+template <class Writer>
+void write_present_symbols_fast(const QuantizeInput& in, Writer& w) {
   const uint32_t alphabet = 1u << in.bits;
-  BitCounter w;
   uint32_t pos = 0;  // the next symbol not yet covered
   uint32_t i = 0;
   while (i < in.present_count) {
@@ -535,7 +544,19 @@ uint64_t present_symbols_bits(const QuantizeInput& in) {
     i += run;
   }
   if (pos != alphabet) w.gamma(1);  // end
+}
+
+uint64_t present_symbols_bits(const QuantizeInput& in) {
+  BitCounter w;
+  write_present_symbols_fast(in, w);
   return w.bits();
+}
+
+// write_table(m, w) from the list of m's present symbols.
+void write_table_fast(const Model& m, const QuantizeInput& in, BitWriter& w) {
+  write_present_symbols_fast(in, w);
+  int prev_len = 0;
+  for (uint32_t i = 0; i + 1 < in.present_count; ++i) write_frequency(m.freq[in.present[i]], prev_len, w);
 }
 
 // A lower bound of the precision estimate at every precision, so that the fast path can stop
@@ -877,13 +898,74 @@ bool have_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
   return avx2;
 }
+
+// The same loop with AVX-512F: two vectors of 16 lanes (vector 1 = lanes 16..31 first), a
+// 16-entry lookup is one permute, and the emitted words are compacted in order by vpcompressd and
+// stored by a masked narrowing store of exactly their count at next - count .. next - 1 (no spare
+// slots written). The arithmetic is code_main_avx2's.
+#define WPACK_TARGET_AVX512 __attribute__((target("avx512f,popcnt")))
+// g++ 12 warns "may be used uninitialized" inside its own avx512fintrin.h (the _mm512_undefined_*
+// placeholders of the unmasked intrinsics): a false positive, silenced for this loop only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+template <bool kSmallAlphabet>  // symbols < 16
+WPACK_TARGET_AVX512 inline __m512i lookup_lanes16(const std::array<uint32_t, 256>& table, __m512i symbols) {
+  if constexpr (kSmallAlphabet) {
+    return _mm512_permutexvar_epi32(symbols, _mm512_load_si512(table.data()));
+  } else {
+    return _mm512_i32gather_epi32(symbols, table.data(), 4);
+  }
+}
+
+template <bool kSmallAlphabet>
+WPACK_TARGET_AVX512 uint16_t* code_main_avx512(const uint8_t* syms, uint64_t steps, const LaneCoder& c,
+                                               std::array<uint32_t, kRansLanes>& state, uint16_t* next) {
+  __m512i x[2];
+  for (int g = 0; g < 2; ++g) x[g] = _mm512_loadu_si512(state.data() + 16 * g);
+  for (uint64_t t = steps; t-- > 0;) {
+    const uint8_t* step = syms + t * kRansLanes;
+    for (int g = 1; g >= 0; --g) {
+      const __m512i s = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(step + 16 * g)));
+      __m512i v = x[g];
+      const __mmask16 emit = _mm512_cmpge_epu32_mask(v, lookup_lanes16<kSmallAlphabet>(c.x_max, s));
+      const uint32_t count = static_cast<uint32_t>(_mm_popcnt_u32(emit));
+      next -= count;
+      _mm512_mask_cvtepi32_storeu_epi16(next, static_cast<__mmask16>((1u << count) - 1),
+                                        _mm512_maskz_compress_epi32(emit, v));
+      v = _mm512_mask_srli_epi32(v, emit, v, kWordBits);
+      const __m512i multiplier = lookup_lanes16<kSmallAlphabet>(c.low_multiplier, s);
+      const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(v, multiplier), 32);
+      const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(v, 32), _mm512_srli_epi64(multiplier, 32));
+      const __m512i high = _mm512_mask_blend_epi32(0xAAAA, even, odd);  // mulhi(x, low_multiplier) per lane
+      const __m512i half = _mm512_add_epi32(high, _mm512_srli_epi32(_mm512_sub_epi32(v, high), 1));
+      const __m512i q = _mm512_srlv_epi32(half, lookup_lanes16<kSmallAlphabet>(c.shift, s));
+      const __m512i scaled = _mm512_mullo_epi32(q, lookup_lanes16<kSmallAlphabet>(c.complement, s));
+      x[g] = _mm512_add_epi32(_mm512_add_epi32(v, scaled), lookup_lanes16<kSmallAlphabet>(c.cum, s));
+    }
+  }
+  for (int g = 0; g < 2; ++g) _mm512_storeu_si512(state.data() + 16 * g, x[g]);
+  return next;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+bool have_avx512() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+  return avx512;
+}
 #endif  // WPACK_RANS_AVX2
 
 // How rans_encode works; every path gives the same bytes (tests/test_rans.cpp compares them).
 enum class EncodePath {
-  kReference,   // quantize_ref, libm log2 in the estimate, code_main_scalar
-  kFastScalar,  // quantize_fast and the table estimate, code_main_scalar
-  kFast,        // kFastScalar with the AVX2 main loop where the CPU has it
+  kReference,   // quantize_ref, libm log2 in the estimate, the original tail search, code_main_scalar
+  kFastScalar,  // quantize_fast, the table estimate and its bound, choose_tails_fast, code_main_scalar
+  kFastAvx2,    // kFastScalar with code_main_avx2 (the CPU must have AVX2)
+  kFast,        // kFastScalar with code_main_avx512 or code_main_avx2, the best the CPU has
 };
 
 // Tails (docs: "Lanes and phases"): lane l's last min(k_l, count) symbols are coded first, from
@@ -993,7 +1075,10 @@ TailChoice choose_tails_fast(const uint8_t* syms, uint64_t n, const Model& m, co
 
 // Encodes the symbols with model `m` as a rANS stream of `mode` (kModeRans with the table inline,
 // kModeRansShared without).
-std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode, EncodePath path) {
+// `present`: the model's present symbols when the caller has them (the fast path writes the
+// table from that list).
+std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode, EncodePath path,
+                                       const QuantizeInput* present = nullptr) {
   const uint32_t p = m.precision;
   std::array<Divisor, 256> divisor;
   const std::array<Divisor, kMaxSlots + 1>& divisors = divisor_table();
@@ -1018,9 +1103,11 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   const auto words = std::make_unique_for_overwrite<uint16_t[]>(kSpareWords + n + 1);
   uint16_t* const words_end = words.get() + kSpareWords + n + 1;
   uint16_t* next = words_end;
-  const uint64_t common_main = common_main_steps(lanes);
 #if WPACK_RANS_AVX2
-  if (path == EncodePath::kFast && common_main > 0 && have_avx2()) {
+  const uint64_t common_main = common_main_steps(lanes);
+  const bool avx512 = path == EncodePath::kFast && have_avx512();
+  const bool avx2 = (path == EncodePath::kFast || path == EncodePath::kFastAvx2) && have_avx2();
+  if ((avx512 || avx2) && common_main > 0) {
     LaneCoder lane_coder{};  // absent symbols' entries are never used (the permutes load them: zero)
     for (uint32_t s = 0; s < (1u << m.bits); ++s) {
       const uint32_t f = m.freq[s];
@@ -1032,8 +1119,12 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
       lane_coder.cum[s] = f == 1 ? m.cum[s] + (1u << p) - 1 : m.cum[s];
     }
     next = code_main_scalar(syms, lanes, coder, state, next, common_main);  // steps >= common_main
-    next = m.bits <= 4 ? code_main_avx2<true>(syms, common_main, lane_coder, state, next)
-                       : code_main_avx2<false>(syms, common_main, lane_coder, state, next);
+    if (avx512)
+      next = m.bits <= 4 ? code_main_avx512<true>(syms, common_main, lane_coder, state, next)
+                         : code_main_avx512<false>(syms, common_main, lane_coder, state, next);
+    else
+      next = m.bits <= 4 ? code_main_avx2<true>(syms, common_main, lane_coder, state, next)
+                         : code_main_avx2<false>(syms, common_main, lane_coder, state, next);
   } else {
     next = code_main_scalar(syms, lanes, coder, state, next, 0);
   }
@@ -1050,7 +1141,10 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   BitWriter w(out);
   w.put(p - kRansMinPrecision, kPrecisionFieldBits);
   write_tails(base, delta_bits, lanes, w);
-  if (mode == kModeRans) write_table(m, w);
+  if (mode == kModeRans) {
+    if (present && path != EncodePath::kReference) write_table_fast(m, *present, w);
+    else write_table(m, w);
+  }
   std::array<uint64_t, kRansLanes> final_state{};
   for (uint32_t l = 0; l < lanes.used; ++l) final_state[l] = state[l];
   write_lane_states(final_state, lanes, w);
@@ -1257,6 +1351,7 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
   const uint32_t lanes_used = static_cast<uint32_t>(std::min<uint64_t>(symbol_count, kRansLanes));
   Model best_model;
   double best_bits = 0;
+  QuantizeInput input;  // the fast path's
   if (path == EncodePath::kReference) {
     std::vector<uint8_t> table_bytes;
     for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
@@ -1274,7 +1369,7 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
     }
   } else {  // the same doubles in the same order (see quantize_fast)
     const Log2Tables& lg = log2_tables();
-    const QuantizeInput input = quantize_input(counts, symbol_bits);
+    input = quantize_input(counts, symbol_bits);
     const uint64_t present_bits = present_symbols_bits(input);
     const EstimateBound bound = estimate_bound(counts, input, present_bits, lanes_used);
     for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
@@ -1293,7 +1388,8 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
       }
     }
   }
-  std::vector<uint8_t> best = encode_with_model(syms, symbol_count, best_model, kModeRans, path);
+  std::vector<uint8_t> best = encode_with_model(syms, symbol_count, best_model, kModeRans, path,
+                                                path == EncodePath::kReference ? nullptr : &input);
   if (shared) {
     const Model m = model_from_table(*shared);
     bool covered = true;
@@ -1325,11 +1421,16 @@ std::vector<uint8_t> rans_encode_fast_scalar(std::span<const uint8_t> packed, ui
   return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kFastScalar);
 }
 
-bool rans_encode_uses_simd() {
+std::vector<uint8_t> rans_encode_avx2(std::span<const uint8_t> packed, uint64_t symbol_count, uint32_t symbol_bits,
+                                      const RansTable* shared) {
+  return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kFastAvx2);
+}
+
+RansSimd rans_encode_simd() {
 #if WPACK_RANS_AVX2
-  return have_avx2();
+  return have_avx512() ? RansSimd::kAvx512 : have_avx2() ? RansSimd::kAvx2 : RansSimd::kNone;
 #else
-  return false;
+  return RansSimd::kNone;
 #endif
 }
 

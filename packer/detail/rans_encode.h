@@ -20,7 +20,13 @@ std::vector<uint8_t> rans_encode_reference(std::span<const uint8_t> packed, uint
 std::vector<uint8_t> rans_encode_fast_scalar(std::span<const uint8_t> packed, uint64_t symbol_count,
                                              uint32_t symbol_bits, const RansTable* shared = nullptr);
 
-// True when rans_encode() runs its main loop with AVX2 on this CPU (x86-64, checked once).
-bool rans_encode_uses_simd();
+// rans_encode()'s fast path with the AVX2 main loop even where AVX-512 is there (so that both
+// loops can be tested on one machine); the scalar loop where the CPU has no AVX2.
+std::vector<uint8_t> rans_encode_avx2(std::span<const uint8_t> packed, uint64_t symbol_count,
+                                      uint32_t symbol_bits, const RansTable* shared = nullptr);
+
+// The main loop rans_encode() runs on this CPU (x86-64: checked once at run time).
+enum class RansSimd { kNone, kAvx2, kAvx512 };
+RansSimd rans_encode_simd();
 
 }  // namespace wpack::detail
