@@ -224,17 +224,15 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 // k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
 // independent. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at batch columns 2t, 2t + 1;
 // xsum: the raw sums' x total (non-grouped only; applied at the flush).
-template <uint32_t kBits, bool kBatch1, bool kGrouped, bool kSub>
+template <uint32_t kBits, bool kBatch1, bool kGrouped, bool kSub, bool kAligned8>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
-                                              const StageGeometry& m, uint32_t batch, float (&yacc)[8][4],
-                                              float (&xsum)[4]) {
+                                              const StageGeometry& m, const TileSide& ts, uint32_t batch,
+                                              float (&yacc)[8][4], float (&xsum)[4]) {
   using C = MmaCodes<kBits>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  const TileSide ts(p, m, C::kPerWord, kGrouped);
   const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + 2 * t;
-  const bool aligned8 = ts.codes_at % 8 == 0;
   const uint32_t off_hi = bf16x2_splat_int(2176.0f);
   uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
 #pragma unroll
@@ -266,12 +264,11 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
         }
       }
 #pragma unroll
-      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-        if (16 * rb >= m.h) break;
+      for (uint32_t rb = 0; rb < kBlocks; ++rb) {  // blocks past the tile rerun its last row (dropped at flush)
         uint32_t w0[2], w1[2];
         const uint32_t* p0 = codes + rows[rb][0] * ts.words_per_row + j;
         const uint32_t* p1 = codes + rows[rb][1] * ts.words_per_row + j;
-        if (aligned8) {
+        if constexpr (kAligned8) {
           const uint2 a = *reinterpret_cast<const uint2*>(p0), bb = *reinterpret_cast<const uint2*>(p1);
           w0[0] = a.x, w0[1] = a.y, w1[0] = bb.x, w1[1] = bb.y;
         } else {
@@ -419,7 +416,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
         acc_row0 = m.row0, acc_h = m.h;
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
-      tma_tile_warp<kBits, kBatch1, kGrouped, kSub>(params, stage, stage + layout.x_at, m, batch, yacc, xsum[0]);
+      const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
+      if (ts.codes_at % 8 == 0)
+        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, true>(params, stage, stage + layout.x_at, m, ts, batch, yacc, xsum[0]);
+      else
+        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, false>(params, stage, stage + layout.x_at, m, ts, batch, yacc, xsum[0]);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       s += kWarps;

@@ -30,6 +30,14 @@ __device__ __forceinline__ uint32_t bf16x2_splat_int(float v) {
   return b | (b << 16);
 }
 
+// (a & b) | c in one LOP3. Written out because the compiler splits (a & imm) | imm into two
+// instructions (a LOP3 takes one immediate); here b and c stay in registers across the loop.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
 template <uint32_t kBits>
 struct MmaCodes {
   static_assert(kBits == 4 || kBits == 8, "int4 and int8 codes");
@@ -37,10 +45,11 @@ struct MmaCodes {
   static constexpr float kBase = kBits == 4 ? 128.0f : 2176.0f;  // A = kBase + code
   __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[4]) {
     if constexpr (kBits == 4) {
-      a[0] = (w & 0x000F000Fu) | 0x43004300u;
-      a[1] = ((w >> 4) & 0x000F000Fu) | 0x43004300u;
-      a[2] = ((w >> 8) & 0x000F000Fu) | 0x43004300u;
-      a[3] = ((w >> 12) & 0x000F000Fu) | 0x43004300u;
+      constexpr uint32_t kMask = 0x000F000Fu, kMagic = 0x43004300u;
+      a[0] = and_or(w, kMask, kMagic);
+      a[1] = and_or(w >> 4, kMask, kMagic);
+      a[2] = and_or(w >> 8, kMask, kMagic);
+      a[3] = and_or(w >> 12, kMask, kMagic);
     } else {
       const uint32_t lo = w & 0x0F0F0F0Fu, hi = (w >> 4) & 0x0F0F0F0Fu;
       a[0] = __byte_perm(lo, 0x43434343u, 0x4140);  // (lo c0, lo c1)
