@@ -263,17 +263,26 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
           if (kBits == 4) mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
         }
       }
+      // All the step's code words first (16 loads in flight), then the arithmetic: blocks past the
+      // tile rerun its last row (dropped at flush).
+      uint32_t words[kBlocks][2][2];
 #pragma unroll
-      for (uint32_t rb = 0; rb < kBlocks; ++rb) {  // blocks past the tile rerun its last row (dropped at flush)
-        uint32_t w0[2], w1[2];
-        const uint32_t* p0 = codes + rows[rb][0] * ts.words_per_row + j;
-        const uint32_t* p1 = codes + rows[rb][1] * ts.words_per_row + j;
-        if constexpr (kAligned8) {
-          const uint2 a = *reinterpret_cast<const uint2*>(p0), bb = *reinterpret_cast<const uint2*>(p1);
-          w0[0] = a.x, w0[1] = a.y, w1[0] = bb.x, w1[1] = bb.y;
-        } else {
-          w0[0] = p0[0], w0[1] = p0[1], w1[0] = p1[0], w1[1] = p1[1];
+      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const uint32_t* ptr = codes + rows[rb][h] * ts.words_per_row + j;
+          if constexpr (kAligned8) {
+            const uint2 a = *reinterpret_cast<const uint2*>(ptr);
+            words[rb][h][0] = a.x, words[rb][h][1] = a.y;
+          } else {
+            words[rb][h][0] = ptr[0], words[rb][h][1] = ptr[1];
+          }
         }
+      }
+#pragma unroll
+      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+        const uint32_t(&w0)[2] = words[rb][0];
+        const uint32_t(&w1)[2] = words[rb][1];
         float(&acc)[4] = kGrouped ? c[rb] : yacc[rb];
 #pragma unroll
         for (uint32_t v = 0; v < 2; ++v) {
@@ -299,9 +308,11 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
         const float o0 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][0], gi);
         const float o1 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][1], gi);
         yacc[rb][0] = fmaf(s0, fmaf(-o0, cs[0], c[rb][0]), yacc[rb][0]);
-        yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
         yacc[rb][2] = fmaf(s1, fmaf(-o1, cs[2], c[rb][2]), yacc[rb][2]);
-        yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
+        if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
+          yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
+          yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
+        }
       }
     }
   }
