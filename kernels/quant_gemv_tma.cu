@@ -1,4 +1,4 @@
-// The Hopper streaming GEMV for int4/int8 tensors whose tiles are all dense with raw planes:
+// The Hopper streaming GEMV for int4/int8/fp8 tensors whose tiles are all dense with raw planes:
 // a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
@@ -14,8 +14,9 @@
 //               so x fragments are loaded once for the tile's 8 row blocks, whose MMA chains are
 //               independent; A holds 128 + code and (128 + zero) * sum(x) is removed per group
 //               (sum(x) from an MMA with A = ones): no subtraction per code
-//             warps share a tile (int8, and every batch > 8; 8 warps): warp w takes rows
-//               [16w, 16w + 16) of every tile; A holds the codes' values (HSUB2 per pair)
+//             warps share a tile (int8, fp8, and every batch > 8; 8 warps): warp w takes rows
+//               [16w, 16w + 16) of every tile; A holds the codes' values (int: HSUB2 per pair;
+//               fp8: the E4M3 bits placed in BF16 and one multiply by 2^120, MmaFp8)
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
@@ -25,8 +26,8 @@
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8 has no plane A (per-row scales in the params).
-// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows), int4
-// or int8 codes, tile_rows <= 128, tile_cols and K multiples of 8 words of codes (64 int4, 32 int8
+// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows), int4,
+// int8 or fp8 (E4M3, per-row scales) codes, tile_rows <= 128, tile_cols and K multiples of 8 words of codes (64 int4, 32 int8
 // columns), groups a multiple of that and dividing K, every tile's code plane 4-byte aligned, x
 // 16-byte aligned, a device of compute capability 9.0 or later.
 #include <cstdint>
@@ -144,7 +145,23 @@ __device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint
 // yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). kGrouped: fp16 scale per
 // (row, group) in plane A, applied per group; else raw sums go to yacc and xsum, and the per-row
 // scale and offset are applied at the flush.
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub>
+// The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, batch column n.
+template <bool kBatch1>
+__device__ __forceinline__ void x_fragment_fp8(const uint8_t* xs, uint32_t col, uint32_t n, uint32_t batch,
+                                               uint32_t (&b)[2]) {
+  b[0] = b[1] = 0;
+  if (n >= batch) return;
+  if constexpr (kBatch1) {
+    const uint2 x2 = *reinterpret_cast<const uint2*>(xs + 2 * col);
+    MmaFp8::b_from_x(x2.x, x2.y, b);
+  } else {
+    const uint16_t* xc = reinterpret_cast<const uint16_t*>(xs) + col * batch + n;
+    MmaFp8::b_from_x(uint32_t{xc[0]} | (uint32_t{xc[batch]} << 16), uint32_t{xc[2 * batch]} | (uint32_t{xc[3 * batch]} << 16),
+                     b);
+  }
+}
+
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub, bool kFp8>
 __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
                                          const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4],
                                          float (&xsum)[kNT][4]) {
@@ -178,6 +195,22 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
         w0[0] = a.x, w0[1] = a.y, w1[0] = b.x, w1[1] = b.y;
       } else {
         w0[0] = row0w[j], w0[1] = row0w[j + 1], w1[0] = row1w[j], w1[1] = row1w[j + 1];
+      }
+      if constexpr (kFp8) {  // one MMA per word: 4 codes of each of the two rows
+#pragma unroll
+        for (uint32_t v = 0; v < 2; ++v) {
+          uint32_t a0[2], a1[2];
+          MmaFp8::pairs(w0[v], a0);
+          MmaFp8::pairs(w1[v], a1);
+          const uint32_t col = (j + 2 * t + v) * MmaFp8::kPerWord;
+#pragma unroll
+          for (uint32_t nt = 0; nt < kNT; ++nt) {
+            uint32_t b[2];
+            x_fragment_fp8<kBatch1>(xs, col, 8 * nt + g, batch, b);
+            mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+          }
+        }
+        continue;
       }
 #pragma unroll
       for (uint32_t v = 0; v < 2; ++v) {
@@ -353,7 +386,8 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
   for (uint32_t nt = 0; nt < kNT; ++nt) xsum[nt][0] = xsum[nt][1] = xsum[nt][2] = xsum[nt][3] = 0.f;
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub>
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
+          bool kFp8>
 __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
@@ -452,7 +486,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h)
-        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub>(params, stage, stage + layout.x_at, m, batch, yacc, xsum);
+        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFp8>(params, stage, stage + layout.x_at, m, batch, yacc, xsum);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
@@ -461,10 +495,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
   }
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub>
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
+          bool kFp8 = false>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
-  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub>;
+  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub, kFp8>;
   static cudaError_t prepare(uint64_t smem) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   }
@@ -491,8 +526,18 @@ uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 :
 // H200 (bench_gpu_layers, 28672x8192, batch 1): int4 runs fastest with a warp per tile and the
 // sum-of-x offset (no subtraction per code), int8 with the warps sharing each tile.
 template <typename F>
-auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, F&& f) {
+auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, bool fp8, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
+  if (fp8) {  // per-row scales: never grouped
+    switch (nt) {
+      case 1:
+        return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, false, true, true>{})
+                          : f(TmaKernel<8, 1, false, false, 8, false, true, true>{});
+      case 2: return f(TmaKernel<8, 2, false, false, 8, false, true, true>{});
+      case 4: return f(TmaKernel<8, 4, false, false, 8, false, true, true>{});
+      default: return f(TmaKernel<8, 8, false, false, 8, false, true, true>{});
+    }
+  }
 #define WPACK_TMA_NT(B, G)                                                                              \
   switch (nt) {                                                                                          \
     case 1:                                                                                              \
@@ -514,7 +559,9 @@ auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, F&& f) {
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev) {
-  if (params.kind != kQuantInt || (params.bits != 4 && params.bits != 8) || tile_rows > 128) return false;
+  const bool int48 = params.kind == kQuantInt && (params.bits == 4 || params.bits == 8);
+  const bool fp8 = params.kind == kQuantTable && params.bits == 8 && !params.grouped;  // E4M3, per-row scales
+  if (!(int48 || fp8) || tile_rows > 128) return false;
   const uint32_t step_cols = 8 * (32 / params.bits);  // 8 words of codes
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
@@ -543,7 +590,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages).total;
   const bool grouped = params.grouped != 0;
-  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, params.kind == kQuantTable, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;
 }
 
@@ -553,7 +600,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
                                   cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages) return cudaErrorInvalidValue;
-  return tma_dispatch(params.bits, batch, params.grouped != 0, [&](auto k) {
+  return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable, [&](auto k) {
     using K = decltype(k);
     const cudaError_t err = K::prepare(plan.smem_bytes);
     if (err != cudaSuccess) return err;

@@ -84,6 +84,27 @@ struct MmaCodes {
   }
 };
 
+// FP8 E4M3 codes (sign bit 7, magnitude bits 0..6 = eeeemmm, bias 7) as BF16 MMA operands: the
+// magnitude is placed at BF16 bits 4..10 and the sign at bit 15, which is the code's value times
+// 2^-120 (normal codes: exponent e - 127 instead of e - 7; subnormal codes (e = 0) become BF16
+// subnormals with the same ratio); one BF16 multiply by 2^120 (exact, subnormals included) then
+// gives the value itself. Word w = codes c0..c3 (bytes) -> pairs (c0, c2) and (c1, c3), so the
+// x fragment pairs (x0, x2) and (x1, x3).
+struct MmaFp8 {
+  static constexpr uint32_t kPerWord = 4;
+  __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[2]) {
+    constexpr uint32_t kMag = 0x07F007F0u, kSign = 0x80008000u, kTwo120 = 0x7B807B80u;  // bf16x2 (2^120, 2^120)
+    const uint32_t p02 = and_or(w << 8, kSign, (w << 4) & kMag);  // (c0, c2)
+    const uint32_t p13 = and_or(w, kSign, (w >> 4) & kMag);       // (c1, c3)
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(a[0]) : "r"(p02), "r"(kTwo120));
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(a[1]) : "r"(p13), "r"(kTwo120));
+  }
+  __device__ static __forceinline__ void b_from_x(uint32_t x01, uint32_t x23, uint32_t (&b)[2]) {
+    b[0] = __byte_perm(x01, x23, 0x5410);  // (x0, x2)
+    b[1] = __byte_perm(x01, x23, 0x7632);  // (x1, x3)
+  }
+};
+
 constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
 // D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds
