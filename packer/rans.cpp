@@ -845,8 +845,8 @@ alignas(16) constexpr std::array<std::array<uint8_t, 16>, 256> kCompactWords = m
 template <bool kSmallAlphabet>  // symbols < 16
 WPACK_TARGET_AVX2 inline __m256i lookup_lanes(const std::array<uint32_t, 256>& table, __m256i symbols) {
   if constexpr (kSmallAlphabet) {
-    const __m256i low = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.data()));
-    const __m256i high = _mm256_load_si256(reinterpret_cast<const __m256i*>(table.data() + 8));
+    const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table.data()));
+    const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table.data() + 8));
     const __m256 from_low = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(low, symbols));
     const __m256 from_high = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(high, symbols));
     const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(symbols, 28));  // blendv looks at bit 31
@@ -914,7 +914,7 @@ bool have_avx2() {
 template <bool kSmallAlphabet>  // symbols < 16
 WPACK_TARGET_AVX512 inline __m512i lookup_lanes16(const std::array<uint32_t, 256>& table, __m512i symbols) {
   if constexpr (kSmallAlphabet) {
-    return _mm512_permutexvar_epi32(symbols, _mm512_load_si512(table.data()));
+    return _mm512_permutexvar_epi32(symbols, _mm512_loadu_si512(table.data()));
   } else {
     return _mm512_i32gather_epi32(symbols, table.data(), 4);
   }
