@@ -4,9 +4,11 @@
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
 //   producer: its lanes load 32 tile records at once; lane 0, for each tile, waits until ring
-//           stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s], then issues
-//           one cp.async.bulk of the tile's stored bytes and one of its x slice (x is (K, batch),
-//           so a tile's columns are contiguous), both completing on mbarrier full[s]
+//           stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and issues
+//           one cp.async.bulk of the tile's stored bytes; lanes issue one of its x slice per batch
+//           column (x is transposed to (batch, K) first for batch > 1, so each slice is
+//           contiguous, and lands 16-byte staggered in shared memory: no bank conflicts); all
+//           complete on mbarrier full[s]
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
@@ -20,7 +22,7 @@
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
-// A stage is [stored bytes, 16-aligned size | x slice (w, batch) BF16]. The host sizes the ring to
+// A stage is [stored bytes, 16-aligned size | x slices (batch, w) BF16, rows x_row bytes apart]. The host sizes the ring to
 // about 100 KiB per block (two blocks per multiprocessor), so that well over 64 KiB per
 // multiprocessor are in flight: enough to cover HBM latency.
 //
@@ -86,10 +88,13 @@ struct StageGeometry {
 };
 
 struct TmaLayout {
-  uint32_t stage_bytes, x_at, stages, total;
+  uint32_t stage_bytes, x_at, x_row, stages, total;
+  // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
+  // to 16 bytes plus 16, which staggers the rows across shared-memory banks).
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count) {
     x_at = align_up(stored_cap, 128);
-    stage_bytes = x_at + align_up(tile_cols * batch * 2, 128);
+    x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
+    stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
     total = kHeaderBytes + stages * stage_bytes;
   }
@@ -107,28 +112,19 @@ struct TileSide {
   }
 };
 
-// The x fragments (MmaCodes::b_from_x order) of the word starting at column `col`, for batch
-// column n = 8 nt + g of the lane (zeros past the batch). xs: the stage's x slice, (w, batch).
-template <uint32_t kBits, bool kBatch1>
-__device__ __forceinline__ void x_fragment(const uint8_t* xs, uint32_t col, uint32_t n, uint32_t batch,
-                                           uint32_t (&b)[4]) {
+// The x fragments (MmaCodes::b_from_x order) of the word starting at column `col` for one batch
+// column (zeros when `valid` is false). xrow: that batch column's x slice in the stage (BF16).
+template <uint32_t kBits>
+__device__ __forceinline__ void x_fragment(const uint8_t* xrow, uint32_t col, bool valid, uint32_t (&b)[4]) {
   using C = MmaCodes<kBits>;
   b[0] = b[1] = b[2] = b[3] = 0;
-  if (n >= batch) return;
-  if constexpr (kBatch1) {
-    if constexpr (kBits == 4) {
-      const uint4 x4 = *reinterpret_cast<const uint4*>(xs + 2 * col);
-      C::b_from_x(x4.x, x4.y, x4.z, x4.w, b);
-    } else {
-      const uint2 x2 = *reinterpret_cast<const uint2*>(xs + 2 * col);
-      C::b_from_x(x2.x, x2.y, 0, 0, b);
-    }
+  if (!valid) return;
+  if constexpr (kBits == 4) {
+    const uint4 x4 = *reinterpret_cast<const uint4*>(xrow + 2 * col);
+    C::b_from_x(x4.x, x4.y, x4.z, x4.w, b);
   } else {
-    const uint16_t* xc = reinterpret_cast<const uint16_t*>(xs) + col * batch + n;
-    uint32_t e[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-    for (uint32_t k = 0; k < C::kPerWord && k < 8; ++k) e[k] = xc[k * batch];
-    C::b_from_x(e[0] | (e[1] << 16), e[2] | (e[3] << 16), e[4] | (e[5] << 16), e[6] | (e[7] << 16), b);
+    const uint2 x2 = *reinterpret_cast<const uint2*>(xrow + 2 * col);
+    C::b_from_x(x2.x, x2.y, 0, 0, b);
   }
 }
 
@@ -145,26 +141,18 @@ __device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint
 // yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). kGrouped: fp16 scale per
 // (row, group) in plane A, applied per group; else raw sums go to yacc and xsum, and the per-row
 // scale and offset are applied at the flush.
-// The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, batch column n.
-template <bool kBatch1>
-__device__ __forceinline__ void x_fragment_fp8(const uint8_t* xs, uint32_t col, uint32_t n, uint32_t batch,
-                                               uint32_t (&b)[2]) {
+// The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, one batch column.
+__device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col, bool valid, uint32_t (&b)[2]) {
   b[0] = b[1] = 0;
-  if (n >= batch) return;
-  if constexpr (kBatch1) {
-    const uint2 x2 = *reinterpret_cast<const uint2*>(xs + 2 * col);
-    MmaFp8::b_from_x(x2.x, x2.y, b);
-  } else {
-    const uint16_t* xc = reinterpret_cast<const uint16_t*>(xs) + col * batch + n;
-    MmaFp8::b_from_x(uint32_t{xc[0]} | (uint32_t{xc[batch]} << 16), uint32_t{xc[2 * batch]} | (uint32_t{xc[3 * batch]} << 16),
-                     b);
-  }
+  if (!valid) return;
+  const uint2 x2 = *reinterpret_cast<const uint2*>(xrow + 2 * col);
+  MmaFp8::b_from_x(x2.x, x2.y, b);
 }
 
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub, bool kFp8>
 __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
-                                         const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4],
-                                         float (&xsum)[kNT][4]) {
+                                         uint32_t x_row, const StageGeometry& m, uint32_t batch,
+                                         float (&yacc)[kNT][4], float (&xsum)[kNT][4]) {
   using C = MmaCodes<kBits>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -206,7 +194,7 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 #pragma unroll
           for (uint32_t nt = 0; nt < kNT; ++nt) {
             uint32_t b[2];
-            x_fragment_fp8<kBatch1>(xs, col, 8 * nt + g, batch, b);
+            x_fragment_fp8(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
             mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
           }
         }
@@ -226,7 +214,7 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 #pragma unroll
         for (uint32_t nt = 0; nt < kNT; ++nt) {
           uint32_t b[4];
-          x_fragment<kBits, kBatch1>(xs, col, 8 * nt + g, batch, b);
+          x_fragment<kBits>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
           mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
           mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
           if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
@@ -259,8 +247,8 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 // xsum: the raw sums' x total (non-grouped only; applied at the flush).
 template <uint32_t kBits, bool kBatch1, bool kGrouped, bool kSub, bool kAligned8>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
-                                              const StageGeometry& m, const TileSide& ts, uint32_t batch,
-                                              float (&yacc)[8][4], float (&xsum)[4]) {
+                                              uint32_t x_row, const StageGeometry& m, const TileSide& ts,
+                                              uint32_t batch, float (&yacc)[8][4], float (&xsum)[4]) {
   using C = MmaCodes<kBits>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
@@ -290,7 +278,7 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       uint32_t b[2][4];
 #pragma unroll
       for (uint32_t v = 0; v < 2; ++v) {
-        x_fragment<kBits, kBatch1>(xs, (j + 2 * t + v) * C::kPerWord, g, batch, b[v]);
+        x_fragment<kBits>(xs + g * x_row, (j + 2 * t + v) * C::kPerWord, g < batch, b[v]);
         if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
           mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][0], b[v][1]);
           if (kBits == 4) mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
@@ -392,8 +380,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
-    const uint16_t* __restrict__ x_dev,  // (K, batch) BF16 bits, 16-byte aligned
-    uint32_t batch,                      // kBatch1 ? 1 : 1 .. 8 kNT
+    const uint16_t* __restrict__ xt_dev,  // (batch, K) BF16 bits (x transposed), 16-byte aligned
+    uint64_t k_cols,                      // K
+    uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
     float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   static_assert(!kWarpTile || kNT == 1, "a warp holds a whole tile row's partials for batch <= 8 only");
@@ -432,15 +421,18 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
         const uint32_t stored = __shfl_sync(0xFFFFFFFFu, d.stored_size, k);
         const StageGeometry geo{__shfl_sync(0xFFFFFFFFu, d.row0, k), __shfl_sync(0xFFFFFFFFu, d.col0, k),
                                 __shfl_sync(0xFFFFFFFFu, d.rows, k), __shfl_sync(0xFFFFFFFFu, d.cols, k)};
+        const uint32_t bytes = align_up(stored, 16), x_bytes = geo.w * 2;  // x: per batch column
+        uint8_t* stage = ring + s * layout.stage_bytes;
         if (lane == 0) {
           mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
-          const uint32_t bytes = align_up(stored, 16), x_bytes = geo.w * batch * 2;
           meta[s] = geo;
-          uint8_t* stage = ring + s * layout.stage_bytes;
-          mbar_arrive_expect_tx(&full[s], bytes + x_bytes);
+          mbar_arrive_expect_tx(&full[s], bytes + batch * x_bytes);
           bulk_load(stage, bytes_dev + offset, bytes, &full[s], policy);
-          bulk_load(stage + layout.x_at, x_dev + uint64_t{geo.col0} * batch, x_bytes, &full[s], x_policy);
         }
+        __syncwarp();
+        for (uint32_t col = lane; col < batch; col += 32)  // one copy per batch column, lanes in parallel
+          bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
+                    x_policy);
         if (++s == stages) s = 0, phase ^= 1;
       }
     }
@@ -463,9 +455,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       const uint8_t* stage = ring + s * layout.stage_bytes;
       const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
       if (ts.codes_at % 8 == 0)
-        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, true>(params, stage, stage + layout.x_at, m, ts, batch, yacc, xsum[0]);
+        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, true>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch,
+                                                            yacc, xsum[0]);
       else
-        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, false>(params, stage, stage + layout.x_at, m, ts, batch, yacc, xsum[0]);
+        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, false>(params, stage, stage + layout.x_at, layout.x_row, m, ts,
+                                                             batch, yacc, xsum[0]);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       s += kWarps;
@@ -486,7 +480,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h)
-        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFp8>(params, stage, stage + layout.x_at, m, batch, yacc, xsum);
+        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFp8>(params, stage, stage + layout.x_at, layout.x_row, m, batch,
+                                                            yacc, xsum);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
@@ -512,13 +507,25 @@ struct TmaKernel {
   }
   static cudaError_t launch(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                             const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
-                            const uint16_t* x_dev, uint32_t batch, float* y_dev, uint32_t* status_dev,
-                            cudaStream_t stream) {
+                            const uint16_t* xt_dev, uint64_t k_cols, uint32_t batch, float* y_dev,
+                            uint32_t* status_dev, cudaStream_t stream) {
     kernel<<<grid, kThreads, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan.stored_cap,
-                                                        plan.tile_cols, plan.stages, x_dev, batch, y_dev, status_dev);
+                                                        plan.tile_cols, plan.stages, xt_dev, k_cols, batch, y_dev,
+                                                        status_dev);
     return cudaGetLastError();
   }
 };
+
+// xt (batch, K) = x (K, batch) transposed, so that a tile's slice of each batch column is
+// contiguous for the bulk copies.
+__global__ void transpose_x_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
+                                   uint32_t batch) {
+  const uint32_t total = k_cols * batch;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t n = i / k_cols, k = i - n * k_cols;
+    xt_dev[i] = x_dev[k * batch + n];
+  }
+}
 
 uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
 
@@ -596,15 +603,26 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
-                                  const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
-                                  cudaStream_t stream) {
+                                  const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
+                                  uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages) return cudaErrorInvalidValue;
+  if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
+      k_cols * batch > UINT32_MAX || (batch > 1 && xt_scratch_dev == nullptr))
+    return cudaErrorInvalidValue;
+  const uint16_t* xt = x_dev;  // batch 1: x is its own transpose
+  if (batch > 1) {
+    const uint32_t total = static_cast<uint32_t>(k_cols * batch);
+    transpose_x_kernel<<<(total + 255) / 256, 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
+                                                                 batch);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    xt = xt_scratch_dev;
+  }
   return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable, [&](auto k) {
     using K = decltype(k);
     const cudaError_t err = K::prepare(plan.smem_bytes);
     if (err != cudaSuccess) return err;
-    return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, batch, y_dev, status_dev, stream);
+    return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);
   });
 }
 

@@ -180,12 +180,14 @@ struct GpuTensor::Impl {
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
+  uint16_t* xt_dev = nullptr;  // the bulk-copy GEMV's transposed x (cols x 64 BF16), allocated on first use
 
   ~Impl() {
     // Destructors must not throw; a failure to free is ignored (the context may already be gone).
     if (bytes_dev) cudaFree(bytes_dev);
     if (tiles_dev) cudaFree(tiles_dev);
     if (side_dev) cudaFree(side_dev);
+    if (xt_dev) cudaFree(xt_dev);
   }
 };
 
@@ -358,9 +360,11 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                        batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes);
       }
       if (grid > 0) {
+        if (batch > 1 && impl_->xt_dev == nullptr)  // x transposed for batch > 1: room for batch 64
+          WPACK_CUDA_CHECK(cudaMalloc(&impl_->xt_dev, impl_->cols * 64 * sizeof(uint16_t)));
         WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
-                                                       impl_->quant, plan, static_cast<uint32_t>(grid), x_dev, y_dev,
-                                                       batch, status_dev, st));
+                                                       impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
+                                                       impl_->cols, impl_->xt_dev, y_dev, batch, status_dev, st));
         return;
       }
     }
