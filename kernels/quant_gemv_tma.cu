@@ -1,4 +1,4 @@
-// The Hopper streaming GEMV for int4/int8/fp8 tensors whose tiles are all dense with raw planes:
+// The Hopper streaming GEMV for int4/int8/fp8/fp6 tensors whose tiles are all dense with raw planes:
 // a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
@@ -16,9 +16,10 @@
 //               so x fragments are loaded once for the tile's 8 row blocks, whose MMA chains are
 //               independent; A holds 128 + code and (128 + zero) * sum(x) is removed per group
 //               (sum(x) from an MMA with A = ones): no subtraction per code
-//             warps share a tile (int8, fp8, and every batch > 8; 8 warps): warp w takes rows
-//               [16w, 16w + 16) of every tile; A holds the codes' values (int: HSUB2 per pair;
-//               fp8: the E4M3 bits placed in BF16 and one multiply by 2^120, MmaFp8)
+//             warps share a tile (int8, fp8, fp6, and every batch > 8; 8 warps): warp w takes
+//               rows [16w, 16w + 16) of every tile; A holds the codes' values (int: HSUB2 per
+//               pair; fp8/fp6: the minifloat bits placed in BF16 and one multiply by 2^120 / 2^124,
+//               MmaFp8 / MmaFp6)
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
@@ -27,11 +28,12 @@
 // multiprocessor are in flight: enough to cover HBM latency.
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
-// [u8 zeros (h, G)][codes, row-major]; int8 has no plane A (per-row scales in the params).
-// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows), int4,
-// int8 or fp8 (E4M3, per-row scales) codes, tile_rows <= 128, tile_cols and K multiples of 8 words of codes (64 int4, 32 int8
-// columns), groups a multiple of that and dividing K, every tile's code plane 4-byte aligned, x
-// 16-byte aligned, a device of compute capability 9.0 or later.
+// [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6 have no plane A (per-row scales in the params).
+// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows); int4,
+// int8, fp8 (E4M3) or fp6 (E3M2) codes (fp: per-row scales); tile_rows <= 128; tile_cols and K
+// multiples of a k-step (64 columns for int4 and fp6, 32 for int8 and fp8); groups a multiple of
+// that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
+// compute capability 9.0 or later.
 #include <cstdint>
 
 #include <cuda_fp16.h>
@@ -147,6 +149,34 @@ __device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col
   if (!valid) return;
   const uint2 x2 = *reinterpret_cast<const uint2*>(xrow + 2 * col);
   MmaFp8::b_from_x(x2.x, x2.y, b);
+}
+
+// FP6 rows [16 warp, 16 warp + 16) of a tile (warps share it): lane t takes the 16-column chunks
+// t, t + 4, ... of rows g and g + 8 (3 code words each), 4 MMAs per chunk. Tile widths are
+// multiples of 64 columns (quant_tma_supported), so every lane runs the same number of chunks.
+template <uint32_t kNT>
+__device__ __forceinline__ void tma_tile_fp6(const uint8_t* stage, const uint8_t* xs, uint32_t x_row,
+                                             const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);
+  const uint32_t row_words = m.w * 6 / 32;
+  const uint32_t* row0w = reinterpret_cast<const uint32_t*>(stage + 8) + r0 * row_words;
+  const uint32_t* row1w = reinterpret_cast<const uint32_t*>(stage + 8) + r1 * row_words;
+  for (uint32_t c = t; c < m.w / 16; c += 4) {
+    uint32_t a0[8], a1[8];
+    MmaFp6::chunk(row0w[3 * c], row0w[3 * c + 1], row0w[3 * c + 2], a0);
+    MmaFp6::chunk(row1w[3 * c], row1w[3 * c + 1], row1w[3 * c + 2], a1);
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) {
+      uint32_t b[8];
+      const uint8_t* xr = xs + (8 * nt + g) * x_row;
+      x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b));
+      x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b + 4));
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k)
+        mma_bf16_16816(yacc[nt], a0[2 * k], a1[2 * k], a0[2 * k + 1], a1[2 * k + 1], b[2 * k], b[2 * k + 1]);
+    }
+  }
 }
 
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub, bool kFp8>
@@ -375,7 +405,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 }
 
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
-          bool kFp8>
+          uint32_t kFloat>  // 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
 __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
@@ -480,8 +510,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h)
-        tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFp8>(params, stage, stage + layout.x_at, layout.x_row, m, batch,
-                                                            yacc, xsum);
+        if constexpr (kFloat == 6)
+          tma_tile_fp6<kNT>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
+        else
+          tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFloat == 8>(params, stage, stage + layout.x_at, layout.x_row, m,
+                                                                     batch, yacc, xsum);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
@@ -491,10 +524,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
 }
 
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
-          bool kFp8 = false>
+          uint32_t kFloat = 0>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
-  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub, kFp8>;
+  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub, kFloat>;
   static cudaError_t prepare(uint64_t smem) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   }
@@ -533,17 +566,21 @@ uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 :
 // H200 (bench_gpu_layers, 28672x8192, batch 1): int4 runs fastest with a warp per tile and the
 // sum-of-x offset (no subtraction per code), int8 with the warps sharing each tile.
 template <typename F>
-auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, bool fp8, F&& f) {
+auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, uint32_t fp_bits, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
-  if (fp8) {  // per-row scales: never grouped
-    switch (nt) {
-      case 1:
-        return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, false, true, true>{})
-                          : f(TmaKernel<8, 1, false, false, 8, false, true, true>{});
-      case 2: return f(TmaKernel<8, 2, false, false, 8, false, true, true>{});
-      case 4: return f(TmaKernel<8, 4, false, false, 8, false, true, true>{});
-      default: return f(TmaKernel<8, 8, false, false, 8, false, true, true>{});
-    }
+  if (fp_bits) {  // fp8 / fp6: per-row scales, never grouped
+#define WPACK_TMA_FP(F)                                                                              \
+  switch (nt) {                                                                                       \
+    case 1:                                                                                           \
+      return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, false, true, F>{})                        \
+                        : f(TmaKernel<8, 1, false, false, 8, false, true, F>{});                      \
+    case 2: return f(TmaKernel<8, 2, false, false, 8, false, true, F>{});                            \
+    case 4: return f(TmaKernel<8, 4, false, false, 8, false, true, F>{});                            \
+    default: return f(TmaKernel<8, 8, false, false, 8, false, true, F>{});                           \
+  }
+    if (fp_bits == 6) { WPACK_TMA_FP(6) }
+    WPACK_TMA_FP(8)
+#undef WPACK_TMA_FP
   }
 #define WPACK_TMA_NT(B, G)                                                                              \
   switch (nt) {                                                                                          \
@@ -567,9 +604,10 @@ auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, bool fp8, F&& f) 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev) {
   const bool int48 = params.kind == kQuantInt && (params.bits == 4 || params.bits == 8);
-  const bool fp8 = params.kind == kQuantTable && params.bits == 8 && !params.grouped;  // E4M3, per-row scales
-  if (!(int48 || fp8) || tile_rows > 128) return false;
-  const uint32_t step_cols = 8 * (32 / params.bits);  // 8 words of codes
+  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales
+  const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
+  if (!(int48 || fp) || tile_rows > 128) return false;
+  const uint32_t step_cols = params.bits == 6 ? 64 : 8 * (32 / params.bits);  // a k-step of the 4 lanes of a row
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;
@@ -597,7 +635,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages).total;
   const bool grouped = params.grouped != 0;
-  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, params.kind == kQuantTable, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, params.kind == kQuantTable ? params.bits : 0, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;
 }
 
@@ -618,7 +656,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     if (err != cudaSuccess) return err;
     xt = xt_scratch_dev;
   }
-  return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable, [&](auto k) {
+  return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable ? params.bits : 0, [&](auto k) {
     using K = decltype(k);
     const cudaError_t err = K::prepare(plan.smem_bytes);
     if (err != cudaSuccess) return err;

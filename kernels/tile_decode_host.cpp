@@ -337,7 +337,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-    // The Hopper bulk-copy GEMV (int4/int8/fp8 dense raw tiles) first.
+    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles) first.
     if (impl_->streamable && !std::getenv("WPACK_GPU_NO_TMA") &&
         detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
                                     impl_->rows, impl_->cols, x_dev)) {

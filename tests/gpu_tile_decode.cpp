@@ -406,16 +406,17 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
   }
 }
 
-// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8/fp8 tensors of dense raw tiles whose
-// widths are multiples of 64 (int4) / 32 (int8, fp8) columns and whose code planes are 4-byte aligned;
+// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8/fp8/fp6 tensors of dense raw tiles
+// whose widths are multiples of 64 (int4, fp6) / 32 (int8, fp8) columns and whose code planes are 4-byte aligned;
 // these shapes are chosen to meet that, with edge tiles in both directions: 1000 rows (edge tile
 // of 104 rows: code plane 8-byte aligned), 258 rows (edge of 2 rows: int4 g64 code plane at
 // 8 + 2 * 6 = 20, 4 mod 8: the unaligned-load path), 4160 columns (edge tile of 64 columns: one g64 group), 4 rows only. Every
 // batch width of its kernel variants: 1 (batch-1 kernels), 2..8 (warp per tile), 9..64 (n-tiles).
-TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8, edge rows and columns, groups, batch 1..64") {
+TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, groups, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0, 64}, LossyCase{Scheme::kInt4, Codec::kNone, 0, 64, true},
-                             LossyCase{Scheme::kInt8, Codec::kNone}, LossyCase{Scheme::kFp8, Codec::kNone}}) {
+                             LossyCase{Scheme::kInt8, Codec::kNone}, LossyCase{Scheme::kFp8, Codec::kNone},
+                             LossyCase{Scheme::kFp6, Codec::kNone}}) {
     INFO("case " << case_name(c));
     auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {258, 4160}}, {"c", DType::BF16, {4, 2048}}},
                         c, 128, 128, 21);

@@ -105,6 +105,38 @@ struct MmaFp8 {
   }
 };
 
+// FP6 E3M2 codes (sign bit 5, magnitude bits 0..4 = eeemm, bias 3), packed LSB first: a chunk of
+// 16 codes is 3 words. Same placement as MmaFp8 (magnitude at BF16 bits 5..9, sign at 15: the value
+// times 2^-124, one multiply by 2^124). Every 4 codes are 3 bytes; G0..G3 = the chunk's 3-byte
+// groups (codes 4k..4k+3 at bits 0, 6, 12, 18 of G_k). PRMT of two groups puts the same code of
+// both in the two halves of a register at the same bit position p; then two shifts place the
+// magnitude (p -> 5) and the sign (p + 5 -> 15) of both at once. Pairs, in order: codes (0,4)
+// (1,5) (2,6) (3,7) (8,12) (9,13) (10,14) (11,15): the x fragment pairs are MmaCodes<4>::b_from_x's
+// of columns 0..7 and of 8..15.
+struct MmaFp6 {
+  static constexpr uint32_t kMag = 0x03E003E0u, kSign = 0x80008000u, kTwo124 = 0x7D807D80u;
+  template <int kP>  // a code's first bit in each half
+  __device__ static __forceinline__ uint32_t place(uint32_t r) {
+    const uint32_t mag = kP <= 5 ? (r << (5 - kP)) : (r >> (kP - 5));
+    const uint32_t sign = kP <= 10 ? (r << (10 - kP)) : (r >> (kP - 10));
+    uint32_t d = and_or(sign, kSign, mag & kMag);
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo124));
+    return d;
+  }
+  __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t* a) {
+    const uint32_t lo = __byte_perm(ga, gb, 0x5410);  // bits 0..15 of each group: codes at 0 and 6
+    const uint32_t hi = __byte_perm(ga, gb, 0x6521);  // bits 8..23: codes at 4 and 10
+    a[0] = place<0>(lo);
+    a[1] = place<6>(lo);
+    a[2] = place<4>(hi);
+    a[3] = place<10>(hi);
+  }
+  __device__ static __forceinline__ void chunk(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t (&a)[8]) {
+    pairs_of(w0, __funnelshift_r(w0, w1, 24), a);
+    pairs_of(__funnelshift_r(w1, w2, 16), w2 >> 8, a + 4);
+  }
+};
+
 constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
 // D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds

@@ -130,7 +130,7 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 namespace wpack::gpu::detail {
 
 // The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
-// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8/fp8 tensors whose tiles are
+// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8/fp8/fp6 tensors whose tiles are
 // all dense with raw planes, batch 1..64. quant_tma_supported lists the shape conditions.
 struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile, bytes, multiple of 16
