@@ -252,7 +252,7 @@ int inspect_wpk(const InspectArgs& args) {
   if (args.json) {
     json out;
     out["file"] = args.input;
-    out["format_version"] = kWpkFormatVersion;
+    out["format_version"] = reader->format_version();
     out["tensors"] = tensors;
     out["totals"] = totals;
     std::cout << out.dump(2) << "\n";
@@ -266,7 +266,7 @@ int inspect_wpk(const InspectArgs& args) {
   if (any_lossy) total_row.insert(total_row.end(), {"", "", "", ""});
   table.add(total_row);
   std::cout << args.input << ": " << reader->tensors().size() << " tensors, " << reader->tiles().size()
-            << " tiles, format v" << kWpkFormatVersion << "\n";
+            << " tiles, format v" << reader->format_version() << "\n";
   table.print(std::cout);
   return 0;
 }

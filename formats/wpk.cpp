@@ -229,11 +229,13 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   const uint32_t version = detail::load_u32(base + 8);
   if (version > kWpkFormatVersion)
     throw Error(ErrorCode::kUnsupported, path + ": written by a newer wpack: format v" + std::to_string(version));
-  if (version >= 1 && version < kWpkFormatVersion)
+  if (version >= 1 && version < kWpkOldestReadableVersion)
     throw Error(ErrorCode::kUnsupported, path + ": written by an older wpack: format v" + std::to_string(version) +
-                                             " (this wpack reads v" + std::to_string(kWpkFormatVersion) +
-                                             "; pack the model again)");
-  if (version != kWpkFormatVersion) throw Error(ErrorCode::kFormat, path + ": bad format version " + std::to_string(version));
+                                             " (this wpack reads v" + std::to_string(kWpkOldestReadableVersion) + " to v" +
+                                             std::to_string(kWpkFormatVersion) + "; pack the model again)");
+  if (version < kWpkOldestReadableVersion)
+    throw Error(ErrorCode::kFormat, path + ": bad format version " + std::to_string(version));
+  r->format_version_ = version;
   if (detail::load_u32(base + 12) != kWpkHeaderBytes)
     throw Error(ErrorCode::kFormat, path + ": bad header size " + std::to_string(detail::load_u32(base + 12)));
   r->alignment_ = detail::load_u32(base + 16);
@@ -344,6 +346,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     const WpkTensor& t = r->tensors_[owner];
     const std::string where = path + ": tensor '" + t.name + "': tile " + std::to_string(i - t.first_tile) +
                               " (record " + std::to_string(i) + " of the tile index)";
+    if (version < 3 && tile.filter == kWpkFilterAddedInV3)  // v2 writers never wrote it
+      throw Error(ErrorCode::kCorrupt, where + ": filter " + std::to_string(tile.filter) +
+                                           " (quant_dense_zrel, added in format v3) in a format v" + std::to_string(version) + " file");
     if (tile.offset % r->alignment_ != 0) throw Error(ErrorCode::kFormat, where + ": offset not aligned");
     if (tile.offset < previous_end) throw Error(ErrorCode::kFormat, where + ": overlaps the previous tile or the header");
     if (tile.offset > index_offset || tile.stored_size > index_offset - tile.offset)

@@ -1,4 +1,5 @@
-// The .wpk container, format version 1 (byte-by-byte specification: docs/FORMAT.md).
+// The .wpk container, format version 3 (byte-by-byte specification: docs/FORMAT.md); readers also
+// read version 2 (docs/FORMAT.md "Versioning").
 //
 //   [file header, 64 B] [tile data, each tile aligned] [index] [footer, 48 B]
 //
@@ -22,11 +23,18 @@
 
 namespace wpack {
 
-inline constexpr uint32_t kWpkFormatVersion = 2;
+// The version the writer writes. v3 adds tile filter byte 6 (quantized layout quant_dense_zrel);
+// v2 is v3 without it, so a v3 reader reads v2 files exactly. v1 (before the rANS stream revision
+// of docs/FORMAT-rans.md) is refused: its rANS tiles do not decode with this decoder.
+inline constexpr uint32_t kWpkFormatVersion = 3;
+inline constexpr uint32_t kWpkOldestReadableVersion = 2;
+// Tile filter byte first valid in v3 (packer/quant_tile.h kFilterQuantDenseZeroRel). This layer
+// knows it only to refuse it in a v2 file: v2 writers never wrote it, so such a file is corrupt.
+inline constexpr uint8_t kWpkFilterAddedInV3 = 6;
 // Largest tile (tile_rows * tile_cols elements): bounds what decoding one tile allocates, whatever
 // a file declares (a constant rANS plane of any length takes 2 bytes). 2^24 elements = 64 MiB of
 // float32; the packer's default tiles are 2^14 (128 x 128) and vector tiles at most 2^20.
-inline constexpr uint64_t kWpkMaxTileElements = uint64_t{1} << 24;  // v2: the rANS stream revision (docs/FORMAT-rans.md)
+inline constexpr uint64_t kWpkMaxTileElements = uint64_t{1} << 24;
 inline constexpr uint32_t kWpkHeaderBytes = 64;
 inline constexpr uint32_t kWpkFooterBytes = 48;
 inline constexpr uint32_t kWpkTileRecordBytes = 40;
@@ -101,14 +109,17 @@ class WpkWriter {
 // A validated, memory-mapped .wpk file.
 class WpkReader {
  public:
-  // Validates everything but the tiles' checksums (see tile_checksum_ok). Throws Error naming the
-  // file and what is wrong: kFormat (not a .wpk, bad structure), kUnsupported (newer version),
-  // kCorrupt (header/index/footer checksum mismatch).
+  // Validates everything but the tiles' checksums (see tile_checksum_ok). Reads format versions
+  // kWpkOldestReadableVersion..kWpkFormatVersion. Throws Error naming the file and what is wrong:
+  // kFormat (not a .wpk, bad structure), kUnsupported (newer version, or v1), kCorrupt
+  // (header/index/footer checksum mismatch; a v2 file with a tile of filter kWpkFilterAddedInV3).
   static std::unique_ptr<WpkReader> open(const std::string& path);
 
   const std::string& path() const { return file_->path(); }
   uint64_t file_size() const { return file_->size(); }
   uint32_t alignment() const { return alignment_; }
+  // The file's format version (header byte 8): kWpkOldestReadableVersion..kWpkFormatVersion.
+  uint32_t format_version() const { return format_version_; }
   uint64_t index_bytes() const { return index_size_; }
   const std::vector<WpkTensor>& tensors() const { return tensors_; }
   const std::vector<WpkTile>& tiles() const { return tiles_; }
@@ -128,6 +139,7 @@ class WpkReader {
   WpkReader() = default;
   std::shared_ptr<const MappedFile> file_;
   uint32_t alignment_ = 0;
+  uint32_t format_version_ = 0;
   uint64_t index_size_ = 0;
   std::vector<WpkTensor> tensors_;
   std::vector<uint64_t> tensor_record_bytes_;

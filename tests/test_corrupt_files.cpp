@@ -563,7 +563,8 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
   const std::string path = dir.file("newer.wpk");
-  for (uint32_t version : {kWpkFormatVersion + 1, kWpkFormatVersion + 2, 1000u, 0xFFFFFFFFu}) {
+  REQUIRE(kWpkFormatVersion == 3);
+  for (uint32_t version : {4u, 5u, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
     detail::store_u32(bytes.data() + 8, version);
     detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
@@ -582,15 +583,18 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
     CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
   }
   // Version 1 (before the rANS stream revision) with a good checksum: named as older.
-  for (uint32_t version = 1; version < kWpkFormatVersion; ++version) {
+  {
     auto old = f.bytes;
-    detail::store_u32(old.data() + 8, version);
+    detail::store_u32(old.data() + 8, 1);
     detail::store_u64(old.data() + 56, wpk_checksum({old.data(), 56}));
     test::write_file(path, old);
+    const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v3; pack the model again)";
     const OpenResult r = try_open(path);
     CHECK(r.code == ErrorCode::kUnsupported);
-    CHECK(r.message == path + ": written by an older wpack: format v" + std::to_string(version) + " (this wpack reads v" +
-                           std::to_string(kWpkFormatVersion) + "; pack the model again)");
+    CHECK(r.message == expected);
+    RunResult cli = run_wpack({"inspect", path});
+    CHECK(cli.exit_code == 1);
+    CHECK(cli.err == "wpack: " + expected + "\n");
   }
   // Version 0 with a good checksum: not a version this wpack knows, and not newer.
   auto bytes = f.bytes;
@@ -600,13 +604,94 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   const OpenResult zero = try_open(path);
   CHECK(zero.code == ErrorCode::kFormat);
   CHECK(contains(zero.message, "bad format version 0"));
-  // Version 3 by a flipped bit, checksum not recomputed: the header is corrupt, not newer.
+  // Version 7 by a flipped bit, checksum not recomputed: the header is corrupt, not newer.
   bytes = f.bytes;
-  bytes[8] ^= 0x02;
+  bytes[8] ^= 0x04;
   test::write_file(path, bytes);
   const OpenResult flipped = try_open(path);
   CHECK(flipped.code == ErrorCode::kCorrupt);
   CHECK(contains(flipped.message, "header checksum mismatch"));
+}
+
+namespace {
+// The bytes of a file as a writer of `version` would have written them, for a file whose contents
+// that version can hold: the header and footer version fields and their checksums changed.
+std::vector<uint8_t> with_version(std::vector<uint8_t> bytes, uint32_t version) {
+  detail::store_u32(bytes.data() + 8, version);
+  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
+  detail::store_u32(foot + 24, version);
+  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
+  return bytes;
+}
+}  // namespace
+
+TEST_CASE("versions: a v2 file (a v3 file without layout-6 tiles) reads exactly") {
+  TempDir dir;
+  const std::string path = dir.file("v2.wpk");
+  for (const auto& v : variants()) {
+    INFO(v.name);
+    const PackedFile f = pack_variant(dir, v);
+    {
+      test::write_file(path, f.bytes);
+      auto r = WpkReader::open(path);
+      CHECK(r->format_version() == 3);
+      for (const auto& tile : r->tiles()) REQUIRE(tile.filter != kWpkFilterAddedInV3);  // else it is no v2 file
+    }
+    test::write_file(path, with_version(f.bytes, 2));
+    auto r = WpkReader::open(path);
+    CHECK(r->format_version() == 2);
+    CHECK(decode_all(*r) == f.decoded);
+  }
+  // The binary: inspect names the file's version; verify passes.
+  RunResult inspect = run_wpack({"inspect", path});
+  CHECK(inspect.exit_code == 0);
+  CHECK(contains(inspect.out, "tiles, format v2\n"));
+  RunResult inspect_json = run_wpack({"inspect", path, "--json"});
+  CHECK(contains(inspect_json.out, "\"format_version\": 2"));
+  CHECK(run_wpack({"verify", path}).exit_code == 0);
+}
+
+TEST_CASE("versions: a quantized tile of layout 6 in a v2 file is corrupt (v2 writers never wrote it)") {
+  TempDir dir;
+  // The test model and a larger matrix whose int4 tiles are large enough that coding the
+  // zero-relative codes pays (layout 6: asymmetric int4, group 128, rans).
+  MemorySource src = corrupt_test_model();
+  src.add("big.w", DType::BF16, {128, 256}, test::gaussian_bf16(128 * 256, 0.02f, 6));
+  PackOptions options = variants()[0].options;
+  options.codec = Codec::kRans;
+  options.policy = parse_policy_spec("int4", TensorPolicy{});
+  options.tile_rows = 64;
+  options.tile_cols = 128;
+  const std::string v3_path = dir.file("v3-zrel.wpk");
+  pack_model(src, v3_path, options);
+  const auto v3_bytes = test::read_file(v3_path);
+  std::string first_zero_rel;  // "tensor '...': tile k (record i of the tile index)"
+  {
+    auto r = WpkReader::open(v3_path);
+    CHECK(r->format_version() == 3);
+    for (const WpkTensor& t : r->tensors())
+      for (uint64_t k = 0; k < t.tile_count && first_zero_rel.empty(); ++k)
+        if (r->tiles()[t.first_tile + k].filter == kWpkFilterAddedInV3)
+          first_zero_rel = "tensor '" + t.name + "': tile " + std::to_string(k) + " (record " +
+                           std::to_string(t.first_tile + k) + " of the tile index)";
+    CHECK_NOTHROW(decode_all(*r));
+  }
+  REQUIRE(!first_zero_rel.empty());
+  const std::string mention = first_zero_rel + ": filter 6 (quant_dense_zrel, added in format v3) in a format v2 file";
+
+  const std::string path = dir.file("v2-zrel.wpk");
+  test::write_file(path, with_version(v3_bytes, 2));
+  const OpenResult r = try_open(path);
+  CHECK_FALSE(r.opened);
+  CHECK(r.code == ErrorCode::kCorrupt);
+  CHECK(r.message == path + ": " + mention);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
+    INFO(args[0]);
+    check_cli_error(run_wpack(args), mention);
+  }
+  CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
 }
 
 TEST_CASE("corrupt: wrong magic (another format, zeros, text) is named") {

@@ -1,11 +1,13 @@
 // Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
-// version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden).
+// version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden writes the current version's
+// files, lossless-{rans,zstd}-v3.wpk). The v2 files are fixtures kept from the v2 writer.
 //
 // The rANS file is compared byte for byte (wpack's own codec). zstd's output may change between
 // libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
 #include <catch2/catch.hpp>
 #include <cstdlib>
 
+#include "formats/detail/le.h"
 #include "formats/wpk.h"
 #include "packer/pack.h"
 #include "packer/unpack.h"
@@ -55,17 +57,43 @@ void check_decodes_to_source(const std::string& path) {
 
 TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr) {
-    pack_model(golden_source(), kGoldenDir + "lossless-rans-v2.wpk", golden_options(Codec::kRans));
-    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v2.wpk", golden_options(Codec::kZstd));
+    pack_model(golden_source(), kGoldenDir + "lossless-rans-v3.wpk", golden_options(Codec::kRans));
+    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v3.wpk", golden_options(Codec::kZstd));
   }
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kRans));
-  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v2.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v3.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
 }
 
 TEST_CASE("golden: committed files decode to their source") {
-  check_decodes_to_source(kGoldenDir + "lossless-rans-v2.wpk");
-  check_decodes_to_source(kGoldenDir + "lossless-zstd-v2.wpk");
+  for (const char* name : {"lossless-rans-v3.wpk", "lossless-zstd-v3.wpk", "lossless-rans-v2.wpk", "lossless-zstd-v2.wpk"}) {
+    INFO(name);
+    check_decodes_to_source(kGoldenDir + name);
+  }
+}
+
+// The v2 files are kept as fixtures (written by the v2 writer, not regenerated): a v2 file is a v3
+// file without layout-6 tiles, so they still read exactly, and they differ from their v3 files only
+// in the version fields of header and footer and the two checksums that cover them.
+TEST_CASE("golden: a v2 file is its v3 file with the version fields changed") {
+  for (const char* codec : {"rans", "zstd"}) {
+    INFO(codec);
+    const std::string prefix = kGoldenDir + "lossless-" + codec;
+    const auto v2 = test::read_file(prefix + "-v2.wpk");
+    auto v3 = test::read_file(prefix + "-v3.wpk");
+    REQUIRE(v2.size() == v3.size());
+    REQUIRE(v3.size() > kWpkHeaderBytes + kWpkFooterBytes);
+    CHECK(WpkReader::open(prefix + "-v2.wpk")->format_version() == 2);
+    CHECK(WpkReader::open(prefix + "-v3.wpk")->format_version() == 3);
+    CHECK(detail::load_u32(v3.data() + 8) == 3);
+    detail::store_u32(v3.data() + 8, 2);
+    detail::store_u64(v3.data() + 56, wpk_checksum({v3.data(), 56}));
+    uint8_t* foot = v3.data() + v3.size() - kWpkFooterBytes;
+    CHECK(detail::load_u32(foot + 24) == 3);
+    detail::store_u32(foot + 24, 2);
+    detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
+    CHECK(v3 == v2);
+  }
 }
