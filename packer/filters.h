@@ -33,6 +33,9 @@ enum class Filter : uint8_t { kNone = 0, kByteShuffle = 1, kBitShuffle = 2, kFlo
 // like filter_from_code, know only the lossless filters above); packer/quant_tile.h codes them.
 //   4 quant_dense   2 planes: side data; the codes of every element
 //   5 quant_sparse  2 planes: side data + occupancy bitmap; the codes of the occupied elements
+//   6 quant_dense_zrel  2 planes: side data; (code - zero) mod 2^bits of every element (rANS-coded
+//                   tiles of tensors with zero points only; format v3). Its constant,
+//                   kFilterQuantDenseZeroRel, is in packer/quant_tile.h.
 inline constexpr uint8_t kFilterQuantDense = 4;
 inline constexpr uint8_t kFilterQuantSparse = 5;
 
