@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -311,12 +312,10 @@ void quant_tile_seeds() {
       {"nf4-sparse", "nf4:g32", "0.5", Codec::kRans}, {"lut4-rows", "lut4:rows4", "", Codec::kZstd},
       {"lut3-sparse", "lut3", "2:4", Codec::kRans},
   };
-  const uint64_t rows = 8, cols = 64;
-  std::vector<float> w(rows * cols);
-  Rng rng{70};
-  for (auto& v : w) v = static_cast<float>(static_cast<int64_t>(rng.next() % 2001) - 1000) / 10000.0f;
-  for (const Case& c : cases) {
-    const TensorPolicy policy = parse_policy_spec(std::string(c.spec) + (*c.prune ? std::string(":prune=") + c.prune : ""), TensorPolicy{});
+  // One seed of mode 0: tile `tile` of the weights w (rows x cols) quantized by `spec`, coded.
+  auto tile_seed = [](const char* name, const char* spec, const char* prune, Codec codec, const std::vector<float>& w,
+                      uint64_t rows, uint64_t cols, uint32_t tile_rows, uint32_t requested_tile_cols, uint64_t tile) {
+    const TensorPolicy policy = parse_policy_spec(std::string(spec) + (*prune ? std::string(":prune=") + prune : ""), TensorPolicy{});
     std::vector<float> pruned_w = w;
     std::vector<uint8_t> keep(w.size(), 1);
     if (policy.prune.kind == PruneSpec::Kind::kFraction) keep = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
@@ -328,18 +327,36 @@ void quant_tile_seeds() {
     dequantize(q, decoded.data());
     for (size_t i = 0; i < keep.size(); ++i)
       if (!keep[i]) decoded[i] = 0.0f;
-    const uint32_t tile_rows = 4, tile_cols = quant_tile_cols(32, params.group);
+    const uint32_t tile_cols = quant_tile_cols(requested_tile_cols, params.group);
     const TileGeometry g = tile_geometry({rows, cols}, tile_rows, tile_cols);
-    const QuantEncodedTile enc = encode_quant_tile(q, params, decoded.data(), g.rect(1), c.codec, 3);
+    const QuantEncodedTile enc = encode_quant_tile(q, params, decoded.data(), g.rect(tile), codec, 3);
     const std::vector<uint8_t> blob = serialize_quant_params(params);
+    // The harness's layout byte (fuzz/quant_tile.cpp): 0 dense, 1 sparse, 2 dense zero-relative.
+    const uint8_t layout_byte = enc.layout == kFilterQuantSparse ? 1 : enc.layout == kFilterQuantDenseZeroRel ? 2 : 0;
     // mode 0: scheme, rows, cols, tile rows - 1 (mod rows), tile cols - 1 (mod cols), params, tile.
-    seed("quant_tile", c.name,
+    seed("quant_tile", name,
          cat({{0, static_cast<uint8_t>(params.scheme)}, u16le(rows), u16le(cols), u16le(tile_rows - 1),
-              u16le(static_cast<uint16_t>(tile_cols - 1)), u16le(static_cast<uint16_t>(blob.size())), blob, u16le(1),
-              {static_cast<uint8_t>(enc.layout == kFilterQuantSparse ? 1 : 0), static_cast<uint8_t>(enc.tile.codec)},
+              u16le(static_cast<uint16_t>(tile_cols - 1)), u16le(static_cast<uint16_t>(blob.size())), blob,
+              u16le(static_cast<uint16_t>(tile)), {layout_byte, static_cast<uint8_t>(enc.tile.codec)},
               u32le(static_cast<uint32_t>(enc.raw_size))}),
          enc.tile.stored);
+    return enc.layout;
+  };
+  const uint64_t rows = 8, cols = 64;
+  std::vector<float> w(rows * cols);
+  Rng rng{70};
+  for (auto& v : w) v = static_cast<float>(static_cast<int64_t>(rng.next() % 2001) - 1000) / 10000.0f;
+  for (const Case& c : cases) tile_seed(c.name, c.spec, c.prune, c.codec, w, rows, cols, 4, 32, 1);
+  // Layout 6 (quant_dense_zrel): asymmetric int4 (group 128) with rans, on bell-shaped weights (a
+  // sum of four uniforms) in one 16 x 128 tile, large enough that coding the zero-relative symbols pays.
+  std::vector<float> bell(16 * 128);
+  for (auto& v : bell) {
+    int64_t sum = 0;
+    for (int k = 0; k < 4; ++k) sum += static_cast<int64_t>(rng.next() % 2001) - 1000;
+    v = static_cast<float>(sum) / 40000.0f;
   }
+  if (tile_seed("int4-zrel", "int4", "", Codec::kRans, bell, 16, 128, 16, 128, 0) != kFilterQuantDenseZeroRel)
+    throw std::runtime_error("the int4-zrel seed is not a layout-6 tile");
   seed("quant_tile", "made-params", {1}, random_bytes(200, 71));
   seed("quant_tile", "round-trip", {2}, random_bytes(600, 72));
   seed("quant_tile", "round-trip-lut", {3, 9, 0x60, 5, 80, 0, 1, 3, 40, 0}, random_bytes(900, 73));

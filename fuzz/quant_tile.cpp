@@ -10,8 +10,9 @@
 //   2, 3: round trip. Weights from the input quantized (packer/quantize.h, some pruned), every tile
 //      encoded with encode_quant_tile (and QuantTileEncoder, which must give the same bytes) and
 //      decoded again: the values must be dequantize()'s, bit for bit, with pruned weights +0.0.
-// A tile: u16 tile index (mod the tile count), u8 layout (bit 0: dense/sparse; bit 7 set: the byte
-// itself, to reach other filter values), u8 codec (mod 3), u32 raw size, then the stored bytes.
+// A tile: u16 tile index (mod the tile count), u8 layout, u8 codec (mod 3), u32 raw size, then the
+// stored bytes. The layout byte: bit 7 set: the byte itself (filter values >= 128, none a layout);
+// else bit 1 set: 6 quant_dense_zrel; else bit 0: 5 quant_sparse when set, 4 quant_dense when clear.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -34,7 +35,10 @@ void decode_one_tile(Input& in, const QuantTensorParams& params, uint64_t rows, 
   if (g.tile_count() == 0) return;
   const TileRect rect = g.rect(in.u16() % g.tile_count());
   const uint8_t layout_byte = in.u8();
-  const uint8_t layout = (layout_byte & 0x80) ? layout_byte : (layout_byte & 1) ? kFilterQuantSparse : kFilterQuantDense;
+  const uint8_t layout = (layout_byte & 0x80) ? layout_byte
+                         : (layout_byte & 2)  ? kFilterQuantDenseZeroRel
+                         : (layout_byte & 1)  ? kFilterQuantSparse
+                                              : kFilterQuantDense;
   const auto codec = static_cast<Codec>(in.u8() % 3);
   const uint64_t raw_size = in.u32();
   const Bytes stored = in.rest();
