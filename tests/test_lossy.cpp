@@ -122,26 +122,51 @@ TEST_CASE("every scheme round-trips through the container bit-exact with dequant
   }
 }
 
+namespace {
+
+// One quantized (and pruned, per the spec) tensor cut into tiles, for the tile-level tests.
+struct QuantCase {
+  QuantizedMatrix q;
+  QuantTensorParams params;
+  std::vector<float> decoded;  // dequantize(q), pruned elements +0.0f
+  std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
+  TileGeometry geometry;
+};
+
+QuantCase quant_case(const std::string& spec, uint64_t rows, uint64_t cols, uint64_t seed) {
+  const auto w = as_floats(weights_f32(rows * cols, seed));
+  const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
+  std::vector<float> pruned = w;
+  QuantCase c;
+  std::vector<uint8_t>& mask = c.mask;
+  if (policy.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
+  if (policy.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
+  if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
+  c.q = quantize(pruned.data(), rows, cols, policy.spec);
+  c.decoded.resize(w.size());
+  dequantize(c.q, c.decoded.data());
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (!mask[i]) c.decoded[i] = 0.0f;
+  c.params = quant_params_from(c.q, policy.prune);
+  c.geometry = tile_geometry({rows, cols}, 64, quant_tile_cols(96, c.q.spec.group));
+  return c;
+}
+
+}  // namespace
+
 TEST_CASE("QuantTileEncoder writes the same tiles as the reference encode_quant_tile", "[lossy]") {
   const uint64_t rows = 150, cols = 300;  // edges: short last tile row and column, short last group
-  const auto w = as_floats(weights_f32(rows * cols, 8));
   const std::vector<std::string> specs = {"int8", "int4", "int4:g64:sym", "int3:g32", "int2:g256", "fp8", "fp6", "fp5",
                                           "fp4", "nf4", "lut4", "lut3:rows64", "int4:prune=0.5", "int2:prune=0.9",
                                           "fp6:prune=2:4", "lut4:prune=0.3", "nf4:prune=4:8", "fp5:prune=0.7",
                                           "int3:sym", "int2:g32:sym", "int3:prune=2:4", "int4:sym:prune=0.5"};
   for (const auto& spec : specs) {
+    const QuantCase c = quant_case(spec, rows, cols, 8);
+    const QuantizedMatrix& q = c.q;
+    const QuantTensorParams& params = c.params;
+    const std::vector<float>& decoded = c.decoded;
+    const std::vector<uint8_t>& mask = c.mask;
     const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
-    std::vector<float> pruned = w;
-    std::vector<uint8_t> mask;
-    if (policy.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
-    if (policy.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
-    if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
-    const QuantizedMatrix q = quantize(pruned.data(), rows, cols, policy.spec);
-    std::vector<float> decoded(w.size());
-    dequantize(q, decoded.data());
-    for (size_t i = 0; i < mask.size(); ++i)
-      if (!mask[i]) decoded[i] = 0.0f;
-    const QuantTensorParams params = quant_params_from(q, policy.prune);
     const uint32_t group = scheme_is_grouped(policy.spec.scheme) ? q.spec.group : 0;
     const TileGeometry g = tile_geometry({rows, cols}, 64, quant_tile_cols(96, group));
     QuantTileEncoder encoder;  // one encoder for every tile: buffers reused from tile to tile
@@ -161,33 +186,6 @@ TEST_CASE("QuantTileEncoder writes the same tiles as the reference encode_quant_
 }
 
 namespace {
-
-// One quantized tensor cut into tiles, for the tile-level tests of layout 6 (quant_dense_zrel).
-struct QuantCase {
-  QuantizedMatrix q;
-  QuantTensorParams params;
-  std::vector<float> decoded;  // dequantize(q), pruned elements +0.0f
-  TileGeometry geometry;
-};
-
-QuantCase quant_case(const std::string& spec, uint64_t rows, uint64_t cols, uint64_t seed) {
-  const auto w = as_floats(weights_f32(rows * cols, seed));
-  const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
-  std::vector<float> pruned = w;
-  std::vector<uint8_t> mask;
-  if (policy.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
-  if (policy.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
-  if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
-  QuantCase c;
-  c.q = quantize(pruned.data(), rows, cols, policy.spec);
-  c.decoded.resize(w.size());
-  dequantize(c.q, c.decoded.data());
-  for (size_t i = 0; i < mask.size(); ++i)
-    if (!mask[i]) c.decoded[i] = 0.0f;
-  c.params = quant_params_from(c.q, policy.prune);
-  c.geometry = tile_geometry({rows, cols}, 64, quant_tile_cols(96, c.q.spec.group));
-  return c;
-}
 
 std::vector<float> tile_of(const QuantCase& c, const TileRect& rect) {
   std::vector<float> out;
