@@ -35,6 +35,7 @@
 // that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
 // compute capability 9.0 or later.
 #include <cstdint>
+#include <mutex>
 
 #include <cuda_fp16.h>
 
@@ -228,28 +229,28 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
             mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
           }
         }
-        continue;
-      }
+      } else {
 #pragma unroll
-      for (uint32_t v = 0; v < 2; ++v) {
-        uint32_t a0[4], a1[4];
-        if constexpr (kSub) {
-          C::pairs_sub(w0[v], off0, off_hi, a0);
-          C::pairs_sub(w1[v], off1, off_hi, a1);
-        } else {
-          C::pairs(w0[v], a0);
-          C::pairs(w1[v], a1);
-        }
-        const uint32_t col = (j + 2 * t + v) * C::kPerWord;
+        for (uint32_t v = 0; v < 2; ++v) {
+          uint32_t a0[4], a1[4];
+          if constexpr (kSub) {
+            C::pairs_sub(w0[v], off0, off_hi, a0);
+            C::pairs_sub(w1[v], off1, off_hi, a1);
+          } else {
+            C::pairs(w0[v], a0);
+            C::pairs(w1[v], a1);
+          }
+          const uint32_t col = (j + 2 * t + v) * C::kPerWord;
 #pragma unroll
-        for (uint32_t nt = 0; nt < kNT; ++nt) {
-          uint32_t b[4];
-          x_fragment<kBits>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
-          mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
-          mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
-          if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
-            mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[0], b[1]);
-            if (kBits == 4) mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[2], b[3]);
+          for (uint32_t nt = 0; nt < kNT; ++nt) {
+            uint32_t b[4];
+            x_fragment<kBits>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
+            mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+            mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
+            if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
+              mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[0], b[1]);
+              if (kBits == 4) mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[2], b[3]);
+            }
           }
         }
       }
@@ -528,12 +529,27 @@ template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kW
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
   static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub, kFloat>;
-  static cudaError_t prepare(uint64_t smem) {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
+  // devices; later ones on every call), so that launches need no attribute call and plans of any
+  // size share the instance.
+  static cudaError_t prepare() {
+    int device = 0, limit = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    static std::once_flag once[16];
+    static cudaError_t result[16];
+    auto set = [&] {
+      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+      return e;
+    };
+    if (device < 0 || device >= 16) return set();
+    std::call_once(once[device], [&] { result[device] = set(); });
+    return result[device];
   }
   static int occupancy(uint64_t smem) {
     int blocks = 0;
-    if (prepare(smem) != cudaSuccess ||
+    if (prepare() != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess)
       return 0;
     return blocks;
@@ -658,7 +674,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   }
   return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable ? params.bits : 0, [&](auto k) {
     using K = decltype(k);
-    const cudaError_t err = K::prepare(plan.smem_bytes);
+    const cudaError_t err = K::prepare();
     if (err != cudaSuccess) return err;
     return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);
   });
