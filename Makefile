@@ -16,7 +16,7 @@ CUDA       ?= AUTO
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 
-# Debian 12 packages the build needs (the CUDA Toolkit is optional and not installed here).
+# Debian 12 packages the build needs (the CUDA Toolkit: CUDA_PACKAGES below).
 # python3 and python3-venv: the real-model test and its fixture (MiniLM from PyPI, in .venv: Debian's
 # own python3 refuses pip installs outside a virtual environment, PEP 668).
 DEB_PACKAGES := cmake g++ make pkg-config libzstd-dev libxxhash-dev libhdf5-dev libcli11-dev \
@@ -25,13 +25,20 @@ DEB_PACKAGES := cmake g++ make pkg-config libzstd-dev libxxhash-dev libhdf5-dev 
 # of clang), the LLVM OpenMP runtime clang links with, and llvm-symbolizer for readable reports.
 FUZZ_PACKAGES := clang libclang-rt-dev libomp-dev llvm
 
+# The CUDA Toolkit, when no nvcc is found (PATH or /usr/local/cuda) and CUDA is not OFF: Debian's
+# nvidia-cuda-toolkit (CUDA 11.8, about 1.6 GB, non-free; it needs contrib too, and deps-cuda
+# enables both on Debian when they are missing) with g++-11, the newest host compiler CUDA 11.8
+# takes. With it every CUDA source compiles (the bulk-copy GEMV needs CUDA 12 and is left out by
+# its own guard); without a GPU the GPU tests skip.
+CUDA_PACKAGES := nvidia-cuda-toolkit g++-11
+
 ASAN_BUILD ?= build-asan
 # Sanitizer runtime settings for test-asan: stop at the first report, with a stack trace.
 SANITIZER_ENV := ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 SAMPLE := $(BUILD)/sample
 
-.PHONY: all deps deps-fuzz fixtures configure build run test test-asan fuzz bench clean
+.PHONY: all deps deps-cuda deps-fuzz fixtures configure build run test test-asan fuzz bench clean
 
 all: build
 
@@ -58,7 +65,24 @@ deps:
 deps-fuzz: deps
 	$(call install_missing,$(FUZZ_PACKAGES))
 
-configure: deps
+deps-cuda: deps
+ifneq ($(CUDA),OFF)
+	@if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "note: no nvcc, so the CUDA kernels are not built; install the CUDA Toolkit (Debian: sudo apt-get install $(CUDA_PACKAGES), from non-free)"; \
+	  exit 0; \
+	fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	if [ "$$(. /etc/os-release; echo $$ID)" = debian ] && ! apt-cache policy nvidia-cuda-toolkit | grep -q 'Candidate: [0-9]'; then \
+	  echo "Enabling Debian's contrib and non-free components (for nvidia-cuda-toolkit)"; \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	    "$$(. /etc/os-release; echo $$VERSION_CODENAME)" > /etc/apt/sources.list.d/wpack-non-free.sources; \
+	fi; \
+	echo "Installing: $(CUDA_PACKAGES) (about 1.6 GB)"; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $(CUDA_PACKAGES) >/dev/null || exit 1
+endif
+
+configure: deps-cuda
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DWPACK_CUDA=$(CUDA) $(CMAKE_ARGS)
 
 build: configure

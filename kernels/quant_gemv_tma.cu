@@ -42,7 +42,17 @@
 #include "kernels/detail/mma_codes.cuh"
 #include "kernels/detail/tile_kernels.h"
 
+// The bulk copies, transaction-count mbarriers and their fence need PTX ISA 8.0 (CUDA 12). With an
+// older toolkit (Debian 12 ships CUDA 11.8) the kernel is left out: quant_tma_supported() says no
+// and the other kernels serve these tensors.
+#if defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 12
+#define WPACK_HAVE_BULK_COPY 1
+#else
+#define WPACK_HAVE_BULK_COPY 0
+#endif
+
 namespace wpack::gpu::detail {
+#if WPACK_HAVE_BULK_COPY
 namespace {
 
 constexpr uint32_t kMaxStages = 16;
@@ -679,5 +689,17 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);
   });
 }
+
+#else   // no bulk-copy PTX in this toolkit
+
+bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*) { return false; }
+QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t) { return QuantTmaPlan{}; }
+cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
+                                  uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint32_t, uint32_t*,
+                                  cudaStream_t) {
+  return cudaErrorNotSupported;
+}
+
+#endif  // WPACK_HAVE_BULK_COPY
 
 }  // namespace wpack::gpu::detail
