@@ -142,18 +142,14 @@ __device__ __forceinline__ void x_fragment(const uint8_t* xrow, uint32_t col, bo
 }
 
 // (kBase + zero) of tile row r and group gi: what one code's A value holds beyond its value.
-template <uint32_t kBits, bool kGrouped>
+template <uint32_t kBits>
 __device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint8_t* stage, const TileSide& ts,
                                              uint32_t r, uint32_t gi) {
   const float base = MmaCodes<kBits>::kBase;
-  if (kGrouped && p.zero_points) return base + static_cast<float>(stage[8 + ts.scale_bytes + r * ts.groups + gi]);
+  if (p.zero_points) return base + static_cast<float>(stage[8 + ts.scale_bytes + r * ts.groups + gi]);
   return base + p.symmetric_zero;
 }
 
-// Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (batch 9..64): the warp's partials
-// yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). kGrouped: fp16 scale per
-// (row, group) in plane A, applied per group; else raw sums go to yacc and xsum, and the per-row
-// scale and offset are applied at the flush.
 // The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, one batch column.
 __device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col, bool valid, uint32_t (&b)[2]) {
   b[0] = b[1] = 0;
@@ -190,10 +186,14 @@ __device__ __forceinline__ void tma_tile_fp6(const uint8_t* stage, const uint8_t
   }
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kSub, bool kFp8>
+// Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (int8, fp8, and int4 at batch > 8):
+// the warp's partials yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). A holds
+// the codes' values (int: HSUB2 of (128 + zero) per pair; fp8: MmaFp8). kGrouped (int4): fp16 scale
+// per (row, group) in plane A, applied per group; else the per-row scale is applied at the flush.
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kFp8>
 __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
                                          uint32_t x_row, const StageGeometry& m, uint32_t batch,
-                                         float (&yacc)[kNT][4], float (&xsum)[kNT][4]) {
+                                         float (&yacc)[kNT][4]) {
   using C = MmaCodes<kBits>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -204,18 +204,13 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
   const bool aligned8 = ts.codes_at % 8 == 0;
   const uint32_t off_hi = bf16x2_splat_int(2176.0f);
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
-    uint32_t off0 = 0, off1 = 0;  // kSub: (128 + zero) pairs of the two rows (int8: 128)
-    if constexpr (kSub) {
-      off0 = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, r0, gi) : 128.0f);
-      off1 = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, r1, gi) : 128.0f);
-    }
-    float c[kNT][4], cs[kNT][4];
+    // (128 + zero) pairs of the two rows (int8: 128)
+    const uint32_t off0 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, stage, ts, r0, gi) : 128.0f);
+    const uint32_t off1 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, stage, ts, r1, gi) : 128.0f);
+    float c[kNT][4];
 #pragma unroll
-    for (uint32_t nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (uint32_t k = 0; k < 4; ++k) c[nt][k] = cs[nt][k] = 0.f;
+    for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
     float(&acc)[kNT][4] = kGrouped ? c : yacc;
-    float(&sum)[kNT][4] = kGrouped ? cs : xsum;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
       uint32_t w0[2], w1[2];
@@ -243,13 +238,8 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 #pragma unroll
         for (uint32_t v = 0; v < 2; ++v) {
           uint32_t a0[4], a1[4];
-          if constexpr (kSub) {
-            C::pairs_sub(w0[v], off0, off_hi, a0);
-            C::pairs_sub(w1[v], off1, off_hi, a1);
-          } else {
-            C::pairs(w0[v], a0);
-            C::pairs(w1[v], a1);
-          }
+          C::pairs_sub(w0[v], off0, off_hi, a0);
+          C::pairs_sub(w1[v], off1, off_hi, a1);
           const uint32_t col = (j + 2 * t + v) * C::kPerWord;
 #pragma unroll
           for (uint32_t nt = 0; nt < kNT; ++nt) {
@@ -257,10 +247,6 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
             x_fragment<kBits>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
             mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
             mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
-            if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
-              mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[0], b[1]);
-              if (kBits == 4) mma_bf16_16816(sum[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[2], b[3]);
-            }
           }
         }
       }
@@ -269,33 +255,31 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
       const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
       const float s0 = __half2float(__ushort_as_half(scales[r0 * ts.groups + gi]));
       const float s1 = __half2float(__ushort_as_half(scales[r1 * ts.groups + gi]));
-      const float o0 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, r0, gi);
-      const float o1 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, r1, gi);
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
-        yacc[nt][0] = fmaf(s0, fmaf(-o0, cs[nt][0], c[nt][0]), yacc[nt][0]);
-        yacc[nt][1] = fmaf(s0, fmaf(-o0, cs[nt][1], c[nt][1]), yacc[nt][1]);
-        yacc[nt][2] = fmaf(s1, fmaf(-o1, cs[nt][2], c[nt][2]), yacc[nt][2]);
-        yacc[nt][3] = fmaf(s1, fmaf(-o1, cs[nt][3], c[nt][3]), yacc[nt][3]);
+        yacc[nt][0] = fmaf(s0, c[nt][0], yacc[nt][0]);
+        yacc[nt][1] = fmaf(s0, c[nt][1], yacc[nt][1]);
+        yacc[nt][2] = fmaf(s1, c[nt][2], yacc[nt][2]);
+        yacc[nt][3] = fmaf(s1, c[nt][3], yacc[nt][3]);
       }
     }
   }
 }
 
-// Batch 1..8: one warp multiplies a whole tile (all its 16-row blocks), so the x fragments of a
-// k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
-// independent. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at batch columns 2t, 2t + 1;
-// xsum: the raw sums' x total (non-grouped only; applied at the flush).
-template <uint32_t kBits, bool kBatch1, bool kGrouped, bool kSub, bool kAligned8>
+// int4 at batch 1..8: one warp multiplies a whole tile (all its 16-row blocks), so the x fragments
+// of a k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
+// independent. A holds 128 + code (no subtraction per code); per group, (128 + zero) * sum(x) is
+// removed and the fp16 scale applied. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at
+// batch columns 2t, 2t + 1.
+template <bool kBatch1, bool kAligned8>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts,
-                                              uint32_t batch, float (&yacc)[8][4], float (&xsum)[4]) {
-  using C = MmaCodes<kBits>;
+                                              uint32_t batch, float (&yacc)[8][4]) {
+  using C = MmaCodes<4>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + 2 * t;
-  const uint32_t off_hi = bf16x2_splat_int(2176.0f);
   uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
 #pragma unroll
   for (uint32_t rb = 0; rb < kBlocks; ++rb) {
@@ -304,26 +288,16 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
   }
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
     float c[kBlocks][4], cs[4] = {0.f, 0.f, 0.f, 0.f};
-    uint32_t off[kBlocks][2];  // kSub: (128 + zero) pairs of the block's two rows (int8: 128)
 #pragma unroll
-    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-      c[rb][0] = c[rb][1] = c[rb][2] = c[rb][3] = 0.f;
-      if constexpr (kSub) {
-        off[rb][0] = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, rows[rb][0], gi) : 128.0f);
-        off[rb][1] = bf16x2_splat_int(kBits == 4 ? code_offset<kBits, kGrouped>(p, stage, ts, rows[rb][1], gi) : 128.0f);
-      }
-    }
-    float(&sum)[4] = kGrouped ? cs : xsum;
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) c[rb][0] = c[rb][1] = c[rb][2] = c[rb][3] = 0.f;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
       uint32_t b[2][4];
 #pragma unroll
       for (uint32_t v = 0; v < 2; ++v) {
-        x_fragment<kBits>(xs + g * x_row, (j + 2 * t + v) * C::kPerWord, g < batch, b[v]);
-        if constexpr (!kSub) {  // int8: b[2], b[3] repeat b[0], b[1]
-          mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][0], b[v][1]);
-          if (kBits == 4) mma_bf16_16816(sum, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
-        }
+        x_fragment<4>(xs + g * x_row, (j + 2 * t + v) * C::kPerWord, g < batch, b[v]);
+        mma_bf16_16816(cs, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][0], b[v][1]);
+        mma_bf16_16816(cs, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
       }
       // All the step's code words first (16 loads in flight), then the arithmetic: blocks past the
       // tile rerun its last row (dropped at flush).
@@ -343,52 +317,40 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       }
 #pragma unroll
       for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-        const uint32_t(&w0)[2] = words[rb][0];
-        const uint32_t(&w1)[2] = words[rb][1];
-        float(&acc)[4] = kGrouped ? c[rb] : yacc[rb];
 #pragma unroll
         for (uint32_t v = 0; v < 2; ++v) {
           uint32_t a0[4], a1[4];
-          if constexpr (kSub) {
-            C::pairs_sub(w0[v], off[rb][0], off_hi, a0);
-            C::pairs_sub(w1[v], off[rb][1], off_hi, a1);
-          } else {
-            C::pairs(w0[v], a0);
-            C::pairs(w1[v], a1);
-          }
-          mma_bf16_16816(acc, a0[0], a1[0], a0[1], a1[1], b[v][0], b[v][1]);
-          mma_bf16_16816(acc, a0[2], a1[2], a0[3], a1[3], b[v][2], b[v][3]);
+          C::pairs(words[rb][0][v], a0);
+          C::pairs(words[rb][1][v], a1);
+          mma_bf16_16816(c[rb], a0[0], a1[0], a0[1], a1[1], b[v][0], b[v][1]);
+          mma_bf16_16816(c[rb], a0[2], a1[2], a0[3], a1[3], b[v][2], b[v][3]);
         }
       }
     }
-    if constexpr (kGrouped) {
-      const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
+    const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
 #pragma unroll
-      for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-        const float s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
-        const float s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
-        const float o0 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][0], gi);
-        const float o1 = kSub ? 0.f : code_offset<kBits, true>(p, stage, ts, rows[rb][1], gi);
-        yacc[rb][0] = fmaf(s0, fmaf(-o0, cs[0], c[rb][0]), yacc[rb][0]);
-        yacc[rb][2] = fmaf(s1, fmaf(-o1, cs[2], c[rb][2]), yacc[rb][2]);
-        if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
-          yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
-          yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
-        }
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+      const float s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
+      const float s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
+      const float o0 = code_offset<4>(p, stage, ts, rows[rb][0], gi);
+      const float o1 = code_offset<4>(p, stage, ts, rows[rb][1], gi);
+      yacc[rb][0] = fmaf(s0, fmaf(-o0, cs[0], c[rb][0]), yacc[rb][0]);
+      yacc[rb][2] = fmaf(s1, fmaf(-o1, cs[2], c[rb][2]), yacc[rb][2]);
+      if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
+        yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
+        yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
       }
     }
   }
 }
 
 // Adds a warp's row partials to y and clears them: kBlocks blocks of 16 rows starting at tile
-// row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: y gets
-// row_scale * (raw - (kBase + zero) * xsum).
-template <uint32_t kBits, uint32_t kNT, uint32_t kBlocks, bool kGrouped, bool kSub>
+// row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: times the
+// row's scale.
+template <uint32_t kNT, uint32_t kBlocks, bool kGrouped>
 __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t row0, uint32_t h, uint32_t first_block,
-                                               uint32_t batch, float* y_dev, float (&yacc)[kBlocks * kNT][4],
-                                               float (&xsum)[kNT][4]) {
+                                               uint32_t batch, float* y_dev, float (&yacc)[kBlocks * kNT][4]) {
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  const float offset = MmaCodes<kBits>::kBase + p.symmetric_zero;  // non-grouped: no zero points
 #pragma unroll
   for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
@@ -402,7 +364,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
           for (uint32_t k = 0; k < 2; ++k) {
             const uint32_t n = 8 * nt + 2 * t + k;
             float v = yacc[rb * kNT + nt][2 * half + k];
-            if (!kGrouped) v = scale * (kSub ? v : fmaf(-offset, xsum[nt][2 * half + k], v));
+            if (!kGrouped) v = scale * v;
             if (n < batch) atomicAdd(&y_dev[(uint64_t{row0} + r) * batch + n], v);
           }
         }
@@ -411,11 +373,9 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
   }
 #pragma unroll
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) yacc[i][0] = yacc[i][1] = yacc[i][2] = yacc[i][3] = 0.f;
-#pragma unroll
-  for (uint32_t nt = 0; nt < kNT; ++nt) xsum[nt][0] = xsum[nt][1] = xsum[nt][2] = xsum[nt][3] = 0.f;
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile,
           uint32_t kFloat>  // 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
 __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
@@ -481,8 +441,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
   }
 
   if constexpr (kWarpTile) {
-    float yacc[8][4], xsum[1][4];
-    flush_partials<kBits, 1, 8, true, kSub>(params, 0, 0, 0, batch, y_dev, yacc, xsum);  // h 0: clears only
+    static_assert(kBits == 4 && kGrouped && kNT == 1, "a warp per tile: int4 (grouped), batch <= 8");
+    float yacc[8][4];
+    flush_partials<1, 8, true>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
     uint32_t s = warp, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
     while (s >= stages) s -= stages, phase ^= 1;
@@ -490,33 +451,31 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<kBits, 1, 8, kGrouped, kSub>(params, acc_row0, acc_h, 0, batch, y_dev, yacc, xsum);
+        if (acc_h) flush_partials<1, 8, true>(params, acc_row0, acc_h, 0, batch, y_dev, yacc);
         acc_row0 = m.row0, acc_h = m.h;
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
-      const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
+      const TileSide ts(params, m, MmaCodes<4>::kPerWord, true);
       if (ts.codes_at % 8 == 0)
-        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, true>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch,
-                                                            yacc, xsum[0]);
+        tma_tile_warp<kBatch1, true>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
       else
-        tma_tile_warp<kBits, kBatch1, kGrouped, kSub, false>(params, stage, stage + layout.x_at, layout.x_row, m, ts,
-                                                             batch, yacc, xsum[0]);
+        tma_tile_warp<kBatch1, false>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       s += kWarps;
       while (s >= stages) s -= stages, phase ^= 1;
     }
-    if (acc_h) flush_partials<kBits, 1, 8, kGrouped, kSub>(params, acc_row0, acc_h, 0, batch, y_dev, yacc, xsum);
+    if (acc_h) flush_partials<1, 8, true>(params, acc_row0, acc_h, 0, batch, y_dev, yacc);
   } else {
-    float yacc[kNT][4], xsum[kNT][4];
-    flush_partials<kBits, kNT, 1, true, kSub>(params, 0, 0, 0, batch, y_dev, yacc, xsum);  // clears only
+    float yacc[kNT][4];
+    flush_partials<kNT, 1, true>(params, 0, 0, 0, batch, y_dev, yacc);  // clears only
     uint32_t acc_row0 = 0, acc_h = 0;
     uint32_t s = 0, phase = 0;
     for (uint64_t ti = t_begin; ti < t_end; ++ti) {
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<kBits, kNT, 1, kGrouped, kSub>(params, acc_row0, acc_h, warp, batch, y_dev, yacc, xsum);
+        if (acc_h) flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
         acc_row0 = m.row0, acc_h = m.h;
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
@@ -524,21 +483,21 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
         if constexpr (kFloat == 6)
           tma_tile_fp6<kNT>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
         else
-          tma_tile<kBits, kNT, kBatch1, kGrouped, kSub, kFloat == 8>(params, stage, stage + layout.x_at, layout.x_row, m,
-                                                                     batch, yacc, xsum);
+          tma_tile<kBits, kNT, kBatch1, kGrouped, kFloat == 8>(params, stage, stage + layout.x_at, layout.x_row, m, batch,
+                                                               yacc);
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
     }
-    if (acc_h) flush_partials<kBits, kNT, 1, kGrouped, kSub>(params, acc_row0, acc_h, warp, batch, y_dev, yacc, xsum);
+    if (acc_h) flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
   }
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile, bool kSub,
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile,
           uint32_t kFloat = 0>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
-  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kSub, kFloat>;
+  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kFloat>;
   // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
   // devices; later ones on every call), so that launches need no attribute call and plans of any
   // size share the instance.
@@ -588,48 +547,41 @@ __global__ void transpose_x_kernel(const uint16_t* __restrict__ x_dev, uint16_t*
 
 uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
 
-// Calls f(TmaKernel<...>{}) for the instance that serves (bits, batch, grouped). Measured on the
+// Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
+// quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales). Measured on the
 // H200 (bench_gpu_layers, 28672x8192, batch 1): int4 runs fastest with a warp per tile and the
-// sum-of-x offset (no subtraction per code), int8 with the warps sharing each tile.
+// sum-of-x offset, the others with the warps sharing each tile.
 template <typename F>
-auto tma_dispatch(uint32_t bits, uint32_t batch, bool grouped, uint32_t fp_bits, F&& f) {
+auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
-  if (fp_bits) {  // fp8 / fp6: per-row scales, never grouped
-#define WPACK_TMA_FP(F)                                                                              \
-  switch (nt) {                                                                                       \
-    case 1:                                                                                           \
-      return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, false, true, F>{})                        \
-                        : f(TmaKernel<8, 1, false, false, 8, false, true, F>{});                      \
-    case 2: return f(TmaKernel<8, 2, false, false, 8, false, true, F>{});                            \
-    case 4: return f(TmaKernel<8, 4, false, false, 8, false, true, F>{});                            \
-    default: return f(TmaKernel<8, 8, false, false, 8, false, true, F>{});                           \
+#define WPACK_TMA_SHARED(B, G, FP)                                                                     \
+  switch (nt) {                                                                                         \
+    case 1:                                                                                             \
+      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, false, FP>{}) : f(TmaKernel<B, 1, false, G, 8, false, FP>{}); \
+    case 2: return f(TmaKernel<B, 2, false, G, 8, false, FP>{});                                       \
+    case 4: return f(TmaKernel<B, 4, false, G, 8, false, FP>{});                                       \
+    default: return f(TmaKernel<B, 8, false, G, 8, false, FP>{});                                      \
   }
-    if (fp_bits == 6) { WPACK_TMA_FP(6) }
-    WPACK_TMA_FP(8)
-#undef WPACK_TMA_FP
+  if (p.bits == 4) {
+    if (nt == 1) return batch == 1 ? f(TmaKernel<4, 1, true, true, 4, true>{}) : f(TmaKernel<4, 1, false, true, 4, true>{});
+    switch (nt) {
+      case 2: return f(TmaKernel<4, 2, false, true, 8, false>{});
+      case 4: return f(TmaKernel<4, 4, false, true, 8, false>{});
+      default: return f(TmaKernel<4, 8, false, true, 8, false>{});
+    }
   }
-#define WPACK_TMA_NT(B, G)                                                                              \
-  switch (nt) {                                                                                          \
-    case 1:                                                                                              \
-      if (B == 4) return batch == 1 ? f(TmaKernel<B, 1, true, G, 4, true, false>{})                    \
-                                    : f(TmaKernel<B, 1, false, G, 4, true, false>{});                   \
-      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, false, true>{}) : f(TmaKernel<B, 1, false, G, 8, false, true>{}); \
-    case 2: return f(TmaKernel<B, 2, false, G, 8, false, true>{});                                      \
-    case 4: return f(TmaKernel<B, 4, false, G, 8, false, true>{});                                      \
-    default: return f(TmaKernel<B, 8, false, G, 8, false, true>{});                                     \
-  }
-  if (bits == 4) {
-    if (grouped) { WPACK_TMA_NT(4, true) } else { WPACK_TMA_NT(4, false) }
-  }
-  if (grouped) { WPACK_TMA_NT(8, true) } else { WPACK_TMA_NT(8, false) }
-#undef WPACK_TMA_NT
+  if (p.kind == kQuantTable && p.bits == 6) { WPACK_TMA_SHARED(8, false, 6) }
+  if (p.kind == kQuantTable) { WPACK_TMA_SHARED(8, false, 8) }
+  WPACK_TMA_SHARED(8, false, 0)
+#undef WPACK_TMA_SHARED
 }
 
 }  // namespace
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev) {
-  const bool int48 = params.kind == kQuantInt && (params.bits == 4 || params.bits == 8);
+  // int4 always has group scales, int8 per-row ones (packer/quantize.h)
+  const bool int48 = params.kind == kQuantInt && (params.bits == 4 ? params.grouped : params.bits == 8 && !params.grouped);
   // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
   if (!(int48 || fp) || tile_rows > 128) return false;
@@ -660,8 +612,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages).total;
-  const bool grouped = params.grouped != 0;
-  plan.blocks_per_sm = tma_dispatch(params.bits, batch, grouped, params.kind == kQuantTable ? params.bits : 0, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  plan.blocks_per_sm = tma_dispatch(params, batch, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;
 }
 
@@ -682,7 +633,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     if (err != cudaSuccess) return err;
     xt = xt_scratch_dev;
   }
-  return tma_dispatch(params.bits, batch, params.grouped != 0, params.kind == kQuantTable ? params.bits : 0, [&](auto k) {
+  return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
     const cudaError_t err = K::prepare();
     if (err != cudaSuccess) return err;
@@ -701,5 +652,4 @@ cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, cons
 }
 
 #endif  // WPACK_HAVE_BULK_COPY
-
 }  // namespace wpack::gpu::detail
