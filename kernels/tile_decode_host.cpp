@@ -36,6 +36,19 @@ using detail::SmemPlan;
                            std::string(#call) + ": " + cudaGetErrorString(wpack_cuda_err_));     \
   } while (0)
 
+int current_device() {
+  int device = 0;
+  WPACK_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
+// Multiprocessors of the current device: the persistent kernels' grids are a multiple of it.
+int multiprocessors() {
+  int sms = 0;
+  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
+  return sms;
+}
+
 constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
 constexpr uint8_t kFilterNone = 0, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
 constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // lossy tiles' filter byte
@@ -280,9 +293,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->plan = SmemPlan{static_cast<uint32_t>(stored_cap), static_cast<uint32_t>(raw_cap), precision_cap,
                         static_cast<uint32_t>(cols_cap), table_warps};
 
-  int device = 0, smem_limit = 0;
-  WPACK_CUDA_CHECK(cudaGetDevice(&device));
-  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  int smem_limit = 0;
+  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
   uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_dense_raw;
@@ -337,23 +349,23 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles) first.
-    if (impl_->streamable && !std::getenv("WPACK_GPU_NO_TMA") &&
+    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles) first. Its plan and grid are
+    // worked out on the first call of each batch width (WPACK_GPU_NO_TMA: never use it).
+    if (impl_->streamable &&
         detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
                                     impl_->rows, impl_->cols, x_dev)) {
       int& grid = impl_->tma_grid[batch];
       detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
+      if (grid == 0 && std::getenv("WPACK_GPU_NO_TMA")) grid = -1;
       if (grid == 0) {
-        int device = 0, sms = 0, major = 0;
-        WPACK_CUDA_CHECK(cudaGetDevice(&device));
-        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        int major = 0;
+        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
         uint32_t stages = 0;
         if (const char* env = std::getenv("WPACK_TMA_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 16);
         plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_cols, batch,
                                       stages);
         grid = major >= 9 && plan.blocks_per_sm > 0
-                   ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * plan.blocks_per_sm))
+                   ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(multiprocessors()) * plan.blocks_per_sm))
                    : -1;
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem\n",
@@ -377,9 +389,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     if (tc || (impl_->streamable && batch <= 8 && x_aligned)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
-        int device = 0, sms = 0;
-        WPACK_CUDA_CHECK(cudaGetDevice(&device));
-        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+        const int sms = multiprocessors();
         const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch)
                               : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
         grid = per_sm > 0 ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * per_sm)) : -1;
