@@ -768,28 +768,36 @@ uint64_t common_main_steps(const Lanes& lanes) {
   return common;
 }
 
-// Codes the main phase's lane steps t = lanes.count[0] - 1 down to `stop`, lanes 31..0 within a
-// step (a lane skips the steps t >= main_len); the scalar reference of the main loop. Returns the
-// new `next`.
-uint16_t* code_main_scalar(const uint8_t* syms, const Lanes& lanes, const std::array<SymbolCoder, 256>& coder,
-                           std::array<uint32_t, kRansLanes>& state, uint16_t* next, uint64_t stop) {
-  auto code_main = [&](uint32_t& state_l, uint8_t s) {
-    const SymbolCoder& c = coder[s];
-    uint32_t x = state_l;
-    const bool emit = x >= c.x_max;
-    next[-1] = static_cast<uint16_t>(x);  // kept only when emitted
-    next -= emit;
-    x >>= emit ? kWordBits : 0;
-    const uint32_t quotient = static_cast<uint32_t>((x + ((uint64_t{x} * c.low_multiplier) >> 32)) >> c.shift);
-    state_l = x + quotient * c.complement + c.cum;
-  };
-  const uint64_t common_main = std::max(common_main_steps(lanes), stop);
+// One main-phase lane step (see SymbolCoder).
+inline void code_main_symbol(uint32_t& state, const SymbolCoder& c, uint16_t*& next) {
+  uint32_t x = state;
+  const bool emit = x >= c.x_max;
+  next[-1] = static_cast<uint16_t>(x);
+  next -= emit;
+  x >>= emit ? kWordBits : 0;
+  const uint32_t quotient = static_cast<uint32_t>((x + ((uint64_t{x} * c.low_multiplier) >> 32)) >> c.shift);
+  state = x + quotient * c.complement + c.cum;
+}
+
+// Codes the main phase's lane steps t = lanes.count[0] - 1 down to `common_main` (=
+// common_main_steps(lanes)), where some lanes have no main-phase symbol (they skip the steps
+// t >= main_len), lanes 31..0 within a step. Returns the new `next`.
+uint16_t* code_main_ragged(const uint8_t* syms, const Lanes& lanes, uint64_t common_main,
+                           const std::array<SymbolCoder, 256>& coder, std::array<uint32_t, kRansLanes>& state,
+                           uint16_t* next) {
   for (uint64_t t = lanes.count[0]; t-- > common_main;)
     for (uint32_t l = kRansLanes; l-- > 0;)
-      if (t < lanes.main_len[l]) code_main(state[l], syms[t * kRansLanes + l]);
-  for (uint64_t t = common_main; t-- > stop;) {
+      if (t < lanes.main_len[l]) code_main_symbol(state[l], coder[syms[t * kRansLanes + l]], next);
+  return next;
+}
+
+// Steps t = steps - 1 .. 0, all 32 lanes in their main phase, lanes 31..0 within a step: the scalar
+// reference of the main loop (code_main_avx2 and code_main_avx512 below). Returns the new `next`.
+uint16_t* code_main_scalar(const uint8_t* syms, uint64_t steps, const std::array<SymbolCoder, 256>& coder,
+                           std::array<uint32_t, kRansLanes>& state, uint16_t* next) {
+  for (uint64_t t = steps; t-- > 0;) {
     const uint8_t* step = syms + t * kRansLanes;
-    for (uint32_t l = kRansLanes; l-- > 0;) code_main(state[l], step[l]);
+    for (uint32_t l = kRansLanes; l-- > 0;) code_main_symbol(state[l], coder[step[l]], next);
   }
   return next;
 }
@@ -1103,8 +1111,9 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   const auto words = std::make_unique_for_overwrite<uint16_t[]>(kSpareWords + n + 1);
   uint16_t* const words_end = words.get() + kSpareWords + n + 1;
   uint16_t* next = words_end;
-#if WPACK_RANS_AVX2
   const uint64_t common_main = common_main_steps(lanes);
+  next = code_main_ragged(syms, lanes, common_main, coder, state, next);
+#if WPACK_RANS_AVX2
   const bool avx512 = path == EncodePath::kFast && have_avx512();
   const bool avx2 = (path == EncodePath::kFast || path == EncodePath::kFastAvx2) && have_avx2();
   if ((avx512 || avx2) && common_main > 0) {
@@ -1118,7 +1127,6 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
       lane_coder.complement[s] = (1u << p) - f;
       lane_coder.cum[s] = f == 1 ? m.cum[s] + (1u << p) - 1 : m.cum[s];
     }
-    next = code_main_scalar(syms, lanes, coder, state, next, common_main);  // steps >= common_main
     if (avx512)
       next = m.bits <= 4 ? code_main_avx512<true>(syms, common_main, lane_coder, state, next)
                          : code_main_avx512<false>(syms, common_main, lane_coder, state, next);
@@ -1126,11 +1134,11 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
       next = m.bits <= 4 ? code_main_avx2<true>(syms, common_main, lane_coder, state, next)
                          : code_main_avx2<false>(syms, common_main, lane_coder, state, next);
   } else {
-    next = code_main_scalar(syms, lanes, coder, state, next, 0);
+    next = code_main_scalar(syms, common_main, coder, state, next);
   }
 #else
   (void)path;
-  next = code_main_scalar(syms, lanes, coder, state, next, 0);
+  next = code_main_scalar(syms, common_main, coder, state, next);
 #endif
   const size_t word_count = static_cast<size_t>(words_end - next);
 
@@ -1193,8 +1201,7 @@ void decode_body(std::array<uint32_t, kRansLanes> x, std::span<const uint8_t> wo
   };
 
   // Steps where all 32 lanes are in their main phase: no per-lane bookkeeping.
-  uint64_t common_main = lanes.used == kRansLanes ? lanes.main_len[0] : 0;
-  for (uint32_t l = 1; l < lanes.used; ++l) common_main = std::min(common_main, lanes.main_len[l]);
+  const uint64_t common_main = common_main_steps(lanes);
   for (uint64_t t = 0; t < common_main; ++t) {
     for (uint32_t l = 0; l < kRansLanes; ++l) decode_main(l, t * kRansLanes + l);
     if (overrun) corrupt("renormalisation reads past the end of the stream");
