@@ -646,7 +646,7 @@ Lanes read_tails(uint64_t n, BitReader& r) {
 // its leading one. A lane with a main phase ends (in the encoder) in [L, 2^32): field = bit length
 // - 17 (4 bits), then bit length - 1 bits. An all-tail lane's state lies in [0, 2^32): field = bit
 // length (6 bits, <= 32), then max(bit length - 1, 0) bits.
-void write_lane_states(const std::array<uint64_t, kRansLanes>& state, const Lanes& lanes, BitWriter& w) {
+void write_lane_states(const std::array<uint32_t, kRansLanes>& state, const Lanes& lanes, BitWriter& w) {
   std::array<uint32_t, kRansLanes> width{};
   for (uint32_t l = 0; l < lanes.used; ++l) {
     width[l] = static_cast<uint32_t>(std::bit_width(state[l]));
@@ -654,7 +654,7 @@ void write_lane_states(const std::array<uint64_t, kRansLanes>& state, const Lane
     else w.put(width[l], kTailLengthBits);
   }
   for (uint32_t l = 0; l < lanes.used; ++l)
-    if (width[l] > 1) w.put(static_cast<uint32_t>(state[l]) & ((1u << (width[l] - 1)) - 1), width[l] - 1);
+    if (width[l] > 1) w.put(state[l] & ((1u << (width[l] - 1)) - 1), width[l] - 1);
 }
 
 std::array<uint32_t, kRansLanes> read_lane_states(const Lanes& lanes, BitReader& r) {
@@ -1083,15 +1083,14 @@ TailChoice choose_tails_fast(const uint8_t* syms, uint64_t n, const Model& m, co
 
 // Encodes the symbols with model `m` as a rANS stream of `mode` (kModeRans with the table inline,
 // kModeRansShared without).
-// `present`: the model's present symbols when the caller has them (the fast path writes the
-// table from that list).
+// `present` (fast path only): the model's present symbols, from which the table is written.
 std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Model& m, Mode mode, EncodePath path,
                                        const QuantizeInput* present = nullptr) {
   const uint32_t p = m.precision;
   std::array<Divisor, 256> divisor;
   const std::array<Divisor, kMaxSlots + 1>& divisors = divisor_table();
   for (uint32_t s = 0; s < (1u << m.bits); ++s)
-    if (m.freq[s]) divisor[s] = path == EncodePath::kReference ? Divisor(m.freq[s]) : divisors[m.freq[s]];
+    if (m.freq[s]) divisor[s] = divisors[m.freq[s]];
   const TailChoice tails = path == EncodePath::kReference ? choose_tails_ref(syms, n, m, divisor)
                                                            : choose_tails_fast(syms, n, m, divisor);
   const uint32_t base = tails.base, delta_bits = tails.delta_bits;
@@ -1137,7 +1136,6 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
     next = code_main_scalar(syms, common_main, coder, state, next);
   }
 #else
-  (void)path;
   next = code_main_scalar(syms, common_main, coder, state, next);
 #endif
   const size_t word_count = static_cast<size_t>(words_end - next);
@@ -1150,12 +1148,10 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   w.put(p - kRansMinPrecision, kPrecisionFieldBits);
   write_tails(base, delta_bits, lanes, w);
   if (mode == kModeRans) {
-    if (present && path != EncodePath::kReference) write_table_fast(m, *present, w);
+    if (present) write_table_fast(m, *present, w);
     else write_table(m, w);
   }
-  std::array<uint64_t, kRansLanes> final_state{};
-  for (uint32_t l = 0; l < lanes.used; ++l) final_state[l] = state[l];
-  write_lane_states(final_state, lanes, w);
+  write_lane_states(state, lanes, w);
   w.finish();
   const size_t header_bytes = out.size();
   out.resize(header_bytes + 2 * word_count);
