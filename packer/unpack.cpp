@@ -189,9 +189,10 @@ void decode_tile_as(const WpkReader& reader, size_t tensor, uint64_t tile, DType
   convert_from_f32(out_dtype, scratch.values.data(), scratch.values.size(), scratch.raw.data());
 }
 
-// Streams tensor `tensor` as `out_dtype` bytes to `sink` in row-major order, a block of whole tile
-// rows at a time (about kUnpackBlockBytes; a tensor of one row of tiles, e.g. a vector, in runs of
-// whole tiles), each block's tiles decoded in parallel. Memory: one block, not the whole tensor.
+// Streams tensor `tensor` as `out_dtype` bytes to `sink` in row-major order, a block of tiles at a
+// time (about kUnpackBlockBytes), each block's tiles decoded in parallel. A block is a run of tiles
+// whose bytes are contiguous in the output: whole rows of the tile grid, or, in a tensor of one row
+// (e.g. a vector), any run of tiles. Memory: one block, not the whole tensor.
 template <typename Sink>
 void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int threads, Sink&& sink) {
   const WpkTensor& t = reader.tensors()[tensor];
@@ -200,41 +201,29 @@ void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int 
   std::optional<QuantTensorParams> params;
   if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
   const uint32_t esize = dtype_size(out_dtype);
-  const uint64_t row_bytes = g.cols * esize;  // no overflow: the reader checked the tensor's byte size
+  // Blocks are made of units, the shortest contiguous runs: a tile in a one-row tensor, else a row of
+  // tiles. No overflow: the reader checked the tensor's byte size.
+  const bool one_row = g.rows == 1;
+  const uint64_t unit_tiles = one_row ? 1 : g.grid_cols;
+  const uint64_t unit_bytes = (one_row ? g.tile_cols : g.tile_rows * g.cols) * esize;
+  const uint64_t block_tiles = unit_tiles * std::max<uint64_t>(1, kUnpackBlockBytes / std::max<uint64_t>(unit_bytes, 1));
   std::vector<uint8_t> block;
-  if (g.rows == 1) {
-    // One row of tiles: tile k is the contiguous run of elements [k * tile_cols, ...).
-    const uint64_t tile_bytes = uint64_t{g.tile_cols} * esize;
-    const uint64_t per_block = std::max<uint64_t>(1, kUnpackBlockBytes / std::max<uint64_t>(tile_bytes, 1));
-    for (uint64_t first = 0; first < g.grid_cols; first += per_block) {
-      const uint64_t count = std::min(per_block, g.grid_cols - first);
-      const uint64_t begin = first * g.tile_cols, end = std::min(g.cols, (first + count) * g.tile_cols);
-      block.resize((end - begin) * esize);
-      detail::parallel_for_first_error<TileScratch>(count, threads, [&](uint64_t i, TileScratch& scratch) {
-        decode_tile_as(reader, tensor, first + i, out_dtype, params ? &*params : nullptr, scratch);
-        std::memcpy(block.data() + (g.rect(first + i).col0 - begin) * esize, scratch.raw.data(), scratch.raw.size());
-      });
-      sink(std::span<const uint8_t>(block));
-      reader.release_tiles(t.first_tile + first, count);
-    }
-    return;
-  }
-  // Blocks of whole grid rows: consecutive rows of the tensor, contiguous in the output.
-  const uint64_t band_bytes = uint64_t{g.tile_rows} * row_bytes;
-  const uint64_t bands_per_block = std::max<uint64_t>(1, kUnpackBlockBytes / std::max<uint64_t>(band_bytes, 1));
-  for (uint64_t first_band = 0; first_band < g.grid_rows; first_band += bands_per_block) {
-    const uint64_t bands = std::min(bands_per_block, g.grid_rows - first_band);
-    const uint64_t row0 = first_band * g.tile_rows, row_end = std::min(g.rows, (first_band + bands) * g.tile_rows);
-    block.resize((row_end - row0) * row_bytes);
-    const uint64_t first_tile = first_band * g.grid_cols;
-    detail::parallel_for_first_error<TileScratch>(bands * g.grid_cols, threads, [&](uint64_t i, TileScratch& scratch) {
-      decode_tile_as(reader, tensor, first_tile + i, out_dtype, params ? &*params : nullptr, scratch);
-      TileRect rect = g.rect(first_tile + i);
-      rect.row0 -= row0;  // within the block
+  for (uint64_t first = 0; first < g.tile_count(); first += block_tiles) {
+    const uint64_t count = std::min(block_tiles, g.tile_count() - first);
+    // The block's elements: from the first tile's first element to the last tile's last one.
+    const TileRect head = g.rect(first), last = g.rect(first + count - 1);
+    const uint64_t begin = head.row0 * g.cols + head.col0;
+    const uint64_t end = (last.row0 + last.rows - 1) * g.cols + last.col0 + last.cols;
+    block.resize((end - begin) * esize);
+    detail::parallel_for_first_error<TileScratch>(count, threads, [&](uint64_t i, TileScratch& scratch) {
+      decode_tile_as(reader, tensor, first + i, out_dtype, params ? &*params : nullptr, scratch);
+      TileRect rect = g.rect(first + i);
+      rect.row0 -= head.row0;  // within the block
+      rect.col0 -= head.col0;
       scatter_tile(scratch.raw.data(), g.cols, esize, rect, block.data());
     });
     sink(std::span<const uint8_t>(block));
-    reader.release_tiles(first_tile + t.first_tile, bands * g.grid_cols);
+    reader.release_tiles(t.first_tile + first, count);
   }
 }
 
