@@ -201,6 +201,9 @@ StoredTile encode_lossy_tile(QuantTileEncoder& encoder, const QuantizedMatrix& q
   return best;
 }
 
+// A lossy tensor's record metrics: its error stats against the source.
+ErrorMetrics error_metrics(const ErrorStats& s) { return {s.rel_error, s.max_abs_error, s.snr_db, s.sparsity}; }
+
 QuantTileEncoder& thread_encoder(LossyWorkspace& ws) {
   return ws.encoders[static_cast<size_t>(omp_get_thread_num())];
 }
@@ -439,11 +442,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
       }
     }
   }
-  const ErrorStats stats = errors.stats();
-  record.metrics.rel_error = stats.rel_error;
-  record.metrics.max_abs_error = stats.max_abs_error;
-  record.metrics.snr_db = stats.snr_db;
-  record.metrics.sparsity = stats.sparsity;
+  record.metrics = error_metrics(errors.stats());
   if (streaming) {
     writer.set_metrics(record.metrics);
   } else {
@@ -505,13 +504,9 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
     throw Error(e.code(), context + ": " + e.what());
   }
   // Against the source: what the tiles decode to, the dequantized weights with pruned ones +0.
-  const ErrorStats stats = dequantized_error_stats(ws.source.data(), ws.q, keep);
+  record.metrics = error_metrics(dequantized_error_stats(ws.source.data(), ws.q, keep));
   const QuantTensorParams params = quant_params_from(ws.q, policy.prune);
   record.params = serialize_quant_params(params);
-  record.metrics.rel_error = stats.rel_error;
-  record.metrics.max_abs_error = stats.max_abs_error;
-  record.metrics.snr_db = stats.snr_db;
-  record.metrics.sparsity = stats.sparsity;
   packed.metrics = record.metrics;
   writer.begin_tensor(record);
   packed.stored_bytes = encode_and_write_tiles(writer, g.tile_count(), threads, context, [&](uint64_t tile) {
