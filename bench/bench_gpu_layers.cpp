@@ -46,6 +46,7 @@
 #include "kernels/tile_decode.h"  // gpu_build_has_cuda, gpu_device_count
 #include "packer/detail/fp.h"     // float_to_bf16_bits
 #include "packer/pack.h"
+#include "synthetic_weights.h"  // splitmix64 (tests/)
 #include "verify/gpu_timing.h"
 #include "verify/verify_gpu.h"
 
@@ -94,13 +95,6 @@ std::vector<std::string> split(const std::string& text) {
   std::exit(2);
 }
 
-uint64_t splitmix(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 // n BF16 weights N(0, 0.02), 0.1% of them x15. Chunks of 64K elements with their own seed, so the
 // bytes do not depend on the thread count.
 std::vector<uint8_t> synthetic_weights(uint64_t n, uint64_t seed) {
@@ -112,10 +106,10 @@ std::vector<uint8_t> synthetic_weights(uint64_t n, uint64_t seed) {
     uint64_t state = seed * 0x100000001B3ull + static_cast<uint64_t>(c);
     const uint64_t begin = static_cast<uint64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
     for (uint64_t i = begin; i < end; ++i) {
-      const double u1 = (static_cast<double>(splitmix(state) >> 11) + 0.5) * 0x1.0p-53;
-      const double u2 = (static_cast<double>(splitmix(state) >> 11) + 0.5) * 0x1.0p-53;
+      const double u1 = (static_cast<double>(test::splitmix64(state) >> 11) + 0.5) * 0x1.0p-53;
+      const double u2 = (static_cast<double>(test::splitmix64(state) >> 11) + 0.5) * 0x1.0p-53;
       float v = static_cast<float>(0.02 * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
-      if ((splitmix(state) % 1000) == 0) v *= 15.0f;
+      if ((test::splitmix64(state) % 1000) == 0) v *= 15.0f;
       const uint16_t b = detail::float_to_bf16_bits(v);
       std::memcpy(out.data() + 2 * i, &b, 2);
     }
