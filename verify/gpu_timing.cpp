@@ -3,11 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numbers>
 #include <utility>
 
 #include "formats/error.h"
+#include "packer/detail/fp.h"  // float_to_bf16_bits
 
 #if defined(WPACK_HAVE_CUDA)
 #include <cublas_v2.h>
@@ -36,11 +36,7 @@ std::vector<uint16_t> random_activations_bf16(uint64_t count, uint64_t seed) {
     uint16_t bits = 0;
     while ((bits & 0x7FFFu) == 0) {  // never +-0
       const double r = std::sqrt(-2.0 * std::log(uniform())), theta = 2.0 * std::numbers::pi * uniform();
-      const float v = static_cast<float>(r * std::cos(theta));
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even (v is finite)
-      bits = static_cast<uint16_t>(u >> 16);
+      bits = wpack::detail::float_to_bf16_bits(static_cast<float>(r * std::cos(theta)));
     }
     out[i] = bits;
   }
