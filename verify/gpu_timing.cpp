@@ -43,6 +43,26 @@ std::vector<uint16_t> random_activations_bf16(uint64_t count, uint64_t seed) {
   return out;
 }
 
+// Moves: the same in every build (a moved-from object holds nothing; its destructor frees what the
+// target held before).
+DeviceMemory::DeviceMemory(DeviceMemory&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+DeviceMemory& DeviceMemory::operator=(DeviceMemory&& other) noexcept {
+  std::swap(ptr_, other.ptr_);
+  std::swap(bytes_, other.bytes_);
+  return *this;
+}
+GpuStream::GpuStream(GpuStream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
+GpuStream& GpuStream::operator=(GpuStream&& other) noexcept {
+  std::swap(stream_, other.stream_);
+  return *this;
+}
+CublasBf16Gemm::CublasBf16Gemm(CublasBf16Gemm&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+CublasBf16Gemm& CublasBf16Gemm::operator=(CublasBf16Gemm&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+
 #if !defined(WPACK_HAVE_CUDA)
 
 namespace {
@@ -50,32 +70,19 @@ namespace {
 }  // namespace
 
 DeviceMemory::DeviceMemory(uint64_t) { no_cuda(); }
-DeviceMemory::DeviceMemory(DeviceMemory&& other) noexcept : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-DeviceMemory& DeviceMemory::operator=(DeviceMemory&& other) noexcept {
-  std::swap(ptr_, other.ptr_);
-  std::swap(bytes_, other.bytes_);
-  return *this;
-}
 DeviceMemory::~DeviceMemory() = default;
 void DeviceMemory::upload(const void*, uint64_t, uint64_t) { no_cuda(); }
 void DeviceMemory::download(void*, uint64_t, uint64_t) const { no_cuda(); }
 void DeviceMemory::fill(uint8_t) { no_cuda(); }
 
 GpuStream::GpuStream() { no_cuda(); }
-GpuStream::GpuStream(GpuStream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
-GpuStream& GpuStream::operator=(GpuStream&& other) noexcept {
-  std::swap(stream_, other.stream_);
-  return *this;
-}
 GpuStream::~GpuStream() = default;
 void GpuStream::synchronize() const { no_cuda(); }
 
 GpuDeviceInfo current_gpu_device() { no_cuda(); }
 CopyBandwidth measure_copy_bandwidth(void*, uint64_t) { no_cuda(); }
 
-struct GpuTimer::Impl {
-  TimingOptions options;
-};
+struct GpuTimer::Impl {};
 GpuTimer::GpuTimer(void*, const TimingOptions&) { no_cuda(); }
 GpuTimer::GpuTimer(GpuTimer&&) noexcept = default;
 GpuTimer& GpuTimer::operator=(GpuTimer&&) noexcept = default;
@@ -85,11 +92,6 @@ const TimingOptions& GpuTimer::options() const { no_cuda(); }
 TimingResult GpuTimer::time(const std::function<void(int)>&) { no_cuda(); }
 
 CublasBf16Gemm::CublasBf16Gemm(void*) { no_cuda(); }
-CublasBf16Gemm::CublasBf16Gemm(CublasBf16Gemm&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-CublasBf16Gemm& CublasBf16Gemm::operator=(CublasBf16Gemm&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
-}
 CublasBf16Gemm::~CublasBf16Gemm() = default;
 void CublasBf16Gemm::run(const uint16_t*, const uint16_t*, float*, uint64_t, uint64_t, uint32_t) const { no_cuda(); }
 
@@ -153,13 +155,6 @@ TimingResult summarize(std::vector<double> us) {
 DeviceMemory::DeviceMemory(uint64_t bytes) : bytes_(bytes) {
   if (bytes) WPACK_TIMING_CUDA(cudaMalloc(&ptr_, bytes));
 }
-DeviceMemory::DeviceMemory(DeviceMemory&& other) noexcept
-    : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-DeviceMemory& DeviceMemory::operator=(DeviceMemory&& other) noexcept {
-  std::swap(ptr_, other.ptr_);
-  std::swap(bytes_, other.bytes_);
-  return *this;  // `other` frees what this held
-}
 DeviceMemory::~DeviceMemory() {
   if (ptr_) cudaFree(ptr_);  // destructors do not throw; a failure here leaves nothing to recover
 }
@@ -182,11 +177,6 @@ GpuStream::GpuStream() {
   cudaStream_t s = nullptr;
   WPACK_TIMING_CUDA(cudaStreamCreate(&s));
   stream_ = s;
-}
-GpuStream::GpuStream(GpuStream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
-GpuStream& GpuStream::operator=(GpuStream&& other) noexcept {
-  std::swap(stream_, other.stream_);
-  return *this;
 }
 GpuStream::~GpuStream() {
   if (stream_) cudaStreamDestroy(as_stream(stream_));
@@ -305,11 +295,6 @@ CublasBf16Gemm::CublasBf16Gemm(void* stream) {
     throw Error(ErrorCode::kIo, std::string("cublasSetStream: ") + cublasGetStatusString(st));
   }
   handle_ = h;
-}
-CublasBf16Gemm::CublasBf16Gemm(CublasBf16Gemm&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-CublasBf16Gemm& CublasBf16Gemm::operator=(CublasBf16Gemm&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
 }
 CublasBf16Gemm::~CublasBf16Gemm() {
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
