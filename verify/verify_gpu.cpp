@@ -204,14 +204,12 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<f
   const uint64_t per_set = k * batch;
   const int sets = options.timing ? ctx.timer->calls() : 1;
 
-  // Fresh activations: one set per call (set 0 for the correctness check and the first warm-up).
-  // gemv layout (k, batch), batch fastest; cuBLAS layout (batch, k): the same values transposed.
-  std::vector<uint16_t> x_gemv(per_set * sets), x_cublas(per_set * sets);
+  // Fresh activations: one set per call (set 0 for the correctness check and the first warm-up),
+  // gemv layout (k, batch), batch fastest.
+  std::vector<uint16_t> x_gemv(per_set * sets);
   for (int s = 0; s < sets; ++s) {
     const std::vector<uint16_t> x = gpu::random_activations_bf16(per_set, mix_seed(options.seed, t, batch, s));
     std::copy(x.begin(), x.end(), x_gemv.begin() + static_cast<std::ptrdiff_t>(s * per_set));
-    for (uint64_t c = 0; c < k; ++c)
-      for (uint32_t b = 0; b < batch; ++b) x_cublas[s * per_set + b * k + c] = x[c * batch + b];
   }
   DeviceMemory x_gemv_dev(x_gemv.size() * 2), y_dev(n * batch * 4), status_dev(g.tile_count() * 4);
   x_gemv_dev.upload(x_gemv.data(), x_gemv.size() * 2);
@@ -246,7 +244,12 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<f
                   format_g(bc.matmul_rel_error) + " exceeds " + format_g(options.max_matmul_rel_error);
   if (!options.timing) return;
 
-  // cuBLAS on the same activations: its output (batch, n) against the same reference (informative).
+  // cuBLAS on the same activations in its layout (batch, k), the gemv sets transposed; its output
+  // (batch, n) against the same reference (informative).
+  std::vector<uint16_t> x_cublas(x_gemv.size());
+  for (uint64_t s = 0; s < static_cast<uint64_t>(sets); ++s)
+    for (uint64_t c = 0; c < k; ++c)
+      for (uint32_t b = 0; b < batch; ++b) x_cublas[s * per_set + b * k + c] = x_gemv[s * per_set + c * batch + b];
   DeviceMemory x_cublas_dev(x_cublas.size() * 2), y_cublas_dev(n * batch * 4);
   x_cublas_dev.upload(x_cublas.data(), x_cublas.size() * 2);
   ctx.cublas->run(dense_dev.as<uint16_t>(), x_cublas_dev.as<uint16_t>(), y_cublas_dev.as<float>(), n, k, batch);
