@@ -6,8 +6,8 @@
 // harness check failing (fail() prints the check and aborts).
 //
 // The same functions run in two places:
-//   - fuzz/<surface>.cpp built with -DWPACK_FUZZ_ENTRY is a libFuzzer target (WPACK_FUZZ=ON,
-//     clang, ASan+UBSan; fuzz/run.sh);
+//   - fuzz_<surface>, fuzz/entry.cpp calling it, is a libFuzzer target (WPACK_FUZZ=ON, clang,
+//     ASan+UBSan; fuzz/run.sh);
 //   - tests/test_fuzz_regressions.cpp replays fuzz/corpus/<surface>/ and the crash inputs through
 //     them in the ordinary test suite (g++, and the WPACK_SANITIZE=ON build in CI).
 //

@@ -350,10 +350,3 @@ void hdf5(Bytes data) {
 }
 
 }  // namespace wpack::fuzz
-
-#ifdef WPACK_FUZZ_ENTRY
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  wpack::fuzz::hdf5({data, size});
-  return 0;
-}
-#endif

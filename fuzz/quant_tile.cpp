@@ -186,10 +186,3 @@ void quant_tile(Bytes data) {
 }
 
 }  // namespace wpack::fuzz
-
-#ifdef WPACK_FUZZ_ENTRY
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  wpack::fuzz::quant_tile({data, size});
-  return 0;
-}
-#endif

@@ -107,10 +107,3 @@ void safetensors(Bytes data) {
 }
 
 }  // namespace wpack::fuzz
-
-#ifdef WPACK_FUZZ_ENTRY
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  wpack::fuzz::safetensors({data, size});
-  return 0;
-}
-#endif

@@ -73,10 +73,3 @@ void wpk(Bytes data) {
 }
 
 }  // namespace wpack::fuzz
-
-#ifdef WPACK_FUZZ_ENTRY
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  wpack::fuzz::wpk({data, size});
-  return 0;
-}
-#endif

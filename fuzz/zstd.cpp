@@ -58,10 +58,3 @@ void zstd(Bytes data) {
 }
 
 }  // namespace wpack::fuzz
-
-#ifdef WPACK_FUZZ_ENTRY
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  wpack::fuzz::zstd({data, size});
-  return 0;
-}
-#endif
