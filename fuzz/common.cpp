@@ -24,7 +24,6 @@ void fail(const char* target, const std::string& what) {
 uint8_t Input::u8() { return pos_ < data_.size() ? data_[pos_++] : 0; }
 uint16_t Input::u16() { return static_cast<uint16_t>(u8() | (u8() << 8)); }
 uint32_t Input::u32() { return u16() | (static_cast<uint32_t>(u16()) << 16); }
-uint64_t Input::u64() { return u32() | (static_cast<uint64_t>(u32()) << 32); }
 
 Bytes Input::bytes(size_t n) {
   n = std::min(n, remaining());

@@ -56,7 +56,6 @@ class Input {
   uint8_t u8();
   uint16_t u16();
   uint32_t u32();
-  uint64_t u64();
   bool flag() { return (u8() & 1) != 0; }
   // Up to `n` bytes (fewer at the end of the input).
   Bytes bytes(size_t n);

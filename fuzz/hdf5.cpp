@@ -18,7 +18,7 @@
 //   4 hard link  parent, name, an existing object (aliases and cycles)
 //   5 external link  parent, name
 //   6 committed datatype  parent, name
-//   7 attribute on the root or /model_weights with an existing layer list
+//   7 attribute    group, then as 2 under the name layer_names (op bit 7 set) or weight_names
 // Names come from a small dictionary of Keras names, existing object names, or raw input bytes.
 #include <hdf5.h>
 
@@ -60,7 +60,7 @@ class Builder {
     H5Pclose(fapl);
     if (file < 0) return {};
     objects_.push_back({file, "", true});
-    for (int op = 0; op < 48 && in_.remaining() > 0; ++op) step(file);
+    for (int op = 0; op < 48 && in_.remaining() > 0; ++op) step();
     for (size_t i = 1; i < objects_.size(); ++i) H5Oclose(objects_[i].id);
     objects_.clear();
     std::vector<uint8_t> image;
@@ -160,7 +160,7 @@ class Builder {
     }
   }
 
-  void dataset(hid_t file) {
+  void dataset() {
     const Object& parent = pick(true);
     const hid_t parent_id = parent.id;
     const std::string parent_path = parent.path;
@@ -204,7 +204,6 @@ class Builder {
     }
     H5Sclose(space);
     H5Tclose(type);
-    (void)file;
   }
 
   void attribute(const Object& target, const std::string& attr_name) {
@@ -261,7 +260,7 @@ class Builder {
     H5Sclose(space);
   }
 
-  void step(hid_t file) {
+  void step() {
     const uint8_t op = in_.u8();
     switch (op % 8) {
       case 0: {
@@ -273,7 +272,7 @@ class Builder {
         if (g >= 0) objects_.push_back({g, path + "/" + n, true});
         return;
       }
-      case 1: dataset(file); return;
+      case 1: dataset(); return;
       case 2: {
         const Object& target = pick(false);
         attribute(target, name());

@@ -13,10 +13,8 @@
 // A tile: u16 tile index (mod the tile count), u8 layout, u8 codec (mod 3), u32 raw size, then the
 // stored bytes. The layout byte: bit 7 set: the byte itself (filter values >= 128, none a layout);
 // else bit 1 set: 6 quant_dense_zrel; else bit 0: 5 quant_sparse when set, 4 quant_dense when clear.
-#include <algorithm>
 #include <bit>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "formats/error.h"

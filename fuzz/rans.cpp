@@ -12,7 +12,7 @@
 //   table (bit 4): 2^bits u32 symbol counts from the input; build_rans_table must give a table whose
 //               frequencies sum to 2^precision, with freq 0 exactly for the absent symbols, that
 //               survives serialize/deserialize.
-#include <cstring>
+#include <algorithm>
 #include <optional>
 #include <vector>
 

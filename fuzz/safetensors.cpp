@@ -6,9 +6,7 @@
 // Any other input is a whole .safetensors file. When the reader accepts one, the harness checks
 // what it returned against its own reading of the header: every tensor's bytes are the file's
 // bytes at 8 + N + data_offsets, of the declared size, and the tensors cover the data section.
-#include <unistd.h>
-
-#include <cstdlib>
+#include <cstdlib>  // mkdtemp
 #include <cstring>
 #include <filesystem>
 #include <fstream>

@@ -7,7 +7,6 @@
 // For an accepted file the harness decodes every tile of every tensor (both decode_tile_of and
 // decode_tile_f32_of), skipping tiles whose decoded size exceeds kMaxDecodeBytes, and checks that
 // a decoded tile has the size its tensor's tile grid says.
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
@@ -33,15 +32,11 @@ void wpk(Bytes data) {
   } catch (const Error&) {
     return;
   }
-  // What unpack does with the metadata: parse without exceptions, ignore what it does not know.
-  const auto metadata = nlohmann::json::parse(reader->metadata_json(), nullptr, /*allow_exceptions=*/false);
-  if (metadata.is_object() && metadata.contains("source_metadata")) (void)metadata["source_metadata"].is_object();
 
   constexpr uint64_t kMaxTilesDecoded = 512;
   uint64_t decoded = 0;
   for (size_t t = 0; t < reader->tensors().size(); ++t) {
     const WpkTensor& tensor = reader->tensors()[t];
-    (void)reader->tensor_index_bytes(t);
     std::optional<QuantTensorParams> params;
     if (tensor.scheme != 0) {
       try {

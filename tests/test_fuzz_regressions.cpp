@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "formats/error.h"
 #include "fuzz/harness.h"
 #include "test_util.h"
 
@@ -35,7 +34,7 @@ TEST_CASE("fuzz corpus: every seed and crash input replays cleanly through its h
   for (const fuzz::Target& target : fuzz::all_targets()) {
     DYNAMIC_SECTION(target.name) {
       const auto files = corpus_files(target.name);
-      // Each surface has seeds (fuzz/make_corpus.sh); an empty folder would make this test vacuous.
+      // Each surface has seeds (fuzz/make_corpus.cpp); an empty folder would make this test vacuous.
       REQUIRE(!files.empty());
       for (const auto& file : files) {
         INFO(file.string());
