@@ -10,17 +10,17 @@
 # Environment: FUZZ_SECONDS (per target, default 7), FUZZ_BUILD (default build-fuzz), FUZZ_JOBS
 # (build jobs, default: all cores), CC/CXX (default clang/clang++).
 #
-# The checked-in corpus is only read; new inputs go to $FUZZ_BUILD/found/<target>/. A crash stops
-# the run with exit status 1 and leaves the input in $FUZZ_BUILD/artifacts/<target>/; to keep it,
-# copy it to fuzz/corpus/<target>/crash-<what>, fix the library, and add a test to
-# tests/test_fuzz_regressions.cpp (see fuzz/README.md).
+# The checked-in corpus is only read; new inputs go to $FUZZ_BUILD/found/<target>/. A crash ends
+# that target's run (the others still run; the exit status is 1) and leaves the input in
+# $FUZZ_BUILD/artifacts/<target>/; to keep it, copy it to fuzz/corpus/<target>/crash-<what>, fix
+# the library, and add a test to tests/test_fuzz_regressions.cpp (see fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${FUZZ_SECONDS:-7}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 JOBS=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
-ALL_TARGETS=(safetensors hdf5 wpk zstd rans filters tile quant_tile)
+read -ra ALL_TARGETS <<<"$(sed -n 's/^set(WPACK_FUZZ_SURFACES \(.*\))$/\1/p' fuzz/CMakeLists.txt)"
 
 make_corpus=0
 build_only=0
@@ -29,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --make-corpus) make_corpus=1 ;;
     --build-only) build_only=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *)
       if [[ " ${ALL_TARGETS[*]} " != *" $arg "* ]]; then
         echo "fuzz/run.sh: unknown target '$arg' (targets: ${ALL_TARGETS[*]})" >&2
