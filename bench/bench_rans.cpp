@@ -199,8 +199,19 @@ double entropy_total_bits(const std::vector<uint64_t>& hist) {  // count x H
   return total ? entropy_bits(hist) * double(total) : 0.0;
 }
 
+// The codes of tile `rect` of a code matrix with `cols` columns, row-major in the tile, packed two
+// per byte (low nibble first): rANS's 4-bit symbols, and plane B of a dense int4 tile.
+std::vector<uint8_t> tile_nibbles(const uint8_t* codes, uint64_t cols, const wpack::TileRect& rect) {
+  std::vector<uint8_t> packed((rect.elements() + 1) / 2);
+  for (uint64_t r = 0; r < rect.rows; ++r)
+    for (uint64_t c = 0; c < rect.cols; ++c) {
+      const uint64_t i = r * rect.cols + c;
+      packed[i / 2] |= static_cast<uint8_t>(codes[(rect.row0 + r) * cols + rect.col0 + c] << (4 * (i % 2)));
+    }
+  return packed;
+}
+
 void bench_int4(const std::string& label, const std::vector<Matrix>& tensors) {
-  constexpr size_t kTile = 128;
   double tensor_bits = 0, tile_bits = 0;
   std::vector<uint64_t> file_hist(16);
   size_t codes_total = 0, streams = 0, rans_bytes = 0, z_bytes = 0;
@@ -210,27 +221,20 @@ void bench_int4(const std::string& label, const std::vector<Matrix>& tensors) {
     for (uint8_t c : codes) ++hist[c], ++file_hist[c];
     tensor_bits += entropy_total_bits(hist);
     codes_total += codes.size();
-    for (size_t r0 = 0; r0 < m.rows; r0 += kTile) {
-      for (size_t c0 = 0; c0 < m.cols; c0 += kTile) {
-        const size_t rows = std::min(kTile, m.rows - r0), cols = std::min(kTile, m.cols - c0);
-        std::vector<uint8_t> packed((rows * cols + 1) / 2);  // codes row-major in the tile, 2 per byte
-        std::vector<uint64_t> tile_hist(16);
-        for (size_t r = 0; r < rows; ++r)
-          for (size_t c = 0; c < cols; ++c) {
-            const size_t i = r * cols + c;
-            const uint8_t code = codes[(r0 + r) * m.cols + c0 + c];
-            packed[i / 2] |= static_cast<uint8_t>(code << (4 * (i % 2)));
-            ++tile_hist[code];
-          }
-        tile_bits += entropy_total_bits(tile_hist);
-        const auto stream = wpack::rans_encode(packed, rows * cols, 4);
-        std::vector<uint8_t> check(packed.size());
-        wpack::rans_decode(stream, rows * cols, 4, check);
-        if (check != packed) throw std::runtime_error("int4 round trip failed");
-        rans_bytes += stream.size();
-        z_bytes += std::min(zstd3(packed.data(), packed.size()).size(), packed.size());  // zstd or raw
-        ++streams;
-      }
+    const wpack::TileGeometry geometry = wpack::tile_geometry({m.rows, m.cols}, 128, 128);
+    for (uint64_t k = 0; k < geometry.tile_count(); ++k) {
+      const wpack::TileRect rect = geometry.rect(k);
+      const std::vector<uint8_t> packed = tile_nibbles(codes.data(), m.cols, rect);
+      std::vector<uint64_t> tile_hist(16);
+      for (uint64_t i = 0; i < rect.elements(); ++i) ++tile_hist[(packed[i / 2] >> (4 * (i % 2))) & 15];
+      tile_bits += entropy_total_bits(tile_hist);
+      const auto stream = wpack::rans_encode(packed, rect.elements(), 4);
+      std::vector<uint8_t> check(packed.size());
+      wpack::rans_decode(stream, rect.elements(), 4, check);
+      if (check != packed) throw std::runtime_error("int4 round trip failed");
+      rans_bytes += stream.size();
+      z_bytes += std::min(zstd3(packed.data(), packed.size()).size(), packed.size());  // zstd or raw
+      ++streams;
     }
   }
   const double file_bits = entropy_total_bits(file_hist);
@@ -289,13 +293,8 @@ void bench_int4_packed(const std::string& label, const std::vector<Matrix>& tens
       stored_b_bytes += word_b & 0x7FFFFFFFu;  // plane B as stored (bit 31: raw)
       tile_bytes += tile.tile.stored.size();
       zero_rel_tiles += tile.layout == wpack::kFilterQuantDenseZeroRel;
-      // The plain codes of the tile, packed 2 per byte, as layout 4 coded them.
-      std::vector<uint8_t> packed((rect.elements() + 1) / 2);
-      for (uint64_t r = 0; r < rect.rows; ++r)
-        for (uint64_t c = 0; c < rect.cols; ++c) {
-          const uint64_t i = r * rect.cols + c;
-          packed[i / 2] |= static_cast<uint8_t>(q.codes[(rect.row0 + r) * m.cols + rect.col0 + c] << (4 * (i % 2)));
-        }
+      // The plain codes of the tile, as layout 4 coded them.
+      const std::vector<uint8_t> packed = tile_nibbles(q.codes.data(), m.cols, rect);
       plain_bytes += std::min(wpack::rans_encode(packed, rect.elements(), 4).size(), packed.size());  // rANS or raw
       z_bytes += std::min(zstd3(packed.data(), packed.size()).size(), packed.size());
       ++streams;
@@ -338,10 +337,7 @@ ModelBf16 read_model(const std::string& path) {
     out.all.insert(out.all.end(), v.begin(), v.end());
     if (info.shape.size() != 2 || info.shape[1] % 128 != 0 || v.empty()) continue;
     Matrix m{info.name, info.shape[0], info.shape[1], std::vector<float>(v.size())};
-    for (size_t i = 0; i < v.size(); ++i) {
-      const uint32_t bits = uint32_t(v[i]) << 16;
-      std::memcpy(&m.values[i], &bits, 4);
-    }
+    wpack::convert_to_f32(wpack::DType::BF16, bytes.data(), v.size(), m.values.data());
     out.matrices.push_back(std::move(m));
   }
   return out;
@@ -386,10 +382,8 @@ int main(int argc, char** argv) {
       bench_bf16(raw_file, v, tile_elems, false);
       bench_bf16(raw_file, v, tile_elems, true);
       Matrix whole{raw_file, v.size() / 128, 128, std::vector<float>(v.size() / 128 * 128)};
-      for (size_t i = 0; i < whole.values.size(); ++i) {
-        const uint32_t bits = uint32_t(v[i]) << 16;
-        std::memcpy(&whole.values[i], &bits, 4);
-      }
+      wpack::convert_to_f32(wpack::DType::BF16, reinterpret_cast<const uint8_t*>(bytes.data()), whole.values.size(),
+                            whole.values.data());
       bench_int4(raw_file + " as one tensor of 128-element rows", {whole});
       bench_int4_packed(raw_file + " as one tensor of 128-element rows", {whole});
     } else {
