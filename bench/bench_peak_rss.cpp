@@ -33,6 +33,7 @@
 #include "formats/error.h"
 #include "formats/safetensors.h"
 #include "formats/wpk.h"
+#include "packer/detail/fp.h"  // float_to_bf16_bits
 #include "packer/pack.h"
 #include "packer/unpack.h"
 
@@ -42,13 +43,6 @@ namespace {
 
 constexpr double kTargetBytes = double(uint64_t(1) << 30);  // 1 GiB beyond the map
 constexpr double kMiB = 1024.0 * 1024.0;
-
-uint16_t to_bf16(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7FFF + ((b >> 16) & 1);
-  return uint16_t(b >> 16);
-}
 
 // N(0, 0.02) BF16 weights, fast: a table of 65536 gaussian values indexed by a PCG-style stream.
 class WeightStream {
@@ -61,8 +55,8 @@ class WeightStream {
       s = s * 6364136223846793005ull + 1442695040888963407ull;
       const double u2 = (s >> 11) / 9007199254740992.0;
       const double r = std::sqrt(-2.0 * std::log(u1)) * 0.02;
-      table_[i] = to_bf16(float(r * std::cos(2 * M_PI * u2)));
-      table_[i + 1] = to_bf16(float(r * std::sin(2 * M_PI * u2)));
+      table_[i] = detail::float_to_bf16_bits(float(r * std::cos(2 * M_PI * u2)));
+      table_[i + 1] = detail::float_to_bf16_bits(float(r * std::sin(2 * M_PI * u2)));
     }
   }
   void fill_bf16(uint8_t* out, uint64_t count) {
