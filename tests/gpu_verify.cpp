@@ -7,8 +7,6 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,7 +15,7 @@
 #include "formats/safetensors.h"
 #include "formats/tensor.h"
 #include "formats/wpk.h"
-#include "kernels/tile_decode.h"
+#include "packer/detail/fp.h"  // bf16_to_float, float_to_bf16_bits
 #include "packer/pack.h"
 #include "test_util.h"
 #include "verify/gpu_timing.h"
@@ -64,8 +62,7 @@ std::unique_ptr<Packed> pack(const std::vector<Spec>& specs, Codec codec = Codec
   options.tile_rows = tile_rows;
   options.tile_cols = tile_cols;
   for (size_t i = 0; i < specs.size(); ++i) {
-    uint64_t n = 1;
-    for (uint64_t d : specs[i].shape) n *= d;
+    const uint64_t n = TensorInfo{specs[i].name, specs[i].dtype, specs[i].shape}.num_elements();
     p->source.add(specs[i].name, specs[i].dtype, specs[i].shape, gaussian(specs[i].dtype, n, 100 + i));
     options.overrides.push_back({"^" + specs[i].name + "$", parse_policy_spec(specs[i].policy, TensorPolicy{})});
   }
@@ -118,18 +115,6 @@ void require_checked_matrix(const GpuTensorCheck& t, const std::vector<uint32_t>
   }
 }
 
-float bf16_value(uint16_t b) {
-  const uint32_t u = uint32_t{b} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint16_t bf16_bits(float f) {  // exact for the small integers used below
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 }  // namespace
 
 TEST_CASE("gpu timing: random activations are non-zero and deterministic") {
@@ -140,7 +125,7 @@ TEST_CASE("gpu timing: random activations are non-zero and deterministic") {
   double sum = 0, sum2 = 0;
   for (uint16_t v : a) {
     REQUIRE((v & 0x7FFF) != 0);
-    const double f = bf16_value(v);
+    const double f = detail::bf16_to_float(v);
     REQUIRE(std::isfinite(f));
     sum += f;
     sum2 += f * f;
@@ -193,9 +178,9 @@ TEST_CASE("gpu timing: cuBLAS BF16 GEMM layout y(batch, n) = x(batch, k) * w(n, 
   const uint32_t batch = 3;
   std::vector<uint16_t> w(n * k), x(batch * k);
   for (uint64_t i = 0; i < n; ++i)
-    for (uint64_t j = 0; j < k; ++j) w[i * k + j] = bf16_bits(float(int(i * 3 + j) % 5 - 2));
+    for (uint64_t j = 0; j < k; ++j) w[i * k + j] = detail::float_to_bf16_bits(float(int(i * 3 + j) % 5 - 2));
   for (uint32_t b = 0; b < batch; ++b)
-    for (uint64_t j = 0; j < k; ++j) x[b * k + j] = bf16_bits(float(int(b * 2 + j) % 7 - 3));
+    for (uint64_t j = 0; j < k; ++j) x[b * k + j] = detail::float_to_bf16_bits(float(int(b * 2 + j) % 7 - 3));
   gpu::GpuStream stream;
   gpu::CublasBf16Gemm gemm(stream.get());
   gpu::DeviceMemory w_dev(w.size() * 2), x_dev(x.size() * 2), y_dev(n * batch * 4);
@@ -208,7 +193,7 @@ TEST_CASE("gpu timing: cuBLAS BF16 GEMM layout y(batch, n) = x(batch, k) * w(n, 
   for (uint32_t b = 0; b < batch; ++b)
     for (uint64_t i = 0; i < n; ++i) {
       float expect = 0;
-      for (uint64_t j = 0; j < k; ++j) expect += bf16_value(w[i * k + j]) * bf16_value(x[b * k + j]);
+      for (uint64_t j = 0; j < k; ++j) expect += detail::bf16_to_float(w[i * k + j]) * detail::bf16_to_float(x[b * k + j]);
       INFO("b " << b << " i " << i);
       CHECK(y[b * n + i] == expect);  // small integers: exact
     }
