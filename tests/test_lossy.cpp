@@ -162,19 +162,13 @@ TEST_CASE("QuantTileEncoder writes the same tiles as the reference encode_quant_
                                           "int3:sym", "int2:g32:sym", "int3:prune=2:4", "int4:sym:prune=0.5"};
   for (const auto& spec : specs) {
     const QuantCase c = quant_case(spec, rows, cols, 8);
-    const QuantizedMatrix& q = c.q;
-    const QuantTensorParams& params = c.params;
-    const std::vector<float>& decoded = c.decoded;
-    const std::vector<uint8_t>& mask = c.mask;
-    const TensorPolicy policy = parse_policy_spec(spec, TensorPolicy{});
-    const uint32_t group = scheme_is_grouped(policy.spec.scheme) ? q.spec.group : 0;
-    const TileGeometry g = tile_geometry({rows, cols}, 64, quant_tile_cols(96, group));
+    const TileGeometry& g = c.geometry;
     QuantTileEncoder encoder;  // one encoder for every tile: buffers reused from tile to tile
     for (uint64_t tile = 0; tile < g.tile_count(); ++tile) {
-      encoder.prepare(q, params, mask.empty() ? nullptr : mask.data(), g.rect(tile));
+      encoder.prepare(c.q, c.params, c.mask.empty() ? nullptr : c.mask.data(), g.rect(tile));
       for (Codec codec : {Codec::kZstd, Codec::kRans, Codec::kNone}) {
         INFO(spec << " tile " << tile << " codec " << codec_name(codec));
-        const QuantEncodedTile ref = encode_quant_tile(q, params, decoded.data(), g.rect(tile), codec, 3);
+        const QuantEncodedTile ref = encode_quant_tile(c.q, c.params, c.decoded.data(), g.rect(tile), codec, 3);
         const QuantEncodedTile fast = encoder.code(codec, 3);
         REQUIRE(fast.tile.stored == ref.tile.stored);
         REQUIRE(fast.layout == ref.layout);
@@ -437,13 +431,12 @@ TEST_CASE("same bytes for any thread count", "[lossy]") {
 
 TEST_CASE("a non-finite weight is reported with its row in the tensor", "[lossy]") {
   TempDir dir;
+  auto bytes = weights_f32(300 * 128, 3);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(bytes.data() + 4 * (200 * 128 + 7), &inf, 4);
+  MemorySource src;
+  src.add("w", DType::F32, {300, 128}, bytes);
   for (const char* spec : {"int4", "fp6", "int4:prune=0.5", "lut4"}) {  // band and whole-tensor paths
-    auto w = as_floats(weights_f32(300 * 128, 3));
-    w[200 * 128 + 7] = std::numeric_limits<float>::infinity();
-    std::vector<uint8_t> bytes(w.size() * 4);
-    std::memcpy(bytes.data(), w.data(), bytes.size());
-    MemorySource src;
-    src.add("w", DType::F32, {300, 128}, bytes);
     INFO(spec);
     try {
       pack_model(src, dir.file("m.wpk"), lossy_options(spec));
