@@ -78,6 +78,14 @@ void require_identical(const QuantizedMatrix& a, const QuantizedMatrix& b) {
   REQUIRE(a.tables == b.tables);
 }
 
+// Every field, bit for bit (NaN and -0.0 included).
+void require_identical(const ErrorStats& a, const ErrorStats& b) {
+  REQUIRE(std::memcmp(&a.rel_error, &b.rel_error, sizeof(double)) == 0);
+  REQUIRE(std::memcmp(&a.max_abs_error, &b.max_abs_error, sizeof(double)) == 0);
+  REQUIRE(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)) == 0);
+  REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
+}
+
 // Inverse standard normal CDF by bisection on erfc (tests only: slow, accurate to ~1e-15).
 double normal_ppf(double p) {
   double lo = -40, hi = 40;
@@ -422,10 +430,7 @@ TEST_CASE("dequantized_error_stats equals error_stats of the dequantized, pruned
         for (size_t i = 0; i < expected.size(); ++i) expected[i] = mask[i] ? expected[i] : 0.0f;
       const ErrorStats a = error_stats(w.data(), expected.data(), w.size());
       const ErrorStats b = dequantized_error_stats(w.data(), q, mask);
-      REQUIRE(std::memcmp(&a.rel_error, &b.rel_error, sizeof(double)) == 0);
-      REQUIRE(std::memcmp(&a.max_abs_error, &b.max_abs_error, sizeof(double)) == 0);
-      REQUIRE(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)) == 0);
-      REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
+      require_identical(a, b);
     }
   }
 }
@@ -644,10 +649,7 @@ TEST_CASE("quantize with error sums equals add_dequantized, in pieces and on any
         }
         const ErrorStats b = fused.stats();
         INFO(scheme_name(scheme) << " clip " << int(clip) << " threads " << threads);
-        REQUIRE(std::memcmp(&a.rel_error, &b.rel_error, sizeof(double)) == 0);
-        REQUIRE(std::memcmp(&a.max_abs_error, &b.max_abs_error, sizeof(double)) == 0);
-        REQUIRE(std::memcmp(&a.snr_db, &b.snr_db, sizeof(double)) == 0);
-        REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
+        require_identical(a, b);
       }
     }
   }
