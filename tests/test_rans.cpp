@@ -51,6 +51,15 @@ std::vector<uint8_t> exponent_plane(size_t n, uint64_t seed) {
   return out;
 }
 
+// exponent_plane(4096, 100) with lane 3 ending in 64 copies of the smallest present symbol: coded
+// from state 0 it keeps the state at 0, so no tail length is valid for that lane (K0 = 0, D = 0).
+std::vector<uint8_t> no_tail_plane() {
+  auto plane = exponent_plane(4096, 100);
+  const uint8_t smallest = *std::min_element(plane.begin(), plane.end());
+  for (size_t t = 4096 / 32 - 64; t < 4096 / 32; ++t) plane[32 * t + 3] = smallest;
+  return plane;
+}
+
 // Symbols < 2^bits from a discretised gaussian (a low-entropy, smooth distribution).
 std::vector<uint8_t> gaussian_codes(size_t n, uint32_t bits, uint64_t seed) {
   const auto bf16 = test::gaussian_bf16(n, 1.0f, seed);
@@ -205,12 +214,8 @@ TEST_CASE("rans tail lengths: one K0, per-lane deltas when lanes differ, none wh
   REQUIRE(header(stream).delta_bits == 1);
   stream = round_trip(exponent_plane(4096, 128), 8);
   REQUIRE(header(stream).delta_bits == 2);
-  // Lane 3 ends in 64 copies of the smallest present symbol: coded from state 0 it keeps the
-  // state at 0, so no tail length is valid for that lane and every lane starts at L.
-  auto plane = exponent_plane(4096, 100);
-  const uint8_t smallest = *std::min_element(plane.begin(), plane.end());
-  for (size_t t = 4096 / 32 - 64; t < 4096 / 32; ++t) plane[32 * t + 3] = smallest;
-  stream = round_trip(plane, 8);
+  // No tail length is valid for lane 3: every lane starts at L.
+  stream = round_trip(no_tail_plane(), 8);
   REQUIRE(header(stream).delta_bits == 0);
   REQUIRE(header(stream).tail_base == 0);
 }
@@ -487,12 +492,7 @@ struct GoldenCase {
 const GoldenCase kGolden[] = {
     {"exponent_b8_n4096", 8, [] { return exponent_plane(4096, 100); }, false},
     {"exponent_lanetails_b8_n4096", 8, [] { return exponent_plane(4096, 128); }, false},  // D = 2
-    {"exponent_notail_b8_n4096", 8, [] {  // no valid tail in lane 3: K0 = 0, D = 0
-       auto plane = exponent_plane(4096, 100);
-       const uint8_t smallest = *std::min_element(plane.begin(), plane.end());
-       for (size_t t = 4096 / 32 - 64; t < 4096 / 32; ++t) plane[32 * t + 3] = smallest;
-       return plane;
-     }, false},
+    {"exponent_notail_b8_n4096", 8, no_tail_plane, false},  // no valid tail in lane 3: K0 = 0, D = 0
     {"exponent_shared_b8_n4096", 8, [] { return exponent_plane(4096, 101); }, true},
     {"gaussian_b4_n4000", 4, [] { return gaussian_codes(4000, 4, 102); }, false},
     {"skewed_b3_n777", 3, [] { return skewed_codes(777, 3, 103); }, false},
