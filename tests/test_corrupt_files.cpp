@@ -246,26 +246,14 @@ struct OpenResult {
   std::string message;
 };
 
-OpenResult try_open(const std::string& path) {
-  OpenResult r;
-  try {
-    WpkReader::open(path);
-    r.opened = true;
-  } catch (const Error& e) {
-    r.code = e.code();
-    r.message = e.what();
-  }
-  return r;
-}
-
-// Opens and decodes everything; returns the first Error (or none). Any other exception escapes
-// and fails the test.
-OpenResult open_and_decode(const std::string& path) {
+// Opens the file and, with `decode`, decodes everything; returns the first Error (or none). Any
+// other exception escapes and fails the test.
+OpenResult try_open(const std::string& path, bool decode = false) {
   OpenResult r;
   try {
     auto reader = WpkReader::open(path);
     r.opened = true;
-    decode_all(*reader);
+    if (decode) decode_all(*reader);
   } catch (const Error& e) {
     r.code = e.code();
     r.message = e.what();
@@ -283,7 +271,21 @@ void fix_checksums(std::vector<uint8_t>& bytes) {
   detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
 }
 
-std::string code_name(ErrorCode c) { return error_code_name(c); }
+// The header's version field set to `version`, with the header checksum made to agree.
+void set_header_version(std::vector<uint8_t>& bytes, uint32_t version) {
+  detail::store_u32(bytes.data() + 8, version);
+  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+}
+
+// The bytes of a file as a writer of `version` would have written them, for a file whose contents
+// that version can hold: the header and footer version fields and their checksums changed.
+std::vector<uint8_t> with_version(std::vector<uint8_t> bytes, uint32_t version) {
+  set_header_version(bytes, version);
+  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
+  detail::store_u32(foot + 24, version);
+  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
+  return bytes;
+}
 
 // Reads one stderr of the binary: exactly one line "wpack: ...".
 void check_cli_error(const RunResult& r, const std::string& mention) {
@@ -349,7 +351,7 @@ TEST_CASE("corrupt: every bit of header, index and footer is covered (checksum o
         work.set_byte(pos, static_cast<uint8_t>(f.bytes[pos] ^ (1u << bit)));
         const OpenResult r = try_open(work.path());
         work.restore(pos);
-        INFO("byte " << pos << " bit " << bit << ": " << code_name(r.code) << ": " << r.message);
+        INFO("byte " << pos << " bit " << bit << ": " << error_code_name(r.code) << ": " << r.message);
         REQUIRE_FALSE(r.opened);
         check_message(r.message, work.path());
         // What is wrong and where.
@@ -472,7 +474,7 @@ TEST_CASE("corrupt: crafted index bytes (checksums recomputed) fail cleanly, wit
         bytes[pos] = value;
         fix_checksums(bytes);
         work.assign(bytes);
-        const OpenResult r = open_and_decode(path);
+        const OpenResult r = try_open(path, /*decode=*/true);
         INFO("index byte " << pos - f.index_offset << " = " << int(value) << ": " << r.message);
         if (r.message.empty()) {
           ++accepted;  // e.g. a metric or metadata byte: the file is still consistent
@@ -566,8 +568,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   REQUIRE(kWpkFormatVersion == 3);
   for (uint32_t version : {4u, 5u, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
-    detail::store_u32(bytes.data() + 8, version);
-    detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+    set_header_version(bytes, version);
     test::write_file(path, bytes);
     const std::string expected = path + ": written by a newer wpack: format v" + std::to_string(version);
     const OpenResult r = try_open(path);
@@ -585,8 +586,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   // Version 1 (before the rANS stream revision) with a good checksum: named as older.
   {
     auto old = f.bytes;
-    detail::store_u32(old.data() + 8, 1);
-    detail::store_u64(old.data() + 56, wpk_checksum({old.data(), 56}));
+    set_header_version(old, 1);
     test::write_file(path, old);
     const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v3; pack the model again)";
     const OpenResult r = try_open(path);
@@ -598,8 +598,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   }
   // Version 0 with a good checksum: not a version this wpack knows, and not newer.
   auto bytes = f.bytes;
-  detail::store_u32(bytes.data() + 8, 0);
-  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+  set_header_version(bytes, 0);
   test::write_file(path, bytes);
   const OpenResult zero = try_open(path);
   CHECK(zero.code == ErrorCode::kFormat);
@@ -612,19 +611,6 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   CHECK(flipped.code == ErrorCode::kCorrupt);
   CHECK(contains(flipped.message, "header checksum mismatch"));
 }
-
-namespace {
-// The bytes of a file as a writer of `version` would have written them, for a file whose contents
-// that version can hold: the header and footer version fields and their checksums changed.
-std::vector<uint8_t> with_version(std::vector<uint8_t> bytes, uint32_t version) {
-  detail::store_u32(bytes.data() + 8, version);
-  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
-  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
-  detail::store_u32(foot + 24, version);
-  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
-  return bytes;
-}
-}  // namespace
 
 TEST_CASE("versions: a v2 file (a v3 file without layout-6 tiles) reads exactly") {
   TempDir dir;
