@@ -120,13 +120,16 @@ struct Exit {
   bool killed = false;  // by our SIGKILL
   int code = -1;        // exit code when not killed
 };
-Exit wait_for(pid_t pid) {
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
+Exit exit_of(int status) {
   Exit e;
   e.killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
   if (WIFEXITED(status)) e.code = WEXITSTATUS(status);
   return e;
+}
+Exit wait_for(pid_t pid) {
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  return exit_of(status);
 }
 
 // Size of the output file the child is writing in `dir` (its unnamed O_TMPFILE "dir/#ino (deleted)",
@@ -155,15 +158,9 @@ Exit run_and_kill(const std::vector<std::string>& args, const std::string& dir, 
   const pid_t pid = spawn_wpack(args);
   const auto threshold = static_cast<int64_t>(fraction * double(final_size));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (fraction == 0) break;
+  while (fraction > 0 && std::chrono::steady_clock::now() < deadline) {
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {  // finished before the moment came
-      Exit e;
-      e.killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-      if (WIFEXITED(status)) e.code = WEXITSTATUS(status);
-      return e;
-    }
+    if (::waitpid(pid, &status, WNOHANG) == pid) return exit_of(status);  // finished before the moment came
     if (output_size(pid, dir) >= threshold) break;
     std::this_thread::sleep_for(std::chrono::microseconds(300));
   }
