@@ -1,14 +1,15 @@
-// Shared pieces of the fuzz harnesses (fuzz/harness.h): input reader, memfd files, checksum fix-up.
+// Shared pieces of the fuzz harnesses (fuzz/harness.h): input reader, temporary files, checksum fix-up.
 #include "fuzz/harness.h"
 
-#include <sys/mman.h>  // memfd_create
+#include <fcntl.h>  // O_CLOEXEC
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
+#include <cstdlib>  // mkostemp
 #include <cstring>
+#include <filesystem>
 
 #include "formats/detail/le.h"  // load/store of the little-endian .wpk fields
 #include "formats/wpk.h"        // wpk_checksum and the fixed sizes
@@ -40,20 +41,21 @@ std::string Input::string(size_t max_len) {
 
 Bytes Input::rest() { return bytes(remaining()); }
 
-MemFile::MemFile(Bytes bytes) {
-  fd_ = ::memfd_create("wpack-fuzz", MFD_CLOEXEC);
-  if (fd_ < 0) fail("MemFile", std::string("memfd_create: ") + std::strerror(errno));
+TempFile::TempFile(Bytes bytes) {
+  path_ = (std::filesystem::temp_directory_path() / "wpack-fuzz-XXXXXX").string();
+  fd_ = ::mkostemp(path_.data(), O_CLOEXEC);
+  if (fd_ < 0) fail("TempFile", std::string("mkostemp: ") + std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) fail("MemFile", std::string("write: ") + std::strerror(errno));
+    if (n <= 0) fail("TempFile", std::string("write: ") + std::strerror(errno));
     done += static_cast<size_t>(n);
   }
-  path_ = "/proc/self/fd/" + std::to_string(fd_);
 }
 
-MemFile::~MemFile() {
-  if (fd_ >= 0) ::close(fd_);
+TempFile::~TempFile() {
+  ::close(fd_);
+  ::unlink(path_.c_str());
 }
 
 void fix_wpk_checksums(std::vector<uint8_t>& file) {

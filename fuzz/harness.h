@@ -70,14 +70,14 @@ class Input {
   size_t pos_ = 0;
 };
 
-// An anonymous in-memory file (memfd) holding `bytes`, openable by path() (/proc/self/fd/N) like
-// any regular file. Closed on destruction.
-class MemFile {
+// A regular file holding `bytes` in the temporary folder (TMPDIR), at path(); removed on
+// destruction. Not a memfd: libhdf5 refuses /proc/self/fd/N of one ("can't retrieve real path").
+class TempFile {
  public:
-  explicit MemFile(Bytes bytes);
-  ~MemFile();
-  MemFile(const MemFile&) = delete;
-  MemFile& operator=(const MemFile&) = delete;
+  explicit TempFile(Bytes bytes);
+  ~TempFile();
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
   const std::string& path() const { return path_; }
 
  private:

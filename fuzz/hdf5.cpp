@@ -332,7 +332,7 @@ std::vector<uint8_t> hdf5_image(Bytes program) {
 void hdf5(Bytes data) {
   const std::vector<uint8_t> image = hdf5_image(data);
   if (image.empty()) return;
-  MemFile file(image);
+  TempFile file(image);
   try {
     const std::unique_ptr<TensorSource> source = open_hdf5(file.path());
     for (size_t i = 0; i < source->tensors().size(); ++i) {

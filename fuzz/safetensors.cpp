@@ -67,7 +67,7 @@ void safetensors(Bytes data) {
     sharded(data);
     return;
   }
-  MemFile file(data);
+  TempFile file(data);
   std::unique_ptr<TensorSource> source;
   try {
     source = open_safetensors(file.path());

@@ -24,7 +24,7 @@ void wpk(Bytes data) {
   const Bytes body = in.rest();
   std::vector<uint8_t> file(body.begin(), body.end());
   if (mode & 1) fix_wpk_checksums(file);
-  MemFile mem(file);
+  TempFile mem(file);
 
   std::unique_ptr<WpkReader> reader;
   try {
