@@ -14,17 +14,19 @@
 #include <string>
 #include <vector>
 
-#include "formats/detail/le.h"
+#include "formats/error.h"
 #include "formats/hdf5.h"
 #include "formats/safetensors.h"
 #include "formats/tensor.h"
-#include "fuzz/harness.h"  // hdf5_image, to check the HDF5 seeds
+#include "fuzz/harness.h"  // hdf5_image and TempFile, to check the HDF5 seeds
 #include "packer/detail/fp.h"
+#include "packer/detail/quant_kernels.h"  // pack_codes_ref: the rANS seeds' symbols, packed
 #include "packer/pack.h"
 #include "packer/quant_tile.h"
 #include "packer/rans.h"
 #include "packer/tile_codec.h"
 #include "packer/zstd_codec.h"
+#include "tests/synthetic_weights.h"  // splitmix64: deterministic bytes without the C library's rand()
 
 using namespace wpack;
 namespace fs = std::filesystem;
@@ -34,32 +36,18 @@ namespace {
 fs::path g_corpus;
 int g_written = 0;
 
-// splitmix64: deterministic bytes without depending on the C library's rand().
-struct Rng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint8_t byte() { return static_cast<uint8_t>(next()); }
-};
-
 std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  Rng rng{seed};
   std::vector<uint8_t> out(n);
-  for (auto& b : out) b = rng.byte();
+  for (auto& b : out) b = static_cast<uint8_t>(test::splitmix64(seed));
   return out;
 }
 
 // BF16 weights near N(0, 0.05^2): a sum of uniforms, enough for realistic exponent planes.
 std::vector<uint8_t> weights_bf16(size_t n, uint64_t seed) {
-  Rng rng{seed};
   std::vector<uint8_t> out;
   for (size_t i = 0; i < n; ++i) {
     double s = 0;
-    for (int k = 0; k < 4; ++k) s += static_cast<double>(rng.next() >> 11) / 9007199254740992.0 - 0.5;
+    for (int k = 0; k < 4; ++k) s += static_cast<double>(test::splitmix64(seed) >> 11) / 9007199254740992.0 - 0.5;
     const uint16_t h = detail::float_to_bf16_bits(static_cast<float>(s * 0.08));
     out.push_back(static_cast<uint8_t>(h));
     out.push_back(static_cast<uint8_t>(h >> 8));
@@ -116,14 +104,12 @@ void safetensors_seeds(const fs::path& tmp) {
 // Checks that an HDF5 seed program builds a file that open_hdf5 reads as `format` with `tensors`
 // tensors (-1: refused), so that a change of the harness's encoding cannot leave stale seeds.
 void check_hdf5_seed(const std::string& name, const std::vector<uint8_t>& program, const std::string& format,
-                     int tensors, const fs::path& tmp) {
-  const std::vector<uint8_t> image = fuzz::hdf5_image(program);
-  const fs::path path = tmp / (name + ".h5");
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), static_cast<std::streamsize>(image.size()));
+                     int tensors) {
+  const fuzz::TempFile file(fuzz::hdf5_image(program));  // as the harness opens it
   std::string got_format = "refused";
   int got_tensors = -1;
   try {
-    const auto source = open_hdf5(path.string());
+    const auto source = open_hdf5(file.path());
     got_format = source->format_name();
     got_tensors = static_cast<int>(source->tensors().size());
   } catch (const Error& e) {
@@ -139,7 +125,7 @@ void check_hdf5_seed(const std::string& name, const std::vector<uint8_t>& progra
 // ---- hdf5: programs in the harness's encoding (fuzz/hdf5.cpp, Builder) ----
 // name(): 4*k selects kNames[k] (e.g. 40 "dense", 48 "kernel:0", 60 "0", 64 "1", 72 "10"); 2 + 4*i the base name of object i (objects in creation order,
 // the root first); type 0 = float32; shape 2 + 8*(rank-1), then one byte per dimension.
-void hdf5_seeds(const fs::path& tmp) {
+void hdf5_seeds() {
   std::vector<uint8_t> kernel = cat({{1, 1, 48, 0, 10, 2, 3, 1}, random_bytes(24, 10)});  // /dense/kernel:0 [2,3]
   std::vector<uint8_t> bias = cat({{1, 1, 52, 0, 2, 3, 1}, random_bytes(12, 11)});        // /dense/bias:0 [3]
   check_hdf5_seed("keras-legacy",
@@ -147,7 +133,7 @@ void hdf5_seeds(const fs::path& tmp) {
             kernel, bias,
             {7, 1, 2, 10, 14, 0},   // weight_names on /dense: "kernel:0", "bias:0" (fixed length)
             {0x87, 0, 0x21, 6}}),   // layer_names on the root: "dense" (variable length)
-       "keras-h5", 2, tmp);
+       "keras-h5", 2);
   check_hdf5_seed("keras-legacy-model-weights",
        cat({{0, 0, 0},        // group /model_weights
             {0, 1, 40},       // group /model_weights/dense
@@ -155,7 +141,7 @@ void hdf5_seeds(const fs::path& tmp) {
             {7, 2, 0x21, 14},   // weight_names on dense: "kernel:0"
             {0x87, 1, 0x01, 10, 0},  // layer_names on /model_weights: "dense" (fixed, null padded)
             {2, 0, 20, 0x1f}}),  // a numeric attribute "weight_names0" on the root (empty float64)
-       "keras-h5", 1, tmp);
+       "keras-h5", 1);
   check_hdf5_seed("keras3",
        cat({{0, 0, 28},   // /layers
             {0, 1, 40},   // /layers/dense
@@ -165,7 +151,7 @@ void hdf5_seeds(const fs::path& tmp) {
             {1, 3, 64, 9, 2, 2, 1}, random_bytes(16, 15),  // vars/1 (int64)
             {0, 0, 36},   // /optimizer (skipped)
             {1, 4, 60, 0, 0, 1}, random_bytes(4, 16)}),  // /optimizer/0 scalar
-       "keras3-weights-h5", 3, tmp);
+       "keras3-weights-h5", 3);
   check_hdf5_seed("generic-types",
        cat({{1, 0, 60, 3, 0, 2, 5, 1}, random_bytes(10, 17),       // /0: f16 LE [5]
             {1, 0, 64, 11, 1, 1, 2, 2, 1, 0, 1},                     // /1: bool enum [2]
@@ -173,13 +159,13 @@ void hdf5_seeds(const fs::path& tmp) {
             {3, 0, 3, 1, 'l', 3, 2, '/', '0'},                       // soft link /l -> /0
             {4, 0, 3, 1, 'h', 1},                                    // hard link /h -> /0
             {5, 0, 3, 1, 'x'}}),                                     // external link /x
-       "hdf5", 2, tmp);
-  check_hdf5_seed("refused-bfloat16", {1, 0, 72, 4, 2, 2, 0}, "", -1, tmp);  // /10: 16-bit float, 8 exponent bits
+       "hdf5", 2);
+  check_hdf5_seed("refused-bfloat16", {1, 0, 72, 4, 2, 2, 0}, "", -1);  // /10: 16-bit float, 8 exponent bits
   check_hdf5_seed("chunked-cycle",
        cat({{0, 0, 40},                                          // /dense
             {1, 1, 48, 0, 0x8a, 3, 3, 1, 1}, random_bytes(36, 18), // chunked, deflate [3,3]
             {4, 1, 3, 4, 'l', 'o', 'o', 'p', 0}}),              // /dense/loop -> / (a cycle)
-       "hdf5", 1, tmp);
+       "hdf5", 1);
   seed("hdf5", "random", random_bytes(96, 19), {});
 }
 
@@ -239,16 +225,14 @@ void rans_seeds() {
   for (uint8_t w = 0; w < 4; ++w) {
     const uint32_t bits = widths[w];
     // Skewed symbols: mostly small values, so rANS (mode 1) wins over stored.
-    Rng rng{uint64_t{40} + w};
+    uint64_t state = 40 + w;
     const uint32_t count = 200 + 37 * w;
     std::vector<uint8_t> symbols(count);
-    for (auto& s : symbols) s = static_cast<uint8_t>((rng.next() % 8 == 0 ? rng.next() : rng.next() % 3) & ((1u << bits) - 1));
-    std::vector<uint8_t> packed(rans_packed_bytes(count, bits), 0);
-    for (uint32_t i = 0; i < count; ++i) {
-      const uint64_t bit = uint64_t{i} * bits;
-      packed[bit / 8] |= static_cast<uint8_t>(symbols[i] << (bit % 8));
-      if (bit % 8 + bits > 8) packed[bit / 8 + 1] |= static_cast<uint8_t>(symbols[i] >> (8 - bit % 8));
-    }
+    for (auto& s : symbols)
+      s = static_cast<uint8_t>((test::splitmix64(state) % 8 == 0 ? test::splitmix64(state) : test::splitmix64(state) % 3) &
+                               ((1u << bits) - 1));
+    std::vector<uint8_t> packed(rans_packed_bytes(count, bits));
+    detail::pack_codes_ref(symbols.data(), count, bits, packed.data());
     const std::string b = std::to_string(bits);
     seed("rans", "stream-b" + b, cat({{w}, u32le(count)}), rans_encode(packed, count, bits));
     // With a shared table.
@@ -344,15 +328,15 @@ void quant_tile_seeds() {
   };
   const uint64_t rows = 8, cols = 64;
   std::vector<float> w(rows * cols);
-  Rng rng{70};
-  for (auto& v : w) v = static_cast<float>(static_cast<int64_t>(rng.next() % 2001) - 1000) / 10000.0f;
+  uint64_t state = 70;
+  for (auto& v : w) v = static_cast<float>(static_cast<int64_t>(test::splitmix64(state) % 2001) - 1000) / 10000.0f;
   for (const Case& c : cases) tile_seed(c.name, c.spec, c.prune, c.codec, w, rows, cols, 4, 32, 1);
   // Layout 6 (quant_dense_zrel): asymmetric int4 (group 128) with rans, on bell-shaped weights (a
   // sum of four uniforms) in one 16 x 128 tile, large enough that coding the zero-relative symbols pays.
   std::vector<float> bell(16 * 128);
   for (auto& v : bell) {
     int64_t sum = 0;
-    for (int k = 0; k < 4; ++k) sum += static_cast<int64_t>(rng.next() % 2001) - 1000;
+    for (int k = 0; k < 4; ++k) sum += static_cast<int64_t>(test::splitmix64(state) % 2001) - 1000;
     v = static_cast<float>(sum) / 40000.0f;
   }
   if (tile_seed("int4-zrel", "int4", "", Codec::kRans, bell, 16, 128, 16, 128, 0) != kFilterQuantDenseZeroRel)
@@ -374,7 +358,7 @@ int main(int argc, char** argv) {
   fs::create_directories(tmp);
   try {
     safetensors_seeds(tmp);
-    hdf5_seeds(tmp);
+    hdf5_seeds();
     wpk_seeds(tmp);
     zstd_seeds();
     rans_seeds();
