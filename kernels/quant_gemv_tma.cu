@@ -1,5 +1,5 @@
-// The Hopper streaming GEMV for int4/int8/fp8/fp6 tensors whose tiles are all dense with raw planes:
-// a warp-specialised bulk-copy pipeline feeding tensor cores.
+// The Hopper streaming GEMV for int4/int8/fp8/fp6 tensors whose tiles all have raw planes (dense;
+// int4 also sparse, layout 5): a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
@@ -27,9 +27,16 @@
 // about 100 KiB per block (two blocks per multiprocessor), so that well over 64 KiB per
 // multiprocessor are in flight: enough to cover HBM latency.
 //
+// Sparse int4 tiles ("loaded sparse, computed dense"): the stage holds the bitmap and the occupied
+// codes only; the consumer warp first expands them into the dense code layout in its own scratch
+// (after the ring: a selector table, then one scratch per consumer warp), every unoccupied element
+// given its group's zero point (symmetric: 8), which contributes exactly 0 like the +0.0 it decodes
+// to; then the dense MMA path runs on the scratch unchanged (expand_sparse_int4).
+//
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6 have no plane A (per-row scales in the params).
-// Preconditions (quant_tma_supported): every tile dense with raw planes (the caller knows); int4,
+// Preconditions (quant_tma_supported): every tile dense or (int4 only) sparse, with raw planes whose
+// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4,
 // int8, fp8 (E4M3) or fp6 (E3M2) codes (fp: per-row scales); tile_rows <= 128; tile_cols and K
 // multiples of a k-step (64 columns for int4 and fp6, 32 for int8 and fp8); groups a multiple of
 // that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
@@ -56,8 +63,10 @@ namespace wpack::gpu::detail {
 namespace {
 
 constexpr uint32_t kMaxStages = 16;
-constexpr uint32_t kHeaderBytes = 512;  // barriers (2 x 16 x 8 B) and stage geometry (16 x 16 B)
+constexpr uint32_t kHeaderBytes = 768;  // barriers (2 x 16 x 8 B) and stage geometry (16 x 32 B)
 constexpr uint32_t kStatusOk = 0;
+constexpr uint8_t kLayoutSparse = 5;      // DevTile::filter of a quant_sparse tile
+constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
 __host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
 
@@ -98,18 +107,25 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
 
 struct StageGeometry {
   uint32_t row0, col0, h, w;
+  uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
+  uint32_t unused[3];
 };
+static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
 struct TmaLayout {
-  uint32_t stage_bytes, x_at, x_row, stages, total;
+  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, total;
   // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
-  // to 16 bytes plus 16, which staggers the rows across shared-memory banks).
-  __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count) {
+  // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
+  // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
+  // selector table, then the warps' scratches.
+  __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
+                                uint32_t scratch_bytes, uint32_t warps) {
     x_at = align_up(stored_cap, 128);
     x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
     stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
-    total = kHeaderBytes + stages * stage_bytes;
+    sparse_at = kHeaderBytes + stages * stage_bytes;
+    total = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
   }
 };
 
@@ -148,6 +164,105 @@ __device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint
   const float base = MmaCodes<kBits>::kBase;
   if (p.zero_points) return base + static_cast<float>(stage[8 + ts.scale_bytes + r * ts.groups + gi]);
   return base + p.symmetric_zero;
+}
+
+// ---- sparse int4 tiles: bitmap + occupied codes -> the dense code layout ----
+//
+// A tile row's elements in 8-element chunks, one bitmap byte m each (bit i: element i occupied).
+// S = the nibble window whose nibble j is the chunk's j-th occupied code (a funnel shift of the
+// code plane at the chunk's first code index). PRMT moves bytes, not nibbles, so S is split into
+// L = S & 0x0F0F0F0F (nibbles 0, 2, 4, 6 as bytes) and H = (S >> 4) & 0x0F0F0F0F (1, 3, 5, 7);
+// two PRMTs with per-m selectors gather the chunk's even elements (P) and odd elements (Q) as
+// bytes, and P | Q << 4 is the dense word (nibble i = element i). An unoccupied element takes
+// nibble 7 (byte 3 of H): with fewer than 8 codes in the chunk that nibble is not one of them, and
+// H's byte 3 is replaced by the zero point z (the code that contributes exactly 0, as the +0.0 an
+// unoccupied element decodes to; symmetric int4: 8); with 8 there is no unoccupied element.
+//   selectors[m].x = PRMT selectors over (L, H): bits 0..15 for P (elements 0, 2, 4, 6), 16..31
+//                    for Q (1, 3, 5, 7); byte index k of the pair is L byte k (k < 4), H byte k - 4
+//   selectors[m].y = the mask of H that keeps nibble 7 (m = 0xFF) or frees byte 3 for z
+__device__ void fill_selectors(uint2* selectors) {
+  for (uint32_t m = threadIdx.x; m < 256; m += blockDim.x) {
+    uint32_t sel = 0, rank = 0;
+    for (uint32_t i = 0; i < 8; ++i) {
+      const uint32_t nibble = ((m >> i) & 1) ? rank++ : 7;
+      const uint32_t byte = nibble % 2 ? 4 + nibble / 2 : nibble / 2;
+      sel |= byte << (4 * (i / 2) + 16 * (i % 2));
+    }
+    selectors[m] = make_uint2(sel, m == 0xFF ? 0x0F0F0F0Fu : 0x000F0F0Fu);
+  }
+}
+
+// Expands tile rows [r_begin, r_end) of a sparse int4 stage (plane A: scales, zeros, bitmap of
+// h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
+// (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
+// bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
+// 16-byte store of 4 dense words); warp scans of the words' popcounts give each word's first code.
+// The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
+// latencies overlap (one word per pass left the warp waiting on them). group_magic:
+// ceil(2^32 / (group / 32)), so that __umulhi(word, group_magic) is the word's group (exact:
+// words and group / 32 are below 2^16). Reads at most 8 bytes past plane B: the stage's x slices
+// follow it.
+__device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, const uint8_t* stage,
+                                                   const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
+                                                   uint32_t r_end, const uint2* selectors, uint32_t group_magic,
+                                                   uint32_t* dense_out) {
+  constexpr uint32_t kFull = 0xFFFFFFFFu, kWords = 4;
+  const uint32_t lane = threadIdx.x & 31;
+  const uint32_t row_words = m.w / 32;  // bitmap words per tile row (w is a multiple of 64)
+  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);  // 4-aligned (host)
+  const uint32_t* codes = bitmap + m.h * row_words;
+  const uint8_t* zeros = stage + 8 + ts.scale_bytes;
+  const uint32_t first = r_begin * row_words, last = r_end * row_words;
+  uint32_t before = 0;  // the codes of the rows before r_begin
+  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap[i]);
+  uint32_t base = __reduce_add_sync(kFull, before);
+  // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
+  uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
+  const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
+  for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
+    uint32_t bits[kWords], count[kWords], inclusive[kWords];
+#pragma unroll
+    for (uint32_t j = 0; j < kWords; ++j) {
+      const uint32_t i = pass + 32 * j + lane;
+      bits[j] = i < last ? bitmap[i] : 0u;
+      count[j] = __popc(bits[j]);
+      inclusive[j] = count[j];
+    }
+#pragma unroll
+    for (uint32_t d = 1; d < 32; d *= 2) {
+#pragma unroll
+      for (uint32_t j = 0; j < kWords; ++j) {
+        const uint32_t v = __shfl_up_sync(kFull, inclusive[j], d);
+        if (lane >= d) inclusive[j] += v;
+      }
+    }
+#pragma unroll
+    for (uint32_t j = 0; j < kWords; ++j) {
+      const uint32_t i = pass + 32 * j + lane;
+      uint32_t idx = base + inclusive[j] - count[j];  // this word's first code
+      base += __shfl_sync(kFull, inclusive[j], 31);
+      if (i < last) {
+        const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : 8u;
+        const uint32_t z_byte3 = z << 24;
+        uint32_t out[4];
+#pragma unroll
+        for (uint32_t c = 0; c < 4; ++c) {
+          const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
+          const uint2 e = selectors[chunk];
+          const uint32_t* at = codes + idx / 8;
+          const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
+          const uint32_t lo = window & 0x0F0F0F0Fu;
+          const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
+          out[c] = __byte_perm(lo, hi, e.x) | (__byte_perm(lo, hi, e.x >> 16) << 4);
+          idx += __popc(chunk);
+        }
+        *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
+      }
+      col_word += step_words;
+      row += step_rows;
+      if (col_word >= row_words) col_word -= row_words, ++row;
+    }
+  }
 }
 
 // The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, one batch column.
@@ -190,18 +305,20 @@ __device__ __forceinline__ void tma_tile_fp6(const uint8_t* stage, const uint8_t
 // the warp's partials yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). A holds
 // the codes' values (int: HSUB2 of (128 + zero) per pair; fp8: MmaFp8). kGrouped (int4): fp16 scale
 // per (row, group) in plane A, applied per group; else the per-row scale is applied at the flush.
+// codes: the dense code plane from tile row codes_row0 on (the stage's, or a sparse tile's rows
+// expanded into the warp's scratch), rows w * bits / 32 words apart.
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kFp8>
-__device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
-                                         uint32_t x_row, const StageGeometry& m, uint32_t batch,
-                                         float (&yacc)[kNT][4]) {
+__device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
+                                         uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
+                                         const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
   using C = MmaCodes<kBits>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
   const TileSide ts(p, m, C::kPerWord, kGrouped);
-  const uint32_t* row0w = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + r0 * ts.words_per_row + 2 * t;
-  const uint32_t* row1w = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + r1 * ts.words_per_row + 2 * t;
-  const bool aligned8 = ts.codes_at % 8 == 0;
+  const uint32_t* row0w = codes + (r0 - codes_row0) * ts.words_per_row + 2 * t;
+  const uint32_t* row1w = codes + (r1 - codes_row0) * ts.words_per_row + 2 * t;
+  const bool aligned8 = reinterpret_cast<uintptr_t>(codes) % 8 == 0;  // rows are whole 8-byte units
   const uint32_t off_hi = bf16x2_splat_int(2176.0f);
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
     // (128 + zero) pairs of the two rows (int8: 128)
@@ -270,16 +387,17 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 // of a k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
 // independent. A holds 128 + code (no subtraction per code); per group, (128 + zero) * sum(x) is
 // removed and the fp16 scale applied. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at
-// batch columns 2t, 2t + 1.
+// batch columns 2t, 2t + 1. codes: the tile's dense code plane (the stage's, or a sparse tile
+// expanded into the warp's scratch); kAligned8: it is 8-byte aligned.
 template <bool kBatch1, bool kAligned8>
-__device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint8_t* xs,
-                                              uint32_t x_row, const StageGeometry& m, const TileSide& ts,
-                                              uint32_t batch, float (&yacc)[8][4]) {
+__device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
+                                              const uint8_t* xs, uint32_t x_row, const StageGeometry& m,
+                                              const TileSide& ts, uint32_t batch, float (&yacc)[8][4]) {
   using C = MmaCodes<4>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at) + 2 * t;
+  const uint32_t* codes = codes_plane + 2 * t;
   uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
 #pragma unroll
   for (uint32_t rb = 0; rb < kBlocks; ++rb) {
@@ -381,6 +499,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
+    uint32_t scratch_bytes,               // per consumer warp (sparse tiles' dense codes); 0: no sparse tiles
     const uint16_t* __restrict__ xt_dev,  // (batch, K) BF16 bits (x transposed), 16-byte aligned
     uint64_t k_cols,                      // K
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
@@ -388,13 +507,17 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   static_assert(!kWarpTile || kNT == 1, "a warp holds a whole tile row's partials for batch <= 8 only");
   extern __shared__ __align__(128) uint8_t smem[];
-  const TmaLayout layout(stored_cap, tile_cols, batch, stages);
+  const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 256);
   uint8_t* ring = smem + kHeaderBytes;
+  uint2* selectors = reinterpret_cast<uint2*>(smem + layout.sparse_at);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  uint32_t* scratch = reinterpret_cast<uint32_t*>(smem + layout.sparse_at + kSelectorBytes + warp * scratch_bytes);
+  const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
+  if (kBits == 4 && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
 
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
@@ -420,8 +543,12 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       for (uint32_t k = 0; k < n; ++k) {
         const uint64_t offset = __shfl_sync(0xFFFFFFFFu, d.offset, k);
         const uint32_t stored = __shfl_sync(0xFFFFFFFFu, d.stored_size, k);
-        const StageGeometry geo{__shfl_sync(0xFFFFFFFFu, d.row0, k), __shfl_sync(0xFFFFFFFFu, d.col0, k),
-                                __shfl_sync(0xFFFFFFFFu, d.rows, k), __shfl_sync(0xFFFFFFFFu, d.cols, k)};
+        const StageGeometry geo{__shfl_sync(0xFFFFFFFFu, d.row0, k),
+                                __shfl_sync(0xFFFFFFFFu, d.col0, k),
+                                __shfl_sync(0xFFFFFFFFu, d.rows, k),
+                                __shfl_sync(0xFFFFFFFFu, d.cols, k),
+                                __shfl_sync(0xFFFFFFFFu, uint32_t{d.filter}, k) == kLayoutSparse,
+                                {}};
         const uint32_t bytes = align_up(stored, 16), x_bytes = geo.w * 2;  // x: per batch column
         uint8_t* stage = ring + s * layout.stage_bytes;
         if (lane == 0) {
@@ -456,10 +583,16 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       const TileSide ts(params, m, MmaCodes<4>::kPerWord, true);
-      if (ts.codes_at % 8 == 0)
-        tma_tile_warp<kBatch1, true>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
-      else
-        tma_tile_warp<kBatch1, false>(params, stage, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
+      const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
+      if (m.sparse) {
+        expand_sparse_int4(params, stage, m, ts, 0, m.h, selectors, group_magic, scratch);
+        __syncwarp();
+        tma_tile_warp<kBatch1, true>(params, stage, scratch, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
+      } else if (ts.codes_at % 8 == 0) {
+        tma_tile_warp<kBatch1, true>(params, stage, codes, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
+      } else {
+        tma_tile_warp<kBatch1, false>(params, stage, codes, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
+      }
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       s += kWarps;
@@ -479,12 +612,25 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
         acc_row0 = m.row0, acc_h = m.h;
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
-      if (warp * 16 < m.h)
-        if constexpr (kFloat == 6)
+      if (warp * 16 < m.h) {
+        if constexpr (kFloat == 6) {
           tma_tile_fp6<kNT>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
-        else
-          tma_tile<kBits, kNT, kBatch1, kGrouped, kFloat == 8>(params, stage, stage + layout.x_at, layout.x_row, m, batch,
-                                                               yacc);
+        } else {
+          const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
+          uint32_t codes_row0 = 0;
+          if constexpr (kBits == 4) {
+            if (m.sparse) {  // this warp's 16 rows only
+              expand_sparse_int4(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
+                                 scratch);
+              __syncwarp();
+              codes = scratch, codes_row0 = warp * 16;
+            }
+          }
+          tma_tile<kBits, kNT, kBatch1, kGrouped, kFloat == 8>(params, stage, codes, codes_row0, stage + layout.x_at,
+                                                               layout.x_row, m, batch, yacc);
+        }
+      }
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
@@ -497,6 +643,8 @@ template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kW
           uint32_t kFloat = 0>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
+  static constexpr uint32_t kConsumerWarps = kWarps;
+  static constexpr bool kWholeTile = kWarpTile;  // a warp takes a whole tile (else 16 rows of every tile)
   static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kFloat>;
   // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
   // devices; later ones on every call), so that launches need no attribute call and plans of any
@@ -528,8 +676,8 @@ struct TmaKernel {
                             const uint16_t* xt_dev, uint64_t k_cols, uint32_t batch, float* y_dev,
                             uint32_t* status_dev, cudaStream_t stream) {
     kernel<<<grid, kThreads, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan.stored_cap,
-                                                        plan.tile_cols, plan.stages, xt_dev, k_cols, batch, y_dev,
-                                                        status_dev);
+                                                        plan.tile_cols, plan.stages, plan.scratch_bytes, xt_dev, k_cols,
+                                                        batch, y_dev, status_dev);
     return cudaGetLastError();
   }
 };
@@ -579,9 +727,10 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
 }  // namespace
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev) {
+                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles) {
   // int4 always has group scales, int8 per-row ones (packer/quantize.h)
   const bool int48 = params.kind == kQuantInt && (params.bits == 4 ? params.grouped : params.bits == 8 && !params.grouped);
+  if (sparse_tiles && !(int48 && params.bits == 4)) return false;  // the expansion is int4's
   // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
   if (!(int48 || fp) || tile_rows > 128) return false;
@@ -589,7 +738,9 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;
-  // The code plane of every tile (full and edge rows) must be 4-byte aligned.
+  // The code plane of every tile (full and edge rows) must be 4-byte aligned; so are a sparse tile's
+  // bitmap (where the dense code plane would start) and its code plane (the bitmap is h * w / 8
+  // bytes, w a multiple of 64).
   const uint32_t side_per_row = params.grouped ? (2 + (params.zero_points ? 1 : 0)) * (tile_cols / params.group) : 0;
   const uint32_t edge_cols = static_cast<uint32_t>(tensor_cols % tile_cols);
   const uint32_t edge_side_per_row =
@@ -601,18 +752,29 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   return true;
 }
 
-QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_cols, uint32_t batch,
-                            uint32_t stages_wanted) {
+QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
+                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles) {
   QuantTmaPlan plan{};
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
-  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1).stage_bytes;
-  // About 100 KiB of ring per block: two blocks per multiprocessor.
-  uint32_t stages = stages_wanted ? stages_wanted : (100u << 10) / stage_bytes;
+  const uint32_t warps = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kConsumerWarps; });
+  const bool whole_tile = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kWholeTile; });
+  // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile
+  // (a warp per tile) or 16 rows (warps sharing it).
+  plan.scratch_bytes = sparse_tiles ? align_up((whole_tile ? tile_rows : 16u) * tile_cols / 2, 16) : 0;
+  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps).stage_bytes;
+  const uint32_t aux_bytes = TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps).total - kHeaderBytes;
+  // About 100 KiB per block, scratch included: two blocks per multiprocessor; with sparse tiles
+  // about 72 KiB: three blocks (12 consumer warps with a warp per tile, each block's ring still
+  // about 38 KiB), since the expansion's shuffle and shared-memory latencies want more warps.
+  const uint32_t block_budget = sparse_tiles ? (72u << 10) : (100u << 10);
+  const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
+  uint32_t stages = stages_wanted ? stages_wanted : ring_budget / stage_bytes;
   stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
   plan.stages = stages;
-  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages).total;
-  plan.blocks_per_sm = tma_dispatch(params, batch, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps).total;
+  plan.blocks_per_sm =
+      tma_dispatch(params, batch, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;
 }
 
@@ -643,8 +805,12 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
 
 #else   // no bulk-copy PTX in this toolkit
 
-bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*) { return false; }
-QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t) { return QuantTmaPlan{}; }
+bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool) {
+  return false;
+}
+QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool) {
+  return QuantTmaPlan{};
+}
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
                                   uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint32_t, uint32_t*,
                                   cudaStream_t) {

@@ -3,6 +3,7 @@
 #include "kernels/tile_decode.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -129,7 +130,8 @@ float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_
 struct QuantSizes {
   uint64_t stored_cap = 16, elements_cap = 32, side_cap = 16, cols_cap = 1;
   uint32_t precision_cap = 10;
-  bool all_dense_raw = true;  // every tile dense, both planes raw and of the expected sizes
+  bool all_raw = true;        // every tile dense or sparse, both planes raw and of the sizes the layout implies
+  bool any_sparse = false;    // some tile is sparse (layout 5)
 };
 
 void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevTile& d, std::span<const uint8_t> stored,
@@ -138,7 +140,7 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
   const bool sparse = rec.filter == kLayoutSparse;
   const uint64_t a_bytes = quant_side_plane_bytes(qp, TileRect{d.row0, d.col0, d.rows, d.cols}, sparse);
   if (rec.codec == kCodecZstd || (rec.codec != kCodecNone && rec.codec != kCodecRans)) {
-    sizes.all_dense_raw = false;  // reported per tile by the kernels
+    sizes.all_raw = false;  // reported per tile by the kernels
     return;
   }
   sizes.stored_cap = std::max(sizes.stored_cap, align16(rec.stored_size));
@@ -146,14 +148,24 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
   sizes.side_cap = std::max(sizes.side_cap, a_bytes);
   sizes.cols_cap = std::max<uint64_t>(sizes.cols_cap, d.cols);
   if (rec.codec == kCodecRans) sizes.precision_cap = std::max(sizes.precision_cap, tile_max_precision(stored, 2));
-  // The streaming GEMV reads planes in place: both raw, exactly a_bytes and ceil(n * bits / 8).
-  const uint64_t b_bytes = (n * qp.bits + 7) / 8;
-  bool dense_raw = rec.filter == kLayoutDense && stored.size() == 8 + a_bytes + b_bytes;
-  if (dense_raw) {
-    const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
-    dense_raw = word_a == (kRawPlaneBit | a_bytes) && word_b == (kRawPlaneBit | b_bytes);
+  // The streaming GEMVs read planes in place: both raw, exactly a_bytes and ceil(codes * bits / 8),
+  // codes = n (dense) or the bitmap's popcount (sparse: the bulk-copy kernel expands every code the
+  // bitmap names, so plane B must hold exactly those).
+  bool raw = (rec.filter == kLayoutDense || rec.filter == kLayoutSparse) && stored.size() >= 8 + a_bytes;
+  uint64_t codes = n;
+  if (raw && sparse) {
+    const uint64_t bitmap_bytes = (n + 7) / 8;
+    codes = 0;
+    for (uint64_t i = 8 + a_bytes - bitmap_bytes; i < 8 + a_bytes; ++i) codes += std::popcount(stored[i]);
   }
-  sizes.all_dense_raw = sizes.all_dense_raw && dense_raw;
+  const uint64_t b_bytes = (codes * qp.bits + 7) / 8;
+  raw = raw && stored.size() == 8 + a_bytes + b_bytes;
+  if (raw) {
+    const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
+    raw = word_a == (kRawPlaneBit | a_bytes) && word_b == (kRawPlaneBit | b_bytes);
+  }
+  sizes.all_raw = sizes.all_raw && raw;
+  sizes.any_sparse = sizes.any_sparse || sparse;
 }
 
 }  // namespace
@@ -188,7 +200,8 @@ struct GpuTensor::Impl {
   QuantDevParams quant{};      // its pointers point into side_dev
   QuantSmemPlan quant_plan{};  // generic kernels
   QuantStreamPlan stream_plan{};
-  bool streamable = false;     // every tile dense with raw planes: the streaming GEMV applies
+  bool streamable = false;     // every tile dense or sparse with raw planes: the bulk-copy GEMV applies
+  bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
@@ -297,7 +310,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
   uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
   if (lossy) {
-    impl->streamable = impl->streamable && quant_sizes.all_dense_raw;
+    impl->streamable = impl->streamable && quant_sizes.all_raw;
+    impl->sparse_tiles = quant_sizes.any_sparse;
     impl->quant_plan = QuantSmemPlan{static_cast<uint32_t>(quant_sizes.stored_cap),
                                      static_cast<uint32_t>((quant_sizes.elements_cap + 31) & ~uint64_t{31}),
                                      static_cast<uint32_t>(align16(quant_sizes.side_cap)), quant_sizes.precision_cap,
@@ -349,11 +363,12 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles) first. Its plan and grid are
-    // worked out on the first call of each batch width (WPACK_GPU_NO_TMA: never use it).
+    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles, int4 sparse raw tiles too)
+    // first. Its plan and grid are worked out on the first call of each batch width
+    // (WPACK_GPU_NO_TMA: never use it).
     if (impl_->streamable &&
         detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
-                                    impl_->rows, impl_->cols, x_dev)) {
+                                    impl_->rows, impl_->cols, x_dev, impl_->sparse_tiles)) {
       int& grid = impl_->tma_grid[batch];
       detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
       if (grid == 0 && std::getenv("WPACK_GPU_NO_TMA")) grid = -1;
@@ -362,14 +377,15 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
         uint32_t stages = 0;
         if (const char* env = std::getenv("WPACK_TMA_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 16);
-        plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_cols, batch,
-                                      stages);
+        plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_rows,
+                                      impl_->stream_plan.tile_cols, batch, stages, impl_->sparse_tiles);
         grid = major >= 9 && plan.blocks_per_sm > 0
                    ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(multiprocessors()) * plan.blocks_per_sm))
                    : -1;
         if (std::getenv("WPACK_GPU_DEBUG"))
-          std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem\n",
-                       batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes);
+          std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n",
+                       batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes,
+                       impl_->sparse_tiles ? ", sparse tiles" : "");
       }
       if (grid > 0) {
         if (batch > 1 && impl_->xt_dev == nullptr)  // x transposed for batch > 1: room for batch 64
@@ -381,12 +397,13 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       }
     }
     // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
-    // (batch <= 8), else the generic one-block-per-tile kernel.
+    // (batch <= 8), both for dense tiles only, else the generic one-block-per-tile kernel.
+    const bool dense_streamable = impl_->streamable && !impl_->sparse_tiles;
     const bool tc =
-        impl_->streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
+        dense_streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
     // The streaming kernels copy x in 16-byte chunks (cp.async): they need x 16-byte aligned.
     const bool x_aligned = reinterpret_cast<uintptr_t>(x_dev) % 16 == 0;
-    if (tc || (impl_->streamable && batch <= 8 && x_aligned)) {
+    if (tc || (dense_streamable && batch <= 8 && x_aligned)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
         const int sms = multiprocessors();

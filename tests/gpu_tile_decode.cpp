@@ -431,6 +431,33 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
   for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch);
 }
 
+// Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
+// occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
+// and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as
+// its dense one, so that tensor "a" mixes both layouts (checked). Shapes as in the case above;
+// tensor "b" (258 rows) does not meet the kernel's conditions (its 2 x 64 edge tile's code
+// plane is not 4-byte aligned) and takes the generic kernel.
+TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and sparse, batch 1..64") {
+  using wpack::Scheme;
+  for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},
+                             LossyCase{Scheme::kInt4, Codec::kNone, 0.9, 128, true},
+                             LossyCase{Scheme::kInt4, Codec::kNone, 0.25, 64}}) {
+    INFO("case " << case_name(c) << " " << c.prune);
+    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {258, 4160}}, {"c", DType::BF16, {4, 2048}}},
+                        c, 128, 128, 23);
+    const auto& a = p->reader->tensors()[0];
+    uint64_t sparse = 0;
+    for (uint64_t k = 0; k < a.tile_count; ++k) sparse += p->reader->tiles()[a.first_tile + k].filter == 5;
+    INFO("sparse tiles of a: " << sparse << " of " << a.tile_count);
+    if (c.prune >= 0.5) REQUIRE(sparse == a.tile_count);
+    else REQUIRE((sparse > 0 && sparse < a.tile_count));
+    for (size_t t = 0; t < 3; ++t) {
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch);
+    }
+  }
+}
+
 #else  // no CUDA in this build: main() exits with 4 before any test runs
 
 TEST_CASE("gpu decode: needs a CUDA build") { SUCCEED("skipped"); }

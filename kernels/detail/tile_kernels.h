@@ -130,20 +130,24 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 namespace wpack::gpu::detail {
 
 // The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
-// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8/fp8/fp6 tensors whose tiles are
-// all dense with raw planes, batch 1..64. quant_tma_supported lists the shape conditions.
+// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8/fp8/fp6 tensors whose tiles
+// all have raw planes of the sizes their layout implies, dense (layout 4) or, int4 only, sparse
+// (layout 5: plane B holds exactly the bitmap's popcount of codes), batch 1..64.
+// quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse.
 struct QuantTmaPlan {
-  uint32_t stored_cap;     // largest stored tile, bytes, multiple of 16
+  uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
   uint32_t tile_cols;      // nominal tile width
   uint32_t stages;         // ring depth, 2..16
+  uint32_t scratch_bytes;  // per consumer warp: a sparse tile's dense codes (0: no sparse tiles)
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: the plan does not fit
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev);
-// stages_wanted 0: as many as fit in about 100 KiB per block.
-QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_cols, uint32_t batch,
-                            uint32_t stages_wanted);
+                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles);
+// stages_wanted 0: as many as fit in about 100 KiB per block (scratch included); tile_rows,
+// tile_cols: the nominal tile shape.
+QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
+                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles);
 // x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev (k_cols * batch BF16).
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
