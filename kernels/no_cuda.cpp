@@ -11,6 +11,7 @@ namespace {
 struct GpuTensor::Impl {};
 
 bool gpu_build_has_cuda() { return false; }
+bool gpu_build_has_bulk_copy() { return false; }
 int gpu_device_count(std::string*) { no_cuda(); }
 
 GpuTensor::GpuTensor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -26,6 +27,7 @@ uint8_t GpuTensor::scheme() const { no_cuda(); }
 uint64_t GpuTensor::tile_count() const { no_cuda(); }
 uint64_t GpuTensor::stored_bytes() const { no_cuda(); }
 uint64_t GpuTensor::device_bytes() const { no_cuda(); }
+uint64_t GpuTensor::warp_tiles() const { no_cuda(); }
 void GpuTensor::decode(void*, uint32_t*, void*) const { no_cuda(); }
 void GpuTensor::gemv(const uint16_t*, float*, uint32_t, uint32_t*, void*) const { no_cuda(); }
 

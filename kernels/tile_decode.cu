@@ -200,6 +200,7 @@ template <uint32_t kBatch>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), W is (N, K) BF16
+    const uint32_t* __restrict__ ids_dev,   // (grid) the tiles to take; nullptr: tile = block
     SmemPlan plan,
     const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits: columns [0, kBatch) of rows of ld
     float* __restrict__ y_dev,              // (N, ld), columns [0, kBatch) zeroed before the launch
@@ -209,14 +210,15 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ const uint8_t* plane_ptr[kMaxPlanes];
   __shared__ uint32_t status_shared;
-  const DevTile tile = tiles_dev[blockIdx.x];
+  const uint32_t id = ids_dev ? ids_dev[blockIdx.x] : blockIdx.x;
+  const DevTile tile = tiles_dev[id];
   const SmemLayout layout(plan);
   float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
   // x for this tile's columns, read before the decode so its latency overlaps the cp.async.
   for (uint32_t i = threadIdx.x; i < tile.cols * kBatch; i += kThreads)
     xs[i] = __uint_as_float(uint32_t{x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]} << 16);
   const uint32_t status = decode_tile_smem(bytes_dev, tile, 2, plan, smem, plane_ptr, &status_shared);
-  if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
+  if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
 
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -242,15 +244,15 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
 }
 
 template <uint32_t kBatch>
-cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                              const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
+cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
                               uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = gemv_smem_bytes(plan, kBatch);
   cudaError_t err = cudaFuncSetAttribute(gemv_bf16_kernel<kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   gemv_bf16_kernel<kBatch><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
-      bytes_dev, tiles_dev, plan, x_dev, y_dev, ld, status_dev);
+      bytes_dev, tiles_dev, ids_dev, plan, x_dev, y_dev, ld, status_dev);
   return cudaGetLastError();
 }
 
@@ -272,8 +274,8 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, ui
   return cudaGetLastError();
 }
 
-cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                             const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
+cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                             uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
                              uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   // Batches above 8 run as passes of up to 8 columns (x and y strided by the full batch).
@@ -283,14 +285,14 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
     float* y = y_dev + b0;
     cudaError_t err = cudaErrorInvalidValue;
     switch (nb) {
-      case 1: err = launch_gemv_batch<1>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 2: err = launch_gemv_batch<2>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 3: err = launch_gemv_batch<3>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 4: err = launch_gemv_batch<4>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 5: err = launch_gemv_batch<5>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 6: err = launch_gemv_batch<6>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 7: err = launch_gemv_batch<7>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      default: err = launch_gemv_batch<8>(bytes_dev, tiles_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 1: err = launch_gemv_batch<1>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 2: err = launch_gemv_batch<2>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 3: err = launch_gemv_batch<3>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 4: err = launch_gemv_batch<4>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 5: err = launch_gemv_batch<5>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 6: err = launch_gemv_batch<6>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 7: err = launch_gemv_batch<7>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      default: err = launch_gemv_batch<8>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
     }
     if (err != cudaSuccess) return err;
   }

@@ -53,6 +53,8 @@ inline const char* tile_status_name(TileStatus status) {
 
 // True when this build has the CUDA kernels (never throws).
 bool gpu_build_has_cuda();
+// True when it also has the Hopper bulk-copy kernels (built with CUDA 12 or later; never throws).
+bool gpu_build_has_bulk_copy();
 
 // Number of CUDA devices visible; 0 when there is none or the driver is missing (the reason then
 // goes to *why when `why` is not null). Never throws in a CUDA build.
@@ -81,6 +83,9 @@ class GpuTensor {
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
   uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + tables)
+  // Lossless BF16: the tiles that gemv() gives the warp-per-tile kernel (0 when this build has
+  // none); the others take the block-per-tile kernel.
+  uint64_t warp_tiles() const;
 
   // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,
   // row-major. Lossless tensors: the source bytes. Lossy tensors: the dequantized float32 values,
@@ -94,8 +99,10 @@ class GpuTensor {
   //   y_dev: (N, batch) float32, row-major; overwritten (zeroed on `stream`, then accumulated)
   // For a BF16 lossless tensor or any lossy tensor (the dequantized weights). batch in 1..64.
   // Float32 accumulation; partial sums of different tile columns are combined with float
-  // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); a tile
-  // that is not kOk contributes nothing. Throws Error(kUnsupported) for a lossless tensor that is
+  // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); when a
+  // tile is not kOk, y is unspecified (a tile found corrupt at the end of its stream may already
+  // have added to it). Lossless BF16 tiles of the default shape run on a warp-per-tile kernel
+  // (kernels/lossless_gemv.cu), the others on a block-per-tile kernel. Throws Error(kUnsupported) for a lossless tensor that is
   // not BF16, Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev
   // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,

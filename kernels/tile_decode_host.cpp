@@ -78,6 +78,27 @@ uint32_t tile_max_precision(std::span<const uint8_t> stored, uint32_t planes) {
   return best;
 }
 
+// The warp-per-tile lossless GEMV (kernels/lossless_gemv.cu) takes a tile when it is BF16,
+// floatplanes and rans, with the exponent plane a mode-1 rANS stream of at most
+// kLosslessMaxExpBytes (with the directory; its shared memory per warp) and the mantissa plane
+// raw, a table precision of at most detail::kLosslessMaxPrecision, and the tile 32, 64 or 128
+// columns wide (a decode step covers 32 columns of one row, and a mantissa chunk of 16 steps
+// whole rows). Nearly every 128x128 tile of `wpack compress` qualifies. *exp_bytes: the aligned
+// bytes of directory and exponent stream; *precision: the stream's table precision.
+constexpr uint32_t kLosslessMaxExpBytes = 8192;
+bool lossless_fast_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, DType dtype,
+                        uint32_t* exp_bytes, uint32_t* precision) {
+  if (dtype != DType::BF16 || rec.filter != kFilterFloatPlanes || rec.codec != kCodecRans) return false;
+  if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 10) return false;
+  const uint64_t n = uint64_t{d.rows} * d.cols;
+  const uint32_t d0 = load_u32_le(stored.data()), d1 = load_u32_le(stored.data() + 4);
+  const uint64_t size0 = d0 & ~kRawPlaneBit;
+  if ((d0 & kRawPlaneBit) || d1 != (kRawPlaneBit | n) || size0 < 2 || 8 + size0 + n != stored.size()) return false;
+  if (stored[8] != 1 || align16(8 + size0) > kLosslessMaxExpBytes) return false;  // mode 1: rANS, inline table
+  *exp_bytes = static_cast<uint32_t>(align16(8 + size0));
+  *precision = rans_stream_precision(stored.subspan(8, size0));
+  return *precision != 0 && *precision <= detail::kLosslessMaxPrecision;
+}
 
 // ---- lossy tensors ----
 
@@ -172,6 +193,7 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
 
 
 bool gpu_build_has_cuda() { return true; }
+bool gpu_build_has_bulk_copy() { return detail::lossless_fast_built(); }
 
 int gpu_device_count(std::string* why) {
   int count = 0;
@@ -207,6 +229,13 @@ struct GpuTensor::Impl {
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
   uint16_t* xt_dev = nullptr;  // the bulk-copy GEMV's transposed x (cols x 64 BF16), allocated on first use
+  // Lossless BF16 only: the tiles of the warp-per-tile GEMV (fast) and of the block-per-tile one
+  // (slow), as tile ids in one device array: fast ids first, then slow ids.
+  uint32_t* ids_dev = nullptr;
+  uint32_t fast_count = 0, slow_count = 0;
+  uint32_t fast_exp_cap = 0, fast_precision_cap = 8;
+  detail::LosslessPlan lossless_plan[65] = {};  // per batch (pass 0: not computed yet)
+  int lossless_grid[65] = {};                   // per batch (-1: the fast kernel does not apply)
 
   ~Impl() {
     // Destructors must not throw; a failure to free is ignored (the context may already be gone).
@@ -214,6 +243,7 @@ struct GpuTensor::Impl {
     if (tiles_dev) cudaFree(tiles_dev);
     if (side_dev) cudaFree(side_dev);
     if (xt_dev) cudaFree(xt_dev);
+    if (ids_dev) cudaFree(ids_dev);
   }
 };
 
@@ -230,6 +260,7 @@ uint8_t GpuTensor::scheme() const { return impl_->scheme; }
 uint64_t GpuTensor::tile_count() const { return impl_->tile_count; }
 uint64_t GpuTensor::stored_bytes() const { return impl_->stored_bytes; }
 uint64_t GpuTensor::device_bytes() const { return impl_->device_bytes; }
+uint64_t GpuTensor::warp_tiles() const { return impl_->fast_count; }
 
 GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (tensor >= reader.tensors().size()) throw Error(ErrorCode::kInvalidArgument, "gpu upload: tensor index out of range");
@@ -264,6 +295,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint64_t total = 0;
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
+  std::vector<uint32_t> fast_ids, slow_ids;  // lossless BF16: which GEMV kernel takes each tile
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
     if (!reader.tile_checksum_ok(t.first_tile + k))
@@ -290,6 +322,14 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     // Only tiles the GPU can decode size the shared memory (a zstd tile is reported, not loaded).
     const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans) && rec.filter != kFilterBitShuffle &&
                            rec.filter <= kFilterFloatPlanes;
+    uint32_t exp_bytes = 0, precision = 0;
+    if (lossless_fast_tile(reader.tile_bytes(t.first_tile + k), rec, d, t.dtype, &exp_bytes, &precision)) {
+      fast_ids.push_back(static_cast<uint32_t>(k));
+      impl->fast_exp_cap = std::max(impl->fast_exp_cap, exp_bytes);
+      impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
+    } else {
+      slow_ids.push_back(static_cast<uint32_t>(k));
+    }
     if (decodable) {
       stored_cap = std::max(stored_cap, align16(rec.stored_size));
       raw_cap = std::max(raw_cap, align16(rec.raw_size));
@@ -342,6 +382,15 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     WPACK_CUDA_CHECK(cudaMemcpy(impl->tiles_dev, tiles.data(), tiles.size() * sizeof(DevTile), cudaMemcpyHostToDevice));
   impl->device_bytes = total + tiles.size() * sizeof(DevTile);
   if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
+  if (!fast_ids.empty() && detail::lossless_fast_built()) {
+    impl->fast_count = static_cast<uint32_t>(fast_ids.size());
+    impl->slow_count = static_cast<uint32_t>(slow_ids.size());
+    fast_ids.insert(fast_ids.end(), slow_ids.begin(), slow_ids.end());
+    WPACK_CUDA_CHECK(cudaMalloc(&impl->ids_dev, fast_ids.size() * sizeof(uint32_t)));
+    WPACK_CUDA_CHECK(
+        cudaMemcpy(impl->ids_dev, fast_ids.data(), fast_ids.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    impl->device_bytes += fast_ids.size() * sizeof(uint32_t);
+  }
   return GpuTensor(std::move(impl));
 }
 
@@ -438,8 +487,35 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->plan, x_dev,
-                                            y_dev, batch, status_dev, st));
+  // The warp-per-tile kernel for the tiles it takes (plan and grid worked out on the first call of
+  // each batch width; WPACK_GPU_NO_TMA: never), the block-per-tile kernel for the rest.
+  if (impl_->fast_count > 0) {
+    int& grid = impl_->lossless_grid[batch];
+    detail::LosslessPlan& plan = impl_->lossless_plan[batch];
+    if (grid == 0) {
+      int major = 0;
+      WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
+      plan = detail::lossless_plan(impl_->fast_exp_cap, impl_->fast_precision_cap, batch);
+      const uint64_t warps_needed = (impl_->fast_count + 3) / 4;  // 4 warps per block
+      grid = major >= 9 && plan.blocks_per_sm > 0 && !std::getenv("WPACK_GPU_NO_TMA")
+                 ? static_cast<int>(std::min<uint64_t>(warps_needed, uint64_t(multiprocessors()) * plan.blocks_per_sm))
+                 : -1;
+      if (std::getenv("WPACK_GPU_DEBUG"))
+        std::fprintf(stderr, "gemv: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
+                     batch, plan.blocks_per_sm, grid, plan.smem_bytes, impl_->fast_count, impl_->slow_count);
+    }
+    if (grid > 0) {
+      WPACK_CUDA_CHECK(detail::launch_gemv_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
+                                                     impl_->fast_count, plan, static_cast<uint32_t>(grid), x_dev,
+                                                     y_dev, batch, status_dev, st));
+      if (impl_->slow_count > 0)
+        WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
+                                                  impl_->slow_count, impl_->plan, x_dev, y_dev, batch, status_dev, st));
+      return;
+    }
+  }
+  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count, impl_->plan,
+                                            x_dev, y_dev, batch, status_dev, st));
 }
 
 }  // namespace wpack::gpu

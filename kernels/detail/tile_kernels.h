@@ -44,10 +44,33 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, ui
                           uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan, void* out_dev,
                           uint32_t* status_dev, cudaStream_t stream);
 //   x_dev (tensor_cols, batch) BF16 bits, y_dev (tensor_rows, batch) float, zeroed by the caller;
-//   batch 1..64 (passes of up to 8 columns).
-cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                             const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
-                             uint32_t* status_dev, cudaStream_t stream);
+//   batch 1..64 (passes of up to 8 columns). ids_dev: nullptr (block k takes tile k, tile_count
+//   blocks) or tile_count tile ids, the tiles to take (status_dev is indexed by tile id).
+cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                             uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev,
+                             uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
+
+// The lossless BF16 GEMV with a warp per tile (kernels/lossless_gemv.cu) for the tiles the host
+// picks: floatplanes, codec rans, exponent plane a mode-1 rANS stream, mantissa plane raw, tile
+// width a multiple of 32 up to 128. Needs bulk copies (CUDA 12 and compute capability 9.0);
+// lossless_fast_built() says whether this build has the kernel.
+struct LosslessPlan {
+  uint32_t exp_cap;        // largest aligned (directory + exponent stream) of the tiles, bytes
+  uint32_t precision_cap;  // largest table precision of their streams, 8..kLosslessMaxPrecision
+  uint32_t pass;           // batch columns per launch: 1, 2, 4 or 8
+  uint32_t smem_bytes;     // dynamic shared memory per block
+  int blocks_per_sm;       // 0: does not fit
+};
+// Largest table precision it takes: the slot table (2^p bytes per warp) is sized for the tensor's
+// largest p, and p = 12 (chosen for ~0.3% of exponent streams) would cost every warp 2 KiB more,
+// 4 blocks per multiprocessor instead of 5; such tiles take the block-per-tile kernel.
+constexpr uint32_t kLosslessMaxPrecision = 11;
+bool lossless_fast_built();
+LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t batch);
+// ids_dev: the count tile ids to take; y_dev zeroed by the caller; batch 1..64 in passes.
+cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                  uint32_t count, const LosslessPlan& plan, uint32_t grid, const uint16_t* x_dev,
+                                  float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
 
 }  // namespace wpack::gpu::detail
 

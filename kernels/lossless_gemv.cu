@@ -1,0 +1,592 @@
+// The lossless BF16 GEMV: a warp per tile, the rANS exponent plane decoded in registers and
+// multiplied at once. Byte layouts: docs/FORMAT.md ("Tile payload": floatplanes, plane
+// directory) and docs/FORMAT-rans.md; the scalar references are packer/tile_codec.cpp
+// decode_tile() and packer/rans.cpp rans_decode(), which this kernel matches bit for bit
+// (tests/gpu_tile_decode.cpp compares its y with a float64 GEMV of the source to 1e-5).
+//
+// Which tiles (the host picks them, lossless_fast_tile in tile_decode_host.cpp): BF16,
+// floatplanes, codec rans, plane 0 (the exponents) a mode-1 rANS stream of precision <= 11,
+// plane 1 (sign and mantissa) raw, tile width 32, 64 or 128. That is nearly every full tile
+// that `wpack compress` writes by default; the other tiles go to the block-per-tile kernel in
+// tile_decode.cu, in the same gemv() call.
+//
+// Why a warp per tile: a tile's exponents are one stream of 32 interleaved rANS lanes, so one
+// warp is all the parallelism a tile has, and the block-per-tile kernel (125 KiB of shared
+// memory: one block per multiprocessor, three warps idle) reached 1.4% of the copy bandwidth.
+// Here each warp owns about 10.5 KiB of shared memory (20 warps per multiprocessor) and a
+// contiguous range of tiles:
+//
+//   global: [dir 8 B][exponent stream][mantissa plane, raw]   (one tile's stored bytes)
+//             |  bulk copy, whole           |  bulk copies of <= 512 B (cells of the 512 B
+//             v                             v  address grid) into a ring of 4 slots, 3 ahead
+//   shared: exp[]                          ring[]         (per warp; an mbarrier per copy)
+//           -> header, frequency table (parsed by all lanes in step from 32-bit windows: count
+//              trailing zeros for gamma and unary codes), slot table tab[2^p] (slot -> symbol),
+//              info[256] (f << 16 | cum), lane states; the renormalisation words are moved to a
+//              4-byte boundary once so that a word is one 16-bit load
+//   step t (element 32 t + lane, tile row t / (w / 32)):
+//           s = tab[x & (M - 1)]; x = f(s) (x >> p) + slot - cum(s); renormalise: every lane
+//           loads word next + lane before the state is known, a lane that needs a word takes
+//           its rank's (ballot, popc) by shuffle; m = ring[...]; w = the BF16 of (s, m) with the
+//           floatplanes rotation undone (PRMT, shift, mask); acc[b] += w x[b] (x in registers)
+//   rows:   groups of 4 / batch rows (1 when batch >= 4) x batch columns are merged by a
+//           transposing butterfly (lane j ends with virtual row j % group), plain shuffles finish
+//           the sum, and one atomicAdd per row and batch column writes it.
+//
+// Measured (H200, docs/BENCHMARKS.md): 666 us for 28672x8192 at batch 1, 0.16x cuBLAS BF16 and
+// 8x the block-per-tile kernel. The profile: about 40 instructions per decode step, issue-bound
+// at 5 warps per scheduler and waiting on the step's dependency chain (two dependent shared
+// loads for the table, ballot, shuffle): per stream a step costs ~400 cycles, and a stream is
+// the only parallelism there is. What was measured and dropped: u32 slot entries (one shared
+// load per step instead of two) need 8 KiB per warp at p = 11, 12 warps per multiprocessor
+// instead of 20: 857 against 706 us; 32-row butterflies unrolled the step 32 times and
+// overflowed the instruction cache (stall "no instruction" first).
+//
+// y is accumulated with float atomicAdd across tile columns (as in tile_decode.cu). A tile found
+// corrupt at the end of its stream (final states, word count) may already have added to y; its
+// status says so, and y is then unspecified (kernels/tile_decode.h).
+#include <cstdint>
+#include <mutex>
+
+#include "kernels/detail/bulk_copy.cuh"
+#include "kernels/detail/rans_device.cuh"
+#include "kernels/detail/tile_kernels.h"
+
+namespace wpack::gpu::detail {
+#if WPACK_HAVE_BULK_COPY
+namespace {
+
+constexpr uint32_t kWarps = 4;      // warps per block; each works alone on its own tiles
+constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode steps of 32 lanes
+constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
+constexpr uint32_t kRing = kChunk * kSlots;
+constexpr uint32_t kRawBit = 0x80000000u;
+
+__host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
+
+// One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
+struct WarpLayout {
+  uint32_t info, tab, ring, exp, total;
+  __host__ __device__ WarpLayout(uint32_t exp_cap, uint32_t precision_cap) {
+    // [0, 64): the mbarriers (exponent stream, then one per ring slot)
+    info = 64;           // 256 u32: f << 16 | cum, per symbol
+    tab = info + 1024;   // 2^p u8: slot -> symbol
+    ring = tab + (1u << precision_cap);  // mantissa bytes, ring position = global address mod kRing
+    exp = ring + kRing;                      // directory + exponent stream
+    total = (exp + exp_cap + 16 + 127) & ~127u;  // + 16: the bit reader looks up to 8 bytes past the stream
+  }
+};
+
+// Fields of the stream's bit string (docs/FORMAT-rans.md, LSB first) read from shared memory by
+// aligned 32-bit loads and a funnel shift. Reads are checked against the stream's size, never
+// read past it by more than 8 bytes, and set `bad` instead.
+struct BitString {
+  const uint32_t* words;  // the exponent buffer, 16-aligned
+  uint32_t base;          // bit position of the bit string in the buffer (after dir and mode byte)
+  uint32_t size_bits;     // bits of the bit string
+  __device__ uint32_t peek(uint32_t pos) const {  // 32 bits from pos; caller: pos < size_bits
+    const uint32_t a = base + pos;
+    return __funnelshift_r(words[a >> 5], words[(a >> 5) + 1], a & 31);
+  }
+  __device__ uint32_t get(uint32_t& pos, uint32_t count, bool& bad) const {  // count <= 32
+    if (count > size_bits || pos > size_bits - count) {
+      bad = true;
+      return 0;
+    }
+    if (count == 0) return 0;
+    const uint32_t v = peek(pos) & (count == 32 ? ~0u : (1u << count) - 1u);
+    pos += count;
+    return v;
+  }
+  // gamma(v): z zero bits, a one, z bits of v below its leading one (z <= 24).
+  __device__ uint32_t gamma(uint32_t& pos, bool& bad) const {
+    if (pos >= size_bits) {
+      bad = true;
+      return 1;
+    }
+    const uint32_t z = __ffs(peek(pos)) - 1;  // peek == 0: z = ~0u, caught below
+    if (z > 24 || 2 * z + 1 > size_bits - pos) {
+      bad = true;
+      return 1;
+    }
+    pos += z + 1;
+    return (1u << z) | get(pos, z, bad);
+  }
+  // Unary: one bits then a zero; returns the count of ones (> 24: bad).
+  __device__ uint32_t ones(uint32_t& pos, bool& bad) const {
+    if (pos >= size_bits) {
+      bad = true;
+      return 0;
+    }
+    const uint32_t z = __ffs(~peek(pos)) - 1;
+    if (z > 24 || z + 1 > size_bits - pos) {
+      bad = true;
+      return 0;
+    }
+    pos += z + 1;
+    return z;
+  }
+};
+
+// Parses the frequency table at `pos` (docs/FORMAT-rans.md "Frequency table", 8-bit symbols)
+// into info[256] = f << 16 | cum and the slot table tab[2^p] (slot -> symbol). Every lane runs the parse in step
+// (the same instructions and values: no divergence); lane 0 writes the frequencies. Returns
+// false when the table is malformed. Ends with the warp synchronised.
+__device__ bool build_tables(const BitString& bits, uint32_t& pos, uint32_t precision, uint32_t* info,
+                             uint8_t* tab, uint32_t lane) {
+  reinterpret_cast<uint4*>(info)[lane] = make_uint4(0, 0, 0, 0);
+  reinterpret_cast<uint4*>(info)[lane + 32] = make_uint4(0, 0, 0, 0);
+  // 1. Present symbols as runs; lane l < 8 keeps the presence bits of symbols [32 l, 32 l + 32).
+  bool bad = false;
+  uint32_t present = 0, at = 0, present_count = 0;
+  for (bool first = true;; first = false) {
+    const uint32_t code = bits.gamma(pos, bad);
+    if (bad) return false;
+    if (code == 1 && !first) break;
+    const uint32_t gap = code - 1;
+    if (gap >= 256 - at) return false;
+    at += gap;
+    const uint32_t run = bits.gamma(pos, bad);
+    if (bad || run > 256 - at) return false;
+    const uint32_t lo = max(at, 32 * lane), hi = min(at + run, 32 * lane + 32);
+    if (lane < 8 && lo < hi) present |= (hi - lo == 32 ? ~0u : ((1u << (hi - lo)) - 1u)) << (lo - 32 * lane);
+    present_count += run;
+    at += run;
+    if (at == 256) break;
+  }
+  if (present_count == 0) return false;
+  // 2. Frequencies of the present symbols but the last, in symbol order.
+  const uint32_t top = present ? 32 * lane + 31 - __clz(present) : 0u;
+  const uint32_t last = __reduce_max_sync(0xFFFFFFFFu, top);
+  const uint32_t total = 1u << precision;
+  uint32_t sum = 0;
+  int prev_len = 0;
+  __syncwarp();  // the zeroed info before lane 0's writes
+  for (uint32_t word = 0; word <= last / 32; ++word) {
+    uint32_t m = __shfl_sync(0xFFFFFFFFu, present, word);
+    for (; m; m &= m - 1) {
+      const uint32_t s = 32 * word + __ffs(m) - 1;
+      if (s == last) break;
+      const uint32_t zz = bits.ones(pos, bad);
+      if (bad) return false;
+      const int len = prev_len + ((zz & 1) ? -static_cast<int>((zz + 1) / 2) : static_cast<int>(zz / 2));
+      if (len < 0 || len > static_cast<int>(precision)) return false;
+      uint32_t v = len == 1 ? 1u : 0u;
+      if (len >= 2) v = (1u << (len - 1)) | bits.get(pos, len - 1, bad);
+      if (bad) return false;
+      sum += v + 1;
+      if (sum >= total) return false;
+      if (lane == 0) info[s] = v + 1;
+      prev_len = len;
+    }
+  }
+  if (lane == 0) info[last] = total - sum;
+  __syncwarp();
+  // 3. cum by a warp prefix sum (lane l: symbols 8 l .. 8 l + 7), info = f << 16 | cum.
+  uint4 f0 = reinterpret_cast<const uint4*>(info)[2 * lane], f1 = reinterpret_cast<const uint4*>(info)[2 * lane + 1];
+  const uint32_t mine = f0.x + f0.y + f0.z + f0.w + f1.x + f1.y + f1.z + f1.w;
+  uint32_t all = 0;
+  uint32_t c = warp_exclusive_sum(mine, lane, &all);
+  uint32_t f[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
+#pragma unroll
+  for (uint32_t i = 0; i < 8; ++i) {
+    const uint32_t fi = f[i];
+    f[i] = (fi << 16) | c;
+    c += fi;
+  }
+  reinterpret_cast<uint4*>(info)[2 * lane] = make_uint4(f[0], f[1], f[2], f[3]);
+  reinterpret_cast<uint4*>(info)[2 * lane + 1] = make_uint4(f[4], f[5], f[6], f[7]);
+  __syncwarp();
+  // 4. The slot table: symbol by symbol, the warp fills its f slots.
+  for (uint32_t word = 0; word <= last / 32; ++word) {
+    for (uint32_t m = __shfl_sync(0xFFFFFFFFu, present, word); m; m &= m - 1) {
+      const uint32_t s = 32 * word + __ffs(m) - 1;
+      const uint32_t e = info[s], f = e >> 16;
+      for (uint32_t j = lane; j < f; j += 32) tab[(e & 0xFFFFu) + j] = static_cast<uint8_t>(s);
+    }
+  }
+  __syncwarp();
+  return true;
+}
+
+// Merges two partial-row registers at butterfly level `level`: a holds virtual rows whose bit
+// `level` is 0, b those whose bit is 1; the result holds, in lane j, the row selected by bit
+// `level` of j, summed over lanes j and j ^ (1 << level).
+__device__ __forceinline__ float merge_rows(float a, float b, uint32_t level, uint32_t lane) {
+  const bool upper = (lane >> level) & 1u;
+  return (upper ? b : a) + __shfl_xor_sync(0xFFFFFFFFu, upper ? a : b, 1u << level);
+}
+
+// Status of a tile's directory as the kernel reads it (the host chose tiles where it holds).
+__device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, uint32_t n, uint32_t stored,
+                                                     uint32_t exp_cap) {
+  const uint32_t size0 = d0 & ~kRawBit;
+  if ((d0 & kRawBit) || d1 != (kRawBit | n) || size0 < 2 || uint64_t{8} + size0 + n != stored) return kCorrupt;
+  if (align16(8 + size0) > exp_cap) return kTooLarge;
+  return kOk;
+}
+
+template <uint32_t kB>  // batch columns per pass: 1, 2, 4 or 8
+__global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
+    const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
+    uint32_t count, uint32_t exp_cap, uint32_t precision_cap,
+    const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits, columns [0, nb) of this pass
+    float* __restrict__ y_dev,              // (N, ld), columns [0, nb) of this pass
+    uint32_t ld, uint32_t nb,
+    uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
+  static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8, "batch per pass");
+  // Tile rows are reduced in groups of kGroupRows rows x kB columns = 4 or 8 "virtual rows": the
+  // butterfly merges them (kMergeLevels levels), plain shuffles finish the sum (a small group keeps
+  // the unrolled loop short: 32 rows per butterfly overflowed the instruction cache).
+  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;
+  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 8 ? 3 : 2;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const WarpLayout layout(exp_cap, precision_cap);
+  uint8_t* base = smem + warp * layout.total;
+  uint64_t* exp_bar = reinterpret_cast<uint64_t*>(base);
+  uint64_t* ring_bar = exp_bar + 1;
+  uint32_t* info = reinterpret_cast<uint32_t*>(base + layout.info);
+  uint8_t* tab = base + layout.tab;
+  uint8_t* ring = base + layout.ring;
+  uint8_t* exp = base + layout.exp;
+
+  const uint64_t gw = uint64_t{blockIdx.x} * kWarps + warp, warps = uint64_t{gridDim.x} * kWarps;
+  const uint32_t first = static_cast<uint32_t>(gw * count / warps), last = static_cast<uint32_t>((gw + 1) * count / warps);
+  if (first == last) return;
+  if (lane == 0) {
+    for (uint32_t i = 0; i <= kSlots; ++i) mbar_init(exp_bar + i, 1);
+    mbar_init_fence();
+  }
+  __syncwarp();
+  const uint64_t policy = evict_first_policy();
+
+  // Tile records, 32 at a time: lane l holds record rec_base + l.
+  uint32_t rec_base = first, rec_id = 0;
+  DevTile rec{};
+  auto load_records = [&](uint32_t from) {
+    rec_base = from;
+    if (from + lane < last) {
+      rec_id = ids_dev[from + lane];
+      rec = tiles_dev[rec_id];
+    }
+  };
+  load_records(first);
+  struct Tile {
+    uint64_t offset;
+    uint32_t id, stored, row0, col0, rows, cols, d0, d1, status;
+  };
+  auto tile_at = [&](uint32_t k) {
+    if (k - rec_base >= 32) load_records(k);
+    const uint32_t src = k - rec_base;
+    Tile t;
+    t.offset = __shfl_sync(0xFFFFFFFFu, rec.offset, src);
+    t.id = __shfl_sync(0xFFFFFFFFu, rec_id, src);
+    t.stored = __shfl_sync(0xFFFFFFFFu, rec.stored_size, src);
+    t.row0 = __shfl_sync(0xFFFFFFFFu, rec.row0, src);
+    t.col0 = __shfl_sync(0xFFFFFFFFu, rec.col0, src);
+    t.rows = __shfl_sync(0xFFFFFFFFu, rec.rows, src);
+    t.cols = __shfl_sync(0xFFFFFFFFu, rec.cols, src);
+    const uint2 dir = *reinterpret_cast<const uint2*>(bytes_dev + t.offset);  // the plane directory
+    t.d0 = dir.x, t.d1 = dir.y;
+    t.status = directory_status(t.d0, t.d1, t.rows * t.cols, t.stored, exp_cap);
+    return t;
+  };
+  // Mantissa chunk c of a tile: cell c of the 512-byte grid of global addresses from the one
+  // holding the plane's first byte, cut to the plane rounded out to 16 bytes (inside the tile's
+  // 16-aligned allocation); it lands at its address mod kRing, so it never wraps the ring.
+  auto mantissa_start = [](const Tile& t) { return t.offset + 8 + (t.d0 & ~kRawBit); };
+  auto chunks_of = [&](const Tile& t) {
+    return static_cast<uint32_t>((mantissa_start(t) % kChunk + t.rows * t.cols + kChunk - 1) / kChunk);
+  };
+  auto issue_chunk = [&](const Tile& t, uint32_t c) {  // lane 0 only
+    const uint64_t ms = mantissa_start(t), cell = (ms & ~uint64_t{kChunk - 1}) + uint64_t{kChunk} * c;
+    const uint64_t from = max(cell, ms & ~uint64_t{15});
+    const uint64_t to = min(cell + kChunk, (ms + t.rows * t.cols + 15) & ~uint64_t{15});
+    const uint32_t bytes = static_cast<uint32_t>(to - from);
+    uint64_t* bar = ring_bar + c % kSlots;
+    mbar_arrive_expect_tx(bar, bytes);
+    bulk_load(ring + from % kRing, bytes_dev + from, bytes, bar, policy);
+  };
+  // Starts a tile's copies: the directory and exponent stream whole, the first 3 mantissa chunks.
+  auto issue_tile = [&](const Tile& t) {
+    if (t.status != kOk || lane != 0) return;
+    const uint32_t eb = align16(8 + (t.d0 & ~kRawBit));
+    mbar_arrive_expect_tx(exp_bar, eb);
+    bulk_load(exp, bytes_dev + t.offset, eb, exp_bar, policy);
+    const uint32_t chunks = chunks_of(t);
+    for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) issue_chunk(t, c);
+  };
+
+  uint32_t exp_phase = 0, ring_phase = 0;  // parity per barrier (bit i: ring slot i)
+  auto wait_chunk = [&](uint32_t c) {
+    const uint32_t slot = c % kSlots;
+    mbar_wait(ring_bar + slot, (ring_phase >> slot) & 1u);
+    ring_phase ^= 1u << slot;
+  };
+
+  Tile cur = tile_at(first);
+  issue_tile(cur);
+  for (uint32_t k = first; k < last; ++k) {
+    Tile nxt{};
+    if (k + 1 < last) nxt = tile_at(k + 1);  // its records and directory, latency hidden by this tile
+    uint32_t status = cur.status;
+    const uint32_t n = cur.rows * cur.cols;
+    // x of the lane's columns 32 j + lane (BF16 -> float), in registers; loaded while the copies
+    // are in flight.
+    float xr[4][kB];
+#pragma unroll
+    for (uint32_t j = 0; j < 4; ++j) {
+#pragma unroll
+      for (uint32_t b = 0; b < kB; ++b) {
+        const uint32_t c = 32 * j + lane;
+        xr[j][b] = c < cur.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
+      }
+    }
+    uint32_t chunks = 0;
+    if (status == kOk) {
+      chunks = chunks_of(cur);
+      mbar_wait(exp_bar, exp_phase);
+      exp_phase ^= 1;
+    }
+
+    // ---- the stream's header, table and lane states (docs/FORMAT-rans.md "Modes 1 and 3") ----
+    const uint32_t size0 = cur.d0 & ~kRawBit;
+    const BitString bits{reinterpret_cast<const uint32_t*>(exp), 72, (size0 - 1) * 8};
+    bool bad = status != kOk || exp[8] != 1;  // mode 1 (the host only sends such tiles)
+    uint32_t pos = 0, precision = 0, tail = 0, x = 0, main_len = 0, word_count = 0;
+    const uint16_t* words = nullptr;
+    if (!bad) {
+      precision = kMinPrecision + bits.get(pos, kPrecisionFieldBits, bad);
+      const uint32_t delta_bits = bits.get(pos, kDeltaFieldBits, bad);
+      const uint32_t tail_base = bits.get(pos, kTailFieldBits, bad);
+      if (bad || precision > kLosslessMaxPrecision || precision > precision_cap) bad = true;
+      uint32_t lane_pos = pos + delta_bits * lane;
+      tail = tail_base + bits.get(lane_pos, delta_bits, bad);
+      pos += delta_bits * 32;
+      bad = __any_sync(0xFFFFFFFFu, bad);
+      if (!bad) bad = !build_tables(bits, pos, precision, info, tab, lane);
+    }
+    if (!bad) {
+      const uint32_t steps = n / 32;
+      main_len = steps - min(tail, steps);
+      const uint32_t field_bits = main_len > 0 ? kMainLengthBits : kTailLengthBits;
+      uint32_t fields_total = 0;
+      uint32_t at = pos + warp_exclusive_sum(field_bits, lane, &fields_total);
+      const uint32_t field = bits.get(at, field_bits, bad);
+      const uint32_t width = main_len > 0 ? field + kStateLowerBits + 1 : field;
+      if (width > 32) bad = true;
+      const uint32_t mantissa_bits = width > 1 && width <= 32 ? width - 1 : 0u;
+      uint32_t mantissas_total = 0;
+      at = pos + fields_total + warp_exclusive_sum(mantissa_bits, lane, &mantissas_total);
+      x = bits.get(at, mantissa_bits, bad);
+      if (width >= 1 && width <= 32) x |= 1u << (width - 1);
+      pos += fields_total + mantissas_total;
+      const uint32_t pad = (8 - (pos & 7u)) & 7u;
+      if (bits.get(pos, pad, bad) != 0) bad = true;
+      bad = __any_sync(0xFFFFFFFFu, bad);
+      const uint32_t body = 1 + pos / 8;  // bytes of mode, header, table and states
+      if (!bad && ((size0 - body) & 1u)) bad = true;
+      if (!bad) {
+        word_count = (size0 - body) / 2;
+        // Move the words to a 4-byte boundary (they start anywhere): out[i] = bytes [W + 4 i, + 4).
+        const uint32_t w_at = 8 + body, shift = w_at & 3u;
+        uint32_t* w32 = reinterpret_cast<uint32_t*>(exp + (w_at & ~3u));
+        if (shift) {
+          const uint32_t n32 = (2 * word_count + 3) / 4;
+          for (uint32_t i0 = 0; i0 < n32; i0 += 32) {
+            const uint32_t i = i0 + lane;
+            const uint32_t v = i < n32 ? __funnelshift_r(w32[i], w32[i + 1], 8 * shift) : 0u;
+            __syncwarp();
+            if (i < n32) w32[i] = v;
+            __syncwarp();
+          }
+        }
+        words = reinterpret_cast<const uint16_t*>(w32);
+      }
+    }
+    if (bad && status == kOk) status = kCorrupt;
+
+
+    // ---- decode + multiply: step t is element 32 t + lane, tile row t / steps_per_row ----
+    uint32_t next = 0;
+    if (status == kOk) {
+      // Tile widths are 32, 64 or 128: a row group's steps divide the 16 steps of a mantissa chunk,
+      // so chunks are managed between groups.
+      const uint32_t steps_per_row = cur.cols / 32, mask = (1u << precision) - 1u;
+      const uint32_t below = (1u << lane) - 1u, last_word = word_count > 0 ? word_count - 1 : 0u;
+      uint32_t moff = static_cast<uint32_t>((mantissa_start(cur) + lane) % kRing);
+      uint32_t t = 0;
+      for (uint32_t rg = 0; rg < cur.rows; rg += kGroupRows) {
+        if ((t & 15u) == 0) {  // a new chunk of 512 elements: chunks t/16 and t/16 + 1 hold it
+          const uint32_t s = t / 16;
+          if (s == 0) wait_chunk(0);
+          if (s + 1 < chunks) wait_chunk(s + 1);
+          __syncwarp();  // every lane is past chunk s - 1: its slot takes chunk s + 3
+          if (lane == 0 && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
+        }
+        float tree[3], total = 0.f;
+#pragma unroll
+        for (uint32_t r = 0; r < kGroupRows; ++r) {
+          float acc[kB];
+#pragma unroll
+          for (uint32_t b = 0; b < kB; ++b) acc[b] = 0.f;
+#pragma unroll
+          for (uint32_t j = 0; j < 4; ++j) {
+            if (rg + r < cur.rows && j < steps_per_row) {
+              // The next 32 words, one per lane, fetched before they are known to be needed (off
+              // the state's dependency chain); a lane that needs one takes its rank's by shuffle.
+              // Clamped so that a corrupt stream wanting more words than it has reads inside the
+              // buffer (it ends with next > word_count: corrupt).
+              const uint32_t ahead = words[min(next + lane, last_word)];
+              const uint32_t slot = x & mask, symbol = tab[slot], fc = info[symbol];
+              const uint32_t v = (fc >> 16) * (x >> precision) + slot - (fc & 0xFFFFu);
+              const bool need = t < main_len && v < kStateLower;
+              const uint32_t ballot = __ballot_sync(0xFFFFFFFFu, need);
+              const uint32_t word = __shfl_sync(0xFFFFFFFFu, ahead, __popc(ballot & below));
+              next += __popc(ballot);
+              x = need ? __byte_perm(v, word, 0x1054) : v;  // (v << 16) | word
+              const uint32_t m = ring[moff];
+              moff = (moff + 32) % kRing;
+              // BF16 bits = (symbol << 8 | m) rotated right by one within 16 bits; as float: << 16.
+              const float w = __uint_as_float((__byte_perm(symbol, m, 0x0404) << 15) & 0xFFFF0000u);
+#pragma unroll
+              for (uint32_t b = 0; b < kB; ++b) acc[b] = fmaf(w, xr[j][b], acc[b]);
+              ++t;
+            }
+          }
+          // Push (row r, column b) as virtual row k = r kB + b into the butterfly.
+#pragma unroll
+          for (uint32_t b = 0; b < kB; ++b) {
+            const uint32_t vk = r * kB + b;
+            float carry = acc[b];
+            bool placed = false;
+#pragma unroll
+            for (uint32_t level = 0; level < kMergeLevels; ++level) {
+              if (!placed) {
+                if (vk & (1u << level)) {
+                  carry = merge_rows(tree[level], carry, level, lane);
+                } else {
+                  tree[level] = carry;
+                  placed = true;
+                }
+              }
+            }
+            if (!placed) total = carry;
+          }
+        }
+        // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
+#pragma unroll
+        for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
+        const uint32_t row = rg + lane / kB, b = lane % kB;
+        if (lane < kGroup && row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
+      }
+      const bool wrong_end = x != (tail ? 0u : kStateLower);
+      if (__any_sync(0xFFFFFFFFu, wrong_end) || next != word_count) status = kCorrupt;
+    } else if (cur.status == kOk) {
+      // Corrupt stream: drain the mantissa copies already issued, so the barriers stay in step.
+      for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) wait_chunk(c);
+    }
+    // Every lane is done with exp and ring: the next tile's copies may land. The proxy fence
+    // orders the lanes' own writes to exp (the word move) before the bulk copy's.
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncwarp();
+    if (k + 1 < last) issue_tile(nxt);
+    if (lane == 0) status_dev[cur.id] = status;
+    cur = nxt;
+  }
+}
+
+template <uint32_t kB>
+struct LosslessKernel {
+  static constexpr auto kernel = lossless_gemv_kernel<kB>;
+  // The device's whole opt-in shared memory, once per instance and device (the first 16).
+  static cudaError_t prepare() {
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    auto set = [&] {
+      int limit = 0;
+      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+      return e;
+    };
+    static std::once_flag once[16];
+    static cudaError_t result[16];
+    if (device < 0 || device >= 16) return set();
+    std::call_once(once[device], [&] { result[device] = set(); });
+    return result[device];
+  }
+};
+
+uint32_t pass_width(uint32_t batch) { return batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1; }
+
+}  // namespace
+
+bool lossless_fast_built() { return true; }
+
+LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t batch) {
+  LosslessPlan plan{};
+  plan.exp_cap = align16(exp_cap);
+  plan.precision_cap = precision_cap;
+  plan.pass = pass_width(batch);
+  plan.smem_bytes = kWarps * WarpLayout(plan.exp_cap, precision_cap).total;
+  cudaError_t err = cudaSuccess;
+  const void* fn = nullptr;
+  auto pick = [&](auto kernel_type) {
+    using K = decltype(kernel_type);
+    err = K::prepare();
+    fn = reinterpret_cast<const void*>(K::kernel);
+  };
+  switch (plan.pass) {
+    case 1: pick(LosslessKernel<1>{}); break;
+    case 2: pick(LosslessKernel<2>{}); break;
+    case 4: pick(LosslessKernel<4>{}); break;
+    default: pick(LosslessKernel<8>{}); break;
+  }
+  int blocks = 0;
+  if (err == cudaSuccess &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 32 * kWarps, plan.smem_bytes) == cudaSuccess)
+    plan.blocks_per_sm = blocks;
+  cudaGetLastError();  // a plan that does not fit is reported by blocks_per_sm = 0, not as a sticky error
+  return plan;
+}
+
+cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                  uint32_t count, const LosslessPlan& plan, uint32_t grid, const uint16_t* x_dev,
+                                  float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  for (uint32_t b0 = 0; b0 < batch; b0 += plan.pass) {
+    const uint32_t nb = min(plan.pass, batch - b0);
+    auto launch = [&](auto kernel_type) {
+      using K = decltype(kernel_type);
+      K::kernel<<<grid, 32 * kWarps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, plan.exp_cap,
+                                                               plan.precision_cap, x_dev + b0, y_dev + b0, batch, nb,
+                                                               status_dev);
+    };
+    switch (plan.pass) {
+      case 1: launch(LosslessKernel<1>{}); break;
+      case 2: launch(LosslessKernel<2>{}); break;
+      case 4: launch(LosslessKernel<4>{}); break;
+      case 8: launch(LosslessKernel<8>{}); break;
+      default: return cudaErrorInvalidValue;
+    }
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+#else  // no bulk copies in this toolkit: the host keeps every tile on the block-per-tile kernel
+
+bool lossless_fast_built() { return false; }
+LosslessPlan lossless_plan(uint32_t, uint32_t, uint32_t) { return LosslessPlan{}; }
+cudaError_t launch_gemv_bf16_fast(const uint8_t*, const DevTile*, const uint32_t*, uint32_t, const LosslessPlan&,
+                                  uint32_t, const uint16_t*, float*, uint32_t, uint32_t*, cudaStream_t) {
+  return cudaErrorNotSupported;
+}
+
+#endif  // WPACK_HAVE_BULK_COPY
+}  // namespace wpack::gpu::detail
