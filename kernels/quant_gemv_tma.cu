@@ -46,18 +46,12 @@
 
 #include <cuda_fp16.h>
 
+#include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/mma_codes.cuh"
 #include "kernels/detail/tile_kernels.h"
 
-// The bulk copies, transaction-count mbarriers and their fence need PTX ISA 8.0 (CUDA 12). With an
-// older toolkit (Debian 12 ships CUDA 11.8) the kernel is left out: quant_tma_supported() says no
-// and the other kernels serve these tensors.
-#if defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ >= 12
-#define WPACK_HAVE_BULK_COPY 1
-#else
-#define WPACK_HAVE_BULK_COPY 0
-#endif
-
+// The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh): with an older toolkit the kernel
+// is left out, quant_tma_supported() says no and the other kernels serve these tensors.
 namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
 namespace {
@@ -69,41 +63,6 @@ constexpr uint8_t kLayoutSparse = 5;      // DevTile::filter of a quant_sparse t
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
 __host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-// Waits until the phase of `bar` with this parity has completed.
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      " .reg .pred done;\n"
-      "WPACK_MBAR_WAIT_%=:\n"
-      " mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      " @!done bra WPACK_MBAR_WAIT_%=;\n"
-      "}\n" ::"r"(smem_u32(bar)),
-      "r"(parity)
-      : "memory");
-}
-// Bulk copy global -> shared (dst, src 16-aligned, bytes a multiple of 16), completing on `bar`.
-// `policy`: an L2 cache policy (createpolicy): tile bytes are read once (evict first), x often.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(
-          smem_u32(dst)),
-      "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
-      : "memory");
-}
 
 struct StageGeometry {
   uint32_t row0, col0, h, w;
@@ -524,13 +483,13 @@ __global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
       mbar_init(&full[s], 1);
       mbar_init(&empty[s], kWarpTile ? 1 : kWarps);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_init_fence();
   }
   __syncthreads();
 
   if (warp == kWarps) {  // producer: lanes load 32 tile records at once, lane 0 issues the copies
-    uint64_t policy, x_policy;  // tile bytes are read once; x by every tile row
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    const uint64_t policy = evict_first_policy();  // tile bytes are read once; x by every tile row
+    uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
     uint32_t s = 0, phase = 0;
     for (uint64_t base = t_begin; base < t_end; base += 32) {
