@@ -29,7 +29,8 @@
 //           loads word next + lane before the state is known, a lane that needs a word takes
 //           its rank's (ballot, popc) by shuffle; m = ring[...]; w = the BF16 of (s, m) with the
 //           floatplanes rotation undone (PRMT, shift, mask); acc[b] += w x[b] (x in registers)
-//   rows:   groups of 4 / batch rows (1 when batch >= 4) x batch columns are merged by a
+//   rows:   groups of 4 / batch rows (1 when batch >= 4) x batch columns (batch: 1, 2, 4, 8 or 16
+//           per launch; wider batches run as passes of 16) are merged by a
 //           transposing butterfly (lane j ends with virtual row j % group), plain shuffles finish
 //           the sum, and one atomicAdd per row and batch column writes it.
 //
@@ -226,7 +227,7 @@ __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, u
   return kOk;
 }
 
-template <uint32_t kB>  // batch columns per pass: 1, 2, 4 or 8
+template <uint32_t kB>  // batch columns per pass: 1, 2, 4, 8 or 16
 __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
@@ -236,12 +237,12 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     float* __restrict__ y_dev,              // (N, ld), columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
-  static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8, "batch per pass");
-  // Tile rows are reduced in groups of kGroupRows rows x kB columns = 4 or 8 "virtual rows": the
+  static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
+  // Tile rows are reduced in groups of kGroupRows rows x kB columns = 4, 8 or 16 "virtual rows": the
   // butterfly merges them (kMergeLevels levels), plain shuffles finish the sum (a small group keeps
   // the unrolled loop short: 32 rows per butterfly overflowed the instruction cache).
   constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;
-  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 8 ? 3 : 2;
+  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const WarpLayout layout(exp_cap, precision_cap);
@@ -427,7 +428,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
           __syncwarp();  // every lane is past chunk s - 1: its slot takes chunk s + 3
           if (lane == 0 && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
         }
-        float tree[3], total = 0.f;
+        float tree[kMergeLevels], total = 0.f;
 #pragma unroll
         for (uint32_t r = 0; r < kGroupRows; ++r) {
           float acc[kB];
@@ -521,7 +522,9 @@ struct LosslessKernel {
   }
 };
 
-uint32_t pass_width(uint32_t batch) { return batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1; }
+uint32_t pass_width(uint32_t batch) {
+  return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
+}
 
 }  // namespace
 
@@ -544,7 +547,8 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
     case 1: pick(LosslessKernel<1>{}); break;
     case 2: pick(LosslessKernel<2>{}); break;
     case 4: pick(LosslessKernel<4>{}); break;
-    default: pick(LosslessKernel<8>{}); break;
+    case 8: pick(LosslessKernel<8>{}); break;
+    default: pick(LosslessKernel<16>{}); break;
   }
   int blocks = 0;
   if (err == cudaSuccess &&
@@ -571,6 +575,7 @@ cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles
       case 2: launch(LosslessKernel<2>{}); break;
       case 4: launch(LosslessKernel<4>{}); break;
       case 8: launch(LosslessKernel<8>{}); break;
+      case 16: launch(LosslessKernel<16>{}); break;
       default: return cudaErrorInvalidValue;
     }
     const cudaError_t err = cudaGetLastError();
