@@ -227,21 +227,24 @@ __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, u
   return kOk;
 }
 
-template <uint32_t kB>  // batch columns per pass: 1, 2, 4, 8 or 16
+template <uint32_t kB>  // batch columns per pass: 1, 2, 4, 8 or 16; 0: decode only (out_dev (N, ld) BF16)
 __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
     const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
     uint32_t count, uint32_t exp_cap, uint32_t precision_cap,
     const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits, columns [0, nb) of this pass
-    float* __restrict__ y_dev,              // (N, ld), columns [0, nb) of this pass
+    void* __restrict__ out_dev,             // y: (N, ld) float, columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
-  static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
+  static_assert(kB <= 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
+  constexpr bool kDecode = kB == 0;
+  constexpr uint32_t kCols = kDecode ? 1 : kB;  // array extents
+  float* y_dev = static_cast<float*>(out_dev);
   // Tile rows are reduced in groups of kGroupRows rows x kB columns = 4, 8 or 16 "virtual rows": the
   // butterfly merges them (kMergeLevels levels), plain shuffles finish the sum (a small group keeps
   // the unrolled loop short: 32 rows per butterfly overflowed the instruction cache).
-  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;
+  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : kDecode ? 4 : 4 / kB;
   constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -337,13 +340,15 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint32_t n = cur.rows * cur.cols;
     // x of the lane's columns 32 j + lane (BF16 -> float), in registers; loaded while the copies
     // are in flight.
-    float xr[4][kB];
+    float xr[4][kCols];
+    if constexpr (!kDecode) {
 #pragma unroll
-    for (uint32_t j = 0; j < 4; ++j) {
+      for (uint32_t j = 0; j < 4; ++j) {
 #pragma unroll
-      for (uint32_t b = 0; b < kB; ++b) {
-        const uint32_t c = 32 * j + lane;
-        xr[j][b] = c < cur.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
+        for (uint32_t b = 0; b < kB; ++b) {
+          const uint32_t c = 32 * j + lane;
+          xr[j][b] = c < cur.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
+        }
       }
     }
     uint32_t chunks = 0;
@@ -431,9 +436,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         float tree[kMergeLevels], total = 0.f;
 #pragma unroll
         for (uint32_t r = 0; r < kGroupRows; ++r) {
-          float acc[kB];
+          float acc[kCols];
 #pragma unroll
-          for (uint32_t b = 0; b < kB; ++b) acc[b] = 0.f;
+          for (uint32_t b = 0; b < kCols; ++b) acc[b] = 0.f;
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (rg + r < cur.rows && j < steps_per_row) {
@@ -452,15 +457,20 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
               const uint32_t m = ring[moff];
               moff = (moff + 32) % kRing;
               // BF16 bits = (symbol << 8 | m) rotated right by one within 16 bits; as float: << 16.
-              const float w = __uint_as_float((__byte_perm(symbol, m, 0x0404) << 15) & 0xFFFF0000u);
+              const uint32_t bits = (__byte_perm(symbol, m, 0x0404) << 15) & 0xFFFF0000u;
+              if constexpr (kDecode) {
+                static_cast<uint16_t*>(out_dev)[uint64_t{cur.row0 + rg + r} * ld + cur.col0 + 32 * j + lane] =
+                    static_cast<uint16_t>(bits >> 16);
+              } else {
 #pragma unroll
-              for (uint32_t b = 0; b < kB; ++b) acc[b] = fmaf(w, xr[j][b], acc[b]);
+                for (uint32_t b = 0; b < kB; ++b) acc[b] = fmaf(__uint_as_float(bits), xr[j][b], acc[b]);
+              }
               ++t;
             }
           }
           // Push (row r, column b) as virtual row k = r kB + b into the butterfly.
 #pragma unroll
-          for (uint32_t b = 0; b < kB; ++b) {
+          for (uint32_t b = 0; b < kCols && !kDecode; ++b) {
             const uint32_t vk = r * kB + b;
             float carry = acc[b];
             bool placed = false;
@@ -478,11 +488,13 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
             if (!placed) total = carry;
           }
         }
-        // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
+        if constexpr (!kDecode) {
+          // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
 #pragma unroll
-        for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
-        const uint32_t row = rg + lane / kB, b = lane % kB;
-        if (lane < kGroup && row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
+          for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
+          const uint32_t row = rg + lane / kB, b = lane % kB;
+          if (lane < kGroup && row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
+        }
       }
       const bool wrong_end = x != (tail ? 0u : kStateLower);
       if (__any_sync(0xFFFFFFFFu, wrong_end) || next != word_count) status = kCorrupt;
@@ -522,8 +534,8 @@ struct LosslessKernel {
   }
 };
 
-uint32_t pass_width(uint32_t batch) {
-  return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
+uint32_t pass_width(uint32_t batch) {  // batch 0: decode only
+  return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : batch;
 }
 
 }  // namespace
@@ -544,6 +556,7 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
     fn = reinterpret_cast<const void*>(K::kernel);
   };
   switch (plan.pass) {
+    case 0: pick(LosslessKernel<0>{}); break;
     case 1: pick(LosslessKernel<1>{}); break;
     case 2: pick(LosslessKernel<2>{}); break;
     case 4: pick(LosslessKernel<4>{}); break;
@@ -558,10 +571,22 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
   return plan;
 }
 
+cudaError_t launch_decode_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                    uint32_t count, const LosslessPlan& plan, uint32_t grid, uint16_t* out_dev,
+                                    uint64_t tensor_cols, uint32_t* status_dev, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  if (plan.pass != 0 || tensor_cols > UINT32_MAX) return cudaErrorInvalidValue;
+  LosslessKernel<0>::kernel<<<grid, 32 * kWarps, plan.smem_bytes, stream>>>(
+      bytes_dev, tiles_dev, ids_dev, count, plan.exp_cap, plan.precision_cap, nullptr, out_dev,
+      static_cast<uint32_t>(tensor_cols), 0, status_dev);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                                   uint32_t count, const LosslessPlan& plan, uint32_t grid, const uint16_t* x_dev,
                                   float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
+  if (plan.pass == 0) return cudaErrorInvalidValue;
   for (uint32_t b0 = 0; b0 < batch; b0 += plan.pass) {
     const uint32_t nb = min(plan.pass, batch - b0);
     auto launch = [&](auto kernel_type) {
@@ -590,6 +615,10 @@ bool lossless_fast_built() { return false; }
 LosslessPlan lossless_plan(uint32_t, uint32_t, uint32_t) { return LosslessPlan{}; }
 cudaError_t launch_gemv_bf16_fast(const uint8_t*, const DevTile*, const uint32_t*, uint32_t, const LosslessPlan&,
                                   uint32_t, const uint16_t*, float*, uint32_t, uint32_t*, cudaStream_t) {
+  return cudaErrorNotSupported;
+}
+cudaError_t launch_decode_bf16_fast(const uint8_t*, const DevTile*, const uint32_t*, uint32_t, const LosslessPlan&,
+                                    uint32_t, uint16_t*, uint64_t, uint32_t*, cudaStream_t) {
   return cudaErrorNotSupported;
 }
 

@@ -169,6 +169,7 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
 __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count)
+    const uint32_t* __restrict__ ids_dev,   // (grid) the tiles to take; nullptr: tile = block
     uint32_t elem_size,                     // bytes per element: 1, 2, 4 or 8
     uint64_t tensor_cols,                   // elements per row of the output
     SmemPlan plan,
@@ -177,9 +178,10 @@ __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ const uint8_t* plane_ptr[kMaxPlanes];
   __shared__ uint32_t status_shared;
-  const DevTile tile = tiles_dev[blockIdx.x];
+  const uint32_t id = ids_dev ? ids_dev[blockIdx.x] : blockIdx.x;
+  const DevTile tile = tiles_dev[id];
   const uint32_t status = decode_tile_smem(bytes_dev, tile, elem_size, plan, smem, plane_ptr, &status_shared);
-  if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
+  if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
 
   const uint32_t elements = tile.rows * tile.cols;
@@ -261,16 +263,16 @@ cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev
 uint64_t decode_smem_bytes(const SmemPlan& plan) { return SmemLayout(plan).total; }
 uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch) { return SmemLayout(plan, plan.cols_cap * batch).total; }
 
-cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                          uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan, void* out_dev,
-                          uint32_t* status_dev, cudaStream_t stream) {
+cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                          uint64_t tile_count, uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan,
+                          void* out_dev, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   const uint64_t smem = decode_smem_bytes(plan);
   cudaError_t err = cudaFuncSetAttribute(decode_tiles_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   decode_tiles_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
-      bytes_dev, tiles_dev, elem_size, tensor_cols, plan, static_cast<uint8_t*>(out_dev), status_dev);
+      bytes_dev, tiles_dev, ids_dev, elem_size, tensor_cols, plan, static_cast<uint8_t*>(out_dev), status_dev);
   return cudaGetLastError();
 }
 

@@ -4,12 +4,13 @@
 // (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() throws
 // Error(kUnsupported, "this wpack build has no CUDA").
 //
-// Model: a GpuTensor is one lossless tensor of an open .wpk whose tiles' stored bytes (exactly as
-// in the file, codec and filter not undone) and a tile table were copied to device memory once.
-// Its kernels then work from that copy, one thread block per tile: the block loads the tile's
-// stored bytes into shared memory (cp.async), decodes each plane there (raw copy, or the rANS
-// stream of docs/FORMAT-rans.md with one warp per stream), undoes the filter, and either writes
-// the elements to a dense tensor (decode) or multiplies them with a vector (gemv).
+// Model: a GpuTensor is one tensor of an open .wpk whose tiles' stored bytes (exactly as in the
+// file, codec and filter not undone) and a tile table were copied to device memory once. Its
+// kernels then work from that copy: a thread block (lossless BF16 tiles of the default shape: a
+// warp, kernels/lossless_gemv.cu) loads a tile's stored bytes into shared memory (cp.async or
+// bulk copies), decodes each plane there (raw copy, or the rANS stream of docs/FORMAT-rans.md
+// with one warp per stream), undoes the filter, and either writes the elements to a dense tensor
+// (decode) or multiplies them with a vector (gemv). Lossy tensors: kernels/quant_*.cu.
 //
 // What the GPU decodes: codec none or rans; filter none, byteshuffle or floatplanes; element
 // size 1 (filter none/byteshuffle only), 2 or 4. Anything else (zstd tiles, bitshuffle, 8-byte
@@ -83,8 +84,8 @@ class GpuTensor {
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
   uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + tables)
-  // Lossless BF16: the tiles that gemv() gives the warp-per-tile kernel (0 when this build has
-  // none); the others take the block-per-tile kernel.
+  // Lossless BF16: the tiles that gemv() and decode() give the warp-per-tile kernel (0 when this
+  // build has none); the others take the block-per-tile kernel.
   uint64_t warp_tiles() const;
 
   // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,

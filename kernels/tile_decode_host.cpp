@@ -234,8 +234,28 @@ struct GpuTensor::Impl {
   uint32_t* ids_dev = nullptr;
   uint32_t fast_count = 0, slow_count = 0;
   uint32_t fast_exp_cap = 0, fast_precision_cap = 8;
-  detail::LosslessPlan lossless_plan[65] = {};  // per batch (pass 0: not computed yet)
-  int lossless_grid[65] = {};                   // per batch (-1: the fast kernel does not apply)
+  detail::LosslessPlan lossless_plan[65] = {};  // per batch, [0]: decode
+  int lossless_grid[65] = {};                   // per batch, [0]: decode (0: not computed yet, -1: none)
+
+  // The warp-per-tile kernel's grid for this batch width (0: decode), worked out on the first call
+  // (WPACK_GPU_NO_TMA: never); -1 when it does not apply (no such tiles, device, or fit).
+  int fast_grid(uint32_t batch) {
+    int& grid = lossless_grid[batch];
+    if (grid != 0) return grid;
+    grid = -1;
+    if (fast_count == 0 || std::getenv("WPACK_GPU_NO_TMA")) return grid;
+    int major = 0;
+    WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
+    detail::LosslessPlan& plan = lossless_plan[batch];
+    plan = detail::lossless_plan(fast_exp_cap, fast_precision_cap, batch);
+    const uint64_t warps_needed = (fast_count + 3) / 4;  // 4 warps per block
+    if (major >= 9 && plan.blocks_per_sm > 0)
+      grid = static_cast<int>(std::min<uint64_t>(warps_needed, uint64_t(multiprocessors()) * plan.blocks_per_sm));
+    if (std::getenv("WPACK_GPU_DEBUG"))
+      std::fprintf(stderr, "%s: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
+                   batch ? "gemv" : "decode", batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count, slow_count);
+    return grid;
+  }
 
   ~Impl() {
     // Destructors must not throw; a failure to free is ignored (the context may already be gone).
@@ -401,9 +421,21 @@ void GpuTensor::decode(void* out_dev, uint32_t* status_dev, void* stream) const 
                                                  status_dev, static_cast<cudaStream_t>(stream)));
     return;
   }
-  WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->elem_size,
-                                         impl_->cols, impl_->plan, out_dev, status_dev,
-                                         static_cast<cudaStream_t>(stream)));
+  const auto st = static_cast<cudaStream_t>(stream);
+  // The warp-per-tile kernel for the tiles it takes, the block-per-tile kernel for the rest.
+  if (const int grid = impl_->fast_grid(0); grid > 0) {
+    WPACK_CUDA_CHECK(detail::launch_decode_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
+                                                     impl_->fast_count, impl_->lossless_plan[0],
+                                                     static_cast<uint32_t>(grid), static_cast<uint16_t*>(out_dev),
+                                                     impl_->cols, status_dev, st));
+    if (impl_->slow_count > 0)
+      WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
+                                             impl_->slow_count, impl_->elem_size, impl_->cols, impl_->plan, out_dev,
+                                             status_dev, st));
+    return;
+  }
+  WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count,
+                                         impl_->elem_size, impl_->cols, impl_->plan, out_dev, status_dev, st));
 }
 
 void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
@@ -487,32 +519,15 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-  // The warp-per-tile kernel for the tiles it takes (plan and grid worked out on the first call of
-  // each batch width; WPACK_GPU_NO_TMA: never), the block-per-tile kernel for the rest.
-  if (impl_->fast_count > 0) {
-    int& grid = impl_->lossless_grid[batch];
-    detail::LosslessPlan& plan = impl_->lossless_plan[batch];
-    if (grid == 0) {
-      int major = 0;
-      WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
-      plan = detail::lossless_plan(impl_->fast_exp_cap, impl_->fast_precision_cap, batch);
-      const uint64_t warps_needed = (impl_->fast_count + 3) / 4;  // 4 warps per block
-      grid = major >= 9 && plan.blocks_per_sm > 0 && !std::getenv("WPACK_GPU_NO_TMA")
-                 ? static_cast<int>(std::min<uint64_t>(warps_needed, uint64_t(multiprocessors()) * plan.blocks_per_sm))
-                 : -1;
-      if (std::getenv("WPACK_GPU_DEBUG"))
-        std::fprintf(stderr, "gemv: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
-                     batch, plan.blocks_per_sm, grid, plan.smem_bytes, impl_->fast_count, impl_->slow_count);
-    }
-    if (grid > 0) {
-      WPACK_CUDA_CHECK(detail::launch_gemv_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
-                                                     impl_->fast_count, plan, static_cast<uint32_t>(grid), x_dev,
-                                                     y_dev, batch, status_dev, st));
-      if (impl_->slow_count > 0)
-        WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
-                                                  impl_->slow_count, impl_->plan, x_dev, y_dev, batch, status_dev, st));
-      return;
-    }
+  // The warp-per-tile kernel for the tiles it takes, the block-per-tile kernel for the rest.
+  if (const int grid = impl_->fast_grid(batch); grid > 0) {
+    WPACK_CUDA_CHECK(detail::launch_gemv_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
+                                                   impl_->fast_count, impl_->lossless_plan[batch],
+                                                   static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
+    if (impl_->slow_count > 0)
+      WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
+                                                impl_->slow_count, impl_->plan, x_dev, y_dev, batch, status_dev, st));
+    return;
   }
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));

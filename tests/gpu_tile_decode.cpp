@@ -345,9 +345,9 @@ TEST_CASE("gpu gemv: BF16 rans and none, batch 1..21, edge tiles, vs float64") {
 
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
 // in steps of 32 whose exponent plane is a rANS stream; the others (here the 3- and 8-column edge
-// tiles) go to the block-per-tile kernel in the same call. Every pass width (1, 2, 4, 8) and
-// passes of 8 with a remainder.
-TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge tiles, batch 1..64") {
+// tiles) go to the block-per-tile kernel in the same call. Every pass width (1, 2, 4, 8, 16) and
+// passes of 16 with a remainder; decode() through the same two kernels.
+TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge tiles, batch 1..64, decode") {
   auto p = pack({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {300, 4160}}, {"c", DType::BF16, {77, 4099}}},
                 Codec::kRans, 128, 128, std::nullopt, 7);
   auto q = pack({{"d", DType::BF16, {256, 1000}}}, Codec::kRans, 64, 32, std::nullopt, 8);
@@ -357,6 +357,7 @@ TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge
     const size_t ti = t < 3 ? t : 0;
     GpuTensor g = GpuTensor::upload(*pk.reader, ti);
     REQUIRE(g.warp_tiles() == (wpack::gpu::gpu_build_has_bulk_copy() ? expect_warp_tiles[t] : 0));
+    if (t == 0 || t == 3) check_decode(pk);  // both kernels' tiles, bit-exact
     for (uint32_t batch : {1u, 2u, 3u, 4u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv(pk, ti, batch, 700 + 10 * t + batch);
   }
 }

@@ -40,9 +40,10 @@ uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch);
 //   tiles_dev   (tile_count) DevTile
 //   out_dev     (tensor_rows, tensor_cols) elements of elem_size bytes, row-major
 //   status_dev  (tile_count) uint32_t TileStatus
-cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                          uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan, void* out_dev,
-                          uint32_t* status_dev, cudaStream_t stream);
+//   ids_dev     nullptr (block k takes tile k) or tile_count tile ids (status_dev indexed by id)
+cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                          uint64_t tile_count, uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan,
+                          void* out_dev, uint32_t* status_dev, cudaStream_t stream);
 //   x_dev (tensor_cols, batch) BF16 bits, y_dev (tensor_rows, batch) float, zeroed by the caller;
 //   batch 1..64 (passes of up to 8 columns). ids_dev: nullptr (block k takes tile k, tile_count
 //   blocks) or tile_count tile ids, the tiles to take (status_dev is indexed by tile id).
@@ -57,7 +58,7 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
 struct LosslessPlan {
   uint32_t exp_cap;        // largest aligned (directory + exponent stream) of the tiles, bytes
   uint32_t precision_cap;  // largest table precision of their streams, 8..kLosslessMaxPrecision
-  uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16
+  uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16; 0: the decode-only kernel
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: does not fit
 };
@@ -66,11 +67,15 @@ struct LosslessPlan {
 // 4 blocks per multiprocessor instead of 5; such tiles take the block-per-tile kernel.
 constexpr uint32_t kLosslessMaxPrecision = 11;
 bool lossless_fast_built();
-LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t batch);
+LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t batch);  // batch 0: decode
 // ids_dev: the count tile ids to take; y_dev zeroed by the caller; batch 1..64 in passes.
 cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                                   uint32_t count, const LosslessPlan& plan, uint32_t grid, const uint16_t* x_dev,
                                   float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
+// The same tiles decoded into out_dev (rows, tensor_cols) BF16 (plan of batch 0).
+cudaError_t launch_decode_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                    uint32_t count, const LosslessPlan& plan, uint32_t grid, uint16_t* out_dev,
+                                    uint64_t tensor_cols, uint32_t* status_dev, cudaStream_t stream);
 
 }  // namespace wpack::gpu::detail
 
