@@ -1,15 +1,19 @@
 // Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
 // version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden writes the current version's
-// files, lossless-{rans,zstd}-v3.wpk). The v2 files are fixtures kept from the v2 writer.
+// files, lossless-{rans,zstd}-v3.wpk and lossy-v3.wpk). The v2 files are fixtures kept from the v2
+// writer.
 //
 // The rANS file is compared byte for byte (wpack's own codec). zstd's output may change between
 // libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstdlib>
+#include <set>
 
 #include "formats/detail/le.h"
 #include "formats/wpk.h"
 #include "packer/pack.h"
+#include "packer/quantize.h"
 #include "packer/unpack.h"
 #include "test_util.h"
 
@@ -51,6 +55,36 @@ void check_decodes_to_source(const std::string& path) {
     decode_tensor(*r, t, out, 1);
     CHECK(out == src.data(t));
   }
+}
+
+// One tensor per kind of lossy tile payload (docs/FORMAT.md "Lossy tensors"): int4 asymmetric with
+// rans (layout 6, zero-relative symbols), int4 symmetric raw (layout 4), int8 with rans and row
+// scales in the params, fp6 raw, int4 pruned to sparse tiles (layout 5), lut4 with its tables in the
+// params, and a lossless 1-D tensor beside them.
+MemorySource lossy_golden_source() {
+  MemorySource src;
+  src.add("q4.weight", DType::BF16, {40, 256}, test::gaussian_bf16(40 * 256, 0.05f, 21));
+  src.add("q4sym.weight", DType::BF16, {16, 128}, test::gaussian_bf16(16 * 128, 0.05f, 22));
+  src.add("q8.weight", DType::F32, {24, 64}, test::gaussian_f32(24 * 64, 0.1f, 23));
+  src.add("fp6.weight", DType::BF16, {16, 128}, test::gaussian_bf16(16 * 128, 0.05f, 24));
+  src.add("sparse.weight", DType::BF16, {32, 128}, test::gaussian_bf16(32 * 128, 0.05f, 25));
+  src.add("lut.weight", DType::F16, {24, 64}, test::gaussian_f16(24 * 64, 0.05f, 26));
+  src.add("norm.weight", DType::BF16, {64}, test::gaussian_bf16(64, 1.0f, 27));
+  return src;
+}
+
+PackOptions lossy_golden_options() {
+  PackOptions opt = golden_options(Codec::kRans);
+  opt.tile_cols = 128;
+  for (const auto& [pattern, spec] : std::vector<std::pair<std::string, std::string>>{
+           {"^q4\\.", "int4"},
+           {"^q4sym\\.", "int4:sym:codec=none"},
+           {"^q8\\.", "int8"},
+           {"^fp6\\.", "fp6:codec=none"},
+           {"^sparse\\.", "int4:g64:prune=0.5:codec=none"},
+           {"^lut\\.", "lut4:rows8"}})
+    opt.overrides.push_back({pattern, parse_policy_spec(spec, TensorPolicy{})});
+  return opt;
 }
 
 }  // namespace
@@ -95,5 +129,44 @@ TEST_CASE("golden: a v2 file is its v3 file with the version fields changed") {
     detail::store_u32(foot + 24, 2);
     detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
     CHECK(v3 == v2);
+  }
+}
+
+// The lossy golden file pins quantizer output as well as the tile layouts: a change to either shows
+// as a byte difference (and needs a version bump when the layouts change).
+TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lossy tile layout") {
+  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr)
+    pack_model(lossy_golden_source(), kGoldenDir + "lossy-v3.wpk", lossy_golden_options());
+  test::TempDir dir;
+  pack_model(lossy_golden_source(), dir.file("q.wpk"), lossy_golden_options());
+  const auto golden = test::read_file(kGoldenDir + "lossy-v3.wpk");
+  REQUIRE(!golden.empty());
+  CHECK(test::read_file(dir.file("q.wpk")) == golden);
+
+  auto r = WpkReader::open(kGoldenDir + "lossy-v3.wpk");
+  std::set<uint8_t> layouts;
+  for (const WpkTile& tile : r->tiles()) layouts.insert(tile.filter);
+  for (uint8_t layout : {4, 5, 6}) {
+    INFO("tile layout " << int{layout});
+    CHECK(layouts.count(layout) == 1);
+  }
+  // Every tensor decodes to values whose error against the source is the one recorded in the file
+  // at compress time (so the file's metrics describe what a reader gets).
+  auto src = lossy_golden_source();
+  for (size_t t = 0; t < r->tensors().size(); ++t) {
+    const WpkTensor& info = r->tensors()[t];
+    INFO(info.name);
+    CHECK((info.scheme != 0) == (info.name != "norm.weight"));
+    std::vector<float> out(info.num_elements()), ref(info.num_elements());
+    decode_tensor_f32(*r, t, out, 1);
+    convert_to_f32(info.dtype, src.data(t).data(), ref.size(), ref.data());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      num += (double{out[i]} - ref[i]) * (double{out[i]} - ref[i]);
+      den += double{ref[i]} * ref[i];
+    }
+    const double rel = std::sqrt(num / den);
+    CHECK(rel == Approx(info.metrics.rel_error).epsilon(1e-6).margin(1e-12));
+    if (info.scheme != 0) CHECK(rel > 1e-4);  // really quantized
   }
 }
