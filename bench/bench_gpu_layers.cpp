@@ -186,6 +186,7 @@ int main(int argc, char** argv) try {
       for (const auto& s : split(value())) {
         const long b = number(s);
         if (b < 1 || b > static_cast<long>(kMaxGemvBatch)) usage("batch outside 1..64: " + s);
+        if (std::find(batches.begin(), batches.end(), b) != batches.end()) usage("batch " + s + " given twice");
         batches.push_back(static_cast<uint32_t>(b));
       }
     } else if (a == "--rans") {
