@@ -422,13 +422,11 @@ void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams
     detail::pack_codes_fast(codes_.data(), n, bits_, dense_b_.data());
   }
   zero_rel_ = dense_ok_ && has_zero_points(p);
-  if (zero_rel_) {  // the zero-relative symbols that rANS codes (code(kRans))
-    zero_rel_codes_.resize(n);
-    zero_relative_symbols(codes_.data(), side_.data() + side.scale_bytes, rect, side.groups, p.group, bits_,
-                          zero_rel_codes_.data());
-    dense_zero_rel_b_.resize(ceil_div(n * bits_, 8) + 8);
-    detail::pack_codes_fast(zero_rel_codes_.data(), n, bits_, dense_zero_rel_b_.data());
-  }
+  zero_rel_ready_ = false;  // built by the first code(kRans): other codecs never use them
+  rect_ = rect;
+  scale_bytes_ = side.scale_bytes;
+  groups_ = side.groups;
+  group_ = p.group;
 }
 
 QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
@@ -436,7 +434,17 @@ QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
   if (dense_ok_) {
     const std::span<const uint8_t> b(dense_b_.data(), ceil_div(count_ * bits_, 8));
     std::span<const uint8_t> b_zero_rel;
-    if (zero_rel_ && codec == Codec::kRans) b_zero_rel = {dense_zero_rel_b_.data(), b.size()};
+    if (zero_rel_ && codec == Codec::kRans) {
+      if (!zero_rel_ready_) {
+        zero_rel_codes_.resize(count_);
+        zero_relative_symbols(codes_.data(), side_.data() + scale_bytes_, rect_, groups_, group_, bits_,
+                              zero_rel_codes_.data());
+        dense_zero_rel_b_.resize(ceil_div(count_ * bits_, 8) + 8);
+        detail::pack_codes_fast(zero_rel_codes_.data(), count_, bits_, dense_zero_rel_b_.data());
+        zero_rel_ready_ = true;
+      }
+      b_zero_rel = {dense_zero_rel_b_.data(), b.size()};
+    }
     best = assemble_dense(side_, b, b_zero_rel, count_, bits_, codec, level);
   }
   if (sparse_) {

@@ -118,8 +118,13 @@ class QuantTileEncoder {
   std::vector<uint8_t> codes_;          // the tile's codes, one per byte
   std::vector<uint8_t> dense_b_;        // plane B of the dense layout (+ 8 bytes of slack)
   bool zero_rel_ = false;               // dense and zero points: rANS codes dense_zero_rel_b_
-  std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
-  std::vector<uint8_t> dense_zero_rel_b_;  // zero_rel_codes_ packed (+ 8 bytes of slack)
+  // The zero-relative symbols, built by the first code(kRans) after prepare() (const: a cache).
+  mutable bool zero_rel_ready_ = false;
+  mutable std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
+  mutable std::vector<uint8_t> dense_zero_rel_b_;  // zero_rel_codes_ packed (+ 8 bytes of slack)
+  TileRect rect_{};                     // the prepared tile, and its plane A geometry
+  uint64_t scale_bytes_ = 0, groups_ = 0;
+  uint32_t group_ = 0;
   std::vector<uint8_t> occupied_;       // the codes of the occupied elements, one per byte
   std::vector<uint8_t> sparse_a_;       // plane A of the sparse layout: side, then the bitmap
   std::vector<uint8_t> sparse_b_;       // plane B of the sparse layout (+ 8 bytes of slack)
