@@ -452,9 +452,12 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) yacc[i][0] = yacc[i][1] = yacc[i][2] = yacc[i][3] = 0.f;
 }
 
+// Warp per tile: at least 2 blocks per multiprocessor (its plan's figure), which lets ptxas give the
+// batch-1 instance 153 registers without spilling instead of its own choice of 128 with a spill;
+// the other instances keep ptxas's choice (0: no minimum).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile,
           uint32_t kFloat>  // 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
-__global__ void __launch_bounds__(32 * (kWarps + 1)) quant_gemv_tma_kernel(
+__global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
