@@ -301,9 +301,8 @@ void quant_tile_seeds() {
                       uint64_t rows, uint64_t cols, uint32_t tile_rows, uint32_t requested_tile_cols, uint64_t tile) {
     const TensorPolicy policy = parse_policy_spec(std::string(spec) + (*prune ? std::string(":prune=") + prune : ""), TensorPolicy{});
     std::vector<float> pruned_w = w;
-    std::vector<uint8_t> keep(w.size(), 1);
-    if (policy.prune.kind == PruneSpec::Kind::kFraction) keep = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
-    if (policy.prune.kind == PruneSpec::Kind::kNM) keep = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
+    std::vector<uint8_t> keep = prune_mask(policy.prune, w.data(), rows, cols);
+    if (keep.empty()) keep.assign(w.size(), 1);
     apply_prune_mask(pruned_w.data(), keep.data(), keep.size());
     const QuantizedMatrix q = quantize(pruned_w.data(), rows, cols, policy.spec);
     const QuantTensorParams params = quant_params_from(q, policy.prune);

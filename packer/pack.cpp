@@ -485,10 +485,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const float* weights = ws.source.data();
   ws.mask.clear();
   try {
-    if (policy.prune.kind == PruneSpec::Kind::kFraction)
-      ws.mask = prune_mask_magnitude(ws.source.data(), n, policy.prune.fraction);
-    else if (policy.prune.kind == PruneSpec::Kind::kNM)
-      ws.mask = prune_mask_nm(ws.source.data(), rows, cols, policy.prune.n, policy.prune.m);
+    ws.mask = prune_mask(policy.prune, ws.source.data(), rows, cols);
     if (!ws.mask.empty()) {
       ws.pruned.assign(ws.source.begin(), ws.source.end());
       apply_prune_mask(ws.pruned.data(), ws.mask.data(), n);

@@ -89,6 +89,15 @@ void apply_prune_mask(float* w, const uint8_t* mask, uint64_t count) {
     if (mask[i] == 0) w[i] = 0.0f;
 }
 
+std::vector<uint8_t> prune_mask(const PruneSpec& spec, const float* w, uint64_t rows, uint64_t cols) {
+  switch (spec.kind) {
+    case PruneSpec::Kind::kFraction: return prune_mask_magnitude(w, rows * cols, spec.fraction);
+    case PruneSpec::Kind::kNM: return prune_mask_nm(w, rows, cols, spec.n, spec.m);
+    case PruneSpec::Kind::kNone: break;
+  }
+  return {};
+}
+
 PruneSpec parse_prune(std::string_view text) {
   auto fail = [&]() -> PruneSpec {
     throw Error(ErrorCode::kInvalidArgument,

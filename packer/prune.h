@@ -36,4 +36,8 @@ struct PruneSpec {
 // Throws Error(kInvalidArgument) for anything else (empty, negative, > 1, "0:4", "5:4", junk).
 PruneSpec parse_prune(std::string_view text);
 
+// The mask `spec` asks for on the (rows x cols) row-major weights w: prune_mask_magnitude or
+// prune_mask_nm; empty for Kind::kNone (nothing pruned).
+std::vector<uint8_t> prune_mask(const PruneSpec& spec, const float* w, uint64_t rows, uint64_t cols);
+
 }  // namespace wpack

@@ -59,9 +59,7 @@ std::vector<float> decode_all(const WpkReader& r, size_t t) {
 // What the pipeline must reproduce: dequantize(quantize(pruned weights)), pruned elements +0.
 std::vector<float> expected_values(const std::vector<float>& w, uint64_t rows, uint64_t cols, const TensorPolicy& p) {
   std::vector<float> pruned = w;
-  std::vector<uint8_t> mask;
-  if (p.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), p.prune.fraction);
-  if (p.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, p.prune.n, p.prune.m);
+  const std::vector<uint8_t> mask = prune_mask(p.prune, w.data(), rows, cols);
   if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
   QuantizedMatrix q = quantize_ref(pruned.data(), rows, cols, p.spec);
   std::vector<float> out(w.size());
@@ -139,8 +137,7 @@ QuantCase quant_case(const std::string& spec, uint64_t rows, uint64_t cols, uint
   std::vector<float> pruned = w;
   QuantCase c;
   std::vector<uint8_t>& mask = c.mask;
-  if (policy.prune.kind == PruneSpec::Kind::kFraction) mask = prune_mask_magnitude(w.data(), w.size(), policy.prune.fraction);
-  if (policy.prune.kind == PruneSpec::Kind::kNM) mask = prune_mask_nm(w.data(), rows, cols, policy.prune.n, policy.prune.m);
+  mask = prune_mask(policy.prune, w.data(), rows, cols);
   if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
   c.q = quantize(pruned.data(), rows, cols, policy.spec);
   c.decoded.resize(w.size());

@@ -109,3 +109,16 @@ TEST_CASE("parse_prune") {
     }
   }
 }
+
+TEST_CASE("prune_mask applies the spec it is given") {
+  const uint64_t rows = 6, cols = 20;
+  const std::vector<float> w = gaussian(rows * cols, 31);
+  REQUIRE(prune_mask(PruneSpec{}, w.data(), rows, cols).empty());
+  const PruneSpec fraction = parse_prune("0.3");
+  const auto by_fraction = prune_mask(fraction, w.data(), rows, cols);
+  REQUIRE(by_fraction == prune_mask_magnitude(w.data(), w.size(), 0.3));
+  REQUIRE(zeros(by_fraction) == 36);
+  const auto by_nm = prune_mask(parse_prune("2:4"), w.data(), rows, cols);
+  REQUIRE(by_nm == prune_mask_nm(w.data(), rows, cols, 2, 4));
+  REQUIRE(zeros(by_nm) == 60);
+}
