@@ -1,5 +1,7 @@
-// CUDA decode of lossless .wpk tiles in shared memory, and the fused BF16 decode + GEMV.
-// Byte layouts: docs/FORMAT.md ("Tile payload") and docs/FORMAT-rans.md; the scalar references
+// CUDA decode of lossless .wpk tiles in shared memory, and the fused BF16 decode + GEMV, for any
+// lossless tile (every codec/filter the GPU decodes, any element size and tile shape). BF16 tiles
+// of the default shape take the faster warp-per-tile kernel of kernels/lossless_gemv.cu instead;
+// these kernels then get the remaining tiles as a tile-id list. Byte layouts: docs/FORMAT.md ("Tile payload") and docs/FORMAT-rans.md; the scalar references
 // are packer/tile_codec.cpp decode_tile() and packer/rans.cpp rans_decode(), which these kernels
 // must match bit for bit (tests/gpu_tile_decode.cpp).
 //
