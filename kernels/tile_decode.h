@@ -91,8 +91,10 @@ class GpuTensor {
   // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,
   // row-major. Lossless tensors: the source bytes. Lossy tensors: the dequantized float32 values,
   // bit-exact with the CPU reference decode_quant_tile_ref() (pruned/unoccupied elements +0.0f).
-  // status_dev: tile_count() uint32_t, one TileStatus per tile, all written. Tiles that are not kOk
-  // leave their part of out_dev untouched.
+  // status_dev: tile_count() uint32_t, one TileStatus per tile, all written. A tile that is not kOk
+  // leaves its part of out_dev unspecified: unsupported and malformed-header tiles leave it
+  // untouched, but the warp-per-tile kernel writes a lossless tile's values as it decodes them and
+  // finds a corrupt stream only at its end (final states, word count).
   void decode(void* out_dev, uint32_t* status_dev, void* stream = nullptr) const;
 
   // Y = W * X for W of shape (N, K) = (rows(), cols()), decoded inside the kernel:
