@@ -362,6 +362,60 @@ TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge
   }
 }
 
+// The files of test_corrupt_files' "a rANS stream changed with every checksum recomputed": tile 1's
+// exponent stream made wrong while every checksum agrees. Its precision field out of range sends
+// the tile to the block-per-tile kernels (the host cannot read its precision); a bit of its last
+// renormalisation word leaves it on the warp-per-tile kernel, which finds it by the final states.
+// Either way decode() and gemv() report that tile corrupt and every other tile ok.
+TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is reported for its tile") {
+  auto p = pack({{"w", DType::BF16, {256, 256}}}, Codec::kRans, 128, 128, std::nullopt, 41);
+  const std::string path = p->dir.file("t.wpk");
+  const auto good = wpack::test::read_file(path);
+  for (const char* kind : {"precision field", "last word"}) {
+    INFO(kind);
+    auto bytes = good;
+    wpack::test::edit_wpk_tile(bytes, 1, [&](uint8_t* tile, uint64_t size) {
+      uint32_t exponent_bytes = 0;
+      std::memcpy(&exponent_bytes, tile, 4);  // plane 0's directory word: coded, not raw
+      REQUIRE(exponent_bytes < size - 8);
+      REQUIRE(tile[8] == 1);  // mode 1: rANS with its table
+      if (std::string(kind) == "precision field")
+        tile[9] |= 7;
+      else
+        tile[8 + exponent_bytes - 1] ^= 1;
+    });
+    const std::string crafted = p->dir.file("c.wpk");
+    wpack::test::write_file(crafted, bytes);
+    auto reader = wpack::WpkReader::open(crafted);
+    GpuTensor g = GpuTensor::upload(*reader, 0);
+    REQUIRE(g.tile_count() == 4);
+    if (wpack::gpu::gpu_build_has_bulk_copy()) REQUIRE(g.warp_tiles() == (std::string(kind) == "last word" ? 4u : 3u));
+    auto check_statuses = [&](const DeviceBuffer<uint32_t>& status) {
+      const auto st = status.download();
+      for (uint64_t k = 0; k < st.size(); ++k) {
+        INFO("tile " << k);
+        CHECK(st[k] == static_cast<uint32_t>(k == 1 ? TileStatus::kCorrupt : TileStatus::kOk));
+      }
+    };
+    DeviceBuffer<uint8_t> out(256 * 256 * 2);
+    DeviceBuffer<uint32_t> status(g.tile_count());
+    status.poison();
+    g.decode(out.ptr, status.ptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    check_statuses(status);
+    DeviceBuffer<uint16_t> x(256 * 8);
+    CUDA_OK(cudaMemset(x.ptr, 0x3F, 256 * 8 * 2));  // BF16 0.74...: the products are not what is checked
+    DeviceBuffer<float> y(256 * 8);
+    for (uint32_t batch : {1u, 8u}) {
+      INFO("batch " << batch);
+      status.poison();
+      g.gemv(x.ptr, y.ptr, batch, status.ptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      check_statuses(status);
+    }
+  }
+}
+
 TEST_CASE("gpu gemv: refuses non-BF16 and bad batch") {
   auto p = pack({{"f", DType::F32, {64, 64}}, {"b", DType::BF16, {64, 64}}}, Codec::kRans, 64, 64);
   GpuTensor f = GpuTensor::upload(*p->reader, 0);

@@ -263,14 +263,6 @@ OpenResult try_open(const std::string& path, bool decode = false) {
 
 uint64_t footer_offset(const PackedFile& f) { return f.bytes.size() - kWpkFooterBytes; }
 
-// Recomputes the index checksum in the footer and the footer's own checksum.
-void fix_checksums(std::vector<uint8_t>& bytes) {
-  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
-  const uint64_t off = detail::load_u64(foot), size = detail::load_u64(foot + 8);
-  if (off <= bytes.size() && size <= bytes.size() - off) detail::store_u64(foot + 16, wpk_checksum({bytes.data() + off, size}));
-  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
-}
-
 // The header's version field set to `version`, with the header checksum made to agree.
 void set_header_version(std::vector<uint8_t>& bytes, uint32_t version) {
   detail::store_u32(bytes.data() + 8, version);
@@ -472,7 +464,7 @@ TEST_CASE("corrupt: crafted index bytes (checksums recomputed) fail cleanly, wit
         if (value == f.bytes[pos]) continue;
         auto bytes = f.bytes;
         bytes[pos] = value;
-        fix_checksums(bytes);
+        test::fix_wpk_checksums(bytes);
         work.assign(bytes);
         const OpenResult r = try_open(path, /*decode=*/true);
         INFO("index byte " << pos - f.index_offset << " = " << int(value) << ": " << r.message);
@@ -546,7 +538,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
     INFO(c.what);
     auto bytes = f.bytes;
     c.edit(bytes);
-    fix_checksums(bytes);
+    test::fix_wpk_checksums(bytes);
     test::write_file(path, bytes);
     AllocationWatch watch;
     const OpenResult r = try_open(path);
@@ -819,4 +811,51 @@ TEST_CASE("corrupt: a tensor name with a newline still gives one-line messages")
   test::write_file(path, bytes);
   RunResult v = run_wpack({"unpack", path, "-o", dir.file("x.safetensors")});
   check_cli_error(v, "tensor 'bad\\x0aname\\x0d': tile 1: checksum mismatch");
+}
+
+// A rANS exponent stream that is wrong while every checksum agrees with it (a writer bug, or a
+// crafted file) fails decode at that tile, named: a header field out of range (precision field 7,
+// p = 15), and one bit of the stream's last byte, a renormalisation word (caught by the final
+// states). tests/gpu_tile_decode.cpp crafts the same files for the GPU kernels.
+TEST_CASE("corrupt: a rANS stream changed with every checksum recomputed fails that tile") {
+  TempDir dir;
+  MemorySource src;
+  // Seed 41000: the weights of gpu_tile_decode's pack(..., seed 41), so that this test shows the
+  // CPU reference finds the very tiles the GPU test expects its kernels to report.
+  src.add("w", DType::BF16, {256, 256}, test::gaussian_bf16(256 * 256, 0.02f, 41000));
+  PackOptions options;
+  options.codec = Codec::kRans;
+  options.tile_rows = 128;
+  options.tile_cols = 128;
+  options.threads = 1;
+  pack_model(src, dir.file("m.wpk"), options);
+  const auto good = test::read_file(dir.file("m.wpk"));
+  for (const char* kind : {"precision field", "last word"}) {
+    INFO(kind);
+    auto bytes = good;
+    test::edit_wpk_tile(bytes, 1, [&](uint8_t* tile, uint64_t size) {
+      const uint32_t exponent_bytes = detail::load_u32(tile);  // plane 0's directory word: coded, not raw
+      REQUIRE(exponent_bytes < size - 8);
+      REQUIRE(tile[8] == 1);  // mode 1: rANS with its table
+      if (std::string(kind) == "precision field")
+        tile[9] |= 7;
+      else
+        tile[8 + exponent_bytes - 1] ^= 1;
+    });
+    test::write_file(dir.file("c.wpk"), bytes);
+    auto reader = WpkReader::open(dir.file("c.wpk"));  // the checksums agree
+    REQUIRE(reader->tiles()[1].filter == static_cast<uint8_t>(Filter::kFloatPlanes));
+    std::vector<uint8_t> out(256 * 256 * 2);
+    std::string message;
+    ErrorCode code = ErrorCode::kIo;
+    try {
+      decode_tensor(*reader, 0, out, 1);
+    } catch (const Error& e) {
+      message = e.what();
+      code = e.code();
+    }
+    INFO(message);
+    CHECK(code == ErrorCode::kCorrupt);
+    CHECK(contains(message, "tensor 'w': tile 1:"));
+  }
 }

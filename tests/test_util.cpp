@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "formats/detail/le.h"  // load/store of the index and footer fields
+#include "formats/wpk.h"         // wpk_checksum, kWpkFooterBytes
 #include "synthetic_weights.h"  // gaussian
 
 #include <sys/wait.h>
@@ -97,6 +99,31 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+void fix_wpk_checksums(std::vector<uint8_t>& bytes) {
+  if (bytes.size() < kWpkFooterBytes) throw std::runtime_error("fix_wpk_checksums: not a .wpk image");
+  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
+  const uint64_t off = detail::load_u64(foot), size = detail::load_u64(foot + 8);
+  if (off <= bytes.size() && size <= bytes.size() - off) detail::store_u64(foot + 16, wpk_checksum({bytes.data() + off, size}));
+  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
+}
+
+void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit) {
+  auto bad = [] { throw std::runtime_error("edit_wpk_tile: not a well-formed .wpk image"); };
+  if (bytes.size() < kWpkFooterBytes) bad();
+  const uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
+  const uint64_t index = detail::load_u64(foot), index_size = detail::load_u64(foot + 8);
+  if (index > bytes.size() || index_size > bytes.size() - index || index_size < 16) bad();
+  // The index ends with the tile records, 40 bytes each (offset, stored size, raw size, ..., checksum).
+  const uint64_t tile_count = detail::load_u64(bytes.data() + index + 8);
+  if (tile >= tile_count || tile_count > index_size / 40) bad();
+  uint8_t* record = bytes.data() + index + index_size - 40 * (tile_count - tile);
+  const uint64_t offset = detail::load_u64(record), stored = detail::load_u64(record + 8);
+  if (offset > index || stored > index - offset) bad();
+  edit(bytes.data() + offset, stored);
+  detail::store_u64(record + 32, wpk_checksum({bytes.data() + offset, stored}));
+  fix_wpk_checksums(bytes);
 }
 
 RunResult run_wpack(const std::vector<std::string>& args) {

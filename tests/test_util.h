@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,14 @@ std::vector<uint8_t> gaussian_f16(size_t n, float stddev, uint64_t seed);
 
 std::vector<uint8_t> read_file(const std::string& path);
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes);
+
+// Crafting .wpk files (docs/FORMAT.md) from a file image `bytes`:
+// fix_wpk_checksums recomputes the index checksum in the footer and the footer's own checksum;
+// edit_wpk_tile lets `edit` change tile record `tile`'s stored bytes in place (pointer, size), then
+// recomputes that record's checksum and fix_wpk_checksums, so that a reader opens the file and only
+// the tile's contents are wrong. Throws std::runtime_error when the image is not well formed.
+void fix_wpk_checksums(std::vector<uint8_t>& bytes);
+void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit);
 
 struct RunResult {
   int exit_code = -1;
