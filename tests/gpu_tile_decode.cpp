@@ -371,25 +371,14 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
   auto p = pack({{"w", DType::BF16, {256, 256}}}, Codec::kRans, 128, 128, std::nullopt, 41);
   const std::string path = p->dir.file("t.wpk");
   const auto good = wpack::test::read_file(path);
-  for (const char* kind : {"precision field", "last word"}) {
-    INFO(kind);
-    auto bytes = good;
-    wpack::test::edit_wpk_tile(bytes, 1, [&](uint8_t* tile, uint64_t size) {
-      uint32_t exponent_bytes = 0;
-      std::memcpy(&exponent_bytes, tile, 4);  // plane 0's directory word: coded, not raw
-      REQUIRE(exponent_bytes < size - 8);
-      REQUIRE(tile[8] == 1);  // mode 1: rANS with its table
-      if (std::string(kind) == "precision field")
-        tile[9] |= 7;
-      else
-        tile[8 + exponent_bytes - 1] ^= 1;
-    });
+  for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
+    INFO(wpack::test::stream_damage_name(damage));
     const std::string crafted = p->dir.file("c.wpk");
-    wpack::test::write_file(crafted, bytes);
+    wpack::test::write_file(crafted, wpack::test::with_damaged_exponent_stream(good, 1, damage));
     auto reader = wpack::WpkReader::open(crafted);
     GpuTensor g = GpuTensor::upload(*reader, 0);
     REQUIRE(g.tile_count() == 4);
-    if (wpack::gpu::gpu_build_has_bulk_copy()) REQUIRE(g.warp_tiles() == (std::string(kind) == "last word" ? 4u : 3u));
+    if (wpack::gpu::gpu_build_has_bulk_copy()) REQUIRE(g.warp_tiles() == (damage == wpack::test::StreamDamage::kLastWord ? 4u : 3u));
     auto check_statuses = [&](const DeviceBuffer<uint32_t>& status) {
       const auto st = status.download();
       for (uint64_t k = 0; k < st.size(); ++k) {

@@ -830,19 +830,9 @@ TEST_CASE("corrupt: a rANS stream changed with every checksum recomputed fails t
   options.threads = 1;
   pack_model(src, dir.file("m.wpk"), options);
   const auto good = test::read_file(dir.file("m.wpk"));
-  for (const char* kind : {"precision field", "last word"}) {
-    INFO(kind);
-    auto bytes = good;
-    test::edit_wpk_tile(bytes, 1, [&](uint8_t* tile, uint64_t size) {
-      const uint32_t exponent_bytes = detail::load_u32(tile);  // plane 0's directory word: coded, not raw
-      REQUIRE(exponent_bytes < size - 8);
-      REQUIRE(tile[8] == 1);  // mode 1: rANS with its table
-      if (std::string(kind) == "precision field")
-        tile[9] |= 7;
-      else
-        tile[8 + exponent_bytes - 1] ^= 1;
-    });
-    test::write_file(dir.file("c.wpk"), bytes);
+  for (const test::StreamDamage damage : test::kStreamDamages) {
+    INFO(test::stream_damage_name(damage));
+    test::write_file(dir.file("c.wpk"), test::with_damaged_exponent_stream(good, 1, damage));
     auto reader = WpkReader::open(dir.file("c.wpk"));  // the checksums agree
     REQUIRE(reader->tiles()[1].filter == static_cast<uint8_t>(Filter::kFloatPlanes));
     std::vector<uint8_t> out(256 * 256 * 2);

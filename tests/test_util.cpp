@@ -126,6 +126,23 @@ void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::functi
   fix_wpk_checksums(bytes);
 }
 
+const char* stream_damage_name(StreamDamage damage) {
+  return damage == StreamDamage::kPrecisionField ? "precision field" : "last word";
+}
+
+std::vector<uint8_t> with_damaged_exponent_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage) {
+  edit_wpk_tile(bytes, tile, [&](uint8_t* stored, uint64_t size) {
+    const uint32_t exponent_bytes = detail::load_u32(stored);  // plane 0's directory word: coded, not raw
+    if (size < 10 || exponent_bytes >= size - 8 || stored[8] != 1)  // mode 1: rANS with its table
+      throw std::runtime_error("with_damaged_exponent_stream: plane 0 is not a coded mode-1 stream");
+    if (damage == StreamDamage::kPrecisionField)
+      stored[9] |= 7;  // the 3-bit field p - 8 = 7
+    else
+      stored[8 + exponent_bytes - 1] ^= 1;
+  });
+  return bytes;
+}
+
 RunResult run_wpack(const std::vector<std::string>& args) {
   TempDir tmp;
   std::string cmd = shell_quote(WPACK_BINARY);

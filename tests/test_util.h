@@ -38,6 +38,16 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes);
 void fix_wpk_checksums(std::vector<uint8_t>& bytes);
 void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit);
 
+// Two ways to damage a lossless tile's exponent stream (plane 0, a mode-1 rANS stream) behind valid
+// checksums: its precision field out of range (p = 15, the header is malformed), or one bit of its
+// last byte, a renormalisation word (found by the final states).
+enum class StreamDamage { kPrecisionField, kLastWord };
+inline constexpr StreamDamage kStreamDamages[] = {StreamDamage::kPrecisionField, StreamDamage::kLastWord};
+const char* stream_damage_name(StreamDamage damage);
+// The file image `bytes` with tile `tile`'s exponent stream damaged (edit_wpk_tile). Throws
+// std::runtime_error when that plane is not a coded mode-1 stream.
+std::vector<uint8_t> with_damaged_exponent_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage);
+
 struct RunResult {
   int exit_code = -1;
   std::string out;  // stdout
