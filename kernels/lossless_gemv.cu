@@ -534,6 +534,20 @@ struct LosslessKernel {
   }
 };
 
+// Calls f(LosslessKernel<pass>{}) for a pass width of the kernel (0: decode); false for another.
+template <typename F>
+bool with_pass_kernel(uint32_t pass, F&& f) {
+  switch (pass) {
+    case 0: f(LosslessKernel<0>{}); return true;
+    case 1: f(LosslessKernel<1>{}); return true;
+    case 2: f(LosslessKernel<2>{}); return true;
+    case 4: f(LosslessKernel<4>{}); return true;
+    case 8: f(LosslessKernel<8>{}); return true;
+    case 16: f(LosslessKernel<16>{}); return true;
+    default: return false;
+  }
+}
+
 uint32_t pass_width(uint32_t batch) {  // batch 0: decode only
   return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : batch;
 }
@@ -550,21 +564,13 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
   plan.smem_bytes = kWarps * WarpLayout(plan.exp_cap, precision_cap).total;
   cudaError_t err = cudaSuccess;
   const void* fn = nullptr;
-  auto pick = [&](auto kernel_type) {
+  const bool known = with_pass_kernel(plan.pass, [&](auto kernel_type) {
     using K = decltype(kernel_type);
     err = K::prepare();
     fn = reinterpret_cast<const void*>(K::kernel);
-  };
-  switch (plan.pass) {
-    case 0: pick(LosslessKernel<0>{}); break;
-    case 1: pick(LosslessKernel<1>{}); break;
-    case 2: pick(LosslessKernel<2>{}); break;
-    case 4: pick(LosslessKernel<4>{}); break;
-    case 8: pick(LosslessKernel<8>{}); break;
-    default: pick(LosslessKernel<16>{}); break;
-  }
+  });
   int blocks = 0;
-  if (err == cudaSuccess &&
+  if (known && err == cudaSuccess &&
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 32 * kWarps, plan.smem_bytes) == cudaSuccess)
     plan.blocks_per_sm = blocks;
   cudaGetLastError();  // a plan that does not fit is reported by blocks_per_sm = 0, not as a sticky error
@@ -589,20 +595,13 @@ cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles
   if (plan.pass == 0) return cudaErrorInvalidValue;
   for (uint32_t b0 = 0; b0 < batch; b0 += plan.pass) {
     const uint32_t nb = min(plan.pass, batch - b0);
-    auto launch = [&](auto kernel_type) {
+    const bool launched = with_pass_kernel(plan.pass, [&](auto kernel_type) {
       using K = decltype(kernel_type);
       K::kernel<<<grid, 32 * kWarps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, plan.exp_cap,
                                                                plan.precision_cap, x_dev + b0, y_dev + b0, batch, nb,
                                                                status_dev);
-    };
-    switch (plan.pass) {
-      case 1: launch(LosslessKernel<1>{}); break;
-      case 2: launch(LosslessKernel<2>{}); break;
-      case 4: launch(LosslessKernel<4>{}); break;
-      case 8: launch(LosslessKernel<8>{}); break;
-      case 16: launch(LosslessKernel<16>{}); break;
-      default: return cudaErrorInvalidValue;
-    }
+    });
+    if (!launched) return cudaErrorInvalidValue;
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
