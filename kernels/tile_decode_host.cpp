@@ -43,11 +43,20 @@ int current_device() {
   return device;
 }
 
-// Multiprocessors of the current device: the persistent kernels' grids are a multiple of it.
-int multiprocessors() {
+// A persistent kernel's grid on the current device: blocks_per_sm blocks on every multiprocessor,
+// but no more than blocks_needed; -1 when no block fits (blocks_per_sm <= 0).
+int persistent_grid(uint64_t blocks_needed, int blocks_per_sm) {
+  if (blocks_per_sm <= 0) return -1;
   int sms = 0;
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
-  return sms;
+  return static_cast<int>(std::min<uint64_t>(blocks_needed, uint64_t(sms) * blocks_per_sm));
+}
+
+// Whether the current device has the bulk-copy engine the Hopper kernels use (compute capability 9.0+).
+bool device_has_bulk_copy() {
+  int major = 0;
+  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
+  return major >= 9;
 }
 
 constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
@@ -229,10 +238,10 @@ struct GpuTensor::Impl {
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
   uint16_t* xt_dev = nullptr;  // the bulk-copy GEMV's transposed x (cols x 64 BF16), allocated on first use
-  // Lossless BF16 only: the tiles of the warp-per-tile GEMV (fast) and of the block-per-tile one
-  // (slow), as tile ids in one device array: fast ids first, then slow ids.
+  // Lossless BF16 only: the tiles of the warp-per-tile kernel (fast) and of the block-per-tile ones
+  // (the other tile_count - fast_count), as tile ids in one device array: fast ids first.
   uint32_t* ids_dev = nullptr;
-  uint32_t fast_count = 0, slow_count = 0;
+  uint32_t fast_count = 0;
   uint32_t fast_exp_cap = 0, fast_precision_cap = 8;
   detail::LosslessPlan lossless_plan[65] = {};  // per batch, [0]: decode
   int lossless_grid[65] = {};                   // per batch, [0]: decode (0: not computed yet, -1: none)
@@ -244,16 +253,13 @@ struct GpuTensor::Impl {
     if (grid != 0) return grid;
     grid = -1;
     if (fast_count == 0 || std::getenv("WPACK_GPU_NO_TMA")) return grid;
-    int major = 0;
-    WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
     detail::LosslessPlan& plan = lossless_plan[batch];
     plan = detail::lossless_plan(fast_exp_cap, fast_precision_cap, batch);
-    const uint64_t warps_needed = (fast_count + 3) / 4;  // 4 warps per block
-    if (major >= 9 && plan.blocks_per_sm > 0)
-      grid = static_cast<int>(std::min<uint64_t>(warps_needed, uint64_t(multiprocessors()) * plan.blocks_per_sm));
+    if (device_has_bulk_copy()) grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
     if (std::getenv("WPACK_GPU_DEBUG"))
       std::fprintf(stderr, "%s: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
-                   batch ? "gemv" : "decode", batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count, slow_count);
+                   batch ? "gemv" : "decode", batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count,
+                   static_cast<unsigned>(tile_count - fast_count));
     return grid;
   }
 
@@ -404,7 +410,6 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
   if (!fast_ids.empty() && detail::lossless_fast_built()) {
     impl->fast_count = static_cast<uint32_t>(fast_ids.size());
-    impl->slow_count = static_cast<uint32_t>(slow_ids.size());
     fast_ids.insert(fast_ids.end(), slow_ids.begin(), slow_ids.end());
     WPACK_CUDA_CHECK(cudaMalloc(&impl->ids_dev, fast_ids.size() * sizeof(uint32_t)));
     WPACK_CUDA_CHECK(
@@ -422,20 +427,20 @@ void GpuTensor::decode(void* out_dev, uint32_t* status_dev, void* stream) const 
     return;
   }
   const auto st = static_cast<cudaStream_t>(stream);
-  // The warp-per-tile kernel for the tiles it takes, the block-per-tile kernel for the rest.
+  // The warp-per-tile kernel for the tiles it takes, the block-per-tile kernel for the rest (all
+  // tiles when the warp-per-tile kernel does not apply).
+  const uint32_t* slow_ids = nullptr;
+  uint64_t slow_count = impl_->tile_count;
   if (const int grid = impl_->fast_grid(0); grid > 0) {
     WPACK_CUDA_CHECK(detail::launch_decode_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
                                                      impl_->fast_count, impl_->lossless_plan[0],
                                                      static_cast<uint32_t>(grid), static_cast<uint16_t*>(out_dev),
                                                      impl_->cols, status_dev, st));
-    if (impl_->slow_count > 0)
-      WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
-                                             impl_->slow_count, impl_->elem_size, impl_->cols, impl_->plan, out_dev,
-                                             status_dev, st));
-    return;
+    slow_ids = impl_->ids_dev + impl_->fast_count;
+    slow_count -= impl_->fast_count;
   }
-  WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count,
-                                         impl_->elem_size, impl_->cols, impl_->plan, out_dev, status_dev, st));
+  WPACK_CUDA_CHECK(detail::launch_decode(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->elem_size,
+                                         impl_->cols, impl_->plan, out_dev, status_dev, st));
 }
 
 void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
@@ -454,15 +459,11 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
       if (grid == 0 && std::getenv("WPACK_GPU_NO_TMA")) grid = -1;
       if (grid == 0) {
-        int major = 0;
-        WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, current_device()));
         uint32_t stages = 0;
         if (const char* env = std::getenv("WPACK_TMA_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 16);
         plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_rows,
                                       impl_->stream_plan.tile_cols, batch, stages, impl_->sparse_tiles);
-        grid = major >= 9 && plan.blocks_per_sm > 0
-                   ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(multiprocessors()) * plan.blocks_per_sm))
-                   : -1;
+        grid = device_has_bulk_copy() ? persistent_grid(impl_->tile_count, plan.blocks_per_sm) : -1;
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n",
                        batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes,
@@ -487,10 +488,9 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     if (tc || (dense_streamable && batch <= 8 && x_aligned)) {
       int& grid = impl_->stream_grid[batch];
       if (grid == 0) {
-        const int sms = multiprocessors();
         const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch)
                               : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
-        grid = per_sm > 0 ? static_cast<int>(std::min<uint64_t>(impl_->tile_count, uint64_t(sms) * per_sm)) : -1;
+        grid = persistent_grid(impl_->tile_count, per_sm);
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: %s kernel, batch %u, %d blocks/SM, grid %d, %u stages, %llu tiles\n",
                        tc ? "tensor-core" : "cuda-core", batch, per_sm, grid, impl_->stream_plan.stages,
@@ -519,17 +519,17 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-  // The warp-per-tile kernel for the tiles it takes, the block-per-tile kernel for the rest.
+  // As decode(): the warp-per-tile kernel for its tiles, the block-per-tile kernel for the rest.
+  const uint32_t* slow_ids = nullptr;
+  uint64_t slow_count = impl_->tile_count;
   if (const int grid = impl_->fast_grid(batch); grid > 0) {
     WPACK_CUDA_CHECK(detail::launch_gemv_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
                                                    impl_->fast_count, impl_->lossless_plan[batch],
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
-    if (impl_->slow_count > 0)
-      WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev + impl_->fast_count,
-                                                impl_->slow_count, impl_->plan, x_dev, y_dev, batch, status_dev, st));
-    return;
+    slow_ids = impl_->ids_dev + impl_->fast_count;
+    slow_count -= impl_->fast_count;
   }
-  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count, impl_->plan,
+  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
 }
 
