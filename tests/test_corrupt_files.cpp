@@ -263,22 +263,6 @@ OpenResult try_open(const std::string& path, bool decode = false) {
 
 uint64_t footer_offset(const PackedFile& f) { return f.bytes.size() - kWpkFooterBytes; }
 
-// The header's version field set to `version`, with the header checksum made to agree.
-void set_header_version(std::vector<uint8_t>& bytes, uint32_t version) {
-  detail::store_u32(bytes.data() + 8, version);
-  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
-}
-
-// The bytes of a file as a writer of `version` would have written them, for a file whose contents
-// that version can hold: the header and footer version fields and their checksums changed.
-std::vector<uint8_t> with_version(std::vector<uint8_t> bytes, uint32_t version) {
-  set_header_version(bytes, version);
-  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
-  detail::store_u32(foot + 24, version);
-  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
-  return bytes;
-}
-
 // Reads one stderr of the binary: exactly one line "wpack: ...".
 void check_cli_error(const RunResult& r, const std::string& mention) {
   INFO("stderr: " << r.err << " stdout: " << r.out);
@@ -560,7 +544,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   REQUIRE(kWpkFormatVersion == 3);
   for (uint32_t version : {4u, 5u, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
-    set_header_version(bytes, version);
+    test::set_wpk_header_version(bytes, version);
     test::write_file(path, bytes);
     const std::string expected = path + ": written by a newer wpack: format v" + std::to_string(version);
     const OpenResult r = try_open(path);
@@ -578,7 +562,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   // Version 1 (before the rANS stream revision) with a good checksum: named as older.
   {
     auto old = f.bytes;
-    set_header_version(old, 1);
+    test::set_wpk_header_version(old, 1);
     test::write_file(path, old);
     const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v3; pack the model again)";
     const OpenResult r = try_open(path);
@@ -590,7 +574,7 @@ TEST_CASE("corrupt: a newer format version is named exactly; a flipped version b
   }
   // Version 0 with a good checksum: not a version this wpack knows, and not newer.
   auto bytes = f.bytes;
-  set_header_version(bytes, 0);
+  test::set_wpk_header_version(bytes, 0);
   test::write_file(path, bytes);
   const OpenResult zero = try_open(path);
   CHECK(zero.code == ErrorCode::kFormat);
@@ -616,7 +600,7 @@ TEST_CASE("versions: a v2 file (a v3 file without layout-6 tiles) reads exactly"
       CHECK(r->format_version() == 3);
       for (const auto& tile : r->tiles()) REQUIRE(tile.filter != kWpkFilterAddedInV3);  // else it is no v2 file
     }
-    test::write_file(path, with_version(f.bytes, 2));
+    test::write_file(path, test::with_wpk_version(f.bytes, 2));
     auto r = WpkReader::open(path);
     CHECK(r->format_version() == 2);
     CHECK(decode_all(*r) == f.decoded);
@@ -659,7 +643,7 @@ TEST_CASE("versions: a quantized tile of layout 6 in a v2 file is corrupt (v2 wr
   const std::string mention = first_zero_rel + ": filter 6 (quant_dense_zrel, added in format v3) in a format v2 file";
 
   const std::string path = dir.file("v2-zrel.wpk");
-  test::write_file(path, with_version(v3_bytes, 2));
+  test::write_file(path, test::with_wpk_version(v3_bytes, 2));
   const OpenResult r = try_open(path);
   CHECK_FALSE(r.opened);
   CHECK(r.code == ErrorCode::kCorrupt);

@@ -116,19 +116,14 @@ TEST_CASE("golden: a v2 file is its v3 file with the version fields changed") {
     INFO(codec);
     const std::string prefix = kGoldenDir + "lossless-" + codec;
     const auto v2 = test::read_file(prefix + "-v2.wpk");
-    auto v3 = test::read_file(prefix + "-v3.wpk");
+    const auto v3 = test::read_file(prefix + "-v3.wpk");
     REQUIRE(v2.size() == v3.size());
     REQUIRE(v3.size() > kWpkHeaderBytes + kWpkFooterBytes);
     CHECK(WpkReader::open(prefix + "-v2.wpk")->format_version() == 2);
     CHECK(WpkReader::open(prefix + "-v3.wpk")->format_version() == 3);
     CHECK(detail::load_u32(v3.data() + 8) == 3);
-    detail::store_u32(v3.data() + 8, 2);
-    detail::store_u64(v3.data() + 56, wpk_checksum({v3.data(), 56}));
-    uint8_t* foot = v3.data() + v3.size() - kWpkFooterBytes;
-    CHECK(detail::load_u32(foot + 24) == 3);
-    detail::store_u32(foot + 24, 2);
-    detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
-    CHECK(v3 == v2);
+    CHECK(detail::load_u32(v3.data() + v3.size() - kWpkFooterBytes + 24) == 3);
+    CHECK(test::with_wpk_version(v3, 2) == v2);
   }
 }
 

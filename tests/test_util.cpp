@@ -109,6 +109,20 @@ void fix_wpk_checksums(std::vector<uint8_t>& bytes) {
   detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
 }
 
+void set_wpk_header_version(std::vector<uint8_t>& bytes, uint32_t version) {
+  if (bytes.size() < kWpkHeaderBytes) throw std::runtime_error("set_wpk_header_version: not a .wpk image");
+  detail::store_u32(bytes.data() + 8, version);
+  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+}
+
+std::vector<uint8_t> with_wpk_version(std::vector<uint8_t> bytes, uint32_t version) {
+  if (bytes.size() < kWpkHeaderBytes + kWpkFooterBytes) throw std::runtime_error("with_wpk_version: not a .wpk image");
+  set_wpk_header_version(bytes, version);
+  detail::store_u32(bytes.data() + bytes.size() - kWpkFooterBytes + 24, version);
+  fix_wpk_checksums(bytes);
+  return bytes;
+}
+
 void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit) {
   auto bad = [] { throw std::runtime_error("edit_wpk_tile: not a well-formed .wpk image"); };
   if (bytes.size() < kWpkFooterBytes) bad();

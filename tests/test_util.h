@@ -36,6 +36,11 @@ void write_file(const std::string& path, const std::vector<uint8_t>& bytes);
 // recomputes that record's checksum and fix_wpk_checksums, so that a reader opens the file and only
 // the tile's contents are wrong. Throws std::runtime_error when the image is not well formed.
 void fix_wpk_checksums(std::vector<uint8_t>& bytes);
+// set_wpk_header_version sets the header's version field, with the header checksum made to agree;
+// with_wpk_version returns the bytes as a writer of `version` would have written them, for a file
+// whose contents that version can hold: the header and footer version fields and their checksums.
+void set_wpk_header_version(std::vector<uint8_t>& bytes, uint32_t version);
+std::vector<uint8_t> with_wpk_version(std::vector<uint8_t> bytes, uint32_t version);
 void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit);
 
 // Two ways to damage a lossless tile's exponent stream (plane 0, a mode-1 rANS stream) behind valid

@@ -241,8 +241,7 @@ TEST_CASE("wpk: a newer format version is named") {
   const std::string path = dir.file("m.wpk");
   write_sample(path);
   auto bytes = test::read_file(path);
-  detail::store_u32(bytes.data() + 8, 7);
-  detail::store_u64(bytes.data() + 56, wpk_checksum({bytes.data(), 56}));
+  test::set_wpk_header_version(bytes, 7);
   test::write_file(path, bytes);
   CHECK(expect_error(path, ErrorCode::kUnsupported).find("written by a newer wpack: format v7") != std::string::npos);
 }
