@@ -17,7 +17,7 @@
 #include "packer/quant_tile.h"
 #include "packer/quantize.h"
 #include "packer/rans.h"        // rans_encode: a layout-4 rANS tile as written before layout 6
-#include "packer/tile_codec.h"  // assemble_planes
+#include "packer/tile_codec.h"  // assemble_planes, split_planes
 #include "packer/tiling.h"
 #include "packer/unpack.h"
 #include "test_util.h"
@@ -191,11 +191,7 @@ std::vector<float> decode_tile(const QuantEncodedTile& t, const QuantCase& c, co
   return out;
 }
 
-bool plane_b_raw(const std::vector<uint8_t>& stored) {
-  uint32_t word;
-  std::memcpy(&word, stored.data() + 4, 4);
-  return (word & 0x80000000u) != 0;  // plane directory: bit 31 = stored raw
-}
+bool plane_b_raw(const std::vector<uint8_t>& stored) { return split_planes(stored, 2)[1].raw; }
 
 }  // namespace
 
@@ -245,9 +241,9 @@ TEST_CASE("zero-relative codes: smaller than rANS on the plain codes; a layout-4
       REQUIRE(zero_rel.layout == kFilterQuantDenseZeroRel);
       // The same tile as the encoder wrote it before layout 6: plain codes, both planes rANS-coded.
       const QuantEncodedTile none = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kNone, 3);
-      const uint64_t a_bytes = quant_side_plane_bytes(c.params, rect, false);
-      const std::span<const uint8_t> a(none.tile.stored.data() + 8, a_bytes);
-      const std::span<const uint8_t> b(none.tile.stored.data() + 8 + a_bytes, none.raw_size - a_bytes);
+      const std::vector<StoredPlane> raw = split_planes(none.tile.stored, 2);  // codec none: both planes raw
+      REQUIRE((raw[0].raw && raw[1].raw));
+      const std::span<const uint8_t> a = raw[0].bytes, b = raw[1].bytes;
       const std::span<const uint8_t> planes[2] = {a, b};
       const std::vector<uint8_t> coded[2] = {rans_encode(a, a.size(), 8), rans_encode(b, rect.elements(), c.params.bits)};
       QuantEncodedTile plain = zero_rel;
