@@ -11,17 +11,13 @@
 
 #include "formats/error.h"
 #include "formats/safetensors.h"
+#include "synthetic_weights.h"  // splitmix64
 
 namespace {
 
 struct Rng {
   uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return wpack::test::splitmix64(state); }
   double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
   double normal() { return std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform()); }
 };

@@ -19,6 +19,7 @@
 #include "formats/error.h"
 #include "packer/detail/rans_encode.h"  // the encoder's reference and scalar paths
 #include "packer/rans.h"
+#include "synthetic_weights.h"  // splitmix64
 #include "test_util.h"
 
 using namespace wpack;
@@ -26,13 +27,6 @@ using namespace wpack;
 namespace {
 
 const uint32_t kWidths[] = {8, 4, 3, 2};
-
-uint64_t mix(uint64_t& s) {  // splitmix64, for test-local randomness
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // Packs symbols LSB-first, `bits` each (the layout rans.h documents).
 std::vector<uint8_t> pack(const std::vector<uint8_t>& symbols, uint32_t bits) {
@@ -77,7 +71,7 @@ std::vector<uint8_t> gaussian_codes(size_t n, uint32_t bits, uint64_t seed) {
 
 std::vector<uint8_t> uniform_codes(size_t n, uint32_t bits, uint64_t seed) {
   std::vector<uint8_t> out(n);
-  for (auto& s : out) s = static_cast<uint8_t>(mix(seed) & ((1u << bits) - 1));
+  for (auto& s : out) s = static_cast<uint8_t>(test::splitmix64(seed) & ((1u << bits) - 1));
   return out;
 }
 
@@ -85,7 +79,7 @@ std::vector<uint8_t> uniform_codes(size_t n, uint32_t bits, uint64_t seed) {
 std::vector<uint8_t> skewed_codes(size_t n, uint32_t bits, uint64_t seed) {
   std::vector<uint8_t> out(n, 1);
   for (auto& s : out) {
-    const uint64_t r = mix(seed) % 100000;
+    const uint64_t r = test::splitmix64(seed) % 100000;
     if (r == 0) s = static_cast<uint8_t>((1u << bits) - 1);
     else if (r < 3000) s = 0;
   }
@@ -322,8 +316,8 @@ TEST_CASE("rans decode of corrupted and random streams never crashes and only th
     const int trials = 3000;
     for (int trial = 0; trial < trials; ++trial) {
       auto bad = stream;
-      const size_t at = mix(seed) % bad.size();
-      bad[at] ^= static_cast<uint8_t>(1 + mix(seed) % 255);
+      const size_t at = test::splitmix64(seed) % bad.size();
+      bad[at] ^= static_cast<uint8_t>(1 + test::splitmix64(seed) % 255);
       const ErrorCode code = decode_error(bad, symbols.size(), bits);
       REQUIRE((code == ErrorCode::kCorrupt || code == ErrorCode::kMismatch));
       detected += code == ErrorCode::kCorrupt;
@@ -331,10 +325,10 @@ TEST_CASE("rans decode of corrupted and random streams never crashes and only th
     INFO("detected " << detected << " of " << trials);
     CHECK(detected > trials * 9 / 10);  // the final-state and consumption checks catch most
     for (int trial = 0; trial < 2000; ++trial) {
-      auto garbage = test::random_bytes(mix(seed) % 300, mix(seed));
-      if (!garbage.empty()) garbage[0] = static_cast<uint8_t>(mix(seed) % 4);  // a valid mode most times
+      auto garbage = test::random_bytes(test::splitmix64(seed) % 300, test::splitmix64(seed));
+      if (!garbage.empty()) garbage[0] = static_cast<uint8_t>(test::splitmix64(seed) % 4);  // a valid mode most times
       if (garbage.size() > 1) garbage[1] &= 0xFE;
-      const ErrorCode code = decode_error(garbage, 1 + mix(seed) % 600, bits);
+      const ErrorCode code = decode_error(garbage, 1 + test::splitmix64(seed) % 600, bits);
       REQUIRE((code == ErrorCode::kCorrupt || code == ErrorCode::kMismatch));
     }
   }
@@ -408,7 +402,7 @@ std::vector<uint8_t> lane_dependent_codes(size_t n, uint32_t bits, uint64_t seed
   const uint32_t top = (1u << bits) - 1;
   for (size_t i = 0; i < n; ++i) {
     const uint32_t lane = i % kRansLanes;
-    const uint64_t r = mix(seed);
+    const uint64_t r = test::splitmix64(seed);
     if (lane % 4 == 0) out[i] = static_cast<uint8_t>(r % 1000 == 0 ? top : 0);       // nearly constant
     else if (lane % 4 == 1) out[i] = static_cast<uint8_t>(r & top);                   // uniform
     else if (lane % 4 == 2) out[i] = static_cast<uint8_t>(top - ((r >> 8) % 3 == 0));  // two symbols
@@ -422,11 +416,11 @@ std::vector<uint8_t> lane_dependent_codes(size_t n, uint32_t bits, uint64_t seed
 std::vector<uint8_t> wide_range_codes(uint32_t bits, uint64_t seed) {
   std::vector<uint8_t> out;
   for (uint32_t s = 0; s < (1u << bits); ++s) {
-    const uint64_t count = mix(seed) % 4 == 0 ? 0 : uint64_t{1} << (mix(seed) % 15);
+    const uint64_t count = test::splitmix64(seed) % 4 == 0 ? 0 : uint64_t{1} << (test::splitmix64(seed) % 15);
     out.insert(out.end(), std::min<uint64_t>(count, 1 << 13), static_cast<uint8_t>(s));
   }
   if (out.empty()) out.push_back(0);
-  for (size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[mix(seed) % i]);
+  for (size_t i = out.size(); i > 1; --i) std::swap(out[i - 1], out[test::splitmix64(seed) % i]);
   return out;
 }
 
