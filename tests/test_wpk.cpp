@@ -56,14 +56,6 @@ std::string expect_error(const std::string& path, ErrorCode code) {
   return "";
 }
 
-// Rewrites the footer's index checksum after an edit of the index, so structural checks are reached.
-void fix_index_checksum(std::vector<uint8_t>& bytes) {
-  uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
-  const uint64_t off = detail::load_u64(foot), size = detail::load_u64(foot + 8);
-  detail::store_u64(foot + 16, wpk_checksum({bytes.data() + off, size}));
-  detail::store_u64(foot + 40, wpk_checksum({foot, 40}));
-}
-
 uint64_t index_offset(const std::vector<uint8_t>& bytes) {
   return detail::load_u64(bytes.data() + bytes.size() - kWpkFooterBytes);
 }
@@ -259,21 +251,21 @@ TEST_CASE("wpk: tile ranges outside the data or overlapping are refused") {
   SECTION("size past the index") {
     auto bad = bytes;
     detail::store_u64(bad.data() + second + 8, uint64_t(1) << 40);
-    fix_index_checksum(bad);
+    test::fix_wpk_checksums(bad);
     test::write_file(path, bad);
     CHECK(expect_error(path, ErrorCode::kFormat).find("tile 1") != std::string::npos);
   }
   SECTION("offset overlapping the previous tile") {
     auto bad = bytes;
     detail::store_u64(bad.data() + second, detail::load_u64(bad.data() + tiles_start));
-    fix_index_checksum(bad);
+    test::fix_wpk_checksums(bad);
     test::write_file(path, bad);
     CHECK(expect_error(path, ErrorCode::kFormat).find("overlaps") != std::string::npos);
   }
   SECTION("unaligned offset") {
     auto bad = bytes;
     detail::store_u64(bad.data() + second, detail::load_u64(bad.data() + second) + 1);
-    fix_index_checksum(bad);
+    test::fix_wpk_checksums(bad);
     test::write_file(path, bad);
     CHECK(expect_error(path, ErrorCode::kFormat).find("aligned") != std::string::npos);
   }
@@ -287,13 +279,13 @@ TEST_CASE("wpk: counts larger than the index holds are refused before allocating
   const uint64_t idx = index_offset(bytes);
   SECTION("tensor count") {
     detail::store_u32(bytes.data() + idx, 0xFFFFFFFFu);
-    fix_index_checksum(bytes);
+    test::fix_wpk_checksums(bytes);
     test::write_file(path, bytes);
     CHECK(expect_error(path, ErrorCode::kFormat).find("tensor count") != std::string::npos);
   }
   SECTION("tile count") {
     detail::store_u64(bytes.data() + idx + 8, uint64_t(1) << 60);
-    fix_index_checksum(bytes);
+    test::fix_wpk_checksums(bytes);
     test::write_file(path, bytes);
     CHECK(expect_error(path, ErrorCode::kFormat).find("tile count") != std::string::npos);
   }
