@@ -129,10 +129,10 @@ void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::functi
   const uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
   const uint64_t index = detail::load_u64(foot), index_size = detail::load_u64(foot + 8);
   if (index > bytes.size() || index_size > bytes.size() - index || index_size < 16) bad();
-  // The index ends with the tile records, 40 bytes each (offset, stored size, raw size, ..., checksum).
+  // The index ends with the tile records (offset, stored size, raw size, ..., checksum).
   const uint64_t tile_count = detail::load_u64(bytes.data() + index + 8);
-  if (tile >= tile_count || tile_count > index_size / 40) bad();
-  uint8_t* record = bytes.data() + index + index_size - 40 * (tile_count - tile);
+  if (tile >= tile_count || tile_count > index_size / kWpkTileRecordBytes) bad();
+  uint8_t* record = bytes.data() + index + index_size - kWpkTileRecordBytes * (tile_count - tile);
   const uint64_t offset = detail::load_u64(record), stored = detail::load_u64(record + 8);
   if (offset > index || stored > index - offset) bad();
   edit(bytes.data() + offset, stored);
