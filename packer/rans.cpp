@@ -177,8 +177,7 @@ class BitCounter {
 
 // Present symbols as runs: gap0+1, run, then (gap+1, run)* and 1 as the end marker (a real gap
 // between runs is >= 1, so its code is >= 2). A run reaching the alphabet's end ends the list.
-template <class Writer>  // BitWriter, or BitCounter for the size alone
-void write_present_symbols(const Model& m, Writer& w) {
+void write_present_symbols(const Model& m, BitWriter& w) {
   const uint32_t alphabet = 1u << m.bits;
   uint32_t pos = 0;
   while (true) {
@@ -200,7 +199,7 @@ void write_present_symbols(const Model& m, Writer& w) {
 
 // One present symbol's frequency but the last's (implied): f-1 as a bit length coded as a zigzag
 // delta from the previous one in unary, then the bits below the leading one.
-template <class Writer>
+template <class Writer>  // BitWriter, or BitCounter for the size alone
 void write_frequency(uint32_t freq, int& prev_len, Writer& w) {
   const uint32_t v = freq - 1;
   const int len = std::bit_width(v);
@@ -211,8 +210,7 @@ void write_frequency(uint32_t freq, int& prev_len, Writer& w) {
   prev_len = len;
 }
 
-template <class Writer>
-void write_table(const Model& m, Writer& w) {
+void write_table(const Model& m, BitWriter& w) {
   write_present_symbols(m, w);
   const uint32_t alphabet = 1u << m.bits;
   uint32_t last = 0;
@@ -552,11 +550,17 @@ uint64_t present_symbols_bits(const QuantizeInput& in) {
   return w.bits();
 }
 
+// What write_table writes after the present symbols, from the list of m's present symbols.
+template <class Writer>
+void write_frequencies_fast(const Model& m, const QuantizeInput& in, Writer& w) {
+  int prev_len = 0;
+  for (uint32_t i = 0; i + 1 < in.present_count; ++i) write_frequency(m.freq[in.present[i]], prev_len, w);
+}
+
 // write_table(m, w) from the list of m's present symbols.
 void write_table_fast(const Model& m, const QuantizeInput& in, BitWriter& w) {
   write_present_symbols_fast(in, w);
-  int prev_len = 0;
-  for (uint32_t i = 0; i + 1 < in.present_count; ++i) write_frequency(m.freq[in.present[i]], prev_len, w);
+  write_frequencies_fast(m, in, w);
 }
 
 // A lower bound of the precision estimate at every precision, so that the fast path can stop
@@ -599,8 +603,7 @@ EstimateBound estimate_bound(const std::array<uint64_t, 256>& counts, const Quan
 // symbols' runs, the same at every precision (present_bits), then the frequencies.
 uint64_t table_bits_fast(const Model& m, const QuantizeInput& in, uint64_t present_bits) {
   BitCounter w;
-  int prev_len = 0;
-  for (uint32_t i = 0; i + 1 < in.present_count; ++i) write_frequency(m.freq[in.present[i]], prev_len, w);
+  write_frequencies_fast(m, in, w);
   return present_bits + w.bits();
 }
 
@@ -1093,9 +1096,7 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
     if (m.freq[s]) divisor[s] = divisors[m.freq[s]];
   const TailChoice tails = path == EncodePath::kReference ? choose_tails_ref(syms, n, m, divisor)
                                                            : choose_tails_fast(syms, n, m, divisor);
-  const uint32_t base = tails.base, delta_bits = tails.delta_bits;
-  const std::array<uint32_t, kRansLanes>& tail = tails.tail;
-  const Lanes lanes = lane_layout(n, tail);
+  const Lanes lanes = lane_layout(n, tails.tail);
 
   std::array<SymbolCoder, 256> coder;  // read only for present symbols
   for (uint32_t s = 0; s < (1u << m.bits); ++s)
@@ -1146,7 +1147,7 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   out.push_back(mode);
   BitWriter w(out);
   w.put(p - kRansMinPrecision, kPrecisionFieldBits);
-  write_tails(base, delta_bits, lanes, w);
+  write_tails(tails.base, tails.delta_bits, lanes, w);
   if (mode == kModeRans) {
     if (present) write_table_fast(m, *present, w);
     else write_table(m, w);
