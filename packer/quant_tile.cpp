@@ -7,6 +7,7 @@
 
 #include "formats/detail/le.h"  // put_* and Cursor for the params blob
 #include "formats/error.h"
+#include "formats/wpk.h"        // kWpkFilterAddedInV3: the reader's copy of layout 6
 #include "packer/detail/fp.h"   // fp16 bits -> float, the same conversion dequantize() uses
 #include "packer/detail/quant_kernels.h"  // pack_codes_ref / pack_codes_fast
 #include "packer/rans.h"
@@ -14,6 +15,9 @@
 
 namespace wpack {
 namespace {
+
+// The container reader refuses layout 6 in a v2 file by its own constant (formats/ knows no layouts).
+static_assert(kFilterQuantDenseZeroRel == kWpkFilterAddedInV3, "formats/wpk.h kWpkFilterAddedInV3 is layout 6");
 
 constexpr uint8_t kFlagSymmetric = 1u << 0;
 constexpr uint8_t kFlagSparseTiles = 1u << 1;
