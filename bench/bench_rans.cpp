@@ -47,6 +47,7 @@
 #include "packer/quant_tile.h"  // QuantTileEncoder, decode_quant_tile_ref: int4 as packed
 #include "packer/quantize.h"
 #include "packer/rans.h"
+#include "packer/tile_codec.h"  // split_planes: plane B of a stored tile
 #include "packer/tiling.h"
 #include "synthetic_weights.h"  // gaussian (tests/)
 
@@ -288,9 +289,7 @@ void bench_int4_packed(const std::string& label, const std::vector<Matrix>& tens
       for (uint64_t r = 0; r < rect.rows; ++r)
         if (std::memcmp(&decoded[r * rect.cols], &expected[(rect.row0 + r) * m.cols + rect.col0], 4 * rect.cols) != 0)
           throw std::runtime_error("int4 tile round trip failed");
-      uint32_t word_b;
-      std::memcpy(&word_b, tile.tile.stored.data() + 4, 4);
-      stored_b_bytes += word_b & 0x7FFFFFFFu;  // plane B as stored (bit 31: raw)
+      stored_b_bytes += wpack::split_planes(tile.tile.stored, 2)[1].bytes.size();  // plane B as stored
       tile_bytes += tile.tile.stored.size();
       zero_rel_tiles += tile.layout == wpack::kFilterQuantDenseZeroRel;
       // The plain codes of the tile, as layout 4 coded them.
