@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "formats/tensor.h"  // open_tensor_source: the --model file
+#include "packer/detail/fp.h"  // float_to_bf16_bits
 #include "packer/quant_tile.h"  // QuantTileEncoder, decode_quant_tile_ref: int4 as packed
 #include "packer/quantize.h"
 #include "packer/rans.h"
@@ -56,12 +57,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 using wpack::test::gaussian;
-
-uint16_t to_bf16(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
 
 double entropy_bits(const std::vector<uint64_t>& hist) {
   uint64_t total = 0;
@@ -362,7 +357,7 @@ int main(int argc, char** argv) {
     {
       const std::vector<float> f = gaussian(mib * 1024 * 1024 / 2, 0.02f, 1);
       std::vector<uint16_t> v(f.size());
-      for (size_t i = 0; i < f.size(); ++i) v[i] = to_bf16(f[i]);
+      for (size_t i = 0; i < f.size(); ++i) v[i] = wpack::detail::float_to_bf16_bits(f[i]);
       bench_bf16("synthetic N(0, 0.02) BF16, " + std::to_string(mib) + " MiB", v, tile_elems, false);
       bench_bf16("synthetic N(0, 0.02) BF16, " + std::to_string(mib) + " MiB", v, tile_elems, true);
     }
