@@ -975,7 +975,7 @@ bool have_avx512() {
 enum class EncodePath {
   kReference,   // quantize_ref, libm log2 in the estimate, the original tail search, code_main_scalar
   kFastScalar,  // quantize_fast, the table estimate and its bound, choose_tails_fast, code_main_scalar
-  kFastAvx2,    // kFastScalar with code_main_avx2 (the CPU must have AVX2)
+  kFastAvx2,    // kFastScalar with code_main_avx2 (code_main_scalar where the CPU has no AVX2)
   kFast,        // kFastScalar with code_main_avx512 or code_main_avx2, the best the CPU has
 };
 
