@@ -61,7 +61,6 @@ constexpr uint32_t kWarps = 4;      // warps per block; each works alone on its 
 constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode steps of 32 lanes
 constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
 constexpr uint32_t kRing = kChunk * kSlots;
-constexpr uint32_t kRawBit = 0x80000000u;
 
 __host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
 
@@ -221,8 +220,8 @@ __device__ __forceinline__ float merge_rows(float a, float b, uint32_t level, ui
 // Status of a tile's directory as the kernel reads it (the host chose tiles where it holds).
 __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, uint32_t n, uint32_t stored,
                                                      uint32_t exp_cap) {
-  const uint32_t size0 = d0 & ~kRawBit;
-  if ((d0 & kRawBit) || d1 != (kRawBit | n) || size0 < 2 || uint64_t{8} + size0 + n != stored) return kCorrupt;
+  const uint32_t size0 = d0 & ~kRawPlaneBit;
+  if ((d0 & kRawPlaneBit) || d1 != (kRawPlaneBit | n) || size0 < 2 || uint64_t{8} + size0 + n != stored) return kCorrupt;
   if (align16(8 + size0) > exp_cap) return kTooLarge;
   return kOk;
 }
@@ -301,7 +300,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   // Mantissa chunk c of a tile: cell c of the 512-byte grid of global addresses from the one
   // holding the plane's first byte, cut to the plane rounded out to 16 bytes (inside the tile's
   // 16-aligned allocation); it lands at its address mod kRing, so it never wraps the ring.
-  auto mantissa_start = [](const Tile& t) { return t.offset + 8 + (t.d0 & ~kRawBit); };
+  auto mantissa_start = [](const Tile& t) { return t.offset + 8 + (t.d0 & ~kRawPlaneBit); };
   auto chunks_of = [&](const Tile& t) {
     return static_cast<uint32_t>((mantissa_start(t) % kChunk + t.rows * t.cols + kChunk - 1) / kChunk);
   };
@@ -317,7 +316,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   // Starts a tile's copies: the directory and exponent stream whole, the first 3 mantissa chunks.
   auto issue_tile = [&](const Tile& t) {
     if (t.status != kOk || lane != 0) return;
-    const uint32_t eb = align16(8 + (t.d0 & ~kRawBit));
+    const uint32_t eb = align16(8 + (t.d0 & ~kRawPlaneBit));
     mbar_arrive_expect_tx(exp_bar, eb);
     bulk_load(exp, bytes_dev + t.offset, eb, exp_bar, policy);
     const uint32_t chunks = chunks_of(t);
@@ -359,7 +358,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     }
 
     // ---- the stream's header, table and lane states (docs/FORMAT-rans.md "Modes 1 and 3") ----
-    const uint32_t size0 = cur.d0 & ~kRawBit;
+    const uint32_t size0 = cur.d0 & ~kRawPlaneBit;
     const BitString bits{reinterpret_cast<const uint32_t*>(exp), 72, (size0 - 1) * 8};
     bool bad = status != kOk || exp[8] != 1;  // mode 1 (the host only sends such tiles)
     uint32_t pos = 0, precision = 0, tail = 0, x = 0, main_len = 0, word_count = 0;

@@ -59,7 +59,6 @@ namespace {
 constexpr uint32_t kMaxStages = 16;
 constexpr uint32_t kHeaderBytes = 768;  // barriers (2 x 16 x 8 B) and stage geometry (16 x 32 B)
 constexpr uint32_t kStatusOk = 0;
-constexpr uint8_t kLayoutSparse = 5;      // DevTile::filter of a quant_sparse tile
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
 __host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }

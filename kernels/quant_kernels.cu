@@ -42,10 +42,6 @@ namespace {
 
 constexpr uint32_t kThreads = 256;
 constexpr uint32_t kWarps = kThreads / 32;
-constexpr uint32_t kRawPlaneBit = 0x80000000u;  // plane directory: plane stored raw
-constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
-constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // tile record filter byte of lossy tiles
-constexpr uint8_t kLayoutDenseZeroRel = 6;  // dense, rANS plane B holds (code - zero) mod 2^bits
 constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
 
 __host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }

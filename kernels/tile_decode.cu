@@ -35,11 +35,8 @@ constexpr uint32_t kThreads = 128;
 constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kMaxPlanes = 8;  // byte planes of an 8-byte element
 
-constexpr uint32_t kRawPlaneBit = 0x80000000u;  // plane directory: plane stored raw
 
 // Codec / filter codes (packer/codec.h, packer/filters.h)
-constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
-constexpr uint8_t kFilterNone = 0, kFilterByteShuffle = 1, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
 
 __host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
 

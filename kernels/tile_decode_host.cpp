@@ -14,7 +14,9 @@
 
 #include "formats/error.h"
 #include "kernels/detail/tile_kernels.h"
+#include "packer/codec.h"         // Codec: the kernels' codec bytes are checked against it
 #include "packer/detail/fp.h"     // f16_bits_to_float for row scales and LUT tables
+#include "packer/filters.h"       // Filter, kFilterQuant*: the kernels' filter bytes are checked against them
 #include "packer/quant_tile.h"    // parse_quant_params: the lossy tensor's params blob
 #include "packer/quantize.h"      // Scheme, scheme_code_values
 #include "packer/rans.h"          // rans_stream_precision: the table size a plane needs
@@ -59,11 +61,18 @@ bool device_has_bulk_copy() {
   return major >= 9;
 }
 
-constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
-constexpr uint8_t kFilterNone = 0, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
-constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5;  // lossy tiles' filter byte
+using detail::kCodecNone, detail::kCodecZstd, detail::kCodecRans, detail::kFilterNone, detail::kFilterBitShuffle,
+    detail::kFilterFloatPlanes, detail::kLayoutDense, detail::kLayoutSparse, detail::kRawPlaneBit;
+// The kernels' copies of the tile record bytes are the packer's.
+static_assert(kCodecNone == static_cast<uint8_t>(Codec::kNone) && kCodecZstd == static_cast<uint8_t>(Codec::kZstd) &&
+              kCodecRans == static_cast<uint8_t>(Codec::kRans));
+static_assert(kFilterNone == static_cast<uint8_t>(Filter::kNone) &&
+              detail::kFilterByteShuffle == static_cast<uint8_t>(Filter::kByteShuffle) &&
+              kFilterBitShuffle == static_cast<uint8_t>(Filter::kBitShuffle) &&
+              kFilterFloatPlanes == static_cast<uint8_t>(Filter::kFloatPlanes));
+static_assert(kLayoutDense == kFilterQuantDense && kLayoutSparse == kFilterQuantSparse &&
+              detail::kLayoutDenseZeroRel == kFilterQuantDenseZeroRel);
 constexpr uint32_t kStreamStages = 4;  // cp.async ring depth of the streaming GEMV
-constexpr uint32_t kRawPlaneBit = 0x80000000u;
 
 uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 

@@ -8,6 +8,15 @@
 
 namespace wpack::gpu::detail {
 
+// The tile record bytes the kernels compare with (docs/FORMAT.md; the packer's constants are
+// packer/codec.h Codec, packer/filters.h Filter and kFilterQuant*, packer/quant_tile.h
+// kFilterQuantDenseZeroRel: tile_decode_host.cpp checks that they agree), and the plane directory's
+// raw-plane bit.
+inline constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
+inline constexpr uint8_t kFilterNone = 0, kFilterByteShuffle = 1, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
+inline constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5, kLayoutDenseZeroRel = 6;  // lossy tiles' filter byte
+inline constexpr uint32_t kRawPlaneBit = 0x80000000u;
+
 // One tile as the kernels see it (device memory, an array of tile_count entries).
 struct DevTile {
   uint64_t offset;       // of its stored bytes in the device byte buffer; a multiple of 16
