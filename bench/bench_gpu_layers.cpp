@@ -186,17 +186,14 @@ int main(int argc, char** argv) try {
       for (const auto& s : split(value())) {
         const long b = number(s);
         if (b < 1 || b > static_cast<long>(kMaxGemvBatch)) usage("batch outside 1..64: " + s);
-        if (std::find(batches.begin(), batches.end(), b) != batches.end()) usage("batch " + s + " given twice");
         batches.push_back(static_cast<uint32_t>(b));
       }
     } else if (a == "--rans") {
       rans = true;
     } else if (a == "--runs") {
       timing.timed_runs = static_cast<int>(number(value()));
-      if (timing.timed_runs < gpu::kMinTimedRuns) usage("--runs must be at least " + std::to_string(gpu::kMinTimedRuns));
     } else if (a == "--warmup") {
       timing.warmup_runs = static_cast<int>(number(value()));
-      if (timing.warmup_runs < 1) usage("--warmup must be at least 1");
     } else if (a == "--clip") {
       clip = value();
       if (clip != "mse" && clip != "minmax") usage("--clip mse|minmax");
@@ -215,6 +212,17 @@ int main(int argc, char** argv) try {
     } else {
       usage("unknown option '" + a + "'");
     }
+  }
+  // What verify_gpu would refuse (a batch given twice, too few runs) is refused now, before packing.
+  GpuVerifyOptions verify_options;
+  verify_options.batches = batches;
+  verify_options.threads = threads;
+  verify_options.timing_options = timing;
+  verify_options.seed = seed;
+  try {
+    validate_gpu_verify_options(verify_options);
+  } catch (const Error& e) {
+    usage(e.what());
   }
   if (threads > 0) omp_set_num_threads(threads);
 
@@ -274,12 +282,8 @@ int main(int argc, char** argv) try {
     GpuVerifyReport report;
     try {
       auto reader = WpkReader::open(path);
-      GpuVerifyOptions verify;
-      verify.batches = batches;
-      verify.threads = threads;
-      verify.timing_options = timing;
+      GpuVerifyOptions verify = verify_options;
       verify.copy_gb_per_s = copy.gb_per_s;
-      verify.seed = seed;
       report = verify_gpu(*reader, &source, verify);
     } catch (...) {
       std::remove(path.c_str());

@@ -42,7 +42,9 @@ std::string format_g(double v) {
   return buf;
 }
 
-void validate(const GpuVerifyOptions& options) {
+}  // namespace
+
+void validate_gpu_verify_options(const GpuVerifyOptions& options) {
   if (options.batches.empty()) throw Error(ErrorCode::kInvalidArgument, "verify_gpu: no batch size");
   for (size_t i = 0; i < options.batches.size(); ++i) {
     const uint32_t b = options.batches[i];
@@ -58,6 +60,8 @@ void validate(const GpuVerifyOptions& options) {
                                                  std::to_string(gpu::kMinTimedRuns) + " timed runs are required");
   if (!(options.max_matmul_rel_error >= 0)) throw Error(ErrorCode::kInvalidArgument, "verify_gpu: bad max_matmul_rel_error");
 }
+
+namespace {
 
 // "<file>: tensor '<name>': rest" -> "rest" (for the short reasons shown in a table).
 std::string without_context(const std::string& message, const WpkReader& reader, const std::string& name) {
@@ -458,7 +462,7 @@ std::vector<GpuBatchTotals> totals_of(const std::vector<GpuTensorCheck>& tensors
 }  // namespace
 
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
-  validate(options);
+  validate_gpu_verify_options(options);
   GpuVerifyReport report;
   if (!gpu::gpu_build_has_cuda()) {
     report.not_run_reason = "this wpack build has no CUDA";

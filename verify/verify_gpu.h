@@ -128,4 +128,8 @@ struct GpuVerifyReport {
 // failure inside one tensor is recorded in its check and the next tensor still runs.
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options);
 
+// The option checks verify_gpu starts with (the same Error), for callers that want to refuse bad
+// options before preparing anything.
+void validate_gpu_verify_options(const GpuVerifyOptions& options);
+
 }  // namespace wpack
