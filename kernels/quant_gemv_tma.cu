@@ -12,11 +12,14 @@
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
-//             warp per tile (int4, batch <= 8; 4 warps): warp w takes tiles w, w + 4, ... whole,
-//               so x fragments are loaded once for the tile's 8 row blocks, whose MMA chains are
+//             a warp per part of a tile (int4 at batch <= 16): batch <= 8, 8 warps, two per tile
+//               (64 rows each); batch 9..16, 4 warps, four per tile (32 rows each). A warp's x
+//               fragments and sum of x serve all its 16-row blocks, whose MMA chains are
 //               independent; A holds 128 + code and (128 + zero) * sum(x) is removed per group
-//               (sum(x) from an MMA with A = ones): no subtraction per code
-//             warps share a tile (int8, fp8, fp6, and every batch > 8; 8 warps): warp w takes
+//               (sum(x) from an MMA with A = ones): no subtraction per code. The standard tile
+//               (128 x 128, group 128) takes a copy of the code with its geometry known at compile
+//               time: every shared load at a constant offset, no per-tile address arithmetic
+//             warps share a tile (int8, fp8, fp6, and int4 at batch > 16; 8 warps): warp w takes
 //               rows [16w, 16w + 16) of every tile; A holds the codes' values (int: HSUB2 per
 //               pair; fp8/fp6: the minifloat bits placed in BF16 and one multiply by 2^120 / 2^124,
 //               MmaFp8 / MmaFp6)
@@ -24,8 +27,8 @@
 //   (atomicAdd) when the tile row changes or the range ends
 //
 // A stage is [stored bytes, 16-aligned size | x slices (batch, w) BF16, rows x_row bytes apart]. The host sizes the ring to
-// about 100 KiB per block (two blocks per multiprocessor), so that well over 64 KiB per
-// multiprocessor are in flight: enough to cover HBM latency.
+// about 200 KiB per multiprocessor (100 KiB per block at two blocks), so that well over 64 KiB
+// per multiprocessor are in flight: enough to cover HBM latency.
 //
 // Sparse int4 tiles ("loaded sparse, computed dense"): the stage holds the bitmap and the occupied
 // codes only; the consumer warp first expands them into the dense code layout in its own scratch
@@ -41,6 +44,7 @@
 // multiples of a k-step (64 columns for int4 and fp6, 32 for int8 and fp8); groups a multiple of
 // that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
 // compute capability 9.0 or later.
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
 
@@ -56,8 +60,8 @@ namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
 namespace {
 
-constexpr uint32_t kMaxStages = 16;
-constexpr uint32_t kHeaderBytes = 768;  // barriers (2 x 16 x 8 B) and stage geometry (16 x 32 B)
+constexpr uint32_t kMaxStages = 32;
+constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
 constexpr uint32_t kStatusOk = 0;
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
@@ -97,6 +101,9 @@ struct TileSide {
     scale_bytes = grouped ? 2 * m.h * groups : 0;
     codes_at = 8 + (grouped ? scale_bytes + (p.zero_points ? m.h * groups : 0) : 0);
   }
+  // The standard int4 tile: 128 x 128, one group of 128 per row (compile-time geometry).
+  __device__ explicit TileSide(const QuantDevParams& p)
+      : groups(1), group_words(16), words_per_row(16), scale_bytes(256), codes_at(8 + 256 + (p.zero_points ? 128 : 0)) {}
 };
 
 // The x fragments (MmaCodes::b_from_x order) of the word starting at column `col` for one batch
@@ -347,42 +354,53 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
 // removed and the fp16 scale applied. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at
 // batch columns 2t, 2t + 1. codes: the tile's dense code plane (the stage's, or a sparse tile
 // expanded into the warp's scratch); kAligned8: it is 8-byte aligned.
-template <bool kBatch1, bool kAligned8>
+template <bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
-                                              const uint8_t* xs, uint32_t x_row, const StageGeometry& m,
-                                              const TileSide& ts, uint32_t batch, float (&yacc)[8][4]) {
+                                              uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
+                                              uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
+                                              uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
   using C = MmaCodes<4>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
-  constexpr uint32_t kBlocks = 8;     // 16-row blocks of a 128-row tile
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  // kStd: the standard tile (TileSide(p)), whose geometry is known here, so that every shared
+  // load is at a constant offset from one base and the group loop is unrolled.
+  const TileSide ts = kStd ? TileSide(p) : ts_in;
   const uint32_t* codes = codes_plane + 2 * t;
   uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
 #pragma unroll
   for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-    rows[rb][0] = min(16 * rb + g, m.h - 1);
-    rows[rb][1] = min(16 * rb + g + 8, m.h - 1);
+    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
+    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
   }
+  // kStd: the warp's first row g of its first block; its other rows at constant offsets
+  const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * 16;
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
-    float c[kBlocks][4], cs[4] = {0.f, 0.f, 0.f, 0.f};
+    float c[kBlocks * kNT][4], cs[kNT][4];
 #pragma unroll
-    for (uint32_t rb = 0; rb < kBlocks; ++rb) c[rb][0] = c[rb][1] = c[rb][2] = c[rb][3] = 0.f;
+    for (uint32_t i = 0; i < kBlocks * kNT; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) cs[nt][0] = cs[nt][1] = cs[nt][2] = cs[nt][3] = 0.f;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
-      uint32_t b[2][4];
+      uint32_t b[kNT][2][4];
 #pragma unroll
-      for (uint32_t v = 0; v < 2; ++v) {
-        x_fragment<4>(xs + g * x_row, (j + 2 * t + v) * C::kPerWord, g < batch, b[v]);
-        mma_bf16_16816(cs, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][0], b[v][1]);
-        mma_bf16_16816(cs, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[v][2], b[v][3]);
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (uint32_t v = 0; v < 2; ++v) {
+          x_fragment<4>(xs + (8 * nt + g) * x_row, (j + 2 * t + v) * C::kPerWord, 8 * nt + g < batch, b[nt][v]);
+          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][v][0], b[nt][v][1]);
+          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][v][2], b[nt][v][3]);
+        }
       }
-      // All the step's code words first (16 loads in flight), then the arithmetic: blocks past the
-      // tile rerun its last row (dropped at flush).
+      // All the step's code words first (loads in flight together), then the arithmetic: blocks
+      // past the tile rerun its last row (dropped at flush).
       uint32_t words[kBlocks][2][2];
 #pragma unroll
       for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
         for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t* ptr = codes + rows[rb][h] * ts.words_per_row + j;
+          const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * 16 + j
+                                     : codes + (rows[rb][h] - codes_row0) * ts.words_per_row + j;
           if constexpr (kAligned8) {
             const uint2 a = *reinterpret_cast<const uint2*>(ptr);
             words[rb][h][0] = a.x, words[rb][h][1] = a.y;
@@ -398,23 +416,41 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
           uint32_t a0[4], a1[4];
           C::pairs(words[rb][0][v], a0);
           C::pairs(words[rb][1][v], a1);
-          mma_bf16_16816(c[rb], a0[0], a1[0], a0[1], a1[1], b[v][0], b[v][1]);
-          mma_bf16_16816(c[rb], a0[2], a1[2], a0[3], a1[3], b[v][2], b[v][3]);
+#pragma unroll
+          for (uint32_t nt = 0; nt < kNT; ++nt) {
+            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
+            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][v][2], b[nt][v][3]);
+          }
         }
       }
     }
     const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
+    const uint16_t* std_scales = scales + 16 * first_block + g;  // kStd: row 16 first_block + g's
+    const uint8_t* std_zeros = stage + 8 + 256 + 16 * first_block + g;
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-      const float s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
-      const float s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
-      const float o0 = code_offset<4>(p, stage, ts, rows[rb][0], gi);
-      const float o1 = code_offset<4>(p, stage, ts, rows[rb][1], gi);
-      yacc[rb][0] = fmaf(s0, fmaf(-o0, cs[0], c[rb][0]), yacc[rb][0]);
-      yacc[rb][2] = fmaf(s1, fmaf(-o1, cs[2], c[rb][2]), yacc[rb][2]);
-      if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
-        yacc[rb][1] = fmaf(s0, fmaf(-o0, cs[1], c[rb][1]), yacc[rb][1]);
-        yacc[rb][3] = fmaf(s1, fmaf(-o1, cs[3], c[rb][3]), yacc[rb][3]);
+      float s0, s1, o0, o1;
+      if constexpr (kStd) {
+        s0 = __half2float(__ushort_as_half(std_scales[16 * rb]));
+        s1 = __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
+        o0 = MmaCodes<4>::kBase + (p.zero_points ? static_cast<float>(std_zeros[16 * rb]) : p.symmetric_zero);
+        o1 = MmaCodes<4>::kBase + (p.zero_points ? static_cast<float>(std_zeros[16 * rb + 8]) : p.symmetric_zero);
+      } else {
+        s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
+        s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
+        o0 = code_offset<4>(p, stage, ts, rows[rb][0], gi);
+        o1 = code_offset<4>(p, stage, ts, rows[rb][1], gi);
+      }
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+        float(&y)[4] = yacc[rb * kNT + nt];
+        const float(&cc)[4] = c[rb * kNT + nt];
+        y[0] = fmaf(s0, fmaf(-o0, cs[nt][0], cc[0]), y[0]);
+        y[2] = fmaf(s1, fmaf(-o1, cs[nt][2], cc[2]), y[2]);
+        if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
+          y[1] = fmaf(s0, fmaf(-o0, cs[nt][1], cc[1]), y[1]);
+          y[3] = fmaf(s1, fmaf(-o1, cs[nt][3], cc[3]), y[3]);
+        }
       }
     }
   }
@@ -451,12 +487,13 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) yacc[i][0] = yacc[i][1] = yacc[i][2] = yacc[i][3] = 0.f;
 }
 
-// Warp per tile: at least 2 blocks per multiprocessor (its plan's figure), which lets ptxas give the
-// batch-1 instance 153 registers without spilling instead of its own choice of 128 with a spill;
-// the other instances keep ptxas's choice (0: no minimum).
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile,
-          uint32_t kFloat>  // 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
-__global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_gemv_tma_kernel(
+// kRowBlocks: 0, the warps share every tile (16 rows each); 8, a warp takes a whole tile; 4, a
+// warp takes half a tile (two warps per tile). kMinBlocks: the blocks per multiprocessor its plan
+// is sized for, given to ptxas (0: no minimum): for the int4 batch-1 warp-per-tile instance it
+// gives 153 registers without spilling instead of ptxas's own 128 with a spill.
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
+          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
+__global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
@@ -466,12 +503,16 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_ge
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
     float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
     uint32_t* __restrict__ status_dev) {  // (tile_count)
-  static_assert(!kWarpTile || kNT == 1, "a warp holds a whole tile row's partials for batch <= 8 only");
+  constexpr bool kWarpTile = kRowBlocks != 0;
+  constexpr uint32_t kSplit = kWarpTile ? 8 / kRowBlocks : 1;  // warps per tile (warp-per-tile modes)
+  static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
+                                 kWarps % (8 / (kRowBlocks ? kRowBlocks : 1)) == 0),
+                "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
   const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
-  StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 256);
+  StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
   uint8_t* ring = smem + kHeaderBytes;
   uint2* selectors = reinterpret_cast<uint2*>(smem + layout.sparse_at);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -483,7 +524,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_ge
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kWarpTile ? 1 : kWarps);
+      mbar_init(&empty[s], kWarpTile ? kSplit : kWarps);
     }
     mbar_init_fence();
   }
@@ -529,37 +570,56 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_ge
   }
 
   if constexpr (kWarpTile) {
-    static_assert(kBits == 4 && kGrouped && kNT == 1, "a warp per tile: int4 (grouped), batch <= 8");
-    float yacc[8][4];
-    flush_partials<1, 8, true>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
+    static_assert(kBits == 4 && kGrouped, "a warp per tile: int4 (grouped)");
+    constexpr uint32_t kUnits = kWarps / kSplit;  // tiles in the block's hands at once
+    const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
+    float yacc[kRowBlocks * kNT][4];
+    flush_partials<kNT, kRowBlocks, true>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
-    uint32_t s = warp, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
+    uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
     while (s >= stages) s -= stages, phase ^= 1;
-    for (uint64_t ti = t_begin + warp; ti < t_end; ti += kWarps) {
+    for (uint64_t ti = t_begin + unit; ti < t_end; ti += kUnits) {
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<1, 8, true>(params, acc_row0, acc_h, 0, batch, y_dev, yacc);
+        if (acc_h) flush_partials<kNT, kRowBlocks, true>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         acc_row0 = m.row0, acc_h = m.h;
       }
-      const uint8_t* stage = ring + s * layout.stage_bytes;
-      const TileSide ts(params, m, MmaCodes<4>::kPerWord, true);
-      const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
-      if (m.sparse) {
-        expand_sparse_int4(params, stage, m, ts, 0, m.h, selectors, group_magic, scratch);
-        __syncwarp();
-        tma_tile_warp<kBatch1, true>(params, stage, scratch, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
-      } else if (ts.codes_at % 8 == 0) {
-        tma_tile_warp<kBatch1, true>(params, stage, codes, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
-      } else {
-        tma_tile_warp<kBatch1, false>(params, stage, codes, stage + layout.x_at, layout.x_row, m, ts, batch, yacc);
+      if (16 * first_block < m.h) {
+        const uint8_t* stage = ring + s * layout.stage_bytes;
+        const uint8_t* xs = stage + layout.x_at;
+        // the standard 128 x 128 tile with one group per row takes the compile-time geometry
+        const bool std_tile = m.h == 128 && m.w == 128 && params.group == 128;
+        const TileSide ts = std_tile ? TileSide(params) : TileSide(params, m, MmaCodes<4>::kPerWord, true);
+        const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
+        if (m.sparse) {  // this warp's rows only
+          const uint32_t r0 = 16 * first_block;
+          expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
+                             scratch);
+          __syncwarp();
+          if (std_tile)
+            tma_tile_warp<kBatch1, true, kRowBlocks, kNT, true>(params, stage, scratch, r0, first_block, xs,
+                                                                layout.x_row, m, ts, batch, yacc);
+          else
+            tma_tile_warp<kBatch1, true, kRowBlocks, kNT, false>(params, stage, scratch, r0, first_block, xs,
+                                                                 layout.x_row, m, ts, batch, yacc);
+        } else if (std_tile) {
+          tma_tile_warp<kBatch1, true, kRowBlocks, kNT, true>(params, stage, codes, 0, first_block, xs, layout.x_row,
+                                                              m, ts, batch, yacc);
+        } else if (ts.codes_at % 8 == 0) {
+          tma_tile_warp<kBatch1, true, kRowBlocks, kNT, false>(params, stage, codes, 0, first_block, xs, layout.x_row,
+                                                               m, ts, batch, yacc);
+        } else {
+          tma_tile_warp<kBatch1, false, kRowBlocks, kNT, false>(params, stage, codes, 0, first_block, xs,
+                                                                layout.x_row, m, ts, batch, yacc);
+        }
       }
       __syncwarp();
       if (lane == 0) mbar_arrive(&empty[s]);
-      s += kWarps;
+      s += kUnits;
       while (s >= stages) s -= stages, phase ^= 1;
     }
-    if (acc_h) flush_partials<1, 8, true>(params, acc_row0, acc_h, 0, batch, y_dev, yacc);
+    if (acc_h) flush_partials<kNT, kRowBlocks, true>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
   } else {
     float yacc[kNT][4];
     flush_partials<kNT, 1, true>(params, 0, 0, 0, batch, y_dev, yacc);  // clears only
@@ -600,13 +660,15 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kWarpTile ? 2 : 0) quant_ge
   }
 }
 
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, bool kWarpTile,
-          uint32_t kFloat = 0>
+template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
+          uint32_t kFloat = 0, uint32_t kMinBlocks = 0>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
   static constexpr uint32_t kConsumerWarps = kWarps;
-  static constexpr bool kWholeTile = kWarpTile;  // a warp takes a whole tile (else 16 rows of every tile)
-  static constexpr auto kernel = quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kWarpTile, kFloat>;
+  static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
+  static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
+  static constexpr auto kernel =
+      quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
   // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
   // devices; later ones on every call), so that launches need no attribute call and plans of any
   // size share the instance.
@@ -666,17 +728,20 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
 #define WPACK_TMA_SHARED(B, G, FP)                                                                     \
   switch (nt) {                                                                                         \
     case 1:                                                                                             \
-      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, false, FP>{}) : f(TmaKernel<B, 1, false, G, 8, false, FP>{}); \
-    case 2: return f(TmaKernel<B, 2, false, G, 8, false, FP>{});                                       \
-    case 4: return f(TmaKernel<B, 4, false, G, 8, false, FP>{});                                       \
-    default: return f(TmaKernel<B, 8, false, G, 8, false, FP>{});                                      \
+      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, 0, FP>{}) : f(TmaKernel<B, 1, false, G, 8, 0, FP>{}); \
+    case 2: return f(TmaKernel<B, 2, false, G, 8, 0, FP>{});                                       \
+    case 4: return f(TmaKernel<B, 4, false, G, 8, 0, FP>{});                                       \
+    default: return f(TmaKernel<B, 8, false, G, 8, 0, FP>{});                                      \
   }
   if (p.bits == 4) {
-    if (nt == 1) return batch == 1 ? f(TmaKernel<4, 1, true, true, 4, true>{}) : f(TmaKernel<4, 1, false, true, 4, true>{});
+    // a warp per half tile at batch <= 8 (8 warps, 2 blocks per multiprocessor), per quarter
+    // tile at batch 9..16 (4 warps, 3 blocks: 126 registers without a spill)
+    if (nt == 1)
+      return batch == 1 ? f(TmaKernel<4, 1, true, true, 8, 4, 0, 2>{}) : f(TmaKernel<4, 1, false, true, 8, 4, 0, 2>{});
+    if (nt == 2) return f(TmaKernel<4, 2, false, true, 4, 2, 0, 3>{});
     switch (nt) {
-      case 2: return f(TmaKernel<4, 2, false, true, 8, false>{});
-      case 4: return f(TmaKernel<4, 4, false, true, 8, false>{});
-      default: return f(TmaKernel<4, 8, false, true, 8, false>{});
+      case 4: return f(TmaKernel<4, 4, false, true, 8, 0>{});
+      default: return f(TmaKernel<4, 8, false, true, 8, 0>{});
     }
   }
   if (p.kind == kQuantTable && p.bits == 6) { WPACK_TMA_SHARED(8, false, 6) }
@@ -719,16 +784,17 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
   const uint32_t warps = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kConsumerWarps; });
-  const bool whole_tile = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kWholeTile; });
-  // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile
-  // (a warp per tile) or 16 rows (warps sharing it).
-  plan.scratch_bytes = sparse_tiles ? align_up((whole_tile ? tile_rows : 16u) * tile_cols / 2, 16) : 0;
+  const uint32_t warp_rows = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kWarpRows; });
+  const uint32_t blocks_per_sm = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kBlocksPerSm; });
+  // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile or
+  // half of it (a warp per tile or half tile) or 16 rows (warps sharing it).
+  plan.scratch_bytes = sparse_tiles ? align_up(std::min(warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps).stage_bytes;
   const uint32_t aux_bytes = TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps).total - kHeaderBytes;
-  // About 100 KiB per block, scratch included: two blocks per multiprocessor; with sparse tiles
-  // about 72 KiB: three blocks (12 consumer warps with a warp per tile, each block's ring still
+  // About 200 KiB per multiprocessor over the blocks the instance is built for (100 KiB at two),
+  // scratch included; with sparse tiles about 72 KiB: three blocks (each block's ring still
   // about 38 KiB), since the expansion's shuffle and shared-memory latencies want more warps.
-  const uint32_t block_budget = sparse_tiles ? (72u << 10) : (100u << 10);
+  const uint32_t block_budget = sparse_tiles ? (72u << 10) : (200u << 10) / blocks_per_sm;
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
   uint32_t stages = stages_wanted ? stages_wanted : ring_budget / stage_bytes;
   stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
