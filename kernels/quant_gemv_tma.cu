@@ -27,7 +27,7 @@
 //   (atomicAdd) when the tile row changes or the range ends
 //
 // A stage is [stored bytes, 16-aligned size | x slices (batch, w) BF16, rows x_row bytes apart]. The host sizes the ring to
-// about 200 KiB per multiprocessor (100 KiB per block at two blocks), so that well over 64 KiB
+// about 220 KiB per multiprocessor (110 KiB per block at two blocks), so that well over 64 KiB
 // per multiprocessor are in flight: enough to cover HBM latency.
 //
 // Sparse int4 tiles ("loaded sparse, computed dense"): the stage holds the bitmap and the occupied
@@ -666,6 +666,7 @@ struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
   static constexpr uint32_t kConsumerWarps = kWarps;
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
+  static constexpr uint32_t kUnits = kRowBlocks ? kWarps / (8 / kRowBlocks) : 1;  // tiles in hand at once
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   static constexpr auto kernel =
       quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
@@ -791,13 +792,22 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.scratch_bytes = sparse_tiles ? align_up(std::min(warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps).stage_bytes;
   const uint32_t aux_bytes = TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps).total - kHeaderBytes;
-  // About 200 KiB per multiprocessor over the blocks the instance is built for (100 KiB at two),
-  // scratch included; with sparse tiles about 72 KiB: three blocks (each block's ring still
-  // about 38 KiB), since the expansion's shuffle and shared-memory latencies want more warps.
-  const uint32_t block_budget = sparse_tiles ? (72u << 10) : (200u << 10) / blocks_per_sm;
+  // About 220 KiB per multiprocessor over the blocks the instance is built for (110 KiB at two:
+  // 12 stages of standard int4 tiles at batch 1, a multiple of its 4 units), a sparse tensor's
+  // scratch included; the opt-in limit is 227 KiB per block and 228 KiB per multiprocessor, 1 KiB
+  // of it reserved per block. (Sparse tensors had 72 KiB blocks, three per multiprocessor, for
+  // more warps; the int4 instances now reach that count with two blocks or by registers.)
+  const uint32_t block_budget = (220u << 10) / blocks_per_sm;
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
   uint32_t stages = stages_wanted ? stages_wanted : ring_budget / stage_bytes;
   stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
+  // With several tiles in hand (a warp per part of a tile), consumer unit u takes tiles u,
+  // u + units, ...: the stage count must be a multiple of the units, so that the previous use of a
+  // stage was the same unit's and its barrier phase is complete before the unit waits on the
+  // next one. Otherwise a unit could wait on a stage whose previous copy has not landed, and a
+  // barrier one phase behind passes a parity wait (its preceding phase has the parity waited for).
+  const uint32_t units = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kUnits; });
+  stages = stages >= units ? stages / units * units : units;
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps).total;
   plan.blocks_per_sm =
@@ -824,6 +834,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   }
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
+    if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see quant_tma_plan: units would race
     const cudaError_t err = K::prepare();
     if (err != cudaSuccess) return err;
     return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);

@@ -174,14 +174,15 @@ namespace wpack::gpu::detail {
 struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
   uint32_t tile_cols;      // nominal tile width
-  uint32_t stages;         // ring depth, 2..16
+  uint32_t stages;         // ring depth, 2..32, a multiple of the tiles the kernel's warps hold at once
   uint32_t scratch_bytes;  // per consumer warp: a sparse tile's dense codes (0: no sparse tiles)
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: the plan does not fit
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev, bool sparse_tiles);
-// stages_wanted 0: as many as fit in about 100 KiB per block (scratch included); tile_rows,
+// stages_wanted 0: as many as fit in about 220 KiB per multiprocessor over the blocks the kernel is
+// built for (scratch included; rounded down to a multiple of the tiles in hand); tile_rows,
 // tile_cols: the nominal tile shape.
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
                             uint32_t batch, uint32_t stages_wanted, bool sparse_tiles);
