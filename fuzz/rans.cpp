@@ -8,7 +8,9 @@
 //   round trip: the rest is a packed symbol stream (its whole bytes; the symbol count is a u16 from
 //               the input, capped by what the bytes hold). rans_encode, with a table built from the
 //               symbols' histogram and passed through serialize/deserialize when bit 2 is set, then
-//               rans_decode must give the symbols back, in at most rans_max_stream_bytes.
+//               rans_decode must give the symbols back, in at most rans_max_stream_bytes; the
+//               reference encoder and the fast one with the scalar and the AVX2 main loop
+//               (packer/detail/rans_encode.h) must write the same bytes.
 //   table (bit 4): 2^bits u32 symbol counts from the input; build_rans_table must give a table whose
 //               frequencies sum to 2^precision, with freq 0 exactly for the absent symbols, that
 //               survives serialize/deserialize.
@@ -18,6 +20,7 @@
 
 #include "formats/error.h"
 #include "fuzz/harness.h"
+#include "packer/detail/rans_encode.h"
 #include "packer/rans.h"
 
 namespace wpack::fuzz {
@@ -74,10 +77,18 @@ void round_trip(Input& in, uint32_t bits, bool with_table) {
     if (table->freq != built.freq || table->precision != built.precision)
       fail("rans", "shared table changed through serialize/deserialize");
   }
-  const std::vector<uint8_t> stream = rans_encode(packed, count, bits, table ? &*table : nullptr);
+  const RansTable* shared = table ? &*table : nullptr;
+  const std::vector<uint8_t> stream = rans_encode(packed, count, bits, shared);
   if (stream.size() > rans_max_stream_bytes(count, bits)) fail("rans", "stream larger than rans_max_stream_bytes");
+  // every encoder path writes the reference encoder's bytes (packer/detail/rans_encode.h)
+  if (detail::rans_encode_reference(packed, count, bits, shared) != stream)
+    fail("rans", "rans_encode differs from the reference encoder");
+  if (detail::rans_encode_fast_scalar(packed, count, bits, shared) != stream)
+    fail("rans", "the fast estimate with the scalar main loop differs from rans_encode");
+  if (detail::rans_encode_avx2(packed, count, bits, shared) != stream)
+    fail("rans", "the AVX2 main loop differs from rans_encode");
   std::vector<uint8_t> back(packed.size(), 0xA5);
-  rans_decode(stream, count, bits, back, table ? &*table : nullptr);
+  rans_decode(stream, count, bits, back, shared);
   if (back != packed) fail("rans", "round trip changed the symbols");
 }
 
