@@ -52,6 +52,7 @@
 
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/mma_codes.cuh"
+#include "kernels/detail/ring_plan.h"
 #include "kernels/detail/tile_kernels.h"
 
 // The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh): with an older toolkit the kernel
@@ -799,15 +800,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // more warps; the int4 instances now reach that count with two blocks or by registers.)
   const uint32_t block_budget = (220u << 10) / blocks_per_sm;
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
-  uint32_t stages = stages_wanted ? stages_wanted : ring_budget / stage_bytes;
-  stages = stages < 2 ? 2 : stages > kMaxStages ? kMaxStages : stages;
-  // With several tiles in hand (a warp per part of a tile), consumer unit u takes tiles u,
-  // u + units, ...: the stage count must be a multiple of the units, so that the previous use of a
-  // stage was the same unit's and its barrier phase is complete before the unit waits on the
-  // next one. Otherwise a unit could wait on a stage whose previous copy has not landed, and a
-  // barrier one phase behind passes a parity wait (its preceding phase has the parity waited for).
   const uint32_t units = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kUnits; });
-  stages = stages >= units ? stages / units * units : units;
+  const uint32_t stages = ring_stages(ring_budget, stage_bytes, units, kMaxStages, stages_wanted);
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps).total;
   plan.blocks_per_sm =
@@ -834,7 +828,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   }
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
-    if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see quant_tma_plan: units would race
+    if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race
     const cudaError_t err = K::prepare();
     if (err != cudaSuccess) return err;
     return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);
