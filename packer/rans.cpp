@@ -585,7 +585,7 @@ struct EstimateBound {
 };
 
 EstimateBound estimate_bound(const std::array<uint64_t, 256>& counts, const QuantizeInput& in, uint64_t present_bits,
-                             uint32_t lanes_used) {
+                             uint32_t used_lanes) {
   double weights = 0, weighted_log = 0;  // A, sum a_s log2 a_s
   for (uint32_t i = 0; i < in.present_count; ++i) {
     const uint64_t a = counts[in.present[i]] - (i + 1 < in.present_count ? 1 : 0);
@@ -595,7 +595,7 @@ EstimateBound estimate_bound(const std::array<uint64_t, 256>& counts, const Quan
   }
   EstimateBound b;
   b.constant = static_cast<double>(present_bits) + (weights > 0 ? weights * std::log2(weights) : 0) - weighted_log;
-  b.slope = static_cast<double>(lanes_used) + static_cast<double>(in.present_count) - 1;
+  b.slope = static_cast<double>(used_lanes) + static_cast<double>(in.present_count) - 1;
   return b;
 }
 
@@ -608,6 +608,10 @@ uint64_t table_bits_fast(const Model& m, const QuantizeInput& in, uint64_t prese
 }
 
 // ---- lanes (docs: "Lanes and phases") ----
+// Symbol i of n goes to lane i % 32: min(32, n) lanes have symbols, lane l < n has this many.
+uint32_t lanes_used(uint64_t n) { return static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes)); }
+uint64_t lane_symbol_count(uint64_t n, uint32_t l) { return (n - 1 - l) / kRansLanes + 1; }
+
 struct Lanes {
   uint32_t used = 0;                            // lanes with at least one symbol: min(32, n)
   std::array<uint64_t, kRansLanes> count{};     // symbols of the lane
@@ -618,9 +622,9 @@ struct Lanes {
 
 Lanes lane_layout(uint64_t n, const std::array<uint32_t, kRansLanes>& tail) {
   Lanes lanes;
-  lanes.used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
+  lanes.used = lanes_used(n);
   for (uint32_t l = 0; l < lanes.used; ++l) {
-    lanes.count[l] = (n - 1 - l) / kRansLanes + 1;
+    lanes.count[l] = lane_symbol_count(n, l);
     lanes.tail[l] = tail[l];
     lanes.main_len[l] = lanes.count[l] - std::min<uint64_t>(tail[l], lanes.count[l]);
   }
@@ -1000,9 +1004,9 @@ TailChoice choose_tails_ref(const uint8_t* syms, uint64_t n, const Model& m, con
   constexpr uint64_t kNoFit = ~uint64_t{0};
   std::array<std::array<uint64_t, kMaxTailSymbols + 1>, kRansLanes> tail_state{};  // after k tail symbols
   std::array<uint32_t, kRansLanes> first_valid{}, last_valid{};  // 0, 0: no valid k >= 1
-  const uint32_t used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
+  const uint32_t used = lanes_used(n);
   for (uint32_t l = 0; l < used; ++l) {
-    const uint64_t count = (n - 1 - l) / kRansLanes + 1;
+    const uint64_t count = lane_symbol_count(n, l);
     uint64_t x = 0;
     for (uint32_t k = 1; k <= kMaxTailSymbols; ++k) {
       if (k <= count && x != kNoFit) {
@@ -1044,9 +1048,9 @@ TailChoice choose_tails_fast(const uint8_t* syms, uint64_t n, const Model& m, co
   std::array<std::array<uint32_t, kMaxTailSymbols + 1>, kRansLanes> tail_state;
   std::array<uint32_t, kRansLanes> first_valid{}, last_valid{};  // 0, 0: no valid k >= 1
   std::array<uint64_t, kRansLanes> count{};
-  const uint32_t used = static_cast<uint32_t>(std::min<uint64_t>(n, kRansLanes));
+  const uint32_t used = lanes_used(n);
   for (uint32_t l = 0; l < used; ++l) {
-    count[l] = (n - 1 - l) / kRansLanes + 1;
+    count[l] = lane_symbol_count(n, l);
     uint64_t x = 0;
     for (uint32_t k = 1; k <= kMaxTailSymbols; ++k) {
       if (k > count[l]) {  // an all-tail lane: k = count was valid, and so is every longer k
@@ -1352,7 +1356,7 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
   // the counts. Only the best precision by that estimate is encoded (ties: the lower p): encoding
   // the two best as well and keeping the smaller stream saved 0.01 bytes per int4 stream and 0.3
   // bytes per BF16 exponent stream on MiniLM (16384-symbol tiles), for twice the encoding time.
-  const uint32_t lanes_used = static_cast<uint32_t>(std::min<uint64_t>(symbol_count, kRansLanes));
+  const uint32_t used_lanes = lanes_used(symbol_count);
   Model best_model;
   double best_bits = 0;
   QuantizeInput input;  // the fast path's
@@ -1363,7 +1367,7 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
       table_bytes.clear();
       BitWriter table_bits(table_bytes);
       write_table(model, table_bits);
-      double bits = static_cast<double>(table_bits.bits()) + static_cast<double>(lanes_used) * p;
+      double bits = static_cast<double>(table_bits.bits()) + static_cast<double>(used_lanes) * p;
       for (uint32_t s = 0; s < (1u << symbol_bits); ++s)
         if (counts[s]) bits += counts[s] * (p - std::log2(static_cast<double>(model.freq[s])));
       if (p == kRansMinPrecision || bits < best_bits) {
@@ -1375,13 +1379,13 @@ std::vector<uint8_t> encode_stream(std::span<const uint8_t> packed, uint64_t sym
     const Log2Tables& lg = log2_tables();
     input = quantize_input(counts, symbol_bits);
     const uint64_t present_bits = present_symbols_bits(input);
-    const EstimateBound bound = estimate_bound(counts, input, present_bits, lanes_used);
+    const EstimateBound bound = estimate_bound(counts, input, present_bits, used_lanes);
     for (uint32_t p = kRansMinPrecision; p <= kRansMaxPrecision; ++p) {
       // No precision from here on can have an estimate below best_bits, so none would be taken.
       if (p > kRansMinPrecision && bound.at(p) > best_bits + bound.margin(best_bits)) break;
       Model model = quantize_fast(counts, input, p, lg);
       const uint64_t table_bits = table_bits_fast(model, input, present_bits);
-      double bits = static_cast<double>(table_bits) + static_cast<double>(lanes_used) * p;
+      double bits = static_cast<double>(table_bits) + static_cast<double>(used_lanes) * p;
       for (uint32_t i = 0; i < input.present_count; ++i) {
         const uint32_t s = input.present[i];
         bits += counts[s] * (p - lg.value[model.freq[s]]);
