@@ -110,7 +110,8 @@ uint32_t codes_symbol_bits(uint32_t bits) { return (bits == 2 || bits == 3 || bi
 // code (layout kFilterQuantDenseZeroRel; docs/FORMAT.md "Quantized tiles"): a group's codes cluster
 // around its zero point, so s has a lower order-0 entropy than the codes, which mix groups centred at
 // different zero points (measured by bench_rans: -1.3% bits on MiniLM int4).
-bool zero_relative_applies(const QuantTensorParams& p, Codec codec) { return has_zero_points(p) && codec == Codec::kRans; }
+bool zero_relative_applies(bool zero_points, Codec codec) { return zero_points && codec == Codec::kRans; }
+bool zero_relative_applies(const QuantTensorParams& p, Codec codec) { return zero_relative_applies(has_zero_points(p), codec); }
 
 // The codes [rows][cols] of a tile (one per byte) -> s = (code - zero[r][c / group]) mod 2^bits, one
 // per byte. zeros: the tile's u8 zero points [rows][groups] (plane A). decode_quant_tile_ref undoes it.
@@ -425,7 +426,7 @@ void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams
     dense_b_.resize(ceil_div(n * bits_, 8) + 8);
     detail::pack_codes_fast(codes_.data(), n, bits_, dense_b_.data());
   }
-  zero_rel_ = dense_ok_ && has_zero_points(p);
+  zero_points_ = has_zero_points(p);
   zero_rel_ready_ = false;  // built by the first code(kRans): other codecs never use them
   rect_ = rect;
   scale_bytes_ = side.scale_bytes;
@@ -438,7 +439,7 @@ QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
   if (dense_ok_) {
     const std::span<const uint8_t> b(dense_b_.data(), ceil_div(count_ * bits_, 8));
     std::span<const uint8_t> b_zero_rel;
-    if (zero_rel_ && codec == Codec::kRans) {
+    if (zero_relative_applies(zero_points_, codec)) {
       if (!zero_rel_ready_) {
         zero_rel_codes_.resize(count_);
         zero_relative_symbols(codes_.data(), side_.data() + scale_bytes_, rect_, groups_, group_, bits_,

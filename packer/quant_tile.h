@@ -117,7 +117,7 @@ class QuantTileEncoder {
   std::vector<uint8_t> side_;           // plane A of the dense layout: scales, zeros
   std::vector<uint8_t> codes_;          // the tile's codes, one per byte
   std::vector<uint8_t> dense_b_;        // plane B of the dense layout (+ 8 bytes of slack)
-  bool zero_rel_ = false;               // dense and zero points: rANS codes dense_zero_rel_b_
+  bool zero_points_ = false;            // the tensor has zero points (rANS then codes dense_zero_rel_b_)
   // The zero-relative symbols, built by the first code(kRans) after prepare() (const: a cache).
   mutable bool zero_rel_ready_ = false;
   mutable std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
