@@ -3,8 +3,9 @@
 // Input: mode byte (bits 0-1: symbol bits 8/4/3/2; bit 2: a shared table; bit 3: round trip;
 // bit 4: table).
 //   decode:     u32 symbol count (mod 2^20 + 1); with a shared table, a u16 length and that many
-//               table bytes (deserialize_rans_table); the rest is the stream. A stream that decodes
-//               must leave the padding bits of the last byte zero.
+//               table bytes (deserialize_rans_table); the rest is the stream. rans_decode and the
+//               scalar reference decoder must give the same symbols or the same error; a stream
+//               that decodes must leave the padding bits of the last byte zero.
 //   round trip: the rest is a packed symbol stream (its whole bytes; the symbol count is a u16 from
 //               the input, capped by what the bytes hold). rans_encode, with a table built from the
 //               symbols' histogram and passed through serialize/deserialize when bit 2 is set, then
@@ -16,10 +17,12 @@
 //               survives serialize/deserialize.
 #include <algorithm>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "formats/error.h"
 #include "fuzz/harness.h"
+#include "packer/detail/rans_decode.h"
 #include "packer/detail/rans_encode.h"
 #include "packer/rans.h"
 
@@ -45,12 +48,21 @@ void decode(Input& in, uint32_t bits, bool with_table) {
     }
   }
   const Bytes stream = in.rest();
-  std::vector<uint8_t> out(rans_packed_bytes(count, bits));
+  std::vector<uint8_t> out(rans_packed_bytes(count, bits)), ref(out.size());
+  std::string error, ref_error;
   try {
     rans_decode(stream, count, bits, out, table ? &*table : nullptr);
-  } catch (const Error&) {
-    return;
+  } catch (const Error& e) {
+    error = e.what();
   }
+  try {  // the scalar reference decoder must agree: same symbols or the same error
+    detail::rans_decode_reference(stream, count, bits, ref, table ? &*table : nullptr);
+  } catch (const Error& e) {
+    ref_error = e.what();
+  }
+  if (error != ref_error) fail("rans", "rans_decode and the reference decoder disagree on whether the stream is valid");
+  if (!error.empty()) return;
+  if (out != ref) fail("rans", "rans_decode and the reference decoder decode different symbols");
   std::vector<uint8_t> cleared = out;
   clear_padding(cleared, count, bits);
   if (cleared != out) fail("rans", "decoded stream has non-zero padding bits");

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "formats/error.h"  // Error, ErrorCode
+#include "packer/detail/rans_decode.h"  // the decoder's scalar path, for tests
 #include "packer/detail/rans_encode.h"  // the encoder's reference and scalar paths, for tests
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -965,6 +966,39 @@ WPACK_TARGET_AVX512 uint16_t* code_main_avx512(const uint8_t* syms, uint64_t ste
   return next;
 }
 
+// The decoder's common main phase (all 32 lanes decode every step) with AVX-512F, from step
+// `t` on while the stream still holds a whole step's words (32): two vectors of 16 lanes, lanes
+// 0..15 first as in decode_body; per vector, the decode table is gathered at x mod 2^p, the symbols
+// stored by a narrowing store, the lanes whose state fell below L (mask `need`) take the next words
+// in lane order by vpexpandd of 16 words loaded at `pos`. The arithmetic is decode_body's, so the
+// symbols, states and word position are the same; returns the first step not decoded (the
+// scalar loop goes on from there, with its overrun checks).
+WPACK_TARGET_AVX512 uint64_t decode_common_avx512(std::array<uint32_t, kRansLanes>& state, const uint32_t* table,
+                                                  uint32_t p, const uint8_t* word_bytes, uint64_t word_count,
+                                                  uint64_t& pos, uint64_t t, uint64_t steps, uint8_t* out) {
+  const __m512i mask = _mm512_set1_epi32(static_cast<int>((1u << p) - 1));
+  const __m512i lower = _mm512_set1_epi32(static_cast<int>(kStateLower));
+  const __m512i one = _mm512_set1_epi32(1), offset_mask = _mm512_set1_epi32(0xFFF);
+  const __m128i shift_p = _mm_cvtsi32_si128(static_cast<int>(p));
+  __m512i x[2];
+  for (int g = 0; g < 2; ++g) x[g] = _mm512_loadu_si512(state.data() + 16 * g);
+  for (; t < steps && word_count - pos >= kRansLanes; ++t) {
+    for (int g = 0; g < 2; ++g) {
+      const __m512i e = _mm512_i32gather_epi32(_mm512_and_si512(x[g], mask), table, 4);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + t * kRansLanes + 16 * g), _mm512_cvtepi32_epi8(e));
+      const __m512i freq = _mm512_add_epi32(_mm512_srli_epi32(e, 20), one);
+      const __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(freq, _mm512_srl_epi32(x[g], shift_p)),
+                                         _mm512_and_si512(_mm512_srli_epi32(e, 8), offset_mask));
+      const __mmask16 need = _mm512_cmplt_epu32_mask(v, lower);
+      const __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(word_bytes + 2 * pos)));
+      x[g] = _mm512_mask_or_epi32(v, need, _mm512_slli_epi32(v, kWordBits), _mm512_maskz_expand_epi32(need, words));
+      pos += static_cast<uint32_t>(_mm_popcnt_u32(need));
+    }
+  }
+  for (int g = 0; g < 2; ++g) _mm512_storeu_si512(state.data() + 16 * g, x[g]);
+  return t;
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -1175,7 +1209,7 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
 // The reference decoder's core: `x` holds the lanes' initial states, `words` the renormalisation
 // words (docs: "Lanes and phases").
 void decode_body(std::array<uint32_t, kRansLanes> x, std::span<const uint8_t> words, const Lanes& lanes,
-                 const Model& m, uint8_t* out) {
+                 const Model& m, uint8_t* out, bool simd) {
   const uint32_t p = m.precision;
   const uint32_t mask = (1u << p) - 1;
   // Decode table: slot -> symbol (bits 0-7), slot - cum (bits 8-19), freq - 1 (bits 20-31).
@@ -1201,9 +1235,17 @@ void decode_body(std::array<uint32_t, kRansLanes> x, std::span<const uint8_t> wo
     pos += need;
   };
 
-  // Steps where all 32 lanes are in their main phase: no per-lane bookkeeping.
+  // Steps where all 32 lanes are in their main phase: no per-lane bookkeeping (with AVX-512F, as
+  // vectors while the stream holds a whole step's words).
   const uint64_t common_main = common_main_steps(lanes);
-  for (uint64_t t = 0; t < common_main; ++t) {
+  uint64_t t_first = 0;
+#if WPACK_RANS_AVX2
+  if (simd && have_avx512())
+    t_first = decode_common_avx512(x, table.data(), p, word_bytes, word_count, pos, 0, common_main, out);
+#else
+  (void)simd;
+#endif
+  for (uint64_t t = t_first; t < common_main; ++t) {
     for (uint32_t l = 0; l < kRansLanes; ++l) decode_main(l, t * kRansLanes + l);
     if (overrun) corrupt("renormalisation reads past the end of the stream");
   }
@@ -1444,8 +1486,10 @@ RansSimd rans_encode_simd() {
 
 }  // namespace detail
 
-void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
-                 std::span<uint8_t> packed_out, const RansTable* shared) {
+namespace {
+
+void decode_stream(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
+                   std::span<uint8_t> packed_out, const RansTable* shared, bool simd) {
   const uint64_t packed_bytes = rans_packed_bytes(symbol_count, symbol_bits);
   if (packed_out.size() != packed_bytes) invalid("output is " + std::to_string(packed_out.size()) + " bytes, expected " + std::to_string(packed_bytes));
   if (shared) check_table(*shared, symbol_bits);
@@ -1486,13 +1530,37 @@ void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_
   const std::array<uint32_t, kRansLanes> x = read_lane_states(lanes, r);
   const std::span<const uint8_t> words = stream.subspan(1 + r.finish());
   if (symbol_bits == 8) {
-    decode_body(x, words, lanes, m, packed_out.data());
+    decode_body(x, words, lanes, m, packed_out.data(), simd);
   } else {
     std::vector<uint8_t> syms(symbol_count);
-    decode_body(x, words, lanes, m, syms.data());
+    decode_body(x, words, lanes, m, syms.data(), simd);
     pack_symbols(syms.data(), symbol_count, symbol_bits, packed_out);
   }
 }
+
+}  // namespace
+
+void rans_decode(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
+                 std::span<uint8_t> packed_out, const RansTable* shared) {
+  decode_stream(stream, symbol_count, symbol_bits, packed_out, shared, true);
+}
+
+namespace detail {
+
+void rans_decode_reference(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
+                           std::span<uint8_t> packed_out, const RansTable* shared) {
+  decode_stream(stream, symbol_count, symbol_bits, packed_out, shared, false);
+}
+
+bool rans_decode_simd() {
+#if WPACK_RANS_AVX2
+  return have_avx512();
+#else
+  return false;
+#endif
+}
+
+}  // namespace detail
 
 uint32_t rans_stream_precision(std::span<const uint8_t> stream) {
   if (stream.size() < 2 || (stream[0] != kModeRans && stream[0] != kModeRansShared)) return 0;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "formats/error.h"
+#include "packer/detail/rans_decode.h"  // the decoder's scalar path
 #include "packer/detail/rans_encode.h"  // the encoder's reference and scalar paths
 #include "packer/rans.h"
 #include "synthetic_weights.h"  // splitmix64
@@ -471,6 +472,86 @@ TEST_CASE("fast encoder: the same bytes as the reference path on real-like plane
     const RansTable uniform = build_rans_table(flat, bits);
     same_on_every_path(symbols, bits, &uniform);
     same_on_every_path(skewed_codes(5000, bits, ++seed), bits, &uniform);
+  }
+}
+
+// ---- the fast decoder against its reference ----
+// rans_decode() runs the steps in which all 32 lanes decode as AVX-512 vectors where the CPU has
+// AVX-512F (detail::rans_decode_simd()); detail::rans_decode_reference() is the scalar definition.
+// Both must give the same symbols for every stream, and the same error for every bad one.
+
+namespace {
+
+// Decodes with both paths; requires the same outcome (symbols, or error code and message).
+void same_decode(std::span<const uint8_t> stream, uint64_t n, uint32_t bits, const RansTable* shared = nullptr) {
+  std::vector<uint8_t> fast(rans_packed_bytes(n, bits), 0xA5), ref(fast.size(), 0x5A);
+  std::string fast_error = "none", ref_error = "none";
+  try {
+    rans_decode(stream, n, bits, fast, shared);
+  } catch (const Error& e) {
+    fast_error = std::to_string(static_cast<int>(e.code())) + " " + e.what();
+  }
+  try {
+    detail::rans_decode_reference(stream, n, bits, ref, shared);
+  } catch (const Error& e) {
+    ref_error = std::to_string(static_cast<int>(e.code())) + " " + e.what();
+  }
+  REQUIRE(fast_error == ref_error);
+  if (fast_error == "none") REQUIRE(fast == ref);
+}
+
+}  // namespace
+
+TEST_CASE("fast decoder: the same symbols as the reference on edge sizes, distributions and shared tables") {
+  CAPTURE(detail::rans_decode_simd());
+  const size_t sizes[] = {1, 31, 32, 33, 64, 65, 1000, 2048, 4096, 16383, 16384, 16385, 100003};
+  uint64_t seed = 3;
+  for (const uint32_t bits : kWidths) {
+    for (const size_t n : sizes) {
+      CAPTURE(bits, n);
+      for (const auto& symbols : {uniform_codes(n, bits, ++seed), gaussian_codes(n, bits, ++seed),
+                                  skewed_codes(n, bits, ++seed), lane_dependent_codes(n, bits, ++seed)}) {
+        const auto packed = pack(symbols, bits);
+        const auto stream = rans_encode(packed, n, bits);
+        same_decode(stream, n, bits);
+        REQUIRE(decode(stream, n, bits) == packed);
+      }
+    }
+    CAPTURE(bits);
+    const auto symbols = gaussian_codes(16384, bits, ++seed);
+    std::vector<uint64_t> flat(size_t{1} << bits, 1);
+    const RansTable uniform = build_rans_table(flat, bits);
+    const auto stream = rans_encode(pack(symbols, bits), symbols.size(), bits, &uniform);
+    same_decode(stream, symbols.size(), bits, &uniform);
+  }
+  for (const size_t n : {size_t{4096}, size_t{16384}, size_t{65536}}) {
+    const auto plane = exponent_plane(n, ++seed);
+    same_decode(rans_encode(pack(plane, 8), n, 8), n, 8);
+  }
+}
+
+TEST_CASE("fast decoder: the same error or symbols as the reference on truncated, corrupted and short-word streams") {
+  CAPTURE(detail::rans_decode_simd());
+  uint64_t seed = 41;
+  for (const uint32_t bits : kWidths) {
+    CAPTURE(bits);
+    const auto symbols = bits == 8 ? exponent_plane(5000, 9) : gaussian_codes(5000, bits, 9);
+    const auto stream = rans_encode(pack(symbols, bits), symbols.size(), bits);
+    REQUIRE(stream[0] == 1);
+    for (size_t len = 0; len < stream.size(); len += 1 + len / 64) same_decode(std::span(stream).first(len), symbols.size(), bits);
+    for (int trial = 0; trial < 1500; ++trial) {
+      auto bad = stream;
+      const size_t at = test::splitmix64(seed) % bad.size();
+      bad[at] ^= static_cast<uint8_t>(1 + test::splitmix64(seed) % 255);
+      same_decode(bad, symbols.size(), bits);
+    }
+    // more or fewer symbols than coded: the lanes' words run out early or are left over
+    for (const uint64_t n : {symbols.size() - 40, symbols.size() - 1, symbols.size() + 1, symbols.size() + 200})
+      same_decode(stream, n, bits);
+    // extra words after the stream: a step's worth of words is there for the vector loop to the end
+    auto longer = stream;
+    longer.resize(stream.size() + 64, 0x77);
+    same_decode(longer, symbols.size(), bits);
   }
 }
 
