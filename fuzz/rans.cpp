@@ -3,8 +3,8 @@
 // Input: mode byte (bits 0-1: symbol bits 8/4/3/2; bit 2: a shared table; bit 3: round trip;
 // bit 4: table).
 //   decode:     u32 symbol count (mod 2^20 + 1); with a shared table, a u16 length and that many
-//               table bytes (deserialize_rans_table); the rest is the stream. rans_decode and the
-//               scalar reference decoder must give the same symbols or the same error; a stream
+//               table bytes (deserialize_rans_table); the rest is the stream. rans_decode, its AVX2
+//               loop and the scalar reference decoder must give the same symbols or the same error; a stream
 //               that decodes must leave the padding bits of the last byte zero.
 //   round trip: the rest is a packed symbol stream (its whole bytes; the symbol count is a u16 from
 //               the input, capped by what the bytes hold). rans_encode, with a table built from the
@@ -61,8 +61,16 @@ void decode(Input& in, uint32_t bits, bool with_table) {
     ref_error = e.what();
   }
   if (error != ref_error) fail("rans", "rans_decode and the reference decoder disagree on whether the stream is valid");
+  std::vector<uint8_t> avx2(out.size());
+  std::string avx2_error;
+  try {  // and so must the AVX2 loop (run even on an AVX-512 CPU)
+    detail::rans_decode_avx2(stream, count, bits, avx2, table ? &*table : nullptr);
+  } catch (const Error& e) {
+    avx2_error = e.what();
+  }
+  if (avx2_error != ref_error) fail("rans", "the AVX2 decoder and the reference decoder disagree on whether the stream is valid");
   if (!error.empty()) return;
-  if (out != ref) fail("rans", "rans_decode and the reference decoder decode different symbols");
+  if (out != ref || avx2 != ref) fail("rans", "rans_decode, its AVX2 loop and the reference decoder decode different symbols");
   std::vector<uint8_t> cleared = out;
   clear_padding(cleared, count, bits);
   if (cleared != out) fail("rans", "decoded stream has non-zero padding bits");

@@ -62,8 +62,8 @@ std::vector<uint8_t> rans_encode(std::span<const uint8_t> packed, uint64_t symbo
                                  const RansTable* shared = nullptr);
 
 // The decoder (its scalar path, detail::rans_decode_reference in packer/detail/rans_decode.h, is the
-// definition of the format; where the CPU has AVX-512F, the steps in which all 32 lanes decode run
-// as two vectors of 16 lanes, with the same results and errors). Decodes `stream` into packed_out,
+// definition of the format; where the CPU has AVX-512F (else AVX2), the steps in which all 32 lanes
+// decode run as vectors of 16 (8) lanes, with the same results and errors). Decodes `stream` into packed_out,
 // which must be exactly rans_packed_bytes(symbol_count, symbol_bits) bytes (else kInvalidArgument).
 // Safe on any input: never reads outside `stream` nor writes outside `packed_out`; a malformed
 // stream (bad mode, table, sizes, a read past the end, final states that are not the initial
