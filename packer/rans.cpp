@@ -915,62 +915,6 @@ bool have_avx2() {
   return avx2;
 }
 
-// kExpandWords[mask]: pshufb control giving lane i (8 lanes of 16-bit words) the rank(i)-th word of
-// the source when bit i of `mask` is set (rank: set bits below i), zero otherwise: the words of
-// consecutive lanes that need one, in lane order.
-constexpr std::array<std::array<uint8_t, 16>, 256> make_expand_words() {
-  std::array<std::array<uint8_t, 16>, 256> table{};
-  for (uint32_t mask = 0; mask < 256; ++mask) {
-    uint32_t rank = 0;
-    for (uint32_t lane = 0; lane < 8; ++lane) {
-      const bool set = mask & (1u << lane);
-      table[mask][2 * lane] = set ? static_cast<uint8_t>(2 * rank) : 0x80;
-      table[mask][2 * lane + 1] = set ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
-      rank += set;
-    }
-  }
-  return table;
-}
-alignas(16) constexpr std::array<std::array<uint8_t, 16>, 256> kExpandWords = make_expand_words();
-
-// decode_common_avx512's loop with AVX2: four vectors of 8 lanes, lanes 0..7 first; a lane's
-// "state below L" test is (v >> 16) == 0, the words are expanded by pshufb with kExpandWords, and
-// the 32 symbols of a step are narrowed by two packs and one permute into one store.
-WPACK_TARGET_AVX2 uint64_t decode_common_avx2(std::array<uint32_t, kRansLanes>& state, const uint32_t* table,
-                                              uint32_t p, const uint8_t* word_bytes, uint64_t word_count,
-                                              uint64_t& pos, uint64_t t, uint64_t steps, uint8_t* out) {
-  const __m256i mask = _mm256_set1_epi32(static_cast<int>((1u << p) - 1));
-  const __m256i one = _mm256_set1_epi32(1), offset_mask = _mm256_set1_epi32(0xFFF);
-  const __m256i byte_mask = _mm256_set1_epi32(0xFF), zero = _mm256_setzero_si256();
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' lane interleave
-  const __m128i shift_p = _mm_cvtsi32_si128(static_cast<int>(p));
-  __m256i x[4];
-  for (int g = 0; g < 4; ++g) x[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(state.data() + 8 * g));
-  for (; t < steps && word_count - pos >= kRansLanes; ++t) {
-    __m256i sym[4];
-    for (int g = 0; g < 4; ++g) {
-      const __m256i e =
-          _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), _mm256_and_si256(x[g], mask), 4);
-      sym[g] = _mm256_and_si256(e, byte_mask);
-      const __m256i freq = _mm256_add_epi32(_mm256_srli_epi32(e, 20), one);
-      const __m256i v = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(x[g], shift_p)),
-                                         _mm256_and_si256(_mm256_srli_epi32(e, 8), offset_mask));
-      const __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(v, kStateLowerBits), zero);
-      const uint32_t bits = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(need)));
-      const __m128i words = _mm_loadu_si128(reinterpret_cast<const __m128i*>(word_bytes + 2 * pos));
-      const __m128i control = _mm_load_si128(reinterpret_cast<const __m128i*>(kExpandWords[bits].data()));
-      const __m256i taken = _mm256_or_si256(_mm256_slli_epi32(v, kWordBits),
-                                            _mm256_cvtepu16_epi32(_mm_shuffle_epi8(words, control)));
-      x[g] = _mm256_blendv_epi8(v, taken, need);
-      pos += static_cast<uint32_t>(_mm_popcnt_u32(bits));
-    }
-    const __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(sym[0], sym[1]), _mm256_packus_epi32(sym[2], sym[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * kRansLanes), _mm256_permutevar8x32_epi32(packed, order));
-  }
-  for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(state.data() + 8 * g), x[g]);
-  return t;
-}
-
 // The same loop with AVX-512F: two vectors of 16 lanes (vector 1 = lanes 16..31 first), a
 // 16-entry lookup is one permute, and the emitted words are compacted in order by vpcompressd and
 // stored by a masked narrowing store of exactly their count at next - count .. next - 1 (no spare
@@ -1052,6 +996,62 @@ WPACK_TARGET_AVX512 uint64_t decode_common_avx512(std::array<uint32_t, kRansLane
     }
   }
   for (int g = 0; g < 2; ++g) _mm512_storeu_si512(state.data() + 16 * g, x[g]);
+  return t;
+}
+
+// kExpandWords[mask]: pshufb control giving lane i (8 lanes of 16-bit words) the rank(i)-th word of
+// the source when bit i of `mask` is set (rank: set bits below i), zero otherwise: the words of
+// consecutive lanes that need one, in lane order.
+constexpr std::array<std::array<uint8_t, 16>, 256> make_expand_words() {
+  std::array<std::array<uint8_t, 16>, 256> table{};
+  for (uint32_t mask = 0; mask < 256; ++mask) {
+    uint32_t rank = 0;
+    for (uint32_t lane = 0; lane < 8; ++lane) {
+      const bool set = mask & (1u << lane);
+      table[mask][2 * lane] = set ? static_cast<uint8_t>(2 * rank) : 0x80;
+      table[mask][2 * lane + 1] = set ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
+      rank += set;
+    }
+  }
+  return table;
+}
+alignas(16) constexpr std::array<std::array<uint8_t, 16>, 256> kExpandWords = make_expand_words();
+
+// decode_common_avx512's loop with AVX2: four vectors of 8 lanes, lanes 0..7 first; a lane's
+// "state below L" test is (v >> 16) == 0, the words are expanded by pshufb with kExpandWords, and
+// the 32 symbols of a step are narrowed by two packs and one permute into one store.
+WPACK_TARGET_AVX2 uint64_t decode_common_avx2(std::array<uint32_t, kRansLanes>& state, const uint32_t* table,
+                                              uint32_t p, const uint8_t* word_bytes, uint64_t word_count,
+                                              uint64_t& pos, uint64_t t, uint64_t steps, uint8_t* out) {
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>((1u << p) - 1));
+  const __m256i one = _mm256_set1_epi32(1), offset_mask = _mm256_set1_epi32(0xFFF);
+  const __m256i byte_mask = _mm256_set1_epi32(0xFF), zero = _mm256_setzero_si256();
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' lane interleave
+  const __m128i shift_p = _mm_cvtsi32_si128(static_cast<int>(p));
+  __m256i x[4];
+  for (int g = 0; g < 4; ++g) x[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(state.data() + 8 * g));
+  for (; t < steps && word_count - pos >= kRansLanes; ++t) {
+    __m256i sym[4];
+    for (int g = 0; g < 4; ++g) {
+      const __m256i e =
+          _mm256_i32gather_epi32(reinterpret_cast<const int*>(table), _mm256_and_si256(x[g], mask), 4);
+      sym[g] = _mm256_and_si256(e, byte_mask);
+      const __m256i freq = _mm256_add_epi32(_mm256_srli_epi32(e, 20), one);
+      const __m256i v = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(x[g], shift_p)),
+                                         _mm256_and_si256(_mm256_srli_epi32(e, 8), offset_mask));
+      const __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(v, kStateLowerBits), zero);
+      const uint32_t bits = static_cast<uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(need)));
+      const __m128i words = _mm_loadu_si128(reinterpret_cast<const __m128i*>(word_bytes + 2 * pos));
+      const __m128i control = _mm_load_si128(reinterpret_cast<const __m128i*>(kExpandWords[bits].data()));
+      const __m256i taken = _mm256_or_si256(_mm256_slli_epi32(v, kWordBits),
+                                            _mm256_cvtepu16_epi32(_mm_shuffle_epi8(words, control)));
+      x[g] = _mm256_blendv_epi8(v, taken, need);
+      pos += static_cast<uint32_t>(_mm_popcnt_u32(bits));
+    }
+    const __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(sym[0], sym[1]), _mm256_packus_epi32(sym[2], sym[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t * kRansLanes), _mm256_permutevar8x32_epi32(packed, order));
+  }
+  for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(state.data() + 8 * g), x[g]);
   return t;
 }
 
