@@ -349,12 +349,13 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
   }
 }
 
-// int4 at batch 1..8: one warp multiplies a whole tile (all its 16-row blocks), so the x fragments
-// of a k-step and the sum of x are computed once for 8 row blocks, and the blocks' MMA chains are
-// independent. A holds 128 + code (no subtraction per code); per group, (128 + zero) * sum(x) is
-// removed and the fp16 scale applied. yacc[rb]: rows 16 rb + g (0, 1) and 16 rb + g + 8 (2, 3) at
-// batch columns 2t, 2t + 1. codes: the tile's dense code plane (the stage's, or a sparse tile
-// expanded into the warp's scratch); kAligned8: it is 8-byte aligned.
+// int4 at batch 1..16: one warp multiplies kBlocks 16-row blocks of a tile, from block first_block
+// on, so the x fragments of a k-step and the sum of x are computed once for those blocks, and the
+// blocks' MMA chains are independent. A holds 128 + code (no subtraction per code); per group,
+// (128 + zero) * sum(x) is removed and the fp16 scale applied. yacc[rb * kNT + nt]: rows
+// 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch columns 8 nt + 2t, + 1. codes_plane: the
+// dense code plane from tile row codes_row0 on (the stage's, or a sparse tile's rows expanded into
+// the warp's scratch); kAligned8: it is 8-byte aligned; kStd: the tile is the standard one.
 template <bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
@@ -488,10 +489,10 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) yacc[i][0] = yacc[i][1] = yacc[i][2] = yacc[i][3] = 0.f;
 }
 
-// kRowBlocks: 0, the warps share every tile (16 rows each); 8, a warp takes a whole tile; 4, a
-// warp takes half a tile (two warps per tile). kMinBlocks: the blocks per multiprocessor its plan
-// is sized for, given to ptxas (0: no minimum): for the int4 batch-1 warp-per-tile instance it
-// gives 153 registers without spilling instead of ptxas's own 128 with a spill.
+// kRowBlocks: 0, the warps share every tile (16 rows each); 8, 4 or 2, a warp takes that many
+// 16-row blocks of a tile (a whole tile, a half, a quarter). kMinBlocks: the blocks per
+// multiprocessor its plan is sized for, given to ptxas as the minimum (0: none), which sets the
+// register budget (96 for the int4 batch-1 instance at 288 threads, 126 for batch 9..16 at 160).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
 __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_kernel(
@@ -571,7 +572,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
 
   if constexpr (kWarpTile) {
-    static_assert(kBits == 4 && kGrouped, "a warp per tile: int4 (grouped)");
+    static_assert(kBits == 4 && kGrouped, "a warp per part of a tile: int4 (grouped)");
     constexpr uint32_t kUnits = kWarps / kSplit;  // tiles in the block's hands at once
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
@@ -722,8 +723,9 @@ uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 :
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
 // quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales). Measured on the
-// H200 (bench_gpu_layers, 28672x8192, batch 1): int4 runs fastest with a warp per tile and the
-// sum-of-x offset, the others with the warps sharing each tile.
+// H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): int4 runs fastest with a warp per half
+// tile (batch <= 8) or quarter tile (9..16) and the sum-of-x offset, the others with the warps
+// sharing each tile.
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
