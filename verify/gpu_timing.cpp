@@ -4,14 +4,17 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <string>
+#include <type_traits>
 #include <utility>
 
 #include "formats/error.h"
 #include "packer/detail/fp.h"  // float_to_bf16_bits
 
 #if defined(WPACK_HAVE_CUDA)
-#include <cublas_v2.h>
+#include <cublas_v2.h>  // types and constants only: the library is loaded by cublas_api()
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include "verify/detail/l2_flush.h"
 #endif
@@ -91,6 +94,7 @@ int GpuTimer::calls() const { no_cuda(); }
 const TimingOptions& GpuTimer::options() const { no_cuda(); }
 TimingResult GpuTimer::time(const std::function<void(int)>&) { no_cuda(); }
 
+std::string cublas_load_error() { return "this wpack build has no CUDA"; }
 CublasBf16Gemm::CublasBf16Gemm(void*) { no_cuda(); }
 CublasBf16Gemm::~CublasBf16Gemm() = default;
 void CublasBf16Gemm::run(const uint16_t*, const uint16_t*, float*, uint64_t, uint64_t, uint32_t) const { no_cuda(); }
@@ -106,11 +110,53 @@ namespace {
       throw ::wpack::Error(::wpack::ErrorCode::kIo, std::string(#call) + ": " + cudaGetErrorString(wpack_err_)); \
   } while (0)
 
-#define WPACK_TIMING_CUBLAS(call)                                                                           \
+// The cuBLAS functions wpack calls, resolved from the library loaded on first use (gpu_timing.h).
+struct CublasApi {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasSetStream_v2) set_stream = nullptr;
+  decltype(&cublasDestroy_v2) destroy = nullptr;
+  // the C function (the headers add a C++ overload taking cudaDataType for the compute type)
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+  decltype(&cublasGetStatusString) status_string = nullptr;
+  std::string error;  // empty: every function resolved
+};
+
+// WPACK_CUBLAS_DIR: the CUDA Toolkit's library folder at build time (verify/CMakeLists.txt), tried
+// after the loader's own search, as the run path of a linked cuBLAS would be.
+const CublasApi& cublas_api() {
+  static const CublasApi api = [] {
+    CublasApi a;
+    const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+    void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string why = lib ? "" : dlerror();
+#if defined(WPACK_CUBLAS_DIR)
+    if (!lib) lib = dlopen((std::string(WPACK_CUBLAS_DIR) + "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
+#endif
+    if (!lib) {
+      a.error = why;  // names the file: "libcublas.so.13: cannot open shared object file: ..."
+      return a;
+    }
+    auto resolve = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      if (!fn && a.error.empty()) a.error = soname + ": no symbol " + name;
+    };
+    resolve(a.create, "cublasCreate_v2");
+    resolve(a.set_stream, "cublasSetStream_v2");
+    resolve(a.destroy, "cublasDestroy_v2");
+    resolve(a.gemm_ex, "cublasGemmEx");
+    resolve(a.status_string, "cublasGetStatusString");
+    return a;  // the library stays loaded for the process
+  }();
+  return api;
+}
+
+#define WPACK_TIMING_CUBLAS(name, call)                                                                     \
   do {                                                                                                       \
     const cublasStatus_t wpack_st_ = (call);                                                                 \
     if (wpack_st_ != CUBLAS_STATUS_SUCCESS)                                                                  \
-      throw ::wpack::Error(::wpack::ErrorCode::kIo, std::string(#call) + ": " + cublasGetStatusString(wpack_st_)); \
+      throw ::wpack::Error(::wpack::ErrorCode::kIo, std::string(name) + ": " + cublas_api().status_string(wpack_st_)); \
   } while (0)
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
@@ -286,18 +332,22 @@ CopyBandwidth measure_copy_bandwidth(void* stream, uint64_t bytes) {
 
 // ---- cuBLAS ----
 
+std::string cublas_load_error() { return cublas_api().error; }
+
 CublasBf16Gemm::CublasBf16Gemm(void* stream) {
+  const CublasApi& api = cublas_api();
+  if (!api.error.empty()) throw Error(ErrorCode::kUnsupported, "cuBLAS: " + api.error);
   cublasHandle_t h = nullptr;
-  WPACK_TIMING_CUBLAS(cublasCreate(&h));
-  const cublasStatus_t st = cublasSetStream(h, as_stream(stream));
+  WPACK_TIMING_CUBLAS("cublasCreate", api.create(&h));
+  const cublasStatus_t st = api.set_stream(h, as_stream(stream));
   if (st != CUBLAS_STATUS_SUCCESS) {
-    cublasDestroy(h);
-    throw Error(ErrorCode::kIo, std::string("cublasSetStream: ") + cublasGetStatusString(st));
+    api.destroy(h);
+    throw Error(ErrorCode::kIo, std::string("cublasSetStream: ") + api.status_string(st));
   }
   handle_ = h;
 }
 CublasBf16Gemm::~CublasBf16Gemm() {
-  if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
+  if (handle_) cublas_api().destroy(static_cast<cublasHandle_t>(handle_));  // handle_: the API loaded
 }
 
 void CublasBf16Gemm::run(const uint16_t* w_dev, const uint16_t* x_dev, float* y_dev, uint64_t n, uint64_t k,
@@ -308,7 +358,7 @@ void CublasBf16Gemm::run(const uint16_t* w_dev, const uint16_t* x_dev, float* y_
   const float alpha = 1.0f, beta = 0.0f;
   // Column-major view: w (n, k) row-major is a k x n matrix with ld k, used transposed (op T);
   // x (batch, k) row-major is k x batch with ld k; y (batch, n) row-major is n x batch with ld n.
-  WPACK_TIMING_CUBLAS(cublasGemmEx(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+  WPACK_TIMING_CUBLAS("cublasGemmEx", cublas_api().gemm_ex(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
                                    static_cast<int>(batch), static_cast<int>(k), &alpha, w_dev, CUDA_R_16BF,
                                    static_cast<int>(k), x_dev, CUDA_R_16BF, static_cast<int>(k), &beta, y_dev, CUDA_R_32F,
                                    static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

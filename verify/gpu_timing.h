@@ -147,6 +147,10 @@ class GpuTimer {
 // CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT: the call and layout F.linear makes, which cuBLAS's
 // heuristics are tuned for. n, k, batch must fit in int (Error(kInvalidArgument)).
 // Note the layouts differ from GpuTensor::gemv (x: (k, batch), y: (n, batch)); for batch 1 they agree.
+// cuBLAS is loaded (dlopen of libcublas.so.<the headers' major version>, then the CUDA Toolkit's
+// library folder of the build) when the first CublasBf16Gemm is made, not when wpack starts: its
+// libraries (half a gigabyte) cost every command ~80 ms of start-up, and a CUDA build then runs
+// where cuBLAS is not installed. A failed load throws Error(kUnsupported, "cuBLAS: <why>").
 class CublasBf16Gemm {
  public:
   explicit CublasBf16Gemm(void* stream);  // cublasCreate + cublasSetStream (stream not owned)
@@ -159,6 +163,10 @@ class CublasBf16Gemm {
  private:
   void* handle_ = nullptr;
 };
+
+// Why cuBLAS cannot be loaded ("" when it can; loads it on the first call): the file it looked for
+// and the loader's message, a missing symbol, or "this wpack build has no CUDA". Host code: needs no GPU.
+std::string cublas_load_error();
 
 // `count` BF16 bit patterns drawn from N(0, 1), never +-0 (a draw that rounds to zero is drawn
 // again): activations that exercise every weight. Deterministic for a seed; host code (no CUDA).
