@@ -47,6 +47,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <type_traits>
 
 #include <cuda_fp16.h>
 
@@ -67,6 +68,13 @@ constexpr uint32_t kStatusOk = 0;
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
 __host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
+
+// Warps per tile and tiles a block's consumer warps hold at once, for kRowBlocks (16-row blocks per
+// warp; 0: the warps share every tile).
+constexpr uint32_t warps_per_tile(uint32_t row_blocks) { return row_blocks ? 8 / row_blocks : 1; }
+constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
+  return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
+}
 
 struct StageGeometry {
   uint32_t row0, col0, h, w;
@@ -123,13 +131,15 @@ __device__ __forceinline__ void x_fragment(const uint8_t* xrow, uint32_t col, bo
   }
 }
 
-// (kBase + zero) of tile row r and group gi: what one code's A value holds beyond its value.
+// (kBase + zero): what one code's A value holds beyond its value. zero: the group's u8 zero point
+// in plane A (read only when the tensor has zero points).
 template <uint32_t kBits>
-__device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint8_t* stage, const TileSide& ts,
-                                             uint32_t r, uint32_t gi) {
-  const float base = MmaCodes<kBits>::kBase;
-  if (p.zero_points) return base + static_cast<float>(stage[8 + ts.scale_bytes + r * ts.groups + gi]);
-  return base + p.symmetric_zero;
+__device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint8_t* zero) {
+  return MmaCodes<kBits>::kBase + (p.zero_points ? static_cast<float>(*zero) : p.symmetric_zero);
+}
+// The zero point of tile row r and group gi in a stage.
+__device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const TileSide& ts, uint32_t r, uint32_t gi) {
+  return stage + (8 + ts.scale_bytes + r * ts.groups + gi);
 }
 
 // ---- sparse int4 tiles: bitmap + occupied codes -> the dense code layout ----
@@ -288,8 +298,8 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
   const uint32_t off_hi = bf16x2_splat_int(2176.0f);
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
     // (128 + zero) pairs of the two rows (int8: 128)
-    const uint32_t off0 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, stage, ts, r0, gi) : 128.0f);
-    const uint32_t off1 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, stage, ts, r1, gi) : 128.0f);
+    const uint32_t off0 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, zero_of(stage, ts, r0, gi)) : 128.0f);
+    const uint32_t off1 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, zero_of(stage, ts, r1, gi)) : 128.0f);
     float c[kNT][4];
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
@@ -375,7 +385,7 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
   }
   // kStd: the warp's first row g of its first block; its other rows at constant offsets
-  const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * 16;
+  const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * ts.words_per_row;
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
     float c[kBlocks * kNT][4], cs[kNT][4];
 #pragma unroll
@@ -401,7 +411,7 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
         for (uint32_t h = 0; h < 2; ++h) {
-          const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * 16 + j
+          const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * ts.words_per_row + j
                                      : codes + (rows[rb][h] - codes_row0) * ts.words_per_row + j;
           if constexpr (kAligned8) {
             const uint2 a = *reinterpret_cast<const uint2*>(ptr);
@@ -427,21 +437,23 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       }
     }
     const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
-    const uint16_t* std_scales = scales + 16 * first_block + g;  // kStd: row 16 first_block + g's
-    const uint8_t* std_zeros = stage + 8 + 256 + 16 * first_block + g;
+    // kStd (one group): row 16 first_block + g's scale and zero; the warp's other rows at
+    // constant offsets
+    const uint16_t* std_scales = scales + 16 * first_block + g;
+    const uint8_t* std_zeros = zero_of(stage, ts, 16 * first_block + g, 0);
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
       float s0, s1, o0, o1;
       if constexpr (kStd) {
         s0 = __half2float(__ushort_as_half(std_scales[16 * rb]));
         s1 = __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
-        o0 = MmaCodes<4>::kBase + (p.zero_points ? static_cast<float>(std_zeros[16 * rb]) : p.symmetric_zero);
-        o1 = MmaCodes<4>::kBase + (p.zero_points ? static_cast<float>(std_zeros[16 * rb + 8]) : p.symmetric_zero);
+        o0 = code_offset<4>(p, std_zeros + 16 * rb);
+        o1 = code_offset<4>(p, std_zeros + 16 * rb + 8);
       } else {
         s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
         s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
-        o0 = code_offset<4>(p, stage, ts, rows[rb][0], gi);
-        o1 = code_offset<4>(p, stage, ts, rows[rb][1], gi);
+        o0 = code_offset<4>(p, zero_of(stage, ts, rows[rb][0], gi));
+        o1 = code_offset<4>(p, zero_of(stage, ts, rows[rb][1], gi));
       }
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
@@ -506,9 +518,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
-  constexpr uint32_t kSplit = kWarpTile ? 8 / kRowBlocks : 1;  // warps per tile (warp-per-tile modes)
+  constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
-                                 kWarps % (8 / (kRowBlocks ? kRowBlocks : 1)) == 0),
+                                 kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
   const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps);
@@ -573,7 +585,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
 
   if constexpr (kWarpTile) {
     static_assert(kBits == 4 && kGrouped, "a warp per part of a tile: int4 (grouped)");
-    constexpr uint32_t kUnits = kWarps / kSplit;  // tiles in the block's hands at once
+    constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
     flush_partials<kNT, kRowBlocks, true>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
@@ -593,27 +605,24 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         // the standard 128 x 128 tile with one group per row takes the compile-time geometry
         const bool std_tile = m.h == 128 && m.w == 128 && params.group == 128;
         const TileSide ts = std_tile ? TileSide(params) : TileSide(params, m, MmaCodes<4>::kPerWord, true);
+        auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
+          tma_tile_warp<kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
+              params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, batch, yacc);
+        };
         const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
-        if (m.sparse) {  // this warp's rows only
+        if (m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
           const uint32_t r0 = 16 * first_block;
           expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
                              scratch);
           __syncwarp();
-          if (std_tile)
-            tma_tile_warp<kBatch1, true, kRowBlocks, kNT, true>(params, stage, scratch, r0, first_block, xs,
-                                                                layout.x_row, m, ts, batch, yacc);
-          else
-            tma_tile_warp<kBatch1, true, kRowBlocks, kNT, false>(params, stage, scratch, r0, first_block, xs,
-                                                                 layout.x_row, m, ts, batch, yacc);
-        } else if (std_tile) {
-          tma_tile_warp<kBatch1, true, kRowBlocks, kNT, true>(params, stage, codes, 0, first_block, xs, layout.x_row,
-                                                              m, ts, batch, yacc);
+          if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
+          else multiply(std::true_type{}, std::false_type{}, scratch, r0);
+        } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params))
+          multiply(std::true_type{}, std::true_type{}, codes, 0);
         } else if (ts.codes_at % 8 == 0) {
-          tma_tile_warp<kBatch1, true, kRowBlocks, kNT, false>(params, stage, codes, 0, first_block, xs, layout.x_row,
-                                                               m, ts, batch, yacc);
+          multiply(std::true_type{}, std::false_type{}, codes, 0);
         } else {
-          tma_tile_warp<kBatch1, false, kRowBlocks, kNT, false>(params, stage, codes, 0, first_block, xs,
-                                                                layout.x_row, m, ts, batch, yacc);
+          multiply(std::false_type{}, std::false_type{}, codes, 0);
         }
       }
       __syncwarp();
@@ -668,7 +677,7 @@ struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + 1);
   static constexpr uint32_t kConsumerWarps = kWarps;
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
-  static constexpr uint32_t kUnits = kRowBlocks ? kWarps / (8 / kRowBlocks) : 1;  // tiles in hand at once
+  static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   static constexpr auto kernel =
       quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
@@ -787,12 +796,17 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   QuantTmaPlan plan{};
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
-  const uint32_t warps = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kConsumerWarps; });
-  const uint32_t warp_rows = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kWarpRows; });
-  const uint32_t blocks_per_sm = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kBlocksPerSm; });
+  struct Shape {
+    uint32_t warps, warp_rows, blocks_per_sm, units;
+  };
+  const Shape shape = tma_dispatch(params, batch, [](auto k) {
+    using K = decltype(k);
+    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits};
+  });
+  const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile or
   // half of it (a warp per tile or half tile) or 16 rows (warps sharing it).
-  plan.scratch_bytes = sparse_tiles ? align_up(std::min(warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
+  plan.scratch_bytes = sparse_tiles ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps).stage_bytes;
   const uint32_t aux_bytes = TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps).total - kHeaderBytes;
   // About 220 KiB per multiprocessor over the blocks the instance is built for (110 KiB at two:
@@ -800,10 +814,9 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // scratch included; the opt-in limit is 227 KiB per block and 228 KiB per multiprocessor, 1 KiB
   // of it reserved per block. (Sparse tensors had 72 KiB blocks, three per multiprocessor, for
   // more warps; the int4 instances now reach that count with two blocks or by registers.)
-  const uint32_t block_budget = (220u << 10) / blocks_per_sm;
+  const uint32_t block_budget = (220u << 10) / shape.blocks_per_sm;
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
-  const uint32_t units = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kUnits; });
-  const uint32_t stages = ring_stages(ring_budget, stage_bytes, units, kMaxStages, stages_wanted);
+  const uint32_t stages = ring_stages(ring_budget, stage_bytes, shape.units, kMaxStages, stages_wanted);
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps).total;
   plan.blocks_per_sm =
