@@ -966,8 +966,8 @@ WPACK_TARGET_AVX512 uint16_t* code_main_avx512(const uint8_t* syms, uint64_t ste
   return next;
 }
 
-// The decoder's common main phase (all 32 lanes decode every step) with AVX-512F, from step
-// `t` on while the stream still holds a whole step's words (32): two vectors of 16 lanes, lanes
+// The decoder's common main phase (all 32 lanes decode every step) with AVX-512F, from its first
+// step on while the stream still holds a whole step's words (32): two vectors of 16 lanes, lanes
 // 0..15 first as in decode_body; per vector, the decode table is gathered at x mod 2^p, the symbols
 // stored by a narrowing store, the lanes whose state fell below L (mask `need`) take the next words
 // in lane order by vpexpandd of 16 words loaded at `pos`. The arithmetic is decode_body's, so the
@@ -975,13 +975,14 @@ WPACK_TARGET_AVX512 uint16_t* code_main_avx512(const uint8_t* syms, uint64_t ste
 // scalar loop goes on from there, with its overrun checks).
 WPACK_TARGET_AVX512 uint64_t decode_common_avx512(std::array<uint32_t, kRansLanes>& state, const uint32_t* table,
                                                   uint32_t p, const uint8_t* word_bytes, uint64_t word_count,
-                                                  uint64_t& pos, uint64_t t, uint64_t steps, uint8_t* out) {
+                                                  uint64_t& pos, uint64_t steps, uint8_t* out) {
   const __m512i mask = _mm512_set1_epi32(static_cast<int>((1u << p) - 1));
   const __m512i lower = _mm512_set1_epi32(static_cast<int>(kStateLower));
   const __m512i one = _mm512_set1_epi32(1), offset_mask = _mm512_set1_epi32(0xFFF);
   const __m128i shift_p = _mm_cvtsi32_si128(static_cast<int>(p));
   __m512i x[2];
   for (int g = 0; g < 2; ++g) x[g] = _mm512_loadu_si512(state.data() + 16 * g);
+  uint64_t t = 0;
   for (; t < steps && word_count - pos >= kRansLanes; ++t) {
     for (int g = 0; g < 2; ++g) {
       const __m512i e = _mm512_i32gather_epi32(_mm512_and_si512(x[g], mask), table, 4);
@@ -998,6 +999,10 @@ WPACK_TARGET_AVX512 uint64_t decode_common_avx512(std::array<uint32_t, kRansLane
   for (int g = 0; g < 2; ++g) _mm512_storeu_si512(state.data() + 16 * g, x[g]);
   return t;
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // kExpandWords[mask]: pshufb control giving lane i (8 lanes of 16-bit words) the rank(i)-th word of
 // the source when bit i of `mask` is set (rank: set bits below i), zero otherwise: the words of
@@ -1022,7 +1027,7 @@ alignas(16) constexpr std::array<std::array<uint8_t, 16>, 256> kExpandWords = ma
 // the 32 symbols of a step are narrowed by two packs and one permute into one store.
 WPACK_TARGET_AVX2 uint64_t decode_common_avx2(std::array<uint32_t, kRansLanes>& state, const uint32_t* table,
                                               uint32_t p, const uint8_t* word_bytes, uint64_t word_count,
-                                              uint64_t& pos, uint64_t t, uint64_t steps, uint8_t* out) {
+                                              uint64_t& pos, uint64_t steps, uint8_t* out) {
   const __m256i mask = _mm256_set1_epi32(static_cast<int>((1u << p) - 1));
   const __m256i one = _mm256_set1_epi32(1), offset_mask = _mm256_set1_epi32(0xFFF);
   const __m256i byte_mask = _mm256_set1_epi32(0xFF), zero = _mm256_setzero_si256();
@@ -1030,6 +1035,7 @@ WPACK_TARGET_AVX2 uint64_t decode_common_avx2(std::array<uint32_t, kRansLanes>& 
   const __m128i shift_p = _mm_cvtsi32_si128(static_cast<int>(p));
   __m256i x[4];
   for (int g = 0; g < 4; ++g) x[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(state.data() + 8 * g));
+  uint64_t t = 0;
   for (; t < steps && word_count - pos >= kRansLanes; ++t) {
     __m256i sym[4];
     for (int g = 0; g < 4; ++g) {
@@ -1054,10 +1060,6 @@ WPACK_TARGET_AVX2 uint64_t decode_common_avx2(std::array<uint32_t, kRansLanes>& 
   for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(state.data() + 8 * g), x[g]);
   return t;
 }
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 bool have_avx512() {
   static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
@@ -1262,8 +1264,6 @@ std::vector<uint8_t> encode_with_model(const uint8_t* syms, uint64_t n, const Mo
   return out;
 }
 
-// The reference decoder's core: `x` holds the lanes' initial states, `words` the renormalisation
-// words (docs: "Lanes and phases").
 // How rans_decode runs its common main phase; every path gives the same symbols and errors.
 enum class DecodePath {
   kReference,  // the scalar loop
@@ -1271,12 +1271,15 @@ enum class DecodePath {
   kAvx2,       // AVX2 even where AVX-512F is there (tests), else the scalar loop
 };
 
+// The reference decoder's core: `x` holds the lanes' initial states, `words` the renormalisation
+// words (docs: "Lanes and phases").
 void decode_body(std::array<uint32_t, kRansLanes> x, std::span<const uint8_t> words, const Lanes& lanes,
                  const Model& m, uint8_t* out, DecodePath path) {
   const uint32_t p = m.precision;
   const uint32_t mask = (1u << p) - 1;
-  // Decode table: slot -> symbol (bits 0-7), slot - cum (bits 8-19), freq - 1 (bits 20-31).
-  std::vector<uint32_t> table(size_t{1} << p);
+  // Decode table: slot -> symbol (bits 0-7), slot - cum (bits 8-19), freq - 1 (bits 20-31). Not
+  // cleared: the frequencies sum to 2^p (read_table, check_table), so every slot is written.
+  std::array<uint32_t, size_t{1} << kRansMaxPrecision> table;
   for (uint32_t s = 0; s < (1u << m.bits); ++s)
     for (uint32_t i = 0; i < m.freq[s]; ++i) table[m.cum[s] + i] = s | (i << 8) | ((m.freq[s] - 1) << 20);
 
@@ -1304,9 +1307,9 @@ void decode_body(std::array<uint32_t, kRansLanes> x, std::span<const uint8_t> wo
   uint64_t t_first = 0;
 #if WPACK_RANS_AVX2
   if (path == DecodePath::kFast && have_avx512())
-    t_first = decode_common_avx512(x, table.data(), p, word_bytes, word_count, pos, 0, common_main, out);
+    t_first = decode_common_avx512(x, table.data(), p, word_bytes, word_count, pos, common_main, out);
   else if (path != DecodePath::kReference && have_avx2())
-    t_first = decode_common_avx2(x, table.data(), p, word_bytes, word_count, pos, 0, common_main, out);
+    t_first = decode_common_avx2(x, table.data(), p, word_bytes, word_count, pos, common_main, out);
 #else
   (void)path;
 #endif
@@ -1541,7 +1544,7 @@ std::vector<uint8_t> rans_encode_avx2(std::span<const uint8_t> packed, uint64_t 
   return encode_stream(packed, symbol_count, symbol_bits, shared, EncodePath::kFastAvx2);
 }
 
-RansSimd rans_encode_simd() {
+RansSimd rans_simd() {
 #if WPACK_RANS_AVX2
   return have_avx512() ? RansSimd::kAvx512 : have_avx2() ? RansSimd::kAvx2 : RansSimd::kNone;
 #else
@@ -1622,7 +1625,6 @@ void rans_decode_avx2(std::span<const uint8_t> stream, uint64_t symbol_count, ui
   decode_stream(stream, symbol_count, symbol_bits, packed_out, shared, DecodePath::kAvx2);
 }
 
-RansSimd rans_decode_simd() { return rans_encode_simd(); }  // the same checks: AVX-512F, AVX2, popcnt
 
 }  // namespace detail
 

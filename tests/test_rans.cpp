@@ -428,7 +428,7 @@ std::vector<uint8_t> wide_range_codes(uint32_t bits, uint64_t seed) {
 }  // namespace
 
 TEST_CASE("fast encoder: the same bytes as the reference path on edge sizes and distributions") {
-  CAPTURE(static_cast<int>(detail::rans_encode_simd()));  // 0 none, 1 AVX2, 2 AVX-512
+  CAPTURE(static_cast<int>(detail::rans_simd()));  // 0 none, 1 AVX2, 2 AVX-512
   const size_t sizes[] = {1, 2, 31, 32, 33, 63, 64, 65, 100, 255, 384, 1000, 2047, 2048, 2049, 4096, 16383, 16384, 16385, 40000};
   uint64_t seed = 7;
   for (const uint32_t bits : kWidths) {
@@ -477,7 +477,7 @@ TEST_CASE("fast encoder: the same bytes as the reference path on real-like plane
 
 // ---- the fast decoder against its reference ----
 // rans_decode() runs the steps in which all 32 lanes decode as AVX-512 vectors where the CPU has
-// AVX-512F, else as AVX2 vectors where it has AVX2 (detail::rans_decode_simd());
+// AVX-512F, else as AVX2 vectors where it has AVX2 (detail::rans_simd());
 // detail::rans_decode_avx2() the AVX2 loop even on an AVX-512 CPU; detail::rans_decode_reference()
 // is the scalar definition. All must give the same symbols for every stream, and the same error for
 // every bad one.
@@ -509,7 +509,7 @@ void same_decode(std::span<const uint8_t> stream, uint64_t n, uint32_t bits, con
 }  // namespace
 
 TEST_CASE("fast decoder: the same symbols as the reference on edge sizes, distributions and shared tables") {
-  CAPTURE(static_cast<int>(detail::rans_decode_simd()));  // 0 none, 1 AVX2, 2 AVX-512
+  CAPTURE(static_cast<int>(detail::rans_simd()));  // 0 none, 1 AVX2, 2 AVX-512
   const size_t sizes[] = {1, 31, 32, 33, 64, 65, 1000, 2048, 4096, 16383, 16384, 16385, 100003};
   uint64_t seed = 3;
   for (const uint32_t bits : kWidths) {
@@ -537,7 +537,7 @@ TEST_CASE("fast decoder: the same symbols as the reference on edge sizes, distri
 }
 
 TEST_CASE("fast decoder: the same error or symbols as the reference on truncated, corrupted and short-word streams") {
-  CAPTURE(static_cast<int>(detail::rans_decode_simd()));  // 0 none, 1 AVX2, 2 AVX-512
+  CAPTURE(static_cast<int>(detail::rans_simd()));  // 0 none, 1 AVX2, 2 AVX-512
   uint64_t seed = 41;
   for (const uint32_t bits : kWidths) {
     CAPTURE(bits);

@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <span>
 
-#include "packer/detail/rans_encode.h"  // RansSimd
 #include "packer/rans.h"
 
 namespace wpack::detail {
@@ -15,12 +14,11 @@ namespace wpack::detail {
 void rans_decode_reference(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
                            std::span<uint8_t> packed_out, const RansTable* shared = nullptr);
 
+// rans_decode() runs the loop detail::rans_simd() names (packer/detail/rans_encode.h).
 // rans_decode()'s AVX2 loop even where AVX-512F is there (so that both loops can be tested on one
 // machine); the scalar loop where the CPU has no AVX2.
 void rans_decode_avx2(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
                       std::span<uint8_t> packed_out, const RansTable* shared = nullptr);
 
-// The loop rans_decode() runs on this CPU (x86-64: checked once at run time).
-RansSimd rans_decode_simd();
 
 }  // namespace wpack::detail

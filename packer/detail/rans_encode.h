@@ -25,8 +25,9 @@ std::vector<uint8_t> rans_encode_fast_scalar(std::span<const uint8_t> packed, ui
 std::vector<uint8_t> rans_encode_avx2(std::span<const uint8_t> packed, uint64_t symbol_count,
                                       uint32_t symbol_bits, const RansTable* shared = nullptr);
 
-// The main loop rans_encode() runs on this CPU (x86-64: checked once at run time).
+// The main loops rans_encode() and rans_decode() run on this CPU (x86-64: checked once at run
+// time; both use the same instruction sets).
 enum class RansSimd { kNone, kAvx2, kAvx512 };
-RansSimd rans_encode_simd();
+RansSimd rans_simd();
 
 }  // namespace wpack::detail
