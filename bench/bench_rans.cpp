@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -134,28 +135,21 @@ void bench_bf16(const std::string& label, const std::vector<uint16_t>& values, s
   }
 
   std::vector<uint8_t> out_hi(n), out_lo(n), out_raw(2 * n);
-  const double t_rans = best_seconds(5, [&] {
-    for (size_t t = 0; t < tiles; ++t) {
-      wpack::rans_decode(rans[t], tile_elems, 8, {&out_hi[t * tile_elems], tile_elems}, shared);
-      std::memcpy(&out_lo[t * tile_elems], &lo[t * tile_elems], tile_elems);
-    }
-  });
-  if (out_hi != hi) throw std::runtime_error("rANS round trip failed");
-  // the scalar reference decoder (what rans_decode runs without AVX-512), same loop
-  const double t_rans_ref = best_seconds(5, [&] {
-    for (size_t t = 0; t < tiles; ++t) {
-      wpack::detail::rans_decode_reference(rans[t], tile_elems, 8, {&out_hi[t * tile_elems], tile_elems}, shared);
-      std::memcpy(&out_lo[t * tile_elems], &lo[t * tile_elems], tile_elems);
-    }
-  });
-  if (out_hi != hi) throw std::runtime_error("rANS reference round trip failed");
-  const double t_rans_avx2 = best_seconds(5, [&] {
-    for (size_t t = 0; t < tiles; ++t) {
-      wpack::detail::rans_decode_avx2(rans[t], tile_elems, 8, {&out_hi[t * tile_elems], tile_elems}, shared);
-      std::memcpy(&out_lo[t * tile_elems], &lo[t * tile_elems], tile_elems);
-    }
-  });
-  if (out_hi != hi) throw std::runtime_error("rANS AVX2 round trip failed");
+  // rans_decode (what this CPU runs), the scalar reference decoder and the AVX2 loop, the same way
+  using Decoder = void (*)(std::span<const uint8_t>, uint64_t, uint32_t, std::span<uint8_t>, const wpack::RansTable*);
+  auto time_decode = [&](Decoder decoder, const char* what) {
+    const double seconds = best_seconds(5, [&] {
+      for (size_t t = 0; t < tiles; ++t) {
+        decoder(rans[t], tile_elems, 8, {&out_hi[t * tile_elems], tile_elems}, shared);
+        std::memcpy(&out_lo[t * tile_elems], &lo[t * tile_elems], tile_elems);
+      }
+    });
+    if (out_hi != hi) throw std::runtime_error(std::string(what) + " round trip failed");
+    return seconds;
+  };
+  const double t_rans = time_decode(wpack::rans_decode, "rANS");
+  const double t_rans_ref = time_decode(wpack::detail::rans_decode_reference, "rANS reference");
+  const double t_rans_avx2 = time_decode(wpack::detail::rans_decode_avx2, "rANS AVX2");
   const double t_zp = best_seconds(5, [&] {
     for (size_t t = 0; t < tiles; ++t) {
       zstd_dec(z_hi[t], &out_hi[t * tile_elems], tile_elems);

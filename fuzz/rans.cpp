@@ -17,6 +17,7 @@
 //               survives serialize/deserialize.
 #include <algorithm>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,28 +49,25 @@ void decode(Input& in, uint32_t bits, bool with_table) {
     }
   }
   const Bytes stream = in.rest();
-  std::vector<uint8_t> out(rans_packed_bytes(count, bits)), ref(out.size());
-  std::string error, ref_error;
-  try {
-    rans_decode(stream, count, bits, out, table ? &*table : nullptr);
-  } catch (const Error& e) {
-    error = e.what();
-  }
-  try {  // the scalar reference decoder must agree: same symbols or the same error
-    detail::rans_decode_reference(stream, count, bits, ref, table ? &*table : nullptr);
-  } catch (const Error& e) {
-    ref_error = e.what();
-  }
-  if (error != ref_error) fail("rans", "rans_decode and the reference decoder disagree on whether the stream is valid");
-  std::vector<uint8_t> avx2(out.size());
-  std::string avx2_error;
-  try {  // and so must the AVX2 loop (run even on an AVX-512 CPU)
-    detail::rans_decode_avx2(stream, count, bits, avx2, table ? &*table : nullptr);
-  } catch (const Error& e) {
-    avx2_error = e.what();
-  }
-  if (avx2_error != ref_error) fail("rans", "the AVX2 decoder and the reference decoder disagree on whether the stream is valid");
-  if (!error.empty()) return;
+  // rans_decode, the scalar reference decoder and the AVX2 loop (run even on an AVX-512 CPU) must
+  // agree: the same symbols, or the same error (code and message)
+  const RansTable* shared = table ? &*table : nullptr;
+  using Decoder = void (*)(std::span<const uint8_t>, uint64_t, uint32_t, std::span<uint8_t>, const RansTable*);
+  auto run = [&](Decoder decoder, std::vector<uint8_t>& out) -> std::string {
+    out.assign(rans_packed_bytes(count, bits), 0);
+    try {
+      decoder(stream, count, bits, out, shared);
+    } catch (const Error& e) {
+      return std::to_string(static_cast<int>(e.code())) + " " + e.what();
+    }
+    return "";
+  };
+  std::vector<uint8_t> out, ref, avx2;
+  const std::string ref_error = run(detail::rans_decode_reference, ref);
+  if (run(rans_decode, out) != ref_error) fail("rans", "rans_decode and the reference decoder disagree on the stream");
+  if (run(detail::rans_decode_avx2, avx2) != ref_error)
+    fail("rans", "the AVX2 decoder and the reference decoder disagree on the stream");
+  if (!ref_error.empty()) return;
   if (out != ref || avx2 != ref) fail("rans", "rans_decode, its AVX2 loop and the reference decoder decode different symbols");
   std::vector<uint8_t> cleared = out;
   clear_padding(cleared, count, bits);
