@@ -2,6 +2,7 @@
 
 #include "formats/detail/le.h"  // load/store of the index and footer fields
 #include "formats/wpk.h"         // wpk_checksum, kWpkFooterBytes
+#include "packer/tile_codec.h"  // split_planes
 #include "synthetic_weights.h"  // gaussian
 
 #include <sys/wait.h>
@@ -146,13 +147,14 @@ const char* stream_damage_name(StreamDamage damage) {
 
 std::vector<uint8_t> with_damaged_exponent_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage) {
   edit_wpk_tile(bytes, tile, [&](uint8_t* stored, uint64_t size) {
-    const uint32_t exponent_bytes = detail::load_u32(stored);  // plane 0's directory word: coded, not raw
-    if (size < 10 || exponent_bytes >= size - 8 || stored[8] != 1)  // mode 1: rANS with its table
+    const StoredPlane plane = split_planes({stored, size}, 2)[0];  // the exponents (floatplanes)
+    if (plane.raw || plane.bytes.size() < 2 || plane.bytes[0] != 1)  // mode 1: rANS with its table
       throw std::runtime_error("with_damaged_exponent_stream: plane 0 is not a coded mode-1 stream");
+    uint8_t* stream = stored + (plane.bytes.data() - stored);
     if (damage == StreamDamage::kPrecisionField)
-      stored[9] |= 7;  // the 3-bit field p - 8 = 7
+      stream[1] |= 7;  // the 3-bit field p - 8 = 7
     else
-      stored[8 + exponent_bytes - 1] ^= 1;
+      stream[plane.bytes.size() - 1] ^= 1;
   });
   return bytes;
 }
