@@ -434,7 +434,7 @@ void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams
   group_ = p.group;
 }
 
-QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) const {
+QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) {
   QuantEncodedTile best;
   if (dense_ok_) {
     const std::span<const uint8_t> b(dense_b_.data(), ceil_div(count_ * bits_, 8));

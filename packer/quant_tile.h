@@ -108,7 +108,7 @@ QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorPa
 class QuantTileEncoder {
  public:
   void prepare(const QuantizedMatrix& q, const QuantTensorParams& params, const uint8_t* keep, const TileRect& rect);
-  QuantEncodedTile code(Codec codec, int level) const;
+  QuantEncodedTile code(Codec codec, int level);  // not const: builds the zero-relative symbols once
 
  private:
   uint32_t bits_ = 0;
@@ -118,10 +118,10 @@ class QuantTileEncoder {
   std::vector<uint8_t> codes_;          // the tile's codes, one per byte
   std::vector<uint8_t> dense_b_;        // plane B of the dense layout (+ 8 bytes of slack)
   bool zero_points_ = false;            // the tensor has zero points (rANS then codes dense_zero_rel_b_)
-  // The zero-relative symbols, built by the first code(kRans) after prepare() (const: a cache).
-  mutable bool zero_rel_ready_ = false;
-  mutable std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
-  mutable std::vector<uint8_t> dense_zero_rel_b_;  // zero_rel_codes_ packed (+ 8 bytes of slack)
+  // The zero-relative symbols, built by the first code(kRans) after prepare().
+  bool zero_rel_ready_ = false;
+  std::vector<uint8_t> zero_rel_codes_;    // (code - zero) mod 2^bits, one per byte
+  std::vector<uint8_t> dense_zero_rel_b_;  // zero_rel_codes_ packed (+ 8 bytes of slack)
   TileRect rect_{};                     // the prepared tile, and its plane A geometry
   uint64_t scale_bytes_ = 0, groups_ = 0;
   uint32_t group_ = 0;
