@@ -62,7 +62,7 @@ namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
 namespace {
 
-constexpr uint32_t kMaxStages = 32;
+constexpr uint32_t kMaxStages = kMaxRingStages;
 constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
 constexpr uint32_t kStatusOk = 0;
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
