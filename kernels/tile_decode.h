@@ -1,8 +1,8 @@
 // GPU decode of .wpk tiles, and fused decode + matmul (GEMV/GEMM) with BF16 activations.
 //
 // Host-only header: it includes no CUDA header and builds without CUDA. In a build without CUDA
-// (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() throws
-// Error(kUnsupported, "this wpack build has no CUDA").
+// (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() and
+// gpu_build_has_bulk_copy() (both false there) throws Error(kUnsupported, "this wpack build has no CUDA").
 //
 // Model: a GpuTensor is one tensor of an open .wpk whose tiles' stored bytes (exactly as in the
 // file, codec and filter not undone) and a tile table were copied to device memory once. Its
@@ -84,8 +84,9 @@ class GpuTensor {
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
   uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + tables)
-  // Lossless BF16: the tiles that gemv() and decode() give the warp-per-tile kernel (0 when this
-  // build has none); the others take the block-per-tile kernel.
+  // Lossless BF16: the tiles that gemv() and decode() give the warp-per-tile kernel, decided at
+  // upload (0 when this build has no such kernel, the device has no bulk copies (compute
+  // capability below 9.0) or WPACK_GPU_NO_TMA is set); the others take the block-per-tile kernel.
   uint64_t warp_tiles() const;
 
   // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,

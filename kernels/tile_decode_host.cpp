@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include "formats/error.h"
+#include "kernels/detail/ring_plan.h"  // kMaxRingStages
 #include "kernels/detail/tile_kernels.h"
 #include "packer/codec.h"         // Codec: the kernels' codec bytes are checked against it
 #include "packer/detail/fp.h"     // f16_bits_to_float for row scales and LUT tables
@@ -255,16 +256,16 @@ struct GpuTensor::Impl {
   detail::LosslessPlan lossless_plan[65] = {};  // per batch, [0]: decode
   int lossless_grid[65] = {};                   // per batch, [0]: decode (0: not computed yet, -1: none)
 
-  // The warp-per-tile kernel's grid for this batch width (0: decode), worked out on the first call
-  // (WPACK_GPU_NO_TMA: never); -1 when it does not apply (no such tiles, device, or fit).
+  // The warp-per-tile kernel's grid for this batch width (0: decode), worked out on the first call;
+  // -1 when it does not apply (no such tiles, which upload decides, or no fit).
   int fast_grid(uint32_t batch) {
     int& grid = lossless_grid[batch];
     if (grid != 0) return grid;
     grid = -1;
-    if (fast_count == 0 || std::getenv("WPACK_GPU_NO_TMA")) return grid;
+    if (fast_count == 0) return grid;
     detail::LosslessPlan& plan = lossless_plan[batch];
     plan = detail::lossless_plan(fast_exp_cap, fast_precision_cap, batch);
-    if (device_has_bulk_copy()) grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
+    grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
     if (std::getenv("WPACK_GPU_DEBUG"))
       std::fprintf(stderr, "%s: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
                    batch ? "gemv" : "decode", batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count,
@@ -331,6 +332,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   std::vector<uint32_t> fast_ids, slow_ids;  // lossless BF16: which GEMV kernel takes each tile
+  // Whether the warp-per-tile kernel can run here at all (built, a device with bulk copies, not
+  // turned off): decided once, so that warp_tiles() says what gemv() and decode() will do.
+  const bool fast_possible = !lossy && t.dtype == DType::BF16 && detail::lossless_fast_built() &&
+                             device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
     if (!reader.tile_checksum_ok(t.first_tile + k))
@@ -358,12 +363,14 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans) && rec.filter != kFilterBitShuffle &&
                            rec.filter <= kFilterFloatPlanes;
     uint32_t exp_bytes = 0, precision = 0;
-    if (lossless_fast_tile(reader.tile_bytes(t.first_tile + k), rec, d, t.dtype, &exp_bytes, &precision)) {
-      fast_ids.push_back(static_cast<uint32_t>(k));
-      impl->fast_exp_cap = std::max(impl->fast_exp_cap, exp_bytes);
-      impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
-    } else {
-      slow_ids.push_back(static_cast<uint32_t>(k));
+    if (fast_possible) {
+      if (lossless_fast_tile(reader.tile_bytes(t.first_tile + k), rec, d, t.dtype, &exp_bytes, &precision)) {
+        fast_ids.push_back(static_cast<uint32_t>(k));
+        impl->fast_exp_cap = std::max(impl->fast_exp_cap, exp_bytes);
+        impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
+      } else {
+        slow_ids.push_back(static_cast<uint32_t>(k));
+      }
     }
     if (decodable) {
       stored_cap = std::max(stored_cap, align16(rec.stored_size));
@@ -417,7 +424,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     WPACK_CUDA_CHECK(cudaMemcpy(impl->tiles_dev, tiles.data(), tiles.size() * sizeof(DevTile), cudaMemcpyHostToDevice));
   impl->device_bytes = total + tiles.size() * sizeof(DevTile);
   if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
-  if (!fast_ids.empty() && detail::lossless_fast_built()) {
+  if (!fast_ids.empty()) {
     impl->fast_count = static_cast<uint32_t>(fast_ids.size());
     fast_ids.insert(fast_ids.end(), slow_ids.begin(), slow_ids.end());
     WPACK_CUDA_CHECK(cudaMalloc(&impl->ids_dev, fast_ids.size() * sizeof(uint32_t)));
@@ -469,7 +476,8 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       if (grid == 0 && std::getenv("WPACK_GPU_NO_TMA")) grid = -1;
       if (grid == 0) {
         uint32_t stages = 0;
-        if (const char* env = std::getenv("WPACK_TMA_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 16);
+        if (const char* env = std::getenv("WPACK_TMA_STAGES"))
+          stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
         plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_rows,
                                       impl_->stream_plan.tile_cols, batch, stages, impl_->sparse_tiles);
         grid = device_has_bulk_copy() ? persistent_grid(impl_->tile_count, plan.blocks_per_sm) : -1;
