@@ -38,13 +38,15 @@ if [ "${TESTS:-}" != none ]; then
 fi
 
 if [ $# -gt 0 ]; then
-  envs=${BENCH_ENVS:-"WPACK_NO_SWITCH=0"}
+  envs=${BENCH_ENVS:--}  # "-": one run, in the environment as it is
   i=0
   for e in $envs; do
     i=$((i + 1))
     log="$LOGS/bench-$i.log"
     echo "env $e" > "$log"
-    env "$e" timeout "$LIMIT" "$BUILD/bench/bench_gpu_layers" "$@" >> "$log" 2>&1
+    setting=()
+    [ "$e" != - ] && setting=("$e")
+    env "${setting[@]}" timeout "$LIMIT" "$BUILD/bench/bench_gpu_layers" "$@" >> "$log" 2>&1
     rc=$?
     summary+=("bench $i ($e): rc $rc")
     # rows: scheme shape batch ... kernel_us cuBLAS_us speedup GB/s %copy matmul_err exact
