@@ -12,17 +12,18 @@
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
-//             a warp per part of a tile (int4 at batch <= 16): batch <= 8, 8 warps, two per tile
-//               (64 rows each); batch 9..16, 4 warps, four per tile (32 rows each). A warp's x
-//               fragments and sum of x serve all its 16-row blocks, whose MMA chains are
-//               independent; A holds 128 + code and (128 + zero) * sum(x) is removed per group
-//               (sum(x) from an MMA with A = ones): no subtraction per code. The standard tile
-//               (128 x 128, group 128) takes a copy of the code with its geometry known at compile
-//               time: every shared load at a constant offset, no per-tile address arithmetic
-//             warps share a tile (int8, fp8, fp6, and int4 at batch > 16; 8 warps): warp w takes
-//               rows [16w, 16w + 16) of every tile; A holds the codes' values (int: HSUB2 per
-//               pair; fp8/fp6: the minifloat bits placed in BF16 and one multiply by 2^120 / 2^124,
-//               MmaFp8 / MmaFp6)
+//             a warp per part of a tile (batch <= 16): int4 at batch <= 8, 8 warps, two per tile
+//               (64 rows each), at 9..16 4 warps, four per tile (32 rows each); int8/fp8 4 warps,
+//               two per tile; fp6 8 warps, two per tile (batch <= 8) or 4 warps, four per tile
+//               (9..16). A warp's x fragments serve all its 16-row blocks, whose MMA chains are
+//               independent. int4: A holds 128 + code and (128 + zero) * sum(x) is removed per group
+//               (sum(x) from an MMA with A = ones): no subtraction per code; int8 likewise with
+//               2176 + code over two MMAs (tma_tile_warp8); fp8/fp6: the minifloat bits placed in
+//               BF16 and one multiply by 2^120 / 2^124 (MmaFp8 / MmaFp6). The standard tile
+//               (128 x 128, one group per row) takes a copy of the code with its geometry known at
+//               compile time: every shared load at a constant offset, no per-tile address arithmetic
+//             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of every
+//               tile; A holds the codes' values (int: HSUB2 per pair; fp as above)
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
@@ -470,6 +471,136 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
   }
 }
 
+// int8 and fp8 E4M3 (per-row scales, applied at the flush) with a warp per part of a tile: the
+// warp's rows 16 first_block .. + 16 kBlocks, x fragments loaded once per k-step for all its row
+// blocks. int8: A holds 2176 + code split over two MMAs (MmaCodes<8>::pairs: 128 + low nibble,
+// 2048 + 16 high nibble, both exact in BF16), and (2176 + 128) * sum(x) is removed per tile
+// (int8 codes are the value + 128), so no subtraction per code; fp8: MmaFp8 (one multiply per
+// pair). kStd: the tile is 128 x 128 (rows of 32 words at constant offsets). The code plane
+// follows the plane directory (no plane A); yacc as tma_tile_warp's.
+template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd>
+__device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
+                                               uint32_t x_row, const StageGeometry& m, uint32_t batch,
+                                               float (&yacc)[kBlocks * kNT][4]) {
+  constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words (32 columns)
+  constexpr float kOffset = 2176.0f + 128.0f;
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t words_per_row = kStd ? 32 : m.w / 4;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8) + 2 * t;  // 8-aligned (stage is)
+  uint32_t rows[kBlocks][2];  // clamped tile rows (rows past the tile are dropped at flush)
+#pragma unroll
+  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
+    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
+  }
+  const uint32_t* std_codes = codes + (16 * first_block + g) * 32;
+  float c[kBlocks * kNT][4], cs[kNT][4];
+#pragma unroll
+  for (uint32_t i = 0; i < kBlocks * kNT; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+#pragma unroll
+  for (uint32_t nt = 0; nt < kNT; ++nt) cs[nt][0] = cs[nt][1] = cs[nt][2] = cs[nt][3] = 0.f;
+  for (uint32_t j = 0; j < words_per_row; j += kStepWords) {
+    uint32_t b[kNT][2][2];  // per batch tile and word: the B fragment pair
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v) {
+        const uint32_t col = (j + 2 * t + v) * 4;
+        const uint8_t* xr = xs + (8 * nt + g) * x_row;
+        if constexpr (kFp8) {
+          x_fragment_fp8(xr, col, 8 * nt + g < batch, b[nt][v]);
+        } else {
+          uint32_t b4[4];
+          x_fragment<8>(xr, col, 8 * nt + g < batch, b4);
+          b[nt][v][0] = b4[0], b[nt][v][1] = b4[1];
+          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b4[0], b4[1]);
+        }
+      }
+    }
+    uint32_t words[kBlocks][2][2];
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h) {
+        const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * 32 + j : codes + rows[rb][h] * words_per_row + j;
+        const uint2 a = *reinterpret_cast<const uint2*>(ptr);
+        words[rb][h][0] = a.x, words[rb][h][1] = a.y;
+      }
+    }
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v) {
+        if constexpr (kFp8) {
+          uint32_t a0[2], a1[2];
+          MmaFp8::pairs(words[rb][0][v], a0);
+          MmaFp8::pairs(words[rb][1][v], a1);
+#pragma unroll
+          for (uint32_t nt = 0; nt < kNT; ++nt)
+            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
+        } else {
+          uint32_t a0[4], a1[4];
+          MmaCodes<8>::pairs(words[rb][0][v], a0);
+          MmaCodes<8>::pairs(words[rb][1][v], a1);
+#pragma unroll
+          for (uint32_t nt = 0; nt < kNT; ++nt) {
+            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
+            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][v][0], b[nt][v][1]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < kBlocks * kNT; ++i) {
+    const uint32_t nt = i % kNT;
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) yacc[i][e] += kFp8 ? c[i][e] : fmaf(-kOffset, cs[nt][e], c[i][e]);
+  }
+}
+
+// fp6 E3M2 (per-row scales, applied at the flush) with a warp per part of a tile: lane t takes the
+// 16-column chunks t, t + 4, ... (3 code words per row each, MmaFp6::chunk), the x fragments of a
+// chunk loaded once for the warp's kBlocks row blocks. kStd: 128 x 128 tiles (rows of 24 words).
+template <uint32_t kBlocks, uint32_t kNT, bool kStd>
+__device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
+                                               uint32_t x_row, const StageGeometry& m, uint32_t batch,
+                                               float (&yacc)[kBlocks * kNT][4]) {
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t row_words = kStd ? 24 : m.w * 6 / 32, chunks = kStd ? 8 : m.w / 16;
+  const uint32_t* plane = reinterpret_cast<const uint32_t*>(stage + 8);
+  uint32_t rows[kBlocks][2];  // clamped tile rows (rows past the tile are dropped at flush)
+#pragma unroll
+  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
+    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
+  }
+  for (uint32_t c = t; c < chunks; c += 4) {
+    uint32_t b[kNT][8];
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) {
+      const uint8_t* xr = xs + (8 * nt + g) * x_row;
+      x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt]));
+      x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt] + 4));
+    }
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+      const uint32_t* r0 = plane + rows[rb][0] * row_words + 3 * c;
+      const uint32_t* r1 = plane + rows[rb][1] * row_words + 3 * c;
+      uint32_t a0[8], a1[8];
+      MmaFp6::chunk(r0[0], r0[1], r0[2], a0);
+      MmaFp6::chunk(r1[0], r1[1], r1[2], a1);
+#pragma unroll
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (uint32_t k = 0; k < 4; ++k)
+          mma_bf16_16816(yacc[rb * kNT + nt], a0[2 * k], a1[2 * k], a0[2 * k + 1], a1[2 * k + 1], b[nt][2 * k],
+                         b[nt][2 * k + 1]);
+      }
+    }
+  }
+}
+
 // Adds a warp's row partials to y and clears them: kBlocks blocks of 16 rows starting at tile
 // row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: times the
 // row's scale.
@@ -584,11 +715,12 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
 
   if constexpr (kWarpTile) {
-    static_assert(kBits == 4 && kGrouped, "a warp per part of a tile: int4 (grouped)");
+    static_assert(kBits == 4 ? kGrouped : (kBits == 8 && !kGrouped),
+                  "a warp per part of a tile: int4 (grouped), int8, fp8 or fp6 (per-row scales)");
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
-    flush_partials<kNT, kRowBlocks, true>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
+    flush_partials<kNT, kRowBlocks, kGrouped>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
     uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
     while (s >= stages) s -= stages, phase ^= 1;
@@ -596,10 +728,29 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<kNT, kRowBlocks, true>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+        if (acc_h) flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         acc_row0 = m.row0, acc_h = m.h;
       }
-      if (16 * first_block < m.h) {
+      if constexpr (kFloat == 6) {
+        if (16 * first_block < m.h) {
+          const uint8_t* stage = ring + s * layout.stage_bytes;
+          if (m.h == 128 && m.w == 128)
+            tma_tile_warp6<kRowBlocks, kNT, true>(stage, first_block, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          else
+            tma_tile_warp6<kRowBlocks, kNT, false>(stage, first_block, stage + layout.x_at, layout.x_row, m, batch,
+                                                   yacc);
+        }
+      } else if constexpr (kBits == 8) {
+        if (16 * first_block < m.h) {
+          const uint8_t* stage = ring + s * layout.stage_bytes;
+          if (m.h == 128 && m.w == 128)
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, stage + layout.x_at, layout.x_row,
+                                                               m, batch, yacc);
+          else
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, stage + layout.x_at,
+                                                                layout.x_row, m, batch, yacc);
+        }
+      } else if (16 * first_block < m.h) {
         const uint8_t* stage = ring + s * layout.stage_bytes;
         const uint8_t* xs = stage + layout.x_at;
         // the standard 128 x 128 tile with one group per row takes the compile-time geometry
@@ -630,7 +781,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       s += kUnits;
       while (s >= stages) s -= stages, phase ^= 1;
     }
-    if (acc_h) flush_partials<kNT, kRowBlocks, true>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+    if (acc_h) flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
   } else {
     float yacc[kNT][4];
     flush_partials<kNT, 1, true>(params, 0, 0, 0, batch, y_dev, yacc);  // clears only
@@ -732,9 +883,8 @@ uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 :
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
 // quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales). Measured on the
-// H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): int4 runs fastest with a warp per half
-// tile (batch <= 8) or quarter tile (9..16) and the sum-of-x offset, the others with the warps
-// sharing each tile.
+// H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): at batch <= 16 every kind runs fastest
+// with a warp per part of a tile; above 16 the warps share each tile.
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
@@ -757,9 +907,21 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
       default: return f(TmaKernel<4, 8, false, true, 8, 0>{});
     }
   }
-  if (p.kind == kQuantTable && p.bits == 6) { WPACK_TMA_SHARED(8, false, 6) }
-  if (p.kind == kQuantTable) { WPACK_TMA_SHARED(8, false, 8) }
-  WPACK_TMA_SHARED(8, false, 0)
+  // int8, fp8 (kFloat 8) and fp6 (kFloat 6), per-row scales: a warp per half tile at batch <= 8
+  // (int8/fp8 4 warps, fp6 8 warps; 2 blocks per multiprocessor); at batch 9..16 int8/fp8 a warp per
+  // half tile (4 warps, 2 blocks), fp6 per quarter tile (4 warps, 3 blocks)
+  const uint32_t fp = p.kind == kQuantTable ? p.bits : 0;
+#define WPACK_TMA_WARP8(FP)                                                                              \
+  if (nt == 1) {                                                                                         \
+    constexpr uint32_t kW = FP == 6 ? 8 : 4;                                                             \
+    return batch == 1 ? f(TmaKernel<8, 1, true, false, kW, 4, FP, 2>{}) : f(TmaKernel<8, 1, false, false, kW, 4, FP, 2>{}); \
+  }                                                                                                      \
+  if (nt == 2) return FP == 6 ? f(TmaKernel<8, 2, false, false, 4, 2, FP, 3>{}) : f(TmaKernel<8, 2, false, false, 4, 4, FP, 2>{}); \
+  WPACK_TMA_SHARED(8, false, FP)
+  if (fp == 6) { WPACK_TMA_WARP8(6) }
+  if (fp == 8) { WPACK_TMA_WARP8(8) }
+  WPACK_TMA_WARP8(0)
+#undef WPACK_TMA_WARP8
 #undef WPACK_TMA_SHARED
 }
 
