@@ -13,7 +13,9 @@
 # Environment: BUILD (default /tmp/wpack-dev), TESTS (a ctest -R regex, or with .devbin a Catch2
 # test spec; default all GPU tests, "none" skips them), TEST_ENVS (as BENCH_ENVS: the GPU tests
 # once per set), BENCH_ENVS (space-separated VAR=VALUE sets, one bench run each, e.g.
-# "X=0 X=1 X=0": A/B of an environment switch, alternating), STEP_LIMIT (seconds, default 240).
+# "X=0 X=1 X=0": A/B of an environment switch, alternating), BENCH_BINS (bench binaries relative
+# to the build folder, each run per set; default bench/bench_gpu_layers; e.g. with .devbin
+# "bench/bench_gpu_layers extra/bench_old": an A/B of two commits), STEP_LIMIT (seconds, default 240).
 set -u
 BUILD=${BUILD:-/tmp/wpack-dev}
 LIMIT=${STEP_LIMIT:-240}
@@ -82,17 +84,19 @@ if [ $# -gt 0 ]; then
   envs=${BENCH_ENVS:--}  # "-": one run, in the environment as it is
   i=0
   for e in $envs; do
-    i=$((i + 1))
-    log="$LOGS/bench-$i.log"
-    echo "env $e" > "$log"
-    setting=()
-    [ "$e" != - ] && setting=("$e")
-    env "${setting[@]}" timeout "$LIMIT" "$BUILD/bench/bench_gpu_layers" "$@" >> "$log" 2>&1
-    rc=$?
-    summary+=("bench $i ($e): rc $rc")
-    # rows: scheme shape batch ... kernel_us cuBLAS_us speedup GB/s %copy matmul_err exact
-    while read -r line; do summary+=("  $line"); done < <(awk '$3 ~ /^[0-9]+$/ && $2 ~ /x/ {printf "%-10s %-11s b%-3s %8s us  cuBLAS %8s  %s  %s%% copy  err %s  exact %s\n", $1, $2, $3, $6, $7, $8, $10, $11, $12}' "$log")
-    echo "bench $i done ($(elapsed))"
+    for bin in ${BENCH_BINS:-bench/bench_gpu_layers}; do
+      i=$((i + 1))
+      log="$LOGS/bench-$i.log"
+      echo "env $e $bin" > "$log"
+      setting=()
+      [ "$e" != - ] && setting=("$e")
+      env "${setting[@]}" timeout "$LIMIT" "$BUILD/$bin" "$@" >> "$log" 2>&1
+      rc=$?
+      summary+=("bench $i ($e $bin): rc $rc")
+      # rows: scheme shape batch ... kernel_us cuBLAS_us speedup GB/s %copy matmul_err exact
+      while read -r line; do summary+=("  $line"); done < <(awk '$3 ~ /^[0-9]+$/ && $2 ~ /x/ {printf "%-10s %-11s b%-3s %8s us  cuBLAS %8s  %s  %s%% copy  err %s  exact %s\n", $1, $2, $3, $6, $7, $8, $10, $11, $12}' "$log")
+      echo "bench $i done ($(elapsed))"
+    done
   done
 fi
 

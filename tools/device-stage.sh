@@ -9,12 +9,18 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 build=$(realpath "${1:-build}")
 grep -q '^WPACK_CUDA:STRING=ON' "$build/CMakeCache.txt" || { echo "$build: not a WPACK_CUDA=ON build" >&2; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target wpack gpu_tile_decode gpu_verify test_gpu_host bench_gpu_layers > /dev/null
+cmake --build "$build" -j"$(nproc)" --target wpack gpu_tile_decode gpu_verify test_gpu_host bench_gpu_layers bench_bulk_copy > /dev/null
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-for f in cli/wpack tests/gpu_tile_decode tests/gpu_verify tests/test_gpu_host bench/bench_gpu_layers; do
+for f in cli/wpack tests/gpu_tile_decode tests/gpu_verify tests/test_gpu_host bench/bench_gpu_layers bench/bench_bulk_copy; do
   mkdir -p "$stage/$(dirname "$f")"
   strip -o "$stage/$f" "$build/$f"
+done
+# STAGE_EXTRA: more binaries (paths here), staged under extra/ by file name, e.g. the bench
+# binary of another commit for an A/B in one run (device-check.sh BENCH_BINS)
+for f in ${STAGE_EXTRA:-}; do
+  mkdir -p "$stage/extra"
+  strip -o "$stage/extra/$(basename "$f")" "$f"
 done
 # libraries the GPU machine may lack (its xxhash is a static archive in .devdeps)
 mkdir -p "$stage/lib"

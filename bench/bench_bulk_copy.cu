@@ -1,0 +1,161 @@
+// The ceiling of the bulk-copy GEMV's memory pipeline: the same ring as kernels/quant_gemv_tma.cu
+// (a persistent grid, block b streams chunks [b C / grid, (b + 1) C / grid) of one buffer, one
+// producer lane waits on empty[s] and issues one cp.async.bulk per chunk into stage s, consumer
+// units take chunks u, u + units, ... and release the stage at once), with no arithmetic: what
+// DRAM delivers to shared memory for a chunk size, ring depth and block count. One row per
+// configuration: GB/s read (CUDA events, median of 20 runs; the buffer, 1 GiB, is 17x the L2).
+//
+//   build/bench/bench_bulk_copy [--mib 1024]
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <algorithm>
+
+#include <cuda_runtime.h>
+
+#include "kernels/detail/bulk_copy.cuh"
+
+namespace bulk_bench {
+
+#define CHECK(call)                                                                          \
+  do {                                                                                       \
+    const cudaError_t e_ = (call);                                                           \
+    if (e_ != cudaSuccess) {                                                                 \
+      std::fprintf(stderr, "bench_bulk_copy: %s: %s\n", #call, cudaGetErrorString(e_));     \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+#if WPACK_HAVE_BULK_COPY
+using wpack::gpu::detail::bulk_load;
+using wpack::gpu::detail::evict_first_policy;
+using wpack::gpu::detail::mbar_arrive;
+using wpack::gpu::detail::mbar_arrive_expect_tx;
+using wpack::gpu::detail::mbar_init;
+using wpack::gpu::detail::mbar_init_fence;
+using wpack::gpu::detail::mbar_wait;
+
+constexpr uint32_t kMaxStages = 32;
+
+// units consumer warps (one per unit), 1 producer warp. sink: keeps the consumers' read of each
+// stage (one word per lane) from being dropped.
+__global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, uint32_t chunk_bytes, uint32_t stages,
+                            uint32_t units, uint32_t* sink) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem);
+  uint64_t* empty = full + kMaxStages;
+  uint8_t* ring = smem + 2 * 8 * kMaxStages;
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const uint64_t c_begin = blockIdx.x * chunks / gridDim.x, c_end = (blockIdx.x + 1ull) * chunks / gridDim.x;
+  if (threadIdx.x == 0) {
+    for (uint32_t s = 0; s < stages; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], 1);
+    mbar_init_fence();
+  }
+  __syncthreads();
+  if (warp == units) {
+    if (lane != 0) return;
+    const uint64_t policy = evict_first_policy();
+    uint32_t s = 0, phase = 0;
+    for (uint64_t c = c_begin; c < c_end; ++c) {
+      mbar_wait(&empty[s], phase ^ 1);
+      mbar_arrive_expect_tx(&full[s], chunk_bytes);
+      bulk_load(ring + s * chunk_bytes, src + c * chunk_bytes, chunk_bytes, &full[s], policy);
+      if (++s == stages) s = 0, phase ^= 1;
+    }
+    return;
+  }
+  uint32_t acc = 0, s = warp, phase = 0;
+  while (s >= stages) s -= stages, phase ^= 1;
+  for (uint64_t c = c_begin + warp; c < c_end; c += units) {
+    mbar_wait(&full[s], phase);
+    acc ^= reinterpret_cast<const uint32_t*>(ring + s * chunk_bytes)[lane];
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+    s += units;
+    while (s >= stages) s -= stages, phase ^= 1;
+  }
+  if (acc == 0x9E3779B9u) sink[0] = acc;
+}
+#endif
+
+}  // namespace bulk_bench
+
+int main(int argc, char** argv) {
+  using namespace bulk_bench;
+  uint64_t mib = 1024;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--mib") && i + 1 < argc) {
+      mib = std::strtoull(argv[++i], nullptr, 10);
+    } else {
+      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N]\n");
+      return 1;
+    }
+  }
+#if !WPACK_HAVE_BULK_COPY
+  std::printf("SKIP: built without bulk copies (CUDA < 12)\n");
+  return 0;
+#else
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (prop.major < 9) {
+    std::printf("SKIP: %s has no bulk-copy engine (compute capability %d.%d)\n", prop.name, prop.major, prop.minor);
+    return 0;
+  }
+  const uint64_t bytes = mib << 20;
+  uint8_t* src = nullptr;
+  uint32_t* sink = nullptr;
+  CHECK(cudaMalloc(&src, bytes));
+  CHECK(cudaMalloc(&sink, 4));
+  CHECK(cudaMemset(src, 0x5A, bytes));  // contents do not matter to a copy; not zeros all the same
+  CHECK(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(prop.sharedMemPerBlockOptin)));
+  cudaEvent_t t0, t1;
+  CHECK(cudaEventCreate(&t0));
+  CHECK(cudaEventCreate(&t1));
+  std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
+              static_cast<unsigned long long>(mib));
+  std::printf("%8s %7s %6s %7s %10s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "GB/s");
+  struct Config {
+    uint32_t chunk, blocks_per_sm, units;
+  };
+  const std::vector<Config> configs = {
+      {4096, 2, 4},  {8592, 2, 4},  {8592, 2, 2},  {8592, 1, 4},  {8592, 1, 8},  {8592, 3, 4}, {12304, 2, 4},
+      {16400, 2, 2}, {16400, 2, 4}, {16400, 1, 4}, {32784, 2, 2}, {32784, 1, 4}, {65552, 1, 2},
+  };
+  constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // ring bytes per SM, as the GEMV plans it
+  for (const Config& c : configs) {
+    uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / c.chunk);
+    stages -= stages % c.units;
+    if (stages < c.units) continue;
+    const size_t smem = 2 * 8 * kMaxStages + size_t{stages} * c.chunk;
+    if (smem > prop.sharedMemPerBlockOptin) continue;
+    const uint64_t chunks = bytes / c.chunk;
+    const uint32_t grid = prop.multiProcessorCount * c.blocks_per_sm;
+    std::vector<float> ms;
+    for (int run = 0; run < 23; ++run) {
+      CHECK(cudaEventRecord(t0));
+      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, sink);
+      CHECK(cudaGetLastError());
+      CHECK(cudaEventRecord(t1));
+      CHECK(cudaEventSynchronize(t1));
+      float t = 0;
+      CHECK(cudaEventElapsedTime(&t, t0, t1));
+      if (run >= 3) ms.push_back(t);  // 3 warm-up runs
+    }
+    std::sort(ms.begin(), ms.end());
+    const double gbs = static_cast<double>(chunks) * c.chunk / (ms[ms.size() / 2] * 1e-3) / 1e9;
+    std::printf("%8u %7u %6u %7u %10.1f %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
+                stages * c.chunk / 1024.0, gbs);
+  }
+  CHECK(cudaFree(src));
+  CHECK(cudaFree(sink));
+  return 0;
+#endif
+}
