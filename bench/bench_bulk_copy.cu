@@ -1,11 +1,13 @@
 // The ceiling of the bulk-copy GEMV's memory pipeline: the same ring as kernels/quant_gemv_tma.cu
 // (a persistent grid, block b streams chunks [b C / grid, (b + 1) C / grid) of one buffer, one
 // producer lane waits on empty[s] and issues one cp.async.bulk per chunk into stage s, consumer
-// units take chunks u, u + units, ... and release the stage at once), with no arithmetic: what
-// DRAM delivers to shared memory for a chunk size, ring depth and block count. One row per
-// configuration: GB/s read (CUDA events, median of 20 runs; the buffer, 1 GiB, is 17x the L2).
+// units take chunks u, u + units, ... and release the stage at once, or after holding it for a
+// while), with no arithmetic: what DRAM delivers to shared memory for a chunk size, ring depth,
+// block count and the time a consumer holds a stage (a GEMV's consumer holds its stage while it
+// multiplies, so that stage is not in flight). One row per configuration: GB/s read (CUDA events,
+// median of 20 runs; the buffer, 1 GiB, is 17x the L2).
 //
-//   build/bench/bench_bulk_copy [--mib 1024]
+//   build/bench/bench_bulk_copy [--mib 1024] [--hold-ns 0,1000,2000,3000]
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -41,8 +43,15 @@ constexpr uint32_t kMaxStages = 32;
 
 // units consumer warps (one per unit), 1 producer warp. sink: keeps the consumers' read of each
 // stage (one word per lane) from being dropped.
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// hold_ns: a consumer spins that long (the global timer) on each stage before it releases it.
 __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, uint32_t chunk_bytes, uint32_t stages,
-                            uint32_t units, uint32_t* sink) {
+                            uint32_t units, uint32_t hold_ns, uint32_t* sink) {
   extern __shared__ __align__(128) uint8_t smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
@@ -71,6 +80,11 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, ui
   for (uint64_t c = c_begin + warp; c < c_end; c += units) {
     mbar_wait(&full[s], phase);
     acc ^= reinterpret_cast<const uint32_t*>(ring + s * chunk_bytes)[lane];
+    if (hold_ns) {
+      const uint64_t t0 = global_ns();
+      while (global_ns() - t0 < hold_ns) {
+      }
+    }
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[s]);
     s += units;
@@ -85,13 +99,31 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, ui
 int main(int argc, char** argv) {
   using namespace bulk_bench;
   uint64_t mib = 1024;
+  std::vector<uint32_t> holds = {0, 1000, 2000, 3000};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--mib") && i + 1 < argc) {
       mib = std::strtoull(argv[++i], nullptr, 10);
+    } else if (!std::strcmp(argv[i], "--hold-ns") && i + 1 < argc) {
+      holds.clear();
+      for (const char* p = argv[++i];;) {
+        char* end = nullptr;
+        const unsigned long v = std::strtoul(p, &end, 10);
+        if (end == p || v > 1000000 || (*end && *end != ',')) {
+          std::fprintf(stderr, "bench_bulk_copy: --hold-ns wants a comma-separated list of ns (<= 1000000)\n");
+          return 1;
+        }
+        holds.push_back(static_cast<uint32_t>(v));
+        if (!*end) break;
+        p = end + 1;
+      }
     } else {
-      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N]\n");
+      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N] [--hold-ns a,b,...]\n");
       return 1;
     }
+  }
+  if (mib == 0) {
+    std::fprintf(stderr, "bench_bulk_copy: --mib must be positive\n");
+    return 1;
   }
 #if !WPACK_HAVE_BULK_COPY
   std::printf("SKIP: built without bulk copies (CUDA < 12)\n");
@@ -121,15 +153,22 @@ int main(int argc, char** argv) {
   CHECK(cudaEventCreate(&t1));
   std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
               static_cast<unsigned long long>(mib));
-  std::printf("%8s %7s %6s %7s %10s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "GB/s");
+  std::printf("%8s %7s %6s %7s %10s %8s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "hold_ns", "GB/s");
   struct Config {
-    uint32_t chunk, blocks_per_sm, units;
+    uint32_t chunk, blocks_per_sm, units, hold_ns;
   };
-  const std::vector<Config> configs = {
-      {4096, 2, 4},  {8592, 2, 4},  {8592, 2, 2},  {8592, 1, 4},  {8592, 1, 8},  {8592, 3, 4}, {12304, 2, 4},
-      {16400, 2, 2}, {16400, 2, 4}, {16400, 1, 4}, {32784, 2, 2}, {32784, 1, 4}, {65552, 1, 2},
+  std::vector<Config> configs = {
+      {4096, 2, 4, 0},  {8592, 2, 4, 0},  {8592, 2, 2, 0},  {8592, 1, 4, 0},  {8592, 1, 8, 0},
+      {8592, 3, 4, 0},  {12304, 2, 4, 0}, {16400, 2, 2, 0}, {16400, 2, 4, 0}, {16400, 1, 4, 0},
+      {32784, 2, 2, 0}, {32784, 1, 4, 0}, {65552, 1, 2, 0},
   };
-  constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // ring bytes per SM, as the GEMV plans it
+  // the GEMV's rings: int4 128 x 128 tiles (8592 B) with 4 or 2 units per block, int8/fp8 (16400 B)
+  // with 2, fp6 (12304 B) with 4; each consumer unit holding its stage hold_ns
+  for (uint32_t h : holds)
+    if (h)
+      for (const Config& c : {Config{8592, 2, 4, h}, Config{8592, 2, 2, h}, Config{16400, 2, 2, h}, Config{12304, 2, 4, h}})
+        configs.push_back(c);
+  constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // as the GEMV plans it
   for (const Config& c : configs) {
     uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / c.chunk);
     stages -= stages % c.units;
@@ -141,7 +180,7 @@ int main(int argc, char** argv) {
     std::vector<float> ms;
     for (int run = 0; run < 23; ++run) {
       CHECK(cudaEventRecord(t0));
-      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, sink);
+      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, c.hold_ns, sink);
       CHECK(cudaGetLastError());
       CHECK(cudaEventRecord(t1));
       CHECK(cudaEventSynchronize(t1));
@@ -151,8 +190,8 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     const double gbs = static_cast<double>(chunks) * c.chunk / (ms[ms.size() / 2] * 1e-3) / 1e9;
-    std::printf("%8u %7u %6u %7u %10.1f %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
-                stages * c.chunk / 1024.0, gbs);
+    std::printf("%8u %7u %6u %7u %10.1f %8u %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
+                stages * c.chunk / 1024.0, c.hold_ns, gbs);
   }
   CHECK(cudaFree(src));
   CHECK(cudaFree(sink));

@@ -13,10 +13,10 @@
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
-//             a warp per part of a tile (batch <= 16): int4 at batch <= 8, 8 warps, two per tile
-//               (64 rows each), at 9..16 4 warps, four per tile (32 rows each); int8/fp8 4 warps,
-//               two per tile; fp6 8 warps, two per tile (batch <= 8) or 4 warps, four per tile
-//               (9..16). A warp's x fragments serve all its 16-row blocks, whose MMA chains are
+//             a warp per part of a tile (batch <= 16): int4 at batch 1, 8 warps, two per tile
+//               (64 rows each), at 2..8 4 warps, two per tile, at 9..16 4 warps, four per tile
+//               (32 rows each); int8/fp8 4 warps, two per tile; fp6 8 warps, two per tile
+//               (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all its 16-row blocks, whose MMA chains are
 //               independent. int4: A holds 128 + code and (128 + zero) * sum(x) is removed per group
 //               (sum(x) from an MMA with A = ones): no subtraction per code; int8 likewise with
 //               2176 + code over two MMAs (tma_tile_warp8); fp8/fp6: the minifloat bits placed in
@@ -909,10 +909,11 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
     default: return f(TmaKernel<B, 8, false, G, 8, 0, FP>{});                                      \
   }
   if (p.bits == 4) {
-    // a warp per half tile at batch <= 8 (8 warps, 2 blocks per multiprocessor), per quarter
-    // tile at batch 9..16 (4 warps, 3 blocks: 126 registers without a spill)
+    // a warp per half tile at batch 1 (8 warps, 2 blocks per multiprocessor) and 2..8 (4 warps,
+    // 3 blocks: 49 against 56 us on 28672x8192 at batch 8), per quarter tile at batch 9..16
+    // (4 warps, 3 blocks: 126 registers without a spill)
     if (nt == 1)
-      return batch == 1 ? f(TmaKernel<4, 1, true, true, 8, 4, 0, 2>{}) : f(TmaKernel<4, 1, false, true, 8, 4, 0, 2>{});
+      return batch == 1 ? f(TmaKernel<4, 1, true, true, 8, 4, 0, 2>{}) : f(TmaKernel<4, 1, false, true, 4, 4, 0, 3>{});
     if (nt == 2) return f(TmaKernel<4, 2, false, true, 4, 2, 0, 3>{});
     switch (nt) {
       case 4: return f(TmaKernel<4, 4, false, true, 8, 0>{});
