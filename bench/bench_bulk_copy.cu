@@ -8,6 +8,9 @@
 // median of 20 runs; the buffer, 1 GiB, is 17x the L2).
 //
 //   build/bench/bench_bulk_copy [--mib 1024] [--hold-ns 0,1000,2000,3000]
+//
+// The sizes: 8592 B is an int4 128 x 128 g128 tile (16-aligned), 16400 an int8/fp8 one, 12304 fp6;
+// 8192, 8704 (8592 rounded up to 256) and 16384 tell a size effect from an alignment one.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -50,8 +53,10 @@ __device__ __forceinline__ uint64_t global_ns() {
 }
 
 // hold_ns: a consumer spins that long (the global timer) on each stage before it releases it.
+// read_all: the consumer reads the whole stage from shared memory (16 bytes a lane a load) before
+// it releases it, as a GEMV's consumer does, instead of one word a lane.
 __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, uint32_t chunk_bytes, uint32_t stages,
-                            uint32_t units, uint32_t hold_ns, uint32_t* sink) {
+                            uint32_t units, uint32_t hold_ns, bool read_all, uint32_t* sink) {
   extern __shared__ __align__(128) uint8_t smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
@@ -79,7 +84,15 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, ui
   while (s >= stages) s -= stages, phase ^= 1;
   for (uint64_t c = c_begin + warp; c < c_end; c += units) {
     mbar_wait(&full[s], phase);
-    acc ^= reinterpret_cast<const uint32_t*>(ring + s * chunk_bytes)[lane];
+    const uint32_t* stage = reinterpret_cast<const uint32_t*>(ring + s * chunk_bytes);
+    if (read_all) {
+      for (uint32_t i = 4 * lane; i + 4 <= chunk_bytes / 4; i += 128) {
+        const uint4 v = *reinterpret_cast<const uint4*>(stage + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+      }
+    } else {
+      acc ^= stage[lane];
+    }
     if (hold_ns) {
       const uint64_t t0 = global_ns();
       while (global_ns() - t0 < hold_ns) {
@@ -153,21 +166,27 @@ int main(int argc, char** argv) {
   CHECK(cudaEventCreate(&t1));
   std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
               static_cast<unsigned long long>(mib));
-  std::printf("%8s %7s %6s %7s %10s %8s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "hold_ns", "GB/s");
+  std::printf("%8s %7s %6s %7s %10s %8s %5s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "hold_ns",
+              "read", "GB/s");
   struct Config {
     uint32_t chunk, blocks_per_sm, units, hold_ns;
+    bool read_all;
   };
   std::vector<Config> configs = {
-      {4096, 2, 4, 0},  {8592, 2, 4, 0},  {8592, 2, 2, 0},  {8592, 1, 4, 0},  {8592, 1, 8, 0},
-      {8592, 3, 4, 0},  {12304, 2, 4, 0}, {16400, 2, 2, 0}, {16400, 2, 4, 0}, {16400, 1, 4, 0},
-      {32784, 2, 2, 0}, {32784, 1, 4, 0}, {65552, 1, 2, 0},
+      {4096, 2, 4, 0, false},  {8192, 2, 4, 0, false},  {8592, 2, 4, 0, false},  {8704, 2, 4, 0, false},
+      {8592, 2, 2, 0, false},  {8592, 1, 4, 0, false},  {8592, 1, 8, 0, false},  {8592, 3, 4, 0, false},
+      {12304, 2, 4, 0, false}, {16384, 2, 2, 0, false}, {16400, 2, 2, 0, false}, {16400, 2, 4, 0, false},
+      {16400, 1, 4, 0, false}, {32784, 2, 2, 0, false}, {32784, 1, 4, 0, false}, {65552, 1, 2, 0, false},
   };
   // the GEMV's rings: int4 128 x 128 tiles (8592 B) with 4 or 2 units per block, int8/fp8 (16400 B)
-  // with 2, fp6 (12304 B) with 4; each consumer unit holding its stage hold_ns
+  // with 2, fp6 (12304 B) with 4; each consumer unit holding its stage hold_ns, reading one word
+  // a lane of it or all of it
   for (uint32_t h : holds)
-    if (h)
-      for (const Config& c : {Config{8592, 2, 4, h}, Config{8592, 2, 2, h}, Config{16400, 2, 2, h}, Config{12304, 2, 4, h}})
-        configs.push_back(c);
+    for (bool read_all : {false, true})
+      if (h || read_all)
+        for (const Config& c : {Config{8592, 2, 4, h, read_all}, Config{8592, 2, 2, h, read_all},
+                                Config{16400, 2, 2, h, read_all}, Config{12304, 2, 4, h, read_all}})
+          configs.push_back(c);
   constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // as the GEMV plans it
   for (const Config& c : configs) {
     uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / c.chunk);
@@ -180,7 +199,7 @@ int main(int argc, char** argv) {
     std::vector<float> ms;
     for (int run = 0; run < 23; ++run) {
       CHECK(cudaEventRecord(t0));
-      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, c.hold_ns, sink);
+      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, c.hold_ns, c.read_all, sink);
       CHECK(cudaGetLastError());
       CHECK(cudaEventRecord(t1));
       CHECK(cudaEventSynchronize(t1));
@@ -190,8 +209,8 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     const double gbs = static_cast<double>(chunks) * c.chunk / (ms[ms.size() / 2] * 1e-3) / 1e9;
-    std::printf("%8u %7u %6u %7u %10.1f %8u %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
-                stages * c.chunk / 1024.0, c.hold_ns, gbs);
+    std::printf("%8u %7u %6u %7u %10.1f %8u %5s %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
+                stages * c.chunk / 1024.0, c.hold_ns, c.read_all ? "all" : "word", gbs);
   }
   CHECK(cudaFree(src));
   CHECK(cudaFree(sink));
