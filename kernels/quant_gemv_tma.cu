@@ -7,24 +7,25 @@
 //           shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
 //           ring stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and
 //           issues one cp.async.bulk of the tile's stored bytes; the lanes issue one of its x
-//           slice per batch column (x is transposed to (batch, K) first for batch > 1, so each slice is
-//           contiguous, and lands 16-byte staggered in shared memory: no bank conflicts); all
-//           complete on mbarrier full[s]
+//           slice per batch column (x is transposed to (batch, K) first for batch > 1, so each
+//           slice is contiguous, and lands 16-byte staggered in shared memory: no bank
+//           conflicts); all complete on mbarrier full[s]
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
 //             a warp per part of a tile (batch <= 16): int4 at batch 1, 8 warps, two per tile
 //               (64 rows each), at 2..8 4 warps, two per tile, at 9..16 4 warps, four per tile
 //               (32 rows each); int8/fp8 4 warps, two per tile; fp6 8 warps, two per tile
-//               (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all its 16-row blocks, whose MMA chains are
-//               independent. int4: A holds 128 + code and (128 + zero) * sum(x) is removed per group
-//               (sum(x) from an MMA with A = ones): no subtraction per code; int8 likewise with
-//               2176 + code over two MMAs (tma_tile_warp8); fp8/fp6: the minifloat bits placed in
-//               BF16 and one multiply by 2^120 / 2^124 (MmaFp8 / MmaFp6). The standard tile
-//               (128 x 128, one group per row) takes a copy of the code with its geometry known at
-//               compile time: every shared load at a constant offset, no per-tile address arithmetic
-//             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of every
-//               tile; A holds the codes' values (int: HSUB2 per pair; fp as above)
+//               (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all
+//               its 16-row blocks, whose MMA chains are independent. int4: A holds 128 + code and
+//               (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
+//               no subtraction per code; int8 likewise with 2176 + code over two MMAs
+//               (tma_tile_warp8); fp8/fp6: the minifloat bits placed in BF16 and one multiply by
+//               2^120 / 2^124 (MmaFp8 / MmaFp6). The standard tile (128 x 128, one group per row)
+//               takes a copy of the code with its geometry known at compile time: every shared
+//               load at a constant offset, no per-tile address arithmetic
+//             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
+//               every tile; A holds the codes' values (int: HSUB2 per pair; fp as above)
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
@@ -924,12 +925,15 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   // (int8/fp8 4 warps, fp6 8 warps; 2 blocks per multiprocessor); at batch 9..16 int8/fp8 a warp per
   // half tile (4 warps, 2 blocks), fp6 per quarter tile (4 warps, 3 blocks)
   const uint32_t fp = p.kind == kQuantTable ? p.bits : 0;
-#define WPACK_TMA_WARP8(FP)                                                                              \
-  if (nt == 1) {                                                                                         \
-    constexpr uint32_t kW = FP == 6 ? 8 : 4;                                                             \
-    return batch == 1 ? f(TmaKernel<8, 1, true, false, kW, 4, FP, 2>{}) : f(TmaKernel<8, 1, false, false, kW, 4, FP, 2>{}); \
-  }                                                                                                      \
-  if (nt == 2) return FP == 6 ? f(TmaKernel<8, 2, false, false, 4, 2, FP, 3>{}) : f(TmaKernel<8, 2, false, false, 4, 4, FP, 2>{}); \
+#define WPACK_TMA_WARP8(FP)                                                                   \
+  if (nt == 1) {                                                                              \
+    constexpr uint32_t kW = FP == 6 ? 8 : 4;                                                  \
+    return batch == 1 ? f(TmaKernel<8, 1, true, false, kW, 4, FP, 2>{})                       \
+                      : f(TmaKernel<8, 1, false, false, kW, 4, FP, 2>{});                     \
+  }                                                                                           \
+  if (nt == 2)                                                                                \
+    return FP == 6 ? f(TmaKernel<8, 2, false, false, 4, 2, FP, 3>{})                          \
+                   : f(TmaKernel<8, 2, false, false, 4, 4, FP, 2>{});                         \
   WPACK_TMA_SHARED(8, false, FP)
   if (fp == 6) { WPACK_TMA_WARP8(6) }
   if (fp == 8) { WPACK_TMA_WARP8(8) }
