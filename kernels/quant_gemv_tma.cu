@@ -894,21 +894,37 @@ __global__ void transpose_x_kernel(const uint16_t* __restrict__ x_dev, uint16_t*
 
 uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
 
+// Batch 17..64 (nt 4 or 8 batch tiles): the 8 warps of a block share each tile.
+template <uint32_t kBits, bool kGrouped, uint32_t kFloat, typename F>
+auto tma_dispatch_shared(uint32_t nt, F&& f) {
+  return nt == 4 ? f(TmaKernel<kBits, 4, false, kGrouped, 8, 0, kFloat>{})
+                 : f(TmaKernel<kBits, 8, false, kGrouped, 8, 0, kFloat>{});
+}
+
+// int8 (kFloat 0), fp8 (8) and fp6 (6), per-row scales: a warp per half tile at batch <= 8 (int8/fp8
+// 4 warps, fp6 8 warps; 2 blocks per multiprocessor); at batch 9..16 int8/fp8 a warp per half tile
+// (4 warps, 2 blocks), fp6 per quarter tile (4 warps, 3 blocks).
+template <uint32_t kFloat, typename F>
+auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, F&& f) {
+  if (nt == 1) {
+    constexpr uint32_t kW = kFloat == 6 ? 8 : 4;
+    return batch == 1 ? f(TmaKernel<8, 1, true, false, kW, 4, kFloat, 2>{})
+                      : f(TmaKernel<8, 1, false, false, kW, 4, kFloat, 2>{});
+  }
+  if (nt == 2) {
+    if constexpr (kFloat == 6) return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3>{});
+    else return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2>{});
+  }
+  return tma_dispatch_shared<8, false, kFloat>(nt, f);
+}
+
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
-// quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales). Measured on the
-// H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): at batch <= 16 every kind runs fastest
-// with a warp per part of a tile; above 16 the warps share each tile.
+// quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales), and instantiates
+// only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): at batch
+// <= 16 every kind runs fastest with a warp per part of a tile; above 16 the warps share each tile.
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
-#define WPACK_TMA_SHARED(B, G, FP)                                                                     \
-  switch (nt) {                                                                                         \
-    case 1:                                                                                             \
-      return batch == 1 ? f(TmaKernel<B, 1, true, G, 8, 0, FP>{}) : f(TmaKernel<B, 1, false, G, 8, 0, FP>{}); \
-    case 2: return f(TmaKernel<B, 2, false, G, 8, 0, FP>{});                                       \
-    case 4: return f(TmaKernel<B, 4, false, G, 8, 0, FP>{});                                       \
-    default: return f(TmaKernel<B, 8, false, G, 8, 0, FP>{});                                      \
-  }
   if (p.bits == 4) {
     // a warp per half tile at batch 1 (8 warps, 2 blocks per multiprocessor) and 2..8 (4 warps,
     // 3 blocks: 49 against 56 us on 28672x8192 at batch 8), per quarter tile at batch 9..16
@@ -916,30 +932,10 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
     if (nt == 1)
       return batch == 1 ? f(TmaKernel<4, 1, true, true, 8, 4, 0, 2>{}) : f(TmaKernel<4, 1, false, true, 4, 4, 0, 3>{});
     if (nt == 2) return f(TmaKernel<4, 2, false, true, 4, 2, 0, 3>{});
-    switch (nt) {
-      case 4: return f(TmaKernel<4, 4, false, true, 8, 0>{});
-      default: return f(TmaKernel<4, 8, false, true, 8, 0>{});
-    }
+    return tma_dispatch_shared<4, true, 0>(nt, f);
   }
-  // int8, fp8 (kFloat 8) and fp6 (kFloat 6), per-row scales: a warp per half tile at batch <= 8
-  // (int8/fp8 4 warps, fp6 8 warps; 2 blocks per multiprocessor); at batch 9..16 int8/fp8 a warp per
-  // half tile (4 warps, 2 blocks), fp6 per quarter tile (4 warps, 3 blocks)
-  const uint32_t fp = p.kind == kQuantTable ? p.bits : 0;
-#define WPACK_TMA_WARP8(FP)                                                                   \
-  if (nt == 1) {                                                                              \
-    constexpr uint32_t kW = FP == 6 ? 8 : 4;                                                  \
-    return batch == 1 ? f(TmaKernel<8, 1, true, false, kW, 4, FP, 2>{})                       \
-                      : f(TmaKernel<8, 1, false, false, kW, 4, FP, 2>{});                     \
-  }                                                                                           \
-  if (nt == 2)                                                                                \
-    return FP == 6 ? f(TmaKernel<8, 2, false, false, 4, 2, FP, 3>{})                          \
-                   : f(TmaKernel<8, 2, false, false, 4, 4, FP, 2>{});                         \
-  WPACK_TMA_SHARED(8, false, FP)
-  if (fp == 6) { WPACK_TMA_WARP8(6) }
-  if (fp == 8) { WPACK_TMA_WARP8(8) }
-  WPACK_TMA_WARP8(0)
-#undef WPACK_TMA_WARP8
-#undef WPACK_TMA_SHARED
+  if (p.kind != kQuantTable) return tma_dispatch_8bit<0>(nt, batch, f);
+  return p.bits == 6 ? tma_dispatch_8bit<6>(nt, batch, f) : tma_dispatch_8bit<8>(nt, batch, f);
 }
 
 }  // namespace
