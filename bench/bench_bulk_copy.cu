@@ -4,19 +4,23 @@
 // units take chunks u, u + units, ... and release the stage at once, or after holding it for a
 // while), with no arithmetic: what DRAM delivers to shared memory for a chunk size, ring depth,
 // block count and the time a consumer holds a stage (a GEMV's consumer holds its stage while it
-// multiplies, so that stage is not in flight). One row per configuration: GB/s read (CUDA events,
-// median of 20 runs; the buffer, 1 GiB, is 17x the L2).
+// multiplies, so that stage is not in flight). Then the int4 batch-1 GEMV's ring with what its
+// consumers add, one at a time (reading the whole stage, a second copy per stage for x, the SM's
+// issue slots busy), to find what keeps the GEMV's consumers waiting for data. One row per
+// configuration: GB/s of the streamed buffer (CUDA events, median of 20 runs; the buffer, 1 GiB,
+// is 17x the L2).
 //
 //   build/bench/bench_bulk_copy [--mib 1024] [--hold-ns 0,1000,2000,3000]
 //
 // The sizes: 8592 B is an int4 128 x 128 g128 tile (16-aligned), 16400 an int8/fp8 one, 12304 fp6;
 // 8192, 8704 (8592 rounded up to 256) and 16384 tell a size effect from an alignment one.
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
-#include <algorithm>
 
 #include <cuda_runtime.h>
 
@@ -52,11 +56,19 @@ __device__ __forceinline__ uint64_t global_ns() {
   return t;
 }
 
-// hold_ns: a consumer spins that long (the global timer) on each stage before it releases it.
-// read_all: the consumer reads the whole stage from shared memory (16 bytes a lane a load) before
-// it releases it, as a GEMV's consumer does, instead of one word a lane.
-__global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, uint32_t chunk_bytes, uint32_t stages,
-                            uint32_t units, uint32_t hold_ns, bool read_all, uint32_t* sink) {
+// What a consumer does with a stage before it releases it, and what else a stage holds.
+struct Work {
+  uint32_t hold_ns = 0;   // spin that long (the global timer)
+  bool busy = false;      // spin on dependent FMAs (the SM's issue slots busy, as a GEMV's are), not idly
+  bool read_all = false;  // read the whole stage from shared memory (16 bytes a lane a load), not a word a lane
+  uint32_t x_bytes = 0;   // a second copy per stage of that many bytes from a 1 MiB buffer that stays in
+                          // L2 (a GEMV's x slice), completing on the same barrier
+};
+
+constexpr uint32_t kXBufferBytes = 1u << 20;
+
+__global__ void ring_kernel(const uint8_t* __restrict__ src, const uint8_t* __restrict__ xsrc, uint64_t chunks,
+                            uint32_t chunk_bytes, uint32_t stages, uint32_t units, Work work, uint32_t* sink) {
   extern __shared__ __align__(128) uint8_t smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
@@ -68,14 +80,19 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, ui
     mbar_init_fence();
   }
   __syncthreads();
+  const uint32_t stage_bytes = chunk_bytes + work.x_bytes;
   if (warp == units) {
     if (lane != 0) return;
     const uint64_t policy = evict_first_policy();
+    const uint32_t x_slots = work.x_bytes ? kXBufferBytes / work.x_bytes : 1;
     uint32_t s = 0, phase = 0;
     for (uint64_t c = c_begin; c < c_end; ++c) {
       mbar_wait(&empty[s], phase ^ 1);
-      mbar_arrive_expect_tx(&full[s], chunk_bytes);
-      bulk_load(ring + s * chunk_bytes, src + c * chunk_bytes, chunk_bytes, &full[s], policy);
+      mbar_arrive_expect_tx(&full[s], stage_bytes);
+      bulk_load(ring + s * stage_bytes, src + c * chunk_bytes, chunk_bytes, &full[s], policy);
+      if (work.x_bytes)
+        bulk_load(ring + s * stage_bytes + chunk_bytes, xsrc + (c % x_slots) * work.x_bytes, work.x_bytes, &full[s],
+                  policy);
       if (++s == stages) s = 0, phase ^= 1;
     }
     return;
@@ -84,19 +101,23 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, uint64_t chunks, ui
   while (s >= stages) s -= stages, phase ^= 1;
   for (uint64_t c = c_begin + warp; c < c_end; c += units) {
     mbar_wait(&full[s], phase);
-    const uint32_t* stage = reinterpret_cast<const uint32_t*>(ring + s * chunk_bytes);
-    if (read_all) {
-      for (uint32_t i = 4 * lane; i + 4 <= chunk_bytes / 4; i += 128) {
+    const uint32_t* stage = reinterpret_cast<const uint32_t*>(ring + s * stage_bytes);
+    if (work.read_all) {
+      for (uint32_t i = 4 * lane; i + 4 <= stage_bytes / 4; i += 128) {
         const uint4 v = *reinterpret_cast<const uint4*>(stage + i);
         acc ^= v.x ^ v.y ^ v.z ^ v.w;
       }
     } else {
       acc ^= stage[lane];
     }
-    if (hold_ns) {
+    if (work.hold_ns) {
       const uint64_t t0 = global_ns();
-      while (global_ns() - t0 < hold_ns) {
-      }
+      float f = __uint_as_float(acc | 0x3F800000u);  // in [1, 2): the chain neither overflows nor vanishes
+      while (global_ns() - t0 < work.hold_ns)
+        if (work.busy)
+#pragma unroll 1
+          for (int k = 0; k < 64; ++k) f = fmaf(f, 0.999f, 0.001f);
+      acc ^= __float_as_uint(f) & 1u;
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[s]);
@@ -155,8 +176,11 @@ int main(int argc, char** argv) {
   }
   const uint64_t bytes = mib << 20;
   uint8_t* src = nullptr;
+  uint8_t* xsrc = nullptr;
   uint32_t* sink = nullptr;
   CHECK(cudaMalloc(&src, bytes));
+  CHECK(cudaMalloc(&xsrc, kXBufferBytes));
+  CHECK(cudaMemset(xsrc, 0x3C, kXBufferBytes));
   CHECK(cudaMalloc(&sink, 4));
   CHECK(cudaMemset(src, 0x5A, bytes));  // contents do not matter to a copy; not zeros all the same
   CHECK(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -166,40 +190,48 @@ int main(int argc, char** argv) {
   CHECK(cudaEventCreate(&t1));
   std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
               static_cast<unsigned long long>(mib));
-  std::printf("%8s %7s %6s %7s %10s %8s %5s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB", "hold_ns",
-              "read", "GB/s");
+  std::printf("%8s %7s %6s %7s %10s %8s %5s %5s %6s %8s\n", "chunk_B", "blocks", "units", "stages", "ring_KiB",
+              "hold_ns", "spin", "read", "x_B", "GB/s");
   struct Config {
-    uint32_t chunk, blocks_per_sm, units, hold_ns;
-    bool read_all;
+    uint32_t chunk, blocks_per_sm, units;
+    Work work;
   };
-  std::vector<Config> configs = {
-      {4096, 2, 4, 0, false},  {8192, 2, 4, 0, false},  {8592, 2, 4, 0, false},  {8704, 2, 4, 0, false},
-      {8592, 2, 2, 0, false},  {8592, 1, 4, 0, false},  {8592, 1, 8, 0, false},  {8592, 3, 4, 0, false},
-      {12304, 2, 4, 0, false}, {16384, 2, 2, 0, false}, {16400, 2, 2, 0, false}, {16400, 2, 4, 0, false},
-      {16400, 1, 4, 0, false}, {32784, 2, 2, 0, false}, {32784, 1, 4, 0, false}, {65552, 1, 2, 0, false},
-  };
+  std::vector<Config> configs;
+  // the ring alone, consumers releasing at once
+  for (const auto& [chunk, blocks, units] : std::vector<std::array<uint32_t, 3>>{
+           {4096, 2, 4}, {8192, 2, 4}, {8592, 2, 4}, {8704, 2, 4}, {8592, 2, 2}, {8592, 1, 4}, {8592, 1, 8},
+           {8592, 3, 4}, {12304, 2, 4}, {16384, 2, 2}, {16400, 2, 2}, {16400, 2, 4}, {16400, 1, 4}, {32784, 2, 2},
+           {32784, 1, 4}, {65552, 1, 2}})
+    configs.push_back({chunk, blocks, units, Work{}});
   // the GEMV's rings: int4 128 x 128 tiles (8592 B) with 4 or 2 units per block, int8/fp8 (16400 B)
   // with 2, fp6 (12304 B) with 4; each consumer unit holding its stage hold_ns, reading one word
   // a lane of it or all of it
   for (uint32_t h : holds)
     for (bool read_all : {false, true})
       if (h || read_all)
-        for (const Config& c : {Config{8592, 2, 4, h, read_all}, Config{8592, 2, 2, h, read_all},
-                                Config{16400, 2, 2, h, read_all}, Config{12304, 2, 4, h, read_all}})
-          configs.push_back(c);
+        for (const auto& [chunk, units] : std::vector<std::array<uint32_t, 2>>{{8592, 4}, {8592, 2}, {16400, 2}, {12304, 4}})
+          configs.push_back({chunk, 2, units, Work{h, false, read_all, 0}});
+  // the int4 batch-1 GEMV's ring (8592 B + a 256 B x slice, 2 blocks of 4 units) with what its
+  // consumers add one at a time: whole-stage reads, the x copy, a busy SM; then all three at the
+  // hold times around its measured 3.2 us per tile and unit
+  for (const Work& w : {Work{2000, false, false, 0}, Work{2000, false, true, 0}, Work{2000, false, false, 256},
+                        Work{2000, true, false, 0}, Work{2000, true, true, 256}, Work{2500, true, true, 256},
+                        Work{3000, true, true, 256}})
+    configs.push_back({8592, 2, 4, w});
   constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // as the GEMV plans it
   for (const Config& c : configs) {
-    uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / c.chunk);
+    const uint32_t stage_bytes = c.chunk + c.work.x_bytes;
+    uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / stage_bytes);
     stages -= stages % c.units;
     if (stages < c.units) continue;
-    const size_t smem = 2 * 8 * kMaxStages + size_t{stages} * c.chunk;
+    const size_t smem = 2 * 8 * kMaxStages + size_t{stages} * stage_bytes;
     if (smem > prop.sharedMemPerBlockOptin) continue;
     const uint64_t chunks = bytes / c.chunk;
     const uint32_t grid = prop.multiProcessorCount * c.blocks_per_sm;
     std::vector<float> ms;
     for (int run = 0; run < 23; ++run) {
       CHECK(cudaEventRecord(t0));
-      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, chunks, c.chunk, stages, c.units, c.hold_ns, c.read_all, sink);
+      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, xsrc, chunks, c.chunk, stages, c.units, c.work, sink);
       CHECK(cudaGetLastError());
       CHECK(cudaEventRecord(t1));
       CHECK(cudaEventSynchronize(t1));
@@ -208,11 +240,14 @@ int main(int argc, char** argv) {
       if (run >= 3) ms.push_back(t);  // 3 warm-up runs
     }
     std::sort(ms.begin(), ms.end());
+    // GB/s of the streamed buffer (the x copies, from L2, are not counted)
     const double gbs = static_cast<double>(chunks) * c.chunk / (ms[ms.size() / 2] * 1e-3) / 1e9;
-    std::printf("%8u %7u %6u %7u %10.1f %8u %5s %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
-                stages * c.chunk / 1024.0, c.hold_ns, c.read_all ? "all" : "word", gbs);
+    std::printf("%8u %7u %6u %7u %10.1f %8u %5s %5s %6u %8.0f\n", c.chunk, c.blocks_per_sm, c.units, stages,
+                stages * stage_bytes / 1024.0, c.work.hold_ns, c.work.hold_ns ? (c.work.busy ? "busy" : "idle") : "-",
+                c.work.read_all ? "all" : "word", c.work.x_bytes, gbs);
   }
   CHECK(cudaFree(src));
+  CHECK(cudaFree(xsrc));
   CHECK(cudaFree(sink));
   return 0;
 #endif

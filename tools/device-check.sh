@@ -63,6 +63,8 @@ if [ "${TESTS:-}" != none ]; then
     if [ $prebuilt = 1 ]; then  # the GPU test binaries themselves, a Catch2 spec as the filter
       rc=0 passed=""
       for t in gpu_tile_decode gpu_verify test_gpu_host; do
+        # a binary with no test case in the spec is skipped (Catch2 fails a run that matches none)
+        [ -n "$("$BUILD/tests/$t" --list-test-names-only ${TESTS:+"$TESTS"} 2>/dev/null)" ] || continue
         echo "== $t" >> "$log"
         env "${setting[@]}" timeout "$LIMIT" "$BUILD/tests/$t" ${TESTS:+"$TESTS"} >> "$log" 2>&1 || rc=$?
         passed+="$t: $(grep -E '^(All tests passed|test cases:|No test cases matched)' "$log" | tail -1); "
