@@ -21,8 +21,9 @@ namespace {
 
 // 8-byte little-endian length, then `header` as is, then `data`.
 std::vector<uint8_t> raw_file(const std::string& header, const std::vector<uint8_t>& data, uint64_t length) {
-  std::vector<uint8_t> bytes(8);
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(length >> (8 * i));
+  std::vector<uint8_t> bytes;
+  bytes.reserve(8 + header.size() + data.size());
+  for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<uint8_t>(length >> (8 * i)));
   bytes.insert(bytes.end(), header.begin(), header.end());
   bytes.insert(bytes.end(), data.begin(), data.end());
   return bytes;
