@@ -680,8 +680,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   if (warp == kWarps) {  // producer: its lanes walk the block's tiles in step, lane 0 issues the copies
     // How a tile's record reaches the lanes, by measurement (H200, 28672x8192, batch 1): int8, fp8
     // and fp6 run 2-8% faster when every lane loads it (one broadcast load, the next tile's in
-    // flight: no shuffles in the producer, whose issue rate bounds the block's), int4 6% faster
-    // when the lanes load 32 records at once and shuffle each to all (its consumers' registers).
+    // flight; no shuffles, fewer producer instructions per tile), int4 6% faster when the lanes
+    // load 32 records at once and shuffle each to all (with the broadcast load its batch-1 kernel
+    // spilled 12 bytes instead of 4; whether that is why was not checked).
     constexpr bool kShuffled = kBits == 4;
     const uint64_t policy = evict_first_policy();  // tile bytes are read once; x by every tile row
     uint64_t x_policy;
