@@ -1,6 +1,6 @@
 #!/bin/bash
 # Here, before a device run: packs the GPU test and bench binaries of an up-to-date local CUDA
-# build (default ./build) into .devbin/ (git-ignored, ~12 MB), so that tools/device-check.sh
+# build (default ./build) into .devbin/ (git-ignored, ~15 MB), so that tools/device-check.sh
 # runs them on the GPU machine instead of configuring and building there (~90 s of device time).
 # The binaries name the source and build folders by absolute path (test data, the wpack binary):
 # device-check.sh links the same path to the tree there. Carry [".devdeps", ".devbin"].
