@@ -24,6 +24,7 @@
 #include "formats/wpk.h"
 #include "packer/pack.h"
 #include "packer/unpack.h"
+#include "synthetic_weights.h"  // splitmix64 (tests/)
 
 using namespace wpack;
 
@@ -42,12 +43,7 @@ uint16_t to_bf16(float f) {
 MemorySource synthetic() {
   MemorySource src("synthetic");
   uint64_t state = 7;
-  auto next = [&]() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
+  auto next = [&]() { return test::splitmix64(state); };
   auto uniform = [&]() { return ((next() >> 11) + 0.5) / 9007199254740992.0; };
   auto normal = [&]() { return std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform()); };
   for (int t = 0; t < 32; ++t) {
