@@ -362,6 +362,20 @@ __device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t*
   }
 }
 
+// The tile rows lane group g of a warp multiplies in its kBlocks 16-row blocks from block
+// first_block on: rows[rb][0] = 16 (first_block + rb) + g and rows[rb][1] = that + 8, clamped to
+// the tile's last row h - 1 unless kStd (a 128-row tile has them all). A block past the tile
+// reruns its last row; flush_partials drops those rows.
+template <uint32_t kBlocks, bool kStd>
+__device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g, uint32_t h,
+                                                uint32_t (&rows)[kBlocks][2]) {
+#pragma unroll
+  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, h - 1);
+    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, h - 1);
+  }
+}
+
 // int4 at batch 1..16: one warp multiplies kBlocks 16-row blocks of a tile, from block first_block
 // on, so the x fragments of a k-step and the sum of x are computed once for those blocks, and the
 // blocks' MMA chains are independent. A holds 128 + code (no subtraction per code); per group,
@@ -381,12 +395,8 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
   // load is at a constant offset from one base and the group loop is unrolled.
   const TileSide ts = kStd ? TileSide(p) : ts_in;
   const uint32_t* codes = codes_plane + 2 * t;
-  uint32_t rows[kBlocks][2];  // clamped tile rows of each block (rows past the tile are dropped at flush)
-#pragma unroll
-  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
-    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
-  }
+  uint32_t rows[kBlocks][2];
+  warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
   // kStd: the warp's first row g of its first block; its other rows at constant offsets
   const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * ts.words_per_row;
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
@@ -489,12 +499,8 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t words_per_row = kStd ? 32 : m.w / 4;
   const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8) + 2 * t;  // 8-aligned (stage is)
-  uint32_t rows[kBlocks][2];  // clamped tile rows (rows past the tile are dropped at flush)
-#pragma unroll
-  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
-    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
-  }
+  uint32_t rows[kBlocks][2];
+  warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
   const uint32_t* std_codes = codes + (16 * first_block + g) * 32;
   float c[kBlocks * kNT][4], cs[kNT][4];
 #pragma unroll
@@ -571,12 +577,8 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t row_words = kStd ? 24 : m.w * 6 / 32, chunks = kStd ? 8 : m.w / 16;
   const uint32_t* plane = reinterpret_cast<const uint32_t*>(stage + 8);
-  uint32_t rows[kBlocks][2];  // clamped tile rows (rows past the tile are dropped at flush)
-#pragma unroll
-  for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-    rows[rb][0] = kStd ? 16 * (first_block + rb) + g : min(16 * (first_block + rb) + g, m.h - 1);
-    rows[rb][1] = kStd ? 16 * (first_block + rb) + g + 8 : min(16 * (first_block + rb) + g + 8, m.h - 1);
-  }
+  uint32_t rows[kBlocks][2];
+  warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
   for (uint32_t c = t; c < chunks; c += 4) {
     uint32_t b[kNT][8];
 #pragma unroll
