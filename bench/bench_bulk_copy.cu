@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/detail/bulk_copy.cuh"
+#include "kernels/detail/ring_plan.h"  // the GEMV's ring depth rule and budget
 
 namespace bulk_bench {
 
@@ -46,7 +47,7 @@ using wpack::gpu::detail::mbar_init;
 using wpack::gpu::detail::mbar_init_fence;
 using wpack::gpu::detail::mbar_wait;
 
-constexpr uint32_t kMaxStages = 32;
+constexpr uint32_t kMaxStages = wpack::gpu::detail::kMaxRingStages;
 
 // units consumer warps (one per unit), 1 producer warp. sink: keeps the consumers' read of each
 // stage (one word per lane) from being dropped.
@@ -218,12 +219,11 @@ int main(int argc, char** argv) {
                         Work{2000, true, false, 0}, Work{2000, true, true, 256}, Work{2500, true, true, 256},
                         Work{3000, true, true, 256}})
     configs.push_back({8592, 2, 4, w});
-  constexpr uint32_t kRingBytesPerSm = 220 * 1024;  // as the GEMV plans it
   for (const Config& c : configs) {
+    // the GEMV's plan (kernels/quant_gemv_tma.cu): its ring budget over the blocks, a multiple of the units
     const uint32_t stage_bytes = c.chunk + c.work.x_bytes;
-    uint32_t stages = std::min<uint32_t>(kMaxStages, kRingBytesPerSm / c.blocks_per_sm / stage_bytes);
-    stages -= stages % c.units;
-    if (stages < c.units) continue;
+    const uint32_t stages = wpack::gpu::detail::ring_stages(wpack::gpu::detail::kRingBytesPerSm / c.blocks_per_sm,
+                                                            stage_bytes, c.units, kMaxStages);
     const size_t smem = 2 * 8 * kMaxStages + size_t{stages} * stage_bytes;
     if (smem > prop.sharedMemPerBlockOptin) continue;
     const uint64_t chunks = bytes / c.chunk;

@@ -992,7 +992,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // scratch included; the opt-in limit is 227 KiB per block and 228 KiB per multiprocessor, 1 KiB
   // of it reserved per block. (Sparse tensors had 72 KiB blocks, three per multiprocessor, for
   // more warps; the int4 instances now reach that count with two blocks or by registers.)
-  const uint32_t block_budget = (220u << 10) / shape.blocks_per_sm;
+  const uint32_t block_budget = kRingBytesPerSm / shape.blocks_per_sm;
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
   const uint32_t stages = ring_stages(ring_budget, stage_bytes, shape.units, kMaxStages, stages_wanted);
   plan.stages = stages;

@@ -9,6 +9,11 @@ namespace wpack::gpu::detail {
 // The most stages a ring holds (the kernel's header has a barrier pair and a geometry record each).
 inline constexpr uint32_t kMaxRingStages = 32;
 
+// The ring's shared memory per multiprocessor, shared by its blocks (the opt-in limit is 228 KiB
+// per multiprocessor, 1 KiB of it reserved per block): well over the bytes in flight that HBM
+// latency needs.
+inline constexpr uint32_t kRingBytesPerSm = 220u << 10;
+
 // Stages of stage_bytes each that fit in ring_budget bytes, at least 2 and at most max_stages, then
 // rounded down to a multiple of `units` (the tiles a block's consumer warps hold at once; at least
 // `units` stages even over the budget, and the caller's occupancy check then says whether the
