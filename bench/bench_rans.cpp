@@ -40,7 +40,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -136,8 +135,7 @@ void bench_bf16(const std::string& label, const std::vector<uint16_t>& values, s
 
   std::vector<uint8_t> out_hi(n), out_lo(n), out_raw(2 * n);
   // rans_decode (what this CPU runs), the scalar reference decoder and the AVX2 loop, the same way
-  using Decoder = void (*)(std::span<const uint8_t>, uint64_t, uint32_t, std::span<uint8_t>, const wpack::RansTable*);
-  auto time_decode = [&](Decoder decoder, const char* what) {
+  auto time_decode = [&](wpack::detail::RansDecodeFn decoder, const char* what) {
     const double seconds = best_seconds(5, [&] {
       for (size_t t = 0; t < tiles; ++t) {
         decoder(rans[t], tile_elems, 8, {&out_hi[t * tile_elems], tile_elems}, shared);

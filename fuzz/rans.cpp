@@ -17,7 +17,6 @@
 //               survives serialize/deserialize.
 #include <algorithm>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -52,20 +51,11 @@ void decode(Input& in, uint32_t bits, bool with_table) {
   // rans_decode, the scalar reference decoder and the AVX2 loop (run even on an AVX-512 CPU) must
   // agree: the same symbols, or the same error (code and message)
   const RansTable* shared = table ? &*table : nullptr;
-  using Decoder = void (*)(std::span<const uint8_t>, uint64_t, uint32_t, std::span<uint8_t>, const RansTable*);
-  auto run = [&](Decoder decoder, std::vector<uint8_t>& out) -> std::string {
-    out.assign(rans_packed_bytes(count, bits), 0);
-    try {
-      decoder(stream, count, bits, out, shared);
-    } catch (const Error& e) {
-      return std::to_string(static_cast<int>(e.code())) + " " + e.what();
-    }
-    return "";
-  };
   std::vector<uint8_t> out, ref, avx2;
-  const std::string ref_error = run(detail::rans_decode_reference, ref);
-  if (run(rans_decode, out) != ref_error) fail("rans", "rans_decode and the reference decoder disagree on the stream");
-  if (run(detail::rans_decode_avx2, avx2) != ref_error)
+  const std::string ref_error = detail::rans_decode_outcome(detail::rans_decode_reference, stream, count, bits, shared, ref);
+  if (detail::rans_decode_outcome(rans_decode, stream, count, bits, shared, out) != ref_error)
+    fail("rans", "rans_decode and the reference decoder disagree on the stream");
+  if (detail::rans_decode_outcome(detail::rans_decode_avx2, stream, count, bits, shared, avx2) != ref_error)
     fail("rans", "the AVX2 decoder and the reference decoder disagree on the stream");
   if (!ref_error.empty()) return;
   if (out != ref || avx2 != ref) fail("rans", "rans_decode, its AVX2 loop and the reference decoder decode different symbols");

@@ -1,10 +1,13 @@
-// The rANS decoder's scalar path (packer/rans.h), for tests and benchmarks that check the fast
-// decoder against it.
+// The rANS decoder's scalar path (packer/rans.h), for tests, fuzzing and benchmarks that check the
+// fast decoder against it.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <vector>
 
+#include "formats/error.h"
 #include "packer/rans.h"
 
 namespace wpack::detail {
@@ -20,5 +23,21 @@ void rans_decode_reference(std::span<const uint8_t> stream, uint64_t symbol_coun
 void rans_decode_avx2(std::span<const uint8_t> stream, uint64_t symbol_count, uint32_t symbol_bits,
                       std::span<uint8_t> packed_out, const RansTable* shared = nullptr);
 
+// The signature of rans_decode and of the two above.
+using RansDecodeFn = void (*)(std::span<const uint8_t>, uint64_t, uint32_t, std::span<uint8_t>, const RansTable*);
+
+// Runs `decoder` into `out` (sized to rans_packed_bytes and filled with 0xA5 first): "" when the
+// stream decodes, else the error's code and message; so that a caller can require every path to
+// end the same way, with the same symbols or the same error.
+inline std::string rans_decode_outcome(RansDecodeFn decoder, std::span<const uint8_t> stream, uint64_t symbol_count,
+                                       uint32_t symbol_bits, const RansTable* shared, std::vector<uint8_t>& out) {
+  out.assign(rans_packed_bytes(symbol_count, symbol_bits), 0xA5);
+  try {
+    decoder(stream, symbol_count, symbol_bits, out, shared);
+  } catch (const Error& e) {
+    return std::to_string(static_cast<int>(e.code())) + " " + e.what();
+  }
+  return "";
+}
 
 }  // namespace wpack::detail
