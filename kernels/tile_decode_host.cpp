@@ -234,6 +234,9 @@ struct GpuTensor::Impl {
   uint64_t tile_count = 0;
   uint64_t stored_bytes = 0;
   uint64_t device_bytes = 0;
+  // The bulk-copy kernels (quant GEMV, lossless warp per tile) may run: the device has the engine
+  // (compute capability 9.0+) and WPACK_GPU_NO_TMA is unset. Decided at upload.
+  bool bulk_copy = false;
   SmemPlan plan{};
   uint8_t* bytes_dev = nullptr;
   DevTile* tiles_dev = nullptr;
@@ -332,10 +335,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   std::vector<uint32_t> fast_ids, slow_ids;  // lossless BF16: which GEMV kernel takes each tile
-  // Whether the warp-per-tile kernel can run here at all (built, a device with bulk copies, not
-  // turned off): decided once, so that warp_tiles() says what gemv() and decode() will do.
-  const bool fast_possible = !lossy && t.dtype == DType::BF16 && detail::lossless_fast_built() &&
-                             device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
+  // Whether the warp-per-tile kernel can run here at all (built, bulk copies allowed): decided
+  // once, so that warp_tiles() says what gemv() and decode() will do.
+  impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
+  const bool fast_possible = !lossy && t.dtype == DType::BF16 && detail::lossless_fast_built() && impl->bulk_copy;
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
     if (!reader.tile_checksum_ok(t.first_tile + k))
@@ -466,21 +469,21 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   if (impl_->scheme != 0) {
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles, int4 sparse raw tiles too)
-    // first. Its plan and grid are worked out on the first call of each batch width
-    // (WPACK_GPU_NO_TMA: never use it).
+    // first, where bulk copies are allowed (upload). Its plan and grid are worked out on the first
+    // call of each batch width.
     if (impl_->streamable &&
         detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
                                     impl_->rows, impl_->cols, x_dev, impl_->sparse_tiles)) {
       int& grid = impl_->tma_grid[batch];
       detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
-      if (grid == 0 && std::getenv("WPACK_GPU_NO_TMA")) grid = -1;
+      if (grid == 0 && !impl_->bulk_copy) grid = -1;
       if (grid == 0) {
         uint32_t stages = 0;
         if (const char* env = std::getenv("WPACK_TMA_STAGES"))
           stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
         plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_rows,
                                       impl_->stream_plan.tile_cols, batch, stages, impl_->sparse_tiles);
-        grid = device_has_bulk_copy() ? persistent_grid(impl_->tile_count, plan.blocks_per_sm) : -1;
+        grid = persistent_grid(impl_->tile_count, plan.blocks_per_sm);
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n",
                        batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes,

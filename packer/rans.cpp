@@ -1625,7 +1625,6 @@ void rans_decode_avx2(std::span<const uint8_t> stream, uint64_t symbol_count, ui
   decode_stream(stream, symbol_count, symbol_bits, packed_out, shared, DecodePath::kAvx2);
 }
 
-
 }  // namespace detail
 
 uint32_t rans_stream_precision(std::span<const uint8_t> stream) {
