@@ -83,7 +83,7 @@ class GpuTensor {
   uint32_t decoded_elem_size() const { return lossy() ? 4u : elem_size(); }  // bytes per element of decode()
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
-  uint64_t device_bytes() const;  // device memory held (stored bytes with 16-byte alignment + tables)
+  uint64_t device_bytes() const;  // device memory held (stored bytes with 128-byte alignment + tables)
   // Lossless BF16: the tiles that gemv() and decode() give the warp-per-tile kernel, decided at
   // upload (0 when this build has no such kernel, the device has no bulk copies (compute
   // capability below 9.0) or WPACK_GPU_NO_TMA is set); the others take the block-per-tile kernel.

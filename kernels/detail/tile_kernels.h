@@ -19,7 +19,7 @@ inline constexpr uint32_t kRawPlaneBit = 0x80000000u;
 
 // One tile as the kernels see it (device memory, an array of tile_count entries).
 struct DevTile {
-  uint64_t offset;       // of its stored bytes in the device byte buffer; a multiple of 16
+  uint64_t offset;       // of its stored bytes in the device byte buffer; a multiple of 128
   uint32_t stored_size;  // bytes
   uint32_t raw_size;     // bytes after the codec is undone = rows * cols * elem_size
   uint32_t row0, col0;   // its first element in the tensor's 2-D view
