@@ -7,14 +7,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "verify/detail/splitmix64.h"
+
 namespace wpack::test {
 
-inline uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+using wpack::detail::splitmix64;
 
 // n values from N(0, stddev^2).
 inline std::vector<float> gaussian(size_t n, float stddev, uint64_t seed) {

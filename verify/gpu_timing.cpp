@@ -10,6 +10,7 @@
 
 #include "formats/error.h"
 #include "packer/detail/fp.h"  // float_to_bf16_bits
+#include "verify/detail/splitmix64.h"
 
 #if defined(WPACK_HAVE_CUDA)
 #include <cublas_v2.h>  // types and constants only: the library is loaded by cublas_api()
@@ -27,13 +28,9 @@ std::vector<uint16_t> random_activations_bf16(uint64_t count, uint64_t seed) {
   // splitmix64 + Box-Muller: fast, deterministic and the same on every platform (std::normal_distribution
   // is not specified bit for bit).
   uint64_t state = seed;
-  auto next = [&state]() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+  auto uniform = [&state]() {  // (0, 1)
+    return (static_cast<double>(wpack::detail::splitmix64(state) >> 11) + 0.5) * 0x1.0p-53;
   };
-  auto uniform = [&next]() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; };  // (0, 1)
   std::vector<uint16_t> out(count);
   for (uint64_t i = 0; i < count; ++i) {
     uint16_t bits = 0;
