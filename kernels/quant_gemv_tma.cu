@@ -252,34 +252,6 @@ __device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col
   MmaFp8::b_from_x(x2.x, x2.y, b);
 }
 
-// FP6 rows [16 warp, 16 warp + 16) of a tile (warps share it): lane t takes the 16-column chunks
-// t, t + 4, ... of rows g and g + 8 (3 code words each), 4 MMAs per chunk. Tile widths are
-// multiples of 64 columns (quant_tma_supported), so every lane runs the same number of chunks.
-template <uint32_t kNT>
-__device__ __forceinline__ void tma_tile_fp6(const uint8_t* stage, const uint8_t* xs, uint32_t x_row,
-                                             const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
-  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);
-  const uint32_t row_words = m.w * 6 / 32;
-  const uint32_t* row0w = reinterpret_cast<const uint32_t*>(stage + 8) + r0 * row_words;
-  const uint32_t* row1w = reinterpret_cast<const uint32_t*>(stage + 8) + r1 * row_words;
-  for (uint32_t c = t; c < m.w / 16; c += 4) {
-    uint32_t a0[8], a1[8];
-    MmaFp6::chunk(row0w[3 * c], row0w[3 * c + 1], row0w[3 * c + 2], a0);
-    MmaFp6::chunk(row1w[3 * c], row1w[3 * c + 1], row1w[3 * c + 2], a1);
-#pragma unroll
-    for (uint32_t nt = 0; nt < kNT; ++nt) {
-      uint32_t b[8];
-      const uint8_t* xr = xs + (8 * nt + g) * x_row;
-      x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b));
-      x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b + 4));
-#pragma unroll
-      for (uint32_t k = 0; k < 4; ++k)
-        mma_bf16_16816(yacc[nt], a0[2 * k], a1[2 * k], a0[2 * k + 1], a1[2 * k + 1], b[2 * k], b[2 * k + 1]);
-    }
-  }
-}
-
 // Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (int8, fp8, and int4 at batch > 8):
 // the warp's partials yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). A holds
 // the codes' values (int: HSUB2 of (128 + zero) per pair; fp8: MmaFp8). kGrouped (int4): fp16 scale
@@ -570,6 +542,8 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
 // fp6 E3M2 (per-row scales, applied at the flush) with a warp per part of a tile: lane t takes the
 // 16-column chunks t, t + 4, ... (3 code words per row each, MmaFp6::chunk), the x fragments of a
 // chunk loaded once for the warp's kBlocks row blocks. kStd: 128 x 128 tiles (rows of 24 words).
+// Tile widths are multiples of 64 columns (quant_tma_supported), so every lane runs the same
+// number of chunks. Also the warps-share-a-tile path (batch > 16): kBlocks 1, first_block = warp.
 template <uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
@@ -813,7 +787,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h) {
         if constexpr (kFloat == 6) {
-          tma_tile_fp6<kNT>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          tma_tile_warp6<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else {
           const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
