@@ -721,49 +721,41 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         if (acc_h) flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         acc_row0 = m.row0, acc_h = m.h;
       }
-      if constexpr (kFloat == 6) {
-        if (16 * first_block < m.h) {
-          const uint8_t* stage = ring + s * layout.stage_bytes;
-          if (m.h == 128 && m.w == 128)
-            tma_tile_warp6<kRowBlocks, kNT, true>(stage, first_block, stage + layout.x_at, layout.x_row, m, batch, yacc);
-          else
-            tma_tile_warp6<kRowBlocks, kNT, false>(stage, first_block, stage + layout.x_at, layout.x_row, m, batch,
-                                                   yacc);
-        }
-      } else if constexpr (kBits == 8) {
-        if (16 * first_block < m.h) {
-          const uint8_t* stage = ring + s * layout.stage_bytes;
-          if (m.h == 128 && m.w == 128)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, stage + layout.x_at, layout.x_row,
-                                                               m, batch, yacc);
-          else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, stage + layout.x_at,
-                                                                layout.x_row, m, batch, yacc);
-        }
-      } else if (16 * first_block < m.h) {
+      if (16 * first_block < m.h) {  // the warp has rows in this tile
         const uint8_t* stage = ring + s * layout.stage_bytes;
         const uint8_t* xs = stage + layout.x_at;
-        // the standard 128 x 128 tile with one group per row takes the compile-time geometry
-        const bool std_tile = m.h == 128 && m.w == 128 && params.group == 128;
-        const TileSide ts = std_tile ? TileSide(params) : TileSide(params, m, MmaCodes<4>::kPerWord, true);
-        auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
-          tma_tile_warp<kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
-              params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, batch, yacc);
-        };
-        const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
-        if (m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
-          const uint32_t r0 = 16 * first_block;
-          expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
-                             scratch);
-          __syncwarp();
-          if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
-          else multiply(std::true_type{}, std::false_type{}, scratch, r0);
-        } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params))
-          multiply(std::true_type{}, std::true_type{}, codes, 0);
-        } else if (ts.codes_at % 8 == 0) {
-          multiply(std::true_type{}, std::false_type{}, codes, 0);
+        const bool std_shape = m.h == 128 && m.w == 128;  // takes the compile-time geometry
+        if constexpr (kFloat == 6) {
+          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else tma_tile_warp6<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+        } else if constexpr (kBits == 8) {
+          if (std_shape)
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else {
-          multiply(std::false_type{}, std::false_type{}, codes, 0);
+          // int4: the standard tile also has one group per row
+          const bool std_tile = std_shape && params.group == 128;
+          const TileSide ts = std_tile ? TileSide(params) : TileSide(params, m, MmaCodes<4>::kPerWord, true);
+          auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
+            tma_tile_warp<kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
+                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, batch, yacc);
+          };
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
+          if (m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
+            const uint32_t r0 = 16 * first_block;
+            expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
+                               scratch);
+            __syncwarp();
+            if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
+            else multiply(std::true_type{}, std::false_type{}, scratch, r0);
+          } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params))
+            multiply(std::true_type{}, std::true_type{}, codes, 0);
+          } else if (ts.codes_at % 8 == 0) {
+            multiply(std::true_type{}, std::false_type{}, codes, 0);
+          } else {
+            multiply(std::false_type{}, std::false_type{}, codes, 0);
+          }
         }
       }
       __syncwarp();
