@@ -54,7 +54,6 @@ using wpack::gpu::detail::mbar_wait;
 
 constexpr uint32_t kMaxStages = wpack::gpu::detail::kMaxRingStages;
 
-// units consumer warps (one per unit), 1 producer warp.
 __device__ __forceinline__ uint64_t global_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -72,10 +71,11 @@ struct Work {
 
 constexpr uint32_t kXBufferBytes = 1u << 20;
 
-// src_stride: bytes from one chunk's start in the buffer to the next (chunk_bytes, or more: chunks
-// at aligned addresses); stage_stride: the same in the ring. stats (per run, summed over warps):
-// [0] ns consumers held stages (measured), [1] ns consumers waited for a full stage, [2] stages
-// consumed, [3] ns producers waited for an empty stage.
+// units consumer warps (one per unit), then 1 producer warp. src_stride: bytes from one chunk's
+// start in the buffer to the next (chunk_bytes, or more: chunks at aligned addresses);
+// stage_stride: the same in the ring. stats, summed over warps and over the launches since the
+// host cleared them: [0] ns consumers held stages (measured), [1] ns consumers waited for a full
+// stage, [2] stages consumed, [3] ns producers waited for an empty stage; [4] keeps the reads.
 __global__ void ring_kernel(const uint8_t* __restrict__ src, const uint8_t* __restrict__ xsrc, uint64_t chunks,
                             uint32_t chunk_bytes, uint32_t src_stride, uint32_t stage_stride, uint32_t stages,
                             uint32_t units, Work work, unsigned long long* stats) {
@@ -266,7 +266,6 @@ int main(int argc, char** argv) {
     const uint64_t chunks = bytes / src_stride;
     const uint32_t grid = prop.multiProcessorCount * c.blocks_per_sm;
     std::vector<float> ms;
-    CHECK(cudaMemset(stats, 0, 5 * sizeof(unsigned long long)));
     for (int run = 0; run < 23; ++run) {
       if (run == 3) CHECK(cudaMemset(stats, 0, 5 * sizeof(unsigned long long)));  // the timed runs' only
       CHECK(cudaEventRecord(t0));
