@@ -75,14 +75,14 @@ static_assert(kLayoutDense == kFilterQuantDense && kLayoutSparse == kFilterQuant
               detail::kLayoutDenseZeroRel == kFilterQuantDenseZeroRel);
 constexpr uint32_t kStreamStages = 4;  // cp.async ring depth of the streaming GEMV
 
-uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+uint64_t align16(uint64_t v) { return align_up(v, 16); }
 // Where each tile's stored bytes start in the device buffer: a multiple of 128 bytes (a cache
 // line), not just of 16 (what cp.async and the bulk copies need). Measured on the H200: the
 // bulk-copy ring of bench_bulk_copy streams 8592-byte int4 tiles at 4.00 TB/s packed 16 bytes
 // apart and at 4.55 TB/s 128-aligned in global and shared memory; the GEMVs at batch 1 took 3-5%
 // less time (int4 28672 x 8192: 42.8 -> 41.4 us). Costs at most 112 bytes of device memory a tile.
 constexpr uint64_t kDeviceTileAlign = 128;
-uint64_t align_tile(uint64_t v) { return (v + kDeviceTileAlign - 1) / kDeviceTileAlign * kDeviceTileAlign; }
 
 uint32_t load_u32_le(const uint8_t* p) {
   return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
@@ -364,7 +364,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     d.filter = rec.filter;
     d.codec = rec.codec;
     d.offset = total;
-    total = checked_add(total, align_tile(rec.stored_size), "gpu upload bytes");
+    total = checked_add(total, align_up(rec.stored_size, kDeviceTileAlign), "gpu upload bytes");
     if (lossy) {
       size_quant_tile(qp, rec, d, reader.tile_bytes(t.first_tile + k), quant_sizes);
       continue;

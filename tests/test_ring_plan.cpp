@@ -10,7 +10,7 @@
 using wpack::gpu::detail::ring_stages;
 
 namespace {
-constexpr uint32_t kMaxStages = wpack::gpu::detail::kMaxRingStages;  // kernels/quant_gemv_tma.cu's
+constexpr uint32_t kMaxStages = wpack::gpu::detail::kMaxRingStages;  // the GEMV's
 }
 
 TEST_CASE("ring plan: a multiple of the units, at least 2, at most the maximum, within the budget when it can be") {
