@@ -71,6 +71,9 @@ constexpr uint32_t kStatusOk = 0;
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
 __host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
+// Waits until the kernel launched before this one (prepare_kernel: y zeroed, x transposed) has
+// finished and its writes are visible (a programmatic dependent launch).
+__device__ __forceinline__ void wait_for_prepare() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
 // Warps per tile and tiles a block's consumer warps hold at once, for kRowBlocks (16-row blocks per
 // warp; 0: the warps share every tile).
@@ -664,6 +667,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
     uint32_t s = 0, phase = 0;
+    bool x_ready = batch == 1;  // batch > 1: xt is prepare_kernel's, waited for before the first x copy
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -695,6 +699,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           bulk_load(stage, bytes_dev + d.offset, bytes, &full[s], policy);
         }
         __syncwarp();
+        if (!x_ready) wait_for_prepare(), x_ready = true;
         for (uint32_t col = lane; col < batch; col += 32)  // one copy per batch column, lanes in parallel
           bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
                     x_policy);
@@ -712,13 +717,17 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     float yacc[kRowBlocks * kNT][4];
     flush_partials<kNT, kRowBlocks, kGrouped>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
+    bool y_ready = false;              // prepare_kernel done (y zeroed), waited for before the first add
     uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
     while (s >= stages) s -= stages, phase ^= 1;
     for (uint64_t ti = t_begin + unit; ti < t_end; ti += kUnits) {
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+        if (acc_h) {
+          if (!y_ready) wait_for_prepare(), y_ready = true;
+          flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+        }
         acc_row0 = m.row0, acc_h = m.h;
       }
       if (16 * first_block < m.h) {  // the warp has rows in this tile
@@ -763,17 +772,24 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       s += kUnits;
       while (s >= stages) s -= stages, phase ^= 1;
     }
-    if (acc_h) flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+    if (acc_h) {
+      if (!y_ready) wait_for_prepare();
+      flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+    }
   } else {
     float yacc[kNT][4];
     flush_partials<kNT, 1, true>(params, 0, 0, 0, batch, y_dev, yacc);  // clears only
     uint32_t acc_row0 = 0, acc_h = 0;
+    bool y_ready = false;
     uint32_t s = 0, phase = 0;
     for (uint64_t ti = t_begin; ti < t_end; ++ti) {
       mbar_wait(&full[s], phase);
       const StageGeometry m = meta[s];
       if (m.row0 != acc_row0 || acc_h == 0) {
-        if (acc_h) flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+        if (acc_h) {
+          if (!y_ready) wait_for_prepare(), y_ready = true;
+          flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+        }
         acc_row0 = m.row0, acc_h = m.h;
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
@@ -800,7 +816,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       if (lane == 0) mbar_arrive(&empty[s]);
       if (++s == stages) s = 0, phase ^= 1;
     }
-    if (acc_h) flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+    if (acc_h) {
+      if (!y_ready) wait_for_prepare();
+      flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+    }
   }
 }
 
@@ -843,17 +862,34 @@ struct TmaKernel {
                             const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                             const uint16_t* xt_dev, uint64_t k_cols, uint32_t batch, float* y_dev,
                             uint32_t* status_dev, cudaStream_t stream) {
-    kernel<<<grid, kThreads, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, tile_count, params, plan.stored_cap,
-                                                        plan.tile_cols, plan.stages, plan.scratch_bytes, xt_dev, k_cols,
-                                                        batch, y_dev, status_dev);
-    return cudaGetLastError();
+    // a programmatic dependent launch: it may start while prepare_kernel, before it, runs
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = plan.smem_bytes;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, kernel, bytes_dev, tiles_dev, tile_count, params, plan.stored_cap, plan.tile_cols,
+                              plan.stages, plan.scratch_bytes, xt_dev, k_cols, batch, y_dev, status_dev);
   }
 };
 
 // xt (batch, K) = x (K, batch) transposed, so that a tile's slice of each batch column is
 // contiguous for the bulk copies.
-__global__ void transpose_x_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
-                                   uint32_t batch) {
+// Before the GEMV: y = 0 and, for batch > 1, xt = x transposed. It lets the GEMV launch at once
+// (programmatic dependent launch): the GEMV's blocks start, fill their rings with tiles and
+// multiply while this runs, and wait for it (griddepcontrol.wait) only before they first add to
+// y or, for batch > 1, copy x.
+__global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
+                               uint32_t batch, float* __restrict__ y_dev, uint64_t y_count) {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
+  if (batch == 1) return;
   const uint32_t total = k_cols * batch;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / k_cols, k = i - n * k_cols;
@@ -971,20 +1007,18 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                                   const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
-                                  uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
-  if (tile_count == 0) return cudaSuccess;
+                                  uint64_t n_rows, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
       k_cols * batch > UINT32_MAX || (batch > 1 && xt_scratch_dev == nullptr))
     return cudaErrorInvalidValue;
-  const uint16_t* xt = x_dev;  // batch 1: x is its own transpose
-  if (batch > 1) {
-    const uint32_t total = static_cast<uint32_t>(k_cols * batch);
-    transpose_x_kernel<<<(total + 255) / 256, 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
-                                                                 batch);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-    xt = xt_scratch_dev;
-  }
+  // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
+  const uint32_t prep_blocks =
+      static_cast<uint32_t>(std::min<uint64_t>(264, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
+  prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
+                                                                 batch, y_dev, n_rows * batch);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || tile_count == 0) return err;
+  const uint16_t* xt = batch > 1 ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
     if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race
@@ -1003,7 +1037,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t,
   return QuantTmaPlan{};
 }
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
-                                  uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint32_t, uint32_t*,
+                                  uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint64_t, uint32_t, uint32_t*,
                                   cudaStream_t) {
   return cudaErrorNotSupported;
 }

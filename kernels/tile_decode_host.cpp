@@ -474,7 +474,6 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   if (batch < 1 || batch > 64) throw Error(ErrorCode::kInvalidArgument, "gemv: batch must be 1..64");
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
-    WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles, int4 sparse raw tiles too)
     // first, where bulk copies are allowed (upload). Its plan and grid are worked out on the first
     // call of each batch width.
@@ -499,12 +498,15 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       if (grid > 0) {
         if (batch > 1 && impl_->xt_dev == nullptr)  // x transposed for batch > 1: room for batch 64
           WPACK_CUDA_CHECK(cudaMalloc(&impl_->xt_dev, impl_->cols * 64 * sizeof(uint16_t)));
+        // it zeroes y itself, in a kernel it overlaps
         WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
                                                        impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
-                                                       impl_->cols, impl_->xt_dev, y_dev, batch, status_dev, st));
+                                                       impl_->cols, impl_->xt_dev, y_dev, impl_->rows, batch,
+                                                       status_dev, st));
         return;
       }
     }
+    WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
     // (batch <= 8), both for dense tiles only, else the generic one-block-per-tile kernel.
     const bool dense_streamable = impl_->streamable && !impl_->sparse_tiles;

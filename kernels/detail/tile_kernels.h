@@ -187,9 +187,10 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
                             uint32_t batch, uint32_t stages_wanted, bool sparse_tiles);
 // x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev (k_cols * batch BF16).
+// y_dev (n_rows, batch) need not be zeroed: the launch zeroes it.
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                                   const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
-                                  uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
+                                  uint64_t n_rows, uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
 
 }  // namespace wpack::gpu::detail
