@@ -582,6 +582,24 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
   }
 }
 
+// Non-grouped: pulls the row scales that flush_partials will read for rows row0 + 16 * first_block
+// ... (kBlocks blocks of 16, rows >= h left out) into L1 when a tile row starts, so that the flush
+// at its end (the last one on the launch's tail) does not wait for them in DRAM.
+template <uint32_t kBlocks, bool kGrouped>
+__device__ __forceinline__ void prefetch_row_scales(const QuantDevParams& p, uint32_t row0, uint32_t h,
+                                                    uint32_t first_block) {
+  if constexpr (!kGrouped) {
+    const uint32_t g = (threadIdx.x & 31) / 4;
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb)
+#pragma unroll
+      for (uint32_t half = 0; half < 2; ++half) {
+        const uint32_t r = 16 * (first_block + rb) + g + 8 * half;
+        if (r < h) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p.row_scales_dev + row0 + r));
+      }
+  }
+}
+
 // Adds a warp's row partials to y and clears them: kBlocks blocks of 16 rows starting at tile
 // row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: times the
 // row's scale.
@@ -729,6 +747,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         }
         acc_row0 = m.row0, acc_h = m.h;
+        prefetch_row_scales<kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block);
       }
       if (16 * first_block < m.h) {  // the warp has rows in this tile
         const uint8_t* stage = ring + s * layout.stage_bytes;
@@ -791,6 +810,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
         }
         acc_row0 = m.row0, acc_h = m.h;
+        prefetch_row_scales<1, kGrouped>(params, acc_row0, acc_h, warp);
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h) {
