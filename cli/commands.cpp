@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <iostream>
 #include <limits>
 #include <optional>
@@ -550,8 +551,11 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   std::unique_ptr<TensorSource> against;
   if (!args.against.empty()) against = open_tensor_source(args.against);
   const double max_rel_error = args.max_error >= 0 ? args.max_error : std::numeric_limits<double>::infinity();
-  // Integrity and the CPU reference first (every checksum, every tile, --against), then the GPU.
-  VerifyReport report = verify_cpu(*reader, against.get(), args.threads, max_rel_error);
+  // Integrity and the CPU reference (every checksum, every tile, --against), and with --device cuda
+  // the GPU checks of each tensor right after its CPU checks, on the CPU's decode of it (one decode
+  // per tensor). An exception of the GPU side (bad options, a device failure) is rethrown only once
+  // the CPU checks are done: the CPU's own exceptions come first, as when the GPU ran after them.
+  VerifyReport report;
   std::optional<GpuVerifyReport> gpu;
   std::string gpu_note;
   if (args.device == "cuda") {
@@ -561,9 +565,30 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     options.max_rel_error = max_rel_error;
     Progress progress(global);
     options.progress = [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); };
-    gpu = verify_gpu(*reader, against.get(), options);
+    std::optional<GpuVerifier> verifier;
+    std::exception_ptr gpu_failure;
+    try {
+      verifier.emplace(*reader, against.get(), options);
+    } catch (...) {
+      gpu_failure = std::current_exception();
+    }
+    TensorDecodedHook on_decoded;  // none when the GPU checks do not run: the CPU checks alone
+    if (verifier && verifier->ran())
+      on_decoded = [&](const DecodedTensor& decoded) {
+        if (gpu_failure) return;  // the GPU checks stopped at an exception
+        try {
+          verifier->check_tensor(decoded);
+        } catch (...) {
+          gpu_failure = std::current_exception();
+        }
+      };
+    report = verify_cpu(*reader, against.get(), args.threads, max_rel_error, on_decoded);
+    if (gpu_failure) std::rethrow_exception(gpu_failure);
+    gpu = verifier->finish();
     progress.finish();
     if (!gpu->ran) gpu_note = "GPU checks did not run: " + gpu->not_run_reason + "; the result is the CPU checks'";
+  } else {
+    report = verify_cpu(*reader, against.get(), args.threads, max_rel_error);
   }
   const bool gpu_ran = gpu && gpu->ran;
   const bool ok = report.ok() && (!gpu || gpu->ok());

@@ -7,8 +7,10 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "formats/error.h"
@@ -19,6 +21,7 @@
 #include "packer/pack.h"
 #include "test_util.h"
 #include "verify/gpu_timing.h"
+#include "verify/verify.h"
 #include "verify/verify_gpu.h"
 
 #if defined(WPACK_HAVE_CUDA)
@@ -361,6 +364,191 @@ TEST_CASE("gpu verify: bad options are refused") {
   GpuVerifyOptions few = options_with({1});
   few.timing_options.timed_runs = 5;
   CHECK_THROWS_AS(verify_gpu(*p->reader, nullptr, few), Error);
+}
+
+namespace {
+
+// a == b, NaN equal to NaN.
+bool same_double(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+// The matrix-product errors: the fused GEMV adds tile columns with float atomicAdd
+// (kernels/tile_decode.h), so the last bits of y, and with them these, can differ between two runs
+// on the same weights and activations; 1e-6 is far below kMatmulRelTolerance.
+bool same_product_error(double a, double b) { return (std::isnan(a) && std::isnan(b)) || std::abs(a - b) <= 1e-6; }
+
+// Every field of two reports of the same file and options, except the timings (and what is
+// derived from them: speedup, GB/s, % of copy, the totals' times).
+void require_same_gpu_report(const GpuVerifyReport& a, const GpuVerifyReport& b) {
+  REQUIRE(a.ran == b.ran);
+  CHECK(a.not_run_reason == b.not_run_reason);
+  CHECK(a.device.index == b.device.index);
+  CHECK(a.device.name == b.device.name);
+  CHECK(a.copy.gb_per_s == b.copy.gb_per_s);
+  CHECK(a.timing.warmup_runs == b.timing.warmup_runs);
+  CHECK(a.timing.timed_runs == b.timing.timed_runs);
+  CHECK(a.timing.l2_flush_bytes == b.timing.l2_flush_bytes);
+  CHECK(a.ok() == b.ok());
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    const GpuTensorCheck& x = a.tensors[i];
+    const GpuTensorCheck& y = b.tensors[i];
+    INFO("tensor " << i << " " << x.name << ": error '" << x.error << "' / '" << y.error << "', skipped '" << x.skipped
+                   << "' / '" << y.skipped << "'");
+    CHECK(x.name == y.name);
+    CHECK(x.dtype == y.dtype);
+    CHECK(x.shape == y.shape);
+    CHECK(x.scheme_code == y.scheme_code);
+    CHECK(x.scheme == y.scheme);
+    CHECK(x.scheme_label == y.scheme_label);
+    CHECK(x.packed_bytes == y.packed_bytes);
+    CHECK(x.bits_per_weight == y.bits_per_weight);
+    CHECK(x.gpu_checked == y.gpu_checked);
+    CHECK(x.skipped == y.skipped);
+    CHECK(x.decode_bit_exact == y.decode_bit_exact);
+    CHECK(x.decode_mismatches == y.decode_mismatches);
+    CHECK(x.compared == y.compared);
+    CHECK(same_double(x.rel_error, y.rel_error));
+    CHECK(x.cublas_weights == y.cublas_weights);
+    CHECK(x.error == y.error);
+    REQUIRE(x.batches.size() == y.batches.size());
+    for (size_t k = 0; k < x.batches.size(); ++k) {
+      const GpuBatchCheck& p = x.batches[k];
+      const GpuBatchCheck& q = y.batches[k];
+      INFO("batch " << p.batch << ": matmul_rel_error " << p.matmul_rel_error << " / " << q.matmul_rel_error);
+      CHECK(p.batch == q.batch);
+      CHECK(p.ran == q.ran);
+      CHECK(p.skipped == q.skipped);
+      CHECK(same_product_error(p.matmul_rel_error, q.matmul_rel_error));
+      CHECK(same_product_error(p.cublas_rel_error, q.cublas_rel_error));
+      CHECK(p.timed == q.timed);
+      CHECK(p.kernel.runs == q.kernel.runs);
+      CHECK(p.cublas.runs == q.cublas.runs);
+    }
+  }
+  REQUIRE(a.totals.size() == b.totals.size());
+  for (size_t i = 0; i < a.totals.size(); ++i) {
+    CHECK(a.totals[i].batch == b.totals[i].batch);
+    CHECK(a.totals[i].tensors == b.totals[i].tensors);
+    CHECK(a.totals[i].packed_bytes == b.totals[i].packed_bytes);
+    CHECK(same_product_error(a.totals[i].max_matmul_rel_error, b.totals[i].max_matmul_rel_error));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gpu verify: GpuVerifier on verify_cpu's decodes gives verify_gpu's report, corrupt tiles included") {
+  const std::vector<Spec> specs = {
+      {"w", DType::BF16, {300, 520}},
+      {"bias", DType::BF16, {4096}},
+      {"f32", DType::F32, {70, 130}},
+      {"z", DType::BF16, {200, 200}, "lossless:codec=zstd"},
+      {"q", DType::BF16, {256, 384}, "int4:g64:codec=none"},
+      {"qr", DType::BF16, {256, 256}, "fp6:codec=rans"},
+      {"bad", DType::BF16, {256, 256}},                        // a tile whose checksum fails
+      {"badq", DType::BF16, {256, 384}, "int4:g64:codec=rans"},  // the same, lossy
+      {"badstream", DType::BF16, {256, 256}},                  // a malformed rANS stream, checksum ok
+      {"badzstd", DType::BF16, {200, 200}, "lossless:codec=zstd"},  // a malformed zstd tile, checksum ok
+  };
+  auto p = pack(specs, Codec::kRans, 64, 64);
+  const auto tensor_index = [&](const std::string& name) {
+    for (size_t t = 0; t < p->reader->tensors().size(); ++t)
+      if (p->reader->tensors()[t].name == name) return t;
+    FAIL("no tensor " << name);
+    return size_t{0};
+  };
+  std::vector<uint8_t> bytes = test::read_file(p->path);
+  const auto tile_of = [&](const std::string& name, uint64_t k) {
+    return p->reader->tiles()[p->reader->tensors()[tensor_index(name)].first_tile + k];
+  };
+  for (const auto& [name, k] : std::vector<std::pair<std::string, uint64_t>>{{"bad", 5}, {"badq", 3}}) {
+    const WpkTile tile = tile_of(name, k);
+    bytes[tile.offset + tile.stored_size / 2] ^= 0x20;
+  }
+  bytes = test::with_damaged_exponent_stream(std::move(bytes),
+                                             p->reader->tensors()[tensor_index("badstream")].first_tile + 2,
+                                             test::StreamDamage::kPrecisionField);
+  REQUIRE(tile_of("badzstd", 1).codec == static_cast<uint8_t>(Codec::kZstd));
+  test::edit_wpk_tile(bytes, p->reader->tensors()[tensor_index("badzstd")].first_tile + 1, [](uint8_t* stored, uint64_t size) {
+    REQUIRE(size >= 4);
+    stored[0] = stored[1] = stored[2] = 0xFF;  // plane 0's size word: past the tile's end
+    stored[3] = 0x7F;
+  });
+  const std::string bad = p->dir.file("bad.wpk");
+  test::write_file(bad, bytes);
+
+  for (const std::string& path : {p->path, bad}) {
+    for (const TensorSource* against : {static_cast<const TensorSource*>(&p->source), static_cast<const TensorSource*>(nullptr)}) {
+      INFO(path << (against ? " against the source" : " alone"));
+      auto reader = WpkReader::open(path);
+      GpuVerifyOptions options = options_with({1, 16});
+      options.copy_gb_per_s = 4000;  // not measured: the same in both reports
+      std::vector<std::string> progress_alone, progress_hooked;
+      options.progress = [&](uint64_t done, uint64_t total, const std::string& name) {
+        progress_alone.push_back(std::to_string(done) + "/" + std::to_string(total) + " " + name);
+      };
+      const GpuVerifyReport alone = verify_gpu(*reader, against, options);
+      REQUIRE(alone.ran);
+
+      options.progress = [&](uint64_t done, uint64_t total, const std::string& name) {
+        progress_hooked.push_back(std::to_string(done) + "/" + std::to_string(total) + " " + name);
+      };
+      GpuVerifier verifier(*reader, against, options);
+      REQUIRE(verifier.ran());
+      std::vector<bool> failed_decodes;
+      const VerifyReport cpu = verify_cpu(*reader, against, 0, std::numeric_limits<double>::infinity(),
+                                          [&](const DecodedTensor& d) {
+                                            failed_decodes.push_back(d.error != nullptr);
+                                            verifier.check_tensor(d);
+                                          });
+      const GpuVerifyReport hooked = verifier.finish();
+      require_same_gpu_report(alone, hooked);
+      CHECK(progress_alone == progress_hooked);
+      CHECK(progress_alone.size() == reader->tensors().size() + 1);
+
+      // The CPU report is the one without the hook.
+      const VerifyReport cpu_alone = verify_cpu(*reader, against, 0);
+      REQUIRE(cpu.tensors.size() == cpu_alone.tensors.size());
+      for (size_t t = 0; t < cpu.tensors.size(); ++t) {
+        CHECK(cpu.tensors[t].decoded == cpu_alone.tensors[t].decoded);
+        CHECK(cpu.tensors[t].error == cpu_alone.tensors[t].error);
+      }
+
+      // What the files hold: the corrupt tensors fail on the CPU (the hook hands over their
+      // Error), and on the GPU the checksum failures and the malformed rANS stream fail while the
+      // malformed zstd tile is not GPU-decodable (a skip, as in verify_gpu alone).
+      REQUIRE(failed_decodes.size() == reader->tensors().size());
+      for (size_t t = 0; t < reader->tensors().size(); ++t) {
+        const std::string& name = reader->tensors()[t].name;
+        const bool corrupt = path == bad && name.rfind("bad", 0) == 0;
+        INFO(name << ": GPU error '" << hooked.tensors[t].error << "', skipped '" << hooked.tensors[t].skipped << "'");
+        CHECK(failed_decodes[t] == corrupt);
+        CHECK(cpu.tensors[t].decoded == !corrupt);
+        if (!corrupt) {
+          CHECK(hooked.tensors[t].error.empty());
+          continue;
+        }
+        if (name == "badzstd") {
+          CHECK(hooked.tensors[t].error.empty());
+          CHECK(hooked.tensors[t].skipped.find("not GPU-decodable") != std::string::npos);
+        } else {
+          CHECK(hooked.tensors[t].error.find("tensor '" + name + "'") != std::string::npos);
+          CHECK(hooked.tensors[t].error.find(name == "bad" ? "tile 5" : name == "badq" ? "tile 3" : "tile 2") !=
+                std::string::npos);
+        }
+      }
+      CHECK(hooked.ok() == (path == p->path));
+    }
+  }
+
+  // The order and count contract.
+  GpuVerifier out_of_order(*p->reader, nullptr, options_with({1}, false));
+  CHECK_THROWS_AS(out_of_order.check_tensor(1), Error);
+  GpuVerifier unfinished(*p->reader, nullptr, options_with({1}, false));
+  unfinished.check_tensor(0);
+  CHECK_THROWS_AS(unfinished.check_tensor(0), Error);
+  CHECK_THROWS_AS(unfinished.finish(), Error);
+  GpuVerifier wrong_size(*p->reader, nullptr, options_with({1}, false));
+  DecodedTensor short_reference;  // tensor 0 with no bytes
+  CHECK_THROWS_AS(wrong_size.check_tensor(short_reference), Error);
 }
 
 TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {

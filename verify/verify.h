@@ -2,11 +2,15 @@
 // comparison of the decoded tensors with the source model.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "formats/error.h"  // Error (DecodedTensor::error)
 #include "formats/tensor.h"
 #include "formats/wpk.h"
 
@@ -32,14 +36,35 @@ struct VerifyReport {
   bool ok() const;
 };
 
+// The CPU reference decode of one tensor, as verify_cpu hands it to its `on_decoded` hook (for the
+// GPU checks of verify/verify_gpu.h, which compare against it). Host memory owned by verify_cpu,
+// valid only during the call.
+struct DecodedTensor {
+  size_t tensor = 0;                // index in reader.tensors()
+  const Error* error = nullptr;     // non-null: the decode failed (TensorCheck::decoded is false), with
+                                    // this Error, as decode_tensor / decode_tensor_f32 threw it (code and
+                                    // message); bytes and values are then empty
+  std::span<const uint8_t> bytes;   // lossless tensor (scheme 0): its source bytes, num_elements * dtype
+                                    // size, as packer/unpack.h decode_tensor gives them; empty when lossy
+  std::span<const float> values;    // lossy tensor: its dequantized values, num_elements, as
+                                    // decode_tensor_f32 gives them; empty when lossless
+};
+using TensorDecodedHook = std::function<void(const DecodedTensor&)>;
+
 // Decodes every tile of every tensor (checksums first) and, with `against`, compares each decoded
 // tensor with the source tensor of the same name (dtype, shape and bytes; lossless tensors must be
 // bit-exact). Lossy tensors are decoded to float and pass when their relative error against the
 // source (as float) is at most the recorded rel_error * (1 + kLossyRelTolerance) and at most
 // `max_rel_error`. Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
 // throws for a bad tile or tensor: each problem is recorded and the other tensors still checked.
+//
+// `on_decoded`, when set, is called once per tensor, in file order, right after that tensor's CPU
+// checks (its TensorCheck is final), also for a tensor whose decode failed (DecodedTensor::error
+// set), so that a caller can check the tensor further without decoding it again. Only one tensor's
+// decode is held at a time. An exception thrown by the hook propagates out of verify_cpu.
 inline constexpr double kLossyRelTolerance = 1e-6;
 VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads,
-                        double max_rel_error = std::numeric_limits<double>::infinity());
+                        double max_rel_error = std::numeric_limits<double>::infinity(),
+                        const TensorDecodedHook& on_decoded = {});
 
 }  // namespace wpack

@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -20,18 +21,21 @@ bool VerifyReport::ok() const {
 
 namespace {
 
-// A lossy tensor: decode every tile to float; with a source, compare relative errors.
+// A lossy tensor: decode every tile to float into `decoded` (num_elements values); with a source,
+// compare relative errors. A failed decode sets check.error and, with `decode_error`, keeps the Error.
 void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, size_t source_index, bool in_source,
-                  int threads, double max_rel_error, TensorCheck& check) {
+                  int threads, double max_rel_error, std::vector<float>& decoded, TensorCheck& check,
+                  std::optional<Error>* decode_error) {
   const WpkTensor& wt = reader.tensors()[t];
   check.lossy = true;
   check.recorded_rel_error = wt.metrics.rel_error;
-  std::vector<float> decoded(wt.num_elements());
+  decoded.assign(wt.num_elements(), 0.0f);
   try {
     decode_tensor_f32(reader, t, decoded, threads);
     check.decoded = true;
   } catch (const Error& e) {
     check.error = e.what();
+    if (decode_error) decode_error->emplace(e);
     return;
   }
   if (!against) return;
@@ -70,23 +74,42 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
 
 }  // namespace
 
-VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads, double max_rel_error) {
+VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads, double max_rel_error,
+                        const TensorDecodedHook& on_decoded) {
   VerifyReport report;
   std::unordered_map<std::string, size_t> source_index;
   if (against)
     for (size_t i = 0; i < against->tensors().size(); ++i) source_index[against->tensors()[i].name] = i;
 
   std::vector<uint8_t> decoded;
+  // Hands tensor t's decode to the hook: `error` when it failed, else the lossless bytes or the
+  // lossy values.
+  const auto hand_over = [&](size_t t, const std::optional<Error>& error, std::span<const uint8_t> bytes,
+                             std::span<const float> values) {
+    DecodedTensor d;
+    d.tensor = t;
+    if (error) {
+      d.error = &*error;
+    } else {
+      d.bytes = bytes;
+      d.values = values;
+    }
+    on_decoded(d);
+  };
   for (size_t t = 0; t < reader.tensors().size(); ++t) {
     const WpkTensor& wt = reader.tensors()[t];
     TensorCheck check;
     check.name = wt.name;
+    std::optional<Error> decode_error;  // kept for the hook only
     if (wt.scheme != 0) {
       auto it = source_index.find(wt.name);
       const bool in_source = against && it != source_index.end();
-      verify_lossy(reader, t, against, in_source ? it->second : 0, in_source, threads, max_rel_error, check);
+      std::vector<float> values;  // this tensor's only: freed before the next one is decoded
+      verify_lossy(reader, t, against, in_source ? it->second : 0, in_source, threads, max_rel_error, values, check,
+                   on_decoded ? &decode_error : nullptr);
       report.tiles_checked += wt.tile_count;
       report.tensors.push_back(std::move(check));
+      if (on_decoded) hand_over(t, decode_error, {}, values);
       continue;
     }
     decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
@@ -95,6 +118,7 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
       check.decoded = true;
     } catch (const Error& e) {
       check.error = e.what();
+      if (on_decoded) decode_error.emplace(e);
     }
     report.tiles_checked += wt.tile_count;
     if (check.decoded && against) {
@@ -131,6 +155,7 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
       }
     }
     report.tensors.push_back(std::move(check));
+    if (on_decoded) hand_over(t, decode_error, decoded, {});
   }
   if (against) {
     std::unordered_set<std::string> packed;

@@ -186,8 +186,9 @@ uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
   return h;
 }
 
-// Everything the per-tensor checks share.
+// Everything the per-tensor checks share (made when the GPU checks run: a device is needed).
 struct Context {
+  Context(const WpkReader& r, const TensorSource* a, const GpuVerifyOptions& o) : reader(r), against(a), options(o) {}
   const WpkReader& reader;
   const TensorSource* against;
   const GpuVerifyOptions& options;
@@ -200,8 +201,9 @@ struct Context {
 
 // The matrix products of one tensor at one batch size. Throws Error for a failure (a status, a CUDA
 // error); sets check.error for a product outside the tolerance.
-void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<float>& w_deq,
-                 const DeviceMemory& dense_dev, uint32_t batch, GpuTensorCheck& check, GpuBatchCheck& bc) {
+// w_deq: the weights as float, g.rows() x g.cols(), row-major (host).
+void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq, const DeviceMemory& dense_dev,
+                 uint32_t batch, GpuTensorCheck& check, GpuBatchCheck& bc) {
   const WpkReader& reader = ctx.reader;
   const GpuVerifyOptions& options = ctx.options;
   const uint64_t n = g.rows(), k = g.cols();
@@ -240,7 +242,7 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<f
   y_dev.download(y.data(), y.size() * 4);
   std::vector<double> x0(per_set), y_ref;
   for (uint64_t i = 0; i < per_set; ++i) x0[i] = detail::bf16_to_float(x_gemv[i]);
-  reference_product(w_deq.data(), n, k, x0, batch, y_ref, options.threads);
+  reference_product(w_deq, n, k, x0, batch, y_ref, options.threads);
   bc.matmul_rel_error = rel_error_of(y, y_ref, [](size_t i) { return i; });
   bc.ran = true;
   if (!(bc.matmul_rel_error <= options.max_matmul_rel_error) && check.error.empty())
@@ -282,7 +284,9 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const std::vector<f
   bc.copy_bw_percent = ctx.copy_gb_per_s > 0 ? 100.0 * bc.packed_gb_per_s / ctx.copy_gb_per_s : 0.0;
 }
 
-void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
+// Steps 1-5 on tensor t. `reference`: its CPU reference decode (verify_cpu's), or null to decode it
+// here at step 3.
+void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTensorCheck& check) {
   const WpkReader& reader = ctx.reader;
   const GpuVerifyOptions& options = ctx.options;
   const WpkTensor& wt = reader.tensors()[t];
@@ -326,16 +330,34 @@ void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
     out_dev.download(gpu_bytes.data(), decoded_bytes);
   }
 
-  // 3. Bit for bit against the CPU reference decode.
-  std::vector<uint8_t> cpu_bytes;  // lossless: the source bytes
-  std::vector<float> w_deq;        // the weights as float (lossy: dequantized; lossless float: exact)
+  // 3. Bit for bit against the CPU reference decode (the caller's, or decoded here: a failed decode
+  // is the same Error either way).
+  std::vector<uint8_t> cpu_bytes_own;  // decoded here
+  std::vector<float> w_deq_own;        // decoded here, or converted from cpu_bytes
+  std::span<const uint8_t> cpu_bytes;  // lossless: the source bytes
+  std::span<const float> w_deq;        // the weights as float (lossy: dequantized; lossless float: exact)
+  if (reference && reference->error) throw *reference->error;
   if (wt.scheme != 0) {
-    w_deq.resize(elements);
-    decode_tensor_f32(reader, t, w_deq, options.threads);
+    if (reference) {
+      w_deq = reference->values;
+    } else {
+      w_deq_own.resize(elements);
+      decode_tensor_f32(reader, t, w_deq_own, options.threads);
+      w_deq = w_deq_own;
+    }
     if (elem_bytes != 4) throw Error(ErrorCode::kCorrupt, where(reader, wt.name) + ": GPU decode of a lossy tensor is not float32");
   } else {
-    cpu_bytes.resize(decoded_bytes);
-    decode_tensor(reader, t, cpu_bytes, options.threads);
+    if (reference) {
+      cpu_bytes = reference->bytes;
+    } else {
+      cpu_bytes_own.resize(decoded_bytes);
+      decode_tensor(reader, t, cpu_bytes_own, options.threads);
+      cpu_bytes = cpu_bytes_own;
+    }
+    if (cpu_bytes.size() != decoded_bytes)  // the reference has the source dtype's size, as the upload
+      throw Error(ErrorCode::kInvalidArgument, where(reader, wt.name) + ": the CPU reference has " +
+                                                   std::to_string(cpu_bytes.size()) + " bytes, the GPU decode " +
+                                                   std::to_string(decoded_bytes));
   }
   const uint8_t* ref = wt.scheme != 0 ? reinterpret_cast<const uint8_t*>(w_deq.data()) : cpu_bytes.data();
   uint64_t first_bad = UINT64_MAX;
@@ -359,8 +381,9 @@ void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
   gpu_bytes = {};
   const bool is_float = wt.scheme != 0 || dtype_is_float(wt.dtype);
   if (wt.scheme == 0 && is_float) {
-    w_deq.resize(elements);
-    convert_to_f32(wt.dtype, cpu_bytes.data(), elements, w_deq.data());
+    w_deq_own.resize(elements);
+    convert_to_f32(wt.dtype, cpu_bytes.data(), elements, w_deq_own.data());
+    w_deq = w_deq_own;
   }
 
   // 4. Against the source.
@@ -414,6 +437,7 @@ void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
     }
     return;
   }
+  cpu_bytes_own = {};  // (a caller's reference stays the caller's)
   cpu_bytes = {};
   DeviceMemory dense_dev;
   if (options.timing) {
@@ -429,7 +453,7 @@ void check_tensor(Context& ctx, size_t t, GpuTensorCheck& check) {
   for (uint32_t batch : options.batches) {
     check.batches.emplace_back();
     check.batches.back().batch = batch;
-    check_batch(ctx, t, *g, w_deq, dense_dev, batch, check, check.batches.back());
+    check_batch(ctx, t, *g, w_deq.data(), dense_dev, batch, check, check.batches.back());
   }
 }
 
@@ -461,23 +485,34 @@ std::vector<GpuBatchTotals> totals_of(const std::vector<GpuTensorCheck>& tensors
 
 }  // namespace
 
-GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
-  validate_gpu_verify_options(options);
+struct GpuVerifier::State {
+  State(const WpkReader& r, const TensorSource* a, const GpuVerifyOptions& o) : reader(r), against(a), options(o) {}
+  const WpkReader& reader;
+  const TensorSource* against;
+  const GpuVerifyOptions options;  // the caller's, copied: ctx refers to it
   GpuVerifyReport report;
+  std::optional<Context> ctx;      // only when report.ran
+  size_t next_tensor = 0;          // the tensor check_tensor takes next (file order)
+};
+
+GpuVerifier::GpuVerifier(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
+  validate_gpu_verify_options(options);
+  state_ = std::make_unique<State>(reader, against, options);
+  GpuVerifyReport& report = state_->report;
   if (!gpu::gpu_build_has_cuda()) {
     report.not_run_reason = "this wpack build has no CUDA";
-    return report;
+    return;
   }
   std::string why;
   if (gpu::gpu_device_count(&why) <= 0) {
     report.not_run_reason = "no CUDA device";
     if (!why.empty() && why != "no CUDA device") report.not_run_reason += " (" + why + ")";
-    return report;
+    return;
   }
   report.ran = true;
   report.device = gpu::current_gpu_device();
 
-  Context ctx{reader, against, options, {}, gpu::GpuStream(), std::nullopt, std::nullopt, 0};
+  Context& ctx = state_->ctx.emplace(reader, against, state_->options);
   if (against)
     for (size_t i = 0; i < against->tensors().size(); ++i) ctx.source_index[against->tensors()[i].name] = i;
   if (options.timing) {
@@ -493,26 +528,76 @@ GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against,
   } else {
     report.timing.warmup_runs = report.timing.timed_runs = 0;  // nothing timed
   }
+}
 
+GpuVerifier::~GpuVerifier() = default;
+
+bool GpuVerifier::ran() const { return state_->report.ran; }
+
+namespace {
+
+// One tensor of GpuVerifier: the progress call, the checks, the check appended to the report.
+void run_tensor(Context& ctx, size_t& next_tensor, size_t t, const DecodedTensor* reference, GpuVerifyReport& report) {
+  const WpkReader& reader = ctx.reader;
   const size_t count = reader.tensors().size();
-  for (size_t t = 0; t < count; ++t) {
-    if (options.progress) options.progress(t, count, reader.tensors()[t].name);
-    GpuTensorCheck check = describe(reader, t);
-    try {
-      check_tensor(ctx, t, check);
-    } catch (const Error& e) {
-      // Library messages name file and tensor; a CUDA call's ("cudaMalloc: out of memory") does not.
-      const std::string message = e.what();
-      if (check.error.empty())
-        check.error = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
-    } catch (const std::bad_alloc&) {
-      if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
-    }
-    report.tensors.push_back(std::move(check));
+  if (t != next_tensor || t >= count)
+    throw Error(ErrorCode::kInvalidArgument, "GpuVerifier: tensor " + std::to_string(t) + " given where tensor " +
+                                                 std::to_string(next_tensor) + " of " + std::to_string(count) +
+                                                 " is next");
+  if (reference) {
+    const WpkTensor& wt = reader.tensors()[t];
+    const bool lossy = wt.scheme != 0;
+    const uint64_t elements = wt.num_elements();
+    const bool sized = reference->error ||
+                       (lossy ? reference->values.size() == elements && reference->bytes.empty()
+                              : reference->bytes.size() == elements * dtype_size(wt.dtype) && reference->values.empty());
+    if (!sized)
+      throw Error(ErrorCode::kInvalidArgument, where(reader, wt.name) + ": GpuVerifier: the CPU reference does not have "
+                                                                        "the tensor's size");
   }
-  if (options.progress) options.progress(count, count, "");
-  report.totals = totals_of(report.tensors, options.batches, ctx.copy_gb_per_s);
-  return report;
+  ++next_tensor;
+  if (ctx.options.progress) ctx.options.progress(t, count, reader.tensors()[t].name);
+  GpuTensorCheck check = describe(reader, t);
+  try {
+    check_tensor(ctx, t, reference, check);
+  } catch (const Error& e) {
+    // Library messages name file and tensor; a CUDA call's ("cudaMalloc: out of memory") does not.
+    const std::string message = e.what();
+    if (check.error.empty())
+      check.error = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
+  } catch (const std::bad_alloc&) {
+    if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
+  }
+  report.tensors.push_back(std::move(check));
+}
+
+}  // namespace
+
+void GpuVerifier::check_tensor(size_t tensor) {
+  if (ran()) run_tensor(*state_->ctx, state_->next_tensor, tensor, nullptr, state_->report);
+}
+
+void GpuVerifier::check_tensor(const DecodedTensor& reference) {
+  if (ran()) run_tensor(*state_->ctx, state_->next_tensor, reference.tensor, &reference, state_->report);
+}
+
+GpuVerifyReport GpuVerifier::finish() {
+  GpuVerifyReport& report = state_->report;
+  if (!report.ran) return std::move(report);
+  const size_t count = state_->reader.tensors().size();
+  if (state_->next_tensor != count)
+    throw Error(ErrorCode::kInvalidArgument, "GpuVerifier: finish after " + std::to_string(state_->next_tensor) + " of " +
+                                                 std::to_string(count) + " tensors");
+  if (state_->options.progress) state_->options.progress(count, count, "");
+  report.totals = totals_of(report.tensors, state_->options.batches, state_->ctx->copy_gb_per_s);
+  return std::move(report);
+}
+
+GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
+  GpuVerifier verifier(reader, against, options);
+  if (verifier.ran())
+    for (size_t t = 0; t < reader.tensors().size(); ++t) verifier.check_tensor(t);
+  return verifier.finish();
 }
 
 }  // namespace wpack

@@ -4,7 +4,9 @@
 // beside cuBLAS BF16 on the dense weights (verify/gpu_timing.h says how runs are timed).
 //
 // verify_gpu does not replace verify_cpu (verify/verify.h): `wpack verify --device cuda` runs the
-// CPU checks first (integrity of every tile, decode, comparison with --against) and this second.
+// CPU checks (integrity of every tile, decode, comparison with --against) and these beside them,
+// one tensor at a time: GpuVerifier below takes each tensor's CPU decode from verify_cpu's hook, so
+// that a tensor is decoded on the CPU once. verify_gpu is the same checks on their own.
 //
 // Per tensor, in order:
 //   1. upload (GpuTensor::upload checks every tile's checksum): Error(kCorrupt) is a failure naming
@@ -28,18 +30,21 @@
 //      to BF16) timed with the same activations. Error(kUnsupported) from gemv (a lossless tensor
 //      that is not BF16, a batch the kernels do not do yet) skips that batch, with the reason.
 //
-// All memory named here is host memory; device buffers live only inside verify_gpu.
+// All memory named here is host memory; device buffers live only inside verify_gpu and GpuVerifier.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "formats/tensor.h"
 #include "formats/wpk.h"
 #include "verify/gpu_timing.h"
+#include "verify/verify.h"  // DecodedTensor: the CPU reference decode of one tensor
 
 namespace wpack {
 
@@ -131,5 +136,50 @@ GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against,
 // The option checks verify_gpu starts with (the same Error), for callers that want to refuse bad
 // options before preparing anything.
 void validate_gpu_verify_options(const GpuVerifyOptions& options);
+
+// verify_gpu one tensor at a time, for a caller that already holds each tensor's CPU reference
+// decode (verify_cpu's on_decoded hook): construct, check_tensor for every tensor of the file in
+// order, finish. verify_gpu(reader, against, options) is exactly
+//     GpuVerifier v(reader, against, options);
+//     if (v.ran()) for (size_t t = 0; t < reader.tensors().size(); ++t) v.check_tensor(t);
+//     return v.finish();
+// and given the DecodedTensor that verify_cpu hands over, check_tensor records what
+// check_tensor(t) would: a failed CPU decode is met where check_tensor(t) would decode, with the
+// same Error (so a corrupt tile is still reported by the upload's checksum check, first).
+class GpuVerifier {
+ public:
+  // What verify_gpu does before the first tensor: the option checks (Error(kInvalidArgument)), then,
+  // when the build has CUDA and a device is visible, the device set-up (stream, copy bandwidth, timer,
+  // cuBLAS; Error(kIo) when the device fails). Without CUDA or a device, ran() is false and the
+  // reason is in finish()'s report. `reader` and `against` (may be null) must outlive the verifier;
+  // `options` is copied.
+  GpuVerifier(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options);
+  ~GpuVerifier();
+  GpuVerifier(const GpuVerifier&) = delete;
+  GpuVerifier& operator=(const GpuVerifier&) = delete;
+
+  // Whether the GPU checks run (a CUDA build and a device): false makes check_tensor a no-op.
+  bool ran() const;
+
+  // Checks tensor `tensor` (steps 1-5 above), decoding its CPU reference itself, and appends its
+  // GpuTensorCheck to the report (options.progress is called first). Tensors must come in file
+  // order, each once (Error(kInvalidArgument) otherwise, nothing recorded). A failure of the tensor
+  // is recorded in its check; an exception other than Error and std::bad_alloc propagates, after
+  // which the verifier must not be used.
+  void check_tensor(size_t tensor);
+  // The same with `reference` as the CPU reference decode of tensor reference.tensor (its bytes for
+  // a lossless tensor, its values for a lossy one, or its decode Error). Host memory, read during
+  // the call only. Error(kInvalidArgument) when its spans do not have the tensor's size.
+  void check_tensor(const DecodedTensor& reference);
+
+  // The report: every tensor checked (Error(kInvalidArgument) when ran() and a tensor of the file
+  // was not), the totals per batch; options.progress is called with (count, count, "") when ran().
+  // Call once.
+  GpuVerifyReport finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 }  // namespace wpack
