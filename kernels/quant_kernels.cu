@@ -29,6 +29,7 @@
 //
 // Precision: float32 products and sums (the packer's dequantized weights are float32 values of the
 // same formulas); the GEMV groups the per-span scale outside the sum, which changes rounding only.
+#include <algorithm>
 #include <cstdint>
 
 #include <cuda_fp16.h>
@@ -471,7 +472,8 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
     uint64_t tile_count, QuantDevParams params, QuantStreamPlan plan,
     const uint16_t* __restrict__ x_dev,     // (K, kBatch) BF16 bits
     uint64_t x_elements,                    // K * kBatch
-    float* __restrict__ y_dev,              // (N, kBatch), zeroed before the launch
+    float* __restrict__ y_dev,              // (N, y_stride): columns [y_col0, y_col0 + kBatch) added to
+    uint32_t y_stride, uint32_t y_col0,     // (zeroed before the launch)
     uint32_t* __restrict__ status_dev) {    // (tile_count)
   static_assert(kBits >= 2 && kBits <= 8, "codes of 2..8 bits");
   static_assert(kBatch >= 1 && kBatch <= 8, "batch 1..8");
@@ -604,7 +606,7 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
     if (last) {
       __syncthreads();
       for (uint32_t e = threadIdx.x; e < h * kBatch; e += kThreads) {
-        atomicAdd(&y_dev[uint64_t{tile.row0} * kBatch + e], acc[e]);
+        atomicAdd(&y_dev[(uint64_t{tile.row0} + e / kBatch) * y_stride + y_col0 + e % kBatch], acc[e]);
         acc[e] = 0.f;
       }
     }
@@ -615,14 +617,14 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
 template <uint32_t kBits, uint32_t kBatch>
 cudaError_t launch_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                           const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
-                          const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t* status_dev,
-                          cudaStream_t stream) {
+                          const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t y_stride,
+                          uint32_t y_col0, uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = StreamLayout(plan, kBatch).total;
   cudaError_t err = cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   quant_gemv_stream_kernel<kBits, kBatch><<<grid, kThreads, smem, stream>>>(
-      bytes_dev, tiles_dev, tile_count, params, plan, x_dev, x_elements, y_dev, status_dev);
+      bytes_dev, tiles_dev, tile_count, params, plan, x_dev, x_elements, y_dev, y_stride, y_col0, status_dev);
   return cudaGetLastError();
 }
 
@@ -1057,13 +1059,32 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 cudaError_t launch_quant_gemv_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                      const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
                                      const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
-                                     uint32_t* status_dev, cudaStream_t stream) {
+                                     uint32_t y_stride, uint32_t y_col0, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  if (plan.stages < 2 || plan.stages > 8 || grid == 0) return cudaErrorInvalidValue;
-#define WPACK_LAUNCH_STREAM(B, N) \
-  launch_stream<B, N>(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, x_elements, y_dev, status_dev, stream)
+  if (plan.stages < 2 || plan.stages > 8 || grid == 0 || y_col0 + batch > y_stride) return cudaErrorInvalidValue;
+#define WPACK_LAUNCH_STREAM(B, N)                                                                              \
+  launch_stream<B, N>(bytes_dev, tiles_dev, tile_count, params, plan, grid, x_dev, x_elements, y_dev, y_stride, \
+                      y_col0, status_dev, stream)
   WPACK_QUANT_DISPATCH(params.bits, batch, WPACK_LAUNCH_STREAM, cudaErrorInvalidValue)
 #undef WPACK_LAUNCH_STREAM
+}
+
+namespace {
+__global__ void gather_x_columns_kernel(const uint16_t* __restrict__ x_dev, uint32_t batch, uint32_t col0,
+                                        uint32_t count, uint64_t total, uint16_t* __restrict__ out_dev) {
+  for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < total; i += uint64_t{gridDim.x} * blockDim.x)
+    out_dev[i] = x_dev[(i / count) * batch + col0 + i % count];
+}
+}  // namespace
+
+cudaError_t launch_gather_x_columns(const uint16_t* x_dev, uint64_t k_cols, uint32_t batch, uint32_t col0,
+                                    uint32_t count, uint16_t* out_dev, cudaStream_t stream) {
+  if (count == 0 || col0 + count > batch) return cudaErrorInvalidValue;
+  const uint64_t total = k_cols * count;
+  if (total == 0) return cudaSuccess;
+  const uint32_t blocks = static_cast<uint32_t>(std::min<uint64_t>((total + 255) / 256, 1024));
+  gather_x_columns_kernel<<<blocks, 256, 0, stream>>>(x_dev, batch, col0, count, total, out_dev);
+  return cudaGetLastError();
 }
 
 }  // namespace wpack::gpu::detail

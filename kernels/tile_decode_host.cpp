@@ -257,7 +257,8 @@ struct GpuTensor::Impl {
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
-  uint16_t* xt_dev = nullptr;  // the bulk-copy GEMV's transposed x (cols x 64 BF16), allocated on first use
+  uint16_t* xt_dev = nullptr;  // cols x 64 BF16, allocated on first use: the bulk-copy GEMV's transposed x, or the
+                               // streaming GEMV's x columns of one pass (batch > 8)
   // Lossless BF16 only: the tiles of the warp-per-tile kernel (fast) and of the block-per-tile ones
   // (the other tile_count - fast_count), as tile ids in one device array: fast ids first.
   uint32_t* ids_dev = nullptr;
@@ -507,36 +508,57 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       }
     }
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-    // Tensor cores for int8/4/2 (any batch), the CUDA-core streaming kernel for the other schemes
-    // (batch <= 8), both for dense tiles only, else the generic one-block-per-tile kernel.
+    // Tensor cores for int8/4 (any batch), the CUDA-core streaming kernel for the other schemes
+    // (in passes of at most 8 batch columns), both for dense tiles only, else the generic
+    // one-block-per-tile kernel.
     const bool dense_streamable = impl_->streamable && !impl_->sparse_tiles;
     const bool tc =
         dense_streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
     // The streaming kernels copy x in 16-byte chunks (cp.async): they need x 16-byte aligned.
     const bool x_aligned = reinterpret_cast<uintptr_t>(x_dev) % 16 == 0;
-    if (tc || (dense_streamable && batch <= 8 && x_aligned)) {
-      int& grid = impl_->stream_grid[batch];
+    // the streaming kernel's grid for a pass of `columns` batch columns (0: none fits)
+    auto stream_grid = [&](uint32_t columns) {
+      int& grid = impl_->stream_grid[columns];
       if (grid == 0) {
-        const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch)
-                              : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, batch);
+        const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns)
+                              : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns);
         grid = persistent_grid(impl_->tile_count, per_sm);
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: %s kernel, batch %u, %d blocks/SM, grid %d, %u stages, %llu tiles\n",
-                       tc ? "tensor-core" : "cuda-core", batch, per_sm, grid, impl_->stream_plan.stages,
+                       tc ? "tensor-core" : "cuda-core", columns, per_sm, grid, impl_->stream_plan.stages,
                        static_cast<unsigned long long>(impl_->tile_count));
       }
-      if (grid > 0) {
-        if (tc) {
-          const uint64_t grid_cols = (impl_->cols + impl_->stream_plan.tile_cols - 1) / impl_->stream_plan.tile_cols;
-          WPACK_CUDA_CHECK(detail::launch_quant_gemv_tc(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
-                                                        static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
-                                                        impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
-                                                        x_dev, y_dev, batch, status_dev, st));
-        } else {
-          WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
-                                                            impl_->quant, impl_->stream_plan,
-                                                            static_cast<uint32_t>(grid), x_dev, impl_->cols * batch,
-                                                            y_dev, batch, status_dev, st));
+      return std::max(grid, 0);
+    };
+    if (tc) {
+      if (const int grid = stream_grid(batch); grid > 0) {
+        const uint64_t grid_cols = (impl_->cols + impl_->stream_plan.tile_cols - 1) / impl_->stream_plan.tile_cols;
+        WPACK_CUDA_CHECK(detail::launch_quant_gemv_tc(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+                                                      static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
+                                                      impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
+                                                      x_dev, y_dev, batch, status_dev, st));
+        return;
+      }
+    } else if (dense_streamable && x_aligned) {
+      constexpr uint32_t kPassColumns = 8;  // the streaming kernel's widest batch
+      const uint32_t passes = (batch + kPassColumns - 1) / kPassColumns;
+      const uint32_t last = batch - (passes - 1) * kPassColumns;
+      if (stream_grid(std::min(batch, kPassColumns)) > 0 && stream_grid(last) > 0) {
+        // batch > 8: each pass multiplies 8 of x's columns (gathered into the scratch, 16-aligned)
+        if (passes > 1 && impl_->xt_dev == nullptr)
+          WPACK_CUDA_CHECK(cudaMalloc(&impl_->xt_dev, impl_->cols * 64 * sizeof(uint16_t)));
+        for (uint32_t p = 0; p < passes; ++p) {
+          const uint32_t col0 = p * kPassColumns, columns = std::min(kPassColumns, batch - col0);
+          const uint16_t* x_pass = x_dev;
+          if (passes > 1) {
+            WPACK_CUDA_CHECK(
+                detail::launch_gather_x_columns(x_dev, impl_->cols, batch, col0, columns, impl_->xt_dev, st));
+            x_pass = impl_->xt_dev;
+          }
+          WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(
+              impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant, impl_->stream_plan,
+              static_cast<uint32_t>(stream_grid(columns)), x_pass, impl_->cols * columns, y_dev, columns, batch, col0,
+              status_dev, st));
         }
         return;
       }

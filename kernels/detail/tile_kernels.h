@@ -136,8 +136,10 @@ cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* t
 
 // The streaming GEMV for tensors whose tiles are all dense with raw planes (codec none, or rANS
 // that did not pay): each block walks a contiguous range of tiles through a multi-stage cp.async
-// ring. batch 1..8. stored_cap: largest aligned stored size; tile_rows/tile_cols: the nominal
-// tile shape. y zeroed by the caller.
+// ring. batch 1..8 columns of x (K, batch), added to columns [y_col0, y_col0 + batch) of y
+// (N, y_stride) (y zeroed by the caller; a wider batch runs in passes of at most 8 columns, x's
+// columns gathered by launch_gather_x_columns). stored_cap: largest aligned stored size;
+// tile_rows/tile_cols: the nominal tile shape.
 struct QuantStreamPlan {
   uint32_t stored_cap;  // bytes, multiple of 16
   uint32_t tile_rows, tile_cols;
@@ -147,7 +149,10 @@ uint64_t quant_stream_smem_bytes(const QuantStreamPlan& plan, uint32_t batch);
 cudaError_t launch_quant_gemv_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                      const QuantDevParams& params, const QuantStreamPlan& plan, uint32_t grid,
                                      const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t batch,
-                                     uint32_t* status_dev, cudaStream_t stream);
+                                     uint32_t y_stride, uint32_t y_col0, uint32_t* status_dev, cudaStream_t stream);
+// out (K, count) = columns [col0, col0 + count) of x (K, batch), BF16 bits.
+cudaError_t launch_gather_x_columns(const uint16_t* x_dev, uint64_t k_cols, uint32_t batch, uint32_t col0,
+                                    uint32_t count, uint16_t* out_dev, cudaStream_t stream);
 // The tensor-core variant of the streaming GEMV: int8/int4 codes, tile_cols and K multiples of 8,
 // x_dev 16-byte aligned (quant_tc_supported); batch 1..64; tiles row-major over grid_cols tile
 // columns of the nominal plan shape. Otherwise as launch_quant_gemv_stream.
