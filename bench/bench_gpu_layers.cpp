@@ -316,7 +316,7 @@ int main(int argc, char** argv) try {
         r.packed_mb = t.packed_bytes / 1e6;
         r.b = b;
         r.exact = t.decode_bit_exact;
-        r.note = note.empty() ? b.skipped : note;
+        r.note = !note.empty() ? note : !b.skipped.empty() ? b.skipped : b.kernel_path;  // which kernel ran
         rows.push_back(r);
         std::printf("%-10s %-12s %5u %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(),
                     b.batch, t.bits_per_weight, t.packed_bytes / 1e6, b.timed ? cell(b.kernel.median_us, "%.1f").c_str() : "-",

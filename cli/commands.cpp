@@ -439,6 +439,7 @@ json gpu_batch_json(const GpuBatchCheck& b) {
     return j;
   }
   j["matmul_rel_error"] = json_or_null(b.matmul_rel_error);
+  j["kernel"] = b.kernel_path;
   if (b.timed) {
     j["kernel_time_us"] = b.kernel.median_us;
     j["kernel_time_min_us"] = b.kernel.min_us;
@@ -509,26 +510,27 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
         << " warm-up, CUDA events, L2 flushed before each run (" << human_bytes(double(gpu.timing.l2_flush_bytes))
         << " read), fresh random BF16 activations; cuBLAS: cublasGemmEx BF16 in, FP32 compute and out\n";
   Table table({"tensor", "scheme", "bits/w", "exact", "rel_err", "batch", "matmul_err", "kernel_us", "cuBLAS_us", "speedup",
-               "GB/s", "%copy", "note"});
+               "GB/s", "%copy", "kernel", "note"});
   for (const auto& t : gpu.tensors) {
     const std::string exact = t.gpu_checked ? (t.decode_bit_exact ? "yes" : "no") : "-";
     const std::string rel = t.compared ? sci(t.rel_error, 2) : "-";
     std::vector<std::string> head = {t.name, t.scheme_label, fixed(t.bits_per_weight, 2), exact, rel};
     std::string note = !t.error.empty() ? "FAILED" : t.skipped;
     if (t.batches.empty()) {
-      table.add({head[0], head[1], head[2], head[3], head[4], "-", "-", "-", "-", "-", "-", "-", note});
+      table.add({head[0], head[1], head[2], head[3], head[4], "-", "-", "-", "-", "-", "-", "-", "-", note});
       continue;
     }
     for (const auto& b : t.batches) {
       std::vector<std::string> row = head;
       row.push_back(std::to_string(b.batch));
       if (!b.ran) {
-        row.insert(row.end(), {"-", "-", "-", "-", "-", "-", note.empty() ? b.skipped : note});
+        row.insert(row.end(), {"-", "-", "-", "-", "-", "-", "-", note.empty() ? b.skipped : note});
       } else if (!b.timed) {
-        row.insert(row.end(), {sci(b.matmul_rel_error, 1), "-", "-", "-", "-", "-", note});
+        row.insert(row.end(), {sci(b.matmul_rel_error, 1), "-", "-", "-", "-", "-", b.kernel_path, note});
       } else {
         row.insert(row.end(), {sci(b.matmul_rel_error, 1), fixed(b.kernel.median_us, 1), fixed(b.cublas.median_us, 1),
-                               fixed(b.speedup, 2) + "x", fixed(b.packed_gb_per_s, 0), fixed(b.copy_bw_percent, 1) + "%", note});
+                               fixed(b.speedup, 2) + "x", fixed(b.packed_gb_per_s, 0), fixed(b.copy_bw_percent, 1) + "%",
+                               b.kernel_path, note});
       }
       table.add(row);
     }
@@ -539,7 +541,7 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
     table.add({"total (" + std::to_string(tot.tensors) + " timed)", "", "", "", "", std::to_string(tot.batch),
                sci(tot.max_matmul_rel_error, 1), any ? fixed(tot.kernel_us, 1) : "-", any ? fixed(tot.cublas_us, 1) : "-",
                any ? fixed(tot.speedup, 2) + "x" : "-", any ? fixed(tot.packed_gb_per_s, 0) : "-",
-               any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", ""});
+               any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", "", ""});
   }
   table.print(out);
 }

@@ -30,5 +30,6 @@ uint64_t GpuTensor::device_bytes() const { no_cuda(); }
 uint64_t GpuTensor::warp_tiles() const { no_cuda(); }
 void GpuTensor::decode(void*, uint32_t*, void*) const { no_cuda(); }
 void GpuTensor::gemv(const uint16_t*, float*, uint32_t, uint32_t*, void*) const { no_cuda(); }
+const char* GpuTensor::gemv_kernel() const { no_cuda(); }
 
 }  // namespace wpack::gpu

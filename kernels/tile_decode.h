@@ -111,6 +111,12 @@ class GpuTensor {
   // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
             void* stream = nullptr) const;
+  // The kernel the last gemv() call launched, for reports: "bulk-copy" (kernels/quant_gemv_tma.cu),
+  // "tensor-core" or "streaming" (the cp.async GEMVs of kernels/quant_kernels.cu), "generic" (one
+  // block per tile: rANS-coded or sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned),
+  // "warp-per-tile", "block-per-tile" or "warp-per-tile + block-per-tile" (lossless BF16); "" before
+  // the first call.
+  const char* gemv_kernel() const;
 
  private:
   struct Impl;

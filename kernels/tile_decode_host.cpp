@@ -253,6 +253,7 @@ struct GpuTensor::Impl {
   QuantStreamPlan stream_plan{};
   bool streamable = false;     // every tile dense or sparse with raw planes: the bulk-copy GEMV applies
   bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
+  const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
@@ -504,6 +505,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                        impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
                                                        impl_->cols, impl_->xt_dev, y_dev, impl_->rows, batch,
                                                        status_dev, st));
+        impl_->last_kernel = "bulk-copy";
         return;
       }
     }
@@ -537,6 +539,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                       static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
                                                       impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
                                                       x_dev, y_dev, batch, status_dev, st));
+        impl_->last_kernel = "tensor-core";
         return;
       }
     } else if (dense_streamable && x_aligned) {
@@ -560,12 +563,14 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
               static_cast<uint32_t>(stream_grid(columns)), x_pass, impl_->cols * columns, y_dev, columns, batch, col0,
               status_dev, st));
         }
+        impl_->last_kernel = "streaming";
         return;
       }
     }
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
                                                        impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
                                                        st));
+    impl_->last_kernel = "generic";
     return;
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
@@ -582,6 +587,11 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
+  impl_->last_kernel = slow_count == 0                  ? "warp-per-tile"
+                       : slow_count == impl_->tile_count ? "block-per-tile"
+                                                         : "warp-per-tile + block-per-tile";
 }
+
+const char* GpuTensor::gemv_kernel() const { return impl_->last_kernel; }
 
 }  // namespace wpack::gpu

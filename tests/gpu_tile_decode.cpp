@@ -134,8 +134,9 @@ float bf16_to_float(uint16_t b) {
 // y = W x on the GPU (batch columns) vs float64 on the CPU for the weights w (rows x cols floats,
 // what the tensor decodes to); relative error <= 2e-3, twice (a race would show). x_offset: x is
 // placed that many elements past a cudaMalloc'ed start (x_offset = 1: not 16-byte aligned).
+// kernel: when set, GpuTensor::gemv_kernel() must name it after each call.
 void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed,
-                    size_t x_offset = 0, double tolerance = 2e-3) {
+                    size_t x_offset = 0, double tolerance = 2e-3, const char* kernel = nullptr) {
   const auto& info = p.reader->tensors()[t];
   GpuTensor g = GpuTensor::upload(*p.reader, t);
   const uint64_t n = g.rows(), k = g.cols();
@@ -158,6 +159,7 @@ void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint
     status.poison();
     g.gemv(x_dev.ptr + x_offset, y_dev.ptr, batch, status.ptr);
     CUDA_OK(cudaDeviceSynchronize());
+    if (kernel) CHECK(std::string(g.gemv_kernel()) == kernel);
     for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kOk));
     const auto y = y_dev.download();
     double num = 0, den = 0;
@@ -449,7 +451,20 @@ TEST_CASE("gpu lossy: x not 16-byte aligned takes the generic kernel and is stil
   using wpack::Scheme;
   auto p = pack_lossy({{"w", DType::BF16, {200, 304}}}, LossyCase{Scheme::kInt8, Codec::kNone}, 128, 128, 9);
   const std::vector<float> w = check_decode_lossy(*p, 0);
-  check_gemv_f32(*p, 0, w, 1, 5, /*x_offset=*/1);  // 2 bytes off alignment
+  check_gemv_f32(*p, 0, w, 1, 5, /*x_offset=*/1, 2e-3, "generic");  // 2 bytes off alignment
+}
+
+// int3 and nf4 (no bulk-copy or tensor-core kernel) on the CUDA-core streaming GEMV at every batch:
+// up to 8 columns in one pass, more in passes of 8 (x's columns gathered, each pass adding to its
+// columns of y); 1000 x 4096: an edge tile row of 104 rows.
+TEST_CASE("gpu lossy: streaming GEMV in passes of 8 batch columns, int3 and nf4, batch 1..64") {
+  using wpack::Scheme;
+  for (const LossyCase& c : {LossyCase{Scheme::kInt3, Codec::kNone}, LossyCase{Scheme::kNf4, Codec::kNone}}) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}}, c, 128, 128, 31);
+    const std::vector<float> w = check_decode_lossy(*p, 0);
+    for (uint32_t batch : {1u, 8u, 9u, 16u, 21u, 64u}) check_gemv_f32(*p, 0, w, batch, 600 + batch, 0, 2e-3, "streaming");
+  }
 }
 
 TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097x4099) int4 and fp6") {
@@ -471,27 +486,32 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
 
 // The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8/fp8/fp6 tensors of dense raw tiles
 // whose widths are multiples of 64 (int4, fp6) / 32 (int8, fp8) columns and whose code planes are 4-byte aligned;
-// these shapes are chosen to meet that, with edge tiles in both directions: 1000 rows (edge tile
-// of 104 rows: code plane 8-byte aligned), 258 rows (edge of 2 rows: int4 g64 code plane at
-// 8 + 2 * 6 = 20, 4 mod 8: the unaligned-load path), 4160 columns (edge tile of 64 columns: one g64 group), 4 rows only. Every
-// batch width of its kernel variants: 1 (batch-1 kernels), 2..8 (warp per tile), 9..64 (n-tiles).
+// tensors a (1000 rows: an edge tile of 104 rows, code plane 8-byte aligned) and d (258 rows: an
+// edge tile of 2 rows, int4 g64 code plane at 8 + 2 * 6 = 20, 4 mod 8: the unaligned-load path)
+// meet that in every case (checked: gemv_kernel()); b (258 x 4160: also an edge tile of 2 x 64,
+// whose int4 g64 code plane at 8 + 6 = 14 is not 4-byte aligned) and c (4 rows only) are
+// multiplied right but not always there: measured on an H200, b takes the tensor-core kernel for
+// int4 g64, c the generic kernel for int8 and fp8 at every batch. Every batch width of the bulk-copy kernel's
+// variants: 1 (batch-1 kernels), 2..8 (warp per tile), 9..64 (n-tiles).
 TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, groups, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0, 64}, LossyCase{Scheme::kInt4, Codec::kNone, 0, 64, true},
                              LossyCase{Scheme::kInt8, Codec::kNone}, LossyCase{Scheme::kFp8, Codec::kNone},
                              LossyCase{Scheme::kFp6, Codec::kNone}}) {
     INFO("case " << case_name(c));
-    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {258, 4160}}, {"c", DType::BF16, {4, 2048}}},
+    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {258, 4160}}, {"c", DType::BF16, {4, 2048}},
+                         {"d", DType::BF16, {258, 4096}}},
                         c, 128, 128, 21);
-    for (size_t t = 0; t < 3; ++t) {
+    for (size_t t = 0; t < 4; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
-      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv_f32(*p, t, w, batch, 90 + 10 * t + batch);
+      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
+        check_gemv_f32(*p, t, w, batch, 90 + 10 * t + batch, 0, 2e-3, t == 0 || t == 3 ? "bulk-copy" : nullptr);
     }
   }
   // The default int4 (group 128) on 64-row tiles: four 16-row blocks per tile.
   auto p = pack_lossy({{"d", DType::BF16, {700, 2048}}}, LossyCase{Scheme::kInt4, Codec::kNone}, 64, 256, 22);
   const std::vector<float> w = check_decode_lossy(*p, 0);
-  for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch);
+  for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, "bulk-copy");
 }
 
 // Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
@@ -516,7 +536,8 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
     else REQUIRE((sparse > 0 && sparse < a.tile_count));
     for (size_t t = 0; t < 3; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
-      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch);
+      for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
+        check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, t == 0 ? "bulk-copy" : nullptr);
     }
   }
 }

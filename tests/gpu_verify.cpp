@@ -103,6 +103,7 @@ void require_checked_matrix(const GpuTensorCheck& t, const std::vector<uint32_t>
     INFO("batch " << b.batch << ": skipped '" << b.skipped << "', matmul_rel_error " << b.matmul_rel_error);
     CHECK(b.batch == batches[i]);
     REQUIRE(b.ran);
+    CHECK(!b.kernel_path.empty());
     CHECK(b.matmul_rel_error <= kMatmulRelTolerance);
     CHECK(b.timed == timed);
     if (!timed) continue;
@@ -596,6 +597,7 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
       CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
       for (const char* key : {"kernel_time_us", "cublas_bf16_time_us", "speedup", "packed_gb_per_s", "copy_bw_percent"})
         CHECK(b[key].get<double>() > 0);
+      CHECK(!b["kernel"].get<std::string>().empty());
     }
   }
 

@@ -226,6 +226,7 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   y_dev.fill(0xFF);  // NaN: an output the kernel does not write fails the check
   try {
     g.gemv(x0_dev, y_dev.as<float>(), batch, status_dev.as<uint32_t>(), ctx.stream.get());
+    bc.kernel_path = g.gemv_kernel();
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kUnsupported) throw;
     bc.skipped = without_context(e.what(), reader, check.name);

@@ -71,6 +71,7 @@ struct GpuBatchCheck {
   uint32_t batch = 0;
   bool ran = false;               // the gemv ran and was checked
   std::string skipped;            // why it did not run (not a failure)
+  std::string kernel_path;        // the kernel that ran (GpuTensor::gemv_kernel(): "bulk-copy", "generic", ...)
   double matmul_rel_error = std::numeric_limits<double>::quiet_NaN();
   double cublas_rel_error = std::numeric_limits<double>::quiet_NaN();  // informative: cuBLAS on the
                                   // dense BF16 weights against the same float64 reference (includes
