@@ -544,6 +544,15 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
                any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", "", ""});
   }
   table.print(out);
+  // Quantized tensors on the generic kernel are 40-190x slower than on the fast ones (H200): say why
+  uint64_t generic = 0;
+  for (const auto& t : gpu.tensors)
+    generic += t.scheme_code != 0 &&
+               std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) { return b.kernel_path == "generic"; });
+  if (generic > 0)
+    out << "note: " << generic << " quantized tensor" << (generic == 1 ? "" : "s")
+        << " ran the generic kernel (rANS-coded tiles, sparse tiles other than int4, or shapes the fast kernels do not "
+           "take); `wpack compress --codec none` stores quantized tiles raw, for the fast kernels\n";
 }
 
 }  // namespace

@@ -597,17 +597,35 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
       CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
       for (const char* key : {"kernel_time_us", "cublas_bf16_time_us", "speedup", "packed_gb_per_s", "copy_bw_percent"})
         CHECK(b[key].get<double>() > 0);
-      CHECK(!b["kernel"].get<std::string>().empty());
+      CHECK(b["kernel"] == "warp-per-tile");  // lossless BF16 tiles of the default shape
     }
   }
 
   // A lossy file beyond --max-error exits 1 (the CPU and the GPU checks both say so).
   const std::string lossy = dir.file("q.wpk");
   REQUIRE(test::run_wpack({"compress", model, "-o", lossy, "--scheme", "int4", "--codec", "none"}).exit_code == 0);
-  CHECK(test::run_wpack({"verify", lossy, "--device", "cuda", "--against", model}).exit_code == 0);
+  test::RunResult fast = test::run_wpack({"verify", lossy, "--device", "cuda", "--against", model});
+  INFO("stdout: " << fast.out << "\nstderr: " << fast.err);
+  CHECK(fast.exit_code == 0);
+  CHECK(fast.out.find("bulk-copy") != std::string::npos);  // raw int4 tiles: the kernel column
+  CHECK(fast.out.find("generic kernel") == std::string::npos);
   test::RunResult strict = test::run_wpack({"verify", lossy, "--device", "cuda", "--against", model, "--max-error", "0.001"});
   CHECK(strict.exit_code == 1);
   CHECK(strict.err.find("mlp.w1") != std::string::npos);
+
+  // int4 with the default codec (rans, which pays on these weights): the generic kernel, and a note
+  // under the table says why and what to do
+  const std::string coded = dir.file("r.wpk");
+  REQUIRE(test::run_wpack({"compress", model, "-o", coded, "--scheme", "int4"}).exit_code == 0);
+  test::RunResult slow = test::run_wpack({"verify", coded, "--device", "cuda", "--json"});
+  INFO("stdout: " << slow.out << "\nstderr: " << slow.err);
+  REQUIRE(slow.exit_code == 0);
+  for (const auto& tensor : json::parse(slow.out)["tensors"])
+    if (tensor["name"] != "norm") CHECK(tensor["batches"][0]["kernel"] == "generic");
+  test::RunResult table = test::run_wpack({"verify", coded, "--device", "cuda"});
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("note: 2 quantized tensors ran the generic kernel") != std::string::npos);
+  CHECK(table.out.find("--codec none") != std::string::npos);
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs
