@@ -7,7 +7,7 @@
 //           shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
 //           ring stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and
 //           issues one cp.async.bulk of the tile's stored bytes; the lanes issue one of its x
-//           slice per batch column (x is transposed to (batch, K) first for batch > 1, so each
+//           slice per batch column (prepare_kernel transposes x to (batch, K) for batch > 1, so each
 //           slice is contiguous, and lands 16-byte staggered in shared memory: no bank
 //           conflicts); all complete on mbarrier full[s]
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
@@ -645,7 +645,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     const uint16_t* __restrict__ xt_dev,  // (batch, K) BF16 bits (x transposed), 16-byte aligned
     uint64_t k_cols,                      // K
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
-    float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
+    float* __restrict__ y_dev,           // (N, batch), zeroed by prepare_kernel (waited for before the first add)
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
@@ -898,9 +898,8 @@ struct TmaKernel {
   }
 };
 
-// xt (batch, K) = x (K, batch) transposed, so that a tile's slice of each batch column is
-// contiguous for the bulk copies.
-// Before the GEMV: y = 0 and, for batch > 1, xt = x transposed. It lets the GEMV launch at once
+// Before the GEMV: y = 0 and, for batch > 1, xt (batch, K) = x (K, batch) transposed, so that a
+// tile's slice of each batch column is contiguous for the bulk copies. It lets the GEMV launch at once
 // (programmatic dependent launch): the GEMV's blocks start, fill their rings with tiles and
 // multiply while this runs, and wait for it (griddepcontrol.wait) only before they first add to
 // y or, for batch > 1, copy x.
