@@ -29,6 +29,7 @@
 
 #include <cuda_runtime.h>
 
+#include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/ring_plan.h"  // the GEMV's ring depth rule and budget
 
@@ -257,8 +258,8 @@ int main(int argc, char** argv) {
   for (const Config& c : configs) {
     // the GEMV's plan (kernels/quant_gemv_tma.cu): its ring budget over the blocks, a multiple of the units
     const uint32_t stage_bytes = c.chunk + c.work.x_bytes;
-    const uint32_t src_stride = (c.chunk + c.src_align - 1) / c.src_align * c.src_align;
-    const uint32_t stage_stride = (stage_bytes + c.stage_align - 1) / c.stage_align * c.stage_align;
+    const uint32_t src_stride = wpack::gpu::detail::align_up(c.chunk, c.src_align);
+    const uint32_t stage_stride = wpack::gpu::detail::align_up(stage_bytes, c.stage_align);
     const uint32_t stages = wpack::gpu::detail::ring_stages(wpack::gpu::detail::kRingBytesPerSm / c.blocks_per_sm,
                                                             stage_stride, c.units, kMaxStages);
     const size_t smem = 2 * 8 * kMaxStages + size_t{stages} * stage_stride;

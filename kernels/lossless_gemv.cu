@@ -49,6 +49,7 @@
 #include <cstdint>
 #include <mutex>
 
+#include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/tile_kernels.h"
@@ -62,7 +63,6 @@ constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode s
 constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
 constexpr uint32_t kRing = kChunk * kSlots;
 
-__host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
 
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
 struct WarpLayout {

@@ -54,6 +54,7 @@
 
 #include <cuda_fp16.h>
 
+#include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/mma_codes.cuh"
 #include "kernels/detail/ring_plan.h"
@@ -70,7 +71,6 @@ constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage ge
 constexpr uint32_t kStatusOk = 0;
 constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
 
-__host__ __device__ constexpr uint32_t align_up(uint32_t v, uint32_t a) { return (v + a - 1) / a * a; }
 // Waits until the kernel launched before this one (prepare_kernel: y zeroed, x transposed) has
 // finished and its writes are visible (a programmatic dependent launch).
 __device__ __forceinline__ void wait_for_prepare() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }

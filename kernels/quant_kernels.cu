@@ -34,6 +34,7 @@
 
 #include <cuda_fp16.h>
 
+#include "kernels/detail/align.h"
 #include "kernels/detail/mma_codes.cuh"  // bf16x2_sub, bf16x2_splat_int, mma_bf16_16816
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/tile_kernels.h"
@@ -45,7 +46,6 @@ constexpr uint32_t kThreads = 256;
 constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
 
-__host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
 
 __device__ __forceinline__ float f16_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 __device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) { return __uint_as_float(uint32_t{bits} << 16); }

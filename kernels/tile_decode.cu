@@ -25,6 +25,7 @@
 // summation order (and so the last bits of y) can differ between runs.
 #include <cstdint>
 
+#include "kernels/detail/align.h"
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/tile_kernels.h"
 
@@ -38,7 +39,6 @@ constexpr uint32_t kMaxPlanes = 8;  // byte planes of an 8-byte element
 
 // Codec / filter codes (packer/codec.h, packer/filters.h)
 
-__host__ __device__ constexpr uint32_t align16(uint32_t v) { return (v + 15u) & ~15u; }
 
 // Shared memory, carved from one dynamic allocation (offsets in bytes).
 struct SmemLayout {

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include "formats/error.h"
+#include "kernels/detail/align.h"
 #include "kernels/detail/ring_plan.h"  // kMaxRingStages
 #include "kernels/detail/tile_kernels.h"
 #include "packer/codec.h"         // Codec: the kernels' codec bytes are checked against it
@@ -25,6 +26,8 @@
 namespace wpack::gpu {
 namespace {
 
+using detail::align16;
+using detail::align_up;
 using detail::DevTile;
 using detail::QuantDevParams;
 using detail::QuantSmemPlan;
@@ -75,8 +78,6 @@ static_assert(kLayoutDense == kFilterQuantDense && kLayoutSparse == kFilterQuant
               detail::kLayoutDenseZeroRel == kFilterQuantDenseZeroRel);
 constexpr uint32_t kStreamStages = 4;  // cp.async ring depth of the streaming GEMV
 
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-uint64_t align16(uint64_t v) { return align_up(v, 16); }
 // Where each tile's stored bytes start in the device buffer: a multiple of 128 bytes (a cache
 // line), not just of 16 (what cp.async and the bulk copies need). Measured on the H200: the
 // bulk-copy ring of bench_bulk_copy streams 8592-byte int4 tiles at 4.00 TB/s packed 16 bytes
@@ -190,7 +191,7 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
     sizes.all_raw = false;  // reported per tile by the kernels
     return;
   }
-  sizes.stored_cap = std::max(sizes.stored_cap, align16(rec.stored_size));
+  sizes.stored_cap = std::max(sizes.stored_cap, align16(uint64_t{rec.stored_size}));
   sizes.elements_cap = std::max(sizes.elements_cap, n);
   sizes.side_cap = std::max(sizes.side_cap, a_bytes);
   sizes.cols_cap = std::max<uint64_t>(sizes.cols_cap, d.cols);
@@ -366,7 +367,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     d.filter = rec.filter;
     d.codec = rec.codec;
     d.offset = total;
-    total = checked_add(total, align_up(rec.stored_size, kDeviceTileAlign), "gpu upload bytes");
+    total = checked_add(total, align_up(uint64_t{rec.stored_size}, kDeviceTileAlign), "gpu upload bytes");
     if (lossy) {
       size_quant_tile(qp, rec, d, reader.tile_bytes(t.first_tile + k), quant_sizes);
       continue;
@@ -385,8 +386,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       }
     }
     if (decodable) {
-      stored_cap = std::max(stored_cap, align16(rec.stored_size));
-      raw_cap = std::max(raw_cap, align16(rec.raw_size));
+      stored_cap = std::max(stored_cap, align16(uint64_t{rec.stored_size}));
+      raw_cap = std::max(raw_cap, align16(uint64_t{rec.raw_size}));
       cols_cap = std::max<uint64_t>(cols_cap, d.cols);
       if (rec.codec == kCodecRans) {
         const uint32_t planes = rec.filter == kFilterNone ? 1 : impl->elem_size;
