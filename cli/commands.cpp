@@ -548,7 +548,7 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
   uint64_t generic = 0;
   for (const auto& t : gpu.tensors)
     generic += t.scheme_code != 0 &&
-               std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) { return b.kernel_path == "generic"; });
+               std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) { return is_generic_gemv_kernel(b.kernel_path); });
   if (generic > 0)
     out << "note: " << generic << " quantized tensor" << (generic == 1 ? "" : "s")
         << " ran the generic kernel (rANS-coded tiles, sparse tiles other than int4, or shapes the fast kernels do not "

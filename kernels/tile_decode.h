@@ -111,12 +111,18 @@ class GpuTensor {
   // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
             void* stream = nullptr) const;
-  // The kernel the last gemv() call launched, for reports: "bulk-copy" (kernels/quant_gemv_tma.cu),
-  // "tensor-core" or "streaming" (the cp.async GEMVs of kernels/quant_kernels.cu), "generic" (one
-  // block per tile: rANS-coded or sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned),
-  // "warp-per-tile", "block-per-tile" or "warp-per-tile + block-per-tile" (lossless BF16); "" before
+  // The kernel the last gemv() call launched, for reports: one of the kGemv* names below; "" before
   // the first call.
   const char* gemv_kernel() const;
+  static constexpr const char* kGemvBulkCopy = "bulk-copy";      // kernels/quant_gemv_tma.cu
+  static constexpr const char* kGemvTensorCore = "tensor-core";  // the cp.async GEMVs of
+  static constexpr const char* kGemvStreaming = "streaming";     // kernels/quant_kernels.cu
+  // one block per tile: rANS-coded or sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned
+  static constexpr const char* kGemvGeneric = "generic";
+  // lossless BF16 (kernels/lossless_gemv.cu, kernels/tile_decode.cu): some tiles on each, or all on one
+  static constexpr const char* kGemvWarpPerTile = "warp-per-tile";
+  static constexpr const char* kGemvBlockPerTile = "block-per-tile";
+  static constexpr const char* kGemvWarpAndBlockPerTile = "warp-per-tile + block-per-tile";
 
  private:
   struct Impl;

@@ -506,7 +506,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                        impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
                                                        impl_->cols, impl_->xt_dev, y_dev, impl_->rows, batch,
                                                        status_dev, st));
-        impl_->last_kernel = "bulk-copy";
+        impl_->last_kernel = kGemvBulkCopy;
         return;
       }
     }
@@ -540,7 +540,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                       static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
                                                       impl_->quant, impl_->stream_plan, static_cast<uint32_t>(grid),
                                                       x_dev, y_dev, batch, status_dev, st));
-        impl_->last_kernel = "tensor-core";
+        impl_->last_kernel = kGemvTensorCore;
         return;
       }
     } else if (dense_streamable && x_aligned) {
@@ -564,14 +564,14 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
               static_cast<uint32_t>(stream_grid(columns)), x_pass, impl_->cols * columns, y_dev, columns, batch, col0,
               status_dev, st));
         }
-        impl_->last_kernel = "streaming";
+        impl_->last_kernel = kGemvStreaming;
         return;
       }
     }
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
                                                        impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
                                                        st));
-    impl_->last_kernel = "generic";
+    impl_->last_kernel = kGemvGeneric;
     return;
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
@@ -588,9 +588,9 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
-  impl_->last_kernel = slow_count == 0                  ? "warp-per-tile"
-                       : slow_count == impl_->tile_count ? "block-per-tile"
-                                                         : "warp-per-tile + block-per-tile";
+  impl_->last_kernel = slow_count == 0                  ? kGemvWarpPerTile
+                       : slow_count == impl_->tile_count ? kGemvBlockPerTile
+                                                         : kGemvWarpAndBlockPerTile;
 }
 
 const char* GpuTensor::gemv_kernel() const { return impl_->last_kernel; }

@@ -594,6 +594,8 @@ GpuVerifyReport GpuVerifier::finish() {
   return std::move(report);
 }
 
+bool is_generic_gemv_kernel(const std::string& kernel_path) { return kernel_path == GpuTensor::kGemvGeneric; }
+
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
   GpuVerifier verifier(reader, against, options);
   if (verifier.ran())

@@ -138,6 +138,10 @@ GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against,
 // options before preparing anything.
 void validate_gpu_verify_options(const GpuVerifyOptions& options);
 
+// Whether a GpuBatchCheck::kernel_path names the one-block-per-tile fallback (rANS-coded tiles,
+// sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned), far slower than the others.
+bool is_generic_gemv_kernel(const std::string& kernel_path);
+
 // verify_gpu one tensor at a time, for a caller that already holds each tensor's CPU reference
 // decode (verify_cpu's on_decoded hook): construct, check_tensor for every tensor of the file in
 // order, finish. verify_gpu(reader, against, options) is exactly
