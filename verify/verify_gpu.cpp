@@ -338,28 +338,24 @@ void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTen
   std::span<const uint8_t> cpu_bytes;  // lossless: the source bytes
   std::span<const float> w_deq;        // the weights as float (lossy: dequantized; lossless float: exact)
   if (reference && reference->error) throw *reference->error;
-  if (wt.scheme != 0) {
-    if (reference) {
-      w_deq = reference->values;
-    } else {
-      w_deq_own.resize(elements);
-      decode_tensor_f32(reader, t, w_deq_own, options.threads);
-      w_deq = w_deq_own;
-    }
-    if (elem_bytes != 4) throw Error(ErrorCode::kCorrupt, where(reader, wt.name) + ": GPU decode of a lossy tensor is not float32");
+  if (reference) {
+    w_deq = reference->values;
+    cpu_bytes = reference->bytes;
+  } else if (wt.scheme != 0) {
+    w_deq_own.resize(elements);
+    decode_tensor_f32(reader, t, w_deq_own, options.threads);
+    w_deq = w_deq_own;
   } else {
-    if (reference) {
-      cpu_bytes = reference->bytes;
-    } else {
-      cpu_bytes_own.resize(decoded_bytes);
-      decode_tensor(reader, t, cpu_bytes_own, options.threads);
-      cpu_bytes = cpu_bytes_own;
-    }
-    if (cpu_bytes.size() != decoded_bytes)  // the reference has the source dtype's size, as the upload
-      throw Error(ErrorCode::kInvalidArgument, where(reader, wt.name) + ": the CPU reference has " +
-                                                   std::to_string(cpu_bytes.size()) + " bytes, the GPU decode " +
-                                                   std::to_string(decoded_bytes));
+    cpu_bytes_own.resize(decoded_bytes);
+    decode_tensor(reader, t, cpu_bytes_own, options.threads);
+    cpu_bytes = cpu_bytes_own;
   }
+  if (wt.scheme != 0 && elem_bytes != 4)
+    throw Error(ErrorCode::kCorrupt, where(reader, wt.name) + ": GPU decode of a lossy tensor is not float32");
+  // the compare below reads decoded_bytes of the reference (run_tensor sized it by the source dtype)
+  if ((wt.scheme != 0 ? w_deq.size_bytes() : cpu_bytes.size()) != decoded_bytes)
+    throw Error(ErrorCode::kInvalidArgument, where(reader, wt.name) + ": the CPU reference does not have the size of "
+                                                                      "the GPU decode");
   const uint8_t* ref = wt.scheme != 0 ? reinterpret_cast<const uint8_t*>(w_deq.data()) : cpu_bytes.data();
   uint64_t first_bad = UINT64_MAX;
   if (std::memcmp(gpu_bytes.data(), ref, decoded_bytes) != 0)  // element by element only to describe a difference
