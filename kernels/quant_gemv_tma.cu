@@ -1034,8 +1034,11 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
       k_cols * batch > UINT32_MAX || (batch > 1 && xt_scratch_dev == nullptr))
     return cudaErrorInvalidValue;
   // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
-  const uint32_t prep_blocks =
-      static_cast<uint32_t>(std::min<uint64_t>(264, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
+  // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
+  // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
+  constexpr uint64_t kPrepareMaxBlocks = 264;
+  const uint32_t prep_blocks = static_cast<uint32_t>(
+      std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
   prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
                                                                  batch, y_dev, n_rows * batch);
   cudaError_t err = cudaGetLastError();
