@@ -1,10 +1,10 @@
-// The Hopper streaming GEMV for int4/int8/fp8/fp6 tensors whose tiles all have raw planes (dense;
-// int4 also sparse, layout 5): a warp-specialised bulk-copy pipeline feeding tensor cores.
+// The Hopper streaming GEMV for int4/3/2, int8, fp8/6/4 tensors whose tiles all have raw planes
+// (dense; int4 also sparse, layout 5): a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
-//   producer: its lanes walk the block's tiles in step, each holding the tile's record (int4:
-//           shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
+//   producer: its lanes walk the block's tiles in step, each holding the tile's record (grouped
+//           schemes: shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
 //           ring stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and
 //           issues one cp.async.bulk of the tile's stored bytes; the lanes issue one of its x
 //           slice per batch column (prepare_kernel transposes x to (batch, K) for batch > 1, so each
@@ -13,15 +13,16 @@
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
-//             a warp per part of a tile (batch <= 16): int4 at batch 1, 8 warps, two per tile
-//               (64 rows each), at 2..8 4 warps, two per tile, at 9..16 4 warps, four per tile
-//               (32 rows each); int8/fp8 8 warps at batch 1, 4 above, two per tile; fp6 8
+//             a warp per part of a tile (batch <= 16): int4/3/2 and fp4 at batch 1, 8 warps, two
+//               per tile (64 rows each), at 2..8 4 warps, two per tile, at 9..16 4 warps, four per
+//               tile (32 rows each); int8/fp8 8 warps at batch 1, 4 above, two per tile; fp6 8
 //               warps, two per tile (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all
-//               its 16-row blocks, whose MMA chains are independent. int4: A holds 128 + code and
-//               (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
-//               no subtraction per code; int8 likewise with 2176 + code over two MMAs
-//               (tma_tile_warp8); fp8/fp6: the minifloat bits placed in BF16 and one multiply by
-//               2^120 / 2^124 (MmaFp8 / MmaFp6). The standard tile (128 x 128, one group per row)
+//               its 16-row blocks, whose MMA chains are independent. int4/3/2: A holds 128 + code
+//               and (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
+//               no subtraction per code (the lane-codes types of mma_codes.cuh: one LOP3 per pair);
+//               int8 likewise with 2176 + code over two MMAs (tma_tile_warp8); fp8/fp6/fp4: the
+//               minifloat bits placed in BF16 and one multiply by 2^120 / 2^124 / 2^126 (MmaFp8 /
+//               MmaFp6 / LaneFp4). The standard tile (128 x 128, one group per row)
 //               takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
@@ -42,9 +43,10 @@
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6 have no plane A (per-row scales in the params).
 // Preconditions (quant_tma_supported): every tile dense or (int4 only) sparse, with raw planes whose
-// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4,
-// int8, fp8 (E4M3) or fp6 (E3M2) codes (fp: per-row scales); tile_rows <= 128; tile_cols and K
-// multiples of a k-step (64 columns for int4 and fp6, 32 for int8 and fp8); groups a multiple of
+// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4/3/2, fp4,
+// int8, fp8 (E4M3) or fp6 (E3M2) codes (fp8/6: per-row scales; int4/3/2, fp4: group scales);
+// tile_rows <= 128; tile_cols and K multiples of a k-step (128 columns for int3, 64 for int4/2, fp6
+// and fp4, 32 for int8 and fp8); groups a multiple of
 // that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
 // compute capability 9.0 or later.
 #include <algorithm>
@@ -82,6 +84,25 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
   return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
 }
 
+// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1. (The
+// 8- and 6-bit kernels do not use it.)
+template <uint32_t kBits, uint32_t kFloat>
+struct LaneOf {
+  using type = LaneInt4;
+};
+template <>
+struct LaneOf<3, 0> {
+  using type = LaneInt3;
+};
+template <>
+struct LaneOf<2, 0> {
+  using type = LaneInt2;
+};
+template <>
+struct LaneOf<4, 4> {
+  using type = LaneFp4;
+};
+
 struct StageGeometry {
   uint32_t row0, col0, h, w;
   uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
@@ -106,19 +127,28 @@ struct TmaLayout {
   }
 };
 
+// Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 tile widths and
+// groups are multiples of 128 columns, the others' of 32). No multiply before the division, which
+// could wrap: for int4 the compiler would not make cols / 8 of it.
+__host__ __device__ constexpr uint32_t words_of(uint32_t cols, uint32_t bits) {
+  return bits == 3 ? cols / 32 * 3 : cols / (32 / bits);
+}
+
 // The per-tile geometry of plane A and the code plane.
 struct TileSide {
   uint32_t groups, group_words, words_per_row, scale_bytes, codes_at;
-  __device__ TileSide(const QuantDevParams& p, const StageGeometry& m, uint32_t per_word, bool grouped) {
-    words_per_row = m.w / per_word;
+  __device__ TileSide(const QuantDevParams& p, const StageGeometry& m, uint32_t bits, bool grouped) {
+    words_per_row = words_of(m.w, bits);
     groups = grouped ? m.w / p.group : 1;
-    group_words = grouped ? p.group / per_word : words_per_row;
+    group_words = grouped ? words_of(p.group, bits) : words_per_row;
     scale_bytes = grouped ? 2 * m.h * groups : 0;
     codes_at = 8 + (grouped ? scale_bytes + (p.zero_points ? m.h * groups : 0) : 0);
   }
-  // The standard int4 tile: 128 x 128, one group of 128 per row (compile-time geometry).
-  __device__ explicit TileSide(const QuantDevParams& p)
-      : groups(1), group_words(16), words_per_row(16), scale_bytes(256), codes_at(8 + 256 + (p.zero_points ? 128 : 0)) {}
+  // The standard tile of a grouped scheme: 128 x 128, one group of 128 per row (compile-time
+  // geometry).
+  __device__ TileSide(const QuantDevParams& p, uint32_t bits)
+      : groups(1), group_words(4 * bits), words_per_row(4 * bits), scale_bytes(256),
+        codes_at(8 + 256 + (p.zero_points ? 128 : 0)) {}
 };
 
 // The x fragments (MmaCodes::b_from_x order) of the word starting at column `col` for one batch
@@ -137,11 +167,12 @@ __device__ __forceinline__ void x_fragment(const uint8_t* xrow, uint32_t col, bo
   }
 }
 
-// (kBase + zero): what one code's A value holds beyond its value. zero: the group's u8 zero point
-// in plane A (read only when the tensor has zero points).
-template <uint32_t kBits>
+// (kBase + zero): what one code's A value holds beyond its value (C: MmaCodes<8> or a lane-codes
+// type of mma_codes.cuh). zero: the group's u8 zero point in plane A (read only when the tensor has
+// zero points).
+template <class C>
 __device__ __forceinline__ float code_offset(const QuantDevParams& p, const uint8_t* zero) {
-  return MmaCodes<kBits>::kBase + (p.zero_points ? static_cast<float>(*zero) : p.symmetric_zero);
+  return C::kBase + (p.zero_points ? static_cast<float>(*zero) : p.symmetric_zero);
 }
 // The zero point of tile row r and group gi in a stage.
 __device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const TileSide& ts, uint32_t r, uint32_t gi) {
@@ -255,84 +286,140 @@ __device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col
   MmaFp8::b_from_x(x2.x, x2.y, b);
 }
 
-// Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (int8, fp8, and int4 at batch > 8):
-// the warp's partials yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1). A holds
-// the codes' values (int: HSUB2 of (128 + zero) per pair; fp8: MmaFp8). kGrouped (int4): fp16 scale
-// per (row, group) in plane A, applied per group; else the per-row scale is applied at the flush.
-// codes: the dense code plane from tile row codes_row0 on (the stage's, or a sparse tile's rows
-// expanded into the warp's scratch), rows w * bits / 32 words apart.
-template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, bool kFp8>
-__device__ __forceinline__ void tma_tile(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
-                                         uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
-                                         const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
-  using C = MmaCodes<kBits>;
+// Rows [16 warp, 16 warp + 16) of a tile, all warps sharing it (batch > 16): the warp's partials
+// yacc[nt] (rows g: 0, 1; g + 8: 2, 3 at batch columns 8 nt + 2t, + 1).
+// tma_tile_8bit: int8 (A holds the codes' values: HSUB2 of 128 per low-nibble pair, of 2176 per
+// high-nibble pair) or fp8 (MmaFp8); the per-row scale is applied at the flush.
+template <uint32_t kNT, bool kFp8>
+__device__ __forceinline__ void tma_tile_8bit(const uint8_t* stage, const uint8_t* xs, uint32_t x_row,
+                                              const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
+  using C = MmaCodes<8>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
-  const TileSide ts(p, m, C::kPerWord, kGrouped);
-  const uint32_t* row0w = codes + (r0 - codes_row0) * ts.words_per_row + 2 * t;
-  const uint32_t* row1w = codes + (r1 - codes_row0) * ts.words_per_row + 2 * t;
-  const bool aligned8 = reinterpret_cast<uintptr_t>(codes) % 8 == 0;  // rows are whole 8-byte units
-  const uint32_t off_hi = bf16x2_splat_int(2176.0f);
-  for (uint32_t gi = 0; gi < ts.groups; ++gi) {
-    // (128 + zero) pairs of the two rows (int8: 128)
-    const uint32_t off0 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, zero_of(stage, ts, r0, gi)) : 128.0f);
-    const uint32_t off1 = bf16x2_splat_int(kGrouped ? code_offset<kBits>(p, zero_of(stage, ts, r1, gi)) : 128.0f);
-    float c[kNT][4];
+  const uint32_t words_per_row = m.w / C::kPerWord;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);  // no plane A; 8-aligned
+  const uint32_t* row0w = codes + r0 * words_per_row + 2 * t;
+  const uint32_t* row1w = codes + r1 * words_per_row + 2 * t;
+  const uint32_t off_lo = bf16x2_splat_int(128.0f), off_hi = bf16x2_splat_int(2176.0f);
+  for (uint32_t j = 0; j < words_per_row; j += kStepWords) {  // the step's first word; this lane's: j + 2t, + 1
+    const uint2 wa = *reinterpret_cast<const uint2*>(row0w + j), wb = *reinterpret_cast<const uint2*>(row1w + j);
+    const uint32_t w0[2] = {wa.x, wa.y}, w1[2] = {wb.x, wb.y};
+    if constexpr (kFp8) {  // one MMA per word: 4 codes of each of the two rows
 #pragma unroll
-    for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
-    float(&acc)[kNT][4] = kGrouped ? c : yacc;
-    for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
-      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
-      uint32_t w0[2], w1[2];
-      if (aligned8) {
-        const uint2 a = *reinterpret_cast<const uint2*>(row0w + j), b = *reinterpret_cast<const uint2*>(row1w + j);
-        w0[0] = a.x, w0[1] = a.y, w1[0] = b.x, w1[1] = b.y;
-      } else {
-        w0[0] = row0w[j], w0[1] = row0w[j + 1], w1[0] = row1w[j], w1[1] = row1w[j + 1];
-      }
-      if constexpr (kFp8) {  // one MMA per word: 4 codes of each of the two rows
+      for (uint32_t v = 0; v < 2; ++v) {
+        uint32_t a0[2], a1[2];
+        MmaFp8::pairs(w0[v], a0);
+        MmaFp8::pairs(w1[v], a1);
+        const uint32_t col = (j + 2 * t + v) * MmaFp8::kPerWord;
 #pragma unroll
-        for (uint32_t v = 0; v < 2; ++v) {
-          uint32_t a0[2], a1[2];
-          MmaFp8::pairs(w0[v], a0);
-          MmaFp8::pairs(w1[v], a1);
-          const uint32_t col = (j + 2 * t + v) * MmaFp8::kPerWord;
-#pragma unroll
-          for (uint32_t nt = 0; nt < kNT; ++nt) {
-            uint32_t b[2];
-            x_fragment_fp8(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
-            mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
-          }
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+          uint32_t b[2];
+          x_fragment_fp8(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
+          mma_bf16_16816(yacc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
         }
-      } else {
+      }
+    } else {
 #pragma unroll
-        for (uint32_t v = 0; v < 2; ++v) {
-          uint32_t a0[4], a1[4];
-          C::pairs_sub(w0[v], off0, off_hi, a0);
-          C::pairs_sub(w1[v], off1, off_hi, a1);
-          const uint32_t col = (j + 2 * t + v) * C::kPerWord;
+      for (uint32_t v = 0; v < 2; ++v) {
+        uint32_t a0[4], a1[4];
+        C::pairs_sub(w0[v], off_lo, off_hi, a0);
+        C::pairs_sub(w1[v], off_lo, off_hi, a1);
+        const uint32_t col = (j + 2 * t + v) * C::kPerWord;
 #pragma unroll
-          for (uint32_t nt = 0; nt < kNT; ++nt) {
-            uint32_t b[4];
-            x_fragment<kBits>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
-            mma_bf16_16816(acc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
-            mma_bf16_16816(acc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
-          }
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+          uint32_t b[4];
+          x_fragment<8>(xs + (8 * nt + g) * x_row, col, 8 * nt + g < batch, b);
+          mma_bf16_16816(yacc[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+          mma_bf16_16816(yacc[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
         }
       }
     }
-    if constexpr (kGrouped) {
-      const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
-      const float s0 = __half2float(__ushort_as_half(scales[r0 * ts.groups + gi]));
-      const float s1 = __half2float(__ushort_as_half(scales[r1 * ts.groups + gi]));
+  }
+}
+
+// The column of a lane's first code, from its first code word's index in the row (words hold whole
+// codes at a lane's start: int3 lanes start every 3 words).
+template <class L>
+__device__ __forceinline__ uint32_t lane_first_col(uint32_t word) {
+  return L::kBits == 3 ? word / 3 * 32 : word * (32 / L::kBits);
+}
+
+// A lane's code words of one row in a k-step (L::kWords from `ptr`); kAligned8: two-word loads as one
+// (ptr 8-byte aligned).
+template <class L, bool kAligned8>
+__device__ __forceinline__ void load_lane_words(const uint32_t* ptr, uint32_t (&w)[L::kWords]) {
+  if constexpr (kAligned8 && L::kWords == 2) {
+    const uint2 a = *reinterpret_cast<const uint2*>(ptr);
+    w[0] = a.x, w[1] = a.y;
+  } else {
 #pragma unroll
-      for (uint32_t nt = 0; nt < kNT; ++nt) {
-        yacc[nt][0] = fmaf(s0, c[nt][0], yacc[nt][0]);
-        yacc[nt][1] = fmaf(s0, c[nt][1], yacc[nt][1]);
-        yacc[nt][2] = fmaf(s1, c[nt][2], yacc[nt][2]);
-        yacc[nt][3] = fmaf(s1, c[nt][3], yacc[nt][3]);
+    for (uint32_t i = 0; i < L::kWords; ++i) w[i] = ptr[i];
+  }
+}
+
+// tma_tile_grouped: int4/3/2 and fp4 (L: the lane-codes type, mma_codes.cuh), fp16 scale per (row,
+// group) in plane A, applied per group; int codes: A holds the codes' values (HSUB2 of kBase +
+// zero per pair). codes: the dense code plane from tile row codes_row0 on (the stage's, or a
+// sparse tile's rows expanded into the warp's scratch).
+template <class L, uint32_t kNT>
+__device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
+                                                 uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
+                                                 const StageGeometry& m, const TileSide& ts, uint32_t batch,
+                                                 float (&yacc)[kNT][4]) {
+  constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
+  const uint32_t* row0w = codes + (r0 - codes_row0) * ts.words_per_row + L::kWords * t;
+  const uint32_t* row1w = codes + (r1 - codes_row0) * ts.words_per_row + L::kWords * t;
+  const uint16_t* scales = reinterpret_cast<const uint16_t*>(stage + 8);
+  const bool aligned8 = reinterpret_cast<uintptr_t>(codes) % 8 == 0;  // two-word loads as one
+  for (uint32_t gi = 0; gi < ts.groups; ++gi) {
+    uint32_t off0 = 0, off1 = 0;  // (kBase + zero) pairs of the two rows
+    if constexpr (L::kOffset) {
+      off0 = bf16x2_splat_int(code_offset<L>(p, zero_of(stage, ts, r0, gi)));
+      off1 = bf16x2_splat_int(code_offset<L>(p, zero_of(stage, ts, r1, gi)));
+    }
+    float c[kNT][4];
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+    for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
+      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + kWords t
+      const uint32_t col = lane_first_col<L>(j + L::kWords * t);  // this lane's first column
+      uint32_t w0[L::kWords], w1[L::kWords];
+      if (aligned8) {
+        load_lane_words<L, true>(row0w + j, w0);
+        load_lane_words<L, true>(row1w + j, w1);
+      } else {
+        load_lane_words<L, false>(row0w + j, w0);
+        load_lane_words<L, false>(row1w + j, w1);
       }
+#pragma unroll
+      for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
+        uint32_t a0[4], a1[4];
+        L::pairs4(w0, part, a0);
+        L::pairs4(w1, part, a1);
+        if constexpr (L::kOffset) {
+#pragma unroll
+          for (uint32_t i = 0; i < 4; ++i) a0[i] = bf16x2_sub(a0[i], off0), a1[i] = bf16x2_sub(a1[i], off1);
+        }
+#pragma unroll
+        for (uint32_t nt = 0; nt < kNT; ++nt) {
+          uint32_t b[4];
+          L::x_part4(xs + (8 * nt + g) * x_row, col, part, 8 * nt + g < batch, b);
+          mma_bf16_16816(c[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+          mma_bf16_16816(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
+        }
+      }
+    }
+    const float s0 = __half2float(__ushort_as_half(scales[r0 * ts.groups + gi]));
+    const float s1 = __half2float(__ushort_as_half(scales[r1 * ts.groups + gi]));
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) {
+      yacc[nt][0] = fmaf(s0, c[nt][0], yacc[nt][0]);
+      yacc[nt][1] = fmaf(s0, c[nt][1], yacc[nt][1]);
+      yacc[nt][2] = fmaf(s1, c[nt][2], yacc[nt][2]);
+      yacc[nt][3] = fmaf(s1, c[nt][3], yacc[nt][3]);
     }
   }
 }
@@ -351,25 +438,27 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
   }
 }
 
-// int4 at batch 1..16: one warp multiplies kBlocks 16-row blocks of a tile, from block first_block
-// on, so the x fragments of a k-step and the sum of x are computed once for those blocks, and the
-// blocks' MMA chains are independent. A holds 128 + code (no subtraction per code); per group,
-// (128 + zero) * sum(x) is removed and the fp16 scale applied. yacc[rb * kNT + nt]: rows
-// 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch columns 8 nt + 2t, + 1. codes_plane: the
-// dense code plane from tile row codes_row0 on (the stage's, or a sparse tile's rows expanded into
-// the warp's scratch); kAligned8: it is 8-byte aligned; kStd: the tile is the standard one.
-template <bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
+// int4/3/2 and fp4 at batch 1..16 (L: the lane-codes type, mma_codes.cuh): one warp multiplies
+// kBlocks 16-row blocks of a tile, from block first_block on, so the x fragments of a k-step and
+// the sum of x are computed once for those blocks, and the blocks' MMA chains are independent.
+// Int codes: A holds 128 + code (no subtraction per code); per group, (128 + zero) * sum(x) is
+// removed (sum(x) from MMAs with A = ones); fp4: A holds the value. Per group the fp16 scale is
+// applied. yacc[rb * kNT + nt]: rows 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch
+// columns 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the
+// stage's, or a sparse tile's rows expanded into the warp's scratch); kAligned8: it is 8-byte
+// aligned; kStd: the tile is the standard one.
+template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
                                               uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
-  using C = MmaCodes<4>;
-  constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
+  constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
+  constexpr uint32_t kSubBlocks = L::kCols / 16;  // 16-column blocks of a lane's share: 4 MMAs each
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
-  // kStd: the standard tile (TileSide(p)), whose geometry is known here, so that every shared
+  // kStd: the standard tile (TileSide(p, bits)), whose geometry is known here, so that every shared
   // load is at a constant offset from one base and the group loop is unrolled.
-  const TileSide ts = kStd ? TileSide(p) : ts_in;
-  const uint32_t* codes = codes_plane + 2 * t;
+  const TileSide ts = kStd ? TileSide(p, L::kBits) : ts_in;
+  const uint32_t* codes = codes_plane + L::kWords * t;
   uint32_t rows[kBlocks][2];
   warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
   // kStd: the warp's first row g of its first block; its other rows at constant offsets
@@ -381,45 +470,46 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) cs[nt][0] = cs[nt][1] = cs[nt][2] = cs[nt][3] = 0.f;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
-      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + 2t, j + 2t + 1
-      uint32_t b[kNT][2][4];
+      const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + kWords t
+      const uint32_t col = lane_first_col<L>(j + L::kWords * t);  // this lane's first column
+      uint32_t b[kNT][L::kPairs];
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-        for (uint32_t v = 0; v < 2; ++v) {
-          x_fragment<4>(xs + (8 * nt + g) * x_row, (j + 2 * t + v) * C::kPerWord, 8 * nt + g < batch, b[nt][v]);
-          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][v][0], b[nt][v][1]);
-          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][v][2], b[nt][v][3]);
+        for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
+          L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
+          if constexpr (L::kOffset) {
+#pragma unroll
+            for (uint32_t mi = 0; mi < 4; ++mi)
+              mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][8 * sb + 2 * mi],
+                             b[nt][8 * sb + 2 * mi + 1]);
+          }
         }
       }
       // All the step's code words first (loads in flight together), then the arithmetic: blocks
       // past the tile rerun its last row (dropped at flush).
-      uint32_t words[kBlocks][2][2];
+      uint32_t words[kBlocks][2][L::kWords];
 #pragma unroll
       for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
         for (uint32_t h = 0; h < 2; ++h) {
           const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * ts.words_per_row + j
                                      : codes + (rows[rb][h] - codes_row0) * ts.words_per_row + j;
-          if constexpr (kAligned8) {
-            const uint2 a = *reinterpret_cast<const uint2*>(ptr);
-            words[rb][h][0] = a.x, words[rb][h][1] = a.y;
-          } else {
-            words[rb][h][0] = ptr[0], words[rb][h][1] = ptr[1];
-          }
+          load_lane_words<L, kAligned8>(ptr, words[rb][h]);
         }
       }
 #pragma unroll
       for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
-        for (uint32_t v = 0; v < 2; ++v) {
+        for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
+          const uint32_t i = 4 * part;
           uint32_t a0[4], a1[4];
-          C::pairs(words[rb][0][v], a0);
-          C::pairs(words[rb][1][v], a1);
+          L::pairs4(words[rb][0], part, a0);
+          L::pairs4(words[rb][1], part, a1);
 #pragma unroll
           for (uint32_t nt = 0; nt < kNT; ++nt) {
-            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
-            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][v][2], b[nt][v][3]);
+            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][i], b[nt][i + 1]);
+            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][i + 2], b[nt][i + 3]);
           }
         }
       }
@@ -431,27 +521,40 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     const uint8_t* std_zeros = zero_of(stage, ts, 16 * first_block + g, 0);
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-      float s0, s1, o0, o1;
+      float s0, s1, o0 = 0.f, o1 = 0.f;
       if constexpr (kStd) {
         s0 = __half2float(__ushort_as_half(std_scales[16 * rb]));
         s1 = __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
-        o0 = code_offset<4>(p, std_zeros + 16 * rb);
-        o1 = code_offset<4>(p, std_zeros + 16 * rb + 8);
+        if constexpr (L::kOffset) {
+          o0 = code_offset<L>(p, std_zeros + 16 * rb);
+          o1 = code_offset<L>(p, std_zeros + 16 * rb + 8);
+        }
       } else {
         s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
         s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
-        o0 = code_offset<4>(p, zero_of(stage, ts, rows[rb][0], gi));
-        o1 = code_offset<4>(p, zero_of(stage, ts, rows[rb][1], gi));
+        if constexpr (L::kOffset) {
+          o0 = code_offset<L>(p, zero_of(stage, ts, rows[rb][0], gi));
+          o1 = code_offset<L>(p, zero_of(stage, ts, rows[rb][1], gi));
+        }
       }
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
         float(&y)[4] = yacc[rb * kNT + nt];
         const float(&cc)[4] = c[rb * kNT + nt];
-        y[0] = fmaf(s0, fmaf(-o0, cs[nt][0], cc[0]), y[0]);
-        y[2] = fmaf(s1, fmaf(-o1, cs[nt][2], cc[2]), y[2]);
-        if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
-          y[1] = fmaf(s0, fmaf(-o0, cs[nt][1], cc[1]), y[1]);
-          y[3] = fmaf(s1, fmaf(-o1, cs[nt][3], cc[3]), y[3]);
+        if constexpr (L::kOffset) {
+          y[0] = fmaf(s0, fmaf(-o0, cs[nt][0], cc[0]), y[0]);
+          y[2] = fmaf(s1, fmaf(-o1, cs[nt][2], cc[2]), y[2]);
+          if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
+            y[1] = fmaf(s0, fmaf(-o0, cs[nt][1], cc[1]), y[1]);
+            y[3] = fmaf(s1, fmaf(-o1, cs[nt][3], cc[3]), y[3]);
+          }
+        } else {
+          y[0] = fmaf(s0, cc[0], y[0]);
+          y[2] = fmaf(s1, cc[2], y[2]);
+          if constexpr (!kBatch1) {
+            y[1] = fmaf(s0, cc[1], y[1]);
+            y[3] = fmaf(s1, cc[3], y[3]);
+          }
         }
       }
     }
@@ -636,7 +739,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 // multiprocessor its plan is sized for, given to ptxas as the minimum (0: none), which sets the
 // register budget (96 for the int4 batch-1 instance at 288 threads, 126 for batch 9..16 at 160).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
-          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2
+          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2; 4: fp4 E2M1
 __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
@@ -649,6 +752,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
+  constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
+  using Lane = typename LaneOf<kBits, kFloat>::type;  // the grouped schemes' codes
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
@@ -663,7 +768,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   uint32_t* scratch = reinterpret_cast<uint32_t*>(smem + layout.sparse_at + kSelectorBytes + warp * scratch_bytes);
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
-  if (kBits == 4 && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
+  if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
 
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
@@ -680,7 +785,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     // flight; no shuffles, fewer producer instructions per tile), int4 6% faster when the lanes
     // load 32 records at once and shuffle each to all (with the broadcast load its batch-1 kernel
     // spilled 12 bytes instead of 4; whether that is why was not checked).
-    constexpr bool kShuffled = kBits == 4;
+    constexpr bool kShuffled = kBits <= 4;  // int3/2 and fp4 follow int4 (not measured apart)
     const uint64_t policy = evict_first_policy();  // tile bytes are read once; x by every tile row
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
@@ -728,8 +833,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
 
   if constexpr (kWarpTile) {
-    static_assert(kBits == 4 ? kGrouped : (kBits == 8 && !kGrouped),
-                  "a warp per part of a tile: int4 (grouped), int8, fp8 or fp6 (per-row scales)");
+    static_assert(kBits <= 4 ? kGrouped : (kBits == 8 && !kGrouped),
+                  "a warp per part of a tile: int4/3/2, fp4 (grouped), int8, fp8 or fp6 (per-row scales)");
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
@@ -762,24 +867,24 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else
             tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else {
-          // int4: the standard tile also has one group per row
+          // int4/3/2, fp4: the standard tile also has one group per row
           const bool std_tile = std_shape && params.group == 128;
-          const TileSide ts = std_tile ? TileSide(params) : TileSide(params, m, MmaCodes<4>::kPerWord, true);
+          const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, true);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
-            tma_tile_warp<kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
+            tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
                 params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, batch, yacc);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
-          if (m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
+          if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
             const uint32_t r0 = 16 * first_block;
             expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
                                scratch);
             __syncwarp();
             if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
             else multiply(std::true_type{}, std::false_type{}, scratch, r0);
-          } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params))
+          } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params, bits))
             multiply(std::true_type{}, std::true_type{}, codes, 0);
-          } else if (ts.codes_at % 8 == 0) {
+          } else if (Lane::kWords != 2 || ts.codes_at % 8 == 0) {  // two-word loads need 8-byte alignment
             multiply(std::true_type{}, std::false_type{}, codes, 0);
           } else {
             multiply(std::false_type{}, std::false_type{}, codes, 0);
@@ -816,20 +921,20 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       if (warp * 16 < m.h) {
         if constexpr (kFloat == 6) {
           tma_tile_warp6<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
+        } else if constexpr (kBits == 8) {
+          tma_tile_8bit<kNT, kFloat == 8>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else {
-          const TileSide ts(params, m, MmaCodes<kBits>::kPerWord, kGrouped);
+          const TileSide ts(params, m, kBits, true);
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           uint32_t codes_row0 = 0;
-          if constexpr (kBits == 4) {
-            if (m.sparse) {  // this warp's 16 rows only
-              expand_sparse_int4(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
-                                 scratch);
-              __syncwarp();
-              codes = scratch, codes_row0 = warp * 16;
-            }
+          if (kSparse && m.sparse) {  // this warp's 16 rows only
+            expand_sparse_int4(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
+                               scratch);
+            __syncwarp();
+            codes = scratch, codes_row0 = warp * 16;
           }
-          tma_tile<kBits, kNT, kBatch1, kGrouped, kFloat == 8>(params, stage, codes, codes_row0, stage + layout.x_at,
-                                                               layout.x_row, m, batch, yacc);
+          tma_tile_grouped<Lane, kNT>(params, stage, codes, codes_row0, stage + layout.x_at, layout.x_row, m, ts,
+                                      batch, yacc);
         }
       }
       __syncwarp();
@@ -945,37 +1050,58 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, F&& f) {
   return tma_dispatch_shared<8, false, kFloat>(nt, f);
 }
 
+// The grouped schemes (int4/3/2: kFloat 0, fp4: 4): a warp per half tile at batch 1 (8 warps, 2
+// blocks per multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at
+// batch 8), per quarter tile at batch 9..16 (4 warps, 3 blocks: int4 126 registers without a
+// spill); above 16 the 8 warps share each tile. (The shapes int4 measured best; int3, int2 and fp4
+// take the same.)
+template <uint32_t kBits, uint32_t kFloat, typename F>
+auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
+  if (nt == 1)
+    return batch == 1 ? f(TmaKernel<kBits, 1, true, true, 8, 4, kFloat, 2>{})
+                      : f(TmaKernel<kBits, 1, false, true, 4, 4, kFloat, 3>{});
+  if (nt == 2) return f(TmaKernel<kBits, 2, false, true, 4, 2, kFloat, 3>{});
+  return tma_dispatch_shared<kBits, true, kFloat>(nt, f);
+}
+
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
-// quant_tma_supported admits: int4 grouped; int8, fp8, fp6 with per-row scales), and instantiates
-// only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md): at batch
-// <= 16 every kind runs fastest with a warp per part of a tile; above 16 the warps share each tile.
+// quant_tma_supported admits: int4/3/2 and fp4 grouped; int8, fp8, fp6 with per-row scales), and
+// instantiates only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md):
+// at batch <= 16 every kind runs fastest with a warp per part of a tile; above 16 the warps share
+// each tile.
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
-  if (p.bits == 4) {
-    // a warp per half tile at batch 1 (8 warps, 2 blocks per multiprocessor) and 2..8 (4 warps,
-    // 3 blocks: 49 against 56 us on 28672x8192 at batch 8), per quarter tile at batch 9..16
-    // (4 warps, 3 blocks: 126 registers without a spill)
-    if (nt == 1)
-      return batch == 1 ? f(TmaKernel<4, 1, true, true, 8, 4, 0, 2>{}) : f(TmaKernel<4, 1, false, true, 4, 4, 0, 3>{});
-    if (nt == 2) return f(TmaKernel<4, 2, false, true, 4, 2, 0, 3>{});
-    return tma_dispatch_shared<4, true, 0>(nt, f);
+  if (p.kind == kQuantInt) {
+    switch (p.bits) {
+      case 2: return tma_dispatch_grouped<2, 0>(nt, batch, f);
+      case 3: return tma_dispatch_grouped<3, 0>(nt, batch, f);
+      case 4: return tma_dispatch_grouped<4, 0>(nt, batch, f);
+      default: return tma_dispatch_8bit<0>(nt, batch, f);
+    }
   }
-  if (p.kind != kQuantTable) return tma_dispatch_8bit<0>(nt, batch, f);
-  return p.bits == 6 ? tma_dispatch_8bit<6>(nt, batch, f) : tma_dispatch_8bit<8>(nt, batch, f);
+  switch (p.bits) {
+    case 4: return tma_dispatch_grouped<4, 4>(nt, batch, f);
+    case 6: return tma_dispatch_8bit<6>(nt, batch, f);
+    default: return tma_dispatch_8bit<8>(nt, batch, f);
+  }
 }
 
 }  // namespace
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev, bool sparse_tiles) {
-  // int4 always has group scales, int8 per-row ones (packer/quantize.h)
-  const bool int48 = params.kind == kQuantInt && (params.bits == 4 ? params.grouped : params.bits == 8 && !params.grouped);
-  if (sparse_tiles && !(int48 && params.bits == 4)) return false;  // the expansion is int4's
-  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales
+  // int4/3/2 always have group scales, int8 per-row ones (packer/quantize.h)
+  const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
+  const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
+  if (sparse_tiles && !(low_int && params.bits == 4)) return false;  // the expansion is int4's
+  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales; fp4 E2M1, group
+  // scales (nf4, the other 4-bit table scheme, is not served)
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
-  if (!(int48 || fp) || tile_rows > 128) return false;
-  const uint32_t step_cols = params.bits == 6 ? 64 : 8 * (32 / params.bits);  // a k-step of the 4 lanes of a row
+  const bool fp4 = params.kind == kQuantTable && params.bits == 4 && params.fp4_e2m1 && params.grouped;
+  if (!(low_int || int8 || fp || fp4) || tile_rows > 128) return false;
+  // a k-step: the columns of the 4 lanes of a row
+  const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 ? 128 : 64;
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;

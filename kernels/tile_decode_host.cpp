@@ -142,6 +142,7 @@ QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   q.group = q.grouped ? qp.group : 0;
   q.symmetric_zero = static_cast<float>(1u << (qp.bits - 1));
   q.lut_rows = qp.lut_rows;
+  q.fp4_e2m1 = qp.scheme == Scheme::kFp4 ? 1 : 0;
   return q;
 }
 
@@ -477,7 +478,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   if (batch < 1 || batch > 64) throw Error(ErrorCode::kInvalidArgument, "gemv: batch must be 1..64");
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
-    // The Hopper bulk-copy GEMV (int4/int8/fp8/fp6 dense raw tiles, int4 sparse raw tiles too)
+    // The Hopper bulk-copy GEMV (int4/3/2, int8, fp8/6/4 dense raw tiles, int4 sparse raw tiles too)
     // first, where bulk copies are allowed (upload). Its plan and grid are worked out on the first
     // call of each batch width.
     if (impl_->streamable &&

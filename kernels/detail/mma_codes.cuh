@@ -137,6 +137,181 @@ struct MmaFp6 {
   }
 };
 
+// ---- grouped low-bit schemes (int4/3/2, fp4 E2M1) for the bulk-copy GEMV ----
+// One lane's share of a k-step: kCols consecutive columns of a tile row (kWords code words of the
+// LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs; part
+// is a constant after unrolling),
+// and x's fragment pairs in the same column order, 16 columns at a time (x_fragment16: 8 pairs) or
+// those of one part (x_part4).
+// A pairs 2m, 2m + 1 of a row pair go into one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a
+// lane are its own: any column order works when A and B agree). kOffset: A holds kBase + code
+// (int codes), and the caller removes (kBase + zero) * sum(x) per row and group; else A holds the
+// code's value.
+
+// (x_c, x_{c+4}) pairs of two 8-column halves: MmaCodes<4>'s order, for codes (c_k, c_{k+4}).
+// x's 16 columns from `col` of one batch column (zeros when `valid` is false: nothing is read).
+__device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool valid, uint4& lo, uint4& hi) {
+  lo = hi = make_uint4(0, 0, 0, 0);
+  if (valid) {
+    lo = *reinterpret_cast<const uint4*>(xrow + 2 * col);
+    hi = *reinterpret_cast<const uint4*>(xrow + 2 * col + 16);
+  }
+}
+__device__ __forceinline__ void x_pairs_by4(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h) {  // word by word (so the compiler predicates the loads)
+    uint32_t(&bh)[4] = *reinterpret_cast<uint32_t(*)[4]>(b + 4 * h);
+    bh[0] = bh[1] = bh[2] = bh[3] = 0;
+    if (valid) {
+      const uint4 x4 = *reinterpret_cast<const uint4*>(xrow + 2 * (col + 8 * h));
+      MmaCodes<4>::b_from_x(x4.x, x4.y, x4.z, x4.w, bh);
+    }
+  }
+}
+// (x_i, x_{i+8}) pairs of 16 columns, i = 0..7: for codes paired 8 columns apart (int2, int3).
+__device__ __forceinline__ void x_pairs_by8(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+  uint4 lo, hi;
+  load_x16(xrow, col, valid, lo, hi);
+  const uint32_t l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+  for (uint32_t i = 0; i < 4; ++i) {
+    b[2 * i] = __byte_perm(l[i], h[i], 0x5410);      // (x_{2i}, x_{2i+8})
+    b[2 * i + 1] = __byte_perm(l[i], h[i], 0x7632);  // (x_{2i+1}, x_{2i+9})
+  }
+}
+
+// x_fragment16's pairs 4 part .. 4 part + 3 alone (the B pairs of that part's two MMAs), for
+// a lane's columns from `col`: by4, 8 columns; by8, 4 + 4 columns 8 apart.
+__device__ __forceinline__ void x_part4_by4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                            uint32_t (&b)[4]) {
+  b[0] = b[1] = b[2] = b[3] = 0;
+  if (valid) {
+    const uint4 x4 = *reinterpret_cast<const uint4*>(xrow + 2 * (col + 8 * part));
+    MmaCodes<4>::b_from_x(x4.x, x4.y, x4.z, x4.w, b);
+  }
+}
+__device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                            uint32_t (&b)[4]) {
+  b[0] = b[1] = b[2] = b[3] = 0;
+  if (valid) {
+    const uint8_t* at = xrow + 2 * (col + 16 * (part / 2) + 4 * (part % 2));
+    const uint2 lo = *reinterpret_cast<const uint2*>(at), hi = *reinterpret_cast<const uint2*>(at + 16);
+    b[0] = __byte_perm(lo.x, hi.x, 0x5410);
+    b[1] = __byte_perm(lo.x, hi.x, 0x7632);
+    b[2] = __byte_perm(lo.y, hi.y, 0x5410);
+    b[3] = __byte_perm(lo.y, hi.y, 0x7632);
+  }
+}
+
+// int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
+struct LaneInt4 {
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
+  static constexpr bool kOffset = true;
+  static constexpr float kBase = 128.0f;
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+    MmaCodes<4>::pairs(w[part], a);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by4(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by4(xrow, col, part, valid, b);
+  }
+};
+
+// fp4 E2M1 (sign bit 3, magnitude eem, bias 1), the int4 packing: pair (c_k, c_{k+4}) with the
+// magnitude placed at BF16 bits 6..8 and the sign at 15, the code's value times 2^-126 (e = 0:
+// a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
+struct LaneFp4 {
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
+  static constexpr bool kOffset = false;
+  static constexpr float kBase = 0.0f;
+  template <int kShift>
+  __device__ static __forceinline__ uint32_t shifted(uint32_t w) {
+    return kShift >= 0 ? w << kShift : w >> -kShift;
+  }
+  template <int kK>  // pair (c_kK, c_{kK+4}) of a word
+  __device__ static __forceinline__ uint32_t pair(uint32_t w) {
+    constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u, kTwo126 = 0x7E807E80u;  // bf16x2 (2^126, 2^126)
+    uint32_t d = and_or(shifted<12 - 4 * kK>(w), kSign, shifted<6 - 4 * kK>(w) & kMag);
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo126));
+    return d;
+  }
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+    a[0] = pair<0>(w[part]);
+    a[1] = pair<1>(w[part]);
+    a[2] = pair<2>(w[part]);
+    a[3] = pair<3>(w[part]);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by4(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by4(xrow, col, part, valid, b);
+  }
+};
+
+// int2: one word of 16 codes, pairs (c_k, c_{k+8}): ((w >> 2k) & 0x00030003) | 0x43004300 is
+// bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
+struct LaneInt2 {
+  static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8;
+  static constexpr bool kOffset = true;
+  static constexpr float kBase = 128.0f;
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) a[k] = and_or(w[0] >> (2 * (4 * part + k)), 0x00030003u, 0x43004300u);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by8(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by8(xrow, col, part, valid, b);
+  }
+};
+
+// int3: three words = 32 codes = four 3-byte groups G0..G3 of 8 codes (code i at bit 3i). As for
+// fp6 (MmaFp6), PRMT of two groups puts the same code of both in the two halves of a register:
+// lo = bits 0..15 of each (codes 0, 1, 2 at 0, 3, 6), hi = bits 8..23 (codes 3..7 at 1, 4, 7, 10,
+// 13); then one shift and one LOP3 per pair: (128 + c_i of G0, of G1), then of G2, G3. So pairs
+// 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
+struct LaneInt3 {
+  static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16;
+  static constexpr bool kOffset = true;
+  static constexpr float kBase = 128.0f;
+  // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
+  __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t half, uint32_t (&a)[4]) {
+    constexpr uint32_t kMask = 0x00070007u, kMagic = 0x43004300u;
+    const uint32_t hi = __byte_perm(ga, gb, 0x6521);
+    if (half == 0) {
+      const uint32_t lo = __byte_perm(ga, gb, 0x5410);
+      a[0] = and_or(lo, kMask, kMagic);
+      a[1] = and_or(lo >> 3, kMask, kMagic);
+      a[2] = and_or(lo >> 6, kMask, kMagic);
+      a[3] = and_or(hi >> 1, kMask, kMagic);
+    } else {
+      a[0] = and_or(hi >> 4, kMask, kMagic);
+      a[1] = and_or(hi >> 7, kMask, kMagic);
+      a[2] = and_or(hi >> 10, kMask, kMagic);
+      a[3] = and_or(hi >> 13, kMask, kMagic);
+    }
+  }
+  // part 0, 1: groups G0, G1; 2, 3: G2, G3
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+    if (part < 2) pairs_of(w[0], __funnelshift_r(w[0], w[1], 24), part, a);
+    else pairs_of(__funnelshift_r(w[1], w[2], 16), w[2] >> 8, part - 2, a);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by8(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by8(xrow, col, part, valid, b);
+  }
+};
+
 constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
 // D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds

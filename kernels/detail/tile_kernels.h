@@ -108,6 +108,7 @@ struct QuantDevParams {
   uint32_t group;             // elements per group along K (grouped schemes), else 0
   float symmetric_zero;       // int schemes without zero points: 2^(bits-1)
   uint32_t lut_rows;          // LUT: rows per table (0 = one table)
+  uint32_t fp4_e2m1;          // 1: fp4 E2M1 codes (kQuantTable, 4 bits; 0 there: nf4)
   const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
   const float* values_dev;      // see QuantKind; nullptr for kQuantInt
 };
@@ -172,7 +173,7 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 namespace wpack::gpu::detail {
 
 // The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
-// mbarriers) into a ring of up to 16 stages, tensor cores; int4/int8/fp8/fp6 tensors whose tiles
+// mbarriers) into a ring of up to 16 stages, tensor cores; int4/3/2, int8, fp8/6/4 tensors whose tiles
 // all have raw planes of the sizes their layout implies, dense (layout 4) or, int4 only, sparse
 // (layout 5: plane B holds exactly the bitmap's popcount of codes), batch 1..64.
 // quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse.
