@@ -54,6 +54,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/detail/align.h"
@@ -84,8 +85,11 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
   return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
 }
 
-// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1. (The
-// 8- and 6-bit kernels do not use it.)
+// kFloat of nf4: its codes index a 16-entry table (LaneNf4, a LaneTable in shared memory).
+constexpr uint32_t kNf4Codes = 1;
+
+// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1, 1 nf4.
+// (The 8- and 6-bit kernels do not use it.)
 template <uint32_t kBits, uint32_t kFloat>
 struct LaneOf {
   using type = LaneInt4;
@@ -102,6 +106,10 @@ template <>
 struct LaneOf<4, 4> {
   using type = LaneFp4;
 };
+template <>
+struct LaneOf<4, kNf4Codes> {
+  using type = LaneNf4;
+};
 
 struct StageGeometry {
   uint32_t row0, col0, h, w;
@@ -111,21 +119,26 @@ struct StageGeometry {
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
 struct TmaLayout {
-  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, total;
+  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, table_at, total;
   // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
   // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
-  // selector table, then the warps' scratches.
+  // selector table, then the warps' scratches; table_at: nf4's LaneTable (table_bytes, 0: none).
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
-                                uint32_t scratch_bytes, uint32_t warps) {
+                                uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
     x_at = align_up(stored_cap, 128);
     x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
     stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
     sparse_at = kHeaderBytes + stages * stage_bytes;
-    total = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
+    table_at = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
+    total = table_at + table_bytes;
   }
 };
+// nf4's table (LaneTable), when the tensor's codes are nf4
+__host__ __device__ constexpr uint32_t lane_table_bytes(const QuantDevParams& p) {
+  return p.kind == kQuantTable && p.bits == 4 && !p.fp4_e2m1 ? kLaneTableBytes : 0;
+}
 
 // Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 tile widths and
 // groups are multiples of 128 columns, the others' of 32). No multiply before the division, which
@@ -365,8 +378,8 @@ __device__ __forceinline__ void load_lane_words(const uint32_t* ptr, uint32_t (&
 template <class L, uint32_t kNT>
 __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
                                                  uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
-                                                 const StageGeometry& m, const TileSide& ts, uint32_t batch,
-                                                 float (&yacc)[kNT][4]) {
+                                                 const StageGeometry& m, const TileSide& ts, const LaneTable& lut,
+                                                 uint32_t batch, float (&yacc)[kNT][4]) {
   constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
@@ -396,9 +409,9 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
       }
 #pragma unroll
       for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
-        uint32_t a0[4], a1[4];
-        L::pairs4(w0, part, a0);
-        L::pairs4(w1, part, a1);
+        uint32_t a0[4 * L::kSplit], a1[4 * L::kSplit];
+        L::pairs4(w0, part, a0, lut);
+        L::pairs4(w1, part, a1, lut);
         if constexpr (L::kOffset) {
 #pragma unroll
           for (uint32_t i = 0; i < 4; ++i) a0[i] = bf16x2_sub(a0[i], off0), a1[i] = bf16x2_sub(a1[i], off1);
@@ -407,8 +420,11 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
         for (uint32_t nt = 0; nt < kNT; ++nt) {
           uint32_t b[4];
           L::x_part4(xs + (8 * nt + g) * x_row, col, part, 8 * nt + g < batch, b);
-          mma_bf16_16816(c[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
-          mma_bf16_16816(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
+#pragma unroll
+          for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
+            mma_bf16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
+            mma_bf16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
+          }
         }
       }
     }
@@ -451,7 +467,7 @@ template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT,
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
-                                              uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
+                                              const LaneTable& lut, uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
   constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
   constexpr uint32_t kSubBlocks = L::kCols / 16;  // 16-column blocks of a lane's share: 4 MMAs each
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -503,13 +519,16 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 #pragma unroll
         for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
           const uint32_t i = 4 * part;
-          uint32_t a0[4], a1[4];
-          L::pairs4(words[rb][0], part, a0);
-          L::pairs4(words[rb][1], part, a1);
+          uint32_t a0[4 * L::kSplit], a1[4 * L::kSplit];
+          L::pairs4(words[rb][0], part, a0, lut);
+          L::pairs4(words[rb][1], part, a1, lut);
 #pragma unroll
           for (uint32_t nt = 0; nt < kNT; ++nt) {
-            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][i], b[nt][i + 1]);
-            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][i + 2], b[nt][i + 3]);
+#pragma unroll
+            for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
+              mma_bf16_16816(c[rb * kNT + nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
+              mma_bf16_16816(c[rb * kNT + nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
+            }
           }
         }
       }
@@ -685,6 +704,17 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
   }
 }
 
+// Fills nf4's LaneTable (mma_codes.cuh) from the 16 code values (float): entry c, (hi, lo) with hi
+// = BF16(v), lo = BF16(v - hi), once per bank.
+__device__ void fill_lane_table(uint8_t* table, const float* values) {
+  for (uint32_t i = threadIdx.x; i < kLaneTableBytes / 4; i += blockDim.x) {
+    const float v = values[i / 32];
+    const __nv_bfloat16 hi = __float2bfloat16_rn(v), lo = __float2bfloat16_rn(v - __bfloat162float(hi));
+    reinterpret_cast<uint32_t*>(table)[i] =
+        uint32_t{__bfloat16_as_ushort(hi)} | (uint32_t{__bfloat16_as_ushort(lo)} << 16);
+  }
+}
+
 // Non-grouped: pulls the row scales that flush_partials will read for rows row0 + 16 * first_block
 // ... (kBlocks blocks of 16, rows >= h left out) into L1 when a tile row starts, so that the flush
 // at its end (the last one on the launch's tail) does not wait for them in DRAM.
@@ -758,7 +788,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
-  const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps);
+  const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps,
+                         kFloat == kNf4Codes ? kLaneTableBytes : 0);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
@@ -769,6 +800,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
+  if constexpr (kFloat == kNf4Codes) fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
+  const LaneTable lut{smem + layout.table_at, 4 * lane};
 
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
@@ -872,7 +905,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, true);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
             tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
-                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, batch, yacc);
+                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
@@ -933,7 +966,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
-          tma_tile_grouped<Lane, kNT>(params, stage, codes, codes_row0, stage + layout.x_at, layout.x_row, m, ts,
+          tma_tile_grouped<Lane, kNT>(params, stage, codes, codes_row0, stage + layout.x_at, layout.x_row, m, ts, lut,
                                       batch, yacc);
         }
       }
@@ -1081,7 +1114,7 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
     }
   }
   switch (p.bits) {
-    case 4: return tma_dispatch_grouped<4, 4>(nt, batch, f);
+    case 4: return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4>(nt, batch, f) : tma_dispatch_grouped<4, kNf4Codes>(nt, batch, f);
     case 6: return tma_dispatch_8bit<6>(nt, batch, f);
     default: return tma_dispatch_8bit<8>(nt, batch, f);
   }
@@ -1095,11 +1128,11 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
   const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
   if (sparse_tiles && !(low_int && params.bits == 4)) return false;  // the expansion is int4's
-  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales; fp4 E2M1, group
-  // scales (nf4, the other 4-bit table scheme, is not served)
+  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales; fp4 E2M1 and nf4
+  // (the 4-bit table schemes), group scales
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
-  const bool fp4 = params.kind == kQuantTable && params.bits == 4 && params.fp4_e2m1 && params.grouped;
-  if (!(low_int || int8 || fp || fp4) || tile_rows > 128) return false;
+  const bool table4 = params.kind == kQuantTable && params.bits == 4 && params.grouped;
+  if (!(low_int || int8 || fp || table4) || tile_rows > 128) return false;
   // a k-step: the columns of the 4 lanes of a row
   const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 ? 128 : 64;
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
@@ -1135,8 +1168,10 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile or
   // half of it (a warp per tile or half tile) or 16 rows (warps sharing it).
   plan.scratch_bytes = sparse_tiles ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
-  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps).stage_bytes;
-  const uint32_t aux_bytes = TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps).total - kHeaderBytes;
+  const uint32_t table_bytes = lane_table_bytes(params);
+  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
+  const uint32_t aux_bytes =
+      TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps, table_bytes).total - kHeaderBytes;
   // About 220 KiB per multiprocessor over the blocks the instance is built for (110 KiB at two:
   // 12 stages of standard int4 tiles at batch 1, a multiple of its 4 units), a sparse tensor's
   // scratch included; the opt-in limit is 227 KiB per block and 228 KiB per multiprocessor, 1 KiB
@@ -1146,7 +1181,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
   const uint32_t stages = ring_stages(ring_budget, stage_bytes, shape.units, kMaxStages, stages_wanted);
   plan.stages = stages;
-  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps).total;
+  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes).total;
   plan.blocks_per_sm =
       tma_dispatch(params, batch, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;

@@ -139,8 +139,9 @@ struct MmaFp6 {
 
 // ---- grouped low-bit schemes (int4/3/2, fp4 E2M1) for the bulk-copy GEMV ----
 // One lane's share of a k-step: kCols consecutive columns of a tile row (kWords code words of the
-// LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs; part
-// is a constant after unrolling),
+// LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs, or of
+// 2 kSplit MMAs when each pair is split in kSplit parts that add up to its value; part is a
+// constant after unrolling),
 // and x's fragment pairs in the same column order, 16 columns at a time (x_fragment16: 8 pairs) or
 // those of one part (x_part4).
 // A pairs 2m, 2m + 1 of a row pair go into one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a
@@ -203,12 +204,29 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
   }
 }
 
+// w shifted left by kShift bits (right by -kShift when negative).
+template <int kShift>
+__device__ __forceinline__ uint32_t shifted(uint32_t w) {
+  return kShift >= 0 ? w << kShift : w >> -kShift;
+}
+
+// A 16-entry code table in shared memory for LaneNf4, one copy per bank: entry c for lane l at
+// byte 128 c + 4 l of `base` (a warp's 32 lookups never conflict), 2 KiB. Entry c is bf16x2
+// (hi, lo): hi the BF16 of the code's value v, lo the BF16 of v - hi (hi + lo is v to ~2^-17).
+// lane4: 4 * the lane. The other lane-codes types take it and ignore it.
+struct LaneTable {
+  const uint8_t* base = nullptr;
+  uint32_t lane4 = 0;
+};
+constexpr uint32_t kLaneTableBytes = 16 * 32 * 4;
+
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
 struct LaneInt4 {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = true;
   static constexpr float kBase = 128.0f;
-  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable&) {
     MmaCodes<4>::pairs(w[part], a);
   }
   __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
@@ -224,13 +242,9 @@ struct LaneInt4 {
 // magnitude placed at BF16 bits 6..8 and the sign at 15, the code's value times 2^-126 (e = 0:
 // a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
 struct LaneFp4 {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = false;
   static constexpr float kBase = 0.0f;
-  template <int kShift>
-  __device__ static __forceinline__ uint32_t shifted(uint32_t w) {
-    return kShift >= 0 ? w << kShift : w >> -kShift;
-  }
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
   __device__ static __forceinline__ uint32_t pair(uint32_t w) {
     constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u, kTwo126 = 0x7E807E80u;  // bf16x2 (2^126, 2^126)
@@ -238,7 +252,8 @@ struct LaneFp4 {
     asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo126));
     return d;
   }
-  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable&) {
     a[0] = pair<0>(w[part]);
     a[1] = pair<1>(w[part]);
     a[2] = pair<2>(w[part]);
@@ -253,13 +268,49 @@ struct LaneFp4 {
   }
 };
 
+// nf4 (or any 16-entry table), the int4 packing: each code's (hi, lo) entry from the LaneTable
+// (index: one shift and one LOP3 that also adds the lane's bank), then PRMT of two entries gives
+// the hi pair and the lo pair of (c_k, c_{k+4}): kSplit = 2, every pair in two MMAs, so that A
+// carries the table value to ~2^-17 (one BF16 would round it to 2^-9). kOffset false: A holds the
+// value.
+struct LaneNf4 {
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
+  static constexpr bool kOffset = false;
+  static constexpr float kBase = 0.0f;
+  template <int kShift>  // the entry of the code that `kShift` moves to bits 7..10
+  __device__ static __forceinline__ uint32_t entry(uint32_t w, const LaneTable& t) {
+    return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted<kShift>(w), 0x780u, t.lane4));
+  }
+  template <int kK>  // a[kK] = the hi pair (c_kK, c_{kK+4}), a[4 + kK] = the lo pair
+  __device__ static __forceinline__ void pair(uint32_t w, uint32_t (&a)[8], const LaneTable& t) {
+    const uint32_t e0 = entry<7 - 4 * kK>(w, t), e1 = entry<-9 - 4 * kK>(w, t);
+    a[kK] = __byte_perm(e0, e1, 0x5410);
+    a[4 + kK] = __byte_perm(e0, e1, 0x7632);
+  }
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[8],
+                                                 const LaneTable& t) {
+    pair<0>(w[part], a, t);
+    pair<1>(w[part], a, t);
+    pair<2>(w[part], a, t);
+    pair<3>(w[part], a, t);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by4(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by4(xrow, col, part, valid, b);
+  }
+};
+
 // int2: one word of 16 codes, pairs (c_k, c_{k+8}): ((w >> 2k) & 0x00030003) | 0x43004300 is
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
 struct LaneInt2 {
-  static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8;
+  static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = true;
   static constexpr float kBase = 128.0f;
-  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable&) {
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) a[k] = and_or(w[0] >> (2 * (4 * part + k)), 0x00030003u, 0x43004300u);
   }
@@ -278,7 +329,7 @@ struct LaneInt2 {
 // 13); then one shift and one LOP3 per pair: (128 + c_i of G0, of G1), then of G2, G3. So pairs
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
 struct LaneInt3 {
-  static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16;
+  static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
   static constexpr bool kOffset = true;
   static constexpr float kBase = 128.0f;
   // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
@@ -299,7 +350,8 @@ struct LaneInt3 {
     }
   }
   // part 0, 1: groups G0, G1; 2, 3: G2, G3
-  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4]) {
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable&) {
     if (part < 2) pairs_of(w[0], __funnelshift_r(w[0], w[1], 24), part, a);
     else pairs_of(__funnelshift_r(w[1], w[2], 16), w[2] >> 8, part - 2, a);
   }
