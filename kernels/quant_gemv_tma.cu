@@ -85,11 +85,13 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
   return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
 }
 
-// kFloat of nf4: its codes index a 16-entry table (LaneNf4, a LaneTable in shared memory).
-constexpr uint32_t kNf4Codes = 1;
+// kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LaneTable4, a
+// LaneTable in shared memory).
+constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 
-// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1, 1 nf4.
-// (The 8- and 6-bit kernels do not use it.)
+// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1, 1 nf4,
+// 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A: no row scales
+// either). (The 8- and 6-bit kernels do not use it.)
 template <uint32_t kBits, uint32_t kFloat>
 struct LaneOf {
   using type = LaneInt4;
@@ -108,7 +110,11 @@ struct LaneOf<4, 4> {
 };
 template <>
 struct LaneOf<4, kNf4Codes> {
-  using type = LaneNf4;
+  using type = LaneTable4<true>;
+};
+template <>
+struct LaneOf<4, kLut4Codes> {
+  using type = LaneTable4<false>;
 };
 
 struct StageGeometry {
@@ -135,9 +141,9 @@ struct TmaLayout {
     total = table_at + table_bytes;
   }
 };
-// nf4's table (LaneTable), when the tensor's codes are nf4
+// nf4's or lut4's table (LaneTable), when the tensor's codes index one
 __host__ __device__ constexpr uint32_t lane_table_bytes(const QuantDevParams& p) {
-  return p.kind == kQuantTable && p.bits == 4 && !p.fp4_e2m1 ? kLaneTableBytes : 0;
+  return p.bits == 4 && ((p.kind == kQuantTable && !p.fp4_e2m1) || p.kind == kQuantLut) ? kLaneTableBytes : 0;
 }
 
 // Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 tile widths and
@@ -428,8 +434,8 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
         }
       }
     }
-    const float s0 = __half2float(__ushort_as_half(scales[r0 * ts.groups + gi]));
-    const float s1 = __half2float(__ushort_as_half(scales[r1 * ts.groups + gi]));
+    const float s0 = L::kScaled ? __half2float(__ushort_as_half(scales[r0 * ts.groups + gi])) : 1.0f;
+    const float s1 = L::kScaled ? __half2float(__ushort_as_half(scales[r1 * ts.groups + gi])) : 1.0f;
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) {
       yacc[nt][0] = fmaf(s0, c[nt][0], yacc[nt][0]);
@@ -549,8 +555,8 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
           o1 = code_offset<L>(p, std_zeros + 16 * rb + 8);
         }
       } else {
-        s0 = __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]));
-        s1 = __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]));
+        s0 = L::kScaled ? __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi])) : 1.0f;
+        s1 = L::kScaled ? __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi])) : 1.0f;
         if constexpr (L::kOffset) {
           o0 = code_offset<L>(p, zero_of(stage, ts, rows[rb][0], gi));
           o1 = code_offset<L>(p, zero_of(stage, ts, rows[rb][1], gi));
@@ -789,7 +795,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
   const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps,
-                         kFloat == kNf4Codes ? kLaneTableBytes : 0);
+                         kFloat == kNf4Codes || kFloat == kLut4Codes ? kLaneTableBytes : 0);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
@@ -800,7 +806,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  if constexpr (kFloat == kNf4Codes) fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
+  if constexpr (kFloat == kNf4Codes || kFloat == kLut4Codes)
+    fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
   const LaneTable lut{smem + layout.table_at, 4 * lane};
 
   if (threadIdx.x == 0) {
@@ -902,7 +909,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         } else {
           // int4/3/2, fp4: the standard tile also has one group per row
           const bool std_tile = std_shape && params.group == 128;
-          const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, true);
+          const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
             tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
                 params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc);
@@ -957,7 +964,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         } else if constexpr (kBits == 8) {
           tma_tile_8bit<kNT, kFloat == 8>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else {
-          const TileSide ts(params, m, kBits, true);
+          const TileSide ts(params, m, kBits, Lane::kScaled);
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
@@ -1105,6 +1112,7 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
+  if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes>(nt, batch, f);  // lut4, one table
   if (p.kind == kQuantInt) {
     switch (p.bits) {
       case 2: return tma_dispatch_grouped<2, 0>(nt, batch, f);
@@ -1132,7 +1140,9 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   // (the 4-bit table schemes), group scales
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
   const bool table4 = params.kind == kQuantTable && params.bits == 4 && params.grouped;
-  if (!(low_int || int8 || fp || table4) || tile_rows > 128) return false;
+  // lut4 with one table for the tensor (no scales; more tables would change within a tile)
+  const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
+  if (!(low_int || int8 || fp || table4 || lut4) || tile_rows > 128) return false;
   // a k-step: the columns of the 4 lanes of a row
   const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 ? 128 : 64;
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;

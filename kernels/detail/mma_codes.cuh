@@ -147,7 +147,7 @@ struct MmaFp6 {
 // A pairs 2m, 2m + 1 of a row pair go into one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a
 // lane are its own: any column order works when A and B agree). kOffset: A holds kBase + code
 // (int codes), and the caller removes (kBase + zero) * sum(x) per row and group; else A holds the
-// code's value.
+// code's value. kScaled: plane A holds an fp16 scale per row and group (else no plane A, no scale).
 
 // (x_c, x_{c+4}) pairs of two 8-column halves: MmaCodes<4>'s order, for codes (c_k, c_{k+4}).
 // x's 16 columns from `col` of one batch column (zeros when `valid` is false: nothing is read).
@@ -210,7 +210,7 @@ __device__ __forceinline__ uint32_t shifted(uint32_t w) {
   return kShift >= 0 ? w << kShift : w >> -kShift;
 }
 
-// A 16-entry code table in shared memory for LaneNf4, one copy per bank: entry c for lane l at
+// A 16-entry code table in shared memory for LaneTable4, one copy per bank: entry c for lane l at
 // byte 128 c + 4 l of `base` (a warp's 32 lookups never conflict), 2 KiB. Entry c is bf16x2
 // (hi, lo): hi the BF16 of the code's value v, lo the BF16 of v - hi (hi + lo is v to ~2^-17).
 // lane4: 4 * the lane. The other lane-codes types take it and ignore it.
@@ -223,7 +223,7 @@ constexpr uint32_t kLaneTableBytes = 16 * 32 * 4;
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
 struct LaneInt4 {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -243,7 +243,7 @@ struct LaneInt4 {
 // a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
 struct LaneFp4 {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = false;
+  static constexpr bool kOffset = false, kScaled = true;
   static constexpr float kBase = 0.0f;
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
   __device__ static __forceinline__ uint32_t pair(uint32_t w) {
@@ -268,14 +268,16 @@ struct LaneFp4 {
   }
 };
 
-// nf4 (or any 16-entry table), the int4 packing: each code's (hi, lo) entry from the LaneTable
-// (index: one shift and one LOP3 that also adds the lane's bank), then PRMT of two entries gives
-// the hi pair and the lo pair of (c_k, c_{k+4}): kSplit = 2, every pair in two MMAs, so that A
-// carries the table value to ~2^-17 (one BF16 would round it to 2^-9). kOffset false: A holds the
-// value.
-struct LaneNf4 {
+// 4-bit codes that index a 16-entry table (nf4: kScaled, times the group's scale; lut4 with one
+// table: no scales), the int4 packing: each code's (hi, lo) entry from the LaneTable (index: one
+// shift and one LOP3 that also adds the lane's bank), then PRMT of two entries gives the hi pair
+// and the lo pair of (c_k, c_{k+4}): kSplit = 2, every pair in two MMAs, so that A carries the
+// table value to ~2^-17 (one BF16 would round it to 2^-9; an fp16 LUT value exactly). kOffset
+// false: A holds the value.
+template <bool kScaledCodes>
+struct LaneTable4 {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
-  static constexpr bool kOffset = false;
+  static constexpr bool kOffset = false, kScaled = kScaledCodes;
   static constexpr float kBase = 0.0f;
   template <int kShift>  // the entry of the code that `kShift` moves to bits 7..10
   __device__ static __forceinline__ uint32_t entry(uint32_t w, const LaneTable& t) {
@@ -307,7 +309,7 @@ struct LaneNf4 {
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
 struct LaneInt2 {
   static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -330,7 +332,7 @@ struct LaneInt2 {
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
 struct LaneInt3 {
   static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
-  static constexpr bool kOffset = true;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
   __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t half, uint32_t (&a)[4]) {
