@@ -89,9 +89,10 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 // LaneTable in shared memory).
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 
-// The lane-codes type (mma_codes.cuh) of a grouped scheme: kFloat 0 int codes, 4 fp4 E2M1, 1 nf4,
-// 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A: no row scales
-// either). (The 8- and 6-bit kernels do not use it.)
+// The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
+// E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
+// no row scales either), 5 fp5 E2M2 (kBits 5, per-row scales: not grouped). (The 8- and 6-bit
+// kernels do not use it.)
 template <uint32_t kBits, uint32_t kFloat>
 struct LaneOf {
   using type = LaneInt4;
@@ -115,6 +116,10 @@ struct LaneOf<4, kNf4Codes> {
 template <>
 struct LaneOf<4, kLut4Codes> {
   using type = LaneTable4<false>;
+};
+template <>
+struct LaneOf<5, 5> {
+  using type = LaneFp5;
 };
 
 struct StageGeometry {
@@ -146,11 +151,11 @@ __host__ __device__ constexpr uint32_t lane_table_bytes(const QuantDevParams& p)
   return p.bits == 4 && ((p.kind == kQuantTable && !p.fp4_e2m1) || p.kind == kQuantLut) ? kLaneTableBytes : 0;
 }
 
-// Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 tile widths and
-// groups are multiples of 128 columns, the others' of 32). No multiply before the division, which
+// Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 and fp5 tile
+// widths and groups are multiples of 128 columns, the others' of 32). No multiply before the division, which
 // could wrap: for int4 the compiler would not make cols / 8 of it.
 __host__ __device__ constexpr uint32_t words_of(uint32_t cols, uint32_t bits) {
-  return bits == 3 ? cols / 32 * 3 : cols / (32 / bits);
+  return bits == 3 || bits == 5 ? cols / 32 * bits : cols / (32 / bits);
 }
 
 // The per-tile geometry of plane A and the code plane.
@@ -358,10 +363,10 @@ __device__ __forceinline__ void tma_tile_8bit(const uint8_t* stage, const uint8_
 }
 
 // The column of a lane's first code, from its first code word's index in the row (words hold whole
-// codes at a lane's start: int3 lanes start every 3 words).
+// codes at a lane's start: int3 and fp5 lanes start every 3 and 5 words).
 template <class L>
 __device__ __forceinline__ uint32_t lane_first_col(uint32_t word) {
-  return L::kBits == 3 ? word / 3 * 32 : word * (32 / L::kBits);
+  return L::kBits == 3 || L::kBits == 5 ? word / L::kBits * 32 : word * (32 / L::kBits);
 }
 
 // A lane's code words of one row in a k-step (L::kWords from `ptr`); kAligned8: two-word loads as one
@@ -873,8 +878,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
 
   if constexpr (kWarpTile) {
-    static_assert(kBits <= 4 ? kGrouped : (kBits == 8 && !kGrouped),
-                  "a warp per part of a tile: int4/3/2, fp4 (grouped), int8, fp8 or fp6 (per-row scales)");
+    static_assert(kBits <= 4 ? kGrouped : ((kBits == 8 || kBits == 5) && !kGrouped),
+                  "a warp per part of a tile: int4/3/2, fp4, nf4, lut4 (grouped), int8, fp8, fp6 or fp5 (per-row scales)");
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
@@ -1093,15 +1098,15 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, F&& f) {
 // The grouped schemes (int4/3/2: kFloat 0, fp4: 4): a warp per half tile at batch 1 (8 warps, 2
 // blocks per multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at
 // batch 8), per quarter tile at batch 9..16 (4 warps, 3 blocks: int4 126 registers without a
-// spill); above 16 the 8 warps share each tile. (The shapes int4 measured best; int3, int2 and fp4
-// take the same.)
-template <uint32_t kBits, uint32_t kFloat, typename F>
+// spill); above 16 the 8 warps share each tile. (The shapes int4 measured best; int3, int2, fp4,
+// nf4, lut4 and fp5 take the same; fp5 with kGrouped false: per-row scales at the flush.)
+template <uint32_t kBits, uint32_t kFloat, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1)
-    return batch == 1 ? f(TmaKernel<kBits, 1, true, true, 8, 4, kFloat, 2>{})
-                      : f(TmaKernel<kBits, 1, false, true, 4, 4, kFloat, 3>{});
-  if (nt == 2) return f(TmaKernel<kBits, 2, false, true, 4, 2, kFloat, 3>{});
-  return tma_dispatch_shared<kBits, true, kFloat>(nt, f);
+    return batch == 1 ? f(TmaKernel<kBits, 1, true, kGrouped, 8, 4, kFloat, 2>{})
+                      : f(TmaKernel<kBits, 1, false, kGrouped, 4, 4, kFloat, 3>{});
+  if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3>{});
+  return tma_dispatch_shared<kBits, kGrouped, kFloat>(nt, f);
 }
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
@@ -1122,6 +1127,7 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
     }
   }
   switch (p.bits) {
+    case 5: return tma_dispatch_grouped<5, 5, false>(nt, batch, f);  // fp5: per-row scales
     case 4: return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4>(nt, batch, f) : tma_dispatch_grouped<4, kNf4Codes>(nt, batch, f);
     case 6: return tma_dispatch_8bit<6>(nt, batch, f);
     default: return tma_dispatch_8bit<8>(nt, batch, f);
@@ -1136,15 +1142,16 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
   const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
   if (sparse_tiles && !(low_int && params.bits == 4)) return false;  // the expansion is int4's
-  // fp8 E4M3 and fp6 E3M2 (the only 8- and 6-bit table schemes), per-row scales; fp4 E2M1 and nf4
+  // fp8 E4M3, fp6 E3M2 and fp5 E2M2 (the only 8-, 6- and 5-bit table schemes), per-row scales; fp4 E2M1 and nf4
   // (the 4-bit table schemes), group scales
-  const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6) && !params.grouped;
+  const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6 || params.bits == 5) &&
+                  !params.grouped;
   const bool table4 = params.kind == kQuantTable && params.bits == 4 && params.grouped;
   // lut4 with one table for the tensor (no scales; more tables would change within a tile)
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   if (!(low_int || int8 || fp || table4 || lut4) || tile_rows > 128) return false;
   // a k-step: the columns of the 4 lanes of a row
-  const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 ? 128 : 64;
+  const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 || params.bits == 5 ? 128 : 64;
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;

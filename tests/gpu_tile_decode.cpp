@@ -454,13 +454,13 @@ TEST_CASE("gpu lossy: x not 16-byte aligned takes the generic kernel and is stil
   check_gemv_f32(*p, 0, w, 1, 5, /*x_offset=*/1, 2e-3, "generic");  // 2 bytes off alignment
 }
 
-// fp5, lut3 and lut4 with a table per 100 rows (no bulk-copy or tensor-core kernel) on the CUDA-core
+// lut3 and lut4 with a table per 100 rows (no bulk-copy or tensor-core kernel) on the CUDA-core
 // streaming GEMV at every batch: up to 8 columns in one pass, more in passes of 8 (x's columns
 // gathered, each pass adding to its columns of y); 1000 x 4096: an edge tile row of 104 rows.
-TEST_CASE("gpu lossy: streaming GEMV in passes of 8 batch columns, fp5, lut3, lut4 (lut_rows 100), batch 1..64") {
+TEST_CASE("gpu lossy: streaming GEMV in passes of 8 batch columns, lut3, lut4 (lut_rows 100), batch 1..64") {
   using wpack::Scheme;
-  for (const LossyCase& c : {LossyCase{Scheme::kFp5, Codec::kNone}, LossyCase{Scheme::kLut3, Codec::kNone},
-                             LossyCase{Scheme::kLut4, Codec::kNone, 0, 0, false, 100}}) {
+  for (const LossyCase& c :
+       {LossyCase{Scheme::kLut3, Codec::kNone}, LossyCase{Scheme::kLut4, Codec::kNone, 0, 0, false, 100}}) {
     INFO("case " << case_name(c));
     auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}}, c, 128, 128, 31);
     const std::vector<float> w = check_decode_lossy(*p, 0);
@@ -485,7 +485,7 @@ TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097
   }
 }
 
-// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8/fp8/fp6 (and int3/int2/fp4/nf4/lut4, below) tensors of dense raw tiles
+// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) serves int4/int8/fp8/fp6 (and int3/int2/fp4/nf4/lut4/fp5, below) tensors of dense raw tiles
 // whose widths are multiples of 64 (int4, fp6) / 32 (int8, fp8) columns and whose code planes are 4-byte aligned;
 // tensors a (1000 rows: an edge tile of 104 rows, code plane 8-byte aligned) and d (258 rows: an
 // edge tile of 2 rows, int4 g64 code plane at 8 + 2 * 6 = 20, 4 mod 8: the unaligned-load path)
@@ -515,15 +515,15 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
   for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, "bulk-copy");
 }
 
-// int3, int2, fp4, nf4 and lut4 (one table) on the bulk-copy GEMV (mma_codes.cuh's lane-codes
-// types: int3 in k-steps of 128 columns, the others of 64; nf4 and lut4 from a table in shared
-// memory, each value as two BF16s; lut4 without scales), asymmetric and symmetric, groups of 64
-// and 128, on 128 x 128
+// int3, int2, fp4, nf4, lut4 (one table) and fp5 on the bulk-copy GEMV (mma_codes.cuh's lane-codes
+// types: int3 and fp5 in k-steps of 128 columns, the others of 64; nf4 and lut4 from a table in
+// shared memory, each value as two BF16s; lut4 without scales, fp5 with per-row scales),
+// asymmetric and symmetric, groups of 64 and 128, on 128 x 128
 // and 64 x 256 tiles. a (1000 x 4096): an edge tile row of 104 rows; e (300 x 4224): an edge row
 // of 44 (128-row tiles) or 44 of 64, and with 256-column tiles an edge column of 128. Every tile's
 // code plane is 4-byte aligned in each case (checked: gemv_kernel()), at every batch width of the
 // kernel's variants.
-TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4, edge rows and columns, groups, batch 1..64") {
+TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4/fp5, edge rows and columns, groups, batch 1..64") {
   using wpack::Scheme;
   struct Case {
     LossyCase c;
@@ -535,6 +535,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4, edge rows and colu
       {{Scheme::kFp4, Codec::kNone, 0, 64}, 128, 128},         {{Scheme::kFp4, Codec::kNone, 0, 128}, 64, 256},
       {{Scheme::kNf4, Codec::kNone, 0, 64}, 128, 128},         {{Scheme::kNf4, Codec::kNone, 0, 128}, 64, 256},
       {{Scheme::kLut4, Codec::kNone}, 128, 128},               {{Scheme::kLut4, Codec::kNone}, 64, 256},
+      {{Scheme::kFp5, Codec::kNone}, 128, 128},                {{Scheme::kFp5, Codec::kNone}, 64, 256},
   };
   uint64_t seed = 700;
   for (const Case& k : cases) {

@@ -366,6 +366,60 @@ struct LaneInt3 {
   }
 };
 
+// fp5 E2M2 (sign bit 4, magnitude eemm, bias 1), per-row scales: five words = 32 codes = four
+// 5-byte groups G0..G3 of 8 codes (code i at bit 5i). As for int3, PRMT of two groups puts the
+// same code of both in the two halves of a register: bytes 0-1, 1-2, 2-3 of each group's first
+// four bytes (A) hold codes 0, 1 (at bits 0, 5), 2, 3 (2, 7), 4, 5 (4, 9), bytes 2-3 of its bytes
+// 1..4 (B) codes 6, 7 (6, 11); then the magnitude is placed at BF16 bits 5..8 and the sign at 15
+// (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio) and one multiply by 2^126
+// gives the value. Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
+struct LaneFp5 {
+  static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
+  static constexpr bool kOffset = false, kScaled = false;  // per-row scales: applied at the flush
+  static constexpr float kBase = 0.0f;
+  template <int kP>  // a code's first bit in each half
+  __device__ static __forceinline__ uint32_t place(uint32_t r) {
+    constexpr uint32_t kMag = 0x01E001E0u, kSign = 0x80008000u, kTwo126 = 0x7E807E80u;
+    uint32_t d = and_or(shifted<11 - kP>(r), kSign, shifted<5 - kP>(r) & kMag);
+    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo126));
+    return d;
+  }
+  // pairs 4 half .. 4 half + 3 of groups a, b (a0/b0: their bytes 0..3, a1/b1: bytes 1..4)
+  __device__ static __forceinline__ void pairs_of(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1, uint32_t half,
+                                                  uint32_t (&a)[4]) {
+    if (half == 0) {
+      const uint32_t r01 = __byte_perm(a0, b0, 0x5410), r23 = __byte_perm(a0, b0, 0x6521);
+      a[0] = place<0>(r01);
+      a[1] = place<5>(r01);
+      a[2] = place<2>(r23);
+      a[3] = place<7>(r23);
+    } else {
+      const uint32_t r45 = __byte_perm(a0, b0, 0x7632), r67 = __byte_perm(a1, b1, 0x7632);
+      a[0] = place<4>(r45);
+      a[1] = place<9>(r45);
+      a[2] = place<6>(r67);
+      a[3] = place<11>(r67);
+    }
+  }
+  // part 0, 1: groups G0 (bytes 0..4), G1 (5..9); 2, 3: G2 (10..14), G3 (15..19)
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable&) {
+    if (part < 2)
+      pairs_of(w[0], __funnelshift_r(w[0], w[1], 8), __funnelshift_r(w[1], w[2], 8), __funnelshift_r(w[1], w[2], 16),
+               part, a);
+    else
+      pairs_of(__funnelshift_r(w[2], w[3], 16), __funnelshift_r(w[2], w[3], 24), __funnelshift_r(w[3], w[4], 24), w[4],
+               part - 2, a);
+  }
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    x_pairs_by8(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    x_part4_by8(xrow, col, part, valid, b);
+  }
+};
+
 constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
 // D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds
