@@ -204,6 +204,21 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
   }
 }
 
+// The x side of the lane-codes types: x_fragment16 and x_part4 for codes paired 4 apart (int4
+// packing: (c_k, c_{k+4})) or 8 apart (int2, int3, fp5: (c_i, c_{i+8})).
+template <uint32_t kApart>
+struct XPairs {
+  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+    if constexpr (kApart == 4) x_pairs_by4(xrow, col, valid, b);
+    else x_pairs_by8(xrow, col, valid, b);
+  }
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    if constexpr (kApart == 4) x_part4_by4(xrow, col, part, valid, b);
+    else x_part4_by8(xrow, col, part, valid, b);
+  }
+};
+
 // w shifted left by kShift bits (right by -kShift when negative).
 template <int kShift>
 __device__ __forceinline__ uint32_t shifted(uint32_t w) {
@@ -221,7 +236,7 @@ struct LaneTable {
 constexpr uint32_t kLaneTableBytes = 16 * 32 * 4;
 
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
-struct LaneInt4 {
+struct LaneInt4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
@@ -229,19 +244,12 @@ struct LaneInt4 {
                                                  const LaneTable&) {
     MmaCodes<4>::pairs(w[part], a);
   }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by4(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by4(xrow, col, part, valid, b);
-  }
 };
 
 // fp4 E2M1 (sign bit 3, magnitude eem, bias 1), the int4 packing: pair (c_k, c_{k+4}) with the
 // magnitude placed at BF16 bits 6..8 and the sign at 15, the code's value times 2^-126 (e = 0:
 // a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
-struct LaneFp4 {
+struct LaneFp4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = false, kScaled = true;
   static constexpr float kBase = 0.0f;
@@ -259,13 +267,6 @@ struct LaneFp4 {
     a[2] = pair<2>(w[part]);
     a[3] = pair<3>(w[part]);
   }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by4(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by4(xrow, col, part, valid, b);
-  }
 };
 
 // 4-bit codes that index a 16-entry table (nf4: kScaled, times the group's scale; lut4 with one
@@ -275,7 +276,7 @@ struct LaneFp4 {
 // table value to ~2^-17 (one BF16 would round it to 2^-9; an fp16 LUT value exactly). kOffset
 // false: A holds the value.
 template <bool kScaledCodes>
-struct LaneTable4 {
+struct LaneTable4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
   static constexpr bool kOffset = false, kScaled = kScaledCodes;
   static constexpr float kBase = 0.0f;
@@ -296,18 +297,11 @@ struct LaneTable4 {
     pair<2>(w[part], a, t);
     pair<3>(w[part], a, t);
   }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by4(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by4(xrow, col, part, valid, b);
-  }
 };
 
 // int2: one word of 16 codes, pairs (c_k, c_{k+8}): ((w >> 2k) & 0x00030003) | 0x43004300 is
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
-struct LaneInt2 {
+struct LaneInt2 : XPairs<8> {
   static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
@@ -316,13 +310,6 @@ struct LaneInt2 {
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) a[k] = and_or(w[0] >> (2 * (4 * part + k)), 0x00030003u, 0x43004300u);
   }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by8(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by8(xrow, col, part, valid, b);
-  }
 };
 
 // int3: three words = 32 codes = four 3-byte groups G0..G3 of 8 codes (code i at bit 3i). As for
@@ -330,7 +317,7 @@ struct LaneInt2 {
 // lo = bits 0..15 of each (codes 0, 1, 2 at 0, 3, 6), hi = bits 8..23 (codes 3..7 at 1, 4, 7, 10,
 // 13); then one shift and one LOP3 per pair: (128 + c_i of G0, of G1), then of G2, G3. So pairs
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
-struct LaneInt3 {
+struct LaneInt3 : XPairs<8> {
   static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
@@ -357,13 +344,6 @@ struct LaneInt3 {
     if (part < 2) pairs_of(w[0], __funnelshift_r(w[0], w[1], 24), part, a);
     else pairs_of(__funnelshift_r(w[1], w[2], 16), w[2] >> 8, part - 2, a);
   }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by8(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by8(xrow, col, part, valid, b);
-  }
 };
 
 // fp5 E2M2 (sign bit 4, magnitude eemm, bias 1), per-row scales: five words = 32 codes = four
@@ -373,7 +353,7 @@ struct LaneInt3 {
 // 1..4 (B) codes 6, 7 (6, 11); then the magnitude is placed at BF16 bits 5..8 and the sign at 15
 // (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio) and one multiply by 2^126
 // gives the value. Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
-struct LaneFp5 {
+struct LaneFp5 : XPairs<8> {
   static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
   static constexpr bool kOffset = false, kScaled = false;  // per-row scales: applied at the flush
   static constexpr float kBase = 0.0f;
@@ -410,13 +390,6 @@ struct LaneFp5 {
     else
       pairs_of(__funnelshift_r(w[2], w[3], 16), __funnelshift_r(w[2], w[3], 24), __funnelshift_r(w[3], w[4], 24), w[4],
                part - 2, a);
-  }
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    x_pairs_by8(xrow, col, valid, b);
-  }
-  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
-                                                 uint32_t (&b)[4]) {
-    x_part4_by8(xrow, col, part, valid, b);
   }
 };
 
