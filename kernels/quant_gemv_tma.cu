@@ -1,5 +1,6 @@
-// The Hopper streaming GEMV for int4/3/2, int8, fp8/6/4 tensors whose tiles all have raw planes
-// (dense; int4 also sparse, layout 5): a warp-specialised bulk-copy pipeline feeding tensor cores.
+// The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
+// tiles all have raw planes (dense; int4 also sparse, layout 5): a warp-specialised bulk-copy
+// pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
@@ -13,16 +14,17 @@
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
-//             a warp per part of a tile (batch <= 16): int4/3/2 and fp4 at batch 1, 8 warps, two
+//             a warp per part of a tile (batch <= 16): int4/3/2, fp5/4, nf4, lut4 at batch 1, 8 warps, two
 //               per tile (64 rows each), at 2..8 4 warps, two per tile, at 9..16 4 warps, four per
 //               tile (32 rows each); int8/fp8 8 warps at batch 1, 4 above, two per tile; fp6 8
 //               warps, two per tile (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all
 //               its 16-row blocks, whose MMA chains are independent. int4/3/2: A holds 128 + code
 //               and (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
 //               no subtraction per code (the lane-codes types of mma_codes.cuh: one LOP3 per pair);
-//               int8 likewise with 2176 + code over two MMAs (tma_tile_warp8); fp8/fp6/fp4: the
+//               int8 likewise with 2176 + code over two MMAs (tma_tile_warp8); fp8/fp6/fp5/fp4: the
 //               minifloat bits placed in BF16 and one multiply by 2^120 / 2^124 / 2^126 (MmaFp8 /
-//               MmaFp6 / LaneFp4). The standard tile (128 x 128, one group per row)
+//               MmaFp6 / LaneFp5, LaneFp4); nf4, lut4: a table in shared memory, each value as two
+//               BF16s in two MMAs (LaneTable4). The standard tile (128 x 128, one group per row)
 //               takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
@@ -41,12 +43,14 @@
 // to; then the dense MMA path runs on the scratch unchanged (expand_sparse_int4).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
-// [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6 have no plane A (per-row scales in the params).
+// [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
+// params), lut4 none either (no scales).
 // Preconditions (quant_tma_supported): every tile dense or (int4 only) sparse, with raw planes whose
-// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4/3/2, fp4,
-// int8, fp8 (E4M3) or fp6 (E3M2) codes (fp8/6: per-row scales; int4/3/2, fp4: group scales);
-// tile_rows <= 128; tile_cols and K multiples of a k-step (128 columns for int3, 64 for int4/2, fp6
-// and fp4, 32 for int8 and fp8); groups a multiple of
+// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4/3/2,
+// int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1), nf4 or one-table lut4 codes (fp8/6/5:
+// per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
+// a k-step (128 columns for int3 and fp5, 64 for int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and
+// fp8); groups a multiple of
 // that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
 // compute capability 9.0 or later.
 #include <algorithm>
@@ -780,7 +784,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 // multiprocessor its plan is sized for, given to ptxas as the minimum (0: none), which sets the
 // register budget (96 for the int4 batch-1 instance at 288 threads, 126 for batch 9..16 at 160).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
-          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8: fp8 E4M3; 6: fp6 E3M2; 4: fp4 E2M1
+          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
 __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
@@ -830,7 +834,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     // flight; no shuffles, fewer producer instructions per tile), int4 6% faster when the lanes
     // load 32 records at once and shuffle each to all (with the broadcast load its batch-1 kernel
     // spilled 12 bytes instead of 4; whether that is why was not checked).
-    constexpr bool kShuffled = kBits <= 4;  // int3/2 and fp4 follow int4 (not measured apart)
+    constexpr bool kShuffled = kBits <= 4;  // int3/2, fp4, nf4, lut4 follow int4 (not measured apart)
     const uint64_t policy = evict_first_policy();  // tile bytes are read once; x by every tile row
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));

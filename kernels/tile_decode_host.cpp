@@ -478,9 +478,9 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   if (batch < 1 || batch > 64) throw Error(ErrorCode::kInvalidArgument, "gemv: batch must be 1..64");
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
-    // The Hopper bulk-copy GEMV (int4/3/2, int8, fp8/6/4 dense raw tiles, int4 sparse raw tiles too)
-    // first, where bulk copies are allowed (upload). Its plan and grid are worked out on the first
-    // call of each batch width.
+    // The Hopper bulk-copy GEMV (int4/3/2, int8, fp8/6/5/4, nf4, one-table lut4 dense raw tiles, int4
+    // sparse raw tiles too) first, where bulk copies are allowed (upload). Its plan and grid are
+    // worked out on the first call of each batch width.
     if (impl_->streamable &&
         detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
                                     impl_->rows, impl_->cols, x_dev, impl_->sparse_tiles)) {

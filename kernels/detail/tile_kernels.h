@@ -173,9 +173,10 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 namespace wpack::gpu::detail {
 
 // The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
-// mbarriers) into a ring of up to 16 stages, tensor cores; int4/3/2, int8, fp8/6/4 tensors whose tiles
-// all have raw planes of the sizes their layout implies, dense (layout 4) or, int4 only, sparse
-// (layout 5: plane B holds exactly the bitmap's popcount of codes), batch 1..64.
+// mbarriers) into a ring of up to 16 stages, tensor cores; int4/3/2, int8, fp8/6/5/4, nf4 and
+// one-table lut4 tensors whose tiles all have raw planes of the sizes their layout implies, dense
+// (layout 4) or, int4 only, sparse (layout 5: plane B holds exactly the bitmap's popcount of
+// codes), batch 1..64.
 // quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse.
 struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
