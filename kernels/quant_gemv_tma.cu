@@ -386,10 +386,11 @@ __device__ __forceinline__ void load_lane_words(const uint32_t* ptr, uint32_t (&
   }
 }
 
-// tma_tile_grouped: int4/3/2 and fp4 (L: the lane-codes type, mma_codes.cuh), fp16 scale per (row,
-// group) in plane A, applied per group; int codes: A holds the codes' values (HSUB2 of kBase +
-// zero per pair). codes: the dense code plane from tile row codes_row0 on (the stage's, or a
-// sparse tile's rows expanded into the warp's scratch).
+// tma_tile_grouped: the schemes of the lane-codes types (L, mma_codes.cuh: int4/3/2, fp5/4, nf4,
+// lut4). L::kScaled: an fp16 scale per (row, group) in plane A, applied per group (else none here:
+// fp5's per-row scale is applied at the flush, lut4 has none); int codes: A holds the codes'
+// values (HSUB2 of kBase + zero per pair). codes: the dense code plane from tile row codes_row0 on
+// (the stage's, or a sparse tile's rows expanded into the warp's scratch).
 template <class L, uint32_t kNT>
 __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
                                                  uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
@@ -469,15 +470,16 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
   }
 }
 
-// int4/3/2 and fp4 at batch 1..16 (L: the lane-codes type, mma_codes.cuh): one warp multiplies
-// kBlocks 16-row blocks of a tile, from block first_block on, so the x fragments of a k-step and
-// the sum of x are computed once for those blocks, and the blocks' MMA chains are independent.
-// Int codes: A holds 128 + code (no subtraction per code); per group, (128 + zero) * sum(x) is
-// removed (sum(x) from MMAs with A = ones); fp4: A holds the value. Per group the fp16 scale is
-// applied. yacc[rb * kNT + nt]: rows 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch
-// columns 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the
-// stage's, or a sparse tile's rows expanded into the warp's scratch); kAligned8: it is 8-byte
-// aligned; kStd: the tile is the standard one.
+// The schemes of the lane-codes types (L, mma_codes.cuh: int4/3/2, fp5/4, nf4, lut4) at batch
+// 1..16: one warp multiplies kBlocks 16-row blocks of a tile, from block first_block on, so the x
+// fragments of a k-step and the sum of x are computed once for those blocks, and the blocks' MMA
+// chains are independent. Int codes: A holds 128 + code (no subtraction per code); per group,
+// (128 + zero) * sum(x) is removed (sum(x) from MMAs with A = ones); the others: A holds the value.
+// Per group the fp16 scale is applied (L::kScaled; fp5's per-row scale at the flush).
+// yacc[rb * kNT + nt]: rows 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch columns
+// 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the stage's, or a
+// sparse tile's rows expanded into the warp's scratch); kAligned8: it is 8-byte aligned; kStd: the
+// tile is the standard one.
 template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
@@ -719,8 +721,8 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
   }
 }
 
-// Fills nf4's LaneTable (mma_codes.cuh) from the 16 code values (float): entry c, (hi, lo) with hi
-// = BF16(v), lo = BF16(v - hi), once per bank.
+// Fills the LaneTable of nf4 or lut4 (mma_codes.cuh) from the 16 code values (float): entry c,
+// (hi, lo) with hi = BF16(v), lo = BF16(v - hi), once per bank.
 __device__ void fill_lane_table(uint8_t* table, const float* values) {
   for (uint32_t i = threadIdx.x; i < kLaneTableBytes / 4; i += blockDim.x) {
     const float v = values[i / 32];
@@ -798,7 +800,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
-  using Lane = typename LaneOf<kBits, kFloat>::type;  // the grouped schemes' codes
+  using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits but fp6's
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
@@ -916,7 +918,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else
             tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else {
-          // int4/3/2, fp4: the standard tile also has one group per row
+          // the lane-codes schemes: the standard tile also has one group of 128 per row
           const bool std_tile = std_shape && params.group == 128;
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {

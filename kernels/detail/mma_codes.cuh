@@ -137,19 +137,18 @@ struct MmaFp6 {
   }
 };
 
-// ---- grouped low-bit schemes (int4/3/2, fp4 E2M1) for the bulk-copy GEMV ----
+// ---- the lane-codes types: the schemes below 8 bits but fp6 (int4/3/2, fp5/4, nf4, lut4) for the
+// bulk-copy GEMV ----
 // One lane's share of a k-step: kCols consecutive columns of a tile row (kWords code words of the
 // LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs, or of
 // 2 kSplit MMAs when each pair is split in kSplit parts that add up to its value; part is a
-// constant after unrolling),
-// and x's fragment pairs in the same column order, 16 columns at a time (x_fragment16: 8 pairs) or
-// those of one part (x_part4).
-// A pairs 2m, 2m + 1 of a row pair go into one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a
-// lane are its own: any column order works when A and B agree). kOffset: A holds kBase + code
-// (int codes), and the caller removes (kBase + zero) * sum(x) per row and group; else A holds the
-// code's value. kScaled: plane A holds an fp16 scale per row and group (else no plane A, no scale).
+// constant after unrolling), and x's fragment pairs in the same column order, 16 columns at a time
+// (x_fragment16: 8 pairs) or those of one part (x_part4). A pairs 2m, 2m + 1 of a row pair go into
+// one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a lane are its own: any column order works
+// when A and B agree). kOffset: A holds kBase + code (int codes), and the caller removes
+// (kBase + zero) * sum(x) per row and group; else A holds the code's value. kScaled: plane A holds
+// an fp16 scale per row and group (else no plane A, no scale).
 
-// (x_c, x_{c+4}) pairs of two 8-column halves: MmaCodes<4>'s order, for codes (c_k, c_{k+4}).
 // x's 16 columns from `col` of one batch column (zeros when `valid` is false: nothing is read).
 __device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool valid, uint4& lo, uint4& hi) {
   lo = hi = make_uint4(0, 0, 0, 0);
@@ -158,6 +157,7 @@ __device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool
     hi = *reinterpret_cast<const uint4*>(xrow + 2 * col + 16);
   }
 }
+// (x_c, x_{c+4}) pairs of two 8-column halves: MmaCodes<4>'s order, for codes (c_k, c_{k+4}).
 __device__ __forceinline__ void x_pairs_by4(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
 #pragma unroll
   for (uint32_t h = 0; h < 2; ++h) {  // word by word (so the compiler predicates the loads)
@@ -169,7 +169,7 @@ __device__ __forceinline__ void x_pairs_by4(const uint8_t* xrow, uint32_t col, b
     }
   }
 }
-// (x_i, x_{i+8}) pairs of 16 columns, i = 0..7: for codes paired 8 columns apart (int2, int3).
+// (x_i, x_{i+8}) pairs of 16 columns, i = 0..7: for codes paired 8 columns apart (int2, int3, fp5).
 __device__ __forceinline__ void x_pairs_by8(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
   uint4 lo, hi;
   load_x16(xrow, col, valid, lo, hi);
