@@ -138,7 +138,8 @@ struct TmaLayout {
   // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
   // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
-  // selector table, then the warps' scratches; table_at: nf4's LaneTable (table_bytes, 0: none).
+  // selector table, then the warps' scratches; table_at: the LaneTable of nf4 or lut4 (table_bytes,
+  // 0: none).
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
                                 uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
     x_at = align_up(stored_cap, 128);
@@ -150,16 +151,16 @@ struct TmaLayout {
     total = table_at + table_bytes;
   }
 };
-// nf4's or lut4's table (LaneTable), when the tensor's codes index one
-__host__ __device__ constexpr uint32_t lane_table_bytes(const QuantDevParams& p) {
-  return p.bits == 4 && ((p.kind == kQuantTable && !p.fp4_e2m1) || p.kind == kQuantLut) ? kLaneTableBytes : 0;
-}
 
-// Code words of `cols` codes of `bits` bits: whole words (quant_tma_supported: int3 and fp5 tile
-// widths and groups are multiples of 128 columns, the others' of 32). No multiply before the division, which
-// could wrap: for int4 the compiler would not make cols / 8 of it.
+// Code words of `cols` codes of `bits` bits, and back: whole words. When bits does not divide 32
+// (int3, fp5) a code straddles words and whole words come every 32 codes (quant_tma_supported:
+// their tile widths and groups are multiples of 128 columns); the others' of 32. No multiply before
+// the division, which could wrap: for int4 the compiler would not make cols / 8 of it.
 __host__ __device__ constexpr uint32_t words_of(uint32_t cols, uint32_t bits) {
-  return bits == 3 || bits == 5 ? cols / 32 * bits : cols / (32 / bits);
+  return 32 % bits ? cols / 32 * bits : cols / (32 / bits);
+}
+__host__ __device__ constexpr uint32_t cols_of(uint32_t words, uint32_t bits) {
+  return 32 % bits ? words / bits * 32 : words * (32 / bits);
 }
 
 // The per-tile geometry of plane A and the code plane.
@@ -366,13 +367,6 @@ __device__ __forceinline__ void tma_tile_8bit(const uint8_t* stage, const uint8_
   }
 }
 
-// The column of a lane's first code, from its first code word's index in the row (words hold whole
-// codes at a lane's start: int3 and fp5 lanes start every 3 and 5 words).
-template <class L>
-__device__ __forceinline__ uint32_t lane_first_col(uint32_t word) {
-  return L::kBits == 3 || L::kBits == 5 ? word / L::kBits * 32 : word * (32 / L::kBits);
-}
-
 // A lane's code words of one row in a k-step (L::kWords from `ptr`); kAligned8: two-word loads as one
 // (ptr 8-byte aligned).
 template <class L, bool kAligned8>
@@ -414,7 +408,7 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
     for (uint32_t nt = 0; nt < kNT; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + kWords t
-      const uint32_t col = lane_first_col<L>(j + L::kWords * t);  // this lane's first column
+      const uint32_t col = cols_of(j + L::kWords * t, L::kBits);  // this lane's first column
       uint32_t w0[L::kWords], w1[L::kWords];
       if (aligned8) {
         load_lane_words<L, true>(row0w + j, w0);
@@ -504,7 +498,7 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     for (uint32_t nt = 0; nt < kNT; ++nt) cs[nt][0] = cs[nt][1] = cs[nt][2] = cs[nt][3] = 0.f;
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + kWords t
-      const uint32_t col = lane_first_col<L>(j + L::kWords * t);  // this lane's first column
+      const uint32_t col = cols_of(j + L::kWords * t, L::kBits);  // this lane's first column
       uint32_t b[kNT][L::kPairs];
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
@@ -800,13 +794,13 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
-  using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits but fp6's
+  using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
   const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps,
-                         kFloat == kNf4Codes || kFloat == kLut4Codes ? kLaneTableBytes : 0);
+                         Lane::kTable ? kLaneTableBytes : 0);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
@@ -817,8 +811,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  if constexpr (kFloat == kNf4Codes || kFloat == kLut4Codes)
-    fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
+  if constexpr (Lane::kTable) fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
   const LaneTable lut{smem + layout.table_at, 4 * lane};
 
   if (threadIdx.x == 0) {
@@ -885,7 +878,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
 
   if constexpr (kWarpTile) {
     static_assert(kBits <= 4 ? kGrouped : ((kBits == 8 || kBits == 5) && !kGrouped),
-                  "a warp per part of a tile: int4/3/2, fp4, nf4, lut4 (grouped), int8, fp8, fp6 or fp5 (per-row scales)");
+                  "a warp per part of a tile: int4/3/2, fp4, nf4, lut4 (grouped); int8, fp8, fp6, fp5 (row scales)");
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
@@ -1007,6 +1000,10 @@ struct TmaKernel {
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
+  using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
+  static constexpr uint32_t kTableBytes = kBits < 8 && Lane::kTable ? kLaneTableBytes : 0;  // TmaLayout's
+  // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
+  static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
   static constexpr auto kernel =
       quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
   // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
@@ -1101,11 +1098,11 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, F&& f) {
   return tma_dispatch_shared<8, false, kFloat>(nt, f);
 }
 
-// The grouped schemes (int4/3/2: kFloat 0, fp4: 4): a warp per half tile at batch 1 (8 warps, 2
-// blocks per multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at
-// batch 8), per quarter tile at batch 9..16 (4 warps, 3 blocks: int4 126 registers without a
-// spill); above 16 the 8 warps share each tile. (The shapes int4 measured best; int3, int2, fp4,
-// nf4, lut4 and fp5 take the same; fp5 with kGrouped false: per-row scales at the flush.)
+// The lane-codes schemes (int4/3/2: kFloat 0, fp4: 4, nf4, lut4; fp5 with kGrouped false: its row
+// scales at the flush): a warp per half tile at batch 1 (8 warps, 2 blocks per multiprocessor) and
+// 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at batch 8), per quarter tile at
+// batch 9..16 (4 warps, 3 blocks: int4 126 registers without a spill); above 16 the 8 warps share
+// each tile. (The shapes int4 measured best; the others take the same.)
 template <uint32_t kBits, uint32_t kFloat, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1)
@@ -1116,8 +1113,8 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
 }
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
-// quant_tma_supported admits: int4/3/2 and fp4 grouped; int8, fp8, fp6 with per-row scales), and
-// instantiates only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md):
+// quant_tma_supported admits: int4/3/2, fp4, nf4 grouped; one-table lut4; int8, fp8, fp6, fp5 with
+// per-row scales), and instantiates only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md):
 // at batch <= 16 every kind runs fastest with a warp per part of a tile; above 16 the warps share
 // each tile.
 template <typename F>
@@ -1156,8 +1153,7 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   // lut4 with one table for the tensor (no scales; more tables would change within a tile)
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   if (!(low_int || int8 || fp || table4 || lut4) || tile_rows > 128) return false;
-  // a k-step: the columns of the 4 lanes of a row
-  const uint32_t step_cols = params.bits == 8 ? 32 : params.bits == 3 || params.bits == 5 ? 128 : 64;
+  const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;
@@ -1181,17 +1177,17 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
   struct Shape {
-    uint32_t warps, warp_rows, blocks_per_sm, units;
+    uint32_t warps, warp_rows, blocks_per_sm, units, table_bytes;
   };
   const Shape shape = tma_dispatch(params, batch, [](auto k) {
     using K = decltype(k);
-    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits};
+    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes};
   });
   const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile or
   // half of it (a warp per tile or half tile) or 16 rows (warps sharing it).
   plan.scratch_bytes = sparse_tiles ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
-  const uint32_t table_bytes = lane_table_bytes(params);
+  const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
   const uint32_t aux_bytes =
       TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps, table_bytes).total - kHeaderBytes;

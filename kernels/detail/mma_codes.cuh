@@ -30,12 +30,34 @@ __device__ __forceinline__ uint32_t bf16x2_splat_int(float v) {
   return b | (b << 16);
 }
 
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
 // (a & b) | c in one LOP3. Written out because the compiler splits (a & imm) | imm into two
 // instructions (a LOP3 takes one immediate); here b and c stay in registers across the loop.
 __device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
+}
+
+// w shifted left by kShift bits (right by -kShift when negative).
+template <int kShift>
+__device__ __forceinline__ uint32_t shifted(uint32_t w) {
+  return kShift >= 0 ? w << kShift : w >> -kShift;
+}
+
+// Minifloat codes (fp8/6/5/4) at the same bit position of both halves of r as bf16x2 values: the
+// magnitude bits (exponent, then mantissa) moved by kMagShift into `mag_mask`, just below the BF16
+// exponent's top bits, and the sign bit moved by kSignShift to bit 15. That BF16 is the code's value
+// times 2^-k (a code of exponent 0 a BF16 subnormal with the same ratio); one multiply by `scale`,
+// bf16x2 (2^k, 2^k), exact, gives the value.
+template <int kMagShift, int kSignShift>
+__device__ __forceinline__ uint32_t place_minifloat(uint32_t r, uint32_t mag_mask, uint32_t scale) {
+  return bf16x2_mul(and_or(shifted<kSignShift>(r), 0x80008000u, shifted<kMagShift>(r) & mag_mask), scale);
 }
 
 template <uint32_t kBits>
@@ -93,11 +115,9 @@ struct MmaCodes {
 struct MmaFp8 {
   static constexpr uint32_t kPerWord = 4;
   __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[2]) {
-    constexpr uint32_t kMag = 0x07F007F0u, kSign = 0x80008000u, kTwo120 = 0x7B807B80u;  // bf16x2 (2^120, 2^120)
-    const uint32_t p02 = and_or(w << 8, kSign, (w << 4) & kMag);  // (c0, c2)
-    const uint32_t p13 = and_or(w, kSign, (w >> 4) & kMag);       // (c1, c3)
-    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(a[0]) : "r"(p02), "r"(kTwo120));
-    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(a[1]) : "r"(p13), "r"(kTwo120));
+    constexpr uint32_t kMag = 0x07F007F0u, kTwo120 = 0x7B807B80u;  // bf16x2 (2^120, 2^120)
+    a[0] = place_minifloat<4, 8>(w, kMag, kTwo120);    // (c0, c2)
+    a[1] = place_minifloat<-4, 0>(w, kMag, kTwo120);   // (c1, c3)
   }
   __device__ static __forceinline__ void b_from_x(uint32_t x01, uint32_t x23, uint32_t (&b)[2]) {
     b[0] = __byte_perm(x01, x23, 0x5410);  // (x0, x2)
@@ -115,13 +135,13 @@ struct MmaFp8 {
 // of columns 0..7 and of 8..15.
 struct MmaFp6 {
   static constexpr uint32_t kMag = 0x03E003E0u, kSign = 0x80008000u, kTwo124 = 0x7D807D80u;
+  // place_minifloat<5 - kP, 10 - kP>(r, kMag, kTwo124), written out in the order that was measured:
+  // the helper's order (sign shift first) schedules fp6's kernels differently and ran its batch-1
+  // GEMV 1% slower on the H200 (28672x8192, 55.3-55.4 against 54.8 us, two alternations)
   template <int kP>  // a code's first bit in each half
   __device__ static __forceinline__ uint32_t place(uint32_t r) {
-    const uint32_t mag = kP <= 5 ? (r << (5 - kP)) : (r >> (kP - 5));
-    const uint32_t sign = kP <= 10 ? (r << (10 - kP)) : (r >> (kP - 10));
-    uint32_t d = and_or(sign, kSign, mag & kMag);
-    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo124));
-    return d;
+    const uint32_t mag = shifted<5 - kP>(r), sign = shifted<10 - kP>(r);
+    return bf16x2_mul(and_or(sign, kSign, mag & kMag), kTwo124);
   }
   __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t* a) {
     const uint32_t lo = __byte_perm(ga, gb, 0x5410);  // bits 0..15 of each group: codes at 0 and 6
@@ -147,7 +167,8 @@ struct MmaFp6 {
 // one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a lane are its own: any column order works
 // when A and B agree). kOffset: A holds kBase + code (int codes), and the caller removes
 // (kBase + zero) * sum(x) per row and group; else A holds the code's value. kScaled: plane A holds
-// an fp16 scale per row and group (else no plane A, no scale).
+// an fp16 scale per row and group (else no plane A, no scale). kTable: the codes index a LaneTable
+// that the kernel fills in shared memory.
 
 // x's 16 columns from `col` of one batch column (zeros when `valid` is false: nothing is read).
 __device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool valid, uint4& lo, uint4& hi) {
@@ -155,18 +176,6 @@ __device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool
   if (valid) {
     lo = *reinterpret_cast<const uint4*>(xrow + 2 * col);
     hi = *reinterpret_cast<const uint4*>(xrow + 2 * col + 16);
-  }
-}
-// (x_c, x_{c+4}) pairs of two 8-column halves: MmaCodes<4>'s order, for codes (c_k, c_{k+4}).
-__device__ __forceinline__ void x_pairs_by4(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-#pragma unroll
-  for (uint32_t h = 0; h < 2; ++h) {  // word by word (so the compiler predicates the loads)
-    uint32_t(&bh)[4] = *reinterpret_cast<uint32_t(*)[4]>(b + 4 * h);
-    bh[0] = bh[1] = bh[2] = bh[3] = 0;
-    if (valid) {
-      const uint4 x4 = *reinterpret_cast<const uint4*>(xrow + 2 * (col + 8 * h));
-      MmaCodes<4>::b_from_x(x4.x, x4.y, x4.z, x4.w, bh);
-    }
   }
 }
 // (x_i, x_{i+8}) pairs of 16 columns, i = 0..7: for codes paired 8 columns apart (int2, int3, fp5).
@@ -182,7 +191,8 @@ __device__ __forceinline__ void x_pairs_by8(const uint8_t* xrow, uint32_t col, b
 }
 
 // x_fragment16's pairs 4 part .. 4 part + 3 alone (the B pairs of that part's two MMAs), for
-// a lane's columns from `col`: by4, 8 columns; by8, 4 + 4 columns 8 apart.
+// a lane's columns from `col`: by4, 8 columns ((x_c, x_{c+4}) pairs: MmaCodes<4>'s order, for codes
+// (c_k, c_{k+4})); by8, 4 + 4 columns 8 apart.
 __device__ __forceinline__ void x_part4_by4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                             uint32_t (&b)[4]) {
   b[0] = b[1] = b[2] = b[3] = 0;
@@ -209,8 +219,12 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
 template <uint32_t kApart>
 struct XPairs {
   __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    if constexpr (kApart == 4) x_pairs_by4(xrow, col, valid, b);
-    else x_pairs_by8(xrow, col, valid, b);
+    if constexpr (kApart == 4) {  // 8 columns at a time, so that the compiler predicates the loads
+      x_part4_by4(xrow, col, 0, valid, *reinterpret_cast<uint32_t(*)[4]>(b));
+      x_part4_by4(xrow, col, 1, valid, *reinterpret_cast<uint32_t(*)[4]>(b + 4));
+    } else {
+      x_pairs_by8(xrow, col, valid, b);
+    }
   }
   __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                                  uint32_t (&b)[4]) {
@@ -218,12 +232,6 @@ struct XPairs {
     else x_part4_by8(xrow, col, part, valid, b);
   }
 };
-
-// w shifted left by kShift bits (right by -kShift when negative).
-template <int kShift>
-__device__ __forceinline__ uint32_t shifted(uint32_t w) {
-  return kShift >= 0 ? w << kShift : w >> -kShift;
-}
 
 // A 16-entry code table in shared memory for LaneTable4, one copy per bank: entry c for lane l at
 // byte 128 c + 4 l of `base` (a warp's 32 lookups never conflict), 2 KiB. Entry c is bf16x2
@@ -238,7 +246,7 @@ constexpr uint32_t kLaneTableBytes = 16 * 32 * 4;
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
 struct LaneInt4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true;
+  static constexpr bool kOffset = true, kScaled = true, kTable = false;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -251,14 +259,10 @@ struct LaneInt4 : XPairs<4> {
 // a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
 struct LaneFp4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = false, kScaled = true;
-  static constexpr float kBase = 0.0f;
+  static constexpr bool kOffset = false, kScaled = true, kTable = false;
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
   __device__ static __forceinline__ uint32_t pair(uint32_t w) {
-    constexpr uint32_t kMag = 0x01C001C0u, kSign = 0x80008000u, kTwo126 = 0x7E807E80u;  // bf16x2 (2^126, 2^126)
-    uint32_t d = and_or(shifted<12 - 4 * kK>(w), kSign, shifted<6 - 4 * kK>(w) & kMag);
-    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo126));
-    return d;
+    return place_minifloat<6 - 4 * kK, 12 - 4 * kK>(w, 0x01C001C0u, 0x7E807E80u);  // times bf16x2 (2^126, 2^126)
   }
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -278,8 +282,7 @@ struct LaneFp4 : XPairs<4> {
 template <bool kScaledCodes>
 struct LaneTable4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
-  static constexpr bool kOffset = false, kScaled = kScaledCodes;
-  static constexpr float kBase = 0.0f;
+  static constexpr bool kOffset = false, kScaled = kScaledCodes, kTable = true;
   template <int kShift>  // the entry of the code that `kShift` moves to bits 7..10
   __device__ static __forceinline__ uint32_t entry(uint32_t w, const LaneTable& t) {
     return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted<kShift>(w), 0x780u, t.lane4));
@@ -303,7 +306,7 @@ struct LaneTable4 : XPairs<4> {
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
 struct LaneInt2 : XPairs<8> {
   static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true;
+  static constexpr bool kOffset = true, kScaled = true, kTable = false;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -319,7 +322,7 @@ struct LaneInt2 : XPairs<8> {
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
 struct LaneInt3 : XPairs<8> {
   static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true;
+  static constexpr bool kOffset = true, kScaled = true, kTable = false;
   static constexpr float kBase = 128.0f;
   // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
   __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t half, uint32_t (&a)[4]) {
@@ -355,14 +358,10 @@ struct LaneInt3 : XPairs<8> {
 // gives the value. Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
 struct LaneFp5 : XPairs<8> {
   static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
-  static constexpr bool kOffset = false, kScaled = false;  // per-row scales: applied at the flush
-  static constexpr float kBase = 0.0f;
+  static constexpr bool kOffset = false, kScaled = false, kTable = false;  // per-row scales: at the flush
   template <int kP>  // a code's first bit in each half
   __device__ static __forceinline__ uint32_t place(uint32_t r) {
-    constexpr uint32_t kMag = 0x01E001E0u, kSign = 0x80008000u, kTwo126 = 0x7E807E80u;
-    uint32_t d = and_or(shifted<11 - kP>(r), kSign, shifted<5 - kP>(r) & kMag);
-    asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(d), "r"(kTwo126));
-    return d;
+    return place_minifloat<5 - kP, 11 - kP>(r, 0x01E001E0u, 0x7E807E80u);  // times bf16x2 (2^126, 2^126)
   }
   // pairs 4 half .. 4 half + 3 of groups a, b (a0/b0: their bytes 0..3, a1/b1: bytes 1..4)
   __device__ static __forceinline__ void pairs_of(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1, uint32_t half,
