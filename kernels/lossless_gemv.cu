@@ -63,7 +63,6 @@ constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode s
 constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
 constexpr uint32_t kRing = kChunk * kSlots;
 
-
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
 struct WarpLayout {
   uint32_t info, tab, ring, exp, total;

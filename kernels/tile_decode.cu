@@ -39,7 +39,6 @@ constexpr uint32_t kMaxPlanes = 8;  // byte planes of an 8-byte element
 
 // Codec / filter codes (packer/codec.h, packer/filters.h)
 
-
 // Shared memory, carved from one dynamic allocation (offsets in bytes).
 struct SmemLayout {
   uint32_t stored, decoded, tables, freqs, x, total;

@@ -260,8 +260,13 @@ struct GpuTensor::Impl {
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
-  uint16_t* xt_dev = nullptr;  // cols x 64 BF16, allocated on first use: the bulk-copy GEMV's transposed x, or the
-                               // streaming GEMV's x columns of one pass (batch > 8)
+  uint16_t* xt_dev = nullptr;  // x_scratch(): the bulk-copy GEMV's transposed x, or the streaming
+                               // GEMV's x columns of one pass (batch > 8)
+  // cols x 64 BF16 (room for batch 64) on the device, allocated on first use
+  uint16_t* x_scratch() {
+    if (xt_dev == nullptr) WPACK_CUDA_CHECK(cudaMalloc(&xt_dev, cols * 64 * sizeof(uint16_t)));
+    return xt_dev;
+  }
   // Lossless BF16 only: the tiles of the warp-per-tile kernel (fast) and of the block-per-tile ones
   // (the other tile_count - fast_count), as tile ids in one device array: fast ids first.
   uint32_t* ids_dev = nullptr;
@@ -500,13 +505,11 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                        impl_->sparse_tiles ? ", sparse tiles" : "");
       }
       if (grid > 0) {
-        if (batch > 1 && impl_->xt_dev == nullptr)  // x transposed for batch > 1: room for batch 64
-          WPACK_CUDA_CHECK(cudaMalloc(&impl_->xt_dev, impl_->cols * 64 * sizeof(uint16_t)));
-        // it zeroes y itself, in a kernel it overlaps
+        // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1
+        uint16_t* xt = batch > 1 ? impl_->x_scratch() : nullptr;
         WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
                                                        impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
-                                                       impl_->cols, impl_->xt_dev, y_dev, impl_->rows, batch,
-                                                       status_dev, st));
+                                                       impl_->cols, xt, y_dev, impl_->rows, batch, status_dev, st));
         impl_->last_kernel = kGemvBulkCopy;
         return;
       }
@@ -550,15 +553,13 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       const uint32_t last = batch - (passes - 1) * kPassColumns;
       if (stream_grid(std::min(batch, kPassColumns)) > 0 && stream_grid(last) > 0) {
         // batch > 8: each pass multiplies 8 of x's columns (gathered into the scratch, 16-aligned)
-        if (passes > 1 && impl_->xt_dev == nullptr)
-          WPACK_CUDA_CHECK(cudaMalloc(&impl_->xt_dev, impl_->cols * 64 * sizeof(uint16_t)));
         for (uint32_t p = 0; p < passes; ++p) {
           const uint32_t col0 = p * kPassColumns, columns = std::min(kPassColumns, batch - col0);
           const uint16_t* x_pass = x_dev;
           if (passes > 1) {
-            WPACK_CUDA_CHECK(
-                detail::launch_gather_x_columns(x_dev, impl_->cols, batch, col0, columns, impl_->xt_dev, st));
-            x_pass = impl_->xt_dev;
+            uint16_t* gathered = impl_->x_scratch();
+            WPACK_CUDA_CHECK(detail::launch_gather_x_columns(x_dev, impl_->cols, batch, col0, columns, gathered, st));
+            x_pass = gathered;
           }
           WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(
               impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant, impl_->stream_plan,
