@@ -544,15 +544,18 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
                any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", "", ""});
   }
   table.print(out);
-  // Quantized tensors on the generic kernel are 40-190x slower than on the fast ones (H200): say why
-  uint64_t generic = 0;
+  // Quantized tensors on the rANS or the generic kernel are 10-190x slower than on the bulk-copy
+  // GEMV (H200): say why and what to do
+  uint64_t slow = 0;
   for (const auto& t : gpu.tensors)
-    generic += t.scheme_code != 0 &&
-               std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) { return is_generic_gemv_kernel(b.kernel_path); });
-  if (generic > 0)
-    out << "note: " << generic << " quantized tensor" << (generic == 1 ? "" : "s")
-        << " ran the generic kernel (rANS-coded tiles, sparse tiles other than int4, or shapes the fast kernels do not "
-           "take); `wpack compress --codec none` stores quantized tiles raw, for the fast kernels\n";
+    slow += t.scheme_code != 0 && std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) {
+              return is_slow_lossy_gemv_kernel(b.kernel_path);
+            });
+  if (slow > 0)
+    out << "note: " << slow << " quantized tensor" << (slow == 1 ? "" : "s")
+        << " ran a slow kernel (rANS-coded tiles: the rANS decoder, warp-per-tile; sparse tiles other than int4 or "
+           "shapes the fast kernels do not take: generic); `wpack compress --codec none` stores quantized tiles raw, "
+           "for the fast kernels\n";
 }
 
 }  // namespace

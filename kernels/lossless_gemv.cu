@@ -52,6 +52,7 @@
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/rans_device.cuh"
+#include "kernels/detail/rans_warp.cuh"
 #include "kernels/detail/tile_kernels.h"
 
 namespace wpack::gpu::detail {
@@ -75,146 +76,6 @@ struct WarpLayout {
     total = (exp + exp_cap + 16 + 127) & ~127u;  // + 16: the bit reader looks up to 8 bytes past the stream
   }
 };
-
-// Fields of the stream's bit string (docs/FORMAT-rans.md, LSB first) read from shared memory by
-// aligned 32-bit loads and a funnel shift. Reads are checked against the stream's size, never
-// read past it by more than 8 bytes, and set `bad` instead.
-struct BitString {
-  const uint32_t* words;  // the exponent buffer, 16-aligned
-  uint32_t base;          // bit position of the bit string in the buffer (after dir and mode byte)
-  uint32_t size_bits;     // bits of the bit string
-  __device__ uint32_t peek(uint32_t pos) const {  // 32 bits from pos; caller: pos < size_bits
-    const uint32_t a = base + pos;
-    return __funnelshift_r(words[a >> 5], words[(a >> 5) + 1], a & 31);
-  }
-  __device__ uint32_t get(uint32_t& pos, uint32_t count, bool& bad) const {  // count <= 32
-    if (count > size_bits || pos > size_bits - count) {
-      bad = true;
-      return 0;
-    }
-    if (count == 0) return 0;
-    const uint32_t v = peek(pos) & (count == 32 ? ~0u : (1u << count) - 1u);
-    pos += count;
-    return v;
-  }
-  // gamma(v): z zero bits, a one, z bits of v below its leading one (z <= 24).
-  __device__ uint32_t gamma(uint32_t& pos, bool& bad) const {
-    if (pos >= size_bits) {
-      bad = true;
-      return 1;
-    }
-    const uint32_t z = __ffs(peek(pos)) - 1;  // peek == 0: z = ~0u, caught below
-    if (z > 24 || 2 * z + 1 > size_bits - pos) {
-      bad = true;
-      return 1;
-    }
-    pos += z + 1;
-    return (1u << z) | get(pos, z, bad);
-  }
-  // Unary: one bits then a zero; returns the count of ones (> 24: bad).
-  __device__ uint32_t ones(uint32_t& pos, bool& bad) const {
-    if (pos >= size_bits) {
-      bad = true;
-      return 0;
-    }
-    const uint32_t z = __ffs(~peek(pos)) - 1;
-    if (z > 24 || z + 1 > size_bits - pos) {
-      bad = true;
-      return 0;
-    }
-    pos += z + 1;
-    return z;
-  }
-};
-
-// Parses the frequency table at `pos` (docs/FORMAT-rans.md "Frequency table", 8-bit symbols)
-// into info[256] = f << 16 | cum and the slot table tab[2^p] (slot -> symbol). Every lane runs the parse in step
-// (the same instructions and values: no divergence); lane 0 writes the frequencies. Returns
-// false when the table is malformed. Ends with the warp synchronised.
-__device__ bool build_tables(const BitString& bits, uint32_t& pos, uint32_t precision, uint32_t* info,
-                             uint8_t* tab, uint32_t lane) {
-  reinterpret_cast<uint4*>(info)[lane] = make_uint4(0, 0, 0, 0);
-  reinterpret_cast<uint4*>(info)[lane + 32] = make_uint4(0, 0, 0, 0);
-  // 1. Present symbols as runs; lane l < 8 keeps the presence bits of symbols [32 l, 32 l + 32).
-  bool bad = false;
-  uint32_t present = 0, at = 0, present_count = 0;
-  for (bool first = true;; first = false) {
-    const uint32_t code = bits.gamma(pos, bad);
-    if (bad) return false;
-    if (code == 1 && !first) break;
-    const uint32_t gap = code - 1;
-    if (gap >= 256 - at) return false;
-    at += gap;
-    const uint32_t run = bits.gamma(pos, bad);
-    if (bad || run > 256 - at) return false;
-    const uint32_t lo = max(at, 32 * lane), hi = min(at + run, 32 * lane + 32);
-    if (lane < 8 && lo < hi) present |= (hi - lo == 32 ? ~0u : ((1u << (hi - lo)) - 1u)) << (lo - 32 * lane);
-    present_count += run;
-    at += run;
-    if (at == 256) break;
-  }
-  if (present_count == 0) return false;
-  // 2. Frequencies of the present symbols but the last, in symbol order.
-  const uint32_t top = present ? 32 * lane + 31 - __clz(present) : 0u;
-  const uint32_t last = __reduce_max_sync(0xFFFFFFFFu, top);
-  const uint32_t total = 1u << precision;
-  uint32_t sum = 0;
-  int prev_len = 0;
-  __syncwarp();  // the zeroed info before lane 0's writes
-  for (uint32_t word = 0; word <= last / 32; ++word) {
-    uint32_t m = __shfl_sync(0xFFFFFFFFu, present, word);
-    for (; m; m &= m - 1) {
-      const uint32_t s = 32 * word + __ffs(m) - 1;
-      if (s == last) break;
-      const uint32_t zz = bits.ones(pos, bad);
-      if (bad) return false;
-      const int len = prev_len + ((zz & 1) ? -static_cast<int>((zz + 1) / 2) : static_cast<int>(zz / 2));
-      if (len < 0 || len > static_cast<int>(precision)) return false;
-      uint32_t v = len == 1 ? 1u : 0u;
-      if (len >= 2) v = (1u << (len - 1)) | bits.get(pos, len - 1, bad);
-      if (bad) return false;
-      sum += v + 1;
-      if (sum >= total) return false;
-      if (lane == 0) info[s] = v + 1;
-      prev_len = len;
-    }
-  }
-  if (lane == 0) info[last] = total - sum;
-  __syncwarp();
-  // 3. cum by a warp prefix sum (lane l: symbols 8 l .. 8 l + 7), info = f << 16 | cum.
-  uint4 f0 = reinterpret_cast<const uint4*>(info)[2 * lane], f1 = reinterpret_cast<const uint4*>(info)[2 * lane + 1];
-  const uint32_t mine = f0.x + f0.y + f0.z + f0.w + f1.x + f1.y + f1.z + f1.w;
-  uint32_t all = 0;
-  uint32_t c = warp_exclusive_sum(mine, lane, &all);
-  uint32_t f[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
-#pragma unroll
-  for (uint32_t i = 0; i < 8; ++i) {
-    const uint32_t fi = f[i];
-    f[i] = (fi << 16) | c;
-    c += fi;
-  }
-  reinterpret_cast<uint4*>(info)[2 * lane] = make_uint4(f[0], f[1], f[2], f[3]);
-  reinterpret_cast<uint4*>(info)[2 * lane + 1] = make_uint4(f[4], f[5], f[6], f[7]);
-  __syncwarp();
-  // 4. The slot table: symbol by symbol, the warp fills its f slots.
-  for (uint32_t word = 0; word <= last / 32; ++word) {
-    for (uint32_t m = __shfl_sync(0xFFFFFFFFu, present, word); m; m &= m - 1) {
-      const uint32_t s = 32 * word + __ffs(m) - 1;
-      const uint32_t e = info[s], f = e >> 16;
-      for (uint32_t j = lane; j < f; j += 32) tab[(e & 0xFFFFu) + j] = static_cast<uint8_t>(s);
-    }
-  }
-  __syncwarp();
-  return true;
-}
-
-// Merges two partial-row registers at butterfly level `level`: a holds virtual rows whose bit
-// `level` is 0, b those whose bit is 1; the result holds, in lane j, the row selected by bit
-// `level` of j, summed over lanes j and j ^ (1 << level).
-__device__ __forceinline__ float merge_rows(float a, float b, uint32_t level, uint32_t lane) {
-  const bool upper = (lane >> level) & 1u;
-  return (upper ? b : a) + __shfl_xor_sync(0xFFFFFFFFu, upper ? a : b, 1u << level);
-}
 
 // Status of a tile's directory as the kernel reads it (the host chose tiles where it holds).
 __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, uint32_t n, uint32_t stored,
@@ -357,70 +218,18 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     }
 
     // ---- the stream's header, table and lane states (docs/FORMAT-rans.md "Modes 1 and 3") ----
-    const uint32_t size0 = cur.d0 & ~kRawPlaneBit;
-    const BitString bits{reinterpret_cast<const uint32_t*>(exp), 72, (size0 - 1) * 8};
-    bool bad = status != kOk || exp[8] != 1;  // mode 1 (the host only sends such tiles)
-    uint32_t pos = 0, precision = 0, tail = 0, x = 0, main_len = 0, word_count = 0;
-    const uint16_t* words = nullptr;
-    if (!bad) {
-      precision = kMinPrecision + bits.get(pos, kPrecisionFieldBits, bad);
-      const uint32_t delta_bits = bits.get(pos, kDeltaFieldBits, bad);
-      const uint32_t tail_base = bits.get(pos, kTailFieldBits, bad);
-      if (bad || precision > kLosslessMaxPrecision || precision > precision_cap) bad = true;
-      uint32_t lane_pos = pos + delta_bits * lane;
-      tail = tail_base + bits.get(lane_pos, delta_bits, bad);
-      pos += delta_bits * 32;
-      bad = __any_sync(0xFFFFFFFFu, bad);
-      if (!bad) bad = !build_tables(bits, pos, precision, info, tab, lane);
-    }
-    if (!bad) {
-      const uint32_t steps = n / 32;
-      main_len = steps - min(tail, steps);
-      const uint32_t field_bits = main_len > 0 ? kMainLengthBits : kTailLengthBits;
-      uint32_t fields_total = 0;
-      uint32_t at = pos + warp_exclusive_sum(field_bits, lane, &fields_total);
-      const uint32_t field = bits.get(at, field_bits, bad);
-      const uint32_t width = main_len > 0 ? field + kStateLowerBits + 1 : field;
-      if (width > 32) bad = true;
-      const uint32_t mantissa_bits = width > 1 && width <= 32 ? width - 1 : 0u;
-      uint32_t mantissas_total = 0;
-      at = pos + fields_total + warp_exclusive_sum(mantissa_bits, lane, &mantissas_total);
-      x = bits.get(at, mantissa_bits, bad);
-      if (width >= 1 && width <= 32) x |= 1u << (width - 1);
-      pos += fields_total + mantissas_total;
-      const uint32_t pad = (8 - (pos & 7u)) & 7u;
-      if (bits.get(pos, pad, bad) != 0) bad = true;
-      bad = __any_sync(0xFFFFFFFFu, bad);
-      const uint32_t body = 1 + pos / 8;  // bytes of mode, header, table and states
-      if (!bad && ((size0 - body) & 1u)) bad = true;
-      if (!bad) {
-        word_count = (size0 - body) / 2;
-        // Move the words to a 4-byte boundary (they start anywhere): out[i] = bytes [W + 4 i, + 4).
-        const uint32_t w_at = 8 + body, shift = w_at & 3u;
-        uint32_t* w32 = reinterpret_cast<uint32_t*>(exp + (w_at & ~3u));
-        if (shift) {
-          const uint32_t n32 = (2 * word_count + 3) / 4;
-          for (uint32_t i0 = 0; i0 < n32; i0 += 32) {
-            const uint32_t i = i0 + lane;
-            const uint32_t v = i < n32 ? __funnelshift_r(w32[i], w32[i + 1], 8 * shift) : 0u;
-            __syncwarp();
-            if (i < n32) w32[i] = v;
-            __syncwarp();
-          }
-        }
-        words = reinterpret_cast<const uint16_t*>(w32);
-      }
-    }
-    if (bad && status == kOk) status = kCorrupt;
-
+    LaneStream ls;
+    if (status == kOk &&
+        !open_stream(exp, 8, cur.d0 & ~kRawPlaneBit, n, 8, min(precision_cap, kLosslessMaxPrecision), info, tab,
+                     nullptr, lane, ls))
+      status = kCorrupt;
 
     // ---- decode + multiply: step t is element 32 t + lane, tile row t / steps_per_row ----
-    uint32_t next = 0;
     if (status == kOk) {
       // Tile widths are 32, 64 or 128: a row group's steps divide the 16 steps of a mantissa chunk,
       // so chunks are managed between groups.
-      const uint32_t steps_per_row = cur.cols / 32, mask = (1u << precision) - 1u;
-      const uint32_t below = (1u << lane) - 1u, last_word = word_count > 0 ? word_count - 1 : 0u;
+      const uint32_t steps_per_row = cur.cols / 32, mask = (1u << ls.precision) - 1u;
+      const uint32_t below = (1u << lane) - 1u;
       uint32_t moff = static_cast<uint32_t>((mantissa_start(cur) + lane) % kRing);
       uint32_t t = 0;
       for (uint32_t rg = 0; rg < cur.rows; rg += kGroupRows) {
@@ -440,18 +249,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (rg + r < cur.rows && j < steps_per_row) {
-              // The next 32 words, one per lane, fetched before they are known to be needed (off
-              // the state's dependency chain); a lane that needs one takes its rank's by shuffle.
-              // Clamped so that a corrupt stream wanting more words than it has reads inside the
-              // buffer (it ends with next > word_count: corrupt).
-              const uint32_t ahead = words[min(next + lane, last_word)];
-              const uint32_t slot = x & mask, symbol = tab[slot], fc = info[symbol];
-              const uint32_t v = (fc >> 16) * (x >> precision) + slot - (fc & 0xFFFFu);
-              const bool need = t < main_len && v < kStateLower;
-              const uint32_t ballot = __ballot_sync(0xFFFFFFFFu, need);
-              const uint32_t word = __shfl_sync(0xFFFFFFFFu, ahead, __popc(ballot & below));
-              next += __popc(ballot);
-              x = need ? __byte_perm(v, word, 0x1054) : v;  // (v << 16) | word
+              const uint32_t symbol = decode_step(ls, t, true, mask, below, lane, info, tab);
               const uint32_t m = ring[moff];
               moff = (moff + 32) % kRing;
               // BF16 bits = (symbol << 8 | m) rotated right by one within 16 bits; as float: << 16.
@@ -494,8 +292,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
           if (lane < kGroup && row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
         }
       }
-      const bool wrong_end = x != (tail ? 0u : kStateLower);
-      if (__any_sync(0xFFFFFFFFu, wrong_end) || next != word_count) status = kCorrupt;
+      if (__any_sync(0xFFFFFFFFu, !ls.final_ok()) || ls.next != ls.word_count) status = kCorrupt;
     } else if (cur.status == kOk) {
       // Corrupt stream: drain the mantissa copies already issued, so the barriers stay in step.
       for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) wait_chunk(c);

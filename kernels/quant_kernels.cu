@@ -378,8 +378,9 @@ __global__ void __launch_bounds__(kThreads) quant_decode_kernel(
 }
 
 __global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
-    const uint8_t* __restrict__ bytes_dev, const DevTile* __restrict__ tiles_dev, QuantDevParams params,
-    QuantSmemPlan plan,
+    const uint8_t* __restrict__ bytes_dev, const DevTile* __restrict__ tiles_dev,
+    const uint32_t* __restrict__ ids_dev,  // nullptr: block k takes tile k
+    QuantDevParams params, QuantSmemPlan plan,
     const uint16_t* __restrict__ x_dev,  // (K, batch) BF16 bits
     float* __restrict__ y_dev,           // (N, batch), zeroed before the launch
     uint32_t batch,                      // 1..64
@@ -387,9 +388,10 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ uint32_t block_shared[kWarps + 2];
   __shared__ TileView view;
-  const DevTile tile = tiles_dev[blockIdx.x];
+  const uint32_t id = ids_dev ? ids_dev[blockIdx.x] : blockIdx.x;
+  const DevTile tile = tiles_dev[id];
   const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
-  if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
+  if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
   float* xs = reinterpret_cast<float*>(smem + GenericLayout(plan, 0).x);  // (tile.cols, kGenericBatch)
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
@@ -1004,16 +1006,17 @@ cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_d
   return cudaGetLastError();
 }
 
-cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                                      const QuantDevParams& params, const QuantSmemPlan& plan, const uint16_t* x_dev,
-                                      float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
+cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                      uint64_t tile_count, const QuantDevParams& params, const QuantSmemPlan& plan,
+                                      const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                      cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   const uint64_t smem = quant_generic_smem_bytes(plan);
   cudaError_t err = cudaFuncSetAttribute(quant_gemv_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   quant_gemv_generic_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
-      bytes_dev, tiles_dev, params, plan, x_dev, y_dev, batch, status_dev);
+      bytes_dev, tiles_dev, ids_dev, params, plan, x_dev, y_dev, batch, status_dev);
   return cudaGetLastError();
 }
 

@@ -84,9 +84,11 @@ class GpuTensor {
   uint64_t tile_count() const;
   uint64_t stored_bytes() const;  // sum of the tiles' stored sizes (what the kernels read)
   uint64_t device_bytes() const;  // device memory held (stored bytes with 128-byte alignment + tables)
-  // Lossless BF16: the tiles that gemv() and decode() give the warp-per-tile kernel, decided at
-  // upload (0 when this build has no such kernel, the device has no bulk copies (compute
-  // capability below 9.0) or WPACK_GPU_NO_TMA is set); the others take the block-per-tile kernel.
+  // The tiles that a warp-per-tile kernel takes, decided at upload (0 when this build has no such
+  // kernel, the device has no bulk copies (compute capability below 9.0) or WPACK_GPU_NO_TMA is
+  // set): lossless BF16, in gemv() and decode(), the others taking the block-per-tile kernel;
+  // lossy rANS-coded tiles, in gemv() (when the bulk-copy GEMV does not take the tensor), the
+  // others taking the generic kernel.
   uint64_t warp_tiles() const;
 
   // Decodes every tile into out_dev: rows() x cols() elements of decoded_elem_size() bytes,
@@ -105,8 +107,8 @@ class GpuTensor {
   // Float32 accumulation; partial sums of different tile columns are combined with float
   // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); when a
   // tile is not kOk, y is unspecified (a tile found corrupt at the end of its stream may already
-  // have added to it). Lossless BF16 tiles of the default shape run on a warp-per-tile kernel
-  // (kernels/lossless_gemv.cu), the others on a block-per-tile kernel. Throws Error(kUnsupported) for a lossless tensor that is
+  // have added to it). rANS-coded tiles of the default shape run on a warp-per-tile kernel
+  // (kernels/lossless_gemv.cu, kernels/quant_rans_gemv.cu), the others on block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is
   // not BF16, Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev
   // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
@@ -117,12 +119,15 @@ class GpuTensor {
   static constexpr const char* kGemvBulkCopy = "bulk-copy";      // kernels/quant_gemv_tma.cu
   static constexpr const char* kGemvTensorCore = "tensor-core";  // the cp.async GEMVs of
   static constexpr const char* kGemvStreaming = "streaming";     // kernels/quant_kernels.cu
-  // one block per tile: rANS-coded or sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned
+  // one block per tile: sparse or raw tiles outside the bulk-copy GEMV, x not 16-byte aligned
   static constexpr const char* kGemvGeneric = "generic";
-  // lossless BF16 (kernels/lossless_gemv.cu, kernels/tile_decode.cu): some tiles on each, or all on one
+  // rANS-coded tiles, a warp per tile: lossless BF16 (kernels/lossless_gemv.cu) beside the
+  // block-per-tile kernel of kernels/tile_decode.cu, lossy (kernels/quant_rans_gemv.cu) beside
+  // the generic one; some tiles on each, or all on one
   static constexpr const char* kGemvWarpPerTile = "warp-per-tile";
   static constexpr const char* kGemvBlockPerTile = "block-per-tile";
   static constexpr const char* kGemvWarpAndBlockPerTile = "warp-per-tile + block-per-tile";
+  static constexpr const char* kGemvWarpPerTileAndGeneric = "warp-per-tile + generic";
 
  private:
   struct Impl;

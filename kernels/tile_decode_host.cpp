@@ -128,6 +128,41 @@ bool lossless_fast_tile(std::span<const uint8_t> stored, const WpkTile& rec, con
 }
 
 // ---- lossy tensors ----
+// The warp-per-tile quantized rANS GEMV (kernels/quant_rans_gemv.cu) takes a tile when its codec
+// is rans, its layout dense (4) or zero-relative (6), plane B a mode-1 rANS stream of the codes
+// themselves (2, 3, 4 or 8 bits: not fp6/fp5, whose streams code packed bytes), plane A raw or a
+// mode-1 stream, the tile 32, 64 or 128 columns wide, its stored bytes at most
+// detail::kQuantRansMaxStored and its raw size what the layout implies; a LUT scheme only with one
+// table. Nearly every full tile that `wpack compress` writes for those schemes with the default
+// codec qualifies. *side_bytes: what the warp keeps beside the stream (plane A decoded, or the
+// tile's row scales as float); *precision: the largest table precision of its streams.
+bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
+                     const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision) {
+  if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && rec.filter != detail::kLayoutDenseZeroRel)) return false;
+  if (q.code_symbol_bits != q.bits || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
+  if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 8) return false;
+  if (align16(uint64_t{stored.size()}) > detail::kQuantRansMaxStored) return false;
+  const uint64_t n = uint64_t{d.rows} * d.cols;
+  const uint64_t a_bytes = quant_side_plane_bytes(qp, TileRect{d.row0, d.col0, d.rows, d.cols}, false);
+  if (rec.raw_size != a_bytes + (n * qp.bits + 7) / 8) return false;
+  const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
+  const uint64_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
+  if ((word_b & kRawPlaneBit) || 8 + size_a + size_b != stored.size() || size_b < 2 || stored[8 + size_a] != 1)
+    return false;
+  uint32_t p = rans_stream_precision(stored.subspan(8 + size_a, size_b));
+  if (word_a & kRawPlaneBit) {
+    if (size_a != a_bytes) return false;
+  } else {
+    if (a_bytes == 0 || size_a < 2 || size_a >= a_bytes || stored[8] != 1) return false;  // coded: smaller than raw
+    const uint32_t pa = rans_stream_precision(stored.subspan(8, size_a));
+    p = pa == 0 ? 0 : std::max(p, pa);
+  }
+  if (p == 0) return false;
+  *side_bytes = static_cast<uint32_t>(std::max<uint64_t>(a_bytes, q.grouped ? 0 : 4ull * d.rows));
+  *precision = p;
+  return true;
+}
+
 
 // The device view of a lossy tensor's params (pointers filled by upload_quant_side).
 QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
@@ -267,13 +302,18 @@ struct GpuTensor::Impl {
     if (xt_dev == nullptr) WPACK_CUDA_CHECK(cudaMalloc(&xt_dev, cols * 64 * sizeof(uint16_t)));
     return xt_dev;
   }
-  // Lossless BF16 only: the tiles of the warp-per-tile kernel (fast) and of the block-per-tile ones
-  // (the other tile_count - fast_count), as tile ids in one device array: fast ids first.
+  // The tiles of a warp-per-tile kernel (fast: lossless BF16 kernels/lossless_gemv.cu, lossy
+  // kernels/quant_rans_gemv.cu) and of the block-per-tile ones (the other tile_count - fast_count),
+  // as tile ids in one device array: fast ids first.
   uint32_t* ids_dev = nullptr;
   uint32_t fast_count = 0;
-  uint32_t fast_exp_cap = 0, fast_precision_cap = 8;
+  // The fast tiles' largest aligned bytes in shared memory (lossless: directory + exponent stream;
+  // lossy: the stored tile), plane A or row scales (lossy), and table precision.
+  uint32_t fast_bytes_cap = 0, fast_side_cap = 16, fast_precision_cap = 8;
   detail::LosslessPlan lossless_plan[65] = {};  // per batch, [0]: decode
   int lossless_grid[65] = {};                   // per batch, [0]: decode (0: not computed yet, -1: none)
+  detail::QuantRansPlan quant_rans_plan[65] = {};  // lossy, per batch
+  int quant_rans_grid[65] = {};                    // lossy, per batch (0: not computed yet, -1: none)
 
   // The warp-per-tile kernel's grid for this batch width (0: decode), worked out on the first call;
   // -1 when it does not apply (no such tiles, which upload decides, or no fit).
@@ -283,11 +323,26 @@ struct GpuTensor::Impl {
     grid = -1;
     if (fast_count == 0) return grid;
     detail::LosslessPlan& plan = lossless_plan[batch];
-    plan = detail::lossless_plan(fast_exp_cap, fast_precision_cap, batch);
+    plan = detail::lossless_plan(fast_bytes_cap, fast_precision_cap, batch);
     grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
     if (std::getenv("WPACK_GPU_DEBUG"))
       std::fprintf(stderr, "%s: lossless warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
                    batch ? "gemv" : "decode", batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count,
+                   static_cast<unsigned>(tile_count - fast_count));
+    return grid;
+  }
+  // The same for the lossy warp-per-tile kernel (gemv only: batch 1..64).
+  int quant_fast_grid(uint32_t batch) {
+    int& grid = quant_rans_grid[batch];
+    if (grid != 0) return grid;
+    grid = -1;
+    if (fast_count == 0) return grid;
+    detail::QuantRansPlan& plan = quant_rans_plan[batch];
+    plan = detail::quant_rans_plan(quant, fast_bytes_cap, fast_side_cap, fast_precision_cap, batch);
+    grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
+    if (std::getenv("WPACK_GPU_DEBUG"))
+      std::fprintf(stderr, "gemv: quant warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
+                   batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count,
                    static_cast<unsigned>(tile_count - fast_count));
     return grid;
   }
@@ -350,11 +405,11 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint64_t total = 0;
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
-  std::vector<uint32_t> fast_ids, slow_ids;  // lossless BF16: which GEMV kernel takes each tile
+  std::vector<uint32_t> fast_ids, slow_ids;  // which GEMV kernel takes each tile (warp- or block-per-tile)
   // Whether the warp-per-tile kernel can run here at all (built, bulk copies allowed): decided
   // once, so that warp_tiles() says what gemv() and decode() will do.
   impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
-  const bool fast_possible = !lossy && t.dtype == DType::BF16 && detail::lossless_fast_built() && impl->bulk_copy;
+  const bool fast_possible = (lossy || t.dtype == DType::BF16) && detail::lossless_fast_built() && impl->bulk_copy;
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
     if (!reader.tile_checksum_ok(t.first_tile + k))
@@ -375,7 +430,17 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     d.offset = total;
     total = checked_add(total, align_up(uint64_t{rec.stored_size}, kDeviceTileAlign), "gpu upload bytes");
     if (lossy) {
-      size_quant_tile(qp, rec, d, reader.tile_bytes(t.first_tile + k), quant_sizes);
+      const auto bytes = reader.tile_bytes(t.first_tile + k);
+      size_quant_tile(qp, rec, d, bytes, quant_sizes);
+      uint32_t side_bytes = 0, precision = 0;
+      if (fast_possible && quant_rans_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision)) {
+        fast_ids.push_back(static_cast<uint32_t>(k));
+        impl->fast_bytes_cap = std::max(impl->fast_bytes_cap, static_cast<uint32_t>(align16(bytes.size())));
+        impl->fast_side_cap = std::max(impl->fast_side_cap, static_cast<uint32_t>(align16(side_bytes)));
+        impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
+      } else if (fast_possible) {
+        slow_ids.push_back(static_cast<uint32_t>(k));
+      }
       continue;
     }
     // Only tiles the GPU can decode size the shared memory (a zstd tile is reported, not loaded).
@@ -385,7 +450,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (fast_possible) {
       if (lossless_fast_tile(reader.tile_bytes(t.first_tile + k), rec, d, t.dtype, &exp_bytes, &precision)) {
         fast_ids.push_back(static_cast<uint32_t>(k));
-        impl->fast_exp_cap = std::max(impl->fast_exp_cap, exp_bytes);
+        impl->fast_bytes_cap = std::max(impl->fast_bytes_cap, exp_bytes);
         impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
       } else {
         slow_ids.push_back(static_cast<uint32_t>(k));
@@ -515,6 +580,18 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       }
     }
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
+    // rANS-coded tiles: a warp per tile for those it takes, the generic kernel for the rest.
+    if (const int grid = impl_->quant_fast_grid(batch); grid > 0) {
+      WPACK_CUDA_CHECK(detail::launch_quant_rans_gemv(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
+                                                      impl_->fast_count, impl_->quant, impl_->quant_rans_plan[batch],
+                                                      static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
+      const uint64_t slow_count = impl_->tile_count - impl_->fast_count;
+      WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev,
+                                                         impl_->ids_dev + impl_->fast_count, slow_count, impl_->quant,
+                                                         impl_->quant_plan, x_dev, y_dev, batch, status_dev, st));
+      impl_->last_kernel = slow_count == 0 ? kGemvWarpPerTile : kGemvWarpPerTileAndGeneric;
+      return;
+    }
     // Tensor cores for int8/4 (any batch), the CUDA-core streaming kernel for the other schemes
     // (in passes of at most 8 batch columns), both for dense tiles only, else the generic
     // one-block-per-tile kernel.
@@ -570,7 +647,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         return;
       }
     }
-    WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
+    WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count,
                                                        impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
                                                        st));
     impl_->last_kernel = kGemvGeneric;

@@ -550,6 +550,57 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4/fp5, edge rows and 
   }
 }
 
+// rANS-coded quantized tiles (the default codec) on the warp-per-tile GEMV: every scheme whose
+// plane-B symbols are its codes (int8/4/3/2, fp8, fp4, nf4, one-table lut4/lut3), layouts 4 and 6
+// (asymmetric int: zero-relative symbols), grouped scales decoded from plane A, row scales, value
+// tables. Tensor a: 128x128 tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles
+// with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
+// for rANS to pay), which takes the generic kernel in the same call; s: 64x32 tiles (64x64 or
+// 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns.
+TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme, edge tiles, batch 1..64") {
+  using wpack::Scheme;
+  const LossyCase cases[] = {
+      {Scheme::kInt4, Codec::kRans, 0, 128}, {Scheme::kInt4, Codec::kRans, 0, 32, true}, {Scheme::kInt8, Codec::kRans},
+      {Scheme::kInt3, Codec::kRans, 0, 64},  {Scheme::kInt2, Codec::kRans, 0, 128},      {Scheme::kFp8, Codec::kRans},
+      {Scheme::kFp4, Codec::kRans, 0, 64},   {Scheme::kNf4, Codec::kRans, 0, 128},       {Scheme::kLut4, Codec::kRans},
+      {Scheme::kLut3, Codec::kRans},
+  };
+  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
+  uint64_t seed = 900;
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}}, {"e", DType::BF16, {300, 4160}}, {"o", DType::BF16, {77, 4099}}},
+                        c, 128, 128, seed++);
+    auto q = pack_lossy({{"s", DType::BF16, {200, 1000}}}, c, 64, 32, seed++);
+    for (size_t t = 0; t < 4; ++t) {
+      const Packed& pk = t < 3 ? *p : *q;
+      const size_t ti = t < 3 ? t : 0;
+      const auto& info = pk.reader->tensors()[ti];
+      // The kernel's tiles: layout 4 or 6 with plane B coded, 32, 64 or 128 columns wide.
+      uint64_t coded = 0, fast = 0;
+      for (uint64_t k = 0; k < info.tile_count; ++k) {
+        const auto bytes = pk.reader->tile_bytes(info.first_tile + k);
+        const bool c = bytes.size() >= 8 && !(bytes[7] & 0x80) && pk.reader->tiles()[info.first_tile + k].filter != 5;
+        const uint64_t col0 = k % info.tile_grid_cols() * info.tile_cols;
+        const uint64_t width = std::min<uint64_t>(info.tile_cols, info.cols() - col0);
+        coded += c;
+        fast += c && (width == 32 || width == 64 || width == 128);
+      }
+      GpuTensor g = GpuTensor::upload(*pk.reader, ti);
+      INFO("tensor " << info.name << ": " << coded << " coded tiles, " << fast << " for the kernel, of " << info.tile_count);
+      // rANS pays for every full tile of these Gaussian weights (not always for small edge tiles)
+      REQUIRE(fast > 0);
+      if (t == 0) REQUIRE(fast == info.tile_count);
+      if (t == 2) REQUIRE(fast < info.tile_count);
+      REQUIRE(g.warp_tiles() == (bulk ? fast : 0));
+      const char* kernel = !bulk ? "generic" : fast < info.tile_count ? "warp-per-tile + generic" : "warp-per-tile";
+      const std::vector<float> w = check_decode_lossy(pk, ti);
+      for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 16u, 33u, 64u})
+        check_gemv_f32(pk, ti, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, kernel);
+    }
+  }
+}
+
 // Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
 // occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
 // and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as

@@ -589,7 +589,10 @@ GpuVerifyReport GpuVerifier::finish() {
   return std::move(report);
 }
 
-bool is_generic_gemv_kernel(const std::string& kernel_path) { return kernel_path == GpuTensor::kGemvGeneric; }
+bool is_slow_lossy_gemv_kernel(const std::string& kernel_path) {
+  return kernel_path == GpuTensor::kGemvGeneric || kernel_path == GpuTensor::kGemvWarpPerTile ||
+         kernel_path == GpuTensor::kGemvWarpPerTileAndGeneric;
+}
 
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
   GpuVerifier verifier(reader, against, options);

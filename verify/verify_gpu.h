@@ -138,9 +138,11 @@ GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against,
 // options before preparing anything.
 void validate_gpu_verify_options(const GpuVerifyOptions& options);
 
-// Whether a GpuBatchCheck::kernel_path names the one-block-per-tile fallback (rANS-coded tiles,
-// sparse tiles outside the bulk-copy GEMV, x not 16-byte aligned), far slower than the others.
-bool is_generic_gemv_kernel(const std::string& kernel_path);
+// Whether a lossy tensor's GpuBatchCheck::kernel_path names a kernel far slower than the
+// bulk-copy GEMV: the warp-per-tile rANS decoder (rANS-coded tiles, 0.1-0.2x cuBLAS on the H200)
+// or the one-block-per-tile fallback (sparse tiles outside the bulk-copy GEMV, odd tile shapes, x
+// not 16-byte aligned).
+bool is_slow_lossy_gemv_kernel(const std::string& kernel_path);
 
 // verify_gpu one tensor at a time, for a caller that already holds each tensor's CPU reference
 // decode (verify_cpu's on_decoded hook): construct, check_tensor for every tensor of the file in

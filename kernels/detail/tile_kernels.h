@@ -130,10 +130,12 @@ cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_d
                                 float* out_dev, uint32_t* status_dev, cudaStream_t stream);
 
 // Generic fused decode + GEMV, one block per tile, for any tile: y (rows, batch) += W x, x (cols,
-// batch) BF16 bits; batch 1..64 (processed 8 at a time). y zeroed by the caller.
-cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
-                                      const QuantDevParams& params, const QuantSmemPlan& plan, const uint16_t* x_dev,
-                                      float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
+// batch) BF16 bits; batch 1..64 (processed 8 at a time). y zeroed by the caller. ids_dev: nullptr
+// (block k takes tile k) or tile_count tile ids, the tiles to take (status_dev indexed by tile id).
+cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                      uint64_t tile_count, const QuantDevParams& params, const QuantSmemPlan& plan,
+                                      const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
+                                      cudaStream_t stream);
 
 // The streaming GEMV for tensors whose tiles are all dense with raw planes (codec none, or rANS
 // that did not pay): each block walks a contiguous range of tiles through a multi-stage cp.async
@@ -167,6 +169,29 @@ cudaError_t launch_quant_gemv_tc(const uint8_t* bytes_dev, const DevTile* tiles_
 int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
 // Blocks of the streaming kernel that fit on one multiprocessor for this plan and batch.
 int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
+
+// The quantized rANS GEMV with a warp per tile (kernels/quant_rans_gemv.cu) for the tiles the host
+// picks (quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4 or 6, plane B a mode-1
+// rANS stream of the codes themselves (bits 2, 3, 4 or 8), plane A raw or a mode-1 stream, tile
+// width 32, 64 or 128; not a LUT scheme with a table per lut_rows rows. Needs bulk copies
+// (lossless_fast_built() says whether this build has them).
+struct QuantRansPlan {
+  uint32_t stored_cap;     // largest aligned stored tile of those tiles, bytes
+  uint32_t side_cap;       // largest plane A, or 4 bytes per tile row for per-row scales, multiple of 16
+  uint32_t precision_cap;  // largest table precision of their streams, 8..12
+  uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16
+  uint32_t smem_bytes;     // dynamic shared memory per block
+  int blocks_per_sm;       // 0: does not fit
+};
+// Largest stored tile it takes: a 128x128 int8 or fp8 tile codes to about 12-15 KiB.
+constexpr uint32_t kQuantRansMaxStored = 20480;
+QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t side_cap,
+                              uint32_t precision_cap, uint32_t batch);
+// ids_dev: the count tile ids to take; y_dev (rows, batch) zeroed by the caller; batch 1..64 in passes.
+cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                   uint32_t count, const QuantDevParams& params, const QuantRansPlan& plan,
+                                   uint32_t grid, const uint16_t* x_dev, float* y_dev, uint32_t batch,
+                                   uint32_t* status_dev, cudaStream_t stream);
 
 }  // namespace wpack::gpu::detail
 

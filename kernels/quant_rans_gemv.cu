@@ -1,0 +1,389 @@
+// The quantized rANS GEMV: a warp per tile, the codes decoded from their rANS stream in registers
+// and multiplied at once. Byte layouts: docs/FORMAT.md ("Quantized tiles") and
+// docs/FORMAT-rans.md; the scalar references are packer/quant_tile.cpp decode_quant_tile_ref()
+// and packer/rans.cpp rans_decode(). Each weight is dequantized exactly as the reference does it
+// ((code - zero) * scale, value(code) * scale or table[code], in float32), then multiplied in
+// float32 (tests/gpu_tile_decode.cpp compares y with a float64 GEMV of the dequantized weights).
+//
+// Which tiles (the host picks them, quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4
+// (codes) or 6 (zero-relative symbols), plane B a mode-1 rANS stream whose symbols are the codes
+// (int8/4/3/2, fp8, fp4, nf4, lut4/lut3 with one table; not fp6/fp5, whose streams code packed
+// bytes), plane A raw or a mode-1 stream, tile width 32, 64 or 128. That is every full tile that
+// `wpack compress --scheme <one of those>` writes with the default codec, where rANS paid. The
+// other tiles (sparse, planes stored raw, odd widths) take the generic kernel in the same gemv().
+//
+// Before this kernel, such tensors ran the generic kernel: a block of 256 threads per tile, one
+// warp decoding the 16384-symbol stream (its table parsed by one lane) while seven waited. The
+// stream is 32 interleaved rANS lanes, so a warp is all the parallelism a tile has; here each warp
+// owns a tile at a time (about 13 KiB of shared memory for an int4 tile):
+//
+//   global: [dir 8 B][plane A: scales, zeros (raw or rANS)][plane B: rANS stream of the codes]
+//             | one bulk copy of the whole stored tile
+//             v
+//   shared: stored[] -> plane A decoded into side[] (or read in place when raw; per-row schemes
+//           put the tile's row scales there); plane B's header, table (info, tab) and lane
+//           states as in lossless_gemv.cu (kernels/detail/rans_warp.cuh). Plane A (384 bytes for
+//           a 128x128 int4 g128 tile) has nearly every byte value, so its table costs more than
+//           its 12 steps: it is decoded without a slot table, by a search of the cum column.
+//   step t (element 32 t + lane, tile row t / (w / 32)): symbol -> code (layout 6: + the group's
+//           zero point, mod 2^bits) -> w = (value(code) - zero) * scale -> acc[b] += w x[b];
+//           a step's 32 columns lie in one group (groups are >= 32 wide), so scale and zero are
+//           warp-uniform shared loads
+//   rows:   merged by the transposing butterfly of lossless_gemv.cu, one atomicAdd per row and
+//           batch column.
+//
+// y is accumulated with float atomicAdd across tile columns. A tile found corrupt at the end of
+// its stream (final states, word count) may already have added to y; its status says so.
+#include <cstdint>
+#include <mutex>
+
+#include <cuda_fp16.h>
+
+#include "kernels/detail/align.h"
+#include "kernels/detail/bulk_copy.cuh"
+#include "kernels/detail/rans_warp.cuh"
+#include "kernels/detail/tile_kernels.h"
+
+namespace wpack::gpu::detail {
+#if WPACK_HAVE_BULK_COPY
+namespace {
+
+constexpr uint32_t kWarps = 4;              // warps per block; each works alone on its own tiles
+constexpr uint32_t kValuesBytes = 256 * 4;  // the block's code values (table kinds): float[2^bits]
+
+// One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
+struct WarpLayout {
+  uint32_t info, tab, side, words, stored, total;
+  __host__ __device__ WarpLayout(uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap) {
+    // [0, 16): the mbarrier of the tile copy
+    info = 64;                                    // 256 u32: f << 16 | cum, per symbol
+    tab = info + 1024;                            // 2^p u8: slot -> symbol
+    side = align16(tab + (1u << precision_cap));  // plane A decoded, or the tile's row scales (float)
+    words = side + side_cap;                      // plane A's renormalisation words (< its stream)
+    stored = words + side_cap + 16;               // the stored tile
+    total = (stored + stored_cap + 16 + 127) & ~127u;  // + 16: bit reads and the word move run past the end
+  }
+};
+
+template <uint32_t kB, bool kIntCodes>  // batch columns per pass: 1, 2, 4, 8 or 16; int schemes or value tables
+__global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
+    const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
+    const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
+    const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
+    uint32_t count, QuantDevParams p, uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap,
+    const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits, columns [0, nb) of this pass
+    float* __restrict__ y_dev,              // (N, ld) float, columns [0, nb) of this pass
+    uint32_t ld, uint32_t nb,
+    uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
+  static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
+  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;  // rows x kB columns = 4, 8 or 16 virtual rows
+  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
+  extern __shared__ __align__(128) uint8_t smem[];
+  float* values = reinterpret_cast<float*>(smem);
+  if constexpr (!kIntCodes) {
+    for (uint32_t i = threadIdx.x; i < (1u << p.bits); i += blockDim.x) values[i] = p.values_dev[i];
+  }
+  __syncthreads();
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  const WarpLayout layout(stored_cap, side_cap, precision_cap);
+  uint8_t* base = smem + kValuesBytes + warp * layout.total;
+  uint64_t* bar = reinterpret_cast<uint64_t*>(base);
+  uint32_t* info = reinterpret_cast<uint32_t*>(base + layout.info);
+  uint8_t* tab = base + layout.tab;
+  uint8_t* side_buf = base + layout.side;
+  uint32_t* side_words = reinterpret_cast<uint32_t*>(base + layout.words);
+  uint8_t* stored = base + layout.stored;
+
+  const uint64_t gw = uint64_t{blockIdx.x} * kWarps + warp, warps = uint64_t{gridDim.x} * kWarps;
+  const uint32_t first = static_cast<uint32_t>(gw * count / warps), last = static_cast<uint32_t>((gw + 1) * count / warps);
+  if (first == last) return;
+  if (lane == 0) {
+    mbar_init(bar, 1);
+    mbar_init_fence();
+  }
+  __syncwarp();
+  const uint64_t policy = evict_first_policy();
+
+  // Tile records, 32 at a time: lane l holds record rec_base + l.
+  uint32_t rec_base = first, rec_id = 0;
+  DevTile rec{};
+  auto load_records = [&](uint32_t from) {
+    rec_base = from;
+    if (from + lane < last) {
+      rec_id = ids_dev[from + lane];
+      rec = tiles_dev[rec_id];
+    }
+  };
+  load_records(first);
+  struct Tile {
+    uint64_t offset;
+    uint32_t id, stored, row0, col0, rows, cols, filter;
+    bool fits;
+  };
+  auto tile_at = [&](uint32_t k) {
+    if (k - rec_base >= 32) load_records(k);
+    const uint32_t src = k - rec_base;
+    Tile t;
+    t.offset = __shfl_sync(0xFFFFFFFFu, rec.offset, src);
+    t.id = __shfl_sync(0xFFFFFFFFu, rec_id, src);
+    t.stored = __shfl_sync(0xFFFFFFFFu, rec.stored_size, src);
+    t.row0 = __shfl_sync(0xFFFFFFFFu, rec.row0, src);
+    t.col0 = __shfl_sync(0xFFFFFFFFu, rec.col0, src);
+    t.rows = __shfl_sync(0xFFFFFFFFu, rec.rows, src);
+    t.cols = __shfl_sync(0xFFFFFFFFu, rec.cols, src);
+    t.filter = __shfl_sync(0xFFFFFFFFu, uint32_t{rec.filter}, src);
+    t.fits = t.stored >= 8 && align16(t.stored) <= stored_cap;
+    return t;
+  };
+  uint32_t phase = 0;
+  auto issue_tile = [&](const Tile& t) {  // the whole stored tile, one bulk copy
+    if (!t.fits || lane != 0) return;
+    mbar_arrive_expect_tx(bar, align16(t.stored));
+    bulk_load(stored, bytes_dev + t.offset, align16(t.stored), bar, policy);
+  };
+
+  const uint32_t below = (1u << lane) - 1u, code_mask = (1u << p.bits) - 1u;
+  const uint32_t group_shift = p.grouped ? __ffs(p.group) - 1 : 0u;  // groups are powers of two >= 32
+  const uint32_t default_zero = kIntCodes ? static_cast<uint32_t>(p.symmetric_zero) : 0u;  // int8, symmetric int
+  Tile cur = tile_at(first);
+  issue_tile(cur);
+  for (uint32_t k = first; k < last; ++k) {
+    Tile nxt{};
+    if (k + 1 < last) nxt = tile_at(k + 1);
+    uint32_t status = cur.fits ? kOk : kTooLarge;
+    const uint32_t h = cur.rows, w = cur.cols, n = h * w;
+    // x of the lane's columns 32 j + lane (BF16 -> float), loaded while the copy is in flight.
+    float xr[4][kB];
+#pragma unroll
+    for (uint32_t j = 0; j < 4; ++j) {
+#pragma unroll
+      for (uint32_t b = 0; b < kB; ++b) {
+        const uint32_t c = 32 * j + lane;
+        xr[j][b] = c < w && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
+      }
+    }
+    if (cur.fits) {
+      mbar_wait(bar, phase);
+      phase ^= 1;
+    }
+
+    // ---- plane directory and plane A (docs/FORMAT.md "Quantized tiles") ----
+    const uint32_t word_a = reinterpret_cast<const uint32_t*>(stored)[0];
+    const uint32_t word_b = reinterpret_cast<const uint32_t*>(stored)[1];
+    const uint32_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
+    const uint32_t groups = p.grouped ? (w + p.group - 1) >> group_shift : 0u;
+    const uint32_t scale_bytes = 2 * h * groups, a_bytes = scale_bytes + (p.zero_points ? h * groups : 0u);
+    const bool zero_rel = cur.filter == kLayoutDenseZeroRel;
+    if (status == kOk) {
+      const bool plain = cur.filter == kLayoutDense || (zero_rel && p.zero_points);
+      if (!plain || (word_b & kRawPlaneBit) || uint64_t{8} + size_a + size_b != cur.stored ||
+          ((word_a & kRawPlaneBit) ? size_a != a_bytes : a_bytes == 0) || (w != 32 && w != 64 && w != 128))
+        status = kCorrupt;
+    }
+    const uint8_t* side = stored + 8;
+    if (status == kOk && !(word_a & kRawPlaneBit)) {
+      LaneStream as;
+      if (a_bytes > side_cap || size_a > side_cap ||
+          !open_stream(stored, 8, size_a, a_bytes, 8, precision_cap, info, nullptr, side_words, lane, as)) {
+        status = kCorrupt;
+      } else {
+        const uint32_t mask = (1u << as.precision) - 1u;
+        for (uint32_t t = 0; 32 * t < a_bytes; ++t) {
+          const bool active = 32 * t + lane < a_bytes;
+          const uint32_t symbol = decode_step<true>(as, t, active, mask, below, lane, info, nullptr);
+          if (active) side_buf[32 * t + lane] = static_cast<uint8_t>(symbol);
+        }
+        if (__any_sync(0xFFFFFFFFu, !as.final_ok()) || as.next != as.word_count) status = kCorrupt;
+        side = side_buf;
+      }
+    }
+    const float* row_scales = reinterpret_cast<const float*>(side_buf);  // per-row schemes (no plane A)
+    if (status == kOk && p.row_scales_dev != nullptr) {
+      if (4 * h > side_cap) {
+        status = kTooLarge;
+      } else {
+        for (uint32_t r = lane; r < h; r += 32) reinterpret_cast<float*>(side_buf)[r] = p.row_scales_dev[cur.row0 + r];
+      }
+    }
+    __syncwarp();
+
+    // ---- plane B: header, table and lane states, then decode + multiply ----
+    LaneStream bs;
+    if (status == kOk &&
+        !open_stream(stored, 8 + size_a, size_b, n, p.bits, precision_cap, info, tab, nullptr, lane, bs))
+      status = kCorrupt;
+    if (status == kOk) {
+      const uint32_t steps_per_row = w / 32, mask = (1u << bs.precision) - 1u;
+      const uint16_t* scales16 = reinterpret_cast<const uint16_t*>(side);
+      uint32_t t = 0;
+      for (uint32_t rg = 0; rg < h; rg += kGroupRows) {
+        float tree[kMergeLevels], total = 0.f;
+#pragma unroll
+        for (uint32_t r = 0; r < kGroupRows; ++r) {
+          const uint32_t row = rg + r;
+          float acc[kB];
+#pragma unroll
+          for (uint32_t b = 0; b < kB; ++b) acc[b] = 0.f;
+          // The scale and zero point of each of the row's steps (warp-uniform: a step's 32 columns
+          // lie in one group), loaded before its steps.
+          float scale[4], zero_f[4];
+          uint32_t zero[4];
+          const float row_scale = p.row_scales_dev != nullptr && row < h ? row_scales[row] : 1.f;
+#pragma unroll
+          for (uint32_t j = 0; j < 4; ++j) {
+            scale[j] = j > 0 ? scale[j - 1] : row_scale;
+            zero[j] = j > 0 ? zero[j - 1] : default_zero;
+            // a new group at step j (j * 32 a multiple of the group): its scale and zero
+            if (p.grouped && row < h && j < steps_per_row && ((32 * j) & (p.group - 1)) == 0) {
+              const uint32_t i = row * groups + ((32 * j) >> group_shift);
+              scale[j] = __half2float(__ushort_as_half(scales16[i]));
+              if (p.zero_points) zero[j] = side[scale_bytes + i];
+            }
+            // int codes: value - zero as (2^23 + code) - (2^23 + zero), both exact (no I2F per step)
+            zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
+          }
+#pragma unroll
+          for (uint32_t j = 0; j < 4; ++j) {
+            if (row < h && j < steps_per_row) {
+              const uint32_t symbol = decode_step(bs, t, true, mask, below, lane, info, tab);
+              const uint32_t code = zero_rel ? (symbol + zero[j]) & code_mask : symbol;
+              const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
+              const float wv = __fmul_rn(__fsub_rn(value, zero_f[j]), scale[j]);
+#pragma unroll
+              for (uint32_t b = 0; b < kB; ++b) acc[b] = fmaf(wv, xr[j][b], acc[b]);
+              ++t;
+            }
+          }
+          // Push (row r, column b) as virtual row k = r kB + b into the butterfly.
+#pragma unroll
+          for (uint32_t b = 0; b < kB; ++b) {
+            const uint32_t vk = r * kB + b;
+            float carry = acc[b];
+            bool placed = false;
+#pragma unroll
+            for (uint32_t level = 0; level < kMergeLevels; ++level) {
+              if (!placed) {
+                if (vk & (1u << level)) {
+                  carry = merge_rows(tree[level], carry, level, lane);
+                } else {
+                  tree[level] = carry;
+                  placed = true;
+                }
+              }
+            }
+            if (!placed) total = carry;
+          }
+        }
+        // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
+#pragma unroll
+        for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
+        const uint32_t row = rg + lane / kB, b = lane % kB;
+        if (lane < kGroup && row < h && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
+      }
+      if (__any_sync(0xFFFFFFFFu, !bs.final_ok()) || bs.next != bs.word_count) status = kCorrupt;
+    }
+    // Every lane is done with the buffers: the next tile's copy may land. The proxy fence orders
+    // the lanes' own writes (the word moves) before the bulk copy's.
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncwarp();
+    if (k + 1 < last) issue_tile(nxt);
+    if (lane == 0) status_dev[cur.id] = status;
+    cur = nxt;
+  }
+}
+
+template <uint32_t kB, bool kIntCodes>
+struct QuantRansKernel {
+  static constexpr auto kernel = quant_rans_gemv_kernel<kB, kIntCodes>;
+  // The device's whole opt-in shared memory, once per instance and device (the first 16).
+  static cudaError_t prepare() {
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    auto set = [&] {
+      int limit = 0;
+      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+      return e;
+    };
+    static std::once_flag once[16];
+    static cudaError_t result[16];
+    if (device < 0 || device >= 16) return set();
+    std::call_once(once[device], [&] { result[device] = set(); });
+    return result[device];
+  }
+};
+
+// Calls f(QuantRansKernel<pass, int codes>{}) for a pass width of the kernel; false for another.
+template <bool kIntCodes, typename F>
+bool with_kernel(uint32_t pass, F&& f) {
+  switch (pass) {
+    case 1: f(QuantRansKernel<1, kIntCodes>{}); return true;
+    case 2: f(QuantRansKernel<2, kIntCodes>{}); return true;
+    case 4: f(QuantRansKernel<4, kIntCodes>{}); return true;
+    case 8: f(QuantRansKernel<8, kIntCodes>{}); return true;
+    case 16: f(QuantRansKernel<16, kIntCodes>{}); return true;
+    default: return false;
+  }
+}
+template <typename F>
+bool with_pass_kernel(const QuantDevParams& p, uint32_t pass, F&& f) {
+  return p.kind == kQuantInt ? with_kernel<true>(pass, f) : with_kernel<false>(pass, f);
+}
+
+}  // namespace
+
+QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t side_cap,
+                              uint32_t precision_cap, uint32_t batch) {
+  QuantRansPlan plan{};
+  plan.stored_cap = align16(stored_cap);
+  plan.side_cap = align16(side_cap);
+  plan.precision_cap = precision_cap;
+  plan.pass = batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
+  plan.smem_bytes = kValuesBytes + kWarps * WarpLayout(plan.stored_cap, plan.side_cap, precision_cap).total;
+  cudaError_t err = cudaSuccess;
+  const void* fn = nullptr;
+  const bool known = with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
+    using K = decltype(kernel_type);
+    err = K::prepare();
+    fn = reinterpret_cast<const void*>(K::kernel);
+  });
+  int blocks = 0;
+  if (known && err == cudaSuccess &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 32 * kWarps, plan.smem_bytes) == cudaSuccess)
+    plan.blocks_per_sm = blocks;
+  cudaGetLastError();  // a plan that does not fit is reported by blocks_per_sm = 0, not as a sticky error
+  return plan;
+}
+
+cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                                   uint32_t count, const QuantDevParams& params, const QuantRansPlan& plan,
+                                   uint32_t grid, const uint16_t* x_dev, float* y_dev, uint32_t batch,
+                                   uint32_t* status_dev, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  for (uint32_t b0 = 0; b0 < batch; b0 += plan.pass) {
+    const uint32_t nb = min(plan.pass, batch - b0);
+    const bool launched = with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
+      using K = decltype(kernel_type);
+      K::kernel<<<grid, 32 * kWarps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, params,
+                                                               plan.stored_cap, plan.side_cap, plan.precision_cap,
+                                                               x_dev + b0, y_dev + b0, batch, nb, status_dev);
+    });
+    if (!launched) return cudaErrorInvalidValue;
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+#else  // no bulk copies in this toolkit: the host keeps every tile on the generic kernel
+
+QuantRansPlan quant_rans_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t) { return QuantRansPlan{}; }
+cudaError_t launch_quant_rans_gemv(const uint8_t*, const DevTile*, const uint32_t*, uint32_t, const QuantDevParams&,
+                                   const QuantRansPlan&, uint32_t, const uint16_t*, float*, uint32_t, uint32_t*,
+                                   cudaStream_t) {
+  return cudaErrorNotSupported;
+}
+
+#endif  // WPACK_HAVE_BULK_COPY
+}  // namespace wpack::gpu::detail
