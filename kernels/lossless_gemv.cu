@@ -34,8 +34,9 @@
 //           transposing butterfly (lane j ends with virtual row j % group), plain shuffles finish
 //           the sum, and one atomicAdd per row and batch column writes it.
 //
-// Measured (H200, docs/BENCHMARKS.md): 666 us for 28672x8192 at batch 1, 0.16x cuBLAS BF16 and
-// 8x the block-per-tile kernel. The profile: about 40 instructions per decode step, issue-bound
+// Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
+// BF16 and 8x the block-per-tile kernel. The stream's header, table and steps are
+// kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40 instructions per decode step, issue-bound
 // at 5 warps per scheduler and waiting on the step's dependency chain (two dependent shared
 // loads for the table, ballot, shuffle): per stream a step costs ~400 cycles, and a stream is
 // the only parallelism there is. What was measured and dropped: u32 slot entries (one shared
