@@ -48,13 +48,14 @@
 // corrupt at the end of its stream (final states, word count) may already have added to y; its
 // status says so, and y is then unspecified (kernels/tile_decode.h).
 #include <cstdint>
-#include <mutex>
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/rans_warp.cuh"
+#include "kernels/detail/smem_limit.cuh"
 #include "kernels/detail/tile_kernels.h"
+#include "kernels/detail/warp_tiles.cuh"
 
 namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
@@ -101,11 +102,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   constexpr bool kDecode = kB == 0;
   constexpr uint32_t kCols = kDecode ? 1 : kB;  // array extents
   float* y_dev = static_cast<float*>(out_dev);
-  // Tile rows are reduced in groups of kGroupRows rows x kB columns = 4, 8 or 16 "virtual rows": the
-  // butterfly merges them (kMergeLevels levels), plain shuffles finish the sum (a small group keeps
-  // the unrolled loop short: 32 rows per butterfly overflowed the instruction cache).
-  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : kDecode ? 4 : 4 / kB;
-  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
+  // Tile rows are reduced in groups of Merge::kGroupRows rows (the decode-only kernel walks the same
+  // groups of 4 rows).
+  using Merge = RowMerge<kCols>;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const WarpLayout layout(exp_cap, precision_cap);
@@ -117,9 +116,8 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   uint8_t* ring = base + layout.ring;
   uint8_t* exp = base + layout.exp;
 
-  const uint64_t gw = uint64_t{blockIdx.x} * kWarps + warp, warps = uint64_t{gridDim.x} * kWarps;
-  const uint32_t first = static_cast<uint32_t>(gw * count / warps), last = static_cast<uint32_t>((gw + 1) * count / warps);
-  if (first == last) return;
+  const WarpRange range = warp_range(count, kWarps, warp);
+  if (range.first == range.last) return;
   if (lane == 0) {
     for (uint32_t i = 0; i <= kSlots; ++i) mbar_init(exp_bar + i, 1);
     mbar_init_fence();
@@ -127,32 +125,13 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   __syncwarp();
   const uint64_t policy = evict_first_policy();
 
-  // Tile records, 32 at a time: lane l holds record rec_base + l.
-  uint32_t rec_base = first, rec_id = 0;
-  DevTile rec{};
-  auto load_records = [&](uint32_t from) {
-    rec_base = from;
-    if (from + lane < last) {
-      rec_id = ids_dev[from + lane];
-      rec = tiles_dev[rec_id];
-    }
-  };
-  load_records(first);
-  struct Tile {
-    uint64_t offset;
-    uint32_t id, stored, row0, col0, rows, cols, d0, d1, status;
+  TileRecords records(tiles_dev, ids_dev, range, lane);
+  struct Tile : WarpTile {
+    uint32_t d0, d1, status;
   };
   auto tile_at = [&](uint32_t k) {
-    if (k - rec_base >= 32) load_records(k);
-    const uint32_t src = k - rec_base;
     Tile t;
-    t.offset = __shfl_sync(0xFFFFFFFFu, rec.offset, src);
-    t.id = __shfl_sync(0xFFFFFFFFu, rec_id, src);
-    t.stored = __shfl_sync(0xFFFFFFFFu, rec.stored_size, src);
-    t.row0 = __shfl_sync(0xFFFFFFFFu, rec.row0, src);
-    t.col0 = __shfl_sync(0xFFFFFFFFu, rec.col0, src);
-    t.rows = __shfl_sync(0xFFFFFFFFu, rec.rows, src);
-    t.cols = __shfl_sync(0xFFFFFFFFu, rec.cols, src);
+    static_cast<WarpTile&>(t) = records.at(k);
     const uint2 dir = *reinterpret_cast<const uint2*>(bytes_dev + t.offset);  // the plane directory
     t.d0 = dir.x, t.d1 = dir.y;
     t.status = directory_status(t.d0, t.d1, t.rows * t.cols, t.stored, exp_cap);
@@ -191,26 +170,15 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     ring_phase ^= 1u << slot;
   };
 
-  Tile cur = tile_at(first);
+  Tile cur = tile_at(range.first);
   issue_tile(cur);
-  for (uint32_t k = first; k < last; ++k) {
+  for (uint32_t k = range.first; k < range.last; ++k) {
     Tile nxt{};
-    if (k + 1 < last) nxt = tile_at(k + 1);  // its records and directory, latency hidden by this tile
+    if (k + 1 < range.last) nxt = tile_at(k + 1);  // its records and directory, latency hidden by this tile
     uint32_t status = cur.status;
     const uint32_t n = cur.rows * cur.cols;
-    // x of the lane's columns 32 j + lane (BF16 -> float), in registers; loaded while the copies
-    // are in flight.
-    float xr[4][kCols];
-    if constexpr (!kDecode) {
-#pragma unroll
-      for (uint32_t j = 0; j < 4; ++j) {
-#pragma unroll
-        for (uint32_t b = 0; b < kB; ++b) {
-          const uint32_t c = 32 * j + lane;
-          xr[j][b] = c < cur.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
-        }
-      }
-    }
+    float xr[4][kCols];  // loaded while the copies are in flight
+    if constexpr (!kDecode) load_x(xr, x_dev, cur, ld, nb, lane);
     uint32_t chunks = 0;
     if (status == kOk) {
       chunks = chunks_of(cur);
@@ -233,7 +201,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       const uint32_t below = (1u << lane) - 1u;
       uint32_t moff = static_cast<uint32_t>((mantissa_start(cur) + lane) % kRing);
       uint32_t t = 0;
-      for (uint32_t rg = 0; rg < cur.rows; rg += kGroupRows) {
+      for (uint32_t rg = 0; rg < cur.rows; rg += Merge::kGroupRows) {
         if ((t & 15u) == 0) {  // a new chunk of 512 elements: chunks t/16 and t/16 + 1 hold it
           const uint32_t s = t / 16;
           if (s == 0) wait_chunk(0);
@@ -241,9 +209,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
           __syncwarp();  // every lane is past chunk s - 1: its slot takes chunk s + 3
           if (lane == 0 && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
         }
-        float tree[kMergeLevels], total = 0.f;
+        Merge merge;
 #pragma unroll
-        for (uint32_t r = 0; r < kGroupRows; ++r) {
+        for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
           float acc[kCols];
 #pragma unroll
           for (uint32_t b = 0; b < kCols; ++b) acc[b] = 0.f;
@@ -265,33 +233,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
               ++t;
             }
           }
-          // Push (row r, column b) as virtual row k = r kB + b into the butterfly.
-#pragma unroll
-          for (uint32_t b = 0; b < kCols && !kDecode; ++b) {
-            const uint32_t vk = r * kB + b;
-            float carry = acc[b];
-            bool placed = false;
-#pragma unroll
-            for (uint32_t level = 0; level < kMergeLevels; ++level) {
-              if (!placed) {
-                if (vk & (1u << level)) {
-                  carry = merge_rows(tree[level], carry, level, lane);
-                } else {
-                  tree[level] = carry;
-                  placed = true;
-                }
-              }
-            }
-            if (!placed) total = carry;
-          }
+          if constexpr (!kDecode) merge.push(r, acc, lane);
         }
-        if constexpr (!kDecode) {
-          // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
-#pragma unroll
-          for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
-          const uint32_t row = rg + lane / kB, b = lane % kB;
-          if (lane < kGroup && row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
-        }
+        if constexpr (!kDecode) merge.add(y_dev, cur.row0, rg, cur.rows, ld, nb, lane);
       }
       if (__any_sync(0xFFFFFFFFu, !ls.final_ok()) || ls.next != ls.word_count) status = kCorrupt;
     } else if (cur.status == kOk) {
@@ -302,7 +246,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     // orders the lanes' own writes to exp (the word move) before the bulk copy's.
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncwarp();
-    if (k + 1 < last) issue_tile(nxt);
+    if (k + 1 < range.last) issue_tile(nxt);
     if (lane == 0) status_dev[cur.id] = status;
     cur = nxt;
   }
@@ -311,23 +255,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 template <uint32_t kB>
 struct LosslessKernel {
   static constexpr auto kernel = lossless_gemv_kernel<kB>;
-  // The device's whole opt-in shared memory, once per instance and device (the first 16).
-  static cudaError_t prepare() {
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    auto set = [&] {
-      int limit = 0;
-      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
-      return e;
-    };
-    static std::once_flag once[16];
-    static cudaError_t result[16];
-    if (device < 0 || device >= 16) return set();
-    std::call_once(once[device], [&] { result[device] = set(); });
-    return result[device];
-  }
+  static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
 };
 
 // Calls f(LosslessKernel<pass>{}) for a pass width of the kernel (0: decode); false for another.

@@ -55,7 +55,6 @@
 // compute capability 9.0 or later.
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -65,6 +64,7 @@
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/mma_codes.cuh"
 #include "kernels/detail/ring_plan.h"
+#include "kernels/detail/smem_limit.cuh"
 #include "kernels/detail/tile_kernels.h"
 
 // The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh): with an older toolkit the kernel
@@ -1006,24 +1006,8 @@ struct TmaKernel {
   static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
   static constexpr auto kernel =
       quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
-  // Allows the device's whole opt-in shared memory, once per instance and device (the first 16
-  // devices; later ones on every call), so that launches need no attribute call and plans of any
-  // size share the instance.
-  static cudaError_t prepare() {
-    int device = 0, limit = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    static std::once_flag once[16];
-    static cudaError_t result[16];
-    auto set = [&] {
-      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
-      return e;
-    };
-    if (device < 0 || device >= 16) return set();
-    std::call_once(once[device], [&] { result[device] = set(); });
-    return result[device];
-  }
+  // Allows the device's whole opt-in shared memory (kernels/detail/smem_limit.cuh).
+  static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
   static int occupancy(uint64_t smem) {
     int blocks = 0;
     if (prepare() != cudaSuccess ||

@@ -35,14 +35,15 @@
 // y is accumulated with float atomicAdd across tile columns. A tile found corrupt at the end of
 // its stream (final states, word count) may already have added to y; its status says so.
 #include <cstdint>
-#include <mutex>
 
 #include <cuda_fp16.h>
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/rans_warp.cuh"
+#include "kernels/detail/smem_limit.cuh"
 #include "kernels/detail/tile_kernels.h"
+#include "kernels/detail/warp_tiles.cuh"
 
 namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
@@ -76,8 +77,7 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
     uint32_t ld, uint32_t nb,
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
   static_assert(kB == 1 || kB == 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
-  constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;  // rows x kB columns = 4, 8 or 16 virtual rows
-  constexpr uint32_t kGroup = kGroupRows * kB, kMergeLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
+  using Merge = RowMerge<kB>;
   extern __shared__ __align__(128) uint8_t smem[];
   float* values = reinterpret_cast<float*>(smem);
   if constexpr (!kIntCodes) {
@@ -94,50 +94,19 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
   uint32_t* side_words = reinterpret_cast<uint32_t*>(base + layout.words);
   uint8_t* stored = base + layout.stored;
 
-  const uint64_t gw = uint64_t{blockIdx.x} * kWarps + warp, warps = uint64_t{gridDim.x} * kWarps;
-  const uint32_t first = static_cast<uint32_t>(gw * count / warps), last = static_cast<uint32_t>((gw + 1) * count / warps);
-  if (first == last) return;
+  const WarpRange range = warp_range(count, kWarps, warp);
+  if (range.first == range.last) return;
   if (lane == 0) {
     mbar_init(bar, 1);
     mbar_init_fence();
   }
   __syncwarp();
   const uint64_t policy = evict_first_policy();
-
-  // Tile records, 32 at a time: lane l holds record rec_base + l.
-  uint32_t rec_base = first, rec_id = 0;
-  DevTile rec{};
-  auto load_records = [&](uint32_t from) {
-    rec_base = from;
-    if (from + lane < last) {
-      rec_id = ids_dev[from + lane];
-      rec = tiles_dev[rec_id];
-    }
-  };
-  load_records(first);
-  struct Tile {
-    uint64_t offset;
-    uint32_t id, stored, row0, col0, rows, cols, filter;
-    bool fits;
-  };
-  auto tile_at = [&](uint32_t k) {
-    if (k - rec_base >= 32) load_records(k);
-    const uint32_t src = k - rec_base;
-    Tile t;
-    t.offset = __shfl_sync(0xFFFFFFFFu, rec.offset, src);
-    t.id = __shfl_sync(0xFFFFFFFFu, rec_id, src);
-    t.stored = __shfl_sync(0xFFFFFFFFu, rec.stored_size, src);
-    t.row0 = __shfl_sync(0xFFFFFFFFu, rec.row0, src);
-    t.col0 = __shfl_sync(0xFFFFFFFFu, rec.col0, src);
-    t.rows = __shfl_sync(0xFFFFFFFFu, rec.rows, src);
-    t.cols = __shfl_sync(0xFFFFFFFFu, rec.cols, src);
-    t.filter = __shfl_sync(0xFFFFFFFFu, uint32_t{rec.filter}, src);
-    t.fits = t.stored >= 8 && align16(t.stored) <= stored_cap;
-    return t;
-  };
+  TileRecords records(tiles_dev, ids_dev, range, lane);
+  auto fits = [&](const WarpTile& t) { return t.stored >= 8 && align16(t.stored) <= stored_cap; };
   uint32_t phase = 0;
-  auto issue_tile = [&](const Tile& t) {  // the whole stored tile, one bulk copy
-    if (!t.fits || lane != 0) return;
+  auto issue_tile = [&](const WarpTile& t) {  // the whole stored tile, one bulk copy
+    if (!fits(t) || lane != 0) return;
     mbar_arrive_expect_tx(bar, align16(t.stored));
     bulk_load(stored, bytes_dev + t.offset, align16(t.stored), bar, policy);
   };
@@ -145,24 +114,17 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
   const uint32_t below = (1u << lane) - 1u, code_mask = (1u << p.bits) - 1u;
   const uint32_t group_shift = p.grouped ? __ffs(p.group) - 1 : 0u;  // groups are powers of two >= 32
   const uint32_t default_zero = kIntCodes ? static_cast<uint32_t>(p.symmetric_zero) : 0u;  // int8, symmetric int
-  Tile cur = tile_at(first);
+  WarpTile cur = records.at(range.first);
   issue_tile(cur);
-  for (uint32_t k = first; k < last; ++k) {
-    Tile nxt{};
-    if (k + 1 < last) nxt = tile_at(k + 1);
-    uint32_t status = cur.fits ? kOk : kTooLarge;
+  for (uint32_t k = range.first; k < range.last; ++k) {
+    WarpTile nxt{};
+    if (k + 1 < range.last) nxt = records.at(k + 1);
+    const bool cur_fits = fits(cur);
+    uint32_t status = cur_fits ? kOk : kTooLarge;
     const uint32_t h = cur.rows, w = cur.cols, n = h * w;
-    // x of the lane's columns 32 j + lane (BF16 -> float), loaded while the copy is in flight.
-    float xr[4][kB];
-#pragma unroll
-    for (uint32_t j = 0; j < 4; ++j) {
-#pragma unroll
-      for (uint32_t b = 0; b < kB; ++b) {
-        const uint32_t c = 32 * j + lane;
-        xr[j][b] = c < w && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{cur.col0 + c} * ld + b]} << 16) : 0.f;
-      }
-    }
-    if (cur.fits) {
+    float xr[4][kB];  // loaded while the copy is in flight
+    load_x(xr, x_dev, cur, ld, nb, lane);
+    if (cur_fits) {
       mbar_wait(bar, phase);
       phase ^= 1;
     }
@@ -216,10 +178,10 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
       const uint32_t steps_per_row = w / 32, mask = (1u << bs.precision) - 1u;
       const uint16_t* scales16 = reinterpret_cast<const uint16_t*>(side);
       uint32_t t = 0;
-      for (uint32_t rg = 0; rg < h; rg += kGroupRows) {
-        float tree[kMergeLevels], total = 0.f;
+      for (uint32_t rg = 0; rg < h; rg += Merge::kGroupRows) {
+        Merge merge;
 #pragma unroll
-        for (uint32_t r = 0; r < kGroupRows; ++r) {
+        for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
           const uint32_t row = rg + r;
           float acc[kB];
 #pragma unroll
@@ -254,31 +216,9 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
               ++t;
             }
           }
-          // Push (row r, column b) as virtual row k = r kB + b into the butterfly.
-#pragma unroll
-          for (uint32_t b = 0; b < kB; ++b) {
-            const uint32_t vk = r * kB + b;
-            float carry = acc[b];
-            bool placed = false;
-#pragma unroll
-            for (uint32_t level = 0; level < kMergeLevels; ++level) {
-              if (!placed) {
-                if (vk & (1u << level)) {
-                  carry = merge_rows(tree[level], carry, level, lane);
-                } else {
-                  tree[level] = carry;
-                  placed = true;
-                }
-              }
-            }
-            if (!placed) total = carry;
-          }
+          merge.push(r, acc, lane);
         }
-        // Lane j holds virtual row j % kGroup summed over its group of lanes; the rest of the sum:
-#pragma unroll
-        for (uint32_t level = kMergeLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
-        const uint32_t row = rg + lane / kB, b = lane % kB;
-        if (lane < kGroup && row < h && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, total);
+        merge.add(y_dev, cur.row0, rg, h, ld, nb, lane);
       }
       if (__any_sync(0xFFFFFFFFu, !bs.final_ok()) || bs.next != bs.word_count) status = kCorrupt;
     }
@@ -286,7 +226,7 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
     // the lanes' own writes (the word moves) before the bulk copy's.
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncwarp();
-    if (k + 1 < last) issue_tile(nxt);
+    if (k + 1 < range.last) issue_tile(nxt);
     if (lane == 0) status_dev[cur.id] = status;
     cur = nxt;
   }
@@ -295,23 +235,7 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
 template <uint32_t kB, bool kIntCodes>
 struct QuantRansKernel {
   static constexpr auto kernel = quant_rans_gemv_kernel<kB, kIntCodes>;
-  // The device's whole opt-in shared memory, once per instance and device (the first 16).
-  static cudaError_t prepare() {
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err != cudaSuccess) return err;
-    auto set = [&] {
-      int limit = 0;
-      cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
-      return e;
-    };
-    static std::once_flag once[16];
-    static cudaError_t result[16];
-    if (device < 0 || device >= 16) return set();
-    std::call_once(once[device], [&] { result[device] = set(); });
-    return result[device];
-  }
+  static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
 };
 
 // Calls f(QuantRansKernel<pass, int codes>{}) for a pass width of the kernel; false for another.

@@ -135,15 +135,6 @@ __device__ bool build_tables(const BitString& bits, uint32_t& pos, uint32_t prec
   return true;
 }
 
-// Merges two partial-row registers at butterfly level `level`: a holds virtual rows whose bit
-// `level` is 0, b those whose bit is 1; the result holds, in lane j, the row selected by bit
-// `level` of j, summed over lanes j and j ^ (1 << level).
-__device__ __forceinline__ float merge_rows(float a, float b, uint32_t level, uint32_t lane) {
-  const bool upper = (lane >> level) & 1u;
-  return (upper ? b : a) + __shfl_xor_sync(0xFFFFFFFFu, upper ? a : b, 1u << level);
-}
-
-
 // One lane's share of an open mode-1 stream (docs/FORMAT-rans.md "Lanes and phases").
 struct LaneStream {
   uint32_t x = 0;          // the lane's state

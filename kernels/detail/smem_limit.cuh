@@ -1,0 +1,32 @@
+// Internal to kernels/ (CUDA only): letting a kernel use the device's whole opt-in shared memory.
+#pragma once
+
+#include <mutex>
+
+#include <cuda_runtime.h>
+
+namespace wpack::gpu::detail {
+
+// Sets kKernel's cudaFuncAttributeMaxDynamicSharedMemorySize to the current device's opt-in limit,
+// once per kernel instance and device (the first 16 devices; later ones on every call), so that
+// launches need no attribute call and plans of any size share the instance. Returns the first
+// call's result for that device.
+template <auto kKernel>
+cudaError_t allow_max_dynamic_smem() {
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  auto set = [device] {
+    int limit = 0;
+    cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+    return e;
+  };
+  static std::once_flag once[16];
+  static cudaError_t result[16];
+  if (device < 0 || device >= 16) return set();
+  std::call_once(once[device], [&] { result[device] = set(); });
+  return result[device];
+}
+
+}  // namespace wpack::gpu::detail

@@ -1,0 +1,129 @@
+// Internal to kernels/ (CUDA only): what the warp-per-tile GEMVs (lossless_gemv.cu,
+// quant_rans_gemv.cu) share around their decoders: each warp's contiguous range of tiles, the
+// tile records read 32 at a time, x in registers, and the transposing butterfly that merges the
+// partial sums of a group of tile rows.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/detail/tile_kernels.h"  // DevTile
+
+namespace wpack::gpu::detail {
+namespace {
+
+// The tiles [first, last) of `count` that warp `warp` of its block takes: every warp of the grid a
+// contiguous range of (nearly) equal length.
+struct WarpRange {
+  uint32_t first, last;
+};
+__device__ __forceinline__ WarpRange warp_range(uint32_t count, uint32_t warps_per_block, uint32_t warp) {
+  const uint64_t gw = uint64_t{blockIdx.x} * warps_per_block + warp, warps = uint64_t{gridDim.x} * warps_per_block;
+  return WarpRange{static_cast<uint32_t>(gw * count / warps), static_cast<uint32_t>((gw + 1) * count / warps)};
+}
+
+// One tile's record as every lane of the warp holds it.
+struct WarpTile {
+  uint64_t offset;
+  uint32_t id, stored, row0, col0, rows, cols, filter;
+};
+
+// The tile records of a warp's range, 32 at a time: lane l holds record base + l; at(k) hands
+// record k to every lane by shuffles (k in the range, not decreasing from call to call).
+struct TileRecords {
+  const DevTile* tiles;
+  const uint32_t* ids;
+  uint32_t last, lane, base = 0, id = 0;
+  DevTile rec{};
+  __device__ TileRecords(const DevTile* tiles_dev, const uint32_t* ids_dev, WarpRange range, uint32_t lane_)
+      : tiles(tiles_dev), ids(ids_dev), last(range.last), lane(lane_) {
+    load(range.first);
+  }
+  __device__ void load(uint32_t from) {
+    base = from;
+    if (from + lane < last) {
+      id = ids[from + lane];
+      rec = tiles[id];
+    }
+  }
+  __device__ WarpTile at(uint32_t k) {
+    if (k - base >= 32) load(k);
+    const uint32_t src = k - base;
+    WarpTile t;
+    t.offset = __shfl_sync(0xFFFFFFFFu, rec.offset, src);
+    t.id = __shfl_sync(0xFFFFFFFFu, id, src);
+    t.stored = __shfl_sync(0xFFFFFFFFu, rec.stored_size, src);
+    t.row0 = __shfl_sync(0xFFFFFFFFu, rec.row0, src);
+    t.col0 = __shfl_sync(0xFFFFFFFFu, rec.col0, src);
+    t.rows = __shfl_sync(0xFFFFFFFFu, rec.rows, src);
+    t.cols = __shfl_sync(0xFFFFFFFFu, rec.cols, src);
+    t.filter = __shfl_sync(0xFFFFFFFFu, uint32_t{rec.filter}, src);
+    return t;
+  }
+};
+
+// x of the lane's columns 32 j + lane of a tile (j < 4: tiles up to 128 wide), BF16 -> float, for
+// batch columns b < nb of x (K, ld); 0 past the tile's width or nb.
+template <uint32_t kB>
+__device__ __forceinline__ void load_x(float (&xr)[4][kB], const uint16_t* x_dev, const WarpTile& t, uint32_t ld,
+                                       uint32_t nb, uint32_t lane) {
+#pragma unroll
+  for (uint32_t j = 0; j < 4; ++j) {
+#pragma unroll
+    for (uint32_t b = 0; b < kB; ++b) {
+      const uint32_t c = 32 * j + lane;
+      xr[j][b] = c < t.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{t.col0 + c} * ld + b]} << 16) : 0.f;
+    }
+  }
+}
+
+// The partial sums of kGroupRows tile rows x kB batch columns ("virtual rows" k = r kB + b, 4, 8
+// or 16 of them), each spread over the 32 lanes, merged by a transposing butterfly: push() them
+// in order, then add() leaves lane j with virtual row j % kGroup summed over all lanes and adds it
+// to y. A small group keeps the unrolled loop short (32 rows per butterfly overflowed the
+// instruction cache of the lossless kernel).
+template <uint32_t kB>  // 1, 2, 4, 8 or 16
+struct RowMerge {
+  static constexpr uint32_t kGroupRows = kB >= 4 ? 1 : 4 / kB;
+  static constexpr uint32_t kGroup = kGroupRows * kB, kLevels = kGroup == 16 ? 4 : kGroup == 8 ? 3 : 2;
+  float tree[kLevels], total = 0.f;
+  // Merges two registers at butterfly level `level`: a holds virtual rows whose bit `level` is 0,
+  // b those whose bit is 1; the result holds, in lane j, the row selected by bit `level` of j,
+  // summed over lanes j and j ^ (1 << level).
+  static __device__ __forceinline__ float merge(float a, float b, uint32_t level, uint32_t lane) {
+    const bool upper = (lane >> level) & 1u;
+    return (upper ? b : a) + __shfl_xor_sync(0xFFFFFFFFu, upper ? a : b, 1u << level);
+  }
+  // Row r (< kGroupRows) of the group: acc[b] is this lane's part of (row r, batch column b).
+  __device__ __forceinline__ void push(uint32_t r, const float (&acc)[kB], uint32_t lane) {
+#pragma unroll
+    for (uint32_t b = 0; b < kB; ++b) {
+      const uint32_t vk = r * kB + b;
+      float carry = acc[b];
+      bool placed = false;
+#pragma unroll
+      for (uint32_t level = 0; level < kLevels; ++level) {
+        if (!placed) {
+          if (vk & (1u << level)) {
+            carry = merge(tree[level], carry, level, lane);
+          } else {
+            tree[level] = carry;
+            placed = true;
+          }
+        }
+      }
+      if (!placed) total = carry;
+    }
+  }
+  // After the group's last push: finishes the sum and adds row (group_row0 + j / kB, column
+  // j % kB) to y (N, ld), for rows below `rows` (tile-local) and columns below nb.
+  __device__ __forceinline__ void add(float* y_dev, uint32_t row0, uint32_t group_row0, uint32_t rows, uint32_t ld,
+                                      uint32_t nb, uint32_t lane) {
+#pragma unroll
+    for (uint32_t level = kLevels; level < 5; ++level) total += __shfl_xor_sync(0xFFFFFFFFu, total, 1u << level);
+    const uint32_t row = group_row0 + lane / kB, b = lane % kB;
+    if (lane < kGroup && row < rows && b < nb) atomicAdd(y_dev + uint64_t{row0 + row} * ld + b, total);
+  }
+};
+
+}  // namespace
+}  // namespace wpack::gpu::detail
