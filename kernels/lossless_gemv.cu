@@ -255,7 +255,6 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 template <uint32_t kB>
 struct LosslessKernel {
   static constexpr auto kernel = lossless_gemv_kernel<kB>;
-  static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
 };
 
 // Calls f(LosslessKernel<pass>{}) for a pass width of the kernel (0: decode); false for another.
@@ -286,18 +285,9 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
   plan.precision_cap = precision_cap;
   plan.pass = pass_width(batch);
   plan.smem_bytes = kWarps * WarpLayout(plan.exp_cap, precision_cap).total;
-  cudaError_t err = cudaSuccess;
-  const void* fn = nullptr;
-  const bool known = with_pass_kernel(plan.pass, [&](auto kernel_type) {
-    using K = decltype(kernel_type);
-    err = K::prepare();
-    fn = reinterpret_cast<const void*>(K::kernel);
+  with_pass_kernel(plan.pass, [&](auto kernel_type) {
+    plan.blocks_per_sm = max_blocks_per_sm<decltype(kernel_type)::kernel>(32 * kWarps, plan.smem_bytes);
   });
-  int blocks = 0;
-  if (known && err == cudaSuccess &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 32 * kWarps, plan.smem_bytes) == cudaSuccess)
-    plan.blocks_per_sm = blocks;
-  cudaGetLastError();  // a plan that does not fit is reported by blocks_per_sm = 0, not as a sticky error
   return plan;
 }
 

@@ -1008,13 +1008,7 @@ struct TmaKernel {
       quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
   // Allows the device's whole opt-in shared memory (kernels/detail/smem_limit.cuh).
   static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
-  static int occupancy(uint64_t smem) {
-    int blocks = 0;
-    if (prepare() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem) != cudaSuccess)
-      return 0;
-    return blocks;
-  }
+  static int occupancy(uint64_t smem) { return max_blocks_per_sm<kernel>(kThreads, smem); }
   static cudaError_t launch(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                             const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                             const uint16_t* xt_dev, uint64_t k_cols, uint32_t batch, float* y_dev,

@@ -235,7 +235,6 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
 template <uint32_t kB, bool kIntCodes>
 struct QuantRansKernel {
   static constexpr auto kernel = quant_rans_gemv_kernel<kB, kIntCodes>;
-  static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
 };
 
 // Calls f(QuantRansKernel<pass, int codes>{}) for a pass width of the kernel; false for another.
@@ -265,18 +264,9 @@ QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap,
   plan.precision_cap = precision_cap;
   plan.pass = batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
   plan.smem_bytes = kValuesBytes + kWarps * WarpLayout(plan.stored_cap, plan.side_cap, precision_cap).total;
-  cudaError_t err = cudaSuccess;
-  const void* fn = nullptr;
-  const bool known = with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
-    using K = decltype(kernel_type);
-    err = K::prepare();
-    fn = reinterpret_cast<const void*>(K::kernel);
+  with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
+    plan.blocks_per_sm = max_blocks_per_sm<decltype(kernel_type)::kernel>(32 * kWarps, plan.smem_bytes);
   });
-  int blocks = 0;
-  if (known && err == cudaSuccess &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 32 * kWarps, plan.smem_bytes) == cudaSuccess)
-    plan.blocks_per_sm = blocks;
-  cudaGetLastError();  // a plan that does not fit is reported by blocks_per_sm = 0, not as a sticky error
   return plan;
 }
 

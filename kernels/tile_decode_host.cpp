@@ -149,15 +149,16 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
   const uint64_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
   if ((word_b & kRawPlaneBit) || 8 + size_a + size_b != stored.size() || size_b < 2 || stored[8 + size_a] != 1)
     return false;
-  uint32_t p = rans_stream_precision(stored.subspan(8 + size_a, size_b));
+  uint32_t p = rans_stream_precision(stored.subspan(8 + size_a, size_b));  // 0: a header it cannot read
+  if (p == 0) return false;
   if (word_a & kRawPlaneBit) {
     if (size_a != a_bytes) return false;
   } else {
     if (a_bytes == 0 || size_a < 2 || size_a >= a_bytes || stored[8] != 1) return false;  // coded: smaller than raw
     const uint32_t pa = rans_stream_precision(stored.subspan(8, size_a));
-    p = pa == 0 ? 0 : std::max(p, pa);
+    if (pa == 0) return false;
+    p = std::max(p, pa);
   }
-  if (p == 0) return false;
   *side_bytes = static_cast<uint32_t>(std::max<uint64_t>(a_bytes, q.grouped ? 0 : 4ull * d.rows));
   *precision = p;
   return true;

@@ -376,7 +376,7 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
   for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
     INFO(wpack::test::stream_damage_name(damage));
     const std::string crafted = p->dir.file("c.wpk");
-    wpack::test::write_file(crafted, wpack::test::with_damaged_exponent_stream(good, 1, damage));
+    wpack::test::write_file(crafted, wpack::test::with_damaged_stream(good, 1, damage));
     auto reader = wpack::WpkReader::open(crafted);
     GpuTensor g = GpuTensor::upload(*reader, 0);
     REQUIRE(g.tile_count() == 4);
@@ -403,6 +403,57 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
       g.gemv(x.ptr, y.ptr, batch, status.ptr);
       CUDA_OK(cudaDeviceSynchronize());
       check_statuses(status);
+    }
+  }
+}
+
+// The same for rANS-coded quantized tiles (int4 g128, asymmetric: plane A, scales and zero
+// points, and plane B, the zero-relative codes, both rANS streams): tile 1's plane A or plane B
+// damaged behind valid checksums. A precision field out of range sends the tile to the generic
+// kernel (the host cannot read its precision); a bit of the last renormalisation word leaves it
+// on the warp-per-tile kernel, which finds it by the final states. Either way gemv() reports that
+// tile corrupt and every other tile ok, and decode() (the generic kernel) says the same.
+TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums agree is reported for its tile") {
+  auto p = pack_lossy({{"w", DType::BF16, {256, 256}}}, LossyCase{wpack::Scheme::kInt4, Codec::kRans, 0, 128}, 128,
+                      128, 43);
+  const std::string path = p->dir.file("q.wpk");
+  const auto good = wpack::test::read_file(path);
+  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
+  for (uint32_t plane : {0u, 1u}) {
+    for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
+      INFO("plane " << plane << ", " << wpack::test::stream_damage_name(damage));
+      const std::string crafted = p->dir.file("c.wpk");
+      wpack::test::write_file(crafted, wpack::test::with_damaged_stream(good, 1, damage, plane));
+      auto reader = wpack::WpkReader::open(crafted);
+      GpuTensor g = GpuTensor::upload(*reader, 0);
+      REQUIRE(g.tile_count() == 4);
+      const bool stays = damage == wpack::test::StreamDamage::kLastWord;
+      REQUIRE(g.warp_tiles() == (bulk ? (stays ? 4u : 3u) : 0u));
+      auto check_statuses = [&](const DeviceBuffer<uint32_t>& status) {
+        const auto st = status.download();
+        for (uint64_t k = 0; k < st.size(); ++k) {
+          INFO("tile " << k);
+          CHECK(st[k] == static_cast<uint32_t>(k == 1 ? TileStatus::kCorrupt : TileStatus::kOk));
+        }
+      };
+      DeviceBuffer<float> out(256 * 256);
+      DeviceBuffer<uint32_t> status(g.tile_count());
+      status.poison();
+      g.decode(out.ptr, status.ptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      check_statuses(status);
+      DeviceBuffer<uint16_t> x(256 * 16);
+      CUDA_OK(cudaMemset(x.ptr, 0x3F, 256 * 16 * 2));
+      DeviceBuffer<float> y(256 * 16);
+      for (uint32_t batch : {1u, 16u}) {
+        INFO("batch " << batch);
+        status.poison();
+        g.gemv(x.ptr, y.ptr, batch, status.ptr);
+        CUDA_OK(cudaDeviceSynchronize());
+        check_statuses(status);
+        CHECK(std::string(g.gemv_kernel()) ==
+              (!bulk ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic"));
+      }
     }
   }
 }

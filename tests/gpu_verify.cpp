@@ -465,9 +465,8 @@ TEST_CASE("gpu verify: GpuVerifier on verify_cpu's decodes gives verify_gpu's re
     const WpkTile tile = tile_of(name, k);
     bytes[tile.offset + tile.stored_size / 2] ^= 0x20;
   }
-  bytes = test::with_damaged_exponent_stream(std::move(bytes),
-                                             p->reader->tensors()[tensor_index("badstream")].first_tile + 2,
-                                             test::StreamDamage::kPrecisionField);
+  bytes = test::with_damaged_stream(std::move(bytes), p->reader->tensors()[tensor_index("badstream")].first_tile + 2,
+                                    test::StreamDamage::kPrecisionField);
   REQUIRE(tile_of("badzstd", 1).codec == static_cast<uint8_t>(Codec::kZstd));
   test::edit_wpk_tile(bytes, p->reader->tensors()[tensor_index("badzstd")].first_tile + 1, [](uint8_t* stored, uint64_t size) {
     REQUIRE(size >= 4);

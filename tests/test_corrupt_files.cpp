@@ -816,7 +816,7 @@ TEST_CASE("corrupt: a rANS stream changed with every checksum recomputed fails t
   const auto good = test::read_file(dir.file("m.wpk"));
   for (const test::StreamDamage damage : test::kStreamDamages) {
     INFO(test::stream_damage_name(damage));
-    test::write_file(dir.file("c.wpk"), test::with_damaged_exponent_stream(good, 1, damage));
+    test::write_file(dir.file("c.wpk"), test::with_damaged_stream(good, 1, damage));
     auto reader = WpkReader::open(dir.file("c.wpk"));  // the checksums agree
     REQUIRE(reader->tiles()[1].filter == static_cast<uint8_t>(Filter::kFloatPlanes));
     std::vector<uint8_t> out(256 * 256 * 2);

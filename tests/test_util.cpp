@@ -145,11 +145,13 @@ const char* stream_damage_name(StreamDamage damage) {
   return damage == StreamDamage::kPrecisionField ? "precision field" : "last word";
 }
 
-std::vector<uint8_t> with_damaged_exponent_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage) {
+std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage,
+                                         uint32_t plane_index) {
   edit_wpk_tile(bytes, tile, [&](uint8_t* stored, uint64_t size) {
-    const StoredPlane plane = split_planes({stored, size}, 2)[0];  // the exponents (floatplanes)
+    const StoredPlane plane = split_planes({stored, size}, 2).at(plane_index);
     if (plane.raw || plane.bytes.size() < 2 || plane.bytes[0] != 1)  // mode 1: rANS with its table
-      throw std::runtime_error("with_damaged_exponent_stream: plane 0 is not a coded mode-1 stream");
+      throw std::runtime_error("with_damaged_stream: plane " + std::to_string(plane_index) +
+                               " is not a coded mode-1 stream");
     uint8_t* stream = stored + (plane.bytes.data() - stored);
     if (damage == StreamDamage::kPrecisionField)
       stream[1] |= 7;  // the 3-bit field p - 8 = 7

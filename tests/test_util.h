@@ -43,15 +43,17 @@ void set_wpk_header_version(std::vector<uint8_t>& bytes, uint32_t version);
 std::vector<uint8_t> with_wpk_version(std::vector<uint8_t> bytes, uint32_t version);
 void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit);
 
-// Two ways to damage a lossless tile's exponent stream (plane 0, a mode-1 rANS stream) behind valid
-// checksums: its precision field out of range (p = 15, the header is malformed), or one bit of its
-// last byte, a renormalisation word (found by the final states).
+// Two ways to damage a tile's rANS stream (a mode-1 stream in a two-plane tile: a lossless BF16
+// tile's exponents, plane 0, or a quantized tile's plane A or B) behind valid checksums: its
+// precision field out of range (p = 15, the header is malformed), or one bit of its last byte, a
+// renormalisation word (found by the final states).
 enum class StreamDamage { kPrecisionField, kLastWord };
 inline constexpr StreamDamage kStreamDamages[] = {StreamDamage::kPrecisionField, StreamDamage::kLastWord};
 const char* stream_damage_name(StreamDamage damage);
-// The file image `bytes` with tile `tile`'s exponent stream damaged (edit_wpk_tile). Throws
+// The file image `bytes` with plane `plane` (0 or 1) of tile `tile` damaged (edit_wpk_tile). Throws
 // std::runtime_error when that plane is not a coded mode-1 stream.
-std::vector<uint8_t> with_damaged_exponent_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage);
+std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage,
+                                         uint32_t plane = 0);
 
 struct RunResult {
   int exit_code = -1;

@@ -29,4 +29,17 @@ cudaError_t allow_max_dynamic_smem() {
   return result[device];
 }
 
+// Blocks of kKernel (threads per block, smem_bytes of dynamic shared memory, the opt-in limit
+// allowed first) that fit on one multiprocessor of the current device; 0 when none fits or a call
+// fails (the error is cleared: a plan that does not fit is not a sticky error).
+template <auto kKernel>
+int max_blocks_per_sm(uint32_t threads, uint64_t smem_bytes) {
+  int blocks = 0;
+  if (allow_max_dynamic_smem<kKernel>() != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kKernel, threads, smem_bytes) != cudaSuccess)
+    blocks = 0;
+  cudaGetLastError();
+  return blocks;
+}
+
 }  // namespace wpack::gpu::detail
