@@ -49,7 +49,7 @@ namespace wpack::gpu::detail {
 #if WPACK_HAVE_BULK_COPY
 namespace {
 
-constexpr uint32_t kWarps = 4;              // warps per block; each works alone on its own tiles
+constexpr uint32_t kMaxWarps = 4;           // warps per block (the plan's choice: 1, 2 or 4); each works alone
 constexpr uint32_t kValuesBytes = 256 * 4;  // the block's code values (table kinds): float[2^bits]
 
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
@@ -67,7 +67,7 @@ struct WarpLayout {
 };
 
 template <uint32_t kB, bool kIntCodes>  // batch columns per pass: 1, 2, 4, 8 or 16; int schemes or value tables
-__global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
+__global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
     const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(32 * kWarps) quant_rans_gemv_kernel(
   uint32_t* side_words = reinterpret_cast<uint32_t*>(base + layout.words);
   uint8_t* stored = base + layout.stored;
 
-  const WarpRange range = warp_range(count, kWarps, warp);
+  const WarpRange range = warp_range(count, blockDim.x / 32, warp);
   if (range.first == range.last) return;
   if (lane == 0) {
     mbar_init(bar, 1);
@@ -263,9 +263,20 @@ QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap,
   plan.side_cap = align16(side_cap);
   plan.precision_cap = precision_cap;
   plan.pass = batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
-  plan.smem_bytes = kValuesBytes + kWarps * WarpLayout(plan.stored_cap, plan.side_cap, precision_cap).total;
+  // Warps per block: the most warps per multiprocessor. A warp needs ~10 KiB of shared memory for an
+  // int4 tile and ~20 KiB for an int8 or fp8 one, so that blocks of 4 warps would leave up to 40%
+  // of it unused.
+  const uint32_t warp_bytes = WarpLayout(plan.stored_cap, plan.side_cap, precision_cap).total;
   with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
-    plan.blocks_per_sm = max_blocks_per_sm<decltype(kernel_type)::kernel>(32 * kWarps, plan.smem_bytes);
+    for (uint32_t warps = kMaxWarps; warps >= 1; warps /= 2) {
+      const uint32_t smem = kValuesBytes + warps * warp_bytes;
+      const int blocks = max_blocks_per_sm<decltype(kernel_type)::kernel>(32 * warps, smem);
+      if (static_cast<uint32_t>(blocks) * warps > static_cast<uint32_t>(plan.blocks_per_sm) * plan.warps) {
+        plan.warps = warps;
+        plan.blocks_per_sm = blocks;
+        plan.smem_bytes = smem;
+      }
+    }
   });
   return plan;
 }
@@ -279,7 +290,7 @@ cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tile
     const uint32_t nb = min(plan.pass, batch - b0);
     const bool launched = with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
       using K = decltype(kernel_type);
-      K::kernel<<<grid, 32 * kWarps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, params,
+      K::kernel<<<grid, 32 * plan.warps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, params,
                                                                plan.stored_cap, plan.side_cap, plan.precision_cap,
                                                                x_dev + b0, y_dev + b0, batch, nb, status_dev);
     });

@@ -340,10 +340,11 @@ struct GpuTensor::Impl {
     if (fast_count == 0) return grid;
     detail::QuantRansPlan& plan = quant_rans_plan[batch];
     plan = detail::quant_rans_plan(quant, fast_bytes_cap, fast_side_cap, fast_precision_cap, batch);
-    grid = persistent_grid((fast_count + 3) / 4, plan.blocks_per_sm);  // 4 warps per block
+    grid = plan.warps ? persistent_grid((fast_count + plan.warps - 1) / plan.warps, plan.blocks_per_sm) : -1;
     if (std::getenv("WPACK_GPU_DEBUG"))
-      std::fprintf(stderr, "gemv: quant warp-per-tile kernel, batch %u, %d blocks/SM, grid %d, %u B smem, %u+%u tiles\n",
-                   batch, plan.blocks_per_sm, grid, plan.smem_bytes, fast_count,
+      std::fprintf(stderr,
+                   "gemv: quant warp-per-tile kernel, batch %u, %d blocks/SM of %u warps, grid %d, %u B smem, %u+%u tiles\n",
+                   batch, plan.blocks_per_sm, plan.warps, grid, plan.smem_bytes, fast_count,
                    static_cast<unsigned>(tile_count - fast_count));
     return grid;
   }

@@ -180,6 +180,7 @@ struct QuantRansPlan {
   uint32_t side_cap;       // largest plane A, or 4 bytes per tile row for per-row scales, multiple of 16
   uint32_t precision_cap;  // largest table precision of their streams, 8..12
   uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16
+  uint32_t warps;          // per block: 1, 2 or 4, whichever puts the most on a multiprocessor
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: does not fit
 };
