@@ -164,7 +164,6 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
   return true;
 }
 
-
 // The device view of a lossy tensor's params (pointers filled by upload_quant_side).
 QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   QuantDevParams q{};
