@@ -196,20 +196,26 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
           // lie in one group), loaded before its steps.
           float scale[4], zero_f[4];
           uint32_t zero[4];
-          const float row_scale = p.row_scales_dev != nullptr && row < h ? row_scales[row] : 1.f;
+          // Branch-free: rows past the tile's end (a group's last rows) read their clamped
+          // neighbours, and their steps are skipped below.
+          const uint32_t srow = min(row, h - 1);
+          const float row_scale = p.row_scales_dev != nullptr ? row_scales[srow] : 1.f;
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
-            scale[j] = j > 0 ? scale[j - 1] : row_scale;
-            zero[j] = j > 0 ? zero[j - 1] : default_zero;
-            // a new group at step j (j * 32 a multiple of the group): its scale and zero
-            if (p.grouped && row < h && j < steps_per_row && ((32 * j) & (p.group - 1)) == 0) {
-              const uint32_t i = row * groups + ((32 * j) >> group_shift);
+            scale[j] = row_scale;
+            zero[j] = default_zero;
+          }
+          if (p.grouped) {
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j) {
+              const uint32_t i = srow * groups + min((32 * j) >> group_shift, groups - 1);
               scale[j] = __half2float(__ushort_as_half(scales16[i]));
               if (p.zero_points) zero[j] = side[scale_bytes + i];
             }
-            // int codes: value - zero as (2^23 + code) - (2^23 + zero), both exact (no I2F per step)
-            zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
           }
+#pragma unroll
+          for (uint32_t j = 0; j < 4; ++j)  // int codes: value - zero as (2^23 + code) - (2^23 + zero), exact
+            zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (row < h && j < steps_per_row) {
