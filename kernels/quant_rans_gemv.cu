@@ -33,7 +33,7 @@
 //   rows:   merged by the transposing butterfly of kernels/detail/warp_tiles.cuh (RowMerge), one
 //           atomicAdd per row and batch column.
 //
-// Measured (H200, docs/BENCHMARKS.md, 28672x8192 at batch 1): int4 1039 us, fp4 683, int8 1347,
+// Measured (H200, docs/BENCHMARKS.md, 28672x8192 at batch 1): int4 1017 us, fp4 685, int8 1315,
 // fp8 1904, 0.06-0.16x cuBLAS BF16 and 5-8x the generic kernel. Bound by instructions (~4 warps
 // per scheduler issuing 0.6 per cycle): ~35 per decode step, and for tiles with zero points ~16 k
 // per tile for plane A's table.
