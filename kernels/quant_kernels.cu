@@ -215,7 +215,7 @@ struct TileView {
 // the tile's status (block-uniform); on kOk, *view describes the tile. Every thread must call it.
 __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTile& tile, const QuantDevParams& p,
                                            const QuantSmemPlan& plan, uint8_t* smem, TileView* view,
-                                           uint32_t* block_shared /* kWarps + 2 */) {
+                                           uint32_t* block_shared /* kWarps + 3 */) {
   const GenericLayout layout(plan, 0);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   // Block-uniform checks from the tile record (nothing loaded yet).
@@ -253,8 +253,11 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
   const uint8_t* plane_a = stored + 8;
   const uint8_t* plane_b = stored + 8 + size_a;
 
-  uint32_t* status_shared = block_shared + kWarps + 1;  // the scan uses [0, kWarps]
-  if (threadIdx.x == 0) *status_shared = kOk;
+  // The planes' decode statuses, one word each: plane B's is written while some threads may still
+  // be reading plane A's (the scan uses [0, kWarps]).
+  uint32_t* status_a = block_shared + kWarps + 1;
+  uint32_t* status_b = block_shared + kWarps + 2;
+  if (threadIdx.x == 0) *status_a = *status_b = kOk;
   uint32_t* table = reinterpret_cast<uint32_t*>(smem + layout.tables);
   uint32_t* freq = reinterpret_cast<uint32_t*>(smem + layout.freqs);
   __syncthreads();
@@ -264,11 +267,11 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     if (warp == 0) {
       const uint32_t st = decode_stream_warp(plane_a, size_a, a_bytes, side_out, table, freq, freq + 256,
                                              plan.precision_cap, 8);
-      if (st != kOk && lane == 0) *status_shared = st;
+      if (st != kOk && lane == 0) *status_a = st;
     }
     side = side_out;
     __syncthreads();
-    if (*status_shared != kOk) return *status_shared;
+    if (*status_a != kOk) return *status_a;
   }
 
   // Occupied elements: a block scan of the bitmap's 32-element chunks.
@@ -308,10 +311,10 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     if (warp == 1) {
       const uint32_t st = decode_stream_warp(plane_b, size_b, direct ? count : b_bytes, out, table + (1u << plan.precision_cap),
                                              freq + 512, freq + 768, plan.precision_cap, direct ? p.bits : 8);
-      if (st != kOk && lane == 0) *status_shared = st;
+      if (st != kOk && lane == 0) *status_b = st;
     }
     __syncthreads();
-    if (*status_shared != kOk) return *status_shared;
+    if (*status_b != kOk) return *status_b;
     if (direct) {
       packed = nullptr;
     } else {
@@ -364,8 +367,8 @@ __global__ void __launch_bounds__(kThreads) quant_decode_kernel(
     float* __restrict__ out_dev,            // (rows, tensor_cols) float32
     uint32_t* __restrict__ status_dev) {    // (tile_count)
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ uint32_t block_shared[kWarps + 2];
-  __shared__ TileView view;
+  __shared__ uint32_t block_shared[kWarps + 3];
+  TileView view;  // each thread's own copy (the same values): a shared one was written by every thread
   const DevTile tile = tiles_dev[blockIdx.x];
   const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
   if (threadIdx.x == 0) status_dev[blockIdx.x] = status;
@@ -386,8 +389,8 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
     uint32_t batch,                      // 1..64
     uint32_t* __restrict__ status_dev) {
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ uint32_t block_shared[kWarps + 2];
-  __shared__ TileView view;
+  __shared__ uint32_t block_shared[kWarps + 3];
+  TileView view;  // each thread's own copy (the same values): a shared one was written by every thread
   const uint32_t id = ids_dev ? ids_dev[blockIdx.x] : blockIdx.x;
   const DevTile tile = tiles_dev[id];
   const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
