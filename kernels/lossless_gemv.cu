@@ -36,13 +36,13 @@
 //
 // Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
 // BF16 and 8x the block-per-tile kernel. The stream's header, table and steps are
-// kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40 instructions per decode step, issue-bound
-// at 5 warps per scheduler and waiting on the step's dependency chain (two dependent shared
-// loads for the table, ballot, shuffle): per stream a step costs ~400 cycles, and a stream is
-// the only parallelism there is. What was measured and dropped: u32 slot entries (one shared
-// load per step instead of two) need 8 KiB per warp at p = 11, 12 warps per multiprocessor
-// instead of 20: 857 against 706 us; 32-row butterflies unrolled the step 32 times and
-// overflowed the instruction cache (stall "no instruction" first).
+// kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40
+// instructions per decode step, issue-bound at 5 warps per scheduler and waiting on the step's
+// dependency chain (two dependent shared loads for the table, ballot, shuffle): per stream a step
+// costs ~400 cycles, and a stream is the only parallelism there is. What was measured and
+// dropped: u32 slot entries (one shared load per step instead of two) need 8 KiB per warp at
+// p = 11, 12 warps per multiprocessor instead of 20: 857 against 706 us; 32-row butterflies
+// unrolled the step 32 times and overflowed the instruction cache (stall "no instruction" first).
 //
 // y is accumulated with float atomicAdd across tile columns (as in tile_decode.cu). A tile found
 // corrupt at the end of its stream (final states, word count) may already have added to y; its
@@ -237,7 +237,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         }
         if constexpr (!kDecode) merge.add(y_dev, cur.row0, rg, cur.rows, ld, nb, lane);
       }
-      if (__any_sync(0xFFFFFFFFu, !ls.final_ok()) || ls.next != ls.word_count) status = kCorrupt;
+      if (!ls.ended_ok()) status = kCorrupt;
     } else if (cur.status == kOk) {
       // Corrupt stream: drain the mantissa copies already issued, so the barriers stay in step.
       for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) wait_chunk(c);
@@ -269,10 +269,6 @@ bool with_pass_kernel(uint32_t pass, F&& f) {
     case 16: f(LosslessKernel<16>{}); return true;
     default: return false;
   }
-}
-
-uint32_t pass_width(uint32_t batch) {  // batch 0: decode only
-  return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : batch;
 }
 
 }  // namespace

@@ -161,16 +161,16 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
           const uint32_t symbol = decode_step<true>(as, t, active, mask, below, lane, info, nullptr);
           if (active) side_buf[32 * t + lane] = static_cast<uint8_t>(symbol);
         }
-        if (__any_sync(0xFFFFFFFFu, !as.final_ok()) || as.next != as.word_count) status = kCorrupt;
+        if (!as.ended_ok()) status = kCorrupt;
         side = side_buf;
       }
     }
-    const float* row_scales = reinterpret_cast<const float*>(side_buf);  // per-row schemes (no plane A)
+    float* row_scales = reinterpret_cast<float*>(side_buf);  // per-row schemes (no plane A)
     if (status == kOk && p.row_scales_dev != nullptr) {
       if (4 * h > side_cap) {
         status = kTooLarge;
       } else {
-        for (uint32_t r = lane; r < h; r += 32) reinterpret_cast<float*>(side_buf)[r] = p.row_scales_dev[cur.row0 + r];
+        for (uint32_t r = lane; r < h; r += 32) row_scales[r] = p.row_scales_dev[cur.row0 + r];
       }
     }
     __syncwarp();
@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         }
         merge.add(y_dev, cur.row0, rg, h, ld, nb, lane);
       }
-      if (__any_sync(0xFFFFFFFFu, !bs.final_ok()) || bs.next != bs.word_count) status = kCorrupt;
+      if (!bs.ended_ok()) status = kCorrupt;
     }
     // Every lane is done with the buffers: the next tile's copy may land. The proxy fence orders
     // the lanes' own writes (the word moves) before the bulk copy's.
@@ -274,7 +274,7 @@ QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap,
   plan.stored_cap = align16(stored_cap);
   plan.side_cap = align16(side_cap);
   plan.precision_cap = precision_cap;
-  plan.pass = batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : 1;
+  plan.pass = pass_width(batch);  // batch >= 1
   // Warps per block: the most warps per multiprocessor. A warp needs ~10 KiB of shared memory for an
   // int4 tile and ~20 KiB for an int8 or fp8 one, so that blocks of 4 warps would leave up to 40%
   // of it unused.

@@ -16,8 +16,8 @@ namespace {
 // aligned 32-bit loads and a funnel shift. Reads are checked against the stream's size, never
 // read past it by more than 8 bytes, and set `bad` instead.
 struct BitString {
-  const uint32_t* words;  // the exponent buffer, 16-aligned
-  uint32_t base;          // bit position of the bit string in the buffer (after dir and mode byte)
+  const uint32_t* words;  // the buffer holding the stream, 4-aligned
+  uint32_t base;          // bit position of the bit string in the buffer (after the mode byte)
   uint32_t size_bits;     // bits of the bit string
   __device__ uint32_t peek(uint32_t pos) const {  // 32 bits from pos; caller: pos < size_bits
     const uint32_t a = base + pos;
@@ -49,10 +49,11 @@ struct BitString {
 };
 
 // Parses the frequency table at `pos` (docs/FORMAT-rans.md "Frequency table") of symbols of
-// `symbol_bits` bits (8, 4, 3 or 2: an alphabet of 2^symbol_bits) into info[256] = f << 16 | cum and the slot table tab[2^p] (slot -> symbol). Every lane runs the parse in step
-// (the same instructions and values: no divergence); lane 0 writes the frequencies. tab nullptr:
-// no slot table (decode_step<true> then searches info's cum column instead). Returns
-// false when the table is malformed. Ends with the warp synchronised.
+// `symbol_bits` bits (8, 4, 3 or 2: an alphabet of 2^symbol_bits) into info[256] = f << 16 | cum
+// and the slot table tab[2^p] (slot -> symbol). Every lane runs the parse in step (the same
+// instructions and values: no divergence); lane 0 writes the frequencies. tab nullptr: no slot
+// table (decode_step<true> then searches info's cum column instead). Returns false when the table
+// is malformed. Ends with the warp synchronised.
 __device__ bool build_tables(const BitString& bits, uint32_t& pos, uint32_t precision, uint32_t symbol_bits,
                              uint32_t* info, uint8_t* tab, uint32_t lane) {
   const uint32_t alphabet = 1u << symbol_bits;
@@ -89,8 +90,7 @@ __device__ bool build_tables(const BitString& bits, uint32_t& pos, uint32_t prec
       if (s == last) break;
       // The symbol's entry: zz one bits and a zero (the zigzagged length delta), then the len - 1
       // bits of v below its leading one, read from one 32-bit window (a second one only when the
-      // entry is longer), checked against the stream's end once.
-      // One test of every condition, so that the loop has one exit for a bad table.
+      // entry is longer). One test of every condition, so that the loop has one exit for a bad table.
       const uint32_t window = bits.peek(min(pos, bits.size_bits - 1));
       const uint32_t zz = __ffs(~window) - 1;  // 32 one bits: ~0u, caught below
       const int len = prev_len + ((zz & 1) ? -static_cast<int>((zz + 1) / 2) : static_cast<int>(zz / 2));
@@ -148,14 +148,18 @@ struct LaneStream {
   uint32_t next = 0;                 // words read so far (warp-uniform)
   // After the last step: the lane ended in its encoder's initial state.
   __device__ bool final_ok() const { return steps == 0 || x == (tail ? 0u : kStateLower); }
+  // After the last step, warp-uniform: every lane ended in its initial state and every word was read
+  // (docs/FORMAT-rans.md: otherwise the stream is corrupt).
+  __device__ bool ended_ok() const { return !__any_sync(0xFFFFFFFFu, !final_ok()) && next == word_count; }
 };
 
 // Opens the mode-1 stream of `size` bytes at byte `at` of `buf` (shared memory, 4-aligned, readable
 // 8 bytes past the stream) that codes n >= 1 symbols of `symbol_bits` bits: the header, the table
-// (into info, and the slot table into tab unless tab is nullptr: build_tables) and the lane states, and moves the renormalisation words to a
-// 4-byte boundary: to `word_dst` when given (room for size bytes), else in place (over the
-// stream's own bytes, up to 3 bytes past its end). Returns false, warp-uniform, when the stream is
-// malformed or its precision exceeds precision_cap. Every lane calls it; ends synchronised.
+// (into info, and the slot table into tab unless tab is nullptr: build_tables) and the lane
+// states, and moves the renormalisation words to a 4-byte boundary: to `word_dst` when given (room
+// for size bytes), else in place (over the stream's own bytes, up to 3 bytes past its end).
+// Returns false, warp-uniform, when the stream is malformed or its precision exceeds
+// precision_cap. Every lane calls it; ends synchronised.
 __device__ bool open_stream(uint8_t* buf, uint32_t at, uint32_t size, uint32_t n, uint32_t symbol_bits,
                             uint32_t precision_cap, uint32_t* info, uint8_t* tab, uint32_t* word_dst, uint32_t lane,
                             LaneStream& s) {

@@ -21,6 +21,12 @@ __device__ __forceinline__ WarpRange warp_range(uint32_t count, uint32_t warps_p
   return WarpRange{static_cast<uint32_t>(gw * count / warps), static_cast<uint32_t>((gw + 1) * count / warps)};
 }
 
+// Batch columns per launch of a warp-per-tile GEMV (wider batches run as passes of 16); batch 0,
+// the lossless decode-only kernel, stays 0.
+inline uint32_t pass_width(uint32_t batch) {
+  return batch >= 16 ? 16 : batch >= 8 ? 8 : batch >= 4 ? 4 : batch >= 2 ? 2 : batch;
+}
+
 // One tile's record as every lane of the warp holds it.
 struct WarpTile {
   uint64_t offset;
