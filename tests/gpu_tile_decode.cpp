@@ -3,9 +3,11 @@
 // main: tests/catch_gpu_main.cpp (SKIP, exit 4, without CUDA or a device).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -261,6 +263,37 @@ std::vector<float> check_decode_lossy(const Packed& p, size_t t) {
   return cpu;
 }
 
+// decode() and gemv() at each of `batches` report tile `bad` kCorrupt and every other tile ok
+// (statuses poisoned before each call; x is constant BF16 0.74...: the products are not what is
+// checked). kernel: what gemv_kernel() must name after each gemv, when set.
+void check_corrupt_tile_reported(const GpuTensor& g, uint64_t bad, std::initializer_list<uint32_t> batches,
+                                 const char* kernel = nullptr) {
+  DeviceBuffer<uint32_t> status(g.tile_count());
+  auto check_statuses = [&] {
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto st = status.download();
+    for (uint64_t k = 0; k < st.size(); ++k) {
+      INFO("tile " << k);
+      CHECK(st[k] == static_cast<uint32_t>(k == bad ? TileStatus::kCorrupt : TileStatus::kOk));
+    }
+  };
+  DeviceBuffer<uint8_t> out(g.rows() * g.cols() * g.decoded_elem_size());
+  status.poison();
+  g.decode(out.ptr, status.ptr);
+  check_statuses();
+  const uint32_t widest = std::max(batches);
+  DeviceBuffer<uint16_t> x(g.cols() * widest);
+  CUDA_OK(cudaMemset(x.ptr, 0x3F, x.count * 2));
+  DeviceBuffer<float> y(g.rows() * widest);
+  for (uint32_t batch : batches) {
+    INFO("batch " << batch);
+    status.poison();
+    g.gemv(x.ptr, y.ptr, batch, status.ptr);
+    check_statuses();
+    if (kernel) CHECK(std::string(g.gemv_kernel()) == kernel);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("gpu decode: rans, BF16/F16/F32, odd shapes, bit-exact with the CPU") {
@@ -381,29 +414,7 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
     GpuTensor g = GpuTensor::upload(*reader, 0);
     REQUIRE(g.tile_count() == 4);
     if (wpack::gpu::gpu_build_has_bulk_copy()) REQUIRE(g.warp_tiles() == (damage == wpack::test::StreamDamage::kLastWord ? 4u : 3u));
-    auto check_statuses = [&](const DeviceBuffer<uint32_t>& status) {
-      const auto st = status.download();
-      for (uint64_t k = 0; k < st.size(); ++k) {
-        INFO("tile " << k);
-        CHECK(st[k] == static_cast<uint32_t>(k == 1 ? TileStatus::kCorrupt : TileStatus::kOk));
-      }
-    };
-    DeviceBuffer<uint8_t> out(256 * 256 * 2);
-    DeviceBuffer<uint32_t> status(g.tile_count());
-    status.poison();
-    g.decode(out.ptr, status.ptr);
-    CUDA_OK(cudaDeviceSynchronize());
-    check_statuses(status);
-    DeviceBuffer<uint16_t> x(256 * 8);
-    CUDA_OK(cudaMemset(x.ptr, 0x3F, 256 * 8 * 2));  // BF16 0.74...: the products are not what is checked
-    DeviceBuffer<float> y(256 * 8);
-    for (uint32_t batch : {1u, 8u}) {
-      INFO("batch " << batch);
-      status.poison();
-      g.gemv(x.ptr, y.ptr, batch, status.ptr);
-      CUDA_OK(cudaDeviceSynchronize());
-      check_statuses(status);
-    }
+    check_corrupt_tile_reported(g, 1, {1u, 8u});
   }
 }
 
@@ -429,31 +440,8 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
       REQUIRE(g.tile_count() == 4);
       const bool stays = damage == wpack::test::StreamDamage::kLastWord;
       REQUIRE(g.warp_tiles() == (bulk ? (stays ? 4u : 3u) : 0u));
-      auto check_statuses = [&](const DeviceBuffer<uint32_t>& status) {
-        const auto st = status.download();
-        for (uint64_t k = 0; k < st.size(); ++k) {
-          INFO("tile " << k);
-          CHECK(st[k] == static_cast<uint32_t>(k == 1 ? TileStatus::kCorrupt : TileStatus::kOk));
-        }
-      };
-      DeviceBuffer<float> out(256 * 256);
-      DeviceBuffer<uint32_t> status(g.tile_count());
-      status.poison();
-      g.decode(out.ptr, status.ptr);
-      CUDA_OK(cudaDeviceSynchronize());
-      check_statuses(status);
-      DeviceBuffer<uint16_t> x(256 * 16);
-      CUDA_OK(cudaMemset(x.ptr, 0x3F, 256 * 16 * 2));
-      DeviceBuffer<float> y(256 * 16);
-      for (uint32_t batch : {1u, 16u}) {
-        INFO("batch " << batch);
-        status.poison();
-        g.gemv(x.ptr, y.ptr, batch, status.ptr);
-        CUDA_OK(cudaDeviceSynchronize());
-        check_statuses(status);
-        CHECK(std::string(g.gemv_kernel()) ==
-              (!bulk ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic"));
-      }
+      check_corrupt_tile_reported(g, 1, {1u, 16u},
+                                  !bulk ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
     }
   }
 }
