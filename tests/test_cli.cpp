@@ -271,7 +271,7 @@ TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
   CHECK(tensor_named(j, "scale")["tiles"] == 1);
 }
 
-TEST_CASE("compress: rans is the default codec; --codec zstd still selects zstd") {
+TEST_CASE("compress: rans is the default codec, --codec zstd still selects zstd") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);
   REQUIRE(compress(model, dir.file("default.wpk")).exit_code == 0);
@@ -567,7 +567,7 @@ TEST_CASE("usage errors exit 2 with one line") {
   CHECK(run_wpack({"--help"}).exit_code == 0);
 }
 
-TEST_CASE("thread count does not change the packed bytes; --tile reaches the file") {
+TEST_CASE("thread count does not change the packed bytes, --tile reaches the file") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);
 
@@ -704,7 +704,7 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
   CHECK(got == b);
 }
 
-TEST_CASE("quiet: -q is silent; no progress bar when stderr is not a terminal") {
+TEST_CASE("quiet: -q is silent, no progress bar when stderr is not a terminal") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);
   const std::string packed = dir.file("m.wpk");

@@ -537,7 +537,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
   }
 }
 
-TEST_CASE("corrupt: a newer format version is named exactly; a flipped version bit is a corrupt header") {
+TEST_CASE("corrupt: a newer format version is named exactly, a flipped version bit is a corrupt header") {
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
   const std::string path = dir.file("newer.wpk");

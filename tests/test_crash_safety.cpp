@@ -175,7 +175,7 @@ bool is_documented_temp(const std::string& name, const std::string& target_name)
 
 }  // namespace
 
-TEST_CASE("crash safety: SIGKILL during compress and unpack leaves no partial file; inputs never change") {
+TEST_CASE("crash safety: SIGKILL during compress and unpack leaves no partial file, inputs never change") {
   TempDir dir;
   const std::string work = dir.file("work");
   std::filesystem::create_directories(work);

@@ -89,7 +89,7 @@ TEST_CASE("determinism: the same bytes for 1, 2, 3 and 8 threads and on a repeat
   }
 }
 
-TEST_CASE("determinism: the binary gives the same bytes in separate runs at any -T; unpack too") {
+TEST_CASE("determinism: the binary gives the same bytes in separate runs at any -T, unpack too") {
   TempDir dir;
   const std::string model = dir.file("model.safetensors");
   {

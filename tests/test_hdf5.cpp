@@ -228,7 +228,7 @@ void write_keras_full_model(const std::string& path) {
 
 // ---- Keras legacy ----------------------------------------------------------------------------
 
-TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes; optimizer skipped") {
+TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes, optimizer skipped") {
   TempDir dir;
   const std::string path = dir.file("model.h5");
   write_keras_full_model(path);
@@ -361,7 +361,7 @@ TEST_CASE("keras 3: a non-numeric variable is refused naming the dataset") {
 
 // ---- generic ---------------------------------------------------------------------------------
 
-TEST_CASE("generic HDF5: every numeric dataset depth first in name order; dtypes, 0-d and empty") {
+TEST_CASE("generic HDF5: every numeric dataset depth first in name order, dtypes, 0-d and empty") {
   TempDir dir;
   const std::string path = dir.file("data.h5");
   const std::vector<int8_t> deep = {-128, -1, 0, 1, 127};
@@ -631,7 +631,7 @@ TEST_CASE("error: data stored in an external file is refused") {
   REQUIRE(contains(e.what(), "external"));
 }
 
-TEST_CASE("error: a boolean byte other than 0/1 is corrupt; an out-of-range index is refused") {
+TEST_CASE("error: a boolean byte other than 0/1 is corrupt, an out-of-range index is refused") {
   TempDir dir;
   const std::string path = dir.file("bool.h5");
   {

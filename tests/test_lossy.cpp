@@ -195,7 +195,7 @@ bool plane_b_raw(const std::vector<uint8_t>& stored) { return split_planes(store
 
 }  // namespace
 
-TEST_CASE("zero-relative codes (layout 6): exactly the dense rANS tiles with zero points; every int scheme decodes bit-exact",
+TEST_CASE("zero-relative codes (layout 6): exactly the dense rANS tiles with zero points, every int scheme decodes bit-exact",
           "[lossy]") {
   const uint64_t rows = 150, cols = 300;
   for (const std::string spec : {"int4", "int3", "int2", "int4:g32", "int2:g256", "int4:clip=minmax", "int4:sym",
@@ -228,7 +228,7 @@ TEST_CASE("zero-relative codes (layout 6): exactly the dense rANS tiles with zer
   }
 }
 
-TEST_CASE("zero-relative codes: smaller than rANS on the plain codes; a layout-4 rANS tile (written before) still decodes",
+TEST_CASE("zero-relative codes: smaller than rANS on the plain codes, a layout-4 rANS tile (written before) still decodes",
           "[lossy]") {
   uint64_t plain_coded_tiles = 0;
   for (const std::string spec : {"int4", "int3:g64", "int2:g32"}) {
@@ -521,7 +521,7 @@ TEST_CASE("verify: rel_error against the source, and a max-error bound", "[lossy
   REQUIRE_FALSE(verify_cpu(*r, &other, 2).ok());
 }
 
-TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run; inspect; unpack --dtype; verify", "[lossy][cli]") {
+TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run, inspect, unpack --dtype, verify", "[lossy][cli]") {
   TempDir dir;
   const std::string model = dir.file("model.safetensors");
   std::vector<TensorInfo> infos = {{"layer.attn.q.weight", DType::BF16, {128, 256}},

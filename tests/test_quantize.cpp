@@ -287,7 +287,7 @@ TEST_CASE("fast path equals the reference bit for bit") {
   }
 }
 
-TEST_CASE("round-trip error within the named tolerances; clip mse never worse than RTN") {
+TEST_CASE("round-trip error within the named tolerances, clip mse never worse than RTN") {
   const uint64_t rows = 256, cols = 1024;
   std::vector<float> w = outlier_weights(rows * cols, 42);
   const std::pair<Scheme, double> tolerances[] = {
