@@ -126,6 +126,12 @@ void zero_relative_symbols(const uint8_t* codes, const uint8_t* zeros, const Til
     }
 }
 
+// exp4 (packer/exp4.h) is a layout of lossless float tiles, not a plane codec: quantized tiles
+// never take it (the packer stores them with codec none under --codec exp4).
+void require_quant_codec(Codec codec) {
+  if (codec == Codec::kExp4) throw Error(ErrorCode::kInvalidArgument, "codec exp4 does not code quantized tiles");
+}
+
 // Codes one plane; returns the coded bytes (the caller keeps the plane raw when they are not smaller).
 std::vector<uint8_t> code_plane(std::span<const uint8_t> plane, uint64_t symbols, uint32_t symbol_bits, Codec codec,
                                 int level) {
@@ -309,6 +315,7 @@ QuantTensorParams parse_quant_params(uint8_t scheme_code, std::span<const uint8_
 
 QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& p, const float* decoded,
                                    const TileRect& rect, Codec codec, int level) {
+  require_quant_codec(codec);
   const SideLayout side = side_layout(p, rect);
   const uint64_t n = rect.elements();
   // Plane A's scale/zero part, gathered from the tensor's [rows][groups] arrays.
@@ -435,6 +442,7 @@ void QuantTileEncoder::prepare(const QuantizedMatrix& q, const QuantTensorParams
 }
 
 QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) {
+  require_quant_codec(codec);
   QuantEncodedTile best;
   if (dense_ok_) {
     const std::span<const uint8_t> b(dense_b_.data(), ceil_div(count_ * bits_, 8));
@@ -471,6 +479,7 @@ uint64_t quant_side_plane_bytes(const QuantTensorParams& params, const TileRect&
 
 void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Codec codec, uint64_t raw_size,
                            const QuantTensorParams& p, const TileRect& rect, float* out) {
+  if (codec == Codec::kExp4) corrupt("codec exp4 in a quantized tile (exp4 codes lossless float tiles only)");
   if (layout != kFilterQuantDense && layout != kFilterQuantSparse && layout != kFilterQuantDenseZeroRel)
     corrupt("filter " + std::to_string(layout) + " is not a quantized tile layout");
   const bool sparse = layout == kFilterQuantSparse;

@@ -94,7 +94,8 @@ struct QuantEncodedTile {
 // `codec` (zstd at `level`; rans with symbols of `bits` bits for codes when bits is 2, 3, 4 or 8,
 // else 8), each kept raw when coding does not shrink it. With codec rans and zero points, a dense
 // tile's plane B codes the zero-relative symbols (layout kFilterQuantDenseZeroRel) unless the plane
-// stays raw (then plain codes, kFilterQuantDense). Deterministic.
+// stays raw (then plain codes, kFilterQuantDense). Deterministic. Throws Error(kInvalidArgument) for
+// codec kExp4 (lossless float tiles only), as does QuantTileEncoder::code.
 QuantEncodedTile encode_quant_tile(const QuantizedMatrix& q, const QuantTensorParams& params, const float* decoded,
                                    const TileRect& rect, Codec codec, int level);
 
@@ -133,8 +134,8 @@ class QuantTileEncoder {
 // The scalar reference decoder: the tile's dequantized values (rect.elements() floats, row-major)
 // from its stored bytes, its record's filter byte (layout), codec and raw size, and the tensor's
 // parsed params. Bit-exact with dequantize() of the quantized tensor; unoccupied elements of sparse
-// tiles are +0.0f. Throws Error(kCorrupt) (no file context) on any inconsistency; never reads or
-// writes out of bounds.
+// tiles are +0.0f. Throws Error(kCorrupt) (no file context) on any inconsistency, codec kExp4
+// included; never reads or writes out of bounds.
 void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Codec codec, uint64_t raw_size,
                            const QuantTensorParams& params, const TileRect& rect, float* out);
 

@@ -5,10 +5,12 @@
 #include "formats/detail/le.h"
 #include "formats/error.h"
 #include "packer/estimate.h"
+#include "packer/exp4.h"
 #include "packer/rans.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
+
 namespace {
 
 constexpr uint32_t kRawPlaneBit = 0x80000000u;
@@ -36,6 +38,7 @@ std::vector<uint8_t> encode_plane(std::span<const uint8_t> plane, uint32_t plane
       return zstd_compress(plane, coding.level, float_plane ? ZstdTuning::kMemoryless : ZstdTuning::kLevel);
     case Codec::kRans: return rans_encode(plane, plane.size(), 8);
     case Codec::kNone: break;
+    case Codec::kExp4: break;  // a tile layout of its own (encode_tile), never a plane codec
   }
   return {plane.begin(), plane.end()};
 }
@@ -45,6 +48,7 @@ void decode_plane(std::span<const uint8_t> coded, Codec codec, std::span<uint8_t
     case Codec::kZstd: zstd_decompress(coded, out); return;
     case Codec::kRans: rans_decode(coded, out.size(), 8, out); return;
     case Codec::kNone: break;
+    case Codec::kExp4: throw Error(ErrorCode::kCorrupt, "exp4 is not a plane codec");  // decode_tile handles it
   }
   if (coded.size() != out.size()) throw Error(ErrorCode::kCorrupt, "stored plane has the wrong size");
   if (!out.empty()) std::memcpy(out.data(), coded.data(), out.size());
@@ -57,25 +61,34 @@ std::string_view codec_name(Codec codec) {
     case Codec::kNone: return "none";
     case Codec::kZstd: return "zstd";
     case Codec::kRans: return "rans";
+    case Codec::kExp4: return "exp4";
   }
   return "?";
 }
 
 std::optional<Codec> parse_codec(std::string_view name) {
-  for (Codec c : {Codec::kNone, Codec::kZstd, Codec::kRans})
+  for (Codec c : {Codec::kNone, Codec::kZstd, Codec::kRans, Codec::kExp4})
     if (codec_name(c) == name) return c;
   return std::nullopt;
 }
 
 std::optional<Codec> codec_from_code(uint8_t code) {
-  if (code <= static_cast<uint8_t>(Codec::kRans)) return static_cast<Codec>(code);
+  if (code <= static_cast<uint8_t>(Codec::kExp4)) return static_cast<Codec>(code);
   return std::nullopt;
 }
 
 EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const TileCoding& coding) {
+  if (coding.codec == Codec::kExp4 && (coding.filter != Filter::kFloatPlanes || !exp4_elem_size_ok(elem_size)))
+    throw Error(ErrorCode::kInvalidArgument, "codec exp4 takes filter floatplanes on elements of 2 or 4 bytes, not filter " +
+                                                 std::string(filter_name(coding.filter)) + " on " + std::to_string(elem_size));
   std::vector<uint8_t> filtered(raw.size());
   apply_filter(coding.filter, elem_size, raw, filtered);
   if (coding.codec == Codec::kNone) return {std::move(filtered), coding.filter, Codec::kNone};
+  if (coding.codec == Codec::kExp4) {
+    std::vector<uint8_t> out = exp4_encode(filtered, elem_size);
+    if (out.size() >= raw.size()) return {std::vector<uint8_t>(raw.begin(), raw.end()), Filter::kNone, Codec::kNone};
+    return {std::move(out), Filter::kFloatPlanes, Codec::kExp4};
+  }
 
   const uint32_t planes = filter_plane_count(coding.filter, elem_size);
   const uint64_t plane_bytes = raw.size() / planes;
@@ -132,6 +145,12 @@ void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter fil
   if (codec == Codec::kNone) {
     if (stored.size() != raw_out.size()) throw Error(ErrorCode::kCorrupt, "stored size differs from raw size (codec none)");
     if (!stored.empty()) std::memcpy(filtered.data(), stored.data(), stored.size());
+  } else if (codec == Codec::kExp4) {
+    if (filter != Filter::kFloatPlanes)
+      throw Error(ErrorCode::kCorrupt, "codec exp4 with filter " + std::string(filter_name(filter)) + " (exp4 takes floatplanes only)");
+    if (!exp4_elem_size_ok(elem_size))
+      throw Error(ErrorCode::kCorrupt, "codec exp4 on elements of " + std::to_string(elem_size) + " bytes (exp4 takes 2 or 4)");
+    exp4_decode(stored, elem_size, filtered);
   } else {
     const uint32_t planes = filter_plane_count(filter, elem_size);
     const uint64_t plane_bytes = raw_out.size() / planes;

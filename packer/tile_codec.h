@@ -1,8 +1,10 @@
 // One tile's bytes: filter, then code each plane (docs/FORMAT.md "Tile payload").
 //
-// With codec kNone the stored bytes are the filtered bytes. Otherwise they are a plane directory
-// of P little-endian u32 words (P = filter_plane_count), word p = stored size of plane p with bit
-// 31 set when the plane is stored raw (coding did not make it smaller), followed by the planes.
+// With codec kNone the stored bytes are the filtered bytes. With codec kExp4 (filter kFloatPlanes,
+// elements of 2 or 4 bytes only) they are exp4's fixed layout (packer/exp4.h). Otherwise they are a
+// plane directory of P little-endian u32 words (P = filter_plane_count), word p = stored size of
+// plane p with bit 31 set when the plane is stored raw (coding did not make it smaller), followed by
+// the planes.
 #pragma once
 
 #include <cstdint>
@@ -26,12 +28,15 @@ struct EncodedTile {
   Codec codec = Codec::kNone;     // with filter kNone and codec kNone
 };
 
-// Encodes `raw` (whole elements of `elem_size` bytes). Never larger than `raw`.
+// Encodes `raw` (whole elements of `elem_size` bytes). Never larger than `raw`. Throws
+// Error(kInvalidArgument) for codec kExp4 with a filter other than kFloatPlanes or an element size
+// other than 2 or 4.
 EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const TileCoding& coding);
 
 // Decodes `stored` into exactly `raw_out.size()` bytes. Throws Error(kCorrupt) (message without
-// file context: callers add file, tensor and tile) on any inconsistency; never reads or writes
-// out of bounds.
+// file context: callers add file, tensor and tile) on any inconsistency, codec kExp4 with a filter
+// other than kFloatPlanes or an element size other than 2 or 4 included; never reads or writes out
+// of bounds.
 void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter filter, Codec codec,
                  std::span<uint8_t> raw_out);
 
