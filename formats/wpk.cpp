@@ -349,6 +349,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     if (version < 3 && tile.filter == kWpkFilterAddedInV3)  // v2 writers never wrote it
       throw Error(ErrorCode::kCorrupt, where + ": filter " + std::to_string(tile.filter) +
                                            " (quant_dense_zrel, added in format v3) in a format v" + std::to_string(version) + " file");
+    if (version < 4 && tile.codec == kWpkCodecAddedInV4)  // v2 and v3 writers never wrote it
+      throw Error(ErrorCode::kCorrupt, where + ": codec " + std::to_string(tile.codec) +
+                                           " (exp4, added in format v4) in a format v" + std::to_string(version) + " file");
     if (tile.offset % r->alignment_ != 0) throw Error(ErrorCode::kFormat, where + ": offset not aligned");
     if (tile.offset < previous_end) throw Error(ErrorCode::kFormat, where + ": overlaps the previous tile or the header");
     if (tile.offset > index_offset || tile.stored_size > index_offset - tile.offset)

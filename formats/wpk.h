@@ -1,5 +1,5 @@
-// The .wpk container, format version 3 (byte-by-byte specification: docs/FORMAT.md); readers also
-// read version 2 (docs/FORMAT.md "Versioning").
+// The .wpk container, format version 4 (byte-by-byte specification: docs/FORMAT.md); readers also
+// read versions 2 and 3 (docs/FORMAT.md "Versioning").
 //
 //   [file header, 64 B] [tile data, each tile aligned] [index] [footer, 48 B]
 //
@@ -23,14 +23,18 @@
 
 namespace wpack {
 
-// The version the writer writes. v3 adds tile filter byte 6 (quantized layout quant_dense_zrel);
-// v2 is v3 without it, so a v3 reader reads v2 files exactly. v1 (before the rANS stream revision
-// of docs/FORMAT-rans.md) is refused: its rANS tiles do not decode with this decoder.
-inline constexpr uint32_t kWpkFormatVersion = 3;
+// The version the writer writes. v4 adds tile codec byte 3 (exp4); v3 is v4 without it, and v3
+// added tile filter byte 6 (quantized layout quant_dense_zrel) to v2, so a v4 reader reads v3 and v2
+// files exactly. v1 (before the rANS stream revision of docs/FORMAT-rans.md) is refused: its rANS
+// tiles do not decode with this decoder.
+inline constexpr uint32_t kWpkFormatVersion = 4;
 inline constexpr uint32_t kWpkOldestReadableVersion = 2;
 // Tile filter byte first valid in v3 (packer/quant_tile.h kFilterQuantDenseZeroRel). This layer
 // knows it only to refuse it in a v2 file: v2 writers never wrote it, so such a file is corrupt.
 inline constexpr uint8_t kWpkFilterAddedInV3 = 6;
+// Tile codec byte first valid in v4 (packer/codec.h Codec::kExp4). This layer knows it only to
+// refuse it in a v2 or v3 file: their writers never wrote it, so such a file is corrupt.
+inline constexpr uint8_t kWpkCodecAddedInV4 = 3;
 // Largest tile (tile_rows * tile_cols elements): bounds what decoding one tile allocates, whatever
 // a file declares (a constant rANS plane of any length takes 2 bytes). 2^24 elements = 64 MiB of
 // float32; the packer's default tiles are 2^14 (128 x 128) and vector tiles at most 2^20.
@@ -112,7 +116,8 @@ class WpkReader {
   // Validates everything but the tiles' checksums (see tile_checksum_ok). Reads format versions
   // kWpkOldestReadableVersion..kWpkFormatVersion. Throws Error naming the file and what is wrong:
   // kFormat (not a .wpk, bad structure), kUnsupported (newer version, or v1), kCorrupt
-  // (header/index/footer checksum mismatch; a v2 file with a tile of filter kWpkFilterAddedInV3).
+  // (header/index/footer checksum mismatch; a v2 file with a tile of filter kWpkFilterAddedInV3; a
+  // v2 or v3 file with a tile of codec kWpkCodecAddedInV4).
   static std::unique_ptr<WpkReader> open(const std::string& path);
 
   const std::string& path() const { return file_->path(); }

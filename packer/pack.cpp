@@ -14,6 +14,7 @@
 
 #include "formats/error.h"
 #include "packer/estimate.h"
+#include "packer/exp4.h"
 #include "packer/quant_tile.h"
 #include "packer/detail/parallel.h"
 #include "packer/tile_codec.h"
@@ -115,13 +116,55 @@ void view_2d(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols)
   for (size_t i = 0; i + 1 < shape.size(); ++i) *rows *= shape[i];
 }
 
-// Encodes and writes the tiles of a lossy tensor (the record is already begun). Returns tile bytes.
+// The dtypes whose floatplanes plane 0 is exactly the exponent byte: what codec exp4 codes.
+bool exp4_dtype(DType dtype) { return dtype == DType::BF16 || dtype == DType::F32; }
+
+// The codec a tensor of `dtype` under `policy` is coded with when `codec` is asked for: exp4 codes
+// lossless BF16 and F32 tensors only; quantized tensors take codec none under it (their raw planes
+// are what the GPU's fastest GEMV reads), other lossless tensors (F16, F64, integers) rans.
+Codec tensor_codec(Codec codec, const TensorPolicy& policy, DType dtype) {
+  if (codec != Codec::kExp4) return codec;
+  if (policy.lossy()) return Codec::kNone;
+  return exp4_dtype(dtype) ? Codec::kExp4 : Codec::kRans;
+}
+
 // The codecs a tensor's tiles are coded with: one, or rans and zstd for "auto" (per tile the
 // smaller; rans first, so that it wins ties: the GPU decodes it).
-std::vector<Codec> codec_candidates(const TensorPolicy& policy, const PackOptions& options) {
-  if (policy.codec) return {*policy.codec};
+std::vector<Codec> codec_candidates(const TensorPolicy& policy, const PackOptions& options, DType dtype) {
+  if (policy.codec) return {tensor_codec(*policy.codec, policy, dtype)};
   if (policy.codec_auto || options.codec_auto) return {Codec::kRans, Codec::kZstd};
-  return {options.codec};
+  return {tensor_codec(options.codec, policy, dtype)};
+}
+
+// exp4 needs the floatplanes filter: a forced other filter together with codec exp4 (file-wide or
+// in an override) is refused before anything is read. Throws Error(kInvalidArgument).
+void check_exp4_filter(const PackOptions& options) {
+  if (!options.filter || *options.filter == Filter::kFloatPlanes) return;
+  const auto refuse = [&](const std::string& where) {
+    throw Error(ErrorCode::kInvalidArgument, "codec exp4" + where + " takes filter floatplanes only, not " +
+                                                 std::string(filter_name(*options.filter)) +
+                                                 " (leave the filter to the packer, or choose floatplanes)");
+  };
+  if ((options.codec == Codec::kExp4 && !options.codec_auto) || options.policy.codec == Codec::kExp4) refuse("");
+  for (const auto& o : options.overrides)
+    if (o.policy.codec == Codec::kExp4) refuse(" (override '" + o.pattern + "')");
+}
+
+// The tile bytes of a lossless tensor coded with exp4, exactly as encode_tile makes them: per tile
+// the exp4 size, or the raw size when exp4 does not make the tile smaller.
+uint64_t exp4_tensor_tile_bytes(const TensorInfo& info, const uint8_t* bytes, const TileGeometry& g) {
+  const uint32_t esize = dtype_size(info.dtype);
+  std::vector<uint8_t> raw, filtered;
+  uint64_t total = 0;
+  for (uint64_t tile = 0; tile < g.tile_count(); ++tile) {
+    const TileRect rect = g.rect(tile);
+    raw.resize(rect.elements() * esize);
+    filtered.resize(raw.size());
+    gather_tile(bytes, g.cols, esize, rect, raw.data());
+    apply_filter(Filter::kFloatPlanes, esize, raw, filtered);
+    total += std::min<uint64_t>(raw.size(), exp4_encoded_bytes(std::span(filtered).first(rect.elements()), esize));
+  }
+  return total;
 }
 
 // Tiles per batch for tiles of up to `tile_bytes` raw bytes: kTileBatch, fewer for large tiles so
@@ -309,6 +352,7 @@ TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) 
 }
 
 std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options) {
+  check_exp4_filter(options);
   std::vector<TensorPlan> plans;
   for (size_t t = 0; t < source.tensors().size(); ++t) {
     const TensorInfo& info = source.tensors()[t];
@@ -325,7 +369,10 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     const uint64_t n = info.num_elements();
     if (!plan.policy.lossy()) {
       TensorBytes data = source.read(t);
-      bytes += lossless_entropy_bytes(info.dtype, data.span());
+      if (codec_candidates(plan.policy, options, info.dtype).front() == Codec::kExp4)  // fixed layout: exact
+        bytes += double(exp4_tensor_tile_bytes(info, data.data(), g));
+      else
+        bytes += lossless_entropy_bytes(info.dtype, data.span());
     } else {
       const Scheme scheme = plan.policy.spec.scheme;
       const double bits = scheme_bits(scheme);
@@ -466,7 +513,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   view_2d(info.shape, &rows, &cols);
   const uint64_t n = info.num_elements();
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
-  const std::vector<Codec> codecs = codec_candidates(policy, options);
+  const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
   record.scheme = static_cast<uint8_t>(policy.spec.scheme);
   PackedTensor packed;
@@ -526,7 +573,8 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     ~RestoreThreads() { omp_set_num_threads(saved); }
   } restore_threads;
   omp_set_num_threads(threads);
-  // Validate every pattern before writing anything.
+  // Validate the options and every pattern before writing anything.
+  check_exp4_filter(options);
   for (const auto& info : source.tensors()) (void)resolve_policy(info, options);
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;
@@ -558,13 +606,14 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
       continue;
     }
     const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
-    const std::vector<Codec> codecs = codec_candidates(policy, options);
+    const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
     TileCoding coding;
     coding.codec = codecs.front();
     coding.level = options.level;
-    coding.filter = options.filter ? *options.filter
-                                   : choose_filter(info, bytes.data(), record.tile_rows, record.tile_cols,
-                                                   coding.codec, options.level);
+    coding.filter = coding.codec == Codec::kExp4 ? Filter::kFloatPlanes  // exp4 codes the floatplanes plane 0
+                    : options.filter             ? *options.filter
+                                                 : choose_filter(info, bytes.data(), record.tile_rows, record.tile_cols,
+                                                                 coding.codec, options.level);
     if (coding.filter == Filter::kFloatPlanes && !dtype_is_float(info.dtype)) coding.filter = Filter::kByteShuffle;
     record.metrics.snr_db = std::numeric_limits<double>::infinity();
     writer.begin_tensor(record);

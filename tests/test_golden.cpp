@@ -1,10 +1,10 @@
 // Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
 // version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden writes the current version's
-// files, lossless-{rans,zstd}-v3.wpk and lossy-v3.wpk). The v2 files are fixtures kept from the v2
-// writer.
+// files, lossless-{rans,zstd,exp4}-v4.wpk and lossy-v4.wpk). The v2 and v3 files are fixtures kept
+// from the v2 and v3 writers.
 //
-// The rANS file is compared byte for byte (wpack's own codec). zstd's output may change between
-// libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
+// The rANS and exp4 files are compared byte for byte (wpack's own codecs). zstd's output may change
+// between libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <set>
@@ -90,39 +90,73 @@ PackOptions lossy_golden_options() {
 
 TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr) {
-    pack_model(golden_source(), kGoldenDir + "lossless-rans-v3.wpk", golden_options(Codec::kRans));
-    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v3.wpk", golden_options(Codec::kZstd));
+    pack_model(golden_source(), kGoldenDir + "lossless-rans-v4.wpk", golden_options(Codec::kRans));
+    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v4.wpk", golden_options(Codec::kZstd));
   }
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kRans));
-  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v3.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v4.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
 }
 
+// Codec exp4 (format v4): the BF16 and F32 tensors' tiles are exp4 (filter floatplanes), the F16,
+// I32 and F64 tensors' rans (or raw).
+TEST_CASE("golden: the exp4 file is reproduced byte for byte and holds exp4 tiles") {
+  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr)
+    pack_model(golden_source(), kGoldenDir + "lossless-exp4-v4.wpk", golden_options(Codec::kExp4));
+  test::TempDir dir;
+  pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kExp4));
+  const auto golden = test::read_file(kGoldenDir + "lossless-exp4-v4.wpk");
+  REQUIRE(!golden.empty());
+  CHECK(test::read_file(dir.file("m.wpk")) == golden);
+
+  auto r = WpkReader::open(kGoldenDir + "lossless-exp4-v4.wpk");
+  CHECK(r->format_version() == 4);
+  uint64_t exp4_tiles = 0;
+  for (const WpkTensor& t : r->tensors())
+    for (uint64_t k = 0; k < t.tile_count; ++k) {
+      const WpkTile& tile = r->tiles()[t.first_tile + k];
+      INFO(t.name << " tile " << k);
+      const bool exp4_dtype = t.dtype == DType::BF16 || t.dtype == DType::F32;
+      if (exp4_dtype) {
+        CHECK(tile.codec == static_cast<uint8_t>(Codec::kExp4));
+        CHECK(tile.filter == static_cast<uint8_t>(Filter::kFloatPlanes));
+        ++exp4_tiles;
+      } else {  // rans, or raw where rANS does not shrink these small tiles
+        CHECK((tile.codec == static_cast<uint8_t>(Codec::kRans) || tile.codec == static_cast<uint8_t>(Codec::kNone)));
+      }
+    }
+  CHECK(exp4_tiles == 9 + 1);  // dense.weight's 3 x 3 tiles, conv.weight's one
+}
+
 TEST_CASE("golden: committed files decode to their source") {
-  for (const char* name : {"lossless-rans-v3.wpk", "lossless-zstd-v3.wpk", "lossless-rans-v2.wpk", "lossless-zstd-v2.wpk"}) {
+  for (const char* name : {"lossless-rans-v4.wpk", "lossless-zstd-v4.wpk", "lossless-exp4-v4.wpk", "lossless-rans-v3.wpk",
+                           "lossless-zstd-v3.wpk", "lossless-rans-v2.wpk", "lossless-zstd-v2.wpk"}) {
     INFO(name);
     check_decodes_to_source(kGoldenDir + name);
   }
 }
 
-// The v2 files are kept as fixtures (written by the v2 writer, not regenerated): a v2 file is a v3
-// file without layout-6 tiles, so they still read exactly, and they differ from their v3 files only
-// in the version fields of header and footer and the two checksums that cover them.
-TEST_CASE("golden: a v2 file is its v3 file with the version fields changed") {
-  for (const char* codec : {"rans", "zstd"}) {
-    INFO(codec);
-    const std::string prefix = kGoldenDir + "lossless-" + codec;
-    const auto v2 = test::read_file(prefix + "-v2.wpk");
-    const auto v3 = test::read_file(prefix + "-v3.wpk");
-    REQUIRE(v2.size() == v3.size());
-    REQUIRE(v3.size() > kWpkHeaderBytes + kWpkFooterBytes);
-    CHECK(WpkReader::open(prefix + "-v2.wpk")->format_version() == 2);
-    CHECK(WpkReader::open(prefix + "-v3.wpk")->format_version() == 3);
-    CHECK(detail::load_u32(v3.data() + 8) == 3);
-    CHECK(detail::load_u32(v3.data() + v3.size() - kWpkFooterBytes + 24) == 3);
-    CHECK(test::with_wpk_version(v3, 2) == v2);
+// The v2 and v3 files are kept as fixtures (written by the v2 and v3 writers, not regenerated): a v3
+// file is a v4 file without exp4 tiles and a v2 file a v3 file without layout-6 tiles, so they still
+// read exactly, and they differ from their v4 files only in the version fields of header and footer
+// and the two checksums that cover them.
+TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields changed") {
+  for (const char* name : {"lossless-rans", "lossless-zstd", "lossy"}) {
+    const std::string prefix = kGoldenDir + name;
+    const auto v4 = test::read_file(prefix + "-v4.wpk");
+    REQUIRE(v4.size() > kWpkHeaderBytes + kWpkFooterBytes);
+    CHECK(WpkReader::open(prefix + "-v4.wpk")->format_version() == 4);
+    CHECK(detail::load_u32(v4.data() + 8) == 4);
+    CHECK(detail::load_u32(v4.data() + v4.size() - kWpkFooterBytes + 24) == 4);
+    for (uint32_t version : {2u, 3u}) {
+      const std::string path = prefix + "-v" + std::to_string(version) + ".wpk";
+      if (version == 2 && std::string(name) == "lossy") continue;  // layout-6 tiles: no v2 file
+      INFO(path);
+      CHECK(WpkReader::open(path)->format_version() == version);
+      CHECK(test::with_wpk_version(v4, version) == test::read_file(path));
+    }
   }
 }
 
@@ -130,14 +164,14 @@ TEST_CASE("golden: a v2 file is its v3 file with the version fields changed") {
 // as a byte difference (and needs a version bump when the layouts change).
 TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lossy tile layout") {
   if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr)
-    pack_model(lossy_golden_source(), kGoldenDir + "lossy-v3.wpk", lossy_golden_options());
+    pack_model(lossy_golden_source(), kGoldenDir + "lossy-v4.wpk", lossy_golden_options());
   test::TempDir dir;
   pack_model(lossy_golden_source(), dir.file("q.wpk"), lossy_golden_options());
-  const auto golden = test::read_file(kGoldenDir + "lossy-v3.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossy-v4.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("q.wpk")) == golden);
 
-  auto r = WpkReader::open(kGoldenDir + "lossy-v3.wpk");
+  auto r = WpkReader::open(kGoldenDir + "lossy-v4.wpk");
   std::set<uint8_t> layouts;
   for (const WpkTile& tile : r->tiles()) layouts.insert(tile.filter);
   for (uint8_t layout : {4, 5, 6}) {

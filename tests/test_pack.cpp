@@ -2,6 +2,8 @@
 // for every dtype, odd shapes, every filter and codec; the same bytes for any thread count.
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <set>
 
 #include "formats/error.h"
@@ -103,7 +105,7 @@ TEST_CASE("pack: every filter and codec round-trips") {
 TEST_CASE("pack: the same bytes for 1 and 2 threads") {
   TempDir dir;
   MemorySource src = all_dtypes_source();
-  for (Codec codec : {Codec::kZstd, Codec::kRans}) {
+  for (Codec codec : {Codec::kZstd, Codec::kRans, Codec::kExp4}) {
     PackOptions opt;
     opt.codec = codec;
     opt.tile_rows = 16;
@@ -226,4 +228,163 @@ TEST_CASE("pack: codec auto keeps per tile the smaller of rans and zstd") {
   CHECK(p.codec_auto);
   CHECK_FALSE(p.codec.has_value());
   CHECK(policy_to_string(p).find("codec=auto") != std::string::npos);
+}
+
+namespace {
+
+// The codec bytes of tensor `t`'s tiles.
+std::set<uint8_t> tile_codecs(const WpkReader& r, size_t t) {
+  std::set<uint8_t> codecs;
+  const WpkTensor& info = r.tensors()[t];
+  for (uint64_t k = 0; k < info.tile_count; ++k) codecs.insert(r.tiles()[info.first_tile + k].codec);
+  return codecs;
+}
+
+constexpr uint8_t kNoneCode = static_cast<uint8_t>(Codec::kNone), kRansCode = static_cast<uint8_t>(Codec::kRans),
+                  kExp4Code = static_cast<uint8_t>(Codec::kExp4);
+
+template <typename Fn>
+std::string invalid_argument_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::kInvalidArgument);
+    return e.what();
+  }
+  FAIL("expected Error(kInvalidArgument)");
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("pack: codec exp4 codes lossless BF16 and F32 with exp4 (floatplanes), other lossless tensors rans") {
+  TempDir dir;
+  MemorySource src = all_dtypes_source();
+  src.add("weights", DType::BF16, {256, 300}, test::gaussian_bf16(256 * 300, 0.02f, 78));
+  for (const std::optional<Filter> filter : {std::optional<Filter>{}, std::optional<Filter>{Filter::kFloatPlanes}}) {
+    INFO("filter " << (filter ? "floatplanes" : "auto"));
+    PackOptions opt;
+    opt.tile_rows = 64;
+    opt.tile_cols = 64;
+    opt.codec = Codec::kExp4;
+    opt.filter = filter;
+    opt.overwrite = true;
+    PackReport rep = pack_model(src, dir.file("exp4.wpk"), opt);
+    require_round_trip(src, dir.file("exp4.wpk"));
+    auto r = WpkReader::open(dir.file("exp4.wpk"));
+    uint64_t exp4_tiles = 0;
+    for (size_t t = 0; t < r->tensors().size(); ++t) {
+      const WpkTensor& info = r->tensors()[t];
+      INFO(info.name);
+      const std::set<uint8_t> codecs = tile_codecs(*r, t);
+      if (info.dtype == DType::BF16 || info.dtype == DType::F32) {
+        for (uint8_t c : codecs) CHECK((c == kExp4Code || c == kNoneCode));  // raw where exp4 does not shrink
+        for (uint64_t k = 0; k < info.tile_count; ++k) {
+          const WpkTile& tile = r->tiles()[info.first_tile + k];
+          if (tile.codec == kExp4Code) {
+            CHECK(tile.filter == static_cast<uint8_t>(Filter::kFloatPlanes));
+            ++exp4_tiles;
+          }
+        }
+        if (info.num_elements() >= 1000) CHECK(codecs.count(kExp4Code) == 1);
+      } else {
+        CHECK(codecs.count(kExp4Code) == 0);
+        for (uint8_t c : codecs) CHECK((c == kRansCode || c == kNoneCode));
+      }
+    }
+    CHECK(exp4_tiles > 20);
+    // exp4 on gaussian BF16: 12 bits per weight and a little more.
+    const PackedTensor& w = rep.tensors.back();
+    REQUIRE(w.name == "weights");
+    CHECK(double(w.stored_bytes) / double(w.original_bytes) == Approx(0.75).margin(0.01));
+  }
+}
+
+TEST_CASE("pack: codec exp4 stores quantized tensors with codec none, and codec=exp4 in an override") {
+  TempDir dir;
+  MemorySource src;
+  src.add("q.weight", DType::BF16, {64, 256}, test::gaussian_bf16(64 * 256, 0.02f, 41));
+  src.add("q8.weight", DType::F32, {32, 128}, test::gaussian_f32(32 * 128, 0.02f, 42));
+  src.add("norm.weight", DType::BF16, {256}, test::gaussian_bf16(256, 1.0f, 43));
+  src.add("h.weight", DType::F16, {64, 64}, test::gaussian_f16(64 * 64, 0.02f, 44));
+  PackOptions opt;
+  opt.codec = Codec::kExp4;
+  opt.policy = parse_policy_spec("int4", TensorPolicy{});
+  opt.overrides.push_back({"^q8", parse_policy_spec("int8:codec=exp4", TensorPolicy{})});
+  opt.overrides.push_back({"^h\\.", parse_policy_spec("lossless", TensorPolicy{})});
+  pack_model(src, dir.file("m.wpk"), opt);
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  CHECK(tile_codecs(*r, 0) == std::set<uint8_t>{kNoneCode});  // int4
+  CHECK(tile_codecs(*r, 1) == std::set<uint8_t>{kNoneCode});  // int8, codec=exp4
+  CHECK(tile_codecs(*r, 2) == std::set<uint8_t>{kExp4Code});  // 1-D BF16: lossless
+  CHECK(tile_codecs(*r, 3) == std::set<uint8_t>{kRansCode});  // F16: lossless, rans
+  CHECK(r->tensors()[0].scheme != 0);
+  CHECK(r->tensors()[1].scheme != 0);
+  for (size_t t = 0; t < 4; ++t) {
+    std::vector<float> out(r->tensors()[t].num_elements());
+    CHECK_NOTHROW(decode_tensor_f32(*r, t, out, 1));
+  }
+
+  // codec=exp4 on one lossless tensor of a zstd file.
+  PackOptions zstd;
+  zstd.codec = Codec::kZstd;
+  zstd.overrides.push_back({"^norm", parse_policy_spec("lossless:codec=exp4", TensorPolicy{})});
+  zstd.overrides.push_back({"^h\\.", parse_policy_spec("lossless:codec=exp4", TensorPolicy{})});
+  pack_model(src, dir.file("z.wpk"), zstd);
+  require_round_trip(src, dir.file("z.wpk"));
+  auto z = WpkReader::open(dir.file("z.wpk"));
+  CHECK(tile_codecs(*z, 0).count(static_cast<uint8_t>(Codec::kZstd)) == 1);
+  CHECK(tile_codecs(*z, 2) == std::set<uint8_t>{kExp4Code});
+  CHECK(tile_codecs(*z, 3) == std::set<uint8_t>{kRansCode});  // F16 under exp4: rans
+  CHECK(policy_to_string(parse_policy_spec("lossless:codec=exp4", TensorPolicy{})) == "lossless");
+  CHECK(policy_to_string(parse_policy_spec("int8:codec=exp4", TensorPolicy{})).find(":codec=exp4") != std::string::npos);
+}
+
+TEST_CASE("pack: codec exp4 with a forced filter other than floatplanes is refused before writing") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::BF16, {64, 64}, test::gaussian_bf16(64 * 64, 0.02f, 51));
+  for (Filter filter : {Filter::kNone, Filter::kByteShuffle, Filter::kBitShuffle}) {
+    INFO(filter_name(filter));
+    PackOptions opt;
+    opt.codec = Codec::kExp4;
+    opt.filter = filter;
+    const std::string message = invalid_argument_of([&] { pack_model(src, dir.file("m.wpk"), opt); });
+    CHECK(message == "codec exp4 takes filter floatplanes only, not " + std::string(filter_name(filter)) +
+                         " (leave the filter to the packer, or choose floatplanes)");
+    CHECK(invalid_argument_of([&] { plan_model(src, opt); }) == message);
+    CHECK(!std::filesystem::exists(dir.file("m.wpk")));
+    // The same filter with another codec, and exp4 in an override.
+    opt.codec = Codec::kRans;
+    opt.overwrite = true;
+    CHECK_NOTHROW(pack_model(src, dir.file("ok.wpk"), opt));
+    opt.overrides.push_back({"^w$", parse_policy_spec("lossless:codec=exp4", TensorPolicy{})});
+    CHECK(invalid_argument_of([&] { pack_model(src, dir.file("m.wpk"), opt); }).find("(override '^w$')") !=
+          std::string::npos);
+    CHECK(!std::filesystem::exists(dir.file("m.wpk")));
+  }
+}
+
+TEST_CASE("pack: --dry-run's estimate of an exp4 tensor is its exp4 tile bytes") {
+  TempDir dir;
+  MemorySource src;
+  src.add("w", DType::BF16, {200, 300}, test::gaussian_bf16(200 * 300, 0.02f, 61));
+  src.add("f", DType::F32, {64, 64}, test::gaussian_f32(64 * 64, 0.02f, 62));
+  src.add("tiny", DType::BF16, {3}, test::gaussian_bf16(3, 0.02f, 63));  // stored raw
+  PackOptions opt;
+  opt.codec = Codec::kExp4;
+  const std::vector<TensorPlan> plans = plan_model(src, opt);
+  const PackReport rep = pack_model(src, dir.file("m.wpk"), opt);
+  REQUIRE(plans.size() == rep.tensors.size());
+  PackOptions rans = opt;
+  rans.codec = Codec::kRans;
+  const std::vector<TensorPlan> rans_plans = plan_model(src, rans);
+  for (size_t t = 0; t < plans.size(); ++t) {
+    INFO(plans[t].name);
+    // The plan adds the index entry (the tensor record and 40 bytes per tile) to the tile bytes.
+    const uint64_t tiles = tile_geometry(src.tensors()[t].shape, plans[t].tile_rows, plans[t].tile_cols).tile_count();
+    CHECK(plans[t].estimated_bytes > rep.tensors[t].stored_bytes + 40 * tiles);
+    CHECK(plans[t].estimated_bytes < rep.tensors[t].stored_bytes + 40 * tiles + 100);
+    if (t < 2) CHECK(plans[t].estimated_bytes > rans_plans[t].estimated_bytes);  // the entropy bound is lower
+  }
 }

@@ -124,8 +124,11 @@ std::vector<uint8_t> with_wpk_version(std::vector<uint8_t> bytes, uint32_t versi
   return bytes;
 }
 
-void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit) {
-  auto bad = [] { throw std::runtime_error("edit_wpk_tile: not a well-formed .wpk image"); };
+namespace {
+
+// Tile record `tile` of a .wpk image; `what` names the caller in the error.
+uint8_t* wpk_tile_record(std::vector<uint8_t>& bytes, uint64_t tile, const char* what) {
+  auto bad = [&] { throw std::runtime_error(std::string(what) + ": not a well-formed .wpk image"); };
   if (bytes.size() < kWpkFooterBytes) bad();
   const uint8_t* foot = bytes.data() + bytes.size() - kWpkFooterBytes;
   const uint64_t index = detail::load_u64(foot), index_size = detail::load_u64(foot + 8);
@@ -133,9 +136,23 @@ void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::functi
   // The index ends with the tile records (offset, stored size, raw size, ..., checksum).
   const uint64_t tile_count = detail::load_u64(bytes.data() + index + 8);
   if (tile >= tile_count || tile_count > index_size / kWpkTileRecordBytes) bad();
-  uint8_t* record = bytes.data() + index + index_size - kWpkTileRecordBytes * (tile_count - tile);
+  return bytes.data() + index + index_size - kWpkTileRecordBytes * (tile_count - tile);
+}
+
+}  // namespace
+
+void set_wpk_tile_coding(std::vector<uint8_t>& bytes, uint64_t tile, uint8_t filter, uint8_t codec) {
+  uint8_t* record = wpk_tile_record(bytes, tile, "set_wpk_tile_coding");
+  record[24] = filter;
+  record[25] = codec;
+  fix_wpk_checksums(bytes);
+}
+
+void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit) {
+  uint8_t* record = wpk_tile_record(bytes, tile, "edit_wpk_tile");
+  const uint64_t index = detail::load_u64(bytes.data() + bytes.size() - kWpkFooterBytes);  // footer: checked above
   const uint64_t offset = detail::load_u64(record), stored = detail::load_u64(record + 8);
-  if (offset > index || stored > index - offset) bad();
+  if (offset > index || stored > index - offset) throw std::runtime_error("edit_wpk_tile: not a well-formed .wpk image");
   edit(bytes.data() + offset, stored);
   detail::store_u64(record + 32, wpk_checksum({bytes.data() + offset, stored}));
   fix_wpk_checksums(bytes);

@@ -42,6 +42,9 @@ void fix_wpk_checksums(std::vector<uint8_t>& bytes);
 void set_wpk_header_version(std::vector<uint8_t>& bytes, uint32_t version);
 std::vector<uint8_t> with_wpk_version(std::vector<uint8_t> bytes, uint32_t version);
 void edit_wpk_tile(std::vector<uint8_t>& bytes, uint64_t tile, const std::function<void(uint8_t*, uint64_t)>& edit);
+// set_wpk_tile_coding sets tile record `tile`'s filter and codec bytes, with the index checksums
+// made to agree (fix_wpk_checksums): the tile's stored bytes are unchanged.
+void set_wpk_tile_coding(std::vector<uint8_t>& bytes, uint64_t tile, uint8_t filter, uint8_t codec);
 
 // Two ways to damage a tile's rANS stream (a mode-1 stream in a two-plane tile: a lossless BF16
 // tile's exponents, plane 0, or a quantized tile's plane A or B) behind valid checksums: its
