@@ -93,8 +93,11 @@ int main(int argc, char** argv) {
   c->add_flag("-f,--force", compress.options.overwrite, "Overwrite the output if it exists");
   c->add_option("-T,--threads", compress.options.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   c->add_option("--tile", tile_text, "Tile shape RxC (default 128x128)");
-  c->add_option("--codec", codec_text, "Plane codec: rans (default, GPU-decodable), zstd (CPU decode only, --level), none, auto (per tile the smaller of rans and zstd)")
-      ->check(CLI::IsMember({"zstd", "rans", "none", "auto"}));
+  c->add_option("--codec", codec_text,
+                "Plane codec: rans (default, GPU-decodable), zstd (CPU decode only, --level), none, auto (per tile the smaller "
+                "of rans and zstd), exp4 (BF16/F32: 4-bit exponent codes, ~75%, decoded inside the GPU matmul at full speed; "
+                "quantized tensors raw)")
+      ->check(CLI::IsMember({"zstd", "rans", "none", "auto", "exp4"}));
   c->add_option("--level", compress.options.level, "zstd level (1-19, default 3)")->check(CLI::Range(-7, 19));
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
@@ -165,6 +168,11 @@ int main(int argc, char** argv) {
       }
       if (uint64_t{compress.options.tile_rows} * compress.options.tile_cols > wpack::kWpkMaxTileElements) {
         std::cerr << "wpack: --tile " << tile_text << " has more than 2^24 elements per tile\n";
+        return 2;
+      }
+      if (codec_text == "exp4" && filter_text != "auto" && filter_text != "floatplanes") {
+        std::cerr << "wpack: --codec exp4 codes the floatplanes filter's exponent plane: --filter must be floatplanes or auto (got '"
+                  << filter_text << "')\n";
         return 2;
       }
       compress.options.codec_auto = (codec_text == "auto");
