@@ -198,6 +198,9 @@ void wpk_seeds(const fs::path& tmp) {
   PackOptions none_options;
   none_options.codec = Codec::kNone;
   pack("none", none_options);
+  PackOptions exp4_options;
+  exp4_options.codec = Codec::kExp4;
+  pack("exp4", exp4_options);
   PackOptions lossy;
   lossy.policy = parse_policy_spec("int4:g32", TensorPolicy{});
   lossy.overrides.push_back({"^b$", parse_policy_spec("int8:codec=rans", TensorPolicy{})});
@@ -273,6 +276,7 @@ void tile_seeds() {
   const Case cases[] = {
       {"floatplanes-zstd", Filter::kFloatPlanes, 2, Codec::kZstd, &bf16},
       {"floatplanes-rans", Filter::kFloatPlanes, 2, Codec::kRans, &bf16},
+      {"floatplanes-exp4", Filter::kFloatPlanes, 2, Codec::kExp4, &bf16},
       {"byteshuffle-zstd", Filter::kByteShuffle, 2, Codec::kZstd, &bf16},
       {"bitshuffle-rans", Filter::kBitShuffle, 4, Codec::kRans, &bf16},
       {"none-none", Filter::kNone, 1, Codec::kNone, &ints},

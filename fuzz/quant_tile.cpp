@@ -10,7 +10,8 @@
 //   2, 3: round trip. Weights from the input quantized (packer/quantize.h, some pruned), every tile
 //      encoded with encode_quant_tile (and QuantTileEncoder, which must give the same bytes) and
 //      decoded again: the values must be dequantize()'s, bit for bit, with pruned weights +0.0.
-// A tile: u16 tile index (mod the tile count), u8 layout, u8 codec (mod 3), u32 raw size, then the
+// A tile: u16 tile index (mod the tile count), u8 layout, u8 codec (mod 4: 3 is exp4, which a
+// quantized tile never takes), u32 raw size, then the
 // stored bytes. The layout byte: bit 7 set: the byte itself (filter values >= 128, none a layout);
 // else bit 1 set: 6 quant_dense_zrel; else bit 0: 5 quant_sparse when set, 4 quant_dense when clear.
 #include <bit>
@@ -37,7 +38,7 @@ void decode_one_tile(Input& in, const QuantTensorParams& params, uint64_t rows, 
                          : (layout_byte & 2)  ? kFilterQuantDenseZeroRel
                          : (layout_byte & 1)  ? kFilterQuantSparse
                                               : kFilterQuantDense;
-  const auto codec = static_cast<Codec>(in.u8() % 3);
+  const auto codec = static_cast<Codec>(in.u8() % 4);
   const uint64_t raw_size = in.u32();
   const Bytes stored = in.rest();
   std::vector<float> out(rect.elements());

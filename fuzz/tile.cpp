@@ -1,12 +1,13 @@
 // Fuzz surface: one lossless tile (packer/tile_codec.h): plane directory, zstd/rANS/none per
-// plane, then the inverse filter (un-shuffle).
+// plane, or exp4's fixed layout (packer/exp4.h), then the inverse filter (un-shuffle).
 //
 // Input: mode byte (bits 0-1: filter; bits 2-3: element size 1/2/4/8; bits 4-5: codec none/zstd/
-// rans/rans; bit 6: round trip), then
+// rans/exp4; bit 6: round trip), then
 //   decode:     u32 raw size (mod kMaxDecodeBytes + 1); the rest is the stored tile. decode_tile
 //               must fill exactly the raw size or throw an Error.
 //   round trip: a zstd level byte; the rest (cut to whole elements) is the raw tile. encode_tile
-//               must never grow it, and decode_tile must give it back.
+//               must never grow it, and decode_tile must give it back (exp4: floatplanes on 2- or
+//               4-byte elements only, the combinations encode_tile takes).
 #include <algorithm>
 #include <vector>
 
@@ -22,7 +23,7 @@ void tile(Bytes data) {
   const auto filter = static_cast<Filter>(mode & 3);
   constexpr uint32_t kElemSizes[4] = {1, 2, 4, 8};
   const uint32_t elem_size = kElemSizes[(mode >> 2) & 3];
-  const auto codec = static_cast<Codec>(std::min((mode >> 4) & 3, 2));
+  const auto codec = static_cast<Codec>((mode >> 4) & 3);
 
   if ((mode & 0x40) == 0) {
     const uint64_t raw_size = in.u32() % (kMaxDecodeBytes + 1);
@@ -39,6 +40,7 @@ void tile(Bytes data) {
   Bytes raw = in.rest();
   raw = raw.first(raw.size() / elem_size * elem_size);
   if (filter == Filter::kFloatPlanes && elem_size == 1) return;  // not a combination the packer makes
+  if (codec == Codec::kExp4 && (filter != Filter::kFloatPlanes || (elem_size != 2 && elem_size != 4))) return;  // nor these
   const EncodedTile encoded = encode_tile(raw, elem_size, TileCoding{filter, codec, level});
   if (encoded.stored.size() > raw.size()) fail("tile", "encode_tile grew the tile");
   std::vector<uint8_t> back(raw.size(), 0xA5);
