@@ -10,7 +10,8 @@
 // Shapes (N x K = out x in features, default all): 4096x4096 (8B q/o), 14336x4096 (8B gate/up),
 // 4096x14336 (8B down), 8192x8192 (70B q/o), 28672x8192 (70B gate/up), 8192x28672 (70B down).
 // Schemes (default all): lossless (BF16, codec rans), int8, int4 (g128), int3 (g128), int2 (g128),
-// fp8, fp6, fp5, fp4, nf4, lut4, int4-sp50 (int4 g128 + 50% unstructured magnitude pruning).
+// fp8, fp6, fp5, fp4, nf4, lut4, int4-sp50 (int4 g128 + 50% unstructured magnitude pruning),
+// lossless-exp4 (BF16, codec exp4: 4-bit exponent codes, docs/FORMAT.md).
 // Quantized tiles use codec none (the streaming kernels' layout) unless --rans.
 //
 // Weights: synthetic BF16 N(0, 0.02) with 0.1% outliers x15 (as trained LLM weights have), one
@@ -69,6 +70,8 @@ const std::vector<SchemeDef> kAllSchemes = {
     {"lossless", "lossless", 1.25}, {"int8", "int8", 1.8},  {"int4", "int4:g128", 3.5}, {"int3", "int3:g128", 0},
     {"int2", "int2:g128", 0},       {"fp8", "fp8", 1.8},    {"fp6", "fp6", 2.4},        {"fp5", "fp5", 0},
     {"fp4", "fp4", 0},              {"nf4", "nf4", 0},      {"lut4", "lut4", 0},        {"int4-sp50", "int4:g128:prune=0.5", 4.5},
+    // lossless with codec exp4 (4-bit exponent codes): the issue's lossless target is rANS's
+    {"lossless-exp4", "lossless", 0},
 };
 // The other targets of issue 5.
 constexpr double kBatchRatioTarget = 1.15;      // batch 16 kernel time within 15% of batch 1
@@ -263,14 +266,16 @@ int main(int argc, char** argv) try {
   const std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
   std::vector<Row> rows;
   bool failed = false;
-  std::printf("%-10s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %10s %5s  %s\n", "scheme", "shape", "batch", "bits/w", "packed_MB",
+  std::printf("%-13s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %10s %5s  %s\n", "scheme", "shape", "batch", "bits/w", "packed_MB",
               "kernel_us", "cuBLAS_us", "speedup", "GB/s", "%copy", "matmul_err", "exact", "note");
   for (const SchemeDef& scheme : schemes) {
     PackOptions options;
     TensorPolicy base;
     base.spec.clip = clip == "mse" ? Clip::kMse : Clip::kMinMax;
     options.policy = parse_policy_spec(scheme.spec, base);
-    options.codec = (scheme.name == "lossless" || rans) ? Codec::kRans : Codec::kNone;
+    options.codec = scheme.name == "lossless-exp4"          ? Codec::kExp4
+                    : (scheme.name == "lossless" || rans) ? Codec::kRans
+                                                          : Codec::kNone;
     options.overwrite = true;
     options.tile_rows = tile_rows;
     options.tile_cols = tile_cols;
@@ -302,7 +307,7 @@ int main(int argc, char** argv) try {
         r.packed_mb = t.packed_bytes / 1e6;
         r.note = note;
         rows.push_back(r);
-        std::printf("%-10s %-12s %5s %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(), "-",
+        std::printf("%-13s %-12s %5s %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(), "-",
                     t.bits_per_weight, t.packed_bytes / 1e6, "-", "-", "-", "-", "-", "-", t.gpu_checked ? "yes" : "-",
                     note.c_str());
         continue;
@@ -318,7 +323,7 @@ int main(int argc, char** argv) try {
         r.exact = t.decode_bit_exact;
         r.note = !note.empty() ? note : !b.skipped.empty() ? b.skipped : b.kernel_path;  // which kernel ran
         rows.push_back(r);
-        std::printf("%-10s %-12s %5u %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(),
+        std::printf("%-13s %-12s %5u %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(),
                     b.batch, t.bits_per_weight, t.packed_bytes / 1e6, b.timed ? cell(b.kernel.median_us, "%.1f").c_str() : "-",
                     b.timed ? cell(b.cublas.median_us, "%.1f").c_str() : "-", b.timed ? cell(b.speedup, "%.2fx").c_str() : "-",
                     b.timed ? cell(b.packed_gb_per_s, "%.0f").c_str() : "-",
@@ -327,7 +332,7 @@ int main(int argc, char** argv) try {
                     r.note.c_str());
       }
     }
-    std::printf("%-10s packed in %.1f s\n", scheme.name.c_str(), pack_s);
+    std::printf("%-13s packed in %.1f s\n", scheme.name.c_str(), pack_s);
     std::fflush(stdout);
   }
 
@@ -336,7 +341,7 @@ int main(int argc, char** argv) try {
               "batch 1 (worst shape); packed bytes >= %.0f%% / %.0f%% of copy bandwidth on 8192x8192 / 28672x8192 (batch 1); "
               "matmul_rel_error <= %.0e\n",
               kBatchRatioTarget, kCopyTarget8192, kCopyTarget28672, kMatmulRelTolerance);
-  std::printf("%-10s %16s %8s %10s %12s %14s %16s %6s\n", "scheme", "speedup 28672x8K", "target", "b16/b1 max", "%copy 8192^2",
+  std::printf("%-13s %16s %8s %10s %12s %14s %16s %6s\n", "scheme", "speedup 28672x8K", "target", "b16/b1 max", "%copy 8192^2",
               "%copy 28672x8K", "max matmul_err", "met");
   for (const SchemeDef& scheme : schemes) {
     std::vector<std::string> misses;
@@ -369,7 +374,7 @@ int main(int argc, char** argv) try {
     const bool measured = big || square || have_ratio || any;
     std::string met = !measured ? "-" : misses.empty() ? "yes" : "NO:";
     for (const auto& m : misses) met += " " + m;
-    std::printf("%-10s %16s %8s %10s %12s %14s %16s %s\n", scheme.name.c_str(), speed.c_str(), target.c_str(),
+    std::printf("%-13s %16s %8s %10s %12s %14s %16s %s\n", scheme.name.c_str(), speed.c_str(), target.c_str(),
                 have_ratio ? cell(ratio, "%.2f").c_str() : "-", square ? cell(square->b.copy_bw_percent, "%.1f%%").c_str() : "-",
                 big ? cell(big->b.copy_bw_percent, "%.1f%%").c_str() : "-", any ? cell(worst, "%.1e").c_str() : "-",
                 met.c_str());

@@ -1,6 +1,7 @@
 // The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
-// tiles all have raw planes (dense; int4 also sparse, layout 5): a warp-specialised bulk-copy
-// pipeline feeding tensor cores.
+// tiles all have raw planes (dense; int4 also sparse, layout 5), and for lossless BF16 tensors whose
+// tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as fp8 is, tma_tile_exp4): a
+// warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
@@ -92,6 +93,8 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 // kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LaneTable4, a
 // LaneTable in shared memory).
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
+// kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
+constexpr uint32_t kExp4Tiles = 16;
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
 // E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
@@ -675,6 +678,91 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
   }
 }
 
+// Lossless BF16 tiles of codec exp4 (docs/FORMAT.md "Codec 3, exp4"; MmaExp4) with a warp per part
+// of a tile, or (kBlocks 1, first_block = warp) the warps sharing it: tma_tile_warp8's fp8 loop
+// over [16-byte header][plane 1: a byte per weight][codes: a nibble per weight][escapes]. Lane t
+// takes 8 columns of each 32-column k-step: two words of plane 1 and one word of codes per row.
+// Every weight is decoded as base + code; exp4_escapes corrects the escaped ones afterwards.
+// A is the weights themselves: the products go straight into yacc (no scale).
+template <uint32_t kBlocks, uint32_t kNT, bool kStd>
+__device__ __forceinline__ void tma_tile_exp4(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
+                                              uint32_t x_row, const StageGeometry& m, uint32_t batch,
+                                              float (&yacc)[kBlocks * kNT][4]) {
+  constexpr uint32_t kStepWords = 8;  // plane-1 words of a row per k-step: 4 lanes x 2 words (32 columns)
+  const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
+  const uint32_t w = kStd ? 128 : m.w, words_per_row = w / 4, code_words_per_row = w / 8;
+  const uint32_t base4 = stage[0] * 0x01010101u, select = MmaExp4::kSelect;
+  const uint32_t* mant = reinterpret_cast<const uint32_t*>(stage + 16) + 2 * t;  // 16-aligned
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 16 + (kStd ? 128 * 128 : m.h * w)) + t;
+  uint32_t rows[kBlocks][2];
+  warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
+  for (uint32_t j = 0; j < words_per_row; j += kStepWords) {
+    uint32_t b[kNT][2][2];  // per batch tile and word: the B fragment pair
+#pragma unroll
+    for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v)
+        x_fragment_fp8(xs + (8 * nt + g) * x_row, (j + 2 * t + v) * 4, 8 * nt + g < batch, b[nt][v]);
+    }
+    uint32_t words[kBlocks][2][2], cw[kBlocks][2];
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h) {
+        const uint2 a = *reinterpret_cast<const uint2*>(mant + rows[rb][h] * words_per_row + j);
+        words[rb][h][0] = a.x, words[rb][h][1] = a.y;
+        cw[rb][h] = codes[rows[rb][h] * code_words_per_row + j / 2];
+      }
+    }
+#pragma unroll
+    for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+#pragma unroll
+      for (uint32_t v = 0; v < 2; ++v) {
+        uint32_t a0[2], a1[2];
+        MmaExp4::pairs(words[rb][0][v], __byte_perm(cw[rb][0], 0, v ? 0x4342 : 0x4140), base4, select, a0);
+        MmaExp4::pairs(words[rb][1][v], __byte_perm(cw[rb][1], 0, v ? 0x4342 : 0x4140), base4, select, a1);
+#pragma unroll
+        for (uint32_t nt = 0; nt < kNT; ++nt)
+          mma_bf16_16816(yacc[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
+      }
+    }
+  }
+}
+
+// BF16 bits (sign, exponent, 7 mantissa bits) from an exponent byte and a floatplanes plane-1 byte
+// (mantissa << 1 | sign), as a float.
+__device__ __forceinline__ float exp4_weight(uint32_t exponent, uint32_t m) {
+  return __uint_as_float(((m & 1u) << 31) | (exponent << 23) | ((m >> 1) << 16));
+}
+
+// The escapes of an exp4 tile (header word E at byte 4; E u32 indices, then E u8 values, after the
+// codes) in rows [16 first_block, 16 (first_block + kBlocks)) of the tile: tma_tile_exp4 multiplied
+// such a weight as exponent base (its code is 0); this adds (weight - that) x to y, one atomicAdd
+// per batch column (escapes are rare: MiniLM has 0.02% of its weights there). y must be zeroed
+// first: the warp waits for prepare_kernel once (y_ready).
+template <uint32_t kBlocks>
+__device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGeometry& m, uint32_t first_block,
+                                             const uint8_t* xs, uint32_t x_row, uint32_t batch, float* y_dev,
+                                             bool& y_ready) {
+  const uint32_t count = *reinterpret_cast<const uint32_t*>(stage + 4);
+  if (count == 0) return;  // warp-uniform
+  if (!y_ready) wait_for_prepare(), y_ready = true;
+  const uint32_t n = m.h * m.w, at = 16 + n + n / 2;  // w a multiple of 32: 4-aligned
+  const uint32_t* index = reinterpret_cast<const uint32_t*>(stage + at);
+  const uint8_t* value = stage + at + 4 * count;
+  const uint32_t base = stage[0], r_lo = 16 * first_block, r_hi = min(16 * (first_block + kBlocks), m.h);
+  for (uint32_t j = threadIdx.x & 31; j < count; j += 32) {
+    const uint32_t i = index[j], r = i / m.w, c = i - r * m.w;
+    if (r < r_lo || r >= r_hi) continue;
+    const uint32_t mb = stage[16 + i];
+    const float d = exp4_weight(value[j], mb) - exp4_weight(base, mb);
+    for (uint32_t col = 0; col < batch; ++col) {
+      const float x = __uint_as_float(uint32_t{*reinterpret_cast<const uint16_t*>(xs + col * x_row + 2 * c)} << 16);
+      atomicAdd(&y_dev[(uint64_t{m.row0} + r) * batch + col], d * x);
+    }
+  }
+}
+
 // fp6 E3M2 (per-row scales, applied at the flush) with a warp per part of a tile: lane t takes the
 // 16-column chunks t, t + 4, ... (3 code words per row each, MmaFp6::chunk), the x fragments of a
 // chunk loaded once for the warp's kBlocks row blocks. kStd: 128 x 128 tiles (rows of 24 words).
@@ -795,6 +883,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
+  constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
@@ -882,7 +971,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
-    flush_partials<kNT, kRowBlocks, kGrouped>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
+    flush_partials<kNT, kRowBlocks, kUnscaled>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
     bool y_ready = false;              // prepare_kernel done (y zeroed), waited for before the first add
     uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
@@ -893,16 +982,20 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       if (m.row0 != acc_row0 || acc_h == 0) {
         if (acc_h) {
           if (!y_ready) wait_for_prepare(), y_ready = true;
-          flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+          flush_partials<kNT, kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         }
         acc_row0 = m.row0, acc_h = m.h;
-        prefetch_row_scales<kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block);
+        prefetch_row_scales<kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block);
       }
       if (16 * first_block < m.h) {  // the warp has rows in this tile
         const uint8_t* stage = ring + s * layout.stage_bytes;
         const uint8_t* xs = stage + layout.x_at;
         const bool std_shape = m.h == 128 && m.w == 128;  // takes the compile-time geometry
-        if constexpr (kFloat == 6) {
+        if constexpr (kFloat == kExp4Tiles) {
+          if (std_shape) tma_tile_exp4<kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
+        } else if constexpr (kFloat == 6) {
           if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           else tma_tile_warp6<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
@@ -942,7 +1035,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     }
     if (acc_h) {
       if (!y_ready) wait_for_prepare();
-      flush_partials<kNT, kRowBlocks, kGrouped>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+      flush_partials<kNT, kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
     }
   } else {
     float yacc[kNT][4];
@@ -956,14 +1049,17 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       if (m.row0 != acc_row0 || acc_h == 0) {
         if (acc_h) {
           if (!y_ready) wait_for_prepare(), y_ready = true;
-          flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+          flush_partials<kNT, 1, kUnscaled>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
         }
         acc_row0 = m.row0, acc_h = m.h;
-        prefetch_row_scales<1, kGrouped>(params, acc_row0, acc_h, warp);
+        prefetch_row_scales<1, kUnscaled>(params, acc_row0, acc_h, warp);
       }
       const uint8_t* stage = ring + s * layout.stage_bytes;
       if (warp * 16 < m.h) {
-        if constexpr (kFloat == 6) {
+        if constexpr (kFloat == kExp4Tiles) {
+          tma_tile_exp4<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          exp4_escapes<1>(stage, m, warp, stage + layout.x_at, layout.x_row, batch, y_dev, y_ready);
+        } else if constexpr (kFloat == 6) {
           tma_tile_warp6<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           tma_tile_8bit<kNT, kFloat == 8>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
@@ -987,7 +1083,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     }
     if (acc_h) {
       if (!y_ready) wait_for_prepare();
-      flush_partials<kNT, 1, kGrouped>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
+      flush_partials<kNT, 1, kUnscaled>(params, acc_row0, acc_h, warp, batch, y_dev, yacc);
     }
   }
 }
@@ -1098,6 +1194,7 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
 template <typename F>
 auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
+  if (p.kind == kLosslessExp4) return tma_dispatch_8bit<kExp4Tiles>(nt, batch, f);
   if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes>(nt, batch, f);  // lut4, one table
   if (p.kind == kQuantInt) {
     switch (p.bits) {
@@ -1130,7 +1227,8 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool table4 = params.kind == kQuantTable && params.bits == 4 && params.grouped;
   // lut4 with one table for the tensor (no scales; more tables would change within a tile)
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
-  if (!(low_int || int8 || fp || table4 || lut4) || tile_rows > 128) return false;
+  const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
+  if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))

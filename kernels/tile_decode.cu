@@ -88,6 +88,47 @@ __device__ __forceinline__ uint64_t tile_element(const uint8_t* const* planes, u
   return v;
 }
 
+// A tile of codec exp4 (docs/FORMAT.md "Codec 3, exp4"): plane 0 (the exponents) decoded into the
+// decoded region as base + code, the escapes written over it; planes 1.. used in place. Every rule
+// of the format is checked (the CPU reference: packer/exp4.h); as decode_tile_smem otherwise.
+__device__ uint32_t decode_exp4_smem(const uint8_t* bytes_dev, const DevTile& tile, uint32_t elem_size,
+                                     const SmemPlan& plan, uint8_t* smem, const uint8_t** plane_ptr,
+                                     uint32_t* status_shared) {
+  const SmemLayout layout(plan);
+  if (tile.filter != kFilterFloatPlanes || (elem_size != 2 && elem_size != 4)) return kCorrupt;
+  if (static_cast<uint64_t>(tile.rows) * tile.cols * elem_size != tile.raw_size || tile.raw_size == 0) return kCorrupt;
+  const uint32_t n = tile.raw_size / elem_size;
+  const uint64_t fixed = 16 + uint64_t{elem_size - 1} * n + (n + 1) / 2;  // header, planes 1.., codes
+  if (tile.stored_size < fixed || (tile.stored_size - fixed) % 5) return kCorrupt;
+  if (tile.stored_size > plan.stored_cap || tile.raw_size > plan.raw_cap) return kTooLarge;
+  uint8_t* stored = smem + layout.stored;
+  load_stored(stored, bytes_dev + tile.offset, tile.stored_size);
+  __syncthreads();
+  const uint32_t base = stored[0], count = load_u32_le(stored + 4);
+  bool header_ok = base <= 240 && count == (tile.stored_size - fixed) / 5;
+  for (uint32_t i = 1; i < 16; ++i) header_ok = header_ok && (i >= 4 && i < 8 ? true : stored[i] == 0);
+  if (!header_ok) return kCorrupt;  // uniform: every thread read the same bytes
+  const uint8_t* codes = stored + 16 + (elem_size - 1) * n;
+  if ((n & 1) && (codes[n / 2] >> 4) != 0) return kCorrupt;  // the last high nibble of an odd n
+  uint8_t* plane0 = smem + layout.decoded;
+  for (uint32_t i = threadIdx.x; i < n; i += kThreads) plane0[i] = static_cast<uint8_t>(base + ((codes[i / 2] >> (4 * (i & 1))) & 15));
+  __syncthreads();
+  const uint8_t* index = codes + (n + 1) / 2;  // u32 little-endian, not aligned in general
+  const uint8_t* value = index + 4 * uint64_t{count};
+  bool ok = true;
+  for (uint32_t j = threadIdx.x; j < count; j += kThreads) {
+    const uint32_t i = load_u32_le(index + 4 * j), v = value[j];
+    ok = ok && i < n && (j == 0 || i > load_u32_le(index + 4 * (j - 1))) &&
+         ((codes[i / 2] >> (4 * (i & 1))) & 15) == 0 && (v < base || v > base + 15);
+    if (ok) plane0[i] = static_cast<uint8_t>(v);  // indices are distinct when valid; a bad tile is not used
+  }
+  if (!ok) atomicMax(status_shared, kCorrupt);
+  if (threadIdx.x == 0) plane_ptr[0] = plane0;
+  if (threadIdx.x >= 1 && threadIdx.x < elem_size) plane_ptr[threadIdx.x] = stored + 16 + (threadIdx.x - 1) * n;
+  __syncthreads();
+  return *status_shared;
+}
+
 // Loads tile `tile` into shared memory and decodes its planes. On return (after a __syncthreads)
 // plane_ptr[0..planes) point at the filtered planes in shared memory (n = elements each, or for
 // filter none one plane of raw_size bytes) and the tile's status is returned (block-uniform).
@@ -99,6 +140,7 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
   if (threadIdx.x == 0) *status_shared = kOk;
 
   // Block-uniform checks from the tile record (no shared memory touched yet).
+  if (tile.codec == kCodecExp4) return decode_exp4_smem(bytes_dev, tile, elem_size, plan, smem, plane_ptr, status_shared);
   if (tile.codec == kCodecZstd) return kUnsupportedCodec;
   if (tile.codec != kCodecNone && tile.codec != kCodecRans) return kCorrupt;
   if (tile.filter == kFilterBitShuffle) return kUnsupportedFilter;

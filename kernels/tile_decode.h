@@ -12,8 +12,9 @@
 // with one warp per stream), undoes the filter, and either writes the elements to a dense tensor
 // (decode) or multiplies them with a vector (gemv). Lossy tensors: kernels/quant_*.cu.
 //
-// What the GPU decodes: codec none or rans; filter none, byteshuffle or floatplanes; element
-// size 1 (filter none/byteshuffle only), 2 or 4. Anything else (zstd tiles, bitshuffle, 8-byte
+// What the GPU decodes: codec none, rans or exp4 (with floatplanes: a lossless BF16 tensor whose
+// tiles are all exp4 multiplies on the bulk-copy GEMV of kernels/quant_gemv_tma.cu); filter none,
+// byteshuffle or floatplanes; element size 1 (filter none/byteshuffle only), 2 or 4. Anything else (zstd tiles, bitshuffle, 8-byte
 // elements) is not an error of the call: the tile is left unwritten and reported per tile in the
 // status array (DietGPU style). A malformed stream is reported as kCorrupt the same way; the
 // kernels never trap and never read or write outside their buffers.
@@ -107,10 +108,12 @@ class GpuTensor {
   // Float32 accumulation; partial sums of different tile columns are combined with float
   // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(); when a
   // tile is not kOk, y is unspecified (a tile found corrupt at the end of its stream may already
-  // have added to it). rANS-coded tiles of the default shape run on a warp-per-tile kernel
-  // (kernels/lossless_gemv.cu, kernels/quant_rans_gemv.cu), the others on block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is
-  // not BF16, Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev
-  // 16-byte aligned (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
+  // have added to it). Raw quantized tiles and lossless BF16 tensors whose tiles are all exp4 run
+  // on the bulk-copy GEMV (kernels/quant_gemv_tma.cu), rANS-coded tiles of the default shape on a
+  // warp-per-tile kernel (kernels/lossless_gemv.cu, kernels/quant_rans_gemv.cu), the others on
+  // block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is not BF16,
+  // Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev 16-byte aligned
+  // (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
             void* stream = nullptr) const;
   // The kernel the last gemv() call launched, for reports: one of the kGemv* names below; "" before

@@ -65,11 +65,11 @@ bool device_has_bulk_copy() {
   return major >= 9;
 }
 
-using detail::kCodecNone, detail::kCodecZstd, detail::kCodecRans, detail::kFilterNone, detail::kFilterBitShuffle,
+using detail::kCodecNone, detail::kCodecZstd, detail::kCodecRans, detail::kCodecExp4, detail::kFilterNone, detail::kFilterBitShuffle,
     detail::kFilterFloatPlanes, detail::kLayoutDense, detail::kLayoutSparse, detail::kRawPlaneBit;
 // The kernels' copies of the tile record bytes are the packer's.
 static_assert(kCodecNone == static_cast<uint8_t>(Codec::kNone) && kCodecZstd == static_cast<uint8_t>(Codec::kZstd) &&
-              kCodecRans == static_cast<uint8_t>(Codec::kRans));
+              kCodecRans == static_cast<uint8_t>(Codec::kRans) && kCodecExp4 == static_cast<uint8_t>(Codec::kExp4));
 static_assert(kFilterNone == static_cast<uint8_t>(Filter::kNone) &&
               detail::kFilterByteShuffle == static_cast<uint8_t>(Filter::kByteShuffle) &&
               kFilterBitShuffle == static_cast<uint8_t>(Filter::kBitShuffle) &&
@@ -125,6 +125,34 @@ bool lossless_fast_tile(std::span<const uint8_t> stored, const WpkTile& rec, con
   *exp_bytes = static_cast<uint32_t>(align16(8 + size0));
   *precision = rans_stream_precision(stored.subspan(8, size0));
   return *precision != 0 && *precision <= detail::kLosslessMaxPrecision;
+}
+
+// The bulk-copy GEMV (kernels/quant_gemv_tma.cu) takes a lossless BF16 tensor whose tiles are all
+// codec exp4 (docs/FORMAT.md "Codec 3, exp4") and checked here: the kernel trusts the header, the
+// size and the escapes (indices in range and increasing, codes 0, values outside the window), and
+// needs at most 128 rows and a width that is a multiple of 32 (its k-step).
+bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d) {
+  if (rec.codec != kCodecExp4 || rec.filter != kFilterFloatPlanes || d.rows == 0 || d.rows > 128 || d.cols == 0 ||
+      d.cols % 32)
+    return false;
+  const uint64_t n = uint64_t{d.rows} * d.cols, fixed = 16 + n + n / 2;
+  if (rec.raw_size != 2 * n || stored.size() < fixed || (stored.size() - fixed) % 5) return false;
+  const uint8_t* p = stored.data();
+  const uint32_t base = p[0], count = load_u32_le(p + 4);
+  if (base > 240 || count != (stored.size() - fixed) / 5) return false;
+  for (uint32_t i : {1u, 2u, 3u, 8u, 9u, 10u, 11u, 12u, 13u, 14u, 15u})
+    if (p[i] != 0) return false;
+  const uint8_t* codes = p + 16 + n;
+  const uint8_t* index = codes + n / 2;
+  const uint8_t* value = index + 4ull * count;
+  uint64_t previous = 0;
+  for (uint32_t j = 0; j < count; ++j) {
+    const uint32_t i = load_u32_le(index + 4ull * j);
+    if (i >= n || (j && i <= previous) || ((codes[i / 2] >> (4 * (i & 1))) & 15) != 0) return false;
+    if (value[j] >= base && value[j] <= base + 15) return false;
+    previous = i;
+  }
+  return true;
 }
 
 // ---- lossy tensors ----
@@ -289,6 +317,8 @@ struct GpuTensor::Impl {
   QuantSmemPlan quant_plan{};  // generic kernels
   QuantStreamPlan stream_plan{};
   bool streamable = false;     // every tile dense or sparse with raw planes: the bulk-copy GEMV applies
+                               // (lossless BF16: every tile exp4, exp4_tma_tile; quant and
+                               // stream_plan then describe it for that GEMV)
   bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
   const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
@@ -346,6 +376,37 @@ struct GpuTensor::Impl {
                    batch, plan.blocks_per_sm, plan.warps, grid, plan.smem_bytes, fast_count,
                    static_cast<unsigned>(tile_count - fast_count));
     return grid;
+  }
+
+  // The Hopper bulk-copy GEMV (kernels/quant_gemv_tma.cu) when it applies (streamable, bulk
+  // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
+  // each batch width. False when it does not apply (nothing launched).
+  bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
+    if (!streamable || !detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, rows, cols,
+                                                    x_dev, sparse_tiles))
+      return false;
+    int& grid = tma_grid[batch];
+    detail::QuantTmaPlan& plan = tma_plan[batch];
+    if (grid == 0 && !bulk_copy) grid = -1;
+    if (grid == 0) {
+      uint32_t stages = 0;
+      if (const char* env = std::getenv("WPACK_TMA_STAGES"))
+        stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
+      plan = detail::quant_tma_plan(quant, stream_plan.stored_cap, stream_plan.tile_rows, stream_plan.tile_cols, batch,
+                                    stages, sparse_tiles);
+      grid = persistent_grid(tile_count, plan.blocks_per_sm);
+      if (std::getenv("WPACK_GPU_DEBUG"))
+        std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n", batch,
+                     plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes, sparse_tiles ? ", sparse tiles" : "");
+    }
+    if (grid <= 0) return false;
+    // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1
+    uint16_t* xt = batch > 1 ? x_scratch() : nullptr;
+    WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(bytes_dev, tiles_dev, tile_count, quant, plan,
+                                                   static_cast<uint32_t>(grid), x_dev, cols, xt, y_dev, rows, batch,
+                                                   status_dev, st));
+    last_kernel = kGemvBulkCopy;
+    return true;
   }
 
   ~Impl() {
@@ -411,6 +472,9 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   // once, so that warp_tiles() says what gemv() and decode() will do.
   impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
   const bool fast_possible = (lossy || t.dtype == DType::BF16) && detail::lossless_fast_built() && impl->bulk_copy;
+  // A lossless BF16 tensor whose tiles are all exp4 and pass exp4_tma_tile: the bulk-copy GEMV.
+  bool exp4_all = !lossy && t.dtype == DType::BF16 && t.tile_count > 0 && t.tile_rows <= 128;
+  uint64_t exp4_cap = 16;
   for (uint64_t k = 0; k < t.tile_count; ++k) {
     const WpkTile& rec = reader.tiles()[t.first_tile + k];
     if (!reader.tile_checksum_ok(t.first_tile + k))
@@ -445,8 +509,13 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       continue;
     }
     // Only tiles the GPU can decode size the shared memory (a zstd tile is reported, not loaded).
-    const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans) && rec.filter != kFilterBitShuffle &&
-                           rec.filter <= kFilterFloatPlanes;
+    const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans || rec.codec == kCodecExp4) &&
+                           rec.filter != kFilterBitShuffle && rec.filter <= kFilterFloatPlanes;
+    if (exp4_all) {
+      const auto bytes = reader.tile_bytes(t.first_tile + k);
+      exp4_all = exp4_tma_tile(bytes, rec, d);
+      exp4_cap = std::max(exp4_cap, align16(uint64_t{bytes.size()}));
+    }
     uint32_t exp_bytes = 0, precision = 0;
     if (fast_possible) {
       if (lossless_fast_tile(reader.tile_bytes(t.first_tile + k), rec, d, t.dtype, &exp_bytes, &precision)) {
@@ -472,6 +541,13 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   for (uint64_t k = 0; k < t.tile_count; ++k) impl->stored_bytes += reader.tiles()[t.first_tile + k].stored_size;
   impl->plan = SmemPlan{static_cast<uint32_t>(stored_cap), static_cast<uint32_t>(raw_cap), precision_cap,
                         static_cast<uint32_t>(cols_cap), table_warps};
+  if (exp4_all) {
+    impl->streamable = true;
+    impl->quant = QuantDevParams{};
+    impl->quant.kind = detail::kLosslessExp4;
+    impl->quant.bits = 8;
+    impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(exp4_cap), t.tile_rows, t.tile_cols, 0};
+  }
 
   int smem_limit = 0;
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
@@ -550,36 +626,8 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     // The Hopper bulk-copy GEMV (int4/3/2, int8, fp8/6/5/4, nf4, one-table lut4 dense raw tiles, int4
-    // sparse raw tiles too) first, where bulk copies are allowed (upload). Its plan and grid are
-    // worked out on the first call of each batch width.
-    if (impl_->streamable &&
-        detail::quant_tma_supported(impl_->quant, impl_->stream_plan.tile_rows, impl_->stream_plan.tile_cols,
-                                    impl_->rows, impl_->cols, x_dev, impl_->sparse_tiles)) {
-      int& grid = impl_->tma_grid[batch];
-      detail::QuantTmaPlan& plan = impl_->tma_plan[batch];
-      if (grid == 0 && !impl_->bulk_copy) grid = -1;
-      if (grid == 0) {
-        uint32_t stages = 0;
-        if (const char* env = std::getenv("WPACK_TMA_STAGES"))
-          stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
-        plan = detail::quant_tma_plan(impl_->quant, impl_->stream_plan.stored_cap, impl_->stream_plan.tile_rows,
-                                      impl_->stream_plan.tile_cols, batch, stages, impl_->sparse_tiles);
-        grid = persistent_grid(impl_->tile_count, plan.blocks_per_sm);
-        if (std::getenv("WPACK_GPU_DEBUG"))
-          std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n",
-                       batch, plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes,
-                       impl_->sparse_tiles ? ", sparse tiles" : "");
-      }
-      if (grid > 0) {
-        // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1
-        uint16_t* xt = batch > 1 ? impl_->x_scratch() : nullptr;
-        WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
-                                                       impl_->quant, plan, static_cast<uint32_t>(grid), x_dev,
-                                                       impl_->cols, xt, y_dev, impl_->rows, batch, status_dev, st));
-        impl_->last_kernel = kGemvBulkCopy;
-        return;
-      }
-    }
+    // sparse raw tiles too) first, where bulk copies are allowed (upload).
+    if (impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // rANS-coded tiles: a warp per tile for those it takes, the generic kernel for the rest.
     if (const int grid = impl_->quant_fast_grid(batch); grid > 0) {
@@ -655,6 +703,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     return;
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
+  if (impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
   // As decode(): the warp-per-tile kernel for its tiles, the block-per-tile kernel for the rest.
   const uint32_t* slow_ids = nullptr;

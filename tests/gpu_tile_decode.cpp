@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -665,6 +666,120 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
         check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, t == 0 ? "bulk-copy" : nullptr);
     }
+  }
+}
+
+// ---- lossless exp4 tiles (docs/FORMAT.md "Codec 3, exp4") ----
+
+// BF16 weights (sigma 0.02) with escapes in every tile: every 61st weight 0 (exponent 0) and every
+// 257th one 3000 or -3000 (exponent 138), both far outside a tile's window; tile row 0 of tensor
+// "z" is all zeros but for its escapes (window base 0).
+static std::unique_ptr<Packed> pack_exp4(const std::vector<Spec>& specs, uint32_t tile_rows, uint32_t tile_cols, uint64_t seed) {
+  auto p = std::make_unique<Packed>();
+  wpack::MemorySource src;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    uint64_t n = 1;
+    for (uint64_t d : specs[i].shape) n *= d;
+    std::vector<uint8_t> bytes = gaussian(specs[i].dtype, n, seed * 1000 + i);
+    if (specs[i].dtype == DType::BF16) {
+      auto* w = reinterpret_cast<uint16_t*>(bytes.data());
+      const uint64_t cols = specs[i].shape.back();
+      for (uint64_t e = 0; e < n; ++e) {
+        if (specs[i].name == "z" && e / cols < tile_rows) w[e] = 0;
+        if (e % 61 == 7) w[e] = 0;
+        if (e % 257 == 11) w[e] = e % 2 ? 0xC53B : 0x453B;  // -/+ 2992
+      }
+    }
+    p->source.push_back(bytes);
+    src.add(specs[i].name, specs[i].dtype, specs[i].shape, std::move(bytes));
+  }
+  wpack::PackOptions opt;
+  opt.codec = Codec::kExp4;
+  opt.tile_rows = tile_rows;
+  opt.tile_cols = tile_cols;
+  const std::string path = p->dir.file("e.wpk");
+  wpack::pack_model(src, path, opt);
+  p->reader = wpack::WpkReader::open(path);
+  for (size_t t = 0; t < specs.size(); ++t) {  // every tile exp4: the data is what the test says it is
+    const auto& info = p->reader->tensors()[t];
+    for (uint64_t k = 0; k < info.tile_count; ++k)
+      REQUIRE(p->reader->tiles()[info.first_tile + k].codec == static_cast<uint8_t>(Codec::kExp4));
+  }
+  return p;
+}
+
+// decode() bit-exact (BF16 and F32, edge tiles, 1-row tensors) and gemv() against float64 with the
+// exact weights, batch 1..64: tensors of 128x128 tiles 32-column multiples wide take the bulk-copy
+// GEMV (escapes added per batch column), "c" (a 3-column edge tile) the block-per-tile kernel.
+TEST_CASE("gpu exp4: decode bit-exact, bulk-copy GEMV with escapes, edge tiles, batch 1..64") {
+  auto p = pack_exp4({{"a", DType::BF16, {1000, 4096}},
+                      {"b", DType::BF16, {300, 4160}},
+                      {"c", DType::BF16, {77, 4099}},
+                      {"z", DType::BF16, {256, 512}},
+                      {"f", DType::F32, {33, 1000}},
+                      {"r", DType::BF16, {1, 4096}}},
+                     128, 128, 51);
+  CHECK(check_decode(*p) > 0);
+  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
+  const char* expect[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile,
+                          GpuTensor::kGemvBulkCopy};
+  for (size_t t = 0; t < 4; ++t) {
+    const uint16_t* bits = reinterpret_cast<const uint16_t*>(p->source[t].data());
+    std::vector<float> w(p->source[t].size() / 2);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
+    for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 9u, 16u, 17u, 33u, 64u})
+      check_gemv_f32(*p, t, w, batch, 900 + 10 * t + batch, 0, 1e-5, bulk ? expect[t] : nullptr);
+  }
+  for (uint32_t batch : {1u, 16u}) check_gemv(*p, 5, batch, 990 + batch);  // 1 x 4096: one 1-row tile row
+  // 64 x 32 tiles (edge rows of 8 and 16 columns... of 1000 = 31 x 32 + 8: generic) and 64-row tiles
+  auto q = pack_exp4({{"d", DType::BF16, {200, 1024}}, {"e", DType::BF16, {200, 1000}}}, 64, 32, 52);
+  CHECK(check_decode(*q) > 0);
+  for (uint32_t batch : {1u, 4u, 16u, 40u}) {
+    const char* kernels[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile};
+    for (size_t t = 0; t < 2; ++t) {
+      const uint16_t* bits = reinterpret_cast<const uint16_t*>(q->source[t].data());
+      std::vector<float> w(q->source[t].size() / 2);
+      for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
+      check_gemv_f32(*q, t, w, batch, 1000 + 10 * t + batch, 0, 1e-5, bulk ? kernels[t] : nullptr);
+    }
+  }
+}
+
+// An exp4 tile whose bytes break a rule of the format while every checksum agrees (test_util's
+// edit_wpk_tile): upload leaves the tensor to the block-per-tile kernels, which report that tile
+// corrupt in decode() and gemv() and every other tile ok.
+TEST_CASE("gpu exp4: a malformed tile whose checksums agree is reported for its tile") {
+  auto p = pack_exp4({{"w", DType::BF16, {256, 256}}}, 128, 128, 53);
+  const std::string path = p->dir.file("e.wpk");
+  const auto good = wpack::test::read_file(path);
+  struct Damage {
+    const char* name;
+    std::function<void(uint8_t*, uint64_t)> edit;
+  };
+  const uint64_t n = 128 * 128, at = 16 + n + n / 2;  // the escape indices
+  const Damage damages[] = {
+      {"base above 240", [](uint8_t* b, uint64_t) { b[0] = 241; }},
+      {"reserved byte set", [](uint8_t* b, uint64_t) { b[9] = 1; }},
+      {"escape index out of range", [&](uint8_t* b, uint64_t) { b[at + 3] = 0x7F; }},
+      {"escape value inside the window", [&](uint8_t* b, uint64_t size) {
+         const uint32_t count = b[4] | (b[5] << 8);
+         b[size - count] = b[0];  // the first escape's value := base
+       }},
+      {"escaped element with a nonzero code", [&](uint8_t* b, uint64_t) {
+         const uint32_t i = b[at] | (b[at + 1] << 8) | (b[at + 2] << 16);
+         b[16 + n + i / 2] |= static_cast<uint8_t>(1u << (4 * (i & 1)));
+       }},
+  };
+  for (const Damage& d : damages) {
+    INFO(d.name);
+    auto bytes = good;
+    wpack::test::edit_wpk_tile(bytes, 1, d.edit);
+    const std::string crafted = p->dir.file("c.wpk");
+    wpack::test::write_file(crafted, bytes);
+    auto reader = wpack::WpkReader::open(crafted);
+    GpuTensor g = GpuTensor::upload(*reader, 0);
+    REQUIRE(g.tile_count() == 4);
+    check_corrupt_tile_reported(g, 1, {1u, 16u}, GpuTensor::kGemvBlockPerTile);
   }
 }
 

@@ -125,6 +125,32 @@ struct MmaFp8 {
   }
 };
 
+// (a & mask) | (b & ~mask) in one LOP3 (mask in a register, kept across the loop).
+__device__ __forceinline__ uint32_t select_bits(uint32_t a, uint32_t b, uint32_t mask) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xE4;\n" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
+  return d;
+}
+
+// Lossless BF16 tiles of codec exp4 (docs/FORMAT.md "Codec 3, exp4") as BF16 MMA operands, exactly
+// the source weights: floatplanes plane 1 byte m = mantissa << 1 | sign, exponent = base + code
+// (4-bit code). Word w = the plane-1 bytes of 4 consecutive columns c0..c3 and x = their codes'
+// two bytes spread to bytes 0 and 2 of a register (PRMT; bytes 1 and 3 zero): pairs (c0, c2) and
+// (c1, c3), as MmaFp8's, so the x fragment is MmaFp8::b_from_x's. Per pair: a PRMT places the two
+// plane-1 bytes at bytes 0 and 2 and base (base4: base in every byte) at bytes 1 and 3; shifted
+// right by one that is mantissa | base << 7 in each half, and shifted left by 15 it has the signs
+// at bits 15 and 31 (one LOP3 selects them); then the codes, masked (LOP), are added at the
+// exponent's low bits by one LEA. base + code <= 255: the sum never carries into the sign.
+struct MmaExp4 {
+  static constexpr uint32_t kSelect = 0x7FFF7FFFu;  // from the right shift; the sign bits from the left one
+  __device__ static __forceinline__ void pairs(uint32_t w, uint32_t x, uint32_t base4, uint32_t select,
+                                               uint32_t (&a)[2]) {
+    const uint32_t p02 = __byte_perm(w, base4, 0x4240), p13 = __byte_perm(w, base4, 0x4341);
+    a[0] = select_bits(p02 >> 1, p02 << 15, select) + ((x & 0x000F000Fu) << 7);  // (c0, c2)
+    a[1] = select_bits(p13 >> 1, p13 << 15, select) + ((x & 0x00F000F0u) << 3);  // (c1, c3)
+  }
+};
+
 // FP6 E3M2 codes (sign bit 5, magnitude bits 0..4 = eeemm, bias 3), packed LSB first: a chunk of
 // 16 codes is 3 words. Same placement as MmaFp8 (magnitude at BF16 bits 5..9, sign at 15: the value
 // times 2^-124, one multiply by 2^124). Every 4 codes are 3 bytes; G0..G3 = the chunk's 3-byte

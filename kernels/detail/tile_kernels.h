@@ -12,7 +12,7 @@ namespace wpack::gpu::detail {
 // packer/codec.h Codec, packer/filters.h Filter and kFilterQuant*, packer/quant_tile.h
 // kFilterQuantDenseZeroRel: tile_decode_host.cpp checks that they agree), and the plane directory's
 // raw-plane bit.
-inline constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2;
+inline constexpr uint8_t kCodecNone = 0, kCodecZstd = 1, kCodecRans = 2, kCodecExp4 = 3;
 inline constexpr uint8_t kFilterNone = 0, kFilterByteShuffle = 1, kFilterBitShuffle = 2, kFilterFloatPlanes = 3;
 inline constexpr uint8_t kLayoutDense = 4, kLayoutSparse = 5, kLayoutDenseZeroRel = 6;  // lossy tiles' filter byte
 inline constexpr uint32_t kRawPlaneBit = 0x80000000u;
@@ -97,7 +97,9 @@ namespace wpack::gpu::detail {
 //   kQuantTable values[code] * scale    fp8/6/5/4 and nf4: values_dev holds the 2^bits code values
 //   kQuantLut   values[table][code]     lut4/3: values_dev holds num_tables * 2^bits floats
 // scale: per row (int8, fp8/6/5: row_scales_dev) or per (row, group) from the tile's plane A.
-enum QuantKind : uint32_t { kQuantInt = 0, kQuantTable = 1, kQuantLut = 2 };
+//   kLosslessExp4  not a lossy scheme: a lossless BF16 tensor whose tiles are all codec exp4, for
+//                  the bulk-copy GEMV only (bits 8, nothing else set)
+enum QuantKind : uint32_t { kQuantInt = 0, kQuantTable = 1, kQuantLut = 2, kLosslessExp4 = 3 };
 
 struct QuantDevParams {
   uint32_t kind;              // QuantKind
@@ -214,6 +216,9 @@ struct QuantTmaPlan {
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev, bool sparse_tiles);
+// A lossless BF16 tensor whose tiles are all codec exp4 takes the same kernel with params of kind
+// kLosslessExp4 (bits 8); the host checks every tile at upload (header, size and escapes well
+// formed, at most 128 rows, a width that is a multiple of 32), and the kernel trusts that.
 // stages_wanted 0: as many as fit in about 220 KiB per multiprocessor over the blocks the kernel is
 // built for (scratch included; rounded down to a multiple of the tiles in hand); tile_rows,
 // tile_cols: the nominal tile shape.
