@@ -277,8 +277,12 @@ TEST_CASE("compress: rans is the default codec, --codec zstd still selects zstd"
   const std::string model = write_gaussian_model(dir);
   REQUIRE(compress(model, dir.file("default.wpk")).exit_code == 0);
   REQUIRE(compress(model, dir.file("zstd.wpk"), {"--codec", "zstd"}).exit_code == 0);
-  for (const auto& t : inspect_json(dir.file("default.wpk"))["tensors"]) CHECK(t["codec"].get<std::string>() == "rans");
-  for (const auto& t : inspect_json(dir.file("zstd.wpk"))["tensors"]) CHECK(t["codec"].get<std::string>() == "zstd");
+  // named objects: a range-for over a member of a temporary json dangles (operator[] returns a reference)
+  const json rans_report = inspect_json(dir.file("default.wpk")), zstd_report = inspect_json(dir.file("zstd.wpk"));
+  REQUIRE_FALSE(rans_report["tensors"].empty());
+  REQUIRE_FALSE(zstd_report["tensors"].empty());
+  for (const auto& t : rans_report["tensors"]) CHECK(t["codec"].get<std::string>() == "rans");
+  for (const auto& t : zstd_report["tensors"]) CHECK(t["codec"].get<std::string>() == "zstd");
   CHECK(run_wpack({"verify", dir.file("default.wpk"), "--against", model}).exit_code == 0);
 }
 
