@@ -556,6 +556,16 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
         << " ran a slow kernel (rANS-coded tiles: the rANS decoder, warp-per-tile; sparse tiles other than int4 or "
            "shapes the fast kernels do not take: generic); `wpack compress --codec none` stores quantized tiles raw, "
            "for the fast kernels\n";
+  // Lossless BF16 tensors run the bulk-copy GEMV only when packed with exp4
+  uint64_t slow_lossless = 0;
+  for (const auto& t : gpu.tensors)
+    slow_lossless += t.scheme_code == 0 && std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) {
+                       return is_slow_lossless_gemv_kernel(b.kernel_path);
+                     });
+  if (slow_lossless > 0)
+    out << "note: " << slow_lossless << " lossless tensor" << (slow_lossless == 1 ? "" : "s")
+        << " ran a slow kernel (rANS-coded or raw tiles: warp- or block-per-tile); `wpack compress --codec exp4` "
+           "packs BF16 weights to 12 bits each for the bulk-copy GEMV\n";
 }
 
 }  // namespace

@@ -600,6 +600,33 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
       CHECK(b["kernel"] == "warp-per-tile");  // lossless BF16 tiles of the default shape
     }
   }
+  // the table's note: the rANS-coded lossless matrices ran a slow kernel, and what to do
+  CHECK(t.out.find("note: 2 lossless tensors ran a slow kernel") != std::string::npos);
+  CHECK(t.out.find("--codec exp4") != std::string::npos);
+
+  // Lossless with --codec exp4: both matrices on the bulk-copy GEMV (where the build has it), bit-exact,
+  // no note
+  const std::string exp4 = dir.file("e.wpk");
+  REQUIRE(test::run_wpack({"compress", model, "-o", exp4, "--codec", "exp4"}).exit_code == 0);
+  test::RunResult e = test::run_wpack({"verify", exp4, "--device", "cuda", "--against", model, "--batch", "1,16", "--json"});
+  INFO("stdout: " << e.out << "\nstderr: " << e.err);
+  REQUIRE(e.exit_code == 0);
+  const char* exp4_kernel = wpack::gpu::gpu_build_has_bulk_copy() ? "bulk-copy" : "block-per-tile";
+  const json exp4_report = json::parse(e.out);  // a named object: a range-for over a temporary's member dangles
+  REQUIRE(exp4_report["tensors"].size() == 3);
+  for (const auto& tensor : exp4_report["tensors"]) {
+    INFO(tensor.dump());
+    CHECK(tensor["decode_bit_exact"] == true);
+    if (tensor["name"] == "norm") continue;
+    for (const auto& b : tensor["batches"]) {
+      CHECK(b["kernel"] == exp4_kernel);
+      CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
+    }
+  }
+  test::RunResult et = test::run_wpack({"verify", exp4, "--device", "cuda"});
+  INFO("table stdout: " << et.out);
+  CHECK(et.exit_code == 0);
+  CHECK((et.out.find("slow kernel") == std::string::npos) == wpack::gpu::gpu_build_has_bulk_copy());
 
   // A lossy file beyond --max-error exits 1 (the CPU and the GPU checks both say so).
   const std::string lossy = dir.file("q.wpk");
@@ -622,7 +649,9 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   INFO("stdout: " << slow.out << "\nstderr: " << slow.err);
   REQUIRE(slow.exit_code == 0);
   const char* coded_kernel = wpack::gpu::gpu_build_has_bulk_copy() ? "warp-per-tile" : "generic";
-  for (const auto& tensor : json::parse(slow.out)["tensors"])
+  const json slow_report = json::parse(slow.out);
+  REQUIRE(slow_report["tensors"].size() == 3);
+  for (const auto& tensor : slow_report["tensors"])
     if (tensor["name"] != "norm") CHECK(tensor["batches"][0]["kernel"] == coded_kernel);
   test::RunResult table = test::run_wpack({"verify", coded, "--device", "cuda"});
   INFO("table stdout: " << table.out);

@@ -594,6 +594,10 @@ bool is_slow_lossy_gemv_kernel(const std::string& kernel_path) {
          kernel_path == GpuTensor::kGemvWarpPerTileAndGeneric;
 }
 
+bool is_slow_lossless_gemv_kernel(const std::string& kernel_path) {
+  return !kernel_path.empty() && kernel_path != GpuTensor::kGemvBulkCopy;
+}
+
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {
   GpuVerifier verifier(reader, against, options);
   if (verifier.ran())

@@ -143,6 +143,9 @@ void validate_gpu_verify_options(const GpuVerifyOptions& options);
 // or the one-block-per-tile fallback (sparse tiles outside the bulk-copy GEMV, odd tile shapes, x
 // not 16-byte aligned).
 bool is_slow_lossy_gemv_kernel(const std::string& kernel_path);
+// The same for a lossless tensor: any kernel but the bulk-copy GEMV (which takes BF16 tensors packed
+// with codec exp4); the rANS decoder ran 0.17x cuBLAS on a 28672x8192 layer of the H200, exp4 1.23x.
+bool is_slow_lossless_gemv_kernel(const std::string& kernel_path);
 
 // verify_gpu one tensor at a time, for a caller that already holds each tensor's CPU reference
 // decode (verify_cpu's on_decoded hook): construct, check_tensor for every tensor of the file in
