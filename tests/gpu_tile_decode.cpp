@@ -69,14 +69,19 @@ struct Packed {
   std::vector<std::vector<uint8_t>> source;
 };
 
+// Packs gaussian tensors of `specs` into t.wpk (lossless). edit, when set, may change each tensor's
+// bytes before they are packed.
+using EditBytes = std::function<void(const Spec&, std::vector<uint8_t>&)>;
 std::unique_ptr<Packed> pack(const std::vector<Spec>& specs, Codec codec, uint32_t tile_rows, uint32_t tile_cols,
-                             std::optional<Filter> filter = std::nullopt, uint64_t seed = 1) {
+                             std::optional<Filter> filter = std::nullopt, uint64_t seed = 1,
+                             const EditBytes& edit = nullptr) {
   auto p = std::make_unique<Packed>();
   wpack::MemorySource src;
   for (size_t i = 0; i < specs.size(); ++i) {
     uint64_t n = 1;
     for (uint64_t d : specs[i].shape) n *= d;
     std::vector<uint8_t> bytes = gaussian(specs[i].dtype, n, seed * 1000 + i);
+    if (edit) edit(specs[i], bytes);
     p->source.push_back(bytes);
     src.add(specs[i].name, specs[i].dtype, specs[i].shape, std::move(bytes));
   }
@@ -179,11 +184,11 @@ void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint
 
 // The same for a lossless BF16 tensor: the weights are its source, exactly, so only float32
 // accumulation separates y from the float64 product (a wrong bit of a weight shows far above 1e-5).
-void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed) {
+void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed, const char* kernel = nullptr) {
   const uint16_t* bits = reinterpret_cast<const uint16_t*>(p.source[t].data());
   std::vector<float> w(p.source[t].size() / 2);
   for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
-  check_gemv_f32(p, t, w, batch, seed, 0, 1e-5);
+  check_gemv_f32(p, t, w, batch, seed, 0, 1e-5, kernel);
 }
 
 // ---- lossy tensors ----
@@ -675,31 +680,16 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
 // 257th one 3000 or -3000 (exponent 138), both far outside a tile's window; tile row 0 of tensor
 // "z" is all zeros but for its escapes (window base 0).
 static std::unique_ptr<Packed> pack_exp4(const std::vector<Spec>& specs, uint32_t tile_rows, uint32_t tile_cols, uint64_t seed) {
-  auto p = std::make_unique<Packed>();
-  wpack::MemorySource src;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    uint64_t n = 1;
-    for (uint64_t d : specs[i].shape) n *= d;
-    std::vector<uint8_t> bytes = gaussian(specs[i].dtype, n, seed * 1000 + i);
-    if (specs[i].dtype == DType::BF16) {
-      auto* w = reinterpret_cast<uint16_t*>(bytes.data());
-      const uint64_t cols = specs[i].shape.back();
-      for (uint64_t e = 0; e < n; ++e) {
-        if (specs[i].name == "z" && e / cols < tile_rows) w[e] = 0;
-        if (e % 61 == 7) w[e] = 0;
-        if (e % 257 == 11) w[e] = e % 2 ? 0xC53B : 0x453B;  // -/+ 2992
-      }
+  auto p = pack(specs, Codec::kExp4, tile_rows, tile_cols, std::nullopt, seed, [&](const Spec& spec, std::vector<uint8_t>& bytes) {
+    if (spec.dtype != DType::BF16) return;
+    auto* w = reinterpret_cast<uint16_t*>(bytes.data());
+    const uint64_t n = bytes.size() / 2, cols = spec.shape.back();
+    for (uint64_t e = 0; e < n; ++e) {
+      if (spec.name == "z" && e / cols < tile_rows) w[e] = 0;
+      if (e % 61 == 7) w[e] = 0;
+      if (e % 257 == 11) w[e] = e % 2 ? 0xC53B : 0x453B;  // -/+ 2992
     }
-    p->source.push_back(bytes);
-    src.add(specs[i].name, specs[i].dtype, specs[i].shape, std::move(bytes));
-  }
-  wpack::PackOptions opt;
-  opt.codec = Codec::kExp4;
-  opt.tile_rows = tile_rows;
-  opt.tile_cols = tile_cols;
-  const std::string path = p->dir.file("e.wpk");
-  wpack::pack_model(src, path, opt);
-  p->reader = wpack::WpkReader::open(path);
+  });
   for (size_t t = 0; t < specs.size(); ++t) {  // every tile exp4: the data is what the test says it is
     const auto& info = p->reader->tensors()[t];
     for (uint64_t k = 0; k < info.tile_count; ++k)
@@ -723,26 +713,17 @@ TEST_CASE("gpu exp4: decode bit-exact, bulk-copy GEMV with escapes, edge tiles, 
   const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
   const char* expect[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile,
                           GpuTensor::kGemvBulkCopy};
-  for (size_t t = 0; t < 4; ++t) {
-    const uint16_t* bits = reinterpret_cast<const uint16_t*>(p->source[t].data());
-    std::vector<float> w(p->source[t].size() / 2);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
+  for (size_t t = 0; t < 4; ++t)
     for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 9u, 16u, 17u, 33u, 64u})
-      check_gemv_f32(*p, t, w, batch, 900 + 10 * t + batch, 0, 1e-5, bulk ? expect[t] : nullptr);
-  }
+      check_gemv(*p, t, batch, 900 + 10 * t + batch, bulk ? expect[t] : nullptr);
   for (uint32_t batch : {1u, 16u}) check_gemv(*p, 5, batch, 990 + batch);  // 1 x 4096: one 1-row tile row
-  // 64 x 32 tiles (edge rows of 8 and 16 columns... of 1000 = 31 x 32 + 8: generic) and 64-row tiles
+  // 64 x 32 tiles: "d" 1024 columns (every tile 32 wide), "e" 1000 (31 x 32 + an 8-column edge tile:
+  // the block-per-tile kernel)
   auto q = pack_exp4({{"d", DType::BF16, {200, 1024}}, {"e", DType::BF16, {200, 1000}}}, 64, 32, 52);
   CHECK(check_decode(*q) > 0);
-  for (uint32_t batch : {1u, 4u, 16u, 40u}) {
-    const char* kernels[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile};
-    for (size_t t = 0; t < 2; ++t) {
-      const uint16_t* bits = reinterpret_cast<const uint16_t*>(q->source[t].data());
-      std::vector<float> w(q->source[t].size() / 2);
-      for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
-      check_gemv_f32(*q, t, w, batch, 1000 + 10 * t + batch, 0, 1e-5, bulk ? kernels[t] : nullptr);
-    }
-  }
+  const char* kernels[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile};
+  for (uint32_t batch : {1u, 4u, 16u, 40u})
+    for (size_t t = 0; t < 2; ++t) check_gemv(*q, t, batch, 1000 + 10 * t + batch, bulk ? kernels[t] : nullptr);
 }
 
 // An exp4 tile whose bytes break a rule of the format while every checksum agrees (test_util's
@@ -750,7 +731,7 @@ TEST_CASE("gpu exp4: decode bit-exact, bulk-copy GEMV with escapes, edge tiles, 
 // corrupt in decode() and gemv() and every other tile ok.
 TEST_CASE("gpu exp4: a malformed tile whose checksums agree is reported for its tile") {
   auto p = pack_exp4({{"w", DType::BF16, {256, 256}}}, 128, 128, 53);
-  const std::string path = p->dir.file("e.wpk");
+  const std::string path = p->dir.file("t.wpk");
   const auto good = wpack::test::read_file(path);
   struct Damage {
     const char* name;

@@ -277,6 +277,21 @@ void check_cli_error(const RunResult& r, const std::string& mention) {
   CHECK(contains(r.err, mention));
 }
 
+// The file at `path` is refused as corrupt with exactly "path: mention" by the reader, and by
+// inspect, verify and unpack (one line on stderr, exit 1, no output file left in `dir`).
+void check_refused_as_corrupt(const TempDir& dir, const std::string& path, const std::string& mention) {
+  const OpenResult r = try_open(path);
+  CHECK_FALSE(r.opened);
+  CHECK(r.code == ErrorCode::kCorrupt);
+  CHECK(r.message == path + ": " + mention);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
+    INFO(args[0]);
+    check_cli_error(run_wpack(args), mention);
+  }
+  CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+}
+
 }  // namespace
 
 TEST_CASE("corrupt: truncation at every byte is a format error naming the file (truncated)") {
@@ -662,16 +677,7 @@ TEST_CASE("versions: a quantized tile of layout 6 in a v2 file is corrupt (v2 wr
 
   const std::string path = dir.file("v2-zrel.wpk");
   test::write_file(path, test::with_wpk_version(v3_bytes, 2));
-  const OpenResult r = try_open(path);
-  CHECK_FALSE(r.opened);
-  CHECK(r.code == ErrorCode::kCorrupt);
-  CHECK(r.message == path + ": " + mention);
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
-    INFO(args[0]);
-    check_cli_error(run_wpack(args), mention);
-  }
-  CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+  check_refused_as_corrupt(dir, path, mention);
 }
 
 TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their writers never wrote it)") {
@@ -696,16 +702,7 @@ TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their
     const std::string mention = first_exp4 + ": codec 3 (exp4, added in format v4) in a format v" + std::to_string(version) + " file";
     const std::string path = dir.file("v" + std::to_string(version) + "-exp4.wpk");
     test::write_file(path, test::with_wpk_version(f.bytes, version));
-    const OpenResult r = try_open(path);
-    CHECK_FALSE(r.opened);
-    CHECK(r.code == ErrorCode::kCorrupt);
-    CHECK(r.message == path + ": " + mention);
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"inspect", path}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
-      INFO(args[0]);
-      check_cli_error(run_wpack(args), mention);
-    }
-    CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
+    check_refused_as_corrupt(dir, path, mention);
   }
 }
 
