@@ -8,10 +8,9 @@
 //   producer: its lanes walk the block's tiles in step, each holding the tile's record (grouped
 //           schemes: shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
 //           ring stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and
-//           issues one cp.async.bulk of the tile's stored bytes; the lanes issue one of its x
-//           slice per batch column (prepare_kernel transposes x to (batch, K) for batch > 1, so each
-//           slice is contiguous, and lands 16-byte staggered in shared memory: no bank
-//           conflicts); all complete on mbarrier full[s]
+//           issues one cp.async.bulk of the tile's stored bytes and one of its x (batch > 1:
+//           prepare_kernel's block of x for the tile column, every batch row 16 bytes staggered as
+//           the stage holds it: no bank conflicts); both complete on mbarrier full[s]
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
@@ -874,7 +873,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
     uint32_t scratch_bytes,               // per consumer warp (sparse tiles' dense codes); 0: no sparse tiles
-    const uint16_t* __restrict__ xt_dev,  // (batch, K) BF16 bits (x transposed), 16-byte aligned
+    const uint16_t* __restrict__ xt_dev,  // batch 1: x; above: prepare_kernel's blocks; BF16 bits, 16-aligned
     uint64_t k_cols,                      // K
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
     float* __restrict__ y_dev,           // (N, batch), zeroed by prepare_kernel (waited for before the first add)
@@ -946,19 +945,29 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           next = tiles_dev[base + k + 1];
         }
         const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse, {}};
+        // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
+        // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
+        // them, in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
+        // 57.9-58.1, exp4 115.7-115.8 -> 108.9-109.6; batch 64: int4 339 -> 220, exp4 452 -> 396)
         const uint32_t bytes = align_up(d.stored_size, 16), x_bytes = geo.w * 2;  // x: per batch column
         uint8_t* stage = ring + s * layout.stage_bytes;
         if (lane == 0) {
           mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
           meta[s] = geo;
-          mbar_arrive_expect_tx(&full[s], bytes + batch * x_bytes);
+          mbar_arrive_expect_tx(&full[s], bytes + (kBatch1 ? batch * x_bytes : batch * layout.x_row));
           bulk_load(stage, bytes_dev + d.offset, bytes, &full[s], policy);
         }
         __syncwarp();
         if (!x_ready) wait_for_prepare(), x_ready = true;
-        for (uint32_t col = lane; col < batch; col += 32)  // one copy per batch column, lanes in parallel
-          bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
+        if constexpr (kBatch1) {
+          for (uint32_t col = lane; col < batch; col += 32)
+            bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
+                      x_policy);
+        } else if (lane == 0) {
+          const uint64_t block = geo.col0 / tile_cols;
+          bulk_load(stage + layout.x_at, xt_dev + block * batch * (layout.x_row / 2), batch * layout.x_row, &full[s],
                     x_policy);
+        }
         if (++s == stages) s = 0, phase ^= 1;
       }
     }
@@ -1125,21 +1134,24 @@ struct TmaKernel {
   }
 };
 
-// Before the GEMV: y = 0 and, for batch > 1, xt (batch, K) = x (K, batch) transposed, so that a
-// tile's slice of each batch column is contiguous for the bulk copies. It lets the GEMV launch at once
+// Before the GEMV: y = 0 and, for batch > 1, xt = x (K, batch) transposed into one block per tile
+// column: block j holds x's columns [j tile_cols, (j + 1) tile_cols) of every batch row, rows
+// x_row_elements apart (TmaLayout::x_row: the stage's own layout), so that a tile's x is one bulk
+// copy (the stagger and an edge block's missing columns are never written, nor read as x). It lets the GEMV launch at once
 // (programmatic dependent launch): the GEMV's blocks start, fill their rings with tiles and
 // multiply while this runs, and wait for it (griddepcontrol.wait) only before they first add to
 // y or, for batch > 1, copy x.
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
-                               uint32_t batch, float* __restrict__ y_dev, uint64_t y_count) {
+                               uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
+                               uint64_t y_count) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
   if (batch == 1) return;
   const uint32_t total = k_cols * batch;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-    const uint32_t n = i / k_cols, k = i - n * k_cols;
-    xt_dev[i] = x_dev[k * batch + n];
+    const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
+    xt_dev[(uint64_t{block} * batch + n) * x_row_elements + (k - block * tile_cols)] = x_dev[k * batch + n];
   }
 }
 
@@ -1295,6 +1307,10 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   return plan;
 }
 
+uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
+  return (k_cols + tile_cols - 1) / tile_cols * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0).x_row / 2);
+}
+
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                                   const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
@@ -1308,8 +1324,10 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   constexpr uint64_t kPrepareMaxBlocks = 264;
   const uint32_t prep_blocks = static_cast<uint32_t>(
       std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
+  const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
   prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
-                                                                 batch, y_dev, n_rows * batch);
+                                                                 batch, plan.tile_cols, x_row / 2, y_dev,
+                                                                 n_rows * batch);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || tile_count == 0) return err;
   const uint16_t* xt = batch > 1 ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
@@ -1330,6 +1348,7 @@ bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, ui
 QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool) {
   return QuantTmaPlan{};
 }
+uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
                                   uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint64_t, uint32_t, uint32_t*,
                                   cudaStream_t) {

@@ -327,9 +327,12 @@ struct GpuTensor::Impl {
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
   uint16_t* xt_dev = nullptr;  // x_scratch(): the bulk-copy GEMV's transposed x, or the streaming
                                // GEMV's x columns of one pass (batch > 8)
-  // cols x 64 BF16 (room for batch 64) on the device, allocated on first use
+  // Room for batch 64 on the device, allocated on first use: cols x 64 BF16, or what the bulk-copy
+  // GEMV's blocked x needs (a 16-byte stagger per tile column and batch row) when that is more.
   uint16_t* x_scratch() {
-    if (xt_dev == nullptr) WPACK_CUDA_CHECK(cudaMalloc(&xt_dev, cols * 64 * sizeof(uint16_t)));
+    const uint64_t per_column = std::max<uint64_t>(
+        cols, stream_plan.tile_cols ? detail::quant_tma_x_scratch_elements(cols, stream_plan.tile_cols) : 0);
+    if (xt_dev == nullptr) WPACK_CUDA_CHECK(cudaMalloc(&xt_dev, per_column * 64 * sizeof(uint16_t)));
     return xt_dev;
   }
   // The tiles of a warp-per-tile kernel (fast: lossless BF16 kernels/lossless_gemv.cu, lossy
