@@ -1137,10 +1137,10 @@ struct TmaKernel {
 // Before the GEMV: y = 0 and, for batch > 1, xt = x (K, batch) transposed into one block per tile
 // column: block j holds x's columns [j tile_cols, (j + 1) tile_cols) of every batch row, rows
 // x_row_elements apart (TmaLayout::x_row: the stage's own layout), so that a tile's x is one bulk
-// copy (the stagger and an edge block's missing columns are never written, nor read as x). It lets the GEMV launch at once
-// (programmatic dependent launch): the GEMV's blocks start, fill their rings with tiles and
-// multiply while this runs, and wait for it (griddepcontrol.wait) only before they first add to
-// y or, for batch > 1, copy x.
+// copy (the stagger and an edge block's missing columns are never written, nor read as x). It
+// lets the GEMV launch at once (programmatic dependent launch): the GEMV's blocks start, fill their
+// rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
+// they first add to y or, for batch > 1, copy x.
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
                                uint64_t y_count) {

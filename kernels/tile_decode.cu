@@ -111,7 +111,8 @@ __device__ uint32_t decode_exp4_smem(const uint8_t* bytes_dev, const DevTile& ti
   const uint8_t* codes = stored + 16 + (elem_size - 1) * n;
   if ((n & 1) && (codes[n / 2] >> 4) != 0) return kCorrupt;  // the last high nibble of an odd n
   uint8_t* plane0 = smem + layout.decoded;
-  for (uint32_t i = threadIdx.x; i < n; i += kThreads) plane0[i] = static_cast<uint8_t>(base + ((codes[i / 2] >> (4 * (i & 1))) & 15));
+  for (uint32_t i = threadIdx.x; i < n; i += kThreads)
+    plane0[i] = static_cast<uint8_t>(base + ((codes[i / 2] >> (4 * (i & 1))) & 15));
   __syncthreads();
   const uint8_t* index = codes + (n + 1) / 2;  // u32 little-endian, not aligned in general
   const uint8_t* value = index + 4 * uint64_t{count};
@@ -140,7 +141,8 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
   if (threadIdx.x == 0) *status_shared = kOk;
 
   // Block-uniform checks from the tile record (no shared memory touched yet).
-  if (tile.codec == kCodecExp4) return decode_exp4_smem(bytes_dev, tile, elem_size, plan, smem, plane_ptr, status_shared);
+  if (tile.codec == kCodecExp4)
+    return decode_exp4_smem(bytes_dev, tile, elem_size, plan, smem, plane_ptr, status_shared);
   if (tile.codec == kCodecZstd) return kUnsupportedCodec;
   if (tile.codec != kCodecNone && tile.codec != kCodecRans) return kCorrupt;
   if (tile.filter == kFilterBitShuffle) return kUnsupportedFilter;

@@ -65,8 +65,9 @@ bool device_has_bulk_copy() {
   return major >= 9;
 }
 
-using detail::kCodecNone, detail::kCodecZstd, detail::kCodecRans, detail::kCodecExp4, detail::kFilterNone, detail::kFilterBitShuffle,
-    detail::kFilterFloatPlanes, detail::kLayoutDense, detail::kLayoutSparse, detail::kRawPlaneBit;
+using detail::kCodecNone, detail::kCodecZstd, detail::kCodecRans, detail::kCodecExp4, detail::kFilterNone,
+    detail::kFilterBitShuffle, detail::kFilterFloatPlanes, detail::kLayoutDense, detail::kLayoutSparse,
+    detail::kRawPlaneBit;
 // The kernels' copies of the tile record bytes are the packer's.
 static_assert(kCodecNone == static_cast<uint8_t>(Codec::kNone) && kCodecZstd == static_cast<uint8_t>(Codec::kZstd) &&
               kCodecRans == static_cast<uint8_t>(Codec::kRans) && kCodecExp4 == static_cast<uint8_t>(Codec::kExp4));

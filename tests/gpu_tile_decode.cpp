@@ -679,8 +679,9 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
 // BF16 weights (sigma 0.02) with escapes in every tile: every 61st weight 0 (exponent 0) and every
 // 257th one 3000 or -3000 (exponent 138), both far outside a tile's window; tile row 0 of tensor
 // "z" is all zeros but for its escapes (window base 0).
-static std::unique_ptr<Packed> pack_exp4(const std::vector<Spec>& specs, uint32_t tile_rows, uint32_t tile_cols, uint64_t seed) {
-  auto p = pack(specs, Codec::kExp4, tile_rows, tile_cols, std::nullopt, seed, [&](const Spec& spec, std::vector<uint8_t>& bytes) {
+static std::unique_ptr<Packed> pack_exp4(const std::vector<Spec>& specs, uint32_t tile_rows, uint32_t tile_cols,
+                                         uint64_t seed) {
+  auto add_escapes = [&](const Spec& spec, std::vector<uint8_t>& bytes) {
     if (spec.dtype != DType::BF16) return;
     auto* w = reinterpret_cast<uint16_t*>(bytes.data());
     const uint64_t n = bytes.size() / 2, cols = spec.shape.back();
@@ -689,7 +690,8 @@ static std::unique_ptr<Packed> pack_exp4(const std::vector<Spec>& specs, uint32_
       if (e % 61 == 7) w[e] = 0;
       if (e % 257 == 11) w[e] = e % 2 ? 0xC53B : 0x453B;  // -/+ 2992
     }
-  });
+  };
+  auto p = pack(specs, Codec::kExp4, tile_rows, tile_cols, std::nullopt, seed, add_escapes);
   for (size_t t = 0; t < specs.size(); ++t) {  // every tile exp4: the data is what the test says it is
     const auto& info = p->reader->tensors()[t];
     for (uint64_t k = 0; k < info.tile_count; ++k)

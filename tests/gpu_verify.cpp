@@ -608,7 +608,8 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   // no note
   const std::string exp4 = dir.file("e.wpk");
   REQUIRE(test::run_wpack({"compress", model, "-o", exp4, "--codec", "exp4"}).exit_code == 0);
-  test::RunResult e = test::run_wpack({"verify", exp4, "--device", "cuda", "--against", model, "--batch", "1,16", "--json"});
+  test::RunResult e =
+      test::run_wpack({"verify", exp4, "--device", "cuda", "--against", model, "--batch", "1,16", "--json"});
   INFO("stdout: " << e.out << "\nstderr: " << e.err);
   REQUIRE(e.exit_code == 0);
   const char* exp4_kernel = wpack::gpu::gpu_build_has_bulk_copy() ? "bulk-copy" : "block-per-tile";
