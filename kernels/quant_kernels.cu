@@ -635,13 +635,19 @@ cudaError_t launch_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, ui
 template <uint32_t kBits, uint32_t kBatch>
 int stream_occupancy(const QuantStreamPlan& plan) {
   const uint64_t smem = StreamLayout(plan, kBatch).total;
+  // A plan that does not fit is not an error of the call: the failed call's error is cleared, so
+  // that a later cudaGetLastError (after a launch) does not report it.
   if (cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(smem)) != cudaSuccess)
+                           static_cast<int>(smem)) != cudaSuccess) {
+    cudaGetLastError();
     return 0;
+  }
   int blocks = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_stream_kernel<kBits, kBatch>, kThreads, smem) !=
-      cudaSuccess)
+      cudaSuccess) {
+    cudaGetLastError();
     return 0;
+  }
   return blocks;
 }
 
@@ -942,13 +948,19 @@ cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64
 template <uint32_t kBits, uint32_t kNT>
 int tc_occupancy(const QuantStreamPlan& plan, uint32_t batch) {
   const uint64_t smem = TcLayout(plan, batch).total;
+  // A plan that does not fit is not an error of the call: the failed call's error is cleared, so
+  // that a later cudaGetLastError (after a launch) does not report it.
   if (cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(smem)) != cudaSuccess)
+                           static_cast<int>(smem)) != cudaSuccess) {
+    cudaGetLastError();
     return 0;
+  }
   int blocks = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_tc_kernel<kBits, kNT>, kThreads, smem) !=
-      cudaSuccess)
+      cudaSuccess) {
+    cudaGetLastError();
     return 0;
+  }
   return blocks;
 }
 
