@@ -18,6 +18,7 @@
 #include "kernels/detail/tile_kernels.h"
 #include "packer/codec.h"         // Codec: the kernels' codec bytes are checked against it
 #include "packer/detail/fp.h"     // f16_bits_to_float for row scales and LUT tables
+#include "packer/exp4.h"         // exp4_check: the exp4 tiles the bulk-copy GEMV trusts
 #include "packer/filters.h"       // Filter, kFilterQuant*: the kernels' filter bytes are checked against them
 #include "packer/quant_tile.h"    // parse_quant_params: the lossy tensor's params blob
 #include "packer/quantize.h"      // Scheme, scheme_code_values
@@ -129,29 +130,19 @@ bool lossless_fast_tile(std::span<const uint8_t> stored, const WpkTile& rec, con
 }
 
 // The bulk-copy GEMV (kernels/quant_gemv_tma.cu) takes a lossless BF16 tensor whose tiles are all
-// codec exp4 (docs/FORMAT.md "Codec 3, exp4") and checked here: the kernel trusts the header, the
-// size and the escapes (indices in range and increasing, codes 0, values outside the window), and
-// needs at most 128 rows and a width that is a multiple of 32 (its k-step).
+// codec exp4 (docs/FORMAT.md "Codec 3, exp4") and pass exp4_check (packer/exp4.h): the kernel
+// trusts the header, the size and the escapes. It needs at most 128 rows and a width that is a
+// multiple of 32 (its k-step).
 bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d) {
   if (rec.codec != kCodecExp4 || rec.filter != kFilterFloatPlanes || d.rows == 0 || d.rows > 128 || d.cols == 0 ||
       d.cols % 32)
     return false;
-  const uint64_t n = uint64_t{d.rows} * d.cols, fixed = 16 + n + n / 2;
-  if (rec.raw_size != 2 * n || stored.size() < fixed || (stored.size() - fixed) % 5) return false;
-  const uint8_t* p = stored.data();
-  const uint32_t base = p[0], count = load_u32_le(p + 4);
-  if (base > 240 || count != (stored.size() - fixed) / 5) return false;
-  for (uint32_t i : {1u, 2u, 3u, 8u, 9u, 10u, 11u, 12u, 13u, 14u, 15u})
-    if (p[i] != 0) return false;
-  const uint8_t* codes = p + 16 + n;
-  const uint8_t* index = codes + n / 2;
-  const uint8_t* value = index + 4ull * count;
-  uint64_t previous = 0;
-  for (uint32_t j = 0; j < count; ++j) {
-    const uint32_t i = load_u32_le(index + 4ull * j);
-    if (i >= n || (j && i <= previous) || ((codes[i / 2] >> (4 * (i & 1))) & 15) != 0) return false;
-    if (value[j] >= base && value[j] <= base + 15) return false;
-    previous = i;
+  const uint64_t n = uint64_t{d.rows} * d.cols;
+  if (rec.raw_size != 2 * n) return false;
+  try {
+    exp4_check(stored, 2, n);
+  } catch (const Error&) {
+    return false;  // the block-per-tile kernel reports the tile corrupt
   }
   return true;
 }

@@ -101,10 +101,8 @@ std::vector<uint8_t> exp4_encode(std::span<const uint8_t> filtered, uint32_t ele
   return out;
 }
 
-void exp4_decode(std::span<const uint8_t> stored, uint32_t elem_size, std::span<uint8_t> filtered_out) {
+void exp4_check(std::span<const uint8_t> stored, uint32_t elem_size, uint64_t n) {
   if (!exp4_elem_size_ok(elem_size)) corrupt("element size " + std::to_string(elem_size) + " (exp4 takes 2 or 4)");
-  if (filtered_out.size() % elem_size != 0) corrupt("raw size is not a whole number of elements");
-  const uint64_t n = filtered_out.size() / elem_size;
   if (stored.size() < kExp4HeaderBytes)
     corrupt("stored size " + std::to_string(stored.size()) + " is shorter than the 16-byte header");
   const uint8_t base = stored[kBaseOffset];
@@ -114,21 +112,16 @@ void exp4_decode(std::span<const uint8_t> stored, uint32_t elem_size, std::span<
       if (stored[k] != 0) corrupt("reserved header byte " + std::to_string(k) + " is not zero");
   const uint64_t escapes = detail::load_u32(stored.data() + kEscapeCountOffset);
   if (escapes > n) corrupt(std::to_string(escapes) + " escapes in a tile of " + std::to_string(n) + " elements");
-  // filtered_out is a real buffer of e * n bytes, so this sum cannot overflow.
-  const uint64_t fixed = kExp4HeaderBytes + (elem_size - 1) * n + (n + 1) / 2;
-  const uint64_t expected = fixed + 5 * escapes;  // escapes <= n
+  if (n > kExp4MaxElements) corrupt("a tile of " + std::to_string(n) + " elements (at most 2^32 - 1)");
+  const uint64_t fixed = kExp4HeaderBytes + (elem_size - 1) * n + (n + 1) / 2;  // n < 2^32: no overflow
+  const uint64_t expected = fixed + 5 * escapes;                                 // escapes <= n
   if (stored.size() != expected)
     corrupt("stored size " + std::to_string(stored.size()) + " differs from " + std::to_string(expected) + " (" +
             std::to_string(n) + " elements, " + std::to_string(escapes) + " escapes)");
-
-  const uint8_t* const other_planes = stored.data() + kExp4HeaderBytes;
-  const uint8_t* const codes = other_planes + (elem_size - 1) * n;
+  const uint8_t* const codes = stored.data() + kExp4HeaderBytes + (elem_size - 1) * n;
   const uint8_t* const indices = codes + (n + 1) / 2;
   const uint8_t* const values = indices + 4 * escapes;
   if (n % 2 == 1 && (codes[n / 2] >> 4) != 0) corrupt("the unused last nibble is not zero (odd element count)");
-  uint8_t* const plane0 = filtered_out.data();
-  for (uint64_t i = 0; i < n; ++i) plane0[i] = static_cast<uint8_t>(base + code_at(codes, i));
-  if (n) std::memcpy(filtered_out.data() + n, other_planes, (elem_size - 1) * n);
   for (uint64_t j = 0; j < escapes; ++j) {
     const uint64_t index = detail::load_u32(indices + 4 * j);
     const auto escape = [&] { return "escape " + std::to_string(j) + ": "; };
@@ -140,8 +133,24 @@ void exp4_decode(std::span<const uint8_t> stored, uint32_t elem_size, std::span<
       corrupt(escape() + "value " + std::to_string(value) + " lies in the window [" + std::to_string(base) + ", " +
               std::to_string(base + kExp4Window - 1) + "]");
     if (code_at(codes, index) != 0) corrupt(escape() + "element " + std::to_string(index) + " has a nonzero code");
-    plane0[index] = value;
   }
+}
+
+void exp4_decode(std::span<const uint8_t> stored, uint32_t elem_size, std::span<uint8_t> filtered_out) {
+  if (!exp4_elem_size_ok(elem_size)) corrupt("element size " + std::to_string(elem_size) + " (exp4 takes 2 or 4)");
+  if (filtered_out.size() % elem_size != 0) corrupt("raw size is not a whole number of elements");
+  const uint64_t n = filtered_out.size() / elem_size;
+  exp4_check(stored, elem_size, n);
+  const uint8_t base = stored[kBaseOffset];
+  const uint64_t escapes = detail::load_u32(stored.data() + kEscapeCountOffset);
+  const uint8_t* const other_planes = stored.data() + kExp4HeaderBytes;
+  const uint8_t* const codes = other_planes + (elem_size - 1) * n;
+  const uint8_t* const indices = codes + (n + 1) / 2;
+  const uint8_t* const values = indices + 4 * escapes;
+  uint8_t* const plane0 = filtered_out.data();
+  for (uint64_t i = 0; i < n; ++i) plane0[i] = static_cast<uint8_t>(base + code_at(codes, i));
+  if (n) std::memcpy(filtered_out.data() + n, other_planes, (elem_size - 1) * n);
+  for (uint64_t j = 0; j < escapes; ++j) plane0[detail::load_u32(indices + 4 * j)] = values[j];
 }
 
 }  // namespace wpack

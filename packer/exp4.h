@@ -71,4 +71,9 @@ std::vector<uint8_t> exp4_encode(std::span<const uint8_t> filtered, uint32_t ele
 // `filtered_out`; filtered_out's contents are unspecified after a throw.
 void exp4_decode(std::span<const uint8_t> stored, uint32_t elem_size, std::span<uint8_t> filtered_out);
 
+// exp4_decode's checks alone, for a tile of `elements` elements of `elem_size` bytes, without
+// decoding it (the GPU host checks the tiles its fast kernel trusts with it): throws what
+// exp4_decode throws for the same bytes, in the same order.
+void exp4_check(std::span<const uint8_t> stored, uint32_t elem_size, uint64_t elements);
+
 }  // namespace wpack
