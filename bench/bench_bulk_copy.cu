@@ -11,8 +11,10 @@
 // timer, how long a consumer held a stage and waited for one to fill, and how long the producer
 // waited for an empty one (ns per stage). --mib sets the buffer: 1024 (17x the L2) for the steady
 // state; the size of one layer's packed weights (34 or 123 MiB) to include a launch's start and end.
+// --regions R: R copies of the buffer, run r reading copy r mod R, so that a run of a buffer
+// smaller than the 60 MB L2 does not find the previous run's bytes there (as bench_read_floor).
 //
-//   build/bench/bench_bulk_copy [--mib 1024] [--hold-ns 0,1000,2000,3000]
+//   build/bench/bench_bulk_copy [--mib 1024] [--regions 1] [--hold-ns 0,1000,2000,3000]
 //
 // The sizes: 8592 B is an int4 128 x 128 g128 tile (16-aligned), 16400 an int8/fp8 one, 12304 fp6;
 // 8192, 8704 (8592 rounded up to 256) and 16384 tell a size effect from an alignment one, and the
@@ -159,10 +161,17 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, const uint8_t* __re
 int main(int argc, char** argv) {
   using namespace bulk_bench;
   uint64_t mib = 1024;
+  uint64_t regions = 1;
   std::vector<uint32_t> holds = {0, 1000, 2000, 3000};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--mib") && i + 1 < argc) {
       mib = std::strtoull(argv[++i], nullptr, 10);
+    } else if (!std::strcmp(argv[i], "--regions") && i + 1 < argc) {
+      regions = std::strtoull(argv[++i], nullptr, 10);
+      if (regions < 1 || regions > 64) {
+        std::fprintf(stderr, "bench_bulk_copy: --regions takes 1..64\n");
+        return 1;
+      }
     } else if (!std::strcmp(argv[i], "--hold-ns") && i + 1 < argc) {
       holds.clear();
       for (const char* p = argv[++i];;) {
@@ -177,7 +186,7 @@ int main(int argc, char** argv) {
         p = end + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N] [--hold-ns a,b,...]\n");
+      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N] [--regions R] [--hold-ns a,b,...]\n");
       return 1;
     }
   }
@@ -204,18 +213,18 @@ int main(int argc, char** argv) {
   uint8_t* src = nullptr;
   uint8_t* xsrc = nullptr;
   unsigned long long* stats = nullptr;
-  CHECK(cudaMalloc(&src, bytes));
+  CHECK(cudaMalloc(&src, regions * bytes));
   CHECK(cudaMalloc(&xsrc, kXBufferBytes));
   CHECK(cudaMemset(xsrc, 0x3C, kXBufferBytes));
   CHECK(cudaMalloc(&stats, 5 * sizeof(unsigned long long)));
-  CHECK(cudaMemset(src, 0x5A, bytes));  // contents do not matter to a copy; not zeros all the same
+  CHECK(cudaMemset(src, 0x5A, regions * bytes));  // contents do not matter to a copy; not zeros all the same
   CHECK(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(prop.sharedMemPerBlockOptin)));
   cudaEvent_t t0, t1;
   CHECK(cudaEventCreate(&t0));
   CHECK(cudaEventCreate(&t1));
-  std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
-              static_cast<unsigned long long>(mib));
+  std::printf("%s, %d SMs, %llu MiB read per run, from %llu copies in turn\n", prop.name, prop.multiProcessorCount,
+              static_cast<unsigned long long>(mib), static_cast<unsigned long long>(regions));
   std::printf("columns: src_al/stg_al: alignment of the chunks in the buffer / of the stages in the ring (16: packed);\n"
               "held/waited: ns a consumer held a stage / waited for it to fill, per stage; p_wait: ns the producer\n"
               "waited for an empty stage, per stage\n");
@@ -270,7 +279,8 @@ int main(int argc, char** argv) {
     for (int run = 0; run < 23; ++run) {
       if (run == 3) CHECK(cudaMemset(stats, 0, 5 * sizeof(unsigned long long)));  // the timed runs' only
       CHECK(cudaEventRecord(t0));
-      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src, xsrc, chunks, c.chunk, src_stride, stage_stride, stages,
+      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src + (run % regions) * bytes, xsrc, chunks, c.chunk,
+                                                      src_stride, stage_stride, stages,
                                                       c.units, c.work, stats);
       CHECK(cudaGetLastError());
       CHECK(cudaEventRecord(t1));

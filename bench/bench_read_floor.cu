@@ -1,0 +1,310 @@
+// The floor under a GEMV's time: how long a kernel that does nothing but read N bytes from HBM
+// takes, launch included, timed as bench_gpu_layers times a GEMV (CUDA events around one launch,
+// median of 20 after 3 warm-ups, every run on another of 8 copies of the buffer so that no run
+// finds its bytes in the 60 MB L2). A packed layer cannot be multiplied faster than its bytes can
+// be read, so this bounds every "speedup over cuBLAS" and "% of the copy bandwidth" target for a
+// given byte count. Plain 16-byte loads (ld.global.nc, no L1 allocation), U of them in flight per
+// thread, over grid shapes from 1 to 8 blocks per SM; two access orders: the grid strides over
+// the buffer (each load instruction of the grid reads one contiguous span) or each block reads
+// its own contiguous part (as the GEMVs' blocks read their tiles). Beside them: an empty
+// kernel's launch (the events' own floor) and cudaMemcpyAsync of the same bytes (read + write).
+// kernels/quant_gemv_tma.cu reads through bulk copies instead: bench_bulk_copy --regions 8 times
+// its ring the same way.
+//
+//   build/bench/bench_read_floor [--mb 34,50,67,101,121,134,177,235,352,470,1024]
+//
+// The default sizes are the packed bytes of the issue-5 shapes: 8192x8192 as int4 g128 (34 MB),
+// fp6 (50), int8/fp8 (67), exp4 (101), BF16 (134); 28672x8192 the same (121, 177, 235, 352, 470);
+// and 1 GiB for the steady state.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "kernels/detail/bulk_copy.cuh"
+
+namespace read_floor {
+
+#define CHECK(call)                                                                      \
+  do {                                                                                   \
+    const cudaError_t e_ = (call);                                                       \
+    if (e_ != cudaSuccess) {                                                             \
+      std::fprintf(stderr, "bench_read_floor: %s: %s\n", #call, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+constexpr int kRegions = 8;
+constexpr uint64_t kRegionAlign = 2ull << 20;
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// n16: 16-byte words. kContiguous: block b reads words [b n16 / grid, (b + 1) n16 / grid), its
+// threads striding by the block; otherwise thread t of the grid reads t, t + G, ... (G threads).
+// U loads are issued before any is used. The XOR of everything read is stored only when it equals
+// a value it cannot be known to miss, so the loads stay.
+template <int U, bool kContiguous>
+__global__ void read_kernel(const uint4* __restrict__ src, uint64_t n16, uint32_t* out) {
+  uint64_t begin = 0, end = n16, step = uint64_t{gridDim.x} * blockDim.x;
+  uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (kContiguous) {
+    begin = blockIdx.x * n16 / gridDim.x;
+    end = (blockIdx.x + 1ull) * n16 / gridDim.x;
+    step = blockDim.x;
+    i = begin + threadIdx.x;
+  }
+  uint32_t acc = 0;
+  for (; i + (U - 1) * step < end; i += U * step) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = load_stream(src + i + u * step);
+#pragma unroll
+    for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < end; i += step) {
+    const uint4 v = load_stream(src + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) out[0] = acc;
+}
+
+// Through shared memory as a multi-stage cp.async pipeline (16-byte cp.async.cg, the way a GEMV
+// would stage tiles): every warp owns kStages stages of `chunk` bytes and streams its own
+// contiguous run of chunks (warp w of W in the grid: chunks [w C / W, (w + 1) C / W)), keeping
+// kStages - 1 chunks in flight while it reads a word a lane of the oldest one.
+template <int kStages>
+__global__ void cp_async_kernel(const uint8_t* __restrict__ src, uint64_t bytes, uint32_t chunk, uint32_t* out) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  uint8_t* ring = smem + size_t{warp} * kStages * chunk;
+  const uint64_t chunks = bytes / chunk, gw = uint64_t{blockIdx.x} * warps + warp, all = uint64_t{gridDim.x} * warps;
+  const uint64_t c0 = gw * chunks / all, c1 = (gw + 1) * chunks / all;
+  auto issue = [&](uint64_t c, int stage) {
+    if (c < c1) {
+      const uint8_t* g = src + c * chunk;
+      uint8_t* d = ring + stage * chunk;
+      for (uint32_t o = 16 * lane; o < chunk; o += 512)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
+                         static_cast<uint32_t>(__cvta_generic_to_shared(d + o))),
+                     "l"(g + o)
+                     : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+  };
+  for (int s = 0; s < kStages - 1; ++s) issue(c0 + s, s);
+  uint32_t acc = 0;
+  int stage = 0;
+  for (uint64_t c = c0; c < c1; ++c) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(kStages - 2) : "memory");
+    __syncwarp();
+    acc ^= reinterpret_cast<const uint32_t*>(ring + stage * chunk)[lane];
+    __syncwarp();
+    issue(c + kStages - 1, (stage + kStages - 1) % kStages);
+    stage = (stage + 1) % kStages;
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");
+  if (acc == 0x9E3779B9u) out[0] = acc;
+}
+
+#if WPACK_HAVE_BULK_COPY
+// The same per-warp pipeline with bulk copies instead: lane 0 of every warp issues one
+// cp.async.bulk per chunk into its own stages, each completing on its own barrier (no producer
+// warp, no stage shared between warps).
+template <int kStages>
+__global__ void bulk_warp_kernel(const uint8_t* __restrict__ src, uint64_t bytes, uint32_t chunk, uint32_t* out) {
+  using namespace wpack::gpu::detail;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem) + warp * kStages;
+  uint8_t* ring = smem + 128 * ((warps * kStages * 8 + 127) / 128) + size_t{warp} * kStages * chunk;
+  const uint64_t chunks = bytes / chunk, gw = uint64_t{blockIdx.x} * warps + warp, all = uint64_t{gridDim.x} * warps;
+  const uint64_t c0 = gw * chunks / all, c1 = (gw + 1) * chunks / all;
+  if (lane == 0) {
+    for (int s = 0; s < kStages; ++s) mbar_init(&full[s], 1);
+    mbar_init_fence();
+  }
+  __syncwarp();
+  const uint64_t policy = evict_first_policy();
+  auto issue = [&](uint64_t c, int stage) {
+    if (lane == 0 && c < c1) {
+      mbar_arrive_expect_tx(&full[stage], chunk);
+      bulk_load(ring + stage * chunk, src + c * chunk, chunk, &full[stage], policy);
+    }
+  };
+  for (int s = 0; s < kStages - 1; ++s) issue(c0 + s, s);
+  uint32_t acc = 0, phase = 0;
+  int stage = 0;
+  for (uint64_t c = c0; c < c1; ++c) {
+    mbar_wait(&full[stage], phase);
+    acc ^= reinterpret_cast<const uint32_t*>(ring + stage * chunk)[lane];
+    __syncwarp();
+    issue(c + kStages - 1, (stage + kStages - 1) % kStages);
+    if (++stage == kStages) stage = 0, phase ^= 1;
+  }
+  if (acc == 0x9E3779B9u) out[0] = acc;
+}
+#endif
+
+__global__ void empty_kernel(uint32_t* out) {
+  if (threadIdx.x == 1023) out[0] = 0;  // never: launched with 32 threads
+}
+
+using Kernel = void (*)(const uint4*, uint64_t, uint32_t*);
+
+struct Variant {
+  Kernel kernel;
+  int unroll;
+  bool contiguous;
+};
+
+const Variant kVariants[] = {
+    {read_kernel<2, false>, 2, false}, {read_kernel<4, false>, 4, false}, {read_kernel<8, false>, 8, false},
+    {read_kernel<2, true>, 2, true},   {read_kernel<4, true>, 4, true},   {read_kernel<8, true>, 8, true},
+};
+
+// Median µs of 20 timed runs (3 warm-ups) of launch(r), r = the run's index; run r reads region r % 8.
+template <class Launch>
+double median_us(cudaEvent_t t0, cudaEvent_t t1, Launch launch) {
+  std::vector<float> ms;
+  for (int run = 0; run < 23; ++run) {
+    CHECK(cudaEventRecord(t0));
+    launch(run);
+    CHECK(cudaGetLastError());
+    CHECK(cudaEventRecord(t1));
+    CHECK(cudaEventSynchronize(t1));
+    float t = 0;
+    CHECK(cudaEventElapsedTime(&t, t0, t1));
+    if (run >= 3) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  return 1e3 * ms[ms.size() / 2];
+}
+
+}  // namespace read_floor
+
+int main(int argc, char** argv) {
+  using namespace read_floor;
+  std::vector<uint64_t> mbs = {34, 50, 67, 101, 121, 134, 177, 235, 352, 470, 1024};
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--mb") && i + 1 < argc) {
+      mbs.clear();
+      for (const char* p = argv[++i];;) {
+        char* e = nullptr;
+        const unsigned long long v = std::strtoull(p, &e, 10);
+        if (e == p || v == 0 || v > 4096) {
+          std::fprintf(stderr, "bench_read_floor: --mb takes sizes in MB, 1..4096, separated by commas\n");
+          return 1;
+        }
+        mbs.push_back(v);
+        if (*e == '\0') break;
+        if (*e != ',') {
+          std::fprintf(stderr, "bench_read_floor: --mb takes sizes in MB, 1..4096, separated by commas\n");
+          return 1;
+        }
+        p = e + 1;
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_read_floor [--mb a,b,...]\n");
+      return 1;
+    }
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const uint64_t max_bytes = *std::max_element(mbs.begin(), mbs.end()) * 1000000ull;
+  const uint64_t region = (max_bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
+  uint8_t* arena = nullptr;
+  uint32_t* out = nullptr;
+  CHECK(cudaMalloc(&arena, kRegions * region));
+  CHECK(cudaMalloc(&out, 2 * region));  // also cudaMemcpyAsync's destination
+  CHECK(cudaMemset(arena, 0x5A, kRegions * region));
+  cudaEvent_t t0, t1;
+  CHECK(cudaEventCreate(&t0));
+  CHECK(cudaEventCreate(&t1));
+  const int sms = prop.multiProcessorCount;
+  const double empty_us = median_us(t0, t1, [&](int) { empty_kernel<<<sms, 32>>>(out); });
+  std::printf("%s, %d SMs; each run reads one of %d copies of the buffer (%llu MB apart)\n", prop.name, sms,
+              kRegions, static_cast<unsigned long long>(region / 1000000));
+  std::printf("empty kernel, events around it: %.1f us\n", empty_us);
+  std::printf("columns: the fastest configuration of each access order (blocks per SM x threads, loads in flight\n"
+              "per thread), its us and GB/s (bytes read / time); memcpy: cudaMemcpyAsync of the same bytes\n"
+              "(reads and writes them); GB/s of the best read\n");
+  std::printf("%6s | %-14s %6s %5s | %-14s %6s %5s | %-18s %6s | %-18s %6s | %9s | %8s\n", "MB", "grid-stride", "us",
+              "GB/s", "contiguous", "us", "GB/s", "cp.async per warp", "us", "bulk per warp", "us", "memcpy us",
+              "best GB/s");
+  for (const uint64_t mb : mbs) {
+    const uint64_t bytes = mb * 1000000ull / 16 * 16;
+    const uint64_t n16 = bytes / 16;
+    double best[2] = {1e30, 1e30};
+    std::string best_cfg[2];
+    for (const Variant& v : kVariants)
+      for (int blocks_per_sm : {1, 2, 4, 8})
+        for (int threads : {256, 512, 1024}) {
+          if (blocks_per_sm * threads > 2048) continue;
+          const double us = median_us(t0, t1, [&](int run) {
+            v.kernel<<<sms * blocks_per_sm, threads>>>(
+                reinterpret_cast<const uint4*>(arena + (run % kRegions) * region), n16, out);
+          });
+          if (us < best[v.contiguous]) {
+            best[v.contiguous] = us;
+            best_cfg[v.contiguous] =
+                std::to_string(blocks_per_sm) + "x" + std::to_string(threads) + " U" + std::to_string(v.unroll);
+          }
+        }
+    // through shared memory, per warp: chunks of a quarter, a half and a whole int4 128 x 128 tile
+    // (8704 B, 128-aligned), the rings of an SM within 200 KiB
+    double staged_best[2] = {1e30, 1e30};
+    std::string staged_cfg[2];
+    for (int bulk = 0; bulk < (WPACK_HAVE_BULK_COPY ? 2 : 1); ++bulk)
+      for (const uint32_t chunk : {2048u, 4352u, 8704u})
+        for (int warps_per_sm : {8, 16, 32})
+          for (int blocks_per_sm : {1, 2, 4}) {
+            const int warps = warps_per_sm / blocks_per_sm;
+            for (int stages : {3, 4, 6}) {
+              const size_t smem = size_t{chunk} * stages * warps + 128 * ((warps * stages * 8 + 127) / 128);
+              if (warps < 1 || smem * blocks_per_sm > 200 * 1024) continue;
+              auto kernel = stages == 3 ? cp_async_kernel<3> : stages == 4 ? cp_async_kernel<4> : cp_async_kernel<6>;
+#if WPACK_HAVE_BULK_COPY
+              if (bulk)
+                kernel = stages == 3 ? bulk_warp_kernel<3> : stages == 4 ? bulk_warp_kernel<4> : bulk_warp_kernel<6>;
+#endif
+              CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+              const double us = median_us(t0, t1, [&](int run) {
+                kernel<<<sms * blocks_per_sm, 32 * warps, smem>>>(arena + (run % kRegions) * region, bytes, chunk,
+                                                                   out);
+              });
+              if (us < staged_best[bulk]) {
+                staged_best[bulk] = us;
+                staged_cfg[bulk] = std::to_string(chunk) + " " + std::to_string(blocks_per_sm) + "x" +
+                                   std::to_string(warps) + "w S" + std::to_string(stages);
+              }
+            }
+          }
+    const double copy_us = median_us(t0, t1, [&](int run) {
+      CHECK(cudaMemcpyAsync(out, arena + (run % kRegions) * region, bytes, cudaMemcpyDeviceToDevice));
+    });
+    const double floor_us = std::min(best[0], best[1]);
+    std::printf("%6llu | %-14s %6.1f %5.0f | %-14s %6.1f %5.0f | %-18s %6.1f | %-18s %6.1f | %9.1f | %8.0f\n",
+                static_cast<unsigned long long>(mb), best_cfg[0].c_str(), best[0], bytes / best[0] / 1e3,
+                best_cfg[1].c_str(), best[1], bytes / best[1] / 1e3, staged_cfg[0].c_str(), staged_best[0],
+                staged_cfg[1].c_str(), staged_best[1], copy_us, bytes / floor_us / 1e3);
+  }
+  CHECK(cudaFree(arena));
+  CHECK(cudaFree(out));
+  return 0;
+}
