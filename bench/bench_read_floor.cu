@@ -3,19 +3,23 @@
 // median of 20 after 3 warm-ups, every run on another of 8 copies of the buffer so that no run
 // finds its bytes in the 60 MB L2). A packed layer cannot be multiplied faster than its bytes can
 // be read, so this bounds every "speedup over cuBLAS" and "% of the copy bandwidth" target for a
-// given byte count. Plain 16-byte loads (ld.global.nc, no L1 allocation), U of them in flight per
-// thread, over grid shapes from 1 to 8 blocks per SM; two access orders: the grid strides over
-// the buffer (each load instruction of the grid reads one contiguous span) or each block reads
-// its own contiguous part (as the GEMVs' blocks read their tiles). Beside them: an empty
-// kernel's launch (the events' own floor) and cudaMemcpyAsync of the same bytes (read + write).
-// kernels/quant_gemv_tma.cu reads through bulk copies instead: bench_bulk_copy --regions 8 times
-// its ring the same way.
+// given byte count. Four ways to read, each the fastest over a sweep of configurations:
+//   plain 16-byte loads (ld.global.nc, no L1 allocation), U in flight per thread, 1 to 8 blocks
+//   per SM, in two access orders: the grid strides over the buffer (each load instruction of the
+//   grid reads one contiguous span), or each block reads its own contiguous part (as the GEMVs'
+//   blocks read their tiles);
+//   through shared memory, every warp streaming its own contiguous run of chunks (a quarter, half
+//   or whole int4 tile) through its own stages: by cp.async, or by bulk copies that complete on
+//   the warp's own barriers (no producer warp).
+// Beside them: an empty kernel between the events (their own floor) and cudaMemcpyAsync of the
+// same bytes (read + write). kernels/quant_gemv_tma.cu reads through a producer warp's bulk copies
+// into a ring shared by its consumer warps: bench_bulk_copy --regions 8 times that ring the same way.
 //
 //   build/bench/bench_read_floor [--mb 34,50,67,101,121,134,177,235,352,470,1024]
 //
 // The default sizes are the packed bytes of the issue-5 shapes: 8192x8192 as int4 g128 (34 MB),
 // fp6 (50), int8/fp8 (67), exp4 (101), BF16 (134); 28672x8192 the same (121, 177, 235, 352, 470);
-// and 1 GiB for the steady state.
+// and 1024 MB for the steady state (1 MB = 10^6 bytes).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
