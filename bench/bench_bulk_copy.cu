@@ -7,8 +7,8 @@
 // GEMV's consumer holds its stage while it multiplies, so that stage is not in flight). Then the
 // int4 batch-1 GEMV's ring with what its consumers add, one at a time (reading the whole stage, a
 // second copy per stage for x, the SM's issue slots busy). One row per configuration: GB/s of the
-// streamed chunks (CUDA events, median of 20 runs) and, measured in the kernel with the global
-// timer, how long a consumer held a stage and waited for one to fill, and how long the producer
+// streamed chunks (CUDA events, median of 20 runs, timed as bench/event_timer.cuh says) and,
+// measured in the kernel with the global timer, how long a consumer held a stage and waited for one to fill, and how long the producer
 // waited for an empty one (ns per stage). --mib sets the buffer: 1024 (17x the L2) for the steady
 // state; the size of one layer's packed weights (34 or 123 MiB) to include a launch's start and end.
 // --regions R: R copies of the buffer, run r reading copy r mod R, so that a run of a buffer
@@ -31,6 +31,7 @@
 
 #include <cuda_runtime.h>
 
+#include "bench/event_timer.cuh"
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/ring_plan.h"  // the GEMV's ring depth rule and budget
@@ -220,9 +221,7 @@ int main(int argc, char** argv) {
   CHECK(cudaMemset(src, 0x5A, regions * bytes));  // contents do not matter to a copy; not zeros all the same
   CHECK(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(prop.sharedMemPerBlockOptin)));
-  cudaEvent_t t0, t1;
-  CHECK(cudaEventCreate(&t0));
-  CHECK(cudaEventCreate(&t1));
+  bench_timer::EventTimer timer(prop.multiProcessorCount);
   std::printf("%s, %d SMs, %llu MiB read per run, from %llu copies in turn\n", prop.name, prop.multiProcessorCount,
               static_cast<unsigned long long>(mib), static_cast<unsigned long long>(regions));
   std::printf("columns: src_al/stg_al: alignment of the chunks in the buffer / of the stages in the ring (16: packed);\n"
@@ -275,26 +274,22 @@ int main(int argc, char** argv) {
     if (smem > prop.sharedMemPerBlockOptin) continue;
     const uint64_t chunks = bytes / src_stride;
     const uint32_t grid = prop.multiProcessorCount * c.blocks_per_sm;
-    std::vector<float> ms;
-    for (int run = 0; run < 23; ++run) {
-      if (run == 3) CHECK(cudaMemset(stats, 0, 5 * sizeof(unsigned long long)));  // the timed runs' only
-      CHECK(cudaEventRecord(t0));
-      ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src + (run % regions) * bytes, xsrc, chunks, c.chunk,
-                                                      src_stride, stage_stride, stages,
-                                                      c.units, c.work, stats);
-      CHECK(cudaGetLastError());
-      CHECK(cudaEventRecord(t1));
-      CHECK(cudaEventSynchronize(t1));
-      float t = 0;
-      CHECK(cudaEventElapsedTime(&t, t0, t1));
-      if (run >= 3) ms.push_back(t);  // 3 warm-up runs
-    }
+    const double median_ms =
+        1e-3 * timer.median_us(
+                   [&](int run) {
+                     ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src + (run % regions) * bytes, xsrc, chunks,
+                                                                     c.chunk, src_stride, stage_stride, stages, c.units,
+                                                                     c.work, stats);
+                   },
+                   [&](int run) {  // the stats of the timed runs only
+                     if (run == bench_timer::EventTimer::kWarmups)
+                       CHECK(cudaMemsetAsync(stats, 0, 5 * sizeof(unsigned long long)));
+                   });
     unsigned long long st[5];
     CHECK(cudaMemcpy(st, stats, sizeof st, cudaMemcpyDeviceToHost));
     const double n = st[2] ? static_cast<double>(st[2]) : 1.0;
-    std::sort(ms.begin(), ms.end());
     // GB/s of the streamed chunks (the x copies, from L2, and the gaps between aligned chunks are not counted)
-    const double gbs = static_cast<double>(chunks) * c.chunk / (ms[ms.size() / 2] * 1e-3) / 1e9;
+    const double gbs = static_cast<double>(chunks) * c.chunk / (median_ms * 1e-3) / 1e9;
     std::printf("%8u %6u %6u %6u %5u %6u %8u %5s %5s %5u %7.0f %7.0f %7.0f %8.0f\n", c.chunk, c.src_align,
                 c.stage_align, c.blocks_per_sm, c.units, stages, c.work.hold_ns,
                 c.work.hold_ns ? (c.work.busy ? "busy" : "idle") : "-", c.work.read_all ? "all" : "word",

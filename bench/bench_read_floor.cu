@@ -1,7 +1,7 @@
 // The floor under a GEMV's time: how long a kernel that does nothing but read N bytes from HBM
-// takes, launch included, timed as bench_gpu_layers times a GEMV (CUDA events around one launch,
-// median of 20 after 3 warm-ups, every run on another of 8 copies of the buffer so that no run
-// finds its bytes in the 60 MB L2). A packed layer cannot be multiplied faster than its bytes can
+// takes, timed as bench_gpu_layers times a GEMV (CUDA events around one launch, an L2-flushing
+// read before each, median of 20 after 3 warm-ups: bench/event_timer.cuh), every run also on
+// another of 8 copies of the buffer. A packed layer cannot be multiplied faster than its bytes can
 // be read, so this bounds every "speedup over cuBLAS" and "% of the copy bandwidth" target for a
 // given byte count. Four ways to read, each the fastest over a sweep of configurations:
 //   plain 16-byte loads (ld.global.nc, no L1 allocation), U in flight per thread, 1 to 8 blocks
@@ -30,6 +30,7 @@
 
 #include <cuda_runtime.h>
 
+#include "bench/event_timer.cuh"
 #include "kernels/detail/bulk_copy.cuh"
 
 namespace read_floor {
@@ -177,24 +178,6 @@ const Variant kVariants[] = {
     {read_kernel<2, true>, 2, true},   {read_kernel<4, true>, 4, true},   {read_kernel<8, true>, 8, true},
 };
 
-// Median µs of 20 timed runs (3 warm-ups) of launch(r), r = the run's index; run r reads region r % 8.
-template <class Launch>
-double median_us(cudaEvent_t t0, cudaEvent_t t1, Launch launch) {
-  std::vector<float> ms;
-  for (int run = 0; run < 23; ++run) {
-    CHECK(cudaEventRecord(t0));
-    launch(run);
-    CHECK(cudaGetLastError());
-    CHECK(cudaEventRecord(t1));
-    CHECK(cudaEventSynchronize(t1));
-    float t = 0;
-    CHECK(cudaEventElapsedTime(&t, t0, t1));
-    if (run >= 3) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  return 1e3 * ms[ms.size() / 2];
-}
-
 }  // namespace read_floor
 
 int main(int argc, char** argv) {
@@ -237,11 +220,9 @@ int main(int argc, char** argv) {
   CHECK(cudaMalloc(&arena, kRegions * region));
   CHECK(cudaMalloc(&out, 2 * region));  // also cudaMemcpyAsync's destination
   CHECK(cudaMemset(arena, 0x5A, kRegions * region));
-  cudaEvent_t t0, t1;
-  CHECK(cudaEventCreate(&t0));
-  CHECK(cudaEventCreate(&t1));
   const int sms = prop.multiProcessorCount;
-  const double empty_us = median_us(t0, t1, [&](int) { empty_kernel<<<sms, 32>>>(out); });
+  bench_timer::EventTimer timer(sms);
+  const double empty_us = timer.median_us([&](int) { empty_kernel<<<sms, 32>>>(out); });
   std::printf("%s, %d SMs; each run reads one of %d copies of the buffer (%llu MB apart)\n", prop.name, sms,
               kRegions, static_cast<unsigned long long>(region / 1000000));
   std::printf("empty kernel, events around it: %.1f us\n", empty_us);
@@ -260,7 +241,7 @@ int main(int argc, char** argv) {
       for (int blocks_per_sm : {1, 2, 4, 8})
         for (int threads : {256, 512, 1024}) {
           if (blocks_per_sm * threads > 2048) continue;
-          const double us = median_us(t0, t1, [&](int run) {
+          const double us = timer.median_us([&](int run) {
             v.kernel<<<sms * blocks_per_sm, threads>>>(
                 reinterpret_cast<const uint4*>(arena + (run % kRegions) * region), n16, out);
           });
@@ -288,7 +269,7 @@ int main(int argc, char** argv) {
                 kernel = stages == 3 ? bulk_warp_kernel<3> : stages == 4 ? bulk_warp_kernel<4> : bulk_warp_kernel<6>;
 #endif
               CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-              const double us = median_us(t0, t1, [&](int run) {
+              const double us = timer.median_us([&](int run) {
                 kernel<<<sms * blocks_per_sm, 32 * warps, smem>>>(arena + (run % kRegions) * region, bytes, chunk,
                                                                    out);
               });
@@ -299,7 +280,7 @@ int main(int argc, char** argv) {
               }
             }
           }
-    const double copy_us = median_us(t0, t1, [&](int run) {
+    const double copy_us = timer.median_us([&](int run) {
       CHECK(cudaMemcpyAsync(out, arena + (run % kRegions) * region, bytes, cudaMemcpyDeviceToDevice));
     });
     const double floor_us = std::min(best[0], best[1]);
