@@ -38,14 +38,7 @@
 
 namespace bulk_bench {
 
-#define CHECK(call)                                                                          \
-  do {                                                                                       \
-    const cudaError_t e_ = (call);                                                           \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "bench_bulk_copy: %s: %s\n", #call, cudaGetErrorString(e_));     \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
+#define CHECK BENCH_CUDA_CHECK
 
 #if WPACK_HAVE_BULK_COPY
 using wpack::gpu::detail::bulk_load;
@@ -199,13 +192,8 @@ int main(int argc, char** argv) {
   std::printf("SKIP: built without bulk copies (CUDA < 12)\n");
   return 0;
 #else
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device\n");
-    return 0;
-  }
   cudaDeviceProp prop{};
-  CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (!bench_timer::first_device(&prop)) return 0;
   if (prop.major < 9) {
     std::printf("SKIP: %s has no bulk-copy engine (compute capability %d.%d)\n", prop.name, prop.major, prop.minor);
     return 0;

@@ -35,14 +35,7 @@
 
 namespace read_floor {
 
-#define CHECK(call)                                                                      \
-  do {                                                                                   \
-    const cudaError_t e_ = (call);                                                       \
-    if (e_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "bench_read_floor: %s: %s\n", #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                      \
-    }                                                                                    \
-  } while (0)
+#define CHECK BENCH_CUDA_CHECK
 
 constexpr int kRegions = 8;
 constexpr uint64_t kRegionAlign = 2ull << 20;
@@ -206,13 +199,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("SKIP: no CUDA device\n");
-    return 0;
-  }
   cudaDeviceProp prop{};
-  CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (!bench_timer::first_device(&prop)) return 0;
   const uint64_t max_bytes = *std::max_element(mbs.begin(), mbs.end()) * 1000000ull;
   const uint64_t region = (max_bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
   uint8_t* arena = nullptr;
@@ -226,9 +214,10 @@ int main(int argc, char** argv) {
   std::printf("%s, %d SMs; each run reads one of %d copies of the buffer (%llu MB apart)\n", prop.name, sms,
               kRegions, static_cast<unsigned long long>(region / 1000000));
   std::printf("empty kernel, events around it: %.1f us\n", empty_us);
-  std::printf("columns: the fastest configuration of each access order (blocks per SM x threads, loads in flight\n"
-              "per thread), its us and GB/s (bytes read / time); memcpy: cudaMemcpyAsync of the same bytes\n"
-              "(reads and writes them); GB/s of the best read\n");
+  std::printf("columns: the fastest configuration of each way to read and its us; plain loads: blocks per SM x\n"
+              "threads, loads in flight per thread, and GB/s (bytes read / time); per warp: chunk bytes, blocks per\n"
+              "SM x warps, stages; memcpy: cudaMemcpyAsync of the same bytes (reads and writes them); GB/s of the\n"
+              "best plain read\n");
   std::printf("%6s | %-14s %6s %5s | %-14s %6s %5s | %-18s %6s | %-18s %6s | %9s | %8s\n", "MB", "grid-stride", "us",
               "GB/s", "contiguous", "us", "GB/s", "cp.async per warp", "us", "bulk per warp", "us", "memcpy us",
               "best GB/s");
