@@ -21,7 +21,9 @@
 // matmul_rel_error against a float64 CPU product, and the timing of verify/gpu_timing.h (CUDA
 // events, median of >= 20 runs after warm-up, L2 flushed by a 4x-L2 read before every run, fresh
 // random activations per run; cuBLAS cublasGemmEx BF16 -> FP32 on the source weights with the same
-// activations). Copy bandwidth: measured once at the start, (read + write) / time.
+// activations). Copy bandwidth: measured once at the start, (read + write) / time. Read floor
+// (floor_us): how long a kernel that only reads the row's packed bytes takes, timed the same way
+// (gpu::measure_read_floor); %floor = floor_us / kernel_us, the kernel's speed as a share of that.
 //
 // Prints a row per scheme x shape x batch as it goes, then the targets beside the
 // measurements. Exit: 0, 1 when a correctness check failed, 2 for bad options, 4 (SKIP) without
@@ -125,6 +127,7 @@ struct Row {
   uint32_t batch = 0;
   double bits_per_weight = 0, packed_mb = 0;
   GpuBatchCheck b;
+  double floor_us = 0;  // the read floor of the row's packed bytes
   bool exact = false;
   std::string note;
 };
@@ -240,10 +243,14 @@ int main(int argc, char** argv) try {
   }
   const gpu::GpuDeviceInfo device = gpu::current_gpu_device();
   gpu::CopyBandwidth copy;
-  {
-    gpu::GpuStream stream;
-    copy = gpu::measure_copy_bandwidth(stream.get());
-  }
+  gpu::GpuStream floor_stream;
+  copy = gpu::measure_copy_bandwidth(floor_stream.get());
+  std::map<uint64_t, double> floors;  // packed bytes -> read floor µs
+  auto read_floor_us = [&](uint64_t bytes) {
+    auto it = floors.find(bytes);
+    if (it == floors.end()) it = floors.emplace(bytes, gpu::measure_read_floor(floor_stream.get(), bytes).median_us).first;
+    return it->second;
+  };
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
@@ -266,8 +273,9 @@ int main(int argc, char** argv) try {
   const std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
   std::vector<Row> rows;
   bool failed = false;
-  std::printf("%-13s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %10s %5s  %s\n", "scheme", "shape", "batch", "bits/w", "packed_MB",
-              "kernel_us", "cuBLAS_us", "speedup", "GB/s", "%copy", "matmul_err", "exact", "note");
+  std::printf("%-13s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %8s %6s %10s %5s  %s\n", "scheme", "shape", "batch", "bits/w",
+              "packed_MB", "kernel_us", "cuBLAS_us", "speedup", "GB/s", "%copy", "floor_us", "%floor", "matmul_err", "exact",
+              "note");
   for (const SchemeDef& scheme : schemes) {
     PackOptions options;
     TensorPolicy base;
@@ -307,9 +315,9 @@ int main(int argc, char** argv) try {
         r.packed_mb = t.packed_bytes / 1e6;
         r.note = note;
         rows.push_back(r);
-        std::printf("%-13s %-12s %5s %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(), "-",
-                    t.bits_per_weight, t.packed_bytes / 1e6, "-", "-", "-", "-", "-", "-", t.gpu_checked ? "yes" : "-",
-                    note.c_str());
+        std::printf("%-13s %-12s %5s %6.2f %9.1f %10s %10s %8s %7s %6s %8s %6s %10s %5s  %s\n", scheme.name.c_str(),
+                    shape.c_str(), "-", t.bits_per_weight, t.packed_bytes / 1e6, "-", "-", "-", "-", "-", "-", "-", "-",
+                    t.gpu_checked ? "yes" : "-", note.c_str());
         continue;
       }
       for (const GpuBatchCheck& b : t.batches) {
@@ -322,12 +330,16 @@ int main(int argc, char** argv) try {
         r.b = b;
         r.exact = t.decode_bit_exact;
         r.note = !note.empty() ? note : !b.skipped.empty() ? b.skipped : b.kernel_path;  // which kernel ran
+        if (b.timed && t.packed_bytes > 0) r.floor_us = read_floor_us(t.packed_bytes);
         rows.push_back(r);
-        std::printf("%-13s %-12s %5u %6.2f %9.1f %10s %10s %8s %7s %6s %10s %5s  %s\n", scheme.name.c_str(), shape.c_str(),
-                    b.batch, t.bits_per_weight, t.packed_bytes / 1e6, b.timed ? cell(b.kernel.median_us, "%.1f").c_str() : "-",
+        const bool floor = r.floor_us > 0 && b.kernel.median_us > 0;
+        std::printf("%-13s %-12s %5u %6.2f %9.1f %10s %10s %8s %7s %6s %8s %6s %10s %5s  %s\n", scheme.name.c_str(),
+                    shape.c_str(), b.batch, t.bits_per_weight, t.packed_bytes / 1e6,
+                    b.timed ? cell(b.kernel.median_us, "%.1f").c_str() : "-",
                     b.timed ? cell(b.cublas.median_us, "%.1f").c_str() : "-", b.timed ? cell(b.speedup, "%.2fx").c_str() : "-",
                     b.timed ? cell(b.packed_gb_per_s, "%.0f").c_str() : "-",
-                    b.timed ? cell(b.copy_bw_percent, "%.1f").c_str() : "-",
+                    b.timed ? cell(b.copy_bw_percent, "%.1f").c_str() : "-", floor ? cell(r.floor_us, "%.1f").c_str() : "-",
+                    floor ? cell(100.0 * r.floor_us / b.kernel.median_us, "%.1f").c_str() : "-",
                     b.ran ? cell(b.matmul_rel_error, "%.1e").c_str() : "-", t.decode_bit_exact ? "yes" : "no",
                     r.note.c_str());
       }

@@ -178,6 +178,24 @@ TEST_CASE("gpu timing: copy bandwidth, timer statistics and options") {
   CHECK_THROWS_AS(gpu::GpuTimer(stream.get(), few), Error);
 }
 
+TEST_CASE("gpu timing: the read floor grows with the bytes and stays under the copy bandwidth's reach") {
+  gpu::GpuStream stream;
+  const gpu::CopyBandwidth copy = gpu::measure_copy_bandwidth(stream.get(), uint64_t{256} << 20);
+  const gpu::ReadFloor small = gpu::measure_read_floor(stream.get(), uint64_t{16} << 20);
+  const gpu::ReadFloor large = gpu::measure_read_floor(stream.get(), (uint64_t{256} << 20) + 5);
+  INFO("16 MiB read in " << small.median_us << " us, 256 MiB in " << large.median_us << " us (" << large.gb_per_s
+                         << " GB/s); copy " << copy.gb_per_s << " GB/s");
+  CHECK(small.bytes == uint64_t{16} << 20);
+  CHECK(large.bytes == (uint64_t{256} << 20) + 16);  // rounded up to 16
+  CHECK(small.median_us > 0);
+  CHECK(large.median_us > 4 * small.median_us);  // 16x the bytes, the launch's fixed cost aside
+  CHECK(large.gb_per_s == Approx(large.bytes / (large.median_us * 1e3)));
+  // reading alone moves at most what a copy reads and writes together, and some of it
+  CHECK(large.gb_per_s < 1.5 * copy.gb_per_s);
+  CHECK(large.gb_per_s > 0.25 * copy.gb_per_s);
+  CHECK_THROWS_AS(gpu::measure_read_floor(stream.get(), 0), Error);
+}
+
 TEST_CASE("gpu timing: cuBLAS BF16 GEMM layout y(batch, n) = x(batch, k) * w(n, k)^T") {
   const uint64_t n = 5, k = 7;
   const uint32_t batch = 3;

@@ -102,6 +102,17 @@ struct CopyBandwidth {
 inline constexpr uint64_t kCopyBandwidthBytes = uint64_t{1} << 30;
 CopyBandwidth measure_copy_bandwidth(void* stream, uint64_t bytes = kCopyBandwidthBytes);
 
+// The read floor: the time of a kernel that does nothing but read `bytes` bytes of device memory
+// (launch_read_once in verify/detail/l2_flush.cu), timed as GpuTimer times a call (L2 flushed
+// before each run), the fastest of a few grid shapes. No GEMV whose weights are that many bytes
+// can beat it; bench/bench_gpu_layers.cpp prints it beside each row. bytes is rounded up to 16.
+struct ReadFloor {
+  uint64_t bytes = 0;
+  double median_us = 0;  // the fastest grid shape's median
+  double gb_per_s = 0;   // bytes / median time
+};
+ReadFloor measure_read_floor(void* stream, uint64_t bytes);
+
 // Timing of one call: see the comment at the top of this file.
 inline constexpr int kMinTimedRuns = 20;
 struct TimingOptions {

@@ -18,7 +18,43 @@ __global__ void l2_flush_kernel(const uint4* __restrict__ buf, uint64_t words, u
   if (acc == 0x9E3779B9u) atomicAdd(sink, 1u);
 }
 
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__global__ void read_once_kernel(const uint4* __restrict__ buf, uint64_t words, unsigned* __restrict__ sink) {
+  constexpr int kInFlight = 4;
+  uint32_t acc = 0;
+  const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
+  uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  for (; i + (kInFlight - 1) * stride < words; i += kInFlight * stride) {
+    uint4 v[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) v[u] = load_streaming(buf + i + u * stride);
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) acc ^= (v[u].x ^ v[u].y) ^ (v[u].z ^ v[u].w);
+  }
+  for (; i < words; i += stride) {
+    const uint4 v = load_streaming(buf + i);
+    acc ^= (v.x ^ v.y) ^ (v.z ^ v.w);
+  }
+  if (acc == 0x9E3779B9u) atomicAdd(sink, 1u);
+}
+
 }  // namespace
+
+cudaError_t launch_read_once(const void* buf_dev, uint64_t bytes, unsigned* sink_dev, int blocks, int threads,
+                             cudaStream_t stream) {
+  if (bytes % 16 != 0 || (reinterpret_cast<uintptr_t>(buf_dev) % 16) != 0 || blocks <= 0 || threads <= 0 ||
+      threads % 32 != 0 || threads > 1024)
+    return cudaErrorInvalidValue;
+  read_once_kernel<<<blocks, threads, 0, stream>>>(static_cast<const uint4*>(buf_dev), bytes / 16, sink_dev);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_l2_flush(const void* buf_dev, uint64_t bytes, unsigned* sink_dev, int blocks, cudaStream_t stream) {
   if (bytes % 16 != 0 || (reinterpret_cast<uintptr_t>(buf_dev) % 16) != 0 || blocks <= 0) return cudaErrorInvalidValue;

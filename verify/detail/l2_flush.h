@@ -13,4 +13,11 @@ namespace wpack::gpu::detail {
 // `blocks` thread blocks of 512 threads. Returns the launch error (cudaGetLastError).
 cudaError_t launch_l2_flush(const void* buf_dev, uint64_t bytes, unsigned* sink_dev, int blocks, cudaStream_t stream);
 
+// The read floor's kernel (measure_read_floor, verify/gpu_timing.h): reads every byte of buf_dev
+// once, as a streaming GEMV reads its weights (16-byte loads past L1, 4 in flight per thread,
+// the grid striding over the buffer), and writes nothing (same sink rule as above). Same
+// preconditions; `blocks` blocks of `threads` threads (a multiple of 32, at most 1024).
+cudaError_t launch_read_once(const void* buf_dev, uint64_t bytes, unsigned* sink_dev, int blocks, int threads,
+                             cudaStream_t stream);
+
 }  // namespace wpack::gpu::detail
