@@ -178,7 +178,7 @@ TEST_CASE("gpu timing: copy bandwidth, timer statistics and options") {
   CHECK_THROWS_AS(gpu::GpuTimer(stream.get(), few), Error);
 }
 
-TEST_CASE("gpu timing: the read floor grows with the bytes and stays under the copy bandwidth's reach") {
+TEST_CASE("gpu timing: the read floor grows with the bytes and reads at a plausible rate") {
   gpu::GpuStream stream;
   const gpu::CopyBandwidth copy = gpu::measure_copy_bandwidth(stream.get(), uint64_t{256} << 20);
   const gpu::ReadFloor small = gpu::measure_read_floor(stream.get(), uint64_t{16} << 20);

@@ -104,8 +104,10 @@ CopyBandwidth measure_copy_bandwidth(void* stream, uint64_t bytes = kCopyBandwid
 
 // The read floor: the time of a kernel that does nothing but read `bytes` bytes of device memory
 // (launch_read_once in verify/detail/l2_flush.cu), timed as GpuTimer times a call (L2 flushed
-// before each run), the fastest of a few grid shapes. No GEMV whose weights are that many bytes
-// can beat it; bench/bench_gpu_layers.cpp prints it beside each row. bytes is rounded up to 16.
+// before each run), the fastest of three grid shapes: about what a GEMV whose weights are that
+// many bytes cannot beat (bench/bench_read_floor.cu's wider sweep, plain loads and per-warp
+// pipelines through shared memory, reads 2-3% faster at most on the H200).
+// bench/bench_gpu_layers.cpp prints it beside each row. bytes is rounded up to 16.
 struct ReadFloor {
   uint64_t bytes = 0;
   double median_us = 0;  // the fastest grid shape's median
