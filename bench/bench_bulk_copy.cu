@@ -7,14 +7,14 @@
 // GEMV's consumer holds its stage while it multiplies, so that stage is not in flight). Then the
 // int4 batch-1 GEMV's ring with what its consumers add, one at a time (reading the whole stage, a
 // second copy per stage for x, the SM's issue slots busy). One row per configuration: GB/s of the
-// streamed chunks (CUDA events, median of 20 runs, timed as bench/event_timer.cuh says) and,
-// measured in the kernel with the global timer, how long a consumer held a stage and waited for one to fill, and how long the producer
-// waited for an empty one (ns per stage). --mib sets the buffer: 1024 (17x the L2) for the steady
-// state; the size of one layer's packed weights (34 or 123 MiB) to include a launch's start and end.
-// --regions R: R copies of the buffer, run r reading copy r mod R, so that a run of a buffer
-// smaller than the 60 MB L2 does not find the previous run's bytes there (as bench_read_floor).
+// streamed chunks (timed by the GpuTimer that times the GEMVs, verify/gpu_timing.h: CUDA events,
+// an L2-flushing read before each run, median of 20) and, measured in the kernel with the global
+// timer over the timed runs, how long a consumer held a stage and waited for one to fill, and how
+// long the producer waited for an empty one (ns per stage). --mib sets the buffer: 1024 (17x the
+// L2) for the steady state; the size of one layer's packed weights (34 or 123 MiB) to include a
+// launch's start and end.
 //
-//   build/bench/bench_bulk_copy [--mib 1024] [--regions 1] [--hold-ns 0,1000,2000,3000]
+//   build/bench/bench_bulk_copy [--mib 1024] [--hold-ns 0,1000,2000,3000]
 //
 // The sizes: 8592 B is an int4 128 x 128 g128 tile (16-aligned), 16400 an int8/fp8 one, 12304 fp6;
 // 8192, 8704 (8592 rounded up to 256) and 16384 tell a size effect from an alignment one, and the
@@ -27,18 +27,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <cuda_runtime.h>
 
-#include "bench/event_timer.cuh"
+#include "formats/error.h"
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/ring_plan.h"  // the GEMV's ring depth rule and budget
+#include "verify/gpu_timing.h"         // GpuTimer, DeviceMemory, GpuStream
 
 namespace bulk_bench {
 
-#define CHECK BENCH_CUDA_CHECK
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw wpack::Error(wpack::ErrorCode::kIo, std::string(what) + ": " + cudaGetErrorString(e));
+}
 
 #if WPACK_HAVE_BULK_COPY
 using wpack::gpu::detail::bulk_load;
@@ -152,20 +156,13 @@ __global__ void ring_kernel(const uint8_t* __restrict__ src, const uint8_t* __re
 
 }  // namespace bulk_bench
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace bulk_bench;
   uint64_t mib = 1024;
-  uint64_t regions = 1;
   std::vector<uint32_t> holds = {0, 1000, 2000, 3000};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--mib") && i + 1 < argc) {
       mib = std::strtoull(argv[++i], nullptr, 10);
-    } else if (!std::strcmp(argv[i], "--regions") && i + 1 < argc) {
-      regions = std::strtoull(argv[++i], nullptr, 10);
-      if (regions < 1 || regions > 64) {
-        std::fprintf(stderr, "bench_bulk_copy: --regions takes 1..64\n");
-        return 1;
-      }
     } else if (!std::strcmp(argv[i], "--hold-ns") && i + 1 < argc) {
       holds.clear();
       for (const char* p = argv[++i];;) {
@@ -180,7 +177,7 @@ int main(int argc, char** argv) {
         p = end + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N] [--regions R] [--hold-ns a,b,...]\n");
+      std::fprintf(stderr, "usage: bench_bulk_copy [--mib N] [--hold-ns a,b,...]\n");
       return 1;
     }
   }
@@ -192,26 +189,30 @@ int main(int argc, char** argv) {
   std::printf("SKIP: built without bulk copies (CUDA < 12)\n");
   return 0;
 #else
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 0;
+  }
   cudaDeviceProp prop{};
-  if (!bench_timer::first_device(&prop)) return 0;
+  cuda_ok(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
   if (prop.major < 9) {
     std::printf("SKIP: %s has no bulk-copy engine (compute capability %d.%d)\n", prop.name, prop.major, prop.minor);
     return 0;
   }
   const uint64_t bytes = mib << 20;
-  uint8_t* src = nullptr;
-  uint8_t* xsrc = nullptr;
-  unsigned long long* stats = nullptr;
-  CHECK(cudaMalloc(&src, regions * bytes));
-  CHECK(cudaMalloc(&xsrc, kXBufferBytes));
-  CHECK(cudaMemset(xsrc, 0x3C, kXBufferBytes));
-  CHECK(cudaMalloc(&stats, 5 * sizeof(unsigned long long)));
-  CHECK(cudaMemset(src, 0x5A, regions * bytes));  // contents do not matter to a copy; not zeros all the same
-  CHECK(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(prop.sharedMemPerBlockOptin)));
-  bench_timer::EventTimer timer(prop.multiProcessorCount);
-  std::printf("%s, %d SMs, %llu MiB read per run, from %llu copies in turn\n", prop.name, prop.multiProcessorCount,
-              static_cast<unsigned long long>(mib), static_cast<unsigned long long>(regions));
+  wpack::gpu::DeviceMemory src(bytes), xsrc(kXBufferBytes), stats(5 * sizeof(unsigned long long));
+  xsrc.fill(0x3C);
+  src.fill(0x5A);  // contents do not matter to a copy; not zeros all the same
+  cuda_ok(cudaFuncSetAttribute(ring_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(prop.sharedMemPerBlockOptin)),
+          "cudaFuncSetAttribute");
+  wpack::gpu::GpuStream stream;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream.get());
+  wpack::gpu::GpuTimer timer(stream.get(), wpack::gpu::TimingOptions{});
+  const int last_warmup = timer.options().warmup_runs - 1;
+  std::printf("%s, %d SMs, %llu MiB read per run\n", prop.name, prop.multiProcessorCount,
+              static_cast<unsigned long long>(mib));
   std::printf("columns: src_al/stg_al: alignment of the chunks in the buffer / of the stages in the ring (16: packed);\n"
               "held/waited: ns a consumer held a stage / waited for it to fill, per stage; p_wait: ns the producer\n"
               "waited for an empty stage, per stage\n");
@@ -262,19 +263,17 @@ int main(int argc, char** argv) {
     if (smem > prop.sharedMemPerBlockOptin) continue;
     const uint64_t chunks = bytes / src_stride;
     const uint32_t grid = prop.multiProcessorCount * c.blocks_per_sm;
-    const double median_ms =
-        1e-3 * timer.median_us(
-                   [&](int run) {
-                     ring_kernel<<<grid, 32 * (c.units + 1), smem>>>(src + (run % regions) * bytes, xsrc, chunks,
-                                                                     c.chunk, src_stride, stage_stride, stages, c.units,
-                                                                     c.work, stats);
-                   },
-                   [&](int run) {  // the stats of the timed runs only
-                     if (run == bench_timer::EventTimer::kWarmups)
-                       CHECK(cudaMemsetAsync(stats, 0, 5 * sizeof(unsigned long long)));
-                   });
+    auto launch = [&](int call) {
+      ring_kernel<<<grid, 32 * (c.units + 1), smem, s>>>(src.as<uint8_t>(), xsrc.as<uint8_t>(), chunks, c.chunk,
+                                                          src_stride, stage_stride, stages, c.units, c.work,
+                                                          stats.as<unsigned long long>());
+      cuda_ok(cudaGetLastError(), "ring_kernel");
+      // after the last warm-up run (untimed): the stats are the timed runs'
+      if (call == last_warmup) cuda_ok(cudaMemsetAsync(stats.get(), 0, stats.bytes(), s), "cudaMemsetAsync");
+    };
+    const double median_ms = 1e-3 * timer.time(launch).median_us;
     unsigned long long st[5];
-    CHECK(cudaMemcpy(st, stats, sizeof st, cudaMemcpyDeviceToHost));
+    stats.download(st, sizeof st);
     const double n = st[2] ? static_cast<double>(st[2]) : 1.0;
     // GB/s of the streamed chunks (the x copies, from L2, and the gaps between aligned chunks are not counted)
     const double gbs = static_cast<double>(chunks) * c.chunk / (median_ms * 1e-3) / 1e9;
@@ -283,9 +282,9 @@ int main(int argc, char** argv) {
                 c.work.hold_ns ? (c.work.busy ? "busy" : "idle") : "-", c.work.read_all ? "all" : "word",
                 c.work.x_bytes, st[0] / n, st[1] / n, st[3] / n, gbs);
   }
-  CHECK(cudaFree(src));
-  CHECK(cudaFree(xsrc));
-  CHECK(cudaFree(stats));
   return 0;
 #endif
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_bulk_copy: %s\n", e.what());
+  return 1;
 }

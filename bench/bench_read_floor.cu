@@ -1,7 +1,6 @@
 // The floor under a GEMV's time: how long a kernel that does nothing but read N bytes from HBM
-// takes, timed as bench_gpu_layers times a GEMV (CUDA events around one launch, an L2-flushing
-// read before each, median of 20 after 3 warm-ups: bench/event_timer.cuh), every run also on
-// another of 8 copies of the buffer. A packed layer cannot be multiplied faster than its bytes can
+// takes, timed by the GpuTimer that times the GEMVs (verify/gpu_timing.h: CUDA events around one
+// launch, an L2-flushing read before each, median of 20 after 3 warm-ups). A packed layer cannot be multiplied faster than its bytes can
 // be read, so this bounds every "speedup over cuBLAS" and "% of the copy bandwidth" target for a
 // given byte count. Four ways to read, each the fastest over a sweep of configurations:
 //   plain 16-byte loads (ld.global.nc, no L1 allocation), U in flight per thread, 1 to 8 blocks
@@ -13,7 +12,9 @@
 //   the warp's own barriers (no producer warp).
 // Beside them: an empty kernel between the events (their own floor) and cudaMemcpyAsync of the
 // same bytes (read + write). kernels/quant_gemv_tma.cu reads through a producer warp's bulk copies
-// into a ring shared by its consumer warps: bench_bulk_copy --regions 8 times that ring the same way.
+// into a ring shared by its consumer warps: bench_bulk_copy times that ring the same way.
+// gpu::measure_read_floor (bench_gpu_layers' floor_us) is the grid-stride kernel with 4 loads in
+// flight at three grid shapes.
 //
 //   build/bench/bench_read_floor [--mb 34,50,67,101,121,134,177,235,352,470,1024]
 //
@@ -30,22 +31,17 @@
 
 #include <cuda_runtime.h>
 
-#include "bench/event_timer.cuh"
+#include "formats/error.h"
 #include "kernels/detail/bulk_copy.cuh"
+#include "verify/detail/stream_load.cuh"  // load_streaming: the read floor kernel's load
+#include "verify/gpu_timing.h"            // GpuTimer, DeviceMemory, GpuStream
 
 namespace read_floor {
 
-#define CHECK BENCH_CUDA_CHECK
+using wpack::gpu::detail::load_streaming;
 
-constexpr int kRegions = 8;
-constexpr uint64_t kRegionAlign = 2ull << 20;
-
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw wpack::Error(wpack::ErrorCode::kIo, std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // n16: 16-byte words. kContiguous: block b reads words [b n16 / grid, (b + 1) n16 / grid), its
@@ -66,12 +62,12 @@ __global__ void read_kernel(const uint4* __restrict__ src, uint64_t n16, uint32_
   for (; i + (U - 1) * step < end; i += U * step) {
     uint4 v[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = load_stream(src + i + u * step);
+    for (int u = 0; u < U; ++u) v[u] = load_streaming(src + i + u * step);
 #pragma unroll
     for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   for (; i < end; i += step) {
-    const uint4 v = load_stream(src + i);
+    const uint4 v = load_streaming(src + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9E3779B9u) out[0] = acc;
@@ -174,7 +170,7 @@ const Variant kVariants[] = {
 
 }  // namespace read_floor
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace read_floor;
   std::vector<uint64_t> mbs = {34, 50, 67, 101, 121, 134, 177, 235, 352, 470, 1024};
   for (int i = 1; i < argc; ++i) {
@@ -200,20 +196,31 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  cudaDeviceProp prop{};
-  if (!bench_timer::first_device(&prop)) return 0;
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  const wpack::gpu::GpuDeviceInfo device = wpack::gpu::current_gpu_device();
+  const int sms = device.sm_count;
   const uint64_t max_bytes = *std::max_element(mbs.begin(), mbs.end()) * 1000000ull;
-  const uint64_t region = (max_bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
-  uint8_t* arena = nullptr;
-  uint32_t* out = nullptr;
-  CHECK(cudaMalloc(&arena, kRegions * region));
-  CHECK(cudaMalloc(&out, 2 * region));  // also cudaMemcpyAsync's destination
-  CHECK(cudaMemset(arena, 0x5A, kRegions * region));
-  const int sms = prop.multiProcessorCount;
-  bench_timer::EventTimer timer(sms);
-  const double empty_us = timer.median_us([&](int) { empty_kernel<<<sms, 32>>>(out); });
-  std::printf("%s, %d SMs; each run reads one of %d copies of the buffer (%llu MB apart)\n", prop.name, sms,
-              kRegions, static_cast<unsigned long long>(region / 1000000));
+  wpack::gpu::DeviceMemory src(max_bytes), out(max_bytes);  // out: cudaMemcpyAsync's destination
+  src.fill(0x5A);  // one byte value: the kernels' conditional stores never happen
+  const uint8_t* arena = src.as<uint8_t>();
+  wpack::gpu::GpuStream stream;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream.get());
+  wpack::gpu::GpuTimer timer(stream.get(), wpack::gpu::TimingOptions{});
+  // Median µs of launch() on the timer's stream.
+  auto median_us = [&](auto launch) {
+    return timer
+        .time([&](int) {
+          launch();
+          cuda_ok(cudaGetLastError(), "launch");
+        })
+        .median_us;
+  };
+  const double empty_us = median_us([&] { empty_kernel<<<sms, 32, 0, s>>>(out.as<uint32_t>()); });
+  std::printf("%s, %d SMs\n", device.name.c_str(), sms);
   std::printf("empty kernel, events around it: %.1f us\n", empty_us);
   std::printf("columns: the fastest configuration of each way to read and its us; plain loads: blocks per SM x\n"
               "threads, loads in flight per thread, and GB/s (bytes read / time); per warp: chunk bytes, blocks per\n"
@@ -231,9 +238,8 @@ int main(int argc, char** argv) {
       for (int blocks_per_sm : {1, 2, 4, 8})
         for (int threads : {256, 512, 1024}) {
           if (blocks_per_sm * threads > 2048) continue;
-          const double us = timer.median_us([&](int run) {
-            v.kernel<<<sms * blocks_per_sm, threads>>>(
-                reinterpret_cast<const uint4*>(arena + (run % kRegions) * region), n16, out);
+          const double us = median_us([&] {
+            v.kernel<<<sms * blocks_per_sm, threads, 0, s>>>(src.as<uint4>(), n16, out.as<uint32_t>());
           });
           if (us < best[v.contiguous]) {
             best[v.contiguous] = us;
@@ -258,10 +264,10 @@ int main(int argc, char** argv) {
               if (bulk)
                 kernel = stages == 3 ? bulk_warp_kernel<3> : stages == 4 ? bulk_warp_kernel<4> : bulk_warp_kernel<6>;
 #endif
-              CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-              const double us = timer.median_us([&](int run) {
-                kernel<<<sms * blocks_per_sm, 32 * warps, smem>>>(arena + (run % kRegions) * region, bytes, chunk,
-                                                                   out);
+              cuda_ok(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+                      "cudaFuncSetAttribute");
+              const double us = median_us([&] {
+                kernel<<<sms * blocks_per_sm, 32 * warps, smem, s>>>(arena, bytes, chunk, out.as<uint32_t>());
               });
               if (us < staged_best[bulk]) {
                 staged_best[bulk] = us;
@@ -270,8 +276,8 @@ int main(int argc, char** argv) {
               }
             }
           }
-    const double copy_us = timer.median_us([&](int run) {
-      CHECK(cudaMemcpyAsync(out, arena + (run % kRegions) * region, bytes, cudaMemcpyDeviceToDevice));
+    const double copy_us = median_us([&] {
+      cuda_ok(cudaMemcpyAsync(out.get(), arena, bytes, cudaMemcpyDeviceToDevice, s), "cudaMemcpyAsync");
     });
     const double floor_us = std::min(best[0], best[1]);
     std::printf("%6llu | %-14s %6.1f %5.0f | %-14s %6.1f %5.0f | %-18s %6.1f | %-18s %6.1f | %9.1f | %8.0f\n",
@@ -279,7 +285,8 @@ int main(int argc, char** argv) {
                 best_cfg[1].c_str(), best[1], bytes / best[1] / 1e3, staged_cfg[0].c_str(), staged_best[0],
                 staged_cfg[1].c_str(), staged_best[1], copy_us, bytes / floor_us / 1e3);
   }
-  CHECK(cudaFree(arena));
-  CHECK(cudaFree(out));
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_read_floor: %s\n", e.what());
+  return 1;
 }

@@ -1,6 +1,8 @@
 // The read-only L2 flush of GpuTimer: see verify/gpu_timing.h for why it reads rather than writes.
 #include "verify/detail/l2_flush.h"
 
+#include "verify/detail/stream_load.cuh"
+
 namespace wpack::gpu::detail {
 namespace {
 
@@ -16,14 +18,6 @@ __global__ void l2_flush_kernel(const uint4* __restrict__ buf, uint64_t words, u
   // The buffer is filled with one byte value, so acc is 0 for every thread; the store keeps the
   // compiler from removing the loads and never happens.
   if (acc == 0x9E3779B9u) atomicAdd(sink, 1u);
-}
-
-__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
 }
 
 __global__ void read_once_kernel(const uint4* __restrict__ buf, uint64_t words, unsigned* __restrict__ sink) {
