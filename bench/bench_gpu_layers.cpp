@@ -248,7 +248,8 @@ int main(int argc, char** argv) try {
   std::map<uint64_t, double> floors;  // packed bytes -> read floor µs
   auto read_floor_us = [&](uint64_t bytes) {
     auto it = floors.find(bytes);
-    if (it == floors.end()) it = floors.emplace(bytes, gpu::measure_read_floor(floor_stream.get(), bytes).median_us).first;
+    if (it == floors.end())
+      it = floors.emplace(bytes, gpu::measure_read_floor(floor_stream.get(), bytes).median_us).first;
     return it->second;
   };
   char date[32];
@@ -273,9 +274,9 @@ int main(int argc, char** argv) try {
   const std::string dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
   std::vector<Row> rows;
   bool failed = false;
-  std::printf("%-13s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %8s %6s %10s %5s  %s\n", "scheme", "shape", "batch", "bits/w",
-              "packed_MB", "kernel_us", "cuBLAS_us", "speedup", "GB/s", "%copy", "floor_us", "%floor", "matmul_err", "exact",
-              "note");
+  std::printf("%-13s %-12s %5s %6s %9s %10s %10s %8s %7s %6s %8s %6s %10s %5s  %s\n", "scheme", "shape", "batch",
+              "bits/w", "packed_MB", "kernel_us", "cuBLAS_us", "speedup", "GB/s", "%copy", "floor_us", "%floor",
+              "matmul_err", "exact", "note");
   for (const SchemeDef& scheme : schemes) {
     PackOptions options;
     TensorPolicy base;
@@ -338,7 +339,8 @@ int main(int argc, char** argv) try {
                     b.timed ? cell(b.kernel.median_us, "%.1f").c_str() : "-",
                     b.timed ? cell(b.cublas.median_us, "%.1f").c_str() : "-", b.timed ? cell(b.speedup, "%.2fx").c_str() : "-",
                     b.timed ? cell(b.packed_gb_per_s, "%.0f").c_str() : "-",
-                    b.timed ? cell(b.copy_bw_percent, "%.1f").c_str() : "-", floor ? cell(r.floor_us, "%.1f").c_str() : "-",
+                    b.timed ? cell(b.copy_bw_percent, "%.1f").c_str() : "-",
+                    floor ? cell(r.floor_us, "%.1f").c_str() : "-",
                     floor ? cell(100.0 * r.floor_us / b.kernel.median_us, "%.1f").c_str() : "-",
                     b.ran ? cell(b.matmul_rel_error, "%.1e").c_str() : "-", t.decode_bit_exact ? "yes" : "no",
                     r.note.c_str());

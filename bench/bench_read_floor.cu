@@ -1,8 +1,9 @@
 // The floor under a GEMV's time: how long a kernel that does nothing but read N bytes from HBM
 // takes, timed by the GpuTimer that times the GEMVs (verify/gpu_timing.h: CUDA events around one
-// launch, an L2-flushing read before each, median of 20 after 3 warm-ups). A packed layer cannot be multiplied faster than its bytes can
-// be read, so this bounds every "speedup over cuBLAS" and "% of the copy bandwidth" target for a
-// given byte count. Four ways to read, each the fastest over a sweep of configurations:
+// launch, an L2-flushing read before each, median of 20 after 3 warm-ups). A packed layer cannot
+// be multiplied faster than its bytes can be read, so this bounds every "speedup over cuBLAS" and
+// "% of the copy bandwidth" target for a given byte count. Four ways to read, each the fastest
+// over a sweep of configurations:
 //   plain 16-byte loads (ld.global.nc, no L1 allocation), U in flight per thread, 1 to 8 blocks
 //   per SM, in two access orders: the grid strides over the buffer (each load instruction of the
 //   grid reads one contiguous span), or each block reads its own contiguous part (as the GEMVs'

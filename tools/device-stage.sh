@@ -9,10 +9,13 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 build=$(realpath "${1:-build}")
 grep -q '^WPACK_CUDA:STRING=ON' "$build/CMakeCache.txt" || { echo "$build: not a WPACK_CUDA=ON build" >&2; exit 1; }
-cmake --build "$build" -j"$(nproc)" --target wpack gpu_tile_decode gpu_verify test_gpu_host bench_gpu_layers bench_bulk_copy bench_read_floor > /dev/null
+# the binaries device-check.sh runs; their cmake targets are their file names
+bins="cli/wpack tests/gpu_tile_decode tests/gpu_verify tests/test_gpu_host
+      bench/bench_gpu_layers bench/bench_bulk_copy bench/bench_read_floor"
+cmake --build "$build" -j"$(nproc)" --target $(for f in $bins; do basename "$f"; done) > /dev/null
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-for f in cli/wpack tests/gpu_tile_decode tests/gpu_verify tests/test_gpu_host bench/bench_gpu_layers bench/bench_bulk_copy bench/bench_read_floor; do
+for f in $bins; do
   mkdir -p "$stage/$(dirname "$f")"
   strip -o "$stage/$f" "$build/$f"
 done
