@@ -37,6 +37,7 @@
 #include "kernels/detail/align.h"
 #include "kernels/detail/mma_codes.cuh"  // bf16x2_sub, bf16x2_splat_int, mma_bf16_16816
 #include "kernels/detail/rans_device.cuh"
+#include "kernels/detail/smem_limit.cuh"  // allow_max_dynamic_smem, max_blocks_per_sm
 #include "kernels/detail/tile_kernels.h"
 
 namespace wpack::gpu::detail {
@@ -624,8 +625,7 @@ cudaError_t launch_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, ui
                           const uint16_t* x_dev, uint64_t x_elements, float* y_dev, uint32_t y_stride,
                           uint32_t y_col0, uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = StreamLayout(plan, kBatch).total;
-  cudaError_t err = cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&quant_gemv_stream_kernel<kBits, kBatch>>();
   if (err != cudaSuccess) return err;
   quant_gemv_stream_kernel<kBits, kBatch><<<grid, kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, tile_count, params, plan, x_dev, x_elements, y_dev, y_stride, y_col0, status_dev);
@@ -634,21 +634,7 @@ cudaError_t launch_stream(const uint8_t* bytes_dev, const DevTile* tiles_dev, ui
 
 template <uint32_t kBits, uint32_t kBatch>
 int stream_occupancy(const QuantStreamPlan& plan) {
-  const uint64_t smem = StreamLayout(plan, kBatch).total;
-  // A plan that does not fit is not an error of the call: the failed call's error is cleared, so
-  // that a later cudaGetLastError (after a launch) does not report it.
-  if (cudaFuncSetAttribute(quant_gemv_stream_kernel<kBits, kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(smem)) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_stream_kernel<kBits, kBatch>, kThreads, smem) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return blocks;
+  return max_blocks_per_sm<&quant_gemv_stream_kernel<kBits, kBatch>>(kThreads, StreamLayout(plan, kBatch).total);
 }
 
 // ---- the tensor-core streaming GEMV (int8, int4; batch 1..64) ----
@@ -937,8 +923,7 @@ cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64
                       const QuantStreamPlan& plan, uint32_t grid, const uint16_t* x_dev, uint32_t batch, float* y_dev,
                       uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = TcLayout(plan, batch).total;
-  cudaError_t err = cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&quant_gemv_tc_kernel<kBits, kNT>>();
   if (err != cudaSuccess) return err;
   quant_gemv_tc_kernel<kBits, kNT><<<grid, kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, tile_count, grid_cols, tensor_rows, tensor_cols, params, plan, x_dev, batch, y_dev, status_dev);
@@ -947,21 +932,7 @@ cudaError_t launch_tc(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64
 
 template <uint32_t kBits, uint32_t kNT>
 int tc_occupancy(const QuantStreamPlan& plan, uint32_t batch) {
-  const uint64_t smem = TcLayout(plan, batch).total;
-  // A plan that does not fit is not an error of the call: the failed call's error is cleared, so
-  // that a later cudaGetLastError (after a launch) does not report it.
-  if (cudaFuncSetAttribute(quant_gemv_tc_kernel<kBits, kNT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(smem)) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, quant_gemv_tc_kernel<kBits, kNT>, kThreads, smem) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return blocks;
+  return max_blocks_per_sm<&quant_gemv_tc_kernel<kBits, kNT>>(kThreads, TcLayout(plan, batch).total);
 }
 
 #define WPACK_TC_NT_CASES(BITS, CALL) \
