@@ -984,8 +984,7 @@ cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_d
                                 float* out_dev, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   const uint64_t smem = GenericLayout(plan, 0).total;
-  cudaError_t err = cudaFuncSetAttribute(quant_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&quant_decode_kernel>();  // once per device
   if (err != cudaSuccess) return err;
   quant_decode_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(bytes_dev, tiles_dev, params, plan,
                                                                                      tensor_cols, out_dev, status_dev);
@@ -998,8 +997,7 @@ cudaError_t launch_quant_gemv_generic(const uint8_t* bytes_dev, const DevTile* t
                                       cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   const uint64_t smem = quant_generic_smem_bytes(plan);
-  cudaError_t err = cudaFuncSetAttribute(quant_gemv_generic_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&quant_gemv_generic_kernel>();  // once per device
   if (err != cudaSuccess) return err;
   quant_gemv_generic_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, ids_dev, params, plan, x_dev, y_dev, batch, status_dev);

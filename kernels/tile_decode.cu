@@ -27,6 +27,7 @@
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/rans_device.cuh"
+#include "kernels/detail/smem_limit.cuh"  // allow_max_dynamic_smem
 #include "kernels/detail/tile_kernels.h"
 
 namespace wpack::gpu::detail {
@@ -292,8 +293,7 @@ cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev
                               uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
                               uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = gemv_smem_bytes(plan, kBatch);
-  cudaError_t err = cudaFuncSetAttribute(gemv_bf16_kernel<kBatch>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&gemv_bf16_kernel<kBatch>>();  // once per device
   if (err != cudaSuccess) return err;
   gemv_bf16_kernel<kBatch><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, ids_dev, plan, x_dev, y_dev, ld, status_dev);
@@ -310,8 +310,7 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, co
                           void* out_dev, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
   const uint64_t smem = decode_smem_bytes(plan);
-  cudaError_t err = cudaFuncSetAttribute(decode_tiles_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  const cudaError_t err = allow_max_dynamic_smem<&decode_tiles_kernel>();  // once per device
   if (err != cudaSuccess) return err;
   decode_tiles_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, ids_dev, elem_size, tensor_cols, plan, static_cast<uint8_t*>(out_dev), status_dev);

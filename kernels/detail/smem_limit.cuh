@@ -7,10 +7,10 @@
 
 namespace wpack::gpu::detail {
 
-// Sets kKernel's cudaFuncAttributeMaxDynamicSharedMemorySize to the current device's opt-in limit,
-// once per kernel instance and device (the first 16 devices; later ones on every call), so that
-// launches need no attribute call and plans of any size share the instance. Returns the first
-// call's result for that device.
+// Sets kKernel's cudaFuncAttributeMaxDynamicSharedMemorySize to the current device's opt-in limit
+// less the kernel's static shared memory, once per kernel instance and device (the first 16
+// devices; later ones on every call), so that launches need no attribute call and plans of any
+// size share the instance. Returns the first call's result for that device.
 template <auto kKernel>
 cudaError_t allow_max_dynamic_smem() {
   int device = 0;
@@ -18,8 +18,12 @@ cudaError_t allow_max_dynamic_smem() {
   if (err != cudaSuccess) return err;
   auto set = [device] {
     int limit = 0;
+    cudaFuncAttributes attributes{};
     cudaError_t e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+    if (e == cudaSuccess) e = cudaFuncGetAttributes(&attributes, kKernel);
+    // the limit covers the kernel's static shared memory too
+    const int dynamic = limit - static_cast<int>(attributes.sharedSizeBytes);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic);
     return e;
   };
   static std::once_flag once[16];
