@@ -242,9 +242,8 @@ int main(int argc, char** argv) try {
     return 4;
   }
   const gpu::GpuDeviceInfo device = gpu::current_gpu_device();
-  gpu::CopyBandwidth copy;
-  gpu::GpuStream floor_stream;
-  copy = gpu::measure_copy_bandwidth(floor_stream.get());
+  gpu::GpuStream floor_stream;  // the copy and read-floor measurements
+  const gpu::CopyBandwidth copy = gpu::measure_copy_bandwidth(floor_stream.get());
   std::map<uint64_t, double> floors;  // packed bytes -> read floor µs
   auto read_floor_us = [&](uint64_t bytes) {
     auto it = floors.find(bytes);

@@ -34,43 +34,28 @@
 
 #include "formats/error.h"
 #include "kernels/detail/bulk_copy.cuh"
-#include "verify/detail/stream_load.cuh"  // load_streaming: the read floor kernel's load
+#include "verify/detail/stream_load.cuh"  // xor_words: the read floor kernel's loop
 #include "verify/gpu_timing.h"            // GpuTimer, DeviceMemory, GpuStream
 
 namespace read_floor {
-
-using wpack::gpu::detail::load_streaming;
 
 void cuda_ok(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw wpack::Error(wpack::ErrorCode::kIo, std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // n16: 16-byte words. kContiguous: block b reads words [b n16 / grid, (b + 1) n16 / grid), its
-// threads striding by the block; otherwise thread t of the grid reads t, t + G, ... (G threads).
-// U loads are issued before any is used. The XOR of everything read is stored only when it equals
-// a value it cannot be known to miss, so the loads stay.
+// threads striding by the block; otherwise thread t of the grid reads t, t + G, ... (G threads), as
+// the read floor's kernel does. U loads are issued before any is used (xor_words).
 template <int U, bool kContiguous>
 __global__ void read_kernel(const uint4* __restrict__ src, uint64_t n16, uint32_t* out) {
-  uint64_t begin = 0, end = n16, step = uint64_t{gridDim.x} * blockDim.x;
+  uint64_t end = n16, step = uint64_t{gridDim.x} * blockDim.x;
   uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (kContiguous) {
-    begin = blockIdx.x * n16 / gridDim.x;
     end = (blockIdx.x + 1ull) * n16 / gridDim.x;
     step = blockDim.x;
-    i = begin + threadIdx.x;
+    i = blockIdx.x * n16 / gridDim.x + threadIdx.x;
   }
-  uint32_t acc = 0;
-  for (; i + (U - 1) * step < end; i += U * step) {
-    uint4 v[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = load_streaming(src + i + u * step);
-#pragma unroll
-    for (int u = 0; u < U; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (; i < end; i += step) {
-    const uint4 v = load_streaming(src + i);
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
+  const uint32_t acc = wpack::gpu::detail::xor_words<U>(src, i, end, step);
   if (acc == 0x9E3779B9u) out[0] = acc;
 }
 

@@ -21,21 +21,8 @@ __global__ void l2_flush_kernel(const uint4* __restrict__ buf, uint64_t words, u
 }
 
 __global__ void read_once_kernel(const uint4* __restrict__ buf, uint64_t words, unsigned* __restrict__ sink) {
-  constexpr int kInFlight = 4;
-  uint32_t acc = 0;
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
-  uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  for (; i + (kInFlight - 1) * stride < words; i += kInFlight * stride) {
-    uint4 v[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) v[u] = load_streaming(buf + i + u * stride);
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) acc ^= (v[u].x ^ v[u].y) ^ (v[u].z ^ v[u].w);
-  }
-  for (; i < words; i += stride) {
-    const uint4 v = load_streaming(buf + i);
-    acc ^= (v.x ^ v.y) ^ (v.z ^ v.w);
-  }
+  const uint32_t acc = xor_words<4>(buf, uint64_t{blockIdx.x} * blockDim.x + threadIdx.x, words, stride);
   if (acc == 0x9E3779B9u) atomicAdd(sink, 1u);
 }
 
