@@ -22,8 +22,9 @@
 //               and (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
 //               no subtraction per code (the lane-codes types of mma_codes.cuh: one LOP3 per pair);
 //               int8 likewise with 2176 + code over two MMAs (tma_tile_warp8); fp8/fp6/fp5/fp4: the
-//               minifloat bits placed in BF16 and one multiply by 2^120 / 2^124 / 2^126 (MmaFp8 /
-//               MmaFp6 / LaneFp5, LaneFp4); nf4, lut4: a table in shared memory, each value as two
+//               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
+//               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, once per B register)
+//               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
 //               BF16s in two MMAs (LaneTable4). The standard tile (128 x 128, one group per row)
 //               takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
@@ -342,6 +343,9 @@ __device__ __forceinline__ void tma_tile_8bit(const uint8_t* stage, const uint8_
         uint32_t a0[2], a1[2];
         MmaFp8::pairs(w0[v], a0);
         MmaFp8::pairs(w1[v], a1);
+#pragma unroll
+        for (uint32_t i = 0; i < 2; ++i)  // one row block, up to 8 batch tiles: fewer A pairs than B registers
+          a0[i] = minifloat_value<MmaFp8::kValueExp>(a0[i]), a1[i] = minifloat_value<MmaFp8::kValueExp>(a1[i]);
         const uint32_t col = (j + 2 * t + v) * MmaFp8::kPerWord;
 #pragma unroll
         for (uint32_t nt = 0; nt < kNT; ++nt) {
@@ -424,6 +428,9 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
         uint32_t a0[4 * L::kSplit], a1[4 * L::kSplit];
         L::pairs4(w0, part, a0, lut);
         L::pairs4(w1, part, a1, lut);
+#pragma unroll
+        for (uint32_t i = 0; i < 4 * L::kSplit; ++i)  // minifloats: the values (fewer A pairs than B registers)
+          a0[i] = minifloat_value<L::kValueExp>(a0[i]), a1[i] = minifloat_value<L::kValueExp>(a1[i]);
         if constexpr (L::kOffset) {
 #pragma unroll
           for (uint32_t i = 0; i < 4; ++i) a0[i] = bf16x2_sub(a0[i], off0), a1[i] = bf16x2_sub(a1[i], off1);
@@ -507,6 +514,10 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 #pragma unroll
         for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
           L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
+          if constexpr (L::kValueExp != 0) {
+#pragma unroll
+            for (uint32_t i = 0; i < 8; ++i) b[nt][8 * sb + i] = scale_x(b[nt][8 * sb + i]);
+          }
           if constexpr (L::kOffset) {
 #pragma unroll
             for (uint32_t mi = 0; mi < 4; ++mi)
@@ -553,17 +564,18 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     const uint8_t* std_zeros = zero_of(stage, ts, 16 * first_block + g, 0);
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
+      constexpr float kFlush = pow2f(minifloat_flush_exp(L::kValueExp));  // 1 unless minifloat codes
       float s0, s1, o0 = 0.f, o1 = 0.f;
       if constexpr (kStd) {
-        s0 = __half2float(__ushort_as_half(std_scales[16 * rb]));
-        s1 = __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
+        s0 = kFlush * __half2float(__ushort_as_half(std_scales[16 * rb]));
+        s1 = kFlush * __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
         if constexpr (L::kOffset) {
           o0 = code_offset<L>(p, std_zeros + 16 * rb);
           o1 = code_offset<L>(p, std_zeros + 16 * rb + 8);
         }
       } else {
-        s0 = L::kScaled ? __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi])) : 1.0f;
-        s1 = L::kScaled ? __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi])) : 1.0f;
+        s0 = L::kScaled ? kFlush * __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi])) : 1.0f;
+        s1 = L::kScaled ? kFlush * __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi])) : 1.0f;
         if constexpr (L::kOffset) {
           o0 = code_offset<L>(p, zero_of(stage, ts, rows[rb][0], gi));
           o1 = code_offset<L>(p, zero_of(stage, ts, rows[rb][1], gi));
@@ -627,6 +639,7 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
         const uint8_t* xr = xs + (8 * nt + g) * x_row;
         if constexpr (kFp8) {
           x_fragment_fp8(xr, col, 8 * nt + g < batch, b[nt][v]);
+          b[nt][v][0] = scale_x(b[nt][v][0]), b[nt][v][1] = scale_x(b[nt][v][1]);
         } else {
           uint32_t b4[4];
           x_fragment<8>(xr, col, 8 * nt + g < batch, b4);
@@ -767,7 +780,10 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
 // chunk loaded once for the warp's kBlocks row blocks. kStd: 128 x 128 tiles (rows of 24 words).
 // Tile widths are multiples of 64 columns (quant_tma_supported), so every lane runs the same
 // number of chunks. Also the warps-share-a-tile path (batch > 16): kBlocks 1, first_block = warp.
-template <uint32_t kBlocks, uint32_t kNT, bool kStd>
+// kScaleX: x taken times 2^kXExp (a warp per part of a tile: its B registers serve kBlocks row
+// blocks; the flush scales back), else one multiply per A pair (warps sharing a tile: one row
+// block, up to 8 batch tiles).
+template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kScaleX>
 __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
                                                float (&yacc)[kBlocks * kNT][4]) {
@@ -783,14 +799,18 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
       const uint8_t* xr = xs + (8 * nt + g) * x_row;
       x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt]));
       x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt] + 4));
+      if constexpr (kScaleX) {
+#pragma unroll
+        for (uint32_t i = 0; i < 8; ++i) b[nt][i] = scale_x(b[nt][i]);
+      }
     }
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
       const uint32_t* r0 = plane + rows[rb][0] * row_words + 3 * c;
       const uint32_t* r1 = plane + rows[rb][1] * row_words + 3 * c;
       uint32_t a0[8], a1[8];
-      MmaFp6::chunk(r0[0], r0[1], r0[2], a0);
-      MmaFp6::chunk(r1[0], r1[1], r1[2], a1);
+      MmaFp6::chunk<!kScaleX>(r0[0], r0[1], r0[2], a0);
+      MmaFp6::chunk<!kScaleX>(r1[0], r1[1], r1[2], a1);
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
@@ -833,8 +853,8 @@ __device__ __forceinline__ void prefetch_row_scales(const QuantDevParams& p, uin
 
 // Adds a warp's row partials to y and clears them: kBlocks blocks of 16 rows starting at tile
 // row 16 * first_block (rows >= h dropped), partials in the MMA C layout. Non-grouped: times the
-// row's scale.
-template <uint32_t kNT, uint32_t kBlocks, bool kGrouped>
+// row's scale and 2^kFlushExp (minifloat codes: minifloat_flush_exp, 0 for the others).
+template <uint32_t kNT, uint32_t kBlocks, bool kGrouped, int kFlushExp = 0>
 __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t row0, uint32_t h, uint32_t first_block,
                                                uint32_t batch, float* y_dev, float (&yacc)[kBlocks * kNT][4]) {
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -844,7 +864,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
     for (uint32_t half = 0; half < 2; ++half) {
       const uint32_t r = 16 * (first_block + rb) + g + 8 * half;
       if (r < h) {
-        const float scale = kGrouped ? 1.0f : p.row_scales_dev[row0 + r];
+        const float scale = kGrouped ? 1.0f : pow2f(kFlushExp) * p.row_scales_dev[row0 + r];
 #pragma unroll
         for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
@@ -883,6 +903,12 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
+  // flush_partials' power of two for A values that are minifloat values times 2^-kValueExp (a warp
+  // per part of a tile: x scaled; warps sharing a tile multiply the A values instead)
+  constexpr int kFlushExp = kFloat == 8   ? minifloat_flush_exp(MmaFp8::kValueExp)
+                            : kFloat == 6 ? minifloat_flush_exp(MmaFp6::kValueExp)
+                            : kBits < 8   ? minifloat_flush_exp(Lane::kValueExp)
+                                          : 0;
   static_assert(!kWarpTile || (kNT <= 2 && (kRowBlocks == 8 || kRowBlocks == 4 || kRowBlocks == 2) &&
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
@@ -980,7 +1006,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
     const uint32_t unit = warp / kSplit, first_block = (warp % kSplit) * kRowBlocks;
     float yacc[kRowBlocks * kNT][4];
-    flush_partials<kNT, kRowBlocks, kUnscaled>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
+    flush_partials<kNT, kRowBlocks, kUnscaled, kFlushExp>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
     bool y_ready = false;              // prepare_kernel done (y zeroed), waited for before the first add
     uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
@@ -991,7 +1017,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       if (m.row0 != acc_row0 || acc_h == 0) {
         if (acc_h) {
           if (!y_ready) wait_for_prepare(), y_ready = true;
-          flush_partials<kNT, kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+          flush_partials<kNT, kRowBlocks, kUnscaled, kFlushExp>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
         }
         acc_row0 = m.row0, acc_h = m.h;
         prefetch_row_scales<kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block);
@@ -1005,8 +1031,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
-          else tma_tile_warp6<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           if (std_shape)
             tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
@@ -1044,7 +1070,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     }
     if (acc_h) {
       if (!y_ready) wait_for_prepare();
-      flush_partials<kNT, kRowBlocks, kUnscaled>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
+      flush_partials<kNT, kRowBlocks, kUnscaled, kFlushExp>(params, acc_row0, acc_h, first_block, batch, y_dev, yacc);
     }
   } else {
     float yacc[kNT][4];
@@ -1069,7 +1095,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           tma_tile_exp4<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
           exp4_escapes<1>(stage, m, warp, stage + layout.x_at, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          tma_tile_warp6<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          tma_tile_warp6<1, kNT, false, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           tma_tile_8bit<kNT, kFloat == 8>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else {

@@ -142,16 +142,25 @@ float bf16_to_float(uint16_t b) {
 // y = W x on the GPU (batch columns) vs float64 on the CPU for the weights w (rows x cols floats,
 // what the tensor decodes to); relative error <= 2e-3, twice (a race would show). x_offset: x is
 // placed that many elements past a cudaMalloc'ed start (x_offset = 1: not 16-byte aligned).
-// kernel: when set, GpuTensor::gemv_kernel() must name it after each call.
+// kernel: when set, GpuTensor::gemv_kernel() must name it after each call. x_exp: x is gaussian
+// (sigma 1) times 2^x_exp (exact in BF16 for the exponents the tests use).
 void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed,
-                    size_t x_offset = 0, double tolerance = 2e-3, const char* kernel = nullptr) {
+                    size_t x_offset = 0, double tolerance = 2e-3, const char* kernel = nullptr, int x_exp = 0) {
   const auto& info = p.reader->tensors()[t];
   GpuTensor g = GpuTensor::upload(*p.reader, t);
   const uint64_t n = g.rows(), k = g.cols();
-  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch << " x offset " << x_offset);
+  INFO("tensor " << info.name << " " << n << "x" << k << " batch " << batch << " x offset " << x_offset
+                   << " x times 2^" << x_exp);
   const std::vector<uint8_t> xb = wpack::test::gaussian_bf16(k * batch, 1.0f, seed);
   std::vector<uint16_t> x(k * batch);
   std::memcpy(x.data(), xb.data(), xb.size());
+  for (uint16_t& v : x) {  // times 2^x_exp: the BF16 exponent field moved (zeros stay zeros)
+    const int e = (v >> 7) & 0xFF;
+    if (e == 0 || x_exp == 0) continue;
+    REQUIRE(e + x_exp > 0);
+    REQUIRE(e + x_exp < 255);
+    v = static_cast<uint16_t>((v & 0x807F) | ((e + x_exp) << 7));
+  }
   std::vector<double> ref(n * batch, 0.0);
   for (uint64_t r = 0; r < n; ++r)
     for (uint64_t c = 0; c < k; ++c) {
@@ -592,6 +601,26 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4/fp5, edge rows and 
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
         check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, "bulk-copy");
     }
+  }
+}
+
+// The minifloat schemes' bulk-copy GEMV takes x times 2^64 (kernels/detail/mma_codes.cuh scale_x)
+// where a warp multiplies several row blocks, or multiplies each A pair (warps sharing a tile): x
+// far from 1 (times 2^40 and 2^-40) keeps the relative error of x near 1, at every batch path
+// (1, 2..8, 9..16, 17..64), for fp8, fp6, fp5 and fp4 (and int8/int4, which take x as it is).
+TEST_CASE("gpu lossy: bulk-copy GEMV of minifloat codes with x far from 1 (times 2^40, 2^-40), batch 1..64") {
+  using wpack::Scheme;
+  const LossyCase cases[] = {{Scheme::kFp8, Codec::kNone}, {Scheme::kFp6, Codec::kNone}, {Scheme::kFp5, Codec::kNone},
+                             {Scheme::kFp4, Codec::kNone, 0, 64}, {Scheme::kInt8, Codec::kNone},
+                             {Scheme::kInt4, Codec::kNone, 0, 128}};
+  uint64_t seed = 760;
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"a", DType::BF16, {300, 1024}}}, c, 128, 128, seed++);
+    const std::vector<float> w = check_decode_lossy(*p, 0);
+    for (int x_exp : {40, -40})
+      for (uint32_t batch : {1u, 5u, 16u, 33u})
+        check_gemv_f32(*p, 0, w, batch, seed * 100 + batch, 0, 2e-3, "bulk-copy", x_exp);
   }
 }
 

@@ -95,8 +95,9 @@ if [ $# -gt 0 ]; then
       env "${setting[@]}" timeout "$LIMIT" "$BUILD/$bin" "$@" >> "$log" 2>&1
       rc=$?
       summary+=("bench $i ($e $bin): rc $rc")
-      # rows: scheme shape batch ... kernel_us cuBLAS_us speedup GB/s %copy matmul_err exact
-      while read -r line; do summary+=("  $line"); done < <(awk '$3 ~ /^[0-9]+$/ && $2 ~ /x/ {printf "%-10s %-11s b%-3s %8s us  cuBLAS %8s  %s  %s%% copy  err %s  exact %s\n", $1, $2, $3, $6, $7, $8, $10, $11, $12}' "$log")
+      # rows: scheme shape batch bits packed_MB kernel_us cuBLAS_us speedup GB/s %copy floor_us %floor
+      # matmul_err exact
+      while read -r line; do summary+=("  $line"); done < <(awk '$3 ~ /^[0-9]+$/ && $2 ~ /x/ {printf "%-10s %-11s b%-3s %8s us  cuBLAS %8s  %s  %s%% copy  %s%% floor  err %s  exact %s\n", $1, $2, $3, $6, $7, $8, $10, $12, $13, $14}' "$log")
       echo "bench $i done ($(elapsed))"
     done
   done

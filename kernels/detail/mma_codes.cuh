@@ -53,11 +53,39 @@ __device__ __forceinline__ uint32_t shifted(uint32_t w) {
 // Minifloat codes (fp8/6/5/4) at the same bit position of both halves of r as bf16x2 values: the
 // magnitude bits (exponent, then mantissa) moved by kMagShift into `mag_mask`, just below the BF16
 // exponent's top bits, and the sign bit moved by kSignShift to bit 15. That BF16 is the code's value
-// times 2^-k (a code of exponent 0 a BF16 subnormal with the same ratio); one multiply by `scale`,
-// bf16x2 (2^k, 2^k), exact, gives the value.
+// times 2^-kValueExp of its type (a code of exponent 0 a BF16 subnormal with the same ratio, which
+// the tensor cores take as it is: measured on the H200). No multiply per pair where a warp
+// multiplies several row blocks: the GEMV multiplies x instead (scale_x), once per B register,
+// which serves all of them, and the partial sums by 2^(kValueExp - kXExp) where it applies the
+// scales (minifloat_flush_exp); elsewhere one multiply per pair (minifloat_value).
 template <int kMagShift, int kSignShift>
-__device__ __forceinline__ uint32_t place_minifloat(uint32_t r, uint32_t mag_mask, uint32_t scale) {
-  return bf16x2_mul(and_or(shifted<kSignShift>(r), 0x80008000u, shifted<kMagShift>(r) & mag_mask), scale);
+__device__ __forceinline__ uint32_t place_minifloat(uint32_t r, uint32_t mag_mask) {
+  return and_or(shifted<kSignShift>(r), 0x80008000u, shifted<kMagShift>(r) & mag_mask);
+}
+
+// x as the B operand of minifloat A values: times 2^kXExp (exact: BF16 subnormals become normal),
+// so that products of values near 2^-kValueExp stay in float32's normal range. The products and
+// sums are then the plain ones times 2^(kXExp - kValueExp), exactly (powers of two), and y is bit
+// for bit what a multiply per pair gave, for |x| < 2^64 (larger x overflow to infinity; BF16
+// activations that large do not occur in a working model) and partial sums above 2^-64 or so.
+constexpr int kXExp = 64;
+constexpr uint32_t kXScale = 0x5F805F80u;  // bf16x2 (2^64, 2^64)
+__device__ __forceinline__ uint32_t scale_x(uint32_t b) { return bf16x2_mul(b, kXScale); }
+// The value itself from place_minifloat's value x 2^-kValueExp: one multiply (exact), for the
+// callers whose A pairs outnumber their B registers (warps sharing a tile at batch > 16).
+template <int kValueExp>
+__device__ __forceinline__ uint32_t minifloat_value(uint32_t a) {
+  constexpr uint32_t kBits = uint32_t{127 + kValueExp} << 7;  // BF16 2^kValueExp
+  return kValueExp ? bf16x2_mul(a, kBits | (kBits << 16)) : a;
+}
+// The exponent of the factor that turns sums of (A of kValueExp) x (scale_x'd x) back into sums of
+// values times x; 0 for A values that are the values themselves (kValueExp 0).
+constexpr int minifloat_flush_exp(int value_exp) { return value_exp ? value_exp - kXExp : 0; }
+// 2^e as a float, e >= 0, at compile time.
+constexpr float pow2f(int e) {
+  float f = 1.0f;
+  for (int i = 0; i < e; ++i) f *= 2.0f;
+  return f;
 }
 
 template <uint32_t kBits>
@@ -109,15 +137,15 @@ struct MmaCodes {
 // FP8 E4M3 codes (sign bit 7, magnitude bits 0..6 = eeeemmm, bias 7) as BF16 MMA operands: the
 // magnitude is placed at BF16 bits 4..10 and the sign at bit 15, which is the code's value times
 // 2^-120 (normal codes: exponent e - 127 instead of e - 7; subnormal codes (e = 0) become BF16
-// subnormals with the same ratio); one BF16 multiply by 2^120 (exact, subnormals included) then
-// gives the value itself. Word w = codes c0..c3 (bytes) -> pairs (c0, c2) and (c1, c3), so the
+// subnormals with the same ratio; no multiply: x is scaled instead, place_minifloat). Word w = codes c0..c3 (bytes) -> pairs (c0, c2) and (c1, c3), so the
 // x fragment pairs (x0, x2) and (x1, x3).
 struct MmaFp8 {
   static constexpr uint32_t kPerWord = 4;
+  static constexpr int kValueExp = 120;  // A = value x 2^-120 (place_minifloat)
   __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[2]) {
-    constexpr uint32_t kMag = 0x07F007F0u, kTwo120 = 0x7B807B80u;  // bf16x2 (2^120, 2^120)
-    a[0] = place_minifloat<4, 8>(w, kMag, kTwo120);    // (c0, c2)
-    a[1] = place_minifloat<-4, 0>(w, kMag, kTwo120);   // (c1, c3)
+    constexpr uint32_t kMag = 0x07F007F0u;
+    a[0] = place_minifloat<4, 8>(w, kMag);   // (c0, c2)
+    a[1] = place_minifloat<-4, 0>(w, kMag);  // (c1, c3)
   }
   __device__ static __forceinline__ void b_from_x(uint32_t x01, uint32_t x23, uint32_t (&b)[2]) {
     b[0] = __byte_perm(x01, x23, 0x5410);  // (x0, x2)
@@ -153,33 +181,38 @@ struct MmaExp4 {
 
 // FP6 E3M2 codes (sign bit 5, magnitude bits 0..4 = eeemm, bias 3), packed LSB first: a chunk of
 // 16 codes is 3 words. Same placement as MmaFp8 (magnitude at BF16 bits 5..9, sign at 15: the value
-// times 2^-124, one multiply by 2^124). Every 4 codes are 3 bytes; G0..G3 = the chunk's 3-byte
+// times 2^-124). Every 4 codes are 3 bytes; G0..G3 = the chunk's 3-byte
 // groups (codes 4k..4k+3 at bits 0, 6, 12, 18 of G_k). PRMT of two groups puts the same code of
 // both in the two halves of a register at the same bit position p; then two shifts place the
 // magnitude (p -> 5) and the sign (p + 5 -> 15) of both at once. Pairs, in order: codes (0,4)
 // (1,5) (2,6) (3,7) (8,12) (9,13) (10,14) (11,15): the x fragment pairs are MmaCodes<4>::b_from_x's
 // of columns 0..7 and of 8..15.
 struct MmaFp6 {
-  static constexpr uint32_t kMag = 0x03E003E0u, kSign = 0x80008000u, kTwo124 = 0x7D807D80u;
-  // place_minifloat<5 - kP, 10 - kP>(r, kMag, kTwo124), written out in the order that was measured:
-  // the helper's order (sign shift first) schedules fp6's kernels differently and ran its batch-1
-  // GEMV 1% slower on the H200 (28672x8192, 55.3-55.4 against 54.8 us, two alternations)
-  template <int kP>  // a code's first bit in each half
+  static constexpr uint32_t kMag = 0x03E003E0u, kSign = 0x80008000u;
+  static constexpr int kValueExp = 124;  // A = value x 2^-124 (place_minifloat)
+  // place_minifloat<5 - kP, 10 - kP>(r, kMag), written out in the order that was measured: the
+  // helper's order (sign shift first) schedules fp6's kernels differently and ran its batch-1 GEMV
+  // 1% slower on the H200 (28672x8192, 55.3-55.4 against 54.8 us, two alternations; then with a
+  // multiply per pair)
+  // kValue: the values themselves (minifloat_value), else the values times 2^-kValueExp
+  template <int kP, bool kValue>  // kP: a code's first bit in each half
   __device__ static __forceinline__ uint32_t place(uint32_t r) {
     const uint32_t mag = shifted<5 - kP>(r), sign = shifted<10 - kP>(r);
-    return bf16x2_mul(and_or(sign, kSign, mag & kMag), kTwo124);
+    return minifloat_value<kValue ? kValueExp : 0>(and_or(sign, kSign, mag & kMag));
   }
+  template <bool kValue>
   __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t* a) {
     const uint32_t lo = __byte_perm(ga, gb, 0x5410);  // bits 0..15 of each group: codes at 0 and 6
     const uint32_t hi = __byte_perm(ga, gb, 0x6521);  // bits 8..23: codes at 4 and 10
-    a[0] = place<0>(lo);
-    a[1] = place<6>(lo);
-    a[2] = place<4>(hi);
-    a[3] = place<10>(hi);
+    a[0] = place<0, kValue>(lo);
+    a[1] = place<6, kValue>(lo);
+    a[2] = place<4, kValue>(hi);
+    a[3] = place<10, kValue>(hi);
   }
+  template <bool kValue>
   __device__ static __forceinline__ void chunk(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t (&a)[8]) {
-    pairs_of(w0, __funnelshift_r(w0, w1, 24), a);
-    pairs_of(__funnelshift_r(w1, w2, 16), w2 >> 8, a + 4);
+    pairs_of<kValue>(w0, __funnelshift_r(w0, w1, 24), a);
+    pairs_of<kValue>(__funnelshift_r(w1, w2, 16), w2 >> 8, a + 4);
   }
 };
 
@@ -244,6 +277,9 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
 // packing: (c_k, c_{k+4})) or 8 apart (int2, int3, fp5: (c_i, c_{i+8})).
 template <uint32_t kApart>
 struct XPairs {
+  // 0: A holds the code's value (or kBase + code); else A holds the value times 2^-kValueExp and x
+  // is taken times 2^kXExp (scale_x: the minifloat types)
+  static constexpr int kValueExp = 0;
   __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
     if constexpr (kApart == 4) {  // 8 columns at a time, so that the compiler predicates the loads
       x_part4_by4(xrow, col, 0, valid, *reinterpret_cast<uint32_t(*)[4]>(b));
@@ -282,13 +318,14 @@ struct LaneInt4 : XPairs<4> {
 
 // fp4 E2M1 (sign bit 3, magnitude eem, bias 1), the int4 packing: pair (c_k, c_{k+4}) with the
 // magnitude placed at BF16 bits 6..8 and the sign at 15, the code's value times 2^-126 (e = 0:
-// a BF16 subnormal with the same ratio), then one multiply by 2^126 (exact).
+// a BF16 subnormal with the same ratio).
 struct LaneFp4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
   static constexpr bool kOffset = false, kScaled = true, kTable = false;
+  static constexpr int kValueExp = 126;
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
   __device__ static __forceinline__ uint32_t pair(uint32_t w) {
-    return place_minifloat<6 - 4 * kK, 12 - 4 * kK>(w, 0x01C001C0u, 0x7E807E80u);  // times bf16x2 (2^126, 2^126)
+    return place_minifloat<6 - 4 * kK, 12 - 4 * kK>(w, 0x01C001C0u);  // value x 2^-126
   }
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -380,14 +417,14 @@ struct LaneInt3 : XPairs<8> {
 // same code of both in the two halves of a register: bytes 0-1, 1-2, 2-3 of each group's first
 // four bytes (A) hold codes 0, 1 (at bits 0, 5), 2, 3 (2, 7), 4, 5 (4, 9), bytes 2-3 of its bytes
 // 1..4 (B) codes 6, 7 (6, 11); then the magnitude is placed at BF16 bits 5..8 and the sign at 15
-// (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio) and one multiply by 2^126
-// gives the value. Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
+// (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio). Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
 struct LaneFp5 : XPairs<8> {
   static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
   static constexpr bool kOffset = false, kScaled = false, kTable = false;  // per-row scales: at the flush
+  static constexpr int kValueExp = 126;
   template <int kP>  // a code's first bit in each half
   __device__ static __forceinline__ uint32_t place(uint32_t r) {
-    return place_minifloat<5 - kP, 11 - kP>(r, 0x01E001E0u, 0x7E807E80u);  // times bf16x2 (2^126, 2^126)
+    return place_minifloat<5 - kP, 11 - kP>(r, 0x01E001E0u);  // value x 2^-126
   }
   // pairs 4 half .. 4 half + 3 of groups a, b (a0/b0: their bytes 0..3, a1/b1: bytes 1..4)
   __device__ static __forceinline__ void pairs_of(uint32_t a0, uint32_t a1, uint32_t b0, uint32_t b1, uint32_t half,
