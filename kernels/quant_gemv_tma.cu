@@ -21,7 +21,8 @@
 //               its 16-row blocks, whose MMA chains are independent. int4/3/2: A holds 128 + code
 //               and (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
 //               no subtraction per code (the lane-codes types of mma_codes.cuh: one LOP3 per pair);
-//               int8 likewise with 2176 + code over two MMAs (tma_tile_warp8); fp8/fp6/fp5/fp4: the
+//               int8: FP16 MMAs, A = 1024 + code byte (one PRMT per pair, MmaInt8Half) and x in
+//               FP16, a power of two per tile column (prepare_kernel, half_x); fp8/fp6/fp5/fp4: the
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, once per B register)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
@@ -154,6 +155,27 @@ struct TmaLayout {
     total = table_at + table_bytes;
   }
 };
+
+// int8 at batch 1..16 (a warp per part of a tile) multiplies FP16 x (MmaInt8Half): prepare_kernel
+// writes xt in FP16, each tile column's block times its own power of two 2^-e (its largest |x|
+// times 2^-e in [2^14, 2^15): FP16 holds BF16 x exactly down to 2^-28 of that), and 2^e as a
+// float per block after the blocks (half_x_scales), which the GEMV multiplies each tile's sums by.
+// The blocks are the stage's x layout, batch rows half_x_row_elements apart (batch 1: tile_cols,
+// so that xt is x's columns in order, as the batch-1 copies read x itself).
+__host__ __device__ constexpr bool half_x(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
+  return bits == 8 && kind_float == 0 && row_blocks != 0;
+}
+__host__ __device__ inline uint64_t x_blocks_of(uint64_t k_cols, uint32_t tile_cols) {
+  return (k_cols + tile_cols - 1) / tile_cols;
+}
+__host__ __device__ inline uint32_t half_x_row_elements(uint32_t tile_cols, uint32_t batch) {
+  return batch == 1 ? tile_cols : TmaLayout(0, tile_cols, batch, 0, 0, 0, 0).x_row / 2;
+}
+__device__ __forceinline__ const float* half_x_scales(const uint16_t* xt, uint64_t k_cols, uint32_t tile_cols,
+                                                      uint32_t batch) {
+  return reinterpret_cast<const float*>(xt + x_blocks_of(k_cols, tile_cols) * batch *
+                                                 half_x_row_elements(tile_cols, batch));
+}
 
 // Code words of `cols` codes of `bits` bits, and back: whole words. When bits does not divide 32
 // (int3, fp5) a code straddles words and whole words come every 32 codes (quant_tma_supported:
@@ -607,17 +629,17 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 
 // int8 and fp8 E4M3 (per-row scales, applied at the flush) with a warp per part of a tile: the
 // warp's rows 16 first_block .. + 16 kBlocks, x fragments loaded once per k-step for all its row
-// blocks. int8: A holds 2176 + code split over two MMAs (MmaCodes<8>::pairs: 128 + low nibble,
-// 2048 + 16 high nibble, both exact in BF16), and (2176 + 128) * sum(x) is removed per tile
-// (int8 codes are the value + 128), so no subtraction per code; fp8: MmaFp8 (one multiply per
-// pair). kStd: the tile is 128 x 128 (rows of 32 words at constant offsets). The code plane
-// follows the plane directory (no plane A); yacc as tma_tile_warp's.
+// blocks. int8: x is FP16, x_scale times prepare_kernel's (the tile column's power of two, half_x),
+// A holds MmaInt8Half's 1152 + value, one FP16 MMA per word, and 1152 * sum(x) is removed per tile
+// (sum(x) from an MMA with A = ones); fp8: MmaFp8, x taken times 2^64 (scale_x). kStd: the tile is
+// 128 x 128 (rows of 32 words at constant offsets). The code plane follows the plane directory (no
+// plane A); yacc as tma_tile_warp's.
 template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
-                                               float (&yacc)[kBlocks * kNT][4]) {
+                                               float (&yacc)[kBlocks * kNT][4], float x_scale) {
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words (32 columns)
-  constexpr float kOffset = 2176.0f + 128.0f;
+  constexpr float kOffset = MmaInt8Half::kBase;
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t words_per_row = kStd ? 32 : m.w / 4;
   const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8) + 2 * t;  // 8-aligned (stage is)
@@ -640,11 +662,13 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
         if constexpr (kFp8) {
           x_fragment_fp8(xr, col, 8 * nt + g < batch, b[nt][v]);
           b[nt][v][0] = scale_x(b[nt][v][0]), b[nt][v][1] = scale_x(b[nt][v][1]);
-        } else {
-          uint32_t b4[4];
-          x_fragment<8>(xr, col, 8 * nt + g < batch, b4);
-          b[nt][v][0] = b4[0], b[nt][v][1] = b4[1];
-          mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b4[0], b4[1]);
+        } else {  // FP16 x in column order: the B pair as it is
+          b[nt][v][0] = b[nt][v][1] = 0;
+          if (8 * nt + g < batch) {
+            const uint2 x2 = *reinterpret_cast<const uint2*>(xr + 2 * col);
+            b[nt][v][0] = x2.x, b[nt][v][1] = x2.y;
+          }
+          mma_f16_16816(cs[nt], kF16x2Ones, kF16x2Ones, kF16x2Ones, kF16x2Ones, b[nt][v][0], b[nt][v][1]);
         }
       }
     }
@@ -670,14 +694,12 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
           for (uint32_t nt = 0; nt < kNT; ++nt)
             mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
         } else {
-          uint32_t a0[4], a1[4];
-          MmaCodes<8>::pairs(words[rb][0][v], a0);
-          MmaCodes<8>::pairs(words[rb][1][v], a1);
+          uint32_t a0[2], a1[2];
+          MmaInt8Half::pairs(words[rb][0][v], a0);
+          MmaInt8Half::pairs(words[rb][1][v], a1);
 #pragma unroll
-          for (uint32_t nt = 0; nt < kNT; ++nt) {
-            mma_bf16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
-            mma_bf16_16816(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][v][0], b[nt][v][1]);
-          }
+          for (uint32_t nt = 0; nt < kNT; ++nt)
+            mma_f16_16816(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][v][0], b[nt][v][1]);
         }
       }
     }
@@ -686,7 +708,10 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) {
     const uint32_t nt = i % kNT;
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) yacc[i][e] += kFp8 ? c[i][e] : fmaf(-kOffset, cs[nt][e], c[i][e]);
+    for (uint32_t e = 0; e < 4; ++e) {
+      if constexpr (kFp8) yacc[i][e] += c[i][e];
+      else yacc[i][e] = fmaf(x_scale, fmaf(-kOffset, cs[nt][e], c[i][e]), yacc[i][e]);
+    }
   }
 }
 
@@ -903,6 +928,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
+  constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 on tma_tile_warp8: FP16 x
   // flush_partials' power of two for A values that are minifloat values times 2^-kValueExp (a warp
   // per part of a tile: x scaled; warps sharing a tile multiply the A values instead)
   constexpr int kFlushExp = kFloat == 8   ? minifloat_flush_exp(MmaFp8::kValueExp)
@@ -948,7 +974,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
     uint32_t s = 0, phase = 0;
-    bool x_ready = batch == 1;  // batch > 1: xt is prepare_kernel's, waited for before the first x copy
+    // batch > 1 or FP16 x: xt is prepare_kernel's, waited for before the first x copy
+    bool x_ready = batch == 1 && !kHalfX;
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -1034,10 +1061,18 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           else tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
+          static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
+          float x_scale = 1.0f;
+          if constexpr (kHalfX) {  // int8: the tile column's power of two, after prepare_kernel wrote it
+            if (!y_ready) wait_for_prepare(), y_ready = true;
+            x_scale = half_x_scales(xt_dev, k_cols, tile_cols, batch)[m.col0 / tile_cols];
+          }
           if (std_shape)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+                                                               x_scale);
           else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+                                                                x_scale);
         } else {
           // the lane-codes schemes: the standard tile also has one group of 128 per row
           const bool std_tile = std_shape && params.group == 128;
@@ -1130,6 +1165,7 @@ struct TmaKernel {
   static constexpr uint32_t kConsumerWarps = kWarps;
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
+  static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = kBits < 8 && Lane::kTable ? kLaneTableBytes : 0;  // TmaLayout's
@@ -1166,13 +1202,45 @@ struct TmaKernel {
 // copy (the stagger and an edge block's missing columns are never written, nor read as x). It
 // lets the GEMV launch at once (programmatic dependent launch): the GEMV's blocks start, fill their
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
-// they first add to y or, for batch > 1, copy x.
+// they first add to y or, for batch > 1, copy x. half (half_x, batch > 1): xt in FP16, a thread
+// block per x block: its largest |x| sets its power of two (x times 2^-e, 2^e stored after the
+// blocks).
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
-                               uint64_t y_count) {
+                               uint64_t y_count, bool half) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
+  if (half) {  // a thread block per x block (grid-stride), a thread per column of it: blockDim.x >= 32
+    __shared__ float warp_largest[32];
+    const uint32_t blocks = static_cast<uint32_t>(x_blocks_of(k_cols, tile_cols));
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    float* scales = reinterpret_cast<float*>(xt_dev + uint64_t{blocks} * batch * x_row_elements);
+    for (uint32_t block = blockIdx.x; block < blocks; block += gridDim.x) {
+      // x (K, batch) is k-major: a column's batch values are adjacent
+      const uint32_t k0 = block * tile_cols, w = min(tile_cols, k_cols - k0);
+      float largest = 0.f;
+      for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
+        for (uint32_t col = 0; col < batch; ++col)
+          largest = fmaxf(largest, fabsf(__uint_as_float(uint32_t{x_dev[uint64_t{k0 + k} * batch + col]} << 16)));
+      for (uint32_t o = 16; o; o /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xFFFFFFFFu, largest, o));
+      if (lane == 0) warp_largest[warp] = largest;
+      __syncthreads();
+      largest = 0.f;
+      for (uint32_t i = 0; i < warps; ++i) largest = fmaxf(largest, warp_largest[i]);
+      __syncthreads();  // warp_largest is rewritten for the next block
+      // e: largest x 2^-e in [2^14, 2^15); 0 for an all-zero block or one with inf or NaN
+      const int e = largest > 0.f && largest <= 3.4e38f ? ilogbf(largest) - 14 : 0;
+      const float down = scalbnf(1.0f, -e);
+      for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
+        for (uint32_t col = 0; col < batch; ++col) {
+          const float v = __uint_as_float(uint32_t{x_dev[uint64_t{k0 + k} * batch + col]} << 16) * down;
+          xt_dev[(uint64_t{block} * batch + col) * x_row_elements + k] = __half_as_ushort(__float2half_rn(v));
+        }
+      if (threadIdx.x == 0) scales[block] = scalbnf(1.0f, e);
+    }
+    return;
+  }
   if (batch == 1) return;
   const uint32_t total = k_cols * batch;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
@@ -1334,7 +1402,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
-  return (k_cols + tile_cols - 1) / tile_cols * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0).x_row / 2);
+  // the blocks' rows, and (half_x) two elements for each block's float
+  return x_blocks_of(k_cols, tile_cols) * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0).x_row / 2 + 2);
 }
 
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
@@ -1342,8 +1411,10 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
                                   const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
                                   uint64_t n_rows, uint32_t batch, uint32_t* status_dev, cudaStream_t stream) {
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
-      k_cols * batch > UINT32_MAX || (batch > 1 && xt_scratch_dev == nullptr))
+      k_cols * batch > UINT32_MAX)
     return cudaErrorInvalidValue;
+  const bool half = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
+  if ((batch > 1 || half) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
   // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
   // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
   // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
@@ -1351,12 +1422,12 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   const uint32_t prep_blocks = static_cast<uint32_t>(
       std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
   const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
-  prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols),
-                                                                 batch, plan.tile_cols, x_row / 2, y_dev,
-                                                                 n_rows * batch);
+  prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
+      x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
+      half ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, half);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || tile_count == 0) return err;
-  const uint16_t* xt = batch > 1 ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
+  const uint16_t* xt = batch > 1 || half ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
     if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race

@@ -395,8 +395,9 @@ struct GpuTensor::Impl {
                      plan.blocks_per_sm, grid, plan.stages, plan.smem_bytes, sparse_tiles ? ", sparse tiles" : "");
     }
     if (grid <= 0) return false;
-    // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1
-    uint16_t* xt = batch > 1 ? x_scratch() : nullptr;
+    // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1, and
+    // int8's FP16 x at any batch
+    uint16_t* xt = x_scratch();
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(bytes_dev, tiles_dev, tile_count, quant, plan,
                                                    static_cast<uint32_t>(grid), x_dev, cols, xt, y_dev, rows, batch,
                                                    status_dev, st));

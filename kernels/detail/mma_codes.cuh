@@ -153,6 +153,22 @@ struct MmaFp8 {
   }
 };
 
+// int8 codes (stored as value + 128, a byte each) as FP16 MMA operands: FP16 has 11 significant
+// bits, so 1024 + byte is exact, and one PRMT per pair places a code byte under the exponent byte
+// 0x64 (1024): A holds 1152 + value, the caller removes 1152 * sum(x) per row and tile (sum(x) from
+// an MMA with A = kF16x2Ones). Word w = codes c0..c3 -> pairs (c0, c1) and (c2, c3): x's FP16
+// values in column order are the B fragment as they are. One MMA per word, against MmaCodes<8>'s
+// two BF16 MMAs (BF16's 8 significant bits hold 128 + 7 bits only); x must be FP16 (prepare_kernel
+// writes it, times a power of two per tile column).
+struct MmaInt8Half {
+  static constexpr float kBase = 1152.0f;  // 1024 + 128
+  __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[2]) {
+    a[0] = __byte_perm(w, 0x64646464u, 0x4140);  // (c0, c1)
+    a[1] = __byte_perm(w, 0x64646464u, 0x4342);  // (c2, c3)
+  }
+};
+constexpr uint32_t kF16x2Ones = 0x3C003C00u;  // f16x2 (1.0, 1.0)
+
 // (a & mask) | (b & ~mask) in one LOP3 (mask in a register, kept across the loop).
 __device__ __forceinline__ uint32_t select_bits(uint32_t a, uint32_t b, uint32_t mask) {
   uint32_t d;
@@ -464,6 +480,16 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint3
                                                uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The same with FP16 A and B.
+__device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));

@@ -224,8 +224,9 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
 // tile_cols: the nominal tile shape.
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
                             uint32_t batch, uint32_t stages_wanted, bool sparse_tiles);
-// x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev, one block per tile column:
-// quant_tma_x_scratch_elements(k_cols, plan.tile_cols) BF16 per batch column.
+// x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev, one block per tile column
+// (int8 at batch <= 16: in FP16, each block times a power of two, at batch 1 too):
+// quant_tma_x_scratch_elements(k_cols, plan.tile_cols) elements per batch column.
 // y_dev (n_rows, batch) need not be zeroed: the launch zeroes it.
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols);
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
