@@ -454,6 +454,9 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       throw Error(e.code(), where + ": " + e.what());
     }
     impl->quant = quant_dev_params(qp);
+    int sms = 0;
+    WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
+    impl->quant.many_tiles = t.tile_count >= detail::kManyTilesPerSm * static_cast<uint64_t>(sms) ? 1 : 0;
     impl->streamable = true;
   }
 
