@@ -1202,9 +1202,9 @@ struct TmaKernel {
 // copy (the stagger and an edge block's missing columns are never written, nor read as x). It
 // lets the GEMV launch at once (programmatic dependent launch): the GEMV's blocks start, fill their
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
-// they first add to y or, for batch > 1, copy x. half (half_x, batch > 1): xt in FP16, a thread
-// block per x block: its largest |x| sets its power of two (x times 2^-e, 2^e stored after the
-// blocks).
+// they first add to y or, for batch > 1, copy x. half (half_x: int8 at batch 1..16): xt in FP16,
+// at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
+// 2^e stored after the blocks).
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
                                uint64_t y_count, bool half) {
