@@ -221,7 +221,7 @@ __device__ __forceinline__ void x_fragment(const uint8_t* xrow, uint32_t col, bo
   }
 }
 
-// (kBase + zero): what one code's A value holds beyond its value (C: MmaCodes<8> or a lane-codes
+// (kBase + zero): what one code's A value holds beyond its value (C: a lane-codes
 // type of mma_codes.cuh). zero: the group's u8 zero point in plane A (read only when the tensor has
 // zero points).
 template <class C>
@@ -584,9 +584,9 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     // constant offsets
     const uint16_t* std_scales = scales + 16 * first_block + g;
     const uint8_t* std_zeros = zero_of(stage, ts, 16 * first_block + g, 0);
+    constexpr float kFlush = pow2f(minifloat_flush_exp(L::kValueExp));  // 1 unless minifloat codes
 #pragma unroll
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
-      constexpr float kFlush = pow2f(minifloat_flush_exp(L::kValueExp));  // 1 unless minifloat codes
       float s0, s1, o0 = 0.f, o1 = 0.f;
       if constexpr (kStd) {
         s0 = kFlush * __half2float(__ushort_as_half(std_scales[16 * rb]));
@@ -1404,6 +1404,10 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   return plan;
 }
 
+bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch) {
+  return batch > 1 || tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
+}
+
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
   // the blocks' rows, and (half_x) two elements for each block's float
   return x_blocks_of(k_cols, tile_cols) * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0).x_row / 2 + 2);
@@ -1416,8 +1420,8 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
       k_cols * batch > UINT32_MAX)
     return cudaErrorInvalidValue;
+  if (quant_tma_needs_x_scratch(params, batch) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
   const bool half = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
-  if ((batch > 1 || half) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
   // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
   // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
   // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
@@ -1449,6 +1453,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t,
   return QuantTmaPlan{};
 }
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }
+bool quant_tma_needs_x_scratch(const QuantDevParams&, uint32_t batch) { return batch > 1; }
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
                                   uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint64_t, uint32_t, uint32_t*,
                                   cudaStream_t) {

@@ -50,13 +50,17 @@ int current_device() {
   return device;
 }
 
+// The current device's multiprocessors.
+int multiprocessor_count() {
+  int sms = 0;
+  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
+  return sms;
+}
 // A persistent kernel's grid on the current device: blocks_per_sm blocks on every multiprocessor,
 // but no more than blocks_needed; -1 when no block fits (blocks_per_sm <= 0).
 int persistent_grid(uint64_t blocks_needed, int blocks_per_sm) {
   if (blocks_per_sm <= 0) return -1;
-  int sms = 0;
-  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
-  return static_cast<int>(std::min<uint64_t>(blocks_needed, uint64_t(sms) * blocks_per_sm));
+  return static_cast<int>(std::min<uint64_t>(blocks_needed, uint64_t(multiprocessor_count()) * blocks_per_sm));
 }
 
 // Whether the current device has the bulk-copy engine the Hopper kernels use (compute capability 9.0+).
@@ -397,7 +401,7 @@ struct GpuTensor::Impl {
     if (grid <= 0) return false;
     // it zeroes y itself, in a kernel it overlaps; x transposed into the scratch for batch > 1, and
     // int8's FP16 x at any batch
-    uint16_t* xt = x_scratch();
+    uint16_t* xt = detail::quant_tma_needs_x_scratch(quant, batch) ? x_scratch() : nullptr;
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(bytes_dev, tiles_dev, tile_count, quant, plan,
                                                    static_cast<uint32_t>(grid), x_dev, cols, xt, y_dev, rows, batch,
                                                    status_dev, st));
@@ -454,9 +458,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       throw Error(e.code(), where + ": " + e.what());
     }
     impl->quant = quant_dev_params(qp);
-    int sms = 0;
-    WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
-    impl->quant.many_tiles = t.tile_count >= detail::kManyTilesPerSm * static_cast<uint64_t>(sms) ? 1 : 0;
+    impl->quant.many_tiles = t.tile_count >= detail::kManyTilesPerSm * uint64_t(multiprocessor_count()) ? 1 : 0;
     impl->streamable = true;
   }
 

@@ -92,7 +92,6 @@ template <uint32_t kBits>
 struct MmaCodes {
   static_assert(kBits == 4 || kBits == 8, "int4 and int8 codes");
   static constexpr uint32_t kPerWord = 32 / kBits;            // codes per 32-bit word: 8 or 4
-  static constexpr float kBase = kBits == 4 ? 128.0f : 2176.0f;  // A = kBase + code
   __device__ static __forceinline__ void pairs(uint32_t w, uint32_t (&a)[4]) {
     if constexpr (kBits == 4) {
       constexpr uint32_t kMask = 0x000F000Fu, kMagic = 0x43004300u;
