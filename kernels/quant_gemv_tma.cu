@@ -26,7 +26,9 @@
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, once per B register)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
-//               BF16s in two MMAs (LaneTable4). The standard tile (128 x 128, one group per row)
+//               BF16s in two MMAs (LaneTable4). Above batch 1 prepare_kernel writes x in the B
+//               pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a plain
+//               load (batch 16: int4 8%, fp4 13% faster). The standard tile (128 x 128, one group per row)
 //               takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
@@ -129,6 +131,41 @@ template <>
 struct LaneOf<5, 5> {
   using type = LaneFp5;
 };
+
+// Batch > 1 on a warp per part of a tile: prepare_kernel writes x in the order and scale the
+// kernel's B fragments take (so that a fragment is a plain load: no byte permutes, no multiply per
+// B register). Within each span of S columns the pairs are (x_i, x_{i + S/2}), i = 0 .. S/2 - 1,
+// the MmaCodes / XPairs order: S = 8 for int4, fp4, nf4, lut4 and fp6 (pairs 4 apart), 16 for int2,
+// int3 and fp5 (8 apart), 4 for fp8 ((x0, x2), (x1, x3)); 0: x as it is (batch 1, which copies the
+// caller's x; int8's FP16 x; exp4, whose escapes read x by column; warps sharing a tile). Minifloat
+// codes (fp8/6/5/4): x also times 2^kXExp (scale_x's factor).
+struct PreparedX {
+  uint32_t span;  // 0, 4, 8 or 16
+  bool scaled;    // times 2^kXExp
+};
+template <uint32_t kBits, uint32_t kFloat>
+constexpr PreparedX prepared_x(bool batch1, uint32_t row_blocks) {
+  if (batch1 || row_blocks == 0 || kFloat == kExp4Tiles || (kBits == 8 && kFloat == 0)) return {0, false};
+  if constexpr (kBits == 8) return {kFloat == 8 ? 4u : 8u, true};  // fp8; fp6 (MmaCodes<4>'s order)
+  using L = typename LaneOf<kBits, kFloat>::type;
+  return {L::kXSpan, L::kValueExp != 0};
+}
+// kWords B registers of one batch column from prepare_kernel's x at column `col` (zeros when
+// `valid` is false: nothing is read).
+template <uint32_t kWords>
+__device__ __forceinline__ void prepared_x_words(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+  static_assert(kWords == 2 || kWords % 4 == 0, "whole 8- or 16-byte loads");
+  if constexpr (kWords == 2) {
+    const uint2 v = valid ? *reinterpret_cast<const uint2*>(xrow + 2 * col) : make_uint2(0, 0);
+    b[0] = v.x, b[1] = v.y;
+  } else {
+#pragma unroll
+    for (uint32_t i = 0; i < kWords; i += 4) {
+      const uint4 v = valid ? *reinterpret_cast<const uint4*>(xrow + 2 * col + 4 * i) : make_uint4(0, 0, 0, 0);
+      b[i] = v.x, b[i + 1] = v.y, b[i + 2] = v.z, b[i + 3] = v.w;
+    }
+  }
+}
 
 struct StageGeometry {
   uint32_t row0, col0, h, w;
@@ -535,8 +572,12 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
         for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
-          L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
-          if constexpr (L::kValueExp != 0) {
+          if constexpr (!kBatch1) {  // prepare_kernel's order and scale (prepared_x)
+            prepared_x_words<8>(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
+          } else {
+            L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
+          }
+          if constexpr (kBatch1 && L::kValueExp != 0) {
 #pragma unroll
             for (uint32_t i = 0; i < 8; ++i) b[nt][8 * sb + i] = scale_x(b[nt][8 * sb + i]);
           }
@@ -633,8 +674,9 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 // A holds MmaInt8Half's 1152 + value, one FP16 MMA per word, and 1152 * sum(x) is removed per tile
 // (sum(x) from an MMA with A = ones); fp8: MmaFp8, x taken times 2^64 (scale_x). kStd: the tile is
 // 128 x 128 (rows of 32 words at constant offsets). The code plane follows the plane directory (no
-// plane A); yacc as tma_tile_warp's.
-template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd>
+// plane A); yacc as tma_tile_warp's. kPrepared (fp8): x in prepare_kernel's order and scale
+// (prepared_x: batch > 1).
+template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared = false>
 __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
                                                float (&yacc)[kBlocks * kNT][4], float x_scale) {
@@ -659,7 +701,9 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
       for (uint32_t v = 0; v < 2; ++v) {
         const uint32_t col = (j + 2 * t + v) * 4;
         const uint8_t* xr = xs + (8 * nt + g) * x_row;
-        if constexpr (kFp8) {
+        if constexpr (kFp8 && kPrepared) {
+          prepared_x_words<2>(xr, col, 8 * nt + g < batch, b[nt][v]);
+        } else if constexpr (kFp8) {
           x_fragment_fp8(xr, col, 8 * nt + g < batch, b[nt][v]);
           b[nt][v][0] = scale_x(b[nt][v][0]), b[nt][v][1] = scale_x(b[nt][v][1]);
         } else {  // FP16 x in column order: the B pair as it is
@@ -807,8 +851,9 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
 // number of chunks. Also the warps-share-a-tile path (batch > 16): kBlocks 1, first_block = warp.
 // kScaleX: x taken times 2^kXExp (a warp per part of a tile: its B registers serve kBlocks row
 // blocks; the flush scales back), else one multiply per A pair (warps sharing a tile: one row
-// block, up to 8 batch tiles).
-template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kScaleX>
+// block, up to 8 batch tiles). kPrepared (with kScaleX): x in prepare_kernel's order and scale
+// (prepared_x: batch > 1).
+template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kScaleX, bool kPrepared = false>
 __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
                                                float (&yacc)[kBlocks * kNT][4]) {
@@ -822,6 +867,11 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) {
       const uint8_t* xr = xs + (8 * nt + g) * x_row;
+      static_assert(!kPrepared || kScaleX, "prepared x is scaled");
+      if constexpr (kPrepared) {
+        prepared_x_words<8>(xr, 16 * c, 8 * nt + g < batch, b[nt]);
+        continue;
+      }
       x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt]));
       x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt] + 4));
       if constexpr (kScaleX) {
@@ -929,6 +979,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 on tma_tile_warp8: FP16 x
+  constexpr PreparedX kX = prepared_x<kBits, kFloat>(kBatch1, kRowBlocks);  // x's order and scale
+  static_assert(kBits == 8 || !kWarpTile || (kX.span != 0) == !kBatch1, "tma_tile_warp: prepared x above batch 1");
   // flush_partials' power of two for A values that are minifloat values times 2^-kValueExp (a warp
   // per part of a tile: x scaled; warps sharing a tile multiply the A values instead)
   constexpr int kFlushExp = kFloat == 8   ? minifloat_flush_exp(MmaFp8::kValueExp)
@@ -1058,8 +1110,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
-          else tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          if (std_shape)
+            tma_tile_warp6<kRowBlocks, kNT, true, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else
+            tma_tile_warp6<kRowBlocks, kNT, false, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch,
+                                                                       yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
           float x_scale = 1.0f;
@@ -1068,10 +1123,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             x_scale = half_x_scales(xt_dev, k_cols, tile_cols, batch)[m.col0 / tile_cols];
           }
           if (std_shape)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc,
                                                                x_scale);
           else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc,
                                                                 x_scale);
         } else {
           // the lane-codes schemes: the standard tile also has one group of 128 per row
@@ -1166,6 +1221,7 @@ struct TmaKernel {
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
+  static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kBatch1, kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = kBits < 8 && Lane::kTable ? kLaneTableBytes : 0;  // TmaLayout's
@@ -1204,10 +1260,11 @@ struct TmaKernel {
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
 // they first add to y or, for batch > 1, copy x. half (half_x: int8 at batch 1..16): xt in FP16,
 // at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
-// 2^e stored after the blocks).
+// 2^e stored after the blocks). order (PreparedX, batch > 1): each block's columns in the order of
+// the kernel's B pairs, and times 2^kXExp for minifloat codes.
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
-                               uint64_t y_count, bool half) {
+                               uint64_t y_count, bool half, PreparedX order) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
@@ -1245,7 +1302,15 @@ __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __r
   const uint32_t total = k_cols * batch;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
-    xt_dev[(uint64_t{block} * batch + n) * x_row_elements + (k - block * tile_cols)] = x_dev[k * batch + n];
+    uint32_t at = k - block * tile_cols;  // tile widths are multiples of the span
+    uint16_t v = x_dev[k * batch + n];
+    if (order.span) {  // column c of a span goes to position 2 (c % (span / 2)) + c / (span / 2)
+      const uint32_t c = at % order.span, half_span = order.span / 2;
+      at += 2 * (c % half_span) + c / half_span - c;
+    }
+    if (order.scaled)  // exact: a power of two (|x| < 2^64, see kXExp)
+      v = __bfloat16_as_ushort(__float2bfloat16_rn(__uint_as_float(uint32_t{v} << 16) * pow2f(kXExp)));
+    xt_dev[(uint64_t{block} * batch + n) * x_row_elements + at] = v;
   }
 }
 
@@ -1422,6 +1487,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     return cudaErrorInvalidValue;
   if (quant_tma_needs_x_scratch(params, batch) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
   const bool half = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
+  const PreparedX order = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kX; });
   // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
   // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
   // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
@@ -1431,7 +1497,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
   prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
       x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
-      half ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, half);
+      half ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, half, order);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || tile_count == 0) return err;
   const uint16_t* xt = batch > 1 || half ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose

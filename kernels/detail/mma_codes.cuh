@@ -295,6 +295,8 @@ struct XPairs {
   // 0: A holds the code's value (or kBase + code); else A holds the value times 2^-kValueExp and x
   // is taken times 2^kXExp (scale_x: the minifloat types)
   static constexpr int kValueExp = 0;
+  // x's column order in the B pairs: pair i of each 2 kApart columns is (x_i, x_{i + kApart})
+  static constexpr uint32_t kXSpan = 2 * kApart;
   __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
     if constexpr (kApart == 4) {  // 8 columns at a time, so that the compiler predicates the loads
       x_part4_by4(xrow, col, 0, valid, *reinterpret_cast<uint32_t(*)[4]>(b));
