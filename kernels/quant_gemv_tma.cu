@@ -170,7 +170,8 @@ __device__ __forceinline__ void prepared_x_words(const uint8_t* xrow, uint32_t c
 struct StageGeometry {
   uint32_t row0, col0, h, w;
   uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
-  uint32_t unused[3];
+  uint32_t x_block;  // FP16 x (half_x): col0 / tile_cols, the tile column's block of prepare_kernel's x
+  uint32_t unused[2];
 };
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
@@ -1049,7 +1050,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         } else if (base + k + 1 < t_end) {
           next = tiles_dev[base + k + 1];
         }
-        const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse, {}};
+        // (the division only where a consumer needs it: int4 at batch 1 measured 5% slower with it in
+        // every tile's record)
+        const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse,
+                                kHalfX ? d.col0 / tile_cols : 0u, {}};
         // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
         // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
         // them, in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
@@ -1088,6 +1092,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     flush_partials<kNT, kRowBlocks, kUnscaled, kFlushExp>(params, 0, 0, 0, batch, y_dev, yacc);  // h 0: clears only
     uint32_t acc_row0 = 0, acc_h = 0;  // the tile row the partials belong to (acc_h 0: none yet)
     bool y_ready = false;              // prepare_kernel done (y zeroed), waited for before the first add
+    // int8's FP16 x: the blocks' powers of two (read after prepare_kernel), found once here: per
+    // tile, with its 64-bit division, it cost int8 at batch 16 2.5%
+    [[maybe_unused]] const float* x_scales = kHalfX ? half_x_scales(xt_dev, k_cols, tile_cols, batch) : nullptr;
     uint32_t s = unit, phase = 0;      // tile i of the block sits in stage i % stages, use i / stages
     while (s >= stages) s -= stages, phase ^= 1;
     for (uint64_t ti = t_begin + unit; ti < t_end; ti += kUnits) {
@@ -1120,7 +1127,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           float x_scale = 1.0f;
           if constexpr (kHalfX) {  // int8: the tile column's power of two, after prepare_kernel wrote it
             if (!y_ready) wait_for_prepare(), y_ready = true;
-            x_scale = half_x_scales(xt_dev, k_cols, tile_cols, batch)[m.col0 / tile_cols];
+            x_scale = x_scales[m.x_block];
           }
           if (std_shape)
             tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc,
