@@ -1332,21 +1332,23 @@ auto tma_dispatch_shared(uint32_t nt, F&& f) {
 
 // int8 (kFloat 0), fp8 (8) and fp6 (6), per-row scales: a warp per half tile at batch <= 8 (8
 // warps at batch 1; at 2..8 int8/fp8 4 warps, fp6 8; 2 blocks per multiprocessor); at batch 9..16
-// int8/fp8 a warp per half tile (4 warps, 2 blocks), fp6 too with many tiles (QuantDevParams
-// many_tiles), else per quarter tile (4 warps, 3 blocks).
+// a warp per half tile (4 warps, 2 blocks) on tensors of many tiles per multiprocessor
+// (QuantDevParams tiles_per_sm: fp6 from kManyTilesPerSm, int8/fp8 from kFewTilesPerSm on), else
+// per quarter tile (4 warps, 3 blocks); exp4 always per half tile.
 // int8/fp8 at batch 1 with 8 warps instead of 4 (H200, same run, 3 alternations): 28672x8192 int8
 // 66.8 -> 65.1-65.3 us, fp8 66.4-66.6 -> 62.6-62.9; 8192^2 int8 29.8-30.4 -> 27.7-27.8, fp8
 // 28.3-28.7 -> 27.2-27.7; at batch 8 they lost 0.5-1.2% on 28672x8192 and keep 4.
 template <uint32_t kFloat, typename F>
-auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, bool many_tiles, F&& f) {
+auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f) {
   if (nt == 1) {
     constexpr uint32_t kW = kFloat == 6 ? 8 : 4;
     return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, 4, kFloat, 2>{})
                       : f(TmaKernel<8, 1, false, false, kW, 4, kFloat, 2>{});
   }
   if (nt == 2) {
-    if constexpr (kFloat == 6) {
-      if (!many_tiles) return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3>{});
+    if constexpr (kFloat != kExp4Tiles) {
+      if (tiles_per_sm < (kFloat == 6 ? kManyTilesPerSm : kFewTilesPerSm))
+        return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3>{});
     }
     return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2>{});
   }
@@ -1377,7 +1379,7 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
 template <typename F>
 auto tma_dispatch_exp4(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1 && batch > 1) return f(TmaKernel<8, 1, false, false, 4, 4, kExp4Tiles, 3>{});
-  return tma_dispatch_8bit<kExp4Tiles>(nt, batch, false, f);
+  return tma_dispatch_8bit<kExp4Tiles>(nt, batch, 0, f);
 }
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
@@ -1395,14 +1397,14 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
       case 2: return tma_dispatch_grouped<2, 0>(nt, batch, f);
       case 3: return tma_dispatch_grouped<3, 0>(nt, batch, f);
       case 4: return tma_dispatch_grouped<4, 0>(nt, batch, f);
-      default: return tma_dispatch_8bit<0>(nt, batch, false, f);
+      default: return tma_dispatch_8bit<0>(nt, batch, p.tiles_per_sm, f);
     }
   }
   switch (p.bits) {
     case 5: return tma_dispatch_grouped<5, 5, false>(nt, batch, f);  // fp5: per-row scales
     case 4: return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4>(nt, batch, f) : tma_dispatch_grouped<4, kNf4Codes>(nt, batch, f);
-    case 6: return tma_dispatch_8bit<6>(nt, batch, p.many_tiles != 0, f);
-    default: return tma_dispatch_8bit<8>(nt, batch, false, f);
+    case 6: return tma_dispatch_8bit<6>(nt, batch, p.tiles_per_sm, f);
+    default: return tma_dispatch_8bit<8>(nt, batch, p.tiles_per_sm, f);
   }
 }
 

@@ -458,7 +458,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       throw Error(e.code(), where + ": " + e.what());
     }
     impl->quant = quant_dev_params(qp);
-    impl->quant.many_tiles = t.tile_count >= detail::kManyTilesPerSm * uint64_t(multiprocessor_count()) ? 1 : 0;
+    impl->quant.tiles_per_sm =
+        static_cast<uint32_t>(std::min<uint64_t>(t.tile_count / uint64_t(multiprocessor_count()), UINT32_MAX));
     impl->streamable = true;
   }
 

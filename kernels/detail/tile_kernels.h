@@ -113,14 +113,18 @@ struct QuantDevParams {
   uint32_t fp4_e2m1;          // 1: fp4 E2M1 codes (kQuantTable, 4 bits; 0 there: nf4)
   const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
   const float* values_dev;      // see QuantKind; nullptr for kQuantInt
-  uint32_t many_tiles;          // 1: at least kManyTilesPerSm tiles per multiprocessor (the bulk-copy
-                                // GEMV's fp6 layout at batch 9..16 follows it)
+  uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
+                                // GEMV's layouts at batch 9..16 follow it)
 };
 // fp6 at batch 9..16: a warp per half tile (2 blocks per multiprocessor) ran 5% faster than a
 // quarter tile (3 blocks) on 28672x8192 and 8192x28672 (14336 tiles of 128 x 128, 109 per
 // multiprocessor of an H200), the same on 8192^2 (31) and 4096x14336, 4-12% slower on 14336x4096
-// (27) and 4096^2 (8).
-inline constexpr uint64_t kManyTilesPerSm = 48;
+// (27) and 4096^2 (8): half tiles from kManyTilesPerSm on.
+inline constexpr uint32_t kManyTilesPerSm = 48;
+// int8 and fp8 at batch 9..16: a quarter tile ran 5-6% faster than a half tile on 4096^2 (8 tiles
+// per multiprocessor), 1-8% slower on 14336x4096, 4096x14336 and 8192^2 (27-31): quarter tiles
+// below kFewTilesPerSm.
+inline constexpr uint32_t kFewTilesPerSm = 16;
 
 // Shared memory of the generic lossy kernels (one block per tile), the maximum over the tiles.
 struct QuantSmemPlan {
