@@ -26,9 +26,9 @@
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, once per B register)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
-//               BF16s in two MMAs (LaneTable4). Above batch 1 prepare_kernel writes x in the B
-//               pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a plain
-//               load (batch 16: int4 8%, fp4 13% faster). The standard tile (128 x 128, one group per row)
+//               BF16s in two MMAs (LaneTable4). prepare_kernel writes x in the B pairs' column
+//               order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
+//               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group per row)
 //               takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
@@ -132,20 +132,20 @@ struct LaneOf<5, 5> {
   using type = LaneFp5;
 };
 
-// Batch > 1 on a warp per part of a tile: prepare_kernel writes x in the order and scale the
+// A warp per part of a tile: prepare_kernel writes x in the order and scale the
 // kernel's B fragments take (so that a fragment is a plain load: no byte permutes, no multiply per
 // B register). Within each span of S columns the pairs are (x_i, x_{i + S/2}), i = 0 .. S/2 - 1,
 // the MmaCodes / XPairs order: S = 8 for int4, fp4, nf4, lut4 and fp6 (pairs 4 apart), 16 for int2,
-// int3 and fp5 (8 apart), 4 for fp8 ((x0, x2), (x1, x3)); 0: x as it is (batch 1, which copies the
-// caller's x; int8's FP16 x; exp4, whose escapes read x by column; warps sharing a tile). Minifloat
+// int3 and fp5 (8 apart), 4 for fp8 ((x0, x2), (x1, x3)); 0: x as it is (int8's FP16 x; exp4,
+// whose escapes read x by column; warps sharing a tile). Batch 1 too: x's columns in a row. Minifloat
 // codes (fp8/6/5/4): x also times 2^kXExp (scale_x's factor).
 struct PreparedX {
   uint32_t span;  // 0, 4, 8 or 16
   bool scaled;    // times 2^kXExp
 };
 template <uint32_t kBits, uint32_t kFloat>
-constexpr PreparedX prepared_x(bool batch1, uint32_t row_blocks) {
-  if (batch1 || row_blocks == 0 || kFloat == kExp4Tiles || (kBits == 8 && kFloat == 0)) return {0, false};
+constexpr PreparedX prepared_x(uint32_t row_blocks) {
+  if (row_blocks == 0 || kFloat == kExp4Tiles || (kBits == 8 && kFloat == 0)) return {0, false};
   if constexpr (kBits == 8) return {kFloat == 8 ? 4u : 8u, true};  // fp8; fp6 (MmaCodes<4>'s order)
   using L = typename LaneOf<kBits, kFloat>::type;
   return {L::kXSpan, L::kValueExp != 0};
@@ -543,7 +543,7 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
 // 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the stage's, or a
 // sparse tile's rows expanded into the warp's scratch); kAligned8: it is 8-byte aligned; kStd: the
 // tile is the standard one.
-template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
+template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
@@ -573,12 +573,12 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
         for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
-          if constexpr (!kBatch1) {  // prepare_kernel's order and scale (prepared_x)
+          if constexpr (kPrepared) {  // prepare_kernel's order and scale (prepared_x)
             prepared_x_words<8>(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
           } else {
             L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
           }
-          if constexpr (kBatch1 && L::kValueExp != 0) {
+          if constexpr (!kPrepared && L::kValueExp != 0) {
 #pragma unroll
             for (uint32_t i = 0; i < 8; ++i) b[nt][8 * sb + i] = scale_x(b[nt][8 * sb + i]);
           }
@@ -969,7 +969,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
     uint32_t scratch_bytes,               // per consumer warp (sparse tiles' dense codes); 0: no sparse tiles
-    const uint16_t* __restrict__ xt_dev,  // batch 1: x; above: prepare_kernel's blocks; BF16 bits, 16-aligned
+    const uint16_t* __restrict__ xt_dev,  // batch 1: x or prepare_kernel's x; above: its blocks; 16-aligned
     uint64_t k_cols,                      // K
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
     float* __restrict__ y_dev,           // (N, batch), zeroed by prepare_kernel (waited for before the first add)
@@ -980,8 +980,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 on tma_tile_warp8: FP16 x
-  constexpr PreparedX kX = prepared_x<kBits, kFloat>(kBatch1, kRowBlocks);  // x's order and scale
-  static_assert(kBits == 8 || !kWarpTile || (kX.span != 0) == !kBatch1, "tma_tile_warp: prepared x above batch 1");
+  constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // x's order and scale
   // flush_partials' power of two for A values that are minifloat values times 2^-kValueExp (a warp
   // per part of a tile: x scaled; warps sharing a tile multiply the A values instead)
   constexpr int kFlushExp = kFloat == 8   ? minifloat_flush_exp(MmaFp8::kValueExp)
@@ -1027,8 +1026,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
     uint32_t s = 0, phase = 0;
-    // batch > 1 or FP16 x: xt is prepare_kernel's, waited for before the first x copy
-    bool x_ready = batch == 1 && !kHalfX;
+    // batch > 1, FP16 x or prepared x: xt is prepare_kernel's, waited for before the first x copy
+    bool x_ready = batch == 1 && !kHalfX && kX.span == 0;
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -1140,7 +1139,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           const bool std_tile = std_shape && params.group == 128;
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
-            tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
+            tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value,
+                          kX.span != 0>(
                 params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
@@ -1228,7 +1228,7 @@ struct TmaKernel {
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
-  static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kBatch1, kRowBlocks);  // and in this order
+  static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = kBits < 8 && Lane::kTable ? kLaneTableBytes : 0;  // TmaLayout's
@@ -1267,8 +1267,8 @@ struct TmaKernel {
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
 // they first add to y or, for batch > 1, copy x. half (half_x: int8 at batch 1..16): xt in FP16,
 // at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
-// 2^e stored after the blocks). order (PreparedX, batch > 1): each block's columns in the order of
-// the kernel's B pairs, and times 2^kXExp for minifloat codes.
+// 2^e stored after the blocks). order (PreparedX): each block's columns in the order of the
+// kernel's B pairs, and times 2^kXExp for minifloat codes; at batch 1 too, into a row of K.
 __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
                                uint64_t y_count, bool half, PreparedX order) {
@@ -1305,7 +1305,7 @@ __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __r
     }
     return;
   }
-  if (batch == 1) return;
+  if (batch == 1 && order.span == 0) return;  // batch 1: the GEMV copies x itself
   const uint32_t total = k_cols * batch;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
@@ -1317,7 +1317,8 @@ __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __r
     }
     if (order.scaled)  // exact: a power of two (|x| < 2^64, see kXExp)
       v = __bfloat16_as_ushort(__float2bfloat16_rn(__uint_as_float(uint32_t{v} << 16) * pow2f(kXExp)));
-    xt_dev[(uint64_t{block} * batch + n) * x_row_elements + at] = v;
+    // batch 1: x's columns in a row (the GEMV's batch-1 copies read K columns from col0)
+    xt_dev[batch == 1 ? uint64_t{block} * tile_cols + at : (uint64_t{block} * batch + n) * x_row_elements + at] = v;
   }
 }
 
@@ -1479,7 +1480,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 }
 
 bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch) {
-  return batch > 1 || tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
+  return batch > 1 || tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX || decltype(k)::kX.span != 0; });
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
@@ -1497,7 +1498,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   if (quant_tma_needs_x_scratch(params, batch) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
   const bool half = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
   const PreparedX order = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kX; });
-  // y = 0, x transposed (batch > 1), in one small kernel the GEMV overlaps
+  // y = 0, x transposed (batch > 1) or reordered (PreparedX), in one small kernel the GEMV overlaps
   // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
   // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
   constexpr uint64_t kPrepareMaxBlocks = 264;
@@ -1509,7 +1510,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
       half ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, half, order);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || tile_count == 0) return err;
-  const uint16_t* xt = batch > 1 || half ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
+  const uint16_t* xt = batch > 1 || half || order.span ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
     if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race

@@ -240,8 +240,9 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 // quant_tma_x_scratch_elements(k_cols, plan.tile_cols) elements per batch column.
 // y_dev (n_rows, batch) need not be zeroed: the launch zeroes it.
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols);
-// Whether launch_quant_gemv_tma needs xt_scratch_dev for this tensor and batch (batch > 1, or
-// int8's FP16 x); else it may be null.
+// Whether launch_quant_gemv_tma needs xt_scratch_dev for this tensor and batch (batch > 1, int8's
+// FP16 x, or x in the kernel's pair order: every warp-per-part kernel but exp4's); else it may be
+// null.
 bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch);
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
