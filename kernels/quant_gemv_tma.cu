@@ -28,8 +28,8 @@
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
 //               BF16s in two MMAs (LaneTable4). prepare_kernel writes x in the B pairs' column
 //               order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
-//               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group per row)
-//               takes a copy of the code with its geometry known at compile time: every shared
+//               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group
+//               per row) takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
 //               every tile; A holds the codes' values (int: HSUB2 per pair; fp as above)
@@ -676,7 +676,7 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 // (sum(x) from an MMA with A = ones); fp8: MmaFp8, x taken times 2^64 (scale_x). kStd: the tile is
 // 128 x 128 (rows of 32 words at constant offsets). The code plane follows the plane directory (no
 // plane A); yacc as tma_tile_warp's. kPrepared (fp8): x in prepare_kernel's order and scale
-// (prepared_x: batch > 1).
+// (prepared_x).
 template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared = false>
 __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
@@ -853,7 +853,7 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
 // kScaleX: x taken times 2^kXExp (a warp per part of a tile: its B registers serve kBlocks row
 // blocks; the flush scales back), else one multiply per A pair (warps sharing a tile: one row
 // block, up to 8 batch tiles). kPrepared (with kScaleX): x in prepare_kernel's order and scale
-// (prepared_x: batch > 1).
+// (prepared_x).
 template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kScaleX, bool kPrepared = false>
 __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
@@ -1116,11 +1116,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
+          constexpr bool kPrepared = kX.span != 0;
           if (std_shape)
-            tma_tile_warp6<kRowBlocks, kNT, true, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+            tma_tile_warp6<kRowBlocks, kNT, true, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           else
-            tma_tile_warp6<kRowBlocks, kNT, false, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch,
-                                                                       yacc);
+            tma_tile_warp6<kRowBlocks, kNT, false, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
           float x_scale = 1.0f;
@@ -1128,12 +1128,13 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             if (!y_ready) wait_for_prepare(), y_ready = true;
             x_scale = x_scales[m.x_block];
           }
+          constexpr bool kPrepared = kX.span != 0;
           if (std_shape)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc,
-                                                               x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch,
+                                                                          yacc, x_scale);
           else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false, kX.span != 0>(stage, first_block, xs, layout.x_row, m, batch, yacc,
-                                                                x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false, kPrepared>(stage, first_block, xs, layout.x_row, m, batch,
+                                                                           yacc, x_scale);
         } else {
           // the lane-codes schemes: the standard tile also has one group of 128 per row
           const bool std_tile = std_shape && params.group == 128;
@@ -1480,7 +1481,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 }
 
 bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch) {
-  return batch > 1 || tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX || decltype(k)::kX.span != 0; });
+  return batch > 1 ||
+         tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX || decltype(k)::kX.span != 0; });
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
