@@ -24,7 +24,7 @@
 //               int8: FP16 MMAs, A = 1024 + code byte (one PRMT per pair, MmaInt8Half) and x in
 //               FP16, a power of two per tile column (prepare_kernel, half_x); fp8/fp6/fp5/fp4: the
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
-//               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, once per B register)
+//               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, in prepare_kernel)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
 //               BF16s in two MMAs (LaneTable4). prepare_kernel writes x in the B pairs' column
 //               order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
@@ -150,6 +150,11 @@ constexpr PreparedX prepared_x(uint32_t row_blocks) {
   using L = typename LaneOf<kBits, kFloat>::type;
   return {L::kXSpan, L::kValueExp != 0};
 }
+// Whether the GEMV reads x from prepare_kernel's scratch rather than the caller's x: above batch
+// 1 (the blocked layout), FP16 x (half_x) or x in the B order.
+__host__ __device__ constexpr bool x_from_prepare(uint32_t batch, bool half, PreparedX order) {
+  return batch > 1 || half || order.span != 0;
+}
 // kWords B registers of one batch column from prepare_kernel's x at column `col` (zeros when
 // `valid` is false: nothing is read).
 template <uint32_t kWords>
@@ -170,7 +175,7 @@ __device__ __forceinline__ void prepared_x_words(const uint8_t* xrow, uint32_t c
 struct StageGeometry {
   uint32_t row0, col0, h, w;
   uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
-  uint32_t x_block;  // FP16 x (half_x): col0 / tile_cols, the tile column's block of prepare_kernel's x
+  uint32_t x_block;  // above batch 1 or FP16 x (half_x): col0 / tile_cols, the tile column's x block
   uint32_t unused[2];
 };
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
@@ -543,7 +548,7 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
 // 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the stage's, or a
 // sparse tile's rows expanded into the warp's scratch); kAligned8: it is 8-byte aligned; kStd: the
 // tile is the standard one.
-template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared>
+template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
@@ -573,15 +578,8 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
         for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
-          if constexpr (kPrepared) {  // prepare_kernel's order and scale (prepared_x)
-            prepared_x_words<8>(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
-          } else {
-            L::x_fragment16(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
-          }
-          if constexpr (!kPrepared && L::kValueExp != 0) {
-#pragma unroll
-            for (uint32_t i = 0; i < 8; ++i) b[nt][8 * sb + i] = scale_x(b[nt][8 * sb + i]);
-          }
+          // prepare_kernel's order and scale (prepared_x)
+          prepared_x_words<8>(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
           if constexpr (L::kOffset) {
 #pragma unroll
             for (uint32_t mi = 0; mi < 4; ++mi)
@@ -675,9 +673,8 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 // A holds MmaInt8Half's 1152 + value, one FP16 MMA per word, and 1152 * sum(x) is removed per tile
 // (sum(x) from an MMA with A = ones); fp8: MmaFp8, x taken times 2^64 (scale_x). kStd: the tile is
 // 128 x 128 (rows of 32 words at constant offsets). The code plane follows the plane directory (no
-// plane A); yacc as tma_tile_warp's. kPrepared (fp8): x in prepare_kernel's order and scale
-// (prepared_x).
-template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared = false>
+// plane A); yacc as tma_tile_warp's. fp8: x in prepare_kernel's order and scale (prepared_x).
+template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
                                                float (&yacc)[kBlocks * kNT][4], float x_scale) {
@@ -702,11 +699,8 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
       for (uint32_t v = 0; v < 2; ++v) {
         const uint32_t col = (j + 2 * t + v) * 4;
         const uint8_t* xr = xs + (8 * nt + g) * x_row;
-        if constexpr (kFp8 && kPrepared) {
+        if constexpr (kFp8) {
           prepared_x_words<2>(xr, col, 8 * nt + g < batch, b[nt][v]);
-        } else if constexpr (kFp8) {
-          x_fragment_fp8(xr, col, 8 * nt + g < batch, b[nt][v]);
-          b[nt][v][0] = scale_x(b[nt][v][0]), b[nt][v][1] = scale_x(b[nt][v][1]);
         } else {  // FP16 x in column order: the B pair as it is
           b[nt][v][0] = b[nt][v][1] = 0;
           if (8 * nt + g < batch) {
@@ -850,11 +844,10 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
 // chunk loaded once for the warp's kBlocks row blocks. kStd: 128 x 128 tiles (rows of 24 words).
 // Tile widths are multiples of 64 columns (quant_tma_supported), so every lane runs the same
 // number of chunks. Also the warps-share-a-tile path (batch > 16): kBlocks 1, first_block = warp.
-// kScaleX: x taken times 2^kXExp (a warp per part of a tile: its B registers serve kBlocks row
-// blocks; the flush scales back), else one multiply per A pair (warps sharing a tile: one row
-// block, up to 8 batch tiles). kPrepared (with kScaleX): x in prepare_kernel's order and scale
-// (prepared_x).
-template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kScaleX, bool kPrepared = false>
+// kPrepared (a warp per part of a tile): x in prepare_kernel's order, times 2^kXExp (prepared_x;
+// its B registers serve kBlocks row blocks, the flush scales back); else x as it is and one
+// multiply per A pair (warps sharing a tile: one row block, up to 8 batch tiles).
+template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared>
 __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
                                                uint32_t x_row, const StageGeometry& m, uint32_t batch,
                                                float (&yacc)[kBlocks * kNT][4]) {
@@ -868,16 +861,11 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) {
       const uint8_t* xr = xs + (8 * nt + g) * x_row;
-      static_assert(!kPrepared || kScaleX, "prepared x is scaled");
       if constexpr (kPrepared) {
         prepared_x_words<8>(xr, 16 * c, 8 * nt + g < batch, b[nt]);
-        continue;
-      }
-      x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt]));
-      x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt] + 4));
-      if constexpr (kScaleX) {
-#pragma unroll
-        for (uint32_t i = 0; i < 8; ++i) b[nt][i] = scale_x(b[nt][i]);
+      } else {
+        x_fragment<4>(xr, 16 * c, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt]));
+        x_fragment<4>(xr, 16 * c + 8, 8 * nt + g < batch, *reinterpret_cast<uint32_t(*)[4]>(b[nt] + 4));
       }
     }
 #pragma unroll
@@ -885,8 +873,8 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
       const uint32_t* r0 = plane + rows[rb][0] * row_words + 3 * c;
       const uint32_t* r1 = plane + rows[rb][1] * row_words + 3 * c;
       uint32_t a0[8], a1[8];
-      MmaFp6::chunk<!kScaleX>(r0[0], r0[1], r0[2], a0);
-      MmaFp6::chunk<!kScaleX>(r1[0], r1[1], r1[2], a1);
+      MmaFp6::chunk<!kPrepared>(r0[0], r0[1], r0[2], a0);
+      MmaFp6::chunk<!kPrepared>(r1[0], r1[1], r1[2], a1);
 #pragma unroll
       for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
@@ -981,6 +969,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 on tma_tile_warp8: FP16 x
   constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // x's order and scale
+  static_assert(!kWarpTile || kHalfX || kFloat == kExp4Tiles || kX.span != 0,
+                "a warp per part of a tile multiplies prepared x (tma_tile_warp, tma_tile_warp6, tma_tile_warp8)");
   // flush_partials' power of two for A values that are minifloat values times 2^-kValueExp (a warp
   // per part of a tile: x scaled; warps sharing a tile multiply the A values instead)
   constexpr int kFlushExp = kFloat == 8   ? minifloat_flush_exp(MmaFp8::kValueExp)
@@ -1026,8 +1016,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     uint64_t x_policy;
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(x_policy));
     uint32_t s = 0, phase = 0;
-    // batch > 1, FP16 x or prepared x: xt is prepare_kernel's, waited for before the first x copy
-    bool x_ready = batch == 1 && !kHalfX && kX.span == 0;
+    // xt from prepare_kernel: waited for before the first x copy
+    bool x_ready = !x_from_prepare(batch, kHalfX, kX);
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -1049,10 +1039,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         } else if (base + k + 1 < t_end) {
           next = tiles_dev[base + k + 1];
         }
-        // (the division only where a consumer needs it: int4 at batch 1 measured 5% slower with it in
-        // every tile's record)
+        // the x block only where the x copy or a consumer needs it (int4 at batch 1 measured 5%
+        // slower with the division in every tile's record)
         const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse,
-                                kHalfX ? d.col0 / tile_cols : 0u, {}};
+                                kHalfX || !kBatch1 ? d.col0 / tile_cols : 0u, {}};
         // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
         // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
         // them, in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
@@ -1072,7 +1062,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
                       x_policy);
         } else if (lane == 0) {
-          const uint64_t block = geo.col0 / tile_cols;
+          const uint64_t block = geo.x_block;
           bulk_load(stage + layout.x_at, xt_dev + block * batch * (layout.x_row / 2), batch * layout.x_row, &full[s],
                     x_policy);
         }
@@ -1116,11 +1106,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          constexpr bool kPrepared = kX.span != 0;
-          if (std_shape)
-            tma_tile_warp6<kRowBlocks, kNT, true, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch, yacc);
-          else
-            tma_tile_warp6<kRowBlocks, kNT, false, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
           float x_scale = 1.0f;
@@ -1128,20 +1115,18 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             if (!y_ready) wait_for_prepare(), y_ready = true;
             x_scale = x_scales[m.x_block];
           }
-          constexpr bool kPrepared = kX.span != 0;
           if (std_shape)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true, kPrepared>(stage, first_block, xs, layout.x_row, m, batch,
-                                                                          yacc, x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+                                                               x_scale);
           else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false, kPrepared>(stage, first_block, xs, layout.x_row, m, batch,
-                                                                           yacc, x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc,
+                                                                x_scale);
         } else {
           // the lane-codes schemes: the standard tile also has one group of 128 per row
           const bool std_tile = std_shape && params.group == 128;
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
-            tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value,
-                          kX.span != 0>(
+            tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
                 params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
@@ -1316,8 +1301,7 @@ __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __r
       const uint32_t c = at % order.span, half_span = order.span / 2;
       at += 2 * (c % half_span) + c / half_span - c;
     }
-    if (order.scaled)  // exact: a power of two (|x| < 2^64, see kXExp)
-      v = __bfloat16_as_ushort(__float2bfloat16_rn(__uint_as_float(uint32_t{v} << 16) * pow2f(kXExp)));
+    if (order.scaled) v = static_cast<uint16_t>(scale_x(v));  // the low half of a bf16x2 multiply
     // batch 1: x's columns in a row (the GEMV's batch-1 copies read K columns from col0)
     xt_dev[batch == 1 ? uint64_t{block} * tile_cols + at : (uint64_t{block} * batch + n) * x_row_elements + at] = v;
   }
@@ -1481,8 +1465,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 }
 
 bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch) {
-  return batch > 1 ||
-         tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX || decltype(k)::kX.span != 0; });
+  return tma_dispatch(params, batch,
+                      [=](auto k) { return x_from_prepare(batch, decltype(k)::kHalfX, decltype(k)::kX); });
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
@@ -1497,28 +1481,29 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
       k_cols * batch > UINT32_MAX)
     return cudaErrorInvalidValue;
-  if (quant_tma_needs_x_scratch(params, batch) && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
-  const bool half = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kHalfX; });
-  const PreparedX order = tma_dispatch(params, batch, [](auto k) { return decltype(k)::kX; });
-  // y = 0, x transposed (batch > 1) or reordered (PreparedX), in one small kernel the GEMV overlaps
-  // at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave the SMs'
-  // thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs measured
-  constexpr uint64_t kPrepareMaxBlocks = 264;
-  const uint32_t prep_blocks = static_cast<uint32_t>(
-      std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
-  const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
-  prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
-      x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
-      half ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, half, order);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess || tile_count == 0) return err;
-  const uint16_t* xt = batch > 1 || half || order.span ? xt_scratch_dev : x_dev;  // batch 1: x is its own transpose
   return tma_dispatch(params, batch, [&](auto k) {
     using K = decltype(k);
+    const bool from_prepare = x_from_prepare(batch, K::kHalfX, K::kX);
+    if (from_prepare && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
     if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race
-    const cudaError_t err = K::prepare();
+    // y = 0, x transposed (batch > 1) or reordered (PreparedX), in one small kernel the GEMV
+    // overlaps at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave
+    // the SMs' thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs
+    // measured
+    constexpr uint64_t kPrepareMaxBlocks = 264;
+    const uint32_t prep_blocks = static_cast<uint32_t>(
+        std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
+    const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
+    prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
+        x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
+        K::kHalfX ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, K::kHalfX,
+        K::kX);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess || tile_count == 0) return err;
+    err = K::prepare();
     if (err != cudaSuccess) return err;
-    return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, xt, k_cols, batch, y_dev, status_dev, stream);
+    return K::launch(bytes_dev, tiles_dev, tile_count, params, plan, grid, from_prepare ? xt_scratch_dev : x_dev,
+                     k_cols, batch, y_dev, status_dev, stream);
   });
 }
 

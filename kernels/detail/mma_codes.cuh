@@ -55,8 +55,8 @@ __device__ __forceinline__ uint32_t shifted(uint32_t w) {
 // exponent's top bits, and the sign bit moved by kSignShift to bit 15. That BF16 is the code's value
 // times 2^-kValueExp of its type (a code of exponent 0 a BF16 subnormal with the same ratio, which
 // the tensor cores take as it is: measured on the H200). No multiply per pair where a warp
-// multiplies several row blocks: the GEMV multiplies x instead (scale_x), once per B register,
-// which serves all of them, and the partial sums by 2^(kValueExp - kXExp) where it applies the
+// multiplies several row blocks: x is multiplied instead (scale_x, once per element in
+// prepare_kernel), which serves all of them, and the partial sums by 2^(kValueExp - kXExp) where it applies the
 // scales (minifloat_flush_exp); elsewhere one multiply per pair (minifloat_value).
 template <int kMagShift, int kSignShift>
 __device__ __forceinline__ uint32_t place_minifloat(uint32_t r, uint32_t mag_mask) {
@@ -236,36 +236,16 @@ struct MmaFp6 {
 // One lane's share of a k-step: kCols consecutive columns of a tile row (kWords code words of the
 // LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs, or of
 // 2 kSplit MMAs when each pair is split in kSplit parts that add up to its value; part is a
-// constant after unrolling), and x's fragment pairs in the same column order, 16 columns at a time
-// (x_fragment16: 8 pairs) or those of one part (x_part4). A pairs 2m, 2m + 1 of a row pair go into
+// constant after unrolling), and x's fragment pairs of one part in the same column order (x_part4;
+// kXSpan: the order prepare_kernel writes x in). A pairs 2m, 2m + 1 of a row pair go into
 // one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a lane are its own: any column order works
 // when A and B agree). kOffset: A holds kBase + code (int codes), and the caller removes
 // (kBase + zero) * sum(x) per row and group; else A holds the code's value. kScaled: plane A holds
 // an fp16 scale per row and group (else no plane A, no scale). kTable: the codes index a LaneTable
 // that the kernel fills in shared memory.
 
-// x's 16 columns from `col` of one batch column (zeros when `valid` is false: nothing is read).
-__device__ __forceinline__ void load_x16(const uint8_t* xrow, uint32_t col, bool valid, uint4& lo, uint4& hi) {
-  lo = hi = make_uint4(0, 0, 0, 0);
-  if (valid) {
-    lo = *reinterpret_cast<const uint4*>(xrow + 2 * col);
-    hi = *reinterpret_cast<const uint4*>(xrow + 2 * col + 16);
-  }
-}
-// (x_i, x_{i+8}) pairs of 16 columns, i = 0..7: for codes paired 8 columns apart (int2, int3, fp5).
-__device__ __forceinline__ void x_pairs_by8(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-  uint4 lo, hi;
-  load_x16(xrow, col, valid, lo, hi);
-  const uint32_t l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-  for (uint32_t i = 0; i < 4; ++i) {
-    b[2 * i] = __byte_perm(l[i], h[i], 0x5410);      // (x_{2i}, x_{2i+8})
-    b[2 * i + 1] = __byte_perm(l[i], h[i], 0x7632);  // (x_{2i+1}, x_{2i+9})
-  }
-}
-
-// x_fragment16's pairs 4 part .. 4 part + 3 alone (the B pairs of that part's two MMAs), for
-// a lane's columns from `col`: by4, 8 columns ((x_c, x_{c+4}) pairs: MmaCodes<4>'s order, for codes
+// The B pairs of one part's two MMAs (warps sharing a tile; a warp per part of a tile takes
+// prepare_kernel's x in this order, PreparedX), for a lane's columns from `col`: by4, 8 columns ((x_c, x_{c+4}) pairs: MmaCodes<4>'s order, for codes
 // (c_k, c_{k+4})); by8, 4 + 4 columns 8 apart.
 __device__ __forceinline__ void x_part4_by4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                             uint32_t (&b)[4]) {
@@ -288,7 +268,7 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
   }
 }
 
-// The x side of the lane-codes types: x_fragment16 and x_part4 for codes paired 4 apart (int4
+// The x side of the lane-codes types: x_part4 for codes paired 4 apart (int4
 // packing: (c_k, c_{k+4})) or 8 apart (int2, int3, fp5: (c_i, c_{i+8})).
 template <uint32_t kApart>
 struct XPairs {
@@ -297,14 +277,6 @@ struct XPairs {
   static constexpr int kValueExp = 0;
   // x's column order in the B pairs: pair i of each 2 kApart columns is (x_i, x_{i + kApart})
   static constexpr uint32_t kXSpan = 2 * kApart;
-  __device__ static __forceinline__ void x_fragment16(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-    if constexpr (kApart == 4) {  // 8 columns at a time, so that the compiler predicates the loads
-      x_part4_by4(xrow, col, 0, valid, *reinterpret_cast<uint32_t(*)[4]>(b));
-      x_part4_by4(xrow, col, 1, valid, *reinterpret_cast<uint32_t(*)[4]>(b + 4));
-    } else {
-      x_pairs_by8(xrow, col, valid, b);
-    }
-  }
   __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                                  uint32_t (&b)[4]) {
     if constexpr (kApart == 4) x_part4_by4(xrow, col, part, valid, b);
