@@ -1255,24 +1255,43 @@ struct TmaKernel {
 // at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
 // 2^e stored after the blocks). order (PreparedX): each block's columns in the order of the
 // kernel's B pairs, and times 2^kXExp for minifloat codes; at batch 1 too, into a row of K.
-__global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
+__global__ void __launch_bounds__(256, 8) prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
                                uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
                                uint64_t y_count, bool half, PreparedX order) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
   if (half) {  // a thread block per x block (grid-stride), a thread per column of it: blockDim.x >= 32
+    constexpr uint32_t kHeld = 16;  // batch <= 16 (half_x): a column's values stay in registers
     __shared__ float warp_largest[32];
     const uint32_t blocks = static_cast<uint32_t>(x_blocks_of(k_cols, tile_cols));
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     float* scales = reinterpret_cast<float*>(xt_dev + uint64_t{blocks} * batch * x_row_elements);
+    auto x_bits = [&](uint32_t k, uint32_t col) {  // x (K, batch) is k-major: a column's batch values are adjacent
+      return uint32_t{x_dev[uint64_t{k} * batch + col]};
+    };
+    auto x_at = [&](uint32_t k, uint32_t col) { return __uint_as_float(x_bits(k, col) << 16); };
     for (uint32_t block = blockIdx.x; block < blocks; block += gridDim.x) {
-      // x (K, batch) is k-major: a column's batch values are adjacent
       const uint32_t k0 = block * tile_cols, w = min(tile_cols, k_cols - k0);
+      // a block no wider than the thread block is read once (one trip to memory), a wider one twice
+      const bool held = w <= blockDim.x && batch <= kHeld;
+      uint32_t v[kHeld / 2];  // the column's BF16 values, two a register
       float largest = 0.f;
-      for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
-        for (uint32_t col = 0; col < batch; ++col)
-          largest = fmaxf(largest, fabsf(__uint_as_float(uint32_t{x_dev[uint64_t{k0 + k} * batch + col]} << 16)));
+      if (held) {
+        if (threadIdx.x < w) {
+#pragma unroll
+          for (uint32_t col = 0; col < kHeld; ++col) {
+            if (col < batch) {
+              const uint32_t bits = x_bits(k0 + threadIdx.x, col);
+              v[col / 2] = col % 2 ? v[col / 2] | bits << 16 : bits;
+              largest = fmaxf(largest, fabsf(__uint_as_float(bits << 16)));
+            }
+          }
+        }
+      } else {
+        for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
+          for (uint32_t col = 0; col < batch; ++col) largest = fmaxf(largest, fabsf(x_at(k0 + k, col)));
+      }
       for (uint32_t o = 16; o; o /= 2) largest = fmaxf(largest, __shfl_xor_sync(0xFFFFFFFFu, largest, o));
       if (lane == 0) warp_largest[warp] = largest;
       __syncthreads();
@@ -1282,11 +1301,19 @@ __global__ void prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __r
       // e: largest x 2^-e in [2^14, 2^15); 0 for an all-zero block or one with inf or NaN
       const int e = largest > 0.f && largest <= 3.4e38f ? ilogbf(largest) - 14 : 0;
       const float down = scalbnf(1.0f, -e);
-      for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
-        for (uint32_t col = 0; col < batch; ++col) {
-          const float v = __uint_as_float(uint32_t{x_dev[uint64_t{k0 + k} * batch + col]} << 16) * down;
-          xt_dev[(uint64_t{block} * batch + col) * x_row_elements + k] = __half_as_ushort(__float2half_rn(v));
+      auto put = [&](uint32_t k, uint32_t col, float value) {
+        xt_dev[(uint64_t{block} * batch + col) * x_row_elements + k] = __half_as_ushort(__float2half_rn(value * down));
+      };
+      if (held) {
+        if (threadIdx.x < w) {
+#pragma unroll
+          for (uint32_t col = 0; col < kHeld; ++col)
+            if (col < batch) put(threadIdx.x, col, __uint_as_float(col % 2 ? v[col / 2] & 0xFFFF0000u : v[col / 2] << 16));
         }
+      } else {
+        for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
+          for (uint32_t col = 0; col < batch; ++col) put(k, col, x_at(k0 + k, col));
+      }
       if (threadIdx.x == 0) scales[block] = scalbnf(1.0f, e);
     }
     return;
@@ -1491,8 +1518,10 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     // the SMs' thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs
     // measured
     constexpr uint64_t kPrepareMaxBlocks = 264;
-    const uint32_t prep_blocks = static_cast<uint32_t>(
-        std::min<uint64_t>(kPrepareMaxBlocks, (std::max(n_rows * batch, k_cols * batch) + 255) / 256));
+    // (FP16 x, half_x: a block per x block, up to that cap)
+    const uint64_t prep_work = std::max(n_rows * batch, k_cols * batch);
+    const uint32_t prep_blocks = static_cast<uint32_t>(std::min<uint64_t>(
+        kPrepareMaxBlocks, std::max((prep_work + 255) / 256, K::kHalfX ? x_blocks_of(k_cols, plan.tile_cols) : 0)));
     const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
     prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
         x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
