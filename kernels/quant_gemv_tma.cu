@@ -1255,9 +1255,12 @@ struct TmaKernel {
 // at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
 // 2^e stored after the blocks). order (PreparedX): each block's columns in the order of the
 // kernel's B pairs, and times 2^kXExp for minifloat codes; at batch 1 too, into a row of K.
-__global__ void __launch_bounds__(256, 8) prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols,
-                               uint32_t batch, uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev,
-                               uint64_t y_count, bool half, PreparedX order) {
+// 32 registers a thread (8 blocks of 256 per SM), as before the FP16 pass held x in registers: a
+// block of it then fits beside two GEMV blocks (int8 at batch 1: 288 threads of 95 registers).
+__global__ void __launch_bounds__(256, 8)
+    prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols, uint32_t batch,
+                   uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev, uint64_t y_count, bool half,
+                   PreparedX order) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
