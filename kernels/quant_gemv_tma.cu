@@ -203,21 +203,23 @@ struct TmaLayout {
 // writes xt in FP16, each tile column's block times its own power of two 2^-e (its largest |x|
 // times 2^-e in [2^14, 2^15): FP16 holds BF16 x exactly down to 2^-28 of that), and 2^e as a
 // float per block after the blocks (half_x_scales), which the GEMV multiplies each tile's sums by.
-// The blocks are the stage's x layout, batch rows half_x_row_elements apart (batch 1: tile_cols,
-// so that xt is x's columns in order, as the batch-1 copies read x itself).
+// The blocks are the stage's x layout, batch rows xt_row_elements apart.
 __host__ __device__ constexpr bool half_x(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
   return bits == 8 && kind_float == 0 && row_blocks != 0;
 }
 __host__ __device__ inline uint64_t x_blocks_of(uint64_t k_cols, uint32_t tile_cols) {
   return (k_cols + tile_cols - 1) / tile_cols;
 }
-__host__ __device__ inline uint32_t half_x_row_elements(uint32_t tile_cols, uint32_t batch) {
+// Elements from one batch row of a block of prepare_kernel's x to the next (every prepared x:
+// FP16, reordered or transposed): the stage's x_row; batch 1: tile_cols, so that the blocks are x's
+// columns in a row of K, as the batch-1 copies read x.
+__host__ __device__ inline uint32_t xt_row_elements(uint32_t tile_cols, uint32_t batch) {
   return batch == 1 ? tile_cols : TmaLayout(0, tile_cols, batch, 0, 0, 0, 0).x_row / 2;
 }
 __device__ __forceinline__ const float* half_x_scales(const uint16_t* xt, uint64_t k_cols, uint32_t tile_cols,
                                                       uint32_t batch) {
   return reinterpret_cast<const float*>(xt + x_blocks_of(k_cols, tile_cols) * batch *
-                                                 half_x_row_elements(tile_cols, batch));
+                                                 xt_row_elements(tile_cols, batch));
 }
 
 // Code words of `cols` codes of `bits` bits, and back: whole words. When bits does not divide 32
@@ -1106,8 +1108,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          if (std_shape) tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
-          else tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          if (std_shape)
+            tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+          else
+            tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
           float x_scale = 1.0f;
@@ -1247,7 +1251,7 @@ struct TmaKernel {
 
 // Before the GEMV: y = 0 and, for batch > 1, xt = x (K, batch) transposed into one block per tile
 // column: block j holds x's columns [j tile_cols, (j + 1) tile_cols) of every batch row, rows
-// x_row_elements apart (TmaLayout::x_row: the stage's own layout), so that a tile's x is one bulk
+// x_row_elements apart (xt_row_elements: the stage's own layout), so that a tile's x is one bulk
 // copy (the stagger and an edge block's missing columns are never written, nor read as x). It
 // lets the GEMV launch at once (programmatic dependent launch): the GEMV's blocks start, fill their
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
@@ -1311,7 +1315,8 @@ __global__ void __launch_bounds__(256, 8)
         if (threadIdx.x < w) {
 #pragma unroll
           for (uint32_t col = 0; col < kHeld; ++col)
-            if (col < batch) put(threadIdx.x, col, __uint_as_float(col % 2 ? v[col / 2] & 0xFFFF0000u : v[col / 2] << 16));
+            if (col < batch)
+              put(threadIdx.x, col, __uint_as_float(col % 2 ? v[col / 2] & 0xFFFF0000u : v[col / 2] << 16));
         }
       } else {
         for (uint32_t k = threadIdx.x; k < w; k += blockDim.x)
@@ -1332,8 +1337,7 @@ __global__ void __launch_bounds__(256, 8)
       at += 2 * (c % half_span) + c / half_span - c;
     }
     if (order.scaled) v = static_cast<uint16_t>(scale_x(v));  // the low half of a bf16x2 multiply
-    // batch 1: x's columns in a row (the GEMV's batch-1 copies read K columns from col0)
-    xt_dev[batch == 1 ? uint64_t{block} * tile_cols + at : (uint64_t{block} * batch + n) * x_row_elements + at] = v;
+    xt_dev[(uint64_t{block} * batch + n) * x_row_elements + at] = v;
   }
 }
 
@@ -1525,11 +1529,9 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     const uint64_t prep_work = std::max(n_rows * batch, k_cols * batch);
     const uint32_t prep_blocks = static_cast<uint32_t>(std::min<uint64_t>(
         kPrepareMaxBlocks, std::max((prep_work + 255) / 256, K::kHalfX ? x_blocks_of(k_cols, plan.tile_cols) : 0)));
-    const uint32_t x_row = TmaLayout(0, plan.tile_cols, batch, 0, 0, 0, 0).x_row;  // bytes; 0 at batch 1
     prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
         x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
-        K::kHalfX ? half_x_row_elements(plan.tile_cols, batch) : x_row / 2, y_dev, n_rows * batch, K::kHalfX,
-        K::kX);
+        xt_row_elements(plan.tile_cols, batch), y_dev, n_rows * batch, K::kHalfX, K::kX);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || tile_count == 0) return err;
     err = K::prepare();

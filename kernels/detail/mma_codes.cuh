@@ -56,8 +56,8 @@ __device__ __forceinline__ uint32_t shifted(uint32_t w) {
 // times 2^-kValueExp of its type (a code of exponent 0 a BF16 subnormal with the same ratio, which
 // the tensor cores take as it is: measured on the H200). No multiply per pair where a warp
 // multiplies several row blocks: x is multiplied instead (scale_x, once per element in
-// prepare_kernel), which serves all of them, and the partial sums by 2^(kValueExp - kXExp) where it applies the
-// scales (minifloat_flush_exp); elsewhere one multiply per pair (minifloat_value).
+// prepare_kernel), which serves all of them, and the partial sums by 2^(kValueExp - kXExp) where
+// it applies the scales (minifloat_flush_exp); elsewhere one multiply per pair (minifloat_value).
 template <int kMagShift, int kSignShift>
 __device__ __forceinline__ uint32_t place_minifloat(uint32_t r, uint32_t mag_mask) {
   return and_or(shifted<kSignShift>(r), 0x80008000u, shifted<kMagShift>(r) & mag_mask);
@@ -245,8 +245,9 @@ struct MmaFp6 {
 // that the kernel fills in shared memory.
 
 // The B pairs of one part's two MMAs (warps sharing a tile; a warp per part of a tile takes
-// prepare_kernel's x in this order, PreparedX), for a lane's columns from `col`: by4, 8 columns ((x_c, x_{c+4}) pairs: MmaCodes<4>'s order, for codes
-// (c_k, c_{k+4})); by8, 4 + 4 columns 8 apart.
+// prepare_kernel's x in this order, PreparedX), for a lane's columns from `col`: by4, 8 columns
+// ((x_c, x_{c+4}) pairs: MmaCodes<4>'s order, for codes (c_k, c_{k+4})); by8, 4 + 4 columns 8
+// apart.
 __device__ __forceinline__ void x_part4_by4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                             uint32_t (&b)[4]) {
   b[0] = b[1] = b[2] = b[3] = 0;
