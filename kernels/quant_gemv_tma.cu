@@ -65,6 +65,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/detail/align.h"
+#include "kernels/detail/bf16.cuh"
 #include "kernels/detail/bulk_copy.cuh"
 #include "kernels/detail/mma_codes.cuh"
 #include "kernels/detail/ring_plan.h"
@@ -835,7 +836,7 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
     const uint32_t mb = stage[16 + i];
     const float d = exp4_weight(value[j], mb) - exp4_weight(base, mb);
     for (uint32_t col = 0; col < batch; ++col) {
-      const float x = __uint_as_float(uint32_t{*reinterpret_cast<const uint16_t*>(xs + col * x_row + 2 * c)} << 16);
+      const float x = bf16_bits_to_float(*reinterpret_cast<const uint16_t*>(xs + col * x_row + 2 * c));
       atomicAdd(&y_dev[(uint64_t{m.row0} + r) * batch + col], d * x);
     }
   }
@@ -1277,7 +1278,7 @@ __global__ void __launch_bounds__(256, 8)
     auto x_bits = [&](uint32_t k, uint32_t col) {  // x (K, batch) is k-major: a column's batch values are adjacent
       return uint32_t{x_dev[uint64_t{k} * batch + col]};
     };
-    auto x_at = [&](uint32_t k, uint32_t col) { return __uint_as_float(x_bits(k, col) << 16); };
+    auto x_at = [&](uint32_t k, uint32_t col) { return bf16_bits_to_float(x_bits(k, col)); };
     for (uint32_t block = blockIdx.x; block < blocks; block += gridDim.x) {
       const uint32_t k0 = block * tile_cols, w = min(tile_cols, k_cols - k0);
       // a block no wider than the thread block is read once (one trip to memory), a wider one twice
@@ -1291,7 +1292,7 @@ __global__ void __launch_bounds__(256, 8)
             if (col < batch) {
               const uint32_t bits = x_bits(k0 + threadIdx.x, col);
               v[col / 2] = col % 2 ? v[col / 2] | bits << 16 : bits;
-              largest = fmaxf(largest, fabsf(__uint_as_float(bits << 16)));
+              largest = fmaxf(largest, fabsf(bf16_bits_to_float(bits)));
             }
           }
         }
@@ -1521,14 +1522,13 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
     if (from_prepare && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
     if (plan.stages % K::kUnits) return cudaErrorInvalidValue;  // see ring_stages: units would race
     // y = 0, x transposed (batch > 1) or reordered (PreparedX), in one small kernel the GEMV
-    // overlaps at most two blocks per SM of an H200 (grid-stride loops beyond), so that they leave
-    // the SMs' thread slots to the GEMV's blocks, which start while it runs; the count the A/Bs
-    // measured
-    constexpr uint64_t kPrepareMaxBlocks = 264;
-    // (FP16 x, half_x: a block per x block, up to that cap)
+    // overlaps: at most two blocks per multiprocessor the GEMV runs on (grid-stride loops beyond),
+    // so that they leave the SMs' thread slots to the GEMV's blocks, which start while it runs (264
+    // on an H200, the count the A/Bs measured). FP16 x (half_x): a block per x block, up to that cap.
+    const uint64_t per_sm = std::max(plan.blocks_per_sm, 1), prep_cap = 2 * ((grid + per_sm - 1) / per_sm);
     const uint64_t prep_work = std::max(n_rows * batch, k_cols * batch);
     const uint32_t prep_blocks = static_cast<uint32_t>(std::min<uint64_t>(
-        kPrepareMaxBlocks, std::max((prep_work + 255) / 256, K::kHalfX ? x_blocks_of(k_cols, plan.tile_cols) : 0)));
+        prep_cap, std::max((prep_work + 255) / 256, K::kHalfX ? x_blocks_of(k_cols, plan.tile_cols) : 0)));
     prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
         x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
         xt_row_elements(plan.tile_cols, batch), y_dev, n_rows * batch, K::kHalfX, K::kX);

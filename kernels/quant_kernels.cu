@@ -35,6 +35,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/detail/align.h"
+#include "kernels/detail/bf16.cuh"
 #include "kernels/detail/mma_codes.cuh"  // bf16x2_sub, bf16x2_splat_int, mma_bf16_16816
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/smem_limit.cuh"  // allow_max_dynamic_smem, max_blocks_per_sm
@@ -48,7 +49,6 @@ constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
 
 __device__ __forceinline__ float f16_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
-__device__ __forceinline__ float bf16_bits_to_float(uint16_t bits) { return __uint_as_float(uint32_t{bits} << 16); }
 
 // Issues 16-byte cp.async copies of `bytes` (rounded up to 16) from global to shared; no commit.
 // cp.async.cg bypasses L1: tile bytes are read once, by one block.

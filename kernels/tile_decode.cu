@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "kernels/detail/align.h"
+#include "kernels/detail/bf16.cuh"
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/smem_limit.cuh"  // allow_max_dynamic_smem
 #include "kernels/detail/tile_kernels.h"
@@ -261,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
   // x for this tile's columns, read before the decode so its latency overlaps the cp.async.
   for (uint32_t i = threadIdx.x; i < tile.cols * kBatch; i += kThreads)
-    xs[i] = __uint_as_float(uint32_t{x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]} << 16);
+    xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
   const uint32_t status = decode_tile_smem(bytes_dev, tile, 2, plan, smem, plane_ptr, &status_shared);
   if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
@@ -272,7 +273,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
 #pragma unroll
     for (uint32_t b = 0; b < kBatch; ++b) acc[b] = 0.f;
     for (uint32_t c = lane; c < tile.cols; c += 32) {
-      const float w = __uint_as_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, 2, tile.filter)) << 16);
+      const float w = bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, 2, tile.filter)));
 #pragma unroll
       for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
     }

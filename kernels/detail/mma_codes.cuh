@@ -1,4 +1,4 @@
-// Internal to kernels/: quantized codes -> BF16 MMA operands, and the m16n8k16 BF16 MMA
+// Internal to kernels/: quantized codes -> BF16 MMA operands, and the m16n8k16 BF16 / FP16 MMAs
 // (the PRMT/LOP3 tricks of FasterTransformer and Marlin, adapted to BF16 and to wpack's plain
 // row-major LSB-first packing).
 #pragma once
@@ -447,26 +447,25 @@ struct LaneFp5 : XPairs<8> {
 
 constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
-// D = A B + D, m16n8k16, BF16 in, float32 accumulate. Lane (g = lane / 4, t = lane % 4) holds
-// A rows g and g + 8 (k-slots 2t, 2t+1 in a0/a1 and 2t+8, 2t+9 in a2/a3), B column g, and C
-// rows g (c0, c1) and g + 8 (c2, c3) at columns 2t, 2t + 1.
+// D = A B + D, m16n8k16, float32 accumulate, A and B of PTX type TYPE ("bf16" or "f16"). Lane
+// (g = lane / 4, t = lane % 4) holds A rows g and g + 8 (k-slots 2t, 2t+1 in a0/a1 and 2t+8, 2t+9
+// in a2/a3), B column g, and C rows g (c0, c1) and g + 8 (c2, c3) at columns 2t, 2t + 1.
+#define WPACK_MMA_M16N8K16(TYPE)                                                                               \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TYPE "." TYPE ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                                      \
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                                 \
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
+
+// BF16 A and B.
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  WPACK_MMA_M16N8K16("bf16");
 }
-
-// The same with FP16 A and B.
+// FP16 A and B.
 __device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                               uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  WPACK_MMA_M16N8K16("f16");
 }
+#undef WPACK_MMA_M16N8K16
 
 }  // namespace wpack::gpu::detail

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "kernels/detail/bf16.cuh"
 #include "kernels/detail/tile_kernels.h"  // DevTile
 
 namespace wpack::gpu::detail {
@@ -77,7 +78,7 @@ __device__ __forceinline__ void load_x(float (&xr)[4][kB], const uint16_t* x_dev
 #pragma unroll
     for (uint32_t b = 0; b < kB; ++b) {
       const uint32_t c = 32 * j + lane;
-      xr[j][b] = c < t.cols && b < nb ? __uint_as_float(uint32_t{x_dev[uint64_t{t.col0 + c} * ld + b]} << 16) : 0.f;
+      xr[j][b] = c < t.cols && b < nb ? bf16_bits_to_float(x_dev[uint64_t{t.col0 + c} * ld + b]) : 0.f;
     }
   }
 }
