@@ -273,7 +273,8 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
 #pragma unroll
     for (uint32_t b = 0; b < kBatch; ++b) acc[b] = 0.f;
     for (uint32_t c = lane; c < tile.cols; c += 32) {
-      const float w = bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, 2, tile.filter)));
+      const float w =
+          bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, 2, tile.filter)));
 #pragma unroll
       for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
     }
