@@ -25,9 +25,11 @@
 //               FP16, a power of two per tile column (prepare_kernel, half_x); fp8/fp6/fp5/fp4: the
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, in prepare_kernel)
-//               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: a table in shared memory, each value as two
-//               BF16s in two MMAs (LaneTable4). prepare_kernel writes x in the B pairs' column
-//               order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
+//               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: FP16 MMAs, each
+//               code byte's two FP16 values one load from a 256-entry table in shared memory
+//               (LanePairTable4) and x in FP16 as int8's (warps sharing a tile: a 16-entry table,
+//               each value as two BF16s in two MMAs, LaneTable4). prepare_kernel writes x in the
+//               B pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
 //               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group
 //               per row) takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
@@ -94,8 +96,8 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
   return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
 }
 
-// kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LaneTable4, a
-// LaneTable in shared memory).
+// kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LaneFor: as pairs,
+// LanePairTable4, or one by one, LaneTable4; in shared memory).
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
@@ -132,6 +134,23 @@ template <>
 struct LaneOf<5, 5> {
   using type = LaneFp5;
 };
+// The lane-codes type of an instance: nf4 and one-table lut4 with a warp per part of a tile
+// (kRowBlocks != 0, batch <= 16) look their code pairs up as FP16 values and multiply FP16 x
+// (LanePairTable4, half_x); warps sharing a tile keep LaneTable4's BF16 pairs.
+template <uint32_t kBits, uint32_t kFloat, uint32_t kRowBlocks>
+using LaneFor = std::conditional_t<kRowBlocks != 0 && kBits == 4 && (kFloat == kNf4Codes || kFloat == kLut4Codes),
+                                   LanePairTable4<kFloat == kNf4Codes>, typename LaneOf<kBits, kFloat>::type>;
+
+// Instances that multiply FP16 x (a warp per part of a tile): int8 (MmaInt8Half) and nf4 / lut4
+// (LanePairTable4). prepare_kernel writes xt in FP16, each tile column's block times its own power
+// of two 2^-e (its largest |x| times 2^-e in [2^14, 2^15): FP16 holds BF16 x exactly down to 2^-28
+// of that), and 2^e as a float per block after the blocks (half_x_scales), which the GEMV
+// multiplies each tile's sums by. The blocks are the stage's x layout, batch rows xt_row_elements
+// apart.
+__host__ __device__ constexpr bool half_x(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
+  return row_blocks != 0 &&
+         ((bits == 8 && kind_float == 0) || (bits == 4 && (kind_float == kNf4Codes || kind_float == kLut4Codes)));
+}
 
 // A warp per part of a tile: prepare_kernel writes x in the order and scale the
 // kernel's B fragments take (so that a fragment is a plain load: no byte permutes, no multiply per
@@ -146,7 +165,7 @@ struct PreparedX {
 };
 template <uint32_t kBits, uint32_t kFloat>
 constexpr PreparedX prepared_x(uint32_t row_blocks) {
-  if (row_blocks == 0 || kFloat == kExp4Tiles || (kBits == 8 && kFloat == 0)) return {0, false};
+  if (row_blocks == 0 || kFloat == kExp4Tiles || half_x(kBits, kFloat, row_blocks)) return {0, false};
   if constexpr (kBits == 8) return {kFloat == 8 ? 4u : 8u, true};  // fp8; fp6 (MmaCodes<4>'s order)
   using L = typename LaneOf<kBits, kFloat>::type;
   return {L::kXSpan, L::kValueExp != 0};
@@ -186,28 +205,20 @@ struct TmaLayout {
   // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
   // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
-  // selector table, then the warps' scratches; table_at: the LaneTable of nf4 or lut4 (table_bytes,
-  // 0: none).
+  // selector table, then the warps' scratches; table_at: the code table of nf4 or lut4 (table_bytes,
+  // 0: none), before the ring, at a constant offset (LanePairTable4's lookups fold it into the load).
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
                                 uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
     x_at = align_up(stored_cap, 128);
     x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
     stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
-    sparse_at = kHeaderBytes + stages * stage_bytes;
-    table_at = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
-    total = table_at + table_bytes;
+    table_at = kHeaderBytes;
+    sparse_at = kHeaderBytes + table_bytes + stages * stage_bytes;
+    total = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
   }
 };
 
-// int8 at batch 1..16 (a warp per part of a tile) multiplies FP16 x (MmaInt8Half): prepare_kernel
-// writes xt in FP16, each tile column's block times its own power of two 2^-e (its largest |x|
-// times 2^-e in [2^14, 2^15): FP16 holds BF16 x exactly down to 2^-28 of that), and 2^e as a
-// float per block after the blocks (half_x_scales), which the GEMV multiplies each tile's sums by.
-// The blocks are the stage's x layout, batch rows xt_row_elements apart.
-__host__ __device__ constexpr bool half_x(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
-  return bits == 8 && kind_float == 0 && row_blocks != 0;
-}
 __host__ __device__ inline uint64_t x_blocks_of(uint64_t k_cols, uint32_t tile_cols) {
   return (k_cols + tile_cols - 1) / tile_cols;
 }
@@ -555,7 +566,8 @@ template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT,
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
                                               uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
-                                              const LaneTable& lut, uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
+                                              const LaneTable& lut, uint32_t batch,
+                                              float (&yacc)[kBlocks * kNT][4], float x_scale) {
   constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
   constexpr uint32_t kSubBlocks = L::kCols / 16;  // 16-column blocks of a lane's share: 4 MMAs each
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
@@ -615,8 +627,14 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
           for (uint32_t nt = 0; nt < kNT; ++nt) {
 #pragma unroll
             for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
-              mma_bf16_16816(c[rb * kNT + nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
-              mma_bf16_16816(c[rb * kNT + nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
+              float(&acc)[4] = c[rb * kNT + nt];
+              if constexpr (L::kHalf) {
+                mma_f16_16816(acc, a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
+                mma_f16_16816(acc, a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
+              } else {
+                mma_bf16_16816(acc, a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
+                mma_bf16_16816(acc, a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
+              }
             }
           }
         }
@@ -632,15 +650,17 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
       float s0, s1, o0 = 0.f, o1 = 0.f;
       if constexpr (kStd) {
-        s0 = kFlush * __half2float(__ushort_as_half(std_scales[16 * rb]));
-        s1 = kFlush * __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
+        s0 = x_scale * kFlush * __half2float(__ushort_as_half(std_scales[16 * rb]));
+        s1 = x_scale * kFlush * __half2float(__ushort_as_half(std_scales[16 * rb + 8]));
         if constexpr (L::kOffset) {
           o0 = code_offset<L>(p, std_zeros + 16 * rb);
           o1 = code_offset<L>(p, std_zeros + 16 * rb + 8);
         }
       } else {
-        s0 = L::kScaled ? kFlush * __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi])) : 1.0f;
-        s1 = L::kScaled ? kFlush * __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi])) : 1.0f;
+        s0 = L::kScaled ? x_scale * kFlush * __half2float(__ushort_as_half(scales[rows[rb][0] * ts.groups + gi]))
+                        : x_scale;
+        s1 = L::kScaled ? x_scale * kFlush * __half2float(__ushort_as_half(scales[rows[rb][1] * ts.groups + gi]))
+                        : x_scale;
         if constexpr (L::kOffset) {
           o0 = code_offset<L>(p, zero_of(stage, ts, rows[rb][0], gi));
           o1 = code_offset<L>(p, zero_of(stage, ts, rows[rb][1], gi));
@@ -900,6 +920,17 @@ __device__ void fill_lane_table(uint8_t* table, const float* values) {
   }
 }
 
+// Fills the 256-entry LaneTable of nf4 or lut4 (mma_codes.cuh, LanePairTable4) from the 16 code
+// values v (float): entry b is (FP16(v[b & 15]), FP16(v[b >> 4])), once per bank.
+__device__ void fill_pair_table(uint8_t* table, const float* values) {
+  for (uint32_t i = threadIdx.x; i < kPairTableBytes / 4; i += blockDim.x) {
+    const uint32_t b = i / 32;
+    const uint32_t lo = __half_as_ushort(__float2half_rn(values[b & 15]));
+    const uint32_t hi = __half_as_ushort(__float2half_rn(values[b >> 4]));
+    reinterpret_cast<uint32_t*>(table)[i] = lo | hi << 16;
+  }
+}
+
 // Non-grouped: pulls the row scales that flush_partials will read for rows row0 + 16 * first_block
 // ... (kBlocks blocks of 16, rows >= h left out) into L1 when a tile row starts, so that the flush
 // at its end (the last one on the launch's tail) does not wait for them in DRAM.
@@ -968,9 +999,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
-  using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
+  using Lane = LaneFor<kBits, kFloat, kRowBlocks>;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
-  constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 on tma_tile_warp8: FP16 x
+  constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8, nf4, lut4 (warp per part of a tile): FP16 x
   constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // x's order and scale
   static_assert(!kWarpTile || kHalfX || kFloat == kExp4Tiles || kX.span != 0,
                 "a warp per part of a tile multiplies prepared x (tma_tile_warp, tma_tile_warp6, tma_tile_warp8)");
@@ -985,19 +1016,21 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
   const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps,
-                         Lane::kTable ? kLaneTableBytes : 0);
+                         Lane::kTableBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
-  uint8_t* ring = smem + kHeaderBytes;
+  uint8_t* ring = smem + kHeaderBytes + Lane::kTableBytes;  // the code table before it (layout.table_at)
   uint2* selectors = reinterpret_cast<uint2*>(smem + layout.sparse_at);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   uint32_t* scratch = reinterpret_cast<uint32_t*>(smem + layout.sparse_at + kSelectorBytes + warp * scratch_bytes);
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  if constexpr (Lane::kTable) fill_lane_table(smem + layout.table_at, params.values_dev);  // likewise
-  const LaneTable lut{smem + layout.table_at, 4 * lane};
+  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at), read after the __syncthreads below
+  if constexpr (Lane::kTableBytes == kPairTableBytes) fill_pair_table(smem + kHeaderBytes, params.values_dev);
+  if constexpr (Lane::kTableBytes == kLaneTableBytes) fill_lane_table(smem + kHeaderBytes, params.values_dev);
+  const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
@@ -1104,6 +1137,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         const uint8_t* stage = ring + s * layout.stage_bytes;
         const uint8_t* xs = stage + layout.x_at;
         const bool std_shape = m.h == 128 && m.w == 128;  // takes the compile-time geometry
+        float x_scale = 1.0f;  // FP16 x (half_x): the tile column's power of two, after prepare_kernel wrote it
+        if constexpr (kHalfX) {
+          if (!y_ready) wait_for_prepare(), y_ready = true;
+          x_scale = x_scales[m.x_block];
+        }
         if constexpr (kFloat == kExp4Tiles) {
           if (std_shape) tma_tile_exp4<kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
@@ -1115,11 +1153,6 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
-          float x_scale = 1.0f;
-          if constexpr (kHalfX) {  // int8: the tile column's power of two, after prepare_kernel wrote it
-            if (!y_ready) wait_for_prepare(), y_ready = true;
-            x_scale = x_scales[m.x_block];
-          }
           if (std_shape)
             tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc,
                                                                x_scale);
@@ -1132,7 +1165,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
             tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
-                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc);
+                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc, x_scale);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
@@ -1221,8 +1254,8 @@ struct TmaKernel {
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
-  using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
-  static constexpr uint32_t kTableBytes = kBits < 8 && Lane::kTable ? kLaneTableBytes : 0;  // TmaLayout's
+  using Lane = LaneFor<kBits, kFloat, kRowBlocks>;                           // used when kBits < 8
+  static constexpr uint32_t kTableBytes = kBits < 8 ? Lane::kTableBytes : 0;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
   static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
   static constexpr auto kernel =

@@ -241,7 +241,7 @@ struct MmaFp6 {
 // one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a lane are its own: any column order works
 // when A and B agree). kOffset: A holds kBase + code (int codes), and the caller removes
 // (kBase + zero) * sum(x) per row and group; else A holds the code's value. kScaled: plane A holds
-// an fp16 scale per row and group (else no plane A, no scale). kTable: the codes index a LaneTable
+// an fp16 scale per row and group (else no plane A, no scale). kTableBytes: the codes index a LaneTable
 // that the kernel fills in shared memory.
 
 // The B pairs of one part's two MMAs (warps sharing a tile; a warp per part of a tile takes
@@ -269,6 +269,17 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
   }
 }
 
+// A code table in shared memory, one copy per bank: entry e for lane l at byte 128 e + 4 l of
+// `base` (a warp's 32 lookups never conflict); lane4: 4 * the lane. LaneTable4's has 16 entries
+// (2 KiB): entry c is bf16x2 (hi, lo), hi the BF16 of the code's value v, lo the BF16 of v - hi
+// (hi + lo is v to ~2^-17). LanePairTable4's has 256 (32 KiB): entry b is the FP16 pair (v(b & 15),
+// v(b >> 4)) of a code byte b. The other lane-codes types take it and ignore it.
+struct LaneTable {
+  const uint8_t* base = nullptr;
+  uint32_t lane4 = 0;
+};
+constexpr uint32_t kLaneTableBytes = 16 * 32 * 4, kPairTableBytes = 256 * 32 * 4;
+
 // The x side of the lane-codes types: x_part4 for codes paired 4 apart (int4
 // packing: (c_k, c_{k+4})) or 8 apart (int2, int3, fp5: (c_i, c_{i+8})).
 template <uint32_t kApart>
@@ -276,6 +287,8 @@ struct XPairs {
   // 0: A holds the code's value (or kBase + code); else A holds the value times 2^-kValueExp and x
   // is taken times 2^kXExp (scale_x: the minifloat types)
   static constexpr int kValueExp = 0;
+  static constexpr bool kHalf = false;  // BF16 A pairs and x (LanePairTable4: FP16)
+  static constexpr uint32_t kTableBytes = 0;  // the code table's shared memory (LaneTable4, LanePairTable4)
   // x's column order in the B pairs: pair i of each 2 kApart columns is (x_i, x_{i + kApart})
   static constexpr uint32_t kXSpan = 2 * kApart;
   __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
@@ -285,20 +298,10 @@ struct XPairs {
   }
 };
 
-// A 16-entry code table in shared memory for LaneTable4, one copy per bank: entry c for lane l at
-// byte 128 c + 4 l of `base` (a warp's 32 lookups never conflict), 2 KiB. Entry c is bf16x2
-// (hi, lo): hi the BF16 of the code's value v, lo the BF16 of v - hi (hi + lo is v to ~2^-17).
-// lane4: 4 * the lane. The other lane-codes types take it and ignore it.
-struct LaneTable {
-  const uint8_t* base = nullptr;
-  uint32_t lane4 = 0;
-};
-constexpr uint32_t kLaneTableBytes = 16 * 32 * 4;
-
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
 struct LaneInt4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true, kTable = false;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -311,7 +314,7 @@ struct LaneInt4 : XPairs<4> {
 // a BF16 subnormal with the same ratio).
 struct LaneFp4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = false, kScaled = true, kTable = false;
+  static constexpr bool kOffset = false, kScaled = true;
   static constexpr int kValueExp = 126;
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
   __device__ static __forceinline__ uint32_t pair(uint32_t w) {
@@ -335,7 +338,8 @@ struct LaneFp4 : XPairs<4> {
 template <bool kScaledCodes>
 struct LaneTable4 : XPairs<4> {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
-  static constexpr bool kOffset = false, kScaled = kScaledCodes, kTable = true;
+  static constexpr bool kOffset = false, kScaled = kScaledCodes;
+  static constexpr uint32_t kTableBytes = kLaneTableBytes;
   template <int kShift>  // the entry of the code that `kShift` moves to bits 7..10
   __device__ static __forceinline__ uint32_t entry(uint32_t w, const LaneTable& t) {
     return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted<kShift>(w), 0x780u, t.lane4));
@@ -355,11 +359,40 @@ struct LaneTable4 : XPairs<4> {
   }
 };
 
+// 4-bit codes that index a 16-entry table (nf4: kScaled; lut4 with one table: no scales) as FP16
+// values, for FP16 MMAs with FP16 x (a warp per part of a tile): each code byte (two adjacent
+// columns) is one A pair, read from the 256-entry LaneTable by one shared load whose address is a
+// shift and a LOP3 of the code word (the table's base a constant offset into shared memory: the
+// kernel puts it before its ring): 8 integer operations and 4 loads a word of 8 codes, one MMA per 4 pairs
+// (LaneTable4, BF16: 24 operations, 8 loads and two MMAs). A pair's x is (x_c, x_{c+1}): x in its
+// own order. An FP16 holds a lut4 value (stored as FP16) exactly and an nf4 value to 2^-11 of
+// itself (LaneTable4's BF16 pair: 2^-17).
+template <bool kScaledCodes>
+struct LanePairTable4 {
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
+  static constexpr bool kOffset = false, kScaled = kScaledCodes, kHalf = true;
+  static constexpr uint32_t kTableBytes = kPairTableBytes;
+  static constexpr int kValueExp = 0;
+  static constexpr uint32_t kXSpan = 0;  // x as it is
+  // the pair of the code byte that `shifted` holds at bits 7..14
+  __device__ static __forceinline__ uint32_t entry(uint32_t shifted, const LaneTable& t) {
+    return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted, 0x7F80u, t.lane4));
+  }
+  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
+                                                 const LaneTable& t) {
+    const uint32_t v = w[part];
+    a[0] = entry(v << 7, t);   // (c0, c1)
+    a[1] = entry(v >> 1, t);   // (c2, c3)
+    a[2] = entry(v >> 9, t);   // (c4, c5)
+    a[3] = entry(v >> 17, t);  // (c6, c7)
+  }
+};
+
 // int2: one word of 16 codes, pairs (c_k, c_{k+8}): ((w >> 2k) & 0x00030003) | 0x43004300 is
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
 struct LaneInt2 : XPairs<8> {
   static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true, kTable = false;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable&) {
@@ -375,7 +408,7 @@ struct LaneInt2 : XPairs<8> {
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
 struct LaneInt3 : XPairs<8> {
   static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
-  static constexpr bool kOffset = true, kScaled = true, kTable = false;
+  static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
   __device__ static __forceinline__ void pairs_of(uint32_t ga, uint32_t gb, uint32_t half, uint32_t (&a)[4]) {
@@ -410,7 +443,7 @@ struct LaneInt3 : XPairs<8> {
 // (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio). Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
 struct LaneFp5 : XPairs<8> {
   static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
-  static constexpr bool kOffset = false, kScaled = false, kTable = false;  // per-row scales: at the flush
+  static constexpr bool kOffset = false, kScaled = false;  // per-row scales: at the flush
   static constexpr int kValueExp = 126;
   template <int kP>  // a code's first bit in each half
   __device__ static __forceinline__ uint32_t place(uint32_t r) {
