@@ -921,13 +921,14 @@ __device__ void fill_lane_table(uint8_t* table, const float* values) {
 }
 
 // Fills the 256-entry LaneTable of nf4 or lut4 (mma_codes.cuh, LanePairTable4) from the 16 code
-// values v (float): entry b is (FP16(v[b & 15]), FP16(v[b >> 4])), once per bank.
-__device__ void fill_pair_table(uint8_t* table, const float* values) {
-  for (uint32_t i = threadIdx.x; i < kPairTableBytes / 4; i += blockDim.x) {
-    const uint32_t b = i / 32;
-    const uint32_t lo = __half_as_ushort(__float2half_rn(values[b & 15]));
-    const uint32_t hi = __half_as_ushort(__float2half_rn(values[b >> 4]));
-    reinterpret_cast<uint32_t*>(table)[i] = lo | hi << 16;
+// values v (float): entry b is (FP16(v[b & 15]), FP16(v[b >> 4])), once per bank. By warps
+// [0, warps) (the consumers, while the producer issues the first copies): lane l converts v[l % 16]
+// once, and a warp writes an entry's 32 copies from two shuffles.
+__device__ void fill_pair_table(uint8_t* table, const float* values, uint32_t warps) {
+  const uint32_t lane = threadIdx.x & 31, h = __half_as_ushort(__float2half_rn(values[lane & 15]));
+  for (uint32_t b = threadIdx.x / 32; b < 256; b += warps) {
+    const uint32_t lo = __shfl_sync(0xFFFFFFFFu, h, b & 15), hi = __shfl_sync(0xFFFFFFFFu, h, b >> 4);
+    reinterpret_cast<uint32_t*>(table)[32 * b + lane] = lo | hi << 16;
   }
 }
 
@@ -1027,8 +1028,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at), read after the __syncthreads below
-  if constexpr (Lane::kTableBytes == kPairTableBytes) fill_pair_table(smem + kHeaderBytes, params.values_dev);
+  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at): LaneTable4's read after the
+  // __syncthreads below, LanePairTable4's filled by the consumers below
   if constexpr (Lane::kTableBytes == kLaneTableBytes) fill_lane_table(smem + kHeaderBytes, params.values_dev);
   const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
@@ -1108,6 +1109,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     return;
   }
 
+  if constexpr (Lane::kTableBytes == kPairTableBytes) {  // while the producer's first copies are in flight
+    fill_pair_table(smem + kHeaderBytes, params.values_dev, kWarps);
+    asm volatile("bar.sync 1, %0;\n" ::"n"(32 * kWarps) : "memory");  // the consumer warps only
+  }
   if constexpr (kWarpTile) {
     static_assert(kBits <= 4 ? kGrouped : ((kBits == 8 || kBits == 5) && !kGrouped),
                   "a warp per part of a tile: int4/3/2, fp4, nf4, lut4 (grouped); int8, fp8, fp6, fp5 (row scales)");
