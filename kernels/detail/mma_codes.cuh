@@ -374,17 +374,20 @@ struct LanePairTable4 {
   static constexpr uint32_t kTableBytes = kPairTableBytes;
   static constexpr int kValueExp = 0;
   static constexpr uint32_t kXSpan = 0;  // x as it is
-  // the pair of the code byte that `shifted` holds at bits 7..14
-  __device__ static __forceinline__ uint32_t entry(uint32_t shifted, const LaneTable& t) {
-    return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted, 0x7F80u, t.lane4));
+  // the pair of code byte kByte of word v; at: the lane's copy of entry 0 (a shared-memory address)
+  template <uint32_t kByte>
+  __device__ static __forceinline__ uint32_t entry(uint32_t v, uint32_t at) {
+    uint32_t pair;
+    asm("ld.shared.u32 %0, [%1];\n" : "=r"(pair) : "r"(at + (__byte_perm(v, 0, 0x4440 + kByte) << 7)));
+    return pair;
   }
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
                                                  const LaneTable& t) {
-    const uint32_t v = w[part];
-    a[0] = entry(v << 7, t);   // (c0, c1)
-    a[1] = entry(v >> 1, t);   // (c2, c3)
-    a[2] = entry(v >> 9, t);   // (c4, c5)
-    a[3] = entry(v >> 17, t);  // (c6, c7)
+    const uint32_t at = static_cast<uint32_t>(__cvta_generic_to_shared(t.base)) + t.lane4;
+    a[0] = entry<0>(w[part], at);  // (c0, c1)
+    a[1] = entry<1>(w[part], at);  // (c2, c3)
+    a[2] = entry<2>(w[part], at);  // (c4, c5)
+    a[3] = entry<3>(w[part], at);  // (c6, c7)
   }
 };
 
