@@ -27,8 +27,7 @@
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, in prepare_kernel)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: FP16 MMAs, each
 //               code byte's two FP16 values one load from a 256-entry table in shared memory
-//               (LanePairTable4) and x in FP16 as int8's (warps sharing a tile: a 16-entry table,
-//               each value as two BF16s in two MMAs, LaneTable4). prepare_kernel writes x in the
+//               (LanePairTable4) and x in FP16 as int8's (at every batch). prepare_kernel writes x in the
 //               B pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
 //               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group
 //               per row) takes a copy of the code with its geometry known at compile time: every shared
@@ -96,8 +95,8 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
   return row_blocks ? warps / warps_per_tile(row_blocks) : 1;
 }
 
-// kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LaneFor: as pairs,
-// LanePairTable4, or one by one, LaneTable4; in shared memory).
+// kFloat of nf4 and of lut4 with one table: their codes index a 16-entry table (LanePairTable4: a
+// table of its pairs in shared memory).
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
@@ -124,32 +123,25 @@ struct LaneOf<4, 4> {
 };
 template <>
 struct LaneOf<4, kNf4Codes> {
-  using type = LaneTable4<true>;
+  using type = LanePairTable4<true>;
 };
 template <>
 struct LaneOf<4, kLut4Codes> {
-  using type = LaneTable4<false>;
+  using type = LanePairTable4<false>;
 };
 template <>
 struct LaneOf<5, 5> {
   using type = LaneFp5;
 };
-// The lane-codes type of an instance: nf4 and one-table lut4 with a warp per part of a tile
-// (kRowBlocks != 0, batch <= 16) look their code pairs up as FP16 values and multiply FP16 x
-// (LanePairTable4, half_x); warps sharing a tile keep LaneTable4's BF16 pairs.
-template <uint32_t kBits, uint32_t kFloat, uint32_t kRowBlocks>
-using LaneFor = std::conditional_t<kRowBlocks != 0 && kBits == 4 && (kFloat == kNf4Codes || kFloat == kLut4Codes),
-                                   LanePairTable4<kFloat == kNf4Codes>, typename LaneOf<kBits, kFloat>::type>;
-
-// Instances that multiply FP16 x (a warp per part of a tile): int8 (MmaInt8Half) and nf4 / lut4
+// Instances that multiply FP16 x: int8 with a warp per part of a tile (MmaInt8Half) and nf4 / lut4
 // (LanePairTable4). prepare_kernel writes xt in FP16, each tile column's block times its own power
 // of two 2^-e (its largest |x| times 2^-e in [2^14, 2^15): FP16 holds BF16 x exactly down to 2^-28
 // of that), and 2^e as a float per block after the blocks (half_x_scales), which the GEMV
 // multiplies each tile's sums by. The blocks are the stage's x layout, batch rows xt_row_elements
 // apart.
 __host__ __device__ constexpr bool half_x(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
-  return row_blocks != 0 &&
-         ((bits == 8 && kind_float == 0) || (bits == 4 && (kind_float == kNf4Codes || kind_float == kLut4Codes)));
+  return (bits == 8 && kind_float == 0 && row_blocks != 0) ||
+         (bits == 4 && (kind_float == kNf4Codes || kind_float == kLut4Codes));
 }
 
 // A warp per part of a tile: prepare_kernel writes x in the order and scale the
@@ -474,7 +466,7 @@ template <class L, uint32_t kNT>
 __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes,
                                                  uint32_t codes_row0, const uint8_t* xs, uint32_t x_row,
                                                  const StageGeometry& m, const TileSide& ts, const LaneTable& lut,
-                                                 uint32_t batch, float (&yacc)[kNT][4]) {
+                                                 uint32_t batch, float (&yacc)[kNT][4], float x_scale) {
   constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
@@ -520,14 +512,19 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
           L::x_part4(xs + (8 * nt + g) * x_row, col, part, 8 * nt + g < batch, b);
 #pragma unroll
           for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
-            mma_bf16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
-            mma_bf16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
+            if constexpr (L::kHalf) {
+              mma_f16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
+              mma_f16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
+            } else {
+              mma_bf16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
+              mma_bf16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
+            }
           }
         }
       }
     }
-    const float s0 = L::kScaled ? __half2float(__ushort_as_half(scales[r0 * ts.groups + gi])) : 1.0f;
-    const float s1 = L::kScaled ? __half2float(__ushort_as_half(scales[r1 * ts.groups + gi])) : 1.0f;
+    const float s0 = L::kScaled ? x_scale * __half2float(__ushort_as_half(scales[r0 * ts.groups + gi])) : x_scale;
+    const float s1 = L::kScaled ? x_scale * __half2float(__ushort_as_half(scales[r1 * ts.groups + gi])) : x_scale;
 #pragma unroll
     for (uint32_t nt = 0; nt < kNT; ++nt) {
       yacc[nt][0] = fmaf(s0, c[nt][0], yacc[nt][0]);
@@ -909,17 +906,6 @@ __device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t fi
   }
 }
 
-// Fills the LaneTable of nf4 or lut4 (mma_codes.cuh) from the 16 code values (float): entry c,
-// (hi, lo) with hi = BF16(v), lo = BF16(v - hi), once per bank.
-__device__ void fill_lane_table(uint8_t* table, const float* values) {
-  for (uint32_t i = threadIdx.x; i < kLaneTableBytes / 4; i += blockDim.x) {
-    const float v = values[i / 32];
-    const __nv_bfloat16 hi = __float2bfloat16_rn(v), lo = __float2bfloat16_rn(v - __bfloat162float(hi));
-    reinterpret_cast<uint32_t*>(table)[i] =
-        uint32_t{__bfloat16_as_ushort(hi)} | (uint32_t{__bfloat16_as_ushort(lo)} << 16);
-  }
-}
-
 // Fills the 256-entry LaneTable of nf4 or lut4 (mma_codes.cuh, LanePairTable4) from the 16 code
 // values v (float): entry b is (FP16(v[b & 15]), FP16(v[b >> 4])), once per bank. By warps
 // [0, warps) (the consumers, while the producer issues the first copies): lane l converts v[l % 16]
@@ -1000,9 +986,9 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
   constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
-  using Lane = LaneFor<kBits, kFloat, kRowBlocks>;  // codes below 8 bits (kBits < 8)
+  using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
-  constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8, nf4, lut4 (warp per part of a tile): FP16 x
+  constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
   constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // x's order and scale
   static_assert(!kWarpTile || kHalfX || kFloat == kExp4Tiles || kX.span != 0,
                 "a warp per part of a tile multiplies prepared x (tma_tile_warp, tma_tile_warp6, tma_tile_warp8)");
@@ -1028,9 +1014,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at): LaneTable4's read after the
-  // __syncthreads below, LanePairTable4's filled by the consumers below
-  if constexpr (Lane::kTableBytes == kLaneTableBytes) fill_lane_table(smem + kHeaderBytes, params.values_dev);
+  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at), filled by the consumers below
   const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
   if (threadIdx.x == 0) {
@@ -1234,8 +1218,15 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
+          float x_scale = 1.0f;  // FP16 x (half_x): the tile column's power of two, after prepare_kernel wrote it
+          if constexpr (kHalfX) {
+            if (!y_ready) wait_for_prepare(), y_ready = true;
+            // per tile (a batch above 16 gives each tile ample work): with the pointer held across
+            // the loop, ptxas spilled 60 bytes in the batch 17..32 lut4 instance
+            x_scale = half_x_scales(xt_dev, k_cols, tile_cols, batch)[m.x_block];
+          }
           tma_tile_grouped<Lane, kNT>(params, stage, codes, codes_row0, stage + layout.x_at, layout.x_row, m, ts, lut,
-                                      batch, yacc);
+                                      batch, yacc, x_scale);
         }
       }
       __syncwarp();
@@ -1259,7 +1250,7 @@ struct TmaKernel {
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
-  using Lane = LaneFor<kBits, kFloat, kRowBlocks>;                           // used when kBits < 8
+  using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = kBits < 8 ? Lane::kTableBytes : 0;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
   static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
@@ -1294,7 +1285,7 @@ struct TmaKernel {
 // copy (the stagger and an edge block's missing columns are never written, nor read as x). It
 // lets the GEMV launch at once (programmatic dependent launch): the GEMV's blocks start, fill their
 // rings with tiles and multiply while this runs, and wait for it (griddepcontrol.wait) only before
-// they first add to y or, for batch > 1, copy x. half (half_x: int8 at batch 1..16): xt in FP16,
+// they first add to y or, for batch > 1, copy x. half (half_x: int8 at batch 1..16, nf4 and lut4): xt in FP16,
 // at batch 1 too, a thread block per x block: its largest |x| sets its power of two (x times 2^-e,
 // 2^e stored after the blocks). order (PreparedX): each block's columns in the order of the
 // kernel's B pairs, and times 2^kXExp for minifloat codes; at batch 1 too, into a row of K.
@@ -1308,7 +1299,7 @@ __global__ void __launch_bounds__(256, 8)
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
   if (half) {  // a thread block per x block (grid-stride), a thread per column of it: blockDim.x >= 32
-    constexpr uint32_t kHeld = 16;  // batch <= 16 (half_x): a column's values stay in registers
+    constexpr uint32_t kHeld = 16;  // batch <= 16: a column's values stay in registers (above: read twice)
     __shared__ float warp_largest[32];
     const uint32_t blocks = static_cast<uint32_t>(x_blocks_of(k_cols, tile_cols));
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x / 32, warps = blockDim.x / 32;

@@ -570,9 +570,9 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
 }
 
 // int3, int2, fp4, nf4, lut4 (one table) and fp5 on the bulk-copy GEMV (mma_codes.cuh's lane-codes
-// types: int3 and fp5 in k-steps of 128 columns, the others of 64; nf4 and lut4 at batch <= 16
-// from a table of FP16 pairs in shared memory, one per code byte, with FP16 x, above 16 from a
-// table of the 16 values, each as two BF16s; lut4 without scales, fp5 with per-row scales),
+// types: int3 and fp5 in k-steps of 128 columns, the others of 64; nf4 and lut4 from a table of
+// FP16 pairs in shared memory, one per code byte, with FP16 x; lut4 without scales, fp5 with
+// per-row scales),
 // asymmetric and symmetric, groups of 64 and 128, on 128 x 128
 // and 64 x 256 tiles. a (1000 x 4096): an edge tile row of 104 rows; e (300 x 4224): an edge row
 // of 44 (128-row tiles) or 44 of 64, and with 256-column tiles an edge column of 128. Every tile's
@@ -608,8 +608,8 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4/fp5, edge rows and 
 // The minifloat schemes' bulk-copy GEMV takes x times 2^64 (kernels/detail/mma_codes.cuh scale_x)
 // where a warp multiplies several row blocks, or multiplies each A pair (warps sharing a tile): x
 // far from 1 (times 2^40 and 2^-40) keeps the relative error of x near 1, at every batch path
-// (1, 2..8, 9..16, 17..64), for fp8, fp6, fp5 and fp4 (and int4, which takes x as it is, and int8,
-// nf4 and lut4, whose FP16 x takes a power of two per tile column at batch <= 16).
+// (1, 2..8, 9..16, 17..64), for fp8, fp6, fp5 and fp4 (and int4, which takes x as it is, and int8
+// at batch <= 16, nf4 and lut4, whose FP16 x takes a power of two per tile column).
 TEST_CASE("gpu lossy: bulk-copy GEMV of minifloat codes with x far from 1 (times 2^40, 2^-40), batch 1..64") {
   using wpack::Scheme;
   const LossyCase cases[] = {{Scheme::kFp8, Codec::kNone}, {Scheme::kFp6, Codec::kNone}, {Scheme::kFp5, Codec::kNone},

@@ -269,16 +269,15 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
   }
 }
 
-// A code table in shared memory, one copy per bank: entry e for lane l at byte 128 e + 4 l of
-// `base` (a warp's 32 lookups never conflict); lane4: 4 * the lane. LaneTable4's has 16 entries
-// (2 KiB): entry c is bf16x2 (hi, lo), hi the BF16 of the code's value v, lo the BF16 of v - hi
-// (hi + lo is v to ~2^-17). LanePairTable4's has 256 (32 KiB): entry b is the FP16 pair (v(b & 15),
-// v(b >> 4)) of a code byte b. The other lane-codes types take it and ignore it.
+// LanePairTable4's code table in shared memory, one copy per bank: entry b for lane l at byte
+// 128 b + 4 l of `base` (a warp's 32 lookups never conflict); lane4: 4 * the lane. 256 entries
+// (32 KiB): entry b is the FP16 pair (v(b & 15), v(b >> 4)) of a code byte b. The other lane-codes
+// types take it and ignore it.
 struct LaneTable {
   const uint8_t* base = nullptr;
   uint32_t lane4 = 0;
 };
-constexpr uint32_t kLaneTableBytes = 16 * 32 * 4, kPairTableBytes = 256 * 32 * 4;
+constexpr uint32_t kPairTableBytes = 256 * 32 * 4;
 
 // The x side of the lane-codes types: x_part4 for codes paired 4 apart (int4
 // packing: (c_k, c_{k+4})) or 8 apart (int2, int3, fp5: (c_i, c_{i+8})).
@@ -288,7 +287,7 @@ struct XPairs {
   // is taken times 2^kXExp (scale_x: the minifloat types)
   static constexpr int kValueExp = 0;
   static constexpr bool kHalf = false;  // BF16 A pairs and x (LanePairTable4: FP16)
-  static constexpr uint32_t kTableBytes = 0;  // the code table's shared memory (LaneTable4, LanePairTable4)
+  static constexpr uint32_t kTableBytes = 0;  // the code table's shared memory (LanePairTable4)
   // x's column order in the B pairs: pair i of each 2 kApart columns is (x_i, x_{i + kApart})
   static constexpr uint32_t kXSpan = 2 * kApart;
   __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
@@ -329,44 +328,15 @@ struct LaneFp4 : XPairs<4> {
   }
 };
 
-// 4-bit codes that index a 16-entry table (nf4: kScaled, times the group's scale; lut4 with one
-// table: no scales), the int4 packing: each code's (hi, lo) entry from the LaneTable (index: one
-// shift and one LOP3 that also adds the lane's bank), then PRMT of two entries gives the hi pair
-// and the lo pair of (c_k, c_{k+4}): kSplit = 2, every pair in two MMAs, so that A carries the
-// table value to ~2^-17 (one BF16 would round it to 2^-9; an fp16 LUT value exactly). kOffset
-// false: A holds the value.
-template <bool kScaledCodes>
-struct LaneTable4 : XPairs<4> {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 2;
-  static constexpr bool kOffset = false, kScaled = kScaledCodes;
-  static constexpr uint32_t kTableBytes = kLaneTableBytes;
-  template <int kShift>  // the entry of the code that `kShift` moves to bits 7..10
-  __device__ static __forceinline__ uint32_t entry(uint32_t w, const LaneTable& t) {
-    return *reinterpret_cast<const uint32_t*>(t.base + and_or(shifted<kShift>(w), 0x780u, t.lane4));
-  }
-  template <int kK>  // a[kK] = the hi pair (c_kK, c_{kK+4}), a[4 + kK] = the lo pair
-  __device__ static __forceinline__ void pair(uint32_t w, uint32_t (&a)[8], const LaneTable& t) {
-    const uint32_t e0 = entry<7 - 4 * kK>(w, t), e1 = entry<-9 - 4 * kK>(w, t);
-    a[kK] = __byte_perm(e0, e1, 0x5410);
-    a[4 + kK] = __byte_perm(e0, e1, 0x7632);
-  }
-  __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[8],
-                                                 const LaneTable& t) {
-    pair<0>(w[part], a, t);
-    pair<1>(w[part], a, t);
-    pair<2>(w[part], a, t);
-    pair<3>(w[part], a, t);
-  }
-};
-
 // 4-bit codes that index a 16-entry table (nf4: kScaled; lut4 with one table: no scales) as FP16
-// values, for FP16 MMAs with FP16 x (a warp per part of a tile): each code byte (two adjacent
+// values, for FP16 MMAs with FP16 x: each code byte (two adjacent
 // columns) is one A pair, read from the 256-entry LaneTable by one shared load whose address is a
 // shift and a LOP3 of the code word (the table's base a constant offset into shared memory: the
-// kernel puts it before its ring), one MMA per 4 pairs (LaneTable4: a load per code and two BF16
-// MMAs; the batch-1 nf4 loop, 16 code words: 295 SASS instructions against 704). A pair's x is
+// kernel puts it before its ring), one MMA per 4 pairs. (Before, a 16-entry table held each value
+// as two BF16s, high part and remainder, one load per code and two BF16 MMAs per 4 pairs: the
+// batch-1 nf4 loop of 16 code words took 704 SASS instructions, now 231.) A pair's x is
 // (x_c, x_{c+1}): x in its own order. An FP16 holds a lut4 value (stored as FP16) exactly and an
-// nf4 value to 2^-11 of itself (LaneTable4's BF16 pair: 2^-17).
+// nf4 value to 2^-11 of itself (the BF16 pair: 2^-17).
 template <bool kScaledCodes>
 struct LanePairTable4 {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
@@ -388,6 +358,13 @@ struct LanePairTable4 {
     a[1] = entry<1>(w[part], at);  // (c2, c3)
     a[2] = entry<2>(w[part], at);  // (c4, c5)
     a[3] = entry<3>(w[part], at);  // (c6, c7)
+  }
+  // x's B pairs of part `part` of the lane's columns from `col` (warps sharing a tile: FP16 x as it
+  // is, pairs of adjacent columns; zeros when `valid` is false)
+  __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
+                                                 uint32_t (&b)[4]) {
+    const uint4 v = valid ? *reinterpret_cast<const uint4*>(xrow + 2 * (col + 8 * part)) : make_uint4(0, 0, 0, 0);
+    b[0] = v.x, b[1] = v.y, b[2] = v.z, b[3] = v.w;
   }
 };
 
