@@ -27,9 +27,9 @@
 //               MmaFp6 / LaneFp5, LaneFp4), with x taken times 2^64 (scale_x, in prepare_kernel)
 //               and the sums times 2^56 / 2^60 / 2^62 with the scales; nf4, lut4: FP16 MMAs, each
 //               code byte's two FP16 values one load from a 256-entry table in shared memory
-//               (LanePairTable4) and x in FP16 as int8's (at every batch). prepare_kernel writes x in the
-//               B pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a plain load (batch 16:
-//               int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group
+//               (LanePairTable4) and x in FP16 as int8's (at every batch). prepare_kernel writes x
+//               in the B pairs' column order, minifloats' times 2^64 (prepared_x): a B fragment is a
+//               plain load (batch 16: int4 8%, fp4 13% faster; batch 1: 1-3%). The standard tile (128 x 128, one group
 //               per row) takes a copy of the code with its geometry known at compile time: every shared
 //               load at a constant offset, no per-tile address arithmetic
 //             warps share a tile (batch > 16; 8 warps): warp w takes rows [16w, 16w + 16) of
@@ -198,7 +198,7 @@ struct TmaLayout {
   // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
   // selector table, then the warps' scratches; table_at: the code table of nf4 or lut4 (table_bytes,
-  // 0: none), before the ring, at a constant offset (LanePairTable4's lookups fold it into the load).
+  // 0: none), at kHeaderBytes, before the ring.
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
                                 uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
     x_at = align_up(stored_cap, 128);

@@ -329,14 +329,14 @@ struct LaneFp4 : XPairs<4> {
 };
 
 // 4-bit codes that index a 16-entry table (nf4: kScaled; lut4 with one table: no scales) as FP16
-// values, for FP16 MMAs with FP16 x: each code byte (two adjacent
-// columns) is one A pair, read from the 256-entry LaneTable by one shared load whose address is a
-// shift and a LOP3 of the code word (the table's base a constant offset into shared memory: the
-// kernel puts it before its ring), one MMA per 4 pairs. (Before, a 16-entry table held each value
-// as two BF16s, high part and remainder, one load per code and two BF16 MMAs per 4 pairs: the
-// batch-1 nf4 loop of 16 code words took 704 SASS instructions, now 231.) A pair's x is
-// (x_c, x_{c+1}): x in its own order. An FP16 holds a lut4 value (stored as FP16) exactly and an
-// nf4 value to 2^-11 of itself (the BF16 pair: 2^-17).
+// values, for FP16 MMAs with FP16 x: each code byte (two adjacent columns) is one A pair, read
+// from the 256-entry LaneTable by one shared load whose 32-bit address is a PRMT (the byte) and an
+// IMAD (times 128, plus the lane's copy) away from the code word (through the generic pointer,
+// each load also added the shared window's base, not a compile-time constant on sm_90); one MMA
+// per 4 pairs. The batch-1 nf4 loop of 16 code words is 231 SASS instructions; a 16-entry table
+// of each value as two BF16s (high part and remainder, two BF16 MMAs per 4 pairs) took 704. A
+// pair's x is (x_c, x_{c+1}): x in its own order. An FP16 holds a lut4 value (stored as FP16)
+// exactly and an nf4 value to 2^-11 of itself (the BF16 pair: 2^-17).
 template <bool kScaledCodes>
 struct LanePairTable4 {
   static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
