@@ -167,23 +167,6 @@ constexpr PreparedX prepared_x(uint32_t row_blocks) {
 __host__ __device__ constexpr bool x_from_prepare(uint32_t batch, bool half, PreparedX order) {
   return batch > 1 || half || order.span != 0;
 }
-// kWords B registers of one batch column from prepare_kernel's x at column `col` (zeros when
-// `valid` is false: nothing is read).
-template <uint32_t kWords>
-__device__ __forceinline__ void prepared_x_words(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
-  static_assert(kWords == 2 || kWords % 4 == 0, "whole 8- or 16-byte loads");
-  if constexpr (kWords == 2) {
-    const uint2 v = valid ? *reinterpret_cast<const uint2*>(xrow + 2 * col) : make_uint2(0, 0);
-    b[0] = v.x, b[1] = v.y;
-  } else {
-#pragma unroll
-    for (uint32_t i = 0; i < kWords; i += 4) {
-      const uint4 v = valid ? *reinterpret_cast<const uint4*>(xrow + 2 * col + 4 * i) : make_uint4(0, 0, 0, 0);
-      b[i] = v.x, b[i + 1] = v.y, b[i + 2] = v.z, b[i + 3] = v.w;
-    }
-  }
-}
-
 struct StageGeometry {
   uint32_t row0, col0, h, w;
   uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
@@ -193,19 +176,18 @@ struct StageGeometry {
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
 struct TmaLayout {
-  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, table_at, total;
+  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, total;
   // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
   // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
-  // selector table, then the warps' scratches; table_at: the code table of nf4 or lut4 (table_bytes,
-  // 0: none), at kHeaderBytes, before the ring.
+  // selector table, then the warps' scratches. The code table of nf4 or lut4 (table_bytes, 0: none)
+  // sits at kHeaderBytes, before the ring.
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
                                 uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
     x_at = align_up(stored_cap, 128);
     x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
     stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
-    table_at = kHeaderBytes;
     sparse_at = kHeaderBytes + table_bytes + stages * stage_bytes;
     total = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
   }
@@ -496,11 +478,11 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
       }
 #pragma unroll
       for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
-        uint32_t a0[4 * L::kSplit], a1[4 * L::kSplit];
+        uint32_t a0[4], a1[4];
         L::pairs4(w0, part, a0, lut);
         L::pairs4(w1, part, a1, lut);
 #pragma unroll
-        for (uint32_t i = 0; i < 4 * L::kSplit; ++i)  // minifloats: the values (fewer A pairs than B registers)
+        for (uint32_t i = 0; i < 4; ++i)  // minifloats: the values (fewer A pairs than B registers)
           a0[i] = minifloat_value<L::kValueExp>(a0[i]), a1[i] = minifloat_value<L::kValueExp>(a1[i]);
         if constexpr (L::kOffset) {
 #pragma unroll
@@ -510,16 +492,8 @@ __device__ __forceinline__ void tma_tile_grouped(const QuantDevParams& p, const 
         for (uint32_t nt = 0; nt < kNT; ++nt) {
           uint32_t b[4];
           L::x_part4(xs + (8 * nt + g) * x_row, col, part, 8 * nt + g < batch, b);
-#pragma unroll
-          for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
-            if constexpr (L::kHalf) {
-              mma_f16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
-              mma_f16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
-            } else {
-              mma_bf16_16816(c[nt], a0[h], a1[h], a0[h + 1], a1[h + 1], b[0], b[1]);
-              mma_bf16_16816(c[nt], a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[2], b[3]);
-            }
-          }
+          mma_16816<L::kHalf>(c[nt], a0[0], a1[0], a0[1], a1[1], b[0], b[1]);
+          mma_16816<L::kHalf>(c[nt], a0[2], a1[2], a0[3], a1[3], b[2], b[3]);
         }
       }
     }
@@ -617,22 +591,13 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 #pragma unroll
         for (uint32_t part = 0; part < L::kPairs / 4; ++part) {  // 4 pairs of each row: two MMAs per batch tile
           const uint32_t i = 4 * part;
-          uint32_t a0[4 * L::kSplit], a1[4 * L::kSplit];
+          uint32_t a0[4], a1[4];
           L::pairs4(words[rb][0], part, a0, lut);
           L::pairs4(words[rb][1], part, a1, lut);
 #pragma unroll
           for (uint32_t nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-            for (uint32_t h = 0; h < 4 * L::kSplit; h += 4) {
-              float(&acc)[4] = c[rb * kNT + nt];
-              if constexpr (L::kHalf) {
-                mma_f16_16816(acc, a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
-                mma_f16_16816(acc, a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
-              } else {
-                mma_bf16_16816(acc, a0[h], a1[h], a0[h + 1], a1[h + 1], b[nt][i], b[nt][i + 1]);
-                mma_bf16_16816(acc, a0[h + 2], a1[h + 2], a0[h + 3], a1[h + 3], b[nt][i + 2], b[nt][i + 3]);
-              }
-            }
+            mma_16816<L::kHalf>(c[rb * kNT + nt], a0[0], a1[0], a0[1], a1[1], b[nt][i], b[nt][i + 1]);
+            mma_16816<L::kHalf>(c[rb * kNT + nt], a0[2], a1[2], a0[3], a1[3], b[nt][i + 2], b[nt][i + 3]);
           }
         }
       }
@@ -1007,14 +972,14 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
-  uint8_t* ring = smem + kHeaderBytes + Lane::kTableBytes;  // the code table before it (layout.table_at)
+  uint8_t* ring = smem + kHeaderBytes + Lane::kTableBytes;  // the code table before it
   uint2* selectors = reinterpret_cast<uint2*>(smem + layout.sparse_at);
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   uint32_t* scratch = reinterpret_cast<uint32_t*>(smem + layout.sparse_at + kSelectorBytes + warp * scratch_bytes);
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
-  // the codes' table (nf4, lut4), at kHeaderBytes (layout.table_at), filled by the consumers below
+  // the codes' table (nf4, lut4), at kHeaderBytes, filled by the consumers below
   const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
   if (threadIdx.x == 0) {
@@ -1093,7 +1058,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     return;
   }
 
-  if constexpr (Lane::kTableBytes == kPairTableBytes) {  // while the producer's first copies are in flight
+  if constexpr (Lane::kTableBytes != 0) {  // while the producer's first copies are in flight
     fill_pair_table(smem + kHeaderBytes, params.values_dev, kWarps);
     asm volatile("bar.sync 1, %0;\n" ::"n"(32 * kWarps) : "memory");  // the consumer warps only
   }
@@ -1251,7 +1216,7 @@ struct TmaKernel {
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
-  static constexpr uint32_t kTableBytes = kBits < 8 ? Lane::kTableBytes : 0;  // TmaLayout's
+  static constexpr uint32_t kTableBytes = Lane::kTableBytes;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
   static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
   static constexpr auto kernel =

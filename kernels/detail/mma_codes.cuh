@@ -234,15 +234,31 @@ struct MmaFp6 {
 // ---- the lane-codes types: the schemes below 8 bits but fp6 (int4/3/2, fp5/4, nf4, lut4) for the
 // bulk-copy GEMV ----
 // One lane's share of a k-step: kCols consecutive columns of a tile row (kWords code words of the
-// LSB-first packing) as kPairs bf16x2 A pairs, 4 at a time (pairs4: the pairs of two MMAs, or of
-// 2 kSplit MMAs when each pair is split in kSplit parts that add up to its value; part is a
-// constant after unrolling), and x's fragment pairs of one part in the same column order (x_part4;
+// LSB-first packing) as kPairs bf16x2 A pairs (fp16x2: kHalf), 4 at a time (pairs4: the pairs of
+// two MMAs; part is a constant after unrolling), and x's fragment pairs of one part in the same column order (x_part4;
 // kXSpan: the order prepare_kernel writes x in). A pairs 2m, 2m + 1 of a row pair go into
 // one MMA with B pairs 2m, 2m + 1 (the MMA's k-slots of a lane are its own: any column order works
 // when A and B agree). kOffset: A holds kBase + code (int codes), and the caller removes
 // (kBase + zero) * sum(x) per row and group; else A holds the code's value. kScaled: plane A holds
 // an fp16 scale per row and group (else no plane A, no scale). kTableBytes: the codes index a LaneTable
 // that the kernel fills in shared memory.
+
+// kWords B registers of one batch column from prepare_kernel's x (FP16, or BF16 in the B pairs'
+// order) at column `col` (zeros when `valid` is false: nothing is read).
+template <uint32_t kWords>
+__device__ __forceinline__ void prepared_x_words(const uint8_t* xrow, uint32_t col, bool valid, uint32_t* b) {
+  static_assert(kWords == 2 || kWords % 4 == 0, "whole 8- or 16-byte loads");
+  if constexpr (kWords == 2) {
+    const uint2 v = valid ? *reinterpret_cast<const uint2*>(xrow + 2 * col) : make_uint2(0, 0);
+    b[0] = v.x, b[1] = v.y;
+  } else {
+#pragma unroll
+    for (uint32_t i = 0; i < kWords; i += 4) {
+      const uint4 v = valid ? *reinterpret_cast<const uint4*>(xrow + 2 * col + 4 * i) : make_uint4(0, 0, 0, 0);
+      b[i] = v.x, b[i + 1] = v.y, b[i + 2] = v.z, b[i + 3] = v.w;
+    }
+  }
+}
 
 // The B pairs of one part's two MMAs (warps sharing a tile; a warp per part of a tile takes
 // prepare_kernel's x in this order, PreparedX), for a lane's columns from `col`: by4, 8 columns
@@ -272,7 +288,9 @@ __device__ __forceinline__ void x_part4_by8(const uint8_t* xrow, uint32_t col, u
 // LanePairTable4's code table in shared memory, one copy per bank: entry b for lane l at byte
 // 128 b + 4 l of `base` (a warp's 32 lookups never conflict); lane4: 4 * the lane. 256 entries
 // (32 KiB): entry b is the FP16 pair (v(b & 15), v(b >> 4)) of a code byte b. The other lane-codes
-// types take it and ignore it.
+// types take it and ignore it. (The base's 32-bit shared address is formed where it is used:
+// computed once at the kernel's start and held in a register instead, it made the batch-1 nf4
+// instance spill 16 bytes.)
 struct LaneTable {
   const uint8_t* base = nullptr;
   uint32_t lane4 = 0;
@@ -299,7 +317,7 @@ struct XPairs {
 
 // int4: two words, pairs (c_k, c_{k+4}) of each (MmaCodes<4>).
 struct LaneInt4 : XPairs<4> {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
@@ -312,7 +330,7 @@ struct LaneInt4 : XPairs<4> {
 // magnitude placed at BF16 bits 6..8 and the sign at 15, the code's value times 2^-126 (e = 0:
 // a BF16 subnormal with the same ratio).
 struct LaneFp4 : XPairs<4> {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
   static constexpr bool kOffset = false, kScaled = true;
   static constexpr int kValueExp = 126;
   template <int kK>  // pair (c_kK, c_{kK+4}) of a word
@@ -339,7 +357,7 @@ struct LaneFp4 : XPairs<4> {
 // exactly and an nf4 value to 2^-11 of itself (the BF16 pair: 2^-17).
 template <bool kScaledCodes>
 struct LanePairTable4 {
-  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8, kSplit = 1;
+  static constexpr uint32_t kBits = 4, kCols = 16, kWords = 2, kPairs = 8;
   static constexpr bool kOffset = false, kScaled = kScaledCodes, kHalf = true;
   static constexpr uint32_t kTableBytes = kPairTableBytes;
   static constexpr int kValueExp = 0;
@@ -363,15 +381,14 @@ struct LanePairTable4 {
   // is, pairs of adjacent columns; zeros when `valid` is false)
   __device__ static __forceinline__ void x_part4(const uint8_t* xrow, uint32_t col, uint32_t part, bool valid,
                                                  uint32_t (&b)[4]) {
-    const uint4 v = valid ? *reinterpret_cast<const uint4*>(xrow + 2 * (col + 8 * part)) : make_uint4(0, 0, 0, 0);
-    b[0] = v.x, b[1] = v.y, b[2] = v.z, b[3] = v.w;
+    prepared_x_words<4>(xrow, col + 8 * part, valid, b);
   }
 };
 
 // int2: one word of 16 codes, pairs (c_k, c_{k+8}): ((w >> 2k) & 0x00030003) | 0x43004300 is
 // bf16x2 (128 + c_k, 128 + c_{k+8}), one LOP3 each.
 struct LaneInt2 : XPairs<8> {
-  static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8, kSplit = 1;
+  static constexpr uint32_t kBits = 2, kCols = 16, kWords = 1, kPairs = 8;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   __device__ static __forceinline__ void pairs4(const uint32_t (&w)[kWords], uint32_t part, uint32_t (&a)[4],
@@ -387,7 +404,7 @@ struct LaneInt2 : XPairs<8> {
 // 13); then one shift and one LOP3 per pair: (128 + c_i of G0, of G1), then of G2, G3. So pairs
 // 0..7 are columns (i, i + 8), pairs 8..15 columns (16 + i, 24 + i).
 struct LaneInt3 : XPairs<8> {
-  static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16, kSplit = 1;
+  static constexpr uint32_t kBits = 3, kCols = 32, kWords = 3, kPairs = 16;
   static constexpr bool kOffset = true, kScaled = true;
   static constexpr float kBase = 128.0f;
   // pairs 4 half .. 4 half + 3 of groups ga, gb: codes 0..3 (half 0) or 4..7 (1)
@@ -422,7 +439,7 @@ struct LaneInt3 : XPairs<8> {
 // 1..4 (B) codes 6, 7 (6, 11); then the magnitude is placed at BF16 bits 5..8 and the sign at 15
 // (the value times 2^-126, e = 0 a BF16 subnormal with the same ratio). Pairs 0..7: columns (i, i + 8), 8..15: (16 + i, 24 + i), as int3's.
 struct LaneFp5 : XPairs<8> {
-  static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16, kSplit = 1;
+  static constexpr uint32_t kBits = 5, kCols = 32, kWords = 5, kPairs = 16;
   static constexpr bool kOffset = false, kScaled = false;  // per-row scales: at the flush
   static constexpr int kValueExp = 126;
   template <int kP>  // a code's first bit in each half
@@ -480,5 +497,12 @@ __device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32
   WPACK_MMA_M16N8K16("f16");
 }
 #undef WPACK_MMA_M16N8K16
+// FP16 (kHalf) or BF16 A and B.
+template <bool kHalf>
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  if constexpr (kHalf) mma_f16_16816(c, a0, a1, a2, a3, b0, b1);
+  else mma_bf16_16816(c, a0, a1, a2, a3, b0, b1);
+}
 
 }  // namespace wpack::gpu::detail
