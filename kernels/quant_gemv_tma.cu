@@ -56,8 +56,9 @@
 // per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
 // a k-step (128 columns for int3 and fp5, 64 for int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and
 // fp8); groups a multiple of
-// that and dividing K; every tile's code plane 4-byte aligned; x 16-byte aligned; a device of
-// compute capability 9.0 or later.
+// that and dividing K; every sparse tile's bitmap 4-byte aligned (a dense tile's code plane that
+// is not is realigned: realign_codes); x 16-byte aligned; a device of compute capability 9.0 or
+// later.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -361,6 +362,20 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
       if (col_word >= row_words) col_word -= row_words, ++row;
     }
   }
+}
+
+// Copies code-plane rows [r_begin, r_end) of a tile whose code plane starts off a 4-byte boundary
+// (an edge tile row of h rows with h * (plane A bytes per row) not a multiple of 4, e.g.
+// asymmetric int4: 3 bytes per row and group) to `out` (4-byte aligned), row r_begin first, so that
+// the MMA path reads whole words: each word is a funnel shift of the two aligned words it spans.
+// The last one reads at most 3 bytes past the plane's end, inside the stage (its tile bytes are
+// copied in 16-byte units).
+__device__ __forceinline__ void realign_codes(const uint8_t* stage, const TileSide& ts, uint32_t r_begin,
+                                              uint32_t r_end, uint32_t* out) {
+  const uint32_t lane = threadIdx.x & 31, shift = 8 * (ts.codes_at % 4);
+  const uint32_t* in = reinterpret_cast<const uint32_t*>(stage + (ts.codes_at & ~3u)) + r_begin * ts.words_per_row;
+  const uint32_t n = (r_end - r_begin) * ts.words_per_row;
+  for (uint32_t i = lane; i < n; i += 32) out[i] = __funnelshift_r(in[i], in[i + 1], shift);
 }
 
 // The FP8 x fragment (MmaFp8::b_from_x order) of the 4 columns from `col`, one batch column.
@@ -942,7 +957,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
-    uint32_t scratch_bytes,               // per consumer warp (sparse tiles' dense codes); 0: no sparse tiles
+    uint32_t scratch_bytes,               // per consumer warp (sparse or realigned codes); 0: none
     const uint16_t* __restrict__ xt_dev,  // batch 1: x or prepare_kernel's x; above: its blocks; 16-aligned
     uint64_t k_cols,                      // K
     uint32_t batch,                       // kBatch1 ? 1 : 1 .. 8 kNT
@@ -1131,8 +1146,15 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
             else multiply(std::true_type{}, std::false_type{}, scratch, r0);
           } else if (std_tile) {  // its code plane starts 8-aligned (TileSide(params, bits))
             multiply(std::true_type{}, std::true_type{}, codes, 0);
-          } else if (Lane::kWords != 2 || ts.codes_at % 8 == 0) {  // two-word loads need 8-byte alignment
-            multiply(std::true_type{}, std::false_type{}, codes, 0);
+          } else if (Lane::kWords != 2 || ts.codes_at % 8 == 0 || ts.codes_at % 4) {  // two-word loads: 8-aligned
+            uint32_t codes_row0 = 0;
+            if (ts.codes_at % 4) {  // this warp's rows, realigned into its scratch (16-aligned)
+              codes_row0 = 16 * first_block;
+              realign_codes(stage, ts, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), scratch);
+              __syncwarp();
+              codes = scratch;
+            }
+            multiply(std::true_type{}, std::false_type{}, codes, codes_row0);
           } else {
             multiply(std::false_type{}, std::false_type{}, codes, 0);
           }
@@ -1180,6 +1202,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           if (kSparse && m.sparse) {  // this warp's 16 rows only
             expand_sparse_int4(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
                                scratch);
+            __syncwarp();
+            codes = scratch, codes_row0 = warp * 16;
+          } else if (ts.codes_at % 4) {  // this warp's 16 rows, realigned into its scratch
+            realign_codes(stage, ts, warp * 16, min(warp * 16 + 16, m.h), scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
@@ -1423,6 +1449,21 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   }
 }
 
+// Whether some tile's code plane starts off a 4-byte boundary: 8 bytes of plane directory, then
+// plane A of h rows, 2 bytes (fp16 scale) or 3 (and a u8 zero) per row and group; for the full and
+// the edge tile rows and columns.
+bool codes_off_words(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
+                     uint64_t tensor_cols) {
+  if (!params.grouped) return false;
+  const uint32_t side_per_group = 2 + (params.zero_points ? 1 : 0);
+  const uint32_t edge_cols = static_cast<uint32_t>(tensor_cols % tile_cols);
+  const uint32_t edge_rows = static_cast<uint32_t>(tensor_rows % tile_rows);
+  for (uint32_t h : {tile_rows, edge_rows})
+    for (uint32_t cols : {tile_cols, edge_cols})
+      if ((h * side_per_group * (cols / params.group)) % 4) return true;
+  return false;
+}
+
 }  // namespace
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
@@ -1444,22 +1485,15 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
     return false;
-  // The code plane of every tile (full and edge rows) must be 4-byte aligned; so are a sparse tile's
-  // bitmap (where the dense code plane would start) and its code plane (the bitmap is h * w / 8
-  // bytes, w a multiple of 64).
-  const uint32_t side_per_row = params.grouped ? (2 + (params.zero_points ? 1 : 0)) * (tile_cols / params.group) : 0;
-  const uint32_t edge_cols = static_cast<uint32_t>(tensor_cols % tile_cols);
-  const uint32_t edge_side_per_row =
-      params.grouped ? (2 + (params.zero_points ? 1 : 0)) * (edge_cols / params.group) : 0;
-  const uint32_t edge_rows = static_cast<uint32_t>(tensor_rows % tile_rows);
-  for (uint32_t h : {tile_rows, edge_rows})
-    for (uint32_t per_row : {side_per_row, edge_side_per_row})
-      if (h && (h * per_row) % 4) return false;
-  return true;
+  // A sparse tile's bitmap (where the dense code plane would start) and its code plane (the bitmap
+  // is h * w / 8 bytes, w a multiple of 64) must be 4-byte aligned; a dense tile's code plane that
+  // is not is realigned into the warps' scratch (realign_codes).
+  return !(sparse_tiles && codes_off_words(params, tile_rows, tile_cols, tensor_rows, tensor_cols));
 }
 
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
-                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles) {
+                            uint64_t tensor_rows, uint64_t tensor_cols, uint32_t batch, uint32_t stages_wanted,
+                            bool sparse_tiles) {
   QuantTmaPlan plan{};
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
@@ -1471,9 +1505,11 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
     return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes};
   });
   const uint32_t warps = shape.warps;
-  // A sparse tile expands into the dense codes of the rows its warp multiplies: the whole tile or
-  // half of it (a warp per tile or half tile) or 16 rows (warps sharing it).
-  plan.scratch_bytes = sparse_tiles ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
+  // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
+  // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
+  // tile) or 16 rows (warps sharing it), at most 4 bits a code.
+  const bool scratch = sparse_tiles || codes_off_words(params, tile_rows, tile_cols, tensor_rows, tensor_cols);
+  plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
   const uint32_t aux_bytes =
@@ -1540,7 +1576,8 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
 bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool) {
   return false;
 }
-QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool) {
+QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint64_t, uint64_t, uint32_t, uint32_t,
+                            bool) {
   return QuantTmaPlan{};
 }
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }

@@ -391,8 +391,8 @@ struct GpuTensor::Impl {
       uint32_t stages = 0;
       if (const char* env = std::getenv("WPACK_TMA_STAGES"))
         stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
-      plan = detail::quant_tma_plan(quant, stream_plan.stored_cap, stream_plan.tile_rows, stream_plan.tile_cols, batch,
-                                    stages, sparse_tiles);
+      plan = detail::quant_tma_plan(quant, stream_plan.stored_cap, stream_plan.tile_rows, stream_plan.tile_cols, rows,
+                                    cols, batch, stages, sparse_tiles);
       grid = persistent_grid(tile_count, plan.blocks_per_sm);
       if (std::getenv("WPACK_GPU_DEBUG"))
         std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n", batch,

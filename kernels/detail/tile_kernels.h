@@ -221,7 +221,8 @@ struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
   uint32_t tile_cols;      // nominal tile width
   uint32_t stages;         // ring depth, 2..32, a multiple of the tiles the kernel's warps hold at once
-  uint32_t scratch_bytes;  // per consumer warp: a sparse tile's dense codes (0: no sparse tiles)
+  uint32_t scratch_bytes;  // per consumer warp: a sparse tile's dense codes, or a dense tile's code plane
+                           // realigned to words (0: neither occurs)
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: the plan does not fit
 };
@@ -232,9 +233,10 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
 // formed, at most 128 rows, a width that is a multiple of 32), and the kernel trusts that.
 // stages_wanted 0: as many as fit in about 220 KiB per multiprocessor over the blocks the kernel is
 // built for (scratch included; rounded down to a multiple of the tiles in hand); tile_rows,
-// tile_cols: the nominal tile shape.
+// tile_cols: the nominal tile shape; tensor_rows, tensor_cols: the tensor's (its edge tiles).
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
-                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles);
+                            uint64_t tensor_rows, uint64_t tensor_cols, uint32_t batch, uint32_t stages_wanted,
+                            bool sparse_tiles);
 // x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev, one block per tile column
 // (int8 at batch <= 16: in FP16, each block times a power of two, at batch 1 too):
 // quant_tma_x_scratch_elements(k_cols, plan.tile_cols) elements per batch column.
