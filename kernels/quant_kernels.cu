@@ -697,7 +697,11 @@ struct TcLayout {
   }
 };
 
-template <uint32_t kBits, uint32_t kNT, uint32_t kV>
+// kShifted: the code plane starts off a word boundary (an edge tile row whose plane A is not a
+// multiple of 4 bytes, e.g. asymmetric int4 with h odd or 2 mod 4); each word is then a funnel
+// shift of the two aligned words it spans (kV 1). The last word of the last row reads up to 3 bytes
+// past the plane, inside the stage.
+template <uint32_t kBits, uint32_t kNT, uint32_t kV, bool kShifted = false>
 __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uint32_t w, uint64_t row0,
                                         const uint8_t* stage, const SideGeometry& sg, uint32_t codes_at,
                                         const uint8_t* xrows, uint32_t xrow_bytes, uint32_t batch,
@@ -712,8 +716,11 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
   const uint32_t steps = (words_per_row + step_words - 1) / step_words;
   const uint32_t group_cols = p.grouped ? p.group : w;
   const uint32_t steps_per_group = max(1u, group_cols / (step_words * T::kPerWord));
-  const uint32_t* row0_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r0c * words_per_row;
-  const uint32_t* row1_words = reinterpret_cast<const uint32_t*>(stage + codes_at) + r1c * words_per_row;
+  static_assert(!kShifted || kV == 1, "shifted words one at a time");
+  const uint32_t shift = kShifted ? 8 * (codes_at % 4) : 0;
+  const uint32_t* plane = reinterpret_cast<const uint32_t*>(stage + (kShifted ? codes_at & ~3u : codes_at));
+  const uint32_t* row0_words = plane + r0c * words_per_row;
+  const uint32_t* row1_words = plane + r1c * words_per_row;
   float c[kNT][4];
   uint32_t off0_lo = 0, off1_lo = 0, off_hi = bf16x2_splat_int(kOffsetHi);
   uint32_t gi = 0, in_group = 0;  // group index and step within it (no division per step)
@@ -738,6 +745,9 @@ __device__ __forceinline__ void tc_tile(const QuantDevParams& p, uint32_t h, uin
       const uint2 b = *reinterpret_cast<const uint2*>(row1_words + first);
       w0[0] = a.x, w0[1 % kV] = a.y;
       w1[0] = b.x, w1[1 % kV] = b.y;
+    } else if (kShifted && in_row) {
+      w0[0] = __funnelshift_r(row0_words[first], row0_words[first + 1], shift);
+      w1[0] = __funnelshift_r(row1_words[first], row1_words[first + 1], shift);
     } else if (in_row) {
       w0[0] = row0_words[first];
       w1[0] = row1_words[first];
@@ -851,14 +861,15 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
     const uint32_t codes_at = 8 + sg.a_bytes();
     const uint8_t* xs = stage + layout.x_stage;  // (w, batch) BF16
     // Words per lane and k-step: 2 when 8-byte loads are aligned and a step (4 lanes x 2 words)
-    // stays inside a group; else 1. 0: the MMA layout does not fit this tile (exact fallback).
+    // stays inside a group; else 1 (3: one, from a code plane off a word boundary). 0: the MMA
+    // layout does not fit this tile (exact fallback).
     uint32_t v = 0;
-    if (h <= 16 * kWarps && codes_at % 4 == 0 && w % T::kPerWord == 0) {
+    if (h <= 16 * kWarps && w % T::kPerWord == 0) {
       const uint32_t group_cols = params.grouped ? params.group : 0;
       const bool two = codes_at % 8 == 0 && (w / T::kPerWord) % 2 == 0 &&
                        (group_cols == 0 || group_cols % (8 * T::kPerWord) == 0);
       const bool one = group_cols == 0 || group_cols % (4 * T::kPerWord) == 0;
-      v = two ? 2 : one ? 1 : 0;
+      v = two ? 2 : !one ? 0 : codes_at % 4 ? 3 : 1;
     }
     const uint8_t* xrows = xs;
     uint32_t xrow_bytes = 0;
@@ -875,6 +886,8 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_tc_kernel(
     }
     if (v == 2) tc_tile<kBits, kNT, 2>(params, h, w, row0, stage, sg, codes_at, xrows, xrow_bytes, batch, yacc);
     else if (v == 1) tc_tile<kBits, kNT, 1>(params, h, w, row0, stage, sg, codes_at, xrows, xrow_bytes, batch, yacc);
+    else if (kBits == 4 && v == 3)  // int8 has no plane A
+      tc_tile<kBits, kNT, 1, true>(params, h, w, row0, stage, sg, codes_at, xrows, xrow_bytes, batch, yacc);
     else {
       // Tiles the MMA layout does not fit: exact dequantization, warp per row, global atomics.
       const uint16_t* xin = reinterpret_cast<const uint16_t*>(xs);

@@ -570,6 +570,29 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
   for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, "bulk-copy");
 }
 
+// The tensor-core streaming GEMV (kernels/quant_kernels.cu) serves int4 and int8 where the
+// bulk-copy GEMV does not run (a toolkit before CUDA 12, a GPU before compute capability 9.0;
+// WPACK_GPU_NO_TMA here): int4 with zero points whose edge tiles' code planes start off a word
+// boundary (b, 258 x 4160: a 2 x 64 edge tile with codes at 8 + 2 * 3 = 14; e, 45 x 4096: every
+// tile's at 8 + 45 * 6 = 278 (g64) or 8 + 45 * 3 = 143 (g128); f, 301 x 4096: an edge row of 45)
+// take its funnel-shift word loads; the symmetric case (aligned) its plain ones. Every n-tile count.
+TEST_CASE("gpu lossy: tensor-core GEMV without bulk copies, int4 code planes off a word boundary, batch 1..64") {
+  using wpack::Scheme;
+  wpack::test::ScopedEnv no_tma("WPACK_GPU_NO_TMA", "1");  // read at upload (check_gemv_f32)
+  for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0, 64}, LossyCase{Scheme::kInt4, Codec::kNone},
+                             LossyCase{Scheme::kInt4, Codec::kNone, 0, 64, true}}) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"b", DType::BF16, {258, 4160}}, {"e", DType::BF16, {45, 4096}},
+                         {"f", DType::BF16, {301, 4096}}},
+                        c, 128, 128, 23);
+    for (size_t t = 0; t < 3; ++t) {
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 8u, 9u, 16u, 33u, 64u})
+        check_gemv_f32(*p, t, w, batch, 300 + 10 * t + batch, 0, 2e-3, "tensor-core");
+    }
+  }
+}
+
 // int3, int2, fp4, nf4, lut4 (one table) and fp5 on the bulk-copy GEMV (mma_codes.cuh's lane-codes
 // types: int3 and fp5 in k-steps of 128 columns, the others of 64; nf4 and lut4 from a table of
 // FP16 pairs in shared memory, one per code byte, with FP16 x; lut4 without scales, fp5 with

@@ -23,6 +23,7 @@
 
 using namespace wpack;
 using wpack::test::RunResult;
+using wpack::test::ScopedEnv;
 using wpack::test::run_wpack;
 using wpack::test::TempDir;
 using json = nlohmann::json;
@@ -134,25 +135,6 @@ bool is_wpk(const std::string& path) {
   auto b = test::read_file(path);
   return b.size() >= 4 && b[0] == 0x89 && b[1] == 'W' && b[2] == 'P' && b[3] == 'K';
 }
-
-// Sets an environment variable for the wpack processes this test starts; restores it after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    if (old) old_ = old;
-    had_ = old != nullptr;
-    ::setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) ::setenv(name_.c_str(), old_.c_str(), 1);
-    else ::unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
 
 }  // namespace
 
