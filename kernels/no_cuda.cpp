@@ -12,6 +12,7 @@ struct GpuTensor::Impl {};
 
 bool gpu_build_has_cuda() { return false; }
 bool gpu_build_has_bulk_copy() { return false; }
+const char* gpu_ring_gemv_name() { return nullptr; }
 int gpu_device_count(std::string*) { no_cuda(); }
 
 GpuTensor::GpuTensor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -74,11 +74,18 @@
 #include "kernels/detail/smem_limit.cuh"
 #include "kernels/detail/tile_kernels.h"
 
-// The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh): with an older toolkit the kernel
-// is left out, quant_tma_supported() says no and the other kernels serve these tensors.
+// The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh); CUDA 11.8 (Debian 12's) builds
+// the same kernel with a producer warp whose lanes fill each stage by 16-byte cp.async copies
+// (kBulkCopy false). With an older toolkit the kernel is left out, quant_tma_supported() says no
+// and the other kernels serve these tensors.
 namespace wpack::gpu::detail {
-#if WPACK_HAVE_BULK_COPY
+#if WPACK_HAVE_MBAR_RING
 namespace {
+
+// Arrivals that complete a stage: the producer's lane 0 with the bulk copies' byte count, or
+// (cp.async) each of its 32 lanes once its copies have landed and lane 0 once more after it wrote
+// the stage's record.
+constexpr uint32_t kFullArrivals = WPACK_HAVE_BULK_COPY ? 1 : 33;
 
 constexpr uint32_t kMaxStages = kMaxRingStages;
 constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
@@ -999,10 +1006,12 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
 
   if (threadIdx.x == 0) {
     for (uint32_t s = 0; s < stages; ++s) {
-      mbar_init(&full[s], 1);
+      mbar_init(&full[s], kFullArrivals);
       mbar_init(&empty[s], kWarpTile ? kSplit : kWarps);
     }
+#if WPACK_HAVE_BULK_COPY
     mbar_init_fence();
+#endif
   }
   __syncthreads();
 
@@ -1050,6 +1059,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
         // 57.9-58.1, exp4 115.7-115.8 -> 108.9-109.6; batch 64: int4 339 -> 220, exp4 452 -> 396)
         const uint32_t bytes = align_up(d.stored_size, 16), x_bytes = geo.w * 2;  // x: per batch column
         uint8_t* stage = ring + s * layout.stage_bytes;
+#if WPACK_HAVE_BULK_COPY
         if (lane == 0) {
           mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
           meta[s] = geo;
@@ -1067,6 +1077,25 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
           bulk_load(stage + layout.x_at, xt_dev + block * batch * (layout.x_row / 2), batch * layout.x_row, &full[s],
                     x_policy);
         }
+#else
+        if (lane == 0) {
+          mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
+          meta[s] = geo;
+          mbar_arrive(&full[s]);  // releases the record (the lanes' copies arrive as they land)
+        }
+        __syncwarp();
+        ring_copy_async(stage, bytes_dev + d.offset, bytes, policy);
+        if (!x_ready) wait_for_prepare(), x_ready = true;
+        if constexpr (kBatch1) {
+          for (uint32_t col = 0; col < batch; ++col)
+            ring_copy_async(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes,
+                            x_policy);
+        } else {
+          ring_copy_async(stage + layout.x_at, xt_dev + geo.x_block * batch * (layout.x_row / 2), batch * layout.x_row,
+                          x_policy);
+        }
+        ring_arrive_async(&full[s]);
+#endif
         if (++s == stages) s = 0, phase ^= 1;
       }
     }
@@ -1491,6 +1520,8 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   return !(sparse_tiles && codes_off_words(params, tile_rows, tile_cols, tensor_rows, tensor_cols));
 }
 
+RingFill quant_tma_fill() { return WPACK_HAVE_BULK_COPY ? RingFill::kBulkCopy : RingFill::kCpAsync; }
+
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
                             uint64_t tensor_rows, uint64_t tensor_cols, uint32_t batch, uint32_t stages_wanted,
                             bool sparse_tiles) {
@@ -1571,11 +1602,12 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   });
 }
 
-#else   // no bulk-copy PTX in this toolkit
+#else   // no mbarrier ring PTX in this toolkit (before CUDA 11.8)
 
 bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool) {
   return false;
 }
+RingFill quant_tma_fill() { return RingFill::kNone; }
 QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint64_t, uint64_t, uint32_t, uint32_t,
                             bool) {
   return QuantTmaPlan{};
@@ -1588,5 +1620,5 @@ cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, cons
   return cudaErrorNotSupported;
 }
 
-#endif  // WPACK_HAVE_BULK_COPY
+#endif  // WPACK_HAVE_MBAR_RING
 }  // namespace wpack::gpu::detail

@@ -1,8 +1,9 @@
 // GPU decode of .wpk tiles, and fused decode + matmul (GEMV/GEMM) with BF16 activations.
 //
 // Host-only header: it includes no CUDA header and builds without CUDA. In a build without CUDA
-// (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda() and
-// gpu_build_has_bulk_copy() (both false there) throws Error(kUnsupported, "this wpack build has no CUDA").
+// (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda(),
+// gpu_build_has_bulk_copy() (both false there) and gpu_ring_gemv_name() (nullptr) throws
+// Error(kUnsupported, "this wpack build has no CUDA").
 //
 // Model: a GpuTensor is one tensor of an open .wpk whose tiles' stored bytes (exactly as in the
 // file, codec and filter not undone) and a tile table were copied to device memory once. Its
@@ -58,6 +59,10 @@ inline const char* tile_status_name(TileStatus status) {
 bool gpu_build_has_cuda();
 // True when it also has the Hopper bulk-copy kernels (built with CUDA 12 or later; never throws).
 bool gpu_build_has_bulk_copy();
+// The name gemv_kernel() gives the ring GEMV of kernels/quant_gemv_tma.cu in this build:
+// GpuTensor::kGemvBulkCopy (CUDA 12 or later), GpuTensor::kGemvCpAsyncRing (CUDA 11.8: its stages
+// filled by cp.async copies), nullptr when it is not built (never throws).
+const char* gpu_ring_gemv_name();
 
 // Number of CUDA devices visible; 0 when there is none or the driver is missing (the reason then
 // goes to *why when `why` is not null). Never throws in a CUDA build.
@@ -121,6 +126,7 @@ class GpuTensor {
   // the first call.
   const char* gemv_kernel() const;
   static constexpr const char* kGemvBulkCopy = "bulk-copy";      // kernels/quant_gemv_tma.cu
+  static constexpr const char* kGemvCpAsyncRing = "cp.async-ring";  // the same, built by CUDA 11.8
   static constexpr const char* kGemvTensorCore = "tensor-core";  // the cp.async GEMVs of
   static constexpr const char* kGemvStreaming = "streaming";     // kernels/quant_kernels.cu
   // one block per tile: sparse or raw tiles outside the bulk-copy GEMV, x not 16-byte aligned

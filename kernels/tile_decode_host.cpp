@@ -281,6 +281,13 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
 
 bool gpu_build_has_cuda() { return true; }
 bool gpu_build_has_bulk_copy() { return detail::lossless_fast_built(); }
+const char* gpu_ring_gemv_name() {
+  switch (detail::quant_tma_fill()) {
+    case detail::RingFill::kBulkCopy: return GpuTensor::kGemvBulkCopy;
+    case detail::RingFill::kCpAsync: return GpuTensor::kGemvCpAsyncRing;
+    default: return nullptr;
+  }
+}
 
 int gpu_device_count(std::string* why) {
   int count = 0;
@@ -405,7 +412,7 @@ struct GpuTensor::Impl {
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(bytes_dev, tiles_dev, tile_count, quant, plan,
                                                    static_cast<uint32_t>(grid), x_dev, cols, xt, y_dev, rows, batch,
                                                    status_dev, st));
-    last_kernel = kGemvBulkCopy;
+    last_kernel = gpu_ring_gemv_name();
     return true;
   }
 

@@ -32,6 +32,10 @@ using wpack::Filter;
 using wpack::gpu::GpuTensor;
 using wpack::gpu::TileStatus;
 
+// The name of the ring GEMV (kernels/quant_gemv_tma.cu) in this build: "bulk-copy", or
+// "cp.async-ring" with CUDA 11.8 (nullptr without it: then the tests do not check the kernel).
+const char* ring() { return wpack::gpu::gpu_ring_gemv_name(); }
+
 #define CUDA_OK(call) REQUIRE((call) == cudaSuccess)
 
 // A device buffer for the tests (freed on scope exit).
@@ -561,13 +565,13 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
     for (size_t t = 0; t < 5; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
-        check_gemv_f32(*p, t, w, batch, 90 + 10 * t + batch, 0, 2e-3, t != 2 ? "bulk-copy" : nullptr);
+        check_gemv_f32(*p, t, w, batch, 90 + 10 * t + batch, 0, 2e-3, t != 2 ? ring() : nullptr);
     }
   }
   // The default int4 (group 128) on 64-row tiles: four 16-row blocks per tile.
   auto p = pack_lossy({{"d", DType::BF16, {700, 2048}}}, LossyCase{Scheme::kInt4, Codec::kNone}, 64, 256, 22);
   const std::vector<float> w = check_decode_lossy(*p, 0);
-  for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, "bulk-copy");
+  for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, ring());
 }
 
 // The tensor-core streaming GEMV (kernels/quant_kernels.cu) serves int4 and int8 where the
@@ -628,7 +632,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int3/int2/fp4/nf4/lut4/fp5, edge rows and 
     for (size_t t = 0; t < 4; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
-        check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, "bulk-copy");
+        check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, ring());
     }
   }
 }
@@ -651,7 +655,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of minifloat codes with x far from 1 (times
     const std::vector<float> w = check_decode_lossy(*p, 0);
     for (int x_exp : {40, -40})
       for (uint32_t batch : {1u, 5u, 16u, 33u})
-        check_gemv_f32(*p, 0, w, batch, seed * 100 + batch, 0, 2e-3, "bulk-copy", x_exp);
+        check_gemv_f32(*p, 0, w, batch, seed * 100 + batch, 0, 2e-3, ring(), x_exp);
   }
 }
 
@@ -669,7 +673,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 9..16 with ma
       INFO("scheme " << static_cast<int>(scheme) << ", tensor " << t);
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {9u, 16u})
-        check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, "bulk-copy");
+        check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, ring());
     }
   }
 }
@@ -748,7 +752,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
     for (size_t t = 0; t < 3; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
-        check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, t == 0 ? "bulk-copy" : nullptr);
+        check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, t == 0 ? ring() : nullptr);
     }
   }
 }
@@ -791,20 +795,19 @@ TEST_CASE("gpu exp4: decode bit-exact, bulk-copy GEMV with escapes, edge tiles, 
                       {"r", DType::BF16, {1, 4096}}},
                      128, 128, 51);
   CHECK(check_decode(*p) > 0);
-  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
-  const char* expect[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile,
-                          GpuTensor::kGemvBulkCopy};
+  const bool built = ring() != nullptr;
+  const char* expect[] = {ring(), ring(), GpuTensor::kGemvBlockPerTile, ring()};
   for (size_t t = 0; t < 4; ++t)
     for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 9u, 16u, 17u, 33u, 64u})
-      check_gemv(*p, t, batch, 900 + 10 * t + batch, bulk ? expect[t] : nullptr);
+      check_gemv(*p, t, batch, 900 + 10 * t + batch, built ? expect[t] : nullptr);
   for (uint32_t batch : {1u, 16u}) check_gemv(*p, 5, batch, 990 + batch);  // 1 x 4096: one 1-row tile row
   // 64 x 32 tiles: "d" 1024 columns (every tile 32 wide), "e" 1000 (31 x 32 + an 8-column edge tile:
   // the block-per-tile kernel)
   auto q = pack_exp4({{"d", DType::BF16, {200, 1024}}, {"e", DType::BF16, {200, 1000}}}, 64, 32, 52);
   CHECK(check_decode(*q) > 0);
-  const char* kernels[] = {GpuTensor::kGemvBulkCopy, GpuTensor::kGemvBlockPerTile};
+  const char* kernels[] = {ring(), GpuTensor::kGemvBlockPerTile};
   for (uint32_t batch : {1u, 4u, 16u, 40u})
-    for (size_t t = 0; t < 2; ++t) check_gemv(*q, t, batch, 1000 + 10 * t + batch, bulk ? kernels[t] : nullptr);
+    for (size_t t = 0; t < 2; ++t) check_gemv(*q, t, batch, 1000 + 10 * t + batch, built ? kernels[t] : nullptr);
 }
 
 // An exp4 tile whose bytes break a rule of the format while every checksum agrees (test_util's

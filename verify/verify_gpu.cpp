@@ -595,7 +595,7 @@ bool is_slow_lossy_gemv_kernel(const std::string& kernel_path) {
 }
 
 bool is_slow_lossless_gemv_kernel(const std::string& kernel_path) {
-  return !kernel_path.empty() && kernel_path != GpuTensor::kGemvBulkCopy;
+  return !kernel_path.empty() && kernel_path != GpuTensor::kGemvBulkCopy && kernel_path != GpuTensor::kGemvCpAsyncRing;
 }
 
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options) {

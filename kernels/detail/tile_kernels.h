@@ -228,6 +228,10 @@ struct QuantTmaPlan {
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
                          uint64_t tensor_cols, const void* x_dev, bool sparse_tiles);
+// How this build's kernel fills its ring's stages (kernels/detail/bulk_copy.cuh); kNone: the
+// kernel is not built (a toolkit before CUDA 11.8), quant_tma_supported always false.
+enum class RingFill { kNone, kBulkCopy, kCpAsync };
+RingFill quant_tma_fill();
 // A lossless BF16 tensor whose tiles are all codec exp4 takes the same kernel with params of kind
 // kLosslessExp4 (bits 8); the host checks every tile at upload (header, size and escapes well
 // formed, at most 128 rows, a width that is a multiple of 32), and the kernel trusts that.
