@@ -76,7 +76,7 @@
 
 // The bulk copies need CUDA 12 (kernels/detail/bulk_copy.cuh); CUDA 11.8 (Debian 12's) builds
 // the same kernel with a producer warp whose lanes fill each stage by 16-byte cp.async copies
-// (kBulkCopy false). With an older toolkit the kernel is left out, quant_tma_supported() says no
+// (WPACK_HAVE_BULK_COPY 0). With an older toolkit the kernel is left out, quant_tma_supported() says no
 // and the other kernels serve these tensors.
 namespace wpack::gpu::detail {
 #if WPACK_HAVE_MBAR_RING
@@ -1015,7 +1015,8 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
   __syncthreads();
 
-  if (warp == kWarps) {  // producer: its lanes walk the block's tiles in step, lane 0 issues the copies
+  if (warp == kWarps) {  // producer: its lanes walk the block's tiles in step, lane 0 issues the bulk copies
+                         // (cp.async: all lanes copy)
     // How a tile's record reaches the lanes, by measurement (H200, 28672x8192, batch 1): int8, fp8
     // and fp6 run 2-8% faster when every lane loads it (one broadcast load, the next tile's in
     // flight; no shuffles, fewer producer instructions per tile), int4 6% faster when the lanes
