@@ -86,6 +86,11 @@ namespace {
 // (cp.async) each of its 32 lanes once its copies have landed and lane 0 once more after it wrote
 // the stage's record.
 constexpr uint32_t kFullArrivals = WPACK_HAVE_BULK_COPY ? 1 : 33;
+// Producer warps: one issues the bulk copies; with cp.async at batch 1, two take turns by tile (one
+// warp's copies alone streamed int4 28672x8192 at 46% of the DRAM bandwidth, its consumers waiting;
+// two: int4 60.0 -> 45.7 us, int8 74.1 -> 64.8 on an H200; at batch 16 int4, nf4 and exp4 ran
+// 10-20% slower with two, and were left at one).
+constexpr uint32_t producer_warps(bool batch1) { return WPACK_HAVE_BULK_COPY || !batch1 ? 1 : 2; }
 
 constexpr uint32_t kMaxStages = kMaxRingStages;
 constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
@@ -960,7 +965,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 // register budget (96 for the int4 batch-1 instance at 288 threads, 126 for batch 9..16 at 160).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
-__global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_kernel(
+__global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
@@ -1015,8 +1020,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
   }
   __syncthreads();
 
-  if (warp == kWarps) {  // producer: its lanes walk the block's tiles in step, lane 0 issues the bulk copies
-                         // (cp.async: all lanes copy)
+  // producer: its lanes walk the block's tiles in step; lane 0 issues the bulk copies (cp.async: all
+  // lanes copy, each of the kProducerWarps warps every kProducerWarps-th tile)
+  constexpr uint32_t kProducerWarps = producer_warps(kBatch1);
+  if (kProducerWarps == 1 ? warp == kWarps : warp >= kWarps) {
+    const uint32_t producer = kProducerWarps == 1 ? 0 : warp - kWarps;
     // How a tile's record reaches the lanes, by measurement (H200, 28672x8192, batch 1): int8, fp8
     // and fp6 run 2-8% faster when every lane loads it (one broadcast load, the next tile's in
     // flight; no shuffles, fewer producer instructions per tile), int4 6% faster when the lanes
@@ -1034,7 +1042,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
       DevTile mine{};
       if (base + lane < t_end) {
         if constexpr (kShuffled) mine = tiles_dev[base + lane];
-        status_dev[base + lane] = kStatusOk;
+        if (producer == 0) status_dev[base + lane] = kStatusOk;
       }
       const uint32_t n = t_end - base < 32 ? static_cast<uint32_t>(t_end - base) : 32u;
       for (uint32_t k = 0; k < n; ++k) {
@@ -1079,6 +1087,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
                     x_policy);
         }
 #else
+        if ((base + k - t_begin) % kProducerWarps != producer) {  // another producer warp's tile
+          if (++s == stages) s = 0, phase ^= 1;
+          continue;
+        }
         if (lane == 0) {
           mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
           meta[s] = geo;
@@ -1264,7 +1276,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), kMinBlocks) quant_gemv_tma_
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat = 0, uint32_t kMinBlocks = 0>
 struct TmaKernel {
-  static constexpr uint32_t kThreads = 32 * (kWarps + 1);
+  static constexpr uint32_t kThreads = 32 * (kWarps + producer_warps(kBatch1));
   static constexpr uint32_t kConsumerWarps = kWarps;
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
