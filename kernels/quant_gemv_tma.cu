@@ -1491,25 +1491,10 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
   }
 }
 
-// Whether some tile's code plane starts off a 4-byte boundary: 8 bytes of plane directory, then
-// plane A of h rows, 2 bytes (fp16 scale) or 3 (and a u8 zero) per row and group; for the full and
-// the edge tile rows and columns.
-bool codes_off_words(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                     uint64_t tensor_cols) {
-  if (!params.grouped) return false;
-  const uint32_t side_per_group = 2 + (params.zero_points ? 1 : 0);
-  const uint32_t edge_cols = static_cast<uint32_t>(tensor_cols % tile_cols);
-  const uint32_t edge_rows = static_cast<uint32_t>(tensor_rows % tile_rows);
-  for (uint32_t h : {tile_rows, edge_rows})
-    for (uint32_t cols : {tile_cols, edge_cols})
-      if ((h * side_per_group * (cols / params.group)) % 4) return true;
-  return false;
-}
-
 }  // namespace
 
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles) {
+                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles, bool codes_off_word) {
   // int4/3/2 always have group scales, int8 per-row ones (packer/quantize.h)
   const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
   const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
@@ -1530,14 +1515,13 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   // A sparse tile's bitmap (where the dense code plane would start) and its code plane (the bitmap
   // is h * w / 8 bytes, w a multiple of 64) must be 4-byte aligned; a dense tile's code plane that
   // is not is realigned into the warps' scratch (realign_codes).
-  return !(sparse_tiles && codes_off_words(params, tile_rows, tile_cols, tensor_rows, tensor_cols));
+  return !(sparse_tiles && codes_off_word);
 }
 
 RingFill quant_tma_fill() { return WPACK_HAVE_BULK_COPY ? RingFill::kBulkCopy : RingFill::kCpAsync; }
 
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
-                            uint64_t tensor_rows, uint64_t tensor_cols, uint32_t batch, uint32_t stages_wanted,
-                            bool sparse_tiles) {
+                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles, bool codes_off_word) {
   QuantTmaPlan plan{};
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
@@ -1552,7 +1536,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
   // tile) or 16 rows (warps sharing it), at most 4 bits a code.
-  const bool scratch = sparse_tiles || codes_off_words(params, tile_rows, tile_cols, tensor_rows, tensor_cols);
+  const bool scratch = sparse_tiles || codes_off_word;
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
@@ -1617,12 +1601,11 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
 
 #else   // no mbarrier ring PTX in this toolkit (before CUDA 11.8)
 
-bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool) {
+bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool, bool) {
   return false;
 }
 RingFill quant_tma_fill() { return RingFill::kNone; }
-QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint64_t, uint64_t, uint32_t, uint32_t,
-                            bool) {
+QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, bool, bool) {
   return QuantTmaPlan{};
 }
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }

@@ -240,6 +240,7 @@ struct QuantSizes {
   uint32_t precision_cap = 10;
   bool all_raw = true;        // every tile dense or sparse, both planes raw and of the sizes the layout implies
   bool any_sparse = false;    // some tile is sparse (layout 5)
+  bool codes_off_word = false;  // some tile's code plane (sparse: bitmap) starts off a 4-byte boundary
 };
 
 void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevTile& d, std::span<const uint8_t> stored,
@@ -274,6 +275,9 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
   }
   sizes.all_raw = sizes.all_raw && raw;
   sizes.any_sparse = sizes.any_sparse || sparse;
+  // where the bulk-copy GEMV reads the tile by words: the code plane (sparse: the bitmap)
+  const uint64_t words_at = 8 + a_bytes - (sparse ? (n + 7) / 8 : 0);
+  sizes.codes_off_word = sizes.codes_off_word || words_at % 4 != 0;
 }
 
 }  // namespace
@@ -323,6 +327,7 @@ struct GpuTensor::Impl {
                                // (lossless BF16: every tile exp4, exp4_tma_tile; quant and
                                // stream_plan then describe it for that GEMV)
   bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
+  bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV realigns it
   const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
@@ -389,7 +394,7 @@ struct GpuTensor::Impl {
   // each batch width. False when it does not apply (nothing launched).
   bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
     if (!streamable || !detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, rows, cols,
-                                                    x_dev, sparse_tiles))
+                                                    x_dev, sparse_tiles, codes_off_word))
       return false;
     int& grid = tma_grid[batch];
     detail::QuantTmaPlan& plan = tma_plan[batch];
@@ -398,8 +403,8 @@ struct GpuTensor::Impl {
       uint32_t stages = 0;
       if (const char* env = std::getenv("WPACK_TMA_STAGES"))
         stages = std::clamp<uint32_t>(std::atoi(env), 2, detail::kMaxRingStages);
-      plan = detail::quant_tma_plan(quant, stream_plan.stored_cap, stream_plan.tile_rows, stream_plan.tile_cols, rows,
-                                    cols, batch, stages, sparse_tiles);
+      plan = detail::quant_tma_plan(quant, stream_plan.stored_cap, stream_plan.tile_rows, stream_plan.tile_cols, batch,
+                                    stages, sparse_tiles, codes_off_word);
       grid = persistent_grid(tile_count, plan.blocks_per_sm);
       if (std::getenv("WPACK_GPU_DEBUG"))
         std::fprintf(stderr, "gemv: bulk-copy kernel, batch %u, %d blocks/SM, grid %d, %u stages, %u B smem%s\n", batch,
@@ -564,6 +569,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_raw;
     impl->sparse_tiles = quant_sizes.any_sparse;
+    impl->codes_off_word = quant_sizes.codes_off_word;
     impl->quant_plan = QuantSmemPlan{static_cast<uint32_t>(quant_sizes.stored_cap),
                                      static_cast<uint32_t>((quant_sizes.elements_cap + 31) & ~uint64_t{31}),
                                      static_cast<uint32_t>(align16(quant_sizes.side_cap)), quant_sizes.precision_cap,

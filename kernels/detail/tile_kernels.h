@@ -216,7 +216,9 @@ namespace wpack::gpu::detail {
 // one-table lut4 tensors whose tiles all have raw planes of the sizes their layout implies, dense
 // (layout 4) or, int4 only, sparse (layout 5: plane B holds exactly the bitmap's popcount of
 // codes), batch 1..64.
-// quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse.
+// quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse; codes_off_word:
+// some tile's code plane (a sparse tile's: its bitmap) starts off a 4-byte boundary (8 + its plane A
+// bytes; a dense one's is realigned into the warps' scratch).
 struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
   uint32_t tile_cols;      // nominal tile width
@@ -227,7 +229,7 @@ struct QuantTmaPlan {
   int blocks_per_sm;       // 0: the plan does not fit
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles);
+                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles, bool codes_off_word);
 // How this build's kernel fills its ring's stages (kernels/detail/bulk_copy.cuh); kNone: the
 // kernel is not built (a toolkit before CUDA 11.8), quant_tma_supported always false.
 enum class RingFill { kNone, kBulkCopy, kCpAsync };
@@ -237,10 +239,9 @@ RingFill quant_tma_fill();
 // formed, at most 128 rows, a width that is a multiple of 32), and the kernel trusts that.
 // stages_wanted 0: as many as fit in about 220 KiB per multiprocessor over the blocks the kernel is
 // built for (scratch included; rounded down to a multiple of the tiles in hand); tile_rows,
-// tile_cols: the nominal tile shape; tensor_rows, tensor_cols: the tensor's (its edge tiles).
+// tile_cols: the nominal tile shape.
 QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t tile_rows, uint32_t tile_cols,
-                            uint64_t tensor_rows, uint64_t tensor_cols, uint32_t batch, uint32_t stages_wanted,
-                            bool sparse_tiles);
+                            uint32_t batch, uint32_t stages_wanted, bool sparse_tiles, bool codes_off_word);
 // x_dev (k_cols, batch); batch > 1 first transposes x into xt_scratch_dev, one block per tile column
 // (int8 at batch <= 16: in FP16, each block times a power of two, at batch 1 too):
 // quant_tma_x_scratch_elements(k_cols, plan.tile_cols) elements per batch column.
