@@ -444,10 +444,11 @@ json gpu_batch_json(const GpuBatchCheck& b) {
     j["kernel_time_us"] = b.kernel.median_us;
     j["kernel_time_min_us"] = b.kernel.min_us;
     j["kernel_time_max_us"] = b.kernel.max_us;
-    j["cublas_bf16_time_us"] = b.cublas.median_us;
-    j["cublas_bf16_time_min_us"] = b.cublas.min_us;
-    j["cublas_bf16_time_max_us"] = b.cublas.max_us;
-    j["speedup"] = b.speedup;
+    // null without the baseline (cuBLAS not loaded: the report's cublas_error)
+    j["cublas_bf16_time_us"] = b.baseline_timed ? json(b.cublas.median_us) : json(nullptr);
+    j["cublas_bf16_time_min_us"] = b.baseline_timed ? json(b.cublas.min_us) : json(nullptr);
+    j["cublas_bf16_time_max_us"] = b.baseline_timed ? json(b.cublas.max_us) : json(nullptr);
+    j["speedup"] = b.baseline_timed ? json(b.speedup) : json(nullptr);
     j["packed_gb_per_s"] = b.packed_gb_per_s;
     j["copy_bw_percent"] = b.copy_bw_percent;
     j["cublas_rel_error"] = json_or_null(b.cublas_rel_error);
@@ -481,8 +482,8 @@ json gpu_totals_json(const GpuVerifyReport& gpu) {
     j["tensors"] = t.tensors;
     j["packed_bytes"] = t.packed_bytes;
     j["kernel_time_us"] = t.kernel_us;
-    j["cublas_bf16_time_us"] = t.cublas_us;
-    j["speedup"] = t.speedup;
+    j["cublas_bf16_time_us"] = t.baseline_timed ? json(t.cublas_us) : json(nullptr);
+    j["speedup"] = t.baseline_timed ? json(t.speedup) : json(nullptr);
     j["packed_gb_per_s"] = t.packed_gb_per_s;
     j["copy_bw_percent"] = t.copy_bw_percent;
     j["max_matmul_rel_error"] = t.max_matmul_rel_error;
@@ -508,7 +509,10 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
   if (gpu.timing.timed_runs > 0)
     out << "timing: median of " << gpu.timing.timed_runs << " runs after " << gpu.timing.warmup_runs
         << " warm-up, CUDA events, L2 flushed before each run (" << human_bytes(double(gpu.timing.l2_flush_bytes))
-        << " read), fresh random BF16 activations; cuBLAS: cublasGemmEx BF16 in, FP32 compute and out\n";
+        << " read), fresh random BF16 activations; "
+        << (gpu.baseline_not_run.empty() ? "cuBLAS: cublasGemmEx BF16 in, FP32 compute and out"
+                                         : "baseline not timed (" + gpu.baseline_not_run + ")")
+        << "\n";
   Table table({"tensor", "scheme", "bits/w", "exact", "rel_err", "batch", "matmul_err", "kernel_us", "cuBLAS_us", "speedup",
                "GB/s", "%copy", "kernel", "note"});
   for (const auto& t : gpu.tensors) {
@@ -528,8 +532,10 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
       } else if (!b.timed) {
         row.insert(row.end(), {sci(b.matmul_rel_error, 1), "-", "-", "-", "-", "-", b.kernel_path, note});
       } else {
-        row.insert(row.end(), {sci(b.matmul_rel_error, 1), fixed(b.kernel.median_us, 1), fixed(b.cublas.median_us, 1),
-                               fixed(b.speedup, 2) + "x", fixed(b.packed_gb_per_s, 0), fixed(b.copy_bw_percent, 1) + "%",
+        row.insert(row.end(), {sci(b.matmul_rel_error, 1), fixed(b.kernel.median_us, 1),
+                               b.baseline_timed ? fixed(b.cublas.median_us, 1) : "-",
+                               b.baseline_timed ? fixed(b.speedup, 2) + "x" : "-", fixed(b.packed_gb_per_s, 0),
+                               fixed(b.copy_bw_percent, 1) + "%",
                                b.kernel_path, note});
       }
       table.add(row);
@@ -539,8 +545,9 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
   for (const auto& tot : gpu.totals) {
     const bool any = tot.tensors > 0;
     table.add({"total (" + std::to_string(tot.tensors) + " timed)", "", "", "", "", std::to_string(tot.batch),
-               sci(tot.max_matmul_rel_error, 1), any ? fixed(tot.kernel_us, 1) : "-", any ? fixed(tot.cublas_us, 1) : "-",
-               any ? fixed(tot.speedup, 2) + "x" : "-", any ? fixed(tot.packed_gb_per_s, 0) : "-",
+               sci(tot.max_matmul_rel_error, 1), any ? fixed(tot.kernel_us, 1) : "-",
+               any && tot.baseline_timed ? fixed(tot.cublas_us, 1) : "-",
+               any && tot.baseline_timed ? fixed(tot.speedup, 2) + "x" : "-", any ? fixed(tot.packed_gb_per_s, 0) : "-",
                any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", "", ""});
   }
   table.print(out);
@@ -625,6 +632,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     if (!gpu_note.empty()) out["gpu_note"] = gpu_note;
     if (gpu_ran) {
       out["gpu"] = gpu_device_json(*gpu);
+      if (!gpu->baseline_not_run.empty()) out["cublas_error"] = gpu->baseline_not_run;
       out["copy_bandwidth"] = {{"gb_per_s", gpu->copy.gb_per_s},
                                {"bytes", gpu->copy.bytes},
                                {"median_us", gpu->copy.median_us},

@@ -594,6 +594,7 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   const json report = json::parse(j.out);
   CHECK(report["ok"] == true);
   CHECK(report["gpu_checks_ran"] == true);
+  CHECK_FALSE(report.contains("cublas_error"));
   CHECK(report["gpu"]["name"].is_string());
   CHECK(report["copy_bandwidth"]["gb_per_s"].get<double>() > 100);
   CHECK(report["timing"]["timed_runs"].get<int>() >= 20);
@@ -679,6 +680,48 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   CHECK(table.exit_code == 0);
   CHECK(table.out.find("note: 2 quantized tensors ran a slow kernel") != std::string::npos);
   CHECK(table.out.find("--codec none") != std::string::npos);
+}
+
+TEST_CASE("gpu verify: where cuBLAS cannot be loaded, the kernels are still checked and timed") {
+  test::TempDir dir;
+  const std::string model = dir.file("m.safetensors");
+  write_safetensors(model, {{"w", DType::BF16, {256, 512}}}, {test::gaussian_bf16(256 * 512, 0.02f, 7)}, {}, true);
+  const std::string packed = dir.file("q.wpk");
+  REQUIRE(test::run_wpack({"compress", model, "-o", packed, "--scheme", "int4", "--codec", "none"}).exit_code == 0);
+  const std::string missing = dir.file("no-such-libcublas.so");
+  test::ScopedEnv env("WPACK_CUBLAS_LIBRARY", missing.c_str());  // the wpack child inherits it
+
+  test::RunResult j = test::run_wpack({"verify", packed, "--device", "cuda", "--json", "--batch", "1,16", "--against", model});
+  INFO("stdout: " << j.out << "\nstderr: " << j.err);
+  REQUIRE(j.exit_code == 0);
+  const json report = json::parse(j.out);
+  CHECK(report["ok"] == true);
+  CHECK(report["gpu_checks_ran"] == true);
+  CHECK(report["cublas_error"].get<std::string>().find("no-such-libcublas.so") != std::string::npos);
+  REQUIRE(report["tensors"].size() == 1);
+  const json& tensor = report["tensors"][0];
+  CHECK(tensor["decode_bit_exact"] == true);
+  REQUIRE(tensor["batches"].size() == 2);
+  for (const auto& b : tensor["batches"]) {
+    INFO(b.dump());
+    CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
+    CHECK(b["kernel_time_us"].get<double>() > 0);
+    CHECK(b["packed_gb_per_s"].get<double>() > 0);
+    CHECK(b["cublas_bf16_time_us"].is_null());
+    CHECK(b["speedup"].is_null());
+    CHECK(b["cublas_rel_error"].is_null());
+  }
+  REQUIRE(report["totals"].size() == 2);
+  for (const auto& tot : report["totals"]) {
+    CHECK(tot["kernel_time_us"].get<double>() > 0);
+    CHECK(tot["speedup"].is_null());
+  }
+
+  test::RunResult t = test::run_wpack({"verify", packed, "--device", "cuda", "--against", model});
+  INFO("stdout: " << t.out << "\nstderr: " << t.err);
+  CHECK(t.exit_code == 0);
+  CHECK(t.out.find("baseline not timed (cuBLAS: ") != std::string::npos);
+  CHECK(t.out.find("GPU OK") != std::string::npos);
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs

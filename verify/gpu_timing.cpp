@@ -15,6 +15,7 @@
 #if defined(WPACK_HAVE_CUDA)
 #include <cublas_v2.h>  // types and constants only: the library is loaded by cublas_api()
 #include <cuda_runtime.h>
+#include <cstdlib>
 #include <dlfcn.h>
 
 #include "verify/detail/l2_flush.h"
@@ -126,11 +127,13 @@ struct CublasApi {
 const CublasApi& cublas_api() {
   static const CublasApi api = [] {
     CublasApi a;
-    const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+    const char* chosen = std::getenv("WPACK_CUBLAS_LIBRARY");
+    const bool by_env = chosen && *chosen;
+    const std::string soname = by_env ? chosen : "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
     void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
     std::string why = lib ? "" : dlerror();
 #if defined(WPACK_CUBLAS_DIR)
-    if (!lib) lib = dlopen((std::string(WPACK_CUBLAS_DIR) + "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!lib && !by_env) lib = dlopen((std::string(WPACK_CUBLAS_DIR) + "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
 #endif
     if (!lib) {
       a.error = why;  // names the file: "libcublas.so.13: cannot open shared object file: ..."

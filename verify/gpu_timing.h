@@ -163,7 +163,10 @@ class GpuTimer {
 // cuBLAS is loaded (dlopen of libcublas.so.<the headers' major version>, then the CUDA Toolkit's
 // library folder of the build) when the first CublasBf16Gemm is made, not when wpack starts: its
 // libraries (half a gigabyte) cost every command ~80 ms of start-up, and a CUDA build then runs
-// where cuBLAS is not installed. A failed load throws Error(kUnsupported, "cuBLAS: <why>").
+// where cuBLAS is not installed. The environment variable WPACK_CUBLAS_LIBRARY, when set, names the
+// library to load instead (a path, or a name for the loader's search; nothing else is tried), e.g.
+// another toolkit's cuBLAS of the same major version. A failed load throws
+// Error(kUnsupported, "cuBLAS: <why>").
 class CublasBf16Gemm {
  public:
   explicit CublasBf16Gemm(void* stream);  // cublasCreate + cublasSetStream (stream not owned)

@@ -259,11 +259,13 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
       for (uint32_t b = 0; b < batch; ++b) x_cublas[s * per_set + b * k + c] = x_gemv[s * per_set + c * batch + b];
   DeviceMemory x_cublas_dev(x_cublas.size() * 2), y_cublas_dev(n * batch * 4);
   x_cublas_dev.upload(x_cublas.data(), x_cublas.size() * 2);
-  ctx.cublas->run(dense_dev.as<uint16_t>(), x_cublas_dev.as<uint16_t>(), y_cublas_dev.as<float>(), n, k, batch);
-  ctx.stream.synchronize();
-  std::vector<float> yc(n * batch);
-  y_cublas_dev.download(yc.data(), yc.size() * 4);
-  bc.cublas_rel_error = rel_error_of(yc, y_ref, [n, batch](size_t i) { return (i % batch) * n + i / batch; });
+  if (ctx.cublas) {
+    ctx.cublas->run(dense_dev.as<uint16_t>(), x_cublas_dev.as<uint16_t>(), y_cublas_dev.as<float>(), n, k, batch);
+    ctx.stream.synchronize();
+    std::vector<float> yc(n * batch);
+    y_cublas_dev.download(yc.data(), yc.size() * 4);
+    bc.cublas_rel_error = rel_error_of(yc, y_ref, [n, batch](size_t i) { return (i % batch) * n + i / batch; });
+  }
 
   // Timing: call i uses activation set i, for wpack and cuBLAS alike.
   uint16_t* const xg = x_gemv_dev.as<uint16_t>();
@@ -275,12 +277,16 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   if (!verdict.error.empty() || !verdict.skipped.empty())
     throw Error(ErrorCode::kCorrupt, verdict.error.empty() ? where(reader, check.name) + ": GPU gemv (timed runs): " + verdict.skipped
                                                            : verdict.error);
-  bc.cublas = ctx.timer->time([&](int i) {
-    ctx.cublas->run(dense_dev.as<uint16_t>(), xc + static_cast<uint64_t>(i) * per_set, y_cublas_dev.as<float>(), n, k, batch);
-  });
+  if (ctx.cublas) {
+    bc.cublas = ctx.timer->time([&](int i) {
+      ctx.cublas->run(dense_dev.as<uint16_t>(), xc + static_cast<uint64_t>(i) * per_set, y_cublas_dev.as<float>(), n, k,
+                      batch);
+    });
+    bc.baseline_timed = true;
+  }
   bc.timed = true;
   const double kernel_us = bc.kernel.median_us;
-  bc.speedup = kernel_us > 0 ? bc.cublas.median_us / kernel_us : 0.0;
+  bc.speedup = kernel_us > 0 && bc.baseline_timed ? bc.cublas.median_us / kernel_us : 0.0;
   bc.packed_gb_per_s = kernel_us > 0 ? static_cast<double>(check.packed_bytes) / (kernel_us * 1e3) : 0.0;
   bc.copy_bw_percent = ctx.copy_gb_per_s > 0 ? 100.0 * bc.packed_gb_per_s / ctx.copy_gb_per_s : 0.0;
 }
@@ -464,13 +470,15 @@ std::vector<GpuBatchTotals> totals_of(const std::vector<GpuTensorCheck>& tensors
         if (b.batch != batch || !b.ran) continue;
         if (std::isfinite(b.matmul_rel_error)) tot.max_matmul_rel_error = std::max(tot.max_matmul_rel_error, b.matmul_rel_error);
         if (!b.timed) continue;
+        tot.baseline_timed = (tot.tensors == 0 || tot.baseline_timed) && b.baseline_timed;
         tot.tensors++;
         tot.packed_bytes += t.packed_bytes;
         tot.kernel_us += b.kernel.median_us;
         tot.cublas_us += b.cublas.median_us;
       }
+    if (!tot.baseline_timed) tot.cublas_us = 0;
     if (tot.kernel_us > 0) {
-      tot.speedup = tot.cublas_us / tot.kernel_us;
+      tot.speedup = tot.baseline_timed ? tot.cublas_us / tot.kernel_us : 0.0;
       tot.packed_gb_per_s = static_cast<double>(tot.packed_bytes) / (tot.kernel_us * 1e3);
       tot.copy_bw_percent = copy_gb_per_s > 0 ? 100.0 * tot.packed_gb_per_s / copy_gb_per_s : 0.0;
     }
@@ -520,7 +528,12 @@ GpuVerifier::GpuVerifier(const WpkReader& reader, const TensorSource* against, c
     ctx.copy_gb_per_s = report.copy.gb_per_s;
     ctx.timer.emplace(ctx.stream.get(), options.timing_options);
     report.timing = ctx.timer->options();
-    ctx.cublas.emplace(ctx.stream.get());
+    // Without cuBLAS (a CUDA build run where its library is missing) the kernels are still checked
+    // and timed; the baseline columns stay empty.
+    if (const std::string why = gpu::cublas_load_error(); why.empty())
+      ctx.cublas.emplace(ctx.stream.get());
+    else
+      report.baseline_not_run = "cuBLAS: " + why;
   } else {
     report.timing.warmup_runs = report.timing.timed_runs = 0;  // nothing timed
   }

@@ -78,8 +78,9 @@ struct GpuBatchCheck {
                                   // the quantization error when those are the source weights)
   bool timed = false;
   gpu::TimingResult kernel;       // GpuTensor::gemv, microseconds
+  bool baseline_timed = false;    // cuBLAS ran (not when it cannot be loaded: GpuVerifyReport::baseline_not_run)
   gpu::TimingResult cublas;       // cuBLAS BF16 GEMM, microseconds
-  double speedup = 0;             // cublas.median_us / kernel.median_us
+  double speedup = 0;             // cublas.median_us / kernel.median_us (0 without the baseline)
   double packed_gb_per_s = 0;     // packed_bytes / kernel.median_us (1 GB = 1e9 bytes)
   double copy_bw_percent = 0;     // 100 * packed_gb_per_s / the copy bandwidth (read + write)
 };
@@ -109,7 +110,8 @@ struct GpuBatchTotals {
   uint32_t batch = 0;
   uint64_t tensors = 0;
   uint64_t packed_bytes = 0;
-  double kernel_us = 0, cublas_us = 0;  // sums of the medians
+  bool baseline_timed = false;          // cuBLAS timed on every one of those tensors
+  double kernel_us = 0, cublas_us = 0;  // sums of the medians (cublas_us: 0 without the baseline)
   double speedup = 0;                   // cublas_us / kernel_us
   double packed_gb_per_s = 0;           // packed_bytes / kernel_us
   double copy_bw_percent = 0;
@@ -122,6 +124,8 @@ struct GpuVerifyReport {
   gpu::GpuDeviceInfo device;
   gpu::CopyBandwidth copy;        // measured at the start (or given in the options)
   gpu::TimingOptions timing;      // as used (l2_flush_bytes resolved)
+  std::string baseline_not_run;   // timing on, but cuBLAS could not be loaded: why ("cuBLAS: libcublas.so.13:
+                                  // cannot open shared object file ..."); the kernels are still checked and timed
   std::vector<GpuTensorCheck> tensors;  // in file order
   std::vector<GpuBatchTotals> totals;   // one per requested batch, in the order asked
   bool ok() const;                      // no tensor has an error (true when !ran)
@@ -131,7 +135,8 @@ struct GpuVerifyReport {
 // with the reason, when the build has no CUDA or no device is visible. Throws Error(kInvalidArgument)
 // for bad options (a batch outside 1..kMaxGemvBatch, a duplicate batch, bad timing options) and
 // Error(kIo) when the device fails before the first tensor (copy bandwidth, cuBLAS set-up); a
-// failure inside one tensor is recorded in its check and the next tensor still runs.
+// cuBLAS that cannot be loaded is no failure (baseline_not_run). A failure inside one tensor is
+// recorded in its check and the next tensor still runs.
 GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against, const GpuVerifyOptions& options);
 
 // The option checks verify_gpu starts with (the same Error), for callers that want to refuse bad
