@@ -56,9 +56,9 @@
 // per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
 // a k-step (128 columns for int3 and fp5, 64 for int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and
 // fp8); groups a multiple of
-// that and dividing K; every sparse tile's bitmap 4-byte aligned (a dense tile's code plane that
-// is not is realigned: realign_codes); x 16-byte aligned; a device of compute capability 9.0 or
-// later.
+// that and dividing K; x 16-byte aligned; a device of compute capability 9.0 or later. (A code
+// plane or a sparse tile's bitmap off a 4-byte boundary is read by funnel shifts: realign_codes,
+// expand_sparse_int4.)
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -311,22 +311,32 @@ __device__ void fill_selectors(uint2* selectors) {
 // The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
 // latencies overlap (one word per pass left the warp waiting on them). group_magic:
 // ceil(2^32 / (group / 32)), so that __umulhi(word, group_magic) is the word's group (exact:
-// words and group / 32 are below 2^16). Reads at most 8 bytes past plane B: the stage's x slices
-// follow it.
-__device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, const uint8_t* stage,
+// words and group / 32 are below 2^16). The bitmap may start off a 4-byte boundary (an edge tile
+// row whose plane A is not a multiple of 4 bytes, e.g. asymmetric int4 with h odd): its words are
+// then funnel shifts of the two aligned words they span, and the code plane (the bitmap is a
+// multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
+// (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
+// Reads at most 8 bytes past plane B: the stage's x slices follow it.
+template <bool kShifted>
+__device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, const uint8_t* stage,
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t group_magic,
                                                    uint32_t* dense_out) {
   constexpr uint32_t kFull = 0xFFFFFFFFu, kWords = 4;
   const uint32_t lane = threadIdx.x & 31;
   const uint32_t row_words = m.w / 32;  // bitmap words per tile row (w is a multiple of 64)
-  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);  // 4-aligned (host)
-  const uint32_t* codes = bitmap + m.h * row_words;
+  const uint32_t off = kShifted ? ts.codes_at % 4 : 0, shift = 8 * off;  // bytes past a word boundary
+  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + (ts.codes_at - off));
+  const uint32_t* codes = bitmap + m.h * row_words;  // code k: nibble 2 off + k from here
+  auto bitmap_word = [&](uint32_t i) {
+    if constexpr (kShifted) return __funnelshift_r(bitmap[i], bitmap[i + 1], shift);
+    else return bitmap[i];
+  };
   const uint8_t* zeros = stage + 8 + ts.scale_bytes;
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
   uint32_t before = 0;  // the codes of the rows before r_begin
-  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap[i]);
-  uint32_t base = __reduce_add_sync(kFull, before);
+  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap_word(i));
+  uint32_t base = __reduce_add_sync(kFull, before) + 2 * off;
   // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
   uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
   const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
@@ -335,7 +345,7 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
 #pragma unroll
     for (uint32_t j = 0; j < kWords; ++j) {
       const uint32_t i = pass + 32 * j + lane;
-      bits[j] = i < last ? bitmap[i] : 0u;
+      bits[j] = i < last ? bitmap_word(i) : 0u;
       count[j] = __popc(bits[j]);
       inclusive[j] = count[j];
     }
@@ -374,6 +384,14 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
       if (col_word >= row_words) col_word -= row_words, ++row;
     }
   }
+}
+
+__device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, const uint8_t* stage,
+                                                   const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
+                                                   uint32_t r_end, const uint2* selectors, uint32_t group_magic,
+                                                   uint32_t* dense_out) {
+  if (ts.codes_at % 4) expand_sparse_rows<true>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
+  else expand_sparse_rows<false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
 }
 
 // Copies code-plane rows [r_begin, r_end) of a tile whose code plane starts off a 4-byte boundary
@@ -1493,8 +1511,8 @@ auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
 
 }  // namespace
 
-bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles, bool codes_off_word) {
+bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_cols,
+                         const void* x_dev, bool sparse_tiles) {
   // int4/3/2 always have group scales, int8 per-row ones (packer/quantize.h)
   const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
   const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
@@ -1510,12 +1528,7 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
-  if (params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group))
-    return false;
-  // A sparse tile's bitmap (where the dense code plane would start) and its code plane (the bitmap
-  // is h * w / 8 bytes, w a multiple of 64) must be 4-byte aligned; a dense tile's code plane that
-  // is not is realigned into the warps' scratch (realign_codes).
-  return !(sparse_tiles && codes_off_word);
+  return !(params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group));
 }
 
 RingFill quant_tma_fill() { return WPACK_HAVE_BULK_COPY ? RingFill::kBulkCopy : RingFill::kCpAsync; }
@@ -1601,7 +1614,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
 
 #else   // no mbarrier ring PTX in this toolkit (before CUDA 11.8)
 
-bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, uint64_t, const void*, bool, bool) {
+bool quant_tma_supported(const QuantDevParams&, uint32_t, uint32_t, uint64_t, const void*, bool) {
   return false;
 }
 RingFill quant_tma_fill() { return RingFill::kNone; }

@@ -327,7 +327,7 @@ struct GpuTensor::Impl {
                                // (lossless BF16: every tile exp4, exp4_tma_tile; quant and
                                // stream_plan then describe it for that GEMV)
   bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
-  bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV realigns it
+  bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV needs scratch
   const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
@@ -393,8 +393,8 @@ struct GpuTensor::Impl {
   // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
   // each batch width. False when it does not apply (nothing launched).
   bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
-    if (!streamable || !detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, rows, cols,
-                                                    x_dev, sparse_tiles, codes_off_word))
+    if (!streamable ||
+        !detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, cols, x_dev, sparse_tiles))
       return false;
     int& grid = tma_grid[batch];
     detail::QuantTmaPlan& plan = tma_plan[batch];

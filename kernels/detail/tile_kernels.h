@@ -216,9 +216,10 @@ namespace wpack::gpu::detail {
 // one-table lut4 tensors whose tiles all have raw planes of the sizes their layout implies, dense
 // (layout 4) or, int4 only, sparse (layout 5: plane B holds exactly the bitmap's popcount of
 // codes), batch 1..64.
-// quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse; codes_off_word:
-// some tile's code plane (a sparse tile's: its bitmap) starts off a 4-byte boundary (8 + its plane A
-// bytes; a dense one's is realigned into the warps' scratch).
+// quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse; codes_off_word
+// (quant_tma_plan): some tile's code plane (a sparse tile's: its bitmap) starts off a 4-byte
+// boundary (8 + its plane A bytes); the kernel reads such planes by funnel shifts, a dense one's
+// realigned into the warps' scratch.
 struct QuantTmaPlan {
   uint32_t stored_cap;     // largest stored tile (dense or sparse), bytes, multiple of 16
   uint32_t tile_cols;      // nominal tile width
@@ -228,8 +229,8 @@ struct QuantTmaPlan {
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: the plan does not fit
 };
-bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_rows,
-                         uint64_t tensor_cols, const void* x_dev, bool sparse_tiles, bool codes_off_word);
+bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_cols,
+                         const void* x_dev, bool sparse_tiles);
 // How this build's kernel fills its ring's stages (kernels/detail/bulk_copy.cuh); kNone: the
 // kernel is not built (a toolkit before CUDA 11.8), quant_tma_supported always false.
 enum class RingFill { kNone, kBulkCopy, kCpAsync };
