@@ -7,8 +7,9 @@
 //
 // Which tiles (the host picks them, quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4
 // (codes) or 6 (zero-relative symbols), plane B a mode-1 rANS stream whose symbols are the codes
-// (int8/4/3/2, fp8, fp4, nf4, lut4/lut3 with one table; not fp6/fp5, whose streams code packed
-// bytes), plane A raw or a mode-1 stream, tile width 32, 64 or 128. That is every full tile that
+// (int8/4/3/2, fp8, fp4, nf4, lut4/lut3 with one table) or, for fp6 and fp5, the packed code bytes
+// (decoded into shared memory first, then each code read by a funnel shift: kPacked), plane A raw
+// or a mode-1 stream, tile width 32, 64 or 128. That is every full tile that
 // `wpack compress --scheme <one of those>` writes with the default codec, where rANS paid. The
 // other tiles (sparse, planes stored raw, odd widths) take the generic kernel in the same gemv().
 //
@@ -60,24 +61,37 @@ constexpr uint32_t kValuesBytes = 256 * 4;  // the block's code values (table ki
 
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
 struct WarpLayout {
-  uint32_t info, tab, side, words, stored, total;
-  __host__ __device__ WarpLayout(uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap) {
+  uint32_t info, tab, side, words, stored, packed, total;
+  __host__ __device__ WarpLayout(uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap, uint32_t packed_cap) {
     // [0, 16): the mbarrier of the tile copy
     info = 64;                                    // 256 u32: f << 16 | cum, per symbol
     tab = info + 1024;                            // 2^p u8: slot -> symbol
     side = align16(tab + (1u << precision_cap));  // plane A decoded, or the tile's row scales (float)
     words = side + side_cap;                      // plane A's renormalisation words (< its stream)
     stored = words + side_cap + 16;               // the stored tile
-    total = (stored + stored_cap + 16 + 127) & ~127u;  // + 16: bit reads and the word move run past the end
+    packed = align16(stored + stored_cap + 16);   // + 16: bit reads and the word move run past the end
+    total = (packed + packed_cap + (packed_cap ? 16 : 0) + 127) & ~127u;  // fp6/fp5: the packed codes, + 16: a
+                                                                           // code's second word
   }
 };
 
-template <uint32_t kB, bool kIntCodes>  // batch columns per pass: 1, 2, 4, 8 or 16; int schemes or value tables
+// The code of element i of a tile whose codes are packed LSB first at `bits` bits each (words: the
+// packed bytes, 4-aligned, readable 4 bytes past the last code).
+__device__ __forceinline__ uint32_t packed_code(const uint32_t* words, uint32_t i, uint32_t bits, uint32_t mask) {
+  const uint32_t bit = i * bits;
+  return __funnelshift_r(words[bit / 32], words[bit / 32 + 1], bit % 32) & mask;
+}
+
+// kB: batch columns per pass (1, 2, 4, 8 or 16); kIntCodes: int schemes, else value tables;
+// kPacked: fp6/fp5, whose plane B codes the packed code bytes (8-bit symbols): the warp decodes them
+// into its `packed` buffer first, then reads each code by a funnel shift.
+template <uint32_t kB, bool kIntCodes, bool kPacked>
 __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
     const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
     uint32_t count, QuantDevParams p, uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap,
+    uint32_t packed_cap,                    // kPacked: the largest tile's packed code bytes
     const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits, columns [0, nb) of this pass
     float* __restrict__ y_dev,              // (N, ld) float, columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
@@ -91,7 +105,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
   }
   __syncthreads();
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const WarpLayout layout(stored_cap, side_cap, precision_cap);
+  const WarpLayout layout(stored_cap, side_cap, precision_cap, kPacked ? packed_cap : 0u);
   uint8_t* base = smem + kValuesBytes + warp * layout.total;
   uint64_t* bar = reinterpret_cast<uint64_t*>(base);
   uint32_t* info = reinterpret_cast<uint32_t*>(base + layout.info);
@@ -99,6 +113,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
   uint8_t* side_buf = base + layout.side;
   uint32_t* side_words = reinterpret_cast<uint32_t*>(base + layout.words);
   uint8_t* stored = base + layout.stored;
+  [[maybe_unused]] uint8_t* packed = base + layout.packed;
 
   const WarpRange range = warp_range(count, blockDim.x / 32, warp);
   if (range.first == range.last) return;
@@ -177,9 +192,23 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 
     // ---- plane B: header, table and lane states, then decode + multiply ----
     LaneStream bs;
-    if (status == kOk &&
-        !open_stream(stored, 8 + size_a, size_b, n, p.bits, precision_cap, info, tab, nullptr, lane, bs))
+    const uint32_t packed_bytes = n * p.bits / 8;  // kPacked: plane B's symbols (w a multiple of 32: whole bytes)
+    if (status == kOk && kPacked && packed_bytes > packed_cap) status = kTooLarge;
+    if (status == kOk && !open_stream(stored, 8 + size_a, size_b, kPacked ? packed_bytes : n, kPacked ? 8 : p.bits,
+                                      precision_cap, info, tab, nullptr, lane, bs))
       status = kCorrupt;
+    if constexpr (kPacked) {  // the packed code bytes into the warp's buffer, then the codes from there
+      if (status == kOk) {
+        const uint32_t mask = (1u << bs.precision) - 1u;
+        for (uint32_t t = 0; 32 * t < packed_bytes; ++t) {
+          const bool active = 32 * t + lane < packed_bytes;
+          const uint32_t symbol = decode_step(bs, t, active, mask, below, lane, info, tab);
+          if (active) packed[32 * t + lane] = static_cast<uint8_t>(symbol);
+        }
+        if (!bs.ended_ok()) status = kCorrupt;
+        __syncwarp();
+      }
+    }
     if (status == kOk) {
       const uint32_t steps_per_row = w / 32, mask = (1u << bs.precision) - 1u;
       const uint16_t* scales16 = reinterpret_cast<const uint16_t*>(side);
@@ -219,7 +248,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (row < h && j < steps_per_row) {
-              const uint32_t symbol = decode_step(bs, t, true, mask, below, lane, info, tab);
+              const uint32_t symbol =
+                  kPacked ? packed_code(reinterpret_cast<const uint32_t*>(packed), 32 * t + lane, p.bits, code_mask)
+                          : decode_step(bs, t, true, mask, below, lane, info, tab);
               const uint32_t code = zero_rel ? (symbol + zero[j]) & code_mask : symbol;
               const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
               const float wv = __fmul_rn(__fsub_rn(value, zero_f[j]), scale[j]);
@@ -244,41 +275,45 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
   }
 }
 
-template <uint32_t kB, bool kIntCodes>
+template <uint32_t kB, bool kIntCodes, bool kPacked>
 struct QuantRansKernel {
-  static constexpr auto kernel = quant_rans_gemv_kernel<kB, kIntCodes>;
+  static constexpr auto kernel = quant_rans_gemv_kernel<kB, kIntCodes, kPacked>;
 };
 
-// Calls f(QuantRansKernel<pass, int codes>{}) for a pass width of the kernel; false for another.
-template <bool kIntCodes, typename F>
+// Calls f(QuantRansKernel<pass, int codes, packed>{}) for a pass width of the kernel; false for another.
+template <bool kIntCodes, bool kPacked, typename F>
 bool with_kernel(uint32_t pass, F&& f) {
   switch (pass) {
-    case 1: f(QuantRansKernel<1, kIntCodes>{}); return true;
-    case 2: f(QuantRansKernel<2, kIntCodes>{}); return true;
-    case 4: f(QuantRansKernel<4, kIntCodes>{}); return true;
-    case 8: f(QuantRansKernel<8, kIntCodes>{}); return true;
-    case 16: f(QuantRansKernel<16, kIntCodes>{}); return true;
+    case 1: f(QuantRansKernel<1, kIntCodes, kPacked>{}); return true;
+    case 2: f(QuantRansKernel<2, kIntCodes, kPacked>{}); return true;
+    case 4: f(QuantRansKernel<4, kIntCodes, kPacked>{}); return true;
+    case 8: f(QuantRansKernel<8, kIntCodes, kPacked>{}); return true;
+    case 16: f(QuantRansKernel<16, kIntCodes, kPacked>{}); return true;
     default: return false;
   }
 }
+// Packed codes: plane B's symbols are bytes, not the codes (fp6, fp5; quant_rans_tile).
+bool packed_codes(const QuantDevParams& p) { return p.code_symbol_bits != p.bits; }
 template <typename F>
 bool with_pass_kernel(const QuantDevParams& p, uint32_t pass, F&& f) {
-  return p.kind == kQuantInt ? with_kernel<true>(pass, f) : with_kernel<false>(pass, f);
+  if (p.kind == kQuantInt) return with_kernel<true, false>(pass, f);
+  return packed_codes(p) ? with_kernel<false, true>(pass, f) : with_kernel<false, false>(pass, f);
 }
 
 }  // namespace
 
 QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t side_cap,
-                              uint32_t precision_cap, uint32_t batch) {
+                              uint32_t precision_cap, uint32_t packed_cap, uint32_t batch) {
   QuantRansPlan plan{};
   plan.stored_cap = align16(stored_cap);
   plan.side_cap = align16(side_cap);
   plan.precision_cap = precision_cap;
+  plan.packed_cap = packed_codes(params) ? align16(packed_cap) : 0u;
   plan.pass = pass_width(batch);  // batch >= 1
   // Warps per block: the most warps per multiprocessor. A warp needs ~10 KiB of shared memory for an
   // int4 tile and ~20 KiB for an int8 or fp8 one, so that blocks of 4 warps would leave up to 40%
   // of it unused.
-  const uint32_t warp_bytes = WarpLayout(plan.stored_cap, plan.side_cap, precision_cap).total;
+  const uint32_t warp_bytes = WarpLayout(plan.stored_cap, plan.side_cap, precision_cap, plan.packed_cap).total;
   with_pass_kernel(params, plan.pass, [&](auto kernel_type) {
     for (uint32_t warps = kMaxWarps; warps >= 1; warps /= 2) {
       const uint32_t smem = kValuesBytes + warps * warp_bytes;
@@ -304,7 +339,8 @@ cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tile
       using K = decltype(kernel_type);
       K::kernel<<<grid, 32 * plan.warps, plan.smem_bytes, stream>>>(bytes_dev, tiles_dev, ids_dev, count, params,
                                                                plan.stored_cap, plan.side_cap, plan.precision_cap,
-                                                               x_dev + b0, y_dev + b0, batch, nb, status_dev);
+                                                               plan.packed_cap, x_dev + b0, y_dev + b0, batch, nb,
+                                                               status_dev);
     });
     if (!launched) return cudaErrorInvalidValue;
     const cudaError_t err = cudaGetLastError();
@@ -315,7 +351,9 @@ cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tile
 
 #else  // no bulk copies in this toolkit: the host keeps every tile on the generic kernel
 
-QuantRansPlan quant_rans_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t) { return QuantRansPlan{}; }
+QuantRansPlan quant_rans_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t) {
+  return QuantRansPlan{};
+}
 cudaError_t launch_quant_rans_gemv(const uint8_t*, const DevTile*, const uint32_t*, uint32_t, const QuantDevParams&,
                                    const QuantRansPlan&, uint32_t, const uint16_t*, float*, uint32_t, uint32_t*,
                                    cudaStream_t) {

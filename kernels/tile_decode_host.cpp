@@ -154,16 +154,19 @@ bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const De
 // ---- lossy tensors ----
 // The warp-per-tile quantized rANS GEMV (kernels/quant_rans_gemv.cu) takes a tile when its codec
 // is rans, its layout dense (4) or zero-relative (6), plane B a mode-1 rANS stream of the codes
-// themselves (2, 3, 4 or 8 bits: not fp6/fp5, whose streams code packed bytes), plane A raw or a
-// mode-1 stream, the tile 32, 64 or 128 columns wide, its stored bytes at most
+// themselves (2, 3, 4 or 8 bits) or of the packed code bytes (fp6, fp5: 8-bit symbols), plane A
+// raw or a mode-1 stream, the tile 32, 64 or 128 columns wide, its stored bytes at most
 // detail::kQuantRansMaxStored and its raw size what the layout implies; a LUT scheme only with one
 // table. Nearly every full tile that `wpack compress` writes for those schemes with the default
 // codec qualifies. *side_bytes: what the warp keeps beside the stream (plane A decoded, or the
-// tile's row scales as float); *precision: the largest table precision of its streams.
+// tile's row scales as float); *precision: the largest table precision of its streams;
+// *packed_bytes: fp6/fp5, the tile's packed code bytes, which the warp decodes into shared memory
+// first (0 for the others).
 bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
-                     const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision) {
+                     const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision, uint32_t* packed_bytes) {
   if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && rec.filter != detail::kLayoutDenseZeroRel)) return false;
-  if (q.code_symbol_bits != q.bits || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
+  const bool packed = q.kind == detail::kQuantTable && q.code_symbol_bits == 8 && (q.bits == 5 || q.bits == 6);
+  if ((q.code_symbol_bits != q.bits && !packed) || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
   if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 8) return false;
   if (align16(uint64_t{stored.size()}) > detail::kQuantRansMaxStored) return false;
   const uint64_t n = uint64_t{d.rows} * d.cols;
@@ -185,6 +188,7 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
   }
   *side_bytes = static_cast<uint32_t>(std::max<uint64_t>(a_bytes, q.grouped ? 0 : 4ull * d.rows));
   *precision = p;
+  *packed_bytes = packed ? static_cast<uint32_t>(n * q.bits / 8) : 0u;  // n a multiple of 32: whole bytes
   return true;
 }
 
@@ -350,7 +354,7 @@ struct GpuTensor::Impl {
   uint32_t fast_count = 0;
   // The fast tiles' largest aligned bytes in shared memory (lossless: directory + exponent stream;
   // lossy: the stored tile), plane A or row scales (lossy), and table precision.
-  uint32_t fast_bytes_cap = 0, fast_side_cap = 16, fast_precision_cap = 8;
+  uint32_t fast_bytes_cap = 0, fast_side_cap = 16, fast_precision_cap = 8, fast_packed_cap = 0;
   detail::LosslessPlan lossless_plan[65] = {};  // per batch, [0]: decode
   int lossless_grid[65] = {};                   // per batch, [0]: decode (0: not computed yet, -1: none)
   detail::QuantRansPlan quant_rans_plan[65] = {};  // lossy, per batch
@@ -379,7 +383,7 @@ struct GpuTensor::Impl {
     grid = -1;
     if (fast_count == 0) return grid;
     detail::QuantRansPlan& plan = quant_rans_plan[batch];
-    plan = detail::quant_rans_plan(quant, fast_bytes_cap, fast_side_cap, fast_precision_cap, batch);
+    plan = detail::quant_rans_plan(quant, fast_bytes_cap, fast_side_cap, fast_precision_cap, fast_packed_cap, batch);
     grid = plan.warps ? persistent_grid((fast_count + plan.warps - 1) / plan.warps, plan.blocks_per_sm) : -1;
     if (std::getenv("WPACK_GPU_DEBUG"))
       std::fprintf(stderr,
@@ -511,12 +515,13 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (lossy) {
       const auto bytes = reader.tile_bytes(t.first_tile + k);
       size_quant_tile(qp, rec, d, bytes, quant_sizes);
-      uint32_t side_bytes = 0, precision = 0;
-      if (fast_possible && quant_rans_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision)) {
+      uint32_t side_bytes = 0, precision = 0, packed_bytes = 0;
+      if (fast_possible && quant_rans_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision, &packed_bytes)) {
         fast_ids.push_back(static_cast<uint32_t>(k));
         impl->fast_bytes_cap = std::max(impl->fast_bytes_cap, static_cast<uint32_t>(align16(bytes.size())));
         impl->fast_side_cap = std::max(impl->fast_side_cap, static_cast<uint32_t>(align16(side_bytes)));
         impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
+        impl->fast_packed_cap = std::max(impl->fast_packed_cap, packed_bytes);
       } else if (fast_possible) {
         slow_ids.push_back(static_cast<uint32_t>(k));
       }

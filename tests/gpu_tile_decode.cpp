@@ -679,7 +679,8 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 9..16 with ma
 }
 
 // rANS-coded quantized tiles (the default codec) on the warp-per-tile GEMV: every scheme whose
-// plane-B symbols are its codes (int8/4/3/2, fp8, fp4, nf4, one-table lut4/lut3), layouts 4 and 6
+// plane-B symbols are its codes (int8/4/3/2, fp8, fp4, nf4, one-table lut4/lut3) and fp6/fp5,
+// whose plane-B symbols are the packed code bytes (decoded first, then unpacked), layouts 4 and 6
 // (asymmetric int: zero-relative symbols), grouped scales decoded from plane A, row scales, value
 // tables. Tensor a: 128x128 tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles
 // with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
@@ -691,7 +692,7 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       {Scheme::kInt4, Codec::kRans, 0, 128}, {Scheme::kInt4, Codec::kRans, 0, 32, true}, {Scheme::kInt8, Codec::kRans},
       {Scheme::kInt3, Codec::kRans, 0, 64},  {Scheme::kInt2, Codec::kRans, 0, 128},      {Scheme::kFp8, Codec::kRans},
       {Scheme::kFp4, Codec::kRans, 0, 64},   {Scheme::kNf4, Codec::kRans, 0, 128},       {Scheme::kLut4, Codec::kRans},
-      {Scheme::kLut3, Codec::kRans},
+      {Scheme::kLut3, Codec::kRans}, {Scheme::kFp6, Codec::kRans},         {Scheme::kFp5, Codec::kRans},
   };
   const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
   uint64_t seed = 900;
@@ -716,12 +717,18 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       }
       GpuTensor g = GpuTensor::upload(*pk.reader, ti);
       INFO("tensor " << info.name << ": " << coded << " coded tiles, " << fast << " for the kernel, of " << info.tile_count);
-      // rANS pays for every full tile of these Gaussian weights (not always for small edge tiles)
-      REQUIRE(fast > 0);
+      // rANS pays for every full tile of these Gaussian weights (not always for small edge tiles,
+      // nor for fp6's and fp5's 64 x 32 tiles, whose packed bytes code a few percent smaller at best)
+      const bool packed = c.scheme == Scheme::kFp6 || c.scheme == Scheme::kFp5;
+      if (!(packed && t == 3)) REQUIRE(fast > 0);
       if (t == 0) REQUIRE(fast == info.tile_count);
       if (t == 2) REQUIRE(fast < info.tile_count);
       REQUIRE(g.warp_tiles() == (bulk ? fast : 0));
-      const char* kernel = !bulk ? "generic" : fast < info.tile_count ? "warp-per-tile + generic" : "warp-per-tile";
+      // (with no tile for the kernel, not pinned: all-raw tiles may take a streaming kernel)
+      const char* kernel = fast == 0                ? nullptr
+                           : !bulk                  ? "generic"
+                           : fast < info.tile_count ? "warp-per-tile + generic"
+                                                    : "warp-per-tile";
       const std::vector<float> w = check_decode_lossy(pk, ti);
       for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 16u, 33u, 64u})
         check_gemv_f32(pk, ti, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, kernel);

@@ -185,13 +185,14 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 
 // The quantized rANS GEMV with a warp per tile (kernels/quant_rans_gemv.cu) for the tiles the host
 // picks (quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4 or 6, plane B a mode-1
-// rANS stream of the codes themselves (bits 2, 3, 4 or 8), plane A raw or a mode-1 stream, tile
-// width 32, 64 or 128; not a LUT scheme with a table per lut_rows rows. Needs bulk copies
-// (lossless_fast_built() says whether this build has them).
+// rANS stream of the codes themselves (bits 2, 3, 4 or 8) or, fp6 and fp5, of the packed code
+// bytes, plane A raw or a mode-1 stream, tile width 32, 64 or 128; not a LUT scheme with a table
+// per lut_rows rows. Needs bulk copies (lossless_fast_built() says whether this build has them).
 struct QuantRansPlan {
   uint32_t stored_cap;     // largest aligned stored tile of those tiles, bytes
   uint32_t side_cap;       // largest plane A, or 4 bytes per tile row for per-row scales, multiple of 16
   uint32_t precision_cap;  // largest table precision of their streams, 8..12
+  uint32_t packed_cap;     // fp6, fp5: the largest tile's packed code bytes, multiple of 16 (else 0)
   uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16
   uint32_t warps;          // per block: 1, 2 or 4, whichever puts the most on a multiprocessor
   uint32_t smem_bytes;     // dynamic shared memory per block
@@ -200,7 +201,7 @@ struct QuantRansPlan {
 // Largest stored tile it takes: a 128x128 int8 or fp8 tile codes to about 12-15 KiB.
 constexpr uint32_t kQuantRansMaxStored = 20480;
 QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap, uint32_t side_cap,
-                              uint32_t precision_cap, uint32_t batch);
+                              uint32_t precision_cap, uint32_t packed_cap, uint32_t batch);
 // ids_dev: the count tile ids to take; y_dev (rows, batch) zeroed by the caller; batch 1..64 in passes.
 cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                                    uint32_t count, const QuantDevParams& params, const QuantRansPlan& plan,
