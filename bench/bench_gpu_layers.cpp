@@ -11,7 +11,8 @@
 // 4096x14336 (8B down), 8192x8192 (70B q/o), 28672x8192 (70B gate/up), 8192x28672 (70B down).
 // Schemes (default all): lossless (BF16, codec rans), int8, int4 (g128), int3 (g128), int2 (g128),
 // fp8, fp6, fp5, fp4, nf4, lut4, int4-sp50 (int4 g128 + 50% unstructured magnitude pruning),
-// lossless-exp4 (BF16, codec exp4: 4-bit exponent codes, docs/FORMAT.md).
+// lossless-exp4 (BF16, codec exp4: 4-bit exponent codes, docs/FORMAT.md), int8-sp50 and fp8-sp50
+// (50% pruned).
 // Quantized tiles use codec none (the streaming kernels' layout) unless --rans.
 //
 // Weights: synthetic BF16 N(0, 0.02) with 0.1% outliers x15 (as trained LLM weights have), one
@@ -74,6 +75,8 @@ const std::vector<SchemeDef> kAllSchemes = {
     {"fp4", "fp4", 0},              {"nf4", "nf4", 0},      {"lut4", "lut4", 0},        {"int4-sp50", "int4:g128:prune=0.5", 4.5},
     // lossless with codec exp4 (4-bit exponent codes): the issue's lossless target is rANS's
     {"lossless-exp4", "lossless", 0},
+    // 8-bit codes with 50% unstructured pruning (sparse tiles, a byte per occupied code)
+    {"int8-sp50", "int8:prune=0.5", 0}, {"fp8-sp50", "fp8:prune=0.5", 0},
 };
 // The other targets of issue 5.
 constexpr double kBatchRatioTarget = 1.15;      // batch 16 kernel time within 15% of batch 1

@@ -1,5 +1,5 @@
 // The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
-// tiles all have raw planes (dense; int4 also sparse, layout 5), and for lossless BF16 tensors whose
+// tiles all have raw planes (dense; int4, int8, fp8 also sparse, layout 5), and for lossless BF16 tensors whose
 // tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as fp8 is, tma_tile_exp4): a
 // warp-specialised bulk-copy pipeline feeding tensor cores.
 //
@@ -45,12 +45,14 @@
 // codes only; the consumer warp first expands them into the dense code layout in its own scratch
 // (after the ring: a selector table, then one scratch per consumer warp), every unoccupied element
 // given its group's zero point (symmetric: 8), which contributes exactly 0 like the +0.0 it decodes
-// to; then the dense MMA path runs on the scratch unchanged (expand_sparse_int4).
+// to; then the dense MMA path runs on the scratch unchanged (expand_sparse_int4). Sparse int8 and
+// fp8 tiles the same way, a byte a code, unoccupied elements 128 (int8) or 0 (fp8: +0.0)
+// (expand_sparse_int8).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
 // params), lut4 none either (no scales).
-// Preconditions (quant_tma_supported): every tile dense or (int4 only) sparse, with raw planes whose
+// Preconditions (quant_tma_supported): every tile dense or (int4, int8, fp8) sparse, with raw planes whose
 // sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4/3/2,
 // int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1), nf4 or one-table lut4 codes (fp8/6/5:
 // per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
@@ -113,6 +115,11 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
+// The kinds whose sparse tiles (layout 5) the kernel expands: int4 (expand_sparse_int4), int8 and
+// fp8 (expand_sparse_int8).
+__host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
+  return (bits == 4 && kind_float == 0) || (bits == 8 && (kind_float == 0 || kind_float == 8));
+}
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
 // E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
@@ -291,15 +298,25 @@ __device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const Ti
 //   selectors[m].x = PRMT selectors over (L, H): bits 0..15 for P (elements 0, 2, 4, 6), 16..31
 //                    for Q (1, 3, 5, 7); byte index k of the pair is L byte k (k < 4), H byte k - 4
 //   selectors[m].y = the mask of H that keeps nibble 7 (m = 0xFF) or frees byte 3 for z
+// kBits 8 (expand_sparse_int8): the window is 8 code bytes (L, H: bytes 0..3, 4..7), element i
+// takes byte rank(i) (occupied) or 7, whose value is replaced by the fill code when the chunk has
+// fewer than 8 codes; selectors[m].x: bits 0..15 for elements 0..3, 16..31 for 4..7; .y the mask
+// of H that keeps byte 3 (m = 0xFF) or frees it.
+template <uint32_t kBits>
 __device__ void fill_selectors(uint2* selectors) {
   for (uint32_t m = threadIdx.x; m < 256; m += blockDim.x) {
     uint32_t sel = 0, rank = 0;
     for (uint32_t i = 0; i < 8; ++i) {
-      const uint32_t nibble = ((m >> i) & 1) ? rank++ : 7;
-      const uint32_t byte = nibble % 2 ? 4 + nibble / 2 : nibble / 2;
-      sel |= byte << (4 * (i / 2) + 16 * (i % 2));
+      const uint32_t index = ((m >> i) & 1) ? rank++ : 7;  // the nibble (kBits 4) or byte (8) of the window
+      if constexpr (kBits == 8) {
+        sel |= index << (4 * (i % 4) + 16 * (i / 4));
+      } else {
+        const uint32_t byte = index % 2 ? 4 + index / 2 : index / 2;
+        sel |= byte << (4 * (i / 2) + 16 * (i % 2));
+      }
     }
-    selectors[m] = make_uint2(sel, m == 0xFF ? 0x0F0F0F0Fu : 0x000F0F0Fu);
+    if constexpr (kBits == 8) selectors[m] = make_uint2(sel, m == 0xFF ? 0xFFFFFFFFu : 0x00FFFFFFu);
+    else selectors[m] = make_uint2(sel, m == 0xFF ? 0x0F0F0F0Fu : 0x000F0F0Fu);
   }
 }
 
@@ -317,6 +334,39 @@ __device__ void fill_selectors(uint2* selectors) {
 // multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
 // (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
 // Reads at most 8 bytes past plane B: the stage's x slices follow it.
+// One pass of the sparse expansions: lane l loads bitmap words pass + 32 j + l (j < kWords; 0 at or
+// past `last`; word(i) reads word i) into bits[j], and first_code[j] is that word's first code
+// index: base plus the occupied elements of the pass's words before it (warp scans of the
+// popcounts, the kWords scans interleaved so that their shuffles overlap); base moves past the
+// pass.
+template <uint32_t kWords, typename WordAt>
+__device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uint32_t last, uint32_t& base,
+                                                 uint32_t (&bits)[kWords], uint32_t (&first_code)[kWords]) {
+  constexpr uint32_t kFull = 0xFFFFFFFFu;
+  const uint32_t lane = threadIdx.x & 31;
+  uint32_t count[kWords], inclusive[kWords];
+#pragma unroll
+  for (uint32_t j = 0; j < kWords; ++j) {
+    const uint32_t i = pass + 32 * j + lane;
+    bits[j] = i < last ? word(i) : 0u;
+    count[j] = __popc(bits[j]);
+    inclusive[j] = count[j];
+  }
+#pragma unroll
+  for (uint32_t d = 1; d < 32; d *= 2) {
+#pragma unroll
+    for (uint32_t j = 0; j < kWords; ++j) {
+      const uint32_t v = __shfl_up_sync(kFull, inclusive[j], d);
+      if (lane >= d) inclusive[j] += v;
+    }
+  }
+#pragma unroll
+  for (uint32_t j = 0; j < kWords; ++j) {
+    first_code[j] = base + inclusive[j] - count[j];
+    base += __shfl_sync(kFull, inclusive[j], 31);
+  }
+}
+
 template <bool kShifted>
 __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, const uint8_t* stage,
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
@@ -341,27 +391,12 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
   const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
   for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
-    uint32_t bits[kWords], count[kWords], inclusive[kWords];
+    uint32_t bits[kWords], first_code[kWords];
+    scan_bitmap_pass<kWords>(bitmap_word, pass, last, base, bits, first_code);
 #pragma unroll
     for (uint32_t j = 0; j < kWords; ++j) {
       const uint32_t i = pass + 32 * j + lane;
-      bits[j] = i < last ? bitmap_word(i) : 0u;
-      count[j] = __popc(bits[j]);
-      inclusive[j] = count[j];
-    }
-#pragma unroll
-    for (uint32_t d = 1; d < 32; d *= 2) {
-#pragma unroll
-      for (uint32_t j = 0; j < kWords; ++j) {
-        const uint32_t v = __shfl_up_sync(kFull, inclusive[j], d);
-        if (lane >= d) inclusive[j] += v;
-      }
-    }
-#pragma unroll
-    for (uint32_t j = 0; j < kWords; ++j) {
-      const uint32_t i = pass + 32 * j + lane;
-      uint32_t idx = base + inclusive[j] - count[j];  // this word's first code
-      base += __shfl_sync(kFull, inclusive[j], 31);
+      uint32_t idx = first_code[j];  // this word's first code
       if (i < last) {
         const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : 8u;
         const uint32_t z_byte3 = z << 24;
@@ -394,6 +429,56 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
   else expand_sparse_rows<false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
 }
 
+// Sparse int8 and fp8 tiles (no plane A: the bitmap at stage byte 8, h * w bits, w a multiple of 32;
+// then the occupied codes, a byte each, 4-aligned): rows [r_begin, r_end) expanded into the dense
+// code plane at `dense_out` (16-byte aligned, a byte per code), every unoccupied element given
+// `fill` (int8: 128, the code of 0; fp8: 0, +0.0). As expand_sparse_rows: lane l takes bitmap words
+// l, l + 32, ... of a pass, warp scans of their popcounts give each word's first code; a chunk of 8
+// elements (bitmap byte m) takes the 8 code bytes from its first code (two funnel shifts of three
+// aligned words) and two PRMTs by fill_selectors<8>. Reads at most 12 bytes past the codes: the
+// stage's x slices follow them.
+__device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
+                                                   uint32_t r_end, const uint2* selectors, uint32_t fill,
+                                                   uint32_t* dense_out) {
+  constexpr uint32_t kFull = 0xFFFFFFFFu, kWords = 4;
+  const uint32_t lane = threadIdx.x & 31;
+  const uint32_t row_words = m.w / 32;  // bitmap words per tile row
+  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + 8);
+  const uint32_t* codes = bitmap + m.h * row_words;  // code k: byte k from here
+  const uint32_t fill_byte3 = fill << 24;
+  const uint32_t first = r_begin * row_words, last = r_end * row_words;
+  uint32_t before = 0;  // the codes of the rows before r_begin
+  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap[i]);
+  uint32_t base = __reduce_add_sync(kFull, before);
+  for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
+    uint32_t bits[kWords], first_code[kWords];
+    scan_bitmap_pass<kWords>([&](uint32_t i) { return bitmap[i]; }, pass, last, base, bits, first_code);
+#pragma unroll
+    for (uint32_t j = 0; j < kWords; ++j) {
+      const uint32_t i = pass + 32 * j + lane;
+      uint32_t idx = first_code[j];  // this word's first code
+      if (i < last) {
+        uint32_t out[8];
+#pragma unroll
+        for (uint32_t c = 0; c < 4; ++c) {
+          const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
+          const uint2 e = selectors[chunk];
+          const uint32_t* at = codes + idx / 4;
+          const uint32_t shift = 8 * (idx % 4);
+          const uint32_t lo = __funnelshift_r(at[0], at[1], shift);
+          const uint32_t hi = (__funnelshift_r(at[1], at[2], shift) & e.y) | (fill_byte3 & ~e.y);
+          out[2 * c] = __byte_perm(lo, hi, e.x);
+          out[2 * c + 1] = __byte_perm(lo, hi, e.x >> 16);
+          idx += __popc(chunk);
+        }
+        uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
+        dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+        dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+      }
+    }
+  }
+}
+
 // Copies code-plane rows [r_begin, r_end) of a tile whose code plane starts off a 4-byte boundary
 // (an edge tile row of h rows with h * (plane A bytes per row) not a multiple of 4, e.g.
 // asymmetric int4: 3 bytes per row and group) to `out` (4-byte aligned), row r_begin first, so that
@@ -421,16 +506,16 @@ __device__ __forceinline__ void x_fragment_fp8(const uint8_t* xrow, uint32_t col
 // tma_tile_8bit: int8 (A holds the codes' values: HSUB2 of 128 per low-nibble pair, of 2176 per
 // high-nibble pair) or fp8 (MmaFp8); the per-row scale is applied at the flush.
 template <uint32_t kNT, bool kFp8>
-__device__ __forceinline__ void tma_tile_8bit(const uint8_t* stage, const uint8_t* xs, uint32_t x_row,
-                                              const StageGeometry& m, uint32_t batch, float (&yacc)[kNT][4]) {
+__device__ __forceinline__ void tma_tile_8bit(const uint32_t* codes, uint32_t codes_row0, const uint8_t* xs,
+                                              uint32_t x_row, const StageGeometry& m, uint32_t batch,
+                                              float (&yacc)[kNT][4]) {
   using C = MmaCodes<8>;
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t r0 = min(warp * 16 + g, m.h - 1), r1 = min(warp * 16 + g + 8, m.h - 1);  // clamped; dropped at flush
   const uint32_t words_per_row = m.w / C::kPerWord;
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);  // no plane A; 8-aligned
-  const uint32_t* row0w = codes + r0 * words_per_row + 2 * t;
-  const uint32_t* row1w = codes + r1 * words_per_row + 2 * t;
+  const uint32_t* row0w = codes + (r0 - codes_row0) * words_per_row + 2 * t;  // codes: 8-aligned
+  const uint32_t* row1w = codes + (r1 - codes_row0) * words_per_row + 2 * t;
   const uint32_t off_lo = bf16x2_splat_int(128.0f), off_hi = bf16x2_splat_int(2176.0f);
   for (uint32_t j = 0; j < words_per_row; j += kStepWords) {  // the step's first word; this lane's: j + 2t, + 1
     const uint2 wa = *reinterpret_cast<const uint2*>(row0w + j), wb = *reinterpret_cast<const uint2*>(row1w + j);
@@ -702,20 +787,22 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
 // blocks. int8: x is FP16, x_scale times prepare_kernel's (the tile column's power of two, half_x),
 // A holds MmaInt8Half's 1152 + value, one FP16 MMA per word, and 1152 * sum(x) is removed per tile
 // (sum(x) from an MMA with A = ones); fp8: MmaFp8, x taken times 2^64 (scale_x). kStd: the tile is
-// 128 x 128 (rows of 32 words at constant offsets). The code plane follows the plane directory (no
-// plane A); yacc as tma_tile_warp's. fp8: x in prepare_kernel's order and scale (prepared_x).
+// 128 x 128 (rows of 32 words at constant offsets). codes_plane: the dense code plane from tile row
+// codes_row0 on (the stage's, after the plane directory: there is no plane A; or a sparse tile's
+// rows expanded into the warp's scratch); yacc as tma_tile_warp's. fp8: x in prepare_kernel's order
+// and scale (prepared_x).
 template <bool kFp8, uint32_t kBlocks, uint32_t kNT, bool kStd>
-__device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
-                                               uint32_t x_row, const StageGeometry& m, uint32_t batch,
-                                               float (&yacc)[kBlocks * kNT][4], float x_scale) {
+__device__ __forceinline__ void tma_tile_warp8(const uint32_t* codes_plane, uint32_t codes_row0, uint32_t first_block,
+                                               const uint8_t* xs, uint32_t x_row, const StageGeometry& m,
+                                               uint32_t batch, float (&yacc)[kBlocks * kNT][4], float x_scale) {
   constexpr uint32_t kStepWords = 8;  // words of a row per k-step: 4 lanes x 2 words (32 columns)
   constexpr float kOffset = MmaInt8Half::kBase;
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t words_per_row = kStd ? 32 : m.w / 4;
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8) + 2 * t;  // 8-aligned (stage is)
+  const uint32_t* codes = codes_plane + 2 * t;  // 8-aligned (the stage and the scratch are)
   uint32_t rows[kBlocks][2];
   warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
-  const uint32_t* std_codes = codes + (16 * first_block + g) * 32;
+  const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * 32;
   float c[kBlocks * kNT][4], cs[kNT][4];
 #pragma unroll
   for (uint32_t i = 0; i < kBlocks * kNT; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
@@ -746,7 +833,8 @@ __device__ __forceinline__ void tma_tile_warp8(const uint8_t* stage, uint32_t fi
     for (uint32_t rb = 0; rb < kBlocks; ++rb) {
 #pragma unroll
       for (uint32_t h = 0; h < 2; ++h) {
-        const uint32_t* ptr = kStd ? std_codes + (16 * rb + 8 * h) * 32 + j : codes + rows[rb][h] * words_per_row + j;
+        const uint32_t* ptr =
+            kStd ? std_codes + (16 * rb + 8 * h) * 32 + j : codes + (rows[rb][h] - codes_row0) * words_per_row + j;
         const uint2 a = *reinterpret_cast<const uint2*>(ptr);
         words[rb][h][0] = a.x, words[rb][h][1] = a.y;
       }
@@ -995,7 +1083,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
-  constexpr bool kSparse = kBits == 4 && kFloat == 0;  // sparse tiles (layout 5): int4 only
+  constexpr bool kSparse = sparse_kind(kBits, kFloat);  // sparse tiles (layout 5): int4, int8, fp8
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
@@ -1023,7 +1111,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
   uint32_t* scratch = reinterpret_cast<uint32_t*>(smem + layout.sparse_at + kSelectorBytes + warp * scratch_bytes);
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
-  if (kSparse && scratch_bytes) fill_selectors(selectors);  // read after the __syncthreads below
+  if (kSparse && scratch_bytes) fill_selectors<kBits>(selectors);  // read after the __syncthreads below
+  [[maybe_unused]] constexpr uint32_t kSparseFill = kFloat == 8 ? 0u : 128u;  // int8: 128, fp8: 0 (+0.0)
   // the codes' table (nf4, lut4), at kHeaderBytes, filled by the consumers below
   const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
@@ -1182,12 +1271,21 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
             tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
+          uint32_t codes_row0 = 0;
+          if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
+            codes_row0 = 16 * first_block;
+            expand_sparse_int8(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors, kSparseFill,
+                               scratch);
+            __syncwarp();
+            codes = scratch;
+          }
           if (std_shape)
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(stage, first_block, xs, layout.x_row, m, batch, yacc,
-                                                               x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, true>(codes, codes_row0, first_block, xs, layout.x_row, m,
+                                                               batch, yacc, x_scale);
           else
-            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc,
-                                                                x_scale);
+            tma_tile_warp8<kFloat == 8, kRowBlocks, kNT, false>(codes, codes_row0, first_block, xs, layout.x_row, m,
+                                                                batch, yacc, x_scale);
         } else {
           // the lane-codes schemes: the standard tile also has one group of 128 per row
           const bool std_tile = std_shape && params.group == 128;
@@ -1254,7 +1352,14 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
         } else if constexpr (kFloat == 6) {
           tma_tile_warp6<1, kNT, false, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else if constexpr (kBits == 8) {
-          tma_tile_8bit<kNT, kFloat == 8>(stage, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
+          uint32_t codes_row0 = 0;
+          if (kSparse && m.sparse) {  // this warp's 16 rows only
+            expand_sparse_int8(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, kSparseFill, scratch);
+            __syncwarp();
+            codes = scratch, codes_row0 = warp * 16;
+          }
+          tma_tile_8bit<kNT, kFloat == 8>(codes, codes_row0, stage + layout.x_at, layout.x_row, m, batch, yacc);
         } else {
           const TileSide ts(params, m, kBits, Lane::kScaled);
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
@@ -1516,7 +1621,6 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   // int4/3/2 always have group scales, int8 per-row ones (packer/quantize.h)
   const bool low_int = params.kind == kQuantInt && params.bits <= 4 && params.grouped;
   const bool int8 = params.kind == kQuantInt && params.bits == 8 && !params.grouped;
-  if (sparse_tiles && !(low_int && params.bits == 4)) return false;  // the expansion is int4's
   // fp8 E4M3, fp6 E3M2 and fp5 E2M2 (the only 8-, 6- and 5-bit table schemes), per-row scales; fp4 E2M1 and nf4
   // (the 4-bit table schemes), group scales
   const bool fp = params.kind == kQuantTable && (params.bits == 8 || params.bits == 6 || params.bits == 5) &&
@@ -1526,6 +1630,8 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
+  // sparse tiles: int4 (expand_sparse_int4), int8 and fp8 (expand_sparse_int8)
+  if (sparse_tiles && !((low_int && params.bits == 4) || int8 || (fp && params.bits == 8))) return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   return !(params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group));
@@ -1548,9 +1654,10 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
-  // tile) or 16 rows (warps sharing it), at most 4 bits a code.
+  // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below) or 8 (sparse int8, fp8).
   const bool scratch = sparse_tiles || codes_off_word;
-  plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols / 2, 16) : 0;
+  const uint32_t code_bits = params.bits == 8 ? 8 : 4;  // a sparse int8/fp8 tile expands to a byte a code
+  plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
   const uint32_t aux_bytes =

@@ -646,7 +646,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   const auto st = static_cast<cudaStream_t>(stream);
   if (impl_->scheme != 0) {
     // The Hopper bulk-copy GEMV (int4/3/2, int8, fp8/6/5/4, nf4, one-table lut4 dense raw tiles, int4
-    // sparse raw tiles too) first, where bulk copies are allowed (upload).
+    // sparse raw tiles too, int8 and fp8 ones) first, where bulk copies are allowed (upload).
     if (impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // rANS-coded tiles: a warp per tile for those it takes, the generic kernel for the rest.

@@ -743,6 +743,14 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
 // the edge tile rows of "b" (2 rows; 2 x 64 tile asymmetric: bitmap at 2 mod 4), "d" (57 rows: at
 // 2 mod 4, asymmetric g128 3) and "e" (3 rows: asymmetric g128 at 1 mod 4) put the bitmap and the
 // codes off a 4-byte boundary, which the kernel reads by funnel shifts.
+// The tiles of tensor t stored sparse (layout 5).
+static uint64_t sparse_tile_count(const Packed& p, size_t t) {
+  const auto& info = p.reader->tensors()[t];
+  uint64_t sparse = 0;
+  for (uint64_t k = 0; k < info.tile_count; ++k) sparse += p.reader->tiles()[info.first_tile + k].filter == 5;
+  return sparse;
+}
+
 TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},
@@ -756,12 +764,7 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
                          {"d", DType::BF16, {185, 4096}},
                          {"e", DType::BF16, {131, 4096}}},
                         c, 128, 128, 23);
-    auto sparse_tiles = [&](size_t t) {
-      const auto& info = p->reader->tensors()[t];
-      uint64_t sparse = 0;
-      for (uint64_t k = 0; k < info.tile_count; ++k) sparse += p->reader->tiles()[info.first_tile + k].filter == 5;
-      return sparse;
-    };
+    auto sparse_tiles = [&](size_t t) { return sparse_tile_count(*p, t); };
     const uint64_t a_tiles = p->reader->tensors()[0].tile_count;
     if (c.prune >= 0.5) {
       REQUIRE(sparse_tiles(0) == a_tiles);
@@ -777,6 +780,43 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
         check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3,
                        t == 2 || (t == 1 && 4160 % c.group) ? nullptr : ring());  // groups must divide K
+    }
+  }
+}
+
+// Sparse int8 and fp8 tiles (layout 5: the bitmap, then the occupied codes a byte each) on the
+// bulk-copy GEMV: each warp expands its rows into its scratch, unoccupied elements 128 (int8) or 0
+// (fp8), then multiplies as for dense tiles. Pruned 0.5 and 0.9 (every tile sparse, edge tile rows
+// of 2, 57 and 3 rows included) and 0.125, where a tile's sparse form (1/8 + 7/8 of the dense bytes)
+// is about as large as its dense one, so that tensor "a" mixes both layouts (checked). Every batch
+// width of the kernel's variants; "c" (4 rows) is checked for its product, not pinned to a kernel.
+TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int8 and fp8 tiles and a mix of dense and sparse, batch 1..64") {
+  using wpack::Scheme;
+  uint64_t seed = 1300;
+  for (const Scheme scheme : {Scheme::kInt8, Scheme::kFp8}) {
+    for (const double prune : {0.5, 0.9, 0.125}) {
+      const LossyCase c{scheme, Codec::kNone, prune};
+      INFO("case " << case_name(c) << " " << prune);
+      auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}},
+                           {"b", DType::BF16, {258, 4160}},
+                           {"c", DType::BF16, {4, 2048}},
+                           {"d", DType::BF16, {185, 4096}},
+                           {"e", DType::BF16, {131, 4096}}},
+                          c, 128, 128, seed++);
+      const uint64_t a_tiles = p->reader->tensors()[0].tile_count;
+      if (prune >= 0.5) {
+        for (size_t t : {0, 1, 3, 4}) {
+          INFO("tensor " << p->reader->tensors()[t].name);
+          REQUIRE(sparse_tile_count(*p, t) == p->reader->tensors()[t].tile_count);
+        }
+      } else {
+        REQUIRE((sparse_tile_count(*p, 0) > 0 && sparse_tile_count(*p, 0) < a_tiles));
+      }
+      for (size_t t = 0; t < 5; ++t) {
+        const std::vector<float> w = check_decode_lossy(*p, t);
+        for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
+          check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, t == 2 ? nullptr : ring());
+      }
     }
   }
 }
