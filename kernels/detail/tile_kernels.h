@@ -114,12 +114,13 @@ struct QuantDevParams {
   const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
   const float* values_dev;      // see QuantKind; nullptr for kQuantInt
   uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
-                                // GEMV's layouts at batch 9..16 follow it)
+                                // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
 };
 // fp6 at batch 9..16: a warp per half tile (2 blocks per multiprocessor) ran 5% faster than a
 // quarter tile (3 blocks) on 28672x8192 and 8192x28672 (14336 tiles of 128 x 128, 109 per
 // multiprocessor of an H200), the same on 8192^2 (31) and 4096x14336, 4-12% slower on 14336x4096
-// (27) and 4096^2 (8): half tiles from kManyTilesPerSm on.
+// (27) and 4096^2 (8): half tiles from kManyTilesPerSm on. int8 and fp8 at batch 1 take quarter
+// tiles below it (8192^2: 5-7% faster) and half tiles from it on (28672x8192: the same, +-1%).
 inline constexpr uint32_t kManyTilesPerSm = 48;
 // int8 and fp8 at batch 9..16: a quarter tile ran 5-6% faster than a half tile on 4096^2 (8 tiles
 // per multiprocessor), 1-8% slower on 14336x4096, 4096x14336 and 8192^2 (27-31): quarter tiles
