@@ -339,6 +339,15 @@ __device__ void fill_selectors(uint2* selectors) {
 // index: base plus the occupied elements of the pass's words before it (warp scans of the
 // popcounts, the kWords scans interleaved so that their shuffles overlap); base moves past the
 // pass.
+// The occupied elements of bitmap words [0, first) (word(i) reads word i), summed over the warp:
+// the first code index of the rows a sparse expansion starts at.
+template <typename WordAt>
+__device__ __forceinline__ uint32_t codes_before(WordAt word, uint32_t first) {
+  uint32_t before = 0;
+  for (uint32_t i = threadIdx.x & 31; i < first; i += 32) before += __popc(word(i));
+  return __reduce_add_sync(0xFFFFFFFFu, before);
+}
+
 template <uint32_t kWords, typename WordAt>
 __device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uint32_t last, uint32_t& base,
                                                  uint32_t (&bits)[kWords], uint32_t (&first_code)[kWords]) {
@@ -372,7 +381,7 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t group_magic,
                                                    uint32_t* dense_out) {
-  constexpr uint32_t kFull = 0xFFFFFFFFu, kWords = 4;
+  constexpr uint32_t kWords = 4;
   const uint32_t lane = threadIdx.x & 31;
   const uint32_t row_words = m.w / 32;  // bitmap words per tile row (w is a multiple of 64)
   const uint32_t off = kShifted ? ts.codes_at % 4 : 0, shift = 8 * off;  // bytes past a word boundary
@@ -384,9 +393,7 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   };
   const uint8_t* zeros = stage + 8 + ts.scale_bytes;
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
-  uint32_t before = 0;  // the codes of the rows before r_begin
-  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap_word(i));
-  uint32_t base = __reduce_add_sync(kFull, before) + 2 * off;
+  uint32_t base = codes_before(bitmap_word, first) + 2 * off;  // the codes of the rows before r_begin
   // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
   uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
   const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
@@ -440,19 +447,18 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
 __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t fill,
                                                    uint32_t* dense_out) {
-  constexpr uint32_t kFull = 0xFFFFFFFFu, kWords = 4;
+  constexpr uint32_t kWords = 4;
   const uint32_t lane = threadIdx.x & 31;
   const uint32_t row_words = m.w / 32;  // bitmap words per tile row
   const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + 8);
   const uint32_t* codes = bitmap + m.h * row_words;  // code k: byte k from here
   const uint32_t fill_byte3 = fill << 24;
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
-  uint32_t before = 0;  // the codes of the rows before r_begin
-  for (uint32_t i = lane; i < first; i += 32) before += __popc(bitmap[i]);
-  uint32_t base = __reduce_add_sync(kFull, before);
+  auto bitmap_word = [&](uint32_t i) { return bitmap[i]; };
+  uint32_t base = codes_before(bitmap_word, first);  // the codes of the rows before r_begin
   for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
     uint32_t bits[kWords], first_code[kWords];
-    scan_bitmap_pass<kWords>([&](uint32_t i) { return bitmap[i]; }, pass, last, base, bits, first_code);
+    scan_bitmap_pass<kWords>(bitmap_word, pass, last, base, bits, first_code);
 #pragma unroll
     for (uint32_t j = 0; j < kWords; ++j) {
       const uint32_t i = pass + 32 * j + lane;
@@ -1406,6 +1412,7 @@ struct TmaKernel {
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
+  static constexpr bool kSparse = sparse_kind(kBits, kFloat);               // it expands sparse tiles
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = Lane::kTableBytes;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
@@ -1637,8 +1644,7 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
-  // sparse tiles: int4 (expand_sparse_int4), int8 and fp8 (expand_sparse_int8)
-  if (sparse_tiles && !((low_int && params.bits == 4) || int8 || (fp && params.bits == 8))) return false;
+  if (sparse_tiles && !tma_dispatch(params, 1, [](auto k) { return decltype(k)::kSparse; })) return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   return !(params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group));
@@ -1663,7 +1669,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
   // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below) or 8 (sparse int8, fp8).
   const bool scratch = sparse_tiles || codes_off_word;
-  const uint32_t code_bits = params.bits == 8 ? 8 : 4;  // a sparse int8/fp8 tile expands to a byte a code
+  const uint32_t code_bits = sparse_tiles && params.bits == 8 ? 8 : 4;  // sparse int8/fp8: a byte a code
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
