@@ -28,14 +28,19 @@
 //           s = tab[x & (M - 1)]; x = f(s) (x >> p) + slot - cum(s); renormalise: every lane
 //           loads word next + lane before the state is known, a lane that needs a word takes
 //           its rank's (ballot, popc) by shuffle; m = ring[...]; w = the BF16 of (s, m) with the
-//           floatplanes rotation undone (PRMT, shift, mask); acc[b] += w x[b] (x in registers)
-//   rows:   groups of 4 / batch rows (1 when batch >= 4) x batch columns (batch: 1, 2, 4, 8 or 16
-//           per launch; wider batches run as passes of 16) are merged by a
-//           transposing butterfly (lane j ends with virtual row j % group), plain shuffles finish
-//           the sum, and one atomicAdd per row and batch column writes it.
+//           floatplanes rotation undone (PRMT, shift, mask); then
+//   batch 1 and 2: acc[b] += w x[b] (x in registers); groups of 4 / batch rows x batch columns
+//           are merged by a transposing butterfly (lane j ends with virtual row j % group), plain
+//           shuffles finish the sum, and one atomicAdd per row and batch column writes it;
+//   batch 3..64 (passes of 16 columns): w goes to a stage of 8 rows in shared memory; per group
+//           of 8 rows, ldmatrix gives the rows as the B operand of m16n8k16 BF16 MMAs whose A is
+//           x (16 batch columns x the tile's columns, in registers), and each lane adds its 4
+//           outputs to y. The tensor cores take the batch: per element the warp spends the decode
+//           step, a shared store and 1/16 of an MMA, where 16 FMAs and a 16-row butterfly cost
+//           about as much as the decode step itself.
 //
 // Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
-// BF16 and 8x the block-per-tile kernel. The stream's header, table and steps are
+// BF16 and 8x the block-per-tile kernel; batch 16 on tensor cores 809 us (1442 with FMAs). The stream's header, table and steps are
 // kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40
 // instructions per decode step, issue-bound at 5 warps per scheduler and waiting on the step's
 // dependency chain (two dependent shared loads for the table, ballot, shuffle): per stream a step
@@ -51,6 +56,7 @@
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
+#include "kernels/detail/mma_codes.cuh"  // mma_bf16_16816, ldmatrix_x4
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/rans_warp.cuh"
 #include "kernels/detail/smem_limit.cuh"
@@ -66,18 +72,52 @@ constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode s
 constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
 constexpr uint32_t kRing = kChunk * kSlots;
 
+// The batch-16 pass multiplies on tensor cores: a group of 8 decoded tile rows (BF16) is staged in
+// shared memory, rows kStagePitch elements apart (272 bytes: ldmatrix reads 8 rows without bank
+// conflicts), and becomes the B operand of m16n8k16 MMAs whose A is x (16 batch columns). The
+// stage's 2 KiB leave 4 blocks of 4 warps on a multiprocessor where the batch-1 kernel has 5, and
+// the pass runs that much slower (the decode's dependency chain wants warps). Tried: a stage of 2
+// rows (5 blocks; B's other 6 columns repeating them) ran 26% slower still, its 8 dependent MMAs
+// per 8 decode steps instead of per 32 (H200, 28672x8192: 1023 against 809 us).
+constexpr uint32_t kStageRows = 8, kStagePitch = 136, kStageBytes = kStageRows * kStagePitch * 2;
+
+// The pass width of a batch: 1 and 2 multiply on CUDA cores (FMAs into a butterfly), wider batches
+// in passes of 16 on tensor cores; 0: decode only.
+__host__ __device__ constexpr uint32_t lossless_pass(uint32_t batch) { return batch >= 3 ? 16u : batch; }
+
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
 struct WarpLayout {
-  uint32_t info, tab, ring, exp, total;
-  __host__ __device__ WarpLayout(uint32_t exp_cap, uint32_t precision_cap) {
+  uint32_t info, tab, ring, stage, exp, total;
+  __host__ __device__ WarpLayout(uint32_t exp_cap, uint32_t precision_cap, bool mma) {
     // [0, 64): the mbarriers (exponent stream, then one per ring slot)
     info = 64;           // 256 u32: f << 16 | cum, per symbol
     tab = info + 1024;   // 2^p u8: slot -> symbol
     ring = tab + (1u << precision_cap);  // mantissa bytes, ring position = global address mod kRing
-    exp = ring + kRing;                      // directory + exponent stream
+    stage = ring + kRing;                    // the MMA pass's staged rows (16-aligned)
+    exp = stage + (mma ? kStageBytes : 0u);  // directory + exponent stream
     total = (exp + exp_cap + 16 + 127) & ~127u;  // + 16: the bit reader looks up to 8 bytes past the stream
   }
 };
+
+// x of a tile as the A operand of m16n8k16 MMAs (A row m = batch column m, A column = tile column):
+// xa[kb] holds a0..a3 of the 16-column block kb, BF16 pairs; zero past the tile's width or nb.
+__device__ __forceinline__ void load_x_mma(uint32_t (&xa)[8][4], const uint16_t* x_dev, const WarpTile& t, uint32_t ld,
+                                           uint32_t nb, uint32_t lane) {
+  const uint32_t g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (uint32_t kb = 0; kb < 8; ++kb) {
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t m = g + 8 * (i & 1u), c = 16 * kb + 2 * q + 8 * (i >> 1);  // c even, cols a multiple of 32
+      uint32_t v = 0;
+      if (c < t.cols && m < nb) {
+        const uint16_t* p = x_dev + uint64_t{t.col0 + c} * ld + m;
+        v = uint32_t{p[0]} | uint32_t{p[ld]} << 16;
+      }
+      xa[kb][i] = v;
+    }
+  }
+}
 
 // Status of a tile's directory as the kernel reads it (the host chose tiles where it holds).
 __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, uint32_t n, uint32_t stored,
@@ -88,7 +128,7 @@ __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, u
   return kOk;
 }
 
-template <uint32_t kB>  // batch columns per pass: 1, 2, 4, 8 or 16; 0: decode only (out_dev (N, ld) BF16)
+template <uint32_t kB>  // batch columns per pass (lossless_pass): 1 or 2 (FMAs), 16 (MMAs); 0: decode only (out_dev (N, ld) BF16)
 __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
@@ -98,22 +138,23 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     void* __restrict__ out_dev,             // y: (N, ld) float, columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
-  static_assert(kB <= 2 || kB == 4 || kB == 8 || kB == 16, "batch per pass");
-  constexpr bool kDecode = kB == 0;
-  constexpr uint32_t kCols = kDecode ? 1 : kB;  // array extents
+  static_assert(kB <= 2 || kB == 16, "batch per pass");
+  constexpr bool kDecode = kB == 0, kMma = kB == 16;
+  constexpr uint32_t kCols = kDecode || kMma ? 1 : kB;  // array extents
   float* y_dev = static_cast<float*>(out_dev);
   // Tile rows are reduced in groups of Merge::kGroupRows rows (the decode-only kernel walks the same
   // groups of 4 rows).
   using Merge = RowMerge<kCols>;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  const WarpLayout layout(exp_cap, precision_cap);
+  const WarpLayout layout(exp_cap, precision_cap, kMma);
   uint8_t* base = smem + warp * layout.total;
   uint64_t* exp_bar = reinterpret_cast<uint64_t*>(base);
   uint64_t* ring_bar = exp_bar + 1;
   uint32_t* info = reinterpret_cast<uint32_t*>(base + layout.info);
   uint8_t* tab = base + layout.tab;
   uint8_t* ring = base + layout.ring;
+  uint16_t* stage = reinterpret_cast<uint16_t*>(base + layout.stage);
   uint8_t* exp = base + layout.exp;
 
   const WarpRange range = warp_range(count, kWarps, warp);
@@ -177,8 +218,10 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     if (k + 1 < range.last) nxt = tile_at(k + 1);  // its records and directory, latency hidden by this tile
     uint32_t status = cur.status;
     const uint32_t n = cur.rows * cur.cols;
-    float xr[4][kCols];  // loaded while the copies are in flight
-    if constexpr (!kDecode) load_x(xr, x_dev, cur, ld, nb, lane);
+    float xr[4][kCols];   // loaded while the copies are in flight
+    uint32_t xa[8][4];    // (MMA pass) the same as A operands
+    if constexpr (kMma) load_x_mma(xa, x_dev, cur, ld, nb, lane);
+    else if constexpr (!kDecode) load_x(xr, x_dev, cur, ld, nb, lane);
     uint32_t chunks = 0;
     if (status == kOk) {
       chunks = chunks_of(cur);
@@ -201,14 +244,58 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       const uint32_t below = (1u << lane) - 1u;
       uint32_t moff = static_cast<uint32_t>((mantissa_start(cur) + lane) % kRing);
       uint32_t t = 0;
-      for (uint32_t rg = 0; rg < cur.rows; rg += Merge::kGroupRows) {
-        if ((t & 15u) == 0) {  // a new chunk of 512 elements: chunks t/16 and t/16 + 1 hold it
+      // Called where a row starts (t a multiple of the row's steps, which divide 16): at a new chunk
+      // of 512 elements, chunks t/16 and t/16 + 1 hold it.
+      auto next_chunk = [&]() {
+        if ((t & 15u) == 0) {
           const uint32_t s = t / 16;
           if (s == 0) wait_chunk(0);
           if (s + 1 < chunks) wait_chunk(s + 1);
           __syncwarp();  // every lane is past chunk s - 1: its slot takes chunk s + 3
           if (lane == 0 && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
         }
+      };
+      // The element of step t as BF16 bits: (symbol << 8 | m) rotated right by one within 16 bits.
+      auto step_bf16 = [&]() {
+        const uint32_t symbol = decode_step(ls, t, true, mask, below, lane, info, tab);
+        const uint32_t m = ring[moff];
+        moff = (moff + 32) % kRing;
+        ++t;
+        return (__byte_perm(symbol, m, 0x0404) << 15) >> 16;
+      };
+      if constexpr (kMma) {
+        // Groups of 8 rows: decoded into the stage (row r, column 32 j + lane), then each 32-column
+        // part j is two MMAs: D (16 batch columns x 8 rows) += x (A) * rows (B, by ldmatrix).
+        const uint32_t g = lane / 4, q = lane % 4;
+        for (uint32_t rg = 0; rg < cur.rows; rg += kStageRows) {
+#pragma unroll 1
+          for (uint32_t r = 0; r < kStageRows && rg + r < cur.rows; ++r) {
+            next_chunk();
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j)
+              if (j < steps_per_row) stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16());
+          }
+          __syncwarp();
+          float d[4] = {0.f, 0.f, 0.f, 0.f};  // batch g: rows 2q, 2q + 1; batch g + 8: the same
+#pragma unroll
+          for (uint32_t j = 0; j < 4; ++j) {
+            if (j < steps_per_row) {
+              uint32_t b[4];  // columns 32 j + 8 i .. + 7 of rows 0..7 (a row past the tile: its D unused)
+              ldmatrix_x4(b, stage + (lane & 7u) * kStagePitch + 32 * j + 8 * (lane >> 3));
+              mma_bf16_16816(d, xa[2 * j][0], xa[2 * j][1], xa[2 * j][2], xa[2 * j][3], b[0], b[1]);
+              mma_bf16_16816(d, xa[2 * j + 1][0], xa[2 * j + 1][1], xa[2 * j + 1][2], xa[2 * j + 1][3], b[2], b[3]);
+            }
+          }
+          __syncwarp();  // every lane's ldmatrix is done before the next group's rows land
+#pragma unroll
+          for (uint32_t i = 0; i < 4; ++i) {
+            const uint32_t row = rg + 2 * q + (i & 1u), b = g + 8 * (i >> 1);
+            if (row < cur.rows && b < nb) atomicAdd(y_dev + uint64_t{cur.row0 + row} * ld + b, d[i]);
+          }
+        }
+      }
+      for (uint32_t rg = 0; !kMma && rg < cur.rows; rg += Merge::kGroupRows) {
+        next_chunk();  // a group's steps divide 16 too
         Merge merge;
 #pragma unroll
         for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
@@ -218,19 +305,15 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (rg + r < cur.rows && j < steps_per_row) {
-              const uint32_t symbol = decode_step(ls, t, true, mask, below, lane, info, tab);
-              const uint32_t m = ring[moff];
-              moff = (moff + 32) % kRing;
-              // BF16 bits = (symbol << 8 | m) rotated right by one within 16 bits; as float: << 16.
-              const uint32_t bits = (__byte_perm(symbol, m, 0x0404) << 15) & 0xFFFF0000u;
+              const uint32_t bits = step_bf16();
               if constexpr (kDecode) {
                 static_cast<uint16_t*>(out_dev)[uint64_t{cur.row0 + rg + r} * ld + cur.col0 + 32 * j + lane] =
-                    static_cast<uint16_t>(bits >> 16);
+                    static_cast<uint16_t>(bits);
               } else {
+                const float w = __uint_as_float(bits << 16);
 #pragma unroll
-                for (uint32_t b = 0; b < kB; ++b) acc[b] = fmaf(__uint_as_float(bits), xr[j][b], acc[b]);
+                for (uint32_t b = 0; b < kCols; ++b) acc[b] = fmaf(w, xr[j][b], acc[b]);
               }
-              ++t;
             }
           }
           if constexpr (!kDecode) merge.push(r, acc, lane);
@@ -264,8 +347,6 @@ bool with_pass_kernel(uint32_t pass, F&& f) {
     case 0: f(LosslessKernel<0>{}); return true;
     case 1: f(LosslessKernel<1>{}); return true;
     case 2: f(LosslessKernel<2>{}); return true;
-    case 4: f(LosslessKernel<4>{}); return true;
-    case 8: f(LosslessKernel<8>{}); return true;
     case 16: f(LosslessKernel<16>{}); return true;
     default: return false;
   }
@@ -279,8 +360,8 @@ LosslessPlan lossless_plan(uint32_t exp_cap, uint32_t precision_cap, uint32_t ba
   LosslessPlan plan{};
   plan.exp_cap = align16(exp_cap);
   plan.precision_cap = precision_cap;
-  plan.pass = pass_width(batch);
-  plan.smem_bytes = kWarps * WarpLayout(plan.exp_cap, precision_cap).total;
+  plan.pass = lossless_pass(batch);
+  plan.smem_bytes = kWarps * WarpLayout(plan.exp_cap, precision_cap, plan.pass == 16).total;
   with_pass_kernel(plan.pass, [&](auto kernel_type) {
     plan.blocks_per_sm = max_blocks_per_sm<decltype(kernel_type)::kernel>(32 * kWarps, plan.smem_bytes);
   });

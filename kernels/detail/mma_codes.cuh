@@ -505,4 +505,16 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a
   else mma_bf16_16816(c, a0, a1, a2, a3, b0, b1);
 }
 
+// Four 8x8 matrices of 16-bit elements from shared memory (ldmatrix .x4): lanes 8i .. 8i + 7 give
+// the addresses of matrix i's rows (16 bytes each, 16-aligned); lane (g, t) receives row g,
+// elements 2t and 2t + 1 of matrix i in r[i]: from an N x K row-major matrix, the B operand of a
+// row.col MMA. The caller orders the rows' writes before it (__syncwarp).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
 }  // namespace wpack::gpu::detail
