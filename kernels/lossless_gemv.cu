@@ -56,7 +56,6 @@
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
-#include "kernels/detail/mma_codes.cuh"  // mma_bf16_16816, ldmatrix_x4
 #include "kernels/detail/rans_device.cuh"
 #include "kernels/detail/rans_warp.cuh"
 #include "kernels/detail/smem_limit.cuh"
@@ -72,14 +71,11 @@ constexpr uint32_t kChunk = 512;    // mantissa bytes per ring slot: 16 decode s
 constexpr uint32_t kSlots = 4;      // ring slots; a slot is refilled 3 chunks ahead of its use
 constexpr uint32_t kRing = kChunk * kSlots;
 
-// The batch-16 pass multiplies on tensor cores: a group of 8 decoded tile rows (BF16) is staged in
-// shared memory, rows kStagePitch elements apart (272 bytes: ldmatrix reads 8 rows without bank
-// conflicts), and becomes the B operand of m16n8k16 MMAs whose A is x (16 batch columns). The
+// The batch-16 pass multiplies on tensor cores through a stage of 8 rows (warp_tiles.cuh). The
 // stage's 2 KiB leave 4 blocks of 4 warps on a multiprocessor where the batch-1 kernel has 5, and
 // the pass runs that much slower (the decode's dependency chain wants warps). Tried: a stage of 2
 // rows (5 blocks; B's other 6 columns repeating them) ran 26% slower still, its 8 dependent MMAs
 // per 8 decode steps instead of per 32 (H200, 28672x8192: 1023 against 809 us).
-constexpr uint32_t kStageRows = 8, kStagePitch = 136, kStageBytes = kStageRows * kStagePitch * 2;
 
 // The pass width of a batch: 1 and 2 multiply on CUDA cores (FMAs into a butterfly), wider batches
 // in passes of 16 on tensor cores; 0: decode only.
@@ -98,26 +94,6 @@ struct WarpLayout {
     total = (exp + exp_cap + 16 + 127) & ~127u;  // + 16: the bit reader looks up to 8 bytes past the stream
   }
 };
-
-// x of a tile as the A operand of m16n8k16 MMAs (A row m = batch column m, A column = tile column):
-// xa[kb] holds a0..a3 of the 16-column block kb, BF16 pairs; zero past the tile's width or nb.
-__device__ __forceinline__ void load_x_mma(uint32_t (&xa)[8][4], const uint16_t* x_dev, const WarpTile& t, uint32_t ld,
-                                           uint32_t nb, uint32_t lane) {
-  const uint32_t g = lane / 4, q = lane % 4;
-#pragma unroll
-  for (uint32_t kb = 0; kb < 8; ++kb) {
-#pragma unroll
-    for (uint32_t i = 0; i < 4; ++i) {
-      const uint32_t m = g + 8 * (i & 1u), c = 16 * kb + 2 * q + 8 * (i >> 1);  // c even, cols a multiple of 32
-      uint32_t v = 0;
-      if (c < t.cols && m < nb) {
-        const uint16_t* p = x_dev + uint64_t{t.col0 + c} * ld + m;
-        v = uint32_t{p[0]} | uint32_t{p[ld]} << 16;
-      }
-      xa[kb][i] = v;
-    }
-  }
-}
 
 // Status of a tile's directory as the kernel reads it (the host chose tiles where it holds).
 __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, uint32_t n, uint32_t stored,
@@ -278,14 +254,8 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
           __syncwarp();
           float d[4] = {0.f, 0.f, 0.f, 0.f};  // batch g: rows 2q, 2q + 1; batch g + 8: the same
 #pragma unroll
-          for (uint32_t j = 0; j < 4; ++j) {
-            if (j < steps_per_row) {
-              uint32_t b[4];  // columns 32 j + 8 i .. + 7 of rows 0..7 (a row past the tile: its D unused)
-              ldmatrix_x4(b, stage + (lane & 7u) * kStagePitch + 32 * j + 8 * (lane >> 3));
-              mma_bf16_16816(d, xa[2 * j][0], xa[2 * j][1], xa[2 * j][2], xa[2 * j][3], b[0], b[1]);
-              mma_bf16_16816(d, xa[2 * j + 1][0], xa[2 * j + 1][1], xa[2 * j + 1][2], xa[2 * j + 1][3], b[2], b[3]);
-            }
-          }
+          for (uint32_t j = 0; j < 4; ++j)
+            if (j < steps_per_row) mma_stage_part(d, xa, stage, j, lane);
           __syncwarp();  // every lane's ldmatrix is done before the next group's rows land
 #pragma unroll
           for (uint32_t i = 0; i < 4; ++i) {

@@ -235,6 +235,8 @@ float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_
   }
   q.row_scales_dev = row_scales ? dev : nullptr;
   q.values_dev = q.kind == detail::kQuantInt ? nullptr : dev + values_at;
+  q.values_bf16 = std::all_of(side.begin() + static_cast<std::ptrdiff_t>(values_at), side.end(),
+                              [](float v) { return (std::bit_cast<uint32_t>(v) & 0xFFFFu) == 0; });
   return dev;
 }
 
@@ -387,8 +389,10 @@ struct GpuTensor::Impl {
     grid = plan.warps ? persistent_grid((fast_count + plan.warps - 1) / plan.warps, plan.blocks_per_sm) : -1;
     if (std::getenv("WPACK_GPU_DEBUG"))
       std::fprintf(stderr,
-                   "gemv: quant warp-per-tile kernel, batch %u, %d blocks/SM of %u warps, grid %d, %u B smem, %u+%u tiles\n",
-                   batch, plan.blocks_per_sm, plan.warps, grid, plan.smem_bytes, fast_count,
+                   "gemv: quant warp-per-tile kernel, batch %u, passes of %u%s, %d blocks/SM of %u warps, grid %d, %u B "
+                   "smem, %u+%u tiles\n",
+                   batch, plan.pass, plan.mma ? " (tensor cores)" : "", plan.blocks_per_sm, plan.warps, grid,
+                   plan.smem_bytes, fast_count,
                    static_cast<unsigned>(tile_count - fast_count));
     return grid;
   }

@@ -687,7 +687,11 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 1 and 9..16 w
 // tables. Tensor a: 128x128 tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles
 // with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
 // for rANS to pay), which takes the generic kernel in the same call; s: 64x32 tiles (64x64 or
-// 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns.
+// 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns. Batch 1..8
+// multiplies on CUDA cores, 9..64 on tensor cores (rows staged in groups of 8, here also groups cut
+// short by a tile's last row; nf4's and the LUTs' values as a high and a low BF16 part, minifloats
+// as they are): y within 1e-4 of the float64 product of the decoded weights either way (nf4 staged
+// without its low part would miss by ~1e-3).
 TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme, edge tiles, batch 1..64") {
   using wpack::Scheme;
   const LossyCase cases[] = {
@@ -732,8 +736,8 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
                            : fast < info.tile_count ? "warp-per-tile + generic"
                                                     : "warp-per-tile";
       const std::vector<float> w = check_decode_lossy(pk, ti);
-      for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 16u, 33u, 64u})
-        check_gemv_f32(pk, ti, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, kernel);
+      for (uint32_t batch : {1u, 2u, 3u, 5u, 8u, 9u, 16u, 33u, 64u})
+        check_gemv_f32(pk, ti, w, batch, seed * 100 + 10 * t + batch, 0, 1e-4, kernel);
     }
   }
 }

@@ -113,6 +113,7 @@ struct QuantDevParams {
   uint32_t fp4_e2m1;          // 1: fp4 E2M1 codes (kQuantTable, 4 bits; 0 there: nf4)
   const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
   const float* values_dev;      // see QuantKind; nullptr for kQuantInt
+  uint32_t values_bf16;         // 1: every value of values_dev is a BF16 number (minifloat codes; not nf4)
   uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
                                 // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
 };
@@ -195,6 +196,7 @@ struct QuantRansPlan {
   uint32_t precision_cap;  // largest table precision of their streams, 8..12
   uint32_t packed_cap;     // fp6, fp5: the largest tile's packed code bytes, multiple of 16 (else 0)
   uint32_t pass;           // batch columns per launch: 1, 2, 4, 8 or 16
+  uint32_t mma;            // 1: the pass of 16 on tensor cores
   uint32_t warps;          // per block: 1, 2 or 4, whichever puts the most on a multiprocessor
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: does not fit

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/detail/bf16.cuh"
+#include "kernels/detail/mma_codes.cuh"  // mma_bf16_16816, ldmatrix_x4
 #include "kernels/detail/tile_kernels.h"  // DevTile
 
 namespace wpack::gpu::detail {
@@ -81,6 +82,43 @@ __device__ __forceinline__ void load_x(float (&xr)[4][kB], const uint16_t* x_dev
       xr[j][b] = c < t.cols && b < nb ? bf16_bits_to_float(x_dev[uint64_t{t.col0 + c} * ld + b]) : 0.f;
     }
   }
+}
+
+// The warp-per-tile GEMVs' batch-16 passes multiply on tensor cores: a group of kStageRows decoded
+// tile rows (BF16) is staged in the warp's shared memory, rows kStagePitch elements apart (272
+// bytes: ldmatrix reads 8 rows without bank conflicts), and becomes the B operand of m16n8k16 MMAs
+// whose A is x (16 batch columns). The row group's output: D (16 batch columns x 8 rows).
+constexpr uint32_t kStageRows = 8, kStagePitch = 136, kStageBytes = kStageRows * kStagePitch * 2;
+
+// x of a tile as the A operand of those MMAs (A row m = batch column m, A column = tile column):
+// xa[kb] holds a0..a3 of the 16-column block kb, BF16 pairs; zero past the tile's width or nb.
+__device__ __forceinline__ void load_x_mma(uint32_t (&xa)[8][4], const uint16_t* x_dev, const WarpTile& t, uint32_t ld,
+                                           uint32_t nb, uint32_t lane) {
+  const uint32_t g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (uint32_t kb = 0; kb < 8; ++kb) {
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t m = g + 8 * (i & 1u), c = 16 * kb + 2 * q + 8 * (i >> 1);  // c even, cols a multiple of 32
+      uint32_t v = 0;
+      if (c < t.cols && m < nb) {
+        const uint16_t* p = x_dev + uint64_t{t.col0 + c} * ld + m;
+        v = uint32_t{p[0]} | uint32_t{p[ld]} << 16;
+      }
+      xa[kb][i] = v;
+    }
+  }
+}
+
+// d += x (columns 32 j .. 32 j + 31) times the stage's rows over the same columns: two MMAs. Lane
+// (g, q) holds d[0], d[1] = (batch column g; rows 2q, 2q + 1) and d[2], d[3] = (batch g + 8; the
+// same rows). The caller orders the stage's writes before it and its next writes after (__syncwarp).
+__device__ __forceinline__ void mma_stage_part(float (&d)[4], const uint32_t (&xa)[8][4], const uint16_t* stage,
+                                               uint32_t j, uint32_t lane) {
+  uint32_t b[4];  // columns 32 j + 8 i .. + 7 of rows 0..7 (a row past the tile: its D unused)
+  ldmatrix_x4(b, stage + (lane & 7u) * kStagePitch + 32 * j + 8 * (lane >> 3));
+  mma_bf16_16816(d, xa[2 * j][0], xa[2 * j][1], xa[2 * j][2], xa[2 * j][3], b[0], b[1]);
+  mma_bf16_16816(d, xa[2 * j + 1][0], xa[2 * j + 1][1], xa[2 * j + 1][2], xa[2 * j + 1][3], b[2], b[3]);
 }
 
 // The partial sums of kGroupRows tile rows x kB batch columns ("virtual rows" k = r kB + b, 4, 8
