@@ -29,10 +29,10 @@
 //           loads word next + lane before the state is known, a lane that needs a word takes
 //           its rank's (ballot, popc) by shuffle; m = ring[...]; w = the BF16 of (s, m) with the
 //           floatplanes rotation undone (PRMT, shift, mask); then
-//   batch 1 and 2: acc[b] += w x[b] (x in registers); groups of 4 / batch rows x batch columns
-//           are merged by a transposing butterfly (lane j ends with virtual row j % group), plain
-//           shuffles finish the sum, and one atomicAdd per row and batch column writes it;
-//   batch 3..64 (passes of 16 columns): w goes to a stage of 8 rows in shared memory; per group
+//   batch 1: acc += w x (x in registers); groups of 4 rows are merged by a transposing butterfly
+//           (lane j ends with row j % 4), plain shuffles finish the sum, and one atomicAdd per
+//           row writes it;
+//   batch 2..64 (passes of 16 columns): w goes to a stage of 8 rows in shared memory; per group
 //           of 8 rows, ldmatrix gives the rows as the B operand of m16n8k16 BF16 MMAs whose A is
 //           x (16 batch columns x the tile's columns, in registers), and each lane adds its 4
 //           outputs to y. The tensor cores take the batch: per element the warp spends the decode
@@ -40,8 +40,8 @@
 //           about as much as the decode step itself.
 //
 // Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
-// BF16 and 8x the block-per-tile kernel; batch 16 on tensor cores 809 us (1442 with FMAs). The stream's header, table and steps are
-// kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40
+// BF16 and 8x the block-per-tile kernel; batch 16 on tensor cores 809 us (1442 with FMAs). The
+// stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40
 // instructions per decode step, issue-bound at 5 warps per scheduler and waiting on the step's
 // dependency chain (two dependent shared loads for the table, ballot, shuffle): per stream a step
 // costs ~400 cycles, and a stream is the only parallelism there is. What was measured and
@@ -77,9 +77,10 @@ constexpr uint32_t kRing = kChunk * kSlots;
 // rows (5 blocks; B's other 6 columns repeating them) ran 26% slower still, its 8 dependent MMAs
 // per 8 decode steps instead of per 32 (H200, 28672x8192: 1023 against 809 us).
 
-// The pass width of a batch: 1 and 2 multiply on CUDA cores (FMAs into a butterfly), wider batches
-// in passes of 16 on tensor cores; 0: decode only.
-__host__ __device__ constexpr uint32_t lossless_pass(uint32_t batch) { return batch >= 3 ? 16u : batch; }
+// The pass width of a batch: batch 1 multiplies on CUDA cores (FMAs into a butterfly), wider
+// batches in passes of 16 on tensor cores (batch 2 too: 28672x8192 832 us with FMAs, 804 at batch
+// 3 on tensor cores); 0: decode only.
+__host__ __device__ constexpr uint32_t lossless_pass(uint32_t batch) { return batch >= 2 ? 16u : batch; }
 
 // One warp's shared memory, offsets in bytes from the warp's base (128-aligned).
 struct WarpLayout {
@@ -104,7 +105,7 @@ __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, u
   return kOk;
 }
 
-template <uint32_t kB>  // batch columns per pass (lossless_pass): 1 or 2 (FMAs), 16 (MMAs); 0: decode only (out_dev (N, ld) BF16)
+template <uint32_t kB>  // batch columns per pass (lossless_pass): 1 (FMAs), 16 (MMAs); 0: decode only (out_dev (N, ld) BF16)
 __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
@@ -114,7 +115,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     void* __restrict__ out_dev,             // y: (N, ld) float, columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
-  static_assert(kB <= 2 || kB == 16, "batch per pass");
+  static_assert(kB <= 1 || kB == 16, "batch per pass");
   constexpr bool kDecode = kB == 0, kMma = kB == 16;
   constexpr uint32_t kCols = kDecode || kMma ? 1 : kB;  // array extents
   float* y_dev = static_cast<float*>(out_dev);
@@ -316,7 +317,6 @@ bool with_pass_kernel(uint32_t pass, F&& f) {
   switch (pass) {
     case 0: f(LosslessKernel<0>{}); return true;
     case 1: f(LosslessKernel<1>{}); return true;
-    case 2: f(LosslessKernel<2>{}); return true;
     case 16: f(LosslessKernel<16>{}); return true;
     default: return false;
   }

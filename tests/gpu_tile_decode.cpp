@@ -399,9 +399,9 @@ TEST_CASE("gpu gemv: BF16 rans and none, batch 1..21, edge tiles, vs float64") {
 
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
 // in steps of 32 whose exponent plane is a rANS stream; the others (here the 3- and 8-column edge
-// tiles) go to the block-per-tile kernel in the same call. Every pass width (1 and 2 on CUDA cores,
-// 16 on tensor cores from batch 3: rows staged in groups of 8, here also groups cut short by the
-// tile's last row) and passes of 16 with a remainder; decode() through the same two kernels.
+// tiles) go to the block-per-tile kernel in the same call. Both pass widths (1 on CUDA cores, 16 on
+// tensor cores from batch 2: rows staged in groups of 8, here also groups cut short by the tile's
+// last row) and passes of 16 with a remainder; decode() through the same two kernels.
 TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge tiles, batch 1..64, decode") {
   auto p = pack({{"a", DType::BF16, {1000, 4096}}, {"b", DType::BF16, {300, 4160}}, {"c", DType::BF16, {77, 4099}}},
                 Codec::kRans, 128, 128, std::nullopt, 7);

@@ -67,7 +67,7 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
 struct LosslessPlan {
   uint32_t exp_cap;        // largest aligned (directory + exponent stream) of the tiles, bytes
   uint32_t precision_cap;  // largest table precision of their streams, 8..kLosslessMaxPrecision
-  uint32_t pass;           // batch columns per launch: 1, 2 or 16 (tensor cores); 0: the decode-only kernel
+  uint32_t pass;           // batch columns per launch: 1 or 16 (tensor cores); 0: the decode-only kernel
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: does not fit
 };
