@@ -41,10 +41,11 @@
 //
 // Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
 // BF16 and 8x the block-per-tile kernel; batch 16 on tensor cores 809 us (1442 with FMAs). The
-// stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized rANS GEMV. The profile: about 40
-// instructions per decode step, issue-bound at 5 warps per scheduler and waiting on the step's
-// dependency chain (two dependent shared loads for the table, ballot, shuffle): per stream a step
-// costs ~400 cycles, and a stream is the only parallelism there is. What was measured and
+// stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized
+// rANS GEMV. The profile: about 40 instructions per decode step, issue-bound at 5 warps per
+// scheduler and waiting on the step's dependency chain (two dependent shared loads for the table,
+// ballot, shuffle): per stream a step costs ~400 cycles, and a stream is the only parallelism there
+// is. What was measured and
 // dropped: u32 slot entries (one shared load per step instead of two) need 8 KiB per warp at
 // p = 11, 12 warps per multiprocessor instead of 20: 857 against 706 us; 32-row butterflies
 // unrolled the step 32 times and overflowed the instruction cache (stall "no instruction" first).
@@ -76,7 +77,6 @@ constexpr uint32_t kRing = kChunk * kSlots;
 // the pass runs that much slower (the decode's dependency chain wants warps). Tried: a stage of 2
 // rows (5 blocks; B's other 6 columns repeating them) ran 26% slower still, its 8 dependent MMAs
 // per 8 decode steps instead of per 32 (H200, 28672x8192: 1023 against 809 us).
-
 // The pass width of a batch: batch 1 multiplies on CUDA cores (FMAs into a butterfly), wider
 // batches in passes of 16 on tensor cores (batch 2 too: 28672x8192 832 us with FMAs, 804 at batch
 // 3 on tensor cores); 0: decode only.
@@ -105,7 +105,8 @@ __device__ __forceinline__ uint32_t directory_status(uint32_t d0, uint32_t d1, u
   return kOk;
 }
 
-template <uint32_t kB>  // batch columns per pass (lossless_pass): 1 (FMAs), 16 (MMAs); 0: decode only (out_dev (N, ld) BF16)
+// kB: batch columns per pass (lossless_pass): 1 (FMAs), 16 (MMAs); 0: decode only (out_dev (N, ld) BF16)
+template <uint32_t kB>
 __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
@@ -117,11 +118,10 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     uint32_t* __restrict__ status_dev) {    // (tile_count), indexed by tile id
   static_assert(kB <= 1 || kB == 16, "batch per pass");
   constexpr bool kDecode = kB == 0, kMma = kB == 16;
-  constexpr uint32_t kCols = kDecode || kMma ? 1 : kB;  // array extents
   float* y_dev = static_cast<float*>(out_dev);
-  // Tile rows are reduced in groups of Merge::kGroupRows rows (the decode-only kernel walks the same
-  // groups of 4 rows).
-  using Merge = RowMerge<kCols>;
+  // Batch 1 reduces tile rows in groups of Merge::kGroupRows (4) rows; the decode-only kernel walks
+  // the same groups.
+  using Merge = RowMerge<1>;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const WarpLayout layout(exp_cap, precision_cap, kMma);
@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     if (k + 1 < range.last) nxt = tile_at(k + 1);  // its records and directory, latency hidden by this tile
     uint32_t status = cur.status;
     const uint32_t n = cur.rows * cur.cols;
-    float xr[4][kCols];   // loaded while the copies are in flight
+    float xr[4][1];       // (batch 1) loaded while the copies are in flight
     uint32_t xa[8][4];    // (MMA pass) the same as A operands
     if constexpr (kMma) load_x_mma(xa, x_dev, cur, ld, nb, lane);
     else if constexpr (!kDecode) load_x(xr, x_dev, cur, ld, nb, lane);
@@ -270,9 +270,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         Merge merge;
 #pragma unroll
         for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
-          float acc[kCols];
-#pragma unroll
-          for (uint32_t b = 0; b < kCols; ++b) acc[b] = 0.f;
+          float acc[1] = {0.f};
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (rg + r < cur.rows && j < steps_per_row) {
@@ -281,9 +279,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
                 static_cast<uint16_t*>(out_dev)[uint64_t{cur.row0 + rg + r} * ld + cur.col0 + 32 * j + lane] =
                     static_cast<uint16_t>(bits);
               } else {
-                const float w = __uint_as_float(bits << 16);
-#pragma unroll
-                for (uint32_t b = 0; b < kCols; ++b) acc[b] = fmaf(w, xr[j][b], acc[b]);
+                acc[0] = fmaf(bf16_bits_to_float(bits), xr[j][0], acc[0]);
               }
             }
           }

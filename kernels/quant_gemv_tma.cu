@@ -320,25 +320,6 @@ __device__ void fill_selectors(uint2* selectors) {
   }
 }
 
-// Expands tile rows [r_begin, r_end) of a sparse int4 stage (plane A: scales, zeros, bitmap of
-// h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
-// (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
-// bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
-// 16-byte store of 4 dense words); warp scans of the words' popcounts give each word's first code.
-// The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
-// latencies overlap (one word per pass left the warp waiting on them). group_magic:
-// ceil(2^32 / (group / 32)), so that __umulhi(word, group_magic) is the word's group (exact:
-// words and group / 32 are below 2^16). The bitmap may start off a 4-byte boundary (an edge tile
-// row whose plane A is not a multiple of 4 bytes, e.g. asymmetric int4 with h odd): its words are
-// then funnel shifts of the two aligned words they span, and the code plane (the bitmap is a
-// multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
-// (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
-// Reads at most 8 bytes past plane B: the stage's x slices follow it.
-// One pass of the sparse expansions: lane l loads bitmap words pass + 32 j + l (j < kWords; 0 at or
-// past `last`; word(i) reads word i) into bits[j], and first_code[j] is that word's first code
-// index: base plus the occupied elements of the pass's words before it (warp scans of the
-// popcounts, the kWords scans interleaved so that their shuffles overlap); base moves past the
-// pass.
 // The occupied elements of bitmap words [0, first) (word(i) reads word i), summed over the warp:
 // the first code index of the rows a sparse expansion starts at.
 template <typename WordAt>
@@ -348,6 +329,11 @@ __device__ __forceinline__ uint32_t codes_before(WordAt word, uint32_t first) {
   return __reduce_add_sync(0xFFFFFFFFu, before);
 }
 
+// One pass of the sparse expansions: lane l loads bitmap words pass + 32 j + l (j < kWords; 0 at or
+// past `last`; word(i) reads word i) into bits[j], and first_code[j] is that word's first code
+// index: base plus the occupied elements of the pass's words before it (warp scans of the
+// popcounts, the kWords scans interleaved so that their shuffles overlap); base moves past the
+// pass.
 template <uint32_t kWords, typename WordAt>
 __device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uint32_t last, uint32_t& base,
                                                  uint32_t (&bits)[kWords], uint32_t (&first_code)[kWords]) {
@@ -376,6 +362,20 @@ __device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uin
   }
 }
 
+// Expands tile rows [r_begin, r_end) of a sparse int4 stage (plane A: scales, zeros, bitmap of
+// h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
+// (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
+// bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
+// 16-byte store of 4 dense words); warp scans of the words' popcounts give each word's first code.
+// The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
+// latencies overlap (one word per pass left the warp waiting on them). group_magic:
+// ceil(2^32 / (group / 32)), so that __umulhi(word, group_magic) is the word's group (exact:
+// words and group / 32 are below 2^16). The bitmap may start off a 4-byte boundary (an edge tile
+// row whose plane A is not a multiple of 4 bytes, e.g. asymmetric int4 with h odd): its words are
+// then funnel shifts of the two aligned words they span, and the code plane (the bitmap is a
+// multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
+// (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
+// Reads at most 8 bytes past plane B: the stage's x slices follow it.
 template <bool kShifted>
 __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, const uint8_t* stage,
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,

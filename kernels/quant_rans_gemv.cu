@@ -33,8 +33,8 @@
 //   batch 1..8: w = v * scale, acc[b] += w x[b]; rows merged by the transposing butterfly of
 //           kernels/detail/warp_tiles.cuh (RowMerge), one atomicAdd per row and batch column
 //   batch 9..64 (passes of 16): v staged as BF16 for 8 rows (int codes and minifloats: exact;
-//           other value tables: a high part and the rest, two stages), m16n8k16 MMAs with x as A per 32-column part
-//           (warp_tiles.cuh), then y += scale * D per part and row.
+//           other value tables: a high part and the rest, two stages), m16n8k16 MMAs with x as A
+//           per 32-column part (warp_tiles.cuh), then y += scale * D per part and row.
 //
 // Measured (H200, docs/BENCHMARKS.md, 28672x8192 at batch 1): int4 1017 us, fp4 685, int8 1315,
 // fp8 1904, 0.06-0.16x cuBLAS BF16 and 5-8x the generic kernel; batch 16 on tensor cores int4
@@ -46,6 +46,7 @@
 // its stream (final states, word count) may already have added to y; its status says so.
 #include <cstdint>
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kernels/detail/align.h"
@@ -247,7 +248,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 #pragma unroll
         for (uint32_t j = 0; j < 4; ++j) {
           zero[j] = default_zero;
-          if (p.grouped && p.zero_points) zero[j] = side[scale_bytes + srow * groups + min((32 * j) >> group_shift, groups - 1)];
+          if (p.grouped && p.zero_points)
+            zero[j] = side[scale_bytes + srow * groups + min((32 * j) >> group_shift, groups - 1)];
           zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
         }
       };
@@ -262,8 +264,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         return __fsub_rn(value, zero_f[j]);
       };
       if constexpr (kMma) {
-        // Groups of 8 rows: (value - zero) staged as BF16 (int codes: exact; value tables: a high
-        // and a low part, each its own stage and MMAs), then per 32-column part j (one group) D_j
+        // Groups of 8 rows: (value - zero) staged as BF16 (int codes and minifloats: exact; nf4 and
+        // LUT values: a high and a low part, each its own stage and MMAs), then per 32-column part j (one group) D_j
         // (16 batch columns x 8 rows) = x (A) * rows (B), and y += scale(row, j) D_j.
         const uint32_t g = lane / 4, q = lane % 4;
         for (uint32_t rg = 0; rg < h; rg += kStageRows) {
@@ -276,11 +278,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
             for (uint32_t j = 0; j < 4; ++j) {
               if (j < steps_per_row) {
                 const float v = step_value(j, zero, zero_f);
-                const uint32_t hi = __float_as_uint(v) + 0x7FFFu + ((__float_as_uint(v) >> 16) & 1u);  // round to nearest even
-                stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(hi >> 16);
+                const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+                stage[r * kStagePitch + 32 * j + lane] = __bfloat16_as_ushort(hi);
                 if (stages == 2)
                   stage[kStageBytes / 2 + r * kStagePitch + 32 * j + lane] =
-                      static_cast<uint16_t>(__float_as_uint(v - __uint_as_float(hi & 0xFFFF0000u)) >> 16);
+                      __bfloat16_as_ushort(__float2bfloat16_rn(v - __bfloat162float(hi)));
               }
             }
           }
@@ -342,15 +344,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 #pragma unroll
           for (uint32_t j = 0; j < 4; ++j) {
             if (row < h && j < steps_per_row) {
-              const uint32_t symbol =
-                  kPacked ? packed_code(reinterpret_cast<const uint32_t*>(packed), 32 * t + lane, p.bits, code_mask)
-                          : decode_step(bs, t, true, mask, below, lane, info, tab);
-              const uint32_t code = zero_rel ? (symbol + zero[j]) & code_mask : symbol;
-              const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
-              const float wv = __fmul_rn(__fsub_rn(value, zero_f[j]), scale[j]);
+              const float wv = __fmul_rn(step_value(j, zero, zero_f), scale[j]);
 #pragma unroll
               for (uint32_t b = 0; b < kCols; ++b) acc[b] = fmaf(wv, xr[j][b], acc[b]);
-              ++t;
             }
           }
           merge.push(r, acc, lane);
@@ -392,12 +388,10 @@ bool with_kernel(uint32_t pass, bool mma, F&& f) {
     default: return false;
   }
 }
-// Packed codes: plane B's symbols are bytes, not the codes (fp6, fp5; quant_rans_tile).
-bool packed_codes(const QuantDevParams& p) { return p.code_symbol_bits != p.bits; }
 template <typename F>
 bool with_pass_kernel(const QuantDevParams& p, uint32_t pass, bool mma, F&& f) {
   if (p.kind == kQuantInt) return with_kernel<true, false>(pass, mma, f);
-  return packed_codes(p) ? with_kernel<false, true>(pass, mma, f) : with_kernel<false, false>(pass, mma, f);
+  return packed_code_symbols(p) ? with_kernel<false, true>(pass, mma, f) : with_kernel<false, false>(pass, mma, f);
 }
 
 }  // namespace
@@ -408,7 +402,7 @@ QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap,
   plan.stored_cap = align16(stored_cap);
   plan.side_cap = align16(side_cap);
   plan.precision_cap = precision_cap;
-  plan.packed_cap = packed_codes(params) ? align16(packed_cap) : 0u;
+  plan.packed_cap = packed_code_symbols(params) ? align16(packed_cap) : 0u;
   // Warps per block: the most warps per multiprocessor. A warp needs ~10 KiB of shared memory for an
   // int4 tile and ~20 KiB for an int8 or fp8 one, so that blocks of 4 warps would leave up to 40%
   // of it unused.

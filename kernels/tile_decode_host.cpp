@@ -165,7 +165,7 @@ bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const De
 bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
                      const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision, uint32_t* packed_bytes) {
   if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && rec.filter != detail::kLayoutDenseZeroRel)) return false;
-  const bool packed = q.code_symbol_bits != q.bits;  // fp6, fp5: the stream codes the packed code bytes
+  const bool packed = detail::packed_code_symbols(q);  // fp6, fp5
   if ((packed && q.kind != detail::kQuantTable) || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
   if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 8) return false;
   if (align16(uint64_t{stored.size()}) > detail::kQuantRansMaxStored) return false;

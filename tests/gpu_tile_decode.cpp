@@ -742,13 +742,6 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
   }
 }
 
-// Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
-// occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
-// and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as
-// its dense one, so that tensor "a" mixes both layouts (checked). Shapes as in the case above;
-// the edge tile rows of "b" (2 rows; 2 x 64 tile asymmetric: bitmap at 2 mod 4), "d" (57 rows: at
-// 2 mod 4, asymmetric g128 3) and "e" (3 rows: asymmetric g128 at 1 mod 4) put the bitmap and the
-// codes off a 4-byte boundary, which the kernel reads by funnel shifts.
 // The tiles of tensor t stored sparse (layout 5).
 static uint64_t sparse_tile_count(const Packed& p, size_t t) {
   const auto& info = p.reader->tensors()[t];
@@ -757,6 +750,13 @@ static uint64_t sparse_tile_count(const Packed& p, size_t t) {
   return sparse;
 }
 
+// Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
+// occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
+// and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as
+// its dense one, so that tensor "a" mixes both layouts (checked). Shapes as in the case above;
+// the edge tile rows of "b" (2 rows; 2 x 64 tile asymmetric: bitmap at 2 mod 4), "d" (57 rows: at
+// 2 mod 4, asymmetric g128 3) and "e" (3 rows: asymmetric g128 at 1 mod 4) put the bitmap and the
+// codes off a 4-byte boundary, which the kernel reads by funnel shifts.
 TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},

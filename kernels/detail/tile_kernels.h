@@ -117,6 +117,8 @@ struct QuantDevParams {
   uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
                                 // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
 };
+// Plane B's rANS symbols are the packed code bytes, not the codes (fp6, fp5).
+inline bool packed_code_symbols(const QuantDevParams& q) { return q.code_symbol_bits != q.bits; }
 // fp6 at batch 9..16: a warp per half tile (2 blocks per multiprocessor) ran 5% faster than a
 // quarter tile (3 blocks) on 28672x8192 and 8192x28672 (14336 tiles of 128 x 128, 109 per
 // multiprocessor of an H200), the same on 8192^2 (31) and 4096x14336, 4-12% slower on 14336x4096
