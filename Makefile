@@ -28,8 +28,8 @@ FUZZ_PACKAGES := clang libclang-rt-dev libomp-dev llvm
 # The CUDA Toolkit, when no nvcc is found (PATH or /usr/local/cuda) and CUDA is not OFF: Debian's
 # nvidia-cuda-toolkit (CUDA 11.8, about 1.6 GB, non-free; it needs contrib too, and deps-cuda
 # enables both on Debian when they are missing) with g++-11, the newest host compiler CUDA 11.8
-# takes. With it every CUDA source compiles (the bulk-copy GEMV and the warp-per-tile lossless and
-# quantized rANS GEMVs need CUDA 12 and are left out by their guard); without a GPU the GPU tests skip.
+# takes. With it every CUDA source compiles (the ring GEMV and the warp-per-tile lossless and quantized
+# rANS GEMVs fill shared memory by cp.async there instead of bulk copies); without a GPU the GPU tests skip.
 CUDA_PACKAGES := nvidia-cuda-toolkit g++-11
 
 ASAN_BUILD ?= build-asan

@@ -17,9 +17,11 @@
 // contiguous range of tiles:
 //
 //   global: [dir 8 B][exponent stream][mantissa plane, raw]   (one tile's stored bytes)
-//             |  bulk copy, whole           |  bulk copies of <= 512 B (cells of the 512 B
-//             v                             v  address grid) into a ring of 4 slots, 3 ahead
+//             |  one copy, whole            |  copies of <= 512 B (cells of the 512 B address
+//             v                             v  grid) into a ring of 4 slots, 3 ahead
 //   shared: exp[]                          ring[]         (per warp; an mbarrier per copy)
+//   (a copy: one bulk copy, or with CUDA 11.8 the lanes' 16-byte cp.async copies: warp_copy in
+//   kernels/detail/bulk_copy.cuh)
 //           -> header, frequency table (parsed by all lanes in step from 32-bit windows: count
 //              trailing zeros for gamma and unary codes), slot table tab[2^p] (slot -> symbol),
 //              info[256] (f << 16 | cum), lane states; the renormalisation words are moved to a
@@ -64,7 +66,7 @@
 #include "kernels/detail/warp_tiles.cuh"
 
 namespace wpack::gpu::detail {
-#if WPACK_HAVE_BULK_COPY
+#if WPACK_HAVE_MBAR_RING
 namespace {
 
 constexpr uint32_t kWarps = 4;      // warps per block; each works alone on its own tiles
@@ -136,10 +138,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 
   const WarpRange range = warp_range(count, kWarps, warp);
   if (range.first == range.last) return;
-  if (lane == 0) {
-    for (uint32_t i = 0; i <= kSlots; ++i) mbar_init(exp_bar + i, 1);
-    mbar_init_fence();
-  }
+  warp_copy_init(exp_bar, kSlots + 1);
   __syncwarp();
   const uint64_t policy = evict_first_policy();
 
@@ -162,21 +161,17 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   auto chunks_of = [&](const Tile& t) {
     return static_cast<uint32_t>((mantissa_start(t) % kChunk + t.rows * t.cols + kChunk - 1) / kChunk);
   };
-  auto issue_chunk = [&](const Tile& t, uint32_t c) {  // lane 0 only
+  auto issue_chunk = [&](const Tile& t, uint32_t c) {  // the lanes of warp_copy_lane
     const uint64_t ms = mantissa_start(t), cell = (ms & ~uint64_t{kChunk - 1}) + uint64_t{kChunk} * c;
     const uint64_t from = max(cell, ms & ~uint64_t{15});
     const uint64_t to = min(cell + kChunk, (ms + t.rows * t.cols + 15) & ~uint64_t{15});
     const uint32_t bytes = static_cast<uint32_t>(to - from);
-    uint64_t* bar = ring_bar + c % kSlots;
-    mbar_arrive_expect_tx(bar, bytes);
-    bulk_load(ring + from % kRing, bytes_dev + from, bytes, bar, policy);
+    warp_copy(ring + from % kRing, bytes_dev + from, bytes, ring_bar + c % kSlots, policy);
   };
   // Starts a tile's copies: the directory and exponent stream whole, the first 3 mantissa chunks.
   auto issue_tile = [&](const Tile& t) {
-    if (t.status != kOk || lane != 0) return;
-    const uint32_t eb = align16(8 + (t.d0 & ~kRawPlaneBit));
-    mbar_arrive_expect_tx(exp_bar, eb);
-    bulk_load(exp, bytes_dev + t.offset, eb, exp_bar, policy);
+    if (t.status != kOk || !warp_copy_lane(lane)) return;
+    warp_copy(exp, bytes_dev + t.offset, align16(8 + (t.d0 & ~kRawPlaneBit)), exp_bar, policy);
     const uint32_t chunks = chunks_of(t);
     for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) issue_chunk(t, c);
   };
@@ -229,7 +224,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
           if (s == 0) wait_chunk(0);
           if (s + 1 < chunks) wait_chunk(s + 1);
           __syncwarp();  // every lane is past chunk s - 1: its slot takes chunk s + 3
-          if (lane == 0 && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
+          if (warp_copy_lane(lane) && s + kSlots - 1 < chunks) issue_chunk(cur, s + kSlots - 1);
         }
       };
       // The element of step t as BF16 bits: (symbol << 8 | m) rotated right by one within 16 bits.
@@ -292,9 +287,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       // Corrupt stream: drain the mantissa copies already issued, so the barriers stay in step.
       for (uint32_t c = 0; c < chunks && c < kSlots - 1; ++c) wait_chunk(c);
     }
-    // Every lane is done with exp and ring: the next tile's copies may land. The proxy fence
-    // orders the lanes' own writes to exp (the word move) before the bulk copy's.
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    // Every lane is done with exp and ring: the next tile's copies may land (after the lanes' own
+    // writes to exp, the word move).
+    warp_copy_fence();
     __syncwarp();
     if (k + 1 < range.last) issue_tile(nxt);
     if (lane == 0) status_dev[cur.id] = status;
@@ -365,7 +360,7 @@ cudaError_t launch_gemv_bf16_fast(const uint8_t* bytes_dev, const DevTile* tiles
   return cudaSuccess;
 }
 
-#else  // no bulk copies in this toolkit: the host keeps every tile on the block-per-tile kernel
+#else  // no mbarriers in this toolkit: the host keeps every tile on the block-per-tile kernel
 
 bool lossless_fast_built() { return false; }
 LosslessPlan lossless_plan(uint32_t, uint32_t, uint32_t) { return LosslessPlan{}; }
@@ -378,5 +373,5 @@ cudaError_t launch_decode_bf16_fast(const uint8_t*, const DevTile*, const uint32
   return cudaErrorNotSupported;
 }
 
-#endif  // WPACK_HAVE_BULK_COPY
+#endif  // WPACK_HAVE_MBAR_RING
 }  // namespace wpack::gpu::detail

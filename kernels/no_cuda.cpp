@@ -11,7 +11,7 @@ namespace {
 struct GpuTensor::Impl {};
 
 bool gpu_build_has_cuda() { return false; }
-bool gpu_build_has_bulk_copy() { return false; }
+bool gpu_build_has_warp_tiles() { return false; }
 const char* gpu_ring_gemv_name() { return nullptr; }
 int gpu_device_count(std::string*) { no_cuda(); }
 

@@ -20,7 +20,7 @@
 // a block has 1, 2 or 4 warps, whichever puts the most warps on a multiprocessor):
 //
 //   global: [dir 8 B][plane A: scales, zeros (raw or rANS)][plane B: rANS stream of the codes]
-//             | one bulk copy of the whole stored tile
+//             | the whole stored tile, one copy (bulk, or the lanes' cp.async: warp_copy)
 //             v
 //   shared: stored[] -> plane A decoded into side[] (or read in place when raw; per-row schemes
 //           put the tile's row scales there); plane B's header, table (info, tab) and lane
@@ -57,7 +57,7 @@
 #include "kernels/detail/warp_tiles.cuh"
 
 namespace wpack::gpu::detail {
-#if WPACK_HAVE_BULK_COPY
+#if WPACK_HAVE_MBAR_RING
 namespace {
 
 constexpr uint32_t kMaxWarps = 4;           // warps per block (the plan's choice: 1, 2 or 4); each works alone
@@ -135,19 +135,14 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 
   const WarpRange range = warp_range(count, blockDim.x / 32, warp);
   if (range.first == range.last) return;
-  if (lane == 0) {
-    mbar_init(bar, 1);
-    mbar_init_fence();
-  }
+  warp_copy_init(bar, 1);
   __syncwarp();
   const uint64_t policy = evict_first_policy();
   TileRecords records(tiles_dev, ids_dev, range, lane);
   auto fits = [&](const WarpTile& t) { return t.stored >= 8 && align16(t.stored) <= stored_cap; };
   uint32_t phase = 0;
-  auto issue_tile = [&](const WarpTile& t) {  // the whole stored tile, one bulk copy
-    if (!fits(t) || lane != 0) return;
-    mbar_arrive_expect_tx(bar, align16(t.stored));
-    bulk_load(stored, bytes_dev + t.offset, align16(t.stored), bar, policy);
+  auto issue_tile = [&](const WarpTile& t) {  // the whole stored tile
+    if (fits(t) && warp_copy_lane(lane)) warp_copy(stored, bytes_dev + t.offset, align16(t.stored), bar, policy);
   };
 
   const uint32_t below = (1u << lane) - 1u, code_mask = (1u << p.bits) - 1u;
@@ -355,9 +350,9 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
       }
       if (!bs.ended_ok()) status = kCorrupt;
     }
-    // Every lane is done with the buffers: the next tile's copy may land. The proxy fence orders
-    // the lanes' own writes (the word moves) before the bulk copy's.
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    // Every lane is done with the buffers: the next tile's copy may land (after the lanes' own
+    // writes, the word moves).
+    warp_copy_fence();
     __syncwarp();
     if (k + 1 < range.last) issue_tile(nxt);
     if (lane == 0) status_dev[cur.id] = status;
@@ -459,7 +454,7 @@ cudaError_t launch_quant_rans_gemv(const uint8_t* bytes_dev, const DevTile* tile
   return cudaSuccess;
 }
 
-#else  // no bulk copies in this toolkit: the host keeps every tile on the generic kernel
+#else  // no mbarriers in this toolkit: the host keeps every tile on the generic kernel
 
 QuantRansPlan quant_rans_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t) {
   return QuantRansPlan{};
@@ -470,5 +465,5 @@ cudaError_t launch_quant_rans_gemv(const uint8_t*, const DevTile*, const uint32_
   return cudaErrorNotSupported;
 }
 
-#endif  // WPACK_HAVE_BULK_COPY
+#endif  // WPACK_HAVE_MBAR_RING
 }  // namespace wpack::gpu::detail

@@ -2,7 +2,7 @@
 //
 // Host-only header: it includes no CUDA header and builds without CUDA. In a build without CUDA
 // (WPACK_CUDA=OFF or no nvcc) every function below except gpu_build_has_cuda(),
-// gpu_build_has_bulk_copy() (both false there) and gpu_ring_gemv_name() (nullptr) throws
+// gpu_build_has_warp_tiles() (both false there) and gpu_ring_gemv_name() (nullptr) throws
 // Error(kUnsupported, "this wpack build has no CUDA").
 //
 // Model: a GpuTensor is one tensor of an open .wpk whose tiles' stored bytes (exactly as in the
@@ -57,8 +57,9 @@ inline const char* tile_status_name(TileStatus status) {
 
 // True when this build has the CUDA kernels (never throws).
 bool gpu_build_has_cuda();
-// True when it also has the Hopper bulk-copy kernels (built with CUDA 12 or later; never throws).
-bool gpu_build_has_bulk_copy();
+// True when it also has the warp-per-tile rANS GEMVs (kernels/lossless_gemv.cu, quant_rans_gemv.cu;
+// built with CUDA 11.8 or later, the Hopper kernels' mbarriers; never throws).
+bool gpu_build_has_warp_tiles();
 // The name gemv_kernel() gives the ring GEMV of kernels/quant_gemv_tma.cu in this build:
 // GpuTensor::kGemvBulkCopy (CUDA 12 or later), GpuTensor::kGemvCpAsyncRing (CUDA 11.8: its stages
 // filled by cp.async copies), nullptr when it is not built (never throws).

@@ -290,7 +290,7 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
 
 
 bool gpu_build_has_cuda() { return true; }
-bool gpu_build_has_bulk_copy() { return detail::lossless_fast_built(); }
+bool gpu_build_has_warp_tiles() { return detail::lossless_fast_built(); }
 const char* gpu_ring_gemv_name() {
   switch (detail::quant_tma_fill()) {
     case detail::RingFill::kBulkCopy: return GpuTensor::kGemvBulkCopy;
@@ -490,8 +490,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   std::vector<uint32_t> fast_ids, slow_ids;  // which GEMV kernel takes each tile (warp- or block-per-tile)
-  // Whether the warp-per-tile kernel can run here at all (built, bulk copies allowed): decided
-  // once, so that warp_tiles() says what gemv() and decode() will do.
+  // Whether the warp-per-tile kernels can run here at all (built, compute capability 9.0, not
+  // WPACK_GPU_NO_TMA): decided once, so that warp_tiles() says what gemv() and decode() will do.
   impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
   const bool fast_possible = (lossy || t.dtype == DType::BF16) && detail::lossless_fast_built() && impl->bulk_copy;
   // A lossless BF16 tensor whose tiles are all exp4 and pass exp4_tma_tile: the bulk-copy GEMV.

@@ -411,7 +411,7 @@ TEST_CASE("gpu gemv: lossless warp-per-tile kernel, 128/64/32-column tiles, edge
     const Packed& pk = t < 3 ? *p : *q;
     const size_t ti = t < 3 ? t : 0;
     GpuTensor g = GpuTensor::upload(*pk.reader, ti);
-    REQUIRE(g.warp_tiles() == (wpack::gpu::gpu_build_has_bulk_copy() ? expect_warp_tiles[t] : 0));
+    REQUIRE(g.warp_tiles() == (wpack::gpu::gpu_build_has_warp_tiles() ? expect_warp_tiles[t] : 0));
     if (t == 0 || t == 3) check_decode(pk);  // both kernels' tiles, bit-exact
     for (uint32_t batch : {1u, 2u, 3u, 4u, 5u, 8u, 9u, 16u, 33u, 64u}) check_gemv(pk, ti, batch, 700 + 10 * t + batch);
   }
@@ -433,7 +433,7 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
     auto reader = wpack::WpkReader::open(crafted);
     GpuTensor g = GpuTensor::upload(*reader, 0);
     REQUIRE(g.tile_count() == 4);
-    if (wpack::gpu::gpu_build_has_bulk_copy()) REQUIRE(g.warp_tiles() == (damage == wpack::test::StreamDamage::kLastWord ? 4u : 3u));
+    if (wpack::gpu::gpu_build_has_warp_tiles()) REQUIRE(g.warp_tiles() == (damage == wpack::test::StreamDamage::kLastWord ? 4u : 3u));
     check_corrupt_tile_reported(g, 1, {1u, 8u});
   }
 }
@@ -449,7 +449,7 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
                       128, 43);
   const std::string path = p->dir.file("q.wpk");
   const auto good = wpack::test::read_file(path);
-  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
+  const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   for (uint32_t plane : {0u, 1u}) {
     for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
       INFO("plane " << plane << ", " << wpack::test::stream_damage_name(damage));
@@ -459,9 +459,9 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
       GpuTensor g = GpuTensor::upload(*reader, 0);
       REQUIRE(g.tile_count() == 4);
       const bool stays = damage == wpack::test::StreamDamage::kLastWord;
-      REQUIRE(g.warp_tiles() == (bulk ? (stays ? 4u : 3u) : 0u));
+      REQUIRE(g.warp_tiles() == (warp_kernels ? (stays ? 4u : 3u) : 0u));
       check_corrupt_tile_reported(g, 1, {1u, 16u},
-                                  !bulk ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
+                                  !warp_kernels ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
     }
   }
 }
@@ -700,7 +700,7 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       {Scheme::kFp4, Codec::kRans, 0, 64},   {Scheme::kNf4, Codec::kRans, 0, 128},       {Scheme::kLut4, Codec::kRans},
       {Scheme::kLut3, Codec::kRans}, {Scheme::kFp6, Codec::kRans},         {Scheme::kFp5, Codec::kRans},
   };
-  const bool bulk = wpack::gpu::gpu_build_has_bulk_copy();
+  const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
   for (const LossyCase& c : cases) {
     INFO("case " << case_name(c));
@@ -729,10 +729,10 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       if (!(packed && t == 3)) REQUIRE(fast > 0);
       if (t == 0) REQUIRE(fast == info.tile_count);
       if (t == 2) REQUIRE(fast < info.tile_count);
-      REQUIRE(g.warp_tiles() == (bulk ? fast : 0));
+      REQUIRE(g.warp_tiles() == (warp_kernels ? fast : 0));
       // (with no tile for the kernel, not pinned: all-raw tiles may take a streaming kernel)
       const char* kernel = fast == 0                ? nullptr
-                           : !bulk                  ? "generic"
+                           : !warp_kernels          ? "generic"
                            : fast < info.tile_count ? "warp-per-tile + generic"
                                                     : "warp-per-tile";
       const std::vector<float> w = check_decode_lossy(pk, ti);

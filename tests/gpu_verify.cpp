@@ -17,7 +17,7 @@
 #include "formats/safetensors.h"
 #include "formats/tensor.h"
 #include "formats/wpk.h"
-#include "kernels/tile_decode.h"  // gpu_build_has_bulk_copy, gpu_ring_gemv_name
+#include "kernels/tile_decode.h"  // gpu_build_has_warp_tiles, gpu_ring_gemv_name
 #include "packer/detail/fp.h"  // bf16_to_float, float_to_bf16_bits
 #include "packer/pack.h"
 #include "test_util.h"
@@ -616,8 +616,8 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
       CHECK(b["matmul_rel_error"].get<double>() <= 2e-3);
       for (const char* key : {"kernel_time_us", "cublas_bf16_time_us", "speedup", "packed_gb_per_s", "copy_bw_percent"})
         CHECK(b[key].get<double>() > 0);
-      // lossless BF16 tiles of the default shape (the warp-per-tile kernel needs bulk copies)
-      CHECK(b["kernel"] == (wpack::gpu::gpu_build_has_bulk_copy() ? "warp-per-tile" : "block-per-tile"));
+      // lossless BF16 tiles of the default shape (the warp-per-tile kernel, built with CUDA 11.8+)
+      CHECK(b["kernel"] == (wpack::gpu::gpu_build_has_warp_tiles() ? "warp-per-tile" : "block-per-tile"));
     }
   }
   // the table's note: the rANS-coded lossless matrices ran a slow kernel, and what to do
@@ -670,7 +670,7 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   test::RunResult slow = test::run_wpack({"verify", coded, "--device", "cuda", "--json"});
   INFO("stdout: " << slow.out << "\nstderr: " << slow.err);
   REQUIRE(slow.exit_code == 0);
-  const char* coded_kernel = wpack::gpu::gpu_build_has_bulk_copy() ? "warp-per-tile" : "generic";
+  const char* coded_kernel = wpack::gpu::gpu_build_has_warp_tiles() ? "warp-per-tile" : "generic";
   const json slow_report = json::parse(slow.out);
   REQUIRE(slow_report["tensors"].size() == 3);
   for (const auto& tensor : slow_report["tensors"])

@@ -8,9 +8,10 @@
 //     a warp issue 16-byte cp.async copies (ring_copy_async) and each lane then arrives on the
 //     stage's mbarrier when its copies have landed (ring_arrive_async, cp.async.mbarrier.arrive
 //     .noinc), so the barrier counts 32 such arrivals.
-// kernels/quant_gemv_tma.cu takes either (WPACK_HAVE_MBAR_RING); the warp-per-tile kernels
-// (lossless_gemv.cu, quant_rans_gemv.cu) need the bulk copies. Defining WPACK_NO_BULK_COPY makes a
-// CUDA 12+ build take the cp.async ring too, so that it can be tested on a toolkit with both.
+// kernels/quant_gemv_tma.cu takes either (WPACK_HAVE_MBAR_RING), and so do the warp-per-tile
+// kernels (lossless_gemv.cu, quant_rans_gemv.cu), whose warps each fill their own buffers
+// (warp_copy below). Defining WPACK_NO_BULK_COPY makes a CUDA 12+ build take the cp.async copies
+// too, so that they can be tested on a toolkit with both.
 #pragma once
 
 #include <cstdint>
@@ -92,6 +93,44 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
       : "memory");
 }
 #endif  // WPACK_HAVE_BULK_COPY
+
+// ---- a warp's own copies (the warp-per-tile kernels: no producer warp, each warp fills its own
+// buffers and waits on its own barriers) ----
+// Arrivals per phase of a barrier that warp_copy completes on (mbar_init's count).
+constexpr uint32_t kWarpCopyArrivals = WPACK_HAVE_BULK_COPY ? 1 : 32;
+// Whether lane `lane` of a warp issues its warp_copy calls: lane 0 alone (bulk copies) or every lane
+// (cp.async).
+__device__ __forceinline__ bool warp_copy_lane(uint32_t lane) { return !WPACK_HAVE_BULK_COPY || lane == 0; }
+// dst[0, bytes) from src (both 16-aligned, bytes a multiple of 16), completing on `bar`; called by
+// the lanes of warp_copy_lane, with the same arguments. Bulk copies: lane 0 sets the byte count and
+// issues one copy. cp.async: each lane copies its 16-byte pieces and arrives once they (and its
+// earlier cp.async copies) have landed.
+__device__ __forceinline__ void warp_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint64_t policy) {
+#if WPACK_HAVE_BULK_COPY
+  mbar_arrive_expect_tx(bar, bytes);
+  bulk_load(dst, src, bytes, bar, policy);
+#else
+  ring_copy_async(dst, src, bytes, policy);
+  ring_arrive_async(bar);
+#endif
+}
+// Lane 0 (then a __syncwarp): `count` barriers for warp_copy, made visible to the copies.
+__device__ __forceinline__ void warp_copy_init(uint64_t* bars, uint32_t count) {
+  if ((threadIdx.x & 31) == 0) {
+    for (uint32_t i = 0; i < count; ++i) mbar_init(bars + i, kWarpCopyArrivals);
+#if WPACK_HAVE_BULK_COPY
+    mbar_init_fence();
+#endif
+  }
+}
+// Before a __syncwarp after which warp_copy may overwrite shared memory that the lanes wrote: the
+// bulk-copy engine writes through the async proxy, so a proxy fence orders the lanes' own writes
+// before its; cp.async copies are the lanes' own generic-proxy writes and need nothing more.
+__device__ __forceinline__ void warp_copy_fence() {
+#if WPACK_HAVE_BULK_COPY
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
 
 }  // namespace
 }  // namespace wpack::gpu::detail

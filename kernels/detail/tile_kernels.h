@@ -62,8 +62,9 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
 
 // The lossless BF16 GEMV with a warp per tile (kernels/lossless_gemv.cu) for the tiles the host
 // picks: floatplanes, codec rans, exponent plane a mode-1 rANS stream, mantissa plane raw, tile
-// width a multiple of 32 up to 128. Needs bulk copies (CUDA 12 and compute capability 9.0);
-// lossless_fast_built() says whether this build has the kernel.
+// width a multiple of 32 up to 128. Needs compute capability 9.0 and CUDA 11.8 (mbarriers; its copies
+// are bulk copies with CUDA 12, cp.async with 11.8); lossless_fast_built() says whether this build
+// has the kernel.
 struct LosslessPlan {
   uint32_t exp_cap;        // largest aligned (directory + exponent stream) of the tiles, bytes
   uint32_t precision_cap;  // largest table precision of their streams, 8..kLosslessMaxPrecision
@@ -191,7 +192,7 @@ int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint3
 // picks (quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4 or 6, plane B a mode-1
 // rANS stream of the codes themselves (bits 2, 3, 4 or 8) or, fp6 and fp5, of the packed code
 // bytes, plane A raw or a mode-1 stream, tile width 32, 64 or 128; not a LUT scheme with a table
-// per lut_rows rows. Needs bulk copies (lossless_fast_built() says whether this build has them).
+// per lut_rows rows. Built where the lossless one is (lossless_fast_built()).
 struct QuantRansPlan {
   uint32_t stored_cap;     // largest aligned stored tile of those tiles, bytes
   uint32_t side_cap;       // largest plane A, or 4 bytes per tile row for per-row scales, multiple of 16
