@@ -217,6 +217,22 @@ __device__ bool open_stream(uint8_t* buf, uint32_t at, uint32_t size, uint32_t n
   return true;
 }
 
+// tab[slot], the slot table's symbol (tab 4-aligned). CUDA 11.8's ptxas miscompiles the plain byte
+// load here for sm_90 in some instances: in quant_rans_gemv_kernel<2, false, true, false> the byte,
+// held as a 16-bit value, was merged into the low half of a register whose high half held a rANS
+// state, and the index into info[] took all 32 bits (mul.wide.u16 as a 32-bit IMAD): an
+// out-of-bounds shared load and an illegal-instruction error on the H200 (compute-sanitizer).
+// There the byte is taken from its 32-bit word by a PRMT, so no 16-bit value exists; CUDA 12+ builds
+// keep the byte load.
+__device__ __forceinline__ uint32_t load_tab(const uint8_t* tab, uint32_t slot) {
+#if defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ < 12
+  const uint32_t word = reinterpret_cast<const uint32_t*>(tab)[slot >> 2];
+  return __byte_perm(word, 0u, 0x4440u | (slot & 3u));  // byte slot % 4, upper bytes from 0
+#else
+  return tab[slot];
+#endif
+}
+
 // One decode step of an open stream: the lane's symbol of step t (its state advanced), for a lane
 // that holds one (`active`, the caller knows t < s.steps). Renormalisation words: every lane loads
 // word next + lane before its state is known (off the state's dependency chain); a lane that needs
@@ -236,7 +252,7 @@ __device__ __forceinline__ uint32_t decode_step(LaneStream& s, uint32_t t, bool 
     for (uint32_t half = 128; half > 0; half >>= 1)
       if ((info[symbol + half] & 0xFFFFu) <= slot) symbol += half;
   } else {
-    symbol = tab[slot];
+    symbol = load_tab(tab, slot);
   }
   const uint32_t fc = info[symbol];
   const uint32_t v = (fc >> 16) * (s.x >> s.precision) + slot - (fc & 0xFFFFu);
