@@ -6,12 +6,14 @@
 // float32 (tests/gpu_tile_decode.cpp compares y with a float64 GEMV of the dequantized weights).
 //
 // Which tiles (the host picks them, quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4
-// (codes) or 6 (zero-relative symbols), plane B a mode-1 rANS stream whose symbols are the codes
+// (codes), 5 (sparse: plane A ends with the occupancy bitmap, plane B holds the occupied elements'
+// codes) or 6 (zero-relative symbols), plane B a mode-1 rANS stream whose symbols are the codes
 // (int8/4/3/2, fp8, fp4, nf4, lut4/lut3 with one table) or, for fp6 and fp5, the packed code bytes
 // (decoded into shared memory first, then each code read by a funnel shift: kPacked), plane A raw
 // or a mode-1 stream, tile width 32, 64 or 128. That is every full tile that
-// `wpack compress --scheme <one of those>` writes with the default codec, where rANS paid. The
-// other tiles (sparse, planes stored raw, odd widths) take the generic kernel in the same gemv().
+// `wpack compress --scheme <one of those>` writes with the default codec, pruned or not, where
+// rANS paid. The other tiles (planes stored raw, odd widths) take the generic kernel in the same
+// gemv().
 //
 // Before this kernel, such tensors ran the generic kernel: a block of 256 threads per tile, one
 // warp decoding the 16384-symbol stream (its table parsed by one lane) while seven waited. The
@@ -29,7 +31,10 @@
 //           its 12 steps: it is decoded without a slot table, by a search of the cum column.
 //   step t (element 32 t + lane, tile row t / (w / 32)): symbol -> code (layout 6: + the group's
 //           zero point, mod 2^bits) -> v = value(code) - zero; a step's 32 columns lie in one
-//           group (groups are >= 32 wide), so scale and zero are warp-uniform shared loads
+//           group (groups are >= 32 wide), so scale and zero are warp-uniform shared loads.
+//           Sparse tiles: the occupied codes are decoded into shared memory first; step t's
+//           bitmap word says which lanes are occupied and, by popc, each one's rank among the
+//           occupied elements, i.e. where its code is; an unoccupied element's v is 0 (+0.0)
 //   batch 1..8: w = v * scale, acc[b] += w x[b]; rows merged by the transposing butterfly of
 //           kernels/detail/warp_tiles.cuh (RowMerge), one atomicAdd per row and batch column
 //   batch 9..64 (passes of 16): v staged as BF16 for 8 rows (int codes and minifloats: exact;
@@ -45,6 +50,7 @@
 // y is accumulated with float atomicAdd across tile columns. A tile found corrupt at the end of
 // its stream (final states, word count) may already have added to y; its status says so.
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -83,7 +89,7 @@ struct WarpLayout {
     words = side + side_cap;                      // plane A's renormalisation words (< its stream)
     stored = words + side_cap + 16;               // the stored tile
     packed = align16(stored + stored_cap + 16);   // + 16: bit reads and the word move run past the end
-    total = (packed + packed_cap + (packed_cap ? 16 : 0) + 127) & ~127u;  // fp6/fp5: the packed codes, + 16: a
+    total = (packed + packed_cap + (packed_cap ? 16 : 0) + 127) & ~127u;  // the buffered symbols, + 16: a
                                                                            // code's second word
   }
 };
@@ -93,6 +99,14 @@ struct WarpLayout {
 __device__ __forceinline__ uint32_t packed_code(const uint32_t* words, uint32_t i, uint32_t bits, uint32_t mask) {
   const uint32_t bit = i * bits;
   return __funnelshift_r(words[bit / 32], words[bit / 32 + 1], bit % 32) & mask;
+}
+
+// Word i of a sparse tile's occupancy bitmap (bit b: element 32 i + b), which starts wherever plane A's
+// scales and zero points end: a funnel shift of the two aligned words it spans.
+__device__ __forceinline__ uint32_t bitmap_word(const uint8_t* bitmap, uint32_t i) {
+  const uint32_t mis = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(bitmap)) & 3u;
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(bitmap - mis);
+  return __funnelshift_r(words[i], words[i + 1], 8 * mis);
 }
 
 // kB: batch columns per pass (1, 2, 4, 8 or 16); kMma: the pass of 16 on tensor cores (else CUDA
@@ -105,7 +119,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const DevTile* __restrict__ tiles_dev,  // the tensor's tiles
     const uint32_t* __restrict__ ids_dev,   // (count) the tiles this kernel takes
     uint32_t count, QuantDevParams p, uint32_t stored_cap, uint32_t side_cap, uint32_t precision_cap,
-    uint32_t packed_cap,                    // kPacked: the largest tile's packed code bytes
+    uint32_t packed_cap,                    // the buffer for plane B's symbols (fp6/fp5, sparse tiles), bytes
     const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits, columns [0, nb) of this pass
     float* __restrict__ y_dev,              // (N, ld) float, columns [0, nb) of this pass
     uint32_t ld, uint32_t nb,
@@ -122,7 +136,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
   __syncthreads();
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
   const uint32_t stages = mma_stages(kMma, p);
-  const WarpLayout layout(stored_cap, side_cap, precision_cap, kPacked ? packed_cap : 0u, stages);
+  const WarpLayout layout(stored_cap, side_cap, precision_cap, packed_cap, stages);
   uint8_t* base = smem + kValuesBytes + warp * layout.total;
   uint64_t* bar = reinterpret_cast<uint64_t*>(base);
   uint32_t* info = reinterpret_cast<uint32_t*>(base + layout.info);
@@ -171,23 +185,24 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const uint32_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
     const uint32_t groups = p.grouped ? (w + p.group - 1) >> group_shift : 0u;
     const uint32_t scale_bytes = 2 * h * groups, a_bytes = scale_bytes + (p.zero_points ? h * groups : 0u);
-    const bool zero_rel = cur.filter == kLayoutDenseZeroRel;
+    const bool zero_rel = cur.filter == kLayoutDenseZeroRel, sparse = cur.filter == kLayoutSparse;
+    const uint32_t a_total = a_bytes + (sparse ? n / 8 : 0u);  // plane A: + the sparse tile's bitmap (n / 32 words)
     if (status == kOk) {
-      const bool plain = cur.filter == kLayoutDense || (zero_rel && p.zero_points);
+      const bool plain = cur.filter == kLayoutDense || sparse || (zero_rel && p.zero_points);
       if (!plain || (word_b & kRawPlaneBit) || uint64_t{8} + size_a + size_b != cur.stored ||
-          ((word_a & kRawPlaneBit) ? size_a != a_bytes : a_bytes == 0) || (w != 32 && w != 64 && w != 128))
+          ((word_a & kRawPlaneBit) ? size_a != a_total : a_total == 0) || (w != 32 && w != 64 && w != 128))
         status = kCorrupt;
     }
     const uint8_t* side = stored + 8;
     if (status == kOk && !(word_a & kRawPlaneBit)) {
       LaneStream as;
-      if (a_bytes > side_cap || size_a > side_cap ||
-          !open_stream(stored, 8, size_a, a_bytes, 8, precision_cap, info, nullptr, side_words, lane, as)) {
+      if (a_total > side_cap || size_a > side_cap ||
+          !open_stream(stored, 8, size_a, a_total, 8, precision_cap, info, nullptr, side_words, lane, as)) {
         status = kCorrupt;
       } else {
         const uint32_t mask = (1u << as.precision) - 1u;
-        for (uint32_t t = 0; 32 * t < a_bytes; ++t) {
-          const bool active = 32 * t + lane < a_bytes;
+        for (uint32_t t = 0; 32 * t < a_total; ++t) {
+          const bool active = 32 * t + lane < a_total;
           const uint32_t symbol = decode_step<true>(as, t, active, mask, below, lane, info, nullptr);
           if (active) side_buf[32 * t + lane] = static_cast<uint8_t>(symbol);
         }
@@ -195,9 +210,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         side = side_buf;
       }
     }
-    float* row_scales = reinterpret_cast<float*>(side_buf);  // per-row schemes (no plane A)
+    // per-row schemes (no scales in plane A): the tile's row scales, after a decoded bitmap
+    float* row_scales = reinterpret_cast<float*>(side_buf + align16(a_total));
     if (status == kOk && p.row_scales_dev != nullptr) {
-      if (4 * h > side_cap) {
+      if (align16(a_total) + 4 * h > side_cap) {
         status = kTooLarge;
       } else {
         for (uint32_t r = lane; r < h; r += 32) row_scales[r] = p.row_scales_dev[cur.row0 + r];
@@ -207,27 +223,46 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 
     // ---- plane B: header, table and lane states, then decode + multiply ----
     LaneStream bs;
-    const uint32_t packed_bytes = n * p.bits / 8;  // kPacked: plane B's symbols (w a multiple of 32: whole bytes)
-    if (status == kOk && kPacked && packed_bytes > packed_cap) status = kTooLarge;
-    if (status == kOk && !open_stream(stored, 8 + size_a, size_b, kPacked ? packed_bytes : n, kPacked ? 8 : p.bits,
-                                      precision_cap, info, tab, nullptr, lane, bs))
-      status = kCorrupt;
-    if constexpr (kPacked) {  // the packed code bytes into the warp's buffer, then the codes from there
-      if (status == kOk) {
-        const uint32_t mask = (1u << bs.precision) - 1u;
-        for (uint32_t t = 0; 32 * t < packed_bytes; ++t) {
-          const bool active = 32 * t + lane < packed_bytes;
-          const uint32_t symbol = decode_step(bs, t, active, mask, below, lane, info, tab);
-          if (active) packed[32 * t + lane] = static_cast<uint8_t>(symbol);
-        }
-        if (!bs.ended_ok()) status = kCorrupt;
-        __syncwarp();
-      }
+    // Sparse tiles: the occupied elements, counted in the bitmap (words of 32 elements: w is a
+    // multiple of 32), whose codes alone plane B holds.
+    const uint8_t* bitmap = side + a_bytes;
+    uint32_t count = n;
+    if (status == kOk && sparse) {
+      uint32_t mine = 0;
+      for (uint32_t i = lane; i < n / 32; i += 32) mine += __popc(bitmap_word(bitmap, i));
+      count = __reduce_add_sync(0xFFFFFFFFu, mine);
     }
-    if (status == kOk) {
+    // Plane B's symbols: the codes, or (kPacked) their packed bytes. They are decoded into the
+    // warp's `packed` buffer first where the elements cannot take them in stream order: fp6/fp5
+    // (a code from its bytes) and sparse tiles (an occupied element's code from its rank).
+    const uint32_t symbols = kPacked ? (count * p.bits + 7) / 8 : count;
+    const bool buffered = kPacked || sparse;
+    if (status == kOk && buffered && symbols > packed_cap) status = kTooLarge;
+    if (status == kOk && !open_stream(stored, 8 + size_a, size_b, symbols, kPacked ? 8 : p.bits, precision_cap, info,
+                                      tab, nullptr, lane, bs))
+      status = kCorrupt;
+    if (status == kOk && buffered) {
+      const uint32_t mask = (1u << bs.precision) - 1u;
+      for (uint32_t t = 0; 32 * t < symbols; ++t) {
+        const bool active = 32 * t + lane < symbols;
+        const uint32_t symbol = decode_step(bs, t, active, mask, below, lane, info, tab);
+        if (active) packed[32 * t + lane] = static_cast<uint8_t>(symbol);
+      }
+      if (!bs.ended_ok()) status = kCorrupt;
+      __syncwarp();
+    }
+    // Code k of the buffer.
+    auto buffered_code = [&](uint32_t k) {
+      return kPacked ? packed_code(reinterpret_cast<const uint32_t*>(packed), k, p.bits, code_mask)
+                     : smem_byte(packed, k);
+    };
+    // The multiply, for dense tiles or (kSparse) sparse ones.
+    auto multiply = [&](auto sparse_tag) {
+      constexpr bool kSparse = decltype(sparse_tag)::value;
       const uint32_t steps_per_row = w / 32, mask = (1u << bs.precision) - 1u;
       const uint16_t* scales16 = reinterpret_cast<const uint16_t*>(side);
       uint32_t t = 0;
+      [[maybe_unused]] uint32_t rank = 0;  // sparse: the occupied elements before step t
       // The scale of a row's step j (its 32 columns lie in one group); rows past the tile's end (a
       // group's last rows) read their clamped neighbours' and are skipped by the callers.
       auto scale_of = [&](uint32_t row, uint32_t j) {
@@ -248,15 +283,23 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
           zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
         }
       };
-      // Step t's code value less its zero point (exact for int codes), the stream advanced.
+      // Step t's code value less its zero point (exact for int codes), the stream advanced; 0 for
+      // an unoccupied element of a sparse tile (it decodes to +0.0).
       auto step_value = [&](uint32_t j, const uint32_t (&zero)[4], const float (&zero_f)[4]) {
-        const uint32_t symbol = kPacked ? packed_code(reinterpret_cast<const uint32_t*>(packed), 32 * t + lane, p.bits,
-                                                      code_mask)
-                                        : decode_step(bs, t, true, mask, below, lane, info, tab);
+        uint32_t symbol;
+        bool occupied = true;
+        if constexpr (kSparse) {  // element 32 t + lane: bit `lane` of bitmap word t
+          const uint32_t bm = bitmap_word(bitmap, t);
+          occupied = (bm >> lane) & 1u;
+          symbol = buffered_code(rank + __popc(bm & below));  // an unoccupied lane's read stays in the buffer
+          rank += __popc(bm);
+        } else {
+          symbol = kPacked ? buffered_code(32 * t + lane) : decode_step(bs, t, true, mask, below, lane, info, tab);
+        }
         ++t;
         const uint32_t code = zero_rel ? (symbol + zero[j]) & code_mask : symbol;
         const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
-        return __fsub_rn(value, zero_f[j]);
+        return occupied ? __fsub_rn(value, zero_f[j]) : 0.f;
       };
       if constexpr (kMma) {
         // Groups of 8 rows: (value - zero) staged as BF16 (int codes and minifloats: exact; nf4 and
@@ -348,6 +391,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         }
         merge.add(y_dev, cur.row0, rg, h, ld, nb, lane);
       }
+    };
+    if (status == kOk) {
+      if (sparse) multiply(std::true_type{});
+      else multiply(std::false_type{});
       if (!bs.ended_ok()) status = kCorrupt;
     }
     // Every lane is done with the buffers: the next tile's copy may land (after the lanes' own
@@ -397,7 +444,7 @@ QuantRansPlan quant_rans_plan(const QuantDevParams& params, uint32_t stored_cap,
   plan.stored_cap = align16(stored_cap);
   plan.side_cap = align16(side_cap);
   plan.precision_cap = precision_cap;
-  plan.packed_cap = packed_code_symbols(params) ? align16(packed_cap) : 0u;
+  plan.packed_cap = align16(packed_cap);
   // Warps per block: the most warps per multiprocessor. A warp needs ~10 KiB of shared memory for an
   // int4 tile and ~20 KiB for an int8 or fp8 one, so that blocks of 4 warps would leave up to 40%
   // of it unused.

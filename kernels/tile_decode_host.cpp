@@ -153,25 +153,31 @@ bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const De
 
 // ---- lossy tensors ----
 // The warp-per-tile quantized rANS GEMV (kernels/quant_rans_gemv.cu) takes a tile when its codec
-// is rans, its layout dense (4) or zero-relative (6), plane B a mode-1 rANS stream of the codes
+// is rans, its layout dense (4), sparse (5) or zero-relative (6), plane B a mode-1 rANS stream of the codes
 // themselves (2, 3, 4 or 8 bits) or of the packed code bytes (fp6, fp5: 8-bit symbols), plane A
 // raw or a mode-1 stream, the tile 32, 64 or 128 columns wide, its stored bytes at most
 // detail::kQuantRansMaxStored and its raw size what the layout implies; a LUT scheme only with one
 // table. Nearly every full tile that `wpack compress` writes for those schemes with the default
-// codec qualifies. *side_bytes: what the warp keeps beside the stream (plane A decoded, or the
-// tile's row scales as float); *precision: the largest table precision of its streams;
-// *packed_bytes: fp6/fp5, the tile's packed code bytes, which the warp decodes into shared memory
-// first (0 for the others).
+// codec qualifies, pruned or not. *side_bytes: what the warp keeps beside the stream (plane A
+// decoded, 16-aligned, then the tile's row scales as float); *precision: the largest table
+// precision of its streams; *packed_bytes: the symbols the warp decodes into shared memory first
+// (fp6/fp5: the packed code bytes; sparse tiles: their codes, one byte each, at most what plane B's
+// raw size holds), 0 for the others.
 bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
                      const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision, uint32_t* packed_bytes) {
-  if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && rec.filter != detail::kLayoutDenseZeroRel)) return false;
+  const bool sparse = rec.filter == kLayoutSparse;
+  if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && !sparse && rec.filter != detail::kLayoutDenseZeroRel))
+    return false;
   const bool packed = detail::packed_code_symbols(q);  // fp6, fp5
   if ((packed && q.kind != detail::kQuantTable) || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
   if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 8) return false;
   if (align16(uint64_t{stored.size()}) > detail::kQuantRansMaxStored) return false;
   const uint64_t n = uint64_t{d.rows} * d.cols;
-  const uint64_t a_bytes = quant_side_plane_bytes(qp, TileRect{d.row0, d.col0, d.rows, d.cols}, false);
-  if (rec.raw_size != a_bytes + (n * qp.bits + 7) / 8) return false;
+  const uint64_t a_bytes = quant_side_plane_bytes(qp, TileRect{d.row0, d.col0, d.rows, d.cols}, sparse);
+  if (sparse ? rec.raw_size <= a_bytes || rec.raw_size - a_bytes > (n * qp.bits + 7) / 8
+             : rec.raw_size != a_bytes + (n * qp.bits + 7) / 8)
+    return false;
+  const uint64_t b_bytes = rec.raw_size - a_bytes;
   const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
   const uint64_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
   if ((word_b & kRawPlaneBit) || 8 + size_a + size_b != stored.size() || size_b < 2 || stored[8 + size_a] != 1)
@@ -186,9 +192,10 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
     if (pa == 0) return false;
     p = std::max(p, pa);
   }
-  *side_bytes = static_cast<uint32_t>(std::max<uint64_t>(a_bytes, q.grouped ? 0 : 4ull * d.rows));
+  *side_bytes = static_cast<uint32_t>(align16(a_bytes) + (q.grouped ? 0 : 4ull * d.rows));
   *precision = p;
-  *packed_bytes = packed ? static_cast<uint32_t>(n * q.bits / 8) : 0u;  // n a multiple of 32: whole bytes
+  // (dense fp6/fp5: n a multiple of 32, whole bytes; sparse: count codes in b_bytes = ceil(count bits / 8))
+  *packed_bytes = static_cast<uint32_t>(packed ? b_bytes : sparse ? b_bytes * 8 / qp.bits : 0u);
   return true;
 }
 

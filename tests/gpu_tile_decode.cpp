@@ -438,30 +438,48 @@ TEST_CASE("gpu decode and gemv: a corrupt rANS stream whose checksums agree is r
   }
 }
 
+// The tiles of tensor t stored sparse (layout 5).
+static uint64_t sparse_tile_count(const Packed& p, size_t t) {
+  const auto& info = p.reader->tensors()[t];
+  uint64_t sparse = 0;
+  for (uint64_t k = 0; k < info.tile_count; ++k) sparse += p.reader->tiles()[info.first_tile + k].filter == 5;
+  return sparse;
+}
+
 // The same for rANS-coded quantized tiles (int4 g128, asymmetric: plane A, scales and zero
 // points, and plane B, the zero-relative codes, both rANS streams): tile 1's plane A or plane B
 // damaged behind valid checksums. A precision field out of range sends the tile to the generic
 // kernel (the host cannot read its precision); a bit of the last renormalisation word leaves it
 // on the warp-per-tile kernel, which finds it by the final states. Either way gemv() reports that
-// tile corrupt and every other tile ok, and decode() (the generic kernel) says the same.
+// tile corrupt and every other tile ok, and decode() (the generic kernel) says the same. Also with
+// every tile sparse (int8 pruned 0.5: plane A is the bitmap, stored raw where rANS does not pay;
+// plane B the occupied codes), its coded planes damaged the same way.
 TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums agree is reported for its tile") {
-  auto p = pack_lossy({{"w", DType::BF16, {256, 256}}}, LossyCase{wpack::Scheme::kInt4, Codec::kRans, 0, 128}, 128,
-                      128, 43);
-  const std::string path = p->dir.file("q.wpk");
-  const auto good = wpack::test::read_file(path);
-  const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
-  for (uint32_t plane : {0u, 1u}) {
-    for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
-      INFO("plane " << plane << ", " << wpack::test::stream_damage_name(damage));
-      const std::string crafted = p->dir.file("c.wpk");
-      wpack::test::write_file(crafted, wpack::test::with_damaged_stream(good, 1, damage, plane));
-      auto reader = wpack::WpkReader::open(crafted);
-      GpuTensor g = GpuTensor::upload(*reader, 0);
-      REQUIRE(g.tile_count() == 4);
-      const bool stays = damage == wpack::test::StreamDamage::kLastWord;
-      REQUIRE(g.warp_tiles() == (warp_kernels ? (stays ? 4u : 3u) : 0u));
-      check_corrupt_tile_reported(g, 1, {1u, 16u},
-                                  !warp_kernels ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
+  const LossyCase cases[] = {{wpack::Scheme::kInt4, Codec::kRans, 0, 128}, {wpack::Scheme::kInt8, Codec::kRans, 0.5}};
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"w", DType::BF16, {256, 256}}}, c, 128, 128, 43);
+    if (c.prune > 0) REQUIRE(sparse_tile_count(*p, 0) == 4);
+    const auto tile1 = p->reader->tile_bytes(p->reader->tensors()[0].first_tile + 1);
+    REQUIRE(tile1.size() >= 8);
+    REQUIRE(!(tile1[7] & 0x80));  // plane B coded
+    const std::string path = p->dir.file("q.wpk");
+    const auto good = wpack::test::read_file(path);
+    const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
+    for (uint32_t plane : {0u, 1u}) {
+      if (tile1[4 * plane + 3] & 0x80) continue;  // a plane stored raw has no stream to damage
+      for (const wpack::test::StreamDamage damage : wpack::test::kStreamDamages) {
+        INFO("plane " << plane << ", " << wpack::test::stream_damage_name(damage));
+        const std::string crafted = p->dir.file("c.wpk");
+        wpack::test::write_file(crafted, wpack::test::with_damaged_stream(good, 1, damage, plane));
+        auto reader = wpack::WpkReader::open(crafted);
+        GpuTensor g = GpuTensor::upload(*reader, 0);
+        REQUIRE(g.tile_count() == 4);
+        const bool stays = damage == wpack::test::StreamDamage::kLastWord;
+        REQUIRE(g.warp_tiles() == (warp_kernels ? (stays ? 4u : 3u) : 0u));
+        check_corrupt_tile_reported(g, 1, {1u, 16u},
+                                    !warp_kernels ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
+      }
     }
   }
 }
@@ -684,8 +702,9 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 1 and 9..16 w
 // plane-B symbols are its codes (int8/4/3/2, fp8, fp4, nf4, one-table lut4/lut3) and fp6/fp5,
 // whose plane-B symbols are the packed code bytes (decoded first, then unpacked), layouts 4 and 6
 // (asymmetric int: zero-relative symbols), grouped scales decoded from plane A, row scales, value
-// tables. Tensor a: 128x128 tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles
-// with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
+// tables; and pruned tensors' sparse tiles (layout 5: the bitmap in plane A, the occupied codes
+// decoded into shared memory first, unoccupied elements multiplied as +0.0). Tensor a: 128x128
+// tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
 // for rANS to pay), which takes the generic kernel in the same call; s: 64x32 tiles (64x64 or
 // 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns. Batch 1..8
 // multiplies on CUDA cores, 9..64 on tensor cores (rows staged in groups of 8, here also groups cut
@@ -699,6 +718,10 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       {Scheme::kInt3, Codec::kRans, 0, 64},  {Scheme::kInt2, Codec::kRans, 0, 128},      {Scheme::kFp8, Codec::kRans},
       {Scheme::kFp4, Codec::kRans, 0, 64},   {Scheme::kNf4, Codec::kRans, 0, 128},       {Scheme::kLut4, Codec::kRans},
       {Scheme::kLut3, Codec::kRans}, {Scheme::kFp6, Codec::kRans},         {Scheme::kFp5, Codec::kRans},
+      // pruned: sparse tiles (layout 5), the occupied codes buffered in shared memory first (the
+      // packer stores these sparse; asymmetric int4 and nf4 pruned 0.5 code smaller dense)
+      {Scheme::kInt4, Codec::kRans, 0.5, 128, true}, {Scheme::kInt8, Codec::kRans, 0.5},
+      {Scheme::kFp8, Codec::kRans, 0.5},             {Scheme::kFp6, Codec::kRans, 0.7},
   };
   const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
@@ -711,22 +734,28 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       const Packed& pk = t < 3 ? *p : *q;
       const size_t ti = t < 3 ? t : 0;
       const auto& info = pk.reader->tensors()[ti];
-      // The kernel's tiles: layout 4 or 6 with plane B coded, 32, 64 or 128 columns wide.
-      uint64_t coded = 0, fast = 0;
+      // The kernel's tiles: layout 4, 5 or 6 with plane B coded, 32, 64 or 128 columns wide.
+      uint64_t coded = 0, fast = 0, sparse_a_coded = 0;  // the last: sparse tiles whose plane A (with the bitmap) is coded
       for (uint64_t k = 0; k < info.tile_count; ++k) {
         const auto bytes = pk.reader->tile_bytes(info.first_tile + k);
-        const bool c = bytes.size() >= 8 && !(bytes[7] & 0x80) && pk.reader->tiles()[info.first_tile + k].filter != 5;
+        const bool c = bytes.size() >= 8 && !(bytes[7] & 0x80);
         const uint64_t col0 = k % info.tile_grid_cols() * info.tile_cols;
         const uint64_t width = std::min<uint64_t>(info.tile_cols, info.cols() - col0);
         coded += c;
         fast += c && (width == 32 || width == 64 || width == 128);
+        sparse_a_coded += c && pk.reader->tiles()[info.first_tile + k].filter == 5 && !(bytes[3] & 0x80);
       }
       GpuTensor g = GpuTensor::upload(*pk.reader, ti);
-      INFO("tensor " << info.name << ": " << coded << " coded tiles, " << fast << " for the kernel, of " << info.tile_count);
+      INFO("tensor " << info.name << ": " << coded << " coded tiles, " << fast << " for the kernel, of " << info.tile_count
+                      << "; " << sparse_a_coded << " sparse with plane A coded");
       // rANS pays for every full tile of these Gaussian weights (not always for small edge tiles,
       // nor for fp6's and fp5's 64 x 32 tiles, whose packed bytes code a few percent smaller at best)
       const bool packed = c.scheme == Scheme::kFp6 || c.scheme == Scheme::kFp5;
       if (!(packed && t == 3)) REQUIRE(fast > 0);
+      if (c.prune > 0 && t < 3) REQUIRE(sparse_tile_count(pk, ti) > 0);
+      // fp6 pruned 0.7: a bitmap of 30% density codes smaller, so the kernel decodes plane A and
+      // keeps the row scales after it
+      if (c.prune > 0.6 && t == 0) REQUIRE(sparse_a_coded > 0);
       if (t == 0) REQUIRE(fast == info.tile_count);
       if (t == 2) REQUIRE(fast < info.tile_count);
       REQUIRE(g.warp_tiles() == (warp_kernels ? fast : 0));
@@ -742,13 +771,6 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
   }
 }
 
-// The tiles of tensor t stored sparse (layout 5).
-static uint64_t sparse_tile_count(const Packed& p, size_t t) {
-  const auto& info = p.reader->tensors()[t];
-  uint64_t sparse = 0;
-  for (uint64_t k = 0; k < info.tile_count; ++k) sparse += p.reader->tiles()[info.first_tile + k].filter == 5;
-  return sparse;
-}
 
 // Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
 // occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5

@@ -217,19 +217,19 @@ __device__ bool open_stream(uint8_t* buf, uint32_t at, uint32_t size, uint32_t n
   return true;
 }
 
-// tab[slot], the slot table's symbol (tab 4-aligned). CUDA 11.8's ptxas miscompiles the plain byte
-// load here for sm_90 in some instances: in quant_rans_gemv_kernel<2, false, true, false> the byte,
-// held as a 16-bit value, was merged into the low half of a register whose high half held a rANS
-// state, and the index into info[] took all 32 bits (mul.wide.u16 as a 32-bit IMAD): an
-// out-of-bounds shared load and an illegal-instruction error on the H200 (compute-sanitizer).
-// There the byte is taken from its 32-bit word by a PRMT, so no 16-bit value exists; CUDA 12+ builds
-// keep the byte load.
-__device__ __forceinline__ uint32_t load_tab(const uint8_t* tab, uint32_t slot) {
+// base[i] of a 4-aligned shared buffer (the slot table's symbol, a buffered code). CUDA 11.8's ptxas
+// miscompiles the plain byte load for sm_90 in some instances: in quant_rans_gemv_kernel<2, false,
+// true, false> the slot table's byte, held as a 16-bit value, was merged into the low half of a
+// register whose high half held a rANS state, and the index into info[] took all 32 bits
+// (mul.wide.u16 as a 32-bit IMAD): an out-of-bounds shared load and an illegal-instruction error on
+// the H200 (compute-sanitizer). There the byte is taken from its 32-bit word by a PRMT, so no
+// 16-bit value exists; CUDA 12+ builds keep the byte load.
+__device__ __forceinline__ uint32_t smem_byte(const uint8_t* base, uint32_t i) {
 #if defined(__CUDACC_VER_MAJOR__) && __CUDACC_VER_MAJOR__ < 12
-  const uint32_t word = reinterpret_cast<const uint32_t*>(tab)[slot >> 2];
-  return __byte_perm(word, 0u, 0x4440u | (slot & 3u));  // byte slot % 4, upper bytes from 0
+  const uint32_t word = reinterpret_cast<const uint32_t*>(base)[i >> 2];
+  return __byte_perm(word, 0u, 0x4440u | (i & 3u));  // byte i % 4, upper bytes from 0
 #else
-  return tab[slot];
+  return base[i];
 #endif
 }
 
@@ -252,7 +252,7 @@ __device__ __forceinline__ uint32_t decode_step(LaneStream& s, uint32_t t, bool 
     for (uint32_t half = 128; half > 0; half >>= 1)
       if ((info[symbol + half] & 0xFFFFu) <= slot) symbol += half;
   } else {
-    symbol = load_tab(tab, slot);
+    symbol = smem_byte(tab, slot);
   }
   const uint32_t fc = info[symbol];
   const uint32_t v = (fc >> 16) * (s.x >> s.precision) + slot - (fc & 0xFFFFu);
