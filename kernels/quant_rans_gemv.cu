@@ -163,10 +163,12 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
   const uint32_t group_shift = p.grouped ? __ffs(p.group) - 1 : 0u;  // groups are powers of two >= 32
   const uint32_t default_zero = kIntCodes ? static_cast<uint32_t>(p.symmetric_zero) : 0u;  // int8, symmetric int
   WarpTile cur = records.at(range.first);
+  uint32_t cur_raw = records.raw_size_at(range.first);  // sparse tiles: plane A + plane B before coding
   issue_tile(cur);
   for (uint32_t k = range.first; k < range.last; ++k) {
     WarpTile nxt{};
-    if (k + 1 < range.last) nxt = records.at(k + 1);
+    uint32_t nxt_raw = 0;
+    if (k + 1 < range.last) nxt = records.at(k + 1), nxt_raw = records.raw_size_at(k + 1);
     const bool cur_fits = fits(cur);
     uint32_t status = cur_fits ? kOk : kTooLarge;
     const uint32_t h = cur.rows, w = cur.cols, n = h * w;
@@ -224,13 +226,15 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     // ---- plane B: header, table and lane states, then decode + multiply ----
     LaneStream bs;
     // Sparse tiles: the occupied elements, counted in the bitmap (words of 32 elements: w is a
-    // multiple of 32), whose codes alone plane B holds.
+    // multiple of 32), whose codes alone plane B holds: exactly its raw size (as the reference
+    // decoder requires; the stream's own checks would miss a count one off).
     const uint8_t* bitmap = side + a_bytes;
     uint32_t count = n;
     if (status == kOk && sparse) {
       uint32_t mine = 0;
       for (uint32_t i = lane; i < n / 32; i += 32) mine += __popc(bitmap_word(bitmap, i));
       count = __reduce_add_sync(0xFFFFFFFFu, mine);
+      if (uint64_t{a_total} + (uint64_t{count} * p.bits + 7) / 8 != cur_raw) status = kCorrupt;
     }
     // Plane B's symbols: the codes, or (kPacked) their packed bytes. They are decoded into the
     // warp's `packed` buffer first where the elements cannot take them in stream order: fp6/fp5
@@ -404,6 +408,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     if (k + 1 < range.last) issue_tile(nxt);
     if (lane == 0) status_dev[cur.id] = status;
     cur = nxt;
+    cur_raw = nxt_raw;
   }
 }
 

@@ -453,7 +453,7 @@ static uint64_t sparse_tile_count(const Packed& p, size_t t) {
 // on the warp-per-tile kernel, which finds it by the final states. Either way gemv() reports that
 // tile corrupt and every other tile ok, and decode() (the generic kernel) says the same. Also with
 // every tile sparse (int8 pruned 0.5: plane A is the bitmap, stored raw where rANS does not pay;
-// plane B the occupied codes), its coded planes damaged the same way.
+// plane B the occupied codes), its coded planes damaged the same way, and its bitmap (below).
 TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums agree is reported for its tile") {
   const LossyCase cases[] = {{wpack::Scheme::kInt4, Codec::kRans, 0, 128}, {wpack::Scheme::kInt8, Codec::kRans, 0.5}};
   for (const LossyCase& c : cases) {
@@ -463,6 +463,7 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
     const auto tile1 = p->reader->tile_bytes(p->reader->tensors()[0].first_tile + 1);
     REQUIRE(tile1.size() >= 8);
     REQUIRE(!(tile1[7] & 0x80));  // plane B coded
+    if (c.prune > 0) REQUIRE((tile1[3] & 0x80));  // the int8 bitmap, 50% set, stored raw
     const std::string path = p->dir.file("q.wpk");
     const auto good = wpack::test::read_file(path);
     const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
@@ -479,6 +480,33 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
         REQUIRE(g.warp_tiles() == (warp_kernels ? (stays ? 4u : 3u) : 0u));
         check_corrupt_tile_reported(g, 1, {1u, 16u},
                                     !warp_kernels ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
+      }
+    }
+    // A sparse tile whose raw bitmap (plane A) claims more occupied elements than plane B codes: one
+    // more (the stream ends wrong) or all of them (more codes than any tile's plane B can hold).
+    // The host cannot see it (the bitmap is not counted there): the warp-per-tile kernel keeps the
+    // tile and reports it corrupt.
+    if (c.prune > 0 && (tile1[3] & 0x80)) {
+      for (const bool all : {false, true}) {
+        INFO((all ? "every bitmap bit set" : "one more bitmap bit set"));
+        std::vector<uint8_t> crafted_bytes = good;
+        wpack::test::edit_wpk_tile(crafted_bytes, p->reader->tensors()[0].first_tile + 1, [&](uint8_t* b, uint64_t) {
+          uint8_t* bitmap = b + 8;  // int8: plane A is the bitmap alone
+          for (uint32_t i = 0; i < 128 * 128 / 8; ++i) {
+            if (all) {
+              bitmap[i] = 0xFF;
+            } else if (bitmap[i] != 0xFF) {
+              bitmap[i] = static_cast<uint8_t>(bitmap[i] | (bitmap[i] + 1));  // its lowest clear bit set
+              break;
+            }
+          }
+        });
+        const std::string crafted = p->dir.file("b.wpk");
+        wpack::test::write_file(crafted, crafted_bytes);
+        auto reader = wpack::WpkReader::open(crafted);
+        GpuTensor g = GpuTensor::upload(*reader, 0);
+        REQUIRE(g.warp_tiles() == (warp_kernels ? 4u : 0u));
+        check_corrupt_tile_reported(g, 1, {1u, 16u}, warp_kernels ? "warp-per-tile" : "generic");
       }
     }
   }

@@ -67,6 +67,8 @@ struct TileRecords {
     t.filter = __shfl_sync(0xFFFFFFFFu, uint32_t{rec.filter}, src);
     return t;
   }
+  // Record k's raw size, k that of the last at(k).
+  __device__ uint32_t raw_size_at(uint32_t k) const { return __shfl_sync(0xFFFFFFFFu, rec.raw_size, k - base); }
 };
 
 // x of the lane's columns 32 j + lane of a tile (j < 4: tiles up to 128 wide), BF16 -> float, for
