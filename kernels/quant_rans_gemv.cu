@@ -5,15 +5,16 @@
 // ((code - zero) * scale, value(code) * scale or table[code], in float32), then multiplied in
 // float32 (tests/gpu_tile_decode.cpp compares y with a float64 GEMV of the dequantized weights).
 //
-// Which tiles (the host picks them, quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4
+// Which tiles (the host picks them, quant_warp_tile in tile_decode_host.cpp): codec rans, layout 4
 // (codes), 5 (sparse: plane A ends with the occupancy bitmap, plane B holds the occupied elements'
 // codes) or 6 (zero-relative symbols), plane B a mode-1 rANS stream whose symbols are the codes
 // (int8/4/3/2, fp8, fp4, nf4, lut4/lut3 with one table) or, for fp6 and fp5, the packed code bytes
 // (decoded into shared memory first, then each code read by a funnel shift: kPacked), plane A raw
 // or a mode-1 stream, tile width 32, 64 or 128. That is every full tile that
 // `wpack compress --scheme <one of those>` writes with the default codec, pruned or not, where
-// rANS paid. The other tiles (planes stored raw, odd widths) take the generic kernel in the same
-// gemv().
+// rANS paid. Sparse tiles with plane B raw too (codec none: the pruned tensors that the bulk-copy
+// GEMV does not take, fp6/fp5/fp4/nf4/int3/int2/lut4; the codes read in place). The other tiles
+// (dense ones with planes stored raw, odd widths) take the generic kernel in the same gemv().
 //
 // Before this kernel, such tensors ran the generic kernel: a block of 256 threads per tile, one
 // warp decoding the 16384-symbol stream (its table parsed by one lane) while seven waited. The
@@ -189,9 +190,12 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const uint32_t scale_bytes = 2 * h * groups, a_bytes = scale_bytes + (p.zero_points ? h * groups : 0u);
     const bool zero_rel = cur.filter == kLayoutDenseZeroRel, sparse = cur.filter == kLayoutSparse;
     const uint32_t a_total = a_bytes + (sparse ? n / 8 : 0u);  // plane A: + the sparse tile's bitmap (n / 32 words)
+    // Plane B stored raw: sparse tiles only (codec none, or rans that did not pay), its codes read in
+    // place, packed at `bits` bits.
+    const bool raw_b = (word_b & kRawPlaneBit) != 0;
     if (status == kOk) {
       const bool plain = cur.filter == kLayoutDense || sparse || (zero_rel && p.zero_points);
-      if (!plain || (word_b & kRawPlaneBit) || uint64_t{8} + size_a + size_b != cur.stored ||
+      if (!plain || (raw_b && !sparse) || uint64_t{8} + size_a + size_b != cur.stored ||
           ((word_a & kRawPlaneBit) ? size_a != a_total : a_total == 0) || (w != 32 && w != 64 && w != 128))
         status = kCorrupt;
     }
@@ -234,16 +238,18 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
       uint32_t mine = 0;
       for (uint32_t i = lane; i < n / 32; i += 32) mine += __popc(bitmap_word(bitmap, i));
       count = __reduce_add_sync(0xFFFFFFFFu, mine);
-      if (uint64_t{a_total} + (uint64_t{count} * p.bits + 7) / 8 != cur_raw) status = kCorrupt;
+      if (uint64_t{a_total} + (uint64_t{count} * p.bits + 7) / 8 != cur_raw || (raw_b && size_b != cur_raw - a_total))
+        status = kCorrupt;
     }
     // Plane B's symbols: the codes, or (kPacked) their packed bytes. They are decoded into the
     // warp's `packed` buffer first where the elements cannot take them in stream order: fp6/fp5
     // (a code from its bytes) and sparse tiles (an occupied element's code from its rank).
     const uint32_t symbols = kPacked ? (count * p.bits + 7) / 8 : count;
-    const bool buffered = kPacked || sparse;
+    const bool buffered = (kPacked || sparse) && !raw_b;
     if (status == kOk && buffered && symbols > packed_cap) status = kTooLarge;
-    if (status == kOk && !open_stream(stored, 8 + size_a, size_b, symbols, kPacked ? 8 : p.bits, precision_cap, info,
-                                      tab, nullptr, lane, bs))
+    if (status == kOk && !raw_b &&
+        !open_stream(stored, 8 + size_a, size_b, symbols, kPacked ? 8 : p.bits, precision_cap, info, tab, nullptr,
+                     lane, bs))
       status = kCorrupt;
     if (status == kOk && buffered) {
       const uint32_t mask = (1u << bs.precision) - 1u;
@@ -255,10 +261,17 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
       if (!bs.ended_ok()) status = kCorrupt;
       __syncwarp();
     }
-    // Code k of the buffer.
+    // Code k of the buffer, or of a raw plane B in place (bit 8 mis + k bits from its aligned word).
     auto buffered_code = [&](uint32_t k) {
       return kPacked ? packed_code(reinterpret_cast<const uint32_t*>(packed), k, p.bits, code_mask)
                      : smem_byte(packed, k);
+    };
+    const uint8_t* plane_b = stored + 8 + size_a;
+    const uint32_t plane_b_mis = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(plane_b)) & 3u;
+    auto raw_code = [&](uint32_t k) {
+      const uint32_t bit = 8 * plane_b_mis + k * p.bits;
+      const uint32_t* words = reinterpret_cast<const uint32_t*>(plane_b - plane_b_mis);
+      return __funnelshift_r(words[bit / 32], words[bit / 32 + 1], bit % 32) & code_mask;
     };
     // The multiply, for dense tiles or (kSparse) sparse ones.
     auto multiply = [&](auto sparse_tag) {
@@ -295,7 +308,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         if constexpr (kSparse) {  // element 32 t + lane: bit `lane` of bitmap word t
           const uint32_t bm = bitmap_word(bitmap, t);
           occupied = (bm >> lane) & 1u;
-          symbol = buffered_code(rank + __popc(bm & below));  // an unoccupied lane's read stays in the buffer
+          const uint32_t r = rank + __popc(bm & below);  // an unoccupied lane's read stays in the buffer
+          symbol = raw_b ? raw_code(r) : buffered_code(r);
           rank += __popc(bm);
         } else {
           symbol = kPacked ? buffered_code(32 * t + lane) : decode_step(bs, t, true, mask, below, lane, info, tab);
@@ -399,7 +413,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     if (status == kOk) {
       if (sparse) multiply(std::true_type{});
       else multiply(std::false_type{});
-      if (!bs.ended_ok()) status = kCorrupt;
+      if (!raw_b && !bs.ended_ok()) status = kCorrupt;
     }
     // Every lane is done with the buffers: the next tile's copy may land (after the lanes' own
     // writes, the word moves).

@@ -158,16 +158,19 @@ bool exp4_tma_tile(std::span<const uint8_t> stored, const WpkTile& rec, const De
 // raw or a mode-1 stream, the tile 32, 64 or 128 columns wide, its stored bytes at most
 // detail::kQuantRansMaxStored and its raw size what the layout implies; a LUT scheme only with one
 // table. Nearly every full tile that `wpack compress` writes for those schemes with the default
-// codec qualifies, pruned or not. *side_bytes: what the warp keeps beside the stream (plane A
+// codec qualifies, pruned or not. A sparse tile may also have plane B raw (codec none, or rans
+// where it did not pay; *raw_only says when neither plane is a stream: such a tile is the bulk-copy
+// GEMV's where that takes the tensor). *side_bytes: what the warp keeps beside the stream (plane A
 // decoded, 16-aligned, then the tile's row scales as float); *precision: the largest table
-// precision of its streams; *packed_bytes: the symbols the warp decodes into shared memory first
-// (fp6/fp5: the packed code bytes; sparse tiles: their codes, one byte each, at most what plane B's
-// raw size holds), 0 for the others.
-bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
-                     const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision, uint32_t* packed_bytes) {
+// precision of its streams (8 without any); *packed_bytes: the symbols the warp decodes into shared
+// memory first (fp6/fp5: the packed code bytes; sparse tiles: their codes, one byte each, at most
+// what plane B's raw size holds), 0 for the others and for a raw plane B.
+bool quant_warp_tile(std::span<const uint8_t> stored, const WpkTile& rec, const DevTile& d, const QuantTensorParams& qp,
+                     const QuantDevParams& q, uint32_t* side_bytes, uint32_t* precision, uint32_t* packed_bytes,
+                     bool* raw_only) {
   const bool sparse = rec.filter == kLayoutSparse;
-  if (rec.codec != kCodecRans || (rec.filter != kLayoutDense && !sparse && rec.filter != detail::kLayoutDenseZeroRel))
-    return false;
+  if (rec.codec != kCodecRans && !(rec.codec == kCodecNone && sparse)) return false;
+  if (rec.filter != kLayoutDense && !sparse && rec.filter != detail::kLayoutDenseZeroRel) return false;
   const bool packed = detail::packed_code_symbols(q);  // fp6, fp5
   if ((packed && q.kind != detail::kQuantTable) || (q.kind == detail::kQuantLut && q.lut_rows != 0)) return false;
   if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 8) return false;
@@ -180,14 +183,19 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
   const uint64_t b_bytes = rec.raw_size - a_bytes;
   const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
   const uint64_t size_a = word_a & ~kRawPlaneBit, size_b = word_b & ~kRawPlaneBit;
-  if ((word_b & kRawPlaneBit) || 8 + size_a + size_b != stored.size() || size_b < 2 || stored[8 + size_a] != 1)
-    return false;
-  uint32_t p = rans_stream_precision(stored.subspan(8 + size_a, size_b));  // 0: a header it cannot read
-  if (p == 0) return false;
+  const bool raw_b = (word_b & kRawPlaneBit) != 0;
+  if (8 + size_a + size_b != stored.size() || (raw_b && (!sparse || size_b != b_bytes))) return false;
+  uint32_t p = 8;  // the smallest table precision
+  if (!raw_b) {
+    if (size_b < 2 || stored[8 + size_a] != 1) return false;
+    p = rans_stream_precision(stored.subspan(8 + size_a, size_b));  // 0: a header it cannot read
+    if (p == 0) return false;
+  }
   if (word_a & kRawPlaneBit) {
     if (size_a != a_bytes) return false;
   } else {
-    if (a_bytes == 0 || size_a < 2 || size_a >= a_bytes || stored[8] != 1) return false;  // coded: smaller than raw
+    if (rec.codec != kCodecRans || a_bytes == 0 || size_a < 2 || size_a >= a_bytes || stored[8] != 1)
+      return false;  // coded: smaller than raw
     const uint32_t pa = rans_stream_precision(stored.subspan(8, size_a));
     if (pa == 0) return false;
     p = std::max(p, pa);
@@ -195,7 +203,8 @@ bool quant_rans_tile(std::span<const uint8_t> stored, const WpkTile& rec, const 
   *side_bytes = static_cast<uint32_t>(align16(a_bytes) + (q.grouped ? 0 : 4ull * d.rows));
   *precision = p;
   // (dense fp6/fp5: n a multiple of 32, whole bytes; sparse: count codes in b_bytes = ceil(count bits / 8))
-  *packed_bytes = static_cast<uint32_t>(packed ? b_bytes : sparse ? b_bytes * 8 / qp.bits : 0u);
+  *packed_bytes = static_cast<uint32_t>(raw_b ? 0u : packed ? b_bytes : sparse ? b_bytes * 8 / qp.bits : 0u);
+  *raw_only = raw_b && (word_a & kRawPlaneBit);
   return true;
 }
 
@@ -497,6 +506,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint32_t precision_cap = 10, table_warps = 1;
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   std::vector<uint32_t> fast_ids, slow_ids;  // which GEMV kernel takes each tile (warp- or block-per-tile)
+  std::vector<uint32_t> raw_warp_ids;        // lossy: raw sparse tiles for the warp-per-tile kernel (below)
+  struct {
+    uint32_t bytes = 0, side = 16, precision = 8, packed = 0;
+  } warp_caps;                               // lossy: the warp-per-tile kernel's tiles' caps
   // Whether the warp-per-tile kernels can run here at all (built, compute capability 9.0, not
   // WPACK_GPU_NO_TMA): decided once, so that warp_tiles() says what gemv() and decode() will do.
   impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
@@ -527,12 +540,14 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       const auto bytes = reader.tile_bytes(t.first_tile + k);
       size_quant_tile(qp, rec, d, bytes, quant_sizes);
       uint32_t side_bytes = 0, precision = 0, packed_bytes = 0;
-      if (fast_possible && quant_rans_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision, &packed_bytes)) {
-        fast_ids.push_back(static_cast<uint32_t>(k));
-        impl->fast_bytes_cap = std::max(impl->fast_bytes_cap, static_cast<uint32_t>(align16(bytes.size())));
-        impl->fast_side_cap = std::max(impl->fast_side_cap, static_cast<uint32_t>(align16(side_bytes)));
-        impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
-        impl->fast_packed_cap = std::max(impl->fast_packed_cap, packed_bytes);
+      bool raw_only = false;
+      if (fast_possible &&
+          quant_warp_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision, &packed_bytes, &raw_only)) {
+        (raw_only ? raw_warp_ids : fast_ids).push_back(static_cast<uint32_t>(k));
+        warp_caps.bytes = std::max(warp_caps.bytes, static_cast<uint32_t>(align16(bytes.size())));
+        warp_caps.side = std::max(warp_caps.side, static_cast<uint32_t>(align16(side_bytes)));
+        warp_caps.precision = std::max(warp_caps.precision, precision);
+        warp_caps.packed = std::max(warp_caps.packed, packed_bytes);
       } else if (fast_possible) {
         slow_ids.push_back(static_cast<uint32_t>(k));
       }
@@ -616,6 +631,20 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     WPACK_CUDA_CHECK(cudaMemcpy(impl->tiles_dev, tiles.data(), tiles.size() * sizeof(DevTile), cudaMemcpyHostToDevice));
   impl->device_bytes = total + tiles.size() * sizeof(DevTile);
   if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
+  if (lossy) {
+    // Raw sparse tiles stay with the bulk-copy GEMV where it takes the tensor (x 16-byte aligned);
+    // else the warp-per-tile kernel takes them with the rANS-coded ones.
+    const bool bulk = impl->streamable && impl->bulk_copy &&
+                      detail::quant_tma_supported(impl->quant, impl->stream_plan.tile_rows,
+                                                  impl->stream_plan.tile_cols, impl->cols, nullptr, impl->sparse_tiles);
+    (bulk ? slow_ids : fast_ids).insert((bulk ? slow_ids : fast_ids).end(), raw_warp_ids.begin(), raw_warp_ids.end());
+    if (!fast_ids.empty()) {
+      impl->fast_bytes_cap = warp_caps.bytes;
+      impl->fast_side_cap = warp_caps.side;
+      impl->fast_precision_cap = warp_caps.precision;
+      impl->fast_packed_cap = warp_caps.packed;
+    }
+  }
   if (!fast_ids.empty()) {
     impl->fast_count = static_cast<uint32_t>(fast_ids.size());
     fast_ids.insert(fast_ids.end(), slow_ids.begin(), slow_ids.end());

@@ -731,7 +731,8 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 1 and 9..16 w
 // whose plane-B symbols are the packed code bytes (decoded first, then unpacked), layouts 4 and 6
 // (asymmetric int: zero-relative symbols), grouped scales decoded from plane A, row scales, value
 // tables; and pruned tensors' sparse tiles (layout 5: the bitmap in plane A, the occupied codes
-// decoded into shared memory first, unoccupied elements multiplied as +0.0). Tensor a: 128x128
+// decoded into shared memory first, or read in place from a raw plane B, codec none; unoccupied
+// elements multiplied as +0.0). Tensor a: 128x128
 // tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
 // for rANS to pay), which takes the generic kernel in the same call; s: 64x32 tiles (64x64 or
 // 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns. Batch 1..8
@@ -750,6 +751,9 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       // packer stores these sparse; asymmetric int4 and nf4 pruned 0.5 code smaller dense)
       {Scheme::kInt4, Codec::kRans, 0.5, 128, true}, {Scheme::kInt8, Codec::kRans, 0.5},
       {Scheme::kFp8, Codec::kRans, 0.5},             {Scheme::kFp6, Codec::kRans, 0.7},
+      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only, the
+      // codes read in place
+      {Scheme::kFp6, Codec::kNone, 0.5}, {Scheme::kNf4, Codec::kNone, 0.5, 64}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
   };
   const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
@@ -762,11 +766,12 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       const Packed& pk = t < 3 ? *p : *q;
       const size_t ti = t < 3 ? t : 0;
       const auto& info = pk.reader->tensors()[ti];
-      // The kernel's tiles: layout 4, 5 or 6 with plane B coded, 32, 64 or 128 columns wide.
+      // The kernel's tiles: layout 4, 5 or 6 with plane B coded, or layout 5 with plane B raw, 32,
+      // 64 or 128 columns wide.
       uint64_t coded = 0, fast = 0, sparse_a_coded = 0;  // the last: sparse tiles whose plane A (with the bitmap) is coded
       for (uint64_t k = 0; k < info.tile_count; ++k) {
         const auto bytes = pk.reader->tile_bytes(info.first_tile + k);
-        const bool c = bytes.size() >= 8 && !(bytes[7] & 0x80);
+        const bool c = bytes.size() >= 8 && (!(bytes[7] & 0x80) || pk.reader->tiles()[info.first_tile + k].filter == 5);
         const uint64_t col0 = k % info.tile_grid_cols() * info.tile_cols;
         const uint64_t width = std::min<uint64_t>(info.tile_cols, info.cols() - col0);
         coded += c;
@@ -781,6 +786,7 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       const bool packed = c.scheme == Scheme::kFp6 || c.scheme == Scheme::kFp5;
       if (!(packed && t == 3)) REQUIRE(fast > 0);
       if (c.prune > 0 && t < 3) REQUIRE(sparse_tile_count(pk, ti) > 0);
+      if (c.codec == Codec::kNone && t == 0) REQUIRE(sparse_tile_count(pk, ti) == info.tile_count);
       // fp6 pruned 0.7: a bitmap of 30% density codes smaller, so the kernel decodes plane A and
       // keeps the row scales after it
       if (c.prune > 0.6 && t == 0) REQUIRE(sparse_a_coded > 0);

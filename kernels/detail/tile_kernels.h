@@ -189,10 +189,11 @@ int quant_tc_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t 
 int quant_stream_blocks_per_sm(const QuantStreamPlan& plan, uint32_t bits, uint32_t batch);
 
 // The quantized rANS GEMV with a warp per tile (kernels/quant_rans_gemv.cu) for the tiles the host
-// picks (quant_rans_tile in tile_decode_host.cpp): codec rans, layout 4, 5 (sparse) or 6, plane B a mode-1
-// rANS stream of the codes themselves (bits 2, 3, 4 or 8) or, fp6 and fp5, of the packed code
-// bytes, plane A raw or a mode-1 stream, tile width 32, 64 or 128; not a LUT scheme with a table
-// per lut_rows rows. Built where the lossless one is (lossless_fast_built()).
+// picks (quant_warp_tile in tile_decode_host.cpp): codec rans, layout 4, 5 (sparse) or 6, plane B a
+// mode-1 rANS stream of the codes themselves (bits 2, 3, 4 or 8) or, fp6 and fp5, of the packed
+// code bytes (sparse tiles: or raw, codec none too), plane A raw or a mode-1 stream, tile width 32,
+// 64 or 128; not a LUT scheme with a table per lut_rows rows. Built where the lossless one is
+// (lossless_fast_built()).
 struct QuantRansPlan {
   uint32_t stored_cap;     // largest aligned stored tile of those tiles, bytes
   uint32_t side_cap;       // largest plane A (16-aligned) + 4 bytes per tile row for per-row scales, multiple of 16
