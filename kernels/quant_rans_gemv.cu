@@ -33,9 +33,10 @@
 //   step t (element 32 t + lane, tile row t / (w / 32)): symbol -> code (layout 6: + the group's
 //           zero point, mod 2^bits) -> v = value(code) - zero; a step's 32 columns lie in one
 //           group (groups are >= 32 wide), so scale and zero are warp-uniform shared loads.
-//           Sparse tiles: the occupied codes are decoded into shared memory first; step t's
-//           bitmap word says which lanes are occupied and, by popc, each one's rank among the
-//           occupied elements, i.e. where its code is; an unoccupied element's v is 0 (+0.0)
+//           Sparse tiles: the occupied codes are decoded into shared memory first (a raw plane B
+//           is read in place); step t's bitmap word says which lanes are occupied and, by popc,
+//           each one's rank among the occupied elements, i.e. where its code is; an unoccupied
+//           element's v is 0 (+0.0)
 //   batch 1..8: w = v * scale, acc[b] += w x[b]; rows merged by the transposing butterfly of
 //           kernels/detail/warp_tiles.cuh (RowMerge), one atomicAdd per row and batch column
 //   batch 9..64 (passes of 16): v staged as BF16 for 8 rows (int codes and minifloats: exact;
@@ -308,7 +309,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         if constexpr (kSparse) {  // element 32 t + lane: bit `lane` of bitmap word t
           const uint32_t bm = bitmap_word(bitmap, t);
           occupied = (bm >> lane) & 1u;
-          const uint32_t r = rank + __popc(bm & below);  // an unoccupied lane's read stays in the buffer
+          // (an unoccupied lane reads code r <= count: in the buffer, or plane B, with their slack)
+          const uint32_t r = rank + __popc(bm & below);
           symbol = raw_b ? raw_code(r) : buffered_code(r);
           rank += __popc(bm);
         } else {
