@@ -96,10 +96,11 @@ struct WarpLayout {
   }
 };
 
-// The code of element i of a tile whose codes are packed LSB first at `bits` bits each (words: the
-// packed bytes, 4-aligned, readable 4 bytes past the last code).
-__device__ __forceinline__ uint32_t packed_code(const uint32_t* words, uint32_t i, uint32_t bits, uint32_t mask) {
-  const uint32_t bit = i * bits;
+// The code of element i of a tile whose codes are packed LSB first at `bits` bits each from bit
+// `bit0` of `words` (4-aligned, readable 4 bytes past the last code).
+__device__ __forceinline__ uint32_t packed_code(const uint32_t* words, uint32_t i, uint32_t bits, uint32_t mask,
+                                                uint32_t bit0 = 0) {
+  const uint32_t bit = bit0 + i * bits;
   return __funnelshift_r(words[bit / 32], words[bit / 32 + 1], bit % 32) & mask;
 }
 
@@ -270,9 +271,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
     const uint8_t* plane_b = stored + 8 + size_a;
     const uint32_t plane_b_mis = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(plane_b)) & 3u;
     auto raw_code = [&](uint32_t k) {
-      const uint32_t bit = 8 * plane_b_mis + k * p.bits;
-      const uint32_t* words = reinterpret_cast<const uint32_t*>(plane_b - plane_b_mis);
-      return __funnelshift_r(words[bit / 32], words[bit / 32 + 1], bit % 32) & code_mask;
+      return packed_code(reinterpret_cast<const uint32_t*>(plane_b - plane_b_mis), k, p.bits, code_mask, 8 * plane_b_mis);
     };
     // The multiply, for dense tiles or (kSparse) sparse ones.
     auto multiply = [&](auto sparse_tag) {

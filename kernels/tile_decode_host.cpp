@@ -416,10 +416,13 @@ struct GpuTensor::Impl {
   // The Hopper bulk-copy GEMV (kernels/quant_gemv_tma.cu) when it applies (streamable, bulk
   // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
   // each batch width. False when it does not apply (nothing launched).
+  // Whether the bulk-copy GEMV takes this tensor with x at x_dev (where bulk copies are allowed).
+  bool bulk_copy_takes(const void* x_dev) const {
+    return streamable &&
+           detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, cols, x_dev, sparse_tiles);
+  }
   bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
-    if (!streamable ||
-        !detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, cols, x_dev, sparse_tiles))
-      return false;
+    if (!bulk_copy_takes(x_dev)) return false;
     int& grid = tma_grid[batch];
     detail::QuantTmaPlan& plan = tma_plan[batch];
     if (grid == 0 && !bulk_copy) grid = -1;
@@ -507,9 +510,6 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   uint64_t stored_cap = 16, raw_cap = 16, cols_cap = 1;
   std::vector<uint32_t> fast_ids, slow_ids;  // which GEMV kernel takes each tile (warp- or block-per-tile)
   std::vector<uint32_t> raw_warp_ids;        // lossy: raw sparse tiles for the warp-per-tile kernel (below)
-  struct {
-    uint32_t bytes = 0, side = 16, precision = 8, packed = 0;
-  } warp_caps;                               // lossy: the warp-per-tile kernel's tiles' caps
   // Whether the warp-per-tile kernels can run here at all (built, compute capability 9.0, not
   // WPACK_GPU_NO_TMA): decided once, so that warp_tiles() says what gemv() and decode() will do.
   impl->bulk_copy = device_has_bulk_copy() && !std::getenv("WPACK_GPU_NO_TMA");
@@ -544,10 +544,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       if (fast_possible &&
           quant_warp_tile(bytes, rec, d, qp, impl->quant, &side_bytes, &precision, &packed_bytes, &raw_only)) {
         (raw_only ? raw_warp_ids : fast_ids).push_back(static_cast<uint32_t>(k));
-        warp_caps.bytes = std::max(warp_caps.bytes, static_cast<uint32_t>(align16(bytes.size())));
-        warp_caps.side = std::max(warp_caps.side, static_cast<uint32_t>(align16(side_bytes)));
-        warp_caps.precision = std::max(warp_caps.precision, precision);
-        warp_caps.packed = std::max(warp_caps.packed, packed_bytes);
+        impl->fast_bytes_cap = std::max(impl->fast_bytes_cap, static_cast<uint32_t>(align16(bytes.size())));
+        impl->fast_side_cap = std::max(impl->fast_side_cap, static_cast<uint32_t>(align16(side_bytes)));
+        impl->fast_precision_cap = std::max(impl->fast_precision_cap, precision);
+        impl->fast_packed_cap = std::max(impl->fast_packed_cap, packed_bytes);
       } else if (fast_possible) {
         slow_ids.push_back(static_cast<uint32_t>(k));
       }
@@ -631,19 +631,12 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     WPACK_CUDA_CHECK(cudaMemcpy(impl->tiles_dev, tiles.data(), tiles.size() * sizeof(DevTile), cudaMemcpyHostToDevice));
   impl->device_bytes = total + tiles.size() * sizeof(DevTile);
   if (lossy) impl->side_dev = upload_quant_side(impl->quant, qp, impl->rows);
-  if (lossy) {
-    // Raw sparse tiles stay with the bulk-copy GEMV where it takes the tensor (x 16-byte aligned);
-    // else the warp-per-tile kernel takes them with the rANS-coded ones.
-    const bool bulk = impl->streamable && impl->bulk_copy &&
-                      detail::quant_tma_supported(impl->quant, impl->stream_plan.tile_rows,
-                                                  impl->stream_plan.tile_cols, impl->cols, nullptr, impl->sparse_tiles);
-    (bulk ? slow_ids : fast_ids).insert((bulk ? slow_ids : fast_ids).end(), raw_warp_ids.begin(), raw_warp_ids.end());
-    if (!fast_ids.empty()) {
-      impl->fast_bytes_cap = warp_caps.bytes;
-      impl->fast_side_cap = warp_caps.side;
-      impl->fast_precision_cap = warp_caps.precision;
-      impl->fast_packed_cap = warp_caps.packed;
-    }
+  // Raw sparse tiles stay with the bulk-copy GEMV where it takes the tensor (x 16-byte aligned; a
+  // tensor of raw tiles only, so no tile is the warp-per-tile kernel's then and its caps go unused);
+  // else the warp-per-tile kernel takes them with the rANS-coded ones.
+  if (!raw_warp_ids.empty()) {
+    auto& to = impl->bulk_copy_takes(nullptr) ? slow_ids : fast_ids;  // (only where bulk copies are allowed)
+    to.insert(to.end(), raw_warp_ids.begin(), raw_warp_ids.end());
   }
   if (!fast_ids.empty()) {
     impl->fast_count = static_cast<uint32_t>(fast_ids.size());

@@ -482,10 +482,10 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
                                     !warp_kernels ? "generic" : stays ? "warp-per-tile" : "warp-per-tile + generic");
       }
     }
-    // A sparse tile whose raw bitmap (plane A) claims more occupied elements than plane B codes: one
-    // more (the stream ends wrong) or all of them (more codes than any tile's plane B can hold).
-    // The host cannot see it (the bitmap is not counted there): the warp-per-tile kernel keeps the
-    // tile and reports it corrupt.
+    // A sparse tile whose raw bitmap (plane A) claims more occupied elements than plane B codes:
+    // one more (which the stream's own end checks would pass) or all of them. The host cannot see
+    // it (the bitmap is not counted there): the warp-per-tile kernel keeps the tile and reports it
+    // corrupt (the count against the tile's raw size).
     if (c.prune > 0 && (tile1[3] & 0x80)) {
       for (const bool all : {false, true}) {
         INFO((all ? "every bitmap bit set" : "one more bitmap bit set"));
@@ -732,14 +732,14 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 1 and 9..16 w
 // (asymmetric int: zero-relative symbols), grouped scales decoded from plane A, row scales, value
 // tables; and pruned tensors' sparse tiles (layout 5: the bitmap in plane A, the occupied codes
 // decoded into shared memory first, or read in place from a raw plane B, codec none; unoccupied
-// elements multiplied as +0.0). Tensor a: 128x128
-// tiles with a 104-row edge (every tile qualifies); e: 128x128 tiles with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64 or 128 wide, and too small
-// for rANS to pay), which takes the generic kernel in the same call; s: 64x32 tiles (64x64 or
-// 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or 104 columns. Batch 1..8
-// multiplies on CUDA cores, 9..64 on tensor cores (rows staged in groups of 8, here also groups cut
-// short by a tile's last row; nf4's and the LUTs' values as a high and a low BF16 part, minifloats
-// as they are): y within 1e-4 of the float64 product of the decoded weights either way (nf4 staged
-// without its low part would miss by ~1e-3).
+// elements multiplied as +0.0). Tensor a: 128x128 tiles with a 104-row edge (every tile
+// qualifies); e: 128x128 tiles with 44-row and 64-column edges; o: a 3-column edge tile (not 32, 64
+// or 128 wide, and too small for rANS to pay), which takes the generic kernel in the same call;
+// s: 64x32 tiles (64x64 or 64x128 with groups of 64 or 128) and edge tiles of 8 rows and 8, 40 or
+// 104 columns. Batch 1..8 multiplies on CUDA cores, 9..64 on tensor cores (rows staged in groups of
+// 8, here also groups cut short by a tile's last row; nf4's and the LUTs' values as a high and a
+// low BF16 part, minifloats as they are): y within 1e-4 of the float64 product of the decoded
+// weights either way (nf4 staged without its low part would miss by ~1e-3).
 TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme, edge tiles, batch 1..64") {
   using wpack::Scheme;
   const LossyCase cases[] = {
@@ -804,7 +804,6 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
     }
   }
 }
-
 
 // Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
 // occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
