@@ -12,7 +12,7 @@
 // Schemes (default all): lossless (BF16, codec rans), int8, int4 (g128), int3 (g128), int2 (g128),
 // fp8, fp6, fp5, fp4, nf4, lut4, int4-sp50 (int4 g128 + 50% unstructured magnitude pruning),
 // lossless-exp4 (BF16, codec exp4: 4-bit exponent codes, docs/FORMAT.md), int8-sp50, fp8-sp50,
-// fp6-sp50 and nf4-sp50 (50% pruned).
+// fp6-sp50, nf4-sp50, fp4-sp50 and lut4-sp50 (50% pruned).
 // Quantized tiles use codec none (the streaming kernels' layout) unless --rans.
 //
 // Weights: synthetic BF16 N(0, 0.02) with 0.1% outliers x15 (as trained LLM weights have), one
@@ -77,8 +77,9 @@ const std::vector<SchemeDef> kAllSchemes = {
     {"lossless-exp4", "lossless", 0},
     // 8-bit codes with 50% unstructured pruning (sparse tiles, a byte per occupied code)
     {"int8-sp50", "int8:prune=0.5", 0}, {"fp8-sp50", "fp8:prune=0.5", 0},
-    // 50% pruned where only the warp-per-tile kernel takes raw sparse tiles (not the bulk-copy GEMV)
-    {"fp6-sp50", "fp6:prune=0.5", 0}, {"nf4-sp50", "nf4:prune=0.5", 0},
+    // 50% pruned: fp6's raw sparse tiles take the warp-per-tile kernel, the 4-bit ones the bulk-copy GEMV
+    {"fp6-sp50", "fp6:prune=0.5", 0}, {"nf4-sp50", "nf4:prune=0.5", 0}, {"fp4-sp50", "fp4:prune=0.5", 0},
+    {"lut4-sp50", "lut4:prune=0.5", 0},
 };
 // The other targets of issue 5.
 constexpr double kBatchRatioTarget = 1.15;      // batch 16 kernel time within 15% of batch 1

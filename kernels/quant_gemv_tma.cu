@@ -41,19 +41,22 @@
 // about 220 KiB per multiprocessor (110 KiB per block at two blocks), so that well over 64 KiB
 // per multiprocessor are in flight: enough to cover HBM latency.
 //
-// Sparse int4 tiles ("loaded sparse, computed dense"): the stage holds the bitmap and the occupied
-// codes only; the consumer warp first expands them into the dense code layout in its own scratch
-// (after the ring: a selector table, then one scratch per consumer warp), every unoccupied element
-// given its group's zero point (symmetric: 8), which contributes exactly 0 like the +0.0 it decodes
-// to; then the dense MMA path runs on the scratch unchanged (expand_sparse_int4). Sparse int8 and
+// Sparse 4-bit tiles, int4, fp4, nf4, lut4 ("loaded sparse, computed dense"): the stage holds the
+// bitmap and the occupied codes only; the consumer warp first expands them into the dense code
+// layout in its own scratch (after the ring: a selector table, then one scratch per consumer warp),
+// every unoccupied element given a code that contributes exactly 0 like the +0.0 it decodes to
+// (int4: its group's zero point, symmetric 8; fp4: 0; nf4, lut4: the table's 0 entry,
+// QuantDevParams::sparse_fill); then the dense MMA path runs on the scratch unchanged
+// (expand_sparse_int4). Sparse int8 and
 // fp8 tiles the same way, a byte a code, unoccupied elements 128 (int8) or 0 (fp8: +0.0)
 // (expand_sparse_int8).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
 // params), lut4 none either (no scales).
-// Preconditions (quant_tma_supported): every tile dense or (int4, int8, fp8) sparse, with raw planes whose
-// sizes match the tile (the caller checks, sparse: plane B holds popcount(bitmap) codes); int4/3/2,
+// Preconditions (quant_tma_supported): every tile dense or (int4, fp4, nf4, lut4 with a 0 entry,
+// int8, fp8) sparse, with raw planes whose sizes match the tile (the caller checks, sparse: plane B
+// holds popcount(bitmap) codes); int4/3/2,
 // int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1), nf4 or one-table lut4 codes (fp8/6/5:
 // per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
 // a k-step (128 columns for int3 and fp5, 64 for int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and
@@ -115,10 +118,12 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
-// The kinds whose sparse tiles (layout 5) the kernel expands: int4 (expand_sparse_int4), int8 and
-// fp8 (expand_sparse_int8).
+// The kinds whose sparse tiles (layout 5) the kernel expands: the 4-bit ones, int4, fp4, nf4 and
+// lut4 (expand_sparse_int4; the tables' where a code has the value 0: QuantDevParams::sparse_fill),
+// int8 and fp8 (expand_sparse_int8).
 __host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
-  return (bits == 4 && kind_float == 0) || (bits == 8 && (kind_float == 0 || kind_float == 8));
+  return (bits == 4 && (kind_float == 0 || kind_float == 4 || kind_float == kNf4Codes || kind_float == kLut4Codes)) ||
+         (bits == 8 && (kind_float == 0 || kind_float == 8));
 }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
@@ -293,8 +298,9 @@ __device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const Ti
 // two PRMTs with per-m selectors gather the chunk's even elements (P) and odd elements (Q) as
 // bytes, and P | Q << 4 is the dense word (nibble i = element i). An unoccupied element takes
 // nibble 7 (byte 3 of H): with fewer than 8 codes in the chunk that nibble is not one of them, and
-// H's byte 3 is replaced by the zero point z (the code that contributes exactly 0, as the +0.0 an
-// unoccupied element decodes to; symmetric int4: 8); with 8 there is no unoccupied element.
+// H's byte 3 is replaced by the fill code z (one that contributes exactly 0, as the +0.0 an
+// unoccupied element decodes to: int4's zero point, symmetric 8; QuantDevParams::sparse_fill for
+// fp4, nf4 and lut4); with 8 there is no unoccupied element.
 //   selectors[m].x = PRMT selectors over (L, H): bits 0..15 for P (elements 0, 2, 4, 6), 16..31
 //                    for Q (1, 3, 5, 7); byte index k of the pair is L byte k (k < 4), H byte k - 4
 //   selectors[m].y = the mask of H that keeps nibble 7 (m = 0xFF) or frees byte 3 for z
@@ -362,7 +368,7 @@ __device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uin
   }
 }
 
-// Expands tile rows [r_begin, r_end) of a sparse int4 stage (plane A: scales, zeros, bitmap of
+// Expands tile rows [r_begin, r_end) of a sparse 4-bit stage (plane A: scales, zeros, bitmap of
 // h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
 // (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
 // bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
@@ -405,7 +411,7 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
       const uint32_t i = pass + 32 * j + lane;
       uint32_t idx = first_code[j];  // this word's first code
       if (i < last) {
-        const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : 8u;
+        const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
         const uint32_t z_byte3 = z << 24;
         uint32_t out[4];
 #pragma unroll
@@ -1644,7 +1650,9 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
-  if (sparse_tiles && !tma_dispatch(params, 1, [](auto k) { return decltype(k)::kSparse; })) return false;
+  if (sparse_tiles && (params.sparse_fill >= (1u << params.bits) ||
+                       !tma_dispatch(params, 1, [](auto k) { return decltype(k)::kSparse; })))
+    return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   return !(params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group));

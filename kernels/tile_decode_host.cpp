@@ -222,6 +222,7 @@ QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   q.symmetric_zero = static_cast<float>(1u << (qp.bits - 1));
   q.lut_rows = qp.lut_rows;
   q.fp4_e2m1 = qp.scheme == Scheme::kFp4 ? 1 : 0;
+  q.sparse_fill = is_int ? 1u << (qp.bits - 1) : detail::kNoSparseFill;  // tables: upload_quant_side
   return q;
 }
 
@@ -253,6 +254,13 @@ float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_
   q.values_dev = q.kind == detail::kQuantInt ? nullptr : dev + values_at;
   q.values_bf16 = std::all_of(side.begin() + static_cast<std::ptrdiff_t>(values_at), side.end(),
                               [](float v) { return (std::bit_cast<uint32_t>(v) & 0xFFFFu) == 0; });
+  // a sparse tile's fill code: the first code of the (first) table whose value is 0 (+0.0 or -0.0:
+  // either adds nothing to a product), found in the first 2^bits values
+  if (q.kind != detail::kQuantInt) {
+    const size_t codes = std::min<size_t>(size_t{1} << q.bits, side.size() - values_at);
+    for (size_t c = 0; c < codes && q.sparse_fill == detail::kNoSparseFill; ++c)
+      if (side[values_at + c] == 0.0f) q.sparse_fill = static_cast<uint32_t>(c);
+  }
   return dev;
 }
 
@@ -348,7 +356,7 @@ struct GpuTensor::Impl {
   bool streamable = false;     // every tile dense or sparse with raw planes: the bulk-copy GEMV applies
                                // (lossless BF16: every tile exp4, exp4_tma_tile; quant and
                                // stream_plan then describe it for that GEMV)
-  bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (int4) or the generic kernel only
+  bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (4- and 8-bit kinds) or the generic kernel only
   bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV needs scratch
   const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)

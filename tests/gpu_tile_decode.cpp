@@ -751,9 +751,9 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       // packer stores these sparse; asymmetric int4 and nf4 pruned 0.5 code smaller dense)
       {Scheme::kInt4, Codec::kRans, 0.5, 128, true}, {Scheme::kInt8, Codec::kRans, 0.5},
       {Scheme::kFp8, Codec::kRans, 0.5},             {Scheme::kFp6, Codec::kRans, 0.7},
-      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only, the
-      // codes read in place
-      {Scheme::kFp6, Codec::kNone, 0.5}, {Scheme::kNf4, Codec::kNone, 0.5, 64}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
+      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only (all
+      // but the 4- and 8-bit ones), the codes read in place
+      {Scheme::kFp6, Codec::kNone, 0.5}, {Scheme::kFp5, Codec::kNone, 0.5}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
   };
   const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
@@ -805,19 +805,25 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
   }
 }
 
-// Sparse int4 tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
-// occupied codes into dense codes (unoccupied: the group's zero point, symmetric: 8). Pruned 0.5
+// Sparse 4-bit tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
+// occupied codes into dense codes, every unoccupied element given a code whose value is 0 (int4:
+// the group's zero point, symmetric 8; fp4: 0; nf4 and lut4: the table's 0 entry). int4 pruned 0.5
 // and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as
-// its dense one, so that tensor "a" mixes both layouts (checked). Shapes as in the case above;
-// the edge tile rows of "b" (2 rows; 2 x 64 tile asymmetric: bitmap at 2 mod 4), "d" (57 rows: at
-// 2 mod 4, asymmetric g128 3) and "e" (3 rows: asymmetric g128 at 1 mod 4) put the bitmap and the
-// codes off a 4-byte boundary, which the kernel reads by funnel shifts.
-TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and sparse, batch 1..64") {
+// its dense one, so that tensor "a" mixes both layouts (checked); fp4, nf4 and lut4 pruned 0.5
+// (lut4's table, fitted to weights half of which are 0 and the rest far from it, has an entry 0:
+// checked). Shapes as in the case above; the edge tile rows of "b" (2 rows; 2 x 64 tile
+// asymmetric: bitmap at 2 mod 4), "d" (57 rows: at 2 mod 4, asymmetric g128 3) and "e" (3 rows:
+// asymmetric g128 at 1 mod 4) put the bitmap and the codes off a 4-byte boundary, which the
+// kernel reads by funnel shifts.
+TEST_CASE("gpu lossy: bulk-copy GEMV, sparse 4-bit tiles (int4, fp4, nf4, lut4) and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},
                              LossyCase{Scheme::kInt4, Codec::kNone, 0.9, 128, true},
                              LossyCase{Scheme::kInt4, Codec::kNone, 0.25, 64},
-                             LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 128}}) {
+                             LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 128},
+                             LossyCase{Scheme::kFp4, Codec::kNone, 0.5, 64},
+                             LossyCase{Scheme::kNf4, Codec::kNone, 0.5, 128},
+                             LossyCase{Scheme::kLut4, Codec::kNone, 0.5}}) {
     INFO("case " << case_name(c) << " " << c.prune);
     auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}},
                          {"b", DType::BF16, {258, 4160}},
@@ -837,10 +843,16 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4 tiles and a mix of dense and s
       REQUIRE((sparse_tiles(0) > 0 && sparse_tiles(0) < a_tiles));
     }
     for (size_t t = 0; t < 5; ++t) {
+      if (c.scheme == Scheme::kLut4) {  // (one table for the tensor)
+        const std::vector<uint16_t> table = wpack::tensor_quant_params(*p->reader, t).tables;
+        INFO("tensor " << p->reader->tensors()[t].name);
+        REQUIRE(std::any_of(table.begin(), table.end(), [](uint16_t h) { return (h & 0x7FFF) == 0; }));
+      }
       const std::vector<float> w = check_decode_lossy(*p, t);
+      // groups must divide K (lut4 has none)
+      const bool ring_takes = t != 2 && !(t == 1 && c.group && 4160 % c.group);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
-        check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3,
-                       t == 2 || (t == 1 && 4160 % c.group) ? nullptr : ring());  // groups must divide K
+        check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, ring_takes ? ring() : nullptr);
     }
   }
 }

@@ -117,7 +117,11 @@ struct QuantDevParams {
   uint32_t values_bf16;         // 1: every value of values_dev is a BF16 number (minifloat codes; not nf4)
   uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
                                 // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
+  uint32_t sparse_fill;         // the code an unoccupied element of a sparse tile takes in the bulk-copy
+                                // GEMV's expansion, one whose value is 0 (int without zero points:
+                                // 2^(bits-1); fp4: 0; nf4, lut4: a table entry 0), or kNoSparseFill
 };
+inline constexpr uint32_t kNoSparseFill = 0xFFFFFFFFu;  // no code has the value 0 (a LUT without one)
 // Plane B's rANS symbols are the packed code bytes, not the codes (fp6, fp5).
 inline bool packed_code_symbols(const QuantDevParams& q) { return q.code_symbol_bits != q.bits; }
 // fp6 at batch 9..16: a warp per half tile (2 blocks per multiprocessor) ran 5% faster than a
