@@ -100,7 +100,7 @@ constexpr uint32_t producer_warps(bool batch1) { return WPACK_HAVE_BULK_COPY || 
 constexpr uint32_t kMaxStages = kMaxRingStages;
 constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
 constexpr uint32_t kStatusOk = 0;
-constexpr uint32_t kSelectorBytes = 256 * 8;  // expand_sparse_int4's table: uint2 per bitmap byte
+constexpr uint32_t kSelectorBytes = 256 * 8;  // the sparse expansions' table: uint2 per bitmap byte
 
 // Waits until the kernel launched before this one (prepare_kernel: y zeroed, x transposed) has
 // finished and its writes are visible (a programmatic dependent launch).
@@ -289,6 +289,15 @@ __device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const Ti
   return stage + (8 + ts.scale_bytes + r * ts.groups + gi);
 }
 
+// PRMT with a selector whose nibbles are 0..7 (fill_selectors'): `prmt.b32` as written, where
+// __byte_perm's definition (the low 3 bits of each nibble) made the compiler mask every run-time
+// selector with 0x7777 first (two LOP3s per 8-element chunk in the expansions below).
+__device__ __forceinline__ uint32_t prmt_sel(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
 // ---- sparse int4 tiles: bitmap + occupied codes -> the dense code layout ----
 //
 // A tile row's elements in 8-element chunks, one bitmap byte m each (bit i: element i occupied).
@@ -308,6 +317,9 @@ __device__ __forceinline__ const uint8_t* zero_of(const uint8_t* stage, const Ti
 // takes byte rank(i) (occupied) or 7, whose value is replaced by the fill code when the chunk has
 // fewer than 8 codes; selectors[m].x: bits 0..15 for elements 0..3, 16..31 for 4..7; .y the mask
 // of H that keeps byte 3 (m = 0xFF) or frees it.
+// (Entries of 16 bytes, both selectors in words of their own and one LDS.128 a chunk, saved the
+// shift of the second selector but ran 6-13% slower at batch 1: a warp's random entries cost more
+// shared-memory wavefronts at 16 bytes than at 8; BENCHMARKS.md, 2026-11-24.)
 template <uint32_t kBits>
 __device__ void fill_selectors(uint2* selectors) {
   for (uint32_t m = threadIdx.x; m < 256; m += blockDim.x) {
@@ -422,7 +434,9 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
           const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
           const uint32_t lo = window & 0x0F0F0F0Fu;
           const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
-          out[c] = __byte_perm(lo, hi, e.x) | (__byte_perm(lo, hi, e.x >> 16) << 4);
+          // P's bytes hold nibbles in their low halves, Q's too: Q * 16 + P is one LEA (the OR of
+          // a shift took two instructions)
+          out[c] = prmt_sel(lo, hi, e.x >> 16) * 16u + prmt_sel(lo, hi, e.x);
           idx += __popc(chunk);
         }
         *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
@@ -479,8 +493,8 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
           const uint32_t shift = 8 * (idx % 4);
           const uint32_t lo = __funnelshift_r(at[0], at[1], shift);
           const uint32_t hi = (__funnelshift_r(at[1], at[2], shift) & e.y) | (fill_byte3 & ~e.y);
-          out[2 * c] = __byte_perm(lo, hi, e.x);
-          out[2 * c + 1] = __byte_perm(lo, hi, e.x >> 16);
+          out[2 * c] = prmt_sel(lo, hi, e.x);
+          out[2 * c + 1] = prmt_sel(lo, hi, e.x >> 16);
           idx += __popc(chunk);
         }
         uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
