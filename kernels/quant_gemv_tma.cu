@@ -456,6 +456,17 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
   else expand_sparse_rows<false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
 }
 
+// One 8-element chunk of a sparse 8-bit tile: its dense bytes from the code bytes at index idx
+// (two funnel shifts of three aligned words) and the chunk's selector entry e; fill_byte3: the fill
+// code in byte 3.
+__device__ __forceinline__ uint2 expand_chunk8(const uint32_t* codes, uint32_t idx, uint2 e, uint32_t fill_byte3) {
+  const uint32_t* at = codes + idx / 4;
+  const uint32_t shift = 8 * (idx % 4);
+  const uint32_t lo = __funnelshift_r(at[0], at[1], shift);
+  const uint32_t hi = (__funnelshift_r(at[1], at[2], shift) & e.y) | (fill_byte3 & ~e.y);
+  return make_uint2(prmt_sel(lo, hi, e.x), prmt_sel(lo, hi, e.x >> 16));
+}
+
 // Sparse int8 and fp8 tiles (no plane A: the bitmap at stage byte 8, h * w bits, w a multiple of 32;
 // then the occupied codes, a byte each, 4-aligned): rows [r_begin, r_end) expanded into the dense
 // code plane at `dense_out` (16-byte aligned, a byte per code), every unoccupied element given
@@ -463,7 +474,13 @@ __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, cons
 // l, l + 32, ... of a pass, warp scans of their popcounts give each word's first code; a chunk of 8
 // elements (bitmap byte m) takes the 8 code bytes from its first code (two funnel shifts of three
 // aligned words) and two PRMTs by fill_selectors<8>. Reads at most 12 bytes past the codes: the
-// stage's x slices follow them.
+// stage's x slices follow them. kByChunk (the batch-1 instances): the scans as above, then each
+// step's 32 lanes expand 32 consecutive chunks, a lane each, instead of a lane each word's four:
+// a word's ~16 code bytes put the lanes' windows 4 banks apart (4-way conflicts on every code
+// load), a chunk's ~4 bytes side by side. 8-10% faster at batch 1, 10-12% slower at batch 16 on
+// 28672x8192 and 8192^2, so batch 1 only (BENCHMARKS.md, 2026-11-24); the 4-bit expansion the
+// same way ran 16-24% slower (more instructions, in kernels that issue twice as often).
+template <bool kByChunk>
 __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t fill,
                                                    uint32_t* dense_out) {
@@ -479,27 +496,45 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
   for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
     uint32_t bits[kWords], first_code[kWords];
     scan_bitmap_pass<kWords>(bitmap_word, pass, last, base, bits, first_code);
+    if constexpr (kByChunk) {
 #pragma unroll
-    for (uint32_t j = 0; j < kWords; ++j) {
-      const uint32_t i = pass + 32 * j + lane;
-      uint32_t idx = first_code[j];  // this word's first code
-      if (i < last) {
-        uint32_t out[8];
+      for (uint32_t j = 0; j < kWords; ++j) {
+        // the words' chunks a lane each: lane l expands chunk l % 4 of word 8 s + l / 4 in step s
+        // (its bits and first code by shuffle), so that the warp's 32 code windows lie side by
+        // side and its dense bytes are one contiguous store
 #pragma unroll
-        for (uint32_t c = 0; c < 4; ++c) {
-          const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
-          const uint2 e = selectors[chunk];
-          const uint32_t* at = codes + idx / 4;
-          const uint32_t shift = 8 * (idx % 4);
-          const uint32_t lo = __funnelshift_r(at[0], at[1], shift);
-          const uint32_t hi = (__funnelshift_r(at[1], at[2], shift) & e.y) | (fill_byte3 & ~e.y);
-          out[2 * c] = prmt_sel(lo, hi, e.x);
-          out[2 * c + 1] = prmt_sel(lo, hi, e.x >> 16);
-          idx += __popc(chunk);
+        for (uint32_t step = 0; step < 4; ++step) {
+          const uint32_t src = 8 * step + lane / 4, c = lane % 4;
+          const uint32_t wbits = __shfl_sync(0xFFFFFFFFu, bits[j], src);
+          const uint32_t wfirst = __shfl_sync(0xFFFFFFFFu, first_code[j], src);
+          const uint32_t i = pass + 32 * j + src;
+          if (i < last) {
+            const uint32_t chunk = (wbits >> (8 * c)) & 0xFFu;
+            const uint32_t idx = wfirst + __popc(wbits & ((1u << (8 * c)) - 1u));  // this chunk's first code
+            *reinterpret_cast<uint2*>(dense_out + 8 * (i - first) + 2 * c) =
+                expand_chunk8(codes, idx, selectors[chunk], fill_byte3);
+          }
         }
-        uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
-        dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
-        dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+      }
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < kWords; ++j) {
+        const uint32_t i = pass + 32 * j + lane;
+        uint32_t idx = first_code[j];  // this word's first code
+        if (i < last) {
+          uint32_t out[8];
+#pragma unroll
+          for (uint32_t c = 0; c < 4; ++c) {
+            const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
+            const uint2 d = expand_chunk8(codes, idx, selectors[chunk], fill_byte3);
+            out[2 * c] = d.x;
+            out[2 * c + 1] = d.y;
+            idx += __popc(chunk);
+          }
+          uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
+          dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+          dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+        }
       }
     }
   }
@@ -1301,8 +1336,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
             codes_row0 = 16 * first_block;
-            expand_sparse_int8(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors, kSparseFill,
-                               scratch);
+            expand_sparse_int8<kBatch1>(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors,
+                                        kSparseFill, scratch);
             __syncwarp();
             codes = scratch;
           }
@@ -1381,7 +1416,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
-            expand_sparse_int8(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, kSparseFill, scratch);
+            expand_sparse_int8<false>(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, kSparseFill, scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
