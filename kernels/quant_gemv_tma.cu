@@ -1,7 +1,7 @@
 // The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
-// tiles all have raw planes (dense; int4, int8, fp8 also sparse, layout 5), and for lossless BF16 tensors whose
-// tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as fp8 is, tma_tile_exp4): a
-// warp-specialised bulk-copy pipeline feeding tensor cores.
+// tiles all have raw planes (dense; int4, fp4, nf4, lut4, int8, fp8 also sparse, layout 5), and for
+// lossless BF16 tensors whose tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as
+// fp8 is, tma_tile_exp4): a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
 //   block = consumer warps + 1 producer warp, persistent; block b owns tiles
 //           [b T / grid, (b + 1) T / grid) in row-major tile order (stream-K over tiles)
@@ -1144,7 +1144,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
-  constexpr bool kSparse = sparse_kind(kBits, kFloat);  // sparse tiles (layout 5): int4, int8, fp8
+  constexpr bool kSparse = sparse_kind(kBits, kFloat);  // sparse tiles (layout 5): the 4-bit kinds, int8, fp8
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
