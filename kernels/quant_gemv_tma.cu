@@ -47,23 +47,20 @@
 // every unoccupied element given a code that contributes exactly 0 like the +0.0 it decodes to
 // (int4: its group's zero point, symmetric 8; fp4: 0; nf4, lut4: the table's 0 entry,
 // QuantDevParams::sparse_fill); then the dense MMA path runs on the scratch unchanged
-// (expand_sparse_int4). Sparse int8 and
-// fp8 tiles the same way, a byte a code, unoccupied elements 128 (int8) or 0 (fp8: +0.0)
-// (expand_sparse_int8).
+// (expand_sparse_int4). Sparse int8 and fp8 tiles the same way, a byte a code, unoccupied elements
+// 128 (int8) or 0 (fp8: +0.0) (expand_sparse_int8).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
 // params), lut4 none either (no scales).
 // Preconditions (quant_tma_supported): every tile dense or (int4, fp4, nf4, lut4 with a 0 entry,
 // int8, fp8) sparse, with raw planes whose sizes match the tile (the caller checks, sparse: plane B
-// holds popcount(bitmap) codes); int4/3/2,
-// int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1), nf4 or one-table lut4 codes (fp8/6/5:
-// per-row scales; int4/3/2, fp4, nf4: group scales); tile_rows <= 128; tile_cols and K multiples of
-// a k-step (128 columns for int3 and fp5, 64 for int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and
-// fp8); groups a multiple of
-// that and dividing K; x 16-byte aligned; a device of compute capability 9.0 or later. (A code
-// plane or a sparse tile's bitmap off a 4-byte boundary is read by funnel shifts: realign_codes,
-// expand_sparse_int4.)
+// holds popcount(bitmap) codes); int4/3/2, int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1),
+// nf4 or one-table lut4 codes (fp8/6/5: per-row scales; int4/3/2, fp4, nf4: group scales);
+// tile_rows <= 128; tile_cols and K multiples of a k-step (128 columns for int3 and fp5, 64 for
+// int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and fp8); groups a multiple of that and dividing K; x
+// 16-byte aligned; a device of compute capability 9.0 or later. (A code plane or a sparse tile's
+// bitmap off a 4-byte boundary is read by funnel shifts: realign_codes, expand_sparse_int4.)
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -118,12 +115,11 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
-// The kinds whose sparse tiles (layout 5) the kernel expands: the 4-bit ones, int4, fp4, nf4 and
+// The kinds whose sparse tiles (layout 5) the kernel expands: every 4-bit one, int4, fp4, nf4 and
 // lut4 (expand_sparse_int4; the tables' where a code has the value 0: QuantDevParams::sparse_fill),
 // int8 and fp8 (expand_sparse_int8).
 __host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
-  return (bits == 4 && (kind_float == 0 || kind_float == 4 || kind_float == kNf4Codes || kind_float == kLut4Codes)) ||
-         (bits == 8 && (kind_float == 0 || kind_float == 8));
+  return bits == 4 || (bits == 8 && (kind_float == 0 || kind_float == 8));
 }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4

@@ -222,7 +222,20 @@ QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   q.symmetric_zero = static_cast<float>(1u << (qp.bits - 1));
   q.lut_rows = qp.lut_rows;
   q.fp4_e2m1 = qp.scheme == Scheme::kFp4 ? 1 : 0;
-  q.sparse_fill = is_int ? 1u << (qp.bits - 1) : detail::kNoSparseFill;  // tables: upload_quant_side
+  // A sparse tile's fill code in the bulk-copy GEMV: one whose value is 0 (+0.0 or -0.0: either
+  // adds nothing to a product). Int codes: the symmetric zero point (asymmetric tiles take their
+  // groups' zero points); tables: the first code of the (first) table with that value.
+  q.sparse_fill = detail::kNoSparseFill;
+  if (is_int) {
+    q.sparse_fill = 1u << (qp.bits - 1);
+  } else {
+    const std::vector<float> values = q.kind == detail::kQuantTable ? scheme_code_values(qp.scheme) : std::vector<float>{};
+    const size_t codes = size_t{1} << qp.bits;
+    for (size_t c = 0; c < codes && q.sparse_fill == detail::kNoSparseFill; ++c)
+      if (q.kind == detail::kQuantTable ? c < values.size() && values[c] == 0.0f
+                                        : c < qp.tables.size() && (qp.tables[c] & 0x7FFFu) == 0)
+        q.sparse_fill = static_cast<uint32_t>(c);
+  }
   return q;
 }
 
@@ -254,13 +267,6 @@ float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_
   q.values_dev = q.kind == detail::kQuantInt ? nullptr : dev + values_at;
   q.values_bf16 = std::all_of(side.begin() + static_cast<std::ptrdiff_t>(values_at), side.end(),
                               [](float v) { return (std::bit_cast<uint32_t>(v) & 0xFFFFu) == 0; });
-  // a sparse tile's fill code: the first code of the (first) table whose value is 0 (+0.0 or -0.0:
-  // either adds nothing to a product), found in the first 2^bits values
-  if (q.kind != detail::kQuantInt) {
-    const size_t codes = std::min<size_t>(size_t{1} << q.bits, side.size() - values_at);
-    for (size_t c = 0; c < codes && q.sparse_fill == detail::kNoSparseFill; ++c)
-      if (side[values_at + c] == 0.0f) q.sparse_fill = static_cast<uint32_t>(c);
-  }
   return dev;
 }
 
