@@ -77,7 +77,7 @@ const std::vector<SchemeDef> kAllSchemes = {
     {"lossless-exp4", "lossless", 0},
     // 8-bit codes with 50% unstructured pruning (sparse tiles, a byte per occupied code)
     {"int8-sp50", "int8:prune=0.5", 0}, {"fp8-sp50", "fp8:prune=0.5", 0},
-    // 50% pruned: fp6's raw sparse tiles take the warp-per-tile kernel, the 4-bit ones the bulk-copy GEMV
+    // 50% pruned: sparse tiles on the bulk-copy GEMV (fp6 expanded 6 bits a code, the 4-bit ones 4)
     {"fp6-sp50", "fp6:prune=0.5", 0}, {"nf4-sp50", "nf4:prune=0.5", 0}, {"fp4-sp50", "fp4:prune=0.5", 0},
     {"lut4-sp50", "lut4:prune=0.5", 0},
 };

@@ -1,5 +1,5 @@
 // The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
-// tiles all have raw planes (dense; int4, fp4, nf4, lut4, int8, fp8 also sparse, layout 5), and for
+// tiles all have raw planes (dense; int4, fp4, nf4, lut4, int8, fp8, fp6 also sparse, layout 5), and for
 // lossless BF16 tensors whose tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as
 // fp8 is, tma_tile_exp4): a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
@@ -48,13 +48,14 @@
 // (int4: its group's zero point, symmetric 8; fp4: 0; nf4, lut4: the table's 0 entry,
 // QuantDevParams::sparse_fill); then the dense MMA path runs on the scratch unchanged
 // (expand_sparse_int4). Sparse int8 and fp8 tiles the same way, a byte a code, unoccupied elements
-// 128 (int8) or 0 (fp8: +0.0) (expand_sparse_int8).
+// 128 (int8) or 0 (fp8: +0.0) (expand_sparse_int8); sparse fp6 into its 6-bit plane, unoccupied
+// elements 0 (+0.0) (expand_sparse_fp6).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
 // params), lut4 none either (no scales).
 // Preconditions (quant_tma_supported): every tile dense or (int4, fp4, nf4, lut4 with a 0 entry,
-// int8, fp8) sparse, with raw planes whose sizes match the tile (the caller checks, sparse: plane B
+// int8, fp8, fp6) sparse, with raw planes whose sizes match the tile (the caller checks, sparse: plane B
 // holds popcount(bitmap) codes); int4/3/2, int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1),
 // nf4 or one-table lut4 codes (fp8/6/5: per-row scales; int4/3/2, fp4, nf4: group scales);
 // tile_rows <= 128; tile_cols and K multiples of a k-step (128 columns for int3 and fp5, 64 for
@@ -117,9 +118,9 @@ constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 constexpr uint32_t kExp4Tiles = 16;
 // The kinds whose sparse tiles (layout 5) the kernel expands: every 4-bit one, int4, fp4, nf4 and
 // lut4 (expand_sparse_int4; the tables' where a code has the value 0: QuantDevParams::sparse_fill),
-// int8 and fp8 (expand_sparse_int8).
+// int8 and fp8 (expand_sparse_int8), fp6 (expand_sparse_fp6; its instances have kBits 8).
 __host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
-  return bits == 4 || (bits == 8 && (kind_float == 0 || kind_float == 8));
+  return bits == 4 || (bits == 8 && (kind_float == 0 || kind_float == 8 || kind_float == 6));
 }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
@@ -376,6 +377,22 @@ __device__ __forceinline__ void scan_bitmap_pass(WordAt word, uint32_t pass, uin
   }
 }
 
+// The sparse expansions' walk over bitmap words [first, last) (word(i) reads word i; the warp's
+// rows): passes of 32 kWords words, a scan each (scan_bitmap_pass, from `base` codes), then
+// per_word(i, bits, first_code) for j < kWords, i = pass + 32 j + lane, on every lane (i >= last:
+// bits 0, and nothing to expand), so that per_word may shuffle.
+template <uint32_t kWords, typename WordAt, typename PerWord>
+__device__ __forceinline__ void for_each_bitmap_word(WordAt word, uint32_t first, uint32_t last, uint32_t base,
+                                                     PerWord&& per_word) {
+  const uint32_t lane = threadIdx.x & 31;
+  for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
+    uint32_t bits[kWords], first_code[kWords];
+    scan_bitmap_pass<kWords>(word, pass, last, base, bits, first_code);
+#pragma unroll
+    for (uint32_t j = 0; j < kWords; ++j) per_word(pass + 32 * j + lane, bits[j], first_code[j]);
+  }
+}
+
 // Expands tile rows [r_begin, r_end) of a sparse 4-bit stage (plane A: scales, zeros, bitmap of
 // h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
 // (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
@@ -411,37 +428,30 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
   uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
   const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
-  for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
-    uint32_t bits[kWords], first_code[kWords];
-    scan_bitmap_pass<kWords>(bitmap_word, pass, last, base, bits, first_code);
+  for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
+    if (i < last) {
+      const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
+      const uint32_t z_byte3 = z << 24;
+      uint32_t out[4];
 #pragma unroll
-    for (uint32_t j = 0; j < kWords; ++j) {
-      const uint32_t i = pass + 32 * j + lane;
-      uint32_t idx = first_code[j];  // this word's first code
-      if (i < last) {
-        const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
-        const uint32_t z_byte3 = z << 24;
-        uint32_t out[4];
-#pragma unroll
-        for (uint32_t c = 0; c < 4; ++c) {
-          const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
-          const uint2 e = selectors[chunk];
-          const uint32_t* at = codes + idx / 8;
-          const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
-          const uint32_t lo = window & 0x0F0F0F0Fu;
-          const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
-          // P's bytes hold nibbles in their low halves, Q's too: Q * 16 + P is one LEA (the OR of
-          // a shift took two instructions)
-          out[c] = prmt_sel(lo, hi, e.x >> 16) * 16u + prmt_sel(lo, hi, e.x);
-          idx += __popc(chunk);
-        }
-        *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
+      for (uint32_t c = 0; c < 4; ++c) {
+        const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
+        const uint2 e = selectors[chunk];
+        const uint32_t* at = codes + idx / 8;
+        const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
+        const uint32_t lo = window & 0x0F0F0F0Fu;
+        const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
+        // P's bytes hold nibbles in their low halves, Q's too: Q * 16 + P is one LEA (the OR of
+        // a shift took two instructions)
+        out[c] = prmt_sel(lo, hi, e.x >> 16) * 16u + prmt_sel(lo, hi, e.x);
+        idx += __popc(chunk);
       }
-      col_word += step_words;
-      row += step_rows;
-      if (col_word >= row_words) col_word -= row_words, ++row;
+      *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
     }
-  }
+    col_word += step_words;
+    row += step_rows;
+    if (col_word >= row_words) col_word -= row_words, ++row;
+  });
 }
 
 __device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, const uint8_t* stage,
@@ -489,51 +499,108 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
   auto bitmap_word = [&](uint32_t i) { return bitmap[i]; };
   uint32_t base = codes_before(bitmap_word, first);  // the codes of the rows before r_begin
-  for (uint32_t pass = first; pass < last; pass += 32 * kWords) {
-    uint32_t bits[kWords], first_code[kWords];
-    scan_bitmap_pass<kWords>(bitmap_word, pass, last, base, bits, first_code);
+  for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
     if constexpr (kByChunk) {
+      // the word's chunks a lane each: lane l expands chunk l % 4 of word 8 s + l / 4 (of the 32
+      // words of this j) in step s (its bits and first code by shuffle), so that the warp's 32
+      // code windows lie side by side and its dense bytes are one contiguous store
 #pragma unroll
-      for (uint32_t j = 0; j < kWords; ++j) {
-        // the words' chunks a lane each: lane l expands chunk l % 4 of word 8 s + l / 4 in step s
-        // (its bits and first code by shuffle), so that the warp's 32 code windows lie side by
-        // side and its dense bytes are one contiguous store
-#pragma unroll
-        for (uint32_t step = 0; step < 4; ++step) {
-          const uint32_t src = 8 * step + lane / 4, c = lane % 4;
-          const uint32_t wbits = __shfl_sync(0xFFFFFFFFu, bits[j], src);
-          const uint32_t wfirst = __shfl_sync(0xFFFFFFFFu, first_code[j], src);
-          const uint32_t i = pass + 32 * j + src;
-          if (i < last) {
-            const uint32_t chunk = (wbits >> (8 * c)) & 0xFFu;
-            const uint32_t idx = wfirst + __popc(wbits & ((1u << (8 * c)) - 1u));  // this chunk's first code
-            *reinterpret_cast<uint2*>(dense_out + 8 * (i - first) + 2 * c) =
-                expand_chunk8(codes, idx, selectors[chunk], fill_byte3);
-          }
+      for (uint32_t step = 0; step < 4; ++step) {
+        const uint32_t src = 8 * step + lane / 4, c = lane % 4;
+        const uint32_t wbits = __shfl_sync(0xFFFFFFFFu, bits, src);
+        const uint32_t wfirst = __shfl_sync(0xFFFFFFFFu, idx, src);
+        const uint32_t wi = i - lane + src;
+        if (wi < last) {
+          const uint32_t chunk = (wbits >> (8 * c)) & 0xFFu;
+          const uint32_t cidx = wfirst + __popc(wbits & ((1u << (8 * c)) - 1u));  // this chunk's first code
+          *reinterpret_cast<uint2*>(dense_out + 8 * (wi - first) + 2 * c) =
+              expand_chunk8(codes, cidx, selectors[chunk], fill_byte3);
         }
       }
-    } else {
+    } else if (i < last) {
+      uint32_t out[8];
 #pragma unroll
-      for (uint32_t j = 0; j < kWords; ++j) {
-        const uint32_t i = pass + 32 * j + lane;
-        uint32_t idx = first_code[j];  // this word's first code
-        if (i < last) {
-          uint32_t out[8];
-#pragma unroll
-          for (uint32_t c = 0; c < 4; ++c) {
-            const uint32_t chunk = (bits[j] >> (8 * c)) & 0xFFu;
-            const uint2 d = expand_chunk8(codes, idx, selectors[chunk], fill_byte3);
-            out[2 * c] = d.x;
-            out[2 * c + 1] = d.y;
-            idx += __popc(chunk);
-          }
-          uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
-          dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
-          dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
-        }
+      for (uint32_t c = 0; c < 4; ++c) {
+        const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
+        const uint2 d = expand_chunk8(codes, idx, selectors[chunk], fill_byte3);
+        out[2 * c] = d.x;
+        out[2 * c + 1] = d.y;
+        idx += __popc(chunk);
       }
+      uint4* dst = reinterpret_cast<uint4*>(dense_out + 8 * (i - first));
+      dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+      dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
     }
-  }
+  });
+}
+
+// ---- sparse fp6 tiles: bitmap + occupied 6-bit codes -> the dense 6-bit code plane ----
+//
+// PRMT moves bytes, so a chunk's window of 8 occupied codes (48 bits) is spread into 8 bytes (code
+// j in the low 6 bits of byte j; the top 2 bits are left over from its neighbours), the bytes are
+// gathered as expand_chunk8 does (fill_selectors<8>; the fill code in byte 7 where the chunk has
+// fewer than 8 codes), and packed back to 6 bits a code (pack24, which drops those top bits).
+// Code k of a bit stream (LSB first, 6 bits each) in the low 6 bits of byte k of the result, for
+// the 4 codes in bits 0..23 of x (bits 24.. ignored); each byte's top 2 bits are not cleared.
+// (a & mask) | (b & ~mask) in one LOP3: written as C, the compiler masks b first (two LOP3s).
+__device__ __forceinline__ uint32_t bit_select(uint32_t a, uint32_t b, uint32_t mask) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
+  return d;
+}
+__device__ __forceinline__ uint32_t spread24(uint32_t x) {
+  const uint32_t y = bit_select(x, x << 4, 0x0000FFFFu);  // codes 0, 1 at bit 0; 2, 3 at bit 16
+  return bit_select(y, y << 2, 0x00FF00FFu);             // codes 1, 3 moved to bytes 1, 3
+}
+// The inverse: the low 6 bits of bytes 0..3 of b as the 24-bit stream of 4 codes in bits 0..23
+// (byte 3 of the result is not cleared). Each step keeps one term's bits and the other's
+// complement (one LOP3); what that lets through lands where the next step or the caller drops it.
+__device__ __forceinline__ uint32_t pack24(uint32_t b) {
+  const uint32_t y = bit_select(b, b >> 2, 0x003F003Fu);  // codes 0, 1 in bits 0..11; 2, 3 in 16..27
+  return bit_select(y, y >> 4, 0x00000FFFu);
+}
+
+// Sparse fp6 tiles (as sparse int8 and fp8: no plane A, the bitmap at stage byte 8, h * w bits;
+// then the occupied codes, 6 bits each, LSB first, from a 4-byte boundary since w is a multiple of
+// 64): rows [r_begin, r_end) expanded into the dense code plane of those rows at `dense_out` (the
+// stage's own layout: w * 6 / 32 words a row; 8-byte aligned), unoccupied elements given `fill`.
+// Lane l takes bitmap words l, l + 32, ... of a pass as expand_sparse_int8 (warp scans of the
+// popcounts give each word's first code); a word's 32 elements are 6 dense words, stored as 3 uint2.
+// Reads at most 8 bytes past the codes: the stage's x slices follow them.
+__device__ __forceinline__ void expand_sparse_fp6(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
+                                                  uint32_t r_end, const uint2* selectors, uint32_t fill,
+                                                  uint32_t* dense_out) {
+  constexpr uint32_t kWords = 4;
+  const uint32_t row_words = m.w / 32;  // bitmap words per tile row
+  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + 8);
+  const uint32_t* codes = bitmap + m.h * row_words;  // code k: bits [6k, 6k + 6) from here
+  const uint32_t fill_byte3 = fill << 24;
+  const uint32_t first = r_begin * row_words, last = r_end * row_words;
+  auto bitmap_word = [&](uint32_t i) { return bitmap[i]; };
+  uint32_t base = codes_before(bitmap_word, first);  // the codes of the rows before r_begin
+  for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
+    if (i >= last) return;
+    uint32_t lo[4], hi[4];  // chunk c's dense codes 0..3 and 4..7, 6 bits each (pack24)
+#pragma unroll
+    for (uint32_t c = 0; c < 4; ++c) {
+      const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
+      const uint2 e = selectors[chunk];
+      const uint32_t bit = 6 * idx;
+      const uint32_t* at = codes + bit / 32;
+      const uint32_t w0 = __funnelshift_r(at[0], at[1], bit);  // shift taken mod 32
+      const uint32_t w1 = __funnelshift_r(at[1], at[2], bit);
+      const uint32_t l = spread24(w0);
+      const uint32_t h = (spread24(__funnelshift_r(w0, w1, 24)) & e.y) | (fill_byte3 & ~e.y);
+      lo[c] = pack24(prmt_sel(l, h, e.x));
+      hi[c] = pack24(prmt_sel(l, h, e.x >> 16));
+      idx += __popc(chunk);
+    }
+    // chunk c: 48 bits from bit 48 c, bytes 0..2 of lo[c], then bytes 0..2 of hi[c]
+    uint2* dst = reinterpret_cast<uint2*>(dense_out + 6 * (i - first));
+    dst[0] = make_uint2(prmt_sel(lo[0], hi[0], 0x4210), prmt_sel(hi[0], lo[1], 0x5421));
+    dst[1] = make_uint2(prmt_sel(lo[1], hi[1], 0x6542), prmt_sel(lo[2], hi[2], 0x4210));
+    dst[2] = make_uint2(prmt_sel(hi[2], lo[3], 0x5421), prmt_sel(lo[3], hi[3], 0x6542));
+  });
 }
 
 // Copies code-plane rows [r_begin, r_end) of a tile whose code plane starts off a 4-byte boundary
@@ -1021,14 +1088,16 @@ __device__ __forceinline__ void exp4_escapes(const uint8_t* stage, const StageGe
 // number of chunks. Also the warps-share-a-tile path (batch > 16): kBlocks 1, first_block = warp.
 // kPrepared (a warp per part of a tile): x in prepare_kernel's order, times 2^kXExp (prepared_x;
 // its B registers serve kBlocks row blocks, the flush scales back); else x as it is and one
-// multiply per A pair (warps sharing a tile: one row block, up to 8 batch tiles).
+// multiply per A pair (warps sharing a tile: one row block, up to 8 batch tiles). plane: the dense
+// code plane from tile row codes_row0 on (the stage's, at byte 8, or a sparse tile's rows expanded
+// into the warp's scratch).
 template <uint32_t kBlocks, uint32_t kNT, bool kStd, bool kPrepared>
-__device__ __forceinline__ void tma_tile_warp6(const uint8_t* stage, uint32_t first_block, const uint8_t* xs,
-                                               uint32_t x_row, const StageGeometry& m, uint32_t batch,
-                                               float (&yacc)[kBlocks * kNT][4]) {
+__device__ __forceinline__ void tma_tile_warp6(const uint32_t* plane, uint32_t codes_row0, uint32_t first_block,
+                                               const uint8_t* xs, uint32_t x_row, const StageGeometry& m,
+                                               uint32_t batch, float (&yacc)[kBlocks * kNT][4]) {
   const uint32_t lane = threadIdx.x & 31, g = lane / 4, t = lane % 4;
   const uint32_t row_words = kStd ? 24 : m.w * 6 / 32, chunks = kStd ? 8 : m.w / 16;
-  const uint32_t* plane = reinterpret_cast<const uint32_t*>(stage + 8);
+  plane -= codes_row0 * row_words;
   uint32_t rows[kBlocks][2];
   warp_block_rows<kBlocks, kStd>(first_block, g, m.h, rows);
   for (uint32_t c = t; c < chunks; c += 4) {
@@ -1322,10 +1391,21 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           else tma_tile_exp4<kRowBlocks, kNT, false>(stage, first_block, xs, layout.x_row, m, batch, yacc);
           exp4_escapes<kRowBlocks>(stage, m, first_block, xs, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
+          uint32_t codes_row0 = 0;
+          if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch
+            codes_row0 = 16 * first_block;
+            expand_sparse_fp6(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors,
+                              params.sparse_fill, scratch);
+            __syncwarp();
+            codes = scratch;
+          }
           if (std_shape)
-            tma_tile_warp6<kRowBlocks, kNT, true, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+            tma_tile_warp6<kRowBlocks, kNT, true, true>(codes, codes_row0, first_block, xs, layout.x_row, m, batch,
+                                                        yacc);
           else
-            tma_tile_warp6<kRowBlocks, kNT, false, true>(stage, first_block, xs, layout.x_row, m, batch, yacc);
+            tma_tile_warp6<kRowBlocks, kNT, false, true>(codes, codes_row0, first_block, xs, layout.x_row, m, batch,
+                                                         yacc);
         } else if constexpr (kBits == 8) {
           static_assert(kFloat == 8 || kHalfX, "tma_tile_warp8: fp8, or int8 with FP16 x");
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
@@ -1407,7 +1487,15 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           tma_tile_exp4<1, kNT, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
           exp4_escapes<1>(stage, m, warp, stage + layout.x_at, layout.x_row, batch, y_dev, y_ready);
         } else if constexpr (kFloat == 6) {
-          tma_tile_warp6<1, kNT, false, false>(stage, warp, stage + layout.x_at, layout.x_row, m, batch, yacc);
+          const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
+          uint32_t codes_row0 = 0;
+          if (kSparse && m.sparse) {  // this warp's 16 rows only
+            expand_sparse_fp6(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, params.sparse_fill, scratch);
+            __syncwarp();
+            codes = scratch, codes_row0 = warp * 16;
+          }
+          tma_tile_warp6<1, kNT, false, false>(codes, codes_row0, warp, stage + layout.x_at, layout.x_row, m, batch,
+                                               yacc);
         } else if constexpr (kBits == 8) {
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
           uint32_t codes_row0 = 0;
@@ -1720,9 +1808,10 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
-  // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below) or 8 (sparse int8, fp8).
+  // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below), 8 (sparse int8, fp8) or 6
+  // (sparse fp6).
   const bool scratch = sparse_tiles || codes_off_word;
-  const uint32_t code_bits = sparse_tiles && params.bits == 8 ? 8 : 4;  // sparse int8/fp8: a byte a code
+  const uint32_t code_bits = sparse_tiles && (params.bits == 8 || params.bits == 6) ? params.bits : 4;
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;

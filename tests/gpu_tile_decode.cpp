@@ -751,9 +751,9 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       // packer stores these sparse; asymmetric int4 and nf4 pruned 0.5 code smaller dense)
       {Scheme::kInt4, Codec::kRans, 0.5, 128, true}, {Scheme::kInt8, Codec::kRans, 0.5},
       {Scheme::kFp8, Codec::kRans, 0.5},             {Scheme::kFp6, Codec::kRans, 0.7},
-      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only (all
-      // but the 4- and 8-bit ones), the codes read in place
-      {Scheme::kFp6, Codec::kNone, 0.5}, {Scheme::kFp5, Codec::kNone, 0.5}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
+      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only (int3,
+      // int2, fp5), the codes read in place
+      {Scheme::kInt2, Codec::kNone, 0.6, 128}, {Scheme::kFp5, Codec::kNone, 0.5}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
   };
   const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
@@ -857,17 +857,19 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse 4-bit tiles (int4, fp4, nf4, lut4) 
   }
 }
 
-// Sparse int8 and fp8 tiles (layout 5: the bitmap, then the occupied codes a byte each) on the
-// bulk-copy GEMV: each warp expands its rows into its scratch, unoccupied elements 128 (int8) or 0
-// (fp8), then multiplies as for dense tiles. Pruned 0.5 and 0.9 (every tile sparse, edge tile rows
-// of 2, 57 and 3 rows included) and 0.125, where a tile's sparse form (1/8 + 7/8 of the dense bytes)
-// is about as large as its dense one, so that tensor "a" mixes both layouts (checked). Every batch
-// width of the kernel's variants; "c" (4 rows) is checked for its product, not pinned to a kernel.
-TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int8 and fp8 tiles and a mix of dense and sparse, batch 1..64") {
+// Sparse int8, fp8 and fp6 tiles (layout 5: the bitmap, then the occupied codes, a byte each or 6
+// bits each) on the bulk-copy GEMV: each warp expands its rows into its scratch, unoccupied
+// elements 128 (int8) or 0 (fp8, fp6: +0.0), then multiplies as for dense tiles. Pruned 0.5 and 0.9
+// (every tile sparse, edge tile rows of 2, 57 and 3 rows included) and where a tile's sparse form
+// is about as large as its dense one (int8, fp8: 0.125, 1/8 + 7/8 of the dense bytes; fp6: 1/6,
+// 1/8 + 5/6 x 3/4 of a byte a code against 3/4), so that tensor "a" mixes both layouts (checked).
+// Every batch width of the kernel's variants; "c" (4 rows) is checked for its product, not pinned
+// to a kernel.
+TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int8, fp8 and fp6 tiles and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   uint64_t seed = 1300;
-  for (const Scheme scheme : {Scheme::kInt8, Scheme::kFp8}) {
-    for (const double prune : {0.5, 0.9, 0.125}) {
+  for (const Scheme scheme : {Scheme::kInt8, Scheme::kFp8, Scheme::kFp6}) {
+    for (const double prune : {0.5, 0.9, scheme == Scheme::kFp6 ? 1.0 / 6 : 0.125}) {
       const LossyCase c{scheme, Codec::kNone, prune};
       INFO("case " << case_name(c) << " " << prune);
       auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}},
