@@ -560,9 +560,9 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
             });
   if (slow > 0)
     out << "note: " << slow << " quantized tensor" << (slow == 1 ? "" : "s")
-        << " ran a slow kernel (rANS-coded tiles, and sparse tiles of int3/2, fp5 and lut4 without a 0 entry: warp-per-tile; "
-           "shapes the fast kernels do not take: generic); `wpack compress --codec none` stores quantized tiles raw, "
-           "for the fast kernels (without pruning but for int4, fp4, nf4, lut4, int8, fp8 and fp6)\n";
+        << " ran a slow kernel (rANS-coded tiles, and sparse tiles of lut3 and of LUTs without a 0 entry: "
+           "warp-per-tile; shapes the fast kernels do not take: generic); `wpack compress --codec none` stores "
+           "quantized tiles raw, for the fast kernels\n";
   // Lossless BF16 tensors run the bulk-copy GEMV only when packed with exp4
   uint64_t slow_lossless = 0;
   for (const auto& t : gpu.tensors)

@@ -1,5 +1,5 @@
 // The Hopper streaming GEMV for int4/3/2, int8, fp8/6/5/4, nf4 and lut4 (one table) tensors whose
-// tiles all have raw planes (dense; int4, fp4, nf4, lut4, int8, fp8, fp6 also sparse, layout 5), and for
+// tiles all have raw planes (dense or sparse, layout 5; sparse lut4 where its table has a 0), and for
 // lossless BF16 tensors whose tiles are all codec exp4 (kLosslessExp4: 4-bit exponent codes, run as
 // fp8 is, tma_tile_exp4): a warp-specialised bulk-copy pipeline feeding tensor cores.
 //
@@ -41,27 +41,25 @@
 // about 220 KiB per multiprocessor (110 KiB per block at two blocks), so that well over 64 KiB
 // per multiprocessor are in flight: enough to cover HBM latency.
 //
-// Sparse 4-bit tiles, int4, fp4, nf4, lut4 ("loaded sparse, computed dense"): the stage holds the
-// bitmap and the occupied codes only; the consumer warp first expands them into the dense code
-// layout in its own scratch (after the ring: a selector table, then one scratch per consumer warp),
-// every unoccupied element given a code that contributes exactly 0 like the +0.0 it decodes to
-// (int4: its group's zero point, symmetric 8; fp4: 0; nf4, lut4: the table's 0 entry,
-// QuantDevParams::sparse_fill); then the dense MMA path runs on the scratch unchanged
-// (expand_sparse_int4). Sparse int8 and fp8 tiles the same way, a byte a code, unoccupied elements
-// 128 (int8) or 0 (fp8: +0.0) (expand_sparse_int8); sparse fp6 into its 6-bit plane, unoccupied
-// elements 0 (+0.0) (expand_sparse_fp6).
+// Sparse tiles ("loaded sparse, computed dense"): the stage holds the bitmap and the occupied codes
+// only; the consumer warp first expands them into the dense code layout in its own scratch (after
+// the ring: a selector table, then one scratch per consumer warp), every unoccupied element given a
+// code that contributes exactly 0 like the +0.0 it decodes to (int codes: the group's zero point,
+// symmetric 2^(bits-1); fp5, fp4: 0; nf4, lut4: the table's 0 entry; QuantDevParams::sparse_fill);
+// then the dense MMA path runs on the scratch unchanged (int4/3/2, fp5, fp4, nf4, lut4:
+// expand_sparse_lanes; int8 and fp8, a byte a code, unoccupied elements 128 (int8) or 0 (fp8):
+// expand_sparse_int8; fp6: expand_sparse_fp6).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
 // params), lut4 none either (no scales).
-// Preconditions (quant_tma_supported): every tile dense or (int4, fp4, nf4, lut4 with a 0 entry,
-// int8, fp8, fp6) sparse, with raw planes whose sizes match the tile (the caller checks, sparse: plane B
+// Preconditions (quant_tma_supported): every tile dense or sparse (lut4: with a 0 entry), with raw planes whose sizes match the tile (the caller checks, sparse: plane B
 // holds popcount(bitmap) codes); int4/3/2, int8, fp8 (E4M3), fp6 (E3M2), fp5 (E2M2), fp4 (E2M1),
 // nf4 or one-table lut4 codes (fp8/6/5: per-row scales; int4/3/2, fp4, nf4: group scales);
 // tile_rows <= 128; tile_cols and K multiples of a k-step (128 columns for int3 and fp5, 64 for
 // int4/2, fp6, fp4, nf4 and lut4, 32 for int8 and fp8); groups a multiple of that and dividing K; x
 // 16-byte aligned; a device of compute capability 9.0 or later. (A code plane or a sparse tile's
-// bitmap off a 4-byte boundary is read by funnel shifts: realign_codes, expand_sparse_int4.)
+// bitmap off a 4-byte boundary is read by funnel shifts: realign_codes, expand_sparse_rows.)
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -116,11 +114,12 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
-// The kinds whose sparse tiles (layout 5) the kernel expands: every 4-bit one, int4, fp4, nf4 and
-// lut4 (expand_sparse_int4; the tables' where a code has the value 0: QuantDevParams::sparse_fill),
-// int8 and fp8 (expand_sparse_int8), fp6 (expand_sparse_fp6; its instances have kBits 8).
+// The kinds whose sparse tiles (layout 5) the kernel expands: all of them, the lane-codes kinds
+// (kBits 2..5: expand_sparse_lanes; the tables' where a code has the value 0:
+// QuantDevParams::sparse_fill), int8 and fp8 (expand_sparse_int8), fp6 (expand_sparse_fp6; its
+// instances have kBits 8); not exp4.
 __host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
-  return bits == 4 || (bits == 8 && (kind_float == 0 || kind_float == 8 || kind_float == 6));
+  return bits <= 5 || (bits == 8 && (kind_float == 0 || kind_float == 8 || kind_float == 6));
 }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
@@ -295,6 +294,24 @@ __device__ __forceinline__ uint32_t prmt_sel(uint32_t a, uint32_t b, uint32_t se
   return d;
 }
 
+// Code k of a bit stream (LSB first, kB bits each, kB 2..6) in the low kB bits of byte k of the
+// result, for the 4 codes in bits 0..4 kB - 1 of x (the bits above ignored); each byte's bits above
+// its code are not cleared.
+template <uint32_t kB>
+__device__ __forceinline__ uint32_t spread_codes(uint32_t x) {
+  const uint32_t y = bit_select(x, x << (16 - 2 * kB), 0x0000FFFFu);  // codes 0, 1 at bit 0; 2, 3 at bit 16
+  return bit_select(y, y << (8 - kB), 0x00FF00FFu);                   // codes 1, 3 moved to bytes 1, 3
+}
+// The inverse: the low kB bits of bytes 0..3 of b as the stream of 4 codes in bits 0..4 kB - 1
+// (the bits above are not cleared). Each step keeps one term's bits and the other's complement
+// (one LOP3); what that lets through lands where the next step or the caller drops it.
+template <uint32_t kB>
+__device__ __forceinline__ uint32_t pack_codes(uint32_t b) {
+  constexpr uint32_t kCode = (1u << kB) - 1;
+  const uint32_t y = bit_select(b, b >> (8 - kB), kCode | kCode << 16);  // codes 0, 1 at bit 0; 2, 3 at 16
+  return bit_select(y, y >> (16 - 2 * kB), (1u << (2 * kB)) - 1);
+}
+
 // ---- sparse int4 tiles: bitmap + occupied codes -> the dense code layout ----
 //
 // A tile row's elements in 8-element chunks, one bitmap byte m each (bit i: element i occupied).
@@ -310,10 +327,11 @@ __device__ __forceinline__ uint32_t prmt_sel(uint32_t a, uint32_t b, uint32_t se
 //   selectors[m].x = PRMT selectors over (L, H): bits 0..15 for P (elements 0, 2, 4, 6), 16..31
 //                    for Q (1, 3, 5, 7); byte index k of the pair is L byte k (k < 4), H byte k - 4
 //   selectors[m].y = the mask of H that keeps nibble 7 (m = 0xFF) or frees byte 3 for z
-// kBits 8 (expand_sparse_int8): the window is 8 code bytes (L, H: bytes 0..3, 4..7), element i
-// takes byte rank(i) (occupied) or 7, whose value is replaced by the fill code when the chunk has
-// fewer than 8 codes; selectors[m].x: bits 0..15 for elements 0..3, 16..31 for 4..7; .y the mask
-// of H that keeps byte 3 (m = 0xFF) or frees it.
+// kBits 8 (expand_sparse_int8), and the other widths (their codes spread into bytes first,
+// spread_codes): the window is 8 code bytes (L, H: bytes 0..3, 4..7), element i takes byte
+// rank(i) (occupied) or 7, whose value is replaced by the fill code when the chunk has fewer than 8
+// codes; selectors[m].x: bits 0..15 for elements 0..3, 16..31 for 4..7; .y the mask of H that
+// keeps byte 3 (m = 0xFF) or frees it.
 // (Entries of 16 bytes, both selectors in words of their own and one LDS.128 a chunk, saved the
 // shift of the second selector but ran 6-13% slower at batch 1: a warp's random entries cost more
 // shared-memory wavefronts at 16 bytes than at 8; BENCHMARKS.md, 2026-11-24.)
@@ -322,15 +340,15 @@ __device__ void fill_selectors(uint2* selectors) {
   for (uint32_t m = threadIdx.x; m < 256; m += blockDim.x) {
     uint32_t sel = 0, rank = 0;
     for (uint32_t i = 0; i < 8; ++i) {
-      const uint32_t index = ((m >> i) & 1) ? rank++ : 7;  // the nibble (kBits 4) or byte (8) of the window
-      if constexpr (kBits == 8) {
+      const uint32_t index = ((m >> i) & 1) ? rank++ : 7;  // the nibble (kBits 4) or byte (others) of the window
+      if constexpr (kBits != 4) {
         sel |= index << (4 * (i % 4) + 16 * (i / 4));
       } else {
         const uint32_t byte = index % 2 ? 4 + index / 2 : index / 2;
         sel |= byte << (4 * (i / 2) + 16 * (i % 2));
       }
     }
-    if constexpr (kBits == 8) selectors[m] = make_uint2(sel, m == 0xFF ? 0xFFFFFFFFu : 0x00FFFFFFu);
+    if constexpr (kBits != 4) selectors[m] = make_uint2(sel, m == 0xFF ? 0xFFFFFFFFu : 0x00FFFFFFu);
     else selectors[m] = make_uint2(sel, m == 0xFF ? 0x0F0F0F0Fu : 0x000F0F0Fu);
   }
 }
@@ -393,9 +411,12 @@ __device__ __forceinline__ void for_each_bitmap_word(WordAt word, uint32_t first
   }
 }
 
-// Expands tile rows [r_begin, r_end) of a sparse 4-bit stage (plane A: scales, zeros, bitmap of
-// h * w bits; plane B: the occupied codes) into the dense code plane of those rows at `dense_out`
-// (row r_begin first; 16-byte aligned; (r_end - r_begin) * w / 8 words). In a pass of 32 kWords
+// Expands tile rows [r_begin, r_end) of a sparse stage of a lane-codes kind, kBits 2..5 (plane A:
+// scales, zeros, bitmap of h * w bits; plane B: the occupied codes) into the dense code plane of
+// those rows at `dense_out` (row r_begin first; 16-byte aligned; (r_end - r_begin) * w * kBits / 32
+// words). kBits 4 as described above; the other widths spread a chunk's 8 codes into bytes
+// (spread_codes), gather them with the byte selectors (as expand_sparse_int8) and pack them back
+// (pack_codes): a chunk is kBits dense bytes, a word's 4 chunks kBits dense words. In a pass of 32 kWords
 // bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
 // 16-byte store of 4 dense words); warp scans of the words' popcounts give each word's first code.
 // The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
@@ -407,7 +428,7 @@ __device__ __forceinline__ void for_each_bitmap_word(WordAt word, uint32_t first
 // multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
 // (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
 // Reads at most 8 bytes past plane B: the stage's x slices follow it.
-template <bool kShifted>
+template <uint32_t kBits, bool kShifted>
 __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, const uint8_t* stage,
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t group_magic,
@@ -417,14 +438,15 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   const uint32_t row_words = m.w / 32;  // bitmap words per tile row (w is a multiple of 64)
   const uint32_t off = kShifted ? ts.codes_at % 4 : 0, shift = 8 * off;  // bytes past a word boundary
   const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + (ts.codes_at - off));
-  const uint32_t* codes = bitmap + m.h * row_words;  // code k: nibble 2 off + k from here
+  const uint32_t* codes = bitmap + m.h * row_words;  // code k: bits [kBits k, kBits (k + 1)) from bit 8 off
   auto bitmap_word = [&](uint32_t i) {
     if constexpr (kShifted) return __funnelshift_r(bitmap[i], bitmap[i + 1], shift);
     else return bitmap[i];
   };
   const uint8_t* zeros = stage + 8 + ts.scale_bytes;
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
-  uint32_t base = codes_before(bitmap_word, first) + 2 * off;  // the codes of the rows before r_begin
+  // the codes of the rows before r_begin (kBits 4: in nibbles from `codes`, off included)
+  uint32_t base = codes_before(bitmap_word, first) + (kBits == 4 ? 2 * off : 0);
   // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
   uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
   const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
@@ -432,21 +454,51 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
     if (i < last) {
       const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
       const uint32_t z_byte3 = z << 24;
-      uint32_t out[4];
+      if constexpr (kBits == 4) {
+        uint32_t out[4];
 #pragma unroll
-      for (uint32_t c = 0; c < 4; ++c) {
-        const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
-        const uint2 e = selectors[chunk];
-        const uint32_t* at = codes + idx / 8;
-        const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
-        const uint32_t lo = window & 0x0F0F0F0Fu;
-        const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
-        // P's bytes hold nibbles in their low halves, Q's too: Q * 16 + P is one LEA (the OR of
-        // a shift took two instructions)
-        out[c] = prmt_sel(lo, hi, e.x >> 16) * 16u + prmt_sel(lo, hi, e.x);
-        idx += __popc(chunk);
+        for (uint32_t c = 0; c < 4; ++c) {
+          const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
+          const uint2 e = selectors[chunk];
+          const uint32_t* at = codes + idx / 8;
+          const uint32_t window = __funnelshift_r(at[0], at[1], 4 * idx);  // shift taken mod 32: idx % 8 nibbles
+          const uint32_t lo = window & 0x0F0F0F0Fu;
+          const uint32_t hi = ((window >> 4) & e.y) | (z_byte3 & ~e.y);
+          // P's bytes hold nibbles in their low halves, Q's too: Q * 16 + P is one LEA (the OR of
+          // a shift took two instructions)
+          out[c] = prmt_sel(lo, hi, e.x >> 16) * 16u + prmt_sel(lo, hi, e.x);
+          idx += __popc(chunk);
+        }
+        *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
+      } else {
+        constexpr uint32_t kHalf = 4 * kBits, kChunk = 8 * kBits;  // bits of 4 and of 8 codes
+        uint64_t v[4];  // chunk c's 8 dense codes, kChunk bits
+#pragma unroll
+        for (uint32_t c = 0; c < 4; ++c) {
+          const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
+          const uint2 e = selectors[chunk];
+          const uint32_t bit = shift + kBits * idx;
+          const uint32_t* at = codes + bit / 32;
+          const uint32_t w0 = __funnelshift_r(at[0], at[1], bit);  // shift taken mod 32
+          uint32_t upper = w0 >> kHalf;                            // codes 4..7 from bit 0
+          if constexpr (kChunk > 32) upper = __funnelshift_r(w0, __funnelshift_r(at[1], at[2], bit), kHalf);
+          const uint32_t l = spread_codes<kBits>(w0);
+          const uint32_t h = (spread_codes<kBits>(upper) & e.y) | (z_byte3 & ~e.y);
+          const uint32_t lo = pack_codes<kBits>(prmt_sel(l, h, e.x));
+          const uint32_t hi = pack_codes<kBits>(prmt_sel(l, h, e.x >> 16));
+          constexpr uint32_t kHalfMask = (1u << kHalf) - 1;
+          v[c] = uint64_t{hi & kHalfMask} << kHalf | (lo & kHalfMask);
+          idx += __popc(chunk);
+        }
+        // dense word k: bits [32 k, 32 k + 32) of the 4 chunks' stream (compile-time positions)
+#pragma unroll
+        for (uint32_t k = 0; k < kBits; ++k) {
+          const uint32_t c = 32 * k / kChunk, o = 32 * k % kChunk;
+          uint64_t word = v[c] >> o;
+          if (c + 1 < 4 && o + 32 > kChunk) word |= v[c + 1] << (kChunk - o);
+          dense_out[kBits * (i - first) + k] = static_cast<uint32_t>(word);
+        }
       }
-      *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
     }
     col_word += step_words;
     row += step_rows;
@@ -454,12 +506,15 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   });
 }
 
-__device__ __forceinline__ void expand_sparse_int4(const QuantDevParams& p, const uint8_t* stage,
-                                                   const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
-                                                   uint32_t r_end, const uint2* selectors, uint32_t group_magic,
-                                                   uint32_t* dense_out) {
-  if (ts.codes_at % 4) expand_sparse_rows<true>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
-  else expand_sparse_rows<false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
+template <uint32_t kBits>
+__device__ __forceinline__ void expand_sparse_lanes(const QuantDevParams& p, const uint8_t* stage,
+                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
+                                                    uint32_t r_end, const uint2* selectors, uint32_t group_magic,
+                                                    uint32_t* dense_out) {
+  if (ts.codes_at % 4)
+    expand_sparse_rows<kBits, true>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
+  else
+    expand_sparse_rows<kBits, false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
 }
 
 // One 8-element chunk of a sparse 8-bit tile: its dense bytes from the code bytes at index idx
@@ -539,26 +594,7 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
 // PRMT moves bytes, so a chunk's window of 8 occupied codes (48 bits) is spread into 8 bytes (code
 // j in the low 6 bits of byte j; the top 2 bits are left over from its neighbours), the bytes are
 // gathered as expand_chunk8 does (fill_selectors<8>; the fill code in byte 7 where the chunk has
-// fewer than 8 codes), and packed back to 6 bits a code (pack24, which drops those top bits).
-// Code k of a bit stream (LSB first, 6 bits each) in the low 6 bits of byte k of the result, for
-// the 4 codes in bits 0..23 of x (bits 24.. ignored); each byte's top 2 bits are not cleared.
-// (a & mask) | (b & ~mask) in one LOP3: written as C, the compiler masks b first (two LOP3s).
-__device__ __forceinline__ uint32_t bit_select(uint32_t a, uint32_t b, uint32_t mask) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xE4;" : "=r"(d) : "r"(a), "r"(b), "r"(mask));
-  return d;
-}
-__device__ __forceinline__ uint32_t spread24(uint32_t x) {
-  const uint32_t y = bit_select(x, x << 4, 0x0000FFFFu);  // codes 0, 1 at bit 0; 2, 3 at bit 16
-  return bit_select(y, y << 2, 0x00FF00FFu);             // codes 1, 3 moved to bytes 1, 3
-}
-// The inverse: the low 6 bits of bytes 0..3 of b as the 24-bit stream of 4 codes in bits 0..23
-// (byte 3 of the result is not cleared). Each step keeps one term's bits and the other's
-// complement (one LOP3); what that lets through lands where the next step or the caller drops it.
-__device__ __forceinline__ uint32_t pack24(uint32_t b) {
-  const uint32_t y = bit_select(b, b >> 2, 0x003F003Fu);  // codes 0, 1 in bits 0..11; 2, 3 in 16..27
-  return bit_select(y, y >> 4, 0x00000FFFu);
-}
+// fewer than 8 codes), and packed back to 6 bits a code (pack_codes, which drops those top bits).
 
 // Sparse fp6 tiles (as sparse int8 and fp8: no plane A, the bitmap at stage byte 8, h * w bits;
 // then the occupied codes, 6 bits each, LSB first, from a 4-byte boundary since w is a multiple of
@@ -580,7 +616,7 @@ __device__ __forceinline__ void expand_sparse_fp6(const uint8_t* stage, const St
   uint32_t base = codes_before(bitmap_word, first);  // the codes of the rows before r_begin
   for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
     if (i >= last) return;
-    uint32_t lo[4], hi[4];  // chunk c's dense codes 0..3 and 4..7, 6 bits each (pack24)
+    uint32_t lo[4], hi[4];  // chunk c's dense codes 0..3 and 4..7, 6 bits each (pack_codes)
 #pragma unroll
     for (uint32_t c = 0; c < 4; ++c) {
       const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
@@ -589,10 +625,10 @@ __device__ __forceinline__ void expand_sparse_fp6(const uint8_t* stage, const St
       const uint32_t* at = codes + bit / 32;
       const uint32_t w0 = __funnelshift_r(at[0], at[1], bit);  // shift taken mod 32
       const uint32_t w1 = __funnelshift_r(at[1], at[2], bit);
-      const uint32_t l = spread24(w0);
-      const uint32_t h = (spread24(__funnelshift_r(w0, w1, 24)) & e.y) | (fill_byte3 & ~e.y);
-      lo[c] = pack24(prmt_sel(l, h, e.x));
-      hi[c] = pack24(prmt_sel(l, h, e.x >> 16));
+      const uint32_t l = spread_codes<6>(w0);
+      const uint32_t h = (spread_codes<6>(__funnelshift_r(w0, w1, 24)) & e.y) | (fill_byte3 & ~e.y);
+      lo[c] = pack_codes<6>(prmt_sel(l, h, e.x));
+      hi[c] = pack_codes<6>(prmt_sel(l, h, e.x >> 16));
       idx += __popc(chunk);
     }
     // chunk c: 48 bits from bit 48 c, bytes 0..2 of lo[c], then bytes 0..2 of hi[c]
@@ -1434,7 +1470,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
             const uint32_t r0 = 16 * first_block;
-            expand_sparse_int4(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
+            expand_sparse_lanes<kBits>(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
                                scratch);
             __syncwarp();
             if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
@@ -1510,7 +1546,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
-            expand_sparse_int4(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
+            expand_sparse_lanes<kBits>(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
                                scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
@@ -1811,7 +1847,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below), 8 (sparse int8, fp8) or 6
   // (sparse fp6).
   const bool scratch = sparse_tiles || codes_off_word;
-  const uint32_t code_bits = sparse_tiles && (params.bits == 8 || params.bits == 6) ? params.bits : 4;
+  const uint32_t code_bits = sparse_tiles ? std::max(params.bits, 4u) : 4;
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
   const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;

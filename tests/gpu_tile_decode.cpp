@@ -751,9 +751,9 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
       // packer stores these sparse; asymmetric int4 and nf4 pruned 0.5 code smaller dense)
       {Scheme::kInt4, Codec::kRans, 0.5, 128, true}, {Scheme::kInt8, Codec::kRans, 0.5},
       {Scheme::kFp8, Codec::kRans, 0.5},             {Scheme::kFp6, Codec::kRans, 0.7},
-      // pruned, codec none: raw sparse tiles of schemes the bulk-copy GEMV takes dense only (int3,
-      // int2, fp5), the codes read in place
-      {Scheme::kInt2, Codec::kNone, 0.6, 128}, {Scheme::kFp5, Codec::kNone, 0.5}, {Scheme::kInt3, Codec::kNone, 0.5, 64},
+      // pruned, codec none: raw sparse tiles of a scheme the bulk-copy GEMV does not take (lut3),
+      // the codes read in place
+      {Scheme::kLut3, Codec::kNone, 0.5},
   };
   const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
   uint64_t seed = 900;
@@ -805,17 +805,18 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
   }
 }
 
-// Sparse 4-bit tiles (layout 5, codec none) on the bulk-copy GEMV: the consumer expands bitmap and
-// occupied codes into dense codes, every unoccupied element given a code whose value is 0 (int4:
-// the group's zero point, symmetric 8; fp4: 0; nf4 and lut4: the table's 0 entry). int4 pruned 0.5
-// and 0.9 (every tile sparse), and 0.25, where a 128x128 tile's sparse form is about as large as
-// its dense one, so that tensor "a" mixes both layouts (checked); fp4, nf4 and lut4 pruned 0.5
-// (lut4's table, fitted to weights half of which are 0 and the rest far from it, has an entry 0:
-// checked). Shapes as in the case above; the edge tile rows of "b" (2 rows; 2 x 64 tile
+// Sparse tiles of the lane-codes kinds (layout 5, codec none) on the bulk-copy GEMV: the consumer
+// expands bitmap and occupied codes into dense codes, every unoccupied element given a code whose
+// value is 0 (int codes: the group's zero point, symmetric 2^(bits-1); fp4, fp5: 0; nf4 and lut4:
+// the table's 0 entry). int4 pruned 0.5 and 0.9 (every tile sparse), and 0.25, where a 128x128
+// tile's sparse form is about as large as its dense one, so that tensor "a" mixes both layouts
+// (checked); fp4, nf4, lut4, int3 and fp5 pruned 0.5, int2 0.7 (at 0.5 its sparse tiles are as
+// large as its dense ones) (lut4's table, fitted to weights half of which are 0 and the rest far
+// from it, has an entry 0: checked). Shapes as in the case above; the edge tile rows of "b" (2 rows; 2 x 64 tile
 // asymmetric: bitmap at 2 mod 4), "d" (57 rows: at 2 mod 4, asymmetric g128 3) and "e" (3 rows:
 // asymmetric g128 at 1 mod 4) put the bitmap and the codes off a 4-byte boundary, which the
 // kernel reads by funnel shifts.
-TEST_CASE("gpu lossy: bulk-copy GEMV, sparse 4-bit tiles (int4, fp4, nf4, lut4) and a mix of dense and sparse, batch 1..64") {
+TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4/3/2, fp5/4, nf4, lut4 tiles and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},
                              LossyCase{Scheme::kInt4, Codec::kNone, 0.9, 128, true},
@@ -823,7 +824,11 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse 4-bit tiles (int4, fp4, nf4, lut4) 
                              LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 128},
                              LossyCase{Scheme::kFp4, Codec::kNone, 0.5, 64},
                              LossyCase{Scheme::kNf4, Codec::kNone, 0.5, 128},
-                             LossyCase{Scheme::kLut4, Codec::kNone, 0.5}}) {
+                             LossyCase{Scheme::kLut4, Codec::kNone, 0.5},
+                             LossyCase{Scheme::kInt3, Codec::kNone, 0.5, 128},
+                             LossyCase{Scheme::kInt2, Codec::kNone, 0.7, 64},
+                             LossyCase{Scheme::kInt2, Codec::kNone, 0.7, 128, true},
+                             LossyCase{Scheme::kFp5, Codec::kNone, 0.5}}) {
     INFO("case " << case_name(c) << " " << c.prune);
     auto p = pack_lossy({{"a", DType::BF16, {1000, 4096}},
                          {"b", DType::BF16, {258, 4160}},
@@ -849,8 +854,9 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse 4-bit tiles (int4, fp4, nf4, lut4) 
         REQUIRE(std::any_of(table.begin(), table.end(), [](uint16_t h) { return (h & 0x7FFF) == 0; }));
       }
       const std::vector<float> w = check_decode_lossy(*p, t);
-      // groups must divide K (lut4 has none)
-      const bool ring_takes = t != 2 && !(t == 1 && c.group && 4160 % c.group);
+      // groups and the k-step (int3, fp5: 128 columns, the others 64) must divide K
+      const uint32_t step = std::max<uint32_t>(c.group, c.scheme == Scheme::kInt3 || c.scheme == Scheme::kFp5 ? 128 : 64);
+      const bool ring_takes = t != 2 && !(t == 1 && 4160 % step);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
         check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, ring_takes ? ring() : nullptr);
     }

@@ -36,13 +36,18 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
   return d;
 }
 
-// (a & b) | c in one LOP3. Written out because the compiler splits (a & imm) | imm into two
-// instructions (a LOP3 takes one immediate); here b and c stay in registers across the loop.
-__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+// One LOP3 of the truth table kLut (a: 0xF0, b: 0xCC, c: 0xAA), for the functions of constant
+// masks that the compiler would split into two instructions (a LOP3 takes one immediate).
+template <uint32_t kLut>
+__device__ __forceinline__ uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  asm("lop3.b32 %0, %1, %2, %3, %4;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(kLut));
   return d;
 }
+// (a & b) | c: the compiler splits (a & imm) | imm; here b and c stay in registers across the loop.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) { return lop3<0xEA>(a, b, c); }
+// (a & mask) | (b & ~mask): written as C with a constant mask, the compiler masks b first.
+__device__ __forceinline__ uint32_t bit_select(uint32_t a, uint32_t b, uint32_t mask) { return lop3<0xE4>(a, b, mask); }
 
 // w shifted left by kShift bits (right by -kShift when negative).
 template <int kShift>
