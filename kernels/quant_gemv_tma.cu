@@ -591,18 +591,18 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
 
 // ---- sparse fp6 tiles: bitmap + occupied 6-bit codes -> the dense 6-bit code plane ----
 //
-// PRMT moves bytes, so a chunk's window of 8 occupied codes (48 bits) is spread into 8 bytes (code
-// j in the low 6 bits of byte j; the top 2 bits are left over from its neighbours), the bytes are
+// As sparse int8 and fp8: no plane A, the bitmap at stage byte 8, h * w bits; then the occupied
+// codes, 6 bits each, LSB first, from a 4-byte boundary since w is a multiple of 64. Rows [r_begin,
+// r_end) are expanded into the dense code plane of those rows at `dense_out` (the stage's own
+// layout: w * 6 / 32 words a row; 8-byte aligned), unoccupied elements given `fill`. PRMT moves
+// bytes, so a chunk's window of 8 occupied codes (48 bits) is spread into 8 bytes (spread_codes),
 // gathered as expand_chunk8 does (fill_selectors<8>; the fill code in byte 7 where the chunk has
-// fewer than 8 codes), and packed back to 6 bits a code (pack_codes, which drops those top bits).
-
-// Sparse fp6 tiles (as sparse int8 and fp8: no plane A, the bitmap at stage byte 8, h * w bits;
-// then the occupied codes, 6 bits each, LSB first, from a 4-byte boundary since w is a multiple of
-// 64): rows [r_begin, r_end) expanded into the dense code plane of those rows at `dense_out` (the
-// stage's own layout: w * 6 / 32 words a row; 8-byte aligned), unoccupied elements given `fill`.
-// Lane l takes bitmap words l, l + 32, ... of a pass as expand_sparse_int8 (warp scans of the
-// popcounts give each word's first code); a word's 32 elements are 6 dense words, stored as 3 uint2.
-// Reads at most 8 bytes past the codes: the stage's x slices follow them.
+// fewer than 8 codes) and packed back to 6 bits a code (pack_codes). Lane l takes bitmap words l,
+// l + 32, ... of a pass as expand_sparse_int8 (warp scans of the popcounts give each word's first
+// code); a word's 32 elements are 6 dense words, assembled by PRMTs (each chunk's two 24-bit
+// halves are whole bytes) and stored as 3 uint2. Reads at most 8 bytes past the codes: the
+// stage's x slices follow them. (expand_sparse_rows does the same for the other widths, with a
+// 64-bit assembly.)
 __device__ __forceinline__ void expand_sparse_fp6(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
                                                   uint32_t r_end, const uint2* selectors, uint32_t fill,
                                                   uint32_t* dense_out) {
