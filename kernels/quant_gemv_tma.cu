@@ -47,8 +47,8 @@
 // code that contributes exactly 0 like the +0.0 it decodes to (int codes: the group's zero point,
 // symmetric 2^(bits-1); fp5, fp4: 0; nf4, lut4: the table's 0 entry; QuantDevParams::sparse_fill);
 // then the dense MMA path runs on the scratch unchanged (int4/3/2, fp5, fp4, nf4, lut4:
-// expand_sparse_lanes; int8 and fp8, a byte a code, unoccupied elements 128 (int8) or 0 (fp8):
-// expand_sparse_int8; fp6: expand_sparse_fp6).
+// expand_sparse_lanes; fp6: expand_sparse_rows; int8 and fp8, a byte a code, unoccupied elements
+// 128 (int8) or 0 (fp8): expand_sparse_int8).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
@@ -114,13 +114,10 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
-// The kinds whose sparse tiles (layout 5) the kernel expands: all of them, the lane-codes kinds
-// (kBits 2..5: expand_sparse_lanes; the tables' where a code has the value 0:
-// QuantDevParams::sparse_fill), int8 and fp8 (expand_sparse_int8), fp6 (expand_sparse_fp6; its
-// instances have kBits 8); not exp4.
-__host__ __device__ constexpr bool sparse_kind(uint32_t bits, uint32_t kind_float) {
-  return bits <= 5 || (bits == 8 && (kind_float == 0 || kind_float == 8 || kind_float == 6));
-}
+// The kinds whose sparse tiles (layout 5) the kernel expands: every quantized one (the lane-codes
+// kinds and fp6: expand_sparse_rows; int8 and fp8: expand_sparse_int8; the fill code:
+// QuantDevParams::sparse_fill), not lossless exp4.
+__host__ __device__ constexpr bool sparse_kind(uint32_t kind_float) { return kind_float != kExp4Tiles; }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
 // E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
@@ -294,6 +291,15 @@ __device__ __forceinline__ uint32_t prmt_sel(uint32_t a, uint32_t b, uint32_t se
   return d;
 }
 
+// A chunk's 8 dense elements from its window of 8 occupied codes a byte each (lo: codes 0..3, hi:
+// 4..7) and its selector entry e (fill_selectors, byte layout): byte 3 of hi made the fill code
+// (fill_byte3: the code in byte 3) where the chunk has fewer than 8 codes, then elements 0..3 and
+// 4..7 gathered by one PRMT each.
+__device__ __forceinline__ uint2 gather_chunk(uint32_t lo, uint32_t hi, uint2 e, uint32_t fill_byte3) {
+  hi = bit_select(hi, fill_byte3, e.y);
+  return make_uint2(prmt_sel(lo, hi, e.x), prmt_sel(lo, hi, e.x >> 16));
+}
+
 // Code k of a bit stream (LSB first, kB bits each, kB 2..6) in the low kB bits of byte k of the
 // result, for the 4 codes in bits 0..4 kB - 1 of x (the bits above ignored); each byte's bits above
 // its code are not cleared.
@@ -411,12 +417,14 @@ __device__ __forceinline__ void for_each_bitmap_word(WordAt word, uint32_t first
   }
 }
 
-// Expands tile rows [r_begin, r_end) of a sparse stage of a lane-codes kind, kBits 2..5 (plane A:
-// scales, zeros, bitmap of h * w bits; plane B: the occupied codes) into the dense code plane of
-// those rows at `dense_out` (row r_begin first; 16-byte aligned; (r_end - r_begin) * w * kBits / 32
-// words). kBits 4 as described above; the other widths spread a chunk's 8 codes into bytes
-// (spread_codes), gather them with the byte selectors (as expand_sparse_int8) and pack them back
-// (pack_codes): a chunk is kBits dense bytes, a word's 4 chunks kBits dense words. In a pass of 32 kWords
+// Expands tile rows [r_begin, r_end) of a sparse stage of a lane-codes kind (kBits 2..5) or fp6
+// (kBits 6; plane A: scales, zeros, bitmap of h * w bits, fp6 the bitmap only; plane B: the
+// occupied codes) into the dense code plane of those rows at `dense_out` (row r_begin first;
+// 16-byte aligned; (r_end - r_begin) * w * kBits / 32 words), unoccupied elements given their
+// group's zero point (kZeros: int codes, where the tensor has them) or p.sparse_fill. kBits 4 as
+// described above; the other widths spread a chunk's 8 codes into bytes (spread_codes), gather
+// them with the byte selectors (gather_chunk) and pack them back (pack_codes): a chunk is kBits
+// dense bytes, a word's 4 chunks kBits dense words. In a pass of 32 kWords
 // bitmap words, lane l takes words l, l + 32, ... (32 elements each: conflict-free loads and one
 // 16-byte store of 4 dense words); warp scans of the words' popcounts give each word's first code.
 // The kWords scans and expansions of a pass are independent, so their shuffle and shared-memory
@@ -428,7 +436,7 @@ __device__ __forceinline__ void for_each_bitmap_word(WordAt word, uint32_t first
 // multiple of 8 bytes, w being one of 64 bits) is off by as much, which the code index absorbs
 // (kShifted: a separate instance, so that the aligned tiles' loop keeps its single loads).
 // Reads at most 8 bytes past plane B: the stage's x slices follow it.
-template <uint32_t kBits, bool kShifted>
+template <uint32_t kBits, bool kShifted, bool kZeros>
 __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, const uint8_t* stage,
                                                    const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
                                                    uint32_t r_end, const uint2* selectors, uint32_t group_magic,
@@ -447,12 +455,13 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
   const uint32_t first = r_begin * row_words, last = r_end * row_words;
   // the codes of the rows before r_begin (kBits 4: in nibbles from `codes`, off included)
   uint32_t base = codes_before(bitmap_word, first) + (kBits == 4 ? 2 * off : 0);
-  // the lane's next word: tile row `row`, word `col_word` of it; each word moves it 32 words on
-  uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
-  const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
+  // the lane's next word (kZeros): tile row `row`, word `col_word` of it; each word moves it 32 words on
+  [[maybe_unused]] uint32_t row = r_begin + lane / row_words, col_word = lane % row_words;
+  [[maybe_unused]] const uint32_t step_rows = 32 / row_words, step_words = 32 % row_words;
   for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
     if (i < last) {
-      const uint32_t z = p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
+      const uint32_t z =
+          kZeros && p.zero_points ? zeros[row * ts.groups + __umulhi(col_word, group_magic)] : p.sparse_fill;
       const uint32_t z_byte3 = z << 24;
       if constexpr (kBits == 4) {
         uint32_t out[4];
@@ -472,7 +481,7 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
         *reinterpret_cast<uint4*>(dense_out + 4 * (i - first)) = make_uint4(out[0], out[1], out[2], out[3]);
       } else {
         constexpr uint32_t kHalf = 4 * kBits, kChunk = 8 * kBits;  // bits of 4 and of 8 codes
-        uint64_t v[4];  // chunk c's 8 dense codes, kChunk bits
+        uint32_t lo[4], hi[4];  // chunk c's dense codes 0..3 and 4..7 in bits 0..kHalf - 1 (above: not cleared)
 #pragma unroll
         for (uint32_t c = 0; c < 4; ++c) {
           const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
@@ -482,39 +491,52 @@ __device__ __forceinline__ void expand_sparse_rows(const QuantDevParams& p, cons
           const uint32_t w0 = __funnelshift_r(at[0], at[1], bit);  // shift taken mod 32
           uint32_t upper = w0 >> kHalf;                            // codes 4..7 from bit 0
           if constexpr (kChunk > 32) upper = __funnelshift_r(w0, __funnelshift_r(at[1], at[2], bit), kHalf);
-          const uint32_t l = spread_codes<kBits>(w0);
-          const uint32_t h = (spread_codes<kBits>(upper) & e.y) | (z_byte3 & ~e.y);
-          const uint32_t lo = pack_codes<kBits>(prmt_sel(l, h, e.x));
-          const uint32_t hi = pack_codes<kBits>(prmt_sel(l, h, e.x >> 16));
-          constexpr uint32_t kHalfMask = (1u << kHalf) - 1;
-          v[c] = uint64_t{hi & kHalfMask} << kHalf | (lo & kHalfMask);
+          const uint2 d = gather_chunk(spread_codes<kBits>(w0), spread_codes<kBits>(upper), e, z_byte3);
+          lo[c] = pack_codes<kBits>(d.x);
+          hi[c] = pack_codes<kBits>(d.y);
           idx += __popc(chunk);
         }
-        // dense word k: bits [32 k, 32 k + 32) of the 4 chunks' stream (compile-time positions)
+        if constexpr (kBits == 6) {
+          // chunk c: bytes 0..2 of lo[c], then bytes 0..2 of hi[c]: 6 PRMTs (the 64-bit assembly
+          // below took more instructions)
+          uint2* dst = reinterpret_cast<uint2*>(dense_out + 6 * (i - first));
+          dst[0] = make_uint2(prmt_sel(lo[0], hi[0], 0x4210), prmt_sel(hi[0], lo[1], 0x5421));
+          dst[1] = make_uint2(prmt_sel(lo[1], hi[1], 0x6542), prmt_sel(lo[2], hi[2], 0x4210));
+          dst[2] = make_uint2(prmt_sel(hi[2], lo[3], 0x5421), prmt_sel(lo[3], hi[3], 0x6542));
+        } else {
+          constexpr uint32_t kHalfMask = (1u << kHalf) - 1;
+          uint64_t v[4];  // chunk c's 8 dense codes, kChunk bits
 #pragma unroll
-        for (uint32_t k = 0; k < kBits; ++k) {
-          const uint32_t c = 32 * k / kChunk, o = 32 * k % kChunk;
-          uint64_t word = v[c] >> o;
-          if (c + 1 < 4 && o + 32 > kChunk) word |= v[c + 1] << (kChunk - o);
-          dense_out[kBits * (i - first) + k] = static_cast<uint32_t>(word);
+          for (uint32_t c = 0; c < 4; ++c) v[c] = uint64_t{hi[c] & kHalfMask} << kHalf | (lo[c] & kHalfMask);
+          // dense word k: bits [32 k, 32 k + 32) of the 4 chunks' stream (compile-time positions)
+#pragma unroll
+          for (uint32_t k = 0; k < kBits; ++k) {
+            const uint32_t c = 32 * k / kChunk, o = 32 * k % kChunk;
+            uint64_t word = v[c] >> o;
+            if (c + 1 < 4 && o + 32 > kChunk) word |= v[c + 1] << (kChunk - o);
+            dense_out[kBits * (i - first) + k] = static_cast<uint32_t>(word);
+          }
         }
       }
     }
-    col_word += step_words;
-    row += step_rows;
-    if (col_word >= row_words) col_word -= row_words, ++row;
+    if constexpr (kZeros) {
+      col_word += step_words;
+      row += step_rows;
+      if (col_word >= row_words) col_word -= row_words, ++row;
+    }
   });
 }
 
-template <uint32_t kBits>
+// kZeros: the kind has zero points (int codes; the others fill with p.sparse_fill only).
+template <uint32_t kBits, bool kZeros>
 __device__ __forceinline__ void expand_sparse_lanes(const QuantDevParams& p, const uint8_t* stage,
                                                     const StageGeometry& m, const TileSide& ts, uint32_t r_begin,
                                                     uint32_t r_end, const uint2* selectors, uint32_t group_magic,
                                                     uint32_t* dense_out) {
   if (ts.codes_at % 4)
-    expand_sparse_rows<kBits, true>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
+    expand_sparse_rows<kBits, true, kZeros>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
   else
-    expand_sparse_rows<kBits, false>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
+    expand_sparse_rows<kBits, false, kZeros>(p, stage, m, ts, r_begin, r_end, selectors, group_magic, dense_out);
 }
 
 // One 8-element chunk of a sparse 8-bit tile: its dense bytes from the code bytes at index idx
@@ -523,9 +545,7 @@ __device__ __forceinline__ void expand_sparse_lanes(const QuantDevParams& p, con
 __device__ __forceinline__ uint2 expand_chunk8(const uint32_t* codes, uint32_t idx, uint2 e, uint32_t fill_byte3) {
   const uint32_t* at = codes + idx / 4;
   const uint32_t shift = 8 * (idx % 4);
-  const uint32_t lo = __funnelshift_r(at[0], at[1], shift);
-  const uint32_t hi = (__funnelshift_r(at[1], at[2], shift) & e.y) | (fill_byte3 & ~e.y);
-  return make_uint2(prmt_sel(lo, hi, e.x), prmt_sel(lo, hi, e.x >> 16));
+  return gather_chunk(__funnelshift_r(at[0], at[1], shift), __funnelshift_r(at[1], at[2], shift), e, fill_byte3);
 }
 
 // Sparse int8 and fp8 tiles (no plane A: the bitmap at stage byte 8, h * w bits, w a multiple of 32;
@@ -586,56 +606,6 @@ __device__ __forceinline__ void expand_sparse_int8(const uint8_t* stage, const S
       dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
       dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
     }
-  });
-}
-
-// ---- sparse fp6 tiles: bitmap + occupied 6-bit codes -> the dense 6-bit code plane ----
-//
-// As sparse int8 and fp8: no plane A, the bitmap at stage byte 8, h * w bits; then the occupied
-// codes, 6 bits each, LSB first, from a 4-byte boundary since w is a multiple of 64. Rows [r_begin,
-// r_end) are expanded into the dense code plane of those rows at `dense_out` (the stage's own
-// layout: w * 6 / 32 words a row; 8-byte aligned), unoccupied elements given `fill`. PRMT moves
-// bytes, so a chunk's window of 8 occupied codes (48 bits) is spread into 8 bytes (spread_codes),
-// gathered as expand_chunk8 does (fill_selectors<8>; the fill code in byte 7 where the chunk has
-// fewer than 8 codes) and packed back to 6 bits a code (pack_codes). Lane l takes bitmap words l,
-// l + 32, ... of a pass as expand_sparse_int8 (warp scans of the popcounts give each word's first
-// code); a word's 32 elements are 6 dense words, assembled by PRMTs (each chunk's two 24-bit
-// halves are whole bytes) and stored as 3 uint2. Reads at most 8 bytes past the codes: the
-// stage's x slices follow them. (expand_sparse_rows does the same for the other widths, with a
-// 64-bit assembly.)
-__device__ __forceinline__ void expand_sparse_fp6(const uint8_t* stage, const StageGeometry& m, uint32_t r_begin,
-                                                  uint32_t r_end, const uint2* selectors, uint32_t fill,
-                                                  uint32_t* dense_out) {
-  constexpr uint32_t kWords = 4;
-  const uint32_t row_words = m.w / 32;  // bitmap words per tile row
-  const uint32_t* bitmap = reinterpret_cast<const uint32_t*>(stage + 8);
-  const uint32_t* codes = bitmap + m.h * row_words;  // code k: bits [6k, 6k + 6) from here
-  const uint32_t fill_byte3 = fill << 24;
-  const uint32_t first = r_begin * row_words, last = r_end * row_words;
-  auto bitmap_word = [&](uint32_t i) { return bitmap[i]; };
-  uint32_t base = codes_before(bitmap_word, first);  // the codes of the rows before r_begin
-  for_each_bitmap_word<kWords>(bitmap_word, first, last, base, [&](uint32_t i, uint32_t bits, uint32_t idx) {
-    if (i >= last) return;
-    uint32_t lo[4], hi[4];  // chunk c's dense codes 0..3 and 4..7, 6 bits each (pack_codes)
-#pragma unroll
-    for (uint32_t c = 0; c < 4; ++c) {
-      const uint32_t chunk = (bits >> (8 * c)) & 0xFFu;
-      const uint2 e = selectors[chunk];
-      const uint32_t bit = 6 * idx;
-      const uint32_t* at = codes + bit / 32;
-      const uint32_t w0 = __funnelshift_r(at[0], at[1], bit);  // shift taken mod 32
-      const uint32_t w1 = __funnelshift_r(at[1], at[2], bit);
-      const uint32_t l = spread_codes<6>(w0);
-      const uint32_t h = (spread_codes<6>(__funnelshift_r(w0, w1, 24)) & e.y) | (fill_byte3 & ~e.y);
-      lo[c] = pack_codes<6>(prmt_sel(l, h, e.x));
-      hi[c] = pack_codes<6>(prmt_sel(l, h, e.x >> 16));
-      idx += __popc(chunk);
-    }
-    // chunk c: 48 bits from bit 48 c, bytes 0..2 of lo[c], then bytes 0..2 of hi[c]
-    uint2* dst = reinterpret_cast<uint2*>(dense_out + 6 * (i - first));
-    dst[0] = make_uint2(prmt_sel(lo[0], hi[0], 0x4210), prmt_sel(hi[0], lo[1], 0x5421));
-    dst[1] = make_uint2(prmt_sel(lo[1], hi[1], 0x6542), prmt_sel(lo[2], hi[2], 0x4210));
-    dst[2] = make_uint2(prmt_sel(hi[2], lo[3], 0x5421), prmt_sel(lo[3], hi[3], 0x6542));
   });
 }
 
@@ -1245,7 +1215,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
-  constexpr bool kSparse = sparse_kind(kBits, kFloat);  // sparse tiles (layout 5): the 4-bit kinds, int8, fp8
+  constexpr bool kSparse = sparse_kind(kFloat);  // sparse tiles (layout 5): all but exp4
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
@@ -1274,7 +1244,6 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
   const uint32_t group_magic = params.group >= 64 ? 0xFFFFFFFFu / (params.group / 32) + 1 : 0;
   const uint64_t t_begin = blockIdx.x * tile_count / gridDim.x, t_end = (blockIdx.x + 1ull) * tile_count / gridDim.x;
   if (kSparse && scratch_bytes) fill_selectors<kBits>(selectors);  // read after the __syncthreads below
-  [[maybe_unused]] constexpr uint32_t kSparseFill = kFloat == 8 ? 0u : 128u;  // int8: 128, fp8: 0 (+0.0)
   // the codes' table (nf4, lut4), at kHeaderBytes, filled by the consumers below
   const LaneTable lut{smem + kHeaderBytes, 4 * lane};
 
@@ -1431,8 +1400,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch
             codes_row0 = 16 * first_block;
-            expand_sparse_fp6(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors,
-                              params.sparse_fill, scratch);
+            expand_sparse_rows<6, false, false>(params, stage, m, TileSide(params, m, 6, false), codes_row0,
+                                         min(codes_row0 + 16 * kRowBlocks, m.h), selectors, 0, scratch);
             __syncwarp();
             codes = scratch;
           }
@@ -1449,7 +1418,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
             codes_row0 = 16 * first_block;
             expand_sparse_int8<kBatch1>(stage, m, codes_row0, min(codes_row0 + 16 * kRowBlocks, m.h), selectors,
-                                        kSparseFill, scratch);
+                                        params.sparse_fill, scratch);
             __syncwarp();
             codes = scratch;
           }
@@ -1470,8 +1439,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
             const uint32_t r0 = 16 * first_block;
-            expand_sparse_lanes<kBits>(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h), selectors, group_magic,
-                               scratch);
+            expand_sparse_lanes<kBits, kFloat == 0>(params, stage, m, ts, r0, min(r0 + 16 * kRowBlocks, m.h),
+                                                    selectors, group_magic, scratch);
             __syncwarp();
             if (std_tile) multiply(std::true_type{}, std::true_type{}, scratch, r0);
             else multiply(std::true_type{}, std::false_type{}, scratch, r0);
@@ -1526,7 +1495,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
-            expand_sparse_fp6(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, params.sparse_fill, scratch);
+            expand_sparse_rows<6, false, false>(params, stage, m, TileSide(params, m, 6, false), warp * 16,
+                                         min(warp * 16 + 16, m.h), selectors, 0, scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
@@ -1536,7 +1506,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + 8);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
-            expand_sparse_int8<false>(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, kSparseFill, scratch);
+            expand_sparse_int8<false>(stage, m, warp * 16, min(warp * 16 + 16, m.h), selectors, params.sparse_fill, scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           }
@@ -1546,8 +1516,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           uint32_t codes_row0 = 0;
           if (kSparse && m.sparse) {  // this warp's 16 rows only
-            expand_sparse_lanes<kBits>(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h), selectors, group_magic,
-                               scratch);
+            expand_sparse_lanes<kBits, kFloat == 0>(params, stage, m, ts, warp * 16, min(warp * 16 + 16, m.h),
+                                                    selectors, group_magic, scratch);
             __syncwarp();
             codes = scratch, codes_row0 = warp * 16;
           } else if (ts.codes_at % 4) {  // this warp's 16 rows, realigned into its scratch
@@ -1587,7 +1557,7 @@ struct TmaKernel {
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
-  static constexpr bool kSparse = sparse_kind(kBits, kFloat);               // it expands sparse tiles
+  static constexpr bool kSparse = sparse_kind(kFloat);               // it expands sparse tiles
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = Lane::kTableBytes;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
@@ -1819,7 +1789,7 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
-  if (sparse_tiles && (params.sparse_fill >= (1u << params.bits) ||
+  if (sparse_tiles && (params.sparse_fill == kNoSparseFill ||
                        !tma_dispatch(params, 1, [](auto k) { return decltype(k)::kSparse; })))
     return false;
   const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
@@ -1844,8 +1814,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
-  // tile) or 16 rows (warps sharing it), 4 bits a code (int4 and below), 8 (sparse int8, fp8) or 6
-  // (sparse fp6).
+  // tile) or 16 rows (warps sharing it), at least 4 bits a code (a sparse tile's: its kind's).
   const bool scratch = sparse_tiles || codes_off_word;
   const uint32_t code_bits = sparse_tiles ? std::max(params.bits, 4u) : 4;
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;

@@ -362,7 +362,7 @@ struct GpuTensor::Impl {
   bool streamable = false;     // every tile dense or sparse with raw planes: the bulk-copy GEMV applies
                                // (lossless BF16: every tile exp4, exp4_tma_tile; quant and
                                // stream_plan then describe it for that GEMV)
-  bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (4- and 8-bit kinds) or the generic kernel only
+  bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (every kind with a sparse_fill) or the generic kernel only
   bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV needs scratch
   const char* last_kernel = "";  // gemv_kernel()
   int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)

@@ -119,7 +119,7 @@ struct QuantDevParams {
                                 // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
   uint32_t sparse_fill;         // the code an unoccupied element of a sparse tile takes in the bulk-copy
                                 // GEMV's expansion, one whose value is 0 (int without zero points:
-                                // 2^(bits-1); fp4: 0; nf4, lut4: a table entry 0), or kNoSparseFill
+                                // 2^(bits-1); minifloats: 0; nf4, lut4: a table entry 0), or kNoSparseFill
 };
 inline constexpr uint32_t kNoSparseFill = 0xFFFFFFFFu;  // no code has the value 0 (a LUT without one)
 // Plane B's rANS symbols are the packed code bytes, not the codes (fp6, fp5).
@@ -227,9 +227,8 @@ namespace wpack::gpu::detail {
 // The Hopper GEMV (kernels/quant_gemv_tma.cu): warp-specialised, bulk copies (cp.async.bulk +
 // mbarriers) into a ring of up to 16 stages, tensor cores; int4/3/2, int8, fp8/6/5/4, nf4 and
 // one-table lut4 tensors whose tiles all have raw planes of the sizes their layout implies, dense
-// (layout 4) or, the 4-bit kinds (lut4: where its table has a 0, QuantDevParams::sparse_fill),
-// int8 and fp8, sparse (layout 5: plane B holds exactly the bitmap's popcount of codes), batch
-// 1..64.
+// (layout 4) or sparse (layout 5: plane B holds exactly the bitmap's popcount of codes; lut4 where
+// its table has a 0, QuantDevParams::sparse_fill), batch 1..64.
 // quant_tma_supported lists the shape conditions; sparse_tiles: some tile is sparse; codes_off_word
 // (quant_tma_plan): some tile's code plane (a sparse tile's: its bitmap) starts off a 4-byte
 // boundary (8 + its plane A bytes); the kernel reads such planes by funnel shifts, a dense one's
