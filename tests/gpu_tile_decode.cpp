@@ -812,10 +812,10 @@ TEST_CASE("gpu lossy: warp-per-tile GEMV of rANS-coded tiles, every code scheme,
 // tile's sparse form is about as large as its dense one, so that tensor "a" mixes both layouts
 // (checked); fp4, nf4, lut4, int3 and fp5 pruned 0.5, int2 0.7 (at 0.5 its sparse tiles are as
 // large as its dense ones) (lut4's table, fitted to weights half of which are 0 and the rest far
-// from it, has an entry 0: checked). Shapes as in the case above; the edge tile rows of "b" (2 rows; 2 x 64 tile
-// asymmetric: bitmap at 2 mod 4), "d" (57 rows: at 2 mod 4, asymmetric g128 3) and "e" (3 rows:
-// asymmetric g128 at 1 mod 4) put the bitmap and the codes off a 4-byte boundary, which the
-// kernel reads by funnel shifts.
+// from it, has an entry 0: checked). Shapes as in the case above; the edge tile rows of "b" (2
+// rows; 2 x 64 tile asymmetric: bitmap at 2 mod 4), "d" (57 rows: at 2 mod 4, asymmetric g128 3)
+// and "e" (3 rows: asymmetric g128 at 1 mod 4) put the bitmap and the codes off a 4-byte
+// boundary, which the kernel reads by funnel shifts.
 TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4/3/2, fp5/4, nf4, lut4 tiles and a mix of dense and sparse, batch 1..64") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone, 0.5, 64},
@@ -847,6 +847,8 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4/3/2, fp5/4, nf4, lut4 tiles an
     } else {
       REQUIRE((sparse_tiles(0) > 0 && sparse_tiles(0) < a_tiles));
     }
+    // groups and the k-step (int3, fp5: 128 columns, the others 64) must divide K (tensor "b": 4160)
+    const uint32_t step = std::max<uint32_t>(c.group, c.scheme == Scheme::kInt3 || c.scheme == Scheme::kFp5 ? 128 : 64);
     for (size_t t = 0; t < 5; ++t) {
       if (c.scheme == Scheme::kLut4) {  // (one table for the tensor)
         const std::vector<uint16_t> table = wpack::tensor_quant_params(*p->reader, t).tables;
@@ -854,8 +856,6 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, sparse int4/3/2, fp5/4, nf4, lut4 tiles an
         REQUIRE(std::any_of(table.begin(), table.end(), [](uint16_t h) { return (h & 0x7FFF) == 0; }));
       }
       const std::vector<float> w = check_decode_lossy(*p, t);
-      // groups and the k-step (int3, fp5: 128 columns, the others 64) must divide K
-      const uint32_t step = std::max<uint32_t>(c.group, c.scheme == Scheme::kInt3 || c.scheme == Scheme::kFp5 ? 128 : 64);
       const bool ring_takes = t != 2 && !(t == 1 && 4160 % step);
       for (uint32_t batch : {1u, 2u, 5u, 8u, 9u, 16u, 33u, 64u})
         check_gemv_f32(*p, t, w, batch, 190 + 10 * t + batch, 0, 2e-3, ring_takes ? ring() : nullptr);
