@@ -1202,7 +1202,8 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 // multiprocessor its plan is sized for, given to ptxas as the minimum (0: none), which sets the
 // register budget (96 for the int4 batch-1 instance at 288 threads, 126 for batch 9..16 at 160).
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
-          uint32_t kFloat, uint32_t kMinBlocks>  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
+          uint32_t kFloat, uint32_t kMinBlocks,  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
+          bool kSparse>                          // the tensor has sparse tiles (layout 5; not exp4)
 __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
@@ -1215,7 +1216,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
-  constexpr bool kSparse = sparse_kind(kFloat);  // sparse tiles (layout 5): all but exp4
+  static_assert(!kSparse || sparse_kind(kFloat), "exp4 tiles are never sparse");
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
@@ -1548,7 +1549,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
 }
 
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
-          uint32_t kFloat = 0, uint32_t kMinBlocks = 0>
+          uint32_t kFloat = 0, uint32_t kMinBlocks = 0, bool kSparseTiles = false>
 struct TmaKernel {
   static constexpr uint32_t kThreads = 32 * (kWarps + producer_warps(kBatch1));
   static constexpr uint32_t kConsumerWarps = kWarps;
@@ -1557,13 +1558,12 @@ struct TmaKernel {
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
-  static constexpr bool kSparse = sparse_kind(kFloat);               // it expands sparse tiles
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = Lane::kTableBytes;  // TmaLayout's
   // a k-step: the columns of the 4 lanes of a row (fp6: 16 each; int8/fp8: 8)
   static constexpr uint32_t kStepCols = kBits < 8 ? 4 * Lane::kCols : kFloat == 6 ? 64 : 32;
   static constexpr auto kernel =
-      quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks>;
+      quant_gemv_tma_kernel<kBits, kNT, kBatch1, kGrouped, kWarps, kRowBlocks, kFloat, kMinBlocks, kSparseTiles>;
   // Allows the device's whole opt-in shared memory (kernels/detail/smem_limit.cuh).
   static cudaError_t prepare() { return allow_max_dynamic_smem<kernel>(); }
   static int occupancy(uint64_t smem) { return max_blocks_per_sm<kernel>(kThreads, smem); }
@@ -1682,10 +1682,10 @@ __global__ void __launch_bounds__(256, 8)
 uint32_t tma_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : batch <= 32 ? 4 : 8; }
 
 // Batch 17..64 (nt 4 or 8 batch tiles): the 8 warps of a block share each tile.
-template <uint32_t kBits, bool kGrouped, uint32_t kFloat, typename F>
+template <uint32_t kBits, bool kGrouped, uint32_t kFloat, bool kSp, typename F>
 auto tma_dispatch_shared(uint32_t nt, F&& f) {
-  return nt == 4 ? f(TmaKernel<kBits, 4, false, kGrouped, 8, 0, kFloat>{})
-                 : f(TmaKernel<kBits, 8, false, kGrouped, 8, 0, kFloat>{});
+  return nt == 4 ? f(TmaKernel<kBits, 4, false, kGrouped, 8, 0, kFloat, 0, kSp>{})
+                 : f(TmaKernel<kBits, 8, false, kGrouped, 8, 0, kFloat, 0, kSp>{});
 }
 
 // int8 (kFloat 0), fp8 (8) and fp6 (6), per-row scales: a warp per half tile at batch <= 8 (8
@@ -1696,42 +1696,61 @@ auto tma_dispatch_shared(uint32_t nt, F&& f) {
 // same within +-1%, sparse int8 2.6% slower); at batch 9..16
 // a warp per half tile (4 warps, 2 blocks) on tensors of many tiles per multiprocessor
 // (QuantDevParams tiles_per_sm: fp6 from kManyTilesPerSm, int8/fp8 from kFewTilesPerSm on), else
-// per quarter tile (4 warps, 3 blocks); exp4 always per half tile.
+// per quarter tile (4 warps, 3 blocks); exp4 always per half tile. fp6 with sparse tiles at 9..16:
+// a warp per quarter tile, 8 warps, 2 blocks (H200, batch 16, one run beside two of the layouts
+// above: 28672x8192 140.4-140.5 -> 134.9 us, 8192^2 50.0-50.6 -> 46.5; int8 and fp8 the same way
+// ran 6-7% slower, and 8 warps at 2..8 3.5-4% slower).
 // int8/fp8 at batch 1 with 8 warps instead of 4 (H200, same run, 3 alternations): 28672x8192 int8
 // 66.8 -> 65.1-65.3 us, fp8 66.4-66.6 -> 62.6-62.9; 8192^2 int8 29.8-30.4 -> 27.7-27.8, fp8
 // 28.3-28.7 -> 27.2-27.7; at batch 8 they lost 0.5-1.2% on 28672x8192 and keep 4.
-template <uint32_t kFloat, typename F>
+template <uint32_t kFloat, bool kSp, typename F>
 auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f) {
   if (nt == 1) {
     constexpr uint32_t kW = kFloat == 6 ? 8 : 4;
     if constexpr (kFloat == 0 || kFloat == 8) {  // int8, fp8 at batch 1 on fewer tiles: a quarter tile
-      if (batch == 1 && tiles_per_sm < kManyTilesPerSm) return f(TmaKernel<8, 1, true, false, 8, 2, kFloat, 2>{});
+      if (batch == 1 && tiles_per_sm < kManyTilesPerSm)
+        return f(TmaKernel<8, 1, true, false, 8, 2, kFloat, 2, kSp>{});
     }
-    return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, 4, kFloat, 2>{})
-                      : f(TmaKernel<8, 1, false, false, kW, 4, kFloat, 2>{});
+    return batch == 1 ? f(TmaKernel<8, 1, true, false, 8, 4, kFloat, 2, kSp>{})
+                      : f(TmaKernel<8, 1, false, false, kW, 4, kFloat, 2, kSp>{});
   }
   if (nt == 2) {
+    if constexpr (kSp && kFloat == 6) return f(TmaKernel<8, 2, false, false, 8, 2, 6, 2, true>{});
     if constexpr (kFloat != kExp4Tiles) {
       if (tiles_per_sm < (kFloat == 6 ? kManyTilesPerSm : kFewTilesPerSm))
-        return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3>{});
+        return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3, kSp>{});
     }
-    return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2>{});
+    return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2, kSp>{});
   }
-  return tma_dispatch_shared<8, false, kFloat>(nt, f);
+  return tma_dispatch_shared<8, false, kFloat, kSp>(nt, f);
 }
 
 // The lane-codes schemes (int4/3/2: kFloat 0, fp4: 4, nf4, lut4; fp5 with kGrouped false: its row
-// scales at the flush): a warp per half tile at batch 1 (8 warps, 2 blocks per multiprocessor) and
-// 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at batch 8), per quarter tile at
-// batch 9..16 (4 warps, 3 blocks: int4 126 registers without a spill); above 16 the 8 warps share
-// each tile. (The shapes int4 measured best; the others take the same.)
-template <uint32_t kBits, uint32_t kFloat, bool kGrouped = true, typename F>
+// scales at the flush), dense tensors: a warp per half tile at batch 1 (8 warps, 2 blocks per
+// multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at batch 8), per
+// quarter tile at 9..16 (4 warps, 3 blocks: int4 126 registers without a spill); above 16 the 8
+// warps share each tile. (The shapes int4 measured best; the others take the same.) Dense lut4 at
+// 9..16 keeps the instance with the sparse path: without it ptxas gives it 107 registers instead of
+// 118 and it ran 57.5-57.6 us against 53.2-53.8 (28672x8192, batch 16, two runs).
+// Tensors with sparse tiles: 8 warps, 2 blocks at batch 2..8 (H200, 28672x8192, batch 2 and 8, two
+// alternations, 4 -> 8 warps, us: int4 50% pruned 93.9-94.7 -> 89.2-89.8, fp4 92.5-93.2 ->
+// 89.5-90.2, nf4 106.8-108.0 -> 105.0-106.3, lut4 100.3-101.4 -> 96.7-98.5, int3 128.8-129.2 ->
+// 122.1), and the 4-bit kinds at 9..16 (batch 16, two alternations, 28672x8192 / 8192^2: int4
+// 114.8-115.5 / 40.2-41.1 -> the same / 40.2-40.3, fp4 108.9-109.0 / 39.0-39.3 -> 105.8-105.9 /
+// 37.3-37.4, nf4 121.1-121.3 / 44.0-44.3 -> 118.8-118.9 / 42.5-42.8, lut4 110.0-110.4 / 40.6-41.4
+// -> 109.1-109.2 / 39.4-39.5; ptxas spills int4 62 bytes there, nf4 12, lut4 8; int3 would 494).
+template <uint32_t kBits, uint32_t kFloat, bool kSp, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
-  if (nt == 1)
-    return batch == 1 ? f(TmaKernel<kBits, 1, true, kGrouped, 8, 4, kFloat, 2>{})
-                      : f(TmaKernel<kBits, 1, false, kGrouped, 4, 4, kFloat, 3>{});
-  if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3>{});
-  return tma_dispatch_shared<kBits, kGrouped, kFloat>(nt, f);
+  if (nt == 1) {
+    if (batch == 1) return f(TmaKernel<kBits, 1, true, kGrouped, 8, 4, kFloat, 2, kSp>{});
+    if constexpr (kSp) return f(TmaKernel<kBits, 1, false, kGrouped, 8, 4, kFloat, 2, true>{});
+    return f(TmaKernel<kBits, 1, false, kGrouped, 4, 4, kFloat, 3, false>{});
+  }
+  if constexpr (kSp && kBits == 4) {
+    if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 8, 2, kFloat, 2, true>{});
+  }
+  if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
+  return tma_dispatch_shared<kBits, kGrouped, kFloat, kSp>(nt, f);
 }
 
 // Lossless BF16 tensors of codec exp4 (stages of ~25 KiB for a 128x128 tile): fp8's instances but
@@ -1744,7 +1763,7 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
 template <typename F>
 auto tma_dispatch_exp4(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1 && batch > 1) return f(TmaKernel<8, 1, false, false, 4, 4, kExp4Tiles, 3>{});
-  return tma_dispatch_8bit<kExp4Tiles>(nt, batch, 0, f);
+  return tma_dispatch_8bit<kExp4Tiles, false>(nt, batch, 0, f);
 }
 
 // Calls f(TmaKernel<...>{}) for the instance that serves this tensor and batch (the kinds that
@@ -1752,25 +1771,38 @@ auto tma_dispatch_exp4(uint32_t nt, uint32_t batch, F&& f) {
 // per-row scales), and instantiates only those. Measured on the H200 (bench_gpu_layers, 28672x8192, docs/BENCHMARKS.md):
 // at batch <= 16 every kind runs fastest with a warp per part of a tile; above 16 the warps share
 // each tile.
-template <typename F>
-auto tma_dispatch(const QuantDevParams& p, uint32_t batch, F&& f) {
+template <bool kSp, typename F>
+auto tma_dispatch_kind(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
-  if (p.kind == kLosslessExp4) return tma_dispatch_exp4(nt, batch, f);
-  if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes>(nt, batch, f);  // lut4, one table
+  if (p.kind == kLosslessExp4) return tma_dispatch_exp4(nt, batch, f);  // never sparse
+  if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes, kSp>(nt, batch, f);  // lut4, one table
   if (p.kind == kQuantInt) {
     switch (p.bits) {
-      case 2: return tma_dispatch_grouped<2, 0>(nt, batch, f);
-      case 3: return tma_dispatch_grouped<3, 0>(nt, batch, f);
-      case 4: return tma_dispatch_grouped<4, 0>(nt, batch, f);
-      default: return tma_dispatch_8bit<0>(nt, batch, p.tiles_per_sm, f);
+      case 2: return tma_dispatch_grouped<2, 0, kSp>(nt, batch, f);
+      case 3: return tma_dispatch_grouped<3, 0, kSp>(nt, batch, f);
+      case 4: return tma_dispatch_grouped<4, 0, kSp>(nt, batch, f);
+      default: return tma_dispatch_8bit<0, kSp>(nt, batch, p.tiles_per_sm, f);
     }
   }
   switch (p.bits) {
-    case 5: return tma_dispatch_grouped<5, 5, false>(nt, batch, f);  // fp5: per-row scales
-    case 4: return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4>(nt, batch, f) : tma_dispatch_grouped<4, kNf4Codes>(nt, batch, f);
-    case 6: return tma_dispatch_8bit<6>(nt, batch, p.tiles_per_sm, f);
-    default: return tma_dispatch_8bit<8>(nt, batch, p.tiles_per_sm, f);
+    case 5: return tma_dispatch_grouped<5, 5, kSp, false>(nt, batch, f);  // fp5: per-row scales
+    case 4:
+      return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4, kSp>(nt, batch, f)
+                        : tma_dispatch_grouped<4, kNf4Codes, kSp>(nt, batch, f);
+    case 6: return tma_dispatch_8bit<6, kSp>(nt, batch, p.tiles_per_sm, f);
+    default: return tma_dispatch_8bit<8, kSp>(nt, batch, p.tiles_per_sm, f);
   }
+}
+// sparse: the tensor has sparse tiles. Its instances expand them; a dense tensor's have no sparse
+// path (but lut4's at batch 9..16, tma_dispatch_grouped). Without it, H200, 28672x8192, two
+// alternations, us: int4 b1 40.9-41.1 -> 40.7-40.9, b16 52.3-52.4 -> 51.3-51.6; int3 b1 44.3-44.8 ->
+// 43.5-43.8, b16 58.3-58.7 -> 56.7-56.9; int8 b1 64.6-64.8 -> 63.9-64.2, b8 68.1-68.5 -> 66.9-67.3,
+// b16 71.2-71.4 -> 69.5-69.6; nf4, lut4 at batch 1 and fp6 at 1 and 8 within 1%, fp6 at 16 1.3%
+// slower (62.5 -> 63.3); ptxas: the batch-1 spills of int3 18 -> 6 bytes, int4 10 -> 6, nf4 8 and
+// lut4 16 -> 0.
+template <typename F>
+auto tma_dispatch(const QuantDevParams& p, uint32_t batch, bool sparse, F&& f) {
+  return sparse ? tma_dispatch_kind<true>(p, batch, f) : tma_dispatch_kind<false>(p, batch, f);
 }
 
 }  // namespace
@@ -1789,10 +1821,8 @@ bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint3
   const bool lut4 = params.kind == kQuantLut && params.bits == 4 && params.lut_rows == 0;
   const bool exp4 = params.kind == kLosslessExp4;  // BF16 tiles of codec exp4: as int8 (8-bit plane, 32-column steps)
   if (!(low_int || int8 || fp || table4 || lut4 || exp4) || tile_rows > 128) return false;
-  if (sparse_tiles && (params.sparse_fill == kNoSparseFill ||
-                       !tma_dispatch(params, 1, [](auto k) { return decltype(k)::kSparse; })))
-    return false;
-  const uint32_t step_cols = tma_dispatch(params, 1, [](auto k) { return decltype(k)::kStepCols; });
+  if (sparse_tiles && (params.sparse_fill == kNoSparseFill || exp4)) return false;
+  const uint32_t step_cols = tma_dispatch(params, 1, sparse_tiles, [](auto k) { return decltype(k)::kStepCols; });
   if (tile_cols % step_cols || tensor_cols % step_cols || reinterpret_cast<uintptr_t>(x_dev) % 16) return false;
   return !(params.grouped && (params.group % step_cols || tensor_cols % params.group || tile_cols % params.group));
 }
@@ -1804,10 +1834,11 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   QuantTmaPlan plan{};
   plan.stored_cap = align_up(stored_cap, 16);
   plan.tile_cols = tile_cols;
+  plan.sparse_tiles = sparse_tiles;
   struct Shape {
     uint32_t warps, warp_rows, blocks_per_sm, units, table_bytes;
   };
-  const Shape shape = tma_dispatch(params, batch, [](auto k) {
+  const Shape shape = tma_dispatch(params, batch, sparse_tiles, [](auto k) {
     using K = decltype(k);
     return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes};
   });
@@ -1833,12 +1864,12 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.stages = stages;
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes).total;
   plan.blocks_per_sm =
-      tma_dispatch(params, batch, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+      tma_dispatch(params, batch, sparse_tiles, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   return plan;
 }
 
-bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch) {
-  return tma_dispatch(params, batch,
+bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch, bool sparse_tiles) {
+  return tma_dispatch(params, batch, sparse_tiles,
                       [=](auto k) { return x_from_prepare(batch, decltype(k)::kHalfX, decltype(k)::kX); });
 }
 
@@ -1854,7 +1885,7 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
   if (grid == 0 || batch == 0 || batch > 64 || plan.stages < 2 || plan.stages > kMaxStages ||
       k_cols * batch > UINT32_MAX)
     return cudaErrorInvalidValue;
-  return tma_dispatch(params, batch, [&](auto k) {
+  return tma_dispatch(params, batch, plan.sparse_tiles, [&](auto k) {
     using K = decltype(k);
     const bool from_prepare = x_from_prepare(batch, K::kHalfX, K::kX);
     if (from_prepare && xt_scratch_dev == nullptr) return cudaErrorInvalidValue;
@@ -1889,7 +1920,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t,
   return QuantTmaPlan{};
 }
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }
-bool quant_tma_needs_x_scratch(const QuantDevParams&, uint32_t batch) { return batch > 1; }
+bool quant_tma_needs_x_scratch(const QuantDevParams&, uint32_t batch, bool) { return batch > 1; }
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
                                   uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint64_t, uint32_t, uint32_t*,
                                   cudaStream_t) {
