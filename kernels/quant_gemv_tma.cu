@@ -48,7 +48,9 @@
 // symmetric 2^(bits-1); fp5, fp4: 0; nf4, lut4: the table's 0 entry; QuantDevParams::sparse_fill);
 // then the dense MMA path runs on the scratch unchanged (int4/3/2, fp5, fp4, nf4, lut4:
 // expand_sparse_lanes; fp6: expand_sparse_rows; int8 and fp8, a byte a code, unoccupied elements
-// 128 (int8) or 0 (fp8): expand_sparse_int8).
+// 128 (int8) or 0 (fp8): expand_sparse_int8). Only a tensor with sparse tiles runs instances that
+// hold the expansions (template flag kSparse, QuantTmaPlan::sparse_tiles), with layouts of their
+// own at batch 2..16 (tma_dispatch_grouped, tma_dispatch_8bit).
 //
 // Tile layout (docs/FORMAT.md "Quantized tiles"): [plane directory 8 B][fp16 scales (h, G)]
 // [u8 zeros (h, G)][codes, row-major]; int8/fp8/fp6/fp5 have no plane A (per-row scales in the
