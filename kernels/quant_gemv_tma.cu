@@ -1737,10 +1737,11 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // Tensors with sparse tiles: 8 warps, 2 blocks at batch 2..8 (H200, 28672x8192, batch 2 and 8, two
 // alternations, 4 -> 8 warps, us: int4 50% pruned 93.9-94.7 -> 89.2-89.8, fp4 92.5-93.2 ->
 // 89.5-90.2, nf4 106.8-108.0 -> 105.0-106.3, lut4 100.3-101.4 -> 96.7-98.5, int3 128.8-129.2 ->
-// 122.1, fp5 139.6-140.8 -> 135.4-137.2; int2 not measured), and the 4-bit kinds at 9..16 (batch 16, two alternations, 28672x8192 / 8192^2: int4
-// 114.8-115.5 / 40.2-41.1 -> the same / 40.2-40.3, fp4 108.9-109.0 / 39.0-39.3 -> 105.8-105.9 /
-// 37.3-37.4, nf4 121.1-121.3 / 44.0-44.3 -> 118.8-118.9 / 42.5-42.8, lut4 110.0-110.4 / 40.6-41.4
-// -> 109.1-109.2 / 39.4-39.5; ptxas spills int4 62 bytes there, nf4 12, lut4 8; int3 would 494).
+// 122.1, fp5 139.6-140.8 -> 135.4-137.2; int2 not measured), and the 4-bit kinds at 9..16 (batch
+// 16, two alternations, 28672x8192 / 8192^2: int4 114.8-115.5 / 40.2-41.1 -> the same / 40.2-40.3,
+// fp4 108.9-109.0 / 39.0-39.3 -> 105.8-105.9 / 37.3-37.4, nf4 121.1-121.3 / 44.0-44.3 ->
+// 118.8-118.9 / 42.5-42.8, lut4 110.0-110.4 / 40.6-41.4 -> 109.1-109.2 / 39.4-39.5; ptxas spills
+// int4 62 bytes there, nf4 12, lut4 8; int3 would 494).
 template <uint32_t kBits, uint32_t kFloat, bool kSp, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1) {
