@@ -116,10 +116,6 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
-// The kinds whose sparse tiles (layout 5) the kernel expands: every quantized one (the lane-codes
-// kinds and fp6: expand_sparse_rows; int8 and fp8: expand_sparse_int8; the fill code:
-// QuantDevParams::sparse_fill), not lossless exp4.
-__host__ __device__ constexpr bool sparse_kind(uint32_t kind_float) { return kind_float != kExp4Tiles; }
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
 // E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
@@ -1218,7 +1214,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t* __restrict__ status_dev) {  // (tile_count)
   constexpr bool kWarpTile = kRowBlocks != 0;
   constexpr uint32_t kSplit = warps_per_tile(kRowBlocks);
-  static_assert(!kSparse || sparse_kind(kFloat), "exp4 tiles are never sparse");
+  static_assert(!kSparse || kFloat != kExp4Tiles, "exp4 tiles are never sparse");
   using Lane = typename LaneOf<kBits, kFloat>::type;  // codes below 8 bits (kBits < 8)
   constexpr bool kUnscaled = kGrouped || kFloat == kExp4Tiles;  // flush_partials: no row scale
   constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // int8 (warp per part of a tile), nf4, lut4: FP16 x
@@ -1717,12 +1713,15 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
                       : f(TmaKernel<8, 1, false, false, kW, 4, kFloat, 2, kSp>{});
   }
   if (nt == 2) {
-    if constexpr (kSp && kFloat == 6) return f(TmaKernel<8, 2, false, false, 8, 2, 6, 2, true>{});
-    if constexpr (kFloat != kExp4Tiles) {
-      if (tiles_per_sm < (kFloat == 6 ? kManyTilesPerSm : kFewTilesPerSm))
-        return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3, kSp>{});
+    if constexpr (kSp && kFloat == 6) {
+      return f(TmaKernel<8, 2, false, false, 8, 2, 6, 2, true>{});
+    } else {
+      if constexpr (kFloat != kExp4Tiles) {
+        if (tiles_per_sm < (kFloat == 6 ? kManyTilesPerSm : kFewTilesPerSm))
+          return f(TmaKernel<8, 2, false, false, 4, 2, kFloat, 3, kSp>{});
+      }
+      return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2, kSp>{});
     }
-    return f(TmaKernel<8, 2, false, false, 4, 4, kFloat, 2, kSp>{});
   }
   return tma_dispatch_shared<8, false, kFloat, kSp>(nt, f);
 }
@@ -1747,12 +1746,12 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
   if (nt == 1) {
     if (batch == 1) return f(TmaKernel<kBits, 1, true, kGrouped, 8, 4, kFloat, 2, kSp>{});
     if constexpr (kSp) return f(TmaKernel<kBits, 1, false, kGrouped, 8, 4, kFloat, 2, true>{});
-    return f(TmaKernel<kBits, 1, false, kGrouped, 4, 4, kFloat, 3, false>{});
+    else return f(TmaKernel<kBits, 1, false, kGrouped, 4, 4, kFloat, 3, false>{});
   }
-  if constexpr (kSp && kBits == 4) {
-    if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 8, 2, kFloat, 2, true>{});
+  if (nt == 2) {
+    if constexpr (kSp && kBits == 4) return f(TmaKernel<kBits, 2, false, kGrouped, 8, 2, kFloat, 2, true>{});
+    else return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
   }
-  if (nt == 2) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
   return tma_dispatch_shared<kBits, kGrouped, kFloat, kSp>(nt, f);
 }
 
@@ -1868,12 +1867,9 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes).total;
   plan.blocks_per_sm =
       tma_dispatch(params, batch, sparse_tiles, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
+  plan.x_scratch = tma_dispatch(params, batch, sparse_tiles,
+                                [=](auto k) { return x_from_prepare(batch, decltype(k)::kHalfX, decltype(k)::kX); });
   return plan;
-}
-
-bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch, bool sparse_tiles) {
-  return tma_dispatch(params, batch, sparse_tiles,
-                      [=](auto k) { return x_from_prepare(batch, decltype(k)::kHalfX, decltype(k)::kX); });
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
@@ -1923,7 +1919,6 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams&, uint32_t, uint32_t, uint32_t,
   return QuantTmaPlan{};
 }
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t) { return k_cols; }
-bool quant_tma_needs_x_scratch(const QuantDevParams&, uint32_t batch, bool) { return batch > 1; }
 cudaError_t launch_quant_gemv_tma(const uint8_t*, const DevTile*, uint64_t, const QuantDevParams&, const QuantTmaPlan&,
                                   uint32_t, const uint16_t*, uint64_t, uint16_t*, float*, uint64_t, uint32_t, uint32_t*,
                                   cudaStream_t) {

@@ -453,8 +453,8 @@ struct GpuTensor::Impl {
     }
     if (grid <= 0) return false;
     // it zeroes y itself, in a kernel it overlaps, which also writes x into the scratch: transposed
-    // for batch > 1, in FP16 (int8) or in the kernel's B order (quant_tma_needs_x_scratch)
-    uint16_t* xt = detail::quant_tma_needs_x_scratch(quant, batch, sparse_tiles) ? x_scratch() : nullptr;
+    // for batch > 1, in FP16 (int8) or in the kernel's B order (QuantTmaPlan::x_scratch)
+    uint16_t* xt = plan.x_scratch ? x_scratch() : nullptr;
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_tma(bytes_dev, tiles_dev, tile_count, quant, plan,
                                                    static_cast<uint32_t>(grid), x_dev, cols, xt, y_dev, rows, batch,
                                                    status_dev, st));

@@ -242,6 +242,8 @@ struct QuantTmaPlan {
   uint32_t smem_bytes;     // dynamic shared memory per block
   int blocks_per_sm;       // 0: the plan does not fit
   bool sparse_tiles;       // some tile is sparse: the instances that expand them (quant_tma_plan's argument)
+  bool x_scratch;          // launch_quant_gemv_tma needs xt_scratch_dev (batch > 1, FP16 x, or x in the
+                           // kernel's pair order: every warp-per-part kernel but exp4's); else it may be null
 };
 bool quant_tma_supported(const QuantDevParams& params, uint32_t tile_rows, uint32_t tile_cols, uint64_t tensor_cols,
                          const void* x_dev, bool sparse_tiles);
@@ -262,10 +264,6 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 // quant_tma_x_scratch_elements(k_cols, plan.tile_cols) elements per batch column.
 // y_dev (n_rows, batch) need not be zeroed: the launch zeroes it.
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols);
-// Whether launch_quant_gemv_tma needs xt_scratch_dev for this tensor and batch (batch > 1, int8's
-// FP16 x, or x in the kernel's pair order: every warp-per-part kernel but exp4's); else it may be
-// null.
-bool quant_tma_needs_x_scratch(const QuantDevParams& params, uint32_t batch, bool sparse_tiles);
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                   const QuantDevParams& params, const QuantTmaPlan& plan, uint32_t grid,
                                   const uint16_t* x_dev, uint64_t k_cols, uint16_t* xt_scratch_dev, float* y_dev,
