@@ -8,9 +8,10 @@
 //   producer: its lanes walk the block's tiles in step, each holding the tile's record (grouped
 //           schemes: shuffled from a load of 32 records, the others: a broadcast load); lane 0 waits until
 //           ring stage s is free (mbarrier empty[s]), writes the tile's geometry to meta[s] and
-//           issues one cp.async.bulk of the tile's stored bytes and one of its x (batch > 1:
-//           prepare_kernel's block of x for the tile column, every batch row 16 bytes staggered as
-//           the stage holds it: no bank conflicts); both complete on mbarrier full[s]
+//           issues one cp.async.bulk of the tile's stored bytes and one of its x (batch > 1, and
+//           int4/3/2 at batch 1: prepare_kernel's block of x for the tile column, every batch row
+//           16 bytes staggered as the stage holds it: no bank conflicts; int4/3/2: those bytes hold
+//           the sums of x over each 32 columns, x_sums); both complete on mbarrier full[s]
 //   consumers: wait on full[s], multiply with mma.sync m16n8k16 (BF16 in, float32 accumulate;
 //           codes -> BF16 by kernels/detail/mma_codes.cuh), arrive on empty[s]; no block-wide
 //           barrier in the loop. Two ways to share the work (tma_dispatch picks by measurement):
@@ -19,8 +20,9 @@
 //               tile (32 rows each); int8/fp8 8 warps at batch 1, 4 above, two per tile; fp6 8
 //               warps, two per tile (batch <= 8) or 4 warps, four per tile (9..16). A warp's x fragments serve all
 //               its 16-row blocks, whose MMA chains are independent. int4/3/2: A holds 128 + code
-//               and (128 + zero) * sum(x) is removed per group (sum(x) from an MMA with A = ones):
-//               no subtraction per code (the lane-codes types of mma_codes.cuh: one LOP3 per pair);
+//               and (128 + zero) * sum(x) is removed per group (sum(x) from prepare_kernel's sums
+//               in the stage): no subtraction per code (the lane-codes types of mma_codes.cuh: one
+//               LOP3 per pair);
 //               int8: FP16 MMAs, A = 1024 + code byte (one PRMT per pair, MmaInt8Half) and x in
 //               FP16, a power of two per tile column (prepare_kernel, half_x); fp8/fp6/fp5/fp4: the
 //               minifloat bits placed in BF16, the value times 2^-120 / 2^-124 / 2^-126 (MmaFp8 /
@@ -37,7 +39,7 @@
 //   row partials stay in registers while a warp's tiles share a tile row and are added to y
 //   (atomicAdd) when the tile row changes or the range ends
 //
-// A stage is [stored bytes, 16-aligned size | x slices (batch, w) BF16, rows x_row bytes apart]. The host sizes the ring to
+// A stage is [stored bytes, 16-aligned size | x slices (batch, w) BF16, rows x_row bytes apart (TmaLayout)]. The host sizes the ring to
 // about 220 KiB per multiprocessor (110 KiB per block at two blocks), so that well over 64 KiB
 // per multiprocessor are in flight: enough to cover HBM latency.
 //
@@ -178,6 +180,13 @@ constexpr PreparedX prepared_x(uint32_t row_blocks) {
   using L = typename LaneOf<kBits, kFloat>::type;
   return {L::kXSpan, L::kValueExp != 0};
 }
+// Whether prepare_kernel also writes the sums of x over each 32 columns into the x blocks (after
+// each batch row, at TmaLayout::x_sums_at): the int codes (int4/3/2) with a warp per part of a
+// tile, whose A holds 128 + code and which remove (128 + zero) * sum(x) per group (tma_tile_warp).
+// Their x is then blocked at batch 1 too.
+__host__ __device__ constexpr bool x_sums(uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
+  return row_blocks != 0 && bits < 8 && kind_float == 0;
+}
 // Whether the GEMV reads x from prepare_kernel's scratch rather than the caller's x: above batch
 // 1 (the blocked layout), FP16 x (half_x) or x in the B order.
 __host__ __device__ constexpr bool x_from_prepare(uint32_t batch, bool half, PreparedX order) {
@@ -192,17 +201,22 @@ struct StageGeometry {
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
 struct TmaLayout {
-  uint32_t stage_bytes, x_at, x_row, stages, sparse_at, total;
-  // x_row: bytes from one batch column's x slice to the next (batch > 1: the tile width rounded up
-  // to 16 bytes plus 16, which staggers the rows across shared-memory banks). scratch_bytes: per
+  uint32_t stage_bytes, x_at, x_row, x_sums_at, stages, sparse_at, total;
+  // x_row: bytes from one batch column's x slice to the next: batch > 1, the tile width rounded up
+  // to 16 bytes (x_sums_at) plus 16, which staggers the rows across shared-memory banks; sums
+  // (x_sums, every batch), x_sums_at plus tile_cols / 8 rounded up to 16, where prepare_kernel
+  // writes the sums of x over each 32 columns as floats; batch 1 without sums, 0. scratch_bytes: per
   // consumer warp, for the dense codes of sparse tiles (0: the tensor has none); sparse_at: the
   // selector table, then the warps' scratches. The code table of nf4 or lut4 (table_bytes, 0: none)
   // sits at kHeaderBytes, before the ring.
   __host__ __device__ TmaLayout(uint32_t stored_cap, uint32_t tile_cols, uint32_t batch, uint32_t stage_count,
-                                uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes) {
+                                uint32_t scratch_bytes, uint32_t warps, uint32_t table_bytes, bool sums) {
     x_at = align_up(stored_cap, 128);
-    x_row = batch == 1 ? 0 : align_up(tile_cols * 2, 16) + 16;
-    stage_bytes = x_at + align_up(batch == 1 ? tile_cols * 2 : batch * x_row, 128);
+    // (the sums' size computed for every instance gave int8's and nf4's batch-1 instances 8 bytes
+    // of spills)
+    x_sums_at = align_up(tile_cols * 2, 16);
+    x_row = sums ? x_sums_at + align_up(tile_cols / 8, 16) : batch == 1 ? 0 : x_sums_at + 16;
+    stage_bytes = x_at + align_up(x_row == 0 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
     sparse_at = kHeaderBytes + table_bytes + stages * stage_bytes;
     total = sparse_at + (scratch_bytes ? kSelectorBytes + warps * scratch_bytes : 0);
@@ -213,15 +227,15 @@ __host__ __device__ inline uint64_t x_blocks_of(uint64_t k_cols, uint32_t tile_c
   return (k_cols + tile_cols - 1) / tile_cols;
 }
 // Elements from one batch row of a block of prepare_kernel's x to the next (every prepared x:
-// FP16, reordered or transposed): the stage's x_row; batch 1: tile_cols, so that the blocks are x's
-// columns in a row of K, as the batch-1 copies read x.
-__host__ __device__ inline uint32_t xt_row_elements(uint32_t tile_cols, uint32_t batch) {
-  return batch == 1 ? tile_cols : TmaLayout(0, tile_cols, batch, 0, 0, 0, 0).x_row / 2;
+// FP16, reordered or transposed): the stage's x_row; batch 1 without sums: tile_cols, so that the
+// blocks are x's columns in a row of K, as the batch-1 copies read x.
+__host__ __device__ inline uint32_t xt_row_elements(uint32_t tile_cols, uint32_t batch, bool sums) {
+  return batch == 1 && !sums ? tile_cols : TmaLayout(0, tile_cols, batch, 0, 0, 0, 0, sums).x_row / 2;
 }
 __device__ __forceinline__ const float* half_x_scales(const uint16_t* xt, uint64_t k_cols, uint32_t tile_cols,
                                                       uint32_t batch) {
   return reinterpret_cast<const float*>(xt + x_blocks_of(k_cols, tile_cols) * batch *
-                                                 xt_row_elements(tile_cols, batch));
+                                                 xt_row_elements(tile_cols, batch, false));
 }
 
 // Code words of `cols` codes of `bits` bits, and back: whole words. When bits does not divide 32
@@ -781,11 +795,29 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
   }
 }
 
+// The sum of x over group gi of a batch row from prepare_kernel's sums of its 32-column parts
+// (x_sums; `sums` 16-byte aligned); kStd: the standard tile, one group of 128 columns.
+template <bool kStd>
+__device__ __forceinline__ float group_x_sum(const float* sums, uint32_t gi, uint32_t group) {
+  if constexpr (kStd) {
+    const float4 v = *reinterpret_cast<const float4*>(sums);
+    return (v.x + v.y) + (v.z + v.w);
+  }
+  const uint32_t parts = group / 32;  // even: groups are multiples of 64 columns (quant_tma_supported)
+  const float2* at = reinterpret_cast<const float2*>(sums + gi * parts);
+  float sum = 0.f;
+#pragma unroll 1
+  for (uint32_t j = 0; j < parts / 2; ++j) sum += at[j].x + at[j].y;
+  return sum;
+}
+
 // The schemes of the lane-codes types (L, mma_codes.cuh: int4/3/2, fp5/4, nf4, lut4) at batch
 // 1..16: one warp multiplies kBlocks 16-row blocks of a tile, from block first_block on, so the x
-// fragments of a k-step and the sum of x are computed once for those blocks, and the blocks' MMA
-// chains are independent. Int codes: A holds 128 + code (no subtraction per code); per group,
-// (128 + zero) * sum(x) is removed (sum(x) from MMAs with A = ones); the others: A holds the value.
+// fragments of a k-step are loaded once for those blocks, and the blocks' MMA chains are
+// independent. Int codes: A holds 128 + code (no subtraction per code); per group, (128 + zero) *
+// sum(x) is removed, from the sums of x that prepare_kernel wrote after each batch row's x
+// (x_sums; before, MMAs with A = ones, a fifth of the MMAs at batch 1); the others: A holds the
+// value.
 // Per group the fp16 scale is applied (L::kScaled; fp5's per-row scale at the flush).
 // yacc[rb * kNT + nt]: rows 16 (first_block + rb) + g (0, 1) and + 8 (2, 3) at batch columns
 // 8 nt + 2t, + 1. codes_plane: the dense code plane from tile row codes_row0 on (the stage's, or a
@@ -794,8 +826,8 @@ __device__ __forceinline__ void warp_block_rows(uint32_t first_block, uint32_t g
 template <class L, bool kBatch1, bool kAligned8, uint32_t kBlocks, uint32_t kNT, bool kStd>
 __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uint8_t* stage, const uint32_t* codes_plane,
                                               uint32_t codes_row0, uint32_t first_block, const uint8_t* xs,
-                                              uint32_t x_row, const StageGeometry& m, const TileSide& ts_in,
-                                              const LaneTable& lut, uint32_t batch,
+                                              uint32_t x_row, uint32_t x_sums_at, const StageGeometry& m,
+                                              const TileSide& ts_in, const LaneTable& lut, uint32_t batch,
                                               float (&yacc)[kBlocks * kNT][4], float x_scale) {
   constexpr uint32_t kStepWords = 4 * L::kWords;  // words of a row per k-step: 4 lanes
   constexpr uint32_t kSubBlocks = L::kCols / 16;  // 16-column blocks of a lane's share: 4 MMAs each
@@ -809,11 +841,22 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
   // kStd: the warp's first row g of its first block; its other rows at constant offsets
   const uint32_t* std_codes = codes + (16 * first_block + g - codes_row0) * ts.words_per_row;
   for (uint32_t gi = 0; gi < ts.groups; ++gi) {
-    float c[kBlocks * kNT][4], cs[kNT][4];
+    float c[kBlocks * kNT][4], cs[kNT][2];  // cs: sum(x) of the group at batch columns 8 nt + 2t, + 1
 #pragma unroll
     for (uint32_t i = 0; i < kBlocks * kNT; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = 0.f;
+    if constexpr (L::kOffset) {
 #pragma unroll
-    for (uint32_t nt = 0; nt < kNT; ++nt) cs[nt][0] = cs[nt][1] = cs[nt][2] = cs[nt][3] = 0.f;
+      for (uint32_t nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (uint32_t v = 0; v < 2; ++v) {
+          const uint32_t col = 8 * nt + 2 * t + v;
+          cs[nt][v] = (kBatch1 && v) || col >= batch
+                          ? 0.f
+                          : group_x_sum<kStd>(reinterpret_cast<const float*>(xs + col * x_row + x_sums_at), gi,
+                                              p.group);
+        }
+      }
+    }
     for (uint32_t q = 0; q < ts.group_words; q += kStepWords) {
       const uint32_t j = gi * ts.group_words + q;  // the step's first word; this lane's: j + kWords t
       const uint32_t col = cols_of(j + L::kWords * t, L::kBits);  // this lane's first column
@@ -824,12 +867,6 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
         for (uint32_t sb = 0; sb < kSubBlocks; ++sb) {
           // prepare_kernel's order and scale (prepared_x)
           prepared_x_words<8>(xs + (8 * nt + g) * x_row, col + 16 * sb, 8 * nt + g < batch, b[nt] + 8 * sb);
-          if constexpr (L::kOffset) {
-#pragma unroll
-            for (uint32_t mi = 0; mi < 4; ++mi)
-              mma_bf16_16816(cs[nt], kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, kBf16x2Ones, b[nt][8 * sb + 2 * mi],
-                             b[nt][8 * sb + 2 * mi + 1]);
-          }
         }
       }
       // All the step's code words first (loads in flight together), then the arithmetic: blocks
@@ -892,10 +929,10 @@ __device__ __forceinline__ void tma_tile_warp(const QuantDevParams& p, const uin
         const float(&cc)[4] = c[rb * kNT + nt];
         if constexpr (L::kOffset) {
           y[0] = fmaf(s0, fmaf(-o0, cs[nt][0], cc[0]), y[0]);
-          y[2] = fmaf(s1, fmaf(-o1, cs[nt][2], cc[2]), y[2]);
+          y[2] = fmaf(s1, fmaf(-o1, cs[nt][0], cc[2]), y[2]);
           if constexpr (!kBatch1) {  // batch 1: only column 0 (elements 0 and 2 of lanes t = 0) is used
             y[1] = fmaf(s0, fmaf(-o0, cs[nt][1], cc[1]), y[1]);
-            y[3] = fmaf(s1, fmaf(-o1, cs[nt][3], cc[3]), y[3]);
+            y[3] = fmaf(s1, fmaf(-o1, cs[nt][1], cc[3]), y[3]);
           }
         } else {
           y[0] = fmaf(s0, cc[0], y[0]);
@@ -1231,8 +1268,9 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
                                  kWarps % kSplit == 0),
                 "a warp holds the partials of 16 kRowBlocks rows of a tile row, batch <= 16");
   extern __shared__ __align__(128) uint8_t smem[];
-  const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps,
-                         Lane::kTableBytes);
+  constexpr bool kXSums = x_sums(kBits, kFloat, kRowBlocks);  // x blocked at batch 1 too, sums after each row
+  constexpr bool kXBlock = !kBatch1 || kXSums;                // a tile's x is its tile column's block of xt
+  const TmaLayout layout(stored_cap, tile_cols, batch, stages, scratch_bytes, kWarps, Lane::kTableBytes, kXSums);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem);
   uint64_t* empty = full + kMaxStages;
   StageGeometry* meta = reinterpret_cast<StageGeometry*>(smem + 2 * 8 * kMaxStages);
@@ -1274,6 +1312,18 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t s = 0, phase = 0;
     // xt from prepare_kernel: waited for before the first x copy
     bool x_ready = !x_from_prepare(batch, kHalfX, kX);
+    // The x block at batch 1 with sums: tile_cols = odd << cols_shift, so col0 / tile_cols = (col0 >>
+    // cols_shift) * odd^-1 mod 2^32 (col0 is a multiple of tile_cols; Newton's steps double the
+    // inverse's correct low bits, 3, 6, .., 48). The other instances divide, as before (a shift and
+    // inverse held through the loop gave int8's batch-1 instance 8 bytes of spills).
+    [[maybe_unused]] uint32_t cols_shift = 0, cols_inverse = 1;
+    if constexpr (kXSums && kBatch1) {
+      cols_shift = __ffs(tile_cols) - 1;
+      const uint32_t odd = tile_cols >> cols_shift;
+      cols_inverse = odd;
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) cols_inverse *= 2u - odd * cols_inverse;
+    }
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -1296,9 +1346,11 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           next = tiles_dev[base + k + 1];
         }
         // the x block only where the x copy or a consumer needs it (int4 at batch 1 measured 5%
-        // slower with the division in every tile's record)
-        const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse,
-                                kHalfX || !kBatch1 ? d.col0 / tile_cols : 0u, {}};
+        // slower with the division in every tile's record: there, the shift and multiply above)
+        const uint32_t x_block = kXSums && kBatch1          ? (d.col0 >> cols_shift) * cols_inverse
+                                 : kHalfX || !kBatch1 ? d.col0 / tile_cols
+                                                      : 0u;
+        const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse, x_block, {}};
         // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
         // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
         // them, in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
@@ -1309,12 +1361,12 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
         if (lane == 0) {
           mbar_wait(&empty[s], phase ^ 1);  // the first round passes at once (fresh barrier)
           meta[s] = geo;
-          mbar_arrive_expect_tx(&full[s], bytes + (kBatch1 ? batch * x_bytes : batch * layout.x_row));
+          mbar_arrive_expect_tx(&full[s], bytes + (kXBlock ? batch * layout.x_row : batch * x_bytes));
           bulk_load(stage, bytes_dev + d.offset, bytes, &full[s], policy);
         }
         __syncwarp();
         if (!x_ready) wait_for_prepare(), x_ready = true;
-        if constexpr (kBatch1) {
+        if constexpr (!kXBlock) {
           for (uint32_t col = lane; col < batch; col += 32)
             bulk_load(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes, &full[s],
                       x_policy);
@@ -1336,7 +1388,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
         __syncwarp();
         ring_copy_async(stage, bytes_dev + d.offset, bytes, policy);
         if (!x_ready) wait_for_prepare(), x_ready = true;
-        if constexpr (kBatch1) {
+        if constexpr (!kXBlock) {
           for (uint32_t col = 0; col < batch; ++col)
             ring_copy_async(stage + layout.x_at + col * layout.x_row, xt_dev + col * k_cols + geo.col0, x_bytes,
                             x_policy);
@@ -1433,7 +1485,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
           const TileSide ts = std_tile ? TileSide(params, kBits) : TileSide(params, m, kBits, Lane::kScaled);
           auto multiply = [&](auto aligned8, auto standard, const uint32_t* codes, uint32_t codes_row0) {
             tma_tile_warp<Lane, kBatch1, decltype(aligned8)::value, kRowBlocks, kNT, decltype(standard)::value>(
-                params, stage, codes, codes_row0, first_block, xs, layout.x_row, m, ts, lut, batch, yacc, x_scale);
+                params, stage, codes, codes_row0, first_block, xs, layout.x_row, layout.x_sums_at, m, ts, lut, batch,
+                yacc, x_scale);
           };
           const uint32_t* codes = reinterpret_cast<const uint32_t*>(stage + ts.codes_at);
           if (kSparse && m.sparse) {  // this warp's rows only, expanded into its scratch (16-aligned)
@@ -1555,6 +1608,7 @@ struct TmaKernel {
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
   static constexpr bool kHalfX = half_x(kBits, kFloat, kRowBlocks);  // prepare_kernel writes FP16 x
   static constexpr PreparedX kX = prepared_x<kBits, kFloat>(kRowBlocks);  // and in this order
+  static constexpr bool kXSums = x_sums(kBits, kFloat, kRowBlocks);          // and each group's sum of x
   static constexpr uint32_t kBlocksPerSm = kMinBlocks ? kMinBlocks : 2;     // what the ring is sized for
   using Lane = typename LaneOf<kBits, kFloat>::type;                         // used when kBits < 8
   static constexpr uint32_t kTableBytes = Lane::kTableBytes;  // TmaLayout's
@@ -1600,7 +1654,7 @@ struct TmaKernel {
 __global__ void __launch_bounds__(256, 8)
     prepare_kernel(const uint16_t* __restrict__ x_dev, uint16_t* __restrict__ xt_dev, uint32_t k_cols, uint32_t batch,
                    uint32_t tile_cols, uint32_t x_row_elements, float* __restrict__ y_dev, uint64_t y_count, bool half,
-                   PreparedX order) {
+                   PreparedX order, bool sums) {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const uint64_t stride = uint64_t{gridDim.x} * blockDim.x;
   for (uint64_t i = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i < y_count; i += stride) y_dev[i] = 0.f;
@@ -1663,7 +1717,7 @@ __global__ void __launch_bounds__(256, 8)
     return;
   }
   if (batch == 1 && order.span == 0) return;  // batch 1: the GEMV copies x itself
-  const uint32_t total = k_cols * batch;
+  const uint32_t total = k_cols * batch, x_sums_at = align_up(tile_cols * 2, 16);
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
     uint32_t at = k - block * tile_cols;  // tile widths are multiples of the span
@@ -1674,6 +1728,16 @@ __global__ void __launch_bounds__(256, 8)
     }
     if (order.scaled) v = static_cast<uint16_t>(scale_x(v));  // the low half of a bf16x2 multiply
     xt_dev[(uint64_t{block} * batch + n) * x_row_elements + at] = v;
+    if (sums) {
+      // x_sums: the warp's 32 columns (K, tile_cols and the grid's stride are multiples of 32, so
+      // all its lanes are here, in one tile column and batch row) summed, after the row's x
+      float sum = bf16_bits_to_float(v);
+      for (uint32_t o = 16; o; o /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+      if ((threadIdx.x & 31) == 0) {
+        float* row = reinterpret_cast<float*>(xt_dev + (uint64_t{block} * batch + n) * x_row_elements);
+        row[x_sums_at / 4 + (k - block * tile_cols) / 32] = sum;
+      }
+    }
   }
 }
 
@@ -1839,11 +1903,13 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.sparse_tiles = sparse_tiles;
   struct Shape {
     uint32_t warps, warp_rows, blocks_per_sm, units, table_bytes;
+    bool x_sums;
   };
   const Shape shape = tma_dispatch(params, batch, sparse_tiles, [](auto k) {
     using K = decltype(k);
-    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes};
+    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes, K::kXSums};
   });
+  const bool sums = shape.x_sums;
   const uint32_t warps = shape.warps;
   // A sparse tile expands into the dense codes of the rows its warp multiplies, and a code plane
   // off a word boundary is realigned there: the whole tile or half of it (a warp per tile or half
@@ -1852,9 +1918,9 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t code_bits = sparse_tiles ? std::max(params.bits, 4u) : 4;
   plan.scratch_bytes = scratch ? align_up(std::min(shape.warp_rows, tile_rows) * tile_cols * code_bits / 8, 16) : 0;
   const uint32_t table_bytes = shape.table_bytes;
-  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0).stage_bytes;
+  const uint32_t stage_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, 1, 0, warps, 0, sums).stage_bytes;
   const uint32_t aux_bytes =
-      TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps, table_bytes).total - kHeaderBytes;
+      TmaLayout(0, tile_cols, batch, 0, plan.scratch_bytes, warps, table_bytes, sums).total - kHeaderBytes;
   // About 220 KiB per multiprocessor over the blocks the instance is built for (110 KiB at two:
   // 12 stages of standard int4 tiles at batch 1, a multiple of its 4 units), a sparse tensor's
   // scratch included; the opt-in limit is 227 KiB per block and 228 KiB per multiprocessor, 1 KiB
@@ -1864,7 +1930,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   const uint32_t ring_budget = aux_bytes + (16u << 10) <= block_budget ? block_budget - aux_bytes : (16u << 10);
   const uint32_t stages = ring_stages(ring_budget, stage_bytes, shape.units, kMaxStages, stages_wanted);
   plan.stages = stages;
-  plan.smem_bytes = TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes).total;
+  plan.smem_bytes =
+      TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes, sums).total;
   plan.blocks_per_sm =
       tma_dispatch(params, batch, sparse_tiles, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
   plan.x_scratch = tma_dispatch(params, batch, sparse_tiles,
@@ -1873,8 +1940,8 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
 }
 
 uint64_t quant_tma_x_scratch_elements(uint64_t k_cols, uint32_t tile_cols) {
-  // the blocks' rows, and (half_x) two elements for each block's float
-  return x_blocks_of(k_cols, tile_cols) * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0).x_row / 2 + 2);
+  // the blocks' rows (with sums: the longer ones), and (half_x) two elements for each block's float
+  return x_blocks_of(k_cols, tile_cols) * (TmaLayout(0, tile_cols, 2, 0, 0, 0, 0, true).x_row / 2 + 2);
 }
 
 cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
@@ -1899,7 +1966,8 @@ cudaError_t launch_quant_gemv_tma(const uint8_t* bytes_dev, const DevTile* tiles
         prep_cap, std::max((prep_work + 255) / 256, K::kHalfX ? x_blocks_of(k_cols, plan.tile_cols) : 0)));
     prepare_kernel<<<std::max(prep_blocks, 1u), 256, 0, stream>>>(
         x_dev, xt_scratch_dev, static_cast<uint32_t>(k_cols), batch, plan.tile_cols,
-        xt_row_elements(plan.tile_cols, batch), y_dev, n_rows * batch, K::kHalfX, K::kX);
+        xt_row_elements(plan.tile_cols, batch, K::kXSums), y_dev, n_rows * batch, K::kHalfX, K::kX,
+        K::kXSums);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || tile_count == 0) return err;
     err = K::prepare();

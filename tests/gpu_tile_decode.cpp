@@ -619,6 +619,16 @@ TEST_CASE("gpu lossy: bulk-copy GEMV, int4/int8/fp8/fp6, edge rows and columns, 
   auto p = pack_lossy({{"d", DType::BF16, {700, 2048}}}, LossyCase{Scheme::kInt4, Codec::kNone}, 64, 256, 22);
   const std::vector<float> w = check_decode_lossy(*p, 0);
   for (uint32_t batch : {1u, 3u, 16u}) check_gemv_f32(*p, 0, w, batch, 500 + batch, 0, 2e-3, ring());
+  // Tiles wider than 256 columns: prepare_kernel's sums of x for 8 and 16 groups of 64 per tile
+  // column (32 and 64 bytes after each batch row of x); 1536 columns: with 1024-column tiles an edge
+  // tile column of 512.
+  for (uint32_t tile_cols : {512u, 1024u}) {
+    INFO("int4 g64 asymmetric, 32 x " << tile_cols << " tiles");
+    auto q = pack_lossy({{"w", DType::BF16, {100, 1536}}}, LossyCase{Scheme::kInt4, Codec::kNone, 0, 64}, 32,
+                        tile_cols, 23);
+    const std::vector<float> wq = check_decode_lossy(*q, 0);
+    for (uint32_t batch : {1u, 5u, 16u}) check_gemv_f32(*q, 0, wq, batch, 510 + batch, 0, 2e-3, ring());
+  }
 }
 
 // The tensor-core streaming GEMV (kernels/quant_kernels.cu) serves int4 and int8 where the

@@ -8,8 +8,8 @@
 namespace wpack::gpu::detail {
 
 // Codes as BF16 MMA operands *plus a constant offset*: A holds (kBase + c) exactly, so that no
-// subtraction is needed per code; the caller removes (kBase + zero) * sum(x) per row and group,
-// with sum(x) from one more MMA whose A is all ones (kBf16x2Ones). kBase + c < 256 (int4) or
+// subtraction is needed per code; the caller removes (kBase + zero) * sum(x) per row and group
+// (int4/3/2: sum(x) from prepare_kernel, kernels/quant_gemv_tma.cu x_sums). kBase + c < 256 (int4) or
 // < 2176 + 256 with 16-steps (int8 hi nibbles) is exact in BF16 (8 significant bits).
 //   int4 word w = codes c0..c7 (nibble i = c_i, LSB first):
 //     pair k (k = 0..3) = ((w >> 4k) & 0x000F000F) | 0x43004300 = bf16x2 (128 + c_k, 128 + c_{k+4})
@@ -479,8 +479,6 @@ struct LaneFp5 : XPairs<8> {
                part - 2, a);
   }
 };
-
-constexpr uint32_t kBf16x2Ones = 0x3F803F80u;  // bf16x2 (1.0, 1.0): an MMA with this A sums x
 
 // D = A B + D, m16n8k16, float32 accumulate, A and B of PTX type TYPE ("bf16" or "f16"). Lane
 // (g = lane / 4, t = lane % 4) holds A rows g and g + 8 (k-slots 2t, 2t+1 in a0/a1 and 2t+8, 2t+9
