@@ -12,7 +12,7 @@
 // Schemes (default all): lossless (BF16, codec rans), int8, int4 (g128), int3 (g128), int2 (g128),
 // fp8, fp6, fp5, fp4, nf4, lut4, int4-sp50 (int4 g128 + 50% unstructured magnitude pruning),
 // lossless-exp4 (BF16, codec exp4: 4-bit exponent codes, docs/FORMAT.md), int8-sp50, fp8-sp50,
-// fp6-sp50, nf4-sp50, fp4-sp50, lut4-sp50, int3-sp50 and fp5-sp50 (50% pruned).
+// fp6-sp50, nf4-sp50, fp4-sp50, lut4-sp50, int3-sp50, fp5-sp50 and int2-sp50 (50% pruned).
 // Quantized tiles use codec none (the streaming kernels' layout) unless --rans.
 //
 // Weights: synthetic BF16 N(0, 0.02) with 0.1% outliers x15 (as trained LLM weights have), one
@@ -80,6 +80,7 @@ const std::vector<SchemeDef> kAllSchemes = {
     // 50% pruned: sparse tiles on the bulk-copy GEMV, expanded into each scheme's dense codes
     {"fp6-sp50", "fp6:prune=0.5", 0}, {"nf4-sp50", "nf4:prune=0.5", 0}, {"fp4-sp50", "fp4:prune=0.5", 0},
     {"lut4-sp50", "lut4:prune=0.5", 0}, {"int3-sp50", "int3:g128:prune=0.5", 0}, {"fp5-sp50", "fp5:prune=0.5", 0},
+    {"int2-sp50", "int2:g128:prune=0.5", 0},
 };
 // The other targets of issue 5.
 constexpr double kBatchRatioTarget = 1.15;      // batch 16 kernel time within 15% of batch 1
