@@ -200,6 +200,10 @@ struct StageGeometry {
 };
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
 
+// Bytes from a batch row's x in a stage or an x block to the sums of x after it (x_sums): its
+// tile_cols BF16 values, rounded up to 16 bytes.
+__host__ __device__ constexpr uint32_t x_sums_offset(uint32_t tile_cols) { return align_up(tile_cols * 2, 16); }
+
 struct TmaLayout {
   uint32_t stage_bytes, x_at, x_row, x_sums_at, stages, sparse_at, total;
   // x_row: bytes from one batch column's x slice to the next: batch > 1, the tile width rounded up
@@ -214,7 +218,7 @@ struct TmaLayout {
     x_at = align_up(stored_cap, 128);
     // (the sums' size computed for every instance gave int8's and nf4's batch-1 instances 8 bytes
     // of spills)
-    x_sums_at = align_up(tile_cols * 2, 16);
+    x_sums_at = x_sums_offset(tile_cols);
     x_row = sums ? x_sums_at + align_up(tile_cols / 8, 16) : batch == 1 ? 0 : x_sums_at + 16;
     stage_bytes = x_at + align_up(x_row == 0 ? tile_cols * 2 : batch * x_row, 128);
     stages = stage_count;
@@ -1312,18 +1316,14 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
     uint32_t s = 0, phase = 0;
     // xt from prepare_kernel: waited for before the first x copy
     bool x_ready = !x_from_prepare(batch, kHalfX, kX);
-    // The x block at batch 1 with sums: tile_cols = odd << cols_shift, so col0 / tile_cols = (col0 >>
-    // cols_shift) * odd^-1 mod 2^32 (col0 is a multiple of tile_cols; Newton's steps double the
-    // inverse's correct low bits, 3, 6, .., 48). The other instances divide, as before (a shift and
-    // inverse held through the loop gave int8's batch-1 instance 8 bytes of spills).
-    [[maybe_unused]] uint32_t cols_shift = 0, cols_inverse = 1;
-    if constexpr (kXSums && kBatch1) {
-      cols_shift = __ffs(tile_cols) - 1;
-      const uint32_t odd = tile_cols >> cols_shift;
-      cols_inverse = odd;
+    // A tile's x block, col0 / tile_cols, without a division per tile (int4 at batch 1 measured 5%
+    // slower with one): col0 is a multiple of tile_cols = odd << cols_shift, so the quotient is
+    // (col0 >> cols_shift) times odd's inverse mod 2^32 (Newton's steps double its correct low
+    // bits: 3, 6, .., 48)
+    const uint32_t cols_shift = __ffs(tile_cols) - 1, cols_odd = tile_cols >> cols_shift;
+    uint32_t cols_inverse = cols_odd;
 #pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) cols_inverse *= 2u - odd * cols_inverse;
-    }
+    for (uint32_t i = 0; i < 4; ++i) cols_inverse *= 2u - cols_odd * cols_inverse;
     DevTile next = !kShuffled && t_begin < t_end ? tiles_dev[t_begin] : DevTile{};
     for (uint64_t base = t_begin; base < t_end; base += 32) {
       DevTile mine{};
@@ -1345,11 +1345,8 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
         } else if (base + k + 1 < t_end) {
           next = tiles_dev[base + k + 1];
         }
-        // the x block only where the x copy or a consumer needs it (int4 at batch 1 measured 5%
-        // slower with the division in every tile's record: there, the shift and multiply above)
-        const uint32_t x_block = kXSums && kBatch1          ? (d.col0 >> cols_shift) * cols_inverse
-                                 : kHalfX || !kBatch1 ? d.col0 / tile_cols
-                                                      : 0u;
+        // the x block only where the x copy or a consumer needs it
+        const uint32_t x_block = kHalfX || kXBlock ? (d.col0 >> cols_shift) * cols_inverse : 0u;
         const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse, x_block, {}};
         // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
         // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
@@ -1717,7 +1714,7 @@ __global__ void __launch_bounds__(256, 8)
     return;
   }
   if (batch == 1 && order.span == 0) return;  // batch 1: the GEMV copies x itself
-  const uint32_t total = k_cols * batch, x_sums_at = align_up(tile_cols * 2, 16);
+  const uint32_t total = k_cols * batch, x_sums_at = x_sums_offset(tile_cols);
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
     uint32_t at = k - block * tile_cols;  // tile widths are multiples of the span
@@ -1903,11 +1900,12 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
   plan.sparse_tiles = sparse_tiles;
   struct Shape {
     uint32_t warps, warp_rows, blocks_per_sm, units, table_bytes;
-    bool x_sums;
+    bool x_sums, x_scratch;
   };
-  const Shape shape = tma_dispatch(params, batch, sparse_tiles, [](auto k) {
+  const Shape shape = tma_dispatch(params, batch, sparse_tiles, [=](auto k) {
     using K = decltype(k);
-    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes, K::kXSums};
+    return Shape{K::kConsumerWarps, K::kWarpRows, K::kBlocksPerSm, K::kUnits, K::kTableBytes, K::kXSums,
+                 x_from_prepare(batch, K::kHalfX, K::kX)};
   });
   const bool sums = shape.x_sums;
   const uint32_t warps = shape.warps;
@@ -1934,8 +1932,7 @@ QuantTmaPlan quant_tma_plan(const QuantDevParams& params, uint32_t stored_cap, u
       TmaLayout(plan.stored_cap, tile_cols, batch, stages, plan.scratch_bytes, warps, table_bytes, sums).total;
   plan.blocks_per_sm =
       tma_dispatch(params, batch, sparse_tiles, [&](auto k) { return decltype(k)::occupancy(plan.smem_bytes); });
-  plan.x_scratch = tma_dispatch(params, batch, sparse_tiles,
-                                [=](auto k) { return x_from_prepare(batch, decltype(k)::kHalfX, decltype(k)::kX); });
+  plan.x_scratch = shape.x_scratch;
   return plan;
 }
 
