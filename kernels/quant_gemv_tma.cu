@@ -91,12 +91,6 @@ namespace {
 // (cp.async) each of its 32 lanes once its copies have landed and lane 0 once more after it wrote
 // the stage's record.
 constexpr uint32_t kFullArrivals = WPACK_HAVE_BULK_COPY ? 1 : 33;
-// Producer warps: one issues the bulk copies; with cp.async at batch 1, two take turns by tile (one
-// warp's copies alone streamed int4 28672x8192 at 46% of the DRAM bandwidth, its consumers waiting;
-// two: int4 60.0 -> 45.7 us, int8 74.1 -> 64.8 on an H200; at batch 16 int4, nf4 and exp4 ran
-// 10-20% slower with two, and were left at one).
-constexpr uint32_t producer_warps(bool batch1) { return WPACK_HAVE_BULK_COPY || !batch1 ? 1 : 2; }
-
 constexpr uint32_t kMaxStages = kMaxRingStages;
 constexpr uint32_t kHeaderBytes = 1536;  // barriers (2 x 32 x 8 B) and stage geometry (32 x 32 B)
 constexpr uint32_t kStatusOk = 0;
@@ -118,6 +112,21 @@ constexpr uint32_t tiles_in_hand(uint32_t warps, uint32_t row_blocks) {
 constexpr uint32_t kNf4Codes = 1, kLut4Codes = 2;
 // kFloat of lossless BF16 tensors of codec exp4 (kLosslessExp4; kBits 8, no scales).
 constexpr uint32_t kExp4Tiles = 16;
+
+// Producer warps: one issues the bulk copies; with cp.async, two take turns by tile at batch 1 and
+// for int8, fp8 and fp6 above it, but in their quarter-tile instances (kRowBlocks 2: tensors of few
+// tiles per multiprocessor at batch 9..16). One warp's copies alone streamed int4 28672x8192 at
+// 46% of the DRAM bandwidth at batch 1, its consumers waiting; two: int4 60.0 -> 45.7 us, int8
+// 74.1 -> 64.8 on an H200. At batch 16 int4, nf4 and exp4 ran 10-20% slower with two and keep one.
+// The 8-bit kinds (CUDA 11.8 build, H200, two alternations, us, one -> two): 28672x8192 int8 b4
+// 92.3-92.7 -> 69.8-69.9, b16 96.2-96.6 -> 72.0-72.5, b32 183.8-184.1 -> 178.3-178.4, b64 the same;
+// fp8 b16 96.4-96.9 -> 76.3-76.5, b64 333 -> 313; fp6 b8 84.6 -> 60.7-61.5, b16 93.9-94.2 ->
+// 71.8-71.9; 8192^2 int8 b4 34.8-35.1 -> 28.8-29.1, b16 36.5-38.0 -> 30.6-30.9, b64 100.7-100.8 ->
+// 102.9-103.2; 4096^2 within +-0.5 us but int8 b64 39.9-40.1 -> 41.3-41.5.
+constexpr uint32_t producer_warps(bool batch1, uint32_t bits, uint32_t kind_float, uint32_t row_blocks) {
+  const bool eight_bit = bits == 8 && kind_float != kExp4Tiles && row_blocks != 2;
+  return WPACK_HAVE_BULK_COPY ? 1 : batch1 || eight_bit ? 2 : 1;
+}
 
 // The lane-codes type (mma_codes.cuh) of a scheme below 8 bits but fp6: kFloat 0 int codes, 4 fp4
 // E2M1, 1 nf4, 2 lut4 (one table; no scales, which the kernel treats as grouped without plane A:
@@ -1243,7 +1252,7 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat, uint32_t kMinBlocks,  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
           bool kSparse>                          // the tensor has sparse tiles (layout 5; not exp4)
-__global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinBlocks) quant_gemv_tma_kernel(
+__global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1, kBits, kFloat, kRowBlocks)), kMinBlocks) quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
@@ -1301,7 +1310,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
 
   // producer: its lanes walk the block's tiles in step; lane 0 issues the bulk copies (cp.async: all
   // lanes copy, each of the kProducerWarps warps every kProducerWarps-th tile)
-  constexpr uint32_t kProducerWarps = producer_warps(kBatch1);
+  constexpr uint32_t kProducerWarps = producer_warps(kBatch1, kBits, kFloat, kRowBlocks);
   if (kProducerWarps == 1 ? warp == kWarps : warp >= kWarps) {
     const uint32_t producer = kProducerWarps == 1 ? 0 : warp - kWarps;
     // How a tile's record reaches the lanes, by measurement (H200, 28672x8192, batch 1): int8, fp8
@@ -1599,7 +1608,7 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1)), kMinB
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat = 0, uint32_t kMinBlocks = 0, bool kSparseTiles = false>
 struct TmaKernel {
-  static constexpr uint32_t kThreads = 32 * (kWarps + producer_warps(kBatch1));
+  static constexpr uint32_t kThreads = 32 * (kWarps + producer_warps(kBatch1, kBits, kFloat, kRowBlocks));
   static constexpr uint32_t kConsumerWarps = kWarps;
   static constexpr uint32_t kWarpRows = kRowBlocks ? 16 * kRowBlocks : 16;  // the tile rows one warp multiplies
   static constexpr uint32_t kUnits = tiles_in_hand(kWarps, kRowBlocks);
