@@ -1252,7 +1252,8 @@ __device__ __forceinline__ void flush_partials(const QuantDevParams& p, uint32_t
 template <uint32_t kBits, uint32_t kNT, bool kBatch1, bool kGrouped, uint32_t kWarps, uint32_t kRowBlocks,
           uint32_t kFloat, uint32_t kMinBlocks,  // kFloat 0: int codes; 8, 6, 5, 4: fp8/6/5/4; 1: nf4; 2: lut4
           bool kSparse>                          // the tensor has sparse tiles (layout 5; not exp4)
-__global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1, kBits, kFloat, kRowBlocks)), kMinBlocks) quant_gemv_tma_kernel(
+__global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1, kBits, kFloat, kRowBlocks)), kMinBlocks)
+    quant_gemv_tma_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 128-aligned (the copies need 16)
     const DevTile* __restrict__ tiles_dev,  // (tile_count), row-major over the tile grid
     uint64_t tile_count, QuantDevParams params, uint32_t stored_cap, uint32_t tile_cols, uint32_t stages,
