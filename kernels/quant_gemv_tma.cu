@@ -204,7 +204,7 @@ __host__ __device__ constexpr bool x_from_prepare(uint32_t batch, bool half, Pre
 struct StageGeometry {
   uint32_t row0, col0, h, w;
   uint32_t sparse;  // 1: layout 5 (bitmap + occupied codes)
-  uint32_t x_block;  // above batch 1 or FP16 x (half_x): col0 / tile_cols, the tile column's x block
+  uint32_t x_block;  // x in blocks (above batch 1; int4/3/2 at 1) or FP16 x (half_x): col0 / tile_cols
   uint32_t unused[2];
 };
 static_assert(sizeof(StageGeometry) * kMaxStages + 2 * 8 * kMaxStages == kHeaderBytes, "header layout");
@@ -1358,9 +1358,9 @@ __global__ void __launch_bounds__(32 * (kWarps + producer_warps(kBatch1, kBits, 
         // the x block only where the x copy or a consumer needs it
         const uint32_t x_block = kHalfX || kXBlock ? (d.col0 >> cols_shift) * cols_inverse : 0u;
         const StageGeometry geo{d.row0, d.col0, d.rows, d.cols, d.filter == kLayoutSparse, x_block, {}};
-        // x: batch 1 (kBatch1), the tile's w columns of x, as before the blocked layout; above, the tile
-        // column's block of prepare_kernel's xt, all batch rows x_row bytes apart as the stage holds
-        // them, in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
+        // x: batch 1 (kBatch1) but int4/3/2, the tile's w columns of x, as before the blocked layout;
+        // else (kXBlock) the tile column's block of prepare_kernel's xt, all batch rows x_row bytes
+        // apart as the stage holds them (int4/3/2: with their sums), in one copy (28672x8192 batch 16: fp8 76.6-76.8 -> 71.7-71.9 us, int4 63.0-63.2 ->
         // 57.9-58.1, exp4 115.7-115.8 -> 108.9-109.6; batch 64: int4 339 -> 220, exp4 452 -> 396)
         const uint32_t bytes = align_up(d.stored_size, 16), x_bytes = geo.w * 2;  // x: per batch column
         uint8_t* stage = ring + s * layout.stage_bytes;
