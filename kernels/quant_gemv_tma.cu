@@ -1801,7 +1801,8 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // scales at the flush), dense tensors: a warp per half tile at batch 1 (8 warps, 2 blocks per
 // multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at batch 8), per
 // quarter tile at 9..16 (4 warps, 3 blocks: int4 126 registers without a spill); above 16 the 8
-// warps share each tile. (The shapes int4 measured best; the others take the same.) Dense lut4 at
+// warps share each tile. (The shapes int4 measured best; the others take the same, but int3 and
+// int2 at 9..16, below.) Dense lut4 at
 // 9..16 keeps the instance with the sparse path: without it ptxas gives it 107 registers instead of
 // 118 and it ran 57.5-57.6 us against 53.2-53.8 (28672x8192, batch 16, two runs).
 // Tensors with sparse tiles: 8 warps, 2 blocks at batch 2..8 (H200, 28672x8192, batch 2 and 8, two
@@ -1812,8 +1813,17 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // fp4 108.9-109.0 / 39.0-39.3 -> 105.8-105.9 / 37.3-37.4, nf4 121.1-121.3 / 44.0-44.3 ->
 // 118.8-118.9 / 42.5-42.8, lut4 110.0-110.4 / 40.6-41.4 -> 109.1-109.2 / 39.4-39.5; ptxas spills
 // int4 62 bytes there, nf4 12, lut4 8; int3 would 494).
+// At 9..16, a warp per half tile on 4 warps, 2 blocks (168 registers, no spill) for dense int3 from
+// kFewTilesPerSm tiles per multiprocessor on and for int3 and int2 with sparse tiles (H200, batch
+// 16, two alternations, quarter -> half tile, us: dense int3 28672x8192 56.7-57.1 -> 53.0-53.2,
+// 8192x28672 58.2-58.6 -> 54.4-54.6, 8192^2 23.2-23.5 -> 22.7-22.9, 14336x4096 and 4096x14336 the
+// same, 4096^2 (8 tiles per multiprocessor) 13.1-13.4 -> 14.5; 50% pruned int3 28672x8192
+// 158.2-158.5 -> 156.1-156.8, 8192x28672 159.1-159.3 -> 154.0-154.4, 4096^2 21.0-21.1 -> 20.1-20.2,
+// int2 146.6 -> 143.6-143.8, 147.7-148.1 -> 144.5, 20.0-20.1 -> 19.6-19.8, the other shapes 0.5-2.6%
+// faster too). Dense int2 that way ran 1-15% slower on all six shapes; int4 and fp4 2-6% slower on
+// 28672x8192 and 8192^2, nf4 and fp5 mixed; on 3 blocks it spills.
 template <uint32_t kBits, uint32_t kFloat, bool kSp, bool kGrouped = true, typename F>
-auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
+auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f) {
   if (nt == 1) {
     if (batch == 1) return f(TmaKernel<kBits, 1, true, kGrouped, 8, 4, kFloat, 2, kSp>{});
     if constexpr (kSp) return f(TmaKernel<kBits, 1, false, kGrouped, 8, 4, kFloat, 2, true>{});
@@ -1821,6 +1831,10 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, F&& f) {
   }
   if (nt == 2) {
     if constexpr (kSp && kBits == 4) return f(TmaKernel<kBits, 2, false, kGrouped, 8, 2, kFloat, 2, true>{});
+    else if constexpr (kFloat == 0 && (kBits == 3 || (kBits == 2 && kSp))) {
+      if (kSp || tiles_per_sm >= kFewTilesPerSm) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 4, 0, 2, kSp>{});
+      return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, 0, 3, kSp>{});
+    }
     else return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
   }
   return tma_dispatch_shared<kBits, kGrouped, kFloat, kSp>(nt, f);
@@ -1848,20 +1862,20 @@ template <bool kSp, typename F>
 auto tma_dispatch_kind(const QuantDevParams& p, uint32_t batch, F&& f) {
   const uint32_t nt = tma_n_tiles(batch);
   if (p.kind == kLosslessExp4) return tma_dispatch_exp4(nt, batch, f);  // never sparse
-  if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes, kSp>(nt, batch, f);  // lut4, one table
+  if (p.kind == kQuantLut) return tma_dispatch_grouped<4, kLut4Codes, kSp>(nt, batch, p.tiles_per_sm, f);  // lut4, one table
   if (p.kind == kQuantInt) {
     switch (p.bits) {
-      case 2: return tma_dispatch_grouped<2, 0, kSp>(nt, batch, f);
-      case 3: return tma_dispatch_grouped<3, 0, kSp>(nt, batch, f);
-      case 4: return tma_dispatch_grouped<4, 0, kSp>(nt, batch, f);
+      case 2: return tma_dispatch_grouped<2, 0, kSp>(nt, batch, p.tiles_per_sm, f);
+      case 3: return tma_dispatch_grouped<3, 0, kSp>(nt, batch, p.tiles_per_sm, f);
+      case 4: return tma_dispatch_grouped<4, 0, kSp>(nt, batch, p.tiles_per_sm, f);
       default: return tma_dispatch_8bit<0, kSp>(nt, batch, p.tiles_per_sm, f);
     }
   }
   switch (p.bits) {
-    case 5: return tma_dispatch_grouped<5, 5, kSp, false>(nt, batch, f);  // fp5: per-row scales
+    case 5: return tma_dispatch_grouped<5, 5, kSp, false>(nt, batch, p.tiles_per_sm, f);  // fp5: per-row scales
     case 4:
-      return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4, kSp>(nt, batch, f)
-                        : tma_dispatch_grouped<4, kNf4Codes, kSp>(nt, batch, f);
+      return p.fp4_e2m1 ? tma_dispatch_grouped<4, 4, kSp>(nt, batch, p.tiles_per_sm, f)
+                        : tma_dispatch_grouped<4, kNf4Codes, kSp>(nt, batch, p.tiles_per_sm, f);
     case 6: return tma_dispatch_8bit<6, kSp>(nt, batch, p.tiles_per_sm, f);
     default: return tma_dispatch_8bit<8, kSp>(nt, batch, p.tiles_per_sm, f);
   }
