@@ -1820,7 +1820,7 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // same, 4096^2 (8 tiles per multiprocessor) 13.1-13.4 -> 14.5; 50% pruned int3 28672x8192
 // 158.2-158.5 -> 156.1-156.8, 8192x28672 159.1-159.3 -> 154.0-154.4, 4096^2 21.0-21.1 -> 20.1-20.2,
 // int2 146.6 -> 143.6-143.8, 147.7-148.1 -> 144.5, 20.0-20.1 -> 19.6-19.8, the other shapes 0.5-2.6%
-// faster too). Dense int2 that way ran 1-15% slower on all six shapes; int4 and fp4 2-6% slower on
+// faster too). Dense int2 that way ran 0.8-15% slower on all six shapes; int4 and fp4 2-6% slower on
 // 28672x8192 and 8192^2, nf4 and fp5 mixed; on 3 blocks it spills.
 template <uint32_t kBits, uint32_t kFloat, bool kSp, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f) {
