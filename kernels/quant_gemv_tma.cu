@@ -1821,7 +1821,13 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // 158.2-158.5 -> 156.1-156.8, 8192x28672 159.1-159.3 -> 154.0-154.4, 4096^2 21.0-21.1 -> 20.1-20.2,
 // int2 146.6 -> 143.6-143.8, 147.7-148.1 -> 144.5, 20.0-20.1 -> 19.6-19.8, the other shapes 0.5-2.6%
 // faster too). Dense int2 that way ran 0.8-15% slower on all six shapes; int4 and fp4 2-6% slower on
-// 28672x8192 and 8192^2, nf4 and fp5 mixed; on 3 blocks it spills.
+// 28672x8192 and 8192^2; on 3 blocks it spills. Dense nf4, lut4 and fp5 take it from
+// kManyTilesPerSm on (157-168 registers; lut4 spills 16 bytes, so without the sparse path there):
+// H200, batch 16, two alternations, us, 28672x8192 / 8192x28672: lut4 53.0-53.2 / 53.2 -> 51.7-51.9
+// / 51.4-52.0, nf4 64.5 / 64.9-65.1 -> 63.6-63.8 / 63.6-64.3, fp5 64.7 / 65.3-65.8 -> 63.5-63.8 /
+// 63.7-64.1; on 8192^2 (31 tiles per multiprocessor) nf4 27.3 -> 27.6, fp5 26.7-26.8 -> 27.6-27.8,
+// lut4 the same. Tensors with sparse tiles of the 4-bit kinds on it (one run): int4 2.5-3% and fp4
+// 6% slower, nf4 and lut4 the same.
 template <uint32_t kBits, uint32_t kFloat, bool kSp, bool kGrouped = true, typename F>
 auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f) {
   if (nt == 1) {
@@ -1834,6 +1840,10 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&
     else if constexpr (kFloat == 0 && (kBits == 3 || (kBits == 2 && kSp))) {
       if (kSp || tiles_per_sm >= kFewTilesPerSm) return f(TmaKernel<kBits, 2, false, kGrouped, 4, 4, 0, 2, kSp>{});
       return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, 0, 3, kSp>{});
+    } else if constexpr (!kSp && (kFloat == kNf4Codes || kFloat == kLut4Codes || kFloat == 5)) {
+      if (tiles_per_sm >= kManyTilesPerSm)
+        return f(TmaKernel<kBits, 2, false, kGrouped, 4, 4, kFloat, 2, false>{});
+      return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kFloat == kLut4Codes>{});
     }
     else return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
   }

@@ -716,19 +716,34 @@ TEST_CASE("gpu lossy: bulk-copy GEMV of minifloat codes with x far from 1 (times
   }
 }
 
-// fp6, int8 and fp8 at batch 9..16 take a warp per half tile when the tensor has many tiles per
-// multiprocessor (QuantDevParams tiles_per_sm: at least kManyTilesPerSm, 48, for fp6,
-// kFewTilesPerSm, 16, for int8/fp8), a quarter tile otherwise; int8 and fp8 at batch 1 a half tile
-// from kManyTilesPerSm on, a quarter below (fp6 a half tile): 4096 x 6400 in 64 x 64 tiles is
-// 6400 tiles, many on a GPU of up to 133 multiprocessors (the H200 has 132), and its 64-row tiles
-// leave the second warp of each tile idle; 300 x 1024 is few.
-TEST_CASE("gpu lossy: bulk-copy GEMV of fp6, int8 and fp8 at batch 1 and 9..16 with many tiles and with few") {
+// The bulk-copy GEMV's layout depends on the tensor's tiles per multiprocessor (QuantDevParams
+// tiles_per_sm): at batch 9..16 fp6, nf4, lut4 and fp5 take a warp per half tile from
+// kManyTilesPerSm (48) on, int8, fp8 and int3 from kFewTilesPerSm (16) on, a quarter tile below;
+// int8 and fp8 at batch 1 a half tile from kManyTilesPerSm on, a quarter below (fp6 a half tile).
+// Each "many" tensor has enough tiles for its threshold on a GPU of up to 133 multiprocessors (the
+// H200 has 132): 4096 x 6400 in 64 x 64 tiles is 6400 tiles, fp5's 8192 x 6400 in 64 x 128 tiles
+// (its kernel steps 128 columns) too (64-row tiles leave the second warp of each tile idle), int3 g128
+// 4224 x 8448 in 128 x 128 tiles 2178; 300 x 1024 is few.
+TEST_CASE("gpu lossy: bulk-copy GEMV at batch 1 and 9..16 with many tiles and with few: the kinds whose layout depends on it") {
+  using wpack::Scheme;
+  struct ManyCase {
+    LossyCase c;
+    uint64_t rows, cols;
+    uint32_t tile_rows, tile_cols;
+  };
+  const ManyCase cases[] = {{{Scheme::kFp6, Codec::kNone}, 4096, 6400, 64, 64},
+                            {{Scheme::kInt8, Codec::kNone}, 4096, 6400, 64, 64},
+                            {{Scheme::kFp8, Codec::kNone}, 4096, 6400, 64, 64},
+                            {{Scheme::kNf4, Codec::kNone, 0, 64}, 4096, 6400, 64, 64},
+                            {{Scheme::kLut4, Codec::kNone}, 4096, 6400, 64, 64},
+                            {{Scheme::kFp5, Codec::kNone}, 8192, 6400, 64, 128},
+                            {{Scheme::kInt3, Codec::kNone, 0, 128}, 4224, 8448, 128, 128}};
   uint64_t seed = 780;
-  for (const wpack::Scheme scheme : {wpack::Scheme::kFp6, wpack::Scheme::kInt8, wpack::Scheme::kFp8}) {
-    auto p = pack_lossy({{"many", DType::BF16, {4096, 6400}}, {"few", DType::BF16, {300, 1024}}},
-                        {scheme, Codec::kNone}, 64, 64, seed++);
+  for (const ManyCase& m : cases) {
+    auto p = pack_lossy({{"many", DType::BF16, {m.rows, m.cols}}, {"few", DType::BF16, {300, 1024}}}, m.c, m.tile_rows,
+                        m.tile_cols, seed++);
     for (size_t t = 0; t < 2; ++t) {
-      INFO("scheme " << static_cast<int>(scheme) << ", tensor " << t);
+      INFO("case " << case_name(m.c) << ", tensor " << t);
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {1u, 9u, 16u})
         check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch, 0, 2e-3, ring());

@@ -127,12 +127,13 @@ inline bool packed_code_symbols(const QuantDevParams& q) { return q.code_symbol_
 // fp6 at batch 9..16: a warp per half tile (2 blocks per multiprocessor) ran 5% faster than a
 // quarter tile (3 blocks) on 28672x8192 and 8192x28672 (14336 tiles of 128 x 128, 109 per
 // multiprocessor of an H200), the same on 8192^2 (31) and 4096x14336, 4-12% slower on 14336x4096
-// (27) and 4096^2 (8): half tiles from kManyTilesPerSm on. int8 and fp8 at batch 1 take quarter
+// (27) and 4096^2 (8): half tiles from kManyTilesPerSm on; dense nf4, lut4 and fp5 too (1.3-2.5%
+// faster on the two large shapes, 0-4% slower on 8192^2). int8 and fp8 at batch 1 take quarter
 // tiles below it (8192^2: 5-7% faster) and half tiles from it on (28672x8192: the same, +-1%).
 inline constexpr uint32_t kManyTilesPerSm = 48;
 // int8 and fp8 at batch 9..16: a quarter tile ran 5-6% faster than a half tile on 4096^2 (8 tiles
 // per multiprocessor), 1-8% slower on 14336x4096, 4096x14336 and 8192^2 (27-31): quarter tiles
-// below kFewTilesPerSm.
+// below kFewTilesPerSm. Dense int3 the same way (4096^2 13.1-13.4 against 14.5 us).
 inline constexpr uint32_t kFewTilesPerSm = 16;
 
 // Shared memory of the generic lossy kernels (one block per tile), the maximum over the tiles.
