@@ -3,7 +3,8 @@
 //   bench_quantize [rows cols]
 //
 // Throughput: one thread (omp_set_num_threads(1)), MB/s of BF16-equivalent input (rows*cols*2 bytes),
-// best of 3, for int4 g128 clip mse (target >= 300 MB/s) and fp6, with their RTN (clip minmax) beside.
+// best of 3, for int4 g128 clip mse (target >= 300 MB/s) and fp6, with their RTN (clip minmax) beside;
+// lut4 (one table) on BF16-exact and on float32 values, on one thread and on all.
 // Accuracy: rel_error = ||W^ - W|| / ||W|| of every scheme with clip mse beside plain RTN (clip minmax),
 // on N(0, 0.02) weights with 0.1% outliers of +-10 sigma. LUT schemes ignore the clip (k-means).
 #include <omp.h>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "packer/detail/fp.h"  // bf16 rounding
 #include "packer/quantize.h"
 #include "synthetic_weights.h"  // gaussian, splitmix64 (tests/)
 
@@ -88,6 +90,18 @@ int main(int argc, char** argv) {
     std::printf("  %-22s %14.0f %14.0f %14.0f %14.0f\n", r.label, mb / mse.wall, mb / mse.cpu, mb / rtn.wall, mb / rtn.cpu);
   }
   std::printf("  target: int4 g128 clip mse >= 300 MB/s per thread\n");
+  // lut4 with one table for the tensor: its k-means counts BF16/F16 values into a histogram of bit
+  // patterns and sorts a copy of float32 values (the way it took every input before).
+  std::vector<float> bf16 = gaussian;
+  for (float& v : bf16) v = wpack::detail::bf16_to_float(wpack::detail::float_to_bf16_bits(v));
+  const wpack::QuantSpec lut{wpack::Scheme::kLut4, 0, false, wpack::Clip::kMse, 0};
+  for (int threads : {1, omp_get_num_procs()}) {
+    omp_set_num_threads(threads);
+    const Timing hist = time_best_of_3(bf16, rows, cols, lut), sorted = time_best_of_3(gaussian, rows, cols, lut);
+    std::printf("  lut4 (one table), %d thread%s: BF16 values (histogram) %.0f wall / %.0f cpu, float32 values "
+                "(sorted copy) %.0f / %.0f\n",
+                threads, threads == 1 ? "" : "s", mb / hist.wall, mb / hist.cpu, mb / sorted.wall, mb / sorted.cpu);
+  }
 
   omp_set_num_threads(omp_get_num_procs());
   std::printf("\nrel_error ||W^-W||/||W||, N(0,0.02) + 0.1%% outliers of +-10 sigma, default groups\n");

@@ -403,36 +403,134 @@ void quantize_row_fast(const Context& ctx, const float* x, uint8_t* codes, uint1
 // ---- LUT: 1-D k-means ----
 //
 // Plain (uniformly weighted) k-means, i.e. Lloyd's algorithm minimising the squared error of the
-// values themselves -- the quantity rel_error measures. Works on the sorted values with double prefix
-// sums, so every cluster is a contiguous range and its mean is (P[end] - P[begin]) / count.
-// An element exactly at the midpoint of two centroids joins the lower one. Three deterministic starts
-// (quantiles; evenly spaced over [min, max]; their average) each run to convergence (assignment
-// unchanged) or kLutMaxIterations; the start with the smallest total squared error wins (ties: the
-// earlier). The reference finds the assignment element by element, the fast path by binary search;
-// everything else is shared, so the tables are identical.
+// values themselves -- the quantity rel_error measures. Works on the values in ascending order as
+// runs of equal values, with double prefix sums over the elements, so every cluster is a contiguous
+// range of runs and its mean is (P[end] - P[begin]) / count. An element exactly at the midpoint of
+// two centroids joins the lower one. Three deterministic starts (quantiles; evenly spaced over
+// [min, max]; their average) each run to convergence (assignment unchanged) or kLutMaxIterations;
+// the start with the smallest total squared error wins (ties: the earlier).
+// The reference sorts a copy of the values and takes each element as a run of its own, finding the
+// assignment element by element. The fast path counts the values into a histogram of their bit
+// patterns (no copy, no per-element prefix: 20 bytes a weight less), when they have few enough
+// distinct patterns (BF16 or F16 sources: their float32 bits end in 16 or 13 zeros) and there are
+// at least as many values as buckets, else sorts a copy and merges equal values; it finds the
+// assignment by binary search. The prefix sums add the elements one by one in the same order either
+// way, so the tables are identical.
 
-struct Prefix {
-  std::vector<double> sum, sum_sq;  // [n + 1]
+struct Runs {
+  std::vector<double> value;          // [r], ascending, distinct in the fast path
+  std::vector<uint64_t> end;          // [r + 1]: elements before run r (end[0] = 0)
+  std::vector<double> sum, sum_sq;    // [r + 1]: prefix sums over the elements before run r
+  void add(double v, uint64_t count) {
+    if (end.empty()) end.assign(1, 0), sum.assign(1, 0.0), sum_sq.assign(1, 0.0);
+    double s = sum.back(), s2 = sum_sq.back();
+    for (uint64_t i = 0; i < count; ++i) s += v, s2 += v * v;  // element by element: the reference's sums
+    value.push_back(v);
+    end.push_back(end.back() + count);
+    sum.push_back(s);
+    sum_sq.push_back(s2);
+  }
+  void reserve(uint64_t runs) {
+    value.reserve(runs);
+    end.reserve(runs + 1), sum.reserve(runs + 1), sum_sq.reserve(runs + 1);
+  }
+  // The element at index i (ascending order).
+  double at(uint64_t i) const {
+    return value[static_cast<size_t>(std::upper_bound(end.begin() + 1, end.end(), i) - (end.begin() + 1))];
+  }
 };
 
+// -0 -> +0: one sorted order, one histogram bucket.
+inline float plus_zero(float v) { return v == 0.0f ? 0.0f : v; }
+
+Runs sorted_runs_ref(const float* w, uint64_t n) {
+  std::vector<float> values(w, w + n);
+  for (float& v : values) v = plus_zero(v);
+  std::sort(values.begin(), values.end());
+  Runs runs;
+  runs.reserve(n);
+  for (float v : values) runs.add(v, 1);
+  return runs;
+}
+
+// Ordered key of a float's bits: ascending keys are ascending values (no NaN here).
+inline uint32_t order_key(uint32_t bits) { return bits & 0x80000000u ? ~bits : bits | 0x80000000u; }
+inline float from_order_key(uint32_t key) {
+  const uint32_t bits = key & 0x80000000u ? key & 0x7FFFFFFFu : ~key;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+Runs sorted_runs_fast(const float* w, uint64_t n) {
+  const int64_t n_signed = static_cast<int64_t>(n);
+  uint32_t any = 0;  // OR of every bit pattern: the low bits that are zero in all of them
+#pragma omp parallel for schedule(static) reduction(| : any)
+  for (int64_t i = 0; i < n_signed; ++i) {
+    uint32_t bits;
+    const float v = plus_zero(w[i]);
+    std::memcpy(&bits, &v, 4);
+    any |= bits;
+  }
+  Runs runs;
+  const int shift = any == 0 ? 16 : std::min(16, std::countr_zero(any));
+  // Keys of 32 - shift bits (the low shift bits of a negative value's key are all ones).
+  const uint64_t buckets = uint64_t{1} << (32 - shift);
+  if (shift < 13 || n < buckets) {  // float32 values, or fewer values than buckets: sort a copy
+    std::vector<float> values(w, w + n);
+    for (float& v : values) v = plus_zero(v);
+    std::sort(values.begin(), values.end());
+    uint64_t distinct = 0;
+    for (uint64_t i = 0; i < n; ++i) distinct += i == 0 || values[i] != values[i - 1];
+    runs.reserve(distinct);
+    for (uint64_t i = 0; i < n;) {
+      uint64_t j = i + 1;
+      while (j < n && values[j] == values[i]) ++j;
+      runs.add(values[i], j - i);
+      i = j;
+    }
+    return runs;
+  }
+  std::vector<uint64_t> count(buckets, 0);
+#pragma omp parallel
+  {
+    std::vector<uint64_t> mine(buckets, 0);
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n_signed; ++i) {
+      uint32_t bits;
+      const float v = plus_zero(w[i]);
+      std::memcpy(&bits, &v, 4);
+      ++mine[order_key(bits) >> shift];
+    }
+#pragma omp critical
+    for (uint64_t b = 0; b < buckets; ++b) count[b] += mine[b];  // integer sums: any order
+  }
+  const uint32_t low = shift == 0 ? 0 : (1u << shift) - 1;
+  for (uint64_t b = 0; b < buckets; ++b)
+    if (count[b] != 0) {
+      const uint32_t key = static_cast<uint32_t>(b << shift);
+      runs.add(from_order_key(key & 0x80000000u ? key : key | low), count[b]);
+    }
+  return runs;
+}
+
 template <bool kFast>
-std::vector<uint64_t> assign(const std::vector<float>& sorted, const std::vector<double>& centroids) {
-  const uint64_t n = sorted.size();
+std::vector<uint64_t> assign(const Runs& runs, const std::vector<double>& centroids) {
+  const size_t r = runs.value.size();
   const size_t k = centroids.size();
-  std::vector<uint64_t> bounds(k + 1, 0);
-  bounds[k] = n;
+  std::vector<uint64_t> bounds(k + 1, 0);  // in runs
+  bounds[k] = r;
   std::vector<double> mids(k - 1);
   for (size_t j = 0; j + 1 < k; ++j) mids[j] = (centroids[j] + centroids[j + 1]) * 0.5;
   if constexpr (kFast) {
     for (size_t j = 0; j + 1 < k; ++j)
-      bounds[j + 1] = static_cast<uint64_t>(
-          std::upper_bound(sorted.begin(), sorted.end(), mids[j],
-                           [](double m, float v) { return m < static_cast<double>(v); }) - sorted.begin());
+      bounds[j + 1] = static_cast<uint64_t>(std::upper_bound(runs.value.begin(), runs.value.end(), mids[j]) -
+                                            runs.value.begin());
   } else {
     std::vector<uint64_t> counts(k, 0);
-    for (uint64_t i = 0; i < n; ++i) {
+    for (size_t i = 0; i < r; ++i) {
       size_t cluster = 0;
-      for (size_t j = 0; j + 1 < k; ++j) cluster += static_cast<double>(sorted[i]) > mids[j] ? 1 : 0;
+      for (size_t j = 0; j + 1 < k; ++j) cluster += runs.value[i] > mids[j] ? 1 : 0;
       ++counts[cluster];
     }
     for (size_t j = 0; j + 1 < k; ++j) bounds[j + 1] = bounds[j] + counts[j];
@@ -441,27 +539,26 @@ std::vector<uint64_t> assign(const std::vector<float>& sorted, const std::vector
 }
 
 template <bool kFast>
-std::vector<double> lloyd(const std::vector<float>& sorted, const Prefix& prefix, std::vector<double> centroids,
-                          double* sse) {
+std::vector<double> lloyd(const Runs& runs, std::vector<double> centroids, double* sse) {
   const size_t k = centroids.size();
   std::vector<uint64_t> bounds, previous;
   for (uint32_t iter = 0; iter < kLutMaxIterations; ++iter) {
-    bounds = assign<kFast>(sorted, centroids);
+    bounds = assign<kFast>(runs, centroids);
     if (bounds == previous) break;
     for (size_t j = 0; j < k; ++j) {
-      uint64_t count = bounds[j + 1] - bounds[j];
-      if (count > 0) centroids[j] = (prefix.sum[bounds[j + 1]] - prefix.sum[bounds[j]]) / static_cast<double>(count);
+      uint64_t count = runs.end[bounds[j + 1]] - runs.end[bounds[j]];
+      if (count > 0) centroids[j] = (runs.sum[bounds[j + 1]] - runs.sum[bounds[j]]) / static_cast<double>(count);
     }
     std::sort(centroids.begin(), centroids.end());
     previous = bounds;
   }
-  bounds = assign<kFast>(sorted, centroids);
+  bounds = assign<kFast>(runs, centroids);
   // Squared error of the final assignment: sum over clusters of sum (x - c)^2.
   double total = 0;
   for (size_t j = 0; j < k; ++j) {
-    double count = static_cast<double>(bounds[j + 1] - bounds[j]);
-    double s = prefix.sum[bounds[j + 1]] - prefix.sum[bounds[j]];
-    double s2 = prefix.sum_sq[bounds[j + 1]] - prefix.sum_sq[bounds[j]];
+    double count = static_cast<double>(runs.end[bounds[j + 1]] - runs.end[bounds[j]]);
+    double s = runs.sum[bounds[j + 1]] - runs.sum[bounds[j]];
+    double s2 = runs.sum_sq[bounds[j + 1]] - runs.sum_sq[bounds[j]];
     total += s2 - 2.0 * centroids[j] * s + count * centroids[j] * centroids[j];
   }
   *sse = total;
@@ -469,23 +566,13 @@ std::vector<double> lloyd(const std::vector<float>& sorted, const Prefix& prefix
 }
 
 template <bool kFast>
-std::vector<double> fit_lut(std::vector<float> values, uint32_t k) {
-  for (float& v : values) v = v == 0.0f ? 0.0f : v;  // -0 -> +0: one sorted order
-  std::sort(values.begin(), values.end());
-  const uint64_t n = values.size();
+std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
   if (n == 0) return std::vector<double>(k, 0.0);
-  Prefix prefix;
-  prefix.sum.assign(n + 1, 0.0);
-  prefix.sum_sq.assign(n + 1, 0.0);
-  for (uint64_t i = 0; i < n; ++i) {
-    double v = values[i];
-    prefix.sum[i + 1] = prefix.sum[i] + v;
-    prefix.sum_sq[i + 1] = prefix.sum_sq[i] + v * v;
-  }
-  const double lo = values.front(), hi = values.back();
+  const Runs runs = kFast ? sorted_runs_fast(w, n) : sorted_runs_ref(w, n);
+  const double lo = runs.value.front(), hi = runs.value.back();
   std::vector<double> quantile(k), even(k), mixed(k);
   for (uint32_t j = 0; j < k; ++j) {
-    quantile[j] = values[std::min<uint64_t>(n - 1, ((2 * uint64_t{j} + 1) * n) / (2 * uint64_t{k}))];
+    quantile[j] = runs.at(std::min<uint64_t>(n - 1, ((2 * uint64_t{j} + 1) * n) / (2 * uint64_t{k})));
     even[j] = lo + (hi - lo) * (2.0 * j + 1.0) / (2.0 * k);
     mixed[j] = (quantile[j] + even[j]) * 0.5;
   }
@@ -493,7 +580,7 @@ std::vector<double> fit_lut(std::vector<float> values, uint32_t k) {
   double best_sse = std::numeric_limits<double>::infinity();
   for (const auto* start : {&quantile, &even, &mixed}) {
     double sse = 0;
-    std::vector<double> c = lloyd<kFast>(values, prefix, *start, &sse);
+    std::vector<double> c = lloyd<kFast>(runs, *start, &sse);
     if (best.empty() || sse < best_sse) best = std::move(c), best_sse = sse;
   }
   return best;
@@ -557,8 +644,7 @@ void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec
 #pragma omp parallel for schedule(dynamic, 1) if (kFast && tables > 1)
     for (int64_t t = 0; t < tables_signed; ++t) {
       uint64_t r0 = static_cast<uint64_t>(t) * rows_per_table, r1 = std::min(rows, r0 + rows_per_table);
-      std::vector<float> values(w + r0 * cols, w + r1 * cols);
-      lut_table_bits(fit_lut<kFast>(std::move(values), k), q.tables.data() + static_cast<uint64_t>(t) * k);
+      lut_table_bits(fit_lut<kFast>(w + r0 * cols, (r1 - r0) * cols, k), q.tables.data() + static_cast<uint64_t>(t) * k);
     }
     const int64_t rows_signed = static_cast<int64_t>(rows);
 #pragma omp parallel for schedule(static) if (kFast)

@@ -287,6 +287,55 @@ TEST_CASE("fast path equals the reference bit for bit") {
   }
 }
 
+// The LUT fit's fast path counts values into a histogram of their bit patterns when these end in at
+// least 13 zero bits (BF16 and F16 sources) and a table has at least as many values as buckets
+// (2^16 for BF16, 2^19 for F16), and sorts a copy otherwise (outlier_weights above: float32 values);
+// either way its tables equal the reference's, which sorts every element. Here: BF16- and F16-exact
+// weights with -0 and +0, float subnormals (as BF16), a constant and an all-zero tensor, and a
+// pattern with 12 trailing zeros (the sort again); one table of 576000 values (the histogram for
+// all but the last) and tables of 5 rows, 360000 values (BF16: the histogram; F16: the sort), on 1
+// and 2 threads.
+TEST_CASE("LUT fit on BF16 and F16 values (the histogram path) equals the reference bit for bit") {
+  const uint64_t rows = 8, cols = 72000;
+  std::vector<float> gauss = outlier_weights(rows * cols, 77);
+  auto rounded = [&](auto round) {
+    std::vector<float> w(gauss.size());
+    for (size_t i = 0; i < w.size(); ++i) w[i] = round(gauss[i]);
+    for (size_t i = 0; i < w.size(); i += 97) w[i] = (i / 97) % 2 ? -0.0f : 0.0f;
+    return w;
+  };
+  std::vector<std::pair<const char*, std::vector<float>>> inputs;
+  inputs.emplace_back("bf16", rounded([](float v) { return detail::bf16_to_float(detail::float_to_bf16_bits(v)); }));
+  inputs.emplace_back("f16", rounded([](float v) { return detail::f16_bits_to_float(detail::float_to_f16_bits(v)); }));
+  std::vector<float> tiny = inputs[0].second;  // subnormal floats that BF16 can hold: 1..127 * 2^-133
+  for (size_t i = 5; i < tiny.size(); i += 13) tiny[i] = std::ldexp(static_cast<float>(1 + i % 127), -133) * (i % 2 ? -1 : 1);
+  inputs.emplace_back("bf16 with subnormals", std::move(tiny));
+  inputs.emplace_back("constant", std::vector<float>(rows * cols, -0.03125f));
+  std::vector<float> zeros(rows * cols, 0.0f);
+  for (size_t i = 0; i < zeros.size(); i += 3) zeros[i] = -0.0f;
+  inputs.emplace_back("zeros", std::move(zeros));
+  std::vector<float> twelve = inputs[0].second;  // one value with 12 trailing zero bits
+  uint32_t bits = 0x3C801000u;
+  std::memcpy(&twelve[11], &bits, 4);
+  inputs.emplace_back("12 trailing zeros", std::move(twelve));
+  const int saved = omp_get_max_threads();
+  for (const auto& [name, w] : inputs)
+    for (Scheme scheme : {Scheme::kLut4, Scheme::kLut3})
+      for (uint32_t lut_rows : {0u, 5u}) {
+        const QuantSpec spec{scheme, 0, false, Clip::kMse, lut_rows};
+        const QuantizedMatrix ref = quantize_ref(w.data(), rows, cols, spec);
+        for (int threads : {1, 2}) {
+          INFO(name << " " << scheme_name(scheme) << " lut_rows " << lut_rows << " threads " << threads);
+          omp_set_num_threads(threads);
+          const QuantizedMatrix fast = quantize(w.data(), rows, cols, spec);
+          require_identical(fast, ref);
+          if (std::string(name) == "constant")
+            REQUIRE(static_cast<uint64_t>(std::count(fast.codes.begin(), fast.codes.end(), fast.codes[0])) == rows * cols);
+        }
+      }
+  omp_set_num_threads(saved);
+}
+
 TEST_CASE("round-trip error within the named tolerances, clip mse never worse than RTN") {
   const uint64_t rows = 256, cols = 1024;
   std::vector<float> w = outlier_weights(rows * cols, 42);
