@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <charconv>  // std::from_chars for parse_prune
 #include <cmath>
+#include <cstring>   // std::memcpy
 #include <numeric>   // std::iota
 #include <string>
 
 #include "formats/error.h"
+#include "packer/detail/parallel.h"  // parallel_histogram
 
 namespace wpack {
 namespace {
@@ -36,16 +38,41 @@ struct SmallerFirst {
 
 }  // namespace
 
+// The bits of |w| without the sign order as the magnitudes (no NaN). The count-th smallest, T, by a
+// radix select: a histogram of the high 16 bits finds T's, one of the low 15 bits among the weights
+// with those finds the rest. Every |w| < T is pruned, then the weights with |w| == T in index order
+// until count are (the reference's order): a byte a weight (the mask), where selecting among
+// indices took 8 more.
 std::vector<uint8_t> prune_mask_magnitude(const float* w, uint64_t n, double fraction) {
   const uint64_t count = prune_count(n, fraction, "prune_mask_magnitude");
   check_no_nan(w, n, "prune_mask_magnitude");
   std::vector<uint8_t> mask(n, 1);
   if (count == 0) return mask;
-  std::vector<uint64_t> order(n);
-  std::iota(order.begin(), order.end(), uint64_t{0});
-  // Only the set of the `count` smallest matters: select it in O(n), the order inside is irrelevant.
-  std::nth_element(order.begin(), order.begin() + static_cast<int64_t>(count - 1), order.end(), SmallerFirst{w});
-  for (uint64_t i = 0; i < count; ++i) mask[order[i]] = 0;
+  auto magnitude = [w](uint64_t i) {
+    uint32_t bits;
+    std::memcpy(&bits, w + i, 4);
+    return bits & 0x7FFFFFFFu;
+  };
+  // The bucket holding the rank-th smallest (1-based) and the rank within it.
+  auto select = [](const std::vector<uint64_t>& counts, uint64_t& rank) {
+    uint64_t b = 0;
+    while (rank > counts[b]) rank -= counts[b++];
+    return b;
+  };
+  uint64_t rank = count;
+  const uint64_t high = select(detail::parallel_histogram(n, uint64_t{1} << 16, [&](uint64_t i) { return uint64_t{magnitude(i) >> 15}; }), rank);
+  const uint64_t low = select(detail::parallel_histogram(n, uint64_t{1} << 15, [&](uint64_t i) {
+    const uint32_t m = magnitude(i);
+    return (m >> 15) == high ? uint64_t{m & 0x7FFFu} : UINT64_MAX;
+  }), rank);
+  const uint32_t threshold = static_cast<uint32_t>(high << 15 | low);
+  const int64_t n_signed = static_cast<int64_t>(n);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n_signed; ++i)
+    if (magnitude(static_cast<uint64_t>(i)) < threshold) mask[static_cast<uint64_t>(i)] = 0;
+  // rank: how many of those equal to the threshold are pruned, the lowest indices first
+  for (uint64_t i = 0; rank > 0; ++i)
+    if (magnitude(i) == threshold) mask[i] = 0, --rank;
   return mask;
 }
 

@@ -13,6 +13,7 @@
 
 #include "formats/error.h"
 #include "packer/detail/fp.h"
+#include "packer/detail/parallel.h"  // parallel_histogram
 #include "packer/detail/quant_kernels.h"
 
 namespace wpack {
@@ -491,20 +492,12 @@ Runs sorted_runs_fast(const float* w, uint64_t n) {
     }
     return runs;
   }
-  std::vector<uint64_t> count(buckets, 0);
-#pragma omp parallel
-  {
-    std::vector<uint64_t> mine(buckets, 0);
-#pragma omp for schedule(static) nowait
-    for (int64_t i = 0; i < n_signed; ++i) {
-      uint32_t bits;
-      const float v = plus_zero(w[i]);
-      std::memcpy(&bits, &v, 4);
-      ++mine[order_key(bits) >> shift];
-    }
-#pragma omp critical
-    for (uint64_t b = 0; b < buckets; ++b) count[b] += mine[b];  // integer sums: any order
-  }
+  const std::vector<uint64_t> count = detail::parallel_histogram(n, buckets, [w, shift](uint64_t i) {
+    uint32_t bits;
+    const float v = plus_zero(w[i]);
+    std::memcpy(&bits, &v, 4);
+    return uint64_t{order_key(bits) >> shift};
+  });
   const uint32_t low = shift == 0 ? 0 : (1u << shift) - 1;
   for (uint64_t b = 0; b < buckets; ++b)
     if (count[b] != 0) {

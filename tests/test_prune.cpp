@@ -1,4 +1,6 @@
 // Pruning masks: exact counts, N:M in every group, deterministic ties, spec parsing.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
@@ -49,6 +51,43 @@ TEST_CASE("magnitude pruning breaks ties by index") {
   std::vector<float> same(1000, 0.25f);
   std::vector<uint8_t> mask = prune_mask_magnitude(same.data(), same.size(), 0.3);
   for (size_t i = 0; i < same.size(); ++i) REQUIRE(mask[i] == (i < 300 ? 0 : 1));
+}
+
+// The fast mask selects the threshold magnitude by histograms of its high and low bits (on all
+// threads) and takes the ties at it in index order: equal to the full sort on inputs whose threshold
+// bucket is crowded (BF16-exact values, many of them equal), on neighbouring floats that share their
+// high bits, with +-0, infinities and subnormals, on 1 and 2 threads.
+TEST_CASE("magnitude pruning by radix select equals the full sort on ties, neighbours and extremes") {
+  const uint64_t n = 200000;
+  std::vector<float> bf16 = gaussian(n, 9);
+  for (float& v : bf16) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, 4);
+    bits &= 0xFFFF0000u;
+    std::memcpy(&v, &bits, 4);
+  }
+  for (uint64_t i = 0; i < n; i += 7) bf16[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+  std::vector<float> neighbours(n);  // 1.0 and the next 4999 floats up, each 40 times, both signs
+  for (uint64_t i = 0; i < n; ++i) {
+    uint32_t bits = 0x3F800000u + static_cast<uint32_t>((i * 7919) % 5000);
+    std::memcpy(&neighbours[i], &bits, 4);
+    if (i % 3 == 0) neighbours[i] = -neighbours[i];
+  }
+  std::vector<float> extremes = gaussian(n, 10);
+  for (uint64_t i = 0; i < n; i += 101) extremes[i] = (i % 2 ? 1 : -1) * INFINITY;
+  for (uint64_t i = 50; i < n; i += 103) extremes[i] = std::ldexp(1.0f, -140) * static_cast<float>(i % 5);
+  for (uint64_t i = 25; i < n; i += 107) extremes[i] = -3.4e38f;
+  const int saved = omp_get_max_threads();
+  for (const auto& [name, w] : {std::pair{"bf16", &bf16}, {"neighbours", &neighbours}, {"extremes", &extremes}})
+    for (double fraction : {0.001, 0.3, 0.5, 0.77, 0.999, 1.0}) {
+      const std::vector<uint8_t> ref = prune_mask_magnitude_ref(w->data(), n, fraction);
+      for (int threads : {1, 2}) {
+        INFO(name << " fraction " << fraction << " threads " << threads);
+        omp_set_num_threads(threads);
+        REQUIRE(prune_mask_magnitude(w->data(), n, fraction) == ref);
+      }
+    }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("N:M keeps the N largest of every M along K") {

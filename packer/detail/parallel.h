@@ -1,4 +1,5 @@
-// One way to run per-tile work on OpenMP threads with errors that behave like serial code.
+// One way to run per-tile work on OpenMP threads with errors that behave like serial code; a
+// histogram counted on all threads.
 #pragma once
 
 #include <omp.h>
@@ -6,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "formats/error.h"
 
@@ -41,6 +43,27 @@ void parallel_for_first_error(uint64_t count, int threads, Body&& body) {
     }
   }
   if (failed_index != UINT64_MAX) throw Error(failed_code, failed_message);
+}
+
+// counts[b] = the number of i in [0, n) with bucket(i) == b, for b < buckets (bucket(i) >= buckets:
+// not counted), on all OpenMP threads, each with its own counts (buckets * 8 bytes) added up at the
+// end: integer sums, so the same for any thread count.
+template <typename Bucket>
+std::vector<uint64_t> parallel_histogram(uint64_t n, uint64_t buckets, Bucket&& bucket) {
+  std::vector<uint64_t> counts(buckets, 0);
+  const int64_t n_signed = static_cast<int64_t>(n);
+#pragma omp parallel
+  {
+    std::vector<uint64_t> mine(buckets, 0);
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < n_signed; ++i) {
+      const uint64_t b = bucket(static_cast<uint64_t>(i));
+      if (b < buckets) ++mine[b];
+    }
+#pragma omp critical(wpack_parallel_histogram)
+    for (uint64_t b = 0; b < buckets; ++b) counts[b] += mine[b];
+  }
+  return counts;
 }
 
 }  // namespace wpack::detail
