@@ -58,7 +58,7 @@ TEST_CASE("magnitude pruning breaks ties by index") {
 // bucket is crowded (BF16-exact values, many of them equal), on neighbouring floats that share their
 // high bits, with +-0, infinities and subnormals, on 1 and 2 threads.
 TEST_CASE("magnitude pruning by radix select equals the full sort on ties, neighbours and extremes") {
-  const uint64_t n = 200000;
+  const uint64_t n = 300000;  // 2 threads' worth of values for the histograms (2 * 2^16 each)
   std::vector<float> bf16 = gaussian(n, 9);
   for (float& v : bf16) {
     uint32_t bits;
@@ -67,7 +67,7 @@ TEST_CASE("magnitude pruning by radix select equals the full sort on ties, neigh
     std::memcpy(&v, &bits, 4);
   }
   for (uint64_t i = 0; i < n; i += 7) bf16[i] = (i / 7) % 2 ? -0.0f : 0.0f;
-  std::vector<float> neighbours(n);  // 1.0 and the next 4999 floats up, each 40 times, both signs
+  std::vector<float> neighbours(n);  // 1.0 and the next 4999 floats up, each 60 times, both signs
   for (uint64_t i = 0; i < n; ++i) {
     uint32_t bits = 0x3F800000u + static_cast<uint32_t>((i * 7919) % 5000);
     std::memcpy(&neighbours[i], &bits, 4);

@@ -293,8 +293,8 @@ TEST_CASE("fast path equals the reference bit for bit") {
 // either way its tables equal the reference's, which sorts every element. Here: BF16- and F16-exact
 // weights with -0 and +0, float subnormals (as BF16), a constant and an all-zero tensor, and a
 // pattern with 12 trailing zeros (the sort again); one table of 576000 values (the histogram for
-// all but the last) and tables of 5 rows, 360000 values (BF16: the histogram; F16: the sort), on 1
-// and 2 threads.
+// all but the last; F16 on one thread, as a thread takes at least 2 * 2^19) and tables of 5 rows,
+// 360000 values (BF16: the histogram; F16: the sort), on 1 and 2 threads.
 TEST_CASE("LUT fit on BF16 and F16 values (the histogram path) equals the reference bit for bit") {
   const uint64_t rows = 8, cols = 72000;
   std::vector<float> gauss = outlier_weights(rows * cols, 77);

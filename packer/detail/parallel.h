@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <string>
@@ -46,13 +47,16 @@ void parallel_for_first_error(uint64_t count, int threads, Body&& body) {
 }
 
 // counts[b] = the number of i in [0, n) with bucket(i) == b, for b < buckets (bucket(i) >= buckets:
-// not counted), on all OpenMP threads, each with its own counts (buckets * 8 bytes) added up at the
-// end: integer sums, so the same for any thread count.
+// not counted), on OpenMP threads, each with its own counts (buckets * 8 bytes) added up at the end:
+// integer sums, so the same for any thread count. A thread takes at least 2 * buckets values, so
+// the threads' counts never take more than 4 bytes a value.
 template <typename Bucket>
 std::vector<uint64_t> parallel_histogram(uint64_t n, uint64_t buckets, Bucket&& bucket) {
   std::vector<uint64_t> counts(buckets, 0);
   const int64_t n_signed = static_cast<int64_t>(n);
-#pragma omp parallel
+  const int threads = static_cast<int>(
+      std::clamp<uint64_t>(n / (2 * std::max<uint64_t>(buckets, 1)), 1, static_cast<uint64_t>(omp_get_max_threads())));
+#pragma omp parallel num_threads(threads)
   {
     std::vector<uint64_t> mine(buckets, 0);
 #pragma omp for schedule(static) nowait
