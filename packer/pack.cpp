@@ -219,8 +219,7 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
   // Whole-tensor path (LUT schemes, pruning): the tensor at once.
-  std::vector<float> source;   // the tensor as float32
-  std::vector<float> pruned;   // source with the pruned weights zeroed
+  std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
   // Band path (everything else): one row of tiles at a time.
@@ -529,24 +528,21 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
 
   ws.source.resize(n);
   convert_to_f32(info.dtype, bytes.data(), n, ws.source.data());
-  const float* weights = ws.source.data();
   ws.mask.clear();
   try {
     ws.mask = prune_mask(policy.prune, ws.source.data(), rows, cols);
-    if (!ws.mask.empty()) {
-      ws.pruned.assign(ws.source.begin(), ws.source.end());
-      apply_prune_mask(ws.pruned.data(), ws.mask.data(), n);
-      weights = ws.pruned.data();
-    }
+    // pruned in place, no copy (4 bytes a weight): the source is converted again for the metrics
+    if (!ws.mask.empty()) apply_prune_mask(ws.source.data(), ws.mask.data(), n);
   } catch (const Error& e) {
     throw Error(e.code(), context + ": " + e.what());
   }
   const uint8_t* keep = ws.mask.empty() ? nullptr : ws.mask.data();
   try {
-    quantize(weights, rows, cols, policy.spec, &ws.q);
+    quantize(ws.source.data(), rows, cols, policy.spec, &ws.q);
   } catch (const Error& e) {
     throw Error(e.code(), context + ": " + e.what());
   }
+  if (keep != nullptr) convert_to_f32(info.dtype, bytes.data(), n, ws.source.data());
   // Against the source: what the tiles decode to, the dequantized weights with pruned ones +0.
   record.metrics = error_metrics(dequantized_error_stats(ws.source.data(), ws.q, keep));
   const QuantTensorParams params = quant_params_from(ws.q, policy.prune);
