@@ -9,6 +9,7 @@
 #include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <string_view>
 
@@ -218,12 +219,14 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
-  // Whole-tensor path (LUT schemes, pruning): the tensor at once.
+  // Whole-tensor path (LUT schemes): the tensor at once.
   std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
   // Band path (everything else): one row of tiles at a time.
   std::vector<float> band_source;
+  std::vector<float> band_pruned;   // band_source with the pruned weights zeroed
+  std::vector<uint8_t> band_mask;   // its prune mask
   QuantizedMatrix band_q;
   std::vector<uint8_t> tile_bytes;  // the tensor's stored tiles, back to back, until it is written
   std::vector<StoredTileRef> tiles;
@@ -447,12 +450,50 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   std::vector<StoredTile> band_tiles;
   bool streaming = false;  // tiles go to the writer as they come
   uint64_t stored_bytes = 0;
-  for (uint64_t band = 0; band < g.grid_rows; ++band) {
+  auto convert_band = [&](uint64_t band) {
     const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
     ws.band_source.resize(band_rows * cols);
     convert_to_f32(info.dtype, bytes.data() + row0 * cols * esize, band_rows * cols, ws.band_source.data());
+    return band_rows * cols;
+  };
+  // Pruning: every NaN is reported before anything else (as a whole-tensor mask would); magnitude
+  // pruning's threshold takes two passes over the bands (MagnitudePruner).
+  const PruneSpec& prune = policy.prune;
+  std::optional<MagnitudePruner> magnitude;
+  try {
+    if (prune.kind == PruneSpec::Kind::kFraction) {
+      magnitude.emplace(rows * cols, prune.fraction);
+      for (uint64_t band = 0; band < g.grid_rows; ++band)
+        magnitude->add_high(ws.band_source.data(), convert_band(band), band * g.tile_rows * cols);
+      for (uint64_t band = 0; band < g.grid_rows; ++band) magnitude->add_low(ws.band_source.data(), convert_band(band));
+    } else if (prune.kind == PruneSpec::Kind::kNM) {
+      for (uint64_t band = 0; band < g.grid_rows; ++band)
+        check_no_nan(ws.band_source.data(), convert_band(band), "prune_mask_nm", band * g.tile_rows * cols);
+    }
+  } catch (const Error& e) {
+    throw Error(e.code(), context + ": " + e.what());
+  }
+  for (uint64_t band = 0; band < g.grid_rows; ++band) {
+    const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
+    const uint64_t band_n = convert_band(band);
+    const uint8_t* keep = nullptr;
     try {
-      quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
+      if (prune.kind == PruneSpec::Kind::kNone) {
+        quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
+      } else {
+        // Quantize the pruned band; the metrics are against the source, pruned weights decoded as +0.
+        if (magnitude) {
+          ws.band_mask.resize(band_n);
+          magnitude->mask(ws.band_source.data(), band_n, ws.band_mask.data());
+        } else {
+          ws.band_mask = prune_mask_nm(ws.band_source.data(), band_rows, cols, prune.n, prune.m, row0);
+        }
+        keep = ws.band_mask.data();
+        ws.band_pruned.assign(ws.band_source.begin(), ws.band_source.end());
+        apply_prune_mask(ws.band_pruned.data(), keep, band_n);
+        quantize(ws.band_pruned.data(), band_rows, cols, policy.spec, &ws.band_q, row0);
+        errors.add_dequantized(ws.band_source.data(), ws.band_q, keep);
+      }
     } catch (const Error& e) {
       throw Error(e.code(), context + ": " + e.what());
     }
@@ -473,7 +514,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
       detail::parallel_for_first_error<int>(g.grid_cols, threads, [&](uint64_t i, int&) {
         TileRect rect = g.rect(band * g.grid_cols + i);
         rect.row0 -= row0;  // relative to the band
-        band_tiles[i] = encode_lossy_tile(thread_encoder(ws), ws.band_q, params, nullptr, rect, codecs, level);
+        band_tiles[i] = encode_lossy_tile(thread_encoder(ws), ws.band_q, params, keep, rect, codecs, level);
       });
     } catch (const Error& e) {
       throw Error(e.code(), context + ": " + e.what());
@@ -520,7 +561,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   packed.policy = policy;
   packed.original_bytes = info.num_bytes();
 
-  if (!scheme_is_lut(policy.spec.scheme) && policy.prune.kind == PruneSpec::Kind::kNone) {
+  if (!scheme_is_lut(policy.spec.scheme)) {
     packed.stored_bytes = pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws);
     packed.metrics = record.metrics;
     return packed;

@@ -21,12 +21,6 @@ uint64_t prune_count(uint64_t n, double fraction, const char* who) {
   return std::min<uint64_t>(n, static_cast<uint64_t>(std::llround(fraction * static_cast<double>(n))));
 }
 
-void check_no_nan(const float* w, uint64_t n, const char* who) {
-  for (uint64_t i = 0; i < n; ++i)
-    if (std::isnan(w[i]))
-      throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight " + std::to_string(i) + " is NaN");
-}
-
 // Strict order: smaller |w| first, then lower index.
 struct SmallerFirst {
   const float* w;
@@ -43,42 +37,73 @@ struct SmallerFirst {
 // with those finds the rest. Every |w| < T is pruned, then the weights with |w| == T in index order
 // until count are (the reference's order): a byte a weight (the mask), where selecting among
 // indices took 8 more.
-std::vector<uint8_t> prune_mask_magnitude(const float* w, uint64_t n, double fraction) {
-  const uint64_t count = prune_count(n, fraction, "prune_mask_magnitude");
-  check_no_nan(w, n, "prune_mask_magnitude");
-  std::vector<uint8_t> mask(n, 1);
-  if (count == 0) return mask;
-  auto magnitude = [w](uint64_t i) {
-    uint32_t bits;
-    std::memcpy(&bits, w + i, 4);
-    return bits & 0x7FFFFFFFu;
-  };
-  // The bucket holding the rank-th smallest (1-based) and the rank within it.
-  auto select = [](const std::vector<uint64_t>& counts, uint64_t& rank) {
-    uint64_t b = 0;
-    while (rank > counts[b]) rank -= counts[b++];
-    return b;
-  };
-  uint64_t rank = count;
-  const uint64_t high = select(detail::parallel_histogram(n, uint64_t{1} << 16, [&](uint64_t i) { return uint64_t{magnitude(i) >> 15}; }), rank);
-  const uint64_t low = select(detail::parallel_histogram(n, uint64_t{1} << 15, [&](uint64_t i) {
-    const uint32_t m = magnitude(i);
+namespace {
+inline uint32_t magnitude_bits(const float* w, uint64_t i) {
+  uint32_t bits;
+  std::memcpy(&bits, w + i, 4);
+  return bits & 0x7FFFFFFFu;
+}
+// The bucket holding the rank-th smallest (1-based); rank becomes the rank within it.
+uint64_t select_bucket(const std::vector<uint64_t>& counts, uint64_t& rank) {
+  uint64_t b = 0;
+  while (rank > counts[b]) rank -= counts[b++];
+  return b;
+}
+void add_counts(std::vector<uint64_t>& to, const std::vector<uint64_t>& from) {
+  for (size_t b = 0; b < to.size(); ++b) to[b] += from[b];
+}
+}  // namespace
+
+void check_no_nan(const float* w, uint64_t n, const char* who, uint64_t first) {
+  for (uint64_t i = 0; i < n; ++i)
+    if (std::isnan(w[i]))
+      throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight " + std::to_string(first + i) + " is NaN");
+}
+
+MagnitudePruner::MagnitudePruner(uint64_t n, double fraction)
+    : prune_(prune_count(n, fraction, "prune_mask_magnitude")), rank_(prune_), high_(uint64_t{1} << 16, 0),
+      low_(uint64_t{1} << 15, 0) {}
+
+void MagnitudePruner::add_high(const float* w, uint64_t count, uint64_t first) {
+  check_no_nan(w, count, "prune_mask_magnitude", first);
+  if (prune_ == 0) return;
+  add_counts(high_, detail::parallel_histogram(count, high_.size(), [w](uint64_t i) { return uint64_t{magnitude_bits(w, i) >> 15}; }));
+}
+
+void MagnitudePruner::add_low(const float* w, uint64_t count) {
+  if (prune_ == 0) return;
+  if (stage_ == 0) high_bucket_ = select_bucket(high_, rank_), stage_ = 1;
+  add_counts(low_, detail::parallel_histogram(count, low_.size(), [w, high = high_bucket_](uint64_t i) {
+    const uint32_t m = magnitude_bits(w, i);
     return (m >> 15) == high ? uint64_t{m & 0x7FFFu} : UINT64_MAX;
-  }), rank);
-  const uint32_t threshold = static_cast<uint32_t>(high << 15 | low);
-  const int64_t n_signed = static_cast<int64_t>(n);
+  }));
+}
+
+void MagnitudePruner::mask(const float* w, uint64_t count, uint8_t* out) {
+  std::fill(out, out + count, uint8_t{1});
+  if (prune_ == 0) return;
+  if (stage_ == 1) threshold_ = static_cast<uint32_t>(high_bucket_ << 15 | select_bucket(low_, rank_)), stage_ = 2;
+  const int64_t count_signed = static_cast<int64_t>(count);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n_signed; ++i)
-    if (magnitude(static_cast<uint64_t>(i)) < threshold) mask[static_cast<uint64_t>(i)] = 0;
-  // rank: how many of those equal to the threshold are pruned, the lowest indices first
-  for (uint64_t i = 0; rank > 0; ++i)
-    if (magnitude(i) == threshold) mask[i] = 0, --rank;
+  for (int64_t i = 0; i < count_signed; ++i)
+    if (magnitude_bits(w, static_cast<uint64_t>(i)) < threshold_) out[i] = 0;
+  // rank_: how many of those equal to the threshold are still to prune, the lowest indices first
+  for (uint64_t i = 0; i < count && rank_ > 0; ++i)
+    if (magnitude_bits(w, i) == threshold_) out[i] = 0, --rank_;
+}
+
+std::vector<uint8_t> prune_mask_magnitude(const float* w, uint64_t n, double fraction) {
+  MagnitudePruner pruner(n, fraction);
+  pruner.add_high(w, n, 0);
+  pruner.add_low(w, n);
+  std::vector<uint8_t> mask(n);
+  pruner.mask(w, n, mask.data());
   return mask;
 }
 
 std::vector<uint8_t> prune_mask_magnitude_ref(const float* w, uint64_t n, double fraction) {
   const uint64_t count = prune_count(n, fraction, "prune_mask_magnitude_ref");
-  check_no_nan(w, n, "prune_mask_magnitude_ref");
+  check_no_nan(w, n, "prune_mask_magnitude_ref", 0);
   std::vector<uint64_t> order(n);
   std::iota(order.begin(), order.end(), uint64_t{0});
   std::sort(order.begin(), order.end(), SmallerFirst{w});
@@ -87,12 +112,13 @@ std::vector<uint8_t> prune_mask_magnitude_ref(const float* w, uint64_t n, double
   return mask;
 }
 
-std::vector<uint8_t> prune_mask_nm(const float* w, uint64_t rows, uint64_t cols, uint32_t n, uint32_t m) {
+std::vector<uint8_t> prune_mask_nm(const float* w, uint64_t rows, uint64_t cols, uint32_t n, uint32_t m,
+                                   uint64_t first_row) {
   if (n < 1 || n > m || m > 256)
     throw Error(ErrorCode::kInvalidArgument, "prune_mask_nm: " + std::to_string(n) + ":" + std::to_string(m) +
                                                  " is not a valid N:M (1 <= N <= M <= 256)");
   const uint64_t total = checked_mul(rows, cols, "prune_mask_nm: rows * cols");
-  check_no_nan(w, total, "prune_mask_nm");
+  check_no_nan(w, total, "prune_mask_nm", first_row * cols);
   std::vector<uint8_t> mask(total, 0);
   uint32_t order[256];
   for (uint64_t r = 0; r < rows; ++r) {

@@ -14,6 +14,7 @@
 #include "formats/safetensors.h"
 #include "formats/wpk.h"
 #include "packer/pack.h"
+#include "packer/prune.h"
 #include "packer/quant_tile.h"
 #include "packer/quantize.h"
 #include "packer/rans.h"        // rans_encode: a layout-4 rANS tile as written before layout 6
@@ -353,6 +354,56 @@ TEST_CASE("pruning patterns hold in the decoded tensor", "[lossy]") {
           for (uint64_t c = c0; c < c0 + len; ++c) zeros += d[row * cols + c] == 0.0f;
           REQUIRE(zeros >= len - std::min<uint64_t>(n, len));
         }
+    }
+  }
+}
+
+// Pruned tensors of the band-path schemes quantize a row of tiles at a time: magnitude pruning takes
+// its threshold over the whole tensor first (MagnitudePruner), so its mask is the whole tensor's;
+// N:M is per row. 300 rows in 64-row tiles: 5 bands. And a NaN anywhere is reported before a
+// non-finite weight in an earlier band, as a whole-tensor mask would.
+TEST_CASE("pruning across bands: the whole tensor's mask, NaN first", "[lossy]") {
+  const uint64_t rows = 300, cols = 128;
+  TempDir dir;
+  auto bytes = weights_f32(rows * cols, 21);
+  std::vector<float> w(rows * cols);
+  std::memcpy(w.data(), bytes.data(), bytes.size());
+  MemorySource src;
+  src.add("w", DType::F32, {rows, cols}, bytes);
+  for (const char* spec : {"int8:prune=0.6", "int4:prune=0.3", "fp6:prune=0.5"}) {
+    INFO(spec);
+    PackOptions o = lossy_options(spec);
+    o.tile_rows = 64;
+    o.overwrite = true;
+    pack_model(src, dir.file("m.wpk"), o);
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    const auto d = decode_all(*r, 0);
+    const PruneSpec prune = o.policy.prune;
+    const std::vector<uint8_t> mask = prune_mask_magnitude(w.data(), rows * cols, prune.fraction);
+    uint64_t zeros = 0;
+    for (uint64_t i = 0; i < rows * cols; ++i) {
+      if (!mask[i]) REQUIRE(d[i] == 0.0f);
+      zeros += d[i] == 0.0f;
+    }
+    REQUIRE(zeros >= static_cast<uint64_t>(std::llround(prune.fraction * double(rows * cols))));
+  }
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + 4 * (10 * cols + 1), &inf, 4);
+  std::memcpy(bytes.data() + 4 * (250 * cols + 3), &nan, 4);
+  MemorySource bad;
+  bad.add("w", DType::F32, {rows, cols}, bytes);
+  for (const char* spec : {"int4:prune=0.5", "int4:prune=2:4"}) {
+    INFO(spec);
+    PackOptions o = lossy_options(spec);
+    o.tile_rows = 64;
+    o.overwrite = true;
+    try {
+      pack_model(bad, dir.file("m.wpk"), o);
+      FAIL("packing a NaN weight succeeded");
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      CHECK(message.find("tensor 'w'") != std::string::npos);
+      CHECK(message.find("weight " + std::to_string(250 * cols + 3) + " is NaN") != std::string::npos);
     }
   }
 }

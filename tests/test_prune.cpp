@@ -90,6 +90,24 @@ TEST_CASE("magnitude pruning by radix select equals the full sort on ties, neigh
   omp_set_num_threads(saved);
 }
 
+TEST_CASE("MagnitudePruner over pieces equals the whole-tensor mask") {
+  const uint64_t n = 10007;
+  std::vector<float> w = gaussian(n, 31);
+  for (uint64_t i = 0; i < n; i += 5) w[i] = 0.5f;  // ties spread over every piece
+  for (double fraction : {0.0, 0.2, 0.5, 0.9, 1.0}) {
+    INFO("fraction " << fraction);
+    const std::vector<uint8_t> whole = prune_mask_magnitude(w.data(), n, fraction);
+    for (uint64_t piece : {1ull, 999ull, 4096ull}) {
+      MagnitudePruner pruner(n, fraction);
+      for (uint64_t i = 0; i < n; i += piece) pruner.add_high(w.data() + i, std::min(piece, n - i), i);
+      for (uint64_t i = 0; i < n; i += piece) pruner.add_low(w.data() + i, std::min(piece, n - i));
+      std::vector<uint8_t> mask(n);
+      for (uint64_t i = 0; i < n; i += piece) pruner.mask(w.data() + i, std::min(piece, n - i), mask.data() + i);
+      REQUIRE(mask == whole);
+    }
+  }
+}
+
 TEST_CASE("N:M keeps the N largest of every M along K") {
   for (auto [n, m] : {std::pair{2u, 4u}, {4u, 8u}, {1u, 4u}, {3u, 3u}}) {
     const uint64_t rows = 5, cols = 37;  // short last group (37 % m != 0 for m = 4, 8, 3)
