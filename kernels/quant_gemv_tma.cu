@@ -1801,9 +1801,9 @@ auto tma_dispatch_8bit(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&& f
 // scales at the flush), dense tensors: a warp per half tile at batch 1 (8 warps, 2 blocks per
 // multiprocessor) and 2..8 (4 warps, 3 blocks: int4 49 against 56 us on 28672x8192 at batch 8), per
 // quarter tile at 9..16 (4 warps, 3 blocks: int4 126 registers without a spill); above 16 the 8
-// warps share each tile. (The shapes int4 measured best; the others take the same, but int3 and
-// int2 at 9..16, below.) Dense lut4 at
-// 9..16 keeps the instance with the sparse path: without it ptxas gives it 107 registers instead of
+// warps share each tile. (The shapes int4 measured best; the others take the same, but int3, int2,
+// nf4, lut4 and fp5 at 9..16, below.) Dense lut4 at 9..16 on the quarter tile keeps the instance
+// with the sparse path: without it ptxas gives it 107 registers instead of
 // 118 and it ran 57.5-57.6 us against 53.2-53.8 (28672x8192, batch 16, two runs).
 // Tensors with sparse tiles: 8 warps, 2 blocks at batch 2..8 (H200, 28672x8192, batch 2 and 8, two
 // alternations, 4 -> 8 warps, us: int4 50% pruned 93.9-94.7 -> 89.2-89.8, fp4 92.5-93.2 ->
@@ -1845,7 +1845,7 @@ auto tma_dispatch_grouped(uint32_t nt, uint32_t batch, uint32_t tiles_per_sm, F&
         return f(TmaKernel<kBits, 2, false, kGrouped, 4, 4, kFloat, 2, false>{});
       return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kFloat == kLut4Codes>{});
     }
-    else return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp || kFloat == kLut4Codes>{});
+    else return f(TmaKernel<kBits, 2, false, kGrouped, 4, 2, kFloat, 3, kSp>{});
   }
   return tma_dispatch_shared<kBits, kGrouped, kFloat, kSp>(nt, f);
 }

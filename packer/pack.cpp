@@ -224,9 +224,8 @@ struct LossyWorkspace {
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
   // Band path (everything else): one row of tiles at a time.
-  std::vector<float> band_source;
-  std::vector<float> band_pruned;   // band_source with the pruned weights zeroed
-  std::vector<uint8_t> band_mask;   // its prune mask
+  std::vector<float> band_source;  // the band as float32 (while quantizing: with the pruned weights zeroed)
+  std::vector<uint8_t> band_mask;  // its prune mask
   QuantizedMatrix band_q;
   std::vector<uint8_t> tile_bytes;  // the tensor's stored tiles, back to back, until it is written
   std::vector<StoredTileRef> tiles;
@@ -481,7 +480,8 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
       if (prune.kind == PruneSpec::Kind::kNone) {
         quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
       } else {
-        // Quantize the pruned band; the metrics are against the source, pruned weights decoded as +0.
+        // Quantize the band pruned in place, then convert it again: the metrics are against the
+        // source, pruned weights decoded as +0 (as the whole-tensor path does).
         if (magnitude) {
           ws.band_mask.resize(band_n);
           magnitude->mask(ws.band_source.data(), band_n, ws.band_mask.data());
@@ -489,9 +489,9 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
           ws.band_mask = prune_mask_nm(ws.band_source.data(), band_rows, cols, prune.n, prune.m, row0);
         }
         keep = ws.band_mask.data();
-        ws.band_pruned.assign(ws.band_source.begin(), ws.band_source.end());
-        apply_prune_mask(ws.band_pruned.data(), keep, band_n);
-        quantize(ws.band_pruned.data(), band_rows, cols, policy.spec, &ws.band_q, row0);
+        apply_prune_mask(ws.band_source.data(), keep, band_n);
+        quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0);
+        convert_band(band);
         errors.add_dequantized(ws.band_source.data(), ws.band_q, keep);
       }
     } catch (const Error& e) {

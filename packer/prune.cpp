@@ -80,13 +80,14 @@ void MagnitudePruner::add_low(const float* w, uint64_t count) {
 }
 
 void MagnitudePruner::mask(const float* w, uint64_t count, uint8_t* out) {
-  std::fill(out, out + count, uint8_t{1});
-  if (prune_ == 0) return;
+  if (prune_ == 0) {
+    std::fill(out, out + count, uint8_t{1});
+    return;
+  }
   if (stage_ == 1) threshold_ = static_cast<uint32_t>(high_bucket_ << 15 | select_bucket(low_, rank_)), stage_ = 2;
   const int64_t count_signed = static_cast<int64_t>(count);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count_signed; ++i)
-    if (magnitude_bits(w, static_cast<uint64_t>(i)) < threshold_) out[i] = 0;
+  for (int64_t i = 0; i < count_signed; ++i) out[i] = magnitude_bits(w, static_cast<uint64_t>(i)) >= threshold_;
   // rank_: how many of those equal to the threshold are still to prune, the lowest indices first
   for (uint64_t i = 0; i < count && rank_ > 0; ++i)
     if (magnitude_bits(w, i) == threshold_) out[i] = 0, --rank_;

@@ -444,10 +444,15 @@ struct Runs {
 // -0 -> +0: one sorted order, one histogram bucket.
 inline float plus_zero(float v) { return v == 0.0f ? 0.0f : v; }
 
-Runs sorted_runs_ref(const float* w, uint64_t n) {
+std::vector<float> sorted_copy(const float* w, uint64_t n) {
   std::vector<float> values(w, w + n);
   for (float& v : values) v = plus_zero(v);
   std::sort(values.begin(), values.end());
+  return values;
+}
+
+Runs sorted_runs_ref(const float* w, uint64_t n) {
+  const std::vector<float> values = sorted_copy(w, n);
   Runs runs;
   runs.reserve(n);
   for (float v : values) runs.add(v, 1);
@@ -478,9 +483,7 @@ Runs sorted_runs_fast(const float* w, uint64_t n) {
   // Keys of 32 - shift bits (the low shift bits of a negative value's key are all ones).
   const uint64_t buckets = uint64_t{1} << (32 - shift);
   if (shift < 13 || n < buckets) {  // float32 values, or fewer values than buckets: sort a copy
-    std::vector<float> values(w, w + n);
-    for (float& v : values) v = plus_zero(v);
-    std::sort(values.begin(), values.end());
+    const std::vector<float> values = sorted_copy(w, n);
     uint64_t distinct = 0;
     for (uint64_t i = 0; i < n; ++i) distinct += i == 0 || values[i] != values[i - 1];
     runs.reserve(distinct);
