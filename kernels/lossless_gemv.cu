@@ -17,8 +17,8 @@
 // contiguous range of tiles:
 //
 //   global: [dir 8 B][exponent stream][mantissa plane, raw]   (one tile's stored bytes)
-//             |  one copy, whole            |  copies of <= 512 B (cells of the 512 B address
-//             v                             v  grid) into a ring of 4 slots, 3 ahead
+//             |  one copy, whole            |  copies of 512 B (+ 16 B mirror for every fourth)
+//             v                             v  into a ring of 4 slots, 3 ahead
 //   shared: exp[]                          ring[]         (per warp; an mbarrier per copy)
 //   (a copy: one bulk copy, or with CUDA 11.8 the lanes' 16-byte cp.async copies: warp_copy in
 //   kernels/detail/bulk_copy.cuh)
@@ -30,7 +30,9 @@
 //           s = tab[x & (M - 1)]; x = f(s) (x >> p) + slot - cum(s); renormalise: every lane
 //           loads word next + lane before the state is known, a lane that needs a word takes
 //           its rank's (ballot, popc) by shuffle; m = ring[...]; w = the BF16 of (s, m) with the
-//           floatplanes rotation undone (PRMT, shift, mask); then
+//           floatplanes rotation undone (PRMT, shift, mask). A row group whose steps all lie in
+//           every lane's main phase (nearly all of a 128-wide tile's) runs the steps without their
+//           tests (row, width, phase) and reads its mantissa bytes at constant offsets; then
 //   batch 1: acc += w x (x in registers); groups of 4 rows are merged by a transposing butterfly
 //           (lane j ends with row j % 4), plain shuffles finish the sum, and one atomicAdd per
 //           row writes it;
@@ -41,10 +43,11 @@
 //           step, a shared store and 1/16 of an MMA, where 16 FMAs and a 16-row butterfly cost
 //           about as much as the decode step itself.
 //
-// Measured (H200, docs/BENCHMARKS.md): 656 us for 28672x8192 at batch 1 (647461b), 0.17x cuBLAS
-// BF16 and 8x the block-per-tile kernel; batch 16 on tensor cores 809 us (1442 with FMAs). The
+// Measured (H200, docs/BENCHMARKS.md): 518 us for 28672x8192 at batch 1, 0.21x cuBLAS BF16 (644 us
+// before the untested row groups: 38-40 SASS instructions a step, now 25-28); batch 16 on tensor
+// cores 792 us (1442 with FMAs). The
 // stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized
-// rANS GEMV. The profile: about 40 instructions per decode step, issue-bound at 5 warps per
+// rANS GEMV. The profile (before the untested groups): about 40 instructions per decode step, issue-bound at 5 warps per
 // scheduler and waiting on the step's dependency chain (two dependent shared loads for the table,
 // ballot, shuffle): per stream a step costs ~400 cycles, and a stream is the only parallelism there
 // is. What was measured and
@@ -56,6 +59,7 @@
 // corrupt at the end of its stream (final states, word count) may already have added to y; its
 // status says so, and y is then unspecified (kernels/tile_decode.h).
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/detail/align.h"
 #include "kernels/detail/bulk_copy.cuh"
@@ -91,8 +95,8 @@ struct WarpLayout {
     // [0, 64): the mbarriers (exponent stream, then one per ring slot)
     info = 64;           // 256 u32: f << 16 | cum, per symbol
     tab = info + 1024;   // 2^p u8: slot -> symbol
-    ring = tab + (1u << precision_cap);  // mantissa bytes, ring position = global address mod kRing
-    stage = ring + kRing;                    // the MMA pass's staged rows (16-aligned)
+    ring = tab + (1u << precision_cap);  // mantissa bytes: chunk c at 512 (c % 4), + 16 bytes (mirror)
+    stage = ring + kRing + 16;               // the MMA pass's staged rows (16-aligned)
     exp = stage + (mma ? kStageBytes : 0u);  // directory + exponent stream
     total = (exp + exp_cap + 16 + 127) & ~127u;  // + 16: the bit reader looks up to 8 bytes past the stream
   }
@@ -154,19 +158,22 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
     t.status = directory_status(t.d0, t.d1, t.rows * t.cols, t.stored, exp_cap);
     return t;
   };
-  // Mantissa chunk c of a tile: cell c of the 512-byte grid of global addresses from the one
-  // holding the plane's first byte, cut to the plane rounded out to 16 bytes (inside the tile's
-  // 16-aligned allocation); it lands at its address mod kRing, so it never wraps the ring.
+  // Mantissa chunk c of a tile: the plane's bytes from its first 16-aligned address ms16 on, 512 a
+  // chunk, at ring[512 (c % 4)]; the plane's byte e (element e) is at ring offset (ms % 16 + e) mod
+  // kRing. A row group of 16 steps reads 512 bytes from ((32 t) mod kRing) + ms % 16: chunk t / 16
+  // and up to 15 bytes of the next, which for a chunk c = 3 (mod 4) lie past the ring's end, so
+  // that chunk's copy takes 16 bytes more (to the mirror, ring[kRing, kRing + 16)): no read wraps.
+  // Copies end at the plane's end rounded up to 16 bytes (inside the tile's 16-aligned allocation).
   auto mantissa_start = [](const Tile& t) { return t.offset + 8 + (t.d0 & ~kRawPlaneBit); };
   auto chunks_of = [&](const Tile& t) {
-    return static_cast<uint32_t>((mantissa_start(t) % kChunk + t.rows * t.cols + kChunk - 1) / kChunk);
+    return static_cast<uint32_t>((mantissa_start(t) % 16 + t.rows * t.cols + kChunk - 1) / kChunk);
   };
   auto issue_chunk = [&](const Tile& t, uint32_t c) {  // the lanes of warp_copy_lane
-    const uint64_t ms = mantissa_start(t), cell = (ms & ~uint64_t{kChunk - 1}) + uint64_t{kChunk} * c;
-    const uint64_t from = max(cell, ms & ~uint64_t{15});
-    const uint64_t to = min(cell + kChunk, (ms + t.rows * t.cols + 15) & ~uint64_t{15});
+    const uint64_t ms = mantissa_start(t), from = (ms & ~uint64_t{15}) + uint64_t{kChunk} * c;
+    const uint64_t end = (ms + t.rows * t.cols + 15) & ~uint64_t{15};
+    const uint64_t to = min(from + kChunk + (c % kSlots == kSlots - 1 ? 16u : 0u), end);
     const uint32_t bytes = static_cast<uint32_t>(to - from);
-    warp_copy(ring + from % kRing, bytes_dev + from, bytes, ring_bar + c % kSlots, policy);
+    warp_copy(ring + kChunk * (c % kSlots), bytes_dev + from, bytes, ring_bar + c % kSlots, policy);
   };
   // Starts a tile's copies: the directory and exponent stream whole, the first 3 mantissa chunks.
   auto issue_tile = [&](const Tile& t) {
@@ -214,7 +221,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       // so chunks are managed between groups.
       const uint32_t steps_per_row = cur.cols / 32, mask = (1u << ls.precision) - 1u;
       const uint32_t below = (1u << lane) - 1u;
-      uint32_t moff = static_cast<uint32_t>((mantissa_start(cur) + lane) % kRing);
+      const uint8_t* ring_lane = ring + mantissa_start(cur) % 16 + lane;  // + (32 t) mod kRing: step t's byte
       uint32_t t = 0;
       // Called where a row starts (t a multiple of the row's steps, which divide 16): at a new chunk
       // of 512 elements, chunks t/16 and t/16 + 1 hold it.
@@ -228,13 +235,18 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         }
       };
       // The element of step t as BF16 bits: (symbol << 8 | m) rotated right by one within 16 bits.
-      auto step_bf16 = [&]() {
-        const uint32_t symbol = decode_step(ls, t, true, mask, below, lane, info, tab);
-        const uint32_t m = ring[moff];
-        moff = (moff + 32) % kRing;
+      // kMain: every lane is in its main phase at step t (decode_step).
+      // m: the step's sign and mantissa byte.
+      auto step_bf16 = [&](auto main_phase, uint32_t m) {
+        const uint32_t symbol = decode_step<false, decltype(main_phase)::value>(ls, t, true, mask, below, lane, info, tab);
         ++t;
         return (__byte_perm(symbol, m, 0x0404) << 15) >> 16;
       };
+      auto mantissa = [&]() { return uint32_t{ring_lane[(32 * t) & (kRing - 1)]}; };
+      using Checked = std::false_type;
+      // The first step at which some lane leaves its main phase (warp-uniform): the row groups before
+      // it that are whole (4 rows of 128 columns) run without a test per step.
+      const uint32_t main_steps = __reduce_min_sync(0xFFFFFFFFu, ls.main_len);
       if constexpr (kMma) {
         // Groups of 8 rows: decoded into the stage (row r, column 32 j + lane), then each 32-column
         // part j is two MMAs: D (16 batch columns x 8 rows) += x (A) * rows (B, by ldmatrix).
@@ -245,7 +257,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
             next_chunk();
 #pragma unroll
             for (uint32_t j = 0; j < 4; ++j)
-              if (j < steps_per_row) stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16());
+              if (j < steps_per_row) stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16(Checked{}, mantissa()));
           }
           __syncwarp();
           float d[4] = {0.f, 0.f, 0.f, 0.f};  // batch g: rows 2q, 2q + 1; batch g + 8: the same
@@ -263,22 +275,36 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       for (uint32_t rg = 0; !kMma && rg < cur.rows; rg += Merge::kGroupRows) {
         next_chunk();  // a group's steps divide 16 too
         Merge merge;
-#pragma unroll
-        for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
-          float acc[1] = {0.f};
-#pragma unroll
-          for (uint32_t j = 0; j < 4; ++j) {
-            if (rg + r < cur.rows && j < steps_per_row) {
-              const uint32_t bits = step_bf16();
-              if constexpr (kDecode) {
-                static_cast<uint16_t*>(out_dev)[uint64_t{cur.row0 + rg + r} * ld + cur.col0 + 32 * j + lane] =
-                    static_cast<uint16_t>(bits);
-              } else {
-                acc[0] = fmaf(bf16_bits_to_float(bits), xr[j][0], acc[0]);
-              }
-            }
+        // Step j of row r: the element's product with x into acc (decode: its BF16 to out_dev).
+        auto element = [&](uint32_t r, uint32_t j, uint32_t bits, float (&acc)[1]) {
+          if constexpr (kDecode) {
+            static_cast<uint16_t*>(out_dev)[uint64_t{cur.row0 + rg + r} * ld + cur.col0 + 32 * j + lane] =
+                static_cast<uint16_t>(bits);
+          } else {
+            acc[0] = fmaf(bf16_bits_to_float(bits), xr[j][0], acc[0]);
           }
-          if constexpr (!kDecode) merge.push(r, acc, lane);
+        };
+        if (steps_per_row == 4 && rg + Merge::kGroupRows <= cur.rows && t + 4 * Merge::kGroupRows <= main_steps) {
+          // A whole group in every lane's main phase: the same steps without their tests, the mantissa
+          // bytes at constant offsets (t is a multiple of 16 here).
+          const uint8_t* group_m = ring_lane + ((32 * t) & (kRing - 1));
+#pragma unroll
+          for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
+            float acc[1] = {0.f};
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j) element(r, j, step_bf16(std::true_type{}, group_m[32 * (4 * r + j)]), acc);
+            if constexpr (!kDecode) merge.push(r, acc, lane);
+          }
+        } else {
+#pragma unroll
+          for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
+            float acc[1] = {0.f};
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j) {
+              if (rg + r < cur.rows && j < steps_per_row) element(r, j, step_bf16(Checked{}, mantissa()), acc);
+            }
+            if constexpr (!kDecode) merge.push(r, acc, lane);
+          }
         }
         if constexpr (!kDecode) merge.add(y_dev, cur.row0, rg, cur.rows, ld, nb, lane);
       }

@@ -238,7 +238,9 @@ __device__ __forceinline__ uint32_t smem_byte(const uint8_t* base, uint32_t i) {
 // word next + lane before its state is known (off the state's dependency chain); a lane that needs
 // one takes its rank's by shuffle (ballot, popc). Reads are clamped to the stream's words: a corrupt
 // stream that wants more ends with next > word_count. below = lanes under this one, as a mask.
-template <bool kSearch = false>  // true: no slot table; the symbol is found in info's cum column
+// kSearch: no slot table; the symbol is found in info's cum column. kMain: the caller knows that every
+// lane of the warp holds step t in its main phase (active, t < s.main_len), so neither is tested.
+template <bool kSearch = false, bool kMain = false>
 __device__ __forceinline__ uint32_t decode_step(LaneStream& s, uint32_t t, bool active, uint32_t mask,
                                                 uint32_t below, uint32_t lane, const uint32_t* info,
                                                 const uint8_t* tab) {
@@ -256,11 +258,11 @@ __device__ __forceinline__ uint32_t decode_step(LaneStream& s, uint32_t t, bool 
   }
   const uint32_t fc = info[symbol];
   const uint32_t v = (fc >> 16) * (s.x >> s.precision) + slot - (fc & 0xFFFFu);
-  const bool need = active && t < s.main_len && v < kStateLower;
+  const bool need = kMain ? v < kStateLower : active && t < s.main_len && v < kStateLower;
   const uint32_t ballot = __ballot_sync(0xFFFFFFFFu, need);
   const uint32_t word = __shfl_sync(0xFFFFFFFFu, ahead, __popc(ballot & below));
   s.next += __popc(ballot);
-  if (active) s.x = need ? __byte_perm(v, word, 0x1054) : v;  // (v << 16) | word
+  if (kMain || active) s.x = need ? __byte_perm(v, word, 0x1054) : v;  // (v << 16) | word
   return symbol;
 }
 
