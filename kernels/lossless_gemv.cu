@@ -45,7 +45,7 @@
 //
 // Measured (H200, docs/BENCHMARKS.md): 518 us for 28672x8192 at batch 1, 0.21x cuBLAS BF16 (644 us
 // before the untested row groups: 38-40 SASS instructions a step, now 25-28); batch 16 on tensor
-// cores 792 us (1442 with FMAs). The
+// cores 624 us (816 before the untested groups, 1442 with FMAs). The
 // stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized
 // rANS GEMV. The profile (before the untested groups): about 40 instructions per decode step, issue-bound at 5 warps per
 // scheduler and waiting on the step's dependency chain (two dependent shared loads for the table,
@@ -164,16 +164,14 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
   // and up to 15 bytes of the next, which for a chunk c = 3 (mod 4) lie past the ring's end, so
   // that chunk's copy takes 16 bytes more (to the mirror, ring[kRing, kRing + 16)): no read wraps.
   // Copies end at the plane's end rounded up to 16 bytes (inside the tile's 16-aligned allocation).
-  auto mantissa_start = [](const Tile& t) { return t.offset + 8 + (t.d0 & ~kRawPlaneBit); };
-  auto chunks_of = [&](const Tile& t) {
-    return static_cast<uint32_t>((mantissa_start(t) % 16 + t.rows * t.cols + kChunk - 1) / kChunk);
-  };
+  // (Offsets within the tile: its stored bytes start 16-aligned.)
+  auto mantissa_lead = [](const Tile& t) { return 8 + (t.d0 & ~kRawPlaneBit); };  // the plane's offset
+  auto chunks_of = [&](const Tile& t) { return (mantissa_lead(t) % 16 + t.rows * t.cols + kChunk - 1) / kChunk; };
   auto issue_chunk = [&](const Tile& t, uint32_t c) {  // the lanes of warp_copy_lane
-    const uint64_t ms = mantissa_start(t), from = (ms & ~uint64_t{15}) + uint64_t{kChunk} * c;
-    const uint64_t end = (ms + t.rows * t.cols + 15) & ~uint64_t{15};
-    const uint64_t to = min(from + kChunk + (c % kSlots == kSlots - 1 ? 16u : 0u), end);
-    const uint32_t bytes = static_cast<uint32_t>(to - from);
-    warp_copy(ring + kChunk * (c % kSlots), bytes_dev + from, bytes, ring_bar + c % kSlots, policy);
+    const uint32_t lead = mantissa_lead(t), from = (lead & ~15u) + kChunk * c;
+    const uint32_t end = (lead + t.rows * t.cols + 15) & ~15u;
+    const uint32_t bytes = min(kChunk + (c % kSlots == kSlots - 1 ? 16u : 0u), end - from);
+    warp_copy(ring + kChunk * (c % kSlots), bytes_dev + t.offset + from, bytes, ring_bar + c % kSlots, policy);
   };
   // Starts a tile's copies: the directory and exponent stream whole, the first 3 mantissa chunks.
   auto issue_tile = [&](const Tile& t) {
@@ -221,7 +219,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       // so chunks are managed between groups.
       const uint32_t steps_per_row = cur.cols / 32, mask = (1u << ls.precision) - 1u;
       const uint32_t below = (1u << lane) - 1u;
-      const uint8_t* ring_lane = ring + mantissa_start(cur) % 16 + lane;  // + (32 t) mod kRing: step t's byte
+      const uint8_t* ring_lane = ring + mantissa_lead(cur) % 16 + lane;  // + (32 t) mod kRing: step t's byte
       uint32_t t = 0;
       // Called where a row starts (t a multiple of the row's steps, which divide 16): at a new chunk
       // of 512 elements, chunks t/16 and t/16 + 1 hold it.
@@ -252,12 +250,30 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         // part j is two MMAs: D (16 batch columns x 8 rows) += x (A) * rows (B, by ldmatrix).
         const uint32_t g = lane / 4, q = lane % 4;
         for (uint32_t rg = 0; rg < cur.rows; rg += kStageRows) {
+          if (steps_per_row == 4 && rg + kStageRows <= cur.rows && t + 4 * kStageRows <= main_steps) {
+            // Whole rows in every lane's main phase: 16 steps at a time without their tests, the
+            // mantissa bytes at constant offsets (t a multiple of 16), as the batch-1 groups.
 #pragma unroll 1
-          for (uint32_t r = 0; r < kStageRows && rg + r < cur.rows; ++r) {
-            next_chunk();
+            for (uint32_t r0 = 0; r0 < kStageRows; r0 += 4) {
+              next_chunk();
+              const uint8_t* group_m = ring_lane + ((32 * t) & (kRing - 1));
 #pragma unroll
-            for (uint32_t j = 0; j < 4; ++j)
-              if (j < steps_per_row) stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16(Checked{}, mantissa()));
+              for (uint32_t r = 0; r < 4; ++r) {
+#pragma unroll
+                for (uint32_t j = 0; j < 4; ++j)
+                  stage[(r0 + r) * kStagePitch + 32 * j + lane] =
+                      static_cast<uint16_t>(step_bf16(std::true_type{}, group_m[32 * (4 * r + j)]));
+              }
+            }
+          } else {
+#pragma unroll 1
+            for (uint32_t r = 0; r < kStageRows && rg + r < cur.rows; ++r) {
+              next_chunk();
+#pragma unroll
+              for (uint32_t j = 0; j < 4; ++j)
+                if (j < steps_per_row)
+                  stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16(Checked{}, mantissa()));
+            }
           }
           __syncwarp();
           float d[4] = {0.f, 0.f, 0.f, 0.f};  // batch g: rows 2q, 2q + 1; batch g + 8: the same

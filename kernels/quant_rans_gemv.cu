@@ -324,29 +324,41 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
         return occupied ? __fsub_rn(value, zero_f[j]) : 0.f;
       };
+      // The first step at which some lane leaves its main phase (dense tiles; warp-uniform): the row
+      // groups before it that are whole (every row in the tile, 128 columns) run without a test per
+      // step (as kernels/lossless_gemv.cu).
+      const uint32_t main_steps = kSparse || kPacked ? ~0u : __reduce_min_sync(0xFFFFFFFFu, bs.main_len);
       if constexpr (kMma) {
         // Groups of 8 rows: (value - zero) staged as BF16 (int codes and minifloats: exact; nf4 and
         // LUT values: a high and a low part, each its own stage and MMAs), then per 32-column part j (one group) D_j
         // (16 batch columns x 8 rows) = x (A) * rows (B), and y += scale(row, j) D_j.
         const uint32_t g = lane / 4, q = lane % 4;
         for (uint32_t rg = 0; rg < h; rg += kStageRows) {
+          // checked (std::true_type): rows past the tile and steps past its width are skipped.
+          auto stage_rows = [&](auto checked) {
+            constexpr bool kChecked = decltype(checked)::value;
 #pragma unroll 1
-          for (uint32_t r = 0; r < kStageRows && rg + r < h; ++r) {
-            uint32_t zero[4];
-            float zero_f[4];
-            zeros_of(rg + r, zero, zero_f);
+            for (uint32_t r = 0; r < kStageRows && (!kChecked || rg + r < h); ++r) {
+              uint32_t zero[4];
+              float zero_f[4];
+              zeros_of(rg + r, zero, zero_f);
 #pragma unroll
-            for (uint32_t j = 0; j < 4; ++j) {
-              if (j < steps_per_row) {
-                const float v = step_value(j, zero, zero_f, std::false_type{});
-                const __nv_bfloat16 hi = __float2bfloat16_rn(v);
-                stage[r * kStagePitch + 32 * j + lane] = __bfloat16_as_ushort(hi);
-                if (stages == 2)
-                  stage[kStageBytes / 2 + r * kStagePitch + 32 * j + lane] =
-                      __bfloat16_as_ushort(__float2bfloat16_rn(v - __bfloat162float(hi)));
+              for (uint32_t j = 0; j < 4; ++j) {
+                if (!kChecked || j < steps_per_row) {
+                  const float v = step_value(j, zero, zero_f, std::bool_constant<!kChecked>{});
+                  const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+                  stage[r * kStagePitch + 32 * j + lane] = __bfloat16_as_ushort(hi);
+                  if (stages == 2)
+                    stage[kStageBytes / 2 + r * kStagePitch + 32 * j + lane] =
+                        __bfloat16_as_ushort(__float2bfloat16_rn(v - __bfloat162float(hi)));
+                }
               }
             }
-          }
+          };
+          if (steps_per_row == 4 && rg + kStageRows <= h && t + 4 * kStageRows <= main_steps)
+            stage_rows(std::false_type{});
+          else
+            stage_rows(std::true_type{});
           __syncwarp();
           float d[4][4] = {};  // per part j: batch g rows 2q, 2q + 1; batch g + 8 the same
 #pragma unroll
@@ -370,11 +382,6 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
           }
         }
       }
-      // The first step at which some lane leaves its main phase (dense tiles; warp-uniform): the row
-      // groups before it that are whole (every row in the tile, 128 columns) run without a test per
-      // step (as kernels/lossless_gemv.cu).
-      [[maybe_unused]] const uint32_t main_steps =
-          kSparse || kPacked || kMma ? ~0u : __reduce_min_sync(0xFFFFFFFFu, bs.main_len);
       for (uint32_t rg = 0; !kMma && rg < h; rg += Merge::kGroupRows) {
         Merge merge;
         // checked (std::true_type): rows past the tile and steps past its width are skipped.
