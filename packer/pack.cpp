@@ -436,7 +436,7 @@ namespace {
 // bytes.
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes, const TensorPolicy& policy,
                     WpkTensor& record, const std::vector<Codec>& codecs, int level, int threads,
-                    const std::string& context, LossyWorkspace& ws) {
+                    const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
@@ -478,7 +478,10 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
     const uint8_t* keep = nullptr;
     try {
       if (prune.kind == PruneSpec::Kind::kNone) {
-        quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
+        if (lut_table != nullptr)
+          quantize_with_table(ws.band_source.data(), band_rows, cols, policy.spec, lut_table, &ws.band_q, row0, &errors);
+        else
+          quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
       } else {
         // Quantize the band pruned in place, then convert it again: the metrics are against the
         // source, pruned weights decoded as +0 (as the whole-tensor path does).
@@ -544,6 +547,36 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   return stored_bytes;
 }
 
+// The one table of an unpruned LUT tensor (lut_rows 0) fitted a band of tile rows at a time
+// (LutPiecewiseFit: two passes, the tensor converted band by band), so that the tensor packs on
+// the band path; nullopt where quantize() would sort a copy instead (float32 values, few of them):
+// the caller quantizes the tensor whole. Errors name `context`.
+std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorInfo& info, const TensorBytes& bytes,
+                                                      const TensorPolicy& policy, const TileGeometry& g,
+                                                      const std::string& context, LossyWorkspace& ws) {
+  uint64_t rows, cols;
+  view_2d(info.shape, &rows, &cols);
+  const uint32_t esize = dtype_size(info.dtype);
+  try {
+    LutPiecewiseFit fit(policy.spec.scheme, rows * cols);
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
+      for (uint64_t band = 0; band < g.grid_rows; ++band) {
+        const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
+        ws.band_source.resize(band_rows * cols);
+        convert_to_f32(info.dtype, bytes.data() + row0 * cols * esize, band_rows * cols, ws.band_source.data());
+        if (pass == 0)
+          fit.add_first(ws.band_source.data(), band_rows, cols, row0);
+        else
+          fit.add_second(ws.band_source.data(), band_rows * cols);
+      }
+    }
+    return fit.table();
+  } catch (const Error& e) {
+    throw Error(e.code(), context + ": " + e.what());
+  }
+}
+
 // Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
 PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
                                const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
@@ -565,6 +598,17 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
     packed.stored_bytes = pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws);
     packed.metrics = record.metrics;
     return packed;
+  }
+  // One table, nothing pruned, BF16/F16 values: the table from two passes over the bands, then the
+  // band path (the same bytes as the whole-tensor path below, without its float32 copy of the tensor).
+  if (policy.spec.lut_rows == 0 && policy.prune.kind == PruneSpec::Kind::kNone &&
+      (info.dtype == DType::BF16 || info.dtype == DType::F16)) {
+    if (const auto table = fit_lut_by_bands(info, bytes, policy, g, context, ws)) {
+      packed.stored_bytes =
+          pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws, table->data());
+      packed.metrics = record.metrics;
+      return packed;
+    }
   }
 
   ws.source.resize(n);

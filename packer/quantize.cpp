@@ -468,9 +468,10 @@ inline float from_order_key(uint32_t key) {
   return v;
 }
 
-Runs sorted_runs_fast(const float* w, uint64_t n) {
+// OR of every value's bit pattern (-0 as +0): the low bits that are zero in all of them.
+uint32_t or_of_bits(const float* w, uint64_t n) {
   const int64_t n_signed = static_cast<int64_t>(n);
-  uint32_t any = 0;  // OR of every bit pattern: the low bits that are zero in all of them
+  uint32_t any = 0;
 #pragma omp parallel for schedule(static) reduction(| : any)
   for (int64_t i = 0; i < n_signed; ++i) {
     uint32_t bits;
@@ -478,11 +479,39 @@ Runs sorted_runs_fast(const float* w, uint64_t n) {
     std::memcpy(&bits, &v, 4);
     any |= bits;
   }
+  return any;
+}
+// The histogram's key shift for values whose bit patterns OR to `any`: keys of 32 - shift bits.
+int histogram_shift(uint32_t any) { return any == 0 ? 16 : std::min(16, std::countr_zero(any)); }
+// Whether the histogram path takes n values with that shift (else a sorted copy).
+bool histogram_fits(int shift, uint64_t n) { return shift >= 13 && n >= (uint64_t{1} << (32 - shift)); }
+// The values' counts by key (order_key >> shift), added to `count` (2^(32 - shift) buckets).
+void add_histogram(const float* w, uint64_t n, int shift, std::vector<uint64_t>& count) {
+  const std::vector<uint64_t> c = detail::parallel_histogram(n, count.size(), [w, shift](uint64_t i) {
+    uint32_t bits;
+    const float v = plus_zero(w[i]);
+    std::memcpy(&bits, &v, 4);
+    return uint64_t{order_key(bits) >> shift};
+  });
+  for (size_t b = 0; b < c.size(); ++b) count[b] += c[b];
+}
+// The runs of a histogram, ascending.
+Runs runs_of_histogram(const std::vector<uint64_t>& count, int shift) {
   Runs runs;
-  const int shift = any == 0 ? 16 : std::min(16, std::countr_zero(any));
+  const uint32_t low = shift == 0 ? 0 : (1u << shift) - 1;
+  for (uint64_t b = 0; b < count.size(); ++b)
+    if (count[b] != 0) {
+      const uint32_t key = static_cast<uint32_t>(b << shift);
+      runs.add(from_order_key(key & 0x80000000u ? key : key | low), count[b]);
+    }
+  return runs;
+}
+
+Runs sorted_runs_fast(const float* w, uint64_t n) {
+  Runs runs;
   // Keys of 32 - shift bits (the low shift bits of a negative value's key are all ones).
-  const uint64_t buckets = uint64_t{1} << (32 - shift);
-  if (shift < 13 || n < buckets) {  // float32 values, or fewer values than buckets: sort a copy
+  const int shift = histogram_shift(or_of_bits(w, n));
+  if (!histogram_fits(shift, n)) {  // float32 values, or fewer values than buckets: sort a copy
     const std::vector<float> values = sorted_copy(w, n);
     uint64_t distinct = 0;
     for (uint64_t i = 0; i < n; ++i) distinct += i == 0 || values[i] != values[i - 1];
@@ -495,19 +524,9 @@ Runs sorted_runs_fast(const float* w, uint64_t n) {
     }
     return runs;
   }
-  const std::vector<uint64_t> count = detail::parallel_histogram(n, buckets, [w, shift](uint64_t i) {
-    uint32_t bits;
-    const float v = plus_zero(w[i]);
-    std::memcpy(&bits, &v, 4);
-    return uint64_t{order_key(bits) >> shift};
-  });
-  const uint32_t low = shift == 0 ? 0 : (1u << shift) - 1;
-  for (uint64_t b = 0; b < buckets; ++b)
-    if (count[b] != 0) {
-      const uint32_t key = static_cast<uint32_t>(b << shift);
-      runs.add(from_order_key(key & 0x80000000u ? key : key | low), count[b]);
-    }
-  return runs;
+  std::vector<uint64_t> count(uint64_t{1} << (32 - shift), 0);
+  add_histogram(w, n, shift, count);
+  return runs_of_histogram(count, shift);
 }
 
 template <bool kFast>
@@ -561,10 +580,9 @@ std::vector<double> lloyd(const Runs& runs, std::vector<double> centroids, doubl
   return centroids;
 }
 
+// k-means of n >= 1 values given as runs (see above).
 template <bool kFast>
-std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
-  if (n == 0) return std::vector<double>(k, 0.0);
-  const Runs runs = kFast ? sorted_runs_fast(w, n) : sorted_runs_ref(w, n);
+std::vector<double> fit_from_runs(const Runs& runs, uint64_t n, uint32_t k) {
   const double lo = runs.value.front(), hi = runs.value.back();
   std::vector<double> quantile(k), even(k), mixed(k);
   for (uint32_t j = 0; j < k; ++j) {
@@ -580,6 +598,12 @@ std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
     if (best.empty() || sse < best_sse) best = std::move(c), best_sse = sse;
   }
   return best;
+}
+
+template <bool kFast>
+std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
+  if (n == 0) return std::vector<double>(k, 0.0);
+  return fit_from_runs<kFast>(kFast ? sorted_runs_fast(w, n) : sorted_runs_ref(w, n), n, k);
 }
 
 // Tables as fp16 bits, ascending (rounding is monotone, so the order survives).
@@ -615,10 +639,35 @@ void check_finite(const float* w, uint64_t n, uint64_t cols, uint64_t first_row,
   }
 }
 
-// Quantizes into q, reusing its vectors' capacity; every element of every vector is written.
+// LUT codes: each element's nearest entry of its rows' table (q.tables filled, q.codes sized).
 template <bool kFast>
-void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who,
-                   QuantizedMatrix& q, uint64_t first_row = 0, ErrorAccumulator* errors = nullptr) {
+void lut_assign(const float* w, uint64_t rows, uint64_t cols, uint64_t rows_per_table, uint32_t k, QuantizedMatrix& q) {
+  const int64_t rows_signed = static_cast<int64_t>(rows);
+#pragma omp parallel for schedule(static) if (kFast)
+  for (int64_t r = 0; r < rows_signed; ++r) {
+    uint64_t row = static_cast<uint64_t>(r);
+    SortedTable table = lut_sorted_table(q.tables.data() + (row / rows_per_table) * k, k);
+    const float* x = w + row * cols;
+    uint8_t* codes = q.codes.data() + row * cols;
+    if constexpr (kFast) {
+      // Full blocks of 8 straight from w, the tail through a padded copy.
+      const uint64_t body = cols & ~uint64_t{7};
+      detail::table_encode_fast(x, body, table, 1.0f, codes);
+      float tail[8] = {};
+      uint8_t tail_codes[8];
+      std::copy(x + body, x + cols, tail);
+      detail::table_encode_fast(tail, 8, table, 1.0f, tail_codes);
+      std::copy(tail_codes, tail_codes + (cols - body), codes + body);
+    } else {
+      for (uint64_t j = 0; j < cols; ++j) codes[j] = static_cast<uint8_t>(detail::table_index_ref(table, x[j]));
+    }
+  }
+}
+
+// What every quantize starts with: q's spec and shape, the weights checked (throws for a NaN/inf),
+// q.codes sized and the other vectors emptied. Returns the scheme's info.
+const SchemeInfo& start_quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who,
+                                 QuantizedMatrix& q, uint64_t first_row) {
   const SchemeInfo& info = scheme_info(in.scheme, who);
   q.spec = resolve_spec(info, in, who);
   q.rows = rows;
@@ -630,6 +679,14 @@ void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec
   q.scales.clear();
   q.zeros.clear();
   q.tables.clear();
+  return info;
+}
+
+// Quantizes into q, reusing its vectors' capacity; every element of every vector is written.
+template <bool kFast>
+void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& in, const char* who,
+                   QuantizedMatrix& q, uint64_t first_row = 0, ErrorAccumulator* errors = nullptr) {
+  const SchemeInfo& info = start_quantize(w, rows, cols, in, who, q, first_row);
 
   if (info.kind == Kind::kLut) {
     const uint32_t k = 1u << info.bits;
@@ -642,26 +699,7 @@ void quantize_impl(const float* w, uint64_t rows, uint64_t cols, const QuantSpec
       uint64_t r0 = static_cast<uint64_t>(t) * rows_per_table, r1 = std::min(rows, r0 + rows_per_table);
       lut_table_bits(fit_lut<kFast>(w + r0 * cols, (r1 - r0) * cols, k), q.tables.data() + static_cast<uint64_t>(t) * k);
     }
-    const int64_t rows_signed = static_cast<int64_t>(rows);
-#pragma omp parallel for schedule(static) if (kFast)
-    for (int64_t r = 0; r < rows_signed; ++r) {
-      uint64_t row = static_cast<uint64_t>(r);
-      SortedTable table = lut_sorted_table(q.tables.data() + (row / rows_per_table) * k, k);
-      const float* x = w + row * cols;
-      uint8_t* codes = q.codes.data() + row * cols;
-      if constexpr (kFast) {
-        // Full blocks of 8 straight from w, the tail through a padded copy.
-        const uint64_t body = cols & ~uint64_t{7};
-        detail::table_encode_fast(x, body, table, 1.0f, codes);
-        float tail[8] = {};
-        uint8_t tail_codes[8];
-        std::copy(x + body, x + cols, tail);
-        detail::table_encode_fast(tail, 8, table, 1.0f, tail_codes);
-        std::copy(tail_codes, tail_codes + (cols - body), codes + body);
-      } else {
-        for (uint64_t j = 0; j < cols; ++j) codes[j] = static_cast<uint8_t>(detail::table_index_ref(table, x[j]));
-      }
-    }
+    lut_assign<kFast>(w, rows, cols, rows_per_table, k, q);
     if (errors != nullptr) errors->add_dequantized(w, q, nullptr);
     return;
   }
@@ -855,6 +893,44 @@ QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const Qua
 void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, QuantizedMatrix* out,
               uint64_t first_row, ErrorAccumulator* errors) {
   quantize_impl<true>(w, rows, cols, spec, "quantize", *out, first_row, errors);
+}
+
+void quantize_with_table(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, const uint16_t* table,
+                         QuantizedMatrix* out, uint64_t first_row, ErrorAccumulator* errors) {
+  if (scheme_info(spec.scheme, "quantize").kind != Kind::kLut || spec.lut_rows != 0 || table == nullptr)
+    throw Error(ErrorCode::kInvalidArgument, "quantize_with_table: a LUT scheme with one table and that table");
+  QuantizedMatrix& q = *out;
+  const uint32_t k = 1u << start_quantize(w, rows, cols, spec, "quantize", q, first_row).bits;
+  q.tables.assign(table, table + k);
+  lut_assign<true>(w, rows, cols, std::max<uint64_t>(rows, 1), k, q);
+  if (errors != nullptr) errors->add_dequantized(w, q, nullptr);
+}
+
+LutPiecewiseFit::LutPiecewiseFit(Scheme scheme, uint64_t n) : n_(n) {
+  const SchemeInfo& info = scheme_info(scheme, "LutPiecewiseFit");
+  if (info.kind != Kind::kLut) throw Error(ErrorCode::kInvalidArgument, "LutPiecewiseFit: not a LUT scheme");
+  k_ = 1u << info.bits;
+}
+
+void LutPiecewiseFit::add_first(const float* w, uint64_t rows, uint64_t cols, uint64_t first_row) {
+  check_finite(w, rows * cols, cols, first_row, "quantize");
+  any_ |= or_of_bits(w, rows * cols);
+}
+
+bool LutPiecewiseFit::histogram_applies() {
+  shift_ = histogram_shift(any_);
+  return n_ > 0 && histogram_fits(shift_, n_);
+}
+
+void LutPiecewiseFit::add_second(const float* w, uint64_t count) {
+  if (count_.empty()) count_.assign(uint64_t{1} << (32 - shift_), 0);
+  add_histogram(w, count, shift_, count_);
+}
+
+std::vector<uint16_t> LutPiecewiseFit::table() const {
+  std::vector<uint16_t> bits(k_);
+  lut_table_bits(fit_from_runs<true>(runs_of_histogram(count_, shift_), n_, k_), bits.data());
+  return bits;
 }
 
 QuantizedMatrix quantize_ref(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec) {

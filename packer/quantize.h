@@ -93,6 +93,33 @@ class ErrorAccumulator;
 void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, QuantizedMatrix* out,
               uint64_t first_row = 0, ErrorAccumulator* errors = nullptr);
 
+// quantize() of a LUT scheme with one table (spec.lut_rows 0) whose table is given (2^bits fp16
+// bits, ascending: LutPiecewiseFit::table) instead of fitted: the codes and errors quantize() gives
+// when it fits that table. Throws as quantize() does; kInvalidArgument for another scheme.
+void quantize_with_table(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, const uint16_t* table,
+                         QuantizedMatrix* out, uint64_t first_row = 0, ErrorAccumulator* errors = nullptr);
+
+// The one table quantize() fits for a LUT tensor (lut_rows 0) of n elements that arrive in pieces,
+// without holding them all: add_first() every piece in order (rows of the tensor, from first_row:
+// throws quantize()'s error for a NaN/inf), then histogram_applies(); when true, add_second() every
+// piece again, then table() equals quantize()'s table bit for bit. It is false when quantize() would
+// sort a copy instead of counting values (values not BF16/F16-exact, or fewer than the histogram's
+// buckets): the caller quantizes the tensor whole.
+class LutPiecewiseFit {
+ public:
+  LutPiecewiseFit(Scheme scheme, uint64_t n);
+  void add_first(const float* w, uint64_t rows, uint64_t cols, uint64_t first_row);
+  bool histogram_applies();
+  void add_second(const float* w, uint64_t count);
+  std::vector<uint16_t> table() const;
+
+ private:
+  uint64_t n_;
+  uint32_t k_ = 0, any_ = 0;
+  int shift_ = 16;
+  std::vector<uint64_t> count_;
+};
+
 // Writes rows*cols floats to out (host). Throws Error(kInvalidArgument) when the vectors' sizes do not
 // match rows/cols/spec (untrusted input is checked). dequantize_ref is the scalar reference.
 void dequantize(const QuantizedMatrix& q, float* out);

@@ -309,6 +309,35 @@ TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in t
   REQUIRE(verify_cpu(*r, &src, 2).ok());
 }
 
+// Unpruned one-table LUT tensors of BF16/F16 values (enough of them for the fit's histogram) pack a
+// band of tile rows at a time (packer/pack.cpp fit_lut_by_bands): the values and the record's
+// metrics must be those of quantize() on the whole tensor.
+TEST_CASE("one-table LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("b", DType::BF16, {350, 257}, test::gaussian_bf16(350 * 257, 0.02f, 61));  // bands of 64, one of 30
+  src.add("h", DType::F16, {1030, 520}, test::gaussian_f16(1030 * 520, 0.02f, 62));  // > 2^19 values
+  for (const char* spec : {"lut4", "lut3"}) {
+    PackOptions o = lossy_options(spec);
+    o.tile_rows = 64;
+    o.overwrite = true;
+    pack_model(src, dir.file("m.wpk"), o);
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    for (size_t t = 0; t < 2; ++t) {
+      INFO(spec << " tensor " << t);
+      const uint64_t rows = src.tensors()[t].shape[0], cols = src.tensors()[t].shape[1];
+      std::vector<float> w(rows * cols);
+      convert_to_f32(src.tensors()[t].dtype, src.data(t).data(), w.size(), w.data());
+      REQUIRE(decode_all(*r, t) == expected_values(w, rows, cols, o.policy));
+      const ErrorStats e = dequantized_error_stats(w.data(), quantize(w.data(), rows, cols, o.policy.spec), nullptr);
+      const ErrorMetrics& m = r->tensors()[t].metrics;
+      CHECK(m.rel_error == e.rel_error);
+      CHECK(m.max_abs_error == e.max_abs_error);
+      CHECK(m.sparsity == e.sparsity);
+    }
+  }
+}
+
 TEST_CASE("bits per weight counts scales, zeros, bitmaps and index", "[lossy]") {
   TempDir dir;
   MemorySource src;

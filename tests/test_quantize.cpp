@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -295,6 +296,71 @@ TEST_CASE("fast path equals the reference bit for bit") {
 // pattern with 12 trailing zeros (the sort again); one table of 576000 values (the histogram for
 // all but the last; F16 on one thread, as a thread takes at least 2 * 2^19) and tables of 5 rows,
 // 360000 values (BF16: the histogram; F16: the sort), on 1 and 2 threads.
+// The packer's band path for one-table LUT tensors (packer/pack.cpp fit_lut_by_bands): the table
+// from pieces, then quantize_with_table per piece, must be quantize()'s for the whole tensor.
+TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_table equal quantize() of the whole") {
+  const uint64_t rows = 9, cols = 61000;  // 549000 values: above the F16 histogram's 2^19 buckets
+  std::vector<float> gauss = outlier_weights(rows * cols, 78);
+  std::vector<std::pair<const char*, std::vector<float>>> inputs;
+  std::vector<float> bf16(gauss.size()), f16(gauss.size());
+  for (size_t i = 0; i < gauss.size(); ++i) {
+    bf16[i] = detail::bf16_to_float(detail::float_to_bf16_bits(gauss[i]));
+    f16[i] = detail::f16_bits_to_float(detail::float_to_f16_bits(gauss[i]));
+    if (i % 101 == 0) bf16[i] = f16[i] = (i / 101) % 2 ? -0.0f : 0.0f;
+  }
+  inputs.emplace_back("bf16", std::move(bf16));
+  inputs.emplace_back("f16", std::move(f16));
+  const int saved = omp_get_max_threads();
+  for (const auto& [name, w] : inputs)
+    for (Scheme scheme : {Scheme::kLut4, Scheme::kLut3})
+      for (int threads : {1, 2}) {
+        INFO(name << " " << scheme_name(scheme) << " threads " << threads);
+        omp_set_num_threads(threads);
+        const QuantSpec spec{scheme, 0, false, Clip::kMse, 0};
+        const QuantizedMatrix whole = quantize(w.data(), rows, cols, spec);
+        // pieces of 1, 4 and 4 rows, as bands of tile rows arrive
+        const uint64_t piece_rows[] = {1, 4, 4};
+        LutPiecewiseFit fit(scheme, rows * cols);
+        for (uint64_t r0 = 0, i = 0; r0 < rows; r0 += piece_rows[i++]) fit.add_first(w.data() + r0 * cols, piece_rows[i], cols, r0);
+        REQUIRE(fit.histogram_applies());
+        for (uint64_t r0 = 0, i = 0; r0 < rows; r0 += piece_rows[i++]) fit.add_second(w.data() + r0 * cols, piece_rows[i] * cols);
+        const std::vector<uint16_t> table = fit.table();
+        REQUIRE(table == whole.tables);
+        ErrorAccumulator errors;
+        QuantizedMatrix piece;
+        std::vector<uint8_t> codes;
+        for (uint64_t r0 = 0, i = 0; r0 < rows; r0 += piece_rows[i++]) {
+          quantize_with_table(w.data() + r0 * cols, piece_rows[i], cols, spec, table.data(), &piece, r0, &errors);
+          REQUIRE(piece.tables == whole.tables);
+          codes.insert(codes.end(), piece.codes.begin(), piece.codes.end());
+        }
+        REQUIRE(codes == whole.codes);
+        const ErrorStats a = errors.stats(), b = dequantized_error_stats(w.data(), whole, nullptr);
+        CHECK(a.rel_error == b.rel_error);
+        CHECK(a.max_abs_error == b.max_abs_error);
+        CHECK(a.snr_db == b.snr_db);
+        CHECK(a.sparsity == b.sparsity);
+      }
+  omp_set_num_threads(saved);
+  // Values the histogram does not take (float32 bits; fewer values than its buckets): no table.
+  const std::vector<float> f32 = outlier_weights(rows * cols, 79);
+  LutPiecewiseFit wide(Scheme::kLut4, rows * cols);
+  wide.add_first(f32.data(), rows, cols, 0);
+  CHECK_FALSE(wide.histogram_applies());
+  LutPiecewiseFit few(Scheme::kLut4, 1000);
+  few.add_first(inputs[0].second.data(), 1, 1000, 0);
+  CHECK_FALSE(few.histogram_applies());
+  // A NaN is reported as quantize() reports it, by its row in the whole matrix.
+  std::vector<float> bad = inputs[0].second;
+  bad[7 * cols + 5] = std::numeric_limits<float>::quiet_NaN();
+  LutPiecewiseFit nan_fit(Scheme::kLut4, rows * cols);
+  nan_fit.add_first(bad.data(), 5, cols, 0);
+  REQUIRE_THROWS_WITH(nan_fit.add_first(bad.data() + 5 * cols, 4, cols, 5),
+                      Catch::Contains("weight at row 7, col 5 is not finite"));
+  REQUIRE_THROWS_WITH(quantize(bad.data(), rows, cols, QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 0}),
+                      Catch::Contains("weight at row 7, col 5 is not finite"));
+}
+
 TEST_CASE("LUT fit on BF16 and F16 values (the histogram path) equals the reference bit for bit") {
   const uint64_t rows = 8, cols = 72000;
   std::vector<float> gauss = outlier_weights(rows * cols, 77);
