@@ -219,7 +219,7 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
-  // Whole-tensor path (LUT schemes): the tensor at once.
+  // Whole-tensor path (LUT schemes, except one-table unpruned BF16/F16 tensors): the tensor at once.
   std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
@@ -428,19 +428,45 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
 
 namespace {
 
-// Quantizes, measures, encodes and writes a tensor one band of tile rows at a time, for schemes
-// whose rows quantize independently (not LUT) without pruning: every buffer is a band, which stays in
-// cache, and nothing tensor-sized is allocated. Grouped schemes write each tile as it comes (the
-// metrics go in at the end); per-row schemes keep their tiles in ws.tile_bytes until every row's scale,
-// which the record's params hold, is known. Fills the record's params and metrics; returns the stored
-// bytes.
+// A 2-D view of a tensor's bytes as bands of tile rows (`g.tile_rows` rows each, the last one
+// shorter), converted to float32 a band at a time into a buffer the caller reuses.
+class TensorBands {
+ public:
+  TensorBands(const TensorInfo& info, const TensorBytes& bytes, const TileGeometry& g)
+      : dtype_(info.dtype), bytes_(bytes), tile_rows_(g.tile_rows), esize_(dtype_size(info.dtype)) {
+    view_2d(info.shape, &rows_, &cols_);
+  }
+  uint64_t row0(uint64_t band) const { return band * tile_rows_; }
+  uint64_t rows_of(uint64_t band) const { return std::min<uint64_t>(tile_rows_, rows_ - row0(band)); }
+  // Converts band `band` into `out` (resized to it); returns its element count.
+  uint64_t convert(uint64_t band, std::vector<float>& out) const {
+    const uint64_t n = rows_of(band) * cols_;
+    out.resize(n);
+    convert_to_f32(dtype_, bytes_.data() + row0(band) * cols_ * esize_, n, out.data());
+    return n;
+  }
+
+ private:
+  DType dtype_;
+  const TensorBytes& bytes_;
+  uint64_t tile_rows_;
+  uint32_t esize_;
+  uint64_t rows_ = 0, cols_ = 0;
+};
+
+// Quantizes, measures, encodes and writes a tensor one band of tile rows at a time: every buffer is a
+// band, which stays in cache, and nothing tensor-sized is allocated. For every scheme whose rows
+// quantize independently, pruned or not (magnitude pruning's threshold takes two passes over the
+// bands first), and for LUT schemes given their one table (`lut_table`, fit_lut_by_bands). Grouped
+// schemes write each tile as it comes (the metrics go in at the end); per-row schemes keep their tiles
+// in ws.tile_bytes until every row's scale, which the record's params hold, is known. Fills the
+// record's params and metrics; returns the stored bytes.
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes, const TensorPolicy& policy,
                     WpkTensor& record, const std::vector<Codec>& codecs, int level, int threads,
                     const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
-  const uint32_t esize = dtype_size(info.dtype);
   ws.tile_bytes.clear();
   ws.tiles.clear();
   ErrorAccumulator errors;
@@ -449,12 +475,8 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   std::vector<StoredTile> band_tiles;
   bool streaming = false;  // tiles go to the writer as they come
   uint64_t stored_bytes = 0;
-  auto convert_band = [&](uint64_t band) {
-    const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
-    ws.band_source.resize(band_rows * cols);
-    convert_to_f32(info.dtype, bytes.data() + row0 * cols * esize, band_rows * cols, ws.band_source.data());
-    return band_rows * cols;
-  };
+  const TensorBands bands(info, bytes, g);
+  auto convert_band = [&](uint64_t band) { return bands.convert(band, ws.band_source); };
   // Pruning: every NaN is reported before anything else (as a whole-tensor mask would); magnitude
   // pruning's threshold takes two passes over the bands (MagnitudePruner).
   const PruneSpec& prune = policy.prune;
@@ -473,7 +495,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
     throw Error(e.code(), context + ": " + e.what());
   }
   for (uint64_t band = 0; band < g.grid_rows; ++band) {
-    const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
+    const uint64_t row0 = bands.row0(band), band_rows = bands.rows_of(band);
     const uint64_t band_n = convert_band(band);
     const uint8_t* keep = nullptr;
     try {
@@ -556,19 +578,17 @@ std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorInfo& info, co
                                                       const std::string& context, LossyWorkspace& ws) {
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
-  const uint32_t esize = dtype_size(info.dtype);
+  const TensorBands bands(info, bytes, g);
   try {
     LutPiecewiseFit fit(policy.spec.scheme, rows * cols);
     for (int pass = 0; pass < 2; ++pass) {
       if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
       for (uint64_t band = 0; band < g.grid_rows; ++band) {
-        const uint64_t row0 = band * g.tile_rows, band_rows = std::min<uint64_t>(g.tile_rows, rows - row0);
-        ws.band_source.resize(band_rows * cols);
-        convert_to_f32(info.dtype, bytes.data() + row0 * cols * esize, band_rows * cols, ws.band_source.data());
+        const uint64_t band_n = bands.convert(band, ws.band_source);
         if (pass == 0)
-          fit.add_first(ws.band_source.data(), band_rows, cols, row0);
+          fit.add_first(ws.band_source.data(), bands.rows_of(band), cols, bands.row0(band));
         else
-          fit.add_second(ws.band_source.data(), band_rows * cols);
+          fit.add_second(ws.band_source.data(), band_n);
       }
     }
     return fit.table();

@@ -897,10 +897,12 @@ void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spe
 
 void quantize_with_table(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, const uint16_t* table,
                          QuantizedMatrix* out, uint64_t first_row, ErrorAccumulator* errors) {
-  if (scheme_info(spec.scheme, "quantize").kind != Kind::kLut || spec.lut_rows != 0 || table == nullptr)
-    throw Error(ErrorCode::kInvalidArgument, "quantize_with_table: a LUT scheme with one table and that table");
+  const char* usage = "quantize_with_table: a LUT scheme with one table and that table";
+  if (spec.lut_rows != 0 || table == nullptr) throw Error(ErrorCode::kInvalidArgument, usage);
   QuantizedMatrix& q = *out;
-  const uint32_t k = 1u << start_quantize(w, rows, cols, spec, "quantize", q, first_row).bits;
+  const SchemeInfo& info = start_quantize(w, rows, cols, spec, "quantize", q, first_row);
+  if (info.kind != Kind::kLut) throw Error(ErrorCode::kInvalidArgument, usage);
+  const uint32_t k = 1u << info.bits;
   q.tables.assign(table, table + k);
   lut_assign<true>(w, rows, cols, std::max<uint64_t>(rows, 1), k, q);
   if (errors != nullptr) errors->add_dequantized(w, q, nullptr);
@@ -917,19 +919,17 @@ void LutPiecewiseFit::add_first(const float* w, uint64_t rows, uint64_t cols, ui
   any_ |= or_of_bits(w, rows * cols);
 }
 
-bool LutPiecewiseFit::histogram_applies() {
-  shift_ = histogram_shift(any_);
-  return n_ > 0 && histogram_fits(shift_, n_);
-}
+bool LutPiecewiseFit::histogram_applies() const { return histogram_fits(histogram_shift(any_), n_); }
 
 void LutPiecewiseFit::add_second(const float* w, uint64_t count) {
-  if (count_.empty()) count_.assign(uint64_t{1} << (32 - shift_), 0);
-  add_histogram(w, count, shift_, count_);
+  const int shift = histogram_shift(any_);
+  if (count_.empty()) count_.assign(uint64_t{1} << (32 - shift), 0);
+  add_histogram(w, count, shift, count_);
 }
 
 std::vector<uint16_t> LutPiecewiseFit::table() const {
   std::vector<uint16_t> bits(k_);
-  lut_table_bits(fit_from_runs<true>(runs_of_histogram(count_, shift_), n_, k_), bits.data());
+  lut_table_bits(fit_from_runs<true>(runs_of_histogram(count_, histogram_shift(any_)), n_, k_), bits.data());
   return bits;
 }
 

@@ -109,14 +109,13 @@ class LutPiecewiseFit {
  public:
   LutPiecewiseFit(Scheme scheme, uint64_t n);
   void add_first(const float* w, uint64_t rows, uint64_t cols, uint64_t first_row);
-  bool histogram_applies();
+  bool histogram_applies() const;
   void add_second(const float* w, uint64_t count);
   std::vector<uint16_t> table() const;
 
  private:
   uint64_t n_;
-  uint32_t k_ = 0, any_ = 0;
-  int shift_ = 16;
+  uint32_t k_ = 0, any_ = 0;  // any_: the OR of every value's bits (the histogram's shift)
   std::vector<uint64_t> count_;
 };
 

@@ -359,6 +359,18 @@ TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_tabl
                       Catch::Contains("weight at row 7, col 5 is not finite"));
   REQUIRE_THROWS_WITH(quantize(bad.data(), rows, cols, QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 0}),
                       Catch::Contains("weight at row 7, col 5 is not finite"));
+  // quantize_with_table takes only a one-table LUT spec and its table.
+  const std::vector<uint16_t> table(16, 0x3F80);
+  QuantizedMatrix out;
+  const std::vector<float>& good = inputs[0].second;
+  for (const QuantSpec& wrong : {QuantSpec{Scheme::kInt4, 128, false, Clip::kMse, 0},
+                                 QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 2}}) {
+    REQUIRE_THROWS_WITH(quantize_with_table(good.data(), rows, cols, wrong, table.data(), &out),
+                        Catch::Contains("quantize_with_table: a LUT scheme with one table"));
+  }
+  REQUIRE_THROWS_WITH(quantize_with_table(good.data(), rows, cols, QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 0},
+                                          nullptr, &out),
+                      Catch::Contains("quantize_with_table: a LUT scheme with one table"));
 }
 
 TEST_CASE("LUT fit on BF16 and F16 values (the histogram path) equals the reference bit for bit") {
