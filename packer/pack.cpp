@@ -600,8 +600,9 @@ std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorInfo& info, co
 // Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
 PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
                                const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
-                               const std::string& out_path, LossyWorkspace& ws) {
-  const std::string context = out_path + ": tensor '" + info.name + "'";
+                               const std::string& source_path, LossyWorkspace& ws) {
+  // Errors name the tensor in its source file: they are about its values (a NaN or inf weight).
+  const std::string context = source_path + ": tensor '" + info.name + "'";
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
   const uint64_t n = info.num_elements();
@@ -699,8 +700,8 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     record.scheme = 0;
     tensor_tile_shape(info, policy, options, &record.tile_rows, &record.tile_cols);
     if (policy.lossy()) {
-      report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads, out_path,
-                                                lossy_workspace));
+      report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads,
+                                                source.path(), lossy_workspace));
       report.original_bytes += info.num_bytes();
       done += info.num_bytes();
       if (options.progress) options.progress(done, total, info.name);

@@ -57,7 +57,7 @@ void add_counts(std::vector<uint64_t>& to, const std::vector<uint64_t>& from) {
 void check_no_nan(const float* w, uint64_t n, const char* who, uint64_t first) {
   for (uint64_t i = 0; i < n; ++i)
     if (std::isnan(w[i]))
-      throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight " + std::to_string(first + i) + " is NaN");
+      throw Error(ErrorCode::kUnsupported, std::string(who) + ": weight " + std::to_string(first + i) + " is NaN");
 }
 
 MagnitudePruner::MagnitudePruner(uint64_t n, double fraction)

@@ -4,7 +4,8 @@
 // float32; for N:M the matrix is (rows x cols) row-major and groups run along K (a row). Every
 // function is deterministic: equal magnitudes are ordered by index (the lower index counts as smaller
 // for magnitude pruning, and as larger -- kept first -- for N:M). Errors: throws wpack::Error
-// (formats/error.h), kInvalidArgument for a bad fraction / N:M / spec string or a NaN weight.
+// (formats/error.h), kInvalidArgument for a bad fraction / N:M / spec string, kUnsupported for a NaN
+// weight (bad input data, not a bad option).
 #pragma once
 
 #include <cstdint>

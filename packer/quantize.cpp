@@ -634,7 +634,7 @@ void check_finite(const float* w, uint64_t n, uint64_t cols, uint64_t first_row,
     if (bad == 0) continue;
     for (uint64_t i = begin; i < end; ++i)
       if (!std::isfinite(w[i]))
-        throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": weight at row " + std::to_string(first_row + i / cols) +
+        throw Error(ErrorCode::kUnsupported, std::string(who) + ": weight at row " + std::to_string(first_row + i / cols) +
                                                      ", col " + std::to_string(i % cols) + " is not finite");
   }
 }

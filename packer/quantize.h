@@ -77,8 +77,9 @@ struct QuantizedMatrix {
   uint64_t num_tables() const;   // LUT: ceil(rows / lut_rows) or 1; else 0
 };
 
-// Quantizes w (rows x cols float32, row-major, host). Throws Error(kInvalidArgument) for kLossless,
-// a bad group, rows*cols overflowing, or a NaN/inf weight.
+// Quantizes w (rows x cols float32, row-major, host). Throws Error(kInvalidArgument) for kLossless
+// or a bad group, kFormat for rows*cols overflowing, kUnsupported for a NaN/inf weight (bad input
+// data: the CLI exits 1 for it, 2 for a bad option).
 // quantize: fast path (AVX2 when available, OpenMP over rows). quantize_ref: scalar reference, one
 // thread. Both produce identical results.
 QuantizedMatrix quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec);

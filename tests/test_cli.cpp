@@ -494,6 +494,31 @@ TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line na
     require_one_line_error(t, tiny);
     CHECK(!std::filesystem::exists(dir.file("x.wpk")));
   }
+  SECTION("a NaN or inf weight under a lossy scheme or pruning") {
+    // Bad input data, not a usage error: exit 1, one line naming the file and the tensor.
+    for (const uint16_t bad_bits : {uint16_t{0x7FC0}, uint16_t{0xFF80}}) {
+      std::vector<uint8_t> w = test::gaussian_bf16(64 * 96, 0.02f, 31);
+      std::memcpy(w.data() + 2 * (17 * 96 + 5), &bad_bits, 2);
+      const std::string bad = dir.file("nonfinite.safetensors");
+      write_safetensors(bad, {{"mlp.bad", DType::BF16, {64, 96}}}, {w}, kMetadata, true);
+      const std::string out = dir.file("nonfinite.wpk");
+      const bool is_nan = bad_bits == 0x7FC0;
+      std::vector<std::vector<std::string>> options = {{"--scheme", "int4"}, {"--scheme", "lut4"}, {"--scheme", "fp8"}};
+      if (is_nan)  // pruning rejects NaN (before the quantizer's check)
+        options.insert(options.end(), {{"--scheme", "int8", "--prune", "0.5"}, {"--scheme", "int8", "--prune", "2:4"}});
+      for (const auto& extra : options) {
+        INFO(std::hex << bad_bits << std::dec << " " << extra[1] << " " << extra.back());
+        RunResult r = compress(bad, out, extra);
+        CHECK(r.exit_code == 1);
+        require_one_line_error(r, bad);
+        CHECK(contains(r.err, "mlp.bad"));
+        CHECK(!std::filesystem::exists(out));
+      }
+      // Lossless keeps any bits.
+      CHECK(compress(bad, out).exit_code == 0);
+      std::filesystem::remove(out);
+    }
+  }
   SECTION("truncated .wpk") {
     const auto bytes = test::read_file(packed);
     for (size_t keep : {bytes.size() - 1, bytes.size() / 2, size_t(70), size_t(10)}) {
