@@ -219,7 +219,8 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
-  // Whole-tensor path (LUT schemes, except one-table unpruned BF16/F16 tensors): the tensor at once.
+  // Whole-tensor path (LUT schemes whose table spans bands: one table fitted to float32 values or
+  // after pruning, or rows:N with tile rows not a multiple of N): the tensor at once.
   std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
@@ -428,16 +429,17 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
 
 namespace {
 
-// A 2-D view of a tensor's bytes as bands of tile rows (`g.tile_rows` rows each, the last one
-// shorter), converted to float32 a band at a time into a buffer the caller reuses.
+// A 2-D view of a tensor's bytes as bands of `band_rows` rows (the last one shorter), converted to
+// float32 a band at a time into a buffer the caller reuses.
 class TensorBands {
  public:
-  TensorBands(const TensorInfo& info, const TensorBytes& bytes, const TileGeometry& g)
-      : dtype_(info.dtype), bytes_(bytes), tile_rows_(g.tile_rows), esize_(dtype_size(info.dtype)) {
+  TensorBands(const TensorInfo& info, const TensorBytes& bytes, uint64_t band_rows)
+      : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)) {
     view_2d(info.shape, &rows_, &cols_);
   }
-  uint64_t row0(uint64_t band) const { return band * tile_rows_; }
-  uint64_t rows_of(uint64_t band) const { return std::min<uint64_t>(tile_rows_, rows_ - row0(band)); }
+  uint64_t count() const { return cols_ == 0 ? 0 : ceil_div(rows_, band_rows_); }  // none when empty, as the grid
+  uint64_t row0(uint64_t band) const { return band * band_rows_; }
+  uint64_t rows_of(uint64_t band) const { return std::min<uint64_t>(band_rows_, rows_ - row0(band)); }
   // Converts band `band` into `out` (resized to it); returns its element count.
   uint64_t convert(uint64_t band, std::vector<float>& out) const {
     const uint64_t n = rows_of(band) * cols_;
@@ -449,18 +451,21 @@ class TensorBands {
  private:
   DType dtype_;
   const TensorBytes& bytes_;
-  uint64_t tile_rows_;
+  uint64_t band_rows_;
   uint32_t esize_;
   uint64_t rows_ = 0, cols_ = 0;
 };
 
 // Quantizes, measures, encodes and writes a tensor one band of tile rows at a time: every buffer is a
-// band, which stays in cache, and nothing tensor-sized is allocated. For every scheme whose rows
+// band, which stays in cache, and nothing tensor-sized is allocated. A band is one row of tiles, or
+// for a table per N rows as many as give each of `threads` a table to fit (quantize() fits a band's
+// tables in parallel; one table alone would leave the other threads waiting on its k-means). For every scheme whose rows
 // quantize independently, pruned or not (magnitude pruning's threshold takes two passes over the
-// bands first), and for LUT schemes given their one table (`lut_table`, fit_lut_by_bands). Grouped
-// schemes write each tile as it comes (the metrics go in at the end); per-row schemes keep their tiles
-// in ws.tile_bytes until every row's scale, which the record's params hold, is known. Fills the
-// record's params and metrics; returns the stored bytes.
+// bands first); for LUT schemes given their one table (`lut_table`, fit_lut_by_bands), and for LUT
+// schemes with a table per N rows whose bands hold whole tables. Grouped schemes and one-table LUT
+// write each tile as it comes (the metrics go in at the end); per-row schemes and per-N-rows LUT keep
+// their tiles in ws.tile_bytes until every row's scale or table, which the record's params hold, is
+// known. Fills the record's params and metrics; returns the stored bytes.
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes, const TensorPolicy& policy,
                     WpkTensor& record, const std::vector<Codec>& codecs, int level, int threads,
                     const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
@@ -471,11 +476,14 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   ws.tiles.clear();
   ErrorAccumulator errors;
   QuantTensorParams params;
-  std::vector<uint16_t> row_scales;
+  std::vector<uint16_t> row_scales, tables;  // per-row scales, LUT tables of N rows: every band's
   std::vector<StoredTile> band_tiles;
   bool streaming = false;  // tiles go to the writer as they come
   uint64_t stored_bytes = 0;
-  const TensorBands bands(info, bytes, g);
+  const uint32_t lut_rows = scheme_is_lut(policy.spec.scheme) ? policy.spec.lut_rows : 0;
+  const uint64_t tile_rows_per_band =
+      lut_rows == 0 ? 1 : std::max<uint64_t>(1, ceil_div(uint64_t(std::max(threads, 1)) * lut_rows, g.tile_rows));
+  const TensorBands bands(info, bytes, tile_rows_per_band * g.tile_rows);
   auto convert_band = [&](uint64_t band) { return bands.convert(band, ws.band_source); };
   // Pruning: every NaN is reported before anything else (as a whole-tensor mask would); magnitude
   // pruning's threshold takes two passes over the bands (MagnitudePruner).
@@ -484,17 +492,17 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   try {
     if (prune.kind == PruneSpec::Kind::kFraction) {
       magnitude.emplace(rows * cols, prune.fraction);
-      for (uint64_t band = 0; band < g.grid_rows; ++band)
-        magnitude->add_high(ws.band_source.data(), convert_band(band), band * g.tile_rows * cols);
-      for (uint64_t band = 0; band < g.grid_rows; ++band) magnitude->add_low(ws.band_source.data(), convert_band(band));
+      for (uint64_t band = 0; band < bands.count(); ++band)
+        magnitude->add_high(ws.band_source.data(), convert_band(band), bands.row0(band) * cols);
+      for (uint64_t band = 0; band < bands.count(); ++band) magnitude->add_low(ws.band_source.data(), convert_band(band));
     } else if (prune.kind == PruneSpec::Kind::kNM) {
-      for (uint64_t band = 0; band < g.grid_rows; ++band)
-        check_no_nan(ws.band_source.data(), convert_band(band), "prune_mask_nm", band * g.tile_rows * cols);
+      for (uint64_t band = 0; band < bands.count(); ++band)
+        check_no_nan(ws.band_source.data(), convert_band(band), "prune_mask_nm", bands.row0(band) * cols);
     }
   } catch (const Error& e) {
     throw Error(e.code(), context + ": " + e.what());
   }
-  for (uint64_t band = 0; band < g.grid_rows; ++band) {
+  for (uint64_t band = 0; band < bands.count(); ++band) {
     const uint64_t row0 = bands.row0(band), band_rows = bands.rows_of(band);
     const uint64_t band_n = convert_band(band);
     const uint8_t* keep = nullptr;
@@ -524,7 +532,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
     }
     if (band == 0) {
       params = quant_params_from(ws.band_q, policy.prune);
-      streaming = params.row_scales.empty();
+      streaming = params.row_scales.empty() && params.lut_rows == 0;
       if (streaming) {
         record.params = serialize_quant_params(params);
         writer.begin_tensor(record);
@@ -532,12 +540,22 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
         ws.tile_bytes.reserve(ceil_div(info.num_elements() * params.bits, 8) + 16 * g.tile_count());
       }
     }
-    // Per-row schemes keep their scales in the params: collect every band's.
-    if (!streaming) row_scales.insert(row_scales.end(), ws.band_q.scales.begin(), ws.band_q.scales.end());
-    band_tiles.assign(g.grid_cols, StoredTile{});
+    // Per-row schemes keep their scales in the params, LUT schemes with a table per N rows their
+    // tables (a band holds whole tables: quantize() fits each over its own rows): collect every band's.
+    // The band's tiles are coded with the band's own (their rects are relative to the band): a pruned
+    // tile keeps the elements whose values, so decoded, are not +0.
+    if (!streaming) {
+      row_scales.insert(row_scales.end(), ws.band_q.scales.begin(), ws.band_q.scales.end());
+      tables.insert(tables.end(), ws.band_q.tables.begin(), ws.band_q.tables.end());
+      if (!params.row_scales.empty()) params.row_scales = ws.band_q.scales;
+      if (params.lut_rows != 0) params.tables = ws.band_q.tables;
+    }
+    // the band's tiles: its tile rows', row by row
+    const uint64_t first_tile = band * tile_rows_per_band * g.grid_cols;
+    band_tiles.assign(std::min(tile_rows_per_band * g.grid_cols, g.tile_count() - first_tile), StoredTile{});
     try {
-      detail::parallel_for_first_error<int>(g.grid_cols, threads, [&](uint64_t i, int&) {
-        TileRect rect = g.rect(band * g.grid_cols + i);
+      detail::parallel_for_first_error<int>(band_tiles.size(), threads, [&](uint64_t i, int&) {
+        TileRect rect = g.rect(first_tile + i);
         rect.row0 -= row0;  // relative to the band
         band_tiles[i] = encode_lossy_tile(thread_encoder(ws), ws.band_q, params, keep, rect, codecs, level);
       });
@@ -559,6 +577,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
     writer.set_metrics(record.metrics);
   } else {
     params.row_scales = std::move(row_scales);
+    if (params.lut_rows != 0) params.tables = std::move(tables);
     record.params = serialize_quant_params(params);
     writer.begin_tensor(record);
     for (const StoredTileRef& tile : ws.tiles)
@@ -578,12 +597,12 @@ std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorInfo& info, co
                                                       const std::string& context, LossyWorkspace& ws) {
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
-  const TensorBands bands(info, bytes, g);
+  const TensorBands bands(info, bytes, g.tile_rows);
   try {
     LutPiecewiseFit fit(policy.spec.scheme, rows * cols);
     for (int pass = 0; pass < 2; ++pass) {
       if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
-      for (uint64_t band = 0; band < g.grid_rows; ++band) {
+      for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t band_n = bands.convert(band, ws.band_source);
         if (pass == 0)
           fit.add_first(ws.band_source.data(), bands.rows_of(band), cols, bands.row0(band));
@@ -615,7 +634,10 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   packed.policy = policy;
   packed.original_bytes = info.num_bytes();
 
-  if (!scheme_is_lut(policy.spec.scheme)) {
+  // A table per N rows on whole bands (tile rows a multiple of N): each band's tables are the whole
+  // tensor's for its rows, as each row's scale is.
+  const uint32_t lut_rows = policy.spec.lut_rows;
+  if (!scheme_is_lut(policy.spec.scheme) || (lut_rows != 0 && (g.grid_rows == 1 || g.tile_rows % lut_rows == 0))) {
     packed.stored_bytes = pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws);
     packed.metrics = record.metrics;
     return packed;

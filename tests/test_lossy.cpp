@@ -51,6 +51,14 @@ PackOptions lossy_options(const std::string& spec, int threads = 2) {
   return o;
 }
 
+// lossy_options for tiles of 64 rows (so bands of 64 rows), overwriting the output.
+PackOptions banded_options(const std::string& spec) {
+  PackOptions o = lossy_options(spec);
+  o.tile_rows = 64;
+  o.overwrite = true;
+  return o;
+}
+
 std::vector<float> decode_all(const WpkReader& r, size_t t) {
   std::vector<float> out(r.tensors()[t].num_elements());
   decode_tensor_f32(r, t, out, 2);
@@ -312,15 +320,15 @@ TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in t
 // Unpruned one-table LUT tensors of BF16/F16 values (enough of them for the fit's histogram) pack a
 // band of tile rows at a time (packer/pack.cpp fit_lut_by_bands): the values and the record's
 // metrics must be those of quantize() on the whole tensor.
-TEST_CASE("one-table LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
+// One table (BF16/F16 values, unpruned) and a table per N rows with N dividing the tile rows take the
+// band path; rows:N otherwise, and pruned tensors, the whole-tensor path: the same results.
+TEST_CASE("LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
   TempDir dir;
   MemorySource src;
   src.add("b", DType::BF16, {350, 257}, test::gaussian_bf16(350 * 257, 0.02f, 61));  // bands of 64, one of 30
   src.add("h", DType::F16, {1030, 520}, test::gaussian_f16(1030 * 520, 0.02f, 62));  // > 2^19 values
-  for (const char* spec : {"lut4", "lut3"}) {
-    PackOptions o = lossy_options(spec);
-    o.tile_rows = 64;
-    o.overwrite = true;
+  for (const char* spec : {"lut4", "lut3", "lut4:rows16", "lut3:rows64", "lut4:rows24", "lut4:rows32:prune=0.5"}) {
+    const PackOptions o = banded_options(spec);
     pack_model(src, dir.file("m.wpk"), o);
     auto r = WpkReader::open(dir.file("m.wpk"));
     for (size_t t = 0; t < 2; ++t) {
@@ -329,12 +337,48 @@ TEST_CASE("one-table LUT tensors packed a band at a time decode as quantize() of
       std::vector<float> w(rows * cols);
       convert_to_f32(src.tensors()[t].dtype, src.data(t).data(), w.size(), w.data());
       REQUIRE(decode_all(*r, t) == expected_values(w, rows, cols, o.policy));
-      const ErrorStats e = dequantized_error_stats(w.data(), quantize(w.data(), rows, cols, o.policy.spec), nullptr);
+      std::vector<float> pruned = w;
+      const std::vector<uint8_t> mask = prune_mask(o.policy.prune, w.data(), rows, cols);
+      if (!mask.empty()) apply_prune_mask(pruned.data(), mask.data(), w.size());
+      const ErrorStats e = dequantized_error_stats(w.data(), quantize(pruned.data(), rows, cols, o.policy.spec),
+                                                   mask.empty() ? nullptr : mask.data());
       const ErrorMetrics& m = r->tensors()[t].metrics;
       CHECK(m.rel_error == e.rel_error);
       CHECK(m.max_abs_error == e.max_abs_error);
       CHECK(m.sparsity == e.sparsity);
     }
+    // A band holds a table for each thread (1, 2 or 3 tile rows here): the same bytes.
+    for (int threads : {1, 3}) {
+      INFO(spec << " threads " << threads);
+      PackOptions other = o;
+      other.threads = threads;
+      pack_model(src, dir.file("t.wpk"), other);
+      CHECK(test::read_file(dir.file("t.wpk")) == test::read_file(dir.file("m.wpk")));
+    }
+  }
+}
+
+// A pruned tile holds the elements that are kept and decode to anything but +0, which the packer
+// decides with the scale or table of each element's row: in every band its own rows', not the first
+// band's. Row 3 is zero (its scale or table all zero) and row 67, the same row of the second band,
+// is not: with the first band's params its kept weights would read as zero and be dropped.
+TEST_CASE("pruned tiles of later bands are coded with their own rows' scales and tables", "[lossy]") {
+  TempDir dir;
+  const uint64_t rows = 150, cols = 96;
+  std::vector<uint8_t> bytes = test::gaussian_bf16(rows * cols, 0.02f, 63);
+  std::fill(bytes.begin() + 2 * 3 * cols, bytes.begin() + 2 * 4 * cols, 0);  // row 3: +0
+  MemorySource src;
+  src.add("w", DType::BF16, {rows, cols}, bytes);
+  std::vector<float> w(rows * cols);
+  convert_to_f32(DType::BF16, bytes.data(), w.size(), w.data());
+  for (const char* spec : {"int8:prune=0.5", "fp8:prune=0.5", "fp6:prune=2:4", "lut4:rows4:prune=0.5", "lut4:rows4"}) {
+    INFO(spec);
+    const PackOptions o = banded_options(spec);
+    pack_model(src, dir.file("m.wpk"), o);
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    const std::vector<float> decoded = decode_all(*r, 0);
+    REQUIRE(bit_equal(decoded, expected_values(w, rows, cols, o.policy)));
+    CHECK(std::count(decoded.begin() + 67 * cols, decoded.begin() + 68 * cols, 0.0f) < int64_t(cols) * 3 / 4);
   }
 }
 
@@ -401,9 +445,7 @@ TEST_CASE("pruning across bands: the whole tensor's mask, NaN first", "[lossy]")
   src.add("w", DType::F32, {rows, cols}, bytes);
   for (const char* spec : {"int8:prune=0.6", "int4:prune=0.3", "fp6:prune=0.5"}) {
     INFO(spec);
-    PackOptions o = lossy_options(spec);
-    o.tile_rows = 64;
-    o.overwrite = true;
+    const PackOptions o = banded_options(spec);
     pack_model(src, dir.file("m.wpk"), o);
     auto r = WpkReader::open(dir.file("m.wpk"));
     const auto d = decode_all(*r, 0);
@@ -423,9 +465,7 @@ TEST_CASE("pruning across bands: the whole tensor's mask, NaN first", "[lossy]")
   bad.add("w", DType::F32, {rows, cols}, bytes);
   for (const char* spec : {"int4:prune=0.5", "int4:prune=2:4"}) {
     INFO(spec);
-    PackOptions o = lossy_options(spec);
-    o.tile_rows = 64;
-    o.overwrite = true;
+    const PackOptions o = banded_options(spec);
     try {
       pack_model(bad, dir.file("m.wpk"), o);
       FAIL("packing a NaN weight succeeded");
