@@ -47,10 +47,10 @@
 // before the untested row groups: 38-40 SASS instructions a step, now 25-28); batch 16 on tensor
 // cores 624 us (816 before the untested groups, 1442 with FMAs). The
 // stream's header, table and steps are kernels/detail/rans_warp.cuh's, shared with the quantized
-// rANS GEMV. The profile (before the untested groups): about 40 instructions per decode step, issue-bound at 5 warps per
-// scheduler and waiting on the step's dependency chain (two dependent shared loads for the table,
-// ballot, shuffle): per stream a step costs ~400 cycles, and a stream is the only parallelism there
-// is. What was measured and
+// rANS GEMV. The profile (before the untested groups): about 40 instructions per decode step,
+// issue-bound at 5 warps per scheduler and waiting on the step's dependency chain (two dependent
+// shared loads for the table, ballot, shuffle): per stream a step costs ~400 cycles, and a stream is
+// the only parallelism there is. What was measured and
 // dropped: u32 slot entries (one shared load per step instead of two) need 8 KiB per warp at
 // p = 11, 12 warps per multiprocessor instead of 20: 857 against 706 us; 32-row butterflies
 // unrolled the step 32 times and overflowed the instruction cache (stall "no instruction" first).
@@ -241,7 +241,9 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
         return (__byte_perm(symbol, m, 0x0404) << 15) >> 16;
       };
       auto mantissa = [&]() { return uint32_t{ring_lane[(32 * t) & (kRing - 1)]}; };
-      using Checked = std::false_type;
+      // decode_step's main-phase flag: untested (whole groups, every lane in its main phase) or tested.
+      constexpr std::true_type kUntested{};
+      constexpr std::false_type kTested{};
       // The first step at which some lane leaves its main phase (warp-uniform): the row groups before
       // it that are whole (4 rows of 128 columns) run without a test per step.
       const uint32_t main_steps = __reduce_min_sync(0xFFFFFFFFu, ls.main_len);
@@ -262,7 +264,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 #pragma unroll
                 for (uint32_t j = 0; j < 4; ++j)
                   stage[(r0 + r) * kStagePitch + 32 * j + lane] =
-                      static_cast<uint16_t>(step_bf16(std::true_type{}, group_m[32 * (4 * r + j)]));
+                      static_cast<uint16_t>(step_bf16(kUntested, group_m[32 * (4 * r + j)]));
               }
             }
           } else {
@@ -272,7 +274,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
 #pragma unroll
               for (uint32_t j = 0; j < 4; ++j)
                 if (j < steps_per_row)
-                  stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16(Checked{}, mantissa()));
+                  stage[r * kStagePitch + 32 * j + lane] = static_cast<uint16_t>(step_bf16(kTested, mantissa()));
             }
           }
           __syncwarp();
@@ -300,28 +302,28 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
             acc[0] = fmaf(bf16_bits_to_float(bits), xr[j][0], acc[0]);
           }
         };
-        if (steps_per_row == 4 && rg + Merge::kGroupRows <= cur.rows && t + 4 * Merge::kGroupRows <= main_steps) {
-          // A whole group in every lane's main phase: the same steps without their tests, the mantissa
-          // bytes at constant offsets (t is a multiple of 16 here).
+        // The group's steps. Untested: a whole group in every lane's main phase, the steps without
+        // their tests and the mantissa bytes at constant offsets (t is a multiple of 16 here).
+        auto group_steps = [&](auto main_phase) {
+          constexpr bool kWhole = decltype(main_phase)::value;
           const uint8_t* group_m = ring_lane + ((32 * t) & (kRing - 1));
 #pragma unroll
           for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
             float acc[1] = {0.f};
 #pragma unroll
-            for (uint32_t j = 0; j < 4; ++j) element(r, j, step_bf16(std::true_type{}, group_m[32 * (4 * r + j)]), acc);
-            if constexpr (!kDecode) merge.push(r, acc, lane);
-          }
-        } else {
-#pragma unroll
-          for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
-            float acc[1] = {0.f};
-#pragma unroll
             for (uint32_t j = 0; j < 4; ++j) {
-              if (rg + r < cur.rows && j < steps_per_row) element(r, j, step_bf16(Checked{}, mantissa()), acc);
+              if constexpr (kWhole)
+                element(r, j, step_bf16(main_phase, group_m[32 * (4 * r + j)]), acc);
+              else if (rg + r < cur.rows && j < steps_per_row)
+                element(r, j, step_bf16(main_phase, mantissa()), acc);
             }
             if constexpr (!kDecode) merge.push(r, acc, lane);
           }
-        }
+        };
+        if (steps_per_row == 4 && rg + Merge::kGroupRows <= cur.rows && t + 4 * Merge::kGroupRows <= main_steps)
+          group_steps(kUntested);
+        else
+          group_steps(kTested);
         if constexpr (!kDecode) merge.add(y_dev, cur.row0, rg, cur.rows, ld, nb, lane);
       }
       if (!ls.ended_ok()) status = kCorrupt;
