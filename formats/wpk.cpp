@@ -95,14 +95,14 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
   if (!impl_->names.insert(tensor.name).second)
     throw Error(ErrorCode::kInvalidArgument, target + ": duplicate tensor name '" + tensor.name + "'");
   if (tensor.name.size() > 0xFFFF)
-    throw Error(ErrorCode::kInvalidArgument, target + ": tensor name longer than 65535 bytes");
+    throw Error(ErrorCode::kUnsupported, target + ": tensor name longer than 65535 bytes");
   if (tensor.shape.size() > kWpkMaxRank)
-    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "' has rank > 16");
+    throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "' has rank > 16");
   uint64_t bytes = dtype_size(tensor.dtype);
   for (uint64_t d : tensor.shape)
     if (__builtin_mul_overflow(bytes, d, &bytes))
-      throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': shape " +
-                                                   shape_text(tensor.shape) + " overflows 64 bits");
+      throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "': shape " +
+                                               shape_text(tensor.shape) + " overflows 64 bits");
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
   if (uint64_t{tensor.tile_rows} * tensor.tile_cols > kWpkMaxTileElements)
@@ -111,9 +111,9 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
                                                  " has more than 2^24 elements");
   // Counts and sizes stored as u32: refused rather than truncated.
   if (impl_->tensors.size() >= UINT32_MAX)
-    throw Error(ErrorCode::kInvalidArgument, target + ": more than 4294967295 tensors");
+    throw Error(ErrorCode::kUnsupported, target + ": more than 4294967295 tensors");
   if (tensor.params.size() > UINT32_MAX)
-    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': params larger than 4 GiB");
+    throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "': params larger than 4 GiB");
   impl_->tensors.push_back(tensor);
   impl_->tensors.back().first_tile = impl_->tiles.size();
   impl_->tensors.back().tile_count = 0;
@@ -153,7 +153,7 @@ void WpkWriter::end_tensor() {
 void WpkWriter::commit(const std::string& metadata_json) {
   if (impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": commit inside a tensor");
   if (metadata_json.size() > UINT32_MAX)
-    throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": metadata larger than 4 GiB");
+    throw Error(ErrorCode::kUnsupported, impl_->out.target() + ": metadata larger than 4 GiB");
   std::vector<uint8_t> index;
   detail::put_u32(index, static_cast<uint32_t>(impl_->tensors.size()));
   detail::put_u32(index, 0);  // reserved

@@ -93,7 +93,10 @@ class WpkWriter {
   WpkWriter(const std::string& path, bool overwrite, uint32_t alignment = kWpkDefaultAlignment);
   ~WpkWriter();
 
-  // `tensor.first_tile` and `tensor.tile_count` are filled in by the writer.
+  // `tensor.first_tile` and `tensor.tile_count` are filled in by the writer. Throws
+  // Error(kUnsupported) for a tensor the format cannot hold (a name longer than 65535 bytes, rank
+  // > 16, a byte size over 64 bits, params over 4 GiB, the 2^32-th tensor), kInvalidArgument for a
+  // call out of order, a duplicate name or a tile shape out of range.
   void begin_tensor(const WpkTensor& tensor);
   // Appends one tile of the current tensor; computes its checksum.
   void add_tile(std::span<const uint8_t> stored, uint64_t raw_size, uint8_t filter, uint8_t codec);

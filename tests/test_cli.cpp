@@ -519,6 +519,28 @@ TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line na
       std::filesystem::remove(out);
     }
   }
+  SECTION("a tensor the .wpk format cannot hold") {
+    // Valid safetensors inputs beyond the container's limits: bad input (exit 1), not a usage error.
+    auto raw_safetensors = [&](const std::string& name, const std::string& shape) {
+      std::string header = "{\"" + name + "\":{\"dtype\":\"F32\",\"shape\":" + shape + ",\"data_offsets\":[0,4]}}";
+      header.resize((header.size() + 7) / 8 * 8, ' ');
+      std::vector<uint8_t> bytes(8 + header.size() + 4, 0);
+      const uint64_t n = header.size();
+      std::memcpy(bytes.data(), &n, 8);
+      std::memcpy(bytes.data() + 8, header.data(), header.size());
+      const std::string path = dir.file("limits.safetensors");
+      test::write_file(path, bytes);
+      return path;
+    };
+    const std::string out = dir.file("limits.wpk");
+    RunResult rank = compress(raw_safetensors("deep", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]"), out);
+    CHECK(rank.exit_code == 1);
+    require_one_line_error(rank, "tensor 'deep' has rank > 16");
+    RunResult name = compress(raw_safetensors(std::string(70000, 'n'), "[1]"), out);
+    CHECK(name.exit_code == 1);
+    require_one_line_error(name, "tensor name longer than 65535 bytes");
+    CHECK(!std::filesystem::exists(out));
+  }
   SECTION("truncated .wpk") {
     const auto bytes = test::read_file(packed);
     for (size_t keep : {bytes.size() - 1, bytes.size() / 2, size_t(70), size_t(10)}) {
