@@ -620,7 +620,8 @@ SortedTable lut_sorted_table(const uint16_t* bits, uint32_t k) {
   return detail::value_table(values, k);
 }
 
-// Throws kInvalidArgument at the first NaN/inf. Scans chunks with a branch-free test first.
+// Throws kUnsupported (bad data, not a bad option) at the first NaN/inf. Scans chunks with a
+// branch-free test first.
 void check_finite(const float* w, uint64_t n, uint64_t cols, uint64_t first_row, const char* who) {
   constexpr uint64_t kChunk = 4096;
   for (uint64_t begin = 0; begin < n; begin += kChunk) {
