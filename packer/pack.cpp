@@ -438,6 +438,7 @@ class TensorBands {
     view_2d(info.shape, &rows_, &cols_);
   }
   uint64_t count() const { return cols_ == 0 ? 0 : ceil_div(rows_, band_rows_); }  // none when empty, as the grid
+  uint64_t band_rows() const { return band_rows_; }
   uint64_t row0(uint64_t band) const { return band * band_rows_; }
   uint64_t rows_of(uint64_t band) const { return std::min<uint64_t>(band_rows_, rows_ - row0(band)); }
   // Converts band `band` into `out` (resized to it); returns its element count.
@@ -456,19 +457,73 @@ class TensorBands {
   uint64_t rows_ = 0, cols_ = 0;
 };
 
-// Quantizes, measures, encodes and writes a tensor one band of tile rows at a time: every buffer is a
-// band, which stays in cache, and nothing tensor-sized is allocated. A band is one row of tiles, or
-// for a table per N rows as many as give each of `threads` a table to fit (quantize() fits a band's
-// tables in parallel; one table alone would leave the other threads waiting on its k-means). For every scheme whose rows
-// quantize independently, pruned or not (magnitude pruning's threshold takes two passes over the
-// bands first); for LUT schemes given their one table (`lut_table`, fit_lut_by_bands), and for LUT
+// The prune masks of a tensor's bands, the same as one mask of the whole tensor: construction
+// reports every NaN first (as a whole-tensor mask would) and takes magnitude pruning's threshold in
+// two passes over the bands (MagnitudePruner); then a pass over the bands takes a copy and prunes
+// every band, in order (ties at the threshold go in index order). Throws as prune_mask().
+class BandPruner {
+ public:
+  BandPruner(const PruneSpec& prune, const TensorBands& bands, uint64_t rows, uint64_t cols, std::vector<float>& scratch)
+      : spec_(prune), cols_(cols) {
+    // (each band converted before scratch.data() is taken: converting may reallocate it)
+    if (prune.kind == PruneSpec::Kind::kFraction) {
+      magnitude_.emplace(rows * cols, prune.fraction);
+      for (uint64_t band = 0; band < bands.count(); ++band) {
+        const uint64_t n = bands.convert(band, scratch);
+        magnitude_->add_high(scratch.data(), n, bands.row0(band) * cols);
+      }
+      for (uint64_t band = 0; band < bands.count(); ++band) {
+        const uint64_t n = bands.convert(band, scratch);
+        magnitude_->add_low(scratch.data(), n);
+      }
+    } else if (prune.kind == PruneSpec::Kind::kNM) {
+      for (uint64_t band = 0; band < bands.count(); ++band) {
+        const uint64_t n = bands.convert(band, scratch);
+        check_no_nan(scratch.data(), n, "prune_mask_nm", bands.row0(band) * cols);
+      }
+    }
+  }
+  bool active() const { return spec_.kind != PruneSpec::Kind::kNone; }
+  // The next band's mask (1 = kept) into `mask`, and the band (`rows` rows from row0, in w) pruned
+  // in place.
+  void prune(float* w, uint64_t rows, uint64_t row0, std::vector<uint8_t>& mask) {
+    const uint64_t n = rows * cols_;
+    if (magnitude_) {
+      mask.resize(n);
+      magnitude_->mask(w, n, mask.data());
+    } else {
+      mask = prune_mask_nm(w, rows, cols_, spec_.n, spec_.m, row0);
+    }
+    apply_prune_mask(w, mask.data(), n);
+  }
+
+ private:
+  PruneSpec spec_;
+  uint64_t cols_;
+  std::optional<MagnitudePruner> magnitude_;
+};
+
+// Tile rows per band on the band path: one, or for a table per N rows as many as give each of
+// `threads` a table to fit (quantize() fits a band's tables in parallel; one table alone would leave
+// the other threads waiting on its k-means).
+uint64_t band_tile_rows(const TensorPolicy& policy, const TileGeometry& g, int threads) {
+  const uint32_t lut_rows = scheme_is_lut(policy.spec.scheme) ? policy.spec.lut_rows : 0;
+  if (lut_rows == 0) return 1;
+  return std::max<uint64_t>(1, ceil_div(uint64_t(std::max(threads, 1)) * lut_rows, g.tile_rows));
+}
+
+// Quantizes, measures, encodes and writes a tensor one band of tile rows at a time (`bands`: whole
+// tile rows, band_tile_rows() of them; `pruner` prepared over those bands): every buffer is a band,
+// which stays in cache, and nothing tensor-sized is allocated. For every scheme whose rows
+// quantize independently, pruned or not; for LUT schemes given their one table (`lut_table`,
+// fit_lut_by_bands: then pruned or not too), and for LUT
 // schemes with a table per N rows whose bands hold whole tables. Grouped schemes and one-table LUT
 // write each tile as it comes (the metrics go in at the end); per-row schemes and per-N-rows LUT keep
 // their tiles in ws.tile_bytes until every row's scale or table, which the record's params hold, is
 // known. Fills the record's params and metrics; returns the stored bytes.
-uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes, const TensorPolicy& policy,
-                    WpkTensor& record, const std::vector<Codec>& codecs, int level, int threads,
-                    const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
+uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands& bands, BandPruner pruner,
+                    const TensorPolicy& policy, WpkTensor& record, const std::vector<Codec>& codecs, int level,
+                    int threads, const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
   uint64_t rows, cols;
   view_2d(info.shape, &rows, &cols);
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
@@ -480,50 +535,29 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   std::vector<StoredTile> band_tiles;
   bool streaming = false;  // tiles go to the writer as they come
   uint64_t stored_bytes = 0;
-  const uint32_t lut_rows = scheme_is_lut(policy.spec.scheme) ? policy.spec.lut_rows : 0;
-  const uint64_t tile_rows_per_band =
-      lut_rows == 0 ? 1 : std::max<uint64_t>(1, ceil_div(uint64_t(std::max(threads, 1)) * lut_rows, g.tile_rows));
-  const TensorBands bands(info, bytes, tile_rows_per_band * g.tile_rows);
+  const uint64_t tile_rows_per_band = bands.band_rows() / g.tile_rows;
   auto convert_band = [&](uint64_t band) { return bands.convert(band, ws.band_source); };
-  // Pruning: every NaN is reported before anything else (as a whole-tensor mask would); magnitude
-  // pruning's threshold takes two passes over the bands (MagnitudePruner).
-  const PruneSpec& prune = policy.prune;
-  std::optional<MagnitudePruner> magnitude;
-  try {
-    if (prune.kind == PruneSpec::Kind::kFraction) {
-      magnitude.emplace(rows * cols, prune.fraction);
-      for (uint64_t band = 0; band < bands.count(); ++band)
-        magnitude->add_high(ws.band_source.data(), convert_band(band), bands.row0(band) * cols);
-      for (uint64_t band = 0; band < bands.count(); ++band) magnitude->add_low(ws.band_source.data(), convert_band(band));
-    } else if (prune.kind == PruneSpec::Kind::kNM) {
-      for (uint64_t band = 0; band < bands.count(); ++band)
-        check_no_nan(ws.band_source.data(), convert_band(band), "prune_mask_nm", bands.row0(band) * cols);
-    }
-  } catch (const Error& e) {
-    throw Error(e.code(), context + ": " + e.what());
-  }
+  // The band's codes, from the one table when given.
+  auto quantize_band = [&](uint64_t band_rows, uint64_t row0, ErrorAccumulator* errors_or_null) {
+    if (lut_table != nullptr)
+      quantize_with_table(ws.band_source.data(), band_rows, cols, policy.spec, lut_table, &ws.band_q, row0,
+                          errors_or_null);
+    else
+      quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, errors_or_null);
+  };
   for (uint64_t band = 0; band < bands.count(); ++band) {
     const uint64_t row0 = bands.row0(band), band_rows = bands.rows_of(band);
-    const uint64_t band_n = convert_band(band);
+    convert_band(band);
     const uint8_t* keep = nullptr;
     try {
-      if (prune.kind == PruneSpec::Kind::kNone) {
-        if (lut_table != nullptr)
-          quantize_with_table(ws.band_source.data(), band_rows, cols, policy.spec, lut_table, &ws.band_q, row0, &errors);
-        else
-          quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0, &errors);
+      if (!pruner.active()) {
+        quantize_band(band_rows, row0, &errors);
       } else {
         // Quantize the band pruned in place, then convert it again: the metrics are against the
         // source, pruned weights decoded as +0 (as the whole-tensor path does).
-        if (magnitude) {
-          ws.band_mask.resize(band_n);
-          magnitude->mask(ws.band_source.data(), band_n, ws.band_mask.data());
-        } else {
-          ws.band_mask = prune_mask_nm(ws.band_source.data(), band_rows, cols, prune.n, prune.m, row0);
-        }
+        pruner.prune(ws.band_source.data(), band_rows, row0, ws.band_mask);
         keep = ws.band_mask.data();
-        apply_prune_mask(ws.band_source.data(), keep, band_n);
-        quantize(ws.band_source.data(), band_rows, cols, policy.spec, &ws.band_q, row0);
+        quantize_band(band_rows, row0, nullptr);
         convert_band(band);
         errors.add_dequantized(ws.band_source.data(), ws.band_q, keep);
       }
@@ -588,22 +622,21 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBytes
   return stored_bytes;
 }
 
-// The one table of an unpruned LUT tensor (lut_rows 0) fitted a band of tile rows at a time
-// (LutPiecewiseFit: two passes, the tensor converted band by band), so that the tensor packs on
-// the band path; nullopt where quantize() would sort a copy instead (float32 values, few of them):
-// the caller quantizes the tensor whole. Errors name `context`.
-std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorInfo& info, const TensorBytes& bytes,
-                                                      const TensorPolicy& policy, const TileGeometry& g,
+// The one table of a LUT tensor (lut_rows 0) fitted a band at a time (LutPiecewiseFit: two passes
+// over `bands`, each pruned by a copy of `pruner`), so that the tensor packs on the band path;
+// nullopt where quantize() would sort a copy instead (float32 values, few of them): the caller
+// quantizes the tensor whole. Errors name `context`.
+std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorBands& bands, const BandPruner& pruner,
+                                                      const TensorPolicy& policy, uint64_t rows, uint64_t cols,
                                                       const std::string& context, LossyWorkspace& ws) {
-  uint64_t rows, cols;
-  view_2d(info.shape, &rows, &cols);
-  const TensorBands bands(info, bytes, g.tile_rows);
   try {
     LutPiecewiseFit fit(policy.spec.scheme, rows * cols);
     for (int pass = 0; pass < 2; ++pass) {
       if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
+      BandPruner pass_pruner = pruner;
       for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t band_n = bands.convert(band, ws.band_source);
+        if (pass_pruner.active()) pass_pruner.prune(ws.band_source.data(), bands.rows_of(band), bands.row0(band), ws.band_mask);
         if (pass == 0)
           fit.add_first(ws.band_source.data(), bands.rows_of(band), cols, bands.row0(band));
         else
@@ -634,21 +667,26 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   packed.policy = policy;
   packed.original_bytes = info.num_bytes();
 
-  // A table per N rows on whole bands (tile rows a multiple of N): each band's tables are the whole
-  // tensor's for its rows, as each row's scale is.
+  // The band path: every scheme whose rows quantize independently; LUT with a table per N rows on
+  // whole bands (tile rows a multiple of N: each band's tables are the whole tensor's for its rows,
+  // as each row's scale is); one table of BF16/F16 values fitted over the bands first (the same
+  // bytes as the whole-tensor path below, without its float32 copy of the tensor).
   const uint32_t lut_rows = policy.spec.lut_rows;
-  if (!scheme_is_lut(policy.spec.scheme) || (lut_rows != 0 && (g.grid_rows == 1 || g.tile_rows % lut_rows == 0))) {
-    packed.stored_bytes = pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws);
-    packed.metrics = record.metrics;
-    return packed;
-  }
-  // One table, nothing pruned, BF16/F16 values: the table from two passes over the bands, then the
-  // band path (the same bytes as the whole-tensor path below, without its float32 copy of the tensor).
-  if (policy.spec.lut_rows == 0 && policy.prune.kind == PruneSpec::Kind::kNone &&
-      (info.dtype == DType::BF16 || info.dtype == DType::F16)) {
-    if (const auto table = fit_lut_by_bands(info, bytes, policy, g, context, ws)) {
-      packed.stored_bytes =
-          pack_bands(writer, info, bytes, policy, record, codecs, options.level, threads, context, ws, table->data());
+  const bool lut = scheme_is_lut(policy.spec.scheme);
+  const bool one_table = lut && lut_rows == 0 && (info.dtype == DType::BF16 || info.dtype == DType::F16);
+  if (!lut || one_table || (lut_rows != 0 && (g.grid_rows == 1 || g.tile_rows % lut_rows == 0))) {
+    const TensorBands bands(info, bytes, band_tile_rows(policy, g, threads) * g.tile_rows);
+    std::optional<BandPruner> pruner;
+    try {
+      pruner.emplace(policy.prune, bands, rows, cols, ws.band_source);
+    } catch (const Error& e) {
+      throw Error(e.code(), context + ": " + e.what());
+    }
+    std::optional<std::vector<uint16_t>> table;
+    if (one_table) table = fit_lut_by_bands(bands, *pruner, policy, rows, cols, context, ws);
+    if (!one_table || table) {
+      packed.stored_bytes = pack_bands(writer, info, bands, *pruner, policy, record, codecs, options.level, threads,
+                                       context, ws, table ? table->data() : nullptr);
       packed.metrics = record.metrics;
       return packed;
     }

@@ -320,14 +320,15 @@ TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in t
 // Unpruned one-table LUT tensors of BF16/F16 values (enough of them for the fit's histogram) pack a
 // band of tile rows at a time (packer/pack.cpp fit_lut_by_bands): the values and the record's
 // metrics must be those of quantize() on the whole tensor.
-// One table (BF16/F16 values, unpruned) and a table per N rows with N dividing the tile rows take the
-// band path; rows:N otherwise, and pruned tensors, the whole-tensor path: the same results.
+// One table of BF16/F16 values and a table per N rows with N dividing the tile rows take the band
+// path, pruned or not; rows:N otherwise the whole-tensor path: the same results.
 TEST_CASE("LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
   TempDir dir;
   MemorySource src;
   src.add("b", DType::BF16, {350, 257}, test::gaussian_bf16(350 * 257, 0.02f, 61));  // bands of 64, one of 30
   src.add("h", DType::F16, {1030, 520}, test::gaussian_f16(1030 * 520, 0.02f, 62));  // > 2^19 values
-  for (const char* spec : {"lut4", "lut3", "lut4:rows16", "lut3:rows64", "lut4:rows24", "lut4:rows32:prune=0.5"}) {
+  for (const char* spec : {"lut4", "lut3", "lut4:prune=0.5", "lut3:prune=2:4", "lut4:rows16", "lut3:rows64", "lut4:rows24",
+                           "lut4:rows32:prune=0.5"}) {
     const PackOptions o = banded_options(spec);
     pack_model(src, dir.file("m.wpk"), o);
     auto r = WpkReader::open(dir.file("m.wpk"));
