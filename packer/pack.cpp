@@ -219,8 +219,8 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
-  // Whole-tensor path (LUT schemes whose table spans bands: one table fitted to float32 values or
-  // after pruning, or rows:N with tile rows not a multiple of N): the tensor at once.
+  // Whole-tensor path (LUT tensors whose tables do not fit band by band: one table of float32
+  // values or of too few values for the histogram, rows:N with tile rows not a multiple of N).
   std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;
@@ -514,13 +514,12 @@ uint64_t band_tile_rows(const TensorPolicy& policy, const TileGeometry& g, int t
 
 // Quantizes, measures, encodes and writes a tensor one band of tile rows at a time (`bands`: whole
 // tile rows, band_tile_rows() of them; `pruner` prepared over those bands): every buffer is a band,
-// which stays in cache, and nothing tensor-sized is allocated. For every scheme whose rows
-// quantize independently, pruned or not; for LUT schemes given their one table (`lut_table`,
-// fit_lut_by_bands: then pruned or not too), and for LUT
-// schemes with a table per N rows whose bands hold whole tables. Grouped schemes and one-table LUT
-// write each tile as it comes (the metrics go in at the end); per-row schemes and per-N-rows LUT keep
-// their tiles in ws.tile_bytes until every row's scale or table, which the record's params hold, is
-// known. Fills the record's params and metrics; returns the stored bytes.
+// which stays in cache, and nothing tensor-sized is allocated. Pruned or not: every scheme whose
+// rows quantize independently, LUT schemes given their one table (`lut_table`, fit_lut_by_bands),
+// and LUT schemes with a table per N rows whose bands hold whole tables. Grouped schemes and
+// one-table LUT write each tile as it comes (the metrics go in at the end); per-row schemes and
+// per-N-rows LUT keep their tiles in ws.tile_bytes until every row's scale or table, which the
+// record's params hold, is known. Fills the record's params and metrics; returns the stored bytes.
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands& bands, BandPruner pruner,
                     const TensorPolicy& policy, WpkTensor& record, const std::vector<Codec>& codecs, int level,
                     int threads, const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
