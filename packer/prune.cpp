@@ -9,7 +9,7 @@
 #include <string>
 
 #include "formats/error.h"
-#include "packer/detail/parallel.h"  // parallel_histogram
+#include "packer/detail/parallel.h"  // add_parallel_histogram
 
 namespace wpack {
 namespace {
@@ -49,9 +49,6 @@ uint64_t select_bucket(const std::vector<uint64_t>& counts, uint64_t& rank) {
   while (rank > counts[b]) rank -= counts[b++];
   return b;
 }
-void add_counts(std::vector<uint64_t>& to, const std::vector<uint64_t>& from) {
-  for (size_t b = 0; b < to.size(); ++b) to[b] += from[b];
-}
 }  // namespace
 
 void check_no_nan(const float* w, uint64_t n, const char* who, uint64_t first) {
@@ -67,16 +64,16 @@ MagnitudePruner::MagnitudePruner(uint64_t n, double fraction)
 void MagnitudePruner::add_high(const float* w, uint64_t count, uint64_t first) {
   check_no_nan(w, count, "prune_mask_magnitude", first);
   if (prune_ == 0) return;
-  add_counts(high_, detail::parallel_histogram(count, high_.size(), [w](uint64_t i) { return uint64_t{magnitude_bits(w, i) >> 15}; }));
+  detail::add_parallel_histogram(high_, count, [w](uint64_t i) { return uint64_t{magnitude_bits(w, i) >> 15}; });
 }
 
 void MagnitudePruner::add_low(const float* w, uint64_t count) {
   if (prune_ == 0) return;
   if (stage_ == 0) high_bucket_ = select_bucket(high_, rank_), stage_ = 1;
-  add_counts(low_, detail::parallel_histogram(count, low_.size(), [w, high = high_bucket_](uint64_t i) {
+  detail::add_parallel_histogram(low_, count, [w, high = high_bucket_](uint64_t i) {
     const uint32_t m = magnitude_bits(w, i);
     return (m >> 15) == high ? uint64_t{m & 0x7FFFu} : UINT64_MAX;
-  }));
+  });
 }
 
 void MagnitudePruner::mask(const float* w, uint64_t count, uint8_t* out) {

@@ -13,7 +13,7 @@
 
 #include "formats/error.h"
 #include "packer/detail/fp.h"
-#include "packer/detail/parallel.h"  // parallel_histogram
+#include "packer/detail/parallel.h"  // parallel_histogram, add_parallel_histogram
 #include "packer/detail/quant_kernels.h"
 
 namespace wpack {
@@ -485,15 +485,14 @@ uint32_t or_of_bits(const float* w, uint64_t n) {
 int histogram_shift(uint32_t any) { return any == 0 ? 16 : std::min(16, std::countr_zero(any)); }
 // Whether the histogram path takes n values with that shift (else a sorted copy).
 bool histogram_fits(int shift, uint64_t n) { return shift >= 13 && n >= (uint64_t{1} << (32 - shift)); }
-// The values' counts by key (order_key >> shift), added to `count` (2^(32 - shift) buckets).
-void add_histogram(const float* w, uint64_t n, int shift, std::vector<uint64_t>& count) {
-  const std::vector<uint64_t> c = detail::parallel_histogram(n, count.size(), [w, shift](uint64_t i) {
+// The histogram's bucket of value i of w: its key (order_key >> shift), of 2^(32 - shift).
+auto histogram_key(const float* w, int shift) {
+  return [w, shift](uint64_t i) {
     uint32_t bits;
     const float v = plus_zero(w[i]);
     std::memcpy(&bits, &v, 4);
     return uint64_t{order_key(bits) >> shift};
-  });
-  for (size_t b = 0; b < c.size(); ++b) count[b] += c[b];
+  };
 }
 // The runs of a histogram, ascending.
 Runs runs_of_histogram(const std::vector<uint64_t>& count, int shift) {
@@ -524,9 +523,7 @@ Runs sorted_runs_fast(const float* w, uint64_t n) {
     }
     return runs;
   }
-  std::vector<uint64_t> count(uint64_t{1} << (32 - shift), 0);
-  add_histogram(w, n, shift, count);
-  return runs_of_histogram(count, shift);
+  return runs_of_histogram(detail::parallel_histogram(n, uint64_t{1} << (32 - shift), histogram_key(w, shift)), shift);
 }
 
 template <bool kFast>
@@ -925,7 +922,7 @@ bool LutPiecewiseFit::histogram_applies() const { return histogram_fits(histogra
 void LutPiecewiseFit::add_second(const float* w, uint64_t count) {
   const int shift = histogram_shift(any_);
   if (count_.empty()) count_.assign(uint64_t{1} << (32 - shift), 0);
-  add_histogram(w, count, shift, count_);
+  detail::add_parallel_histogram(count_, count, histogram_key(w, shift));
 }
 
 std::vector<uint16_t> LutPiecewiseFit::table() const {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <utility>  // std::forward
 #include <vector>
 
 #include "formats/error.h"
@@ -46,13 +47,13 @@ void parallel_for_first_error(uint64_t count, int threads, Body&& body) {
   if (failed_index != UINT64_MAX) throw Error(failed_code, failed_message);
 }
 
-// counts[b] = the number of i in [0, n) with bucket(i) == b, for b < buckets (bucket(i) >= buckets:
-// not counted), on OpenMP threads, each with its own counts (buckets * 8 bytes) added up at the end:
-// integer sums, so the same for any thread count. A thread takes at least 2 * buckets values, so
-// the threads' counts never take more than 4 bytes a value.
+// counts[b] += the number of i in [0, n) with bucket(i) == b, for b < buckets = counts.size()
+// (bucket(i) >= buckets: not counted), on OpenMP threads, each with its own counts (buckets * 8
+// bytes) added up at the end: integer sums, so the same for any thread count. A thread takes at
+// least 2 * buckets values, so the threads' counts never take more than 4 bytes a value.
 template <typename Bucket>
-std::vector<uint64_t> parallel_histogram(uint64_t n, uint64_t buckets, Bucket&& bucket) {
-  std::vector<uint64_t> counts(buckets, 0);
+void add_parallel_histogram(std::vector<uint64_t>& counts, uint64_t n, Bucket&& bucket) {
+  const uint64_t buckets = counts.size();
   const int64_t n_signed = static_cast<int64_t>(n);
   const int threads = static_cast<int>(
       std::clamp<uint64_t>(n / (2 * std::max<uint64_t>(buckets, 1)), 1, static_cast<uint64_t>(omp_get_max_threads())));
@@ -67,6 +68,13 @@ std::vector<uint64_t> parallel_histogram(uint64_t n, uint64_t buckets, Bucket&& 
 #pragma omp critical(wpack_parallel_histogram)
     for (uint64_t b = 0; b < buckets; ++b) counts[b] += mine[b];
   }
+}
+
+// The histogram of add_parallel_histogram from zero counts.
+template <typename Bucket>
+std::vector<uint64_t> parallel_histogram(uint64_t n, uint64_t buckets, Bucket&& bucket) {
+  std::vector<uint64_t> counts(buckets, 0);
+  add_parallel_histogram(counts, n, std::forward<Bucket>(bucket));
   return counts;
 }
 
