@@ -437,6 +437,8 @@ class TensorBands {
       : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)) {
     view_2d(info.shape, &rows_, &cols_);
   }
+  uint64_t rows() const { return rows_; }  // the 2-D view's
+  uint64_t cols() const { return cols_; }
   uint64_t count() const { return cols_ == 0 ? 0 : ceil_div(rows_, band_rows_); }  // none when empty, as the grid
   uint64_t band_rows() const { return band_rows_; }
   uint64_t row0(uint64_t band) const { return band * band_rows_; }
@@ -463,11 +465,12 @@ class TensorBands {
 // every band, in order (ties at the threshold go in index order). Throws as prune_mask().
 class BandPruner {
  public:
-  BandPruner(const PruneSpec& prune, const TensorBands& bands, uint64_t rows, uint64_t cols, std::vector<float>& scratch)
-      : spec_(prune), cols_(cols) {
+  BandPruner(const PruneSpec& prune, const TensorBands& bands, std::vector<float>& scratch)
+      : spec_(prune), cols_(bands.cols()) {
+    const uint64_t cols = bands.cols();
     // (each band converted before scratch.data() is taken: converting may reallocate it)
     if (prune.kind == PruneSpec::Kind::kFraction) {
-      magnitude_.emplace(rows * cols, prune.fraction);
+      magnitude_.emplace(bands.rows() * cols, prune.fraction);
       for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t n = bands.convert(band, scratch);
         magnitude_->add_high(scratch.data(), n, bands.row0(band) * cols);
@@ -523,8 +526,7 @@ uint64_t band_tile_rows(const TensorPolicy& policy, const TileGeometry& g, int t
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands& bands, BandPruner pruner,
                     const TensorPolicy& policy, WpkTensor& record, const std::vector<Codec>& codecs, int level,
                     int threads, const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
-  uint64_t rows, cols;
-  view_2d(info.shape, &rows, &cols);
+  const uint64_t cols = bands.cols();
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
   ws.tile_bytes.clear();
   ws.tiles.clear();
@@ -626,10 +628,11 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands
 // nullopt where quantize() would sort a copy instead (float32 values, few of them): the caller
 // quantizes the tensor whole. Errors name `context`.
 std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorBands& bands, const BandPruner& pruner,
-                                                      const TensorPolicy& policy, uint64_t rows, uint64_t cols,
-                                                      const std::string& context, LossyWorkspace& ws) {
+                                                      const TensorPolicy& policy, const std::string& context,
+                                                      LossyWorkspace& ws) {
   try {
-    LutPiecewiseFit fit(policy.spec.scheme, rows * cols);
+    const uint64_t cols = bands.cols();
+    LutPiecewiseFit fit(policy.spec.scheme, bands.rows() * cols);
     for (int pass = 0; pass < 2; ++pass) {
       if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
       BandPruner pass_pruner = pruner;
@@ -677,12 +680,12 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
     const TensorBands bands(info, bytes, band_tile_rows(policy, g, threads) * g.tile_rows);
     std::optional<BandPruner> pruner;
     try {
-      pruner.emplace(policy.prune, bands, rows, cols, ws.band_source);
+      pruner.emplace(policy.prune, bands, ws.band_source);
     } catch (const Error& e) {
       throw Error(e.code(), context + ": " + e.what());
     }
     std::optional<std::vector<uint16_t>> table;
-    if (one_table) table = fit_lut_by_bands(bands, *pruner, policy, rows, cols, context, ws);
+    if (one_table) table = fit_lut_by_bands(bands, *pruner, policy, context, ws);
     if (!one_table || table) {
       packed.stored_bytes = pack_bands(writer, info, bands, *pruner, policy, record, codecs, options.level, threads,
                                        context, ws, table ? table->data() : nullptr);
