@@ -244,15 +244,14 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
       // decode_step's main-phase flag: untested (whole groups, every lane in its main phase) or tested.
       constexpr std::true_type kUntested{};
       constexpr std::false_type kTested{};
-      // The first step at which some lane leaves its main phase (warp-uniform): the row groups before
-      // it that are whole (4 rows of 128 columns) run without a test per step.
-      const uint32_t main_steps = __reduce_min_sync(0xFFFFFFFFu, ls.main_len);
+      // Row groups before it that are whole run without a test per step (group_untested).
+      const uint32_t main_steps = warp_main_steps(ls);
       if constexpr (kMma) {
         // Groups of 8 rows: decoded into the stage (row r, column 32 j + lane), then each 32-column
         // part j is two MMAs: D (16 batch columns x 8 rows) += x (A) * rows (B, by ldmatrix).
         const uint32_t g = lane / 4, q = lane % 4;
         for (uint32_t rg = 0; rg < cur.rows; rg += kStageRows) {
-          if (steps_per_row == 4 && rg + kStageRows <= cur.rows && t + 4 * kStageRows <= main_steps) {
+          if (group_untested(steps_per_row, rg, kStageRows, cur.rows, t, main_steps)) {
             // Whole rows in every lane's main phase: 16 steps at a time without their tests, the
             // mantissa bytes at constant offsets (t a multiple of 16), as the batch-1 groups.
 #pragma unroll 1
@@ -320,7 +319,7 @@ __global__ void __launch_bounds__(32 * kWarps) lossless_gemv_kernel(
             if constexpr (!kDecode) merge.push(r, acc, lane);
           }
         };
-        if (steps_per_row == 4 && rg + Merge::kGroupRows <= cur.rows && t + 4 * Merge::kGroupRows <= main_steps)
+        if (group_untested(steps_per_row, rg, Merge::kGroupRows, cur.rows, t, main_steps))
           group_steps(kUntested);
         else
           group_steps(kTested);

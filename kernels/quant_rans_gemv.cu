@@ -324,19 +324,19 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
         const float value = kIntCodes ? __uint_as_float(0x4B000000u | code) : values[code];
         return occupied ? __fsub_rn(value, zero_f[j]) : 0.f;
       };
-      // The first step at which some lane leaves its main phase (dense tiles; warp-uniform): the row
-      // groups before it that are whole (every row in the tile, 128 columns) run without a test per
-      // step (as kernels/lossless_gemv.cu).
-      const uint32_t main_steps = kSparse || kPacked ? ~0u : __reduce_min_sync(0xFFFFFFFFu, bs.main_len);
+      // Dense tiles' row groups before the warp's first step out of its main phase that are whole run
+      // without a test per step (group_untested, as kernels/lossless_gemv.cu).
+      const uint32_t main_steps = kSparse || kPacked ? ~0u : warp_main_steps(bs);
       if constexpr (kMma) {
         // Groups of 8 rows: (value - zero) staged as BF16 (int codes and minifloats: exact; nf4 and
         // LUT values: a high and a low part, each its own stage and MMAs), then per 32-column part j (one group) D_j
         // (16 batch columns x 8 rows) = x (A) * rows (B), and y += scale(row, j) D_j.
         const uint32_t g = lane / 4, q = lane % 4;
         for (uint32_t rg = 0; rg < h; rg += kStageRows) {
-          // checked (std::true_type): rows past the tile and steps past its width are skipped.
-          auto stage_rows = [&](auto checked) {
-            constexpr bool kChecked = decltype(checked)::value;
+          // main_phase (std::true_type): the group is untested (group_untested); else rows past the
+          // tile and steps past its width are skipped.
+          auto stage_rows = [&](auto main_phase) {
+            constexpr bool kChecked = !decltype(main_phase)::value;
 #pragma unroll 1
             for (uint32_t r = 0; r < kStageRows && (!kChecked || rg + r < h); ++r) {
               uint32_t zero[4];
@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
 #pragma unroll
               for (uint32_t j = 0; j < 4; ++j) {
                 if (!kChecked || j < steps_per_row) {
-                  const float v = step_value(j, zero, zero_f, std::bool_constant<!kChecked>{});
+                  const float v = step_value(j, zero, zero_f, main_phase);
                   const __nv_bfloat16 hi = __float2bfloat16_rn(v);
                   stage[r * kStagePitch + 32 * j + lane] = __bfloat16_as_ushort(hi);
                   if (stages == 2)
@@ -355,10 +355,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
               }
             }
           };
-          if (steps_per_row == 4 && rg + kStageRows <= h && t + 4 * kStageRows <= main_steps)
-            stage_rows(std::false_type{});
-          else
+          if (group_untested(steps_per_row, rg, kStageRows, h, t, main_steps))
             stage_rows(std::true_type{});
+          else
+            stage_rows(std::false_type{});
           __syncwarp();
           float d[4][4] = {};  // per part j: batch g rows 2q, 2q + 1; batch g + 8 the same
 #pragma unroll
@@ -384,54 +384,55 @@ __global__ void __launch_bounds__(32 * kMaxWarps) quant_rans_gemv_kernel(
       }
       for (uint32_t rg = 0; !kMma && rg < h; rg += Merge::kGroupRows) {
         Merge merge;
-        // checked (std::true_type): rows past the tile and steps past its width are skipped.
-        auto group_rows = [&](auto checked) {
-          constexpr bool kChecked = decltype(checked)::value;
+        // main_phase (std::true_type): the group is untested (group_untested); else rows past the
+        // tile and steps past its width are skipped.
+        auto group_rows = [&](auto main_phase) {
+          constexpr bool kChecked = !decltype(main_phase)::value;
 #pragma unroll
-        for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
-          const uint32_t row = rg + r;
-          float acc[kCols];
+          for (uint32_t r = 0; r < Merge::kGroupRows; ++r) {
+            const uint32_t row = rg + r;
+            float acc[kCols];
 #pragma unroll
-          for (uint32_t b = 0; b < kCols; ++b) acc[b] = 0.f;
-          // The scale and zero point of each of the row's steps (warp-uniform: a step's 32 columns
-          // lie in one group), loaded before its steps.
-          float scale[4], zero_f[4];
-          uint32_t zero[4];
-          // Branch-free: rows past the tile's end (a group's last rows) read their clamped
-          // neighbours, and their steps are skipped below.
-          const uint32_t srow = kChecked ? min(row, h - 1) : row;
-          const float row_scale = p.row_scales_dev != nullptr ? row_scales[srow] : 1.f;
-#pragma unroll
-          for (uint32_t j = 0; j < 4; ++j) {
-            scale[j] = row_scale;
-            zero[j] = default_zero;
-          }
-          if (p.grouped) {
+            for (uint32_t b = 0; b < kCols; ++b) acc[b] = 0.f;
+            // The scale and zero point of each of the row's steps (warp-uniform: a step's 32 columns
+            // lie in one group), loaded before its steps.
+            float scale[4], zero_f[4];
+            uint32_t zero[4];
+            // Branch-free: rows past the tile's end (a group's last rows) read their clamped
+            // neighbours, and their steps are skipped below.
+            const uint32_t srow = kChecked ? min(row, h - 1) : row;
+            const float row_scale = p.row_scales_dev != nullptr ? row_scales[srow] : 1.f;
 #pragma unroll
             for (uint32_t j = 0; j < 4; ++j) {
-              const uint32_t i = srow * groups + min((32 * j) >> group_shift, groups - 1);
-              scale[j] = __half2float(__ushort_as_half(scales16[i]));
-              if (p.zero_points) zero[j] = side[scale_bytes + i];
+              scale[j] = row_scale;
+              zero[j] = default_zero;
             }
-          }
+            if (p.grouped) {
 #pragma unroll
-          for (uint32_t j = 0; j < 4; ++j)  // int codes: value - zero as (2^23 + code) - (2^23 + zero), exact
-            zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
-#pragma unroll
-          for (uint32_t j = 0; j < 4; ++j) {
-            if (!kChecked || (row < h && j < steps_per_row)) {
-              const float wv = __fmul_rn(step_value(j, zero, zero_f, std::bool_constant<!kChecked>{}), scale[j]);
-#pragma unroll
-              for (uint32_t b = 0; b < kCols; ++b) acc[b] = fmaf(wv, xr[j][b], acc[b]);
+              for (uint32_t j = 0; j < 4; ++j) {
+                const uint32_t i = srow * groups + min((32 * j) >> group_shift, groups - 1);
+                scale[j] = __half2float(__ushort_as_half(scales16[i]));
+                if (p.zero_points) zero[j] = side[scale_bytes + i];
+              }
             }
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j)  // int codes: value - zero as (2^23 + code) - (2^23 + zero), exact
+              zero_f[j] = kIntCodes ? __uint_as_float(0x4B000000u | zero[j]) : 0.f;
+#pragma unroll
+            for (uint32_t j = 0; j < 4; ++j) {
+              if (!kChecked || (row < h && j < steps_per_row)) {
+                const float wv = __fmul_rn(step_value(j, zero, zero_f, main_phase), scale[j]);
+#pragma unroll
+                for (uint32_t b = 0; b < kCols; ++b) acc[b] = fmaf(wv, xr[j][b], acc[b]);
+              }
+            }
+            merge.push(r, acc, lane);
           }
-          merge.push(r, acc, lane);
-        }
         };
-        if (steps_per_row == 4 && rg + Merge::kGroupRows <= h && t + 4 * Merge::kGroupRows <= main_steps)
-          group_rows(std::false_type{});
-        else
+        if (group_untested(steps_per_row, rg, Merge::kGroupRows, h, t, main_steps))
           group_rows(std::true_type{});
+        else
+          group_rows(std::false_type{});
         merge.add(y_dev, cur.row0, rg, h, ld, nb, lane);
       }
     };

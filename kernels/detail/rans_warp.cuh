@@ -266,5 +266,19 @@ __device__ __forceinline__ uint32_t decode_step(LaneStream& s, uint32_t t, bool 
   return symbol;
 }
 
+// The first step at which some lane of the warp leaves its main phase (warp-uniform): every step
+// before it may run with decode_step's kMain.
+__device__ __forceinline__ uint32_t warp_main_steps(const LaneStream& s) {
+  return __reduce_min_sync(0xFFFFFFFFu, s.main_len);
+}
+
+// Whether a row group of a tile (`group_rows` rows from row rg of `rows`; steps_per_row steps of 32
+// columns a row; its first step t) runs its steps untested: whole (128 columns, every row in the
+// tile) and before main_steps (warp_main_steps), so no row, width or phase test is needed.
+__device__ __forceinline__ bool group_untested(uint32_t steps_per_row, uint32_t rg, uint32_t group_rows,
+                                               uint32_t rows, uint32_t t, uint32_t main_steps) {
+  return steps_per_row == 4 && rg + group_rows <= rows && t + 4 * group_rows <= main_steps;
+}
+
 }  // namespace
 }  // namespace wpack::gpu::detail
