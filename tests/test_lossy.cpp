@@ -317,11 +317,10 @@ TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in t
   REQUIRE(verify_cpu(*r, &src, 2).ok());
 }
 
-// Unpruned one-table LUT tensors of BF16/F16 values (enough of them for the fit's histogram) pack a
-// band of tile rows at a time (packer/pack.cpp fit_lut_by_bands): the values and the record's
-// metrics must be those of quantize() on the whole tensor.
-// One table of BF16/F16 values and a table per N rows with N dividing the tile rows take the band
-// path, pruned or not; rows:N otherwise the whole-tensor path: the same results.
+// One table of BF16/F16 values (enough of them for the fit's histogram: packer/pack.cpp
+// fit_lut_by_bands) and a table per N rows with N dividing the tile rows pack a band of tile rows at
+// a time, pruned or not; rows:N otherwise takes the whole-tensor path. Either way the values and the
+// record's metrics must be those of quantize() on the whole (pruned) tensor.
 TEST_CASE("LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
   TempDir dir;
   MemorySource src;
