@@ -2,11 +2,12 @@
 // tensor, and within a tensor a batch of tiles at a time, so its peak resident memory should not
 // grow with the model. Target: under 1 GiB beyond the memory map of the input, for any input size.
 //
-//   bench_peak_rss [--gib 2,6] [--dir DIR] [--threads N] [--scheme SCHEME]
+//   bench_peak_rss [--gib 2,6] [--dir DIR] [--threads N] [--scheme SCHEME] [--dtype bf16|f32]
 //
-// For each size, generates a Llama-7B-like BF16 model of about that many GiB (a 32000 x 4096
-// embedding, layers of q/k/v/o 4096 x 4096 and MLP 11008 x 4096 matrices, F32 norms, one F32 vector
-// of 64M elements, which is stored in 1 x 2^20 tiles) in DIR (default $TMPDIR or /tmp), then runs
+// For each size, generates a Llama-7B-like model of about that many GiB (a 32000 x 4096 embedding,
+// layers of q/k/v/o 4096 x 4096 and MLP 11008 x 4096 matrices, BF16 by default or F32 with
+// --dtype f32 (values with all 32 bits used), F32 norms, one F32 vector of 64M elements, which is
+// stored in 1 x 2^20 tiles) in DIR (default $TMPDIR or /tmp), then runs
 // pack_model (lossless zstd; with --scheme also that lossy scheme) and unpack_to_safetensors each in
 // a child process and prints the child's peak RSS (getrusage ru_maxrss: everything resident,
 // the mapped input and output pages included), and the peaks of its anonymous and file-backed
@@ -80,7 +81,7 @@ class WeightStream {
 };
 
 // Writes the model; returns its size in bytes.
-uint64_t write_model(const std::string& path, double gib) {
+uint64_t write_model(const std::string& path, double gib, DType matrices) {
   std::vector<TensorInfo> infos;
   const uint64_t target = uint64_t(gib * double(uint64_t(1) << 30));
   uint64_t bytes = 0;
@@ -88,14 +89,14 @@ uint64_t write_model(const std::string& path, double gib) {
     infos.push_back({std::move(name), dtype, std::move(shape)});
     bytes += infos.back().num_bytes();
   };
-  add("model.embed_tokens.weight", DType::BF16, {32000, 4096});
+  add("model.embed_tokens.weight", matrices, {32000, 4096});
   add("model.long_vector", DType::F32, {uint64_t(64) << 20});  // a long vector: 1 x 2^20 tiles
   for (int layer = 0; bytes < target; ++layer) {
     const std::string p = "model.layers." + std::to_string(layer) + ".";
-    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(p + "self_attn." + m + ".weight", DType::BF16, {4096, 4096});
-    add(p + "mlp.gate_proj.weight", DType::BF16, {11008, 4096});
-    add(p + "mlp.up_proj.weight", DType::BF16, {11008, 4096});
-    add(p + "mlp.down_proj.weight", DType::BF16, {4096, 11008});
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(p + "self_attn." + m + ".weight", matrices, {4096, 4096});
+    add(p + "mlp.gate_proj.weight", matrices, {11008, 4096});
+    add(p + "mlp.up_proj.weight", matrices, {11008, 4096});
+    add(p + "mlp.down_proj.weight", matrices, {4096, 11008});
     add(p + "input_layernorm.weight", DType::F32, {4096});
     add(p + "post_attention_layernorm.weight", DType::F32, {4096});
   }
@@ -193,14 +194,17 @@ int main(int argc, char** argv) {
   std::string dir = tmp && *tmp ? tmp : "/tmp";
   int threads = 0;
   std::string scheme;
+  DType matrices = DType::BF16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--gib" && i + 1 < argc) sizes = parse_sizes(argv[++i]);
     else if (a == "--dir" && i + 1 < argc) dir = argv[++i];
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--scheme" && i + 1 < argc) scheme = argv[++i];
+    else if (a == "--dtype" && i + 1 < argc && (std::strcmp(argv[i + 1], "bf16") == 0 || std::strcmp(argv[i + 1], "f32") == 0))
+      matrices = std::strcmp(argv[++i], "f32") == 0 ? DType::F32 : DType::BF16;
     else {
-      std::fprintf(stderr, "usage: bench_peak_rss [--gib 2,6] [--dir DIR] [--threads N] [--scheme SCHEME]\n");
+      std::fprintf(stderr, "usage: bench_peak_rss [--gib 2,6] [--dir DIR] [--threads N] [--scheme SCHEME] [--dtype bf16|f32]\n");
       return 2;
     }
   }
@@ -224,7 +228,7 @@ int main(int argc, char** argv) {
   std::printf("%-22s %9s %8s %9s %9s %9s\n", "", "", "", "MiB", "peak MiB", "peak MiB");
   int status = 0;
   for (double gib : sizes) {
-    const double model_bytes = double(write_model(model, gib));
+    const double model_bytes = double(write_model(model, gib, matrices));
     std::vector<std::pair<std::string, PackOptions>> runs;
     PackOptions lossless;
     lossless.codec = Codec::kZstd;

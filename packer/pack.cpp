@@ -443,11 +443,14 @@ class TensorBands {
   uint64_t band_rows() const { return band_rows_; }
   uint64_t row0(uint64_t band) const { return band * band_rows_; }
   uint64_t rows_of(uint64_t band) const { return std::min<uint64_t>(band_rows_, rows_ - row0(band)); }
-  // Converts band `band` into `out` (resized to it); returns its element count.
+  // Converts band `band` into `out` (resized to it); returns its element count. The band's source
+  // bytes then leave the resident set (TensorBytes::release; they stay readable), so that the passes
+  // over a mapped tensor hold about a band of it.
   uint64_t convert(uint64_t band, std::vector<float>& out) const {
     const uint64_t n = rows_of(band) * cols_;
     out.resize(n);
     convert_to_f32(dtype_, bytes_.data() + row0(band) * cols_ * esize_, n, out.data());
+    bytes_.release(row0(band) * cols_ * esize_, n * esize_);
     return n;
   }
 
@@ -624,17 +627,14 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands
 }
 
 // The one table of a LUT tensor (lut_rows 0) fitted a band at a time (LutPiecewiseFit: two passes
-// over `bands`, each pruned by a copy of `pruner`), so that the tensor packs on the band path;
-// nullopt where quantize() would sort a copy instead (float32 values, few of them): the caller
-// quantizes the tensor whole. Errors name `context`.
-std::optional<std::vector<uint16_t>> fit_lut_by_bands(const TensorBands& bands, const BandPruner& pruner,
-                                                      const TensorPolicy& policy, const std::string& context,
-                                                      LossyWorkspace& ws) {
+// over `bands`, each pruned by a copy of `pruner`), so that the tensor packs on the band path: the
+// table quantize() fits for the whole (pruned) tensor. Errors name `context`.
+std::vector<uint16_t> fit_lut_by_bands(const TensorBands& bands, const BandPruner& pruner, const TensorPolicy& policy,
+                                       const std::string& context, LossyWorkspace& ws) {
   try {
     const uint64_t cols = bands.cols();
     LutPiecewiseFit fit(policy.spec.scheme, bands.rows() * cols);
     for (int pass = 0; pass < 2; ++pass) {
-      if (pass == 1 && !fit.histogram_applies()) return std::nullopt;
       BandPruner pass_pruner = pruner;
       for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t band_n = bands.convert(band, ws.band_source);
@@ -671,12 +671,13 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
 
   // The band path: every scheme whose rows quantize independently; LUT with a table per N rows on
   // whole bands (tile rows a multiple of N: each band's tables are the whole tensor's for its rows,
-  // as each row's scale is); one table of BF16/F16 values fitted over the bands first (the same
-  // bytes as the whole-tensor path below, without its float32 copy of the tensor).
+  // as each row's scale is); LUT with one table fitted over the bands first (the same bytes as the
+  // whole-tensor path below, without its float32 copy of the tensor; float32 values, which the fit
+  // keeps, 4 bytes a weight, instead of counting them, as quantize() keeps them).
   const uint32_t lut_rows = policy.spec.lut_rows;
   const bool lut = scheme_is_lut(policy.spec.scheme);
-  const bool one_table = lut && lut_rows == 0 && (info.dtype == DType::BF16 || info.dtype == DType::F16);
-  if (!lut || one_table || (lut_rows != 0 && (g.grid_rows == 1 || g.tile_rows % lut_rows == 0))) {
+  const bool one_table = lut && lut_rows == 0;
+  if (!lut || one_table || g.grid_rows == 1 || g.tile_rows % lut_rows == 0) {
     const TensorBands bands(info, bytes, band_tile_rows(policy, g, threads) * g.tile_rows);
     std::optional<BandPruner> pruner;
     try {
@@ -684,14 +685,12 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
     } catch (const Error& e) {
       throw Error(e.code(), context + ": " + e.what());
     }
-    std::optional<std::vector<uint16_t>> table;
+    std::vector<uint16_t> table;
     if (one_table) table = fit_lut_by_bands(bands, *pruner, policy, context, ws);
-    if (!one_table || table) {
-      packed.stored_bytes = pack_bands(writer, info, bands, *pruner, policy, record, codecs, options.level, threads,
-                                       context, ws, table ? table->data() : nullptr);
-      packed.metrics = record.metrics;
-      return packed;
-    }
+    packed.stored_bytes = pack_bands(writer, info, bands, *pruner, policy, record, codecs, options.level, threads,
+                                     context, ws, one_table ? table.data() : nullptr);
+    packed.metrics = record.metrics;
+    return packed;
   }
 
   ws.source.resize(n);

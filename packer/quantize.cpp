@@ -410,35 +410,90 @@ void quantize_row_fast(const Context& ctx, const float* x, uint8_t* codes, uint1
 // two centroids joins the lower one. Three deterministic starts (quantiles; evenly spaced over
 // [min, max]; their average) each run to convergence (assignment unchanged) or kLutMaxIterations;
 // the start with the smallest total squared error wins (ties: the earlier).
-// The reference sorts a copy of the values and takes each element as a run of its own, finding the
-// assignment element by element. The fast path counts the values into a histogram of their bit
-// patterns (no copy, no per-element prefix: 20 bytes a weight less), when they have few enough
-// distinct patterns (BF16 or F16 sources: their float32 bits end in 16 or 13 zeros) and there are
-// at least as many values as buckets, else sorts a copy and merges equal values; it finds the
-// assignment by binary search. The prefix sums add the elements one by one in the same order either
-// way, so the tables are identical.
+// The reference sorts a copy of the values and takes each element as a run of its own, with a
+// prefix per element, finding the assignment element by element. The fast path counts the values
+// into a histogram of their bit patterns (no copy), when they have few enough distinct patterns
+// (BF16 or F16 sources: their float32 bits end in 16 or 13 zeros) and there are at least as many
+// values as buckets; else it sorts a copy (sort_ascending) and takes each element as a run as the
+// reference does, keeping a prefix only every SortedRuns::kStep elements (4 bytes a value in all,
+// against 36 with a prefix per element). It finds the assignment by binary search. The prefix sums
+// add the elements one by one in the same order in every case, so the tables are identical.
 
+// Values in ascending order as runs of equal values, each with its prefix sums.
 struct Runs {
-  std::vector<double> value;          // [r], ascending, distinct in the fast path
-  std::vector<uint64_t> end;          // [r + 1]: elements before run r (end[0] = 0)
-  std::vector<double> sum, sum_sq;    // [r + 1]: prefix sums over the elements before run r
+  std::vector<double> values;         // [r], ascending
+  std::vector<uint64_t> ends;         // [r + 1]: elements before run r (ends[0] = 0)
+  std::vector<double> sums, sums_sq;  // [r + 1]: prefix sums over the elements before run r
   void add(double v, uint64_t count) {
-    if (end.empty()) end.assign(1, 0), sum.assign(1, 0.0), sum_sq.assign(1, 0.0);
-    double s = sum.back(), s2 = sum_sq.back();
+    if (ends.empty()) ends.assign(1, 0), sums.assign(1, 0.0), sums_sq.assign(1, 0.0);
+    double s = sums.back(), s2 = sums_sq.back();
     for (uint64_t i = 0; i < count; ++i) s += v, s2 += v * v;  // element by element: the reference's sums
-    value.push_back(v);
-    end.push_back(end.back() + count);
-    sum.push_back(s);
-    sum_sq.push_back(s2);
+    values.push_back(v);
+    ends.push_back(ends.back() + count);
+    sums.push_back(s);
+    sums_sq.push_back(s2);
   }
   void reserve(uint64_t runs) {
-    value.reserve(runs);
-    end.reserve(runs + 1), sum.reserve(runs + 1), sum_sq.reserve(runs + 1);
+    values.reserve(runs);
+    ends.reserve(runs + 1), sums.reserve(runs + 1), sums_sq.reserve(runs + 1);
+  }
+  uint64_t size() const { return values.size(); }
+  double value(uint64_t r) const { return values[r]; }
+  uint64_t end(uint64_t r) const { return ends[r]; }
+  double sum(uint64_t r) const { return sums[r]; }
+  double sum_sq(uint64_t r) const { return sums_sq[r]; }
+  // The first run whose value exceeds x.
+  uint64_t upper_bound(double x) const {
+    return static_cast<uint64_t>(std::upper_bound(values.begin(), values.end(), x) - values.begin());
   }
   // The element at index i (ascending order).
   double at(uint64_t i) const {
-    return value[static_cast<size_t>(std::upper_bound(end.begin() + 1, end.end(), i) - (end.begin() + 1))];
+    return values[static_cast<size_t>(std::upper_bound(ends.begin() + 1, ends.end(), i) - (ends.begin() + 1))];
   }
+};
+
+// Sorted values, each element a run of its own, with the prefix sums kept every kStep elements:
+// sum(r) adds the elements from the last kept prefix below r one by one, the additions Runs::add
+// makes, so it returns the same doubles as a prefix per element would hold.
+class SortedRuns {
+ public:
+  static constexpr uint64_t kStep = 64;
+  explicit SortedRuns(std::vector<float> sorted) : v_(std::move(sorted)) {
+    const uint64_t n = v_.size();
+    sums_.reserve(n / kStep + 1), sums_sq_.reserve(n / kStep + 1);
+    double s = 0, s2 = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      if (i % kStep == 0) sums_.push_back(s), sums_sq_.push_back(s2);
+      const double v = v_[i];
+      s += v, s2 += v * v;
+    }
+    if (n % kStep == 0) sums_.push_back(s), sums_sq_.push_back(s2);  // the prefix of all n
+  }
+  uint64_t size() const { return v_.size(); }
+  double value(uint64_t r) const { return v_[r]; }
+  uint64_t end(uint64_t r) const { return r; }
+  double sum(uint64_t r) const {
+    double s = sums_[r / kStep];
+    for (uint64_t i = r - r % kStep; i < r; ++i) s += double{v_[i]};
+    return s;
+  }
+  double sum_sq(uint64_t r) const {
+    double s2 = sums_sq_[r / kStep];
+    for (uint64_t i = r - r % kStep; i < r; ++i) {
+      const double v = v_[i];
+      s2 += v * v;
+    }
+    return s2;
+  }
+  uint64_t upper_bound(double x) const {
+    return static_cast<uint64_t>(
+        std::upper_bound(v_.begin(), v_.end(), x, [](double a, float b) { return a < double{b}; }) - v_.begin());
+  }
+  double at(uint64_t i) const { return v_[i]; }
+
+ private:
+  std::vector<float> v_;
+  std::vector<double> sums_, sums_sq_;  // [c]: the prefix sums over the elements before c * kStep
 };
 
 // -0 -> +0: one sorted order, one histogram bucket.
@@ -461,11 +516,73 @@ Runs sorted_runs_ref(const float* w, uint64_t n) {
 
 // Ordered key of a float's bits: ascending keys are ascending values (no NaN here).
 inline uint32_t order_key(uint32_t bits) { return bits & 0x80000000u ? ~bits : bits | 0x80000000u; }
+inline uint32_t order_key(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  return order_key(bits);
+}
 inline float from_order_key(uint32_t key) {
   const uint32_t bits = key & 0x80000000u ? key & 0x7FFFFFFFu : ~key;
   float v;
   std::memcpy(&v, &bits, 4);
   return v;
+}
+
+// Moves the elements of v[begin, end) in place into ascending buckets of bucket_of(x) < buckets,
+// each element once (an American flag sort), given each bucket's count; returns the buckets' starts
+// (buckets + 1 of them, the last = end).
+template <typename BucketOf>
+std::vector<uint64_t> flag_sort(std::vector<float>& v, uint64_t begin, const std::vector<uint64_t>& count,
+                                BucketOf&& bucket_of) {
+  const uint64_t buckets = count.size();
+  std::vector<uint64_t> start(buckets + 1, begin);
+  for (uint64_t b = 0; b < buckets; ++b) start[b + 1] = start[b] + count[b];
+  std::vector<uint64_t> next(start.begin(), start.end() - 1);
+  // Buckets below b are complete, so an element not yet placed belongs to b or above.
+  for (uint64_t b = 0; b < buckets; ++b)
+    while (next[b] < start[b + 1]) {
+      float x = v[next[b]];
+      for (uint64_t d = bucket_of(x); d != b; d = bucket_of(x)) std::swap(x, v[next[d]++]);
+      v[next[b]++] = x;
+    }
+  return start;
+}
+
+// Sorts v (finite values, no -0) ascending, as std::sort does, faster: the elements bucketed by the
+// top 16 bits of their order keys, then each bucket by the next 8 bits (the buckets on OpenMP
+// threads), then each of those sorted.
+void sort_ascending(std::vector<float>& v) {
+  constexpr uint64_t kBuckets = uint64_t{1} << 16;
+  const uint64_t n = v.size();
+  if (n < 4 * kBuckets) {
+    std::sort(v.begin(), v.end());
+    return;
+  }
+  auto top = [](float x) { return uint64_t{order_key(x) >> 16}; };
+  auto middle = [](float x) { return uint64_t{(order_key(x) >> 8) & 0xFF}; };
+  const std::vector<uint64_t> start =
+      flag_sort(v, 0, detail::parallel_histogram(n, kBuckets, [&](uint64_t i) { return top(v[i]); }), top);
+  const int64_t buckets_signed = static_cast<int64_t>(kBuckets);
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t b = 0; b < buckets_signed; ++b) {
+    const uint64_t begin = start[b], end = start[b + 1];
+    if (end - begin <= 1024) {
+      std::sort(v.begin() + begin, v.begin() + end);
+      continue;
+    }
+    std::vector<uint64_t> count(256, 0);
+    for (uint64_t i = begin; i < end; ++i) ++count[middle(v[i])];
+    const std::vector<uint64_t> sub = flag_sort(v, begin, count, middle);
+    for (uint64_t c = 0; c < 256; ++c) std::sort(v.begin() + sub[c], v.begin() + sub[c + 1]);
+  }
+}
+
+// The copy that the fast path sorts: -0 as +0, ascending.
+std::vector<float> sorted_copy_fast(const float* w, uint64_t n) {
+  std::vector<float> values(n);
+  for (uint64_t i = 0; i < n; ++i) values[i] = plus_zero(w[i]);
+  sort_ascending(values);
+  return values;
 }
 
 // OR of every value's bit pattern (-0 as +0): the low bits that are zero in all of them.
@@ -487,12 +604,7 @@ int histogram_shift(uint32_t any) { return any == 0 ? 16 : std::min(16, std::cou
 bool histogram_fits(int shift, uint64_t n) { return shift >= 13 && n >= (uint64_t{1} << (32 - shift)); }
 // The histogram's bucket of value i of w: its key (order_key >> shift), of 2^(32 - shift).
 auto histogram_key(const float* w, int shift) {
-  return [w, shift](uint64_t i) {
-    uint32_t bits;
-    const float v = plus_zero(w[i]);
-    std::memcpy(&bits, &v, 4);
-    return uint64_t{order_key(bits) >> shift};
-  };
+  return [w, shift](uint64_t i) { return uint64_t{order_key(plus_zero(w[i])) >> shift}; };
 }
 // The runs of a histogram, ascending.
 Runs runs_of_histogram(const std::vector<uint64_t>& count, int shift) {
@@ -506,43 +618,21 @@ Runs runs_of_histogram(const std::vector<uint64_t>& count, int shift) {
   return runs;
 }
 
-Runs sorted_runs_fast(const float* w, uint64_t n) {
-  Runs runs;
-  // Keys of 32 - shift bits (the low shift bits of a negative value's key are all ones).
-  const int shift = histogram_shift(or_of_bits(w, n));
-  if (!histogram_fits(shift, n)) {  // float32 values, or fewer values than buckets: sort a copy
-    const std::vector<float> values = sorted_copy(w, n);
-    uint64_t distinct = 0;
-    for (uint64_t i = 0; i < n; ++i) distinct += i == 0 || values[i] != values[i - 1];
-    runs.reserve(distinct);
-    for (uint64_t i = 0; i < n;) {
-      uint64_t j = i + 1;
-      while (j < n && values[j] == values[i]) ++j;
-      runs.add(values[i], j - i);
-      i = j;
-    }
-    return runs;
-  }
-  return runs_of_histogram(detail::parallel_histogram(n, uint64_t{1} << (32 - shift), histogram_key(w, shift)), shift);
-}
-
-template <bool kFast>
-std::vector<uint64_t> assign(const Runs& runs, const std::vector<double>& centroids) {
-  const size_t r = runs.value.size();
+template <bool kFast, class R>
+std::vector<uint64_t> assign(const R& runs, const std::vector<double>& centroids) {
+  const uint64_t r = runs.size();
   const size_t k = centroids.size();
   std::vector<uint64_t> bounds(k + 1, 0);  // in runs
   bounds[k] = r;
   std::vector<double> mids(k - 1);
   for (size_t j = 0; j + 1 < k; ++j) mids[j] = (centroids[j] + centroids[j + 1]) * 0.5;
   if constexpr (kFast) {
-    for (size_t j = 0; j + 1 < k; ++j)
-      bounds[j + 1] = static_cast<uint64_t>(std::upper_bound(runs.value.begin(), runs.value.end(), mids[j]) -
-                                            runs.value.begin());
+    for (size_t j = 0; j + 1 < k; ++j) bounds[j + 1] = runs.upper_bound(mids[j]);
   } else {
     std::vector<uint64_t> counts(k, 0);
-    for (size_t i = 0; i < r; ++i) {
+    for (uint64_t i = 0; i < r; ++i) {
       size_t cluster = 0;
-      for (size_t j = 0; j + 1 < k; ++j) cluster += runs.value[i] > mids[j] ? 1 : 0;
+      for (size_t j = 0; j + 1 < k; ++j) cluster += runs.value(i) > mids[j] ? 1 : 0;
       ++counts[cluster];
     }
     for (size_t j = 0; j + 1 < k; ++j) bounds[j + 1] = bounds[j] + counts[j];
@@ -550,16 +640,16 @@ std::vector<uint64_t> assign(const Runs& runs, const std::vector<double>& centro
   return bounds;
 }
 
-template <bool kFast>
-std::vector<double> lloyd(const Runs& runs, std::vector<double> centroids, double* sse) {
+template <bool kFast, class R>
+std::vector<double> lloyd(const R& runs, std::vector<double> centroids, double* sse) {
   const size_t k = centroids.size();
   std::vector<uint64_t> bounds, previous;
   for (uint32_t iter = 0; iter < kLutMaxIterations; ++iter) {
     bounds = assign<kFast>(runs, centroids);
     if (bounds == previous) break;
     for (size_t j = 0; j < k; ++j) {
-      uint64_t count = runs.end[bounds[j + 1]] - runs.end[bounds[j]];
-      if (count > 0) centroids[j] = (runs.sum[bounds[j + 1]] - runs.sum[bounds[j]]) / static_cast<double>(count);
+      uint64_t count = runs.end(bounds[j + 1]) - runs.end(bounds[j]);
+      if (count > 0) centroids[j] = (runs.sum(bounds[j + 1]) - runs.sum(bounds[j])) / static_cast<double>(count);
     }
     std::sort(centroids.begin(), centroids.end());
     previous = bounds;
@@ -568,9 +658,9 @@ std::vector<double> lloyd(const Runs& runs, std::vector<double> centroids, doubl
   // Squared error of the final assignment: sum over clusters of sum (x - c)^2.
   double total = 0;
   for (size_t j = 0; j < k; ++j) {
-    double count = static_cast<double>(runs.end[bounds[j + 1]] - runs.end[bounds[j]]);
-    double s = runs.sum[bounds[j + 1]] - runs.sum[bounds[j]];
-    double s2 = runs.sum_sq[bounds[j + 1]] - runs.sum_sq[bounds[j]];
+    double count = static_cast<double>(runs.end(bounds[j + 1]) - runs.end(bounds[j]));
+    double s = runs.sum(bounds[j + 1]) - runs.sum(bounds[j]);
+    double s2 = runs.sum_sq(bounds[j + 1]) - runs.sum_sq(bounds[j]);
     total += s2 - 2.0 * centroids[j] * s + count * centroids[j] * centroids[j];
   }
   *sse = total;
@@ -578,9 +668,9 @@ std::vector<double> lloyd(const Runs& runs, std::vector<double> centroids, doubl
 }
 
 // k-means of n >= 1 values given as runs (see above).
-template <bool kFast>
-std::vector<double> fit_from_runs(const Runs& runs, uint64_t n, uint32_t k) {
-  const double lo = runs.value.front(), hi = runs.value.back();
+template <bool kFast, class R>
+std::vector<double> fit_from_runs(const R& runs, uint64_t n, uint32_t k) {
+  const double lo = runs.value(0), hi = runs.value(runs.size() - 1);
   std::vector<double> quantile(k), even(k), mixed(k);
   for (uint32_t j = 0; j < k; ++j) {
     quantile[j] = runs.at(std::min<uint64_t>(n - 1, ((2 * uint64_t{j} + 1) * n) / (2 * uint64_t{k})));
@@ -600,7 +690,16 @@ std::vector<double> fit_from_runs(const Runs& runs, uint64_t n, uint32_t k) {
 template <bool kFast>
 std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
   if (n == 0) return std::vector<double>(k, 0.0);
-  return fit_from_runs<kFast>(kFast ? sorted_runs_fast(w, n) : sorted_runs_ref(w, n), n, k);
+  if constexpr (!kFast) {
+    return fit_from_runs<false>(sorted_runs_ref(w, n), n, k);
+  } else {
+    const int shift = histogram_shift(or_of_bits(w, n));
+    if (histogram_fits(shift, n))
+      return fit_from_runs<true>(
+          runs_of_histogram(detail::parallel_histogram(n, uint64_t{1} << (32 - shift), histogram_key(w, shift)), shift),
+          n, k);
+    return fit_from_runs<true>(SortedRuns(sorted_copy_fast(w, n)), n, k);  // float32 values, or few of them
+  }
 }
 
 // Tables as fp16 bits, ascending (rounding is monotone, so the order survives).
@@ -920,14 +1019,33 @@ void LutPiecewiseFit::add_first(const float* w, uint64_t rows, uint64_t cols, ui
 bool LutPiecewiseFit::histogram_applies() const { return histogram_fits(histogram_shift(any_), n_); }
 
 void LutPiecewiseFit::add_second(const float* w, uint64_t count) {
+  if (!histogram_applies()) {  // the values themselves, sorted in table()
+    if (values_.capacity() < n_) values_.reserve(n_);
+    if (count > n_ - std::min<uint64_t>(n_, values_.size()))
+      throw Error(ErrorCode::kInvalidArgument, "LutPiecewiseFit: more values than the tensor's");
+    for (uint64_t i = 0; i < count; ++i) values_.push_back(plus_zero(w[i]));
+    return;
+  }
   const int shift = histogram_shift(any_);
   if (count_.empty()) count_.assign(uint64_t{1} << (32 - shift), 0);
   detail::add_parallel_histogram(count_, count, histogram_key(w, shift));
 }
 
-std::vector<uint16_t> LutPiecewiseFit::table() const {
+std::vector<uint16_t> LutPiecewiseFit::table() {
   std::vector<uint16_t> bits(k_);
-  lut_table_bits(fit_from_runs<true>(runs_of_histogram(count_, histogram_shift(any_)), n_, k_), bits.data());
+  std::vector<double> centroids(k_, 0.0);
+  if (histogram_applies()) {
+    uint64_t counted = 0;
+    for (uint64_t c : count_) counted += c;
+    if (counted != n_) throw Error(ErrorCode::kInvalidArgument, "LutPiecewiseFit: values missing");
+    centroids = fit_from_runs<true>(runs_of_histogram(count_, histogram_shift(any_)), n_, k_);
+  } else if (n_ != 0) {
+    if (values_.size() != n_) throw Error(ErrorCode::kInvalidArgument, "LutPiecewiseFit: values missing");
+    sort_ascending(values_);
+    centroids = fit_from_runs<true>(SortedRuns(std::move(values_)), n_, k_);
+    values_ = {};
+  }
+  lut_table_bits(centroids, bits.data());
   return bits;
 }
 

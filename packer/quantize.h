@@ -100,24 +100,26 @@ void quantize(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spe
 void quantize_with_table(const float* w, uint64_t rows, uint64_t cols, const QuantSpec& spec, const uint16_t* table,
                          QuantizedMatrix* out, uint64_t first_row = 0, ErrorAccumulator* errors = nullptr);
 
-// The one table quantize() fits for a LUT tensor (lut_rows 0) of n elements that arrive in pieces,
-// without holding them all: add_first() every piece in order (rows of the tensor, from first_row:
-// throws quantize()'s error for a NaN/inf), then histogram_applies(); when true, add_second() every
-// piece again, then table() equals quantize()'s table bit for bit. It is false when quantize() would
-// sort a copy instead of counting values (values not BF16/F16-exact, or fewer than the histogram's
-// buckets): the caller quantizes the tensor whole.
+// The one table quantize() fits for a LUT tensor (lut_rows 0) of n elements that arrive in pieces:
+// add_first() every piece in order (rows of the tensor, from first_row: throws quantize()'s error
+// for a NaN/inf), then add_second() every piece again in the same order, then table() (once) equals
+// quantize()'s table bit for bit. Memory: when histogram_applies() (known after the last add_first:
+// BF16/F16-exact values, at least as many as the histogram's 2^16 or 2^19 buckets) add_second counts
+// the values, else it keeps a copy of them, 4 bytes a value. table() throws kInvalidArgument when
+// the pieces of add_second do not add up to n.
 class LutPiecewiseFit {
  public:
   LutPiecewiseFit(Scheme scheme, uint64_t n);
   void add_first(const float* w, uint64_t rows, uint64_t cols, uint64_t first_row);
   bool histogram_applies() const;
   void add_second(const float* w, uint64_t count);
-  std::vector<uint16_t> table() const;
+  std::vector<uint16_t> table();
 
  private:
   uint64_t n_;
   uint32_t k_ = 0, any_ = 0;  // any_: the OR of every value's bits (the histogram's shift)
   std::vector<uint64_t> count_;
+  std::vector<float> values_;  // without the histogram: the values (-0 as +0), sorted by table()
 };
 
 // Writes rows*cols floats to out (host). Throws Error(kInvalidArgument) when the vectors' sizes do not

@@ -317,21 +317,22 @@ TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in t
   REQUIRE(verify_cpu(*r, &src, 2).ok());
 }
 
-// One table of BF16/F16 values (enough of them for the fit's histogram: packer/pack.cpp
-// fit_lut_by_bands) and a table per N rows with N dividing the tile rows pack a band of tile rows at
-// a time, pruned or not; rows:N otherwise takes the whole-tensor path. Either way the values and the
-// record's metrics must be those of quantize() on the whole (pruned) tensor.
+// One table (packer/pack.cpp fit_lut_by_bands: the fit counts BF16/F16 values, keeps float32 ones)
+// and a table per N rows with N dividing the tile rows pack a band of tile rows at a time, pruned or
+// not; rows:N otherwise takes the whole-tensor path. Either way the values and the record's metrics
+// must be those of quantize() on the whole (pruned) tensor.
 TEST_CASE("LUT tensors packed a band at a time decode as quantize() of the whole tensor", "[lossy]") {
   TempDir dir;
   MemorySource src;
   src.add("b", DType::BF16, {350, 257}, test::gaussian_bf16(350 * 257, 0.02f, 61));  // bands of 64, one of 30
   src.add("h", DType::F16, {1030, 520}, test::gaussian_f16(1030 * 520, 0.02f, 62));  // > 2^19 values
+  src.add("f", DType::F32, {300, 900}, test::gaussian_f32(300 * 900, 0.02f, 64));    // > 2^18: the bucketed sort
   for (const char* spec : {"lut4", "lut3", "lut4:prune=0.5", "lut3:prune=2:4", "lut4:rows16", "lut3:rows64", "lut4:rows24",
                            "lut4:rows32:prune=0.5"}) {
     const PackOptions o = banded_options(spec);
     pack_model(src, dir.file("m.wpk"), o);
     auto r = WpkReader::open(dir.file("m.wpk"));
-    for (size_t t = 0; t < 2; ++t) {
+    for (size_t t = 0; t < src.tensors().size(); ++t) {
       INFO(spec << " tensor " << t);
       const uint64_t rows = src.tensors()[t].shape[0], cols = src.tensors()[t].shape[1];
       std::vector<float> w(rows * cols);

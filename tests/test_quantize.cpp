@@ -288,16 +288,10 @@ TEST_CASE("fast path equals the reference bit for bit") {
   }
 }
 
-// The LUT fit's fast path counts values into a histogram of their bit patterns when these end in at
-// least 13 zero bits (BF16 and F16 sources) and a table has at least as many values as buckets
-// (2^16 for BF16, 2^19 for F16), and sorts a copy otherwise (outlier_weights above: float32 values);
-// either way its tables equal the reference's, which sorts every element. Here: BF16- and F16-exact
-// weights with -0 and +0, float subnormals (as BF16), a constant and an all-zero tensor, and a
-// pattern with 12 trailing zeros (the sort again); one table of 576000 values (the histogram for
-// all but the last; F16 on one thread, as a thread takes at least 2 * 2^19) and tables of 5 rows,
-// 360000 values (BF16: the histogram; F16: the sort), on 1 and 2 threads.
 // The packer's band path for one-table LUT tensors (packer/pack.cpp fit_lut_by_bands): the table
-// from pieces, then quantize_with_table per piece, must be quantize()'s for the whole tensor.
+// from pieces, then quantize_with_table per piece, must be quantize()'s for the whole tensor, both
+// where the fit counts the values (BF16, F16) and where it keeps them (float32 bits: more than the
+// bucketed sort's threshold of 2^18 values; a piece fewer than the histogram's buckets).
 TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_table equal quantize() of the whole") {
   const uint64_t rows = 9, cols = 61000;  // 549000 values: above the F16 histogram's 2^19 buckets
   std::vector<float> gauss = outlier_weights(rows * cols, 78);
@@ -308,8 +302,12 @@ TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_tabl
     f16[i] = detail::f16_bits_to_float(detail::float_to_f16_bits(gauss[i]));
     if (i % 101 == 0) bf16[i] = f16[i] = (i / 101) % 2 ? -0.0f : 0.0f;
   }
+  std::vector<float> f32 = outlier_weights(rows * cols, 79);
+  for (size_t i = 0; i < f32.size(); i += 97) f32[i] = (i / 97) % 2 ? -0.0f : 0.0f;
+  for (size_t i = 50; i < f32.size(); i += 89) f32[i] = f32[i - 50];  // repeated values
   inputs.emplace_back("bf16", std::move(bf16));
   inputs.emplace_back("f16", std::move(f16));
+  inputs.emplace_back("f32", std::move(f32));
   const int saved = omp_get_max_threads();
   for (const auto& [name, w] : inputs)
     for (Scheme scheme : {Scheme::kLut4, Scheme::kLut3})
@@ -322,7 +320,7 @@ TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_tabl
         const uint64_t piece_rows[] = {1, 4, 4};
         LutPiecewiseFit fit(scheme, rows * cols);
         for (uint64_t r0 = 0, i = 0; r0 < rows; r0 += piece_rows[i++]) fit.add_first(w.data() + r0 * cols, piece_rows[i], cols, r0);
-        REQUIRE(fit.histogram_applies());
+        REQUIRE(fit.histogram_applies() == (std::string(name) != "f32"));
         for (uint64_t r0 = 0, i = 0; r0 < rows; r0 += piece_rows[i++]) fit.add_second(w.data() + r0 * cols, piece_rows[i] * cols);
         const std::vector<uint16_t> table = fit.table();
         REQUIRE(table == whole.tables);
@@ -342,14 +340,21 @@ TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_tabl
         CHECK(a.sparsity == b.sparsity);
       }
   omp_set_num_threads(saved);
-  // Values the histogram does not take (float32 bits; fewer values than its buckets): no table.
-  const std::vector<float> f32 = outlier_weights(rows * cols, 79);
-  LutPiecewiseFit wide(Scheme::kLut4, rows * cols);
-  wide.add_first(f32.data(), rows, cols, 0);
-  CHECK_FALSE(wide.histogram_applies());
+  // Fewer BF16 values than the histogram's buckets: kept, sorted, the same table.
   LutPiecewiseFit few(Scheme::kLut4, 1000);
   few.add_first(inputs[0].second.data(), 1, 1000, 0);
   CHECK_FALSE(few.histogram_applies());
+  few.add_second(inputs[0].second.data(), 600);
+  few.add_second(inputs[0].second.data() + 600, 400);
+  CHECK(few.table() == quantize(inputs[0].second.data(), 1, 1000, QuantSpec{Scheme::kLut4, 0, false, Clip::kMse, 0}).tables);
+  // Pieces that do not add up to the tensor: an error, not a table of part of it.
+  for (const auto& [name, w] : inputs) {
+    INFO(name);
+    LutPiecewiseFit part(Scheme::kLut4, rows * cols);
+    part.add_first(w.data(), rows, cols, 0);
+    part.add_second(w.data(), (rows - 1) * cols);
+    REQUIRE_THROWS_WITH(part.table(), Catch::Contains("LutPiecewiseFit: values missing"));
+  }
   // A NaN is reported as quantize() reports it, by its row in the whole matrix.
   std::vector<float> bad = inputs[0].second;
   bad[7 * cols + 5] = std::numeric_limits<float>::quiet_NaN();
@@ -373,6 +378,15 @@ TEST_CASE("LUT table fitted over pieces (LutPiecewiseFit) and quantize_with_tabl
                       Catch::Contains("quantize_with_table: a LUT scheme with one table"));
 }
 
+// The LUT fit's fast path counts values into a histogram of their bit patterns when these end in at
+// least 13 zero bits (BF16 and F16 sources) and a table has at least as many values as buckets
+// (2^16 for BF16, 2^19 for F16), and sorts a copy otherwise (outlier_weights above: float32 values;
+// from 2^18 values on in buckets of the top 16 key bits, then bucket by bucket); either way its
+// tables equal the reference's, which sorts every element. Here: BF16- and F16-exact weights with
+// -0 and +0, float subnormals (as BF16), a constant and an all-zero tensor, and a pattern with 12
+// trailing zeros (the bucketed sort again); one table of 576000 values (the histogram for all but
+// the last; F16 on one thread, as a thread takes at least 2 * 2^19) and tables of 5 rows, 360000
+// values (BF16: the histogram; F16: the bucketed sort), on 1 and 2 threads.
 TEST_CASE("LUT fit on BF16 and F16 values (the histogram path) equals the reference bit for bit") {
   const uint64_t rows = 8, cols = 72000;
   std::vector<float> gauss = outlier_weights(rows * cols, 77);
