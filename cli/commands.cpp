@@ -150,6 +150,10 @@ std::string scheme_of(uint8_t scheme) {
   return s ? std::string(scheme_name(*s)) : "scheme" + std::to_string(scheme);
 }
 
+// --json output: paths and names that are not UTF-8 (paths may hold any byte) are written with
+// U+FFFD in place of their bad bytes instead of failing the dump.
+void print_json(const json& out) { std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n"; }
+
 std::string tile_layout_of(const WpkReader& r, const WpkTensor& t) {
   if (t.scheme == 0) return tile_filter_of(r, t);
   uint64_t sparse = 0;
@@ -159,7 +163,8 @@ std::string tile_layout_of(const WpkReader& r, const WpkTensor& t) {
   return "quant_mixed";
 }
 
-// Scheme details of a lossy tensor for inspect --json (empty object when the params do not parse).
+// Scheme details of a lossy tensor for inspect --json; throws (naming file and tensor) when its
+// scheme or params do not parse.
 json scheme_details(const WpkReader& r, size_t index) {
   const WpkTensor& t = r.tensors()[index];
   json j = json::object();
@@ -173,8 +178,8 @@ json scheme_details(const WpkReader& r, size_t index) {
     j["clip"] = p.clip == Clip::kMse ? "mse" : "minmax";
     if (p.prune.kind == PruneSpec::Kind::kFraction) j["prune"] = p.prune.fraction;
     if (p.prune.kind == PruneSpec::Kind::kNM) j["prune"] = std::to_string(p.prune.n) + ":" + std::to_string(p.prune.m);
-  } catch (const Error& e) {
-    j["params_error"] = e.what();
+  } catch (const Error& e) {  // a file whose params break the format's rules is refused, as decoding would
+    throw Error(e.code(), r.path() + ": tensor '" + t.name + "': " + e.what());
   }
   return j;
 }
@@ -227,7 +232,7 @@ int inspect_wpk(const InspectArgs& args) {
     j["snr_db"] = json_or_null(t.metrics.snr_db);
     j["sparsity"] = t.metrics.sparsity;
     tensors.push_back(j);
-    std::vector<std::string> row = {t.name, shape_to_string(t.shape), std::string(dtype_name(t.dtype)),
+    std::vector<std::string> row = {one_line(t.name), shape_to_string(t.shape), std::string(dtype_name(t.dtype)),
                                     t.scheme ? scheme_label(details, scheme_of(t.scheme)) : scheme_of(t.scheme),
                                     j["codec"].get<std::string>(), j["filter"].get<std::string>(), std::to_string(t.tile_count),
                                     human_bytes(double(original)), human_bytes(double(packed)),
@@ -256,7 +261,7 @@ int inspect_wpk(const InspectArgs& args) {
     out["format_version"] = reader->format_version();
     out["tensors"] = tensors;
     out["totals"] = totals;
-    std::cout << out.dump(2) << "\n";
+    print_json(out);
     return 0;
   }
   table.separator();
@@ -314,7 +319,7 @@ int inspect_model(const InspectArgs& args) {
     out["estimate"] = "order-0 entropy of each byte plane (lossless bound)";
     out["tensors"] = tensors;
     out["totals"] = totals;
-    std::cout << out.dump(2) << "\n";
+    print_json(out);
     return 0;
   }
   table.separator();
@@ -359,7 +364,7 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
     out["tensors"] = tensors;
     out["totals"] = {{"tensors", plans.size()}, {"original_bytes", total_original}, {"estimated_bytes", total_estimate},
                      {"bits_per_weight", bpw}};
-    std::cout << out.dump(2) << "\n";
+    print_json(out);
     return 0;
   }
   table.separator();
@@ -675,7 +680,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     out["cpu_ok"] = report.ok();
     if (gpu_ran) out["gpu_ok"] = gpu->ok();
     out["ok"] = ok;
-    std::cout << out.dump(2) << "\n";
+    print_json(out);
   } else {
     for (const auto& t : report.tensors)
       if (!t.error.empty()) std::cerr << "wpack: " << t.error << "\n";

@@ -1,5 +1,6 @@
 #include "formats/wpk.h"
 
+#include <nlohmann/json.hpp>  // UTF-8 and JSON checks of names and metadata
 #include <xxhash.h>
 
 #include <algorithm>
@@ -20,6 +21,27 @@ constexpr uint8_t kHeaderMagic[8] = {0x89, 'W', 'P', 'K', '\r', '\n', 0x1a, '\n'
 constexpr uint8_t kFooterMagic[8] = {'W', 'P', 'K', 'I', 'N', 'D', 'E', 'X'};
 
 bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Whether `text` is valid UTF-8 (nlohmann's serialiser refuses anything else).
+bool is_utf8(std::string_view text) {
+  try {
+    (void)nlohmann::json(std::string(text)).dump();
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
+// Whether `text` is one JSON object and nothing else, in UTF-8 (nlohmann's parser would stop at a
+// NUL byte, which JSON text cannot hold).
+bool is_json_object(const std::string& text) {
+  return text.find('\0') == std::string::npos && nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+}
+
+// Whether bytes [begin, end) of `p` are all zero: fields the format reserves.
+bool all_zero(const uint8_t* p, size_t begin, size_t end) {
+  return std::all_of(p + begin, p + end, [](uint8_t b) { return b == 0; });
+}
 
 uint64_t ceil_div(uint64_t a, uint64_t b) { return b == 0 ? 0 : (a / b) + (a % b != 0); }
 
@@ -92,10 +114,12 @@ uint64_t WpkWriter::bytes_written() const { return impl_->out.position(); }
 void WpkWriter::begin_tensor(const WpkTensor& tensor) {
   const std::string& target = impl_->out.target();
   if (impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, target + ": begin_tensor inside a tensor");
-  if (!impl_->names.insert(tensor.name).second)
+  if (impl_->names.count(tensor.name) != 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": duplicate tensor name '" + tensor.name + "'");
   if (tensor.name.size() > 0xFFFF)
     throw Error(ErrorCode::kUnsupported, target + ": tensor name longer than 65535 bytes");
+  if (!is_utf8(tensor.name))
+    throw Error(ErrorCode::kUnsupported, target + ": tensor name '" + tensor.name + "' is not UTF-8");
   if (tensor.shape.size() > kWpkMaxRank)
     throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "' has rank > 16");
   uint64_t bytes = dtype_size(tensor.dtype);
@@ -103,6 +127,9 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
     if (__builtin_mul_overflow(bytes, d, &bytes))
       throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "': shape " +
                                                shape_text(tensor.shape) + " overflows 64 bits");
+  if (tensor.scheme == 0 && !tensor.params.empty())
+    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': lossless tensor with " +
+                                                 std::to_string(tensor.params.size()) + " bytes of params");
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
   if (uint64_t{tensor.tile_rows} * tensor.tile_cols > kWpkMaxTileElements)
@@ -114,6 +141,7 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
     throw Error(ErrorCode::kUnsupported, target + ": more than 4294967295 tensors");
   if (tensor.params.size() > UINT32_MAX)
     throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "': params larger than 4 GiB");
+  impl_->names.insert(tensor.name);  // after the checks: a refused tensor leaves the writer as it was
   impl_->tensors.push_back(tensor);
   impl_->tensors.back().first_tile = impl_->tiles.size();
   impl_->tensors.back().tile_count = 0;
@@ -141,6 +169,7 @@ void WpkWriter::set_metrics(const ErrorMetrics& metrics) {
 }
 
 void WpkWriter::end_tensor() {
+  if (!impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": end_tensor outside a tensor");
   const WpkTensor& t = impl_->tensors.back();
   uint64_t expected = t.tile_grid_rows() * t.tile_grid_cols();
   if (t.tile_count != expected)
@@ -154,6 +183,8 @@ void WpkWriter::commit(const std::string& metadata_json) {
   if (impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": commit inside a tensor");
   if (metadata_json.size() > UINT32_MAX)
     throw Error(ErrorCode::kUnsupported, impl_->out.target() + ": metadata larger than 4 GiB");
+  if (!is_json_object(metadata_json))
+    throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": metadata is not a UTF-8 JSON object");
   std::vector<uint8_t> index;
   detail::put_u32(index, static_cast<uint32_t>(impl_->tensors.size()));
   detail::put_u32(index, 0);  // reserved
@@ -241,6 +272,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   r->alignment_ = detail::load_u32(base + 16);
   if (!is_power_of_two(r->alignment_) || r->alignment_ < 16 || r->alignment_ > (1u << 20))
     throw Error(ErrorCode::kFormat, path + ": bad tile alignment " + std::to_string(r->alignment_));
+  if (!all_zero(base, 20, 56)) throw Error(ErrorCode::kFormat, path + ": header flags or reserved bytes [20, 56) not zero");
 
   // Footer.
   const uint8_t* foot = base + size - kWpkFooterBytes;
@@ -252,9 +284,15 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   const uint64_t index_offset = detail::load_u64(foot);
   r->index_size_ = detail::load_u64(foot + 8);
   if (detail::load_u32(foot + 24) != version) throw Error(ErrorCode::kFormat, path + ": footer version differs from header");
+  if (!all_zero(foot, 28, 32)) throw Error(ErrorCode::kFormat, path + ": footer reserved bytes [28, 32) not zero" + footer_at);
   const uint64_t data_end = size - kWpkFooterBytes;
   if (index_offset < kWpkHeaderBytes || index_offset > data_end || r->index_size_ > data_end - index_offset)
     throw Error(ErrorCode::kFormat, path + ": index range outside the file");
+  if (index_offset % 8 != 0)
+    throw Error(ErrorCode::kFormat, path + ": index offset " + std::to_string(index_offset) + " not a multiple of 8");
+  if (index_offset + r->index_size_ != data_end)
+    throw Error(ErrorCode::kFormat, path + ": " + std::to_string(data_end - index_offset - r->index_size_) +
+                                        " bytes between the index and the footer");
   std::span<const uint8_t> index{base + index_offset, static_cast<size_t>(r->index_size_)};
   if (detail::load_u64(foot + 16) != wpk_checksum(index))
     throw Error(ErrorCode::kCorrupt, path + ": index checksum mismatch (index bytes [" + std::to_string(index_offset) +
@@ -263,11 +301,13 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   // Index.
   Cursor c(index, path + ": index");
   const uint32_t tensor_count = c.u32("tensor count");
-  c.u32("reserved");
+  if (c.u32("reserved") != 0) throw Error(ErrorCode::kFormat, path + ": index reserved field not zero");
   const uint64_t tile_count = c.u64("tile count");
   const uint32_t metadata_size = c.u32("metadata size");
   auto meta = c.bytes(metadata_size, "metadata");
   r->metadata_json_.assign(reinterpret_cast<const char*>(meta.data()), meta.size());
+  if (!is_json_object(r->metadata_json_))
+    throw Error(ErrorCode::kFormat, path + ": metadata is not a UTF-8 JSON object");
   // Smallest tensor record: 2 + 4 + 4 + 4 + 8 + 8 + 32 + 4 bytes.
   constexpr uint64_t kMinTensorRecord = 66;
   if (tensor_count > c.remaining() / kMinTensorRecord)
@@ -284,6 +324,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     auto name = c.bytes(c.u16("tensor name size"), "tensor name");
     t.name.assign(reinterpret_cast<const char*>(name.data()), name.size());
     const std::string where = path + ": tensor '" + t.name + "'";
+    if (!is_utf8(t.name)) throw Error(ErrorCode::kFormat, where + ": name is not UTF-8");
     if (!names.insert(t.name).second) throw Error(ErrorCode::kFormat, where + ": duplicate tensor name");
     const uint8_t dtype_code = c.u8("dtype");
     auto dtype = dtype_from_code(dtype_code);
@@ -292,7 +333,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     const uint8_t rank = c.u8("rank");
     if (rank > kWpkMaxRank) throw Error(ErrorCode::kFormat, where + ": rank " + std::to_string(rank) + " > 16");
     t.scheme = c.u8("scheme");
-    c.u8("reserved");
+    if (c.u8("reserved") != 0) throw Error(ErrorCode::kFormat, where + ": reserved byte not zero");
     uint64_t elements = 1;
     for (uint8_t d = 0; d < rank; ++d) {
       t.shape.push_back(c.u64("shape"));
@@ -309,6 +350,8 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     t.metrics.sparsity = c.f64("metrics");
     auto params = c.bytes(c.u32("params size"), "params");
     t.params.assign(params.begin(), params.end());
+    if (t.scheme == 0 && !t.params.empty())
+      throw Error(ErrorCode::kFormat, where + ": lossless tensor with " + std::to_string(t.params.size()) + " bytes of params");
     if (t.tile_rows == 0 || t.tile_cols == 0) throw Error(ErrorCode::kFormat, where + ": tile shape has a zero side");
     if (uint64_t{t.tile_rows} * t.tile_cols > kWpkMaxTileElements)
       throw Error(ErrorCode::kFormat, where + ": tile shape " + std::to_string(t.tile_rows) + "x" +
@@ -341,7 +384,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     tile.filter = c.u8("tile filter");
     tile.codec = c.u8("tile codec");
     tile.flags = c.u16("tile flags");
-    c.u32("reserved");
+    const uint32_t tile_reserved = c.u32("reserved");
     tile.checksum = c.u64("tile checksum");
     const WpkTensor& t = r->tensors_[owner];
     const std::string where = path + ": tensor '" + t.name + "': tile " + std::to_string(i - t.first_tile) +
@@ -352,6 +395,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     if (version < 4 && tile.codec == kWpkCodecAddedInV4)  // v2 and v3 writers never wrote it
       throw Error(ErrorCode::kCorrupt, where + ": codec " + std::to_string(tile.codec) +
                                            " (exp4, added in format v4) in a format v" + std::to_string(version) + " file");
+    if (tile.flags != 0 || tile_reserved != 0) throw Error(ErrorCode::kFormat, where + ": flags or reserved field not zero");
     if (tile.offset % r->alignment_ != 0) throw Error(ErrorCode::kFormat, where + ": offset not aligned");
     if (tile.offset < previous_end) throw Error(ErrorCode::kFormat, where + ": overlaps the previous tile or the header");
     if (tile.offset > index_offset || tile.stored_size > index_offset - tile.offset)

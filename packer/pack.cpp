@@ -76,7 +76,9 @@ std::string metadata_json(const TensorSource& source, const PackOptions& options
   nlohmann::ordered_json src = nlohmann::ordered_json::object();
   for (const auto& [k, v] : source.metadata()) src[k] = v;
   meta["source_metadata"] = src;
-  return meta.dump();
+  // A command line or an HDF5 attribute may hold bytes that are not UTF-8 (paths can): written as
+  // U+FFFD, so that the metadata stays a UTF-8 JSON object (docs/FORMAT.md).
+  return meta.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 bool lossy_dtype(DType dtype) {

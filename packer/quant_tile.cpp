@@ -142,6 +142,7 @@ std::vector<uint8_t> code_plane(std::span<const uint8_t> plane, uint64_t symbols
 
 void decode_plane(std::span<const uint8_t> coded, bool raw, uint64_t symbols, uint32_t symbol_bits, Codec codec,
                   std::span<uint8_t> out) {
+  if (out.empty() && !raw) corrupt("an empty plane not marked raw");
   if (raw || codec == Codec::kNone) {
     if (!raw) corrupt("plane not marked raw with codec none");
     if (coded.size() != out.size()) corrupt("raw plane has " + std::to_string(coded.size()) + " bytes, expected " + std::to_string(out.size()));
@@ -521,6 +522,8 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   } catch (const Error& e) {
     corrupt(std::string("plane 1: ") + e.what());
   }
+  if ((count * p.bits) % 8 != 0 && (plane_b[b_bytes - 1] >> ((count * p.bits) % 8)) != 0)
+    corrupt("codes plane padding bits are set");
 
   ElementDecoder decoder(p, rect, plane_a.data());
   if (!sparse) {

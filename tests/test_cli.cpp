@@ -254,6 +254,26 @@ TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
   CHECK(tensor_named(j, "scale")["tiles"] == 1);
 }
 
+// Paths are bytes: one that is not UTF-8 (here 0xFF in both names) still packs, and the JSON outputs
+// stay valid JSON, the bad byte written as U+FFFD (the file's metadata records the command line).
+TEST_CASE("paths that are not UTF-8: compress, inspect --json and verify --json work") {
+  TempDir dir;
+  const std::string model = dir.file("in\xff.safetensors"), packed = dir.file("out\xff.wpk");
+  std::filesystem::copy_file(write_small_model(dir), model);
+  const RunResult c = compress(model, packed);
+  INFO("stderr: " << c.err);
+  REQUIRE(c.exit_code == 0);
+  const json j = inspect_json(packed);
+  CHECK(j.at("file").get<std::string>().find("out\xef\xbf\xbd.wpk") != std::string::npos);  // U+FFFD
+  auto r = WpkReader::open(packed);
+  CHECK(json::parse(r->metadata_json()).at("command_line").get<std::string>().find("in\xef\xbf\xbd.safetensors") !=
+        std::string::npos);
+  const RunResult v = run_wpack({"verify", packed, "--against", model, "--json"});
+  INFO("stderr: " << v.err);
+  CHECK(v.exit_code == 0);
+  CHECK_FALSE(json::parse(v.out, nullptr, false).is_discarded());
+}
+
 TEST_CASE("compress: rans is the default codec, --codec zstd still selects zstd") {
   TempDir dir;
   const std::string model = write_gaussian_model(dir);

@@ -487,6 +487,11 @@ TEST_CASE("corrupt: crafted index bytes (checksums recomputed) fail cleanly, wit
   }
 }
 
+namespace {
+// The header checksum of an image whose header bytes were changed on purpose.
+void reseal_header(std::vector<uint8_t>& b) { detail::store_u64(b.data() + 56, wpk_checksum({b.data(), 56})); }
+}  // namespace
+
 TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file are named") {
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
@@ -499,7 +504,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
     const char* what;
     std::function<void(std::vector<uint8_t>&)> edit;
     ErrorCode code;
-    const char* mention;
+    std::string mention;
   };
   const uint64_t huge = uint64_t(1) << 62;
   const std::vector<Case> cases = {
@@ -537,6 +542,39 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
        "index range outside the file"},
       {"footer version", [&](auto& b) { detail::store_u32(b.data() + b.size() - 24, kWpkFormatVersion + 1); }, ErrorCode::kFormat,
        "footer version differs from header"},
+      // Fields the format reserves (0) and its other rules, with every checksum recomputed.
+      {"header flags", [&](auto& b) { b[20] = 1, reseal_header(b); }, ErrorCode::kFormat,
+       "header flags or reserved bytes [20, 56) not zero"},
+      {"header reserved", [&](auto& b) { b[47] = 0x80, reseal_header(b); }, ErrorCode::kFormat,
+       "header flags or reserved bytes [20, 56) not zero"},
+      {"footer reserved", [&](auto& b) { b[b.size() - 48 + 29] = 1; }, ErrorCode::kFormat, "footer reserved bytes [28, 32) not zero"},
+      {"index offset off 8", [&](auto& b) {
+         b.insert(b.begin() + static_cast<ptrdiff_t>(idx), 4, uint8_t{0});
+         detail::store_u64(b.data() + b.size() - 48, idx + 4);
+       },
+       ErrorCode::kFormat, "index offset " + std::to_string(idx + 4) + " not a multiple of 8"},
+      {"bytes between index and footer", [&](auto& b) {
+         b.insert(b.end() - 48, 8, uint8_t{0});
+       },
+       ErrorCode::kFormat, "8 bytes between the index and the footer"},
+      {"index reserved", [&](auto& b) { b[idx + 5] = 1; }, ErrorCode::kFormat, "index reserved field not zero"},
+      {"metadata not JSON", [&](auto& b) { b[idx + 20] = '['; }, ErrorCode::kFormat, "metadata is not a UTF-8 JSON object"},
+      {"metadata an array", [&](auto& b) {
+         b[idx + 20] = '[';
+         b[idx + 20 + metadata_size - 1] = ']';
+         std::fill(b.begin() + static_cast<ptrdiff_t>(idx + 21), b.begin() + static_cast<ptrdiff_t>(idx + 19 + metadata_size), ' ');
+       },
+       ErrorCode::kFormat, "metadata is not a UTF-8 JSON object"},
+      {"metadata with a NUL", [&](auto& b) { b[idx + 20 + metadata_size - 2] = 0; }, ErrorCode::kFormat,
+       "metadata is not a UTF-8 JSON object"},
+      {"tensor name not UTF-8", [&](auto& b) { b[first_record + 2] = 0xFF; }, ErrorCode::kFormat, "name is not UTF-8"},
+      {"tensor record reserved byte",
+       [&](auto& b) { b[first_record + 2 + (b[first_record] | (b[first_record + 1] << 8)) + 3] = 1; }, ErrorCode::kFormat,
+       "reserved byte not zero"},
+      {"tile flags", [&](auto& b) { b[tile_records + 26] = 1; }, ErrorCode::kFormat,
+       "tile 0 (record 0 of the tile index): flags or reserved field not zero"},
+      {"tile reserved", [&](auto& b) { b[tile_records + 31] = 1; }, ErrorCode::kFormat,
+       "tile 0 (record 0 of the tile index): flags or reserved field not zero"},
   };
   for (const auto& c : cases) {
     INFO(c.what);
@@ -879,6 +917,39 @@ TEST_CASE("corrupt: safetensors sizes larger than the file are refused before al
     CHECK(watch.largest() <= allocation_limit(std::filesystem::file_size(path)));
     check_cli_error(run_wpack({"compress", path, "-o", dir.file("x.wpk")}), c.mention);
     CHECK(!std::filesystem::exists(dir.file("x.wpk")));
+  }
+}
+
+// A lossy tensor's scheme and params are checked when they are used (decode, verify, unpack) and
+// by inspect, which shows them: an unknown scheme or params that do not parse exit 1 naming the
+// file and tensor everywhere, never a table or JSON of them.
+TEST_CASE("corrupt: an unknown scheme or unparsable params are refused by inspect too") {
+  TempDir dir;
+  const PackedFile f = pack_variant(dir, variants()[4]);  // int4 g32: "attn.w" first, lossy
+  const uint64_t idx = f.index_offset;
+  const uint64_t first_record = idx + 20 + detail::load_u32(f.bytes.data() + idx + 16);
+  const uint32_t name_size = f.bytes[first_record] | (f.bytes[first_record + 1] << 8);
+  REQUIRE(name_size == 6);
+  const uint64_t scheme_at = first_record + 2 + name_size + 2;
+  REQUIRE(f.bytes[scheme_at] != 0);
+  const uint8_t rank = f.bytes[first_record + 2 + name_size + 1];
+  const uint64_t params_at = first_record + 2 + name_size + 4 + 8ull * rank + 4 + 4 + 8 + 8 + 32 + 4;
+  const std::string path = dir.file("scheme.wpk");
+  for (int edit = 0; edit < 2; ++edit) {
+    INFO((edit == 0 ? "scheme 200" : "params' first byte flipped"));
+    auto bytes = f.bytes;
+    if (edit == 0) bytes[scheme_at] = 200;
+    else bytes[params_at] ^= 0xFF;
+    test::fix_wpk_checksums(bytes);
+    test::write_file(path, bytes);
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"inspect", path}, {"inspect", path, "--json"}, {"verify", path}, {"unpack", path, "-o", dir.file("x.safetensors")}}) {
+      INFO(args[0] << " " << args.size());
+      const RunResult r = run_wpack(args);
+      check_cli_error(r, path + ": tensor 'attn.w'");
+      if (args[0] == "inspect") CHECK(r.out.empty());  // no table or JSON of a file it refuses
+    }
+    CHECK(!std::filesystem::exists(dir.file("x.safetensors")));
   }
 }
 

@@ -298,6 +298,32 @@ TEST_CASE("zero-relative codes: layout 6 where it is not allowed, and damaged la
   }
 }
 
+// Tiles in the one form the format allows (docs/FORMAT.md "Quantized tiles"): the bits after the
+// last code are 0 and an empty plane is stored raw; anything else is corrupt, not read past.
+TEST_CASE("quantized tiles with set padding bits or an empty plane stored coded are corrupt", "[lossy]") {
+  const QuantCase c = quant_case("fp6", 5, 7, 29);  // one 5x7 tile: 35 codes of 6 bits in 27 bytes, 6 padding bits
+  const TileRect rect = c.geometry.rect(0);
+  REQUIRE(rect.elements() == 35);
+  std::vector<float> out(rect.elements());
+  const QuantEncodedTile none = encode_quant_tile(c.q, c.params, c.decoded.data(), rect, Codec::kNone, 3);
+  auto decode = [&](const std::vector<uint8_t>& stored, Codec codec) {
+    decode_quant_tile_ref(stored, none.layout, codec, none.raw_size, c.params, rect, out.data());
+  };
+  REQUIRE(none.tile.stored.size() == 8 + 27);  // plane directory, plane A empty (row scales in params), plane B raw
+  REQUIRE_NOTHROW(decode(none.tile.stored, Codec::kNone));
+  for (uint8_t pad : {0x40, 0x80, 0xC0}) {
+    std::vector<uint8_t> bad = none.tile.stored;
+    bad.back() |= pad;
+    CHECK_THROWS_WITH(decode(bad, Codec::kNone), Catch::Contains("codes plane padding bits are set"));
+  }
+  // Plane A (empty) as a one-byte coded plane, the rest as it was.
+  std::vector<uint8_t> coded_a = none.tile.stored;
+  coded_a[0] = 1, coded_a[3] = 0;  // stored size 1, bit 31 (raw) clear
+  coded_a.insert(coded_a.begin() + 8, uint8_t{0});
+  for (Codec codec : {Codec::kRans, Codec::kZstd})
+    CHECK_THROWS_WITH(decode(coded_a, codec), Catch::Contains("an empty plane not marked raw"));
+}
+
 TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in the source dtype", "[lossy]") {
   TempDir dir;
   MemorySource src;

@@ -23,6 +23,7 @@ void write_sample(const std::string& path) {
   a.shape = {3, 5};
   a.tile_rows = 2;
   a.tile_cols = 4;
+  a.scheme = 7;  // lossy (params only with a scheme)
   a.params = {1, 2, 3};
   w.begin_tensor(a);
   for (int i = 0; i < 4; ++i) {
@@ -77,6 +78,7 @@ TEST_CASE("wpk: tensors, tiles and metadata round trip") {
   CHECK(a.tile_cols == 4);
   CHECK(a.first_tile == 0);
   CHECK(a.tile_count == 4);
+  CHECK(a.scheme == 7);
   CHECK(a.params == std::vector<uint8_t>{1, 2, 3});
   CHECK(a.metrics.rel_error == 0.5);
   CHECK(a.metrics.max_abs_error == 0.25);
@@ -150,6 +152,39 @@ TEST_CASE("wpk: the writer checks tile counts against the tile grid") {
   std::vector<uint8_t> s(4);
   w.add_tile(s, 16, 0, 0);
   CHECK_THROWS_AS(w.end_tensor(), Error);
+}
+
+TEST_CASE("wpk: the writer refuses what readers refuse, and readers refuse params on a lossless tensor") {
+  TempDir dir;
+  WpkTensor t;
+  t.name = "x";
+  t.shape = {2, 2};
+  t.tile_rows = 2;
+  t.tile_cols = 2;
+  {
+    WpkWriter w(dir.file("w.wpk"), false);
+    REQUIRE_THROWS_WITH(w.end_tensor(), Catch::Contains("end_tensor outside a tensor"));
+    WpkTensor bad_name = t;
+    bad_name.name = std::string("caf\xC3", 4);  // a UTF-8 sequence cut short
+    REQUIRE_THROWS_WITH(w.begin_tensor(bad_name), Catch::Contains("is not UTF-8"));
+    WpkTensor lossless_params = t;
+    lossless_params.params = {1};
+    REQUIRE_THROWS_WITH(w.begin_tensor(lossless_params), Catch::Contains("lossless tensor with 1 bytes of params"));
+    for (const char* metadata : {"", "[1]", "{\"a\":1} x", "{\"a\":\"\xFF\"}"})
+      REQUIRE_THROWS_WITH(w.commit(metadata), Catch::Contains("metadata is not a UTF-8 JSON object"));
+  }
+  CHECK(!std::filesystem::exists(dir.file("w.wpk")));
+  // A reader refuses a lossless tensor with params: tensor "a" of the sample made lossless.
+  const std::string path = dir.file("m.wpk");
+  write_sample(path);
+  std::vector<uint8_t> bytes = test::read_file(path);
+  const uint64_t idx = index_offset(bytes);
+  const uint64_t scheme_at = idx + 20 + detail::load_u32(bytes.data() + idx + 16) + 2 + 1 + 2;  // name size, "a", dtype, rank
+  REQUIRE(bytes[scheme_at] == 7);
+  bytes[scheme_at] = 0;
+  test::fix_wpk_checksums(bytes);
+  test::write_file(path, bytes);
+  CHECK_THAT(expect_error(path, ErrorCode::kFormat), Catch::Contains("tensor 'a': lossless tensor with 3 bytes of params"));
 }
 
 TEST_CASE("wpk: a flipped byte anywhere outside tile data is reported") {
