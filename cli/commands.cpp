@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "formats/error.h"
+#include "formats/io.h"
 #include "formats/tensor.h"
 #include "formats/wpk.h"
 #include "packer/codec.h"
@@ -113,12 +114,9 @@ bool same_file(const std::string& a, const std::string& b) {
 }
 
 bool has_wpk_magic(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Error(ErrorCode::kIo, path + ": cannot open");
-  unsigned char head[4] = {};
-  size_t n = std::fread(head, 1, 4, f);
-  std::fclose(f);
-  return n == 4 && head[0] == 0x89 && head[1] == 'W' && head[2] == 'P' && head[3] == 'K';
+  const auto file = MappedFile::open(path);  // regular files only: reading a FIFO would wait for a writer
+  const uint8_t* head = file->data();
+  return file->size() >= 4 && head[0] == 0x89 && head[1] == 'W' && head[2] == 'P' && head[3] == 'K';
 }
 
 json json_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }

@@ -46,7 +46,7 @@ std::string join_command_line(int argc, char** argv) {
 
 // "128x128" -> rows, cols.
 bool parse_tile(const std::string& text, uint32_t* rows, uint32_t* cols) {
-  static const std::regex re("^([0-9]{1,7})[xX]([0-9]{1,7})$");
+  static const std::regex re("^([0-9]{1,9})[xX]([0-9]{1,9})$");  // < 2^32; the caller bounds the product
   std::smatch m;
   if (!std::regex_match(text, m, re)) return false;
   *rows = static_cast<uint32_t>(std::stoul(m[1]));
@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
                 "of rans and zstd), exp4 (BF16/F32: 4-bit exponent codes, ~75%, decoded inside the GPU matmul at full speed; "
                 "quantized tensors raw)")
       ->check(CLI::IsMember({"zstd", "rans", "none", "auto", "exp4"}));
-  c->add_option("--level", compress.options.level, "zstd level (1-19, default 3)")->check(CLI::Range(-7, 19));
+  auto* level = c->add_option("--level", compress.options.level, "zstd level, -7 (fastest) to 19 (smallest), default 3")
+                    ->check(CLI::Range(-7, 19));
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
   c->add_option("--alignment", compress.options.alignment, "Tile data alignment in bytes (power of two, >= 16)");
@@ -142,12 +143,18 @@ int main(int argc, char** argv) {
   VerifyArgs verify;
   auto* v = app.add_subcommand("verify", "Check every checksum, decode every tile, compare with the source");
   v->add_option("input", verify.input, ".wpk file")->required();
-  v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
+  auto* against = v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
   v->add_option("--device", verify.device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   v->add_flag("--json", verify.json, "Machine-readable report on stdout");
   v->add_option("-T,--threads", verify.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error against --against exceeds X")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            const double x = std::strtod(text.c_str(), nullptr);
+            return std::isfinite(x) && x >= 0 ? std::string() : "must be a finite number >= 0 (got " + text + ")";
+          },
+          "X >= 0"))
+      ->needs(against);
   std::string batch_text;
   v->add_option("--batch", batch_text, "With --device cuda: GEMV batch sizes to check and time, e.g. 1,16 (1..64, default 1)");
 
@@ -175,6 +182,17 @@ int main(int argc, char** argv) {
                   << filter_text << "')\n";
         return 2;
       }
+      if (level->count() && codec_text != "zstd" && codec_text != "auto") {
+        std::cerr << "wpack: --level applies to --codec zstd or auto (got --codec " << codec_text << ")\n";
+        return 2;
+      }
+      // Quantizer options with nothing to quantize: an error, not silently a lossless file.
+      if (scheme_text == "lossless" && override_texts.empty())
+        for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
+          if (c->count(name)) {
+            std::cerr << "wpack: " << name << " applies to lossy tensors: give --scheme or --override\n";
+            return 2;
+          }
       compress.options.codec_auto = (codec_text == "auto");
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);

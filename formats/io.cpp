@@ -23,7 +23,9 @@ std::string errno_text() { return std::strerror(errno); }
 }  // namespace
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; it is refused below as not a
+  // regular file (the flag does not change how a regular file maps).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(ErrorCode::kIo, path + ": cannot open: " + errno_text());
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -96,8 +98,15 @@ std::string temp_pattern(const std::string& dir, const std::string& target) {
 
 AtomicOutputFile::AtomicOutputFile(const std::string& target, bool overwrite)
     : target_(target), overwrite_(overwrite) {
-  if (!overwrite && path_exists(target))
-    throw Error(ErrorCode::kExists, target + ": already exists (use -f to overwrite)");
+  if (target.empty()) throw Error(ErrorCode::kInvalidArgument, "the output path is empty");
+  struct stat st;
+  if (::lstat(target.c_str(), &st) == 0) {
+    if (!overwrite) throw Error(ErrorCode::kExists, target + ": already exists (use -f to overwrite)");
+    // -f replaces a file (or a symbolic link, not what it points to), never a device, FIFO, socket
+    // or directory: `-o /dev/null -f` would otherwise put a regular file in its place.
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+      throw Error(ErrorCode::kIo, target + ": not a regular file (-f replaces regular files only)");
+  }
   std::filesystem::path t(target);
   dir_ = t.parent_path().empty() ? "." : t.parent_path().string();
   // An unnamed file needs /proc to be linked into place later (linkat of /proc/self/fd/N).

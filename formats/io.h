@@ -48,7 +48,10 @@ class MappedFile {
 // Zero bytes are not written where a whole aligned 4 KiB block of the file would be zero: the file
 // gets a hole there (reads as zeros, takes no disk space). Error(kIo) names the target on any
 // failure (disk full, file size limit, I/O error), and the destructor of an uncommitted file
-// removes it. Without `overwrite`, an existing target is an Error(kExists).
+// removes it. Without `overwrite`, an existing target is an Error(kExists); with it, an existing
+// target that is neither a regular file nor a symbolic link (a device, FIFO, socket, directory) is
+// an Error(kIo), checked when the file is created, before anything is written; so is, as
+// kInvalidArgument, an empty target path.
 class AtomicOutputFile {
  public:
   AtomicOutputFile(const std::string& target, bool overwrite);

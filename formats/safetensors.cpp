@@ -60,13 +60,17 @@ std::string printable(std::string_view text, bool ascii_only = false) {
 
 // Parses `text` as JSON, refusing duplicate keys in any object (nlohmann keeps the last one
 // silently). A duplicate at the top level is reported through `on_top_level_duplicate` (a tensor
-// name in a header), deeper ones as a duplicate key. Invalid JSON / UTF-8 is Error(kFormat).
+// name in a header), deeper ones as a duplicate key. Invalid JSON / UTF-8 and nesting deeper than
+// kSafetensorsMaxJsonDepth (which would otherwise exhaust the stack) are Error(kFormat).
 template <typename OnTopLevelDuplicate>
 OrderedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
                                    OnTopLevelDuplicate on_top_level_duplicate) {
   std::vector<std::set<std::string>> open_objects;  // keys seen so far in each enclosing object
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, OrderedJson& parsed) -> bool {
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, OrderedJson& parsed) -> bool {
     using Event = nlohmann::json::parse_event_t;
+    if ((event == Event::object_start || event == Event::array_start) && depth >= kSafetensorsMaxJsonDepth)
+      fail_file(path, std::string(what) + " nests arrays and objects deeper than " +
+                          std::to_string(kSafetensorsMaxJsonDepth) + " levels");
     if (event == Event::object_start) {
       open_objects.emplace_back();
     } else if (event == Event::object_end) {

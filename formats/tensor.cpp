@@ -1,6 +1,9 @@
 #include "formats/tensor.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 
@@ -91,6 +94,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
+  // Only regular files: reading a FIFO would wait for a writer, and a directory reads as empty.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) throw Error(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::kIo, path + ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::kIo, path + ": cannot open");
   char head[8] = {};

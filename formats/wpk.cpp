@@ -10,6 +10,7 @@
 
 #include "formats/detail/le.h"
 #include "formats/error.h"
+#include "formats/safetensors.h"  // kSafetensorsMaxJsonDepth
 
 namespace wpack {
 namespace {
@@ -32,10 +33,21 @@ bool is_utf8(std::string_view text) {
   }
 }
 
-// Whether `text` is one JSON object and nothing else, in UTF-8 (nlohmann's parser would stop at a
-// NUL byte, which JSON text cannot hold).
+// Whether `text` is one JSON object and nothing else, in UTF-8, nested no deeper than the
+// safetensors reader takes (nlohmann's parser would stop at a NUL byte, which JSON text cannot hold).
 bool is_json_object(const std::string& text) {
-  return text.find('\0') == std::string::npos && nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+  if (text.find('\0') != std::string::npos || !nlohmann::json::accept(text)) return false;
+  struct TooDeep {};
+  auto limit = [](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    using Event = nlohmann::json::parse_event_t;
+    if ((event == Event::object_start || event == Event::array_start) && depth >= kSafetensorsMaxJsonDepth) throw TooDeep{};
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text, limit).is_object();
+  } catch (const TooDeep&) {
+    return false;
+  }
 }
 
 // Whether bytes [begin, end) of `p` are all zero: fields the format reserves.
@@ -184,7 +196,7 @@ void WpkWriter::commit(const std::string& metadata_json) {
   if (metadata_json.size() > UINT32_MAX)
     throw Error(ErrorCode::kUnsupported, impl_->out.target() + ": metadata larger than 4 GiB");
   if (!is_json_object(metadata_json))
-    throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": metadata is not a UTF-8 JSON object");
+    throw Error(ErrorCode::kInvalidArgument, impl_->out.target() + ": metadata is not a UTF-8 JSON object nested at most 128 levels");
   std::vector<uint8_t> index;
   detail::put_u32(index, static_cast<uint32_t>(impl_->tensors.size()));
   detail::put_u32(index, 0);  // reserved
@@ -307,7 +319,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
   auto meta = c.bytes(metadata_size, "metadata");
   r->metadata_json_.assign(reinterpret_cast<const char*>(meta.data()), meta.size());
   if (!is_json_object(r->metadata_json_))
-    throw Error(ErrorCode::kFormat, path + ": metadata is not a UTF-8 JSON object");
+    throw Error(ErrorCode::kFormat, path + ": metadata is not a UTF-8 JSON object nested at most 128 levels");
   // Smallest tensor record: 2 + 4 + 4 + 4 + 8 + 8 + 32 + 4 bytes.
   constexpr uint64_t kMinTensorRecord = 66;
   if (tensor_count > c.remaining() / kMinTensorRecord)

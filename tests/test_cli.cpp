@@ -3,6 +3,7 @@
 // determinism, HDF5 input, quiet/progress behaviour and `verify --device cuda` on a CPU build.
 #include <catch2/catch.hpp>
 #include <hdf5.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -420,6 +421,29 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
     CHECK(run_wpack({"verify", out, "--against", model}).exit_code == 0);
     CHECK(list_dir(dir.path()) == std::vector<std::string>{"model.safetensors", "out.wpk"});
   }
+  SECTION("-f replaces regular files only: a FIFO, a directory and an empty path are refused before packing") {
+    const std::string fifo = dir.file("pipe.wpk"), sub = dir.file("sub.wpk");
+    REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    std::filesystem::create_directory(sub);
+    const std::string packed = dir.file("p.wpk");
+    REQUIRE(compress(model, packed).exit_code == 0);
+    for (const std::string& target : {fifo, sub}) {
+      INFO(target);
+      RunResult r = compress(model, target, {"-f"});
+      CHECK(r.exit_code == 1);
+      require_one_line_error(r, target + ": not a regular file (-f replaces regular files only)");
+      RunResult u = run_wpack({"unpack", packed, "-o", target, "-f"});
+      CHECK(u.exit_code == 1);
+      require_one_line_error(u, target + ": not a regular file (-f replaces regular files only)");
+    }
+    struct stat st;
+    REQUIRE(::lstat(fifo.c_str(), &st) == 0);
+    CHECK(S_ISFIFO(st.st_mode));
+    CHECK(std::filesystem::is_directory(sub));
+    RunResult empty = compress(model, "");
+    CHECK(empty.exit_code == 2);
+    require_one_line_error(empty, "the output path is empty");
+  }
   SECTION("output == input is refused, with or without -f, also under another spelling") {
     const auto before = test::read_file(model);
     for (const std::string& target : {model, dir.path() + "/./model.safetensors"}) {
@@ -477,6 +501,21 @@ TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line na
   const std::string packed = dir.file("model.wpk");
   REQUIRE(compress(model, packed).exit_code == 0);
 
+  SECTION("a FIFO or a directory as input: refused at once (opening a FIFO used to wait for a writer)") {
+    const std::string fifo = dir.file("in.fifo"), sub = dir.file("in.dir");
+    REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+    std::filesystem::create_directory(sub);
+    for (const std::string& input : {fifo, sub})
+      for (const auto& args : std::vector<std::vector<std::string>>{{"compress", input, "-o", dir.file("x.wpk")},
+                                                                    {"inspect", input},
+                                                                    {"verify", input},
+                                                                    {"unpack", input, "-o", dir.file("x.safetensors")}}) {
+        INFO(args[0] << " " << input);
+        RunResult r = run_wpack(args);
+        CHECK(r.exit_code == 1);
+        require_one_line_error(r, input + ": not a regular file");
+      }
+  }
   SECTION("nonexistent input") {
     const std::string missing = dir.file("does-not-exist.safetensors");
     for (const auto& args : std::vector<std::vector<std::string>>{{"compress", missing, "-o", dir.file("x.wpk")},
@@ -685,6 +724,19 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"verify", out, "--device", "cuda", "--batch", ""},
       {"verify", out, "--device", "cuda", "--batch"},
       {"verify", out, "--batch", "1"},
+      {"verify", out, "--against", model, "--max-error", "nan"},
+      {"verify", out, "--against", model, "--max-error", "inf"},
+      {"verify", out, "--against", model, "--max-error", "-1"},
+      {"verify", out, "--max-error", "0.01"},  // nothing to compare with: would be ignored
+      // options that do not apply to what is asked: errors, not silently ignored
+      {"compress", model, "-o", out, "--level", "19"},
+      {"compress", model, "-o", out, "--codec", "none", "--level", "5"},
+      {"compress", model, "-o", out, "--prune", "0.5"},
+      {"compress", model, "-o", out, "--symmetric"},
+      {"compress", model, "-o", out, "--clip", "minmax"},
+      {"compress", model, "-o", out, "--group", "64"},
+      {"compress", model, "-o", out, "--lut-per", "rows:4"},
+      {"compress", model, "-o", out, "--tile", "16777216x2"},
       {"unpack", out},
       {"frobnicate", model},
       {},
@@ -701,6 +753,19 @@ TEST_CASE("usage errors exit 2 with one line") {
   RunResult tile = compress(model, out, {"--tile", "abc"});
   CHECK(contains(tile.err, "--tile"));
   CHECK(contains(tile.err, "abc"));
+  CHECK(contains(compress(model, out, {"--tile", "16777216x2"}).err, "has more than 2^24 elements per tile"));
+  CHECK(contains(run_wpack({"verify", out, "--against", model, "--max-error", "-1"}).err, "must be a finite number >= 0"));
+  CHECK(contains(compress(model, out, {"--prune", "0.5"}).err, "--prune applies to lossy tensors"));
+  // The options where they apply: --tile of exactly 2^24 elements, --level with zstd, --prune with --override.
+  for (const auto& extra : std::vector<std::vector<std::string>>{{"--tile", "16777216x1"},
+                                                                  {"--codec", "zstd", "--level", "-5"},
+                                                                  {"--prune", "0.5", "--override", "^x$=int8"}}) {
+    INFO(extra[0]);
+    RunResult ok = compress(model, out, extra);
+    INFO(ok.err);
+    CHECK(ok.exit_code == 0);
+    std::filesystem::remove(out);
+  }
 
   CHECK(run_wpack({"--version"}).exit_code == 0);
   CHECK(run_wpack({"--help"}).exit_code == 0);

@@ -484,6 +484,25 @@ TEST_CASE("sharded safetensors: shard names escaping the index directory are ref
   require_index_format_error(dir, "layer0.w", "is empty");
 }
 
+// Nesting deeper than serde_json's limit exhausted the parser's stack (SIGSEGV at 100000 levels, in a
+// 200 KB header): refused with one line, in a header and in an index file.
+TEST_CASE("safetensors refuses headers and index files nested deeper than 128 levels") {
+  TempDir dir;
+  auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  require_format_error(dir, raw_file(R"({"__metadata__":{"a":)" + nested(100000) + "}}", 0), "",
+                       "header nests arrays and objects deeper than 128 levels");
+  require_format_error(dir, raw_file(R"({"w":{"dtype":"F32","shape":)" + nested(130) + R"(,"data_offsets":[0,0]}})", 0),
+                       "", "nests arrays and objects deeper than 128 levels");
+  // 128 levels in all parse (and are then refused for what they hold, not for their depth).
+  const Error shallow = thrown_by([&] {
+    test::write_file(dir.file("ok.safetensors"), raw_file(R"({"w":{"dtype":"F32","shape":)" + nested(126) + R"(,"data_offsets":[0,0]}})", 0));
+    open_safetensors(dir.file("ok.safetensors"));
+  });
+  CHECK(std::string(shallow.what()).find("deeper than") == std::string::npos);
+  write_index(dir, kGoodWeightMap, R"({"a":)" + nested(100000) + "}");
+  require_index_format_error(dir, "", "index nests arrays and objects deeper than 128 levels");
+}
+
 TEST_CASE("sharded safetensors: a malformed index is refused") {
   TempDir dir;
   TwoShards shards(dir);
