@@ -88,6 +88,9 @@ OrderedJson parse_json_unique_keys(std::string_view text, const std::string& pat
   // never valid JSON (not whitespace, and escaped inside strings), so refuse it outright.
   if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
     fail_file(path, std::string(what) + " is not valid UTF-8 JSON: NUL byte at offset " + std::to_string(nul));
+  // nlohmann skips a UTF-8 byte order mark; serde_json (the reference) and Python's json refuse it.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF")
+    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: it starts with a byte order mark");
   try {
     return OrderedJson::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
                               /*ignore_comments=*/false);

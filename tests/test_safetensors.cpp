@@ -204,6 +204,8 @@ TEST_CASE("safetensors refuses a header that is not valid JSON or not UTF-8") {
   require_format_error(dir, raw_file("{" + kGoodEntry + "}\0trailing garbage"s, 8), "", "NUL byte at offset");
   // Invalid UTF-8 inside a string (a lone continuation byte); the message stays printable.
   require_format_error(dir, raw_file("{\"__metadata__\":{\"k\":\"\x80\xff\"}}", 0), "", "not valid UTF-8 JSON");
+  // A byte order mark before the JSON: refused, as the reference implementation refuses it.
+  require_format_error(dir, raw_file("\xEF\xBB\xBF{" + kGoodEntry + "}", 8), "", "starts with a byte order mark");
 }
 
 TEST_CASE("safetensors refuses a header that is not a JSON object") {
