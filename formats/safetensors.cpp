@@ -325,6 +325,7 @@ class SafetensorsSharded final : public TensorSource {
 
     const std::filesystem::path dir = std::filesystem::path(index_path).parent_path();
     std::unordered_map<std::string, size_t> found_shard;  // tensor name -> shard that holds it
+    std::unordered_map<std::string, size_t> metadata_shard;  // __metadata__ key -> the first shard that has it
     for (size_t s = 0; s < shard_names.size(); ++s) {
       const std::string shard_path = (dir / shard_names[s]).string();
       if (!path_exists(shard_path))
@@ -346,8 +347,18 @@ class SafetensorsSharded final : public TensorSource {
         tensors_.push_back(shard->tensors()[t]);
         location_.push_back({s, t});
       }
-      // Shards first, in order: the first value of a key wins.
-      for (const auto& [key, value] : shard->metadata()) metadata_.emplace(key, value);
+      // Shards first, in order. Shards that disagree on a key are refused: keeping one value would
+      // drop the other silently (unpack writes the metadata back).
+      for (const auto& [key, value] : shard->metadata()) {
+        const auto [it, added] = metadata_.emplace(key, value);
+        if (added) {
+          metadata_shard[key] = s;
+        } else if (it->second != value) {
+          fail_file(index_path, "shards '" + printable(shard_names[metadata_shard[key]]) + "' and '" +
+                                    printable(shard_names[s]) + "' disagree on __metadata__ '" + printable(key) + "' ('" +
+                                    printable(it->second) + "' against '" + printable(value) + "')");
+        }
+      }
       shards_.push_back(std::move(shard));
     }
     for (const auto& [tensor, shard] : weight_map.items()) {

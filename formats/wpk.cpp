@@ -79,6 +79,21 @@ std::vector<uint8_t> make_header(uint32_t alignment) {
 
 uint64_t wpk_checksum(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
+void check_wpk_tensor_fits(const std::string& name, const std::vector<uint64_t>& shape, DType dtype,
+                           const std::string& context) {
+  if (name.size() > 0xFFFF)
+    throw Error(ErrorCode::kUnsupported, context + ": tensor name longer than 65535 bytes ('" + name.substr(0, 40) + "...')");
+  if (!is_utf8(name)) throw Error(ErrorCode::kUnsupported, context + ": tensor name '" + name + "' is not UTF-8");
+  if (shape.size() > kWpkMaxRank) throw Error(ErrorCode::kUnsupported, context + ": tensor '" + name + "' has rank > 16");
+  // Left to right, as the reader checks it (docs/FORMAT.md "Tensor record").
+  uint64_t elements = 1, bytes = 0;
+  for (uint64_t d : shape)
+    if (__builtin_mul_overflow(elements, d, &elements))
+      throw Error(ErrorCode::kUnsupported, context + ": tensor '" + name + "': shape " + shape_text(shape) + " overflows 64 bits");
+  if (__builtin_mul_overflow(elements, uint64_t{dtype_size(dtype)}, &bytes))
+    throw Error(ErrorCode::kUnsupported, context + ": tensor '" + name + "': shape " + shape_text(shape) + " overflows 64 bits");
+}
+
 uint64_t WpkTensor::num_elements() const {
   uint64_t n = 1;  // WpkReader::open refuses shapes whose byte size overflows; checked for other callers
   for (uint64_t d : shape)
@@ -128,17 +143,7 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
   if (impl_->in_tensor) throw Error(ErrorCode::kInvalidArgument, target + ": begin_tensor inside a tensor");
   if (impl_->names.count(tensor.name) != 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": duplicate tensor name '" + tensor.name + "'");
-  if (tensor.name.size() > 0xFFFF)
-    throw Error(ErrorCode::kUnsupported, target + ": tensor name longer than 65535 bytes");
-  if (!is_utf8(tensor.name))
-    throw Error(ErrorCode::kUnsupported, target + ": tensor name '" + tensor.name + "' is not UTF-8");
-  if (tensor.shape.size() > kWpkMaxRank)
-    throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "' has rank > 16");
-  uint64_t bytes = dtype_size(tensor.dtype);
-  for (uint64_t d : tensor.shape)
-    if (__builtin_mul_overflow(bytes, d, &bytes))
-      throw Error(ErrorCode::kUnsupported, target + ": tensor '" + tensor.name + "': shape " +
-                                               shape_text(tensor.shape) + " overflows 64 bits");
+  check_wpk_tensor_fits(tensor.name, tensor.shape, tensor.dtype, target);
   if (tensor.scheme == 0 && !tensor.params.empty())
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': lossless tensor with " +
                                                  std::to_string(tensor.params.size()) + " bytes of params");

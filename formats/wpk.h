@@ -158,4 +158,11 @@ class WpkReader {
 // XXH3-64 with seed 0, the checksum used throughout the format.
 uint64_t wpk_checksum(std::span<const uint8_t> bytes);
 
+// Throws Error(kUnsupported) naming `context` and the tensor when the format cannot hold a tensor of
+// this name, shape and dtype: a name longer than 65535 bytes or not UTF-8, rank > 16, a byte size
+// that overflows 64 bits. WpkWriter::begin_tensor checks it (naming the output); a packer checks
+// every tensor first, naming its source, before it writes anything.
+void check_wpk_tensor_fits(const std::string& name, const std::vector<uint64_t>& shape, DType dtype,
+                           const std::string& context);
+
 }  // namespace wpack

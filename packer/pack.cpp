@@ -740,7 +740,10 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
   omp_set_num_threads(threads);
   // Validate the options and every pattern before writing anything.
   check_exp4_filter(options);
-  for (const auto& info : source.tensors()) (void)resolve_policy(info, options);
+  for (const auto& info : source.tensors()) {
+    (void)resolve_policy(info, options);
+    check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
+  }
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;
   LossyWorkspace lossy_workspace;

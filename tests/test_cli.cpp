@@ -592,12 +592,15 @@ TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line na
       return path;
     };
     const std::string out = dir.file("limits.wpk");
-    RunResult rank = compress(raw_safetensors("deep", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]"), out);
+    // Named by the input file, found before anything is written.
+    const std::string deep = raw_safetensors("deep", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]");
+    RunResult rank = compress(deep, out);
     CHECK(rank.exit_code == 1);
-    require_one_line_error(rank, "tensor 'deep' has rank > 16");
-    RunResult name = compress(raw_safetensors(std::string(70000, 'n'), "[1]"), out);
+    require_one_line_error(rank, deep + ": tensor 'deep' has rank > 16");
+    const std::string long_name = raw_safetensors(std::string(70000, 'n'), "[1]");
+    RunResult name = compress(long_name, out);
     CHECK(name.exit_code == 1);
-    require_one_line_error(name, "tensor name longer than 65535 bytes");
+    require_one_line_error(name, long_name + ": tensor name longer than 65535 bytes");
     CHECK(!std::filesystem::exists(out));
   }
   SECTION("truncated .wpk") {

@@ -423,6 +423,18 @@ TEST_CASE("sharded safetensors: two shards round trip, ordered by shard then off
   REQUIRE(open_tensor_source(index)->format_name() == "safetensors-sharded");
 }
 
+TEST_CASE("sharded safetensors: shards that disagree on a __metadata__ key are refused") {
+  TempDir dir;
+  TwoShards shards(dir);
+  // Shard 1 again with another "format": keeping one value would drop the other silently.
+  write_safetensors(dir.file("model-00001-of-00002.safetensors"), {shards.tensors[0], shards.tensors[1]},
+                    {shards.data[0], shards.data[1]}, {{"format", "tf"}}, true);
+  write_index(dir, kGoodWeightMap);
+  require_index_format_error(dir, "",
+                             "shards 'model-00002-of-00002.safetensors' and 'model-00001-of-00002.safetensors' disagree "
+                             "on __metadata__ 'format' ('pt' against 'tf')");
+}
+
 TEST_CASE("sharded safetensors: shards in a subdirectory are allowed") {
   TempDir dir;
   std::filesystem::create_directory(dir.file("shards"));
