@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <cstring>
+#include <new>  // std::bad_alloc
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -21,6 +22,13 @@ bool VerifyReport::ok() const {
 
 namespace {
 
+// The error for a tensor whose decoded form does not fit in memory: a file of a few MB can declare a
+// tensor of any size (constant tiles code 2^24 elements in a few bytes), which verify decodes whole.
+Error out_of_memory(const WpkReader& reader, const WpkTensor& wt, uint64_t bytes) {
+  return Error(ErrorCode::kIo, reader.path() + ": tensor '" + wt.name + "': out of memory for its " +
+                                   std::to_string(bytes) + " decoded bytes");
+}
+
 // A lossy tensor: decode every tile to float into `decoded` (num_elements values); with a source,
 // compare relative errors. A failed decode sets check.error and, with `decode_error`, keeps the Error.
 void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, size_t source_index, bool in_source,
@@ -29,11 +37,16 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
   const WpkTensor& wt = reader.tensors()[t];
   check.lossy = true;
   check.recorded_rel_error = wt.metrics.rel_error;
-  decoded.assign(wt.num_elements(), 0.0f);
   try {
+    decoded.assign(wt.num_elements(), 0.0f);
     decode_tensor_f32(reader, t, decoded, threads);
     check.decoded = true;
   } catch (const Error& e) {
+    check.error = e.what();
+    if (decode_error) decode_error->emplace(e);
+    return;
+  } catch (const std::bad_alloc&) {
+    const Error e = out_of_memory(reader, wt, wt.num_elements() * sizeof(float));
     check.error = e.what();
     if (decode_error) decode_error->emplace(e);
     return;
@@ -112,11 +125,16 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
       if (on_decoded) hand_over(t, decode_error, {}, values);
       continue;
     }
-    decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
     try {
+      decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
       decode_tensor(reader, t, decoded, threads);
       check.decoded = true;
     } catch (const Error& e) {
+      check.error = e.what();
+      if (on_decoded) decode_error.emplace(e);
+    } catch (const std::bad_alloc&) {
+      decoded = {};
+      const Error e = out_of_memory(reader, wt, wt.num_elements() * dtype_size(wt.dtype));
       check.error = e.what();
       if (on_decoded) decode_error.emplace(e);
     }
