@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>  // header parsing and writing (no hand-written JSON)
 
+#include "formats/detail/json_rules.h"
 #include "formats/error.h"
 #include "formats/io.h"
 
@@ -61,16 +62,16 @@ std::string printable(std::string_view text, bool ascii_only = false) {
 // Parses `text` as JSON, refusing duplicate keys in any object (nlohmann keeps the last one
 // silently). A duplicate at the top level is reported through `on_top_level_duplicate` (a tensor
 // name in a header), deeper ones as a duplicate key. Invalid JSON / UTF-8 and nesting deeper than
-// kSafetensorsMaxJsonDepth (which would otherwise exhaust the stack) are Error(kFormat).
+// detail::kMaxJsonDepth, a NUL byte or a byte order mark (formats/detail/json_rules.h) are Error(kFormat).
 template <typename OnTopLevelDuplicate>
 OrderedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
                                    OnTopLevelDuplicate on_top_level_duplicate) {
   std::vector<std::set<std::string>> open_objects;  // keys seen so far in each enclosing object
   auto callback = [&](int depth, nlohmann::json::parse_event_t event, OrderedJson& parsed) -> bool {
     using Event = nlohmann::json::parse_event_t;
-    if ((event == Event::object_start || event == Event::array_start) && depth >= kSafetensorsMaxJsonDepth)
+    if (detail::json_too_deep(depth, event))
       fail_file(path, std::string(what) + " nests arrays and objects deeper than " +
-                          std::to_string(kSafetensorsMaxJsonDepth) + " levels");
+                          std::to_string(detail::kMaxJsonDepth) + " levels");
     if (event == Event::object_start) {
       open_objects.emplace_back();
     } else if (event == Event::object_end) {
@@ -84,13 +85,8 @@ OrderedJson parse_json_unique_keys(std::string_view text, const std::string& pat
     }
     return true;
   };
-  // nlohmann treats a NUL byte as the end of input, so "{...}\0garbage" would parse. A raw NUL is
-  // never valid JSON (not whitespace, and escaped inside strings), so refuse it outright.
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
-    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: NUL byte at offset " + std::to_string(nul));
-  // nlohmann skips a UTF-8 byte order mark; serde_json (the reference) and Python's json refuse it.
-  if (text.substr(0, 3) == "\xEF\xBB\xBF")
-    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: it starts with a byte order mark");
+  if (const std::string problem = detail::json_text_problem(text); !problem.empty())
+    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: " + problem);
   try {
     return OrderedJson::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
                               /*ignore_comments=*/false);

@@ -22,10 +22,6 @@ namespace wpack {
 
 // Largest header accepted, as in the reference implementation.
 inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
-// Arrays and objects nested deeper than this in a header or an index file are refused (serde_json's
-// recursion limit, which the reference implementation parses with); deeper input would exhaust the
-// parser's stack.
-inline constexpr int kSafetensorsMaxJsonDepth = 128;
 
 // Opens one .safetensors file (mmap, read-only). Tensors are listed in data-offset order. read()
 // borrows the mapping; for a tensor of 1 MiB or more, its pages leave the process's resident set

@@ -8,9 +8,9 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "formats/detail/json_rules.h"
 #include "formats/detail/le.h"
 #include "formats/error.h"
-#include "formats/safetensors.h"  // kSafetensorsMaxJsonDepth
 
 namespace wpack {
 namespace {
@@ -33,18 +33,18 @@ bool is_utf8(std::string_view text) {
   }
 }
 
-// Whether `text` is one JSON object and nothing else, in UTF-8, nested no deeper than the
-// safetensors reader takes (nlohmann's parser would stop at a NUL byte, which JSON text cannot hold).
+// Whether `text` is one JSON object and nothing else, in UTF-8, within the rules every JSON text
+// wpack reads shares (formats/detail/json_rules.h).
 bool is_json_object(const std::string& text) {
-  if (text.find('\0') != std::string::npos || !nlohmann::json::accept(text)) return false;
+  if (!detail::json_text_problem(text).empty()) return false;
   struct TooDeep {};
   auto limit = [](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    using Event = nlohmann::json::parse_event_t;
-    if ((event == Event::object_start || event == Event::array_start) && depth >= kSafetensorsMaxJsonDepth) throw TooDeep{};
+    if (detail::json_too_deep(depth, event)) throw TooDeep{};
     return true;
   };
   try {
-    return nlohmann::json::parse(text, limit).is_object();
+    const nlohmann::json parsed = nlohmann::json::parse(text, limit, /*allow_exceptions=*/false);
+    return !parsed.is_discarded() && parsed.is_object();
   } catch (const TooDeep&) {
     return false;
   }
