@@ -1,14 +1,11 @@
 #include "formats/tensor.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "formats/error.h"
 #include "formats/hdf5.h"
+#include "formats/io.h"
 #include "formats/safetensors.h"
 
 namespace wpack {
@@ -94,19 +91,18 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
-  // Only regular files: reading a FIFO would wait for a writer, and a directory reads as empty.
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) throw Error(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(ErrorCode::kIo, path + ": not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::kIo, path + ": cannot open");
-  char head[8] = {};
-  in.read(head, sizeof(head));
-  const auto got = static_cast<size_t>(in.gcount());
-  static const char kHdf5Signature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
-  if (got == 8 && std::memcmp(head, kHdf5Signature, 8) == 0) return open_hdf5(path);
+  // MappedFile takes regular files only: reading a FIFO would wait for a writer, and a directory
+  // would read as empty.
+  static const uint8_t kHdf5Signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  bool hdf5 = false, eight = false;
+  {
+    const auto file = MappedFile::open(path);
+    eight = file->size() >= 8;
+    hdf5 = eight && std::memcmp(file->data(), kHdf5Signature, 8) == 0;
+  }
+  if (hdf5) return open_hdf5(path);
   if (ends_with(path, ".json")) return open_safetensors_index(path);
-  if (got == 8) return open_safetensors(path);
+  if (eight) return open_safetensors(path);
   throw Error(ErrorCode::kFormat, path + ": not a safetensors, safetensors index or HDF5 file (too short)");
 }
 
