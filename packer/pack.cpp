@@ -221,8 +221,8 @@ uint64_t encode_and_write_tiles(WpkWriter& writer, uint64_t tiles, int threads, 
 // Buffers of the lossy path, kept from tensor to tensor: allocating (and page-faulting) fresh
 // tensor-sized buffers for every tensor cost more than quantizing it.
 struct LossyWorkspace {
-  // Whole-tensor path (LUT tensors whose tables do not fit band by band: one table of float32
-  // values or of too few values for the histogram, rows:N with tile rows not a multiple of N).
+  // Whole-tensor path (LUT with a table per N rows where the tile rows are not a multiple of N: a
+  // band would split a table).
   std::vector<float> source;   // the tensor as float32 (while quantizing: with the pruned weights zeroed)
   std::vector<uint8_t> mask;   // prune mask (1 = kept); empty when nothing is pruned
   QuantizedMatrix q;

@@ -499,9 +499,15 @@ class SortedRuns {
 // -0 -> +0: one sorted order, one histogram bucket.
 inline float plus_zero(float v) { return v == 0.0f ? 0.0f : v; }
 
-std::vector<float> sorted_copy(const float* w, uint64_t n) {
+// The values as k-means takes them: -0 as +0 (unsorted).
+std::vector<float> plus_zero_copy(const float* w, uint64_t n) {
   std::vector<float> values(w, w + n);
   for (float& v : values) v = plus_zero(v);
+  return values;
+}
+
+std::vector<float> sorted_copy(const float* w, uint64_t n) {
+  std::vector<float> values = plus_zero_copy(w, n);
   std::sort(values.begin(), values.end());
   return values;
 }
@@ -575,14 +581,6 @@ void sort_ascending(std::vector<float>& v) {
     const std::vector<uint64_t> sub = flag_sort(v, begin, count, middle);
     for (uint64_t c = 0; c < 256; ++c) std::sort(v.begin() + sub[c], v.begin() + sub[c + 1]);
   }
-}
-
-// The copy that the fast path sorts: -0 as +0, ascending.
-std::vector<float> sorted_copy_fast(const float* w, uint64_t n) {
-  std::vector<float> values(n);
-  for (uint64_t i = 0; i < n; ++i) values[i] = plus_zero(w[i]);
-  sort_ascending(values);
-  return values;
 }
 
 // OR of every value's bit pattern (-0 as +0): the low bits that are zero in all of them.
@@ -687,6 +685,14 @@ std::vector<double> fit_from_runs(const R& runs, uint64_t n, uint32_t k) {
   return best;
 }
 
+// The fast path's k-means of n >= 1 values it cannot count in a histogram (-0 as +0, any order):
+// sorted in place, then taken as runs of one element (SortedRuns).
+std::vector<double> fit_sorted(std::vector<float> values, uint32_t k) {
+  sort_ascending(values);
+  const uint64_t n = values.size();
+  return fit_from_runs<true>(SortedRuns(std::move(values)), n, k);
+}
+
 template <bool kFast>
 std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
   if (n == 0) return std::vector<double>(k, 0.0);
@@ -698,7 +704,7 @@ std::vector<double> fit_lut(const float* w, uint64_t n, uint32_t k) {
       return fit_from_runs<true>(
           runs_of_histogram(detail::parallel_histogram(n, uint64_t{1} << (32 - shift), histogram_key(w, shift)), shift),
           n, k);
-    return fit_from_runs<true>(SortedRuns(sorted_copy_fast(w, n)), n, k);  // float32 values, or few of them
+    return fit_sorted(plus_zero_copy(w, n), k);  // float32 values, or few of them
   }
 }
 
@@ -1041,8 +1047,7 @@ std::vector<uint16_t> LutPiecewiseFit::table() {
     centroids = fit_from_runs<true>(runs_of_histogram(count_, histogram_shift(any_)), n_, k_);
   } else if (n_ != 0) {
     if (values_.size() != n_) throw Error(ErrorCode::kInvalidArgument, "LutPiecewiseFit: values missing");
-    sort_ascending(values_);
-    centroids = fit_from_runs<true>(SortedRuns(std::move(values_)), n_, k_);
+    centroids = fit_sorted(std::move(values_), k_);
     values_ = {};
   }
   lut_table_bits(centroids, bits.data());
