@@ -85,6 +85,9 @@ std::string hdf5_detail() {
       &detail);
   H5Eclear2(H5E_DEFAULT);
   std::replace(detail.begin(), detail.end(), '\n', ' ');
+  if (detail.find("bad version number") != std::string::npos)  // a newer file format (libver 'latest')
+    detail += "; the file may need a newer HDF5 library than the " + std::to_string(H5_VERS_MAJOR) + "." +
+              std::to_string(H5_VERS_MINOR) + " this wpack uses";
   return detail.empty() ? std::string() : " (" + detail + ")";
 }
 
@@ -401,11 +404,18 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
   entry.info.name = name;
   entry.info.dtype = mapping.dtype;
   entry.dataset_path = dataset_path;
+  std::vector<hsize_t> max_dims;
   if (space_class == H5S_SIMPLE) {
     const int rank = ctx.check(H5Sget_simple_extent_ndims(space.get()), ErrorCode::kFormat, what, "cannot read its rank");
     std::vector<hsize_t> dims(static_cast<size_t>(rank));
-    ctx.check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), ErrorCode::kFormat, what,
+    max_dims.resize(dims.size());
+    ctx.check(H5Sget_simple_extent_dims(space.get(), dims.data(), max_dims.data()), ErrorCode::kFormat, what,
               "cannot read its dimensions");
+    for (size_t i = 0; i < dims.size(); ++i)  // the library checks this when it writes, not when it reads
+      if (max_dims[i] != H5S_UNLIMITED && dims[i] > max_dims[i])
+        ctx.fail(ErrorCode::kCorrupt, what,
+                 "dimension " + std::to_string(i) + " is " + std::to_string(dims[i]) + ", more than its maximum " +
+                     std::to_string(max_dims[i]));
     entry.info.shape.assign(dims.begin(), dims.end());
   }
   const std::string label = ctx.path + ": " + what;
@@ -423,6 +433,20 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
   }
   const H5D_layout_t layout = H5Pget_layout(dcpl.get());
   if (layout == H5D_VIRTUAL) ctx.fail(ErrorCode::kUnsupported, what, "is a virtual dataset");
+  if (layout == H5D_CHUNKED) {
+    // Chunks no larger than a fixed dimension, as the library requires when it creates a dataset:
+    // libhdf5 1.10 reads a file whose chunk shape was changed after its chunks were indexed with
+    // success, the values misplaced and partly uninitialised.
+    std::vector<hsize_t> chunk(max_dims.size());
+    if (ctx.check(H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), ErrorCode::kFormat, what,
+                  "cannot read its chunk shape") != static_cast<int>(chunk.size()))
+      ctx.fail(ErrorCode::kCorrupt, what, "its chunk rank differs from its rank");
+    for (size_t i = 0; i < chunk.size(); ++i)
+      if (chunk[i] == 0 || (max_dims[i] != H5S_UNLIMITED && chunk[i] > max_dims[i]))
+        ctx.fail(ErrorCode::kCorrupt, what,
+                 "chunk dimension " + std::to_string(i) + " is " + std::to_string(chunk[i]) +
+                     (chunk[i] == 0 ? "" : ", more than the dataset's maximum " + std::to_string(max_dims[i])));
+  }
   if (layout == H5D_CONTIGUOUS) {
     // Uncompressed: allocated storage must hold exactly the declared elements (0 = never written,
     // reads return the fill value).
@@ -554,11 +578,7 @@ class Hdf5Source final : public TensorSource {
     } catch (const std::bad_alloc&) {
       ctx_.fail(ErrorCode::kIo, what, "cannot allocate " + std::to_string(size) + " bytes");
     }
-    if (size != 0) {
-      Hid mem_type = memory_type(ctx_, entry.info.dtype, what);
-      ctx_.check(H5Dread(dataset.get(), mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()),
-                 ErrorCode::kCorrupt, what, "read failed");
-    }
+    if (size != 0) read_dataset(dataset.get(), entry, what, bytes.data());
     if (entry.info.dtype == DType::BOOL) {
       for (uint8_t b : bytes) {
         if (b > 1) ctx_.fail(ErrorCode::kCorrupt, what, "boolean value " + std::to_string(b) + " is neither 0 nor 1");
@@ -568,6 +588,43 @@ class Hdf5Source final : public TensorSource {
   }
 
  private:
+  // Reads the whole dataset into `out`. A chunked dataset of rank >= 1 is read in slabs of whole
+  // chunk rows along its first dimension, at most kChunksPerRead chunks each: libhdf5 keeps a few
+  // KiB per chunk of a selection while it reads it, so that a 2 GiB dataset of 4x4 chunks read at
+  // once needs tens of GiB.
+  void read_dataset(hid_t dataset, const Entry& entry, const std::string& what, uint8_t* out) const {
+    Hid mem_type = memory_type(ctx_, entry.info.dtype, what);
+    const std::vector<uint64_t>& shape = entry.info.shape;
+    Hid dcpl = ctx_.hold(H5Dget_create_plist(dataset), H5Pclose, ErrorCode::kFormat, what, "cannot read its layout");
+    std::vector<hsize_t> chunk(shape.size());
+    if (shape.empty() || H5Pget_layout(dcpl.get()) != H5D_CHUNKED ||
+        H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) != static_cast<int>(chunk.size())) {
+      H5Eclear2(H5E_DEFAULT);
+      ctx_.check(H5Dread(dataset, mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out), ErrorCode::kCorrupt, what,
+                 "read failed");
+      return;
+    }
+    constexpr uint64_t kChunksPerRead = 16384;
+    uint64_t chunks_per_row = 1, row_bytes = dtype_size(entry.info.dtype);  // of one chunk row / one index of dim 0
+    for (size_t i = 1; i < shape.size(); ++i) {
+      chunks_per_row = std::min<uint64_t>(kChunksPerRead, chunks_per_row * ((shape[i] + chunk[i] - 1) / chunk[i]));
+      row_bytes *= shape[i];
+    }
+    const uint64_t slab_rows = chunk[0] * std::max<uint64_t>(1, kChunksPerRead / chunks_per_row);
+    Hid file_space = ctx_.hold(H5Dget_space(dataset), H5Sclose, ErrorCode::kFormat, what, "cannot read its shape");
+    std::vector<hsize_t> start(shape.size(), 0), count(shape.begin(), shape.end());
+    for (uint64_t row = 0; row < shape[0]; row += slab_rows) {
+      start[0] = row;
+      count[0] = std::min<uint64_t>(slab_rows, shape[0] - row);
+      ctx_.check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+                 ErrorCode::kFormat, what, "cannot select rows");
+      Hid mem_space = ctx_.hold(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose,
+                                ErrorCode::kIo, what, "cannot describe a read");
+      ctx_.check(H5Dread(dataset, mem_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, out + row * row_bytes),
+                 ErrorCode::kCorrupt, what, "read failed");
+    }
+  }
+
   void add(Entry entry) {
     if (!names_.insert(entry.info.name).second) {
       ctx_.fail(ErrorCode::kFormat, "tensor " + quoted(entry.info.name),

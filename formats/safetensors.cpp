@@ -307,14 +307,16 @@ class SafetensorsSharded final : public TensorSource {
 
     // Shards in order of first appearance; tensor -> shard as the index says.
     std::vector<std::string> shard_names;
-    std::unordered_map<std::string, size_t> shard_of_name;  // shard name -> position in shard_names
+    std::unordered_map<std::string, size_t> shard_of_name;  // shard name (normalised) -> position in shard_names
     std::unordered_map<std::string, size_t> mapped_shard;   // tensor name -> shard position
     for (const auto& [tensor, shard] : weight_map.items()) {
       if (!shard.is_string())
         fail_tensor(index_path, tensor, "weight_map value is not a shard file name but " + json_text(shard));
       const auto& name = shard.get_ref<const std::string&>();
       if (const auto why = bad_shard_name(name)) fail_tensor(index_path, tensor, "shard '" + printable(name) + "' " + *why);
-      auto [it, added] = shard_of_name.emplace(name, shard_names.size());
+      // One shard however it is spelled ("./a.safetensors", "a.safetensors")
+      auto [it, added] = shard_of_name.emplace(std::filesystem::path(name).lexically_normal().generic_string(),
+                                               shard_names.size());
       if (added) shard_names.push_back(name);
       mapped_shard.emplace(tensor, it->second);
     }

@@ -98,7 +98,9 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
   {
     const auto file = MappedFile::open(path);
     eight = file->size() >= 8;
-    hdf5 = eight && std::memcmp(file->data(), kHdf5Signature, 8) == 0;
+    // The signature is at 0, or after a user block of 512, 1024, 2048, ... bytes (HDF5's rule).
+    for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at)
+      hdf5 = std::memcmp(file->data() + at, kHdf5Signature, 8) == 0;
   }
   if (hdf5) return open_hdf5(path);
   if (ends_with(path, ".json")) return open_safetensors_index(path);

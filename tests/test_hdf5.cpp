@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -492,6 +493,87 @@ TEST_CASE("generic HDF5: chunked and compressed datasets read back exactly") {
   REQUIRE(read_bytes(*source, 0) == data);
 }
 
+// Chunked datasets are read in slabs of whole chunk rows, at most 16384 chunks each: 40000 chunks of
+// one element take three slabs (the last partial), and 2-D chunks of 3 x 2 over 5 columns (3
+// chunks a chunk row) several.
+TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in slabs") {
+  TempDir dir;
+  const std::string path = dir.file("small_chunks.h5");
+  std::vector<float> a(40000), b(30001 * 5);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.5f - 7.0f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 977) - 0.25f * static_cast<float>(i % 13);
+  {
+    H5Writer w(path);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk_a[1] = {1};
+    H5Pset_chunk(dcpl, 1, chunk_a);
+    w.dataset("/a", H5T_IEEE_F32LE, {40000}, H5T_NATIVE_FLOAT, a.data(), dcpl);
+    H5Pclose(dcpl);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk_b[2] = {3, 2};
+    H5Pset_chunk(dcpl, 2, chunk_b);
+    w.dataset("/b", H5T_IEEE_F32BE, {30001, 5}, H5T_NATIVE_FLOAT, b.data(), dcpl);
+    H5Pclose(dcpl);
+  }
+  auto source = open_hdf5(path);
+  REQUIRE(source->tensors().size() == 2);
+  std::vector<uint8_t> want_a(4 * a.size()), want_b(4 * b.size());
+  std::memcpy(want_a.data(), a.data(), want_a.size());
+  std::memcpy(want_b.data(), b.data(), want_b.size());
+  CHECK(read_bytes(*source, 0) == want_a);
+  CHECK(read_bytes(*source, 1) == want_b);
+}
+
+// A file whose chunk shape was changed after its chunks were indexed: libhdf5 1.10 reads it "with
+// success", values misplaced and partly uninitialised. A chunk larger than a fixed dimension (which
+// the library never writes) is refused; so is a dimension larger than its maximum.
+TEST_CASE("error: a chunk or a dimension larger than the dataset's maximum is corrupt") {
+  TempDir dir;
+  std::vector<float> v(16 * 16);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  const std::string path = dir.file("chunked.h5");
+  {
+    H5Writer w(path);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk[2] = {4, 4};
+    H5Pset_chunk(dcpl, 2, chunk);
+    w.dataset("/w", H5T_IEEE_F32LE, {16, 16}, H5T_NATIVE_FLOAT, v.data(), dcpl);
+    H5Pclose(dcpl);
+  }
+  const std::vector<uint8_t> good = wpack::test::read_file(path);
+  // Find a pattern of bytes once in the file; returns its offset.
+  auto find_once = [&](const std::vector<uint8_t>& pattern) {
+    const auto at = std::search(good.begin(), good.end(), pattern.begin(), pattern.end());
+    REQUIRE(at != good.end());
+    REQUIRE(std::search(at + 1, good.end(), pattern.begin(), pattern.end()) == good.end());
+    return static_cast<size_t>(at - good.begin());
+  };
+  // The file with `bytes` is refused as corrupt, with `message`.
+  auto require_corrupt = [&](const std::vector<uint8_t>& bytes, const std::string& message) {
+    const std::string bad = dir.file("bad.h5");
+    wpack::test::write_file(bad, bytes);
+    try {
+      open_hdf5(bad);
+      FAIL("opened");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kCorrupt);
+      CHECK(std::string(e.what()).find(message) != std::string::npos);
+    }
+  };
+  {  // layout message v3, chunked, rank 2 + 1, then an 8-byte address and the chunk dims (u32)
+    std::vector<uint8_t> bytes = good;
+    const size_t at = find_once({3, 2, 3});
+    bytes[at + 11] = 255;  // chunk dimension 0: 4 -> 255
+    require_corrupt(bytes, "dataset '/w': chunk dimension 0 is 255, more than the dataset's maximum 16");
+  }
+  {  // dataspace message v1: version 1, rank 2, flags 1 (maxima present), 5 reserved, dims, maxima
+    std::vector<uint8_t> bytes = good;
+    const size_t at = find_once({1, 2, 1, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 16});
+    bytes[at + 10] = 1;  // dims[0]: 16 -> 65552 (maximum still 16)
+    require_corrupt(bytes, "dataset '/w': dimension 0 is 65552, more than its maximum 16");
+  }
+}
+
 TEST_CASE("generic HDF5: a hard-link cycle is walked once") {
   TempDir dir;
   const std::string path = dir.file("cycle.h5");
@@ -678,4 +760,24 @@ TEST_CASE("open_tensor_source dispatches HDF5 files by signature") {
   auto c = open_tensor_source(generic);
   REQUIRE(c->format_name() == "hdf5");
   REQUIRE(names_of(*c) == std::vector<std::string>{"x"});
+
+  // A user block before the superblock (h5py's userblock_size): the signature at 512, 1024, ...
+  for (hsize_t user_block : {512, 2048}) {
+    const std::string ub = dir.file("ub" + std::to_string(user_block) + ".h5");
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    REQUIRE(H5Pset_userblock(fcpl, user_block) >= 0);
+    hid_t file = H5Fcreate(ub.c_str(), H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    REQUIRE(file >= 0);
+    const hsize_t dims[1] = {3};
+    hid_t space = H5Screate_simple(1, dims, nullptr);
+    hid_t ds = H5Dcreate2(file, "/x", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(H5Dwrite(ds, H5T_IEEE_F32LE, H5S_ALL, H5S_ALL, H5P_DEFAULT, kBias.data()) >= 0);
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Fclose(file);
+    H5Pclose(fcpl);
+    auto d = open_tensor_source(ub);
+    CHECK(d->format_name() == "hdf5");
+    CHECK(read_bytes(*d, 0) == kBias);
+  }
 }

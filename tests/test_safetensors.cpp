@@ -444,6 +444,16 @@ TEST_CASE("sharded safetensors: shards in a subdirectory are allowed") {
   REQUIRE(bytes_of(source->read(0)) == std::vector<uint8_t>{5, 6});
 }
 
+TEST_CASE("sharded safetensors: one shard spelled two ways in weight_map is one shard") {
+  TempDir dir;
+  TwoShards shards(dir);
+  write_index(dir, R"("layer1.w":"./model-00002-of-00002.safetensors","layer0.w":"model-00001-of-00002.safetensors",)"
+                   R"("layer0.b":".//model-00001-of-00002.safetensors","step":"model-00002-of-00002.safetensors")");
+  const auto source = open_safetensors_index(dir.file("model.safetensors.index.json"));
+  require_same(*source, {shards.tensors[2], shards.tensors[3], shards.tensors[0], shards.tensors[1]},
+               {shards.data[2], shards.data[3], shards.data[0], shards.data[1]});
+}
+
 TEST_CASE("sharded safetensors: a missing shard file is an I/O error naming the shard") {
   TempDir dir;
   TwoShards shards(dir);
