@@ -372,6 +372,22 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
   return 0;
 }
 
+// A warning line per lossy tensor whose scales or LUT values hit fp16's limits: its weights lost
+// range (inspect shows the rel_error too, but nothing else says why).
+void warn_fp16_limits(const PackReport& report, std::ostream& err) {
+  for (const PackedTensor& t : report.tensors) {
+    const Fp16Limits& l = t.fp16_limits;
+    if (!t.policy.lossy() || !l.any()) continue;
+    const bool lut = scheme_is_lut(t.policy.spec.scheme);
+    err << "wpack: warning: tensor '" << one_line(t.name) << "': ";
+    if (l.saturated)
+      err << l.saturated << " of " << l.total << (lut ? " table values" : " scales") << " at fp16's largest, 65504 (weights clipped)";
+    if (l.saturated && l.underflowed) err << ", ";
+    if (l.underflowed) err << l.underflowed << " of " << l.total << " scales at fp16's smallest, 2^-24 (weights too small)";
+    err << "; rel_error " << fixed(t.metrics.rel_error, 4) << "; --keep packs it lossless\n";
+  }
+}
+
 }  // namespace
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global) {
@@ -386,6 +402,7 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   PackReport report = pack_model(*source, args.output, options);
   progress.finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!global.quiet) warn_fp16_limits(report, std::cerr);
   if (global.verbose)
     for (const auto& t : report.tensors)
       std::cerr << "  " << t.name << ": " << (t.policy.lossy() ? policy_to_string(t.policy) : std::string(filter_name(t.filter))) << ", " << t.original_bytes << " -> " << t.stored_bytes << " bytes\n";
@@ -442,6 +459,7 @@ json gpu_batch_json(const GpuBatchCheck& b) {
     return j;
   }
   j["matmul_rel_error"] = json_or_null(b.matmul_rel_error);
+  j["matmul_output_error"] = json_or_null(b.matmul_output_error);
   j["kernel"] = b.kernel_path;
   if (b.timed) {
     j["kernel_time_us"] = b.kernel.median_us;
@@ -592,6 +610,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   VerifyReport report;
   std::optional<GpuVerifyReport> gpu;
   std::string gpu_note;
+  std::string gpu_setup_error;  // --device cuda: the device failed before the first tensor
   if (args.device == "cuda") {
     GpuVerifyOptions options;
     options.batches = args.batches;
@@ -601,8 +620,20 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     options.progress = [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); };
     std::optional<GpuVerifier> verifier;
     std::exception_ptr gpu_failure;
+    // Integrity first: no GPU work on a file with a damaged tile (the CPU checks report each one).
+    const std::vector<BadChecksum> damaged = bad_checksums(*reader, args.threads);
+    if (!damaged.empty()) {
+      validate_gpu_verify_options(options);
+      gpu_note = "GPU checks did not run: " + std::to_string(damaged.size()) + " tensor" +
+                 (damaged.size() == 1 ? " has a tile" : "s have tiles") + " whose checksum fails";
+    }
     try {
-      verifier.emplace(*reader, against.get(), options);
+      if (damaged.empty()) verifier.emplace(*reader, against.get(), options);
+    } catch (const Error& e) {
+      // The device failed before the first tensor (its copy test, memory, cuBLAS): the CPU checks
+      // still run and report; the GPU checks did not, and the verify fails.
+      if (e.code() == ErrorCode::kInvalidArgument) throw;
+      gpu_setup_error = e.what();
     } catch (...) {
       gpu_failure = std::current_exception();
     }
@@ -618,14 +649,17 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
       };
     report = verify_cpu(*reader, against.get(), args.threads, max_rel_error, on_decoded);
     if (gpu_failure) std::rethrow_exception(gpu_failure);
-    gpu = verifier->finish();
+    if (verifier) {
+      gpu = verifier->finish();
+      if (!gpu->ran) gpu_note = "GPU checks did not run: " + gpu->not_run_reason + "; the result is the CPU checks'";
+    }
     progress.finish();
-    if (!gpu->ran) gpu_note = "GPU checks did not run: " + gpu->not_run_reason + "; the result is the CPU checks'";
   } else {
     report = verify_cpu(*reader, against.get(), args.threads, max_rel_error);
   }
   const bool gpu_ran = gpu && gpu->ran;
-  const bool ok = report.ok() && (!gpu || gpu->ok());
+  const bool ok = report.ok() && (!gpu || gpu->ok()) && gpu_setup_error.empty();
+  if (!gpu_setup_error.empty()) gpu_setup_error = args.input + ": GPU checks did not run: the device failed: " + gpu_setup_error;
 
   if (args.json) {
     json out;
@@ -633,6 +667,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     out["device"] = args.device;
     out["gpu_checks_ran"] = gpu_ran;
     if (!gpu_note.empty()) out["gpu_note"] = gpu_note;
+    if (!gpu_setup_error.empty()) out["gpu_error"] = gpu_setup_error;
     if (gpu_ran) {
       out["gpu"] = gpu_device_json(*gpu);
       if (!gpu->baseline_not_run.empty()) out["cublas_error"] = gpu->baseline_not_run;
@@ -677,6 +712,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     out["tiles_checked"] = report.tiles_checked;
     out["cpu_ok"] = report.ok();
     if (gpu_ran) out["gpu_ok"] = gpu->ok();
+    else if (!gpu_setup_error.empty()) out["gpu_ok"] = false;
     out["ok"] = ok;
     print_json(out);
   } else {
@@ -688,6 +724,7 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
         if (!gpu->tensors[i].error.empty() && (i >= report.tensors.size() || report.tensors[i].error.empty()))
           std::cerr << "wpack: " << gpu->tensors[i].error << "\n";
     if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
+    if (!gpu_setup_error.empty()) std::cerr << "wpack: " << gpu_setup_error << "\n";
     if (global.verbose)
       for (const auto& t : report.tensors)
         std::cout << "  " << (t.error.empty() ? "ok  " : "FAIL") << "  " << t.name << "\n";

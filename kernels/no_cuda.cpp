@@ -14,6 +14,8 @@ bool gpu_build_has_cuda() { return false; }
 bool gpu_build_has_warp_tiles() { return false; }
 const char* gpu_ring_gemv_name() { return nullptr; }
 int gpu_device_count(std::string*) { no_cuda(); }
+bool gpu_device_runs_kernels(std::string*) { no_cuda(); }
+std::string gpu_context_error() { no_cuda(); }
 
 GpuTensor::GpuTensor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 GpuTensor::GpuTensor(GpuTensor&&) noexcept = default;

@@ -307,6 +307,15 @@ cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev
 uint64_t decode_smem_bytes(const SmemPlan& plan) { return SmemLayout(plan).total; }
 uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch) { return SmemLayout(plan, plan.cols_cap * batch).total; }
 
+namespace {
+__global__ void image_probe_kernel() {}
+}  // namespace
+
+cudaError_t kernel_image_status() {
+  cudaFuncAttributes attributes;
+  return cudaFuncGetAttributes(&attributes, image_probe_kernel);
+}
+
 cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                           uint64_t tile_count, uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan,
                           void* out_dev, uint32_t* status_dev, cudaStream_t stream) {

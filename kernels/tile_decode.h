@@ -69,6 +69,16 @@ const char* gpu_ring_gemv_name();
 // goes to *why when `why` is not null). Never throws in a CUDA build.
 int gpu_device_count(std::string* why = nullptr);
 
+// Whether the current device runs this build's kernels: its compute capability is one the build
+// was compiled for (CMAKE_CUDA_ARCHITECTURES, 90 by default), or it can compile the build's PTX.
+// When not, the reason goes to *why when `why` is not null ("device sm_80 (NAME): no kernel image
+// in this build (...)"). Never throws in a CUDA build.
+bool gpu_device_runs_kernels(std::string* why = nullptr);
+// After a failed call: "" when the device still works, else the error that its context keeps
+// (an illegal address, a kernel trap: every later CUDA call fails with it). Never throws in a CUDA
+// build.
+std::string gpu_context_error();
+
 // One lossless tensor's tiles resident in device memory. Move-only; frees its device memory.
 class GpuTensor {
  public:

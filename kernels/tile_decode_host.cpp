@@ -341,6 +341,32 @@ int gpu_device_count(std::string* why) {
   return count;
 }
 
+bool gpu_device_runs_kernels(std::string* why) {
+  const cudaError_t err = detail::kernel_image_status();
+  if (err == cudaSuccess) return true;
+  cudaGetLastError();
+  if (why) {
+    int device = 0;
+    cudaDeviceProp prop{};
+    std::string name = "the current device";
+    if (cudaGetDevice(&device) == cudaSuccess && cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+      name = "device sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + " (" + prop.name + ")";
+    cudaGetLastError();
+    *why = name + ": " + cudaGetErrorString(err) + " (this build's CMAKE_CUDA_ARCHITECTURES leave it out)";
+  }
+  return false;
+}
+
+std::string gpu_context_error() {
+  cudaGetLastError();  // a launch error that is not sticky
+  cudaError_t err = cudaDeviceSynchronize();
+  if (err == cudaSuccess) return {};
+  cudaGetLastError();
+  const cudaError_t again = cudaDeviceSynchronize();  // sticky: it stays
+  if (again == cudaSuccess) return {};
+  return cudaGetErrorString(again);
+}
+
 struct GpuTensor::Impl {
   uint64_t rows = 0, cols = 0;
   uint32_t elem_size = 0;
@@ -610,7 +636,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
 
   int smem_limit = 0;
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
+  // + static shared and margin; a BF16 tensor's GEMV also holds x (8 batch columns a pass)
+  uint64_t need = std::max(detail::decode_smem_bytes(impl->plan),
+                           t.dtype == DType::BF16 ? detail::gemv_smem_bytes(impl->plan, 8) : uint64_t{0}) +
+                  1024;
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_raw;
     impl->sparse_tiles = quant_sizes.any_sparse;

@@ -530,7 +530,8 @@ uint64_t band_tile_rows(const TensorPolicy& policy, const TileGeometry& g, int t
 // record's params hold, is known. Fills the record's params and metrics; returns the stored bytes.
 uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands& bands, BandPruner pruner,
                     const TensorPolicy& policy, WpkTensor& record, const std::vector<Codec>& codecs, int level,
-                    int threads, const std::string& context, LossyWorkspace& ws, const uint16_t* lut_table = nullptr) {
+                    int threads, const std::string& context, LossyWorkspace& ws, Fp16Limits& limits,
+                    const uint16_t* lut_table = nullptr) {
   const uint64_t cols = bands.cols();
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
   ws.tile_bytes.clear();
@@ -580,6 +581,8 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands
         ws.tile_bytes.reserve(ceil_div(info.num_elements() * params.bits, 8) + 16 * g.tile_count());
       }
     }
+    // The band's scales and tables at fp16's limits (a tensor's one LUT table counted once).
+    if (band == 0 || lut_table == nullptr) limits.add(fp16_limits(ws.band_q));
     // Per-row schemes keep their scales in the params, LUT schemes with a table per N rows their
     // tables (a band holds whole tables: quantize() fits each over its own rows): collect every band's.
     // The band's tiles are coded with the band's own (their rects are relative to the band): a pruned
@@ -690,7 +693,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
     std::vector<uint16_t> table;
     if (one_table) table = fit_lut_by_bands(bands, *pruner, policy, context, ws);
     packed.stored_bytes = pack_bands(writer, info, bands, *pruner, policy, record, codecs, options.level, threads,
-                                     context, ws, one_table ? table.data() : nullptr);
+                                     context, ws, packed.fp16_limits, one_table ? table.data() : nullptr);
     packed.metrics = record.metrics;
     return packed;
   }
@@ -717,6 +720,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const QuantTensorParams params = quant_params_from(ws.q, policy.prune);
   record.params = serialize_quant_params(params);
   packed.metrics = record.metrics;
+  packed.fp16_limits = fp16_limits(ws.q);
   writer.begin_tensor(record);
   packed.stored_bytes = encode_and_write_tiles(writer, g.tile_count(), threads, context, [&](uint64_t tile) {
     return encode_lossy_tile(thread_encoder(ws), ws.q, params, keep, g.rect(tile), codecs, options.level);

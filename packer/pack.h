@@ -74,6 +74,7 @@ struct PackedTensor {
   ErrorMetrics metrics;
   uint64_t original_bytes = 0;
   uint64_t stored_bytes = 0;  // tile bytes in the file
+  Fp16Limits fp16_limits;     // lossy: its scales / LUT values at fp16's limits (the weights lost range)
 };
 
 struct PackReport {

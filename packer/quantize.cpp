@@ -1069,6 +1069,20 @@ void dequantize_ref(const QuantizedMatrix& q, float* out) {
   }
 }
 
+Fp16Limits fp16_limits(const QuantizedMatrix& q) {
+  constexpr uint16_t kMaxBits = 0x7BFF, kSmallestBits = 0x0001;  // 65504 and 2^-24
+  Fp16Limits l;
+  for (const uint16_t h : q.scales) {  // positive, or 0 for an all-zero group
+    l.saturated += h == kMaxBits;
+    l.underflowed += h == kSmallestBits;
+  }
+  // LUT tables: values at +-65504. (Values at 2^-24 or 0 are not counted: a table legitimately
+  // holds zeros, for pruned weights, even several of them, k-means splitting their cluster.)
+  for (const uint16_t h : q.tables) l.saturated += (h & 0x7FFFu) == kMaxBits;
+  l.total = q.scales.size() + q.tables.size();
+  return l;
+}
+
 void dequantize(const QuantizedMatrix& q, float* out) {
   const SchemeInfo& info = check_quantized(q, "dequantize");
   const int64_t rows_signed = static_cast<int64_t>(q.rows);

@@ -122,6 +122,18 @@ class LutPiecewiseFit {
   std::vector<float> values_;  // without the histogram: the values (-0 as +0), sorted by table()
 };
 
+// How many of a quantized matrix's stored fp16 values sit at fp16's limits, which bound the weights a
+// scheme can represent (see QuantizedMatrix): `saturated` scales or LUT table values at +-65504, the
+// largest fp16 (the weights needed more: they decode clipped); `underflowed` scales at 2^-24, the
+// smallest (the group's weights needed a smaller one; LUT values that rounded to 0 are not told apart
+// from zeros of pruned weights, so not counted); `total` scales or table values counted.
+struct Fp16Limits {
+  uint64_t saturated = 0, underflowed = 0, total = 0;
+  void add(const Fp16Limits& o) { saturated += o.saturated, underflowed += o.underflowed, total += o.total; }
+  bool any() const { return saturated + underflowed != 0; }
+};
+Fp16Limits fp16_limits(const QuantizedMatrix& q);
+
 // Writes rows*cols floats to out (host). Throws Error(kInvalidArgument) when the vectors' sizes do not
 // match rows/cols/spec (untrusted input is checked). dequantize_ref is the scalar reference.
 void dequantize(const QuantizedMatrix& q, float* out);

@@ -573,15 +573,15 @@ TEST_CASE("gpu lossy: streaming GEMV in passes of 8 batch columns, lut3, lut4 (l
   }
 }
 
-TEST_CASE("gpu lossy: layer shapes with edge tiles (11008x4096, 4096x11008, 4097x4099) int4 and fp6") {
+TEST_CASE("gpu lossy: layer shapes (11008x4096, 4096x11008, 5120x13824) and edge tiles (4097x4099), int4 and fp6") {
   using wpack::Scheme;
   for (const LossyCase& c : {LossyCase{Scheme::kInt4, Codec::kNone}, LossyCase{Scheme::kFp6, Codec::kNone},
                              LossyCase{Scheme::kInt4, Codec::kRans}}) {
     INFO("case " << case_name(c));
     auto p = pack_lossy({{"up", DType::BF16, {11008, 4096}}, {"down", DType::BF16, {4096, 11008}},
-                         {"odd", DType::BF16, {4097, 4099}}},
+                         {"odd", DType::BF16, {4097, 4099}}, {"mlp13b", DType::BF16, {5120, 13824}}},
                         c, 128, 128, 3);
-    for (size_t t = 0; t < 3; ++t) {
+    for (size_t t = 0; t < 4; ++t) {
       const std::vector<float> w = check_decode_lossy(*p, t);
       check_gemv_f32(*p, t, w, 1, 50 + t);
       check_gemv_f32(*p, t, w, 8, 60 + t);

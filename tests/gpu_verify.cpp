@@ -106,6 +106,7 @@ void require_checked_matrix(const GpuTensorCheck& t, const std::vector<uint32_t>
     REQUIRE(b.ran);
     CHECK(!b.kernel_path.empty());
     CHECK(b.matmul_rel_error <= kMatmulRelTolerance);
+    CHECK(b.matmul_output_error <= kMatmulRelTolerance);  // every output within tolerance of its |W||x|
     CHECK(b.timed == timed);
     if (!timed) continue;
     CHECK(b.kernel.runs == gpu::kMinTimedRuns);
@@ -350,6 +351,30 @@ TEST_CASE("gpu verify: lossy schemes decode bit-exact and multiply within 2e-3")
     CHECK(t.error.find("tensor '" + t.name + "'") != std::string::npos);
     CHECK(t.error.find("--max-error") != std::string::npos);
   }
+}
+
+// K * batch not a multiple of 8: each timed call's activation set starts 128-byte aligned as the
+// first does, so that the timed calls run the kernel that was checked (an unaligned x takes the
+// generic kernel; verify_gpu fails a tensor whose timed calls ran another kernel).
+TEST_CASE("gpu verify: K not a multiple of 8, the timed runs take the checked kernel") {
+  const std::vector<Spec> specs = {
+      {"int8", DType::BF16, {300, 4099}, "int8:codec=none"},
+      {"lut3", DType::BF16, {130, 1001}, "lut3:codec=none"},
+      {"fp6", DType::BF16, {129, 999}, "fp6:codec=none"},
+  };
+  auto p = pack(specs, Codec::kNone);
+  const std::vector<uint32_t> batches = {1, 3, 16};
+  const GpuVerifyReport r = verify_gpu(*p->reader, &p->source, options_with(batches));
+  REQUIRE(r.ran);
+  for (const auto& spec : specs) {
+    const GpuTensorCheck& t = find(r, spec.name);
+    require_checked_matrix(t, batches, true);
+    for (const auto& b : t.batches) {
+      INFO(spec.name << " batch " << b.batch << ": " << b.kernel_path);
+      CHECK(b.kernel_path != gpu::GpuTensor::kGemvGeneric);  // x is aligned: one of the fast kernels
+    }
+  }
+  CHECK(r.ok());
 }
 
 TEST_CASE("gpu verify: a corrupted tile fails, naming the tensor and the tile, and other tensors still run") {

@@ -666,6 +666,21 @@ TEST_CASE("verify: a flipped byte in tile data names the tensor and the tile") {
   REQUIRE(!j.is_discarded());
   CHECK(j["ok"] == false);
 
+  // --device cuda: integrity first, every checksum before any GPU work (none starts: the note says
+  // why, on a machine with a GPU too); the CPU checks name the tile as without it.
+  RunResult vc = run_wpack({"verify", bad, "--device", "cuda"});
+  CHECK(vc.exit_code == 1);
+  CHECK(contains(vc.err, where));
+  CHECK(contains(vc.err, "GPU checks did not run: 1 tensor has a tile whose checksum fails"));
+  RunResult vcj = run_wpack({"verify", "--json", bad, "--device", "cuda", "--batch", "1,16"});
+  CHECK(vcj.exit_code == 1);
+  json jc = json::parse(vcj.out, nullptr, false);
+  REQUIRE(!jc.is_discarded());
+  CHECK(jc["gpu_checks_ran"] == false);
+  CHECK(contains(jc["gpu_note"].get<std::string>(), "checksum fails"));
+  // bad options are still usage errors
+  CHECK(run_wpack({"verify", bad, "--device", "cuda", "--batch", "1,1"}).exit_code == 2);
+
   RunResult u = run_wpack({"unpack", bad, "-o", dir.file("bad.safetensors")});
   CHECK(u.exit_code == 1);
   require_one_line_error(u, where);
@@ -942,6 +957,46 @@ TEST_CASE("quiet: -q is silent, no progress bar when stderr is not a terminal") 
   RunResult v = run_wpack({"verify", packed});
   CHECK(v.exit_code == 0);
   CHECK(v.err.find('\r') == std::string::npos);
+}
+
+TEST_CASE("compress warns, one line per tensor, when scales or LUT values hit fp16's limits") {
+  TempDir dir;
+  const std::string model = dir.file("range.safetensors");
+  std::vector<float> big(64 * 128), tiny(64 * 128);
+  const std::vector<uint8_t> g = test::gaussian_f32(big.size(), 1.0f, 81);
+  std::memcpy(big.data(), g.data(), g.size());
+  for (size_t i = 0; i < big.size(); ++i) tiny[i] = big[i] * 1e-12f, big[i] *= 1e6f;
+  std::vector<uint8_t> big_bytes(4 * big.size()), tiny_bytes(4 * tiny.size());
+  std::memcpy(big_bytes.data(), big.data(), big_bytes.size());
+  std::memcpy(tiny_bytes.data(), tiny.data(), tiny_bytes.size());
+  write_safetensors(model,
+                    {{"huge", DType::F32, {64, 128}}, {"tiny", DType::F32, {64, 128}}, {"w", DType::BF16, {256, 384}}},
+                    {big_bytes, tiny_bytes, test::gaussian_bf16(256 * 384, 0.02f, 82)}, kMetadata, true);
+  const std::string packed = dir.file("m.wpk");
+
+  RunResult r = compress(model, packed, {"--scheme", "nf4"});
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(count_lines(r.err) == 3);  // two warnings, the summary
+  CHECK(contains(r.err, "wpack: warning: tensor 'huge': 128 of 128 scales at fp16's largest, 65504"));
+  CHECK(contains(r.err, "wpack: warning: tensor 'tiny': 128 of 128 scales at fp16's smallest"));
+  CHECK(!contains(r.err, "'w'"));
+  RunResult lut = compress(model, packed, {"--scheme", "lut4", "-f"});
+  CHECK(lut.exit_code == 0);
+  CHECK(contains(lut.err, "wpack: warning: tensor 'huge': "));
+  CHECK(contains(lut.err, "table values at fp16's largest"));
+  // int8's per-row scales reach 65504 * 127: these weights fit; the tiny ones do not
+  RunResult int8 = compress(model, packed, {"--scheme", "int8", "-f"});
+  CHECK(int8.exit_code == 0);
+  CHECK(!contains(int8.err, "'huge'"));
+  CHECK(contains(int8.err, "'tiny'"));
+  // --keep packs them lossless: no warning; -q: none either
+  RunResult kept = compress(model, packed, {"--scheme", "nf4", "--keep", "huge|tiny", "-f"});
+  CHECK(kept.exit_code == 0);
+  CHECK(count_lines(kept.err) == 1);
+  RunResult quiet = compress(model, packed, {"--scheme", "nf4", "-f", "-q"});
+  CHECK(quiet.exit_code == 0);
+  CHECK(quiet.err.empty());
 }
 
 // Hides every CUDA device from the processes this test starts (and restores the variable).

@@ -409,6 +409,52 @@ TEST_CASE("pruned tiles of later bands are coded with their own rows' scales and
   }
 }
 
+// Scales and LUT values are fp16, which bounds the weights a scheme holds: pack_model reports, per
+// tensor, how many of them sit at fp16's largest (65504: weights clipped) or smallest (2^-24: weights
+// too small; scales only), counted over every band (the big rows lie in a later band) and on the whole-tensor
+// path (lut4:rows24 with tiles of 64 rows); ordinary weights report none.
+TEST_CASE("fp16 limits: scales and LUT values at fp16's largest or smallest are counted per tensor", "[lossy]") {
+  TempDir dir;
+  const uint64_t rows = 200, cols = 128, big_row0 = 130, big_rows = 10;
+  std::vector<uint8_t> big = test::gaussian_f32(rows * cols, 0.02f, 71);
+  const std::vector<uint8_t> huge = test::gaussian_f32(big_rows * cols, 1e8f, 72);  // needs scales > 65504
+  std::copy(huge.begin(), huge.end(), big.begin() + 4 * big_row0 * cols);
+  std::vector<float> tiny = as_floats(test::gaussian_f32(rows * cols, 1.0f, 73));
+  for (float& v : tiny) v *= 1e-12f;  // needs scales below 2^-24
+  std::vector<uint8_t> tiny_bytes(4 * tiny.size());
+  std::memcpy(tiny_bytes.data(), tiny.data(), tiny_bytes.size());
+  MemorySource src;
+  src.add("big", DType::F32, {rows, cols}, big);
+  src.add("tiny", DType::F32, {rows, cols}, tiny_bytes);
+  src.add("ok", DType::F32, {rows, cols}, weights_f32(rows * cols, 74));
+  struct Case {
+    const char* spec;
+    uint64_t groups;  // scales per row; 0: LUT
+  };
+  for (const Case c : {Case{"int8", 1}, Case{"fp8", 1}, Case{"int4", 1}, Case{"int4:g32:sym", 4}, Case{"fp4", 1},
+                       Case{"nf4", 2}, Case{"lut4", 0}, Case{"lut3:rows64", 0}, Case{"lut4:rows24", 0},
+                       Case{"lut4:rows24:prune=0.5", 0}, Case{"int4:prune=0.5", 1}}) {
+    INFO(c.spec);
+    const PackReport report = pack_model(src, dir.file("m.wpk"), banded_options(c.spec));
+    REQUIRE(report.tensors.size() == 3);
+    const Fp16Limits &b = report.tensors[0].fp16_limits, &t = report.tensors[1].fp16_limits,
+                     &ok = report.tensors[2].fp16_limits;
+    CHECK(!ok.any());
+    CHECK(b.underflowed == 0);
+    CHECK(t.saturated == 0);
+    if (c.groups != 0) {  // exactly the big rows' scales saturate, every scale of tiny underflows
+      CHECK(b.total == rows * c.groups);
+      CHECK(b.saturated == big_rows * c.groups);
+      CHECK(t.underflowed == rows * c.groups);
+    } else {  // some values of the big rows' table saturate; LUT values are not checked for underflow
+      const uint64_t k = std::string(c.spec).rfind("lut3", 0) == 0 ? 8 : 16;
+      CHECK(b.saturated >= 1);
+      CHECK(b.saturated <= k);  // one table of the big rows (rows64: 128..191; rows24: 120..143)
+      CHECK(t.underflowed == 0);
+    }
+  }
+}
+
 TEST_CASE("bits per weight counts scales, zeros, bitmaps and index", "[lossy]") {
   TempDir dir;
   MemorySource src;

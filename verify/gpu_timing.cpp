@@ -167,10 +167,15 @@ class EventPairs {
  public:
   explicit EventPairs(int runs) {
     events_.reserve(2 * static_cast<size_t>(runs));
-    for (int i = 0; i < 2 * runs; ++i) {
-      cudaEvent_t e = nullptr;
-      WPACK_TIMING_CUDA(cudaEventCreate(&e));
-      events_.push_back(e);
+    try {
+      for (int i = 0; i < 2 * runs; ++i) {
+        cudaEvent_t e = nullptr;
+        WPACK_TIMING_CUDA(cudaEventCreate(&e));
+        events_.push_back(e);
+      }
+    } catch (...) {  // the destructor does not run for a constructor that throws
+      for (cudaEvent_t e : events_) cudaEventDestroy(e);
+      throw;
     }
   }
   ~EventPairs() {

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include <cstdio>
 #include <cstring>
 #include <new>  // std::bad_alloc
@@ -86,6 +88,24 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
 }
 
 }  // namespace
+
+std::vector<BadChecksum> bad_checksums(const WpkReader& reader, int threads) {
+  const int64_t tiles = static_cast<int64_t>(reader.tiles().size());
+  std::vector<uint8_t> ok(static_cast<size_t>(tiles), 1);
+  if (threads <= 0) threads = omp_get_max_threads();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+  for (int64_t i = 0; i < tiles; ++i) ok[static_cast<size_t>(i)] = reader.tile_checksum_ok(static_cast<uint64_t>(i));
+  std::vector<BadChecksum> bad;
+  for (size_t t = 0; t < reader.tensors().size(); ++t) {
+    const WpkTensor& wt = reader.tensors()[t];
+    for (uint64_t k = 0; k < wt.tile_count; ++k)
+      if (!ok[wt.first_tile + k]) {
+        bad.push_back({t, k});
+        break;
+      }
+  }
+  return bad;
+}
 
 VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, int threads, double max_rel_error,
                         const TensorDecodedHook& on_decoded) {

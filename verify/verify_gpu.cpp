@@ -105,22 +105,50 @@ GpuTensorCheck describe(const WpkReader& reader, size_t t) {
 }
 
 // Y_ref (n, batch) row-major = W (n, k) row-major * X (k, batch) row-major, every product and sum in
-// float64. OpenMP over rows.
+// float64, and A = |W| |X| (the same with absolute values: the scale of each output's rounding
+// errors). OpenMP over rows.
 void reference_product(const float* w, uint64_t n, uint64_t k, const std::vector<double>& x, uint32_t batch,
-                       std::vector<double>& y, int threads) {
+                       std::vector<double>& y, std::vector<double>& abs_y, int threads) {
   y.assign(n * batch, 0.0);
+  abs_y.assign(n * batch, 0.0);
   if (threads <= 0) threads = omp_get_max_threads();
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t r = 0; r < static_cast<int64_t>(n); ++r) {
-    double acc[kMaxGemvBatch] = {};
+    double acc[kMaxGemvBatch] = {}, abs_acc[kMaxGemvBatch] = {};
     const float* row = w + static_cast<uint64_t>(r) * k;
     for (uint64_t c = 0; c < k; ++c) {
       const double wv = row[c];
       const double* xc = x.data() + c * batch;
-      for (uint32_t b = 0; b < batch; ++b) acc[b] += wv * xc[b];
+      for (uint32_t b = 0; b < batch; ++b) {
+        acc[b] += wv * xc[b];
+        abs_acc[b] += std::fabs(wv * xc[b]);
+      }
     }
-    std::copy(acc, acc + batch, y.begin() + static_cast<std::ptrdiff_t>(static_cast<uint64_t>(r) * batch));
+    const auto at = static_cast<std::ptrdiff_t>(static_cast<uint64_t>(r) * batch);
+    std::copy(acc, acc + batch, y.begin() + at);
+    std::copy(abs_acc, abs_acc + batch, abs_y.begin() + at);
   }
+}
+
+// The worst output: max over i of |y_i - ref_i| / abs_ref_i (abs_ref = |W| |X|, which bounds what
+// float32 accumulation and FP16/BF16 operands can move an output), with its index; NaN in y wins.
+// The norm-wise matmul_rel_error misses a few wrong outputs of a large matrix (a row not written
+// reads 0, as gemv zeroes y first); this does not.
+struct WorstOutput {
+  double error = 0;
+  uint64_t index = 0;
+};
+WorstOutput worst_output(const std::vector<float>& y, const std::vector<double>& ref, const std::vector<double>& abs_ref) {
+  WorstOutput worst;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(y[i]) - ref[i]);
+    const double e = abs_ref[i] > 0 ? d / abs_ref[i] : d == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+    if (!(e <= worst.error)) {
+      worst = {e, i};
+      if (std::isnan(e)) break;
+    }
+  }
+  return worst;
 }
 
 // ||y - ref|| / ||ref||, y[i] read at `index(i)` (to undo a transposed layout). 0 when both are
@@ -197,6 +225,8 @@ struct Context {
   std::optional<gpu::GpuTimer> timer;
   std::optional<gpu::CublasBf16Gemm> cublas;
   double copy_gb_per_s = 0;
+  std::string device_failed;  // the device's context broke in a tensor: "tensor 'x' (error)"; the
+                              // later tensors are not GPU-checked
 };
 
 // The matrix products of one tensor at one batch size. Throws Error for a failure (a status, a CUDA
@@ -208,14 +238,17 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   const GpuVerifyOptions& options = ctx.options;
   const uint64_t n = g.rows(), k = g.cols();
   const uint64_t per_set = k * batch;
+  // Sets start 128-byte aligned, as set 0 (cudaMalloc) does: the kernels take x 16-byte aligned
+  // only (gemv()), so that an unaligned set would time another kernel than the one checked.
+  const uint64_t stride = (per_set + 63) & ~uint64_t{63};
   const int sets = options.timing ? ctx.timer->calls() : 1;
 
   // Fresh activations: one set per call (set 0 for the correctness check and the first warm-up),
   // gemv layout (k, batch), batch fastest.
-  std::vector<uint16_t> x_gemv(per_set * sets);
+  std::vector<uint16_t> x_gemv(stride * sets);
   for (int s = 0; s < sets; ++s) {
     const std::vector<uint16_t> x = gpu::random_activations_bf16(per_set, mix_seed(options.seed, t, batch, s));
-    std::copy(x.begin(), x.end(), x_gemv.begin() + static_cast<std::ptrdiff_t>(s * per_set));
+    std::copy(x.begin(), x.end(), x_gemv.begin() + static_cast<std::ptrdiff_t>(s * stride));
   }
   DeviceMemory x_gemv_dev(x_gemv.size() * 2), y_dev(n * batch * 4), status_dev(g.tile_count() * 4);
   x_gemv_dev.upload(x_gemv.data(), x_gemv.size() * 2);
@@ -241,14 +274,22 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   }
   std::vector<float> y(n * batch);
   y_dev.download(y.data(), y.size() * 4);
-  std::vector<double> x0(per_set), y_ref;
+  std::vector<double> x0(per_set), y_ref, y_abs;
   for (uint64_t i = 0; i < per_set; ++i) x0[i] = detail::bf16_to_float(x_gemv[i]);
-  reference_product(w_deq, n, k, x0, batch, y_ref, options.threads);
+  reference_product(w_deq, n, k, x0, batch, y_ref, y_abs, options.threads);
   bc.matmul_rel_error = rel_error_of(y, y_ref, [](size_t i) { return i; });
+  const WorstOutput worst = worst_output(y, y_ref, y_abs);
+  bc.matmul_output_error = worst.error;
   bc.ran = true;
   if (!(bc.matmul_rel_error <= options.max_matmul_rel_error) && check.error.empty())
     check.error = where(reader, check.name) + ": batch " + std::to_string(batch) + ": matmul_rel_error " +
                   format_g(bc.matmul_rel_error) + " exceeds " + format_g(options.max_matmul_rel_error);
+  if (!(worst.error <= options.max_matmul_rel_error) && check.error.empty())
+    check.error = where(reader, check.name) + ": batch " + std::to_string(batch) + ": output row " +
+                  std::to_string(worst.index / batch) + ", column " + std::to_string(worst.index % batch) + " is " +
+                  format_g(y[worst.index]) + ", the float64 product " + format_g(y_ref[worst.index]) +
+                  ": off by " + format_g(worst.error) + " of its |W||x|, more than " +
+                  format_g(options.max_matmul_rel_error);
   if (!options.timing) return;
 
   // cuBLAS on the same activations in its layout (batch, k), the gemv sets transposed; its output
@@ -256,7 +297,7 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   std::vector<uint16_t> x_cublas(x_gemv.size());
   for (uint64_t s = 0; s < static_cast<uint64_t>(sets); ++s)
     for (uint64_t c = 0; c < k; ++c)
-      for (uint32_t b = 0; b < batch; ++b) x_cublas[s * per_set + b * k + c] = x_gemv[s * per_set + c * batch + b];
+      for (uint32_t b = 0; b < batch; ++b) x_cublas[s * stride + b * k + c] = x_gemv[s * stride + c * batch + b];
   DeviceMemory x_cublas_dev(x_cublas.size() * 2), y_cublas_dev(n * batch * 4);
   x_cublas_dev.upload(x_cublas.data(), x_cublas.size() * 2);
   if (ctx.cublas) {
@@ -270,16 +311,21 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   // Timing: call i uses activation set i, for wpack and cuBLAS alike.
   uint16_t* const xg = x_gemv_dev.as<uint16_t>();
   uint16_t* const xc = x_cublas_dev.as<uint16_t>();
+  std::string timed_kernel;  // every timed call's kernel is the one checked above
   bc.kernel = ctx.timer->time([&](int i) {
-    g.gemv(xg + static_cast<uint64_t>(i) * per_set, y_dev.as<float>(), batch, status_dev.as<uint32_t>(), ctx.stream.get());
+    g.gemv(xg + static_cast<uint64_t>(i) * stride, y_dev.as<float>(), batch, status_dev.as<uint32_t>(), ctx.stream.get());
+    if (g.gemv_kernel() != bc.kernel_path && timed_kernel.empty()) timed_kernel = g.gemv_kernel();
   });
+  if (!timed_kernel.empty())
+    throw Error(ErrorCode::kIo, where(reader, check.name) + ": batch " + std::to_string(batch) + ": the timed runs took the " +
+                                    timed_kernel + " kernel, the checked run the " + bc.kernel_path);
   verdict = judge_statuses(reader, t, download_status(status_dev, g.tile_count()), "gemv (timed runs)");
   if (!verdict.error.empty() || !verdict.skipped.empty())
     throw Error(ErrorCode::kCorrupt, verdict.error.empty() ? where(reader, check.name) + ": GPU gemv (timed runs): " + verdict.skipped
                                                            : verdict.error);
   if (ctx.cublas) {
     bc.cublas = ctx.timer->time([&](int i) {
-      ctx.cublas->run(dense_dev.as<uint16_t>(), xc + static_cast<uint64_t>(i) * per_set, y_cublas_dev.as<float>(), n, k,
+      ctx.cublas->run(dense_dev.as<uint16_t>(), xc + static_cast<uint64_t>(i) * stride, y_cublas_dev.as<float>(), n, k,
                       batch);
     });
     bc.baseline_timed = true;
@@ -431,6 +477,8 @@ void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTen
   std::string no_product;
   if (wt.shape.size() < 2) no_product = "not a matrix (rank " + std::to_string(wt.shape.size()) + ")";
   else if (!is_float) no_product = "not a float tensor";
+  else if (!std::all_of(w_deq.begin(), w_deq.end(), [](float v) { return std::isfinite(v); }))
+    no_product = "weights not finite (inf or NaN)";
   if (!no_product.empty()) {
     for (uint32_t b : options.batches) {
       check.batches.emplace_back();
@@ -468,7 +516,8 @@ std::vector<GpuBatchTotals> totals_of(const std::vector<GpuTensorCheck>& tensors
     for (const auto& t : tensors)
       for (const auto& b : t.batches) {
         if (b.batch != batch || !b.ran) continue;
-        if (std::isfinite(b.matmul_rel_error)) tot.max_matmul_rel_error = std::max(tot.max_matmul_rel_error, b.matmul_rel_error);
+        if (!(b.matmul_rel_error <= tot.max_matmul_rel_error) && !std::isnan(tot.max_matmul_rel_error))
+          tot.max_matmul_rel_error = b.matmul_rel_error;  // NaN, once met, stays
         if (!b.timed) continue;
         tot.baseline_timed = (tot.tensors == 0 || tot.baseline_timed) && b.baseline_timed;
         tot.tensors++;
@@ -511,6 +560,10 @@ GpuVerifier::GpuVerifier(const WpkReader& reader, const TensorSource* against, c
   if (gpu::gpu_device_count(&why) <= 0) {
     report.not_run_reason = "no CUDA device";
     if (!why.empty() && why != "no CUDA device") report.not_run_reason += " (" + why + ")";
+    return;
+  }
+  if (!gpu::gpu_device_runs_kernels(&why)) {
+    report.not_run_reason = why;
     return;
   }
   report.ran = true;
@@ -567,6 +620,11 @@ void run_tensor(Context& ctx, size_t& next_tensor, size_t t, const DecodedTensor
   ++next_tensor;
   if (ctx.options.progress) ctx.options.progress(t, count, reader.tensors()[t].name);
   GpuTensorCheck check = describe(reader, t);
+  if (!ctx.device_failed.empty()) {  // every CUDA call would fail with the same error
+    check.skipped = "not GPU-checked: the device failed at " + ctx.device_failed;
+    report.tensors.push_back(std::move(check));
+    return;
+  }
   try {
     check_tensor(ctx, t, reference, check);
   } catch (const Error& e) {
@@ -574,6 +632,8 @@ void run_tensor(Context& ctx, size_t& next_tensor, size_t t, const DecodedTensor
     const std::string message = e.what();
     if (check.error.empty())
       check.error = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
+    if (const std::string broken = gpu::gpu_context_error(); !broken.empty())
+      ctx.device_failed = "tensor '" + check.name + "' (" + broken + ")";
   } catch (const std::bad_alloc&) {
     if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
   }

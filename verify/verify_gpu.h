@@ -24,11 +24,17 @@
 //      ||W_src|| (lossless: must be 0; lossy: must be <= max_rel_error);
 //   5. 2-D and higher tensors (the 2-D view of docs/FORMAT.md, N x K), for each batch B: fresh
 //      random non-zero BF16 activations X (K x B), Y = GpuTensor::gemv(X) against the float64
-//      product W_deq * X on the CPU (matmul_rel_error = ||Y - Y_ref|| / ||Y_ref||, a failure above
-//      max_matmul_rel_error); then the gemv and a cuBLAS BF16 GEMM on the dense BF16 weights (the
-//      source's, rounded to BF16 when it is not BF16; without a source, the decoded weights rounded
-//      to BF16) timed with the same activations. Error(kUnsupported) from gemv (a lossless tensor
-//      that is not BF16, a batch the kernels do not do yet) skips that batch, with the reason.
+//      product W_deq * X on the CPU (matmul_rel_error = ||Y - Y_ref|| / ||Y_ref||, and each output
+//      against its |W| |X|, a failure above max_matmul_rel_error); then the gemv and a cuBLAS BF16
+//      GEMM on the dense BF16 weights (the source's, rounded to BF16 when it is not BF16; without a
+//      source, the decoded weights rounded to BF16) timed with the same activations, each call on
+//      its own activation set (128-byte aligned, as the first: the timed calls run the kernel that
+//      was checked). Error(kUnsupported) from gemv (a lossless tensor that is not BF16, a batch the
+//      kernels do not do yet) skips that batch, with the reason; so do weights that are not finite.
+//
+// A device the build has no kernels for (CMAKE_CUDA_ARCHITECTURES) runs no GPU check (ran = false,
+// with the reason). After a tensor whose failure broke the device's context (an illegal address:
+// every later CUDA call fails), the later tensors are not GPU-checked (skipped, naming it).
 //
 // All memory named here is host memory; device buffers live only inside verify_gpu and GpuVerifier.
 #pragma once
@@ -73,6 +79,10 @@ struct GpuBatchCheck {
   std::string skipped;            // why it did not run (not a failure)
   std::string kernel_path;        // the kernel that ran (GpuTensor::gemv_kernel(): "bulk-copy", "generic", ...)
   double matmul_rel_error = std::numeric_limits<double>::quiet_NaN();
+  // The worst single output: max over outputs of |Y - Y_ref| / (|W| |X|) (the same float64 product
+  // with absolute values), a failure above max_matmul_rel_error too: it catches a few wrong or
+  // unwritten outputs that the norm-wise error averages away.
+  double matmul_output_error = std::numeric_limits<double>::quiet_NaN();
   double cublas_rel_error = std::numeric_limits<double>::quiet_NaN();  // informative: cuBLAS on the
                                   // dense BF16 weights against the same float64 reference (includes
                                   // the quantization error when those are the source weights)

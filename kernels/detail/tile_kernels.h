@@ -50,6 +50,9 @@ uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch);
 //   out_dev     (tensor_rows, tensor_cols) elements of elem_size bytes, row-major
 //   status_dev  (tile_count) uint32_t TileStatus
 //   ids_dev     nullptr (block k takes tile k) or tile_count tile ids (status_dev indexed by id)
+// cudaSuccess when the current device can run this build's kernels (a cubin for its compute
+// capability, or PTX it can compile); else cudaErrorNoKernelImageForDevice or the like.
+cudaError_t kernel_image_status();
 cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                           uint64_t tile_count, uint32_t elem_size, uint64_t tensor_cols, const SmemPlan& plan,
                           void* out_dev, uint32_t* status_dev, cudaStream_t stream);
