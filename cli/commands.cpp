@@ -372,6 +372,19 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
   return 0;
 }
 
+// One line naming what the input holds but does not give as tensors (a generic HDF5 file's string
+// or compound datasets: the first three), and one when it gives no tensor at all.
+void note_skipped(const TensorSource& source, std::ostream& err) {
+  const std::vector<std::string> skipped = source.skipped();
+  if (!skipped.empty()) {
+    err << "wpack: note: " << one_line(source.path()) << ": " << skipped.size() << " item"
+        << (skipped.size() == 1 ? "" : "s") << " not packed, not numeric tensors: ";
+    for (size_t i = 0; i < std::min<size_t>(3, skipped.size()); ++i) err << (i ? ", " : "") << one_line(skipped[i]);
+    err << (skipped.size() > 3 ? ", ..." : "") << "\n";
+  }
+  if (source.tensors().empty()) err << "wpack: warning: " << one_line(source.path()) << ": no tensors to pack\n";
+}
+
 // A warning line per lossy tensor whose scales or LUT values hit fp16's limits: its weights lost
 // range (inspect shows the rel_error too, but nothing else says why).
 void warn_fp16_limits(const PackReport& report, std::ostream& err) {
@@ -394,6 +407,7 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   if (path_exists(args.output) && same_file(args.input, args.output))
     throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file");
   auto source = open_tensor_source(args.input);
+  if (!global.quiet) note_skipped(*source, std::cerr);
   if (args.dry_run) return dry_run(args, *source);
   Progress progress(global);
   PackOptions options = args.options;

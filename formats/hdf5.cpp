@@ -382,20 +382,26 @@ struct Entry {
 // Error(kUnsupported). Checks the shape product and byte size for overflow and the size cap, and
 // refuses raw data stored outside the file (external storage, virtual datasets).
 std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::string& dataset_path,
-                                      const std::string& name, bool skip_non_numeric) {
+                                      const std::string& name, bool skip_non_numeric, std::string* skipped = nullptr) {
   const std::string what = "dataset " + quoted(dataset_path);
   Hid file_type = ctx.hold(H5Dget_type(dataset), H5Tclose, ErrorCode::kFormat, what, "cannot read its type");
   const TypeMapping mapping = map_type(file_type.get());
   if (mapping.verdict == TypeVerdict::kUnsupported) ctx.fail(ErrorCode::kUnsupported, what, mapping.reason);
   if (mapping.verdict == TypeVerdict::kNotNumeric) {
-    if (skip_non_numeric) return std::nullopt;
+    if (skip_non_numeric) {
+      if (skipped) *skipped = quoted(dataset_path) + " (" + mapping.reason + ")";
+      return std::nullopt;
+    }
     ctx.fail(ErrorCode::kUnsupported, what, "has a " + mapping.reason + ", not a numeric tensor");
   }
 
   Hid space = ctx.hold(H5Dget_space(dataset), H5Sclose, ErrorCode::kFormat, what, "cannot read its shape");
   const H5S_class_t space_class = H5Sget_simple_extent_type(space.get());
   if (space_class == H5S_NULL) {
-    if (skip_non_numeric) return std::nullopt;
+    if (skip_non_numeric) {
+      if (skipped) *skipped = quoted(dataset_path) + " (null dataspace)";
+      return std::nullopt;
+    }
     ctx.fail(ErrorCode::kUnsupported, what, "has a null dataspace (no shape)");
   }
   if (space_class != H5S_SCALAR && space_class != H5S_SIMPLE) ctx.fail(ErrorCode::kFormat, what, "has an unknown dataspace");
@@ -560,6 +566,7 @@ class Hdf5Source final : public TensorSource {
   const std::map<std::string, std::string>& metadata() const override { return metadata_; }
   const std::string& path() const override { return path_; }
   std::string format_name() const override { return format_name_; }
+  std::vector<std::string> skipped() const override { return skipped_; }
 
   TensorBytes read(size_t index) const override {
     if (index >= entries_.size()) {
@@ -676,9 +683,11 @@ class Hdf5Source final : public TensorSource {
     // 3. Generic: every numeric dataset.
     Walker walker(ctx_, lapl_.get(), /*numeric_order=*/false);
     walker.walk(root, "", {}, [&](hid_t dataset, const std::string& dataset_path) {
-      if (auto entry = describe_dataset(ctx_, dataset, dataset_path, dataset_path.substr(1), /*skip_non_numeric=*/true)) {
+      std::string why;
+      if (auto entry = describe_dataset(ctx_, dataset, dataset_path, dataset_path.substr(1), /*skip_non_numeric=*/true, &why))
         add(std::move(*entry));
-      }
+      else
+        skipped_.push_back("dataset " + why);
     });
     format_name_ = "hdf5";
   }
@@ -711,6 +720,7 @@ class Hdf5Source final : public TensorSource {
   Hid file_;
   Hid lapl_;
   std::string format_name_;
+  std::vector<std::string> skipped_;  // generic files: the datasets not given as tensors, and why
   std::vector<Entry> entries_;
   std::vector<TensorInfo> infos_;
   std::set<std::string> names_;

@@ -18,7 +18,8 @@
 //     '/' and without a leading "layers/", e.g. "dense/vars/0", "functional/layers/dense/vars/0".
 //  3. Any other HDF5 file: every dataset of a numeric type, depth first, names in byte order;
 //     tensor name = dataset path without the leading '/'. Datasets of non-numeric classes (strings,
-//     compounds, non-boolean enums, ...) and with a null dataspace are skipped.
+//     compounds, non-boolean enums, ...) and with a null dataspace are skipped (TensorSource::skipped()
+//     names them).
 // Dataset types map to the safetensors dtypes: IEEE 754 half/single/double -> F16/F32/F64 (any
 // other float layout, e.g. a custom 16-bit float with 8 exponent bits, is refused rather than
 // converted), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an

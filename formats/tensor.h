@@ -73,6 +73,9 @@ class TensorSource {
   // "keras-h5", "keras3-weights-h5", "hdf5".
   virtual const std::string& path() const = 0;
   virtual std::string format_name() const = 0;
+  // What the file holds but the source does not give as tensors, one item each with why (a generic
+  // HDF5 file's datasets of strings, compounds, ...: "dataset '/s' (string type)"); empty for most.
+  virtual std::vector<std::string> skipped() const { return {}; }
 };
 
 // A TensorSource over tensors held in memory: for callers that build tensors themselves, and for

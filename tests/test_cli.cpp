@@ -880,6 +880,11 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
     dataset("/dense/kernel", H5T_IEEE_F32LE, {4, 6}, H5T_NATIVE_FLOAT, a.data());
     dataset("/dense/bias", H5T_STD_I32BE, {10}, H5T_NATIVE_INT32, b.data());
     dataset("/scalar", H5T_IEEE_F64LE, {}, H5T_NATIVE_DOUBLE, &c);
+    hid_t str = H5Tcopy(H5T_C_S1);  // not a tensor: skipped, and named on stderr
+    H5Tset_size(str, H5T_VARIABLE);
+    const char* labels[2] = {"cat", "dog"};
+    dataset("/labels", str, {2}, str, labels);
+    H5Tclose(str);
     H5Pclose(lcpl);
     H5Fclose(file);
   }
@@ -887,6 +892,15 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
   RunResult r = compress(h5, packed);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.err, "wpack: note: " + h5 + ": 1 item not packed, not numeric tensors: dataset '/labels' (string type)\n"));
+  CHECK(count_lines(r.err) == 2);  // the note, the summary
+  CHECK(compress(h5, packed, {"-f", "-q"}).err.empty());
+  // A model without a tensor packs (an empty .wpk), with a warning
+  const std::string none = dir.file("none.safetensors");
+  write_safetensors(none, {}, {}, kMetadata, true);
+  RunResult e = compress(none, dir.file("none.wpk"));
+  CHECK(e.exit_code == 0);
+  CHECK(contains(e.err, "wpack: warning: " + none + ": no tensors to pack\n"));
 
   json j = inspect_json(packed);
   REQUIRE(j["tensors"].size() == 3);

@@ -406,6 +406,9 @@ TEST_CASE("generic HDF5: every numeric dataset depth first in name order, dtypes
   REQUIRE(source->format_name() == "hdf5");
   REQUIRE(names_of(*source) == std::vector<std::string>{"a/b/deep_i8", "a/u16", "a/x_u64", "bools", "empty", "half",
                                                          "i32", "i64", "scalar", "zz_f64"});
+  // ... and named, with why (compress prints them)
+  CHECK(source->skipped() ==
+        std::vector<std::string>{"dataset '/labels' (string type)", "dataset '/pairs' (compound type)"});
   const auto& ts = source->tensors();
   const std::vector<DType> dtypes = {DType::I8,  DType::U16, DType::U64, DType::BOOL, DType::F32,
                                      DType::F16, DType::I32, DType::I64, DType::F64,  DType::F64};
