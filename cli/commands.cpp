@@ -580,7 +580,8 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
   for (const auto& tot : gpu.totals) {
     const bool any = tot.tensors > 0;
     table.add({"total (" + std::to_string(tot.tensors) + " timed)", "", "", "", "", std::to_string(tot.batch),
-               sci(tot.max_matmul_rel_error, 1), any ? fixed(tot.kernel_us, 1) : "-",
+               std::isnan(tot.max_matmul_rel_error) ? "nan" : sci(tot.max_matmul_rel_error, 1),
+               any ? fixed(tot.kernel_us, 1) : "-",
                any && tot.baseline_timed ? fixed(tot.cublas_us, 1) : "-",
                any && tot.baseline_timed ? fixed(tot.speedup, 2) + "x" : "-", any ? fixed(tot.packed_gb_per_s, 0) : "-",
                any ? fixed(tot.copy_bw_percent, 1) + "%" : "-", "", ""});
@@ -635,7 +636,10 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     std::optional<GpuVerifier> verifier;
     std::exception_ptr gpu_failure;
     // Integrity first: no GPU work on a file with a damaged tile (the CPU checks report each one).
-    const std::vector<BadChecksum> damaged = bad_checksums(*reader, args.threads);
+    // Where no GPU check can run (no CUDA in the build, no device) this pass, a read of the whole
+    // file, is not made.
+    const std::vector<BadChecksum> damaged = gpu_device_present() ? bad_checksums(*reader, args.threads)
+                                                                  : std::vector<BadChecksum>{};
     if (!damaged.empty()) {
       validate_gpu_verify_options(options);
       gpu_note = "GPU checks did not run: " + std::to_string(damaged.size()) + " tensor" +

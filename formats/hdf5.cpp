@@ -375,6 +375,7 @@ Hid memory_type(const Ctx& ctx, DType dtype, const std::string& what) {
 struct Entry {
   TensorInfo info;
   std::string dataset_path;  // absolute HDF5 path, e.g. "/model_weights/dense/dense/kernel:0"
+  std::vector<uint64_t> chunk;  // a chunked dataset's chunk shape (each >= 1), else empty
 };
 
 // Describes the open dataset `dataset` (at `dataset_path`) as a tensor named `name`. Returns
@@ -447,11 +448,14 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
     if (ctx.check(H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), ErrorCode::kFormat, what,
                   "cannot read its chunk shape") != static_cast<int>(chunk.size()))
       ctx.fail(ErrorCode::kCorrupt, what, "its chunk rank differs from its rank");
+    // (the library does not apply the rule to a dimension of size 0: h5py gives an empty dataset
+    // chunks of 1024 with a maximum of 0)
     for (size_t i = 0; i < chunk.size(); ++i)
-      if (chunk[i] == 0 || (max_dims[i] != H5S_UNLIMITED && chunk[i] > max_dims[i]))
+      if (chunk[i] == 0 || (max_dims[i] != H5S_UNLIMITED && entry.info.shape[i] != 0 && chunk[i] > max_dims[i]))
         ctx.fail(ErrorCode::kCorrupt, what,
                  "chunk dimension " + std::to_string(i) + " is " + std::to_string(chunk[i]) +
                      (chunk[i] == 0 ? "" : ", more than the dataset's maximum " + std::to_string(max_dims[i])));
+    entry.chunk.assign(chunk.begin(), chunk.end());
   }
   if (layout == H5D_CONTIGUOUS) {
     // Uncompressed: allocated storage must hold exactly the declared elements (0 = never written,
@@ -595,40 +599,48 @@ class Hdf5Source final : public TensorSource {
   }
 
  private:
-  // Reads the whole dataset into `out`. A chunked dataset of rank >= 1 is read in slabs of whole
-  // chunk rows along its first dimension, at most kChunksPerRead chunks each: libhdf5 keeps a few
-  // KiB per chunk of a selection while it reads it, so that a 2 GiB dataset of 4x4 chunks read at
-  // once needs tens of GiB.
+  // Reads the whole dataset into `out`. A chunked dataset is read in blocks of at most
+  // kChunksPerRead chunks: libhdf5 keeps a few KiB per chunk of a selection while it reads it, so
+  // that a 2 GiB dataset of 4x4 chunks read at once needs tens of GiB. A block is whole along the
+  // innermost dimensions whose chunks number at most kChunksPerRead together (from dimension d + 1
+  // on), some chunks along dimension d, and one chunk along each dimension before d; each block
+  // goes straight to its place in `out` (the same selection in a memory space of the full shape).
   void read_dataset(hid_t dataset, const Entry& entry, const std::string& what, uint8_t* out) const {
     Hid mem_type = memory_type(ctx_, entry.info.dtype, what);
     const std::vector<uint64_t>& shape = entry.info.shape;
-    Hid dcpl = ctx_.hold(H5Dget_create_plist(dataset), H5Pclose, ErrorCode::kFormat, what, "cannot read its layout");
-    std::vector<hsize_t> chunk(shape.size());
-    if (shape.empty() || H5Pget_layout(dcpl.get()) != H5D_CHUNKED ||
-        H5Pget_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()) != static_cast<int>(chunk.size())) {
-      H5Eclear2(H5E_DEFAULT);
+    const std::vector<uint64_t>& chunk = entry.chunk;
+    if (chunk.empty() || chunk.size() != shape.size()) {  // contiguous or compact: one read
       ctx_.check(H5Dread(dataset, mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out), ErrorCode::kCorrupt, what,
                  "read failed");
       return;
     }
     constexpr uint64_t kChunksPerRead = 16384;
-    uint64_t chunks_per_row = 1, row_bytes = dtype_size(entry.info.dtype);  // of one chunk row / one index of dim 0
-    for (size_t i = 1; i < shape.size(); ++i) {
-      chunks_per_row = std::min<uint64_t>(kChunksPerRead, chunks_per_row * ((shape[i] + chunk[i] - 1) / chunk[i]));
-      row_bytes *= shape[i];
-    }
-    const uint64_t slab_rows = chunk[0] * std::max<uint64_t>(1, kChunksPerRead / chunks_per_row);
+    const size_t rank = shape.size();
+    std::vector<uint64_t> chunks(rank);  // chunks along each dimension
+    for (size_t i = 0; i < rank; ++i) chunks[i] = (shape[i] + chunk[i] - 1) / chunk[i];
+    size_t d = rank - 1;  // the outermost dimension with at most kChunksPerRead chunks after it
+    uint64_t after = 1;   // chunks of one block's dimensions after d
+    while (d > 0 && after * chunks[d] <= kChunksPerRead) after *= chunks[d--];
+    std::vector<hsize_t> step(rank), dims(shape.begin(), shape.end());
+    for (size_t i = 0; i < rank; ++i) step[i] = i < d ? chunk[i] : i == d ? chunk[i] * std::max<uint64_t>(1, kChunksPerRead / after) : shape[i];
     Hid file_space = ctx_.hold(H5Dget_space(dataset), H5Sclose, ErrorCode::kFormat, what, "cannot read its shape");
-    std::vector<hsize_t> start(shape.size(), 0), count(shape.begin(), shape.end());
-    for (uint64_t row = 0; row < shape[0]; row += slab_rows) {
-      start[0] = row;
-      count[0] = std::min<uint64_t>(slab_rows, shape[0] - row);
-      ctx_.check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
-                 ErrorCode::kFormat, what, "cannot select rows");
-      Hid mem_space = ctx_.hold(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose,
-                                ErrorCode::kIo, what, "cannot describe a read");
-      ctx_.check(H5Dread(dataset, mem_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, out + row * row_bytes),
+    Hid mem_space = ctx_.hold(H5Screate_simple(static_cast<int>(rank), dims.data(), nullptr), H5Sclose, ErrorCode::kIo,
+                              what, "cannot describe a read");
+    std::vector<hsize_t> start(rank, 0), count(rank);
+    for (;;) {  // blocks in row-major order of their first element
+      for (size_t i = 0; i < rank; ++i) count[i] = std::min<hsize_t>(step[i], dims[i] - start[i]);
+      for (hid_t space : {file_space.get(), mem_space.get()})
+        ctx_.check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr),
+                   ErrorCode::kFormat, what, "cannot select a block");
+      ctx_.check(H5Dread(dataset, mem_type.get(), mem_space.get(), file_space.get(), H5P_DEFAULT, out),
                  ErrorCode::kCorrupt, what, "read failed");
+      size_t i = d + 1;  // the next block: carry from dimension d outwards
+      while (i-- > 0) {
+        start[i] += step[i];
+        if (start[i] < dims[i]) break;
+        start[i] = 0;
+      }
+      if (i == static_cast<size_t>(-1)) return;
     }
   }
 

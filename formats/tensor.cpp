@@ -98,9 +98,17 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
   {
     const auto file = MappedFile::open(path);
     eight = file->size() >= 8;
-    // The signature is at 0, or after a user block of 512, 1024, 2048, ... bytes (HDF5's rule).
-    for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at)
-      hdf5 = std::memcmp(file->data() + at, kHdf5Signature, 8) == 0;
+    // The signature is at 0, or after a user block of 512, 1024, 2048, ... bytes (HDF5's rule);
+    // the user block is looked into only when the file does not start as safetensors does (a
+    // header length that fits, then '{'), whose tensor data may hold any bytes.
+    const uint8_t* p = file->data();
+    uint64_t header = 0;
+    if (eight) std::memcpy(&header, p, 8);  // little-endian, as the hosts wpack builds for
+    const bool safetensors_like = file->size() > 8 && p[8] == '{' && header <= file->size() - 8;
+    for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at) {
+      hdf5 = std::memcmp(p + at, kHdf5Signature, 8) == 0;
+      if (safetensors_like) break;
+    }
   }
   if (hdf5) return open_hdf5(path);
   if (ends_with(path, ".json")) return open_safetensors_index(path);

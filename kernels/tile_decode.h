@@ -72,7 +72,8 @@ int gpu_device_count(std::string* why = nullptr);
 // Whether the current device runs this build's kernels: its compute capability is one the build
 // was compiled for (CMAKE_CUDA_ARCHITECTURES, 90 by default), or it can compile the build's PTX.
 // When not, the reason goes to *why when `why` is not null ("device sm_80 (NAME): no kernel image
-// in this build (...)"). Never throws in a CUDA build.
+// in this build (...)"). Throws Error(kIo) when the device fails otherwise (its context cannot be
+// made: busy in exclusive mode, out of memory, a driver too old for the toolkit).
 bool gpu_device_runs_kernels(std::string* why = nullptr);
 // After a failed call: "" when the device still works, else the error that its context keeps
 // (an illegal address, a kernel trap: every later CUDA call fails with it). Never throws in a CUDA

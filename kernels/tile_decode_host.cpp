@@ -345,6 +345,11 @@ bool gpu_device_runs_kernels(std::string* why) {
   const cudaError_t err = detail::kernel_image_status();
   if (err == cudaSuccess) return true;
   cudaGetLastError();
+  // Only these say that the build has nothing the device runs; anything else (the context cannot
+  // be made: the device busy in exclusive mode, out of memory, a driver too old) is a failure.
+  if (err != cudaErrorNoKernelImageForDevice && err != cudaErrorInvalidDeviceFunction &&
+      err != cudaErrorInvalidKernelImage && err != cudaErrorUnsupportedPtxVersion)
+    throw Error(ErrorCode::kIo, std::string("CUDA device set-up: ") + cudaGetErrorString(err));
   if (why) {
     int device = 0;
     cudaDeviceProp prop{};
@@ -378,6 +383,7 @@ struct GpuTensor::Impl {
   // The bulk-copy kernels (quant GEMV, lossless warp per tile) may run: the device has the engine
   // (compute capability 9.0+) and WPACK_GPU_NO_TMA is unset. Decided at upload.
   bool bulk_copy = false;
+  uint64_t smem_limit = 0;  // the device's shared memory per block (opt-in), bytes
   SmemPlan plan{};
   uint8_t* bytes_dev = nullptr;
   DevTile* tiles_dev = nullptr;
@@ -636,10 +642,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
 
   int smem_limit = 0;
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  // + static shared and margin; a BF16 tensor's GEMV also holds x (8 batch columns a pass)
-  uint64_t need = std::max(detail::decode_smem_bytes(impl->plan),
-                           t.dtype == DType::BF16 ? detail::gemv_smem_bytes(impl->plan, 8) : uint64_t{0}) +
-                  1024;
+  impl->smem_limit = static_cast<uint64_t>(smem_limit);
+  uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_raw;
     impl->sparse_tiles = quant_sizes.any_sparse;
@@ -800,16 +804,22 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   }
   if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
   if (impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
+  // As decode(): the warp-per-tile kernel for its tiles, the block-per-tile kernel for the rest,
+  // which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
+  const int grid = impl_->fast_grid(batch);
+  const uint64_t slow_count = impl_->tile_count - (grid > 0 ? impl_->fast_count : 0);
+  if (const uint64_t need = detail::gemv_smem_bytes(impl_->plan, std::min(batch, 8u)) + 1024;
+      slow_count > 0 && need > impl_->smem_limit)
+    throw Error(ErrorCode::kUnsupported, "gemv: tiles need " + std::to_string(need) +
+                                             " bytes of shared memory per block, the device gives " +
+                                             std::to_string(impl_->smem_limit) + " (use smaller tiles)");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
-  // As decode(): the warp-per-tile kernel for its tiles, the block-per-tile kernel for the rest.
   const uint32_t* slow_ids = nullptr;
-  uint64_t slow_count = impl_->tile_count;
-  if (const int grid = impl_->fast_grid(batch); grid > 0) {
+  if (grid > 0) {
     WPACK_CUDA_CHECK(detail::launch_gemv_bf16_fast(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
                                                    impl_->fast_count, impl_->lossless_plan[batch],
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
     slow_ids = impl_->ids_dev + impl_->fast_count;
-    slow_count -= impl_->fast_count;
   }
   WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));

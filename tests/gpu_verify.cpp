@@ -6,6 +6,7 @@
 // quantized tensors) and gemv at batch 16.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -645,8 +646,32 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
       CHECK(b["kernel"] == (wpack::gpu::gpu_build_has_warp_tiles() ? "warp-per-tile" : "block-per-tile"));
     }
   }
+  // every output within 2e-3 of its |W||x| too
+  for (const auto& tensor : report["tensors"])
+    for (const auto& b : tensor["batches"])
+      if (b.contains("matmul_output_error")) CHECK(b["matmul_output_error"].get<double>() <= 2e-3);
   // the table's note: the rANS-coded lossless matrices ran a slow kernel, and what to do
   CHECK(t.out.find("note: 2 lossless tensors ran a slow kernel") != std::string::npos);
+
+  // Integrity first: a damaged tile stops the GPU checks before they start (the CPU checks name it)
+  {
+    auto bytes = test::read_file(packed);
+    auto reader = WpkReader::open(packed);
+    const auto w2 = std::find_if(reader->tensors().begin(), reader->tensors().end(),
+                                 [](const WpkTensor& wt) { return wt.name == "mlp.w2"; });
+    REQUIRE(w2 != reader->tensors().end());
+    REQUIRE(w2->tile_count > 2);
+    const WpkTile& tile = reader->tiles()[w2->first_tile + 2];
+    bytes[tile.offset + tile.stored_size / 2] ^= 0x04;
+    const std::string bad = dir.file("bad.wpk");
+    test::write_file(bad, bytes);
+    test::RunResult d = test::run_wpack({"verify", bad, "--device", "cuda", "--batch", "1,16"});
+    INFO("stdout: " << d.out << "\nstderr: " << d.err);
+    CHECK(d.exit_code == 1);
+    CHECK(d.err.find("tensor 'mlp.w2': tile 2") != std::string::npos);
+    CHECK(d.err.find("GPU checks did not run: 1 tensor has a tile whose checksum fails") != std::string::npos);
+    CHECK(d.out.find("speedup") == std::string::npos);  // no GPU table
+  }
   CHECK(t.out.find("--codec exp4") != std::string::npos);
 
   // Lossless with --codec exp4: both matrices on the bulk-copy GEMV (where the build has it), bit-exact,

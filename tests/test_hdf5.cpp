@@ -496,15 +496,23 @@ TEST_CASE("generic HDF5: chunked and compressed datasets read back exactly") {
   REQUIRE(read_bytes(*source, 0) == data);
 }
 
-// Chunked datasets are read in slabs of whole chunk rows, at most 16384 chunks each: 40000 chunks of
-// one element take three slabs (the last partial), and 2-D chunks of 3 x 2 over 5 columns (3
-// chunks a chunk row) several.
-TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in slabs") {
+// Chunked datasets are read in blocks of at most 16384 chunks: 40000 chunks of one element take
+// three blocks (the last partial); 2-D chunks of 3 x 2 over 5 columns (3 chunks a chunk row) take
+// blocks of whole rows; a wide 2 x 40000 dataset of one-element chunks blocks of part of a row; a
+// 3-D one blocks of 7 x 3 x 700 (the inner two dimensions whole).
+TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in blocks") {
   TempDir dir;
   const std::string path = dir.file("small_chunks.h5");
-  std::vector<float> a(40000), b(30001 * 5);
+  std::vector<float> a(40000), b(30001 * 5), c(2 * 40000), e(40 * 3 * 700);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.5f - 7.0f;
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 977) - 0.25f * static_cast<float>(i % 13);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<float>(i % 1013) * 0.125f;
+  for (size_t i = 0; i < e.size(); ++i) e[i] = static_cast<float>(i % 4099) - 100.0f;
+  auto chunked = [](std::vector<hsize_t> chunk) {
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+    return dcpl;
+  };
   {
     H5Writer w(path);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -517,14 +525,32 @@ TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in sla
     H5Pset_chunk(dcpl, 2, chunk_b);
     w.dataset("/b", H5T_IEEE_F32BE, {30001, 5}, H5T_NATIVE_FLOAT, b.data(), dcpl);
     H5Pclose(dcpl);
+    dcpl = chunked({1, 1});
+    w.dataset("/c", H5T_IEEE_F32LE, {2, 40000}, H5T_NATIVE_FLOAT, c.data(), dcpl);
+    H5Pclose(dcpl);
+    dcpl = chunked({1, 1, 1});
+    w.dataset("/e", H5T_IEEE_F32LE, {40, 3, 700}, H5T_NATIVE_FLOAT, e.data(), dcpl);
+    H5Pclose(dcpl);
+    // empty, compressed as h5py makes it: chunks of 1024 over a maximum of 0 (the library allows
+    // a chunk larger than a fixed dimension of size 0)
+    dcpl = chunked({1024, 4});
+    H5Pset_deflate(dcpl, 4);
+    w.dataset("/z_empty", H5T_IEEE_F32LE, {0, 4}, H5T_NATIVE_FLOAT, nullptr, dcpl);
+    H5Pclose(dcpl);
   }
   auto source = open_hdf5(path);
-  REQUIRE(source->tensors().size() == 2);
-  std::vector<uint8_t> want_a(4 * a.size()), want_b(4 * b.size());
-  std::memcpy(want_a.data(), a.data(), want_a.size());
-  std::memcpy(want_b.data(), b.data(), want_b.size());
-  CHECK(read_bytes(*source, 0) == want_a);
-  CHECK(read_bytes(*source, 1) == want_b);
+  REQUIRE(source->tensors().size() == 5);
+  CHECK(source->tensors()[4].shape == std::vector<uint64_t>{0, 4});
+  CHECK(read_bytes(*source, 4).empty());
+  auto bytes = [](const std::vector<float>& v) {
+    std::vector<uint8_t> out(4 * v.size());
+    std::memcpy(out.data(), v.data(), out.size());
+    return out;
+  };
+  CHECK(read_bytes(*source, 0) == bytes(a));
+  CHECK(read_bytes(*source, 1) == bytes(b));
+  CHECK(read_bytes(*source, 2) == bytes(c));
+  CHECK(read_bytes(*source, 3) == bytes(e));
 }
 
 // A file whose chunk shape was changed after its chunks were indexed: libhdf5 1.10 reads it "with
