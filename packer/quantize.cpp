@@ -409,7 +409,10 @@ void quantize_row_fast(const Context& ctx, const float* x, uint8_t* codes, uint1
 // range of runs and its mean is (P[end] - P[begin]) / count. An element exactly at the midpoint of
 // two centroids joins the lower one. Three deterministic starts (quantiles; evenly spaced over
 // [min, max]; their average) each run to convergence (assignment unchanged) or kLutMaxIterations;
-// the start with the smallest total squared error wins (ties: the earlier).
+// the start with the smallest total squared error wins (ties: the earlier). Then a local search
+// leaves Lloyd's local optimum: the centroid cheapest to drop (an empty cluster's first) moves to
+// split the cluster of the largest squared error, and Lloyd runs again, for as long as that lowers
+// the total (at most 2k moves). Not the exact optimum: within 6% of it on the test's cases.
 // The reference sorts a copy of the values and takes each element as a run of its own, with a
 // prefix per element, finding the assignment element by element. The fast path counts the values
 // into a histogram of their bit patterns (no copy), when they have few enough distinct patterns
@@ -681,6 +684,53 @@ std::vector<double> fit_from_runs(const R& runs, uint64_t n, uint32_t k) {
     double sse = 0;
     std::vector<double> c = lloyd<kFast>(runs, *start, &sse);
     if (best.empty() || sse < best_sse) best = std::move(c), best_sse = sse;
+  }
+  // Lloyd stops in a local optimum: clusters left empty (two equal centroids, a code wasted) or
+  // spent on a few outliers while the bulk is coarse. Move the centroid that costs least to drop
+  // (an empty cluster's: nothing) to where it gains most: split the cluster of the largest squared
+  // error at its mean, run Lloyd again, keep the result while it is smaller.
+  for (uint32_t round = 0; round < 2 * k; ++round) {
+    const std::vector<uint64_t> bounds = assign<kFast>(runs, best);
+    std::vector<double> sse(k), drop_cost(k);
+    for (uint32_t j = 0; j < k; ++j) {
+      const double count = static_cast<double>(runs.end(bounds[j + 1]) - runs.end(bounds[j]));
+      const double s = runs.sum(bounds[j + 1]) - runs.sum(bounds[j]);
+      const double s2 = runs.sum_sq(bounds[j + 1]) - runs.sum_sq(bounds[j]);
+      sse[j] = std::max(0.0, s2 - 2.0 * best[j] * s + count * best[j] * best[j]);
+      // at most what its elements add when they join the nearer neighbour
+      double gap = std::numeric_limits<double>::infinity();
+      if (j > 0) gap = std::min(gap, best[j] - best[j - 1]);
+      if (j + 1 < k) gap = std::min(gap, best[j + 1] - best[j]);
+      drop_cost[j] = count == 0 ? 0.0 : sse[j] + count * gap * gap;
+    }
+    const uint32_t drop = static_cast<uint32_t>(std::min_element(drop_cost.begin(), drop_cost.end()) - drop_cost.begin());
+    // the cluster to split: the largest squared error among those with elements on both sides of
+    // their mean (ties: the lower index)
+    int64_t split = -1;
+    double left = 0, right = 0;
+    for (uint32_t j = 0; j < k; ++j) {
+      if (j == drop || sse[j] <= 0 || (split >= 0 && sse[j] <= sse[static_cast<size_t>(split)])) continue;
+      const uint64_t b = bounds[j], e = bounds[j + 1];
+      const uint64_t count = runs.end(e) - runs.end(b);
+      const double mean = (runs.sum(e) - runs.sum(b)) / static_cast<double>(count);
+      const uint64_t m = std::clamp(runs.upper_bound(mean), b, e);
+      const uint64_t below = runs.end(m) - runs.end(b);
+      if (below == 0 || below == count) continue;
+      split = j;
+      left = (runs.sum(m) - runs.sum(b)) / static_cast<double>(below);
+      right = (runs.sum(e) - runs.sum(m)) / static_cast<double>(count - below);
+    }
+    if (split < 0 || drop_cost[drop] >= sse[static_cast<size_t>(split)]) break;  // no move can gain
+    std::vector<double> start;
+    for (uint32_t j = 0; j < k; ++j)
+      if (j != drop && j != static_cast<uint32_t>(split)) start.push_back(best[j]);
+    start.push_back(left);
+    start.push_back(right);
+    std::sort(start.begin(), start.end());
+    double moved_sse = 0;
+    std::vector<double> moved = lloyd<kFast>(runs, std::move(start), &moved_sse);
+    if (!(moved_sse < best_sse)) break;
+    best = std::move(moved), best_sse = moved_sse;
   }
   return best;
 }

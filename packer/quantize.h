@@ -50,7 +50,8 @@ uint32_t scheme_bits(Scheme scheme);
 //            the smallest squared error of quantize -> dequantize (ties: the larger ratio). Since the
 //            candidates include 1.0, never worse than kMinMax on the same data.
 //   kMinMax: ratio 1.0 only (plain round-to-nearest with absmax / min-max scales).
-// LUT schemes ignore the clip: their tables come from k-means, which already minimises squared error.
+// LUT schemes ignore the clip: their tables come from k-means (Lloyd, then a local search; near the
+// least squared error: quantize.cpp), which already trades range for resolution.
 enum class Clip : uint8_t { kMse = 0, kMinMax = 1 };
 
 struct QuantSpec {
