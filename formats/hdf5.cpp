@@ -130,7 +130,16 @@ Hid make_link_access(const Ctx& ctx) {
 Hid open_object(const Ctx& ctx, hid_t loc, hid_t lapl, const std::string& name, H5I_type_t want,
                 const std::string& what) {
   hid_t id = H5Oopen(loc, name.c_str(), lapl);
-  if (id < 0) ctx.fail(ErrorCode::kFormat, what, "no such object in the file");
+  if (id < 0) {
+    const std::string detail = hdf5_detail();  // H5Oopen's (the calls below clear the stack)
+    // an external link (another file) is there but not followed: say so, not "no such object"
+    H5L_info_t link{};
+    const bool external = H5Lexists(loc, name.c_str(), H5P_DEFAULT) > 0 &&
+                          H5Lget_info(loc, name.c_str(), &link, H5P_DEFAULT) >= 0 && link.type == H5L_TYPE_EXTERNAL;
+    H5Eclear2(H5E_DEFAULT);
+    if (external) ctx.fail(ErrorCode::kUnsupported, what, "is an external link to another file (not followed)");
+    ctx.fail(ErrorCode::kFormat, what, "no such object in the file" + detail);
+  }
   Hid obj(id, H5Oclose);
   if (H5Iget_type(obj.get()) != want) {
     ctx.fail(ErrorCode::kFormat, what, want == H5I_GROUP ? "is not a group" : "is not a dataset");

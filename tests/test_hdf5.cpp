@@ -668,6 +668,26 @@ TEST_CASE("error: weight_names naming a missing dataset") {
   REQUIRE(contains(e.what(), "/dense/dense/kernel:0"));
 }
 
+TEST_CASE("error: a weight that is an external link is named as such, not as missing") {
+  TempDir dir;
+  const std::string target = dir.file("target.h5");
+  {
+    H5Writer w(target);
+    w.dataset("/x", H5T_IEEE_F32LE, {3}, H5T_IEEE_F32LE, kBias.data());
+  }
+  const std::string path = dir.file("extlink.h5");
+  {
+    H5Writer w(path);
+    w.fixed_strings("/", "layer_names", {"dense"});
+    w.group("/dense/dense");
+    w.fixed_strings("/dense", "weight_names", {"dense/kernel:0"});
+    REQUIRE(H5Lcreate_external(target.c_str(), "/x", w.id(), "/dense/dense/kernel:0", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });  // the target exists: still not followed
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "dataset '/dense/dense/kernel:0' named in weight_names: is an external link to another file"));
+}
+
 TEST_CASE("error: unsupported dtypes in a keras layer name the dataset") {
   TempDir dir;
   const std::string path = dir.file("types.h5");
