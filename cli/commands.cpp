@@ -373,12 +373,13 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
 }
 
 // One line naming what the input holds but does not give as tensors (a generic HDF5 file's string
-// or compound datasets: the first three), and one when it gives no tensor at all.
+// or compound datasets, its soft and external links: the first three), and one when it gives no
+// tensor at all.
 void note_skipped(const TensorSource& source, std::ostream& err) {
   const std::vector<std::string> skipped = source.skipped();
   if (!skipped.empty()) {
     err << "wpack: note: " << one_line(source.path()) << ": " << skipped.size() << " item"
-        << (skipped.size() == 1 ? "" : "s") << " not packed, not numeric tensors: ";
+        << (skipped.size() == 1 ? "" : "s") << " not packed: ";
     for (size_t i = 0; i < std::min<size_t>(3, skipped.size()); ++i) err << (i ? ", " : "") << one_line(skipped[i]);
     err << (skipped.size() > 3 ? ", ..." : "") << "\n";
   }

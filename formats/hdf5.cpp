@@ -480,18 +480,29 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
 }
 
 // Names of the hard links in `group`, in byte order. Soft and external links are not followed.
-std::vector<std::string> hard_link_names(const Ctx& ctx, hid_t group, const std::string& what) {
-  std::vector<std::string> names;
+// The others (soft and external links) go to *other with their kind, when `other` is not null.
+std::vector<std::string> hard_link_names(const Ctx& ctx, hid_t group, const std::string& what,
+                                         std::vector<std::pair<std::string, std::string>>* other = nullptr) {
+  struct Lists {
+    std::vector<std::string> names;
+    std::vector<std::pair<std::string, std::string>>* other;
+  } lists{{}, other};
   ctx.check(H5Literate(
                 group, H5_INDEX_NAME, H5_ITER_INC, nullptr,
                 [](hid_t, const char* name, const H5L_info_t* info, void* data) -> herr_t {
-                  if (info->type == H5L_TYPE_HARD) static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+                  auto* l = static_cast<Lists*>(data);
+                  if (info->type == H5L_TYPE_HARD)
+                    l->names.emplace_back(name);
+                  else if (l->other)
+                    l->other->emplace_back(name, info->type == H5L_TYPE_SOFT       ? "soft link"
+                                                 : info->type == H5L_TYPE_EXTERNAL ? "external link"
+                                                                                   : "user-defined link");
                   return 0;
                 },
-                &names),
+                &lists),
             ErrorCode::kFormat, what, "cannot list the group");
-  std::sort(names.begin(), names.end());
-  return names;
+  std::sort(lists.names.begin(), lists.names.end());
+  return lists.names;
 }
 
 // Keras 3 order: all-digit names ("0", "1", ..., "10") numerically first, then the rest by bytes.
@@ -513,14 +524,18 @@ bool keras3_name_less(const std::string& a, const std::string& b) {
 // Depth-first walk over the hard links below a group, calling `on_dataset(hid, absolute_path)`.
 class Walker {
  public:
-  Walker(const Ctx& ctx, hid_t lapl, bool numeric_order) : ctx_(ctx), lapl_(lapl), numeric_order_(numeric_order) {}
+  // links: when not null, the soft and external links met (not followed), "link '/path' (soft link)"
+  Walker(const Ctx& ctx, hid_t lapl, bool numeric_order, std::vector<std::string>* links = nullptr)
+      : ctx_(ctx), lapl_(lapl), numeric_order_(numeric_order), links_(links) {}
 
   template <typename OnDataset>
   void walk(hid_t group, const std::string& group_path, const std::vector<std::string>& skip, OnDataset&& on_dataset) {
     const std::string what = "group " + quoted(group_path.empty() ? "/" : group_path);
     // A group reached twice (hard-link cycle or alias) is walked once.
     if (!visited_.insert(object_key(ctx_, group, what)).second) return;
-    std::vector<std::string> names = hard_link_names(ctx_, group, what);
+    std::vector<std::pair<std::string, std::string>> other;
+    std::vector<std::string> names = hard_link_names(ctx_, group, what, links_ ? &other : nullptr);
+    for (const auto& [name, kind] : other) links_->push_back("link " + quoted(group_path + "/" + name) + " (" + kind + ", not followed)");
     if (numeric_order_) std::sort(names.begin(), names.end(), keras3_name_less);
     for (const std::string& name : names) {
       if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
@@ -541,6 +556,7 @@ class Walker {
   const Ctx& ctx_;
   hid_t lapl_;
   bool numeric_order_;
+  std::vector<std::string>* links_;
   std::set<std::string> visited_;
 };
 
@@ -702,7 +718,7 @@ class Hdf5Source final : public TensorSource {
       return;
     }
     // 3. Generic: every numeric dataset.
-    Walker walker(ctx_, lapl_.get(), /*numeric_order=*/false);
+    Walker walker(ctx_, lapl_.get(), /*numeric_order=*/false, &skipped_);
     walker.walk(root, "", {}, [&](hid_t dataset, const std::string& dataset_path) {
       std::string why;
       if (auto entry = describe_dataset(ctx_, dataset, dataset_path, dataset_path.substr(1), /*skip_non_numeric=*/true, &why))

@@ -891,7 +891,7 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
   RunResult r = compress(h5, packed);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.err, "wpack: note: " + h5 + ": 1 item not packed, not numeric tensors: dataset '/labels' (string type)\n"));
+  CHECK(contains(r.err, "wpack: note: " + h5 + ": 1 item not packed: dataset '/labels' (string type)\n"));
   CHECK(count_lines(r.err) == 2);  // the note, the summary
   CHECK(compress(h5, packed, {"-f", "-q"}).err.empty());
   // A model without a tensor packs (an empty .wpk), with a warning
