@@ -641,8 +641,17 @@ std::vector<uint64_t> assign(const R& runs, const std::vector<double>& centroids
   return bounds;
 }
 
+// Where Lloyd's algorithm stopped: the centroids (ascending), their clusters (bounds in runs, as
+// assign() gives them) and each cluster's squared error, sum (x - c)^2; sse is their sum, in order.
+struct LloydFit {
+  std::vector<double> centroids;
+  std::vector<uint64_t> bounds;
+  std::vector<double> cluster_sse;
+  double sse = 0;
+};
+
 template <bool kFast, class R>
-std::vector<double> lloyd(const R& runs, std::vector<double> centroids, double* sse) {
+LloydFit lloyd(const R& runs, std::vector<double> centroids) {
   const size_t k = centroids.size();
   std::vector<uint64_t> bounds, previous;
   for (uint32_t iter = 0; iter < kLutMaxIterations; ++iter) {
@@ -655,17 +664,18 @@ std::vector<double> lloyd(const R& runs, std::vector<double> centroids, double* 
     std::sort(centroids.begin(), centroids.end());
     previous = bounds;
   }
-  bounds = assign<kFast>(runs, centroids);
-  // Squared error of the final assignment: sum over clusters of sum (x - c)^2.
-  double total = 0;
+  LloydFit fit;
+  fit.bounds = assign<kFast>(runs, centroids);
+  fit.cluster_sse.resize(k);
   for (size_t j = 0; j < k; ++j) {
-    double count = static_cast<double>(runs.end(bounds[j + 1]) - runs.end(bounds[j]));
-    double s = runs.sum(bounds[j + 1]) - runs.sum(bounds[j]);
-    double s2 = runs.sum_sq(bounds[j + 1]) - runs.sum_sq(bounds[j]);
-    total += s2 - 2.0 * centroids[j] * s + count * centroids[j] * centroids[j];
+    const uint64_t b = fit.bounds[j], e = fit.bounds[j + 1];
+    const double count = static_cast<double>(runs.end(e) - runs.end(b));
+    const double s = runs.sum(e) - runs.sum(b), s2 = runs.sum_sq(e) - runs.sum_sq(b);
+    fit.cluster_sse[j] = s2 - 2.0 * centroids[j] * s + count * centroids[j] * centroids[j];
+    fit.sse += fit.cluster_sse[j];
   }
-  *sse = total;
-  return centroids;
+  fit.centroids = std::move(centroids);
+  return fit;
 }
 
 // k-means of n >= 1 values given as runs (see above).
@@ -678,29 +688,26 @@ std::vector<double> fit_from_runs(const R& runs, uint64_t n, uint32_t k) {
     even[j] = lo + (hi - lo) * (2.0 * j + 1.0) / (2.0 * k);
     mixed[j] = (quantile[j] + even[j]) * 0.5;
   }
-  std::vector<double> best;
-  double best_sse = std::numeric_limits<double>::infinity();
+  LloydFit best;
   for (const auto* start : {&quantile, &even, &mixed}) {
-    double sse = 0;
-    std::vector<double> c = lloyd<kFast>(runs, *start, &sse);
-    if (best.empty() || sse < best_sse) best = std::move(c), best_sse = sse;
+    LloydFit fit = lloyd<kFast>(runs, *start);
+    if (best.centroids.empty() || fit.sse < best.sse) best = std::move(fit);
   }
   // Lloyd stops in a local optimum: clusters left empty (two equal centroids, a code wasted) or
   // spent on a few outliers while the bulk is coarse. Move the centroid that costs least to drop
   // (an empty cluster's: nothing) to where it gains most: split the cluster of the largest squared
   // error at its mean, run Lloyd again, keep the result while it is smaller.
   for (uint32_t round = 0; round < 2 * k; ++round) {
-    const std::vector<uint64_t> bounds = assign<kFast>(runs, best);
+    const std::vector<double>& c = best.centroids;
+    const std::vector<uint64_t>& bounds = best.bounds;
     std::vector<double> sse(k), drop_cost(k);
     for (uint32_t j = 0; j < k; ++j) {
       const double count = static_cast<double>(runs.end(bounds[j + 1]) - runs.end(bounds[j]));
-      const double s = runs.sum(bounds[j + 1]) - runs.sum(bounds[j]);
-      const double s2 = runs.sum_sq(bounds[j + 1]) - runs.sum_sq(bounds[j]);
-      sse[j] = std::max(0.0, s2 - 2.0 * best[j] * s + count * best[j] * best[j]);
+      sse[j] = std::max(0.0, best.cluster_sse[j]);
       // at most what its elements add when they join the nearer neighbour
       double gap = std::numeric_limits<double>::infinity();
-      if (j > 0) gap = std::min(gap, best[j] - best[j - 1]);
-      if (j + 1 < k) gap = std::min(gap, best[j + 1] - best[j]);
+      if (j > 0) gap = std::min(gap, c[j] - c[j - 1]);
+      if (j + 1 < k) gap = std::min(gap, c[j + 1] - c[j]);
       drop_cost[j] = count == 0 ? 0.0 : sse[j] + count * gap * gap;
     }
     const uint32_t drop = static_cast<uint32_t>(std::min_element(drop_cost.begin(), drop_cost.end()) - drop_cost.begin());
@@ -723,16 +730,15 @@ std::vector<double> fit_from_runs(const R& runs, uint64_t n, uint32_t k) {
     if (split < 0 || drop_cost[drop] >= sse[static_cast<size_t>(split)]) break;  // no move can gain
     std::vector<double> start;
     for (uint32_t j = 0; j < k; ++j)
-      if (j != drop && j != static_cast<uint32_t>(split)) start.push_back(best[j]);
+      if (j != drop && j != static_cast<uint32_t>(split)) start.push_back(c[j]);
     start.push_back(left);
     start.push_back(right);
     std::sort(start.begin(), start.end());
-    double moved_sse = 0;
-    std::vector<double> moved = lloyd<kFast>(runs, std::move(start), &moved_sse);
-    if (!(moved_sse < best_sse)) break;
-    best = std::move(moved), best_sse = moved_sse;
+    LloydFit moved = lloyd<kFast>(runs, std::move(start));
+    if (!(moved.sse < best.sse)) break;
+    best = std::move(moved);
   }
-  return best;
+  return std::move(best.centroids);
 }
 
 // The fast path's k-means of n >= 1 values it cannot count in a histogram (-0 as +0, any order):
@@ -1120,15 +1126,15 @@ void dequantize_ref(const QuantizedMatrix& q, float* out) {
 }
 
 Fp16Limits fp16_limits(const QuantizedMatrix& q) {
-  constexpr uint16_t kMaxBits = 0x7BFF, kSmallestBits = 0x0001;  // 65504 and 2^-24
   Fp16Limits l;
   for (const uint16_t h : q.scales) {  // positive, or 0 for an all-zero group
-    l.saturated += h == kMaxBits;
-    l.underflowed += h == kSmallestBits;
+    const float v = detail::f16_bits_to_float(h);
+    l.saturated += v == detail::kF16Max;
+    l.underflowed += v == detail::kF16MinSubnormal;
   }
   // LUT tables: values at +-65504. (Values at 2^-24 or 0 are not counted: a table legitimately
   // holds zeros, for pruned weights, even several of them, k-means splitting their cluster.)
-  for (const uint16_t h : q.tables) l.saturated += (h & 0x7FFFu) == kMaxBits;
+  for (const uint16_t h : q.tables) l.saturated += std::fabs(detail::f16_bits_to_float(h)) == detail::kF16Max;
   l.total = q.scales.size() + q.tables.size();
   return l;
 }
