@@ -636,26 +636,24 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     options.progress = [&](uint64_t done, uint64_t total, const std::string& name) { progress.update(done, total, name); };
     std::optional<GpuVerifier> verifier;
     std::exception_ptr gpu_failure;
-    // Integrity first: no GPU work on a file with a damaged tile (the CPU checks report each one).
-    // Where no GPU check can run (no CUDA in the build, no device) this pass, a read of the whole
-    // file, is not made.
-    const std::vector<BadChecksum> damaged = gpu_device_present() ? bad_checksums(*reader, args.threads)
-                                                                  : std::vector<BadChecksum>{};
-    if (!damaged.empty()) {
-      validate_gpu_verify_options(options);
-      gpu_note = "GPU checks did not run: " + std::to_string(damaged.size()) + " tensor" +
-                 (damaged.size() == 1 ? " has a tile" : "s have tiles") + " whose checksum fails";
-    }
     try {
-      if (damaged.empty()) verifier.emplace(*reader, against.get(), options);
+      verifier.emplace(*reader, against.get(), options);
     } catch (const Error& e) {
       // The device failed before the first tensor (its copy test, memory, cuBLAS): the CPU checks
       // still run and report; the GPU checks did not, and the verify fails.
       if (e.code() == ErrorCode::kInvalidArgument) throw;
-      gpu_setup_error = e.what();
+      gpu_setup_error = args.input + ": GPU checks did not run: the device failed: " + e.what();
     } catch (...) {
       gpu_failure = std::current_exception();
     }
+    // Integrity first: no tensor's GPU work on a file with a damaged tile (the CPU checks report
+    // each one). Made only where the GPU checks run: it reads the whole file once more.
+    if (verifier && verifier->ran())
+      if (const std::vector<BadChecksum> damaged = bad_checksums(*reader, args.threads); !damaged.empty()) {
+        verifier.reset();
+        gpu_note = "GPU checks did not run: " + std::to_string(damaged.size()) + " tensor" +
+                   (damaged.size() == 1 ? " has a tile" : "s have tiles") + " whose checksum fails";
+      }
     TensorDecodedHook on_decoded;  // none when the GPU checks do not run: the CPU checks alone
     if (verifier && verifier->ran())
       on_decoded = [&](const DecodedTensor& decoded) {
@@ -678,7 +676,6 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   }
   const bool gpu_ran = gpu && gpu->ran;
   const bool ok = report.ok() && (!gpu || gpu->ok()) && gpu_setup_error.empty();
-  if (!gpu_setup_error.empty()) gpu_setup_error = args.input + ": GPU checks did not run: the device failed: " + gpu_setup_error;
 
   if (args.json) {
     json out;

@@ -70,7 +70,7 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
 // Integrity first: every tile's checksum (OpenMP over tiles), before any decode. Returns, in file
 // order, each tensor that has a tile whose stored bytes do not hash to its record, with the first
 // such tile (within the tensor); empty when every tile is intact. `wpack verify --device cuda` runs
-// it before the GPU checks and starts none when it finds one (verify_cpu reports them).
+// it once the GPU is set up and checks no tensor on it when it finds one (verify_cpu reports them).
 struct BadChecksum {
   size_t tensor = 0;
   uint64_t tile = 0;

@@ -662,8 +662,6 @@ GpuVerifyReport GpuVerifier::finish() {
   return std::move(report);
 }
 
-bool gpu_device_present() { return gpu::gpu_build_has_cuda() && gpu::gpu_device_count() > 0; }
-
 bool is_slow_lossy_gemv_kernel(const std::string& kernel_path) {
   return kernel_path == GpuTensor::kGemvGeneric || kernel_path == GpuTensor::kGemvWarpPerTile ||
          kernel_path == GpuTensor::kGemvWarpPerTileAndGeneric;

@@ -152,9 +152,6 @@ GpuVerifyReport verify_gpu(const WpkReader& reader, const TensorSource* against,
 // The option checks verify_gpu starts with (the same Error), for callers that want to refuse bad
 // options before preparing anything.
 void validate_gpu_verify_options(const GpuVerifyOptions& options);
-// Whether this build has CUDA and a CUDA device is visible: the GPU checks may start (GpuVerifier
-// may still find the device unusable). Never throws.
-bool gpu_device_present();
 
 // Whether a lossy tensor's GpuBatchCheck::kernel_path names a kernel far slower than the
 // bulk-copy GEMV: the warp-per-tile rANS decoder (rANS-coded tiles, 0.1-0.2x cuBLAS on the H200)
