@@ -634,7 +634,7 @@ class Hdf5Source final : public TensorSource {
     Hid mem_type = memory_type(ctx_, entry.info.dtype, what);
     const std::vector<uint64_t>& shape = entry.info.shape;
     const std::vector<uint64_t>& chunk = entry.chunk;
-    if (chunk.empty() || chunk.size() != shape.size()) {  // contiguous or compact: one read
+    if (chunk.empty()) {  // contiguous or compact (or a scalar): one read
       ctx_.check(H5Dread(dataset, mem_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out), ErrorCode::kCorrupt, what,
                  "read failed");
       return;

@@ -516,14 +516,10 @@ TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in blo
   };
   {
     H5Writer w(path);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    const hsize_t chunk_a[1] = {1};
-    H5Pset_chunk(dcpl, 1, chunk_a);
+    hid_t dcpl = chunked({1});
     w.dataset("/a", H5T_IEEE_F32LE, {40000}, H5T_NATIVE_FLOAT, a.data(), dcpl);
     H5Pclose(dcpl);
-    dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    const hsize_t chunk_b[2] = {3, 2};
-    H5Pset_chunk(dcpl, 2, chunk_b);
+    dcpl = chunked({3, 2});
     w.dataset("/b", H5T_IEEE_F32BE, {30001, 5}, H5T_NATIVE_FLOAT, b.data(), dcpl);
     H5Pclose(dcpl);
     dcpl = chunked({1, 1});
@@ -543,15 +539,10 @@ TEST_CASE("generic HDF5: datasets of many small chunks read back exactly, in blo
   REQUIRE(source->tensors().size() == 5);
   CHECK(source->tensors()[4].shape == std::vector<uint64_t>{0, 4});
   CHECK(read_bytes(*source, 4).empty());
-  auto bytes = [](const std::vector<float>& v) {
-    std::vector<uint8_t> out(4 * v.size());
-    std::memcpy(out.data(), v.data(), out.size());
-    return out;
-  };
-  CHECK(read_bytes(*source, 0) == bytes(a));
-  CHECK(read_bytes(*source, 1) == bytes(b));
-  CHECK(read_bytes(*source, 2) == bytes(c));
-  CHECK(read_bytes(*source, 3) == bytes(e));
+  CHECK(read_bytes(*source, 0) == bytes_of(a));
+  CHECK(read_bytes(*source, 1) == bytes_of(b));
+  CHECK(read_bytes(*source, 2) == bytes_of(c));
+  CHECK(read_bytes(*source, 3) == bytes_of(e));
 }
 
 // A file whose chunk shape was changed after its chunks were indexed: libhdf5 1.10 reads it "with
