@@ -479,30 +479,19 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
   return entry;
 }
 
-// Names of the hard links in `group`, in byte order. Soft and external links are not followed.
-// The others (soft and external links) go to *other with their kind, when `other` is not null.
-std::vector<std::string> hard_link_names(const Ctx& ctx, hid_t group, const std::string& what,
-                                         std::vector<std::pair<std::string, std::string>>* other = nullptr) {
-  struct Lists {
-    std::vector<std::string> names;
-    std::vector<std::pair<std::string, std::string>>* other;
-  } lists{{}, other};
+// The links of `group` (name and type), in byte order of their names.
+std::vector<std::pair<std::string, H5L_type_t>> group_links(const Ctx& ctx, hid_t group, const std::string& what) {
+  std::vector<std::pair<std::string, H5L_type_t>> links;
   ctx.check(H5Literate(
                 group, H5_INDEX_NAME, H5_ITER_INC, nullptr,
                 [](hid_t, const char* name, const H5L_info_t* info, void* data) -> herr_t {
-                  auto* l = static_cast<Lists*>(data);
-                  if (info->type == H5L_TYPE_HARD)
-                    l->names.emplace_back(name);
-                  else if (l->other)
-                    l->other->emplace_back(name, info->type == H5L_TYPE_SOFT       ? "soft link"
-                                                 : info->type == H5L_TYPE_EXTERNAL ? "external link"
-                                                                                   : "user-defined link");
+                  static_cast<std::vector<std::pair<std::string, H5L_type_t>>*>(data)->emplace_back(name, info->type);
                   return 0;
                 },
-                &lists),
+                &links),
             ErrorCode::kFormat, what, "cannot list the group");
-  std::sort(lists.names.begin(), lists.names.end());
-  return lists.names;
+  std::sort(links.begin(), links.end());
+  return links;
 }
 
 // Keras 3 order: all-digit names ("0", "1", ..., "10") numerically first, then the rest by bytes.
@@ -533,9 +522,16 @@ class Walker {
     const std::string what = "group " + quoted(group_path.empty() ? "/" : group_path);
     // A group reached twice (hard-link cycle or alias) is walked once.
     if (!visited_.insert(object_key(ctx_, group, what)).second) return;
-    std::vector<std::pair<std::string, std::string>> other;
-    std::vector<std::string> names = hard_link_names(ctx_, group, what, links_ ? &other : nullptr);
-    for (const auto& [name, kind] : other) links_->push_back("link " + quoted(group_path + "/" + name) + " (" + kind + ", not followed)");
+    // Hard links are walked; soft and external ones are not followed (and named in *links_).
+    std::vector<std::string> names;
+    for (const auto& [name, type] : group_links(ctx_, group, what)) {
+      if (type == H5L_TYPE_HARD)
+        names.push_back(name);
+      else if (links_)
+        links_->push_back("link " + quoted(group_path + "/" + name) + " (" +
+                          (type == H5L_TYPE_SOFT ? "soft" : type == H5L_TYPE_EXTERNAL ? "external" : "user-defined") +
+                          " link, not followed)");
+    }
     if (numeric_order_) std::sort(names.begin(), names.end(), keras3_name_less);
     for (const std::string& name : names) {
       if (std::find(skip.begin(), skip.end(), name) != skip.end()) continue;
