@@ -534,8 +534,9 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_stream_kernel(
       const uint32_t c = e / kBatch, b = e % kBatch;
       xs[(c / 32) * x_row + (c % 32) * kBatch + b] = bf16_bits_to_float(xb[e]);
     }
-    if (params.kind == kQuantInt && threadIdx.x < spr * kBatch) {
-      const uint32_t j = threadIdx.x / kBatch, b = threadIdx.x % kBatch;
+    // A stride loop: a tile wider than 32 * kThreads / kBatch columns has more sums than threads.
+    for (uint32_t e = threadIdx.x; params.kind == kQuantInt && e < spr * kBatch; e += kThreads) {
+      const uint32_t j = e / kBatch, b = e % kBatch;
       float s = 0.f;
       for (uint32_t c = 32 * j; c < min(w, 32 * j + 32); ++c) s += bf16_bits_to_float(xb[c * kBatch + b]);
       xsum[j * kBatch + b] = s;

@@ -260,8 +260,11 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   const DevTile tile = tiles_dev[id];
   const SmemLayout layout(plan);
   float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
-  // x for this tile's columns, read before the decode so its latency overlaps the cp.async.
-  for (uint32_t i = threadIdx.x; i < tile.cols * kBatch; i += kThreads)
+  // x for this tile's columns, read before the decode so its latency overlaps the cp.async. Only a
+  // tile the GPU decodes is sure to fit xs (plan.cols_cap leaves out zstd and bitshuffle tiles,
+  // which decode_tile_smem reports).
+  const uint32_t x_cols = tile.cols <= plan.cols_cap ? tile.cols : 0;
+  for (uint32_t i = threadIdx.x; i < x_cols * kBatch; i += kThreads)
     xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
   const uint32_t status = decode_tile_smem(bytes_dev, tile, 2, plan, smem, plane_ptr, &status_shared);
   if (threadIdx.x == 0) status_dev[id] = status;

@@ -1,0 +1,73 @@
+#!/bin/bash
+# The GPU tests under NVIDIA's compute-sanitizer, on the GPU machine: each Catch2 test case of the
+# test programs given runs alone under each tool named (memcheck: out-of-bounds and misaligned
+# accesses, API errors, leaks; racecheck: shared-memory hazards; synccheck: barrier misuse;
+# initcheck: reads of uninitialised device memory), a few at a time, each within a time limit.
+# One line per test and tool, then a summary; the sanitizer's logs of the runs that did not pass go
+# to $OUT/sanitize (or /tmp/sanitize).
+#
+#   device tool, carry [".devdeps"] (and a CUDA build, e.g. build-dev):
+#     bash tools/device-sanitize.sh build-dev/tests/gpu_tile_decode [build-dev/tests/gpu_verify ...]
+#
+# TOOLS (default "memcheck racecheck synccheck initcheck"), TEST_TIMEOUT (s, default 240), JOBS
+# (default 4), SKIP (an extended regex of test names left out, default none), ONLY (an extended
+# regex of the test names run, default all).
+set -u
+[ $# -ge 1 ] || { echo "usage: device-sanitize.sh TEST_PROGRAM..."; exit 2; }
+san=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+[ -n "$san" ] || { echo "no compute-sanitizer on this machine"; exit 1; }
+out=${OUT:-/tmp}/sanitize
+mkdir -p "$out"
+tools=${TOOLS:-"memcheck racecheck synccheck initcheck"}
+limit=${TEST_TIMEOUT:-240}
+jobs=${JOBS:-4}
+"$san" --version | tail -1
+
+list="$out/cases.txt"
+: > "$list"
+for prog in "$@"; do
+  # Catch2 v2 prints the names one per line, indented by two spaces when they wrap; ours do not.
+  "$prog" --list-test-names-only | sed '/^$/d' | while IFS= read -r name; do
+    [ -n "${ONLY:-}" ] && ! [[ $name =~ ${ONLY} ]] && continue
+    [ -n "${SKIP:-}" ] && [[ $name =~ ${SKIP} ]] && continue
+    for tool in $tools; do printf '%s\t%s\t%s\n' "$tool" "$prog" "$name" >> "$list"; done
+  done
+done
+
+run_one() {
+  local tool=$1 prog=$2 name=$3
+  local log="$out/$(basename "$prog")-$tool-$(printf '%s' "$name" | md5sum | cut -c1-8).log"
+  local extra=()
+  [ "$tool" = memcheck ] && extra=(--leak-check full)
+  [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+  local t0=$SECONDS
+  # Catch2 takes a test name as a pattern: escape its wildcard and its ',', '[' and '\'.
+  local spec=${name//\\/\\\\}
+  spec=${spec//\*/\\*}
+  spec=${spec//,/\\,}
+  spec=${spec//\[/\\[}
+  printf '%s\n' "$tool: $name" > "$log"
+  timeout "$limit" "$san" --tool "$tool" --error-exitcode 9 --print-limit 50 "${extra[@]}" "$prog" "$spec" >> "$log" 2>&1
+  local rc=$?
+  local verdict=ok
+  if [ $rc -eq 124 ]; then verdict=timeout
+  elif [ $rc -eq 9 ]; then verdict=ERRORS
+  elif [ $rc -ne 0 ]; then verdict="test-failed(rc=$rc)"
+  fi
+  local summary
+  summary=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)' "$log" | tr '\n' ' ' | sed 's/========= //g')
+  printf '%-9s %-8s %4ds  %s: %s  [%s]\n' "$tool" "$verdict" $((SECONDS - t0)) "$(basename "$prog")" "$name" "$summary"
+  [ "$verdict" = ok ] && rm -f "$log"   # keep the logs worth reading
+}
+export -f run_one
+export out limit san
+
+tr '\n' '\0' < "$list" | xargs -0 -P "$jobs" -I{} bash -c 'IFS=$'"'"'\t'"'"' read -r t p n <<< "$1"; run_one "$t" "$p" "$n"' _ {} \
+  | tee "$out/results.txt"
+echo
+echo "summary (tool: ok / errors / test failed / timed out):"
+for tool in $tools; do
+  printf '  %-9s %s / %s / %s / %s\n' "$tool" \
+    "$(grep -c "^$tool *ok " "$out/results.txt")" "$(grep -c "^$tool *ERRORS " "$out/results.txt")" \
+    "$(grep -c "^$tool *test-failed" "$out/results.txt")" "$(grep -c "^$tool *timeout " "$out/results.txt")"
+done
