@@ -378,6 +378,7 @@ struct GpuTensor::Impl {
   DType dtype = DType::F32;
   uint8_t scheme = 0;
   uint64_t tile_count = 0;
+  std::string smem_hint;  // what to do when the tiles do not fit a block's shared memory
   uint64_t stored_bytes = 0;
   uint64_t device_bytes = 0;
   // The bulk-copy kernels (quant GEMV, lossless warp per tile) may run: the device has the engine
@@ -530,6 +531,9 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->elem_size = static_cast<uint32_t>(dtype_size(t.dtype));
   impl->dtype = t.dtype;
   impl->tile_count = t.tile_count;
+  // The packer makes a 0-D or 1-D tensor one tile of up to 2^20 elements whatever --tile says.
+  impl->smem_hint = t.shape.size() <= 1 ? " (a 1-D tensor is packed as one tile, too large for the GPU kernels)"
+                                        : " (pack it with smaller tiles: --tile)";
   if (impl->rows > UINT32_MAX || impl->cols > UINT32_MAX || t.tile_count > INT32_MAX)
     throw Error(ErrorCode::kUnsupported, where + ": more than 2^32 rows, columns or 2^31 tiles");
 
@@ -663,7 +667,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   if (need > static_cast<uint64_t>(smem_limit))
     throw Error(ErrorCode::kUnsupported, where + ": tiles need " + std::to_string(need) +
                                              " bytes of shared memory per block, the device gives " +
-                                             std::to_string(smem_limit) + " (use smaller tiles)");
+                                             std::to_string(smem_limit) + impl->smem_hint);
 
   // One host staging buffer, one copy (pinned memory would not pay for a once-per-tensor upload).
   std::vector<uint8_t> staging(total, 0);
@@ -812,7 +816,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
       slow_count > 0 && need > impl_->smem_limit)
     throw Error(ErrorCode::kUnsupported, "gemv: tiles need " + std::to_string(need) +
                                              " bytes of shared memory per block, the device gives " +
-                                             std::to_string(impl_->smem_limit) + " (use smaller tiles)");
+                                             std::to_string(impl_->smem_limit) + impl_->smem_hint);
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
   const uint32_t* slow_ids = nullptr;
   if (grid > 0) {

@@ -6,9 +6,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
+#include <map>
+#include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -147,8 +152,8 @@ float bf16_to_float(uint16_t b) {
 // what the tensor decodes to); relative error <= 2e-3, twice (a race would show). x_offset: x is
 // placed that many elements past a cudaMalloc'ed start (x_offset = 1: not 16-byte aligned).
 // kernel: when set, GpuTensor::gemv_kernel() must name it after each call. x_exp: x is gaussian
-// (sigma 1) times 2^x_exp (exact in BF16 for the exponents the tests use).
-void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed,
+// (sigma 1) times 2^x_exp (exact in BF16 for the exponents the tests use). Returns the kernel's name.
+std::string check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint32_t batch, uint64_t seed,
                     size_t x_offset = 0, double tolerance = 2e-3, const char* kernel = nullptr, int x_exp = 0) {
   const auto& info = p.reader->tensors()[t];
   GpuTensor g = GpuTensor::upload(*p.reader, t);
@@ -193,15 +198,17 @@ void check_gemv_f32(const Packed& p, size_t t, const std::vector<float>& w, uint
     INFO("relative error " << rel);
     REQUIRE(rel <= tolerance);
   }
+  return g.gemv_kernel();
 }
 
 // The same for a lossless BF16 tensor: the weights are its source, exactly, so only float32
 // accumulation separates y from the float64 product (a wrong bit of a weight shows far above 1e-5).
-void check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed, const char* kernel = nullptr) {
+std::string check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed, const char* kernel = nullptr,
+                       size_t x_offset = 0) {
   const uint16_t* bits = reinterpret_cast<const uint16_t*>(p.source[t].data());
   std::vector<float> w(p.source[t].size() / 2);
   for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_to_float(bits[i]);
-  check_gemv_f32(p, t, w, batch, seed, 0, 1e-5, kernel);
+  return check_gemv_f32(p, t, w, batch, seed, x_offset, 1e-5, kernel);
 }
 
 // ---- lossy tensors ----
@@ -393,6 +400,26 @@ TEST_CASE("gpu decode: zstd tiles are reported unsupported per tile") {
     g.gemv(x.ptr, y.ptr, batch, status.ptr);
     CUDA_OK(cudaDeviceSynchronize());
     for (uint32_t s : status.download()) REQUIRE(s == static_cast<uint32_t>(TileStatus::kUnsupportedCodec));
+  }
+}
+
+// A tile whose bytes do not fit a block's shared memory is refused at upload, naming the tensor and
+// what to do: smaller tiles for a matrix; a 1-D tensor is one tile whatever --tile says.
+TEST_CASE("gpu upload: tiles too large for shared memory are refused, saying what to do") {
+  auto p = pack({{"bias", DType::F32, {60000}}, {"big", DType::F32, {300, 300}}}, Codec::kRans, 256, 256);
+  const std::pair<size_t, const char*> cases[] = {{0, "'bias': tiles need"}, {1, "'big': tiles need"}};
+  const char* hints[] = {"a 1-D tensor is packed as one tile", "pack it with smaller tiles: --tile"};
+  for (size_t i = 0; i < 2; ++i) {
+    std::string message;
+    try {
+      GpuTensor::upload(*p->reader, cases[i].first);
+    } catch (const wpack::Error& e) {
+      message = e.what();
+    }
+    INFO(message);
+    CHECK(message.find(cases[i].second) != std::string::npos);
+    CHECK(message.find(hints[i]) != std::string::npos);
+    CHECK(message.find(hints[1 - i]) == std::string::npos);
   }
 }
 
@@ -1042,6 +1069,72 @@ TEST_CASE("gpu exp4: a malformed tile whose checksums agree is reported for its 
     REQUIRE(g.tile_count() == 4);
     check_corrupt_tile_reported(g, 1, {1u, 16u}, GpuTensor::kGemvBlockPerTile);
   }
+}
+
+// Random configurations from a fixed seed: scheme (lossless BF16 too), group, symmetry, LUT rows,
+// pruning, codec, tile shape (up to 32768 elements, 1 to 256 rows, 32 to 2048 columns), matrix
+// shape, batch, x off its alignment, and the bulk-copy kernels switched off at upload
+// (WPACK_GPU_NO_TMA) for some; each tensor decoded bit-exact and multiplied within 2e-3 of float64
+// (lossless: 1e-5). The fixed cases above pick shapes by hand for each kernel; these draw
+// combinations nobody picked. Half the cases are drawn within the bulk-copy kernels' reach. Prints
+// the cases each kernel took (on an H200: eight kernels or pairs of them, 1 to 92 cases each).
+TEST_CASE("gpu random configurations: decode bit-exact and gemv on whichever kernel takes them") {
+  using wpack::Scheme;
+  std::mt19937_64 rng(20261125);
+  auto below = [&](uint64_t n) { return static_cast<uint32_t>(rng() % n); };
+  const Scheme schemes[] = {Scheme::kLossless, Scheme::kInt8, Scheme::kInt4, Scheme::kInt3, Scheme::kInt2,
+                            Scheme::kFp8,      Scheme::kFp6,  Scheme::kFp5,  Scheme::kFp4,  Scheme::kNf4,
+                            Scheme::kLut4,     Scheme::kLut3};
+  const uint32_t tile_rows_choices[] = {1, 2, 8, 16, 32, 64, 100, 128, 256};
+  const uint32_t tile_cols_choices[] = {32, 64, 96, 128, 192, 256, 512, 1024, 1280, 2048};
+  const uint32_t batches[] = {1, 2, 3, 5, 7, 8, 9, 13, 16, 24, 33, 64};
+  std::map<std::string, int> kernels;
+  for (int i = 0; i < 300; ++i) {
+    const Scheme scheme = schemes[below(std::size(schemes))];
+    // Half the cases in the bulk-copy kernels' reach: widths in steps of 64, tiles of 64-256 columns.
+    const bool aligned = below(2) == 0;
+    uint32_t tile_rows = 0, tile_cols = 0;
+    do {
+      tile_rows = tile_rows_choices[below(std::size(tile_rows_choices))];
+      tile_cols = aligned ? 64u << below(3) : tile_cols_choices[below(std::size(tile_cols_choices))];
+    } while (uint64_t{tile_rows} * tile_cols > 32768);
+    const uint64_t rows = 1 + below(520), cols = aligned ? 64 * (1 + below(40)) : 1 + below(2600);
+    const uint32_t batch = batches[below(std::size(batches))];
+    const size_t x_offset = below(aligned ? 16 : 6) == 0 ? 1 : 0;
+    const bool no_bulk_copy = !aligned && below(3) == 0;
+    LossyCase c{scheme, below(aligned ? 5 : 3) == 0 ? Codec::kRans : Codec::kNone};
+    const bool grouped = scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2 ||
+                         scheme == Scheme::kFp4 || scheme == Scheme::kNf4;
+    if (grouped) c.group = 32u << (aligned ? 2 + below(2) : below(4));
+    if (scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2) c.symmetric = below(2);
+    if (scheme == Scheme::kLut4 || scheme == Scheme::kLut3) c.lut_rows = below(2) ? 0 : 1 + below(130);
+    if (scheme != Scheme::kLossless && below(4) == 0) c.prune = 0.3 + 0.2 * below(3);
+    if (scheme == Scheme::kLossless && below(3) == 0) c.codec = Codec::kExp4;
+    const DType dtype = scheme != Scheme::kLossless && below(5) == 0 ? DType::F32 : DType::BF16;
+    std::ostringstream what;
+    what << "case " << i << ": " << (scheme == Scheme::kLossless ? "lossless" : case_name(c))
+         << (c.codec == Codec::kExp4 ? "/exp4" : "") << (dtype == DType::F32 ? " F32 " : " BF16 ") << rows << "x"
+         << cols << " in " << tile_rows << "x" << tile_cols << " tiles, batch " << batch << (x_offset ? ", x unaligned" : "")
+         << (no_bulk_copy ? ", WPACK_GPU_NO_TMA" : "");
+    INFO(what.str());
+    if (no_bulk_copy) setenv("WPACK_GPU_NO_TMA", "1", 1);
+    std::string kernel;
+    if (scheme == Scheme::kLossless) {
+      auto p = pack({{"w", dtype, {rows, cols}}}, c.codec, tile_rows, tile_cols, std::nullopt, 100 + i);
+      check_decode(*p);
+      kernel = check_gemv(*p, 0, batch, 500 + i, nullptr, x_offset);
+    } else {
+      auto p = pack_lossy({{"w", dtype, {rows, cols}}}, c, tile_rows, tile_cols, 100 + i);
+      const std::vector<float> w = check_decode_lossy(*p, 0);
+      kernel = check_gemv_f32(*p, 0, w, batch, 500 + i, x_offset);
+    }
+    unsetenv("WPACK_GPU_NO_TMA");
+    ++kernels[kernel];
+  }
+  std::string taken;
+  for (const auto& [name, count] : kernels) taken += " " + name + ": " + std::to_string(count) + ";";
+  std::printf("random configurations, cases per kernel:%s\n", taken.c_str());
+  CHECK(kernels.size() >= 6);  // the draw reaches most kernels, not one or two
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs
