@@ -6,7 +6,8 @@
 //      length + params bytes, then a tile (below). parse_quant_params either refuses the blob or
 //      returns params that the tile decoder is then run with.
 //   1: made params. u8 scheme (1..11) and fields drawn from the input are made into valid params
-//      (serialize_quant_params); parsing them back must succeed and give the same bytes; then a tile.
+//      (serialize_quant_params; row scales and table entries finite); parsing them back must
+//      succeed and give the same bytes; then a tile.
 //   2, 3: round trip. Weights from the input quantized (packer/quantize.h, some pruned), every tile
 //      encoded with encode_quant_tile (and QuantTileEncoder, which must give the same bytes) and
 //      decoded again: the values must be dequantize()'s, bit for bit, with pruned weights +0.0.
@@ -81,10 +82,10 @@ void made_params(Input& in) {
   if (scheme_is_grouped(p.scheme)) p.group = 32u << (in.u8() % 4);
   if (scheme_is_lut(p.scheme)) p.lut_rows = (flags & 8) ? 1 + in.u8() % rows : 0;
   if (p.scheme == Scheme::kInt8 || p.scheme == Scheme::kFp8 || p.scheme == Scheme::kFp6 || p.scheme == Scheme::kFp5)
-    for (uint64_t r = 0; r < rows; ++r) p.row_scales.push_back(in.u16());
+    for (uint64_t r = 0; r < rows; ++r) p.row_scales.push_back(in.u16() & 0xFBFF);  // finite: valid
   if (scheme_is_lut(p.scheme)) {
     const uint64_t tables = p.lut_rows == 0 ? 1 : ceil_div(rows, p.lut_rows);
-    for (uint64_t i = 0; i < (tables << p.bits); ++i) p.tables.push_back(in.u16());
+    for (uint64_t i = 0; i < (tables << p.bits); ++i) p.tables.push_back(in.u16() & 0xFBFF);
   }
   const uint32_t tile_rows = 1 + in.u8() % rows;
   const uint32_t tile_cols = quant_tile_cols(1 + in.u16() % cols, p.group);

@@ -274,6 +274,12 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     __syncthreads();
     if (*status_a != kOk) return *status_a;
   }
+  // Scales that are infinity or NaN (the quantizer writes finite ones only) make the tile corrupt,
+  // as in the CPU reference: the high byte of each scale holds its exponent field.
+  bool bad_scale = false;
+  for (uint32_t i = threadIdx.x; i < sg.scale_bytes / 2; i += kThreads)
+    bad_scale |= (side[2 * i + 1] & 0x7Cu) == 0x7Cu;
+  if (__syncthreads_or(bad_scale)) return kCorrupt;
 
   // Occupied elements: a block scan of the bitmap's 32-element chunks.
   uint32_t count = n;
@@ -323,9 +329,16 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     }
   }
   if (packed) {
+    const uint32_t tail_bits = (count * p.bits) & 7u;  // the last byte's padding bits must be 0, as on the CPU
+    if (tail_bits && (packed[b_bytes - 1] >> tail_bits) != 0) return kCorrupt;  // uniform: one byte, read by all
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
   }
   __syncthreads();
+  if (p.kind == kQuantTable && p.bits == 8) {  // fp8: e4m3's NaN codes are corrupt, as on the CPU
+    bool nan_code = false;
+    for (uint32_t k = threadIdx.x; k < count; k += kThreads) nan_code |= (codes[k] & 0x7Fu) == 0x7Fu;
+    if (__syncthreads_or(nan_code)) return kCorrupt;
+  }
   if (zero_rel) {  // dense (count == n): code = (s + zero[r][c / group]) mod 2^bits, as decode_quant_tile_ref
     for (uint32_t k = threadIdx.x; k < n; k += kThreads) {
       const uint32_t r = k / w, c = k - r * w;

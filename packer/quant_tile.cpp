@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -24,6 +25,15 @@ constexpr uint8_t kFlagSparseTiles = 1u << 1;
 constexpr uint32_t kMaxPruneM = 256;
 
 [[noreturn]] void corrupt(const std::string& what) { throw Error(ErrorCode::kCorrupt, what); }
+
+// An fp16 value other than infinity or NaN (exponent field below 31).
+bool f16_bits_finite(uint16_t bits) { return (bits & 0x7C00u) != 0x7C00u; }
+
+std::string hex16(uint16_t bits) {
+  char text[8];
+  std::snprintf(text, sizeof text, "0x%04X", bits);
+  return text;
+}
 
 bool scheme_is_int(Scheme s) { return s == Scheme::kInt8 || s == Scheme::kInt4 || s == Scheme::kInt3 || s == Scheme::kInt2; }
 bool scheme_has_row_scales(Scheme s) {
@@ -303,6 +313,10 @@ QuantTensorParams parse_quant_params(uint8_t scheme_code, std::span<const uint8_
               std::to_string(c.remaining()) + " bytes left)");
     std::vector<uint16_t> values(side_values);
     for (auto& v : values) v = c.u16("side data");
+    for (uint64_t i = 0; i < values.size(); ++i)  // the quantizer writes finite values only
+      if (!f16_bits_finite(values[i]))
+        corrupt(std::string(scheme_has_row_scales(p.scheme) ? "row scale " : "table entry ") + std::to_string(i) +
+                " is not finite (fp16 bits " + hex16(values[i]) + ")");
     if (scheme_has_row_scales(p.scheme)) p.row_scales = std::move(values);
     else p.tables = std::move(values);
     if (c.remaining() != 0) corrupt(std::to_string(c.remaining()) + " trailing bytes after the side data");
@@ -504,6 +518,10 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   } catch (const Error& e) {
     corrupt(std::string("plane 0: ") + e.what());
   }
+  for (uint64_t i = 0; i < side.scale_bytes / 2; ++i) {  // the quantizer writes finite scales only
+    const uint16_t bits = static_cast<uint16_t>(plane_a[2 * i] | (plane_a[2 * i + 1] << 8));
+    if (!f16_bits_finite(bits)) corrupt("scale " + std::to_string(i) + " is not finite (fp16 bits " + hex16(bits) + ")");
+  }
   uint64_t count = n;
   if (sparse) {
     const uint8_t* bitmap = plane_a.data() + side.bytes();
@@ -524,6 +542,9 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   }
   if ((count * p.bits) % 8 != 0 && (plane_b[b_bytes - 1] >> ((count * p.bits) % 8)) != 0)
     corrupt("codes plane padding bits are set");
+  if (p.scheme == Scheme::kFp8)  // the quantizer never writes e4m3's NaN codes
+    for (uint64_t k = 0; k < count; ++k)
+      if ((plane_b[k] & 0x7F) == 0x7F) corrupt("code " + std::to_string(k) + " is an fp8 NaN code");
 
   ElementDecoder decoder(p, rect, plane_a.data());
   if (!sparse) {

@@ -12,6 +12,8 @@
 #include <initializer_list>
 #include <iterator>
 #include <map>
+#include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -21,6 +23,7 @@
 #include "formats/wpk.h"
 #include "kernels/tile_decode.h"
 #include "packer/pack.h"
+#include "packer/tiling.h"
 #include "packer/unpack.h"
 #include "test_util.h"
 
@@ -1135,6 +1138,144 @@ TEST_CASE("gpu random configurations: decode bit-exact and gemv on whichever ker
   for (const auto& [name, count] : kernels) taken += " " + name + ": " + std::to_string(count) + ";";
   std::printf("random configurations, cases per kernel:%s\n", taken.c_str());
   CHECK(kernels.size() >= 6);  // the draw reaches most kernels, not one or two
+}
+
+// Tiles of every kind changed at random (bits flipped, a byte set, four bytes zeroed or saturated;
+// half the time within the first 64 bytes: the plane directory, rANS headers and tables), each
+// file's checksums recomputed as a crafted file's would be. The CPU reference decoder judges each
+// tile. upload() may refuse the tensor (an Error, which verify reports), but only when the CPU finds a
+// bad tile; otherwise decode() must run without a CUDA error, give each tile the CPU's verdict (ok
+// or not) and the ok tiles bit for bit, and gemv() at batch 1 and 16 must run without a CUDA error
+// and report every tile decode() reports, except for values and padding that only decode() checks
+// (an infinite or NaN scale, an fp8 NaN code, a code plane's padding bits).
+TEST_CASE("gpu fuzz: tiles changed with their checksums recomputed: no CUDA error, each tile judged as the CPU does") {
+  using wpack::Scheme;
+  struct Kind {
+    LossyCase c;
+    bool lossless;
+  };
+  const Kind kinds[] = {
+      {{Scheme::kLossless, Codec::kRans}, true},  {{Scheme::kLossless, Codec::kExp4}, true},
+      {{Scheme::kLossless, Codec::kNone}, true},  {{Scheme::kInt4, Codec::kRans, 0, 64}, false},
+      {{Scheme::kInt4, Codec::kNone, 0, 128}, false}, {{Scheme::kInt8, Codec::kRans}, false},
+      {{Scheme::kFp6, Codec::kRans, 0.5}, false}, {{Scheme::kInt4, Codec::kNone, 0.5}, false},
+      {{Scheme::kLut4, Codec::kRans}, false},     {{Scheme::kFp8, Codec::kNone}, false},
+      {{Scheme::kInt3, Codec::kNone}, false},     {{Scheme::kNf4, Codec::kRans}, false},
+  };
+  std::mt19937_64 rng(777);
+  uint64_t refused_open = 0, refused_upload = 0, bad_tiles = 0, runs = 0;
+  for (const Kind& kind : kinds) {
+    const std::string name = kind.lossless ? std::string("lossless/") + (kind.c.codec == Codec::kRans ? "rans"
+                                                                        : kind.c.codec == Codec::kExp4 ? "exp4" : "none")
+                                           : case_name(kind.c);
+    INFO("kind " << name);
+    const std::vector<Spec> specs = {{"w", DType::BF16, {130, 300}}};
+    auto p = kind.lossless ? pack(specs, kind.c.codec, 64, 128, std::nullopt, 3) : pack_lossy(specs, kind.c, 64, 128, 3);
+    const std::string path = p->dir.file(kind.lossless ? "t.wpk" : "q.wpk");
+    const auto good = wpack::test::read_file(path);
+    const uint64_t tiles = p->reader->tensors()[0].tile_count;
+    REQUIRE(tiles == 9);
+    for (int m = 0; m < 40; ++m) {
+      auto bytes = good;
+      const uint64_t tile = rng() % tiles;
+      const uint32_t how = rng() % 4;
+      wpack::test::edit_wpk_tile(bytes, tile, [&](uint8_t* b, uint64_t size) {
+        if (size == 0) return;
+        const uint64_t at = rng() % (rng() % 2 ? std::min<uint64_t>(size, 64) : size);
+        switch (how) {
+          case 0:
+            for (uint32_t k = 0, n = 1 + rng() % 4; k < n; ++k) b[(at + rng() % 16) % size] ^= 1u << (rng() % 8);
+            break;
+          case 1: b[at] = static_cast<uint8_t>(rng()); break;
+          default:
+            for (uint64_t k = at; k < std::min(size, at + 4); ++k) b[k] = how == 2 ? 0x00 : 0xFF;
+        }
+      });
+      if (bytes == good) continue;
+      INFO("change " << m << ": tile " << tile << ", kind of change " << how);
+      const std::string crafted = p->dir.file("c.wpk");
+      wpack::test::write_file(crafted, bytes);
+      std::unique_ptr<wpack::WpkReader> reader;
+      try {
+        reader = wpack::WpkReader::open(crafted);
+      } catch (const wpack::Error&) {
+        ++refused_open;
+        continue;
+      }
+      const wpack::WpkTensor& info = reader->tensors()[0];
+      const auto geometry = wpack::tile_geometry(info.shape, info.tile_rows, info.tile_cols);
+      wpack::QuantTensorParams params;
+      if (!kind.lossless) params = wpack::tensor_quant_params(*reader, 0);
+      std::vector<bool> cpu_ok(tiles), value_check(tiles);  // value_check: refused for what decode() only checks
+      std::vector<std::vector<float>> cpu_values(tiles);
+      std::vector<std::vector<uint8_t>> cpu_bytes(tiles);
+      for (uint64_t k = 0; k < tiles; ++k) {
+        try {
+          if (kind.lossless) wpack::decode_tile_of(*reader, 0, k, cpu_bytes[k]);
+          else wpack::decode_tile_f32_of(*reader, 0, k, &params, cpu_values[k]);
+          cpu_ok[k] = true;
+        } catch (const wpack::Error& e) {
+          const std::string why = e.what();
+          value_check[k] = why.find("is not finite") != std::string::npos || why.find("NaN code") != std::string::npos ||
+                           why.find("codes plane padding") != std::string::npos;
+          ++bad_tiles;
+        }
+      }
+      std::optional<GpuTensor> g;
+      try {
+        g.emplace(GpuTensor::upload(*reader, 0));
+      } catch (const wpack::Error& e) {
+        INFO("upload refused: " << e.what());
+        CHECK(std::count(cpu_ok.begin(), cpu_ok.end(), false) > 0);
+        ++refused_upload;
+        continue;
+      }
+      ++runs;
+      const uint64_t elem = g->decoded_elem_size();
+      DeviceBuffer<uint8_t> out(info.num_elements() * elem);
+      DeviceBuffer<uint32_t> status(tiles);
+      out.poison();
+      status.poison();
+      g->decode(out.ptr, status.ptr);
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      const auto decoded = status.download();
+      const auto gpu = out.download();
+      for (uint64_t k = 0; k < tiles; ++k) {
+        INFO("tile " << k << ": CPU " << (cpu_ok[k] ? "ok" : "refuses") << ", GPU status " << decoded[k]);
+        CHECK(cpu_ok[k] == (decoded[k] == static_cast<uint32_t>(TileStatus::kOk)));
+        if (!cpu_ok[k] || decoded[k] != static_cast<uint32_t>(TileStatus::kOk)) continue;
+        const wpack::TileRect r = geometry.rect(k);
+        uint64_t same_rows = 0;
+        for (uint64_t i = 0; i < r.rows; ++i) {
+          const uint8_t* row = gpu.data() + ((r.row0 + i) * info.cols() + r.col0) * elem;
+          const uint8_t* want = kind.lossless ? cpu_bytes[k].data() + i * r.cols * elem
+                                              : reinterpret_cast<const uint8_t*>(cpu_values[k].data() + i * r.cols);
+          same_rows += std::memcmp(row, want, r.cols * elem) == 0;
+        }
+        CHECK(same_rows == r.rows);
+      }
+      DeviceBuffer<uint16_t> x(info.cols() * 16);
+      CUDA_OK(cudaMemset(x.ptr, 0x3F, x.count * 2));
+      DeviceBuffer<float> y(info.rows() * 16);
+      for (uint32_t batch : {1u, 16u}) {
+        INFO("gemv batch " << batch);
+        status.poison();
+        g->gemv(x.ptr, y.ptr, batch, status.ptr);
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        const auto st = status.download();
+        for (uint64_t k = 0; k < tiles; ++k) {
+          INFO("tile " << k << ": decode status " << decoded[k] << ", gemv status " << st[k]);
+          if (decoded[k] != static_cast<uint32_t>(TileStatus::kOk) && !value_check[k])
+            CHECK(st[k] != static_cast<uint32_t>(TileStatus::kOk));
+        }
+      }
+    }
+  }
+  std::printf("gpu fuzz: %llu files refused at open, %llu tensors at upload, %llu run on the GPU; %llu bad tiles\n",
+              static_cast<unsigned long long>(refused_open), static_cast<unsigned long long>(refused_upload),
+              static_cast<unsigned long long>(runs), static_cast<unsigned long long>(bad_tiles));
+  CHECK(runs > 200);
+  CHECK(bad_tiles > 50);
 }
 
 #else  // no CUDA in this build: main() exits with 4 before any test runs

@@ -30,6 +30,7 @@
 #include "formats/safetensors.h"
 #include "formats/wpk.h"
 #include "packer/pack.h"
+#include "packer/quant_tile.h"
 #include "packer/unpack.h"
 #include "test_util.h"
 #include "verify/verify.h"
@@ -1005,5 +1006,73 @@ TEST_CASE("corrupt: a rANS stream changed with every checksum recomputed fails t
     INFO(message);
     CHECK(code == ErrorCode::kCorrupt);
     CHECK(contains(message, "tensor 'w': tile 1:"));
+  }
+}
+
+// The quantizer writes finite scales and table entries only (it refuses weights that are not
+// finite, and clamps scales to 65504), and never fp8's NaN codes. One that is infinity or NaN,
+// checksums recomputed, makes the tile (scales in plane A, codes) or the tensor (row scales and
+// tables in the params) corrupt, named, in the CPU decoders as in the GPU decode
+// (tests/gpu_tile_decode.cpp, "gpu fuzz").
+TEST_CASE("corrupt: a scale, table entry or fp8 code that is infinity or NaN (checksums recomputed) is named") {
+  TempDir dir;
+  const std::string path = dir.file("q.wpk");
+  auto pack_one = [&](Scheme scheme, Codec codec) {
+    MemorySource src;
+    src.add("w", DType::BF16, {64, 256}, test::gaussian_bf16(64 * 256, 0.02f, 77));
+    PackOptions o;
+    o.tile_rows = 32;
+    o.tile_cols = 128;
+    o.codec = codec;
+    o.policy.spec.scheme = scheme;
+    std::filesystem::remove(path);
+    pack_model(src, path, o);
+    return test::read_file(path);
+  };
+  auto decode_error = [&](const std::vector<uint8_t>& bytes) {
+    test::write_file(path, bytes);
+    auto reader = WpkReader::open(path);  // the checksums agree
+    std::vector<float> out(64 * 256);
+    try {
+      decode_tensor_f32(*reader, 0, out, 1);
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kCorrupt);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (const uint8_t high : {uint8_t{0x7C}, uint8_t{0xFE}}) {  // +infinity's high byte; a negative NaN's
+    INFO("high byte " << int{high});
+    // int4 (scales in plane A of each tile, codec none: raw): tile 1's scale 3.
+    auto bytes = pack_one(Scheme::kInt4, Codec::kNone);
+    test::edit_wpk_tile(bytes, 1, [&](uint8_t* b, uint64_t) { b[8 + 2 * 3 + 1] = high; });
+    const std::string message = decode_error(bytes);
+    INFO(message);
+    CHECK(contains(message, "tensor 'w': tile 1: scale 3 is not finite (fp16 bits 0x"));
+    check_cli_error(run_wpack({"verify", path}), "tensor 'w': tile 1: scale 3 is not finite");
+    // fp8 (codes e4m3fn): code 5 of tile 1 made 0x7F or 0xFF, one of the two NaN codes.
+    bytes = pack_one(Scheme::kFp8, Codec::kNone);
+    test::edit_wpk_tile(bytes, 1, [&](uint8_t* b, uint64_t) { b[8 + 5] = high | 0x7F; });
+    const std::string nan_code = decode_error(bytes);
+    INFO(nan_code);
+    CHECK(contains(nan_code, "tensor 'w': tile 1: code 5 is an fp8 NaN code"));
+    // int8 and lut4 (row scales, tables in the params): entry 2's high byte.
+    for (const Scheme scheme : {Scheme::kInt8, Scheme::kLut4}) {
+      pack_one(scheme, Codec::kNone);
+      auto reader = WpkReader::open(path);
+      const WpkTensor t = reader->tensors()[0];
+      std::vector<uint8_t> params = t.params;
+      REQUIRE(params.size() >= 24 + 6);
+      REQUIRE(parse_quant_params(t.scheme, params, 64, 256, t.tile_rows, t.tile_cols).bits > 0);
+      params[24 + 2 * 2 + 1] = high;
+      std::string what;
+      try {
+        parse_quant_params(t.scheme, params, 64, 256, t.tile_rows, t.tile_cols);
+      } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::kCorrupt);
+        what = e.what();
+      }
+      CHECK(what.rfind(scheme == Scheme::kInt8 ? "row scale 2 is not finite" : "table entry 2 is not finite", 0) == 0);
+    }
   }
 }
