@@ -125,9 +125,9 @@ class GpuTensor {
   // For a BF16 lossless tensor or any lossy tensor (the dequantized weights). batch in 1..64.
   // Float32 accumulation; partial sums of different tile columns are combined with float
   // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(), except
-  // that only decode() checks a lossy tile's values and padding (an infinite or NaN scale, an fp8
-  // NaN code, a code plane's padding bits make the tile kCorrupt there; the fused kernels multiply
-  // what they read); when a tile is not kOk, y is
+  // that gemv() may not check a lossy tile's values and padding (an infinite or NaN scale, an fp8
+  // NaN code, a code plane's padding bits: kCorrupt in decode(); the fused kernels multiply what
+  // they read); when a tile is not kOk, y is
   // unspecified (a tile found corrupt at the end of its stream may already have added to it). Raw quantized tiles and lossless BF16 tensors whose tiles are all exp4 run
   // on the bulk-copy GEMV (kernels/quant_gemv_tma.cu), rANS-coded tiles of the default shape on a
   // warp-per-tile kernel (kernels/lossless_gemv.cu, kernels/quant_rans_gemv.cu), the others on

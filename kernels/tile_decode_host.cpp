@@ -531,8 +531,8 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->elem_size = static_cast<uint32_t>(dtype_size(t.dtype));
   impl->dtype = t.dtype;
   impl->tile_count = t.tile_count;
-  // The packer makes a 0-D or 1-D tensor one tile of up to 2^20 elements whatever --tile says.
-  impl->smem_hint = t.shape.size() <= 1 ? " (a 1-D tensor is packed as one tile, too large for the GPU kernels)"
+  // The packer cuts a 0-D or 1-D tensor into tiles of up to 2^20 elements whatever --tile says.
+  impl->smem_hint = t.shape.size() <= 1 ? " (a 1-D tensor is packed in tiles of up to 2^20 elements whatever --tile says)"
                                         : " (pack it with smaller tiles: --tile)";
   if (impl->rows > UINT32_MAX || impl->cols > UINT32_MAX || t.tile_count > INT32_MAX)
     throw Error(ErrorCode::kUnsupported, where + ": more than 2^32 rows, columns or 2^31 tiles");

@@ -4,7 +4,7 @@
 # accesses, API errors, leaks; racecheck: shared-memory hazards; synccheck: barrier misuse;
 # initcheck: reads of uninitialised device memory), a few at a time, each within a time limit.
 # One line per test and tool, then a summary; the sanitizer's logs of the runs that did not pass go
-# to $OUT/sanitize (or /tmp/sanitize).
+# to $OUT/sanitize (or /tmp/sanitize). Exits 1 when any run did not pass.
 #
 #   device tool, carry [".devdeps"] (and a CUDA build, e.g. build-dev):
 #     bash tools/device-sanitize.sh build-dev/tests/gpu_tile_decode [build-dev/tests/gpu_verify ...]
@@ -30,6 +30,8 @@ for prog in "$@"; do
   "$prog" --list-test-names-only | sed '/^$/d' | while IFS= read -r name; do
     [ -n "${ONLY:-}" ] && ! [[ $name =~ ${ONLY} ]] && continue
     [ -n "${SKIP:-}" ] && [[ $name =~ ${SKIP} ]] && continue
+    # Catch2 v2 takes a leading or trailing '*' of a test spec as a wildcard, escaped or not.
+    if [[ $name == \** || $name == *\* ]]; then echo "left out (a name Catch2 cannot select alone): $name" >&2; continue; fi
     for tool in $tools; do printf '%s\t%s\t%s\n' "$tool" "$prog" "$name" >> "$list"; done
   done
 done
@@ -47,13 +49,16 @@ run_one() {
   spec=${spec//,/\\,}
   spec=${spec//\[/\\[}
   printf '%s\n' "$tool: $name" > "$log"
-  timeout "$limit" "$san" --tool "$tool" --error-exitcode 9 --print-limit 50 "${extra[@]}" "$prog" "$spec" >> "$log" 2>&1
+  timeout "$limit" "$san" --tool "$tool" --print-limit 50 "${extra[@]}" "$prog" "$spec" >> "$log" 2>&1
   local rc=$?
+  # The verdict from the sanitizer's summary lines, not the exit code (Catch2's is the number of
+  # failed assertions, which may be any value).
   local verdict=ok
-  if [ $rc -eq 124 ]; then verdict=timeout
-  elif [ $rc -eq 9 ]; then verdict=ERRORS
+  if ! grep -qE '^========= (ERROR|RACECHECK) SUMMARY' "$log"; then verdict=timeout
+  elif grep -qE '^========= ERROR SUMMARY: [1-9]|^========= RACECHECK SUMMARY: .*\([1-9][0-9]* error' "$log"; then verdict=ERRORS
   elif [ $rc -ne 0 ]; then verdict="test-failed(rc=$rc)"
   fi
+  [ "$verdict" = timeout ] && [ $rc -ne 124 ] && verdict="no-summary(rc=$rc)"
   local summary
   summary=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)' "$log" | tr '\n' ' ' | sed 's/========= //g')
   printf '%-9s %-8s %4ds  %s: %s  [%s]\n' "$tool" "$verdict" $((SECONDS - t0)) "$(basename "$prog")" "$name" "$summary"
@@ -71,3 +76,5 @@ for tool in $tools; do
     "$(grep -c "^$tool *ok " "$out/results.txt")" "$(grep -c "^$tool *ERRORS " "$out/results.txt")" \
     "$(grep -c "^$tool *test-failed" "$out/results.txt")" "$(grep -c "^$tool *timeout " "$out/results.txt")"
 done
+# Exit 1 when any run did not pass (errors, a failed test, a time-out).
+! grep -qvE '^[a-z]+ +ok ' "$out/results.txt"
