@@ -127,11 +127,11 @@ class GpuTensor {
   // atomicAdd, so the last bits of y can vary from run to run. status_dev as for decode(), except
   // that gemv() may not check a lossy tile's values and padding (an infinite or NaN scale, an fp8
   // NaN code, a code plane's padding bits: kCorrupt in decode(); the fused kernels multiply what
-  // they read); when a tile is not kOk, y is
-  // unspecified (a tile found corrupt at the end of its stream may already have added to it). Raw quantized tiles and lossless BF16 tensors whose tiles are all exp4 run
-  // on the bulk-copy GEMV (kernels/quant_gemv_tma.cu), rANS-coded tiles of the default shape on a
-  // warp-per-tile kernel (kernels/lossless_gemv.cu, kernels/quant_rans_gemv.cu), the others on
-  // block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is not BF16,
+  // they read); when a tile is not kOk, y is unspecified (a tile found corrupt at the end of its
+  // stream may already have added to it). Raw quantized tiles and lossless BF16 tensors whose
+  // tiles are all exp4 run on the bulk-copy GEMV (kernels/quant_gemv_tma.cu), rANS-coded tiles of
+  // the default shape on a warp-per-tile kernel (kernels/lossless_gemv.cu,
+  // kernels/quant_rans_gemv.cu), the others on block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is not BF16,
   // Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev 16-byte aligned
   // (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,

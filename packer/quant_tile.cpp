@@ -1,5 +1,6 @@
 #include "packer/quant_tile.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -26,8 +27,7 @@ constexpr uint32_t kMaxPruneM = 256;
 
 [[noreturn]] void corrupt(const std::string& what) { throw Error(ErrorCode::kCorrupt, what); }
 
-// An fp16 value other than infinity or NaN (exponent field below 31).
-bool f16_bits_finite(uint16_t bits) { return (bits & 0x7C00u) != 0x7C00u; }
+bool f16_bits_finite(uint16_t bits) { return std::isfinite(detail::f16_bits_to_float(bits)); }
 
 std::string hex16(uint16_t bits) {
   char text[8];
@@ -542,9 +542,11 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   }
   if ((count * p.bits) % 8 != 0 && (plane_b[b_bytes - 1] >> ((count * p.bits) % 8)) != 0)
     corrupt("codes plane padding bits are set");
-  if (p.scheme == Scheme::kFp8)  // the quantizer never writes e4m3's NaN codes
+  // Codes whose value is NaN (fp8's 0x7F and 0xFF; the quantizer never writes them) are corrupt.
+  if (std::any_of(p.code_values.begin(), p.code_values.end(), [](float v) { return std::isnan(v); }))
     for (uint64_t k = 0; k < count; ++k)
-      if ((plane_b[k] & 0x7F) == 0x7F) corrupt("code " + std::to_string(k) + " is an fp8 NaN code");
+      if (std::isnan(p.code_values[unpack_code(plane_b.data(), b_bytes, k, p.bits)]))
+        corrupt("code " + std::to_string(k) + " is an " + std::string(scheme_name(p.scheme)) + " NaN code");
 
   ElementDecoder decoder(p, rect, plane_a.data());
   if (!sparse) {

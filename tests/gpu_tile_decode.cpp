@@ -22,6 +22,7 @@
 #include "formats/error.h"
 #include "formats/wpk.h"
 #include "kernels/tile_decode.h"
+#include "packer/codec.h"
 #include "packer/pack.h"
 #include "packer/tiling.h"
 #include "packer/unpack.h"
@@ -1167,9 +1168,8 @@ TEST_CASE("gpu fuzz: tiles changed with their checksums recomputed: no CUDA erro
   std::mt19937_64 rng(777);
   uint64_t refused_open = 0, refused_upload = 0, bad_tiles = 0, runs = 0;
   for (const Kind& kind : kinds) {
-    const std::string name = kind.lossless ? std::string("lossless/") + (kind.c.codec == Codec::kRans ? "rans"
-                                                                        : kind.c.codec == Codec::kExp4 ? "exp4" : "none")
-                                           : case_name(kind.c);
+    const std::string name =
+        kind.lossless ? "lossless/" + std::string(wpack::codec_name(kind.c.codec)) : case_name(kind.c);
     INFO("kind " << name);
     const std::vector<Spec> specs = {{"w", DType::BF16, {130, 300}}};
     auto p = kind.lossless ? pack(specs, kind.c.codec, 64, 128, std::nullopt, 3) : pack_lossy(specs, kind.c, 64, 128, 3);
