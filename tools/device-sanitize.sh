@@ -12,6 +12,12 @@
 # TOOLS (default "memcheck racecheck synccheck initcheck"), TEST_TIMEOUT (s, default 240), JOBS
 # (default 4), SKIP (an extended regex of test names left out, default none), ONLY (an extended
 # regex of the test names run, default all).
+#
+# racecheck reports WAR hazards inside cuBLAS's own kernels (nvjet_sm90_tss_*, in the lossless
+# verify test on an H200): a run whose every hazard lies in a cuBLAS kernel (nvjet, cutlass, gemm
+# or gemv in its name) is "cublas-only" (when the test passed), listed but not a failure. Leaving those kernels out with
+# the sanitizer's kernel-name exclusion made racecheck fail instead ("failed to handle a hardware
+# exception", CUDA illegal address) in a test that passes racecheck with every kernel checked.
 set -u
 [ $# -ge 1 ] || { echo "usage: device-sanitize.sh TEST_PROGRAM..."; exit 2; }
 san=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
@@ -42,6 +48,9 @@ run_one() {
   local extra=()
   [ "$tool" = memcheck ] && extra=(--leak-check full)
   [ "$tool" = racecheck ] && extra=(--racecheck-report all)
+  # every racecheck hazard printed, so that the verdict sees which kernels they are in
+  local print_limit=50
+  [ "$tool" = racecheck ] && print_limit=1000000
   local t0=$SECONDS
   # Catch2 takes a test name as a pattern: escape its wildcard and its ',', '[' and '\'.
   local spec=${name//\\/\\\\}
@@ -49,20 +58,30 @@ run_one() {
   spec=${spec//,/\\,}
   spec=${spec//\[/\\[}
   printf '%s\n' "$tool: $name" > "$log"
-  timeout "$limit" "$san" --tool "$tool" --print-limit 50 "${extra[@]}" "$prog" "$spec" >> "$log" 2>&1
+  timeout "$limit" "$san" --tool "$tool" --print-limit "$print_limit" "${extra[@]}" "$prog" "$spec" >> "$log" 2>&1
   local rc=$?
   # The verdict from the sanitizer's summary lines, not the exit code (Catch2's is the number of
   # failed assertions, which may be any value).
   local verdict=ok
   if ! grep -qE '^========= (ERROR|RACECHECK) SUMMARY' "$log"; then verdict=timeout
-  elif grep -qE '^========= ERROR SUMMARY: [1-9]|^========= RACECHECK SUMMARY: .*\([1-9][0-9]* error' "$log"; then verdict=ERRORS
+  elif grep -qE '^========= ERROR SUMMARY: [1-9]|^========= RACECHECK SUMMARY: .*\([1-9][0-9]* error' "$log"; then
+    verdict=ERRORS
+    # racecheck: the kernels its hazards lie in, from "Read/Write Thread (x,y,z) at KERNEL+0xPC"
+    # lines; cuBLAS's own: nvjet_*, *xmma*, cutlass*, *cublas* (wpack's are in namespace wpack)
+    if [ "$tool" = racecheck ] && grep -qE '^=========     (Read|Write) Thread' "$log" && \
+       ! grep -E '^=========     (Read|Write) Thread' "$log" | sed -E 's/.* at //; s/\+0x[0-9a-f]+$//' | \
+         grep -qvE '^[^:]*(nvjet|xmma|cutlass|cublas)'; then
+      verdict=cublas-only
+      [ $rc -ne 0 ] && verdict="test-failed(rc=$rc)"  # the test's own failure first
+    fi
   elif [ $rc -ne 0 ]; then verdict="test-failed(rc=$rc)"
   fi
   [ "$verdict" = timeout ] && [ $rc -ne 124 ] && verdict="no-summary(rc=$rc)"
   local summary
   summary=$(grep -E '^========= (ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY)' "$log" | tr '\n' ' ' | sed 's/========= //g')
-  printf '%-9s %-8s %4ds  %s: %s  [%s]\n' "$tool" "$verdict" $((SECONDS - t0)) "$(basename "$prog")" "$name" "$summary"
+  printf '%-9s %-11s %4ds  %s: %s  [%s]\n' "$tool" "$verdict" $((SECONDS - t0)) "$(basename "$prog")" "$name" "$summary"
   [ "$verdict" = ok ] && rm -f "$log"   # keep the logs worth reading
+  [ "$verdict" = cublas-only ] && { grep -vE '^=========     (Saved host|    Host Frame)' "$log" | head -200 > "$log.head"; mv "$log.head" "$log"; }
 }
 export -f run_one
 export out limit san
@@ -70,11 +89,12 @@ export out limit san
 tr '\n' '\0' < "$list" | xargs -0 -P "$jobs" -I{} bash -c 'IFS=$'"'"'\t'"'"' read -r t p n <<< "$1"; run_one "$t" "$p" "$n"' _ {} \
   | tee "$out/results.txt"
 echo
-echo "summary (tool: ok / errors / test failed / timed out):"
+echo "summary (tool: ok / hazards in cuBLAS alone / errors / test failed / timed out):"
 for tool in $tools; do
-  printf '  %-9s %s / %s / %s / %s\n' "$tool" \
-    "$(grep -c "^$tool *ok " "$out/results.txt")" "$(grep -c "^$tool *ERRORS " "$out/results.txt")" \
+  printf '  %-9s %s / %s / %s / %s / %s\n' "$tool" \
+    "$(grep -c "^$tool *ok " "$out/results.txt")" "$(grep -c "^$tool *cublas-only " "$out/results.txt")" \
+    "$(grep -c "^$tool *ERRORS " "$out/results.txt")" \
     "$(grep -c "^$tool *test-failed" "$out/results.txt")" "$(grep -c "^$tool *timeout " "$out/results.txt")"
 done
-# Exit 1 when any run did not pass (errors, a failed test, a time-out).
-! grep -qvE '^[a-z]+ +ok ' "$out/results.txt"
+# Exit 1 when any run did not pass (errors, a failed test, a time-out); hazards in cuBLAS alone pass.
+! grep -qvE '^[a-z]+ +(ok|cublas-only) ' "$out/results.txt"

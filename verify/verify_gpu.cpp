@@ -301,6 +301,7 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   DeviceMemory x_cublas_dev(x_cublas.size() * 2), y_cublas_dev(n * batch * 4);
   x_cublas_dev.upload(x_cublas.data(), x_cublas.size() * 2);
   if (ctx.cublas) {
+    y_cublas_dev.fill(0xFF);  // NaN, as y_dev: an output cuBLAS did not write shows in cublas_rel_error
     ctx.cublas->run(dense_dev.as<uint16_t>(), x_cublas_dev.as<uint16_t>(), y_cublas_dev.as<float>(), n, k, batch);
     ctx.stream.synchronize();
     std::vector<float> yc(n * batch);
