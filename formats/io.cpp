@@ -152,16 +152,17 @@ void AtomicOutputFile::write(const void* data, uint64_t size) {
   const auto* p = static_cast<const uint8_t*>(data);
   uint64_t pos = position_;
   const uint64_t end = position_ + size;
-  // Runs of data are written with one call each; aligned all-zero blocks are skipped (holes).
+  // The bytes are cut at the file's 4 KiB block boundaries; a piece that is all zero is not written
+  // (the file reads zeros there), so that a block left all zero by any sequence of calls stays a
+  // hole; runs of the other pieces are written with one call each.
   uint64_t run_start = pos;
   while (pos < end) {
-    if (pos % kHoleBlock == 0 && end - pos >= kHoleBlock && all_zero(p + (pos - position_), kHoleBlock)) {
+    const uint64_t next = std::min(end, (pos / kHoleBlock + 1) * kHoleBlock);
+    if (all_zero(p + (pos - position_), next - pos)) {
       write_data_at(run_start, p + (run_start - position_), pos - run_start);
-      pos += kHoleBlock;
-      run_start = pos;
-      continue;
+      run_start = next;
     }
-    pos = std::min(end, (pos / kHoleBlock + 1) * kHoleBlock);
+    pos = next;
   }
   write_data_at(run_start, p + (run_start - position_), end - run_start);
   position_ = end;

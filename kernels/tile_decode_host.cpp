@@ -531,9 +531,11 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->elem_size = static_cast<uint32_t>(dtype_size(t.dtype));
   impl->dtype = t.dtype;
   impl->tile_count = t.tile_count;
-  // The packer cuts a 0-D or 1-D tensor into tiles of up to 2^20 elements whatever --tile says.
-  impl->smem_hint = t.shape.size() <= 1 ? " (a 1-D tensor is packed in tiles of up to 2^20 elements whatever --tile says)"
-                                        : " (pack it with smaller tiles: --tile)";
+  // The packer cuts a 0-D or 1-D tensor into tiles of 64 KiB at most whatever --tile says, which
+  // fit; earlier versions into tiles of up to 2^20 elements.
+  impl->smem_hint = t.shape.size() <= 1
+                        ? " (a 1-D tensor in tiles over 64 KiB, as earlier versions of wpack packed them: compress it again)"
+                        : " (pack it with smaller tiles: --tile)";
   if (impl->rows > UINT32_MAX || impl->cols > UINT32_MAX || t.tile_count > INT32_MAX)
     throw Error(ErrorCode::kUnsupported, where + ": more than 2^32 rows, columns or 2^31 tiles");
 

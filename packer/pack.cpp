@@ -109,7 +109,8 @@ void tensor_tile_shape(const TensorInfo& info, const TensorPolicy& policy, const
                        uint32_t* tile_rows, uint32_t* tile_cols) {
   const uint32_t requested_cols =
       policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(policy.spec)) : options.tile_cols;
-  choose_tile_shape(info.shape, options.tile_rows, requested_cols, tile_rows, tile_cols);
+  choose_tile_shape(info.shape, static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
+                    tile_rows, tile_cols);
 }
 
 // rows x cols of the 2-D view.

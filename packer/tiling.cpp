@@ -29,12 +29,12 @@ TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_row
   return g;
 }
 
-void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols,
+void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
                        uint32_t* chosen_rows, uint32_t* chosen_cols) {
   TileGeometry g = tile_geometry(shape, 1, 1);
   if (shape.size() <= 1) {
     *chosen_rows = 1;
-    *chosen_cols = static_cast<uint32_t>(std::clamp<uint64_t>(g.cols, 1, kMaxVectorTileElements));
+    *chosen_cols = static_cast<uint32_t>(std::clamp<uint64_t>(g.cols, 1, max_vector_tile_elements(elem_size)));
     return;
   }
   const uint64_t requested = uint64_t(tile_rows) * tile_cols;

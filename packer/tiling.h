@@ -14,8 +14,15 @@ namespace wpack {
 // ceil(a / b) for b > 0.
 inline uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
-// Elements in the largest 1-D tile (1-D and 0-D tensors of up to this many elements are one tile).
-inline constexpr uint32_t kMaxVectorTileElements = 1u << 20;
+// Raw bytes in the largest tile of a 0-D or 1-D tensor: 64 KiB, so that a GPU thread block can
+// load and decode any such tile in shared memory (kernels/tile_decode.cu), whatever the element
+// size; these tensors (biases, norms) are small, and a long one gets many tiles.
+inline constexpr uint32_t kMaxVectorTileBytes = 1u << 16;
+
+// Elements in the largest tile of a 0-D or 1-D tensor of elem_size-byte elements.
+inline constexpr uint32_t max_vector_tile_elements(uint32_t elem_size) {
+  return kMaxVectorTileBytes / (elem_size == 0 ? 1 : elem_size);
+}
 
 struct TileRect {
   uint64_t row0 = 0, col0 = 0;  // first element of the tile in the 2-D view
@@ -35,10 +42,10 @@ struct TileGeometry {
 // The geometry of a tensor stored with the given tile shape (as recorded in a .wpk).
 TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols);
 
-// The tile shape the packer chooses for `shape` when asked for tile_rows x tile_cols: rank 0/1
-// tensors get 1 x min(n, kMaxVectorTileElements); a matrix that fits in one requested tile is one
-// tile of its own shape; otherwise the requested shape.
-void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols,
+// The tile shape the packer chooses for `shape` (elements of elem_size bytes) when asked for
+// tile_rows x tile_cols: rank 0/1 tensors get 1 x min(n, max_vector_tile_elements(elem_size)); a
+// matrix that fits in one requested tile is one tile of its own shape; otherwise the requested shape.
+void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
                        uint32_t* chosen_rows, uint32_t* chosen_cols);
 
 // Copies a tile out of / into a row-major matrix with `cols` columns of `elem_size`-byte elements.

@@ -407,21 +407,47 @@ TEST_CASE("gpu decode: zstd tiles are reported unsupported per tile") {
   }
 }
 
-// A tile whose bytes do not fit a block's shared memory is refused at upload, naming the tensor and
-// what to do: smaller tiles for a matrix; a 1-D tensor's tiles do not follow --tile.
-TEST_CASE("gpu upload: tiles too large for shared memory are refused, saying what to do") {
+// The packer cuts a 1-D tensor into tiles of 64 KiB at most, whatever --tile says, so that the GPU
+// decodes every one, F32 to the largest (rANS planes and 4 decode tables in shared memory). A tile
+// whose bytes do not fit a block's shared memory (a matrix packed with a large --tile, or a 1-D
+// tensor of a file from before that rule) is refused at upload, naming the tensor and what to do.
+TEST_CASE("gpu upload: 1-D tensors of any length decode; tiles too large for shared memory are refused, saying what to do") {
+  auto vectors = pack({{"bias", DType::F32, {60000}}, {"half", DType::BF16, {100003}}}, Codec::kRans, 256, 256);
+  REQUIRE(vectors->reader->tensors()[0].tile_count == 4);  // 16384-element tiles
+  REQUIRE(vectors->reader->tensors()[1].tile_count == 4);  // 32768-element tiles
+  check_decode(*vectors);                                  // bit for bit, every tile
   auto p = pack({{"bias", DType::F32, {60000}}, {"big", DType::F32, {300, 300}}}, Codec::kRans, 256, 256);
-  const std::pair<size_t, const char*> cases[] = {{0, "'bias': tiles need"}, {1, "'big': tiles need"}};
-  const char* hints[] = {"a 1-D tensor is packed in tiles of up to 2^20 elements", "pack it with smaller tiles: --tile"};
+
+  // A 1-D tensor in one tile of 60000 F32 elements stored as they are (240 KB), as wpack packed
+  // them before: the file is valid, the tile too large for a block.
+  const std::string old = p->dir.file("old.wpk");
+  {
+    wpack::WpkWriter w(old, false);
+    wpack::WpkTensor t;
+    t.name = "bias";
+    t.dtype = DType::F32;
+    t.shape = {60000};
+    t.tile_rows = 1;
+    t.tile_cols = 60000;
+    w.begin_tensor(t);
+    w.add_tile(p->source[0], p->source[0].size(), static_cast<uint8_t>(Filter::kNone), static_cast<uint8_t>(Codec::kNone));
+    w.end_tensor();
+    w.commit("{}");
+  }
+  const auto old_reader = wpack::WpkReader::open(old);
+  const std::pair<const wpack::WpkReader*, size_t> cases[] = {{old_reader.get(), 0}, {p->reader.get(), 1}};
+  const char* names[] = {"'bias': tiles need", "'big': tiles need"};
+  const char* hints[] = {"a 1-D tensor in tiles over 64 KiB, as earlier versions of wpack packed them: compress it again",
+                         "pack it with smaller tiles: --tile"};
   for (size_t i = 0; i < 2; ++i) {
     std::string message;
     try {
-      GpuTensor::upload(*p->reader, cases[i].first);
+      GpuTensor::upload(*cases[i].first, cases[i].second);
     } catch (const wpack::Error& e) {
       message = e.what();
     }
     INFO(message);
-    CHECK(message.find(cases[i].second) != std::string::npos);
+    CHECK(message.find(names[i]) != std::string::npos);
     CHECK(message.find(hints[i]) != std::string::npos);
     CHECK(message.find(hints[1 - i]) == std::string::npos);
   }

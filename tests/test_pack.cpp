@@ -121,16 +121,23 @@ TEST_CASE("pack: the same bytes for 1 and 2 threads") {
 
 TEST_CASE("pack: tile shapes follow the documented rules") {
   uint32_t r = 0, c = 0;
-  choose_tile_shape({4096, 4096}, 128, 128, &r, &c);
+  choose_tile_shape({4096, 4096}, 2, 128, 128, &r, &c);
   CHECK((r == 128 && c == 128));
-  choose_tile_shape({100, 50}, 128, 128, &r, &c);  // fits one tile: the tile is the matrix
+  choose_tile_shape({100, 50}, 2, 128, 128, &r, &c);  // fits one tile: the tile is the matrix
   CHECK((r == 100 && c == 50));
-  choose_tile_shape({3000}, 128, 128, &r, &c);     // 1-D: one tile
+  choose_tile_shape({3000}, 2, 128, 128, &r, &c);     // 1-D: one tile
   CHECK((r == 1 && c == 3000));
-  choose_tile_shape({}, 128, 128, &r, &c);         // 0-d
+  choose_tile_shape({}, 4, 128, 128, &r, &c);         // 0-d
   CHECK((r == 1 && c == 1));
-  choose_tile_shape({uint64_t(kMaxVectorTileElements) * 3}, 128, 128, &r, &c);
-  CHECK((r == 1 && c == kMaxVectorTileElements));
+  // 1-D tiles hold 64 KiB of raw bytes at most, whatever --tile says
+  for (uint32_t elem_size : {1u, 2u, 4u, 8u}) {
+    choose_tile_shape({uint64_t{1} << 20}, elem_size, 128, 128, &r, &c);
+    CHECK((r == 1 && c == 65536 / elem_size));
+    choose_tile_shape({65536 / elem_size}, elem_size, 4, 4, &r, &c);
+    CHECK((r == 1 && c == 65536 / elem_size));
+    choose_tile_shape({65536 / elem_size + 1}, elem_size, 128, 128, &r, &c);
+    CHECK((r == 1 && c == 65536 / elem_size));
+  }
   TileGeometry g = tile_geometry({2, 3, 300}, 4, 128);  // 3-D: 6 x 300
   CHECK(g.rows == 6);
   CHECK(g.cols == 300);

@@ -249,7 +249,7 @@ TEST_CASE("scale: a BF16 vector of 2^31 + 5 elements packs into a .wpk over 4 Gi
     const WpkTensor& t = r->tensors()[1];
     CHECK(t.name == "huge");
     CHECK(t.num_elements() == n);
-    CHECK(t.tile_count == (n + kMaxVectorTileElements - 1) / kMaxVectorTileElements);
+    CHECK(t.tile_count == (n + max_vector_tile_elements(2) - 1) / max_vector_tile_elements(2));
     CHECK(r->tiles()[r->tensors()[2].first_tile].offset > (uint64_t(4) << 30));  // "tail" past 4 GiB
     // The markers decode from their tiles (offsets past 2^32 in the file, past 2^31 in the tensor).
     std::vector<uint8_t> raw;

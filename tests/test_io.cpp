@@ -1,0 +1,51 @@
+// formats/io.h: AtomicOutputFile's holes. A 4 KiB block of the file that ends up all zero is not
+// written, however the writes that make it are cut (a .wpk's small tiles and their padding fall
+// across block boundaries), and the file reads back exactly the bytes written.
+#include <catch2/catch.hpp>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "formats/io.h"
+#include "test_util.h"
+
+using namespace wpack;
+using wpack::test::TempDir;
+
+TEST_CASE("io: zero blocks become holes however the writes are cut, and the bytes read back as written") {
+  TempDir dir;
+  const std::string path = dir.file("holes.bin");
+  std::vector<uint8_t> expect;
+  {
+    AtomicOutputFile f(path, false);
+    // 4 MiB: zeros in writes of 1000 or 4097 bytes (none of them holds a whole aligned block), a
+    // few data bytes between them (one at a block's first byte, one at its last), padding to 64.
+    std::mt19937_64 rng(5);
+    const uint64_t marks[] = {100, 4096 * 7, 4096 * 300 - 1, 4096 * 700 + 17, (uint64_t{4} << 20) - 1};
+    size_t next_mark = 0;
+    while (expect.size() < (uint64_t{4} << 20)) {
+      const uint64_t len = rng() % 2 ? 1000 : 4097;
+      std::vector<uint8_t> piece(std::min<uint64_t>(len, (uint64_t{4} << 20) - expect.size()), 0);
+      for (; next_mark < std::size(marks) && marks[next_mark] < expect.size() + piece.size(); ++next_mark)
+        piece[marks[next_mark] - expect.size()] = static_cast<uint8_t>(0xA0 + next_mark);
+      f.write(piece.data(), piece.size());
+      expect.insert(expect.end(), piece.begin(), piece.end());
+      if (rng() % 4 == 0) {
+        f.pad_to(64);
+        expect.resize((expect.size() + 63) / 64 * 64, 0);
+      }
+    }
+    REQUIRE(next_mark == std::size(marks));
+    REQUIRE(f.position() == expect.size());
+    f.commit();
+  }
+  REQUIRE(test::read_file(path) == expect);
+  struct stat st;
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  // Five blocks hold data; the file system may allocate a little more, never the 4 MiB.
+  INFO("allocated " << st.st_blocks * 512 << " bytes");
+  CHECK(uint64_t(st.st_blocks) * 512 < (uint64_t{1} << 20));
+}
