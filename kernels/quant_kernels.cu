@@ -334,9 +334,9 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
   }
   __syncthreads();
-  if (p.kind == kQuantTable && p.bits == 8) {  // fp8: e4m3's NaN codes are corrupt, as on the CPU
+  if (p.kind == kQuantTable) {  // a code whose value in the scheme's table is NaN (fp8's 0x7F, 0xFF) is corrupt, as on the CPU
     bool nan_code = false;
-    for (uint32_t k = threadIdx.x; k < count; k += kThreads) nan_code |= (codes[k] & 0x7Fu) == 0x7Fu;
+    for (uint32_t k = threadIdx.x; k < count; k += kThreads) nan_code |= isnan(p.values_dev[codes[k]]);
     if (__syncthreads_or(nan_code)) return kCorrupt;
   }
   if (zero_rel) {  // dense (count == n): code = (s + zero[r][c / group]) mod 2^bits, as decode_quant_tile_ref
