@@ -737,6 +737,50 @@ TEST_CASE("gpu lossy: tensor-core GEMV without bulk copies, int4 code planes off
   }
 }
 
+// Random shapes on the tensor-core GEMV, which the random configurations below reach only a few
+// times: int4 (groups 32-256, with or without zero points) and int8, dense, codec none, with
+// WPACK_GPU_NO_TMA so that the bulk-copy GEMV leaves them to it. Tiles of 1-256 rows and 8-1024
+// columns (multiples of 8, at most 32768 elements after the packer rounds them to the group),
+// matrices of any row count and K a multiple of 8, batch 1-64; each decodes bit-exact and
+// multiplies within 2e-3, on the tensor-core kernel where its stages fit a multiprocessor's shared
+// memory, else on the generic kernel (wide tiles at a large batch: on an H200 2 of these 60 cases,
+// 16x1024 int4 tiles at batch 32 and 8x512 int8 ones at batch 48).
+TEST_CASE("gpu lossy: random int4 and int8 shapes on the tensor-core GEMV") {
+  using wpack::Scheme;
+  wpack::test::ScopedEnv no_tma("WPACK_GPU_NO_TMA", "1");  // read at upload (check_gemv_f32)
+  std::mt19937_64 rng(20261126);
+  auto below = [&](uint64_t n) { return static_cast<uint32_t>(rng() % n); };
+  const uint32_t tile_rows_choices[] = {1, 3, 8, 16, 32, 64, 100, 128, 256};
+  const uint32_t tile_cols_choices[] = {8, 40, 64, 128, 136, 256, 512, 1024};
+  const uint32_t batches[] = {1, 2, 7, 8, 9, 16, 17, 31, 32, 48, 64};
+  int tensor_core = 0;
+  for (int i = 0; i < 60; ++i) {
+    const bool int8 = below(3) == 0;
+    LossyCase c{int8 ? Scheme::kInt8 : Scheme::kInt4, Codec::kNone};
+    if (!int8) {
+      c.group = 32u << below(4);
+      c.symmetric = below(2) == 1;
+    }
+    uint32_t tile_rows = 0, tile_cols = 0;
+    do {
+      tile_rows = tile_rows_choices[below(std::size(tile_rows_choices))];
+      tile_cols = tile_cols_choices[below(std::size(tile_cols_choices))];
+    } while (uint64_t{tile_rows} * (c.group ? (tile_cols + c.group - 1) / c.group * c.group : tile_cols) > 32768);
+    const uint64_t rows = 1 + below(400), cols = 8 * (1 + below(300));
+    const uint32_t batch = batches[below(std::size(batches))];
+    const DType dtype = below(4) == 0 ? DType::F32 : DType::BF16;
+    INFO("case " << i << ": " << case_name(c) << (dtype == DType::F32 ? " F32 " : " BF16 ") << rows << "x" << cols
+                 << " in " << tile_rows << "x" << tile_cols << " tiles, batch " << batch);
+    auto p = pack_lossy({{"w", dtype, {rows, cols}}}, c, tile_rows, tile_cols, 900 + i);
+    const std::vector<float> w = check_decode_lossy(*p, 0);
+    const std::string kernel = check_gemv_f32(*p, 0, w, batch, 1900 + i, 0, 2e-3);
+    CHECK((kernel == GpuTensor::kGemvTensorCore || kernel == GpuTensor::kGemvGeneric));
+    tensor_core += kernel == GpuTensor::kGemvTensorCore;
+  }
+  std::printf("tensor-core GEMV: %d of 60 random cases\n", tensor_core);
+  CHECK(tensor_core >= 50);
+}
+
 // int3, int2, fp4, nf4, lut4 (one table) and fp5 on the bulk-copy GEMV (mma_codes.cuh's lane-codes
 // types: int3 and fp5 in k-steps of 128 columns, the others of 64; nf4 and lut4 from a table of
 // FP16 pairs in shared memory, one per code byte, with FP16 x; lut4 without scales, fp5 with
