@@ -7,7 +7,7 @@
 // For each size, generates a Llama-7B-like model of about that many GiB (a 32000 x 4096 embedding,
 // layers of q/k/v/o 4096 x 4096 and MLP 11008 x 4096 matrices, BF16 by default or F32 with
 // --dtype f32 (values with all 32 bits used), F32 norms, one F32 vector of 64M elements, which is
-// stored in 1 x 2^20 tiles) in DIR (default $TMPDIR or /tmp), then runs
+// stored in 1 x 16384 tiles) in DIR (default $TMPDIR or /tmp), then runs
 // pack_model (lossless zstd; with --scheme also that lossy scheme) and unpack_to_safetensors each in
 // a child process and prints the child's peak RSS (getrusage ru_maxrss: everything resident,
 // the mapped input and output pages included), and the peaks of its anonymous and file-backed
@@ -90,7 +90,7 @@ uint64_t write_model(const std::string& path, double gib, DType matrices) {
     bytes += infos.back().num_bytes();
   };
   add("model.embed_tokens.weight", matrices, {32000, 4096});
-  add("model.long_vector", DType::F32, {uint64_t(64) << 20});  // a long vector: 1 x 2^20 tiles
+  add("model.long_vector", DType::F32, {uint64_t(64) << 20});  // a long vector: 1 x 16384 tiles
   for (int layer = 0; bytes < target; ++layer) {
     const std::string p = "model.layers." + std::to_string(layer) + ".";
     for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(p + "self_attn." + m + ".weight", matrices, {4096, 4096});

@@ -735,10 +735,14 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     for (const auto& t : report.tensors)
       if (!t.error.empty()) std::cerr << "wpack: " << t.error << "\n";
     for (const auto& e : report.errors) std::cerr << "wpack: " << e << "\n";
-    if (gpu_ran)  // a tensor the CPU checks failed is reported once, by them
-      for (size_t i = 0; i < gpu->tensors.size(); ++i)
-        if (!gpu->tensors[i].error.empty() && (i >= report.tensors.size() || report.tensors[i].error.empty()))
-          std::cerr << "wpack: " << gpu->tensors[i].error << "\n";
+    if (gpu_ran)  // a tensor the CPU checks failed is reported once, by them, with its products' failure
+      for (size_t i = 0; i < gpu->tensors.size(); ++i) {
+        const GpuTensorCheck& g = gpu->tensors[i];
+        if (g.error.empty()) continue;
+        const bool cpu_failed = i < report.tensors.size() && !report.tensors[i].error.empty();
+        if (!cpu_failed) std::cerr << "wpack: " << g.error << "\n";
+        else if (!g.product_error.empty()) std::cerr << "wpack: " << g.product_error << "\n";
+      }
     if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
     if (!gpu_setup_error.empty()) std::cerr << "wpack: " << gpu_setup_error << "\n";
     if (global.verbose)

@@ -37,7 +37,7 @@ inline constexpr uint8_t kWpkFilterAddedInV3 = 6;
 inline constexpr uint8_t kWpkCodecAddedInV4 = 3;
 // Largest tile (tile_rows * tile_cols elements): bounds what decoding one tile allocates, whatever
 // a file declares (a constant rANS plane of any length takes 2 bytes). 2^24 elements = 64 MiB of
-// float32; the packer's default tiles are 2^14 (128 x 128) and vector tiles at most 2^20.
+// float32; the packer's default tiles are 2^14 (128 x 128) and vector tiles at most 64 KiB.
 inline constexpr uint64_t kWpkMaxTileElements = uint64_t{1} << 24;
 inline constexpr uint32_t kWpkHeaderBytes = 64;
 inline constexpr uint32_t kWpkFooterBytes = 48;

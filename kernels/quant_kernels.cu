@@ -334,7 +334,7 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
   }
   __syncthreads();
-  if (p.kind == kQuantTable) {  // a code whose value in the scheme's table is NaN (fp8's 0x7F, 0xFF) is corrupt, as on the CPU
+  if (p.kind == kQuantTable && p.nan_codes) {  // a code whose value in the table is NaN is corrupt, as on the CPU
     bool nan_code = false;
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) nan_code |= isnan(p.values_dev[codes[k]]);
     if (__syncthreads_or(nan_code)) return kCorrupt;
@@ -1006,11 +1006,13 @@ uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan) {
   return GenericLayout(plan, plan.cols_cap * kGenericBatch).total;
 }
 
+uint64_t quant_decode_smem_bytes(const QuantSmemPlan& plan) { return GenericLayout(plan, 0).total; }
+
 cudaError_t launch_quant_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, uint64_t tile_count,
                                 const QuantDevParams& params, const QuantSmemPlan& plan, uint64_t tensor_cols,
                                 float* out_dev, uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
-  const uint64_t smem = GenericLayout(plan, 0).total;
+  const uint64_t smem = quant_decode_smem_bytes(plan);
   const cudaError_t err = allow_max_dynamic_smem<&quant_decode_kernel>();  // once per device
   if (err != cudaSuccess) return err;
   quant_decode_kernel<<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(bytes_dev, tiles_dev, params, plan,

@@ -3,6 +3,7 @@
 #include "kernels/tile_decode.h"
 
 #include <algorithm>
+#include <cmath>
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
@@ -225,6 +226,10 @@ QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   // A sparse tile's fill code in the bulk-copy GEMV: one whose value is 0 (+0.0 or -0.0: either
   // adds nothing to a product). Int codes: the symmetric zero point (asymmetric tiles take their
   // groups' zero points); tables: the first code of the (first) table with that value.
+  if (q.kind == detail::kQuantTable) {
+    const std::vector<float> values = scheme_code_values(qp.scheme);
+    q.nan_codes = std::any_of(values.begin(), values.end(), [](float v) { return std::isnan(v); }) ? 1 : 0;
+  }
   q.sparse_fill = detail::kNoSparseFill;
   if (is_int) {
     q.sparse_fill = 1u << (qp.bits - 1);
@@ -464,6 +469,14 @@ struct GpuTensor::Impl {
   // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
   // each batch width. False when it does not apply (nothing launched).
   // Whether the bulk-copy GEMV takes this tensor with x at x_dev (where bulk copies are allowed).
+  // The generic lossy gemv holds x (up to 8 batch columns) beside what decode needs; upload checked
+  // the decode's share only.
+  void require_generic_gemv_fits() const {
+    if (const uint64_t need = detail::quant_generic_smem_bytes(quant_plan) + 1024; need > smem_limit)
+      throw Error(ErrorCode::kUnsupported, "gemv: tiles need " + std::to_string(need) +
+                                               " bytes of shared memory per block, the device gives " +
+                                               std::to_string(smem_limit) + smem_hint);
+  }
   bool bulk_copy_takes(const void* x_dev) const {
     return streamable &&
            detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, cols, x_dev, sparse_tiles);
@@ -533,9 +546,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   impl->tile_count = t.tile_count;
   // The packer cuts a 0-D or 1-D tensor into tiles of 64 KiB at most whatever --tile says, which
   // fit; earlier versions into tiles of up to 2^20 elements.
-  impl->smem_hint = t.shape.size() <= 1
+  impl->smem_hint = t.shape.size() > 1 ? " (pack it with smaller tiles: --tile)"
+                    : t.scheme == 0
                         ? " (a 1-D tensor in tiles over 64 KiB, as earlier versions of wpack packed them: compress it again)"
-                        : " (pack it with smaller tiles: --tile)";
+                        : " (a quantized 1-D tensor: keep it lossless, --keep)";
   if (impl->rows > UINT32_MAX || impl->cols > UINT32_MAX || t.tile_count > INT32_MAX)
     throw Error(ErrorCode::kUnsupported, where + ": more than 2^32 rows, columns or 2^31 tiles");
 
@@ -662,7 +676,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (const char* env = std::getenv("WPACK_STREAM_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 8);
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(quant_sizes.stored_cap), t.tile_rows, t.tile_cols,
                                         stages};
-    need = detail::quant_generic_smem_bytes(impl->quant_plan) + 1024;
+    need = detail::quant_decode_smem_bytes(impl->quant_plan) + 1024;  // gemv() checks its own need
     if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
       impl->streamable = false;
   }
@@ -741,6 +755,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                       impl_->fast_count, impl_->quant, impl_->quant_rans_plan[batch],
                                                       static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
       const uint64_t slow_count = impl_->tile_count - impl_->fast_count;
+      if (slow_count > 0) impl_->require_generic_gemv_fits();
       WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev,
                                                          impl_->ids_dev + impl_->fast_count, slow_count, impl_->quant,
                                                          impl_->quant_plan, x_dev, y_dev, batch, status_dev, st));
@@ -802,6 +817,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         return;
       }
     }
+    impl_->require_generic_gemv_fits();
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count,
                                                        impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
                                                        st));

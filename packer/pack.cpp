@@ -27,7 +27,7 @@ namespace {
 
 // Tiles encoded in parallel before they are written in order: bounds memory to one batch.
 constexpr uint64_t kTileBatch = 256;
-// ... and, for the lossless path, to about this many raw bytes (vector tiles are up to 8 MiB).
+// ... and, for the lossless path, to about this many raw bytes (vector tiles are up to 64 KiB).
 constexpr uint64_t kTileBatchBytes = uint64_t{64} << 20;
 // Tiles, evenly spaced, that the filter choice codes with each candidate filter.
 constexpr uint64_t kFilterSampleTiles = 2;

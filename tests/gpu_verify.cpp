@@ -344,19 +344,33 @@ TEST_CASE("gpu verify: lossy schemes decode bit-exact and multiply within 2e-3")
   CHECK(r.ok());
 
   // --max-error below the quantization error fails the lossy tensors (by name), and only them; their
-  // products are still checked and timed (the file's weights, decoded bit for bit).
+  // products are still checked and timed (the file's weights, decoded bit for bit), and a product
+  // that fails too (here: any error above 1e-12 of float32 accumulation) is added to the error.
   GpuVerifyOptions strict = options_with({1});
   strict.max_rel_error = 1e-6;
-  const GpuVerifyReport s = verify_gpu(*p->reader, &p->source, strict);
-  CHECK(!s.ok());
-  for (const auto& t : s.tensors) {
-    INFO(t.name << ": " << t.error);
-    CHECK(t.error.find("tensor '" + t.name + "'") != std::string::npos);
-    CHECK(t.error.find("--max-error") != std::string::npos);
-    REQUIRE(t.batches.size() == 1);
-    CHECK(t.batches[0].ran);
-    CHECK(t.batches[0].timed);
-    CHECK(t.batches[0].matmul_rel_error <= 2e-3);
+  for (const double product_limit : {2e-3, 1e-12}) {
+    strict.max_matmul_rel_error = product_limit;
+    const GpuVerifyReport s = verify_gpu(*p->reader, &p->source, strict);
+    CHECK(!s.ok());
+    for (const auto& t : s.tensors) {
+      INFO(t.name << ": " << t.error);
+      CHECK(t.error.find("tensor '" + t.name + "'") != std::string::npos);
+      CHECK(t.error.find("--max-error") != std::string::npos);
+      REQUIRE(t.batches.size() == 1);
+      CHECK(t.batches[0].ran);
+      CHECK(t.batches[0].timed);
+      CHECK(t.batches[0].matmul_rel_error <= 2e-3);
+      if (product_limit > 1e-9) {
+        CHECK(t.product_error.empty());
+        CHECK(t.error.find("; ") == std::string::npos);
+      } else {  // "<the --max-error failure>; <the product's>"
+        CHECK(t.product_error.find("batch 1: matmul_rel_error") != std::string::npos);
+        const std::string tail = "; " + t.product_error;
+        REQUIRE(t.error.size() > tail.size());
+        CHECK(t.error.compare(t.error.size() - tail.size(), tail.size(), tail) == 0);
+        CHECK(t.error.find("--max-error") < t.error.size() - tail.size());
+      }
+    }
   }
 }
 

@@ -14,9 +14,10 @@
 # regex of the test names run, default all).
 #
 # racecheck reports WAR hazards inside cuBLAS's own kernels (nvjet_sm90_tss_*, in the lossless
-# verify test on an H200): a run whose every hazard lies in a cuBLAS kernel (nvjet, cutlass, gemm
-# or gemv in its name) is "cublas-only" (when the test passed), listed but not a failure. Leaving those kernels out with
-# the sanitizer's kernel-name exclusion made racecheck fail instead ("failed to handle a hardware
+# verify test on an H200): a run whose every hazard lies in a cuBLAS kernel (its name, up to the
+# first ':', holds nvjet, xmma, cutlass or cublas; wpack's kernels are in namespace wpack) is
+# "cublas-only" when the test passed, listed but not a failure. Leaving those kernels out with the
+# sanitizer's kernel-name exclusion made racecheck fail instead ("failed to handle a hardware
 # exception", CUDA illegal address) in a test that passes racecheck with every kernel checked.
 set -u
 [ $# -ge 1 ] || { echo "usage: device-sanitize.sh TEST_PROGRAM..."; exit 2; }

@@ -229,6 +229,15 @@ struct Context {
                               // later tensors are not GPU-checked
 };
 
+// Records the first failure of a tensor's products: its error, or added to the one it has (a tensor
+// beyond --max-error, or a lossless one whose bytes differ from the source, still has its products
+// checked).
+void set_product_error(GpuTensorCheck& check, const std::string& message) {
+  if (!check.product_error.empty()) return;
+  check.product_error = message;
+  check.error = check.error.empty() ? message : check.error + "; " + message;
+}
+
 // The matrix products of one tensor at one batch size. Throws Error for a failure (a status, a CUDA
 // error); sets check.error for a product outside the tolerance.
 // w_deq: the weights as float, g.rows() x g.cols(), row-major (host).
@@ -281,15 +290,15 @@ void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq,
   const WorstOutput worst = worst_output(y, y_ref, y_abs);
   bc.matmul_output_error = worst.error;
   bc.ran = true;
-  if (!(bc.matmul_rel_error <= options.max_matmul_rel_error) && check.error.empty())
-    check.error = where(reader, check.name) + ": batch " + std::to_string(batch) + ": matmul_rel_error " +
-                  format_g(bc.matmul_rel_error) + " exceeds " + format_g(options.max_matmul_rel_error);
-  if (!(worst.error <= options.max_matmul_rel_error) && check.error.empty())
-    check.error = where(reader, check.name) + ": batch " + std::to_string(batch) + ": output row " +
-                  std::to_string(worst.index / batch) + ", column " + std::to_string(worst.index % batch) + " is " +
-                  format_g(y[worst.index]) + ", the float64 product " + format_g(y_ref[worst.index]) +
-                  ": off by " + format_g(worst.error) + " of its |W||x|, more than " +
-                  format_g(options.max_matmul_rel_error);
+  if (!(bc.matmul_rel_error <= options.max_matmul_rel_error))
+    set_product_error(check, where(reader, check.name) + ": batch " + std::to_string(batch) + ": matmul_rel_error " +
+                                 format_g(bc.matmul_rel_error) + " exceeds " + format_g(options.max_matmul_rel_error));
+  if (!(worst.error <= options.max_matmul_rel_error))
+    set_product_error(check, where(reader, check.name) + ": batch " + std::to_string(batch) + ": output row " +
+                                 std::to_string(worst.index / batch) + ", column " + std::to_string(worst.index % batch) +
+                                 " is " + format_g(y[worst.index]) + ", the float64 product " +
+                                 format_g(y_ref[worst.index]) + ": off by " + format_g(worst.error) +
+                                 " of its |W||x|, more than " + format_g(options.max_matmul_rel_error));
   if (!options.timing) return;
 
   // cuBLAS on the same activations in its layout (batch, k), the gemv sets transposed; its output
@@ -473,7 +482,8 @@ void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTen
     }
   }
   // A tensor beyond --max-error, or a lossless one whose bytes differ from the source, still gets
-  // its products and times: the GPU multiplies the file's weights, decoded bit for bit above.
+  // its products and times: the GPU multiplies the file's weights, decoded bit for bit above (their
+  // failures: set_product_error).
 
   // 5. Matrix products.
   std::string no_product;
@@ -632,12 +642,14 @@ void run_tensor(Context& ctx, size_t& next_tensor, size_t t, const DecodedTensor
   } catch (const Error& e) {
     // Library messages name file and tensor; a CUDA call's ("cudaMalloc: out of memory") does not.
     const std::string message = e.what();
-    if (check.error.empty())
-      check.error = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
+    const std::string line = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
+    if (check.error.empty()) check.error = line;
+    else set_product_error(check, line);  // only the products run after an error (a --max-error failure)
     if (const std::string broken = gpu::gpu_context_error(); !broken.empty())
       ctx.device_failed = "tensor '" + check.name + "' (" + broken + ")";
   } catch (const std::bad_alloc&) {
     if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
+    else set_product_error(check, where(reader, check.name) + ": out of host memory");
   }
   report.tensors.push_back(std::move(check));
 }

@@ -113,6 +113,8 @@ struct GpuTensorCheck {
   std::string cublas_weights;     // "source" or "decoded": what cuBLAS multiplied
   std::vector<GpuBatchCheck> batches;
   std::string error;              // a failed check, one line naming file, tensor (and tile); empty = passed
+  std::string product_error;      // the first failure of its products (beside a --max-error failure, which
+                                  // still lets them run); also in `error`, after "; " when that has one
 };
 
 // Sums over the tensors timed at one batch size.
