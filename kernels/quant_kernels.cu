@@ -334,7 +334,7 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) codes[k] = static_cast<uint8_t>(packed_code(packed, b_bytes, k, p.bits));
   }
   __syncthreads();
-  if (p.kind == kQuantTable && p.nan_codes) {  // a code whose value in the table is NaN is corrupt, as on the CPU
+  if (p.nan_codes) {  // a code whose value in the table is NaN is corrupt, as on the CPU
     bool nan_code = false;
     for (uint32_t k = threadIdx.x; k < count; k += kThreads) nan_code |= isnan(p.values_dev[codes[k]]);
     if (__syncthreads_or(nan_code)) return kCorrupt;

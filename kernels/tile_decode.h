@@ -131,7 +131,9 @@ class GpuTensor {
   // stream may already have added to it). Raw quantized tiles and lossless BF16 tensors whose
   // tiles are all exp4 run on the bulk-copy GEMV (kernels/quant_gemv_tma.cu), rANS-coded tiles of
   // the default shape on a warp-per-tile kernel (kernels/lossless_gemv.cu,
-  // kernels/quant_rans_gemv.cu), the others on block-per-tile kernels. Throws Error(kUnsupported) for a lossless tensor that is not BF16,
+  // kernels/quant_rans_gemv.cu), the others on block-per-tile kernels. Throws Error(kUnsupported)
+  // for a lossless tensor that is not BF16 and for tiles that the block-per-tile kernel, holding x
+  // beside them, cannot fit in shared memory (upload checked decode()'s need only);
   // Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev 16-byte aligned
   // (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,

@@ -3,7 +3,6 @@
 #include "kernels/tile_decode.h"
 
 #include <algorithm>
-#include <cmath>
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
@@ -22,7 +21,7 @@
 #include "packer/exp4.h"         // exp4_check: the exp4 tiles the bulk-copy GEMV trusts
 #include "packer/filters.h"       // Filter, kFilterQuant*: the kernels' filter bytes are checked against them
 #include "packer/quant_tile.h"    // parse_quant_params: the lossy tensor's params blob
-#include "packer/quantize.h"      // Scheme, scheme_code_values
+#include "packer/quantize.h"      // Scheme
 #include "packer/rans.h"          // rans_stream_precision: the table size a plane needs
 
 namespace wpack::gpu {
@@ -223,18 +222,15 @@ QuantDevParams quant_dev_params(const QuantTensorParams& qp) {
   q.symmetric_zero = static_cast<float>(1u << (qp.bits - 1));
   q.lut_rows = qp.lut_rows;
   q.fp4_e2m1 = qp.scheme == Scheme::kFp4 ? 1 : 0;
+  q.nan_codes = qp.nan_codes ? 1 : 0;
   // A sparse tile's fill code in the bulk-copy GEMV: one whose value is 0 (+0.0 or -0.0: either
   // adds nothing to a product). Int codes: the symmetric zero point (asymmetric tiles take their
   // groups' zero points); tables: the first code of the (first) table with that value.
-  if (q.kind == detail::kQuantTable) {
-    const std::vector<float> values = scheme_code_values(qp.scheme);
-    q.nan_codes = std::any_of(values.begin(), values.end(), [](float v) { return std::isnan(v); }) ? 1 : 0;
-  }
   q.sparse_fill = detail::kNoSparseFill;
   if (is_int) {
     q.sparse_fill = 1u << (qp.bits - 1);
   } else {
-    const std::vector<float> values = q.kind == detail::kQuantTable ? scheme_code_values(qp.scheme) : std::vector<float>{};
+    const std::vector<float>& values = qp.code_values;
     const size_t codes = size_t{1} << qp.bits;
     for (size_t c = 0; c < codes && q.sparse_fill == detail::kNoSparseFill; ++c)
       if (q.kind == detail::kQuantTable ? c < values.size() && values[c] == 0.0f
@@ -255,8 +251,7 @@ float* upload_quant_side(QuantDevParams& q, const QuantTensorParams& qp, uint64_
   }
   const size_t values_at = side.size();
   if (q.kind == detail::kQuantTable) {
-    const std::vector<float> v = scheme_code_values(qp.scheme);
-    side.insert(side.end(), v.begin(), v.end());
+    side.insert(side.end(), qp.code_values.begin(), qp.code_values.end());
   } else if (q.kind == detail::kQuantLut) {
     for (uint16_t h : qp.tables) side.push_back(wpack::detail::f16_bits_to_float(h));
   }
@@ -465,22 +460,22 @@ struct GpuTensor::Impl {
     return grid;
   }
 
-  // The Hopper bulk-copy GEMV (kernels/quant_gemv_tma.cu) when it applies (streamable, bulk
-  // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
-  // each batch width. False when it does not apply (nothing launched).
-  // Whether the bulk-copy GEMV takes this tensor with x at x_dev (where bulk copies are allowed).
-  // The generic lossy gemv holds x (up to 8 batch columns) beside what decode needs; upload checked
-  // the decode's share only.
-  void require_generic_gemv_fits() const {
-    if (const uint64_t need = detail::quant_generic_smem_bytes(quant_plan) + 1024; need > smem_limit)
-      throw Error(ErrorCode::kUnsupported, "gemv: tiles need " + std::to_string(need) +
+  // Refuses (kUnsupported, naming `what`, saying what to do) tiles whose kernel needs `need` bytes of
+  // shared memory per block (the margin for static shared memory included) where the device gives less.
+  void require_smem(uint64_t need, const std::string& what) const {
+    if (need > smem_limit)
+      throw Error(ErrorCode::kUnsupported, what + ": tiles need " + std::to_string(need) +
                                                " bytes of shared memory per block, the device gives " +
                                                std::to_string(smem_limit) + smem_hint);
   }
+  // Whether the bulk-copy GEMV takes this tensor with x at x_dev (where bulk copies are allowed).
   bool bulk_copy_takes(const void* x_dev) const {
     return streamable &&
            detail::quant_tma_supported(quant, stream_plan.tile_rows, stream_plan.tile_cols, cols, x_dev, sparse_tiles);
   }
+  // The Hopper bulk-copy GEMV (kernels/quant_gemv_tma.cu) when it applies (streamable, bulk
+  // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
+  // each batch width. False when it does not apply (nothing launched).
   bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
     if (!bulk_copy_takes(x_dev)) return false;
     int& grid = tma_grid[batch];
@@ -680,10 +675,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
       impl->streamable = false;
   }
-  if (need > static_cast<uint64_t>(smem_limit))
-    throw Error(ErrorCode::kUnsupported, where + ": tiles need " + std::to_string(need) +
-                                             " bytes of shared memory per block, the device gives " +
-                                             std::to_string(smem_limit) + impl->smem_hint);
+  impl->require_smem(need, where);
 
   // One host staging buffer, one copy (pinned memory would not pay for a once-per-tensor upload).
   std::vector<uint8_t> staging(total, 0);
@@ -755,7 +747,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                       impl_->fast_count, impl_->quant, impl_->quant_rans_plan[batch],
                                                       static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
       const uint64_t slow_count = impl_->tile_count - impl_->fast_count;
-      if (slow_count > 0) impl_->require_generic_gemv_fits();
+      if (slow_count > 0) impl_->require_smem(detail::quant_generic_smem_bytes(impl_->quant_plan) + 1024, "gemv");
       WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev,
                                                          impl_->ids_dev + impl_->fast_count, slow_count, impl_->quant,
                                                          impl_->quant_plan, x_dev, y_dev, batch, status_dev, st));
@@ -817,7 +809,8 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         return;
       }
     }
-    impl_->require_generic_gemv_fits();
+    // the generic kernel holds x beside what decode needs (upload checked the decode's share)
+    impl_->require_smem(detail::quant_generic_smem_bytes(impl_->quant_plan) + 1024, "gemv");
     WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev, nullptr, impl_->tile_count,
                                                        impl_->quant, impl_->quant_plan, x_dev, y_dev, batch, status_dev,
                                                        st));
@@ -830,11 +823,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
   // which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
   const int grid = impl_->fast_grid(batch);
   const uint64_t slow_count = impl_->tile_count - (grid > 0 ? impl_->fast_count : 0);
-  if (const uint64_t need = detail::gemv_smem_bytes(impl_->plan, std::min(batch, 8u)) + 1024;
-      slow_count > 0 && need > impl_->smem_limit)
-    throw Error(ErrorCode::kUnsupported, "gemv: tiles need " + std::to_string(need) +
-                                             " bytes of shared memory per block, the device gives " +
-                                             std::to_string(impl_->smem_limit) + impl_->smem_hint);
+  if (slow_count > 0) impl_->require_smem(detail::gemv_smem_bytes(impl_->plan, std::min(batch, 8u)) + 1024, "gemv");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
   const uint32_t* slow_ids = nullptr;
   if (grid > 0) {

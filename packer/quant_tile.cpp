@@ -27,6 +27,12 @@ constexpr uint32_t kMaxPruneM = 256;
 
 [[noreturn]] void corrupt(const std::string& what) { throw Error(ErrorCode::kCorrupt, what); }
 
+// QuantTensorParams' derived members: the value of each code, and whether one is NaN.
+void set_code_values(QuantTensorParams& p) {
+  p.code_values = scheme_code_values(p.scheme);
+  p.nan_codes = std::any_of(p.code_values.begin(), p.code_values.end(), [](float v) { return std::isnan(v); });
+}
+
 bool f16_bits_finite(uint16_t bits) { return std::isfinite(detail::f16_bits_to_float(bits)); }
 
 std::string hex16(uint16_t bits) {
@@ -231,7 +237,7 @@ QuantTensorParams quant_params_from(const QuantizedMatrix& q, const PruneSpec& p
   p.prune = prune;
   if (scheme_has_row_scales(p.scheme)) p.row_scales = q.scales;
   if (scheme_is_lut(p.scheme)) p.tables = q.tables;
-  p.code_values = scheme_code_values(p.scheme);
+  set_code_values(p);
   return p;
 }
 
@@ -324,7 +330,7 @@ QuantTensorParams parse_quant_params(uint8_t scheme_code, std::span<const uint8_
     if (e.code() == ErrorCode::kCorrupt) throw;
     corrupt(e.what());
   }
-  p.code_values = scheme_code_values(p.scheme);
+  set_code_values(p);
   return p;
 }
 
@@ -543,7 +549,7 @@ void decode_quant_tile_ref(std::span<const uint8_t> stored, uint8_t layout, Code
   if ((count * p.bits) % 8 != 0 && (plane_b[b_bytes - 1] >> ((count * p.bits) % 8)) != 0)
     corrupt("codes plane padding bits are set");
   // Codes whose value is NaN (fp8's 0x7F and 0xFF; the quantizer never writes them) are corrupt.
-  if (std::any_of(p.code_values.begin(), p.code_values.end(), [](float v) { return std::isnan(v); }))
+  if (p.nan_codes)
     for (uint64_t k = 0; k < count; ++k)
       if (std::isnan(p.code_values[unpack_code(plane_b.data(), b_bytes, k, p.bits)]))
         corrupt("code " + std::to_string(k) + " is an " + std::string(scheme_name(p.scheme)) + " NaN code");

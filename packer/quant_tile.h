@@ -47,6 +47,8 @@ struct QuantTensorParams {
   std::vector<uint16_t> row_scales;  // fp16 bits [rows]: int8, fp8/6/5; else empty
   std::vector<uint16_t> tables;      // fp16 bits [num_tables][2^bits]: LUT schemes; else empty
   std::vector<float> code_values;    // not stored: value per code of fp/nf4 schemes (scheme_code_values)
+  bool nan_codes = false;            // not stored: some code's value is NaN (fp8's 0x7F, 0xFF): such a
+                                     // code is corrupt (the quantizer never writes one)
 };
 
 // True for schemes with a group scale along K (int4/3/2, fp4, nf4).

@@ -19,10 +19,8 @@ inline uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); 
 // size; these tensors (biases, norms) are small, and a long one gets many tiles.
 inline constexpr uint32_t kMaxVectorTileBytes = 1u << 16;
 
-// Elements in the largest tile of a 0-D or 1-D tensor of elem_size-byte elements.
-inline constexpr uint32_t max_vector_tile_elements(uint32_t elem_size) {
-  return kMaxVectorTileBytes / (elem_size == 0 ? 1 : elem_size);
-}
+// Elements in the largest tile of a 0-D or 1-D tensor of elem_size-byte elements (1..8).
+inline constexpr uint32_t max_vector_tile_elements(uint32_t elem_size) { return kMaxVectorTileBytes / elem_size; }
 
 struct TileRect {
   uint64_t row0 = 0, col0 = 0;  // first element of the tile in the 2-D view

@@ -1191,10 +1191,8 @@ TEST_CASE("gpu random configurations: decode bit-exact and gemv on whichever ker
          << cols << " in " << tile_rows << "x" << tile_cols << " tiles, batch " << batch << (x_offset ? ", x unaligned" : "")
          << (no_bulk_copy ? ", WPACK_GPU_NO_TMA" : "");
     INFO(what.str());
-    struct NoBulkCopy {  // WPACK_GPU_NO_TMA for this case's uploads only, even when a check throws
-      explicit NoBulkCopy(bool on) { if (on) setenv("WPACK_GPU_NO_TMA", "1", 1); }
-      ~NoBulkCopy() { unsetenv("WPACK_GPU_NO_TMA"); }
-    } no_bulk_copy_env(no_bulk_copy);
+    std::optional<wpack::test::ScopedEnv> no_tma;  // for this case's uploads only, even when a check throws
+    if (no_bulk_copy) no_tma.emplace("WPACK_GPU_NO_TMA", "1");
     std::string kernel;
     if (scheme == Scheme::kLossless) {
       auto p = pack({{"w", dtype, {rows, cols}}}, c.codec, tile_rows, tile_cols, std::nullopt, 100 + i);

@@ -69,9 +69,9 @@ run_one() {
     verdict=ERRORS
     # racecheck: the kernels its hazards lie in, from "Read/Write Thread (x,y,z) at KERNEL+0xPC"
     # lines; cuBLAS's own: nvjet_*, *xmma*, cutlass*, *cublas* (wpack's are in namespace wpack)
-    if [ "$tool" = racecheck ] && grep -qE '^=========     (Read|Write) Thread' "$log" && \
-       ! grep -E '^=========     (Read|Write) Thread' "$log" | sed -E 's/.* at //; s/\+0x[0-9a-f]+$//' | \
-         grep -qvE '^[^:]*(nvjet|xmma|cutlass|cublas)'; then
+    local hazard='^=========     (Read|Write) Thread'
+    if [ "$tool" = racecheck ] && grep -qE "$hazard" "$log" && \
+       ! grep -E "$hazard" "$log" | sed -E 's/.* at //; s/\+0x[0-9a-f]+$//' | grep -qvE '^[^:]*(nvjet|xmma|cutlass|cublas)'; then
       verdict=cublas-only
       [ $rc -ne 0 ] && verdict="test-failed(rc=$rc)"  # the test's own failure first
     fi

@@ -239,7 +239,7 @@ void set_product_error(GpuTensorCheck& check, const std::string& message) {
 }
 
 // The matrix products of one tensor at one batch size. Throws Error for a failure (a status, a CUDA
-// error); sets check.error for a product outside the tolerance.
+// error); records a product outside the tolerance (set_product_error).
 // w_deq: the weights as float, g.rows() x g.cols(), row-major (host).
 void check_batch(Context& ctx, size_t t, const GpuTensor& g, const float* w_deq, const DeviceMemory& dense_dev,
                  uint32_t batch, GpuTensorCheck& check, GpuBatchCheck& bc) {
@@ -637,19 +637,22 @@ void run_tensor(Context& ctx, size_t& next_tensor, size_t t, const DecodedTensor
     report.tensors.push_back(std::move(check));
     return;
   }
+  // A check that throws fails the tensor; after an error only the products run (a --max-error
+  // failure), so a throw then is theirs.
+  const auto fail = [&](const std::string& line) {
+    if (check.error.empty()) check.error = line;
+    else set_product_error(check, line);
+  };
   try {
     check_tensor(ctx, t, reference, check);
   } catch (const Error& e) {
     // Library messages name file and tensor; a CUDA call's ("cudaMalloc: out of memory") does not.
     const std::string message = e.what();
-    const std::string line = message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message;
-    if (check.error.empty()) check.error = line;
-    else set_product_error(check, line);  // only the products run after an error (a --max-error failure)
+    fail(message.rfind(reader.path(), 0) == 0 ? message : where(reader, check.name) + ": " + message);
     if (const std::string broken = gpu::gpu_context_error(); !broken.empty())
       ctx.device_failed = "tensor '" + check.name + "' (" + broken + ")";
   } catch (const std::bad_alloc&) {
-    if (check.error.empty()) check.error = where(reader, check.name) + ": out of host memory";
-    else set_product_error(check, where(reader, check.name) + ": out of host memory");
+    fail(where(reader, check.name) + ": out of host memory");
   }
   report.tensors.push_back(std::move(check));
 }

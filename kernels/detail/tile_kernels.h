@@ -118,8 +118,8 @@ struct QuantDevParams {
   const float* row_scales_dev;  // (tensor rows) float: int8, fp8/6/5; else nullptr
   const float* values_dev;      // see QuantKind; nullptr for kQuantInt
   uint32_t values_bf16;         // 1: every value of values_dev is a BF16 number (minifloat codes; not nf4)
-  uint32_t nan_codes;           // 1: some code's value in values_dev (kQuantTable) is NaN, fp8's 0x7F and
-                                // 0xFF: the decode refuses such a code (corrupt), as the CPU reference
+  uint32_t nan_codes;           // 1: some code's value in values_dev is NaN (kQuantTable: fp8's 0x7F and
+                                // 0xFF): the decode refuses such a code (corrupt), as the CPU reference
   uint32_t tiles_per_sm;        // the tensor's tiles per multiprocessor, rounded down (the bulk-copy
                                 // GEMV's layouts at batch 9..16, and int8/fp8's at batch 1, follow it)
   uint32_t sparse_fill;         // the code an unoccupied element of a sparse tile takes in the bulk-copy
