@@ -408,6 +408,9 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   if (path_exists(args.output) && same_file(args.input, args.output))
     throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file");
   auto source = open_tensor_source(args.input);
+  for (const std::string& file : source->files())  // a sharded model's shards
+    if (path_exists(args.output) && same_file(file, args.output))
+      throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file " + file);
   if (!global.quiet) note_skipped(*source, std::cerr);
   if (args.dry_run) return dry_run(args, *source);
   Progress progress(global);
@@ -758,9 +761,14 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
       size_t lossy = 0;
       for (const auto& t : report.tensors) lossy += t.lossy;
       if (against && lossy == 0) std::cout << ", " << (report.ok() ? "bit-exact against " : "compared with ") << args.against;
-      if (against && lossy > 0)
+      size_t failed = 0;
+      for (const auto& t : report.tensors) failed += !t.error.empty();
+      if (against && lossy > 0 && report.ok())
         std::cout << ", compared with " << args.against << " (lossless bit-exact, " << lossy
                   << " lossy within their recorded rel_error" << (args.max_error >= 0 ? " and --max-error" : "") << ")";
+      else if (against && lossy > 0)
+        std::cout << ", compared with " << args.against << " (" << failed << " of " << report.tensors.size()
+                  << " tensors failed)";
       std::cout << "\n";
       if (gpu_ran) {
         size_t checked = 0, skipped = 0, failed = 0;

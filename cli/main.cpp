@@ -44,6 +44,10 @@ std::string join_command_line(int argc, char** argv) {
   return s;
 }
 
+// -T: OpenMP threads; more than this is refused (libgomp crashed creating 100000).
+constexpr int kMaxThreads = 1024;
+const char* const kThreadsHelp = "Threads (default: all cores; at most 1024)";
+
 // "128x128" -> rows, cols.
 bool parse_tile(const std::string& text, uint32_t* rows, uint32_t* cols) {
   static const std::regex re("^([0-9]{1,9})[xX]([0-9]{1,9})$");  // < 2^32; the caller bounds the product
@@ -57,7 +61,9 @@ bool parse_tile(const std::string& text, uint32_t* rows, uint32_t* cols) {
 // "1,16" -> {1, 16}: batch sizes in 1..kMaxGemvBatch, comma-separated, no repeats.
 bool parse_batches(const std::string& text, std::vector<uint32_t>* batches) {
   static const std::regex re("^[0-9]{1,3}(,[0-9]{1,3})*$");
-  if (!std::regex_match(text, re)) return false;
+  // at most kMaxGemvBatch distinct batches of up to 3 digits; a longer text is refused before the
+  // regex, whose executor recurses per repetition (a list of 20000 overflowed the stack)
+  if (text.size() > 4 * wpack::kMaxGemvBatch || !std::regex_match(text, re)) return false;
   batches->clear();
   size_t start = 0;
   while (start <= text.size()) {
@@ -91,7 +97,7 @@ int main(int argc, char** argv) {
   c->add_option("input", compress.input, "Model: .safetensors, model.safetensors.index.json, or HDF5 (.h5)")->required();
   c->add_option("-o,--output", compress.output, "Output .wpk")->required();
   c->add_flag("-f,--force", compress.options.overwrite, "Overwrite the output if it exists");
-  c->add_option("-T,--threads", compress.options.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  c->add_option("-T,--threads", compress.options.threads, kThreadsHelp)->check(CLI::Range(0, kMaxThreads));
   c->add_option("--tile", tile_text, "Tile shape RxC (default 128x128)");
   c->add_option("--codec", codec_text,
                 "Plane codec: rans (default, GPU-decodable), zstd (CPU decode only, --level), none, auto (per tile the smaller "
@@ -120,8 +126,9 @@ int main(int argc, char** argv) {
   c->add_option("--override", override_texts,
                 "REGEX=SPEC per-tensor policy (repeatable, last match wins), SPEC e.g. int8, int4:g64:sym, fp6, lut4:rows64, lossless");
   c->add_option("--keep", keep_patterns, "REGEX: tensors left lossless (repeatable)");
-  c->add_flag("--dry-run", compress.dry_run, "Print the plan per tensor (scheme, estimated bytes, bits/weight); write nothing");
-  c->add_flag("--json", compress.json, "With --dry-run: the plan as JSON");
+  auto* dry_run = c->add_flag("--dry-run", compress.dry_run,
+                              "Print the plan per tensor (scheme, estimated bytes, bits/weight); write nothing");
+  c->add_flag("--json", compress.json, "With --dry-run: the plan as JSON")->needs(dry_run);
 
   // inspect
   InspectArgs inspect;
@@ -135,7 +142,7 @@ int main(int argc, char** argv) {
   u->add_option("input", unpack.input, ".wpk file")->required();
   u->add_option("-o,--output", unpack.output, "Output .safetensors")->required();
   u->add_flag("-f,--force", unpack.overwrite, "Overwrite the output if it exists");
-  u->add_option("-T,--threads", unpack.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  u->add_option("-T,--threads", unpack.threads, kThreadsHelp)->check(CLI::Range(0, kMaxThreads));
   u->add_option("--dtype", unpack.dtype, "Write float tensors as F32, F16 or BF16 (default: the source dtype)")
       ->check(CLI::IsMember({"F32", "F16", "BF16"}));
 
@@ -146,7 +153,7 @@ int main(int argc, char** argv) {
   auto* against = v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
   v->add_option("--device", verify.device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   v->add_flag("--json", verify.json, "Machine-readable report on stdout");
-  v->add_option("-T,--threads", verify.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  v->add_option("-T,--threads", verify.threads, kThreadsHelp)->check(CLI::Range(0, kMaxThreads));
   v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error against --against exceeds X")
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {

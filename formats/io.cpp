@@ -89,9 +89,11 @@ bool all_zero(const uint8_t* p, uint64_t n) {
   return true;
 }
 
-// "dir/.name.wpack-tmp-XXXXXX" (mkstemp pattern) for `target`.
-std::string temp_pattern(const std::string& dir, const std::string& target) {
-  return dir + "/." + std::filesystem::path(target).filename().string() + ".wpack-tmp-XXXXXX";
+// "dir/.name.wpack-tmp-" for `target`, the start of its temporary names: the name cut to its first
+// 96 bytes, so that the temporary name of a target with a name of up to NAME_MAX (255) bytes stays
+// within NAME_MAX too (a name of 230 bytes failed to link, after all the work, under -f).
+std::string temp_prefix(const std::string& dir, const std::string& target) {
+  return dir + "/." + std::filesystem::path(target).filename().string().substr(0, 96) + ".wpack-tmp-";
 }
 
 }  // namespace
@@ -119,7 +121,7 @@ AtomicOutputFile::AtomicOutputFile(const std::string& target, bool overwrite)
     }
   }
   // Fallback (the filesystem does not support O_TMPFILE): a hidden named temp file.
-  const std::string pattern = temp_pattern(dir_, target);
+  const std::string pattern = temp_prefix(dir_, target) + "XXXXXX";  // mkstemp
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   fd_ = ::mkstemp(buf.data());
@@ -198,7 +200,7 @@ void AtomicOutputFile::give_name() {
   // Overwrite: a temporary name, then rename() replaces the target atomically. linkat fails on a
   // name that exists, so a made-up unique name needs no further care.
   static std::atomic<uint64_t> counter{0};
-  const std::string base = dir_ + "/." + std::filesystem::path(target_).filename().string() + ".wpack-tmp-";
+  const std::string base = temp_prefix(dir_, target_);
   for (int attempt = 0;; ++attempt) {
     const uint64_t stamp = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
     const std::string name = base + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +

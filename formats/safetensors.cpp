@@ -387,6 +387,11 @@ class SafetensorsSharded final : public TensorSource {
   const std::map<std::string, std::string>& metadata() const override { return metadata_; }
   const std::string& path() const override { return path_; }
   std::string format_name() const override { return "safetensors-sharded"; }
+  std::vector<std::string> files() const override {
+    std::vector<std::string> files = {path_};
+    for (const auto& shard : shards_) files.push_back(shard->path());
+    return files;
+  }
 
  private:
   std::string path_;

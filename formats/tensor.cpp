@@ -94,7 +94,7 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
   // MappedFile takes regular files only: reading a FIFO would wait for a writer, and a directory
   // would read as empty.
   static const uint8_t kHdf5Signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  bool hdf5 = false, eight = false;
+  bool hdf5 = false, eight = false, wpk = false;
   {
     const auto file = MappedFile::open(path);
     eight = file->size() >= 8;
@@ -105,11 +105,14 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
     uint64_t header = 0;
     if (eight) std::memcpy(&header, p, 8);  // little-endian, as the hosts wpack builds for
     const bool safetensors_like = file->size() > 8 && p[8] == '{' && header <= file->size() - 8;
+    wpk = eight && p[0] == 0x89 && p[1] == 'W' && p[2] == 'P' && p[3] == 'K';  // docs/FORMAT.md's magic
     for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at) {
       hdf5 = std::memcmp(p + at, kHdf5Signature, 8) == 0;
       if (safetensors_like) break;
     }
   }
+  if (wpk)
+    throw Error(ErrorCode::kFormat, path + ": a .wpk file (packed by wpack), not a model; wpack unpack writes it back as safetensors");
   if (hdf5) return open_hdf5(path);
   if (ends_with(path, ".json")) return open_safetensors_index(path);
   if (eight) return open_safetensors(path);

@@ -76,6 +76,9 @@ class TensorSource {
   // What the file holds but the source does not give as tensors, one item each with why (a generic
   // HDF5 file's datasets of strings, compounds, ...: "dataset '/s' (string type)"); empty for most.
   virtual std::vector<std::string> skipped() const { return {}; }
+  // Every file the source reads: path() and, for a sharded model, each shard (a writer must not
+  // replace one of them).
+  virtual std::vector<std::string> files() const { return {path()}; }
 };
 
 // A TensorSource over tensors held in memory: for callers that build tensors themselves, and for

@@ -339,12 +339,22 @@ std::string policy_to_string(const TensorPolicy& policy) {
   return s;
 }
 
+// libstdc++'s default regex executor recurses once per character that a loop (".*") takes, which
+// overflows the stack on a tensor name of ~30000 bytes (names may have 65535); its polynomial one
+// (a breadth-first walk of the automaton) does not recurse on the input, and refuses only
+// back-references, which a name pattern has no use for.
+constexpr std::regex::flag_type kNamePatternFlags = std::regex::ECMAScript
+#if defined(__GLIBCXX__)
+                                                    | std::regex_constants::__polynomial
+#endif
+    ;
+
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) {
   const TensorPolicy lossless;
   if (!lossy_dtype(info.dtype) || info.num_elements() == 0) return lossless;
   auto matches = [&](const std::string& pattern) {
     try {
-      return std::regex_search(info.name, std::regex(pattern, std::regex::ECMAScript));
+      return std::regex_search(info.name, std::regex(pattern, kNamePatternFlags));
     } catch (const std::regex_error& e) {
       throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
     }

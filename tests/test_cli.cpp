@@ -463,6 +463,23 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
     require_one_line_error(u, packed);
     CHECK(test::read_file(packed) == packed_before);
   }
+  SECTION("a shard of a sharded input is refused as the output, with or without -f") {
+    const std::string shard = write_small_model(dir, "model-00001-of-00001.safetensors");
+    json index = {{"metadata", json::object()}, {"weight_map", json::object()}};
+    for (const TensorInfo& t : small_model().infos) index["weight_map"][t.name] = "model-00001-of-00001.safetensors";
+    const std::string index_path = dir.file("model.safetensors.index.json");
+    const std::string text = index.dump();
+    test::write_file(index_path, std::vector<uint8_t>(text.begin(), text.end()));
+    REQUIRE(compress(index_path, dir.file("sharded.wpk")).exit_code == 0);
+    const auto before = test::read_file(shard);
+    for (bool force : {false, true}) {
+      INFO((force ? "-f" : "no -f"));
+      RunResult r = force ? compress(index_path, shard, {"-f"}) : compress(index_path, shard);
+      CHECK(r.exit_code != 0);
+      require_one_line_error(r, "output is the input file " + shard);
+      CHECK(test::read_file(shard) == before);
+    }
+  }
   SECTION("a failed compress leaves no output and no temporary file") {
     const std::string garbage = dir.file("garbage.safetensors");
     test::write_file(garbage, test::random_bytes(4096, 99));
@@ -515,6 +532,15 @@ TEST_CASE("errors: missing, garbage and truncated inputs exit 1 with one line na
         CHECK(r.exit_code == 1);
         require_one_line_error(r, input + ": not a regular file");
       }
+  }
+  SECTION("a .wpk given where a model is expected is named as one") {
+    for (const auto& args : std::vector<std::vector<std::string>>{{"compress", packed, "-o", dir.file("x.wpk")},
+                                                                   {"verify", packed, "--against", packed}}) {
+      INFO(args[0]);
+      RunResult r = run_wpack(args);
+      CHECK(r.exit_code == 1);
+      require_one_line_error(r, packed + ": a .wpk file (packed by wpack), not a model");
+    }
   }
   SECTION("nonexistent input") {
     const std::string missing = dir.file("does-not-exist.safetensors");
@@ -717,6 +743,8 @@ TEST_CASE("usage errors exit 2 with one line") {
   TempDir dir;
   const std::string model = write_small_model(dir);
   const std::string out = dir.file("out.wpk");
+  std::string many_batches = "1";
+  for (int i = 0; i < 19999; ++i) many_batches += ",1";
   const std::vector<std::vector<std::string>> cases = {
       {"compress", model, "-o", out, "--bogus"},
       {"compress", model},
@@ -731,6 +759,9 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"compress", model, "-o", out, "--filter", "magic"},
       {"compress", model, "-o", out, "-T", "-1"},
       {"compress", model, "-o", out, "-T", "many"},
+      {"compress", model, "-o", out, "-T", "100000"},  // libgomp crashed creating them
+      {"verify", out, "-T", "2147483647"},
+      {"compress", model, "-o", out, "--json"},  // --json goes with --dry-run
       {"verify", out, "--device", "tpu"},
       {"verify", out, "--device", "cuda", "--batch", "0"},
       {"verify", out, "--device", "cuda", "--batch", "65"},
@@ -740,6 +771,7 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"verify", out, "--device", "cuda", "--batch", "1,1"},
       {"verify", out, "--device", "cuda", "--batch", ""},
       {"verify", out, "--device", "cuda", "--batch"},
+      {"verify", out, "--device", "cuda", "--batch", many_batches},  // the list's regex overflowed the stack
       {"verify", out, "--batch", "1"},
       {"verify", out, "--against", model, "--max-error", "nan"},
       {"verify", out, "--against", model, "--max-error", "inf"},

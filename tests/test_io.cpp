@@ -49,3 +49,21 @@ TEST_CASE("io: zero blocks become holes however the writes are cut, and the byte
   INFO("allocated " << st.st_blocks * 512 << " bytes");
   CHECK(uint64_t(st.st_blocks) * 512 < (uint64_t{1} << 20));
 }
+
+// A target whose name has NAME_MAX (255) bytes or nearly: its temporary name (for -f, and where the
+// file system has no O_TMPFILE) must fit too. A 230-byte name failed with "File name too long" at
+// commit, after the work, when -f was given.
+TEST_CASE("io: targets with names of up to 255 bytes, new or replaced") {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = {1, 2, 3, 4, 5};
+  for (const size_t length : {200u, 230u, 255u}) {
+    const std::string path = dir.file(std::string(length, 'n'));
+    INFO("name of " << length << " bytes");
+    for (bool overwrite : {false, true, true}) {  // new, then replacing the file twice
+      AtomicOutputFile f(path, overwrite);
+      f.write(bytes.data(), bytes.size());
+      REQUIRE_NOTHROW(f.commit());
+      CHECK(test::read_file(path) == bytes);
+    }
+  }
+}
