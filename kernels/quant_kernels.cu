@@ -251,6 +251,8 @@ __device__ uint32_t decode_quant_tile_smem(const uint8_t* bytes_dev, const DevTi
   if (size_a > tile.stored_size - 8 || size_b != tile.stored_size - 8 - size_a) return kCorrupt;
   if (tile.codec == kCodecNone && (!raw_a || !raw_b)) return kCorrupt;
   if (raw_a && size_a != a_bytes) return kCorrupt;
+  // an empty plane is stored raw (packer/quant_tile.cpp decode_plane refuses a coded one)
+  if ((!raw_a && a_bytes == 0) || (!raw_b && b_bytes == 0)) return kCorrupt;
   const uint8_t* plane_a = stored + 8;
   const uint8_t* plane_b = stored + 8 + size_a;
 

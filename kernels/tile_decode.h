@@ -15,8 +15,8 @@
 //
 // What the GPU decodes: codec none, rans or exp4 (with floatplanes: a lossless BF16 tensor whose
 // tiles are all exp4 multiplies on the bulk-copy GEMV of kernels/quant_gemv_tma.cu); filter none,
-// byteshuffle or floatplanes; element size 1 (filter none/byteshuffle only), 2 or 4. Anything
-// else (zstd tiles, bitshuffle, 8-byte elements) is not an error of the call: the tile is left
+// byteshuffle or floatplanes; element size 1 (filter none/byteshuffle only), 2, 4 or 8. Anything
+// else (zstd tiles, bitshuffle) is not an error of the call: the tile is left
 // unwritten and reported per tile in the status array (DietGPU style). A malformed stream is
 // reported as kCorrupt the same way; the kernels never trap and never read or write outside their
 // buffers.

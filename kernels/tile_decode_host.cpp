@@ -83,6 +83,7 @@ static_assert(kFilterNone == static_cast<uint8_t>(Filter::kNone) &&
 static_assert(kLayoutDense == kFilterQuantDense && kLayoutSparse == kFilterQuantSparse &&
               detail::kLayoutDenseZeroRel == kFilterQuantDenseZeroRel);
 constexpr uint32_t kStreamStages = 4;  // cp.async ring depth of the streaming GEMV
+constexpr uint8_t kNotALayout = 0xFF;  // a tile layout byte no kernel takes (upload marks a corrupt tile so)
 
 // Where each tile's stored bytes start in the device buffer: a multiple of 128 bytes (a cache
 // line), not just of 16 (what cp.async and the bulk copies need). Measured on the H200: the
@@ -124,6 +125,7 @@ bool lossless_fast_tile(std::span<const uint8_t> stored, const WpkTile& rec, con
   if (dtype != DType::BF16 || rec.filter != kFilterFloatPlanes || rec.codec != kCodecRans) return false;
   if ((d.cols != 32 && d.cols != 64 && d.cols != 128) || d.rows == 0 || stored.size() < 10) return false;
   const uint64_t n = uint64_t{d.rows} * d.cols;
+  if (rec.raw_size != 2 * n) return false;  // the block-per-tile kernel reports the tile corrupt
   const uint32_t d0 = load_u32_le(stored.data()), d1 = load_u32_le(stored.data() + 4);
   const uint64_t size0 = d0 & ~kRawPlaneBit;
   if ((d0 & kRawPlaneBit) || d1 != (kRawPlaneBit | n) || size0 < 2 || 8 + size0 + n != stored.size()) return false;
@@ -304,7 +306,7 @@ void size_quant_tile(const QuantTensorParams& qp, const WpkTile& rec, const DevT
     for (uint64_t i = 8 + a_bytes - bitmap_bytes; i < 8 + a_bytes; ++i) codes += std::popcount(stored[i]);
   }
   const uint64_t b_bytes = (codes * qp.bits + 7) / 8;
-  raw = raw && stored.size() == 8 + a_bytes + b_bytes;
+  raw = raw && stored.size() == 8 + a_bytes + b_bytes && rec.raw_size == a_bytes + b_bytes;
   if (raw) {
     const uint32_t word_a = load_u32_le(stored.data()), word_b = load_u32_le(stored.data() + 4);
     raw = word_a == (kRawPlaneBit | a_bytes) && word_b == (kRawPlaneBit | b_bytes);
@@ -398,7 +400,10 @@ struct GpuTensor::Impl {
   bool sparse_tiles = false;   // some tile sparse: the bulk-copy GEMV (every kind with a sparse_fill) or the generic kernel only
   bool codes_off_word = false; // some tile's code plane starts off a word (QuantSizes): the bulk-copy GEMV needs scratch
   const char* last_kernel = "";  // gemv_kernel()
-  int stream_grid[65] = {};    // per batch: grid of the streaming GEMV (0: not computed yet, -1: none fits)
+  // Per batch: the grid of the tensor-core GEMV [0] and of the CUDA-core streaming GEMV [1] (0: not
+  // computed yet, -1: its stages do not fit). Two caches: which one a call takes depends on x's
+  // alignment too, and the tensor-core kernel falls back to the streaming one.
+  int stream_grid[2][65] = {};
   detail::QuantTmaPlan tma_plan[65] = {};  // per batch: the Hopper GEMV's plan (stages 0: not computed yet)
   int tma_grid[65] = {};                   // per batch: its grid (-1: it does not apply)
   float* side_dev = nullptr;   // row scales, then code values / LUT tables
@@ -477,7 +482,8 @@ struct GpuTensor::Impl {
   // copies allowed, quant_tma_supported); its plan and grid are worked out on the first call of
   // each batch width. False when it does not apply (nothing launched).
   bool run_bulk_copy(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev, cudaStream_t st) {
-    if (!bulk_copy_takes(x_dev)) return false;
+    // its x offsets are 32-bit: K x batch beyond 2^32 (K >= 2^26) takes the other kernels
+    if (!bulk_copy_takes(x_dev) || cols * batch > UINT32_MAX) return false;
     int& grid = tma_grid[batch];
     detail::QuantTmaPlan& plan = tma_plan[batch];
     if (grid == 0 && !bulk_copy) grid = -1;
@@ -579,9 +585,13 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   bool exp4_all = !lossy && t.dtype == DType::BF16 && t.tile_count > 0 && t.tile_rows <= 128;
   uint64_t exp4_cap = 16;
   for (uint64_t k = 0; k < t.tile_count; ++k) {
-    const WpkTile& rec = reader.tiles()[t.first_tile + k];
+    WpkTile rec = reader.tiles()[t.first_tile + k];  // a copy: a sparse tile may be marked below
     if (!reader.tile_checksum_ok(t.first_tile + k))
       throw Error(ErrorCode::kCorrupt, where + ": tile " + std::to_string(k) + ": checksum mismatch");
+    // A sparse tile in a tensor whose params say it has none is corrupt, as decode_quant_tile_ref
+    // says; the kernels know only the tile's layout byte, so it becomes one that none of them
+    // takes, which they all report kCorrupt (no kernel that reads sparse tiles sees it).
+    if (lossy && rec.filter == detail::kLayoutSparse && !qp.sparse_tiles) rec.filter = kNotALayout;
     DevTile& d = tiles[k];
     std::memset(&d, 0, sizeof d);
     const uint64_t grid_row = k / grid_cols, grid_col = k % grid_cols;
@@ -589,8 +599,11 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     d.col0 = static_cast<uint32_t>(grid_col * t.tile_cols);
     d.rows = static_cast<uint32_t>(std::min<uint64_t>(t.tile_rows, impl->rows - d.row0));
     d.cols = static_cast<uint32_t>(std::min<uint64_t>(t.tile_cols, impl->cols - d.col0));
-    if (rec.stored_size > UINT32_MAX || rec.raw_size > UINT32_MAX)
+    if (rec.stored_size > UINT32_MAX)
       throw Error(ErrorCode::kUnsupported, where + ": tile " + std::to_string(k) + " larger than 4 GiB");
+    // No tile holds over 4 GiB decoded (2^24 elements at most): raw size 0 makes every kernel
+    // report it kCorrupt.
+    if (rec.raw_size > UINT32_MAX) rec.raw_size = 0;
     d.stored_size = static_cast<uint32_t>(rec.stored_size);
     d.raw_size = static_cast<uint32_t>(rec.raw_size);
     d.filter = rec.filter;
@@ -632,7 +645,10 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
         slow_ids.push_back(static_cast<uint32_t>(k));
       }
     }
-    if (decodable) {
+    // A tile whose raw size is not its shape's is reported corrupt before anything is loaded: it
+    // sizes nothing (a raw size read from a damaged file could make the caps' sums wrap).
+    const bool raw_size_ok = rec.raw_size > 0 && rec.raw_size == uint64_t{d.rows} * d.cols * impl->elem_size;
+    if (decodable && raw_size_ok) {
       stored_cap = std::max(stored_cap, align16(uint64_t{rec.stored_size}));
       raw_cap = std::max(raw_cap, align16(uint64_t{rec.raw_size}));
       cols_cap = std::max<uint64_t>(cols_cap, d.cols);
@@ -645,6 +661,14 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   }
   impl->stored_bytes = 0;
   for (uint64_t k = 0; k < t.tile_count; ++k) impl->stored_bytes += reader.tiles()[t.first_tile + k].stored_size;
+  int smem_limit = 0;
+  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
+  impl->smem_limit = static_cast<uint64_t>(smem_limit);
+  // The caps held in shared memory at once, summed in 64 bits before the plans narrow them to the
+  // kernels' 32-bit layouts (a stored size is bounded only by the file).
+  impl->require_smem(stored_cap + raw_cap + 1024, where);
+  if (lossy) impl->require_smem(quant_sizes.stored_cap + quant_sizes.side_cap + 2 * quant_sizes.elements_cap + 1024, where);
+  if (exp4_all) impl->require_smem(exp4_cap + 1024, where);
   impl->plan = SmemPlan{static_cast<uint32_t>(stored_cap), static_cast<uint32_t>(raw_cap), precision_cap,
                         static_cast<uint32_t>(cols_cap), table_warps};
   if (exp4_all) {
@@ -655,9 +679,6 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(exp4_cap), t.tile_rows, t.tile_cols, 0};
   }
 
-  int smem_limit = 0;
-  WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
-  impl->smem_limit = static_cast<uint64_t>(smem_limit);
   uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_raw;
@@ -743,41 +764,43 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
     // rANS-coded tiles: a warp per tile for those it takes, the generic kernel for the rest.
     if (const int grid = impl_->quant_fast_grid(batch); grid > 0) {
+      const uint64_t slow_count = impl_->tile_count - impl_->fast_count;  // checked before anything is launched
+      if (slow_count > 0) impl_->require_smem(detail::quant_generic_smem_bytes(impl_->quant_plan) + 1024, "gemv");
       WPACK_CUDA_CHECK(detail::launch_quant_rans_gemv(impl_->bytes_dev, impl_->tiles_dev, impl_->ids_dev,
                                                       impl_->fast_count, impl_->quant, impl_->quant_rans_plan[batch],
                                                       static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
-      const uint64_t slow_count = impl_->tile_count - impl_->fast_count;
-      if (slow_count > 0) impl_->require_smem(detail::quant_generic_smem_bytes(impl_->quant_plan) + 1024, "gemv");
       WPACK_CUDA_CHECK(detail::launch_quant_gemv_generic(impl_->bytes_dev, impl_->tiles_dev,
                                                          impl_->ids_dev + impl_->fast_count, slow_count, impl_->quant,
                                                          impl_->quant_plan, x_dev, y_dev, batch, status_dev, st));
       impl_->last_kernel = slow_count == 0 ? kGemvWarpPerTile : kGemvWarpPerTileAndGeneric;
       return;
     }
-    // Tensor cores for int8/4 (any batch), the CUDA-core streaming kernel for the other schemes
-    // (in passes of at most 8 batch columns), both for dense tiles only, else the generic
-    // one-block-per-tile kernel.
+    // Tensor cores for int8/4 (any batch), else the CUDA-core streaming kernel (int8/4 too, when the
+    // tensor-core stages do not fit; in passes of at most 8 batch columns), both for dense tiles
+    // only, else the generic one-block-per-tile kernel.
     const bool dense_streamable = impl_->streamable && !impl_->sparse_tiles;
     const bool tc =
         dense_streamable && detail::quant_tc_supported(impl_->quant, impl_->stream_plan, impl_->cols, x_dev);
     // The streaming kernels copy x in 16-byte chunks (cp.async): they need x 16-byte aligned.
     const bool x_aligned = reinterpret_cast<uintptr_t>(x_dev) % 16 == 0;
-    // the streaming kernel's grid for a pass of `columns` batch columns (0: none fits)
-    auto stream_grid = [&](uint32_t columns) {
-      int& grid = impl_->stream_grid[columns];
+    // the grid of the tensor-core kernel (tensor_core) or of the streaming one for a pass of
+    // `columns` batch columns (0: none fits)
+    auto stream_grid = [&](bool tensor_core, uint32_t columns) {
+      int& grid = impl_->stream_grid[tensor_core ? 0 : 1][columns];
       if (grid == 0) {
-        const int per_sm = tc ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns)
-                              : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns);
+        const int per_sm = tensor_core
+                               ? detail::quant_tc_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns)
+                               : detail::quant_stream_blocks_per_sm(impl_->stream_plan, impl_->quant.bits, columns);
         grid = persistent_grid(impl_->tile_count, per_sm);
         if (std::getenv("WPACK_GPU_DEBUG"))
           std::fprintf(stderr, "gemv: %s kernel, batch %u, %d blocks/SM, grid %d, %u stages, %llu tiles\n",
-                       tc ? "tensor-core" : "cuda-core", columns, per_sm, grid, impl_->stream_plan.stages,
+                       tensor_core ? "tensor-core" : "cuda-core", columns, per_sm, grid, impl_->stream_plan.stages,
                        static_cast<unsigned long long>(impl_->tile_count));
       }
       return std::max(grid, 0);
     };
     if (tc) {
-      if (const int grid = stream_grid(batch); grid > 0) {
+      if (const int grid = stream_grid(true, batch); grid > 0) {
         const uint64_t grid_cols = (impl_->cols + impl_->stream_plan.tile_cols - 1) / impl_->stream_plan.tile_cols;
         WPACK_CUDA_CHECK(detail::launch_quant_gemv_tc(impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count,
                                                       static_cast<uint32_t>(grid_cols), impl_->rows, impl_->cols,
@@ -786,11 +809,12 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
         impl_->last_kernel = kGemvTensorCore;
         return;
       }
-    } else if (dense_streamable && x_aligned) {
+    }
+    if (dense_streamable && x_aligned) {
       constexpr uint32_t kPassColumns = 8;  // the streaming kernel's widest batch
       const uint32_t passes = (batch + kPassColumns - 1) / kPassColumns;
       const uint32_t last = batch - (passes - 1) * kPassColumns;
-      if (stream_grid(std::min(batch, kPassColumns)) > 0 && stream_grid(last) > 0) {
+      if (stream_grid(false, std::min(batch, kPassColumns)) > 0 && stream_grid(false, last) > 0) {
         // batch > 8: each pass multiplies 8 of x's columns (gathered into the scratch, 16-aligned)
         for (uint32_t p = 0; p < passes; ++p) {
           const uint32_t col0 = p * kPassColumns, columns = std::min(kPassColumns, batch - col0);
@@ -802,8 +826,8 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
           }
           WPACK_CUDA_CHECK(detail::launch_quant_gemv_stream(
               impl_->bytes_dev, impl_->tiles_dev, impl_->tile_count, impl_->quant, impl_->stream_plan,
-              static_cast<uint32_t>(stream_grid(columns)), x_pass, impl_->cols * columns, y_dev, columns, batch, col0,
-              status_dev, st));
+              static_cast<uint32_t>(stream_grid(false, columns)), x_pass, impl_->cols * columns, y_dev, columns, batch,
+              col0, status_dev, st));
         }
         impl_->last_kernel = kGemvStreaming;
         return;

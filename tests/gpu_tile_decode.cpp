@@ -72,6 +72,31 @@ std::vector<uint8_t> gaussian(DType dtype, size_t n, uint64_t seed) {
   switch (dtype) {
     case DType::BF16: return wpack::test::gaussian_bf16(n, 0.02f, seed);
     case DType::F16: return wpack::test::gaussian_f16(n, 0.02f, seed);
+    case DType::F64: {  // the F32 values widened, their low mantissa bits filled from the seed
+      const std::vector<uint8_t> f32 = wpack::test::gaussian_f32(n, 0.02f, seed);
+      std::vector<uint8_t> out(8 * n);
+      std::mt19937_64 rng(seed);
+      for (size_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, f32.data() + 4 * i, 4);
+        uint64_t bits;
+        const double d = f;
+        std::memcpy(&bits, &d, 8);
+        bits ^= rng() & ((uint64_t{1} << 29) - 1);
+        std::memcpy(out.data() + 8 * i, &bits, 8);
+      }
+      return out;
+    }
+    case DType::I8: {  // small integers, as quantized weights are
+      const std::vector<uint8_t> f32 = wpack::test::gaussian_f32(n, 0.02f, seed);
+      std::vector<uint8_t> out(n);
+      for (size_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, f32.data() + 4 * i, 4);
+        out[i] = static_cast<uint8_t>(static_cast<int8_t>(std::clamp(std::lrint(f * 2000.0f), -127L, 127L)));
+      }
+      return out;
+    }
     default: return wpack::test::gaussian_f32(n, 0.02f, seed);
   }
 }
@@ -336,6 +361,24 @@ TEST_CASE("gpu decode: rans, BF16/F16/F32, odd shapes, bit-exact with the CPU") 
   };
   auto p = pack(specs, Codec::kRans, 64, 96);
   REQUIRE(check_decode(*p) > 1000);
+}
+
+// 8-byte elements (eight byte planes, decoded four at a time by the block's warps) and 1-byte ones
+// (one plane): a 1-D F64 vector in its 8192-element tiles, F64 matrices in 64x64 tiles (32 KiB raw:
+// the default 128x128 needs 128 KiB, more than a block's shared memory beside the stored bytes),
+// I8 matrices; rANS and none.
+TEST_CASE("gpu decode: F64 and I8 tensors, bit-exact with the CPU") {
+  const std::vector<Spec> specs = {
+      {"f64_vector", DType::F64, {20000}},
+      {"f64_odd", DType::F64, {300, 201}},
+      {"i8_odd", DType::I8, {517, 300}},
+  };
+  for (const Codec codec : {Codec::kRans, Codec::kNone}) {
+    INFO(wpack::codec_name(codec));
+    auto p = pack(specs, codec, 64, 64);
+    REQUIRE(p->reader->tensors()[0].tile_count == 3);
+    CHECK(check_decode(*p) > 30);
+  }
 }
 
 TEST_CASE("gpu decode: codec none, and tiles of fewer than 32 elements per plane") {
@@ -743,8 +786,9 @@ TEST_CASE("gpu lossy: tensor-core GEMV without bulk copies, int4 code planes off
 // columns (multiples of 8, at most 32768 elements after the packer rounds them to the group),
 // matrices of any row count and K a multiple of 8, batch 1-64; each decodes bit-exact and
 // multiplies within 2e-3, on the tensor-core kernel where its stages fit a multiprocessor's shared
-// memory, else on the generic kernel (wide tiles at a large batch: on an H200 2 of these 60 cases,
-// 16x1024 int4 tiles at batch 32 and 8x512 int8 ones at batch 48).
+// memory, else on the CUDA-core streaming kernel, whose 8-column passes fit wherever upload called
+// the tensor streamable (wide tiles at a large batch: on an H200 2 of these 60 cases, 16x1024 int4
+// tiles at batch 32 and 8x512 int8 ones at batch 48; before, those fell to the generic kernel).
 TEST_CASE("gpu lossy: random int4 and int8 shapes on the tensor-core GEMV") {
   using wpack::Scheme;
   wpack::test::ScopedEnv no_tma("WPACK_GPU_NO_TMA", "1");  // read at upload (check_gemv_f32)
@@ -774,10 +818,10 @@ TEST_CASE("gpu lossy: random int4 and int8 shapes on the tensor-core GEMV") {
     auto p = pack_lossy({{"w", dtype, {rows, cols}}}, c, tile_rows, tile_cols, 900 + i);
     const std::vector<float> w = check_decode_lossy(*p, 0);
     const std::string kernel = check_gemv_f32(*p, 0, w, batch, 1900 + i, 0, 2e-3);
-    CHECK((kernel == GpuTensor::kGemvTensorCore || kernel == GpuTensor::kGemvGeneric));
+    CHECK((kernel == GpuTensor::kGemvTensorCore || kernel == GpuTensor::kGemvStreaming));
     tensor_core += kernel == GpuTensor::kGemvTensorCore;
   }
-  std::printf("tensor-core GEMV: %d of 60 random cases\n", tensor_core);
+  std::printf("tensor-core GEMV: %d of 60 random cases, the others on the streaming kernel\n", tensor_core);
   CHECK(tensor_core >= 50);
 }
 
@@ -1142,6 +1186,124 @@ TEST_CASE("gpu exp4: a malformed tile whose checksums agree is reported for its 
     GpuTensor g = GpuTensor::upload(*reader, 0);
     REQUIRE(g.tile_count() == 4);
     check_corrupt_tile_reported(g, 1, {1u, 16u}, GpuTensor::kGemvBlockPerTile);
+  }
+}
+
+// Tile records and params that contradict each other while every checksum agrees, written with
+// WpkWriter from tensor 0 of a packed file after `edit_params` and `edit_tile` (index, stored bytes,
+// raw size, filter) changed them. The CPU reference decoder judges each tile; upload must not refuse
+// the tensor nor let a tile it cannot hold size the kernels' shared memory, decode() must give each
+// tile the CPU's verdict, and gemv() at batch 1 and 16 report every tile the CPU refuses. Returns
+// how many tiles the CPU refused.
+uint64_t check_rewritten_tensor(const Packed& p, const std::function<void(std::vector<uint8_t>&)>& edit_params,
+                                const std::function<void(uint64_t, std::vector<uint8_t>&, uint64_t&, uint8_t&)>& edit_tile) {
+  const wpack::WpkReader& src = *p.reader;
+  wpack::WpkTensor t = src.tensors()[0];
+  const uint64_t first = t.first_tile, tiles = t.tile_count;
+  const std::string path = p.dir.file("rewritten.wpk");
+  {
+    wpack::WpkWriter w(path, true);
+    t.first_tile = 0;
+    t.tile_count = 0;
+    edit_params(t.params);
+    w.begin_tensor(t);
+    for (uint64_t k = 0; k < tiles; ++k) {
+      const wpack::WpkTile& rec = src.tiles()[first + k];
+      const auto bytes = src.tile_bytes(first + k);
+      std::vector<uint8_t> stored(bytes.begin(), bytes.end());
+      uint64_t raw_size = rec.raw_size;
+      uint8_t filter = rec.filter;
+      edit_tile(k, stored, raw_size, filter);
+      w.add_tile(stored, raw_size, filter, rec.codec);
+    }
+    w.end_tensor();
+    w.commit("{}");
+  }
+  const auto reader = wpack::WpkReader::open(path);
+  const bool lossless = reader->tensors()[0].scheme == 0;
+  wpack::QuantTensorParams params;
+  if (!lossless) params = wpack::tensor_quant_params(*reader, 0);
+  std::vector<bool> cpu_ok(tiles);
+  uint64_t refused = 0;
+  for (uint64_t k = 0; k < tiles; ++k) {
+    std::vector<uint8_t> bytes;
+    std::vector<float> values;
+    try {
+      if (lossless) wpack::decode_tile_of(*reader, 0, k, bytes);
+      else wpack::decode_tile_f32_of(*reader, 0, k, &params, values);
+      cpu_ok[k] = true;
+    } catch (const wpack::Error& e) {
+      INFO("CPU: " << e.what());
+      ++refused;
+    }
+  }
+  GpuTensor g = GpuTensor::upload(*reader, 0);
+  DeviceBuffer<uint8_t> out(g.rows() * g.cols() * g.decoded_elem_size());
+  DeviceBuffer<uint32_t> status(tiles);
+  status.poison();
+  g.decode(out.ptr, status.ptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  auto st = status.download();
+  for (uint64_t k = 0; k < tiles; ++k) {
+    INFO("decode: tile " << k << ": CPU " << (cpu_ok[k] ? "ok" : "refuses") << ", GPU status " << st[k]);
+    CHECK(st[k] == static_cast<uint32_t>(cpu_ok[k] ? TileStatus::kOk : TileStatus::kCorrupt));
+  }
+  DeviceBuffer<uint16_t> x(g.cols() * 16);
+  CUDA_OK(cudaMemset(x.ptr, 0x3F, x.count * 2));
+  DeviceBuffer<float> y(g.rows() * 16);
+  for (uint32_t batch : {1u, 16u}) {
+    status.poison();
+    g.gemv(x.ptr, y.ptr, batch, status.ptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    st = status.download();
+    for (uint64_t k = 0; k < tiles; ++k) {
+      INFO("gemv batch " << batch << " (" << g.gemv_kernel() << "): tile " << k << ", GPU status " << st[k]);
+      CHECK(st[k] == static_cast<uint32_t>(cpu_ok[k] ? TileStatus::kOk : TileStatus::kCorrupt));
+    }
+  }
+  return refused;
+}
+
+// A lossless tile whose record's raw size is not its shape's (2^32 less the tensor's largest
+// stored tile plus 16, which made the 32-bit shared-memory sum wrap; just under 2^32, which
+// rounded to 0; 100 MB, which refused the whole tensor; over 4 GiB), in a rANS tensor (the
+// warp-per-tile GEMV takes the other tiles) and an exp4 one; a quantized tile whose empty plane A
+// is a coded stream (int8: per-row scales, so plane A is empty; the CPU refuses any coded empty
+// plane); sparse tiles in a tensor whose params say it has none.
+TEST_CASE("gpu decode and gemv: tile records and params that contradict each other are reported for their tiles") {
+  using wpack::Scheme;
+  const auto nothing = [](std::vector<uint8_t>&) {};
+  for (const Codec codec : {Codec::kRans, Codec::kExp4}) {
+    auto p = pack({{"w", DType::BF16, {256, 384}}}, codec, 128, 128, std::nullopt, 61);
+    uint64_t stored_cap = 0;
+    for (uint64_t k = 0; k < 6; ++k) stored_cap = std::max<uint64_t>(stored_cap, (p->reader->tiles()[k].stored_size + 15) / 16 * 16);
+    for (const uint64_t raw : {(uint64_t{1} << 32) - stored_cap + 16, uint64_t{0xFFFFFFF8}, uint64_t{100000000},
+                               (uint64_t{1} << 33) + 2 * 128 * 128}) {
+      INFO(wpack::codec_name(codec) << ": tile 1's raw size " << raw);
+      CHECK(check_rewritten_tensor(*p, nothing, [&](uint64_t k, std::vector<uint8_t>&, uint64_t& raw_size, uint8_t&) {
+              if (k == 1) raw_size = raw;
+            }) == 1);
+    }
+  }
+  {
+    auto p = pack_lossy({{"w", DType::BF16, {256, 384}}}, LossyCase{Scheme::kInt8, Codec::kRans}, 128, 128, 62);
+    const auto tile1 = p->reader->tile_bytes(1);
+    REQUIRE(tile1.size() >= 8);
+    REQUIRE((tile1[0] | tile1[1] | tile1[2]) == 0);  // plane A: empty, raw
+    REQUIRE(tile1[3] == 0x80);
+    CHECK(check_rewritten_tensor(*p, nothing, [](uint64_t k, std::vector<uint8_t>& stored, uint64_t&, uint8_t&) {
+            if (k != 1) return;
+            stored[0] = 1;  // plane A: a coded stream of one byte (mode 0, stored, no symbols)
+            stored[3] = 0;
+            stored.insert(stored.begin() + 8, 0);
+          }) == 1);
+  }
+  {
+    auto p = pack_lossy({{"w", DType::BF16, {256, 384}}}, LossyCase{Scheme::kInt4, Codec::kNone, 0.5}, 128, 128, 63);
+    REQUIRE(sparse_tile_count(*p, 0) == 6);
+    REQUIRE((p->reader->tensors()[0].params.at(1) & 2) != 0);
+    CHECK(check_rewritten_tensor(*p, [](std::vector<uint8_t>& params) { params.at(1) &= ~2; },
+                                 [](uint64_t, std::vector<uint8_t>&, uint64_t&, uint8_t&) {}) == 6);
   }
 }
 
