@@ -476,7 +476,8 @@ class TensorBands {
 };
 
 // The prune masks of a tensor's bands, the same as one mask of the whole tensor: construction
-// reports every NaN first (as a whole-tensor mask would) and takes magnitude pruning's threshold in
+// reports the first NaN or infinity (a weight pruning would drop is still refused, as the quantizer
+// refuses it without pruning) and takes magnitude pruning's threshold in
 // two passes over the bands (MagnitudePruner); then a pass over the bands takes a copy and prunes
 // every band, in order (ties at the threshold go in index order). Throws as prune_mask().
 class BandPruner {
@@ -489,6 +490,7 @@ class BandPruner {
       magnitude_.emplace(bands.rows() * cols, prune.fraction);
       for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t n = bands.convert(band, scratch);
+        check_finite_weights(scratch.data(), n, cols, bands.row0(band), "prune");
         magnitude_->add_high(scratch.data(), n, bands.row0(band) * cols);
       }
       for (uint64_t band = 0; band < bands.count(); ++band) {
@@ -498,7 +500,7 @@ class BandPruner {
     } else if (prune.kind == PruneSpec::Kind::kNM) {
       for (uint64_t band = 0; band < bands.count(); ++band) {
         const uint64_t n = bands.convert(band, scratch);
-        check_no_nan(scratch.data(), n, "prune_mask_nm", bands.row0(band) * cols);
+        check_finite_weights(scratch.data(), n, cols, bands.row0(band), "prune");
       }
     }
   }
@@ -713,6 +715,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   convert_to_f32(info.dtype, bytes.data(), n, ws.source.data());
   ws.mask.clear();
   try {
+    if (policy.prune.kind != PruneSpec::Kind::kNone) check_finite_weights(ws.source.data(), n, cols, 0, "prune");
     ws.mask = prune_mask(policy.prune, ws.source.data(), rows, cols);
     // pruned in place, no copy (4 bytes a weight): the source is converted again for the metrics
     if (!ws.mask.empty()) apply_prune_mask(ws.source.data(), ws.mask.data(), n);
@@ -756,8 +759,16 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
   // Validate the options and every pattern before writing anything.
   check_exp4_filter(options);
   for (const auto& info : source.tensors()) {
-    (void)resolve_policy(info, options);
+    const TensorPolicy policy = resolve_policy(info, options);
     check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
+    // a lossy tensor's tile cols are rounded up to its group: the shape the file gets, checked now
+    // rather than when the tensor's turn comes
+    uint32_t tile_rows = 0, tile_cols = 0;
+    tensor_tile_shape(info, policy, options, &tile_rows, &tile_cols);
+    if (uint64_t{tile_rows} * tile_cols > kWpkMaxTileElements)
+      throw Error(ErrorCode::kInvalidArgument, source.path() + ": tensor '" + info.name + "': tile shape " +
+                                                   std::to_string(tile_rows) + "x" + std::to_string(tile_cols) +
+                                                   " (--tile, columns rounded up to the group) has more than 2^24 elements");
   }
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;

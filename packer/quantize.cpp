@@ -778,25 +778,6 @@ SortedTable lut_sorted_table(const uint16_t* bits, uint32_t k) {
   return detail::value_table(values, k);
 }
 
-// Throws kUnsupported (bad data, not a bad option) at the first NaN/inf. Scans chunks with a
-// branch-free test first.
-void check_finite(const float* w, uint64_t n, uint64_t cols, uint64_t first_row, const char* who) {
-  constexpr uint64_t kChunk = 4096;
-  for (uint64_t begin = 0; begin < n; begin += kChunk) {
-    uint64_t end = std::min(n, begin + kChunk);
-    uint32_t bad = 0;
-    for (uint64_t i = begin; i < end; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, w + i, 4);
-      bad |= static_cast<uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
-    }
-    if (bad == 0) continue;
-    for (uint64_t i = begin; i < end; ++i)
-      if (!std::isfinite(w[i]))
-        throw Error(ErrorCode::kUnsupported, std::string(who) + ": weight at row " + std::to_string(first_row + i / cols) +
-                                                     ", col " + std::to_string(i % cols) + " is not finite");
-  }
-}
 
 // LUT codes: each element's nearest entry of its rows' table (q.tables filled, q.codes sized).
 template <bool kFast>
@@ -833,7 +814,7 @@ const SchemeInfo& start_quantize(const float* w, uint64_t rows, uint64_t cols, c
   q.cols = cols;
   const uint64_t n = checked_mul(rows, cols, std::string(who) + ": rows * cols");
   if (n > 0 && w == nullptr) throw Error(ErrorCode::kInvalidArgument, std::string(who) + ": null weights");
-  check_finite(w, n, cols, first_row, who);
+  check_finite_weights(w, n, cols, first_row, who);
   q.codes.resize(n);
   q.scales.clear();
   q.zeros.clear();
@@ -1005,6 +986,26 @@ void dequantize_row(RowDecoder& decoder, uint64_t row, float* dst) {
 
 }  // namespace
 
+// Throws kUnsupported (bad data, not a bad option) at the first NaN/inf. Scans chunks with a
+// branch-free test first.
+void check_finite_weights(const float* w, uint64_t n, uint64_t cols, uint64_t first_row, const char* who) {
+  constexpr uint64_t kChunk = 4096;
+  for (uint64_t begin = 0; begin < n; begin += kChunk) {
+    uint64_t end = std::min(n, begin + kChunk);
+    uint32_t bad = 0;
+    for (uint64_t i = begin; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, w + i, 4);
+      bad |= static_cast<uint32_t>((bits & 0x7F800000u) == 0x7F800000u);
+    }
+    if (bad == 0) continue;
+    for (uint64_t i = begin; i < end; ++i)
+      if (!std::isfinite(w[i]))
+        throw Error(ErrorCode::kUnsupported, std::string(who) + ": weight at row " + std::to_string(first_row + i / cols) +
+                                                     ", col " + std::to_string(i % cols) + " is not finite");
+  }
+}
+
 // ---- public API ----
 
 std::string_view scheme_name(Scheme scheme) {
@@ -1074,7 +1075,7 @@ LutPiecewiseFit::LutPiecewiseFit(Scheme scheme, uint64_t n) : n_(n) {
 }
 
 void LutPiecewiseFit::add_first(const float* w, uint64_t rows, uint64_t cols, uint64_t first_row) {
-  check_finite(w, rows * cols, cols, first_row, "quantize");
+  check_finite_weights(w, rows * cols, cols, first_row, "quantize");
   any_ |= or_of_bits(w, rows * cols);
 }
 

@@ -78,6 +78,11 @@ struct QuantizedMatrix {
   uint64_t num_tables() const;   // LUT: ceil(rows / lut_rows) or 1; else 0
 };
 
+// Throws Error(kUnsupported) "<who>: weight at row R, col C is not finite" at the first NaN or
+// infinity of w (n weights of a rows x cols matrix, w[0] at row first_row, col 0): the check the
+// quantizers make, for a caller that must make it earlier (before pruning, which drops weights).
+void check_finite_weights(const float* w, uint64_t n, uint64_t cols, uint64_t first_row, const char* who);
+
 // Quantizes w (rows x cols float32, row-major, host). Throws Error(kInvalidArgument) for kLossless
 // or a bad group, kFormat for rows*cols overflowing, kUnsupported for a NaN/inf weight (bad input
 // data: the CLI exits 1 for it, 2 for a bad option).

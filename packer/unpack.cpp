@@ -147,6 +147,16 @@ void decode_tile_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_ten
   }
 }
 
+// Tensor t's float32 values (decode_tensor_f32's) as out_dtype bytes. A quantized F16 tensor's
+// source values lie within F16's range (65504), but a code times its fp16-rounded scale can land
+// above it (int8: 127 x fp16(65504 / 127) = 65532), which F16 rounds to infinity: back in its own
+// dtype, a value beyond the range is the largest finite one. (values is changed.)
+void convert_decoded(const WpkTensor& t, DType out_dtype, std::span<float> values, uint8_t* out) {
+  if (t.scheme != 0 && t.dtype == DType::F16 && out_dtype == DType::F16)
+    for (float& v : values) v = std::clamp(v, -65504.0f, 65504.0f);  // NaN stays NaN
+  convert_from_f32(out_dtype, values.data(), values.size(), out);
+}
+
 void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> out, int threads) {
   const WpkTensor& t = reader.tensors()[tensor];
   const uint32_t esize = dtype_size(t.dtype);
@@ -155,7 +165,7 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
   if (t.scheme != 0) {  // decode to float once (params parsed once), then round to the source dtype
     std::vector<float> values(t.num_elements());
     decode_tensor_f32(reader, tensor, values, threads);
-    convert_from_f32(t.dtype, values.data(), values.size(), out.data());
+    convert_decoded(t, t.dtype, values, out.data());
     return;
   }
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
@@ -186,7 +196,7 @@ void decode_tile_as(const WpkReader& reader, size_t tensor, uint64_t tile, DType
   }
   decode_tile_f32_of(reader, tensor, tile, params, scratch.values);
   scratch.raw.resize(scratch.values.size() * dtype_size(out_dtype));
-  convert_from_f32(out_dtype, scratch.values.data(), scratch.values.size(), scratch.raw.data());
+  convert_decoded(t, out_dtype, scratch.values, scratch.raw.data());
 }
 
 // Streams tensor `tensor` as `out_dtype` bytes to `sink` in row-major order, a block of tiles at a

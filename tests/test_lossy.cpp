@@ -3,9 +3,11 @@
 // determinism across thread counts; the CLI surface (compress --scheme/--override/--keep/--dry-run,
 // inspect, unpack --dtype, verify --max-error).
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -324,6 +326,67 @@ TEST_CASE("quantized tiles with set padding bits or an empty plane stored coded 
     CHECK_THROWS_WITH(decode(coded_a, codec), Catch::Contains("an empty plane not marked raw"));
 }
 
+// F16 weights at F16's largest, +-65504, quantized: a code times its fp16-rounded scale can exceed it
+// (int8 65532, fp8 65520), which F16 rounds to infinity; decoded in F16 (decode_tensor, unpack)
+// they stay finite, int8's the largest value, and unpack writes no infinity.
+TEST_CASE("quantized F16 weights at +-65504 decode to finite F16", "[lossy]") {
+  TempDir dir;
+  std::vector<uint16_t> h(2 * 16, 0x3C00);  // 1.0
+  h[0] = 0x7BFF;                             // 65504
+  h[17] = 0xFBFF;                            // -65504
+  std::vector<uint8_t> bytes(h.size() * 2);
+  std::memcpy(bytes.data(), h.data(), bytes.size());
+  for (const char* spec : {"int8", "fp8", "fp4", "int4", "int4:g32:sym"}) {
+    INFO(spec);
+    MemorySource src;
+    src.add("w", DType::F16, {2, 16}, bytes);
+    PackOptions o = lossy_options(spec);
+    o.overwrite = true;
+    pack_model(src, dir.file("m.wpk"), o);
+    auto r = WpkReader::open(dir.file("m.wpk"));
+    std::vector<uint8_t> got(bytes.size());
+    decode_tensor(*r, 0, got, 1);
+    unpack_to_safetensors(*r, dir.file("u.safetensors"), true, 1);
+    const TensorBytes unpacked = open_safetensors(dir.file("u.safetensors"))->read(0);
+    REQUIRE(std::equal(got.begin(), got.end(), unpacked.data(), unpacked.data() + unpacked.size()));
+    std::vector<uint16_t> g(h.size());
+    std::memcpy(g.data(), got.data(), got.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      INFO("element " << i << ": " << std::hex << g[i]);
+      CHECK((g[i] & 0x7C00) != 0x7C00);  // finite
+    }
+    if (std::string(spec) == "int8") {
+      CHECK(g[0] == 0x7BFF);
+      CHECK(g[17] == 0xFBFF);
+    }
+  }
+}
+
+// --tile 65537x1 passes the CLI's check (65537 elements), but int4 g256 rounds a lossy tensor's tile
+// cols up to 256: 65537 x 256 is over 2^24. Refused before anything is written, naming the tensor
+// (before, when that tensor's turn came, after the tensors before it were packed).
+TEST_CASE("a tile shape over 2^24 elements after the group's rounding is refused before packing", "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  src.add("first", DType::BF16, {64, 256}, test::gaussian_bf16(64 * 256, 0.02f, 5));
+  src.add("big", DType::BF16, {65537, 256}, std::vector<uint8_t>(uint64_t{65537} * 256 * 2, 0));
+  PackOptions o = lossy_options("int4:g256");
+  o.tile_rows = 65537;
+  o.tile_cols = 1;
+  std::vector<std::string> packed;  // progress names each tensor once it is packed
+  o.progress = [&](uint64_t, uint64_t, const std::string& name) { packed.push_back(name); };
+  try {
+    pack_model(src, dir.file("m.wpk"), o);
+    FAIL("packed");
+  } catch (const Error& e) {
+    INFO(e.what());
+    CHECK(e.code() == ErrorCode::kInvalidArgument);
+    CHECK(std::string(e.what()).find("tensor 'big': tile shape 65537x256") != std::string::npos);
+  }
+  CHECK(packed.empty());
+  CHECK(!std::filesystem::exists(dir.file("m.wpk")));
+}
+
 TEST_CASE("BF16 and F16 sources quantize from their float values and unpack in the source dtype", "[lossy]") {
   TempDir dir;
   MemorySource src;
@@ -506,9 +569,9 @@ TEST_CASE("pruning patterns hold in the decoded tensor", "[lossy]") {
 
 // Pruned tensors of the band-path schemes quantize a row of tiles at a time: magnitude pruning takes
 // its threshold over the whole tensor first (MagnitudePruner), so its mask is the whole tensor's;
-// N:M is per row. 300 rows in 64-row tiles: 5 bands. And a NaN anywhere is reported before a
-// non-finite weight in an earlier band, as a whole-tensor mask would.
-TEST_CASE("pruning across bands: the whole tensor's mask, NaN first", "[lossy]") {
+// N:M is per row. 300 rows in 64-row tiles: 5 bands. And the first NaN or infinity is reported,
+// before any band is quantized, also where pruning would drop it.
+TEST_CASE("pruning across bands: the whole tensor's mask, a NaN or infinity refused first", "[lossy]") {
   const uint64_t rows = 300, cols = 128;
   TempDir dir;
   auto bytes = weights_f32(rows * cols, 21);
@@ -545,7 +608,23 @@ TEST_CASE("pruning across bands: the whole tensor's mask, NaN first", "[lossy]")
     } catch (const Error& e) {
       const std::string message = e.what();
       CHECK(message.find("tensor 'w'") != std::string::npos);
-      CHECK(message.find("weight " + std::to_string(250 * cols + 3) + " is NaN") != std::string::npos);
+      CHECK(message.find("weight at row 10, col 1 is not finite") != std::string::npos);  // the first of the two
+    }
+  }
+  // An infinity that pruning would drop is refused all the same (before, pruning every weight let
+  // it through, with rel_error inf in the file), in bands and in the whole-tensor path (lut3 in
+  // 100-row tables over 64-row tiles).
+  for (const char* spec : {"int8:prune=1", "int4:prune=2:4", "lut3:rows100:prune=1"}) {
+    INFO(spec);
+    std::vector<uint8_t> one_inf(rows * cols * 4, 0);
+    std::memcpy(one_inf.data() + 4 * (7 * cols + 5), &inf, 4);
+    MemorySource src1;
+    src1.add("w", DType::F32, {rows, cols}, one_inf);
+    try {
+      pack_model(src1, dir.file("m.wpk"), banded_options(spec));
+      FAIL("packing an infinite weight succeeded");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("weight at row 7, col 5 is not finite") != std::string::npos);
     }
   }
 }
