@@ -1703,10 +1703,12 @@ __global__ void __launch_bounds__(256, 8)
       for (uint32_t i = 0; i < warps; ++i) largest = fmaxf(largest, warp_largest[i]);
       __syncthreads();  // warp_largest is rewritten for the next block
       // e: largest x 2^-e in [2^14, 2^15); 0 for an all-zero block or one with inf or NaN
+      // (BF16 x down to 2^-133: e down to -147, so x is scaled by scalbnf, not times 2^-e, which is
+      // infinite below e = -127: a block of x under 2^-113 became inf and NaN)
       const int e = largest > 0.f && largest <= 3.4e38f ? ilogbf(largest) - 14 : 0;
-      const float down = scalbnf(1.0f, -e);
       auto put = [&](uint32_t k, uint32_t col, float value) {
-        xt_dev[(uint64_t{block} * batch + col) * x_row_elements + k] = __half_as_ushort(__float2half_rn(value * down));
+        xt_dev[(uint64_t{block} * batch + col) * x_row_elements + k] =
+            __half_as_ushort(__float2half_rn(scalbnf(value, -e)));
       };
       if (held) {
         if (threadIdx.x < w) {

@@ -135,7 +135,12 @@ class GpuTensor {
   // for a lossless tensor that is not BF16 and for tiles that the block-per-tile kernel, holding x
   // beside them, cannot fit in shared memory (upload checked decode()'s need only);
   // Error(kInvalidArgument) for a batch outside 1..64. The fast kernels need x_dev 16-byte aligned
-  // (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel.
+  // (cudaMalloc'ed buffers are); another x_dev takes the slower generic kernel. x's range: the
+  // bulk-copy GEMV of fp8/fp6/fp5/fp4 tensors takes x times 2^64 and the codes' values times 2^-120
+  // to 2^-126 in BF16, so |x| must stay below 2^64, and far below 2^-60 products underflow (tested:
+  // x of magnitude 2^-60 to 2^60 within 2e-3, 2^-116 not; real activations lie far inside); its
+  // int8, int4, nf4 and lut4 were tested from 2^-116 to 2^60 (FP16 x is scaled per tile column;
+  // further down y nears float32's subnormals, which the float atomics adding partial sums flush).
   void gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32_t* status_dev,
             void* stream = nullptr) const;
   // The kernel the last gemv() call launched, for reports: one of the kGemv* names below; "" before

@@ -339,6 +339,8 @@ std::string policy_to_string(const TensorPolicy& policy) {
   return s;
 }
 
+namespace {
+
 // libstdc++'s default regex executor recurses once per character that a loop (".*") takes, which
 // overflows the stack on a tensor name of ~30000 bytes (names may have 65535); its polynomial one
 // (a breadth-first walk of the automaton) does not recurse on the input, and refuses only
@@ -349,12 +351,23 @@ constexpr std::regex::flag_type kNamePatternFlags = std::regex::ECMAScript
 #endif
     ;
 
+// Whether `pattern` occurs in `name`, as regex_search says. regex_search walks the name once from
+// every start that fails, quadratic in its length (a 16000-byte name took 8 s against
+// ".*(norm|embed).*"); the pattern between any prefix and suffix, matched whole, is one walk. The
+// pattern is compiled alone first: wrapped, some invalid ones (")(") would pass.
+bool name_matches(const std::string& name, const std::string& pattern) {
+  (void)std::regex(pattern, kNamePatternFlags);
+  return std::regex_match(name, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags));
+}
+
+}  // namespace
+
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) {
   const TensorPolicy lossless;
   if (!lossy_dtype(info.dtype) || info.num_elements() == 0) return lossless;
   auto matches = [&](const std::string& pattern) {
     try {
-      return std::regex_search(info.name, std::regex(pattern, kNamePatternFlags));
+      return name_matches(info.name, pattern);
     } catch (const std::regex_error& e) {
       throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
     }

@@ -658,7 +658,9 @@ TEST_CASE("policy: defaults, overrides (last match wins), keep", "[lossy]") {
 }
 
 // A name may have 65535 bytes; libstdc++'s default regex executor recursed once per character a
-// loop took and overflowed the stack near 30000 (the README's own ".*(norm|embed|lm_head).*").
+// loop took and overflowed the stack near 30000 (the README's own ".*(norm|embed|lm_head).*"), and
+// a search that fails took time quadratic in the name (minutes here). What a search finds is found
+// across newlines, and anchors hold at the name's ends only.
 TEST_CASE("policy: patterns with loops match the longest tensor names", "[lossy]") {
   PackOptions o = lossy_options("int4");
   o.overrides.push_back({".*(norm|embed|lm_head).*", parse_policy_spec("int8", o.policy)});
@@ -667,6 +669,11 @@ TEST_CASE("policy: patterns with loops match the longest tensor names", "[lossy]
   CHECK(resolve_policy(TensorInfo{longest + "norm", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kInt8);
   CHECK(resolve_policy(TensorInfo{longest + "mlp.", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kInt4);
   CHECK(resolve_policy(TensorInfo{longest + "aaab", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kLossless);
+  CHECK(resolve_policy(TensorInfo{"a\nnorm\nb", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kInt8);
+  CHECK(resolve_policy(TensorInfo{"ab\n", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kInt4);  // $ is the end
+  CHECK(resolve_policy(TensorInfo{"ab", DType::F32, {8, 8}}, o).spec.scheme == Scheme::kLossless);
+  o.keep.push_back(")(");  // invalid alone, whatever it is wrapped in
+  CHECK_THROWS_AS(resolve_policy(TensorInfo{"x", DType::F32, {8, 8}}, o), Error);
 }
 
 TEST_CASE("1-D tensors stay lossless by default in a lossy file", "[lossy]") {
