@@ -6,13 +6,14 @@
 #   make test-asan  the whole suite again, built with ASan + UBSan (g++, CUDA off) in $(ASAN_BUILD)
 #   make fuzz       every libFuzzer target (clang, ASan + UBSan) for about a minute in all (fuzz/run.sh)
 #
-# Variables: BUILD (build folder, default build), BUILD_TYPE (Release), CUDA (AUTO|ON|OFF),
+# Variables: BUILD (build folder, default build), BUILD_TYPE (Release), CUDA or WPACK_CUDA (AUTO|ON|OFF),
 # JOBS (parallel jobs, default: all cores), CMAKE_ARGS (extra arguments for cmake),
 # ASAN_BUILD (default build-asan), FUZZ_SECONDS (per fuzz target, default 7).
 
 BUILD      ?= build
 BUILD_TYPE ?= Release
-CUDA       ?= AUTO
+# WPACK_CUDA, the CMake option's name, is taken too (make test WPACK_CUDA=OFF)
+CUDA       ?= $(or $(WPACK_CUDA),AUTO)
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 

@@ -769,6 +769,10 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
       else if (against && lossy > 0)
         std::cout << ", compared with " << args.against << " (" << failed << " of " << report.tensors.size()
                   << " tensors failed)";
+      else if (lossy > 0 && args.max_error >= 0)  // no source: the rel_error recorded at compress time
+        std::cout << (report.ok() ? ", " + std::to_string(lossy) + " lossy within --max-error (their recorded rel_error)"
+                                  : ", " + std::to_string(failed) + " of " + std::to_string(report.tensors.size()) +
+                                        " tensors failed");
       std::cout << "\n";
       if (gpu_ran) {
         size_t checked = 0, skipped = 0, failed = 0;

@@ -150,18 +150,17 @@ int main(int argc, char** argv) {
   VerifyArgs verify;
   auto* v = app.add_subcommand("verify", "Check every checksum, decode every tile, compare with the source");
   v->add_option("input", verify.input, ".wpk file")->required();
-  auto* against = v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
+  v->add_option("--against", verify.against, "Source model to compare the decoded tensors with");
   v->add_option("--device", verify.device, "cpu or cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   v->add_flag("--json", verify.json, "Machine-readable report on stdout");
   v->add_option("-T,--threads", verify.threads, kThreadsHelp)->check(CLI::Range(0, kMaxThreads));
-  v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error against --against exceeds X")
+  v->add_option("--max-error", verify.max_error, "Fail lossy tensors whose relative error exceeds X: against --against, else the error recorded at compress time")
       ->check(CLI::Validator(
           [](std::string& text) -> std::string {
             const double x = std::strtod(text.c_str(), nullptr);
             return std::isfinite(x) && x >= 0 ? std::string() : "must be a finite number >= 0 (got " + text + ")";
           },
-          "X >= 0"))
-      ->needs(against);
+          "X >= 0"));
   std::string batch_text;
   v->add_option("--batch", batch_text, "With --device cuda: GEMV batch sizes to check and time, e.g. 1,16 (1..64, default 1)");
 

@@ -877,6 +877,11 @@ TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run, inspect, unpack
   auto strict = test::run_wpack({"verify", dir.file("m1.wpk"), "--against", model, "--max-error", "0.001"});
   CHECK(strict.exit_code == 1);
   CHECK_THAT(strict.err, Catch::Contains("layer.mlp.weight"));
+  // without the source, the rel_error recorded at compress time is held against --max-error
+  auto recorded = test::run_wpack({"verify", dir.file("m1.wpk"), "--max-error", "0.001"});
+  CHECK(recorded.exit_code == 1);
+  CHECK_THAT(recorded.err, Catch::Contains("layer.mlp.weight") && Catch::Contains("(recorded at compress time) exceeds --max-error"));
+  CHECK(test::run_wpack({"verify", dir.file("m1.wpk"), "--max-error", "1"}).exit_code == 0);
   // the summary says what failed, not that the lossy tensors were within their bounds
   CHECK_THAT(strict.out, Catch::Contains(": FAILED: ") && Catch::Contains(" tensors failed)"));
   CHECK_THAT(strict.out, !Catch::Contains("within their recorded rel_error"));

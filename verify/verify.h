@@ -55,6 +55,7 @@ using TensorDecodedHook = std::function<void(const DecodedTensor&)>;
 // tensor with the source tensor of the same name (dtype, shape and bytes; lossless tensors must be
 // bit-exact). Lossy tensors are decoded to float and pass when their relative error against the
 // source (as float) is at most the recorded rel_error * (1 + kLossyRelTolerance) and at most
+// `max_rel_error`; without `against`, when the rel_error recorded at compress time is at most
 // `max_rel_error`. Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
 // throws for a bad tile or tensor: each problem is recorded and the other tensors still checked.
 //

@@ -53,7 +53,15 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     if (decode_error) decode_error->emplace(e);
     return;
   }
-  if (!against) return;
+  if (!against) {  // the error recorded at compress time, against the source it was packed from
+    if (!(wt.metrics.rel_error <= max_rel_error)) {
+      char buf[200];
+      std::snprintf(buf, sizeof buf, ": rel_error %.6g (recorded at compress time) exceeds --max-error %.6g",
+                    wt.metrics.rel_error, max_rel_error);
+      check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+    }
+    return;
+  }
   if (!in_source) {
     check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
     return;
