@@ -113,10 +113,9 @@ bool same_file(const std::string& a, const std::string& b) {
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-bool has_wpk_magic(const std::string& path) {
+bool is_wpk_file(const std::string& path) {
   const auto file = MappedFile::open(path);  // regular files only: reading a FIFO would wait for a writer
-  const uint8_t* head = file->data();
-  return file->size() >= 4 && head[0] == 0x89 && head[1] == 'W' && head[2] == 'P' && head[3] == 'K';
+  return has_wpk_magic({file->data(), static_cast<size_t>(file->size())});
 }
 
 json json_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
@@ -405,12 +404,11 @@ void warn_fp16_limits(const PackReport& report, std::ostream& err) {
 }  // namespace
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global) {
-  if (path_exists(args.output) && same_file(args.input, args.output))
-    throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file");
   auto source = open_tensor_source(args.input);
-  for (const std::string& file : source->files())  // a sharded model's shards
-    if (path_exists(args.output) && same_file(file, args.output))
-      throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file " + file);
+  if (path_exists(args.output))
+    for (const std::string& file : source->files())  // the input, and a sharded model's shards
+      if (same_file(file, args.output))
+        throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file " + file);
   if (!global.quiet) note_skipped(*source, std::cerr);
   if (args.dry_run) return dry_run(args, *source);
   Progress progress(global);
@@ -433,7 +431,7 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
 }
 
 int run_inspect(const InspectArgs& args, const GlobalOptions&) {
-  return has_wpk_magic(args.input) ? inspect_wpk(args) : inspect_model(args);
+  return is_wpk_file(args.input) ? inspect_wpk(args) : inspect_model(args);
 }
 
 int run_unpack(const UnpackArgs& args, const GlobalOptions& global) {
@@ -761,18 +759,18 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
       size_t lossy = 0;
       for (const auto& t : report.tensors) lossy += t.lossy;
       if (against && lossy == 0) std::cout << ", " << (report.ok() ? "bit-exact against " : "compared with ") << args.against;
-      size_t failed = 0;
-      for (const auto& t : report.tensors) failed += !t.error.empty();
-      if (against && lossy > 0 && report.ok())
-        std::cout << ", compared with " << args.against << " (lossless bit-exact, " << lossy
-                  << " lossy within their recorded rel_error" << (args.max_error >= 0 ? " and --max-error" : "") << ")";
-      else if (against && lossy > 0)
-        std::cout << ", compared with " << args.against << " (" << failed << " of " << report.tensors.size()
-                  << " tensors failed)";
-      else if (lossy > 0 && args.max_error >= 0)  // no source: the rel_error recorded at compress time
-        std::cout << (report.ok() ? ", " + std::to_string(lossy) + " lossy within --max-error (their recorded rel_error)"
-                                  : ", " + std::to_string(failed) + " of " + std::to_string(report.tensors.size()) +
-                                        " tensors failed");
+      if (lossy > 0 && (against || args.max_error >= 0)) {  // without a source: the recorded rel_error
+        if (against) std::cout << ", compared with " << args.against;
+        size_t failed = 0;
+        for (const auto& t : report.tensors) failed += !t.error.empty();
+        if (!report.ok())
+          std::cout << " (" << failed << " of " << report.tensors.size() << " tensors failed)";
+        else if (against)
+          std::cout << " (lossless bit-exact, " << lossy << " lossy within their recorded rel_error"
+                    << (args.max_error >= 0 ? " and --max-error" : "") << ")";
+        else
+          std::cout << ", " << lossy << " lossy within --max-error (their recorded rel_error)";
+      }
       std::cout << "\n";
       if (gpu_ran) {
         size_t checked = 0, skipped = 0, failed = 0;

@@ -7,6 +7,7 @@
 #include "formats/hdf5.h"
 #include "formats/io.h"
 #include "formats/safetensors.h"
+#include "formats/wpk.h"  // has_wpk_magic
 
 namespace wpack {
 
@@ -105,7 +106,7 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
     uint64_t header = 0;
     if (eight) std::memcpy(&header, p, 8);  // little-endian, as the hosts wpack builds for
     const bool safetensors_like = file->size() > 8 && p[8] == '{' && header <= file->size() - 8;
-    wpk = eight && p[0] == 0x89 && p[1] == 'W' && p[2] == 'P' && p[3] == 'K';  // docs/FORMAT.md's magic
+    wpk = has_wpk_magic({p, static_cast<size_t>(file->size())});
     for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at) {
       hdf5 = std::memcmp(p + at, kHdf5Signature, 8) == 0;
       if (safetensors_like) break;

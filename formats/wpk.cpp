@@ -77,6 +77,10 @@ std::vector<uint8_t> make_header(uint32_t alignment) {
 
 }  // namespace
 
+bool has_wpk_magic(std::span<const uint8_t> head) {
+  return head.size() >= 4 && std::memcmp(head.data(), kHeaderMagic, 4) == 0;
+}
+
 uint64_t wpk_checksum(std::span<const uint8_t> bytes) { return XXH3_64bits(bytes.data(), bytes.size()); }
 
 void check_wpk_tensor_fits(const std::string& name, const std::vector<uint64_t>& shape, DType dtype,

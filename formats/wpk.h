@@ -158,6 +158,10 @@ class WpkReader {
 // XXH3-64 with seed 0, the checksum used throughout the format.
 uint64_t wpk_checksum(std::span<const uint8_t> bytes);
 
+// Whether `head` (a file's first bytes) starts as a .wpk does: its magic's first 4 bytes, "\x89WPK"
+// (enough to tell a .wpk from a model; WpkReader::open checks all 8).
+bool has_wpk_magic(std::span<const uint8_t> head);
+
 // Throws Error(kUnsupported) naming `context` and the tensor when the format cannot hold a tensor of
 // this name, shape and dtype: a name longer than 65535 bytes or not UTF-8, rank > 16, a byte size
 // that overflows 64 bits. WpkWriter::begin_tensor checks it (naming the output); a packer checks

@@ -665,10 +665,11 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
   WPACK_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()));
   impl->smem_limit = static_cast<uint64_t>(smem_limit);
   // The caps held in shared memory at once, summed in 64 bits before the plans narrow them to the
-  // kernels' 32-bit layouts (a stored size is bounded only by the file).
-  impl->require_smem(stored_cap + raw_cap + 1024, where);
-  if (lossy) impl->require_smem(quant_sizes.stored_cap + quant_sizes.side_cap + 2 * quant_sizes.elements_cap + 1024, where);
-  if (exp4_all) impl->require_smem(exp4_cap + 1024, where);
+  // kernels' 32-bit layouts (a stored size is bounded only by the file; exp4_cap, used when every
+  // tile passed exp4_tma_tile, so had its shape's raw size, is then at most stored_cap).
+  impl->require_smem((lossy ? quant_sizes.stored_cap + quant_sizes.side_cap + 2 * quant_sizes.elements_cap
+                            : stored_cap + raw_cap) + 1024,
+                     where);
   impl->plan = SmemPlan{static_cast<uint32_t>(stored_cap), static_cast<uint32_t>(raw_cap), precision_cap,
                         static_cast<uint32_t>(cols_cap), table_warps};
   if (exp4_all) {

@@ -769,18 +769,24 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     ~RestoreThreads() { omp_set_num_threads(saved); }
   } restore_threads;
   omp_set_num_threads(threads);
-  // Validate the options and every pattern before writing anything.
+  // Validate the options and every pattern before writing anything: each tensor's policy and tile
+  // shape, worked out once here (a lossy tensor's tile cols are rounded up to its group: the shape
+  // the file gets is checked now rather than when the tensor's turn comes).
   check_exp4_filter(options);
-  for (const auto& info : source.tensors()) {
-    const TensorPolicy policy = resolve_policy(info, options);
-    check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
-    // a lossy tensor's tile cols are rounded up to its group: the shape the file gets, checked now
-    // rather than when the tensor's turn comes
+  struct Plan {
+    TensorPolicy policy;
     uint32_t tile_rows = 0, tile_cols = 0;
-    tensor_tile_shape(info, policy, options, &tile_rows, &tile_cols);
-    if (uint64_t{tile_rows} * tile_cols > kWpkMaxTileElements)
+  };
+  std::vector<Plan> plans(source.tensors().size());
+  for (size_t t = 0; t < plans.size(); ++t) {
+    const TensorInfo& info = source.tensors()[t];
+    Plan& plan = plans[t];
+    plan.policy = resolve_policy(info, options);
+    check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
+    tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
+    if (uint64_t{plan.tile_rows} * plan.tile_cols > kWpkMaxTileElements)
       throw Error(ErrorCode::kInvalidArgument, source.path() + ": tensor '" + info.name + "': tile shape " +
-                                                   std::to_string(tile_rows) + "x" + std::to_string(tile_cols) +
+                                                   std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols) +
                                                    " (--tile, columns rounded up to the group) has more than 2^24 elements");
   }
   WpkWriter writer(out_path, options.overwrite, options.alignment);
@@ -797,13 +803,14 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
                                           std::to_string(bytes.size()) + " bytes, expected " +
                                           std::to_string(info.num_bytes()));
     const uint32_t esize = dtype_size(info.dtype);
-    const TensorPolicy policy = resolve_policy(info, options);
+    const TensorPolicy& policy = plans[t].policy;
     WpkTensor record;
     record.name = info.name;
     record.dtype = info.dtype;
     record.shape = info.shape;
     record.scheme = 0;
-    tensor_tile_shape(info, policy, options, &record.tile_rows, &record.tile_cols);
+    record.tile_rows = plans[t].tile_rows;
+    record.tile_cols = plans[t].tile_cols;
     if (policy.lossy()) {
       report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads,
                                                 source.path(), lossy_workspace));

@@ -39,6 +39,13 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
   const WpkTensor& wt = reader.tensors()[t];
   check.lossy = true;
   check.recorded_rel_error = wt.metrics.rel_error;
+  // rel_error (against the source, or as recorded at compress time) beyond --max-error
+  const auto check_max_error = [&](double rel_error, const char* recorded) {
+    if (rel_error <= max_rel_error) return;  // (NaN is beyond it)
+    char buf[200];
+    std::snprintf(buf, sizeof buf, ": rel_error %.6g%s exceeds --max-error %.6g", rel_error, recorded, max_rel_error);
+    check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+  };
   try {
     decoded.assign(wt.num_elements(), 0.0f);
     decode_tensor_f32(reader, t, decoded, threads);
@@ -54,12 +61,7 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     return;
   }
   if (!against) {  // the error recorded at compress time, against the source it was packed from
-    if (!(wt.metrics.rel_error <= max_rel_error)) {
-      char buf[200];
-      std::snprintf(buf, sizeof buf, ": rel_error %.6g (recorded at compress time) exceeds --max-error %.6g",
-                    wt.metrics.rel_error, max_rel_error);
-      check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
-    }
+    check_max_error(wt.metrics.rel_error, " (recorded at compress time)");
     return;
   }
   if (!in_source) {
@@ -89,9 +91,8 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     std::snprintf(buf, sizeof buf, ": rel_error %.9g against %s exceeds the %.9g recorded at compress time",
                   stats.rel_error, against->path().c_str(), wt.metrics.rel_error);
     check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
-  } else if (!(stats.rel_error <= max_rel_error)) {
-    std::snprintf(buf, sizeof buf, ": rel_error %.6g exceeds --max-error %.6g", stats.rel_error, max_rel_error);
-    check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+  } else {
+    check_max_error(stats.rel_error, "");
   }
 }
 
