@@ -371,9 +371,9 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
   return 0;
 }
 
-// One line naming what the input holds but does not give as tensors (a generic HDF5 file's string
-// or compound datasets, its soft and external links: the first three), and one when it gives no
-// tensor at all.
+// One line naming what the input holds but does not give as tensors (an HDF5 file's string or
+// compound datasets, its soft and external links, a dataset's second names: the first three), and
+// one when it gives no tensor at all.
 void note_skipped(const TensorSource& source, std::ostream& err) {
   const std::vector<std::string> skipped = source.skipped();
   if (!skipped.empty()) {

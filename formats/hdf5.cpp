@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -252,19 +253,30 @@ struct TypeMapping {
   std::string reason;  // for kNotNumeric / kUnsupported
 };
 
-bool is_ieee_float(hid_t type, size_t size) {
+// The float layouts wpack reads, by their HDF5 fields (HDF5 2.0 predefines the last three as
+// H5T_FLOAT_BFLOAT16LE/BE, H5T_FLOAT_F8E4M3 and H5T_FLOAT_F8E5M2).
+struct FloatLayout {
+  DType dtype;
+  size_t size, spos, epos, esize, msize, ebias;  // mantissa at bit 0
+};
+constexpr FloatLayout kFloatLayouts[] = {
+    {DType::F64, 8, 63, 52, 11, 52, 1023}, {DType::F32, 4, 31, 23, 8, 23, 127}, {DType::F16, 2, 15, 10, 5, 10, 15},
+    {DType::BF16, 2, 15, 7, 8, 7, 127},    {DType::F8_E4M3, 1, 7, 3, 4, 3, 7},  {DType::F8_E5M2, 1, 7, 2, 5, 2, 15},
+};
+
+// The dtype of a float type whose layout is one of kFloatLayouts, without padding bits.
+std::optional<DType> float_dtype(hid_t type, size_t size) {
   size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
-  if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+  if (H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0) return std::nullopt;
   if (H5Tget_offset(type) != 0 || H5Tget_precision(type) != size * 8 || H5Tget_norm(type) != H5T_NORM_IMPLIED) {
-    return false;
+    return std::nullopt;
   }
   const size_t ebias = H5Tget_ebias(type);
-  switch (size) {
-    case 2: return spos == 15 && epos == 10 && esize == 5 && mpos == 0 && msize == 10 && ebias == 15;
-    case 4: return spos == 31 && epos == 23 && esize == 8 && mpos == 0 && msize == 23 && ebias == 127;
-    case 8: return spos == 63 && epos == 52 && esize == 11 && mpos == 0 && msize == 52 && ebias == 1023;
-    default: return false;
-  }
+  for (const FloatLayout& f : kFloatLayouts)
+    if (f.size == size && f.spos == spos && f.epos == epos && f.esize == esize && mpos == 0 && f.msize == msize &&
+        f.ebias == ebias)
+      return f.dtype;
+  return std::nullopt;
 }
 
 // h5py's numpy-bool encoding: an enum of a one-byte integer with exactly FALSE = 0 and TRUE = 1.
@@ -304,10 +316,9 @@ TypeMapping map_type(hid_t type) {
     case H5T_FLOAT: {
       const H5T_order_t order = H5Tget_order(type);
       if (order != H5T_ORDER_LE && order != H5T_ORDER_BE) return unsupported("float of unsupported byte order");
-      if (!is_ieee_float(type, size)) {
-        return unsupported("float of " + std::to_string(size * 8) + " bits that is not IEEE 754 half/single/double");
-      }
-      return supported(size == 2 ? DType::F16 : size == 4 ? DType::F32 : DType::F64);
+      if (const std::optional<DType> d = float_dtype(type, size)) return supported(*d);
+      return unsupported("float of " + std::to_string(size * 8) +
+                         " bits that is not IEEE 754 half/single/double, bfloat16, FP8 E4M3 or FP8 E5M2");
     }
     case H5T_INTEGER: {
       const H5T_order_t order = H5Tget_order(type);
@@ -340,23 +351,23 @@ TypeMapping map_type(hid_t type) {
 }
 
 // The little-endian memory type HDF5 converts into for `dtype` (big-endian files are byte-swapped
-// by H5Dread). HDF5 1.10 has no predefined IEEE half type, so F16 is built field by field.
+// by H5Dread: a float's layout is one of kFloatLayouts, so only its byte order differs, and HDF5
+// swaps the bytes without touching the value, NaN payloads included). HDF5 1.10 predefines only
+// the IEEE single and double types, so the others are built field by field.
 Hid memory_type(const Ctx& ctx, DType dtype, const std::string& what) {
   auto copy = [&](hid_t predefined) {
     return ctx.hold(H5Tcopy(predefined), H5Tclose, ErrorCode::kIo, what, "cannot create a memory type");
   };
-  switch (dtype) {
-    case DType::F64: return copy(H5T_IEEE_F64LE);
-    case DType::F32: return copy(H5T_IEEE_F32LE);
-    case DType::F16: {
-      Hid t = copy(H5T_IEEE_F32LE);
-      // sign bit 15, exponent bits 10..14, mantissa bits 0..9, bias 15: IEEE 754 binary16.
-      if (H5Tset_fields(t.get(), 15, 10, 5, 0, 10) < 0 || H5Tset_size(t.get(), 2) < 0 ||
-          H5Tset_ebias(t.get(), 15) < 0) {
-        ctx.fail(ErrorCode::kIo, what, "cannot create the half-precision memory type");
-      }
-      return t;
+  for (const FloatLayout& f : kFloatLayouts) {
+    if (f.dtype != dtype) continue;
+    Hid t = copy(f.size == 8 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE);  // fields are set within the size
+    if (H5Tset_fields(t.get(), f.spos, f.epos, f.esize, 0, f.msize) < 0 || H5Tset_size(t.get(), f.size) < 0 ||
+        H5Tset_ebias(t.get(), f.ebias) < 0) {
+      ctx.fail(ErrorCode::kIo, what, "cannot create the " + std::string(dtype_name(dtype)) + " memory type");
     }
+    return t;
+  }
+  switch (dtype) {
     case DType::I64: return copy(H5T_STD_I64LE);
     case DType::I32: return copy(H5T_STD_I32LE);
     case DType::I16: return copy(H5T_STD_I16LE);
@@ -513,7 +524,8 @@ bool keras3_name_less(const std::string& a, const std::string& b) {
 // Depth-first walk over the hard links below a group, calling `on_dataset(hid, absolute_path)`.
 class Walker {
  public:
-  // links: when not null, the soft and external links met (not followed), "link '/path' (soft link)"
+  // links: when not null, the soft and external links met (not followed), "link '/path' (soft link,
+  // not followed)", and the second names of datasets, "dataset '/b' (a second name of '/a')"
   Walker(const Ctx& ctx, hid_t lapl, bool numeric_order, std::vector<std::string>* links = nullptr)
       : ctx_(ctx), lapl_(lapl), numeric_order_(numeric_order), links_(links) {}
 
@@ -542,7 +554,13 @@ class Walker {
       if (type == H5I_GROUP) {
         walk(child.get(), child_path, {}, on_dataset);
       } else if (type == H5I_DATASET) {
-        if (!visited_.insert(object_key(ctx_, child.get(), "dataset " + quoted(child_path))).second) continue;
+        // A dataset with two names (hard links) is one tensor, under the first name met.
+        const auto [first, is_new] =
+            datasets_.emplace(object_key(ctx_, child.get(), "dataset " + quoted(child_path)), child_path);
+        if (!is_new) {
+          if (links_) links_->push_back("dataset " + quoted(child_path) + " (a second name of " + quoted(first->second) + ")");
+          continue;
+        }
         on_dataset(child.get(), child_path);
       }  // committed datatypes are not tensors
     }
@@ -553,7 +571,8 @@ class Walker {
   hid_t lapl_;
   bool numeric_order_;
   std::vector<std::string>* links_;
-  std::set<std::string> visited_;
+  std::set<std::string> visited_;                  // groups
+  std::map<std::string, std::string> datasets_;     // dataset key -> the path it was first met at
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -704,7 +723,7 @@ class Hdf5Source final : public TensorSource {
     }
     // 2. Keras 3: `layers/...` and the model's own `vars`; `optimizer` skipped.
     if (has_group(root, "layers") || has_group(root, "vars")) {
-      Walker walker(ctx_, lapl_.get(), /*numeric_order=*/true);
+      Walker walker(ctx_, lapl_.get(), /*numeric_order=*/true, &skipped_);
       walker.walk(root, "", {"optimizer"}, [&](hid_t dataset, const std::string& dataset_path) {
         std::string name = dataset_path.substr(1);
         if (name.rfind("layers/", 0) == 0) name.erase(0, 7);
@@ -753,7 +772,7 @@ class Hdf5Source final : public TensorSource {
   Hid file_;
   Hid lapl_;
   std::string format_name_;
-  std::vector<std::string> skipped_;  // generic files: the datasets not given as tensors, and why
+  std::vector<std::string> skipped_;  // generic and Keras 3 files: what is not given as a tensor, and why
   std::vector<Entry> entries_;
   std::vector<TensorInfo> infos_;
   std::set<std::string> names_;

@@ -20,9 +20,14 @@
 //     tensor name = dataset path without the leading '/'. Datasets of non-numeric classes (strings,
 //     compounds, non-boolean enums, ...) and with a null dataspace are skipped (TensorSource::skipped()
 //     names them).
-// Dataset types map to the safetensors dtypes: IEEE 754 half/single/double -> F16/F32/F64 (any
-// other float layout, e.g. a custom 16-bit float with 8 exponent bits, is refused rather than
-// converted), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an
+// In layouts 2 and 3, soft and external links are not followed and a dataset reached under a second
+// name (another hard link) is given once, under the first name met; skipped() names both. A group
+// reached twice is walked once.
+// Dataset types map to the safetensors dtypes: IEEE 754 half/single/double -> F16/F32/F64,
+// bfloat16 -> BF16, FP8 E4M3/E5M2 -> F8_E4M3/F8_E5M2 (the layouts HDF5 2.0 predefines as
+// H5T_FLOAT_BFLOAT16LE/BE, H5T_FLOAT_F8E4M3, H5T_FLOAT_F8E5M2; bytes kept exactly, NaN payloads
+// included; any other float layout, e.g. a 16-bit float with 6 exponent bits, is refused rather
+// than converted), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an
 // enum of a one-byte integer with FALSE = 0, TRUE = 1) -> BOOL (a stored byte other than 0/1 is
 // Error(kCorrupt) on read). Bytes are converted to little-endian by libhdf5 (big-endian files read
 // correctly). 0-d datasets have an empty shape; empty datasets read as zero bytes.

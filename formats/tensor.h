@@ -73,8 +73,9 @@ class TensorSource {
   // "keras-h5", "keras3-weights-h5", "hdf5".
   virtual const std::string& path() const = 0;
   virtual std::string format_name() const = 0;
-  // What the file holds but the source does not give as tensors, one item each with why (a generic
-  // HDF5 file's datasets of strings, compounds, ...: "dataset '/s' (string type)"); empty for most.
+  // What the file holds but the source does not give as tensors, one item each with why (an HDF5
+  // file's datasets of strings, compounds, ...: "dataset '/s' (string type)", its soft links, a
+  // dataset's second name); empty for most.
   virtual std::vector<std::string> skipped() const { return {}; }
   // Every file the source reads: path() and, for a sharded model, each shard (a writer must not
   // replace one of them).

@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -116,14 +117,20 @@ hid_t make_half_type(H5T_order_t order) {
   return t;
 }
 
-// A 16-bit float with 8 exponent bits (bfloat16-like): HDF5 has no standard for it, wpack refuses it.
-hid_t make_bf16_like_type() {
+// A float of `size` bytes with the given fields (mantissa at bit 0) and byte order, built as the
+// HDF5 1.10 API allows: bfloat16 and FP8 are predefined only from HDF5 2.0 on, with these layouts.
+hid_t make_float_type(size_t size, size_t spos, size_t epos, size_t esize, size_t msize, size_t ebias,
+                      H5T_order_t order = H5T_ORDER_LE) {
   hid_t t = H5Tcopy(H5T_IEEE_F32LE);
-  H5Tset_fields(t, 15, 7, 8, 0, 7);
-  H5Tset_size(t, 2);
-  H5Tset_ebias(t, 127);
+  REQUIRE(H5Tset_fields(t, spos, epos, esize, 0, msize) >= 0);
+  REQUIRE(H5Tset_size(t, size) >= 0);
+  REQUIRE(H5Tset_ebias(t, ebias) >= 0);
+  REQUIRE(H5Tset_order(t, order) >= 0);
   return t;
 }
+
+// A 16-bit float with 6 exponent bits: no dtype wpack knows, refused.
+hid_t make_odd_float_type() { return make_float_type(2, 15, 9, 6, 9, 31); }
 
 // h5py's numpy bool: enum of int8 with FALSE = 0, TRUE = 1.
 hid_t make_bool_type() {
@@ -331,6 +338,7 @@ TEST_CASE("keras 3 weights.h5: nested layers, numeric var order, optimizer skipp
   }
   auto source = open_hdf5(path);
   REQUIRE(source->format_name() == "keras3-weights-h5");
+  REQUIRE(source->skipped().empty());  // the optimizer is left out by design, not named
   std::vector<std::string> expected;
   for (int i = 0; i < 12; ++i) expected.push_back("big/vars/" + std::to_string(i));
   expected.insert(expected.end(), {"dense/vars/0", "dense/vars/1", "functional/layers/dense/vars/0"});
@@ -478,6 +486,59 @@ TEST_CASE("big-endian datasets are converted to little-endian bytes") {
   REQUIRE(read_bytes(*source, 4) == bytes_of(u32));
 }
 
+TEST_CASE("bfloat16 and FP8 datasets read as BF16/F8, every bit kept: NaN payloads, infinities, subnormals") {
+  TempDir dir;
+  const std::string path = dir.file("small_floats.h5");
+  // bfloat16: 1, -2, +inf, a NaN with a payload, a signalling NaN, the smallest subnormal, -0.
+  const std::vector<uint16_t> bf16 = {0x3F80, 0xC000, 0x7F80, 0x7FC5, 0x7F81, 0x0001, 0x8000};
+  // half: the same kinds of values.
+  const std::vector<uint16_t> half = {0x3C00, 0xC000, 0x7C00, 0x7E05, 0x7C01, 0x0001, 0x8000};
+  const std::vector<float> f32 = {1.0f, std::bit_cast<float>(0x7FC00123u), std::bit_cast<float>(0x7F800001u)};
+  // E4M3 (FN: no infinities): 256..448 are 0x78..0x7E, 0x7F is NaN; E5M2: 0x7C inf, 0x7D NaN.
+  std::vector<uint8_t> e4m3(256), e5m2(256);
+  for (size_t i = 0; i < 256; ++i) e4m3[i] = e5m2[i] = static_cast<uint8_t>(i);
+  const bool big_endian = GENERATE(false, true);
+  const H5T_order_t order = big_endian ? H5T_ORDER_BE : H5T_ORDER_LE;
+  auto swapped16 = [&](std::vector<uint16_t> v) {  // the file's bytes, written without conversion
+    if (big_endian)
+      for (uint16_t& x : v) x = static_cast<uint16_t>((x >> 8) | (x << 8));
+    return v;
+  };
+  {
+    H5Writer w(path);
+    hid_t t = make_float_type(2, 15, 7, 8, 7, 127, order);
+    w.dataset("/bf16", t, {7}, t, swapped16(bf16).data());
+    H5Tclose(t);
+    t = make_float_type(2, 15, 10, 5, 10, 15, order);
+    w.dataset("/half", t, {7}, t, swapped16(half).data());
+    H5Tclose(t);
+    std::vector<uint8_t> f32_bytes = bytes_of(f32);
+    if (big_endian)
+      for (size_t i = 0; i < f32_bytes.size(); i += 4) std::reverse(f32_bytes.begin() + i, f32_bytes.begin() + i + 4);
+    w.dataset("/f32", big_endian ? H5T_IEEE_F32BE : H5T_IEEE_F32LE, {3}, big_endian ? H5T_IEEE_F32BE : H5T_IEEE_F32LE,
+              f32_bytes.data());
+    t = make_float_type(1, 7, 3, 4, 3, 7, order);
+    w.dataset("/e4m3", t, {16, 16}, t, e4m3.data());
+    H5Tclose(t);
+    t = make_float_type(1, 7, 2, 5, 2, 15, order);
+    w.dataset("/e5m2", t, {256}, t, e5m2.data());
+    H5Tclose(t);
+  }
+  auto source = open_hdf5(path);
+  REQUIRE(names_of(*source) == std::vector<std::string>{"bf16", "e4m3", "e5m2", "f32", "half"});
+  REQUIRE(source->tensors()[0].dtype == DType::BF16);
+  REQUIRE(source->tensors()[1].dtype == DType::F8_E4M3);
+  REQUIRE(source->tensors()[1].shape == std::vector<uint64_t>{16, 16});
+  REQUIRE(source->tensors()[2].dtype == DType::F8_E5M2);
+  REQUIRE(source->tensors()[3].dtype == DType::F32);
+  REQUIRE(source->tensors()[4].dtype == DType::F16);
+  REQUIRE(read_bytes(*source, 0) == bytes_of(bf16));
+  REQUIRE(read_bytes(*source, 1) == e4m3);
+  REQUIRE(read_bytes(*source, 2) == e5m2);
+  REQUIRE(read_bytes(*source, 3) == bytes_of(f32));
+  REQUIRE(read_bytes(*source, 4) == bytes_of(half));
+}
+
 TEST_CASE("generic HDF5: chunked and compressed datasets read back exactly") {
   TempDir dir;
   const std::string path = dir.file("chunked.h5");
@@ -595,7 +656,7 @@ TEST_CASE("error: a chunk or a dimension larger than the dataset's maximum is co
   }
 }
 
-TEST_CASE("generic HDF5: a hard-link cycle is walked once") {
+TEST_CASE("generic HDF5: a hard-link cycle is walked once, a dataset with two names packed once and named") {
   TempDir dir;
   const std::string path = dir.file("cycle.h5");
   const std::vector<int32_t> x = {1, 2};
@@ -605,10 +666,14 @@ TEST_CASE("generic HDF5: a hard-link cycle is walked once") {
     REQUIRE(H5Lcreate_hard(w.id(), "/g", w.id(), "/g/loop", H5P_DEFAULT, H5P_DEFAULT) >= 0);
     REQUIRE(H5Lcreate_hard(w.id(), "/g", w.id(), "/g/loop2", H5P_DEFAULT, H5P_DEFAULT) >= 0);
     REQUIRE(H5Lcreate_soft("/g", w.id(), "/g/soft", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+    REQUIRE(H5Lcreate_hard(w.id(), "/g/x", w.id(), "/y", H5P_DEFAULT, H5P_DEFAULT) >= 0);  // a second name
   }
   auto source = open_hdf5(path);
   REQUIRE(names_of(*source) == std::vector<std::string>{"g/x"});
   REQUIRE(read_bytes(*source, 0) == bytes_of(x));
+  // The soft link and the dataset's second name are named as not packed.
+  REQUIRE(source->skipped() == std::vector<std::string>{"link '/g/soft' (soft link, not followed)",
+                                                        "dataset '/y' (a second name of '/g/x')"});
 }
 
 // ---- errors ----------------------------------------------------------------------------------
@@ -695,10 +760,10 @@ TEST_CASE("error: unsupported dtypes in a keras layer name the dataset") {
       w.dataset("/dense/dense/odd:0", str, {2}, str, "abcdefgh");
       H5Tclose(str);
     } else {
-      hid_t bf16 = make_bf16_like_type();
+      hid_t odd = make_odd_float_type();
       const std::vector<uint16_t> raw = {0x3F80, 0x4000};
-      w.dataset("/dense/dense/odd:0", bf16, {2}, bf16, raw.data());
-      H5Tclose(bf16);
+      w.dataset("/dense/dense/odd:0", odd, {2}, odd, raw.data());
+      H5Tclose(odd);
     }
   }
   const Error e = capture_error([&] { open_hdf5(path); });
@@ -709,17 +774,18 @@ TEST_CASE("error: unsupported dtypes in a keras layer name the dataset") {
 
 TEST_CASE("error: a numeric but unsupported float in a generic file is refused, not skipped") {
   TempDir dir;
-  const std::string path = dir.file("bf16.h5");
+  const std::string path = dir.file("f16e6.h5");
   {
     H5Writer w(path);
-    hid_t bf16 = make_bf16_like_type();
+    hid_t odd = make_odd_float_type();
     const std::vector<uint16_t> raw = {0x3F80};
-    w.dataset("/w", bf16, {1}, bf16, raw.data());
-    H5Tclose(bf16);
+    w.dataset("/w", odd, {1}, odd, raw.data());
+    H5Tclose(odd);
   }
   const Error e = capture_error([&] { open_hdf5(path); });
   REQUIRE(e.code() == ErrorCode::kUnsupported);
   REQUIRE(contains(e.what(), "'/w'"));
+  REQUIRE(contains(e.what(), "float of 16 bits"));
 }
 
 TEST_CASE("error: two weights mapping to one tensor name") {
