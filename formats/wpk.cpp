@@ -394,6 +394,7 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     throw Error(ErrorCode::kFormat, path + ": index size does not match its tile count");
 
   r->tiles_.resize(tile_count);
+  r->checksum_state_ = std::make_unique<std::atomic<uint8_t>[]>(tile_count);  // value-initialised: 0
   uint64_t previous_end = kWpkHeaderBytes;
   size_t owner = 0;  // the tensor that tile i belongs to (tile ranges are consecutive)
   for (uint64_t i = 0; i < tile_count; ++i) {
@@ -438,6 +439,15 @@ void WpkReader::release_tiles(uint64_t first, uint64_t count) const {
   file_->release(begin, last.offset + last.stored_size - begin);
 }
 
-bool WpkReader::tile_checksum_ok(uint64_t index) const { return wpk_checksum(tile_bytes(index)) == tiles_.at(index).checksum; }
+bool WpkReader::tile_checksum_ok(uint64_t index) const {
+  const std::span<const uint8_t> bytes = tile_bytes(index);  // throws for an index out of range
+  std::atomic<uint8_t>& state = checksum_state_[index];
+  uint8_t verdict = state.load(std::memory_order_relaxed);
+  if (verdict == 0) {
+    verdict = wpk_checksum(bytes) == tiles_[index].checksum ? 1 : 2;
+    state.store(verdict, std::memory_order_relaxed);
+  }
+  return verdict == 1;
+}
 
 }  // namespace wpack

@@ -12,6 +12,7 @@
 // interprets them (packer/tile_codec.h).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -135,7 +136,9 @@ class WpkReader {
 
   // The stored bytes of tile `index` (inside the mapping; valid while the reader lives).
   std::span<const uint8_t> tile_bytes(uint64_t index) const;
-  // True when the tile's stored bytes hash to its recorded checksum.
+  // True when the tile's stored bytes hash to its recorded checksum. Each tile is hashed once per
+  // reader (its verdict kept: the mapping is read-only), so that every check after the first (the
+  // CPU decode, the GPU upload) is free. Thread-safe.
   bool tile_checksum_ok(uint64_t index) const;
   // A hint that tiles [first, first + count) are done with: their pages leave the resident set
   // (MappedFile::release); their bytes stay readable. For callers that stream through a file.
@@ -153,6 +156,8 @@ class WpkReader {
   std::vector<uint64_t> tensor_record_bytes_;
   std::vector<WpkTile> tiles_;
   std::string metadata_json_;
+  // Per tile: 0 not hashed yet, 1 checksum ok, 2 mismatch (tile_checksum_ok).
+  mutable std::unique_ptr<std::atomic<uint8_t>[]> checksum_state_;
 };
 
 // XXH3-64 with seed 0, the checksum used throughout the format.

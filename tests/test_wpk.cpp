@@ -2,7 +2,10 @@
 // of the reader (docs/FORMAT.md).
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <atomic>
 #include <filesystem>
+#include <stdexcept>
+#include <thread>
 
 #include "formats/detail/le.h"
 #include "formats/error.h"
@@ -229,6 +232,17 @@ TEST_CASE("wpk: a flipped byte in tile data fails that tile's checksum only") {
   CHECK(r->tile_checksum_ok(1));
   CHECK_FALSE(r->tile_checksum_ok(2));
   CHECK(r->tile_checksum_ok(3));
+  // Each verdict is kept: asked again, from many threads at once, the same answers.
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&] {
+      for (uint64_t i = 0; i < r->tiles().size(); ++i)
+        if (r->tile_checksum_ok(i) != (i != 2)) ++wrong;
+    });
+  for (std::thread& t : threads) t.join();
+  CHECK(wrong == 0);
+  CHECK_THROWS_AS(r->tile_checksum_ok(r->tiles().size()), std::out_of_range);
 }
 
 TEST_CASE("wpk: truncation at any length is reported") {
