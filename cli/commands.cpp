@@ -274,7 +274,21 @@ int inspect_wpk(const InspectArgs& args) {
   return 0;
 }
 
-int inspect_model(const InspectArgs& args) {
+// One line naming what the input holds but does not give as tensors (an HDF5 file's string or
+// compound datasets, its soft and external links, a dataset's second names: the first three), and
+// one when it gives no tensor at all.
+void note_skipped(const TensorSource& source, std::ostream& err) {
+  const std::vector<std::string> skipped = source.skipped();
+  if (!skipped.empty()) {
+    err << "wpack: note: " << one_line(source.path()) << ": " << skipped.size() << " item"
+        << (skipped.size() == 1 ? "" : "s") << " not packed: ";
+    for (size_t i = 0; i < std::min<size_t>(3, skipped.size()); ++i) err << (i ? ", " : "") << one_line(skipped[i]);
+    err << (skipped.size() > 3 ? ", ..." : "") << "\n";
+  }
+  if (source.tensors().empty()) err << "wpack: warning: " << one_line(source.path()) << ": no tensors to pack\n";
+}
+
+int inspect_model(const InspectArgs& args, const GlobalOptions& global) {
   auto source = open_tensor_source(args.input);
   json tensors = json::array();
   Table table({"tensor", "shape", "dtype", "original", "estimate", "ratio", "bits/w"});
@@ -316,9 +330,11 @@ int inspect_model(const InspectArgs& args) {
     out["estimate"] = "order-0 entropy of each byte plane (lossless bound)";
     out["tensors"] = tensors;
     out["totals"] = totals;
+    out["skipped"] = source->skipped();  // what the file holds but does not give as tensors, and why
     print_json(out);
     return 0;
   }
+  if (!global.quiet) note_skipped(*source, std::cerr);
   table.separator();
   table.add({"total", "", "", human_bytes(double(total_original)), human_bytes(total_packed),
              fixed(100 * totals["ratio"].get<double>(), 1) + "%", fixed(totals["bits_per_weight"].get<double>(), 2)});
@@ -371,19 +387,6 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
   return 0;
 }
 
-// One line naming what the input holds but does not give as tensors (an HDF5 file's string or
-// compound datasets, its soft and external links, a dataset's second names: the first three), and
-// one when it gives no tensor at all.
-void note_skipped(const TensorSource& source, std::ostream& err) {
-  const std::vector<std::string> skipped = source.skipped();
-  if (!skipped.empty()) {
-    err << "wpack: note: " << one_line(source.path()) << ": " << skipped.size() << " item"
-        << (skipped.size() == 1 ? "" : "s") << " not packed: ";
-    for (size_t i = 0; i < std::min<size_t>(3, skipped.size()); ++i) err << (i ? ", " : "") << one_line(skipped[i]);
-    err << (skipped.size() > 3 ? ", ..." : "") << "\n";
-  }
-  if (source.tensors().empty()) err << "wpack: warning: " << one_line(source.path()) << ": no tensors to pack\n";
-}
 
 // A warning line per lossy tensor whose scales or LUT values hit fp16's limits: its weights lost
 // range (inspect shows the rel_error too, but nothing else says why).
@@ -430,8 +433,8 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   return 0;
 }
 
-int run_inspect(const InspectArgs& args, const GlobalOptions&) {
-  return is_wpk_file(args.input) ? inspect_wpk(args) : inspect_model(args);
+int run_inspect(const InspectArgs& args, const GlobalOptions& global) {
+  return is_wpk_file(args.input) ? inspect_wpk(args) : inspect_model(args, global);
 }
 
 int run_unpack(const UnpackArgs& args, const GlobalOptions& global) {

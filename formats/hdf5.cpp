@@ -30,6 +30,10 @@ namespace {
 // declared size cannot be bounded by the file size; this cap keeps a hostile header from asking
 // for an absurd allocation (the largest real weight tensors are a few GiB).
 constexpr uint64_t kMaxTensorBytes = uint64_t{1} << 36;  // 64 GiB
+// A dataset may be stored in at most max(2^20, bytes / 64) chunks, and never more than 2^24 (libhdf5
+// takes ~3.4 us a chunk, written or not: at most ~4 s for a small dataset, ~1 min in all).
+constexpr uint64_t kMaxChunks = uint64_t{1} << 24;
+constexpr unsigned kMaxGroupDepth = 256;                 // group nesting walked (Keras nests a few levels)
 // Bounds on string-list attributes (layer_names, weight_names) before allocating for them.
 constexpr uint64_t kMaxAttributeStrings = uint64_t{1} << 24;
 constexpr uint64_t kMaxAttributeBytes = uint64_t{1} << 30;
@@ -133,10 +137,25 @@ Hid open_object(const Ctx& ctx, hid_t loc, hid_t lapl, const std::string& name, 
   hid_t id = H5Oopen(loc, name.c_str(), lapl);
   if (id < 0) {
     const std::string detail = hdf5_detail();  // H5Oopen's (the calls below clear the stack)
-    // an external link (another file) is there but not followed: say so, not "no such object"
-    H5L_info_t link{};
-    const bool external = H5Lexists(loc, name.c_str(), H5P_DEFAULT) > 0 &&
-                          H5Lget_info(loc, name.c_str(), &link, H5P_DEFAULT) >= 0 && link.type == H5L_TYPE_EXTERNAL;
+    // An external link (another file) on the way is there but not followed: say so, not "no such
+    // object". Each prefix of the path is asked for its link in turn, so that no external link is
+    // traversed (lapl refuses them) before it is seen.
+    bool external = false;
+    std::string prefix = name.rfind('/', 0) == 0 ? "/" : "";
+    for (size_t begin = 0; begin <= name.size();) {
+      const size_t end = std::min(name.find('/', begin), name.size());
+      if (end > begin) {
+        if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+        prefix.append(name, begin, end - begin);
+        H5L_info_t link{};
+        if (H5Lexists(loc, prefix.c_str(), lapl) <= 0 || H5Lget_info(loc, prefix.c_str(), &link, lapl) < 0) break;
+        if (link.type == H5L_TYPE_EXTERNAL) {
+          external = true;
+          break;
+        }
+      }
+      begin = end + 1;
+    }
     H5Eclear2(H5E_DEFAULT);
     if (external) ctx.fail(ErrorCode::kUnsupported, what, "is an external link to another file (not followed)");
     ctx.fail(ErrorCode::kFormat, what, "no such object in the file" + detail);
@@ -146,6 +165,18 @@ Hid open_object(const Ctx& ctx, hid_t loc, hid_t lapl, const std::string& name, 
     ctx.fail(ErrorCode::kFormat, what, want == H5I_GROUP ? "is not a group" : "is not a dataset");
   }
   return obj;
+}
+
+// The absolute path HDF5 knows the open object `obj` by, which read() opens it by again. Keras
+// legacy weight and layer names are joined to a path only for messages: a name that starts with
+// '/' is absolute (in HDF5 as in h5py) and the joined string would name another object.
+std::string object_path(const Ctx& ctx, hid_t obj, const std::string& what) {
+  const ssize_t size = ctx.check(H5Iget_name(obj, nullptr, 0), ErrorCode::kFormat, what, "cannot query its path");
+  if (size == 0) ctx.fail(ErrorCode::kFormat, what, "has no path in the file");
+  std::string path(static_cast<size_t>(size) + 1, '\0');
+  ctx.check(H5Iget_name(obj, path.data(), path.size()), ErrorCode::kFormat, what, "cannot query its path");
+  path.resize(static_cast<size_t>(size));
+  return path;
 }
 
 // A key that identifies one object of the file (its header address), to detect hard-link cycles.
@@ -218,7 +249,11 @@ std::vector<std::string> read_string_attribute(const Ctx& ctx, hid_t obj, const 
   ctx.check(H5Aread(attr.get(), mem_type.get(), buffer.data()), ErrorCode::kFormat, what, "cannot read");
   for (uint64_t i = 0; i < count; ++i) {
     const char* s = buffer.data() + i * width;
-    out.emplace_back(s, strnlen(s, width));
+    const size_t length = strnlen(s, width);
+    // NUL padding only: "a\0b" would name object "a"
+    if (std::any_of(s + length, s + width, [](char c) { return c != '\0'; }))
+      ctx.fail(ErrorCode::kFormat, what, "entry " + std::to_string(i) + " has a NUL byte inside");
+    out.emplace_back(s, length);
   }
   return out;
 }
@@ -476,6 +511,32 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
                  "chunk dimension " + std::to_string(i) + " is " + std::to_string(chunk[i]) +
                      (chunk[i] == 0 ? "" : ", more than the dataset's maximum " + std::to_string(max_dims[i])));
     entry.chunk.assign(chunk.begin(), chunk.end());
+    // A small file that declares a large dataset of tiny chunks would otherwise take hours.
+    uint64_t chunks = 1;
+    for (size_t i = 0; i < chunk.size(); ++i) chunks = checked_mul(chunks, (entry.info.shape[i] + chunk[i] - 1) / chunk[i], label);
+    const uint64_t most = std::min(kMaxChunks, std::max<uint64_t>(uint64_t{1} << 20, bytes / 64));
+    if (chunks > most)
+      ctx.fail(ErrorCode::kUnsupported, what,
+               "is stored in " + std::to_string(chunks) + " chunks, more than wpack reads for its " + std::to_string(bytes) +
+                   " bytes (" + std::to_string(most) + "); h5repack -l CHUNK=... can store it in larger chunks");
+  }
+  // A filter this libhdf5 lacks (e.g. h5py's LZF, 32000, is a plugin) fails every read: say which,
+  // here rather than at the read.
+  const int filters = ctx.check(H5Pget_nfilters(dcpl.get()), ErrorCode::kFormat, what, "cannot read its filters");
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0, config = 0;
+    size_t values = 0;
+    char filter_name[64] = {};
+    const H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &values, nullptr,
+                                           sizeof filter_name, filter_name, &config);
+    if (id < 0) ctx.fail(ErrorCode::kFormat, what, "cannot read its filters");
+    if (H5Zfilter_avail(id) <= 0) {
+      H5Eclear2(H5E_DEFAULT);  // the plugin search's messages
+      filter_name[sizeof filter_name - 1] = '\0';
+      ctx.fail(ErrorCode::kUnsupported, what,
+               "is compressed with HDF5 filter " + std::to_string(id) + (filter_name[0] ? " (" + quoted(filter_name) + ")" : "") +
+                   ", which this libhdf5 does not have; h5repack -f NONE can store it without");
+    }
   }
   if (layout == H5D_CONTIGUOUS) {
     // Uncompressed: allocated storage must hold exactly the declared elements (0 = never written,
@@ -530,8 +591,12 @@ class Walker {
       : ctx_(ctx), lapl_(lapl), numeric_order_(numeric_order), links_(links) {}
 
   template <typename OnDataset>
-  void walk(hid_t group, const std::string& group_path, const std::vector<std::string>& skip, OnDataset&& on_dataset) {
+  void walk(hid_t group, const std::string& group_path, const std::vector<std::string>& skip, OnDataset&& on_dataset,
+            unsigned depth = 0) {
     const std::string what = "group " + quoted(group_path.empty() ? "/" : group_path);
+    // The walk recurses: a file of groups nested thousands deep would overflow the stack.
+    if (depth > kMaxGroupDepth)
+      ctx_.fail(ErrorCode::kUnsupported, what, "is nested more than " + std::to_string(kMaxGroupDepth) + " groups deep");
     // A group reached twice (hard-link cycle or alias) is walked once.
     if (!visited_.insert(object_key(ctx_, group, what)).second) return;
     // Hard links are walked; soft and external ones are not followed (and named in *links_).
@@ -552,7 +617,7 @@ class Walker {
                             "object " + quoted(child_path), "cannot open");
       const H5I_type_t type = H5Iget_type(child.get());
       if (type == H5I_GROUP) {
-        walk(child.get(), child_path, {}, on_dataset);
+        walk(child.get(), child_path, {}, on_dataset, depth + 1);
       } else if (type == H5I_DATASET) {
         // A dataset with two names (hard links) is one tensor, under the first name met.
         const auto [first, is_new] =
@@ -622,6 +687,10 @@ class Hdf5Source final : public TensorSource {
     std::lock_guard<std::mutex> lock(hdf5_mutex());
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     Hid dataset = open_object(ctx_, file_.get(), lapl_.get(), entry.dataset_path, H5I_DATASET, what);
+    // Still the dataset that was listed: the buffer below is sized from the listing.
+    const Entry now = *describe_dataset(ctx_, dataset.get(), entry.dataset_path, entry.info.name, false);
+    if (now.info.shape != entry.info.shape || now.info.dtype != entry.info.dtype || now.chunk != entry.chunk)
+      ctx_.fail(ErrorCode::kCorrupt, what, "is not the dataset listed at that path (its shape, type or chunks differ)");
     const uint64_t size = entry.info.num_bytes();  // validated when listed
     std::vector<uint8_t> bytes;
     try {
@@ -756,13 +825,14 @@ class Hdf5Source final : public TensorSource {
               std::vector<std::string>{});
       for (const std::string& weight : weights) {
         const std::string dataset_path = layer_path + "/" + weight;
-        Hid dataset = open_object(ctx_, group.get(), lapl_.get(), weight, H5I_DATASET,
-                                  "dataset " + quoted(dataset_path) + " named in weight_names");
+        const std::string dataset_what = "dataset " + quoted(dataset_path) + " named in weight_names";
+        Hid dataset = open_object(ctx_, group.get(), lapl_.get(), weight, H5I_DATASET, dataset_what);
         std::string stem = weight;
         if (stem.size() >= 2 && stem.compare(stem.size() - 2, 2, ":0") == 0) stem.resize(stem.size() - 2);
         const std::string prefix = layer + "/";
         const std::string name = stem.rfind(prefix, 0) == 0 ? stem : prefix + stem;
-        add(*describe_dataset(ctx_, dataset.get(), dataset_path, name, /*skip_non_numeric=*/false));
+        add(*describe_dataset(ctx_, dataset.get(), object_path(ctx_, dataset.get(), dataset_what), name,
+                              /*skip_non_numeric=*/false));
       }
     }
   }

@@ -35,11 +35,18 @@
 // Errors (wpack::Error, message names the file and the dataset/attribute/layer):
 //  kIo           the file cannot be opened; an allocation for a read fails
 //  kFormat       not an HDF5 file; layer_names/weight_names name a missing or wrong-kind object, or
-//                are not string lists; two datasets map to one tensor name; size overflow
+//                are not string lists, or hold a NUL byte inside a NUL-padded entry; two datasets
+//                map to one tensor name; size overflow
 //  kUnsupported  a dataset named by a Keras layout (or a numeric dataset in a generic file) whose
 //                type is not listed above; a tensor over 64 GiB; raw data in external files or a
-//                virtual dataset (never followed, nor are external links)
-//  kCorrupt      contiguous storage that does not match the declared size; a read that fails
+//                virtual dataset (never followed, nor are external links, also on the way to a
+//                named weight); groups nested more than 256 deep; a dataset stored in more than
+//                max(2^20, bytes / 64) chunks (at most 2^24: libhdf5 spends microseconds on each,
+//                written or not); a filter this libhdf5 lacks (e.g. h5py's LZF plugin, 32000)
+//  kCorrupt      contiguous storage that does not match the declared size; a read that fails; a
+//                dataset that, opened again to be read, is not the one listed
+// Keras legacy weight and layer names are paths relative to their group, except that a name
+// starting with '/' is absolute (as in h5py); a tensor is read from the object its names opened.
 //  kInvalidArgument  read() with an index out of range
 //
 // Reading: the file stays open (H5F_ACC_RDONLY) for the source's lifetime; read(i) opens the

@@ -943,6 +943,11 @@ TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack m
   json dry = inspect_json(h5);
   CHECK(dry["dry_run"] == true);
   CHECK(dry["tensors"].size() == 3);
+  CHECK(dry["skipped"] == json::array({"dataset '/labels' (string type)"}));
+  RunResult text = run_wpack({"inspect", h5});  // the table, and the same note as compress's
+  CHECK(text.exit_code == 0);
+  CHECK(contains(text.err, "wpack: note: " + h5 + ": 1 item not packed: dataset '/labels' (string type)\n"));
+  CHECK(run_wpack({"-q", "inspect", h5}).err.empty());
 
   CHECK(run_wpack({"verify", packed, "--against", h5}).exit_code == 0);
 

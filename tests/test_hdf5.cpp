@@ -745,6 +745,123 @@ TEST_CASE("error: a weight that is an external link is named as such, not as mis
   CHECK(contains(e.what(), "dataset '/dense/dense/kernel:0' named in weight_names: is an external link to another file"));
 }
 
+TEST_CASE("error: an external link on the way to a weight is named as such, and not followed to find out") {
+  TempDir dir;
+  const std::string target = dir.file("target.h5");
+  {
+    H5Writer w(target);
+    w.dataset("/g/kernel:0", H5T_IEEE_F32LE, {3}, H5T_IEEE_F32LE, kBias.data());
+  }
+  const std::string path = dir.file("extdir.h5");
+  {
+    H5Writer w(path);
+    w.fixed_strings("/", "layer_names", {"dense"});
+    w.group("/dense");
+    w.fixed_strings("/dense", "weight_names", {"ext/kernel:0"});
+    // '/dense/ext' leads into the other file, where 'kernel:0' exists (a FIFO there would block)
+    REQUIRE(H5Lcreate_external(target.c_str(), "/g", w.id(), "/dense/ext", H5P_DEFAULT, H5P_DEFAULT) >= 0);
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "dataset '/dense/ext/kernel:0' named in weight_names: is an external link to another file"));
+}
+
+TEST_CASE("keras legacy: a weight or layer name starting with '/' is read from the object it names") {
+  TempDir dir;
+  const std::string path = dir.file("slash.h5");
+  const std::vector<float> y = {1.5f}, evil = {1, 2, 3, 4}, decoy = {9, 9, 9, 9};
+  std::vector<float> big(100000, 7.0f);
+  {
+    H5Writer w(path);
+    w.group("/model_weights/x");
+    w.group("/evil");
+    // weight "/y" of layer "x" is the root's /y (absolute, as h5py takes it), not /x/y
+    w.fixed_strings("/model_weights", "layer_names", {"x", "/evil"});
+    w.fixed_strings("/model_weights/x", "weight_names", {"/y"});
+    w.dataset("/y", H5T_IEEE_F32LE, {1}, H5T_IEEE_F32LE, y.data());
+    w.dataset("/model_weights/x/y", H5T_IEEE_F32LE, {100000}, H5T_IEEE_F32LE, big.data());
+    // layer "/evil" is the root's /evil, not /model_weights/evil
+    w.fixed_strings("/evil", "weight_names", {"k:0"});
+    w.dataset("/evil/k:0", H5T_IEEE_F32LE, {4}, H5T_IEEE_F32LE, evil.data());
+    w.dataset("/model_weights/evil/k:0", H5T_IEEE_F32LE, {4}, H5T_IEEE_F32LE, decoy.data());
+  }
+  auto source = open_hdf5(path);
+  REQUIRE(names_of(*source) == std::vector<std::string>{"x//y", "/evil/k"});
+  REQUIRE(source->tensors()[0].shape == std::vector<uint64_t>{1});
+  CHECK(read_bytes(*source, 0) == bytes_of(y));
+  CHECK(read_bytes(*source, 1) == bytes_of(evil));
+}
+
+TEST_CASE("error: groups nested deeper than 256 are refused, not walked until the stack overflows") {
+  TempDir dir;
+  const std::string path = dir.file("deep.h5");
+  const std::vector<float> x = {1};
+  std::string group;
+  for (int i = 0; i < 300; ++i) group += "/a";
+  {
+    H5Writer w(path);
+    w.dataset(group + "/w", H5T_IEEE_F32LE, {1}, H5T_IEEE_F32LE, x.data());
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "is nested more than 256 groups deep"));
+}
+
+TEST_CASE("error: a dataset of more chunks than its size warrants is refused before any read") {
+  TempDir dir;
+  const std::string path = dir.file("chunks.h5");
+  {
+    H5Writer w(path);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk = 1;
+    REQUIRE(H5Pset_chunk(dcpl, 1, &chunk) >= 0);
+    // 2^20 + 1 one-byte chunks, none written: a file of a few KiB
+    w.dataset("/w", H5T_STD_I8LE, {(hsize_t{1} << 20) + 1}, H5T_NATIVE_INT8, nullptr, dcpl);
+    H5Pclose(dcpl);
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "dataset '/w': is stored in 1048577 chunks"));
+}
+
+TEST_CASE("error: a dataset compressed by a filter this libhdf5 lacks is refused naming the filter") {
+  TempDir dir;
+  const std::string path = dir.file("lzf.h5");
+  const H5Z_filter_t id = 32000;  // h5py's LZF, a plugin
+  static const H5Z_class2_t kFake = {H5Z_CLASS_T_VERS, id, 1, 1, "lzf-like", nullptr, nullptr,
+                                     [](unsigned, size_t, const unsigned[], size_t n, size_t*, void**) { return n; }};
+  REQUIRE(H5Zregister(&kFake) >= 0);
+  {
+    H5Writer w(path);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    const hsize_t chunk = 2;
+    REQUIRE(H5Pset_chunk(dcpl, 1, &chunk) >= 0);
+    REQUIRE(H5Pset_filter(dcpl, id, H5Z_FLAG_MANDATORY, 0, nullptr) >= 0);
+    w.dataset("/w", H5T_IEEE_F32LE, {3}, H5T_IEEE_F32LE, kBias.data(), dcpl);
+    H5Pclose(dcpl);
+  }
+  REQUIRE(H5Zunregister(id) >= 0);
+  const Error e = capture_error([&] { open_hdf5(path); });
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "dataset '/w': is compressed with HDF5 filter 32000 ('lzf-like')"));
+}
+
+TEST_CASE("error: a NUL-padded name with a NUL inside is refused, not cut at the NUL") {
+  TempDir dir;
+  const std::string path = dir.file("nul.h5");
+  {
+    H5Writer w(path);
+    w.group("/a");
+    w.fixed_strings("/", "layer_names", {std::string("a\0b", 3)});
+    w.fixed_strings("/a", "weight_names", {"k:0"});
+    w.dataset("/a/k:0", H5T_IEEE_F32LE, {3}, H5T_IEEE_F32LE, kBias.data());
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });
+  CHECK(e.code() == ErrorCode::kFormat);
+  CHECK(contains(e.what(), "layer_names"));
+  CHECK(contains(e.what(), "entry 0 has a NUL byte inside"));
+}
+
 TEST_CASE("error: unsupported dtypes in a keras layer name the dataset") {
   TempDir dir;
   const std::string path = dir.file("types.h5");
