@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -82,6 +83,9 @@ bool parse_batches(const std::string& text, std::vector<uint32_t>* batches) {
 
 int main(int argc, char** argv) {
   using namespace wpack::cli;
+  // Past the file-size limit (ulimit -f) a write fails with EFBIG and is reported as any write
+  // error is, instead of the process dying of SIGXFSZ with nothing said and a temp file left.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"wpack: compress and pack neural-network weights into GPU-decodable tiles"};
   app.set_version_flag("--version", std::string("wpack ") + WPACK_VERSION_STRING);
   app.require_subcommand(1);

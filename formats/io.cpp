@@ -109,14 +109,24 @@ AtomicOutputFile::AtomicOutputFile(const std::string& target, bool overwrite)
     if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
       throw Error(ErrorCode::kIo, target + ": not a regular file (-f replaces regular files only)");
   }
+  // The new file's mode: the replaced file's, as sed -i keeps it; else 0666 less the umask, as any
+  // new file's (umask can only be read by setting it: set back at once).
+  mode_t mode = 0;
+  if (::stat(target.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    mode = st.st_mode & 0777;
+  } else {
+    const mode_t umask_now = ::umask(0);
+    ::umask(umask_now);
+    mode = 0666 & ~umask_now;
+  }
   std::filesystem::path t(target);
   dir_ = t.parent_path().empty() ? "." : t.parent_path().string();
   // An unnamed file needs /proc to be linked into place later (linkat of /proc/self/fd/N).
   if (::access("/proc/self/fd", X_OK) == 0) {
-    fd_ = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    fd_ = ::open(dir_.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     if (fd_ >= 0) {
       unnamed_ = true;
-      ::fchmod(fd_, 0644);
+      ::fchmod(fd_, mode);
       return;
     }
   }
@@ -127,7 +137,7 @@ AtomicOutputFile::AtomicOutputFile(const std::string& target, bool overwrite)
   fd_ = ::mkstemp(buf.data());
   if (fd_ < 0) throw Error(ErrorCode::kIo, target + ": cannot create temporary file in " + dir_ + ": " + errno_text());
   temp_path_ = buf.data();
-  ::fchmod(fd_, 0644);
+  ::fchmod(fd_, mode);
 }
 
 AtomicOutputFile::~AtomicOutputFile() {

@@ -45,9 +45,12 @@ class MappedFile {
 // `.<name>.wpack-tmp-XXXXXX` from the start; a process killed before commit() then leaves that
 // hidden temp file behind (any exit through an exception or a return removes it).
 //
+// The file's mode is the replaced target's (permission bits), else 0666 less the umask.
+//
 // Zero bytes are not written where a whole aligned 4 KiB block of the file would be zero: the file
 // gets a hole there (reads as zeros, takes no disk space). Error(kIo) names the target on any
-// failure (disk full, file size limit, I/O error), and the destructor of an uncommitted file
+// failure (disk full, file size limit: the caller ignores SIGXFSZ, as the wpack CLI does; I/O
+// error), and the destructor of an uncommitted file
 // removes it. Without `overwrite`, an existing target is an Error(kExists); with it, an existing
 // target that is neither a regular file nor a symbolic link (a device, FIFO, socket, directory) is
 // an Error(kIo), checked when the file is created, before anything is written; so is, as

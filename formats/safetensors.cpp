@@ -25,7 +25,7 @@
 namespace wpack {
 namespace {
 
-using OrderedJson = nlohmann::ordered_json;  // keeps file order: ties in data order stay in header order
+using Json = nlohmann::json;
 
 constexpr uint64_t kLengthPrefixBytes = 8;
 // An index file is a small JSON document; bound it like a header before parsing.
@@ -59,44 +59,31 @@ std::string printable(std::string_view text, bool ascii_only = false) {
   throw Error(ErrorCode::kFormat, printable(path) + ": tensor '" + printable(name) + "': " + what);
 }
 
-// Parses `text` as JSON, refusing duplicate keys in any object (nlohmann keeps the last one
-// silently). A duplicate at the top level is reported through `on_top_level_duplicate` (a tensor
-// name in a header), deeper ones as a duplicate key. Invalid JSON / UTF-8 and nesting deeper than
-// detail::kMaxJsonDepth, a NUL byte or a byte order mark (formats/detail/json_rules.h) are Error(kFormat).
+// Parses `text` as JSON (detail::parse_json), refusing duplicate keys in any object (nlohmann keeps
+// the last one silently). A duplicate at the top level is reported through
+// `on_top_level_duplicate` (a tensor name in a header), deeper ones as a duplicate key. Invalid
+// JSON / UTF-8 and nesting deeper than detail::kMaxJsonDepth, a NUL byte or a byte order mark
+// (formats/detail/json_rules.h) are Error(kFormat).
 template <typename OnTopLevelDuplicate>
-OrderedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
-                                   OnTopLevelDuplicate on_top_level_duplicate) {
-  std::vector<std::set<std::string>> open_objects;  // keys seen so far in each enclosing object
-  auto callback = [&](int depth, nlohmann::json::parse_event_t event, OrderedJson& parsed) -> bool {
-    using Event = nlohmann::json::parse_event_t;
-    if (detail::json_too_deep(depth, event))
-      fail_file(path, std::string(what) + " nests arrays and objects deeper than " +
-                          std::to_string(detail::kMaxJsonDepth) + " levels");
-    if (event == Event::object_start) {
-      open_objects.emplace_back();
-    } else if (event == Event::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == Event::key && !open_objects.empty()) {
-      const auto& key = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(key).second) {
-        if (open_objects.size() == 1) on_top_level_duplicate(key);
-        fail_file(path, std::string(what) + " has duplicate key '" + printable(key) + "'");
-      }
-    }
-    return true;
-  };
-  if (const std::string problem = detail::json_text_problem(text); !problem.empty())
-    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: " + problem);
+detail::ParsedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
+                                          OnTopLevelDuplicate on_top_level_duplicate) {
   try {
-    return OrderedJson::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                              /*ignore_comments=*/false);
-  } catch (const nlohmann::json::exception& e) {
-    fail_file(path, std::string(what) + " is not valid UTF-8 JSON: " + printable(e.what(), true));
+    return detail::parse_json(text, /*unique_keys=*/true);
+  } catch (const detail::JsonProblem& p) {
+    switch (p.kind) {
+      case detail::JsonProblem::Kind::kDuplicateKey:
+        if (p.top_level) on_top_level_duplicate(p.key);
+        fail_file(path, std::string(what) + " has duplicate key '" + printable(p.key) + "'");
+      case detail::JsonProblem::Kind::kTooDeep: fail_file(path, std::string(what) + " " + p.problem);
+      case detail::JsonProblem::Kind::kInvalid:
+        fail_file(path, std::string(what) + " is not valid UTF-8 JSON: " + printable(p.problem, true));
+    }
+    throw;
   }
 }
 
 // A JSON number that is a non-negative integer (not a float, not a bool), or nullopt.
-std::optional<uint64_t> as_u64(const OrderedJson& value) {
+std::optional<uint64_t> as_u64(const Json& value) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
   if (value.is_number_integer()) {
     const auto v = value.get<int64_t>();
@@ -105,7 +92,7 @@ std::optional<uint64_t> as_u64(const OrderedJson& value) {
   return std::nullopt;
 }
 
-std::string json_text(const OrderedJson& value) {
+std::string json_text(const Json& value) {
   std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (text.size() > 60) text = text.substr(0, 57) + "...";
   return printable(text, true);
@@ -118,7 +105,7 @@ struct Entry {
   uint64_t end = 0;
 };
 
-Entry parse_entry(const std::string& path, const std::string& name, const OrderedJson& value) {
+Entry parse_entry(const std::string& path, const std::string& name, const Json& value) {
   if (!value.is_object()) fail_tensor(path, name, "entry is not an object but " + json_text(value));
   for (const auto& [key, field] : value.items()) {
     (void)field;
@@ -195,15 +182,17 @@ class SafetensorsFile final : public TensorSource {
 
     const std::string_view header_text(reinterpret_cast<const char*>(map_->data()) + kLengthPrefixBytes,
                                        header_bytes);
-    const OrderedJson header = parse_json_unique_keys(header_text, path, "header", [&](const std::string& key) {
+    const detail::ParsedJson parsed = parse_json_unique_keys(header_text, path, "header", [&](const std::string& key) {
       if (key == "__metadata__") fail_file(path, "header has __metadata__ twice");
       fail_tensor(path, key, "duplicate tensor name");
     });
+    const Json& header = parsed.value;
     if (!header.is_object()) fail_file(path, "header is not a JSON object but " + json_text(header));
 
     std::vector<Entry> entries;
     entries.reserve(header.size());
-    for (const auto& [key, value] : header.items()) {
+    for (const std::string& key : parsed.top_keys) {  // file order: ties in data order stay in header order
+      const Json& value = header.find(key).value();
       if (key == "__metadata__") {
         if (!value.is_object()) fail_file(path, "__metadata__ is not an object but " + json_text(value));
         for (const auto& [meta_key, meta_value] : value.items()) {
@@ -299,17 +288,20 @@ class SafetensorsSharded final : public TensorSource {
       fail_file(index_path, "index is " + std::to_string(map->size()) + " bytes, over the limit of " +
                                 std::to_string(kMaxIndexBytes));
     const std::string_view text(reinterpret_cast<const char*>(map->data()), map->size());
-    const OrderedJson index = parse_json_unique_keys(text, index_path, "index", [](const std::string&) {});
+    const detail::ParsedJson parsed = parse_json_unique_keys(text, index_path, "index", [](const std::string&) {});
+    const Json& index = parsed.value;
     if (!index.is_object()) fail_file(index_path, "index is not a JSON object but " + json_text(index));
     if (!index.contains("weight_map")) fail_file(index_path, "index has no weight_map");
-    const auto& weight_map = index["weight_map"];
+    const Json& weight_map = index.find("weight_map").value();
     if (!weight_map.is_object()) fail_file(index_path, "weight_map is not an object but " + json_text(weight_map));
+    const std::vector<std::string>& weight_map_keys = parsed.member_keys.at("weight_map");  // file order
 
     // Shards in order of first appearance; tensor -> shard as the index says.
     std::vector<std::string> shard_names;
     std::unordered_map<std::string, size_t> shard_of_name;  // shard name (normalised) -> position in shard_names
     std::unordered_map<std::string, size_t> mapped_shard;   // tensor name -> shard position
-    for (const auto& [tensor, shard] : weight_map.items()) {
+    for (const std::string& tensor : weight_map_keys) {
+      const Json& shard = weight_map.find(tensor).value();
       if (!shard.is_string())
         fail_tensor(index_path, tensor, "weight_map value is not a shard file name but " + json_text(shard));
       const auto& name = shard.get_ref<const std::string&>();
@@ -359,7 +351,8 @@ class SafetensorsSharded final : public TensorSource {
       }
       shards_.push_back(std::move(shard));
     }
-    for (const auto& [tensor, shard] : weight_map.items()) {
+    for (const std::string& tensor : weight_map_keys) {
+      const Json& shard = weight_map.find(tensor).value();
       if (!found_shard.contains(tensor))
         fail_tensor(index_path, tensor, "is in weight_map (shard '" + printable(shard.get<std::string>()) +
                                             "') but not in that shard");
@@ -367,7 +360,7 @@ class SafetensorsSharded final : public TensorSource {
 
     // The index's own "metadata" (e.g. total_size): strings as they are, other values as JSON text.
     if (index.contains("metadata")) {
-      const auto& meta = index["metadata"];
+      const Json& meta = index.find("metadata").value();
       if (!meta.is_object()) fail_file(index_path, "metadata is not an object but " + json_text(meta));
       for (const auto& [key, value] : meta.items())
         metadata_.emplace(key, value.is_string() ? value.get<std::string>() : value.dump());
@@ -432,11 +425,23 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Tensor
                                      const std::map<std::string, std::string>& metadata, bool overwrite)
     : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
-  OrderedJson header = OrderedJson::object();
+  // The header text is put together entry by entry (each dumped by nlohmann): an ordered_json
+  // object inserts each key by linear search, quadratic in the tensors.
+  std::string header_text = "{";
+  auto append = [&](const std::string& key, const auto& value) {
+    try {  // strict: a name or value that is not UTF-8 is refused here
+      if (header_text.size() > 1) header_text += ',';
+      header_text += Json(key).dump();
+      header_text += ':';
+      header_text += value.dump();
+    } catch (const nlohmann::json::exception& e) {
+      fail_argument(path, std::string("tensor name or metadata is not valid UTF-8: ") + printable(e.what(), true));
+    }
+  };
   if (!metadata.empty()) {
-    OrderedJson meta = OrderedJson::object();
+    Json meta = Json::object();
     for (const auto& [key, value] : metadata) meta[key] = value;
-    header["__metadata__"] = std::move(meta);
+    append("__metadata__", meta);
   }
   std::set<std::string_view> names;
   uint64_t offset = 0;
@@ -449,23 +454,20 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Tensor
         fail_argument(path, "tensor '" + printable(t.name) + "': shape " + shape_to_string(t.shape) + " overflows 64 bits");
     uint64_t end = 0;
     if (__builtin_add_overflow(offset, bytes, &end)) fail_argument(path, "total tensor size overflows 64 bits");
-    OrderedJson entry = OrderedJson::object();
+    nlohmann::ordered_json entry = nlohmann::ordered_json::object();  // fields in the usual order
     entry["dtype"] = std::string(dtype_name(t.dtype));
     entry["shape"] = t.shape;
     entry["data_offsets"] = {offset, end};
-    header[t.name] = std::move(entry);
+    append(t.name, entry);
+    if (header_text.size() > kSafetensorsMaxHeaderBytes)
+      fail_argument(path, "header would be over the limit of " + std::to_string(kSafetensorsMaxHeaderBytes) + " bytes");
     impl_->tensor_end.push_back(end);
     offset = end;
   }
+  header_text += '}';
   impl_->total_bytes = offset;
   impl_->tensors = std::move(tensors);
 
-  std::string header_text;
-  try {
-    header_text = header.dump();  // strict: a name or value that is not UTF-8 is refused here
-  } catch (const nlohmann::json::exception& e) {
-    fail_argument(path, std::string("tensor name or metadata is not valid UTF-8: ") + printable(e.what(), true));
-  }
   // Pad so the data section starts 8-byte aligned (8 + N is a multiple of 8).
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   if (header_text.size() > kSafetensorsMaxHeaderBytes)

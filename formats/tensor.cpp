@@ -101,11 +101,16 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
     eight = file->size() >= 8;
     // The signature is at 0, or after a user block of 512, 1024, 2048, ... bytes (HDF5's rule);
     // the user block is looked into only when the file does not start as safetensors does (a
-    // header length that fits, then '{'), whose tensor data may hold any bytes.
+    // header length that fits, then '{' after any whitespace), whose tensor data may hold any bytes.
     const uint8_t* p = file->data();
     uint64_t header = 0;
     if (eight) std::memcpy(&header, p, 8);  // little-endian, as the hosts wpack builds for
-    const bool safetensors_like = file->size() > 8 && p[8] == '{' && header <= file->size() - 8;
+    // (JSON may start with whitespace, which the safetensors reference implementation accepts)
+    uint64_t brace = 8;
+    while (brace < file->size() && brace < 8 + header &&
+           (p[brace] == ' ' || p[brace] == '\t' || p[brace] == '\n' || p[brace] == '\r'))
+      ++brace;
+    const bool safetensors_like = brace < file->size() && p[brace] == '{' && header <= file->size() - 8;
     wpk = has_wpk_magic({p, static_cast<size_t>(file->size())});
     for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at) {
       hdf5 = std::memcmp(p + at, kHdf5Signature, 8) == 0;

@@ -36,16 +36,9 @@ bool is_utf8(std::string_view text) {
 // Whether `text` is one JSON object and nothing else, in UTF-8, within the rules every JSON text
 // wpack reads shares (formats/detail/json_rules.h).
 bool is_json_object(const std::string& text) {
-  if (!detail::json_text_problem(text).empty()) return false;
-  struct TooDeep {};
-  auto limit = [](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    if (detail::json_too_deep(depth, event)) throw TooDeep{};
-    return true;
-  };
   try {
-    const nlohmann::json parsed = nlohmann::json::parse(text, limit, /*allow_exceptions=*/false);
-    return !parsed.is_discarded() && parsed.is_object();
-  } catch (const TooDeep&) {
+    return detail::parse_json(text, /*unique_keys=*/false).value.is_object();
+  } catch (const detail::JsonProblem&) {
     return false;
   }
 }

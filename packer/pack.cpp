@@ -69,16 +69,16 @@ uint64_t zero_count(DType dtype, const uint8_t* bytes, uint64_t elements) {
 }
 
 std::string metadata_json(const TensorSource& source, const PackOptions& options) {
-  nlohmann::ordered_json meta;
-  meta["wpack_version"] = WPACK_VERSION_STRING;
-  meta["command_line"] = options.command_line;
-  meta["source_format"] = source.format_name();
-  nlohmann::ordered_json src = nlohmann::ordered_json::object();
-  for (const auto& [k, v] : source.metadata()) src[k] = v;
-  meta["source_metadata"] = src;
   // A command line or an HDF5 attribute may hold bytes that are not UTF-8 (paths can): written as
-  // U+FFFD, so that the metadata stays a UTF-8 JSON object (docs/FORMAT.md).
-  return meta.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  // U+FFFD, so that the metadata stays a UTF-8 JSON object (docs/FORMAT.md). The object's members
+  // are dumped one by one, in this order: an ordered_json object inserts each key by linear search
+  // (quadratic in a source's metadata keys); nlohmann::json keeps the source's keys sorted, as the
+  // std::map they come from.
+  auto dump = [](const nlohmann::json& value) { return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
+  nlohmann::json src = nlohmann::json::object();
+  for (const auto& [k, v] : source.metadata()) src[k] = v;
+  return "{\"wpack_version\":" + dump(WPACK_VERSION_STRING) + ",\"command_line\":" + dump(options.command_line) +
+         ",\"source_format\":" + dump(source.format_name()) + ",\"source_metadata\":" + dump(src) + "}";
 }
 
 bool lossy_dtype(DType dtype) {
@@ -783,6 +783,10 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     Plan& plan = plans[t];
     plan.policy = resolve_policy(info, options);
     check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
+    // (an HDF5 dataset may have this name; safetensors reserves it, and unpack writes safetensors)
+    if (info.name == "__metadata__")
+      throw Error(ErrorCode::kUnsupported, source.path() + ": tensor '__metadata__': safetensors reserves this name, so "
+                                                           "wpack unpack could not write it back");
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
     if (uint64_t{plan.tile_rows} * plan.tile_cols > kWpkMaxTileElements)
       throw Error(ErrorCode::kInvalidArgument, source.path() + ": tensor '" + info.name + "': tile shape " +

@@ -247,6 +247,8 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
   std::vector<TensorInfo> infos;
   uint64_t total = 0;
   for (const auto& t : reader.tensors()) {
+    if (t.name == "__metadata__")  // compress refuses it; a .wpk written otherwise may hold it
+      throw Error(ErrorCode::kUnsupported, reader.path() + ": tensor '__metadata__': safetensors reserves this name");
     const bool convert = float_dtype && is_float_dtype(t.dtype) && *float_dtype != t.dtype;
     infos.push_back(TensorInfo{t.name, convert ? *float_dtype : t.dtype, t.shape});
     total += infos.back().num_bytes();

@@ -93,7 +93,7 @@ pid_t spawn_wpack(const std::vector<std::string>& args, int* capture = nullptr, 
     ::dup2(out, 1);
     ::dup2(out, 2);
     if (file_size_limit != RLIM_INFINITY) {
-      ::signal(SIGXFSZ, SIG_IGN);  // kept across exec: an ignored signal stays ignored
+      ::signal(SIGXFSZ, SIG_DFL);  // as a shell leaves it (fatal): wpack ignores it itself
       struct rlimit limit = {file_size_limit, file_size_limit};
       if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) ::_exit(126);
     }

@@ -1005,3 +1005,25 @@ TEST_CASE("open_tensor_source dispatches HDF5 files by signature") {
     CHECK(read_bytes(*d, 0) == kBias);
   }
 }
+
+// A safetensors header may start with whitespace (the reference implementation reads it): such a
+// file is safetensors even when its tensor data holds the HDF5 signature where a user block would
+// end. It was opened as HDF5 ("not a readable HDF5 file").
+TEST_CASE("open_tensor_source: a safetensors file whose header starts with spaces is safetensors, whatever its data") {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  std::string header = "  \n{\"w\":{\"dtype\":\"U8\",\"shape\":[2048],\"data_offsets\":[0,2048]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::vector<uint8_t> file;
+  for (int i = 0; i < 8; ++i) file.push_back(static_cast<uint8_t>(uint64_t{header.size()} >> (8 * i)));
+  for (char c : header) file.push_back(static_cast<uint8_t>(c));
+  const size_t data = file.size();
+  file.resize(data + 2048, 7);
+  const uint8_t signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  std::copy(signature, signature + 8, file.begin() + 1024);  // inside the tensor's bytes
+  test::write_file(path, file);
+  auto source = open_tensor_source(path);
+  CHECK(source->format_name() == "safetensors");
+  REQUIRE(source->tensors().size() == 1);
+  CHECK(read_bytes(*source, 0) == std::vector<uint8_t>(file.begin() + data, file.end()));
+}

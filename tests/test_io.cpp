@@ -67,3 +67,31 @@ TEST_CASE("io: targets with names of up to 255 bytes, new or replaced") {
     }
   }
 }
+
+// The output's mode: a new file's is 0666 less the umask (it was always 0644: a user's umask 077
+// gave files others could read); a replaced file keeps its own.
+TEST_CASE("io: a new output follows the umask, a replaced one keeps its mode") {
+  TempDir dir;
+  const std::vector<uint8_t> bytes = {1, 2, 3};
+  auto write = [&](const std::string& path, bool overwrite) {
+    AtomicOutputFile f(path, overwrite);
+    f.write(bytes.data(), bytes.size());
+    f.commit();
+  };
+  auto mode_of = [](const std::string& path) {
+    struct stat st;
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  const mode_t saved = ::umask(077);
+  write(dir.file("private"), false);
+  ::umask(022);
+  write(dir.file("shared"), false);
+  ::umask(saved);
+  CHECK(mode_of(dir.file("private")) == 0600);
+  CHECK(mode_of(dir.file("shared")) == 0644);
+  REQUIRE(::chmod(dir.file("shared").c_str(), 0640) == 0);
+  write(dir.file("shared"), true);
+  CHECK(mode_of(dir.file("shared")) == 0640);
+  CHECK(test::read_file(dir.file("shared")) == bytes);
+}

@@ -177,6 +177,22 @@ TEST_CASE("pack: unpack writes a safetensors file equal to the source, metadata 
   CHECK_THROWS_AS(unpack_to_safetensors(*r, dir.file("out.safetensors"), false, 0), Error);
 }
 
+TEST_CASE("pack: a tensor named '__metadata__' (an HDF5 dataset may be) is refused: unpack could not write it") {
+  TempDir dir;
+  MemorySource src("model.h5");
+  src.add("w", DType::F32, {4}, test::gaussian_f32(4, 1.0f, 1));
+  src.add("__metadata__", DType::F32, {2}, test::gaussian_f32(2, 1.0f, 2));
+  try {
+    pack_model(src, dir.file("m.wpk"), PackOptions{});
+    FAIL("packed");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::kUnsupported);
+    CHECK(std::string(e.what()) == "model.h5: tensor '__metadata__': safetensors reserves this name, so wpack unpack "
+                                   "could not write it back");
+  }
+  CHECK_FALSE(std::filesystem::exists(dir.file("m.wpk")));
+}
+
 TEST_CASE("pack: a corrupted tile is named with its tensor and tile") {
   TempDir dir;
   MemorySource src;

@@ -1,11 +1,13 @@
 // The rules every JSON text wpack reads shares (safetensors headers and index files, .wpk
-// metadata), on top of nlohmann's parser.
+// metadata), on top of nlohmann's parser, and the one way wpack parses such a text.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace wpack::detail {
 
@@ -16,17 +18,30 @@ inline constexpr int kMaxJsonDepth = 128;
 // Why `text` is not JSON that wpack reads, found before parsing; empty when nothing is. A NUL byte
 // (nlohmann stops at one, so "{}\0junk" would parse; JSON text never holds a raw NUL) and a leading
 // UTF-8 byte order mark (nlohmann skips it; serde_json and Python's json refuse it).
-inline std::string json_text_problem(std::string_view text) {
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
-    return "NUL byte at offset " + std::to_string(nul);
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") return "it starts with a byte order mark";
-  return {};
-}
+std::string json_text_problem(std::string_view text);
 
-// For a parser callback: whether this event opens an array or object deeper than kMaxJsonDepth.
-inline bool json_too_deep(int depth, nlohmann::json::parse_event_t event) {
-  using Event = nlohmann::json::parse_event_t;
-  return (event == Event::object_start || event == Event::array_start) && depth >= kMaxJsonDepth;
-}
+// A JSON text parsed by parse_json.
+struct ParsedJson {
+  nlohmann::json value;
+  // The keys of the top-level object, in file order, and of each object directly inside it (by
+  // its key): nlohmann::json keeps an object's keys sorted.
+  std::vector<std::string> top_keys;
+  std::map<std::string, std::vector<std::string>> member_keys;
+};
+
+// What parse_json found wrong, for the caller to word: `problem` is a sentence without the file.
+struct JsonProblem {
+  enum class Kind { kInvalid, kTooDeep, kDuplicateKey } kind;
+  std::string problem;
+  std::string key;         // kDuplicateKey: the key
+  bool top_level = false;  // kDuplicateKey: in the top-level object
+};
+
+// Parses `text` in linear time: one SAX pass checks the rules (json_text_problem, nesting up to
+// kMaxJsonDepth, with `unique_keys` no key twice in one object; nlohmann keeps the last one
+// silently) and records the key order, then the value is built without a parser callback
+// (nlohmann's callback parser rescans the enclosing container at each closing object, and its
+// ordered_json inserts keys by linear search: both quadratic). Throws JsonProblem.
+ParsedJson parse_json(std::string_view text, bool unique_keys);
 
 }  // namespace wpack::detail
