@@ -121,7 +121,15 @@ Entry parse_entry(const std::string& path, const std::string& name, const Json& 
   const auto& dtype = value["dtype"];
   if (!dtype.is_string()) fail_tensor(path, name, "dtype is not a string but " + json_text(dtype));
   const auto parsed = parse_dtype(dtype.get_ref<const std::string&>());
-  if (!parsed) fail_tensor(path, name, "unknown dtype '" + printable(dtype.get_ref<const std::string&>()) + "'");
+  if (!parsed) {
+    const std::string& text = dtype.get_ref<const std::string&>();
+    // In the specification (safetensors 0.6), but not among wpack's dtypes (formats/dtype.h)
+    for (const char* spec_only : {"C64", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"})
+      if (text == spec_only)
+        throw Error(ErrorCode::kUnsupported,
+                    printable(path) + ": tensor '" + printable(name) + "': dtype '" + text + "' is not supported by wpack");
+    fail_tensor(path, name, "unknown dtype '" + printable(text) + "'");
+  }
   entry.info.dtype = *parsed;
 
   const auto& shape = value["shape"];
@@ -194,6 +202,7 @@ class SafetensorsFile final : public TensorSource {
     for (const std::string& key : parsed.top_keys) {  // file order: ties in data order stay in header order
       const Json& value = header.find(key).value();
       if (key == "__metadata__") {
+        if (value.is_null()) continue;  // none, as the reference implementation reads it (an Option)
         if (!value.is_object()) fail_file(path, "__metadata__ is not an object but " + json_text(value));
         for (const auto& [meta_key, meta_value] : value.items()) {
           if (!meta_value.is_string())

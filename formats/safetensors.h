@@ -3,8 +3,10 @@
 // Validation follows the reference implementation, in this order, each rule with its own error
 // message naming the file (and tensor): file at least 8 bytes; header length N ≤ 100 MB and
 // 8 + N ≤ file size; header is a JSON object (UTF-8); `__metadata__`, if present, is a map of
-// string to string; each tensor entry has exactly dtype/shape/data_offsets of the right types;
-// unknown dtype refused; duplicate names refused; shape product × dtype size computed with checked
+// string to string (or null: none); each tensor entry has exactly dtype/shape/data_offsets of the
+// right types (stricter than the reference, which ignores other fields: unpack would drop them);
+// unknown dtype refused (kUnsupported for the specification's C64, F8_E8M0, F6_E2M3, F6_E3M2 and
+// F4, which wpack does not read); duplicate names refused (the reference keeps the last); shape product × dtype size computed with checked
 // arithmetic and equal to end − begin; begin ≤ end; offsets, sorted, are contiguous from 0 with no
 // hole and no overlap; the last end equals the data size (no trailing bytes).
 #pragma once

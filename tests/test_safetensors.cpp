@@ -234,6 +234,32 @@ TEST_CASE("safetensors refuses an unknown dtype or a dtype that is not a string"
                        "dtype is not a string");
 }
 
+TEST_CASE("safetensors: the specification's dtypes that wpack does not read are unsupported, not unknown") {
+  TempDir dir;
+  for (const char* dtype : {"C64", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"}) {
+    INFO(dtype);
+    const std::string path = dir.file(std::string(dtype) + ".safetensors");
+    test::write_file(path, raw_file(std::string(R"({"w":{"dtype":")") + dtype + R"(","shape":[1],"data_offsets":[0,8]}})", 8));
+    try {
+      open_safetensors(path);
+      FAIL("opened");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::kUnsupported);
+      CHECK(std::string(e.what()) == path + ": tensor 'w': dtype '" + dtype + "' is not supported by wpack");
+    }
+  }
+}
+
+TEST_CASE("safetensors: __metadata__ null is no metadata, as the reference implementation reads it") {
+  TempDir dir;
+  const std::string path = dir.file("null_meta.safetensors");
+  test::write_file(path, raw_file(R"({"__metadata__":null,"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 2));
+  auto source = open_safetensors(path);
+  CHECK(source->metadata().empty());
+  REQUIRE(source->tensors().size() == 1);
+  CHECK(source->tensors()[0].name == "w");
+}
+
 TEST_CASE("safetensors refuses a shape that is not an array of integers") {
   TempDir dir;
   require_format_error(dir, raw_file(R"({"w":{"dtype":"U8","shape":"2","data_offsets":[0,2]}})", 2), "w",
