@@ -196,13 +196,6 @@ int main(int argc, char** argv) {
         std::cerr << "wpack: --level applies to --codec zstd or auto (got --codec " << codec_text << ")\n";
         return 2;
       }
-      // Quantizer options with nothing to quantize: an error, not silently a lossless file.
-      if (scheme_text == "lossless" && override_texts.empty())
-        for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
-          if (c->count(name)) {
-            std::cerr << "wpack: " << name << " applies to lossy tensors: give --scheme or --override\n";
-            return 2;
-          }
       compress.options.codec_auto = (codec_text == "auto");
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
@@ -244,6 +237,17 @@ int main(int argc, char** argv) {
         compress.options.overrides.push_back(
             {text.substr(0, split), wpack::parse_policy_spec(text.substr(split + 1), base)});
       }
+      // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override): an
+      // error, not silently a lossless file.
+      const bool any_lossy = scheme_text != "lossless" ||
+                             std::any_of(compress.options.overrides.begin(), compress.options.overrides.end(),
+                                         [](const auto& o) { return o.policy.lossy(); });
+      if (!any_lossy)
+        for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
+          if (c->count(name)) {
+            std::cerr << "wpack: " << name << " applies to lossy tensors: give a lossy --scheme or --override\n";
+            return 2;
+          }
       compress.options.keep = keep_patterns;
       return run_compress(compress, global);
     }

@@ -1,6 +1,7 @@
 // zstd as a plane codec; see packer/zstd_codec.h.
 #include "packer/zstd_codec.h"
 
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_literalCompressionMode (experimental; Debian 12: libzstd 1.5.4)
 #include <zstd.h>  // libzstd (Debian libzstd-dev): ZSTD_compressCCtx, ZSTD_decompressDCtx, frame queries
 
 #include <memory>
@@ -59,6 +60,10 @@ std::vector<uint8_t> zstd_compress(std::span<const uint8_t> in, int level, ZstdT
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_strategy, ZSTD_fast);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_minMatch, 7);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog, 6);
+    // Literals always Huffman-coded: the fast strategy takes the level's targetLength as a step
+    // between match searches (every level but 1..3, negative ones included, has one), and with a
+    // step zstd's automatic mode leaves literals raw: those levels stored these planes uncoded.
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_literalCompressionMode, ZSTD_ps_enable);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
     written = ZSTD_compress2(cctx, out.data(), out.size(), in.data(), in.size());
   }

@@ -804,6 +804,10 @@ TEST_CASE("usage errors exit 2 with one line") {
   CHECK(contains(compress(model, out, {"--tile", "16777216x2"}).err, "has more than 2^24 elements per tile"));
   CHECK(contains(run_wpack({"verify", out, "--against", model, "--max-error", "-1"}).err, "must be a finite number >= 0"));
   CHECK(contains(compress(model, out, {"--prune", "0.5"}).err, "--prune applies to lossy tensors"));
+  // ... and with only lossless overrides (they quantize nothing either)
+  RunResult lossless_override = compress(model, out, {"--group", "64", "--override", "^x$=lossless"});
+  CHECK(lossless_override.exit_code == 2);
+  CHECK(contains(lossless_override.err, "--group applies to lossy tensors"));
   // The options where they apply: --tile of exactly 2^24 elements, --level with zstd, --prune with --override.
   for (const auto& extra : std::vector<std::vector<std::string>>{{"--tile", "16777216x1"},
                                                                   {"--codec", "zstd", "--level", "-5"},
