@@ -194,7 +194,17 @@ void decode_tile_as(const WpkReader& reader, size_t tensor, uint64_t tile, DType
     decode_tile_of(reader, tensor, tile, scratch.raw);
     return;
   }
-  decode_tile_f32_of(reader, tensor, tile, params, scratch.values);
+  if (t.scheme == 0 && t.dtype == DType::F64 && out_dtype != DType::F32) {  // to F16/BF16 in one rounding
+    decode_tile_of(reader, tensor, tile, scratch.raw);
+    scratch.values.resize(scratch.raw.size() / 8);
+    for (size_t i = 0; i < scratch.values.size(); ++i) {
+      double d;
+      std::memcpy(&d, scratch.raw.data() + 8 * i, 8);
+      scratch.values[i] = detail::double_to_float_round_to_odd(d);
+    }
+  } else {
+    decode_tile_f32_of(reader, tensor, tile, params, scratch.values);
+  }
   scratch.raw.resize(scratch.values.size() * dtype_size(out_dtype));
   convert_decoded(t, out_dtype, scratch.values, scratch.raw.data());
 }

@@ -812,6 +812,38 @@ TEST_CASE("verify: rel_error against the source, and a max-error bound", "[lossy
   REQUIRE_FALSE(verify_cpu(*r, &other, 2).ok());
 }
 
+TEST_CASE("verify: a source changed toward the decoded weights fails too, and a mismatched one reports no error figures",
+          "[lossy]") {
+  TempDir dir;
+  MemorySource src;
+  const std::vector<uint8_t> w = weights_f32(128 * 256, 41);
+  src.add("w", DType::F32, {128, 256}, w);
+  PackOptions opt = lossy_options("int4");
+  opt.policy.prune = parse_prune("0.5");
+  pack_model(src, dir.file("m.wpk"), opt);
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  REQUIRE(verify_cpu(*r, &src, 2).ok());
+  // The source zeroed where pruning put zeros: a smaller error than recorded (it passed before)
+  std::vector<float> decoded(128 * 256);
+  decode_tensor_f32(*r, 0, decoded, 1);
+  std::vector<uint8_t> zeroed = w;
+  for (size_t i = 0; i < decoded.size(); ++i)
+    if (decoded[i] == 0.0f) std::memset(zeroed.data() + 4 * i, 0, 4);
+  MemorySource changed("changed.safetensors");
+  changed.add("w", DType::F32, {128, 256}, zeroed);
+  const VerifyReport lower = verify_cpu(*r, &changed, 2);
+  REQUIRE_FALSE(lower.ok());
+  CHECK(lower.tensors[0].rel_error < r->tensors()[0].metrics.rel_error);
+  CHECK_THAT(lower.tensors[0].error, Catch::Contains("is below the") && Catch::Contains("not the source it was packed from"));
+  // Another shape: nothing compared, no error figure
+  MemorySource reshaped;
+  reshaped.add("w", DType::F32, {256, 128}, w);
+  const VerifyReport mismatch = verify_cpu(*r, &reshaped, 2);
+  REQUIRE_FALSE(mismatch.ok());
+  CHECK_FALSE(mismatch.tensors[0].compared);
+  CHECK_THAT(mismatch.tensors[0].error, Catch::Contains("but the source has F32[256, 128]"));
+}
+
 TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run, inspect, unpack --dtype, verify", "[lossy][cli]") {
   TempDir dir;
   const std::string model = dir.file("model.safetensors");

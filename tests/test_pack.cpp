@@ -193,6 +193,34 @@ TEST_CASE("pack: a tensor named '__metadata__' (an HDF5 dataset may be) is refus
   CHECK_FALSE(std::filesystem::exists(dir.file("m.wpk")));
 }
 
+// unpack --dtype F16/BF16 of a lossless F64 tensor rounds each value once, to nearest even (through
+// float it rounded twice: 1 + 2^-11 + 2^-40 gave 1, and 65519.99999 infinity).
+TEST_CASE("pack: unpack --dtype F16 and BF16 round F64 values once") {
+  TempDir dir;
+  const std::vector<double> values = {1 + 0x1p-11 + 0x1p-40, 65519.99999, 1 + 0x1p-8 + 0x1p-40, -65519.99999,
+                                      1e300, 1 + 0x1p-11, 3.0, -0x1p-30};
+  const std::vector<uint16_t> f16 = {0x3C01, 0x7BFF, 0x3C04, 0xFBFF, 0x7C00, 0x3C00, 0x4200, 0x8000};
+  const std::vector<uint16_t> bf16 = {0x3F80, 0x4780, 0x3F81, 0xC780, 0x7F80, 0x3F80, 0x4040, 0xB080};
+  std::vector<uint8_t> bytes(values.size() * 8);
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  MemorySource src;
+  src.add("w", DType::F64, {2, 4}, bytes);
+  pack_model(src, dir.file("m.wpk"), PackOptions{});
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  for (const auto& [dtype, expect] : {std::pair{DType::F16, f16}, std::pair{DType::BF16, bf16}}) {
+    INFO(dtype_name(dtype));
+    const std::string out = dir.file(std::string(dtype_name(dtype)) + ".safetensors");
+    unpack_to_safetensors(*r, out, false, 1, {}, dtype);
+    auto back = open_safetensors(out);
+    REQUIRE(back->tensors()[0].dtype == dtype);
+    TensorBytes got = back->read(0);
+    std::vector<uint16_t> bits(values.size());
+    REQUIRE(got.size() == bits.size() * 2);
+    std::memcpy(bits.data(), got.data(), got.size());
+    CHECK(bits == expect);
+  }
+}
+
 TEST_CASE("pack: a corrupted tile is named with its tensor and tile") {
   TempDir dir;
   MemorySource src;

@@ -19,7 +19,7 @@ namespace wpack {
 struct TensorCheck {
   std::string name;
   bool decoded = false;          // every tile's checksum matched and it decoded
-  bool compared = false;         // an --against source was given and the tensor found in it
+  bool compared = false;         // compared with the --against source's tensor (found, same dtype and shape)
   bool bit_exact = false;        // decoded bytes equal the source bytes (when compared)
   uint64_t mismatched_elements = 0;
   uint64_t first_bad_tile = 0;   // within the tensor, when !decoded or !bit_exact
@@ -54,7 +54,8 @@ using TensorDecodedHook = std::function<void(const DecodedTensor&)>;
 // Decodes every tile of every tensor (checksums first) and, with `against`, compares each decoded
 // tensor with the source tensor of the same name (dtype, shape and bytes; lossless tensors must be
 // bit-exact). Lossy tensors are decoded to float and pass when their relative error against the
-// source (as float) is at most the recorded rel_error * (1 + kLossyRelTolerance) and at most
+// source (as float) is the recorded rel_error within a factor 1 -+ kLossyRelTolerance (a source
+// that gives less is not the one packed either: e.g. zeroed where pruning put zeros) and at most
 // `max_rel_error`; without `against`, when the rel_error recorded at compress time is at most
 // `max_rel_error`. Tensors of the source that the .wpk lacks, and the reverse, are reported. Never
 // throws for a bad tile or tensor: each problem is recorded and the other tensors still checked.

@@ -31,6 +31,17 @@ Error out_of_memory(const WpkReader& reader, const WpkTensor& wt, uint64_t bytes
                                    std::to_string(bytes) + " decoded bytes");
 }
 
+// The source's tensor `index`, or nullopt with check.error set when it cannot be read (an HDF5
+// dataset that fails to decompress): that tensor fails, the others are still checked.
+std::optional<TensorBytes> read_source(const TensorSource& source, size_t index, TensorCheck& check) {
+  try {
+    return source.read(index);
+  } catch (const Error& e) {
+    check.error = e.what();
+    return std::nullopt;
+  }
+}
+
 // A lossy tensor: decode every tile to float into `decoded` (num_elements values); with a source,
 // compare relative errors. A failed decode sets check.error and, with `decode_error`, keeps the Error.
 void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, size_t source_index, bool in_source,
@@ -69,7 +80,6 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     return;
   }
   const TensorInfo& src = against->tensors()[source_index];
-  check.compared = true;
   if (src.dtype != wt.dtype || src.shape != wt.shape) {
     check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
                   shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
@@ -77,19 +87,26 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     return;
   }
   std::vector<float> source(wt.num_elements());
-  try {
-    TensorBytes bytes = against->read(source_index);
-    convert_to_f32(src.dtype, bytes.data(), source.size(), source.data());
-  } catch (const Error& e) {
-    check.error = e.what();
-    return;
-  }
+  const std::optional<TensorBytes> bytes = read_source(*against, source_index, check);
+  if (!bytes) return;
+  convert_to_f32(src.dtype, bytes->data(), source.size(), source.data());
   const ErrorStats stats = error_stats(source.data(), decoded.data(), source.size());
+  check.compared = true;
   check.rel_error = stats.rel_error;
-  char buf[200];
-  if (!(stats.rel_error <= wt.metrics.rel_error * (1 + kLossyRelTolerance))) {
+  // The packer recorded this very figure against its source (the same decode, the same sums up to
+  // their order): a source changed toward the decoded values (zeros where pruning put them) gives
+  // less, one changed away from them more; either is not the source this file was packed from.
+  const double recorded = wt.metrics.rel_error;
+  char buf[300];
+  if (!(stats.rel_error <= recorded * (1 + kLossyRelTolerance))) {
     std::snprintf(buf, sizeof buf, ": rel_error %.9g against %s exceeds the %.9g recorded at compress time",
-                  stats.rel_error, against->path().c_str(), wt.metrics.rel_error);
+                  stats.rel_error, against->path().c_str(), recorded);
+    check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
+  } else if (!(stats.rel_error >= recorded * (1 - kLossyRelTolerance))) {
+    std::snprintf(buf, sizeof buf,
+                  ": rel_error %.9g against %s is below the %.9g recorded at compress time: not the source it was "
+                  "packed from",
+                  stats.rel_error, against->path().c_str(), recorded);
     check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
   } else {
     check_max_error(stats.rel_error, "");
@@ -174,19 +191,18 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
         check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
       } else {
         const TensorInfo& src = against->tensors()[it->second];
-        check.compared = true;
         if (src.dtype != wt.dtype || src.shape != wt.shape) {
           check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
                         shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
                         shape_to_string(src.shape);
-        } else {
-          TensorBytes src_bytes = against->read(it->second);
+        } else if (std::optional<TensorBytes> src_bytes = read_source(*against, it->second, check)) {
+          check.compared = true;
           const uint32_t esize = dtype_size(wt.dtype);
           const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
           uint64_t first_bad_element = UINT64_MAX;
           const uint64_t n = wt.num_elements();
           for (uint64_t i = 0; i < n; ++i)
-            if (std::memcmp(decoded.data() + i * esize, src_bytes.data() + i * esize, esize) != 0) {
+            if (std::memcmp(decoded.data() + i * esize, src_bytes->data() + i * esize, esize) != 0) {
               if (first_bad_element == UINT64_MAX) first_bad_element = i;
               check.mismatched_elements++;
             }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <bit>      // std::bit_cast
+#include <cmath>    // std::fabs, std::nextafter
 #include <cstdint>
 
 namespace wpack::detail {
@@ -53,6 +54,17 @@ inline uint16_t float_to_bf16_bits(float f) {
   if ((x & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
   x += 0x7FFFu + ((x >> 16) & 1u);
   return static_cast<uint16_t>(x >> 16);
+}
+
+// double -> float rounded to odd: the float toward zero, its last bit set when that is inexact.
+// Rounded on to nearest even in a format of at most 22 significant bits (fp16, bf16), it gives the
+// double's nearest-even value there, as one rounding would (a plain double -> float -> fp16 rounds
+// twice: 1 + 2^-11 + 2^-40 became 1, and 65519.99999 infinity). NaN stays NaN.
+inline float double_to_float_round_to_odd(double d) {
+  float f = static_cast<float>(d);
+  if (d != d || static_cast<double>(f) == d) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) f = std::nextafter(f, 0.0f);  // inf -> the largest float
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
 }
 
 // Largest finite fp16 value and the smallest positive (subnormal) one.
