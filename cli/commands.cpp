@@ -188,7 +188,18 @@ std::string scheme_label(const json& details, const std::string& scheme) {
   return s;
 }
 
-std::string metric_text(double v, int digits) { return std::isfinite(v) ? fixed(v, digits) : "inf"; }
+std::string sci(double v, int digits) {
+  if (std::isnan(v)) return "-";
+  if (std::isinf(v)) return "inf";
+  if (v == 0) return "0";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.*e", digits, v);
+  return buf;
+}
+
+// An error figure in inspect's table: NaN as "nan" (an error of a tensor holding NaN), small ones
+// in scientific notation (a fixed 5 decimals showed the 1e-9 errors of tiny weights as 0.00000).
+std::string metric_text(double v, int digits) { return std::isnan(v) ? "nan" : digits < 0 ? sci(v, 2) : fixed(v, digits); }
 
 int inspect_wpk(const InspectArgs& args) {
   auto reader = WpkReader::open(args.input);
@@ -236,7 +247,7 @@ int inspect_wpk(const InspectArgs& args) {
                                     fixed(100 * ratio_of(packed, original), 1) + "%", fixed(bits_per_weight(packed, t.num_elements()), 2)};
     if (any_lossy) {
       if (t.scheme != 0)
-        row.insert(row.end(), {metric_text(t.metrics.rel_error, 5), metric_text(t.metrics.max_abs_error, 5),
+        row.insert(row.end(), {metric_text(t.metrics.rel_error, -1), metric_text(t.metrics.max_abs_error, -1),
                                metric_text(t.metrics.snr_db, 1), fixed(t.metrics.sparsity, 3)});
       else
         row.insert(row.end(), {"0", "0", "exact", fixed(t.metrics.sparsity, 3)});
@@ -532,14 +543,6 @@ json gpu_totals_json(const GpuVerifyReport& gpu) {
   return totals;
 }
 
-std::string sci(double v, int digits) {
-  if (std::isnan(v)) return "-";
-  if (std::isinf(v)) return "inf";
-  if (v == 0) return "0";
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.*e", digits, v);
-  return buf;
-}
 
 void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
   const gpu::GpuDeviceInfo& d = gpu.device;
