@@ -108,8 +108,12 @@ int main(int argc, char** argv) {
                 "of rans and zstd), exp4 (BF16/F32: 4-bit exponent codes, ~75%, decoded inside the GPU matmul at full speed; "
                 "quantized tensors raw)")
       ->check(CLI::IsMember({"zstd", "rans", "none", "auto", "exp4"}));
-  auto* level = c->add_option("--level", compress.options.level, "zstd level, -7 (fastest) to 19 (smallest), default 3")
-                    ->check(CLI::Range(-7, 19));
+  auto* level = c->add_option("--level", compress.options.level, "zstd level, -7 (fastest) to 19 (smallest), not 0; default 3")
+                    ->check(CLI::Range(-7, 19))
+                    ->check([](const std::string& text) {  // zstd's 0 means its default, which --level does not give
+                      return text.find_first_not_of("+-0") == std::string::npos ? std::string("0 is not a zstd level here")
+                                                                                : std::string();
+                    });
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
   c->add_option("--alignment", compress.options.alignment, "Tile data alignment in bytes (power of two, >= 16)");

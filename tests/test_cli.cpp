@@ -804,6 +804,9 @@ TEST_CASE("usage errors exit 2 with one line") {
   CHECK(contains(compress(model, out, {"--tile", "16777216x2"}).err, "has more than 2^24 elements per tile"));
   CHECK(contains(run_wpack({"verify", out, "--against", model, "--max-error", "-1"}).err, "must be a finite number >= 0"));
   CHECK(contains(compress(model, out, {"--prune", "0.5"}).err, "--prune applies to lossy tensors"));
+  RunResult level0 = compress(model, out, {"--codec", "zstd", "--level", "0"});  // not at the first tile
+  CHECK(level0.exit_code == 2);
+  CHECK(contains(level0.err, "0 is not a zstd level here"));
   // ... and with only lossless overrides (they quantize nothing either)
   RunResult lossless_override = compress(model, out, {"--group", "64", "--override", "^x$=lossless"});
   CHECK(lossless_override.exit_code == 2);
