@@ -197,9 +197,9 @@ std::string sci(double v, int digits) {
   return buf;
 }
 
-// An error figure in inspect's table: NaN as "nan" (an error of a tensor holding NaN), small ones
-// in scientific notation (a fixed 5 decimals showed the 1e-9 errors of tiny weights as 0.00000).
-std::string metric_text(double v, int digits) { return std::isnan(v) ? "nan" : digits < 0 ? sci(v, 2) : fixed(v, digits); }
+// An error figure in inspect's table, in scientific notation (a fixed 5 decimals showed the 1e-9
+// errors of tiny weights as 0.00000); NaN (a tensor holding NaN) as "nan".
+std::string error_text(double v) { return std::isnan(v) ? "nan" : sci(v, 2); }
 
 int inspect_wpk(const InspectArgs& args) {
   auto reader = WpkReader::open(args.input);
@@ -247,8 +247,9 @@ int inspect_wpk(const InspectArgs& args) {
                                     fixed(100 * ratio_of(packed, original), 1) + "%", fixed(bits_per_weight(packed, t.num_elements()), 2)};
     if (any_lossy) {
       if (t.scheme != 0)
-        row.insert(row.end(), {metric_text(t.metrics.rel_error, -1), metric_text(t.metrics.max_abs_error, -1),
-                               metric_text(t.metrics.snr_db, 1), fixed(t.metrics.sparsity, 3)});
+        row.insert(row.end(), {error_text(t.metrics.rel_error), error_text(t.metrics.max_abs_error),
+                               std::isfinite(t.metrics.snr_db) ? fixed(t.metrics.snr_db, 1) : "inf",
+                               fixed(t.metrics.sparsity, 3)});
       else
         row.insert(row.end(), {"0", "0", "exact", fixed(t.metrics.sparsity, 3)});
     }

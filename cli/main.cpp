@@ -109,11 +109,7 @@ int main(int argc, char** argv) {
                 "quantized tensors raw)")
       ->check(CLI::IsMember({"zstd", "rans", "none", "auto", "exp4"}));
   auto* level = c->add_option("--level", compress.options.level, "zstd level, -7 (fastest) to 19 (smallest), not 0; default 3")
-                    ->check(CLI::Range(-7, 19))
-                    ->check([](const std::string& text) {  // zstd's 0 means its default, which --level does not give
-                      return text.find_first_not_of("+-0") == std::string::npos ? std::string("0 is not a zstd level here")
-                                                                                : std::string();
-                    });
+                    ->check(CLI::Range(-7, 19));
   c->add_option("--filter", filter_text, "Filter: auto, floatplanes, byteshuffle, bitshuffle, none")
       ->check(CLI::IsMember({"auto", "floatplanes", "byteshuffle", "bitshuffle", "none"}));
   c->add_option("--alignment", compress.options.alignment, "Tile data alignment in bytes (power of two, >= 16)");
@@ -198,6 +194,10 @@ int main(int argc, char** argv) {
       }
       if (level->count() && codec_text != "zstd" && codec_text != "auto") {
         std::cerr << "wpack: --level applies to --codec zstd or auto (got --codec " << codec_text << ")\n";
+        return 2;
+      }
+      if (level->count() && compress.options.level == 0) {  // zstd's 0 means its default, which --level does not give
+        std::cerr << "wpack: --level: 0 is not a zstd level here\n";
         return 2;
       }
       compress.options.codec_auto = (codec_text == "auto");

@@ -141,20 +141,13 @@ Hid open_object(const Ctx& ctx, hid_t loc, hid_t lapl, const std::string& name, 
     // object". Each prefix of the path is asked for its link in turn, so that no external link is
     // traversed (lapl refuses them) before it is seen.
     bool external = false;
-    std::string prefix = name.rfind('/', 0) == 0 ? "/" : "";
-    for (size_t begin = 0; begin <= name.size();) {
-      const size_t end = std::min(name.find('/', begin), name.size());
-      if (end > begin) {
-        if (!prefix.empty() && prefix.back() != '/') prefix += '/';
-        prefix.append(name, begin, end - begin);
-        H5L_info_t link{};
-        if (H5Lexists(loc, prefix.c_str(), lapl) <= 0 || H5Lget_info(loc, prefix.c_str(), &link, lapl) < 0) break;
-        if (link.type == H5L_TYPE_EXTERNAL) {
-          external = true;
-          break;
-        }
-      }
-      begin = end + 1;
+    for (size_t end = 0; end != std::string::npos && !external;) {
+      end = name.find('/', end + 1);
+      const std::string prefix = name.substr(0, end);  // "a", "a/b", ...; "/a", "/a/b" for an absolute name
+      if (prefix.empty() || prefix.back() == '/') continue;  // an empty name; "a//b": its "a/"
+      H5L_info_t link{};
+      if (H5Lexists(loc, prefix.c_str(), lapl) <= 0 || H5Lget_info(loc, prefix.c_str(), &link, lapl) < 0) break;
+      external = link.type == H5L_TYPE_EXTERNAL;
     }
     H5Eclear2(H5E_DEFAULT);
     if (external) ctx.fail(ErrorCode::kUnsupported, what, "is an external link to another file (not followed)");

@@ -12,7 +12,7 @@
 #include <cstring>       // std::memcpy
 #include <filesystem>    // shard paths relative to the index
 #include <optional>
-#include <set>           // duplicate-key detection
+#include <set>           // the writer's duplicate names
 #include <string_view>
 #include <unordered_map> // tensor name -> shard lookups
 
@@ -63,12 +63,12 @@ std::string printable(std::string_view text, bool ascii_only = false) {
 // the last one silently). A duplicate at the top level is reported through
 // `on_top_level_duplicate` (a tensor name in a header), deeper ones as a duplicate key. Invalid
 // JSON / UTF-8 and nesting deeper than detail::kMaxJsonDepth, a NUL byte or a byte order mark
-// (formats/detail/json_rules.h) are Error(kFormat).
+// (formats/detail/json_rules.h) are Error(kFormat). `keys_of`: as detail::parse_json's.
 template <typename OnTopLevelDuplicate>
 detail::ParsedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
-                                          OnTopLevelDuplicate on_top_level_duplicate) {
+                                          OnTopLevelDuplicate on_top_level_duplicate, std::string_view keys_of = {}) {
   try {
-    return detail::parse_json(text, /*unique_keys=*/true);
+    return detail::parse_json(text, /*unique_keys=*/true, keys_of);
   } catch (const detail::JsonProblem& p) {
     switch (p.kind) {
       case detail::JsonProblem::Kind::kDuplicateKey:
@@ -200,7 +200,7 @@ class SafetensorsFile final : public TensorSource {
     std::vector<Entry> entries;
     entries.reserve(header.size());
     for (const std::string& key : parsed.top_keys) {  // file order: ties in data order stay in header order
-      const Json& value = header.find(key).value();
+      const Json& value = header.at(key);
       if (key == "__metadata__") {
         if (value.is_null()) continue;  // none, as the reference implementation reads it (an Option)
         if (!value.is_object()) fail_file(path, "__metadata__ is not an object but " + json_text(value));
@@ -297,20 +297,21 @@ class SafetensorsSharded final : public TensorSource {
       fail_file(index_path, "index is " + std::to_string(map->size()) + " bytes, over the limit of " +
                                 std::to_string(kMaxIndexBytes));
     const std::string_view text(reinterpret_cast<const char*>(map->data()), map->size());
-    const detail::ParsedJson parsed = parse_json_unique_keys(text, index_path, "index", [](const std::string&) {});
+    const detail::ParsedJson parsed =
+        parse_json_unique_keys(text, index_path, "index", [](const std::string&) {}, "weight_map");
     const Json& index = parsed.value;
     if (!index.is_object()) fail_file(index_path, "index is not a JSON object but " + json_text(index));
     if (!index.contains("weight_map")) fail_file(index_path, "index has no weight_map");
-    const Json& weight_map = index.find("weight_map").value();
+    const Json& weight_map = index.at("weight_map");
     if (!weight_map.is_object()) fail_file(index_path, "weight_map is not an object but " + json_text(weight_map));
-    const std::vector<std::string>& weight_map_keys = parsed.member_keys.at("weight_map");  // file order
+    const std::vector<std::string>& weight_map_keys = parsed.member_keys;  // file order
 
     // Shards in order of first appearance; tensor -> shard as the index says.
     std::vector<std::string> shard_names;
     std::unordered_map<std::string, size_t> shard_of_name;  // shard name (normalised) -> position in shard_names
     std::unordered_map<std::string, size_t> mapped_shard;   // tensor name -> shard position
     for (const std::string& tensor : weight_map_keys) {
-      const Json& shard = weight_map.find(tensor).value();
+      const Json& shard = weight_map.at(tensor);
       if (!shard.is_string())
         fail_tensor(index_path, tensor, "weight_map value is not a shard file name but " + json_text(shard));
       const auto& name = shard.get_ref<const std::string&>();
@@ -361,7 +362,7 @@ class SafetensorsSharded final : public TensorSource {
       shards_.push_back(std::move(shard));
     }
     for (const std::string& tensor : weight_map_keys) {
-      const Json& shard = weight_map.find(tensor).value();
+      const Json& shard = weight_map.at(tensor);
       if (!found_shard.contains(tensor))
         fail_tensor(index_path, tensor, "is in weight_map (shard '" + printable(shard.get<std::string>()) +
                                             "') but not in that shard");
@@ -369,7 +370,7 @@ class SafetensorsSharded final : public TensorSource {
 
     // The index's own "metadata" (e.g. total_size): strings as they are, other values as JSON text.
     if (index.contains("metadata")) {
-      const Json& meta = index.find("metadata").value();
+      const Json& meta = index.at("metadata");
       if (!meta.is_object()) fail_file(index_path, "metadata is not an object but " + json_text(meta));
       for (const auto& [key, value] : meta.items())
         metadata_.emplace(key, value.is_string() ? value.get<std::string>() : value.dump());
@@ -468,8 +469,6 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Tensor
     entry["shape"] = t.shape;
     entry["data_offsets"] = {offset, end};
     append(t.name, entry);
-    if (header_text.size() > kSafetensorsMaxHeaderBytes)
-      fail_argument(path, "header would be over the limit of " + std::to_string(kSafetensorsMaxHeaderBytes) + " bytes");
     impl_->tensor_end.push_back(end);
     offset = end;
   }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
+#include <unordered_map>
 #include <string_view>
 
 #include "formats/error.h"
@@ -354,10 +355,17 @@ constexpr std::regex::flag_type kNamePatternFlags = std::regex::ECMAScript
 // Whether `pattern` occurs in `name`, as regex_search says. regex_search walks the name once from
 // every start that fails, quadratic in its length (a 16000-byte name took 8 s against
 // ".*(norm|embed).*"); the pattern between any prefix and suffix, matched whole, is one walk. The
-// pattern is compiled alone first: wrapped, some invalid ones (")(") would pass.
+// pattern is compiled alone first: wrapped, some invalid ones (")(") would pass. Each pattern is
+// compiled once per thread (every tensor of a model is matched against the same few: compiling
+// them per tensor took 2.5 s of 3.2 for 20k small tensors and three patterns).
 bool name_matches(const std::string& name, const std::string& pattern) {
-  (void)std::regex(pattern, kNamePatternFlags);
-  return std::regex_match(name, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags));
+  thread_local std::unordered_map<std::string, std::regex> compiled;
+  auto it = compiled.find(pattern);
+  if (it == compiled.end()) {
+    (void)std::regex(pattern, kNamePatternFlags);
+    it = compiled.emplace(pattern, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags)).first;
+  }
+  return std::regex_match(name, it->second);
 }
 
 }  // namespace

@@ -31,11 +31,24 @@ Error out_of_memory(const WpkReader& reader, const WpkTensor& wt, uint64_t bytes
                                    std::to_string(bytes) + " decoded bytes");
 }
 
-// The source's tensor `index`, or nullopt with check.error set when it cannot be read (an HDF5
-// dataset that fails to decompress): that tensor fails, the others are still checked.
-std::optional<TensorBytes> read_source(const TensorSource& source, size_t index, TensorCheck& check) {
+// The source's tensor of wt's name (at `index`), as bytes, when there is one of wt's dtype and
+// shape and it can be read (an HDF5 dataset may fail to decompress); else nullopt with check.error
+// saying why: that tensor fails, the others are still checked.
+std::optional<TensorBytes> source_bytes(const WpkReader& reader, const WpkTensor& wt, const TensorSource& against,
+                                        std::optional<size_t> index, TensorCheck& check) {
+  if (!index) {
+    check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against.path();
+    return std::nullopt;
+  }
+  const TensorInfo& src = against.tensors()[*index];
+  if (src.dtype != wt.dtype || src.shape != wt.shape) {
+    check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
+                  shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
+                  shape_to_string(src.shape);
+    return std::nullopt;
+  }
   try {
-    return source.read(index);
+    return against.read(*index);
   } catch (const Error& e) {
     check.error = e.what();
     return std::nullopt;
@@ -44,7 +57,7 @@ std::optional<TensorBytes> read_source(const TensorSource& source, size_t index,
 
 // A lossy tensor: decode every tile to float into `decoded` (num_elements values); with a source,
 // compare relative errors. A failed decode sets check.error and, with `decode_error`, keeps the Error.
-void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, size_t source_index, bool in_source,
+void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, std::optional<size_t> source_index,
                   int threads, double max_rel_error, std::vector<float>& decoded, TensorCheck& check,
                   std::optional<Error>* decode_error) {
   const WpkTensor& wt = reader.tensors()[t];
@@ -75,21 +88,10 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     check_max_error(wt.metrics.rel_error, " (recorded at compress time)");
     return;
   }
-  if (!in_source) {
-    check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
-    return;
-  }
-  const TensorInfo& src = against->tensors()[source_index];
-  if (src.dtype != wt.dtype || src.shape != wt.shape) {
-    check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
-                  shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
-                  shape_to_string(src.shape);
-    return;
-  }
-  std::vector<float> source(wt.num_elements());
-  const std::optional<TensorBytes> bytes = read_source(*against, source_index, check);
+  const std::optional<TensorBytes> bytes = source_bytes(reader, wt, *against, source_index, check);
   if (!bytes) return;
-  convert_to_f32(src.dtype, bytes->data(), source.size(), source.data());
+  std::vector<float> source(wt.num_elements());
+  convert_to_f32(wt.dtype, bytes->data(), source.size(), source.data());
   const ErrorStats stats = error_stats(source.data(), decoded.data(), source.size());
   check.compared = true;
   check.rel_error = stats.rel_error;
@@ -160,11 +162,12 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
     TensorCheck check;
     check.name = wt.name;
     std::optional<Error> decode_error;  // kept for the hook only
+    std::optional<size_t> in_source;    // the source's tensor of this name
+    if (against)
+      if (auto it = source_index.find(wt.name); it != source_index.end()) in_source = it->second;
     if (wt.scheme != 0) {
-      auto it = source_index.find(wt.name);
-      const bool in_source = against && it != source_index.end();
       std::vector<float> values;  // this tensor's only: freed before the next one is decoded
-      verify_lossy(reader, t, against, in_source ? it->second : 0, in_source, threads, max_rel_error, values, check,
+      verify_lossy(reader, t, against, in_source, threads, max_rel_error, values, check,
                    on_decoded ? &decode_error : nullptr);
       report.tiles_checked += wt.tile_count;
       report.tensors.push_back(std::move(check));
@@ -186,34 +189,24 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
     }
     report.tiles_checked += wt.tile_count;
     if (check.decoded && against) {
-      auto it = source_index.find(wt.name);
-      if (it == source_index.end()) {
-        check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against->path();
-      } else {
-        const TensorInfo& src = against->tensors()[it->second];
-        if (src.dtype != wt.dtype || src.shape != wt.shape) {
-          check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
-                        shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
-                        shape_to_string(src.shape);
-        } else if (std::optional<TensorBytes> src_bytes = read_source(*against, it->second, check)) {
-          check.compared = true;
-          const uint32_t esize = dtype_size(wt.dtype);
-          const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
-          uint64_t first_bad_element = UINT64_MAX;
-          const uint64_t n = wt.num_elements();
-          for (uint64_t i = 0; i < n; ++i)
-            if (std::memcmp(decoded.data() + i * esize, src_bytes->data() + i * esize, esize) != 0) {
-              if (first_bad_element == UINT64_MAX) first_bad_element = i;
-              check.mismatched_elements++;
-            }
-          check.bit_exact = (check.mismatched_elements == 0);
-          if (!check.bit_exact) {
-            const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
-            check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
-            check.error = tile_context(reader, t, check.first_bad_tile) + ": " +
-                          std::to_string(check.mismatched_elements) + " elements differ from " + against->path() +
-                          " (first at row " + std::to_string(row) + ", col " + std::to_string(col) + ")";
+      if (std::optional<TensorBytes> src_bytes = source_bytes(reader, wt, *against, in_source, check)) {
+        check.compared = true;
+        const uint32_t esize = dtype_size(wt.dtype);
+        const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+        uint64_t first_bad_element = UINT64_MAX;
+        const uint64_t n = wt.num_elements();
+        for (uint64_t i = 0; i < n; ++i)
+          if (std::memcmp(decoded.data() + i * esize, src_bytes->data() + i * esize, esize) != 0) {
+            if (first_bad_element == UINT64_MAX) first_bad_element = i;
+            check.mismatched_elements++;
           }
+        check.bit_exact = (check.mismatched_elements == 0);
+        if (!check.bit_exact) {
+          const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
+          check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
+          check.error = tile_context(reader, t, check.first_bad_tile) + ": " +
+                        std::to_string(check.mismatched_elements) + " elements differ from " + against->path() +
+                        " (first at row " + std::to_string(row) + ", col " + std::to_string(col) + ")";
         }
       }
     }

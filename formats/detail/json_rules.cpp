@@ -8,7 +8,8 @@ namespace {
 // The SAX pass of parse_json: nesting, duplicate keys, key order. Values are not kept.
 class Scanner final : public nlohmann::json_sax<nlohmann::json> {
  public:
-  Scanner(bool unique_keys, ParsedJson& out) : unique_keys_(unique_keys), out_(out) {}
+  Scanner(bool unique_keys, std::string_view keys_of, ParsedJson& out)
+      : unique_keys_(unique_keys), keys_of_(keys_of), out_(out) {}
 
   bool null() override { return true; }
   bool boolean(bool) override { return true; }
@@ -29,9 +30,9 @@ class Scanner final : public nlohmann::json_sax<nlohmann::json> {
       throw JsonProblem{JsonProblem::Kind::kDuplicateKey, "has duplicate key", key, levels_.size() == 1};
     if (levels_.size() == 1) {
       out_.top_keys.push_back(key);
-      top_key_ = key;
-    } else if (levels_.size() == 2 && levels_[0].object) {
-      out_.member_keys[top_key_].push_back(key);
+      in_keys_of_ = !keys_of_.empty() && key == keys_of_;
+    } else if (levels_.size() == 2 && in_keys_of_) {
+      out_.member_keys.push_back(key);
     }
     return true;
   }
@@ -53,8 +54,6 @@ class Scanner final : public nlohmann::json_sax<nlohmann::json> {
                         {},
                         false};
     levels_.push_back({object, {}});
-    // an object directly inside the top-level one: its keys are recorded, even when it has none
-    if (object && levels_.size() == 2 && levels_[0].object) out_.member_keys[top_key_];
     return true;
   }
   bool close() {
@@ -63,9 +62,10 @@ class Scanner final : public nlohmann::json_sax<nlohmann::json> {
   }
 
   bool unique_keys_;
+  std::string_view keys_of_;
   ParsedJson& out_;
   std::vector<Level> levels_;
-  std::string top_key_;  // the top-level key whose value is being read
+  bool in_keys_of_ = false;  // the top-level member being read is keys_of_
 };
 
 }  // namespace
@@ -77,11 +77,11 @@ std::string json_text_problem(std::string_view text) {
   return {};
 }
 
-ParsedJson parse_json(std::string_view text, bool unique_keys) {
+ParsedJson parse_json(std::string_view text, bool unique_keys, std::string_view keys_of) {
   if (std::string problem = json_text_problem(text); !problem.empty())
     throw JsonProblem{JsonProblem::Kind::kInvalid, std::move(problem), {}, false};
   ParsedJson out;
-  Scanner scanner(unique_keys, out);
+  Scanner scanner(unique_keys, keys_of, out);
   nlohmann::json::sax_parse(text.begin(), text.end(), &scanner, nlohmann::json::input_format_t::json,
                             /*strict=*/true, /*ignore_comments=*/false);
   try {

@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,10 +22,10 @@ std::string json_text_problem(std::string_view text);
 // A JSON text parsed by parse_json.
 struct ParsedJson {
   nlohmann::json value;
-  // The keys of the top-level object, in file order, and of each object directly inside it (by
-  // its key): nlohmann::json keeps an object's keys sorted.
+  // The keys of the top-level object in file order (nlohmann::json keeps an object's keys sorted),
+  // and those of its member `keys_of` (parse_json's argument) when that is an object.
   std::vector<std::string> top_keys;
-  std::map<std::string, std::vector<std::string>> member_keys;
+  std::vector<std::string> member_keys;
 };
 
 // What parse_json found wrong, for the caller to word: `problem` is a sentence without the file.
@@ -39,9 +38,9 @@ struct JsonProblem {
 
 // Parses `text` in linear time: one SAX pass checks the rules (json_text_problem, nesting up to
 // kMaxJsonDepth, with `unique_keys` no key twice in one object; nlohmann keeps the last one
-// silently) and records the key order, then the value is built without a parser callback
-// (nlohmann's callback parser rescans the enclosing container at each closing object, and its
-// ordered_json inserts keys by linear search: both quadratic). Throws JsonProblem.
-ParsedJson parse_json(std::string_view text, bool unique_keys);
+// silently) and records the key order (ParsedJson), then the value is built without a parser
+// callback (nlohmann's callback parser rescans the enclosing container at each closing object,
+// and its ordered_json inserts keys by linear search: both quadratic). Throws JsonProblem.
+ParsedJson parse_json(std::string_view text, bool unique_keys, std::string_view keys_of = {});
 
 }  // namespace wpack::detail
