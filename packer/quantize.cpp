@@ -1204,6 +1204,12 @@ void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* ou
         out[i] = static_cast<float>(d);
       }
       return;
+    case DType::F8_E4M3:
+      for (uint64_t i = 0; i < count; ++i) out[i] = detail::f8e4m3_bits_to_float(bytes[i]);
+      return;
+    case DType::F8_E5M2:
+      for (uint64_t i = 0; i < count; ++i) out[i] = detail::f8e5m2_bits_to_float(bytes[i]);
+      return;
     default:
       throw Error(ErrorCode::kUnsupported,
                   "convert_to_f32: dtype " + std::string(dtype_name(dtype)) + " is not a float type it reads");

@@ -154,8 +154,9 @@ std::vector<float> scheme_code_values(Scheme scheme);
 // The QLoRA NormalFloat-4 values, ascending (index = code, kNf4Table[7] == 0).
 extern const float kNf4Table[16];
 
-// Reads `count` elements of a float dtype (F32, F16, BF16, F64; little-endian bytes) into float.
-// F64 rounds to nearest. Throws Error(kUnsupported) for any other dtype.
+// Reads `count` elements of a float dtype (F32, F16, BF16, F64, F8_E4M3, F8_E5M2; little-endian
+// bytes) into float. F64 rounds to nearest; the others are exact. Throws Error(kUnsupported) for
+// any other dtype.
 void convert_to_f32(DType dtype, const uint8_t* bytes, uint64_t count, float* out);
 
 // Error of approx against ref (n floats each):

@@ -33,7 +33,7 @@ QuantTensorParams tensor_quant_params(const WpkReader& reader, size_t tensor);
 
 // Checks and decodes one tile to float (rect.elements() values, row-major): a lossy tile through
 // decode_quant_tile_ref with `params` (from tensor_quant_params, required for lossy tensors), a
-// lossless tile of a float dtype converted exactly (F64 rounded to nearest). Throws as decode_tile_of;
+// lossless tile of a float dtype (FP8 included) converted exactly (F64 rounded to nearest). Throws as decode_tile_of;
 // Error(kUnsupported) for a lossless tensor of a non-float dtype.
 void decode_tile_f32_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor,
                         const QuantTensorParams* params, std::vector<float>& out);
@@ -47,7 +47,7 @@ void convert_from_f32(DType dtype, const float* in, uint64_t count, uint8_t* out
 
 // Writes every tensor to a safetensors file (temp file + rename; `overwrite` as -f). The source
 // `__metadata__` recorded at compress time is restored. Tensors are written in their source dtype;
-// with `float_dtype` (F32, F16 or BF16) every float tensor is written in that dtype instead
+// with `float_dtype` (F32, F16 or BF16) every float tensor (FP8 included) is written in that dtype instead
 // (lossy tensors converted from their dequantized float values, lossless ones from the source).
 void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path, bool overwrite, int threads,
                            const std::function<void(uint64_t, uint64_t, const std::string&)>& progress = {},

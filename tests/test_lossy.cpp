@@ -842,6 +842,18 @@ TEST_CASE("verify: a source changed toward the decoded weights fails too, and a 
   REQUIRE_FALSE(mismatch.ok());
   CHECK_FALSE(mismatch.tensors[0].compared);
   CHECK_THAT(mismatch.tensors[0].error, Catch::Contains("but the source has F32[256, 128]"));
+  // A source holding inf or NaN (compress refuses those): named where, not "rel_error -nan"
+  for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    std::vector<uint8_t> with_bad = w;
+    std::memcpy(with_bad.data() + 4 * (3 * 256 + 5), &bad, 4);
+    MemorySource holding("bad.safetensors");
+    holding.add("w", DType::F32, {128, 256}, with_bad);
+    const VerifyReport nonfinite = verify_cpu(*r, &holding, 2);
+    REQUIRE_FALSE(nonfinite.ok());
+    CHECK_FALSE(nonfinite.tensors[0].compared);
+    CHECK(nonfinite.tensors[0].error == dir.file("m.wpk") + ": tensor 'w': bad.safetensors holds a value that is not "
+                                                              "finite at row 3, col 5: not the source it was packed from");
+  }
 }
 
 TEST_CASE("CLI: compress --scheme with overrides, keep, dry-run, inspect, unpack --dtype, verify", "[lossy][cli]") {

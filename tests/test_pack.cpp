@@ -1,6 +1,7 @@
 // The lossless packing pipeline end to end: source tensors -> .wpk -> decoded tensors, bit-exact,
 // for every dtype, odd shapes, every filter and codec; the same bytes for any thread count.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -10,6 +11,7 @@
 #include "formats/safetensors.h"
 #include "formats/wpk.h"
 #include "packer/pack.h"
+#include "packer/quantize.h"  // convert_to_f32
 #include "packer/tiling.h"
 #include "packer/unpack.h"
 #include "test_util.h"
@@ -219,6 +221,62 @@ TEST_CASE("pack: unpack --dtype F16 and BF16 round F64 values once") {
     std::memcpy(bits.data(), got.data(), got.size());
     CHECK(bits == expect);
   }
+}
+
+// unpack --dtype converts FP8 tensors too (it left them as F8): every E4M3 and E5M2 code, exactly.
+TEST_CASE("pack: unpack --dtype F32, F16 and BF16 convert every FP8 code exactly") {
+  TempDir dir;
+  std::vector<uint8_t> codes(256);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i);
+  // The codes' values from their definitions (OCP FP8: E4M3 bias 7, no infinities, S.1111.111 NaN;
+  // E5M2 bias 15, IEEE infinities and NaNs).
+  auto e4m3 = [](uint8_t b) -> double {
+    const int e = (b >> 3) & 15, m = b & 7;
+    if (e == 15 && m == 7) return std::nan("");
+    const double v = e == 0 ? std::ldexp(m, -9) : std::ldexp(8 + m, e - 10);
+    return (b & 0x80) ? -v : v;
+  };
+  auto e5m2 = [](uint8_t b) -> double {
+    const int e = (b >> 2) & 31, m = b & 3;
+    double v = e == 0 ? std::ldexp(m, -16) : std::ldexp(4 + m, e - 17);
+    if (e == 31) v = m == 0 ? HUGE_VAL : std::nan("");
+    return (b & 0x80) ? -v : v;
+  };
+  MemorySource src;
+  src.add("e4m3", DType::F8_E4M3, {16, 16}, codes);
+  src.add("e5m2", DType::F8_E5M2, {16, 16}, codes);
+  pack_model(src, dir.file("m.wpk"), PackOptions{});
+  auto r = WpkReader::open(dir.file("m.wpk"));
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    INFO(dtype_name(dtype));
+    const std::string out = dir.file(std::string(dtype_name(dtype)) + ".safetensors");
+    unpack_to_safetensors(*r, out, false, 1, {}, dtype);
+    auto back = open_safetensors(out);
+    for (size_t t = 0; t < 2; ++t) {
+      REQUIRE(back->tensors()[t].dtype == dtype);
+      TensorBytes got = back->read(t);
+      std::vector<float> values(codes.size());
+      REQUIRE(got.size() == codes.size() * dtype_size(dtype));
+      convert_to_f32(dtype, got.data(), values.size(), values.data());
+      for (size_t i = 0; i < codes.size(); ++i) {
+        INFO(back->tensors()[t].name << " code " << i);
+        const double expect = t == 0 ? e4m3(codes[i]) : e5m2(codes[i]);
+        if (std::isnan(expect)) {
+          CHECK(std::isnan(values[i]));
+        } else {
+          CHECK(static_cast<double>(values[i]) == expect);
+          CHECK(std::signbit(values[i]) == std::signbit(expect));
+        }
+      }
+    }
+  }
+  // Without --dtype they stay FP8, byte for byte.
+  unpack_to_safetensors(*r, dir.file("same.safetensors"), false, 1);
+  auto same = open_safetensors(dir.file("same.safetensors"));
+  CHECK(same->tensors()[0].dtype == DType::F8_E4M3);
+  CHECK(same->tensors()[1].dtype == DType::F8_E5M2);
+  TensorBytes same_bytes = same->read(0);
+  CHECK(std::vector<uint8_t>(same_bytes.data(), same_bytes.data() + same_bytes.size()) == codes);
 }
 
 TEST_CASE("pack: a corrupted tile is named with its tensor and tile") {

@@ -1,5 +1,7 @@
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <new>  // std::bad_alloc
@@ -92,6 +94,15 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
   if (!bytes) return;
   std::vector<float> source(wt.num_elements());
   convert_to_f32(wt.dtype, bytes->data(), source.size(), source.data());
+  // compress refuses a lossy tensor that is not finite, so such a source is not this file's (and
+  // its rel_error would read nan).
+  const auto bad = std::find_if(source.begin(), source.end(), [](float v) { return !std::isfinite(v); });
+  if (bad != source.end()) {
+    const uint64_t i = static_cast<uint64_t>(bad - source.begin()), cols = std::max<uint64_t>(wt.cols(), 1);
+    check.error = reader.path() + ": tensor '" + wt.name + "': " + against->path() + " holds a value that is not finite at row " +
+                  std::to_string(i / cols) + ", col " + std::to_string(i % cols) + ": not the source it was packed from";
+    return;
+  }
   const ErrorStats stats = error_stats(source.data(), decoded.data(), source.size());
   check.compared = true;
   check.rel_error = stats.rel_error;
