@@ -1,7 +1,8 @@
 // Interleaved rANS as a plane codec: 32 lanes, 32-bit states, 16-bit renormalisation, a static
 // order-0 frequency table of 2^8 .. 2^12 slots. Built so that one CUDA warp can decode a stream
 // from shared memory (lane i decodes symbols i, i+32, i+64, ...); the byte layout is specified in
-// docs/FORMAT-rans.md, and rans_decode() below is its executable definition.
+// docs/FORMAT-rans.md, and detail::rans_decode_reference (packer/detail/rans_decode.h), the scalar
+// path of rans_decode() below, is its executable definition.
 //
 // Symbols arrive and leave as a packed bit stream: symbol i of a stream of `symbol_bits`-wide
 // symbols (8, 4, 3 or 2) occupies bits [i*symbol_bits, (i+1)*symbol_bits) of the little-endian bit

@@ -630,7 +630,10 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
   test::RunResult t = test::run_wpack({"verify", packed, "--device", "cuda", "--against", model, "--batch", "1,16"});
   INFO("stdout: " << t.out << "\nstderr: " << t.err);
   CHECK(t.exit_code == 0);
-  CHECK(t.out.find("speedup") != std::string::npos);
+  // the table's columns under issue 5's names
+  for (const char* column : {"decode_bit_exact", "rel_error", "matmul_rel_error", "kernel_us", "cuBLAS_us", "speedup",
+                             "GB/s", "%copy"})
+    CHECK(t.out.find(column) != std::string::npos);
   CHECK(t.out.find("GPU OK") != std::string::npos);
   CHECK(t.err.find("did not run") == std::string::npos);
 
