@@ -3,11 +3,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "formats/error.h"
@@ -87,6 +90,29 @@ void require_identical(const ErrorStats& a, const ErrorStats& b) {
   REQUIRE(std::memcmp(&a.sparsity, &b.sparsity, sizeof(double)) == 0);
 }
 
+// The fast kernels' two halves (detail::set_kernel_path): the CPU's choice (AVX2 where it has it)
+// and the non-AVX2 branches, forced. Tests that hold the fast path against the reference run both.
+const detail::KernelPath kKernelPaths[] = {detail::KernelPath::kAuto, detail::KernelPath::kScalar};
+
+// Sets the kernel path for a scope and restores the previous one (also when a REQUIRE throws).
+class ScopedKernelPath {
+ public:
+  explicit ScopedKernelPath(detail::KernelPath path) : saved_(detail::kernel_path()) { detail::set_kernel_path(path); }
+  ~ScopedKernelPath() { detail::set_kernel_path(saved_); }
+  ScopedKernelPath(const ScopedKernelPath&) = delete;
+  ScopedKernelPath& operator=(const ScopedKernelPath&) = delete;
+
+ private:
+  detail::KernelPath saved_;
+};
+
+// For INFO: the path and the branches it takes here.
+const char* kernel_path_name(detail::KernelPath path) {
+  ScopedKernelPath scoped(path);
+  if (path == detail::KernelPath::kScalar) return "kernels: forced scalar";
+  return detail::have_avx2() ? "kernels: auto (AVX2)" : "kernels: auto (scalar: no AVX2 here)";
+}
+
 // Inverse standard normal CDF by bisection on erfc (tests only: slow, accurate to ~1e-15).
 double normal_ppf(double p) {
   double lo = -40, hi = 40;
@@ -141,6 +167,85 @@ TEST_CASE("fp16 and bf16 conversions match the compiler's") {
   REQUIRE(detail::bf16_to_float(0x3F80) == 1.0f);
   REQUIRE(detail::float_to_bf16_bits(1.0f + 1.0f / 256) == 0x3F80);  // tie to even
   REQUIRE(detail::float_to_bf16_bits(1.0f + 3.0f / 256) == 0x3F82);
+}
+
+namespace {
+
+// bfloat16 bits -> value, from the format's definition (1 sign, 8 exponent bits of bias 127, 7
+// mantissa bits; exponent 0: subnormal m * 2^-133), in double. Exponent 255 with mantissa 0 gives
+// 2^128: the value the next magnitude after the largest finite one would have with an unbounded
+// exponent, which is what rounding compares against (the caller reads it as infinity).
+double bf16_value_by_definition(uint16_t b) {
+  const int exponent = (b >> 7) & 0xFF, mantissa = b & 0x7F;
+  const double magnitude = exponent == 0 ? std::ldexp(mantissa, -133) : std::ldexp(128 + mantissa, exponent - 134);
+  return (b & 0x8000) ? -magnitude : magnitude;
+}
+
+// float bits -> bfloat16 bits by IEEE round to nearest, ties to even, from the definition: the two
+// bf16 values around x (the one toward zero shares x's top 16 bits; the other is the next magnitude,
+// 2^128 above the largest finite one), their exact distances to x compared in double, a tie to the
+// even mantissa. Overflow to infinity is then exactly IEEE's: x rounds to 2^128. Finite x only.
+uint16_t bf16_round_reference(uint32_t bits) {
+  const float x = std::bit_cast<float>(bits);
+  const uint16_t down = static_cast<uint16_t>(bits >> 16), up = static_cast<uint16_t>(down + 1);
+  const double ax = std::fabs(static_cast<double>(x));
+  const double below = ax - std::fabs(bf16_value_by_definition(down));  // exact: both floats, >= 0
+  const double above = std::fabs(bf16_value_by_definition(up)) - ax;    // exact, > 0
+  if (below < above) return down;
+  if (above < below) return up;
+  return (down & 1u) == 0 ? down : up;
+}
+
+// Empty when float_to_bf16_bits(bits) is right, else what is wrong. NaN: a NaN, quiet (mantissa
+// bit 6 set); infinity: itself; finite: bf16_round_reference.
+std::string bf16_mismatch(uint32_t bits) {
+  const uint16_t got = detail::float_to_bf16_bits(std::bit_cast<float>(bits));
+  std::ostringstream why;
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {  // NaN
+    if ((got & 0x7F80u) == 0x7F80u && (got & 0x0040u) != 0) return {};
+    why << "not a quiet NaN";
+  } else {
+    const uint16_t expected = (bits & 0x7FFFFFFFu) == 0x7F800000u ? static_cast<uint16_t>(bits >> 16)
+                                                                   : bf16_round_reference(bits);
+    if (got == expected) return {};
+    why << "expected 0x" << std::hex << expected;
+  }
+  why << std::hex << " got 0x" << got << " for float bits 0x" << bits;
+  return why.str();
+}
+
+}  // namespace
+
+TEST_CASE("float_to_bf16_bits rounds to nearest even: ties, near-ties, subnormals, overflow, NaN") {
+  // Spot checks of the reference itself.
+  REQUIRE(bf16_round_reference(0x3F808000u) == 0x3F80);  // 1 + 2^-8: tie, to even 1.0
+  REQUIRE(bf16_round_reference(0x3F818000u) == 0x3F82);  // 1 + 3 * 2^-8: tie, to even 0x3F82
+  REQUIRE(bf16_round_reference(0x7F7F7FFFu) == 0x7F7F);  // just below the midpoint: the largest finite
+  REQUIRE(bf16_round_reference(0x7F7F8000u) == 0x7F80);  // the midpoint to 2^128: overflows to inf
+  REQUIRE(bf16_round_reference(0x80008000u) == 0x8000);  // -(2^-134): tie between -0 and -2^-133, to -0
+  REQUIRE(bf16_round_reference(0x00018000u) == 0x0002);  // subnormal tie 1.5 * 2^-133, to even 2 * 2^-133
+  uint64_t checked = 0, failures = 0;
+  std::string first;
+  auto check = [&](uint32_t bits) {
+    ++checked;
+    std::string why = bf16_mismatch(bits);
+    if (!why.empty() && failures++ == 0) first = why;
+  };
+  // Every high half with the low halves that decide ties and near-ties: exactly a tie (0x8000),
+  // one ulp either side of it, exact (0x0000) and the largest below the next value (0xFFFF).
+  for (uint32_t high = 0; high < 65536; ++high)
+    for (uint32_t low : {0x0000u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu}) check((high << 16) | low);
+  // Random patterns: uniform bits, and as many again with the exponent forced to 0 (subnormals) and
+  // to 255 (infinities and NaNs with random payloads, signalling and quiet).
+  std::mt19937 rng(20240613);
+  for (int i = 0; i < 2000000; ++i) {
+    const uint32_t u = rng();
+    check(u);
+    check(i % 2 ? (u & 0x807FFFFFu) : (u | 0x7F800000u));
+  }
+  INFO(checked << " patterns checked, " << failures << " wrong; first: " << first);
+  REQUIRE(failures == 0);
+  REQUIRE(checked == 65536 * 5 + 4000000);
 }
 
 TEST_CASE("small float formats: hand-checked values and encodings") {
@@ -272,15 +377,19 @@ TEST_CASE("fast path equals the reference bit for bit") {
             QuantSpec spec{scheme, shape.group, symmetric, clip, lut_rows};
             INFO(scheme_name(scheme) << " " << shape.rows << "x" << shape.cols << " group " << shape.group
                                      << " clip " << int(clip) << " symmetric " << symmetric << " lut_rows " << lut_rows);
-            QuantizedMatrix fast = quantize(w.data(), shape.rows, shape.cols, spec);
-            QuantizedMatrix ref = quantize_ref(w.data(), shape.rows, shape.cols, spec);
-            require_identical(fast, ref);
+            const QuantizedMatrix ref = quantize_ref(w.data(), shape.rows, shape.cols, spec);
             std::vector<float> a(w.size()), b(w.size());
-            dequantize(fast, a.data());
             dequantize_ref(ref, b.data());
-            REQUIRE(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
-            for (uint64_t i = 0; i < w.size(); i += 1 + w.size() / 50)
-              REQUIRE(dequantize_code(fast, i / shape.cols, i % shape.cols) == a[i]);
+            for (detail::KernelPath path : kKernelPaths) {
+              INFO(kernel_path_name(path));
+              ScopedKernelPath scoped(path);
+              QuantizedMatrix fast = quantize(w.data(), shape.rows, shape.cols, spec);
+              require_identical(fast, ref);
+              dequantize(fast, a.data());
+              REQUIRE(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+              for (uint64_t i = 0; i < w.size(); i += 1 + w.size() / 50)
+                REQUIRE(dequantize_code(fast, i / shape.cols, i % shape.cols) == a[i]);
+            }
           }
         }
       }
@@ -742,12 +851,41 @@ TEST_CASE("fast path equals the reference on adversarial groups") {
           if (scheme == Scheme::kLut4 || scheme == Scheme::kLut3) continue;  // k-means: covered above
           QuantSpec spec{scheme, group, symmetric, Clip::kMse, 0};
           INFO(scheme_name(scheme) << " cols " << cols << " group " << group << " symmetric " << symmetric);
-          require_identical(quantize(w.data(), rows, cols, spec), quantize_ref(w.data(), rows, cols, spec));
+          const QuantizedMatrix ref = quantize_ref(w.data(), rows, cols, spec);
+          for (detail::KernelPath path : kKernelPaths) {
+            INFO(kernel_path_name(path));
+            ScopedKernelPath scoped(path);
+            require_identical(quantize(w.data(), rows, cols, spec), ref);
+          }
         }
       }
     }
   }
 }
+
+namespace {
+
+// candidates_alive against its definition -- bit c (c < count) set when !(lower_bound[c] > best) --
+// for bests at and just below every bound (the boundaries), 0, -1, inf and NaN.
+void require_alive_as_defined(const detail::ClipCandidates& cand) {
+  std::vector<float> bests = {0.0f, -1.0f, std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN()};
+  for (uint32_t c = 0; c < cand.count; ++c) {
+    bests.push_back(cand.lower_bound[c]);
+    bests.push_back(std::nextafter(cand.lower_bound[c], -std::numeric_limits<float>::infinity()));
+  }
+  for (float best : bests) {
+    uint32_t expected = 0;
+    for (uint32_t c = 0; c < cand.count; ++c) expected |= (!(cand.lower_bound[c] > best) ? 1u : 0u) << c;
+    const uint32_t alive = detail::candidates_alive(cand, best);
+    if (alive != expected) {  // (a REQUIRE per best would cost more than the check)
+      INFO("best " << best);
+      REQUIRE(alive == expected);
+    }
+  }
+}
+
+}  // namespace
 
 TEST_CASE("clip candidates: the vectorised grids and bounds equal the scalar ones") {
   std::mt19937_64 rng(5);
@@ -756,51 +894,62 @@ TEST_CASE("clip candidates: the vectorised grids and bounds equal the scalar one
   std::uniform_real_distribution<float> exponent(-30.0f, 30.0f);
   for (int i = 0; i < 2000; ++i)
     ranges.push_back({-std::exp2(exponent(rng)) * (rng() % 4 == 0 ? 0.0f : 1.0f), std::exp2(exponent(rng))});
-  for (auto [min, max] : ranges) {
-    const float absmax = std::max(-min, max);
-    for (uint32_t bits : {2u, 3u, 4u, 8u}) {
-      for (bool symmetric : {false, true}) {
-        detail::ClipCandidates cand;
-        detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
-        for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
-          uint16_t scale_bits;
-          uint8_t zero_code;
-          const detail::IntParams p =
-              detail::int_candidate(min, max, absmax, detail::clip_ratio(c), bits, symmetric, &scale_bits, &zero_code);
-          const detail::IntParams q = cand.int_params(c);
-          INFO("min " << min << " max " << max << " bits " << bits << " symmetric " << symmetric << " c " << c);
-          REQUIRE(cand.scale_bits[c] == scale_bits);
-          REQUIRE(std::memcmp(&q, &p, sizeof p) == 0);
-          float bound = 0;
-          for (float x : {min, max}) {
-            const float e = detail::int_decode_one(detail::int_encode_one(x, p), p) - x;
-            bound += e * e;
+  for (detail::KernelPath path : kKernelPaths) {
+    INFO(kernel_path_name(path));
+    ScopedKernelPath scoped(path);
+    for (auto [min, max] : ranges) {
+      const float absmax = std::max(-min, max);
+      for (uint32_t bits : {2u, 3u, 4u, 8u}) {
+        for (bool symmetric : {false, true}) {
+          detail::ClipCandidates cand;
+          detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
+          INFO("min " << min << " max " << max << " bits " << bits << " symmetric " << symmetric);
+          for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+            uint16_t scale_bits;
+            uint8_t zero_code;
+            const detail::IntParams p =
+                detail::int_candidate(min, max, absmax, detail::clip_ratio(c), bits, symmetric, &scale_bits, &zero_code);
+            const detail::IntParams q = cand.int_params(c);
+            INFO("c " << c);
+            REQUIRE(cand.scale_bits[c] == scale_bits);
+            REQUIRE(std::memcmp(&q, &p, sizeof p) == 0);
+            float bound = 0;
+            for (float x : {min, max}) {
+              const float e = detail::int_decode_one(detail::int_encode_one(x, p), p) - x;
+              bound += e * e;
+            }
+            REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
           }
-          REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
+          require_alive_as_defined(cand);
         }
       }
-    }
-    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
-      const detail::SortedTable table = detail::small_float_table(*fmt);
-      detail::ClipCandidates cand;
-      detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
-      for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
-        const uint16_t scale_bits = detail::encode_scale(absmax * detail::clip_ratio(c) / fmt->max_value);
-        detail::FpParams p;
-        p.scale = detail::f16_bits_to_float(scale_bits);
-        p.inv_scale = detail::inverse_scale(p.scale);
-        INFO("absmax " << absmax << " format max " << fmt->max_value << " c " << c);
-        REQUIRE(cand.scale_bits[c] == scale_bits);
-        REQUIRE(std::memcmp(&cand.scale[c], &p.scale, 4) == 0);
-        REQUIRE(std::memcmp(&cand.inv_scale[c], &p.inv_scale, 4) == 0);
-        const float bound = detail::fp_error_ref(&absmax, 1, table, p);
-        REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
+      for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
+        const detail::SortedTable table = detail::small_float_table(*fmt);
+        detail::ClipCandidates cand;
+        detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
+        INFO("absmax " << absmax << " format max " << fmt->max_value);
+        for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+          const uint16_t scale_bits = detail::encode_scale(absmax * detail::clip_ratio(c) / fmt->max_value);
+          detail::FpParams p;
+          p.scale = detail::f16_bits_to_float(scale_bits);
+          p.inv_scale = detail::inverse_scale(p.scale);
+          INFO("c " << c);
+          REQUIRE(cand.scale_bits[c] == scale_bits);
+          REQUIRE(std::memcmp(&cand.scale[c], &p.scale, 4) == 0);
+          REQUIRE(std::memcmp(&cand.inv_scale[c], &p.inv_scale, 4) == 0);
+          const float bound = detail::fp_error_ref(&absmax, 1, table, p);
+          REQUIRE(std::memcmp(&cand.lower_bound[c], &bound, 4) == 0);
+        }
+        require_alive_as_defined(cand);
       }
     }
   }
 }
 
-TEST_CASE("pair error kernels equal the reference sums") {
+namespace {
+
+// Groups for the kernel tests: the adversarial ones and 200 with outliers, each a multiple of 8 long.
+std::vector<std::vector<float>> kernel_test_groups() {
   std::vector<std::vector<float>> groups = adversarial_groups(128);
   std::mt19937_64 rng(9);
   std::normal_distribution<float> normal(0.0f, 0.02f);
@@ -809,35 +958,110 @@ TEST_CASE("pair error kernels equal the reference sums") {
     for (float& v : g) v = normal(rng) * (rng() % 50 == 0 ? 20.0f : 1.0f);
     groups.push_back(g);
   }
-  for (const auto& g : groups) {
-    const uint64_t n8 = g.size();  // a multiple of 8
-    float min = 0, max = 0;
-    for (float v : g) min = std::min(min, v), max = std::max(max, v);
-    for (uint32_t bits : {2u, 4u, 8u}) {
-      detail::ClipCandidates cand;
-      detail::int_candidates_fast(min, max, std::max(-min, max), bits, false, detail::kClipCandidates, &cand);
-      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
-        float a, b;
-        detail::int_error_pair_fast(g.data(), n8, cand.int_params(c), cand.int_params(c + 1), &a, &b);
-        const float ra = detail::int_error_ref(g.data(), n8, cand.int_params(c));
-        const float rb = detail::int_error_ref(g.data(), n8, cand.int_params(c + 1));
-        INFO("bits " << bits << " c " << c);
-        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
-        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+  return groups;
+}
+
+}  // namespace
+
+TEST_CASE("pair error kernels equal the reference sums") {
+  const std::vector<std::vector<float>> groups = kernel_test_groups();
+  for (detail::KernelPath path : kKernelPaths) {
+    INFO(kernel_path_name(path));
+    ScopedKernelPath scoped(path);
+    for (const auto& g : groups) {
+      const uint64_t n8 = g.size();  // a multiple of 8
+      float min = 0, max = 0;
+      for (float v : g) min = std::min(min, v), max = std::max(max, v);
+      float fast_min, fast_max;
+      detail::minmax_with_zero_fast(g.data(), n8, &fast_min, &fast_max);
+      REQUIRE(std::memcmp(&fast_min, &min, 4) == 0);
+      REQUIRE(std::memcmp(&fast_max, &max, 4) == 0);
+      for (uint32_t bits : {2u, 4u, 8u}) {
+        detail::ClipCandidates cand;
+        detail::int_candidates_fast(min, max, std::max(-min, max), bits, false, detail::kClipCandidates, &cand);
+        for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+          float a, b;
+          detail::int_error_pair_fast(g.data(), n8, cand.int_params(c), cand.int_params(c + 1), &a, &b);
+          const float ra = detail::int_error_ref(g.data(), n8, cand.int_params(c));
+          const float rb = detail::int_error_ref(g.data(), n8, cand.int_params(c + 1));
+          INFO("bits " << bits << " c " << c);
+          REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+          REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+        }
+      }
+      for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp4E2M1}) {
+        const detail::SortedTable table = detail::small_float_table(*fmt);
+        detail::ClipCandidates cand;
+        detail::fp_candidates_fast(std::max(-min, max), *fmt, detail::kClipCandidates, &cand);
+        for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+          float a, b;
+          detail::fp_error_pair_fast(g.data(), n8, *fmt, cand.fp_params(c), cand.fp_params(c + 1), &a, &b);
+          const float ra = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c));
+          const float rb = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c + 1));
+          INFO("format max " << fmt->max_value << " c " << c);
+          REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+          REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+        }
       }
     }
-    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp4E2M1}) {
-      const detail::SortedTable table = detail::small_float_table(*fmt);
-      detail::ClipCandidates cand;
-      detail::fp_candidates_fast(std::max(-min, max), *fmt, detail::kClipCandidates, &cand);
-      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
-        float a, b;
-        detail::fp_error_pair_fast(g.data(), n8, *fmt, cand.fp_params(c), cand.fp_params(c + 1), &a, &b);
-        const float ra = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c));
-        const float rb = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c + 1));
-        INFO("format max " << fmt->max_value << " c " << c);
-        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
-        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+  }
+}
+
+// The group encoders against the per-element forms the reference uses, and nf4's error kernel
+// (the AVX2 form for tables of 16 entries without ties) against the reference sum, on every
+// candidate grid: without a bound (infinity) it never exits early, so the sums are equal.
+TEST_CASE("group encoders and the table error kernel equal the per-element reference") {
+  const std::vector<std::vector<float>> groups = kernel_test_groups();
+  const detail::SortedTable nf4 = detail::value_table(kNf4Table, 16);
+  for (detail::KernelPath path : kKernelPaths) {
+    INFO(kernel_path_name(path));
+    ScopedKernelPath scoped(path);
+    for (const auto& g : groups) {
+      const uint64_t n8 = g.size();  // a multiple of 8
+      float min = 0, max = 0;
+      for (float v : g) min = std::min(min, v), max = std::max(max, v);
+      const float absmax = std::max(-min, max);
+      std::vector<uint8_t> codes(n8), expected(n8);
+      for (uint32_t bits : {2u, 4u, 8u}) {
+        for (bool symmetric : {false, true}) {
+          detail::ClipCandidates cand;
+          detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
+          for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+            const detail::IntParams p = cand.int_params(c);
+            detail::int_encode_fast(g.data(), n8, p, codes.data());
+            for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::int_encode_one(g[j], p));
+            INFO("int bits " << bits << " symmetric " << symmetric << " c " << c);
+            REQUIRE(codes == expected);
+          }
+        }
+      }
+      for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
+        const detail::SortedTable table = detail::small_float_table(*fmt);
+        const uint32_t sign_bit = 1u << (fmt->exponent_bits + fmt->mantissa_bits);
+        detail::ClipCandidates cand;
+        detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
+        for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+          const float inv = cand.inv_scale[c];
+          detail::fp_encode_fast(g.data(), n8, *fmt, inv, codes.data());
+          for (uint64_t j = 0; j < n8; ++j) {
+            const uint32_t m = detail::table_index_ref(table, std::fabs(g[j]) * inv);
+            expected[j] = static_cast<uint8_t>(m | ((g[j] < 0.0f && m != 0) ? sign_bit : 0u));
+          }
+          INFO("format max " << fmt->max_value << " c " << c);
+          REQUIRE(codes == expected);
+        }
+      }
+      for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+        detail::FpParams p;
+        p.scale = detail::f16_bits_to_float(detail::encode_scale(absmax * detail::clip_ratio(c)));
+        p.inv_scale = detail::inverse_scale(p.scale);
+        detail::table_encode_fast(g.data(), n8, nf4, p.inv_scale, codes.data());
+        for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::table_index_ref(nf4, g[j] * p.inv_scale));
+        INFO("nf4 c " << c);
+        REQUIRE(codes == expected);
+        const float fast = detail::table_error_fast(g.data(), n8, nf4, p, std::numeric_limits<float>::infinity());
+        const float ref = detail::table_error_ref(g.data(), n8, nf4, p);
+        REQUIRE(std::memcmp(&fast, &ref, 4) == 0);
       }
     }
   }
@@ -854,24 +1078,28 @@ TEST_CASE("quantize with error sums equals add_dequantized, in pieces and on any
       // The reference: quantize the pieces, then add each piece's dequantized error in order.
       ErrorAccumulator expected;
       const uint64_t pieces[] = {0, 13, 14, 40};  // uneven bands, one of a single row
+      std::vector<QuantizedMatrix> refs;
       for (size_t p = 0; p + 1 < std::size(pieces); ++p) {
         const uint64_t r0 = pieces[p], r1 = pieces[p + 1];
-        const QuantizedMatrix q = quantize_ref(w.data() + r0 * cols, r1 - r0, cols, spec);
-        expected.add_dequantized(w.data() + r0 * cols, q, nullptr);
+        refs.push_back(quantize_ref(w.data() + r0 * cols, r1 - r0, cols, spec));
+        expected.add_dequantized(w.data() + r0 * cols, refs.back(), nullptr);
       }
       const ErrorStats a = expected.stats();
-      for (int threads : {1, 2}) {
-        omp_set_num_threads(threads);
-        ErrorAccumulator fused;
-        QuantizedMatrix q;
-        for (size_t p = 0; p + 1 < std::size(pieces); ++p) {
-          const uint64_t r0 = pieces[p], r1 = pieces[p + 1];
-          quantize(w.data() + r0 * cols, r1 - r0, cols, spec, &q, r0, &fused);
-          require_identical(q, quantize_ref(w.data() + r0 * cols, r1 - r0, cols, spec));
+      for (detail::KernelPath path : kKernelPaths) {
+        ScopedKernelPath scoped(path);
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          ErrorAccumulator fused;
+          QuantizedMatrix q;
+          INFO(scheme_name(scheme) << " clip " << int(clip) << " threads " << threads << " " << kernel_path_name(path));
+          for (size_t p = 0; p + 1 < std::size(pieces); ++p) {
+            const uint64_t r0 = pieces[p], r1 = pieces[p + 1];
+            quantize(w.data() + r0 * cols, r1 - r0, cols, spec, &q, r0, &fused);
+            require_identical(q, refs[p]);
+          }
+          const ErrorStats b = fused.stats();
+          require_identical(a, b);
         }
-        const ErrorStats b = fused.stats();
-        INFO(scheme_name(scheme) << " clip " << int(clip) << " threads " << threads);
-        require_identical(a, b);
       }
     }
   }

@@ -5,6 +5,7 @@
 #include <cmath>  // std::fabs
 #include <cstring>  // std::memcpy
 #include <algorithm>  // std::max
+#include <atomic>     // the kernel path override
 
 #include <cpuid.h>      // __get_cpuid, for F16C
 #include <immintrin.h>  // AVX2 intrinsics, used only in functions compiled with target("avx2")
@@ -27,10 +28,17 @@ static bool cpu_has_f16c() {
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
+// The test hook's setting (quant_kernels.h). Relaxed: it orders nothing else; a test sets it on its
+// own thread before the quantizer it calls starts any others.
+static std::atomic<KernelPath> g_kernel_path{KernelPath::kAuto};
+
+void set_kernel_path(KernelPath path) { g_kernel_path.store(path, std::memory_order_relaxed); }
+KernelPath kernel_path() { return g_kernel_path.load(std::memory_order_relaxed); }
+
 bool have_avx2() {
   // AVX2 with FMA and F16C, which every AVX2 CPU has (some kernels use all three).
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
-  return avx2;
+  return avx2 && kernel_path() == KernelPath::kAuto;
 }
 
 // ---- tables ----

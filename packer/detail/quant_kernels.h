@@ -1,5 +1,6 @@
 // Internals of packer/quantize.cpp: the per-group encode / error kernels, in a scalar reference form
-// and a fast form (AVX2 when the CPU has it, else a scalar loop with the same arithmetic).
+// and a fast form (AVX2 when the CPU has it, else a scalar loop with the same arithmetic; tests can
+// force the latter: set_kernel_path at the end).
 //
 // Bit-exactness between the two forms rests on three rules, kept by every kernel here:
 //  1. The same float operations in the same order per element: no contraction into fused
@@ -237,7 +238,22 @@ void minmax_with_zero_fast(const float* x, uint64_t n8, float* min_out, float* m
 void pack_codes_ref(const uint8_t* codes, uint64_t n, uint32_t bits, uint8_t* out);
 void pack_codes_fast(const uint8_t* codes, uint64_t n, uint32_t bits, uint8_t* out);
 
-// True when the AVX2 kernels are used (CPU check, done once).
+// True when the AVX2 kernels are used: the CPU has AVX2, FMA and F16C (checked once) and the
+// kernel path is kAuto. Every kernel above with an AVX2 form picks its branch with it, call by call.
 bool have_avx2();
+
+// ---- test hook: the kernel path (not part of the public API) ----
+// The non-AVX2 branches of the fast kernels run only on CPUs without AVX2; kScalar forces them on
+// any CPU, so that tests can hold both halves against the reference (tests/test_quantize.cpp).
+// Process-wide (an atomic: reading it in the kernels is no data race). Set it only while no
+// quantizer runs -- a quantize() in flight on other threads may see the change part-way, group by
+// group (harmless, as both branches give the same results, but not what a test means). The
+// quantizers' results do not depend on it.
+enum class KernelPath : uint8_t {
+  kAuto,    // AVX2 branches where the CPU has them (the default)
+  kScalar,  // the non-AVX2 branches, whatever the CPU
+};
+void set_kernel_path(KernelPath path);
+KernelPath kernel_path();
 
 }  // namespace wpack::detail
