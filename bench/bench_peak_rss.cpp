@@ -8,8 +8,8 @@
 // layers of q/k/v/o 4096 x 4096 and MLP 11008 x 4096 matrices, BF16 by default or F32 with
 // --dtype f32 (values with all 32 bits used), F32 norms, one F32 vector of 64M elements, which is
 // stored in 1 x 16384 tiles) in DIR (default $TMPDIR or /tmp), then runs
-// pack_model (lossless zstd; with --scheme also that lossy scheme) and unpack_to_safetensors each in
-// a child process and prints the child's peak RSS (getrusage ru_maxrss: everything resident,
+// pack_model (lossless zstd; with --scheme also that lossy scheme), unpack_to_safetensors and
+// verify_cpu (alone and against the model: wpack verify [--against]) each in a child process and prints the child's peak RSS (getrusage ru_maxrss: everything resident,
 // the mapped input and output pages included), and the peaks of its anonymous and file-backed
 // resident memory (RssAnon / RssFile in /proc/PID/status, sampled every 2 ms) beside the target.
 // Needs about 2.7x the largest size free in DIR; the files are removed at the end.
@@ -37,6 +37,7 @@
 #include "packer/detail/fp.h"  // float_to_bf16_bits
 #include "packer/pack.h"
 #include "packer/unpack.h"
+#include "verify/verify.h"
 
 using namespace wpack;
 
@@ -173,7 +174,7 @@ Peak measure(Work&& work) {
 
 void print_row(const char* what, double input_bytes, const Peak& p) {
   const bool ok = p.exit_code == 0 && p.max_rss < kTargetBytes && p.rss_anon < kTargetBytes;
-  std::printf("%-22s %9.0f %8.1f %9.0f %9.0f %9.0f   %s\n", what, input_bytes / kMiB, p.seconds, p.max_rss / kMiB,
+  std::printf("%-32s %9.0f %8.1f %9.0f %9.0f %9.0f   %s\n", what, input_bytes / kMiB, p.seconds, p.max_rss / kMiB,
               p.rss_anon / kMiB, p.rss_file / kMiB,
               p.exit_code != 0 ? "FAILED (exit)" : ok ? "ok (< 1024 MiB)" : "over the target");
 }
@@ -224,8 +225,8 @@ int main(int argc, char** argv) {
                     unpacked = work + "/unpacked.safetensors";
   std::printf("peak resident memory of wpack (threads: %d; target: < 1024 MiB beyond the memory map)\n",
               threads > 0 ? threads : int(std::thread::hardware_concurrency()));
-  std::printf("%-22s %9s %8s %9s %9s %9s\n", "run", "input MiB", "seconds", "maxrss", "anon", "file");
-  std::printf("%-22s %9s %8s %9s %9s %9s\n", "", "", "", "MiB", "peak MiB", "peak MiB");
+  std::printf("%-32s %9s %8s %9s %9s %9s\n", "run", "input MiB", "seconds", "maxrss", "anon", "file");
+  std::printf("%-32s %9s %8s %9s %9s %9s\n", "", "", "", "MiB", "peak MiB", "peak MiB");
   int status = 0;
   for (double gib : sizes) {
     const double model_bytes = double(write_model(model, gib, matrices));
@@ -248,8 +249,20 @@ int main(int argc, char** argv) {
         unpack_to_safetensors(*reader, unpacked, true, threads);
       });
       print_row(("unpack " + name).c_str(), double(std::filesystem::file_size(packed)), unpack);
-      const bool ok = pack.exit_code == 0 && unpack.exit_code == 0 && pack.max_rss < kTargetBytes &&
-                      unpack.max_rss < kTargetBytes;
+      // verify on the CPU, alone and against the source (exit code 3 when a check fails)
+      const auto verify_run = [&](bool against) {
+        return measure([&] {
+          auto reader = WpkReader::open(packed);
+          const auto source = against ? open_tensor_source(model) : nullptr;
+          if (!verify_cpu(*reader, source.get(), threads).ok()) std::_Exit(3);
+        });
+      };
+      const Peak verify = verify_run(false), verify_against = verify_run(true);
+      print_row(("verify " + name).c_str(), double(std::filesystem::file_size(packed)), verify);
+      print_row(("verify --against " + name).c_str(), double(std::filesystem::file_size(packed)), verify_against);
+      bool ok = pack.exit_code == 0 && unpack.exit_code == 0 && pack.max_rss < kTargetBytes &&
+                unpack.max_rss < kTargetBytes;
+      for (const Peak& p : {verify, verify_against}) ok = ok && p.exit_code == 0 && p.max_rss < kTargetBytes;
       if (!ok) status = 1;
       std::filesystem::remove(unpacked);
       std::filesystem::remove(packed);

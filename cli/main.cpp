@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/commands.h"
@@ -26,18 +29,44 @@
 
 namespace {
 
-// The command line recorded in the .wpk metadata, without the options that do not change the
-// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T.
-std::string join_command_line(int argc, char** argv) {
-  std::string s;
+// argv with bundled short options split as CLI11 reads them: "-qfT2" -> "-q" "-f" "-T" "2",
+// "-fo" "x" -> "-f" "-o" "x". wpack's short options: -q, -f, -v (flags), -T, -o (a value: the rest
+// of the bundle, else the next argument). Anything else is left as it is (a negative number).
+std::vector<std::string> split_short_bundles(int argc, char** argv) {
+  std::vector<std::string> out;
   for (int i = 0; i < argc; ++i) {
     const std::string a = argv[i];
+    const bool bundle = i > 0 && a.size() > 2 && a[0] == '-' && a[1] != '-' &&
+                        std::string_view("qfvTo").find(a[1]) != std::string_view::npos;
+    if (!bundle) {
+      out.push_back(a);
+      continue;
+    }
+    for (size_t c = 1; c < a.size(); ++c) {
+      out.push_back(std::string("-") + a[c]);
+      if (a[c] == 'T' || a[c] == 'o') {
+        if (c + 1 < a.size()) out.push_back(a.substr(a[c + 1] == '=' ? c + 2 : c + 1));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// The command line recorded in the .wpk metadata, without the options that do not change the
+// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T (bundled
+// short options included: -qfT2).
+std::string join_command_line(int argc, char** argv) {
+  const std::vector<std::string> args = split_short_bundles(argc, argv);
+  std::string s;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == "-T" || a == "--threads") {
       ++i;  // and its value
       continue;
     }
-    if (a.rfind("-T", 0) == 0 || a.rfind("--threads=", 0) == 0 || a == "-q" || a == "--quiet" || a == "-v" ||
-        a == "--verbose" || a == "-f" || a == "--force")
+    if (a.rfind("--threads=", 0) == 0 || a == "-q" || a == "--quiet" || a == "-v" || a == "--verbose" || a == "-f" ||
+        a == "--force")
       continue;
     if (!s.empty()) s += ' ';
     s += a;
@@ -81,7 +110,9 @@ bool parse_batches(const std::string& text, std::vector<uint32_t>* batches) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_cli(int argc, char** argv) {
   using namespace wpack::cli;
   // Past the file-size limit (ulimit -f) a write fails with EFBIG and is reported as any write
   // error is, instead of the process dying of SIGXFSZ with nothing said and a temp file left.
@@ -282,4 +313,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rc = run_cli(argc, argv);
+  // Standard output (tables, --json) is buffered: a write that failed (a full disk, /dev/full, a
+  // closed pipe's EPIPE with SIGPIPE ignored) shows only here. Report it; never exit 0 with a
+  // truncated report.
+  errno = 0;
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    const int err = errno;
+    std::cerr << "wpack: cannot write standard output" << (err ? std::string(": ") + std::strerror(err) : std::string())
+              << "\n";
+    return 1;
+  }
+  return rc;
 }

@@ -218,6 +218,9 @@ void decode_tile_as(const WpkReader& reader, size_t tensor, uint64_t tile, DType
 // (e.g. a vector), any run of tiles. Memory: one block, not the whole tensor.
 template <typename Sink>
 void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int threads, Sink&& sink) {
+  if (out_dtype != reader.tensors()[tensor].dtype && out_dtype != DType::F32 && out_dtype != DType::F16 &&
+      out_dtype != DType::BF16)
+    throw Error(ErrorCode::kInvalidArgument, "decode: output dtype must be the tensor's, F32, F16 or BF16");
   const WpkTensor& t = reader.tensors()[tensor];
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
   if (g.tile_count() == 0) return;
@@ -251,6 +254,16 @@ void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int 
 }
 
 }  // namespace
+
+void stream_tensor_blocks(const WpkReader& reader, size_t tensor, DType out_dtype, int threads,
+                          const std::function<void(uint64_t, std::span<const uint8_t>)>& sink) {
+  uint64_t element = 0;
+  const uint32_t esize = dtype_size(out_dtype);
+  stream_tensor(reader, tensor, out_dtype, threads, [&](std::span<const uint8_t> bytes) {
+    sink(element, bytes);
+    element += bytes.size() / esize;
+  });
+}
 
 void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path, bool overwrite, int threads,
                            const std::function<void(uint64_t, uint64_t, const std::string&)>& progress,

@@ -27,6 +27,15 @@ void decode_tile_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_ten
 // parallel on `threads` threads (0: all cores).
 void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> out, int threads = 0);
 
+// Decodes tensor `tensor` a block of whole tile rows at a time (~64 MiB; in a one-row tensor, a run
+// of tiles), each block's tiles in parallel, and hands each block to sink(first element, bytes) in
+// row-major order: as `out_dtype` bytes, which is the tensor's own dtype (decode_tensor's bytes) or
+// F32 / F16 / BF16 (decode_tensor_f32's values, rounded to nearest even). Memory: one block, not the
+// tensor. Throws as decode_tensor (the lowest failing tile); Error(kInvalidArgument) for another
+// out_dtype.
+void stream_tensor_blocks(const WpkReader& reader, size_t tensor, DType out_dtype, int threads,
+                          const std::function<void(uint64_t, std::span<const uint8_t>)>& sink);
+
 // The parsed and validated params of lossy tensor `tensor`. Throws Error(kCorrupt) naming file and
 // tensor.
 QuantTensorParams tensor_quant_params(const WpkReader& reader, size_t tensor);

@@ -450,8 +450,9 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
       for (bool force : {false, true}) {
         INFO(target << (force ? " -f" : ""));
         RunResult r = force ? compress(model, target, {"-f"}) : compress(model, target);
-        CHECK(r.exit_code != 0);
-        require_one_line_error(r, "model.safetensors");
+        CHECK(r.exit_code == 2);  // a usage error (Error kInvalidArgument)
+        require_one_line_error(r, target + ": output is the input file " + model);
+        CHECK(r.err == "wpack: " + target + ": output is the input file " + model + "\n");
         CHECK(test::read_file(model) == before);
       }
     }
@@ -459,8 +460,9 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
     REQUIRE(compress(model, packed).exit_code == 0);
     const auto packed_before = test::read_file(packed);
     RunResult u = run_wpack({"unpack", packed, "-o", packed, "-f"});
-    CHECK(u.exit_code != 0);
-    require_one_line_error(u, packed);
+    CHECK(u.exit_code == 2);
+    require_one_line_error(u, packed + ": output is the input file");
+    CHECK(u.err == "wpack: " + packed + ": output is the input file\n");
     CHECK(test::read_file(packed) == packed_before);
   }
   SECTION("a shard of a sharded input is refused as the output, with or without -f") {
@@ -475,8 +477,9 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
     for (bool force : {false, true}) {
       INFO((force ? "-f" : "no -f"));
       RunResult r = force ? compress(index_path, shard, {"-f"}) : compress(index_path, shard);
-      CHECK(r.exit_code != 0);
-      require_one_line_error(r, "output is the input file " + shard);
+      CHECK(r.exit_code == 2);
+      require_one_line_error(r, shard + ": output is the input file " + shard);
+      CHECK(r.err == "wpack: " + shard + ": output is the input file " + shard + "\n");
       CHECK(test::read_file(shard) == before);
     }
   }
@@ -491,8 +494,8 @@ TEST_CASE("output safety: existing output, -f, output == input, no temp files af
 
     // A failure after the output was opened (bad alignment) also leaves nothing behind.
     RunResult a = compress(model, target, {"--alignment", "24"});
-    CHECK(a.exit_code != 0);
-    require_one_line_error(a, "");
+    CHECK(a.exit_code == 2);
+    require_one_line_error(a, target + ": alignment 24 is not a power of two in [16, 1048576]");
     CHECK(list_dir(dir.path()) == std::vector<std::string>{"garbage.safetensors", "model.safetensors", "out.wpk"});
   }
   SECTION("a failure at the final rename (output is a directory, -f) removes the temporary file") {
@@ -862,6 +865,26 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
     REQUIRE(compress(model, out, {"-T", "2", "-f", "--tile", "64x64"}).exit_code == 0);
     CHECK(test::read_file(out) == one);
   }
+  SECTION("bundled short options: -qfT1, -fT2 -q and -T 2 -f -q give byte-identical files") {
+    // The recorded command line left -T out only when it stood alone: "-qfT2" was kept whole.
+    const std::string out = dir.file("bundled.wpk");
+    std::vector<std::vector<uint8_t>> files;
+    for (const std::vector<std::string>& options :
+         {std::vector<std::string>{"-qfT1"}, {"-fT2", "-q"}, {"-T", "2", "-f", "-q"}, {"-qfvT", "3"}}) {
+      std::vector<std::string> args = {"compress", model};
+      args.insert(args.end(), options.begin(), options.end());
+      args.insert(args.end(), {"-o", out, "--tile", "64x64"});
+      INFO(args[2]);
+      REQUIRE(run_wpack(args).exit_code == 0);
+      files.push_back(test::read_file(out));
+    }
+    for (size_t i = 1; i < files.size(); ++i) CHECK(files[i] == files[0]);
+    // "-fo PATH" records as "-o PATH"
+    REQUIRE(run_wpack({"compress", model, "-fo", out, "--tile", "64x64"}).exit_code == 0);
+    CHECK(test::read_file(out) == files[0]);
+    CHECK(json::parse(WpkReader::open(out)->metadata_json())["command_line"].get<std::string>().find(" -o " + out) !=
+          std::string::npos);
+  }
   SECTION("the same command line at 1 and 4 threads (OMP_NUM_THREADS): byte-identical files") {
     const std::string out = dir.file("same.wpk");
     std::vector<uint8_t> one, four;
@@ -890,6 +913,76 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
     }
     CHECK(run_wpack({"verify", out, "--against", model}).exit_code == 0);
   }
+}
+
+TEST_CASE("compress --alignment: 4096 aligns every tile, [16, 2^20] powers of two only") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  auto offsets_aligned_to = [](const WpkReader& r, uint64_t alignment) {
+    uint64_t aligned = 0;
+    for (const WpkTile& tile : r.tiles()) aligned += tile.offset % alignment == 0;
+    return aligned;
+  };
+
+  const std::string out = dir.file("a4096.wpk");
+  {
+    RunResult r = compress(model, out, {"--alignment", "4096", "--tile", "64x64"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto reader = WpkReader::open(out);
+    CHECK(reader->alignment() == 4096);
+    REQUIRE(reader->tiles().size() == 2 * (256 / 64) * (384 / 64));
+    for (size_t i = 0; i < reader->tiles().size(); ++i) {
+      INFO("tile " << i << " at " << reader->tiles()[i].offset);
+      CHECK(reader->tiles()[i].offset % 4096 == 0);
+    }
+    CHECK(offsets_aligned_to(*reader, 4096) == reader->tiles().size());
+  }
+  CHECK(run_wpack({"verify", out, "--against", model}).exit_code == 0);
+  // Without the option (default alignment 64) the same tiles are not all 4096-aligned: the check
+  // above sees the option.
+  const std::string plain = dir.file("plain.wpk");
+  REQUIRE(compress(model, plain, {"--tile", "64x64"}).exit_code == 0);
+  {
+    auto reader = WpkReader::open(plain);
+    CHECK(reader->alignment() == kWpkDefaultAlignment);
+    CHECK(offsets_aligned_to(*reader, 4096) < reader->tiles().size());
+    CHECK(offsets_aligned_to(*reader, kWpkDefaultAlignment) == reader->tiles().size());
+  }
+
+  // The limits themselves are accepted.
+  for (const uint64_t alignment : {uint64_t{16}, uint64_t{1} << 20}) {
+    INFO("--alignment " << alignment);
+    const std::string path = dir.file("edge.wpk");
+    RunResult ok = compress(model, path, {"--alignment", std::to_string(alignment), "-f"});
+    INFO(ok.err);
+    REQUIRE(ok.exit_code == 0);
+    auto reader = WpkReader::open(path);
+    CHECK(reader->alignment() == alignment);
+    CHECK(offsets_aligned_to(*reader, alignment) == reader->tiles().size());
+  }
+  std::filesystem::remove(dir.file("edge.wpk"));
+
+  // Below 16, above 2^20, or not a power of two: a usage error (exit 2) before anything is written.
+  const std::string refused = dir.file("refused.wpk");
+  for (const char* alignment : {"0", "1", "2", "8", "15", "24", "48", "1000", "4095", "1048577", "2097152",
+                                "2147483648", "4294967295"}) {
+    INFO("--alignment " << alignment);
+    RunResult bad = compress(model, refused, {"--alignment", alignment});
+    CHECK(bad.exit_code == 2);
+    require_one_line_error(bad, "");
+    CHECK(bad.err == "wpack: " + refused + ": alignment " + alignment + " is not a power of two in [16, 1048576]\n");
+    CHECK(!std::filesystem::exists(refused));
+  }
+  // Not a uint32 at all: refused by the option parser, also exit 2.
+  for (const char* alignment : {"-16", "4294967296", "4k"}) {
+    INFO("--alignment '" << alignment << "'");
+    RunResult bad = compress(model, refused, {"--alignment", alignment});
+    CHECK(bad.exit_code == 2);
+    require_one_line_error(bad, "--alignment");
+    CHECK(!std::filesystem::exists(refused));
+  }
+  CHECK(list_dir(dir.path()) == std::vector<std::string>{"a4096.wpk", "gauss.safetensors", "plain.wpk"});
 }
 
 TEST_CASE("HDF5 input: compress, inspect lists the datasets, verify and unpack match") {
@@ -1116,4 +1209,21 @@ TEST_CASE("verify --device cuda without a GPU (or without CUDA): CPU checks deci
   CHECK(q.exit_code == 0);
   CHECK(q.err.empty());
   CHECK(q.out.empty());
+}
+
+// A report that cannot be written (a full disk: /dev/full) is an error, not exit 0 with nothing
+// said and a truncated file.
+TEST_CASE("a failed write to standard output is reported, exit 1") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  const std::string packed = dir.file("m.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"inspect", packed}, {"inspect", "--json", packed}, {"verify", packed},
+        {"inspect", model}, {"--help"}}) {
+    INFO(args[0] << " " << args.back());
+    const RunResult r = run_wpack(args, "/dev/full");
+    CHECK(r.exit_code == 1);
+    CHECK(r.err == "wpack: cannot write standard output: No space left on device\n");
+  }
 }

@@ -1,13 +1,16 @@
 // Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
 // version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden writes the current version's
-// files, lossless-{rans,zstd,exp4}-v4.wpk and lossy-v4.wpk). The v2 and v3 files are fixtures kept
-// from the v2 and v3 writers.
+// files, lossless-{rans,zstd,exp4}-v4.wpk and lossy-v4.wpk, and then fails on purpose: the rewritten
+// files must be reviewed and committed, and a run with the variable never passes). The v2 and v3
+// files are fixtures kept from the v2 and v3 writers.
 //
 // The rANS and exp4 files are compared byte for byte (wpack's own codecs). zstd's output may change
 // between libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "formats/detail/le.h"
 #include "formats/wpk.h"
@@ -21,6 +24,19 @@ using namespace wpack;
 namespace {
 
 const std::string kGoldenDir = std::string(WPACK_SOURCE_DIR) + "/tests/data/golden/";
+
+// WPACK_UPDATE_GOLDEN set: the tests that own a golden file rewrite it, check the rewritten file as
+// usual, and then fail (fail_after_update), so that a run with the variable never counts as a pass.
+bool updating_golden() { return std::getenv("WPACK_UPDATE_GOLDEN") != nullptr; }
+
+void fail_after_update(const std::vector<std::string>& files) {
+  std::string list;
+  for (const std::string& f : files) list += "\n  " + kGoldenDir + f;
+  FAIL("WPACK_UPDATE_GOLDEN is set: the golden files were rewritten and this run checked nothing against the "
+       "committed ones. Review the changes (git diff tests/data/golden), commit them, and run again without "
+       "WPACK_UPDATE_GOLDEN:"
+       << list);
+}
 
 MemorySource golden_source() {
   MemorySource src;
@@ -89,7 +105,7 @@ PackOptions lossy_golden_options() {
 }  // namespace
 
 TEST_CASE("golden: the rANS file is reproduced byte for byte") {
-  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr) {
+  if (updating_golden()) {
     pack_model(golden_source(), kGoldenDir + "lossless-rans-v4.wpk", golden_options(Codec::kRans));
     pack_model(golden_source(), kGoldenDir + "lossless-zstd-v4.wpk", golden_options(Codec::kZstd));
   }
@@ -98,12 +114,13 @@ TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   const auto golden = test::read_file(kGoldenDir + "lossless-rans-v4.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
+  if (updating_golden()) fail_after_update({"lossless-rans-v4.wpk", "lossless-zstd-v4.wpk"});
 }
 
 // Codec exp4 (format v4): the BF16 and F32 tensors' tiles are exp4 (filter floatplanes), the F16,
 // I32 and F64 tensors' rans (or raw).
 TEST_CASE("golden: the exp4 file is reproduced byte for byte and holds exp4 tiles") {
-  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr)
+  if (updating_golden())
     pack_model(golden_source(), kGoldenDir + "lossless-exp4-v4.wpk", golden_options(Codec::kExp4));
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kExp4));
@@ -128,6 +145,7 @@ TEST_CASE("golden: the exp4 file is reproduced byte for byte and holds exp4 tile
       }
     }
   CHECK(exp4_tiles == 9 + 1);  // dense.weight's 3 x 3 tiles, conv.weight's one
+  if (updating_golden()) fail_after_update({"lossless-exp4-v4.wpk"});
 }
 
 TEST_CASE("golden: committed files decode to their source") {
@@ -163,7 +181,7 @@ TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields cha
 // The lossy golden file pins quantizer output as well as the tile layouts: a change to either shows
 // as a byte difference (and needs a version bump when the layouts change).
 TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lossy tile layout") {
-  if (std::getenv("WPACK_UPDATE_GOLDEN") != nullptr)
+  if (updating_golden())
     pack_model(lossy_golden_source(), kGoldenDir + "lossy-v4.wpk", lossy_golden_options());
   test::TempDir dir;
   pack_model(lossy_golden_source(), dir.file("q.wpk"), lossy_golden_options());
@@ -192,4 +210,5 @@ TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lo
     CHECK(rel == Approx(info.metrics.rel_error).epsilon(1e-6).margin(1e-12));
     if (info.scheme != 0) CHECK(rel > 1e-4);  // really quantized
   }
+  if (updating_golden()) fail_after_update({"lossy-v4.wpk"});
 }

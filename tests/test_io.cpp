@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,17 +57,30 @@ TEST_CASE("io: zero blocks become holes however the writes are cut, and the byte
 // commit, after the work, when -f was given.
 TEST_CASE("io: targets with names of up to 255 bytes, new or replaced") {
   TempDir dir;
-  const std::vector<uint8_t> bytes = {1, 2, 3, 4, 5};
+  // Different contents (and lengths, longer and shorter) on each pass, so that a replace that kept
+  // the old file, or wrote into it in place without truncating, reads back wrong.
+  const std::vector<std::vector<uint8_t>> contents = {{1, 2, 3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2}, {0x42, 0x43}};
+  std::vector<std::string> names;
   for (const size_t length : {200u, 230u, 255u}) {
-    const std::string path = dir.file(std::string(length, 'n'));
+    const std::string name(length, 'n');
+    const std::string path = dir.file(name);
+    names.push_back(name);
     INFO("name of " << length << " bytes");
-    for (bool overwrite : {false, true, true}) {  // new, then replacing the file twice
-      AtomicOutputFile f(path, overwrite);
-      f.write(bytes.data(), bytes.size());
+    const bool overwrite_of_pass[] = {false, true, true};  // new, then replacing the file twice
+    for (size_t pass = 0; pass < contents.size(); ++pass) {
+      INFO("pass " << pass);
+      AtomicOutputFile f(path, overwrite_of_pass[pass]);
+      f.write(contents[pass].data(), contents[pass].size());
       REQUIRE_NOTHROW(f.commit());
-      CHECK(test::read_file(path) == bytes);
+      CHECK(test::read_file(path) == contents[pass]);
     }
   }
+  // Nothing else is left in the directory (no temporary files).
+  std::vector<std::string> listed;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) listed.push_back(e.path().filename().string());
+  std::sort(listed.begin(), listed.end());
+  std::sort(names.begin(), names.end());
+  CHECK(listed == names);
 }
 
 // The output's mode: a new file's is 0666 less the umask (it was always 0644: a user's umask 077

@@ -429,9 +429,54 @@ TEST_CASE("pack: codec exp4 stores quantized tensors with codec none, and codec=
   CHECK(tile_codecs(*r, 3) == std::set<uint8_t>{kRansCode});  // F16: lossless, rans
   CHECK(r->tensors()[0].scheme != 0);
   CHECK(r->tensors()[1].scheme != 0);
-  for (size_t t = 0; t < 4; ++t) {
-    std::vector<float> out(r->tensors()[t].num_elements());
-    CHECK_NOTHROW(decode_tensor_f32(*r, t, out, 1));
+  // What the tensors decode to. Quantized: the scalar reference quantizer's dequantized values, bit
+  // for bit (codec none changes how the tiles are stored, not the values). Lossless: the source.
+  auto decoded = [](const WpkReader& reader, size_t t) {
+    std::vector<float> out(reader.tensors()[t].num_elements(), -12345.0f);
+    decode_tensor_f32(reader, t, out, 1);
+    return out;
+  };
+  auto source_f32 = [&](size_t t) {
+    std::vector<float> f(src.tensors()[t].num_elements());
+    convert_to_f32(src.tensors()[t].dtype, src.data(t).data(), f.size(), f.data());
+    return f;
+  };
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  const std::pair<size_t, const char*> quantized[] = {{0, "int4"}, {1, "int8:codec=exp4"}};
+  for (const auto& [t, spec] : quantized) {
+    INFO(src.tensors()[t].name << " as " << spec);
+    const auto& shape = src.tensors()[t].shape;
+    REQUIRE(shape.size() == 2);
+    const std::vector<float> w = source_f32(t);
+    const QuantizedMatrix q = quantize_ref(w.data(), shape[0], shape[1], parse_policy_spec(spec, TensorPolicy{}).spec);
+    std::vector<float> expect(w.size());
+    dequantize_ref(q, expect.data());
+    const std::vector<float> got = decoded(*r, t);
+    CHECK(same_bits(got, expect));
+    CHECK(!same_bits(got, w));  // really quantized: the check above is not the lossless one
+  }
+  for (size_t t : {size_t{2}, size_t{3}}) {
+    INFO(src.tensors()[t].name << " lossless");
+    CHECK(same_bits(decoded(*r, t), source_f32(t)));
+    std::vector<uint8_t> bytes(src.data(t).size(), 0xCD);
+    decode_tensor(*r, t, bytes, 1);
+    CHECK(bytes == src.data(t));
+  }
+  // The same tensors packed with the default codec (rans) decode to the same floats.
+  {
+    PackOptions rans = opt;
+    rans.codec = Codec::kRans;
+    rans.overrides = {{"^q8", parse_policy_spec("int8", TensorPolicy{})}, opt.overrides[1]};
+    pack_model(src, dir.file("rans.wpk"), rans);
+    auto rr = WpkReader::open(dir.file("rans.wpk"));
+    REQUIRE(rr->tensors().size() == 4);
+    CHECK(tile_codecs(*rr, 0).count(kRansCode) == 1);  // really another coding of the same values
+    for (size_t t = 0; t < 4; ++t) {
+      INFO(src.tensors()[t].name << " under rans and under exp4");
+      CHECK(same_bits(decoded(*rr, t), decoded(*r, t)));
+    }
   }
 
   // codec=exp4 on one lossless tensor of a zstd file.

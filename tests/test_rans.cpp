@@ -3,7 +3,8 @@
 // the fast encoder against its reference path (packer/detail/rans_encode.h), and golden streams
 // (tests/data/rans) that pin the format.
 //
-// Golden files are written, not checked, when WPACK_RANS_WRITE_GOLDEN=1 is set:
+// Golden files are rewritten when WPACK_RANS_WRITE_GOLDEN=1 is set, and the test then fails on
+// purpose (the new files must be reviewed and committed; such a run never counts as a pass):
 //   WPACK_RANS_WRITE_GOLDEN=1 build/tests/test_rans "golden streams"
 // Regenerate them only together with a documented format change (docs/FORMAT-rans.md).
 #include <catch2/catch.hpp>
@@ -599,7 +600,7 @@ TEST_CASE("golden streams: the encoder reproduces them byte for byte and the dec
       }
       test::write_file(golden_path(base + ".rans.bin"), rans_encode(packed, n, c.bits, c.shared_table ? &table : nullptr));
       WARN("wrote " << golden_path(base + ".*.bin"));
-      continue;
+      // and on to the checks below, of the files just written
     }
     const auto packed = test::read_file(golden_path(base + ".in.bin"));
     const auto expected = test::read_file(golden_path(base + ".rans.bin"));
@@ -612,4 +613,9 @@ TEST_CASE("golden streams: the encoder reproduces them byte for byte and the dec
     if (base == "exponent_lanetails_b8_n4096") REQUIRE(header(expected).delta_bits == 2);
     REQUIRE(decode(expected, n, c.bits, shared) == packed);
   }
+  // Writing is never a pass: the run compared the encoder with its own fresh output.
+  if (write && std::string(write) == "1")
+    FAIL("WPACK_RANS_WRITE_GOLDEN=1: the golden streams in " << golden_path("")
+         << " were rewritten, not checked against the committed ones. Review them (git diff tests/data/rans), "
+            "commit them with the documented format change, and run again without WPACK_RANS_WRITE_GOLDEN");
 }

@@ -189,15 +189,16 @@ std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t ti
   return bytes;
 }
 
-RunResult run_wpack(const std::vector<std::string>& args) {
+RunResult run_wpack(const std::vector<std::string>& args, const std::string& stdout_path) {
   TempDir tmp;
   std::string cmd = shell_quote(WPACK_BINARY);
   for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " >" + shell_quote(tmp.file("out")) + " 2>" + shell_quote(tmp.file("err")) + " </dev/null";
+  cmd += " >" + shell_quote(stdout_path.empty() ? tmp.file("out") : stdout_path) + " 2>" + shell_quote(tmp.file("err")) +
+         " </dev/null";
   int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(tmp.file("out"));
+  if (stdout_path.empty()) r.out = slurp(tmp.file("out"));
   r.err = slurp(tmp.file("err"));
   return r;
 }

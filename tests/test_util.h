@@ -77,7 +77,8 @@ struct RunResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs the built wpack binary with `args` (shell-quoted here), capturing stdout and stderr.
-RunResult run_wpack(const std::vector<std::string>& args);
+// Runs the built wpack binary with `args` (shell-quoted here), capturing stdout and stderr; with
+// `stdout_path`, stdout goes to that file instead (e.g. /dev/full) and `out` is empty.
+RunResult run_wpack(const std::vector<std::string>& args, const std::string& stdout_path = {});
 
 }  // namespace wpack::test

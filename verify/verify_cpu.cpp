@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <new>  // std::bad_alloc
 #include <optional>
 #include <unordered_map>
@@ -57,10 +58,39 @@ std::optional<TensorBytes> source_bytes(const WpkReader& reader, const WpkTensor
   }
 }
 
-// A lossy tensor: decode every tile to float into `decoded` (num_elements values); with a source,
-// compare relative errors. A failed decode sets check.error and, with `decode_error`, keeps the Error.
+// Tensor t decoded a block of tile rows at a time (packer/unpack.h stream_tensor_blocks) as
+// `out_dtype` bytes, each block handed to on_block(first element, bytes); with `keep`, the whole
+// decode is also kept there (the hook's). Memory: a block (and `keep`), not the tensor. A failed
+// decode sets check.error and, with `decode_error`, keeps the Error. Returns whether it decoded.
+bool decode_blocks(const WpkReader& reader, size_t t, DType out_dtype, int threads, std::vector<uint8_t>* keep,
+                   TensorCheck& check, std::optional<Error>* decode_error,
+                   const std::function<void(uint64_t, std::span<const uint8_t>)>& on_block) {
+  const WpkTensor& wt = reader.tensors()[t];
+  const uint32_t esize = dtype_size(out_dtype);
+  try {
+    if (keep) keep->assign(wt.num_elements() * esize, 0);
+    stream_tensor_blocks(reader, t, out_dtype, threads, [&](uint64_t first, std::span<const uint8_t> bytes) {
+      if (keep) std::memcpy(keep->data() + first * esize, bytes.data(), bytes.size());
+      on_block(first, bytes);
+    });
+    check.decoded = true;
+  } catch (const Error& e) {
+    check.error = e.what();
+    if (decode_error) decode_error->emplace(e);
+  } catch (const std::bad_alloc&) {
+    if (keep) *keep = {};
+    const Error e = out_of_memory(reader, wt, wt.num_elements() * esize);
+    check.error = e.what();
+    if (decode_error) decode_error->emplace(e);
+  }
+  return check.decoded;
+}
+
+// A lossy tensor: decode every tile to float (with `keep`, into it: num_elements floats as bytes);
+// with a source, compare relative errors. A failed decode sets check.error and, with
+// `decode_error`, keeps the Error.
 void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against, std::optional<size_t> source_index,
-                  int threads, double max_rel_error, std::vector<float>& decoded, TensorCheck& check,
+                  int threads, double max_rel_error, std::vector<uint8_t>* keep, TensorCheck& check,
                   std::optional<Error>* decode_error) {
   const WpkTensor& wt = reader.tensors()[t];
   check.lossy = true;
@@ -72,42 +102,53 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     std::snprintf(buf, sizeof buf, ": rel_error %.6g%s exceeds --max-error %.6g", rel_error, recorded, max_rel_error);
     check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
   };
-  try {
-    decoded.assign(wt.num_elements(), 0.0f);
-    decode_tensor_f32(reader, t, decoded, threads);
-    check.decoded = true;
-  } catch (const Error& e) {
-    check.error = e.what();
-    if (decode_error) decode_error->emplace(e);
-    return;
-  } catch (const std::bad_alloc&) {
-    const Error e = out_of_memory(reader, wt, wt.num_elements() * sizeof(float));
-    check.error = e.what();
-    if (decode_error) decode_error->emplace(e);
-    return;
-  }
+  TensorCheck source_check;  // why the source cannot be compared (reported after the decode's own errors)
+  const std::optional<TensorBytes> source =
+      against ? source_bytes(reader, wt, *against, source_index, source_check) : std::nullopt;
+  // The error sums block by block, in index order: error_stats over the whole tensor, bit for bit.
+  ErrorAccumulator sums;
+  std::vector<float> ref, approx;
+  uint64_t non_finite = UINT64_MAX;  // the source's first value that is not finite
+  const uint32_t esize = dtype_size(wt.dtype);
+  const bool decoded =
+      decode_blocks(reader, t, DType::F32, threads, keep, check, decode_error, [&](uint64_t first, std::span<const uint8_t> bytes) {
+        if (!source || non_finite != UINT64_MAX) return;
+        const uint64_t n = bytes.size() / 4;
+        ref.resize(n);
+        approx.resize(n);
+        convert_to_f32(wt.dtype, source->data() + first * esize, n, ref.data());
+        std::memcpy(approx.data(), bytes.data(), bytes.size());
+        source->release(first * esize, n * esize);
+        const auto bad = std::find_if(ref.begin(), ref.end(), [](float v) { return !std::isfinite(v); });
+        if (bad != ref.end()) {
+          non_finite = first + static_cast<uint64_t>(bad - ref.begin());
+          return;
+        }
+        sums.add(ref.data(), approx.data(), n);
+      });
+  if (!decoded) return;
   if (!against) {  // the error recorded at compress time, against the source it was packed from
     check_max_error(wt.metrics.rel_error, " (recorded at compress time)");
     return;
   }
-  const std::optional<TensorBytes> bytes = source_bytes(reader, wt, *against, source_index, check);
-  if (!bytes) return;
-  std::vector<float> source(wt.num_elements());
-  convert_to_f32(wt.dtype, bytes->data(), source.size(), source.data());
-  // compress refuses a lossy tensor that is not finite, so such a source is not this file's (and
-  // its rel_error would read nan).
-  const auto bad = std::find_if(source.begin(), source.end(), [](float v) { return !std::isfinite(v); });
-  if (bad != source.end()) {
-    const uint64_t i = static_cast<uint64_t>(bad - source.begin()), cols = std::max<uint64_t>(wt.cols(), 1);
-    check.error = reader.path() + ": tensor '" + wt.name + "': " + against->path() + " holds a value that is not finite at row " +
-                  std::to_string(i / cols) + ", col " + std::to_string(i % cols) + ": not the source it was packed from";
+  if (!source) {
+    check.error = source_check.error;
     return;
   }
-  const ErrorStats stats = error_stats(source.data(), decoded.data(), source.size());
+  // compress refuses a lossy tensor that is not finite, so such a source is not this file's (and
+  // its rel_error would read nan).
+  if (non_finite != UINT64_MAX) {
+    const uint64_t cols = std::max<uint64_t>(wt.cols(), 1);
+    check.error = reader.path() + ": tensor '" + wt.name + "': " + against->path() + " holds a value that is not finite at row " +
+                  std::to_string(non_finite / cols) + ", col " + std::to_string(non_finite % cols) +
+                  ": not the source it was packed from";
+    return;
+  }
+  const ErrorStats stats = sums.stats();
   check.compared = true;
   check.rel_error = stats.rel_error;
   // The packer recorded this very figure against its source (the same decode, the same sums up to
-  // their order): a source changed toward the decoded values (zeros where pruning put them) gives
+  // their order): a source changed toward the decoded values (zeros where pruning put zeros) gives
   // less, one changed away from them more; either is not the source this file was packed from.
   const double recorded = wt.metrics.rel_error;
   char buf[300];
@@ -123,6 +164,45 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
   } else {
     check_max_error(stats.rel_error, "");
+  }
+}
+
+// A lossless tensor: decode every tile (with `keep`, into it) and, with a source, compare the bytes.
+void verify_lossless(const WpkReader& reader, size_t t, const TensorSource* against, std::optional<size_t> source_index,
+                     int threads, std::vector<uint8_t>* keep, TensorCheck& check, std::optional<Error>* decode_error) {
+  const WpkTensor& wt = reader.tensors()[t];
+  TensorCheck source_check;
+  const std::optional<TensorBytes> source =
+      against ? source_bytes(reader, wt, *against, source_index, source_check) : std::nullopt;
+  const uint32_t esize = dtype_size(wt.dtype);
+  uint64_t first_bad_element = UINT64_MAX, mismatched = 0;
+  const bool decoded =
+      decode_blocks(reader, t, wt.dtype, threads, keep, check, decode_error, [&](uint64_t first, std::span<const uint8_t> bytes) {
+        if (!source) return;
+        const uint8_t* src = source->data() + first * esize;
+        if (std::memcmp(bytes.data(), src, bytes.size()) != 0)
+          for (uint64_t i = 0; i < bytes.size() / esize; ++i)
+            if (std::memcmp(bytes.data() + i * esize, src + i * esize, esize) != 0) {
+              first_bad_element = std::min(first_bad_element, first + i);
+              ++mismatched;
+            }
+        source->release(first * esize, bytes.size());
+      });
+  if (!decoded || !against) return;
+  if (!source) {
+    check.error = source_check.error;
+    return;
+  }
+  check.compared = true;
+  check.mismatched_elements = mismatched;
+  check.bit_exact = mismatched == 0;
+  if (!check.bit_exact) {
+    const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+    const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
+    check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
+    check.error = tile_context(reader, t, check.first_bad_tile) + ": " + std::to_string(mismatched) +
+                  " elements differ from " + against->path() + " (first at row " + std::to_string(row) + ", col " +
+                  std::to_string(col) + ")";
   }
 }
 
@@ -153,21 +233,9 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
   if (against)
     for (size_t i = 0; i < against->tensors().size(); ++i) source_index[against->tensors()[i].name] = i;
 
+  // Without a hook a tensor is never held whole: its decode and its source go a block at a time.
   std::vector<uint8_t> decoded;
-  // Hands tensor t's decode to the hook: `error` when it failed, else the lossless bytes or the
-  // lossy values.
-  const auto hand_over = [&](size_t t, const std::optional<Error>& error, std::span<const uint8_t> bytes,
-                             std::span<const float> values) {
-    DecodedTensor d;
-    d.tensor = t;
-    if (error) {
-      d.error = &*error;
-    } else {
-      d.bytes = bytes;
-      d.values = values;
-    }
-    on_decoded(d);
-  };
+  std::vector<uint8_t>* keep = on_decoded ? &decoded : nullptr;
   for (size_t t = 0; t < reader.tensors().size(); ++t) {
     const WpkTensor& wt = reader.tensors()[t];
     TensorCheck check;
@@ -176,53 +244,25 @@ VerifyReport verify_cpu(const WpkReader& reader, const TensorSource* against, in
     std::optional<size_t> in_source;    // the source's tensor of this name
     if (against)
       if (auto it = source_index.find(wt.name); it != source_index.end()) in_source = it->second;
-    if (wt.scheme != 0) {
-      std::vector<float> values;  // this tensor's only: freed before the next one is decoded
-      verify_lossy(reader, t, against, in_source, threads, max_rel_error, values, check,
-                   on_decoded ? &decode_error : nullptr);
-      report.tiles_checked += wt.tile_count;
-      report.tensors.push_back(std::move(check));
-      if (on_decoded) hand_over(t, decode_error, {}, values);
-      continue;
-    }
-    try {
-      decoded.assign(wt.num_elements() * dtype_size(wt.dtype), 0);
-      decode_tensor(reader, t, decoded, threads);
-      check.decoded = true;
-    } catch (const Error& e) {
-      check.error = e.what();
-      if (on_decoded) decode_error.emplace(e);
-    } catch (const std::bad_alloc&) {
-      decoded = {};
-      const Error e = out_of_memory(reader, wt, wt.num_elements() * dtype_size(wt.dtype));
-      check.error = e.what();
-      if (on_decoded) decode_error.emplace(e);
-    }
+    if (wt.scheme != 0)
+      verify_lossy(reader, t, against, in_source, threads, max_rel_error, keep, check, on_decoded ? &decode_error : nullptr);
+    else
+      verify_lossless(reader, t, against, in_source, threads, keep, check, on_decoded ? &decode_error : nullptr);
     report.tiles_checked += wt.tile_count;
-    if (check.decoded && against) {
-      if (std::optional<TensorBytes> src_bytes = source_bytes(reader, wt, *against, in_source, check)) {
-        check.compared = true;
-        const uint32_t esize = dtype_size(wt.dtype);
-        const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
-        uint64_t first_bad_element = UINT64_MAX;
-        const uint64_t n = wt.num_elements();
-        for (uint64_t i = 0; i < n; ++i)
-          if (std::memcmp(decoded.data() + i * esize, src_bytes->data() + i * esize, esize) != 0) {
-            if (first_bad_element == UINT64_MAX) first_bad_element = i;
-            check.mismatched_elements++;
-          }
-        check.bit_exact = (check.mismatched_elements == 0);
-        if (!check.bit_exact) {
-          const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
-          check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
-          check.error = tile_context(reader, t, check.first_bad_tile) + ": " +
-                        std::to_string(check.mismatched_elements) + " elements differ from " + against->path() +
-                        " (first at row " + std::to_string(row) + ", col " + std::to_string(col) + ")";
-        }
-      }
-    }
     report.tensors.push_back(std::move(check));
-    if (on_decoded) hand_over(t, decode_error, decoded, {});
+    if (on_decoded) {
+      DecodedTensor d;
+      d.tensor = t;
+      if (decode_error) {
+        d.error = &*decode_error;
+      } else if (wt.scheme != 0) {
+        d.values = std::span(reinterpret_cast<const float*>(decoded.data()), decoded.size() / sizeof(float));
+      } else {
+        d.bytes = decoded;
+      }
+      on_decoded(d);
+    }
+    if (wt.scheme != 0) decoded = {};  // a lossy tensor's floats: freed before the next one is decoded
   }
   if (against) {
     std::unordered_set<std::string> packed;
