@@ -71,12 +71,24 @@ __device__ __forceinline__ void load_stored(uint8_t* smem_dst, const uint8_t* gl
 }
 
 // Element e (0-based, in the tile) assembled from the planes, the filter undone; little-endian bits.
-__device__ __forceinline__ uint64_t tile_element(const uint8_t* const* planes, uint32_t e, uint32_t elem_size,
-                                                 uint8_t filter) {
+__device__ __forceinline__ uint64_t tile_element(const uint8_t* const* planes, uint32_t e, uint32_t n,
+                                                 uint32_t elem_size, uint8_t filter) {
   uint64_t v = 0;
   if (filter == kFilterNone) {
     const uint8_t* p = planes[0] + static_cast<uint64_t>(e) * elem_size;
     for (uint32_t b = 0; b < elem_size; ++b) v |= uint64_t{p[b]} << (8 * b);
+    return v;
+  }
+  if (filter == kFilterBitShuffle) {  // one plane: 8e bit planes of the first n8 elements, then the rest as they are
+    const uint32_t n8 = n & ~7u;
+    const uint8_t* p = planes[0];
+    if (e >= n8) {
+      p += static_cast<uint64_t>(e) * elem_size;
+      for (uint32_t b = 0; b < elem_size; ++b) v |= uint64_t{p[b]} << (8 * b);
+      return v;
+    }
+    const uint32_t plane_bytes = n8 / 8, j = e / 8, i = e % 8;
+    for (uint32_t b = 0; b < 8 * elem_size; ++b) v |= uint64_t{(p[b * plane_bytes + j] >> i) & 1u} << b;
     return v;
   }
   if (filter == kFilterByteShuffle) {
@@ -147,7 +159,6 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
     return decode_exp4_smem(bytes_dev, tile, elem_size, plan, smem, plane_ptr, status_shared);
   if (tile.codec == kCodecZstd) return kUnsupportedCodec;
   if (tile.codec != kCodecNone && tile.codec != kCodecRans) return kCorrupt;
-  if (tile.filter == kFilterBitShuffle) return kUnsupportedFilter;
   if (tile.filter > kFilterFloatPlanes) return kCorrupt;
   if (tile.filter == kFilterFloatPlanes && elem_size == 1) return kUnsupportedFilter;
   if (static_cast<uint64_t>(tile.rows) * tile.cols * elem_size != tile.raw_size || tile.raw_size == 0) return kCorrupt;
@@ -157,7 +168,7 @@ __device__ uint32_t decode_tile_smem(const uint8_t* bytes_dev, const DevTile& ti
   load_stored(stored, bytes_dev + tile.offset, tile.stored_size);
   __syncthreads();
 
-  const uint32_t planes = tile.filter == kFilterNone ? 1 : elem_size;
+  const uint32_t planes = tile.filter == kFilterNone || tile.filter == kFilterBitShuffle ? 1 : elem_size;
   const uint32_t n = tile.raw_size / planes;  // bytes per plane
   if (tile.codec == kCodecNone) {
     if (tile.stored_size != tile.raw_size) return kCorrupt;
@@ -230,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(
 
   const uint32_t elements = tile.rows * tile.cols;
   for (uint32_t e = threadIdx.x; e < elements; e += kThreads) {
-    const uint64_t v = tile_element(plane_ptr, e, elem_size, tile.filter);
+    const uint64_t v = tile_element(plane_ptr, e, elements, elem_size, tile.filter);
     const uint32_t r = e / tile.cols, c = e - r * tile.cols;
     uint8_t* dst = out_dev + ((tile.row0 + uint64_t{r}) * tensor_cols + tile.col0 + c) * elem_size;
     switch (elem_size) {  // element-aligned: the output is cudaMalloc'ed and elements are naturally aligned
@@ -261,8 +272,8 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   const SmemLayout layout(plan);
   float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
   // x for this tile's columns, read before the decode so its latency overlaps the cp.async. Only a
-  // tile the GPU decodes is sure to fit xs (plan.cols_cap leaves out zstd and bitshuffle tiles,
-  // which decode_tile_smem reports).
+  // tile the GPU decodes is sure to fit xs (plan.cols_cap leaves out zstd tiles, which
+  // decode_tile_smem reports).
   const uint32_t x_cols = tile.cols <= plan.cols_cap ? tile.cols : 0;
   for (uint32_t i = threadIdx.x; i < x_cols * kBatch; i += kThreads)
     xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
@@ -277,7 +288,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     for (uint32_t b = 0; b < kBatch; ++b) acc[b] = 0.f;
     for (uint32_t c = lane; c < tile.cols; c += 32) {
       const float w =
-          bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, 2, tile.filter)));
+          bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, tile.rows * tile.cols, 2, tile.filter)));
 #pragma unroll
       for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
     }

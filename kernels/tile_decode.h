@@ -15,8 +15,8 @@
 //
 // What the GPU decodes: codec none, rans or exp4 (with floatplanes: a lossless BF16 tensor whose
 // tiles are all exp4 multiplies on the bulk-copy GEMV of kernels/quant_gemv_tma.cu); filter none,
-// byteshuffle or floatplanes; element size 1 (filter none/byteshuffle only), 2, 4 or 8. Anything
-// else (zstd tiles, bitshuffle) is not an error of the call: the tile is left
+// byteshuffle, bitshuffle or floatplanes; element size 1 (not floatplanes), 2, 4 or 8. Anything
+// else (zstd tiles) is not an error of the call: the tile is left
 // unwritten and reported per tile in the status array (DietGPU style). A malformed stream is
 // reported as kCorrupt the same way; the kernels never trap and never read or write outside their
 // buffers.
@@ -39,7 +39,7 @@ namespace wpack::gpu {
 enum class TileStatus : uint32_t {
   kOk = 0,
   kUnsupportedCodec = 1,   // zstd (archive codec: CPU decode only)
-  kUnsupportedFilter = 2,  // bitshuffle, or an element size the filter is not defined for here
+  kUnsupportedFilter = 2,  // floatplanes on 1-byte elements (the packer never writes it)
   kCorrupt = 3,            // plane directory or rANS stream inconsistent (sizes, table, final states)
   kTooLarge = 4,           // the tile does not fit the shared memory the launch was sized for
 };

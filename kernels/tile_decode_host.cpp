@@ -629,7 +629,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     }
     // Only tiles the GPU can decode size the shared memory (a zstd tile is reported, not loaded).
     const bool decodable = (rec.codec == kCodecNone || rec.codec == kCodecRans || rec.codec == kCodecExp4) &&
-                           rec.filter != kFilterBitShuffle && rec.filter <= kFilterFloatPlanes;
+                           rec.filter <= kFilterFloatPlanes;
     if (exp4_all) {
       const auto bytes = reader.tile_bytes(t.first_tile + k);
       exp4_all = exp4_tma_tile(bytes, rec, d);
@@ -653,7 +653,7 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
       raw_cap = std::max(raw_cap, align16(uint64_t{rec.raw_size}));
       cols_cap = std::max<uint64_t>(cols_cap, d.cols);
       if (rec.codec == kCodecRans) {
-        const uint32_t planes = rec.filter == kFilterNone ? 1 : impl->elem_size;
+        const uint32_t planes = rec.filter == kFilterNone || rec.filter == kFilterBitShuffle ? 1 : impl->elem_size;
         precision_cap = std::max(precision_cap, tile_max_precision(reader.tile_bytes(t.first_tile + k), planes));
         table_warps = std::max(table_warps, std::min(planes, 4u));
       }

@@ -13,7 +13,7 @@
 //      the tensor and tile; Error(kUnsupported) (e.g. a lossy tensor before the GPU supports it, a
 //      tile too large for shared memory) marks the tensor not GPU-checked, with the reason;
 //   2. GPU decode into a poisoned buffer, then the per-tile status: kUnsupportedCodec or
-//      kUnsupportedFilter (zstd tiles, bitshuffle: the header calls these not an error of the call)
+//      kUnsupportedFilter (zstd tiles: the header calls these not an error of the call)
 //      mark the tensor not GPU-checked, naming the first such tile; kCorrupt, kTooLarge or an
 //      unknown status is a failure naming the tile;
 //   3. the decoded values against the CPU reference decode, bit for bit: lossless tensors their
