@@ -14,7 +14,9 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,48 +31,56 @@
 
 namespace {
 
-// argv with bundled short options split as CLI11 reads them: "-qfT2" -> "-q" "-f" "-T" "2",
-// "-fo" "x" -> "-f" "-o" "x". wpack's short options: -q, -f, -v (flags), -T, -o (a value: the rest
-// of the bundle, else the next argument). Anything else is left as it is (a negative number).
-std::vector<std::string> split_short_bundles(int argc, char** argv) {
-  std::vector<std::string> out;
-  for (int i = 0; i < argc; ++i) {
+// The command line recorded in the .wpk metadata, without the options that do not change the
+// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T. argv is
+// walked as CLI11 reads it: a short-option bundle ("-qfT2", "-fo PATH") is split, the value of an
+// option that takes one is kept verbatim (even when it starts with '-'), and nothing after "--" is
+// an option. `takes_value`: the long names (without "--") of the options that take a value.
+std::string join_command_line(int argc, char** argv, const std::set<std::string>& takes_value) {
+  std::vector<std::string> out = {argv[0]};
+  bool positional_only = false;
+  for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    const bool bundle = i > 0 && a.size() > 2 && a[0] == '-' && a[1] != '-' &&
-                        std::string_view("qfvTo").find(a[1]) != std::string_view::npos;
-    if (!bundle) {
+    const auto next_value = [&]() -> std::optional<std::string> {
+      if (i + 1 < argc) return std::string(argv[++i]);
+      return std::nullopt;
+    };
+    if (positional_only || a.size() < 2 || a[0] != '-') {
       out.push_back(a);
-      continue;
-    }
-    for (size_t c = 1; c < a.size(); ++c) {
-      out.push_back(std::string("-") + a[c]);
-      if (a[c] == 'T' || a[c] == 'o') {
-        if (c + 1 < a.size()) out.push_back(a.substr(a[c + 1] == '=' ? c + 2 : c + 1));
+    } else if (a == "--") {
+      positional_only = true;
+      out.push_back(a);
+    } else if (a[1] == '-') {  // --name or --name=value
+      const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+      const bool inline_value = a.find('=') != std::string::npos;
+      if (name == "quiet" || name == "verbose" || name == "force") continue;
+      if (name == "threads") {
+        if (!inline_value) next_value();
+        continue;
+      }
+      out.push_back(a);
+      if (!inline_value && takes_value.count(name))
+        if (auto v = next_value()) out.push_back(*v);
+    } else if (std::string_view("qfvTo").find(a[1]) == std::string_view::npos) {
+      out.push_back(a);  // not one of wpack's short options (a negative number, or refused by CLI11)
+    } else {  // a bundle: flags -q -f -v (left out), then -T or -o with the rest or the next argument
+      for (size_t c = 1; c < a.size(); ++c) {
+        if (a[c] == 'q' || a[c] == 'f' || a[c] == 'v') continue;
+        if (a[c] != 'T' && a[c] != 'o') {  // CLI11 refuses it; kept as written
+          out.push_back("-" + a.substr(c));
+          break;
+        }
+        std::optional<std::string> value = c + 1 < a.size() ? std::optional(a.substr(c + 1)) : next_value();
+        if (a[c] == 'o') {
+          out.push_back("-o");
+          if (value) out.push_back(*value);
+        }
         break;
       }
     }
   }
-  return out;
-}
-
-// The command line recorded in the .wpk metadata, without the options that do not change the
-// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T (bundled
-// short options included: -qfT2).
-std::string join_command_line(int argc, char** argv) {
-  const std::vector<std::string> args = split_short_bundles(argc, argv);
   std::string s;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-T" || a == "--threads") {
-      ++i;  // and its value
-      continue;
-    }
-    if (a.rfind("--threads=", 0) == 0 || a == "-q" || a == "--quiet" || a == "-v" || a == "--verbose" || a == "-f" ||
-        a == "--force")
-      continue;
-    if (!s.empty()) s += ' ';
-    s += a;
-  }
+  for (const std::string& a : out) s += (s.empty() ? "" : " ") + a;
   return s;
 }
 
@@ -234,7 +244,12 @@ int run_cli(int argc, char** argv) {
       compress.options.codec_auto = (codec_text == "auto");
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
-      compress.options.command_line = join_command_line(argc, argv);
+      std::set<std::string> takes_value;
+      for (const CLI::App* a : {static_cast<const CLI::App*>(&app), static_cast<const CLI::App*>(c)})
+        for (const CLI::Option* o : a->get_options())
+          if (o->get_type_size() > 0)
+            for (const std::string& name : o->get_lnames()) takes_value.insert(name);
+      compress.options.command_line = join_command_line(argc, argv, takes_value);
       // The file-wide policy, as an override SPEC so that one parser handles both.
       std::string spec = scheme_text;
       if (scheme_text != "lossless") {

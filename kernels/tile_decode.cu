@@ -25,6 +25,8 @@
 // summation order (and so the last bits of y) can differ between runs.
 #include <cstdint>
 
+#include <cuda_fp16.h>
+
 #include "kernels/detail/align.h"
 #include "kernels/detail/bf16.cuh"
 #include "kernels/detail/rans_device.cuh"
@@ -253,10 +255,18 @@ __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(
   }
 }
 
-template <uint32_t kBatch>
+// A weight element's bits (tile_element) as float: BF16, F16 or F32 (exact).
+template <WeightKind kKind>
+__device__ __forceinline__ float weight_to_float(uint64_t bits) {
+  if constexpr (kKind == WeightKind::kBf16) return bf16_bits_to_float(static_cast<uint32_t>(bits));
+  else if constexpr (kKind == WeightKind::kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  else return __uint_as_float(static_cast<uint32_t>(bits));
+}
+
+template <uint32_t kBatch, WeightKind kKind>
 __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
-    const DevTile* __restrict__ tiles_dev,  // (tile_count), W is (N, K) BF16
+    const DevTile* __restrict__ tiles_dev,  // (tile_count), W is (N, K) of kKind
     const uint32_t* __restrict__ ids_dev,   // (grid) the tiles to take; nullptr: tile = block
     SmemPlan plan,
     const uint16_t* __restrict__ x_dev,     // (K, ld) BF16 bits: columns [0, kBatch) of rows of ld
@@ -277,7 +287,8 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   const uint32_t x_cols = tile.cols <= plan.cols_cap ? tile.cols : 0;
   for (uint32_t i = threadIdx.x; i < x_cols * kBatch; i += kThreads)
     xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
-  const uint32_t status = decode_tile_smem(bytes_dev, tile, 2, plan, smem, plane_ptr, &status_shared);
+  constexpr uint32_t kElemSize = kKind == WeightKind::kF32 ? 4 : 2;
+  const uint32_t status = decode_tile_smem(bytes_dev, tile, kElemSize, plan, smem, plane_ptr, &status_shared);
   if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
 
@@ -288,7 +299,7 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
     for (uint32_t b = 0; b < kBatch; ++b) acc[b] = 0.f;
     for (uint32_t c = lane; c < tile.cols; c += 32) {
       const float w =
-          bf16_bits_to_float(static_cast<uint32_t>(tile_element(plane_ptr, r * tile.cols + c, tile.rows * tile.cols, 2, tile.filter)));
+          weight_to_float<kKind>(tile_element(plane_ptr, r * tile.cols + c, tile.rows * tile.cols, kElemSize, tile.filter));
 #pragma unroll
       for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
     }
@@ -304,16 +315,34 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   }
 }
 
-template <uint32_t kBatch>
-cudaError_t launch_gemv_batch(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
-                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
-                              uint32_t* status_dev, cudaStream_t stream) {
+template <uint32_t kBatch, WeightKind kKind>
+cudaError_t launch_gemv_kind(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+                             uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
+                             uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = gemv_smem_bytes(plan, kBatch);
-  const cudaError_t err = allow_max_dynamic_smem<&gemv_bf16_kernel<kBatch>>();  // once per device
+  const cudaError_t err = allow_max_dynamic_smem<&gemv_bf16_kernel<kBatch, kKind>>();  // once per device
   if (err != cudaSuccess) return err;
-  gemv_bf16_kernel<kBatch><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
+  gemv_bf16_kernel<kBatch, kKind><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, ids_dev, plan, x_dev, y_dev, ld, status_dev);
   return cudaGetLastError();
+}
+
+template <uint32_t kBatch>
+cudaError_t launch_gemv_batch(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev,
+                              const uint32_t* ids_dev, uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev,
+                              float* y_dev, uint32_t ld, uint32_t* status_dev, cudaStream_t stream) {
+  switch (kind) {
+    case WeightKind::kBf16:
+      return launch_gemv_kind<kBatch, WeightKind::kBf16>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev, ld,
+                                                          status_dev, stream);
+    case WeightKind::kF16:
+      return launch_gemv_kind<kBatch, WeightKind::kF16>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev, ld,
+                                                         status_dev, stream);
+    case WeightKind::kF32:
+      return launch_gemv_kind<kBatch, WeightKind::kF32>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev, ld,
+                                                         status_dev, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -342,7 +371,7 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, co
   return cudaGetLastError();
 }
 
-cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+cudaError_t launch_gemv_bf16(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
                              uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;
@@ -353,14 +382,14 @@ cudaError_t launch_gemv_bf16(const uint8_t* bytes_dev, const DevTile* tiles_dev,
     float* y = y_dev + b0;
     cudaError_t err = cudaErrorInvalidValue;
     switch (nb) {
-      case 1: err = launch_gemv_batch<1>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 2: err = launch_gemv_batch<2>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 3: err = launch_gemv_batch<3>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 4: err = launch_gemv_batch<4>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 5: err = launch_gemv_batch<5>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 6: err = launch_gemv_batch<6>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      case 7: err = launch_gemv_batch<7>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
-      default: err = launch_gemv_batch<8>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 1: err = launch_gemv_batch<1>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 2: err = launch_gemv_batch<2>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 3: err = launch_gemv_batch<3>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 4: err = launch_gemv_batch<4>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 5: err = launch_gemv_batch<5>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 6: err = launch_gemv_batch<6>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      case 7: err = launch_gemv_batch<7>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
+      default: err = launch_gemv_batch<8>(kind, bytes_dev, tiles_dev, ids_dev, tile_count, plan, x, y, batch, status_dev, stream); break;
     }
     if (err != cudaSuccess) return err;
   }

@@ -842,11 +842,13 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     impl_->last_kernel = kGemvGeneric;
     return;
   }
-  if (impl_->dtype != DType::BF16) throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16");
-  if (impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
-  // As decode(): the warp-per-tile kernel for its tiles, the block-per-tile kernel for the rest,
-  // which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
-  const int grid = impl_->fast_grid(batch);
+  const bool bf16 = impl_->dtype == DType::BF16;
+  if (!bf16 && impl_->dtype != DType::F16 && impl_->dtype != DType::F32)
+    throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16, F16 or F32");
+  if (bf16 && impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
+  // As decode(): the warp-per-tile kernel for its tiles (BF16), the block-per-tile kernel for the
+  // rest, which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
+  const int grid = bf16 ? impl_->fast_grid(batch) : 0;
   const uint64_t slow_count = impl_->tile_count - (grid > 0 ? impl_->fast_count : 0);
   if (slow_count > 0) impl_->require_smem(detail::gemv_smem_bytes(impl_->plan, std::min(batch, 8u)) + 1024, "gemv");
   WPACK_CUDA_CHECK(cudaMemsetAsync(y_dev, 0, impl_->rows * batch * sizeof(float), st));
@@ -857,7 +859,10 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
     slow_ids = impl_->ids_dev + impl_->fast_count;
   }
-  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
+  const detail::WeightKind kind = bf16 ? detail::WeightKind::kBf16
+                                  : impl_->dtype == DType::F16 ? detail::WeightKind::kF16
+                                                               : detail::WeightKind::kF32;
+  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
   impl_->last_kernel = slow_count == 0                  ? kGemvWarpPerTile
                        : slow_count == impl_->tile_count ? kGemvBlockPerTile

@@ -223,9 +223,9 @@ void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int 
     throw Error(ErrorCode::kInvalidArgument, "decode: output dtype must be the tensor's, F32, F16 or BF16");
   const WpkTensor& t = reader.tensors()[tensor];
   const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
-  if (g.tile_count() == 0) return;
-  std::optional<QuantTensorParams> params;
+  std::optional<QuantTensorParams> params;  // checked even when there is no tile
   if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
+  if (g.tile_count() == 0) return;
   const uint32_t esize = dtype_size(out_dtype);
   // Blocks are made of units, the shortest contiguous runs: a tile in a one-row tensor, else a row of
   // tiles. No overflow: the reader checked the tensor's byte size.

@@ -885,6 +885,37 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
     CHECK(json::parse(WpkReader::open(out)->metadata_json())["command_line"].get<std::string>().find(" -o " + out) !=
           std::string::npos);
   }
+  SECTION("the recorded command line: option values and arguments after -- are kept as written") {
+    const std::string out = dir.file("rec.wpk");
+    const auto recorded = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), "compress");
+      INFO(args.back());
+      const RunResult r = run_wpack(args);
+      INFO(r.err);
+      REQUIRE(r.exit_code == 0);
+      return json::parse(WpkReader::open(out)->metadata_json())["command_line"].get<std::string>();
+    };
+    const std::string bin = WPACK_BINARY;
+    CHECK(recorded({model, "-o", out, "-fq", "--scheme", "int4", "--override", "-q.*=int8", "--keep", "-fT2", "-T2"}) ==
+          bin + " compress " + model + " -o " + out + " --scheme int4 --override -q.*=int8 --keep -fT2");
+    CHECK(recorded({"-qfT", "2", model, "--tile=64x64", "-fo" + out}) ==
+          bin + " compress " + model + " --tile=64x64 -o " + out);
+    CHECK(recorded({"--threads=1", model, "-o", out, "-f"}) == bin + " compress " + model + " -o " + out);
+    CHECK(recorded({"--threads", "3", model, "-o", out, "-f"}) == bin + " compress " + model + " -o " + out);
+    // an input named "-qf.safetensors", after "--" (relative: wpack runs in the test's folder)
+    std::filesystem::copy_file(model, dir.file("-qf.safetensors"));
+    const std::filesystem::path cwd = std::filesystem::current_path();
+    std::filesystem::current_path(dir.path());
+    std::string dashed;
+    try {
+      dashed = recorded({"-fqo", out, "--", "-qf.safetensors"});
+    } catch (...) {
+      std::filesystem::current_path(cwd);
+      throw;
+    }
+    std::filesystem::current_path(cwd);
+    CHECK(dashed == bin + " compress -o " + out + " -- -qf.safetensors");
+  }
   SECTION("the same command line at 1 and 4 threads (OMP_NUM_THREADS): byte-identical files") {
     const std::string out = dir.file("same.wpk");
     std::vector<uint8_t> one, four;

@@ -107,7 +107,7 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
       against ? source_bytes(reader, wt, *against, source_index, source_check) : std::nullopt;
   // The error sums block by block, in index order: error_stats over the whole tensor, bit for bit.
   ErrorAccumulator sums;
-  std::vector<float> ref, approx;
+  std::vector<float> ref;
   uint64_t non_finite = UINT64_MAX;  // the source's first value that is not finite
   const uint32_t esize = dtype_size(wt.dtype);
   const bool decoded =
@@ -115,16 +115,14 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
         if (!source || non_finite != UINT64_MAX) return;
         const uint64_t n = bytes.size() / 4;
         ref.resize(n);
-        approx.resize(n);
         convert_to_f32(wt.dtype, source->data() + first * esize, n, ref.data());
-        std::memcpy(approx.data(), bytes.data(), bytes.size());
         source->release(first * esize, n * esize);
         const auto bad = std::find_if(ref.begin(), ref.end(), [](float v) { return !std::isfinite(v); });
         if (bad != ref.end()) {
           non_finite = first + static_cast<uint64_t>(bad - ref.begin());
           return;
         }
-        sums.add(ref.data(), approx.data(), n);
+        sums.add(ref.data(), reinterpret_cast<const float*>(bytes.data()), n);  // F32 bytes, 4-aligned
       });
   if (!decoded) return;
   if (!against) {  // the error recorded at compress time, against the source it was packed from
