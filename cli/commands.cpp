@@ -608,14 +608,16 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
         << " ran a slow kernel (rANS-coded tiles, and sparse tiles of lut3 and of LUTs without a 0 entry: "
            "warp-per-tile; shapes the fast kernels do not take: generic); `wpack compress --codec none` stores "
            "quantized tiles raw, for the fast kernels\n";
-  // Lossless BF16 tensors run the bulk-copy GEMV only when packed with exp4
+  // Lossless BF16 tensors run the bulk-copy GEMV only when packed with exp4 (other dtypes always
+  // take the block-per-tile kernel: nothing to advise)
   uint64_t slow_lossless = 0;
   for (const auto& t : gpu.tensors)
-    slow_lossless += t.scheme_code == 0 && std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) {
+    slow_lossless += t.scheme_code == 0 && t.dtype == DType::BF16 &&
+                     std::any_of(t.batches.begin(), t.batches.end(), [](const GpuBatchCheck& b) {
                        return is_slow_lossless_gemv_kernel(b.kernel_path);
                      });
   if (slow_lossless > 0)
-    out << "note: " << slow_lossless << " lossless tensor" << (slow_lossless == 1 ? "" : "s")
+    out << "note: " << slow_lossless << " lossless BF16 tensor" << (slow_lossless == 1 ? "" : "s")
         << " ran a slow kernel (rANS-coded or raw tiles: warp- or block-per-tile); `wpack compress --codec exp4` "
            "packs BF16 weights to 12 bits each for the bulk-copy GEMV\n";
 }

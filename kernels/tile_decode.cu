@@ -255,12 +255,24 @@ __global__ void __launch_bounds__(kThreads) decode_tiles_kernel(
   }
 }
 
-// A weight element's bits (tile_element) as float: BF16, F16 or F32 (exact).
+// A weight element's bits (tile_element) as float, exactly: BF16, F16, F32, or FP8 (OCP E4M3 "fn":
+// no infinities, S.1111.111 NaN; E5M2: binary16 without its low byte).
 template <WeightKind kKind>
 __device__ __forceinline__ float weight_to_float(uint64_t bits) {
-  if constexpr (kKind == WeightKind::kBf16) return bf16_bits_to_float(static_cast<uint32_t>(bits));
-  else if constexpr (kKind == WeightKind::kF16) return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
-  else return __uint_as_float(static_cast<uint32_t>(bits));
+  if constexpr (kKind == WeightKind::kBf16) {
+    return bf16_bits_to_float(static_cast<uint32_t>(bits));
+  } else if constexpr (kKind == WeightKind::kF16) {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  } else if constexpr (kKind == WeightKind::kF8E5M2) {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits << 8)));
+  } else if constexpr (kKind == WeightKind::kF8E4M3) {
+    const uint32_t b = static_cast<uint32_t>(bits), sign = (b & 0x80u) << 24, e = (b >> 3) & 15u, m = b & 7u;
+    if (e == 15 && m == 7) return __uint_as_float(sign | 0x7FC00000u);
+    const float v = e == 0 ? static_cast<float>(m) * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    return __uint_as_float(__float_as_uint(v) | sign);
+  } else {
+    return __uint_as_float(static_cast<uint32_t>(bits));
+  }
 }
 
 template <uint32_t kBatch, WeightKind kKind>
@@ -287,7 +299,9 @@ __global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
   const uint32_t x_cols = tile.cols <= plan.cols_cap ? tile.cols : 0;
   for (uint32_t i = threadIdx.x; i < x_cols * kBatch; i += kThreads)
     xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
-  constexpr uint32_t kElemSize = kKind == WeightKind::kF32 ? 4 : 2;
+  constexpr uint32_t kElemSize = kKind == WeightKind::kF32                                   ? 4
+                                 : kKind == WeightKind::kF8E4M3 || kKind == WeightKind::kF8E5M2 ? 1
+                                                                                               : 2;
   const uint32_t status = decode_tile_smem(bytes_dev, tile, kElemSize, plan, smem, plane_ptr, &status_shared);
   if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
@@ -341,6 +355,12 @@ cudaError_t launch_gemv_batch(WeightKind kind, const uint8_t* bytes_dev, const D
     case WeightKind::kF32:
       return launch_gemv_kind<kBatch, WeightKind::kF32>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev, ld,
                                                          status_dev, stream);
+    case WeightKind::kF8E4M3:
+      return launch_gemv_kind<kBatch, WeightKind::kF8E4M3>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev,
+                                                            ld, status_dev, stream);
+    case WeightKind::kF8E5M2:
+      return launch_gemv_kind<kBatch, WeightKind::kF8E5M2>(bytes_dev, tiles_dev, ids_dev, tile_count, plan, x_dev, y_dev,
+                                                            ld, status_dev, stream);
   }
   return cudaErrorInvalidValue;
 }

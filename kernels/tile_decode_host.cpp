@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -843,8 +844,15 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     return;
   }
   const bool bf16 = impl_->dtype == DType::BF16;
-  if (!bf16 && impl_->dtype != DType::F16 && impl_->dtype != DType::F32)
-    throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16, F16 or F32");
+  std::optional<detail::WeightKind> kind;
+  switch (impl_->dtype) {
+    case DType::BF16: kind = detail::WeightKind::kBf16; break;
+    case DType::F16: kind = detail::WeightKind::kF16; break;
+    case DType::F32: kind = detail::WeightKind::kF32; break;
+    case DType::F8_E4M3: kind = detail::WeightKind::kF8E4M3; break;
+    case DType::F8_E5M2: kind = detail::WeightKind::kF8E5M2; break;
+    default: throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16, F16, F32 or FP8");
+  }
   if (bf16 && impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
   // As decode(): the warp-per-tile kernel for its tiles (BF16), the block-per-tile kernel for the
   // rest, which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
@@ -859,10 +867,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
     slow_ids = impl_->ids_dev + impl_->fast_count;
   }
-  const detail::WeightKind kind = bf16 ? detail::WeightKind::kBf16
-                                  : impl_->dtype == DType::F16 ? detail::WeightKind::kF16
-                                                               : detail::WeightKind::kF32;
-  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
+  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(*kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
   impl_->last_kernel = slow_count == 0                  ? kGemvWarpPerTile
                        : slow_count == impl_->tile_count ? kGemvBlockPerTile

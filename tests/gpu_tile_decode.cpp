@@ -257,17 +257,33 @@ std::string check_gemv(const Packed& p, size_t t, uint32_t batch, uint64_t seed,
   return check_gemv_f32(p, t, w, batch, seed, x_offset, 1e-5, kernel);
 }
 
-// Lossless F16 and F32 matrices multiply on the block-per-tile kernel too (it took BF16 only, so
-// verify --device cuda checked their decode but no product): every filter, coded and raw, edge
+// Lossless F16, F32 and FP8 matrices multiply on the block-per-tile kernel too (it took BF16 only,
+// so verify --device cuda checked their decode but no product): every filter, coded and raw, edge
 // tiles, batch 1..11. The weights are the source values exactly, so only float32 accumulation
-// separates y from the float64 product.
-TEST_CASE("gpu gemv: lossless F16 and F32 tensors, every filter, rans and none") {
+// separates y from the float64 product. FP8: every finite code (floatplanes is for wider floats:
+// the packer stores FP8 tiles byteshuffled, which for 1-byte elements is the identity).
+TEST_CASE("gpu gemv: lossless F16, F32 and FP8 tensors, every filter, rans and none") {
+  std::mt19937 rng(11);
+  const EditBytes fp8_codes = [&](const Spec& spec, std::vector<uint8_t>& bytes) {
+    if (spec.dtype != DType::F8_E4M3 && spec.dtype != DType::F8_E5M2) return;
+    uint64_t n = 1;
+    for (uint64_t d : spec.shape) n *= d;
+    bytes.resize(n);
+    for (uint8_t& b : bytes) {
+      do b = static_cast<uint8_t>(rng());
+      while (spec.dtype == DType::F8_E4M3 ? (b & 0x7F) == 0x7F : (b & 0x7C) == 0x7C);  // NaN (and E5M2 inf)
+    }
+  };
   for (const Codec codec : {Codec::kRans, Codec::kNone})
     for (const Filter filter : {Filter::kFloatPlanes, Filter::kByteShuffle, Filter::kBitShuffle, Filter::kNone}) {
       INFO("codec " << static_cast<int>(codec) << " filter " << static_cast<int>(filter));
-      auto p = pack({{"h", DType::F16, {133, 250}}, {"f", DType::F32, {97, 131}}}, codec, 64, 64, filter);
+      auto p = pack({{"h", DType::F16, {133, 250}},
+                     {"f", DType::F32, {97, 131}},
+                     {"e4m3", DType::F8_E4M3, {70, 200}},
+                     {"e5m2", DType::F8_E5M2, {65, 129}}},
+                    codec, 64, 64, filter, 1, fp8_codes);
       check_decode(*p);
-      for (size_t t = 0; t < 2; ++t) {
+      for (size_t t = 0; t < 4; ++t) {
         const DType dtype = p->reader->tensors()[t].dtype;
         std::vector<float> w(p->source[t].size() / wpack::dtype_size(dtype));
         wpack::convert_to_f32(dtype, p->source[t].data(), w.size(), w.data());

@@ -676,7 +676,7 @@ TEST_CASE("gpu verify: wpack verify --device cuda, table and --json") {
     for (const auto& b : tensor["batches"])
       if (b.contains("matmul_output_error")) CHECK(b["matmul_output_error"].get<double>() <= 2e-3);
   // the table's note: the rANS-coded lossless matrices ran a slow kernel, and what to do
-  CHECK(t.out.find("note: 2 lossless tensors ran a slow kernel") != std::string::npos);
+  CHECK(t.out.find("note: 2 lossless BF16 tensors ran a slow kernel") != std::string::npos);
 
   // Integrity first: a damaged tile stops the GPU checks before they start (the CPU checks name it)
   {
