@@ -14,9 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <regex>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,57 +29,41 @@
 
 namespace {
 
-// The command line recorded in the .wpk metadata, without the options that do not change the
-// output (threads, verbosity, overwrite), so that the file is the same bytes for any -T. argv is
-// walked as CLI11 reads it: a short-option bundle ("-qfT2", "-fo PATH") is split, the value of an
-// option that takes one is kept verbatim (even when it starts with '-'), and nothing after "--" is
-// an option. `takes_value`: the long names (without "--") of the options that take a value.
-std::string join_command_line(int argc, char** argv, const std::set<std::string>& takes_value) {
-  std::vector<std::string> out = {argv[0]};
-  bool positional_only = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto next_value = [&]() -> std::optional<std::string> {
-      if (i + 1 < argc) return std::string(argv[++i]);
-      return std::nullopt;
-    };
-    if (positional_only || a.size() < 2 || a[0] != '-') {
-      out.push_back(a);
-    } else if (a == "--") {
-      positional_only = true;
-      out.push_back(a);
-    } else if (a[1] == '-') {  // --name or --name=value
-      const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-      const bool inline_value = a.find('=') != std::string::npos;
-      if (name == "quiet" || name == "verbose" || name == "force") continue;
-      if (name == "threads") {
-        if (!inline_value) next_value();
-        continue;
-      }
-      out.push_back(a);
-      if (!inline_value && takes_value.count(name))
-        if (auto v = next_value()) out.push_back(*v);
-    } else if (std::string_view("qfvTo").find(a[1]) == std::string_view::npos) {
-      out.push_back(a);  // not one of wpack's short options (a negative number, or refused by CLI11)
-    } else {  // a bundle: flags -q -f -v (left out), then -T or -o with the rest or the next argument
-      for (size_t c = 1; c < a.size(); ++c) {
-        if (a[c] == 'q' || a[c] == 'f' || a[c] == 'v') continue;
-        if (a[c] != 'T' && a[c] != 'o') {  // CLI11 refuses it; kept as written
-          out.push_back("-" + a.substr(c));
-          break;
-        }
-        std::optional<std::string> value = c + 1 < a.size() ? std::optional(a.substr(c + 1)) : next_value();
-        if (a[c] == 'o') {
-          out.push_back("-o");
-          if (value) out.push_back(*value);
-        }
-        break;
-      }
+// `word` as one shell word: as it is when it needs no quoting, else in single quotes.
+std::string shell_word(const std::string& word) {
+  if (!word.empty() && word.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                              "-_./=:,+@%^") == std::string::npos)
+    return word;
+  std::string quoted = "'";
+  for (char ch : word) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
+}
+
+// The command line recorded in the .wpk metadata, from what CLI11 read rather than from argv:
+// "wpack compress INPUT", then every option given that can change the output, in the order the
+// options are defined, by its short name where it has one, each value a shell word. -T, -q, -v
+// and -f, the program's path and how options were spelled or bundled ("-qfT2", "-fo x",
+// "--tile=64x64") leave no trace, so the file is the same bytes for any of them.
+std::string recorded_command_line(const CLI::App& compress) {
+  std::string line = "wpack compress";
+  for (const CLI::Option* o : compress.get_options())
+    if (o->get_positional() && !o->nonpositional())
+      for (const std::string& value : o->results()) line += " " + shell_word(value);
+  for (const CLI::Option* o : compress.get_options()) {
+    if (!o->nonpositional() || o->count() == 0) continue;
+    const std::vector<std::string>& longs = o->get_lnames();
+    if (std::any_of(longs.begin(), longs.end(), [](const std::string& n) {
+          return n == "threads" || n == "force" || n == "quiet" || n == "verbose" || n == "help";
+        }))
+      continue;
+    const std::string name = !o->get_snames().empty() ? "-" + o->get_snames().front() : "--" + longs.front();
+    if (o->get_items_expected() == 0) {  // a flag
+      line += " " + name;
+      continue;
     }
+    for (const std::string& value : o->results()) line += " " + name + " " + shell_word(value);
   }
-  std::string s;
-  for (const std::string& a : out) s += (s.empty() ? "" : " ") + a;
-  return s;
+  return line;
 }
 
 // -T: OpenMP threads; more than this is refused (libgomp crashed creating 100000).
@@ -244,12 +226,7 @@ int run_cli(int argc, char** argv) {
       compress.options.codec_auto = (codec_text == "auto");
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
-      std::set<std::string> takes_value;
-      for (const CLI::App* a : {static_cast<const CLI::App*>(&app), static_cast<const CLI::App*>(c)})
-        for (const CLI::Option* o : a->get_options())
-          if (o->get_type_size() > 0)
-            for (const std::string& name : o->get_lnames()) takes_value.insert(name);
-      compress.options.command_line = join_command_line(argc, argv, takes_value);
+      compress.options.command_line = recorded_command_line(*c);
       // The file-wide policy, as an override SPEC so that one parser handles both.
       std::string spec = scheme_text;
       if (scheme_text != "lossless") {

@@ -895,13 +895,18 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
       REQUIRE(r.exit_code == 0);
       return json::parse(WpkReader::open(out)->metadata_json())["command_line"].get<std::string>();
     };
-    const std::string bin = WPACK_BINARY;
+    // what CLI11 read, canonically: input, then the options in their order of definition, values
+    // as shell words; -T, -q, -v, -f and the program's path left out
+    const std::string head = "wpack compress " + model + " -o " + out;
     CHECK(recorded({model, "-o", out, "-fq", "--scheme", "int4", "--override", "-q.*=int8", "--keep", "-fT2", "-T2"}) ==
-          bin + " compress " + model + " -o " + out + " --scheme int4 --override -q.*=int8 --keep -fT2");
-    CHECK(recorded({"-qfT", "2", model, "--tile=64x64", "-fo" + out}) ==
-          bin + " compress " + model + " --tile=64x64 -o " + out);
-    CHECK(recorded({"--threads=1", model, "-o", out, "-f"}) == bin + " compress " + model + " -o " + out);
-    CHECK(recorded({"--threads", "3", model, "-o", out, "-f"}) == bin + " compress " + model + " -o " + out);
+          head + " --scheme int4 --override '-q.*=int8' --keep -fT2");
+    CHECK(recorded({"-qfT", "2", model, "--tile=64x64", "-fo" + out, "--symmetric", "--scheme=int4"}) ==
+          head + " --tile 64x64 --scheme int4 --symmetric");
+    CHECK(recorded({"--threads=1", model, "-o", out, "-f"}) == head);
+    CHECK(recorded({"--threads", "3", model, "-o", out, "-f", "--keep", "a -T 4", "--keep=b's"}) ==
+          head + " --keep 'a -T 4' --keep 'b'\\''s'");
+    // "--" ending --keep's list: CLI11 reads the -T 2 after it as the thread count
+    CHECK(recorded({model, "-o", out, "-f", "--keep", "zz", "--", "-T", "2"}) == head + " --keep zz");
     // an input named "-qf.safetensors", after "--" (relative: wpack runs in the test's folder)
     std::filesystem::copy_file(model, dir.file("-qf.safetensors"));
     const std::filesystem::path cwd = std::filesystem::current_path();
@@ -914,7 +919,7 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
       throw;
     }
     std::filesystem::current_path(cwd);
-    CHECK(dashed == bin + " compress -o " + out + " -- -qf.safetensors");
+    CHECK(dashed == "wpack compress -qf.safetensors -o " + out);
   }
   SECTION("the same command line at 1 and 4 threads (OMP_NUM_THREADS): byte-identical files") {
     const std::string out = dir.file("same.wpk");
