@@ -276,7 +276,7 @@ __device__ __forceinline__ float weight_to_float(uint64_t bits) {
 }
 
 template <uint32_t kBatch, WeightKind kKind>
-__global__ void __launch_bounds__(kThreads) gemv_bf16_kernel(
+__global__ void __launch_bounds__(kThreads) gemv_block_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
     const DevTile* __restrict__ tiles_dev,  // (tile_count), W is (N, K) of kKind
     const uint32_t* __restrict__ ids_dev,   // (grid) the tiles to take; nullptr: tile = block
@@ -334,9 +334,9 @@ cudaError_t launch_gemv_kind(const uint8_t* bytes_dev, const DevTile* tiles_dev,
                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t ld,
                              uint32_t* status_dev, cudaStream_t stream) {
   const uint64_t smem = gemv_smem_bytes(plan, kBatch);
-  const cudaError_t err = allow_max_dynamic_smem<&gemv_bf16_kernel<kBatch, kKind>>();  // once per device
+  const cudaError_t err = allow_max_dynamic_smem<&gemv_block_kernel<kBatch, kKind>>();  // once per device
   if (err != cudaSuccess) return err;
-  gemv_bf16_kernel<kBatch, kKind><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
+  gemv_block_kernel<kBatch, kKind><<<static_cast<unsigned>(tile_count), kThreads, smem, stream>>>(
       bytes_dev, tiles_dev, ids_dev, plan, x_dev, y_dev, ld, status_dev);
   return cudaGetLastError();
 }
@@ -391,7 +391,7 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, co
   return cudaGetLastError();
 }
 
-cudaError_t launch_gemv_bf16(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+cudaError_t launch_gemv_block(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev, uint32_t batch,
                              uint32_t* status_dev, cudaStream_t stream) {
   if (tile_count == 0) return cudaSuccess;

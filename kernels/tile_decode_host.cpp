@@ -867,7 +867,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
     slow_ids = impl_->ids_dev + impl_->fast_count;
   }
-  WPACK_CUDA_CHECK(detail::launch_gemv_bf16(*kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
+  WPACK_CUDA_CHECK(detail::launch_gemv_block(*kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
   impl_->last_kernel = slow_count == 0                  ? kGemvWarpPerTile
                        : slow_count == impl_->tile_count ? kGemvBlockPerTile

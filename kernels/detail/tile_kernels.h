@@ -61,7 +61,7 @@ cudaError_t launch_decode(const uint8_t* bytes_dev, const DevTile* tiles_dev, co
 //   batch 1..64 (passes of up to 8 columns). ids_dev: nullptr (block k takes tile k, tile_count
 //   blocks) or tile_count tile ids, the tiles to take (status_dev is indexed by tile id).
 enum class WeightKind : uint8_t { kBf16, kF16, kF32, kF8E4M3, kF8E5M2 };
-cudaError_t launch_gemv_bf16(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
+cudaError_t launch_gemv_block(WeightKind kind, const uint8_t* bytes_dev, const DevTile* tiles_dev, const uint32_t* ids_dev,
                              uint64_t tile_count, const SmemPlan& plan, const uint16_t* x_dev, float* y_dev,
                              uint32_t batch, uint32_t* status_dev, cudaStream_t stream);
 
