@@ -2,6 +2,8 @@
 //
 // Exit codes: 0 success, 1 bad input / I/O error / failed check, 2 usage error. Every failure is
 // one line on stderr that names the file (and tensor or tile).
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -317,7 +319,12 @@ int main(int argc, char** argv) {
   errno = 0;
   std::cout.flush();
   if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
-    const int err = errno;
+    int err = errno;
+    if (err == 0) {  // the write that failed came before this flush: ask the descriptor
+      pollfd out{STDOUT_FILENO, POLLOUT, 0};
+      if (::fcntl(STDOUT_FILENO, F_GETFL) == -1) err = errno;  // closed (EBADF)
+      else if (::poll(&out, 1, 0) == 1 && (out.revents & POLLERR)) err = EPIPE;  // a pipe without a reader
+    }
     std::cerr << "wpack: cannot write standard output" << (err ? std::string(": ") + std::strerror(err) : std::string())
               << "\n";
     return 1;

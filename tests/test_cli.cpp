@@ -1262,4 +1262,12 @@ TEST_CASE("a failed write to standard output is reported, exit 1") {
     CHECK(r.exit_code == 1);
     CHECK(r.err == "wpack: cannot write standard output: No space left on device\n");
   }
+  // stdout closed: the write fails before the last flush, and the reason still comes
+  const std::string cmd = "'" + std::string(WPACK_BINARY) + "' inspect --json '" + packed + "' >&- 2>'" +
+                          dir.file("closed.err") + "'";
+  const int status = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  const std::vector<uint8_t> err = test::read_file(dir.file("closed.err"));
+  CHECK(std::string(err.begin(), err.end()) == "wpack: cannot write standard output: Bad file descriptor\n");
 }
