@@ -35,6 +35,7 @@ void rans(Bytes data);         // fuzz/rans.cpp: rans_decode, deserialize_rans_t
 void filters(Bytes data);      // fuzz/filters.cpp: undo/apply_filter against the scalar references
 void tile(Bytes data);         // fuzz/tile.cpp: decode_tile (plane directory, codec, un-shuffle)
 void quant_tile(Bytes data);   // fuzz/quant_tile.cpp: parse_quant_params, decode_quant_tile_ref
+void pack(Bytes data);         // fuzz/pack.cpp: pack_model on drawn tensors and options, read back
 
 struct Target {
   const char* name;  // also the corpus folder: fuzz/corpus/<name>/

@@ -160,7 +160,7 @@ void hdf5_seeds() {
             {4, 0, 3, 1, 'h', 1},                                    // hard link /h -> /0
             {5, 0, 3, 1, 'x'}}),                                     // external link /x
        "hdf5", 2);
-  check_hdf5_seed("refused-bfloat16", {1, 0, 72, 4, 2, 2, 0}, "", -1);  // /10: 16-bit float, 8 exponent bits
+  check_hdf5_seed("bfloat16", {1, 0, 72, 4, 2, 2, 0}, "hdf5", 1);  // /10: 16-bit float, 8 exponent bits (BF16)
   check_hdf5_seed("chunked-cycle",
        cat({{0, 0, 40},                                          // /dense
             {1, 1, 48, 0, 0x8a, 3, 3, 1, 1}, random_bytes(36, 18), // chunked, deflate [3,3]
@@ -351,6 +351,26 @@ void quant_tile_seeds() {
 
 }  // namespace
 
+// ---- pack: scheme, option bits, codec, filter, dtype, rows, cols (u16), tile, then the bytes ----
+
+void pack_seeds() {
+  // {scheme, option bits, codec, filter, dtype, rows, cols, tile}; fuzz/pack.cpp reads them mod their ranges
+  struct Case { const char* name; uint8_t scheme, bits, codec, filter, dtype, rows; uint16_t cols; uint8_t tile; };
+  const Case cases[] = {
+      {"lossless-bf16", 0, 0, 0, 0, 2, 33, 150, 6},        {"lossless-f32-exp4", 0, 0, 3, 0, 0, 20, 130, 9},
+      {"lossless-u8-bitshuffle", 0, 0, 0, 3, 7, 9, 61, 5}, {"int4-g32-sym-2t", 2, 0x84, 0, 0, 2, 40, 256, 10},
+      {"int8-zstd", 1, 3, 1, 0, 0, 17, 99, 2},             {"fp6-prune", 6, 0x13, 2, 0, 1, 32, 128, 10},
+      {"nf4-24", 9, 0x21, 4, 0, 2, 16, 64, 1},             {"lut4-rows8", 10, 0x43, 0, 0, 0, 24, 61, 5},
+      {"lut3-minmax", 11, 0x0B, 1, 0, 3, 5, 33, 0},        {"fp8-e4m3-source", 5, 3, 0, 0, 4, 12, 40, 4},
+  };
+  for (const Case& c : cases) {
+    const std::vector<uint8_t> head = cat({{c.scheme, c.bits, c.codec, c.filter, c.dtype, c.rows}, u16le(c.cols), {c.tile}});
+    // F32/F64 weights as BF16 widened (finite, realistic exponents); other dtypes the same bytes
+    seed("pack", c.name, head, weights_bf16(c.rows * size_t{c.cols} / 2 + 64, c.scheme + 101));
+  }
+  seed("pack", "random", cat({{2, 0x55, 0, 0, 0, 7}, u16le(90), {3}}), random_bytes(300, 77));
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <corpus dir>\n", argv[0]);
@@ -368,6 +388,7 @@ int main(int argc, char** argv) {
     filters_seeds();
     tile_seeds();
     quant_tile_seeds();
+    pack_seeds();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "make_corpus: %s\n", e.what());
     fs::remove_all(tmp);

@@ -7,6 +7,7 @@ std::span<const Target> all_targets() {
   static const Target kTargets[] = {
       {"safetensors", safetensors}, {"hdf5", hdf5},       {"wpk", wpk},   {"zstd", zstd},
       {"rans", rans},               {"filters", filters}, {"tile", tile}, {"quant_tile", quant_tile},
+      {"pack", pack},
   };
   return kTargets;
 }
