@@ -55,7 +55,7 @@ std::string recorded_command_line(const CLI::App& compress) {
     if (!o->nonpositional() || o->count() == 0) continue;
     const std::vector<std::string>& longs = o->get_lnames();
     if (std::any_of(longs.begin(), longs.end(), [](const std::string& n) {
-          return n == "threads" || n == "force" || n == "quiet" || n == "verbose" || n == "help";
+          return n == "threads" || n == "force" || n == "quiet" || n == "verbose";
         }))
       continue;
     const std::string name = !o->get_snames().empty() ? "-" + o->get_snames().front() : "--" + longs.front();

@@ -35,6 +35,7 @@ uint32_t dtype_exponent_bits(DType dtype) { return row(dtype).exponent_bits; }
 bool dtype_is_float(DType dtype) {
   return dtype == DType::F64 || dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
 }
+bool dtype_holds_floats(DType dtype) { return row(dtype).exponent_bits != 0; }
 
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const auto& r : kRows)

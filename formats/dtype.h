@@ -21,8 +21,12 @@ std::string_view dtype_name(DType dtype);
 std::optional<DType> parse_dtype(std::string_view name);
 // From the stored byte; nullopt for a value that names no dtype.
 std::optional<DType> dtype_from_code(uint8_t code);
-// True for F64/F32/F16/BF16 (IEEE-like layout: sign, exponent, mantissa).
+// True for F64/F32/F16/BF16 (IEEE-like layout: sign, exponent, mantissa): the dtypes a lossy
+// scheme quantizes.
 bool dtype_is_float(DType dtype);
+// True for every dtype of float values: those above and FP8 E4M3/E5M2 (packer/quantize.h
+// convert_to_f32 reads them all).
+bool dtype_holds_floats(DType dtype);
 // Exponent width in bits for the float dtypes (F64 11, F32 8, F16 5, BF16 8, E4M3 4, E5M2 5), else 0.
 uint32_t dtype_exponent_bits(DType dtype);
 

@@ -11,20 +11,19 @@
 // of the same dtype, is cut from the same bytes.
 //
 // pack_model may refuse the input (Error: weights that are not finite, an option the scheme does
-// not take); when it writes a file, the file must open, every lossless tensor must decode to its
-// source bytes, every lossy one to values whose rel_error against the source is the one recorded
-// (within verify's 1 -+ 1e-6), and the second pack, on another thread count, must be the same bytes.
-#include <cmath>
-#include <cstdio>
+// not take); when it writes a file, the file must open and pass verify_cpu against the source
+// (every lossless tensor its source bytes, every lossy one the rel_error recorded), and the second
+// pack, on another thread count, must be the same bytes.
 #include <string>
 #include <vector>
 
 #include "formats/error.h"
+#include "formats/io.h"
 #include "formats/tensor.h"
 #include "formats/wpk.h"
 #include "fuzz/harness.h"
 #include "packer/pack.h"
-#include "packer/unpack.h"
+#include "verify/verify.h"
 
 namespace wpack::fuzz {
 namespace {
@@ -32,18 +31,8 @@ namespace {
 constexpr uint64_t kMaxElements = 1u << 14;
 
 std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::vector<uint8_t> out;
-  if (FILE* f = std::fopen(path.c_str(), "rb")) {
-    uint8_t buf[1 << 14];
-    for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) out.insert(out.end(), buf, buf + n);
-    std::fclose(f);
-  }
-  return out;
-}
-
-bool same_rel_error(double got, double recorded) {
-  if (std::isnan(got) || std::isnan(recorded)) return std::isnan(got) && std::isnan(recorded);
-  return got <= recorded * (1 + 1e-6) && got >= recorded * (1 - 1e-6);
+  const auto map = MappedFile::open(path);
+  return std::vector<uint8_t>(map->data(), map->data() + map->size());
 }
 
 }  // namespace
@@ -115,27 +104,13 @@ void pack(Bytes data) {
     fail("pack", std::string("the packed file does not open: ") + e.what());
   }
   if (reader->tensors().size() != 2) fail("pack", "the packed file does not hold the 2 tensors");
-  for (size_t t = 0; t < 2; ++t) {
-    const WpkTensor& wt = reader->tensors()[t];
-    const std::vector<uint8_t>& source = src.data(t == 0 ? 0 : 1);
-    if (wt.name != (t == 0 ? "w" : "v") || wt.dtype != dtype) fail("pack", "tensor " + wt.name + ": name or dtype");
-    try {
-      if (wt.scheme == 0) {
-        std::vector<uint8_t> decoded(source.size());
-        decode_tensor(*reader, t, decoded, 1);
-        if (decoded != source) fail("pack", "lossless tensor " + wt.name + " does not decode to its source (" + spec + ")");
-      } else {
-        std::vector<float> decoded(wt.num_elements()), ref(wt.num_elements());
-        decode_tensor_f32(*reader, t, decoded, 1);
-        convert_to_f32(dtype, source.data(), ref.size(), ref.data());
-        const double rel = error_stats(ref.data(), decoded.data(), ref.size()).rel_error;
-        if (!same_rel_error(rel, wt.metrics.rel_error))
-          fail("pack", "lossy tensor " + wt.name + ": rel_error " + std::to_string(rel) + " against the recorded " +
-                           std::to_string(wt.metrics.rel_error) + " (" + spec + ")");
-      }
-    } catch (const Error& e) {
-      fail("pack", "tensor " + wt.name + " does not decode: " + e.what());
-    }
+  // verify --against: lossless tensors bit-exact, lossy ones at the recorded rel_error
+  const VerifyReport report = verify_cpu(*reader, &src, 1);
+  if (!report.ok()) {
+    std::string why = report.errors.empty() ? "" : report.errors.front();
+    for (const TensorCheck& check : report.tensors)
+      if (!check.error.empty()) why = check.error;
+    fail("pack", "verify --against fails (" + spec + "): " + why);
   }
   if (bits & 128) {  // the same bytes on 2 threads
     const std::vector<uint8_t> first = file_bytes(out.path());

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -843,8 +842,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     impl_->last_kernel = kGemvGeneric;
     return;
   }
-  const bool bf16 = impl_->dtype == DType::BF16;
-  std::optional<detail::WeightKind> kind;
+  detail::WeightKind kind;
   switch (impl_->dtype) {
     case DType::BF16: kind = detail::WeightKind::kBf16; break;
     case DType::F16: kind = detail::WeightKind::kF16; break;
@@ -853,6 +851,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
     case DType::F8_E5M2: kind = detail::WeightKind::kF8E5M2; break;
     default: throw Error(ErrorCode::kUnsupported, "gemv: the tensor is not BF16, F16, F32 or FP8");
   }
+  const bool bf16 = kind == detail::WeightKind::kBf16;
   if (bf16 && impl_->run_bulk_copy(x_dev, y_dev, batch, status_dev, st)) return;  // every tile exp4 (upload)
   // As decode(): the warp-per-tile kernel for its tiles (BF16), the block-per-tile kernel for the
   // rest, which also holds x (up to 8 batch columns a pass) beside what decode needs: checked first.
@@ -867,7 +866,7 @@ void GpuTensor::gemv(const uint16_t* x_dev, float* y_dev, uint32_t batch, uint32
                                                    static_cast<uint32_t>(grid), x_dev, y_dev, batch, status_dev, st));
     slow_ids = impl_->ids_dev + impl_->fast_count;
   }
-  WPACK_CUDA_CHECK(detail::launch_gemv_block(*kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
+  WPACK_CUDA_CHECK(detail::launch_gemv_block(kind, impl_->bytes_dev, impl_->tiles_dev, slow_ids, slow_count, impl_->plan,
                                             x_dev, y_dev, batch, status_dev, st));
   impl_->last_kernel = slow_count == 0                  ? kGemvWarpPerTile
                        : slow_count == impl_->tile_count ? kGemvBlockPerTile

@@ -59,7 +59,7 @@ uint64_t count_zero_words(const uint8_t* bytes, uint64_t elements, Word mask) {
 // Elements that are exactly zero (floats: +0 and -0). Summed over a tensor's tiles, divided by its
 // elements: the sparsity metric of a lossless tensor.
 uint64_t zero_count(DType dtype, const uint8_t* bytes, uint64_t elements) {
-  const bool is_float = dtype_is_float(dtype) || dtype == DType::F8_E4M3 || dtype == DType::F8_E5M2;
+  const bool is_float = dtype_holds_floats(dtype);
   // Little-endian: the sign bit is the top bit of the element; +0 and -0 both count as zero.
   switch (dtype_size(dtype)) {
     case 1: return count_zero_words<uint8_t>(bytes, elements, is_float ? 0x7F : 0xFF);

@@ -24,11 +24,6 @@ std::string tile_context(const WpkReader& reader, size_t tensor, uint64_t tile_i
 
 namespace {
 
-// The dtypes a lossy scheme may have come from.
-bool is_float_dtype(DType d) { return d == DType::F32 || d == DType::F16 || d == DType::BF16 || d == DType::F64; }
-// The dtypes whose lossless tiles read as floats (unpack --dtype converts them).
-bool reads_as_float(DType d) { return is_float_dtype(d) || d == DType::F8_E4M3 || d == DType::F8_E5M2; }
-
 // Checksum, layout and codec of a lossy tile, then the reference decode to floats.
 void decode_lossy_tile(const WpkReader& reader, size_t tensor, uint64_t tile_in_tensor, const QuantTensorParams& params,
                        std::vector<float>& out) {
@@ -52,7 +47,7 @@ void decode_lossy_tile(const WpkReader& reader, size_t tensor, uint64_t tile_in_
 
 QuantTensorParams tensor_quant_params(const WpkReader& reader, size_t tensor) {
   const WpkTensor& t = reader.tensors()[tensor];
-  if (!is_float_dtype(t.dtype))
+  if (!dtype_is_float(t.dtype))
     throw Error(ErrorCode::kCorrupt, reader.path() + ": tensor '" + t.name + "': lossy scheme on dtype " +
                                          std::string(dtype_name(t.dtype)));
   try {
@@ -93,7 +88,7 @@ void decode_tile_f32_of(const WpkReader& reader, size_t tensor, uint64_t tile_in
     decode_lossy_tile(reader, tensor, tile_in_tensor, *params, out);
     return;
   }
-  if (!reads_as_float(t.dtype))
+  if (!dtype_holds_floats(t.dtype))
     throw Error(ErrorCode::kUnsupported, reader.path() + ": tensor '" + t.name + "': " + std::string(dtype_name(t.dtype)) + " is not a float dtype");
   std::vector<uint8_t> raw;
   decode_tile_of(reader, tensor, tile_in_tensor, raw);
@@ -275,7 +270,7 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
   for (const auto& t : reader.tensors()) {
     if (t.name == "__metadata__")  // compress refuses it; a .wpk written otherwise may hold it
       throw Error(ErrorCode::kUnsupported, reader.path() + ": tensor '__metadata__': safetensors reserves this name");
-    const bool convert = float_dtype && reads_as_float(t.dtype) && *float_dtype != t.dtype;
+    const bool convert = float_dtype && dtype_holds_floats(t.dtype) && *float_dtype != t.dtype;
     infos.push_back(TensorInfo{t.name, convert ? *float_dtype : t.dtype, t.shape});
     total += infos.back().num_bytes();
   }

@@ -69,10 +69,12 @@ TEST_CASE("dtype: unknown and mis-spelled names give nullopt") {
   CHECK_FALSE(parse_dtype("F3").has_value());
 }
 
-TEST_CASE("dtype: dtype_is_float and dtype_exponent_bits for every dtype") {
+TEST_CASE("dtype: dtype_is_float, dtype_holds_floats and dtype_exponent_bits for every dtype") {
   for (const Expected& e : kExpected) {
     INFO(e.name);
     CHECK(dtype_is_float(e.dtype) == e.is_float);
+    const std::string_view name = e.name;
+    CHECK(dtype_holds_floats(e.dtype) == (e.is_float || name == "F8_E4M3" || name == "F8_E5M2"));
     CHECK(dtype_exponent_bits(e.dtype) == e.exponent_bits);
     // IEEE-like layouts: 1 sign bit + exponent + mantissa fill the element.
     if (e.exponent_bits) CHECK(e.exponent_bits + 1 < 8 * dtype_size(e.dtype));

@@ -961,110 +961,112 @@ std::vector<std::vector<float>> kernel_test_groups() {
   return groups;
 }
 
-}  // namespace
-
-TEST_CASE("pair error kernels equal the reference sums") {
+// check(g, min, max) for every kernel_test_groups() group on each kernel path (min and max: the
+// group's extremes, 0 included).
+template <typename Check>
+void for_each_group_and_path(Check&& check) {
   const std::vector<std::vector<float>> groups = kernel_test_groups();
   for (detail::KernelPath path : kKernelPaths) {
     INFO(kernel_path_name(path));
     ScopedKernelPath scoped(path);
     for (const auto& g : groups) {
-      const uint64_t n8 = g.size();  // a multiple of 8
       float min = 0, max = 0;
       for (float v : g) min = std::min(min, v), max = std::max(max, v);
-      float fast_min, fast_max;
-      detail::minmax_with_zero_fast(g.data(), n8, &fast_min, &fast_max);
-      REQUIRE(std::memcmp(&fast_min, &min, 4) == 0);
-      REQUIRE(std::memcmp(&fast_max, &max, 4) == 0);
-      for (uint32_t bits : {2u, 4u, 8u}) {
-        detail::ClipCandidates cand;
-        detail::int_candidates_fast(min, max, std::max(-min, max), bits, false, detail::kClipCandidates, &cand);
-        for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
-          float a, b;
-          detail::int_error_pair_fast(g.data(), n8, cand.int_params(c), cand.int_params(c + 1), &a, &b);
-          const float ra = detail::int_error_ref(g.data(), n8, cand.int_params(c));
-          const float rb = detail::int_error_ref(g.data(), n8, cand.int_params(c + 1));
-          INFO("bits " << bits << " c " << c);
-          REQUIRE(std::memcmp(&a, &ra, 4) == 0);
-          REQUIRE(std::memcmp(&b, &rb, 4) == 0);
-        }
-      }
-      for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp4E2M1}) {
-        const detail::SortedTable table = detail::small_float_table(*fmt);
-        detail::ClipCandidates cand;
-        detail::fp_candidates_fast(std::max(-min, max), *fmt, detail::kClipCandidates, &cand);
-        for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
-          float a, b;
-          detail::fp_error_pair_fast(g.data(), n8, *fmt, cand.fp_params(c), cand.fp_params(c + 1), &a, &b);
-          const float ra = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c));
-          const float rb = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c + 1));
-          INFO("format max " << fmt->max_value << " c " << c);
-          REQUIRE(std::memcmp(&a, &ra, 4) == 0);
-          REQUIRE(std::memcmp(&b, &rb, 4) == 0);
-        }
-      }
+      check(g, min, max);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("pair error kernels equal the reference sums") {
+  for_each_group_and_path([](const std::vector<float>& g, float min, float max) {
+    const uint64_t n8 = g.size();  // a multiple of 8
+    float fast_min, fast_max;
+    detail::minmax_with_zero_fast(g.data(), n8, &fast_min, &fast_max);
+    REQUIRE(std::memcmp(&fast_min, &min, 4) == 0);
+    REQUIRE(std::memcmp(&fast_max, &max, 4) == 0);
+    for (uint32_t bits : {2u, 4u, 8u}) {
+      detail::ClipCandidates cand;
+      detail::int_candidates_fast(min, max, std::max(-min, max), bits, false, detail::kClipCandidates, &cand);
+      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+        float a, b;
+        detail::int_error_pair_fast(g.data(), n8, cand.int_params(c), cand.int_params(c + 1), &a, &b);
+        const float ra = detail::int_error_ref(g.data(), n8, cand.int_params(c));
+        const float rb = detail::int_error_ref(g.data(), n8, cand.int_params(c + 1));
+        INFO("bits " << bits << " c " << c);
+        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+      }
+    }
+    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp4E2M1}) {
+      const detail::SortedTable table = detail::small_float_table(*fmt);
+      detail::ClipCandidates cand;
+      detail::fp_candidates_fast(std::max(-min, max), *fmt, detail::kClipCandidates, &cand);
+      for (uint32_t c = 0; c + 1 < detail::kClipCandidates; ++c) {
+        float a, b;
+        detail::fp_error_pair_fast(g.data(), n8, *fmt, cand.fp_params(c), cand.fp_params(c + 1), &a, &b);
+        const float ra = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c));
+        const float rb = detail::fp_error_ref(g.data(), n8, table, cand.fp_params(c + 1));
+        INFO("format max " << fmt->max_value << " c " << c);
+        REQUIRE(std::memcmp(&a, &ra, 4) == 0);
+        REQUIRE(std::memcmp(&b, &rb, 4) == 0);
+      }
+    }
+  });
 }
 
 // The group encoders against the per-element forms the reference uses, and nf4's error kernel
 // (the AVX2 form for tables of 16 entries without ties) against the reference sum, on every
 // candidate grid: without a bound (infinity) it never exits early, so the sums are equal.
 TEST_CASE("group encoders and the table error kernel equal the per-element reference") {
-  const std::vector<std::vector<float>> groups = kernel_test_groups();
   const detail::SortedTable nf4 = detail::value_table(kNf4Table, 16);
-  for (detail::KernelPath path : kKernelPaths) {
-    INFO(kernel_path_name(path));
-    ScopedKernelPath scoped(path);
-    for (const auto& g : groups) {
-      const uint64_t n8 = g.size();  // a multiple of 8
-      float min = 0, max = 0;
-      for (float v : g) min = std::min(min, v), max = std::max(max, v);
-      const float absmax = std::max(-min, max);
-      std::vector<uint8_t> codes(n8), expected(n8);
-      for (uint32_t bits : {2u, 4u, 8u}) {
-        for (bool symmetric : {false, true}) {
-          detail::ClipCandidates cand;
-          detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
-          for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
-            const detail::IntParams p = cand.int_params(c);
-            detail::int_encode_fast(g.data(), n8, p, codes.data());
-            for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::int_encode_one(g[j], p));
-            INFO("int bits " << bits << " symmetric " << symmetric << " c " << c);
-            REQUIRE(codes == expected);
-          }
-        }
-      }
-      for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
-        const detail::SortedTable table = detail::small_float_table(*fmt);
-        const uint32_t sign_bit = 1u << (fmt->exponent_bits + fmt->mantissa_bits);
+  for_each_group_and_path([&](const std::vector<float>& g, float min, float max) {
+    const uint64_t n8 = g.size();  // a multiple of 8
+    const float absmax = std::max(-min, max);
+    std::vector<uint8_t> codes(n8), expected(n8);
+    for (uint32_t bits : {2u, 4u, 8u}) {
+      for (bool symmetric : {false, true}) {
         detail::ClipCandidates cand;
-        detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
+        detail::int_candidates_fast(min, max, absmax, bits, symmetric, detail::kClipCandidates, &cand);
         for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
-          const float inv = cand.inv_scale[c];
-          detail::fp_encode_fast(g.data(), n8, *fmt, inv, codes.data());
-          for (uint64_t j = 0; j < n8; ++j) {
-            const uint32_t m = detail::table_index_ref(table, std::fabs(g[j]) * inv);
-            expected[j] = static_cast<uint8_t>(m | ((g[j] < 0.0f && m != 0) ? sign_bit : 0u));
-          }
-          INFO("format max " << fmt->max_value << " c " << c);
+          const detail::IntParams p = cand.int_params(c);
+          detail::int_encode_fast(g.data(), n8, p, codes.data());
+          for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::int_encode_one(g[j], p));
+          INFO("int bits " << bits << " symmetric " << symmetric << " c " << c);
           REQUIRE(codes == expected);
         }
       }
+    }
+    for (const auto* fmt : {&detail::kFp8E4M3, &detail::kFp6E3M2, &detail::kFp5E2M2, &detail::kFp4E2M1}) {
+      const detail::SortedTable table = detail::small_float_table(*fmt);
+      const uint32_t sign_bit = 1u << (fmt->exponent_bits + fmt->mantissa_bits);
+      detail::ClipCandidates cand;
+      detail::fp_candidates_fast(absmax, *fmt, detail::kClipCandidates, &cand);
       for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
-        detail::FpParams p;
-        p.scale = detail::f16_bits_to_float(detail::encode_scale(absmax * detail::clip_ratio(c)));
-        p.inv_scale = detail::inverse_scale(p.scale);
-        detail::table_encode_fast(g.data(), n8, nf4, p.inv_scale, codes.data());
-        for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::table_index_ref(nf4, g[j] * p.inv_scale));
-        INFO("nf4 c " << c);
+        const float inv = cand.inv_scale[c];
+        detail::fp_encode_fast(g.data(), n8, *fmt, inv, codes.data());
+        for (uint64_t j = 0; j < n8; ++j) {
+          const uint32_t m = detail::table_index_ref(table, std::fabs(g[j]) * inv);
+          expected[j] = static_cast<uint8_t>(m | ((g[j] < 0.0f && m != 0) ? sign_bit : 0u));
+        }
+        INFO("format max " << fmt->max_value << " c " << c);
         REQUIRE(codes == expected);
-        const float fast = detail::table_error_fast(g.data(), n8, nf4, p, std::numeric_limits<float>::infinity());
-        const float ref = detail::table_error_ref(g.data(), n8, nf4, p);
-        REQUIRE(std::memcmp(&fast, &ref, 4) == 0);
       }
     }
-  }
+    for (uint32_t c = 0; c < detail::kClipCandidates; ++c) {
+      detail::FpParams p;
+      p.scale = detail::f16_bits_to_float(detail::encode_scale(absmax * detail::clip_ratio(c)));
+      p.inv_scale = detail::inverse_scale(p.scale);
+      detail::table_encode_fast(g.data(), n8, nf4, p.inv_scale, codes.data());
+      for (uint64_t j = 0; j < n8; ++j) expected[j] = static_cast<uint8_t>(detail::table_index_ref(nf4, g[j] * p.inv_scale));
+      INFO("nf4 c " << c);
+      REQUIRE(codes == expected);
+      const float fast = detail::table_error_fast(g.data(), n8, nf4, p, std::numeric_limits<float>::infinity());
+      const float ref = detail::table_error_ref(g.data(), n8, nf4, p);
+      REQUIRE(std::memcmp(&fast, &ref, 4) == 0);
+    }
+  });
 }
 
 TEST_CASE("quantize with error sums equals add_dequantized, in pieces and on any thread count") {

@@ -28,32 +28,33 @@ bool VerifyReport::ok() const {
 namespace {
 
 // The error for a tensor whose decoded form does not fit in memory: a file of a few MB can declare a
-// tensor of any size (constant tiles code 2^24 elements in a few bytes), which verify decodes whole.
+// tensor of any size (constant tiles code 2^24 elements in a few bytes), which the GPU verify's hook
+// takes whole.
 Error out_of_memory(const WpkReader& reader, const WpkTensor& wt, uint64_t bytes) {
   return Error(ErrorCode::kIo, reader.path() + ": tensor '" + wt.name + "': out of memory for its " +
                                    std::to_string(bytes) + " decoded bytes");
 }
 
 // The source's tensor of wt's name (at `index`), as bytes, when there is one of wt's dtype and
-// shape and it can be read (an HDF5 dataset may fail to decompress); else nullopt with check.error
-// saying why: that tensor fails, the others are still checked.
+// shape and it can be read (an HDF5 dataset may fail to decompress); else nullopt with `why`: that
+// tensor fails, the others are still checked.
 std::optional<TensorBytes> source_bytes(const WpkReader& reader, const WpkTensor& wt, const TensorSource& against,
-                                        std::optional<size_t> index, TensorCheck& check) {
+                                        std::optional<size_t> index, std::string& why) {
   if (!index) {
-    check.error = reader.path() + ": tensor '" + wt.name + "' is not in " + against.path();
+    why = reader.path() + ": tensor '" + wt.name + "' is not in " + against.path();
     return std::nullopt;
   }
   const TensorInfo& src = against.tensors()[*index];
   if (src.dtype != wt.dtype || src.shape != wt.shape) {
-    check.error = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
-                  shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
-                  shape_to_string(src.shape);
+    why = reader.path() + ": tensor '" + wt.name + "': " + std::string(dtype_name(wt.dtype)) +
+          shape_to_string(wt.shape) + " but the source has " + std::string(dtype_name(src.dtype)) +
+          shape_to_string(src.shape);
     return std::nullopt;
   }
   try {
     return against.read(*index);
   } catch (const Error& e) {
-    check.error = e.what();
+    why = e.what();
     return std::nullopt;
   }
 }
@@ -102,9 +103,9 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     std::snprintf(buf, sizeof buf, ": rel_error %.6g%s exceeds --max-error %.6g", rel_error, recorded, max_rel_error);
     check.error = reader.path() + ": tensor '" + wt.name + "'" + buf;
   };
-  TensorCheck source_check;  // why the source cannot be compared (reported after the decode's own errors)
+  std::string no_source;  // why the source cannot be compared (reported after the decode's own errors)
   const std::optional<TensorBytes> source =
-      against ? source_bytes(reader, wt, *against, source_index, source_check) : std::nullopt;
+      against ? source_bytes(reader, wt, *against, source_index, no_source) : std::nullopt;
   // The error sums block by block, in index order: error_stats over the whole tensor, bit for bit.
   ErrorAccumulator sums;
   std::vector<float> ref;
@@ -130,7 +131,7 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
     return;
   }
   if (!source) {
-    check.error = source_check.error;
+    check.error = no_source;
     return;
   }
   // compress refuses a lossy tensor that is not finite, so such a source is not this file's (and
@@ -169,9 +170,9 @@ void verify_lossy(const WpkReader& reader, size_t t, const TensorSource* against
 void verify_lossless(const WpkReader& reader, size_t t, const TensorSource* against, std::optional<size_t> source_index,
                      int threads, std::vector<uint8_t>* keep, TensorCheck& check, std::optional<Error>* decode_error) {
   const WpkTensor& wt = reader.tensors()[t];
-  TensorCheck source_check;
+  std::string no_source;
   const std::optional<TensorBytes> source =
-      against ? source_bytes(reader, wt, *against, source_index, source_check) : std::nullopt;
+      against ? source_bytes(reader, wt, *against, source_index, no_source) : std::nullopt;
   const uint32_t esize = dtype_size(wt.dtype);
   uint64_t first_bad_element = UINT64_MAX, mismatched = 0;
   const bool decoded =
@@ -188,7 +189,7 @@ void verify_lossless(const WpkReader& reader, size_t t, const TensorSource* agai
       });
   if (!decoded || !against) return;
   if (!source) {
-    check.error = source_check.error;
+    check.error = no_source;
     return;
   }
   check.compared = true;

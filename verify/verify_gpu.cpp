@@ -437,8 +437,7 @@ void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTen
     return;
   }
   gpu_bytes = {};
-  const bool is_float = wt.scheme != 0 || dtype_is_float(wt.dtype) || wt.dtype == DType::F8_E4M3 ||
-                        wt.dtype == DType::F8_E5M2;  // (convert_to_f32 reads FP8 too)
+  const bool is_float = wt.scheme != 0 || dtype_holds_floats(wt.dtype);
   if (wt.scheme == 0 && is_float) {
     w_deq_own.resize(elements);
     convert_to_f32(wt.dtype, cpu_bytes.data(), elements, w_deq_own.data());

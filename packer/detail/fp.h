@@ -67,20 +67,6 @@ inline float double_to_float_round_to_odd(double d) {
   return std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
 }
 
-// Storage FP8 bits -> float (exact). E4M3 is OCP's "e4m3fn": no infinities, S.1111.111 is NaN.
-// E5M2 is binary16 without its low 8 bits (infinities and NaNs as there).
-inline float f8e4m3_bits_to_float(uint8_t b) {
-  const uint32_t sign = static_cast<uint32_t>(b & 0x80u) << 24;
-  const uint32_t exponent = (b >> 3) & 0xFu, mantissa = b & 0x7u;
-  if (exponent == 15 && mantissa == 7) return std::bit_cast<float>(sign | 0x7FC00000u);
-  if (exponent == 0) {  // mantissa * 2^-9, exact in float
-    const float v = static_cast<float>(mantissa) * 0.001953125f;
-    return std::bit_cast<float>(std::bit_cast<uint32_t>(v) | sign);
-  }
-  return std::bit_cast<float>(sign | ((exponent + 120u) << 23) | (mantissa << 20));
-}
-inline float f8e5m2_bits_to_float(uint8_t b) { return f16_bits_to_float(static_cast<uint16_t>(b << 8)); }
-
 // Largest finite fp16 value and the smallest positive (subnormal) one.
 inline constexpr float kF16Max = 65504.0f;
 inline constexpr float kF16MinSubnormal = 5.9604644775390625e-8f;  // 2^-24
@@ -126,5 +112,14 @@ inline float small_float_magnitude(const SmallFloatFormat& fmt, uint32_t magnitu
   float one_plus = 1.0f + static_cast<float>(mantissa) / static_cast<float>(1u << fmt.mantissa_bits);
   return one_plus * std::bit_cast<float>(static_cast<uint32_t>(127 + e) << 23);
 }
+
+// Storage FP8 bits -> float (exact). E4M3 is OCP's "e4m3fn" (kFp8E4M3): no infinities, S.1111.111
+// is NaN. E5M2 is binary16 without its low 8 bits (infinities and NaNs as there).
+inline float f8e4m3_bits_to_float(uint8_t b) {
+  const uint32_t magnitude = b & 0x7Fu;
+  const float v = magnitude == 0x7F ? std::bit_cast<float>(0x7FC00000u) : small_float_magnitude(kFp8E4M3, magnitude);
+  return (b & 0x80u) ? -v : v;
+}
+inline float f8e5m2_bits_to_float(uint8_t b) { return f16_bits_to_float(static_cast<uint16_t>(b << 8)); }
 
 }  // namespace wpack::detail
