@@ -59,16 +59,18 @@ std::string printable(std::string_view text, bool ascii_only = false) {
   throw Error(ErrorCode::kFormat, printable(path) + ": tensor '" + printable(name) + "': " + what);
 }
 
-// Parses `text` as JSON (detail::parse_json), refusing duplicate keys in any object (nlohmann keeps
-// the last one silently). A duplicate at the top level is reported through
-// `on_top_level_duplicate` (a tensor name in a header), deeper ones as a duplicate key. Invalid
-// JSON / UTF-8 and nesting deeper than detail::kMaxJsonDepth, a NUL byte or a byte order mark
-// (formats/detail/json_rules.h) are Error(kFormat). `keys_of`: as detail::parse_json's.
+// Parses `text` as JSON one top-level member at a time (detail::parse_json_members: memory follows
+// the largest member, not the text), refusing duplicate keys in any object (nlohmann keeps the last
+// one silently). A duplicate at the top level is reported through `on_top_level_duplicate` (a
+// tensor name in a header), deeper ones as a duplicate key. Invalid JSON / UTF-8 and nesting deeper
+// than detail::kMaxJsonDepth, a NUL byte or a byte order mark (formats/detail/json_rules.h) are
+// Error(kFormat), found in the whole text before `sink` sees a member. Returns the top-level value
+// when it is not an object.
 template <typename OnTopLevelDuplicate>
-detail::ParsedJson parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
-                                          OnTopLevelDuplicate on_top_level_duplicate, std::string_view keys_of = {}) {
+std::optional<Json> parse_json_unique_keys(std::string_view text, const std::string& path, const char* what,
+                                           OnTopLevelDuplicate on_top_level_duplicate, const detail::JsonMembers& sink) {
   try {
-    return detail::parse_json(text, /*unique_keys=*/true, keys_of);
+    return detail::parse_json_members(text, /*unique_keys=*/true, sink);
   } catch (const detail::JsonProblem& p) {
     switch (p.kind) {
       case detail::JsonProblem::Kind::kDuplicateKey:
@@ -190,29 +192,37 @@ class SafetensorsFile final : public TensorSource {
 
     const std::string_view header_text(reinterpret_cast<const char*>(map_->data()) + kLengthPrefixBytes,
                                        header_bytes);
-    const detail::ParsedJson parsed = parse_json_unique_keys(header_text, path, "header", [&](const std::string& key) {
-      if (key == "__metadata__") fail_file(path, "header has __metadata__ twice");
-      fail_tensor(path, key, "duplicate tensor name");
-    });
-    const Json& header = parsed.value;
-    if (!header.is_object()) fail_file(path, "header is not a JSON object but " + json_text(header));
-
+    // Members in file order (ties in data order stay in header order); __metadata__'s strings one
+    // by one, none of it kept as JSON.
     std::vector<Entry> entries;
-    entries.reserve(header.size());
-    for (const std::string& key : parsed.top_keys) {  // file order: ties in data order stay in header order
-      const Json& value = header.at(key);
+    detail::JsonMembers sink;
+    sink.member = [&](const std::string& key, const Json& value, bool truncated) {
       if (key == "__metadata__") {
-        if (value.is_null()) continue;  // none, as the reference implementation reads it (an Option)
-        if (!value.is_object()) fail_file(path, "__metadata__ is not an object but " + json_text(value));
-        for (const auto& [meta_key, meta_value] : value.items()) {
-          if (!meta_value.is_string())
-            fail_file(path, "__metadata__ '" + printable(meta_key) + "' is not a string but " + json_text(meta_value));
-          metadata_.emplace(meta_key, meta_value.get<std::string>());
-        }
-        continue;
+        // None when null, as the reference implementation reads it (an Option); an object's members
+        // went to flat_member.
+        if (!value.is_null() && !value.is_object())
+          fail_file(path, "__metadata__ is not an object but " + json_text(value));
+        return;
       }
+      if (truncated && value.is_object())  // not an object: parse_entry says so, quoting what was kept
+        fail_tensor(path, key, "entry holds more than " + std::to_string(detail::kMaxMemberValues) +
+                                   " JSON values (dtype, shape and data_offsets need 6 plus the rank)");
       entries.push_back(parse_entry(path, key, value));
-    }
+    };
+    sink.flat_key = "__metadata__";
+    sink.flat_member = [&](const std::string& key, Json& value, bool) {
+      if (!value.is_string())
+        fail_file(path, "__metadata__ '" + printable(key) + "' is not a string but " + json_text(value));
+      metadata_.emplace(key, std::move(value.get_ref<std::string&>()));
+    };
+    const std::optional<Json> header = parse_json_unique_keys(
+        header_text, path, "header",
+        [&](const std::string& key) {
+          if (key == "__metadata__") fail_file(path, "header has __metadata__ twice");
+          fail_tensor(path, key, "duplicate tensor name");
+        },
+        sink);
+    if (header) fail_file(path, "header is not a JSON object but " + json_text(*header));
 
     // Coverage: sorted by offset, the tensors tile [0, data size) exactly.
     std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
@@ -297,30 +307,47 @@ class SafetensorsSharded final : public TensorSource {
       fail_file(index_path, "index is " + std::to_string(map->size()) + " bytes, over the limit of " +
                                 std::to_string(kMaxIndexBytes));
     const std::string_view text(reinterpret_cast<const char*>(map->data()), map->size());
-    const detail::ParsedJson parsed =
-        parse_json_unique_keys(text, index_path, "index", [](const std::string&) {}, "weight_map");
-    const Json& index = parsed.value;
-    if (!index.is_object()) fail_file(index_path, "index is not a JSON object but " + json_text(index));
-    if (!index.contains("weight_map")) fail_file(index_path, "index has no weight_map");
-    const Json& weight_map = index.at("weight_map");
-    if (!weight_map.is_object()) fail_file(index_path, "weight_map is not an object but " + json_text(weight_map));
-    const std::vector<std::string>& weight_map_keys = parsed.member_keys;  // file order
+    // weight_map's members one by one, in file order; of the rest only "metadata" is kept.
+    struct Mapping {
+      std::string tensor;
+      std::string shard;     // the shard's file name, when the value is a string
+      std::string not_name;  // otherwise the value, as json_text prints it
+    };
+    std::vector<Mapping> mappings;
+    std::optional<Json> weight_map, meta;
+    bool meta_truncated = false;
+    detail::JsonMembers sink;
+    sink.member = [&](const std::string& key, Json& value, bool truncated) {
+      if (key == "weight_map") weight_map = std::move(value);  // an object arrives empty (flat_member)
+      if (key == "metadata") meta = std::move(value), meta_truncated = truncated;
+    };
+    sink.flat_key = "weight_map";
+    sink.flat_member = [&](const std::string& tensor, Json& value, bool) {
+      if (value.is_string())
+        mappings.push_back({tensor, std::move(value.get_ref<std::string&>()), {}});
+      else
+        mappings.push_back({tensor, {}, json_text(value)});
+    };
+    const std::optional<Json> index =
+        parse_json_unique_keys(text, index_path, "index", [](const std::string&) {}, sink);
+    if (index) fail_file(index_path, "index is not a JSON object but " + json_text(*index));
+    if (!weight_map) fail_file(index_path, "index has no weight_map");
+    if (!weight_map->is_object()) fail_file(index_path, "weight_map is not an object but " + json_text(*weight_map));
 
     // Shards in order of first appearance; tensor -> shard as the index says.
     std::vector<std::string> shard_names;
     std::unordered_map<std::string, size_t> shard_of_name;  // shard name (normalised) -> position in shard_names
     std::unordered_map<std::string, size_t> mapped_shard;   // tensor name -> shard position
-    for (const std::string& tensor : weight_map_keys) {
-      const Json& shard = weight_map.at(tensor);
-      if (!shard.is_string())
-        fail_tensor(index_path, tensor, "weight_map value is not a shard file name but " + json_text(shard));
-      const auto& name = shard.get_ref<const std::string&>();
-      if (const auto why = bad_shard_name(name)) fail_tensor(index_path, tensor, "shard '" + printable(name) + "' " + *why);
+    for (const Mapping& m : mappings) {
+      if (!m.not_name.empty())
+        fail_tensor(index_path, m.tensor, "weight_map value is not a shard file name but " + m.not_name);
+      if (const auto why = bad_shard_name(m.shard))
+        fail_tensor(index_path, m.tensor, "shard '" + printable(m.shard) + "' " + *why);
       // One shard however it is spelled ("./a.safetensors", "a.safetensors")
-      auto [it, added] = shard_of_name.emplace(std::filesystem::path(name).lexically_normal().generic_string(),
+      auto [it, added] = shard_of_name.emplace(std::filesystem::path(m.shard).lexically_normal().generic_string(),
                                                shard_names.size());
-      if (added) shard_names.push_back(name);
-      mapped_shard.emplace(tensor, it->second);
+      if (added) shard_names.push_back(m.shard);
+      mapped_shard.emplace(m.tensor, it->second);
     }
 
     const std::filesystem::path dir = std::filesystem::path(index_path).parent_path();
@@ -361,18 +388,16 @@ class SafetensorsSharded final : public TensorSource {
       }
       shards_.push_back(std::move(shard));
     }
-    for (const std::string& tensor : weight_map_keys) {
-      const Json& shard = weight_map.at(tensor);
-      if (!found_shard.contains(tensor))
-        fail_tensor(index_path, tensor, "is in weight_map (shard '" + printable(shard.get<std::string>()) +
-                                            "') but not in that shard");
-    }
+    for (const Mapping& m : mappings)
+      if (!found_shard.contains(m.tensor))
+        fail_tensor(index_path, m.tensor, "is in weight_map (shard '" + printable(m.shard) + "') but not in that shard");
 
     // The index's own "metadata" (e.g. total_size): strings as they are, other values as JSON text.
-    if (index.contains("metadata")) {
-      const Json& meta = index.at("metadata");
-      if (!meta.is_object()) fail_file(index_path, "metadata is not an object but " + json_text(meta));
-      for (const auto& [key, value] : meta.items())
+    if (meta) {
+      if (!meta->is_object()) fail_file(index_path, "metadata is not an object but " + json_text(*meta));
+      if (meta_truncated)
+        fail_file(index_path, "metadata holds more than " + std::to_string(detail::kMaxMemberValues) + " JSON values");
+      for (const auto& [key, value] : meta->items())
         metadata_.emplace(key, value.is_string() ? value.get<std::string>() : value.dump());
     }
   }

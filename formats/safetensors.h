@@ -8,7 +8,10 @@
 // unknown dtype refused (kUnsupported for the specification's C64, F8_E8M0, F6_E2M3, F6_E3M2 and
 // F4, which wpack does not read); duplicate names refused (the reference keeps the last); shape product × dtype size computed with checked
 // arithmetic and equal to end − begin; begin ≤ end; offsets, sorted, are contiguous from 0 with no
-// hole and no overlap; the last end equals the data size (no trailing bytes).
+// hole and no overlap; the last end equals the data size (no trailing bytes). A tensor entry of
+// more than 4096 JSON values (a rank over 4090) is refused: the header is read one entry at a time,
+// so that its memory follows the largest entry and what is kept of each, not the JSON text (which
+// nlohmann's values would take 10–40 times over).
 #pragma once
 
 #include <cstdint>

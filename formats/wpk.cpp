@@ -37,7 +37,7 @@ bool is_utf8(std::string_view text) {
 // wpack reads shares (formats/detail/json_rules.h).
 bool is_json_object(const std::string& text) {
   try {
-    return detail::parse_json(text, /*unique_keys=*/false).value.is_object();
+    return detail::check_json(text, /*unique_keys=*/false);
   } catch (const detail::JsonProblem&) {
     return false;
   }

@@ -97,6 +97,11 @@ void safetensors(Bytes data) {
     covered += bytes.size();
   }
   if (covered != data.size() - data_start) fail("safetensors", "tensors do not cover the data section");
+  // __metadata__ as the whole header parsed at once holds it (the reader streams its members)
+  std::map<std::string, std::string> metadata;
+  if (header.contains("__metadata__") && header["__metadata__"].is_object())
+    for (const auto& [key, value] : header["__metadata__"].items()) metadata[key] = value.get<std::string>();
+  if (metadata != source->metadata()) fail("safetensors", "__metadata__ differs from the header's");
   try {
     (void)source->read(source->tensors().size());
     fail("safetensors", "read() past the last tensor did not throw");

@@ -6,6 +6,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "formats/detail/json_rules.h"  // parse_json_members: the source metadata, member by member
 #include "formats/error.h"
 #include "formats/safetensors.h"
 #include "packer/codec.h"
@@ -274,11 +275,16 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
     infos.push_back(TensorInfo{t.name, convert ? *float_dtype : t.dtype, t.shape});
     total += infos.back().num_bytes();
   }
+  // The source's __metadata__ (pack keeps it as "source_metadata"), read member by member: a large
+  // metadata text is not built as one JSON value. WpkReader::open checked the text.
   std::map<std::string, std::string> metadata;
-  auto meta = nlohmann::json::parse(reader.metadata_json(), nullptr, false);
-  if (meta.is_object() && meta.contains("source_metadata") && meta["source_metadata"].is_object())
-    for (const auto& [k, v] : meta["source_metadata"].items())
-      if (v.is_string()) metadata[k] = v.get<std::string>();
+  detail::JsonMembers sink;
+  sink.member = [](const std::string&, nlohmann::json&, bool) {};
+  sink.flat_key = "source_metadata";
+  sink.flat_member = [&](const std::string& key, nlohmann::json& value, bool) {
+    if (value.is_string()) metadata[key] = std::move(value.get_ref<std::string&>());
+  };
+  detail::parse_json_members(reader.metadata_json(), /*unique_keys=*/false, sink);
   SafetensorsWriter writer(out_path, infos, metadata, overwrite);
   uint64_t done = 0;
   for (size_t t = 0; t < infos.size(); ++t) {

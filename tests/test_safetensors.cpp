@@ -372,6 +372,57 @@ TEST_CASE("safetensors refuses __metadata__ that is not a map of string to strin
   require_format_error(dir, raw_file(R"({"__metadata__":{},"__metadata__":{}})", 0), "", "__metadata__ twice");
 }
 
+TEST_CASE("safetensors: __metadata__'s first value in file order that is not a string is the one named") {
+  TempDir dir;
+  require_format_error(dir, raw_file(R"({"__metadata__":{"z":"ok","y":1,"a":2}})", 0), "", "__metadata__ 'y' is not a string");
+}
+
+// The reader builds one header member at a time (detail::parse_json_members), keeping at most 4096
+// values of any one; a larger entry is refused by its size, a larger __metadata__ map is read whole.
+TEST_CASE("safetensors: a tensor entry of 4096 JSON values is read, one of more is refused") {
+  TempDir dir;
+  auto entry = [](size_t rank) {
+    std::string shape = "[0";
+    for (size_t i = 1; i < rank; ++i) shape += ",1";
+    return R"({"w":{"dtype":"U8","shape":)" + shape + R"(],"data_offsets":[0,0]}})";
+  };
+  const std::string path = dir.file("rank.safetensors");
+  test::write_file(path, raw_file(entry(4090), 0));  // 1 object + dtype + shape + 4090 dims + offsets + 2
+  const auto source = open_safetensors(path);
+  REQUIRE(source->tensors().size() == 1);
+  CHECK(source->tensors()[0].shape.size() == 4090);
+  require_format_error(dir, raw_file(entry(4091), 0), "w", "entry holds more than 4096 JSON values");
+  require_format_error(dir, raw_file(entry(1000000), 0), "w", "entry holds more than 4096 JSON values");
+}
+
+TEST_CASE("safetensors: a value kept in part is quoted as the whole value prints") {
+  TempDir dir;
+  std::string arrays = "[";
+  for (int i = 0; i < 100000; ++i) arrays += i ? ",[]" : "[]";
+  arrays += "]";
+  // The first 57 characters of the value as JSON, as the message quotes it.
+  const std::string quoted = arrays.substr(0, 57) + "...";
+  require_format_error(dir, raw_file(R"({"w":)" + arrays + "}", 0), "w", "entry is not an object but " + quoted);
+  require_format_error(dir, raw_file(R"({"__metadata__":{"k":)" + arrays + "}}", 0), "",
+                       "__metadata__ 'k' is not a string but " + quoted);
+  require_format_error(dir, raw_file(arrays, 0), "", "header is not a JSON object but " + quoted);
+}
+
+TEST_CASE("safetensors: a __metadata__ map of many keys is read whole, in any size") {
+  TempDir dir;
+  std::string header = R"({"__metadata__":{)";
+  for (int i = 0; i < 10000; ++i) header += (i ? "," : "") + ("\"k" + std::to_string(i) + "\":\"v" + std::to_string(i) + "\"");
+  header += "}," + kGoodEntry + "}";
+  const std::string path = dir.file("meta.safetensors");
+  test::write_file(path, raw_file(header, 8));
+  const auto source = open_safetensors(path);
+  REQUIRE(source->metadata().size() == 10000);
+  CHECK(source->metadata().at("k0") == "v0");
+  CHECK(source->metadata().at("k9999") == "v9999");
+  REQUIRE(source->tensors().size() == 1);
+  CHECK(source->tensors()[0].name == "a");
+}
+
 TEST_CASE("safetensors error messages stay on one line for names with control characters") {
   TempDir dir;
   require_format_error(dir, raw_file(R"({"bad\nname":{"dtype":"X","shape":[],"data_offsets":[0,0]}})", 0),
@@ -566,6 +617,30 @@ TEST_CASE("sharded safetensors: a malformed index is refused") {
   require_index_format_error(dir, "", "not a JSON object");
   test::write_file(dir.file("model.safetensors.index.json"), {'{', '"'});
   require_index_format_error(dir, "", "not valid UTF-8 JSON");
+}
+
+TEST_CASE("sharded safetensors: a weight_map of many tensors is read whole, a huge metadata value refused") {
+  TempDir dir;
+  // One shard of 5000 one-byte tensors, listed in weight_map in reverse.
+  std::string header = "{", weight_map;
+  for (int i = 0; i < 5000; ++i) {
+    const std::string name = "t" + std::to_string(i);
+    header += (i ? "," : "") + ("\"" + name + R"(":{"dtype":"U8","shape":[1],"data_offsets":[)" + std::to_string(i) +
+                                "," + std::to_string(i + 1) + "]}");
+    weight_map = "\"" + name + R"(":"one.safetensors")" + (i ? "," : "") + weight_map;
+  }
+  header += "}";
+  test::write_file(dir.file("one.safetensors"), raw_file(header, 5000));
+  write_index(dir, weight_map, R"({"total_size":5000})");
+  const auto source = open_safetensors_index(dir.file("model.safetensors.index.json"));
+  REQUIRE(source->tensors().size() == 5000);
+  CHECK(source->tensors()[4999].name == "t4999");
+  CHECK(source->metadata().at("total_size") == "5000");
+
+  std::string big = "[0";
+  for (int i = 0; i < 5000; ++i) big += ",0";
+  write_index(dir, weight_map, R"({"list":)" + big + "]}");
+  require_index_format_error(dir, "", "metadata holds more than 4096 JSON values");
 }
 
 TEST_CASE("sharded safetensors: an invalid shard reports the shard's own error") {

@@ -341,3 +341,25 @@ TEST_CASE("scale: a U8 matrix of 2^31 + 2^16 elements round-trips with zstd and 
     std::filesystem::remove(packed);
   }
 }
+
+// A header's JSON is built a member at a time, at most 4096 values of each (formats/detail/
+// json_rules.h): a 30 MB header of one entry of 10^7 empty objects took 1.1 GB as one JSON value.
+TEST_CASE("scale: a 30 MB safetensors header of one huge entry is refused without building it") {
+  TempDir dir;
+  std::string header = R"({"w":[)";
+  header.reserve(30'000'100);
+  for (int i = 0; i < 10'000'000; ++i) header += i ? ",{}" : "{}";
+  header += "]}";
+  std::string prefix(8, '\0');  // the header's length, little-endian
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>(uint64_t{header.size()} >> (8 * i));
+  header.insert(0, prefix);
+  const std::vector<uint8_t> bytes(header.begin(), header.end());
+  const std::string path = dir.file("junk.safetensors");
+  test::write_file(path, bytes);
+  Child c = run_measured({"inspect", path});
+  INFO(c.err);
+  CHECK(c.exit_code == 1);
+  CHECK(c.err.find(path + ": tensor 'w': entry is not an object but [{},{},") != std::string::npos);
+  WARN("inspect of a 30 MB junk header: peak RSS " << c.max_rss_kib / 1024 << " MiB");
+  if (!kSanitized) CHECK(c.max_rss_kib < 256 * 1024);
+}

@@ -1,39 +1,39 @@
 #include "formats/detail/json_rules.h"
 
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace wpack::detail {
 namespace {
 
-// The SAX pass of parse_json: nesting, duplicate keys, key order. Values are not kept.
-class Scanner final : public nlohmann::json_sax<nlohmann::json> {
+using Json = nlohmann::json;
+
+// The SAX pass of check_json: nesting, duplicate keys, the top-level value's kind. Values are not
+// kept.
+class Scanner final : public nlohmann::json_sax<Json> {
  public:
-  Scanner(bool unique_keys, std::string_view keys_of, ParsedJson& out)
-      : unique_keys_(unique_keys), keys_of_(keys_of), out_(out) {}
+  explicit Scanner(bool unique_keys) : unique_keys_(unique_keys) {}
 
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
+  bool null() override { return top_value(); }
+  bool boolean(bool) override { return top_value(); }
+  bool number_integer(number_integer_t) override { return top_value(); }
+  bool number_unsigned(number_unsigned_t) override { return top_value(); }
+  bool number_float(number_float_t, const string_t&) override { return top_value(); }
+  bool string(string_t&) override { return top_value(); }
+  bool binary(binary_t&) override { return top_value(); }
 
-  bool start_object(std::size_t) override { return open(true); }
+  bool start_object(std::size_t) override {
+    if (levels_.empty()) top_is_object_ = true;
+    return open();
+  }
   bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(false); }
+  bool start_array(std::size_t) override { return open(); }
   bool end_array() override { return close(); }
 
   bool key(string_t& key) override {
-    Level& level = levels_.back();
-    if (unique_keys_ && !level.keys.insert(key).second)
+    if (unique_keys_ && !levels_.back().insert(key).second)
       throw JsonProblem{JsonProblem::Kind::kDuplicateKey, "has duplicate key", key, levels_.size() == 1};
-    if (levels_.size() == 1) {
-      out_.top_keys.push_back(key);
-      in_keys_of_ = !keys_of_.empty() && key == keys_of_;
-    } else if (levels_.size() == 2 && in_keys_of_) {
-      out_.member_keys.push_back(key);
-    }
     return true;
   }
 
@@ -41,19 +41,17 @@ class Scanner final : public nlohmann::json_sax<nlohmann::json> {
     throw JsonProblem{JsonProblem::Kind::kInvalid, e.what(), {}, false};
   }
 
- private:
-  struct Level {
-    bool object;
-    std::set<std::string> keys;  // with unique_keys_: the keys seen so far
-  };
+  bool top_is_object() const { return top_is_object_; }
 
-  bool open(bool object) {
+ private:
+  bool top_value() { return true; }
+  bool open() {
     if (levels_.size() >= static_cast<size_t>(kMaxJsonDepth))
       throw JsonProblem{JsonProblem::Kind::kTooDeep,
                         "nests arrays and objects deeper than " + std::to_string(kMaxJsonDepth) + " levels",
                         {},
                         false};
-    levels_.push_back({object, {}});
+    levels_.emplace_back();  // with unique_keys_: the keys seen so far in this container
     return true;
   }
   bool close() {
@@ -62,10 +60,185 @@ class Scanner final : public nlohmann::json_sax<nlohmann::json> {
   }
 
   bool unique_keys_;
-  std::string_view keys_of_;
-  ParsedJson& out_;
-  std::vector<Level> levels_;
-  bool in_keys_of_ = false;  // the top-level member being read is keys_of_
+  std::vector<std::set<std::string>> levels_;
+  bool top_is_object_ = false;
+};
+
+// One JSON value built from SAX events, keeping at most kMaxMemberValues values (in text order).
+class Builder {
+ public:
+  void reset() {
+    root_ = Json();
+    open_.clear();
+    kept_ = skipped_open_ = 0;
+    truncated_ = false;
+  }
+  // A value: a scalar, or an empty container whose members follow until close(). True when the
+  // value built is complete.
+  bool value(Json&& v, bool container) {
+    if (skipped_open_ > 0 || kept_ >= kMaxMemberValues) {
+      truncated_ = true;
+      skipped_open_ += container;
+      return false;
+    }
+    ++kept_;
+    Json* slot = &root_;
+    if (open_.empty()) {
+      root_ = std::move(v);
+    } else if (open_.back()->is_array()) {
+      open_.back()->push_back(std::move(v));
+      slot = &open_.back()->back();  // stays valid: nothing more goes into this array while it is open
+    } else {
+      slot = &(*open_.back())[key_];  // the last of a repeated key wins, as in nlohmann's parse
+      *slot = std::move(v);
+    }
+    if (container) open_.push_back(slot);
+    return open_.empty();
+  }
+  void key(std::string&& k) { key_ = std::move(k); }
+  bool close() {
+    if (skipped_open_ > 0) {
+      --skipped_open_;
+      return false;
+    }
+    open_.pop_back();
+    return open_.empty();
+  }
+  Json& root() { return root_; }
+  bool truncated() const { return truncated_; }
+
+ private:
+  Json root_;
+  std::vector<Json*> open_;  // the containers being filled, innermost last
+  std::string key_;          // the key of the next value when the innermost container is an object
+  size_t kept_ = 0, skipped_open_ = 0;
+  bool truncated_ = false;
+};
+
+// The second pass of parse_json_members: routes each SAX event to the value it belongs to.
+class MemberParser final : public nlohmann::json_sax<Json> {
+ public:
+  explicit MemberParser(const JsonMembers& sink) : sink_(sink) {}
+
+  bool null() override { return value(nullptr, false); }
+  bool boolean(bool v) override { return value(v, false); }
+  bool number_integer(number_integer_t v) override { return value(v, false); }
+  bool number_unsigned(number_unsigned_t v) override { return value(v, false); }
+  bool number_float(number_float_t v, const string_t&) override { return value(v, false); }
+  bool string(string_t& v) override { return value(std::move(v), false); }
+  bool binary(binary_t& v) override { return value(Json::binary(std::move(v)), false); }
+  bool start_object(std::size_t) override { return value(Json::object(), true); }
+  bool start_array(std::size_t) override { return value(Json::array(), true); }
+  bool end_object() override { return end(); }
+  bool end_array() override { return end(); }
+
+  bool key(string_t& k) override {
+    switch (at_) {
+      case At::kObject: member_key_ = std::move(k); break;
+      case At::kFlat: flat_key_ = std::move(k); break;
+      case At::kMember:
+      case At::kFlatMember:
+      case At::kTop: current().key(std::move(k)); break;
+      case At::kStart: break;  // not reached: a key is inside an object
+    }
+    return true;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    throw JsonProblem{JsonProblem::Kind::kInvalid, e.what(), {}, false};  // check_json passed: not expected
+  }
+
+  std::optional<Json> top() { return top_is_object_ ? std::nullopt : std::optional<Json>(std::move(top_.root())); }
+
+ private:
+  // kStart: before the top-level value; kTop: inside a top-level value that is not an object;
+  // kObject: in the top-level object between members; kMember: inside a member's value; kFlat: in
+  // the flat member's object between its members; kFlatMember: inside one of those.
+  enum class At { kStart, kTop, kObject, kMember, kFlat, kFlatMember };
+
+  Builder& current() { return at_ == At::kTop ? top_ : at_ == At::kMember ? member_ : flat_member_; }
+
+  bool value(Json&& v, bool container) {
+    switch (at_) {
+      case At::kStart:
+        if (container && v.is_object()) {
+          top_is_object_ = true;
+          at_ = At::kObject;
+        } else if (!top_.value(std::move(v), container)) {
+          at_ = At::kTop;
+        }
+        break;
+      case At::kObject:
+        if (container && v.is_object() && !sink_.flat_key.empty() && member_key_ == sink_.flat_key) {
+          at_ = At::kFlat;
+          break;
+        }
+        member_.reset();
+        if (member_.value(std::move(v), container))
+          deliver_member();
+        else
+          at_ = At::kMember;
+        break;
+      case At::kFlat:
+        flat_member_.reset();
+        if (flat_member_.value(std::move(v), container))
+          deliver_flat_member();
+        else
+          at_ = At::kFlatMember;
+        break;
+      case At::kTop:
+        top_.value(std::move(v), container);  // the top-level value ends with an end event
+        break;
+      case At::kMember:
+        if (member_.value(std::move(v), container)) deliver_member();  // not reached: completes on end()
+        break;
+      case At::kFlatMember:
+        flat_member_.value(std::move(v), container);
+        break;
+    }
+    return true;
+  }
+
+  bool end() {
+    switch (at_) {
+      case At::kTop:
+        top_.close();
+        break;
+      case At::kObject:  // the top-level object closes
+        break;
+      case At::kMember:
+        if (member_.close()) deliver_member();
+        break;
+      case At::kFlat: {  // the flat member's object closes
+        Json empty = Json::object();
+        sink_.member(member_key_, empty, false);
+        at_ = At::kObject;
+        break;
+      }
+      case At::kFlatMember:
+        if (flat_member_.close()) deliver_flat_member();
+        break;
+      case At::kStart: break;  // not reached
+    }
+    return true;
+  }
+
+  void deliver_member() {
+    at_ = At::kObject;
+    sink_.member(member_key_, member_.root(), member_.truncated());
+    member_.reset();
+  }
+  void deliver_flat_member() {
+    at_ = At::kFlat;
+    sink_.flat_member(flat_key_, flat_member_.root(), flat_member_.truncated());
+    flat_member_.reset();
+  }
+
+  const JsonMembers& sink_;
+  At at_ = At::kStart;
+  bool top_is_object_ = false;
+  std::string member_key_, flat_key_;
+  Builder top_, member_, flat_member_;
 };
 
 }  // namespace
@@ -77,20 +250,21 @@ std::string json_text_problem(std::string_view text) {
   return {};
 }
 
-ParsedJson parse_json(std::string_view text, bool unique_keys, std::string_view keys_of) {
+bool check_json(std::string_view text, bool unique_keys) {
   if (std::string problem = json_text_problem(text); !problem.empty())
     throw JsonProblem{JsonProblem::Kind::kInvalid, std::move(problem), {}, false};
-  ParsedJson out;
-  Scanner scanner(unique_keys, keys_of, out);
+  Scanner scanner(unique_keys);
   nlohmann::json::sax_parse(text.begin(), text.end(), &scanner, nlohmann::json::input_format_t::json,
                             /*strict=*/true, /*ignore_comments=*/false);
-  try {
-    out.value = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/true,
-                                      /*ignore_comments=*/false);
-  } catch (const nlohmann::json::exception& e) {  // the scan passed: not expected
-    throw JsonProblem{JsonProblem::Kind::kInvalid, e.what(), {}, false};
-  }
-  return out;
+  return scanner.top_is_object();
+}
+
+std::optional<nlohmann::json> parse_json_members(std::string_view text, bool unique_keys, const JsonMembers& sink) {
+  check_json(text, unique_keys);
+  MemberParser parser(sink);
+  nlohmann::json::sax_parse(text.begin(), text.end(), &parser, nlohmann::json::input_format_t::json,
+                            /*strict=*/true, /*ignore_comments=*/false);
+  return parser.top();
 }
 
 }  // namespace wpack::detail
