@@ -116,8 +116,8 @@ int run_cli(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   GlobalOptions global;
-  app.add_flag("-q,--quiet", global.quiet, "No progress and no messages but errors");
-  app.add_flag("-v,--verbose", global.verbose, "More detail");
+  auto* quiet = app.add_flag("-q,--quiet", global.quiet, "No progress and no messages but errors");
+  app.add_flag("-v,--verbose", global.verbose, "More detail")->excludes(quiet);  // which one would win is a guess
 
   // compress
   CompressArgs compress;

@@ -789,6 +789,8 @@ TEST_CASE("usage errors exit 2 with one line") {
       {"compress", model, "-o", out, "--lut-per", "rows:4"},
       {"compress", model, "-o", out, "--tile", "16777216x2"},
       {"unpack", out},
+      {"-q", "-v", "inspect", out},  // quiet and verbose at once
+      {"inspect", out, "-v", "-q"},
       {"frobnicate", model},
       {},
   };
