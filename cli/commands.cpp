@@ -120,8 +120,13 @@ bool is_wpk_file(const std::string& path) {
 
 json json_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
-double ratio_of(uint64_t packed, uint64_t original) { return original ? double(packed) / double(original) : 0.0; }
-double bits_per_weight(uint64_t packed, uint64_t elements) { return elements ? 8.0 * double(packed) / double(elements) : 0.0; }
+// Packed over original bytes, and packed bits per element: NaN (JSON null, "-" in a table) where
+// there is nothing to divide by: an empty tensor still takes its record's bytes, and 0.0 would
+// read as perfect compression.
+double ratio_of(double packed, uint64_t original) { return original ? packed / double(original) : std::nan(""); }
+double bits_per_weight(double packed, uint64_t elements) { return elements ? 8.0 * packed / double(elements) : std::nan(""); }
+std::string percent_text(double ratio, int digits) { return std::isfinite(ratio) ? fixed(100 * ratio, digits) + "%" : "-"; }
+std::string bits_text(double bits) { return std::isfinite(bits) ? fixed(bits, 2) : "-"; }
 
 std::string tile_codec_of(const WpkReader& r, const WpkTensor& t) {
   if (t.tile_count == 0) return "-";
@@ -233,8 +238,8 @@ int inspect_wpk(const InspectArgs& args) {
     j["tile_shape"] = {t.tile_rows, t.tile_cols};
     j["original_bytes"] = original;
     j["packed_bytes"] = packed;
-    j["ratio"] = ratio_of(packed, original);
-    j["bits_per_weight"] = bits_per_weight(packed, t.num_elements());
+    j["ratio"] = json_or_null(ratio_of(packed, original));
+    j["bits_per_weight"] = json_or_null(bits_per_weight(packed, t.num_elements()));
     j["rel_error"] = t.metrics.rel_error;
     j["max_abs_error"] = t.metrics.max_abs_error;
     j["snr_db"] = json_or_null(t.metrics.snr_db);
@@ -244,7 +249,7 @@ int inspect_wpk(const InspectArgs& args) {
                                     t.scheme ? scheme_label(details, scheme_of(t.scheme)) : scheme_of(t.scheme),
                                     j["codec"].get<std::string>(), j["filter"].get<std::string>(), std::to_string(t.tile_count),
                                     human_bytes(double(original)), human_bytes(double(packed)),
-                                    fixed(100 * ratio_of(packed, original), 1) + "%", fixed(bits_per_weight(packed, t.num_elements()), 2)};
+                                    percent_text(ratio_of(packed, original), 1), bits_text(bits_per_weight(packed, t.num_elements()))};
     if (any_lossy) {
       if (t.scheme != 0)
         row.insert(row.end(), {error_text(t.metrics.rel_error), error_text(t.metrics.max_abs_error),
@@ -262,8 +267,8 @@ int inspect_wpk(const InspectArgs& args) {
   totals["elements"] = total_elements;
   totals["original_bytes"] = total_original;
   totals["packed_bytes"] = file_bytes;
-  totals["ratio"] = ratio_of(file_bytes, total_original);
-  totals["bits_per_weight"] = bits_per_weight(file_bytes, total_elements);
+  totals["ratio"] = json_or_null(ratio_of(file_bytes, total_original));
+  totals["bits_per_weight"] = json_or_null(bits_per_weight(file_bytes, total_elements));
   if (args.json) {
     json out;
     out["file"] = args.input;
@@ -276,8 +281,8 @@ int inspect_wpk(const InspectArgs& args) {
   table.separator();
   std::vector<std::string> total_row = {"total (whole file)", "", "", "", "", "", std::to_string(reader->tiles().size()),
                                         human_bytes(double(total_original)), human_bytes(double(file_bytes)),
-                                        fixed(100 * ratio_of(file_bytes, total_original), 1) + "%",
-                                        fixed(bits_per_weight(file_bytes, total_elements), 2)};
+                                        percent_text(ratio_of(file_bytes, total_original), 1),
+                                        bits_text(bits_per_weight(file_bytes, total_elements))};
   if (any_lossy) total_row.insert(total_row.end(), {"", "", "", ""});
   table.add(total_row);
   std::cout << args.input << ": " << reader->tensors().size() << " tensors, " << reader->tiles().size()
@@ -321,20 +326,21 @@ int inspect_model(const InspectArgs& args, const GlobalOptions& global) {
     j["scheme"] = "lossless";
     j["original_bytes"] = original;
     j["estimated_bytes"] = static_cast<uint64_t>(std::ceil(estimate));
-    j["ratio"] = original ? estimate / double(original) : 0.0;
-    j["bits_per_weight"] = info.num_elements() ? 8 * estimate / double(info.num_elements()) : 0.0;
+    const double ratio = ratio_of(estimate, original), bits = bits_per_weight(estimate, info.num_elements());
+    j["ratio"] = json_or_null(ratio);
+    j["bits_per_weight"] = json_or_null(bits);
     tensors.push_back(j);
     table.add({info.name, shape_to_string(info.shape), std::string(dtype_name(info.dtype)), human_bytes(double(original)),
-               human_bytes(estimate), fixed(100 * j["ratio"].get<double>(), 1) + "%",
-               fixed(j["bits_per_weight"].get<double>(), 2)});
+               human_bytes(estimate), percent_text(ratio, 1), bits_text(bits)});
   }
   json totals;
   totals["tensors"] = source->tensors().size();
   totals["elements"] = total_elements;
   totals["original_bytes"] = total_original;
   totals["estimated_bytes"] = static_cast<uint64_t>(std::ceil(total_packed));
-  totals["ratio"] = total_original ? total_packed / double(total_original) : 0.0;
-  totals["bits_per_weight"] = total_elements ? 8 * total_packed / double(total_elements) : 0.0;
+  const double total_ratio = ratio_of(total_packed, total_original), total_bits = bits_per_weight(total_packed, total_elements);
+  totals["ratio"] = json_or_null(total_ratio);
+  totals["bits_per_weight"] = json_or_null(total_bits);
   if (args.json) {
     json out;
     out["file"] = args.input;
@@ -349,7 +355,7 @@ int inspect_model(const InspectArgs& args, const GlobalOptions& global) {
   if (!global.quiet) note_skipped(*source, std::cerr);
   table.separator();
   table.add({"total", "", "", human_bytes(double(total_original)), human_bytes(total_packed),
-             fixed(100 * totals["ratio"].get<double>(), 1) + "%", fixed(totals["bits_per_weight"].get<double>(), 2)});
+             percent_text(total_ratio, 1), bits_text(total_bits)});
   std::cout << args.input << " (" << source->format_name() << "): not packed; lossless estimate (order-0 entropy of each byte plane)\n";
   table.print(std::cout);
   return 0;
@@ -401,13 +407,17 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
 
 
 // A warning line per lossy tensor whose scales or LUT values hit fp16's limits: its weights lost
-// range (inspect shows the rel_error too, but nothing else says why).
+// range (inspect shows the rel_error too, but nothing else says why). LUT values that rounded to 0
+// are not counted by fp16_limits (a table holds zeros for pruned weights too): a tensor whose
+// weights all decode to about 0 (rel_error ~1) is named by that.
 void warn_fp16_limits(const PackReport& report, std::ostream& err) {
   for (const PackedTensor& t : report.tensors) {
     const Fp16Limits& l = t.fp16_limits;
-    if (!t.policy.lossy() || !l.any()) continue;
+    const bool lost = t.metrics.rel_error >= 0.999;
+    if (!t.policy.lossy() || (!l.any() && !lost)) continue;
     const bool lut = scheme_is_lut(t.policy.spec.scheme);
     err << "wpack: warning: tensor '" << one_line(t.name) << "': ";
+    if (!l.any()) err << "its weights decode to about 0 (values below fp16's smallest, 2^-24, round to 0)";
     if (l.saturated)
       err << l.saturated << " of " << l.total << (lut ? " table values" : " scales") << " at fp16's largest, 65504 (weights clipped)";
     if (l.saturated && l.underflowed) err << ", ";
@@ -440,13 +450,14 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   if (!global.quiet)
     std::cerr << "wpack: " << args.output << ": " << source->tensors().size() << " tensors, "
               << human_bytes(double(report.original_bytes)) << " -> " << human_bytes(double(report.file_bytes)) << " ("
-              << fixed(100 * ratio_of(report.file_bytes, report.original_bytes), 2) << "%) in " << fixed(seconds, 2)
+              << percent_text(ratio_of(report.file_bytes, report.original_bytes), 2) << ") in " << fixed(seconds, 2)
               << " s\n";
   return 0;
 }
 
 int run_inspect(const InspectArgs& args, const GlobalOptions& global) {
-  return is_wpk_file(args.input) ? inspect_wpk(args) : inspect_model(args, global);
+  // A .wpk by its magic, or by its name (one whose magic is damaged gets the .wpk reader's error)
+  return is_wpk_file(args.input) || args.input.ends_with(".wpk") ? inspect_wpk(args) : inspect_model(args, global);
 }
 
 int run_unpack(const UnpackArgs& args, const GlobalOptions& global) {

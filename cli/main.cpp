@@ -25,6 +25,7 @@
 #include "formats/error.h"
 #include "packer/pack.h"
 #include "packer/prune.h"
+#include "packer/quant_tile.h"  // which schemes take a group, symmetry, LUT rows
 #include "packer/quantize.h"
 #include "verify/verify_gpu.h"  // kMaxGemvBatch
 #include "wpack_version.h"
@@ -198,6 +199,12 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0 with their text; usage errors exit 2 with one line.
     if (e.get_exit_code() == 0) return app.exit(e);
+    if (app.get_subcommands().empty())  // a mistyped command name is named, not "a subcommand is required"
+      for (const std::string& arg : app.remaining())
+        if (!arg.empty() && arg[0] != '-') {
+          std::cerr << "wpack: unknown command '" << arg << "' (commands: compress, inspect, unpack, verify; see wpack --help)\n";
+          return 2;
+        }
     std::cerr << "wpack: " << e.what() << " (see wpack --help)\n";
     return 2;
   }
@@ -229,26 +236,24 @@ int run_cli(int argc, char** argv) {
       if (!compress.options.codec_auto) compress.options.codec = *wpack::parse_codec(codec_text);
       if (filter_text != "auto") compress.options.filter = *wpack::parse_filter(filter_text);
       compress.options.command_line = recorded_command_line(*c);
-      // The file-wide policy, as an override SPEC so that one parser handles both.
-      std::string spec = scheme_text;
-      if (scheme_text != "lossless") {
-        if (group) spec += ":g" + std::to_string(group);
-        if (symmetric) spec += ":sym";
-        spec += ":clip=" + clip_text;
-        if (!lut_per_text.empty()) {
-          static const std::regex lut_re("^rows:([0-9]{1,9})$");
-          std::smatch m;
-          if (!std::regex_match(lut_per_text, m, lut_re) || std::stoul(m[1]) == 0) {
-            std::cerr << "wpack: --lut-per must be rows:N with N > 0 (got '" << lut_per_text << "')\n";
-            return 2;
-          }
-          spec += ":rows" + std::string(m[1]);
-        }
-      }
+      // The quantizer options, in a base policy that the file-wide --scheme and each --override
+      // inherit (group, symmetry and LUT rows only where the scheme takes them).
       wpack::TensorPolicy base;
       base.spec.clip = clip_text == "mse" ? wpack::Clip::kMse : wpack::Clip::kMinMax;
+      base.spec.group = group;
+      base.spec.symmetric = symmetric;
       if (!prune_text.empty()) base.prune = wpack::parse_prune(prune_text);
-      compress.options.policy = wpack::parse_policy_spec(spec, base);
+      if (c->count("--lut-per")) {
+        static const std::regex lut_re("^rows:([0-9]{1,9})$");
+        std::smatch m;
+        if (!std::regex_match(lut_per_text, m, lut_re) || std::stoul(m[1]) == 0) {
+          std::cerr << "wpack: --lut-per must be rows:N with N > 0 (got '" << lut_per_text << "')\n";
+          return 2;
+        }
+        base.spec.lut_rows = static_cast<uint32_t>(std::stoul(m[1]));
+      }
+      // The file-wide policy, as an override SPEC so that one parser handles both.
+      compress.options.policy = wpack::parse_policy_spec(scheme_text, base);
       for (const auto& text : override_texts) {
         // SPEC may itself hold '=' (clip=mse): split at the first '=' followed by a scheme name.
         size_t split = std::string::npos;
@@ -266,17 +271,31 @@ int run_cli(int argc, char** argv) {
         compress.options.overrides.push_back(
             {text.substr(0, split), wpack::parse_policy_spec(text.substr(split + 1), base)});
       }
-      // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override): an
-      // error, not silently a lossless file.
-      const bool any_lossy = scheme_text != "lossless" ||
-                             std::any_of(compress.options.overrides.begin(), compress.options.overrides.end(),
-                                         [](const auto& o) { return o.policy.lossy(); });
-      if (!any_lossy)
+      // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override), or with
+      // no scheme given that takes them: errors, not silently dropped.
+      std::vector<wpack::Scheme> schemes;  // of the file-wide policy and every override, lossy ones
+      if (compress.options.policy.lossy()) schemes.push_back(compress.options.policy.spec.scheme);
+      for (const auto& o : compress.options.overrides)
+        if (o.policy.lossy()) schemes.push_back(o.policy.spec.scheme);
+      if (schemes.empty())
         for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
           if (c->count(name)) {
             std::cerr << "wpack: " << name << " applies to lossy tensors: give a lossy --scheme or --override\n";
             return 2;
           }
+      const struct {
+        const char* option;
+        bool (*takes)(wpack::Scheme);
+        const char* schemes;
+      } narrow[] = {{"--group", wpack::scheme_is_grouped, "int4/3/2, fp4 and nf4"},
+                    {"--symmetric", wpack::scheme_takes_symmetry, "int8/4/3/2"},
+                    {"--lut-per", wpack::scheme_is_lut, "lut4 and lut3"}};
+      for (const auto& n : narrow)
+        if (c->count(n.option) && !schemes.empty() && std::none_of(schemes.begin(), schemes.end(), n.takes)) {
+          std::cerr << "wpack: " << n.option << " applies to " << n.schemes
+                    << " tensors: no --scheme or --override gives one\n";
+          return 2;
+        }
       compress.options.keep = keep_patterns;
       return run_compress(compress, global);
     }

@@ -307,19 +307,18 @@ class SafetensorsSharded final : public TensorSource {
       fail_file(index_path, "index is " + std::to_string(map->size()) + " bytes, over the limit of " +
                                 std::to_string(kMaxIndexBytes));
     const std::string_view text(reinterpret_cast<const char*>(map->data()), map->size());
-    // weight_map's members one by one, in file order; of the rest only "metadata" is kept.
+    // weight_map's members one by one, in file order. The rest is not read: the index's own
+    // "metadata" (total_size) describes the shard set, not the tensors, and is not the model's.
     struct Mapping {
       std::string tensor;
       std::string shard;     // the shard's file name, when the value is a string
       std::string not_name;  // otherwise the value, as json_text prints it
     };
     std::vector<Mapping> mappings;
-    std::optional<Json> weight_map, meta;
-    bool meta_truncated = false;
+    std::optional<Json> weight_map;
     detail::JsonMembers sink;
-    sink.member = [&](const std::string& key, Json& value, bool truncated) {
+    sink.member = [&](const std::string& key, Json& value, bool) {
       if (key == "weight_map") weight_map = std::move(value);  // an object arrives empty (flat_member)
-      if (key == "metadata") meta = std::move(value), meta_truncated = truncated;
     };
     sink.flat_key = "weight_map";
     sink.flat_member = [&](const std::string& tensor, Json& value, bool) {
@@ -392,14 +391,6 @@ class SafetensorsSharded final : public TensorSource {
       if (!found_shard.contains(m.tensor))
         fail_tensor(index_path, m.tensor, "is in weight_map (shard '" + printable(m.shard) + "') but not in that shard");
 
-    // The index's own "metadata" (e.g. total_size): strings as they are, other values as JSON text.
-    if (meta) {
-      if (!meta->is_object()) fail_file(index_path, "metadata is not an object but " + json_text(*meta));
-      if (meta_truncated)
-        fail_file(index_path, "metadata holds more than " + std::to_string(detail::kMaxMemberValues) + " JSON values");
-      for (const auto& [key, value] : meta->items())
-        metadata_.emplace(key, value.is_string() ? value.get<std::string>() : value.dump());
-    }
   }
 
   const std::vector<TensorInfo>& tensors() const override { return tensors_; }

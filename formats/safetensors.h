@@ -39,8 +39,8 @@ std::unique_ptr<TensorSource> open_safetensors(const std::string& path);
 // file, relative to the index's directory). Every shard is validated; every tensor of the
 // weight_map must be in its shard and every tensor of a shard in the weight_map. Tensors are listed
 // by shard (in order of first appearance in weight_map), then by offset. `metadata()` is the union
-// of the shards' `__metadata__`, which must agree on every key they share (else Error(kFormat));
-// the index's own "metadata" entries are added as strings, for keys no shard has.
+// of the shards' `__metadata__`, which must agree on every key they share (else Error(kFormat)).
+// The index's own "metadata" (total_size: the shard set's) is not read, nor are other members.
 std::unique_ptr<TensorSource> open_safetensors_index(const std::string& index_path);
 
 // Streams a safetensors file: the header is written first (all tensor infos are known up front),

@@ -95,7 +95,7 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
   // MappedFile takes regular files only: reading a FIFO would wait for a writer, and a directory
   // would read as empty.
   static const uint8_t kHdf5Signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  bool hdf5 = false, eight = false, wpk = false;
+  bool hdf5 = false, eight = false, wpk = false, brace = false;
   {
     const auto file = MappedFile::open(path);
     eight = file->size() >= 8;
@@ -106,11 +106,12 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
     uint64_t header = 0;
     if (eight) std::memcpy(&header, p, 8);  // little-endian, as the hosts wpack builds for
     // (JSON may start with whitespace, which the safetensors reference implementation accepts)
-    uint64_t brace = 8;
-    while (brace < file->size() && brace < 8 + header &&
-           (p[brace] == ' ' || p[brace] == '\t' || p[brace] == '\n' || p[brace] == '\r'))
-      ++brace;
-    const bool safetensors_like = brace < file->size() && p[brace] == '{' && header <= file->size() - 8;
+    uint64_t at_brace = 8;
+    while (at_brace < file->size() && at_brace < 8 + header &&
+           (p[at_brace] == ' ' || p[at_brace] == '\t' || p[at_brace] == '\n' || p[at_brace] == '\r'))
+      ++at_brace;
+    brace = at_brace < file->size() && p[at_brace] == '{';
+    const bool safetensors_like = brace && header <= file->size() - 8;
     wpk = has_wpk_magic({p, static_cast<size_t>(file->size())});
     for (uint64_t at = 0; !hdf5 && at + 8 <= file->size(); at = at == 0 ? 512 : 2 * at) {
       hdf5 = std::memcmp(p + at, kHdf5Signature, 8) == 0;
@@ -121,8 +122,11 @@ std::unique_ptr<TensorSource> open_tensor_source(const std::string& path) {
     throw Error(ErrorCode::kFormat, path + ": a .wpk file (packed by wpack), not a model; wpack unpack writes it back as safetensors");
   if (hdf5) return open_hdf5(path);
   if (ends_with(path, ".json")) return open_safetensors_index(path);
-  if (eight) return open_safetensors(path);
-  throw Error(ErrorCode::kFormat, path + ": not a safetensors, safetensors index or HDF5 file (too short)");
+  // A safetensors file's JSON header starts at byte 8: a file with anything else there is named as
+  // no known format, not judged by a "header length" its first bytes would make.
+  if (eight && brace) return open_safetensors(path);
+  throw Error(ErrorCode::kFormat, path + ": not a safetensors, safetensors index or HDF5 file" +
+                                      (eight ? std::string() : std::string(" (too short)")));
 }
 
 }  // namespace wpack

@@ -274,6 +274,11 @@ TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base) 
   auto scheme = parse_scheme(tokens[0]);
   if (!scheme) bad_spec(spec, "unknown scheme '" + tokens[0] + "'");
   policy.spec.scheme = *scheme;
+  // The base's group, symmetry and LUT rows where this scheme takes them: a file-wide --group 64
+  // reaches an int4 override, not an int8 one.
+  if (scheme_is_grouped(*scheme)) policy.spec.group = base.spec.group;
+  if (scheme_takes_symmetry(*scheme)) policy.spec.symmetric = base.spec.symmetric;
+  if (scheme_is_lut(*scheme)) policy.spec.lut_rows = base.spec.lut_rows;
   for (size_t i = 1; i < tokens.size(); ++i) {
     const std::string& t = tokens[i];
     if (t.size() > 1 && t[0] == 'g' && std::isdigit(static_cast<unsigned char>(t[1]))) {
@@ -311,9 +316,7 @@ TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base) 
     policy.spec = QuantSpec{Scheme::kLossless};
     policy.prune = PruneSpec{};
   }
-  if (policy.spec.symmetric && !(policy.spec.scheme == Scheme::kInt4 || policy.spec.scheme == Scheme::kInt3 ||
-                                 policy.spec.scheme == Scheme::kInt2 || policy.spec.scheme == Scheme::kInt8))
-    bad_spec(spec, "sym applies to int schemes only");
+  if (policy.spec.symmetric && !scheme_takes_symmetry(policy.spec.scheme)) bad_spec(spec, "sym applies to int schemes only");
   const uint32_t group = policy.spec.group;
   if (group != 0 && group != 32 && group != 64 && group != 128 && group != 256)
     bad_spec(spec, "group " + std::to_string(group) + " is not one of 32, 64, 128, 256");

@@ -31,7 +31,7 @@ struct TensorPolicy {
 };
 
 // Parses an --override SPEC on top of `base` (whose clip, prune and codec it inherits unless it sets
-// them): "lossless" or a scheme name ("int8", "int4", ..., "lut3") followed by ':'-separated options
+// them, and its group, symmetry and LUT rows where the scheme takes them): "lossless" or a scheme name ("int8", "int4", ..., "lut3") followed by ':'-separated options
 // "g32|g64|g128|g256" (group), "sym", "asym", "rows<N>" (LUT rows per table), "clip=mse|minmax",
 // "codec=zstd|rans|none|exp4|auto", "prune=<fraction>|<N>:<M>", "noprune". Throws Error(kInvalidArgument).
 TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base);

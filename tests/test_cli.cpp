@@ -223,8 +223,9 @@ TEST_CASE("inspect --json on a .wpk: keys, types and consistent numbers") {
     CHECK(t["tiles"].is_number_unsigned());
     CHECK(t["original_bytes"].is_number_unsigned());
     CHECK(t["packed_bytes"].is_number_unsigned());
-    CHECK(t["ratio"].is_number());
-    CHECK(t["bits_per_weight"].is_number());
+    // null for a tensor of no elements (its record still takes bytes)
+    CHECK((elements_of(t["shape"]) ? t["ratio"].is_number() : t["ratio"].is_null()));
+    CHECK((elements_of(t["shape"]) ? t["bits_per_weight"].is_number() : t["bits_per_weight"].is_null()));
     REQUIRE(t["tile_shape"].is_array());
     CHECK(t["tile_shape"].size() == 2);
 
@@ -742,6 +743,110 @@ TEST_CASE("verify --against a different model names the differing tensor") {
   require_one_line_error(m, "positions");
 }
 
+TEST_CASE("quantizer options (group, symmetry, LUT rows) reach the --override tensors whose scheme takes them") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir);
+  const std::string out = dir.file("o.wpk");
+  auto policy_of = [&](const std::vector<std::string>& extra) {
+    RunResult r = compress(model, out, extra);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const json j = json::parse(run_wpack({"inspect", out, "--json"}).out);
+    std::filesystem::remove(out);
+    std::map<std::string, json> by_name;
+    for (const auto& t : j.at("tensors")) by_name[t.at("name").get<std::string>()] = t;
+    return by_name;
+  };
+  auto t = policy_of({"--override", "w1=int4", "--group", "64", "--symmetric"});
+  CHECK(t["mlp.w1"]["scheme"] == "int4");
+  CHECK(t["mlp.w1"]["group"] == 64);
+  CHECK(t["mlp.w1"]["symmetric"] == true);
+  CHECK(t["mlp.w2"]["scheme"] == "lossless");
+  // The file-wide scheme does not take a group; the override does. An override's own option wins.
+  t = policy_of({"--scheme", "int8", "--group", "64", "--override", "w1=int4"});
+  CHECK(t["mlp.w1"]["group"] == 64);
+  CHECK(t["mlp.w2"]["scheme"] == "int8");
+  t = policy_of({"--scheme", "int4", "--group", "64", "--override", "w1=int4:g32"});
+  CHECK(t["mlp.w1"]["group"] == 32);
+  CHECK(t["mlp.w2"]["group"] == 64);
+  t = policy_of({"--override", "w1=lut4", "--lut-per", "rows:64"});
+  CHECK(t["mlp.w1"]["lut_rows"] == 64);
+  // Given where no scheme takes them, or malformed: usage errors
+  for (const auto& [extra, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--scheme", "int8", "--group", "64"}, "--group applies to int4/3/2, fp4 and nf4 tensors"},
+           {{"--override", "w1=fp8", "--symmetric"}, "--symmetric applies to int8/4/3/2 tensors"},
+           {{"--override", "w1=int4", "--lut-per", "rows:4"}, "--lut-per applies to lut4 and lut3 tensors"},
+           {{"--override", "w1=lut4", "--lut-per", "bogus"}, "--lut-per must be rows:N"}}) {
+    RunResult r = compress(model, out, extra);
+    CHECK(r.exit_code == 2);
+    require_one_line_error(r, message);
+    CHECK(!std::filesystem::exists(out));
+  }
+}
+
+TEST_CASE("a mistyped command is named") {
+  for (const std::string name : {"compres", "bogus"}) {
+    RunResult r = run_wpack({name, "x"});
+    CHECK(r.exit_code == 2);
+    require_one_line_error(r, "unknown command '" + name + "'");
+  }
+}
+
+TEST_CASE("inspect: an empty tensor's ratio and bits/weight are null, not 0") {
+  TempDir dir;
+  const std::string model = write_small_model(dir), out = dir.file("m.wpk");
+  REQUIRE(compress(model, out).exit_code == 0);
+  const json j = json::parse(run_wpack({"inspect", out, "--json"}).out);
+  bool seen = false;
+  for (const auto& t : j.at("tensors"))
+    if (t.at("name") == "empty") {
+      seen = true;
+      CHECK(t.at("packed_bytes").get<uint64_t>() > 0);
+      CHECK(t.at("ratio").is_null());
+      CHECK(t.at("bits_per_weight").is_null());
+    } else {
+      CHECK(t.at("ratio").get<double>() > 0);
+    }
+  CHECK(seen);
+  RunResult table = run_wpack({"inspect", out});
+  bool row = false;
+  std::istringstream lines(table.out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("empty ", 0) == 0) {
+      row = true;
+      CHECK(line.substr(line.size() - 3) == "  -");  // bits/w, the last column
+    }
+  CHECK(row);
+  const json estimate = json::parse(run_wpack({"inspect", model, "--json"}).out);
+  for (const auto& t : estimate.at("tensors"))
+    if (t.at("name") == "empty") CHECK(t.at("ratio").is_null());
+}
+
+TEST_CASE("a file of no known format is named so, not read as a safetensors header length") {
+  TempDir dir;
+  const std::string text = dir.file("notes.txt");
+  const std::string words = "These are notes, not weights.\n";
+  test::write_file(text, std::vector<uint8_t>(words.begin(), words.end()));
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"compress", text, "-o", dir.file("n.wpk")},
+                                                std::vector<std::string>{"inspect", text}}) {
+    RunResult r = run_wpack(args);
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, text + ": not a safetensors, safetensors index or HDF5 file");
+    CHECK(!contains(r.err, "header length"));
+  }
+  // A .wpk whose magic is damaged: inspect says so, as verify does
+  const std::string model = write_small_model(dir), packed = dir.file("m.wpk");
+  REQUIRE(compress(model, packed).exit_code == 0);
+  std::vector<uint8_t> bytes = test::read_file(packed);
+  bytes[0] ^= 0x80;
+  test::write_file(packed, bytes);
+  for (const char* cmd : {"inspect", "verify"}) {
+    RunResult r = run_wpack({cmd, packed});
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, packed + ": not a .wpk file");
+  }
+}
+
 TEST_CASE("usage errors exit 2 with one line") {
   TempDir dir;
   const std::string model = write_small_model(dir);
@@ -872,7 +977,7 @@ TEST_CASE("thread count does not change the packed bytes, --tile reaches the fil
     const std::string out = dir.file("bundled.wpk");
     std::vector<std::vector<uint8_t>> files;
     for (const std::vector<std::string>& options :
-         {std::vector<std::string>{"-qfT1"}, {"-fT2", "-q"}, {"-T", "2", "-f", "-q"}, {"-qfvT", "3"}}) {
+         {std::vector<std::string>{"-qfT1"}, {"-fT2", "-q"}, {"-T", "2", "-f", "-q"}, {"-fvT", "3"}}) {
       std::vector<std::string> args = {"compress", model};
       args.insert(args.end(), options.begin(), options.end());
       args.insert(args.end(), {"-o", out, "--tile", "64x64"});
@@ -1172,6 +1277,11 @@ TEST_CASE("compress warns, one line per tensor, when scales or LUT values hit fp
   CHECK(lut.exit_code == 0);
   CHECK(contains(lut.err, "wpack: warning: tensor 'huge': "));
   CHECK(contains(lut.err, "table values at fp16's largest"));
+  // LUT values that round to 0 are not counted as scales are: the tensor that decodes to about 0 is
+  // named by its rel_error
+  CHECK(contains(lut.err, "wpack: warning: tensor 'tiny': its weights decode to about 0"));
+  CHECK(contains(lut.err, "rel_error 1.0000"));
+  CHECK(!contains(lut.err, "'w'"));
   // int8's per-row scales reach 65504 * 127: these weights fit; the tiny ones do not
   RunResult int8 = compress(model, packed, {"--scheme", "int8", "-f"});
   CHECK(int8.exit_code == 0);

@@ -482,7 +482,7 @@ void require_index_format_error(const TempDir& dir, const std::string& tensor, c
 
 }  // namespace
 
-TEST_CASE("sharded safetensors: two shards round trip, ordered by shard then offset, metadata merged") {
+TEST_CASE("sharded safetensors: two shards round trip, ordered by shard then offset, shards' metadata merged") {
   TempDir dir;
   TwoShards shards(dir);
   write_index(dir, kGoodWeightMap, R"({"total_size": 240, "name": "demo"})");
@@ -493,8 +493,8 @@ TEST_CASE("sharded safetensors: two shards round trip, ordered by shard then off
   // Shard 2 appears first in weight_map.
   require_same(*source, {shards.tensors[2], shards.tensors[3], shards.tensors[0], shards.tensors[1]},
                {shards.data[2], shards.data[3], shards.data[0], shards.data[1]});
-  const std::map<std::string, std::string> expected = {
-      {"format", "pt"}, {"shard", "2"}, {"total_size", "240"}, {"name", "demo"}};
+  // The index's own metadata describes the shard set (total_size), not the model: not read.
+  const std::map<std::string, std::string> expected = {{"format", "pt"}, {"shard", "2"}};
   REQUIRE(source->metadata() == expected);
   // open_tensor_source dispatches on the .json name.
   REQUIRE(open_tensor_source(index)->format_name() == "safetensors-sharded");
@@ -619,7 +619,7 @@ TEST_CASE("sharded safetensors: a malformed index is refused") {
   require_index_format_error(dir, "", "not valid UTF-8 JSON");
 }
 
-TEST_CASE("sharded safetensors: a weight_map of many tensors is read whole, a huge metadata value refused") {
+TEST_CASE("sharded safetensors: a weight_map of many tensors is read whole") {
   TempDir dir;
   // One shard of 5000 one-byte tensors, listed in weight_map in reverse.
   std::string header = "{", weight_map;
@@ -635,12 +635,7 @@ TEST_CASE("sharded safetensors: a weight_map of many tensors is read whole, a hu
   const auto source = open_safetensors_index(dir.file("model.safetensors.index.json"));
   REQUIRE(source->tensors().size() == 5000);
   CHECK(source->tensors()[4999].name == "t4999");
-  CHECK(source->metadata().at("total_size") == "5000");
-
-  std::string big = "[0";
-  for (int i = 0; i < 5000; ++i) big += ",0";
-  write_index(dir, weight_map, R"({"list":)" + big + "]}");
-  require_index_format_error(dir, "", "metadata holds more than 4096 JSON values");
+  CHECK(source->metadata().empty());
 }
 
 TEST_CASE("sharded safetensors: an invalid shard reports the shard's own error") {
