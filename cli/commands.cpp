@@ -380,26 +380,32 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
     j["tile_shape"] = {p.tile_rows, p.tile_cols};
     j["original_bytes"] = p.original_bytes;
     j["estimated_bytes"] = p.estimated_bytes;
-    j["bits_per_weight"] = p.bits_per_weight;
+    j["ratio"] = json_or_null(ratio_of(double(p.estimated_bytes), p.original_bytes));  // as inspect's
+    const double bits = elements ? p.bits_per_weight : std::nan("");
+    j["bits_per_weight"] = json_or_null(bits);
     tensors.push_back(j);
     table.add({p.name, shape_to_string(p.shape), std::string(dtype_name(p.dtype)), policy_to_string(p.policy),
                std::to_string(p.tile_rows) + "x" + std::to_string(p.tile_cols), human_bytes(double(p.original_bytes)),
-               human_bytes(double(p.estimated_bytes)), fixed(p.bits_per_weight, 2)});
+               human_bytes(double(p.estimated_bytes)), bits_text(bits)});
   }
-  const double bpw = total_elements ? 8.0 * double(total_estimate) / double(total_elements) : 0.0;
+  const double bpw = bits_per_weight(double(total_estimate), total_elements);
   if (args.json) {
     json out;
     out["file"] = args.input;
     out["dry_run"] = true;
     out["estimate"] = "lossless: order-0 entropy of each byte plane; lossy: codes, side data and index before entropy coding";
     out["tensors"] = tensors;
-    out["totals"] = {{"tensors", plans.size()}, {"original_bytes", total_original}, {"estimated_bytes", total_estimate},
-                     {"bits_per_weight", bpw}};
+    out["totals"] = {{"tensors", plans.size()},
+                     {"elements", total_elements},
+                     {"original_bytes", total_original},
+                     {"estimated_bytes", total_estimate},
+                     {"ratio", json_or_null(ratio_of(double(total_estimate), total_original))},
+                     {"bits_per_weight", json_or_null(bpw)}};
     print_json(out);
     return 0;
   }
   table.separator();
-  table.add({"total", "", "", "", "", human_bytes(double(total_original)), human_bytes(double(total_estimate)), fixed(bpw, 2)});
+  table.add({"total", "", "", "", "", human_bytes(double(total_original)), human_bytes(double(total_estimate)), bits_text(bpw)});
   std::cout << args.input << ": dry run, nothing written (estimates: lossless = order-0 entropy bound, lossy = before entropy coding)\n";
   table.print(std::cout);
   return 0;
@@ -434,7 +440,11 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
     for (const std::string& file : source->files())  // the input, and a sharded model's shards
       if (same_file(file, args.output))
         throw Error(ErrorCode::kInvalidArgument, args.output + ": output is the input file " + file);
-  if (!global.quiet) note_skipped(*source, std::cerr);
+  if (!global.quiet) {
+    note_skipped(*source, std::cerr);
+    for (const std::string& pattern : unmatched_patterns(*source, args.options))
+      std::cerr << "wpack: warning: " << one_line(pattern) << " matches no tensor name\n";
+  }
   if (args.dry_run) return dry_run(args, *source);
   Progress progress(global);
   PackOptions options = args.options;

@@ -390,6 +390,23 @@ TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) 
   return info.shape.size() >= 2 ? options.policy : lossless;
 }
 
+std::vector<std::string> unmatched_patterns(const TensorSource& source, const PackOptions& options) {
+  auto matches_none = [&](const std::string& pattern) {
+    try {
+      return std::none_of(source.tensors().begin(), source.tensors().end(),
+                          [&](const TensorInfo& t) { return name_matches(t.name, pattern); });
+    } catch (const std::regex_error& e) {
+      throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
+    }
+  };
+  std::vector<std::string> unmatched;
+  for (const auto& pattern : options.keep)
+    if (matches_none(pattern)) unmatched.push_back("--keep '" + pattern + "'");
+  for (const auto& o : options.overrides)
+    if (matches_none(o.pattern)) unmatched.push_back("--override '" + o.pattern + "'");
+  return unmatched;
+}
+
 std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options) {
   check_exp4_filter(options);
   std::vector<TensorPlan> plans;

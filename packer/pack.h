@@ -91,6 +91,10 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
 // The policy pack_model applies to tensor `info` (see PackOptions). Throws Error(kInvalidArgument)
 // for a pattern that is not a valid regex.
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options);
+// The --keep and --override patterns (as "--keep 'P'", "--override 'P'") that match no tensor name
+// of `source`: most likely mistyped, since they change nothing. Throws Error(kInvalidArgument) for
+// a pattern that is not a valid regex.
+std::vector<std::string> unmatched_patterns(const TensorSource& source, const PackOptions& options);
 
 // One line of a --dry-run plan.
 struct TensorPlan {

@@ -347,7 +347,13 @@ TEST_CASE("compress --codec exp4: inspect names exp4, verify --device cpu passes
   for (const auto& t : plan["tensors"]) {
     const uint64_t packed_bytes = tensor_named(g, t["name"].get<std::string>())["packed_bytes"].get<uint64_t>();
     CHECK(t["estimated_bytes"].get<double>() == Approx(double(packed_bytes)).epsilon(0.001));
+    // inspect's fields: ratio as estimated / original bytes
+    CHECK(t["ratio"].get<double>() ==
+          Approx(t["estimated_bytes"].get<double>() / t["original_bytes"].get<double>()).epsilon(1e-12));
   }
+  CHECK(plan["totals"]["elements"] == g["totals"]["elements"]);
+  CHECK(plan["totals"]["ratio"].get<double>() ==
+        Approx(plan["totals"]["estimated_bytes"].get<double>() / plan["totals"]["original_bytes"].get<double>()).epsilon(1e-12));
   CHECK(!std::filesystem::exists(dir.file("unused.wpk")));
 }
 
@@ -782,6 +788,21 @@ TEST_CASE("quantizer options (group, symmetry, LUT rows) reach the --override te
     require_one_line_error(r, message);
     CHECK(!std::filesystem::exists(out));
   }
+}
+
+TEST_CASE("compress warns of --keep and --override patterns that match no tensor name") {
+  TempDir dir;
+  const std::string model = write_gaussian_model(dir), out = dir.file("o.wpk");
+  RunResult r = compress(model, out, {"--override", "w1=int8", "--override", "mlp.w3=int4", "--keep", "^w2$"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.err, "wpack: warning: --override 'mlp.w3' matches no tensor name\n"));
+  CHECK(contains(r.err, "wpack: warning: --keep '^w2$' matches no tensor name\n"));
+  CHECK(!contains(r.err, "'w1'"));
+  CHECK(count_lines(r.err) == 3);  // the two warnings, the summary
+  RunResult quiet = compress(model, out, {"-f", "-q", "--override", "mlp.w3=int4"});
+  CHECK(quiet.exit_code == 0);
+  CHECK(quiet.err.empty());
 }
 
 TEST_CASE("a mistyped command is named") {
