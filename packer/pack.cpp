@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -710,6 +711,33 @@ std::vector<uint16_t> fit_lut_by_bands(const TensorBands& bands, const BandPrune
   }
 }
 
+// An F64 tensor is quantized as its float32 values, and its metrics are taken against them: a
+// weight beyond float32's range would read as inf ("not finite"), and a tensor whose weights are all
+// below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
+// zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
+void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, uint64_t cols) {
+  double largest = 0;
+  for (uint64_t i = 0; i < info.num_elements(); ++i) {
+    double d;
+    std::memcpy(&d, bytes.data() + 8 * i, 8);
+    if (!std::isfinite(d)) continue;
+    if (std::fabs(d) > double{std::numeric_limits<float>::max()}) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%.6g", d);
+      throw Error(ErrorCode::kUnsupported, "weight at row " + std::to_string(i / cols) + ", col " + std::to_string(i % cols) +
+                                               " is " + value + ", beyond float32's range, in which lossy schemes quantize");
+    }
+    largest = std::max(largest, std::fabs(d));
+  }
+  bytes.release(0, 8 * info.num_elements());  // read again band by band: not resident meanwhile
+  if (largest != 0 && largest < double{std::numeric_limits<float>::min()}) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%.6g", largest);
+    throw Error(ErrorCode::kUnsupported, std::string("every weight is below float32's smallest normal value (the largest is ") +
+                                             value + "): lossy schemes quantize in float32, which would lose them");
+  }
+}
+
 // Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
 PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
                                const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
@@ -721,6 +749,13 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const uint64_t n = info.num_elements();
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
   const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
+  if (info.dtype == DType::F64) {
+    try {
+      check_f64_fits_f32(info, bytes, std::max<uint64_t>(cols, 1));
+    } catch (const Error& e) {
+      throw Error(e.code(), context + ": " + e.what() + " (--keep packs it lossless)");
+    }
+  }
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
   record.scheme = static_cast<uint8_t>(policy.spec.scheme);
   PackedTensor packed;

@@ -223,6 +223,49 @@ TEST_CASE("pack: unpack --dtype F16 and BF16 round F64 values once") {
   }
 }
 
+// A lossy F64 tensor is quantized as float32 values: one beyond float32's range, or one whose
+// weights all lie below float32's smallest normal value, is refused by name (1e300 read "not
+// finite"; 3e-300 everywhere packed as zeros with rel_error 0, which verify --against passed).
+TEST_CASE("pack: a lossy F64 tensor outside float32's range is refused, naming the value") {
+  TempDir dir;
+  auto f64_bytes = [](const std::vector<double>& v) {
+    std::vector<uint8_t> b(v.size() * 8);
+    std::memcpy(b.data(), v.data(), b.size());
+    return b;
+  };
+  std::vector<double> ok(4 * 32), huge(4 * 32), tiny(4 * 32);
+  for (size_t i = 0; i < ok.size(); ++i) {
+    ok[i] = std::sin(double(i)) * 0.1 + 1e-300;  // a tiny weight among normal ones is fine
+    huge[i] = ok[i];
+    tiny[i] = ok[i] * 1e-299;
+  }
+  huge[33] = -1e300;
+  PackOptions options;
+  options.policy.spec = QuantSpec{Scheme::kInt8};
+  for (const auto& [values, message] :
+       {std::pair{huge, "m.h5: tensor 'w': weight at row 1, col 1 is -1e+300, beyond float32's range"},
+        std::pair{tiny, "m.h5: tensor 'w': every weight is below float32's smallest normal value (the largest is "}}) {
+    MemorySource src("m.h5");
+    src.add("w", DType::F64, {4, 32}, f64_bytes(values));
+    try {
+      pack_model(src, dir.file("m.wpk"), options);
+      FAIL("packed");
+    } catch (const Error& e) {
+      INFO(e.what());
+      CHECK(e.code() == ErrorCode::kUnsupported);
+      CHECK(std::string(e.what()).rfind(message, 0) == 0);
+      CHECK(std::string(e.what()).find("--keep packs it lossless") != std::string::npos);
+    }
+    CHECK_FALSE(std::filesystem::exists(dir.file("m.wpk")));
+  }
+  MemorySource src("m.h5");
+  src.add("w", DType::F64, {4, 32}, f64_bytes(ok));
+  const PackReport report = pack_model(src, dir.file("m.wpk"), options);
+  REQUIRE(report.tensors.size() == 1);
+  CHECK(report.tensors[0].metrics.rel_error > 0);
+  CHECK(report.tensors[0].metrics.rel_error < 0.01);
+}
+
 // unpack --dtype converts FP8 tensors too (it left them as F8): every E4M3 and E5M2 code, exactly.
 TEST_CASE("pack: unpack --dtype F32, F16 and BF16 convert every FP8 code exactly") {
   TempDir dir;
