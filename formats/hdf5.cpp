@@ -424,7 +424,21 @@ struct Entry {
   TensorInfo info;
   std::string dataset_path;  // absolute HDF5 path, e.g. "/model_weights/dense/dense/kernel:0"
   std::vector<uint64_t> chunk;  // a chunked dataset's chunk shape (each >= 1), else empty
+  bool raw = false;             // read in the file's own type, bytes as stored (is_keras_bfloat16)
 };
+
+// Keras 3 saves a bfloat16 variable as ml_dtypes' bfloat16, which h5py stores as a 2-byte opaque
+// type, and tags the dataset with the string attribute dtype = "bfloat16" (H5IOStore). Such a
+// dataset holds BF16 values as their little-endian bytes.
+bool is_keras_bfloat16(const Ctx& ctx, hid_t dataset, hid_t type, const std::string& what) {
+  if (H5Tget_class(type) != H5T_OPAQUE || H5Tget_size(type) != 2 || !has_attribute(ctx, dataset, "dtype", what))
+    return false;
+  Hid attr = ctx.hold(H5Aopen(dataset, "dtype", H5P_DEFAULT), H5Aclose, ErrorCode::kFormat, what, "cannot open attribute 'dtype'");
+  Hid attr_type = ctx.hold(H5Aget_type(attr.get()), H5Tclose, ErrorCode::kFormat, what, "cannot read attribute 'dtype'");
+  if (H5Tget_class(attr_type.get()) != H5T_STRING) return false;
+  const std::vector<std::string> dtype = read_string_attribute(ctx, dataset, "dtype", what);
+  return dtype.size() == 1 && dtype[0] == "bfloat16";
+}
 
 // Describes the open dataset `dataset` (at `dataset_path`) as a tensor named `name`. Returns
 // nullopt for a non-numeric dataset when `skip_non_numeric`; otherwise such a dataset is an
@@ -434,7 +448,9 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
                                       const std::string& name, bool skip_non_numeric, std::string* skipped = nullptr) {
   const std::string what = "dataset " + quoted(dataset_path);
   Hid file_type = ctx.hold(H5Dget_type(dataset), H5Tclose, ErrorCode::kFormat, what, "cannot read its type");
-  const TypeMapping mapping = map_type(file_type.get());
+  TypeMapping mapping = map_type(file_type.get());
+  const bool raw = mapping.verdict == TypeVerdict::kNotNumeric && is_keras_bfloat16(ctx, dataset, file_type.get(), what);
+  if (raw) mapping = {TypeVerdict::kSupported, DType::BF16, {}};
   if (mapping.verdict == TypeVerdict::kUnsupported) ctx.fail(ErrorCode::kUnsupported, what, mapping.reason);
   if (mapping.verdict == TypeVerdict::kNotNumeric) {
     if (skip_non_numeric) {
@@ -459,6 +475,7 @@ std::optional<Entry> describe_dataset(const Ctx& ctx, hid_t dataset, const std::
   entry.info.name = name;
   entry.info.dtype = mapping.dtype;
   entry.dataset_path = dataset_path;
+  entry.raw = raw;
   std::vector<hsize_t> max_dims;
   if (space_class == H5S_SIMPLE) {
     const int rank = ctx.check(H5Sget_simple_extent_ndims(space.get()), ErrorCode::kFormat, what, "cannot read its rank");
@@ -682,7 +699,8 @@ class Hdf5Source final : public TensorSource {
     Hid dataset = open_object(ctx_, file_.get(), lapl_.get(), entry.dataset_path, H5I_DATASET, what);
     // Still the dataset that was listed: the buffer below is sized from the listing.
     const Entry now = *describe_dataset(ctx_, dataset.get(), entry.dataset_path, entry.info.name, false);
-    if (now.info.shape != entry.info.shape || now.info.dtype != entry.info.dtype || now.chunk != entry.chunk)
+    if (now.info.shape != entry.info.shape || now.info.dtype != entry.info.dtype || now.chunk != entry.chunk ||
+        now.raw != entry.raw)
       ctx_.fail(ErrorCode::kCorrupt, what, "is not the dataset listed at that path (its shape, type or chunks differ)");
     const uint64_t size = entry.info.num_bytes();  // validated when listed
     std::vector<uint8_t> bytes;
@@ -708,7 +726,8 @@ class Hdf5Source final : public TensorSource {
   // on), some chunks along dimension d, and one chunk along each dimension before d; each block
   // goes straight to its place in `out` (the same selection in a memory space of the full shape).
   void read_dataset(hid_t dataset, const Entry& entry, const std::string& what, uint8_t* out) const {
-    Hid mem_type = memory_type(ctx_, entry.info.dtype, what);
+    Hid mem_type = entry.raw ? ctx_.hold(H5Dget_type(dataset), H5Tclose, ErrorCode::kFormat, what, "cannot read its type")
+                             : memory_type(ctx_, entry.info.dtype, what);
     const std::vector<uint64_t>& shape = entry.info.shape;
     const std::vector<uint64_t>& chunk = entry.chunk;
     if (chunk.empty()) {  // contiguous or compact (or a scalar): one read
@@ -807,26 +826,33 @@ class Hdf5Source final : public TensorSource {
   }
 
   // `weights_root` holds one group per layer; `root_path` is its absolute path ("" for the root).
+  // Then the model's own variables, which belong to no layer: Keras' legacy writer puts them in the
+  // group `top_level_model_weights` (with its own weight_names), read as a layer of that name.
   void list_keras_legacy(hid_t weights_root, const std::string& root_path, const std::vector<std::string>& layers) {
-    for (const std::string& layer : layers) {
-      const std::string layer_path = root_path + "/" + layer;
-      const std::string layer_what = "layer group " + quoted(layer_path) + " named in layer_names";
-      Hid group = open_object(ctx_, weights_root, lapl_.get(), layer, H5I_GROUP, layer_what);
-      // A layer without weights may omit `weight_names` or store an empty list.
-      const std::vector<std::string> weights =
-          read_keras_string_list(ctx_, group.get(), "weight_names", "group " + quoted(layer_path)).value_or(
-              std::vector<std::string>{});
-      for (const std::string& weight : weights) {
-        const std::string dataset_path = layer_path + "/" + weight;
-        const std::string dataset_what = "dataset " + quoted(dataset_path) + " named in weight_names";
-        Hid dataset = open_object(ctx_, group.get(), lapl_.get(), weight, H5I_DATASET, dataset_what);
-        std::string stem = weight;
-        if (stem.size() >= 2 && stem.compare(stem.size() - 2, 2, ":0") == 0) stem.resize(stem.size() - 2);
-        const std::string prefix = layer + "/";
-        const std::string name = stem.rfind(prefix, 0) == 0 ? stem : prefix + stem;
-        add(*describe_dataset(ctx_, dataset.get(), object_path(ctx_, dataset.get(), dataset_what), name,
-                              /*skip_non_numeric=*/false));
-      }
+    for (const std::string& layer : layers) list_keras_layer(weights_root, root_path, layer, "named in layer_names");
+    const std::string top = "top_level_model_weights";
+    if (std::find(layers.begin(), layers.end(), top) == layers.end() && has_group(weights_root, top))
+      list_keras_layer(weights_root, root_path, top, "of the model's own weights");
+  }
+
+  void list_keras_layer(hid_t weights_root, const std::string& root_path, const std::string& layer, const char* role) {
+    const std::string layer_path = root_path + "/" + layer;
+    const std::string layer_what = "layer group " + quoted(layer_path) + " " + role;
+    Hid group = open_object(ctx_, weights_root, lapl_.get(), layer, H5I_GROUP, layer_what);
+    // A layer without weights may omit `weight_names` or store an empty list.
+    const std::vector<std::string> weights =
+        read_keras_string_list(ctx_, group.get(), "weight_names", "group " + quoted(layer_path)).value_or(
+            std::vector<std::string>{});
+    for (const std::string& weight : weights) {
+      const std::string dataset_path = layer_path + "/" + weight;
+      const std::string dataset_what = "dataset " + quoted(dataset_path) + " named in weight_names";
+      Hid dataset = open_object(ctx_, group.get(), lapl_.get(), weight, H5I_DATASET, dataset_what);
+      std::string stem = weight;
+      if (stem.size() >= 2 && stem.compare(stem.size() - 2, 2, ":0") == 0) stem.resize(stem.size() - 2);
+      const std::string prefix = layer + "/";
+      const std::string name = stem.rfind(prefix, 0) == 0 ? stem : prefix + stem;
+      add(*describe_dataset(ctx_, dataset.get(), object_path(ctx_, dataset.get(), dataset_what), name,
+                            /*skip_non_numeric=*/false));
     }
   }
 

@@ -11,7 +11,10 @@
 //       layer "dense",     weight "dense/kernel:0" -> "dense/kernel"
 //       layer "sub_model", weight "inner/kernel:0" -> "sub_model/inner/kernel"
 //       layer "bn",        weight "gamma:0"        -> "bn/gamma"
-//     Only the layers in layer_names are read, so `optimizer_weights` never appears.
+//     Only the layers in layer_names are read, so `optimizer_weights` never appears; then the
+//     group `top_level_model_weights` beside them (the model's own variables, which belong to no
+//     layer; Keras' legacy writer always makes it), read as a layer of that name:
+//       weight "logit_scale:0" -> "top_level_model_weights/logit_scale"
 //  2. Keras 3 `.weights.h5` (a root group `layers` or `vars`, no layer_names): every dataset below
 //     the root except the top-level `optimizer` group, depth first; all-digit names in numeric order
 //     (vars/2 before vars/10), other names in byte order. Tensor name: the path without the leading
@@ -27,7 +30,8 @@
 // bfloat16 -> BF16, FP8 E4M3/E5M2 -> F8_E4M3/F8_E5M2 (the layouts HDF5 2.0 predefines as
 // H5T_FLOAT_BFLOAT16LE/BE, H5T_FLOAT_F8E4M3, H5T_FLOAT_F8E5M2; bytes kept exactly, NaN payloads
 // included; any other float layout, e.g. a 16-bit float with 6 exponent bits, is refused rather
-// than converted), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an
+// than converted; and Keras 3's bfloat16 variables, a 2-byte opaque type that h5py stores for
+// ml_dtypes' bfloat16, tagged with the string attribute dtype = "bfloat16", bytes as stored), signed/unsigned integers of 1/2/4/8 bytes -> I8..I64/U8..U64, h5py's boolean (an
 // enum of a one-byte integer with FALSE = 0, TRUE = 1) -> BOOL (a stored byte other than 0/1 is
 // Error(kCorrupt) on read). Bytes are converted to little-endian by libhdf5 (big-endian files read
 // correctly). 0-d datasets have an empty shape; empty datasets read as zero bytes.

@@ -84,6 +84,24 @@ class H5Writer {
     H5Tclose(type);
   }
 
+  // A scalar variable-length UTF-8 string, as h5py writes `attrs[name] = "text"`.
+  void scalar_vlen_string(const std::string& obj_path, const std::string& name, const std::string& value) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t obj = H5Oopen(file_, obj_path.c_str(), H5P_DEFAULT);
+    REQUIRE(obj >= 0);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(obj, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(attr >= 0);
+    const char* text = value.c_str();
+    REQUIRE(H5Awrite(attr, type, &text) >= 0);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Oclose(obj);
+    H5Tclose(type);
+  }
+
   // What Keras writes for an empty list: np.asarray([]) -> float64 of shape [0].
   void empty_list(const std::string& obj_path, const std::string& name) {
     attribute(obj_path, name, H5T_IEEE_F64LE, 0, nullptr);
@@ -200,6 +218,7 @@ const std::vector<uint8_t> kBias = wpack::test::gaussian_f32(3, 0.5f, 2);
 const std::vector<uint8_t> kInner = wpack::test::gaussian_f32(3 * 2, 0.5f, 3);
 const std::vector<uint8_t> kGamma = wpack::test::gaussian_f32(2, 0.5f, 4);
 const std::vector<uint8_t> kMean = wpack::test::gaussian_f32(2, 0.5f, 5);
+const std::vector<uint8_t> kScale = wpack::test::gaussian_f32(1, 0.5f, 6);
 
 // A Keras 2 `model.save("x.h5")` file: weights under /model_weights, an optimizer_weights group
 // beside it. Layer order in layer_names is the model order, not alphabetical.
@@ -224,6 +243,10 @@ void write_keras_full_model(const std::string& path) {
   w.dataset("/model_weights/bn/gamma:0", H5T_IEEE_F32LE, {2}, H5T_IEEE_F32LE, kGamma.data());
   w.dataset("/model_weights/bn/moving_mean", H5T_IEEE_F32LE, {2}, H5T_IEEE_F32LE, kMean.data());
   w.group("/model_weights/dropout");  // no weight_names at all
+  // The model's own variables (no layer's): Keras' legacy writer always makes this group.
+  w.group("/model_weights/top_level_model_weights");
+  w.fixed_strings("/model_weights/top_level_model_weights", "weight_names", {"logit_scale:0"});
+  w.dataset("/model_weights/top_level_model_weights/logit_scale:0", H5T_IEEE_F32LE, {}, H5T_IEEE_F32LE, kScale.data());
   // Optimizer state: must not appear.
   w.group("/optimizer_weights");
   w.fixed_strings("/optimizer_weights", "weight_names", {"Adam/iter:0", "Adam/dense/kernel/m:0"});
@@ -236,7 +259,7 @@ void write_keras_full_model(const std::string& path) {
 
 // ---- Keras legacy ----------------------------------------------------------------------------
 
-TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes, optimizer skipped") {
+TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes, the model's own weights, optimizer skipped") {
   TempDir dir;
   const std::string path = dir.file("model.h5");
   write_keras_full_model(path);
@@ -244,8 +267,8 @@ TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes
   REQUIRE(source->format_name() == "keras-h5");
   REQUIRE(source->path() == path);
   REQUIRE(source->metadata().empty());
-  REQUIRE(names_of(*source) ==
-          std::vector<std::string>{"dense/kernel", "dense/bias", "sub_model/inner/kernel", "bn/gamma", "bn/moving_mean"});
+  REQUIRE(names_of(*source) == std::vector<std::string>{"dense/kernel", "dense/bias", "sub_model/inner/kernel", "bn/gamma",
+                                                        "bn/moving_mean", "top_level_model_weights/logit_scale"});
   const auto& ts = source->tensors();
   for (const auto& t : ts) REQUIRE(t.dtype == DType::F32);
   REQUIRE(ts[0].shape == std::vector<uint64_t>{4, 3});
@@ -256,6 +279,8 @@ TEST_CASE("keras legacy full model: layer order, names, dtypes, shapes and bytes
   REQUIRE(read_bytes(*source, 2) == kInner);
   REQUIRE(read_bytes(*source, 3) == kGamma);
   REQUIRE(read_bytes(*source, 4) == kMean);
+  REQUIRE(ts[5].shape.empty());
+  REQUIRE(read_bytes(*source, 5) == kScale);
   // Reads are independent and repeatable.
   REQUIRE(read_bytes(*source, 0) == kKernel);
 }
@@ -349,6 +374,45 @@ TEST_CASE("keras 3 weights.h5: nested layers, numeric var order, optimizer skipp
   REQUIRE(read_bytes(*source, index) == kKernel);
   REQUIRE(find(*source, "functional/layers/dense/vars/0", &index).shape == std::vector<uint64_t>{3, 2});
   REQUIRE(read_bytes(*source, index) == kInner);
+}
+
+// Keras 3 saves a bfloat16 variable as ml_dtypes' bfloat16: h5py stores a 2-byte opaque type, and
+// Keras tags the dataset with the attribute dtype = "bfloat16".
+TEST_CASE("keras 3: bfloat16 variables (2-byte opaque, dtype attribute 'bfloat16') read as BF16, bit for bit") {
+  TempDir dir;
+  const std::string path = dir.file("bf16.weights.h5");
+  std::vector<uint16_t> bits(3 * 4);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = static_cast<uint16_t>(0x3F80 + 37 * i);  // from 1.0 on
+  bits[5] = 0x7FC1;  // a NaN payload, kept
+  {
+    H5Writer w(path);
+    w.group("/vars");
+    hid_t opaque = H5Tcreate(H5T_OPAQUE, 2);
+    H5Tset_tag(opaque, "<V2");  // as h5py tags a numpy void of 2 bytes
+    w.dataset("/layers/dense/vars/0", opaque, {3, 4}, opaque, bits.data());
+    w.dataset("/layers/dense/vars/1", opaque, {4}, opaque, bits.data());
+    H5Tclose(opaque);
+    w.scalar_vlen_string("/layers/dense/vars/0", "dtype", "bfloat16");
+    w.scalar_vlen_string("/layers/dense/vars/1", "dtype", "float16");  // not bfloat16: an opaque type, refused
+  }
+  const Error e = capture_error([&] { open_hdf5(path); });
+  REQUIRE(e.code() == ErrorCode::kUnsupported);
+  REQUIRE(contains(e.what(), "'/layers/dense/vars/1'"));
+  REQUIRE(contains(e.what(), "opaque type"));
+  {
+    H5Writer w(path);  // again, without the second variable
+    w.group("/vars");
+    hid_t opaque = H5Tcreate(H5T_OPAQUE, 2);
+    H5Tset_tag(opaque, "<V2");
+    w.dataset("/layers/dense/vars/0", opaque, {3, 4}, opaque, bits.data());
+    H5Tclose(opaque);
+    w.scalar_vlen_string("/layers/dense/vars/0", "dtype", "bfloat16");
+  }
+  auto source = open_hdf5(path);
+  REQUIRE(names_of(*source) == std::vector<std::string>{"dense/vars/0"});
+  REQUIRE(source->tensors()[0].dtype == DType::BF16);
+  REQUIRE(source->tensors()[0].shape == std::vector<uint64_t>{3, 4});
+  REQUIRE(read_bytes(*source, 0) == bytes_of(bits));
 }
 
 TEST_CASE("keras 3: a non-numeric variable is refused naming the dataset") {
@@ -956,7 +1020,7 @@ TEST_CASE("open_tensor_source dispatches HDF5 files by signature") {
   write_keras_full_model(legacy);
   auto a = open_tensor_source(legacy);
   REQUIRE(a->format_name() == "keras-h5");
-  REQUIRE(a->tensors().size() == 5);
+  REQUIRE(a->tensors().size() == 6);
 
   const std::string keras3 = dir.file("k3.weights.h5");
   {
