@@ -1726,8 +1726,13 @@ __global__ void __launch_bounds__(256, 8)
     return;
   }
   if (batch == 1 && order.span == 0) return;  // batch 1: the GEMV copies x itself
-  const uint32_t total = k_cols * batch, x_sums_at = x_sums_offset(tile_cols);
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+  // The index and its step in 64 bits: launch_quant_gemv_tma allows k_cols * batch up to
+  // UINT32_MAX, where a 32-bit i + stride would wrap and start over. In the loop i < total, so
+  // it fits 32 bits (32-bit divisions).
+  const uint64_t total = uint64_t{k_cols} * batch;
+  const uint32_t x_sums_at = x_sums_offset(tile_cols);
+  for (uint64_t i64 = blockIdx.x * uint64_t{blockDim.x} + threadIdx.x; i64 < total; i64 += stride) {
+    const uint32_t i = static_cast<uint32_t>(i64);
     const uint32_t n = i / k_cols, k = i - n * k_cols, block = k / tile_cols;
     uint32_t at = k - block * tile_cols;  // tile widths are multiples of the span
     uint16_t v = x_dev[k * batch + n];

@@ -10,7 +10,8 @@
 //      bitmap (sparse): per 32-element chunk an exclusive prefix of set bits (block scan)
 //      plane B (codes): raw packed -> unpacked to one byte per code; or rANS-decoded by warp 1
 //      then per element: value = decode(code, scale, zero | table); decode writes float32,
-//      gemv multiplies (warp per tile row, lanes along the row, one atomicAdd per row and batch).
+//      gemv multiplies (warp per tile row, lanes along the row, one atomicAdd per row and batch;
+//      x in shared memory in slices of up to kGenericXCols tile columns).
 //
 // 2. Streaming GEMV (tensors whose tiles are all dense with raw planes, batch 1..8): a persistent
 //    grid; block b walks tiles [b*T/grid, (b+1)*T/grid) in row-major tile order, so consecutive
@@ -47,6 +48,11 @@ namespace {
 constexpr uint32_t kThreads = 256;
 constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kGenericBatch = 8;                    // batch columns per pass of the generic gemv
+// Widest slice of x, in tile columns, that the generic gemv holds in shared memory (16 KiB at
+// kGenericBatch columns): a wider tile, such as a one-tile [1, 16384] matrix, is multiplied a slice
+// at a time, so x's share no longer grows with the tile's width. A multiple of 32: each lane then
+// sums the same columns in the same order as with x whole, and y is the same to the bit.
+constexpr uint32_t kGenericXCols = 512;
 
 __device__ __forceinline__ float f16_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 
@@ -187,6 +193,12 @@ __device__ __forceinline__ uint32_t packed_code(const uint8_t* packed, uint32_t 
 }
 
 // ---- generic kernels: one tile per block ----
+
+// Tile columns of x the generic gemv stages at once for this plan: the widest tile, at most
+// kGenericXCols (the host's quant_generic_smem_bytes and the kernel both take it from here).
+__host__ __device__ __forceinline__ uint32_t generic_x_cols(const QuantSmemPlan& plan) {
+  return plan.cols_cap == 0 ? 1u : plan.cols_cap < kGenericXCols ? plan.cols_cap : kGenericXCols;
+}
 
 struct GenericLayout {
   uint32_t stored, side, codes, scratch, prefix, tables, freqs, x, total;
@@ -396,6 +408,48 @@ __global__ void __launch_bounds__(kThreads) quant_decode_kernel(
   }
 }
 
+// Stages x rows [col0, col0 + cols) (tensor columns), batch columns [b0, b0 + nb), as float
+// xs[c * kGenericBatch + b] (0 for b >= nb: the pass's unused columns). Every thread calls it.
+__device__ __forceinline__ void stage_generic_x(float* xs, const uint16_t* x_dev, uint64_t col0, uint32_t cols,
+                                                uint32_t batch, uint32_t b0, uint32_t nb) {
+  for (uint32_t i = threadIdx.x; i < cols * kGenericBatch; i += kThreads) {
+    const uint32_t c = i / kGenericBatch, b = i % kGenericBatch;
+    xs[i] = b < nb ? bf16_bits_to_float(x_dev[(col0 + c) * batch + b0 + b]) : 0.0f;
+  }
+}
+
+// Adds tile row r's products with the x slice xs (tile columns [c0, c0 + cols)) to the lane's
+// acc: lane l takes columns c0 + l, c0 + l + 32, ... in order (c0 a multiple of 32 across slices,
+// so a lane's fmaf chain is the one it would be with x whole).
+__device__ __forceinline__ void accumulate_generic_row(const QuantDevParams& p, const TileView& view,
+                                                       const DevTile& tile, uint32_t r, uint32_t c0, uint32_t cols,
+                                                       const float* xs, float (&acc)[kGenericBatch]) {
+  for (uint32_t c = threadIdx.x & 31; c < cols; c += 32) {
+    const float v = tile_value(p, view, tile, r, c0 + c);
+#pragma unroll
+    for (uint32_t b = 0; b < kGenericBatch; ++b) acc[b] = fmaf(v, xs[c * kGenericBatch + b], acc[b]);
+  }
+}
+
+// Sums acc over the warp and adds batch column b0 + b of the row's total to y[row][b0 + b] (lane b,
+// b < nb). The whole warp calls it.
+__device__ __forceinline__ void add_generic_row(float (&acc)[kGenericBatch], float* y_dev, uint64_t row,
+                                                uint32_t batch, uint32_t b0, uint32_t nb) {
+  const uint32_t lane = threadIdx.x & 31;
+#pragma unroll
+  for (uint32_t b = 0; b < kGenericBatch; ++b) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], off);
+  }
+  if (lane < nb) {
+    float mine = 0.f;
+#pragma unroll
+    for (uint32_t b = 0; b < kGenericBatch; ++b)
+      if (b == lane) mine = acc[b];
+    atomicAdd(&y_dev[row * batch + b0 + lane], mine);
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
     const uint8_t* __restrict__ bytes_dev, const DevTile* __restrict__ tiles_dev,
     const uint32_t* __restrict__ ids_dev,  // nullptr: block k takes tile k
@@ -412,37 +466,37 @@ __global__ void __launch_bounds__(kThreads) quant_gemv_generic_kernel(
   const uint32_t status = decode_quant_tile_smem(bytes_dev, tile, params, plan, smem, &view, block_shared);
   if (threadIdx.x == 0) status_dev[id] = status;
   if (status != kOk) return;
-  float* xs = reinterpret_cast<float*>(smem + GenericLayout(plan, 0).x);  // (tile.cols, kGenericBatch)
-  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  float* xs = reinterpret_cast<float*>(smem + GenericLayout(plan, 0).x);  // (x_cols, kGenericBatch)
+  const uint32_t x_cols = generic_x_cols(plan);
+  // A tile no wider than x_cols has its x staged once per pass. A wider one is staged a slice of
+  // x_cols columns at a time, for each round of kWarps rows: x is read rounds times over (from
+  // L2), the price of holding 16 KiB of it rather than the whole width's.
+  const bool whole = tile.cols <= x_cols;
+  const uint32_t warp = threadIdx.x / 32;
   for (uint32_t b0 = 0; b0 < batch; b0 += kGenericBatch) {
     const uint32_t nb = min(kGenericBatch, batch - b0);
-    __syncthreads();  // the previous pass is done with xs
-    for (uint32_t i = threadIdx.x; i < tile.cols * kGenericBatch; i += kThreads) {
-      const uint32_t c = i / kGenericBatch, b = i % kGenericBatch;
-      xs[i] = b < nb ? bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + c) * batch + b0 + b]) : 0.0f;
+    if (whole) {
+      __syncthreads();  // the previous pass is done with xs
+      stage_generic_x(xs, x_dev, tile.col0, tile.cols, batch, b0, nb);
+      __syncthreads();
     }
-    __syncthreads();
-    for (uint32_t r = warp; r < tile.rows; r += kWarps) {
+    // Round r0: warp w takes row r0 + w (the rows r = w, w + kWarps, ... of a warp, in order). Every
+    // thread runs every round and slice, for the slices' __syncthreads.
+    for (uint32_t r0 = 0; r0 < tile.rows; r0 += kWarps) {
+      const uint32_t r = r0 + warp;
       float acc[kGenericBatch];
 #pragma unroll
       for (uint32_t b = 0; b < kGenericBatch; ++b) acc[b] = 0.f;
-      for (uint32_t c = lane; c < tile.cols; c += 32) {
-        const float v = tile_value(params, view, tile, r, c);
-#pragma unroll
-        for (uint32_t b = 0; b < kGenericBatch; ++b) acc[b] = fmaf(v, xs[c * kGenericBatch + b], acc[b]);
+      for (uint32_t c0 = 0; c0 < tile.cols; c0 += x_cols) {
+        const uint32_t cols = min(x_cols, tile.cols - c0);
+        if (!whole) {
+          __syncthreads();  // every warp is done with the previous slice (or pass)
+          stage_generic_x(xs, x_dev, uint64_t{tile.col0} + c0, cols, batch, b0, nb);
+          __syncthreads();
+        }
+        if (r < tile.rows) accumulate_generic_row(params, view, tile, r, c0, cols, xs, acc);
       }
-#pragma unroll
-      for (uint32_t b = 0; b < kGenericBatch; ++b) {
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], off);
-      }
-      if (lane < nb) {
-        float mine = 0.f;
-#pragma unroll
-        for (uint32_t b = 0; b < kGenericBatch; ++b)
-          if (b == lane) mine = acc[b];
-        atomicAdd(&y_dev[(uint64_t{tile.row0} + r) * batch + b0 + lane], mine);
-      }
+      if (r < tile.rows) add_generic_row(acc, y_dev, uint64_t{tile.row0} + r, batch, b0, nb);
     }
   }
 }
@@ -1004,8 +1058,11 @@ uint32_t tc_n_tiles(uint32_t batch) { return batch <= 8 ? 1 : batch <= 16 ? 2 : 
 
 }  // namespace
 
+// x's share: a slice of generic_x_cols(plan) columns for a pass of kGenericBatch, whatever the
+// batch (the kernel stages x in slices; formerly cols_cap * kGenericBatch floats, which a one-tile
+// [1, 16384] matrix could not fit beside its decode).
 uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan) {
-  return GenericLayout(plan, plan.cols_cap * kGenericBatch).total;
+  return GenericLayout(plan, generic_x_cols(plan) * kGenericBatch).total;
 }
 
 uint64_t quant_decode_smem_bytes(const QuantSmemPlan& plan) { return GenericLayout(plan, 0).total; }

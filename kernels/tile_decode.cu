@@ -17,7 +17,8 @@
 //              then every thread: element e = combine(plane 0..P-1 at e), undo the filter
 //                decode: store to out[(row0 + e / cols) * tensor_cols + col0 + e % cols]
 //                gemv  : warp w takes tile rows w, w+4, ...; lanes stride the row; warp sum;
-//                        lane 0 atomicAdd into y[row0 + r]
+//                        lane 0 atomicAdd into y[row0 + r]; x in shared memory in slices of up
+//                        to kGemvXCols tile columns
 //
 // Why atomics for the GEMV: a tile row's partial sum is one float per (row, tile column); with
 // 128-column tiles an 8192-wide row has 64 partials. atomicAdd of 64 floats per output row is
@@ -39,6 +40,13 @@ namespace {
 constexpr uint32_t kThreads = 128;
 constexpr uint32_t kWarps = kThreads / 32;
 constexpr uint32_t kMaxPlanes = 8;  // byte planes of an 8-byte element
+// Widest slice of x, in tile columns, that the GEMV holds in shared memory (16 KiB for a pass of 8
+// batch columns): a wider tile, such as a one-tile [1, 8192] matrix, is multiplied a slice at a
+// time, so x's share no longer grows with the tile's width. 16 KiB fits beside the decode of the
+// largest 1-D tile the packer writes (64 KiB raw, F32 in 4 rANS planes: about 200 KiB) at every
+// batch. A multiple of 32: each lane then sums the same columns in the same order as with x whole,
+// and y is the same to the bit.
+constexpr uint32_t kGemvXCols = 512;
 
 
 // Codec / filter codes (packer/codec.h, packer/filters.h)
@@ -56,6 +64,12 @@ struct SmemLayout {
   }
 };
 
+
+// Tile columns of x the GEMV stages at once for this plan: the widest tile, at most kGemvXCols
+// (gemv_smem_bytes and the kernel both take it from here).
+__host__ __device__ __forceinline__ uint32_t gemv_x_cols(const SmemPlan& plan) {
+  return plan.cols_cap == 0 ? 1u : plan.cols_cap < kGemvXCols ? plan.cols_cap : kGemvXCols;
+}
 
 // ---- tile loading ----
 
@@ -275,6 +289,28 @@ __device__ __forceinline__ float weight_to_float(uint64_t bits) {
   }
 }
 
+// Stages x rows [col0, col0 + cols) (tensor columns), batch columns [0, kBatch) of rows of ld, as
+// float xs[c * kBatch + b]. Every thread calls it; the caller syncs.
+template <uint32_t kBatch>
+__device__ __forceinline__ void stage_x(float* xs, const uint16_t* x_dev, uint64_t col0, uint32_t cols, uint32_t ld) {
+  for (uint32_t i = threadIdx.x; i < cols * kBatch; i += kThreads)
+    xs[i] = bf16_bits_to_float(x_dev[(col0 + i / kBatch) * ld + i % kBatch]);
+}
+
+// Adds tile row r's products with the x slice xs (tile columns [c0, c0 + cols)) to the lane's
+// acc: lane l takes columns c0 + l, c0 + l + 32, ... in order (c0 a multiple of 32 across slices,
+// so a lane's fmaf chain is the one it would be with x whole).
+template <uint32_t kBatch, WeightKind kKind, uint32_t kElemSize>
+__device__ __forceinline__ void accumulate_row(const uint8_t* const* plane_ptr, const DevTile& tile, uint32_t r,
+                                               uint32_t c0, uint32_t cols, const float* xs, float (&acc)[kBatch]) {
+  for (uint32_t c = threadIdx.x & 31; c < cols; c += 32) {
+    const float w = weight_to_float<kKind>(
+        tile_element(plane_ptr, r * tile.cols + c0 + c, tile.rows * tile.cols, kElemSize, tile.filter));
+#pragma unroll
+    for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
+  }
+}
+
 template <uint32_t kBatch, WeightKind kKind>
 __global__ void __launch_bounds__(kThreads) gemv_block_kernel(
     const uint8_t* __restrict__ bytes_dev,  // stored bytes of all tiles, each 16-aligned
@@ -292,13 +328,15 @@ __global__ void __launch_bounds__(kThreads) gemv_block_kernel(
   const uint32_t id = ids_dev ? ids_dev[blockIdx.x] : blockIdx.x;
   const DevTile tile = tiles_dev[id];
   const SmemLayout layout(plan);
-  float* xs = reinterpret_cast<float*>(smem + layout.x);  // (tile.cols, kBatch)
-  // x for this tile's columns, read before the decode so its latency overlaps the cp.async. Only a
-  // tile the GPU decodes is sure to fit xs (plan.cols_cap leaves out zstd tiles, which
-  // decode_tile_smem reports).
-  const uint32_t x_cols = tile.cols <= plan.cols_cap ? tile.cols : 0;
-  for (uint32_t i = threadIdx.x; i < x_cols * kBatch; i += kThreads)
-    xs[i] = bf16_bits_to_float(x_dev[(uint64_t{tile.col0} + i / kBatch) * ld + i % kBatch]);
+  float* xs = reinterpret_cast<float*>(smem + layout.x);  // (x_cols, kBatch)
+  const uint32_t x_cols = gemv_x_cols(plan);
+  // A tile no wider than x_cols has x for its columns read before the decode, so that its latency
+  // overlaps the cp.async. A wider one (or a zstd tile wider than plan.cols_cap, which
+  // decode_tile_smem reports) is staged after the decode, a slice of x_cols columns at a time for
+  // each round of kWarps rows: x is read rounds times over (from L2), the price of holding 16 KiB
+  // of it rather than the whole width's.
+  const bool whole = tile.cols <= x_cols;
+  if (whole) stage_x<kBatch>(xs, x_dev, tile.col0, tile.cols, ld);
   constexpr uint32_t kElemSize = kKind == WeightKind::kF32                                   ? 4
                                  : kKind == WeightKind::kF8E4M3 || kKind == WeightKind::kF8E5M2 ? 1
                                                                                                : 2;
@@ -307,16 +345,23 @@ __global__ void __launch_bounds__(kThreads) gemv_block_kernel(
   if (status != kOk) return;
 
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  for (uint32_t r = warp; r < tile.rows; r += kWarps) {
+  // Round r0: warp w takes row r0 + w (the rows r = w, w + kWarps, ... of a warp, in order). Every
+  // thread runs every round and slice, for the slices' __syncthreads.
+  for (uint32_t r0 = 0; r0 < tile.rows; r0 += kWarps) {
+    const uint32_t r = r0 + warp;
     float acc[kBatch];
 #pragma unroll
     for (uint32_t b = 0; b < kBatch; ++b) acc[b] = 0.f;
-    for (uint32_t c = lane; c < tile.cols; c += 32) {
-      const float w =
-          weight_to_float<kKind>(tile_element(plane_ptr, r * tile.cols + c, tile.rows * tile.cols, kElemSize, tile.filter));
-#pragma unroll
-      for (uint32_t b = 0; b < kBatch; ++b) acc[b] = fmaf(w, xs[c * kBatch + b], acc[b]);
+    for (uint32_t c0 = 0; c0 < tile.cols; c0 += x_cols) {
+      const uint32_t cols = min(x_cols, tile.cols - c0);
+      if (!whole) {
+        __syncthreads();  // every warp is done with the previous slice
+        stage_x<kBatch>(xs, x_dev, uint64_t{tile.col0} + c0, cols, ld);
+        __syncthreads();
+      }
+      if (r < tile.rows) accumulate_row<kBatch, kKind, kElemSize>(plane_ptr, tile, r, c0, cols, xs, acc);
     }
+    if (r >= tile.rows) continue;  // warp-uniform
 #pragma unroll
     for (uint32_t b = 0; b < kBatch; ++b) {
 #pragma unroll
@@ -368,7 +413,12 @@ cudaError_t launch_gemv_batch(WeightKind kind, const uint8_t* bytes_dev, const D
 }  // namespace
 
 uint64_t decode_smem_bytes(const SmemPlan& plan) { return SmemLayout(plan).total; }
-uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch) { return SmemLayout(plan, plan.cols_cap * batch).total; }
+// x's share: a slice of gemv_x_cols(plan) columns of `batch` (the kernel stages x in slices;
+// formerly cols_cap * batch floats, which a one-tile [1, 8192] BF16 matrix could fit beside its
+// decode only up to 5 batch columns).
+uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch) {
+  return SmemLayout(plan, gemv_x_cols(plan) * batch).total;
+}
 
 namespace {
 __global__ void image_probe_kernel() {}

@@ -601,6 +601,28 @@ TEST_CASE("gpu gemv: BF16 rans and none, batch 1..21, edge tiles, vs float64") {
   check_gemv(*none, 0, 8, 401);
 }
 
+// A matrix of at most 16384 elements is one tile of its own shape (packer/tiling.cpp
+// choose_tile_shape): [1, 8192] BF16 is one 1 x 8192 tile, which the block-per-tile kernel takes
+// (the warp-per-tile one takes tiles up to 128 columns). It held x for the tile's whole width per
+// pass of up to 8 batch columns, which beside the decode no longer fit from 6 columns on: batch 6..8
+// and every batch above 8 were refused ("tiles need N bytes of shared memory"). It now stages x in
+// slices of 512 columns. A refusal throws out of check_gemv and fails the case; the kernel's name
+// is required too. 6 x 2730 (one tile as well): two rounds of the kernel's 4 warps over 6 slices
+// (the last of 170 columns), which ran before and must still be right.
+TEST_CASE("gpu gemv: lossless BF16 one-tile 1x8192 matrix on the block-per-tile kernel, x in slices, batch 1..64") {
+  auto p = pack({{"row", DType::BF16, {1, 8192}}, {"rounds", DType::BF16, {6, 2730}}}, wpack::PackOptions{}.codec, 128,
+                128, std::nullopt, 12);
+  for (size_t t = 0; t < 2; ++t) {
+    const auto& info = p->reader->tensors()[t];
+    REQUIRE(info.tile_count == 1);
+    REQUIRE(info.tile_rows == info.shape[0]);
+    REQUIRE(info.tile_cols == info.shape[1]);
+  }
+  check_decode(*p);
+  for (uint32_t batch : {1u, 6u, 8u, 16u, 64u}) REQUIRE(check_gemv(*p, 0, batch, 1100 + batch) == "block-per-tile");
+  for (uint32_t batch : {1u, 5u, 8u, 13u}) REQUIRE(check_gemv(*p, 1, batch, 1200 + batch) == "block-per-tile");
+}
+
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
 // in steps of 32 whose exponent plane is a rANS stream; the others (here the 3- and 8-column edge
 // tiles) go to the block-per-tile kernel in the same call. Both pass widths (1 on CUDA cores, 16 on
@@ -805,6 +827,46 @@ TEST_CASE("gpu lossy: layer shapes (11008x4096, 4096x11008, 5120x13824) and edge
       check_gemv_f32(*p, t, w, 8, 60 + t);
       check_gemv_f32(*p, t, w, 16, 70 + t);
     }
+  }
+}
+
+// One-tile wide matrices (a matrix of at most 16384 elements is one tile of its own shape:
+// packer/tiling.cpp choose_tile_shape) of rANS-coded codes take the generic GEMV (checked: the
+// tile's codec, the kernel's name). It held x for the tile's whole width and 8 batch columns
+// (32 bytes a column: 512 KiB at 16384 columns), so [1, 16384] int4 and int8 were refused at
+// every batch, batch 1 too ("tiles need N bytes of shared memory"), though their decode takes
+// 55-80 KiB; [3, 5000] (156 KiB of x) fit only while its decode took under about 70 KiB (it does
+// here; rANS tables of precision 12 would not). x is now staged in slices of 512 columns. A refusal
+// throws out of check_gemv_f32 and fails the case. 12 x 1365 (one tile as well): two rounds of
+// the kernel's 8 warps over 3 slices (the last of 341 columns), which ran before and must still
+// be right. The weights are the CPU decode's exactly, so only float32 accumulation separates y
+// from float64.
+TEST_CASE("gpu lossy: one-tile wide matrices (1x16384 int4 and int8, 3x5000 int4, rans) on the generic GEMV, x in slices, batch 1..64") {
+  using wpack::Scheme;
+  struct WideCase {
+    LossyCase lossy;
+    Spec spec;
+    std::vector<uint32_t> batches;
+  };
+  const WideCase cases[] = {
+      {{Scheme::kInt4, Codec::kRans}, {"row", DType::F32, {1, 16384}}, {1, 8, 16, 64}},
+      {{Scheme::kInt8, Codec::kRans}, {"row", DType::F32, {1, 16384}}, {1, 8, 16, 64}},
+      {{Scheme::kInt4, Codec::kRans}, {"wide", DType::F32, {3, 5000}}, {1, 3, 8, 9, 64}},
+      {{Scheme::kInt4, Codec::kRans}, {"rounds", DType::F32, {12, 1365}}, {1, 8, 9}},
+  };
+  uint64_t seed = 81;
+  for (const WideCase& c : cases) {
+    INFO("case " << case_name(c.lossy) << ", " << c.spec.shape[0] << " x " << c.spec.shape[1]);
+    auto p = pack_lossy({c.spec}, c.lossy, 128, 128, seed++);
+    const auto& info = p->reader->tensors()[0];
+    REQUIRE(info.scheme != 0);
+    REQUIRE(info.tile_count == 1);
+    REQUIRE(info.tile_rows == c.spec.shape[0]);
+    REQUIRE(info.tile_cols == c.spec.shape[1]);
+    REQUIRE(p->reader->tiles()[info.first_tile].codec == static_cast<uint8_t>(Codec::kRans));
+    const std::vector<float> w = check_decode_lossy(*p, 0);
+    for (uint32_t batch : c.batches)
+      REQUIRE(check_gemv_f32(*p, 0, w, batch, seed * 100 + batch, 0, 1e-4, "generic") == "generic");
   }
 }
 

@@ -35,12 +35,13 @@ struct SmemPlan {
   uint32_t stored_cap;     // bytes, a multiple of 16
   uint32_t raw_cap;        // bytes, a multiple of 16
   uint32_t precision_cap;  // largest rANS table precision (10..12); tables are 4 << precision_cap bytes
-  uint32_t cols_cap;       // widest tile, elements (gemv keeps x for it in shared memory)
+  uint32_t cols_cap;       // widest tile, elements (gemv keeps x for up to 512 of its columns)
   uint32_t table_warps;    // 1..4: warps that decode rANS planes (= most planes of a tile, at most 4);
                            // fewer tables leave room for more blocks per multiprocessor
 };
 
-// Bytes of dynamic shared memory decode/gemv launches need (gemv adds x: cols_cap * batch floats).
+// Bytes of dynamic shared memory decode/gemv launches need (gemv adds x: min(cols_cap, 512) * batch
+// floats; a wider tile's x is staged in slices of 512 columns).
 uint64_t decode_smem_bytes(const SmemPlan& plan);
 uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch);
 
@@ -151,7 +152,9 @@ struct QuantSmemPlan {
   uint32_t precision_cap;  // largest rANS table precision, 10..12
   uint32_t cols_cap;       // widest tile, elements
 };
-uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan);  // the generic gemv's (with x)
+// The generic gemv's (with x: min(cols_cap, 512) * 8 floats, whatever the batch; a wider tile's x
+// is staged in slices of 512 columns).
+uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan);
 uint64_t quant_decode_smem_bytes(const QuantSmemPlan& plan);   // the decode's (no x)
 
 // Generic decode of every tile (dense or sparse, planes raw or rANS; zstd tiles are reported
