@@ -313,6 +313,7 @@ int inspect_model(const InspectArgs& args, const GlobalOptions& global) {
   uint64_t total_original = 0, total_elements = 0;
   for (size_t i = 0; i < source->tensors().size(); ++i) {
     const TensorInfo& info = source->tensors()[i];
+    check_tensor_packable(info, source->path());  // an estimate for what compress would refuse: none
     TensorBytes bytes = source->read(i);
     const double estimate = lossless_entropy_bytes(info.dtype, bytes.span());
     const uint64_t original = info.num_bytes();

@@ -374,6 +374,14 @@ bool name_matches(const std::string& name, const std::string& pattern) {
 
 }  // namespace
 
+void check_tensor_packable(const TensorInfo& info, const std::string& source_path) {
+  check_wpk_tensor_fits(info.name, info.shape, info.dtype, source_path);
+  // (an HDF5 dataset may have this name; safetensors reserves it, and unpack writes safetensors)
+  if (info.name == "__metadata__")
+    throw Error(ErrorCode::kUnsupported, source_path + ": tensor '__metadata__': safetensors reserves this name, so "
+                                                       "wpack unpack could not write it back");
+}
+
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) {
   const TensorPolicy lossless;
   if (!lossy_dtype(info.dtype) || info.num_elements() == 0) return lossless;
@@ -413,6 +421,7 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
   std::vector<TensorPlan> plans;
   for (size_t t = 0; t < source.tensors().size(); ++t) {
     const TensorInfo& info = source.tensors()[t];
+    check_tensor_packable(info, source.path());  // what pack_model would refuse, a dry run refuses
     TensorPlan plan;
     plan.name = info.name;
     plan.dtype = info.dtype;
@@ -845,11 +854,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     const TensorInfo& info = source.tensors()[t];
     Plan& plan = plans[t];
     plan.policy = resolve_policy(info, options);
-    check_wpk_tensor_fits(info.name, info.shape, info.dtype, source.path());
-    // (an HDF5 dataset may have this name; safetensors reserves it, and unpack writes safetensors)
-    if (info.name == "__metadata__")
-      throw Error(ErrorCode::kUnsupported, source.path() + ": tensor '__metadata__': safetensors reserves this name, so "
-                                                           "wpack unpack could not write it back");
+    check_tensor_packable(info, source.path());
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
     if (uint64_t{plan.tile_rows} * plan.tile_cols > kWpkMaxTileElements)
       throw Error(ErrorCode::kInvalidArgument, source.path() + ": tensor '" + info.name + "': tile shape " +

@@ -88,6 +88,11 @@ struct PackReport {
 // the options or an override) with a forced filter other than floatplanes.
 PackReport pack_model(const TensorSource& source, const std::string& out_path, const PackOptions& options);
 
+// What pack_model checks of each tensor before it packs any: a name, rank and size a .wpk can hold
+// (check_wpk_tensor_fits), and not the name "__metadata__", which safetensors reserves (an HDF5
+// dataset may have it). Throws Error(kUnsupported) naming `source_path` and the tensor.
+void check_tensor_packable(const TensorInfo& info, const std::string& source_path);
+
 // The policy pack_model applies to tensor `info` (see PackOptions). Throws Error(kInvalidArgument)
 // for a pattern that is not a valid regex.
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options);

@@ -805,6 +805,23 @@ TEST_CASE("compress warns of --keep and --override patterns that match no tensor
   CHECK(quiet.err.empty());
 }
 
+TEST_CASE("a dry run (inspect of a model, compress --dry-run) refuses what compress refuses") {
+  TempDir dir;
+  const std::string model = dir.file("rank17.safetensors");
+  write_safetensors(model, {{"deep", DType::F32, std::vector<uint64_t>(17, 1)}}, {test::gaussian_f32(1, 1.0f, 5)},
+                    kMetadata, true);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"compress", model, "-o", dir.file("o.wpk")},
+        std::vector<std::string>{"compress", model, "-o", dir.file("o.wpk"), "--dry-run"},
+        std::vector<std::string>{"inspect", model}, std::vector<std::string>{"inspect", model, "--json"}}) {
+    INFO(args[0] << " " << args.back());
+    RunResult r = run_wpack(args);
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, model + ": tensor 'deep' has rank > 16");
+    CHECK(r.out.empty());
+  }
+}
+
 TEST_CASE("a mistyped command is named") {
   for (const std::string name : {"compres", "bogus"}) {
     RunResult r = run_wpack({name, "x"});
