@@ -199,12 +199,20 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // --help and --version exit 0 with their text; usage errors exit 2 with one line.
     if (e.get_exit_code() == 0) return app.exit(e);
-    if (app.get_subcommands().empty())  // a mistyped command name is named, not "a subcommand is required"
-      for (const std::string& arg : app.remaining())
-        if (!arg.empty() && arg[0] != '-') {
-          std::cerr << "wpack: unknown command '" << arg << "' (commands: compress, inspect, unpack, verify; see wpack --help)\n";
-          return 2;
-        }
+    // A mistyped command name is named, not "a subcommand is required": the first argument after
+    // the global flags (-q, -v, bundled or long), when it is not an option.
+    if (app.get_subcommands().empty()) {
+      int i = 1;
+      auto global_flag = [](const std::string& a) {
+        return a == "--quiet" || a == "--verbose" ||
+               (a.size() > 1 && a[0] == '-' && a.find_first_not_of("qv", 1) == std::string::npos);
+      };
+      while (i < argc && global_flag(argv[i])) ++i;
+      if (i < argc && argv[i][0] != '-' && argv[i][0] != '\0') {
+        std::cerr << "wpack: unknown command '" << argv[i] << "' (commands: compress, inspect, unpack, verify; see wpack --help)\n";
+        return 2;
+      }
+    }
     std::cerr << "wpack: " << e.what() << " (see wpack --help)\n";
     return 2;
   }
@@ -288,7 +296,7 @@ int run_cli(int argc, char** argv) {
         bool (*takes)(wpack::Scheme);
         const char* schemes;
       } narrow[] = {{"--group", wpack::scheme_is_grouped, "int4/3/2, fp4 and nf4"},
-                    {"--symmetric", wpack::scheme_takes_symmetry, "int8/4/3/2"},
+                    {"--symmetric", wpack::scheme_takes_symmetry, "int4/3/2"},
                     {"--lut-per", wpack::scheme_is_lut, "lut4 and lut3"}};
       for (const auto& n : narrow)
         if (c->count(n.option) && !schemes.empty() && std::none_of(schemes.begin(), schemes.end(), n.takes)) {

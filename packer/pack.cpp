@@ -317,7 +317,8 @@ TensorPolicy parse_policy_spec(std::string_view spec, const TensorPolicy& base) 
     policy.spec = QuantSpec{Scheme::kLossless};
     policy.prune = PruneSpec{};
   }
-  if (policy.spec.symmetric && !scheme_takes_symmetry(policy.spec.scheme)) bad_spec(spec, "sym applies to int schemes only");
+  if (policy.spec.symmetric && !scheme_takes_symmetry(policy.spec.scheme) && policy.spec.scheme != Scheme::kInt8)
+    bad_spec(spec, "sym applies to int schemes only");
   const uint32_t group = policy.spec.group;
   if (group != 0 && group != 32 && group != 64 && group != 128 && group != 256)
     bad_spec(spec, "group " + std::to_string(group) + " is not one of 32, 64, 128, 256");
@@ -370,6 +371,50 @@ bool name_matches(const std::string& name, const std::string& pattern) {
     it = compiled.emplace(pattern, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags)).first;
   }
   return std::regex_match(name, it->second);
+}
+
+}  // namespace
+
+namespace {
+
+// An F64 tensor is quantized as its float32 values, and its metrics are taken against them: a
+// weight beyond float32's range would read as inf ("not finite"), and a tensor whose weights are all
+// below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
+// zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
+void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, const std::string& source_path) {
+  uint64_t rows, cols;
+  view_2d(info.shape, &rows, &cols);
+  cols = std::max<uint64_t>(cols, 1);
+  const std::string context = source_path + ": tensor '" + info.name + "': ";
+  const std::string keep = " (--keep packs it lossless)";
+  double largest = 0;
+  for (uint64_t i = 0; i < info.num_elements(); ++i) {
+    double d;
+    std::memcpy(&d, bytes.data() + 8 * i, 8);
+    if (!std::isfinite(d)) continue;
+    if (std::fabs(d) > double{std::numeric_limits<float>::max()}) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%.6g", d);
+      throw Error(ErrorCode::kUnsupported, context + "weight at row " + std::to_string(i / cols) + ", col " +
+                                               std::to_string(i % cols) + " is " + value +
+                                               ", beyond float32's range, in which lossy schemes quantize" + keep);
+    }
+    largest = std::max(largest, std::fabs(d));
+  }
+  bytes.release(0, 8 * info.num_elements());  // read again band by band: not resident meanwhile
+  if (largest != 0 && largest < double{std::numeric_limits<float>::min()}) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%.6g", largest);
+    throw Error(ErrorCode::kUnsupported, context + "every weight is below float32's smallest normal value (the largest is " +
+                                             value + "): lossy schemes quantize in float32, which would lose them" + keep);
+  }
+}
+
+void check_tile_shape(const TensorInfo& info, uint32_t tile_rows, uint32_t tile_cols, const std::string& source_path) {
+  if (uint64_t{tile_rows} * tile_cols > kWpkMaxTileElements)
+    throw Error(ErrorCode::kInvalidArgument, source_path + ": tensor '" + info.name + "': tile shape " +
+                                                 std::to_string(tile_rows) + "x" + std::to_string(tile_cols) +
+                                                 " (--tile, columns rounded up to the group) has more than 2^24 elements");
 }
 
 }  // namespace
@@ -429,6 +474,8 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     plan.policy = resolve_policy(info, options);
     plan.original_bytes = info.num_bytes();
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
+    check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
+    if (plan.policy.lossy() && info.dtype == DType::F64) check_f64_fits_f32(info, source.read(t), source.path());
     const TileGeometry g = tile_geometry(info.shape, plan.tile_rows, plan.tile_cols);
     // Index entry: the record's fixed fields and name, plus one record per tile.
     double bytes = 2 + info.name.size() + 4 + 8 * info.shape.size() + 8 + 16 + 32 + 4 + 40.0 * g.tile_count();
@@ -720,33 +767,6 @@ std::vector<uint16_t> fit_lut_by_bands(const TensorBands& bands, const BandPrune
   }
 }
 
-// An F64 tensor is quantized as its float32 values, and its metrics are taken against them: a
-// weight beyond float32's range would read as inf ("not finite"), and a tensor whose weights are all
-// below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
-// zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
-void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, uint64_t cols) {
-  double largest = 0;
-  for (uint64_t i = 0; i < info.num_elements(); ++i) {
-    double d;
-    std::memcpy(&d, bytes.data() + 8 * i, 8);
-    if (!std::isfinite(d)) continue;
-    if (std::fabs(d) > double{std::numeric_limits<float>::max()}) {
-      char value[32];
-      std::snprintf(value, sizeof value, "%.6g", d);
-      throw Error(ErrorCode::kUnsupported, "weight at row " + std::to_string(i / cols) + ", col " + std::to_string(i % cols) +
-                                               " is " + value + ", beyond float32's range, in which lossy schemes quantize");
-    }
-    largest = std::max(largest, std::fabs(d));
-  }
-  bytes.release(0, 8 * info.num_elements());  // read again band by band: not resident meanwhile
-  if (largest != 0 && largest < double{std::numeric_limits<float>::min()}) {
-    char value[32];
-    std::snprintf(value, sizeof value, "%.6g", largest);
-    throw Error(ErrorCode::kUnsupported, std::string("every weight is below float32's smallest normal value (the largest is ") +
-                                             value + "): lossy schemes quantize in float32, which would lose them");
-  }
-}
-
 // Quantizes (after pruning) one float tensor, records its metrics and params, writes its tiles.
 PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const TensorBytes& bytes,
                                const TensorPolicy& policy, WpkTensor& record, const PackOptions& options, int threads,
@@ -758,13 +778,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const uint64_t n = info.num_elements();
   const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
   const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
-  if (info.dtype == DType::F64) {
-    try {
-      check_f64_fits_f32(info, bytes, std::max<uint64_t>(cols, 1));
-    } catch (const Error& e) {
-      throw Error(e.code(), context + ": " + e.what() + " (--keep packs it lossless)");
-    }
-  }
+  if (info.dtype == DType::F64) check_f64_fits_f32(info, bytes, source_path);
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
   record.scheme = static_cast<uint8_t>(policy.spec.scheme);
   PackedTensor packed;
@@ -856,10 +870,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     plan.policy = resolve_policy(info, options);
     check_tensor_packable(info, source.path());
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
-    if (uint64_t{plan.tile_rows} * plan.tile_cols > kWpkMaxTileElements)
-      throw Error(ErrorCode::kInvalidArgument, source.path() + ": tensor '" + info.name + "': tile shape " +
-                                                   std::to_string(plan.tile_rows) + "x" + std::to_string(plan.tile_cols) +
-                                                   " (--tile, columns rounded up to the group) has more than 2^24 elements");
+    check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
   }
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;

@@ -219,7 +219,7 @@ bool scheme_is_grouped(Scheme s) {
 }
 bool scheme_is_lut(Scheme s) { return s == Scheme::kLut4 || s == Scheme::kLut3; }
 bool scheme_takes_symmetry(Scheme s) {
-  return s == Scheme::kInt8 || s == Scheme::kInt4 || s == Scheme::kInt3 || s == Scheme::kInt2;
+  return s == Scheme::kInt4 || s == Scheme::kInt3 || s == Scheme::kInt2;
 }
 
 uint32_t quant_tile_cols(uint32_t requested_cols, uint32_t group) {

@@ -54,7 +54,8 @@ struct QuantTensorParams {
 // True for schemes with a group scale along K (int4/3/2, fp4, nf4).
 bool scheme_is_grouped(Scheme scheme);
 bool scheme_is_lut(Scheme scheme);
-// int8/4/3/2: the schemes a symmetric choice applies to (int8 is always symmetric).
+// int4/3/2: the schemes a symmetric choice changes (int8 is always symmetric; "int8:sym" is
+// accepted and changes nothing).
 bool scheme_takes_symmetry(Scheme scheme);
 
 // The params of a quantized tensor (side data taken from q), and their bytes.

@@ -276,11 +276,15 @@ void unpack_to_safetensors(const WpkReader& reader, const std::string& out_path,
     total += infos.back().num_bytes();
   }
   // The source's __metadata__ (pack keeps it as "source_metadata"), read member by member: a large
-  // metadata text is not built as one JSON value. WpkReader::open checked the text.
+  // metadata text is not built as one JSON value. WpkReader::open checked the text, keys repeated
+  // included (pack writes none): the last "source_metadata" wins, as in one JSON value.
   std::map<std::string, std::string> metadata;
   detail::JsonMembers sink;
-  sink.member = [](const std::string&, nlohmann::json&, bool) {};
+  sink.member = [&](const std::string& key, nlohmann::json& value, bool) {
+    if (key == "source_metadata" && !value.is_object()) metadata.clear();  // an object's members came one by one
+  };
   sink.flat_key = "source_metadata";
+  sink.flat_begin = [&] { metadata.clear(); };
   sink.flat_member = [&](const std::string& key, nlohmann::json& value, bool) {
     if (value.is_string()) metadata[key] = std::move(value.get_ref<std::string&>());
   };

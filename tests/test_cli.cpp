@@ -780,7 +780,9 @@ TEST_CASE("quantizer options (group, symmetry, LUT rows) reach the --override te
   // Given where no scheme takes them, or malformed: usage errors
   for (const auto& [extra, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"--scheme", "int8", "--group", "64"}, "--group applies to int4/3/2, fp4 and nf4 tensors"},
-           {{"--override", "w1=fp8", "--symmetric"}, "--symmetric applies to int8/4/3/2 tensors"},
+           {{"--override", "w1=fp8", "--symmetric"}, "--symmetric applies to int4/3/2 tensors"},
+           {{"--scheme", "int8", "--symmetric"}, "--symmetric applies to int4/3/2 tensors"},  // int8 is symmetric
+           {{"--scheme", "lut4", "--symmetric", "--override", "w1=int8"}, "--symmetric applies to int4/3/2 tensors"},
            {{"--override", "w1=int4", "--lut-per", "rows:4"}, "--lut-per applies to lut4 and lut3 tensors"},
            {{"--override", "w1=lut4", "--lut-per", "bogus"}, "--lut-per must be rows:N"}}) {
     RunResult r = compress(model, out, extra);
@@ -820,6 +822,21 @@ TEST_CASE("a dry run (inspect of a model, compress --dry-run) refuses what compr
     require_one_line_error(r, model + ": tensor 'deep' has rank > 16");
     CHECK(r.out.empty());
   }
+  // A lossy F64 tensor beyond float32's range: refused by the dry run too
+  const std::string f64 = dir.file("f64.safetensors");
+  std::vector<double> values(4 * 32, 0.25);
+  values[5] = 1e300;
+  std::vector<uint8_t> bytes(values.size() * 8);
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  write_safetensors(f64, {{"w", DType::F64, {4, 32}}}, {bytes}, kMetadata, true);
+  for (const bool dry : {false, true}) {
+    std::vector<std::string> args = {"compress", f64, "-o", dir.file("f.wpk"), "--scheme", "int8"};
+    if (dry) args.push_back("--dry-run");
+    RunResult r = run_wpack(args);
+    CHECK(r.exit_code == 1);
+    require_one_line_error(r, f64 + ": tensor 'w': weight at row 0, col 5 is 1e+300, beyond float32's range");
+    CHECK(r.out.empty());
+  }
 }
 
 TEST_CASE("a mistyped command is named") {
@@ -827,7 +844,15 @@ TEST_CASE("a mistyped command is named") {
     RunResult r = run_wpack({name, "x"});
     CHECK(r.exit_code == 2);
     require_one_line_error(r, "unknown command '" + name + "'");
+    r = run_wpack({"-q", name, "x"});  // after the global flags
+    CHECK(r.exit_code == 2);
+    require_one_line_error(r, "unknown command '" + name + "'");
   }
+  // an option's value is not taken for the command
+  RunResult option_first = run_wpack({"-T", "4", "verifyy", "x.wpk"});
+  CHECK(option_first.exit_code == 2);
+  require_one_line_error(option_first, "");
+  CHECK(!contains(option_first.err, "unknown command '4'"));
 }
 
 TEST_CASE("inspect: an empty tensor's ratio and bits/weight are null, not 0") {

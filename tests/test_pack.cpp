@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -264,6 +265,30 @@ TEST_CASE("pack: a lossy F64 tensor outside float32's range is refused, naming t
   REQUIRE(report.tensors.size() == 1);
   CHECK(report.tensors[0].metrics.rel_error > 0);
   CHECK(report.tensors[0].metrics.rel_error < 0.01);
+}
+
+// unpack writes the source metadata the .wpk recorded ("source_metadata"), read member by member.
+// A file written by other tools may repeat the key (the format's JSON does not forbid it): the
+// last occurrence wins, as in one JSON value, a non-object one leaving none.
+TEST_CASE("pack: unpack writes source_metadata, the last of a repeated key winning") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::map<std::string, std::string>>> cases = {
+      {R"({"source_metadata":{"a":"1","n":2}})", {{"a", "1"}}},  // strings only
+      {R"({"source_metadata":{"a":"1"},"source_metadata":{"b":"2"}})", {{"b", "2"}}},
+      {R"({"source_metadata":{"a":"1"},"source_metadata":5})", {}},
+      {R"({"source_metadata":5,"x":{"source_metadata":{"c":"3"}}})", {}},  // only the top level's
+  };
+  for (const auto& [json, expected] : cases) {
+    INFO(json);
+    const std::string path = dir.file("m.wpk"), out = dir.file("m.safetensors");
+    {
+      WpkWriter w(path, true);
+      w.commit(json);
+    }
+    auto r = WpkReader::open(path);
+    unpack_to_safetensors(*r, out, true, 1);
+    CHECK(open_safetensors(out)->metadata() == expected);
+  }
 }
 
 // unpack --dtype converts FP8 tensors too (it left them as F8): every E4M3 and E5M2 code, exactly.

@@ -171,6 +171,7 @@ class MemberParser final : public nlohmann::json_sax<Json> {
       case At::kObject:
         if (container && v.is_object() && !sink_.flat_key.empty() && member_key_ == sink_.flat_key) {
           at_ = At::kFlat;
+          if (sink_.flat_begin) sink_.flat_begin();
           break;
         }
         member_.reset();

@@ -51,6 +51,9 @@ struct JsonMembers {
   // the key with an empty object; any other value goes to `member` as usual.
   std::string_view flat_key;
   std::function<void(const std::string& key, nlohmann::json& value, bool truncated)> flat_member;
+  // Optional: called as each occurrence of the flat member's object opens, before its members (a
+  // text read without unique keys may repeat it; as in nlohmann's parse, the last should win).
+  std::function<void()> flat_begin;
 };
 
 // Parses `text` one top-level member at a time: check_json first (the whole text: a syntax error or
