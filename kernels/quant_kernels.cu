@@ -197,6 +197,7 @@ __device__ __forceinline__ uint32_t packed_code(const uint8_t* packed, uint32_t 
 // Tile columns of x the generic gemv stages at once for this plan: the widest tile, at most
 // kGenericXCols (the host's quant_generic_smem_bytes and the kernel both take it from here).
 __host__ __device__ __forceinline__ uint32_t generic_x_cols(const QuantSmemPlan& plan) {
+  if (plan.x_cols != 0) return plan.x_cols;  // the whole width (the host found it fits)
   return plan.cols_cap == 0 ? 1u : plan.cols_cap < kGenericXCols ? plan.cols_cap : kGenericXCols;
 }
 

@@ -68,6 +68,7 @@ struct SmemLayout {
 // Tile columns of x the GEMV stages at once for this plan: the widest tile, at most kGemvXCols
 // (gemv_smem_bytes and the kernel both take it from here).
 __host__ __device__ __forceinline__ uint32_t gemv_x_cols(const SmemPlan& plan) {
+  if (plan.x_cols != 0) return plan.x_cols;  // the whole width (the host found it fits)
   return plan.cols_cap == 0 ? 1u : plan.cols_cap < kGemvXCols ? plan.cols_cap : kGemvXCols;
 }
 

@@ -680,6 +680,11 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(exp4_cap), t.tile_rows, t.tile_cols, 0};
   }
 
+  // x for the widest tile whole when it fits beside the decode at 8 batch columns (staged once a
+  // pass, as before x was sliced), else in slices of 512 columns (any width fits).
+  SmemPlan whole = impl->plan;
+  whole.x_cols = whole.cols_cap;
+  if (detail::gemv_smem_bytes(whole, 8) + 1024 <= impl->smem_limit) impl->plan.x_cols = whole.cols_cap;
   uint64_t need = detail::decode_smem_bytes(impl->plan) + 1024;  // + static shared and margin
   if (lossy) {
     impl->streamable = impl->streamable && quant_sizes.all_raw;
@@ -693,6 +698,9 @@ GpuTensor GpuTensor::upload(const WpkReader& reader, size_t tensor) {
     if (const char* env = std::getenv("WPACK_STREAM_STAGES")) stages = std::clamp<uint32_t>(std::atoi(env), 2, 8);
     impl->stream_plan = QuantStreamPlan{static_cast<uint32_t>(quant_sizes.stored_cap), t.tile_rows, t.tile_cols,
                                         stages};
+    QuantSmemPlan whole_x = impl->quant_plan;  // x whole when it fits, as for the plan above
+    whole_x.x_cols = whole_x.cols_cap;
+    if (detail::quant_generic_smem_bytes(whole_x) + 1024 <= impl->smem_limit) impl->quant_plan.x_cols = whole_x.cols_cap;
     need = detail::quant_decode_smem_bytes(impl->quant_plan) + 1024;  // gemv() checks its own need
     if (impl->streamable && detail::quant_stream_smem_bytes(impl->stream_plan, 8) + 1024 > static_cast<uint64_t>(smem_limit))
       impl->streamable = false;

@@ -606,21 +606,26 @@ TEST_CASE("gpu gemv: BF16 rans and none, batch 1..21, edge tiles, vs float64") {
 // (the warp-per-tile one takes tiles up to 128 columns). It held x for the tile's whole width per
 // pass of up to 8 batch columns, which beside the decode no longer fit from 6 columns on: batch 6..8
 // and every batch above 8 were refused ("tiles need N bytes of shared memory"). It now stages x in
-// slices of 512 columns. A refusal throws out of check_gemv and fails the case; the kernel's name
-// is required too. 6 x 2730 (one tile as well): two rounds of the kernel's 4 warps over 6 slices
-// (the last of 170 columns), which ran before and must still be right.
+// slices of 512 columns where x whole does not fit beside the decode at 8 batch columns (whole
+// where it does: 6 x 2730, one tile as well, 87 KiB of x). A refusal throws out of check_gemv and
+// fails the case; the kernel's name is required too. 8 x 4096 in one 8 x 4096 tile (--tile):
+// x whole (128 KiB) beside its decode (64 KiB raw, ~45 KiB stored, tables) does not fit, so two
+// rounds of the kernel's 4 warps over 8 slices.
 TEST_CASE("gpu gemv: lossless BF16 one-tile 1x8192 matrix on the block-per-tile kernel, x in slices, batch 1..64") {
-  auto p = pack({{"row", DType::BF16, {1, 8192}}, {"rounds", DType::BF16, {6, 2730}}}, wpack::PackOptions{}.codec, 128,
+  auto p = pack({{"row", DType::BF16, {1, 8192}}, {"whole", DType::BF16, {6, 2730}}}, wpack::PackOptions{}.codec, 128,
                 128, std::nullopt, 12);
-  for (size_t t = 0; t < 2; ++t) {
-    const auto& info = p->reader->tensors()[t];
-    REQUIRE(info.tile_count == 1);
-    REQUIRE(info.tile_rows == info.shape[0]);
-    REQUIRE(info.tile_cols == info.shape[1]);
-  }
+  auto rounds = pack({{"rounds", DType::BF16, {8, 4096}}}, wpack::PackOptions{}.codec, 8, 4096, std::nullopt, 13);
+  for (const auto* q : {p.get(), rounds.get()})
+    for (const auto& info : q->reader->tensors()) {
+      REQUIRE(info.tile_count == 1);
+      REQUIRE(info.tile_rows == info.shape[0]);
+      REQUIRE(info.tile_cols == info.shape[1]);
+    }
   check_decode(*p);
+  check_decode(*rounds);
   for (uint32_t batch : {1u, 6u, 8u, 16u, 64u}) REQUIRE(check_gemv(*p, 0, batch, 1100 + batch) == "block-per-tile");
   for (uint32_t batch : {1u, 5u, 8u, 13u}) REQUIRE(check_gemv(*p, 1, batch, 1200 + batch) == "block-per-tile");
+  for (uint32_t batch : {1u, 5u, 8u, 13u}) REQUIRE(check_gemv(*rounds, 0, batch, 1300 + batch) == "block-per-tile");
 }
 
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
@@ -837,27 +842,30 @@ TEST_CASE("gpu lossy: layer shapes (11008x4096, 4096x11008, 5120x13824) and edge
 // every batch, batch 1 too ("tiles need N bytes of shared memory"), though their decode takes
 // 55-80 KiB; [3, 5000] (156 KiB of x) fit only while its decode took under about 70 KiB (it does
 // here; rANS tables of precision 12 would not). x is now staged in slices of 512 columns. A refusal
-// throws out of check_gemv_f32 and fails the case. 12 x 1365 (one tile as well): two rounds of
-// the kernel's 8 warps over 3 slices (the last of 341 columns), which ran before and must still
-// be right. The weights are the CPU decode's exactly, so only float32 accumulation separates y
-// from float64.
+// throws out of check_gemv_f32 and fails the case. Where x whole fits beside the decode at 8
+// batch columns it is held whole (12 x 1365, one tile as well). 16 x 4096 in one 16 x 4096 tile
+// (--tile): x whole (128 KiB) beside 64 KiB of codes and ~33 KiB stored does not fit, so two rounds
+// of the kernel's 8 warps over 8 slices. The weights are the CPU decode's exactly, so only float32
+// accumulation separates y from float64.
 TEST_CASE("gpu lossy: one-tile wide matrices (1x16384 int4 and int8, 3x5000 int4, rans) on the generic GEMV, x in slices, batch 1..64") {
   using wpack::Scheme;
   struct WideCase {
     LossyCase lossy;
     Spec spec;
     std::vector<uint32_t> batches;
+    uint32_t tile_rows = 128, tile_cols = 128;
   };
   const WideCase cases[] = {
       {{Scheme::kInt4, Codec::kRans}, {"row", DType::F32, {1, 16384}}, {1, 8, 16, 64}},
       {{Scheme::kInt8, Codec::kRans}, {"row", DType::F32, {1, 16384}}, {1, 8, 16, 64}},
       {{Scheme::kInt4, Codec::kRans}, {"wide", DType::F32, {3, 5000}}, {1, 3, 8, 9, 64}},
-      {{Scheme::kInt4, Codec::kRans}, {"rounds", DType::F32, {12, 1365}}, {1, 8, 9}},
+      {{Scheme::kInt4, Codec::kRans}, {"whole", DType::F32, {12, 1365}}, {1, 8, 9}},
+      {{Scheme::kInt4, Codec::kRans}, {"rounds", DType::F32, {16, 4096}}, {1, 8, 9}, 16, 4096},
   };
   uint64_t seed = 81;
   for (const WideCase& c : cases) {
     INFO("case " << case_name(c.lossy) << ", " << c.spec.shape[0] << " x " << c.spec.shape[1]);
-    auto p = pack_lossy({c.spec}, c.lossy, 128, 128, seed++);
+    auto p = pack_lossy({c.spec}, c.lossy, c.tile_rows, c.tile_cols, seed++);
     const auto& info = p->reader->tensors()[0];
     REQUIRE(info.scheme != 0);
     REQUIRE(info.tile_count == 1);

@@ -35,13 +35,17 @@ struct SmemPlan {
   uint32_t stored_cap;     // bytes, a multiple of 16
   uint32_t raw_cap;        // bytes, a multiple of 16
   uint32_t precision_cap;  // largest rANS table precision (10..12); tables are 4 << precision_cap bytes
-  uint32_t cols_cap;       // widest tile, elements (gemv keeps x for up to 512 of its columns)
+  uint32_t cols_cap;       // widest tile, elements
   uint32_t table_warps;    // 1..4: warps that decode rANS planes (= most planes of a tile, at most 4);
                            // fewer tables leave room for more blocks per multiprocessor
+  // Tile columns of x the gemv holds at once: cols_cap when x for the widest tile fits beside the
+  // decode at 8 batch columns (the host sets it so), else 0: min(cols_cap, 512), a wider tile's x
+  // then staged in slices (re-read for every round of rows: slower, but any width fits).
+  uint32_t x_cols = 0;
 };
 
-// Bytes of dynamic shared memory decode/gemv launches need (gemv adds x: min(cols_cap, 512) * batch
-// floats; a wider tile's x is staged in slices of 512 columns).
+// Bytes of dynamic shared memory decode/gemv launches need (gemv adds x: the plan's x columns *
+// batch floats).
 uint64_t decode_smem_bytes(const SmemPlan& plan);
 uint64_t gemv_smem_bytes(const SmemPlan& plan, uint32_t batch);
 
@@ -151,9 +155,9 @@ struct QuantSmemPlan {
   uint32_t side_cap;       // largest plane A (side data + bitmap), bytes, multiple of 16
   uint32_t precision_cap;  // largest rANS table precision, 10..12
   uint32_t cols_cap;       // widest tile, elements
+  uint32_t x_cols = 0;     // as SmemPlan::x_cols: cols_cap when the whole x fits, else 0 (slices of 512)
 };
-// The generic gemv's (with x: min(cols_cap, 512) * 8 floats, whatever the batch; a wider tile's x
-// is staged in slices of 512 columns).
+// The generic gemv's (with x: the plan's x columns * 8 floats, whatever the batch).
 uint64_t quant_generic_smem_bytes(const QuantSmemPlan& plan);
 uint64_t quant_decode_smem_bytes(const QuantSmemPlan& plan);   // the decode's (no x)
 
