@@ -382,7 +382,7 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
     j["original_bytes"] = p.original_bytes;
     j["estimated_bytes"] = p.estimated_bytes;
     j["ratio"] = json_or_null(ratio_of(double(p.estimated_bytes), p.original_bytes));  // as inspect's
-    const double bits = elements ? p.bits_per_weight : std::nan("");
+    const double bits = bits_per_weight(double(p.estimated_bytes), elements);
     j["bits_per_weight"] = json_or_null(bits);
     tensors.push_back(j);
     table.add({p.name, shape_to_string(p.shape), std::string(dtype_name(p.dtype)), policy_to_string(p.policy),

@@ -362,20 +362,21 @@ constexpr std::regex::flag_type kNamePatternFlags = std::regex::ECMAScript
 // ".*(norm|embed).*"); the pattern between any prefix and suffix, matched whole, is one walk. The
 // pattern is compiled alone first: wrapped, some invalid ones (")(") would pass. Each pattern is
 // compiled once per thread (every tensor of a model is matched against the same few: compiling
-// them per tensor took 2.5 s of 3.2 for 20k small tensors and three patterns).
+// them per tensor took 2.5 s of 3.2 for 20k small tensors and three patterns). A pattern that is
+// not a valid regex is Error(kInvalidArgument).
 bool name_matches(const std::string& name, const std::string& pattern) {
   thread_local std::unordered_map<std::string, std::regex> compiled;
-  auto it = compiled.find(pattern);
-  if (it == compiled.end()) {
-    (void)std::regex(pattern, kNamePatternFlags);
-    it = compiled.emplace(pattern, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags)).first;
+  try {
+    auto it = compiled.find(pattern);
+    if (it == compiled.end()) {
+      (void)std::regex(pattern, kNamePatternFlags);
+      it = compiled.emplace(pattern, std::regex("[\\s\\S]*(?:" + pattern + ")[\\s\\S]*", kNamePatternFlags)).first;
+    }
+    return std::regex_match(name, it->second);
+  } catch (const std::regex_error& e) {
+    throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
   }
-  return std::regex_match(name, it->second);
 }
-
-}  // namespace
-
-namespace {
 
 // An F64 tensor is quantized as its float32 values, and its metrics are taken against them: a
 // weight beyond float32's range would read as inf ("not finite"), and a tensor whose weights are all
@@ -430,13 +431,7 @@ void check_tensor_packable(const TensorInfo& info, const std::string& source_pat
 TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) {
   const TensorPolicy lossless;
   if (!lossy_dtype(info.dtype) || info.num_elements() == 0) return lossless;
-  auto matches = [&](const std::string& pattern) {
-    try {
-      return name_matches(info.name, pattern);
-    } catch (const std::regex_error& e) {
-      throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
-    }
-  };
+  auto matches = [&](const std::string& pattern) { return name_matches(info.name, pattern); };
   for (const auto& pattern : options.keep)
     if (matches(pattern)) return lossless;
   for (auto it = options.overrides.rbegin(); it != options.overrides.rend(); ++it)
@@ -446,12 +441,8 @@ TensorPolicy resolve_policy(const TensorInfo& info, const PackOptions& options) 
 
 std::vector<std::string> unmatched_patterns(const TensorSource& source, const PackOptions& options) {
   auto matches_none = [&](const std::string& pattern) {
-    try {
-      return std::none_of(source.tensors().begin(), source.tensors().end(),
-                          [&](const TensorInfo& t) { return name_matches(t.name, pattern); });
-    } catch (const std::regex_error& e) {
-      throw Error(ErrorCode::kInvalidArgument, "pattern '" + pattern + "' is not a valid regex: " + e.what());
-    }
+    return std::none_of(source.tensors().begin(), source.tensors().end(),
+                        [&](const TensorInfo& t) { return name_matches(t.name, pattern); });
   };
   std::vector<std::string> unmatched;
   for (const auto& pattern : options.keep)
@@ -509,7 +500,6 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
       bytes += std::min(dense, sparse);
     }
     plan.estimated_bytes = static_cast<uint64_t>(std::ceil(bytes));
-    plan.bits_per_weight = n ? 8.0 * double(plan.estimated_bytes) / double(n) : 0.0;
     plans.push_back(std::move(plan));
   }
   return plans;

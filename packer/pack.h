@@ -112,7 +112,6 @@ struct TensorPlan {
   uint64_t estimated_bytes = 0;  // tiles + index entry; lossy: before entropy coding (an upper
                                  // estimate); lossless: order-0 entropy of the byte planes, or
                                  // with codec exp4 (BF16/F32) the exact exp4 tile bytes
-  double bits_per_weight = 0;
 };
 // What pack_model would do, without writing anything (reads lossless tensors for the estimate).
 std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options);

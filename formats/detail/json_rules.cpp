@@ -15,13 +15,13 @@ class Scanner final : public nlohmann::json_sax<Json> {
  public:
   explicit Scanner(bool unique_keys) : unique_keys_(unique_keys) {}
 
-  bool null() override { return top_value(); }
-  bool boolean(bool) override { return top_value(); }
-  bool number_integer(number_integer_t) override { return top_value(); }
-  bool number_unsigned(number_unsigned_t) override { return top_value(); }
-  bool number_float(number_float_t, const string_t&) override { return top_value(); }
-  bool string(string_t&) override { return top_value(); }
-  bool binary(binary_t&) override { return top_value(); }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
 
   bool start_object(std::size_t) override {
     if (levels_.empty()) top_is_object_ = true;
@@ -44,7 +44,6 @@ class Scanner final : public nlohmann::json_sax<Json> {
   bool top_is_object() const { return top_is_object_; }
 
  private:
-  bool top_value() { return true; }
   bool open() {
     if (levels_.size() >= static_cast<size_t>(kMaxJsonDepth))
       throw JsonProblem{JsonProblem::Kind::kTooDeep,
@@ -115,7 +114,9 @@ class Builder {
   bool truncated_ = false;
 };
 
-// The second pass of parse_json_members: routes each SAX event to the value it belongs to.
+// The second pass of parse_json_members: builds one value at a time (the top-level value when it is
+// not an object, a member's, or a flat member's member), hands it over when it closes, and routes
+// keys between members to the right place.
 class MemberParser final : public nlohmann::json_sax<Json> {
  public:
   explicit MemberParser(const JsonMembers& sink) : sink_(sink) {}
@@ -133,14 +134,12 @@ class MemberParser final : public nlohmann::json_sax<Json> {
   bool end_array() override { return end(); }
 
   bool key(string_t& k) override {
-    switch (at_) {
-      case At::kObject: member_key_ = std::move(k); break;
-      case At::kFlat: flat_key_ = std::move(k); break;
-      case At::kMember:
-      case At::kFlatMember:
-      case At::kTop: current().key(std::move(k)); break;
-      case At::kStart: break;  // not reached: a key is inside an object
-    }
+    if (at_ == At::kObject)
+      member_key_ = std::move(k);
+    else if (at_ == At::kFlat)
+      flat_key_ = std::move(k);
+    else
+      built_.key(std::move(k));
     return true;
   }
 
@@ -148,98 +147,65 @@ class MemberParser final : public nlohmann::json_sax<Json> {
     throw JsonProblem{JsonProblem::Kind::kInvalid, e.what(), {}, false};  // check_json passed: not expected
   }
 
-  std::optional<Json> top() { return top_is_object_ ? std::nullopt : std::optional<Json>(std::move(top_.root())); }
+  std::optional<Json> top() { return top_is_object_ ? std::nullopt : std::optional<Json>(std::move(built_.root())); }
 
  private:
-  // kStart: before the top-level value; kTop: inside a top-level value that is not an object;
-  // kObject: in the top-level object between members; kMember: inside a member's value; kFlat: in
-  // the flat member's object between its members; kFlatMember: inside one of those.
-  enum class At { kStart, kTop, kObject, kMember, kFlat, kFlatMember };
-
-  Builder& current() { return at_ == At::kTop ? top_ : at_ == At::kMember ? member_ : flat_member_; }
+  // Between values: kStart (before the top-level one), kObject (between the top-level object's
+  // members), kFlat (between the flat member's members), kDone. Inside the value being built:
+  // kTop, kMember, kFlatMember.
+  enum class At { kStart, kObject, kFlat, kDone, kTop, kMember, kFlatMember };
 
   bool value(Json&& v, bool container) {
-    switch (at_) {
-      case At::kStart:
-        if (container && v.is_object()) {
-          top_is_object_ = true;
-          at_ = At::kObject;
-        } else if (!top_.value(std::move(v), container)) {
-          at_ = At::kTop;
-        }
-        break;
-      case At::kObject:
-        if (container && v.is_object() && !sink_.flat_key.empty() && member_key_ == sink_.flat_key) {
-          at_ = At::kFlat;
-          if (sink_.flat_begin) sink_.flat_begin();
-          break;
-        }
-        member_.reset();
-        if (member_.value(std::move(v), container))
-          deliver_member();
-        else
-          at_ = At::kMember;
-        break;
-      case At::kFlat:
-        flat_member_.reset();
-        if (flat_member_.value(std::move(v), container))
-          deliver_flat_member();
-        else
-          at_ = At::kFlatMember;
-        break;
-      case At::kTop:
-        top_.value(std::move(v), container);  // the top-level value ends with an end event
-        break;
-      case At::kMember:
-        if (member_.value(std::move(v), container)) deliver_member();  // not reached: completes on end()
-        break;
-      case At::kFlatMember:
-        flat_member_.value(std::move(v), container);
-        break;
+    const bool object = container && v.is_object();
+    if (at_ == At::kStart && object) {  // the top-level object: its members are the values
+      top_is_object_ = true;
+      at_ = At::kObject;
+      return true;
     }
+    if (at_ == At::kObject && object && !sink_.flat_key.empty() && member_key_ == sink_.flat_key) {
+      at_ = At::kFlat;  // its members are the values
+      if (sink_.flat_begin) sink_.flat_begin();
+      return true;
+    }
+    if (at_ == At::kStart || at_ == At::kObject || at_ == At::kFlat) {  // a value starts
+      built_.reset();
+      at_ = at_ == At::kStart ? At::kTop : at_ == At::kObject ? At::kMember : At::kFlatMember;
+    }
+    if (built_.value(std::move(v), container)) deliver();
     return true;
   }
 
   bool end() {
-    switch (at_) {
-      case At::kTop:
-        top_.close();
-        break;
-      case At::kObject:  // the top-level object closes
-        break;
-      case At::kMember:
-        if (member_.close()) deliver_member();
-        break;
-      case At::kFlat: {  // the flat member's object closes
-        Json empty = Json::object();
-        sink_.member(member_key_, empty, false);
-        at_ = At::kObject;
-        break;
-      }
-      case At::kFlatMember:
-        if (flat_member_.close()) deliver_flat_member();
-        break;
-      case At::kStart: break;  // not reached
+    if (at_ == At::kObject) {  // the top-level object closes
+      at_ = At::kDone;
+    } else if (at_ == At::kFlat) {  // the flat member's object closes
+      Json empty = Json::object();
+      at_ = At::kObject;
+      sink_.member(member_key_, empty, false);
+    } else if (built_.close()) {
+      deliver();
     }
     return true;
   }
 
-  void deliver_member() {
-    at_ = At::kObject;
-    sink_.member(member_key_, member_.root(), member_.truncated());
-    member_.reset();
-  }
-  void deliver_flat_member() {
-    at_ = At::kFlat;
-    sink_.flat_member(flat_key_, flat_member_.root(), flat_member_.truncated());
-    flat_member_.reset();
+  // The value built is complete: hand it over (the top-level one is kept for top()).
+  void deliver() {
+    if (at_ == At::kTop) {
+      at_ = At::kDone;
+    } else if (at_ == At::kMember) {
+      at_ = At::kObject;
+      sink_.member(member_key_, built_.root(), built_.truncated());
+    } else {
+      at_ = At::kFlat;
+      sink_.flat_member(flat_key_, built_.root(), built_.truncated());
+    }
   }
 
   const JsonMembers& sink_;
   At at_ = At::kStart;
   bool top_is_object_ = false;
   std::string member_key_, flat_key_;
-  Builder top_, member_, flat_member_;
+  Builder built_;  // the value being built (one at a time)
 };
 
 }  // namespace
