@@ -228,7 +228,7 @@ void bench_int4(const std::string& label, const std::vector<Matrix>& tensors) {
     for (uint8_t c : codes) ++hist[c], ++file_hist[c];
     tensor_bits += entropy_total_bits(hist);
     codes_total += codes.size();
-    const wpack::TileGeometry geometry = wpack::tile_geometry({m.rows, m.cols}, 128, 128);
+    const wpack::TileGeometry geometry = wpack::tile_geometry(wpack::MatrixView{m.rows, m.cols}, 128, 128);
     for (uint64_t k = 0; k < geometry.tile_count(); ++k) {
       const wpack::TileRect rect = geometry.rect(k);
       const std::vector<uint8_t> packed = tile_nibbles(codes.data(), m.cols, rect);
@@ -283,7 +283,7 @@ void bench_int4_packed(const std::string& label, const std::vector<Matrix>& tens
     code_bits += entropy_total_bits(hist);
     zero_rel_bits += entropy_total_bits(zero_rel_hist);
     codes_total += q.codes.size();
-    const wpack::TileGeometry geometry = wpack::tile_geometry({m.rows, m.cols}, 128, 128);
+    const wpack::TileGeometry geometry = wpack::tile_geometry(wpack::MatrixView{m.rows, m.cols}, 128, 128);
     std::vector<float> decoded;
     for (uint64_t k = 0; k < geometry.tile_count(); ++k) {
       const wpack::TileRect rect = geometry.rect(k);

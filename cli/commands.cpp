@@ -235,6 +235,7 @@ int inspect_wpk(const InspectArgs& args) {
     j["codec"] = tile_codec_of(*reader, t);
     j["filter"] = tile_layout_of(*reader, t);
     j["tiles"] = t.tile_count;
+    j["matrix"] = {t.rows(), t.cols()};
     j["tile_shape"] = {t.tile_rows, t.tile_cols};
     j["original_bytes"] = original;
     j["packed_bytes"] = packed;
@@ -378,6 +379,8 @@ int dry_run(const CompressArgs& args, const TensorSource& source) {
     j["shape"] = p.shape;
     j["scheme"] = p.policy.lossy() ? std::string(scheme_name(p.policy.spec.scheme)) : "lossless";
     j["policy"] = policy_to_string(p.policy);
+    const MatrixView view = matrix_view(p.shape, p.row_dims);
+    j["matrix"] = {view.rows, view.cols};
     j["tile_shape"] = {p.tile_rows, p.tile_cols};
     j["original_bytes"] = p.original_bytes;
     j["estimated_bytes"] = p.estimated_bytes;

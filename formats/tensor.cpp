@@ -36,6 +36,15 @@ std::string shape_to_string(const std::vector<uint64_t>& shape) {
   return s + "]";
 }
 
+MatrixView matrix_view(const std::vector<uint64_t>& shape, uint32_t row_dims) {
+  MatrixView v;
+  if (shape.empty()) return v;
+  const size_t split = row_dims == 0 ? shape.size() - 1 : row_dims;
+  v.cols = 1;
+  for (size_t i = 0; i < shape.size(); ++i) (i < split ? v.rows : v.cols) *= shape[i];
+  return v;
+}
+
 TensorBytes TensorBytes::owned(std::vector<uint8_t> bytes) {
   auto holder = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
   TensorBytes t;

@@ -32,6 +32,17 @@ struct TensorInfo {
 // "[768, 384]" style text for messages and tables.
 std::string shape_to_string(const std::vector<uint64_t>& shape);
 
+// The 2-D matrix a tensor is tiled, quantized and multiplied as (docs/FORMAT.md "Tiling"): rows
+// are the product of the first `row_dims` dimensions and cols the product of the rest. row_dims 0
+// is the default view: rank 0 is 1x1, rank 1 is 1xn, rank r is prod(shape[0..r-2]) x shape[r-1].
+// A row_dims of 1..rank-2 (rank >= 3) folds the trailing dimensions into the columns: a PyTorch
+// convolution [out, in, kh, kw] with row_dims 1 is out x (in*kh*kw). The caller keeps row_dims in
+// that range (WpkReader checks it); the shape's product must not overflow 64 bits.
+struct MatrixView {
+  uint64_t rows = 1, cols = 1;
+};
+MatrixView matrix_view(const std::vector<uint64_t>& shape, uint32_t row_dims);
+
 // The bytes of one tensor: owned, or borrowed from memory that `keep_alive` holds, e.g. a map.
 class TensorBytes {
  public:

@@ -98,13 +98,6 @@ uint64_t WpkTensor::num_elements() const {
       throw Error(ErrorCode::kFormat, "tensor '" + name + "': shape " + shape_text(shape) + " overflows 64 bits");
   return n;
 }
-uint64_t WpkTensor::cols() const { return shape.empty() ? 1 : shape.back(); }
-uint64_t WpkTensor::rows() const {
-  if (shape.size() <= 1) return 1;
-  uint64_t r = 1;
-  for (size_t i = 0; i + 1 < shape.size(); ++i) r *= shape[i];
-  return r;
-}
 uint64_t WpkTensor::tile_grid_rows() const { return num_elements() == 0 ? 0 : ceil_div(rows(), tile_rows); }
 uint64_t WpkTensor::tile_grid_cols() const { return num_elements() == 0 ? 0 : ceil_div(cols(), tile_cols); }
 
@@ -144,6 +137,10 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
   if (tensor.scheme == 0 && !tensor.params.empty())
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': lossless tensor with " +
                                                  std::to_string(tensor.params.size()) + " bytes of params");
+  if (tensor.row_dims != 0 && size_t{tensor.row_dims} + 2 > tensor.shape.size())
+    throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': row dims " +
+                                                 std::to_string(tensor.row_dims) + " for rank " +
+                                                 std::to_string(tensor.shape.size()));
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
   if (uint64_t{tensor.tile_rows} * tensor.tile_cols > kWpkMaxTileElements)
@@ -211,7 +208,7 @@ void WpkWriter::commit(const std::string& metadata_json) {
     detail::put_u8(index, static_cast<uint8_t>(t.dtype));
     detail::put_u8(index, static_cast<uint8_t>(t.shape.size()));
     detail::put_u8(index, t.scheme);
-    detail::put_u8(index, 0);  // reserved
+    detail::put_u8(index, t.row_dims);
     for (uint64_t d : t.shape) detail::put_u64(index, d);
     detail::put_u32(index, t.tile_rows);
     detail::put_u32(index, t.tile_cols);
@@ -347,7 +344,13 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
     const uint8_t rank = c.u8("rank");
     if (rank > kWpkMaxRank) throw Error(ErrorCode::kFormat, where + ": rank " + std::to_string(rank) + " > 16");
     t.scheme = c.u8("scheme");
-    if (c.u8("reserved") != 0) throw Error(ErrorCode::kFormat, where + ": reserved byte not zero");
+    t.row_dims = c.u8("row dims");
+    if (version < 5 && t.row_dims != 0)  // v2..v4 writers never wrote it
+      throw Error(ErrorCode::kCorrupt, where + ": row dims " + std::to_string(t.row_dims) +
+                                           " (added in format v5) in a format v" + std::to_string(version) + " file");
+    if (t.row_dims != 0 && t.row_dims + 2 > rank)
+      throw Error(ErrorCode::kFormat, where + ": row dims " + std::to_string(t.row_dims) + " for a tensor of rank " +
+                                          std::to_string(rank) + " (0, or 1.." + (rank >= 3 ? std::to_string(rank - 2) : "none") + ")");
     uint64_t elements = 1;
     for (uint8_t d = 0; d < rank; ++d) {
       t.shape.push_back(c.u64("shape"));

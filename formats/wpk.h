@@ -21,6 +21,7 @@
 
 #include "formats/dtype.h"
 #include "formats/io.h"
+#include "formats/tensor.h"  // MatrixView
 
 namespace wpack {
 
@@ -28,7 +29,7 @@ namespace wpack {
 // added tile filter byte 6 (quantized layout quant_dense_zrel) to v2, so a v4 reader reads v3 and v2
 // files exactly. v1 (before the rANS stream revision of docs/FORMAT-rans.md) is refused: its rANS
 // tiles do not decode with this decoder.
-inline constexpr uint32_t kWpkFormatVersion = 4;
+inline constexpr uint32_t kWpkFormatVersion = 5;
 inline constexpr uint32_t kWpkOldestReadableVersion = 2;
 // Tile filter byte first valid in v3 (packer/quant_tile.h kFilterQuantDenseZeroRel). This layer
 // knows it only to refuse it in a v2 file: v2 writers never wrote it, so such a file is corrupt.
@@ -70,6 +71,7 @@ struct WpkTensor {
   DType dtype = DType::F32;      // the source dtype
   std::vector<uint64_t> shape;   // the source shape
   uint8_t scheme = 0;            // 0 = lossless; packer/quantize.h Scheme
+  uint8_t row_dims = 0;          // the 2-D view's split (formats/tensor.h matrix_view); 0 = default, v5
   uint32_t tile_rows = 0;        // tile shape over the 2-D view (see docs/FORMAT.md "Tiling")
   uint32_t tile_cols = 0;
   uint64_t first_tile = 0;       // index of its first tile in the tile index
@@ -78,9 +80,11 @@ struct WpkTensor {
   ErrorMetrics metrics;
 
   uint64_t num_elements() const;
-  // The 2-D view: rank 0 -> 1x1, rank 1 -> 1xn, rank r -> prod(shape[0..r-2]) x shape[r-1].
-  uint64_t rows() const;
-  uint64_t cols() const;
+  // The 2-D view, matrix_view(shape, row_dims): by default rank 0 -> 1x1, rank 1 -> 1xn, rank r ->
+  // prod(shape[0..r-2]) x shape[r-1].
+  MatrixView view() const { return matrix_view(shape, row_dims); }
+  uint64_t rows() const { return view().rows; }
+  uint64_t cols() const { return view().cols; }
   uint64_t tile_grid_rows() const;  // ceil(rows / tile_rows), 0 for an empty tensor
   uint64_t tile_grid_cols() const;
 };
@@ -121,7 +125,7 @@ class WpkReader {
   // kWpkOldestReadableVersion..kWpkFormatVersion. Throws Error naming the file and what is wrong:
   // kFormat (not a .wpk, bad structure), kUnsupported (newer version, or v1), kCorrupt
   // (header/index/footer checksum mismatch; a v2 file with a tile of filter kWpkFilterAddedInV3; a
-  // v2 or v3 file with a tile of codec kWpkCodecAddedInV4).
+  // v2 or v3 file with a tile of codec kWpkCodecAddedInV4; a v2..v4 file with a tensor's row dims set).
   static std::unique_ptr<WpkReader> open(const std::string& path);
 
   const std::string& path() const { return file_->path(); }

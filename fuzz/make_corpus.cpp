@@ -177,6 +177,7 @@ void wpk_seeds(const fs::path& tmp) {
   src.add("ids", DType::I32, {5}, random_bytes(20, 22));
   src.add("s", DType::F64, {}, random_bytes(8, 23));
   src.add("e", DType::U8, {0, 2}, {});
+  src.add("c", DType::BF16, {4, 2, 3, 3}, weights_bf16(72, 24));  // viewed 4 x 18 (row dims 1, v5)
   auto pack = [&](const std::string& name, PackOptions options) {
     const fs::path path = tmp / (name + ".wpk");
     options.tile_rows = 16;
@@ -315,7 +316,7 @@ void quant_tile_seeds() {
     for (size_t i = 0; i < keep.size(); ++i)
       if (!keep[i]) decoded[i] = 0.0f;
     const uint32_t tile_cols = quant_tile_cols(requested_tile_cols, params.group);
-    const TileGeometry g = tile_geometry({rows, cols}, tile_rows, tile_cols);
+    const TileGeometry g = tile_geometry(wpack::MatrixView{rows, cols}, tile_rows, tile_cols);
     const QuantEncodedTile enc = encode_quant_tile(q, params, decoded.data(), g.rect(tile), codec, 3);
     const std::vector<uint8_t> blob = serialize_quant_params(params);
     // The harness's layout byte (fuzz/quant_tile.cpp): 0 dense, 1 sparse, 2 dense zero-relative.

@@ -31,7 +31,7 @@ constexpr uint64_t kMaxElements = 1u << 16;  // rows x cols of the tensors a har
 
 void decode_one_tile(Input& in, const QuantTensorParams& params, uint64_t rows, uint64_t cols, uint32_t tile_rows,
                      uint32_t tile_cols) {
-  const TileGeometry g = tile_geometry({rows, cols}, tile_rows, tile_cols);
+  const TileGeometry g = tile_geometry(wpack::MatrixView{rows, cols}, tile_rows, tile_cols);
   if (g.tile_count() == 0) return;
   const TileRect rect = g.rect(in.u16() % g.tile_count());
   const uint8_t layout_byte = in.u8();
@@ -144,7 +144,7 @@ void round_trip(Input& in) {
   const uint32_t tile_cols = quant_tile_cols(requested_cols, params.group);
   const QuantTensorParams parsed =
       parse_quant_params(static_cast<uint8_t>(params.scheme), serialize_quant_params(params), rows, cols, tile_rows, tile_cols);
-  const TileGeometry g = tile_geometry({rows, cols}, tile_rows, tile_cols);
+  const TileGeometry g = tile_geometry(wpack::MatrixView{rows, cols}, tile_rows, tile_cols);
   std::vector<float> out;
   QuantTileEncoder fast;
   for (uint64_t t = 0; t < g.tile_count(); ++t) {

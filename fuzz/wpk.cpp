@@ -44,7 +44,7 @@ void wpk(Bytes data) {
       } catch (const Error&) {
       }
     }
-    const TileGeometry g = tile_geometry(tensor.shape, tensor.tile_rows, tensor.tile_cols);
+    const TileGeometry g = tile_geometry(tensor.view(), tensor.tile_rows, tensor.tile_cols);
     if (g.tile_count() != tensor.tile_count) fail("wpk", "tile count differs from the tile grid");
     for (uint64_t k = 0; k < tensor.tile_count && decoded < kMaxTilesDecoded; ++k) {
       const TileRect rect = g.rect(k);

@@ -106,21 +106,18 @@ uint32_t effective_group(const QuantSpec& spec) {
   return spec.scheme == Scheme::kNf4 ? 64 : 128;
 }
 
+// The 2-D view the packer records for a tensor (choose_row_dims).
+MatrixView packed_view(const TensorInfo& info) { return matrix_view(info.shape, choose_row_dims(info.shape)); }
+
 // The tile shape of a tensor under `policy`.
 void tensor_tile_shape(const TensorInfo& info, const TensorPolicy& policy, const PackOptions& options,
                        uint32_t* tile_rows, uint32_t* tile_cols) {
   const uint32_t requested_cols =
       policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(policy.spec)) : options.tile_cols;
-  choose_tile_shape(info.shape, static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
+  choose_tile_shape(info.shape.size(), packed_view(info), static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
                     tile_rows, tile_cols);
 }
 
-// rows x cols of the 2-D view.
-void view_2d(const std::vector<uint64_t>& shape, uint64_t* rows, uint64_t* cols) {
-  *cols = shape.empty() ? 1 : shape.back();
-  *rows = 1;
-  for (size_t i = 0; i + 1 < shape.size(); ++i) *rows *= shape[i];
-}
 
 // The dtypes whose floatplanes plane 0 is exactly the exponent byte: what codec exp4 codes.
 bool exp4_dtype(DType dtype) { return dtype == DType::BF16 || dtype == DType::F32; }
@@ -383,9 +380,7 @@ bool name_matches(const std::string& name, const std::string& pattern) {
 // below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
 // zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
 void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, const std::string& source_path) {
-  uint64_t rows, cols;
-  view_2d(info.shape, &rows, &cols);
-  cols = std::max<uint64_t>(cols, 1);
+  const uint64_t cols = std::max<uint64_t>(packed_view(info).cols, 1);
   const std::string context = source_path + ": tensor '" + info.name + "': ";
   const std::string keep = " (--keep packs it lossless)";
   double largest = 0;
@@ -462,12 +457,13 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     plan.name = info.name;
     plan.dtype = info.dtype;
     plan.shape = info.shape;
+    plan.row_dims = choose_row_dims(info.shape);
     plan.policy = resolve_policy(info, options);
     plan.original_bytes = info.num_bytes();
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
     check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
     if (plan.policy.lossy() && info.dtype == DType::F64) check_f64_fits_f32(info, source.read(t), source.path());
-    const TileGeometry g = tile_geometry(info.shape, plan.tile_rows, plan.tile_cols);
+    const TileGeometry g = tile_geometry(packed_view(info), plan.tile_rows, plan.tile_cols);
     // Index entry: the record's fixed fields and name, plus one record per tile.
     double bytes = 2 + info.name.size() + 4 + 8 * info.shape.size() + 8 + 16 + 32 + 4 + 40.0 * g.tile_count();
     const uint64_t n = info.num_elements();
@@ -480,8 +476,8 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     } else {
       const Scheme scheme = plan.policy.spec.scheme;
       const double bits = scheme_bits(scheme);
-      uint64_t rows, cols;
-      view_2d(info.shape, &rows, &cols);
+      const MatrixView view = packed_view(info);
+      uint64_t rows = view.rows, cols = view.cols;
       bytes += kQuantParamsHeaderBytes + 8.0 * g.tile_count();  // params header, plane directories
       if (const uint32_t group = effective_group(plan.policy.spec)) {
         const bool zeros = (scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2) &&
@@ -511,7 +507,7 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
   if (codec == Codec::kNone) return Filter::kNone;
   if (candidates.size() == 1) return candidates.front();
   const uint32_t esize = dtype_size(info.dtype);
-  TileGeometry g = tile_geometry(info.shape, tile_rows, tile_cols);
+  TileGeometry g = tile_geometry(packed_view(info), tile_rows, tile_cols);
   const uint64_t tiles = g.tile_count();
   if (tiles == 0) return candidates.front();
   const uint64_t samples = std::min<uint64_t>(tiles, kFilterSampleTiles);
@@ -536,7 +532,9 @@ class TensorBands {
  public:
   TensorBands(const TensorInfo& info, const TensorBytes& bytes, uint64_t band_rows)
       : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)) {
-    view_2d(info.shape, &rows_, &cols_);
+    const MatrixView view = packed_view(info);
+    rows_ = view.rows;
+    cols_ = view.cols;
   }
   uint64_t rows() const { return rows_; }  // the 2-D view's
   uint64_t cols() const { return cols_; }
@@ -634,7 +632,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands
                     int threads, const std::string& context, LossyWorkspace& ws, Fp16Limits& limits,
                     const uint16_t* lut_table = nullptr) {
   const uint64_t cols = bands.cols();
-  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+  const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
   ws.tile_bytes.clear();
   ws.tiles.clear();
   ErrorAccumulator errors;
@@ -763,10 +761,10 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
                                const std::string& source_path, LossyWorkspace& ws) {
   // Errors name the tensor in its source file: they are about its values (a NaN or inf weight).
   const std::string context = source_path + ": tensor '" + info.name + "'";
-  uint64_t rows, cols;
-  view_2d(info.shape, &rows, &cols);
+  const MatrixView view = packed_view(info);
+  uint64_t rows = view.rows, cols = view.cols;
   const uint64_t n = info.num_elements();
-  const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+  const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
   const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
   if (info.dtype == DType::F64) check_f64_fits_f32(info, bytes, source_path);
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
@@ -882,6 +880,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     record.dtype = info.dtype;
     record.shape = info.shape;
     record.scheme = 0;
+    record.row_dims = static_cast<uint8_t>(choose_row_dims(info.shape));
     record.tile_rows = plans[t].tile_rows;
     record.tile_cols = plans[t].tile_cols;
     if (policy.lossy()) {
@@ -892,7 +891,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
       if (options.progress) options.progress(done, total, info.name);
       continue;
     }
-    const TileGeometry g = tile_geometry(info.shape, record.tile_rows, record.tile_cols);
+    const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
     const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
     TileCoding coding;
     coding.codec = codecs.front();

@@ -106,6 +106,7 @@ struct TensorPlan {
   std::string name;
   DType dtype = DType::F32;
   std::vector<uint64_t> shape;
+  uint32_t row_dims = 0;  // the 2-D view's split, as the record will hold it (choose_row_dims)
   TensorPolicy policy;
   uint32_t tile_rows = 0, tile_cols = 0;
   uint64_t original_bytes = 0;

@@ -15,11 +15,10 @@ TileRect TileGeometry::rect(uint64_t tile_index) const {
   return r;
 }
 
-TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols) {
+TileGeometry tile_geometry(const MatrixView& view, uint32_t tile_rows, uint32_t tile_cols) {
   TileGeometry g;
-  g.cols = shape.empty() ? 1 : shape.back();
-  g.rows = 1;
-  for (size_t i = 0; i + 1 < shape.size(); ++i) g.rows *= shape[i];
+  g.rows = view.rows;
+  g.cols = view.cols;
   g.tile_rows = tile_rows;
   g.tile_cols = tile_cols;
   if (g.rows != 0 && g.cols != 0) {
@@ -29,18 +28,28 @@ TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_row
   return g;
 }
 
-void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
+uint32_t choose_row_dims(const std::vector<uint64_t>& shape) {
+  if (shape.size() < 3 || shape.back() >= kMinViewCols) return 0;
+  if (std::find(shape.begin(), shape.end(), uint64_t{0}) != shape.end()) return 0;
+  uint64_t cols = shape.back();  // no overflow: a product of the tensor's dimensions
+  for (size_t k = shape.size() - 2; k >= 1; --k) {
+    cols *= shape[k];
+    if (cols >= kMinViewCols || k == 1) return static_cast<uint32_t>(k);
+  }
+  return 1;  // not reached: rank >= 3 stops at k == 1
+}
+
+void choose_tile_shape(size_t rank, const MatrixView& view, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
                        uint32_t* chosen_rows, uint32_t* chosen_cols) {
-  TileGeometry g = tile_geometry(shape, 1, 1);
-  if (shape.size() <= 1) {
+  if (rank <= 1) {
     *chosen_rows = 1;
-    *chosen_cols = static_cast<uint32_t>(std::clamp<uint64_t>(g.cols, 1, max_vector_tile_elements(elem_size)));
+    *chosen_cols = static_cast<uint32_t>(std::clamp<uint64_t>(view.cols, 1, max_vector_tile_elements(elem_size)));
     return;
   }
   const uint64_t requested = uint64_t(tile_rows) * tile_cols;
-  if (g.rows * g.cols <= requested && g.rows <= UINT32_MAX && g.cols <= UINT32_MAX) {
-    *chosen_rows = static_cast<uint32_t>(std::max<uint64_t>(g.rows, 1));
-    *chosen_cols = static_cast<uint32_t>(std::max<uint64_t>(g.cols, 1));
+  if (view.rows * view.cols <= requested && view.rows <= UINT32_MAX && view.cols <= UINT32_MAX) {
+    *chosen_rows = static_cast<uint32_t>(std::max<uint64_t>(view.rows, 1));
+    *chosen_cols = static_cast<uint32_t>(std::max<uint64_t>(view.cols, 1));
     return;
   }
   *chosen_rows = tile_rows;

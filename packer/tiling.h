@@ -1,13 +1,16 @@
 // How a tensor is cut into tiles (docs/FORMAT.md "Tiling").
 //
-// A tensor is viewed as a 2-D row-major matrix: rank 0 -> 1x1, rank 1 -> 1xn, rank r ->
-// prod(shape[0..r-2]) x shape[r-1]. Tiles of tile_rows x tile_cols cover it row-major over the
-// tile grid; the last tile row/column is cut short at the edges. Tile bytes are the tile's
+// A tensor is viewed as a 2-D row-major matrix (formats/tensor.h matrix_view): by default rank 0 ->
+// 1x1, rank 1 -> 1xn, rank r -> prod(shape[0..r-2]) x shape[r-1]; a record's row dims can fold
+// trailing dimensions into the columns instead. Tiles of tile_rows x tile_cols cover it row-major
+// over the tile grid; the last tile row/column is cut short at the edges. Tile bytes are the tile's
 // elements in row-major order.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "formats/tensor.h"  // MatrixView
 
 namespace wpack {
 
@@ -37,13 +40,25 @@ struct TileGeometry {
   TileRect rect(uint64_t tile_index) const;
 };
 
-// The geometry of a tensor stored with the given tile shape (as recorded in a .wpk).
-TileGeometry tile_geometry(const std::vector<uint64_t>& shape, uint32_t tile_rows, uint32_t tile_cols);
+// The geometry of a matrix stored with the given tile shape (as recorded in a .wpk).
+TileGeometry tile_geometry(const MatrixView& view, uint32_t tile_rows, uint32_t tile_cols);
 
-// The tile shape the packer chooses for `shape` (elements of elem_size bytes) when asked for
-// tile_rows x tile_cols: rank 0/1 tensors get 1 x min(n, max_vector_tile_elements(elem_size)); a
-// matrix that fits in one requested tile is one tile of its own shape; otherwise the requested shape.
-void choose_tile_shape(const std::vector<uint64_t>& shape, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
+// Columns below which the packer folds a tensor's trailing dimensions into the columns.
+inline constexpr uint64_t kMinViewCols = 128;
+
+// The row dims the packer records for `shape` (formats/tensor.h matrix_view): 0, the default view,
+// for rank < 3, for a last dimension of at least kMinViewCols and for a tensor without elements;
+// otherwise the most leading dimensions that leave at least kMinViewCols columns, or 1 where none
+// does. So a stack of matrices [experts, out, in] keeps its rows of `in`, and a convolution
+// [out, in, 3, 3] becomes out x (in*9) instead of (out*in*3) x 3, which would give every 3 weights
+// a quantization group of their own.
+uint32_t choose_row_dims(const std::vector<uint64_t>& shape);
+
+// The tile shape the packer chooses for a tensor of `rank` viewed as `view` (elements of elem_size
+// bytes) when asked for tile_rows x tile_cols: rank 0/1 tensors get 1 x min(n,
+// max_vector_tile_elements(elem_size)); a matrix that fits in one requested tile is one tile of its
+// own shape; otherwise the requested shape.
+void choose_tile_shape(size_t rank, const MatrixView& view, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
                        uint32_t* chosen_rows, uint32_t* chosen_cols);
 
 // Copies a tile out of / into a row-major matrix with `cols` columns of `elem_size`-byte elements.

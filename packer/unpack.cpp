@@ -35,7 +35,7 @@ void decode_lossy_tile(const WpkReader& reader, size_t tensor, uint64_t tile_in_
     throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": checksum mismatch");
   auto codec = codec_from_code(tile.codec);
   if (!codec) throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": unknown codec " + std::to_string(tile.codec));
-  const TileRect rect = tile_geometry(t.shape, t.tile_rows, t.tile_cols).rect(tile_in_tensor);
+  const TileRect rect = tile_geometry(t.view(), t.tile_rows, t.tile_cols).rect(tile_in_tensor);
   out.resize(rect.elements());
   try {
     decode_quant_tile_ref(reader.tile_bytes(index), tile.filter, *codec, tile.raw_size, params, rect, out.data());
@@ -103,7 +103,7 @@ void decode_tensor_f32(const WpkReader& reader, size_t tensor, std::span<float> 
     throw Error(ErrorCode::kInvalidArgument, reader.path() + ": tensor '" + t.name + "': output buffer has the wrong size");
   std::optional<QuantTensorParams> params;
   if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
-  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  const TileGeometry g = tile_geometry(t.view(), t.tile_rows, t.tile_cols);
   detail::parallel_for_first_error<std::vector<float>>(g.tile_count(), threads, [&](uint64_t i, std::vector<float>& values) {
     decode_tile_f32_of(reader, tensor, i, params ? &*params : nullptr, values);
     scatter_tile(reinterpret_cast<const uint8_t*>(values.data()), g.cols, 4, g.rect(i),
@@ -130,7 +130,7 @@ void decode_tile_of(const WpkReader& reader, size_t tensor, uint64_t tile_in_ten
   if (!filter) throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": unknown filter " + std::to_string(tile.filter));
   if (!codec) throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": unknown codec " + std::to_string(tile.codec));
   const uint32_t esize = dtype_size(t.dtype);
-  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  const TileGeometry g = tile_geometry(t.view(), t.tile_rows, t.tile_cols);
   const uint64_t expected = g.rect(tile_in_tensor).elements() * esize;
   if (tile.raw_size != expected)
     throw Error(ErrorCode::kCorrupt, tile_context(reader, tensor, tile_in_tensor) + ": raw size " +
@@ -167,7 +167,7 @@ void decode_tensor(const WpkReader& reader, size_t tensor, std::span<uint8_t> ou
     convert_decoded(t, t.dtype, values, out.data());
     return;
   }
-  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  const TileGeometry g = tile_geometry(t.view(), t.tile_rows, t.tile_cols);
   // The first bad tile is reported, whatever the thread count.
   detail::parallel_for_first_error<std::vector<uint8_t>>(g.tile_count(), threads, [&](uint64_t i, std::vector<uint8_t>& raw) {
     decode_tile_of(reader, tensor, i, raw);
@@ -218,7 +218,7 @@ void stream_tensor(const WpkReader& reader, size_t tensor, DType out_dtype, int 
       out_dtype != DType::BF16)
     throw Error(ErrorCode::kInvalidArgument, "decode: output dtype must be the tensor's, F32, F16 or BF16");
   const WpkTensor& t = reader.tensors()[tensor];
-  const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+  const TileGeometry g = tile_geometry(t.view(), t.tile_rows, t.tile_cols);
   std::optional<QuantTensorParams> params;  // checked even when there is no tile
   if (t.scheme != 0) params = tensor_quant_params(reader, tensor);
   if (g.tile_count() == 0) return;

@@ -471,7 +471,7 @@ TEST_CASE("gpu decode: bitshuffle tiles of every element size, n mod 8 != 0, ran
                   codec, 31, 61, Filter::kBitShuffle, 1, codec == Codec::kRans ? small_values : nullptr);
     for (const auto& t : p->reader->tensors()) {  // each tensor's full tiles bitshuffled (and coded)
       INFO("tensor " << t.name);
-      const wpack::TileGeometry g = wpack::tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+      const wpack::TileGeometry g = wpack::tile_geometry(t.view(), t.tile_rows, t.tile_cols);
       uint64_t odd = 0;
       for (uint64_t k = 0; k < t.tile_count; ++k) {
         const auto& tile = p->reader->tiles()[t.first_tile + k];
@@ -1620,7 +1620,7 @@ TEST_CASE("gpu fuzz: tiles changed with their checksums recomputed: no CUDA erro
         continue;
       }
       const wpack::WpkTensor& info = reader->tensors()[0];
-      const auto geometry = wpack::tile_geometry(info.shape, info.tile_rows, info.tile_cols);
+      const auto geometry = wpack::tile_geometry(info.view(), info.tile_rows, info.tile_cols);
       wpack::QuantTensorParams params;
       if (!kind.lossless) params = wpack::tensor_quant_params(*reader, 0);
       std::vector<bool> cpu_ok(tiles), value_check(tiles);  // value_check: refused for what decode() only checks

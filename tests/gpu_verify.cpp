@@ -326,6 +326,9 @@ TEST_CASE("gpu verify: lossy schemes decode bit-exact and multiply within 2e-3")
       {"lut4", DType::BF16, {256, 256}, "lut4:codec=none"},
       {"int4_sparse", DType::BF16, {256, 384}, "int4:g128:prune=0.5:codec=none"},
       {"fp6_24", DType::BF16, {256, 256}, "fp6:prune=2:4:codec=rans"},
+      // Convolutions, multiplied as their folded views (row dims 1): 64 x 288 and 32 x 144.
+      {"conv_int4", DType::BF16, {64, 32, 3, 3}, "int4:g128:codec=none"},
+      {"conv_fp8", DType::F32, {32, 16, 3, 3}, "fp8:codec=rans"},
   };
   auto p = pack(specs, Codec::kNone);
   const std::vector<uint32_t> batches = {1, 16};
@@ -343,6 +346,8 @@ TEST_CASE("gpu verify: lossy schemes decode bit-exact and multiply within 2e-3")
   CHECK(find(r, "int4").scheme_label == "int4 g128");
   CHECK(find(r, "int4_sparse").scheme_label == "int4 g128 pruned 0.5");
   CHECK(find(r, "int4").bits_per_weight < 5);
+  CHECK(find(r, "conv_int4").bits_per_weight < 5);
+  for (const WpkTensor& t : p->reader->tensors()) CHECK(t.row_dims == (t.shape.size() == 4 ? 1 : 0));
   CHECK(r.ok());
 
   // --max-error below the quantization error fails the lossy tensors (by name), and only them; their

@@ -300,7 +300,7 @@ TEST_CASE("compress --codec exp4: inspect names exp4, verify --device cpu passes
 
   // inspect: the codec per tensor, in --json and in the table.
   const json j = inspect_json(packed);
-  CHECK(j["format_version"] == 4);
+  CHECK(j["format_version"] == 5);
   CHECK(tensor_named(j, "layer.0.weight")["codec"] == "exp4");  // BF16
   CHECK(tensor_named(j, "layer.0.weight")["filter"] == "floatplanes");
   CHECK(tensor_named(j, "layer.0.proj")["codec"] == "exp4");    // F32
@@ -308,7 +308,7 @@ TEST_CASE("compress --codec exp4: inspect names exp4, verify --device cpu passes
   CHECK(tensor_named(j, "scale")["codec"] == "none");           // one F32: exp4 would not shrink it
   RunResult table = run_wpack({"inspect", packed});
   REQUIRE(table.exit_code == 0);
-  CHECK(contains(table.out, "format v4"));
+  CHECK(contains(table.out, "format v5"));
   bool weight_row = false;
   std::istringstream lines(table.out);
   for (std::string line; std::getline(lines, line);)

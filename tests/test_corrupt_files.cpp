@@ -569,9 +569,9 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
       {"metadata with a NUL", [&](auto& b) { b[idx + 20 + metadata_size - 2] = 0; }, ErrorCode::kFormat,
        "metadata is not a UTF-8 JSON object"},
       {"tensor name not UTF-8", [&](auto& b) { b[first_record + 2] = 0xFF; }, ErrorCode::kFormat, "name is not UTF-8"},
-      {"tensor record reserved byte",
+      {"row dims of a rank-2 tensor",
        [&](auto& b) { b[first_record + 2 + (b[first_record] | (b[first_record + 1] << 8)) + 3] = 1; }, ErrorCode::kFormat,
-       "reserved byte not zero"},
+       "tensor 'attn.w': row dims 1 for a tensor of rank 2 (0, or 1..none)"},
       {"tile flags", [&](auto& b) { b[tile_records + 26] = 1; }, ErrorCode::kFormat,
        "tile 0 (record 0 of the tile index): flags or reserved field not zero"},
       {"tile reserved", [&](auto& b) { b[tile_records + 31] = 1; }, ErrorCode::kFormat,
@@ -600,8 +600,8 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[0]);
   const std::string path = dir.file("newer.wpk");
-  REQUIRE(kWpkFormatVersion == 4);
-  for (uint32_t version : {5u, 6u, 1000u, 0xFFFFFFFFu}) {
+  REQUIRE(kWpkFormatVersion == 5);
+  for (uint32_t version : {6u, 7u, 1000u, 0xFFFFFFFFu}) {
     auto bytes = f.bytes;
     test::set_wpk_header_version(bytes, version);
     test::write_file(path, bytes);
@@ -623,7 +623,7 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
     auto old = f.bytes;
     test::set_wpk_header_version(old, 1);
     test::write_file(path, old);
-    const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v4; pack the model again)";
+    const std::string expected = path + ": written by an older wpack: format v1 (this wpack reads v2 to v5; pack the model again)";
     const OpenResult r = try_open(path);
     CHECK(r.code == ErrorCode::kUnsupported);
     CHECK(r.message == expected);
@@ -647,7 +647,7 @@ TEST_CASE("corrupt: a newer format version is named exactly, a flipped version b
   CHECK(contains(flipped.message, "header checksum mismatch"));
 }
 
-TEST_CASE("versions: v2 and v3 files (v4 files without exp4 tiles, and v2 without layout-6 tiles) read exactly") {
+TEST_CASE("versions: v4, v3 and v2 files (v5 files of default views, v3 without exp4 tiles, v2 without layout-6 tiles) read exactly") {
   TempDir dir;
   const std::string path = dir.file("v2.wpk");
   uint64_t older_files = 0;
@@ -658,14 +658,15 @@ TEST_CASE("versions: v2 and v3 files (v4 files without exp4 tiles, and v2 withou
     {
       test::write_file(path, f.bytes);
       auto r = WpkReader::open(path);
-      CHECK(r->format_version() == 4);
+      CHECK(r->format_version() == 5);
+      for (const WpkTensor& t : r->tensors()) REQUIRE(t.row_dims == 0);  // else it is no v4 file
       for (const auto& tile : r->tiles()) {
         REQUIRE(tile.filter != kWpkFilterAddedInV3);  // else it is no v2 file
         exp4_tiles |= tile.codec == kWpkCodecAddedInV4;
       }
     }
-    if (exp4_tiles) continue;  // no v3 or v2 file (the next test)
-    for (uint32_t version : {3u, 2u}) {  // v2 last: the binary's checks below read it
+    for (uint32_t version : {4u, 3u, 2u}) {  // v2 last: the binary's checks below read it
+      if (exp4_tiles && version < 4) continue;  // no v3 or v2 file (a test below)
       test::write_file(path, test::with_wpk_version(f.bytes, version));
       auto r = WpkReader::open(path);
       CHECK(r->format_version() == version);
@@ -673,7 +674,7 @@ TEST_CASE("versions: v2 and v3 files (v4 files without exp4 tiles, and v2 withou
       ++older_files;
     }
   }
-  CHECK(older_files == 2 * (variants().size() - 1));
+  CHECK(older_files == 3 * variants().size() - 2);
   // The binary: inspect names the file's version; verify passes.
   RunResult inspect = run_wpack({"inspect", path});
   CHECK(inspect.exit_code == 0);
@@ -728,7 +729,7 @@ TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their
     const std::string v4_path = dir.file("v4-exp4.wpk");
     test::write_file(v4_path, f.bytes);
     auto r = WpkReader::open(v4_path);
-    CHECK(r->format_version() == 4);
+    CHECK(r->format_version() == 5);
     for (const WpkTensor& t : r->tensors())
       for (uint64_t k = 0; k < t.tile_count && first_exp4.empty(); ++k)
         if (r->tiles()[t.first_tile + k].codec == kWpkCodecAddedInV4)
@@ -743,6 +744,56 @@ TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their
     test::write_file(path, test::with_wpk_version(f.bytes, version));
     check_refused_as_corrupt(dir, path, mention);
   }
+}
+
+namespace {
+// The offset of the row dims byte of the first tensor record in a .wpk image.
+size_t first_row_dims_offset(const std::vector<uint8_t>& bytes) {
+  const uint64_t index = detail::load_u64(bytes.data() + bytes.size() - kWpkFooterBytes);
+  const uint64_t record = index + 20 + detail::load_u32(bytes.data() + index + 16);  // after the metadata
+  return record + 2 + (bytes[record] | size_t{bytes[record + 1]} << 8) + 3;  // name size, name, dtype, rank, scheme
+}
+}  // namespace
+
+TEST_CASE("versions: row dims (v5) in a v4 file is corrupt, and out of range or not matching the tiles is named") {
+  TempDir dir;
+  MemorySource src;
+  src.add("conv", DType::F32, {4, 8, 3}, test::gaussian_f32(96, 0.1f, 7));  // viewed 4 x 24
+  PackOptions options = variants()[0].options;
+  options.policy = parse_policy_spec("int8", TensorPolicy{});
+  const std::string v5_path = dir.file("v5.wpk");
+  pack_model(src, v5_path, options);
+  const auto v5 = test::read_file(v5_path);
+  const size_t at = first_row_dims_offset(v5);
+  {
+    auto r = WpkReader::open(v5_path);
+    REQUIRE(r->tensors()[0].row_dims == 1);
+    REQUIRE(v5[at] == 1);
+    CHECK((r->tensors()[0].rows() == 4 && r->tensors()[0].cols() == 24));
+    CHECK(verify_cpu(*r, &src, 1).ok());
+  }
+  const std::string path = dir.file("v4.wpk");
+  test::write_file(path, test::with_wpk_version(v5, 4));
+  check_refused_as_corrupt(dir, path, "tensor 'conv': row dims 1 (added in format v5) in a format v4 file");
+
+  // Rank 3 takes row dims 0 or 1: 2 would be the default view written another way.
+  for (uint8_t value : {uint8_t(2), uint8_t(3), uint8_t(255)}) {
+    auto bytes = v5;
+    bytes[at] = value;
+    test::fix_wpk_checksums(bytes);
+    test::write_file(path, bytes);
+    const OpenResult r = try_open(path);
+    CHECK(r.code == ErrorCode::kFormat);
+    CHECK(r.message == path + ": tensor 'conv': row dims " + std::to_string(value) + " for a tensor of rank 3 (0, or 1..1)");
+  }
+  // Row dims 0: the 32 x 3 view's grid of 4 x 24 tiles is 8 tiles, the file holds 1.
+  auto bytes = v5;
+  bytes[at] = 0;
+  test::fix_wpk_checksums(bytes);
+  test::write_file(path, bytes);
+  const OpenResult r = try_open(path);
+  CHECK(r.code == ErrorCode::kFormat);
+  CHECK(contains(r.message, "tensor 'conv': tile range [0, +1) does not match its tile grid (8 tiles from 0)"));
 }
 
 TEST_CASE("corrupt: codec 3 (exp4) with another filter, on 1- or 8-byte elements, or in a quantized tensor is named") {

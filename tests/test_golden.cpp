@@ -1,8 +1,8 @@
 // Golden .wpk files pin the container bytes (docs/FORMAT.md): a format change must bump the
 // version and regenerate them (WPACK_UPDATE_GOLDEN=1 ./test_golden writes the current version's
-// files, lossless-{rans,zstd,exp4}-v4.wpk and lossy-v4.wpk, and then fails on purpose: the rewritten
-// files must be reviewed and committed, and a run with the variable never passes). The v2 and v3
-// files are fixtures kept from the v2 and v3 writers.
+// files, lossless-{rans,zstd,exp4}-v5.wpk and lossy-v5.wpk, and then fails on purpose: the rewritten
+// files must be reviewed and committed, and a run with the variable never passes). The v2, v3 and
+// v4 files are fixtures kept from the v2, v3 and v4 writers.
 //
 // The rANS and exp4 files are compared byte for byte (wpack's own codecs). zstd's output may change
 // between libzstd releases, so the zstd golden file is only decoded, never re-encoded and compared.
@@ -106,30 +106,38 @@ PackOptions lossy_golden_options() {
 
 TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   if (updating_golden()) {
-    pack_model(golden_source(), kGoldenDir + "lossless-rans-v4.wpk", golden_options(Codec::kRans));
-    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v4.wpk", golden_options(Codec::kZstd));
+    pack_model(golden_source(), kGoldenDir + "lossless-rans-v5.wpk", golden_options(Codec::kRans));
+    pack_model(golden_source(), kGoldenDir + "lossless-zstd-v5.wpk", golden_options(Codec::kZstd));
   }
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kRans));
-  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v4.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossless-rans-v5.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
-  if (updating_golden()) fail_after_update({"lossless-rans-v4.wpk", "lossless-zstd-v4.wpk"});
+  // conv.weight [3, 4, 5] is viewed 3 x 20 (row dims 1, format v5); the others by default.
+  auto r = WpkReader::open(kGoldenDir + "lossless-rans-v5.wpk");
+  CHECK(r->format_version() == 5);
+  for (const WpkTensor& t : r->tensors()) {
+    INFO(t.name);
+    CHECK(t.row_dims == (t.name == "conv.weight" ? 1 : 0));
+  }
+  CHECK((r->tensors()[1].tile_rows == 3 && r->tensors()[1].tile_cols == 20));
+  if (updating_golden()) fail_after_update({"lossless-rans-v5.wpk", "lossless-zstd-v5.wpk"});
 }
 
-// Codec exp4 (format v4): the BF16 and F32 tensors' tiles are exp4 (filter floatplanes), the F16,
+// Codec exp4 (format v4 on): the BF16 and F32 tensors' tiles are exp4 (filter floatplanes), the F16,
 // I32 and F64 tensors' rans (or raw).
 TEST_CASE("golden: the exp4 file is reproduced byte for byte and holds exp4 tiles") {
   if (updating_golden())
-    pack_model(golden_source(), kGoldenDir + "lossless-exp4-v4.wpk", golden_options(Codec::kExp4));
+    pack_model(golden_source(), kGoldenDir + "lossless-exp4-v5.wpk", golden_options(Codec::kExp4));
   test::TempDir dir;
   pack_model(golden_source(), dir.file("m.wpk"), golden_options(Codec::kExp4));
-  const auto golden = test::read_file(kGoldenDir + "lossless-exp4-v4.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossless-exp4-v5.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
 
-  auto r = WpkReader::open(kGoldenDir + "lossless-exp4-v4.wpk");
-  CHECK(r->format_version() == 4);
+  auto r = WpkReader::open(kGoldenDir + "lossless-exp4-v5.wpk");
+  CHECK(r->format_version() == 5);
   uint64_t exp4_tiles = 0;
   for (const WpkTensor& t : r->tensors())
     for (uint64_t k = 0; k < t.tile_count; ++k) {
@@ -145,12 +153,13 @@ TEST_CASE("golden: the exp4 file is reproduced byte for byte and holds exp4 tile
       }
     }
   CHECK(exp4_tiles == 9 + 1);  // dense.weight's 3 x 3 tiles, conv.weight's one
-  if (updating_golden()) fail_after_update({"lossless-exp4-v4.wpk"});
+  if (updating_golden()) fail_after_update({"lossless-exp4-v5.wpk"});
 }
 
 TEST_CASE("golden: committed files decode to their source") {
-  for (const char* name : {"lossless-rans-v4.wpk", "lossless-zstd-v4.wpk", "lossless-exp4-v4.wpk", "lossless-rans-v3.wpk",
-                           "lossless-zstd-v3.wpk", "lossless-rans-v2.wpk", "lossless-zstd-v2.wpk"}) {
+  for (const char* name : {"lossless-rans-v5.wpk", "lossless-zstd-v5.wpk", "lossless-exp4-v5.wpk", "lossless-rans-v4.wpk",
+                           "lossless-zstd-v4.wpk", "lossless-exp4-v4.wpk", "lossless-rans-v3.wpk", "lossless-zstd-v3.wpk",
+                           "lossless-rans-v2.wpk", "lossless-zstd-v2.wpk"}) {
     INFO(name);
     check_decodes_to_source(kGoldenDir + name);
   }
@@ -159,8 +168,13 @@ TEST_CASE("golden: committed files decode to their source") {
 // The v2 and v3 files are kept as fixtures (written by the v2 and v3 writers, not regenerated): a v3
 // file is a v4 file without exp4 tiles and a v2 file a v3 file without layout-6 tiles, so they still
 // read exactly, and they differ from their v4 files only in the version fields of header and footer
-// and the two checksums that cover them.
-TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields changed") {
+// and the two checksums that cover them. A v4 file differs from its v5 file where the v5 writer
+// views a tensor otherwise (conv.weight, row dims 1): the lossy files, which hold no such tensor,
+// differ only in the version fields.
+TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields changed, lossy v4 its v5 file") {
+  const auto lossy_v5 = test::read_file(kGoldenDir + "lossy-v5.wpk");
+  REQUIRE(!lossy_v5.empty());
+  CHECK(test::with_wpk_version(lossy_v5, 4) == test::read_file(kGoldenDir + "lossy-v4.wpk"));
   for (const char* name : {"lossless-rans", "lossless-zstd", "lossy"}) {
     const std::string prefix = kGoldenDir + name;
     const auto v4 = test::read_file(prefix + "-v4.wpk");
@@ -182,14 +196,14 @@ TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields cha
 // as a byte difference (and needs a version bump when the layouts change).
 TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lossy tile layout") {
   if (updating_golden())
-    pack_model(lossy_golden_source(), kGoldenDir + "lossy-v4.wpk", lossy_golden_options());
+    pack_model(lossy_golden_source(), kGoldenDir + "lossy-v5.wpk", lossy_golden_options());
   test::TempDir dir;
   pack_model(lossy_golden_source(), dir.file("q.wpk"), lossy_golden_options());
-  const auto golden = test::read_file(kGoldenDir + "lossy-v4.wpk");
+  const auto golden = test::read_file(kGoldenDir + "lossy-v5.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("q.wpk")) == golden);
 
-  auto r = WpkReader::open(kGoldenDir + "lossy-v4.wpk");
+  auto r = WpkReader::open(kGoldenDir + "lossy-v5.wpk");
   std::set<uint8_t> layouts;
   for (const WpkTile& tile : r->tiles()) layouts.insert(tile.filter);
   for (uint8_t layout : {4, 5, 6}) {
@@ -210,5 +224,5 @@ TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lo
     CHECK(rel == Approx(info.metrics.rel_error).epsilon(1e-6).margin(1e-12));
     if (info.scheme != 0) CHECK(rel > 1e-4);  // really quantized
   }
-  if (updating_golden()) fail_after_update({"lossy-v4.wpk"});
+  if (updating_golden()) fail_after_update({"lossy-v5.wpk"});
 }

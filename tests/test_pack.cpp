@@ -124,31 +124,31 @@ TEST_CASE("pack: the same bytes for 1 and 2 threads") {
 
 TEST_CASE("pack: tile shapes follow the documented rules") {
   uint32_t r = 0, c = 0;
-  choose_tile_shape({4096, 4096}, 2, 128, 128, &r, &c);
+  choose_tile_shape(2, MatrixView{4096, 4096}, 2, 128, 128, &r, &c);
   CHECK((r == 128 && c == 128));
-  choose_tile_shape({100, 50}, 2, 128, 128, &r, &c);  // fits one tile: the tile is the matrix
+  choose_tile_shape(2, MatrixView{100, 50}, 2, 128, 128, &r, &c);  // fits one tile: the tile is the matrix
   CHECK((r == 100 && c == 50));
-  choose_tile_shape({3000}, 2, 128, 128, &r, &c);     // 1-D: one tile
+  choose_tile_shape(1, MatrixView{1, 3000}, 2, 128, 128, &r, &c);     // 1-D: one tile
   CHECK((r == 1 && c == 3000));
-  choose_tile_shape({}, 4, 128, 128, &r, &c);         // 0-d
+  choose_tile_shape(0, MatrixView{1, 1}, 4, 128, 128, &r, &c);         // 0-d
   CHECK((r == 1 && c == 1));
   // 1-D tiles hold 64 KiB of raw bytes at most, whatever --tile says
   for (uint32_t elem_size : {1u, 2u, 4u, 8u}) {
-    choose_tile_shape({uint64_t{1} << 20}, elem_size, 128, 128, &r, &c);
+    choose_tile_shape(1, MatrixView{1, uint64_t{1} << 20}, elem_size, 128, 128, &r, &c);
     CHECK((r == 1 && c == 65536 / elem_size));
-    choose_tile_shape({65536 / elem_size}, elem_size, 4, 4, &r, &c);
+    choose_tile_shape(1, MatrixView{1, 65536 / elem_size}, elem_size, 4, 4, &r, &c);
     CHECK((r == 1 && c == 65536 / elem_size));
-    choose_tile_shape({65536 / elem_size + 1}, elem_size, 128, 128, &r, &c);
+    choose_tile_shape(1, MatrixView{1, 65536 / elem_size + 1}, elem_size, 128, 128, &r, &c);
     CHECK((r == 1 && c == 65536 / elem_size));
   }
-  TileGeometry g = tile_geometry({2, 3, 300}, 4, 128);  // 3-D: 6 x 300
+  TileGeometry g = tile_geometry(matrix_view({2, 3, 300}, 0), 4, 128);  // 3-D: 6 x 300
   CHECK(g.rows == 6);
   CHECK(g.cols == 300);
   CHECK(g.grid_rows == 2);
   CHECK(g.grid_cols == 3);
   TileRect last = g.rect(5);
   CHECK((last.row0 == 4 && last.col0 == 256 && last.rows == 2 && last.cols == 44));
-  CHECK(tile_geometry({0, 5}, 4, 4).tile_count() == 0);
+  CHECK(tile_geometry(MatrixView{0, 5}, 4, 4).tile_count() == 0);
 }
 
 TEST_CASE("pack: BF16 weights get the float-plane filter and beat plain zstd") {
@@ -604,7 +604,7 @@ TEST_CASE("pack: --dry-run's estimate of an exp4 tensor is its exp4 tile bytes")
   for (size_t t = 0; t < plans.size(); ++t) {
     INFO(plans[t].name);
     // The plan adds the index entry (the tensor record and 40 bytes per tile) to the tile bytes.
-    const uint64_t tiles = tile_geometry(src.tensors()[t].shape, plans[t].tile_rows, plans[t].tile_cols).tile_count();
+    const uint64_t tiles = tile_geometry(matrix_view(plans[t].shape, plans[t].row_dims), plans[t].tile_rows, plans[t].tile_cols).tile_count();
     CHECK(plans[t].estimated_bytes > rep.tensors[t].stored_bytes + 40 * tiles);
     CHECK(plans[t].estimated_bytes < rep.tensors[t].stored_bytes + 40 * tiles + 100);
     if (t < 2) CHECK(plans[t].estimated_bytes > rans_plans[t].estimated_bytes);  // the entropy bound is lower

@@ -213,7 +213,7 @@ TEST_CASE("scale: shape products that overflow 64 bits are refused, not wrapped"
   CHECK_THROWS_AS(w.begin_tensor(t), Error);
 
   // The tiling of a > 2^31-element matrix: 64-bit offsets everywhere.
-  const TileGeometry g = tile_geometry({65538, 32768}, 128, 128);
+  const TileGeometry g = tile_geometry(MatrixView{65538, 32768}, 128, 128);
   CHECK(g.tile_count() == 513u * 256u);
   const TileRect last = g.rect(g.tile_count() - 1);
   CHECK(last.row0 == 65536);
@@ -296,7 +296,7 @@ TEST_CASE("scale: a U8 matrix of 2^31 + 2^16 elements round-trips with zstd and 
       const WpkTensor& t = r->tensors()[0];
       CHECK(t.num_elements() == rows * cols);
       CHECK(t.tile_count == 513u * 256u);
-      const TileGeometry g = tile_geometry(t.shape, t.tile_rows, t.tile_cols);
+      const TileGeometry g = tile_geometry(t.view(), t.tile_rows, t.tile_cols);
       std::vector<uint8_t> raw;
       for (size_t i = 0; i < marks.size(); ++i) {
         const auto [row, col] = marks[i];

@@ -109,8 +109,8 @@ TEST_CASE("wpk: header bytes are as specified") {
   auto bytes = test::read_file(path);
   const uint8_t magic[8] = {0x89, 'W', 'P', 'K', '\r', '\n', 0x1a, '\n'};
   CHECK(std::memcmp(bytes.data(), magic, 8) == 0);
-  CHECK(detail::load_u32(bytes.data() + 8) == 4);   // version
-  CHECK(detail::load_u32(bytes.data() + bytes.size() - 24) == 4);  // footer version
+  CHECK(detail::load_u32(bytes.data() + 8) == 5);   // version
+  CHECK(detail::load_u32(bytes.data() + bytes.size() - 24) == 5);  // footer version
   CHECK(detail::load_u32(bytes.data() + 12) == 64);  // header size
   CHECK(detail::load_u32(bytes.data() + 16) == 64);  // alignment
   CHECK(std::memcmp(bytes.data() + bytes.size() - 16, "WPKINDEX", 8) == 0);

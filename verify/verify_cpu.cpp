@@ -196,7 +196,7 @@ void verify_lossless(const WpkReader& reader, size_t t, const TensorSource* agai
   check.mismatched_elements = mismatched;
   check.bit_exact = mismatched == 0;
   if (!check.bit_exact) {
-    const TileGeometry g = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+    const TileGeometry g = tile_geometry(wt.view(), wt.tile_rows, wt.tile_cols);
     const uint64_t row = first_bad_element / g.cols, col = first_bad_element % g.cols;
     check.first_bad_tile = (row / g.tile_rows) * g.grid_cols + col / g.tile_cols;
     check.error = tile_context(reader, t, check.first_bad_tile) + ": " + std::to_string(mismatched) +

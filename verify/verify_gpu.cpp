@@ -428,7 +428,7 @@ void check_tensor(Context& ctx, size_t t, const DecodedTensor* reference, GpuTen
   check.gpu_checked = true;
   check.decode_bit_exact = check.decode_mismatches == 0;
   if (!check.decode_bit_exact) {
-    const TileGeometry geo = tile_geometry(wt.shape, wt.tile_rows, wt.tile_cols);
+    const TileGeometry geo = tile_geometry(wt.view(), wt.tile_rows, wt.tile_cols);
     const uint64_t row = first_bad / geo.cols, col = first_bad % geo.cols;
     const uint64_t tile = (row / geo.tile_rows) * geo.grid_cols + col / geo.tile_cols;
     check.error = tile_context(reader, t, tile) + ": GPU decode differs from the CPU reference in " +
