@@ -68,6 +68,17 @@ std::vector<uint8_t> make_header(uint32_t alignment) {
   return h;
 }
 
+// Whether the 2-D view's rows and cols fit 64 bits: for a tensor without elements the shape's
+// product does not bound them when row dims splits it ([0, 2^40, 2^40] at 1).
+bool view_fits(const std::vector<uint64_t>& shape, uint32_t row_dims) {
+  uint64_t sides[2] = {1, 1};
+  for (size_t d = 0; d < shape.size(); ++d) {
+    uint64_t& side = sides[row_dims != 0 && d >= row_dims];
+    if (__builtin_mul_overflow(side, shape[d], &side)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool has_wpk_magic(std::span<const uint8_t> head) {
@@ -137,10 +148,10 @@ void WpkWriter::begin_tensor(const WpkTensor& tensor) {
   if (tensor.scheme == 0 && !tensor.params.empty())
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': lossless tensor with " +
                                                  std::to_string(tensor.params.size()) + " bytes of params");
-  if (tensor.row_dims != 0 && size_t{tensor.row_dims} + 2 > tensor.shape.size())
+  if ((tensor.row_dims != 0 && size_t{tensor.row_dims} + 2 > tensor.shape.size()) ||
+      !view_fits(tensor.shape, tensor.row_dims))
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': row dims " +
-                                                 std::to_string(tensor.row_dims) + " for rank " +
-                                                 std::to_string(tensor.shape.size()));
+                                                 std::to_string(tensor.row_dims) + " for shape " + shape_text(tensor.shape));
   if (tensor.tile_rows == 0 || tensor.tile_cols == 0)
     throw Error(ErrorCode::kInvalidArgument, target + ": tensor '" + tensor.name + "': tile shape has a zero side");
   if (uint64_t{tensor.tile_rows} * tensor.tile_cols > kWpkMaxTileElements)
@@ -357,6 +368,9 @@ std::unique_ptr<WpkReader> WpkReader::open(const std::string& path) {
       elements = checked_mul(elements, t.shape.back(), where + ": shape");
     }
     checked_mul(elements, dtype_size(t.dtype), where + ": byte size");
+    if (!view_fits(t.shape, t.row_dims))
+      throw Error(ErrorCode::kFormat, where + ": the view of row dims " + std::to_string(t.row_dims) + " of shape " +
+                                          shape_text(t.shape) + " overflows 64 bits");
     t.tile_rows = c.u32("tile rows");
     t.tile_cols = c.u32("tile cols");
     t.first_tile = c.u64("first tile");

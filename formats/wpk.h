@@ -1,5 +1,5 @@
-// The .wpk container, format version 4 (byte-by-byte specification: docs/FORMAT.md); readers also
-// read versions 2 and 3 (docs/FORMAT.md "Versioning").
+// The .wpk container, format version 5 (byte-by-byte specification: docs/FORMAT.md); readers also
+// read versions 2, 3 and 4 (docs/FORMAT.md "Versioning").
 //
 //   [file header, 64 B] [tile data, each tile aligned] [index] [footer, 48 B]
 //
@@ -25,9 +25,10 @@
 
 namespace wpack {
 
-// The version the writer writes. v4 adds tile codec byte 3 (exp4); v3 is v4 without it, and v3
-// added tile filter byte 6 (quantized layout quant_dense_zrel) to v2, so a v4 reader reads v3 and v2
-// files exactly. v1 (before the rANS stream revision of docs/FORMAT-rans.md) is refused: its rANS
+// The version the writer writes. v5 gives the tensor record's reserved byte a meaning, the row dims
+// of its 2-D view (0, the default, in v4); v4 added tile codec byte 3 (exp4) to v3, and v3 tile
+// filter byte 6 (quantized layout quant_dense_zrel) to v2, so a v5 reader reads v4, v3 and v2 files
+// exactly. v1 (before the rANS stream revision of docs/FORMAT-rans.md) is refused: its rANS
 // tiles do not decode with this decoder.
 inline constexpr uint32_t kWpkFormatVersion = 5;
 inline constexpr uint32_t kWpkOldestReadableVersion = 2;

@@ -106,15 +106,24 @@ uint32_t effective_group(const QuantSpec& spec) {
   return spec.scheme == Scheme::kNf4 ? 64 : 128;
 }
 
-// The 2-D view the packer records for a tensor (choose_row_dims).
-MatrixView packed_view(const TensorInfo& info) { return matrix_view(info.shape, choose_row_dims(info.shape)); }
+// The 2-D view the packer records for a tensor: a quantized tensor's folds short trailing
+// dimensions into the columns (choose_row_dims); a lossless tensor keeps the default view, which
+// its coding does not depend on (a folded thin tensor would only get more, smaller tiles).
+uint32_t packed_row_dims(const TensorInfo& info, const TensorPolicy& policy) {
+  return policy.lossy() ? choose_row_dims(info.shape) : 0;
+}
+MatrixView packed_view(const TensorInfo& info, const TensorPolicy& policy) {
+  return matrix_view(info.shape, packed_row_dims(info, policy));
+}
+// The same for a tensor that is being quantized.
+MatrixView quantized_view(const TensorInfo& info) { return matrix_view(info.shape, choose_row_dims(info.shape)); }
 
 // The tile shape of a tensor under `policy`.
 void tensor_tile_shape(const TensorInfo& info, const TensorPolicy& policy, const PackOptions& options,
                        uint32_t* tile_rows, uint32_t* tile_cols) {
   const uint32_t requested_cols =
       policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(policy.spec)) : options.tile_cols;
-  choose_tile_shape(info.shape.size(), packed_view(info), static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
+  choose_tile_shape(info.shape.size(), packed_view(info, policy), static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
                     tile_rows, tile_cols);
 }
 
@@ -380,7 +389,7 @@ bool name_matches(const std::string& name, const std::string& pattern) {
 // below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
 // zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
 void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, const std::string& source_path) {
-  const uint64_t cols = std::max<uint64_t>(packed_view(info).cols, 1);
+  const uint64_t cols = std::max<uint64_t>(quantized_view(info).cols, 1);
   const std::string context = source_path + ": tensor '" + info.name + "': ";
   const std::string keep = " (--keep packs it lossless)";
   double largest = 0;
@@ -457,13 +466,13 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     plan.name = info.name;
     plan.dtype = info.dtype;
     plan.shape = info.shape;
-    plan.row_dims = choose_row_dims(info.shape);
+    plan.row_dims = packed_row_dims(info, plan.policy);
     plan.policy = resolve_policy(info, options);
     plan.original_bytes = info.num_bytes();
     tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
     check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
     if (plan.policy.lossy() && info.dtype == DType::F64) check_f64_fits_f32(info, source.read(t), source.path());
-    const TileGeometry g = tile_geometry(packed_view(info), plan.tile_rows, plan.tile_cols);
+    const TileGeometry g = tile_geometry(packed_view(info, plan.policy), plan.tile_rows, plan.tile_cols);
     // Index entry: the record's fixed fields and name, plus one record per tile.
     double bytes = 2 + info.name.size() + 4 + 8 * info.shape.size() + 8 + 16 + 32 + 4 + 40.0 * g.tile_count();
     const uint64_t n = info.num_elements();
@@ -476,7 +485,7 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     } else {
       const Scheme scheme = plan.policy.spec.scheme;
       const double bits = scheme_bits(scheme);
-      const MatrixView view = packed_view(info);
+      const MatrixView view = quantized_view(info);
       uint64_t rows = view.rows, cols = view.cols;
       bytes += kQuantParamsHeaderBytes + 8.0 * g.tile_count();  // params header, plane directories
       if (const uint32_t group = effective_group(plan.policy.spec)) {
@@ -507,7 +516,7 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
   if (codec == Codec::kNone) return Filter::kNone;
   if (candidates.size() == 1) return candidates.front();
   const uint32_t esize = dtype_size(info.dtype);
-  TileGeometry g = tile_geometry(packed_view(info), tile_rows, tile_cols);
+  TileGeometry g = tile_geometry(matrix_view(info.shape, 0), tile_rows, tile_cols);  // lossless: the default view
   const uint64_t tiles = g.tile_count();
   if (tiles == 0) return candidates.front();
   const uint64_t samples = std::min<uint64_t>(tiles, kFilterSampleTiles);
@@ -532,7 +541,7 @@ class TensorBands {
  public:
   TensorBands(const TensorInfo& info, const TensorBytes& bytes, uint64_t band_rows)
       : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)) {
-    const MatrixView view = packed_view(info);
+    const MatrixView view = quantized_view(info);
     rows_ = view.rows;
     cols_ = view.cols;
   }
@@ -632,7 +641,7 @@ uint64_t pack_bands(WpkWriter& writer, const TensorInfo& info, const TensorBands
                     int threads, const std::string& context, LossyWorkspace& ws, Fp16Limits& limits,
                     const uint16_t* lut_table = nullptr) {
   const uint64_t cols = bands.cols();
-  const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
+  const TileGeometry g = tile_geometry(record.view(), record.tile_rows, record.tile_cols);
   ws.tile_bytes.clear();
   ws.tiles.clear();
   ErrorAccumulator errors;
@@ -761,10 +770,10 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
                                const std::string& source_path, LossyWorkspace& ws) {
   // Errors name the tensor in its source file: they are about its values (a NaN or inf weight).
   const std::string context = source_path + ": tensor '" + info.name + "'";
-  const MatrixView view = packed_view(info);
+  const MatrixView view = record.view();
   uint64_t rows = view.rows, cols = view.cols;
   const uint64_t n = info.num_elements();
-  const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
+  const TileGeometry g = tile_geometry(record.view(), record.tile_rows, record.tile_cols);
   const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
   if (info.dtype == DType::F64) check_f64_fits_f32(info, bytes, source_path);
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
@@ -880,7 +889,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
     record.dtype = info.dtype;
     record.shape = info.shape;
     record.scheme = 0;
-    record.row_dims = static_cast<uint8_t>(choose_row_dims(info.shape));
+    record.row_dims = static_cast<uint8_t>(packed_row_dims(info, policy));
     record.tile_rows = plans[t].tile_rows;
     record.tile_cols = plans[t].tile_cols;
     if (policy.lossy()) {
@@ -891,7 +900,7 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
       if (options.progress) options.progress(done, total, info.name);
       continue;
     }
-    const TileGeometry g = tile_geometry(packed_view(info), record.tile_rows, record.tile_cols);
+    const TileGeometry g = tile_geometry(record.view(), record.tile_rows, record.tile_cols);
     const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
     TileCoding coding;
     coding.codec = codecs.front();

@@ -29,14 +29,17 @@ TileGeometry tile_geometry(const MatrixView& view, uint32_t tile_rows, uint32_t 
 }
 
 uint32_t choose_row_dims(const std::vector<uint64_t>& shape) {
-  if (shape.size() < 3 || shape.back() >= kMinViewCols) return 0;
+  if (shape.size() < 3 || shape.back() >= kFoldLastDimBelow) return 0;
   if (std::find(shape.begin(), shape.end(), uint64_t{0}) != shape.end()) return 0;
-  uint64_t cols = shape.back();  // no overflow: a product of the tensor's dimensions
-  for (size_t k = shape.size() - 2; k >= 1; --k) {
+  uint32_t chosen = 0;
+  uint64_t cols = shape.back(), chosen_cols = cols;  // no overflow: products of the tensor's dimensions
+  for (size_t k = shape.size() - 2; k >= 1 && cols < kMinFoldedCols; --k) {
     cols *= shape[k];
-    if (cols >= kMinViewCols || k == 1) return static_cast<uint32_t>(k);
+    if (cols > kMaxFoldedCols) break;
+    chosen = static_cast<uint32_t>(k);
+    chosen_cols = cols;
   }
-  return 1;  // not reached: rank >= 3 stops at k == 1
+  return chosen_cols != shape.back() ? chosen : 0;  // [512, 1, 4] is 512 x 4 either way
 }
 
 void choose_tile_shape(size_t rank, const MatrixView& view, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,

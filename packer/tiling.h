@@ -43,15 +43,21 @@ struct TileGeometry {
 // The geometry of a matrix stored with the given tile shape (as recorded in a .wpk).
 TileGeometry tile_geometry(const MatrixView& view, uint32_t tile_rows, uint32_t tile_cols);
 
-// Columns below which the packer folds a tensor's trailing dimensions into the columns.
-inline constexpr uint64_t kMinViewCols = 128;
+// How the packer folds a quantized tensor's trailing dimensions into the columns (choose_row_dims):
+// only below kFoldLastDimBelow, towards kMinFoldedCols columns, never beyond kMaxFoldedCols.
+inline constexpr uint64_t kFoldLastDimBelow = 32;
+inline constexpr uint64_t kMinFoldedCols = 128;
+inline constexpr uint64_t kMaxFoldedCols = 65536;
 
-// The row dims the packer records for `shape` (formats/tensor.h matrix_view): 0, the default view,
-// for rank < 3, for a last dimension of at least kMinViewCols and for a tensor without elements;
-// otherwise the most leading dimensions that leave at least kMinViewCols columns, or 1 where none
-// does. So a stack of matrices [experts, out, in] keeps its rows of `in`, and a convolution
-// [out, in, 3, 3] becomes out x (in*9) instead of (out*in*3) x 3, which would give every 3 weights
-// a quantization group of their own.
+// The row dims the packer records for a quantized tensor of `shape` (formats/tensor.h
+// matrix_view; lossless tensors keep the default view, 0): 0 for rank < 3, for a tensor without
+// elements and for a last dimension of kFoldLastDimBelow or more (a stack of matrices [experts, out,
+// in], attention heads [hidden, heads, 64], a Keras convolution [kh, kw, in, out >= 32]); otherwise
+// the most leading dimensions that leave at least kMinFoldedCols columns, folding no further than
+// kMaxFoldedCols columns, and 0 where no fold stays within it or where it would not change the
+// matrix. So a PyTorch convolution [out, in, 3, 3] becomes out x (in*9) instead of (out*in*3) x 3,
+// which would give every 3 weights a quantization group of their own, while a long thin tensor
+// [2, 2^25, 4] keeps its 2^26 rows (folded, its 2 rows would make bands of the whole tensor).
 uint32_t choose_row_dims(const std::vector<uint64_t>& shape);
 
 // The tile shape the packer chooses for a tensor of `rank` viewed as `view` (elements of elem_size

@@ -786,6 +786,26 @@ TEST_CASE("versions: row dims (v5) in a v4 file is corrupt, and out of range or 
     CHECK(r.code == ErrorCode::kFormat);
     CHECK(r.message == path + ": tensor 'conv': row dims " + std::to_string(value) + " for a tensor of rank 3 (0, or 1..1)");
   }
+  // Without elements, a split shape's product does not bound the view: [0, 2^40, 2^40] at row
+  // dims 1 would have 2^80 columns.
+  {
+    MemorySource empty;
+    empty.add("e", DType::F32, {0, 4, 4}, {});
+    PackOptions plain = variants()[0].options;
+    const std::string e_path = dir.file("empty.wpk");
+    pack_model(empty, e_path, plain);
+    auto e_bytes = test::read_file(e_path);
+    const size_t e_at = first_row_dims_offset(e_bytes);
+    REQUIRE(e_bytes[e_at] == 0);
+    e_bytes[e_at] = 1;
+    detail::store_u64(e_bytes.data() + e_at + 1 + 8, uint64_t{1} << 40);  // shape[1], shape[2]
+    detail::store_u64(e_bytes.data() + e_at + 1 + 16, uint64_t{1} << 40);
+    test::fix_wpk_checksums(e_bytes);
+    test::write_file(e_path, e_bytes);
+    const OpenResult e = try_open(e_path);
+    CHECK(e.code == ErrorCode::kFormat);
+    CHECK(e.message == e_path + ": tensor 'e': the view of row dims 1 of shape [0, 1099511627776, 1099511627776] overflows 64 bits");
+  }
   // Row dims 0: the 32 x 3 view's grid of 4 x 24 tiles is 8 tiles, the file holds 1.
   auto bytes = v5;
   bytes[at] = 0;

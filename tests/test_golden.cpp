@@ -85,6 +85,7 @@ MemorySource lossy_golden_source() {
   src.add("sparse.weight", DType::BF16, {32, 128}, test::gaussian_bf16(32 * 128, 0.05f, 25));
   src.add("lut.weight", DType::F16, {24, 64}, test::gaussian_f16(24 * 64, 0.05f, 26));
   src.add("norm.weight", DType::BF16, {64}, test::gaussian_bf16(64, 1.0f, 27));
+  src.add("conv.weight", DType::BF16, {8, 4, 3, 3}, test::gaussian_bf16(8 * 36, 0.05f, 28));  // 8 x 36 (v5)
   return src;
 }
 
@@ -97,7 +98,8 @@ PackOptions lossy_golden_options() {
            {"^q8\\.", "int8"},
            {"^fp6\\.", "fp6:codec=none"},
            {"^sparse\\.", "int4:g64:prune=0.5:codec=none"},
-           {"^lut\\.", "lut4:rows8"}})
+           {"^lut\\.", "lut4:rows8"},
+           {"^conv\\.", "int8"}})
     opt.overrides.push_back({pattern, parse_policy_spec(spec, TensorPolicy{})});
   return opt;
 }
@@ -114,14 +116,6 @@ TEST_CASE("golden: the rANS file is reproduced byte for byte") {
   const auto golden = test::read_file(kGoldenDir + "lossless-rans-v5.wpk");
   REQUIRE(!golden.empty());
   CHECK(test::read_file(dir.file("m.wpk")) == golden);
-  // conv.weight [3, 4, 5] is viewed 3 x 20 (row dims 1, format v5); the others by default.
-  auto r = WpkReader::open(kGoldenDir + "lossless-rans-v5.wpk");
-  CHECK(r->format_version() == 5);
-  for (const WpkTensor& t : r->tensors()) {
-    INFO(t.name);
-    CHECK(t.row_dims == (t.name == "conv.weight" ? 1 : 0));
-  }
-  CHECK((r->tensors()[1].tile_rows == 3 && r->tensors()[1].tile_cols == 20));
   if (updating_golden()) fail_after_update({"lossless-rans-v5.wpk", "lossless-zstd-v5.wpk"});
 }
 
@@ -168,13 +162,15 @@ TEST_CASE("golden: committed files decode to their source") {
 // The v2 and v3 files are kept as fixtures (written by the v2 and v3 writers, not regenerated): a v3
 // file is a v4 file without exp4 tiles and a v2 file a v3 file without layout-6 tiles, so they still
 // read exactly, and they differ from their v4 files only in the version fields of header and footer
-// and the two checksums that cover them. A v4 file differs from its v5 file where the v5 writer
-// views a tensor otherwise (conv.weight, row dims 1): the lossy files, which hold no such tensor,
-// differ only in the version fields.
-TEST_CASE("golden: v2 and v3 files are their v4 file with the version fields changed, lossy v4 its v5 file") {
-  const auto lossy_v5 = test::read_file(kGoldenDir + "lossy-v5.wpk");
-  REQUIRE(!lossy_v5.empty());
-  CHECK(test::with_wpk_version(lossy_v5, 4) == test::read_file(kGoldenDir + "lossy-v4.wpk"));
+// and the two checksums that cover them. The lossless v4 files are their v5 files likewise (every
+// tensor of theirs has row dims 0: the v5 writer folds quantized tensors only).
+TEST_CASE("golden: v2 and v3 files are their v4 file, lossless v4 files their v5 file, with the version fields changed") {
+  for (const char* name : {"lossless-rans", "lossless-zstd", "lossless-exp4"}) {
+    INFO(name);
+    const auto v5 = test::read_file(kGoldenDir + name + "-v5.wpk");
+    REQUIRE(!v5.empty());
+    CHECK(test::with_wpk_version(v5, 4) == test::read_file(kGoldenDir + name + "-v4.wpk"));
+  }
   for (const char* name : {"lossless-rans", "lossless-zstd", "lossy"}) {
     const std::string prefix = kGoldenDir + name;
     const auto v4 = test::read_file(prefix + "-v4.wpk");
@@ -204,6 +200,12 @@ TEST_CASE("golden: the lossy file is reproduced byte for byte and holds every lo
   CHECK(test::read_file(dir.file("q.wpk")) == golden);
 
   auto r = WpkReader::open(kGoldenDir + "lossy-v5.wpk");
+  CHECK(r->format_version() == 5);
+  for (const WpkTensor& t : r->tensors()) {  // conv.weight [8, 4, 3, 3] is quantized as 8 x 36
+    INFO(t.name);
+    CHECK(t.row_dims == (t.name == "conv.weight" ? 1 : 0));
+  }
+  CHECK((r->tensors().back().tile_rows == 8 && r->tensors().back().tile_cols == 36));
   std::set<uint8_t> layouts;
   for (const WpkTile& tile : r->tiles()) layouts.insert(tile.filter);
   for (uint8_t layout : {4, 5, 6}) {

@@ -538,16 +538,20 @@ TEST_CASE("bits per weight counts scales, zeros, bitmaps and index", "[lossy]") 
   for (const auto& t : dense->tiles()) CHECK(t.filter == kFilterQuantDense);
 }
 
-TEST_CASE("tensors of rank 3 and more with a short last dimension are viewed with it folded into the columns",
+TEST_CASE("quantized tensors of rank 3 and more with a short last dimension are viewed with it folded into the columns",
           "[lossy]") {
   CHECK(choose_row_dims({32, 16, 3, 3}) == 1);      // conv [out, in, kh, kw]: 32 x 144
   CHECK(choose_row_dims({64, 8, 5, 5}) == 1);       // 512 x 25 is still narrow: 64 x 200
   CHECK(choose_row_dims({4, 64, 8, 16}) == 2);      // the most rows that leave 128 columns: 256 x 128
-  CHECK(choose_row_dims({3, 3, 64, 256}) == 0);     // Keras conv [kh, kw, in, out]: out is wide already
-  CHECK(choose_row_dims({3, 3, 16, 32}) == 2);      // Keras conv with 32 outputs: 9 x 512
-  CHECK(choose_row_dims({8, 4096, 4096}) == 0);     // a stack of matrices keeps its own rows
-  CHECK(choose_row_dims({768, 12, 64}) == 1);       // heads split out: 768 x 768
-  CHECK(choose_row_dims({512, 1, 4}) == 1);         // nothing reaches 128 columns: as wide as it goes
+  CHECK(choose_row_dims({3, 3, 64, 16}) == 2);      // Keras conv with 16 outputs: 9 x 1024
+  CHECK(choose_row_dims({3, 3, 64, 32}) == 0);      // Keras conv [kh, kw, in, out >= 32]: rows of out
+  CHECK(choose_row_dims({8, 4096, 64}) == 0);       // a stack of matrices keeps its own rows
+  CHECK(choose_row_dims({768, 12, 64}) == 0);       // so do attention heads
+  CHECK(choose_row_dims({512, 1, 4}) == 0);         // 512 x 4 either way
+  CHECK(choose_row_dims({512, 2, 4}) == 1);         // nothing reaches 128 columns: as wide as it goes
+  CHECK(choose_row_dims({2, 16384, 4}) == 1);       // 2 x 65536, kMaxFoldedCols
+  CHECK(choose_row_dims({2, 16385, 4}) == 0);       // wider: the default view, not 2 bands of all of it
+  CHECK(choose_row_dims({2, 100000, 3, 3}) == 2);   // as far as it stays within: 200000 x 9
   CHECK(choose_row_dims({0, 16, 3, 3}) == 0);       // no elements, no tiles
   CHECK(choose_row_dims({4096, 3}) == 0);           // rank 2 is its own matrix
   const MatrixView v = matrix_view({32, 16, 3, 3}, 1);
@@ -580,6 +584,13 @@ TEST_CASE("tensors of rank 3 and more with a short last dimension are viewed wit
       CHECK(back->tensors()[0].shape == shape);
     }
   }
+  // Lossless, the same tensor keeps the default view: its coding does not depend on it.
+  PackOptions lossless;
+  lossless.overwrite = true;
+  pack_model(src, dir.file("conv.wpk"), lossless);
+  auto r = WpkReader::open(dir.file("conv.wpk"));
+  CHECK(r->tensors()[0].row_dims == 0);
+  CHECK((r->tensors()[0].rows() == 1536 && r->tensors()[0].cols() == 3));
 }
 
 TEST_CASE("pruning patterns hold in the decoded tensor", "[lossy]") {
