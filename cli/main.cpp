@@ -281,10 +281,12 @@ int run_cli(int argc, char** argv) {
       }
       // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override), or with
       // no scheme given that takes them: errors, not silently dropped.
-      std::vector<wpack::Scheme> schemes;  // of the file-wide policy and every override, lossy ones
-      if (compress.options.policy.lossy()) schemes.push_back(compress.options.policy.spec.scheme);
+      std::vector<wpack::QuantSpec> specs;  // of the file-wide policy and every override, lossy ones
+      if (compress.options.policy.lossy()) specs.push_back(compress.options.policy.spec);
       for (const auto& o : compress.options.overrides)
-        if (o.policy.lossy()) schemes.push_back(o.policy.spec.scheme);
+        if (o.policy.lossy()) specs.push_back(o.policy.spec);
+      std::vector<wpack::Scheme> schemes;
+      for (const auto& spec : specs) schemes.push_back(spec.scheme);
       if (schemes.empty())
         for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
           if (c->count(name)) {
@@ -304,6 +306,18 @@ int run_cli(int argc, char** argv) {
                     << " tensors: no --scheme or --override gives one\n";
           return 2;
         }
+      // ... or where every scheme that takes one sets its own (int4:g32, lut4:rows8): it would change nothing.
+      auto overridden = [&](const char* option, bool (*takes)(wpack::Scheme), auto same) {
+        if (!c->count(option) || std::none_of(specs.begin(), specs.end(), [&](const auto& s) { return takes(s.scheme); }) ||
+            std::any_of(specs.begin(), specs.end(), [&](const auto& s) { return takes(s.scheme) && same(s); }))
+          return false;
+        std::cerr << "wpack: " << option << " changes nothing: every --scheme and --override that takes it sets its own\n";
+        return true;
+      };
+      if (overridden("--group", wpack::scheme_is_grouped, [&](const wpack::QuantSpec& s) { return s.group == group; }) ||
+          overridden("--lut-per", wpack::scheme_is_lut,
+                     [&](const wpack::QuantSpec& s) { return s.lut_rows == base.spec.lut_rows; }))
+        return 2;
       compress.options.keep = keep_patterns;
       return run_compress(compress, global);
     }

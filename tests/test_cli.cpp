@@ -777,6 +777,8 @@ TEST_CASE("quantizer options (group, symmetry, LUT rows) reach the --override te
   CHECK(t["mlp.w2"]["group"] == 64);
   t = policy_of({"--override", "w1=lut4", "--lut-per", "rows:64"});
   CHECK(t["mlp.w1"]["lut_rows"] == 64);
+  t = policy_of({"--override", "w1=int4:g64", "--group", "64"});  // the same group: not an error
+  CHECK(t["mlp.w1"]["group"] == 64);
   // Given where no scheme takes them, or malformed: usage errors
   for (const auto& [extra, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"--scheme", "int8", "--group", "64"}, "--group applies to int4/3/2, fp4 and nf4 tensors"},
@@ -784,7 +786,11 @@ TEST_CASE("quantizer options (group, symmetry, LUT rows) reach the --override te
            {{"--scheme", "int8", "--symmetric"}, "--symmetric applies to int4/3/2 tensors"},  // int8 is symmetric
            {{"--scheme", "lut4", "--symmetric", "--override", "w1=int8"}, "--symmetric applies to int4/3/2 tensors"},
            {{"--override", "w1=int4", "--lut-per", "rows:4"}, "--lut-per applies to lut4 and lut3 tensors"},
-           {{"--override", "w1=lut4", "--lut-per", "bogus"}, "--lut-per must be rows:N"}}) {
+           {{"--override", "w1=lut4", "--lut-per", "bogus"}, "--lut-per must be rows:N"},
+           {{"--override", "w1=int4:g32", "--group", "64"},
+            "--group changes nothing: every --scheme and --override that takes it sets its own"},
+           {{"--scheme", "int8", "--override", "w1=lut4:rows8", "--lut-per", "rows:4"},
+            "--lut-per changes nothing: every --scheme and --override that takes it sets its own"}}) {
     RunResult r = compress(model, out, extra);
     CHECK(r.exit_code == 2);
     require_one_line_error(r, message);
