@@ -106,27 +106,6 @@ uint32_t effective_group(const QuantSpec& spec) {
   return spec.scheme == Scheme::kNf4 ? 64 : 128;
 }
 
-// The 2-D view the packer records for a tensor: a quantized tensor's folds short trailing
-// dimensions into the columns (choose_row_dims); a lossless tensor keeps the default view, which
-// its coding does not depend on (a folded thin tensor would only get more, smaller tiles).
-uint32_t packed_row_dims(const TensorInfo& info, const TensorPolicy& policy) {
-  return policy.lossy() ? choose_row_dims(info.shape) : 0;
-}
-MatrixView packed_view(const TensorInfo& info, const TensorPolicy& policy) {
-  return matrix_view(info.shape, packed_row_dims(info, policy));
-}
-// The same for a tensor that is being quantized.
-MatrixView quantized_view(const TensorInfo& info) { return matrix_view(info.shape, choose_row_dims(info.shape)); }
-
-// The tile shape of a tensor under `policy`.
-void tensor_tile_shape(const TensorInfo& info, const TensorPolicy& policy, const PackOptions& options,
-                       uint32_t* tile_rows, uint32_t* tile_cols) {
-  const uint32_t requested_cols =
-      policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(policy.spec)) : options.tile_cols;
-  choose_tile_shape(info.shape.size(), packed_view(info, policy), static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows, requested_cols,
-                    tile_rows, tile_cols);
-}
-
 
 // The dtypes whose floatplanes plane 0 is exactly the exponent byte: what codec exp4 codes.
 bool exp4_dtype(DType dtype) { return dtype == DType::BF16 || dtype == DType::F32; }
@@ -388,8 +367,9 @@ bool name_matches(const std::string& name, const std::string& pattern) {
 // weight beyond float32's range would read as inf ("not finite"), and a tensor whose weights are all
 // below float32's smallest normal value would lose them in the conversion unseen (rel_error 0 for
 // zeros). Both are refused, naming the value. Non-finite values are left to the quantizer's check.
-void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, const std::string& source_path) {
-  const uint64_t cols = std::max<uint64_t>(quantized_view(info).cols, 1);
+void check_f64_fits_f32(const TensorInfo& info, const TensorBytes& bytes, uint64_t view_cols,
+                        const std::string& source_path) {
+  const uint64_t cols = std::max<uint64_t>(view_cols, 1);
   const std::string context = source_path + ": tensor '" + info.name + "': ";
   const std::string keep = " (--keep packs it lossless)";
   double largest = 0;
@@ -456,23 +436,54 @@ std::vector<std::string> unmatched_patterns(const TensorSource& source, const Pa
   return unmatched;
 }
 
+namespace {
+
+// What the dry run and the pack decide for a tensor before reading it, in one place: its policy,
+// its 2-D view (a quantized tensor folds short trailing dimensions into the columns,
+// choose_row_dims; a lossless one keeps the default view, which its coding does not depend on) and
+// its tile shape (a quantized tensor's columns rounded up to its group). Refuses what the pack
+// refuses.
+struct TensorLayout {
+  TensorPolicy policy;
+  uint32_t row_dims = 0;
+  MatrixView view;
+  uint32_t tile_rows = 0, tile_cols = 0;
+};
+
+TensorLayout tensor_layout(const TensorInfo& info, const PackOptions& options, const std::string& source_path) {
+  check_tensor_packable(info, source_path);
+  TensorLayout l;
+  l.policy = resolve_policy(info, options);
+  l.row_dims = l.policy.lossy() ? choose_row_dims(info.shape) : 0;
+  l.view = matrix_view(info.shape, l.row_dims);
+  const uint32_t requested_cols =
+      l.policy.lossy() ? quant_tile_cols(options.tile_cols, effective_group(l.policy.spec)) : options.tile_cols;
+  choose_tile_shape(info.shape.size(), l.view, static_cast<uint32_t>(dtype_size(info.dtype)), options.tile_rows,
+                    requested_cols, &l.tile_rows, &l.tile_cols);
+  check_tile_shape(info, l.tile_rows, l.tile_cols, source_path);
+  return l;
+}
+
+}  // namespace
+
 std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions& options) {
   check_exp4_filter(options);
   std::vector<TensorPlan> plans;
   for (size_t t = 0; t < source.tensors().size(); ++t) {
     const TensorInfo& info = source.tensors()[t];
-    check_tensor_packable(info, source.path());  // what pack_model would refuse, a dry run refuses
+    const TensorLayout layout = tensor_layout(info, options, source.path());  // what pack_model refuses too
     TensorPlan plan;
     plan.name = info.name;
     plan.dtype = info.dtype;
     plan.shape = info.shape;
-    plan.row_dims = packed_row_dims(info, plan.policy);
-    plan.policy = resolve_policy(info, options);
+    plan.row_dims = layout.row_dims;
+    plan.policy = layout.policy;
     plan.original_bytes = info.num_bytes();
-    tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
-    check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
-    if (plan.policy.lossy() && info.dtype == DType::F64) check_f64_fits_f32(info, source.read(t), source.path());
-    const TileGeometry g = tile_geometry(packed_view(info, plan.policy), plan.tile_rows, plan.tile_cols);
+    plan.tile_rows = layout.tile_rows;
+    plan.tile_cols = layout.tile_cols;
+    if (plan.policy.lossy() && info.dtype == DType::F64)
+      check_f64_fits_f32(info, source.read(t), layout.view.cols, source.path());
+    const TileGeometry g = tile_geometry(layout.view, plan.tile_rows, plan.tile_cols);
     // Index entry: the record's fixed fields and name, plus one record per tile.
     double bytes = 2 + info.name.size() + 4 + 8 * info.shape.size() + 8 + 16 + 32 + 4 + 40.0 * g.tile_count();
     const uint64_t n = info.num_elements();
@@ -485,8 +496,7 @@ std::vector<TensorPlan> plan_model(const TensorSource& source, const PackOptions
     } else {
       const Scheme scheme = plan.policy.spec.scheme;
       const double bits = scheme_bits(scheme);
-      const MatrixView view = quantized_view(info);
-      uint64_t rows = view.rows, cols = view.cols;
+      const uint64_t rows = g.rows, cols = g.cols;
       bytes += kQuantParamsHeaderBytes + 8.0 * g.tile_count();  // params header, plane directories
       if (const uint32_t group = effective_group(plan.policy.spec)) {
         const bool zeros = (scheme == Scheme::kInt4 || scheme == Scheme::kInt3 || scheme == Scheme::kInt2) &&
@@ -535,16 +545,13 @@ Filter choose_filter(const TensorInfo& info, const uint8_t* bytes, uint32_t tile
 
 namespace {
 
-// A 2-D view of a tensor's bytes as bands of `band_rows` rows (the last one shorter), converted to
-// float32 a band at a time into a buffer the caller reuses.
+// A tensor's bytes in its 2-D view as bands of `band_rows` rows (the last one shorter), converted
+// to float32 a band at a time into a buffer the caller reuses.
 class TensorBands {
  public:
-  TensorBands(const TensorInfo& info, const TensorBytes& bytes, uint64_t band_rows)
-      : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)) {
-    const MatrixView view = quantized_view(info);
-    rows_ = view.rows;
-    cols_ = view.cols;
-  }
+  TensorBands(const TensorInfo& info, const TensorBytes& bytes, const MatrixView& view, uint64_t band_rows)
+      : dtype_(info.dtype), bytes_(bytes), band_rows_(band_rows), esize_(dtype_size(info.dtype)), rows_(view.rows),
+        cols_(view.cols) {}
   uint64_t rows() const { return rows_; }  // the 2-D view's
   uint64_t cols() const { return cols_; }
   uint64_t count() const { return cols_ == 0 ? 0 : ceil_div(rows_, band_rows_); }  // none when empty, as the grid
@@ -770,12 +777,11 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
                                const std::string& source_path, LossyWorkspace& ws) {
   // Errors name the tensor in its source file: they are about its values (a NaN or inf weight).
   const std::string context = source_path + ": tensor '" + info.name + "'";
-  const MatrixView view = record.view();
-  uint64_t rows = view.rows, cols = view.cols;
-  const uint64_t n = info.num_elements();
   const TileGeometry g = tile_geometry(record.view(), record.tile_rows, record.tile_cols);
+  const uint64_t rows = g.rows, cols = g.cols;
+  const uint64_t n = info.num_elements();
   const std::vector<Codec> codecs = codec_candidates(policy, options, info.dtype);
-  if (info.dtype == DType::F64) check_f64_fits_f32(info, bytes, source_path);
+  if (info.dtype == DType::F64) check_f64_fits_f32(info, bytes, cols, source_path);
   ws.encoders.resize(std::max<size_t>(ws.encoders.size(), static_cast<size_t>(std::max(threads, 1))));
   record.scheme = static_cast<uint8_t>(policy.spec.scheme);
   PackedTensor packed;
@@ -792,7 +798,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const bool lut = scheme_is_lut(policy.spec.scheme);
   const bool one_table = lut && lut_rows == 0;
   if (!lut || one_table || g.grid_rows == 1 || g.tile_rows % lut_rows == 0) {
-    const TensorBands bands(info, bytes, band_tile_rows(policy, g, threads) * g.tile_rows);
+    const TensorBands bands(info, bytes, MatrixView{rows, cols}, band_tile_rows(policy, g, threads) * g.tile_rows);
     std::optional<BandPruner> pruner;
     try {
       pruner.emplace(policy.prune, bands, ws.band_source);
@@ -856,19 +862,9 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
   // shape, worked out once here (a lossy tensor's tile cols are rounded up to its group: the shape
   // the file gets is checked now rather than when the tensor's turn comes).
   check_exp4_filter(options);
-  struct Plan {
-    TensorPolicy policy;
-    uint32_t tile_rows = 0, tile_cols = 0;
-  };
-  std::vector<Plan> plans(source.tensors().size());
-  for (size_t t = 0; t < plans.size(); ++t) {
-    const TensorInfo& info = source.tensors()[t];
-    Plan& plan = plans[t];
-    plan.policy = resolve_policy(info, options);
-    check_tensor_packable(info, source.path());
-    tensor_tile_shape(info, plan.policy, options, &plan.tile_rows, &plan.tile_cols);
-    check_tile_shape(info, plan.tile_rows, plan.tile_cols, source.path());
-  }
+  std::vector<TensorLayout> layouts;
+  layouts.reserve(source.tensors().size());
+  for (const TensorInfo& info : source.tensors()) layouts.push_back(tensor_layout(info, options, source.path()));
   WpkWriter writer(out_path, options.overwrite, options.alignment);
   PackReport report;
   LossyWorkspace lossy_workspace;
@@ -883,15 +879,15 @@ PackReport pack_model(const TensorSource& source, const std::string& out_path, c
                                           std::to_string(bytes.size()) + " bytes, expected " +
                                           std::to_string(info.num_bytes()));
     const uint32_t esize = dtype_size(info.dtype);
-    const TensorPolicy& policy = plans[t].policy;
+    const TensorPolicy& policy = layouts[t].policy;
     WpkTensor record;
     record.name = info.name;
     record.dtype = info.dtype;
     record.shape = info.shape;
     record.scheme = 0;
-    record.row_dims = static_cast<uint8_t>(packed_row_dims(info, policy));
-    record.tile_rows = plans[t].tile_rows;
-    record.tile_cols = plans[t].tile_cols;
+    record.row_dims = static_cast<uint8_t>(layouts[t].row_dims);
+    record.tile_rows = layouts[t].tile_rows;
+    record.tile_cols = layouts[t].tile_cols;
     if (policy.lossy()) {
       report.tensors.push_back(pack_lossy_tensor(writer, info, bytes, policy, record, options, threads,
                                                 source.path(), lossy_workspace));

@@ -576,6 +576,9 @@ TEST_CASE("quantized tensors of rank 3 and more with a short last dimension are 
       CHECK(t.row_dims == 1);
       CHECK((t.rows() == 32 && t.cols() == 144));
       CHECK((t.tile_rows == 32 && t.tile_cols == 144));
+      const std::vector<TensorPlan> plans = plan_model(src, o);  // the dry run plans the same view
+      CHECK(plans[0].row_dims == 1);
+      CHECK((plans[0].tile_rows == 32 && plans[0].tile_cols == 144));
       REQUIRE(bit_equal(decode_all(*r, 0), expected_values(w, 32, 144, o.policy)));
       if (std::string(spec) == "int4:codec=none") CHECK(tensor_bits_per_weight(*r, 0) < 5.0);
       REQUIRE(verify_cpu(*r, &src, 2).ok());
@@ -591,6 +594,7 @@ TEST_CASE("quantized tensors of rank 3 and more with a short last dimension are 
   auto r = WpkReader::open(dir.file("conv.wpk"));
   CHECK(r->tensors()[0].row_dims == 0);
   CHECK((r->tensors()[0].rows() == 1536 && r->tensors()[0].cols() == 3));
+  CHECK(plan_model(src, lossless)[0].row_dims == 0);
 }
 
 TEST_CASE("pruning patterns hold in the decoded tensor", "[lossy]") {
