@@ -68,14 +68,13 @@ std::vector<uint8_t> make_header(uint32_t alignment) {
   return h;
 }
 
-// Whether the 2-D view's rows and cols fit 64 bits: for a tensor without elements the shape's
-// product does not bound them when row dims splits it ([0, 2^40, 2^40] at 1).
+// Whether the 2-D view's sides fit 64 bits. Its rows are a prefix of the shape's product, which
+// is checked left to right, and the default view's cols one dimension; a split view's cols are not
+// bounded by that product when it is 0 ([0, 2^40, 2^40] at row dims 1).
 bool view_fits(const std::vector<uint64_t>& shape, uint32_t row_dims) {
-  uint64_t sides[2] = {1, 1};
-  for (size_t d = 0; d < shape.size(); ++d) {
-    uint64_t& side = sides[row_dims != 0 && d >= row_dims];
-    if (__builtin_mul_overflow(side, shape[d], &side)) return false;
-  }
+  uint64_t cols = 1;
+  for (size_t d = row_dims == 0 ? shape.size() : row_dims; d < shape.size(); ++d)
+    if (__builtin_mul_overflow(cols, shape[d], &cols)) return false;
   return true;
 }
 
