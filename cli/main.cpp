@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <csignal>
 #include <cerrno>
@@ -279,15 +280,14 @@ int run_cli(int argc, char** argv) {
         compress.options.overrides.push_back(
             {text.substr(0, split), wpack::parse_policy_spec(text.substr(split + 1), base)});
       }
-      // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override), or with
-      // no scheme given that takes them: errors, not silently dropped.
+      // Quantizer options with nothing to quantize (no lossy --scheme, no lossy --override), with no
+      // scheme given that takes them, or where every scheme that takes one sets its own (int4:g32,
+      // lut4:rows8): errors, not silently dropped.
       std::vector<wpack::QuantSpec> specs;  // of the file-wide policy and every override, lossy ones
       if (compress.options.policy.lossy()) specs.push_back(compress.options.policy.spec);
       for (const auto& o : compress.options.overrides)
         if (o.policy.lossy()) specs.push_back(o.policy.spec);
-      std::vector<wpack::Scheme> schemes;
-      for (const auto& spec : specs) schemes.push_back(spec.scheme);
-      if (schemes.empty())
+      if (specs.empty())
         for (const char* name : {"--prune", "--symmetric", "--clip", "--group", "--lut-per"})
           if (c->count(name)) {
             std::cerr << "wpack: " << name << " applies to lossy tensors: give a lossy --scheme or --override\n";
@@ -297,27 +297,27 @@ int run_cli(int argc, char** argv) {
         const char* option;
         bool (*takes)(wpack::Scheme);
         const char* schemes;
-      } narrow[] = {{"--group", wpack::scheme_is_grouped, "int4/3/2, fp4 and nf4"},
-                    {"--symmetric", wpack::scheme_takes_symmetry, "int4/3/2"},
-                    {"--lut-per", wpack::scheme_is_lut, "lut4 and lut3"}};
-      for (const auto& n : narrow)
-        if (c->count(n.option) && !schemes.empty() && std::none_of(schemes.begin(), schemes.end(), n.takes)) {
+        std::function<bool(const wpack::QuantSpec&)> inherits;  // the spec holds the option's value
+      } narrow[] = {{"--group", wpack::scheme_is_grouped, "int4/3/2, fp4 and nf4",
+                     [&](const wpack::QuantSpec& s) { return s.group == group; }},
+                    {"--symmetric", wpack::scheme_takes_symmetry, "int4/3/2", nullptr},
+                    {"--lut-per", wpack::scheme_is_lut, "lut4 and lut3",
+                     [&](const wpack::QuantSpec& s) { return s.lut_rows == base.spec.lut_rows; }}};
+      for (const auto& n : narrow) {
+        if (!c->count(n.option) || specs.empty()) continue;
+        auto takes = [&](const wpack::QuantSpec& s) { return n.takes(s.scheme); };
+        if (std::none_of(specs.begin(), specs.end(), takes)) {
           std::cerr << "wpack: " << n.option << " applies to " << n.schemes
                     << " tensors: no --scheme or --override gives one\n";
           return 2;
         }
-      // ... or where every scheme that takes one sets its own (int4:g32, lut4:rows8): it would change nothing.
-      auto overridden = [&](const char* option, bool (*takes)(wpack::Scheme), auto same) {
-        if (!c->count(option) || std::none_of(specs.begin(), specs.end(), [&](const auto& s) { return takes(s.scheme); }) ||
-            std::any_of(specs.begin(), specs.end(), [&](const auto& s) { return takes(s.scheme) && same(s); }))
-          return false;
-        std::cerr << "wpack: " << option << " changes nothing: every --scheme and --override that takes it sets its own\n";
-        return true;
-      };
-      if (overridden("--group", wpack::scheme_is_grouped, [&](const wpack::QuantSpec& s) { return s.group == group; }) ||
-          overridden("--lut-per", wpack::scheme_is_lut,
-                     [&](const wpack::QuantSpec& s) { return s.lut_rows == base.spec.lut_rows; }))
-        return 2;
+        if (n.inherits && std::none_of(specs.begin(), specs.end(),
+                                       [&](const wpack::QuantSpec& s) { return takes(s) && n.inherits(s); })) {
+          std::cerr << "wpack: " << n.option
+                    << " changes nothing: every --scheme and --override that takes it sets its own\n";
+          return 2;
+        }
+      }
       compress.options.keep = keep_patterns;
       return run_compress(compress, global);
     }
