@@ -269,6 +269,16 @@ OpenResult try_open(const std::string& path, bool decode = false) {
 
 uint64_t footer_offset(const PackedFile& f) { return f.bytes.size() - kWpkFooterBytes; }
 
+// Where the first tensor record of a .wpk image starts (after the index's counts and metadata), and
+// the size of its name.
+uint64_t first_tensor_record(const std::vector<uint8_t>& bytes) {
+  const uint64_t index = detail::load_u64(bytes.data() + bytes.size() - kWpkFooterBytes);
+  return index + 20 + detail::load_u32(bytes.data() + index + 16);
+}
+uint32_t record_name_size(const std::vector<uint8_t>& bytes, uint64_t record) {
+  return bytes[record] | (uint32_t{bytes[record + 1]} << 8);
+}
+
 // Reads one stderr of the binary: exactly one line "wpack: ...".
 void check_cli_error(const RunResult& r, const std::string& mention) {
   INFO("stderr: " << r.err << " stdout: " << r.out);
@@ -500,7 +510,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
   const uint64_t idx = f.index_offset;
   const uint64_t tile_records = footer_offset(f) - f.tiles.size() * kWpkTileRecordBytes;
   const uint32_t metadata_size = detail::load_u32(f.bytes.data() + idx + 16);
-  const uint64_t first_record = idx + 20 + metadata_size;  // the first tensor record
+  const uint64_t first_record = first_tensor_record(f.bytes);
   struct Case {
     const char* what;
     std::function<void(std::vector<uint8_t>&)> edit;
@@ -525,7 +535,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
        ErrorCode::kFormat, "byte range outside the tile data"},
       {"tile shape over 2^24 elements",
        [&](auto& b) {
-         const uint32_t name_size = b[first_record] | (b[first_record + 1] << 8);
+         const uint32_t name_size = record_name_size(b, first_record);
          const uint32_t rank = b[first_record + 2 + name_size + 1];
          const uint64_t tile_rows_at = first_record + 2 + name_size + 4 + 8ull * rank;
          detail::store_u32(b.data() + tile_rows_at, 4096);
@@ -570,7 +580,7 @@ TEST_CASE("corrupt: crafted counts, sizes and tile ranges larger than the file a
        "metadata is not a UTF-8 JSON object"},
       {"tensor name not UTF-8", [&](auto& b) { b[first_record + 2] = 0xFF; }, ErrorCode::kFormat, "name is not UTF-8"},
       {"row dims of a rank-2 tensor",
-       [&](auto& b) { b[first_record + 2 + (b[first_record] | (b[first_record + 1] << 8)) + 3] = 1; }, ErrorCode::kFormat,
+       [&](auto& b) { b[first_record + 2 + record_name_size(b, first_record) + 3] = 1; }, ErrorCode::kFormat,
        "tensor 'attn.w': row dims 1 for a tensor of rank 2 (0, or 1..none)"},
       {"tile flags", [&](auto& b) { b[tile_records + 26] = 1; }, ErrorCode::kFormat,
        "tile 0 (record 0 of the tile index): flags or reserved field not zero"},
@@ -749,9 +759,8 @@ TEST_CASE("versions: an exp4 tile (codec 3) in a v3 or v2 file is corrupt (their
 namespace {
 // The offset of the row dims byte of the first tensor record in a .wpk image.
 size_t first_row_dims_offset(const std::vector<uint8_t>& bytes) {
-  const uint64_t index = detail::load_u64(bytes.data() + bytes.size() - kWpkFooterBytes);
-  const uint64_t record = index + 20 + detail::load_u32(bytes.data() + index + 16);  // after the metadata
-  return record + 2 + (bytes[record] | size_t{bytes[record + 1]} << 8) + 3;  // name size, name, dtype, rank, scheme
+  const uint64_t record = first_tensor_record(bytes);
+  return record + 2 + record_name_size(bytes, record) + 3;  // name size, name, dtype, rank, scheme
 }
 }  // namespace
 
@@ -998,9 +1007,8 @@ TEST_CASE("corrupt: safetensors sizes larger than the file are refused before al
 TEST_CASE("corrupt: an unknown scheme or unparsable params are refused by inspect too") {
   TempDir dir;
   const PackedFile f = pack_variant(dir, variants()[4]);  // int4 g32: "attn.w" first, lossy
-  const uint64_t idx = f.index_offset;
-  const uint64_t first_record = idx + 20 + detail::load_u32(f.bytes.data() + idx + 16);
-  const uint32_t name_size = f.bytes[first_record] | (f.bytes[first_record + 1] << 8);
+  const uint64_t first_record = first_tensor_record(f.bytes);
+  const uint32_t name_size = record_name_size(f.bytes, first_record);
   REQUIRE(name_size == 6);
   const uint64_t scheme_at = first_record + 2 + name_size + 2;
   REQUIRE(f.bytes[scheme_at] != 0);
