@@ -179,22 +179,29 @@ struct PlaneBytes {
 
 // The stored bytes of a tile with planes a (side) and b (`code_count` codes of `bits` bits). Plane
 // B's coder codes `b_coded_from` (b itself, or the zero-relative symbols of the same size); when that
-// is not smaller than b, b is stored raw. *b_coded (may be null): whether plane B is stored coded.
+// is not smaller than b, b is stored raw. Plane A likewise, unless code_a is false: then it is stored
+// raw. *b_coded (may be null): whether plane B is stored coded.
 std::vector<uint8_t> assemble(std::span<const uint8_t> a, std::span<const uint8_t> b,
                               std::span<const uint8_t> b_coded_from, uint64_t code_count, uint32_t bits, Codec codec,
-                              int level, bool* b_coded = nullptr) {
+                              int level, bool code_a, bool* b_coded = nullptr) {
   const uint32_t code_bits = codes_symbol_bits(bits);
   const uint64_t b_symbols = code_bits == 8 ? b.size() : code_count;
   const std::span<const uint8_t> spans[2] = {a, b};
-  const std::vector<uint8_t> coded[2] = {code_plane(a, a.size(), 8, codec, level),
+  const std::vector<uint8_t> coded[2] = {code_plane(a, a.size(), 8, code_a ? codec : Codec::kNone, level),
                                          code_plane(b_coded_from, b_symbols, code_bits, codec, level)};
   if (b_coded) *b_coded = coded[1].size() < b.size();  // assemble_planes' rule
   return assemble_planes(spans, coded);
 }
 
 std::vector<uint8_t> assemble(const PlaneBytes& planes, uint32_t bits, Codec codec, int level) {
-  return assemble(planes.a, planes.b, planes.b, planes.code_count, bits, codec, level);
+  return assemble(planes.a, planes.b, planes.b, planes.code_count, bits, codec, level, true);
 }
+
+// Whether a dense tile's plane A (its scales and zero points) is coded: not under rans. There it
+// saves ~14% of the plane, 0.6-1.1% of an int4/int3/nf4 file (MiniLM), but its 200-odd-symbol table,
+// parsed serially per tile, took ~40% of the rANS GEMV's time on the GPU (docs/BENCHMARKS.md
+// "rANS-coded quantized tiles with plane A raw"). zstd tiles are decoded on the CPU only.
+bool dense_side_coded(Codec codec) { return codec != Codec::kRans; }
 
 // A dense tile: plane B coded from the zero-relative symbols `b_zero_rel` (packed like b) when it is
 // not empty, layout kFilterQuantDenseZeroRel if plane B then ends up coded; else the plain codes and
@@ -205,7 +212,7 @@ QuantEncodedTile assemble_dense(std::span<const uint8_t> a, std::span<const uint
   QuantEncodedTile out;
   bool b_coded = false;
   const bool zero_rel = !b_zero_rel.empty();
-  out.tile.stored = assemble(a, b, zero_rel ? b_zero_rel : b, code_count, bits, codec, level, &b_coded);
+  out.tile.stored = assemble(a, b, zero_rel ? b_zero_rel : b, code_count, bits, codec, level, dense_side_coded(codec), &b_coded);
   out.tile.codec = codec;
   out.layout = zero_rel && b_coded ? kFilterQuantDenseZeroRel : kFilterQuantDense;
   out.raw_size = a.size() + b.size();
@@ -486,7 +493,7 @@ QuantEncodedTile QuantTileEncoder::code(Codec codec, int level) {
   }
   if (sparse_) {
     const std::span<const uint8_t> b(sparse_b_.data(), ceil_div(sparse_count_ * bits_, 8));
-    std::vector<uint8_t> stored = assemble(sparse_a_, b, b, sparse_count_, bits_, codec, level);
+    std::vector<uint8_t> stored = assemble(sparse_a_, b, b, sparse_count_, bits_, codec, level, true);
     if (!dense_ok_ || stored.size() < best.tile.stored.size()) {
       best.tile.stored = std::move(stored);
       best.tile.codec = codec;

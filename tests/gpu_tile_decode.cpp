@@ -691,11 +691,19 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
     INFO("case " << case_name(c));
     auto p = pack_lossy({{"w", DType::BF16, {256, 256}}}, c, 128, 128, 43);
     if (c.prune > 0) REQUIRE(sparse_tile_count(*p, 0) == 4);
+    // int4: the packer keeps a dense tile's plane A raw; coded as the packer wrote it before, so
+    // that its stream is damaged too.
+    const std::string path = p->dir.file(c.prune > 0 ? "q.wpk" : "coded-a.wpk");
+    if (c.prune == 0) {
+      wpack::test::rewrite_wpk_tiles(p->reader->path(), path, [](uint64_t, std::span<const uint8_t> stored) {
+        return wpack::test::with_side_plane_coded(stored);
+      });
+      p->reader = wpack::WpkReader::open(path);
+    }
     const auto tile1 = p->reader->tile_bytes(p->reader->tensors()[0].first_tile + 1);
     REQUIRE(tile1.size() >= 8);
     REQUIRE(!(tile1[7] & 0x80));  // plane B coded
-    if (c.prune > 0) REQUIRE((tile1[3] & 0x80));  // the int8 bitmap, 50% set, stored raw
-    const std::string path = p->dir.file("q.wpk");
+    REQUIRE((tile1[3] & 0x80) == (c.prune > 0 ? 0x80 : 0));  // plane A: int4 coded; the int8 bitmap, 50% set, raw
     const auto good = wpack::test::read_file(path);
     const bool warp_kernels = wpack::gpu::gpu_build_has_warp_tiles();
     for (uint32_t plane : {0u, 1u}) {
@@ -779,6 +787,37 @@ TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decod
       REQUIRE(p->reader->tensors()[t].scheme != 0);
       const std::vector<float> w = check_decode_lossy(*p, t);
       for (uint32_t batch : {1u, 3u, 8u, 16u, 40u}) check_gemv_f32(*p, t, w, batch, seed * 10 + batch);
+    }
+  }
+}
+
+// The packer keeps a dense rANS tile's plane A (scales, zero points) raw; files written before it
+// did (plane A a rANS stream of its own) must still decode and multiply: the same tensors with
+// every dense tile's plane A coded (test::with_side_plane_coded), on the warp-per-tile kernel.
+TEST_CASE("gpu lossy: dense rANS tiles with plane A rANS-coded (as written before), int4/int3/int2/nf4, decode and gemv") {
+  using wpack::Scheme;
+  const LossyCase cases[] = {{Scheme::kInt4, Codec::kRans}, {Scheme::kInt3, Codec::kRans},
+                             {Scheme::kInt2, Codec::kRans, 0, 64}, {Scheme::kNf4, Codec::kRans}};
+  uint64_t seed = 51;
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy({{"w", DType::BF16, {384, 640}}, {"edge", DType::BF16, {200, 300}}}, c, 128, 128, seed++);
+    uint64_t recoded = 0;
+    const std::string coded_path = p->dir.file("coded-a.wpk");
+    wpack::test::rewrite_wpk_tiles(p->reader->path(), coded_path, [&](uint64_t, std::span<const uint8_t> stored) {
+      std::vector<uint8_t> out = wpack::test::with_side_plane_coded(stored);
+      recoded += out.size() != stored.size();
+      return out;
+    });
+    REQUIRE(recoded >= 15);  // the first tensor's 3 x 5 tiles at least
+    p->reader = wpack::WpkReader::open(coded_path);
+    for (size_t t = 0; t < 2; ++t) {
+      if (wpack::gpu::gpu_build_has_warp_tiles()) {
+        GpuTensor g = GpuTensor::upload(*p->reader, t);
+        CHECK(g.warp_tiles() > 0);
+      }
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 5u, 16u}) check_gemv_f32(*p, t, w, batch, seed * 10 + batch);
     }
   }
 }

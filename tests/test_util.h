@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,16 @@ const char* stream_damage_name(StreamDamage damage);
 // std::runtime_error when that plane is not a coded mode-1 stream.
 std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage,
                                          uint32_t plane = 0);
+
+// Copies the .wpk file `from` to `to` through WpkWriter (the current format version), each tile's
+// stored bytes replaced by recode(tile index, its stored bytes); raw size, filter, codec, tensors,
+// metrics and metadata kept: a file as a writer that coded its tiles otherwise would have made it.
+void rewrite_wpk_tiles(const std::string& from, const std::string& to,
+                       const std::function<std::vector<uint8_t>(uint64_t, std::span<const uint8_t>)>& recode);
+// A two-plane quantized tile's stored bytes with plane A rANS-coded (8-bit symbols) when that makes
+// it smaller, as the packer wrote dense tiles under rans before it kept their plane A raw; other
+// tiles (plane A empty, already coded, or not smaller coded) unchanged.
+std::vector<uint8_t> with_side_plane_coded(std::span<const uint8_t> stored);
 
 struct RunResult {
   int exit_code = -1;
