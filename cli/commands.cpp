@@ -649,7 +649,9 @@ void print_gpu_table(const GpuVerifyReport& gpu, std::ostream& out) {
 
 }  // namespace
 
-int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
+namespace {
+
+int verify_file(const VerifyArgs& args, const GlobalOptions& global) {
   auto reader = WpkReader::open(args.input);
   std::unique_ptr<TensorSource> against;
   if (!args.against.empty()) against = open_tensor_source(args.against);
@@ -712,6 +714,21 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   const bool gpu_ran = gpu && gpu->ran;
   const bool ok = report.ok() && (!gpu || gpu->ok()) && gpu_setup_error.empty();
 
+  // A line on stderr for each failure, with --json too (its report holds them as well).
+  for (const auto& t : report.tensors)
+    if (!t.error.empty()) std::cerr << "wpack: " << t.error << "\n";
+  for (const auto& e : report.errors) std::cerr << "wpack: " << e << "\n";
+  if (gpu_ran)  // a tensor the CPU checks failed is reported once, by them, with its products' failure
+    for (size_t i = 0; i < gpu->tensors.size(); ++i) {
+      const GpuTensorCheck& g = gpu->tensors[i];
+      if (g.error.empty()) continue;
+      const bool cpu_failed = i < report.tensors.size() && !report.tensors[i].error.empty();
+      if (!cpu_failed) std::cerr << "wpack: " << g.error << "\n";
+      else if (!g.product_error.empty()) std::cerr << "wpack: " << g.product_error << "\n";
+    }
+  if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
+  if (!gpu_setup_error.empty()) std::cerr << "wpack: " << gpu_setup_error << "\n";
+
   if (args.json) {
     json out;
     out["file"] = args.input;
@@ -767,19 +784,6 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     out["ok"] = ok;
     print_json(out);
   } else {
-    for (const auto& t : report.tensors)
-      if (!t.error.empty()) std::cerr << "wpack: " << t.error << "\n";
-    for (const auto& e : report.errors) std::cerr << "wpack: " << e << "\n";
-    if (gpu_ran)  // a tensor the CPU checks failed is reported once, by them, with its products' failure
-      for (size_t i = 0; i < gpu->tensors.size(); ++i) {
-        const GpuTensorCheck& g = gpu->tensors[i];
-        if (g.error.empty()) continue;
-        const bool cpu_failed = i < report.tensors.size() && !report.tensors[i].error.empty();
-        if (!cpu_failed) std::cerr << "wpack: " << g.error << "\n";
-        else if (!g.product_error.empty()) std::cerr << "wpack: " << g.product_error << "\n";
-      }
-    if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
-    if (!gpu_setup_error.empty()) std::cerr << "wpack: " << gpu_setup_error << "\n";
     if (global.verbose)
       for (const auto& t : report.tensors)
         std::cout << "  " << (t.error.empty() ? "ok  " : "FAIL") << "  " << t.name << "\n";
@@ -821,6 +825,20 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
     }
   }
   return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
+  try {
+    return verify_file(args, global);
+  } catch (const Error& e) {
+    // --json: a report even when the file (or --against) cannot be checked at all, so that a
+    // script reading it finds "ok": false and why; the error line and exit code as without --json.
+    if (args.json && e.code() != ErrorCode::kInvalidArgument)
+      print_json(json{{"file", args.input}, {"device", args.device}, {"ok", false}, {"errors", json::array({e.what()})}});
+    throw;
+  }
 }
 
 }  // namespace wpack::cli

@@ -701,6 +701,26 @@ TEST_CASE("verify: a flipped byte in tile data names the tensor and the tile") {
   json j = json::parse(vj.out, nullptr, false);
   REQUIRE(!j.is_discarded());
   CHECK(j["ok"] == false);
+  require_one_line_error(vj, where);  // with --json too, each failure is a line on stderr
+
+  // A file that cannot be read at all: with --json still a report (ok false, the error), the same
+  // one line on stderr and exit 1.
+  const std::string cut = dir.file("cut.wpk");
+  test::write_file(cut, std::vector<uint8_t>(bytes.begin(), bytes.begin() + 100));
+  RunResult vt = run_wpack({"verify", "--json", cut});
+  CHECK(vt.exit_code == 1);
+  require_one_line_error(vt, cut);
+  json jt = json::parse(vt.out, nullptr, false);
+  REQUIRE(!jt.is_discarded());
+  CHECK(jt["ok"] == false);
+  CHECK(jt["file"] == cut);
+  REQUIRE(jt["errors"].size() == 1);
+  CHECK(contains(jt["errors"][0].get<std::string>(), cut));
+  CHECK(contains(vt.err, jt["errors"][0].get<std::string>()));
+  // --against that cannot be opened: a report too
+  RunResult va_missing = run_wpack({"verify", "--json", packed, "--against", dir.file("missing.safetensors")});
+  CHECK(va_missing.exit_code == 1);
+  CHECK(json::parse(va_missing.out, nullptr, false)["ok"] == false);
 
   // --device cuda: the CPU checks name the tile as without it, and no GPU check runs (here for
   // want of a GPU; with one, for the damaged tile: gpu_verify "wpack verify --device cuda").
