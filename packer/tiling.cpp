@@ -55,21 +55,8 @@ void choose_tile_shape(size_t rank, const MatrixView& view, uint32_t elem_size, 
     *chosen_cols = static_cast<uint32_t>(std::max<uint64_t>(view.cols, 1));
     return;
   }
-  // A thin matrix (fewer rows, or columns, than the requested tile) takes tiles of its whole
-  // height (width) and as many whole requested widths (heights) as the requested tile's element
-  // count allows: [2, 65536] in 2 x 8192 tiles, not 512 tiles of 2 x 128, each with its own record,
-  // table and (quantized) plane directory.
   *chosen_rows = tile_rows;
   *chosen_cols = tile_cols;
-  if (view.rows < tile_rows) {
-    *chosen_rows = static_cast<uint32_t>(view.rows);
-    const uint64_t widths = std::max<uint64_t>(requested / view.rows / tile_cols, 1);
-    *chosen_cols = static_cast<uint32_t>(std::min<uint64_t>(widths * tile_cols, std::max<uint64_t>(view.cols, tile_cols)));
-  } else if (view.cols < tile_cols) {
-    *chosen_cols = static_cast<uint32_t>(view.cols);
-    const uint64_t heights = std::max<uint64_t>(requested / view.cols / tile_rows, 1);
-    *chosen_rows = static_cast<uint32_t>(std::min<uint64_t>(heights * tile_rows, std::max<uint64_t>(view.rows, tile_rows)));
-  }
 }
 
 void gather_tile(const uint8_t* matrix, uint64_t cols, uint32_t elem_size, const TileRect& rect, uint8_t* tile) {

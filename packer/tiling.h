@@ -63,9 +63,7 @@ uint32_t choose_row_dims(const std::vector<uint64_t>& shape);
 // The tile shape the packer chooses for a tensor of `rank` viewed as `view` (elements of elem_size
 // bytes) when asked for tile_rows x tile_cols: rank 0/1 tensors get 1 x min(n,
 // max_vector_tile_elements(elem_size)); a matrix that fits in one requested tile is one tile of its
-// own shape; a matrix with fewer rows (columns) than the requested tile gets tiles of its whole
-// height (width) and as many requested widths (heights) as tile_rows * tile_cols elements hold, at
-// least one; otherwise the requested shape.
+// own shape; otherwise the requested shape.
 void choose_tile_shape(size_t rank, const MatrixView& view, uint32_t elem_size, uint32_t tile_rows, uint32_t tile_cols,
                        uint32_t* chosen_rows, uint32_t* chosen_cols);
 

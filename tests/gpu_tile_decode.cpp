@@ -628,47 +628,6 @@ TEST_CASE("gpu gemv: lossless BF16 one-tile 1x8192 matrix on the block-per-tile 
   for (uint32_t batch : {1u, 5u, 8u, 13u}) REQUIRE(check_gemv(*rounds, 0, batch, 1300 + batch) == "block-per-tile");
 }
 
-// Thin and tall matrices take tiles of their whole height or width with the requested tile's
-// 16384 elements (packer/tiling.cpp choose_tile_shape): 2 x 8192, 8 x 2048, 5 x 3200 (an edge tile
-// of 1200 columns), 5461 x 3 (an edge tile), on whichever kernels take such tiles; lossless (rans
-// and none) and lossy (int4 rans and none, int8, fp8, nf4), decode bit-exact and the product.
-TEST_CASE("gpu: thin and tall matrices in tiles of their whole height or width, lossless and lossy, decode and gemv") {
-  using wpack::Scheme;
-  const std::vector<Spec> specs = {{"thin2", DType::BF16, {2, 65536}},
-                                   {"thin8", DType::F32, {8, 4096}},
-                                   {"thin5", DType::BF16, {5, 30000}},
-                                   {"tall", DType::BF16, {20000, 3}}};
-  const uint32_t expect_rows[] = {2, 8, 5, 5376}, expect_cols[] = {8192, 2048, 3200, 3};
-  auto check_tiles = [&](const Packed& p) {
-    for (size_t t = 0; t < specs.size(); ++t) {
-      INFO("tensor " << specs[t].name);
-      CHECK(p.reader->tensors()[t].tile_rows == expect_rows[t]);
-      CHECK(p.reader->tensors()[t].tile_cols == expect_cols[t]);
-    }
-  };
-  for (const Codec codec : {Codec::kRans, Codec::kNone}) {
-    INFO("lossless, codec " << wpack::codec_name(codec));
-    auto p = pack(specs, codec, 128, 128, std::nullopt, 71);
-    check_tiles(*p);
-    check_decode(*p);
-    for (size_t t = 0; t < specs.size(); ++t)
-      if (specs[t].dtype == DType::BF16)
-        for (uint32_t batch : {1u, 8u, 16u}) check_gemv(*p, t, batch, 7100 + 10 * t + batch);
-  }
-  const LossyCase cases[] = {{Scheme::kInt4, Codec::kRans}, {Scheme::kInt4, Codec::kNone}, {Scheme::kInt8, Codec::kNone},
-                             {Scheme::kFp8, Codec::kRans}, {Scheme::kNf4, Codec::kNone}};
-  uint64_t seed = 72;
-  for (const LossyCase& c : cases) {
-    INFO("case " << case_name(c));
-    auto p = pack_lossy(specs, c, 128, 128, seed++);
-    check_tiles(*p);
-    for (size_t t = 0; t < specs.size(); ++t) {
-      const std::vector<float> w = check_decode_lossy(*p, t);
-      for (uint32_t batch : {1u, 8u, 16u}) check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch);
-    }
-  }
-}
-
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
 // in steps of 32 whose exponent plane is a rANS stream; the others (here the 3- and 8-column edge
 // tiles) go to the block-per-tile kernel in the same call. Both pass widths (1 on CUDA cores, 16 on

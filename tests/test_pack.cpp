@@ -132,24 +132,6 @@ TEST_CASE("pack: tile shapes follow the documented rules") {
   CHECK((r == 1 && c == 3000));
   choose_tile_shape(0, MatrixView{1, 1}, 4, 128, 128, &r, &c);         // 0-d
   CHECK((r == 1 && c == 1));
-  // Thin matrices: the whole height (width) and whole requested widths (heights) up to the
-  // requested tile's 16384 elements.
-  choose_tile_shape(2, MatrixView{2, 65536}, 4, 128, 128, &r, &c);
-  CHECK((r == 2 && c == 8192));
-  choose_tile_shape(2, MatrixView{8, 4096}, 2, 128, 128, &r, &c);
-  CHECK((r == 8 && c == 2048));
-  choose_tile_shape(2, MatrixView{100, 4096}, 2, 128, 128, &r, &c);  // 16384 / 100 holds one width
-  CHECK((r == 100 && c == 128));
-  choose_tile_shape(2, MatrixView{3, 5000}, 2, 128, 128, &r, &c);  // 5461 columns: 42 whole widths
-  CHECK((r == 3 && c == 5000));
-  choose_tile_shape(2, MatrixView{3, 50000}, 2, 128, 128, &r, &c);
-  CHECK((r == 3 && c == 5376));
-  choose_tile_shape(2, MatrixView{65536, 2}, 4, 128, 128, &r, &c);
-  CHECK((r == 8192 && c == 2));
-  choose_tile_shape(2, MatrixView{1000, 100}, 4, 128, 128, &r, &c);  // 163 rows: one height
-  CHECK((r == 128 && c == 100));
-  choose_tile_shape(2, MatrixView{1 << 20, 1}, 1, 64, 256, &r, &c);
-  CHECK((r == 16384 && c == 1));
   // 1-D tiles hold 64 KiB of raw bytes at most, whatever --tile says
   for (uint32_t elem_size : {1u, 2u, 4u, 8u}) {
     choose_tile_shape(1, MatrixView{1, uint64_t{1} << 20}, elem_size, 128, 128, &r, &c);
