@@ -726,7 +726,7 @@ int verify_file(const VerifyArgs& args, const GlobalOptions& global) {
       if (!cpu_failed) std::cerr << "wpack: " << g.error << "\n";
       else if (!g.product_error.empty()) std::cerr << "wpack: " << g.product_error << "\n";
     }
-  if (!gpu_note.empty() && !global.quiet) std::cerr << "wpack: " << gpu_note << "\n";
+  if (!gpu_note.empty() && !global.quiet && !args.json) std::cerr << "wpack: " << gpu_note << "\n";  // --json: gpu_note
   if (!gpu_setup_error.empty()) std::cerr << "wpack: " << gpu_setup_error << "\n";
 
   if (args.json) {
