@@ -628,6 +628,46 @@ TEST_CASE("gpu gemv: lossless BF16 one-tile 1x8192 matrix on the block-per-tile 
   for (uint32_t batch : {1u, 5u, 8u, 13u}) REQUIRE(check_gemv(*rounds, 0, batch, 1300 + batch) == "block-per-tile");
 }
 
+// Thin and tall matrices (fewer rows or columns than the 128 x 128 tile) in tiles cut short to
+// their height or width: 2 x 128, 8 x 128, 5 x 128 (an edge tile of 48 columns), 128 x 3 (an edge
+// tile of 32 rows); lossless (rans and none) and lossy (int4 rans and none, int8, fp8, nf4), decode
+// bit-exact and the product, on whichever kernels take such tiles.
+TEST_CASE("gpu: thin and tall matrices in tiles cut short to their height or width, lossless and lossy, decode and gemv") {
+  using wpack::Scheme;
+  const std::vector<Spec> specs = {{"thin2", DType::BF16, {2, 65536}},
+                                   {"thin8", DType::F32, {8, 4096}},
+                                   {"thin5", DType::BF16, {5, 30000}},
+                                   {"tall", DType::BF16, {20000, 3}}};
+  const uint64_t expect_tiles[] = {512, 32, 235, 157};
+  auto check_tiles = [&](const Packed& p) {
+    for (size_t t = 0; t < specs.size(); ++t) {
+      INFO("tensor " << specs[t].name);
+      CHECK(p.reader->tensors()[t].tile_count == expect_tiles[t]);
+    }
+  };
+  for (const Codec codec : {Codec::kRans, Codec::kNone}) {
+    INFO("lossless, codec " << wpack::codec_name(codec));
+    auto p = pack(specs, codec, 128, 128, std::nullopt, 71);
+    check_tiles(*p);
+    check_decode(*p);
+    for (size_t t = 0; t < specs.size(); ++t)
+      if (specs[t].dtype == DType::BF16)
+        for (uint32_t batch : {1u, 8u, 16u}) check_gemv(*p, t, batch, 7100 + 10 * t + batch);
+  }
+  const LossyCase cases[] = {{Scheme::kInt4, Codec::kRans}, {Scheme::kInt4, Codec::kNone}, {Scheme::kInt8, Codec::kNone},
+                             {Scheme::kFp8, Codec::kRans}, {Scheme::kNf4, Codec::kNone}};
+  uint64_t seed = 72;
+  for (const LossyCase& c : cases) {
+    INFO("case " << case_name(c));
+    auto p = pack_lossy(specs, c, 128, 128, seed++);
+    check_tiles(*p);
+    for (size_t t = 0; t < specs.size(); ++t) {
+      const std::vector<float> w = check_decode_lossy(*p, t);
+      for (uint32_t batch : {1u, 8u, 16u}) check_gemv_f32(*p, t, w, batch, seed * 100 + 10 * t + batch);
+    }
+  }
+}
+
 // The warp-per-tile lossless kernel (kernels/lossless_gemv.cu) takes tiles 32..128 columns wide
 // in steps of 32 whose exponent plane is a rANS stream; the others (here the 3- and 8-column edge
 // tiles) go to the block-per-tile kernel in the same call. Both pass widths (1 on CUDA cores, 16 on
