@@ -78,9 +78,10 @@ std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t ti
 // metrics and metadata kept: a file as a writer that coded its tiles otherwise would have made it.
 void rewrite_wpk_tiles(const std::string& from, const std::string& to,
                        const std::function<std::vector<uint8_t>(uint64_t, std::span<const uint8_t>)>& recode);
-// A two-plane quantized tile's stored bytes with plane A rANS-coded (8-bit symbols) when that makes
-// it smaller, as the packer wrote dense tiles under rans before it kept their plane A raw; other
-// tiles (plane A empty, already coded, or not smaller coded) unchanged.
+// A two-plane quantized tile of codec rans: its stored bytes with plane A rANS-coded (8-bit symbols)
+// when that makes it smaller, as the packer wrote dense tiles under rans before it kept their plane
+// A raw; other tiles (plane A empty, already coded, or not smaller coded) unchanged. (For a tile of
+// another codec the result would be corrupt: its coded planes are that codec's.)
 std::vector<uint8_t> with_side_plane_coded(std::span<const uint8_t> stored);
 
 struct RunResult {
