@@ -436,6 +436,23 @@ void warn_fp16_limits(const PackReport& report, std::ostream& err) {
   }
 }
 
+// A forced --filter floatplanes packs lossless tensors that are not floats (integers, FP8) with
+// byteshuffle, the same planes without the rotation (docs/FORMAT.md): said once, naming the first.
+void note_not_float_planes(const PackReport& report, const PackOptions& options, std::ostream& err) {
+  if (options.filter != Filter::kFloatPlanes) return;
+  size_t count = 0;
+  const PackedTensor* first = nullptr;
+  for (const auto& t : report.tensors)
+    if (!t.policy.lossy() && t.filter == Filter::kByteShuffle) {
+      if (!first) first = &t;
+      ++count;
+    }
+  if (count == 0) return;
+  err << "wpack: note: --filter floatplanes: " << count << " tensor" << (count == 1 ? " is" : "s are")
+      << " not floating point ('" << one_line(first->name) << "'" << (count > 1 ? ", ..." : "")
+      << "): byteshuffle instead, the same byte planes without the rotation\n";
+}
+
 }  // namespace
 
 int run_compress(const CompressArgs& args, const GlobalOptions& global) {
@@ -457,7 +474,10 @@ int run_compress(const CompressArgs& args, const GlobalOptions& global) {
   PackReport report = pack_model(*source, args.output, options);
   progress.finish();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (!global.quiet) warn_fp16_limits(report, std::cerr);
+  if (!global.quiet) {
+    warn_fp16_limits(report, std::cerr);
+    note_not_float_planes(report, args.options, std::cerr);
+  }
   if (global.verbose)
     for (const auto& t : report.tensors)
       std::cerr << "  " << t.name << ": " << (t.policy.lossy() ? policy_to_string(t.policy) : std::string(filter_name(t.filter))) << ", " << t.original_bytes << " -> " << t.stored_bytes << " bytes\n";

@@ -357,6 +357,23 @@ TEST_CASE("compress --codec exp4: inspect names exp4, verify --device cpu passes
   CHECK(!std::filesystem::exists(dir.file("unused.wpk")));
 }
 
+// --filter floatplanes on a model with an integer tensor: that one is byteshuffled, which compress
+// says (not with -q); the file unpacks bit-exactly either way.
+TEST_CASE("compress --filter floatplanes notes the tensors that are not floats (byteshuffled)") {
+  TempDir dir;
+  const std::string model = write_small_model(dir);  // "positions" is I64
+  const std::string packed = dir.file("fp.wpk");
+  RunResult c = compress(model, packed, {"--filter", "floatplanes"});
+  REQUIRE(c.exit_code == 0);
+  CHECK(contains(c.err, "note: --filter floatplanes: 1 tensor is not floating point ('positions'): byteshuffle instead"));
+  CHECK(run_wpack({"verify", packed, "--against", model}).exit_code == 0);
+  RunResult q = run_wpack({"-q", "compress", model, "-o", dir.file("q.wpk"), "--filter", "floatplanes"});
+  CHECK(q.exit_code == 0);
+  CHECK(q.err.empty());
+  RunResult plain = compress(model, dir.file("plain.wpk"));  // the packer's own choice: no note
+  CHECK(!contains(plain.err, "floatplanes"));
+}
+
 TEST_CASE("compress --codec exp4 with --filter other than floatplanes or auto is a usage error") {
   TempDir dir;
   const std::string model = write_small_model(dir);
