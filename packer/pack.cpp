@@ -798,7 +798,7 @@ PackedTensor pack_lossy_tensor(WpkWriter& writer, const TensorInfo& info, const 
   const bool lut = scheme_is_lut(policy.spec.scheme);
   const bool one_table = lut && lut_rows == 0;
   if (!lut || one_table || g.grid_rows == 1 || g.tile_rows % lut_rows == 0) {
-    const TensorBands bands(info, bytes, MatrixView{rows, cols}, band_tile_rows(policy, g, threads) * g.tile_rows);
+    const TensorBands bands(info, bytes, record.view(), band_tile_rows(policy, g, threads) * g.tile_rows);
     std::optional<BandPruner> pruner;
     try {
       pruner.emplace(policy.prune, bands, ws.band_source);
