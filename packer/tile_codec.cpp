@@ -108,18 +108,18 @@ EncodedTile encode_tile(std::span<const uint8_t> raw, uint32_t elem_size, const 
 
 std::vector<uint8_t> assemble_planes(std::span<const std::span<const uint8_t>> planes,
                                      std::span<const std::vector<uint8_t>> coded) {
+  std::vector<StoredPlane> chosen(planes.size());
+  for (size_t p = 0; p < planes.size(); ++p)
+    chosen[p] = coded[p].size() < planes[p].size() ? StoredPlane{coded[p], false} : StoredPlane{planes[p], true};
+  return join_planes(chosen);
+}
+
+std::vector<uint8_t> join_planes(std::span<const StoredPlane> planes) {
   std::vector<uint8_t> out(4 * planes.size());
   for (size_t p = 0; p < planes.size(); ++p) {
-    if (planes[p].size() > kMaxPlaneBytes) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
-    uint32_t word;
-    if (coded[p].size() < planes[p].size()) {
-      word = static_cast<uint32_t>(coded[p].size());
-      out.insert(out.end(), coded[p].begin(), coded[p].end());
-    } else {
-      word = static_cast<uint32_t>(planes[p].size()) | kRawPlaneBit;
-      out.insert(out.end(), planes[p].begin(), planes[p].end());
-    }
-    detail::store_u32(out.data() + 4 * p, word);
+    if (planes[p].bytes.size() > kMaxPlaneBytes) throw Error(ErrorCode::kInvalidArgument, "tile plane larger than 2 GiB");
+    detail::store_u32(out.data() + 4 * p, static_cast<uint32_t>(planes[p].bytes.size()) | (planes[p].raw ? kRawPlaneBit : 0u));
+    out.insert(out.end(), planes[p].bytes.begin(), planes[p].bytes.end());
   }
   return out;
 }

@@ -41,9 +41,9 @@ void decode_tile(std::span<const uint8_t> stored, uint32_t elem_size, Filter fil
                  std::span<uint8_t> raw_out);
 
 // The plane directory shared by every coded tile layout (lossless and quantized tiles).
-// assemble_planes writes one u32 word per plane, then the planes in order: plane p's coded form
-// `coded[p]` when it is smaller than `planes[p]` (word = its size), else the plane itself (word =
-// its size | bit 31). Throws Error(kInvalidArgument) for a plane of 2 GiB or more.
+// assemble_planes writes one u32 word per plane, then the planes in order (join_planes): plane p's
+// coded form `coded[p]` when it is smaller than `planes[p]` (word = its size), else the plane itself
+// (word = its size | bit 31). Throws Error(kInvalidArgument) for a plane of 2 GiB or more.
 std::vector<uint8_t> assemble_planes(std::span<const std::span<const uint8_t>> planes,
                                      std::span<const std::vector<uint8_t>> coded);
 
@@ -54,5 +54,8 @@ struct StoredPlane {
 // Splits a coded tile into its `plane_count` planes. Throws Error(kCorrupt) when the directory or
 // a plane runs past the stored bytes, or bytes follow the last plane.
 std::vector<StoredPlane> split_planes(std::span<const uint8_t> stored, uint32_t plane_count);
+// The inverse: the directory of `planes` (each stored as given, raw or coded), then their bytes.
+// Throws Error(kInvalidArgument) for a plane of 2 GiB or more.
+std::vector<uint8_t> join_planes(std::span<const StoredPlane> planes);
 
 }  // namespace wpack

@@ -735,9 +735,7 @@ TEST_CASE("gpu gemv: a corrupt rANS stream of a quantized tile whose checksums a
     // that its stream is damaged too.
     const std::string path = p->dir.file(c.prune > 0 ? "q.wpk" : "coded-a.wpk");
     if (c.prune == 0) {
-      wpack::test::rewrite_wpk_tiles(p->reader->path(), path, [](uint64_t, std::span<const uint8_t> stored) {
-        return wpack::test::with_side_plane_coded(stored);
-      });
+      wpack::test::with_side_planes_coded(p->reader->path(), path);
       p->reader = wpack::WpkReader::open(path);
     }
     const auto tile1 = p->reader->tile_bytes(p->reader->tensors()[0].first_tile + 1);
@@ -833,7 +831,7 @@ TEST_CASE("gpu lossy: every scheme, codec none and rans, dense and sparse, decod
 
 // The packer keeps a dense rANS tile's plane A (scales, zero points) raw; files written before it
 // did (plane A a rANS stream of its own) must still decode and multiply: the same tensors with
-// every dense tile's plane A coded (test::with_side_plane_coded), on the warp-per-tile kernel.
+// every dense tile's plane A coded (test::with_side_planes_coded), on the warp-per-tile kernel.
 TEST_CASE("gpu lossy: dense rANS tiles with plane A rANS-coded (as written before), int4/int3/int2/nf4, decode and gemv") {
   using wpack::Scheme;
   const LossyCase cases[] = {{Scheme::kInt4, Codec::kRans}, {Scheme::kInt3, Codec::kRans},
@@ -842,13 +840,8 @@ TEST_CASE("gpu lossy: dense rANS tiles with plane A rANS-coded (as written befor
   for (const LossyCase& c : cases) {
     INFO("case " << case_name(c));
     auto p = pack_lossy({{"w", DType::BF16, {384, 640}}, {"edge", DType::BF16, {200, 300}}}, c, 128, 128, seed++);
-    uint64_t recoded = 0;
     const std::string coded_path = p->dir.file("coded-a.wpk");
-    wpack::test::rewrite_wpk_tiles(p->reader->path(), coded_path, [&](uint64_t, std::span<const uint8_t> stored) {
-      std::vector<uint8_t> out = wpack::test::with_side_plane_coded(stored);
-      recoded += out.size() != stored.size();
-      return out;
-    });
+    const uint64_t recoded = wpack::test::with_side_planes_coded(p->reader->path(), coded_path);
     REQUIRE(recoded >= 15);  // the first tensor's 3 x 5 tiles at least
     p->reader = wpack::WpkReader::open(coded_path);
     for (size_t t = 0; t < 2; ++t) {

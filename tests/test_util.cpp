@@ -3,7 +3,7 @@
 #include "formats/detail/le.h"  // load/store of the index and footer fields
 #include "formats/wpk.h"         // wpk_checksum, kWpkFooterBytes
 #include "packer/rans.h"        // rans_encode
-#include "packer/tile_codec.h"  // split_planes, assemble_planes
+#include "packer/tile_codec.h"  // split_planes, join_planes
 #include "synthetic_weights.h"  // gaussian
 
 #include <sys/wait.h>
@@ -190,35 +190,31 @@ std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t ti
   return bytes;
 }
 
-void rewrite_wpk_tiles(const std::string& from, const std::string& to,
-                       const std::function<std::vector<uint8_t>(uint64_t, std::span<const uint8_t>)>& recode) {
+uint64_t with_side_planes_coded(const std::string& from, const std::string& to) {
   auto reader = WpkReader::open(from);
   WpkWriter writer(to, true, reader->alignment());
+  uint64_t recoded = 0;
   for (const WpkTensor& tensor : reader->tensors()) {
     writer.begin_tensor(tensor);
     writer.set_metrics(tensor.metrics);
     for (uint64_t k = tensor.first_tile; k < tensor.first_tile + tensor.tile_count; ++k) {
       const WpkTile& tile = reader->tiles()[k];
-      const std::vector<uint8_t> stored = recode(k, reader->tile_bytes(k));
-      writer.add_tile(stored, tile.raw_size, tile.filter, tile.codec);
+      const std::span<const uint8_t> stored = reader->tile_bytes(k);
+      std::vector<StoredPlane> planes = split_planes(stored, 2);
+      std::vector<uint8_t> a;
+      if (planes[0].raw && !planes[0].bytes.empty()) a = rans_encode(planes[0].bytes, planes[0].bytes.size(), 8);
+      if (!a.empty() && a.size() < planes[0].bytes.size()) {
+        planes[0] = {a, false};
+        writer.add_tile(join_planes(planes), tile.raw_size, tile.filter, tile.codec);
+        ++recoded;
+      } else {
+        writer.add_tile(stored, tile.raw_size, tile.filter, tile.codec);
+      }
     }
     writer.end_tensor();
   }
   writer.commit(reader->metadata_json());
-}
-
-std::vector<uint8_t> with_side_plane_coded(std::span<const uint8_t> stored) {
-  const std::vector<StoredPlane> planes = split_planes(stored, 2);
-  if (!planes[0].raw || planes[0].bytes.empty()) return {stored.begin(), stored.end()};
-  const std::vector<uint8_t> a = rans_encode(planes[0].bytes, planes[0].bytes.size(), 8);
-  if (a.size() >= planes[0].bytes.size()) return {stored.begin(), stored.end()};
-  // The plane directory (docs/FORMAT.md): a u32 per plane, its stored size, bit 31 when raw.
-  std::vector<uint8_t> out;
-  detail::put_u32(out, static_cast<uint32_t>(a.size()));
-  detail::put_u32(out, static_cast<uint32_t>(planes[1].bytes.size()) | (planes[1].raw ? 1u << 31 : 0u));
-  out.insert(out.end(), a.begin(), a.end());
-  out.insert(out.end(), planes[1].bytes.begin(), planes[1].bytes.end());
-  return out;
+  return recoded;
 }
 
 RunResult run_wpack(const std::vector<std::string>& args, const std::string& stdout_path) {

@@ -3,7 +3,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -73,16 +72,12 @@ const char* stream_damage_name(StreamDamage damage);
 std::vector<uint8_t> with_damaged_stream(std::vector<uint8_t> bytes, uint64_t tile, StreamDamage damage,
                                          uint32_t plane = 0);
 
-// Copies the .wpk file `from` to `to` through WpkWriter (the current format version), each tile's
-// stored bytes replaced by recode(tile index, its stored bytes); raw size, filter, codec, tensors,
-// metrics and metadata kept: a file as a writer that coded its tiles otherwise would have made it.
-void rewrite_wpk_tiles(const std::string& from, const std::string& to,
-                       const std::function<std::vector<uint8_t>(uint64_t, std::span<const uint8_t>)>& recode);
-// A two-plane quantized tile of codec rans: its stored bytes with plane A rANS-coded (8-bit symbols)
-// when that makes it smaller, as the packer wrote dense tiles under rans before it kept their plane
-// A raw; other tiles (plane A empty, already coded, or not smaller coded) unchanged. (For a tile of
-// another codec the result would be corrupt: its coded planes are that codec's.)
-std::vector<uint8_t> with_side_plane_coded(std::span<const uint8_t> stored);
+// Copies the .wpk file `from` to `to` through WpkWriter (the current format version), coding each
+// two-plane rANS tile's plane A with rANS (8-bit symbols) where that makes it smaller, as the packer
+// wrote dense quantized tiles before it kept their plane A raw; everything else kept. Returns the
+// number of tiles so recoded. (Meant for files of quantized rans tensors: a tile of another codec
+// would come out corrupt, its coded planes being that codec's.)
+uint64_t with_side_planes_coded(const std::string& from, const std::string& to);
 
 struct RunResult {
   int exit_code = -1;
